@@ -1,0 +1,1 @@
+//! Benchmarks of ringkv against named peers; see `benches/`.

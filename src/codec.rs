@@ -1,0 +1,179 @@
+//! CBOR encoding and decoding of everything that crosses a wire or a disk.
+//!
+//! This is the only file in the project that names the CBOR crate
+//! (`serde_cbor`, pinned exactly; see `Cargo.toml` for why). Everything else
+//! calls [`encode`], [`encode_frame`] and [`decode`]. Values use serde's
+//! default representation: structs as maps keyed by field name, enums
+//! externally tagged, byte fields as CBOR byte strings (through
+//! `serde_bytes`). That is the representation every serde CBOR library
+//! produces, so the golden vectors in `tests/codec_golden.rs`, which also
+//! check the bytes against an independent CBOR implementation, pin the format
+//! down for a later swap of crates.
+//!
+//! # What decoding guarantees
+//!
+//! [`decode`] takes a whole frame as a slice and
+//! - refuses a frame longer than the caller's maximum before looking at it;
+//! - refuses truncated input, trailing bytes, and anything not of the
+//!   expected shape, with [`Error::Decode`];
+//! - refuses nesting deeper than the decoder's recursion limit (128), so
+//!   hostile input cannot overflow the stack;
+//! - never allocates more than a small multiple of the input's length: byte
+//!   and text strings are bounded by the slice they are read from, and serde
+//!   caps the capacity it reserves from a length prefix.
+//!
+//! It never panics on any input; `tests/codec_random_input.rs` checks that
+//! with random and mutated frames.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Encodes `value` as CBOR.
+///
+/// ```
+/// use ringkv::{codec, Envelope, Message, NodeId};
+/// let env = Envelope::new(NodeId(1), NodeId(2), Message::Ping { seq: 7, payload: vec![] });
+/// let bytes = codec::encode(&env).unwrap();
+/// let back: Envelope = codec::decode(&bytes, 1024).unwrap();
+/// assert_eq!(back, env);
+/// ```
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(64);
+    encode_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the CBOR encoding of `value` to `out`.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    serde_cbor::to_writer(out, value).map_err(|e| Error::Encode {
+        what: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes `value` as one frame body of at most `max` bytes.
+///
+/// A value that encodes larger than `max` is refused here, at the sender,
+/// with [`Error::FrameTooLarge`], rather than being sent and making the
+/// receiver drop the connection.
+pub fn encode_frame<T: Serialize>(value: &T, max: usize) -> Result<bytes::Bytes> {
+    let out = encode(value)?;
+    if out.len() > max {
+        return Err(Error::FrameTooLarge {
+            size: out.len(),
+            max,
+        });
+    }
+    Ok(bytes::Bytes::from(out))
+}
+
+/// Decodes one whole frame body of at most `max` bytes as a `T`.
+///
+/// The whole slice must be exactly one value: truncated input and trailing
+/// bytes are both errors.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T> {
+    if bytes.len() > max {
+        return Err(Error::FrameTooLarge {
+            size: bytes.len(),
+            max,
+        });
+    }
+    serde_cbor::from_slice(bytes).map_err(|e| Error::Decode {
+        what: short_type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+/// `ringkv::message::Envelope` -> `Envelope`, for error messages.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    // Generic parameters contain `::` too; only strip the leading path.
+    let head = full.split('<').next().unwrap_or(full);
+    match head.rfind("::") {
+        Some(i) => &full[i + 2..],
+        None => full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Envelope, Message, NodeId};
+
+    fn ping(payload: Vec<u8>) -> Envelope {
+        Envelope::new(NodeId(1), NodeId(2), Message::Ping { seq: 9, payload })
+    }
+
+    #[test]
+    fn round_trip() {
+        let env = ping(b"hello".to_vec());
+        let bytes = encode(&env).unwrap();
+        assert_eq!(decode::<Envelope>(&bytes, 1 << 10).unwrap(), env);
+    }
+
+    #[test]
+    fn oversized_input_is_refused_before_decoding() {
+        let bytes = encode(&ping(vec![0; 100])).unwrap();
+        match decode::<Envelope>(&bytes, 50) {
+            Err(Error::FrameTooLarge { size, max }) => {
+                assert_eq!(size, bytes.len());
+                assert_eq!(max, 50);
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        assert!(matches!(
+            encode_frame(&ping(vec![0; 100]), 50),
+            Err(Error::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = encode(&ping(b"payload".to_vec())).unwrap();
+        for cut in 0..bytes.len() {
+            let err = decode::<Envelope>(&bytes[..cut], 1 << 10).unwrap_err();
+            assert!(matches!(err, Error::Decode { what: "Envelope", .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut bytes = encode(&ping(vec![])).unwrap();
+        bytes.push(0);
+        assert!(matches!(
+            decode::<Envelope>(&bytes, 1 << 10),
+            Err(Error::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // A map whose unknown field holds 100,000 nested arrays: the decoder
+        // must skip it through its recursion limit.
+        let mut bytes = vec![0xa1, 0x61, b'x'];
+        bytes.extend(std::iter::repeat_n(0x81, 100_000));
+        bytes.push(0x00);
+        let err = decode::<Envelope>(&bytes, 1 << 20).unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{err}");
+        // Same for a bare nested value where a message is expected.
+        let bytes: Vec<u8> = std::iter::repeat_n(0x81, 100_000).collect();
+        assert!(decode::<Message>(&bytes, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn huge_length_prefixes_do_not_allocate() {
+        // A byte string claiming 2^63 bytes, then an array claiming 2^63
+        // elements, each followed by almost nothing.
+        let big_bytes = [0xa1, 0x61, b'x', 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(decode::<Envelope>(&big_bytes, 1 << 10).is_err());
+        let big_array = [0x9b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00];
+        assert!(decode::<Vec<u64>>(&big_array, 1 << 10).is_err());
+    }
+
+    #[test]
+    fn error_names_the_type() {
+        assert_eq!(short_type_name::<Envelope>(), "Envelope");
+        assert_eq!(short_type_name::<Vec<u64>>(), "Vec<u64>");
+    }
+}

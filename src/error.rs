@@ -1,0 +1,167 @@
+//! The one error type of the `ringkv` library.
+//!
+//! Every fallible function in the crate returns [`Result`]. Variants are
+//! shaped so that a caller can act on them: a full send queue names the peer
+//! and the capacity, a refused handshake says exactly why, an oversized frame
+//! carries both sizes. [`Error::is_retryable`] classifies each variant: a
+//! retryable error may succeed if the same call is made again later (after a
+//! backoff); a non-retryable one will fail the same way until the input or the
+//! configuration changes.
+//!
+//! Wrapped I/O errors keep their source, reachable through
+//! [`std::error::Error::source`].
+
+use std::time::Duration;
+
+use crate::message::{NodeId, Refusal};
+
+/// A `Result` whose error is the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller passed something the library cannot accept (an empty
+    /// cluster secret, a zero-sized queue, a malformed address).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// A frame, or a value about to become one, is larger than the limit.
+    /// Checked before any decoding or allocation.
+    #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// Size of the offending frame in bytes.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// Bytes that are not a valid CBOR encoding of the expected type:
+    /// truncated, trailing garbage, wrong shape, nesting too deep.
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded (a type name).
+        what: &'static str,
+        /// The decoder's explanation.
+        reason: String,
+    },
+
+    /// A value could not be encoded (for example a map with non-string keys
+    /// in a format that requires them). Indicates a bug in the caller.
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// What was being encoded (a type name).
+        what: &'static str,
+        /// The encoder's explanation.
+        reason: String,
+    },
+
+    /// An operating-system I/O error, with what the library was doing.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the library was doing when the error happened.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A connection handshake failed: the peer (or this node) refused it.
+    #[error("handshake with {peer} failed: {refusal}")]
+    Handshake {
+        /// The remote address, and node id when known.
+        peer: String,
+        /// Why the handshake failed.
+        refusal: Refusal,
+    },
+
+    /// The bounded send queue towards `peer` is full; the envelope was not
+    /// queued. The caller decides whether to retry, drop or slow down.
+    #[error("send queue to {peer} is full ({capacity} frames)")]
+    QueueFull {
+        /// The destination node.
+        peer: NodeId,
+        /// The queue's capacity in frames.
+        capacity: usize,
+    },
+
+    /// The destination is not known to this transport (no address for it,
+    /// or no such endpoint on the in-process network).
+    #[error("unknown peer {0}")]
+    UnknownPeer(NodeId),
+
+    /// An operation did not finish in time.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        operation: &'static str,
+        /// How long the library waited.
+        after: Duration,
+    },
+
+    /// The component is shutting down or has shut down.
+    #[error("shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// Whether the same operation may succeed if retried later.
+    ///
+    /// ```
+    /// use ringkv::{Error, NodeId};
+    /// assert!(Error::QueueFull { peer: NodeId(2), capacity: 8 }.is_retryable());
+    /// assert!(!Error::FrameTooLarge { size: 10, max: 5 }.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::QueueFull { .. } | Error::Timeout { .. } | Error::Io { .. } => true,
+            Error::Handshake { refusal, .. } => refusal.is_retryable(),
+            Error::InvalidInput(_)
+            | Error::FrameTooLarge { .. }
+            | Error::Decode { .. }
+            | Error::Encode { .. }
+            | Error::UnknownPeer(_)
+            | Error::Shutdown => false,
+        }
+    }
+
+    /// Wraps an I/O error with what the library was doing.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn io_errors_keep_their_source() {
+        let err = Error::io(
+            "reading frame",
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof"),
+        );
+        assert!(err.source().is_some());
+        assert!(err.to_string().starts_with("reading frame: "));
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn handshake_classification_follows_the_refusal() {
+        let retry = Error::Handshake {
+            peer: "127.0.0.1:1".into(),
+            refusal: Refusal::SimultaneousConnect,
+        };
+        let fatal = Error::Handshake {
+            peer: "127.0.0.1:1".into(),
+            refusal: Refusal::BadSecret,
+        };
+        assert!(retry.is_retryable());
+        assert!(!fatal.is_retryable());
+    }
+}

@@ -1,0 +1,23 @@
+//! ringkv: a Dynamo-style distributed key-value store.
+//!
+//! This crate is the library behind the `ringkv-node` binary, the
+//! `ringkv-shell` REPL and the C ABI. This file is only a facade: it declares
+//! the modules and re-exports the types most callers need. See
+//! `../shared/DESIGN.md` and `docs/` for the architecture.
+//!
+//! What exists today: the wire format ([`codec`], [`message`]), and the
+//! networks that carry it ([`net`]): framed, authenticated TCP and an
+//! in-process network with fault injection, behind one [`Transport`] trait.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod message;
+pub mod net;
+
+pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
+pub use error::{Error, Result};
+pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
+pub use net::{Inbox, NetStats, Transport};

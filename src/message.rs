@@ -1,0 +1,232 @@
+//! Every message that crosses between nodes, and the connection handshake.
+//!
+//! Node-to-node traffic is a stream of [`Envelope`]s, each carrying one
+//! [`Message`] from one node to another. On a TCP connection the envelopes
+//! are preceded by a [`Handshake`] exchange that agrees on the protocol
+//! version and the cluster and proves that both ends hold the cluster secret.
+//!
+//! All of these types are encoded by [`crate::codec`] as CBOR with serde's
+//! default (externally tagged, named-field) representation: self-describing,
+//! readable by any CBOR library, and tolerant of fields added later (unknown
+//! map keys are skipped). Golden byte vectors for every type live in
+//! `tests/codec_golden.rs`; changing how any of these types encodes is a
+//! protocol change and needs [`PROTOCOL_VERSION`] raised.
+//!
+//! Later subsystems (membership, replication, handoff) add their messages to
+//! [`Message`]; it is `#[non_exhaustive]` so that matching code outside the
+//! crate keeps compiling.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the node-to-node protocol spoken by this build. Both ends
+/// of a connection must speak the same version; a mismatch is refused
+/// during the handshake with [`Refusal::VersionMismatch`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Length in bytes of a handshake nonce.
+pub const NONCE_LEN: usize = 32;
+
+/// Length in bytes of a handshake proof (an HMAC-SHA256 tag).
+pub const PROOF_LEN: usize = 32;
+
+/// The identity of a physical node in a cluster.
+///
+/// Small and `Copy`, because the ring and every protocol machine pass node
+/// ids around constantly. It encodes as a plain CBOR unsigned integer.
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// One message from one node to another: the unit that transports carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending node. A TCP transport checks it against the node id that
+    /// the connection authenticated, so a peer cannot speak for another.
+    pub from: NodeId,
+    /// The node the message is for.
+    pub to: NodeId,
+    /// The message itself.
+    pub msg: Message,
+}
+
+impl Envelope {
+    /// Builds an envelope.
+    pub fn new(from: NodeId, to: NodeId, msg: Message) -> Self {
+        Envelope { from, to, msg }
+    }
+}
+
+/// The messages nodes exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// A liveness and round-trip probe. The receiver answers with a
+    /// [`Message::Pong`] carrying the same `seq` and `payload`, so a sender
+    /// can measure round-trip time and, with a large payload, throughput.
+    Ping {
+        /// Chosen by the sender, echoed in the reply.
+        seq: u64,
+        /// Opaque bytes, echoed in the reply.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// The answer to a [`Message::Ping`].
+    Pong {
+        /// The `seq` of the ping being answered.
+        seq: u64,
+        /// The ping's payload, unchanged.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+}
+
+impl Message {
+    /// The variant's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+        }
+    }
+}
+
+/// The frames exchanged when a TCP connection opens, before any
+/// [`Envelope`].
+///
+/// The dialer sends `Hello`; the acceptor answers `Challenge` (or `Refuse`);
+/// the dialer checks the acceptor's proof and sends `Proof` (or `Refuse`);
+/// the acceptor checks the dialer's proof and answers `Welcome` (or
+/// `Refuse`). Each proof is an HMAC-SHA256, keyed by the cluster secret, over
+/// both nonces, both node ids, the cluster name and the role, so the secret
+/// never crosses the wire, a proof cannot be replayed on another connection,
+/// and a proof made for one role cannot be reflected back as the other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handshake {
+    /// Dialer to acceptor: who I am and a fresh nonce.
+    Hello {
+        /// The dialer's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The cluster the dialer belongs to.
+        cluster: String,
+        /// The dialer's node id.
+        node: NodeId,
+        /// The address the dialer accepts connections on, so that the
+        /// acceptor can dial back after this connection breaks.
+        listen: String,
+        /// [`NONCE_LEN`] fresh random bytes.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// Acceptor to dialer: who I am, my nonce, and my proof.
+    Challenge {
+        /// The acceptor's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The cluster the acceptor belongs to.
+        cluster: String,
+        /// The acceptor's node id.
+        node: NodeId,
+        /// [`NONCE_LEN`] fresh random bytes.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        /// The acceptor's [`PROOF_LEN`]-byte proof of the secret.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Dialer to acceptor: the dialer's proof of the secret.
+    Proof {
+        /// The dialer's [`PROOF_LEN`]-byte proof.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Acceptor to dialer: the connection is open for envelopes.
+    Welcome,
+    /// Either side: the connection is refused, and why. The sender closes
+    /// the connection after it.
+    Refuse {
+        /// Why the connection is refused.
+        reason: Refusal,
+    },
+}
+
+/// Why a handshake was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The two ends speak different protocol versions.
+    VersionMismatch {
+        /// The refusing side's version.
+        expected: u32,
+        /// The version it was offered.
+        got: u32,
+    },
+    /// The two ends belong to different clusters.
+    ClusterMismatch {
+        /// The refusing side's cluster name.
+        expected: String,
+        /// The cluster name it was offered.
+        got: String,
+    },
+    /// The peer's proof did not verify: it does not hold the same cluster
+    /// secret.
+    BadSecret,
+    /// The dialer expected one node at that address and found another.
+    UnexpectedNode {
+        /// The node the dialer meant to reach.
+        expected: NodeId,
+        /// The node that answered.
+        got: NodeId,
+    },
+    /// A node tried to connect to itself.
+    SelfConnect,
+    /// Both nodes dialed each other at once; the connection dialed by the
+    /// lower node id is kept and this one is dropped. Not an error: the
+    /// other connection carries the traffic.
+    SimultaneousConnect,
+    /// The peer broke the handshake protocol (wrong frame, wrong nonce or
+    /// proof length, undecodable bytes).
+    Malformed(String),
+    /// The refusing node is shutting down.
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// Whether dialing again later may succeed without a configuration
+    /// change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Refusal::SimultaneousConnect | Refusal::ShuttingDown)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::VersionMismatch { expected, got } => write!(
+                f,
+                "protocol version mismatch: expected {expected}, got {got}"
+            ),
+            Refusal::ClusterMismatch { expected, got } => {
+                write!(f, "cluster mismatch: expected {expected:?}, got {got:?}")
+            }
+            Refusal::BadSecret => f.write_str("proof did not verify: the cluster secrets differ"),
+            Refusal::UnexpectedNode { expected, got } => {
+                write!(f, "expected node {expected} at that address, found {got}")
+            }
+            Refusal::SelfConnect => f.write_str("a node cannot connect to itself"),
+            Refusal::SimultaneousConnect => {
+                f.write_str("simultaneous connect; the lower node id's connection is kept")
+            }
+            Refusal::Malformed(why) => write!(f, "handshake protocol violation: {why}"),
+            Refusal::ShuttingDown => f.write_str("the node is shutting down"),
+        }
+    }
+}
