@@ -107,9 +107,11 @@ impl Message {
 /// the dialer checks the acceptor's proof and sends `Proof` (or `Refuse`);
 /// the acceptor checks the dialer's proof and answers `Welcome` (or
 /// `Refuse`). Each proof is an HMAC-SHA256, keyed by the cluster secret, over
-/// both nonces, both node ids, the cluster name and the role, so the secret
-/// never crosses the wire, a proof cannot be replayed on another connection,
-/// and a proof made for one role cannot be reflected back as the other.
+/// the role and every field both sides sent (both nonces, node ids,
+/// incarnations, the cluster name, the version, the dialer's address), so the
+/// secret never crosses the wire, a proof cannot be replayed on another
+/// connection, and a proof made for one role cannot be reflected back as the
+/// other. See `net::handshake` for the exact transcript.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Handshake {
     /// Dialer to acceptor: who I am and a fresh nonce.
@@ -123,6 +125,10 @@ pub enum Handshake {
         /// The address the dialer accepts connections on, so that the
         /// acceptor can dial back after this connection breaks.
         listen: String,
+        /// A random number the dialer's transport drew when it started. A
+        /// new incarnation tells the acceptor that the peer restarted, so
+        /// any connection it still holds from the old process is dead.
+        incarnation: u64,
         /// [`NONCE_LEN`] fresh random bytes.
         #[serde(with = "serde_bytes")]
         nonce: Vec<u8>,
@@ -135,6 +141,8 @@ pub enum Handshake {
         cluster: String,
         /// The acceptor's node id.
         node: NodeId,
+        /// The acceptor transport's incarnation (see `Hello`).
+        incarnation: u64,
         /// [`NONCE_LEN`] fresh random bytes.
         #[serde(with = "serde_bytes")]
         nonce: Vec<u8>,
@@ -188,6 +196,10 @@ pub enum Refusal {
     },
     /// A node tried to connect to itself.
     SelfConnect,
+    /// The acceptor already has a working connection from this same process
+    /// of the dialer (same incarnation). The dialer retries after a backoff;
+    /// by then the acceptor has seen the old connection close, if it did.
+    AlreadyConnected,
     /// Both nodes dialed each other at once; the connection dialed by the
     /// lower node id is kept and this one is dropped. Not an error: the
     /// other connection carries the traffic.
@@ -203,7 +215,10 @@ impl Refusal {
     /// Whether dialing again later may succeed without a configuration
     /// change.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Refusal::SimultaneousConnect | Refusal::ShuttingDown)
+        matches!(
+            self,
+            Refusal::SimultaneousConnect | Refusal::AlreadyConnected | Refusal::ShuttingDown
+        )
     }
 }
 
@@ -222,6 +237,9 @@ impl fmt::Display for Refusal {
                 write!(f, "expected node {expected} at that address, found {got}")
             }
             Refusal::SelfConnect => f.write_str("a node cannot connect to itself"),
+            Refusal::AlreadyConnected => {
+                f.write_str("already connected to this incarnation of the node")
+            }
             Refusal::SimultaneousConnect => {
                 f.write_str("simultaneous connect; the lower node id's connection is kept")
             }
