@@ -39,6 +39,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 use crate::error::Result;
 use crate::message::{Envelope, NodeId};
 
+pub mod memory;
 pub mod tcp;
 
 /// The receiving side of a transport: every envelope addressed to the local
