@@ -20,5 +20,6 @@ pub mod net;
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 pub use error::{Error, Result};
 pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
+pub use net::memory::{Faults, MemoryEndpoint, MemoryNetwork};
 pub use net::tcp::TcpTransport;
 pub use net::{Inbox, NetStats, Transport};

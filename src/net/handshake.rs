@@ -363,12 +363,11 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     match io.next().await {
-        Some(Ok(frame)) => {
-            codec::decode(&frame, HANDSHAKE_MAX_FRAME_BYTES).map_err(|e| Error::Handshake {
-                peer: peer.to_string(),
-                refusal: Refusal::Malformed(e.to_string()),
-            })
-        }
+        Some(Ok(frame)) => match codec::decode(&frame, HANDSHAKE_MAX_FRAME_BYTES) {
+            Ok(msg) => Ok(msg),
+            // The framing is intact, so the peer can still be told why.
+            Err(e) => Err(refuse(io, peer, Refusal::Malformed(e.to_string())).await),
+        },
         Some(Err(e)) => Err(Error::io(format!("handshake with {peer}: receiving"), e)),
         None => Err(Error::io(
             format!("handshake with {peer}"),
@@ -614,7 +613,11 @@ mod tests {
         let r = accept(&mut aio, &a, "dialer").await;
         assert!(matches!(refusal_of(r), Refusal::Malformed(_)));
         // The dialer side is told why.
-        let reply = dio.next().await.unwrap().unwrap();
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(10), dio.next())
+            .await
+            .expect("the acceptor answers a malformed Hello")
+            .unwrap()
+            .unwrap();
         let reply: Handshake = codec::decode(&reply, 1 << 10).unwrap();
         assert!(matches!(
             reply,

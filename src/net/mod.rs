@@ -40,6 +40,7 @@ use crate::error::Result;
 use crate::message::{Envelope, NodeId};
 
 pub mod handshake;
+pub mod memory;
 pub mod tcp;
 
 /// The receiving side of a transport: every envelope addressed to the local
