@@ -213,7 +213,7 @@ impl TcpConfig {
 }
 
 /// Configuration of an in-process network.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemoryNetConfig {
     /// Seed of every random choice the network makes (drops, delays,
     /// duplicates, reordering). Default 0. The same seed and the same sends
@@ -222,15 +222,6 @@ pub struct MemoryNetConfig {
     /// Frame and queue limits: the same meaning as on TCP, so a node behaves
     /// the same on either network.
     pub net: NetConfig,
-}
-
-impl Default for MemoryNetConfig {
-    fn default() -> Self {
-        MemoryNetConfig {
-            seed: 0,
-            net: NetConfig::default(),
-        }
-    }
 }
 
 #[cfg(test)]
