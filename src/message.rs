@@ -248,3 +248,64 @@ impl fmt::Display for Refusal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The matches are exhaustive on purpose: a new variant stops this
+    /// from compiling. Add it here and to [`VARIANTS`]; the test below then
+    /// fails until `tests/codec_golden.rs` has a vector for it.
+    fn golden_names(msg: Option<&Message>, hs: Option<&Handshake>, r: Option<&Refusal>) {
+        let _ = msg.map(|m| match m {
+            Message::Ping { .. } | Message::Pong { .. } => (),
+        });
+        let _ = hs.map(|h| match h {
+            Handshake::Hello { .. }
+            | Handshake::Challenge { .. }
+            | Handshake::Proof { .. }
+            | Handshake::Welcome
+            | Handshake::Refuse { .. } => (),
+        });
+        let _ = r.map(|r| match r {
+            Refusal::VersionMismatch { .. }
+            | Refusal::ClusterMismatch { .. }
+            | Refusal::BadSecret
+            | Refusal::UnexpectedNode { .. }
+            | Refusal::SelfConnect
+            | Refusal::SimultaneousConnect
+            | Refusal::Malformed(_)
+            | Refusal::ShuttingDown => (),
+        });
+    }
+
+    const VARIANTS: &[&str] = &[
+        "Message::Ping",
+        "Message::Pong",
+        "Handshake::Hello",
+        "Handshake::Challenge",
+        "Handshake::Proof",
+        "Handshake::Welcome",
+        "Handshake::Refuse",
+        "Refusal::VersionMismatch",
+        "Refusal::ClusterMismatch",
+        "Refusal::BadSecret",
+        "Refusal::UnexpectedNode",
+        "Refusal::SelfConnect",
+        "Refusal::SimultaneousConnect",
+        "Refusal::Malformed",
+        "Refusal::ShuttingDown",
+    ];
+
+    #[test]
+    fn every_variant_has_a_golden_vector() {
+        golden_names(None, None, None);
+        let golden = include_str!("../tests/codec_golden.rs");
+        for name in VARIANTS {
+            assert!(
+                golden.contains(name),
+                "{name} has no golden vector in tests/codec_golden.rs"
+            );
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The values the benchmarks encode, decode and send.
+//!
+//! Each is what a real cluster sends: pings with the payload sizes the
+//! benchmark notes quote, and handshake frames with full-length nonces and
+//! proofs. Payload bytes are a fixed non-constant pattern, so that no codec
+//! can shortcut on repeated bytes.
+
+use ringkv::message::{Envelope, Handshake, Message, NodeId, NONCE_LEN, PROOF_LEN};
+use ringkv::PROTOCOL_VERSION;
+
+/// Payload sizes of the ping workloads, in bytes: a small control message,
+/// the field's standard 100-byte value, and one 4 KiB storage block.
+pub const PING_PAYLOAD_SIZES: [usize; 3] = [16, 100, 4096];
+
+/// `len` bytes of a repeating 0..=250 pattern.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A ping from node 1 to node 2 with a `payload_len`-byte payload and a
+/// sequence number that needs a 4-byte CBOR integer, as a busy link's would.
+pub fn ping_envelope(payload_len: usize) -> Envelope {
+    Envelope::new(
+        NodeId(1),
+        NodeId(2),
+        Message::Ping {
+            seq: 1_000_000,
+            payload: pattern(payload_len),
+        },
+    )
+}
+
+/// The dialer's first handshake frame.
+pub fn hello() -> Handshake {
+    Handshake::Hello {
+        version: PROTOCOL_VERSION,
+        cluster: "prod".into(),
+        node: NodeId(1),
+        listen: "127.0.0.1:7000".into(),
+        nonce: pattern(NONCE_LEN),
+    }
+}
+
+/// The acceptor's answer, with its nonce and proof.
+pub fn challenge() -> Handshake {
+    Handshake::Challenge {
+        version: PROTOCOL_VERSION,
+        cluster: "prod".into(),
+        node: NodeId(2),
+        nonce: pattern(NONCE_LEN),
+        proof: pattern(PROOF_LEN).into_iter().rev().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv::codec;
+
+    /// The encoded sizes quoted in docs/benchmarks.md.
+    #[test]
+    fn encoded_sizes_are_as_documented() {
+        let sizes: Vec<usize> = PING_PAYLOAD_SIZES
+            .iter()
+            .map(|&n| codec::encode(&ping_envelope(n)).unwrap().len())
+            .collect();
+        assert_eq!(sizes, [56, 141, 4138]);
+        assert_eq!(codec::encode(&hello()).unwrap().len(), 98);
+        assert_eq!(codec::encode(&challenge()).unwrap().len(), 120);
+    }
+
+    #[test]
+    fn payloads_have_the_stated_length() {
+        for n in PING_PAYLOAD_SIZES {
+            match ping_envelope(n).msg {
+                Message::Ping { payload, .. } => assert_eq!(payload.len(), n),
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+    }
+}
