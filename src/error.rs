@@ -127,8 +127,6 @@ impl Error {
     }
 
     /// Wraps an I/O error with what the library was doing.
-    // The transports that call it land separately; only tests use it yet.
-    #[allow(dead_code)]
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

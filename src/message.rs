@@ -273,6 +273,7 @@ mod tests {
             | Refusal::BadSecret
             | Refusal::UnexpectedNode { .. }
             | Refusal::SelfConnect
+            | Refusal::AlreadyConnected
             | Refusal::SimultaneousConnect
             | Refusal::Malformed(_)
             | Refusal::ShuttingDown => (),
@@ -292,6 +293,7 @@ mod tests {
         "Refusal::BadSecret",
         "Refusal::UnexpectedNode",
         "Refusal::SelfConnect",
+        "Refusal::AlreadyConnected",
         "Refusal::SimultaneousConnect",
         "Refusal::Malformed",
         "Refusal::ShuttingDown",

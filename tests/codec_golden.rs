@@ -299,12 +299,14 @@ fn envelope_payload_of_64_kib_has_a_four_byte_length() {
 #[test]
 fn handshake_hello() {
     // a1 65 48656c6c6f         {"Hello":
-    //   a5                       map, 5 pairs, in declaration order
+    //   a6                       map, 6 pairs, in declaration order
     //     67 76657273696f6e 01   "version": 1
     //     67 636c7573746572 64 70726f64              "cluster": "prod"
     //     64 6e6f6465 07                             "node": 7
     //     66 6c697374656e 6e 3132372e302e302e313a37303030
     //                                                "listen": "127.0.0.1:7000"
+    //     6b 696e6361726e6174696f6e 1b 0123456789abcdef
+    //                                                "incarnation": 0x0123456789abcdef
     //     65 6e6f6e6365 58 20 11..11                 "nonce": 32 bytes
     check_handshake(
         Handshake::Hello {
@@ -312,13 +314,15 @@ fn handshake_hello() {
             cluster: "prod".into(),
             node: NodeId(7),
             listen: "127.0.0.1:7000".into(),
+            incarnation: 0x0123_4567_89ab_cdef,
             nonce: vec![0x11; 32],
         },
-        "a1 65 48656c6c6f a5
+        "a1 65 48656c6c6f a6
             67 76657273696f6e 01
             67 636c7573746572 64 70726f64
             64 6e6f6465 07
             66 6c697374656e 6e 3132372e302e302e313a37303030
+            6b 696e6361726e6174696f6e 1b 0123456789abcdef
             65 6e6f6e6365 58 20 1111111111111111111111111111111111111111111111111111111111111111",
     );
     // A large version and node id, an empty cluster, listen and nonce: the
@@ -329,13 +333,15 @@ fn handshake_hello() {
             cluster: String::new(),
             node: NodeId(u64::MAX),
             listen: String::new(),
+            incarnation: 0,
             nonce: vec![],
         },
-        "a1 65 48656c6c6f a5
+        "a1 65 48656c6c6f a6
             67 76657273696f6e 1a ffffffff
             67 636c7573746572 60
             64 6e6f6465 1b ffffffffffffffff
             66 6c697374656e 60
+            6b 696e6361726e6174696f6e 00
             65 6e6f6e6365 40",
     );
 }
@@ -347,13 +353,15 @@ fn handshake_challenge() {
             version: 1,
             cluster: "prod".into(),
             node: NodeId(8),
+            incarnation: 300,
             nonce: vec![0x22; 32],
             proof: vec![0x33; 32],
         },
-        "a1 69 4368616c6c656e6765 a5
+        "a1 69 4368616c6c656e6765 a6
             67 76657273696f6e 01
             67 636c7573746572 64 70726f64
             64 6e6f6465 08
+            6b 696e6361726e6174696f6e 19 012c
             65 6e6f6e6365 58 20 2222222222222222222222222222222222222222222222222222222222222222
             65 70726f6f66 58 20 3333333333333333333333333333333333333333333333333333333333333333",
     );
@@ -405,6 +413,10 @@ fn refusals() -> Vec<(Refusal, &'static str)> {
                 68 6578706563746564 03 63 676f74 19 03e8",
         ),
         (Refusal::SelfConnect, "6b 53656c66436f6e6e656374"),
+        (
+            Refusal::AlreadyConnected,
+            "70 416c7265616479436f6e6e6563746564",
+        ),
         (
             Refusal::SimultaneousConnect,
             "73 53696d756c74616e656f7573436f6e6e656374",
@@ -470,11 +482,12 @@ fn a_later_hello_with_an_extra_field_still_decodes() {
     // later version that adds a field to Hello must still be understood
     // well enough to be refused with VersionMismatch, not a decode error.
     let bytes = unhex(
-        "a1 65 48656c6c6f a6
+        "a1 65 48656c6c6f a7
             67 76657273696f6e 02
             67 636c7573746572 64 70726f64
             64 6e6f6465 07
             66 6c697374656e 6e 3132372e302e302e313a37303030
+            6b 696e6361726e6174696f6e 05
             65 6e6f6e6365 58 20 1111111111111111111111111111111111111111111111111111111111111111
             66 476f73736970 f5",
     );

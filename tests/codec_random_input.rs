@@ -156,6 +156,7 @@ fn refusal() -> impl Strategy<Value = Refusal> {
             got: NodeId(g),
         }),
         Just(Refusal::SelfConnect),
+        Just(Refusal::AlreadyConnected),
         Just(Refusal::SimultaneousConnect),
         text().prop_map(Refusal::Malformed),
         Just(Refusal::ShuttingDown),
@@ -165,20 +166,22 @@ fn refusal() -> impl Strategy<Value = Refusal> {
 fn handshake() -> impl Strategy<Value = Handshake> {
     let bytes = || vec(any::<u8>(), 0..40);
     prop_oneof![
-        (any::<u32>(), text(), integer(), text(), bytes()).prop_map(
-            |(version, cluster, node, listen, nonce)| Handshake::Hello {
+        (any::<u32>(), text(), integer(), text(), integer(), bytes()).prop_map(
+            |(version, cluster, node, listen, incarnation, nonce)| Handshake::Hello {
                 version,
                 cluster,
                 node: NodeId(node),
                 listen,
+                incarnation,
                 nonce,
             }
         ),
-        (any::<u32>(), text(), integer(), bytes(), bytes()).prop_map(
-            |(version, cluster, node, nonce, proof)| Handshake::Challenge {
+        (any::<u32>(), text(), integer(), integer(), bytes(), bytes()).prop_map(
+            |(version, cluster, node, incarnation, nonce, proof)| Handshake::Challenge {
                 version,
                 cluster,
                 node: NodeId(node),
+                incarnation,
                 nonce,
                 proof,
             }

@@ -37,6 +37,7 @@ pub fn hello() -> Handshake {
         cluster: "prod".into(),
         node: NodeId(1),
         listen: "127.0.0.1:7000".into(),
+        incarnation: 0x5eed_0000_0000_0001,
         nonce: pattern(NONCE_LEN),
     }
 }
@@ -47,6 +48,7 @@ pub fn challenge() -> Handshake {
         version: PROTOCOL_VERSION,
         cluster: "prod".into(),
         node: NodeId(2),
+        incarnation: 0x5eed_0000_0000_0002,
         nonce: pattern(NONCE_LEN),
         proof: pattern(PROOF_LEN).into_iter().rev().collect(),
     }
@@ -65,8 +67,8 @@ mod tests {
             .map(|&n| codec::encode(&ping_envelope(n)).unwrap().len())
             .collect();
         assert_eq!(sizes, [56, 141, 4138]);
-        assert_eq!(codec::encode(&hello()).unwrap().len(), 98);
-        assert_eq!(codec::encode(&challenge()).unwrap().len(), 120);
+        assert_eq!(codec::encode(&hello()).unwrap().len(), 119);
+        assert_eq!(codec::encode(&challenge()).unwrap().len(), 141);
     }
 
     #[test]

@@ -105,9 +105,6 @@ pub struct NetStats {
 }
 
 /// Lock-free counters behind [`NetStats`].
-// Used by the TCP and in-process transports, which land separately; until
-// then nothing in this crate constructs it.
-#[allow(dead_code)]
 #[derive(Debug, Default)]
 pub(crate) struct StatCounters {
     pub frames_sent: AtomicU64,
@@ -122,7 +119,6 @@ pub(crate) struct StatCounters {
     pub handshake_failures: AtomicU64,
 }
 
-#[allow(dead_code)] // see the struct
 impl StatCounters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
