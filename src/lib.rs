@@ -16,8 +16,11 @@ pub mod config;
 pub mod error;
 pub mod message;
 pub mod net;
+pub mod ring;
 
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
+pub use config::{RingConfig, VersionConfig};
 pub use error::{Error, Result};
 pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
 pub use net::{Inbox, NetStats, Transport};
+pub use ring::{key_token, MovePlan, Ring, Token};
