@@ -129,6 +129,17 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A write without a context covering enough of the object's siblings
+    /// would leave more than the configured maximum. The client must read,
+    /// resolve, and write back with the context it read.
+    #[error("write would leave {siblings} siblings, more than the maximum of {max}; read, resolve and write with the context")]
+    TooManySiblings {
+        /// Siblings the write would have left.
+        siblings: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
     /// A bucket's conflict policy names a resolver script that is not
     /// registered.
     #[error("no conflict resolver named {0:?}")]
@@ -157,6 +168,7 @@ impl Error {
             // it until the clocks drift further.
             | Error::ClockSkew { .. }
             | Error::RingChange { .. }
+            | Error::TooManySiblings { .. }
             | Error::UnknownResolver(_) => false,
         }
     }

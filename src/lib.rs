@@ -13,10 +13,12 @@
 
 pub mod codec;
 pub mod config;
+pub mod crdt;
 pub mod error;
 pub mod message;
 pub mod net;
 pub mod ring;
+pub mod version;
 
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 pub use config::{RingConfig, VersionConfig};
@@ -24,3 +26,4 @@ pub use error::{Error, Result};
 pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
 pub use net::{Inbox, NetStats, Transport};
 pub use ring::{key_token, MovePlan, Ring, Token};
+pub use version::{CausalContext, ConflictPolicy, Object, Timestamp};
