@@ -252,6 +252,15 @@ pub struct RingConfig {
 /// little balance and cost gossip size and handoff bookkeeping.
 pub const DEFAULT_VNODES_PER_NODE: usize = 160;
 
+/// Replicas per key that token claim balances for: 3.
+///
+/// Claim balances not only which node is first for each key but how much
+/// each node stores as one of `n` replicas, which depends on `n`. Three is
+/// the usual bucket `n` (Dynamo's and Riak's default); a bucket with another
+/// `n` is still placed correctly, only its replica shares are balanced less
+/// tightly.
+pub const DEFAULT_CLAIM_REPLICAS: usize = 3;
+
 impl Default for RingConfig {
     fn default() -> Self {
         RingConfig {

@@ -55,7 +55,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::NodeId;
 
-pub use claim::{claim_join, claim_leave, random_join, random_leave};
+pub use claim::{
+    claim_join, claim_join_for, claim_leave, claim_leave_for, random_join, random_leave,
+};
 pub use plan::{MovePlan, RangeMove, TokenRange};
 
 /// A position on the ring: a 64-bit unsigned integer. The ring wraps from
