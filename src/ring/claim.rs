@@ -399,9 +399,9 @@ impl Working {
         let mut d: BTreeMap<NodeId, (i128, i128)> = BTreeMap::new();
         let (mut before, mut after) = (Vec::new(), Vec::new());
         let shift = |d: &mut BTreeMap<NodeId, (i128, i128)>,
-                         before: &[NodeId],
-                         after: &[NodeId],
-                         len: u128| {
+                     before: &[NodeId],
+                     after: &[NodeId],
+                     len: u128| {
             for x in after.iter().filter(|x| !before.contains(x)) {
                 d.entry(*x).or_default().1 += len as i128;
             }
