@@ -7,7 +7,10 @@
 //!
 //! What exists today: the wire format ([`codec`], [`message`]), and the
 //! networks that carry it ([`net`]): framed, authenticated TCP and an
-//! in-process network with fault injection, behind one [`Transport`] trait.
+//! in-process network with fault injection, behind one [`Transport`] trait;
+//! the hash ring with token claim and move plans ([`ring`]); versioned
+//! objects with siblings, clocks and conflict policies ([`version`]); and
+//! CRDTs ([`crdt`]).
 
 #![warn(missing_docs)]
 

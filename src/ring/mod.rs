@@ -527,27 +527,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "measurement, prints"]
-    fn print_replica_balance() {
-        use rand::SeedableRng;
-        for nodes in [3u64, 5, 10, 50] {
-            let claimed = ring_of(nodes, 160);
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(nodes);
-            let mut random = Ring::empty();
-            for id in 1..=nodes {
-                random = random_join(&random, NodeId(id), 160, &mut rng).unwrap();
-            }
-            println!(
-                "{nodes}: claimed own {:.3} rep {:.3}; random own {:.3} rep {:.3}",
-                claimed.balance(),
-                claimed.replica_balance(3),
-                random.balance(),
-                random.replica_balance(3)
-            );
-        }
-    }
-
-    #[test]
     fn duplicate_tokens_are_refused() {
         let v = VNode {
             token: Token(7),
