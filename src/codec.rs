@@ -133,16 +133,7 @@ mod tests {
         let bytes = encode(&ping(b"payload".to_vec())).unwrap();
         for cut in 0..bytes.len() {
             let err = decode::<Envelope>(&bytes[..cut], 1 << 10).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    Error::Decode {
-                        what: "Envelope",
-                        ..
-                    }
-                ),
-                "{err}"
-            );
+            assert!(matches!(err, Error::Decode { what: "Envelope", .. }), "{err}");
         }
     }
 
@@ -174,9 +165,7 @@ mod tests {
     fn huge_length_prefixes_do_not_allocate() {
         // A byte string claiming 2^63 bytes, then an array claiming 2^63
         // elements, each followed by almost nothing.
-        let big_bytes = [
-            0xa1, 0x61, b'x', 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        ];
+        let big_bytes = [0xa1, 0x61, b'x', 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert!(decode::<Envelope>(&big_bytes, 1 << 10).is_err());
         let big_array = [0x9b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00];
         assert!(decode::<Vec<u64>>(&big_array, 1 << 10).is_err());
