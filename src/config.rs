@@ -224,6 +224,96 @@ pub struct MemoryNetConfig {
     pub net: NetConfig,
 }
 
+/// Configuration of the hash ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Virtual nodes (tokens) a physical node claims when it joins. Default
+    /// [`DEFAULT_VNODES_PER_NODE`].
+    pub vnodes_per_node: usize,
+}
+
+/// Virtual nodes per physical node by default: 160.
+///
+/// The literature's range is 150 to 200. With random tokens the spread of a
+/// node's share shrinks as one over the square root of this number (about 8%
+/// at 160); with the balancing claim in `ring::claim` the residual imbalance
+/// is about one token's worth of range, 1/160 of a node's share. A ring of
+/// 100 nodes then has 16,000 tokens: 256 KiB in memory, a binary search of
+/// 14 steps, and a gossip frame far below the frame limit. More tokens buy
+/// little balance and cost gossip size and handoff bookkeeping.
+pub const DEFAULT_VNODES_PER_NODE: usize = 160;
+
+/// Replicas per key that token claim balances for: 3.
+///
+/// Claim balances not only which node is first for each key but how much
+/// each node stores as one of `n` replicas, which depends on `n`. Three is
+/// the usual bucket `n` (Dynamo's and Riak's default); a bucket with another
+/// `n` is still placed correctly, only its replica shares are balanced less
+/// tightly.
+pub const DEFAULT_CLAIM_REPLICAS: usize = 3;
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            vnodes_per_node: DEFAULT_VNODES_PER_NODE,
+        }
+    }
+}
+
+impl RingConfig {
+    /// Checks that the values can work.
+    pub fn validate(&self) -> Result<()> {
+        if self.vnodes_per_node == 0 || self.vnodes_per_node > 4096 {
+            return Err(Error::InvalidInput(format!(
+                "vnodes_per_node must be in 1..=4096, got {}",
+                self.vnodes_per_node
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Configuration of object versioning: clocks and siblings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionConfig {
+    /// How far ahead of the local wall clock a remote hybrid-logical-clock
+    /// timestamp may be before it is refused with
+    /// [`Error::ClockSkew`]. Default 500 ms: NTP keeps servers on one network
+    /// within a few ms, so a larger offset means a broken clock, and letting
+    /// it in would push every node's clock (and every LWW decision) forward.
+    pub max_clock_skew: Duration,
+    /// The most siblings an object keeps. Default 100 (Riak's
+    /// `max_siblings`): far more than honest concurrency produces, and a
+    /// bound on the object's size when clients write blindly. Past the cap
+    /// the oldest siblings by timestamp are dropped (see `version::Object`).
+    pub max_siblings: usize,
+    /// Largest causal-context token accepted from a client, in bytes.
+    /// Default 64 KiB: a version vector of a few hundred entries is a few KiB.
+    pub max_context_bytes: usize,
+}
+
+impl Default for VersionConfig {
+    fn default() -> Self {
+        VersionConfig {
+            max_clock_skew: Duration::from_millis(500),
+            max_siblings: 100,
+            max_context_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl VersionConfig {
+    /// Checks that the values can work.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_siblings == 0 || self.max_context_bytes == 0 {
+            return Err(Error::InvalidInput(
+                "max_siblings and max_context_bytes must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,6 +103,47 @@ pub enum Error {
     /// The component is shutting down or has shut down.
     #[error("shut down")]
     Shutdown,
+
+    /// A remote hybrid-logical-clock timestamp is further ahead of the local
+    /// wall clock than the configured maximum skew, so it was refused rather
+    /// than allowed to drag this node's clock into the future.
+    #[error(
+        "remote clock at {remote_ms} ms is more than {max_skew_ms} ms ahead of local {local_ms} ms"
+    )]
+    ClockSkew {
+        /// The physical part of the refused remote timestamp, in ms since the epoch.
+        remote_ms: u64,
+        /// The local wall clock when it was refused, in ms since the epoch.
+        local_ms: u64,
+        /// The configured maximum skew, in ms.
+        max_skew_ms: u64,
+    },
+
+    /// A ring change named a node that is already a member (join) or is not
+    /// one (leave).
+    #[error("ring change refused for {node}: {reason}")]
+    RingChange {
+        /// The node the change was about.
+        node: NodeId,
+        /// Why the change was refused.
+        reason: &'static str,
+    },
+
+    /// A write without a context covering enough of the object's siblings
+    /// would leave more than the configured maximum. The client must read,
+    /// resolve, and write back with the context it read.
+    #[error("write would leave {siblings} siblings, more than the maximum of {max}; read, resolve and write with the context")]
+    TooManySiblings {
+        /// Siblings the write would have left.
+        siblings: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// A bucket's conflict policy names a resolver script that is not
+    /// registered.
+    #[error("no conflict resolver named {0:?}")]
+    UnknownResolver(String),
 }
 
 impl Error {
@@ -122,7 +163,13 @@ impl Error {
             | Error::Decode { .. }
             | Error::Encode { .. }
             | Error::UnknownPeer(_)
-            | Error::Shutdown => false,
+            | Error::Shutdown
+            // A skewed clock is an operator's problem: retrying only hides
+            // it until the clocks drift further.
+            | Error::ClockSkew { .. }
+            | Error::RingChange { .. }
+            | Error::TooManySiblings { .. }
+            | Error::UnknownResolver(_) => false,
         }
     }
 

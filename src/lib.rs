@@ -7,19 +7,28 @@
 //!
 //! What exists today: the wire format ([`codec`], [`message`]), and the
 //! networks that carry it ([`net`]): framed, authenticated TCP and an
-//! in-process network with fault injection, behind one [`Transport`] trait.
+//! in-process network with fault injection, behind one [`Transport`] trait;
+//! the hash ring with token claim and move plans ([`ring`]); versioned
+//! objects with siblings, clocks and conflict policies ([`version`]); and
+//! CRDTs ([`crdt`]).
 
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod config;
+pub mod crdt;
 pub mod error;
 pub mod message;
 pub mod net;
+pub mod ring;
+pub mod version;
 
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
+pub use config::{RingConfig, VersionConfig};
 pub use error::{Error, Result};
 pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
 pub use net::memory::{Faults, MemoryEndpoint, MemoryNetwork};
 pub use net::tcp::TcpTransport;
 pub use net::{Inbox, NetStats, Transport};
+pub use ring::{key_token, MovePlan, Ring, Token};
+pub use version::{CausalContext, ConflictPolicy, Object, Timestamp};
