@@ -68,7 +68,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
-use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Framed, FramedParts, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -133,7 +133,7 @@ enum LinkEvent {
 /// An authenticated connection, split so that reading and writing proceed
 /// independently. Dropping the writer sends FIN.
 struct Connection {
-    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    reader: Framed<OwnedReadHalf, LengthDelimitedCodec>,
     writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
 }
 
@@ -564,8 +564,13 @@ async fn dial(shared: &Shared, peer: &Peer, addr: &str) -> Result<(Connection, P
 fn into_connection(framed: Framed<TcpStream, LengthDelimitedCodec>, max: usize) -> Connection {
     let parts = framed.into_parts();
     let (read_half, write_half) = parts.io.into_split();
-    let mut reader = FramedRead::new(read_half, frame_codec(max));
-    reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    // `Framed::from_parts` marks a non-empty buffer as readable, so frames
+    // that arrived in the same read as the handshake's last frame are
+    // decoded at once. (A `FramedRead` given the same bytes would wait for
+    // the socket first, and hang if the peer sent nothing more.)
+    let mut read_parts = FramedParts::new::<Bytes>(read_half, frame_codec(max));
+    read_parts.read_buf = parts.read_buf;
+    let reader = Framed::from_parts(read_parts);
     let writer = FramedWrite::new(write_half, frame_codec(max));
     Connection { reader, writer }
 }
@@ -803,6 +808,7 @@ fn handle_event(
             install(shared, peer, *conn, gen, active);
         }
         LinkEvent::Closed { gen } => {
+            debug!(node = %shared.config.node, peer = %peer.id, gen, "connection closed");
             if active.as_ref().is_some_and(|a| a.gen == gen) {
                 *active = None;
             }
@@ -817,6 +823,7 @@ fn install(
     gen: u64,
     active: &mut Option<Active>,
 ) {
+    debug!(node = %shared.config.node, peer = %peer.id, gen, "link uses a new connection");
     let reader = shared.spawn(run_reader(shared.clone(), peer.clone(), gen, conn.reader));
     *active = Some(Active {
         gen,
@@ -864,7 +871,7 @@ async fn run_reader(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
     gen: u64,
-    mut reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    mut reader: Framed<OwnedReadHalf, LengthDelimitedCodec>,
 ) {
     let me = shared.config.node;
     let max = shared.config.net.max_frame_bytes;
