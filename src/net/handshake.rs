@@ -148,26 +148,9 @@ where
             return Err(refuse(io, peer_addr, why).await);
         }
     };
-    if version != me.version {
-        let why = Refusal::VersionMismatch {
-            expected: me.version,
-            got: version,
-        };
-        return Err(refuse(io, peer_addr, why).await);
-    }
-    if cluster != me.cluster {
-        let why = Refusal::ClusterMismatch {
-            expected: me.cluster.clone(),
-            got: cluster,
-        };
-        return Err(refuse(io, peer_addr, why).await);
-    }
-    let nonce_a = match fixed::<NONCE_LEN>(&nonce_a) {
-        Some(n) => n,
-        None => {
-            let why = Refusal::Malformed(format!("nonce of {} bytes", nonce_a.len()));
-            return Err(refuse(io, peer_addr, why).await);
-        }
+    let nonce_a = match check_offer(me, version, cluster, &nonce_a) {
+        Ok(nonce) => nonce,
+        Err(why) => return Err(refuse(io, peer_addr, why).await),
     };
     if let Some(expected) = expect {
         if node != expected {
@@ -238,26 +221,9 @@ where
             return Err(refuse(io, peer_addr, why).await);
         }
     };
-    if version != me.version {
-        let why = Refusal::VersionMismatch {
-            expected: me.version,
-            got: version,
-        };
-        return Err(refuse(io, peer_addr, why).await);
-    }
-    if cluster != me.cluster {
-        let why = Refusal::ClusterMismatch {
-            expected: me.cluster.clone(),
-            got: cluster,
-        };
-        return Err(refuse(io, peer_addr, why).await);
-    }
-    let nonce_d = match fixed::<NONCE_LEN>(&nonce_d) {
-        Some(n) => n,
-        None => {
-            let why = Refusal::Malformed(format!("nonce of {} bytes", nonce_d.len()));
-            return Err(refuse(io, peer_addr, why).await);
-        }
+    let nonce_d = match check_offer(me, version, cluster, &nonce_d) {
+        Ok(nonce) => nonce,
+        Err(why) => return Err(refuse(io, peer_addr, why).await),
     };
     if node == me.node {
         return Err(refuse(io, peer_addr, Refusal::SelfConnect).await);
@@ -377,6 +343,30 @@ where
             ),
         )),
     }
+}
+
+/// Checks what the other side offered in its Hello or Challenge: the same
+/// protocol version, the same cluster, a nonce of the right length.
+fn check_offer(
+    me: &Identity,
+    version: u32,
+    cluster: String,
+    nonce: &[u8],
+) -> std::result::Result<[u8; NONCE_LEN], Refusal> {
+    if version != me.version {
+        return Err(Refusal::VersionMismatch {
+            expected: me.version,
+            got: version,
+        });
+    }
+    if cluster != me.cluster {
+        return Err(Refusal::ClusterMismatch {
+            expected: me.cluster.clone(),
+            got: cluster,
+        });
+    }
+    fixed::<NONCE_LEN>(nonce)
+        .ok_or_else(|| Refusal::Malformed(format!("nonce of {} bytes", nonce.len())))
 }
 
 fn frame_name(h: &Handshake) -> &'static str {
