@@ -1,8 +1,9 @@
-//! Benchmarks of ringkv against named peers; see `benches/` and
-//! `README.md` beside this crate.
+//! Benchmarks of ringkv against named peers; see `benches/`, `src/bin/`
+//! and `README.md` beside this crate.
 //!
-//! This library holds the workloads, so that every benchmark (and any
-//! later one, such as frames per second over loopback) measures the same
-//! values and states them in one place.
+//! This library holds the workloads, so that every benchmark measures the
+//! same values and states them in one place, and the summary statistics
+//! (median of runs, latency percentiles) that the binaries report.
 
+pub mod summary;
 pub mod workload;

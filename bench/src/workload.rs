@@ -12,19 +12,38 @@ use ringkv::PROTOCOL_VERSION;
 /// the field's standard 100-byte value, and one 4 KiB storage block.
 pub const PING_PAYLOAD_SIZES: [usize; 3] = [16, 100, 4096];
 
+/// The sequence number of the workload's ping. It needs a 4-byte CBOR
+/// integer, as a busy link's would; so does every number from it up to
+/// `u32::MAX`, which lets a benchmark number its pings from here and keep
+/// every frame the size of [`ping_envelope`]'s.
+pub const PING_SEQ: u64 = 1_000_000;
+
 /// `len` bytes of a repeating 0..=250 pattern.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-/// A ping from node 1 to node 2 with a `payload_len`-byte payload and a
-/// sequence number that needs a 4-byte CBOR integer, as a busy link's would.
+/// A ping from node 1 to node 2 with a `payload_len`-byte payload and
+/// sequence number [`PING_SEQ`].
 pub fn ping_envelope(payload_len: usize) -> Envelope {
     Envelope::new(
         NodeId(1),
         NodeId(2),
         Message::Ping {
-            seq: 1_000_000,
+            seq: PING_SEQ,
+            payload: pattern(payload_len),
+        },
+    )
+}
+
+/// Node 2's answer to [`ping_envelope`]: the same sequence number and
+/// payload, so the same frame size.
+pub fn pong_envelope(payload_len: usize) -> Envelope {
+    Envelope::new(
+        NodeId(2),
+        NodeId(1),
+        Message::Pong {
+            seq: PING_SEQ,
             payload: pattern(payload_len),
         },
     )
@@ -67,6 +86,10 @@ mod tests {
             .map(|&n| codec::encode(&ping_envelope(n)).unwrap().len())
             .collect();
         assert_eq!(sizes, [56, 141, 4138]);
+        for n in PING_PAYLOAD_SIZES {
+            let pong = codec::encode(&pong_envelope(n)).unwrap();
+            assert_eq!(pong.len(), codec::encode(&ping_envelope(n)).unwrap().len());
+        }
         assert_eq!(codec::encode(&hello()).unwrap().len(), 119);
         assert_eq!(codec::encode(&challenge()).unwrap().len(), 141);
     }
