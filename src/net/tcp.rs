@@ -239,25 +239,30 @@ impl Transport for TcpTransport {
             )));
         }
         let max = s.config.net.max_frame_bytes;
-        let frame = codec::encode_frame(&envelope, max)?;
         if envelope.to == me {
-            return s.deliver_to_self(&frame);
+            return s.deliver_to_self(&codec::encode_frame(&envelope, max)?);
         }
         let peer = lock(&s.peers)
             .get(&envelope.to)
             .cloned()
             .ok_or(Error::UnknownPeer(envelope.to))?;
-        match peer.queue.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        // Reserve the queue slot first, so that a full queue costs no
+        // encoding: a sender retrying on `QueueFull` only pays for the
+        // envelopes that go out.
+        let slot = match peer.queue.try_reserve() {
+            Ok(slot) => slot,
+            Err(mpsc::error::TrySendError::Full(())) => {
                 StatCounters::add(&s.stats.refused_queue_full, 1);
-                Err(Error::QueueFull {
+                return Err(Error::QueueFull {
                     peer: envelope.to,
                     capacity: s.config.net.send_queue_frames,
-                })
+                });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Shutdown),
-        }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Error::Shutdown),
+        };
+        // On an encoding error the slot is released when it is dropped.
+        slot.send(codec::encode_frame(&envelope, max)?);
+        Ok(())
     }
 
     fn learn_peer(&self, node: NodeId, addr: &str) -> Result<()> {
