@@ -314,6 +314,132 @@ impl VersionConfig {
     }
 }
 
+/// When the LSM's write-ahead log reaches the disk, and so what an
+/// acknowledged write survives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// The log is written to the OS before `write` returns but never
+    /// fsync'd by the engine: an acknowledged write survives a crash of the
+    /// process, not a crash of the machine (the OS flushes in its own time).
+    None,
+    /// A background thread fsyncs the log at this interval: a machine crash
+    /// loses at most the writes of the last interval (plus one fsync's time).
+    Interval(Duration),
+    /// `write` returns only after the log holding the batch is fsync'd.
+    /// Concurrent writers share one write and one fsync (group commit).
+    Always,
+}
+
+/// Configuration of the LSM storage engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LsmConfig {
+    /// Default [`SyncPolicy::Interval`] of 100 ms. A replicated write is
+    /// acknowledged by W nodes, so one machine losing its last 100 ms loses
+    /// nothing the cluster promised; only W machines failing together in
+    /// that window do. `Always` costs an fsync per group of writes.
+    pub sync: SyncPolicy,
+    /// A memtable is sealed (and queued for flush) when it holds this many
+    /// bytes of keys and values. Default 64 MiB, RocksDB's
+    /// `write_buffer_size`: large enough that L0 tables are big, small enough
+    /// that WAL replay after a crash takes about a second.
+    pub memtable_bytes: usize,
+    /// Sealed memtables allowed to wait for flush. Writers are slowed (a 1 ms
+    /// pause per batch) once half are waiting and wait outright when all are,
+    /// until a flush finishes. Default 4: a burst of 4 x 64 MiB is absorbed
+    /// while the flusher catches up.
+    pub max_sealed_memtables: usize,
+    /// Uncompressed size at which an SSTable data block is cut. Default
+    /// 4 KiB, the page size: a point read decompresses one small block.
+    pub block_bytes: usize,
+    /// Bloom filter false-positive rate per table. Default 0.01 (about 10
+    /// bits per key, RocksDB's `bloom_bits=10`): a read of an absent key
+    /// touches a data block in 1% of the tables it consults.
+    pub bloom_false_positive_rate: f64,
+    /// Bytes of decompressed blocks the block cache keeps. Default 64 MiB.
+    pub block_cache_bytes: usize,
+    /// Level-0 tables that trigger a compaction into level 1. Default 4, as
+    /// in LevelDB and RocksDB: L0 tables overlap, so every point read
+    /// consults all of them.
+    pub l0_compaction_trigger: usize,
+    /// Level-0 tables at which writers are slowed. Default 8.
+    pub l0_slowdown_tables: usize,
+    /// Level-0 tables at which writers wait for compaction. Default 12.
+    pub l0_stop_tables: usize,
+    /// Each level holds this many times the bytes of the one above. Default
+    /// 10, the classic leveled ratio: about 1.1x space amplification.
+    pub level_size_ratio: u64,
+    /// Target size of level 1 in bytes. Default 256 MiB, RocksDB's
+    /// `max_bytes_for_level_base`.
+    pub l1_target_bytes: u64,
+    /// Compaction output is cut into tables of about this size. Default
+    /// 32 MiB: few enough files for a large store, small enough that one
+    /// compaction step moves a bounded amount.
+    pub target_table_bytes: u64,
+    /// Number of levels, L0 included. Default 7 (L6 at 10^5 x L1 is far
+    /// beyond one node's disk).
+    pub max_levels: usize,
+}
+
+impl Default for LsmConfig {
+    fn default() -> Self {
+        LsmConfig {
+            sync: SyncPolicy::Interval(Duration::from_millis(100)),
+            memtable_bytes: 64 * 1024 * 1024,
+            max_sealed_memtables: 4,
+            block_bytes: 4 * 1024,
+            bloom_false_positive_rate: 0.01,
+            block_cache_bytes: 64 * 1024 * 1024,
+            l0_compaction_trigger: 4,
+            l0_slowdown_tables: 8,
+            l0_stop_tables: 12,
+            level_size_ratio: 10,
+            l1_target_bytes: 256 * 1024 * 1024,
+            target_table_bytes: 32 * 1024 * 1024,
+            max_levels: 7,
+        }
+    }
+}
+
+impl LsmConfig {
+    /// Checks that the values can work together.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: &str| Err(Error::InvalidInput(format!("lsm config: {why}")));
+        if let SyncPolicy::Interval(d) = self.sync {
+            if d.is_zero() {
+                return bad("sync interval must be positive (use Always)");
+            }
+        }
+        if self.memtable_bytes < 4 * 1024 {
+            return bad("memtable_bytes must be at least 4 KiB");
+        }
+        if self.max_sealed_memtables == 0 {
+            return bad("max_sealed_memtables must be at least 1");
+        }
+        if !(256..=1024 * 1024).contains(&self.block_bytes) {
+            return bad("block_bytes must be in 256..=1048576");
+        }
+        if !(self.bloom_false_positive_rate > 0.0 && self.bloom_false_positive_rate < 1.0) {
+            return bad("bloom_false_positive_rate must be in (0, 1)");
+        }
+        if self.l0_compaction_trigger == 0
+            || self.l0_slowdown_tables < self.l0_compaction_trigger
+            || self.l0_stop_tables < self.l0_slowdown_tables
+        {
+            return bad("need 1 <= l0_compaction_trigger <= l0_slowdown_tables <= l0_stop_tables");
+        }
+        if self.level_size_ratio < 2 {
+            return bad("level_size_ratio must be at least 2");
+        }
+        if self.target_table_bytes < 4 * 1024 || self.l1_target_bytes < self.target_table_bytes {
+            return bad("need 4 KiB <= target_table_bytes <= l1_target_bytes");
+        }
+        if !(2..=16).contains(&self.max_levels) {
+            return bad("max_levels must be in 2..=16");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +459,10 @@ mod tests {
         TcpConfig::new(NodeId(1), "c", secret, "127.0.0.1:0")
             .validate()
             .unwrap();
+        LsmConfig::default().validate().unwrap();
+        let mut lsm = LsmConfig::default();
+        lsm.l0_stop_tables = 2;
+        assert!(lsm.validate().is_err());
     }
 
     #[test]

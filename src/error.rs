@@ -144,6 +144,20 @@ pub enum Error {
     /// registered.
     #[error("no conflict resolver named {0:?}")]
     UnknownResolver(String),
+
+    /// Bytes on disk are not what was written: a checksum mismatch, a bad
+    /// magic number, a length past the end of the file, a record that does
+    /// not decode. Never skipped silently: the engine refuses to open, or
+    /// the read fails, rather than return a wrong value.
+    #[error("corruption in {} at offset {offset}: {reason}", file.display())]
+    Corruption {
+        /// The file holding the bad bytes.
+        file: std::path::PathBuf,
+        /// Byte offset in the file where the bad record or block starts.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -169,7 +183,9 @@ impl Error {
             | Error::ClockSkew { .. }
             | Error::RingChange { .. }
             | Error::TooManySiblings { .. }
-            | Error::UnknownResolver(_) => false,
+            | Error::UnknownResolver(_)
+            // The bytes stay corrupt until repaired from another replica.
+            | Error::Corruption { .. } => false,
         }
     }
 

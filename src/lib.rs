@@ -10,7 +10,8 @@
 //! in-process network with fault injection, behind one [`Transport`] trait;
 //! the hash ring with token claim and move plans ([`ring`]); versioned
 //! objects with siblings, clocks and conflict policies ([`version`]); and
-//! CRDTs ([`crdt`]).
+//! CRDTs ([`crdt`]); storage engines behind one [`Engine`] trait
+//! ([`storage`]).
 
 #![warn(missing_docs)]
 
@@ -21,14 +22,16 @@ pub mod error;
 pub mod message;
 pub mod net;
 pub mod ring;
+pub mod storage;
 pub mod version;
 
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
-pub use config::{RingConfig, VersionConfig};
+pub use config::{LsmConfig, RingConfig, SyncPolicy, VersionConfig};
 pub use error::{Error, Result};
 pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
 pub use net::memory::{Faults, MemoryEndpoint, MemoryNetwork};
 pub use net::tcp::TcpTransport;
 pub use net::{Inbox, NetStats, Transport};
 pub use ring::{key_token, MovePlan, Ring, Token};
+pub use storage::{Engine, EngineStats, KeyRange, WriteBatch};
 pub use version::{CausalContext, ConflictPolicy, Object, Timestamp};

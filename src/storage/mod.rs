@@ -1,0 +1,398 @@
+//! Storage engines: where a node keeps its replicas.
+//!
+//! One [`Engine`] trait, three implementations:
+//!
+//! - `lsm` (the default): a log-structured merge tree. Writes go to a
+//!   write-ahead log and a sorted memtable; full memtables are flushed to
+//!   immutable SSTables (lz4-compressed 4 KiB blocks, an index block, a bloom
+//!   filter, a checksum on every block); leveled compaction merges tables in
+//!   the background and drops tombstones where nothing older can remain
+//!   below. A manifest records the live table set atomically.
+//! - `btree`: the same trait over `redb`, a copy-on-write B-tree, for
+//!   read-heavy buckets.
+//! - `memory`: a `BTreeMap` behind a lock, for experiments with many nodes.
+//!
+//! # The contract every engine keeps
+//!
+//! - Keys and values are byte strings; keys are ordered bytewise (shorter
+//!   prefix first). A key is at most [`MAX_KEY_BYTES`], a value at most
+//!   [`MAX_VALUE_BYTES`]; larger ones are refused with
+//!   [`Error::InvalidInput`] and nothing of the batch is applied.
+//! - [`Engine::write`] applies a [`WriteBatch`] atomically: after a crash,
+//!   either every operation of the batch is visible or none is. Within a
+//!   batch, a later operation on the same key wins.
+//! - When `write` returns `Ok`, the batch is visible to every later `get` and
+//!   `scan`, and it is as durable as the engine's sync policy promises (see
+//!   `docs/storage.md`): for the LSM with [`SyncPolicy::Always`], fsync'd
+//!   before the call returns.
+//! - [`Engine::scan`] sees one consistent snapshot, taken when it is called:
+//!   writes, flushes and compactions that happen while the iterator is alive
+//!   do not change what it yields.
+//! - Bad bytes on disk give [`Error::Corruption`] naming the file and
+//!   offset, never a wrong value and never a panic.
+//!
+//! # What this module does not do
+//!
+//! It knows nothing of buckets, tokens, versions or siblings: the replica
+//! layer encodes `(token, bucket, key)` into the key so that a token range is
+//! one contiguous scan, and stores an encoded `Object` as the value.
+
+use std::fmt;
+use std::ops::Bound;
+
+use crate::error::{Error, Result};
+
+pub mod memory;
+
+pub use memory::MemoryEngine;
+
+/// The largest key an engine accepts: 64 KiB.
+///
+/// Replica keys are a token, a bucket and a user key, tens of bytes; a bound
+/// keeps index blocks and memtable nodes small.
+pub const MAX_KEY_BYTES: usize = 64 * 1024;
+
+/// The largest value an engine accepts: 16 MiB, the wire's frame limit, so
+/// that anything stored can also be sent.
+pub const MAX_VALUE_BYTES: usize = crate::config::DEFAULT_MAX_FRAME_BYTES;
+
+/// One operation of a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove `key` (writes a tombstone in the LSM).
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+impl BatchOp {
+    /// The key this operation is about.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
+        }
+    }
+
+    /// The value written, or `None` for a delete.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            BatchOp::Put { value, .. } => Some(value),
+            BatchOp::Delete { .. } => None,
+        }
+    }
+}
+
+/// Puts and deletes applied together, atomically.
+///
+/// ```
+/// use ringkv::storage::{Engine, MemoryEngine, WriteBatch};
+/// let engine = MemoryEngine::new();
+/// let mut batch = WriteBatch::new();
+/// batch.put(b"a", b"1");
+/// batch.put(b"b", b"2");
+/// batch.delete(b"a");
+/// engine.write(batch).unwrap();
+/// assert_eq!(engine.get(b"a").unwrap(), None);
+/// assert_eq!(engine.get(b"b").unwrap(), Some(b"2".to_vec()));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<BatchOp>,
+    /// Sum of key and value lengths, the "logical bytes" of write amplification.
+    bytes: usize,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        let (key, value) = (key.into(), value.into());
+        self.bytes += key.len() + value.len();
+        self.ops.push(BatchOp::Put { key, value });
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
+        let key = key.into();
+        self.bytes += key.len();
+        self.ops.push(BatchOp::Delete { key });
+        self
+    }
+
+    /// The operations, in the order they were added.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
+    /// Takes the operations out.
+    pub fn into_ops(self) -> Vec<BatchOp> {
+        self.ops
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch has no operations.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Sum of the key and value lengths of every operation.
+    pub fn logical_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Checks every key and value against [`MAX_KEY_BYTES`] and
+    /// [`MAX_VALUE_BYTES`]. Engines call this before applying anything, so
+    /// an oversized operation leaves the whole batch unapplied.
+    pub fn validate(&self) -> Result<()> {
+        for op in &self.ops {
+            if op.key().len() > MAX_KEY_BYTES {
+                return Err(Error::InvalidInput(format!(
+                    "key of {} bytes exceeds the maximum of {MAX_KEY_BYTES}",
+                    op.key().len()
+                )));
+            }
+            if let Some(v) = op.value() {
+                if v.len() > MAX_VALUE_BYTES {
+                    return Err(Error::InvalidInput(format!(
+                        "value of {} bytes exceeds the maximum of {MAX_VALUE_BYTES}",
+                        v.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A range of keys for [`Engine::scan`], bytewise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    /// Lower bound.
+    pub start: Bound<Vec<u8>>,
+    /// Upper bound.
+    pub end: Bound<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Every key.
+    pub fn all() -> Self {
+        KeyRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }
+    }
+
+    /// Keys `>= start`.
+    pub fn from(start: impl Into<Vec<u8>>) -> Self {
+        KeyRange {
+            start: Bound::Included(start.into()),
+            end: Bound::Unbounded,
+        }
+    }
+
+    /// Keys in `[start, end)`.
+    pub fn between(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Self {
+        KeyRange {
+            start: Bound::Included(start.into()),
+            end: Bound::Excluded(end.into()),
+        }
+    }
+
+    /// Keys that start with `prefix`.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        let prefix = prefix.into();
+        let end = prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        KeyRange {
+            start: Bound::Included(prefix),
+            end,
+        }
+    }
+
+    /// Whether `key` is inside the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let above = match &self.start {
+            Bound::Included(s) => key >= s.as_slice(),
+            Bound::Excluded(s) => key > s.as_slice(),
+            Bound::Unbounded => true,
+        };
+        let below = match &self.end {
+            Bound::Included(e) => key <= e.as_slice(),
+            Bound::Excluded(e) => key < e.as_slice(),
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+
+    /// Whether `key` is past the end of the range (scans stop there).
+    pub fn is_past_end(&self, key: &[u8]) -> bool {
+        match &self.end {
+            Bound::Included(e) => key > e.as_slice(),
+            Bound::Excluded(e) => key >= e.as_slice(),
+            Bound::Unbounded => false,
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None`
+/// when there is none (the prefix is empty or all `0xff`).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A key and its value, as a scan yields them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The iterator [`Engine::scan`] returns: ascending keys, tombstones hidden,
+/// one consistent snapshot. An `Err` item (a corrupt block, say) ends it.
+pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + Send + 'a>;
+
+/// Counters an engine exposes. Fields an engine has no notion of stay zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Which engine: `"lsm"`, `"btree"` or `"memory"`.
+    pub engine: &'static str,
+    /// Sum of key and value bytes of every accepted batch (the denominator of
+    /// write amplification).
+    pub logical_bytes_written: u64,
+    /// Bytes this engine wrote to files: WAL, tables, manifest (the numerator
+    /// of write amplification).
+    pub disk_bytes_written: u64,
+    /// Bytes the engine's files take now (space amplification's numerator).
+    pub disk_bytes: u64,
+    /// Bytes held in memtables (active and sealed).
+    pub memtable_bytes: u64,
+    /// Bytes held in the block cache.
+    pub cache_bytes: u64,
+    /// Block cache hits and misses.
+    pub cache_hits: u64,
+    /// Block cache misses.
+    pub cache_misses: u64,
+    /// Point reads answered "absent" by a bloom filter without reading a block.
+    pub bloom_skips: u64,
+    /// Memtables flushed to tables.
+    pub flushes: u64,
+    /// Compactions completed.
+    pub compactions: u64,
+    /// Times a writer was slowed or made to wait because flushing or
+    /// compaction fell behind.
+    pub write_stalls: u64,
+    /// Tables per level (LSM only), level 0 first.
+    pub tables_per_level: Vec<usize>,
+    /// Bytes per level (LSM only), level 0 first.
+    pub bytes_per_level: Vec<u64>,
+}
+
+impl fmt::Display for EngineStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: disk {} B, written {} B for {} B logical, memtable {} B, cache {} B ({} hits, {} misses), {} flushes, {} compactions, {} stalls, tables per level {:?}",
+            self.engine,
+            self.disk_bytes,
+            self.disk_bytes_written,
+            self.logical_bytes_written,
+            self.memtable_bytes,
+            self.cache_bytes,
+            self.cache_hits,
+            self.cache_misses,
+            self.flushes,
+            self.compactions,
+            self.write_stalls,
+            self.tables_per_level,
+        )
+    }
+}
+
+/// A sorted key-value store on one node.
+///
+/// All methods take `&self` and may be called from many threads at once.
+/// They block on disk I/O: actors call them from blocking threads.
+pub trait Engine: Send + Sync {
+    /// The value of `key`, or `None` when it is absent or deleted.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Applies `batch` atomically (see the module docs for what `Ok` means).
+    fn write(&self, batch: WriteBatch) -> Result<()>;
+
+    /// Ascending keys and values in `range`, from one consistent snapshot.
+    fn scan(&self, range: KeyRange) -> Result<ScanIter<'_>>;
+
+    /// Makes everything written so far durable in the engine's files, not
+    /// only in its log: the LSM flushes its memtables to tables (and waits),
+    /// the B-tree commits with fsync.
+    fn flush(&self) -> Result<()>;
+
+    /// The engine's counters now.
+    fn stats(&self) -> EngineStats;
+
+    /// Sets `key` to `value`: a batch of one.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(key, value);
+        self.write(batch)
+    }
+
+    /// Removes `key`: a batch of one.
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(key);
+        self.write(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_range_covers_exactly_the_prefix() {
+        let r = KeyRange::prefix(vec![1, 0xff]);
+        assert!(r.contains(&[1, 0xff]));
+        assert!(r.contains(&[1, 0xff, 0xff, 3]));
+        assert!(!r.contains(&[2]));
+        assert!(!r.contains(&[1, 0xfe, 0xff]));
+        assert_eq!(r.end, Bound::Excluded(vec![2]));
+        assert_eq!(KeyRange::prefix(vec![0xff, 0xff]).end, Bound::Unbounded);
+        let everything = KeyRange::prefix(Vec::new());
+        assert!(everything.contains(b"") && everything.contains(&[0xff; 9]));
+        assert_eq!(everything.end, Bound::Unbounded);
+    }
+
+    #[test]
+    fn oversized_keys_and_values_are_refused() {
+        let mut b = WriteBatch::new();
+        b.put(vec![0; MAX_KEY_BYTES + 1], b"v".to_vec());
+        assert!(matches!(b.validate(), Err(Error::InvalidInput(_))));
+        let mut b = WriteBatch::new();
+        b.put(b"k".to_vec(), vec![0; MAX_VALUE_BYTES + 1]);
+        assert!(matches!(b.validate(), Err(Error::InvalidInput(_))));
+        let mut b = WriteBatch::new();
+        b.put(b"k".to_vec(), b"v".to_vec()).delete(b"k".to_vec());
+        assert!(b.validate().is_ok());
+        assert_eq!(b.logical_bytes(), 3);
+    }
+}
