@@ -460,8 +460,10 @@ mod tests {
             .validate()
             .unwrap();
         LsmConfig::default().validate().unwrap();
-        let mut lsm = LsmConfig::default();
-        lsm.l0_stop_tables = 2;
+        let lsm = LsmConfig {
+            l0_stop_tables: 2,
+            ..LsmConfig::default()
+        };
         assert!(lsm.validate().is_err());
     }
 
