@@ -42,6 +42,7 @@ use std::ops::Bound;
 
 use crate::error::{Error, Result};
 
+pub mod lsm;
 pub mod memory;
 
 pub use memory::MemoryEngine;

@@ -1,0 +1,7 @@
+//! The LSM-tree engine (under construction: the pieces land one by one).
+//!
+//! Writes go to a write-ahead log and a sorted memtable; full memtables are
+//! flushed to immutable SSTables; leveled compaction merges them in the
+//! background. See `docs/storage.md` for the byte layouts and guarantees.
+
+pub mod iterators;
