@@ -145,6 +145,38 @@ pub enum Error {
     #[error("no conflict resolver named {0:?}")]
     UnknownResolver(String),
 
+    /// Fewer replicas could answer than the request's consistency needs.
+    #[error("{got} of the {needed} replicas needed answered{}", if *indefinite { " (the write may still have been applied)" } else { "" })]
+    Unavailable {
+        /// Replicas the request needed.
+        needed: usize,
+        /// Replicas that answered successfully.
+        got: usize,
+        /// For a write: `true` when it may have been stored on some replica
+        /// (so a read may later see it), `false` when surely nothing was
+        /// stored.
+        indefinite: bool,
+    },
+
+    /// A replicated request's deadline passed before enough replicas
+    /// answered.
+    #[error("{got} of the {needed} replicas needed answered within {after:?}{}", if *indefinite { " (the write may still have been applied)" } else { "" })]
+    QuorumTimeout {
+        /// Replicas the request needed.
+        needed: usize,
+        /// Replicas that answered successfully in time.
+        got: usize,
+        /// The request's timeout.
+        after: Duration,
+        /// As for [`Error::Unavailable`].
+        indefinite: bool,
+    },
+
+    /// A replica failed to serve a request (its disk, its own limits); the
+    /// text is the replica's.
+    #[error("replica failed: {0}")]
+    Replica(String),
+
     /// Bytes on disk are not what was written: a checksum mismatch, a bad
     /// magic number, a length past the end of the file, a record that does
     /// not decode. Never skipped silently: the engine refuses to open, or
@@ -170,7 +202,12 @@ impl Error {
     /// ```
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::QueueFull { .. } | Error::Timeout { .. } | Error::Io { .. } => true,
+            Error::QueueFull { .. }
+            | Error::Timeout { .. }
+            | Error::Io { .. }
+            | Error::Unavailable { .. }
+            | Error::QuorumTimeout { .. }
+            | Error::Replica(_) => true,
             Error::Handshake { refusal, .. } => refusal.is_retryable(),
             Error::InvalidInput(_)
             | Error::FrameTooLarge { .. }

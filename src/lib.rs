@@ -21,6 +21,7 @@ pub mod crdt;
 pub mod error;
 pub mod message;
 pub mod net;
+pub mod replication;
 pub mod ring;
 pub mod storage;
 pub mod version;

@@ -1,0 +1,316 @@
+//! Quorum replication: the coordinator state machines for puts and gets.
+//!
+//! A client request reaches any node; that node's Coordinator actor builds
+//! one machine per request from the key's preference list and drives it
+//! with replica replies and timer ticks. The machines are plain structs with
+//! no I/O, no clock and no randomness: [`put::PutRequest`] and
+//! [`get::GetRequest`] take the time as an argument and push the messages
+//! they want sent into an outbox of `(destination, ReplicaRequest)` pairs.
+//! The same code runs under actix and under the deterministic simulator.
+//!
+//! # A put
+//!
+//! The first target of the preference list *coordinates* the write: it
+//! applies the client's value and context to its stored object under the
+//! bucket's conflict policy (minting the write's dot with its own node id,
+//! so dots stay unique per node) and replies with the resulting object. The
+//! machine then sends that object to the other targets, which merge it into
+//! theirs. The put succeeds once `w` targets have stored it (the
+//! coordinating replica counts as one). Fallback targets (sloppy quorum)
+//! store it as a hint for the primary they stand in for.
+//!
+//! # A get
+//!
+//! Every target is asked; once `r` have replied, their objects are merged
+//! under the policy and the merge is the answer. Replies that arrive later,
+//! up to the deadline, join the merge, and every replica whose copy was
+//! stale is sent the merged object (read repair): after answering by
+//! default, before answering when the request asks for it.
+//!
+//! # Failure
+//!
+//! When fewer healthy targets exist than the quorum needs, the request fails
+//! at once with [`Error::Unavailable`]. When the deadline passes first, it
+//! fails with [`Error::QuorumTimeout`]. Both say whether a failed write may
+//! still have been applied somewhere (`indefinite`): a write fails
+//! *definitely* only when no replica can have stored it.
+//!
+//! # What it does not do
+//!
+//! It does not choose targets (the caller passes the preference list with
+//! fallbacks, from the ring and the failure detector's view), talk to
+//! storage, deliver hints, or resolve siblings for the client: the merged
+//! [`Object`] is returned, and the caller resolves it under the bucket's
+//! policy.
+
+pub mod get;
+pub mod put;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::message::NodeId;
+use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Timestamp};
+
+pub use get::{GetOptions, GetReply, GetRequest};
+pub use put::{PutOptions, PutReply, PutRequest};
+
+/// How many replicas must answer, per request.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// Two replicas.
+    Two,
+    /// A majority of the bucket's `n`: `n / 2 + 1`.
+    Quorum,
+    /// Every one of the bucket's `n` replicas.
+    All,
+    /// An explicit number, from 1 to `n`.
+    Count(u32),
+}
+
+impl Consistency {
+    /// The number of replicas this level needs when the bucket keeps `n`.
+    ///
+    /// ```
+    /// use ringkv::replication::Consistency;
+    /// assert_eq!(Consistency::Quorum.required(3).unwrap(), 2);
+    /// assert_eq!(Consistency::Quorum.required(4).unwrap(), 3);
+    /// assert_eq!(Consistency::All.required(5).unwrap(), 5);
+    /// assert!(Consistency::Count(4).required(3).is_err());
+    /// assert!(Consistency::Two.required(1).is_err());
+    /// ```
+    pub fn required(self, n: usize) -> Result<usize> {
+        let needed = match self {
+            Consistency::One => 1,
+            Consistency::Two => 2,
+            Consistency::Quorum => n / 2 + 1,
+            Consistency::All => n,
+            Consistency::Count(k) => k as usize,
+        };
+        if n == 0 || needed == 0 || needed > n {
+            return Err(Error::InvalidInput(format!(
+                "consistency {self:?} needs {needed} replicas, but the bucket keeps {n}"
+            )));
+        }
+        Ok(needed)
+    }
+}
+
+/// A target of a request: a node, and the primary it stands in for when it
+/// is a fallback.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The node to ask.
+    pub node: NodeId,
+    /// `Some(owner)` when `node` is a fallback holding hints for `owner`.
+    pub hint_for: Option<NodeId>,
+}
+
+impl From<crate::ring::Replica> for Target {
+    fn from(r: crate::ring::Replica) -> Self {
+        let hint_for = match r.role {
+            crate::ring::ReplicaRole::Primary => None,
+            crate::ring::ReplicaRole::Fallback { owner } => Some(owner),
+        };
+        Target {
+            node: r.node,
+            hint_for,
+        }
+    }
+}
+
+/// What a request did, returned with every reply, success or failure.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Every node a request was sent to, in the order asked.
+    pub asked: Vec<NodeId>,
+    /// Nodes that answered successfully, in the order they answered.
+    pub answered: Vec<NodeId>,
+    /// `(fallback, owner)`: fallbacks that answered, each holding a hint
+    /// for the down primary `owner`.
+    pub fallbacks: Vec<(NodeId, NodeId)>,
+    /// Nodes sent a read repair.
+    pub repaired: Vec<NodeId>,
+}
+
+impl Receipt {
+    fn ask(&mut self, node: NodeId) {
+        if !self.asked.contains(&node) {
+            self.asked.push(node);
+        }
+    }
+
+    fn answer(&mut self, target: Target) {
+        if !self.answered.contains(&target.node) {
+            self.answered.push(target.node);
+            if let Some(owner) = target.hint_for {
+                self.fallbacks.push((target.node, owner));
+            }
+        }
+    }
+}
+
+/// A client's write, as the coordinating replica applies it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    /// The context the client read (empty for a blind write).
+    pub context: CausalContext,
+    /// The new value, or a tombstone for a delete.
+    pub payload: Payload,
+    /// The coordinator's hybrid-logical-clock time for the write.
+    pub timestamp: Timestamp,
+}
+
+/// A request from a coordinator to a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaRequest {
+    /// Apply `write` to the stored object as its coordinator (mint the dot
+    /// with this replica's node id), store the result, and reply
+    /// [`ReplicaReply::Coordinated`] with it.
+    Coordinate {
+        /// The coordinator's request id, echoed in the reply.
+        req: u64,
+        /// The bucket.
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The write.
+        write: Write,
+        /// The bucket's conflict policy.
+        policy: ConflictPolicy,
+    },
+    /// Merge `object` into the stored one and reply
+    /// [`ReplicaReply::Merged`]. Used to replicate a coordinated write, for
+    /// read repair, and for hinted handoff.
+    Merge {
+        /// The coordinator's request id, echoed in the reply.
+        req: u64,
+        /// The bucket.
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The object to merge.
+        object: Object,
+        /// The bucket's conflict policy.
+        policy: ConflictPolicy,
+        /// `Some(owner)`: store it as a hint to hand to `owner` later.
+        hint_for: Option<NodeId>,
+    },
+    /// Reply [`ReplicaReply::Read`] with the stored object.
+    Read {
+        /// The coordinator's request id, echoed in the reply.
+        req: u64,
+        /// The bucket.
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+}
+
+/// Why a replica could not do what it was asked. Carried on the wire as
+/// data, so that a coordinator can tell a refusal that is the client's
+/// business (too many siblings) from a replica's own trouble.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaError {
+    /// The write would leave more siblings than allowed; nothing was stored.
+    TooManySiblings {
+        /// Siblings the write would have left.
+        siblings: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// Anything else (disk error, corruption, overload), with its text.
+    /// Nothing was stored.
+    Failed(String),
+}
+
+impl ReplicaError {
+    /// The library error a client sees for this refusal.
+    pub fn into_error(self) -> Error {
+        match self {
+            ReplicaError::TooManySiblings { siblings, max } => {
+                Error::TooManySiblings { siblings, max }
+            }
+            ReplicaError::Failed(reason) => Error::Replica(reason),
+        }
+    }
+}
+
+/// A replica's answer to a [`ReplicaRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaReply {
+    /// The object after a coordinated write, as stored.
+    Coordinated {
+        /// The request id.
+        req: u64,
+        /// The stored object, or why nothing was stored.
+        result: std::result::Result<Object, ReplicaError>,
+    },
+    /// A merge was stored.
+    Merged {
+        /// The request id.
+        req: u64,
+        /// Success, or why nothing was stored.
+        result: std::result::Result<(), ReplicaError>,
+    },
+    /// The stored object (`None`: the replica holds nothing for the key).
+    Read {
+        /// The request id.
+        req: u64,
+        /// The object, or why it could not be read.
+        result: std::result::Result<Option<Object>, ReplicaError>,
+    },
+}
+
+impl ReplicaReply {
+    /// The request id the reply answers.
+    pub fn req(&self) -> u64 {
+        match self {
+            ReplicaReply::Coordinated { req, .. }
+            | ReplicaReply::Merged { req, .. }
+            | ReplicaReply::Read { req, .. } => *req,
+        }
+    }
+}
+
+/// Messages a machine wants sent: `(destination, request)`.
+pub type Outbox = Vec<(NodeId, ReplicaRequest)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_levels() {
+        assert_eq!(Consistency::One.required(1).unwrap(), 1);
+        assert_eq!(Consistency::Quorum.required(1).unwrap(), 1);
+        assert_eq!(Consistency::Quorum.required(5).unwrap(), 3);
+        assert_eq!(Consistency::Count(3).required(3).unwrap(), 3);
+        assert!(Consistency::Count(0).required(3).is_err());
+        assert!(Consistency::One.required(0).is_err());
+    }
+
+    #[test]
+    fn receipt_counts_each_node_once() {
+        let mut r = Receipt::default();
+        let t = Target {
+            node: NodeId(4),
+            hint_for: Some(NodeId(2)),
+        };
+        r.ask(t.node);
+        r.ask(t.node);
+        r.answer(t);
+        r.answer(t);
+        assert_eq!(r.asked, vec![NodeId(4)]);
+        assert_eq!(r.answered, vec![NodeId(4)]);
+        assert_eq!(r.fallbacks, vec![(NodeId(4), NodeId(2))]);
+    }
+}
