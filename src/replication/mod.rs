@@ -45,6 +45,7 @@
 
 pub mod get;
 pub mod put;
+pub mod replica;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,540 @@
+//! What a replica does with a [`ReplicaRequest`]: versioned reads and
+//! writes over a storage [`Engine`], and the hint store.
+//!
+//! # Key layout
+//!
+//! A replica keeps two key spaces in one engine, told apart by the first
+//! byte:
+//!
+//! - `0x00 | token (8 bytes, big-endian) | bucket length (2, BE) | bucket | key`:
+//!   objects. Ordered by token first, so every token range is one
+//!   contiguous scan (handoff and anti-entropy read ranges, never the whole
+//!   store).
+//! - `0x01 | owner node id (8, BE) | the same token, bucket and key`: hints,
+//!   objects held for a down primary. Grouped by owner, so handing off to
+//!   one owner is one prefix scan.
+//!
+//! Values are CBOR-encoded [`Object`]s.
+//!
+//! # The guarantee
+//!
+//! A reply of success means the merged object is in the engine, as durable
+//! as the engine's sync policy makes it. Every failure (a corrupt stored
+//! object, a disk error, a full hint store, too many siblings) is a
+//! [`ReplicaError`] reply and stores nothing.
+//!
+//! # Concurrency
+//!
+//! Read-modify-write of one key must not interleave with another on the
+//! same key, or a merge could be lost. `ReplicaStore` serialises them with a
+//! small table of striped locks keyed by the key's hash; different keys
+//! proceed in parallel.
+//!
+//! # What it does not do
+//!
+//! It does not decide when to hand hints off (the handoff machine asks for
+//! them with [`ReplicaStore::hints_for`]) or garbage-collect tombstones.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{ReplicaError, ReplicaReply, ReplicaRequest, Write};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::message::NodeId;
+use crate::ring::{key_token, Token};
+use crate::storage::{Engine, KeyRange, WriteBatch, MAX_VALUE_BYTES};
+use crate::version::{ConflictPolicy, Object};
+
+const OBJECT_SPACE: u8 = 0x00;
+const HINT_SPACE: u8 = 0x01;
+const LOCK_STRIPES: usize = 256;
+
+/// The largest bucket name: 1 KiB (its length is stored in two bytes; a
+/// bucket name is a short identifier).
+pub const MAX_BUCKET_BYTES: usize = 1024;
+
+/// The engine key of an object: see the module docs.
+///
+/// ```
+/// use ringkv::replication::replica::{object_key, parse_object_key};
+/// let k = object_key(b"users", b"alice").unwrap();
+/// let (token, bucket, key) = parse_object_key(&k).unwrap();
+/// assert_eq!((bucket, key), (&b"users"[..], &b"alice"[..]));
+/// assert_eq!(token, ringkv::key_token(b"users", b"alice"));
+/// ```
+pub fn object_key(bucket: &[u8], key: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(11 + bucket.len() + key.len());
+    out.push(OBJECT_SPACE);
+    push_body(&mut out, bucket, key)?;
+    Ok(out)
+}
+
+/// The engine key range holding every object whose token is in
+/// `[start, end]` (inclusive: a ring range ends at its vnode's token).
+pub fn object_range(start: Token, end: Token) -> KeyRange {
+    let mut lo = vec![OBJECT_SPACE];
+    lo.extend_from_slice(&start.0.to_be_bytes());
+    let hi = match end.0.checked_add(1) {
+        Some(next) => {
+            let mut hi = vec![OBJECT_SPACE];
+            hi.extend_from_slice(&next.to_be_bytes());
+            hi
+        }
+        None => vec![HINT_SPACE],
+    };
+    KeyRange::between(lo, hi)
+}
+
+/// Splits an object key into token, bucket and key.
+pub fn parse_object_key(k: &[u8]) -> Result<(Token, &[u8], &[u8])> {
+    match k.split_first() {
+        Some((&OBJECT_SPACE, body)) => parse_body(body),
+        _ => Err(Error::InvalidInput("not an object key".into())),
+    }
+}
+
+fn hint_key(owner: NodeId, bucket: &[u8], key: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(19 + bucket.len() + key.len());
+    out.push(HINT_SPACE);
+    out.extend_from_slice(&owner.0.to_be_bytes());
+    push_body(&mut out, bucket, key)?;
+    Ok(out)
+}
+
+fn push_body(out: &mut Vec<u8>, bucket: &[u8], key: &[u8]) -> Result<()> {
+    if bucket.len() > MAX_BUCKET_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "bucket name of {} bytes exceeds the maximum of {MAX_BUCKET_BYTES}",
+            bucket.len()
+        )));
+    }
+    out.extend_from_slice(&key_token(bucket, key).0.to_be_bytes());
+    out.extend_from_slice(&(bucket.len() as u16).to_be_bytes());
+    out.extend_from_slice(bucket);
+    out.extend_from_slice(key);
+    Ok(())
+}
+
+fn parse_body(body: &[u8]) -> Result<(Token, &[u8], &[u8])> {
+    let bad = || Error::InvalidInput("malformed stored key".into());
+    let (token, rest) = body.split_first_chunk::<8>().ok_or_else(bad)?;
+    let (len, rest) = rest.split_first_chunk::<2>().ok_or_else(bad)?;
+    let len = u16::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(bad());
+    }
+    let (bucket, key) = rest.split_at(len);
+    Ok((Token(u64::from_be_bytes(*token)), bucket, key))
+}
+
+/// A hint held for a down primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// The bucket.
+    pub bucket: Vec<u8>,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The object to hand to the owner.
+    pub object: Object,
+}
+
+/// A node's replica: the engine, the node's identity for minting dots, and
+/// the limits.
+pub struct ReplicaStore {
+    node: NodeId,
+    engine: Arc<dyn Engine>,
+    max_siblings: usize,
+    max_hints: usize,
+    hints: AtomicUsize,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl std::fmt::Debug for ReplicaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaStore")
+            .field("node", &self.node)
+            .field("hints", &self.hints.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl ReplicaStore {
+    /// A replica over `engine` for node `node`. Counts the hints already
+    /// stored (a scan of the hint space) so the bound holds across restarts.
+    pub fn open(
+        node: NodeId,
+        engine: Arc<dyn Engine>,
+        max_siblings: usize,
+        max_hints: usize,
+    ) -> Result<Self> {
+        let mut count = 0;
+        for item in engine.scan(KeyRange::prefix(vec![HINT_SPACE]))? {
+            item?;
+            count += 1;
+        }
+        Ok(ReplicaStore {
+            node,
+            engine,
+            max_siblings,
+            max_hints,
+            hints: AtomicUsize::new(count),
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// Hints stored now.
+    pub fn hint_count(&self) -> usize {
+        self.hints.load(Ordering::Relaxed)
+    }
+
+    /// Serves one request. Never panics on what is stored: a corrupt object
+    /// is an error reply.
+    pub fn handle(&self, request: ReplicaRequest) -> ReplicaReply {
+        match request {
+            ReplicaRequest::Coordinate {
+                req,
+                bucket,
+                key,
+                write,
+                policy,
+            } => ReplicaReply::Coordinated {
+                req,
+                result: self.coordinate(&bucket, &key, write, &policy),
+            },
+            ReplicaRequest::Merge {
+                req,
+                bucket,
+                key,
+                object,
+                policy,
+                hint_for,
+            } => ReplicaReply::Merged {
+                req,
+                result: match hint_for {
+                    Some(owner) if owner != self.node => {
+                        self.store_hint(owner, &bucket, &key, &object, &policy)
+                    }
+                    _ => self.merge(&bucket, &key, &object, &policy),
+                },
+            },
+            ReplicaRequest::Read { req, bucket, key } => ReplicaReply::Read {
+                req,
+                result: self.read(&bucket, &key).map_err(failed),
+            },
+        }
+    }
+
+    /// The stored object of `bucket`/`key`.
+    pub fn read(&self, bucket: &[u8], key: &[u8]) -> Result<Option<Object>> {
+        self.load(&object_key(bucket, key)?)
+    }
+
+    fn coordinate(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        write: Write,
+        policy: &ConflictPolicy,
+    ) -> std::result::Result<Object, ReplicaError> {
+        let k = object_key(bucket, key).map_err(failed)?;
+        let _guard = self.lock(&k);
+        let mut object = self.load(&k).map_err(failed)?.unwrap_or_default();
+        policy
+            .put(
+                &mut object,
+                self.node,
+                &write.context,
+                write.payload,
+                write.timestamp,
+                self.max_siblings,
+            )
+            .map_err(|e| match e {
+                Error::TooManySiblings { siblings, max } => {
+                    ReplicaError::TooManySiblings { siblings, max }
+                }
+                other => failed(other),
+            })?;
+        self.store(&k, &object).map_err(failed)?;
+        Ok(object)
+    }
+
+    fn merge(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        incoming: &Object,
+        policy: &ConflictPolicy,
+    ) -> std::result::Result<(), ReplicaError> {
+        let k = object_key(bucket, key).map_err(failed)?;
+        let _guard = self.lock(&k);
+        let stored = self.load(&k).map_err(failed)?;
+        let merged = match stored {
+            Some(mut object) => {
+                let before = object.clone();
+                policy.merge(&mut object, incoming);
+                if object == before {
+                    return Ok(()); // nothing new: skip the write
+                }
+                object
+            }
+            None => incoming.clone(),
+        };
+        self.store(&k, &merged).map_err(failed)
+    }
+
+    fn store_hint(
+        &self,
+        owner: NodeId,
+        bucket: &[u8],
+        key: &[u8],
+        incoming: &Object,
+        policy: &ConflictPolicy,
+    ) -> std::result::Result<(), ReplicaError> {
+        let k = hint_key(owner, bucket, key).map_err(failed)?;
+        let _guard = self.lock(&k);
+        let stored = self.load(&k).map_err(failed)?;
+        let is_new = stored.is_none();
+        // Reserve a slot before storing, so concurrent new hints on other
+        // stripes cannot together pass the bound.
+        if is_new
+            && self
+                .hints
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.max_hints).then_some(n + 1)
+                })
+                .is_err()
+        {
+            // Refusing makes the put count this fallback as failed, so the
+            // client learns the write has fewer copies than it asked for,
+            // instead of the hint being dropped later without a word.
+            return Err(ReplicaError::Failed(format!(
+                "hint store full ({} hints)",
+                self.max_hints
+            )));
+        }
+        let merged = match stored {
+            Some(mut object) => {
+                policy.merge(&mut object, incoming);
+                object
+            }
+            None => incoming.clone(),
+        };
+        let stored = self.store(&k, &merged).map_err(failed);
+        if is_new && stored.is_err() {
+            self.hints.fetch_sub(1, Ordering::AcqRel);
+        }
+        stored
+    }
+
+    /// Up to `limit` hints held for `owner`, in key order.
+    pub fn hints_for(&self, owner: NodeId, limit: usize) -> Result<Vec<Hint>> {
+        let mut prefix = vec![HINT_SPACE];
+        prefix.extend_from_slice(&owner.0.to_be_bytes());
+        let mut hints = Vec::new();
+        for item in self.engine.scan(KeyRange::prefix(prefix))?.take(limit) {
+            let (k, v) = item?;
+            let (_, bucket, key) = parse_body(&k[9..])?;
+            hints.push(Hint {
+                bucket: bucket.to_vec(),
+                key: key.to_vec(),
+                object: decode_object(&v)?,
+            });
+        }
+        Ok(hints)
+    }
+
+    /// Removes a hint once its owner has stored `delivered`. A hint that
+    /// changed since (a newer write for the same key arrived) is kept, so
+    /// nothing that was not delivered is dropped.
+    pub fn remove_hint(
+        &self,
+        owner: NodeId,
+        bucket: &[u8],
+        key: &[u8],
+        delivered: &Object,
+    ) -> Result<bool> {
+        let k = hint_key(owner, bucket, key)?;
+        let _guard = self.lock(&k);
+        match self.load(&k)? {
+            Some(current) if &current == delivered => {
+                let mut batch = WriteBatch::new();
+                batch.delete(k);
+                self.engine.write(batch)?;
+                self.hints.fetch_sub(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn lock(&self, k: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = xxhash_rust::xxh3::xxh3_64(k) as usize % LOCK_STRIPES;
+        // The guarded data is `()`: a poisoned stripe protects nothing.
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load(&self, k: &[u8]) -> Result<Option<Object>> {
+        match self.engine.get(k)? {
+            Some(bytes) => decode_object(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn store(&self, k: &[u8], object: &Object) -> Result<()> {
+        let bytes = codec::encode(object)?;
+        let mut batch = WriteBatch::new();
+        batch.put(k, bytes);
+        self.engine.write(batch)
+    }
+}
+
+fn decode_object(bytes: &[u8]) -> Result<Object> {
+    codec::decode(bytes, MAX_VALUE_BYTES)
+}
+
+fn failed(e: Error) -> ReplicaError {
+    ReplicaError::Failed(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+    use crate::version::{CausalContext, Payload, Timestamp};
+
+    fn store(node: u64, max_hints: usize) -> ReplicaStore {
+        ReplicaStore::open(NodeId(node), Arc::new(MemoryEngine::new()), 10, max_hints).unwrap()
+    }
+
+    fn coordinate(req: u64, value: &str, context: CausalContext) -> ReplicaRequest {
+        ReplicaRequest::Coordinate {
+            req,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            write: Write {
+                context,
+                payload: Payload::Value(value.as_bytes().to_vec()),
+                timestamp: Timestamp::from_ms(req),
+            },
+            policy: ConflictPolicy::Siblings,
+        }
+    }
+
+    fn coordinated(reply: ReplicaReply) -> Object {
+        match reply {
+            ReplicaReply::Coordinated { result: Ok(o), .. } => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn blind_writes_become_siblings_and_a_context_resolves_them() {
+        let r = store(1, 10);
+        coordinated(r.handle(coordinate(1, "a", CausalContext::empty())));
+        let o = coordinated(r.handle(coordinate(2, "b", CausalContext::empty())));
+        assert_eq!(o.siblings().len(), 2);
+        let o = coordinated(r.handle(coordinate(3, "c", o.context())));
+        assert_eq!(o.siblings().len(), 1);
+        assert_eq!(r.read(b"b", b"k").unwrap(), Some(o));
+    }
+
+    #[test]
+    fn merges_are_idempotent_and_hints_are_kept_apart() {
+        let a = store(1, 10);
+        let b = store(2, 1);
+        let o = coordinated(a.handle(coordinate(1, "a", CausalContext::empty())));
+        let merge = |hint_for| ReplicaRequest::Merge {
+            req: 9,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            object: o.clone(),
+            policy: ConflictPolicy::Siblings,
+            hint_for,
+        };
+        for _ in 0..2 {
+            assert!(matches!(
+                b.handle(merge(None)),
+                ReplicaReply::Merged { result: Ok(()), .. }
+            ));
+        }
+        assert_eq!(b.read(b"b", b"k").unwrap().as_ref(), Some(&o));
+        assert!(matches!(
+            b.handle(merge(Some(NodeId(3)))),
+            ReplicaReply::Merged { result: Ok(()), .. }
+        ));
+        assert_eq!(b.hint_count(), 1);
+        let hints = b.hints_for(NodeId(3), 10).unwrap();
+        assert_eq!(hints.len(), 1);
+        assert_eq!(hints[0].object, o);
+        assert!(b.hints_for(NodeId(4), 10).unwrap().is_empty());
+        // Full: a hint for another key is refused, and says why.
+        let mut other = merge(Some(NodeId(3)));
+        if let ReplicaRequest::Merge { key, .. } = &mut other {
+            *key = b"k2".to_vec();
+        }
+        match b.handle(other) {
+            ReplicaReply::Merged {
+                result: Err(ReplicaError::Failed(why)),
+                ..
+            } => assert!(why.contains("hint store full"), "{why}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(b.remove_hint(NodeId(3), b"b", b"k", &o).unwrap());
+        assert_eq!(b.hint_count(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_stored_object_is_an_error_reply() {
+        let engine = Arc::new(MemoryEngine::new());
+        engine
+            .put(&object_key(b"b", b"k").unwrap(), b"\xff\x00garbage")
+            .unwrap();
+        let r = ReplicaStore::open(NodeId(1), engine, 10, 10).unwrap();
+        assert!(matches!(
+            r.handle(ReplicaRequest::Read {
+                req: 1,
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec()
+            }),
+            ReplicaReply::Read { result: Err(_), .. }
+        ));
+    }
+
+    #[test]
+    fn token_ranges_are_contiguous_scans() {
+        let r = store(1, 10);
+        for i in 0..200u32 {
+            let req = coordinate(1, "v", CausalContext::empty());
+            let ReplicaRequest::Coordinate { write, policy, .. } = req else {
+                unreachable!()
+            };
+            r.handle(ReplicaRequest::Coordinate {
+                req: 1,
+                bucket: b"b".to_vec(),
+                key: i.to_be_bytes().to_vec(),
+                write,
+                policy,
+            });
+        }
+        let (lo, hi) = (Token(u64::MAX / 4), Token(u64::MAX / 2));
+        let mut n = 0;
+        for item in r.engine.scan(object_range(lo, hi)).unwrap() {
+            let (k, _) = item.unwrap();
+            let (t, bucket, _) = parse_object_key(&k).unwrap();
+            assert!(lo <= t && t <= hi);
+            assert_eq!(bucket, b"b");
+            n += 1;
+        }
+        let expected = (0..200u32)
+            .filter(|i| {
+                let t = key_token(b"b", &i.to_be_bytes());
+                lo <= t && t <= hi
+            })
+            .count();
+        assert_eq!(n, expected);
+        assert!(n > 20, "a quarter of the ring holds about 50 of 200 keys");
+    }
+}
