@@ -44,6 +44,7 @@
 //! policy.
 
 pub mod get;
+pub mod handoff;
 pub mod put;
 pub mod replica;
 

@@ -1,0 +1,214 @@
+//! Hinted handoff: delivering the hints a fallback holds to their owner
+//! once it is back.
+//!
+//! The machine is told which owners are up and is fed batches of hints read
+//! from the [`ReplicaStore`](super::replica::ReplicaStore); it sends each
+//! hint to its owner as a plain merge (no `hint_for`: the owner stores it as
+//! its own copy), and reports each one the owner acknowledged, so the caller
+//! can remove it from the hint store. A hint is removed only after its owner
+//! stored it, and only if it did not change meanwhile, so a crash anywhere
+//! in between delivers a hint twice (merges are idempotent) but never loses
+//! one.
+//!
+//! Deliveries are bounded: at most `max_in_flight` per owner, each retried
+//! after `retry_after` without an answer.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::replica::Hint;
+use super::{Outbox, ReplicaReply, ReplicaRequest};
+use crate::message::NodeId;
+use crate::version::ConflictPolicy;
+
+/// A hint the owner acknowledged: remove it from the hint store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// The owner that stored it.
+    pub owner: NodeId,
+    /// The hint as it was sent.
+    pub hint: Hint,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    owner: NodeId,
+    hint: Hint,
+    sent: Instant,
+}
+
+/// Hand-off of hints to their owners. See the module docs.
+#[derive(Debug)]
+pub struct HintedHandoff {
+    /// Request ids are taken from this range so they cannot collide with a
+    /// coordinator's: the caller gives each machine its own base.
+    next_req: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    max_in_flight: usize,
+    retry_after: Duration,
+}
+
+impl HintedHandoff {
+    /// A machine whose request ids start at `first_req`.
+    pub fn new(first_req: u64, max_in_flight: usize, retry_after: Duration) -> Self {
+        HintedHandoff {
+            next_req: first_req,
+            in_flight: BTreeMap::new(),
+            max_in_flight: max_in_flight.max(1),
+            retry_after,
+        }
+    }
+
+    /// Deliveries waiting for `owner`'s answer.
+    pub fn in_flight_to(&self, owner: NodeId) -> usize {
+        self.in_flight.values().filter(|f| f.owner == owner).count()
+    }
+
+    /// How many more hints `owner` may be sent now.
+    pub fn room_for(&self, owner: NodeId) -> usize {
+        self.max_in_flight.saturating_sub(self.in_flight_to(owner))
+    }
+
+    /// Sends `hints` (read from the hint store for `owner`, which is up) to
+    /// the owner, skipping those already in flight and those past its room.
+    /// `policy_of` gives each hint's bucket policy.
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        owner: NodeId,
+        hints: Vec<Hint>,
+        policy_of: impl Fn(&[u8]) -> ConflictPolicy,
+        out: &mut Outbox,
+    ) {
+        for hint in hints {
+            if self.room_for(owner) == 0 {
+                break;
+            }
+            let busy = self.in_flight.values().any(|f| {
+                f.owner == owner && f.hint.bucket == hint.bucket && f.hint.key == hint.key
+            });
+            if busy {
+                continue;
+            }
+            let req = self.next_req;
+            self.next_req += 1;
+            out.push((
+                owner,
+                ReplicaRequest::Merge {
+                    req,
+                    bucket: hint.bucket.clone(),
+                    key: hint.key.clone(),
+                    object: hint.object.clone(),
+                    policy: policy_of(&hint.bucket),
+                    hint_for: None,
+                },
+            ));
+            self.in_flight.insert(
+                req,
+                InFlight {
+                    owner,
+                    hint,
+                    sent: now,
+                },
+            );
+        }
+    }
+
+    /// Feeds an owner's answer. Returns the delivered hint on success.
+    pub fn step(&mut self, from: NodeId, reply: ReplicaReply) -> Option<Delivered> {
+        let ReplicaReply::Merged { req, result } = reply else {
+            return None;
+        };
+        match self.in_flight.get(&req) {
+            Some(f) if f.owner == from => {}
+            _ => return None,
+        }
+        let f = self.in_flight.remove(&req)?;
+        match result {
+            Ok(()) => Some(Delivered {
+                owner: f.owner,
+                hint: f.hint,
+            }),
+            // Kept in the store; offered again on a later round.
+            Err(_) => None,
+        }
+    }
+
+    /// Forgets deliveries unanswered for `retry_after`, so the hints are
+    /// offered again; and every delivery to an owner no longer up.
+    pub fn tick(&mut self, now: Instant, is_up: impl Fn(NodeId) -> bool) {
+        let retry_after = self.retry_after;
+        self.in_flight
+            .retain(|_, f| is_up(f.owner) && now.duration_since(f.sent) < retry_after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::ReplicaError;
+    use crate::version::Object;
+
+    fn hint(key: &str) -> Hint {
+        Hint {
+            bucket: b"b".to_vec(),
+            key: key.as_bytes().to_vec(),
+            object: Object::new(),
+        }
+    }
+
+    #[test]
+    fn delivers_within_the_window_and_reports_acks() {
+        let now = Instant::now();
+        let mut h = HintedHandoff::new(1 << 63, 2, Duration::from_secs(1));
+        let mut out = Outbox::new();
+        let policy = |_: &[u8]| ConflictPolicy::Siblings;
+        h.offer(
+            now,
+            NodeId(3),
+            vec![hint("a"), hint("b"), hint("c")],
+            policy,
+            &mut out,
+        );
+        assert_eq!(out.len(), 2, "window of two");
+        let (_, ReplicaRequest::Merge { req, hint_for, .. }) = &out[0] else {
+            panic!()
+        };
+        assert_eq!(*hint_for, None, "the owner stores it as its own");
+        let req = *req;
+        // Offering again sends nothing new while both are in flight.
+        h.offer(now, NodeId(3), vec![hint("a"), hint("c")], policy, &mut out);
+        assert_eq!(out.len(), 2);
+        // A reply from someone else is ignored.
+        let ok = ReplicaReply::Merged {
+            req,
+            result: Ok(()),
+        };
+        assert_eq!(h.step(NodeId(4), ok.clone()), None);
+        let d = h.step(NodeId(3), ok).unwrap();
+        assert_eq!(d.hint.key, b"a");
+        assert_eq!(h.room_for(NodeId(3)), 1);
+    }
+
+    #[test]
+    fn failures_and_silence_lead_to_a_retry_not_a_loss() {
+        let now = Instant::now();
+        let mut h = HintedHandoff::new(10, 4, Duration::from_secs(1));
+        let mut out = Outbox::new();
+        let policy = |_: &[u8]| ConflictPolicy::Siblings;
+        h.offer(now, NodeId(3), vec![hint("a"), hint("b")], policy, &mut out);
+        let failed = ReplicaReply::Merged {
+            req: 10,
+            result: Err(ReplicaError::Failed("disk".into())),
+        };
+        assert_eq!(h.step(NodeId(3), failed), None);
+        assert_eq!(h.in_flight_to(NodeId(3)), 1);
+        h.tick(now + Duration::from_secs(2), |_| true);
+        assert_eq!(h.in_flight_to(NodeId(3)), 0, "silence expires");
+        out.clear();
+        h.offer(now, NodeId(3), vec![hint("a"), hint("b")], policy, &mut out);
+        assert_eq!(out.len(), 2, "both offered again");
+        h.tick(now, |n| n != NodeId(3));
+        assert_eq!(h.in_flight_to(NodeId(3)), 0, "owner down again: forget");
+    }
+}
