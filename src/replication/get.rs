@@ -333,7 +333,9 @@ impl GetRequest {
             object: self.merged.clone(),
             receipt: self.receipt.clone(),
         }));
-        self.phase = if self.repair == Repair::Async && self.outstanding() > 0 {
+        // Async repair runs once every reply is in (maybe already now: the
+        // caller of `answer` then calls `maybe_finish`).
+        self.phase = if self.repair == Repair::Async {
             Phase::Answered
         } else {
             Phase::Finished
@@ -441,6 +443,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(get.receipt().repaired, vec![NodeId(3)]);
+    }
+
+    #[test]
+    fn async_repair_runs_even_when_r_is_every_target() {
+        let mut out = Outbox::new();
+        let (mut get, now) = start(&[1, 2], 2, Repair::Async, &mut out);
+        out.clear();
+        get.step(
+            now,
+            NodeId(1),
+            read(Some(object_written_by(1, "a"))),
+            &mut out,
+        );
+        get.step(now, NodeId(2), read(None), &mut out);
+        assert!(get.take_reply().unwrap().is_ok());
+        assert!(get.is_finished());
+        assert_eq!(get.receipt().repaired, vec![NodeId(2)]);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
