@@ -314,6 +314,64 @@ impl VersionConfig {
     }
 }
 
+/// A bucket's properties: how many copies, the default quorums, how
+/// conflicts are resolved.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BucketProps {
+    /// Replicas per key. Default 3, Dynamo's and Riak's: survives one node
+    /// down with quorum reads and writes still succeeding, two with ONE.
+    pub n: usize,
+    /// Default read quorum. Default `Quorum` (2 of 3): with `w` also a
+    /// quorum, every read overlaps every acknowledged write on one replica.
+    pub r: crate::replication::Consistency,
+    /// Default write quorum. Default `Quorum`.
+    pub w: crate::replication::Consistency,
+    /// How concurrent writes are resolved. Default `Siblings`: loses no write
+    /// and assumes nothing about values.
+    pub policy: crate::version::ConflictPolicy,
+    /// Whether writes may use fallbacks (hinted handoff) when primaries are
+    /// down. Default true, as in Dynamo: writes stay available, at the price
+    /// that a quorum of acks may not be a quorum of primaries.
+    pub sloppy_quorum: bool,
+    /// Request timeout. Default 5 s: far above a healthy round trip
+    /// (sub-millisecond on a LAN, an fsync of a few ms), short enough that a
+    /// client learns of trouble while it can still act.
+    pub timeout: Duration,
+}
+
+impl Default for BucketProps {
+    fn default() -> Self {
+        BucketProps {
+            n: 3,
+            r: crate::replication::Consistency::Quorum,
+            w: crate::replication::Consistency::Quorum,
+            policy: crate::version::ConflictPolicy::Siblings,
+            sloppy_quorum: true,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BucketProps {
+    /// Checks that the values can work together.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=16).contains(&self.n) {
+            return Err(Error::InvalidInput(format!(
+                "bucket n must be in 1..=16, got {}",
+                self.n
+            )));
+        }
+        self.r.required(self.n)?;
+        self.w.required(self.n)?;
+        if self.timeout.is_zero() {
+            return Err(Error::InvalidInput(
+                "bucket timeout must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// When the LSM's write-ahead log reaches the disk, and so what an
 /// acknowledged write survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -460,6 +518,13 @@ mod tests {
             .validate()
             .unwrap();
         LsmConfig::default().validate().unwrap();
+        BucketProps::default().validate().unwrap();
+        let one_copy_all_quorum = BucketProps {
+            n: 1,
+            w: crate::replication::Consistency::Two,
+            ..BucketProps::default()
+        };
+        assert!(one_copy_all_quorum.validate().is_err());
         let lsm = LsmConfig {
             l0_stop_tables: 2,
             ..LsmConfig::default()

@@ -43,6 +43,7 @@
 //! [`Object`] is returned, and the caller resolves it under the bucket's
 //! policy.
 
+pub mod coordinator;
 pub mod get;
 pub mod handoff;
 pub mod put;

@@ -1,0 +1,496 @@
+//! The coordinator: every client request in flight on one node.
+//!
+//! It turns a client operation into a [`PutRequest`] or [`GetRequest`]:
+//! looks up the bucket's properties, resolves the request's consistency
+//! against them, stamps writes with the node's hybrid logical clock, and
+//! computes the targets from the current ring snapshot and the failure
+//! detector's view (primaries, with fallbacks under sloppy quorum). Then it
+//! routes replica replies and timer ticks to the right machine by request
+//! id, and hands finished answers back with the caller's token.
+//!
+//! The Coordinator actor owns one of these and only carries messages; the
+//! simulator drives the same struct.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::get::{GetOptions, GetReply, GetRequest, Repair};
+use super::put::{PutOptions, PutReply, PutRequest};
+use super::{Consistency, Outbox, ReplicaReply, Target, Write};
+use crate::config::BucketProps;
+use crate::error::{Error, Result};
+use crate::message::NodeId;
+use crate::ring::{key_token, Ring};
+use crate::version::{CausalContext, Hlc, Payload};
+
+/// Request ids at or above this belong to other machines of the node
+/// (hinted handoff, repair), so replies can be routed by id alone.
+pub const COORDINATOR_REQ_LIMIT: u64 = 1 << 62;
+
+/// Per-request overrides of the bucket's properties.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Read quorum; the bucket's `r` when `None`.
+    pub r: Option<Consistency>,
+    /// Write quorum; the bucket's `w` when `None`.
+    pub w: Option<Consistency>,
+    /// Whether fallbacks may stand in for down primaries; the bucket's
+    /// setting when `None`.
+    pub sloppy_quorum: Option<bool>,
+    /// When read repair runs.
+    pub repair: Repair,
+    /// Request timeout; the bucket's when `None`.
+    pub timeout: Option<Duration>,
+}
+
+/// What a client asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    /// Read a key.
+    Get {
+        /// The bucket.
+        bucket: Vec<u8>,
+        /// The key.
+        key: Vec<u8>,
+        /// Overrides.
+        options: RequestOptions,
+    },
+    /// Write a value, or delete (a tombstone payload).
+    Put {
+        /// The bucket.
+        bucket: Vec<u8>,
+        /// The key.
+        key: Vec<u8>,
+        /// The value, or [`Payload::Tombstone`] for a delete.
+        payload: Payload,
+        /// The context the client read (empty for a blind write).
+        context: CausalContext,
+        /// Overrides.
+        options: RequestOptions,
+    },
+}
+
+/// A finished request's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A get's merged object and receipt.
+    Got(GetReply),
+    /// A put's stored object and receipt.
+    Put(PutReply),
+}
+
+enum Machine {
+    Put(PutRequest),
+    Get(GetRequest),
+}
+
+/// All client requests in flight on one node; `C` is the caller's token
+/// for whoever waits for the answer.
+pub struct Coordinator<C> {
+    node: NodeId,
+    ring: Arc<Ring>,
+    down: BTreeSet<NodeId>,
+    buckets: HashMap<Vec<u8>, BucketProps>,
+    default_props: BucketProps,
+    hlc: Hlc,
+    next_req: u64,
+    requests: HashMap<u64, (Option<C>, Machine)>,
+}
+
+impl<C> std::fmt::Debug for Coordinator<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("node", &self.node)
+            .field("in_flight", &self.requests.len())
+            .finish()
+    }
+}
+
+impl<C> Coordinator<C> {
+    /// A coordinator for `node`, with `default_props` for buckets not set
+    /// explicitly and `hlc` to stamp writes.
+    pub fn new(node: NodeId, default_props: BucketProps, hlc: Hlc) -> Self {
+        Coordinator {
+            node,
+            ring: Arc::new(Ring::empty()),
+            down: BTreeSet::new(),
+            buckets: HashMap::new(),
+            default_props,
+            hlc,
+            next_req: 1,
+            requests: HashMap::new(),
+        }
+    }
+
+    /// Installs a new ring snapshot; requests in flight keep their targets.
+    pub fn set_ring(&mut self, ring: Arc<Ring>) {
+        self.ring = ring;
+    }
+
+    /// Installs the failure detector's view: nodes not to send to.
+    pub fn set_down(&mut self, down: BTreeSet<NodeId>) {
+        self.down = down;
+    }
+
+    /// Sets a bucket's properties (validated).
+    pub fn set_bucket(&mut self, bucket: Vec<u8>, props: BucketProps) -> Result<()> {
+        props.validate()?;
+        self.buckets.insert(bucket, props);
+        Ok(())
+    }
+
+    /// A bucket's properties.
+    pub fn bucket(&self, bucket: &[u8]) -> &BucketProps {
+        self.buckets.get(bucket).unwrap_or(&self.default_props)
+    }
+
+    /// Requests in flight (including gets finishing their read repair).
+    pub fn in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The earliest deadline of a request in flight: when to tick next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.requests
+            .values()
+            .map(|(_, m)| match m {
+                Machine::Put(p) => p.deadline(),
+                Machine::Get(g) => g.deadline(),
+            })
+            .min()
+    }
+
+    /// The targets of `bucket`/`key` now.
+    pub fn targets(&self, bucket: &[u8], key: &[u8], sloppy: bool) -> Vec<Target> {
+        let props = self.bucket(bucket);
+        let token = key_token(bucket, key);
+        let is_up = |n: NodeId| !self.down.contains(&n);
+        if sloppy {
+            self.ring
+                .preference_list_with(token, props.n, is_up)
+                .into_iter()
+                .map(Target::from)
+                .collect()
+        } else {
+            self.ring
+                .preference_list(token, props.n)
+                .into_iter()
+                .filter(|&n| is_up(n))
+                .map(|node| Target {
+                    node,
+                    hint_for: None,
+                })
+                .collect()
+        }
+    }
+
+    /// Starts a client operation at monotonic time `now` and wall time
+    /// `wall_ms`. Returns the answer at once when the request cannot even
+    /// start (bad options, too few targets).
+    pub fn start(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        client: C,
+        op: ClientOp,
+        out: &mut Outbox,
+    ) -> Option<(C, Result<Answer>)> {
+        let req = self.next_req;
+        // Wrapping within the coordinator's id range: a request lives for
+        // seconds, 2^62 ids last for ever.
+        self.next_req = if req + 1 >= COORDINATOR_REQ_LIMIT {
+            1
+        } else {
+            req + 1
+        };
+        let machine = match op {
+            ClientOp::Get {
+                bucket,
+                key,
+                options,
+            } => {
+                let props = self.bucket(&bucket).clone();
+                let r = match options.r.unwrap_or(props.r).required(props.n) {
+                    Ok(r) => r,
+                    Err(e) => return Some((client, Err(e))),
+                };
+                let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
+                let targets = self.targets(&bucket, &key, sloppy);
+                Machine::Get(GetRequest::new(
+                    now,
+                    req,
+                    bucket,
+                    key,
+                    props.policy.clone(),
+                    targets,
+                    GetOptions {
+                        r,
+                        timeout: options.timeout.unwrap_or(props.timeout),
+                        repair: options.repair,
+                    },
+                    out,
+                ))
+            }
+            ClientOp::Put {
+                bucket,
+                key,
+                payload,
+                context,
+                options,
+            } => {
+                let props = self.bucket(&bucket).clone();
+                let w = match options.w.unwrap_or(props.w).required(props.n) {
+                    Ok(w) => w,
+                    Err(e) => return Some((client, Err(e))),
+                };
+                if bucket.len() > super::replica::MAX_BUCKET_BYTES {
+                    return Some((
+                        client,
+                        Err(Error::InvalidInput(format!(
+                            "bucket name of {} bytes exceeds the maximum of {}",
+                            bucket.len(),
+                            super::replica::MAX_BUCKET_BYTES
+                        ))),
+                    ));
+                }
+                let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
+                let targets = self.targets(&bucket, &key, sloppy);
+                let write = Write {
+                    context,
+                    payload,
+                    timestamp: self.hlc.now(wall_ms),
+                };
+                Machine::Put(PutRequest::new(
+                    now,
+                    req,
+                    bucket,
+                    key,
+                    write,
+                    props.policy.clone(),
+                    targets,
+                    PutOptions {
+                        w,
+                        timeout: options.timeout.unwrap_or(props.timeout),
+                    },
+                    out,
+                ))
+            }
+        };
+        self.requests.insert(req, (Some(client), machine));
+        let mut done = self.collect(req);
+        done.pop()
+    }
+
+    /// Routes a replica's reply. Returns the answers it completed.
+    pub fn step(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        reply: ReplicaReply,
+        out: &mut Outbox,
+    ) -> Vec<(C, Result<Answer>)> {
+        let req = reply.req();
+        match self.requests.get_mut(&req) {
+            Some((_, Machine::Put(p))) => p.step(now, from, reply, out),
+            Some((_, Machine::Get(g))) => g.step(now, from, reply, out),
+            None => return Vec::new(),
+        }
+        self.collect(req)
+    }
+
+    /// Checks every request's deadline. Returns the answers it completed.
+    pub fn tick(&mut self, now: Instant, out: &mut Outbox) -> Vec<(C, Result<Answer>)> {
+        let due: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, (_, m))| match m {
+                Machine::Put(p) => p.deadline() <= now,
+                Machine::Get(g) => g.deadline() <= now,
+            })
+            .map(|(req, _)| *req)
+            .collect();
+        let mut done = Vec::new();
+        for req in due {
+            match self.requests.get_mut(&req) {
+                Some((_, Machine::Put(p))) => p.tick(now, out),
+                Some((_, Machine::Get(g))) => g.tick(now, out),
+                None => continue,
+            }
+            done.extend(self.collect(req));
+        }
+        done
+    }
+
+    /// Takes request `req`'s answer if it has one, and drops the machine if
+    /// it has nothing left to do.
+    fn collect(&mut self, req: u64) -> Vec<(C, Result<Answer>)> {
+        let Some((client, machine)) = self.requests.get_mut(&req) else {
+            return Vec::new();
+        };
+        let (answer, finished) = match machine {
+            Machine::Put(p) => {
+                let a = p.take_reply().map(|r| r.map(Answer::Put));
+                (a, p.is_finished())
+            }
+            Machine::Get(g) => {
+                let a = g.take_reply().map(|r| r.map(Answer::Got));
+                (a, g.is_finished())
+            }
+        };
+        let mut done = Vec::new();
+        if let Some(answer) = answer {
+            if let Some(client) = client.take() {
+                done.push((client, answer));
+            }
+        }
+        if finished {
+            self.requests.remove(&req);
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::replica::ReplicaStore;
+    use crate::ring::claim_join;
+    use crate::storage::MemoryEngine;
+
+    fn ring(nodes: u64) -> Arc<Ring> {
+        let mut ring = Ring::empty();
+        for id in 1..=nodes {
+            ring = claim_join(&ring, NodeId(id), 16).unwrap();
+        }
+        Arc::new(ring)
+    }
+
+    #[test]
+    fn a_put_and_a_get_through_the_coordinator() {
+        let stores: Vec<ReplicaStore> = (1..=3)
+            .map(|n| ReplicaStore::open(NodeId(n), Arc::new(MemoryEngine::new()), 10, 10).unwrap())
+            .collect();
+        let mut c: Coordinator<&'static str> = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        c.set_ring(ring(3));
+        let now = Instant::now();
+        let mut out = Outbox::new();
+        let put = ClientOp::Put {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            payload: Payload::Value(b"v".to_vec()),
+            context: CausalContext::empty(),
+            options: RequestOptions::default(),
+        };
+        assert!(c.start(now, 1_000, "put", put, &mut out).is_none());
+        let mut answers = Vec::new();
+        while let Some((to, req)) = out.pop() {
+            let reply = stores[(to.0 - 1) as usize].handle(req);
+            answers.extend(c.step(now, to, reply, &mut out));
+        }
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].0, "put");
+        let Ok(Answer::Put(p)) = &answers[0].1 else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(p.receipt.answered.len(), 2, "answered at w = 2");
+        assert_eq!(p.receipt.asked.len(), 3);
+        assert_eq!(p.object.timestamp().unwrap().physical_ms, 1_000);
+        assert_eq!(c.in_flight(), 0);
+
+        let get = ClientOp::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions {
+                r: Some(Consistency::All),
+                ..RequestOptions::default()
+            },
+        };
+        assert!(c.start(now, 1_001, "get", get, &mut out).is_none());
+        let mut answers = Vec::new();
+        while let Some((to, req)) = out.pop() {
+            let reply = stores[(to.0 - 1) as usize].handle(req);
+            answers.extend(c.step(now, to, reply, &mut out));
+        }
+        let Ok(Answer::Got(g)) = &answers[0].1 else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(g.object.as_ref().unwrap().siblings().len(), 1);
+        assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn impossible_requests_answer_at_once() {
+        let mut c: Coordinator<u32> = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        c.set_ring(ring(3));
+        let mut out = Outbox::new();
+        let now = Instant::now();
+        let get = |r| ClientOp::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions {
+                r: Some(r),
+                ..RequestOptions::default()
+            },
+        };
+        let (tok, res) = c
+            .start(now, 0, 7, get(Consistency::Count(4)), &mut out)
+            .unwrap();
+        assert_eq!(tok, 7);
+        assert!(matches!(res, Err(Error::InvalidInput(_))));
+        c.set_down([NodeId(2)].into_iter().collect());
+        let all = ClientOp::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions {
+                r: Some(Consistency::All),
+                sloppy_quorum: Some(false),
+                ..RequestOptions::default()
+            },
+        };
+        let (_, res) = c.start(now, 0, 8, all, &mut out).unwrap();
+        assert!(matches!(
+            res,
+            Err(Error::Unavailable {
+                needed: 3,
+                got: 2,
+                ..
+            })
+        ));
+        assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn silence_times_out_on_tick() {
+        let mut c: Coordinator<u32> = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        c.set_ring(ring(3));
+        let mut out = Outbox::new();
+        let now = Instant::now();
+        let get = ClientOp::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions {
+                timeout: Some(Duration::from_millis(100)),
+                ..RequestOptions::default()
+            },
+        };
+        assert!(c.start(now, 0, 1, get, &mut out).is_none());
+        assert_eq!(c.next_deadline(), Some(now + Duration::from_millis(100)));
+        assert!(c.tick(now, &mut out).is_empty());
+        let done = c.tick(now + Duration::from_millis(100), &mut out);
+        assert!(matches!(done[0].1, Err(Error::QuorumTimeout { .. })));
+        assert_eq!(c.in_flight(), 0);
+    }
+}
