@@ -5,3 +5,4 @@
 //! background. See `docs/storage.md` for the byte layouts and guarantees.
 
 pub mod iterators;
+pub mod memtable;
