@@ -4,5 +4,7 @@
 //! flushed to immutable SSTables; leveled compaction merges them in the
 //! background. See `docs/storage.md` for the byte layouts and guarantees.
 
+pub mod compaction;
 pub mod iterators;
+pub mod manifest;
 pub mod memtable;
