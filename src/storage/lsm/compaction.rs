@@ -233,7 +233,7 @@ pub fn table_path(dir: &Path, id: u64) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::lsm::iterators::VecIter;
+    use crate::storage::lsm::iterators::{OwnedEntry, VecIter};
 
     fn t(id: u64, mb: u64, smallest: &str, largest: &str) -> TableMeta {
         TableMeta {
@@ -401,7 +401,7 @@ mod tests {
 
     /// An output table in memory.
     #[derive(Default)]
-    struct Out(Vec<(Vec<u8>, u64, Option<Vec<u8>>)>);
+    struct Out(Vec<OwnedEntry>);
 
     impl OutputTable for Out {
         fn add(&mut self, key: &[u8], seq: u64, value: Option<&[u8]>) -> Result<()> {
@@ -423,7 +423,7 @@ mod tests {
         (k.as_bytes().to_vec(), seq, v.map(|v| v.as_bytes().to_vec()))
     }
 
-    fn run(drop: bool, target: u64) -> Vec<Vec<(Vec<u8>, u64, Option<Vec<u8>>)>> {
+    fn run(drop: bool, target: u64) -> Vec<Vec<OwnedEntry>> {
         let mut input = VecIter::new(vec![
             e("a", 9, Some("a9")),
             e("a", 3, Some("a3")),

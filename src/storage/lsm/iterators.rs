@@ -9,6 +9,10 @@
 
 use crate::error::Result;
 
+/// One entry copied out of a source: user key, sequence number, value
+/// (`None` is a tombstone).
+pub type OwnedEntry = (Vec<u8>, u64, Option<Vec<u8>>);
+
 /// A cursor over sorted entries.
 ///
 /// Cursor style rather than `std::iter::Iterator` so that a merge can look at
@@ -194,14 +198,14 @@ impl<I: StorageIterator> Iterator for VisibleIter<I> {
 /// The building block of tests, and of anything small enough to sort in
 /// memory.
 pub struct VecIter {
-    entries: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>,
+    entries: Vec<OwnedEntry>,
     pos: usize,
 }
 
 impl VecIter {
     /// Iterates `entries`, which must be ordered by key ascending and, within
     /// a key, by sequence number descending.
-    pub fn new(entries: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>) -> Self {
+    pub fn new(entries: Vec<OwnedEntry>) -> Self {
         debug_assert!(entries
             .windows(2)
             .all(|w| (w[0].0.as_slice(), std::cmp::Reverse(w[0].1))
@@ -242,7 +246,7 @@ mod tests {
         (k.as_bytes().to_vec(), seq, v.map(|v| v.as_bytes().to_vec()))
     }
 
-    fn src(entries: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>) -> Box<dyn StorageIterator> {
+    fn src(entries: Vec<OwnedEntry>) -> Box<dyn StorageIterator> {
         Box::new(VecIter::new(entries))
     }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
 
-use super::iterators::StorageIterator;
+use super::iterators::{OwnedEntry, StorageIterator};
 use crate::error::Result;
 
 /// The skip list's key: a user key and the sequence number of one write.
@@ -161,7 +161,7 @@ const ITER_BATCH: usize = 128;
 pub struct MemTableIter {
     memtable: Arc<MemTable>,
     snapshot: u64,
-    buffer: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>,
+    buffer: Vec<OwnedEntry>,
     pos: usize,
     /// Where the next refill starts; `None` before the first with no start key.
     resume: Option<VersionKey>,
@@ -242,7 +242,7 @@ impl StorageIterator for MemTableIter {
 mod tests {
     use super::*;
 
-    fn collect(mut it: MemTableIter) -> Vec<(Vec<u8>, u64, Option<Vec<u8>>)> {
+    fn collect(mut it: MemTableIter) -> Vec<OwnedEntry> {
         let mut out = Vec::new();
         while it.is_valid() {
             out.push((it.key().to_vec(), it.seq(), it.value().map(<[u8]>::to_vec)));
