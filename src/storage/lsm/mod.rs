@@ -4,4 +4,7 @@
 //! flushed to immutable SSTables; leveled compaction merges them in the
 //! background. See `docs/storage.md` for the byte layouts and guarantees.
 
+pub mod block_cache;
 pub mod iterators;
+pub mod sstable;
+pub mod wal;
