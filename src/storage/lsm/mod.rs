@@ -4,7 +4,11 @@
 //! flushed to immutable SSTables; leveled compaction merges them in the
 //! background. See `docs/storage.md` for the byte layouts and guarantees.
 
+pub mod block_cache;
 pub mod compaction;
+pub mod engine;
 pub mod iterators;
 pub mod manifest;
 pub mod memtable;
+pub mod sstable;
+pub mod wal;
