@@ -1,4 +1,4 @@
-//! The LSM-tree engine (under construction: the pieces land one by one).
+//! The LSM-tree engine, [`engine::LsmEngine`], and its parts.
 //!
 //! Writes go to a write-ahead log and a sorted memtable; full memtables are
 //! flushed to immutable SSTables; leveled compaction merges them in the
