@@ -12,7 +12,7 @@
 //!
 //! # Versions and snapshots
 //!
-//! The readable state is an immutable [`Version`]: the active memtable, the
+//! The readable state is an immutable `Version`: the active memtable, the
 //! sealed memtables waiting for flush (newest first), and the tables of each
 //! level. Flush, compaction and sealing build a new version and swap it in;
 //! readers clone an `Arc` of the current one together with the visible
@@ -180,6 +180,8 @@ struct Inner {
     events: Mutex<()>,
     events_cv: Condvar,
     shutdown: AtomicBool,
+    /// Set once `failure` holds an error: the write path's cheap check.
+    failed: AtomicBool,
     failure: Mutex<Option<Error>>,
     counters: Counters,
 }
@@ -358,6 +360,7 @@ impl LsmEngine {
             events: Mutex::new(()),
             events_cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             counters: Counters::default(),
             config,
@@ -544,6 +547,9 @@ impl Inner {
     }
 
     fn check_failed(&self) -> Result<()> {
+        if !self.failed.load(Ordering::Acquire) && !self.shutdown.load(Ordering::Acquire) {
+            return Ok(());
+        }
         if let Some(e) = lock(&self.failure).as_ref() {
             return Err(repeat_failure(e));
         }
@@ -560,6 +566,7 @@ impl Inner {
         if f.is_none() {
             *f = Some(e);
         }
+        self.failed.store(true, Ordering::Release);
         drop(f);
         self.signal();
     }
@@ -573,28 +580,30 @@ impl Inner {
     /// Slows or stops the writer while flushing or compaction is behind.
     fn backpressure(&self) -> Result<()> {
         let max_sealed = self.config.max_sealed_memtables;
-        let mut stalled = false;
-        let mut guard = lock(&self.events);
-        loop {
-            self.check_failed()?;
-            let v = self.current();
-            let sealed = v.sealed.len();
-            let l0 = v.levels[0].len();
-            if sealed >= max_sealed || l0 >= self.config.l0_stop_tables {
-                if !stalled {
-                    stalled = true;
-                    self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
-                }
-                self.wait_event(guard);
-                guard = lock(&self.events);
-                continue;
-            }
-            drop(guard);
-            if !stalled && (sealed * 2 >= max_sealed || l0 >= self.config.l0_slowdown_tables) {
+        let over = |v: &Version| {
+            let (sealed, l0) = (v.sealed.len(), v.levels[0].len());
+            let stop = sealed >= max_sealed || l0 >= self.config.l0_stop_tables;
+            let slow = sealed * 2 >= max_sealed || l0 >= self.config.l0_slowdown_tables;
+            (stop, slow)
+        };
+        self.check_failed()?;
+        let (stop, slow) = over(&self.current());
+        if !stop {
+            if slow {
                 self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(SLOWDOWN_PAUSE);
             }
             return Ok(());
+        }
+        self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+        let mut guard = lock(&self.events);
+        loop {
+            self.check_failed()?;
+            if !over(&self.current()).0 {
+                return Ok(());
+            }
+            self.wait_event(guard);
+            guard = lock(&self.events);
         }
     }
 
@@ -1047,14 +1056,10 @@ impl Inner {
             .sealed
             .last()
             .map_or(current.active.id(), |s| s.memtable.id());
-        if let Err(e) = self.record(&mut ctl, &levels, min_wal) {
-            if !task.trivial_move {
-                for t in &outputs {
-                    t.obsolete.store(true, Ordering::Release);
-                }
-            }
-            return Err(e);
-        }
+        // On failure the outputs are left alone: if only the last directory
+        // fsync failed, the new manifest may name them. The next open
+        // deletes whichever files the manifest in force does not name.
+        self.record(&mut ctl, &levels, min_wal)?;
         self.install(|v| Version {
             active: Arc::clone(&v.active),
             sealed: v.sealed.clone(),
