@@ -418,3 +418,49 @@ fn lsm_writers_are_slowed_when_flushing_falls_behind() {
         assert_eq!(e.get(&key(i)).unwrap().as_deref(), Some(&big[..]));
     }
 }
+
+#[test]
+fn lsm_a_background_failure_makes_the_engine_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let e = LsmEngine::open(&path, small_config()).unwrap();
+    e.put(b"k", b"v").unwrap();
+    // The directory vanishes: the next flush cannot create its files.
+    std::fs::remove_dir_all(&path).unwrap();
+    assert!(e.flush().is_err());
+    let err = e.put(b"k2", b"v2").unwrap_err();
+    assert!(
+        matches!(err, ringkv::Error::StorageFailed { .. }),
+        "later writes fail with the recorded error, got {err}"
+    );
+    assert!(!err.is_retryable());
+    assert!(e.flush().is_err());
+    // Reads still work from memory.
+    assert_eq!(e.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert!(e.close().is_err(), "close reports the failure");
+}
+
+#[test]
+fn lsm_a_damaged_table_is_corruption_not_a_wrong_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = LsmEngine::open(dir.path(), small_config()).unwrap();
+        for i in 0..200 {
+            e.put(&key(i), &value(i, 0)).unwrap();
+        }
+        e.flush().unwrap();
+        e.close().unwrap();
+    }
+    let sst = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "sst"))
+        .expect("flush wrote a table");
+    let bytes = std::fs::read(&sst).unwrap();
+    std::fs::write(&sst, &bytes[..bytes.len() - 5]).unwrap();
+    let err = LsmEngine::open(dir.path(), small_config()).unwrap_err();
+    assert!(matches!(err, ringkv::Error::Corruption { .. }), "got {err}");
+    // A table the manifest names but that is gone is also refused.
+    std::fs::remove_file(&sst).unwrap();
+    assert!(LsmEngine::open(dir.path(), small_config()).is_err());
+}

@@ -936,7 +936,11 @@ impl Inner {
         let target = {
             let mut w = lock(&self.write);
             if !w.active.is_empty() {
-                self.seal(&mut w)?;
+                if let Err(e) = self.seal(&mut w) {
+                    drop(w);
+                    self.fail(repeat_failure(&e));
+                    return Err(e);
+                }
             }
             self.current().sealed.first().map(|s| s.memtable.id())
         };
