@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 pub mod lsm;
 pub mod memory;
 
+pub use lsm::engine::LsmEngine;
 pub use memory::MemoryEngine;
 
 /// The largest key an engine accepts: 64 KiB.
