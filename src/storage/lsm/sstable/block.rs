@@ -416,7 +416,7 @@ pub(crate) fn decode_stored(stored: &[u8]) -> Result<Block, String> {
 }
 
 /// Checks the restart array and every entry of an uncompressed block body.
-fn validate(data: Vec<u8>) -> Result<Block, String> {
+pub(crate) fn validate(data: Vec<u8>) -> Result<Block, String> {
     let n = data.len();
     if n < 4 {
         return Err("block body shorter than its restart count".into());

@@ -140,6 +140,25 @@ pub fn decode_block(stored: &[u8]) -> Result<Block> {
     block::decode_stored(stored).map_err(|reason| corruption(Path::new("<block>"), 0, reason))
 }
 
+/// Validates an uncompressed block body (entries, restart array) as
+/// [`decode_block`] does after the checksum and decompression: lets a
+/// fuzzer reach the entry parser without forging checksums.
+#[doc(hidden)]
+pub fn decode_block_body(body: &[u8]) -> Result<Block> {
+    block::validate(body.to_vec()).map_err(|reason| corruption(Path::new("<block>"), 0, reason))
+}
+
+/// The first entry of `block` with a key `>= target`, copied out, as a
+/// point lookup finds it. For fuzzing and property tests.
+#[doc(hidden)]
+pub fn block_seek(block: &Block, target: &[u8]) -> Result<Option<OwnedEntry>> {
+    let mut key = Vec::new();
+    let found = block
+        .seek(target, &mut key)
+        .map_err(|r| corruption(Path::new("<block>"), 0, r))?;
+    Ok(found.map(|e| (key, e.seq, e.value.map(|r| block.slice(r).to_vec()))))
+}
+
 /// Encodes entries (ascending keys) into one stored data block, the inverse
 /// of [`decode_block`]. For fuzzing and property tests.
 #[doc(hidden)]
