@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use ringkv::storage::lsm::block_cache::BlockCache;
 use ringkv::storage::lsm::iterators::StorageIterator;
 use ringkv::storage::lsm::sstable::{
-    block_entries, block_seek, decode_block, decode_block_body, encode_block, OwnedEntry, Table,
-    TableBuilder, TableOptions,
+    block_entries, block_seek, decode_block, decode_block_body, encode_block, BorrowedEntry,
+    OwnedEntry, Table, TableBuilder, TableOptions,
 };
 use ringkv::storage::lsm::wal::{
     decode_record, decode_record_body, decode_records, encode_record, WalRecord, WAL_HEADER,
@@ -56,7 +56,7 @@ fn table_entries() -> impl Strategy<Value = Vec<OwnedEntry>> {
     .prop_map(|m| m.into_iter().map(|(k, (s, v))| (k, s, v)).collect())
 }
 
-fn borrowed(entries: &[OwnedEntry]) -> Vec<(&[u8], u64, Option<&[u8]>)> {
+fn borrowed(entries: &[OwnedEntry]) -> Vec<BorrowedEntry<'_>> {
     entries
         .iter()
         .map(|(k, s, v)| (k.as_slice(), *s, v.as_deref()))
