@@ -194,7 +194,7 @@ impl Table {
         if i == self.index.blocks.len() {
             return Ok(None);
         }
-        let block = self.read_block(i)?;
+        let block = self.read_block(i, true)?;
         let mut found = Vec::with_capacity(key.len());
         let entry = block
             .seek(key, &mut found)
@@ -207,7 +207,18 @@ impl Table {
 
     /// An iterator positioned at the table's first entry.
     pub fn iter(self: &Arc<Self>) -> Result<TableIter> {
-        let mut it = TableIter::new(self.clone());
+        let mut it = TableIter::new(self.clone(), true);
+        it.load_block(0)?;
+        it.step()?;
+        Ok(it)
+    }
+
+    /// An iterator over every entry, as [`iter`](Self::iter), that uses
+    /// blocks already cached but does not cache the blocks it reads: for
+    /// compaction, whose one pass over its inputs would otherwise evict the
+    /// blocks point reads use.
+    pub fn iter_uncached(self: &Arc<Self>) -> Result<TableIter> {
+        let mut it = TableIter::new(self.clone(), false);
         it.load_block(0)?;
         it.step()?;
         Ok(it)
@@ -216,7 +227,7 @@ impl Table {
     /// An iterator positioned at the first entry whose key is `>= key`
     /// (invalid when there is none).
     pub fn iter_from(self: &Arc<Self>, key: &[u8]) -> Result<TableIter> {
-        let mut it = TableIter::new(self.clone());
+        let mut it = TableIter::new(self.clone(), true);
         let i = self.block_for(key);
         if i == self.index.blocks.len() {
             return Ok(it);
@@ -248,19 +259,26 @@ impl Table {
         corruption(&self.path, offset, format!("data block {i}: {reason}"))
     }
 
-    /// Block `i`, from the cache or from the file (verified, decompressed).
-    fn read_block(&self, i: usize) -> Result<Arc<Block>> {
+    /// Block `i`, from the cache or from the file (verified, decompressed);
+    /// a block read from the file is cached when `fill_cache` is set.
+    fn read_block(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
         let Some(entry) = self.index.blocks.get(i) else {
             return Err(Error::InvalidInput(format!("no block {i} in table")));
         };
-        self.cache.get_or_load(self.info.id, entry.offset, || {
+        let load = || {
             // The index checked that every block lies inside the data region.
             let stored = read_at(&self.file, entry.offset, entry.len as usize)
                 .map_err(|e| Error::io(format!("reading table {}", self.path.display()), e))?;
-            block::decode_stored(&stored)
+            block::decode_stored_owned(stored)
                 .map(Arc::new)
                 .map_err(|r| self.block_corruption(i, r))
-        })
+        };
+        if fill_cache {
+            self.cache.get_or_load(self.info.id, entry.offset, load)
+        } else {
+            self.cache
+                .get_or_load_uncached(self.info.id, entry.offset, load)
+        }
     }
 }
 
@@ -278,6 +296,8 @@ pub struct TableIter {
     seq: u64,
     value: Option<(usize, usize)>,
     valid: bool,
+    /// Whether blocks read from the file go into the cache.
+    fill_cache: bool,
 }
 
 impl std::fmt::Debug for TableIter {
@@ -291,7 +311,7 @@ impl std::fmt::Debug for TableIter {
 }
 
 impl TableIter {
-    fn new(table: Arc<Table>) -> Self {
+    fn new(table: Arc<Table>, fill_cache: bool) -> Self {
         TableIter {
             table,
             block_idx: 0,
@@ -301,11 +321,12 @@ impl TableIter {
             seq: 0,
             value: None,
             valid: false,
+            fill_cache,
         }
     }
 
     fn load_block(&mut self, i: usize) -> Result<()> {
-        match self.table.read_block(i) {
+        match self.table.read_block(i, self.fill_cache) {
             Ok(b) => {
                 self.block = Some(b);
                 self.block_idx = i;
@@ -510,6 +531,11 @@ mod tests {
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
         assert!(cache.bytes() > 0);
         cache.forget_table(3);
+        assert_eq!(cache.bytes(), 0);
+        // A compaction scan reads every block without caching them.
+        let misses = cache.misses();
+        assert_eq!(collect(table.iter_uncached().unwrap()), data);
+        assert_eq!(cache.misses() - misses, table.blocks() as u64);
         assert_eq!(cache.bytes(), 0);
         // A zero-byte cache reads the file every time and still answers.
         let uncached = BlockCache::new(0);
