@@ -12,7 +12,10 @@ fn exercise(block: &ringkv::storage::lsm::sstable::Block, target: &[u8]) {
     let entries = block_entries(block).expect("a validated block iterates");
     assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
     let expected = entries.iter().find(|e| e.0.as_slice() >= target).cloned();
-    assert_eq!(block_seek(block, target).expect("a validated block seeks"), expected);
+    assert_eq!(
+        block_seek(block, target).expect("a validated block seeks"),
+        expected
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

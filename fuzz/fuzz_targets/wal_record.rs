@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
     log.extend_from_slice(data);
     if let Ok((records, report)) = decode_records(&log) {
         assert_eq!(records.len(), report.records);
-        assert_eq!(report.valid_bytes + report.torn_tail_bytes, log.len() as u64);
+        assert_eq!(
+            report.valid_bytes + report.torn_tail_bytes,
+            log.len() as u64
+        );
     }
 });
