@@ -97,6 +97,14 @@ pub struct ReplayReport {
 /// Encodes `record` as it is stored in a log, header included.
 /// [`Error::InvalidInput`] when the body would exceed [`MAX_RECORD_BYTES`].
 pub fn encode_record(record: &WalRecord) -> Result<Vec<u8>> {
+    let body_len = body_len(record)?;
+    let mut out = Vec::with_capacity(RECORD_HEADER_BYTES + body_len);
+    encode_into(record, body_len, &mut out);
+    Ok(out)
+}
+
+/// The encoded body length of `record`, refused when over the limit.
+fn body_len(record: &WalRecord) -> Result<usize> {
     let mut body_len: usize = 8 + 4;
     for op in &record.ops {
         body_len += 1 + 4 + op.key().len() + op.value().map_or(0, |v| 4 + v.len());
@@ -107,7 +115,14 @@ pub fn encode_record(record: &WalRecord) -> Result<Vec<u8>> {
             record.ops.len()
         )));
     }
-    let mut out = Vec::with_capacity(RECORD_HEADER_BYTES + body_len);
+    Ok(body_len)
+}
+
+/// Appends the record (header and body of `body_len` bytes, as computed by
+/// [`body_len`]) to `out`.
+fn encode_into(record: &WalRecord, body_len: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.reserve(RECORD_HEADER_BYTES + body_len);
     out.extend_from_slice(&RECORD_MARKER);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -127,12 +142,12 @@ pub fn encode_record(record: &WalRecord) -> Result<Vec<u8>> {
             out.extend_from_slice(v);
         }
     }
-    let crc = crc32fast::hash(&out[4..8]);
-    let mut hasher = crc32fast::Hasher::new_with_initial(crc);
-    hasher.update(&out[RECORD_HEADER_BYTES..]);
+    let rec = &mut out[start..];
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&rec[4..8]);
+    hasher.update(&rec[RECORD_HEADER_BYTES..]);
     let crc = hasher.finalize();
-    out[8..12].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    rec[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Why the bytes at an offset are not a whole record.
@@ -176,7 +191,8 @@ fn decode_at(bytes: &[u8]) -> std::result::Result<(WalRecord, usize), Bad> {
         return Err(Bad::Incomplete);
     };
     let stored = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let mut hasher = crc32fast::Hasher::new_with_initial(crc32fast::hash(&bytes[4..8]));
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&bytes[4..8]);
     hasher.update(body);
     let got = hasher.finalize();
     if got != stored {
@@ -564,14 +580,14 @@ impl Wal {
     /// ([`SyncPolicy::Always`]). Concurrent appenders share one write and
     /// one fsync. Records of one thread appear in the log in its order.
     pub fn append(&self, record: &WalRecord) -> Result<()> {
-        let bytes = encode_record(record)?;
+        let body_len = body_len(record)?;
         let shared = &*self.shared;
         let mut st = shared.lock();
         if let Some(f) = &st.failure {
             return Err(shared.failed(f));
         }
-        st.pending.extend_from_slice(&bytes);
-        drop(bytes);
+        // Encoded straight into the group buffer: no copy per record.
+        encode_into(record, body_len, &mut st.pending);
         let mine = st.gathering;
         loop {
             if st.done >= mine {
