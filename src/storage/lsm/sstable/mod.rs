@@ -271,22 +271,56 @@ impl Footer {
     }
 }
 
-/// One data block as the index describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct IndexEntry {
-    /// The block's last (largest) key.
-    last_key: Box<[u8]>,
+/// Where a data block lies in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockHandle {
     /// Offset of the stored block in the file.
     offset: u64,
     /// Stored length, checksum included.
     len: u64,
 }
 
-/// The decoded index block.
+/// The decoded index block. The blocks' last keys are kept in one buffer
+/// with an array of end offsets, so that the binary search of a point
+/// lookup reads two dense arrays instead of chasing one allocation per key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Index {
     smallest: Vec<u8>,
-    blocks: Vec<IndexEntry>,
+    /// Every block's last key, concatenated in block order.
+    keys: Vec<u8>,
+    /// `key_ends[i]` is where block `i`'s last key ends in `keys`.
+    key_ends: Vec<usize>,
+    handles: Vec<BlockHandle>,
+}
+
+impl Index {
+    /// Number of data blocks.
+    fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The last key of block `i` (empty past the end).
+    fn last_key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.key_ends[i - 1] };
+        match self.key_ends.get(i) {
+            Some(&end) => &self.keys[start..end],
+            None => &[],
+        }
+    }
+
+    /// Index of the first block whose last key is `>= key` (`len()` if none).
+    fn block_for(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.last_key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
 }
 
 /// Encodes the index body (without its checksum):
@@ -338,7 +372,12 @@ fn decode_index(body: &[u8], data_end: u64) -> std::result::Result<Index, String
             body.len()
         ));
     }
-    let mut blocks: Vec<IndexEntry> = Vec::with_capacity(count);
+    let mut index = Index {
+        smallest,
+        keys: Vec::new(),
+        key_ends: Vec::with_capacity(count),
+        handles: Vec::with_capacity(count),
+    };
     let mut expected_offset = 0u64;
     for i in 0..count {
         let last_key = take(&mut pos)?;
@@ -357,18 +396,16 @@ fn decode_index(body: &[u8], data_end: u64) -> std::result::Result<Index, String
         expected_offset = offset
             .checked_add(len)
             .ok_or("index block range overflows")?;
-        if let Some(prev) = blocks.last() {
-            if *last_key <= *prev.last_key {
+        if i > 0 {
+            if last_key <= index.last_key(i - 1) {
                 return Err(format!("index last keys do not ascend at entry {i}"));
             }
-        } else if last_key < smallest.as_slice() {
+        } else if last_key < index.smallest.as_slice() {
             return Err("index smallest key is after the first block's last key".into());
         }
-        blocks.push(IndexEntry {
-            last_key: last_key.into(),
-            offset,
-            len,
-        });
+        index.keys.extend_from_slice(last_key);
+        index.key_ends.push(index.keys.len());
+        index.handles.push(BlockHandle { offset, len });
     }
     if pos != body.len() {
         return Err(format!("{} stray bytes after the index", body.len() - pos));
@@ -378,7 +415,7 @@ fn decode_index(body: &[u8], data_end: u64) -> std::result::Result<Index, String
             "data blocks end at {expected_offset} but the index starts at {data_end}"
         ));
     }
-    Ok(Index { smallest, blocks })
+    Ok(index)
 }
 
 #[cfg(test)]
@@ -414,8 +451,16 @@ mod tests {
         encode_index(b"a", 2, &entries, &mut body);
         let index = decode_index(&body, 30).unwrap();
         assert_eq!(index.smallest, b"a");
-        assert_eq!(index.blocks.len(), 2);
-        assert_eq!(index.blocks[1].offset, 10);
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.handles[1].offset, 10);
+        assert_eq!(index.last_key(0), b"b");
+        assert_eq!(index.last_key(1), b"d");
+        assert_eq!(index.last_key(2), b"");
+        assert_eq!(index.block_for(b""), 0);
+        assert_eq!(index.block_for(b"b"), 0);
+        assert_eq!(index.block_for(b"bb"), 1);
+        assert_eq!(index.block_for(b"d"), 1);
+        assert_eq!(index.block_for(b"e"), 2);
         assert!(decode_index(&body, 31).is_err());
         let mut body = Vec::new();
         encode_index(b"c", 2, &entries, &mut body);

@@ -29,7 +29,7 @@ impl std::fmt::Debug for Table {
         f.debug_struct("Table")
             .field("path", &self.path)
             .field("info", &self.info)
-            .field("blocks", &self.index.blocks.len())
+            .field("blocks", &self.index.len())
             .finish()
     }
 }
@@ -106,7 +106,7 @@ impl Table {
         let index = block::verify_checksum(&index_bytes)
             .and_then(|body| decode_index(body, footer.index_offset))
             .map_err(|r| corruption(path, footer.index_offset, format!("index: {r}")))?;
-        if (index.blocks.len() as u64) > footer.entries {
+        if (index.len() as u64) > footer.entries {
             return Err(corruption(
                 path,
                 footer.index_offset,
@@ -134,11 +134,7 @@ impl Table {
             })
             .map_err(|r| corruption(path, footer.bloom_offset, format!("bloom filter: {r}")))?;
 
-        let largest = index
-            .blocks
-            .last()
-            .map(|b| b.last_key.to_vec())
-            .unwrap_or_default();
+        let largest = index.last_key(index.len() - 1).to_vec();
         let info = TableInfo {
             id,
             file_bytes: file_len,
@@ -170,7 +166,7 @@ impl Table {
 
     /// Number of data blocks.
     pub fn blocks(&self) -> usize {
-        self.index.blocks.len()
+        self.index.len()
     }
 
     /// Whether the bloom filter admits `key` (false means certainly absent).
@@ -191,7 +187,7 @@ impl Table {
             return Ok(None);
         }
         let i = self.block_for(key);
-        if i == self.index.blocks.len() {
+        if i == self.index.len() {
             return Ok(None);
         }
         let block = self.read_block(i, true)?;
@@ -229,7 +225,7 @@ impl Table {
     pub fn iter_from(self: &Arc<Self>, key: &[u8]) -> Result<TableIter> {
         let mut it = TableIter::new(self.clone(), true);
         let i = self.block_for(key);
-        if i == self.index.blocks.len() {
+        if i == self.index.len() {
             return Ok(it);
         }
         it.load_block(i)?;
@@ -251,18 +247,18 @@ impl Table {
 
     /// Index of the first block whose last key is `>= key` (`blocks()` if none).
     fn block_for(&self, key: &[u8]) -> usize {
-        self.index.blocks.partition_point(|b| &*b.last_key < key)
+        self.index.block_for(key)
     }
 
     fn block_corruption(&self, i: usize, reason: String) -> Error {
-        let offset = self.index.blocks.get(i).map_or(0, |b| b.offset);
+        let offset = self.index.handles.get(i).map_or(0, |b| b.offset);
         corruption(&self.path, offset, format!("data block {i}: {reason}"))
     }
 
     /// Block `i`, from the cache or from the file (verified, decompressed);
     /// a block read from the file is cached when `fill_cache` is set.
     fn read_block(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
-        let Some(entry) = self.index.blocks.get(i) else {
+        let Some(entry) = self.index.handles.get(i) else {
             return Err(Error::InvalidInput(format!("no block {i} in table")));
         };
         let load = || {
@@ -374,7 +370,7 @@ impl TableIter {
                 }
             }
             let next = self.block_idx + 1;
-            if next >= self.table.index.blocks.len() {
+            if next >= self.table.index.len() {
                 self.invalidate();
                 return Ok(());
             }
