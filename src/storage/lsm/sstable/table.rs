@@ -191,13 +191,22 @@ impl Table {
             return Ok(None);
         }
         let block = self.read_block(i, true)?;
-        let mut found = Vec::with_capacity(key.len());
-        let entry = block
-            .seek(key, &mut found)
-            .map_err(|r| self.block_corruption(i, r))?;
-        Ok(match entry {
-            Some(e) if found == key => Some((e.seq, e.value.map(|r| block.slice(r).to_vec()))),
-            _ => None,
+        // The key found is rebuilt in a per-thread buffer: a point lookup
+        // then allocates only the value it returns.
+        thread_local! {
+            static FOUND: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        FOUND.with(|found| {
+            let mut found = found.borrow_mut();
+            let entry = block
+                .seek(key, &mut found)
+                .map_err(|r| self.block_corruption(i, r))?;
+            Ok(match entry {
+                Some(e) if found.as_slice() == key => {
+                    Some((e.seq, e.value.map(|r| block.slice(r).to_vec())))
+                }
+                _ => None,
+            })
         })
     }
 
