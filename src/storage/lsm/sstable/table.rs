@@ -597,6 +597,37 @@ mod tests {
         assert!(TableBuilder::create(&dir.path().join("2.sst"), 2, &bad, 1).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+        /// Any sorted entries, any block size: get finds each entry, iter
+        /// yields them all, iter_from starts at the first key not below.
+        #[test]
+        fn random_tables_round_trip(
+            map in proptest::collection::btree_map(
+                proptest::collection::vec(0u8..4, 0..6),
+                (proptest::prelude::any::<u64>(), proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300))),
+                1..200,
+            ),
+            block_bytes in 64usize..2048,
+            probe in proptest::collection::vec(0u8..4, 0..6),
+        ) {
+            let data: Vec<Entry> = map.into_iter().map(|(k, (s, v))| (k, s, v)).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let opts = TableOptions { block_bytes, bloom_false_positive_rate: 0.01 };
+            build(dir.path(), 1, &data, &opts);
+            let table = Table::open(&dir.path().join("1.sst"), 1, BlockCache::new(1 << 20)).unwrap();
+            for (k, s, v) in &data {
+                proptest::prop_assert_eq!(table.get(k).unwrap(), Some((*s, v.clone())));
+            }
+            proptest::prop_assert_eq!(collect(table.iter().unwrap()), data.clone());
+            let from: Vec<Entry> = data.iter().filter(|e| e.0 >= probe).cloned().collect();
+            proptest::prop_assert_eq!(collect(table.iter_from(&probe).unwrap()), from);
+            let expected = data.iter().find(|e| e.0 == probe).map(|e| (e.1, e.2.clone()));
+            proptest::prop_assert_eq!(table.get(&probe).unwrap(), expected);
+        }
+    }
+
     #[test]
     fn many_threads_read_one_table() {
         let dir = tempfile::tempdir().unwrap();
