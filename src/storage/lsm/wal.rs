@@ -815,8 +815,28 @@ mod tests {
         ));
     }
 
+    /// Runs `f` on its own thread and fails the test if it takes longer
+    /// than a minute (a deadlock in group commit would otherwise hang).
+    fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => handle.join().unwrap(),
+            // The thread panicked: join to surface its panic.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => handle.join().unwrap(),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("timed out"),
+        }
+    }
+
     #[test]
     fn group_commit_keeps_every_record_in_each_threads_order() {
+        within_a_minute(group_commit_scenario);
+    }
+
+    fn group_commit_scenario() {
         for policy in [
             SyncPolicy::Always,
             SyncPolicy::None,
@@ -861,6 +881,10 @@ mod tests {
 
     #[test]
     fn interval_policy_syncs_in_the_background_and_stops_on_drop() {
+        within_a_minute(interval_scenario);
+    }
+
+    fn interval_scenario() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("1.wal");
         let wal = Wal::create(&path, SyncPolicy::Interval(Duration::from_millis(10))).unwrap();
