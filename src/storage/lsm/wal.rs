@@ -36,6 +36,26 @@
 //! append fails, because bytes after a partial record would read back as
 //! mid-log corruption.
 //!
+//! ```
+//! use ringkv::config::SyncPolicy;
+//! use ringkv::storage::lsm::wal::{Wal, WalRecord};
+//! use ringkv::storage::BatchOp;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("1.wal");
+//! let wal = Wal::create(&path, SyncPolicy::Always)?;
+//! let record = WalRecord {
+//!     first_seq: 1,
+//!     ops: vec![BatchOp::Put { key: b"k".to_vec(), value: b"v".to_vec() }],
+//! };
+//! wal.append(&record)?; // fsync'd when this returns
+//! drop(wal);
+//! let (records, report) = Wal::replay(&path)?;
+//! assert_eq!(records, vec![record]);
+//! assert_eq!(report.torn_tail_bytes, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Not here: assigning sequence numbers, deciding when to start a new log,
 //! deleting old logs (the engine's).
 

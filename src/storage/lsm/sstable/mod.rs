@@ -27,6 +27,28 @@
 //! Any mismatch is [`Error::Corruption`] with the file and the offset of the
 //! bad piece: never a wrong value, never a panic.
 //!
+//! ```
+//! use ringkv::storage::lsm::block_cache::BlockCache;
+//! use ringkv::storage::lsm::iterators::StorageIterator;
+//! use ringkv::storage::lsm::sstable::{Table, TableBuilder, TableOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("1.sst");
+//! let mut builder = TableBuilder::create(&path, 1, &TableOptions::default(), 2)?;
+//! builder.add(b"apple", 7, Some(b"red"))?;
+//! builder.add(b"pear", 9, None)?; // a tombstone
+//! let info = builder.finish()?;
+//! assert_eq!((info.entries, info.tombstones, info.max_seq), (2, 1, 9));
+//!
+//! let table = Table::open(&path, 1, BlockCache::new(1 << 20))?;
+//! assert_eq!(table.get(b"apple")?, Some((7, Some(b"red".to_vec()))));
+//! assert_eq!(table.get(b"pear")?, Some((9, None)));
+//! assert_eq!(table.get(b"plum")?, None);
+//! let it = table.iter_from(b"b")?;
+//! assert_eq!((it.key(), it.value()), (&b"pear"[..], None));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Not here: merging tables, choosing what to compact, deleting files (the
 //! engine's), and the on-disk bloom hash is the `bloomfilter` crate's
 //! SipHash of the key as `[u8]` (which includes the length as a `usize`), so
