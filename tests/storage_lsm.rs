@@ -464,3 +464,21 @@ fn lsm_a_damaged_table_is_corruption_not_a_wrong_answer() {
     std::fs::remove_file(&sst).unwrap();
     assert!(LsmEngine::open(dir.path(), small_config()).is_err());
 }
+
+#[test]
+fn lsm_a_batch_over_the_log_record_limit_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = LsmEngine::open(dir.path(), small_config()).unwrap();
+    let big = vec![3u8; ringkv::storage::MAX_VALUE_BYTES];
+    let mut batch = WriteBatch::new();
+    for i in 0..5 {
+        batch.put(key(i), big.clone());
+    }
+    assert!(matches!(
+        e.write(batch),
+        Err(ringkv::Error::InvalidInput(_))
+    ));
+    assert_eq!(e.get(&key(0)).unwrap(), None);
+    e.put(b"after", b"ok").unwrap();
+    assert_eq!(e.get(b"after").unwrap(), Some(b"ok".to_vec()));
+}

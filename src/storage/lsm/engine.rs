@@ -672,9 +672,15 @@ impl Inner {
         // Published even on failure, so that later batches are not held
         // back forever: a failed batch's numbers simply hold nothing.
         self.publish(first_seq, first_seq + n - 1);
-        if let Err(e) = appended {
-            self.fail(repeat_failure(&e));
-            return Err(e);
+        match appended {
+            // Refused before anything reached the log (a batch over the
+            // record limit): the log is intact, only this batch fails.
+            Err(e @ Error::InvalidInput(_)) => return Err(e),
+            Err(e) => {
+                self.fail(repeat_failure(&e));
+                return Err(e);
+            }
+            Ok(()) => {}
         }
         self.counters
             .logical_bytes_written
