@@ -991,6 +991,9 @@ impl Inner {
                 match self.compact_once() {
                     Ok(true) => {}
                     Ok(false) => break,
+                    // Abandoned for shutdown: its outputs are already removed
+                    // and its inputs are still the live tables.
+                    Err(Error::Shutdown) => return,
                     Err(e) => {
                         self.fail(e);
                         return;
@@ -1045,7 +1048,10 @@ impl Inner {
                     as u64
             };
             let expected = entries.min(per_table.max(16)) as usize;
-            let mut merge = MergeIterator::new(sources);
+            let mut merge = StopOnShutdown {
+                inner: MergeIterator::new(sources),
+                shutdown: &self.shutdown,
+            };
             self.build_tables(
                 &mut merge,
                 task.drop_tombstones,
@@ -1207,6 +1213,34 @@ impl StorageIterator for LevelIter {
             }
         }
         self.skip_exhausted()
+    }
+}
+
+/// A compaction's input that ends the merge with [`Error::Shutdown`] once
+/// the engine is closing, so that closing does not wait for a long merge.
+struct StopOnShutdown<'a, I> {
+    inner: I,
+    shutdown: &'a AtomicBool,
+}
+
+impl<I: StorageIterator> StorageIterator for StopOnShutdown<'_, I> {
+    fn is_valid(&self) -> bool {
+        self.inner.is_valid()
+    }
+    fn key(&self) -> &[u8] {
+        self.inner.key()
+    }
+    fn seq(&self) -> u64 {
+        self.inner.seq()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.inner.value()
+    }
+    fn next(&mut self) -> Result<()> {
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Err(Error::Shutdown);
+        }
+        self.inner.next()
     }
 }
 
