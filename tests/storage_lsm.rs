@@ -482,3 +482,53 @@ fn lsm_a_batch_over_the_log_record_limit_fails_alone() {
     e.put(b"after", b"ok").unwrap();
     assert_eq!(e.get(b"after").unwrap(), Some(b"ok".to_vec()));
 }
+
+#[test]
+fn lsm_an_old_wal_record_replayed_again_cannot_resurrect_a_delete() {
+    use ringkv::storage::lsm::wal::{Wal, WalRecord};
+    use ringkv::storage::BatchOp;
+    let dir = tempfile::tempdir().unwrap();
+    // Every flush compacts at once, so the delete's tombstone reaches the
+    // bottom and is dropped: nothing on disk remembers the key.
+    let config = LsmConfig {
+        l0_compaction_trigger: 1,
+        ..small_config()
+    };
+    {
+        let e = LsmEngine::open(dir.path(), config.clone()).unwrap();
+        e.put(b"k", b"old").unwrap(); // sequence number 1
+        e.flush().unwrap();
+        e.delete(b"k").unwrap();
+        e.flush().unwrap();
+        e.compact_until_settled().unwrap();
+        assert_eq!(e.get(b"k").unwrap(), None);
+        let stats = e.stats();
+        assert_eq!(stats.tables_per_level.iter().sum::<usize>(), 0, "{stats}");
+        e.close().unwrap();
+    }
+    // A WAL that still holds the first put (as if its deletion had been
+    // lost), numbered so that recovery reads it.
+    {
+        let wal = Wal::create(&dir.path().join("000900.wal"), SyncPolicy::Always).unwrap();
+        wal.append(&WalRecord {
+            first_seq: 1,
+            ops: vec![BatchOp::Put {
+                key: b"k".to_vec(),
+                value: b"old".to_vec(),
+            }],
+        })
+        .unwrap();
+    }
+    let e = LsmEngine::open(dir.path(), config).unwrap();
+    assert_eq!(
+        e.get(b"k").unwrap(),
+        None,
+        "the stale record must not come back"
+    );
+    assert!(
+        !dir.path().join("000900.wal").exists(),
+        "the replayed WAL is retired"
+    );
+    e.put(b"k", b"new").unwrap();
+    assert_eq!(e.get(b"k").unwrap(), Some(b"new".to_vec()));
+}

@@ -1107,7 +1107,10 @@ impl Inner {
                 live + self.counters.retired_wal_bytes.load(Ordering::Relaxed),
             )
         };
-        let manifest_bytes = lock(&self.manifest).manifest.bytes_written();
+        let (manifest_bytes, manifest_live) = {
+            let ctl = lock(&self.manifest);
+            (ctl.manifest.bytes_written(), ctl.manifest.current_bytes())
+        };
         let bytes_per_level: Vec<u64> = v
             .levels
             .iter()
@@ -1121,7 +1124,7 @@ impl Inner {
             disk_bytes_written: wal_bytes_written
                 + c.table_bytes_written.load(Ordering::Relaxed)
                 + manifest_bytes,
-            disk_bytes: table_bytes + wal_live_bytes,
+            disk_bytes: table_bytes + wal_live_bytes + manifest_live,
             memtable_bytes: (v.active.approximate_bytes()
                 + v.sealed
                     .iter()
