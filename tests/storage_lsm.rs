@@ -462,7 +462,8 @@ fn lsm_a_damaged_table_is_corruption_not_a_wrong_answer() {
     assert!(matches!(err, ringkv::Error::Corruption { .. }), "got {err}");
     // A table the manifest names but that is gone is also refused.
     std::fs::remove_file(&sst).unwrap();
-    assert!(LsmEngine::open(dir.path(), small_config()).is_err());
+    let err = LsmEngine::open(dir.path(), small_config()).unwrap_err();
+    assert!(matches!(err, ringkv::Error::Corruption { .. }), "got {err}");
 }
 
 #[test]

@@ -293,22 +293,30 @@ impl LsmEngine {
         for t in &state.tables {
             let level = usize::from(t.level);
             if level >= config.max_levels {
+                return Err(Error::InvalidInput(format!(
+                    "the store has tables in level {level}, beyond this config's max_levels {}",
+                    config.max_levels
+                )));
+            }
+            let path = table_path(dir, t.id);
+            if !path.exists() {
                 return Err(Error::Corruption {
-                    file: dir.join("CURRENT"),
+                    file: path,
                     offset: 0,
-                    reason: format!(
-                        "manifest puts table {} in level {level}, beyond max_levels {}",
-                        t.id, config.max_levels
-                    ),
+                    reason: "the manifest names this table but the file is missing".into(),
                 });
             }
-            let table = Table::open(&table_path(dir, t.id), t.id, Arc::clone(&cache))?;
+            let table = Table::open(&path, t.id, Arc::clone(&cache))?;
             live_ids.insert(t.id);
             levels[level].push(Arc::new(LiveTable {
                 table,
                 obsolete: AtomicBool::new(false),
                 cache: Arc::clone(&cache),
             }));
+        }
+
+        for level in &mut levels[1..] {
+            level.sort_by(|a, b| a.info().smallest.cmp(&b.info().smallest));
         }
 
         // Replay: every live WAL, oldest first, into one fresh memtable.
@@ -322,7 +330,7 @@ impl LsmEngine {
             }
             for record in records {
                 for (i, op) in record.ops.iter().enumerate() {
-                    let seq = record.first_seq + i as u64;
+                    let seq = record.first_seq.saturating_add(i as u64);
                     if seq > state.last_seq {
                         recovered.insert(op.key(), seq, op.value());
                         last_seq = last_seq.max(seq);
