@@ -533,3 +533,25 @@ fn lsm_an_old_wal_record_replayed_again_cannot_resurrect_a_delete() {
     e.put(b"k", b"new").unwrap();
     assert_eq!(e.get(b"k").unwrap(), Some(b"new".to_vec()));
 }
+
+#[test]
+fn lsm_open_deletes_orphan_tables_and_stale_manifests_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = LsmEngine::open(dir.path(), small_config()).unwrap();
+        e.put(b"k", b"v").unwrap();
+        e.flush().unwrap();
+        e.close().unwrap();
+    }
+    // What a crash mid-flush or mid-switch leaves, and a file of the user's.
+    std::fs::write(dir.path().join("000777.sst"), b"half a table").unwrap();
+    std::fs::write(dir.path().join("MANIFEST-000999"), b"half a manifest").unwrap();
+    std::fs::write(dir.path().join("CURRENT.tmp"), b"MANIFEST-000999\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"keep me").unwrap();
+    let e = LsmEngine::open(dir.path(), small_config()).unwrap();
+    assert_eq!(e.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert!(!dir.path().join("000777.sst").exists());
+    assert!(!dir.path().join("MANIFEST-000999").exists());
+    assert!(!dir.path().join("CURRENT.tmp").exists());
+    assert!(dir.path().join("notes.txt").exists());
+}

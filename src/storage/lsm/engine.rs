@@ -473,8 +473,8 @@ impl LsmEngine {
     }
 
     /// Runs compactions until the policy finds nothing to do, in the
-    /// calling thread (the background compactor is paused meanwhile by the
-    /// manifest lock being shared). For tests and benchmarks that want a
+    /// calling thread (one compaction runs at a time, so the background
+    /// compactor waits meanwhile). For tests and benchmarks that want a
     /// settled tree.
     pub fn compact_until_settled(&self) -> Result<()> {
         self.inner.check_failed()?;
