@@ -293,22 +293,30 @@ impl LsmEngine {
         for t in &state.tables {
             let level = usize::from(t.level);
             if level >= config.max_levels {
+                return Err(Error::InvalidInput(format!(
+                    "the store has tables in level {level}, beyond this config's max_levels {}",
+                    config.max_levels
+                )));
+            }
+            let path = table_path(dir, t.id);
+            if !path.exists() {
                 return Err(Error::Corruption {
-                    file: dir.join("CURRENT"),
+                    file: path,
                     offset: 0,
-                    reason: format!(
-                        "manifest puts table {} in level {level}, beyond max_levels {}",
-                        t.id, config.max_levels
-                    ),
+                    reason: "the manifest names this table but the file is missing".into(),
                 });
             }
-            let table = Table::open(&table_path(dir, t.id), t.id, Arc::clone(&cache))?;
+            let table = Table::open(&path, t.id, Arc::clone(&cache))?;
             live_ids.insert(t.id);
             levels[level].push(Arc::new(LiveTable {
                 table,
                 obsolete: AtomicBool::new(false),
                 cache: Arc::clone(&cache),
             }));
+        }
+
+        for level in &mut levels[1..] {
+            level.sort_by(|a, b| a.info().smallest.cmp(&b.info().smallest));
         }
 
         // Replay: every live WAL, oldest first, into one fresh memtable.
@@ -322,7 +330,7 @@ impl LsmEngine {
             }
             for record in records {
                 for (i, op) in record.ops.iter().enumerate() {
-                    let seq = record.first_seq + i as u64;
+                    let seq = record.first_seq.saturating_add(i as u64);
                     if seq > state.last_seq {
                         recovered.insert(op.key(), seq, op.value());
                         last_seq = last_seq.max(seq);
@@ -465,8 +473,8 @@ impl LsmEngine {
     }
 
     /// Runs compactions until the policy finds nothing to do, in the
-    /// calling thread (the background compactor is paused meanwhile by the
-    /// manifest lock being shared). For tests and benchmarks that want a
+    /// calling thread (one compaction runs at a time, so the background
+    /// compactor waits meanwhile). For tests and benchmarks that want a
     /// settled tree.
     pub fn compact_until_settled(&self) -> Result<()> {
         self.inner.check_failed()?;
@@ -672,9 +680,15 @@ impl Inner {
         // Published even on failure, so that later batches are not held
         // back forever: a failed batch's numbers simply hold nothing.
         self.publish(first_seq, first_seq + n - 1);
-        if let Err(e) = appended {
-            self.fail(repeat_failure(&e));
-            return Err(e);
+        match appended {
+            // Refused before anything reached the log (a batch over the
+            // record limit): the log is intact, only this batch fails.
+            Err(e @ Error::InvalidInput(_)) => return Err(e),
+            Err(e) => {
+                self.fail(repeat_failure(&e));
+                return Err(e);
+            }
+            Ok(()) => {}
         }
         self.counters
             .logical_bytes_written
@@ -985,6 +999,9 @@ impl Inner {
                 match self.compact_once() {
                     Ok(true) => {}
                     Ok(false) => break,
+                    // Abandoned for shutdown: its outputs are already removed
+                    // and its inputs are still the live tables.
+                    Err(Error::Shutdown) => return,
                     Err(e) => {
                         self.fail(e);
                         return;
@@ -1039,7 +1056,10 @@ impl Inner {
                     as u64
             };
             let expected = entries.min(per_table.max(16)) as usize;
-            let mut merge = MergeIterator::new(sources);
+            let mut merge = StopOnShutdown {
+                inner: MergeIterator::new(sources),
+                shutdown: &self.shutdown,
+            };
             self.build_tables(
                 &mut merge,
                 task.drop_tombstones,
@@ -1095,7 +1115,10 @@ impl Inner {
                 live + self.counters.retired_wal_bytes.load(Ordering::Relaxed),
             )
         };
-        let manifest_bytes = lock(&self.manifest).manifest.bytes_written();
+        let (manifest_bytes, manifest_live) = {
+            let ctl = lock(&self.manifest);
+            (ctl.manifest.bytes_written(), ctl.manifest.current_bytes())
+        };
         let bytes_per_level: Vec<u64> = v
             .levels
             .iter()
@@ -1109,7 +1132,7 @@ impl Inner {
             disk_bytes_written: wal_bytes_written
                 + c.table_bytes_written.load(Ordering::Relaxed)
                 + manifest_bytes,
-            disk_bytes: table_bytes + wal_live_bytes,
+            disk_bytes: table_bytes + wal_live_bytes + manifest_live,
             memtable_bytes: (v.active.approximate_bytes()
                 + v.sealed
                     .iter()
@@ -1201,6 +1224,34 @@ impl StorageIterator for LevelIter {
             }
         }
         self.skip_exhausted()
+    }
+}
+
+/// A compaction's input that ends the merge with [`Error::Shutdown`] once
+/// the engine is closing, so that closing does not wait for a long merge.
+struct StopOnShutdown<'a, I> {
+    inner: I,
+    shutdown: &'a AtomicBool,
+}
+
+impl<I: StorageIterator> StorageIterator for StopOnShutdown<'_, I> {
+    fn is_valid(&self) -> bool {
+        self.inner.is_valid()
+    }
+    fn key(&self) -> &[u8] {
+        self.inner.key()
+    }
+    fn seq(&self) -> u64 {
+        self.inner.seq()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.inner.value()
+    }
+    fn next(&mut self) -> Result<()> {
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Err(Error::Shutdown);
+        }
+        self.inner.next()
     }
 }
 
