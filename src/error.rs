@@ -158,6 +158,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+
+    /// The storage engine met an error in its background work (a flush or
+    /// compaction: disk full, an I/O error) and refuses writes from then
+    /// on, so that nothing is acknowledged that it cannot keep. Reads still
+    /// work. Reopening the engine recovers from its files.
+    #[error("storage engine failed and is read-only: {reason}")]
+    StorageFailed {
+        /// The first error the engine met.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -185,7 +195,9 @@ impl Error {
             | Error::TooManySiblings { .. }
             | Error::UnknownResolver(_)
             // The bytes stay corrupt until repaired from another replica.
-            | Error::Corruption { .. } => false,
+            | Error::Corruption { .. }
+            // Only reopening the engine clears it.
+            | Error::StorageFailed { .. } => false,
         }
     }
 

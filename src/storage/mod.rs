@@ -47,6 +47,7 @@ pub mod lsm;
 pub mod memory;
 
 pub use btree::BTreeEngine;
+pub use lsm::engine::LsmEngine;
 pub use memory::MemoryEngine;
 
 /// The largest key an engine accepts: 64 KiB.

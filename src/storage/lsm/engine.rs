@@ -1,0 +1,1237 @@
+//! [`LsmEngine`]: the LSM tree put together behind the [`Engine`] trait.
+//!
+//! # Write path
+//!
+//! A batch is validated, then under a short lock it gets consecutive
+//! sequence numbers and the current memtable with its WAL. Outside the lock
+//! it is appended to that WAL (the WAL groups concurrent appends into one
+//! write and, under [`SyncPolicy::Always`](crate::config::SyncPolicy::Always), one fsync), inserted into the
+//! memtable, and finally *published*: the visible sequence number moves
+//! past the batch only once every earlier batch is published too, so a
+//! reader never sees batch n+1 without batch n.
+//!
+//! # Versions and snapshots
+//!
+//! The readable state is an immutable `Version`: the active memtable, the
+//! sealed memtables waiting for flush (newest first), and the tables of each
+//! level. Flush, compaction and sealing build a new version and swap it in;
+//! readers clone an `Arc` of the current one together with the visible
+//! sequence number, under one read lock. Every table in a version holds only
+//! sequence numbers at or below the visible number read with it (a table is
+//! installed only after its memtable is fully published), and memtables
+//! keep every version of a key, so a read filtered at that number is one
+//! consistent snapshot. A scan keeps its version alive, and with it the
+//! table files: a table replaced by compaction is deleted when the last
+//! version naming it is dropped.
+//!
+//! # Background work
+//!
+//! One flusher thread turns the oldest sealed memtable into a level-0 table,
+//! records it in the manifest, then deletes the memtable's WAL. One
+//! compactor thread asks [`compaction::pick`] for work after every change
+//! and runs it. The first error of either is kept: from then on writes and
+//! flushes fail with it (the engine is read-only) and it is logged.
+//!
+//! # Recovery
+//!
+//! Open reads the manifest, opens its tables, deletes files it does not
+//! name, and replays every WAL at or above the manifest's `min_wal` into a
+//! fresh memtable, skipping records at or below the manifest's `last_seq`
+//! (they are in tables already; replaying one twice is harmless since the
+//! sequence number decides). That memtable is flushed to a table before the
+//! engine accepts writes, and a new manifest is recorded.
+//!
+//! What this engine does not do: take a lock file against a second process
+//! opening the same directory, or run more than one compaction at a time.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::block_cache::BlockCache;
+use super::compaction::{self, CompactionTask, LevelsSnapshot, OutputTable, TableMeta};
+use super::iterators::{MergeIterator, StorageIterator, VisibleIter};
+use super::manifest::{Manifest, ManifestState, ManifestTable};
+use super::memtable::MemTable;
+use super::sstable::{Table, TableBuilder, TableInfo, TableIter, TableOptions};
+use super::wal::{Wal, WalRecord};
+use crate::config::LsmConfig;
+use crate::error::{Error, Result};
+use crate::storage::{Engine, EngineStats, KeyRange, ScanIter, WriteBatch};
+
+/// How long a waiting thread sleeps before looking again even without a
+/// signal: a safety net, not the mechanism (every change signals).
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// The pause of a slowed-down writer, per batch (see `LsmConfig`).
+const SLOWDOWN_PAUSE: Duration = Duration::from_millis(1);
+
+/// A table file that belongs to one or more versions. When compaction
+/// replaces it, it is marked obsolete, and its file is deleted when the last
+/// version (and so the last reader) lets go of it.
+struct LiveTable {
+    table: Arc<Table>,
+    obsolete: AtomicBool,
+    cache: Arc<BlockCache>,
+}
+
+impl LiveTable {
+    fn info(&self) -> &TableInfo {
+        self.table.info()
+    }
+
+    fn meta(&self) -> TableMeta {
+        let i = self.info();
+        TableMeta {
+            id: i.id,
+            file_bytes: i.file_bytes,
+            smallest: i.smallest.clone(),
+            largest: i.largest.clone(),
+        }
+    }
+}
+
+impl Drop for LiveTable {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            self.cache.forget_table(self.info().id);
+            if let Err(e) = fs::remove_file(self.table.path()) {
+                // A leftover file is deleted as an orphan on the next open.
+                tracing::warn!(file = %self.table.path().display(), error = %e, "cannot delete obsolete table");
+            }
+        }
+    }
+}
+
+/// A memtable that no longer takes writes, waiting to be flushed.
+struct SealedMemTable {
+    memtable: Arc<MemTable>,
+    wal: Arc<Wal>,
+    /// The highest sequence number handed to a writer of this memtable.
+    last_seq: u64,
+}
+
+/// One immutable state of the tree: what a reader sees.
+struct Version {
+    active: Arc<MemTable>,
+    /// Newest first.
+    sealed: Vec<Arc<SealedMemTable>>,
+    /// Level 0 newest first; deeper levels sorted by key, disjoint.
+    levels: Vec<Vec<Arc<LiveTable>>>,
+}
+
+impl Version {
+    fn levels_snapshot(&self) -> LevelsSnapshot {
+        LevelsSnapshot {
+            levels: self
+                .levels
+                .iter()
+                .map(|l| l.iter().map(|t| t.meta()).collect())
+                .collect(),
+        }
+    }
+}
+
+/// What the write lock guards: sequence numbers and the active memtable.
+struct WriteState {
+    next_seq: u64,
+    active: Arc<MemTable>,
+    wal: Arc<Wal>,
+}
+
+/// What the manifest lock guards: the manifest file and the parts of its
+/// state that are not in the version.
+struct ManifestCtl {
+    manifest: Manifest,
+    last_seq: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    logical_bytes_written: AtomicU64,
+    /// WAL bytes of WALs already retired (live ones are asked directly).
+    retired_wal_bytes: AtomicU64,
+    table_bytes_written: AtomicU64,
+    flushes: AtomicU64,
+    compactions: AtomicU64,
+    write_stalls: AtomicU64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LsmConfig,
+    table_options: TableOptions,
+    cache: Arc<BlockCache>,
+    write: Mutex<WriteState>,
+    version: RwLock<Arc<Version>>,
+    /// The highest published sequence number; changed only under `visible`.
+    visible_seq: AtomicU64,
+    visible: Mutex<()>,
+    visible_cv: Condvar,
+    manifest: Mutex<ManifestCtl>,
+    /// Held for a whole compaction: one runs at a time.
+    compaction_gate: Mutex<()>,
+    next_file_id: AtomicU64,
+    /// Signalled on every version change, failure and shutdown.
+    events: Mutex<()>,
+    events_cv: Condvar,
+    shutdown: AtomicBool,
+    /// Set once `failure` holds an error: the write path's cheap check.
+    failed: AtomicBool,
+    failure: Mutex<Option<Error>>,
+    counters: Counters,
+}
+
+/// The LSM-tree storage engine. See the module docs for how it works.
+///
+/// Dropping it stops its background threads (joining them) and syncs its
+/// WALs; [`LsmEngine::close`] does the same and reports errors.
+pub struct LsmEngine {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LsmEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LsmEngine")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent before anything
+    // that can panic, so a poisoned lock still guards valid data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn wal_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:06}.wal"))
+}
+
+fn table_path(dir: &Path, id: u64) -> PathBuf {
+    compaction::table_path(dir, id)
+}
+
+/// Parses `000012.sst` / `000012.wal` into (12, "sst").
+fn parse_file_name(name: &str) -> Option<(u64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}
+
+/// A copy of a recorded failure, to hand to each caller.
+fn repeat_failure(e: &Error) -> Error {
+    match e {
+        Error::Corruption {
+            file,
+            offset,
+            reason,
+        } => Error::Corruption {
+            file: file.clone(),
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        other => Error::StorageFailed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl LsmEngine {
+    /// Opens the engine in `dir` (created if missing), recovering whatever
+    /// a previous run left: the manifest's tables and every live WAL.
+    pub fn open(dir: &Path, config: LsmConfig) -> Result<LsmEngine> {
+        config.validate()?;
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let cache = BlockCache::new(config.block_cache_bytes);
+        let table_options = TableOptions {
+            block_bytes: config.block_bytes,
+            bloom_false_positive_rate: config.bloom_false_positive_rate,
+        };
+        let (manifest, state) = Manifest::open(dir)?;
+        let state = state.unwrap_or(ManifestState {
+            next_file_id: 1,
+            last_seq: 0,
+            min_wal: 0,
+            tables: Vec::new(),
+        });
+
+        // Every file in the directory that follows our naming.
+        let mut max_id = 0;
+        let mut wals = Vec::new();
+        let mut ssts = Vec::new();
+        let entries =
+            fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match parse_file_name(name) {
+                Some((id, "wal")) => {
+                    max_id = max_id.max(id);
+                    wals.push(id);
+                }
+                Some((id, "sst")) => {
+                    max_id = max_id.max(id);
+                    ssts.push(id);
+                }
+                _ => {}
+            }
+        }
+        wals.sort_unstable();
+        let next_file_id = AtomicU64::new(state.next_file_id.max(max_id + 1));
+
+        let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); config.max_levels];
+        let mut live_ids = HashSet::new();
+        for t in &state.tables {
+            let level = usize::from(t.level);
+            if level >= config.max_levels {
+                return Err(Error::Corruption {
+                    file: dir.join("CURRENT"),
+                    offset: 0,
+                    reason: format!(
+                        "manifest puts table {} in level {level}, beyond max_levels {}",
+                        t.id, config.max_levels
+                    ),
+                });
+            }
+            let table = Table::open(&table_path(dir, t.id), t.id, Arc::clone(&cache))?;
+            live_ids.insert(t.id);
+            levels[level].push(Arc::new(LiveTable {
+                table,
+                obsolete: AtomicBool::new(false),
+                cache: Arc::clone(&cache),
+            }));
+        }
+
+        // Replay: every live WAL, oldest first, into one fresh memtable.
+        let recovered = Arc::new(MemTable::new(0));
+        let mut last_seq = state.last_seq;
+        for &id in wals.iter().filter(|&&id| id >= state.min_wal) {
+            let path = wal_path(dir, id);
+            let (records, report) = Wal::replay(&path)?;
+            if report.torn_tail_bytes > 0 {
+                tracing::warn!(wal = %path.display(), torn = report.torn_tail_bytes, "cut a torn tail off a WAL");
+            }
+            for record in records {
+                for (i, op) in record.ops.iter().enumerate() {
+                    let seq = record.first_seq + i as u64;
+                    if seq > state.last_seq {
+                        recovered.insert(op.key(), seq, op.value());
+                        last_seq = last_seq.max(seq);
+                    }
+                }
+            }
+        }
+
+        let wal_id = next_file_id.fetch_add(1, Ordering::Relaxed);
+        let wal = Arc::new(Wal::create(&wal_path(dir, wal_id), config.sync)?);
+        let active = Arc::new(MemTable::new(wal_id));
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            table_options,
+            cache: Arc::clone(&cache),
+            write: Mutex::new(WriteState {
+                next_seq: last_seq + 1,
+                active: Arc::clone(&active),
+                wal,
+            }),
+            version: RwLock::new(Arc::new(Version {
+                active,
+                sealed: Vec::new(),
+                levels,
+            })),
+            visible_seq: AtomicU64::new(last_seq),
+            visible: Mutex::new(()),
+            visible_cv: Condvar::new(),
+            manifest: Mutex::new(ManifestCtl {
+                manifest,
+                last_seq: state.last_seq,
+            }),
+            compaction_gate: Mutex::new(()),
+            next_file_id,
+            events: Mutex::new(()),
+            events_cv: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            counters: Counters::default(),
+            config,
+        });
+
+        // Flush what the WALs held, and record a manifest whose min_wal is
+        // the new WAL: the old ones are then dead.
+        {
+            let mut ctl = lock(&inner.manifest);
+            let mut new_table = None;
+            if !recovered.is_empty() {
+                let mut it = recovered.iter(None, u64::MAX);
+                let mut built = inner.build_tables(&mut it, false, u64::MAX, recovered.len())?;
+                new_table = built.pop();
+            }
+            ctl.last_seq = last_seq;
+            let current = inner.current();
+            let mut levels = current.levels.clone();
+            if let Some(t) = new_table {
+                levels[0].insert(0, t);
+            }
+            let min_wal = current.active.id();
+            inner.record(&mut ctl, &levels, min_wal)?;
+            inner.install(|v| Version {
+                active: Arc::clone(&v.active),
+                sealed: v.sealed.clone(),
+                levels: levels.clone(),
+            });
+            for t in levels.iter().flatten() {
+                live_ids.insert(t.info().id);
+            }
+            // Old WALs, orphan tables (a flush or compaction that crashed
+            // before its manifest switch), stale manifests.
+            for id in wals {
+                remove_quietly(&wal_path(dir, id));
+            }
+            for id in ssts.into_iter().filter(|id| !live_ids.contains(id)) {
+                tracing::info!(table = id, "deleting orphan table file");
+                remove_quietly(&table_path(dir, id));
+            }
+            if let Ok(entries) = fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    if let Some(name) = entry.file_name().to_str() {
+                        if ctl.manifest.is_stale_file(name) {
+                            remove_quietly(&entry.path());
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut threads = Vec::new();
+        for (name, body) in [
+            ("ringkv-lsm-flush", Inner::flush_loop as fn(&Inner)),
+            ("ringkv-lsm-compact", Inner::compaction_loop as fn(&Inner)),
+        ] {
+            let inner2 = Arc::clone(&inner);
+            let handle = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || body(&inner2))
+                .map_err(|e| Error::io("starting an LSM background thread", e))?;
+            threads.push(handle);
+        }
+        inner.signal();
+        Ok(LsmEngine { inner, threads })
+    }
+
+    /// Stops the background threads, syncs the WALs and reports the first
+    /// error the engine met (a background failure or the final sync).
+    pub fn close(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.inner.shutdown.store(true, Ordering::Release);
+        self.inner.signal();
+        {
+            let _g = lock(&self.inner.visible);
+            self.inner.visible_cv.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("an LSM background thread panicked");
+            }
+        }
+        let v = self.inner.current();
+        let mut result = lock(&self.inner.write).wal.sync();
+        for s in &v.sealed {
+            if let Err(e) = s.wal.sync() {
+                result = result.and(Err(e));
+            }
+        }
+        if let Some(e) = lock(&self.inner.failure).as_ref() {
+            return Err(repeat_failure(e));
+        }
+        result
+    }
+
+    /// The engine's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Runs compactions until the policy finds nothing to do, in the
+    /// calling thread (the background compactor is paused meanwhile by the
+    /// manifest lock being shared). For tests and benchmarks that want a
+    /// settled tree.
+    pub fn compact_until_settled(&self) -> Result<()> {
+        self.inner.check_failed()?;
+        while self.inner.compact_once()? {}
+        Ok(())
+    }
+}
+
+impl Drop for LsmEngine {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            if let Err(e) = self.stop() {
+                tracing::error!(error = %e, "LSM engine closed with an error");
+            }
+        }
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), error = %e, "cannot delete file");
+        }
+    }
+}
+
+/// A table builder writing a fresh file, as the merge's output.
+struct Output {
+    builder: TableBuilder,
+}
+
+impl OutputTable for Output {
+    fn add(&mut self, key: &[u8], seq: u64, value: Option<&[u8]>) -> Result<()> {
+        self.builder.add(key, seq, value)
+    }
+    fn estimated_bytes(&self) -> u64 {
+        self.builder.estimated_bytes()
+    }
+    fn entries(&self) -> u64 {
+        self.builder.entries()
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Arc<Version> {
+        Arc::clone(&self.version.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The current version and the visible sequence number, read together
+    /// (see the module docs for why together).
+    fn snapshot(&self) -> (Arc<Version>, u64) {
+        let v = self.version.read().unwrap_or_else(|p| p.into_inner());
+        (Arc::clone(&v), self.visible_seq.load(Ordering::Acquire))
+    }
+
+    /// Swaps in the version `edit` makes from the current one.
+    fn install(&self, edit: impl FnOnce(&Version) -> Version) {
+        {
+            let mut v = self.version.write().unwrap_or_else(|p| p.into_inner());
+            let next = edit(&v);
+            *v = Arc::new(next);
+        }
+        self.signal();
+    }
+
+    /// Wakes every thread waiting for a change.
+    fn signal(&self) {
+        drop(lock(&self.events));
+        self.events_cv.notify_all();
+    }
+
+    /// Waits for a signal, at most [`WAIT_SLICE`].
+    fn wait_event(&self, guard: MutexGuard<'_, ()>) {
+        let _ = self
+            .events_cv
+            .wait_timeout(guard, WAIT_SLICE)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if !self.failed.load(Ordering::Acquire) && !self.shutdown.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(e) = lock(&self.failure).as_ref() {
+            return Err(repeat_failure(e));
+        }
+        if self.shutdown.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// Records the first failure; the engine refuses writes from now on.
+    fn fail(&self, e: Error) {
+        tracing::error!(dir = %self.dir.display(), error = %e, "LSM engine failed; it is read-only now");
+        let mut f = lock(&self.failure);
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.failed.store(true, Ordering::Release);
+        drop(f);
+        self.signal();
+    }
+
+    fn alloc_file_id(&self) -> u64 {
+        self.next_file_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ----- write path -----
+
+    /// Slows or stops the writer while flushing or compaction is behind.
+    fn backpressure(&self) -> Result<()> {
+        let max_sealed = self.config.max_sealed_memtables;
+        let over = |v: &Version| {
+            let (sealed, l0) = (v.sealed.len(), v.levels[0].len());
+            let stop = sealed >= max_sealed || l0 >= self.config.l0_stop_tables;
+            let slow = sealed * 2 >= max_sealed || l0 >= self.config.l0_slowdown_tables;
+            (stop, slow)
+        };
+        self.check_failed()?;
+        let (stop, slow) = over(&self.current());
+        if !stop {
+            if slow {
+                self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(SLOWDOWN_PAUSE);
+            }
+            return Ok(());
+        }
+        self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+        let mut guard = lock(&self.events);
+        loop {
+            self.check_failed()?;
+            if !over(&self.current()).0 {
+                return Ok(());
+            }
+            self.wait_event(guard);
+            guard = lock(&self.events);
+        }
+    }
+
+    /// Seals the active memtable (the write lock is held): a new WAL and
+    /// memtable take the writes from now on.
+    fn seal(&self, w: &mut WriteState) -> Result<()> {
+        let id = self.alloc_file_id();
+        let wal = Arc::new(Wal::create(&wal_path(&self.dir, id), self.config.sync)?);
+        let memtable = Arc::new(MemTable::new(id));
+        let old_memtable = std::mem::replace(&mut w.active, Arc::clone(&memtable));
+        let old_wal = std::mem::replace(&mut w.wal, wal);
+        let sealed = Arc::new(SealedMemTable {
+            memtable: old_memtable,
+            wal: old_wal,
+            last_seq: w.next_seq - 1,
+        });
+        self.install(|v| {
+            let mut list = Vec::with_capacity(v.sealed.len() + 1);
+            list.push(sealed);
+            list.extend(v.sealed.iter().cloned());
+            Version {
+                active: memtable,
+                sealed: list,
+                levels: v.levels.clone(),
+            }
+        });
+        Ok(())
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        batch.validate()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.backpressure()?;
+        let logical = batch.logical_bytes() as u64;
+        let n = batch.len() as u64;
+        let (first_seq, memtable, wal) = {
+            let mut w = lock(&self.write);
+            self.check_failed()?;
+            if w.active.approximate_bytes() >= self.config.memtable_bytes {
+                if let Err(e) = self.seal(&mut w) {
+                    drop(w);
+                    self.fail(repeat_failure(&e));
+                    return Err(e);
+                }
+            }
+            let first = w.next_seq;
+            w.next_seq += n;
+            (first, Arc::clone(&w.active), Arc::clone(&w.wal))
+        };
+        let record = WalRecord {
+            first_seq,
+            ops: batch.into_ops(),
+        };
+        let appended = wal.append(&record);
+        if appended.is_ok() {
+            for (i, op) in record.ops.iter().enumerate() {
+                memtable.insert(op.key(), first_seq + i as u64, op.value());
+            }
+        }
+        // Published even on failure, so that later batches are not held
+        // back forever: a failed batch's numbers simply hold nothing.
+        self.publish(first_seq, first_seq + n - 1);
+        if let Err(e) = appended {
+            self.fail(repeat_failure(&e));
+            return Err(e);
+        }
+        self.counters
+            .logical_bytes_written
+            .fetch_add(logical, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Moves the visible sequence number to `last` once every number
+    /// before `first` is visible.
+    fn publish(&self, first: u64, last: u64) {
+        let mut g = lock(&self.visible);
+        while self.visible_seq.load(Ordering::Acquire) + 1 != first {
+            g = self.visible_cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        self.visible_seq.store(last, Ordering::Release);
+        drop(g);
+        self.visible_cv.notify_all();
+    }
+
+    /// Waits until every sequence number up to `seq` is published.
+    fn wait_visible(&self, seq: u64) -> Result<()> {
+        let mut g = lock(&self.visible);
+        while self.visible_seq.load(Ordering::Acquire) < seq {
+            if self.shutdown.load(Ordering::Acquire) {
+                return Err(Error::Shutdown);
+            }
+            g = self
+                .visible_cv
+                .wait_timeout(g, WAIT_SLICE)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    // ----- reads -----
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (v, snapshot) = self.snapshot();
+        if let Some((_, value)) = v.active.get(key, snapshot) {
+            return Ok(value);
+        }
+        for s in &v.sealed {
+            if let Some((_, value)) = s.memtable.get(key, snapshot) {
+                return Ok(value);
+            }
+        }
+        // Every table entry is at or below the snapshot (module docs), so
+        // the first table holding the key has its visible version.
+        for t in &v.levels[0] {
+            if let Some((_, value)) = t.table.get(key)? {
+                return Ok(value);
+            }
+        }
+        for level in &v.levels[1..] {
+            let i = level.partition_point(|t| t.info().largest.as_slice() < key);
+            if let Some(t) = level.get(i) {
+                if let Some((_, value)) = t.table.get(key)? {
+                    return Ok(value);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn scan(&self, range: KeyRange) -> Result<ScanIter<'static>> {
+        let (v, snapshot) = self.snapshot();
+        let start: Option<&[u8]> = match &range.start {
+            std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) => Some(k),
+            std::ops::Bound::Unbounded => None,
+        };
+        let mut sources: Vec<Box<dyn StorageIterator>> = Vec::new();
+        sources.push(Box::new(v.active.iter(start, snapshot)));
+        for s in &v.sealed {
+            sources.push(Box::new(s.memtable.iter(start, snapshot)));
+        }
+        for t in &v.levels[0] {
+            if range.is_past_end(&t.info().smallest) {
+                continue;
+            }
+            sources.push(Box::new(open_table_iter(&t.table, start)?));
+        }
+        for level in &v.levels[1..] {
+            if !level.is_empty() {
+                sources.push(Box::new(LevelIter::new(level.clone(), start)?));
+            }
+        }
+        let visible = VisibleIter::new(MergeIterator::new(sources), snapshot, range);
+        Ok(Box::new(Pinned {
+            inner: visible,
+            _version: v,
+        }))
+    }
+
+    // ----- flush -----
+
+    /// Builds tables from `input` (tombstones dropped if asked), cut at
+    /// `target` bytes; returns them opened, in key order.
+    fn build_tables(
+        &self,
+        input: &mut dyn StorageIterator,
+        drop_tombstones: bool,
+        target: u64,
+        expected_keys: usize,
+    ) -> Result<Vec<Arc<LiveTable>>> {
+        let mut outputs = Vec::new();
+        let mut ids = Vec::new();
+        let result = compaction::merge_into_tables(
+            input,
+            drop_tombstones,
+            target,
+            || {
+                let id = self.alloc_file_id();
+                ids.push(id);
+                let builder = TableBuilder::create(
+                    &table_path(&self.dir, id),
+                    id,
+                    &self.table_options,
+                    expected_keys,
+                )?;
+                Ok(Output { builder })
+            },
+            |out| {
+                let info = out.builder.finish()?;
+                self.counters
+                    .table_bytes_written
+                    .fetch_add(info.file_bytes, Ordering::Relaxed);
+                let table = Table::open(
+                    &table_path(&self.dir, info.id),
+                    info.id,
+                    Arc::clone(&self.cache),
+                )?;
+                outputs.push(Arc::new(LiveTable {
+                    table,
+                    obsolete: AtomicBool::new(false),
+                    cache: Arc::clone(&self.cache),
+                }));
+                Ok(())
+            },
+        );
+        if let Err(e) = result {
+            // The outputs are in no manifest: remove what exists of them.
+            for id in ids {
+                remove_quietly(&table_path(&self.dir, id));
+            }
+            return Err(e);
+        }
+        // No directory fsync here: the manifest write that makes these
+        // tables live fsyncs the directory, which persists their entries too.
+        Ok(outputs)
+    }
+
+    /// Records the table set `levels` in a new manifest.
+    fn record(
+        &self,
+        ctl: &mut ManifestCtl,
+        levels: &[Vec<Arc<LiveTable>>],
+        min_wal: u64,
+    ) -> Result<()> {
+        let tables = levels
+            .iter()
+            .enumerate()
+            .flat_map(|(level, tables)| {
+                tables.iter().map(move |t| {
+                    let i = t.info();
+                    ManifestTable {
+                        level: level as u8,
+                        id: i.id,
+                        file_bytes: i.file_bytes,
+                        entries: i.entries,
+                        tombstones: i.tombstones,
+                        max_seq: i.max_seq,
+                        smallest: i.smallest.clone(),
+                        largest: i.largest.clone(),
+                    }
+                })
+            })
+            .collect();
+        let state = ManifestState {
+            next_file_id: self.next_file_id.load(Ordering::Relaxed),
+            last_seq: ctl.last_seq,
+            min_wal,
+            tables,
+        };
+        ctl.manifest.write(&state)
+    }
+
+    fn flush_loop(&self) {
+        loop {
+            let oldest = {
+                let mut guard = lock(&self.events);
+                loop {
+                    if self.shutdown.load(Ordering::Acquire) || lock(&self.failure).is_some() {
+                        return;
+                    }
+                    if let Some(s) = self.current().sealed.last() {
+                        break Arc::clone(s);
+                    }
+                    self.wait_event(guard);
+                    guard = lock(&self.events);
+                }
+            };
+            if let Err(e) = self.flush_one(&oldest) {
+                if !matches!(e, Error::Shutdown) {
+                    self.fail(e);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Flushes the oldest sealed memtable into a level-0 table.
+    fn flush_one(&self, sealed: &SealedMemTable) -> Result<()> {
+        // Writers that got numbers for this memtable may still be inserting.
+        self.wait_visible(sealed.last_seq)?;
+        let memtable = &sealed.memtable;
+        let mut tables = if memtable.is_empty() {
+            Vec::new()
+        } else {
+            let mut it = memtable.iter(None, u64::MAX);
+            self.build_tables(&mut it, false, u64::MAX, memtable.len())?
+        };
+        let table = tables.pop();
+        let mut ctl = lock(&self.manifest);
+        ctl.last_seq = ctl.last_seq.max(sealed.last_seq);
+        let current = self.current();
+        let mut levels = current.levels.clone();
+        if let Some(t) = &table {
+            levels[0].insert(0, Arc::clone(t));
+        }
+        // The oldest memtable still unflushed after this one.
+        let min_wal = current
+            .sealed
+            .iter()
+            .rev()
+            .find(|s| s.memtable.id() != memtable.id())
+            .map_or(current.active.id(), |s| s.memtable.id());
+        self.record(&mut ctl, &levels, min_wal)?;
+        let id = memtable.id();
+        self.install(|v| Version {
+            active: Arc::clone(&v.active),
+            sealed: v
+                .sealed
+                .iter()
+                .filter(|s| s.memtable.id() != id)
+                .cloned()
+                .collect(),
+            levels,
+        });
+        drop(ctl);
+        self.counters
+            .retired_wal_bytes
+            .fetch_add(sealed.wal.bytes_written(), Ordering::Relaxed);
+        remove_quietly(sealed.wal.path());
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Seals the active memtable (unless empty) and waits until every
+    /// memtable sealed so far is in a table recorded by the manifest.
+    fn flush(&self) -> Result<()> {
+        self.check_failed()?;
+        let target = {
+            let mut w = lock(&self.write);
+            if !w.active.is_empty() {
+                if let Err(e) = self.seal(&mut w) {
+                    drop(w);
+                    self.fail(repeat_failure(&e));
+                    return Err(e);
+                }
+            }
+            self.current().sealed.first().map(|s| s.memtable.id())
+        };
+        let Some(target) = target else {
+            return Ok(());
+        };
+        let mut guard = lock(&self.events);
+        loop {
+            self.check_failed()?;
+            if self
+                .current()
+                .sealed
+                .iter()
+                .all(|s| s.memtable.id() > target)
+            {
+                return Ok(());
+            }
+            self.wait_event(guard);
+            guard = lock(&self.events);
+        }
+    }
+
+    // ----- compaction -----
+
+    fn compaction_loop(&self) {
+        loop {
+            {
+                let guard = lock(&self.events);
+                if self.shutdown.load(Ordering::Acquire) || lock(&self.failure).is_some() {
+                    return;
+                }
+                self.wait_event(guard);
+            }
+            loop {
+                if self.shutdown.load(Ordering::Acquire) {
+                    return;
+                }
+                match self.compact_once() {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one compaction if the policy asks for one; whether it did.
+    fn compact_once(&self) -> Result<bool> {
+        // Held for the whole compaction: one at a time, and flushes only
+        // wait for it at their manifest write.
+        let _running = lock(&self.compaction_gate);
+        let v = self.current();
+        let Some(task) = compaction::pick(&v.levels_snapshot(), &self.config) else {
+            return Ok(false);
+        };
+        self.run_compaction(&v, &task)?;
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn run_compaction(&self, v: &Version, task: &CompactionTask) -> Result<()> {
+        let find = |level: usize, ids: &[u64]| -> Vec<Arc<LiveTable>> {
+            ids.iter()
+                .filter_map(|id| v.levels[level].iter().find(|t| t.info().id == *id).cloned())
+                .collect()
+        };
+        let inputs = find(task.input_level, &task.inputs);
+        let lower = find(task.output_level, &task.overlapping);
+        let outputs = if task.trivial_move {
+            inputs.clone()
+        } else {
+            let mut sources: Vec<Box<dyn StorageIterator>> = Vec::new();
+            for t in &inputs {
+                sources.push(Box::new(t.table.iter()?));
+            }
+            if !lower.is_empty() {
+                sources.push(Box::new(LevelIter::new(lower.clone(), None)?));
+            }
+            let entries: u64 = inputs.iter().chain(&lower).map(|t| t.info().entries).sum();
+            let bytes: u64 = inputs
+                .iter()
+                .chain(&lower)
+                .map(|t| t.info().file_bytes)
+                .sum();
+            let per_table = if bytes == 0 {
+                entries
+            } else {
+                (entries as f64 * self.config.target_table_bytes as f64 / bytes as f64).ceil()
+                    as u64
+            };
+            let expected = entries.min(per_table.max(16)) as usize;
+            let mut merge = MergeIterator::new(sources);
+            self.build_tables(
+                &mut merge,
+                task.drop_tombstones,
+                self.config.target_table_bytes,
+                expected,
+            )?
+        };
+        let removed: HashSet<u64> = task
+            .inputs
+            .iter()
+            .chain(&task.overlapping)
+            .copied()
+            .collect();
+        let mut ctl = lock(&self.manifest);
+        let current = self.current();
+        let mut levels = current.levels.clone();
+        levels[task.input_level].retain(|t| !removed.contains(&t.info().id));
+        levels[task.output_level].retain(|t| !removed.contains(&t.info().id));
+        levels[task.output_level].extend(outputs.iter().cloned());
+        levels[task.output_level].sort_by(|a, b| a.info().smallest.cmp(&b.info().smallest));
+        let min_wal = current
+            .sealed
+            .last()
+            .map_or(current.active.id(), |s| s.memtable.id());
+        // On failure the outputs are left alone: if only the last directory
+        // fsync failed, the new manifest may name them. The next open
+        // deletes whichever files the manifest in force does not name.
+        self.record(&mut ctl, &levels, min_wal)?;
+        self.install(|v| Version {
+            active: Arc::clone(&v.active),
+            sealed: v.sealed.clone(),
+            levels,
+        });
+        drop(ctl);
+        if !task.trivial_move {
+            for t in inputs.iter().chain(&lower) {
+                t.obsolete.store(true, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> EngineStats {
+        let v = self.current();
+        let (wal_live_bytes, wal_bytes_written) = {
+            let w = lock(&self.write);
+            let mut live = w.wal.bytes_written();
+            for s in &v.sealed {
+                live += s.wal.bytes_written();
+            }
+            (
+                live,
+                live + self.counters.retired_wal_bytes.load(Ordering::Relaxed),
+            )
+        };
+        let manifest_bytes = lock(&self.manifest).manifest.bytes_written();
+        let bytes_per_level: Vec<u64> = v
+            .levels
+            .iter()
+            .map(|l| l.iter().map(|t| t.info().file_bytes).sum())
+            .collect();
+        let table_bytes: u64 = bytes_per_level.iter().sum();
+        let c = &self.counters;
+        EngineStats {
+            engine: "lsm",
+            logical_bytes_written: c.logical_bytes_written.load(Ordering::Relaxed),
+            disk_bytes_written: wal_bytes_written
+                + c.table_bytes_written.load(Ordering::Relaxed)
+                + manifest_bytes,
+            disk_bytes: table_bytes + wal_live_bytes,
+            memtable_bytes: (v.active.approximate_bytes()
+                + v.sealed
+                    .iter()
+                    .map(|s| s.memtable.approximate_bytes())
+                    .sum::<usize>()) as u64,
+            cache_bytes: self.cache.bytes(),
+            cache_hits: self.cache.hits(),
+            cache_misses: self.cache.misses(),
+            bloom_skips: self.cache.bloom_skips(),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            write_stalls: c.write_stalls.load(Ordering::Relaxed),
+            tables_per_level: v.levels.iter().map(Vec::len).collect(),
+            bytes_per_level,
+        }
+    }
+}
+
+fn open_table_iter(table: &Arc<Table>, start: Option<&[u8]>) -> Result<TableIter> {
+    match start {
+        Some(k) => table.iter_from(k),
+        None => table.iter(),
+    }
+}
+
+/// A cursor over one level below 0: its tables are disjoint and sorted, so
+/// it reads them one after another, opening each only when reached.
+struct LevelIter {
+    tables: Vec<Arc<LiveTable>>,
+    next_table: usize,
+    current: Option<TableIter>,
+}
+
+impl LevelIter {
+    fn new(tables: Vec<Arc<LiveTable>>, start: Option<&[u8]>) -> Result<Self> {
+        let first = match start {
+            Some(k) => tables.partition_point(|t| t.info().largest.as_slice() < k),
+            None => 0,
+        };
+        let mut it = LevelIter {
+            tables,
+            next_table: first + 1,
+            current: None,
+        };
+        if let Some(t) = it.tables.get(first) {
+            it.current = Some(open_table_iter(&t.table, start)?);
+        }
+        it.skip_exhausted()?;
+        Ok(it)
+    }
+
+    fn skip_exhausted(&mut self) -> Result<()> {
+        while self.current.as_ref().is_some_and(|c| !c.is_valid()) {
+            self.current = match self.tables.get(self.next_table) {
+                Some(t) => Some(t.table.iter()?),
+                None => None,
+            };
+            self.next_table += 1;
+        }
+        Ok(())
+    }
+
+    fn cur(&self) -> &TableIter {
+        match &self.current {
+            Some(c) => c,
+            None => panic!("LevelIter used while not valid"),
+        }
+    }
+}
+
+impl StorageIterator for LevelIter {
+    fn is_valid(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.is_valid())
+    }
+    fn key(&self) -> &[u8] {
+        self.cur().key()
+    }
+    fn seq(&self) -> u64 {
+        self.cur().seq()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.cur().value()
+    }
+    fn next(&mut self) -> Result<()> {
+        if let Some(c) = self.current.as_mut() {
+            if let Err(e) = c.next() {
+                self.current = None;
+                return Err(e);
+            }
+        }
+        self.skip_exhausted()
+    }
+}
+
+/// A scan together with the version it reads, which keeps that version's
+/// memtables and table files alive until the scan is dropped.
+struct Pinned<I> {
+    inner: I,
+    _version: Arc<Version>,
+}
+
+impl<I: Iterator> Iterator for Pinned<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        self.inner.next()
+    }
+}
+
+impl Engine for LsmEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.write(batch)
+    }
+
+    fn scan(&self, range: KeyRange) -> Result<ScanIter<'_>> {
+        self.inner.scan(range)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.inner.stats()
+    }
+}
