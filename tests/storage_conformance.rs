@@ -25,9 +25,10 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv::storage::{
-    BTreeEngine, Engine, KeyRange, MemoryEngine, WriteBatch, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    BTreeEngine, Engine, KeyRange, LsmEngine, MemoryEngine, WriteBatch, MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
 };
-use ringkv::{BTreeConfig, Error, SyncPolicy};
+use ringkv::{BTreeConfig, Error, LsmConfig, SyncPolicy};
 
 /// Opens an engine in a directory. Called once per open: at the start of a
 /// case and at every reopen, always after the previous handle was dropped.
@@ -468,10 +469,15 @@ mod cases {
     }
 
     /// Random operations against a `BTreeMap`, checked after every step.
-    pub fn model(make: fn() -> Opener, seeds: std::ops::Range<u64>, steps: usize) {
+    /// Returns the flushes and compactions the engine reported, summed over
+    /// every open (so that a caller can check the test exercised them).
+    pub fn model(make: fn() -> Opener, seeds: std::ops::Range<u64>, steps: usize) -> (u64, u64) {
+        let mut totals = (0, 0);
         for seed in seeds {
-            model_one(make, seed, steps);
+            let (f, c) = model_one(make, seed, steps);
+            totals = (totals.0 + f, totals.1 + c);
         }
+        totals
     }
 
     fn random_key(rng: &mut ChaCha8Rng) -> Vec<u8> {
@@ -510,9 +516,14 @@ mod cases {
         }
     }
 
-    fn model_one(make: fn() -> Opener, seed: u64, steps: usize) {
+    fn model_one(make: fn() -> Opener, seed: u64, steps: usize) -> (u64, u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut s = Subject::new(make);
+        let mut totals = (0, 0);
+        let mut count = |e: &dyn Engine| {
+            let stats = e.stats();
+            totals = (totals.0 + stats.flushes, totals.1 + stats.compactions);
+        };
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for step in 0..steps {
             let at = format!("seed {seed}, step {step}");
@@ -571,7 +582,10 @@ mod cases {
                     assert_eq!(got, want, "{at}: scan {range:?} limit {limit}");
                 }
                 95..98 => s.engine().flush().unwrap(),
-                _ => s.reopen(),
+                _ => {
+                    count(s.engine());
+                    s.reopen();
+                }
             }
             // After every step the whole store equals the model.
             assert_eq!(
@@ -590,8 +604,10 @@ mod cases {
                     "seed {seed}, final round {round}, key {k:?}"
                 );
             }
+            count(s.engine());
             s.reopen();
         }
+        totals
     }
 }
 
@@ -657,7 +673,9 @@ macro_rules! conformance {
 
             #[test]
             fn model() {
-                bounded(Duration::from_secs(300), || cases::model(make, 0..4, 1500));
+                bounded(Duration::from_secs(300), || {
+                    cases::model(make, 0..4, 1500);
+                });
             }
         }
     };
@@ -679,6 +697,43 @@ fn btree(sync: SyncPolicy) -> Opener {
     })
 }
 
+fn lsm(config: LsmConfig) -> Opener {
+    Box::new(move |dir: &Path| {
+        Ok(Box::new(LsmEngine::open(dir, config.clone())?) as Box<dyn Engine>)
+    })
+}
+
+/// An LSM with tiny buffers, so that the cases (the model test above all)
+/// flush memtables and compact tables many times.
+fn tiny_lsm_config() -> LsmConfig {
+    LsmConfig {
+        memtable_bytes: 64 * 1024,
+        target_table_bytes: 64 * 1024,
+        l1_target_bytes: 256 * 1024,
+        ..LsmConfig::default()
+    }
+}
+
 conformance!(memory_engine, memory());
+conformance!(lsm_engine, lsm(LsmConfig::default()));
+conformance!(lsm_engine_tiny, lsm(tiny_lsm_config()));
+conformance!(
+    lsm_engine_sync_always,
+    lsm(LsmConfig {
+        sync: SyncPolicy::Always,
+        ..tiny_lsm_config()
+    })
+);
 conformance!(btree_engine, btree(BTreeConfig::default().sync));
 conformance!(btree_engine_sync_always, btree(SyncPolicy::Always));
+
+/// The tiny LSM's model test is only worth having if memtables were flushed
+/// and tables compacted while it ran.
+#[test]
+fn tiny_lsm_model_flushes_and_compacts() {
+    bounded(Duration::from_secs(300), || {
+        let (flushes, compactions) = cases::model(|| lsm(tiny_lsm_config()), 100..102, 1500);
+        assert!(flushes >= 10, "only {flushes} flushes");
+        assert!(compactions >= 2, "only {compactions} compactions");
+    });
+}
