@@ -68,8 +68,8 @@ use clap::Parser;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv::storage::{BTreeEngine, Engine, KeyRange};
-use ringkv::{BTreeConfig, SyncPolicy};
+use ringkv::storage::{BTreeEngine, Engine, KeyRange, LsmEngine};
+use ringkv::{BTreeConfig, LsmConfig, SyncPolicy};
 use ringkv_bench::summary::median;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -87,7 +87,7 @@ const SETTLE_IDLE: Duration = Duration::from_secs(1);
 /// ...or, at the latest, after this long (reported if it happens).
 const SETTLE_MAX: Duration = Duration::from_secs(300);
 
-const ALL_ENGINES: [&str; 3] = ["ringkv-btree", "fjall", "redb"];
+const ALL_ENGINES: [&str; 4] = ["ringkv-lsm", "ringkv-btree", "fjall", "redb"];
 const ALL_PHASES: [&str; 8] = [
     "fillseq",
     "fillrandom",
@@ -421,6 +421,17 @@ fn open_store(engine: &str, dir: &Path, sync: bool) -> Result<Box<dyn Store>> {
             };
             Box::new(RingkvStore {
                 engine: Box::new(BTreeEngine::open(dir, config)?),
+            })
+        }
+        "ringkv-lsm" => {
+            let config = LsmConfig {
+                sync: policy,
+                memtable_bytes: MEMTABLE_BYTES,
+                block_cache_bytes: CACHE_BYTES,
+                ..LsmConfig::default()
+            };
+            Box::new(RingkvStore {
+                engine: Box::new(LsmEngine::open(dir, config)?),
             })
         }
         "fjall" => Box::new(FjallStore::open(dir, sync)?),
