@@ -26,6 +26,7 @@ pub mod ring;
 pub mod storage;
 pub mod version;
 
+pub use config::BTreeConfig;
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 pub use config::{LsmConfig, RingConfig, SyncPolicy, VersionConfig};
 pub use error::{Error, Result};

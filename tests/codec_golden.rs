@@ -52,7 +52,10 @@ fn unhex(hex: &str) -> Vec<u8> {
             _ => panic!("not a lowercase hex digit: {:?}", b as char),
         })
         .collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits in {hex}");
+    assert!(
+        digits.len().is_multiple_of(2),
+        "odd number of hex digits in {hex}"
+    );
     digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
 }
 

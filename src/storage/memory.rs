@@ -86,6 +86,10 @@ impl Engine for MemoryEngine {
     }
 
     fn scan(&self, range: KeyRange) -> Result<ScanIter<'_>> {
+        // `BTreeMap::range` panics on a start above the end.
+        if range.is_empty() {
+            return Ok(Box::new(std::iter::empty()));
+        }
         let snapshot: Vec<(Vec<u8>, Vec<u8>)> = self
             .read()
             .range::<Vec<u8>, _>((range.start, range.end))

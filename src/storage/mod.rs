@@ -42,9 +42,11 @@ use std::ops::Bound;
 
 use crate::error::{Error, Result};
 
+pub mod btree;
 pub mod lsm;
 pub mod memory;
 
+pub use btree::BTreeEngine;
 pub use lsm::engine::LsmEngine;
 pub use memory::MemoryEngine;
 
@@ -242,6 +244,26 @@ impl KeyRange {
         above && below
     }
 
+    /// Whether no key at all can be inside the range: the start is above
+    /// the end, or they are equal and either is excluded. (`BTreeMap::range`
+    /// panics on such bounds; engines answer an empty scan instead.)
+    pub fn is_empty(&self) -> bool {
+        let (start, start_inclusive) = match &self.start {
+            Bound::Included(s) => (s, true),
+            Bound::Excluded(s) => (s, false),
+            Bound::Unbounded => return false,
+        };
+        match &self.end {
+            Bound::Included(e) => start > e || (start == e && !start_inclusive),
+            Bound::Excluded(e) => start >= e,
+            Bound::Unbounded => {
+                // Nothing is above an excluded all-0xff key only if keys
+                // were bounded in length; they are not, so never empty.
+                false
+            }
+        }
+    }
+
     /// Whether `key` is past the end of the range (scans stop there).
     pub fn is_past_end(&self, key: &[u8]) -> bool {
         match &self.end {
@@ -382,6 +404,25 @@ mod tests {
         let everything = KeyRange::prefix(Vec::new());
         assert!(everything.contains(b"") && everything.contains(&[0xff; 9]));
         assert_eq!(everything.end, Bound::Unbounded);
+    }
+
+    #[test]
+    fn empty_ranges_are_recognised() {
+        assert!(KeyRange::between(b"b".to_vec(), b"a".to_vec()).is_empty());
+        assert!(KeyRange::between(b"a".to_vec(), b"a".to_vec()).is_empty());
+        assert!(!KeyRange::between(b"a".to_vec(), b"a\0".to_vec()).is_empty());
+        let point = KeyRange {
+            start: Bound::Included(b"a".to_vec()),
+            end: Bound::Included(b"a".to_vec()),
+        };
+        assert!(!point.is_empty());
+        let open = KeyRange {
+            start: Bound::Excluded(b"a".to_vec()),
+            end: Bound::Included(b"a".to_vec()),
+        };
+        assert!(open.is_empty());
+        assert!(!KeyRange::all().is_empty());
+        assert!(!KeyRange::from(vec![0xff; 4]).is_empty());
     }
 
     #[test]
