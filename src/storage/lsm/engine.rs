@@ -141,6 +141,10 @@ struct WriteState {
     next_seq: u64,
     active: Arc<MemTable>,
     wal: Arc<Wal>,
+    /// The next memtable's WAL, created ahead by the flusher so that
+    /// sealing does no file I/O under this lock; `None` until then, and
+    /// sealing creates one itself.
+    spare_wal: Option<(u64, Wal)>,
 }
 
 /// What the manifest lock guards: the manifest file and the parts of its
@@ -350,6 +354,7 @@ impl LsmEngine {
                 next_seq: last_seq + 1,
                 active: Arc::clone(&active),
                 wal,
+                spare_wal: None,
             }),
             version: RwLock::new(Arc::new(Version {
                 active,
@@ -618,8 +623,14 @@ impl Inner {
     /// Seals the active memtable (the write lock is held): a new WAL and
     /// memtable take the writes from now on.
     fn seal(&self, w: &mut WriteState) -> Result<()> {
-        let id = self.alloc_file_id();
-        let wal = Arc::new(Wal::create(&wal_path(&self.dir, id), self.config.sync)?);
+        let (id, wal) = match w.spare_wal.take() {
+            Some(spare) => spare,
+            None => {
+                let id = self.alloc_file_id();
+                (id, Wal::create(&wal_path(&self.dir, id), self.config.sync)?)
+            }
+        };
+        let wal = Arc::new(wal);
         let memtable = Arc::new(MemTable::new(id));
         let old_memtable = std::mem::replace(&mut w.active, Arc::clone(&memtable));
         let old_wal = std::mem::replace(&mut w.wal, wal);
@@ -876,7 +887,33 @@ impl Inner {
         ctl.manifest.write(&state)
     }
 
+    /// Creates the WAL the next seal will use, unless one is waiting.
+    /// WAL numbers still rise in the order memtables are sealed: there is at
+    /// most one spare, and it is numbered after every WAL in use.
+    fn prepare_spare_wal(&self) -> Result<()> {
+        if lock(&self.write).spare_wal.is_some() {
+            return Ok(());
+        }
+        let id = self.alloc_file_id();
+        let path = wal_path(&self.dir, id);
+        let wal = Wal::create(&path, self.config.sync)?;
+        let mut w = lock(&self.write);
+        if w.spare_wal.is_none() && w.active.id() < id {
+            w.spare_wal = Some((id, wal));
+        } else {
+            // A seal raced ahead and made its own; this one is not needed.
+            drop(w);
+            drop(wal);
+            remove_quietly(&path);
+        }
+        Ok(())
+    }
+
     fn flush_loop(&self) {
+        if let Err(e) = self.prepare_spare_wal() {
+            self.fail(e);
+            return;
+        }
         loop {
             let oldest = {
                 let mut guard = lock(&self.events);
@@ -891,7 +928,10 @@ impl Inner {
                     guard = lock(&self.events);
                 }
             };
-            if let Err(e) = self.flush_one(&oldest) {
+            if let Err(e) = self
+                .flush_one(&oldest)
+                .and_then(|()| self.prepare_spare_wal())
+            {
                 if !matches!(e, Error::Shutdown) {
                     self.fail(e);
                 }

@@ -51,6 +51,11 @@ fn key_prefix(key: &[u8]) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
+thread_local! {
+    static PROBE: std::cell::RefCell<VersionKey> =
+        const { std::cell::RefCell::new(VersionKey { prefix: 0, key: Vec::new(), seq: 0 }) };
+}
+
 impl Ord for VersionKey {
     fn cmp(&self, other: &Self) -> CmpOrdering {
         // Newest version first within a key: a lookup at snapshot `s` seeks to
@@ -120,9 +125,17 @@ impl MemTable {
     /// `snapshot`: `Some((seq, None))` is a tombstone, `None` means this
     /// memtable holds no such version.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Option<(u64, Option<Vec<u8>>)> {
-        let probe = VersionKey::new(key.to_vec(), snapshot);
-        let entry = self.map.lower_bound(Bound::Included(&probe))?;
-        (entry.key().key == key).then(|| (entry.key().seq, entry.value().clone()))
+        // The probe is a per-thread buffer: a point read allocates nothing
+        // but the value it returns.
+        PROBE.with(|probe| {
+            let mut probe = probe.borrow_mut();
+            probe.key.clear();
+            probe.key.extend_from_slice(key);
+            probe.prefix = key_prefix(key);
+            probe.seq = snapshot;
+            let entry = self.map.lower_bound(Bound::Included(&*probe))?;
+            (entry.key().key == key).then(|| (entry.key().seq, entry.value().clone()))
+        })
     }
 
     /// Bytes of keys and values held, plus a per-entry overhead estimate.
