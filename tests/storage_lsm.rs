@@ -558,3 +558,18 @@ fn lsm_open_deletes_orphan_tables_and_stale_manifests_only() {
     assert!(!dir.path().join("CURRENT.tmp").exists());
     assert!(dir.path().join("notes.txt").exists());
 }
+
+#[test]
+fn a_directory_is_owned_by_one_engine_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = LsmEngine::open(dir.path(), LsmConfig::default()).unwrap();
+    first.put(b"k", b"v").unwrap();
+    match LsmEngine::open(dir.path(), LsmConfig::default()) {
+        Err(ringkv::Error::InvalidInput(why)) => assert!(why.contains("in use"), "{why}"),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a second engine opened a directory in use"),
+    }
+    drop(first);
+    let again = LsmEngine::open(dir.path(), LsmConfig::default()).unwrap();
+    assert_eq!(again.get(b"k").unwrap(), Some(b"v".to_vec()));
+}

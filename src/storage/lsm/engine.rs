@@ -41,8 +41,12 @@
 //! sequence number decides). That memtable is flushed to a table before the
 //! engine accepts writes, and a new manifest is recorded.
 //!
-//! What this engine does not do: take a lock file against a second process
-//! opening the same directory, or run more than one compaction at a time.
+//! One engine per directory: `open` takes an exclusive lock on the
+//! directory's `LOCK` file (released when the engine and its threads are
+//! gone, or by the kernel when the process dies) and refuses a directory
+//! another engine holds.
+//!
+//! What this engine does not do: run more than one compaction at a time.
 
 use std::collections::HashSet;
 use std::fs;
@@ -188,6 +192,29 @@ struct Inner {
     failed: AtomicBool,
     failure: Mutex<Option<Error>>,
     counters: Counters,
+    /// The open `LOCK` file, holding an exclusive advisory lock for as long
+    /// as anything of the engine lives: a second process (or a second
+    /// engine in this one) opening the directory is refused.
+    _lock: fs::File,
+}
+
+/// Takes the directory's `LOCK` file exclusively, or says who has it.
+fn lock_dir(dir: &Path) -> Result<fs::File> {
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::InvalidInput(format!(
+            "{} is in use by another engine (its LOCK file is held)",
+            dir.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    }
 }
 
 /// The LSM-tree storage engine. See the module docs for how it works.
@@ -254,6 +281,7 @@ impl LsmEngine {
     pub fn open(dir: &Path, config: LsmConfig) -> Result<LsmEngine> {
         config.validate()?;
         fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let dir_lock = lock_dir(dir)?;
         let cache = BlockCache::new(config.block_cache_bytes);
         let table_options = TableOptions {
             block_bytes: config.block_bytes,
@@ -376,6 +404,7 @@ impl LsmEngine {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             counters: Counters::default(),
+            _lock: dir_lock,
             config,
         });
 
