@@ -4,7 +4,7 @@
 //! A table holds at most one entry per user key: the key, the sequence
 //! number of the write and the value, or a tombstone. Its layout, front to
 //! back (all integers little-endian, every piece checksummed with crc32
-//! IEEE from `crc32fast`; `docs/storage-formats.md` has the exact bytes):
+//! IEEE from `crc32fast`; `docs/storage.md` has the exact bytes):
 //!
 //! ```text
 //! [data block 0] ... [data block n-1] [index block] [bloom block] [footer, 72 bytes]
