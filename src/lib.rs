@@ -19,15 +19,18 @@ pub mod codec;
 pub mod config;
 pub mod crdt;
 pub mod error;
+pub mod membership;
 pub mod message;
 pub mod net;
 pub mod ring;
 pub mod storage;
 pub mod version;
 
+pub use config::MembershipConfig;
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 pub use config::{LsmConfig, RingConfig, SyncPolicy, VersionConfig};
 pub use error::{Error, Result};
+pub use membership::{MemberEntry, MemberEvent, MemberStatus, Membership, RingKeeper};
 pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
 pub use net::memory::{Faults, MemoryEndpoint, MemoryNetwork};
 pub use net::tcp::TcpTransport;
