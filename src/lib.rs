@@ -23,6 +23,7 @@ pub mod membership;
 pub mod message;
 pub mod net;
 pub mod ring;
+pub mod sim;
 pub mod storage;
 pub mod version;
 
