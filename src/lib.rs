@@ -22,6 +22,7 @@ pub mod error;
 pub mod membership;
 pub mod message;
 pub mod net;
+pub mod node;
 pub mod ring;
 pub mod sim;
 pub mod storage;
