@@ -15,8 +15,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringkv::node::{Node, NodeConfig};
-use ringkv::{MemberEvent, MemberStatus, MemoryNetConfig, MemoryNetwork, NodeId, Transport};
+use ringkv::node::{Node, NodeConfig, TransportParts};
+use ringkv::{MemberEvent, MemberStatus, MemoryNetConfig, MemoryNetwork, NodeId};
 use support::*;
 
 async fn cluster(n: u64) -> (MemoryNetwork, Vec<Node>) {
@@ -34,7 +34,7 @@ async fn cluster(n: u64) -> (MemoryNetwork, Vec<Node>) {
         let net = network.clone();
         let node = Node::spawn(config, move || async move {
             let (endpoint, inbox) = net.endpoint(NodeId(id))?;
-            Ok((Arc::new(endpoint) as Arc<dyn Transport>, inbox))
+            Ok(TransportParts::new(Arc::new(endpoint), inbox))
         })
         .await
         .unwrap();

@@ -30,7 +30,7 @@ pub mod transport;
 
 use std::sync::Arc;
 
-pub use node::{Node, NodeConfig};
+pub use node::{Node, NodeConfig, TransportParts};
 
 use crate::membership::MemberEvent;
 use crate::ring::Ring;

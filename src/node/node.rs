@@ -70,6 +70,7 @@ impl NodeConfig {
 #[derive(Clone)]
 pub struct Node {
     id: NodeId,
+    addr: String,
     leave_linger: Duration,
     arbiter: ArbiterHandle,
     transport: Arc<dyn Transport>,
@@ -85,8 +86,28 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// What a transport factory returns: the endpoint and its inbox.
-pub type TransportParts = (Arc<dyn Transport>, Inbox);
+/// What a transport factory returns.
+pub struct TransportParts {
+    /// The endpoint.
+    pub transport: Arc<dyn Transport>,
+    /// Its inbox.
+    pub inbox: Inbox,
+    /// The address to gossip for this node, when it is only known once
+    /// the endpoint is bound (a TCP listener on port 0); it replaces
+    /// `NodeConfig::addr`.
+    pub advertised: Option<String>,
+}
+
+impl TransportParts {
+    /// An endpoint reachable at `NodeConfig::addr`.
+    pub fn new(transport: Arc<dyn Transport>, inbox: Inbox) -> Self {
+        TransportParts {
+            transport,
+            inbox,
+            advertised: None,
+        }
+    }
+}
 
 impl Node {
     /// Starts a node on a new arbiter. `make_transport` runs on that
@@ -109,7 +130,7 @@ impl Node {
         let spawned = handle.spawn_fn(move || {
             actix::spawn(async move {
                 let started = match make_transport().await {
-                    Ok((transport, inbox)) => Node::start_here(config, transport, inbox, for_node),
+                    Ok(parts) => Node::start_here(config, parts, for_node),
                     Err(e) => Err(e),
                 };
                 let _ = done_tx.send(started);
@@ -129,11 +150,18 @@ impl Node {
     /// Starts the actors on the current arbiter, in order. `arbiter` must be
     /// the current arbiter's handle.
     fn start_here(
-        config: NodeConfig,
-        transport: Arc<dyn Transport>,
-        inbox: Inbox,
+        mut config: NodeConfig,
+        parts: TransportParts,
         arbiter: ArbiterHandle,
     ) -> Result<Node> {
+        let TransportParts {
+            transport,
+            inbox,
+            advertised,
+        } = parts;
+        if let Some(addr) = advertised {
+            config.addr = addr;
+        }
         let seed_ids: Vec<NodeId> = config.seeds.iter().map(|(id, _)| *id).collect();
         let membership = Membership::new(
             config.membership.clone(),
@@ -176,6 +204,7 @@ impl Node {
         });
         Ok(Node {
             id: config.id,
+            addr: config.addr,
             leave_linger: config.membership.leave_linger,
             arbiter,
             transport,
@@ -187,6 +216,11 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The address this node gossips for itself.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// A stream of this node's events: membership events as they happen,
