@@ -12,6 +12,10 @@
 //! objects with siblings, clocks and conflict policies ([`version`]); and
 //! CRDTs ([`crdt`]); storage engines behind one [`Engine`] trait
 //! ([`storage`]).
+//! Membership ([`membership`]): gossip, a phi-accrual failure detector,
+//! suspicion and refutation, joins and leaves, and the ring kept in step by
+//! gossip, as protocol machines; the actix actors that run them on a node
+//! ([`node`]); and a deterministic driver for them ([`sim`]).
 
 #![warn(missing_docs)]
 
