@@ -92,16 +92,6 @@ impl MemberEntry {
             status: MemberStatus::Alive,
         }
     }
-
-    /// How `other`'s claim about the same node compares with this one:
-    /// `Greater` means `other` carries news (see the module doc).
-    pub fn news_in(&self, other: &MemberEntry) -> Ordering {
-        other
-            .incarnation
-            .cmp(&self.incarnation)
-            .then(other.status.rank().cmp(&self.status.rank()))
-            .then(other.heartbeat.cmp(&self.heartbeat))
-    }
 }
 
 /// What merging one remote entry changed.
@@ -167,6 +157,15 @@ impl MembershipTable {
                 })
             }
             Some(local) => {
+                // Most entries of a gossip carry nothing new: decide that
+                // before cloning anything.
+                let stale = remote.incarnation < local.incarnation
+                    || (remote.incarnation == local.incarnation
+                        && remote.status.rank() <= local.status.rank()
+                        && remote.heartbeat <= local.heartbeat);
+                if stale {
+                    return None;
+                }
                 let before = local.clone();
                 match remote.incarnation.cmp(&local.incarnation) {
                     Ordering::Less => return None,
