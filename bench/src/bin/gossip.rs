@@ -13,9 +13,9 @@
 //!    random phases.
 //! 3. **False suspicions.** SUSPECT and DOWN events about live nodes in an
 //!    hour of virtual time per seed, for the same thresholds, on a rough
-//!    network (5% loss, 1 to 200 ms delay) and on the same network with a
+//!    network (5% loss, 1 to 200 ms delay), on the same network with a
 //!    2.5 s pause (below the 3 s acceptable pause) of a random node every
-//!    minute.
+//!    minute, and on a harsh network (20% loss, 1 to 1000 ms delay).
 //!
 //! Run with `cargo run --release -p ringkv-bench --bin gossip`, or with
 //! `--quick` for fewer seeds (`--spread-only` and `--detect-only` run one
@@ -163,7 +163,7 @@ fn detection(seeds: u64) {
 }
 
 /// (suspicion episodes, conviction episodes) about live nodes in an hour.
-fn false_suspicions(threshold: f64, pauses: bool, seed: u64) -> (usize, usize) {
+fn false_suspicions(threshold: f64, faults: Faults, pauses: bool, seed: u64) -> (usize, usize) {
     let n = 20;
     let mut options = SimOptions::new(n, seed);
     options.phases = true;
@@ -171,11 +171,7 @@ fn false_suspicions(threshold: f64, pauses: bool, seed: u64) -> (usize, usize) {
         phi_threshold: threshold,
         ..MembershipConfig::default()
     };
-    options.faults = Faults {
-        drop_rate: 0.05,
-        delay: (Duration::from_millis(1), Duration::from_millis(200)),
-        ..Faults::default()
-    };
+    options.faults = faults;
     let Ok(mut sim) = MembershipSim::new(options) else {
         return (usize::MAX, usize::MAX);
     };
@@ -206,24 +202,34 @@ fn false_suspicions(threshold: f64, pauses: bool, seed: u64) -> (usize, usize) {
 }
 
 fn false_positives(seeds: u64) {
+    let lossy = Faults {
+        drop_rate: 0.05,
+        delay: (Duration::from_millis(1), Duration::from_millis(200)),
+        ..Faults::default()
+    };
+    let harsh = Faults {
+        drop_rate: 0.2,
+        delay: (Duration::from_millis(1), Duration::from_millis(1000)),
+        ..Faults::default()
+    };
     println!("## False suspicions: one hour per seed, 20 live nodes, no crash");
     println!();
-    println!("Network: 5% loss, delay 1-200 ms. \"Pauses\": also a random node paused 2.5 s every minute. Counts are episodes (distinct suspected node and incarnation, however many nodes heard of it), summed over {seeds} seeds: {seeds} hours of a 20-node cluster.");
+    println!("\"Lossy\": 5% loss, delay 1-200 ms. \"Pauses\": the same, and a random node paused 2.5 s (below the 3 s acceptable pause) every minute. \"Harsh\": 20% loss, delay 1-1000 ms. Counts are episodes (distinct suspected node and incarnation, however many nodes heard of it), summed over {seeds} seeds: {seeds} hours of a 20-node cluster.");
     println!();
-    println!("| threshold | lossy: SUSPECT | lossy: DOWN | lossy + pauses: SUSPECT | lossy + pauses: DOWN |");
-    println!("|---|---|---|---|---|");
+    println!("| threshold | lossy: SUSPECT | lossy: DOWN | pauses: SUSPECT | pauses: DOWN | harsh: SUSPECT | harsh: DOWN |");
+    println!("|---|---|---|---|---|---|---|");
     for threshold in [4.0, 8.0, 12.0] {
         let mut cells = Vec::new();
-        for pauses in [false, true] {
+        for (faults, pauses) in [(lossy, false), (lossy, true), (harsh, false)] {
             let (mut s, mut d) = (0, 0);
             for seed in 0..seeds {
-                let (a, b) = false_suspicions(threshold, pauses, seed);
+                let (a, b) = false_suspicions(threshold, faults, pauses, seed);
                 s += a;
                 d += b;
             }
             cells.push(format!("{s} | {d}"));
         }
-        println!("| {threshold} | {} | {} |", cells[0], cells[1]);
+        println!("| {threshold} | {} | {} | {} |", cells[0], cells[1], cells[2]);
     }
     println!();
 }
