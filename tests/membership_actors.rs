@@ -1,9 +1,11 @@
 //! Real actors over the in-process network, with 50 ms heartbeats: a
 //! crashed node is DOWN on every peer within a generous bound of the
-//! expected time; a node stalled for less than the acceptable pause is
+//! expected time, and a new process under its id comes back ALIVE by
+//! refuting; a node stalled for less than the acceptable pause is
 //! never convicted; a node stalled for longer convicts no one on its
 //! return; a partition makes each side see the other DOWN and healing
-//! brings them back; a graceful leave reaches everyone and the ring.
+//! brings them back; a graceful leave reaches everyone and the ring, and
+//! subscribers get the ring snapshots; the transport actor answers pings.
 //!
 //! Each node runs on its own actix arbiter (thread), and "stall" blocks
 //! that thread, freezing the node's actors, timers and network task
@@ -15,30 +17,35 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringkv::node::{Node, NodeConfig, TransportParts};
-use ringkv::{MemberEvent, MemberStatus, MemoryNetConfig, MemoryNetwork, NodeId};
+use ringkv::node::{Node, NodeConfig, NodeEvent, TransportParts};
+use ringkv::{
+    Envelope, MemberEvent, MemberStatus, MemoryNetConfig, MemoryNetwork, Message, NodeId, Transport,
+};
 use support::*;
+
+async fn spawn(network: &MemoryNetwork, id: u64) -> Node {
+    let seeds = if id == 1 {
+        vec![]
+    } else {
+        vec![(NodeId(1), "n1".to_string())]
+    };
+    let mut config = NodeConfig::new(NodeId(id), format!("n{id}"), seeds);
+    config.membership = fast();
+    config.ring = small_ring();
+    let net = network.clone();
+    Node::spawn(config, move || async move {
+        let (endpoint, inbox) = net.endpoint(NodeId(id))?;
+        Ok(TransportParts::new(Arc::new(endpoint), inbox))
+    })
+    .await
+    .unwrap()
+}
 
 async fn cluster(n: u64) -> (MemoryNetwork, Vec<Node>) {
     let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
     let mut nodes = Vec::new();
     for id in 1..=n {
-        let seeds = if id == 1 {
-            vec![]
-        } else {
-            vec![(NodeId(1), "n1".to_string())]
-        };
-        let mut config = NodeConfig::new(NodeId(id), format!("n{id}"), seeds);
-        config.membership = fast();
-        config.ring = small_ring();
-        let net = network.clone();
-        let node = Node::spawn(config, move || async move {
-            let (endpoint, inbox) = net.endpoint(NodeId(id))?;
-            Ok(TransportParts::new(Arc::new(endpoint), inbox))
-        })
-        .await
-        .unwrap();
-        nodes.push(node);
+        nodes.push(spawn(&network, id).await);
     }
     let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
     let formed = wait_until(Duration::from_secs(20), || async {
@@ -56,8 +63,8 @@ async fn stop(nodes: Vec<Node>) {
 }
 
 #[actix_rt::test]
-async fn crashed_node_is_down_on_every_peer() {
-    let (_network, mut nodes) = cluster(5).await;
+async fn crashed_node_is_down_on_every_peer_and_a_restart_comes_back() {
+    let (network, mut nodes) = cluster(5).await;
     let mut events = nodes[0].subscribe();
     let victim = nodes.pop().unwrap();
     let victim_id = victim.id();
@@ -93,6 +100,18 @@ async fn crashed_node_is_down_on_every_peer() {
         )
         .await
     );
+    // A new process under the same id starts at incarnation 0, hears that
+    // it is DOWN and refutes with a higher incarnation: ALIVE everywhere.
+    nodes.push(spawn(&network, victim_id.0).await);
+    let ids: Vec<NodeId> = nodes.iter().map(Node::id).collect();
+    let back = wait_until(Duration::from_secs(20), || async {
+        all_see(&nodes, &ids, MemberStatus::Alive).await
+    })
+    .await;
+    assert!(back.is_some(), "the restarted node did not come back ALIVE");
+    let entry = nodes[0].members().await.unwrap();
+    let entry = entry.iter().find(|e| e.node == victim_id).unwrap();
+    assert!(entry.incarnation >= 1, "{entry:?}");
     stop(nodes).await;
 }
 
@@ -174,6 +193,7 @@ async fn a_graceful_leave_reaches_every_member_and_the_ring() {
     let leaver = nodes.pop().unwrap();
     let id = leaver.id();
     let before = nodes[0].ring().await.unwrap();
+    let mut events = nodes[0].subscribe();
     leaver.leave().await.unwrap();
     let rest = [NodeId(1), NodeId(2), NodeId(3)];
     let done = wait_until(Duration::from_secs(20), || async {
@@ -183,7 +203,45 @@ async fn a_graceful_leave_reaches_every_member_and_the_ring() {
     assert!(done.is_some(), "the leave did not reach everyone");
     let after = nodes[0].ring().await.unwrap();
     assert!(after.epoch() > before.epoch());
+    // Subscribers got the current ring at once, then the new one.
+    let mut rings = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let NodeEvent::Ring(ring) = event {
+            rings.push(ring);
+        }
+    }
+    assert_eq!(rings.first().map(|r| r.epoch()), Some(before.epoch()));
+    assert!(rings
+        .iter()
+        .any(|r| !r.is_member(id) && r.epoch() > before.epoch()));
     // No suspicion of the departed node: it left, it did not fail.
     assert_eq!(status(&nodes[0], id).await, Some(MemberStatus::Left));
+    stop(nodes).await;
+}
+
+#[actix_rt::test]
+async fn the_transport_actor_answers_pings() {
+    let (network, nodes) = cluster(2).await;
+    let (probe, mut inbox) = network.endpoint(NodeId(99)).unwrap();
+    let ping = Message::Ping {
+        seq: 7,
+        payload: b"are you there".to_vec(),
+    };
+    probe
+        .send(Envelope::new(NodeId(99), NodeId(2), ping))
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+        .await
+        .expect("no pong within 10 s")
+        .expect("inbox closed");
+    assert_eq!(reply.from, NodeId(2));
+    assert_eq!(
+        reply.msg,
+        Message::Pong {
+            seq: 7,
+            payload: b"are you there".to_vec()
+        }
+    );
+    probe.shutdown().await;
     stop(nodes).await;
 }

@@ -229,7 +229,10 @@ fn false_positives(seeds: u64) {
             }
             cells.push(format!("{s} | {d}"));
         }
-        println!("| {threshold} | {} | {} | {} |", cells[0], cells[1], cells[2]);
+        println!(
+            "| {threshold} | {} | {} | {} |",
+            cells[0], cells[1], cells[2]
+        );
     }
     println!();
 }
