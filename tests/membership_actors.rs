@@ -245,3 +245,23 @@ async fn the_transport_actor_answers_pings() {
     probe.shutdown().await;
     stop(nodes).await;
 }
+
+#[test]
+fn spawning_outside_an_actix_system_is_an_error_not_a_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
+    let result = runtime.block_on(Node::spawn(
+        NodeConfig::new(NodeId(1), "n1", vec![]),
+        move || async move {
+            let (endpoint, inbox) = network.endpoint(NodeId(1))?;
+            Ok(TransportParts::new(Arc::new(endpoint), inbox))
+        },
+    ));
+    assert!(
+        matches!(result, Err(ringkv::Error::InvalidInput(_))),
+        "{result:?}"
+    );
+}

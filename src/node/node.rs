@@ -112,8 +112,9 @@ impl TransportParts {
 impl Node {
     /// Starts a node on a new arbiter. `make_transport` runs on that
     /// arbiter, so the endpoint's tasks live on the node's runtime. Must be
-    /// called inside a running actix `System`. Fails if the configuration
-    /// does not validate or the transport cannot be made.
+    /// called inside a running actix `System` (`InvalidInput` otherwise).
+    /// Fails if the configuration does not validate or the transport
+    /// cannot be made.
     pub async fn spawn<F, Fut>(config: NodeConfig, make_transport: F) -> Result<Node>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -121,6 +122,11 @@ impl Node {
     {
         config.membership.validate()?;
         config.ring.validate()?;
+        if System::try_current().is_none() {
+            return Err(Error::InvalidInput(
+                "Node::spawn must be called inside a running actix System".into(),
+            ));
+        }
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let (done_tx, done_rx) = oneshot::channel();
