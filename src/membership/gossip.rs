@@ -116,6 +116,11 @@ impl Membership {
         self.detectors.get(&node).map(|d| d.phi(now))
     }
 
+    /// The detector of `node`, to read its window's mean and deviation.
+    pub fn detector(&self, node: NodeId) -> Option<&PhiDetector> {
+        self.detectors.get(&node)
+    }
+
     /// Phi of every peer with a detector at `now`.
     pub fn phis(&self, now: Instant) -> BTreeMap<NodeId, f64> {
         self.detectors
