@@ -12,6 +12,10 @@
 //! objects with siblings, clocks and conflict policies ([`version`]); and
 //! CRDTs ([`crdt`]); storage engines behind one [`Engine`] trait
 //! ([`storage`]).
+//! Membership ([`membership`]): gossip, a phi-accrual failure detector,
+//! suspicion and refutation, joins and leaves, and the ring kept in step by
+//! gossip, as protocol machines; the actix actors that run them on a node
+//! ([`node`]); and a deterministic driver for them ([`sim`]).
 
 #![warn(missing_docs)]
 
@@ -19,17 +23,22 @@ pub mod codec;
 pub mod config;
 pub mod crdt;
 pub mod error;
+pub mod membership;
 pub mod message;
 pub mod net;
+pub mod node;
 pub mod replication;
 pub mod ring;
+pub mod sim;
 pub mod storage;
 pub mod version;
 
 pub use config::BTreeConfig;
+pub use config::MembershipConfig;
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 pub use config::{LsmConfig, RingConfig, SyncPolicy, VersionConfig};
 pub use error::{Error, Result};
+pub use membership::{MemberEntry, MemberEvent, MemberStatus, Membership, RingKeeper};
 pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
 pub use net::memory::{Faults, MemoryEndpoint, MemoryNetwork};
 pub use net::tcp::TcpTransport;

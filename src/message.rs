@@ -20,6 +20,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::membership::MemberEntry;
+use crate::ring::Ring;
+
 /// The version of the node-to-node protocol spoken by this build. Both ends
 /// of a connection must speak the same version; a mismatch is refused
 /// during the handshake with [`Refusal::VersionMismatch`].
@@ -88,6 +91,31 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// Membership gossip: the sender's whole membership table (see
+    /// `membership::gossip`). The receiver merges every entry; if `reply`
+    /// is set (push-pull), it answers with its own table, `reply` unset.
+    Gossip {
+        /// One entry per node the sender knows, itself included.
+        members: Vec<MemberEntry>,
+        /// Whether the receiver should answer with its own table.
+        reply: bool,
+    },
+    /// Ring anti-entropy: the epoch and digest of the sender's ring (see
+    /// `membership::ring_sync`). A receiver with a greater ring answers
+    /// with [`Message::RingState`]; one with a smaller ring answers with its
+    /// own digest, asking for the sender's ring.
+    RingDigest {
+        /// The sender ring's epoch.
+        epoch: u64,
+        /// The xxh3 of the sender ring's CBOR encoding.
+        digest: u64,
+    },
+    /// A whole ring, for a peer whose digest showed a smaller one. The
+    /// receiver adopts it if it is greater than its own.
+    RingState {
+        /// The ring.
+        ring: Ring,
+    },
 }
 
 impl Message {
@@ -96,6 +124,9 @@ impl Message {
         match self {
             Message::Ping { .. } => "ping",
             Message::Pong { .. } => "pong",
+            Message::Gossip { .. } => "gossip",
+            Message::RingDigest { .. } => "ring_digest",
+            Message::RingState { .. } => "ring_state",
         }
     }
 }
@@ -258,7 +289,11 @@ mod tests {
     /// fails until `tests/codec_golden.rs` has a vector for it.
     fn golden_names(msg: Option<&Message>, hs: Option<&Handshake>, r: Option<&Refusal>) {
         let _ = msg.map(|m| match m {
-            Message::Ping { .. } | Message::Pong { .. } => (),
+            Message::Ping { .. }
+            | Message::Pong { .. }
+            | Message::Gossip { .. }
+            | Message::RingDigest { .. }
+            | Message::RingState { .. } => (),
         });
         let _ = hs.map(|h| match h {
             Handshake::Hello { .. }
@@ -283,6 +318,9 @@ mod tests {
     const VARIANTS: &[&str] = &[
         "Message::Ping",
         "Message::Pong",
+        "Message::Gossip",
+        "Message::RingDigest",
+        "Message::RingState",
         "Handshake::Hello",
         "Handshake::Challenge",
         "Handshake::Proof",

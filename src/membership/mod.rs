@@ -1,0 +1,143 @@
+//! Membership: who is in the cluster and who is up, learned by gossip.
+//!
+//! # What it owns
+//!
+//! Two protocol machines, both plain structs with no I/O, no clock and no
+//! randomness of their own (time is passed in, randomness comes from a
+//! seeded generator, messages go to an [`Outbox`]):
+//!
+//! - [`Membership`] ([`gossip`]): the membership table ([`table`]), a
+//!   phi-accrual failure detector per peer ([`phi`]), gossip, suspicion,
+//!   refutation, the local-pause guard, joining through seeds and leaving.
+//!   The FailureDetector actor runs it.
+//! - [`RingKeeper`] ([`ring_sync`]): the node's copy of the hash ring, its
+//!   anti-entropy by digest, and token claim when this node joins or leaves.
+//!   The RingManager actor runs it.
+//!
+//! # The guarantee
+//!
+//! Every change of status or ring reaches every connected node by gossip in
+//! O(log N) rounds, whatever the order of deliveries, because both merges are
+//! joins (table: higher incarnation, then stronger status; ring: higher
+//! epoch, then higher digest). A node is DOWN only after a suspicion went
+//! unrefuted for `suspicion_multiplier x log2 N` intervals; a live node that
+//! hears of its own suspicion refutes it by raising its incarnation; a node
+//! that was itself paused restarts its detectors instead of convicting.
+//! `docs/membership.md` has the protocol and the measurements.
+//!
+//! # What it does not do
+//!
+//! No indirect probes (SWIM's ping-req): liveness comes from heartbeats
+//! relayed by gossip. No transport and no timers: the actors in
+//! `crate::node` and the driver in `crate::sim` supply both. DOWN nodes stay
+//! in the ring (a failure is not a leave); only a graceful leave changes
+//! ownership.
+
+pub mod gossip;
+pub mod phi;
+pub mod ring_sync;
+pub mod table;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use gossip::Membership;
+pub use phi::PhiDetector;
+pub use ring_sync::RingKeeper;
+pub use table::{MemberEntry, MemberStatus, MembershipTable};
+
+use crate::message::{Envelope, Message, NodeId};
+use crate::ring::Ring;
+
+/// What a protocol machine asks its runner to do: envelopes to send and
+/// events to publish, in the order they were produced.
+#[derive(Debug)]
+pub struct Outbox<E> {
+    /// Envelopes to hand to the transport.
+    pub messages: Vec<Envelope>,
+    /// Events for subscribers.
+    pub events: Vec<E>,
+}
+
+impl<E> Default for Outbox<E> {
+    fn default() -> Self {
+        Outbox {
+            messages: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<E> Outbox<E> {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Outbox::default()
+    }
+
+    /// Queues a message.
+    pub fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
+        self.messages.push(Envelope::new(from, to, msg));
+    }
+
+    /// Queues an event.
+    pub fn event(&mut self, event: E) {
+        self.events.push(event);
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.events.is_empty()
+    }
+}
+
+/// A change in what this node believes about the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MemberEvent {
+    /// A node became ALIVE: first heard of, or back after a refutation.
+    Up {
+        /// The node.
+        node: NodeId,
+        /// Its address.
+        addr: String,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// A node became SUSPECT (here or by gossip).
+    Suspect {
+        /// The node.
+        node: NodeId,
+        /// The incarnation suspected.
+        incarnation: u64,
+    },
+    /// A node was convicted: DOWN.
+    Down {
+        /// The node.
+        node: NodeId,
+        /// The incarnation convicted.
+        incarnation: u64,
+    },
+    /// A node left gracefully.
+    Left {
+        /// The node.
+        node: NodeId,
+    },
+    /// This node heard that it was suspected or convicted and refuted it by
+    /// raising its incarnation.
+    Refuted {
+        /// The new incarnation.
+        incarnation: u64,
+    },
+    /// This node itself was paused for `gap` and restarted its detectors
+    /// rather than convict peers it could not hear.
+    LocalPause {
+        /// How long it did not run.
+        gap: Duration,
+    },
+}
+
+/// A change of this node's ring.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RingEvent {
+    /// A new ring was installed (claimed here or learned by gossip).
+    Changed(Arc<Ring>),
+}

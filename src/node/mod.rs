@@ -1,0 +1,54 @@
+//! The actors of a node, one per file, and the supervisor that starts them.
+//!
+//! Actors own one protocol machine each, feed it messages and timer ticks,
+//! and carry out its outbox; they hold no protocol logic of their own (see
+//! `../shared/DESIGN.md`, "state machines inside, actors outside").
+//!
+//! - [`transport::TransportActor`]: wraps a [`crate::Transport`]; sends
+//!   envelopes, and routes received ones to the actor whose machine speaks
+//!   that message.
+//! - [`failure_detector::FailureDetector`]: runs the
+//!   [`crate::membership::Membership`] machine.
+//! - [`ring_manager::RingManager`]: runs the [`crate::membership::RingKeeper`].
+//! - [`node::Node`]: starts them in that order on one actix arbiter (one
+//!   thread with its own tokio runtime, on which the transport's tasks run
+//!   too) and is the handle callers hold.
+//!
+//! Subscribers receive [`NodeEvent`]s: membership events (up, suspect,
+//! down, left, refutations, local pauses) and every new ring snapshot.
+//!
+//! What this does not do yet: no coordinator, replica or compactor actors
+//! (later issues), and no restart of a crashed actor: a node whose actor
+//! dies is a crashed node, which the rest of the cluster detects.
+
+pub mod failure_detector;
+// DESIGN.md names the supervisor `node/node.rs`; the repetition is the layout's.
+#[allow(clippy::module_inception)]
+pub mod node;
+pub mod ring_manager;
+pub mod transport;
+
+use std::sync::Arc;
+
+pub use node::{Node, NodeConfig, TransportParts};
+
+use crate::membership::MemberEvent;
+use crate::ring::Ring;
+
+/// What a node's subscribers receive.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeEvent {
+    /// A membership event from the failure detector.
+    Member(MemberEvent),
+    /// A new ring, from the ring manager.
+    Ring(Arc<Ring>),
+}
+
+/// Where subscribers' events go: an unbounded channel, so a slow subscriber
+/// never stalls an actor (events are rare: a few per membership change).
+pub type Subscriber = tokio::sync::mpsc::UnboundedSender<NodeEvent>;
+
+/// Sends `event` to every subscriber, forgetting those that hung up.
+fn publish(subscribers: &mut Vec<Subscriber>, event: NodeEvent) {
+    subscribers.retain(|s| s.send(event.clone()).is_ok());
+}

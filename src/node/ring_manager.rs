@@ -1,0 +1,114 @@
+//! The RingManager actor: runs this node's [`RingKeeper`] machine.
+//!
+//! It ticks the keeper every gossip interval, feeds it ring envelopes from
+//! the transport and membership events from the failure detector, carries
+//! out its outbox, and publishes every new ring to subscribers as an
+//! immutable `Arc<Ring>` snapshot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::failure_detector::{Leave, MemberNotice, Subscribe};
+use super::transport::{Incoming, Outgoing, TransportActor};
+use super::{publish, NodeEvent, Subscriber};
+use crate::membership::{Outbox, RingEvent, RingKeeper};
+use crate::ring::Ring;
+
+/// Asks for the current ring.
+#[derive(Message)]
+#[rtype(result = "Arc<Ring>")]
+pub struct GetRing;
+
+/// The actor. See the module documentation.
+pub struct RingManager {
+    keeper: RingKeeper,
+    interval: Duration,
+    transport: Addr<TransportActor>,
+    subscribers: Vec<Subscriber>,
+}
+
+impl RingManager {
+    /// Wraps a keeper that gossips every `interval` through `transport`.
+    pub fn new(keeper: RingKeeper, interval: Duration, transport: Addr<TransportActor>) -> Self {
+        RingManager {
+            keeper,
+            interval,
+            transport,
+            subscribers: Vec::new(),
+        }
+    }
+
+    fn carry_out(&mut self, out: Outbox<RingEvent>) {
+        for envelope in out.messages {
+            self.transport.do_send(Outgoing(envelope));
+        }
+        for RingEvent::Changed(ring) in out.events {
+            publish(&mut self.subscribers, NodeEvent::Ring(ring));
+        }
+    }
+}
+
+impl Actor for RingManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The first tick at once: a founder claims its tokens immediately.
+        let mut out = Outbox::new();
+        self.keeper.tick(Instant::now(), &mut out);
+        self.carry_out(out);
+        ctx.run_interval(self.interval, |act, _| {
+            let mut out = Outbox::new();
+            act.keeper.tick(Instant::now(), &mut out);
+            act.carry_out(out);
+        });
+    }
+}
+
+impl Handler<Incoming> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, Incoming(envelope): Incoming, _: &mut Context<Self>) {
+        let mut out = Outbox::new();
+        self.keeper.step(Instant::now(), envelope, &mut out);
+        self.carry_out(out);
+    }
+}
+
+impl Handler<MemberNotice> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, MemberNotice(event): MemberNotice, _: &mut Context<Self>) {
+        self.keeper.on_member_event(&event);
+    }
+}
+
+impl Handler<Subscribe> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, Subscribe(subscriber): Subscribe, _: &mut Context<Self>) {
+        let current = Arc::clone(self.keeper.ring());
+        if subscriber.send(NodeEvent::Ring(current)).is_ok() {
+            self.subscribers.push(subscriber);
+        }
+    }
+}
+
+impl Handler<GetRing> for RingManager {
+    type Result = MessageResult<GetRing>;
+
+    fn handle(&mut self, _: GetRing, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Arc::clone(self.keeper.ring()))
+    }
+}
+
+impl Handler<Leave> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, _: Leave, _: &mut Context<Self>) {
+        let mut out = Outbox::new();
+        self.keeper.leave(&mut out);
+        self.carry_out(out);
+    }
+}

@@ -1,0 +1,139 @@
+//! The Transport actor: the node's connection to its peers.
+//!
+//! It owns a [`Transport`] endpoint and its [`Inbox`]. Envelopes to send
+//! arrive as [`Outgoing`]; received envelopes are routed by message kind to
+//! the actor whose machine handles them ([`Routes`]): gossip to the
+//! failure detector, ring digests and states to the ring manager. A `Ping`
+//! is answered with a `Pong` here, since it is the transport's own liveness
+//! probe. The inbox is read only once routes are set, so nothing received
+//! before the node has started is dropped for want of a route.
+//!
+//! A send that the transport refuses (full queue, unknown peer, shut down)
+//! is logged and dropped: every protocol above treats it as a lost message.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tracing::debug;
+
+use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::net::{Inbox, Transport};
+
+/// An envelope to send.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Outgoing(pub Envelope);
+
+/// A received envelope, handed to the actor that handles its kind.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Incoming(pub Envelope);
+
+/// Tells the transport where `node` listens.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LearnPeer {
+    /// The peer.
+    pub node: NodeId,
+    /// Its address.
+    pub addr: String,
+}
+
+/// Where received envelopes go. Sending it starts reading the inbox.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Routes {
+    /// Receives `Gossip`.
+    pub membership: Recipient<Incoming>,
+    /// Receives `RingDigest` and `RingState`.
+    pub ring: Recipient<Incoming>,
+}
+
+/// The actor. See the module documentation.
+pub struct TransportActor {
+    transport: Arc<dyn Transport>,
+    inbox: Option<Inbox>,
+    routes: Option<Routes>,
+}
+
+impl TransportActor {
+    /// Wraps an endpoint and its inbox.
+    pub fn new(transport: Arc<dyn Transport>, inbox: Inbox) -> Self {
+        TransportActor {
+            transport,
+            inbox: Some(inbox),
+            routes: None,
+        }
+    }
+}
+
+impl Actor for TransportActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Outgoing> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, Outgoing(envelope): Outgoing, _: &mut Context<Self>) {
+        let (to, kind) = (envelope.to, envelope.msg.kind());
+        if let Err(e) = self.transport.send(envelope) {
+            debug!(%to, kind, error = %e, "send refused; treated as lost");
+        }
+    }
+}
+
+impl Handler<LearnPeer> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LearnPeer, _: &mut Context<Self>) {
+        if let Err(e) = self.transport.learn_peer(msg.node, &msg.addr) {
+            debug!(node = %msg.node, addr = %msg.addr, error = %e, "peer address refused");
+        }
+    }
+}
+
+impl Handler<Routes> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, routes: Routes, ctx: &mut Context<Self>) {
+        self.routes = Some(routes);
+        if let Some(inbox) = self.inbox.take() {
+            let stream = futures_util::stream::unfold(inbox, |mut inbox| async move {
+                inbox.recv().await.map(|envelope| (envelope, inbox))
+            });
+            ctx.add_stream(stream);
+        }
+    }
+}
+
+impl StreamHandler<Envelope> for TransportActor {
+    fn handle(&mut self, envelope: Envelope, _: &mut Context<Self>) {
+        let Some(routes) = &self.routes else {
+            return;
+        };
+        match &envelope.msg {
+            WireMessage::Gossip { .. } => routes.membership.do_send(Incoming(envelope)),
+            WireMessage::RingDigest { .. } | WireMessage::RingState { .. } => {
+                routes.ring.do_send(Incoming(envelope))
+            }
+            WireMessage::Ping { seq, payload } => {
+                let pong = WireMessage::Pong {
+                    seq: *seq,
+                    payload: payload.clone(),
+                };
+                let reply = Envelope::new(envelope.to, envelope.from, pong);
+                if let Err(e) = self.transport.send(reply) {
+                    debug!(error = %e, "pong refused");
+                }
+            }
+            other => debug!(kind = other.kind(), "no route for message"),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The inbox closed: the endpoint shut down. The actor stays, so
+        // that sends fail with a logged `Shutdown` rather than a closed
+        // mailbox.
+        debug!(node = %self.transport.local_id(), "transport inbox closed");
+    }
+}

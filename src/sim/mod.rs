@@ -1,0 +1,18 @@
+//! Deterministic drivers: protocol machines run on virtual time, with
+//! seeded randomness and the in-process network's faults, so that the same
+//! seed gives the same history, event for event.
+//!
+//! A driver owns the clock: it jumps from one due instant (a frame's
+//! delivery, a node's tick, a pause's end) to the next, and feeds the
+//! machines in a fixed order (by instant, then by node id). Every frame goes
+//! through [`crate::codec`] and the [`Fabric`](crate::net::memory::Fabric),
+//! so the bytes, the frame limit and the faults are those of the real
+//! in-process network.
+//!
+//! What exists: [`membership::MembershipSim`], the membership machines
+//! alone. It is the seed of the whole-cluster simulator; replication and
+//! storage machines are not driven yet.
+
+pub mod membership;
+
+pub use membership::{LogEntry, MembershipSim, SimOptions};
