@@ -462,5 +462,96 @@ fn lsm_a_damaged_table_is_corruption_not_a_wrong_answer() {
     assert!(matches!(err, ringkv::Error::Corruption { .. }), "got {err}");
     // A table the manifest names but that is gone is also refused.
     std::fs::remove_file(&sst).unwrap();
-    assert!(LsmEngine::open(dir.path(), small_config()).is_err());
+    let err = LsmEngine::open(dir.path(), small_config()).unwrap_err();
+    assert!(matches!(err, ringkv::Error::Corruption { .. }), "got {err}");
+}
+
+#[test]
+fn lsm_a_batch_over_the_log_record_limit_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = LsmEngine::open(dir.path(), small_config()).unwrap();
+    let big = vec![3u8; ringkv::storage::MAX_VALUE_BYTES];
+    let mut batch = WriteBatch::new();
+    for i in 0..5 {
+        batch.put(key(i), big.clone());
+    }
+    assert!(matches!(
+        e.write(batch),
+        Err(ringkv::Error::InvalidInput(_))
+    ));
+    assert_eq!(e.get(&key(0)).unwrap(), None);
+    e.put(b"after", b"ok").unwrap();
+    assert_eq!(e.get(b"after").unwrap(), Some(b"ok".to_vec()));
+}
+
+#[test]
+fn lsm_an_old_wal_record_replayed_again_cannot_resurrect_a_delete() {
+    use ringkv::storage::lsm::wal::{Wal, WalRecord};
+    use ringkv::storage::BatchOp;
+    let dir = tempfile::tempdir().unwrap();
+    // Every flush compacts at once, so the delete's tombstone reaches the
+    // bottom and is dropped: nothing on disk remembers the key.
+    let config = LsmConfig {
+        l0_compaction_trigger: 1,
+        ..small_config()
+    };
+    {
+        let e = LsmEngine::open(dir.path(), config.clone()).unwrap();
+        e.put(b"k", b"old").unwrap(); // sequence number 1
+        e.flush().unwrap();
+        e.delete(b"k").unwrap();
+        e.flush().unwrap();
+        e.compact_until_settled().unwrap();
+        assert_eq!(e.get(b"k").unwrap(), None);
+        let stats = e.stats();
+        assert_eq!(stats.tables_per_level.iter().sum::<usize>(), 0, "{stats}");
+        e.close().unwrap();
+    }
+    // A WAL that still holds the first put (as if its deletion had been
+    // lost), numbered so that recovery reads it.
+    {
+        let wal = Wal::create(&dir.path().join("000900.wal"), SyncPolicy::Always).unwrap();
+        wal.append(&WalRecord {
+            first_seq: 1,
+            ops: vec![BatchOp::Put {
+                key: b"k".to_vec(),
+                value: b"old".to_vec(),
+            }],
+        })
+        .unwrap();
+    }
+    let e = LsmEngine::open(dir.path(), config).unwrap();
+    assert_eq!(
+        e.get(b"k").unwrap(),
+        None,
+        "the stale record must not come back"
+    );
+    assert!(
+        !dir.path().join("000900.wal").exists(),
+        "the replayed WAL is retired"
+    );
+    e.put(b"k", b"new").unwrap();
+    assert_eq!(e.get(b"k").unwrap(), Some(b"new".to_vec()));
+}
+
+#[test]
+fn lsm_open_deletes_orphan_tables_and_stale_manifests_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = LsmEngine::open(dir.path(), small_config()).unwrap();
+        e.put(b"k", b"v").unwrap();
+        e.flush().unwrap();
+        e.close().unwrap();
+    }
+    // What a crash mid-flush or mid-switch leaves, and a file of the user's.
+    std::fs::write(dir.path().join("000777.sst"), b"half a table").unwrap();
+    std::fs::write(dir.path().join("MANIFEST-000999"), b"half a manifest").unwrap();
+    std::fs::write(dir.path().join("CURRENT.tmp"), b"MANIFEST-000999\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"keep me").unwrap();
+    let e = LsmEngine::open(dir.path(), small_config()).unwrap();
+    assert_eq!(e.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert!(!dir.path().join("000777.sst").exists());
+    assert!(!dir.path().join("MANIFEST-000999").exists());
+    assert!(!dir.path().join("CURRENT.tmp").exists());
+    assert!(dir.path().join("notes.txt").exists());
 }

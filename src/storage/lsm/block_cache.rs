@@ -129,4 +129,21 @@ impl BlockCache {
         counter.fetch_add(1, Ordering::Relaxed);
         block
     }
+
+    /// Like [`get_or_load`](Self::get_or_load) but a loaded block is not
+    /// inserted: a compaction reads every block of its inputs once, and
+    /// caching them would evict the blocks point reads need.
+    pub(crate) fn get_or_load_uncached(
+        &self,
+        table_id: u64,
+        offset: u64,
+        load: impl FnOnce() -> Result<Arc<Block>>,
+    ) -> Result<Arc<Block>> {
+        if let Some(block) = self.cache.as_ref().and_then(|c| c.get(&(table_id, offset))) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(block);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        load()
+    }
 }

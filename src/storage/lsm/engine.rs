@@ -61,7 +61,7 @@ use super::sstable::{Table, TableBuilder, TableInfo, TableIter, TableOptions};
 use super::wal::{Wal, WalRecord};
 use crate::config::LsmConfig;
 use crate::error::{Error, Result};
-use crate::storage::{Engine, EngineStats, KeyRange, ScanIter, WriteBatch};
+use crate::storage::{BatchOp, Engine, EngineStats, KeyRange, ScanIter, WriteBatch};
 
 /// How long a waiting thread sleeps before looking again even without a
 /// signal: a safety net, not the mechanism (every change signals).
@@ -141,6 +141,10 @@ struct WriteState {
     next_seq: u64,
     active: Arc<MemTable>,
     wal: Arc<Wal>,
+    /// The next memtable's WAL, created ahead by the flusher so that
+    /// sealing does no file I/O under this lock; `None` until then, and
+    /// sealing creates one itself.
+    spare_wal: Option<(u64, Wal)>,
 }
 
 /// What the manifest lock guards: the manifest file and the parts of its
@@ -293,22 +297,30 @@ impl LsmEngine {
         for t in &state.tables {
             let level = usize::from(t.level);
             if level >= config.max_levels {
+                return Err(Error::InvalidInput(format!(
+                    "the store has tables in level {level}, beyond this config's max_levels {}",
+                    config.max_levels
+                )));
+            }
+            let path = table_path(dir, t.id);
+            if !path.exists() {
                 return Err(Error::Corruption {
-                    file: dir.join("CURRENT"),
+                    file: path,
                     offset: 0,
-                    reason: format!(
-                        "manifest puts table {} in level {level}, beyond max_levels {}",
-                        t.id, config.max_levels
-                    ),
+                    reason: "the manifest names this table but the file is missing".into(),
                 });
             }
-            let table = Table::open(&table_path(dir, t.id), t.id, Arc::clone(&cache))?;
+            let table = Table::open(&path, t.id, Arc::clone(&cache))?;
             live_ids.insert(t.id);
             levels[level].push(Arc::new(LiveTable {
                 table,
                 obsolete: AtomicBool::new(false),
                 cache: Arc::clone(&cache),
             }));
+        }
+
+        for level in &mut levels[1..] {
+            level.sort_by(|a, b| a.info().smallest.cmp(&b.info().smallest));
         }
 
         // Replay: every live WAL, oldest first, into one fresh memtable.
@@ -322,7 +334,7 @@ impl LsmEngine {
             }
             for record in records {
                 for (i, op) in record.ops.iter().enumerate() {
-                    let seq = record.first_seq + i as u64;
+                    let seq = record.first_seq.saturating_add(i as u64);
                     if seq > state.last_seq {
                         recovered.insert(op.key(), seq, op.value());
                         last_seq = last_seq.max(seq);
@@ -342,6 +354,7 @@ impl LsmEngine {
                 next_seq: last_seq + 1,
                 active: Arc::clone(&active),
                 wal,
+                spare_wal: None,
             }),
             version: RwLock::new(Arc::new(Version {
                 active,
@@ -465,8 +478,8 @@ impl LsmEngine {
     }
 
     /// Runs compactions until the policy finds nothing to do, in the
-    /// calling thread (the background compactor is paused meanwhile by the
-    /// manifest lock being shared). For tests and benchmarks that want a
+    /// calling thread (one compaction runs at a time, so the background
+    /// compactor waits meanwhile). For tests and benchmarks that want a
     /// settled tree.
     pub fn compact_until_settled(&self) -> Result<()> {
         self.inner.check_failed()?;
@@ -610,8 +623,14 @@ impl Inner {
     /// Seals the active memtable (the write lock is held): a new WAL and
     /// memtable take the writes from now on.
     fn seal(&self, w: &mut WriteState) -> Result<()> {
-        let id = self.alloc_file_id();
-        let wal = Arc::new(Wal::create(&wal_path(&self.dir, id), self.config.sync)?);
+        let (id, wal) = match w.spare_wal.take() {
+            Some(spare) => spare,
+            None => {
+                let id = self.alloc_file_id();
+                (id, Wal::create(&wal_path(&self.dir, id), self.config.sync)?)
+            }
+        };
+        let wal = Arc::new(wal);
         let memtable = Arc::new(MemTable::new(id));
         let old_memtable = std::mem::replace(&mut w.active, Arc::clone(&memtable));
         let old_wal = std::mem::replace(&mut w.wal, wal);
@@ -661,16 +680,26 @@ impl Inner {
         };
         let appended = wal.append(&record);
         if appended.is_ok() {
-            for (i, op) in record.ops.iter().enumerate() {
-                memtable.insert(op.key(), first_seq + i as u64, op.value());
+            for (i, op) in record.ops.into_iter().enumerate() {
+                let seq = first_seq + i as u64;
+                match op {
+                    BatchOp::Put { key, value } => memtable.insert_owned(key, seq, Some(value)),
+                    BatchOp::Delete { key } => memtable.insert_owned(key, seq, None),
+                }
             }
         }
         // Published even on failure, so that later batches are not held
         // back forever: a failed batch's numbers simply hold nothing.
         self.publish(first_seq, first_seq + n - 1);
-        if let Err(e) = appended {
-            self.fail(repeat_failure(&e));
-            return Err(e);
+        match appended {
+            // Refused before anything reached the log (a batch over the
+            // record limit): the log is intact, only this batch fails.
+            Err(e @ Error::InvalidInput(_)) => return Err(e),
+            Err(e) => {
+                self.fail(repeat_failure(&e));
+                return Err(e);
+            }
+            Ok(()) => {}
         }
         self.counters
             .logical_bytes_written
@@ -858,7 +887,33 @@ impl Inner {
         ctl.manifest.write(&state)
     }
 
+    /// Creates the WAL the next seal will use, unless one is waiting.
+    /// WAL numbers still rise in the order memtables are sealed: there is at
+    /// most one spare, and it is numbered after every WAL in use.
+    fn prepare_spare_wal(&self) -> Result<()> {
+        if lock(&self.write).spare_wal.is_some() {
+            return Ok(());
+        }
+        let id = self.alloc_file_id();
+        let path = wal_path(&self.dir, id);
+        let wal = Wal::create(&path, self.config.sync)?;
+        let mut w = lock(&self.write);
+        if w.spare_wal.is_none() && w.active.id() < id {
+            w.spare_wal = Some((id, wal));
+        } else {
+            // A seal raced ahead and made its own; this one is not needed.
+            drop(w);
+            drop(wal);
+            remove_quietly(&path);
+        }
+        Ok(())
+    }
+
     fn flush_loop(&self) {
+        if let Err(e) = self.prepare_spare_wal() {
+            self.fail(e);
+            return;
+        }
         loop {
             let oldest = {
                 let mut guard = lock(&self.events);
@@ -873,7 +928,10 @@ impl Inner {
                     guard = lock(&self.events);
                 }
             };
-            if let Err(e) = self.flush_one(&oldest) {
+            if let Err(e) = self
+                .flush_one(&oldest)
+                .and_then(|()| self.prepare_spare_wal())
+            {
                 if !matches!(e, Error::Shutdown) {
                     self.fail(e);
                 }
@@ -981,6 +1039,9 @@ impl Inner {
                 match self.compact_once() {
                     Ok(true) => {}
                     Ok(false) => break,
+                    // Abandoned for shutdown: its outputs are already removed
+                    // and its inputs are still the live tables.
+                    Err(Error::Shutdown) => return,
                     Err(e) => {
                         self.fail(e);
                         return;
@@ -1035,7 +1096,10 @@ impl Inner {
                     as u64
             };
             let expected = entries.min(per_table.max(16)) as usize;
-            let mut merge = MergeIterator::new(sources);
+            let mut merge = StopOnShutdown {
+                inner: MergeIterator::new(sources),
+                shutdown: &self.shutdown,
+            };
             self.build_tables(
                 &mut merge,
                 task.drop_tombstones,
@@ -1091,7 +1155,10 @@ impl Inner {
                 live + self.counters.retired_wal_bytes.load(Ordering::Relaxed),
             )
         };
-        let manifest_bytes = lock(&self.manifest).manifest.bytes_written();
+        let (manifest_bytes, manifest_live) = {
+            let ctl = lock(&self.manifest);
+            (ctl.manifest.bytes_written(), ctl.manifest.current_bytes())
+        };
         let bytes_per_level: Vec<u64> = v
             .levels
             .iter()
@@ -1105,7 +1172,7 @@ impl Inner {
             disk_bytes_written: wal_bytes_written
                 + c.table_bytes_written.load(Ordering::Relaxed)
                 + manifest_bytes,
-            disk_bytes: table_bytes + wal_live_bytes,
+            disk_bytes: table_bytes + wal_live_bytes + manifest_live,
             memtable_bytes: (v.active.approximate_bytes()
                 + v.sealed
                     .iter()
@@ -1197,6 +1264,34 @@ impl StorageIterator for LevelIter {
             }
         }
         self.skip_exhausted()
+    }
+}
+
+/// A compaction's input that ends the merge with [`Error::Shutdown`] once
+/// the engine is closing, so that closing does not wait for a long merge.
+struct StopOnShutdown<'a, I> {
+    inner: I,
+    shutdown: &'a AtomicBool,
+}
+
+impl<I: StorageIterator> StorageIterator for StopOnShutdown<'_, I> {
+    fn is_valid(&self) -> bool {
+        self.inner.is_valid()
+    }
+    fn key(&self) -> &[u8] {
+        self.inner.key()
+    }
+    fn seq(&self) -> u64 {
+        self.inner.seq()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.inner.value()
+    }
+    fn next(&mut self) -> Result<()> {
+        if self.shutdown.load(Ordering::Relaxed) {
+            return Err(Error::Shutdown);
+        }
+        self.inner.next()
     }
 }
 

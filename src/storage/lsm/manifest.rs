@@ -216,6 +216,8 @@ pub struct Manifest {
     /// Number of the manifest file `CURRENT` names (0: none yet).
     number: u64,
     bytes_written: u64,
+    /// Size of the manifest file in force plus `CURRENT`.
+    current_bytes: u64,
 }
 
 impl Manifest {
@@ -230,6 +232,7 @@ impl Manifest {
                     dir: dir.to_path_buf(),
                     number: 0,
                     bytes_written: 0,
+                    current_bytes: 0,
                 };
                 return Ok((m, None));
             }
@@ -254,6 +257,7 @@ impl Manifest {
             dir: dir.to_path_buf(),
             number,
             bytes_written: 0,
+            current_bytes: (bytes.len() + name.len()) as u64,
         };
         Ok((m, Some(state)))
     }
@@ -276,6 +280,7 @@ impl Manifest {
             .map_err(|e| Error::io(format!("renaming {} into place", tmp.display()), e))?;
         sync_dir(&self.dir)?;
         self.bytes_written += (bytes.len() + current.len()) as u64;
+        self.current_bytes = (bytes.len() + current.len()) as u64;
         let old = self.number;
         self.number = number;
         if old > 0 {
@@ -289,6 +294,11 @@ impl Manifest {
     /// Bytes written to manifest files by this handle.
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written
+    }
+
+    /// Bytes the manifest in force and `CURRENT` take on disk.
+    pub fn current_bytes(&self) -> u64 {
+        self.current_bytes
     }
 
     /// Number of the manifest file in force (0 before the first write).
@@ -399,7 +409,8 @@ mod tests {
         assert!(m2.is_stale_file("MANIFEST-000001"));
         assert!(!m2.is_stale_file("MANIFEST-000002"));
         assert!(!m2.is_stale_file("000002.sst"));
-        assert!(m.bytes_written() > 0);
+        assert!(m.bytes_written() > m.current_bytes());
+        assert_eq!(m2.current_bytes(), m.current_bytes());
     }
 
     #[test]

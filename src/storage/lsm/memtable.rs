@@ -25,16 +25,39 @@ use crate::error::Result;
 /// The skip list's key: a user key and the sequence number of one write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct VersionKey {
+    /// The key's first 8 bytes, big-endian, zero-padded: comparing it
+    /// orders two keys exactly as their bytes do whenever it differs, and
+    /// spares the skip-list search a pointer chase and a `memcmp` per node
+    /// for nearly every comparison (replica keys start with a hashed token).
+    prefix: u64,
     key: Vec<u8>,
     seq: u64,
+}
+
+impl VersionKey {
+    fn new(key: Vec<u8>, seq: u64) -> Self {
+        VersionKey {
+            prefix: key_prefix(&key),
+            key,
+            seq,
+        }
+    }
+}
+
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 impl Ord for VersionKey {
     fn cmp(&self, other: &Self) -> CmpOrdering {
         // Newest version first within a key: a lookup at snapshot `s` seeks to
         // (key, s) and lands on the newest version not newer than `s`.
-        self.key
-            .cmp(&other.key)
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.key.cmp(&other.key))
             .then_with(|| other.seq.cmp(&self.seq))
     }
 }
@@ -78,18 +101,17 @@ impl MemTable {
     }
 
     /// Inserts one version: `value` `None` is a tombstone. Inserting the
-    /// same (key, seq) twice keeps one entry (a WAL record replayed twice
-    /// changes nothing).
+    /// same (key, seq) again replaces the entry with an identical one (a
+    /// WAL record replayed twice changes nothing but the byte estimate).
     pub fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>) {
-        let size = key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD;
-        let vk = VersionKey {
-            key: key.to_vec(),
-            seq,
-        };
-        if self.map.contains_key(&vk) {
-            return;
-        }
-        self.map.insert(vk, value.map(<[u8]>::to_vec));
+        self.insert_owned(key.to_vec(), seq, value.map(<[u8]>::to_vec));
+    }
+
+    /// [`MemTable::insert`] taking ownership, so the write path moves a
+    /// batch's keys and values in without copying them.
+    pub fn insert_owned(&self, key: Vec<u8>, seq: u64, value: Option<Vec<u8>>) {
+        let size = key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD;
+        self.map.insert(VersionKey::new(key, seq), value);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.max_seq.fetch_max(seq, Ordering::Relaxed);
     }
@@ -98,10 +120,7 @@ impl MemTable {
     /// `snapshot`: `Some((seq, None))` is a tombstone, `None` means this
     /// memtable holds no such version.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Option<(u64, Option<Vec<u8>>)> {
-        let probe = VersionKey {
-            key: key.to_vec(),
-            seq: snapshot,
-        };
+        let probe = VersionKey::new(key.to_vec(), snapshot);
         let entry = self.map.lower_bound(Bound::Included(&probe))?;
         (entry.key().key == key).then(|| (entry.key().seq, entry.value().clone()))
     }
@@ -135,10 +154,7 @@ impl MemTable {
             snapshot,
             buffer: Vec::new(),
             pos: 0,
-            resume: start.map(|k| VersionKey {
-                key: k.to_vec(),
-                seq: u64::MAX,
-            }),
+            resume: start.map(|k| VersionKey::new(k.to_vec(), u64::MAX)),
             resume_inclusive: true,
             exhausted: false,
         };
@@ -270,14 +286,42 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_inserts_are_idempotent() {
+    fn prefix_order_is_byte_order() {
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"a\0",
+            b"a\0\0\0\0\0\0\0",
+            b"a\0\0\0\0\0\0\0\0",
+            b"a\x01",
+            b"ab",
+            b"abcdefgh",
+            b"abcdefgh\0",
+            b"abcdefgi",
+            b"b",
+            b"\xff\xff",
+        ];
+        for a in &keys {
+            for b in &keys {
+                let (va, vb) = (
+                    VersionKey::new(a.to_vec(), 1),
+                    VersionKey::new(b.to_vec(), 1),
+                );
+                assert_eq!(va.cmp(&vb), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_inserts_keep_one_entry() {
         let m = MemTable::new(1);
         m.insert(b"k", 7, Some(b"v"));
-        let bytes = m.approximate_bytes();
+        assert!(m.approximate_bytes() >= 2);
         m.insert(b"k", 7, Some(b"v"));
         assert_eq!(m.len(), 1);
-        assert_eq!(m.approximate_bytes(), bytes);
-        assert!(bytes >= 2);
+        assert_eq!(m.get(b"k", 7), Some((7, Some(b"v".to_vec()))));
     }
 
     #[test]

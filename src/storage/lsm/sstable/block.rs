@@ -53,7 +53,18 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Reads an unsigned LEB128 varint at `*pos`, advancing it. `None` when the
 /// bytes end first or the value does not fit in 64 bits.
+#[inline]
 pub(crate) fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    // Lengths and shared prefixes are almost always below 128: one byte.
+    let first = *bytes.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(u64::from(first));
+    }
+    get_varint_slow(bytes, pos)
+}
+
+fn get_varint_slow(bytes: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*pos)?;
@@ -71,6 +82,7 @@ pub(crate) fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 /// A varint that must fit in `usize` and be at most `max`.
+#[inline]
 fn get_len(bytes: &[u8], pos: &mut usize, max: usize) -> Option<usize> {
     let v = get_varint(bytes, pos)?;
     let v = usize::try_from(v).ok()?;
@@ -331,6 +343,7 @@ struct EntryHeader {
 
 /// Parses the entry header at `pos` of `entries`, checking that the key
 /// suffix and value lie inside `entries`.
+#[inline]
 fn parse_header(entries: &[u8], pos: usize) -> Option<EntryHeader> {
     let mut p = pos;
     let shared = get_len(entries, &mut p, MAX_KEY_BYTES)?;
@@ -362,7 +375,13 @@ fn parse_header(entries: &[u8], pos: usize) -> Option<EntryHeader> {
 /// then validation of every entry. The error is the reason, without file
 /// or offset.
 pub(crate) fn decode_stored(stored: &[u8]) -> Result<Block, String> {
-    let body = verify_checksum(stored)?;
+    decode_stored_owned(stored.to_vec())
+}
+
+/// [`decode_stored`] on a buffer the caller gives away: a raw block's body
+/// is then cut out of it in place instead of copied.
+pub(crate) fn decode_stored_owned(mut stored: Vec<u8>) -> Result<Block, String> {
+    let body = verify_checksum(&stored)?;
     if body.len() < STORED_HEADER_BYTES {
         return Err(format!(
             "block of {} bytes is shorter than its header",
@@ -385,7 +404,9 @@ pub(crate) fn decode_stored(stored: &[u8]) -> Result<Block, String> {
                     payload.len()
                 ));
             }
-            payload.to_vec()
+            stored.truncate(STORED_HEADER_BYTES + raw_len);
+            stored.drain(..STORED_HEADER_BYTES);
+            stored
         }
         KIND_LZ4 => {
             if raw_len
@@ -416,7 +437,7 @@ pub(crate) fn decode_stored(stored: &[u8]) -> Result<Block, String> {
 }
 
 /// Checks the restart array and every entry of an uncompressed block body.
-fn validate(data: Vec<u8>) -> Result<Block, String> {
+pub(crate) fn validate(data: Vec<u8>) -> Result<Block, String> {
     let n = data.len();
     if n < 4 {
         return Err("block body shorter than its restart count".into());
@@ -436,33 +457,45 @@ fn validate(data: Vec<u8>) -> Result<Block, String> {
     };
     // Walk every entry: each must parse inside the entries, restart points
     // must fall exactly on entries with no shared prefix, keys must ascend.
-    let mut key = Vec::new();
-    let mut prev = Vec::new();
+    // Ascending is checked without comparing whole keys: a new key is the
+    // previous key's first `shared` bytes and a suffix, and the builder
+    // shares the longest common prefix, so outside restart points the key
+    // ascends exactly when the suffix's first byte is above the previous
+    // key's byte at `shared` (or the previous key is a prefix of it). Only
+    // restart keys, stored whole, are compared in full.
+    let mut key: Vec<u8> = Vec::new();
     let mut pos = 0;
     let mut next_restart = 0;
     let mut first = true;
     while pos < entries_end {
         let h = parse_header(&block.data[..entries_end], pos)
             .ok_or_else(|| format!("entry at block offset {pos} is malformed"))?;
-        if next_restart < restarts && block.restart_offset(next_restart) == pos {
+        let suffix = &block.data[h.key_start..h.key_start + h.unshared];
+        let at_restart = next_restart < restarts && block.restart_offset(next_restart) == pos;
+        let ascends = if at_restart {
             if h.shared != 0 {
                 return Err(format!(
                     "restart entry at block offset {pos} shares a prefix"
                 ));
             }
             next_restart += 1;
+            first || suffix > key.as_slice()
         } else if first {
             return Err("the first entry is not a restart point".into());
-        }
-        std::mem::swap(&mut key, &mut prev);
-        key.clear();
-        key.extend_from_slice(prev.get(..h.shared).ok_or_else(|| {
-            format!("entry at block offset {pos} shares more than the previous key")
-        })?);
-        key.extend_from_slice(&block.data[h.key_start..h.key_start + h.unshared]);
-        if !first && key <= prev {
+        } else if h.shared > key.len() {
+            return Err(format!(
+                "entry at block offset {pos} shares more than the previous key"
+            ));
+        } else if h.shared == key.len() {
+            !suffix.is_empty()
+        } else {
+            suffix.first().is_some_and(|b| *b > key[h.shared])
+        };
+        if !ascends {
             return Err(format!("keys do not ascend at block offset {pos}"));
         }
+        key.truncate(h.shared);
+        key.extend_from_slice(suffix);
         first = false;
         pos = h.next;
     }

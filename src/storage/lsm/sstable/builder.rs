@@ -54,12 +54,15 @@ impl std::fmt::Debug for TableBuilder {
 
 impl TableBuilder {
     /// Creates the file at `path` (it must not exist: a table is never
-    /// overwritten). `expected_keys` sizes the bloom filter; adding more
-    /// keys than that raises its false-positive rate above the target.
+    /// overwritten). `expected_keys` sizes the bloom filter (clamped to
+    /// 1..=2^28); adding more keys than that raises its false-positive rate
+    /// above the target, and fewer makes the filter larger than needed.
     pub fn create(path: &Path, id: u64, opts: &TableOptions, expected_keys: usize) -> Result<Self> {
         opts.validate()?;
+        // Clamped so that a wild estimate cannot ask for a huge filter
+        // (2^28 keys is 320 MiB of filter at 1%, far beyond any table).
         let bloom = Bloom::new_for_fp_rate_with_seed(
-            expected_keys.max(1),
+            expected_keys.clamp(1, 1 << 28),
             opts.bloom_false_positive_rate,
             &BLOOM_SEED,
         )

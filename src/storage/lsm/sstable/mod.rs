@@ -27,6 +27,28 @@
 //! Any mismatch is [`Error::Corruption`] with the file and the offset of the
 //! bad piece: never a wrong value, never a panic.
 //!
+//! ```
+//! use ringkv::storage::lsm::block_cache::BlockCache;
+//! use ringkv::storage::lsm::iterators::StorageIterator;
+//! use ringkv::storage::lsm::sstable::{Table, TableBuilder, TableOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("1.sst");
+//! let mut builder = TableBuilder::create(&path, 1, &TableOptions::default(), 2)?;
+//! builder.add(b"apple", 7, Some(b"red"))?;
+//! builder.add(b"pear", 9, None)?; // a tombstone
+//! let info = builder.finish()?;
+//! assert_eq!((info.entries, info.tombstones, info.max_seq), (2, 1, 9));
+//!
+//! let table = Table::open(&path, 1, BlockCache::new(1 << 20))?;
+//! assert_eq!(table.get(b"apple")?, Some((7, Some(b"red".to_vec()))));
+//! assert_eq!(table.get(b"pear")?, Some((9, None)));
+//! assert_eq!(table.get(b"plum")?, None);
+//! let it = table.iter_from(b"b")?;
+//! assert_eq!((it.key(), it.value()), (&b"pear"[..], None));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Not here: merging tables, choosing what to compact, deleting files (the
 //! engine's), and the on-disk bloom hash is the `bloomfilter` crate's
 //! SipHash of the key as `[u8]` (which includes the length as a `usize`), so
@@ -138,6 +160,25 @@ pub type BorrowedEntry<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 #[doc(hidden)]
 pub fn decode_block(stored: &[u8]) -> Result<Block> {
     block::decode_stored(stored).map_err(|reason| corruption(Path::new("<block>"), 0, reason))
+}
+
+/// Validates an uncompressed block body (entries, restart array) as
+/// [`decode_block`] does after the checksum and decompression: lets a
+/// fuzzer reach the entry parser without forging checksums.
+#[doc(hidden)]
+pub fn decode_block_body(body: &[u8]) -> Result<Block> {
+    block::validate(body.to_vec()).map_err(|reason| corruption(Path::new("<block>"), 0, reason))
+}
+
+/// The first entry of `block` with a key `>= target`, copied out, as a
+/// point lookup finds it. For fuzzing and property tests.
+#[doc(hidden)]
+pub fn block_seek(block: &Block, target: &[u8]) -> Result<Option<OwnedEntry>> {
+    let mut key = Vec::new();
+    let found = block
+        .seek(target, &mut key)
+        .map_err(|r| corruption(Path::new("<block>"), 0, r))?;
+    Ok(found.map(|e| (key, e.seq, e.value.map(|r| block.slice(r).to_vec()))))
 }
 
 /// Encodes entries (ascending keys) into one stored data block, the inverse
@@ -252,22 +293,56 @@ impl Footer {
     }
 }
 
-/// One data block as the index describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct IndexEntry {
-    /// The block's last (largest) key.
-    last_key: Box<[u8]>,
+/// Where a data block lies in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockHandle {
     /// Offset of the stored block in the file.
     offset: u64,
     /// Stored length, checksum included.
     len: u64,
 }
 
-/// The decoded index block.
+/// The decoded index block. The blocks' last keys are kept in one buffer
+/// with an array of end offsets, so that the binary search of a point
+/// lookup reads two dense arrays instead of chasing one allocation per key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Index {
     smallest: Vec<u8>,
-    blocks: Vec<IndexEntry>,
+    /// Every block's last key, concatenated in block order.
+    keys: Vec<u8>,
+    /// `key_ends[i]` is where block `i`'s last key ends in `keys`.
+    key_ends: Vec<usize>,
+    handles: Vec<BlockHandle>,
+}
+
+impl Index {
+    /// Number of data blocks.
+    fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The last key of block `i` (empty past the end).
+    fn last_key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.key_ends[i - 1] };
+        match self.key_ends.get(i) {
+            Some(&end) => &self.keys[start..end],
+            None => &[],
+        }
+    }
+
+    /// Index of the first block whose last key is `>= key` (`len()` if none).
+    fn block_for(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.last_key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
 }
 
 /// Encodes the index body (without its checksum):
@@ -319,7 +394,12 @@ fn decode_index(body: &[u8], data_end: u64) -> std::result::Result<Index, String
             body.len()
         ));
     }
-    let mut blocks: Vec<IndexEntry> = Vec::with_capacity(count);
+    let mut index = Index {
+        smallest,
+        keys: Vec::new(),
+        key_ends: Vec::with_capacity(count),
+        handles: Vec::with_capacity(count),
+    };
     let mut expected_offset = 0u64;
     for i in 0..count {
         let last_key = take(&mut pos)?;
@@ -338,18 +418,16 @@ fn decode_index(body: &[u8], data_end: u64) -> std::result::Result<Index, String
         expected_offset = offset
             .checked_add(len)
             .ok_or("index block range overflows")?;
-        if let Some(prev) = blocks.last() {
-            if *last_key <= *prev.last_key {
+        if i > 0 {
+            if last_key <= index.last_key(i - 1) {
                 return Err(format!("index last keys do not ascend at entry {i}"));
             }
-        } else if last_key < smallest.as_slice() {
+        } else if last_key < index.smallest.as_slice() {
             return Err("index smallest key is after the first block's last key".into());
         }
-        blocks.push(IndexEntry {
-            last_key: last_key.into(),
-            offset,
-            len,
-        });
+        index.keys.extend_from_slice(last_key);
+        index.key_ends.push(index.keys.len());
+        index.handles.push(BlockHandle { offset, len });
     }
     if pos != body.len() {
         return Err(format!("{} stray bytes after the index", body.len() - pos));
@@ -359,7 +437,7 @@ fn decode_index(body: &[u8], data_end: u64) -> std::result::Result<Index, String
             "data blocks end at {expected_offset} but the index starts at {data_end}"
         ));
     }
-    Ok(Index { smallest, blocks })
+    Ok(index)
 }
 
 #[cfg(test)]
@@ -395,8 +473,16 @@ mod tests {
         encode_index(b"a", 2, &entries, &mut body);
         let index = decode_index(&body, 30).unwrap();
         assert_eq!(index.smallest, b"a");
-        assert_eq!(index.blocks.len(), 2);
-        assert_eq!(index.blocks[1].offset, 10);
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.handles[1].offset, 10);
+        assert_eq!(index.last_key(0), b"b");
+        assert_eq!(index.last_key(1), b"d");
+        assert_eq!(index.last_key(2), b"");
+        assert_eq!(index.block_for(b""), 0);
+        assert_eq!(index.block_for(b"b"), 0);
+        assert_eq!(index.block_for(b"bb"), 1);
+        assert_eq!(index.block_for(b"d"), 1);
+        assert_eq!(index.block_for(b"e"), 2);
         assert!(decode_index(&body, 31).is_err());
         let mut body = Vec::new();
         encode_index(b"c", 2, &entries, &mut body);
