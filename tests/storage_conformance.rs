@@ -750,3 +750,22 @@ fn tiny_lsm_model_flushes_and_compacts() {
         assert!(compactions >= 2, "only {compactions} compactions");
     });
 }
+
+/// A longer model run of the tiny LSM, for hunting bugs by hand:
+/// `cargo test --release --test storage_conformance -- --ignored`.
+#[test]
+#[ignore = "minutes long; run by hand"]
+fn tiny_lsm_model_long() {
+    bounded(Duration::from_secs(3600), || {
+        cases::model(|| lsm(tiny_lsm_config()), 1000..1040, 4000);
+    });
+}
+
+/// The same for the B-tree.
+#[test]
+#[ignore = "minutes long; run by hand"]
+fn btree_model_long() {
+    bounded(Duration::from_secs(3600), || {
+        cases::model(|| btree(BTreeConfig::default().sync), 1000..1040, 4000);
+    });
+}

@@ -82,6 +82,18 @@ impl BTreeEngine {
     /// and always after an unclean shutdown), and with [`Error::Io`] when
     /// the file cannot be opened or is already open (in this process or
     /// another).
+    ///
+    /// ```
+    /// use ringkv::storage::{BTreeEngine, Engine, KeyRange};
+    /// use ringkv::BTreeConfig;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let engine = BTreeEngine::open(dir.path(), BTreeConfig::default()).unwrap();
+    /// engine.put(b"k", b"v").unwrap();
+    /// assert_eq!(engine.get(b"k").unwrap(), Some(b"v".to_vec()));
+    /// drop(engine); // closes the file; what was written stays
+    /// let engine = BTreeEngine::open(dir.path(), BTreeConfig::default()).unwrap();
+    /// assert_eq!(engine.scan(KeyRange::all()).unwrap().count(), 1);
+    /// ```
     pub fn open(dir: &Path, config: BTreeConfig) -> Result<BTreeEngine> {
         config.validate()?;
         std::fs::create_dir_all(dir)
