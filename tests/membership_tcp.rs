@@ -7,8 +7,8 @@
 //! transport's listener, link and reader tasks run on the runtime that the
 //! arbiter drives; the cluster forming at all is the proof that they do.
 //! (Separate processes wait for the `ringkv-node` binary, issue [5].)
-//! Partitions are tested on the in-process network only: loopback TCP has
-//! no way to cut a link.
+//! A partition is injected with `TcpTransport::set_blocked`, which drops
+//! frames to and from the other side on each node, as a cut network would.
 
 mod support;
 
@@ -16,16 +16,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv::node::{Node, NodeConfig, TransportParts};
-use ringkv::{ClusterSecret, MemberEvent, MemberStatus, NodeId, TcpConfig, TcpTransport};
+use ringkv::{
+    ClusterSecret, MemberEvent, MemberStatus, NodeId, TcpConfig, TcpTransport, Transport,
+};
 use support::*;
 
 const SECRET: &[u8] = b"membership over tcp test secret";
 
 async fn spawn(id: u64, seeds: Vec<(NodeId, String)>) -> Node {
+    spawn_with_handle(id, seeds).await.0
+}
+
+/// Spawns a node and also returns its TCP transport, for fault injection.
+async fn spawn_with_handle(id: u64, seeds: Vec<(NodeId, String)>) -> (Node, Arc<TcpTransport>) {
     let mut config = NodeConfig::new(NodeId(id), String::new(), seeds);
     config.membership = fast();
     config.ring = small_ring();
-    Node::spawn(config, move || async move {
+    let slot: Arc<std::sync::Mutex<Option<Arc<TcpTransport>>>> = Arc::default();
+    let keep = slot.clone();
+    let node = Node::spawn(config, move || async move {
         let mut tcp = TcpConfig::new(
             NodeId(id),
             "membership-test",
@@ -37,14 +46,22 @@ async fn spawn(id: u64, seeds: Vec<(NodeId, String)>) -> Node {
         tcp.shutdown_grace = Duration::from_millis(100);
         let (transport, inbox) = TcpTransport::bind(tcp).await?;
         let addr = transport.local_addr().to_string();
+        let transport = Arc::new(transport);
+        *keep.lock().unwrap() = Some(transport.clone());
         Ok(TransportParts {
-            transport: Arc::new(transport),
+            transport,
             inbox,
             advertised: Some(addr),
         })
     })
     .await
-    .unwrap()
+    .unwrap();
+    let transport = slot
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the transport was built");
+    (node, transport)
 }
 
 async fn cluster(n: u64) -> Vec<Node> {
@@ -112,6 +129,54 @@ async fn tcp_cluster_detects_a_crash_tolerates_a_stall_and_sees_a_leave() {
     let ring = nodes[0].ring().await.unwrap();
     assert!(ring.is_member(victim_id) && !ring.is_member(left));
     for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn tcp_partition_makes_each_side_see_the_other_down_and_healing_brings_them_back() {
+    let first = spawn_with_handle(1, vec![]).await;
+    let seed = vec![(NodeId(1), first.0.addr().to_string())];
+    let mut nodes = vec![first];
+    for id in 2..=4 {
+        nodes.push(spawn_with_handle(id, seed.clone()).await);
+    }
+    let ids: Vec<NodeId> = (1..=4).map(NodeId).collect();
+    let (handles, transports): (Vec<Node>, Vec<Arc<TcpTransport>>) = nodes.into_iter().unzip();
+    let formed = wait_until(Duration::from_secs(30), || async {
+        all_see(&handles, &ids, MemberStatus::Alive).await && same_ring(&handles, &ids).await
+    })
+    .await;
+    assert!(formed.is_some(), "the TCP cluster did not form");
+
+    // {1, 2} | {3, 4}
+    let (left, right) = ([NodeId(1), NodeId(2)], [NodeId(3), NodeId(4)]);
+    for (i, t) in transports.iter().enumerate() {
+        t.set_blocked(if i < 2 { right } else { left });
+    }
+    let bound = expected_detection(4) * 10;
+    let split = wait_until(bound, || async {
+        all_see(&handles[..2], &right, MemberStatus::Down).await
+            && all_see(&handles[2..], &left, MemberStatus::Down).await
+    })
+    .await;
+    let split =
+        split.unwrap_or_else(|| panic!("the sides did not see each other DOWN within {bound:?}"));
+    assert!(all_see(&handles[..2], &left, MemberStatus::Alive).await);
+    assert!(all_see(&handles[2..], &right, MemberStatus::Alive).await);
+    assert!(transports[0].stats().frames_blocked > 0);
+    eprintln!("tcp: partition to DOWN on both sides: {split:?}");
+
+    for t in &transports {
+        t.set_blocked([]);
+    }
+    let healed = wait_until(Duration::from_secs(30), || async {
+        all_see(&handles, &ids, MemberStatus::Alive).await
+    })
+    .await;
+    let healed = healed.expect("healing did not bring everyone back ALIVE");
+    eprintln!("tcp: heal to ALIVE everywhere: {healed:?}");
+    for n in handles {
         n.shutdown().await;
     }
 }

@@ -102,6 +102,9 @@ pub struct NetStats {
     /// Handshakes that failed or were refused (either direction), not
     /// counting simultaneous-connect tie-breaks.
     pub handshake_failures: u64,
+    /// Frames dropped, in either direction, because the peer is cut off by
+    /// an injected partition (`TcpTransport::set_blocked`).
+    pub frames_blocked: u64,
 }
 
 /// Lock-free counters behind [`NetStats`].
@@ -117,6 +120,7 @@ pub(crate) struct StatCounters {
     pub frames_lost: AtomicU64,
     pub connections: AtomicU64,
     pub handshake_failures: AtomicU64,
+    pub frames_blocked: AtomicU64,
 }
 
 impl StatCounters {
@@ -137,6 +141,7 @@ impl StatCounters {
             frames_lost: get(&self.frames_lost),
             connections: get(&self.connections),
             handshake_failures: get(&self.handshake_failures),
+            frames_blocked: get(&self.frames_blocked),
         }
     }
 }

@@ -54,7 +54,7 @@
 //! (see [`super::handshake`]), and it does not retransmit: a frame written to
 //! a connection that then breaks may be lost (counted in `frames_lost`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -103,6 +103,9 @@ struct Shared {
     stop: CancellationToken,
     tasks: TaskTracker,
     next_gen: AtomicU64,
+    /// Peers cut off by an injected partition: frames to and from them are
+    /// dropped.
+    blocked: Mutex<HashSet<NodeId>>,
 }
 
 /// What the endpoint knows about one peer; its link task owns the rest.
@@ -180,6 +183,7 @@ impl TcpTransport {
             stop: stop.clone(),
             tasks: TaskTracker::new(),
             next_gen: AtomicU64::new(1),
+            blocked: Mutex::new(HashSet::new()),
         });
         info!(
             node = %shared.config.node,
@@ -193,6 +197,24 @@ impl TcpTransport {
             _stop_on_drop: Arc::new(stop.drop_guard()),
         };
         Ok((transport, inbox_rx))
+    }
+
+    /// Injects a partition: from now on, frames to and from `peers` are
+    /// dropped silently in both directions (counted in
+    /// [`NetStats::frames_blocked`]), replacing any earlier set; an empty
+    /// set heals. Connections stay up, as they do through a real partition
+    /// until TCP gives up, so healing is immediate. For tests and for the
+    /// shell's fault injection on TCP clusters; a node in production never
+    /// calls it.
+    pub fn set_blocked(&self, peers: impl IntoIterator<Item = NodeId>) {
+        *lock(&self.shared.blocked) = peers.into_iter().collect();
+    }
+
+    /// The peers currently cut off by [`TcpTransport::set_blocked`].
+    pub fn blocked(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = lock(&self.shared.blocked).iter().copied().collect();
+        v.sort();
+        v
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -241,6 +263,12 @@ impl Transport for TcpTransport {
         let max = s.config.net.max_frame_bytes;
         if envelope.to == me {
             return s.deliver_to_self(&codec::encode_frame(&envelope, max)?);
+        }
+        if s.is_blocked(envelope.to) {
+            // A partitioned network loses the frame without telling the
+            // sender: so does the injected one.
+            StatCounters::add(&s.stats.frames_blocked, 1);
+            return Ok(());
         }
         let peer = lock(&s.peers)
             .get(&envelope.to)
@@ -300,6 +328,11 @@ impl Peer {
 }
 
 impl Shared {
+    fn is_blocked(&self, peer: NodeId) -> bool {
+        let blocked = lock(&self.blocked);
+        !blocked.is_empty() && blocked.contains(&peer)
+    }
+
     fn spawn<F>(&self, task: F) -> AbortHandle
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -919,6 +952,10 @@ async fn run_reader(
                 to = %envelope.to,
                 "dropping an envelope whose sender or recipient is not this connection's"
             );
+            continue;
+        }
+        if shared.is_blocked(peer.id) {
+            StatCounters::add(&shared.stats.frames_blocked, 1);
             continue;
         }
         StatCounters::add(&shared.stats.frames_received, 1);
