@@ -13,6 +13,17 @@ use crate::error::Result;
 /// (`None` is a tombstone).
 pub type OwnedEntry = (Vec<u8>, u64, Option<Vec<u8>>);
 
+/// Copies every entry a cursor has left into owned entries (for tests).
+#[cfg(test)]
+pub(crate) fn drain(it: &mut dyn StorageIterator) -> Result<Vec<OwnedEntry>> {
+    let mut out = Vec::new();
+    while it.is_valid() {
+        out.push((it.key().to_vec(), it.seq(), it.value().map(<[u8]>::to_vec)));
+        it.next()?;
+    }
+    Ok(out)
+}
+
 /// A cursor over sorted entries.
 ///
 /// Cursor style rather than `std::iter::Iterator` so that a merge can look at

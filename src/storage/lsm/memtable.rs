@@ -272,12 +272,7 @@ mod tests {
     use super::*;
 
     fn collect(mut it: MemTableIter) -> Vec<OwnedEntry> {
-        let mut out = Vec::new();
-        while it.is_valid() {
-            out.push((it.key().to_vec(), it.seq(), it.value().map(<[u8]>::to_vec)));
-            it.next().unwrap();
-        }
-        out
+        crate::storage::lsm::iterators::drain(&mut it).unwrap()
     }
 
     #[test]

@@ -148,8 +148,8 @@ pub struct TableInfo {
 }
 
 /// An entry copied out of a table: key, sequence number, value (`None` is
-/// a tombstone).
-pub type OwnedEntry = (Vec<u8>, u64, Option<Vec<u8>>);
+/// a tombstone). The one type every source of the LSM uses.
+pub use super::iterators::OwnedEntry;
 
 /// An entry borrowed for writing: key, sequence number, value.
 pub type BorrowedEntry<'a> = (&'a [u8], u64, Option<&'a [u8]>);

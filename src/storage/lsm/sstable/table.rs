@@ -446,12 +446,7 @@ mod tests {
     }
 
     fn collect(mut it: TableIter) -> Vec<Entry> {
-        let mut out = Vec::new();
-        while it.is_valid() {
-            out.push((it.key().to_vec(), it.seq(), it.value().map(<[u8]>::to_vec)));
-            it.next().unwrap();
-        }
-        out
+        crate::storage::lsm::iterators::drain(&mut it).unwrap()
     }
 
     #[test]
