@@ -768,3 +768,107 @@ mod tests {
         assert!(tcp.validate().is_err());
     }
 }
+
+/// Where a node keeps its data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StorageConfig {
+    /// In memory only: lost when the process ends. For experiments with
+    /// many nodes in one process.
+    Memory,
+    /// The LSM engine in `dir`.
+    Lsm {
+        /// The engine's directory (created if missing).
+        dir: std::path::PathBuf,
+        /// The engine's settings.
+        config: LsmConfig,
+    },
+    /// The B-tree engine (redb) in `dir`.
+    BTree {
+        /// The engine's directory (created if missing).
+        dir: std::path::PathBuf,
+        /// The engine's settings.
+        config: BTreeConfig,
+    },
+}
+
+impl StorageConfig {
+    /// The engine's name: `"memory"`, `"lsm"` or `"btree"`.
+    pub fn engine_name(&self) -> &'static str {
+        match self {
+            StorageConfig::Memory => "memory",
+            StorageConfig::Lsm { .. } => "lsm",
+            StorageConfig::BTree { .. } => "btree",
+        }
+    }
+}
+
+/// Configuration of a node's replica, coordinator and hinted handoff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// Most hints a node holds for other nodes. Default 1,000,000: at the
+    /// default 1 KiB objects about 1 GiB of disk, hours of writes for a
+    /// node that is down. When full, a fallback refuses further hinted
+    /// writes, so the put counts one fewer ack (the client sees fewer
+    /// copies, never a silent drop).
+    pub max_hints: usize,
+    /// How often hinted handoff looks for owners that are back. Default
+    /// 1 s, the gossip interval: an owner cannot be seen back sooner.
+    pub handoff_interval: Duration,
+    /// Hints read from the store per owner per round. Default 256.
+    pub handoff_batch: usize,
+    /// Hint deliveries awaiting an answer, per owner. Default 64: keeps a
+    /// recovering node busy without flooding it.
+    pub handoff_in_flight: usize,
+    /// A delivery unanswered this long is offered again. Default 5 s.
+    pub handoff_retry: Duration,
+    /// Replica requests being served at once (each on a blocking thread).
+    /// Default 64; more wait in the replica actor's queue.
+    pub max_concurrent_io: usize,
+    /// Client requests a node accepts in flight before refusing new ones
+    /// with `QueueFull` (retryable). Default 10,000.
+    pub max_in_flight: usize,
+    /// How often the compactor looks at the engine's level shape. Default
+    /// 100 ms: a flush adds one L0 table per memtable (64 MiB), far less
+    /// often than that under any load.
+    pub compaction_poll: Duration,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            max_hints: 1_000_000,
+            handoff_interval: Duration::from_secs(1),
+            handoff_batch: 256,
+            handoff_in_flight: 64,
+            handoff_retry: Duration::from_secs(5),
+            max_concurrent_io: 64,
+            max_in_flight: 10_000,
+            compaction_poll: Duration::from_millis(100),
+        }
+    }
+}
+
+impl ReplicaConfig {
+    /// Checks that the values can work.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_hints == 0
+            || self.handoff_batch == 0
+            || self.handoff_in_flight == 0
+            || self.max_concurrent_io == 0
+            || self.max_in_flight == 0
+        {
+            return Err(Error::InvalidInput(
+                "replica config: counts must be at least 1".into(),
+            ));
+        }
+        if self.handoff_interval.is_zero()
+            || self.handoff_retry.is_zero()
+            || self.compaction_poll.is_zero()
+        {
+            return Err(Error::InvalidInput(
+                "replica config: intervals must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -27,14 +27,15 @@ pub mod membership;
 pub mod message;
 pub mod net;
 pub mod node;
+pub mod protocol;
 pub mod replication;
 pub mod ring;
 pub mod sim;
 pub mod storage;
 pub mod version;
 
-pub use config::BTreeConfig;
 pub use config::MembershipConfig;
+pub use config::{BTreeConfig, BucketProps};
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 pub use config::{LsmConfig, RingConfig, SyncPolicy, VersionConfig};
 pub use error::{Error, Result};

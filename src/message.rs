@@ -21,6 +21,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberEntry;
+use crate::replication::buckets::BucketEntry;
+use crate::replication::{ReplicaReply, ReplicaRequest};
 use crate::ring::Ring;
 
 /// The version of the node-to-node protocol spoken by this build. Both ends
@@ -116,6 +118,23 @@ pub enum Message {
         /// The ring.
         ring: Ring,
     },
+    /// A request to a replica, from a coordinator or from hinted handoff
+    /// (see `replication`). Answered with [`Message::Replicated`].
+    Replicate {
+        /// The request; its `req` id is echoed in the reply.
+        request: ReplicaRequest,
+    },
+    /// A replica's answer to a [`Message::Replicate`].
+    Replicated {
+        /// The reply.
+        reply: ReplicaReply,
+    },
+    /// Bucket-property gossip: the sender's whole bucket table (see
+    /// `replication::buckets`). The receiver merges it; no answer.
+    Buckets {
+        /// Every bucket the sender has set properties for.
+        buckets: Vec<BucketEntry>,
+    },
 }
 
 impl Message {
@@ -127,6 +146,9 @@ impl Message {
             Message::Gossip { .. } => "gossip",
             Message::RingDigest { .. } => "ring_digest",
             Message::RingState { .. } => "ring_state",
+            Message::Replicate { .. } => "replicate",
+            Message::Replicated { .. } => "replicated",
+            Message::Buckets { .. } => "buckets",
         }
     }
 }
@@ -293,7 +315,10 @@ mod tests {
             | Message::Pong { .. }
             | Message::Gossip { .. }
             | Message::RingDigest { .. }
-            | Message::RingState { .. } => (),
+            | Message::RingState { .. }
+            | Message::Replicate { .. }
+            | Message::Replicated { .. }
+            | Message::Buckets { .. } => (),
         });
         let _ = hs.map(|h| match h {
             Handshake::Hello { .. }
@@ -321,6 +346,9 @@ mod tests {
         "Message::Gossip",
         "Message::RingDigest",
         "Message::RingState",
+        "Message::Replicate",
+        "Message::Replicated",
+        "Message::Buckets",
         "Handshake::Hello",
         "Handshake::Challenge",
         "Handshake::Proof",

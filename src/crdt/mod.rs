@@ -35,7 +35,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::codec;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::message::NodeId;
+use crate::version::Timestamp;
 
 /// A state-based CRDT.
 pub trait Crdt: Clone + PartialEq + Serialize + DeserializeOwned {
@@ -92,6 +94,184 @@ impl CrdtKind {
             CrdtKind::TwoPSet => join_as::<TwoPSet<ByteBuf>>(states, max),
             CrdtKind::OrSet => join_as::<OrSet<ByteBuf>>(states, max),
             CrdtKind::LwwRegister => join_as::<LwwRegister<ByteBuf>>(states, max),
+        }
+    }
+}
+
+/// An update a client asks of a CRDT bucket's value. The coordinating
+/// replica applies it to the join of what it stores, as its own node, and
+/// stores the result with the context it read, so the update replaces every
+/// sibling it saw (see `replication::replica`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CrdtOp {
+    /// Adds `by` to a counter. A [`GCounter`] refuses a negative `by`.
+    Add(i64),
+    /// Adds elements to a set.
+    SetAdd(Vec<ByteBuf>),
+    /// Removes elements from a set ([`TwoPSet`]: for good; [`OrSet`]: those
+    /// observed here; a [`GSet`] refuses).
+    SetRemove(Vec<ByteBuf>),
+    /// Sets a register's value.
+    Assign(ByteBuf),
+}
+
+/// The value a client sees of a CRDT state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrdtValue {
+    /// A counter's total.
+    Counter(i128),
+    /// A set's live elements, in order.
+    Set(Vec<Vec<u8>>),
+    /// A register's value (`None`: never assigned).
+    Register(Option<Vec<u8>>),
+}
+
+impl CrdtKind {
+    /// Applies `op` to `state` (an encoded state of this kind; empty means
+    /// the empty state) as `actor` at `timestamp`, and encodes the result.
+    /// Fails with `InvalidInput` when the op does not fit the kind.
+    pub fn apply(
+        self,
+        state: &[u8],
+        op: &CrdtOp,
+        actor: NodeId,
+        timestamp: Timestamp,
+        max: usize,
+    ) -> Result<Vec<u8>> {
+        fn load<T: Crdt + Default>(state: &[u8], max: usize) -> Result<T> {
+            if state.is_empty() {
+                Ok(T::default())
+            } else {
+                codec::decode(state, max)
+            }
+        }
+        let misfit = || {
+            Err(Error::InvalidInput(format!(
+                "operation {} does not apply to a {self:?} bucket",
+                op.name()
+            )))
+        };
+        match (self, op) {
+            (CrdtKind::GCounter, CrdtOp::Add(by)) => {
+                let by = u64::try_from(*by).map_err(|_| {
+                    Error::InvalidInput(format!("a GCounter only grows; cannot add {by}"))
+                })?;
+                let mut c: GCounter = load(state, max)?;
+                c.increment(actor, by);
+                codec::encode(&c)
+            }
+            (CrdtKind::PnCounter, CrdtOp::Add(by)) => {
+                let mut c: PnCounter = load(state, max)?;
+                c.add(actor, *by);
+                codec::encode(&c)
+            }
+            (CrdtKind::GSet, CrdtOp::SetAdd(elems)) => {
+                let mut s: GSet<ByteBuf> = load(state, max)?;
+                elems.iter().for_each(|e| s.add(e.clone()));
+                codec::encode(&s)
+            }
+            (CrdtKind::TwoPSet, CrdtOp::SetAdd(elems)) => {
+                let mut s: TwoPSet<ByteBuf> = load(state, max)?;
+                for e in elems {
+                    s.add(e.clone());
+                }
+                codec::encode(&s)
+            }
+            (CrdtKind::TwoPSet, CrdtOp::SetRemove(elems)) => {
+                let mut s: TwoPSet<ByteBuf> = load(state, max)?;
+                elems.iter().for_each(|e| s.remove(e.clone()));
+                codec::encode(&s)
+            }
+            (CrdtKind::OrSet, CrdtOp::SetAdd(elems)) => {
+                let mut s: OrSet<ByteBuf> = load(state, max)?;
+                elems.iter().for_each(|e| s.add(actor, e.clone()));
+                codec::encode(&s)
+            }
+            (CrdtKind::OrSet, CrdtOp::SetRemove(elems)) => {
+                let mut s: OrSet<ByteBuf> = load(state, max)?;
+                for e in elems {
+                    s.remove(e);
+                }
+                codec::encode(&s)
+            }
+            (CrdtKind::LwwRegister, CrdtOp::Assign(v)) => {
+                let mut r: LwwRegister<ByteBuf> = load(state, max)?;
+                r.set(actor, timestamp, v.clone());
+                codec::encode(&r)
+            }
+            _ => misfit(),
+        }
+    }
+
+    /// What a client sees of `state` (empty: the empty state).
+    pub fn value(self, state: &[u8], max: usize) -> Result<CrdtValue> {
+        fn load<T: Crdt + Default>(state: &[u8], max: usize) -> Result<T> {
+            if state.is_empty() {
+                Ok(T::default())
+            } else {
+                codec::decode(state, max)
+            }
+        }
+        let elems = |it: &mut dyn Iterator<Item = &ByteBuf>| -> Vec<Vec<u8>> {
+            it.map(|e| e.to_vec()).collect()
+        };
+        Ok(match self {
+            CrdtKind::GCounter => {
+                let c: GCounter = load(state, max)?;
+                CrdtValue::Counter(i128::try_from(c.value()).unwrap_or(i128::MAX))
+            }
+            CrdtKind::PnCounter => CrdtValue::Counter(load::<PnCounter>(state, max)?.value()),
+            CrdtKind::GSet => CrdtValue::Set(elems(&mut load::<GSet<ByteBuf>>(state, max)?.iter())),
+            CrdtKind::TwoPSet => {
+                CrdtValue::Set(elems(&mut load::<TwoPSet<ByteBuf>>(state, max)?.iter()))
+            }
+            CrdtKind::OrSet => {
+                CrdtValue::Set(elems(&mut load::<OrSet<ByteBuf>>(state, max)?.iter()))
+            }
+            CrdtKind::LwwRegister => {
+                let r: LwwRegister<ByteBuf> = load(state, max)?;
+                CrdtValue::Register(r.value.map(|v| v.into_vec()))
+            }
+        })
+    }
+}
+
+impl CrdtOp {
+    /// Checks, without any state, that `self` applies to a `kind` bucket:
+    /// what a coordinator checks before sending it anywhere.
+    pub fn check(&self, kind: CrdtKind) -> Result<()> {
+        let fits = matches!(
+            (kind, self),
+            (CrdtKind::GCounter, CrdtOp::Add(0..))
+                | (CrdtKind::PnCounter, CrdtOp::Add(_))
+                | (CrdtKind::GSet, CrdtOp::SetAdd(_))
+                | (
+                    CrdtKind::TwoPSet | CrdtKind::OrSet,
+                    CrdtOp::SetAdd(_) | CrdtOp::SetRemove(_)
+                )
+                | (CrdtKind::LwwRegister, CrdtOp::Assign(_))
+        );
+        if fits {
+            Ok(())
+        } else if let (CrdtKind::GCounter, CrdtOp::Add(by)) = (kind, self) {
+            Err(Error::InvalidInput(format!(
+                "a GCounter only grows; cannot add {by}"
+            )))
+        } else {
+            Err(Error::InvalidInput(format!(
+                "operation {} does not apply to a {kind:?} bucket",
+                self.name()
+            )))
+        }
+    }
+
+    /// The op's name, for errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CrdtOp::Add(_) => "add",
+            CrdtOp::SetAdd(_) => "set_add",
+            CrdtOp::SetRemove(_) => "set_remove",
+            CrdtOp::Assign(_) => "assign",
         }
     }
 }

@@ -26,7 +26,9 @@ use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Leave, Subscr
 use super::ring_manager::{GetRing, RingManager};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
-use crate::config::{MembershipConfig, RingConfig};
+use crate::config::{
+    BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig, VersionConfig,
+};
 use crate::error::{Error, Result};
 use crate::membership::{MemberEntry, Membership, RingKeeper};
 use crate::message::NodeId;
@@ -50,6 +52,16 @@ pub struct NodeConfig {
     /// Seeds the node's random choices (gossip targets). Any value works;
     /// distinct nodes should use distinct seeds.
     pub rng_seed: u64,
+    /// The cluster's name, reported to clients.
+    pub cluster: String,
+    /// Where the node keeps its data.
+    pub storage: StorageConfig,
+    /// Properties of buckets never set explicitly.
+    pub bucket_defaults: BucketProps,
+    /// Clocks and siblings.
+    pub version: VersionConfig,
+    /// Replica, coordinator and hinted handoff.
+    pub replica: ReplicaConfig,
 }
 
 impl NodeConfig {
@@ -62,6 +74,11 @@ impl NodeConfig {
             membership: MembershipConfig::default(),
             ring: RingConfig::default(),
             rng_seed: id.0,
+            cluster: "ringkv".into(),
+            storage: StorageConfig::Memory,
+            bucket_defaults: BucketProps::default(),
+            version: VersionConfig::default(),
+            replica: ReplicaConfig::default(),
         }
     }
 }

@@ -69,6 +69,18 @@ pub enum ClientOp {
         /// Overrides.
         options: RequestOptions,
     },
+    /// Apply a CRDT update to a `Crdt` bucket's value (see
+    /// [`Write::op`]); answered like a put.
+    Update {
+        /// The bucket.
+        bucket: Vec<u8>,
+        /// The key.
+        key: Vec<u8>,
+        /// The update.
+        op: crate::crdt::CrdtOp,
+        /// Overrides.
+        options: RequestOptions,
+    },
 }
 
 /// A finished request's result.
@@ -232,13 +244,44 @@ impl<C> Coordinator<C> {
                     out,
                 ))
             }
-            ClientOp::Put {
-                bucket,
-                key,
-                payload,
-                context,
-                options,
-            } => {
+            ClientOp::Put { .. } | ClientOp::Update { .. } => {
+                let (bucket, key, payload, context, op, options) = match op {
+                    ClientOp::Put {
+                        bucket,
+                        key,
+                        payload,
+                        context,
+                        options,
+                    } => (bucket, key, payload, context, None, options),
+                    ClientOp::Update {
+                        bucket,
+                        key,
+                        op,
+                        options,
+                    } => {
+                        let checked = match &self.bucket(&bucket).policy {
+                            crate::version::ConflictPolicy::Crdt(kind) => op.check(*kind),
+                            other => Err(Error::InvalidInput(format!(
+                                "{} needs a CRDT bucket; this bucket's policy is {other:?}",
+                                op.name()
+                            ))),
+                        };
+                        if let Err(e) = checked {
+                            return Some((client, Err(e)));
+                        }
+                        // The payload is ignored when `op` is set.
+                        let unused = Payload::Value(Vec::new());
+                        (
+                            bucket,
+                            key,
+                            unused,
+                            CausalContext::empty(),
+                            Some(op),
+                            options,
+                        )
+                    }
+                    ClientOp::Get { .. } => unreachable!("matched above"),
+                };
                 let props = self.bucket(&bucket).clone();
                 let w = match options.w.unwrap_or(props.w).required(props.n) {
                     Ok(w) => w,
@@ -260,6 +303,7 @@ impl<C> Coordinator<C> {
                     context,
                     payload,
                     timestamp: self.hlc.now(wall_ms),
+                    op,
                 };
                 Machine::Put(PutRequest::new(
                     now,

@@ -18,7 +18,7 @@ use crate::message::NodeId;
 use crate::version::{ConflictPolicy, Object};
 
 /// When read repair runs.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Repair {
     /// After answering, once every replica replied or the deadline passed.
     #[default]

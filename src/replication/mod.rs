@@ -43,6 +43,7 @@
 //! [`Object`] is returned, and the caller resolves it under the bucket's
 //! policy.
 
+pub mod buckets;
 pub mod coordinator;
 pub mod get;
 pub mod handoff;
@@ -164,6 +165,12 @@ pub struct Write {
     pub payload: Payload,
     /// The coordinator's hybrid-logical-clock time for the write.
     pub timestamp: Timestamp,
+    /// A CRDT update instead of `payload` (which is then ignored): the
+    /// coordinating replica applies it to the join of its stored siblings
+    /// and writes the result with the stored object's whole context, so it
+    /// replaces every sibling it saw. Only for `Crdt` buckets.
+    #[serde(default)]
+    pub op: Option<crate::crdt::CrdtOp>,
 }
 
 /// A request from a coordinator to a replica.

@@ -311,6 +311,7 @@ mod tests {
             context: CausalContext::empty(),
             payload: Payload::Value(v.as_bytes().to_vec()),
             timestamp: Timestamp::from_ms(1),
+            op: None,
         }
     }
 

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::message::NodeId;
 use crate::ring::{key_token, Token};
 use crate::storage::{Engine, KeyRange, WriteBatch, MAX_VALUE_BYTES};
-use crate::version::{ConflictPolicy, Object};
+use crate::version::{ConflictPolicy, Object, Payload};
 
 const OBJECT_SPACE: u8 = 0x00;
 const HINT_SPACE: u8 = 0x01;
@@ -240,12 +240,31 @@ impl ReplicaStore {
         let k = object_key(bucket, key).map_err(failed)?;
         let _guard = self.lock(&k);
         let mut object = self.load(&k).map_err(failed)?.unwrap_or_default();
+        let (context, payload) = match &write.op {
+            None => (write.context, write.payload),
+            Some(op) => {
+                let ConflictPolicy::Crdt(kind) = policy else {
+                    return Err(ReplicaError::Failed(format!(
+                        "a CRDT operation on a bucket with policy {policy:?}"
+                    )));
+                };
+                let max = MAX_VALUE_BYTES;
+                let values = object.siblings().iter().filter_map(|s| s.payload.value());
+                let state = kind.join(values, max).map_err(failed)?;
+                let updated = kind
+                    .apply(&state, op, self.node, write.timestamp, max)
+                    .map_err(failed)?;
+                // The whole stored context: the update replaces every
+                // sibling it was applied to.
+                (object.context(), Payload::Value(updated))
+            }
+        };
         policy
             .put(
                 &mut object,
                 self.node,
-                &write.context,
-                write.payload,
+                &context,
+                payload,
                 write.timestamp,
                 self.max_siblings,
             )
@@ -418,6 +437,7 @@ mod tests {
                 context,
                 payload: Payload::Value(value.as_bytes().to_vec()),
                 timestamp: Timestamp::from_ms(req),
+                op: None,
             },
             policy: ConflictPolicy::Siblings,
         }

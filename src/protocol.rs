@@ -1,0 +1,545 @@
+//! The client protocol: what clients send to a node's client port, and what
+//! they get back.
+//!
+//! A client connection carries length-delimited CBOR frames (the same
+//! framing as node-to-node traffic: a 4-byte big-endian length, then that
+//! many bytes; see `docs/wire.md`). The client sends [`Request`]s; the node
+//! answers each with one [`Response`] carrying the same `id`. Requests may
+//! be pipelined: responses can come back in any order, matched by `id`.
+//!
+//! The first request on a connection should be [`Op::Hello`], which checks
+//! that both ends speak [`CLIENT_PROTOCOL_VERSION`]; a node answers every
+//! other op on a connection that skipped it too, so a minimal client can
+//! skip it.
+//!
+//! Encoding: serde's default representation, like the node-to-node
+//! messages: structs are CBOR maps keyed by field name, enums are
+//! externally tagged (`{"Get": {...}}`, a unit variant is a bare text
+//! string such as `"Ring"`), byte fields are CBOR byte strings, optional
+//! fields may be absent or null. `docs/protocol.md` describes every frame
+//! for writers of clients in other languages.
+//!
+//! A frame that cannot be decoded as a request gets an error response with
+//! code [`ErrorCode::BadRequest`] and the `id` when the `id` at least could
+//! be read (0 otherwise); the connection stays open. A frame longer than the
+//! node's limit closes the connection after an error response with id 0,
+//! since the stream cannot be resynchronised without reading it.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::config::BucketProps;
+use crate::error::Error;
+use crate::message::NodeId;
+use crate::replication::get::Repair;
+use crate::replication::{Consistency, Receipt};
+use crate::version::ConflictPolicy;
+
+/// The version of the client protocol this build speaks.
+pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
+
+/// What serves client requests: a node ([`crate::node::Node`] implements
+/// it). The client port and embedded users (the shell, the FFI) call it.
+pub trait Handler: Send + Sync + 'static {
+    /// Executes one client operation.
+    fn execute(&self, op: Op) -> futures_util::future::BoxFuture<'static, crate::Result<Reply>>;
+}
+
+/// One request from a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client, echoed in the response. Clients should not use
+    /// 0, which error responses to unreadable frames carry.
+    pub id: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// Read options; every field is optional and defaults to the bucket's
+/// setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReadOptions {
+    /// How many replicas must answer.
+    pub r: Option<Consistency>,
+    /// When read repair runs: `"Async"` (the default: after answering),
+    /// `"BeforeAnswer"`, or `"Off"`.
+    pub repair: Option<Repair>,
+    /// Whether fallbacks may answer for down primaries.
+    pub sloppy_quorum: Option<bool>,
+    /// Timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Write options; every field is optional and defaults to the bucket's
+/// setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WriteOptions {
+    /// How many replicas must store the write before it is acknowledged.
+    pub w: Option<Consistency>,
+    /// Whether fallbacks may store it (as hints) for down primaries.
+    pub sloppy_quorum: Option<bool>,
+    /// Timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// What a client asks for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Checks the protocol version; answered with [`Reply::Hello`].
+    Hello {
+        /// The client's [`CLIENT_PROTOCOL_VERSION`].
+        version: u32,
+        /// Free text naming the client, for the node's logs.
+        client: String,
+    },
+    /// Reads a key; answered with [`Reply::Object`].
+    Get {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+        /// Options.
+        #[serde(default)]
+        options: ReadOptions,
+    },
+    /// Writes a value; answered with [`Reply::Written`].
+    Put {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+        /// The value.
+        value: ByteBuf,
+        /// The context from an earlier read of this key: the write replaces
+        /// the siblings that read returned. Absent: a blind write, kept
+        /// beside whatever is stored (under the `Siblings` policy).
+        #[serde(default)]
+        context: Option<ByteBuf>,
+        /// Options.
+        #[serde(default)]
+        options: WriteOptions,
+    },
+    /// Deletes a key (writes a tombstone); answered with
+    /// [`Reply::Written`].
+    Delete {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+        /// As for `Put`.
+        #[serde(default)]
+        context: Option<ByteBuf>,
+        /// Options.
+        #[serde(default)]
+        options: WriteOptions,
+    },
+    /// Adds `by` (negative to subtract, for a `PnCounter` bucket) to a
+    /// counter; answered with [`Reply::Counter`] holding the new value.
+    CounterAdd {
+        /// The bucket (policy `Crdt(GCounter)` or `Crdt(PnCounter)`).
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+        /// The amount.
+        by: i64,
+        /// Options.
+        #[serde(default)]
+        options: WriteOptions,
+    },
+    /// Reads a counter; answered with [`Reply::Counter`].
+    CounterGet {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+        /// Options.
+        #[serde(default)]
+        options: ReadOptions,
+    },
+    /// Adds members to a set; answered with [`Reply::Set`].
+    SetAdd {
+        /// The bucket (policy `Crdt(GSet)`, `Crdt(TwoPSet)` or `Crdt(OrSet)`).
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+        /// The members to add.
+        members: Vec<ByteBuf>,
+        /// Options.
+        #[serde(default)]
+        options: WriteOptions,
+    },
+    /// Removes members from a set; answered with [`Reply::Set`].
+    SetRemove {
+        /// The bucket (`Crdt(TwoPSet)` or `Crdt(OrSet)`).
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+        /// The members to remove.
+        members: Vec<ByteBuf>,
+        /// Options.
+        #[serde(default)]
+        options: WriteOptions,
+    },
+    /// Reads a set; answered with [`Reply::Set`].
+    SetMembers {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+        /// Options.
+        #[serde(default)]
+        options: ReadOptions,
+    },
+    /// Reads a bucket's properties; answered with [`Reply::Bucket`].
+    GetBucket {
+        /// The bucket.
+        bucket: ByteBuf,
+    },
+    /// Sets a bucket's properties cluster-wide; answered with
+    /// [`Reply::Bucket`]. The change reaches every node by gossip within a
+    /// few gossip rounds.
+    SetBucket {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The new properties.
+        props: BucketInfo,
+    },
+    /// The ring as the node sees it; answered with [`Reply::Ring`].
+    Ring,
+    /// The node's view of the cluster; answered with [`Reply::Status`].
+    Status,
+    /// The nodes that hold `bucket`/`key` now, in preference order;
+    /// answered with [`Reply::Preference`].
+    PreferenceList {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+    },
+}
+
+impl Op {
+    /// The op's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Hello { .. } => "hello",
+            Op::Get { .. } => "get",
+            Op::Put { .. } => "put",
+            Op::Delete { .. } => "delete",
+            Op::CounterAdd { .. } => "counter_add",
+            Op::CounterGet { .. } => "counter_get",
+            Op::SetAdd { .. } => "set_add",
+            Op::SetRemove { .. } => "set_remove",
+            Op::SetMembers { .. } => "set_members",
+            Op::GetBucket { .. } => "get_bucket",
+            Op::SetBucket { .. } => "set_bucket",
+            Op::Ring => "ring",
+            Op::Status => "status",
+            Op::PreferenceList { .. } => "preference_list",
+        }
+    }
+}
+
+/// A bucket's properties as the protocol carries them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketInfo {
+    /// Replicas per key, 1 to 16.
+    pub n: u32,
+    /// Default read quorum.
+    pub r: Consistency,
+    /// Default write quorum.
+    pub w: Consistency,
+    /// Conflict policy.
+    pub policy: ConflictPolicy,
+    /// Whether fallbacks may stand in for down primaries.
+    pub sloppy_quorum: bool,
+    /// Request timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl From<&BucketProps> for BucketInfo {
+    fn from(p: &BucketProps) -> Self {
+        BucketInfo {
+            n: p.n as u32,
+            r: p.r,
+            w: p.w,
+            policy: p.policy.clone(),
+            sloppy_quorum: p.sloppy_quorum,
+            timeout_ms: p.timeout.as_millis().min(u64::MAX as u128) as u64,
+        }
+    }
+}
+
+impl TryFrom<&BucketInfo> for BucketProps {
+    type Error = Error;
+
+    fn try_from(b: &BucketInfo) -> Result<Self, Error> {
+        let props = BucketProps {
+            n: b.n as usize,
+            r: b.r,
+            w: b.w,
+            policy: b.policy.clone(),
+            sloppy_quorum: b.sloppy_quorum,
+            timeout: std::time::Duration::from_millis(b.timeout_ms),
+        };
+        props.validate()?;
+        Ok(props)
+    }
+}
+
+/// One node's answer to one request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's `id` (0 when the request could not be read at all).
+    pub id: u64,
+    /// The answer: `{"Ok": reply}` or `{"Err": error}`.
+    pub result: Result<Reply, ErrorReply>,
+}
+
+/// One sibling of an object, as a client sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiblingView {
+    /// The value; absent (null) for a delete that is concurrent with other
+    /// writes.
+    pub value: Option<ByteBuf>,
+    /// When it was written, in milliseconds since the Unix epoch, by the
+    /// coordinating node's hybrid logical clock.
+    pub timestamp_ms: u64,
+    /// The node that coordinated the write.
+    pub node: NodeId,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The answer to `Hello`.
+    Hello {
+        /// The node's [`CLIENT_PROTOCOL_VERSION`].
+        version: u32,
+        /// The node's id.
+        node: NodeId,
+        /// The cluster's name.
+        cluster: String,
+    },
+    /// The answer to `Get`. Exactly one of three shapes: `value` set and
+    /// `siblings` empty (one value); both empty (not found or deleted); or
+    /// `value` absent and two or more `siblings` (concurrent writes, under
+    /// the `Siblings` policy: resolve them and write back with `context`).
+    Object {
+        /// The value, when there is exactly one.
+        value: Option<ByteBuf>,
+        /// Concurrent values, when there are several.
+        siblings: Vec<SiblingView>,
+        /// The causal context to send back with the next write of this key.
+        context: ByteBuf,
+        /// What the request did.
+        receipt: Receipt,
+    },
+    /// The answer to `Put` and `Delete`: the write is acknowledged.
+    Written {
+        /// The context of the object as stored by the coordinating replica:
+        /// a later write with it replaces this one.
+        context: ByteBuf,
+        /// What the request did.
+        receipt: Receipt,
+    },
+    /// The answer to `CounterAdd` and `CounterGet`.
+    Counter {
+        /// The counter's value.
+        value: i64,
+        /// What the request did.
+        receipt: Receipt,
+    },
+    /// The answer to `SetAdd`, `SetRemove` and `SetMembers`.
+    Set {
+        /// The members, in byte order.
+        members: Vec<ByteBuf>,
+        /// What the request did.
+        receipt: Receipt,
+    },
+    /// The answer to `GetBucket` and `SetBucket`.
+    Bucket {
+        /// The bucket's properties (the node's defaults if never set).
+        props: BucketInfo,
+    },
+    /// The answer to `Ring`.
+    Ring(RingView),
+    /// The answer to `Status`.
+    Status(StatusView),
+    /// The answer to `PreferenceList`.
+    Preference {
+        /// Each target in order, with the primary it stands in for when it
+        /// is a fallback.
+        targets: Vec<PreferenceEntry>,
+    },
+}
+
+/// One entry of a preference list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreferenceEntry {
+    /// The node.
+    pub node: NodeId,
+    /// `Some(owner)`: a fallback standing in for the down primary `owner`.
+    pub fallback_for: Option<NodeId>,
+}
+
+/// The ring as a node sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RingView {
+    /// The ring's epoch (raised by every change).
+    pub epoch: u64,
+    /// One entry per node that owns tokens, by node id.
+    pub nodes: Vec<RingNode>,
+}
+
+/// One node's part of the ring.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RingNode {
+    /// The node.
+    pub node: NodeId,
+    /// Its virtual nodes.
+    pub vnodes: u32,
+    /// The fraction of the token space it owns as first replica, 0 to 1.
+    pub share: f64,
+}
+
+/// A node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The answering node.
+    pub node: NodeId,
+    /// The cluster's name.
+    pub cluster: String,
+    /// Every member it knows of.
+    pub members: Vec<MemberView>,
+    /// Objects in its store (an estimate for the LSM: keys written minus
+    /// deletes seen, counted since start).
+    pub keys: u64,
+    /// Hints it holds for other nodes.
+    pub hints: u64,
+    /// Client requests in flight on it.
+    pub in_flight: u64,
+    /// Its storage engine's name.
+    pub engine: String,
+}
+
+/// One member as a node sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// The member.
+    pub node: NodeId,
+    /// Its peer address.
+    pub addr: String,
+    /// `"Alive"`, `"Suspect"`, `"Down"` or `"Left"`.
+    pub state: String,
+    /// Phi of its heartbeats now (0 for the answering node itself).
+    pub phi: f64,
+    /// Its incarnation.
+    pub incarnation: u64,
+}
+
+/// A stable error code: what a client program branches on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame was not a valid request, or too large.
+    BadRequest,
+    /// The client's protocol version is not this node's.
+    UnsupportedVersion,
+    /// An argument is invalid (consistency above `n`, a value too large, a
+    /// counter op on a non-counter bucket, ...). Not retryable.
+    InvalidArgument,
+    /// Too few replicas are reachable to even try (`needed`, `got` set).
+    Unavailable,
+    /// Too few replicas answered in time (`needed`, `got` set).
+    Timeout,
+    /// The write would leave more siblings than the limit; nothing stored.
+    TooManySiblings,
+    /// A replica failed (disk error, corruption).
+    ReplicaFailed,
+    /// The node is overloaded; retry later.
+    Overloaded,
+    /// The node is shutting down; retry on another node.
+    ShuttingDown,
+    /// Anything else.
+    Internal,
+}
+
+/// A failed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+    /// Whether the same request may succeed if sent again unchanged.
+    pub retryable: bool,
+    /// For a failed write: `true` if it may still have been stored
+    /// somewhere (the client cannot know; a read will tell), `false` if it
+    /// surely was not. Absent for reads.
+    pub indefinite: Option<bool>,
+    /// Replicas needed (`Unavailable`, `Timeout`).
+    pub needed: Option<u32>,
+    /// Replicas that answered or were reachable (`Unavailable`, `Timeout`).
+    pub got: Option<u32>,
+}
+
+impl ErrorReply {
+    /// A reply with just a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Self {
+        ErrorReply {
+            code,
+            message: message.into(),
+            retryable,
+            indefinite: None,
+            needed: None,
+            got: None,
+        }
+    }
+}
+
+impl From<&Error> for ErrorReply {
+    fn from(e: &Error) -> Self {
+        let message = e.to_string();
+        let retryable = e.is_retryable();
+        let mut reply = ErrorReply::new(ErrorCode::Internal, message, retryable);
+        match e {
+            Error::InvalidInput(_) | Error::FrameTooLarge { .. } => {
+                reply.code = ErrorCode::InvalidArgument
+            }
+            Error::Decode { .. } => reply.code = ErrorCode::BadRequest,
+            Error::Unavailable {
+                needed,
+                got,
+                indefinite,
+            } => {
+                reply.code = ErrorCode::Unavailable;
+                reply.needed = Some(*needed as u32);
+                reply.got = Some(*got as u32);
+                reply.indefinite = Some(*indefinite);
+            }
+            Error::QuorumTimeout {
+                needed,
+                got,
+                indefinite,
+                ..
+            } => {
+                reply.code = ErrorCode::Timeout;
+                reply.needed = Some(*needed as u32);
+                reply.got = Some(*got as u32);
+                reply.indefinite = Some(*indefinite);
+            }
+            Error::Timeout { .. } => reply.code = ErrorCode::Timeout,
+            Error::TooManySiblings { .. } => reply.code = ErrorCode::TooManySiblings,
+            Error::Replica(_) | Error::Corruption { .. } | Error::StorageFailed { .. } => {
+                reply.code = ErrorCode::ReplicaFailed
+            }
+            Error::QueueFull { .. } => reply.code = ErrorCode::Overloaded,
+            Error::Shutdown => reply.code = ErrorCode::ShuttingDown,
+            _ => {}
+        }
+        reply
+    }
+}

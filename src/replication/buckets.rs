@@ -1,0 +1,181 @@
+//! The bucket table: every bucket's properties, agreed on by the cluster.
+//!
+//! Any node may set a bucket's properties; the change is stamped with the
+//! setting node's hybrid-logical-clock time and spreads by gossip (each
+//! node sends its whole table to a random peer every gossip round; tables
+//! are small). Merging keeps, per bucket, the entry with the highest
+//! `(stamp, node)`: last writer wins, which is what an operator changing a
+//! setting expects, and every node ends with the same table whatever order
+//! the gossip arrives in. Buckets never set use the node's defaults.
+//!
+//! The table is a plain value; the node persists it in its data directory
+//! and restores it on restart.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::BucketProps;
+use crate::error::Result;
+use crate::message::NodeId;
+use crate::version::Timestamp;
+
+/// One bucket's properties and who set them when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketEntry {
+    /// The bucket's name.
+    #[serde(with = "serde_bytes")]
+    pub bucket: Vec<u8>,
+    /// Its properties.
+    pub props: BucketProps,
+    /// When they were set, by the setting node's clock.
+    pub stamp: Timestamp,
+    /// The node that set them (breaks ties between equal stamps).
+    pub node: NodeId,
+}
+
+impl BucketEntry {
+    fn order(&self) -> (Timestamp, NodeId) {
+        (self.stamp, self.node)
+    }
+}
+
+/// Every bucket set explicitly. See the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketTable {
+    entries: BTreeMap<Vec<u8>, BucketEntry>,
+}
+
+impl BucketTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        BucketTable::default()
+    }
+
+    /// The properties of `bucket`, if set.
+    pub fn get(&self, bucket: &[u8]) -> Option<&BucketProps> {
+        self.entries.get(bucket).map(|e| &e.props)
+    }
+
+    /// Every entry, in bucket order.
+    pub fn entries(&self) -> Vec<BucketEntry> {
+        self.entries.values().cloned().collect()
+    }
+
+    /// Number of buckets set.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no bucket is set.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sets a bucket's properties locally (validated first). The stamp must
+    /// come from the node's clock, so it is above every stamp the node has
+    /// seen.
+    pub fn set(
+        &mut self,
+        bucket: Vec<u8>,
+        props: BucketProps,
+        stamp: Timestamp,
+        node: NodeId,
+    ) -> Result<BucketEntry> {
+        props.validate()?;
+        let entry = BucketEntry {
+            bucket: bucket.clone(),
+            props,
+            stamp,
+            node,
+        };
+        self.merge_one(entry.clone());
+        Ok(entry)
+    }
+
+    /// Merges entries from a peer. Entries whose properties do not
+    /// validate are skipped. Returns the entries that changed this table.
+    pub fn merge(&mut self, incoming: Vec<BucketEntry>) -> Vec<BucketEntry> {
+        incoming
+            .into_iter()
+            .filter(|e| e.props.validate().is_ok())
+            .filter_map(|e| self.merge_one(e.clone()).then_some(e))
+            .collect()
+    }
+
+    fn merge_one(&mut self, entry: BucketEntry) -> bool {
+        match self.entries.get(&entry.bucket) {
+            Some(mine) if mine.order() >= entry.order() => false,
+            _ => {
+                self.entries.insert(entry.bucket.clone(), entry);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::Consistency;
+    use crate::version::ConflictPolicy;
+
+    fn props(n: usize) -> BucketProps {
+        BucketProps {
+            n,
+            policy: ConflictPolicy::Lww,
+            ..BucketProps::default()
+        }
+    }
+
+    #[test]
+    fn the_latest_setting_wins_in_any_order() {
+        let a = BucketEntry {
+            bucket: b"b".to_vec(),
+            props: props(3),
+            stamp: Timestamp::from_ms(10),
+            node: NodeId(1),
+        };
+        let b = BucketEntry {
+            stamp: Timestamp::from_ms(11),
+            props: props(5),
+            ..a.clone()
+        };
+        let c = BucketEntry {
+            node: NodeId(2),
+            props: props(1),
+            ..b.clone()
+        };
+        let mut t1 = BucketTable::new();
+        let mut t2 = BucketTable::new();
+        assert_eq!(t1.merge(vec![a.clone(), b.clone(), c.clone()]).len(), 3);
+        assert_eq!(t2.merge(vec![c.clone(), a, b]).len(), 1);
+        assert_eq!(t1, t2);
+        assert_eq!(t1.get(b"b").unwrap().n, 1, "equal stamps: higher node wins");
+        assert!(
+            t1.merge(vec![c]).is_empty(),
+            "merging again changes nothing"
+        );
+    }
+
+    #[test]
+    fn invalid_properties_are_refused() {
+        let mut t = BucketTable::new();
+        let bad = BucketProps {
+            n: 2,
+            w: Consistency::Count(3),
+            ..BucketProps::default()
+        };
+        assert!(t
+            .set(b"b".to_vec(), bad.clone(), Timestamp::from_ms(1), NodeId(1))
+            .is_err());
+        let entry = BucketEntry {
+            bucket: b"b".to_vec(),
+            props: bad,
+            stamp: Timestamp::from_ms(1),
+            node: NodeId(1),
+        };
+        assert!(t.merge(vec![entry]).is_empty());
+        assert!(t.is_empty());
+    }
+}
