@@ -21,10 +21,13 @@
 //! (later issues), and no restart of a crashed actor: a node whose actor
 //! dies is a crashed node, which the rest of the cluster detects.
 
+pub mod compactor;
+pub mod coordinator;
 pub mod failure_detector;
 // DESIGN.md names the supervisor `node/node.rs`; the repetition is the layout's.
 #[allow(clippy::module_inception)]
 pub mod node;
+pub mod replica;
 pub mod ring_manager;
 pub mod transport;
 
