@@ -310,6 +310,16 @@ mod values {
         request(14, Op::Status)
     }
 
+    pub fn local_get() -> Request {
+        request(
+            16,
+            Op::LocalGet {
+                bucket: b(b"b"),
+                key: b(b"k"),
+            },
+        )
+    }
+
     pub fn preference_list() -> Request {
         request(
             15,
@@ -769,6 +779,21 @@ fn request_preference_list() {
              62 6964 0f
              62 6f70 a1
                  6e 507265666572656e63654c697374 a2
+                     66 6275636b6574 41 62
+                     63 6b6579 41 6b",
+    );
+}
+
+#[test]
+fn request_local_get() {
+    use values::*;
+    // {"id": 16, "op": {"LocalGet": {"bucket": h'62', "key": h'6b'}}}
+    check(
+        local_get(),
+        "a2
+             62 6964 10
+             62 6f70 a1
+                 68 4c6f63616c476574 a2
                      66 6275636b6574 41 62
                      63 6b6579 41 6b",
     );
