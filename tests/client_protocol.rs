@@ -761,3 +761,77 @@ fn the_port_runs_in_an_actix_system() {
         port.shutdown().await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_garbage_never_touches_a_good_client() {
+    use rand::{Rng, SeedableRng};
+    let node = TestNode::new(1);
+    let config = ClientPortConfig {
+        max_frame_bytes: 64 * 1024,
+        ..ClientPortConfig::default()
+    };
+    let port = start(&node, config).await;
+    let addr = port.local_addr();
+    // Sixteen hostile connections: random frames (some valid CBOR shapes
+    // with wrong types, most noise), and raw bytes that break the framing.
+    let mut hostile = Vec::new();
+    for seed in 0..16u64 {
+        hostile.push(tokio::spawn(async move {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let mut raw = Raw(Framed::new(stream, LengthDelimitedCodec::new()));
+            let mut answered = 0;
+            for _ in 0..40 {
+                let len = rng.random_range(0..200);
+                let mut frame: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                if rng.random_bool(0.3) && !frame.is_empty() {
+                    frame[0] = 0xa2; // a map head, to reach deeper decoding
+                }
+                if raw.0.send(Bytes::from(frame)).await.is_err() {
+                    break;
+                }
+                match raw.recv().await {
+                    Some(r) => {
+                        assert_eq!(error_code(&r), ErrorCode::BadRequest, "{r:?}");
+                        answered += 1;
+                    }
+                    None => break,
+                }
+            }
+            // Then break the framing: a length far past the limit.
+            use tokio::io::AsyncWriteExt;
+            let _ = raw
+                .0
+                .get_mut()
+                .write_all(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3])
+                .await;
+            answered
+        }));
+    }
+    let client = Client::connect(&[addr.to_string()], fast_client())
+        .await
+        .unwrap();
+    for i in 0..100u32 {
+        let key = format!("k{i}");
+        client
+            .put(b"b", key.as_bytes(), &i.to_be_bytes(), None)
+            .await
+            .unwrap();
+        let read = client.get(b"b", key.as_bytes()).await.unwrap();
+        assert_eq!(read.value, Some(i.to_be_bytes().to_vec()));
+    }
+    let mut total = 0;
+    for h in hostile {
+        total += tokio::time::timeout(LIMIT, h).await.unwrap().unwrap();
+    }
+    assert_eq!(total, 16 * 40, "every garbage frame got its BadRequest");
+    // The node is still fine for new connections.
+    let again = Client::connect(&[addr.to_string()], fast_client())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.get(b"b", b"k99").await.unwrap().value,
+        Some(99u32.to_be_bytes().to_vec())
+    );
+    port.shutdown().await;
+}
