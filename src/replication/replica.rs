@@ -743,6 +743,7 @@ mod tests {
                 key: i.to_be_bytes().to_vec(),
                 write,
                 policy,
+                hint_for: None,
             });
         }
         let (lo, hi) = (Token(u64::MAX / 4), Token(u64::MAX / 2));
