@@ -334,7 +334,19 @@ impl<C> Coordinator<C> {
             )));
         }
         let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
-        let targets = self.targets(&bucket, &key, sloppy);
+        let mut targets = self.targets(&bucket, &key, sloppy);
+        // This node coordinates the write itself when it is a primary target, as in
+        // Riak: one hop fewer, and a write through a live node never waits
+        // on a dead first replica that the failure detector has not yet
+        // convicted.
+        // Only a primary coordinates while one is up: a fallback that
+        // coordinates stores the write as a hint (see `Coordinate`).
+        if let Some(local) = targets
+            .iter()
+            .position(|t| t.node == self.node && t.hint_for.is_none())
+        {
+            targets[..=local].rotate_right(1);
+        }
         let write = Write {
             context,
             payload,
@@ -430,6 +442,7 @@ impl<C> Coordinator<C> {
 mod tests {
     use super::*;
     use crate::replication::replica::ReplicaStore;
+    use crate::replication::ReplicaRequest;
     use crate::ring::claim_join;
     use crate::storage::MemoryEngine;
 
@@ -496,6 +509,51 @@ mod tests {
         };
         assert_eq!(g.object.as_ref().unwrap().siblings().len(), 1);
         assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_local_target_coordinates_the_write() {
+        let ring = ring(5);
+        for key in 0..40 {
+            let key = format!("k{key}").into_bytes();
+            let list = ring.preference_list(key_token(b"b", &key), 3);
+            // Ask through each replica: it must coordinate itself.
+            for &me in &list {
+                let mut c: Coordinator<()> =
+                    Coordinator::new(me, BucketProps::default(), Hlc::new(Duration::from_secs(1)));
+                c.set_ring(Arc::clone(&ring));
+                let mut out = Outbox::new();
+                let put = ClientOp::Put {
+                    bucket: b"b".to_vec(),
+                    key: key.clone(),
+                    payload: Payload::Value(b"v".to_vec()),
+                    context: CausalContext::empty(),
+                    options: RequestOptions::default(),
+                };
+                assert!(c.start(Instant::now(), 1, (), put, &mut out).is_none());
+                assert_eq!(out.len(), 1);
+                assert_eq!(out[0].0, me);
+                assert!(matches!(out[0].1, ReplicaRequest::Coordinate { .. }));
+            }
+            // Through a node that holds no replica: the first primary.
+            let outsider = (1..=5).map(NodeId).find(|n| !list.contains(n)).unwrap();
+            let mut c: Coordinator<()> = Coordinator::new(
+                outsider,
+                BucketProps::default(),
+                Hlc::new(Duration::from_secs(1)),
+            );
+            c.set_ring(Arc::clone(&ring));
+            let mut out = Outbox::new();
+            let put = ClientOp::Put {
+                bucket: b"b".to_vec(),
+                key: key.clone(),
+                payload: Payload::Value(b"v".to_vec()),
+                context: CausalContext::empty(),
+                options: RequestOptions::default(),
+            };
+            assert!(c.start(Instant::now(), 1, (), put, &mut out).is_none());
+            assert_eq!(out[0].0, list[0]);
+        }
     }
 
     #[test]
