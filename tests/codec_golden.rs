@@ -824,6 +824,7 @@ mod replication_values {
                 op: None,
             },
             policy: ConflictPolicy::Siblings,
+            hint_for: None,
         }
     }
 
@@ -840,6 +841,7 @@ mod replication_values {
                 op: Some(CrdtOp::Add(-5)),
             },
             policy: ConflictPolicy::Crdt(CrdtKind::PnCounter),
+            hint_for: Some(NodeId(2)),
         }
     }
 
@@ -946,7 +948,7 @@ fn message_replicate_coordinate() {
     use replication_values::*;
     // {"from": 1, "to": 2, "msg": {"Replicate": {"request": {"Coordinate": {"req": 7, "bucket":
     // h'62', "key": h'6b', "write": {"context": {}, "payload": {"Value": h'76'}, "timestamp":
-    // {"physical_ms": 1700000000000, "logical": 0}, "op": null}, "policy": "Siblings"}}}}}
+    // {"physical_ms": 1700000000000, "logical": 0}, "op": null}, "policy": "Siblings", "hint_for": null}}}}}
     check_replication(
         replicate(coordinate_blind()),
         "a3
@@ -955,7 +957,7 @@ fn message_replicate_coordinate() {
              63 6d7367 a1
                  69 5265706c6963617465 a1
                      67 72657175657374 a1
-                         6a 436f6f7264696e617465 a5
+                         6a 436f6f7264696e617465 a6
                              63 726571 07
                              66 6275636b6574 41 62
                              63 6b6579 41 6b
@@ -967,12 +969,13 @@ fn message_replicate_coordinate() {
                                      6b 706879736963616c5f6d73 1b 0000018bcfe56800
                                      67 6c6f676963616c 00
                                  62 6f70 f6
-                             66 706f6c696379 68 5369626c696e6773",
+                             66 706f6c696379 68 5369626c696e6773
+                     68 68696e745f666f72 f6",
     );
     // {"from": 1, "to": 2, "msg": {"Replicate": {"request": {"Coordinate": {"req": 8, "bucket":
     // h'63', "key": h'6e', "write": {"context": {1: 2, 300: 1}, "payload": "Tombstone",
     // "timestamp": {"physical_ms": 1700000000000, "logical": 0}, "op": {"Add": -5}}, "policy":
-    // {"Crdt": "PnCounter"}}}}}}
+    // {"Crdt": "PnCounter"}, "hint_for": 2}}}}}
     check_replication(
         replicate(coordinate_crdt()),
         "a3
@@ -981,7 +984,7 @@ fn message_replicate_coordinate() {
              63 6d7367 a1
                  69 5265706c6963617465 a1
                      67 72657175657374 a1
-                         6a 436f6f7264696e617465 a5
+                         6a 436f6f7264696e617465 a6
                              63 726571 08
                              66 6275636b6574 41 63
                              63 6b6579 41 6e
@@ -996,7 +999,8 @@ fn message_replicate_coordinate() {
                                  62 6f70 a1
                                      63 416464 24
                              66 706f6c696379 a1
-                                 64 43726474 69 506e436f756e746572",
+                                 64 43726474 69 506e436f756e746572
+                     68 68696e745f666f72 02",
     );
 }
 
