@@ -43,6 +43,8 @@ struct State {
     script: Mutex<VecDeque<Error>>,
     /// Ops executed (Hello excluded), scripted failures included.
     calls: AtomicU64,
+    /// Hellos answered: one per connection a client opened.
+    hellos: AtomicU64,
     running: AtomicUsize,
     max_running: AtomicUsize,
     gate: Semaphore,
@@ -59,6 +61,7 @@ impl TestNode {
             counters: Mutex::default(),
             script: Mutex::default(),
             calls: AtomicU64::new(0),
+            hellos: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
             gate: Semaphore::new(0),
@@ -92,6 +95,7 @@ impl Handler for TestNode {
         let s = self.0.clone();
         async move {
             if let Op::Hello { .. } = op {
+                s.hellos.fetch_add(1, Ordering::SeqCst);
                 return Ok(Reply::Hello {
                     version: CLIENT_PROTOCOL_VERSION,
                     node: NodeId(s.node),
@@ -833,5 +837,40 @@ async fn a_flood_of_garbage_never_touches_a_good_client() {
         again.get(b"b", b"k99").await.unwrap().value,
         Some(99u32.to_be_bytes().to_vec())
     );
+    port.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_share_one_connection_and_each_gets_its_own_answer() {
+    let node = TestNode::new(1);
+    let port = start(&node, ClientPortConfig::default()).await;
+    let client = Client::connect(&[port.local_addr().to_string()], fast_client())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("key-{i}");
+            let value = format!("value-{i}");
+            client
+                .put(b"many", key.as_bytes(), value.as_bytes(), None)
+                .await?;
+            let read = client.get(b"many", key.as_bytes()).await?;
+            Ok::<_, Error>((value.into_bytes(), read.value))
+        }));
+    }
+    for task in tasks {
+        let (wrote, read) = tokio::time::timeout(LIMIT, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, Some(wrote));
+    }
+    // One connection carried all of them: the node saw one hello.
+    assert_eq!(node.calls(), 400);
+    assert_eq!(node.0.hellos.load(Ordering::SeqCst), 1);
+    assert_eq!(client.connected_to().await.unwrap().1, NodeId(1));
     port.shutdown().await;
 }
