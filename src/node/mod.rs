@@ -21,6 +21,7 @@
 //! (later issues), and no restart of a crashed actor: a node whose actor
 //! dies is a crashed node, which the rest of the cluster detects.
 
+pub mod cli;
 pub mod failure_detector;
 // DESIGN.md names the supervisor `node/node.rs`; the repetition is the layout's.
 #[allow(clippy::module_inception)]
