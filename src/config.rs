@@ -436,6 +436,10 @@ pub struct LsmConfig {
     /// Number of levels, L0 included. Default 7 (L6 at 10^5 x L1 is far
     /// beyond one node's disk).
     pub max_levels: usize,
+    /// Whether the engine leaves compaction to its owner, who calls
+    /// [`crate::Engine::compact`] (a node's Compactor actor does). Default
+    /// false: a standalone engine compacts on its own background thread.
+    pub external_compaction: bool,
 }
 
 impl Default for LsmConfig {
@@ -454,6 +458,7 @@ impl Default for LsmConfig {
             l1_target_bytes: 256 * 1024 * 1024,
             target_table_bytes: 32 * 1024 * 1024,
             max_levels: 7,
+            external_compaction: false,
         }
     }
 }

@@ -210,6 +210,17 @@ pub enum Op {
     Ring,
     /// The node's view of the cluster; answered with [`Reply::Status`].
     Status,
+    /// Reads this node's own stored copy of `bucket`/`key`, with no
+    /// quorum and no repair; answered with [`Reply::Object`] (an empty
+    /// receipt). A diagnostic: it shows what one replica holds, which is
+    /// how tests and operators check replication, hinted handoff and
+    /// repair. Not a consistent read.
+    LocalGet {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The key.
+        key: ByteBuf,
+    },
     /// The nodes that hold `bucket`/`key` now, in preference order;
     /// answered with [`Reply::Preference`].
     PreferenceList {
@@ -237,6 +248,7 @@ impl Op {
             Op::SetBucket { .. } => "set_bucket",
             Op::Ring => "ring",
             Op::Status => "status",
+            Op::LocalGet { .. } => "local_get",
             Op::PreferenceList { .. } => "preference_list",
         }
     }

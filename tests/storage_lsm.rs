@@ -585,3 +585,48 @@ fn a_directory_is_owned_by_one_engine_at_a_time() {
     let again = LsmEngine::open(dir.path(), LsmConfig::default()).unwrap();
     assert_eq!(again.get(b"k").unwrap(), Some(b"v".to_vec()));
 }
+
+/// With `external_compaction` the engine never compacts by itself: level 0
+/// grows until the owner calls `compact`, which then settles the tree, and
+/// the data reads back the same.
+#[test]
+fn external_compaction_waits_for_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LsmConfig {
+        external_compaction: true,
+        l0_slowdown_tables: 64,
+        l0_stop_tables: 128,
+        ..small_config()
+    };
+    let e = LsmEngine::open(dir.path(), config).unwrap();
+    let mut model = BTreeMap::new();
+    for round in 0..6u32 {
+        for i in 0..800u32 {
+            let k = key(i);
+            let v = value(i, round);
+            e.put(&k, &v).unwrap();
+            model.insert(k, v);
+        }
+        e.flush().unwrap();
+    }
+    let stats = e.stats();
+    assert_eq!(stats.compactions, 0, "no compaction without the owner");
+    assert!(
+        stats.tables_per_level[0] >= 6,
+        "every flush left an L0 table: {:?}",
+        stats.tables_per_level
+    );
+    let mut steps = 0;
+    while e.compact().unwrap() {
+        steps += 1;
+        assert!(steps < 1000, "compaction does not settle");
+    }
+    let stats = e.stats();
+    assert!(steps >= 1 && stats.compactions >= 1);
+    assert!(
+        stats.tables_per_level[0] < 4,
+        "L0 below the trigger after settling: {:?}",
+        stats.tables_per_level
+    );
+    check_model(&e, &model);
+}

@@ -288,6 +288,101 @@ fn join_as<'a, T: Crdt + Default>(
     codec::encode(&acc)
 }
 
+#[cfg(test)]
+mod op_tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn apply(kind: CrdtKind, state: &[u8], op: CrdtOp, node: u64) -> Vec<u8> {
+        op.check(kind).unwrap();
+        kind.apply(state, &op, NodeId(node), Timestamp::from_ms(node), MAX)
+            .unwrap()
+    }
+
+    fn bytes(items: &[&str]) -> Vec<ByteBuf> {
+        items
+            .iter()
+            .map(|s| ByteBuf::from(s.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn ops_apply_to_their_kinds() {
+        let s = apply(CrdtKind::PnCounter, &[], CrdtOp::Add(5), 1);
+        let s = apply(CrdtKind::PnCounter, &s, CrdtOp::Add(-7), 2);
+        assert_eq!(
+            CrdtKind::PnCounter.value(&s, MAX).unwrap(),
+            CrdtValue::Counter(-2)
+        );
+        let g = apply(CrdtKind::GCounter, &[], CrdtOp::Add(3), 1);
+        assert_eq!(
+            CrdtKind::GCounter.value(&g, MAX).unwrap(),
+            CrdtValue::Counter(3)
+        );
+        let set = apply(CrdtKind::OrSet, &[], CrdtOp::SetAdd(bytes(&["b", "a"])), 1);
+        let set = apply(CrdtKind::OrSet, &set, CrdtOp::SetRemove(bytes(&["b"])), 1);
+        assert_eq!(
+            CrdtKind::OrSet.value(&set, MAX).unwrap(),
+            CrdtValue::Set(vec![b"a".to_vec()])
+        );
+        let two = apply(CrdtKind::TwoPSet, &[], CrdtOp::SetRemove(bytes(&["x"])), 1);
+        let two = apply(
+            CrdtKind::TwoPSet,
+            &two,
+            CrdtOp::SetAdd(bytes(&["x", "y"])),
+            1,
+        );
+        assert_eq!(
+            CrdtKind::TwoPSet.value(&two, MAX).unwrap(),
+            CrdtValue::Set(vec![b"y".to_vec()]),
+            "a removed element stays out of a 2P-set"
+        );
+        let r = apply(
+            CrdtKind::LwwRegister,
+            &[],
+            CrdtOp::Assign(ByteBuf::from(b"v".to_vec())),
+            2,
+        );
+        assert_eq!(
+            CrdtKind::LwwRegister.value(&r, MAX).unwrap(),
+            CrdtValue::Register(Some(b"v".to_vec()))
+        );
+        assert_eq!(
+            CrdtKind::GSet.value(&[], MAX).unwrap(),
+            CrdtValue::Set(Vec::new())
+        );
+    }
+
+    #[test]
+    fn misfits_are_refused_before_and_at_apply() {
+        let cases = [
+            (CrdtKind::GCounter, CrdtOp::Add(-1)),
+            (CrdtKind::GSet, CrdtOp::SetRemove(bytes(&["x"]))),
+            (CrdtKind::PnCounter, CrdtOp::SetAdd(bytes(&["x"]))),
+            (CrdtKind::OrSet, CrdtOp::Add(1)),
+            (CrdtKind::LwwRegister, CrdtOp::Add(1)),
+        ];
+        for (kind, op) in cases {
+            assert!(
+                matches!(op.check(kind), Err(Error::InvalidInput(_))),
+                "{kind:?} {op:?}"
+            );
+            let applied = kind.apply(&[], &op, NodeId(1), Timestamp::from_ms(1), MAX);
+            assert!(
+                matches!(applied, Err(Error::InvalidInput(_))),
+                "{kind:?} {op:?}"
+            );
+        }
+        // A state of another kind is a decode error, not a panic.
+        let set = apply(CrdtKind::OrSet, &[], CrdtOp::SetAdd(bytes(&["x"])), 1);
+        assert!(CrdtKind::PnCounter.value(&set, MAX).is_err());
+        assert!(CrdtKind::PnCounter
+            .apply(&set, &CrdtOp::Add(1), NodeId(1), Timestamp::from_ms(1), MAX)
+            .is_err());
+    }
+}
+
 /// Laws every CRDT must obey, for the property tests of each type.
 #[cfg(test)]
 pub(crate) mod laws {

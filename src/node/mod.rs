@@ -22,10 +22,13 @@
 //! dies is a crashed node, which the rest of the cluster detects.
 
 pub mod cli;
+pub mod compactor;
+pub mod coordinator;
 pub mod failure_detector;
 // DESIGN.md names the supervisor `node/node.rs`; the repetition is the layout's.
 #[allow(clippy::module_inception)]
 pub mod node;
+pub mod replica;
 pub mod ring_manager;
 pub mod transport;
 

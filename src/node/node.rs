@@ -22,7 +22,15 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
+use super::compactor::{Compactor, CompactorStats, GetCompactorStats};
+use super::coordinator::{
+    CoordinatorActor, CoordinatorParts, Execute, GetBucket, GetTargets, InFlight, SetBucket,
+    StopAccepting, BUCKETS_META,
+};
 use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Leave, Subscribe};
+use super::replica::{
+    FlushStore, GetStoreStats, LocalRead, ReplicaActor, SetCoordinator, StoreStats,
+};
 use super::ring_manager::{GetRing, RingManager};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
@@ -33,7 +41,18 @@ use crate::error::{Error, Result};
 use crate::membership::{MemberEntry, Membership, RingKeeper};
 use crate::message::NodeId;
 use crate::net::{Inbox, Transport};
+use crate::protocol::{
+    BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingNode, RingView, StatusView,
+    CLIENT_PROTOCOL_VERSION,
+};
+use crate::replication::buckets::{BucketEntry, BucketTable};
+use crate::replication::client_ops::{to_client_op, to_reply, ReplyKind};
+use crate::replication::coordinator::Answer;
+use crate::replication::get::GetReply;
+use crate::replication::replica::ReplicaStore;
 use crate::ring::Ring;
+use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
+use crate::version::Resolvers;
 
 /// What a node needs to start.
 #[derive(Clone, Debug)]
@@ -62,6 +81,8 @@ pub struct NodeConfig {
     pub version: VersionConfig,
     /// Replica, coordinator and hinted handoff.
     pub replica: ReplicaConfig,
+    /// Resolvers for buckets whose policy is `Script(name)`.
+    pub resolvers: Resolvers,
 }
 
 impl NodeConfig {
@@ -79,6 +100,7 @@ impl NodeConfig {
             bucket_defaults: BucketProps::default(),
             version: VersionConfig::default(),
             replica: ReplicaConfig::default(),
+            resolvers: Resolvers::new(),
         }
     }
 }
@@ -93,6 +115,13 @@ pub struct Node {
     transport: Arc<dyn Transport>,
     failure_detector: Addr<FailureDetector>,
     ring_manager: Addr<RingManager>,
+    coordinator: Addr<CoordinatorActor>,
+    replica: Addr<ReplicaActor>,
+    compactor: Addr<Compactor>,
+    engine_name: &'static str,
+    cluster: String,
+    version: VersionConfig,
+    resolvers: Resolvers,
 }
 
 impl std::fmt::Debug for Node {
@@ -139,11 +168,23 @@ impl Node {
     {
         config.membership.validate()?;
         config.ring.validate()?;
+        config.version.validate()?;
+        config.replica.validate()?;
+        config.bucket_defaults.validate()?;
         if System::try_current().is_none() {
             return Err(Error::InvalidInput(
                 "Node::spawn must be called inside a running actix System".into(),
             ));
         }
+        let storage = {
+            let (id, storage) = (config.id, config.storage.clone());
+            let (max_siblings, max_hints) = (config.version.max_siblings, config.replica.max_hints);
+            tokio::task::spawn_blocking(move || open_store(id, &storage, max_siblings, max_hints))
+                .await
+                .map_err(|e| Error::StorageFailed {
+                    reason: format!("opening the store panicked: {e}"),
+                })??
+        };
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let (done_tx, done_rx) = oneshot::channel();
@@ -153,7 +194,7 @@ impl Node {
         let spawned = handle.spawn_fn(move || {
             actix::spawn(async move {
                 let started = match make_transport().await {
-                    Ok(parts) => Node::start_here(config, parts, for_node),
+                    Ok(parts) => Node::start_here(config, parts, storage, for_node),
                     Err(e) => Err(e),
                 };
                 let _ = done_tx.send(started);
@@ -175,6 +216,7 @@ impl Node {
     fn start_here(
         mut config: NodeConfig,
         parts: TransportParts,
+        storage: OpenedStore,
         arbiter: ArbiterHandle,
     ) -> Result<Node> {
         let TransportParts {
@@ -221,9 +263,44 @@ impl Node {
             ring_manager.clone().recipient(),
         )
         .start();
+        let OpenedStore {
+            engine,
+            store,
+            buckets,
+        } = storage;
+        let replica = ReplicaActor::new(
+            config.id,
+            Arc::clone(&store),
+            transport_actor.clone(),
+            config.replica.max_concurrent_io,
+        )
+        .start();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        ring_manager.do_send(Subscribe(events_tx.clone()));
+        failure_detector.do_send(Subscribe(events_tx));
+        let coordinator = CoordinatorActor::new(
+            CoordinatorParts {
+                node: config.id,
+                bucket_defaults: config.bucket_defaults.clone(),
+                buckets,
+                resolvers: config.resolvers.clone(),
+                config: config.replica.clone(),
+                gossip_interval: config.membership.gossip_interval,
+                events: events_rx,
+                rng_seed: config.rng_seed ^ 0x4255_434b,
+                max_clock_skew: config.version.max_clock_skew,
+            },
+            transport_actor.clone(),
+            replica.clone(),
+        )
+        .start();
+        replica.do_send(SetCoordinator(coordinator.clone().recipient()));
+        let compactor = Compactor::new(Arc::clone(&engine), config.replica.compaction_poll).start();
         transport_actor.do_send(Routes {
             membership: failure_detector.clone().recipient(),
             ring: ring_manager.clone().recipient(),
+            replica: replica.clone().recipient(),
+            coordinator: coordinator.clone().recipient(),
         });
         Ok(Node {
             id: config.id,
@@ -233,6 +310,13 @@ impl Node {
             transport,
             failure_detector,
             ring_manager,
+            coordinator,
+            replica,
+            compactor,
+            engine_name: config.storage.engine_name(),
+            cluster: config.cluster,
+            version: config.version,
+            resolvers: config.resolvers,
         })
     }
 
@@ -295,9 +379,26 @@ impl Node {
         Ok(())
     }
 
-    /// Stops the node: shuts the transport down (waiting for its tasks),
-    /// then stops the arbiter and every actor on it.
+    /// Stops the node cleanly: refuses new client requests, lets those in
+    /// flight finish (up to [`SHUTDOWN_GRACE`]), flushes the engine (its
+    /// memtables become tables; the WAL is synced), shuts the transport
+    /// down (waiting for its tasks), then stops the arbiter and every actor
+    /// on it.
     pub async fn shutdown(self) {
+        if self.coordinator.send(StopAccepting).await.is_ok() {
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            while let Ok(n) = self.coordinator.send(InFlight).await {
+                if n == 0 || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        match self.replica.send(FlushStore).await {
+            Ok(Err(e)) => tracing::error!(node = %self.id, error = %e, "flush at shutdown failed"),
+            Err(_) => tracing::warn!(node = %self.id, "replica gone before the flush"),
+            Ok(Ok(())) => {}
+        }
         self.transport.shutdown().await;
         self.arbiter.stop();
     }
@@ -315,5 +416,245 @@ impl Node {
     /// at once; the stall starts when the thread next picks up work.
     pub fn stall(&self, duration: Duration) -> bool {
         self.arbiter.spawn_fn(move || std::thread::sleep(duration))
+    }
+}
+
+/// How long [`Node::shutdown`] waits for client requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Objects counted at most for a status view (a scan stops there).
+pub const STATUS_COUNT_CAP: u64 = 10_000_000;
+
+/// A node's storage, opened before its actors start.
+struct OpenedStore {
+    engine: Arc<dyn Engine>,
+    store: Arc<ReplicaStore>,
+    buckets: BucketTable,
+}
+
+/// Opens the engine, the replica store over it, and the stored bucket
+/// table. Blocking: runs on a blocking thread.
+fn open_store(
+    node: NodeId,
+    storage: &StorageConfig,
+    max_siblings: usize,
+    max_hints: usize,
+) -> Result<OpenedStore> {
+    let create = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating data directory {}", dir.display()), e))
+    };
+    let engine: Arc<dyn Engine> = match storage {
+        StorageConfig::Memory => Arc::new(MemoryEngine::new()),
+        StorageConfig::Lsm { dir, config } => {
+            create(dir)?;
+            // The node's Compactor actor runs the compactions.
+            let config = crate::config::LsmConfig {
+                external_compaction: true,
+                ..config.clone()
+            };
+            Arc::new(LsmEngine::open(dir, config)?)
+        }
+        StorageConfig::BTree { dir, config } => {
+            create(dir)?;
+            Arc::new(BTreeEngine::open(dir, config.clone())?)
+        }
+    };
+    let store = Arc::new(ReplicaStore::open(
+        node,
+        Arc::clone(&engine),
+        max_siblings,
+        max_hints,
+    )?);
+    let mut buckets = BucketTable::new();
+    if let Some(bytes) = store.load_meta(BUCKETS_META)? {
+        let entries: Vec<BucketEntry> =
+            crate::codec::decode(&bytes, crate::config::DEFAULT_MAX_FRAME_BYTES)?;
+        buckets.merge(entries);
+    }
+    Ok(OpenedStore {
+        engine,
+        store,
+        buckets,
+    })
+}
+
+impl Node {
+    /// Executes one client operation on this node, as its coordinator: the
+    /// entry point of the client port, the shell and the FFI.
+    ///
+    /// Data operations go through the Coordinator actor (quorums, read
+    /// repair, hints) and are answered under the bucket's policy; bucket,
+    /// ring, status and preference-list views are answered from this node's
+    /// view of the cluster.
+    pub async fn execute(&self, op: Op) -> Result<Reply> {
+        let gone = |_| Error::Shutdown;
+        match op {
+            Op::Hello { version, .. } => {
+                if version != CLIENT_PROTOCOL_VERSION {
+                    return Err(Error::InvalidInput(format!(
+                        "client protocol version {version} is not supported; \
+                         this node speaks {CLIENT_PROTOCOL_VERSION}"
+                    )));
+                }
+                Ok(Reply::Hello {
+                    version: CLIENT_PROTOCOL_VERSION,
+                    node: self.id,
+                    cluster: self.cluster.clone(),
+                })
+            }
+            Op::GetBucket { bucket } => {
+                let props = self
+                    .coordinator
+                    .send(GetBucket(bucket.into_vec()))
+                    .await
+                    .map_err(gone)?;
+                Ok(Reply::Bucket {
+                    props: BucketInfo::from(&props),
+                })
+            }
+            Op::SetBucket { bucket, props } => {
+                let props = crate::config::BucketProps::try_from(&props)?;
+                let set = SetBucket {
+                    bucket: bucket.into_vec(),
+                    props,
+                };
+                let props = self.coordinator.send(set).await.map_err(gone)??;
+                Ok(Reply::Bucket {
+                    props: BucketInfo::from(&props),
+                })
+            }
+            Op::Ring => Ok(Reply::Ring(ring_view(&*self.ring().await?))),
+            Op::Status => Ok(Reply::Status(self.status().await?)),
+            Op::LocalGet { bucket, key } => {
+                let (bucket, key) = (bucket.into_vec(), key.into_vec());
+                let props = self
+                    .coordinator
+                    .send(GetBucket(bucket.clone()))
+                    .await
+                    .map_err(gone)?;
+                let object = self
+                    .replica
+                    .send(LocalRead { bucket, key })
+                    .await
+                    .map_err(gone)??;
+                let answer = Answer::Got(GetReply {
+                    object,
+                    receipt: Default::default(),
+                });
+                to_reply(ReplyKind::Object, answer, &props, &self.resolvers)
+            }
+            Op::PreferenceList { bucket, key } => {
+                let targets = self
+                    .coordinator
+                    .send(GetTargets {
+                        bucket: bucket.into_vec(),
+                        key: key.into_vec(),
+                    })
+                    .await
+                    .map_err(gone)?;
+                Ok(Reply::Preference {
+                    targets: targets
+                        .into_iter()
+                        .map(|t| PreferenceEntry {
+                            node: t.node,
+                            fallback_for: t.hint_for,
+                        })
+                        .collect(),
+                })
+            }
+            data => {
+                let Some((op, kind)) = to_client_op(data, &self.version)? else {
+                    return Err(Error::InvalidInput("unsupported operation".into()));
+                };
+                let (tx, rx) = oneshot::channel();
+                self.coordinator
+                    .send(Execute {
+                        op,
+                        kind,
+                        reply: tx,
+                    })
+                    .await
+                    .map_err(gone)?;
+                rx.await.map_err(|_| Error::Shutdown)?
+            }
+        }
+    }
+
+    /// This node's view of the cluster.
+    pub async fn status(&self) -> Result<StatusView> {
+        let members = self.members().await?;
+        let phi = self.phi().await?;
+        let stats = self.store_stats().await?;
+        let in_flight = self
+            .coordinator
+            .send(InFlight)
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        Ok(StatusView {
+            node: self.id,
+            cluster: self.cluster.clone(),
+            members: members
+                .into_iter()
+                .map(|m| MemberView {
+                    node: m.node,
+                    addr: m.addr,
+                    state: format!("{:?}", m.status),
+                    phi: phi.get(&m.node).copied().unwrap_or(0.0),
+                    incarnation: m.incarnation,
+                })
+                .collect(),
+            keys: stats.objects,
+            hints: stats.hints,
+            in_flight: in_flight as u64,
+            engine: self.engine_name.to_string(),
+        })
+    }
+
+    /// Counts from this node's store (objects are counted by a scan that
+    /// stops at [`STATUS_COUNT_CAP`]).
+    pub async fn store_stats(&self) -> Result<StoreStats> {
+        self.replica
+            .send(GetStoreStats {
+                count_cap: STATUS_COUNT_CAP,
+            })
+            .await
+            .map_err(|_| Error::Shutdown)?
+    }
+
+    /// Compactions run by this node's Compactor.
+    pub async fn compactor_stats(&self) -> Result<CompactorStats> {
+        self.compactor
+            .send(GetCompactorStats)
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+}
+
+/// The ring as the protocol shows it.
+pub fn ring_view(ring: &Ring) -> RingView {
+    let mut vnodes: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for v in ring.vnodes() {
+        *vnodes.entry(v.node).or_insert(0) += 1;
+    }
+    let owned = ring.ownership();
+    let space = 2f64.powi(64);
+    RingView {
+        epoch: ring.epoch(),
+        nodes: vnodes
+            .into_iter()
+            .map(|(node, count)| RingNode {
+                node,
+                vnodes: count,
+                share: owned.get(&node).copied().unwrap_or(0) as f64 / space,
+            })
+            .collect(),
+    }
+}
+
+impl crate::protocol::Handler for Node {
+    fn execute(&self, op: Op) -> BoxFuture<'static, Result<Reply>> {
+        let node = self.clone();
+        Box::pin(async move { Node::execute(&node, op).await })
     }
 }

@@ -3,7 +3,9 @@
 //! It owns a [`Transport`] endpoint and its [`Inbox`]. Envelopes to send
 //! arrive as [`Outgoing`]; received envelopes are routed by message kind to
 //! the actor whose machine handles them ([`Routes`]): gossip to the
-//! failure detector, ring digests and states to the ring manager. A `Ping`
+//! failure detector, ring digests and states to the ring manager, replica
+//! requests to the replica, replica replies and bucket tables to the
+//! coordinator. A `Ping`
 //! is answered with a `Pong` here, since it is the transport's own liveness
 //! probe. The inbox is read only once routes are set, so nothing received
 //! before the node has started is dropped for want of a route.
@@ -47,6 +49,12 @@ pub struct Routes {
     pub membership: Recipient<Incoming>,
     /// Receives `RingDigest` and `RingState`.
     pub ring: Recipient<Incoming>,
+    /// Receives `Replicate` (replica requests from other nodes'
+    /// coordinators), with `try_send`: a full mailbox drops the request as
+    /// lost.
+    pub replica: Recipient<Incoming>,
+    /// Receives `Replicated` and `Buckets`, with `try_send` likewise.
+    pub coordinator: Recipient<Incoming>,
 }
 
 /// The actor. See the module documentation.
@@ -115,6 +123,16 @@ impl StreamHandler<Envelope> for TransportActor {
             WireMessage::Gossip { .. } => routes.membership.do_send(Incoming(envelope)),
             WireMessage::RingDigest { .. } | WireMessage::RingState { .. } => {
                 routes.ring.do_send(Incoming(envelope))
+            }
+            WireMessage::Replicate { .. } => {
+                if let Err(e) = routes.replica.try_send(Incoming(envelope)) {
+                    debug!(error = %e, "replica mailbox full; request dropped as lost");
+                }
+            }
+            WireMessage::Replicated { .. } | WireMessage::Buckets { .. } => {
+                if let Err(e) = routes.coordinator.try_send(Incoming(envelope)) {
+                    debug!(error = %e, "coordinator mailbox full; message dropped as lost");
+                }
             }
             WireMessage::Ping { seq, payload } => {
                 let pong = WireMessage::Pong {

@@ -44,6 +44,7 @@
 //! policy.
 
 pub mod buckets;
+pub mod client_ops;
 pub mod coordinator;
 pub mod get;
 pub mod handoff;

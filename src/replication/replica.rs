@@ -13,6 +13,8 @@
 //! - `0x01 | owner node id (8, BE) | the same token, bucket and key`: hints,
 //!   objects held for a down primary. Grouped by owner, so handing off to
 //!   one owner is one prefix scan.
+//! - `0x02 | name`: the node's own metadata (the bucket table), written
+//!   and read whole by name.
 //!
 //! Values are CBOR-encoded [`Object`]s.
 //!
@@ -48,6 +50,7 @@ use crate::version::{ConflictPolicy, Object, Payload};
 
 const OBJECT_SPACE: u8 = 0x00;
 const HINT_SPACE: u8 = 0x01;
+const META_SPACE: u8 = 0x02;
 const LOCK_STRIPES: usize = 256;
 
 /// The largest bucket name: 1 KiB (its length is stored in two bytes; a
@@ -100,6 +103,12 @@ fn hint_key(owner: NodeId, bucket: &[u8], key: &[u8]) -> Result<Vec<u8>> {
     out.extend_from_slice(&owner.0.to_be_bytes());
     push_body(&mut out, bucket, key)?;
     Ok(out)
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![META_SPACE];
+    k.extend_from_slice(name.as_bytes());
+    k
 }
 
 fn push_body(out: &mut Vec<u8>, bucket: &[u8], key: &[u8]) -> Result<()> {
@@ -346,6 +355,65 @@ impl ReplicaStore {
         stored
     }
 
+    /// The owners this replica holds hints for, in id order. One short
+    /// scan per owner (each seeks past the previous owner's hints).
+    pub fn hint_owners(&self) -> Result<Vec<NodeId>> {
+        let mut owners = Vec::new();
+        let mut from = vec![HINT_SPACE];
+        loop {
+            let range = KeyRange::between(from, vec![META_SPACE]);
+            let Some(item) = self.engine.scan(range)?.next() else {
+                return Ok(owners);
+            };
+            let (k, _) = item?;
+            let id = k
+                .get(1..9)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| Error::InvalidInput("malformed stored hint key".into()))?;
+            owners.push(NodeId(id));
+            match id.checked_add(1) {
+                Some(next) => {
+                    from = vec![HINT_SPACE];
+                    from.extend_from_slice(&next.to_be_bytes());
+                }
+                None => return Ok(owners),
+            }
+        }
+    }
+
+    /// Objects stored (deleted ones included, until their tombstones are
+    /// purged), counted by a scan that stops at `cap`.
+    pub fn count_objects(&self, cap: u64) -> Result<u64> {
+        let mut n = 0;
+        for item in self
+            .engine
+            .scan(KeyRange::between(vec![OBJECT_SPACE], vec![HINT_SPACE]))?
+        {
+            item?;
+            n += 1;
+            if n >= cap {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The metadata record `name`, if stored.
+    pub fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.engine.get(&meta_key(name))
+    }
+
+    /// Stores the metadata record `name`.
+    pub fn store_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.engine.put(&meta_key(name), value)
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
     /// Up to `limit` hints held for `owner`, in key order.
     pub fn hints_for(&self, owner: NodeId, limit: usize) -> Result<Vec<Hint>> {
         let mut prefix = vec![HINT_SPACE];
@@ -504,6 +572,92 @@ mod tests {
         }
         assert!(b.remove_hint(NodeId(3), b"b", b"k", &o).unwrap());
         assert_eq!(b.hint_count(), 0);
+    }
+
+    #[test]
+    fn hint_owners_metadata_and_counts() {
+        let r = store(1, 100);
+        let o = coordinated(r.handle(coordinate(1, "a", CausalContext::empty())));
+        for owner in [7u64, 3, 7, u64::MAX] {
+            for key in [&b"x"[..], b"y"] {
+                let reply = r.handle(ReplicaRequest::Merge {
+                    req: 1,
+                    bucket: b"b".to_vec(),
+                    key: key.to_vec(),
+                    object: o.clone(),
+                    policy: ConflictPolicy::Siblings,
+                    hint_for: Some(NodeId(owner)),
+                });
+                assert!(matches!(reply, ReplicaReply::Merged { result: Ok(()), .. }));
+            }
+        }
+        assert_eq!(
+            r.hint_owners().unwrap(),
+            vec![NodeId(3), NodeId(7), NodeId(u64::MAX)]
+        );
+        assert_eq!(r.count_objects(100).unwrap(), 1, "hints are not objects");
+        assert_eq!(r.load_meta("buckets").unwrap(), None);
+        r.store_meta("buckets", b"table").unwrap();
+        assert_eq!(
+            r.load_meta("buckets").unwrap().as_deref(),
+            Some(&b"table"[..])
+        );
+        assert_eq!(r.hint_owners().unwrap().len(), 3, "metadata is not a hint");
+        assert_eq!(r.count_objects(100).unwrap(), 1);
+    }
+
+    #[test]
+    fn crdt_updates_apply_to_the_join_of_the_siblings() {
+        use crate::crdt::{CrdtKind, CrdtOp, CrdtValue};
+        let policy = ConflictPolicy::Crdt(CrdtKind::PnCounter);
+        let add = |req: u64, by: i64| ReplicaRequest::Coordinate {
+            req,
+            bucket: b"c".to_vec(),
+            key: b"k".to_vec(),
+            write: Write {
+                context: CausalContext::empty(),
+                payload: Payload::Value(Vec::new()),
+                timestamp: Timestamp::from_ms(req),
+                op: Some(CrdtOp::Add(by)),
+            },
+            policy: policy.clone(),
+        };
+        let a = store(1, 10);
+        let b = store(2, 10);
+        let from_a = coordinated(a.handle(add(1, 5)));
+        let from_b = coordinated(b.handle(add(2, -2)));
+        // b learns a's update; the two are concurrent siblings on b.
+        let merged = b.handle(ReplicaRequest::Merge {
+            req: 3,
+            bucket: b"c".to_vec(),
+            key: b"k".to_vec(),
+            object: from_a,
+            policy: policy.clone(),
+            hint_for: None,
+        });
+        assert!(matches!(
+            merged,
+            ReplicaReply::Merged { result: Ok(()), .. }
+        ));
+        assert_eq!(b.read(b"c", b"k").unwrap().unwrap().siblings().len(), 2);
+        drop(from_b);
+        // The next update on b joins both and replaces them.
+        let o = coordinated(b.handle(add(4, 10)));
+        assert_eq!(o.siblings().len(), 1);
+        let state = o.siblings()[0].payload.value().unwrap();
+        assert_eq!(
+            CrdtKind::PnCounter.value(state, 1 << 20).unwrap(),
+            CrdtValue::Counter(13)
+        );
+        // An op that does not fit the policy is refused, nothing stored.
+        let mut wrong = add(5, 1);
+        if let ReplicaRequest::Coordinate { policy, .. } = &mut wrong {
+            *policy = ConflictPolicy::Siblings;
+        }
+        assert!(matches!(
+            b.handle(wrong),
+            ReplicaReply::Coordinated { result: Err(_), .. }
+        ));
     }
 
     #[test]

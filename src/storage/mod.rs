@@ -373,6 +373,15 @@ pub trait Engine: Send + Sync {
     /// The engine's counters now.
     fn stats(&self) -> EngineStats;
 
+    /// Runs one step of the background maintenance the engine leaves to
+    /// its owner (an LSM configured with `external_compaction`: one
+    /// compaction, if its policy asks for one). Returns whether there was
+    /// work; the owner calls again until there is none. Engines that
+    /// maintain themselves return `Ok(false)`.
+    fn compact(&self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Sets `key` to `value`: a batch of one.
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut batch = WriteBatch::new();

@@ -455,10 +455,11 @@ impl LsmEngine {
         }
 
         let mut threads = Vec::new();
-        for (name, body) in [
-            ("ringkv-lsm-flush", Inner::flush_loop as fn(&Inner)),
-            ("ringkv-lsm-compact", Inner::compaction_loop as fn(&Inner)),
-        ] {
+        let mut loops = vec![("ringkv-lsm-flush", Inner::flush_loop as fn(&Inner))];
+        if !inner.config.external_compaction {
+            loops.push(("ringkv-lsm-compact", Inner::compaction_loop as fn(&Inner)));
+        }
+        for (name, body) in loops {
             let inner2 = Arc::clone(&inner);
             let handle = std::thread::Builder::new()
                 .name(name.into())
@@ -1357,5 +1358,22 @@ impl Engine for LsmEngine {
 
     fn stats(&self) -> EngineStats {
         self.inner.stats()
+    }
+
+    fn compact(&self) -> Result<bool> {
+        if !self.inner.config.external_compaction {
+            return Ok(false);
+        }
+        self.inner.check_failed()?;
+        match self.inner.compact_once() {
+            Err(Error::Shutdown) => Err(Error::Shutdown),
+            // As on the background thread: a failed compaction makes the
+            // engine read-only, with the error returned to writers.
+            Err(e) => {
+                self.inner.fail(repeat_failure(&e));
+                Err(e)
+            }
+            ok => ok,
+        }
     }
 }

@@ -1,0 +1,562 @@
+//! The Coordinator actor: every client request this node coordinates, the
+//! hints it hands off, and the bucket table.
+//!
+//! It owns three machines and only carries their messages:
+//!
+//! - the [`Coordinator`] (one put or get machine per client request): fed
+//!   client operations, replica replies and a tick every [`TICK`]; its
+//!   outbox goes to the local Replica actor (requests to this node) or to
+//!   the transport (requests to other nodes);
+//! - [`HintedHandoff`]: every `handoff_interval` it asks the Replica actor
+//!   which owners it holds hints for, reads a batch for each owner that is
+//!   up, and offers it to the machine; replies with request ids at or above
+//!   [`COORDINATOR_REQ_LIMIT`] are the handoff's, and each delivered hint is
+//!   removed from the store;
+//! - the [`BucketTable`]: set by clients through any node, persisted in the
+//!   store before the setting is acknowledged, pushed to every node at once
+//!   and gossiped to a random node every gossip interval.
+//!
+//! It follows the ring manager's ring snapshots and the failure detector's
+//! events: SUSPECT, DOWN and LEFT nodes are routed around (with hints,
+//! under sloppy quorum), an UP node gets its hints at the next round.
+//!
+//! A client request that finds `max_in_flight` requests already in flight
+//! is refused with `QueueFull` (retryable), and after [`StopAccepting`]
+//! every new one is refused with `Shutdown`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use rand::rngs::StdRng;
+use rand::seq::IteratorRandom;
+use rand::SeedableRng;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::replica::{
+    HintOwners, LocalRequest, ReadHints, RemoveHint, ReplicaActor, ReplicaAnswer, StoreMeta,
+};
+use super::transport::{Incoming, Outgoing, TransportActor};
+use super::NodeEvent;
+use crate::codec;
+use crate::config::{BucketProps, ReplicaConfig};
+use crate::error::{Error, Result};
+use crate::membership::MemberEvent;
+use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::protocol::Reply;
+use crate::replication::buckets::{BucketEntry, BucketTable};
+use crate::replication::client_ops::{to_reply, ReplyKind};
+use crate::replication::coordinator::{ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
+use crate::replication::handoff::HintedHandoff;
+use crate::replication::{Outbox, Target};
+use crate::ring::Ring;
+use crate::version::{Hlc, Resolvers};
+
+/// How often request deadlines are checked: a request times out at most
+/// this late.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// The metadata record holding the bucket table.
+pub const BUCKETS_META: &str = "buckets";
+
+/// The Coordinator actor's mailbox capacity. Client requests are sent with
+/// `send`, which waits for room: a full mailbox slows clients down.
+pub const MAILBOX: usize = 4096;
+
+/// A client's data operation. Answered through `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Execute {
+    /// The operation.
+    pub op: ClientOp,
+    /// The reply it expects.
+    pub kind: ReplyKind,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<Reply>>,
+}
+
+/// Sets a bucket's properties cluster-wide.
+#[derive(Message)]
+#[rtype(result = "Result<BucketProps>")]
+pub struct SetBucket {
+    /// The bucket.
+    pub bucket: Vec<u8>,
+    /// Its properties.
+    pub props: BucketProps,
+}
+
+/// A bucket's properties (the defaults if never set).
+#[derive(Message)]
+#[rtype(result = "BucketProps")]
+pub struct GetBucket(pub Vec<u8>);
+
+/// The targets a request for `bucket`/`key` would use now.
+#[derive(Message)]
+#[rtype(result = "Vec<Target>")]
+pub struct GetTargets {
+    /// The bucket.
+    pub bucket: Vec<u8>,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// Client requests in flight.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct InFlight;
+
+/// Refuse new client requests from now on (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAccepting;
+
+struct Waiter {
+    reply: oneshot::Sender<Result<Reply>>,
+    kind: ReplyKind,
+    bucket: Vec<u8>,
+}
+
+/// The actor. See the module documentation.
+pub struct CoordinatorActor {
+    node: NodeId,
+    machine: Coordinator<Waiter>,
+    handoff: HintedHandoff,
+    buckets: BucketTable,
+    bucket_clock: Hlc,
+    resolvers: Resolvers,
+    transport: Addr<TransportActor>,
+    replica: Addr<ReplicaActor>,
+    events: Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>,
+    ring: Arc<Ring>,
+    down: BTreeSet<NodeId>,
+    config: ReplicaConfig,
+    gossip_interval: Duration,
+    rng: StdRng,
+    accepting: bool,
+    handoff_running: bool,
+}
+
+/// What the Coordinator actor starts from.
+pub struct CoordinatorParts {
+    /// This node.
+    pub node: NodeId,
+    /// Properties of buckets never set.
+    pub bucket_defaults: BucketProps,
+    /// The bucket table restored from the store.
+    pub buckets: BucketTable,
+    /// Script resolvers for `Script` policies.
+    pub resolvers: Resolvers,
+    /// Handoff and limits.
+    pub config: ReplicaConfig,
+    /// The membership gossip interval (bucket gossip uses it too).
+    pub gossip_interval: Duration,
+    /// Node events: rings and membership.
+    pub events: tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
+    /// Seeds the choice of gossip peers.
+    pub rng_seed: u64,
+    /// Clock skew bound for bucket stamps.
+    pub max_clock_skew: Duration,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl CoordinatorActor {
+    /// Builds the actor.
+    pub fn new(
+        parts: CoordinatorParts,
+        transport: Addr<TransportActor>,
+        replica: Addr<ReplicaActor>,
+    ) -> Self {
+        let mut machine = Coordinator::new(
+            parts.node,
+            parts.bucket_defaults.clone(),
+            Hlc::new(parts.max_clock_skew),
+        );
+        for entry in parts.buckets.entries() {
+            if let Err(e) = machine.set_bucket(entry.bucket.clone(), entry.props.clone()) {
+                warn!(error = %e, "stored bucket properties do not validate; ignored");
+            }
+        }
+        CoordinatorActor {
+            node: parts.node,
+            machine,
+            handoff: HintedHandoff::new(
+                COORDINATOR_REQ_LIMIT,
+                parts.config.handoff_in_flight,
+                parts.config.handoff_retry,
+            ),
+            buckets: parts.buckets,
+            bucket_clock: Hlc::new(parts.max_clock_skew),
+            resolvers: parts.resolvers,
+            transport,
+            replica,
+            events: Some(parts.events),
+            ring: Arc::new(Ring::empty()),
+            down: BTreeSet::new(),
+            config: parts.config,
+            gossip_interval: parts.gossip_interval,
+            rng: StdRng::seed_from_u64(parts.rng_seed),
+            accepting: true,
+            handoff_running: false,
+        }
+    }
+
+    fn dispatch(&mut self, out: Outbox) {
+        for (to, request) in out {
+            if to == self.node {
+                if let Err(e) = self.replica.try_send(LocalRequest(request)) {
+                    debug!(error = %e, "local replica busy; request dropped as lost");
+                }
+            } else {
+                let msg = WireMessage::Replicate { request };
+                self.transport
+                    .do_send(Outgoing(Envelope::new(self.node, to, msg)));
+            }
+        }
+    }
+
+    fn finish(&mut self, done: Vec<(Waiter, Result<crate::replication::coordinator::Answer>)>) {
+        for (waiter, answer) in done {
+            let props = self.machine.bucket(&waiter.bucket).clone();
+            let reply = answer.and_then(|a| to_reply(waiter.kind, a, &props, &self.resolvers));
+            // The client may have given up; nothing to do then.
+            let _ = waiter.reply.send(reply);
+        }
+    }
+
+    fn on_answer(
+        &mut self,
+        from: NodeId,
+        reply: crate::replication::ReplicaReply,
+        ctx: &mut Context<Self>,
+    ) {
+        if reply.req() >= COORDINATOR_REQ_LIMIT {
+            if let Some(delivered) = self.handoff.step(from, reply) {
+                let remove = RemoveHint {
+                    owner: delivered.owner,
+                    bucket: delivered.hint.bucket,
+                    key: delivered.hint.key,
+                    delivered: delivered.hint.object,
+                };
+                let replica = self.replica.clone();
+                ctx.spawn(
+                    async move {
+                        match replica.send(remove).await {
+                            Ok(Err(e)) => warn!(error = %e, "removing a delivered hint failed"),
+                            Err(e) => debug!(error = %e, "replica gone"),
+                            Ok(Ok(_)) => {}
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+            return;
+        }
+        let mut out = Outbox::new();
+        let done = self.machine.step(Instant::now(), from, reply, &mut out);
+        self.dispatch(out);
+        self.finish(done);
+    }
+
+    fn on_event(&mut self, event: NodeEvent) {
+        match event {
+            NodeEvent::Ring(ring) => {
+                self.ring = Arc::clone(&ring);
+                self.machine.set_ring(ring);
+            }
+            NodeEvent::Member(event) => {
+                let changed = match event {
+                    MemberEvent::Up { node, .. } => self.down.remove(&node),
+                    MemberEvent::Suspect { node, .. }
+                    | MemberEvent::Down { node, .. }
+                    | MemberEvent::Left { node } => node != self.node && self.down.insert(node),
+                    _ => false,
+                };
+                if changed {
+                    self.machine.set_down(self.down.clone());
+                }
+            }
+        }
+    }
+
+    /// One round of hinted handoff: find owners, read their hints, offer.
+    fn handoff_round(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let down = self.down.clone();
+        let me = self.node;
+        self.handoff.tick(now, |n| n != me && !down.contains(&n));
+        if self.handoff_running {
+            return;
+        }
+        self.handoff_running = true;
+        let replica = self.replica.clone();
+        let batch = self.config.handoff_batch;
+        let ready = async move {
+            let owners = match replica.send(HintOwners).await {
+                Ok(Ok(owners)) => owners,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "reading hint owners failed");
+                    return Vec::new();
+                }
+                Err(_) => return Vec::new(),
+            };
+            let mut found = Vec::new();
+            for owner in owners {
+                if owner == me || down.contains(&owner) {
+                    continue;
+                }
+                match replica
+                    .send(ReadHints {
+                        owner,
+                        limit: batch,
+                    })
+                    .await
+                {
+                    Ok(Ok(hints)) if !hints.is_empty() => found.push((owner, hints)),
+                    Ok(Err(e)) => warn!(error = %e, %owner, "reading hints failed"),
+                    _ => {}
+                }
+            }
+            found
+        };
+        ctx.spawn(ready.into_actor(self).map(|found, act, _| {
+            act.handoff_running = false;
+            let mut out = Outbox::new();
+            for (owner, hints) in found {
+                if act.down.contains(&owner) {
+                    continue;
+                }
+                let machine = &act.machine;
+                act.handoff.offer(
+                    Instant::now(),
+                    owner,
+                    hints,
+                    |b| machine.bucket(b).policy.clone(),
+                    &mut out,
+                );
+            }
+            act.dispatch(out);
+        }));
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.ring
+            .members()
+            .into_iter()
+            .filter(|n| *n != self.node && !self.down.contains(n))
+            .collect()
+    }
+
+    fn send_buckets(&self, to: NodeId) {
+        let msg = WireMessage::Buckets {
+            buckets: self.buckets.entries(),
+        };
+        self.transport
+            .do_send(Outgoing(Envelope::new(self.node, to, msg)));
+    }
+
+    fn persist_buckets(&self) -> ResponseFuture<Result<()>> {
+        let encoded = codec::encode(&self.buckets.entries());
+        let replica = self.replica.clone();
+        Box::pin(async move {
+            let value = encoded?;
+            replica
+                .send(StoreMeta {
+                    name: BUCKETS_META.into(),
+                    value,
+                })
+                .await
+                .map_err(|_| Error::Shutdown)?
+        })
+    }
+
+    fn apply_buckets(&mut self, changed: &[BucketEntry]) {
+        for entry in changed {
+            if let Err(e) = self
+                .machine
+                .set_bucket(entry.bucket.clone(), entry.props.clone())
+            {
+                warn!(error = %e, "bucket properties refused");
+            }
+        }
+    }
+}
+
+impl Actor for CoordinatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        if let Some(events) = self.events.take() {
+            let stream = futures_util::stream::unfold(events, |mut rx| async move {
+                rx.recv().await.map(|e| (e, rx))
+            });
+            ctx.add_stream(stream);
+        }
+        ctx.run_interval(TICK, |act, _| {
+            if act.machine.in_flight() == 0 {
+                return;
+            }
+            let mut out = Outbox::new();
+            let done = act.machine.tick(Instant::now(), &mut out);
+            act.dispatch(out);
+            act.finish(done);
+        });
+        ctx.run_interval(self.config.handoff_interval, |act, ctx| {
+            act.handoff_round(ctx)
+        });
+        ctx.run_interval(self.gossip_interval, |act, _| {
+            if act.buckets.is_empty() {
+                return;
+            }
+            let peers = act.peers();
+            if let Some(&peer) = peers.iter().choose(&mut act.rng) {
+                act.send_buckets(peer);
+            }
+        });
+    }
+}
+
+impl StreamHandler<NodeEvent> for CoordinatorActor {
+    fn handle(&mut self, event: NodeEvent, _: &mut Context<Self>) {
+        self.on_event(event);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The ring manager and failure detector are gone: the node is
+        // stopping. Keep serving what is in flight until the arbiter stops.
+    }
+}
+
+impl Handler<Execute> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Execute, _: &mut Context<Self>) {
+        if !self.accepting {
+            let _ = msg.reply.send(Err(Error::Shutdown));
+            return;
+        }
+        if self.machine.in_flight() >= self.config.max_in_flight {
+            let _ = msg.reply.send(Err(Error::QueueFull {
+                peer: self.node,
+                capacity: self.config.max_in_flight,
+            }));
+            return;
+        }
+        let bucket = match &msg.op {
+            ClientOp::Get { bucket, .. }
+            | ClientOp::Put { bucket, .. }
+            | ClientOp::Update { bucket, .. } => bucket.clone(),
+        };
+        let waiter = Waiter {
+            reply: msg.reply,
+            kind: msg.kind,
+            bucket,
+        };
+        let mut out = Outbox::new();
+        let done = self
+            .machine
+            .start(Instant::now(), wall_ms(), waiter, msg.op, &mut out);
+        self.dispatch(out);
+        if let Some(done) = done {
+            self.finish(vec![done]);
+        }
+    }
+}
+
+impl Handler<Incoming> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
+        match envelope.msg {
+            WireMessage::Replicated { reply } => self.on_answer(envelope.from, reply, ctx),
+            WireMessage::Buckets { buckets } => {
+                let changed = self.buckets.merge(buckets);
+                if !changed.is_empty() {
+                    self.apply_buckets(&changed);
+                    let save = self.persist_buckets();
+                    ctx.spawn(
+                        async move {
+                            if let Err(e) = save.await {
+                                warn!(error = %e, "persisting the bucket table failed");
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                }
+            }
+            other => debug!(kind = other.kind(), "coordinator: unexpected message"),
+        }
+    }
+}
+
+impl Handler<ReplicaAnswer> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplicaAnswer, ctx: &mut Context<Self>) {
+        self.on_answer(msg.from, msg.reply, ctx);
+    }
+}
+
+impl Handler<SetBucket> for CoordinatorActor {
+    type Result = ResponseActFuture<Self, Result<BucketProps>>;
+
+    fn handle(&mut self, msg: SetBucket, _: &mut Context<Self>) -> Self::Result {
+        let stamp = self.bucket_clock.now(wall_ms());
+        let set = self
+            .buckets
+            .set(msg.bucket.clone(), msg.props.clone(), stamp, self.node);
+        let entry = match set {
+            Ok(entry) => entry,
+            Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
+        };
+        self.apply_buckets(std::slice::from_ref(&entry));
+        let save = self.persist_buckets();
+        Box::pin(save.into_actor(self).map(move |saved, act, _| {
+            saved?;
+            for peer in act.peers() {
+                act.send_buckets(peer);
+            }
+            Ok(entry.props)
+        }))
+    }
+}
+
+impl Handler<GetBucket> for CoordinatorActor {
+    type Result = MessageResult<GetBucket>;
+
+    fn handle(&mut self, GetBucket(bucket): GetBucket, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.machine.bucket(&bucket).clone())
+    }
+}
+
+impl Handler<GetTargets> for CoordinatorActor {
+    type Result = MessageResult<GetTargets>;
+
+    fn handle(&mut self, m: GetTargets, _: &mut Context<Self>) -> Self::Result {
+        let sloppy = self.machine.bucket(&m.bucket).sloppy_quorum;
+        MessageResult(self.machine.targets(&m.bucket, &m.key, sloppy))
+    }
+}
+
+impl Handler<InFlight> for CoordinatorActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: InFlight, _: &mut Context<Self>) -> usize {
+        self.machine.in_flight()
+    }
+}
+
+impl Handler<StopAccepting> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAccepting, _: &mut Context<Self>) {
+        self.accepting = false;
+    }
+}

@@ -1,0 +1,333 @@
+//! The Replica actor: this node's storage, served to coordinators.
+//!
+//! It owns the node's [`ReplicaStore`] (the engine, with its objects, hints
+//! and metadata) and serves [`ReplicaRequest`]s from any coordinator: this
+//! node's, by message, or another node's, through the transport. Every
+//! request runs on tokio's blocking thread pool, since the engine blocks on
+//! disk, at most `max_concurrent_io` at once; the rest wait in a queue in
+//! arrival order. Replies go back the way the request came: to the local
+//! Coordinator actor, or to the transport addressed to the asking node.
+//!
+//! The hot path is bounded: the transport and the coordinator hand
+//! requests over with `try_send` into a mailbox of [`MAILBOX`] messages;
+//! when it is full the request is dropped and logged, which the asking
+//! coordinator sees as a lost message (its deadline answers the client).
+//!
+//! It also serves the node's own needs of the store: hints for hinted
+//! handoff, metadata (the bucket table), counts for status views, and the
+//! final flush at shutdown.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tracing::{debug, warn};
+
+use super::transport::{Incoming, Outgoing, TransportActor};
+use crate::error::{Error, Result};
+use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::replication::replica::{Hint, ReplicaStore};
+use crate::replication::{ReplicaReply, ReplicaRequest};
+use crate::storage::EngineStats;
+use crate::version::Object;
+
+/// The mailbox capacity of the Replica actor: requests beyond it are
+/// dropped as lost (see the module docs). 4096: at 64 requests in service
+/// and a millisecond each, four seconds of backlog, beyond any request's
+/// useful life at the default 5 s timeout.
+pub const MAILBOX: usize = 4096;
+
+/// A replica's reply, for the local Coordinator.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReplicaAnswer {
+    /// The replica that answered.
+    pub from: NodeId,
+    /// Its reply.
+    pub reply: ReplicaReply,
+}
+
+/// A request from this node's own coordinator or handoff.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct LocalRequest(pub ReplicaRequest);
+
+/// Reads up to `limit` hints held for `owner`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Hint>>")]
+pub struct ReadHints {
+    /// The owner.
+    pub owner: NodeId,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The owners hints are held for.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<NodeId>>")]
+pub struct HintOwners;
+
+/// Removes a delivered hint (kept if it changed since).
+#[derive(Message)]
+#[rtype(result = "Result<bool>")]
+pub struct RemoveHint {
+    /// The owner it was delivered to.
+    pub owner: NodeId,
+    /// Its bucket.
+    pub bucket: Vec<u8>,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// The object as delivered.
+    pub delivered: Object,
+}
+
+/// Reads this replica's stored object of a key.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Object>>")]
+pub struct LocalRead {
+    /// The bucket.
+    pub bucket: Vec<u8>,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// Stores a metadata record.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct StoreMeta {
+    /// Its name.
+    pub name: String,
+    /// Its bytes.
+    pub value: Vec<u8>,
+}
+
+/// Counts for status views.
+#[derive(Message)]
+#[rtype(result = "Result<StoreStats>")]
+pub struct GetStoreStats {
+    /// Stop counting objects at this many.
+    pub count_cap: u64,
+}
+
+/// What [`GetStoreStats`] answers.
+#[derive(Clone, Debug)]
+pub struct StoreStats {
+    /// Objects stored (up to the cap).
+    pub objects: u64,
+    /// Hints held.
+    pub hints: u64,
+    /// Requests being served or queued.
+    pub busy: usize,
+    /// The engine's counters.
+    pub engine: EngineStats,
+}
+
+/// Flushes the engine (memtables to tables): done at shutdown.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct FlushStore;
+
+/// Where a request came from, so the reply can go back.
+enum ReplyTo {
+    Local,
+    Remote(NodeId),
+}
+
+/// The actor. See the module documentation.
+pub struct ReplicaActor {
+    node: NodeId,
+    store: Arc<ReplicaStore>,
+    transport: Addr<TransportActor>,
+    coordinator: Option<Recipient<ReplicaAnswer>>,
+    max_concurrent: usize,
+    serving: usize,
+    queue: VecDeque<(ReplyTo, ReplicaRequest)>,
+}
+
+impl ReplicaActor {
+    /// Serves `store` for `node`, replying to remote coordinators through
+    /// `transport`. Local replies go to the recipient set with
+    /// [`SetCoordinator`].
+    pub fn new(
+        node: NodeId,
+        store: Arc<ReplicaStore>,
+        transport: Addr<TransportActor>,
+        max_concurrent: usize,
+    ) -> Self {
+        ReplicaActor {
+            node,
+            store,
+            transport,
+            coordinator: None,
+            max_concurrent: max_concurrent.max(1),
+            serving: 0,
+            queue: VecDeque::new(),
+        }
+    }
+
+    fn accept(&mut self, to: ReplyTo, request: ReplicaRequest, ctx: &mut Context<Self>) {
+        self.queue.push_back((to, request));
+        self.pump(ctx);
+    }
+
+    /// Starts queued requests while there is room.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.serving < self.max_concurrent {
+            let Some((to, request)) = self.queue.pop_front() else {
+                return;
+            };
+            self.serving += 1;
+            let store = Arc::clone(&self.store);
+            let work = tokio::task::spawn_blocking(move || store.handle(request));
+            ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
+                act.serving -= 1;
+                match done {
+                    Ok(reply) => act.reply(to, reply),
+                    // The blocking task panicked: a broken invariant in the
+                    // store. The asker times out; the node goes on.
+                    Err(e) => warn!(error = %e, "replica request failed to run"),
+                }
+                act.pump(ctx);
+            }));
+        }
+    }
+
+    fn reply(&self, to: ReplyTo, reply: ReplicaReply) {
+        match to {
+            ReplyTo::Local => {
+                if let Some(c) = &self.coordinator {
+                    if let Err(e) = c.try_send(ReplicaAnswer {
+                        from: self.node,
+                        reply,
+                    }) {
+                        debug!(error = %e, "local reply dropped");
+                    }
+                }
+            }
+            ReplyTo::Remote(node) => {
+                let msg = WireMessage::Replicated { reply };
+                self.transport
+                    .do_send(Outgoing(Envelope::new(self.node, node, msg)));
+            }
+        }
+    }
+
+    fn blocking<T, F>(&self, f: F) -> ResponseFuture<Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReplicaStore) -> Result<T> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&store))
+                .await
+                .map_err(|e| Error::Replica(format!("store task failed: {e}")))?
+        })
+    }
+}
+
+impl Actor for ReplicaActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+    }
+}
+
+/// Sets where local replies go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetCoordinator(pub Recipient<ReplicaAnswer>);
+
+impl Handler<SetCoordinator> for ReplicaActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetCoordinator, _: &mut Context<Self>) {
+        self.coordinator = Some(msg.0);
+    }
+}
+
+impl Handler<Incoming> for ReplicaActor {
+    type Result = ();
+
+    fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
+        match envelope.msg {
+            WireMessage::Replicate { request } => {
+                self.accept(ReplyTo::Remote(envelope.from), request, ctx)
+            }
+            other => debug!(kind = other.kind(), "replica: not a replica request"),
+        }
+    }
+}
+
+impl Handler<LocalRequest> for ReplicaActor {
+    type Result = ();
+
+    fn handle(&mut self, LocalRequest(request): LocalRequest, ctx: &mut Context<Self>) {
+        self.accept(ReplyTo::Local, request, ctx);
+    }
+}
+
+impl Handler<ReadHints> for ReplicaActor {
+    type Result = ResponseFuture<Result<Vec<Hint>>>;
+
+    fn handle(&mut self, msg: ReadHints, _: &mut Context<Self>) -> Self::Result {
+        self.blocking(move |s| s.hints_for(msg.owner, msg.limit))
+    }
+}
+
+impl Handler<HintOwners> for ReplicaActor {
+    type Result = ResponseFuture<Result<Vec<NodeId>>>;
+
+    fn handle(&mut self, _: HintOwners, _: &mut Context<Self>) -> Self::Result {
+        self.blocking(|s| s.hint_owners())
+    }
+}
+
+impl Handler<RemoveHint> for ReplicaActor {
+    type Result = ResponseFuture<Result<bool>>;
+
+    fn handle(&mut self, m: RemoveHint, _: &mut Context<Self>) -> Self::Result {
+        self.blocking(move |s| s.remove_hint(m.owner, &m.bucket, &m.key, &m.delivered))
+    }
+}
+
+impl Handler<LocalRead> for ReplicaActor {
+    type Result = ResponseFuture<Result<Option<Object>>>;
+
+    fn handle(&mut self, m: LocalRead, _: &mut Context<Self>) -> Self::Result {
+        self.blocking(move |s| s.read(&m.bucket, &m.key))
+    }
+}
+
+impl Handler<StoreMeta> for ReplicaActor {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, m: StoreMeta, _: &mut Context<Self>) -> Self::Result {
+        self.blocking(move |s| s.store_meta(&m.name, &m.value))
+    }
+}
+
+impl Handler<GetStoreStats> for ReplicaActor {
+    type Result = ResponseFuture<Result<StoreStats>>;
+
+    fn handle(&mut self, m: GetStoreStats, _: &mut Context<Self>) -> Self::Result {
+        let busy = self.serving + self.queue.len();
+        self.blocking(move |s| {
+            Ok(StoreStats {
+                objects: s.count_objects(m.count_cap)?,
+                hints: s.hint_count() as u64,
+                busy,
+                engine: s.engine().stats(),
+            })
+        })
+    }
+}
+
+impl Handler<FlushStore> for ReplicaActor {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, _: FlushStore, _: &mut Context<Self>) -> Self::Result {
+        self.blocking(|s| s.engine().flush())
+    }
+}

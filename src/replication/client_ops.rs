@@ -1,0 +1,458 @@
+//! Between the client protocol and the coordinator: what a data operation
+//! of [`crate::protocol::Op`] asks of the coordinator, and how its
+//! [`Answer`] becomes a [`Reply`].
+//!
+//! Pure functions, so the node's actors only carry their results. Reads
+//! are resolved here under the bucket's policy: one value, nothing, or the
+//! siblings with the context a client writes back with; counters and sets
+//! are read as the value of their CRDT state. A `Script` policy whose
+//! resolver fails does not fail the read: the siblings are returned as
+//! under `Siblings`, and the failure is logged.
+//!
+//! Not here: the ops that are not data (hello, buckets, ring, status),
+//! which the node answers itself.
+
+use std::time::Duration;
+
+use serde_bytes::ByteBuf;
+
+use super::coordinator::{Answer, ClientOp, RequestOptions};
+use crate::config::{BucketProps, VersionConfig};
+use crate::crdt::{CrdtOp, CrdtValue};
+use crate::error::{Error, Result};
+use crate::protocol::{Op, ReadOptions, Reply, SiblingView, WriteOptions};
+use crate::replication::Receipt;
+use crate::storage::MAX_VALUE_BYTES;
+use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Resolved, Resolvers};
+
+/// What shape of reply a data operation expects.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// `Reply::Object`.
+    Object,
+    /// `Reply::Written`.
+    Written,
+    /// `Reply::Counter`.
+    Counter,
+    /// `Reply::Set`.
+    Set,
+}
+
+/// Translates a data operation into a coordinator operation and the reply
+/// kind it expects. `Ok(None)` for ops that are not data operations.
+/// Fails on bad arguments (an undecodable context, a zero timeout).
+pub fn to_client_op(op: Op, version: &VersionConfig) -> Result<Option<(ClientOp, ReplyKind)>> {
+    let context = |c: Option<ByteBuf>| -> Result<CausalContext> {
+        match c {
+            None => Ok(CausalContext::empty()),
+            Some(bytes) => CausalContext::from_bytes(&bytes, version.max_context_bytes),
+        }
+    };
+    let get = |bucket: ByteBuf, key: ByteBuf, options: ReadOptions| -> Result<ClientOp> {
+        Ok(ClientOp::Get {
+            bucket: bucket.into_vec(),
+            key: key.into_vec(),
+            options: read_options(options)?,
+        })
+    };
+    let update = |bucket: ByteBuf, key: ByteBuf, op: CrdtOp, options: WriteOptions| {
+        Ok::<_, Error>(ClientOp::Update {
+            bucket: bucket.into_vec(),
+            key: key.into_vec(),
+            op,
+            options: write_options(options)?,
+        })
+    };
+    Ok(Some(match op {
+        Op::Get {
+            bucket,
+            key,
+            options,
+        } => (get(bucket, key, options)?, ReplyKind::Object),
+        Op::CounterGet {
+            bucket,
+            key,
+            options,
+        } => (get(bucket, key, options)?, ReplyKind::Counter),
+        Op::SetMembers {
+            bucket,
+            key,
+            options,
+        } => (get(bucket, key, options)?, ReplyKind::Set),
+        Op::Put {
+            bucket,
+            key,
+            value,
+            context: ctx,
+            options,
+        } => {
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(Error::InvalidInput(format!(
+                    "value of {} bytes exceeds the maximum of {MAX_VALUE_BYTES}",
+                    value.len()
+                )));
+            }
+            let op = ClientOp::Put {
+                bucket: bucket.into_vec(),
+                key: key.into_vec(),
+                payload: Payload::Value(value.into_vec()),
+                context: context(ctx)?,
+                options: write_options(options)?,
+            };
+            (op, ReplyKind::Written)
+        }
+        Op::Delete {
+            bucket,
+            key,
+            context: ctx,
+            options,
+        } => {
+            let op = ClientOp::Put {
+                bucket: bucket.into_vec(),
+                key: key.into_vec(),
+                payload: Payload::Tombstone,
+                context: context(ctx)?,
+                options: write_options(options)?,
+            };
+            (op, ReplyKind::Written)
+        }
+        Op::CounterAdd {
+            bucket,
+            key,
+            by,
+            options,
+        } => (
+            update(bucket, key, CrdtOp::Add(by), options)?,
+            ReplyKind::Counter,
+        ),
+        Op::SetAdd {
+            bucket,
+            key,
+            members,
+            options,
+        } => (
+            update(bucket, key, CrdtOp::SetAdd(members), options)?,
+            ReplyKind::Set,
+        ),
+        Op::SetRemove {
+            bucket,
+            key,
+            members,
+            options,
+        } => (
+            update(bucket, key, CrdtOp::SetRemove(members), options)?,
+            ReplyKind::Set,
+        ),
+        _ => return Ok(None),
+    }))
+}
+
+fn timeout(ms: Option<u64>) -> Result<Option<Duration>> {
+    match ms {
+        Some(0) => Err(Error::InvalidInput("timeout_ms must be positive".into())),
+        other => Ok(other.map(Duration::from_millis)),
+    }
+}
+
+fn read_options(o: ReadOptions) -> Result<RequestOptions> {
+    Ok(RequestOptions {
+        r: o.r,
+        sloppy_quorum: o.sloppy_quorum,
+        repair: o.repair.unwrap_or_default(),
+        timeout: timeout(o.timeout_ms)?,
+        ..RequestOptions::default()
+    })
+}
+
+fn write_options(o: WriteOptions) -> Result<RequestOptions> {
+    Ok(RequestOptions {
+        w: o.w,
+        sloppy_quorum: o.sloppy_quorum,
+        timeout: timeout(o.timeout_ms)?,
+        ..RequestOptions::default()
+    })
+}
+
+/// Turns a coordinator's answer into the reply of `kind`, under the
+/// bucket's properties.
+pub fn to_reply(
+    kind: ReplyKind,
+    answer: Answer,
+    props: &BucketProps,
+    resolvers: &Resolvers,
+) -> Result<Reply> {
+    let (object, receipt) = match answer {
+        Answer::Got(g) => (g.object, g.receipt),
+        Answer::Put(p) => (Some(p.object), p.receipt),
+    };
+    match kind {
+        ReplyKind::Written => {
+            let context = object.map(|o| o.context()).unwrap_or_default();
+            Ok(Reply::Written {
+                context: ByteBuf::from(context.to_bytes()?),
+                receipt,
+            })
+        }
+        ReplyKind::Object => object_reply(object, receipt, &props.policy, resolvers),
+        ReplyKind::Counter | ReplyKind::Set => {
+            let ConflictPolicy::Crdt(crdt) = &props.policy else {
+                return Err(Error::InvalidInput(format!(
+                    "the bucket's policy is {:?}, not a CRDT",
+                    props.policy
+                )));
+            };
+            let state = match &object {
+                None => Vec::new(),
+                Some(o) => match props.policy.resolve(o, resolvers, MAX_VALUE_BYTES)? {
+                    Resolved::Value(v) => v,
+                    Resolved::Absent | Resolved::Siblings(_) => Vec::new(),
+                },
+            };
+            match (kind, crdt.value(&state, MAX_VALUE_BYTES)?) {
+                (ReplyKind::Counter, CrdtValue::Counter(v)) => Ok(Reply::Counter {
+                    value: i64::try_from(v).map_err(|_| {
+                        Error::InvalidInput(format!("counter value {v} does not fit in 64 bits"))
+                    })?,
+                    receipt,
+                }),
+                (ReplyKind::Set, CrdtValue::Set(members)) => Ok(Reply::Set {
+                    members: members.into_iter().map(ByteBuf::from).collect(),
+                    receipt,
+                }),
+                (_, _) => Err(Error::InvalidInput(format!(
+                    "a {crdt:?} bucket holds neither a counter nor a set as asked"
+                ))),
+            }
+        }
+    }
+}
+
+fn object_reply(
+    object: Option<Object>,
+    receipt: Receipt,
+    policy: &ConflictPolicy,
+    resolvers: &Resolvers,
+) -> Result<Reply> {
+    let Some(object) = object else {
+        return Ok(Reply::Object {
+            value: None,
+            siblings: Vec::new(),
+            context: ByteBuf::new(),
+            receipt,
+        });
+    };
+    let context = ByteBuf::from(object.context().to_bytes()?);
+    let resolved = match policy.resolve(&object, resolvers, MAX_VALUE_BYTES) {
+        Ok(r) => r,
+        Err(e) if matches!(policy, ConflictPolicy::Script(_)) => {
+            tracing::warn!(error = %e, ?policy, "conflict policy failed; returning siblings");
+            Resolved::Siblings(object.siblings().to_vec())
+        }
+        Err(e) => return Err(e),
+    };
+    let (value, siblings) = match resolved {
+        Resolved::Absent => (None, Vec::new()),
+        Resolved::Value(v) => (Some(ByteBuf::from(v)), Vec::new()),
+        Resolved::Siblings(s) => (
+            None,
+            s.into_iter()
+                .map(|s| SiblingView {
+                    value: match s.payload {
+                        Payload::Value(v) => Some(ByteBuf::from(v)),
+                        Payload::Tombstone => None,
+                    },
+                    timestamp_ms: s.timestamp.physical_ms,
+                    node: s.dot.node,
+                })
+                .collect(),
+        ),
+    };
+    Ok(Reply::Object {
+        value,
+        siblings,
+        context,
+        receipt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::CrdtKind;
+    use crate::message::NodeId;
+    use crate::replication::get::GetReply;
+    use crate::replication::put::PutReply;
+    use crate::version::Timestamp;
+
+    fn b(s: &str) -> ByteBuf {
+        ByteBuf::from(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn data_ops_translate_and_others_do_not() {
+        let v = VersionConfig::default();
+        let (op, kind) = to_client_op(
+            Op::Delete {
+                bucket: b("b"),
+                key: b("k"),
+                context: None,
+                options: WriteOptions::default(),
+            },
+            &v,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(kind, ReplyKind::Written);
+        assert!(matches!(
+            op,
+            ClientOp::Put {
+                payload: Payload::Tombstone,
+                ..
+            }
+        ));
+        assert!(to_client_op(Op::Ring, &v).unwrap().is_none());
+        let bad_context = Op::Put {
+            bucket: b("b"),
+            key: b("k"),
+            value: b("v"),
+            context: Some(b("\u{ff}garbage")),
+            options: WriteOptions::default(),
+        };
+        assert!(matches!(
+            to_client_op(bad_context, &v),
+            Err(Error::Decode { .. })
+        ));
+        let zero = Op::Get {
+            bucket: b("b"),
+            key: b("k"),
+            options: ReadOptions {
+                timeout_ms: Some(0),
+                ..ReadOptions::default()
+            },
+        };
+        assert!(matches!(
+            to_client_op(zero, &v),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn reads_resolve_under_the_policy() {
+        let mut o = Object::new();
+        let siblings = ConflictPolicy::Siblings;
+        for (node, v) in [(1, "a"), (2, "b")] {
+            siblings
+                .put(
+                    &mut o,
+                    NodeId(node),
+                    &CausalContext::empty(),
+                    Payload::Value(v.as_bytes().to_vec()),
+                    Timestamp::from_ms(node),
+                    10,
+                )
+                .unwrap();
+        }
+        let got = |o: Option<Object>| {
+            Answer::Got(GetReply {
+                object: o,
+                receipt: Receipt::default(),
+            })
+        };
+        let props = BucketProps::default();
+        let r = to_reply(
+            ReplyKind::Object,
+            got(Some(o.clone())),
+            &props,
+            &Resolvers::new(),
+        );
+        let Ok(Reply::Object {
+            value: None,
+            siblings: s,
+            context,
+            ..
+        }) = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].value.as_deref().map(|v| v.as_slice()), Some(&b"b"[..]));
+        assert_eq!(s[1].node, NodeId(2));
+        assert_eq!(
+            CausalContext::from_bytes(&context, 1024).unwrap(),
+            o.context()
+        );
+        let lww = BucketProps {
+            policy: ConflictPolicy::Lww,
+            ..props.clone()
+        };
+        let r = to_reply(
+            ReplyKind::Object,
+            got(Some(o.clone())),
+            &lww,
+            &Resolvers::new(),
+        );
+        assert!(matches!(r, Ok(Reply::Object { value: Some(v), .. }) if v.as_slice() == b"b"));
+        let r = to_reply(ReplyKind::Object, got(None), &props, &Resolvers::new());
+        assert!(
+            matches!(r, Ok(Reply::Object { value: None, ref siblings, .. }) if siblings.is_empty())
+        );
+        // A script policy whose resolver is missing falls back to siblings.
+        let script = BucketProps {
+            policy: ConflictPolicy::Script("nope".into()),
+            ..props
+        };
+        let r = to_reply(ReplyKind::Object, got(Some(o)), &script, &Resolvers::new());
+        assert!(matches!(r, Ok(Reply::Object { ref siblings, .. }) if siblings.len() == 2));
+    }
+
+    #[test]
+    fn counters_read_their_value() {
+        let kind = CrdtKind::PnCounter;
+        let props = BucketProps {
+            policy: ConflictPolicy::Crdt(kind),
+            ..BucketProps::default()
+        };
+        let state = kind
+            .apply(
+                &[],
+                &CrdtOp::Add(-4),
+                NodeId(1),
+                Timestamp::from_ms(1),
+                1 << 20,
+            )
+            .unwrap();
+        let mut o = Object::new();
+        props
+            .policy
+            .put(
+                &mut o,
+                NodeId(1),
+                &CausalContext::empty(),
+                Payload::Value(state),
+                Timestamp::from_ms(1),
+                10,
+            )
+            .unwrap();
+        let put = Answer::Put(PutReply {
+            object: o,
+            receipt: Receipt::default(),
+        });
+        let r = to_reply(ReplyKind::Counter, put, &props, &Resolvers::new());
+        assert!(matches!(r, Ok(Reply::Counter { value: -4, .. })), "{r:?}");
+        let none = Answer::Got(GetReply {
+            object: None,
+            receipt: Receipt::default(),
+        });
+        let r = to_reply(ReplyKind::Counter, none.clone(), &props, &Resolvers::new());
+        assert!(matches!(r, Ok(Reply::Counter { value: 0, .. })));
+        let r = to_reply(ReplyKind::Set, none.clone(), &props, &Resolvers::new());
+        assert!(r.is_err(), "a counter is not a set");
+        let r = to_reply(
+            ReplyKind::Counter,
+            none,
+            &BucketProps::default(),
+            &Resolvers::new(),
+        );
+        assert!(matches!(r, Err(Error::InvalidInput(_))));
+    }
+}
