@@ -22,6 +22,7 @@
 //! dies is a crashed node, which the rest of the cluster detects.
 
 pub mod cli;
+pub mod client_port;
 pub mod compactor;
 pub mod coordinator;
 pub mod failure_detector;
