@@ -271,6 +271,7 @@ impl Op {
             | Op::GetBucket { .. }
             | Op::Ring
             | Op::Status
+            | Op::LocalGet { .. }
             | Op::PreferenceList { .. } => false,
         }
     }
