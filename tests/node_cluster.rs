@@ -16,9 +16,8 @@
 //!   the node keeps serving everyone else;
 //! - no acknowledged write is lost across a rolling restart of every node.
 //!
-//! One replica's own copy is read by freezing (SIGSTOP) the other replicas
-//! of the key and reading at that node with R=1, no sloppy quorum and no
-//! read repair: the only replica that can answer is the one being checked.
+//! One replica's own copy is read with `Op::LocalGet`, which answers from
+//! the node's own store with no quorum and no repair.
 //!
 //! Tests that start a five-node cluster take a lock so that only one such
 //! cluster runs at a time: the machine has two cores, and twenty-five
@@ -37,12 +36,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster::{parse_ready, run_to_exit, start_process, wait_until, write_file, Cluster, SECRET};
-use ringkv::client::{Client, ClientConfig, GetResult};
+use ringkv::client::{Client, ClientConfig};
 use ringkv::crdt::CrdtKind;
-use ringkv::protocol::{BucketInfo, ErrorCode, ReadOptions, Request, Response, WriteOptions};
+use ringkv::protocol::{
+    BucketInfo, ErrorCode, Op, ReadOptions, Reply, Request, Response, WriteOptions,
+};
 use ringkv::replication::get::Repair;
 use ringkv::replication::Consistency;
 use ringkv::{ConflictPolicy, Error, NodeId};
+use serde_bytes::ByteBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -204,54 +206,34 @@ async fn primaries(c: &Client, bucket: &[u8], key: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-fn local_read() -> ReadOptions {
-    ReadOptions {
-        r: Some(Consistency::One),
-        repair: Some(Repair::Off),
-        sloppy_quorum: Some(false),
-        timeout_ms: Some(3000),
-    }
-}
-
-/// What node `at`'s own replica holds for each key: the other primaries of
-/// the keys are frozen while node `at` answers a read at R=1 without
-/// sloppy quorum or repair, so its own copy is the only possible answer.
-/// Every key must have node `at` among `replicas`, the same for all keys.
+/// What node `at`'s own replica holds for each key (`LocalGet`: no
+/// quorum, no repair).
 async fn local_copies(
     cluster: &Cluster,
     at: u64,
-    replicas: &[u64],
     bucket: &[u8],
     keys: &[Vec<u8>],
 ) -> Vec<Option<Vec<u8>>> {
-    assert!(replicas.contains(&at));
-    let others: Vec<u64> = replicas.iter().copied().filter(|r| *r != at).collect();
     let c = client_of(cluster.node(at).client).await;
-    for o in &others {
-        cluster.pause(*o);
-    }
     let mut values = Vec::new();
-    let mut failure = None;
     for k in keys {
-        match c.get_with(bucket, k, local_read()).await {
-            Ok(GetResult { value, receipt, .. }) => {
-                if receipt.answered != vec![NodeId(at)] {
-                    failure = Some(format!("answered by {:?}, not only {at}", receipt.answered));
-                    break;
-                }
-                values.push(value);
+        let op = Op::LocalGet {
+            bucket: ByteBuf::from(bucket.to_vec()),
+            key: ByteBuf::from(k.clone()),
+        };
+        match c.execute(op).await {
+            Ok(Reply::Object {
+                value, siblings, ..
+            }) => {
+                assert!(
+                    siblings.is_empty(),
+                    "node {at} holds siblings: {siblings:?}"
+                );
+                values.push(value.map(ByteBuf::into_vec));
             }
-            Err(e) => {
-                failure = Some(format!("local read at node {at}: {e}"));
-                break;
-            }
+            Ok(other) => panic!("LocalGet answered {other:?}"),
+            Err(e) => panic!("LocalGet at node {at}: {e}\n{}", cluster.logs()),
         }
-    }
-    for o in &others {
-        cluster.resume(*o);
-    }
-    if let Some(f) = failure {
-        panic!("{f}\n{}", cluster.logs());
     }
     values
 }
@@ -666,7 +648,7 @@ async fn w2_writes_survive_a_killed_node_whose_hints_arrive_after_restart() {
         // Every replica, the restarted one included, holds every key.
         for (reps, keys) in &groups {
             for at in reps {
-                let got = local_copies(&cluster, *at, reps, b, keys).await;
+                let got = local_copies(&cluster, *at, b, keys).await;
                 for (k, v) in keys.iter().zip(got) {
                     assert_eq!(
                         v.as_deref(),
@@ -726,7 +708,7 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
         }
         cluster.restart(victim).await;
         wait_formed(&cluster).await;
-        let before = local_copies(&cluster, victim, &reps, b, &keys).await;
+        let before = local_copies(&cluster, victim, b, &keys).await;
         assert_eq!(
             before,
             vec![None, None],
@@ -750,28 +732,20 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
             "{:?}",
             got.receipt
         );
-        let after = local_copies(&cluster, victim, &reps, b, &keys[..1]).await;
+        let after = local_copies(&cluster, victim, b, &keys[..1]).await;
         assert_eq!(after, vec![Some(b"fresh".to_vec())]);
 
         // The default read (quorum, repair after answering) repairs too,
         // once every replica has replied.
         let got = c.get_with(b, &keys[1], ReadOptions::default()).await;
         assert_eq!(got.map(|g| g.value).ok().flatten(), Some(b"fresh".to_vec()));
-        let mut tries = 0;
-        let repaired = wait_until(Duration::from_secs(10), || {
-            tries += 1;
-            let keys = &keys[1..];
-            let (cluster, reps) = (&cluster, &reps);
-            async move {
-                // Each look freezes two nodes: look every half second.
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                local_copies(cluster, victim, reps, b, keys).await == vec![Some(b"fresh".to_vec())]
-            }
+        let repaired = wait_until(Duration::from_secs(10), || async {
+            local_copies(&cluster, victim, b, &keys[1..]).await == vec![Some(b"fresh".to_vec())]
         })
         .await;
         assert!(
             repaired,
-            "asynchronous read repair did not reach node {victim} ({tries} looks)"
+            "asynchronous read repair did not reach node {victim}"
         );
     })
     .await
