@@ -694,8 +694,12 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
         let c = &all[via as usize - 1];
 
         // Written while the victim is down, without fallbacks: no hint, so
-        // the victim stays stale when it is back.
+        // the victim stays stale when it is back. (Once it is seen down: a
+        // write whose coordinating replica is the victim waits for it
+        // until then.)
         cluster.kill(victim).await;
+        let others: Vec<u64> = (1..=5).filter(|i| *i != victim).collect();
+        wait_state(&cluster, &others, victim, "Down").await;
         let strict = WriteOptions {
             w: Some(Consistency::Two),
             sloppy_quorum: Some(false),
@@ -929,8 +933,11 @@ async fn garbage_and_oversized_frames_do_not_disturb_other_clients() {
             .unwrap();
         assert!(closes(&mut s).await, "HTTP did not close the connection");
         let mut s = TcpStream::connect(addr).await.unwrap();
-        let noise: Vec<u8> = (0..1_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        // Its first byte makes the length prefix far above the limit (a
+        // prefix under the limit would rightly make the node wait for the
+        // rest of the frame).
+        let noise: Vec<u8> = std::iter::once(0xa5)
+            .chain((1..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8))
             .collect();
         let _ = s.write_all(&noise).await;
         assert!(closes(&mut s).await, "noise did not close the connection");
