@@ -39,7 +39,7 @@ use cluster::{parse_ready, run_to_exit, start_process, wait_until, write_file, C
 use ringkv::client::{Client, ClientConfig};
 use ringkv::crdt::CrdtKind;
 use ringkv::protocol::{
-    BucketInfo, ErrorCode, Op, ReadOptions, Reply, Request, Response, WriteOptions,
+    BucketInfo, ErrorCode, Op, ReadOptions, Reply, Request, Response, RingNode, WriteOptions,
 };
 use ringkv::replication::get::Repair;
 use ringkv::replication::Consistency;
@@ -88,10 +88,10 @@ async fn clients(cluster: &Cluster) -> Vec<Client> {
     all
 }
 
-/// Whether node `addr` sees exactly `ids` as members, all alive, and a
-/// ring with all of them.
-async fn sees_all_alive(addr: SocketAddr, ids: &[u64]) -> bool {
-    let Ok(c) = Client::connect(
+/// Node `addr`'s ring, if it sees exactly `ids` as members, all alive,
+/// and all of them in its ring.
+async fn ring_if_all_alive(addr: SocketAddr, ids: &[u64]) -> Option<Vec<RingNode>> {
+    let c = Client::connect(
         &[addr.to_string()],
         ClientConfig {
             max_attempts: 1,
@@ -100,11 +100,9 @@ async fn sees_all_alive(addr: SocketAddr, ids: &[u64]) -> bool {
         },
     )
     .await
-    else {
-        return false;
-    };
+    .ok()?;
     let (Ok(status), Ok(ring)) = (c.status().await, c.ring().await) else {
-        return false;
+        return None;
     };
     let alive: BTreeSet<u64> = status
         .members
@@ -114,19 +112,28 @@ async fn sees_all_alive(addr: SocketAddr, ids: &[u64]) -> bool {
         .collect();
     let in_ring: BTreeSet<u64> = ring.nodes.iter().map(|n| n.node.0).collect();
     let want: BTreeSet<u64> = ids.iter().copied().collect();
-    ids.iter()
-        .all(|id| alive.contains(id) || *id == status.node.0)
-        && in_ring == want
+    let all_alive = ids
+        .iter()
+        .all(|id| alive.contains(id) || *id == status.node.0);
+    (all_alive && in_ring == want).then_some(ring.nodes)
 }
 
-/// Waits until every running node sees every node alive and in the ring.
+/// Waits until every node sees every node alive and in the ring, and all
+/// hold the same ring (same tokens counts and shares): only then do they
+/// agree on every key's preference list.
 async fn wait_formed(cluster: &Cluster) {
     let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
     let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.client).collect();
     let formed = wait_until(SETTLE, || async {
+        let mut first: Option<Vec<RingNode>> = None;
         for a in &addrs {
-            if !sees_all_alive(*a, &ids).await {
+            let Some(ring) = ring_if_all_alive(*a, &ids).await else {
                 return false;
+            };
+            match &first {
+                None => first = Some(ring),
+                Some(f) if *f != ring => return false,
+                Some(_) => {}
             }
         }
         true
