@@ -404,6 +404,38 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
         }
         // Nothing was created for the refused starts.
         assert!(!tmp.path().join("d").join("data").exists());
+
+        // An address that another socket holds: refused the same way.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held_addr = held.local_addr().unwrap().to_string();
+        for (peer, client) in [
+            (held_addr.as_str(), "127.0.0.1:0"),
+            ("127.0.0.1:0", &held_addr),
+        ] {
+            let flag = if peer == held_addr {
+                "--listen"
+            } else {
+                "--client-listen"
+            };
+            let args = [
+                "--id",
+                "1",
+                "--data-dir",
+                &dir,
+                "--secret-file",
+                &secret,
+                "--listen",
+                peer,
+                "--client-listen",
+                client,
+            ];
+            let (status, stderr) = run_to_exit(&args).await;
+            assert_eq!(status.code(), Some(2), "{flag}: {stderr}");
+            assert!(
+                stderr.contains(&held_addr) && stderr.contains("in use"),
+                "{stderr}"
+            );
+        }
     })
     .await
 }
