@@ -690,6 +690,30 @@ impl Client {
         }
     }
 
+    /// The connected node's own stored copy of a key: no quorum, no
+    /// repair, an empty receipt. A diagnostic (what one replica holds),
+    /// not a consistent read.
+    pub async fn local_get(&self, bucket: &[u8], key: &[u8]) -> Result<GetResult> {
+        let op = Op::LocalGet {
+            bucket: buf(bucket),
+            key: buf(key),
+        };
+        match self.execute(op).await? {
+            Reply::Object {
+                value,
+                siblings,
+                context,
+                receipt,
+            } => Ok(GetResult {
+                value: value.map(ByteBuf::into_vec),
+                siblings,
+                context: context.into_vec(),
+                receipt,
+            }),
+            other => Err(unexpected("local_get", &other)),
+        }
+    }
+
     /// The nodes that hold `bucket`/`key` now, in preference order.
     pub async fn preference_list(&self, bucket: &[u8], key: &[u8]) -> Result<Vec<PreferenceEntry>> {
         let op = Op::PreferenceList {
