@@ -39,12 +39,11 @@ use cluster::{parse_ready, run_to_exit, start_process, wait_until, write_file, C
 use ringkv::client::{Client, ClientConfig};
 use ringkv::crdt::CrdtKind;
 use ringkv::protocol::{
-    BucketInfo, ErrorCode, Op, ReadOptions, Reply, Request, Response, RingNode, WriteOptions,
+    BucketInfo, ErrorCode, Op, ReadOptions, Request, Response, RingNode, WriteOptions,
 };
 use ringkv::replication::get::Repair;
 use ringkv::replication::Consistency;
 use ringkv::{ConflictPolicy, Error, NodeId};
-use serde_bytes::ByteBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -224,21 +223,11 @@ async fn local_copies(
     let c = client_of(cluster.node(at).client).await;
     let mut values = Vec::new();
     for k in keys {
-        let op = Op::LocalGet {
-            bucket: ByteBuf::from(bucket.to_vec()),
-            key: ByteBuf::from(k.clone()),
-        };
-        match c.execute(op).await {
-            Ok(Reply::Object {
-                value, siblings, ..
-            }) => {
-                assert!(
-                    siblings.is_empty(),
-                    "node {at} holds siblings: {siblings:?}"
-                );
-                values.push(value.map(ByteBuf::into_vec));
+        match c.local_get(bucket, k).await {
+            Ok(got) => {
+                assert!(got.siblings.is_empty(), "node {at} holds siblings: {got:?}");
+                values.push(got.value);
             }
-            Ok(other) => panic!("LocalGet answered {other:?}"),
             Err(e) => panic!("LocalGet at node {at}: {e}\n{}", cluster.logs()),
         }
     }

@@ -600,7 +600,11 @@ mod tests {
             *hint_for = Some(NodeId(2));
         }
         let o = coordinated(r.handle(req.clone()));
-        assert_eq!(r.read(b"b", b"k").unwrap(), None, "not the fallback's own copy");
+        assert_eq!(
+            r.read(b"b", b"k").unwrap(),
+            None,
+            "not the fallback's own copy"
+        );
         assert_eq!(r.hint_count(), 1);
         let hints = r.hints_for(NodeId(2), 10).unwrap();
         assert_eq!(hints.len(), 1);
