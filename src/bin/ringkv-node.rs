@@ -185,6 +185,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         std::process::exit(i32::from(EXIT_FAILED));
     });
     port.shutdown().await;
+    tracing::info!(node = id.0, "client port closed; stopping the node");
     node.shutdown().await;
     tracing::info!(node = id.0, "stopped");
     Ok(())
