@@ -40,9 +40,10 @@
 //!   to in RESP2 with GET and SET by a small client in this file (why not
 //!   the `redis` crate: see [`RespConn`]).
 //! - ringkv-N: N `ringkv-node` processes (the binary beside this one, or
-//!   `--node-bin`), each with its own data directory, `--sync interval`
-//!   (the WAL is written to the OS on every write and fsync'd on a timer,
-//!   as redis's everysec does), founded by node 1 and joined through it.
+//!   `--node-bin`), each with its own data directory, `--sync interval
+//!   --sync-interval-ms 1000` (the WAL is written to the OS on every write
+//!   and fsync'd once a second, as redis's everysec does), founded by node
+//!   1 and joined through it.
 //!   The benchmark bucket has N=3, R=2, W=2 and last-writer-wins (redis's
 //!   semantics for SET; the default `Siblings` policy would keep every
 //!   blind write of a key as a sibling); with one node it has N=1, R=1, W=1,
@@ -163,6 +164,10 @@ struct Args {
     /// The nodes' storage engine.
     #[arg(long, default_value = "lsm")]
     engine: String,
+    /// The nodes' WAL fsync interval (`--sync interval
+    /// --sync-interval-ms`): 1000 matches redis's `appendfsync everysec`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    sync_interval_ms: u64,
     /// The nodes' gossip interval (default: the node's own).
     #[arg(long)]
     gossip_interval_ms: Option<u64>,
@@ -1273,6 +1278,8 @@ fn start_node(args: &Args, bin: &Path, root: &Path, id: u64, seed: Option<&Node>
             "--sync",
             "interval",
         ])
+        .arg("--sync-interval-ms")
+        .arg(args.sync_interval_ms.to_string())
         .arg("--secret-file")
         .arg(root.join("secret"));
     if let Some(ms) = args.gossip_interval_ms {
