@@ -1265,6 +1265,8 @@ fn start_node(args: &Args, bin: &Path, root: &Path, id: u64, seed: Option<&Node>
     let dir = root.join(format!("node{id}"));
     std::fs::create_dir_all(&dir)?;
     let mut cmd = Command::new(bin);
+    // The log is a file: no terminal colours in it.
+    cmd.env("NO_COLOR", "1");
     cmd.arg("--id")
         .arg(id.to_string())
         .args(["--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
@@ -1326,8 +1328,17 @@ fn start_node(args: &Args, bin: &Path, root: &Path, id: u64, seed: Option<&Node>
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                proc.check_running()?;
-                return Err(format!("{name} closed its stdout without a ready line").into());
+                // Its stdout closed: it is exiting; give it a moment to, so
+                // that the error says how it exited.
+                for _ in 0..50 {
+                    proc.check_running()?;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Err(format!(
+                    "{name} closed its stdout without a ready line; log:\n{}",
+                    log_tail(&proc.log)
+                )
+                .into());
             }
         }
         proc.check_running()?;
@@ -1432,8 +1443,35 @@ async fn start_cluster(args: &Args, count: usize, root: &Path) -> Result<Vec<Nod
         )
         .await?;
     }
+    // One write and one read through every node, checked against the
+    // bucket: the replicas asked are N distinct nodes and at least W (R)
+    // answered, with no fallback; so the figures below are of the stated
+    // replication, not of a cluster that has not settled.
+    let n = bucket.n as usize;
+    let (r, w) = (bucket.r.required(n)?, bucket.w.required(n)?);
+    for (node, admin) in nodes.iter().zip(&admins) {
+        let probe = format!("~probe-{}", node.id);
+        let written = admin.put(BUCKET, probe.as_bytes(), b"probe", None).await?;
+        let read = admin.get(BUCKET, probe.as_bytes()).await?;
+        let (asked, answered) = (written.receipt.asked.len(), written.receipt.answered.len());
+        let distinct =
+            |ids: &[ringkv::NodeId]| ids.iter().collect::<std::collections::HashSet<_>>().len();
+        if asked != n
+            || distinct(&written.receipt.asked) != asked
+            || answered < w
+            || !written.receipt.fallbacks.is_empty()
+            || read.receipt.answered.len() < r
+            || read.value.as_deref() != Some(&b"probe"[..])
+        {
+            return Err(format!(
+                "node {}: the probe did not replicate as the bucket says: put {:?}, get {:?} -> {:?}",
+                node.id, written.receipt, read.receipt, read.value
+            )
+            .into());
+        }
+    }
     eprintln!(
-        "cluster bench: {count} nodes up and agreed in {:.1} s (bucket n={} r={:?} w={:?})",
+        "cluster bench: {count} node(s) up and agreed in {:.1} s (bucket n={} r={:?} w={:?})",
         started.elapsed().as_secs_f64(),
         bucket.n,
         bucket.r,
