@@ -31,7 +31,12 @@
 //! over the recorded span), p50/p99/p99.9, errors and misses. The ratio
 //! ringkv/redis is taken per mix against the redis figure of the same run.
 //! Peak RSS is `VmHWM` of `/proc/PID/status` of every node and of
-//! `redis-server`, read after the last phase.
+//! `redis-server`, read after the last phase. Server CPU per operation is
+//! the user and system time (`/proc/PID/stat`) of all the system's server
+//! processes over the recorded span, over the operations recorded: on a
+//! shared machine it moves less with other load than throughput does (it
+//! still grows with cache and scheduler contention); its resolution is one
+//! clock tick (10 ms) per process and span, coarse in `--quick` runs.
 //!
 //! The systems:
 //!
@@ -405,9 +410,20 @@ struct PhaseResult {
     misses: u64,
     broken: bool,
     first_error: Option<String>,
+    /// CPU time (user + system) of the system's server processes over the
+    /// recorded span; `None` when there are none to watch.
+    cpu_secs: Option<f64>,
 }
 
 impl PhaseResult {
+    /// Server CPU microseconds per recorded operation.
+    fn cpu_us_per_op(&self) -> Option<f64> {
+        match self.cpu_secs {
+            Some(cpu) if self.ops > 0 => Some(cpu * 1e6 / self.ops as f64),
+            _ => None,
+        }
+    }
+
     fn ops_per_sec(&self) -> f64 {
         if self.secs > 0.0 {
             self.ops as f64 / self.secs
@@ -565,15 +581,34 @@ async fn run_phase<C: KvConn>(
     kind: PhaseKind,
     plan: &Plan,
     phase_no: u64,
+    servers: &[u32],
 ) -> Result<(Vec<C>, PhaseResult)> {
     let start = Instant::now();
-    let (record_from, end) = match (kind, plan.length) {
+    let (timed, record_from, end) = match (kind, plan.length) {
         (PhaseKind::Mix { .. }, Length::Timed { warmup, measure }) => {
-            (start + warmup, start + warmup + measure)
+            (true, start + warmup, start + warmup + measure)
         }
         // Unused: the load and op-counted phases record every operation.
-        _ => (start, start),
+        _ => (false, start, start),
     };
+    // The servers' CPU time over the recorded span: sampled at its start
+    // and end by a task of its own when the phase is timed, else around
+    // the whole phase.
+    let servers = servers.to_vec();
+    let cpu_start = if timed {
+        None
+    } else {
+        Some(cpu_ticks(&servers)?)
+    };
+    let sampler = timed.then(|| {
+        let servers = servers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(record_from.into()).await;
+            let before = cpu_ticks(&servers)?;
+            tokio::time::sleep_until(end.into()).await;
+            Ok::<_, BoxError>(cpu_ticks(&servers)?.saturating_sub(before))
+        })
+    });
     let shared = Arc::new(PhaseShared {
         kind,
         clients: conns.len() as u64,
@@ -600,6 +635,7 @@ async fn run_phase<C: KvConn>(
         misses: 0,
         broken: false,
         first_error: None,
+        cpu_secs: None,
     };
     for task in tasks {
         let (conn, run) = task.await??;
@@ -613,6 +649,14 @@ async fn run_phase<C: KvConn>(
             result.first_error = run.first_error;
         }
     }
+    let ticks = match (sampler, cpu_start) {
+        (Some(sampler), _) => sampler.await??,
+        (None, Some(before)) => cpu_ticks(&servers)?.saturating_sub(before),
+        (None, None) => 0,
+    };
+    if !servers.is_empty() {
+        result.cpu_secs = Some(ticks as f64 / clock_ticks_per_sec());
+    }
     result.secs = match (kind, plan.length) {
         (PhaseKind::Mix { .. }, Length::Timed { measure, .. }) => measure.as_secs_f64(),
         _ => start.elapsed().as_secs_f64(),
@@ -625,6 +669,7 @@ async fn measure<C: KvConn>(
     system: &str,
     conns: Vec<C>,
     plan: &Plan,
+    servers: &[u32],
 ) -> Result<Vec<(String, PhaseResult)>> {
     let mut phases = vec![PhaseKind::Load];
     phases.extend(
@@ -635,10 +680,11 @@ async fn measure<C: KvConn>(
     let mut conns = conns;
     let mut out = Vec::new();
     for (no, kind) in phases.into_iter().enumerate() {
-        let (back, result) = run_phase(conns, kind, plan, no as u64).await?;
+        let (back, result) = run_phase(conns, kind, plan, no as u64, servers).await?;
         conns = back;
         println!(
-            "  {system} {}: {} ops in {:.1} s, {} ops/s; p50 {} p99 {} p99.9 {} us; errors {} misses {}",
+            "  {system} {}: {} ops in {:.1} s, {} ops/s; p50 {} p99 {} p99.9 {} us; \
+             server CPU {} us/op; errors {} misses {}",
             kind.name(),
             result.ops,
             result.secs,
@@ -646,6 +692,9 @@ async fn measure<C: KvConn>(
             result.latency_us(0.5),
             result.latency_us(0.99),
             result.latency_us(0.999),
+            result
+                .cpu_us_per_op()
+                .map_or("-".into(), |c| format!("{c:.0}")),
             result.errors,
             result.misses,
         );
@@ -777,6 +826,39 @@ fn status_field_kib(status: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+/// User plus system CPU time of the processes `pids`, in clock ticks.
+fn cpu_ticks(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        total += stat_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))?;
+    }
+    Ok(total)
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The
+/// command name (field 2) is in parentheses and may hold spaces, so the
+/// fields are counted from the last `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `fields[0]` is field 3 (the state).
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
 }
 
 /// The last lines of a log file, for error messages.
@@ -1023,7 +1105,7 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         for (phase, p) in &r.phases {
             let _ = writeln!(
                 out,
-                "RESULT\t{}\t{phase}\t{}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{}\t{}",
+                "RESULT\t{}\t{phase}\t{}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{:.3}",
                 r.name,
                 p.ops,
                 p.secs,
@@ -1033,6 +1115,7 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
                 p.latency_us(0.999),
                 p.errors,
                 p.misses,
+                p.cpu_secs.unwrap_or(f64::NAN),
             );
         }
         for (process, bytes) in &r.rss {
@@ -1053,27 +1136,39 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         "\n{} clients, {} keys of {KEY_BYTES} B, values of {VALUE_BYTES} B, {length}; latency in ms\n",
         plan.clients, plan.keys
     );
-    let _ = writeln!(out, "| system | phase | ops/s | p50 | p99 | p99.9 | ops/s / redis | p99 / redis | errors | misses |");
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| system | phase | ops/s | p50 | p99 | p99.9 | ops/s / redis | p99 / redis | server CPU us/op | CPU/op / redis | errors | misses |");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in reports {
         for (phase, p) in &r.phases {
             let peer = redis
                 .filter(|x| x.name != r.name)
                 .and_then(|x| x.phases.iter().find(|(n, _)| n == phase))
                 .map(|(_, q)| q);
-            let (tput_ratio, p99_ratio) = match peer {
-                Some(q) if q.ops_per_sec() > 0.0 && q.latency_us(0.99) > 0 => (
-                    format!("{:.2}", p.ops_per_sec() / q.ops_per_sec()),
-                    format!(
-                        "{:.2}",
-                        p.latency_us(0.99) as f64 / q.latency_us(0.99) as f64
-                    ),
-                ),
-                _ => ("-".into(), "-".into()),
+            let ratio = |a: f64, b: f64| {
+                if b > 0.0 && a.is_finite() {
+                    format!("{:.2}", a / b)
+                } else {
+                    "-".into()
+                }
             };
+            let (tput_ratio, p99_ratio, cpu_ratio) = match peer {
+                Some(q) => (
+                    ratio(p.ops_per_sec(), q.ops_per_sec()),
+                    ratio(p.latency_us(0.99) as f64, q.latency_us(0.99) as f64),
+                    match (p.cpu_us_per_op(), q.cpu_us_per_op()) {
+                        (Some(a), Some(b)) => ratio(a, b),
+                        _ => "-".into(),
+                    },
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let cpu = p.cpu_us_per_op().map_or("-".into(), |c| format!("{c:.0}"));
             let _ = writeln!(
                 out,
-                "| {} | {phase} | {} | {} | {} | {} | {tput_ratio} | {p99_ratio} | {} | {} |",
+                "| {} | {phase} | {} | {} | {} | {} | {tput_ratio} | {p99_ratio} | {cpu} | {cpu_ratio} | {} | {} |",
                 r.name,
                 thousands(p.ops_per_sec() as u64),
                 ms(p.latency_us(0.5)),
@@ -1142,7 +1237,7 @@ async fn bench_redis(args: &Args, plan: &Plan, dir: &Path) -> Result<SystemRepor
     for _ in 0..plan.clients {
         conns.push(RespConn::connect(&redis.addr).await?);
     }
-    let phases = measure("redis", conns, plan).await?;
+    let phases = measure("redis", conns, plan, &[redis.proc.pid()]).await?;
     redis.proc.check_running()?;
     let rss = vec![("redis-server".to_string(), redis.proc.peak_rss()?)];
     if !redis.proc.stop(STOP_GRACE) {
@@ -1488,7 +1583,8 @@ async fn bench_ringkv(args: &Args, plan: &Plan, count: usize, root: &Path) -> Re
         let node = &nodes[i % nodes.len()];
         conns.push(Client::connect(&[node.client.as_str()], client_config()).await?);
     }
-    let phases = measure(&name, conns, plan).await?;
+    let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
+    let phases = measure(&name, conns, plan, &pids).await?;
     let mut rss = Vec::new();
     for node in &mut nodes {
         node.proc.check_running()?;
@@ -1662,8 +1758,12 @@ mod tests {
         let conn = MapConn::default();
         let conns = vec![conn.clone(); 7];
         let plan = small_plan(Length::Ops(4_000), vec![95, 0]);
-        let phases = measure("map", conns, &plan).await.unwrap();
+        let phases = measure("map", conns, &plan, &[std::process::id()])
+            .await
+            .unwrap();
         assert_eq!(phases.len(), 3);
+        // This process is the "server": its CPU time is measured.
+        assert!(phases.iter().all(|(_, p)| p.cpu_secs.is_some()));
         let (name, load) = &phases[0];
         assert_eq!(
             (name.as_str(), load.ops, load.hist.len()),
@@ -1701,8 +1801,9 @@ mod tests {
             },
             vec![50],
         );
-        let phases = measure("map", conns, &plan).await.unwrap();
+        let phases = measure("map", conns, &plan, &[]).await.unwrap();
         let (_, mix) = &phases[1];
+        assert_eq!(mix.cpu_secs, None);
         assert_eq!(mix.secs, 0.2);
         assert!(mix.ops > 0 && mix.ops == mix.hist.len());
         assert_eq!(mix.errors, 0);
@@ -1717,14 +1818,29 @@ mod tests {
         // No load phase: the map is empty, so every read misses, and the
         // reads of key 5 are refused.
         let plan = small_plan(Length::Ops(2_000), vec![100]);
-        let (conns, result) = run_phase(vec![conn; 2], PhaseKind::Mix { read_pct: 100 }, &plan, 0)
-            .await
-            .unwrap();
+        let (conns, result) = run_phase(
+            vec![conn; 2],
+            PhaseKind::Mix { read_pct: 100 },
+            &plan,
+            0,
+            &[],
+        )
+        .await
+        .unwrap();
         assert_eq!(conns.len(), 2);
         assert!(result.errors > 0 && !result.broken);
         assert_eq!(result.ops + result.errors, 2_000);
         assert_eq!(result.misses, result.ops);
         assert_eq!(result.first_error.as_deref(), Some("refused: no"));
+    }
+
+    #[test]
+    fn stat_cpu_fields_parse_past_a_name_with_spaces() {
+        let stat = "4242 (ringkv node) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    37 12 0 0 20 0 4 0 100 1000 200";
+        assert_eq!(stat_cpu_ticks(stat), Some(49));
+        assert_eq!(stat_cpu_ticks("4242 (x) S 1 2"), None);
+        assert!(cpu_ticks(&[std::process::id()]).is_ok());
     }
 
     #[test]
