@@ -30,7 +30,7 @@
 //!
 //! What this does not do: no restart of a crashed actor (a node whose actor
 //! dies is a crashed node, which the rest of the cluster detects), and no
-//! data movement when the ring changes (issue [8]).
+//! data movement when the ring changes (issue \[8\]).
 
 pub mod cli;
 pub mod client_port;
