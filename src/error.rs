@@ -200,6 +200,24 @@ pub enum Error {
         /// The first error the engine met.
         reason: String,
     },
+
+    /// A node answered a client request with an error (see
+    /// [`crate::protocol::ErrorReply`]): its code, text, whether it is
+    /// retryable and, for a write, whether it may still have been applied.
+    #[error("node answered {:?}: {}", .0.code, .0.message)]
+    Remote(crate::protocol::ErrorReply),
+
+    /// A write was sent but its answer never came (the connection broke or
+    /// the request timed out): it may or may not have been applied. Never
+    /// retried blindly, because a retried counter add or a blind write
+    /// could then be applied twice; read the key to find out.
+    #[error("outcome of {op} unknown: {reason}")]
+    OutcomeUnknown {
+        /// The op's name.
+        op: &'static str,
+        /// Why no answer came.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -219,6 +237,7 @@ impl Error {
             | Error::QuorumTimeout { .. }
             | Error::Replica(_) => true,
             Error::Handshake { refusal, .. } => refusal.is_retryable(),
+            Error::Remote(reply) => reply.retryable,
             Error::InvalidInput(_)
             | Error::FrameTooLarge { .. }
             | Error::Decode { .. }
@@ -234,7 +253,8 @@ impl Error {
             // The bytes stay corrupt until repaired from another replica.
             | Error::Corruption { .. }
             // Only reopening the engine clears it.
-            | Error::StorageFailed { .. } => false,
+            | Error::StorageFailed { .. }
+            | Error::OutcomeUnknown { .. } => false,
         }
     }
 

@@ -252,6 +252,29 @@ impl Op {
             Op::PreferenceList { .. } => "preference_list",
         }
     }
+
+    /// Whether the op changes stored state. A failed write's
+    /// [`ErrorReply::indefinite`] says whether it may still have been
+    /// applied; a client retries it only when that is `Some(false)`.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Op::Put { .. }
+            | Op::Delete { .. }
+            | Op::CounterAdd { .. }
+            | Op::SetAdd { .. }
+            | Op::SetRemove { .. }
+            | Op::SetBucket { .. } => true,
+            Op::Hello { .. }
+            | Op::Get { .. }
+            | Op::CounterGet { .. }
+            | Op::SetMembers { .. }
+            | Op::GetBucket { .. }
+            | Op::Ring
+            | Op::Status
+            | Op::LocalGet { .. }
+            | Op::PreferenceList { .. } => false,
+        }
+    }
 }
 
 /// A bucket's properties as the protocol carries them.
@@ -549,7 +572,14 @@ impl From<&Error> for ErrorReply {
                 reply.code = ErrorCode::ReplicaFailed
             }
             Error::QueueFull { .. } => reply.code = ErrorCode::Overloaded,
-            Error::Shutdown => reply.code = ErrorCode::ShuttingDown,
+            Error::Shutdown => {
+                // Final for this node, but another node can serve it.
+                reply.code = ErrorCode::ShuttingDown;
+                reply.retryable = true;
+            }
+            // A node passing on another node's answer passes it unchanged.
+            Error::Remote(remote) => reply = remote.clone(),
+            Error::OutcomeUnknown { .. } => reply.indefinite = Some(true),
             _ => {}
         }
         reply

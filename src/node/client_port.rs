@@ -1,0 +1,521 @@
+//! The client port: the TCP listener that serves the client protocol of
+//! [`crate::protocol`] in front of a [`Handler`].
+//!
+//! It owns the sockets, the framing and the limits; the handler (a
+//! [`crate::node::Node`], or a test double) owns what the ops mean. Frames
+//! are length-delimited (a 4-byte big-endian length, then that many bytes of
+//! CBOR), as on the node-to-node port.
+//!
+//! # Guarantees
+//!
+//! - Every request frame gets exactly one response frame with its `id`,
+//!   unless the connection breaks or the port shuts down first.
+//! - A frame that does not decode as a [`Request`] gets a
+//!   [`ErrorCode::BadRequest`] response carrying the request's `id` when
+//!   that much could be read (0 otherwise); the connection stays open,
+//!   because the framing itself is intact.
+//! - A frame longer than [`ClientPortConfig::max_frame_bytes`] gets one
+//!   error response with id 0 and the connection is closed: its body is
+//!   never read or buffered, and the stream cannot be resynchronised.
+//! - Requests on one connection run concurrently, up to
+//!   [`ClientPortConfig::max_in_flight_per_connection`]; responses are
+//!   written as they complete, in any order. At the limit the port stops
+//!   reading that connection until one finishes (TCP backpressure), so one
+//!   client cannot queue unbounded work.
+//! - Past [`ClientPortConfig::max_connections`], a new connection gets one
+//!   [`ErrorCode::Overloaded`] response (id 0) and is closed.
+//! - Nothing one client sends (garbage, oversized frames, a flood of
+//!   requests) touches another client's connection: each connection is its
+//!   own task, and all its failures end there.
+//!
+//! The port runs on whatever tokio runtime starts it: a multi-thread one,
+//! or a current-thread one such as an actix `System`'s. It spawns with
+//! `tokio::spawn`, so it must be started from inside a runtime.
+//!
+//! # What it does not do
+//!
+//! No authentication or encryption (the client port is meant for a trusted
+//! network, like the node's peer port before its handshake), no idle
+//! timeout (the connection limit bounds what idle connections can hold),
+//! and no meaning for any op beyond `Hello`'s version check.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::protocol::{
+    ErrorCode, ErrorReply, Handler, Op, Request, Response, CLIENT_PROTOCOL_VERSION,
+};
+
+/// The limits of a [`ClientPort`]. Every default is chosen so that one
+/// misbehaving client cannot take more than a small, bounded share of the
+/// node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPortConfig {
+    /// Largest request frame accepted, in bytes. Default 16 MiB (the
+    /// node-to-node limit, [`crate::config::DEFAULT_MAX_FRAME_BYTES`]): a
+    /// value must fit in a replica message, so a larger client frame could
+    /// never be stored anyway, and the limit caps what one read can make
+    /// the node buffer. Responses are held to the same limit.
+    pub max_frame_bytes: usize,
+    /// Open client connections at most. Default 1024: far above what a
+    /// pooled application needs, and it bounds the sockets and buffers
+    /// that idle or hostile connections can hold, well below a default
+    /// file descriptor limit.
+    pub max_connections: usize,
+    /// Requests of one connection executing at once. Default 128: enough
+    /// pipelining to keep a quorum round trip's latency hidden behind
+    /// throughput, while one connection can hold at most
+    /// 128 × `max_frame_bytes` of request bodies.
+    pub max_in_flight_per_connection: usize,
+    /// How long [`ClientPort::shutdown`] lets requests in flight finish
+    /// before failing them with [`ErrorCode::ShuttingDown`]. Default 5 s,
+    /// the default bucket timeout: a request that has not finished by then
+    /// would have timed out anyway.
+    pub shutdown_grace: Duration,
+    /// How long writing the one refusal frame to a connection over
+    /// `max_connections` may take before it is dropped. Default 1 s: the
+    /// frame is tiny, and a client that cannot take it in a second is not
+    /// reading.
+    pub refusal_timeout: Duration,
+}
+
+impl Default for ClientPortConfig {
+    fn default() -> Self {
+        ClientPortConfig {
+            max_frame_bytes: crate::config::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 1024,
+            max_in_flight_per_connection: 128,
+            shutdown_grace: Duration::from_secs(5),
+            refusal_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ClientPortConfig {
+    /// Checks that the values can work.
+    pub fn validate(&self) -> Result<()> {
+        // An error response must fit, whatever the request was.
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes > u32::MAX as usize {
+            return Err(Error::InvalidInput(format!(
+                "client port: max_frame_bytes must be from 1024 to 2^32-1, got {}",
+                self.max_frame_bytes
+            )));
+        }
+        if self.max_connections == 0 || self.max_in_flight_per_connection == 0 {
+            return Err(Error::InvalidInput(
+                "client port: max_connections and max_in_flight_per_connection must be at least 1"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A running client port. Dropping it does not stop it; call
+/// [`ClientPort::shutdown`].
+pub struct ClientPort {
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// What every connection task shares.
+struct Shared {
+    handler: Arc<dyn Handler>,
+    config: ClientPortConfig,
+    stop: CancellationToken,
+}
+
+impl ClientPort {
+    /// Binds `listen` (`HOST:PORT`; port 0 picks a free one) and starts
+    /// accepting clients. Must be called from inside a tokio runtime.
+    pub async fn start(
+        listen: &str,
+        handler: Arc<dyn Handler>,
+        config: ClientPortConfig,
+    ) -> Result<ClientPort> {
+        config.validate()?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| Error::io(format!("binding the client port {listen}"), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the client port's address", e))?;
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let shared = Arc::new(Shared {
+            handler,
+            config,
+            stop: stop.clone(),
+        });
+        tracker.spawn(accept_loop(listener, shared, tracker.clone()));
+        Ok(ClientPort {
+            local_addr,
+            stop,
+            tracker,
+        })
+    }
+
+    /// The address the port is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections and reading requests, lets requests in
+    /// flight finish for up to the grace period (failing the rest with
+    /// [`ErrorCode::ShuttingDown`]), writes their responses and closes every
+    /// connection. Returns when all of that is done.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: the listener itself
+                // is fine, so pause briefly rather than spin.
+                tracing::warn!(error = %e, "client port: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let shared = shared.clone();
+                tracker.spawn(async move {
+                    serve_connection(stream, shared).await;
+                    tracing::debug!(%peer, "client port: connection closed");
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "client port: connection limit reached; refusing");
+                let refusal = ErrorReply::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "too many client connections (limit {})",
+                        shared.config.max_connections
+                    ),
+                    true,
+                );
+                let timeout = shared.config.refusal_timeout;
+                tracker.spawn(async move {
+                    let mut writer = FramedWrite::new(stream, LengthDelimitedCodec::new());
+                    if let Ok(frame) = codec::encode(&error_response(0, refusal)) {
+                        let _ = tokio::time::timeout(timeout, async {
+                            let _ = writer.send(Bytes::from(frame)).await;
+                            let _ = SinkExt::<Bytes>::close(&mut writer).await;
+                        })
+                        .await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn error_response(id: u64, error: ErrorReply) -> Response {
+    Response {
+        id,
+        result: Err(error),
+    }
+}
+
+/// The error a failed op gets: the handler's error mapped, with
+/// `indefinite` always set for writes (absent for reads).
+pub fn error_reply_for(op_is_write: bool, error: &Error) -> ErrorReply {
+    let mut reply = ErrorReply::from(error);
+    if op_is_write {
+        if reply.indefinite.is_none() {
+            reply.indefinite = Some(!surely_not_applied(reply.code));
+        }
+    } else {
+        reply.indefinite = None;
+    }
+    reply
+}
+
+/// Codes whose failure is decided before a write reaches any replica.
+fn surely_not_applied(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadRequest
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::InvalidArgument
+            | ErrorCode::TooManySiblings
+            | ErrorCode::Overloaded
+    )
+}
+
+/// Reads just `id` from a frame that did not decode as a [`Request`].
+fn salvage_id(frame: &[u8], max: usize) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: u64,
+    }
+    codec::decode::<IdOnly>(frame, max).map_or(0, |r| r.id)
+}
+
+/// Where a request still running stands: its id, and whether it writes.
+type Running = HashMap<tokio::task::Id, (u64, bool)>;
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let max = shared.config.max_frame_bytes;
+    let limit = shared.config.max_in_flight_per_connection;
+    let (read_half, write_half) = stream.into_split();
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(max)
+        .new_codec();
+    let mut reader = FramedRead::new(read_half, codec.clone());
+    let mut writer = FramedWrite::new(write_half, codec);
+    let mut tasks: JoinSet<Response> = JoinSet::new();
+    let mut running: Running = HashMap::new();
+
+    // Reading phase: until the client hangs up, breaks the framing, or the
+    // port shuts down.
+    loop {
+        let can_read = tasks.len() < limit;
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            done = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let response = finished(done, &mut running);
+                if write_response(&mut writer, response, max).await.is_err() {
+                    return;
+                }
+            }
+            frame = reader.next(), if can_read => match frame {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Some(response) = start_request(&frame, &shared, &mut tasks, &mut running) {
+                        if write_response(&mut writer, response, max).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    let oversized = e
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>());
+                    if oversized {
+                        let reply = ErrorReply::new(
+                            ErrorCode::BadRequest,
+                            format!("frame longer than the limit of {max} bytes; closing the connection"),
+                            false,
+                        );
+                        let _ = write_response(&mut writer, error_response(0, reply), max).await;
+                    }
+                    break;
+                }
+            },
+        }
+    }
+
+    // Draining phase: no more requests are read; those in flight finish,
+    // within the grace period when the port is shutting down.
+    let grace = tokio::time::sleep(shared.config.shutdown_grace);
+    tokio::pin!(grace);
+    let mut grace_armed = shared.stop.is_cancelled();
+    while !tasks.is_empty() {
+        tokio::select! {
+            done = tasks.join_next_with_id() => {
+                let response = finished(done, &mut running);
+                if write_response(&mut writer, response, max).await.is_err() {
+                    return;
+                }
+            }
+            _ = shared.stop.cancelled(), if !grace_armed => {
+                grace.as_mut().reset(tokio::time::Instant::now() + shared.config.shutdown_grace);
+                grace_armed = true;
+            }
+            _ = &mut grace, if grace_armed => {
+                tasks.abort_all();
+                for (_, (id, is_write)) in running.drain() {
+                    let mut reply = ErrorReply::new(
+                        ErrorCode::ShuttingDown,
+                        "the node shut down before the request finished",
+                        true,
+                    );
+                    if is_write {
+                        reply.indefinite = Some(true);
+                    }
+                    if write_response(&mut writer, error_response(id, reply), max).await.is_err() {
+                        return;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let _ = SinkExt::<Bytes>::close(&mut writer).await;
+}
+
+/// Decodes one frame and either spawns its op or answers it at once.
+fn start_request(
+    frame: &[u8],
+    shared: &Shared,
+    tasks: &mut JoinSet<Response>,
+    running: &mut Running,
+) -> Option<Response> {
+    let max = shared.config.max_frame_bytes;
+    let request: Request = match codec::decode(frame, max) {
+        Ok(r) => r,
+        Err(e) => {
+            let id = salvage_id(frame, max);
+            let reply = ErrorReply::new(ErrorCode::BadRequest, e.to_string(), false);
+            return Some(error_response(id, reply));
+        }
+    };
+    let id = request.id;
+    if let Op::Hello { version, .. } = &request.op {
+        if *version != CLIENT_PROTOCOL_VERSION {
+            let reply = ErrorReply::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "client protocol version {version} is not supported; this node speaks {CLIENT_PROTOCOL_VERSION}"
+                ),
+                false,
+            );
+            return Some(error_response(id, reply));
+        }
+    }
+    let is_write = request.op.is_write();
+    let future = shared.handler.execute(request.op);
+    let handle = tasks.spawn(async move {
+        let result = future.await.map_err(|e| error_reply_for(is_write, &e));
+        Response { id, result }
+    });
+    running.insert(handle.id(), (id, is_write));
+    None
+}
+
+/// The response of a finished task; a panicked handler becomes an
+/// `Internal` error for that request alone.
+fn finished(
+    done: Option<std::result::Result<(tokio::task::Id, Response), tokio::task::JoinError>>,
+    running: &mut Running,
+) -> Response {
+    match done {
+        Some(Ok((task, response))) => {
+            running.remove(&task);
+            response
+        }
+        Some(Err(e)) => {
+            let (id, is_write) = running.remove(&e.id()).unwrap_or((0, false));
+            let mut reply = ErrorReply::new(
+                ErrorCode::Internal,
+                "the request failed inside the node",
+                false,
+            );
+            if is_write {
+                reply.indefinite = Some(true);
+            }
+            tracing::error!(id, error = %e, "client port: request task failed");
+            error_response(id, reply)
+        }
+        // Only called when the set is not empty.
+        None => error_response(
+            0,
+            ErrorReply::new(ErrorCode::Internal, "no request finished", false),
+        ),
+    }
+}
+
+/// Encodes and writes one response. A reply too large for a frame is
+/// replaced by an error for the same id, so the client is never left
+/// waiting.
+async fn write_response(
+    writer: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>,
+    response: Response,
+    max: usize,
+) -> Result<()> {
+    let frame = match codec::encode_frame(&response, max) {
+        Ok(frame) => frame,
+        Err(e) => {
+            let reply = ErrorReply::new(
+                ErrorCode::Internal,
+                format!("the reply could not be sent: {e}"),
+                false,
+            );
+            codec::encode_frame(&error_response(response.id, reply), max)?
+        }
+    };
+    writer
+        .send(frame)
+        .await
+        .map_err(|e| Error::io("writing a client response", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_always_say_whether_they_may_have_happened() {
+        let bad = Error::InvalidInput("x".into());
+        assert_eq!(error_reply_for(true, &bad).indefinite, Some(false));
+        assert_eq!(error_reply_for(false, &bad).indefinite, None);
+        let timeout = Error::Timeout {
+            operation: "put",
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(error_reply_for(true, &timeout).indefinite, Some(true));
+        let definite = Error::Unavailable {
+            needed: 2,
+            got: 1,
+            indefinite: false,
+        };
+        assert_eq!(error_reply_for(true, &definite).indefinite, Some(false));
+    }
+
+    #[test]
+    fn the_id_is_salvaged_from_a_request_with_an_unknown_op() {
+        #[derive(serde::Serialize)]
+        struct Odd {
+            id: u64,
+            op: &'static str,
+        }
+        let frame = codec::encode(&Odd { id: 77, op: "Fly" }).unwrap();
+        assert!(codec::decode::<Request>(&frame, 1024).is_err());
+        assert_eq!(salvage_id(&frame, 1024), 77);
+        assert_eq!(salvage_id(&[0xff, 0x00], 1024), 0);
+    }
+
+    #[test]
+    fn config_limits_are_checked() {
+        assert!(ClientPortConfig::default().validate().is_ok());
+        let zero = ClientPortConfig {
+            max_connections: 0,
+            ..ClientPortConfig::default()
+        };
+        assert!(zero.validate().is_err());
+        let tiny = ClientPortConfig {
+            max_frame_bytes: 10,
+            ..ClientPortConfig::default()
+        };
+        assert!(tiny.validate().is_err());
+    }
+}
