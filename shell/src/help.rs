@@ -58,6 +58,8 @@ pub const ENTRIES: &[Entry] = &[
         about: "A table of the nodes that hold a key now, in order, with the primary each fallback stands in for." },
     Entry { name: "wait_state", usage: "wait_state(node, \"Down\" | \"Suspect\" | \"Alive\", ms)",
         about: "Waits until every other running node sees the node in that state; returns the ms waited, throws after ms." },
+    Entry { name: "wait_seen", usage: "wait_seen(observer, node, state, ms)",
+        about: "Waits until the observer sees the node in that state (\"Alive\", \"Suspect\", \"Down\"); returns the ms waited, throws after ms." },
     Entry { name: "wait_settled", usage: "wait_settled(ms)", about: "Waits until every running node sees every other running node Alive." },
     Entry { name: "wait_hints", usage: "wait_hints(ms)", about: "Waits until no running node holds hints (hinted handoff is done)." },
     Entry { name: "sleep", usage: "sleep(ms)", about: "Sleeps." },
