@@ -1123,24 +1123,29 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         wait_state(&c, n, state, ms)
     });
     let c = Arc::clone(ctx);
-    engine.register_fn("wait_seen", move |observer: INT, n: INT, state: &str, ms: INT| -> ApiResult<INT> {
-        let want = state.to_lowercase();
-        let start = Instant::now();
-        let ok = c.with_cluster("wait_seen", |cl| {
-            cl.wait(Duration::from_millis(ms.max(0) as u64), || {
-                let views = cl.views_of(n as u64)?;
-                Ok(views.iter().any(|(o, s)| {
-                    *o == observer as u64
-                        && s.is_some_and(|s| format!("{s:?}").to_lowercase() == want)
-                }))
-            })
-        })?;
-        if ok {
-            Ok(start.elapsed().as_millis() as INT)
-        } else {
-            Err(fail(format!("node {observer} did not see node {n} {state} within {ms} ms")))
-        }
-    });
+    engine.register_fn(
+        "wait_seen",
+        move |observer: INT, n: INT, state: &str, ms: INT| -> ApiResult<INT> {
+            let want = state.to_lowercase();
+            let start = Instant::now();
+            let ok = c.with_cluster("wait_seen", |cl| {
+                cl.wait(Duration::from_millis(ms.max(0) as u64), || {
+                    let views = cl.views_of(n as u64)?;
+                    Ok(views.iter().any(|(o, s)| {
+                        *o == observer as u64
+                            && s.is_some_and(|s| format!("{s:?}").to_lowercase() == want)
+                    }))
+                })
+            })?;
+            if ok {
+                Ok(start.elapsed().as_millis() as INT)
+            } else {
+                Err(fail(format!(
+                    "node {observer} did not see node {n} {state} within {ms} ms"
+                )))
+            }
+        },
+    );
     let c = Arc::clone(ctx);
     engine.register_fn("wait_settled", move |ms: INT| -> ApiResult<INT> {
         let start = Instant::now();
