@@ -19,6 +19,12 @@ fn session(history: &std::path::Path) -> PtySession {
     p
 }
 
+/// Waits for the prompt: rustyline may discard what is typed before it
+/// puts the terminal in raw mode, as a person would not type before it.
+fn prompt(p: &mut PtySession) {
+    p.exp_string("ringkv> ").expect("the prompt");
+}
+
 #[test]
 fn the_repl_on_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,43 +32,54 @@ fn the_repl_on_a_terminal() {
     let mut p = session(&history);
 
     // Completion of a variable defined earlier.
+    prompt(&mut p);
     p.send_line("let my_long_variable = 1230;").unwrap();
-    p.send("my_long_v\t").unwrap();
-    p.send(" + 4\r").unwrap();
+    prompt(&mut p);
+    p.send("my_long_v\t + 4\r").unwrap();
+    p.flush().unwrap();
     p.exp_string("1234")
         .expect("the completed variable evaluates");
 
     // Completion of an API function.
-    p.send("help(\"wait_h\t").unwrap();
-    p.send("\")\r").unwrap();
+    prompt(&mut p);
+    p.send("help(\"wait_h\t\")\r").unwrap();
+    p.flush().unwrap();
     p.exp_string("Waits until no running node holds hints")
         .expect("help of the completed name");
 
     // Multi-line input: the function is unfinished until its brace closes.
+    prompt(&mut p);
     p.send_line("fn add(a, b) {").unwrap();
     p.send_line("  a + b").unwrap();
     p.send_line("}").unwrap();
+    prompt(&mut p);
     p.send_line("add(4000, 321)").unwrap();
     p.exp_string("4321").expect("the multi-line function");
 
     // An error shows the line and a caret, and the prompt goes on.
+    prompt(&mut p);
     p.send_line("let z = 1 + nope_var;").unwrap();
     p.exp_string("nope_var").unwrap();
     p.exp_string("1 | let z = 1 + nope_var;")
         .expect("the source line");
     p.exp_string("^").expect("the caret");
+    prompt(&mut p);
     p.send_line("print(\"still \" + \"here\")").unwrap();
     p.exp_string("still here")
         .expect("the REPL continues after an error");
 
     // Ctrl-C cancels the line being typed.
+    prompt(&mut p);
     p.send("let abandoned = 5").unwrap();
+    p.flush().unwrap();
     p.send_control('c').unwrap();
     p.exp_string("^C").unwrap();
+    prompt(&mut p);
     p.send_line("is_def_var(\"abandoned\")").unwrap();
     p.exp_string("false")
         .expect("the cancelled line did not run");
 
+    prompt(&mut p);
     p.send_line("print(\"from history \" + 6 * 7)").unwrap();
     p.exp_string("from history 42").unwrap();
     // Ctrl-D exits.
@@ -75,8 +92,11 @@ fn the_repl_on_a_terminal() {
 
     // The next session recalls the last line with the up arrow.
     let mut p = session(&history);
+    prompt(&mut p);
     p.send("\x1b[A").unwrap();
+    p.flush().unwrap();
     p.send("\r").unwrap();
+    p.flush().unwrap();
     p.exp_string("from history 42")
         .expect("the recalled line runs");
     p.send_control('d').unwrap();
