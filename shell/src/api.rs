@@ -160,7 +160,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("a context is a hex string of even length".into());
     }
     (0..s.len())
@@ -1201,7 +1201,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         crate::workload::run(&c.target()?, &m, c.interactive)
     });
 
-    engine.register_fn("help", || crate::help::overview());
+    engine.register_fn("help", crate::help::overview);
     engine.register_fn("help", |name: &str| crate::help::topic(name));
 }
 

@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn variables_and_functions_persist_between_inputs() {
         let mut shell = Shell::new(false);
-        shell.eval("let x = 20; fn twice(v) { v * 2 }").unwrap();
+        let _ = shell.eval("let x = 20; fn twice(v) { v * 2 }").unwrap();
         let v = shell.eval("twice(x) + 2").unwrap();
         assert_eq!(v.as_int().unwrap(), 42);
         assert!(shell.names().contains(&"twice".to_string()));

@@ -69,10 +69,9 @@ fn main() -> ExitCode {
         match std::fs::read_to_string(file) {
             Ok(src) => {
                 // A `#!` line makes scripts executable; rhai does not know it.
-                let src = if src.starts_with("#!") {
-                    format!("//{}", &src[2..])
-                } else {
-                    src
+                let src = match src.strip_prefix("#!") {
+                    Some(rest) => format!("//{rest}"),
+                    None => src,
                 };
                 run_script(&mut shell, &src, &file.display().to_string(), false)
             }
