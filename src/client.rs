@@ -196,6 +196,19 @@ enum Failure {
 impl Client {
     /// Connects to the first of `addrs` that answers a `Hello`, trying them
     /// in order.
+    ///
+    /// ```no_run
+    /// # async fn run() -> ringkv::Result<()> {
+    /// use ringkv::client::{Client, ClientConfig};
+    /// let client = Client::connect(&["127.0.0.1:7101", "127.0.0.1:7102"], ClientConfig::default()).await?;
+    /// client.put(b"users", b"ada", b"{\"born\": 1815}", None).await?;
+    /// let read = client.get(b"users", b"ada").await?;
+    /// assert_eq!(read.value.as_deref(), Some(&b"{\"born\": 1815}"[..]));
+    /// // Resolve siblings, if any, by writing back with the context read.
+    /// client.put(b"users", b"ada", b"{\"born\": 1815}", Some(&read.context)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect<S: AsRef<str>>(addrs: &[S], config: ClientConfig) -> Result<Client> {
         if addrs.is_empty() {
             return Err(Error::InvalidInput("no node addresses given".into()));
@@ -687,6 +700,30 @@ impl Client {
         match self.execute(Op::Status).await? {
             Reply::Status(view) => Ok(view),
             other => Err(unexpected("status", &other)),
+        }
+    }
+
+    /// The connected node's own stored copy of a key: no quorum, no
+    /// repair, an empty receipt. A diagnostic (what one replica holds),
+    /// not a consistent read.
+    pub async fn local_get(&self, bucket: &[u8], key: &[u8]) -> Result<GetResult> {
+        let op = Op::LocalGet {
+            bucket: buf(bucket),
+            key: buf(key),
+        };
+        match self.execute(op).await? {
+            Reply::Object {
+                value,
+                siblings,
+                context,
+                receipt,
+            } => Ok(GetResult {
+                value: value.map(ByteBuf::into_vec),
+                siblings,
+                context: context.into_vec(),
+                receipt,
+            }),
+            other => Err(unexpected("local_get", &other)),
         }
     }
 

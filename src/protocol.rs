@@ -585,3 +585,132 @@ impl From<&Error> for ErrorReply {
         reply
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The matches are exhaustive on purpose: a new variant stops this
+    /// from compiling. Add it here and to [`VARIANTS`]; the test below then
+    /// fails until `tests/protocol_golden.rs` has a vector for it.
+    fn golden_names(op: Option<&Op>, reply: Option<&Reply>, code: Option<&ErrorCode>) {
+        let _ = op.map(|o| match o {
+            Op::Hello { .. }
+            | Op::Get { .. }
+            | Op::Put { .. }
+            | Op::Delete { .. }
+            | Op::CounterAdd { .. }
+            | Op::CounterGet { .. }
+            | Op::SetAdd { .. }
+            | Op::SetRemove { .. }
+            | Op::SetMembers { .. }
+            | Op::GetBucket { .. }
+            | Op::SetBucket { .. }
+            | Op::Ring
+            | Op::Status
+            | Op::LocalGet { .. }
+            | Op::PreferenceList { .. } => (),
+        });
+        let _ = reply.map(|r| match r {
+            Reply::Hello { .. }
+            | Reply::Object { .. }
+            | Reply::Written { .. }
+            | Reply::Counter { .. }
+            | Reply::Set { .. }
+            | Reply::Bucket { .. }
+            | Reply::Ring(_)
+            | Reply::Status(_)
+            | Reply::Preference { .. } => (),
+        });
+        let _ = code.map(|c| match c {
+            ErrorCode::BadRequest
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::InvalidArgument
+            | ErrorCode::Unavailable
+            | ErrorCode::Timeout
+            | ErrorCode::TooManySiblings
+            | ErrorCode::ReplicaFailed
+            | ErrorCode::Overloaded
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Internal => (),
+        });
+    }
+
+    const VARIANTS: &[&str] = &[
+        "Op::Hello",
+        "Op::Get",
+        "Op::Put",
+        "Op::Delete",
+        "Op::CounterAdd",
+        "Op::CounterGet",
+        "Op::SetAdd",
+        "Op::SetRemove",
+        "Op::SetMembers",
+        "Op::GetBucket",
+        "Op::SetBucket",
+        "Op::Ring",
+        "Op::Status",
+        "Op::LocalGet",
+        "Op::PreferenceList",
+        "Reply::Hello",
+        "Reply::Object",
+        "Reply::Written",
+        "Reply::Counter",
+        "Reply::Set",
+        "Reply::Bucket",
+        "Reply::Ring",
+        "Reply::Status",
+        "Reply::Preference",
+        "ErrorCode::BadRequest",
+        "ErrorCode::UnsupportedVersion",
+        "ErrorCode::InvalidArgument",
+        "ErrorCode::Unavailable",
+        "ErrorCode::Timeout",
+        "ErrorCode::TooManySiblings",
+        "ErrorCode::ReplicaFailed",
+        "ErrorCode::Overloaded",
+        "ErrorCode::ShuttingDown",
+        "ErrorCode::Internal",
+    ];
+
+    #[test]
+    fn every_variant_has_a_golden_vector() {
+        golden_names(None, None, None);
+        let golden = include_str!("../tests/protocol_golden.rs");
+        for name in VARIANTS {
+            assert!(
+                golden.contains(name),
+                "{name} has no golden vector in tests/protocol_golden.rs"
+            );
+        }
+    }
+
+    #[test]
+    fn writes_are_the_ops_that_change_state() {
+        let b = || ByteBuf::from(b"b".to_vec());
+        assert!(Op::CounterAdd {
+            bucket: b(),
+            key: b(),
+            by: 1,
+            options: WriteOptions::default(),
+        }
+        .is_write());
+        assert!(!Op::Get {
+            bucket: b(),
+            key: b(),
+            options: ReadOptions::default(),
+        }
+        .is_write());
+        assert!(!Op::Ring.is_write());
+    }
+
+    #[test]
+    fn a_shutting_down_node_is_worth_retrying_elsewhere() {
+        let reply = ErrorReply::from(&Error::Shutdown);
+        assert_eq!(reply.code, ErrorCode::ShuttingDown);
+        assert!(reply.retryable);
+        let remote = Error::Remote(ErrorReply::new(ErrorCode::Overloaded, "busy", true));
+        assert_eq!(ErrorReply::from(&remote).code, ErrorCode::Overloaded);
+        assert!(remote.is_retryable());
+    }
+}

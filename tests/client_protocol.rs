@@ -43,6 +43,8 @@ struct State {
     script: Mutex<VecDeque<Error>>,
     /// Ops executed (Hello excluded), scripted failures included.
     calls: AtomicU64,
+    /// Hellos answered: one per connection a client opened.
+    hellos: AtomicU64,
     running: AtomicUsize,
     max_running: AtomicUsize,
     gate: Semaphore,
@@ -59,6 +61,7 @@ impl TestNode {
             counters: Mutex::default(),
             script: Mutex::default(),
             calls: AtomicU64::new(0),
+            hellos: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
             gate: Semaphore::new(0),
@@ -92,6 +95,7 @@ impl Handler for TestNode {
         let s = self.0.clone();
         async move {
             if let Op::Hello { .. } = op {
+                s.hellos.fetch_add(1, Ordering::SeqCst);
                 return Ok(Reply::Hello {
                     version: CLIENT_PROTOCOL_VERSION,
                     node: NodeId(s.node),
@@ -760,4 +764,113 @@ fn the_port_runs_in_an_actix_system() {
         );
         port.shutdown().await;
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_garbage_never_touches_a_good_client() {
+    use rand::{Rng, SeedableRng};
+    let node = TestNode::new(1);
+    let config = ClientPortConfig {
+        max_frame_bytes: 64 * 1024,
+        ..ClientPortConfig::default()
+    };
+    let port = start(&node, config).await;
+    let addr = port.local_addr();
+    // Sixteen hostile connections: random frames (some valid CBOR shapes
+    // with wrong types, most noise), and raw bytes that break the framing.
+    let mut hostile = Vec::new();
+    for seed in 0..16u64 {
+        hostile.push(tokio::spawn(async move {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let mut raw = Raw(Framed::new(stream, LengthDelimitedCodec::new()));
+            let mut answered = 0;
+            for _ in 0..40 {
+                let len = rng.random_range(0..200);
+                let mut frame: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                if rng.random_bool(0.3) && !frame.is_empty() {
+                    frame[0] = 0xa2; // a map head, to reach deeper decoding
+                }
+                if raw.0.send(Bytes::from(frame)).await.is_err() {
+                    break;
+                }
+                match raw.recv().await {
+                    Some(r) => {
+                        assert_eq!(error_code(&r), ErrorCode::BadRequest, "{r:?}");
+                        answered += 1;
+                    }
+                    None => break,
+                }
+            }
+            // Then break the framing: a length far past the limit.
+            use tokio::io::AsyncWriteExt;
+            let _ = raw
+                .0
+                .get_mut()
+                .write_all(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3])
+                .await;
+            answered
+        }));
+    }
+    let client = Client::connect(&[addr.to_string()], fast_client())
+        .await
+        .unwrap();
+    for i in 0..100u32 {
+        let key = format!("k{i}");
+        client
+            .put(b"b", key.as_bytes(), &i.to_be_bytes(), None)
+            .await
+            .unwrap();
+        let read = client.get(b"b", key.as_bytes()).await.unwrap();
+        assert_eq!(read.value, Some(i.to_be_bytes().to_vec()));
+    }
+    let mut total = 0;
+    for h in hostile {
+        total += tokio::time::timeout(LIMIT, h).await.unwrap().unwrap();
+    }
+    assert_eq!(total, 16 * 40, "every garbage frame got its BadRequest");
+    // The node is still fine for new connections.
+    let again = Client::connect(&[addr.to_string()], fast_client())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.get(b"b", b"k99").await.unwrap().value,
+        Some(99u32.to_be_bytes().to_vec())
+    );
+    port.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_share_one_connection_and_each_gets_its_own_answer() {
+    let node = TestNode::new(1);
+    let port = start(&node, ClientPortConfig::default()).await;
+    let client = Client::connect(&[port.local_addr().to_string()], fast_client())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("key-{i}");
+            let value = format!("value-{i}");
+            client
+                .put(b"many", key.as_bytes(), value.as_bytes(), None)
+                .await?;
+            let read = client.get(b"many", key.as_bytes()).await?;
+            Ok::<_, Error>((value.into_bytes(), read.value))
+        }));
+    }
+    for task in tasks {
+        let (wrote, read) = tokio::time::timeout(LIMIT, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, Some(wrote));
+    }
+    // One connection carried all of them: the node saw one hello.
+    assert_eq!(node.calls(), 400);
+    assert_eq!(node.0.hellos.load(Ordering::SeqCst), 1);
+    assert_eq!(client.connected_to().await.unwrap().1, NodeId(1));
+    port.shutdown().await;
 }

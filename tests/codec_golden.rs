@@ -21,7 +21,9 @@
 //! name, enums are externally tagged, byte fields are byte strings), and
 //! every vector is also checked for that, so that a missing
 //! `#[serde(with = "serde_bytes")]` (which would turn bytes into an array of
-//! integers) cannot slip in.
+//! integers) cannot slip in. Messages that carry lists (gossip, rings,
+//! replication) relax that to "arrays hold only maps", and replication also
+//! allows version vectors (maps from node id to counter); see their sections.
 //!
 //! The last tests pin down what the decoders accept beyond the golden
 //! bytes, which other implementations must accept too: unknown fields are
@@ -707,5 +709,541 @@ fn message_ring_state() {
             a2 65 65706f6368 02 66 766e6f646573 82
                 a2 65 746f6b656e 0a 64 6e6f6465 01
                 a2 65 746f6b656e 14 64 6e6f6465 02",
+    );
+}
+
+// ---- Replication and bucket gossip ----
+//
+// A replicated object carries its causal context, a version vector: a CBOR
+// map from node id to counter, so its keys are unsigned integers, not text.
+// The checker for these vectors allows exactly that shape (every key and
+// every value an unsigned integer) besides text-keyed maps; a byte field
+// gone wrong would be an array of integers, which is still refused, as is
+// any array holding something other than maps.
+//
+// These vectors are laid out one map pair per line, nested pairs indented
+// under the map's head byte (`a5` = map of 5 pairs, `81` = array of 1,
+// `41 62` = byte string "b", `1b 0000018bcfe56800` = the 8-byte integer
+// 1,700,000,000,000); the comment above each is the same value in CBOR
+// diagnostic notation (RFC 8949, section 8).
+
+/// Fails if `value` has an array holding anything but maps, or a map that
+/// is neither text-keyed nor a version vector (unsigned integers to
+/// unsigned integers).
+fn assert_lists_of_maps_and_version_vectors(value: &Value, what: &str) {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                assert!(item.is_map(), "{what}: array of non-maps: {value:?}");
+                assert_lists_of_maps_and_version_vectors(item, what);
+            }
+        }
+        Value::Map(pairs) if pairs.iter().all(|(k, _)| k.is_text()) => {
+            for (_, v) in pairs {
+                assert_lists_of_maps_and_version_vectors(v, what);
+            }
+        }
+        Value::Map(pairs) => {
+            let is_vv = pairs.iter().all(|(k, v)| k.is_integer() && v.is_integer());
+            assert!(
+                is_vv,
+                "{what}: map with non-text keys that is not a version vector: {value:?}"
+            );
+        }
+        Value::Tag(_, inner) => assert_lists_of_maps_and_version_vectors(inner, what),
+        _ => {}
+    }
+}
+
+/// The four checks of [`check`], with lists of maps and version vectors
+/// allowed.
+fn check_replication(value: Envelope, golden_hex: &str) {
+    let golden = unhex(golden_hex);
+    let what = format!("{value:?}");
+    let encoded = codec::encode(&value).unwrap();
+    assert_eq!(hex(&encoded), hex(&golden), "ringkv encodes {what}");
+    let decoded: Envelope = codec::decode(&golden, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    assert_eq!(decoded, value, "ringkv decodes {what}");
+    let by_ciborium: Envelope = ciborium::de::from_reader(golden.as_slice()).unwrap();
+    assert_eq!(by_ciborium, value, "ciborium decodes {what}");
+    let mut reencoded = Vec::new();
+    ciborium::ser::into_writer(&by_ciborium, &mut reencoded).unwrap();
+    assert_eq!(hex(&reencoded), hex(&golden), "ciborium re-encodes {what}");
+    let tree: Value = ciborium::de::from_reader(golden.as_slice()).unwrap();
+    assert_lists_of_maps_and_version_vectors(&tree, &what);
+}
+
+mod replication_values {
+    use ringkv::config::BucketProps;
+    use ringkv::crdt::{CrdtKind, CrdtOp};
+    use ringkv::replication::buckets::BucketEntry;
+    use ringkv::replication::{Consistency, ReplicaError, ReplicaReply, ReplicaRequest, Write};
+    use ringkv::version::{
+        CausalContext, ConflictPolicy, Object, Payload, Timestamp, VersionVector,
+    };
+    use ringkv::{Envelope, Message, NodeId};
+    use std::time::Duration;
+
+    pub const MS: u64 = 1_700_000_000_000;
+
+    /// One write of "v" coordinated by node 1: one sibling with dot
+    /// (1, 1), context {1: 1}.
+    pub fn object() -> Object {
+        let mut o = Object::new();
+        o.put(
+            NodeId(1),
+            &CausalContext::empty(),
+            Payload::Value(b"v".to_vec()),
+            Timestamp {
+                physical_ms: MS,
+                logical: 2,
+            },
+            8,
+        )
+        .unwrap();
+        o
+    }
+
+    pub fn replicate(request: ReplicaRequest) -> Envelope {
+        Envelope::new(NodeId(1), NodeId(2), Message::Replicate { request })
+    }
+
+    pub fn replicated(reply: ReplicaReply) -> Envelope {
+        Envelope::new(NodeId(2), NodeId(1), Message::Replicated { reply })
+    }
+
+    pub fn coordinate_blind() -> ReplicaRequest {
+        ReplicaRequest::Coordinate {
+            req: 7,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            write: Write {
+                context: CausalContext::empty(),
+                payload: Payload::Value(b"v".to_vec()),
+                timestamp: Timestamp::from_ms(MS),
+                op: None,
+            },
+            policy: ConflictPolicy::Siblings,
+            hint_for: None,
+        }
+    }
+
+    pub fn coordinate_crdt() -> ReplicaRequest {
+        let vv: VersionVector = [(NodeId(1), 2), (NodeId(300), 1)].into_iter().collect();
+        ReplicaRequest::Coordinate {
+            req: 8,
+            bucket: b"c".to_vec(),
+            key: b"n".to_vec(),
+            write: Write {
+                context: CausalContext(vv),
+                payload: Payload::Tombstone,
+                timestamp: Timestamp::from_ms(MS),
+                op: Some(CrdtOp::Add(-5)),
+            },
+            policy: ConflictPolicy::Crdt(CrdtKind::PnCounter),
+            hint_for: Some(NodeId(2)),
+        }
+    }
+
+    pub fn merge_hint() -> ReplicaRequest {
+        ReplicaRequest::Merge {
+            req: 9,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            object: object(),
+            policy: ConflictPolicy::Lww,
+            hint_for: Some(NodeId(3)),
+        }
+    }
+
+    pub fn read() -> ReplicaRequest {
+        ReplicaRequest::Read {
+            req: 10,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+        }
+    }
+
+    pub fn coordinated_ok() -> ReplicaReply {
+        ReplicaReply::Coordinated {
+            req: 7,
+            result: Ok(object()),
+        }
+    }
+
+    pub fn coordinated_too_many() -> ReplicaReply {
+        ReplicaReply::Coordinated {
+            req: 7,
+            result: Err(ReplicaError::TooManySiblings {
+                siblings: 9,
+                max: 8,
+            }),
+        }
+    }
+
+    pub fn merged_ok() -> ReplicaReply {
+        ReplicaReply::Merged {
+            req: 9,
+            result: Ok(()),
+        }
+    }
+
+    pub fn merged_failed() -> ReplicaReply {
+        ReplicaReply::Merged {
+            req: 9,
+            result: Err(ReplicaError::Failed("disk full".into())),
+        }
+    }
+
+    pub fn read_some() -> ReplicaReply {
+        ReplicaReply::Read {
+            req: 10,
+            result: Ok(Some(object())),
+        }
+    }
+
+    pub fn read_none() -> ReplicaReply {
+        ReplicaReply::Read {
+            req: 10,
+            result: Ok(None),
+        }
+    }
+
+    pub fn buckets() -> Envelope {
+        let entry = |bucket: &[u8], props, node| BucketEntry {
+            bucket: bucket.to_vec(),
+            props,
+            stamp: Timestamp {
+                physical_ms: MS,
+                logical: 1,
+            },
+            node: NodeId(node),
+        };
+        Envelope::new(
+            NodeId(1),
+            NodeId(2),
+            Message::Buckets {
+                buckets: vec![
+                    entry(b"b", BucketProps::default(), 1),
+                    entry(
+                        b"c",
+                        BucketProps {
+                            n: 5,
+                            r: Consistency::Count(2),
+                            w: Consistency::All,
+                            policy: ConflictPolicy::Script("max".into()),
+                            sloppy_quorum: false,
+                            timeout: Duration::from_millis(1500),
+                        },
+                        2,
+                    ),
+                ],
+            },
+        )
+    }
+}
+
+#[test]
+fn message_replicate_coordinate() {
+    use replication_values::*;
+    // {"from": 1, "to": 2, "msg": {"Replicate": {"request": {"Coordinate": {"req": 7, "bucket":
+    // h'62', "key": h'6b', "write": {"context": {}, "payload": {"Value": h'76'}, "timestamp":
+    // {"physical_ms": 1700000000000, "logical": 0}, "op": null}, "policy": "Siblings", "hint_for": null}}}}}
+    check_replication(
+        replicate(coordinate_blind()),
+        "a3
+             64 66726f6d 01
+             62 746f 02
+             63 6d7367 a1
+                 69 5265706c6963617465 a1
+                     67 72657175657374 a1
+                         6a 436f6f7264696e617465 a6
+                             63 726571 07
+                             66 6275636b6574 41 62
+                             63 6b6579 41 6b
+                             65 7772697465 a4
+                                 67 636f6e74657874 a0
+                                 67 7061796c6f6164 a1
+                                     65 56616c7565 41 76
+                                 69 74696d657374616d70 a2
+                                     6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                     67 6c6f676963616c 00
+                                 62 6f70 f6
+                             66 706f6c696379 68 5369626c696e6773
+                     68 68696e745f666f72 f6",
+    );
+    // {"from": 1, "to": 2, "msg": {"Replicate": {"request": {"Coordinate": {"req": 8, "bucket":
+    // h'63', "key": h'6e', "write": {"context": {1: 2, 300: 1}, "payload": "Tombstone",
+    // "timestamp": {"physical_ms": 1700000000000, "logical": 0}, "op": {"Add": -5}}, "policy":
+    // {"Crdt": "PnCounter"}, "hint_for": 2}}}}}
+    check_replication(
+        replicate(coordinate_crdt()),
+        "a3
+             64 66726f6d 01
+             62 746f 02
+             63 6d7367 a1
+                 69 5265706c6963617465 a1
+                     67 72657175657374 a1
+                         6a 436f6f7264696e617465 a6
+                             63 726571 08
+                             66 6275636b6574 41 63
+                             63 6b6579 41 6e
+                             65 7772697465 a4
+                                 67 636f6e74657874 a2
+                                     01 02
+                                     19 012c 01
+                                 67 7061796c6f6164 69 546f6d6273746f6e65
+                                 69 74696d657374616d70 a2
+                                     6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                     67 6c6f676963616c 00
+                                 62 6f70 a1
+                                     63 416464 24
+                             66 706f6c696379 a1
+                                 64 43726474 69 506e436f756e746572
+                     68 68696e745f666f72 02",
+    );
+}
+
+#[test]
+fn message_replicate_merge() {
+    use replication_values::*;
+    // {"from": 1, "to": 2, "msg": {"Replicate": {"request": {"Merge": {"req": 9, "bucket":
+    // h'62', "key": h'6b', "object": {"siblings": [{"dot": {"node": 1, "counter": 1}, "payload":
+    // {"Value": h'76'}, "timestamp": {"physical_ms": 1700000000000, "logical": 2}}], "context":
+    // {1: 1}}, "policy": "Lww", "hint_for": 3}}}}}
+    check_replication(
+        replicate(merge_hint()),
+        "a3
+             64 66726f6d 01
+             62 746f 02
+             63 6d7367 a1
+                 69 5265706c6963617465 a1
+                     67 72657175657374 a1
+                         65 4d65726765 a6
+                             63 726571 09
+                             66 6275636b6574 41 62
+                             63 6b6579 41 6b
+                             66 6f626a656374 a2
+                                 68 7369626c696e6773 81
+                                     a3
+                                         63 646f74 a2
+                                             64 6e6f6465 01
+                                             67 636f756e746572 01
+                                         67 7061796c6f6164 a1
+                                             65 56616c7565 41 76
+                                         69 74696d657374616d70 a2
+                                             6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                             67 6c6f676963616c 02
+                                 67 636f6e74657874 a1
+                                     01 01
+                             66 706f6c696379 63 4c7777
+                             68 68696e745f666f72 03",
+    );
+}
+
+#[test]
+fn message_replicate_read() {
+    use replication_values::*;
+    // {"from": 1, "to": 2, "msg": {"Replicate": {"request": {"Read": {"req": 10, "bucket":
+    // h'62', "key": h'6b'}}}}}
+    check_replication(
+        replicate(read()),
+        "a3
+             64 66726f6d 01
+             62 746f 02
+             63 6d7367 a1
+                 69 5265706c6963617465 a1
+                     67 72657175657374 a1
+                         64 52656164 a3
+                             63 726571 0a
+                             66 6275636b6574 41 62
+                             63 6b6579 41 6b",
+    );
+}
+
+#[test]
+fn message_replicated_coordinated() {
+    use replication_values::*;
+    // {"from": 2, "to": 1, "msg": {"Replicated": {"reply": {"Coordinated": {"req": 7, "result":
+    // {"Ok": {"siblings": [{"dot": {"node": 1, "counter": 1}, "payload": {"Value": h'76'},
+    // "timestamp": {"physical_ms": 1700000000000, "logical": 2}}], "context": {1: 1}}}}}}}}
+    check_replication(
+        replicated(coordinated_ok()),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         6b 436f6f7264696e61746564 a2
+                             63 726571 07
+                             66 726573756c74 a1
+                                 62 4f6b a2
+                                     68 7369626c696e6773 81
+                                         a3
+                                             63 646f74 a2
+                                                 64 6e6f6465 01
+                                                 67 636f756e746572 01
+                                             67 7061796c6f6164 a1
+                                                 65 56616c7565 41 76
+                                             69 74696d657374616d70 a2
+                                                 6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                                 67 6c6f676963616c 02
+                                     67 636f6e74657874 a1
+                                         01 01",
+    );
+    // {"from": 2, "to": 1, "msg": {"Replicated": {"reply": {"Coordinated": {"req": 7, "result":
+    // {"Err": {"TooManySiblings": {"siblings": 9, "max": 8}}}}}}}}
+    check_replication(
+        replicated(coordinated_too_many()),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         6b 436f6f7264696e61746564 a2
+                             63 726571 07
+                             66 726573756c74 a1
+                                 63 457272 a1
+                                     6f 546f6f4d616e795369626c696e6773 a2
+                                         68 7369626c696e6773 09
+                                         63 6d6178 08",
+    );
+}
+
+#[test]
+fn message_replicated_merged() {
+    use replication_values::*;
+    // {"from": 2, "to": 1, "msg": {"Replicated": {"reply": {"Merged": {"req": 9, "result":
+    // {"Ok": null}}}}}}
+    check_replication(
+        replicated(merged_ok()),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         66 4d6572676564 a2
+                             63 726571 09
+                             66 726573756c74 a1
+                                 62 4f6b f6",
+    );
+    // {"from": 2, "to": 1, "msg": {"Replicated": {"reply": {"Merged": {"req": 9, "result":
+    // {"Err": {"Failed": "disk full"}}}}}}}
+    check_replication(
+        replicated(merged_failed()),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         66 4d6572676564 a2
+                             63 726571 09
+                             66 726573756c74 a1
+                                 63 457272 a1
+                                     66 4661696c6564 69 6469736b2066756c6c",
+    );
+}
+
+#[test]
+fn message_replicated_read() {
+    use replication_values::*;
+    // {"from": 2, "to": 1, "msg": {"Replicated": {"reply": {"Read": {"req": 10, "result": {"Ok":
+    // {"siblings": [{"dot": {"node": 1, "counter": 1}, "payload": {"Value": h'76'}, "timestamp":
+    // {"physical_ms": 1700000000000, "logical": 2}}], "context": {1: 1}}}}}}}}
+    check_replication(
+        replicated(read_some()),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         64 52656164 a2
+                             63 726571 0a
+                             66 726573756c74 a1
+                                 62 4f6b a2
+                                     68 7369626c696e6773 81
+                                         a3
+                                             63 646f74 a2
+                                                 64 6e6f6465 01
+                                                 67 636f756e746572 01
+                                             67 7061796c6f6164 a1
+                                                 65 56616c7565 41 76
+                                             69 74696d657374616d70 a2
+                                                 6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                                 67 6c6f676963616c 02
+                                     67 636f6e74657874 a1
+                                         01 01",
+    );
+    // {"from": 2, "to": 1, "msg": {"Replicated": {"reply": {"Read": {"req": 10, "result": {"Ok":
+    // null}}}}}}
+    check_replication(
+        replicated(read_none()),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         64 52656164 a2
+                             63 726571 0a
+                             66 726573756c74 a1
+                                 62 4f6b f6",
+    );
+}
+
+#[test]
+fn message_buckets() {
+    use replication_values::*;
+    // {"from": 1, "to": 2, "msg": {"Buckets": {"buckets": [{"bucket": h'62', "props": {"n": 3,
+    // "r": "Quorum", "w": "Quorum", "policy": "Siblings", "sloppy_quorum": true, "timeout":
+    // {"secs": 5, "nanos": 0}}, "stamp": {"physical_ms": 1700000000000, "logical": 1}, "node":
+    // 1}, {"bucket": h'63', "props": {"n": 5, "r": {"Count": 2}, "w": "All", "policy":
+    // {"Script": "max"}, "sloppy_quorum": false, "timeout": {"secs": 1, "nanos": 500000000}},
+    // "stamp": {"physical_ms": 1700000000000, "logical": 1}, "node": 2}]}}}
+    check_replication(
+        buckets(),
+        "a3
+             64 66726f6d 01
+             62 746f 02
+             63 6d7367 a1
+                 67 4275636b657473 a1
+                     67 6275636b657473 82
+                         a4
+                             66 6275636b6574 41 62
+                             65 70726f7073 a6
+                                 61 6e 03
+                                 61 72 66 51756f72756d
+                                 61 77 66 51756f72756d
+                                 66 706f6c696379 68 5369626c696e6773
+                                 6d 736c6f7070795f71756f72756d f5
+                                 67 74696d656f7574 a2
+                                     64 73656373 05
+                                     65 6e616e6f73 00
+                             65 7374616d70 a2
+                                 6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                 67 6c6f676963616c 01
+                             64 6e6f6465 01
+                         a4
+                             66 6275636b6574 41 63
+                             65 70726f7073 a6
+                                 61 6e 05
+                                 61 72 a1
+                                     65 436f756e74 02
+                                 61 77 63 416c6c
+                                 66 706f6c696379 a1
+                                     66 536372697074 63 6d6178
+                                 6d 736c6f7070795f71756f72756d f4
+                                 67 74696d656f7574 a2
+                                     64 73656373 01
+                                     65 6e616e6f73 1a 1dcd6500
+                             65 7374616d70 a2
+                                 6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                 67 6c6f676963616c 01
+                             64 6e6f6465 02",
     );
 }

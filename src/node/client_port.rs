@@ -85,10 +85,13 @@ pub struct ClientPortConfig {
     /// the default bucket timeout: a request that has not finished by then
     /// would have timed out anyway.
     pub shutdown_grace: Duration,
-    /// How long writing the one refusal frame to a connection over
-    /// `max_connections` may take before it is dropped. Default 1 s: the
-    /// frame is tiny, and a client that cannot take it in a second is not
-    /// reading.
+    /// How long the port spends on a connection it closes for breaking a
+    /// rule (over `max_connections`, a frame over `max_frame_bytes`):
+    /// writing the one error frame, then reading and discarding what the
+    /// client still sends (up to 1 MiB), so that closing with unread data
+    /// does not reset the connection and destroy the error frame before
+    /// the client reads it. Default 1 s: the frame is tiny, and a client
+    /// that has not stopped sending within a second is not listening.
     pub refusal_timeout: Duration,
 }
 
@@ -224,7 +227,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
                 );
                 let timeout = shared.config.refusal_timeout;
                 tracker.spawn(async move {
-                    let mut writer = FramedWrite::new(stream, LengthDelimitedCodec::new());
+                    let (read_half, write_half) = stream.into_split();
+                    let mut writer = FramedWrite::new(write_half, LengthDelimitedCodec::new());
                     if let Ok(frame) = codec::encode(&error_response(0, refusal)) {
                         let _ = tokio::time::timeout(timeout, async {
                             let _ = writer.send(Bytes::from(frame)).await;
@@ -232,6 +236,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
                         })
                         .await;
                     }
+                    discard_until_closed(read_half, timeout).await;
                 });
             }
         }
@@ -294,6 +299,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let mut writer = FramedWrite::new(write_half, codec);
     let mut tasks: JoinSet<Response> = JoinSet::new();
     let mut running: Running = HashMap::new();
+    let mut broke_framing = false;
 
     // Reading phase: until the client hangs up, breaks the framing, or the
     // port shuts down.
@@ -327,6 +333,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                             false,
                         );
                         let _ = write_response(&mut writer, error_response(0, reply), max).await;
+                        broke_framing = true;
                     }
                     break;
                 }
@@ -371,6 +378,29 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         }
     }
     let _ = SinkExt::<Bytes>::close(&mut writer).await;
+    if broke_framing {
+        discard_until_closed(reader.into_inner(), shared.config.refusal_timeout).await;
+    }
+}
+
+/// After this side's write half is shut down: reads and drops what the
+/// client still sends, until it closes too, 1 MiB has been dropped, or
+/// `limit` passes. Closing a socket with unread data makes the kernel
+/// reset the connection, which can destroy the error frame just written
+/// before the client reads it.
+async fn discard_until_closed<R: tokio::io::AsyncRead + Unpin>(mut read: R, limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let mut left: usize = 1 << 20;
+    let _ = tokio::time::timeout(limit, async {
+        while left > 0 {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Decodes one frame and either spawns its op or answers it at once.

@@ -102,6 +102,11 @@ pub struct GetTargets {
     pub key: Vec<u8>,
 }
 
+/// The epoch of the ring the coordinator routes by.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct RingEpoch;
+
 /// Client requests in flight.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -542,6 +547,14 @@ impl Handler<GetTargets> for CoordinatorActor {
     fn handle(&mut self, m: GetTargets, _: &mut Context<Self>) -> Self::Result {
         let sloppy = self.machine.bucket(&m.bucket).sloppy_quorum;
         MessageResult(self.machine.targets(&m.bucket, &m.key, sloppy))
+    }
+}
+
+impl Handler<RingEpoch> for CoordinatorActor {
+    type Result = u64;
+
+    fn handle(&mut self, _: RingEpoch, _: &mut Context<Self>) -> u64 {
+        self.ring.epoch()
     }
 }
 

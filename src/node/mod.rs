@@ -21,6 +21,7 @@
 //! (later issues), and no restart of a crashed actor: a node whose actor
 //! dies is a crashed node, which the rest of the cluster detects.
 
+pub mod cli;
 pub mod client_port;
 pub mod compactor;
 pub mod coordinator;

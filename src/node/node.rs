@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::compactor::{Compactor, CompactorStats, GetCompactorStats};
 use super::coordinator::{
-    CoordinatorActor, CoordinatorParts, Execute, GetBucket, GetTargets, InFlight, SetBucket,
-    StopAccepting, BUCKETS_META,
+    CoordinatorActor, CoordinatorParts, Execute, GetBucket, GetTargets, InFlight, RingEpoch,
+    SetBucket, StopAccepting, BUCKETS_META,
 };
 use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Leave, Subscribe};
 use super::replica::{
@@ -205,10 +205,37 @@ impl Node {
         }
         let started = done_rx.await.map_err(|_| Error::Shutdown);
         let node = started.and_then(|r| r);
-        if node.is_err() {
-            handle.stop();
+        match node {
+            Ok(node) => {
+                node.await_coordinator_ring().await;
+                Ok(node)
+            }
+            Err(e) => {
+                handle.stop();
+                Err(e)
+            }
         }
-        node
+    }
+
+    /// Waits (at most [`RING_SYNC_WAIT`]) until the coordinator routes by
+    /// the ring manager's current ring, so that a request sent as soon as
+    /// `spawn` returns does not find an empty ring: the coordinator hears
+    /// of rings through an event stream, which actix polls after the
+    /// mailbox.
+    async fn await_coordinator_ring(&self) {
+        let deadline = tokio::time::Instant::now() + RING_SYNC_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let (Ok(ring), Ok(seen)) = (
+                self.ring_manager.send(GetRing).await,
+                self.coordinator.send(RingEpoch).await,
+            ) else {
+                return;
+            };
+            if seen >= ring.epoch() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Starts the actors on the current arbiter, in order. `arbiter` must be
@@ -418,6 +445,9 @@ impl Node {
         self.arbiter.spawn_fn(move || std::thread::sleep(duration))
     }
 }
+
+/// How long [`Node::spawn`] waits for the coordinator to have the ring.
+pub const RING_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// How long [`Node::shutdown`] waits for client requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -92,6 +92,16 @@ pub enum Answer {
     Put(PutReply),
 }
 
+/// The parts of a write, before its machine is built.
+struct WriteChange {
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+    payload: Payload,
+    context: CausalContext,
+    op: Option<crate::crdt::CrdtOp>,
+    options: RequestOptions,
+}
+
 enum Machine {
     Put(PutRequest),
     Get(GetRequest),
@@ -244,86 +254,119 @@ impl<C> Coordinator<C> {
                     out,
                 ))
             }
-            ClientOp::Put { .. } | ClientOp::Update { .. } => {
-                let (bucket, key, payload, context, op, options) = match op {
-                    ClientOp::Put {
-                        bucket,
-                        key,
-                        payload,
-                        context,
-                        options,
-                    } => (bucket, key, payload, context, None, options),
-                    ClientOp::Update {
-                        bucket,
-                        key,
-                        op,
-                        options,
-                    } => {
-                        let checked = match &self.bucket(&bucket).policy {
-                            crate::version::ConflictPolicy::Crdt(kind) => op.check(*kind),
-                            other => Err(Error::InvalidInput(format!(
-                                "{} needs a CRDT bucket; this bucket's policy is {other:?}",
-                                op.name()
-                            ))),
-                        };
-                        if let Err(e) = checked {
-                            return Some((client, Err(e)));
-                        }
-                        // The payload is ignored when `op` is set.
-                        let unused = Payload::Value(Vec::new());
-                        (
-                            bucket,
-                            key,
-                            unused,
-                            CausalContext::empty(),
-                            Some(op),
-                            options,
-                        )
-                    }
-                    ClientOp::Get { .. } => unreachable!("matched above"),
-                };
-                let props = self.bucket(&bucket).clone();
-                let w = match options.w.unwrap_or(props.w).required(props.n) {
-                    Ok(w) => w,
-                    Err(e) => return Some((client, Err(e))),
-                };
-                if bucket.len() > super::replica::MAX_BUCKET_BYTES {
-                    return Some((
-                        client,
-                        Err(Error::InvalidInput(format!(
-                            "bucket name of {} bytes exceeds the maximum of {}",
-                            bucket.len(),
-                            super::replica::MAX_BUCKET_BYTES
-                        ))),
-                    ));
-                }
-                let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
-                let targets = self.targets(&bucket, &key, sloppy);
-                let write = Write {
-                    context,
-                    payload,
-                    timestamp: self.hlc.now(wall_ms),
-                    op,
-                };
-                Machine::Put(PutRequest::new(
-                    now,
-                    req,
+            ClientOp::Put {
+                bucket,
+                key,
+                payload,
+                context,
+                options,
+            } => {
+                let change = WriteChange {
                     bucket,
                     key,
-                    write,
-                    props.policy.clone(),
-                    targets,
-                    PutOptions {
-                        w,
-                        timeout: options.timeout.unwrap_or(props.timeout),
-                    },
-                    out,
-                ))
+                    payload,
+                    context,
+                    op: None,
+                    options,
+                };
+                match self.write_machine(now, wall_ms, req, change, out) {
+                    Ok(m) => m,
+                    Err(e) => return Some((client, Err(e))),
+                }
+            }
+            ClientOp::Update {
+                bucket,
+                key,
+                op,
+                options,
+            } => {
+                let checked = match &self.bucket(&bucket).policy {
+                    crate::version::ConflictPolicy::Crdt(kind) => op.check(*kind),
+                    other => Err(Error::InvalidInput(format!(
+                        "{} needs a CRDT bucket; this bucket's policy is {other:?}",
+                        op.name()
+                    ))),
+                };
+                let change = WriteChange {
+                    bucket,
+                    key,
+                    // Ignored when `op` is set.
+                    payload: Payload::Value(Vec::new()),
+                    context: CausalContext::empty(),
+                    op: Some(op),
+                    options,
+                };
+                match checked.and_then(|()| self.write_machine(now, wall_ms, req, change, out)) {
+                    Ok(m) => m,
+                    Err(e) => return Some((client, Err(e))),
+                }
             }
         };
         self.requests.insert(req, (Some(client), machine));
         let mut done = self.collect(req);
         done.pop()
+    }
+
+    /// Builds the machine of a write (a put, a delete or a CRDT update).
+    fn write_machine(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        req: u64,
+        change: WriteChange,
+        out: &mut Outbox,
+    ) -> Result<Machine> {
+        let WriteChange {
+            bucket,
+            key,
+            payload,
+            context,
+            op,
+            options,
+        } = change;
+        let props = self.bucket(&bucket).clone();
+        let w = options.w.unwrap_or(props.w).required(props.n)?;
+        if bucket.len() > super::replica::MAX_BUCKET_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "bucket name of {} bytes exceeds the maximum of {}",
+                bucket.len(),
+                super::replica::MAX_BUCKET_BYTES
+            )));
+        }
+        let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
+        let mut targets = self.targets(&bucket, &key, sloppy);
+        // This node coordinates the write itself when it is a primary target, as in
+        // Riak: one hop fewer, and a write through a live node never waits
+        // on a dead first replica that the failure detector has not yet
+        // convicted.
+        // Only a primary coordinates while one is up: a fallback that
+        // coordinates stores the write as a hint (see `Coordinate`).
+        if let Some(local) = targets
+            .iter()
+            .position(|t| t.node == self.node && t.hint_for.is_none())
+        {
+            targets[..=local].rotate_right(1);
+        }
+        let write = Write {
+            context,
+            payload,
+            timestamp: self.hlc.now(wall_ms),
+            op,
+        };
+        Ok(Machine::Put(PutRequest::new(
+            now,
+            req,
+            bucket,
+            key,
+            write,
+            props.policy.clone(),
+            targets,
+            PutOptions {
+                w,
+                timeout: options.timeout.unwrap_or(props.timeout),
+            },
+            out,
+        )))
     }
 
     /// Routes a replica's reply. Returns the answers it completed.
@@ -399,6 +442,7 @@ impl<C> Coordinator<C> {
 mod tests {
     use super::*;
     use crate::replication::replica::ReplicaStore;
+    use crate::replication::ReplicaRequest;
     use crate::ring::claim_join;
     use crate::storage::MemoryEngine;
 
@@ -465,6 +509,51 @@ mod tests {
         };
         assert_eq!(g.object.as_ref().unwrap().siblings().len(), 1);
         assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_local_target_coordinates_the_write() {
+        let ring = ring(5);
+        for key in 0..40 {
+            let key = format!("k{key}").into_bytes();
+            let list = ring.preference_list(key_token(b"b", &key), 3);
+            // Ask through each replica: it must coordinate itself.
+            for &me in &list {
+                let mut c: Coordinator<()> =
+                    Coordinator::new(me, BucketProps::default(), Hlc::new(Duration::from_secs(1)));
+                c.set_ring(Arc::clone(&ring));
+                let mut out = Outbox::new();
+                let put = ClientOp::Put {
+                    bucket: b"b".to_vec(),
+                    key: key.clone(),
+                    payload: Payload::Value(b"v".to_vec()),
+                    context: CausalContext::empty(),
+                    options: RequestOptions::default(),
+                };
+                assert!(c.start(Instant::now(), 1, (), put, &mut out).is_none());
+                assert_eq!(out.len(), 1);
+                assert_eq!(out[0].0, me);
+                assert!(matches!(out[0].1, ReplicaRequest::Coordinate { .. }));
+            }
+            // Through a node that holds no replica: the first primary.
+            let outsider = (1..=5).map(NodeId).find(|n| !list.contains(n)).unwrap();
+            let mut c: Coordinator<()> = Coordinator::new(
+                outsider,
+                BucketProps::default(),
+                Hlc::new(Duration::from_secs(1)),
+            );
+            c.set_ring(Arc::clone(&ring));
+            let mut out = Outbox::new();
+            let put = ClientOp::Put {
+                bucket: b"b".to_vec(),
+                key: key.clone(),
+                payload: Payload::Value(b"v".to_vec()),
+                context: CausalContext::empty(),
+                options: RequestOptions::default(),
+            };
+            assert!(c.start(Instant::now(), 1, (), put, &mut out).is_none());
+            assert_eq!(out[0].0, list[0]);
+        }
     }
 
     #[test]

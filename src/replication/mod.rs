@@ -10,7 +10,8 @@
 //!
 //! # A put
 //!
-//! The first target of the preference list *coordinates* the write: it
+//! One target *coordinates* the write (the coordinating node itself when
+//! it is a target, otherwise the first of the preference list): it
 //! applies the client's value and context to its stored object under the
 //! bucket's conflict policy (minting the write's dot with its own node id,
 //! so dots stay unique per node) and replies with the resulting object. The
@@ -193,6 +194,11 @@ pub enum ReplicaRequest {
         write: Write,
         /// The bucket's conflict policy.
         policy: ConflictPolicy,
+        /// `Some(owner)` when this replica is a fallback for the down
+        /// primary `owner` (every primary was down): the result is stored as
+        /// a hint for `owner`, not as this replica's own copy.
+        #[serde(default)]
+        hint_for: Option<NodeId>,
     },
     /// Merge `object` into the stored one and reply
     /// [`ReplicaReply::Merged`]. Used to replicate a coordinated write, for

@@ -227,6 +227,7 @@ impl PutRequest {
                 key: self.key.clone(),
                 write: self.write.clone(),
                 policy: self.policy.clone(),
+                hint_for: self.targets[i].hint_for,
             },
         ));
     }

@@ -207,9 +207,10 @@ impl ReplicaStore {
                 key,
                 write,
                 policy,
+                hint_for,
             } => ReplicaReply::Coordinated {
                 req,
-                result: self.coordinate(&bucket, &key, write, &policy),
+                result: self.coordinate(&bucket, &key, write, &policy, hint_for),
             },
             ReplicaRequest::Merge {
                 req,
@@ -245,10 +246,18 @@ impl ReplicaStore {
         key: &[u8],
         write: Write,
         policy: &ConflictPolicy,
+        hint_for: Option<NodeId>,
     ) -> std::result::Result<Object, ReplicaError> {
-        let k = object_key(bucket, key).map_err(failed)?;
+        let owner = hint_for.filter(|&o| o != self.node);
+        let k = match owner {
+            Some(owner) => hint_key(owner, bucket, key),
+            None => object_key(bucket, key),
+        }
+        .map_err(failed)?;
         let _guard = self.lock(&k);
-        let mut object = self.load(&k).map_err(failed)?.unwrap_or_default();
+        let stored = self.load(&k).map_err(failed)?;
+        let new_hint = owner.is_some() && stored.is_none();
+        let mut object = stored.unwrap_or_default();
         let (context, payload) = match &write.op {
             None => (write.context, write.payload),
             Some(op) => {
@@ -283,8 +292,31 @@ impl ReplicaStore {
                 }
                 other => failed(other),
             })?;
-        self.store(&k, &object).map_err(failed)?;
-        Ok(object)
+        if new_hint {
+            self.reserve_hint()?;
+        }
+        let stored = self.store(&k, &object).map_err(failed);
+        if new_hint && stored.is_err() {
+            self.hints.fetch_sub(1, Ordering::AcqRel);
+        }
+        stored.map(|()| object)
+    }
+
+    /// Takes a slot in the hint store for a new hint, or refuses when it
+    /// is full. Taken before storing, so concurrent new hints on other
+    /// stripes cannot together pass the bound.
+    fn reserve_hint(&self) -> std::result::Result<(), ReplicaError> {
+        let reserved = self
+            .hints
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_hints).then_some(n + 1)
+            });
+        // Refusing makes the put count this fallback as failed, so the
+        // client learns the write has fewer copies than it asked for,
+        // instead of the hint being dropped later without a word.
+        reserved.map(|_| ()).map_err(|_| {
+            ReplicaError::Failed(format!("hint store full ({} hints)", self.max_hints))
+        })
     }
 
     fn merge(
@@ -323,23 +355,8 @@ impl ReplicaStore {
         let _guard = self.lock(&k);
         let stored = self.load(&k).map_err(failed)?;
         let is_new = stored.is_none();
-        // Reserve a slot before storing, so concurrent new hints on other
-        // stripes cannot together pass the bound.
-        if is_new
-            && self
-                .hints
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < self.max_hints).then_some(n + 1)
-                })
-                .is_err()
-        {
-            // Refusing makes the put count this fallback as failed, so the
-            // client learns the write has fewer copies than it asked for,
-            // instead of the hint being dropped later without a word.
-            return Err(ReplicaError::Failed(format!(
-                "hint store full ({} hints)",
-                self.max_hints
-            )));
+        if is_new {
+            self.reserve_hint()?;
         }
         let merged = match stored {
             Some(mut object) => {
@@ -508,6 +525,7 @@ mod tests {
                 op: None,
             },
             policy: ConflictPolicy::Siblings,
+            hint_for: None,
         }
     }
 
@@ -575,6 +593,43 @@ mod tests {
     }
 
     #[test]
+    fn a_fallback_that_coordinates_stores_a_hint() {
+        let r = store(4, 1);
+        let mut req = coordinate(1, "a", CausalContext::empty());
+        if let ReplicaRequest::Coordinate { hint_for, .. } = &mut req {
+            *hint_for = Some(NodeId(2));
+        }
+        let o = coordinated(r.handle(req.clone()));
+        assert_eq!(
+            r.read(b"b", b"k").unwrap(),
+            None,
+            "not the fallback's own copy"
+        );
+        assert_eq!(r.hint_count(), 1);
+        let hints = r.hints_for(NodeId(2), 10).unwrap();
+        assert_eq!(hints.len(), 1);
+        assert_eq!(hints[0].object, o);
+        // The same key again updates the hint, within the bound of one.
+        assert!(matches!(
+            r.handle(req.clone()),
+            ReplicaReply::Coordinated { result: Ok(_), .. }
+        ));
+        assert_eq!(r.hint_count(), 1);
+        // Another key would need a second hint: refused, nothing stored.
+        if let ReplicaRequest::Coordinate { key, .. } = &mut req {
+            *key = b"other".to_vec();
+        }
+        assert!(matches!(
+            r.handle(req),
+            ReplicaReply::Coordinated {
+                result: Err(ReplicaError::Failed(_)),
+                ..
+            }
+        ));
+        assert_eq!(r.hint_count(), 1);
+    }
+
+    #[test]
     fn hint_owners_metadata_and_counts() {
         let r = store(1, 100);
         let o = coordinated(r.handle(coordinate(1, "a", CausalContext::empty())));
@@ -621,6 +676,7 @@ mod tests {
                 op: Some(CrdtOp::Add(by)),
             },
             policy: policy.clone(),
+            hint_for: None,
         };
         let a = store(1, 10);
         let b = store(2, 10);
@@ -691,6 +747,7 @@ mod tests {
                 key: i.to_be_bytes().to_vec(),
                 write,
                 policy,
+                hint_for: None,
             });
         }
         let (lo, hi) = (Token(u64::MAX / 4), Token(u64::MAX / 2));

@@ -1,0 +1,192 @@
+//! `ringkv-node`: one ringkv node as a process.
+//!
+//! It reads its configuration (flags over an optional TOML file, see
+//! `ringkv::node::cli` and `docs/ringkv-node.example.toml`), claims its
+//! data directory, starts the node (gossip and replication on the peer
+//! address) and then the client port, and prints one line to stdout:
+//!
+//! ```text
+//! ready node=<id> peer=<HOST:PORT> client=<HOST:PORT>
+//! ```
+//!
+//! with the addresses actually bound. Logs go to stderr (`RUST_LOG`
+//! honoured, `info` by default). SIGTERM or SIGINT stops it gracefully:
+//! the client port stops accepting and lets requests in flight finish,
+//! then the node shuts down (flushing its engine), and the process exits
+//! 0. A second signal during that ends the process at once (status 1).
+//!
+//! Exit status 2: the node refused to start (a bad flag or file, a data
+//! directory that belongs to another node or that another process holds,
+//! an address that cannot be bound), with one line on stderr saying why.
+//! Status 1: it failed after it had started.
+//!
+//! Everything that can be decided without starting anything lives in the
+//! library (`ringkv::node::cli`), where it is unit-tested; this file only
+//! puts the parts together.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use ringkv::node::cli::{self, Args, DirOwner, NodeSetup};
+use ringkv::node::client_port::{ClientPort, ClientPortConfig};
+use ringkv::node::{Node, TransportParts};
+use ringkv::protocol::Handler;
+use ringkv::TcpTransport;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// Status for a node that refused to start.
+const EXIT_REFUSED: u8 = 2;
+/// Status for a node that failed after starting.
+const EXIT_FAILED: u8 = 1;
+
+/// Why `run` ended badly.
+enum Failure {
+    /// Before the ready line: the node refused to start.
+    Start(String),
+    /// After it: the node failed while running.
+    Run(String),
+}
+
+fn main() -> ExitCode {
+    // clap prints its own one-line error and exits 2 on a bad flag.
+    let args = Args::parse();
+    init_logs();
+    let setup = match cli::load(args) {
+        Ok(setup) => setup,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    // Held until the process ends: the lock on <dir>/NODE.
+    let _claim = match &setup.data_dir {
+        Some(dir) => {
+            let owner = DirOwner {
+                cluster: setup.node.cluster.clone(),
+                node: setup.node.id,
+            };
+            match cli::claim_data_dir(dir, &owner) {
+                Ok(claim) => Some(claim),
+                Err(e) => return refuse(&e.to_string()),
+            }
+        }
+        None => None,
+    };
+    let system = actix::System::new();
+    match system.block_on(run(setup)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Start(why)) => refuse(&why),
+        Err(Failure::Run(why)) => {
+            eprintln!("ringkv-node: {why}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn refuse(why: &str) -> ExitCode {
+    eprintln!("ringkv-node: cannot start: {why}");
+    ExitCode::from(EXIT_REFUSED)
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Fails only if a subscriber is already set, which nothing here does.
+    // Colours only for a person watching; a file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+/// SIGTERM and SIGINT, registered before the ready line so that a signal
+/// sent right after it is never missed.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next one; returns its name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+async fn run(setup: NodeSetup) -> Result<(), Failure> {
+    let NodeSetup {
+        node: node_config,
+        tcp,
+        client_listen,
+        data_dir: _,
+    } = setup;
+    let id = node_config.id;
+    let mut signals = Signals::register()
+        .map_err(|e| Failure::Start(format!("cannot listen for signals: {e}")))?;
+
+    let node = Node::spawn(node_config, move || async move {
+        let (transport, inbox) = TcpTransport::bind(tcp).await?;
+        let addr = transport.local_addr().to_string();
+        Ok(TransportParts {
+            transport: Arc::new(transport),
+            inbox,
+            advertised: Some(addr),
+        })
+    })
+    .await
+    .map_err(|e| Failure::Start(e.to_string()))?;
+
+    let handler: Arc<dyn Handler> = Arc::new(node.clone());
+    let port = match ClientPort::start(&client_listen, handler, ClientPortConfig::default()).await {
+        Ok(port) => port,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(Failure::Start(e.to_string()));
+        }
+    };
+
+    let ready = format!(
+        "ready node={} peer={} client={}",
+        id.0,
+        node.addr(),
+        port.local_addr()
+    );
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{ready}").and_then(|_| stdout.flush()) {
+        // Whoever started us cannot learn the addresses: they will not use
+        // the node, so do not keep it running.
+        port.shutdown().await;
+        node.shutdown().await;
+        return Err(Failure::Run(format!("cannot write the ready line: {e}")));
+    }
+    drop(stdout);
+    tracing::info!(node = id.0, peer = %node.addr(), client = %port.local_addr(), "ready");
+
+    let which = signals.next().await;
+    tracing::info!(
+        signal = which,
+        "shutting down: client port first, then the node"
+    );
+    // A second signal means "now": do not wait for the flush.
+    actix::spawn(async move {
+        let again = signals.next().await;
+        eprintln!("ringkv-node: {again} during shutdown: exiting at once");
+        std::process::exit(i32::from(EXIT_FAILED));
+    });
+    port.shutdown().await;
+    tracing::info!(node = id.0, "client port closed; stopping the node");
+    node.shutdown().await;
+    tracing::info!(node = id.0, "stopped");
+    Ok(())
+}

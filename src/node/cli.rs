@@ -1,0 +1,862 @@
+//! The `ringkv-node` command line and configuration file, turned into what
+//! a node needs to start.
+//!
+//! This module owns the contract of the binary's configuration: the flags
+//! ([`Args`]), the TOML file ([`FileConfig`], every key documented in
+//! `docs/ringkv-node.example.toml`), how the two combine (a flag overrides
+//! the file's key of the same name), and the checks made before anything
+//! starts. [`load`] gives a [`NodeSetup`]: a [`NodeConfig`], a
+//! [`TcpConfig`] and the client port's address. It also owns the data
+//! directory's identity: [`claim_data_dir`] takes an exclusive lock on
+//! `<dir>/NODE`, which names the cluster and node the directory belongs to,
+//! so a directory is never opened by a second process or by another node.
+//!
+//! Guarantee: every value that can be wrong is refused here with a message
+//! that names it, before a port is bound or a byte of data is read.
+//!
+//! What this does not do: start anything (the binary does, inside an actix
+//! system), watch the file for changes, or read environment variables other
+//! than the ones `tracing` reads (`RUST_LOG`).
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::NodeConfig;
+use crate::config::{
+    BTreeConfig, ClusterSecret, LsmConfig, MembershipConfig, StorageConfig, SyncPolicy, TcpConfig,
+};
+use crate::error::{Error, Result};
+use crate::message::NodeId;
+
+/// Node-to-node address when neither the flag nor the file gives one:
+/// loopback, so that a node started without thought is not reachable from
+/// other machines; port 7400 is ringkv's conventional peer port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+
+/// Client address when neither the flag nor the file gives one: loopback
+/// for the same reason, port 7401 next to the peer port.
+pub const DEFAULT_CLIENT_LISTEN: &str = "127.0.0.1:7401";
+
+/// Cluster name when none is given (the contract's default).
+pub const DEFAULT_CLUSTER: &str = "ringkv";
+
+/// Name of the file in the data directory that says whose it is.
+pub const NODE_FILE: &str = "NODE";
+
+/// Name of the engine's subdirectory in the data directory.
+pub const ENGINE_DIR: &str = "data";
+
+/// Largest secret file read, in bytes. A secret is tens of bytes; a larger
+/// file is the wrong file.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// Largest configuration file read, in bytes.
+const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The storage engine of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// The LSM tree (the default).
+    Lsm,
+    /// The B-tree (redb), for read-heavy nodes.
+    Btree,
+    /// In memory: lost when the process ends.
+    Memory,
+}
+
+/// When the write-ahead log is fsync'd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncKind {
+    /// Never by the engine (the OS flushes in its own time).
+    None,
+    /// Every `sync_interval_ms` (the default).
+    Interval,
+    /// Before every write is acknowledged.
+    Always,
+}
+
+/// The command line. Every flag but `--config` overrides the file's key of
+/// the same name (dashes become underscores).
+#[derive(Clone, Debug, Default, clap::Parser)]
+#[command(
+    name = "ringkv-node",
+    version,
+    about = "A ringkv node: serves the client protocol and joins a cluster."
+)]
+pub struct Args {
+    /// A TOML configuration file (see docs/ringkv-node.example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id (required, here or in the file).
+    #[arg(long, value_name = "N")]
+    pub id: Option<u64>,
+    /// Node-to-node address; port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Client protocol address; port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub client_listen: Option<String>,
+    /// A node to join through (repeatable; none: found a new cluster).
+    #[arg(long = "seed", value_name = "ID@HOST:PORT")]
+    pub seeds: Vec<String>,
+    /// Data directory (required unless --engine memory).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Storage engine.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
+    /// Cluster name; nodes of other clusters are refused.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// File holding the cluster secret (its bytes, trimmed; 16 or more).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Virtual nodes this node claims when it joins.
+    #[arg(long, value_name = "N")]
+    pub vnodes: Option<usize>,
+    /// When the write-ahead log is fsync'd.
+    #[arg(long, value_enum)]
+    pub sync: Option<SyncKind>,
+    /// The fsync interval under `--sync interval`, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub sync_interval_ms: Option<u64>,
+    /// Membership gossip interval in milliseconds; every failure-detection
+    /// duration scales with it.
+    #[arg(long, value_name = "MS")]
+    pub gossip_interval_ms: Option<u64>,
+}
+
+/// The TOML configuration file: the same keys as the flags, all optional.
+/// Relative paths in it are relative to the file's directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// As `--id`.
+    pub id: Option<u64>,
+    /// As `--listen`.
+    pub listen: Option<String>,
+    /// As `--client-listen`.
+    pub client_listen: Option<String>,
+    /// As `--seed`, one string per seed. A `--seed` flag replaces the
+    /// whole list.
+    pub seeds: Option<Vec<String>>,
+    /// As `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// As `--engine`.
+    pub engine: Option<EngineKind>,
+    /// As `--cluster`.
+    pub cluster: Option<String>,
+    /// As `--secret-file`.
+    pub secret_file: Option<PathBuf>,
+    /// As `--vnodes`.
+    pub vnodes: Option<usize>,
+    /// As `--sync`.
+    pub sync: Option<SyncKind>,
+    /// As `--sync-interval-ms`.
+    pub sync_interval_ms: Option<u64>,
+    /// As `--gossip-interval-ms`.
+    pub gossip_interval_ms: Option<u64>,
+}
+
+impl FileConfig {
+    /// Parses the text of a configuration file.
+    pub fn parse(text: &str) -> Result<FileConfig> {
+        toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines (a caret under the
+            // offending text); the binary prints one line.
+            let one_line = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            Error::InvalidInput(format!("configuration file: {one_line}"))
+        })
+    }
+
+    /// Reads and parses a configuration file; relative paths in it become
+    /// relative to its directory.
+    pub fn read(path: &Path) -> Result<FileConfig> {
+        let text = read_limited(path, MAX_CONFIG_FILE_BYTES, "configuration file")?;
+        let text = String::from_utf8(text).map_err(|_| {
+            Error::InvalidInput(format!(
+                "configuration file {} is not UTF-8",
+                path.display()
+            ))
+        })?;
+        let mut file = FileConfig::parse(&text).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::InvalidInput(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut file.data_dir, &mut file.secret_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// Everything the binary needs to start a node.
+#[derive(Clone, Debug)]
+pub struct NodeSetup {
+    /// The node's configuration (its `addr` is the listen address until the
+    /// transport is bound and reports the real one).
+    pub node: NodeConfig,
+    /// The node-to-node transport's configuration.
+    pub tcp: TcpConfig,
+    /// Where the client port listens.
+    pub client_listen: String,
+    /// The data directory, when there is one (always, except for a memory
+    /// engine started without `--data-dir`).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Reads the file named by `--config` (if any) and the secret file, and
+/// combines them with the flags.
+pub fn load(args: Args) -> Result<NodeSetup> {
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    let secret_path = args
+        .secret_file
+        .clone()
+        .or(file.secret_file.clone())
+        .ok_or_else(|| Error::InvalidInput("--secret-file is required".into()))?;
+    let secret = read_secret(&secret_path)?;
+    resolve(args, file, secret)
+}
+
+/// Reads a cluster secret: the file's bytes with surrounding ASCII
+/// whitespace removed (so that `echo secret > file` works), at least
+/// [`ClusterSecret::MIN_LEN`] of them.
+pub fn read_secret(path: &Path) -> Result<ClusterSecret> {
+    let bytes = read_limited(path, MAX_SECRET_FILE_BYTES, "secret file")?;
+    ClusterSecret::new(bytes.trim_ascii().to_vec()).map_err(|e| match e {
+        Error::InvalidInput(m) => Error::InvalidInput(format!("{}: {m}", path.display())),
+        other => other,
+    })
+}
+
+/// Combines flags and file (flags win) and checks the result.
+pub fn resolve(args: Args, file: FileConfig, secret: ClusterSecret) -> Result<NodeSetup> {
+    let id = args
+        .id
+        .or(file.id)
+        .ok_or_else(|| Error::InvalidInput("--id is required".into()))?;
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.into());
+    check_address("listen", &listen)?;
+    let client_listen = args
+        .client_listen
+        .or(file.client_listen)
+        .unwrap_or_else(|| DEFAULT_CLIENT_LISTEN.into());
+    check_address("client_listen", &client_listen)?;
+    let seed_texts = if args.seeds.is_empty() {
+        file.seeds.unwrap_or_default()
+    } else {
+        args.seeds
+    };
+    let seeds = seed_texts
+        .iter()
+        .map(|s| parse_seed(s))
+        .collect::<Result<Vec<_>>>()?;
+    let cluster = args
+        .cluster
+        .or(file.cluster)
+        .unwrap_or_else(|| DEFAULT_CLUSTER.into());
+    check_cluster_name(&cluster)?;
+    let engine = args.engine.or(file.engine).unwrap_or(EngineKind::Lsm);
+    let data_dir = args.data_dir.or(file.data_dir);
+    if engine != EngineKind::Memory && data_dir.is_none() {
+        return Err(Error::InvalidInput(
+            "--data-dir is required unless --engine memory".into(),
+        ));
+    }
+    let sync = sync_policy(
+        args.sync.or(file.sync).unwrap_or(SyncKind::Interval),
+        args.sync_interval_ms.or(file.sync_interval_ms),
+    )?;
+    let storage = match (engine, &data_dir) {
+        (EngineKind::Lsm, Some(dir)) => StorageConfig::Lsm {
+            dir: dir.join(ENGINE_DIR),
+            config: LsmConfig {
+                sync,
+                ..LsmConfig::default()
+            },
+        },
+        (EngineKind::Btree, Some(dir)) => StorageConfig::BTree {
+            dir: dir.join(ENGINE_DIR),
+            config: BTreeConfig {
+                sync,
+                ..BTreeConfig::default()
+            },
+        },
+        _ => StorageConfig::Memory,
+    };
+    if let StorageConfig::Lsm { config, .. } = &storage {
+        config.validate()?;
+    }
+    if let StorageConfig::BTree { config, .. } = &storage {
+        config.validate()?;
+    }
+
+    let mut node = NodeConfig::new(NodeId(id), listen.clone(), seeds);
+    node.cluster = cluster.clone();
+    node.storage = storage;
+    if let Some(v) = args.vnodes.or(file.vnodes) {
+        node.ring.vnodes_per_node = v;
+    }
+    node.ring.validate()?;
+    if let Some(ms) = args.gossip_interval_ms.or(file.gossip_interval_ms) {
+        node.membership = membership_at(ms)?;
+    }
+    node.membership.validate()?;
+
+    let tcp = TcpConfig::new(NodeId(id), cluster, secret, listen);
+    tcp.validate()?;
+    Ok(NodeSetup {
+        node,
+        tcp,
+        client_listen,
+        data_dir,
+    })
+}
+
+/// Membership settings for a gossip interval of `ms` milliseconds: the
+/// defaults scaled to it ([`MembershipConfig::scaled`]), except that the
+/// acceptable pause and the deviation floor never go below 600 ms and
+/// 40 ms. Nodes of a test cluster share a few cores with everything else;
+/// scheduling delays of a few hundred ms happen there, and must not
+/// convict a live node.
+fn membership_at(ms: u64) -> Result<MembershipConfig> {
+    if !(10..=60_000).contains(&ms) {
+        return Err(Error::InvalidInput(format!(
+            "gossip_interval_ms must be in 10..=60000, got {ms}"
+        )));
+    }
+    let mut m = MembershipConfig::scaled(Duration::from_millis(ms));
+    m.acceptable_heartbeat_pause = m.acceptable_heartbeat_pause.max(Duration::from_millis(600));
+    m.min_std_deviation = m.min_std_deviation.max(Duration::from_millis(40));
+    Ok(m)
+}
+
+fn sync_policy(kind: SyncKind, interval_ms: Option<u64>) -> Result<SyncPolicy> {
+    match (kind, interval_ms) {
+        (SyncKind::Interval, Some(0)) => Err(Error::InvalidInput(
+            "sync_interval_ms must be positive (use --sync always)".into(),
+        )),
+        (SyncKind::Interval, Some(ms)) => Ok(SyncPolicy::Interval(Duration::from_millis(ms))),
+        // The engines' own default interval.
+        (SyncKind::Interval, None) => Ok(LsmConfig::default().sync),
+        (_, Some(_)) => Err(Error::InvalidInput(
+            "sync_interval_ms only applies to --sync interval".into(),
+        )),
+        (SyncKind::None, None) => Ok(SyncPolicy::None),
+        (SyncKind::Always, None) => Ok(SyncPolicy::Always),
+    }
+}
+
+/// Parses `ID@HOST:PORT`.
+pub fn parse_seed(text: &str) -> Result<(NodeId, String)> {
+    let bad = || Error::InvalidInput(format!("seed {text:?} is not ID@HOST:PORT"));
+    let (id, addr) = text.split_once('@').ok_or_else(bad)?;
+    let id: u64 = id.trim().parse().map_err(|_| bad())?;
+    check_address("seed", addr).map_err(|_| bad())?;
+    Ok((NodeId(id), addr.to_string()))
+}
+
+/// Checks the `HOST:PORT` shape without resolving the host (a name may
+/// only resolve once the network is up).
+fn check_address(what: &str, addr: &str) -> Result<()> {
+    let bad = || Error::InvalidInput(format!("{what} address {addr:?} is not HOST:PORT"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    port.parse::<u16>().map_err(|_| bad())?;
+    Ok(())
+}
+
+/// Cluster names go into the `NODE` file as one line and into handshakes.
+fn check_cluster_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "cluster name {name:?} must be 1 to 128 of A-Z a-z 0-9 - _ ."
+        )))
+    }
+}
+
+fn read_limited(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
+    let file = fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {what} {}", path.display()), e))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("reading {what} {}", path.display()), e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::InvalidInput(format!(
+            "{what} {} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The identity a data directory records: which cluster and node it
+/// belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirOwner {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The node's id.
+    pub node: NodeId,
+}
+
+impl DirOwner {
+    fn encode(&self) -> String {
+        format!("cluster={}\nnode={}\n", self.cluster, self.node.0)
+    }
+
+    fn decode(text: &str) -> Option<DirOwner> {
+        let mut cluster = None;
+        let mut node = None;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.split_once('=')? {
+                ("cluster", v) => cluster = Some(v.to_string()),
+                ("node", v) => node = Some(NodeId(v.parse().ok()?)),
+                _ => return None,
+            }
+        }
+        Some(DirOwner {
+            cluster: cluster?,
+            node: node?,
+        })
+    }
+}
+
+/// A claimed data directory: holds the exclusive lock on its `NODE` file
+/// for as long as it lives.
+#[derive(Debug)]
+pub struct DataDirClaim {
+    dir: PathBuf,
+    _lock: fs::File,
+}
+
+impl DataDirClaim {
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Claims `dir` for `owner`: creates it if missing, takes an exclusive lock
+/// on `<dir>/NODE` (refused while another process holds it), and writes the
+/// owner there on first use, or checks that it names `owner`. The lock is
+/// released when the claim is dropped or the process ends, however it ends.
+pub fn claim_data_dir(dir: &Path, owner: &DirOwner) -> Result<DataDirClaim> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating data directory {}", dir.display()), e))?;
+    let path = dir.join(NODE_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(Error::InvalidInput(format!(
+                "data directory {} is in use by another process (its {NODE_FILE} file is locked)",
+                dir.display()
+            )))
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(Error::io(format!("locking {}", path.display()), e))
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|_| bad_node_file(&path))?;
+    if text.trim().is_empty() {
+        // First start: record the owner, durably, before any data exists.
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(owner.encode().as_bytes()))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    } else {
+        let found = DirOwner::decode(&text).ok_or_else(|| bad_node_file(&path))?;
+        if found != *owner {
+            return Err(Error::InvalidInput(format!(
+                "data directory {} belongs to node {} of cluster {:?}, not node {} of cluster {:?}",
+                dir.display(),
+                found.node.0,
+                found.cluster,
+                owner.node.0,
+                owner.cluster
+            )));
+        }
+    }
+    Ok(DataDirClaim {
+        dir: dir.to_path_buf(),
+        _lock: file,
+    })
+}
+
+fn bad_node_file(path: &Path) -> Error {
+    Error::InvalidInput(format!(
+        "{} is not a ringkv {NODE_FILE} file (expected cluster=NAME and node=ID lines)",
+        path.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn secret() -> ClusterSecret {
+        ClusterSecret::new(b"0123456789abcdef".to_vec()).unwrap()
+    }
+
+    fn args(flags: &[&str]) -> Args {
+        let mut all = vec!["ringkv-node"];
+        all.extend_from_slice(flags);
+        Args::try_parse_from(all).unwrap()
+    }
+
+    fn message(e: Error) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn flags_alone_make_a_node() {
+        let a = args(&[
+            "--id",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+            "--client-listen",
+            "127.0.0.1:0",
+            "--seed",
+            "1@127.0.0.1:7400",
+            "--seed",
+            "2@localhost:7402",
+            "--data-dir",
+            "/tmp/x",
+            "--cluster",
+            "blue",
+            "--vnodes",
+            "32",
+            "--sync",
+            "always",
+            "--gossip-interval-ms",
+            "100",
+        ]);
+        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        assert_eq!(s.node.id, NodeId(3));
+        assert_eq!(s.node.addr, "127.0.0.1:0");
+        assert_eq!(
+            s.node.seeds,
+            vec![
+                (NodeId(1), "127.0.0.1:7400".to_string()),
+                (NodeId(2), "localhost:7402".to_string())
+            ]
+        );
+        assert_eq!(s.node.cluster, "blue");
+        assert_eq!(s.tcp.cluster, "blue");
+        assert_eq!(s.tcp.node, NodeId(3));
+        assert_eq!(s.node.ring.vnodes_per_node, 32);
+        assert_eq!(
+            s.node.membership.gossip_interval,
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            s.node.membership.acceptable_heartbeat_pause,
+            Duration::from_millis(600)
+        );
+        assert_eq!(
+            s.node.storage,
+            StorageConfig::Lsm {
+                dir: PathBuf::from("/tmp/x/data"),
+                config: LsmConfig {
+                    sync: SyncPolicy::Always,
+                    ..LsmConfig::default()
+                }
+            }
+        );
+        assert_eq!(s.data_dir, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let a = args(&["--id", "1", "--data-dir", "/d"]);
+        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        assert_eq!(s.tcp.listen, DEFAULT_LISTEN);
+        assert_eq!(s.client_listen, DEFAULT_CLIENT_LISTEN);
+        assert_eq!(s.node.cluster, DEFAULT_CLUSTER);
+        assert!(s.node.seeds.is_empty());
+        assert_eq!(s.node.membership, MembershipConfig::default());
+        assert_eq!(s.node.storage.engine_name(), "lsm");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig::parse(
+            r#"
+            id = 7
+            listen = "127.0.0.1:9000"
+            seeds = ["1@127.0.0.1:9001"]
+            engine = "btree"
+            data_dir = "/srv/ringkv"
+            cluster = "from-file"
+            sync = "interval"
+            sync_interval_ms = 250
+            "#,
+        )
+        .unwrap();
+        let s = resolve(
+            args(&["--id", "8", "--seed", "2@127.0.0.1:9002"]),
+            file,
+            secret(),
+        )
+        .unwrap();
+        assert_eq!(s.node.id, NodeId(8));
+        assert_eq!(s.tcp.listen, "127.0.0.1:9000");
+        assert_eq!(s.node.cluster, "from-file");
+        assert_eq!(s.node.seeds, vec![(NodeId(2), "127.0.0.1:9002".into())]);
+        match s.node.storage {
+            StorageConfig::BTree { dir, config } => {
+                assert_eq!(dir, PathBuf::from("/srv/ringkv/data"));
+                assert_eq!(
+                    config.sync,
+                    SyncPolicy::Interval(Duration::from_millis(250))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--data-dir", "/d"], "--id is required"),
+            (&["--id", "1"], "--data-dir is required"),
+            (
+                &["--id", "1", "--data-dir", "/d", "--listen", "nowhere"],
+                "listen address",
+            ),
+            (
+                &[
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    "/d",
+                    "--client-listen",
+                    "h:99999",
+                ],
+                "client_listen address",
+            ),
+            (
+                &["--id", "1", "--data-dir", "/d", "--seed", "x@h:1"],
+                "seed \"x@h:1\"",
+            ),
+            (
+                &["--id", "1", "--data-dir", "/d", "--seed", "1:h:1"],
+                "ID@HOST:PORT",
+            ),
+            (
+                &["--id", "1", "--data-dir", "/d", "--vnodes", "0"],
+                "vnodes",
+            ),
+            (
+                &["--id", "1", "--data-dir", "/d", "--cluster", "a b"],
+                "cluster name",
+            ),
+            (
+                &["--id", "1", "--data-dir", "/d", "--gossip-interval-ms", "0"],
+                "gossip_interval_ms",
+            ),
+            (
+                &[
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    "/d",
+                    "--sync",
+                    "always",
+                    "--sync-interval-ms",
+                    "5",
+                ],
+                "sync_interval_ms",
+            ),
+        ];
+        for (flags, want) in cases {
+            let got = resolve(args(flags), FileConfig::default(), secret())
+                .map(|_| ())
+                .map_err(message);
+            match got {
+                Err(m) => assert!(m.contains(want), "{flags:?}: {m}"),
+                Ok(()) => panic!("{flags:?} was accepted"),
+            }
+        }
+        // The memory engine needs no directory.
+        let a = args(&["--id", "1", "--engine", "memory"]);
+        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        assert_eq!(s.node.storage, StorageConfig::Memory);
+        assert_eq!(s.data_dir, None);
+    }
+
+    #[test]
+    fn unknown_or_mistyped_file_keys_are_refused() {
+        let m = message(FileConfig::parse("idd = 1").unwrap_err());
+        assert!(m.contains("idd"), "{m}");
+        assert!(!m.contains('\n'), "{m}");
+        let m = message(FileConfig::parse("id = \"one\"").unwrap_err());
+        assert!(m.contains("configuration file"), "{m}");
+        let m = message(FileConfig::parse("engine = \"rocks\"").unwrap_err());
+        assert!(m.contains("rocks"), "{m}");
+    }
+
+    #[test]
+    fn the_example_file_parses_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ringkv-node.example.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let file = FileConfig::parse(&text).unwrap();
+        assert_eq!(file.id, Some(1));
+        let s = resolve(Args::default(), file, secret()).unwrap();
+        assert_eq!(s.node.id, NodeId(1));
+        // Every key of FileConfig appears in the example, commented or not.
+        for key in [
+            "id",
+            "listen",
+            "client_listen",
+            "seeds",
+            "data_dir",
+            "engine",
+            "cluster",
+            "secret_file",
+            "vnodes",
+            "sync",
+            "sync_interval_ms",
+            "gossip_interval_ms",
+        ] {
+            let mentioned = text.lines().any(|l| {
+                let l = l.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
+                is_key_line(l) && l.starts_with(&format!("{key} ="))
+            });
+            assert!(mentioned, "the example does not document {key}");
+        }
+        // And the example has no key FileConfig does not know
+        // (deny_unknown_fields): uncommenting every line still parses.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if is_key_line(rest) => format!("{rest}\n"),
+                _ if l.starts_with('#') => "\n".to_string(),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        FileConfig::parse(&uncommented).unwrap();
+    }
+
+    /// `key = value`, the shape of a commented-out setting.
+    fn is_key_line(line: &str) -> bool {
+        line.split_once(" = ").is_some_and(|(key, _)| {
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+    }
+
+    #[test]
+    fn relative_paths_in_a_file_are_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        fs::write(&path, "data_dir = \"d\"\nsecret_file = \"/abs/secret\"\n").unwrap();
+        let file = FileConfig::read(&path).unwrap();
+        assert_eq!(file.data_dir, Some(dir.path().join("d")));
+        assert_eq!(file.secret_file, Some(PathBuf::from("/abs/secret")));
+    }
+
+    #[test]
+    fn secrets_are_trimmed_and_must_be_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        fs::write(&path, "  0123456789abcdef\n").unwrap();
+        assert_eq!(read_secret(&path).unwrap().as_bytes(), b"0123456789abcdef");
+        fs::write(&path, "short\n").unwrap();
+        let m = message(read_secret(&path).unwrap_err());
+        assert!(
+            m.contains("at least 16 bytes") && m.contains("secret"),
+            "{m}"
+        );
+        let m = message(read_secret(&dir.path().join("missing")).unwrap_err());
+        assert!(m.contains("missing"), "{m}");
+    }
+
+    #[test]
+    fn a_data_dir_is_claimed_once_and_keeps_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = DirOwner {
+            cluster: "c".into(),
+            node: NodeId(4),
+        };
+        let claim = claim_data_dir(dir.path(), &me).unwrap();
+        let text = fs::read_to_string(dir.path().join(NODE_FILE)).unwrap();
+        assert_eq!(text, "cluster=c\nnode=4\n");
+        // A second claim while the first holds the lock is refused (the
+        // lock is per open file, so this works within one process too).
+        let m = message(claim_data_dir(dir.path(), &me).unwrap_err());
+        assert!(m.contains("in use by another process"), "{m}");
+        assert!(m.contains(&dir.path().display().to_string()), "{m}");
+        drop(claim);
+        // The same owner may come back; another node or cluster may not.
+        drop(claim_data_dir(dir.path(), &me).unwrap());
+        let other = DirOwner {
+            cluster: "c".into(),
+            node: NodeId(5),
+        };
+        let m = message(claim_data_dir(dir.path(), &other).unwrap_err());
+        assert!(
+            m.contains("belongs to node 4") && m.contains("not node 5"),
+            "{m}"
+        );
+        let other = DirOwner {
+            cluster: "d".into(),
+            node: NodeId(4),
+        };
+        assert!(claim_data_dir(dir.path(), &other).is_err());
+        // A NODE file that is not ours is refused, not overwritten.
+        fs::write(dir.path().join(NODE_FILE), "hello\n").unwrap();
+        let m = message(claim_data_dir(dir.path(), &me).unwrap_err());
+        assert!(m.contains("not a ringkv NODE file"), "{m}");
+        assert_eq!(
+            fs::read_to_string(dir.path().join(NODE_FILE)).unwrap(),
+            "hello\n"
+        );
+    }
+}

@@ -1,0 +1,1079 @@
+//! ringkv as a cluster of real `ringkv-node` processes on 127.0.0.1,
+//! driven through the client protocol with `ringkv::client::Client`:
+//! the behaviour issue [5] asks to be shown.
+//!
+//! - the binary: the ready line, SIGTERM and SIGINT exit 0, a bad
+//!   configuration or a data directory held or owned by another node exits
+//!   2 with a one-line reason, and a TOML file starts a node;
+//! - quorum put and get from any node; reads at ALL fail clearly while a
+//!   replica is down;
+//! - W=2 writes succeed with one node SIGKILLed; its hints are delivered
+//!   when it comes back, after which every replica holds the data;
+//! - read repair brings a stale replica up to date;
+//! - concurrent writes to a siblings bucket return siblings, and a write
+//!   with the returned context resolves them; a counter bucket converges;
+//! - garbage and oversized frames get an error or a closed connection, and
+//!   the node keeps serving everyone else;
+//! - no acknowledged write is lost across a rolling restart of every node.
+//!
+//! One replica's own copy is read with `Op::LocalGet`, which answers from
+//! the node's own store with no quorum and no repair.
+//!
+//! Tests that start a five-node cluster take a lock so that only one such
+//! cluster runs at a time: the machine has two cores, and twenty-five
+//! processes gossiping at once would make every timeout a coin toss. Every
+//! test is bounded by [`TEST_LIMIT`], every wait and request by its own
+//! timeout; there are no timing assertions.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cluster::{parse_ready, run_to_exit, start_process, wait_until, write_file, Cluster, SECRET};
+use ringkv::client::{Client, ClientConfig};
+use ringkv::crdt::CrdtKind;
+use ringkv::protocol::{
+    BucketInfo, ErrorCode, Op, ReadOptions, Request, Response, RingNode, WriteOptions,
+};
+use ringkv::replication::get::Repair;
+use ringkv::replication::Consistency;
+use ringkv::{ConflictPolicy, Error, NodeId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// No test runs longer than this, whatever hangs.
+const TEST_LIMIT: Duration = Duration::from_secs(150);
+
+/// How long a cluster may take to form or settle after a change.
+const SETTLE: Duration = Duration::from_secs(40);
+
+/// Only one multi-node cluster at a time (see the module docs).
+static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs a test body under [`TEST_LIMIT`].
+async fn bounded<F: Future<Output = ()>>(body: F) {
+    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
+        panic!("test did not finish within {TEST_LIMIT:?}");
+    }
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_secs(8),
+        ..ClientConfig::default()
+    }
+}
+
+/// A client of node `addr` only.
+async fn client_of(addr: SocketAddr) -> Client {
+    match Client::connect(&[addr.to_string()], client_config()).await {
+        Ok(c) => c,
+        Err(e) => panic!("cannot connect to {addr}: {e}"),
+    }
+}
+
+/// One client per node, node 1 first.
+async fn clients(cluster: &Cluster) -> Vec<Client> {
+    let mut all = Vec::new();
+    for n in &cluster.nodes {
+        all.push(client_of(n.client).await);
+    }
+    all
+}
+
+/// Node `addr`'s ring, if it sees exactly `ids` as members, all alive,
+/// and all of them in its ring.
+async fn ring_if_all_alive(addr: SocketAddr, ids: &[u64]) -> Option<Vec<RingNode>> {
+    let c = Client::connect(
+        &[addr.to_string()],
+        ClientConfig {
+            max_attempts: 1,
+            request_timeout: Duration::from_secs(2),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .ok()?;
+    let (Ok(status), Ok(ring)) = (c.status().await, c.ring().await) else {
+        return None;
+    };
+    let alive: BTreeSet<u64> = status
+        .members
+        .iter()
+        .filter(|m| m.state == "Alive")
+        .map(|m| m.node.0)
+        .collect();
+    let in_ring: BTreeSet<u64> = ring.nodes.iter().map(|n| n.node.0).collect();
+    let want: BTreeSet<u64> = ids.iter().copied().collect();
+    let all_alive = ids
+        .iter()
+        .all(|id| alive.contains(id) || *id == status.node.0);
+    (all_alive && in_ring == want).then_some(ring.nodes)
+}
+
+/// Waits until every node sees every node alive and in the ring, and all
+/// hold the same ring (same tokens counts and shares): only then do they
+/// agree on every key's preference list.
+async fn wait_formed(cluster: &Cluster) {
+    let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.client).collect();
+    let formed = wait_until(SETTLE, || async {
+        let mut first: Option<Vec<RingNode>> = None;
+        for a in &addrs {
+            let Some(ring) = ring_if_all_alive(*a, &ids).await else {
+                return false;
+            };
+            match &first {
+                None => first = Some(ring),
+                Some(f) if *f != ring => return false,
+                Some(_) => {}
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        formed,
+        "the cluster did not form within {SETTLE:?}\n{}",
+        cluster.logs()
+    );
+}
+
+/// Waits until every node in `at` sees node `id` in `state`.
+async fn wait_state(cluster: &Cluster, at: &[u64], id: u64, state: &str) {
+    let addrs: Vec<SocketAddr> = at.iter().map(|i| cluster.node(*i).client).collect();
+    let seen = wait_until(SETTLE, || async {
+        for a in &addrs {
+            let Ok(c) = Client::connect(&[a.to_string()], client_config()).await else {
+                return false;
+            };
+            let Ok(s) = c.status().await else {
+                return false;
+            };
+            if !s.members.iter().any(|m| m.node.0 == id && m.state == state) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        seen,
+        "nodes {at:?} did not see node {id} {state}\n{}",
+        cluster.logs()
+    );
+}
+
+/// Sets a bucket's policy through node 1 and waits until every node
+/// reports it.
+async fn set_policy(cluster: &Cluster, bucket: &[u8], policy: ConflictPolicy) {
+    let all = clients(cluster).await;
+    let props = BucketInfo {
+        n: 3,
+        r: Consistency::Quorum,
+        w: Consistency::Quorum,
+        policy: policy.clone(),
+        sloppy_quorum: true,
+        timeout_ms: 3000,
+    };
+    if let Err(e) = all[0].set_bucket(bucket, props).await {
+        panic!("set_bucket: {e}\n{}", cluster.logs());
+    }
+    let spread = wait_until(SETTLE, || async {
+        for c in &all {
+            match c.bucket(bucket).await {
+                Ok(p) if p.policy == policy => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    assert!(spread, "the bucket's policy did not reach every node");
+}
+
+/// The primaries of a key, in preference order (asked of node 1, with
+/// every node up).
+async fn primaries(c: &Client, bucket: &[u8], key: &[u8]) -> Vec<u64> {
+    let targets = match c.preference_list(bucket, key).await {
+        Ok(t) => t,
+        Err(e) => panic!("preference_list: {e}"),
+    };
+    targets
+        .iter()
+        .filter(|t| t.fallback_for.is_none())
+        .map(|t| t.node.0)
+        .collect()
+}
+
+/// What node `at`'s own replica holds for each key (`LocalGet`: no
+/// quorum, no repair).
+async fn local_copies(
+    cluster: &Cluster,
+    at: u64,
+    bucket: &[u8],
+    keys: &[Vec<u8>],
+) -> Vec<Option<Vec<u8>>> {
+    let c = client_of(cluster.node(at).client).await;
+    let mut values = Vec::new();
+    for k in keys {
+        match c.local_get(bucket, k).await {
+            Ok(got) => {
+                assert!(got.siblings.is_empty(), "node {at} holds siblings: {got:?}");
+                values.push(got.value);
+            }
+            Err(e) => panic!("LocalGet at node {at}: {e}\n{}", cluster.logs()),
+        }
+    }
+    values
+}
+
+// ---------------------------------------------------------------------
+// The binary.
+// ---------------------------------------------------------------------
+
+fn secret_in(dir: &std::path::Path) -> String {
+    let p = dir.join("secret");
+    write_file(&p, &format!("{SECRET}\n"));
+    p.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_prints_its_ready_line_and_exits_0_on_sigterm_and_sigint() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = secret_in(tmp.path());
+        for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+            let dir = tmp.path().join(name);
+            let args: Vec<String> = [
+                "--id",
+                "9",
+                "--listen",
+                "127.0.0.1:0",
+                "--client-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &dir.display().to_string(),
+                "--secret-file",
+                &secret,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let log = tmp.path().join(format!("{name}.stderr"));
+            let (mut child, ready) = match start_process(&args, &log).await {
+                Ok(x) => x,
+                Err(why) => panic!("{why}\n{}", cluster::tail(&log, 20)),
+            };
+            assert_eq!(ready.node, 9);
+            assert!(ready.peer.ip().is_loopback() && ready.peer.port() != 0);
+            assert!(ready.client.ip().is_loopback() && ready.client.port() != 0);
+            // Both ports accept connections, and the client port speaks
+            // the protocol.
+            TcpStream::connect(ready.peer).await.unwrap();
+            let hello = client_of(ready.client).await.connected_to().await;
+            assert_eq!(hello.map(|(_, n)| n), Some(NodeId(9)));
+            // The directory is claimed.
+            let owner = std::fs::read_to_string(dir.join("NODE")).unwrap();
+            assert!(owner.contains("node=9"), "{owner}");
+
+            let pid = child.id().unwrap() as i32;
+            // SAFETY: signalling our own unreaped child.
+            unsafe { libc::kill(pid, sig) };
+            let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .expect("the node exits after the signal")
+                .unwrap();
+            assert!(
+                status.success(),
+                "{name}: {status:?}\n{}",
+                cluster::tail(&log, 20)
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configurations_exit_2_with_a_one_line_reason() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = secret_in(tmp.path());
+        let short = tmp.path().join("short");
+        write_file(&short, "tooshort\n");
+        let short = short.display().to_string();
+        let bad_toml = tmp.path().join("bad.toml");
+        write_file(&bad_toml, "id = 1\nlisten = [\n");
+        let unknown_key = tmp.path().join("unknown.toml");
+        write_file(&unknown_key, "id = 1\nlisen = \"127.0.0.1:0\"\n");
+        let dir = tmp.path().join("d").display().to_string();
+        let (bad_toml, unknown_key) = (
+            bad_toml.display().to_string(),
+            unknown_key.display().to_string(),
+        );
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["--data-dir", &dir, "--secret-file", &secret],
+                "--id is required",
+            ),
+            (
+                vec!["--id", "1", "--data-dir", &dir],
+                "--secret-file is required",
+            ),
+            (
+                vec!["--id", "1", "--secret-file", &secret],
+                "--data-dir is required",
+            ),
+            (
+                vec!["--id", "1", "--data-dir", &dir, "--secret-file", &short],
+                "at least 16 bytes",
+            ),
+            (
+                vec![
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    &dir,
+                    "--secret-file",
+                    "/nonexistent/s",
+                ],
+                "/nonexistent/s",
+            ),
+            (
+                vec![
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    &dir,
+                    "--secret-file",
+                    &secret,
+                    "--seed",
+                    "two@h:1",
+                ],
+                "ID@HOST:PORT",
+            ),
+            (
+                vec![
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    &dir,
+                    "--secret-file",
+                    &secret,
+                    "--listen",
+                    "nope",
+                ],
+                "listen address",
+            ),
+            (
+                vec!["--config", &bad_toml, "--secret-file", &secret],
+                "bad.toml",
+            ),
+            (
+                vec!["--config", &unknown_key, "--secret-file", &secret],
+                "lisen",
+            ),
+            (vec!["--id", "one"], "invalid value"),
+            (vec!["--id", "1", "--engine", "rocks"], "invalid value"),
+        ];
+        for (args, want) in cases {
+            let (status, stderr) = run_to_exit(&args).await;
+            assert_eq!(status.code(), Some(2), "{args:?}: {status:?} {stderr}");
+            assert!(stderr.contains(want), "{args:?}: {stderr:?} lacks {want:?}");
+            // clap adds a usage hint after its error; ours is one line.
+            if !want.starts_with("invalid value") {
+                assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr:?}");
+            }
+        }
+        // Nothing was created for the refused starts.
+        assert!(!tmp.path().join("d").join("data").exists());
+
+        // An address that another socket holds: refused the same way.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held_addr = held.local_addr().unwrap().to_string();
+        for (peer, client) in [
+            (held_addr.as_str(), "127.0.0.1:0"),
+            ("127.0.0.1:0", &held_addr),
+        ] {
+            let flag = if peer == held_addr {
+                "--listen"
+            } else {
+                "--client-listen"
+            };
+            let args = [
+                "--id",
+                "1",
+                "--data-dir",
+                &dir,
+                "--secret-file",
+                &secret,
+                "--listen",
+                peer,
+                "--client-listen",
+                client,
+            ];
+            let (status, stderr) = run_to_exit(&args).await;
+            assert_eq!(status.code(), Some(2), "{flag}: {stderr}");
+            assert!(
+                stderr.contains(&held_addr) && stderr.contains("in use"),
+                "{stderr}"
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_serves_one_process_and_one_node() {
+    bounded(async {
+        let mut cluster = Cluster::start(1).await;
+        let dir = cluster.node(1).dir.display().to_string();
+        let secret = cluster.secret_file().display().to_string();
+        let others = |id: &'static str| -> Vec<String> {
+            [
+                "--id",
+                id,
+                "--cluster",
+                "node-cluster-test",
+                "--listen",
+                "127.0.0.1:0",
+                "--client-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &dir,
+                "--secret-file",
+                &secret,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        // A second process on the running node's directory.
+        let args = others("1");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, stderr) = run_to_exit(&args).await;
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&dir) && stderr.contains("in use"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(
+            cluster.nodes[0].is_running(),
+            "the first process was disturbed"
+        );
+
+        // Once it is stopped: another node id, or another cluster, on it.
+        assert!(cluster.terminate(1).await.success());
+        let args = others("2");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, stderr) = run_to_exit(&args).await;
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("belongs to node 1"), "{stderr}");
+        let mut args = others("1");
+        args[3] = "another-cluster".into();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, stderr) = run_to_exit(&args).await;
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("node-cluster-test"), "{stderr}");
+
+        // The owner itself comes back on it.
+        cluster.restart(1).await;
+        assert!(cluster.nodes[0].is_running());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_toml_file_starts_a_node_and_flags_override_it() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        secret_in(tmp.path());
+        let config = tmp.path().join("node.toml");
+        // Relative paths are relative to the file.
+        write_file(
+            &config,
+            "id = 4\nlisten = \"127.0.0.1:0\"\nclient_listen = \"127.0.0.1:0\"\n\
+             data_dir = \"data-dir\"\nsecret_file = \"secret\"\nengine = \"lsm\"\n\
+             cluster = \"from-file\"\ngossip_interval_ms = 200\n",
+        );
+        let args = vec![
+            "--config".to_string(),
+            config.display().to_string(),
+            "--id".into(),
+            "5".into(),
+        ];
+        let log = tmp.path().join("stderr");
+        let (mut child, ready) = match start_process(&args, &log).await {
+            Ok(x) => x,
+            Err(why) => panic!("{why}\n{}", cluster::tail(&log, 20)),
+        };
+        assert_eq!(ready.node, 5);
+        let owner = std::fs::read_to_string(tmp.path().join("data-dir").join("NODE")).unwrap();
+        assert_eq!(owner, "cluster=from-file\nnode=5\n");
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    })
+    .await
+}
+
+#[test]
+fn ready_lines_parse() {
+    let r = parse_ready("ready node=3 peer=127.0.0.1:4000 client=127.0.0.1:4001\n").unwrap();
+    assert_eq!(r.node, 3);
+    assert_eq!(r.client.port(), 4001);
+    assert!(parse_ready("ready node=3 peer=127.0.0.1:4000").is_none());
+    assert!(parse_ready("ready node=x peer=127.0.0.1:4000 client=127.0.0.1:4001").is_none());
+}
+
+// ---------------------------------------------------------------------
+// The store.
+// ---------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_put_and_get_from_any_node_and_reads_at_all_fail_while_a_replica_is_down() {
+    let _one = CLUSTER_LOCK.lock().await;
+    bounded(async {
+        let mut cluster = Cluster::start(5).await;
+        wait_formed(&cluster).await;
+        let all = clients(&cluster).await;
+        let b = b"plain".as_slice();
+        // Written through each node, read through every node.
+        for (i, c) in all.iter().enumerate() {
+            let key = format!("key-{i}");
+            let value = format!("value-{i}");
+            let w = match c.put(b, key.as_bytes(), value.as_bytes(), None).await {
+                Ok(w) => w,
+                Err(e) => panic!("put through node {}: {e}\n{}", i + 1, cluster.logs()),
+            };
+            assert!(w.receipt.answered.len() >= 2, "{:?}", w.receipt);
+        }
+        for (i, _) in all.iter().enumerate() {
+            let key = format!("key-{i}");
+            for (j, c) in all.iter().enumerate() {
+                let got = match c.get(b, key.as_bytes()).await {
+                    Ok(g) => g,
+                    Err(e) => panic!("get {key} through node {}: {e}", j + 1),
+                };
+                assert_eq!(
+                    got.value,
+                    Some(format!("value-{i}").into_bytes()),
+                    "{key} at {}",
+                    j + 1
+                );
+                assert!(got.receipt.answered.len() >= 2, "{:?}", got.receipt);
+            }
+        }
+
+        // A replica of key-0 goes down; reads at ALL of it fail with
+        // Unavailable or Timeout naming 3 needed, from any node; a quorum
+        // read still works.
+        let replicas = primaries(&all[0], b, b"key-0").await;
+        assert_eq!(replicas.len(), 3, "{replicas:?}");
+        let victim = replicas[2];
+        cluster.kill(victim).await;
+        let all_read = ReadOptions {
+            r: Some(Consistency::All),
+            sloppy_quorum: Some(false),
+            timeout_ms: Some(2000),
+            ..ReadOptions::default()
+        };
+        for (j, c) in all.iter().enumerate() {
+            if j as u64 + 1 == victim {
+                continue;
+            }
+            match c.get_with(b, b"key-0", all_read.clone()).await {
+                Ok(g) => panic!("a read at ALL succeeded with node {victim} down: {g:?}"),
+                Err(Error::Remote(reply)) => {
+                    assert!(
+                        matches!(reply.code, ErrorCode::Unavailable | ErrorCode::Timeout),
+                        "{reply:?}"
+                    );
+                    assert_eq!(reply.needed, Some(3), "{reply:?}");
+                    assert!(reply.got.is_some_and(|g| g < 3), "{reply:?}");
+                }
+                Err(e) => panic!("not a clear failure: {e}"),
+            }
+            let q = c.get(b, b"key-0").await;
+            assert_eq!(q.map(|g| g.value).ok().flatten(), Some(b"value-0".to_vec()));
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_writes_survive_a_killed_node_whose_hints_arrive_after_restart() {
+    let _one = CLUSTER_LOCK.lock().await;
+    bounded(async {
+        let mut cluster = Cluster::start(5).await;
+        wait_formed(&cluster).await;
+        let all = clients(&cluster).await;
+        let b = b"hinted".as_slice();
+        let victim = 3;
+        // Keys that the victim holds, grouped by their replica set.
+        let mut groups: BTreeMap<Vec<u64>, Vec<Vec<u8>>> = BTreeMap::new();
+        for i in 0..80 {
+            let key = format!("h-{i}").into_bytes();
+            let mut reps = primaries(&all[0], b, &key).await;
+            if reps.contains(&victim) {
+                reps.sort_unstable();
+                groups.entry(reps).or_default().push(key);
+            }
+        }
+        assert!(!groups.is_empty());
+
+        cluster.kill(victim).await;
+        wait_state(&cluster, &[1, 2, 4, 5], victim, "Down").await;
+        let w2 = WriteOptions {
+            w: Some(Consistency::Two),
+            ..WriteOptions::default()
+        };
+        let mut hinted = 0;
+        for (g, keys) in groups.values().enumerate() {
+            for key in keys {
+                // Through a live node, a different one each group.
+                let via = &all[[0, 1, 3, 4][g % 4]];
+                let w = match via.put_with(b, key, key, None, w2.clone()).await {
+                    Ok(w) => w,
+                    Err(e) => panic!("W=2 write with node {victim} down: {e}\n{}", cluster.logs()),
+                };
+                assert!(!w.receipt.answered.contains(&NodeId(victim)));
+                if w.receipt
+                    .fallbacks
+                    .iter()
+                    .any(|(_, owner)| *owner == NodeId(victim))
+                {
+                    hinted += 1;
+                }
+            }
+        }
+        assert!(hinted > 0, "no write left a hint for node {victim}");
+
+        cluster.restart(victim).await;
+        wait_formed(&cluster).await;
+        // Every hint is handed off.
+        let drained = wait_until(SETTLE, || async {
+            for n in &cluster.nodes {
+                let Ok(c) = Client::connect(&[n.client.to_string()], client_config()).await else {
+                    return false;
+                };
+                match c.status().await {
+                    Ok(s) if s.hints == 0 => {}
+                    _ => return false,
+                }
+            }
+            true
+        })
+        .await;
+        assert!(drained, "hints were not delivered\n{}", cluster.logs());
+
+        // Every replica, the restarted one included, holds every key.
+        for (reps, keys) in &groups {
+            for at in reps {
+                let got = local_copies(&cluster, *at, b, keys).await;
+                for (k, v) in keys.iter().zip(got) {
+                    assert_eq!(
+                        v.as_deref(),
+                        Some(k.as_slice()),
+                        "node {at} lacks {}",
+                        String::from_utf8_lossy(k)
+                    );
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_repair_brings_a_stale_replica_up_to_date() {
+    let _one = CLUSTER_LOCK.lock().await;
+    bounded(async {
+        let mut cluster = Cluster::start(5).await;
+        wait_formed(&cluster).await;
+        let all = clients(&cluster).await;
+        let b = b"repaired".as_slice();
+        let victim = 4;
+        // Two keys with the same replica set, the victim among them.
+        let mut found: BTreeMap<Vec<u64>, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut chosen = None;
+        for i in 0..200 {
+            let key = format!("r-{i}").into_bytes();
+            let mut reps = primaries(&all[0], b, &key).await;
+            if reps.contains(&victim) {
+                reps.sort_unstable();
+                let keys = found.entry(reps.clone()).or_default();
+                keys.push(key);
+                if keys.len() == 2 {
+                    chosen = Some(reps);
+                    break;
+                }
+            }
+        }
+        let reps = chosen.expect("two keys share a replica set");
+        let keys = found.remove(&reps).unwrap_or_default();
+        let via = reps.iter().copied().find(|r| *r != victim).unwrap();
+        let c = &all[via as usize - 1];
+
+        // Written while the victim is down, without fallbacks: no hint, so
+        // the victim stays stale when it is back. (Once it is seen down: a
+        // write whose coordinating replica is the victim waits for it
+        // until then.)
+        cluster.kill(victim).await;
+        let others: Vec<u64> = (1..=5).filter(|i| *i != victim).collect();
+        wait_state(&cluster, &others, victim, "Down").await;
+        let strict = WriteOptions {
+            w: Some(Consistency::Two),
+            sloppy_quorum: Some(false),
+            ..WriteOptions::default()
+        };
+        for k in &keys {
+            if let Err(e) = c.put_with(b, k, b"fresh", None, strict.clone()).await {
+                panic!("W=2 write without node {victim}: {e}\n{}", cluster.logs());
+            }
+        }
+        cluster.restart(victim).await;
+        wait_formed(&cluster).await;
+        let before = local_copies(&cluster, victim, b, &keys).await;
+        assert_eq!(
+            before,
+            vec![None, None],
+            "node {victim} is not stale; nothing to repair"
+        );
+
+        // Repair before answering: the receipt names the victim, and its
+        // copy is fresh afterwards.
+        let read = ReadOptions {
+            r: Some(Consistency::All),
+            repair: Some(Repair::BeforeAnswer),
+            ..ReadOptions::default()
+        };
+        let got = match c.get_with(b, &keys[0], read).await {
+            Ok(g) => g,
+            Err(e) => panic!("read at ALL: {e}\n{}", cluster.logs()),
+        };
+        assert_eq!(got.value.as_deref(), Some(b"fresh".as_slice()));
+        assert!(
+            got.receipt.repaired.contains(&NodeId(victim)),
+            "{:?}",
+            got.receipt
+        );
+        let after = local_copies(&cluster, victim, b, &keys[..1]).await;
+        assert_eq!(after, vec![Some(b"fresh".to_vec())]);
+
+        // The default read (quorum, repair after answering) repairs too,
+        // once every replica has replied.
+        let got = c.get_with(b, &keys[1], ReadOptions::default()).await;
+        assert_eq!(got.map(|g| g.value).ok().flatten(), Some(b"fresh".to_vec()));
+        let repaired = wait_until(Duration::from_secs(10), || async {
+            local_copies(&cluster, victim, b, &keys[1..]).await == vec![Some(b"fresh".to_vec())]
+        })
+        .await;
+        assert!(
+            repaired,
+            "asynchronous read repair did not reach node {victim}"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siblings_are_returned_and_resolved_and_a_counter_converges() {
+    let _one = CLUSTER_LOCK.lock().await;
+    bounded(async {
+        let cluster = Cluster::start(5).await;
+        wait_formed(&cluster).await;
+        let all = clients(&cluster).await;
+
+        // Two blind writes at once through two nodes: both kept.
+        let b = b"siblings".as_slice();
+        set_policy(&cluster, b, ConflictPolicy::Siblings).await;
+        let (x, y) = tokio::join!(
+            all[0].put(b, b"doc", b"from-1", None),
+            all[1].put(b, b"doc", b"from-2", None)
+        );
+        if let Err(e) = x.and(y) {
+            panic!("concurrent puts: {e}");
+        }
+        let got = match all[2].get(b, b"doc").await {
+            Ok(g) => g,
+            Err(e) => panic!("get: {e}"),
+        };
+        assert_eq!(got.value, None, "{got:?}");
+        let values: BTreeSet<Vec<u8>> = got
+            .siblings
+            .iter()
+            .filter_map(|s| s.value.as_ref().map(|v| v.to_vec()))
+            .collect();
+        let want: BTreeSet<Vec<u8>> = [b"from-1".to_vec(), b"from-2".to_vec()].into();
+        assert_eq!(values, want, "{got:?}");
+        // A write with the context replaces both.
+        if let Err(e) = all[3].put(b, b"doc", b"merged", Some(&got.context)).await {
+            panic!("resolving put: {e}");
+        }
+        for c in &all {
+            let g = c.get(b, b"doc").await.map_err(|e| e.to_string());
+            let g = g.unwrap_or_else(|e| panic!("get after resolving: {e}"));
+            assert_eq!(g.value.as_deref(), Some(b"merged".as_slice()), "{g:?}");
+            assert!(g.siblings.is_empty(), "{g:?}");
+        }
+
+        // Four clients add to one counter at once through four nodes.
+        let b = b"counters".as_slice();
+        set_policy(&cluster, b, ConflictPolicy::Crdt(CrdtKind::PnCounter)).await;
+        let acked = Arc::new(Mutex::new((0i64, 0i64)));
+        let mut tasks = Vec::new();
+        for c in &all[..4] {
+            let c = c.clone();
+            let acked = acked.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let by = if i % 5 == 4 { -1 } else { 2 };
+                    match c.counter_add(b"counters", b"hits", by).await {
+                        Ok(_) => acked.lock().unwrap().0 += by,
+                        // Not acknowledged: it may or may not count.
+                        Err(_) => acked.lock().unwrap().1 += 1,
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (sum, unknown) = *acked.lock().unwrap();
+        assert_eq!(unknown, 0, "counter adds failed on a healthy cluster");
+        assert_eq!(sum, 4 * (20 * 2 - 5));
+        let converged = wait_until(Duration::from_secs(20), || async {
+            for c in &all {
+                match c.counter_get(b, b"hits").await {
+                    Ok(v) if v.value == sum => {}
+                    _ => return false,
+                }
+            }
+            true
+        })
+        .await;
+        assert!(
+            converged,
+            "the counter did not read {sum} on every node\n{}",
+            cluster.logs()
+        );
+    })
+    .await
+}
+
+/// Reads one frame (or the end of the connection) within 5 s.
+async fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let read = async {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.ok()?;
+        let len = u32::from_be_bytes(len) as usize;
+        assert!(len < 1 << 20, "the node sent a {len}-byte frame");
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.ok()?;
+        Some(body)
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("the node neither answered nor closed within 5 s")
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+/// Whether the node closed the connection, reading at most a few frames
+/// (error responses) before the end.
+async fn closes(s: &mut TcpStream) -> bool {
+    for _ in 0..4 {
+        match read_frame(s).await {
+            None => return true,
+            Some(body) => {
+                let r: Response = ringkv::codec::decode(&body, 1 << 20).expect("a response");
+                assert!(r.result.is_err(), "{r:?}");
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_do_not_disturb_other_clients() {
+    let _one = CLUSTER_LOCK.lock().await;
+    bounded(async {
+        let mut cluster = Cluster::start(3).await;
+        wait_formed(&cluster).await;
+        let addr = cluster.node(1).client;
+        let good = client_of(addr).await;
+        let b = b"robust".as_slice();
+        good.put(b, b"before", b"1", None)
+            .await
+            .expect("put before");
+
+        // A well-framed body that is not a request: an error response,
+        // and the connection still answers a real request after it.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&frame(b"\xff\x00garbage\x13\x37"))
+            .await
+            .unwrap();
+        // Closing is also an acceptable answer to garbage.
+        if let Some(body) = read_frame(&mut s).await {
+            let r: Response = ringkv::codec::decode(&body, 1 << 20).expect("a response");
+            let e = r.result.expect_err("garbage must not succeed");
+            assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+            let status = Request {
+                id: 7,
+                op: Op::Status,
+            };
+            let body = ringkv::codec::encode(&status).unwrap();
+            s.write_all(&frame(&body)).await.unwrap();
+            let r = read_frame(&mut s).await.expect("an answer after garbage");
+            let r: Response = ringkv::codec::decode(&r, 1 << 20).unwrap();
+            assert_eq!(r.id, 7);
+            assert!(r.result.is_ok(), "{r:?}");
+        }
+
+        // A length prefix far above the limit: closed (after at most an
+        // error response), without the node reading the body.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&0x7fff_ffffu32.to_be_bytes()).await.unwrap();
+        let _ = s.write_all(&[0u8; 1024]).await;
+        assert!(
+            closes(&mut s).await,
+            "an oversized frame did not close the connection"
+        );
+
+        // Not the protocol at all: HTTP (its first bytes read as a 1 GB
+        // length), and a megabyte of noise.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(closes(&mut s).await, "HTTP did not close the connection");
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // Its first byte makes the length prefix far above the limit (a
+        // prefix under the limit would rightly make the node wait for the
+        // rest of the frame).
+        let noise: Vec<u8> = std::iter::once(0xa5)
+            .chain((1..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8))
+            .collect();
+        let _ = s.write_all(&noise).await;
+        assert!(closes(&mut s).await, "noise did not close the connection");
+
+        // A truncated frame, then the client goes away mid-frame.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&100u32.to_be_bytes()).await.unwrap();
+        s.write_all(b"only part").await.unwrap();
+        drop(s);
+
+        // Everyone else was served all along, and still is.
+        assert!(cluster.nodes[0].is_running());
+        let got = good.get(b, b"before").await.expect("get after the garbage");
+        assert_eq!(got.value.as_deref(), Some(b"1".as_slice()));
+        good.put(b, b"after", b"2", None)
+            .await
+            .expect("put after the garbage");
+        let other = client_of(addr).await;
+        let got = other
+            .get(b, b"after")
+            .await
+            .expect("a new client is served");
+        assert_eq!(got.value.as_deref(), Some(b"2".as_slice()));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_write_is_lost_across_a_rolling_restart() {
+    let _one = CLUSTER_LOCK.lock().await;
+    bounded(async {
+        let mut cluster = Cluster::start(5).await;
+        wait_formed(&cluster).await;
+        let b = b"rolling".as_slice();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let failed = Arc::new(Mutex::new(0usize));
+        let mut writers = Vec::new();
+        for w in 0..2 {
+            // Each writer knows every node, and starts on a different one.
+            let mut addrs = cluster.client_addrs();
+            addrs.rotate_left(w * 2);
+            let client = Client::connect(&addrs, client_config())
+                .await
+                .expect("the writer connects");
+            let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+            writers.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}-{i}");
+                    match client
+                        .put(b"rolling", key.as_bytes(), key.as_bytes(), None)
+                        .await
+                    {
+                        Ok(_) => acked.lock().unwrap().push(key),
+                        Err(_) => *failed.lock().unwrap() += 1,
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }));
+        }
+
+        for id in 1..=5 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let status = cluster.terminate(id).await;
+            assert!(
+                status.success(),
+                "node {id} exited {status:?}\n{}",
+                cluster.logs()
+            );
+            cluster.restart(id).await;
+            wait_formed(&cluster).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+
+        let acked = acked.lock().unwrap().clone();
+        let failed = *failed.lock().unwrap();
+        eprintln!(
+            "rolling restart: {} writes acknowledged, {failed} failed",
+            acked.len()
+        );
+        assert!(
+            acked.len() >= 100,
+            "too few writes to mean anything: {}",
+            acked.len()
+        );
+        let reader = Client::connect(&cluster.client_addrs(), client_config())
+            .await
+            .expect("the reader connects");
+        let mut lost = Vec::new();
+        for key in &acked {
+            match reader.get(b, key.as_bytes()).await {
+                Ok(g) if g.value.as_deref() == Some(key.as_bytes()) => {}
+                Ok(g) => lost.push(format!("{key}: {g:?}")),
+                Err(e) => lost.push(format!("{key}: {e}")),
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes lost, e.g. {:?}\n{}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)],
+            cluster.logs()
+        );
+    })
+    .await
+}

@@ -1,0 +1,157 @@
+//! A node over the LSM engine, in process: its Compactor actor runs the
+//! engine's compactions (the engine never compacts by itself inside a
+//! node), a clean shutdown flushes, and a node restarted on the same
+//! directory has every acknowledged write and its bucket table back. A
+//! second node on a directory in use is refused with a clear error.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringkv::config::StorageConfig;
+use ringkv::node::{Node, NodeConfig, TransportParts};
+use ringkv::protocol::{BucketInfo, Op, ReadOptions, Reply, WriteOptions};
+use ringkv::replication::Consistency;
+use ringkv::{BucketProps, ConflictPolicy, LsmConfig, MemoryNetConfig, MemoryNetwork, NodeId};
+use serde_bytes::ByteBuf;
+use support::*;
+
+fn b(s: &str) -> ByteBuf {
+    ByteBuf::from(s.as_bytes().to_vec())
+}
+
+fn config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig::new(NodeId(1), "n1", vec![]);
+    config.membership = fast();
+    config.ring = small_ring();
+    // One node: one copy.
+    config.bucket_defaults = BucketProps {
+        n: 1,
+        r: Consistency::One,
+        w: Consistency::One,
+        ..BucketProps::default()
+    };
+    config.replica.compaction_poll = Duration::from_millis(20);
+    config.storage = StorageConfig::Lsm {
+        dir: dir.to_path_buf(),
+        config: LsmConfig {
+            memtable_bytes: 32 * 1024,
+            target_table_bytes: 32 * 1024,
+            l1_target_bytes: 128 * 1024,
+            ..LsmConfig::default()
+        },
+    };
+    config
+}
+
+async fn spawn(network: &MemoryNetwork, dir: &std::path::Path) -> ringkv::Result<Node> {
+    let net = network.clone();
+    Node::spawn(config(dir), move || async move {
+        let (endpoint, inbox) = net.endpoint(NodeId(1))?;
+        Ok(TransportParts::new(Arc::new(endpoint), inbox))
+    })
+    .await
+}
+
+async fn ready(node: &Node) {
+    let formed = wait_until(Duration::from_secs(10), || async {
+        node.ring().await.map(|r| !r.is_empty()).unwrap_or(false)
+    })
+    .await;
+    assert!(formed.is_some(), "the founder did not claim its tokens");
+}
+
+#[actix_rt::test]
+async fn compaction_runs_in_the_node_and_a_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
+    let node = spawn(&network, dir.path()).await.unwrap();
+    ready(&node).await;
+
+    // A bucket set before the restart must survive it.
+    let lww = BucketInfo {
+        n: 1,
+        r: Consistency::One,
+        w: Consistency::One,
+        policy: ConflictPolicy::Lww,
+        sloppy_quorum: false,
+        timeout_ms: 3000,
+    };
+    node.execute(Op::SetBucket {
+        bucket: b("lww"),
+        props: lww.clone(),
+    })
+    .await
+    .unwrap();
+
+    // Enough data for many flushes and some compactions.
+    let value = "x".repeat(200);
+    for i in 0..3000 {
+        let op = Op::Put {
+            bucket: b("lww"),
+            key: b(&format!("key{i:05}")),
+            value: b(&format!("{i}-{value}")),
+            context: None,
+            options: WriteOptions::default(),
+        };
+        node.execute(op).await.unwrap();
+    }
+    let compacted = wait_until(Duration::from_secs(30), || async {
+        node.compactor_stats().await.unwrap().compactions > 0
+    })
+    .await;
+    assert!(compacted.is_some(), "the Compactor actor never compacted");
+    let stats = node.store_stats().await.unwrap();
+    assert!(
+        stats.engine.flushes > 0 && stats.engine.compactions > 0,
+        "{:?}",
+        stats.engine
+    );
+    assert_eq!(stats.objects, 3000);
+
+    // While it runs, a second node on the same directory is refused.
+    let second = spawn(&network, dir.path()).await;
+    assert!(second.is_err(), "a second node opened a directory in use");
+    let why = second.unwrap_err().to_string();
+    assert!(why.contains("LOCK") || why.contains("lock"), "{why}");
+
+    node.shutdown().await;
+    // The engine is released once the node's arbiter has stopped.
+    let mut reopened = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reopened.is_none() {
+        match spawn(&network, dir.path()).await {
+            Ok(n) => reopened = Some(n),
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "cannot reopen: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let node = reopened.unwrap();
+    ready(&node).await;
+    let Reply::Bucket { props } = node
+        .execute(Op::GetBucket { bucket: b("lww") })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(props, lww, "the bucket table survived the restart");
+    for i in (0..3000).step_by(7) {
+        let got = node
+            .execute(Op::Get {
+                bucket: b("lww"),
+                key: b(&format!("key{i:05}")),
+                options: ReadOptions::default(),
+            })
+            .await
+            .unwrap();
+        let Reply::Object { value: Some(v), .. } = got else {
+            panic!("key{i:05}: {got:?}")
+        };
+        assert_eq!(v.into_vec(), format!("{i}-{value}").into_bytes());
+    }
+    node.shutdown().await;
+}
