@@ -16,6 +16,10 @@
 //! suspicion and refutation, joins and leaves, and the ring kept in step by
 //! gossip, as protocol machines; the actix actors that run them on a node
 //! ([`node`]); and a deterministic driver for them ([`sim`]).
+//! Replication ([`replication`]): quorum put and get machines with read
+//! repair, hinted handoff and the replica store, run by the node's
+//! Coordinator and Replica actors; the client protocol ([`protocol`]),
+//! served by a node's client port and spoken by the Rust [`client`].
 
 #![warn(missing_docs)]
 

@@ -10,16 +10,27 @@
 //! - [`failure_detector::FailureDetector`]: runs the
 //!   [`crate::membership::Membership`] machine.
 //! - [`ring_manager::RingManager`]: runs the [`crate::membership::RingKeeper`].
-//! - [`node::Node`]: starts them in that order on one actix arbiter (one
-//!   thread with its own tokio runtime, on which the transport's tasks run
-//!   too) and is the handle callers hold.
+//! - [`replica::ReplicaActor`]: serves replica requests from the node's
+//!   [`crate::replication::replica::ReplicaStore`] on blocking threads.
+//! - [`coordinator::CoordinatorActor`]: runs the request
+//!   [`crate::replication::coordinator::Coordinator`], hinted handoff and the
+//!   bucket table.
+//! - [`compactor::Compactor`]: runs the storage engine's compactions.
+//! - [`node::Node`]: opens the store, starts them in that order on one actix
+//!   arbiter (one thread with its own tokio runtime, on which the
+//!   transport's tasks run too) and is the handle callers hold;
+//!   [`node::Node::execute`] serves the client protocol's operations.
+//!
+//! Beside the actors: [`client_port`], the TCP listener of the client
+//! protocol in front of a node, and [`cli`], the `ringkv-node` command line
+//! and configuration file.
 //!
 //! Subscribers receive [`NodeEvent`]s: membership events (up, suspect,
 //! down, left, refutations, local pauses) and every new ring snapshot.
 //!
-//! What this does not do yet: no coordinator, replica or compactor actors
-//! (later issues), and no restart of a crashed actor: a node whose actor
-//! dies is a crashed node, which the rest of the cluster detects.
+//! What this does not do: no restart of a crashed actor (a node whose actor
+//! dies is a crashed node, which the rest of the cluster detects), and no
+//! data movement when the ring changes (issue \[8\]).
 
 pub mod cli;
 pub mod client_port;

@@ -92,7 +92,13 @@ pub fn claim_join_for(ring: &Ring, node: NodeId, vnodes: usize, n: usize) -> Res
         return Ok(ring.successor(all));
     }
     let members_after = ring.members().len() + 1;
-    let mut work = Working::new(ring, n.max(1), members_after, None);
+    // A preference list can never hold more distinct nodes than there are:
+    // capping `n` stops each walk there, instead of going round the whole
+    // ring looking for a third node that does not exist (quadratic in the
+    // vnodes: seconds for the second node's join). The walks find the same
+    // nodes, so the ring is the same.
+    let n = n.clamp(1, members_after);
+    let mut work = Working::new(ring, n, members_after, None);
     // Each donor's ranges, largest first; ties by token so that every node
     // computes the same ring.
     let mut ranges: BTreeMap<NodeId, BinaryHeap<(u128, Reverse<u64>)>> = BTreeMap::new();

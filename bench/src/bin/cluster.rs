@@ -1,0 +1,1858 @@
+//! The cluster benchmark: ringkv clusters of 1, 3 and 5 `ringkv-node`
+//! processes on loopback against one `redis-server`, driven by the same
+//! load generator in the same run (`shared/BENCHMARKS.md`, "Cluster").
+//!
+//! Run with `cargo build --release --bin ringkv-node && cargo run --release
+//! -p ringkv-bench --bin cluster -- --quick` (a few thousand operations per
+//! mix, under a minute) or without `--quick` for the full run; `--help`
+//! lists the options. `redis-server` must be on the `PATH` (Debian's
+//! `redis-server` package); the benchmark starts and stops its own.
+//!
+//! Workload: 16-byte keys (`%016d` of the key number) and 100-byte values
+//! (50 random bytes, then 50 equal ones); 50 concurrent clients, each a
+//! tokio task with its own TCP connection, issuing one operation at a time
+//! (a closed loop: latency is the time from sending a request to reading
+//! its reply, under 50 requests in flight). A system is measured in phases
+//! on the same connections:
+//!
+//! - `load`: every key of the key space written once (`--keys`, 100,000 by
+//!   default), the keys split between the clients;
+//! - one phase per mix (`--mixes`, 50/50 and 95/5 reads/writes by
+//!   default): each operation picks a key uniformly at random and is a read
+//!   with the mix's probability, else a write of a fresh value. A read must
+//!   find a 100-byte value (every key was loaded); one that does not is
+//!   counted as a miss. The phase runs for `--warmup` seconds unrecorded,
+//!   then `--seconds` recorded (an operation counts when it starts and ends
+//!   inside the recorded span), or, with `--ops`, for that many operations
+//!   in all, every one recorded.
+//!
+//! Every operation's latency goes into an HDR histogram (microseconds, 3
+//! significant digits); each phase reports throughput (recorded operations
+//! over the recorded span), p50/p99/p99.9, errors and misses. The ratio
+//! ringkv/redis is taken per mix against the redis figure of the same run.
+//! Peak RSS is `VmHWM` of `/proc/PID/status` of every node and of
+//! `redis-server`, read after the last phase. Server CPU per operation is
+//! the user and system time (`/proc/PID/stat`) of all the system's server
+//! processes over the recorded span, over the operations recorded: on a
+//! shared machine it moves less with other load than throughput does (it
+//! still grows with cache and scheduler contention); its resolution is one
+//! clock tick (10 ms) per process and span, coarse in `--quick` runs.
+//!
+//! The systems:
+//!
+//! - redis: one `redis-server --appendonly yes --appendfsync everysec
+//!   --save ""` on a free port with its directory under the temp dir, spoken
+//!   to in RESP2 with GET and SET by a small client in this file (why not
+//!   the `redis` crate: see [`RespConn`]).
+//! - ringkv-N: N `ringkv-node` processes (the binary beside this one, or
+//!   `--node-bin`), each with its own data directory, `--sync interval
+//!   --sync-interval-ms 1000` (the WAL is written to the OS on every write
+//!   and fsync'd once a second, as redis's everysec does), founded by node
+//!   1 and joined through it.
+//!   The benchmark bucket has N=3, R=2, W=2 and last-writer-wins (redis's
+//!   semantics for SET; the default `Siblings` policy would keep every
+//!   blind write of a key as a sibling); with one node it has N=1, R=1, W=1,
+//!   the only quorum one node can give. Client `i` talks to node
+//!   `i mod N`, through `ringkv::client::Client` with that one address.
+//!
+//! Every process the benchmark starts is stopped when it ends, however it
+//! ends: SIGTERM (then SIGKILL after a grace period) from a drop guard,
+//! which runs on success, on error, on a panic and on Ctrl-C or SIGTERM
+//! (both end the run), and `PR_SET_PDEATHSIG` makes the kernel kill them
+//! should the benchmark itself be killed.
+//!
+//! On the machine's two cores the load generator, the nodes and redis
+//! share the CPUs; `--threads` sets the load generator's worker threads.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ringkv::client::{Client, ClientConfig};
+use ringkv::protocol::BucketInfo;
+use ringkv::replication::Consistency;
+use ringkv::version::ConflictPolicy;
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader,
+};
+use tokio::net::TcpStream;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type Result<T> = std::result::Result<T, BoxError>;
+
+const KEY_BYTES: usize = 16;
+const VALUE_BYTES: usize = 100;
+/// The bucket the benchmark writes to.
+const BUCKET: &[u8] = b"bench";
+/// Defaults of the full run.
+const FULL_KEYS: u64 = 100_000;
+const FULL_SECONDS: f64 = 20.0;
+const FULL_WARMUP: f64 = 3.0;
+/// `--quick`: a small key space and a few thousand operations per mix.
+const QUICK_KEYS: u64 = 2_000;
+const QUICK_OPS: u64 = 5_000;
+/// One operation that takes longer than this is an error, and ends its
+/// client's phase (the connection's state is unknown after it).
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client stops its phase after this many errors, so that a system that
+/// refuses everything fails fast instead of spinning.
+const MAX_ERRORS_PER_CLIENT: u64 = 100;
+/// How long a process may take to print its ready line or answer.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a cluster may take to agree on its members and ring.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a process has to exit after SIGTERM before it gets SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The latency histogram's range, in microseconds.
+const HIST_MAX_US: u64 = 60_000_000;
+
+/// ringkv clusters of 1, 3 and 5 nodes against one redis-server
+/// (appendonly, everysec), under the same load generator.
+#[derive(Parser, Debug)]
+#[command(name = "cluster")]
+struct Args {
+    /// Systems to measure, comma-separated, in this order: `redis`, and
+    /// `ringkv-N` for a cluster of N nodes (1 to 9). The ratios are
+    /// against `redis`, which must be among them for ratios to be shown.
+    #[arg(long, value_delimiter = ',', default_values_t = ["redis", "ringkv-1", "ringkv-3", "ringkv-5"].map(String::from))]
+    systems: Vec<String>,
+    /// Read percentages of the mixes, comma-separated: 50 is 50/50
+    /// reads/writes, 95 is 95/5.
+    #[arg(long, value_delimiter = ',', default_values_t = [50u8, 95], value_parser = clap::value_parser!(u8).range(0..=100))]
+    mixes: Vec<u8>,
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    clients: u64,
+    /// Keys in the key space, all loaded before the mixes (default 100,000;
+    /// 2,000 with `--quick`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    keys: Option<u64>,
+    /// Recorded seconds per mix (default 20).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Unrecorded seconds before each mix's recorded span (default 3).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Operations per mix instead of a timed run, every one recorded
+    /// (5,000 with `--quick`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    ops: Option<u64>,
+    /// A check that everything works: 2,000 keys and 5,000 operations per
+    /// mix (explicit options still override).
+    #[arg(long)]
+    quick: bool,
+    /// The `ringkv-node` binary (default: beside this binary).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// The `redis-server` binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
+    /// Where data directories and logs go (default: the system's temp
+    /// dir); a fresh subdirectory, removed at the end unless `--keep`.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the data directories and logs.
+    #[arg(long)]
+    keep: bool,
+    /// The nodes' storage engine.
+    #[arg(long, default_value = "lsm")]
+    engine: String,
+    /// The nodes' WAL fsync interval (`--sync interval
+    /// --sync-interval-ms`): 1000 matches redis's `appendfsync everysec`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    sync_interval_ms: u64,
+    /// The nodes' gossip interval (default: the node's own).
+    #[arg(long)]
+    gossip_interval_ms: Option<u64>,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    threads: u64,
+    /// Seed of the key and value choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads as usize)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cluster bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // `block_on` runs `run` on this (the main) thread, so the children are
+    // spawned from a thread that lives until the process exits, which is
+    // what `PR_SET_PDEATHSIG` watches.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(&args) => r,
+            r = interrupted() => r,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("cluster bench: some operations failed or missed (see above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("cluster bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, as an error: the run's future is dropped,
+/// and with it the guards that stop the processes.
+async fn interrupted() -> Result<bool> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Err("interrupted; stopping every process started".into())
+}
+
+// ---------------------------------------------------------------------------
+// The plan.
+
+/// How long a mix runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Length {
+    /// Unrecorded warm-up, then a recorded span.
+    Timed { warmup: Duration, measure: Duration },
+    /// This many operations in all, every one recorded.
+    Ops(u64),
+}
+
+/// What the arguments ask for, with defaults filled in.
+#[derive(Clone, Debug)]
+struct Plan {
+    systems: Vec<SystemSpec>,
+    mixes: Vec<u8>,
+    clients: u64,
+    keys: u64,
+    length: Length,
+    seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SystemSpec {
+    Redis,
+    Ringkv { nodes: usize },
+}
+
+impl SystemSpec {
+    fn parse(s: &str) -> Result<SystemSpec> {
+        if s == "redis" {
+            return Ok(SystemSpec::Redis);
+        }
+        let nodes: usize = s
+            .strip_prefix("ringkv-")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| (1..=9).contains(n))
+            .ok_or_else(|| {
+                format!("unknown system {s:?}: expected redis or ringkv-N, N in 1..=9")
+            })?;
+        Ok(SystemSpec::Ringkv { nodes })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            SystemSpec::Redis => "redis".into(),
+            SystemSpec::Ringkv { nodes } => format!("ringkv-{nodes}"),
+        }
+    }
+}
+
+fn seconds(what: &str, s: f64) -> Result<Duration> {
+    if !(0.0..=86_400.0).contains(&s) {
+        return Err(format!("--{what} must be 0 to 86400 seconds, got {s}").into());
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn plan(args: &Args) -> Result<Plan> {
+    let systems = args
+        .systems
+        .iter()
+        .map(|s| SystemSpec::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    if systems.is_empty() || args.mixes.is_empty() {
+        return Err("nothing to measure: --systems and --mixes must not be empty".into());
+    }
+    let ops = args.ops.or(args.quick.then_some(QUICK_OPS));
+    let length = match ops {
+        Some(n) if args.seconds.is_none() => Length::Ops(n),
+        Some(_) => return Err("--ops and --seconds exclude each other".into()),
+        None => {
+            let measure = seconds("seconds", args.seconds.unwrap_or(FULL_SECONDS))?;
+            if measure.is_zero() {
+                return Err("--seconds must be above 0".into());
+            }
+            Length::Timed {
+                warmup: seconds("warmup", args.warmup.unwrap_or(FULL_WARMUP))?,
+                measure,
+            }
+        }
+    };
+    Ok(Plan {
+        systems,
+        mixes: args.mixes.clone(),
+        clients: args.clients,
+        keys: args
+            .keys
+            .unwrap_or(if args.quick { QUICK_KEYS } else { FULL_KEYS }),
+        length,
+        seed: args.seed,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The workload.
+
+/// Key number `i`, as 16 ASCII digits.
+fn key(i: u64) -> [u8; KEY_BYTES] {
+    let mut key = [0u8; KEY_BYTES];
+    let digits = format!("{i:016}");
+    let digits = digits.as_bytes();
+    // Numbers beyond 16 digits keep their last 16 (never reached: --keys is
+    // at most 10^8).
+    key.copy_from_slice(&digits[digits.len() - KEY_BYTES..]);
+    key
+}
+
+/// A fresh value: 50 random bytes, then 50 copies of one byte.
+fn fill_value(rng: &mut ChaCha8Rng, value: &mut [u8; VALUE_BYTES]) {
+    rng.fill_bytes(&mut value[..VALUE_BYTES / 2]);
+    value[VALUE_BYTES / 2..].fill(b'v');
+}
+
+// ---------------------------------------------------------------------------
+// The load generator, generic over a connection to the system measured.
+
+/// Why an operation failed.
+#[derive(Debug)]
+enum OpError {
+    /// The system answered with an error; the connection is still usable.
+    Refused(String),
+    /// The connection failed (I/O, protocol, timeout): the client stops.
+    Broken(String),
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpError::Refused(m) => write!(f, "refused: {m}"),
+            OpError::Broken(m) => write!(f, "connection failed: {m}"),
+        }
+    }
+}
+
+/// One client's connection to the system measured: GET and SET of the
+/// benchmark's keys, one request at a time.
+trait KvConn: Send + 'static {
+    /// Reads `key`: the value's length, or `None` when it is absent.
+    fn get(
+        &mut self,
+        key: &[u8],
+    ) -> impl Future<Output = std::result::Result<Option<usize>, OpError>> + Send;
+    /// Writes `value` under `key`; returns once the system acknowledged it.
+    fn set(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+    ) -> impl Future<Output = std::result::Result<(), OpError>> + Send;
+}
+
+/// What a phase does.
+#[derive(Clone, Copy, Debug)]
+enum PhaseKind {
+    /// Writes every key once.
+    Load,
+    /// Random keys, reads with probability `read_pct`%.
+    Mix { read_pct: u8 },
+}
+
+impl PhaseKind {
+    fn name(&self) -> String {
+        match self {
+            PhaseKind::Load => "load".into(),
+            PhaseKind::Mix { read_pct } => format!("{read_pct}/{}", 100 - read_pct),
+        }
+    }
+}
+
+/// What one phase measured.
+#[derive(Debug)]
+struct PhaseResult {
+    ops: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+    errors: u64,
+    misses: u64,
+    broken: bool,
+    first_error: Option<String>,
+    /// CPU time (user + system) of the system's server processes over the
+    /// recorded span; `None` when there are none to watch.
+    cpu_secs: Option<f64>,
+}
+
+impl PhaseResult {
+    /// Server CPU microseconds per recorded operation.
+    fn cpu_us_per_op(&self) -> Option<f64> {
+        match self.cpu_secs {
+            Some(cpu) if self.ops > 0 => Some(cpu * 1e6 / self.ops as f64),
+            _ => None,
+        }
+    }
+
+    fn ops_per_sec(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ops as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The `q`-quantile latency in microseconds (0 with no samples).
+    fn latency_us(&self, q: f64) -> u64 {
+        self.hist.value_at_quantile(q)
+    }
+}
+
+fn new_histogram() -> Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, HIST_MAX_US, 3)?)
+}
+
+/// One client's share of a phase.
+struct ClientRun {
+    hist: Histogram<u64>,
+    ops: u64,
+    errors: u64,
+    misses: u64,
+    broken: bool,
+    first_error: Option<String>,
+}
+
+/// Runs one operation under [`OP_TIMEOUT`]; `Ok(false)` is a read that
+/// found no 100-byte value.
+async fn one_op<C: KvConn>(
+    conn: &mut C,
+    read: bool,
+    key: &[u8],
+    value: &[u8],
+) -> std::result::Result<bool, OpError> {
+    let op = async {
+        if read {
+            Ok(conn.get(key).await? == Some(VALUE_BYTES))
+        } else {
+            conn.set(key, value).await.map(|()| true)
+        }
+    };
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(r) => r,
+        Err(_) => Err(OpError::Broken(format!("no answer within {OP_TIMEOUT:?}"))),
+    }
+}
+
+/// Shared by the clients of one phase.
+struct PhaseShared {
+    kind: PhaseKind,
+    clients: u64,
+    keys: u64,
+    length: Length,
+    seed: u64,
+    /// Operations handed out so far (`Length::Ops`).
+    issued: AtomicU64,
+    /// When recording starts and the phase ends (`Length::Timed`).
+    record_from: Instant,
+    end: Instant,
+}
+
+async fn client_phase<C: KvConn>(
+    mut conn: C,
+    index: u64,
+    shared: Arc<PhaseShared>,
+) -> Result<(C, ClientRun)> {
+    let mut run = ClientRun {
+        hist: new_histogram()?,
+        ops: 0,
+        errors: 0,
+        misses: 0,
+        broken: false,
+        first_error: None,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(shared.seed ^ (index << 32) ^ 0x5eed);
+    let mut value = [0u8; VALUE_BYTES];
+    let mut next_load_key = index;
+    loop {
+        let (read, k) = match shared.kind {
+            PhaseKind::Load => {
+                if next_load_key >= shared.keys {
+                    break;
+                }
+                let k = next_load_key;
+                next_load_key += shared.clients;
+                (false, k)
+            }
+            PhaseKind::Mix { read_pct } => {
+                match shared.length {
+                    Length::Ops(n) => {
+                        if shared.issued.fetch_add(1, Ordering::Relaxed) >= n {
+                            break;
+                        }
+                    }
+                    Length::Timed { .. } => {
+                        if Instant::now() >= shared.end {
+                            break;
+                        }
+                    }
+                }
+                (
+                    rng.random_range(0..100u8) < read_pct,
+                    rng.random_range(0..shared.keys),
+                )
+            }
+        };
+        if !read {
+            fill_value(&mut rng, &mut value);
+        }
+        let started = Instant::now();
+        let outcome = one_op(&mut conn, read, &key(k), &value).await;
+        let finished = Instant::now();
+        let recorded = match (shared.kind, shared.length) {
+            (PhaseKind::Mix { .. }, Length::Timed { .. }) => {
+                started >= shared.record_from && finished <= shared.end
+            }
+            _ => true,
+        };
+        match outcome {
+            Ok(found) => {
+                if recorded {
+                    let us = finished
+                        .duration_since(started)
+                        .as_micros()
+                        .min(u128::from(HIST_MAX_US)) as u64;
+                    run.hist.saturating_record(us.max(1));
+                    run.ops += 1;
+                    if !found {
+                        run.misses += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                run.errors += 1;
+                let broken = matches!(e, OpError::Broken(_));
+                if run.first_error.is_none() {
+                    run.first_error = Some(e.to_string());
+                }
+                if broken || run.errors >= MAX_ERRORS_PER_CLIENT {
+                    run.broken = broken;
+                    break;
+                }
+            }
+        }
+    }
+    Ok((conn, run))
+}
+
+/// Runs one phase on every connection at once; returns the connections
+/// for the next phase.
+async fn run_phase<C: KvConn>(
+    conns: Vec<C>,
+    kind: PhaseKind,
+    plan: &Plan,
+    phase_no: u64,
+    servers: &[u32],
+) -> Result<(Vec<C>, PhaseResult)> {
+    let start = Instant::now();
+    let (timed, record_from, end) = match (kind, plan.length) {
+        (PhaseKind::Mix { .. }, Length::Timed { warmup, measure }) => {
+            (true, start + warmup, start + warmup + measure)
+        }
+        // Unused: the load and op-counted phases record every operation.
+        _ => (false, start, start),
+    };
+    // The servers' CPU time over the recorded span: sampled at its start
+    // and end by a task of its own when the phase is timed, else around
+    // the whole phase.
+    let servers = servers.to_vec();
+    let cpu_start = if timed {
+        None
+    } else {
+        Some(cpu_ticks(&servers)?)
+    };
+    let sampler = timed.then(|| {
+        let servers = servers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(record_from.into()).await;
+            let before = cpu_ticks(&servers)?;
+            tokio::time::sleep_until(end.into()).await;
+            Ok::<_, BoxError>(cpu_ticks(&servers)?.saturating_sub(before))
+        })
+    });
+    let shared = Arc::new(PhaseShared {
+        kind,
+        clients: conns.len() as u64,
+        keys: plan.keys,
+        length: plan.length,
+        seed: plan
+            .seed
+            .wrapping_add(phase_no.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        issued: AtomicU64::new(0),
+        record_from,
+        end,
+    });
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, conn)| tokio::spawn(client_phase(conn, i as u64, shared.clone())))
+        .collect();
+    let mut conns = Vec::with_capacity(tasks.len());
+    let mut result = PhaseResult {
+        ops: 0,
+        secs: 0.0,
+        hist: new_histogram()?,
+        errors: 0,
+        misses: 0,
+        broken: false,
+        first_error: None,
+        cpu_secs: None,
+    };
+    for task in tasks {
+        let (conn, run) = task.await??;
+        conns.push(conn);
+        result.hist.add(&run.hist)?;
+        result.ops += run.ops;
+        result.errors += run.errors;
+        result.misses += run.misses;
+        result.broken |= run.broken;
+        if result.first_error.is_none() {
+            result.first_error = run.first_error;
+        }
+    }
+    let ticks = match (sampler, cpu_start) {
+        (Some(sampler), _) => sampler.await??,
+        (None, Some(before)) => cpu_ticks(&servers)?.saturating_sub(before),
+        (None, None) => 0,
+    };
+    if !servers.is_empty() {
+        result.cpu_secs = Some(ticks as f64 / clock_ticks_per_sec());
+    }
+    result.secs = match (kind, plan.length) {
+        (PhaseKind::Mix { .. }, Length::Timed { measure, .. }) => measure.as_secs_f64(),
+        _ => start.elapsed().as_secs_f64(),
+    };
+    Ok((conns, result))
+}
+
+/// Loads the key space, then runs every mix; prints a line per phase.
+async fn measure<C: KvConn>(
+    system: &str,
+    conns: Vec<C>,
+    plan: &Plan,
+    servers: &[u32],
+) -> Result<Vec<(String, PhaseResult)>> {
+    let mut phases = vec![PhaseKind::Load];
+    phases.extend(
+        plan.mixes
+            .iter()
+            .map(|&read_pct| PhaseKind::Mix { read_pct }),
+    );
+    let mut conns = conns;
+    let mut out = Vec::new();
+    for (no, kind) in phases.into_iter().enumerate() {
+        let (back, result) = run_phase(conns, kind, plan, no as u64, servers).await?;
+        conns = back;
+        println!(
+            "  {system} {}: {} ops in {:.1} s, {} ops/s; p50 {} p99 {} p99.9 {} us; \
+             server CPU {} us/op; errors {} misses {}",
+            kind.name(),
+            result.ops,
+            result.secs,
+            thousands(result.ops_per_sec() as u64),
+            result.latency_us(0.5),
+            result.latency_us(0.99),
+            result.latency_us(0.999),
+            result
+                .cpu_us_per_op()
+                .map_or("-".into(), |c| format!("{c:.0}")),
+            result.errors,
+            result.misses,
+        );
+        if let Some(e) = &result.first_error {
+            println!("    first error: {e}");
+        }
+        let broken = result.broken;
+        out.push((kind.name(), result));
+        if broken {
+            return Err(format!(
+                "{system}: a connection failed during {}; stopping this system",
+                kind.name()
+            )
+            .into());
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Child processes.
+
+/// A process the benchmark started; stopped when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin closed and stderr into `log`; stdout is
+    /// piped when `pipe_stdout`, else into `log` too.
+    fn spawn(name: &str, cmd: &mut Command, log: &Path, pipe_stdout: bool) -> Result<Proc> {
+        let log_file = File::create(log)?;
+        cmd.stdin(Stdio::null()).stderr(log_file.try_clone()?);
+        if pipe_stdout {
+            cmd.stdout(Stdio::piped());
+        } else {
+            cmd.stdout(log_file);
+        }
+        // SAFETY: prctl is async-signal-safe and touches no memory of the
+        // parent; this closure runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // The child gets SIGKILL when the thread that spawned it
+                // (the benchmark's main thread) exits, even by SIGKILL.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        Ok(Proc {
+            name: name.into(),
+            child,
+            log: log.into(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `VmHWM` of the process, in bytes.
+    fn peak_rss(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        Ok(status_field_kib(&status, "VmHWM:")
+            .ok_or_else(|| format!("{}: no VmHWM in /proc status", self.name))?
+            * 1024)
+    }
+
+    /// An error with the end of the log if the process has exited.
+    fn check_running(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => Err(format!(
+                "{} exited ({status}); its log ends:\n{}",
+                self.name,
+                log_tail(&self.log)
+            )
+            .into()),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`; returns
+    /// whether it exited by itself with status 0.
+    fn stop(&mut self, grace: Duration) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.success();
+        }
+        if let Ok(pid) = i32::try_from(self.pid()) {
+            // SAFETY: kill has no memory effects; the pid is our own child,
+            // not yet reaped, so it cannot name another process.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        eprintln!(
+            "{} did not stop within {grace:?} of SIGTERM; killing it",
+            self.name
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(STOP_GRACE);
+    }
+}
+
+/// The number of a `/proc/PID/status` line such as `VmHWM:  1234 kB`.
+fn status_field_kib(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// User plus system CPU time of the processes `pids`, in clock ticks.
+fn cpu_ticks(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        total += stat_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))?;
+    }
+    Ok(total)
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The
+/// command name (field 2) is in parentheses and may hold spaces, so the
+/// fields are counted from the last `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `fields[0]` is field 3 (the state).
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1 (for redis, which
+/// cannot be told to pick one and report it).
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+// ---------------------------------------------------------------------------
+// redis: the server and a minimal RESP2 client.
+
+/// One connection to redis speaking RESP2, GET and SET only.
+///
+/// Hand-written rather than the `redis` crate: the benchmark needs two
+/// commands on one connection per client, one request at a time, exactly
+/// like the ringkv side. The crate's `ConnectionManager` multiplexes one
+/// connection and reconnects behind the caller's back, which would change
+/// what is measured, and its generic value conversions add work the ringkv
+/// client does not do; this client does one `write` per request and parses
+/// only the reply types GET and SET return, with no copy of a GET's value
+/// beyond the read buffer. It is a fair peer: no cheaper client for redis
+/// is possible short of pipelining, which the ringkv side does not do
+/// either.
+struct RespConn {
+    stream: TokioBufReader<TcpStream>,
+    request: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+/// A RESP2 reply, as far as GET, SET and PING need.
+#[derive(Debug, PartialEq, Eq)]
+enum RespReply {
+    /// `+OK`, `+PONG`.
+    Simple(String),
+    /// `-ERR ...`.
+    Error(String),
+    /// `:n`.
+    Integer(i64),
+    /// `$n` and n bytes (their length only is kept), or `$-1`: absent.
+    Bulk(Option<usize>),
+}
+
+/// Appends a RESP2 command (an array of bulk strings) to `out`.
+fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The longest reply line accepted (redis's error messages are short).
+const RESP_MAX_LINE: usize = 64 * 1024;
+/// The largest bulk string accepted (the benchmark's values are 100 bytes).
+const RESP_MAX_BULK: usize = 1 << 20;
+
+/// Reads one reply; `scratch` is reused for the line and a bulk's bytes.
+async fn read_reply<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    scratch: &mut Vec<u8>,
+) -> Result<RespReply> {
+    scratch.clear();
+    let n = (&mut *reader)
+        .take(RESP_MAX_LINE as u64)
+        .read_until(b'\n', scratch)
+        .await?;
+    if n == 0 {
+        return Err("redis closed the connection".into());
+    }
+    let line = scratch
+        .strip_suffix(b"\r\n")
+        .ok_or("a RESP line without CRLF (or too long)")?;
+    let (&kind, rest) = line.split_first().ok_or("an empty RESP line")?;
+    let text = std::str::from_utf8(rest).map_err(|_| "a RESP line that is not UTF-8")?;
+    match kind {
+        b'+' => Ok(RespReply::Simple(text.into())),
+        b'-' => Ok(RespReply::Error(text.into())),
+        b':' => Ok(RespReply::Integer(
+            text.parse()
+                .map_err(|_| format!("a bad RESP integer {text:?}"))?,
+        )),
+        b'$' => {
+            let len: i64 = text
+                .parse()
+                .map_err(|_| format!("a bad RESP bulk length {text:?}"))?;
+            if len < 0 {
+                return Ok(RespReply::Bulk(None));
+            }
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l <= RESP_MAX_BULK)
+                .ok_or("a RESP bulk string too long")?;
+            scratch.resize(len + 2, 0);
+            reader.read_exact(scratch).await?;
+            if !scratch.ends_with(b"\r\n") {
+                return Err("a RESP bulk string without CRLF".into());
+            }
+            Ok(RespReply::Bulk(Some(len)))
+        }
+        other => Err(format!("an unexpected RESP reply type {:?}", other as char).into()),
+    }
+}
+
+impl RespConn {
+    async fn connect(addr: &str) -> Result<RespConn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(RespConn {
+            stream: TokioBufReader::new(stream),
+            request: Vec::with_capacity(256),
+            scratch: Vec::with_capacity(256),
+        })
+    }
+
+    async fn command(&mut self, args: &[&[u8]]) -> std::result::Result<RespReply, OpError> {
+        self.request.clear();
+        encode_command(&mut self.request, args);
+        self.stream
+            .get_mut()
+            .write_all(&self.request)
+            .await
+            .map_err(|e| OpError::Broken(e.to_string()))?;
+        match read_reply(&mut self.stream, &mut self.scratch).await {
+            Ok(RespReply::Error(e)) => Err(OpError::Refused(e)),
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(OpError::Broken(e.to_string())),
+        }
+    }
+}
+
+impl KvConn for RespConn {
+    async fn get(&mut self, key: &[u8]) -> std::result::Result<Option<usize>, OpError> {
+        match self.command(&[b"GET", key]).await? {
+            RespReply::Bulk(len) => Ok(len),
+            other => Err(OpError::Broken(format!("GET answered {other:?}"))),
+        }
+    }
+
+    async fn set(&mut self, key: &[u8], value: &[u8]) -> std::result::Result<(), OpError> {
+        match self.command(&[b"SET", key, value]).await? {
+            RespReply::Simple(s) if s == "OK" => Ok(()),
+            other => Err(OpError::Broken(format!("SET answered {other:?}"))),
+        }
+    }
+}
+
+/// A running `redis-server`.
+struct Redis {
+    proc: Proc,
+    addr: String,
+}
+
+impl Redis {
+    async fn start(bin: &Path, dir: &Path) -> Result<Redis> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?.to_string();
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir);
+        let mut proc = Proc::spawn("redis-server", &mut cmd, &dir.join("redis.log"), false)?;
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            proc.check_running()?;
+            if let Ok(mut conn) = RespConn::connect(&addr).await {
+                if let Ok(RespReply::Simple(s)) = conn.command(&[b"PING"]).await {
+                    if s == "PONG" {
+                        break;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "redis-server did not answer PING on {addr} within {START_TIMEOUT:?}"
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Redis { proc, addr })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reporting.
+
+/// What one system measured.
+struct SystemReport {
+    name: String,
+    phases: Vec<(String, PhaseResult)>,
+    /// (process name, peak RSS in bytes).
+    rss: Vec<(String, u64)>,
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The machine-readable lines and the Markdown tables.
+fn report(plan: &Plan, reports: &[SystemReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        for (phase, p) in &r.phases {
+            let _ = writeln!(
+                out,
+                "RESULT\t{}\t{phase}\t{}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{:.3}",
+                r.name,
+                p.ops,
+                p.secs,
+                p.ops_per_sec(),
+                p.latency_us(0.5),
+                p.latency_us(0.99),
+                p.latency_us(0.999),
+                p.errors,
+                p.misses,
+                p.cpu_secs.unwrap_or(f64::NAN),
+            );
+        }
+        for (process, bytes) in &r.rss {
+            let _ = writeln!(out, "RSS\t{}\t{process}\t{bytes}", r.name);
+        }
+    }
+    let redis = reports.iter().find(|r| r.name == "redis");
+    let length = match plan.length {
+        Length::Timed { warmup, measure } => format!(
+            "{:.0} s per mix after {:.0} s of warm-up",
+            measure.as_secs_f64(),
+            warmup.as_secs_f64()
+        ),
+        Length::Ops(n) => format!("{n} operations per mix"),
+    };
+    let _ = writeln!(
+        out,
+        "\n{} clients, {} keys of {KEY_BYTES} B, values of {VALUE_BYTES} B, {length}; latency in ms\n",
+        plan.clients, plan.keys
+    );
+    let _ = writeln!(out, "| system | phase | ops/s | p50 | p99 | p99.9 | ops/s / redis | p99 / redis | server CPU us/op | CPU/op / redis | errors | misses |");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in reports {
+        for (phase, p) in &r.phases {
+            let peer = redis
+                .filter(|x| x.name != r.name)
+                .and_then(|x| x.phases.iter().find(|(n, _)| n == phase))
+                .map(|(_, q)| q);
+            let ratio = |a: f64, b: f64| {
+                if b > 0.0 && a.is_finite() {
+                    format!("{:.2}", a / b)
+                } else {
+                    "-".into()
+                }
+            };
+            let (tput_ratio, p99_ratio, cpu_ratio) = match peer {
+                Some(q) => (
+                    ratio(p.ops_per_sec(), q.ops_per_sec()),
+                    ratio(p.latency_us(0.99) as f64, q.latency_us(0.99) as f64),
+                    match (p.cpu_us_per_op(), q.cpu_us_per_op()) {
+                        (Some(a), Some(b)) => ratio(a, b),
+                        _ => "-".into(),
+                    },
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let cpu = p.cpu_us_per_op().map_or("-".into(), |c| format!("{c:.0}"));
+            let _ = writeln!(
+                out,
+                "| {} | {phase} | {} | {} | {} | {} | {tput_ratio} | {p99_ratio} | {cpu} | {cpu_ratio} | {} | {} |",
+                r.name,
+                thousands(p.ops_per_sec() as u64),
+                ms(p.latency_us(0.5)),
+                ms(p.latency_us(0.99)),
+                ms(p.latency_us(0.999)),
+                p.errors,
+                p.misses,
+            );
+        }
+    }
+    let _ = writeln!(out, "\n| system | process | peak RSS (MiB) |");
+    let _ = writeln!(out, "|---|---|---:|");
+    for r in reports {
+        for (process, bytes) in &r.rss {
+            let _ = writeln!(
+                out,
+                "| {} | {process} | {:.1} |",
+                r.name,
+                *bytes as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The run.
+
+async fn run(args: &Args) -> Result<bool> {
+    let plan = plan(args)?;
+    let root = match &args.dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("ringkv-cluster-bench-")
+            .tempdir_in(d)?,
+        None => tempfile::Builder::new()
+            .prefix("ringkv-cluster-bench-")
+            .tempdir()?,
+    };
+    let root_path = root.path().to_path_buf();
+    if args.keep {
+        // Leaked on purpose: the directory outlives the run.
+        let _ = root.keep();
+    }
+    eprintln!("cluster bench: data and logs under {}", root_path.display());
+    let mut reports = Vec::new();
+    for system in &plan.systems {
+        let name = system.name();
+        println!("{name}:");
+        let report = match system {
+            SystemSpec::Redis => bench_redis(args, &plan, &root_path.join("redis")).await?,
+            SystemSpec::Ringkv { nodes } => {
+                bench_ringkv(args, &plan, *nodes, &root_path.join(&name)).await?
+            }
+        };
+        reports.push(report);
+    }
+    print!("\n{}", report(&plan, &reports));
+    Ok(reports
+        .iter()
+        .all(|r| r.phases.iter().all(|(_, p)| p.errors == 0 && p.misses == 0)))
+}
+
+async fn bench_redis(args: &Args, plan: &Plan, dir: &Path) -> Result<SystemReport> {
+    let mut redis = Redis::start(&args.redis_bin, dir).await?;
+    let mut conns = Vec::new();
+    for _ in 0..plan.clients {
+        conns.push(RespConn::connect(&redis.addr).await?);
+    }
+    let phases = measure("redis", conns, plan, &[redis.proc.pid()]).await?;
+    redis.proc.check_running()?;
+    let rss = vec![("redis-server".to_string(), redis.proc.peak_rss()?)];
+    if !redis.proc.stop(STOP_GRACE) {
+        eprintln!(
+            "redis-server did not exit cleanly; its log ends:\n{}",
+            log_tail(&redis.proc.log)
+        );
+    }
+    Ok(SystemReport {
+        name: "redis".into(),
+        phases,
+        rss,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// ringkv: the nodes and the client.
+
+impl KvConn for Client {
+    async fn get(&mut self, key: &[u8]) -> std::result::Result<Option<usize>, OpError> {
+        match Client::get(self, BUCKET, key).await {
+            // Siblings cannot occur in a last-writer-wins bucket; should
+            // they, the read counts as a miss.
+            Ok(found) => Ok(found.value.map(|v| v.len())),
+            // The client opens a new connection on its next request, so no
+            // failure leaves it unusable.
+            Err(e) => Err(OpError::Refused(e.to_string())),
+        }
+    }
+
+    async fn set(&mut self, key: &[u8], value: &[u8]) -> std::result::Result<(), OpError> {
+        match self.put(BUCKET, key, value, None).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(OpError::Refused(e.to_string())),
+        }
+    }
+}
+
+/// The client configuration of the benchmark: one attempt per request, so
+/// that every failure is counted rather than hidden by a retry (the redis
+/// client does not retry either), and the benchmark's own timeout.
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        client_name: "ringkv-cluster-bench".into(),
+        request_timeout: OP_TIMEOUT,
+        max_attempts: 1,
+        ..ClientConfig::default()
+    }
+}
+
+/// The `ready` line a node prints once both listeners are bound:
+/// `ready node=<id> peer=<HOST:PORT> client=<HOST:PORT>`.
+#[derive(Debug, PartialEq, Eq)]
+struct Ready {
+    node: u64,
+    peer: String,
+    client: String,
+}
+
+fn parse_ready(line: &str) -> Option<Ready> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("ready") {
+        return None;
+    }
+    let (mut node, mut peer, mut client) = (None, None, None);
+    for word in words {
+        let (name, value) = word.split_once('=')?;
+        match name {
+            "node" => node = value.parse().ok(),
+            "peer" => peer = Some(value.to_string()),
+            "client" => client = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    Some(Ready {
+        node: node?,
+        peer: peer?,
+        client: client?,
+    })
+}
+
+/// A running `ringkv-node`.
+struct Node {
+    id: u64,
+    proc: Proc,
+    peer: String,
+    client: String,
+}
+
+/// The node binary: `--node-bin`, or `ringkv-node` beside this binary
+/// (both are built into the same target directory).
+fn node_bin(args: &Args) -> Result<PathBuf> {
+    let path = match &args.node_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or("this binary has no directory")?
+            .join("ringkv-node"),
+    };
+    if !path.is_file() {
+        return Err(format!(
+            "no ringkv-node at {}: build it with `cargo build --release --bin ringkv-node` \
+             (into the same target directory), or pass --node-bin",
+            path.display()
+        )
+        .into());
+    }
+    if path.components().any(|c| c.as_os_str() == "debug") {
+        eprintln!(
+            "cluster bench: warning: {} looks like a debug build",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts node `id`, joining through `seed` when given, and waits for its
+/// ready line.
+fn start_node(args: &Args, bin: &Path, root: &Path, id: u64, seed: Option<&Node>) -> Result<Node> {
+    let dir = root.join(format!("node{id}"));
+    std::fs::create_dir_all(&dir)?;
+    let mut cmd = Command::new(bin);
+    // The log is a file: no terminal colours in it.
+    cmd.env("NO_COLOR", "1");
+    cmd.arg("--id")
+        .arg(id.to_string())
+        .args(["--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--engine",
+            &args.engine,
+            "--cluster",
+            "ringkv-bench",
+            "--sync",
+            "interval",
+        ])
+        .arg("--sync-interval-ms")
+        .arg(args.sync_interval_ms.to_string())
+        .arg("--secret-file")
+        .arg(root.join("secret"));
+    if let Some(ms) = args.gossip_interval_ms {
+        cmd.arg("--gossip-interval-ms").arg(ms.to_string());
+    }
+    if let Some(seed) = seed {
+        cmd.arg("--seed").arg(format!("{}@{}", seed.id, seed.peer));
+    }
+    let name = format!("ringkv-node {id}");
+    let mut proc = Proc::spawn(&name, &mut cmd, &dir.join("node.log"), true)?;
+    let stdout = proc
+        .child
+        .stdout
+        .take()
+        .ok_or("the node's stdout is not piped")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads the ready line, then drains stdout for the node's lifetime so
+    // that it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(line) => {
+                    let _ = tx.send(line);
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if let Some(ready) = parse_ready(&line) {
+                    if ready.node != id {
+                        return Err(format!("{name} says it is node {}", ready.node).into());
+                    }
+                    return Ok(Node {
+                        id,
+                        proc,
+                        peer: ready.peer,
+                        client: ready.client,
+                    });
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stdout closed: it is exiting; give it a moment to, so
+                // that the error says how it exited.
+                for _ in 0..50 {
+                    proc.check_running()?;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Err(format!(
+                    "{name} closed its stdout without a ready line; log:\n{}",
+                    log_tail(&proc.log)
+                )
+                .into());
+            }
+        }
+        proc.check_running()?;
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{name} printed no ready line within {START_TIMEOUT:?}; log:\n{}",
+                log_tail(&proc.log)
+            )
+            .into());
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Ok(true)`, failing with
+/// `what` and the last answer after `timeout`.
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<std::result::Result<(), String>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(not_yet)) => not_yet,
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(format!("{what} within {timeout:?}; last: {last}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The bucket the benchmark uses on a cluster of `nodes`.
+fn bench_bucket(nodes: usize) -> BucketInfo {
+    let (n, quorum) = if nodes >= 3 {
+        (3, Consistency::Count(2))
+    } else {
+        (1, Consistency::Count(1))
+    };
+    BucketInfo {
+        n,
+        r: quorum,
+        w: quorum,
+        policy: ConflictPolicy::Lww,
+        sloppy_quorum: true,
+        timeout_ms: 5_000,
+    }
+}
+
+/// Starts `count` nodes, waits until every one sees all of them alive and
+/// on the ring, and sets the benchmark bucket everywhere.
+async fn start_cluster(args: &Args, count: usize, root: &Path) -> Result<Vec<Node>> {
+    let bin = node_bin(args)?;
+    std::fs::create_dir_all(root)?;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(root.join("secret"), secret)?;
+    let mut nodes: Vec<Node> = Vec::new();
+    for id in 1..=count as u64 {
+        let node = start_node(args, &bin, root, id, nodes.first())?;
+        nodes.push(node);
+    }
+    let mut admins = Vec::new();
+    for node in &nodes {
+        admins.push(Client::connect(&[node.client.as_str()], ClientConfig::default()).await?);
+    }
+    let started = Instant::now();
+    for (node, admin) in nodes.iter().zip(&admins) {
+        wait_for(
+            &format!("node {} to see {count} alive members on its ring", node.id),
+            CONVERGE_TIMEOUT,
+            || async {
+                let status = admin.status().await?;
+                let alive = status.members.iter().filter(|m| m.state == "Alive").count();
+                let ring = admin.ring().await?;
+                Ok(if alive == count && ring.nodes.len() == count {
+                    Ok(())
+                } else {
+                    Err(format!("{alive} alive, {} on the ring", ring.nodes.len()))
+                })
+            },
+        )
+        .await?;
+    }
+    let bucket = bench_bucket(count);
+    admins[0].set_bucket(BUCKET, bucket.clone()).await?;
+    for (node, admin) in nodes.iter().zip(&admins) {
+        wait_for(
+            &format!("node {} to have the benchmark bucket", node.id),
+            CONVERGE_TIMEOUT,
+            || async {
+                let props = admin.bucket(BUCKET).await?;
+                Ok(if props == bucket {
+                    Ok(())
+                } else {
+                    Err(format!("{props:?}"))
+                })
+            },
+        )
+        .await?;
+    }
+    // One write and one read through every node, checked against the
+    // bucket: the replicas asked are N distinct nodes and at least W (R)
+    // answered, with no fallback; so the figures below are of the stated
+    // replication, not of a cluster that has not settled.
+    let n = bucket.n as usize;
+    let (r, w) = (bucket.r.required(n)?, bucket.w.required(n)?);
+    for (node, admin) in nodes.iter().zip(&admins) {
+        let probe = format!("~probe-{}", node.id);
+        let written = admin.put(BUCKET, probe.as_bytes(), b"probe", None).await?;
+        let read = admin.get(BUCKET, probe.as_bytes()).await?;
+        let (asked, answered) = (written.receipt.asked.len(), written.receipt.answered.len());
+        let distinct =
+            |ids: &[ringkv::NodeId]| ids.iter().collect::<std::collections::HashSet<_>>().len();
+        if asked != n
+            || distinct(&written.receipt.asked) != asked
+            || answered < w
+            || !written.receipt.fallbacks.is_empty()
+            || read.receipt.answered.len() < r
+            || read.value.as_deref() != Some(&b"probe"[..])
+        {
+            return Err(format!(
+                "node {}: the probe did not replicate as the bucket says: put {:?}, get {:?} -> {:?}",
+                node.id, written.receipt, read.receipt, read.value
+            )
+            .into());
+        }
+    }
+    eprintln!(
+        "cluster bench: {count} node(s) up and agreed in {:.1} s (bucket n={} r={:?} w={:?})",
+        started.elapsed().as_secs_f64(),
+        bucket.n,
+        bucket.r,
+        bucket.w
+    );
+    Ok(nodes)
+}
+
+async fn bench_ringkv(args: &Args, plan: &Plan, count: usize, root: &Path) -> Result<SystemReport> {
+    let name = format!("ringkv-{count}");
+    let mut nodes = start_cluster(args, count, root).await?;
+    let mut conns = Vec::new();
+    for i in 0..plan.clients as usize {
+        let node = &nodes[i % nodes.len()];
+        conns.push(Client::connect(&[node.client.as_str()], client_config()).await?);
+    }
+    let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
+    let phases = measure(&name, conns, plan, &pids).await?;
+    let mut rss = Vec::new();
+    for node in &mut nodes {
+        node.proc.check_running()?;
+        rss.push((format!("node {}", node.id), node.proc.peak_rss()?));
+    }
+    for node in &mut nodes {
+        if !node.proc.stop(STOP_GRACE) {
+            eprintln!(
+                "{} did not exit cleanly; its log ends:\n{}",
+                node.proc.name,
+                log_tail(&node.proc.log)
+            );
+        }
+    }
+    Ok(SystemReport { name, phases, rss })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_16_digits_and_values_half_random() {
+        assert_eq!(&key(42), b"0000000000000042");
+        assert_eq!(&key(99_999_999), b"0000000099999999");
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut a = [0u8; VALUE_BYTES];
+        let mut b = [0u8; VALUE_BYTES];
+        fill_value(&mut rng, &mut a);
+        fill_value(&mut rng, &mut b);
+        assert_ne!(a[..50], b[..50]);
+        assert!(a[50..].iter().all(|&c| c == b'v'));
+    }
+
+    #[test]
+    fn ready_line_parses_and_rejects_others() {
+        assert_eq!(
+            parse_ready("ready node=3 peer=127.0.0.1:4100 client=127.0.0.1:4101"),
+            Some(Ready {
+                node: 3,
+                peer: "127.0.0.1:4100".into(),
+                client: "127.0.0.1:4101".into()
+            })
+        );
+        assert_eq!(parse_ready("ready node=3 peer=127.0.0.1:4100"), None);
+        assert_eq!(parse_ready("starting node=3 peer=a client=b"), None);
+        assert_eq!(parse_ready("ready node=x peer=a client=b"), None);
+    }
+
+    #[test]
+    fn systems_and_plans_parse() {
+        assert_eq!(SystemSpec::parse("redis").unwrap(), SystemSpec::Redis);
+        assert_eq!(
+            SystemSpec::parse("ringkv-5").unwrap(),
+            SystemSpec::Ringkv { nodes: 5 }
+        );
+        assert!(SystemSpec::parse("ringkv-0").is_err());
+        assert!(SystemSpec::parse("etcd").is_err());
+        let quick = plan(&Args::parse_from(["cluster", "--quick"])).unwrap();
+        assert_eq!(
+            (quick.keys, quick.length),
+            (QUICK_KEYS, Length::Ops(QUICK_OPS))
+        );
+        let full = plan(&Args::parse_from(["cluster"])).unwrap();
+        assert_eq!(full.keys, FULL_KEYS);
+        assert!(matches!(full.length, Length::Timed { .. }));
+        assert_eq!(full.systems.len(), 4);
+        assert!(plan(&Args::parse_from([
+            "cluster",
+            "--ops",
+            "5",
+            "--seconds",
+            "2"
+        ]))
+        .is_err());
+    }
+
+    #[test]
+    fn resp_commands_encode_as_arrays_of_bulk_strings() {
+        let mut out = Vec::new();
+        encode_command(&mut out, &[b"SET", b"k1", b"hello"]);
+        assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$2\r\nk1\r\n$5\r\nhello\r\n");
+    }
+
+    async fn replies(bytes: &[u8]) -> Vec<String> {
+        let mut reader = bytes;
+        let mut scratch = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_reply(&mut reader, &mut scratch).await {
+                Ok(r) => out.push(format!("{r:?}")),
+                Err(e) => {
+                    out.push(format!("error: {e}"));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn resp_replies_parse_and_bad_ones_are_errors() {
+        let got = replies(b"+OK\r\n$5\r\nhello\r\n$-1\r\n:12\r\n-ERR wrong\r\n").await;
+        assert_eq!(
+            got,
+            [
+                "Simple(\"OK\")",
+                "Bulk(Some(5))",
+                "Bulk(None)",
+                "Integer(12)",
+                "Error(\"ERR wrong\")",
+                "error: redis closed the connection"
+            ]
+        );
+        let bad = |b: &'static [u8]| async move { replies(b).await.pop().unwrap_or_default() };
+        assert!(bad(b"*1\r\n").await.contains("unexpected RESP reply type"));
+        assert!(bad(b"$5\r\nhello!!").await.contains("without CRLF"));
+        assert!(bad(b"$x\r\n").await.contains("bad RESP bulk length"));
+        assert!(bad(b"$99999999\r\n").await.contains("too long"));
+        assert!(bad(b"+OK\n").await.contains("without CRLF"));
+        // A truncated bulk string is an I/O error (unexpected end of file).
+        assert!(bad(b"$5\r\nhe").await.starts_with("error:"));
+    }
+
+    /// An in-memory system: a shared map, with counts of what was asked.
+    #[derive(Clone, Default)]
+    struct MapConn {
+        map: Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, usize>>>,
+        gets: Arc<AtomicU64>,
+        sets: Arc<AtomicU64>,
+        /// Keys for which `get` answers with an error.
+        refuse: Option<Vec<u8>>,
+    }
+
+    impl KvConn for MapConn {
+        async fn get(&mut self, key: &[u8]) -> std::result::Result<Option<usize>, OpError> {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            if self.refuse.as_deref() == Some(key) {
+                return Err(OpError::Refused("no".into()));
+            }
+            let map = self
+                .map
+                .lock()
+                .map_err(|_| OpError::Broken("poisoned".into()))?;
+            Ok(map.get(key).copied())
+        }
+
+        async fn set(&mut self, key: &[u8], value: &[u8]) -> std::result::Result<(), OpError> {
+            self.sets.fetch_add(1, Ordering::Relaxed);
+            let mut map = self
+                .map
+                .lock()
+                .map_err(|_| OpError::Broken("poisoned".into()))?;
+            map.insert(key.to_vec(), value.len());
+            Ok(())
+        }
+    }
+
+    fn small_plan(length: Length, mixes: Vec<u8>) -> Plan {
+        Plan {
+            systems: vec![SystemSpec::Redis],
+            mixes,
+            clients: 7,
+            keys: 100,
+            length,
+            seed: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn load_writes_every_key_once_and_mixes_follow_their_ratio() {
+        let conn = MapConn::default();
+        let conns = vec![conn.clone(); 7];
+        let plan = small_plan(Length::Ops(4_000), vec![95, 0]);
+        let phases = measure("map", conns, &plan, &[std::process::id()])
+            .await
+            .unwrap();
+        assert_eq!(phases.len(), 3);
+        // This process is the "server": its CPU time is measured.
+        assert!(phases.iter().all(|(_, p)| p.cpu_secs.is_some()));
+        let (name, load) = &phases[0];
+        assert_eq!(
+            (name.as_str(), load.ops, load.hist.len()),
+            ("load", 100, 100)
+        );
+        {
+            let map = conn.map.lock().unwrap();
+            assert_eq!(map.len(), 100);
+            assert!((0..100).all(|i| map.get(&key(i)[..]) == Some(&VALUE_BYTES)));
+        }
+        // 95/5: 4,000 operations, every read finds its key, about 95% reads.
+        let (name, mix) = &phases[1];
+        assert_eq!(
+            (name.as_str(), mix.ops, mix.errors, mix.misses),
+            ("95/5", 4_000, 0, 0)
+        );
+        let gets = conn.gets.load(Ordering::Relaxed);
+        assert!((3_600..4_000).contains(&gets), "{gets} reads of 4,000");
+        // 0/100: writes only.
+        assert_eq!(phases[2].0, "0/100");
+        assert_eq!(conn.gets.load(Ordering::Relaxed), gets);
+        assert_eq!(
+            conn.sets.load(Ordering::Relaxed),
+            100 + (4_000 - gets) + 4_000
+        );
+    }
+
+    #[tokio::test]
+    async fn timed_mixes_record_only_the_measured_span() {
+        let conns = vec![MapConn::default(); 3];
+        let plan = small_plan(
+            Length::Timed {
+                warmup: Duration::from_millis(100),
+                measure: Duration::from_millis(200),
+            },
+            vec![50],
+        );
+        let phases = measure("map", conns, &plan, &[]).await.unwrap();
+        let (_, mix) = &phases[1];
+        assert_eq!(mix.cpu_secs, None);
+        assert_eq!(mix.secs, 0.2);
+        assert!(mix.ops > 0 && mix.ops == mix.hist.len());
+        assert_eq!(mix.errors, 0);
+    }
+
+    #[tokio::test]
+    async fn misses_and_errors_are_counted_not_fatal() {
+        let conn = MapConn {
+            refuse: Some(key(5).to_vec()),
+            ..MapConn::default()
+        };
+        // No load phase: the map is empty, so every read misses, and the
+        // reads of key 5 are refused.
+        let plan = small_plan(Length::Ops(2_000), vec![100]);
+        let (conns, result) = run_phase(
+            vec![conn; 2],
+            PhaseKind::Mix { read_pct: 100 },
+            &plan,
+            0,
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(conns.len(), 2);
+        assert!(result.errors > 0 && !result.broken);
+        assert_eq!(result.ops + result.errors, 2_000);
+        assert_eq!(result.misses, result.ops);
+        assert_eq!(result.first_error.as_deref(), Some("refused: no"));
+    }
+
+    #[test]
+    fn stat_cpu_fields_parse_past_a_name_with_spaces() {
+        let stat = "4242 (ringkv node) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    37 12 0 0 20 0 4 0 100 1000 200";
+        assert_eq!(stat_cpu_ticks(stat), Some(49));
+        assert_eq!(stat_cpu_ticks("4242 (x) S 1 2"), None);
+        assert!(cpu_ticks(&[std::process::id()]).is_ok());
+    }
+
+    #[test]
+    fn status_fields_parse() {
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t  1234 kB\n";
+        assert_eq!(status_field_kib(status, "VmHWM:"), Some(1234));
+        assert_eq!(status_field_kib(status, "VmRSS:"), None);
+    }
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}
