@@ -88,15 +88,29 @@ pub trait Resolver: Send + Sync {
     fn resolve(&self, siblings: &[Sibling]) -> Result<Payload>;
 }
 
-/// The resolvers a node knows, by name.
+/// Where resolvers not registered by name are looked up, at every read:
+/// the shell's table of rhai policies, which grows while its nodes run.
+pub trait ResolverSource: Send + Sync {
+    /// The resolver called `name`, if the source has one now.
+    fn resolver(&self, name: &str) -> Option<Arc<dyn Resolver>>;
+}
+
+/// The resolvers a node knows, by name, and optionally a
+/// [`ResolverSource`] asked for names not registered.
 #[derive(Clone, Default)]
-pub struct Resolvers(HashMap<String, Arc<dyn Resolver>>);
+pub struct Resolvers {
+    named: HashMap<String, Arc<dyn Resolver>>,
+    source: Option<Arc<dyn ResolverSource>>,
+}
 
 impl fmt::Debug for Resolvers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<&String> = self.0.keys().collect();
+        let mut names: Vec<&String> = self.named.keys().collect();
         names.sort();
-        f.debug_tuple("Resolvers").field(&names).finish()
+        f.debug_struct("Resolvers")
+            .field("named", &names)
+            .field("source", &self.source.is_some())
+            .finish()
     }
 }
 
@@ -109,13 +123,26 @@ impl Resolvers {
     /// Registers `resolver` under `name`, replacing any resolver of that
     /// name.
     pub fn register(&mut self, name: impl Into<String>, resolver: Arc<dyn Resolver>) {
-        self.0.insert(name.into(), resolver);
+        self.named.insert(name.into(), resolver);
     }
 
-    /// The resolver called `name`.
-    pub fn get(&self, name: &str) -> Result<&Arc<dyn Resolver>> {
-        self.0
-            .get(name)
+    /// A table that asks `source` for every name (after the registered
+    /// ones), so that resolvers added after a node started are found.
+    pub fn with_source(source: Arc<dyn ResolverSource>) -> Self {
+        Resolvers {
+            named: HashMap::new(),
+            source: Some(source),
+        }
+    }
+
+    /// The resolver called `name`: a registered one, else the source's.
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Resolver>> {
+        if let Some(r) = self.named.get(name) {
+            return Ok(Arc::clone(r));
+        }
+        self.source
+            .as_ref()
+            .and_then(|s| s.resolver(name))
             .ok_or_else(|| Error::UnknownResolver(name.to_string()))
     }
 }
@@ -280,6 +307,31 @@ mod tests {
             missing.resolve(&two_blind(&missing, b"a", b"b"), &resolvers, 1024),
             Err(Error::UnknownResolver(name)) if name == "nope"
         ));
+    }
+
+    #[test]
+    fn a_source_supplies_resolvers_added_after_the_table_was_cloned() {
+        use std::sync::Mutex;
+        struct Late(Mutex<Option<Arc<dyn Resolver>>>);
+        impl ResolverSource for Late {
+            fn resolver(&self, name: &str) -> Option<Arc<dyn Resolver>> {
+                let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                slot.clone().filter(|_| name == "late")
+            }
+        }
+        let source = Arc::new(Late(Mutex::new(None)));
+        let table = Resolvers::with_source(source.clone()).clone();
+        let policy = ConflictPolicy::Script("late".into());
+        let obj = two_blind(&policy, b"first", b"second");
+        assert!(matches!(
+            policy.resolve(&obj, &table, 1024),
+            Err(Error::UnknownResolver(_))
+        ));
+        *source.0.lock().unwrap() = Some(Arc::new(Longest));
+        assert_eq!(
+            policy.resolve(&obj, &table, 1024).unwrap(),
+            Resolved::Value(b"second".to_vec())
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub mod dvv;
 pub mod hlc;
 pub mod object;
 
-pub use conflict::{ConflictPolicy, Resolved, Resolver, Resolvers};
+pub use conflict::{ConflictPolicy, Resolved, Resolver, ResolverSource, Resolvers};
 pub use dvv::{sync, Dot, Dvv, VersionVector};
 pub use hlc::{Hlc, SystemClock, Timestamp, WallClock};
 pub use object::{CausalContext, Object, Payload, Sibling};

@@ -1,0 +1,683 @@
+//! An embedded cluster: real ringkv nodes started in the shell's process,
+//! over the in-process network or TCP on 127.0.0.1, and the faults the
+//! shell injects into them.
+//!
+//! Each node is a `ringkv::node::Node` on its own actix arbiter, spawned on
+//! the shell's [`Runtime`]. The memory transport is a `MemoryNetwork`, with
+//! two-way and one-way partitions, drop rate and delay; the TCP transport
+//! is a `TcpTransport` per node, whose `set_blocked` drops frames to and
+//! from the other side of a partition (so only two-way partitions). TCP
+//! nodes also get a client port, so that `connect` can reach them.
+//!
+//! A killed node is crashed (no goodbye, no flush); a restart spawns it
+//! again with the same id and data directory, joining through a live node.
+//! An LSM or B-tree directory is locked by its engine; the crashed engine
+//! releases it when its last handle drops, which may be just after the
+//! crash returns, so a restart retries the open for a bounded time.
+//!
+//! Not here: what the ops mean (the nodes decide), rhai (see `api`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ringkv::config::{MembershipConfig, StorageConfig};
+use ringkv::node::client_port::{ClientPort, ClientPortConfig};
+use ringkv::node::{Node, NodeConfig, TransportParts};
+use ringkv::protocol::{Op, Reply, StatusView};
+use ringkv::replication::Consistency;
+use ringkv::version::Resolvers;
+use ringkv::{
+    BTreeConfig, ClusterSecret, Faults, LsmConfig, MemberStatus, MemoryNetConfig, MemoryNetwork,
+    NodeId, RingConfig, TcpConfig, TcpTransport,
+};
+
+use crate::runtime::Runtime;
+
+/// How long a cluster may take to form, or a restarted node to open its
+/// data directory.
+pub const FORM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which network the nodes talk over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// The in-process `MemoryNetwork`.
+    Memory,
+    /// `TcpTransport` on 127.0.0.1.
+    Tcp,
+}
+
+/// Which storage engine each node uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    /// In memory: a killed node comes back empty.
+    Memory,
+    /// The LSM engine, in `dir/node-<id>`.
+    Lsm,
+    /// The B-tree engine (redb), in `dir/node-<id>`.
+    BTree,
+}
+
+/// What `cluster(...)` was asked for.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Nodes, numbered 1 to `nodes`.
+    pub nodes: u64,
+    /// Replicas per key (the default bucket properties).
+    pub n: usize,
+    /// Default read quorum.
+    pub r: Consistency,
+    /// Default write quorum.
+    pub w: Consistency,
+    /// Storage engine.
+    pub engine: EngineKind,
+    /// Virtual nodes per node.
+    pub vnodes: usize,
+    /// Network.
+    pub transport: TransportKind,
+    /// Where the engines keep their files (a temporary directory, removed
+    /// at exit, when absent).
+    pub dir: Option<PathBuf>,
+    /// Seeds the network's and the nodes' random choices.
+    pub seed: u64,
+    /// The gossip interval in milliseconds.
+    pub gossip_ms: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            n: 3,
+            r: Consistency::Quorum,
+            w: Consistency::Quorum,
+            engine: EngineKind::Memory,
+            vnodes: 32,
+            transport: TransportKind::Memory,
+            dir: None,
+            seed: 1,
+            gossip_ms: 50,
+        }
+    }
+}
+
+/// Membership scaled down for experiments: 50 ms heartbeats (by default),
+/// with a pause and deviation scaled less than that, so that a machine
+/// busy with other work (tens of ms of scheduling jitter) does not make the
+/// detector convict a live node. Detection of a crash takes about a second.
+pub fn fast_membership(gossip_ms: u64) -> MembershipConfig {
+    let g = gossip_ms.max(10);
+    MembershipConfig {
+        gossip_interval: Duration::from_millis(g),
+        acceptable_heartbeat_pause: Duration::from_millis(g * 6),
+        min_std_deviation: Duration::from_millis((g * 2 / 5).max(5)),
+        suspicion_multiplier: 3.0,
+        local_pause_guard: Duration::from_millis(g * 4),
+        leave_linger: Duration::from_millis(g * 6),
+        ..MembershipConfig::default()
+    }
+}
+
+/// One node's place in the cluster, running or not.
+struct Slot {
+    node: Option<Node>,
+    tcp: Option<Arc<TcpTransport>>,
+    port: Option<Arc<ClientPort>>,
+    /// The peer address it gossips.
+    addr: String,
+    /// Its client port, on TCP.
+    client_addr: Option<String>,
+}
+
+/// A running embedded cluster.
+pub struct Cluster {
+    rt: Arc<Runtime>,
+    options: ClusterOptions,
+    net: Option<MemoryNetwork>,
+    secret: ClusterSecret,
+    resolvers: Resolvers,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    slots: Mutex<BTreeMap<u64, Slot>>,
+    /// On TCP: the peers each node drops frames to and from.
+    blocked: Mutex<BTreeMap<u64, BTreeSet<u64>>>,
+    /// Round-robin position for requests without `via`.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data is plain bookkeeping, consistent between statements.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const SECRET: &[u8] = b"ringkv-shell embedded cluster secret";
+
+impl Cluster {
+    /// Starts `options.nodes` nodes and waits until every node sees every
+    /// other ALIVE and they share one ring.
+    pub fn start(
+        rt: Arc<Runtime>,
+        options: ClusterOptions,
+        resolvers: Resolvers,
+    ) -> Result<Cluster, String> {
+        if options.nodes == 0 || options.nodes > 64 {
+            return Err(format!("nodes must be 1 to 64, got {}", options.nodes));
+        }
+        let (dir, temp) = match &options.dir {
+            Some(d) => (d.clone(), None),
+            None if options.engine == EngineKind::Memory => (PathBuf::new(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("ringkv-shell-")
+                    .tempdir()
+                    .map_err(|e| format!("creating a temporary directory: {e}"))?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let net = match options.transport {
+            TransportKind::Memory => Some(
+                MemoryNetwork::new(MemoryNetConfig {
+                    seed: options.seed,
+                    ..MemoryNetConfig::default()
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+            TransportKind::Tcp => None,
+        };
+        let cluster = Cluster {
+            rt,
+            net,
+            secret: ClusterSecret::new(SECRET.to_vec()).map_err(|e| e.to_string())?,
+            resolvers,
+            dir,
+            _temp: temp,
+            slots: Mutex::new(BTreeMap::new()),
+            blocked: Mutex::new(BTreeMap::new()),
+            next: Default::default(),
+            options,
+        };
+        for id in 1..=cluster.options.nodes {
+            cluster.spawn_node(id)?;
+        }
+        let ids: Vec<u64> = (1..=cluster.options.nodes).collect();
+        if !cluster.wait(FORM_TIMEOUT, || cluster.formed(&ids))? {
+            return Err(format!(
+                "the cluster did not form within {}s",
+                FORM_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(cluster)
+    }
+
+    /// What the cluster was started with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// The runtime the nodes run on.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    fn config(&self, id: u64, seeds: Vec<(NodeId, String)>, addr: String) -> NodeConfig {
+        let o = &self.options;
+        let mut config = NodeConfig::new(NodeId(id), addr, seeds);
+        config.membership = fast_membership(o.gossip_ms);
+        config.ring = RingConfig {
+            vnodes_per_node: o.vnodes,
+        };
+        config.rng_seed = o.seed.wrapping_mul(1_000_003).wrapping_add(id);
+        config.cluster = "shell".into();
+        config.bucket_defaults.n = o.n;
+        config.bucket_defaults.r = o.r;
+        config.bucket_defaults.w = o.w;
+        config.replica.handoff_interval = Duration::from_millis(100);
+        config.replica.handoff_retry = Duration::from_millis(500);
+        config.resolvers = self.resolvers.clone();
+        let dir = self.dir.join(format!("node-{id}"));
+        config.storage = match o.engine {
+            EngineKind::Memory => StorageConfig::Memory,
+            EngineKind::Lsm => StorageConfig::Lsm {
+                dir,
+                config: LsmConfig::default(),
+            },
+            EngineKind::BTree => StorageConfig::BTree {
+                dir,
+                config: BTreeConfig::default(),
+            },
+        };
+        config
+    }
+
+    /// Seeds for a node joining: the first running node other than `id`,
+    /// or none for the very first node.
+    fn seeds_for(&self, id: u64) -> Vec<(NodeId, String)> {
+        let slots = lock(&self.slots);
+        slots
+            .iter()
+            .find(|(other, s)| **other != id && s.node.is_some())
+            .map(|(other, s)| vec![(NodeId(*other), s.addr.clone())])
+            .unwrap_or_default()
+    }
+
+    /// Spawns node `id` (first start or restart), retrying the open of a
+    /// data directory that a crashed engine still holds.
+    fn spawn_node(&self, id: u64) -> Result<(), String> {
+        let seeds = self.seeds_for(id);
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let config = self.config(id, seeds.clone(), format!("n{id}"));
+            let attempt = match self.options.transport {
+                TransportKind::Memory => self.spawn_memory(id, config),
+                TransportKind::Tcp => self.spawn_tcp(id, config),
+            };
+            match attempt {
+                Ok(slot) => {
+                    lock(&self.slots).insert(id, slot);
+                    return Ok(());
+                }
+                Err(e)
+                    if self.options.engine != EngineKind::Memory && Instant::now() < deadline =>
+                {
+                    tracing::debug!(node = id, error = %e, "open failed; retrying");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(format!("starting node {id}: {e}")),
+            }
+        }
+    }
+
+    fn spawn_memory(&self, id: u64, config: NodeConfig) -> Result<Slot, String> {
+        let Some(net) = self.net.clone() else {
+            return Err("no memory network".into());
+        };
+        let addr = config.addr.clone();
+        let node = self
+            .rt
+            .run(move || async move {
+                Node::spawn(config, move || async move {
+                    let (endpoint, inbox) = net.endpoint(NodeId(id))?;
+                    Ok(TransportParts::new(Arc::new(endpoint), inbox))
+                })
+                .await
+            })?
+            .map_err(|e| e.to_string())?;
+        Ok(Slot {
+            node: Some(node),
+            tcp: None,
+            port: None,
+            addr,
+            client_addr: None,
+        })
+    }
+
+    fn spawn_tcp(&self, id: u64, config: NodeConfig) -> Result<Slot, String> {
+        let secret = self.secret.clone();
+        let started = self.rt.run(move || async move {
+            let slot: Arc<Mutex<Option<Arc<TcpTransport>>>> = Arc::default();
+            let keep = Arc::clone(&slot);
+            let node = Node::spawn(config, move || async move {
+                let mut tcp = TcpConfig::new(NodeId(id), "shell", secret, "127.0.0.1:0");
+                tcp.backoff_min = Duration::from_millis(10);
+                tcp.backoff_max = Duration::from_millis(200);
+                tcp.shutdown_grace = Duration::from_millis(100);
+                let (transport, inbox) = TcpTransport::bind(tcp).await?;
+                let addr = transport.local_addr().to_string();
+                let transport = Arc::new(transport);
+                *lock(&keep) = Some(Arc::clone(&transport));
+                Ok(TransportParts {
+                    transport,
+                    inbox,
+                    advertised: Some(addr),
+                })
+            })
+            .await?;
+            let port = ClientPort::start(
+                "127.0.0.1:0",
+                Arc::new(node.clone()),
+                ClientPortConfig::default(),
+            )
+            .await;
+            let port = match port {
+                Ok(p) => p,
+                Err(e) => {
+                    node.crash().await;
+                    return Err(e);
+                }
+            };
+            let tcp = lock(&slot).take();
+            Ok((node, tcp, port))
+        })?;
+        let (node, tcp, port) = started.map_err(|e| e.to_string())?;
+        let blocked: Vec<NodeId> = lock(&self.blocked)
+            .get(&id)
+            .map(|b| b.iter().copied().map(NodeId).collect())
+            .unwrap_or_default();
+        if let Some(t) = &tcp {
+            t.set_blocked(blocked);
+        }
+        Ok(Slot {
+            addr: node.addr().to_string(),
+            client_addr: Some(port.local_addr().to_string()),
+            node: Some(node),
+            tcp,
+            port: Some(Arc::new(port)),
+        })
+    }
+
+    /// Every node id, running or killed.
+    pub fn ids(&self) -> Vec<u64> {
+        lock(&self.slots).keys().copied().collect()
+    }
+
+    /// The ids of the running nodes.
+    pub fn live(&self) -> Vec<u64> {
+        lock(&self.slots)
+            .iter()
+            .filter(|(_, s)| s.node.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The client port of each node (TCP clusters only).
+    pub fn client_addrs(&self) -> BTreeMap<u64, String> {
+        lock(&self.slots)
+            .iter()
+            .filter_map(|(id, s)| s.client_addr.clone().map(|a| (*id, a)))
+            .collect()
+    }
+
+    /// Node `id`, if it is running.
+    pub fn node(&self, id: u64) -> Result<Node, String> {
+        let slots = lock(&self.slots);
+        match slots.get(&id) {
+            None => Err(format!("there is no node {id} (nodes are {:?})", {
+                slots.keys().collect::<Vec<_>>()
+            })),
+            Some(Slot { node: None, .. }) => Err(format!("node {id} is killed")),
+            Some(Slot { node: Some(n), .. }) => Ok(n.clone()),
+        }
+    }
+
+    /// The node a request goes through: `via`, or the running nodes in
+    /// turn.
+    pub fn pick(&self, via: Option<u64>) -> Result<Node, String> {
+        if let Some(id) = via {
+            return self.node(id);
+        }
+        let live = self.live();
+        if live.is_empty() {
+            return Err("every node is killed".into());
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % live.len();
+        self.node(live[i])
+    }
+
+    /// Crashes node `id`: no flush, no goodbye; peers see it go silent.
+    pub fn kill(&self, id: u64) -> Result<(), String> {
+        let (node, port) = {
+            let mut slots = lock(&self.slots);
+            let slot = slots
+                .get_mut(&id)
+                .ok_or_else(|| format!("there is no node {id}"))?;
+            let node = slot
+                .node
+                .take()
+                .ok_or_else(|| format!("node {id} is already killed"))?;
+            slot.tcp = None;
+            slot.client_addr = None;
+            (node, slot.port.take())
+        };
+        self.rt.run(move || async move {
+            if let Some(p) = port {
+                p.shutdown().await;
+            }
+            node.crash().await;
+        })
+    }
+
+    /// Starts a killed node again, with its data directory (an empty store
+    /// for the memory engine).
+    pub fn restart(&self, id: u64) -> Result<(), String> {
+        {
+            let slots = lock(&self.slots);
+            match slots.get(&id) {
+                None => return Err(format!("there is no node {id}")),
+                Some(s) if s.node.is_some() => return Err(format!("node {id} is running")),
+                Some(_) => {}
+            }
+        }
+        self.spawn_node(id)
+    }
+
+    /// Freezes node `id`'s thread for `ms` (as SIGSTOP or a long GC pause
+    /// would); returns at once.
+    pub fn pause(&self, id: u64, ms: u64) -> Result<(), String> {
+        let node = self.node(id)?;
+        if node.stall(Duration::from_millis(ms)) {
+            Ok(())
+        } else {
+            Err(format!("node {id} is stopping"))
+        }
+    }
+
+    /// Cuts every link between `a` and `b`, both ways.
+    pub fn partition(&self, a: &[u64], b: &[u64]) -> Result<(), String> {
+        self.check_ids(a.iter().chain(b))?;
+        match &self.net {
+            Some(net) => {
+                net.partition(&ids(a), &ids(b));
+            }
+            None => {
+                {
+                    let mut blocked = lock(&self.blocked);
+                    for x in a {
+                        blocked.entry(*x).or_default().extend(b.iter().copied());
+                    }
+                    for y in b {
+                        blocked.entry(*y).or_default().extend(a.iter().copied());
+                    }
+                }
+                self.apply_blocked();
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts the links from `from` to `to` only.
+    pub fn partition_one_way(&self, from: &[u64], to: &[u64]) -> Result<(), String> {
+        self.check_ids(from.iter().chain(to))?;
+        let net = self.memory_net("a one-way partition")?;
+        net.partition_one_way(&ids(from), &ids(to));
+        Ok(())
+    }
+
+    /// Removes every partition, drop rate and delay.
+    pub fn heal(&self) {
+        match &self.net {
+            Some(net) => {
+                net.heal();
+                net.clear_faults();
+            }
+            None => {
+                lock(&self.blocked).clear();
+                self.apply_blocked();
+            }
+        }
+    }
+
+    /// Sets the probability that a frame is lost.
+    pub fn set_drop_rate(&self, rate: f64) -> Result<(), String> {
+        let net = self.memory_net("a drop rate")?;
+        let faults = Faults {
+            drop_rate: rate,
+            ..net.faults()
+        };
+        net.set_faults(faults).map_err(|e| e.to_string())
+    }
+
+    /// Sets each frame's delay, drawn from `min_ms..=max_ms`.
+    pub fn set_delay(&self, min_ms: u64, max_ms: u64) -> Result<(), String> {
+        let net = self.memory_net("a delay")?;
+        let faults = Faults {
+            delay: (Duration::from_millis(min_ms), Duration::from_millis(max_ms)),
+            ..net.faults()
+        };
+        net.set_faults(faults).map_err(|e| e.to_string())
+    }
+
+    /// Frames the memory network has dropped so far, by cause, as text.
+    pub fn fault_counters(&self) -> Option<String> {
+        self.net
+            .as_ref()
+            .map(|n| format!("{:?}", n.fault_counters()))
+    }
+
+    fn memory_net(&self, what: &str) -> Result<&MemoryNetwork, String> {
+        self.net
+            .as_ref()
+            .ok_or_else(|| format!("{what} needs transport \"memory\""))
+    }
+
+    fn check_ids<'a>(&self, ids: impl Iterator<Item = &'a u64>) -> Result<(), String> {
+        let slots = lock(&self.slots);
+        for id in ids {
+            if !slots.contains_key(id) {
+                return Err(format!("there is no node {id}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_blocked(&self) {
+        let blocked = lock(&self.blocked).clone();
+        for (id, slot) in lock(&self.slots).iter() {
+            if let Some(t) = &slot.tcp {
+                let peers = blocked.get(id).cloned().unwrap_or_default();
+                t.set_blocked(peers.into_iter().map(NodeId));
+            }
+        }
+    }
+
+    /// Node `at`'s status view.
+    pub fn status_of(&self, at: u64) -> Result<StatusView, String> {
+        let node = self.node(at)?;
+        self.rt
+            .run(move || async move { node.status().await })?
+            .map_err(|e| e.to_string())
+    }
+
+    /// What each running node believes about node `of`.
+    pub fn views_of(&self, of: u64) -> Result<Vec<(u64, Option<MemberStatus>)>, String> {
+        let mut out = Vec::new();
+        for id in self.live() {
+            if id == of {
+                continue;
+            }
+            let node = self.node(id)?;
+            let members = self.rt.run(move || async move { node.members().await })?;
+            let status = members
+                .ok()
+                .and_then(|m| m.into_iter().find(|e| e.node == NodeId(of)))
+                .map(|e| e.status);
+            out.push((id, status));
+        }
+        Ok(out)
+    }
+
+    /// Whether every running node in `ids` sees every other ALIVE and all
+    /// share a ring with exactly the members `ids`.
+    pub fn formed(&self, ids: &[u64]) -> Result<bool, String> {
+        let mut rings = Vec::new();
+        for id in ids {
+            let Ok(node) = self.node(*id) else {
+                return Ok(false);
+            };
+            let (members, ring) = self.rt.run(move || async move {
+                let members = node.members().await;
+                let ring = node.ring().await;
+                (members, ring)
+            })?;
+            let (Ok(members), Ok(ring)) = (members, ring) else {
+                return Ok(false);
+            };
+            for other in ids {
+                if other == id {
+                    continue;
+                }
+                let alive = members
+                    .iter()
+                    .any(|m| m.node == NodeId(*other) && m.status == MemberStatus::Alive);
+                if !alive {
+                    return Ok(false);
+                }
+            }
+            let members: Vec<u64> = ring.members().into_iter().map(|n| n.0).collect();
+            if members != ids {
+                return Ok(false);
+            }
+            rings.push(ring);
+        }
+        Ok(rings.windows(2).all(|w| *w[0] == *w[1]))
+    }
+
+    /// Hints held by all running nodes together.
+    pub fn total_hints(&self) -> Result<u64, String> {
+        let mut total = 0;
+        for id in self.live() {
+            total += self.status_of(id)?.hints;
+        }
+        Ok(total)
+    }
+
+    /// Polls `check` every 20 ms until it is true (returns true) or
+    /// `limit` passes (returns false).
+    pub fn wait(
+        &self,
+        limit: Duration,
+        mut check: impl FnMut() -> Result<bool, String>,
+    ) -> Result<bool, String> {
+        let start = Instant::now();
+        loop {
+            if check()? {
+                return Ok(true);
+            }
+            if start.elapsed() >= limit {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Executes `op` through `node` and waits for the reply.
+    pub fn execute_on(&self, node: Node, op: Op) -> Result<ringkv::Result<Reply>, String> {
+        self.rt.run(move || async move { node.execute(op).await })
+    }
+
+    /// Stops every running node cleanly (flushing their engines).
+    pub fn shutdown(&self) {
+        let running: Vec<(Node, Option<Arc<ClientPort>>)> = lock(&self.slots)
+            .values_mut()
+            .filter_map(|s| s.node.take().map(|n| (n, s.port.take())))
+            .collect();
+        let _ = self.rt.run(move || async move {
+            for (node, port) in running {
+                if let Some(p) = port {
+                    p.shutdown().await;
+                }
+                node.shutdown().await;
+            }
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn ids(v: &[u64]) -> Vec<NodeId> {
+    v.iter().copied().map(NodeId).collect()
+}

@@ -1,0 +1,188 @@
+//! The interactive prompt: rustyline with completion of the API's
+//! functions, rhai keywords, the variables and functions defined so far,
+//! and (after a `.`) result fields and common methods; multi-line input
+//! while rhai says the input is unfinished; a history file.
+//!
+//! Ctrl-C cancels the line being typed, Ctrl-D exits. An error prints the
+//! input's line with a caret, and the prompt comes back.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Context, Editor, Helper, Highlighter, Hinter};
+
+use crate::{display, is_incomplete, new_engine, Shell};
+
+/// rhai keywords offered by completion.
+const KEYWORDS: &[&str] = &[
+    "let", "const", "fn", "if", "else", "while", "loop", "for", "in", "do", "until", "break",
+    "continue", "return", "throw", "try", "catch", "switch", "true", "false", "print", "debug",
+    "type_of", "Fn",
+];
+
+/// Offered after a `.`: the fields of the API's results and common
+/// methods.
+const MEMBERS: &[&str] = &[
+    "value",
+    "siblings",
+    "context",
+    "receipt",
+    "found",
+    "policy_error",
+    "asked",
+    "answered",
+    "fallbacks",
+    "repaired",
+    "rows",
+    "column",
+    "len",
+    "keys",
+    "values",
+    "contains",
+    "push",
+    "filter",
+    "map",
+    "reduce",
+    "sort",
+    "to_string",
+    "throughput",
+    "p50_ms",
+    "p99_ms",
+    "lost",
+];
+
+/// Where the history is kept: `$RINGKV_SHELL_HISTORY`, else
+/// `<data dir>/ringkv/shell_history`.
+pub fn history_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("RINGKV_SHELL_HISTORY") {
+        return Some(PathBuf::from(p));
+    }
+    dirs::data_dir().map(|d| d.join("ringkv").join("shell_history"))
+}
+
+/// Completion and validation for the prompt.
+#[derive(Helper, Highlighter, Hinter)]
+pub struct ShellHelper {
+    names: Arc<Mutex<Vec<String>>>,
+    parser: rhai::Engine,
+}
+
+impl ShellHelper {
+    fn candidates(&self, word: &str, after_dot: bool) -> Vec<String> {
+        let mut all: Vec<String> = if after_dot {
+            MEMBERS.iter().map(|s| s.to_string()).collect()
+        } else {
+            let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            crate::help::ENTRIES
+                .iter()
+                .map(|e| e.name.to_string())
+                .chain(KEYWORDS.iter().map(|s| s.to_string()))
+                .chain(names)
+                .collect()
+        };
+        all.retain(|c| c.starts_with(word));
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let word = &before[start..];
+        let after_dot = before[..start].ends_with('.');
+        let pairs = self
+            .candidates(word, after_dot)
+            .into_iter()
+            .map(|c| Pair {
+                display: c.clone(),
+                replacement: c,
+            })
+            .collect();
+        Ok((start, pairs))
+    }
+}
+
+impl Validator for ShellHelper {
+    fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
+        if is_incomplete(&self.parser, ctx.input()) {
+            Ok(ValidationResult::Incomplete)
+        } else {
+            Ok(ValidationResult::Valid(None))
+        }
+    }
+}
+
+/// Runs the prompt until Ctrl-D. Returns the process's exit status.
+pub fn run(shell: &mut Shell) -> i32 {
+    let names = Arc::new(Mutex::new(shell.names()));
+    let helper = ShellHelper {
+        names: Arc::clone(&names),
+        parser: new_engine(),
+    };
+    let mut editor: Editor<ShellHelper, rustyline::history::DefaultHistory> = match Editor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot start the line editor: {e}");
+            return 2;
+        }
+    };
+    editor.set_helper(Some(helper));
+    let history = history_path();
+    if let Some(p) = &history {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        // A missing file is the first run.
+        let _ = editor.load_history(p);
+    }
+    println!("ringkv-shell: help() lists the API; Ctrl-D exits.");
+    loop {
+        match editor.readline("ringkv> ") {
+            Ok(line) => {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let _ = editor.add_history_entry(line.as_str());
+                if let Some(p) = &history {
+                    if let Err(e) = editor.save_history(p) {
+                        eprintln!("warning: cannot save history to {}: {e}", p.display());
+                    }
+                }
+                match shell.eval(&line) {
+                    Ok(v) => {
+                        if let Some(s) = display(&v) {
+                            println!("{s}");
+                        }
+                    }
+                    Err(e) => eprintln!("{}", e.render(&line, "input")),
+                }
+                *names.lock().unwrap_or_else(|e| e.into_inner()) = shell.names();
+            }
+            Err(ReadlineError::Interrupted) => {
+                println!("^C");
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("error: reading input: {e}");
+                return 2;
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,362 @@
+//! `workload(#{...})`: concurrent clients reading and writing, the
+//! throughput and latency they saw, and a check of the recorded history
+//! for lost acknowledged writes.
+//!
+//! Each client owns the keys `k` with `k % clients == c`, so the writes to
+//! one key come from one client, one after another, each carrying the
+//! context its previous write returned (it replaces that write). Every
+//! write's value is unique. After the run, every written key is read back:
+//! if its last acknowledged write is `v`, the value read (or one of its
+//! siblings) must be `v` or a write issued after `v` (one that failed may
+//! still have landed). Anything else is a lost acknowledged write. The
+//! read-back is at ALL (every replica's copy, or its fallback's, merged),
+//! and a key read back without a candidate is read again for up to
+//! [`RECHECK_FOR`] before it counts as lost: under a sloppy quorum a write
+//! may sit on fallbacks until hinted handoff brings it home, which is late,
+//! not lost. Run it after `heal()` for a verdict that does not depend on
+//! faults still in force.
+//!
+//! Latencies are measured per request on the shell's runtime thread,
+//! which also runs the clients; they include that thread's scheduling, so
+//! they compare runs on one machine, not machines.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use rhai::{Dynamic, Map, INT};
+use ringkv::protocol::{Op, ReadOptions, Reply, WriteOptions};
+use ringkv::replication::Consistency;
+use serde_bytes::ByteBuf;
+
+use crate::api::{fail, ApiResult};
+use crate::backend::Backend;
+
+/// How long a key's final read may keep retrying before a write counts
+/// as lost.
+pub const RECHECK_FOR: Duration = Duration::from_secs(10);
+
+struct Params {
+    ops: u64,
+    keys: u64,
+    read_ratio: f64,
+    clients: u64,
+    value_size: usize,
+    bucket: String,
+    seed: u64,
+}
+
+fn params(m: &Map) -> ApiResult<Params> {
+    let mut p = Params {
+        ops: 1000,
+        keys: 100,
+        read_ratio: 0.5,
+        clients: 4,
+        value_size: 32,
+        bucket: "workload".into(),
+        seed: 1,
+    };
+    let int = |v: &Dynamic, what: &str, min: i64, max: i64| -> ApiResult<u64> {
+        match v.as_int() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n as u64),
+            _ => Err(fail(format!(
+                "workload: {what} must be a number from {min} to {max}"
+            ))),
+        }
+    };
+    for (k, v) in m {
+        match k.as_str() {
+            "ops" => p.ops = int(v, "ops", 1, 10_000_000)?,
+            "keys" => p.keys = int(v, "keys", 1, 10_000_000)?,
+            "clients" => p.clients = int(v, "clients", 1, 256)?,
+            "value_size" => p.value_size = int(v, "value_size", 1, 1 << 20)? as usize,
+            "seed" => p.seed = int(v, "seed", 0, i64::MAX)?,
+            "bucket" => p.bucket = v.to_string(),
+            "read_ratio" => {
+                let r = v
+                    .as_float()
+                    .or_else(|_| v.as_int().map(|i| i as f64))
+                    .map_err(|_| fail("workload: read_ratio must be a number from 0 to 1"))?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(fail("workload: read_ratio must be from 0 to 1"));
+                }
+                p.read_ratio = r;
+            }
+            other => {
+                return Err(fail(format!(
+                    "workload: unknown option {other:?}: ops, keys, read_ratio, clients, value_size, bucket, seed"
+                )))
+            }
+        }
+    }
+    p.clients = p.clients.min(p.keys);
+    Ok(p)
+}
+
+/// One write in the history.
+struct Write {
+    value: Vec<u8>,
+    acked: bool,
+}
+
+/// What one client did.
+#[derive(Default)]
+struct ClientRun {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    reads: u64,
+    writes: BTreeMap<u64, Vec<Write>>,
+    first_error: Option<String>,
+}
+
+fn key_name(k: u64) -> ByteBuf {
+    ByteBuf::from(format!("w{k}").into_bytes())
+}
+
+async fn client(
+    backend: Arc<dyn Backend>,
+    c: u64,
+    ops: u64,
+    p: Arc<Params>,
+    done: Arc<AtomicU64>,
+) -> ClientRun {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed.wrapping_mul(7919).wrapping_add(c));
+    let own: Vec<u64> = (0..p.keys).filter(|k| k % p.clients == c).collect();
+    let mut contexts: BTreeMap<u64, ByteBuf> = BTreeMap::new();
+    let mut run = ClientRun::default();
+    let bucket = ByteBuf::from(p.bucket.as_bytes().to_vec());
+    for seq in 0..ops {
+        let k = own[rng.random_range(0..own.len())];
+        let read = rng.random::<f64>() < p.read_ratio;
+        let op = if read {
+            Op::Get {
+                bucket: bucket.clone(),
+                key: key_name(k),
+                options: ReadOptions::default(),
+            }
+        } else {
+            let mut value = format!("c{c}-s{seq}-").into_bytes();
+            value.resize(p.value_size.max(value.len()), b'x');
+            run.writes.entry(k).or_default().push(Write {
+                value: value.clone(),
+                acked: false,
+            });
+            Op::Put {
+                bucket: bucket.clone(),
+                key: key_name(k),
+                value: ByteBuf::from(value),
+                context: contexts.get(&k).cloned(),
+                options: WriteOptions::default(),
+            }
+        };
+        let started = Instant::now();
+        let result = match backend.start(None, op) {
+            Ok(fut) => fut.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        run.latencies_us.push(started.elapsed().as_micros() as u64);
+        match result {
+            Ok(Reply::Written { context, .. }) => {
+                contexts.insert(k, context);
+                if let Some(w) = run.writes.get_mut(&k).and_then(|w| w.last_mut()) {
+                    w.acked = true;
+                }
+            }
+            Ok(_) => run.reads += 1,
+            Err(e) => {
+                run.errors += 1;
+                run.first_error.get_or_insert(e);
+            }
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    run
+}
+
+/// Runs the workload against `backend` and checks its history.
+pub fn run(backend: &Arc<dyn Backend>, m: &Map, interactive: bool) -> ApiResult<Map> {
+    let p = Arc::new(params(m)?);
+    let done = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    for c in 0..p.clients {
+        let ops = p.ops / p.clients + u64::from(c < p.ops % p.clients);
+        let (backend, p, done, tx) = (
+            Arc::clone(backend),
+            Arc::clone(&p),
+            Arc::clone(&done),
+            tx.clone(),
+        );
+        backend
+            .runtime()
+            .clone()
+            .spawn(move || async move {
+                let _ = tx.send(client(backend, c, ops, p, done).await);
+            })
+            .map_err(fail)?;
+    }
+    drop(tx);
+    let bar = interactive.then(|| {
+        let bar = indicatif::ProgressBar::new(p.ops);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} ops {per_sec} {elapsed}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let mut runs = Vec::new();
+    while runs.len() < p.clients as usize {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => runs.push(r),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(fail("workload: a client stopped without a result"))
+            }
+        }
+        if let Some(b) = &bar {
+            b.set_position(done.load(Ordering::Relaxed));
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut hist = Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?;
+    let (mut errors, mut reads, mut first_error) = (0, 0, None);
+    let mut writes: BTreeMap<u64, Vec<Write>> = BTreeMap::new();
+    for r in runs {
+        for l in &r.latencies_us {
+            hist.record((*l).max(1)).map_err(|e| fail(e.to_string()))?;
+        }
+        errors += r.errors;
+        reads += r.reads;
+        if first_error.is_none() {
+            first_error = r.first_error;
+        }
+        writes.extend(r.writes);
+    }
+    let acked: u64 = writes.values().flatten().filter(|w| w.acked).count() as u64;
+    let (checked, unverified, lost) = check(backend, &p, &writes)?;
+
+    let ms = |q: f64| Dynamic::from_float(hist.value_at_quantile(q) as f64 / 1000.0);
+    let mut out = Map::new();
+    out.insert("ops".into(), Dynamic::from_int(p.ops as INT));
+    out.insert("ok".into(), Dynamic::from_int((p.ops - errors) as INT));
+    out.insert("errors".into(), Dynamic::from_int(errors as INT));
+    out.insert("reads".into(), Dynamic::from_int(reads as INT));
+    out.insert("writes_acked".into(), Dynamic::from_int(acked as INT));
+    out.insert("seconds".into(), Dynamic::from_float(seconds));
+    out.insert(
+        "throughput".into(),
+        Dynamic::from_float(p.ops as f64 / seconds.max(1e-9)),
+    );
+    out.insert("p50_ms".into(), ms(0.5));
+    out.insert("p90_ms".into(), ms(0.9));
+    out.insert("p99_ms".into(), ms(0.99));
+    out.insert(
+        "max_ms".into(),
+        Dynamic::from_float(hist.max() as f64 / 1000.0),
+    );
+    out.insert("keys_checked".into(), Dynamic::from_int(checked as INT));
+    out.insert("unverified".into(), Dynamic::from_int(unverified as INT));
+    out.insert("lost".into(), Dynamic::from_int(lost.len() as INT));
+    out.insert(
+        "lost_keys".into(),
+        lost.into_iter()
+            .map(|k| Dynamic::from(format!("w{k}")))
+            .collect::<rhai::Array>()
+            .into(),
+    );
+    out.insert(
+        "first_error".into(),
+        first_error.map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    Ok(out)
+}
+
+/// Reads back every key with an acknowledged write; returns how many were
+/// checked, how many could not be read at all before [`RECHECK_FOR`]
+/// passed (unverified, not lost), and the keys whose acknowledged write a
+/// successful read did not find.
+fn check(
+    backend: &Arc<dyn Backend>,
+    p: &Params,
+    writes: &BTreeMap<u64, Vec<Write>>,
+) -> ApiResult<(u64, u64, Vec<u64>)> {
+    let mut checked = 0;
+    let mut unverified = 0;
+    let mut lost = Vec::new();
+    for (k, ws) in writes {
+        let Some(last) = ws.iter().rposition(|w| w.acked) else {
+            continue;
+        };
+        checked += 1;
+        let candidates: Vec<&[u8]> = ws[last..].iter().map(|w| w.value.as_slice()).collect();
+        let deadline = Instant::now() + RECHECK_FOR;
+        let mut answered = false;
+        for attempt in 0.. {
+            // ALL first (every copy merged); QUORUM every other try, so that
+            // one replica whose frames are being dropped cannot keep every
+            // read from answering.
+            let r = if attempt % 2 == 0 {
+                Consistency::All
+            } else {
+                Consistency::Quorum
+            };
+            let op = Op::Get {
+                bucket: ByteBuf::from(p.bucket.as_bytes().to_vec()),
+                key: key_name(*k),
+                options: ReadOptions {
+                    r: Some(r),
+                    timeout_ms: Some(2000),
+                    ..ReadOptions::default()
+                },
+            };
+            let seen: Option<Vec<Vec<u8>>> = match backend.execute(None, op).map_err(fail)? {
+                Ok(Reply::Object {
+                    value, siblings, ..
+                }) => Some(
+                    value
+                        .into_iter()
+                        .map(|v| v.into_vec())
+                        .chain(
+                            siblings
+                                .into_iter()
+                                .filter_map(|s| s.value.map(|v| v.into_vec())),
+                        )
+                        .collect(),
+                ),
+                _ => None,
+            };
+            if let Some(seen) = &seen {
+                answered = true;
+                if seen.iter().any(|v| candidates.contains(&v.as_slice())) {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                if answered {
+                    let show =
+                        |v: &[u8]| String::from_utf8_lossy(v).trim_end_matches('x').to_string();
+                    tracing::warn!(
+                        key = k,
+                        history = ?ws.iter().map(|w| (show(&w.value), w.acked)).collect::<Vec<_>>(),
+                        read = ?seen.unwrap_or_default().iter().map(|v| show(v)).collect::<Vec<_>>(),
+                        "an acknowledged write was not read back"
+                    );
+                    lost.push(*k);
+                } else {
+                    unverified += 1;
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok((checked - unverified, unverified, lost))
+}

@@ -1,0 +1,108 @@
+//! Every script in `scripts/` runs and succeeds; script mode reports
+//! errors with their position and exit status 1; `-e`, `ARGS` and scripts
+//! on stdin work.
+
+mod support;
+
+use std::time::Duration;
+
+use support::shell;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+#[test]
+fn every_script_in_scripts_succeeds() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts");
+    let mut scripts: Vec<_> = std::fs::read_dir(dir)
+        .expect("scripts/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 5, "{scripts:?}");
+    for script in scripts {
+        let name = script.display().to_string();
+        let run = shell(&[&name], None, LIMIT);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{name} failed:\n--- stdout\n{}\n--- stderr\n{}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(
+            run.stdout.contains("ok: "),
+            "{name} checked nothing:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn a_failing_script_exits_1_with_the_line_and_a_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.rhai");
+    std::fs::write(
+        &path,
+        "let x = 1;\nlet y = x + missing_var;\nprint(\"unreached\");\n",
+    )
+    .unwrap();
+    let run = shell(&[path.to_str().unwrap()], None, LIMIT);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("missing_var"), "{}", run.stderr);
+    assert!(run.stderr.contains("bad.rhai:2:13"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("2 | let y = x + missing_var;"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("  |             ^"), "{}", run.stderr);
+    assert!(!run.stdout.contains("unreached"));
+
+    let run = shell(&["-e", "check(1 == 2, \"one is two\")"], None, LIMIT);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("check failed: one is two"),
+        "{}",
+        run.stderr
+    );
+    let run = shell(&["-e", "let x = ;"], None, LIMIT);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("-e:1:"), "{}", run.stderr);
+}
+
+#[test]
+fn eval_args_and_stdin() {
+    let run = shell(&["-e", "40 + 2"], None, LIMIT);
+    assert_eq!(run.code, Some(0));
+    assert_eq!(run.stdout.trim(), "42");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("args.rhai");
+    std::fs::write(
+        &path,
+        "#!/usr/bin/env ringkv-shell\nprint(ARGS.len() + \":\" + ARGS[1]);\n",
+    )
+    .unwrap();
+    let run = shell(&[path.to_str().unwrap(), "a", "--b"], None, LIMIT);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), "2:--b");
+
+    // Not a terminal: stdin is one whole script, functions and all.
+    let script = "fn double(x) {\n  x * 2\n}\nlet c = cluster(3);\nput(\"k\", double(21));\nprint(\"got \" + get(\"k\").value);\n";
+    let run = shell(&[], Some(script), LIMIT);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("got 42"), "{}", run.stdout);
+    let run = shell(&[], Some("print(\"before\");\nkill(9);\n"), LIMIT);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stdout.contains("before"));
+    assert!(run.stderr.contains("no cluster"), "{}", run.stderr);
+    assert!(run.stderr.contains("stdin:2:1"), "{}", run.stderr);
+
+    let run = shell(&["-e", "help(\"partition\")"], None, LIMIT);
+    assert!(
+        run.stdout.contains("partition([nodes], [nodes])"),
+        "{}",
+        run.stdout
+    );
+}
