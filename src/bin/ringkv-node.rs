@@ -13,7 +13,8 @@
 //! honoured, `info` by default). SIGTERM or SIGINT stops it gracefully:
 //! the client port stops accepting and lets requests in flight finish,
 //! then the node shuts down (flushing its engine), and the process exits
-//! 0. A second signal during that ends the process at once (status 1).
+//! 0, or 1 if the final flush failed (the WAL still holds what it did not
+//! write). A second signal during that ends the process at once (status 1).
 //!
 //! Exit status 2: the node refused to start (a bad flag or file, a data
 //! directory that belongs to another node or that another process holds,
@@ -186,7 +187,12 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
     });
     port.shutdown().await;
     tracing::info!(node = id.0, "client port closed; stopping the node");
-    node.shutdown().await;
+    if let Err(e) = node.shutdown_checked().await {
+        return Err(Failure::Run(format!(
+            "node {} stopped, but its final flush failed: {e}",
+            id.0
+        )));
+    }
     tracing::info!(node = id.0, "stopped");
     Ok(())
 }

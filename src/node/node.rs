@@ -412,6 +412,15 @@ impl Node {
     /// down (waiting for its tasks), then stops the arbiter and every actor
     /// on it.
     pub async fn shutdown(self) {
+        if let Err(e) = self.shutdown_checked().await {
+            tracing::error!(error = %e, "the node stopped, but its final flush failed");
+        }
+    }
+
+    /// [`Node::shutdown`], returning the final flush's error, if any: the
+    /// node stops either way (its WAL still holds what the flush did not
+    /// write). `ringkv-node` exits non-zero on it.
+    pub async fn shutdown_checked(self) -> Result<()> {
         if self.coordinator.send(StopAccepting).await.is_ok() {
             let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
             while let Ok(n) = self.coordinator.send(InFlight).await {
@@ -421,13 +430,13 @@ impl Node {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        match self.replica.send(FlushStore).await {
-            Ok(Err(e)) => tracing::error!(node = %self.id, error = %e, "flush at shutdown failed"),
-            Err(_) => tracing::warn!(node = %self.id, "replica gone before the flush"),
-            Ok(Ok(())) => {}
-        }
+        let flushed = match self.replica.send(FlushStore).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Shutdown),
+        };
         self.transport.shutdown().await;
         self.arbiter.stop();
+        flushed
     }
 
     /// Crashes the node: its transport stops at once (peers see refused or
