@@ -292,14 +292,27 @@ impl ReplicaStore {
                 }
                 other => failed(other),
             })?;
+        self.store_counting(&k, &object, new_hint)?;
+        Ok(object)
+    }
+
+    /// Stores `object` under `k`; when it is a new hint, within the hint
+    /// store's bound (a slot is taken first, and given back if the write
+    /// fails).
+    fn store_counting(
+        &self,
+        k: &[u8],
+        object: &Object,
+        new_hint: bool,
+    ) -> std::result::Result<(), ReplicaError> {
         if new_hint {
             self.reserve_hint()?;
         }
-        let stored = self.store(&k, &object).map_err(failed);
+        let stored = self.store(k, object).map_err(failed);
         if new_hint && stored.is_err() {
             self.hints.fetch_sub(1, Ordering::AcqRel);
         }
-        stored.map(|()| object)
+        stored
     }
 
     /// Takes a slot in the hint store for a new hint, or refuses when it
@@ -355,9 +368,6 @@ impl ReplicaStore {
         let _guard = self.lock(&k);
         let stored = self.load(&k).map_err(failed)?;
         let is_new = stored.is_none();
-        if is_new {
-            self.reserve_hint()?;
-        }
         let merged = match stored {
             Some(mut object) => {
                 policy.merge(&mut object, incoming);
@@ -365,11 +375,7 @@ impl ReplicaStore {
             }
             None => incoming.clone(),
         };
-        let stored = self.store(&k, &merged).map_err(failed);
-        if is_new && stored.is_err() {
-            self.hints.fetch_sub(1, Ordering::AcqRel);
-        }
-        stored
+        self.store_counting(&k, &merged, is_new)
     }
 
     /// The owners this replica holds hints for, in id order. One short
