@@ -24,8 +24,6 @@
 //! is refused with `QueueFull` (retryable), and after [`StopAccepting`]
 //! every new one is refused with `Shutdown`.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -43,7 +41,6 @@ use super::NodeEvent;
 use crate::codec;
 use crate::config::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
-use crate::membership::MemberEvent;
 use crate::message::{Envelope, Message as WireMessage, NodeId};
 use crate::protocol::Reply;
 use crate::replication::buckets::{BucketEntry, BucketTable};
@@ -51,7 +48,6 @@ use crate::replication::client_ops::{to_reply, ReplyKind};
 use crate::replication::coordinator::{ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
 use crate::replication::handoff::HintedHandoff;
 use crate::replication::{Outbox, Target};
-use crate::ring::Ring;
 use crate::version::{Hlc, Resolvers};
 
 /// How often request deadlines are checked: a request times out at most
@@ -134,8 +130,6 @@ pub struct CoordinatorActor {
     transport: Addr<TransportActor>,
     replica: Addr<ReplicaActor>,
     events: Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>,
-    ring: Arc<Ring>,
-    down: BTreeSet<NodeId>,
     config: ReplicaConfig,
     gossip_interval: Duration,
     rng: StdRng,
@@ -202,8 +196,6 @@ impl CoordinatorActor {
             transport,
             replica,
             events: Some(parts.events),
-            ring: Arc::new(Ring::empty()),
-            down: BTreeSet::new(),
             config: parts.config,
             gossip_interval: parts.gossip_interval,
             rng: StdRng::seed_from_u64(parts.rng_seed),
@@ -271,21 +263,9 @@ impl CoordinatorActor {
 
     fn on_event(&mut self, event: NodeEvent) {
         match event {
-            NodeEvent::Ring(ring) => {
-                self.ring = Arc::clone(&ring);
-                self.machine.set_ring(ring);
-            }
+            NodeEvent::Ring(ring) => self.machine.set_ring(ring),
             NodeEvent::Member(event) => {
-                let changed = match event {
-                    MemberEvent::Up { node, .. } => self.down.remove(&node),
-                    MemberEvent::Suspect { node, .. }
-                    | MemberEvent::Down { node, .. }
-                    | MemberEvent::Left { node } => node != self.node && self.down.insert(node),
-                    _ => false,
-                };
-                if changed {
-                    self.machine.set_down(self.down.clone());
-                }
+                self.machine.on_member_event(&event);
             }
         }
     }
@@ -293,15 +273,16 @@ impl CoordinatorActor {
     /// One round of hinted handoff: find owners, read their hints, offer.
     fn handoff_round(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let down = self.down.clone();
-        let me = self.node;
-        self.handoff.tick(now, |n| n != me && !down.contains(&n));
+        let machine = &self.machine;
+        self.handoff.tick(now, |n| machine.is_up_peer(n));
         if self.handoff_running {
             return;
         }
         self.handoff_running = true;
         let replica = self.replica.clone();
         let batch = self.config.handoff_batch;
+        // Owners believed down now are not read for.
+        let (me, down) = (self.node, self.machine.down().clone());
         let ready = async move {
             let owners = match replica.send(HintOwners).await {
                 Ok(Ok(owners)) => owners,
@@ -334,7 +315,7 @@ impl CoordinatorActor {
             act.handoff_running = false;
             let mut out = Outbox::new();
             for (owner, hints) in found {
-                if act.down.contains(&owner) {
+                if !act.machine.is_up_peer(owner) {
                     continue;
                 }
                 let machine = &act.machine;
@@ -351,10 +332,11 @@ impl CoordinatorActor {
     }
 
     fn peers(&self) -> Vec<NodeId> {
-        self.ring
+        self.machine
+            .ring()
             .members()
             .into_iter()
-            .filter(|n| *n != self.node && !self.down.contains(n))
+            .filter(|&n| self.machine.is_up_peer(n))
             .collect()
     }
 
@@ -554,7 +536,7 @@ impl Handler<RingEpoch> for CoordinatorActor {
     type Result = u64;
 
     fn handle(&mut self, _: RingEpoch, _: &mut Context<Self>) -> u64 {
-        self.ring.epoch()
+        self.machine.ring().epoch()
     }
 }
 

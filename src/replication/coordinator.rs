@@ -155,6 +155,36 @@ impl<C> Coordinator<C> {
         self.down = down;
     }
 
+    /// Takes in a membership event: SUSPECT, DOWN and LEFT nodes are routed
+    /// around (this node never is), an UP node is sent to again. Returns
+    /// whether the view changed.
+    pub fn on_member_event(&mut self, event: &crate::membership::MemberEvent) -> bool {
+        use crate::membership::MemberEvent;
+        match *event {
+            MemberEvent::Up { node, .. } => self.down.remove(&node),
+            MemberEvent::Suspect { node, .. }
+            | MemberEvent::Down { node, .. }
+            | MemberEvent::Left { node } => node != self.node && self.down.insert(node),
+            MemberEvent::Refuted { .. } | MemberEvent::LocalPause { .. } => false,
+        }
+    }
+
+    /// The ring requests are routed by.
+    pub fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// The nodes routed around now.
+    pub fn down(&self) -> &BTreeSet<NodeId> {
+        &self.down
+    }
+
+    /// Whether `node` is another node believed up: one that requests and
+    /// hints may be sent to.
+    pub fn is_up_peer(&self, node: NodeId) -> bool {
+        node != self.node && !self.down.contains(&node)
+    }
+
     /// Sets a bucket's properties (validated).
     pub fn set_bucket(&mut self, bucket: Vec<u8>, props: BucketProps) -> Result<()> {
         props.validate()?;
@@ -554,6 +584,37 @@ mod tests {
             assert!(c.start(Instant::now(), 1, (), put, &mut out).is_none());
             assert_eq!(out[0].0, list[0]);
         }
+    }
+
+    #[test]
+    fn member_events_decide_who_is_routed_around() {
+        use crate::membership::MemberEvent;
+        let mut c: Coordinator<()> = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        let suspect = |n| MemberEvent::Suspect {
+            node: NodeId(n),
+            incarnation: 0,
+        };
+        assert!(c.on_member_event(&suspect(2)));
+        assert!(!c.on_member_event(&MemberEvent::Down {
+            node: NodeId(2),
+            incarnation: 0
+        }));
+        assert!(
+            !c.on_member_event(&suspect(1)),
+            "never routes around itself"
+        );
+        assert!(!c.is_up_peer(NodeId(2)) && !c.is_up_peer(NodeId(1)));
+        assert!(c.is_up_peer(NodeId(3)));
+        assert!(c.on_member_event(&MemberEvent::Up {
+            node: NodeId(2),
+            addr: "n2".into(),
+            incarnation: 1
+        }));
+        assert!(c.is_up_peer(NodeId(2)) && c.down().is_empty());
     }
 
     #[test]
