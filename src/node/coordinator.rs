@@ -1,20 +1,22 @@
 //! The Coordinator actor: every client request this node coordinates, the
 //! hints it hands off, and the bucket table.
 //!
-//! It owns three machines and only carries their messages:
+//! It owns two machines and only carries their messages:
 //!
-//! - the [`Coordinator`] (one put or get machine per client request): fed
-//!   client operations, replica replies and a tick every [`TICK`]; its
-//!   outbox goes to the local Replica actor (requests to this node) or to
-//!   the transport (requests to other nodes);
+//! - the [`Coordinator`] (one put or get machine per client request, the
+//!   routing view and the [`BucketTable`]): fed client operations, replica
+//!   replies and a tick every [`TICK`]; its outbox goes to the local Replica
+//!   actor (requests to this node) or to the transport (requests to other
+//!   nodes);
 //! - [`HintedHandoff`]: every `handoff_interval` it asks the Replica actor
 //!   which owners it holds hints for, reads a batch for each owner that is
 //!   up, and offers it to the machine; replies with request ids at or above
 //!   [`COORDINATOR_REQ_LIMIT`] are the handoff's, and each delivered hint is
 //!   removed from the store;
-//! - the [`BucketTable`]: set by clients through any node, persisted in the
-//!   store before the setting is acknowledged, pushed to every node at once
-//!   and gossiped to a random node every gossip interval.
+//!
+//! The bucket table is set by clients through any node, persisted in the
+//! store before the setting is acknowledged, pushed to every node at once
+//! and gossiped to a random node every gossip interval.
 //!
 //! It follows the ring manager's ring snapshots and the failure detector's
 //! events: SUSPECT, DOWN and LEFT nodes are routed around (with hints,
@@ -43,7 +45,7 @@ use crate::config::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
 use crate::message::{Envelope, Message as WireMessage, NodeId};
 use crate::protocol::Reply;
-use crate::replication::buckets::{BucketEntry, BucketTable};
+use crate::replication::buckets::BucketTable;
 use crate::replication::client_ops::{to_reply, ReplyKind};
 use crate::replication::coordinator::{ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
 use crate::replication::handoff::HintedHandoff;
@@ -124,8 +126,6 @@ pub struct CoordinatorActor {
     node: NodeId,
     machine: Coordinator<Waiter>,
     handoff: HintedHandoff,
-    buckets: BucketTable,
-    bucket_clock: Hlc,
     resolvers: Resolvers,
     transport: Addr<TransportActor>,
     replica: Addr<ReplicaActor>,
@@ -177,11 +177,7 @@ impl CoordinatorActor {
             parts.bucket_defaults.clone(),
             Hlc::new(parts.max_clock_skew),
         );
-        for entry in parts.buckets.entries() {
-            if let Err(e) = machine.set_bucket(entry.bucket.clone(), entry.props.clone()) {
-                warn!(error = %e, "stored bucket properties do not validate; ignored");
-            }
-        }
+        machine.merge_buckets(parts.buckets.entries());
         CoordinatorActor {
             node: parts.node,
             machine,
@@ -190,8 +186,6 @@ impl CoordinatorActor {
                 parts.config.handoff_in_flight,
                 parts.config.handoff_retry,
             ),
-            buckets: parts.buckets,
-            bucket_clock: Hlc::new(parts.max_clock_skew),
             resolvers: parts.resolvers,
             transport,
             replica,
@@ -342,14 +336,14 @@ impl CoordinatorActor {
 
     fn send_buckets(&self, to: NodeId) {
         let msg = WireMessage::Buckets {
-            buckets: self.buckets.entries(),
+            buckets: self.machine.buckets().entries(),
         };
         self.transport
             .do_send(Outgoing(Envelope::new(self.node, to, msg)));
     }
 
     fn persist_buckets(&self) -> ResponseFuture<Result<()>> {
-        let encoded = codec::encode(&self.buckets.entries());
+        let encoded = codec::encode(&self.machine.buckets().entries());
         let replica = self.replica.clone();
         Box::pin(async move {
             let value = encoded?;
@@ -361,17 +355,6 @@ impl CoordinatorActor {
                 .await
                 .map_err(|_| Error::Shutdown)?
         })
-    }
-
-    fn apply_buckets(&mut self, changed: &[BucketEntry]) {
-        for entry in changed {
-            if let Err(e) = self
-                .machine
-                .set_bucket(entry.bucket.clone(), entry.props.clone())
-            {
-                warn!(error = %e, "bucket properties refused");
-            }
-        }
     }
 }
 
@@ -399,7 +382,7 @@ impl Actor for CoordinatorActor {
             act.handoff_round(ctx)
         });
         ctx.run_interval(self.gossip_interval, |act, _| {
-            if act.buckets.is_empty() {
+            if act.machine.buckets().is_empty() {
                 return;
             }
             let peers = act.peers();
@@ -464,9 +447,7 @@ impl Handler<Incoming> for CoordinatorActor {
         match envelope.msg {
             WireMessage::Replicated { reply } => self.on_answer(envelope.from, reply, ctx),
             WireMessage::Buckets { buckets } => {
-                let changed = self.buckets.merge(buckets);
-                if !changed.is_empty() {
-                    self.apply_buckets(&changed);
+                if !self.machine.merge_buckets(buckets).is_empty() {
                     let save = self.persist_buckets();
                     ctx.spawn(
                         async move {
@@ -495,15 +476,10 @@ impl Handler<SetBucket> for CoordinatorActor {
     type Result = ResponseActFuture<Self, Result<BucketProps>>;
 
     fn handle(&mut self, msg: SetBucket, _: &mut Context<Self>) -> Self::Result {
-        let stamp = self.bucket_clock.now(wall_ms());
-        let set = self
-            .buckets
-            .set(msg.bucket.clone(), msg.props.clone(), stamp, self.node);
-        let entry = match set {
+        let entry = match self.machine.set_bucket(msg.bucket, msg.props, wall_ms()) {
             Ok(entry) => entry,
             Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
         };
-        self.apply_buckets(std::slice::from_ref(&entry));
         let save = self.persist_buckets();
         Box::pin(save.into_actor(self).map(move |saved, act, _| {
             saved?;

@@ -12,6 +12,8 @@
 //! simulator drives the same struct.
 
 use std::collections::{BTreeSet, HashMap};
+
+use super::buckets::{BucketEntry, BucketTable};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,7 +115,7 @@ pub struct Coordinator<C> {
     node: NodeId,
     ring: Arc<Ring>,
     down: BTreeSet<NodeId>,
-    buckets: HashMap<Vec<u8>, BucketProps>,
+    buckets: BucketTable,
     default_props: BucketProps,
     hlc: Hlc,
     next_req: u64,
@@ -137,7 +139,7 @@ impl<C> Coordinator<C> {
             node,
             ring: Arc::new(Ring::empty()),
             down: BTreeSet::new(),
-            buckets: HashMap::new(),
+            buckets: BucketTable::new(),
             default_props,
             hlc,
             next_req: 1,
@@ -185,11 +187,27 @@ impl<C> Coordinator<C> {
         node != self.node && !self.down.contains(&node)
     }
 
-    /// Sets a bucket's properties (validated).
-    pub fn set_bucket(&mut self, bucket: Vec<u8>, props: BucketProps) -> Result<()> {
-        props.validate()?;
-        self.buckets.insert(bucket, props);
-        Ok(())
+    /// Sets a bucket's properties (validated), stamped with this node's
+    /// clock at wall time `wall_ms`; the entry to spread to other nodes.
+    pub fn set_bucket(
+        &mut self,
+        bucket: Vec<u8>,
+        props: BucketProps,
+        wall_ms: u64,
+    ) -> Result<BucketEntry> {
+        let stamp = self.hlc.now(wall_ms);
+        self.buckets.set(bucket, props, stamp, self.node)
+    }
+
+    /// Merges bucket entries from a peer or from the store; returns those
+    /// that changed the table.
+    pub fn merge_buckets(&mut self, entries: Vec<BucketEntry>) -> Vec<BucketEntry> {
+        self.buckets.merge(entries)
+    }
+
+    /// Every bucket set explicitly.
+    pub fn buckets(&self) -> &BucketTable {
+        &self.buckets
     }
 
     /// A bucket's properties.
