@@ -24,36 +24,11 @@ use ringkv::{
 use support::*;
 
 async fn spawn(network: &MemoryNetwork, id: u64) -> Node {
-    let seeds = if id == 1 {
-        vec![]
-    } else {
-        vec![(NodeId(1), "n1".to_string())]
-    };
-    let mut config = NodeConfig::new(NodeId(id), format!("n{id}"), seeds);
-    config.membership = fast();
-    config.ring = small_ring();
-    let net = network.clone();
-    Node::spawn(config, move || async move {
-        let (endpoint, inbox) = net.endpoint(NodeId(id))?;
-        Ok(TransportParts::new(Arc::new(endpoint), inbox))
-    })
-    .await
-    .unwrap()
+    spawn_memory(network, memory_config(id)).await.unwrap()
 }
 
 async fn cluster(n: u64) -> (MemoryNetwork, Vec<Node>) {
-    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=n {
-        nodes.push(spawn(&network, id).await);
-    }
-    let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
-    let formed = wait_until(Duration::from_secs(20), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
-    })
-    .await;
-    assert!(formed.is_some(), "the cluster did not form");
-    (network, nodes)
+    memory_cluster(n, |_| {}).await
 }
 
 async fn stop(nodes: Vec<Node>) {

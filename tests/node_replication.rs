@@ -16,15 +16,14 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv::crdt::CrdtKind;
-use ringkv::node::{Node, NodeConfig, TransportParts};
+use ringkv::node::{Node, NodeConfig};
 use ringkv::protocol::{BucketInfo, Op, ReadOptions, Reply, WriteOptions};
 use ringkv::replication::get::Repair;
 use ringkv::replication::Consistency;
-use ringkv::{ConflictPolicy, Error, MemberStatus, MemoryNetConfig, MemoryNetwork, NodeId};
+use ringkv::{ConflictPolicy, Error, MemberStatus, MemoryNetwork, NodeId};
 use serde_bytes::ByteBuf;
 use support::*;
 
@@ -32,43 +31,20 @@ fn b(s: &str) -> ByteBuf {
     ByteBuf::from(s.as_bytes().to_vec())
 }
 
-fn config(id: u64) -> NodeConfig {
-    let seeds = if id == 1 {
-        vec![]
-    } else {
-        vec![(NodeId(1), "n1".to_string())]
-    };
-    let mut config = NodeConfig::new(NodeId(id), format!("n{id}"), seeds);
-    config.membership = fast();
-    config.ring = small_ring();
+/// Hinted handoff rounds and retries scaled down with the membership.
+fn tune(config: &mut NodeConfig) {
     config.replica.handoff_interval = Duration::from_millis(100);
     config.replica.handoff_retry = Duration::from_millis(500);
-    config
 }
 
 async fn spawn(network: &MemoryNetwork, id: u64) -> Node {
-    let net = network.clone();
-    Node::spawn(config(id), move || async move {
-        let (endpoint, inbox) = net.endpoint(NodeId(id))?;
-        Ok(TransportParts::new(Arc::new(endpoint), inbox))
-    })
-    .await
-    .unwrap()
+    let mut config = memory_config(id);
+    tune(&mut config);
+    spawn_memory(network, config).await.unwrap()
 }
 
 async fn cluster(n: u64) -> (MemoryNetwork, Vec<Node>) {
-    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=n {
-        nodes.push(spawn(&network, id).await);
-    }
-    let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
-    let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
-    })
-    .await;
-    assert!(formed.is_some(), "the cluster did not form");
-    (network, nodes)
+    memory_cluster(n, tune).await
 }
 
 fn put(bucket: &str, key: &str, value: &str, w: Option<Consistency>) -> Op {

@@ -114,3 +114,58 @@ pub fn drain(rx: &mut UnboundedReceiver<NodeEvent>) -> Vec<MemberEvent> {
     }
     events
 }
+
+/// Node `id` of an in-process cluster under [`fast`] and [`small_ring`]:
+/// node 1 founds it, the others join through it.
+pub fn memory_config(id: u64) -> ringkv::node::NodeConfig {
+    let seeds = if id == 1 {
+        vec![]
+    } else {
+        vec![(NodeId(1), "n1".to_string())]
+    };
+    let mut config = ringkv::node::NodeConfig::new(NodeId(id), format!("n{id}"), seeds);
+    config.membership = fast();
+    config.ring = small_ring();
+    config
+}
+
+/// Starts a node with `config` on `network`.
+pub async fn spawn_memory(
+    network: &ringkv::MemoryNetwork,
+    config: ringkv::node::NodeConfig,
+) -> ringkv::Result<Node> {
+    let net = network.clone();
+    let id = config.id;
+    Node::spawn(config, move || async move {
+        let (endpoint, inbox) = net.endpoint(id)?;
+        Ok(ringkv::node::TransportParts::new(
+            std::sync::Arc::new(endpoint),
+            inbox,
+        ))
+    })
+    .await
+}
+
+/// Starts nodes 1 to `n` on a new in-process network, each with
+/// [`memory_config`] as `configure` changes it, and waits (bounded) until
+/// every node sees every other ALIVE and all hold the same ring.
+pub async fn memory_cluster(
+    n: u64,
+    configure: impl Fn(&mut ringkv::node::NodeConfig),
+) -> (ringkv::MemoryNetwork, Vec<Node>) {
+    let network =
+        ringkv::MemoryNetwork::new(ringkv::MemoryNetConfig::default()).expect("network config");
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let mut config = memory_config(id);
+        configure(&mut config);
+        nodes.push(spawn_memory(&network, config).await.expect("node starts"));
+    }
+    let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
+    let formed = wait_until(Duration::from_secs(30), || async {
+        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
+    })
+    .await;
+    assert!(formed.is_some(), "the cluster did not form");
+    (network, nodes)
+}
