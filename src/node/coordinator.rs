@@ -44,13 +44,12 @@ use crate::codec;
 use crate::config::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
 use crate::message::{Envelope, Message as WireMessage, NodeId};
-use crate::protocol::Reply;
 use crate::replication::buckets::BucketTable;
-use crate::replication::client_ops::{to_reply, ReplyKind};
-use crate::replication::coordinator::{ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
+
+use crate::replication::coordinator::{Answer, ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
 use crate::replication::handoff::HintedHandoff;
 use crate::replication::{Outbox, Target};
-use crate::version::{Hlc, Resolvers};
+use crate::version::Hlc;
 
 /// How often request deadlines are checked: a request times out at most
 /// this late.
@@ -63,16 +62,17 @@ pub const BUCKETS_META: &str = "buckets";
 /// `send`, which waits for room: a full mailbox slows clients down.
 pub const MAILBOX: usize = 4096;
 
-/// A client's data operation. Answered through `reply`.
+/// A client's data operation. Answered through `reply`, with the bucket's
+/// properties to read the answer under: the caller turns it into a reply
+/// (resolving siblings, perhaps by a script) on its own task, off the
+/// node's event loop.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Execute {
     /// The operation.
     pub op: ClientOp,
-    /// The reply it expects.
-    pub kind: ReplyKind,
     /// Where the answer goes.
-    pub reply: oneshot::Sender<Result<Reply>>,
+    pub reply: oneshot::Sender<Result<(Answer, BucketProps)>>,
 }
 
 /// Sets a bucket's properties cluster-wide.
@@ -116,8 +116,7 @@ pub struct InFlight;
 pub struct StopAccepting;
 
 struct Waiter {
-    reply: oneshot::Sender<Result<Reply>>,
-    kind: ReplyKind,
+    reply: oneshot::Sender<Result<(Answer, BucketProps)>>,
     bucket: Vec<u8>,
 }
 
@@ -126,7 +125,6 @@ pub struct CoordinatorActor {
     node: NodeId,
     machine: Coordinator<Waiter>,
     handoff: HintedHandoff,
-    resolvers: Resolvers,
     transport: Addr<TransportActor>,
     replica: Addr<ReplicaActor>,
     events: Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>,
@@ -145,8 +143,6 @@ pub struct CoordinatorParts {
     pub bucket_defaults: BucketProps,
     /// The bucket table restored from the store.
     pub buckets: BucketTable,
-    /// Script resolvers for `Script` policies.
-    pub resolvers: Resolvers,
     /// Handoff and limits.
     pub config: ReplicaConfig,
     /// The membership gossip interval (bucket gossip uses it too).
@@ -186,7 +182,6 @@ impl CoordinatorActor {
                 parts.config.handoff_in_flight,
                 parts.config.handoff_retry,
             ),
-            resolvers: parts.resolvers,
             transport,
             replica,
             events: Some(parts.events),
@@ -212,12 +207,11 @@ impl CoordinatorActor {
         }
     }
 
-    fn finish(&mut self, done: Vec<(Waiter, Result<crate::replication::coordinator::Answer>)>) {
+    fn finish(&mut self, done: Vec<(Waiter, Result<Answer>)>) {
         for (waiter, answer) in done {
-            let props = self.machine.bucket(&waiter.bucket).clone();
-            let reply = answer.and_then(|a| to_reply(waiter.kind, a, &props, &self.resolvers));
+            let answered = answer.map(|a| (a, self.machine.bucket(&waiter.bucket).clone()));
             // The client may have given up; nothing to do then.
-            let _ = waiter.reply.send(reply);
+            let _ = waiter.reply.send(answered);
         }
     }
 
@@ -426,7 +420,6 @@ impl Handler<Execute> for CoordinatorActor {
         };
         let waiter = Waiter {
             reply: msg.reply,
-            kind: msg.kind,
             bucket,
         };
         let mut out = Outbox::new();

@@ -310,7 +310,6 @@ impl Node {
                 node: config.id,
                 bucket_defaults: config.bucket_defaults.clone(),
                 buckets,
-                resolvers: config.resolvers.clone(),
                 config: config.replica.clone(),
                 gossip_interval: config.membership.gossip_interval,
                 events: events_rx,
@@ -608,14 +607,11 @@ impl Node {
                 };
                 let (tx, rx) = oneshot::channel();
                 self.coordinator
-                    .send(Execute {
-                        op,
-                        kind,
-                        reply: tx,
-                    })
+                    .send(Execute { op, reply: tx })
                     .await
                     .map_err(gone)?;
-                rx.await.map_err(|_| Error::Shutdown)?
+                let (answer, props) = rx.await.map_err(|_| Error::Shutdown)??;
+                to_reply(kind, answer, &props, &self.resolvers)
             }
         }
     }
