@@ -27,6 +27,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crdt;
+pub mod embedded;
 pub mod error;
 pub mod membership;
 pub mod message;

@@ -19,12 +19,11 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub use ringkv::embedded::{cluster, runtime};
 pub mod backend;
-pub mod cluster;
 pub mod help;
 pub mod policy;
 pub mod repl;
-pub mod runtime;
 pub mod table;
 pub mod workload;
 

@@ -1,7 +1,7 @@
-//! The one actix `System` the shell's nodes, client ports and clients live
-//! on, on a thread of its own.
+//! The one actix `System` an embedded cluster's nodes, client ports and
+//! clients live on, on a thread of its own.
 //!
-//! rhai calls are synchronous; ringkv is async. [`Runtime::run`] sends a
+//! rhai and C calls are synchronous; ringkv is async. [`Runtime::run`] sends a
 //! closure to the runtime thread, which starts the future it makes there
 //! (so the future need not be `Send`: `Node::spawn`'s is not), and blocks
 //! the calling thread until the future's output comes back. Each node still
@@ -30,7 +30,7 @@ impl Runtime {
     pub fn new() -> Result<Runtime, String> {
         let (jobs, mut inbox) = mpsc::unbounded_channel::<Job>();
         let thread = std::thread::Builder::new()
-            .name("ringkv-shell-runtime".into())
+            .name("ringkv-embedded-runtime".into())
             .spawn(move || {
                 let system = actix::System::new();
                 system.block_on(async move {
@@ -62,9 +62,9 @@ impl Runtime {
         });
         self.jobs
             .send(job)
-            .map_err(|_| "the shell's runtime has stopped".to_string())?;
+            .map_err(|_| "the embedded runtime has stopped".to_string())?;
         rx.recv()
-            .map_err(|_| "the shell's runtime dropped a request".to_string())
+            .map_err(|_| "the embedded runtime dropped a request".to_string())
     }
 
     /// Starts the future that `make` builds on the runtime thread without
@@ -79,7 +79,7 @@ impl Runtime {
         });
         self.jobs
             .send(job)
-            .map_err(|_| "the shell's runtime has stopped".to_string())
+            .map_err(|_| "the embedded runtime has stopped".to_string())
     }
 }
 

@@ -1,9 +1,9 @@
-//! An embedded cluster: real ringkv nodes started in the shell's process,
-//! over the in-process network or TCP on 127.0.0.1, and the faults the
-//! shell injects into them.
+//! An embedded cluster: real ringkv nodes started in this process, over
+//! the in-process network or TCP on 127.0.0.1, and the faults the caller
+//! (the shell's scripts, a C program) injects into them.
 //!
-//! Each node is a `ringkv::node::Node` on its own actix arbiter, spawned on
-//! the shell's [`Runtime`]. The memory transport is a `MemoryNetwork`, with
+//! Each node is a [`Node`] on its own actix arbiter, spawned on
+//! the caller's [`Runtime`]. The memory transport is a `MemoryNetwork`, with
 //! two-way and one-way partitions, drop rate and delay; the TCP transport
 //! is a `TcpTransport` per node, whose `set_blocked` drops frames to and
 //! from the other side of a partition (so only two-way partitions). TCP
@@ -15,25 +15,25 @@
 //! releases it when its last handle drops, which may be just after the
 //! crash returns, so a restart retries the open for a bounded time.
 //!
-//! Not here: what the ops mean (the nodes decide), rhai (see `api`).
+//! Not here: what the ops mean (the nodes decide), rhai or C types.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ringkv::config::{MembershipConfig, StorageConfig};
-use ringkv::node::client_port::{ClientPort, ClientPortConfig};
-use ringkv::node::{Node, NodeConfig, TransportParts};
-use ringkv::protocol::{Op, Reply, StatusView};
-use ringkv::replication::Consistency;
-use ringkv::version::Resolvers;
-use ringkv::{
+use crate::config::{MembershipConfig, StorageConfig};
+use crate::node::client_port::{ClientPort, ClientPortConfig};
+use crate::node::{Node, NodeConfig, TransportParts};
+use crate::protocol::{Op, Reply, StatusView};
+use crate::replication::Consistency;
+use crate::version::Resolvers;
+use crate::{
     BTreeConfig, ClusterSecret, Faults, LsmConfig, MemberStatus, MemoryNetConfig, MemoryNetwork,
     NodeId, RingConfig, TcpConfig, TcpTransport,
 };
 
-use crate::runtime::Runtime;
+use super::runtime::Runtime;
 
 /// How long a cluster may take to form, or a restarted node to open its
 /// data directory.
@@ -651,7 +651,7 @@ impl Cluster {
     }
 
     /// Executes `op` through `node` and waits for the reply.
-    pub fn execute_on(&self, node: Node, op: Op) -> Result<ringkv::Result<Reply>, String> {
+    pub fn execute_on(&self, node: Node, op: Op) -> Result<crate::Result<Reply>, String> {
         self.rt.run(move || async move { node.execute(op).await })
     }
 
