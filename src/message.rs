@@ -107,16 +107,25 @@ pub enum Message {
     /// with [`Message::RingState`]; one with a smaller ring answers with its
     /// own digest, asking for the sender's ring.
     RingDigest {
-        /// The sender ring's epoch.
+        /// The epoch of the sender's ring in force.
         epoch: u64,
-        /// The xxh3 of the sender ring's CBOR encoding.
+        /// The xxh3 of the CBOR encoding of the sender's whole ring state
+        /// (`ring::RingState`: the ring in force and the pending change).
         digest: u64,
+        /// The xxh3 of the pending change's target ring, 0 when none: tells
+        /// the receiver the sender has seen the change.
+        #[serde(default)]
+        pending: u64,
     },
-    /// A whole ring, for a peer whose digest showed a smaller one. The
-    /// receiver adopts it if it is greater than its own.
+    /// A whole ring state, for a peer whose digest differed. The receiver
+    /// merges it into its own (`RingState::merge`) and answers with its
+    /// state if that differs from this one, else with its digest.
     RingState {
-        /// The ring.
+        /// The ring in force.
         ring: Ring,
+        /// The change in progress, if any.
+        #[serde(default)]
+        pending: Option<crate::ring::Pending>,
     },
     /// A request to a replica, from a coordinator or from hinted handoff
     /// (see `replication`). Answered with [`Message::Replicated`].

@@ -121,6 +121,7 @@ impl Cluster {
             PutOptions {
                 w: w.required(3).unwrap(),
                 timeout: Duration::from_secs(1),
+                quorums: Vec::new(),
             },
             &mut out,
         );
@@ -295,6 +296,7 @@ fn read_repair_brings_a_stale_replica_up_to_date() {
             PutOptions {
                 w: 2,
                 timeout: Duration::from_secs(1),
+                quorums: Vec::new(),
             },
             &mut out,
         );

@@ -138,6 +138,9 @@ pub enum MemberEvent {
 /// A change of this node's ring.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RingEvent {
-    /// A new ring was installed (claimed here or learned by gossip).
+    /// A new ring is in force (a change completed, or learned by gossip).
     Changed(Arc<Ring>),
+    /// The ring state changed: a change began, a move was done, or a new
+    /// ring is in force (then after [`RingEvent::Changed`]).
+    State(Arc<crate::ring::RingState>),
 }

@@ -31,8 +31,7 @@
 //! It does not move data (a handoff executor acts on the change) and keeps
 //! no history of rings.
 
-use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,26 +42,27 @@ use tracing::warn;
 
 use super::table::MemberStatus;
 use super::{MemberEvent, Outbox, RingEvent};
-use crate::codec;
-use crate::config::RingConfig;
+use crate::config::{RingConfig, DEFAULT_CLAIM_REPLICAS};
 use crate::error::Result;
 use crate::message::{Envelope, Message, NodeId};
-use crate::ring::{claim_join, claim_leave, Ring};
-
-/// Peers a leaving node pushes its final ring to directly, so that the
-/// leave does not depend on the node staying long enough to be asked.
-const LEAVE_PUSH: usize = 3;
+use crate::ring::{claim_join, claim_leave, Change, RangeMove, Ring, RingState};
 
 /// The ring protocol of one node. See the module documentation.
 #[derive(Debug)]
 pub struct RingKeeper {
     me: NodeId,
     vnodes: usize,
+    /// Replicas per key that changes move data for.
+    transfer_replicas: usize,
     interval: Duration,
-    ring: Arc<Ring>,
+    state: Arc<RingState>,
     digest: u64,
+    /// The ring in force, shared with subscribers.
+    ring: Arc<Ring>,
     /// The membership's view of every other node, from its events.
     statuses: BTreeMap<NodeId, MemberStatus>,
+    /// The pending-target digest each peer last reported (0: none).
+    confirmed: BTreeMap<NodeId, u64>,
     seeds: Vec<NodeId>,
     /// Started without seeds: the node that creates the ring.
     founder: bool,
@@ -74,11 +74,11 @@ pub struct RingKeeper {
 
 /// The digest that breaks ties between rings of one epoch.
 pub fn ring_digest(ring: &Ring) -> u64 {
-    // Encoding a ring cannot fail (it has no maps with non-text keys); if it
-    // ever did, every node would compute the same 0 and fall back to
-    // comparing epochs only.
-    codec::encode(ring).map_or(0, |bytes| xxhash_rust::xxh3::xxh3_64(&bytes))
+    crate::ring::transition::ring_digest(ring)
 }
+
+/// The largest `n` a received pending change may name (the bucket maximum).
+const MAX_TRANSFER_REPLICAS: usize = 16;
 
 impl RingKeeper {
     /// A keeper for node `me` that joins through `seeds`, or founds the
@@ -93,14 +93,17 @@ impl RingKeeper {
     ) -> Result<Self> {
         ring.validate()?;
         let seeds: Vec<NodeId> = seeds.iter().copied().filter(|&s| s != me).collect();
-        let empty = Ring::empty();
+        let state = RingState::settled(Ring::empty());
         Ok(RingKeeper {
             me,
             vnodes: ring.vnodes_per_node,
+            transfer_replicas: DEFAULT_CLAIM_REPLICAS,
             interval: gossip_interval,
-            digest: ring_digest(&empty),
-            ring: Arc::new(empty),
+            digest: state.digest(),
+            ring: Arc::new(state.ring.clone()),
+            state: Arc::new(state),
             statuses: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
             founder: seeds.is_empty(),
             seeds,
             member: true,
@@ -109,9 +112,21 @@ impl RingKeeper {
         })
     }
 
-    /// The current ring.
+    /// Sets the replicas per key that this node's changes move data for
+    /// (default 3; clamped to 1..=16). Buckets with a larger `n` get their
+    /// extra replicas from read repair and anti-entropy.
+    pub fn set_transfer_replicas(&mut self, n: usize) {
+        self.transfer_replicas = n.clamp(1, MAX_TRANSFER_REPLICAS);
+    }
+
+    /// The ring in force.
     pub fn ring(&self) -> &Arc<Ring> {
         &self.ring
+    }
+
+    /// The whole state: the ring in force and the change in progress.
+    pub fn state(&self) -> &Arc<RingState> {
+        &self.state
     }
 
     /// Takes in a membership event.
@@ -128,16 +143,26 @@ impl RingKeeper {
         }
     }
 
-    /// Advances time: claims if this node should and can, cleans up LEFT
-    /// nodes if this node is the one to, and gossips the digest when due.
+    /// Advances time: begins this node's join or leave if it should and
+    /// can, removes LEFT nodes if this node is the one to, and gossips the
+    /// digest when due.
     pub fn tick(&mut self, now: Instant, out: &mut Outbox<RingEvent>) {
-        if self.member && !self.ring.is_member(self.me) && (self.founder || !self.ring.is_empty()) {
-            match claim_join(&self.ring, self.me, self.vnodes) {
-                Ok(ring) => self.install(ring, out),
-                Err(e) => warn!(node = %self.me, error = %e, "token claim failed"),
+        let ring = &self.state.ring;
+        if self.state.pending.is_none() {
+            if self.member && !ring.is_member(self.me) && (self.founder || !ring.is_empty()) {
+                match claim_join(ring, self.me, self.vnodes) {
+                    Ok(target) => self.begin(Change::Join(self.me), target, out),
+                    Err(e) => warn!(node = %self.me, error = %e, "token claim failed"),
+                }
+            } else if !self.member && ring.is_member(self.me) {
+                match claim_leave(ring, self.me) {
+                    Ok(target) => self.begin(Change::Leave(self.me), target, out),
+                    Err(e) => warn!(node = %self.me, error = %e, "leave claim failed"),
+                }
+            } else {
+                self.remove_departed(out);
             }
         }
-        self.remove_departed(out);
         if self.next_round.is_none_or(|due| now >= due) {
             self.next_round = Some(now + self.interval);
             let targets = self.reachable();
@@ -154,63 +179,139 @@ impl RingKeeper {
 
     /// Handles one envelope; messages that are not ring gossip are ignored.
     pub fn step(&mut self, _now: Instant, envelope: Envelope, out: &mut Outbox<RingEvent>) {
+        let from = envelope.from;
         match envelope.msg {
-            Message::RingDigest { epoch, digest } => {
-                match (self.ring.epoch(), self.digest).cmp(&(epoch, digest)) {
-                    Ordering::Greater => out.send(
-                        self.me,
-                        envelope.from,
-                        Message::RingState {
-                            ring: (*self.ring).clone(),
-                        },
-                    ),
-                    Ordering::Less => out.send(self.me, envelope.from, self.digest_message()),
-                    Ordering::Equal => {}
+            Message::RingDigest {
+                epoch,
+                digest,
+                pending,
+            } => {
+                self.confirmed.insert(from, pending);
+                if digest == self.digest {
+                    return;
+                }
+                if epoch > self.state.ring.epoch() {
+                    out.send(self.me, from, self.digest_message());
+                } else {
+                    // Older, or the same ring with another change or other
+                    // moves done: the peer merges ours and answers.
+                    out.send(self.me, from, self.state_message());
                 }
             }
-            Message::RingState { ring } => {
-                let digest = ring_digest(&ring);
-                if (ring.epoch(), digest) > (self.ring.epoch(), self.digest) {
-                    self.ring = Arc::new(ring);
-                    self.digest = digest;
-                    out.event(RingEvent::Changed(Arc::clone(&self.ring)));
+            Message::RingState { ring, pending } => {
+                if pending
+                    .as_ref()
+                    .is_some_and(|p| p.n == 0 || p.n > MAX_TRANSFER_REPLICAS)
+                {
+                    warn!(%from, "ring state with an out-of-range n ignored");
+                    return;
+                }
+                let theirs = RingState { ring, pending };
+                self.confirmed.insert(from, theirs.pending_digest());
+                let mut merged = (*self.state).clone();
+                if merged.merge(&theirs) {
+                    self.install(merged, out);
+                }
+                if *self.state != theirs {
+                    out.send(self.me, from, self.state_message());
+                } else {
+                    out.send(self.me, from, self.digest_message());
                 }
             }
             _ => {}
         }
     }
 
-    /// Leaves: gives this node's tokens away and pushes the new ring to a
-    /// few peers at once.
+    /// Leaves: from the next tick (once no other change is pending), this
+    /// node begins giving its tokens away; it is out of the ring when that
+    /// change completes, after its ranges have been pulled by their new
+    /// owners.
     pub fn leave(&mut self, out: &mut Outbox<RingEvent>) {
         self.member = false;
-        if !self.ring.is_member(self.me) {
-            return;
+        self.tick(Instant::now(), out);
+    }
+
+    /// Whether every reachable member has reported the pending change, so
+    /// that every coordinator routes writes of moving ranges to both rings:
+    /// only then may transfers start.
+    pub fn transfers_may_start(&self) -> bool {
+        let Some(pending) = &self.state.pending else {
+            return false;
+        };
+        let want = self.state.pending_digest();
+        let involved: BTreeSet<NodeId> = self
+            .state
+            .ring
+            .members()
+            .into_iter()
+            .chain(pending.target.members())
+            .collect();
+        involved
+            .into_iter()
+            .filter(|&n| n != self.me && self.is_reachable(n))
+            .all(|n| self.confirmed.get(&n) == Some(&want))
+    }
+
+    /// The moves this node receives that are not done yet: index, move, and
+    /// the nodes to pull it from (see [`RingState::sources`]).
+    pub fn incoming_moves(&self) -> Vec<(u32, RangeMove, Vec<NodeId>)> {
+        let Some(pending) = &self.state.pending else {
+            return Vec::new();
+        };
+        pending
+            .moves(&self.state.ring)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, m)| m.to == self.me && !pending.done.contains(&(*i as u32)))
+            .map(|(i, m)| {
+                let sources = self.state.sources(&m, |n| n == self.me || self.is_reachable(n));
+                (i as u32, m, sources)
+            })
+            .collect()
+    }
+
+    /// Marks move `index` of the pending change done (its data is here) and
+    /// tells every reachable peer.
+    pub fn mark_done(&mut self, index: u32, out: &mut Outbox<RingEvent>) {
+        let mut next = (*self.state).clone();
+        if next.mark_done(index) {
+            self.install(next, out);
+            self.broadcast(out);
         }
-        match claim_leave(&self.ring, self.me) {
-            Ok(ring) => {
-                self.install(ring, out);
-                let mut targets = self.reachable();
-                targets.retain(|&n| self.ring.is_member(n));
-                for &to in targets.choose_multiple(&mut self.rng, LEAVE_PUSH) {
-                    out.send(
-                        self.me,
-                        to,
-                        Message::RingState {
-                            ring: (*self.ring).clone(),
-                        },
-                    );
-                }
-            }
-            Err(e) => warn!(node = %self.me, error = %e, "leave claim failed"),
+    }
+
+    fn begin(&mut self, change: Change, target: Ring, out: &mut Outbox<RingEvent>) {
+        if let Some(next) = self.state.begin(change, target, self.transfer_replicas) {
+            // Installing a new change broadcasts it.
+            self.install(next, out);
         }
     }
 
     fn digest_message(&self) -> Message {
         Message::RingDigest {
-            epoch: self.ring.epoch(),
+            epoch: self.state.ring.epoch(),
             digest: self.digest,
+            pending: self.state.pending_digest(),
         }
+    }
+
+    fn state_message(&self) -> Message {
+        Message::RingState {
+            ring: self.state.ring.clone(),
+            pending: self.state.pending.clone(),
+        }
+    }
+
+    /// Sends the whole state to every reachable peer: a change, or a move
+    /// done, reaches everyone in one round trip instead of by gossip.
+    fn broadcast(&mut self, out: &mut Outbox<RingEvent>) {
+        for to in self.reachable() {
+            out.send(self.me, to, self.state_message());
+        }
+    }
+
+    fn is_reachable(&self, node: NodeId) -> bool {
+        self.statuses.get(&node).is_some_and(|s| s.is_reachable())
     }
 
     fn reachable(&self) -> Vec<NodeId> {
@@ -221,14 +322,25 @@ impl RingKeeper {
             .collect()
     }
 
-    fn install(&mut self, ring: Ring, out: &mut Outbox<RingEvent>) {
-        self.digest = ring_digest(&ring);
-        self.ring = Arc::new(ring);
-        out.event(RingEvent::Changed(Arc::clone(&self.ring)));
+    fn install(&mut self, state: RingState, out: &mut Outbox<RingEvent>) {
+        let new_change = state.pending_digest() != self.state.pending_digest();
+        let new_ring = state.ring != *self.ring;
+        self.digest = state.digest();
+        self.state = Arc::new(state);
+        if new_ring {
+            self.ring = Arc::new(self.state.ring.clone());
+            out.event(RingEvent::Changed(Arc::clone(&self.ring)));
+        }
+        out.event(RingEvent::State(Arc::clone(&self.state)));
+        if new_change && self.state.pending.is_some() {
+            self.broadcast(out);
+        }
     }
 
     /// Removes ring members the membership reports LEFT, if this node is
-    /// the lowest-id ALIVE node (so that one node, not all, does it).
+    /// the lowest-id ALIVE node (so that one node, not all, does it): a
+    /// node that left without finishing its own leave. Its ranges are
+    /// copied again from the surviving replicas.
     fn remove_departed(&mut self, out: &mut Outbox<RingEvent>) {
         if !self.member {
             return;
@@ -243,16 +355,34 @@ impl RingKeeper {
         if lowest_alive != Some(self.me) {
             return;
         }
-        let departed: Vec<NodeId> = self
+        let departed = self
+            .state
             .ring
             .members()
             .into_iter()
-            .filter(|n| self.statuses.get(n) == Some(&MemberStatus::Left))
-            .collect();
-        for node in departed {
-            match claim_leave(&self.ring, node) {
-                Ok(ring) => self.install(ring, out),
+            .find(|n| self.statuses.get(n) == Some(&MemberStatus::Left));
+        if let Some(node) = departed {
+            match claim_leave(&self.state.ring, node) {
+                Ok(target) => self.begin(Change::Remove(node), target, out),
                 Err(e) => warn!(node = %node, error = %e, "removing a departed node failed"),
+            }
+        }
+    }
+
+    /// Begins removing `node`, a member that is gone for good, if no other
+    /// change is pending. Returns whether the change began.
+    pub fn remove(&mut self, node: NodeId, out: &mut Outbox<RingEvent>) -> bool {
+        if self.state.pending.is_some() || !self.state.ring.is_member(node) || node == self.me {
+            return false;
+        }
+        match claim_leave(&self.state.ring, node) {
+            Ok(target) => {
+                self.begin(Change::Remove(node), target, out);
+                self.state.pending.is_some() || !self.state.ring.is_member(node)
+            }
+            Err(e) => {
+                warn!(node = %node, error = %e, "remove claim failed");
+                false
             }
         }
     }

@@ -251,7 +251,9 @@ impl CoordinatorActor {
 
     fn on_event(&mut self, event: NodeEvent) {
         match event {
-            NodeEvent::Ring(ring) => self.machine.set_ring(ring),
+            // Every new ring comes with its state, just after.
+            NodeEvent::Ring(_) => {}
+            NodeEvent::RingState(state) => self.machine.set_ring_state(state),
             NodeEvent::Member(event) => {
                 self.machine.on_member_event(&event);
             }
@@ -321,7 +323,6 @@ impl CoordinatorActor {
 
     fn peers(&self) -> Vec<NodeId> {
         self.machine
-            .ring()
             .members()
             .into_iter()
             .filter(|&n| self.machine.is_up_peer(n))

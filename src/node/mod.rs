@@ -56,8 +56,11 @@ use crate::ring::Ring;
 pub enum NodeEvent {
     /// A membership event from the failure detector.
     Member(MemberEvent),
-    /// A new ring, from the ring manager.
+    /// A new ring in force, from the ring manager.
     Ring(Arc<Ring>),
+    /// A new ring state (a change began, a move was done, or a new ring is
+    /// in force), from the ring manager.
+    RingState(Arc<crate::ring::RingState>),
 }
 
 /// Where subscribers' events go: an unbounded channel, so a slow subscriber

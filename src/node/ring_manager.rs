@@ -44,8 +44,12 @@ impl RingManager {
         for envelope in out.messages {
             self.transport.do_send(Outgoing(envelope));
         }
-        for RingEvent::Changed(ring) in out.events {
-            publish(&mut self.subscribers, NodeEvent::Ring(ring));
+        for event in out.events {
+            let event = match event {
+                RingEvent::Changed(ring) => NodeEvent::Ring(ring),
+                RingEvent::State(state) => NodeEvent::RingState(state),
+            };
+            publish(&mut self.subscribers, event);
         }
     }
 }
@@ -88,8 +92,9 @@ impl Handler<Subscribe> for RingManager {
     type Result = ();
 
     fn handle(&mut self, Subscribe(subscriber): Subscribe, _: &mut Context<Self>) {
-        let current = Arc::clone(self.keeper.ring());
-        if subscriber.send(NodeEvent::Ring(current)).is_ok() {
+        let ring = NodeEvent::Ring(Arc::clone(self.keeper.ring()));
+        let state = NodeEvent::RingState(Arc::clone(self.keeper.state()));
+        if subscriber.send(ring).is_ok() && subscriber.send(state).is_ok() {
             self.subscribers.push(subscriber);
         }
     }

@@ -23,7 +23,7 @@ use super::{Consistency, Outbox, ReplicaReply, Target, Write};
 use crate::config::BucketProps;
 use crate::error::{Error, Result};
 use crate::message::NodeId;
-use crate::ring::{key_token, Ring};
+use crate::ring::{key_token, Placement, Ring, RingState, Token};
 use crate::version::{CausalContext, Hlc, Payload};
 
 /// Request ids at or above this belong to other machines of the node
@@ -113,7 +113,7 @@ enum Machine {
 /// for whoever waits for the answer.
 pub struct Coordinator<C> {
     node: NodeId,
-    ring: Arc<Ring>,
+    placement: Arc<Placement>,
     down: BTreeSet<NodeId>,
     buckets: BucketTable,
     default_props: BucketProps,
@@ -137,7 +137,7 @@ impl<C> Coordinator<C> {
     pub fn new(node: NodeId, default_props: BucketProps, hlc: Hlc) -> Self {
         Coordinator {
             node,
-            ring: Arc::new(Ring::empty()),
+            placement: Arc::new(Placement::new(Arc::new(RingState::settled(Ring::empty())))),
             down: BTreeSet::new(),
             buckets: BucketTable::new(),
             default_props,
@@ -147,9 +147,18 @@ impl<C> Coordinator<C> {
         }
     }
 
-    /// Installs a new ring snapshot; requests in flight keep their targets.
+    /// Installs a settled ring (no change in progress); requests in flight
+    /// keep their targets.
     pub fn set_ring(&mut self, ring: Arc<Ring>) {
-        self.ring = ring;
+        let state = RingState::settled((*ring).clone());
+        self.set_ring_state(Arc::new(state));
+    }
+
+    /// Installs a ring state: while a change is pending, reads of a moving
+    /// range go by the old ring and writes must reach a quorum in both (see
+    /// `ring::transition`). Requests in flight keep their targets.
+    pub fn set_ring_state(&mut self, state: Arc<RingState>) {
+        self.placement = Arc::new(Placement::new(state));
     }
 
     /// Installs the failure detector's view: nodes not to send to.
@@ -171,9 +180,19 @@ impl<C> Coordinator<C> {
         }
     }
 
-    /// The ring requests are routed by.
-    pub fn ring(&self) -> &Arc<Ring> {
-        &self.ring
+    /// The ring in force.
+    pub fn ring(&self) -> &Ring {
+        self.placement.ring()
+    }
+
+    /// Every node of the ring in force and of a pending change's target.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let state = self.placement.state();
+        let mut members = state.ring.members();
+        if let Some(p) = &state.pending {
+            members.extend(p.target.members());
+        }
+        members
     }
 
     /// The nodes routed around now.
@@ -231,20 +250,53 @@ impl<C> Coordinator<C> {
             .min()
     }
 
-    /// The targets of `bucket`/`key` now.
+    /// The targets a read of `bucket`/`key` asks now.
     pub fn targets(&self, bucket: &[u8], key: &[u8], sloppy: bool) -> Vec<Target> {
-        let props = self.bucket(bucket);
         let token = key_token(bucket, key);
+        let n = self.bucket(bucket).n;
+        self.targets_in(self.placement.read_ring(token), token, n, sloppy)
+    }
+
+    /// The targets a write of `bucket`/`key` goes to now, and, while its
+    /// range moves, the two groups that must each store `w` copies: the
+    /// old ring's targets and the new ring's. A node in both takes its new
+    /// role when that is a primary's, so that after the switch its copy is
+    /// where a read looks.
+    pub fn write_targets(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        sloppy: bool,
+    ) -> (Vec<Target>, Vec<Vec<NodeId>>) {
+        let token = key_token(bucket, key);
+        let n = self.bucket(bucket).n;
+        let (ring, next) = self.placement.write_rings(token);
+        let mut targets = self.targets_in(ring, token, n, sloppy);
+        let Some(next) = next else {
+            return (targets, Vec::new());
+        };
+        let old: Vec<NodeId> = targets.iter().map(|t| t.node).collect();
+        let new = self.targets_in(next, token, n, sloppy);
+        let groups = vec![old, new.iter().map(|t| t.node).collect()];
+        for t in new {
+            match targets.iter_mut().find(|x| x.node == t.node) {
+                Some(x) if t.hint_for.is_none() => x.hint_for = None,
+                Some(_) => {}
+                None => targets.push(t),
+            }
+        }
+        (targets, groups)
+    }
+
+    fn targets_in(&self, ring: &Ring, token: Token, n: usize, sloppy: bool) -> Vec<Target> {
         let is_up = |n: NodeId| !self.down.contains(&n);
         if sloppy {
-            self.ring
-                .preference_list_with(token, props.n, is_up)
+            ring.preference_list_with(token, n, is_up)
                 .into_iter()
                 .map(Target::from)
                 .collect()
         } else {
-            self.ring
-                .preference_list(token, props.n)
+            ring.preference_list(token, n)
                 .into_iter()
                 .filter(|&n| is_up(n))
                 .map(|node| Target {
@@ -382,7 +434,7 @@ impl<C> Coordinator<C> {
             )));
         }
         let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
-        let mut targets = self.targets(&bucket, &key, sloppy);
+        let (mut targets, quorums) = self.write_targets(&bucket, &key, sloppy);
         // This node coordinates the write itself when it is a primary target, as in
         // Riak: one hop fewer, and a write through a live node never waits
         // on a dead first replica that the failure detector has not yet
@@ -412,6 +464,7 @@ impl<C> Coordinator<C> {
             PutOptions {
                 w,
                 timeout: options.timeout.unwrap_or(props.timeout),
+                quorums,
             },
             out,
         )))

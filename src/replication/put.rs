@@ -25,6 +25,10 @@ pub struct PutOptions {
     pub w: usize,
     /// How long the whole request may take.
     pub timeout: Duration,
+    /// Groups of target nodes that must each store `w` copies (while the
+    /// key's range moves between rings: the old ring's targets and the
+    /// new ring's). Empty: `w` stores among all targets.
+    pub quorums: Vec<Vec<NodeId>>,
 }
 
 /// A successful put.
@@ -64,6 +68,9 @@ pub struct PutRequest {
     /// The coordinated object, once known.
     object: Option<Object>,
     w: usize,
+    /// Indices into `targets` of each group that needs `w` stores; one
+    /// group of every target when no quorums were given.
+    groups: Vec<Vec<usize>>,
     timeout: Duration,
     deadline: Instant,
     receipt: Receipt,
@@ -89,8 +96,24 @@ impl PutRequest {
         options: PutOptions,
         out: &mut Outbox,
     ) -> Self {
+        let groups = if options.quorums.is_empty() {
+            vec![(0..targets.len()).collect()]
+        } else {
+            options
+                .quorums
+                .iter()
+                .map(|group| {
+                    group
+                        .iter()
+                        .filter_map(|n| targets.iter().position(|t| t.node == *n))
+                        .collect()
+                })
+                .collect()
+        };
+        let smallest = groups.iter().map(Vec::len).min().unwrap_or(0);
         let mut put = PutRequest {
             id,
+            groups,
             bucket,
             key,
             write,
@@ -106,10 +129,10 @@ impl PutRequest {
             reply: None,
             answered: false,
         };
-        if put.w == 0 || put.targets.len() < put.w {
+        if put.w == 0 || smallest < put.w {
             put.fail(Error::Unavailable {
                 needed: put.w.max(1),
-                got: put.targets.len(),
+                got: smallest,
                 indefinite: false,
             });
         } else {
@@ -253,21 +276,22 @@ impl PutRequest {
         }
     }
 
+    /// Stores counted towards success: the fewest of any group.
     fn stored(&self) -> usize {
-        self.states
-            .iter()
-            .filter(|s| **s == TargetState::Stored)
-            .count()
+        self.count_min(|s| s == TargetState::Stored)
     }
 
-    /// Whether `w` stores are still reachable.
+    /// Whether `w` stores are still reachable in every group.
     fn possible(&self) -> bool {
-        let open = self
-            .states
+        self.count_min(|s| s != TargetState::Failed) >= self.w
+    }
+
+    fn count_min(&self, pick: impl Fn(TargetState) -> bool) -> usize {
+        self.groups
             .iter()
-            .filter(|s| **s != TargetState::Failed)
-            .count();
-        open >= self.w
+            .map(|g| g.iter().filter(|&&i| pick(self.states[i])).count())
+            .min()
+            .unwrap_or(0)
     }
 
     fn check(&mut self) {
@@ -535,6 +559,7 @@ mod tests {
             PutOptions {
                 w: 2,
                 timeout: Duration::from_secs(1),
+                quorums: Vec::new(),
             },
             &mut out,
         );
