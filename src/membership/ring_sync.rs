@@ -409,14 +409,23 @@ mod tests {
     }
 
     /// Ticks every keeper `rounds` times, delivering all messages at once.
+    /// Each round, a keeper whose transfers may start completes one of its
+    /// incoming moves, as the transfer executor would.
     fn run(keepers: &mut BTreeMap<NodeId, RingKeeper>, rounds: usize) {
-        let mut now = Instant::now();
+        // One clock for the whole test, so that a later run is later.
+        thread_local!(static NOW: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) });
+        let mut now = NOW.with(|c| c.get()).unwrap_or_else(Instant::now);
         for _ in 0..rounds {
             now += Duration::from_secs(1);
             let mut queue = Vec::new();
             for k in keepers.values_mut() {
                 let mut out = Outbox::new();
                 k.tick(now, &mut out);
+                if k.transfers_may_start() {
+                    if let Some((index, _, _)) = k.incoming_moves().first() {
+                        k.mark_done(*index, &mut out);
+                    }
+                }
                 queue.extend(out.messages);
             }
             while let Some(env) = queue.pop() {
@@ -427,6 +436,7 @@ mod tests {
                 }
             }
         }
+        NOW.with(|c| c.set(Some(now)));
     }
 
     #[test]
@@ -443,42 +453,116 @@ mod tests {
                 }
             }
         }
-        run(&mut keepers, 30);
+        run(&mut keepers, 200);
         let rings: Vec<Arc<Ring>> = keepers.values().map(|k| Arc::clone(k.ring())).collect();
         for ring in &rings {
             assert_eq!(**ring, *rings[0]);
         }
         let members: Vec<NodeId> = rings[0].members().into_iter().collect();
         assert_eq!(members, (1..=4).map(NodeId).collect::<Vec<_>>());
-        // Three joiners raced on the founder's epoch-1 ring, so at least
-        // one of them had to claim again.
+        // One change at a time: each joiner claimed on top of the last.
         assert!(rings[0].epoch() >= 4);
+        for k in keepers.values() {
+            assert!(k.state().pending.is_none());
+        }
+    }
+
+    #[test]
+    fn transfers_wait_until_every_reachable_member_has_the_change() {
+        let mut keepers = BTreeMap::new();
+        keepers.insert(NodeId(1), keeper(1, &[]));
+        keepers.insert(NodeId(2), keeper(2, &[1]));
+        for (a, b) in [(1, 2), (2, 1)] {
+            keepers.get_mut(&NodeId(a)).unwrap().on_member_event(&up(b));
+        }
+        run(&mut keepers, 40);
+        assert_eq!(keepers[&NodeId(1)].ring().members().len(), 2);
+        // Node 3 joins: its claim begins a change, but it may not pull
+        // before both others have reported seeing the change.
+        let mut three = keeper(3, &[1]);
+        three.on_member_event(&up(1));
+        three.on_member_event(&up(2));
+        let mut out = Outbox::new();
+        three.step(
+            Instant::now(),
+            Envelope::new(
+                NodeId(1),
+                NodeId(3),
+                Message::RingState {
+                    ring: (**keepers[&NodeId(1)].ring()).clone(),
+                    pending: None,
+                },
+            ),
+            &mut out,
+        );
+        three.tick(Instant::now(), &mut out);
+        assert!(three.state().pending.is_some(), "the join began a change");
+        assert!(!three.ring().is_member(NodeId(3)), "not in force yet");
+        assert!(!three.transfers_may_start());
+        let moves = three.incoming_moves();
+        assert!(!moves.is_empty());
+        assert!(moves
+            .iter()
+            .all(|(_, m, sources)| m.to == NodeId(3) && sources == &vec![m.from]));
+        let want = three.state().pending_digest();
+        let confirm = |three: &mut RingKeeper, from: u64| {
+            let mut out = Outbox::new();
+            three.step(
+                Instant::now(),
+                Envelope::new(
+                    NodeId(from),
+                    NodeId(3),
+                    Message::RingDigest {
+                        epoch: 0,
+                        digest: 0,
+                        pending: want,
+                    },
+                ),
+                &mut out,
+            );
+        };
+        confirm(&mut three, 1);
+        assert!(!three.transfers_may_start(), "node 2 has not confirmed");
+        confirm(&mut three, 2);
+        assert!(three.transfers_may_start());
+        // A down member is not waited for.
+        let mut out = Outbox::new();
+        three.on_member_event(&MemberEvent::Down {
+            node: NodeId(2),
+            incarnation: 0,
+        });
+        confirm(&mut three, 1);
+        three.tick(Instant::now(), &mut out);
+        assert!(three.transfers_may_start());
+        // Every move done: the join is in force.
+        for (i, _, _) in three.incoming_moves() {
+            three.mark_done(i, &mut out);
+        }
+        assert!(three.ring().is_member(NodeId(3)));
+        assert!(three.state().pending.is_none());
     }
 
     #[test]
     fn a_leave_removes_the_node_everywhere() {
         let mut keepers = BTreeMap::new();
         keepers.insert(NodeId(1), keeper(1, &[]));
-        for id in 2..=3 {
+        for id in 2..=4 {
             keepers.insert(NodeId(id), keeper(id, &[1]));
         }
         for (&id, k) in keepers.iter_mut() {
-            for other in 1..=3 {
+            for other in 1..=4 {
                 if NodeId(other) != id {
                     k.on_member_event(&up(other));
                 }
             }
         }
-        run(&mut keepers, 20);
+        run(&mut keepers, 100);
         let mut out = Outbox::new();
         keepers.get_mut(&NodeId(2)).unwrap().leave(&mut out);
+        assert!(keepers[&NodeId(2)].state().pending.is_some());
+        // The others pull node 2's ranges, then the leave is in force.
+        run(&mut keepers, 100);
         assert!(!keepers[&NodeId(2)].ring().is_member(NodeId(2)));
-        for env in out.messages {
-            let mut sink = Outbox::new();
-            if let Some(k) = keepers.get_mut(&env.to) {
-                k.step(Instant::now(), env, &mut sink);
-            }
-        }
         keepers.remove(&NodeId(2));
         for k in keepers.values_mut() {
             k.on_member_event(&MemberEvent::Left { node: NodeId(2) });
@@ -486,7 +570,7 @@ mod tests {
         run(&mut keepers, 10);
         for k in keepers.values() {
             let members: Vec<NodeId> = k.ring().members().into_iter().collect();
-            assert_eq!(members, vec![NodeId(1), NodeId(3)]);
+            assert_eq!(members, vec![NodeId(1), NodeId(3), NodeId(4)]);
         }
     }
 }

@@ -362,6 +362,7 @@ mod tests {
             PutOptions {
                 w,
                 timeout: Duration::from_secs(1),
+                quorums: Vec::new(),
             },
             out,
         );
@@ -576,5 +577,60 @@ mod tests {
         put.step(now, NodeId(4), merged_ok(), &mut out);
         let reply = put.take_reply().unwrap().unwrap();
         assert_eq!(reply.receipt.fallbacks, vec![(NodeId(4), NodeId(3))]);
+    }
+
+    #[test]
+    fn while_a_range_moves_each_ring_needs_its_own_quorum() {
+        // Old ring {1,2,3}, new ring {1,2,4}: node 3 loses, node 4 gains.
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut put = PutRequest::new(
+            now,
+            7,
+            b"b".to_vec(),
+            b"k".to_vec(),
+            write("v"),
+            ConflictPolicy::Siblings,
+            targets(&[1, 2, 3, 4]),
+            PutOptions {
+                w: 2,
+                timeout: Duration::from_secs(1),
+                quorums: vec![
+                    vec![NodeId(1), NodeId(2), NodeId(3)],
+                    vec![NodeId(1), NodeId(2), NodeId(4)],
+                ],
+            },
+            &mut out,
+        );
+        put.step(now, NodeId(1), coordinated(1), &mut out);
+        // Stored on 1 and 3: a quorum of the old ring, not of the new.
+        put.step(now, NodeId(3), merged_ok(), &mut out);
+        assert!(put.take_reply().is_none());
+        put.step(now, NodeId(4), merged_ok(), &mut out);
+        let reply = put.take_reply().expect("answered").expect("succeeded");
+        assert_eq!(reply.receipt.answered.len(), 3);
+
+        // A group that cannot reach w fails the put, however many stores
+        // the other has.
+        let mut out = Vec::new();
+        let mut put = PutRequest::new(
+            now,
+            7,
+            b"b".to_vec(),
+            b"k".to_vec(),
+            write("v"),
+            ConflictPolicy::Siblings,
+            targets(&[1, 2, 3]),
+            PutOptions {
+                w: 2,
+                timeout: Duration::from_secs(1),
+                quorums: vec![vec![NodeId(1), NodeId(2), NodeId(3)], vec![NodeId(1), NodeId(4)]],
+            },
+            &mut out,
+        );
+        match put.take_reply() {
+            Some(Err(Error::Unavailable { needed: 2, got: 1, .. })) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
     }
 }
