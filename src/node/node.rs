@@ -262,13 +262,15 @@ impl Node {
             &seed_ids,
             config.rng_seed,
         )?;
-        let keeper = RingKeeper::new(
+        let mut keeper = RingKeeper::new(
             config.id,
             &config.ring,
             config.membership.gossip_interval,
             &seed_ids,
             config.rng_seed ^ 0x5249_4e47,
         )?;
+        // Ring changes move data for the default bucket's replicas.
+        keeper.set_transfer_replicas(config.bucket_defaults.n);
         let transport_actor = TransportActor::new(Arc::clone(&transport), inbox).start();
         for (node, addr) in &config.seeds {
             if *node != config.id {
@@ -389,13 +391,32 @@ impl Node {
             .map_err(|_| Error::Shutdown)
     }
 
-    /// Leaves gracefully: gives the node's tokens away, gossips LEFT for
-    /// `leave_linger`, then shuts down.
+    /// Leaves gracefully: gives the node's tokens away and waits until the
+    /// nodes taking its ranges have pulled them (the leave is then in
+    /// force), gossips LEFT for `leave_linger`, then shuts down.
+    ///
+    /// If the ranges have not moved within [`LEAVE_TRANSFER_TIMEOUT`] (a
+    /// taker is down, or another change holds the ring), the node leaves
+    /// anyway: the lowest live node then removes it from the ring, and its
+    /// ranges are copied again from the other replicas.
     pub async fn leave(self) -> Result<()> {
         self.ring_manager
             .send(Leave)
             .await
             .map_err(|_| Error::Shutdown)?;
+        let me = self.id;
+        let deadline = tokio::time::Instant::now() + LEAVE_TRANSFER_TIMEOUT;
+        loop {
+            let ring = self.ring().await?;
+            if !ring.is_member(me) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::error!(node = %me, "leaving before its ranges moved: they will be copied from other replicas");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.failure_detector
             .send(Leave)
             .await
@@ -453,6 +474,11 @@ impl Node {
         self.arbiter.spawn_fn(move || std::thread::sleep(duration))
     }
 }
+
+/// How long [`Node::leave`] waits for its ranges to move: 10 minutes, long
+/// enough to stream tens of GiB at the default throttle, bounded so that a
+/// stuck change cannot keep a leaving node up for ever.
+pub const LEAVE_TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long [`Node::spawn`] waits for the coordinator to have the ring.
 pub const RING_SYNC_WAIT: Duration = Duration::from_secs(2);
