@@ -113,8 +113,9 @@ pub enum Message {
         /// (`ring::RingState`: the ring in force and the pending change).
         digest: u64,
         /// The xxh3 of the pending change's target ring, 0 when none: tells
-        /// the receiver the sender has seen the change.
-        #[serde(default)]
+        /// the receiver the sender has seen the change. Left out of the
+        /// encoding when 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
         pending: u64,
     },
     /// A whole ring state, for a peer whose digest differed. The receiver
@@ -123,8 +124,9 @@ pub enum Message {
     RingState {
         /// The ring in force.
         ring: Ring,
-        /// The change in progress, if any.
-        #[serde(default)]
+        /// The change in progress, if any. Left out of the encoding when
+        /// none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         pending: Option<crate::ring::Pending>,
     },
     /// A request to a replica, from a coordinator or from hinted handoff
@@ -144,6 +146,10 @@ pub enum Message {
         /// Every bucket the sender has set properties for.
         buckets: Vec<BucketEntry>,
     },
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 impl Message {

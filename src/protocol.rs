@@ -427,6 +427,25 @@ pub struct RingView {
     pub epoch: u64,
     /// One entry per node that owns tokens, by node id.
     pub nodes: Vec<RingNode>,
+    /// The change in progress (a join, leave or removal whose ranges are
+    /// moving), if any. Absent from the encoding when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<RingChangeView>,
+}
+
+/// A ring change in progress, as a node sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RingChangeView {
+    /// `"join"`, `"leave"` or `"remove"`.
+    pub kind: String,
+    /// The node joining, leaving or removed.
+    pub node: NodeId,
+    /// The epoch the ring will have when the change is in force.
+    pub target_epoch: u64,
+    /// Range moves the change needs.
+    pub moves: u32,
+    /// Range moves done.
+    pub done: u32,
 }
 
 /// One node's part of the ring.

@@ -592,26 +592,44 @@ fn a_payload_sent_as_an_array_of_integers_is_accepted_and_re_encoded_as_bytes() 
 /// Fails if `value` has an array holding anything but maps, or a map key
 /// that is not text.
 fn assert_arrays_hold_maps(value: &Value, what: &str) {
+    assert_arrays_hold_maps_except(value, what, &[]);
+}
+
+/// [`assert_arrays_hold_maps`], except that the fields named in
+/// `integer_lists` may hold arrays of integers (a pending ring change's
+/// `done` set of move indices).
+fn assert_arrays_hold_maps_except(value: &Value, what: &str, integer_lists: &[&str]) {
     match value {
         Value::Array(items) => {
             for item in items {
                 assert!(item.is_map(), "{what}: array of non-maps: {value:?}");
-                assert_arrays_hold_maps(item, what);
+                assert_arrays_hold_maps_except(item, what, integer_lists);
             }
         }
         Value::Map(pairs) => {
             for (k, v) in pairs {
                 assert!(k.is_text(), "{what}: map key is not text: {k:?}");
-                assert_arrays_hold_maps(v, what);
+                let allowed = k.as_text().is_some_and(|k| integer_lists.contains(&k));
+                match v {
+                    Value::Array(items) if allowed => {
+                        assert!(items.iter().all(Value::is_integer), "{what}: {k:?}")
+                    }
+                    _ => assert_arrays_hold_maps_except(v, what, integer_lists),
+                }
             }
         }
-        Value::Tag(_, inner) => assert_arrays_hold_maps(inner, what),
+        Value::Tag(_, inner) => assert_arrays_hold_maps_except(inner, what, integer_lists),
         _ => {}
     }
 }
 
 /// The four checks of [`check`], with lists of maps allowed.
 fn check_with_lists(value: Envelope, golden_hex: &str) {
+    check_with_lists_except(value, golden_hex, &[]);
+}
+
+/// [`check_with_lists`], with lists of integers allowed in the fields named.
+fn check_with_lists_except(value: Envelope, golden_hex: &str, integer_lists: &[&str]) {
     let golden = unhex(golden_hex);
     let what = format!("{value:?}");
     let encoded = codec::encode(&value).unwrap();
@@ -624,7 +642,7 @@ fn check_with_lists(value: Envelope, golden_hex: &str) {
     ciborium::ser::into_writer(&by_ciborium, &mut reencoded).unwrap();
     assert_eq!(hex(&reencoded), hex(&golden), "ciborium re-encodes {what}");
     let tree: Value = ciborium::de::from_reader(golden.as_slice()).unwrap();
-    assert_arrays_hold_maps(&tree, &what);
+    assert_arrays_hold_maps_except(&tree, &what, integer_lists);
 }
 
 #[test]
@@ -675,6 +693,7 @@ fn message_ring_digest() {
             Message::RingDigest {
                 epoch: 3,
                 digest: 0x0102_0304_0506_0708,
+                pending: 0,
             },
         ),
         "a3 64 66726f6d 01 62 746f 02 63 6d7367
@@ -702,13 +721,82 @@ fn message_ring_state() {
     )
     .unwrap();
     check_with_lists(
-        Envelope::new(NodeId(1), NodeId(2), Message::RingState { ring }),
+        Envelope::new(
+            NodeId(1),
+            NodeId(2),
+            Message::RingState {
+                ring,
+                pending: None,
+            },
+        ),
         "a3 64 66726f6d 01 62 746f 02 63 6d7367
             a1 69 52696e675374617465
             a1 64 72696e67
             a2 65 65706f6368 02 66 766e6f646573 82
                 a2 65 746f6b656e 0a 64 6e6f6465 01
                 a2 65 746f6b656e 14 64 6e6f6465 02",
+    );
+}
+
+#[test]
+fn message_ring_digest_with_a_pending_change() {
+    check_envelope(
+        Envelope::new(
+            NodeId(1),
+            NodeId(2),
+            Message::RingDigest {
+                epoch: 3,
+                digest: 0x0102_0304_0506_0708,
+                pending: 9,
+            },
+        ),
+        "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 6a 52696e67446967657374
+            a3 65 65706f6368 03 66 646967657374 1b 0102030405060708
+               67 70656e64696e67 09",
+    );
+}
+
+#[test]
+fn message_ring_state_with_a_pending_change() {
+    use ringkv::ring::{Change, Pending, Ring, VNode};
+    use ringkv::Token;
+    let vnode = |token, node| VNode {
+        token: Token(token),
+        node: NodeId(node),
+    };
+    let ring = Ring::from_vnodes(2, vec![vnode(10, 1), vnode(20, 2)]).unwrap();
+    let target = Ring::from_vnodes(3, vec![vnode(10, 1), vnode(15, 3), vnode(20, 2)]).unwrap();
+    check_with_lists_except(
+        Envelope::new(
+            NodeId(1),
+            NodeId(2),
+            Message::RingState {
+                ring,
+                pending: Some(Pending {
+                    change: Change::Join(NodeId(3)),
+                    target,
+                    n: 3,
+                    done: [0, 2].into_iter().collect(),
+                }),
+            },
+        ),
+        "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 69 52696e675374617465
+            a2 64 72696e67
+               a2 65 65706f6368 02 66 766e6f646573 82
+                  a2 65 746f6b656e 0a 64 6e6f6465 01
+                  a2 65 746f6b656e 14 64 6e6f6465 02
+               67 70656e64696e67
+               a4 66 6368616e6765 a1 64 4a6f696e 03
+                  66 746172676574
+                     a2 65 65706f6368 03 66 766e6f646573 83
+                        a2 65 746f6b656e 0a 64 6e6f6465 01
+                        a2 65 746f6b656e 0f 64 6e6f6465 03
+                        a2 65 746f6b656e 14 64 6e6f6465 02
+                  61 6e 03
+                  64 646f6e65 82 00 02",
+        &["done"],
     );
 }
 

@@ -444,6 +444,7 @@ mod values {
                         share: 0.1,
                     },
                 ],
+                change: None,
             }),
         )
     }

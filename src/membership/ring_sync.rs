@@ -264,7 +264,9 @@ impl RingKeeper {
             .enumerate()
             .filter(|(i, m)| m.to == self.me && !pending.done.contains(&(*i as u32)))
             .map(|(i, m)| {
-                let sources = self.state.sources(&m, |n| n == self.me || self.is_reachable(n));
+                let sources = self
+                    .state
+                    .sources(&m, |n| n == self.me || self.is_reachable(n));
                 (i as u32, m, sources)
             })
             .collect()

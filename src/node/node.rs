@@ -31,7 +31,7 @@ use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Leave, Subscr
 use super::replica::{
     FlushStore, GetStoreStats, LocalRead, ReplicaActor, SetCoordinator, StoreStats,
 };
-use super::ring_manager::{GetRing, RingManager};
+use super::ring_manager::{GetRing, GetRingState, RingManager};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{
@@ -42,15 +42,15 @@ use crate::membership::{MemberEntry, Membership, RingKeeper};
 use crate::message::NodeId;
 use crate::net::{Inbox, Transport};
 use crate::protocol::{
-    BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingNode, RingView, StatusView,
-    CLIENT_PROTOCOL_VERSION,
+    BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingChangeView, RingNode, RingView,
+    StatusView, CLIENT_PROTOCOL_VERSION,
 };
 use crate::replication::buckets::{BucketEntry, BucketTable};
 use crate::replication::client_ops::{to_client_op, to_reply, ReplyKind};
 use crate::replication::coordinator::Answer;
 use crate::replication::get::GetReply;
 use crate::replication::replica::ReplicaStore;
-use crate::ring::Ring;
+use crate::ring::{Change, Ring, RingState};
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
 use crate::version::Resolvers;
 
@@ -383,7 +383,15 @@ impl Node {
             .map_err(|_| Error::Shutdown)
     }
 
-    /// The current ring snapshot.
+    /// The ring state: the ring in force and the change in progress.
+    pub async fn ring_state(&self) -> Result<Arc<RingState>> {
+        self.ring_manager
+            .send(GetRingState)
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// The ring in force.
     pub async fn ring(&self) -> Result<Arc<Ring>> {
         self.ring_manager
             .send(GetRing)
@@ -588,7 +596,7 @@ impl Node {
                     props: BucketInfo::from(&props),
                 })
             }
-            Op::Ring => Ok(Reply::Ring(ring_view(&*self.ring().await?))),
+            Op::Ring => Ok(Reply::Ring(ring_view(&*self.ring_state().await?))),
             Op::Status => Ok(Reply::Status(self.status().await?)),
             Op::LocalGet { bucket, key } => {
                 let (bucket, key) = (bucket.into_vec(), key.into_vec());
@@ -693,7 +701,22 @@ impl Node {
 }
 
 /// The ring as the protocol shows it.
-pub fn ring_view(ring: &Ring) -> RingView {
+pub fn ring_view(state: &RingState) -> RingView {
+    let ring = &state.ring;
+    let change = state.pending.as_ref().map(|p| {
+        let (kind, node) = match p.change {
+            Change::Join(n) => ("join", n),
+            Change::Leave(n) => ("leave", n),
+            Change::Remove(n) => ("remove", n),
+        };
+        RingChangeView {
+            kind: kind.into(),
+            node,
+            target_epoch: p.target.epoch(),
+            moves: p.moves(ring).len() as u32,
+            done: p.done.len() as u32,
+        }
+    });
     let mut vnodes: BTreeMap<NodeId, u32> = BTreeMap::new();
     for v in ring.vnodes() {
         *vnodes.entry(v.node).or_insert(0) += 1;
@@ -710,6 +733,7 @@ pub fn ring_view(ring: &Ring) -> RingView {
                 share: owned.get(&node).copied().unwrap_or(0) as f64 / space,
             })
             .collect(),
+        change,
     }
 }
 

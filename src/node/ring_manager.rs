@@ -14,12 +14,18 @@ use super::failure_detector::{Leave, MemberNotice, Subscribe};
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
 use crate::membership::{Outbox, RingEvent, RingKeeper};
-use crate::ring::Ring;
+use crate::ring::{Ring, RingState};
 
 /// Asks for the current ring.
 #[derive(Message)]
 #[rtype(result = "Arc<Ring>")]
 pub struct GetRing;
+
+/// Asks for the whole ring state (the ring in force and the change in
+/// progress).
+#[derive(Message)]
+#[rtype(result = "Arc<RingState>")]
+pub struct GetRingState;
 
 /// The actor. See the module documentation.
 pub struct RingManager {
@@ -105,6 +111,14 @@ impl Handler<GetRing> for RingManager {
 
     fn handle(&mut self, _: GetRing, _: &mut Context<Self>) -> Self::Result {
         MessageResult(Arc::clone(self.keeper.ring()))
+    }
+}
+
+impl Handler<GetRingState> for RingManager {
+    type Result = MessageResult<GetRingState>;
+
+    fn handle(&mut self, _: GetRingState, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Arc::clone(self.keeper.state()))
     }
 }
 

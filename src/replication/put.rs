@@ -624,12 +624,17 @@ mod tests {
             PutOptions {
                 w: 2,
                 timeout: Duration::from_secs(1),
-                quorums: vec![vec![NodeId(1), NodeId(2), NodeId(3)], vec![NodeId(1), NodeId(4)]],
+                quorums: vec![
+                    vec![NodeId(1), NodeId(2), NodeId(3)],
+                    vec![NodeId(1), NodeId(4)],
+                ],
             },
             &mut out,
         );
         match put.take_reply() {
-            Some(Err(Error::Unavailable { needed: 2, got: 1, .. })) => {}
+            Some(Err(Error::Unavailable {
+                needed: 2, got: 1, ..
+            })) => {}
             other => panic!("expected Unavailable, got {other:?}"),
         }
     }

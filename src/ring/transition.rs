@@ -372,7 +372,9 @@ mod tests {
         let mut state = joining(4);
         let moves = state.pending.as_ref().unwrap().moves(&state.ring);
         assert!(!moves.is_empty());
-        assert!(moves.iter().all(|m| m.to == NodeId(5) && m.from != NodeId(5)));
+        assert!(moves
+            .iter()
+            .all(|m| m.to == NodeId(5) && m.from != NodeId(5)));
         let target = state.pending.as_ref().unwrap().target.clone();
         for i in 0..moves.len() as u32 {
             assert!(state.pending.is_some(), "promoted before move {i}");
@@ -485,7 +487,9 @@ mod tests {
         assert_eq!(new, Some(&p.target));
         // Outside every move both rings agree on the replicas.
         assert_eq!(
-            placement.read_ring(token(outside)).preference_list(token(outside), 3),
+            placement
+                .read_ring(token(outside))
+                .preference_list(token(outside), 3),
             state.ring.preference_list(token(outside), 3)
         );
         // Once every move covering the key is done, it routes by the target.
@@ -547,8 +551,6 @@ mod tests {
             .unwrap();
         let mv = leave.pending.as_ref().unwrap().moves(&leave.ring)[0];
         assert_eq!(leave.sources(&mv, |_| true), vec![mv.from]);
-        assert!(!leave
-            .sources(&mv, |n| n != mv.from)
-            .contains(&mv.from));
+        assert!(!leave.sources(&mv, |n| n != mv.from).contains(&mv.from));
     }
 }
