@@ -758,4 +758,58 @@ mod tests {
         assert!(matches!(done[0].1, Err(Error::QuorumTimeout { .. })));
         assert_eq!(c.in_flight(), 0);
     }
+
+    #[test]
+    fn while_a_range_moves_writes_reach_both_rings_and_reads_the_old() {
+        use crate::ring::{Change, RingState};
+        let old = ring(4);
+        let target = claim_join(&old, NodeId(5), 16).unwrap();
+        let state = RingState::settled((*old).clone())
+            .begin(Change::Join(NodeId(5)), target.clone(), 3)
+            .unwrap();
+        let mut c: Coordinator<&'static str> = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        c.set_ring_state(Arc::new(state.clone()));
+        assert_eq!(c.members().len(), 5, "the joiner is a member to gossip to");
+        // A key whose replicas change, and one whose do not.
+        let (mut moving, mut still) = (None, None);
+        for i in 0..10_000u32 {
+            let key = i.to_be_bytes().to_vec();
+            let t = key_token(b"b", &key);
+            let changes = old.preference_list(t, 3) != target.preference_list(t, 3);
+            match changes {
+                true if moving.is_none() => moving = Some(key),
+                false if still.is_none() => still = Some(key),
+                _ => {}
+            }
+        }
+        let (moving, still) = (moving.unwrap(), still.unwrap());
+        let t = key_token(b"b", &moving);
+        let nodes = |ts: &[Target]| ts.iter().map(|t| t.node).collect::<Vec<_>>();
+        assert_eq!(
+            nodes(&c.targets(b"b", &moving, false)),
+            old.preference_list(t, 3),
+            "reads use the old ring"
+        );
+        let (targets, quorums) = c.write_targets(b"b", &moving, false);
+        assert_eq!(quorums, vec![old.preference_list(t, 3), target.preference_list(t, 3)]);
+        assert_eq!(targets.len(), 4, "the old three and the joiner");
+        assert!(nodes(&targets).contains(&NodeId(5)));
+        let (targets, quorums) = c.write_targets(b"b", &still, false);
+        assert!(quorums.is_empty());
+        assert_eq!(targets.len(), 3);
+
+        // Every move done: the change is in force and routing follows it.
+        let mut done = state;
+        for i in 0..done.pending.as_ref().unwrap().moves(&done.ring).len() {
+            done.mark_done(i as u32);
+        }
+        c.set_ring_state(Arc::new(done));
+        assert_eq!(c.ring(), &target);
+        assert_eq!(nodes(&c.targets(b"b", &moving, false)), target.preference_list(t, 3));
+        assert!(c.write_targets(b"b", &moving, false).1.is_empty());
+    }
 }
