@@ -2,34 +2,48 @@
 //! every other node's by gossip, and the token claim of this node's own
 //! join and leave.
 //!
-//! # How rings converge
+//! # How ring states converge
 //!
-//! Rings are ordered by (epoch, digest), the digest being the xxh3 of the
-//! ring's CBOR encoding. Each gossip interval the keeper sends its ring's
-//! epoch and digest ([`Message::RingDigest`]) to one random reachable peer.
-//! The receiver compares: if its own ring is greater it sends the whole
-//! ring back ([`Message::RingState`]); if the sender's is greater it answers
-//! with its own digest, which makes the sender send its ring. A node adopts
-//! a ring only if it is greater than its own, so all nodes end on the
-//! greatest ring, whatever the order of exchanges.
+//! Nodes gossip a [`RingState`]: the ring in force and the change in
+//! progress (see [`crate::ring::transition`]). Each gossip interval the
+//! keeper sends the digest of its state ([`Message::RingDigest`], with the
+//! epoch of its ring in force and the digest of its pending target) to one
+//! random reachable peer. A receiver with a different state answers with
+//! its whole state ([`Message::RingState`]) unless the sender's ring is
+//! newer, in which case it answers with its digest so the sender sends its
+//! state. A receiver of a state merges it into its own (a join: the newer
+//! ring, the greater change, the union of moves done) and answers with its
+//! state if that still differs, else with its digest. So all nodes end on
+//! the same state, whatever the order of exchanges.
 //!
 //! # Who changes the ring
 //!
 //! Only a node itself claims tokens for itself, with the deterministic
 //! claim of [`crate::ring::claim`]: the first node of a cluster (one started
-//! without seeds) claims on the empty ring; a joining node waits until it
-//! has a ring from a peer, then claims on top of it. Two nodes joining at
-//! once both produce a ring of the next epoch; the greater digest wins, and
-//! the node missing from the winner claims again on top of it, one epoch
-//! later. A leaving node gives its tokens away with `claim_leave` before it
-//! stops. Should that ring lose such a race, the lowest-id ALIVE node
-//! removes any node the membership reports LEFT that is still in the ring.
+//! without seeds) claims on the empty ring, which settles at once; a
+//! joining node waits until it has a ring from a peer and no change is
+//! pending, then begins a join towards the claimed ring. A leaving node
+//! begins a leave towards `claim_leave`. Should a node be LEFT without
+//! having finished its leave, the lowest-id ALIVE node begins its removal.
 //! DOWN nodes stay in the ring: a failure is not a leave.
+//!
+//! One change is pending at a time. Two nodes that begin one at once each
+//! make a state of the same ring; the greater target wins and the other
+//! node begins again once the winner is in force. A node that begins or
+//! learns a change sends its state to every reachable peer at once, and a
+//! receiver answers with its digest, so within a round trip the keeper
+//! knows who has seen the change: [`RingKeeper::transfers_may_start`] holds
+//! once every reachable member has, so that no coordinator still routes
+//! writes of a moving range to the old ring only. The executor of this
+//! node's moves ([`RingKeeper::incoming_moves`]) reports each one with
+//! [`RingKeeper::mark_done`], which is sent to every reachable peer; the
+//! last one puts the change in force everywhere.
 //!
 //! # What it does not do
 //!
-//! It does not move data (a handoff executor acts on the change) and keeps
-//! no history of rings.
+//! It moves no data (the transfer executor does), keeps no history of
+//! rings, and is not persisted: a restarted node learns the state again
+//! from its peers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
