@@ -740,6 +740,26 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Decommissions the node this client is connected to (see
+    /// [`Op::Leave`]); the ring view shows the leave once it has begun.
+    pub async fn decommission(&self) -> Result<RingView> {
+        match self.execute(Op::Leave).await? {
+            Reply::Ring(view) => Ok(view),
+            other => Err(unexpected("leave", &other)),
+        }
+    }
+
+    /// Removes `node`, a member gone for good, from the ring (see
+    /// [`Op::RemoveNode`]).
+    pub async fn remove_node(&self, node: NodeId) -> Result<RingView> {
+        match self.execute(Op::RemoveNode { node }).await? {
+            Reply::Ring(view) => Ok(view),
+            other => Err(unexpected("remove_node", &other)),
+        }
+    }
+}
+
 /// Reads responses until the connection ends, handing each to its waiter;
 /// then fails every request still waiting (by dropping its sender).
 async fn read_responses(

@@ -229,6 +229,22 @@ pub enum Op {
         /// The key.
         key: ByteBuf,
     },
+    /// Decommissions the receiving node: it gives its tokens away, and the
+    /// nodes taking its ranges pull them; once they have, the ring no
+    /// longer holds it (its process keeps running until stopped). Answered
+    /// at once with [`Reply::Ring`], whose `change` shows the leave once it
+    /// has begun (it waits while another change is in progress); `Ring`
+    /// shows its progress.
+    Leave,
+    /// Removes `node`, a member that is gone for good, from the ring: its
+    /// ranges are copied again from the surviving replicas. Refused
+    /// (`InvalidArgument`) for a node this node can reach (a live node
+    /// leaves with `Leave`), for a node not in the ring, and while another
+    /// change is in progress. Answered with [`Reply::Ring`].
+    RemoveNode {
+        /// The node to remove.
+        node: NodeId,
+    },
 }
 
 impl Op {
@@ -250,12 +266,15 @@ impl Op {
             Op::Status => "status",
             Op::LocalGet { .. } => "local_get",
             Op::PreferenceList { .. } => "preference_list",
+            Op::Leave => "leave",
+            Op::RemoveNode { .. } => "remove_node",
         }
     }
 
-    /// Whether the op changes stored state. A failed write's
-    /// [`ErrorReply::indefinite`] says whether it may still have been
-    /// applied; a client retries it only when that is `Some(false)`.
+    /// Whether the op changes stored state (data, bucket properties or the
+    /// ring). A failed write's [`ErrorReply::indefinite`] says whether it
+    /// may still have been applied; a client retries it only when that is
+    /// `Some(false)`.
     pub fn is_write(&self) -> bool {
         match self {
             Op::Put { .. }
@@ -263,7 +282,9 @@ impl Op {
             | Op::CounterAdd { .. }
             | Op::SetAdd { .. }
             | Op::SetRemove { .. }
-            | Op::SetBucket { .. } => true,
+            | Op::SetBucket { .. }
+            | Op::Leave
+            | Op::RemoveNode { .. } => true,
             Op::Hello { .. }
             | Op::Get { .. }
             | Op::CounterGet { .. }
@@ -628,7 +649,9 @@ mod tests {
             | Op::Ring
             | Op::Status
             | Op::LocalGet { .. }
-            | Op::PreferenceList { .. } => (),
+            | Op::PreferenceList { .. }
+            | Op::Leave
+            | Op::RemoveNode { .. } => (),
         });
         let _ = reply.map(|r| match r {
             Reply::Hello { .. }
@@ -671,6 +694,8 @@ mod tests {
         "Op::Status",
         "Op::LocalGet",
         "Op::PreferenceList",
+        "Op::Leave",
+        "Op::RemoveNode",
         "Reply::Hello",
         "Reply::Object",
         "Reply::Written",

@@ -330,6 +330,35 @@ mod values {
         )
     }
 
+    pub fn leave() -> Request {
+        request(17, Op::Leave)
+    }
+
+    pub fn remove_node() -> Request {
+        request(18, Op::RemoveNode { node: NodeId(4) })
+    }
+
+    pub fn reply_ring_changing() -> Response {
+        ok(
+            17,
+            Reply::Ring(RingView {
+                epoch: 4,
+                nodes: vec![RingNode {
+                    node: NodeId(1),
+                    vnodes: 2,
+                    share: 1.0,
+                }],
+                change: Some(RingChangeView {
+                    kind: "join".into(),
+                    node: NodeId(2),
+                    target_epoch: 5,
+                    moves: 3,
+                    done: 1,
+                }),
+            }),
+        )
+    }
+
     pub fn reply_hello() -> Response {
         ok(
             1,
@@ -767,6 +796,55 @@ fn request_ring_and_status_are_bare_strings() {
         "a2
              62 6964 0e
              62 6f70 66 537461747573",
+    );
+}
+
+#[test]
+fn request_leave_and_remove_node() {
+    use values::*;
+    // {"id": 17, "op": "Leave"}
+    check(
+        leave(),
+        "a2
+             62 6964 11
+             62 6f70 65 4c65617665",
+    );
+    // {"id": 18, "op": {"RemoveNode": {"node": 4}}}
+    check(
+        remove_node(),
+        "a2
+             62 6964 12
+             62 6f70 a1
+                 6a 52656d6f76654e6f6465 a1
+                     64 6e6f6465 04",
+    );
+}
+
+#[test]
+fn response_ring_with_a_change_in_progress() {
+    use values::*;
+    // {"id": 17, "result": {"Ok": {"Ring": {"epoch": 4, "nodes": [{"node": 1, "vnodes": 2,
+    // "share": 1.0_1}], "change": {"kind": "join", "node": 2, "target_epoch": 5, "moves": 3,
+    // "done": 1}}}}}
+    check(
+        reply_ring_changing(),
+        "a2
+             62 6964 11
+             66 726573756c74 a1
+                 62 4f6b a1
+                     64 52696e67 a3
+                         65 65706f6368 04
+                         65 6e6f646573 81
+                             a3
+                                 64 6e6f6465 01
+                                 66 766e6f646573 02
+                                 65 7368617265 f9 3c00
+                         66 6368616e6765 a5
+                             64 6b696e64 64 6a6f696e
+                             64 6e6f6465 02
+                             6c 7461726765745f65706f6368 05
+                             65 6d6f766573 03
+                             64 646f6e65 01",
     );
 }
 

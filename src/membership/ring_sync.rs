@@ -57,7 +57,7 @@ use tracing::warn;
 use super::table::MemberStatus;
 use super::{MemberEvent, Outbox, RingEvent};
 use crate::config::{RingConfig, DEFAULT_CLAIM_REPLICAS};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::message::{Envelope, Message, NodeId};
 use crate::ring::{claim_join, claim_leave, Change, RangeMove, Ring, RingState};
 
@@ -385,22 +385,27 @@ impl RingKeeper {
         }
     }
 
-    /// Begins removing `node`, a member that is gone for good, if no other
-    /// change is pending. Returns whether the change began.
-    pub fn remove(&mut self, node: NodeId, out: &mut Outbox<RingEvent>) -> bool {
-        if self.state.pending.is_some() || !self.state.ring.is_member(node) || node == self.me {
-            return false;
+    /// Begins removing `node`, a member that is gone for good. Refused with
+    /// `InvalidInput` for this node, a node it can reach (a live node
+    /// leaves by itself), a node not in the ring, or while another change
+    /// is in progress.
+    pub fn remove(&mut self, node: NodeId, out: &mut Outbox<RingEvent>) -> Result<()> {
+        let refuse = |why: String| Err(Error::InvalidInput(why));
+        if node == self.me {
+            return refuse(format!("{node} cannot remove itself: it leaves instead"));
         }
-        match claim_leave(&self.state.ring, node) {
-            Ok(target) => {
-                self.begin(Change::Remove(node), target, out);
-                self.state.pending.is_some() || !self.state.ring.is_member(node)
-            }
-            Err(e) => {
-                warn!(node = %node, error = %e, "remove claim failed");
-                false
-            }
+        if self.is_reachable(node) {
+            return refuse(format!("{node} is reachable: a live node leaves by itself"));
         }
+        if !self.state.ring.is_member(node) {
+            return refuse(format!("{node} is not in the ring"));
+        }
+        if let Some(p) = &self.state.pending {
+            return refuse(format!("a change is in progress ({:?})", p.change));
+        }
+        let target = claim_leave(&self.state.ring, node)?;
+        self.begin(Change::Remove(node), target, out);
+        Ok(())
     }
 }
 

@@ -31,7 +31,7 @@ use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Leave, Subscr
 use super::replica::{
     FlushStore, GetStoreStats, LocalRead, ReplicaActor, SetCoordinator, StoreStats,
 };
-use super::ring_manager::{GetRing, GetRingState, RingManager};
+use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{
@@ -391,6 +391,29 @@ impl Node {
             .map_err(|_| Error::Shutdown)
     }
 
+    /// Begins giving this node's tokens away (at once, or once the change
+    /// in progress is in force): the nodes taking its ranges pull them,
+    /// and then the ring no longer holds it. Returns when the leave has
+    /// been asked for; [`Node::ring_state`] shows its progress. The node
+    /// keeps running (see [`Node::leave`] to also stop it).
+    pub async fn decommission(&self) -> Result<()> {
+        self.ring_manager
+            .send(Leave)
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// Begins removing `node`, a member gone for good: its ranges are
+    /// copied again from the surviving replicas. Fails with `InvalidInput`
+    /// when this node can reach `node`, when it is not in the ring, or
+    /// while another change is in progress.
+    pub async fn remove_node(&self, node: NodeId) -> Result<()> {
+        self.ring_manager
+            .send(RemoveNode(node))
+            .await
+            .map_err(|_| Error::Shutdown)?
+    }
+
     /// The ring in force.
     pub async fn ring(&self) -> Result<Arc<Ring>> {
         self.ring_manager
@@ -408,10 +431,7 @@ impl Node {
     /// anyway: the lowest live node then removes it from the ring, and its
     /// ranges are copied again from the other replicas.
     pub async fn leave(self) -> Result<()> {
-        self.ring_manager
-            .send(Leave)
-            .await
-            .map_err(|_| Error::Shutdown)?;
+        self.decommission().await?;
         let me = self.id;
         let deadline = tokio::time::Instant::now() + LEAVE_TRANSFER_TIMEOUT;
         loop {
@@ -597,6 +617,14 @@ impl Node {
                 })
             }
             Op::Ring => Ok(Reply::Ring(ring_view(&*self.ring_state().await?))),
+            Op::Leave => {
+                self.decommission().await?;
+                Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
+            }
+            Op::RemoveNode { node } => {
+                self.remove_node(node).await?;
+                Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
+            }
             Op::Status => Ok(Reply::Status(self.status().await?)),
             Op::LocalGet { bucket, key } => {
                 let (bucket, key) = (bucket.into_vec(), key.into_vec());

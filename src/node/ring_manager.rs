@@ -27,6 +27,11 @@ pub struct GetRing;
 #[rtype(result = "Arc<RingState>")]
 pub struct GetRingState;
 
+/// Begins removing a member gone for good (see `RingKeeper::remove`).
+#[derive(Message)]
+#[rtype(result = "crate::error::Result<()>")]
+pub struct RemoveNode(pub crate::message::NodeId);
+
 /// The actor. See the module documentation.
 pub struct RingManager {
     keeper: RingKeeper,
@@ -119,6 +124,17 @@ impl Handler<GetRingState> for RingManager {
 
     fn handle(&mut self, _: GetRingState, _: &mut Context<Self>) -> Self::Result {
         MessageResult(Arc::clone(self.keeper.state()))
+    }
+}
+
+impl Handler<RemoveNode> for RingManager {
+    type Result = crate::error::Result<()>;
+
+    fn handle(&mut self, RemoveNode(node): RemoveNode, _: &mut Context<Self>) -> Self::Result {
+        let mut out = Outbox::new();
+        let result = self.keeper.remove(node, &mut out);
+        self.carry_out(out);
+        result
     }
 }
 

@@ -795,7 +795,10 @@ mod tests {
             "reads use the old ring"
         );
         let (targets, quorums) = c.write_targets(b"b", &moving, false);
-        assert_eq!(quorums, vec![old.preference_list(t, 3), target.preference_list(t, 3)]);
+        assert_eq!(
+            quorums,
+            vec![old.preference_list(t, 3), target.preference_list(t, 3)]
+        );
         assert_eq!(targets.len(), 4, "the old three and the joiner");
         assert!(nodes(&targets).contains(&NodeId(5)));
         let (targets, quorums) = c.write_targets(b"b", &still, false);
@@ -809,7 +812,10 @@ mod tests {
         }
         c.set_ring_state(Arc::new(done));
         assert_eq!(c.ring(), &target);
-        assert_eq!(nodes(&c.targets(b"b", &moving, false)), target.preference_list(t, 3));
+        assert_eq!(
+            nodes(&c.targets(b"b", &moving, false)),
+            target.preference_list(t, 3)
+        );
         assert!(c.write_targets(b"b", &moving, false).1.is_empty());
     }
 }
