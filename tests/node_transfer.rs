@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ringkv::config::TransferConfig;
 use ringkv::node::{Node, NodeConfig};
-use ringkv::protocol::{Op, WriteOptions};
+use ringkv::protocol::{Op, Reply, WriteOptions};
 use ringkv::replication::transfer::{TransferItem, TransferSpec, TransferState};
 use ringkv::replication::Consistency;
 use ringkv::ring::TokenRange;
@@ -84,20 +84,25 @@ async fn loaded_pair(network: &MemoryNetwork, receiver: NodeConfig) -> (Node, No
         .unwrap();
     for i in 0..KEYS {
         let key = format!("key{i:05}");
-        n1.execute(Op::Put {
-            bucket: b("data"),
-            key: b(&key),
-            value: b(&format!("value of {key}")),
-            context: None,
-            options: WriteOptions::default(),
-        })
-        .await
-        .unwrap();
+        let written = n1
+            .execute(Op::Put {
+                bucket: b("data"),
+                key: b(&key),
+                value: b(&format!("value of {key}")),
+                context: None,
+                options: WriteOptions::default(),
+            })
+            .await
+            .unwrap();
+        let Reply::Written { context, .. } = written else {
+            panic!("{written:?}")
+        };
         if i % 10 == 0 {
+            // With the put's context: the tombstone replaces the value.
             n1.execute(Op::Delete {
                 bucket: b("data"),
                 key: b(&key),
-                context: None,
+                context: Some(context),
                 options: WriteOptions::default(),
             })
             .await
@@ -210,10 +215,7 @@ async fn a_range_moves_whole_with_its_tombstones_and_only_it() {
         })
         .await
         .unwrap();
-    assert!(
-        matches!(got, ringkv::protocol::Reply::Object { value: None, .. }),
-        "{got:?}"
-    );
+    assert!(matches!(got, Reply::Object { value: None, .. }), "{got:?}");
 
     // Starting it again changes nothing.
     let again = n2.start_transfer(spec(1)).await.unwrap();

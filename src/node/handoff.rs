@@ -186,9 +186,8 @@ impl HandoffActor {
                 } => self.store_batch(id, source, items, record, ctx),
                 TransferEffect::Forget { id } => {
                     let store = Arc::clone(&self.store);
-                    let work = tokio::task::spawn_blocking(move || {
-                        store.delete_meta(&record_name(id))
-                    });
+                    let work =
+                        tokio::task::spawn_blocking(move || store.delete_meta(&record_name(id)));
                     ctx.spawn(
                         async move {
                             match work.await {
@@ -240,10 +239,7 @@ impl HandoffActor {
             let bytes = codec::encode(&record).map_err(|e| e.to_string())?;
             tokio::task::spawn_blocking(move || {
                 store.merge_transferred(&items, |b| {
-                    policies
-                        .get(b)
-                        .cloned()
-                        .unwrap_or(ConflictPolicy::Siblings)
+                    policies.get(b).cloned().unwrap_or(ConflictPolicy::Siblings)
                 })?;
                 store.store_meta(&record_name(id), &bytes)
             })

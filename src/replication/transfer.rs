@@ -343,10 +343,7 @@ pub fn scan_ranges(range: TokenRange, after: Option<&[u8]>) -> Result<Vec<KeyRan
             .collect());
     };
     let (token, _, _) = parse_object_key(cursor)?;
-    let Some(at) = segments
-        .iter()
-        .position(|&(s, e)| s <= token && token <= e)
-    else {
+    let Some(at) = segments.iter().position(|&(s, e)| s <= token && token <= e) else {
         return Err(Error::InvalidInput(format!(
             "cursor token {token} is outside the range ({}, {}]",
             range.after, range.through
@@ -631,7 +628,13 @@ impl Transfers {
     /// Feeds a message from node `from`: a batch or a refusal. Anything
     /// that does not answer a pull now out (late, duplicated, for an
     /// unknown transfer) is ignored.
-    pub fn step(&mut self, now: Instant, from: NodeId, msg: Message, out: &mut Vec<TransferEffect>) {
+    pub fn step(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: Message,
+        out: &mut Vec<TransferEffect>,
+    ) {
         match msg {
             Message::TransferBatch {
                 transfer,
@@ -686,7 +689,12 @@ impl Transfers {
         };
         let progresses = done || (!items.is_empty() && next != after);
         if !next_ok || !progresses || !batch_token_check(range, &items) {
-            self.fail(now, id, i, "a batch outside the range or not advancing".into());
+            self.fail(
+                now,
+                id,
+                i,
+                "a batch outside the range or not advancing".into(),
+            );
             return;
         }
         self.throttle.charge(now, bytes);
@@ -826,7 +834,11 @@ impl Transfers {
 
     fn back_off(&mut self, now: Instant, id: u64, i: usize) {
         let (min, max) = (self.config.backoff_min, self.config.backoff_max);
-        let Some(s) = self.transfers.get_mut(&id).and_then(|t| t.sources.get_mut(i)) else {
+        let Some(s) = self
+            .transfers
+            .get_mut(&id)
+            .and_then(|t| t.sources.get_mut(i))
+        else {
             return;
         };
         s.attempts = s.attempts.saturating_add(1);
@@ -979,7 +991,10 @@ mod tests {
             .filter_map(|e| match e {
                 TransferEffect::Send {
                     to,
-                    msg: Message::TransferPull { transfer, after, .. },
+                    msg:
+                        Message::TransferPull {
+                            transfer, after, ..
+                        },
                 } => Some((*to, *transfer, after.clone())),
                 _ => None,
             })
@@ -1027,7 +1042,10 @@ mod tests {
         m.step(t0, A, batch(7, None, first, false), &mut out);
         let s = stores(&out);
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].3.sources[0].after, c1, "the record holds the new cursor");
+        assert_eq!(
+            s[0].3.sources[0].after, c1,
+            "the record holds the new cursor"
+        );
         assert!(pulls(&out).is_empty(), "no pull before the batch is stored");
         out.clear();
         m.stored(t0, 7, A, Ok(()), &mut out);
@@ -1052,7 +1070,12 @@ mod tests {
         assert!(stores(&out).is_empty());
 
         // The answer to the retried pull ends the range.
-        m.step(t1, A, batch(7, c1.clone(), vec![item("k3")], true), &mut out);
+        m.step(
+            t1,
+            A,
+            batch(7, c1.clone(), vec![item("k3")], true),
+            &mut out,
+        );
         assert_eq!(stores(&out).len(), 1);
         out.clear();
         m.stored(t1, 7, A, Ok(()), &mut out);
