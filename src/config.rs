@@ -877,3 +877,90 @@ impl ReplicaConfig {
         Ok(())
     }
 }
+
+/// Configuration of range transfers (`replication::transfer`): how this
+/// node pulls token ranges from other nodes, and how it serves them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferConfig {
+    /// Incoming transfers running at once; more wait in a queue, in the
+    /// order they were started. Default 2, Riak's handoff concurrency: a
+    /// moving range keeps one disk busy without starving client requests,
+    /// and a second hides the round trips of the first.
+    pub max_concurrent: usize,
+    /// Bytes asked for per pull (keys and stored values; a batch holds at
+    /// least one object, so one larger object makes a larger batch).
+    /// Default 1 MiB: long enough to amortise a round trip and a scan
+    /// seek, far below the 16 MiB frame limit.
+    pub max_batch_bytes: u64,
+    /// Bytes per second this node pulls, over all its incoming transfers
+    /// (a token bucket holding one batch). 0: unthrottled. Default 32 MiB/s:
+    /// about a quarter of a SATA SSD's or a 1 Gbit/s link's bandwidth, so
+    /// rebalancing leaves most of both to clients.
+    pub bytes_per_sec: u64,
+    /// A pull unanswered this long is retried. Default 10 s: a pull is a
+    /// scan of one batch (milliseconds), so this only fires when the source
+    /// or the link is gone or stalled.
+    pub pull_timeout: Duration,
+    /// First wait before retrying a lost, refused or failed pull; it
+    /// doubles per consecutive attempt up to `backoff_max`, with jitter
+    /// (a wait is drawn from its upper half). Default 200 ms.
+    pub backoff_min: Duration,
+    /// Longest wait between retries. Default 10 s: a source back from a
+    /// partition is found within that.
+    pub backoff_max: Duration,
+    /// Consecutive hard failures (a source refusing with an error, a batch
+    /// that does not fit the range, a local store error) after which a
+    /// transfer is marked failed. Lost pulls and busy sources are not
+    /// failures: they are waited for. Default 5.
+    pub max_failures: u32,
+    /// Pulls this node serves at once, as a source (each a scan on a
+    /// blocking thread); more are refused as busy and retried by their
+    /// receiver. Default 4: twice `max_concurrent`, for a node serving two
+    /// receivers.
+    pub max_serving: usize,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            max_concurrent: 2,
+            max_batch_bytes: 1 << 20,
+            bytes_per_sec: 32 << 20,
+            pull_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            max_failures: 5,
+            max_serving: 4,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// Checks that the values can work.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_concurrent == 0
+            || self.max_batch_bytes == 0
+            || self.max_failures == 0
+            || self.max_serving == 0
+        {
+            return Err(Error::InvalidInput(
+                "transfer config: counts and the batch size must be at least 1".into(),
+            ));
+        }
+        if self.max_batch_bytes > (DEFAULT_MAX_FRAME_BYTES / 2) as u64 {
+            return Err(Error::InvalidInput(format!(
+                "transfer config: max_batch_bytes must be at most half the frame limit ({})",
+                DEFAULT_MAX_FRAME_BYTES / 2
+            )));
+        }
+        if self.pull_timeout.is_zero()
+            || self.backoff_min.is_zero()
+            || self.backoff_max < self.backoff_min
+        {
+            return Err(Error::InvalidInput(
+                "transfer config: timeouts must be positive and backoff_min <= backoff_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}

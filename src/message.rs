@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberEntry;
 use crate::replication::buckets::BucketEntry;
+use crate::replication::transfer::{TransferItem, TransferRefusal};
 use crate::replication::{ReplicaReply, ReplicaRequest};
-use crate::ring::Ring;
+use crate::ring::{Ring, TokenRange};
 
 /// The version of the node-to-node protocol spoken by this build. Both ends
 /// of a connection must speak the same version; a mismatch is refused
@@ -146,6 +147,54 @@ pub enum Message {
         /// Every bucket the sender has set properties for.
         buckets: Vec<BucketEntry>,
     },
+    // Range transfers (`replication::transfer`): a receiver pulls the
+    // objects of a token range from a source, one batch at a time.
+    /// Receiver to source: send the next batch of `range` after the cursor
+    /// `after`. Answered with [`Message::TransferBatch`] or
+    /// [`Message::TransferRefused`].
+    TransferPull {
+        /// The receiver's transfer id, echoed in the answer.
+        transfer: u64,
+        /// The tokens being moved.
+        range: TokenRange,
+        /// The engine key of the last object the receiver stored; `None`
+        /// to start at the beginning of the range.
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        /// Stop adding objects once the batch holds this many bytes (a
+        /// batch holds at least one object).
+        max_bytes: u64,
+    },
+    /// Source to receiver: the objects of the range after `after`, in key
+    /// order.
+    TransferBatch {
+        /// The transfer id of the pull.
+        transfer: u64,
+        /// The pull's cursor, echoed: the receiver drops answers to pulls
+        /// it no longer waits for.
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        /// The objects, tombstones included.
+        items: Vec<TransferItem>,
+        /// The cursor to pull from next: the last item's engine key (the
+        /// pull's own cursor when there are no items).
+        #[serde(with = "serde_bytes")]
+        next: Option<Vec<u8>>,
+        /// Whether the range holds nothing after `next`.
+        done: bool,
+        /// The items' size as stored at the source (keys and values).
+        bytes: u64,
+    },
+    /// Source to receiver: the pull was not served.
+    TransferRefused {
+        /// The transfer id of the pull.
+        transfer: u64,
+        /// The pull's cursor, echoed.
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        /// Why.
+        reason: TransferRefusal,
+    },
 }
 
 fn is_zero(x: &u64) -> bool {
@@ -164,6 +213,9 @@ impl Message {
             Message::Replicate { .. } => "replicate",
             Message::Replicated { .. } => "replicated",
             Message::Buckets { .. } => "buckets",
+            Message::TransferPull { .. } => "transfer_pull",
+            Message::TransferBatch { .. } => "transfer_batch",
+            Message::TransferRefused { .. } => "transfer_refused",
         }
     }
 }
@@ -333,7 +385,10 @@ mod tests {
             | Message::RingState { .. }
             | Message::Replicate { .. }
             | Message::Replicated { .. }
-            | Message::Buckets { .. } => (),
+            | Message::Buckets { .. }
+            | Message::TransferPull { .. }
+            | Message::TransferBatch { .. }
+            | Message::TransferRefused { .. } => (),
         });
         let _ = hs.map(|h| match h {
             Handshake::Hello { .. }
@@ -364,6 +419,9 @@ mod tests {
         "Message::Replicate",
         "Message::Replicated",
         "Message::Buckets",
+        "Message::TransferPull",
+        "Message::TransferBatch",
+        "Message::TransferRefused",
         "Handshake::Hello",
         "Handshake::Challenge",
         "Handshake::Proof",

@@ -498,6 +498,66 @@ pub struct StatusView {
     pub in_flight: u64,
     /// Its storage engine's name.
     pub engine: String,
+    /// Range transfers into it (see `docs/rebalancing.md`), by id. Absent
+    /// from nodes older than transfers: empty.
+    #[serde(default)]
+    pub transfers: Vec<TransferView>,
+}
+
+/// One range transfer into a node, as a status view shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferView {
+    /// The transfer's id (chosen by whoever started it).
+    pub id: u64,
+    /// The range: tokens after this one ...
+    pub after: u64,
+    /// ... through this one, wrapping past `u64::MAX`.
+    pub through: u64,
+    /// The nodes it pulls from.
+    pub sources: Vec<NodeId>,
+    /// `"queued"`, `"running"`, `"waiting_for_source"`, `"done"` or
+    /// `"failed"`.
+    pub state: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Objects stored so far.
+    pub keys: u64,
+    /// Bytes stored so far.
+    pub bytes: u64,
+    /// Batches stored so far.
+    pub batches: u64,
+    /// Milliseconds it has run in this process (until it finished).
+    pub elapsed_ms: u64,
+}
+
+impl From<&crate::replication::transfer::TransferProgress> for TransferView {
+    fn from(p: &crate::replication::transfer::TransferProgress) -> Self {
+        use crate::replication::transfer::TransferState as S;
+        let (state, error) = match &p.state {
+            S::Queued => ("queued", None),
+            S::Running => ("running", None),
+            S::WaitingForSource => ("waiting_for_source", None),
+            S::Done => ("done", None),
+            S::Failed(why) => ("failed", Some(why.clone())),
+        };
+        let elapsed = match (p.started, p.finished) {
+            (Some(s), Some(f)) => f.saturating_duration_since(s),
+            (Some(s), None) => s.elapsed(),
+            _ => std::time::Duration::ZERO,
+        };
+        TransferView {
+            id: p.id,
+            after: p.range.after.0,
+            through: p.range.through.0,
+            sources: p.sources.clone(),
+            state: state.into(),
+            error,
+            keys: p.keys,
+            bytes: p.bytes,
+            batches: p.batches,
+            elapsed_ms: elapsed.as_millis() as u64,
+        }
+    }
 }
 
 /// One member as a node sees it.

@@ -1335,3 +1335,169 @@ fn message_buckets() {
                              64 6e6f6465 02",
     );
 }
+
+mod transfer_values {
+    use ringkv::replication::transfer::{TransferItem, TransferRefusal};
+    use ringkv::ring::{Token, TokenRange};
+    use ringkv::{Envelope, Message, NodeId};
+
+    pub fn pull(after: Option<Vec<u8>>) -> Envelope {
+        Envelope::new(
+            NodeId(2),
+            NodeId(1),
+            Message::TransferPull {
+                transfer: 5,
+                range: TokenRange {
+                    after: Token(16),
+                    through: Token(32),
+                },
+                after,
+                max_bytes: 4096,
+            },
+        )
+    }
+
+    pub fn batch() -> Envelope {
+        Envelope::new(
+            NodeId(1),
+            NodeId(2),
+            Message::TransferBatch {
+                transfer: 5,
+                after: Some(vec![0x00, 0x01, 0xff]),
+                items: vec![TransferItem {
+                    bucket: b"b".to_vec(),
+                    key: b"k".to_vec(),
+                    object: super::replication_values::object(),
+                }],
+                next: Some(vec![0x00, 0x02]),
+                done: false,
+                bytes: 60,
+            },
+        )
+    }
+
+    pub fn refused(reason: TransferRefusal) -> Envelope {
+        Envelope::new(
+            NodeId(1),
+            NodeId(2),
+            Message::TransferRefused {
+                transfer: 5,
+                after: None,
+                reason,
+            },
+        )
+    }
+}
+
+#[test]
+fn message_transfer_pull() {
+    use transfer_values::*;
+    // {"from": 2, "to": 1, "msg": {"TransferPull": {"transfer": 5, "range": {"after": 16,
+    // "through": 32}, "after": null, "max_bytes": 4096}}}
+    check(
+        pull(None),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6c 5472616e7366657250756c6c a4
+                     68 7472616e73666572 05
+                     65 72616e6765 a2
+                         65 6166746572 10
+                         67 7468726f756768 18 20
+                     65 6166746572 f6
+                     69 6d61785f6279746573 19 1000",
+        DEFAULT_MAX_FRAME_BYTES,
+    );
+    // The same with a cursor: "after": h'0001ff'.
+    check(
+        pull(Some(vec![0x00, 0x01, 0xff])),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6c 5472616e7366657250756c6c a4
+                     68 7472616e73666572 05
+                     65 72616e6765 a2
+                         65 6166746572 10
+                         67 7468726f756768 18 20
+                     65 6166746572 43 0001ff
+                     69 6d61785f6279746573 19 1000",
+        DEFAULT_MAX_FRAME_BYTES,
+    );
+}
+
+#[test]
+fn message_transfer_batch() {
+    use transfer_values::*;
+    // {"from": 1, "to": 2, "msg": {"TransferBatch": {"transfer": 5, "after": h'0001ff',
+    // "items": [{"bucket": h'62', "key": h'6b', "object": {"siblings": [{"dot": {"node": 1,
+    // "counter": 1}, "payload": {"Value": h'76'}, "timestamp": {"physical_ms": 1700000000000,
+    // "logical": 2}}], "context": {1: 1}}}], "next": h'0002', "done": false, "bytes": 60}}}
+    check_replication(
+        batch(),
+        "a3
+             64 66726f6d 01
+             62 746f 02
+             63 6d7367 a1
+                 6d 5472616e736665724261746368 a6
+                     68 7472616e73666572 05
+                     65 6166746572 43 0001ff
+                     65 6974656d73 81
+                         a3
+                             66 6275636b6574 41 62
+                             63 6b6579 41 6b
+                             66 6f626a656374 a2
+                                 68 7369626c696e6773 81
+                                     a3
+                                         63 646f74 a2
+                                             64 6e6f6465 01
+                                             67 636f756e746572 01
+                                         67 7061796c6f6164 a1
+                                             65 56616c7565 41 76
+                                         69 74696d657374616d70 a2
+                                             6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                             67 6c6f676963616c 02
+                                 67 636f6e74657874 a1
+                                     01 01
+                     64 6e657874 42 0002
+                     64 646f6e65 f4
+                     65 6279746573 18 3c",
+    );
+}
+
+#[test]
+fn message_transfer_refused() {
+    use ringkv::replication::transfer::TransferRefusal;
+    use transfer_values::*;
+    let head = "a3
+             64 66726f6d 01
+             62 746f 02
+             63 6d7367 a1
+                 6f 5472616e7366657252656675736564 a3
+                     68 7472616e73666572 05
+                     65 6166746572 f6
+                     66 726561736f6e";
+    // {"from": 1, "to": 2, "msg": {"TransferRefused": {"transfer": 5, "after": null,
+    // "reason": R}}} for R = "Busy", "ShuttingDown", {"BadRequest": "bad cursor"},
+    // {"Failed": "disk"}.
+    let cases = [
+        (TransferRefusal::Busy, "64 42757379"),
+        (TransferRefusal::ShuttingDown, "6c 5368757474696e67446f776e"),
+        (
+            TransferRefusal::BadRequest("bad cursor".into()),
+            "a1 6a 42616452657175657374 6a 62616420637572736f72",
+        ),
+        (
+            TransferRefusal::Failed("disk".into()),
+            "a1 66 4661696c6564 64 6469736b",
+        ),
+    ];
+    for (reason, tail) in cases {
+        check(
+            refused(reason),
+            &format!("{head} {tail}"),
+            DEFAULT_MAX_FRAME_BYTES,
+        );
+    }
+}

@@ -53,7 +53,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Receipt fields that are lists of node ids.
-const NODE_LISTS: &[&str] = &["asked", "answered", "repaired"];
+const NODE_LISTS: &[&str] = &["asked", "answered", "repaired", "sources"];
 
 /// Fails on a map key that is not text, or an array that is not a list of
 /// maps, of byte strings, or (under a receipt's keys) of node ids.
@@ -495,6 +495,18 @@ mod values {
                 hints: 0,
                 in_flight: 2,
                 engine: "lsm".into(),
+                transfers: vec![TransferView {
+                    id: 7,
+                    after: 16,
+                    through: 32,
+                    sources: vec![NodeId(1)],
+                    state: "running".into(),
+                    error: None,
+                    keys: 100,
+                    bytes: 6000,
+                    batches: 2,
+                    elapsed_ms: 1500,
+                }],
             }),
         )
     }
@@ -1097,14 +1109,16 @@ fn response_status() {
     use values::*;
     // {"id": 14, "result": {"Ok": {"Status": {"node": 1, "cluster": "ringkv", "members":
     // [{"node": 2, "addr": "127.0.0.1:7001", "state": "Alive", "phi": 0.25_1, "incarnation":
-    // 3}], "keys": 1000, "hints": 0, "in_flight": 2, "engine": "lsm"}}}}
+    // 3}], "keys": 1000, "hints": 0, "in_flight": 2, "engine": "lsm", "transfers": [{"id": 7,
+    // "after": 16, "through": 32, "sources": [1], "state": "running", "error": null, "keys":
+    // 100, "bytes": 6000, "batches": 2, "elapsed_ms": 1500}]}}}}
     check(
         reply_status(),
         "a2
              62 6964 0e
              66 726573756c74 a1
                  62 4f6b a1
-                     66 537461747573 a7
+                     66 537461747573 a8
                          64 6e6f6465 01
                          67 636c7573746572 66 72696e676b76
                          67 6d656d62657273 81
@@ -1117,7 +1131,19 @@ fn response_status() {
                          64 6b657973 19 03e8
                          65 68696e7473 00
                          69 696e5f666c69676874 02
-                         66 656e67696e65 63 6c736d",
+                         66 656e67696e65 63 6c736d
+                         69 7472616e7366657273 81
+                             aa
+                                 62 6964 07
+                                 65 6166746572 10
+                                 67 7468726f756768 18 20
+                                 67 736f7572636573 81 01
+                                 65 7374617465 67 72756e6e696e67
+                                 65 6572726f72 f6
+                                 64 6b657973 18 64
+                                 65 6279746573 19 1770
+                                 67 62617463686573 02
+                                 6a 656c61707365645f6d73 19 05dc",
     );
 }
 

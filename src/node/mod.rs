@@ -37,6 +37,7 @@ pub mod client_port;
 pub mod compactor;
 pub mod coordinator;
 pub mod failure_detector;
+pub mod handoff;
 // DESIGN.md names the supervisor `node/node.rs`; the repetition is the layout's.
 #[allow(clippy::module_inception)]
 pub mod node;

@@ -28,6 +28,10 @@ use super::coordinator::{
     SetBucket, StopAccepting, BUCKETS_META,
 };
 use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Leave, Subscribe};
+use super::handoff::{
+    CancelTransfer, DropRange, GetServed, GetTransfers, HandoffActor, ReadRange, ServedStats,
+    SetTransferListener, StartTransfer, TransferDone,
+};
 use super::replica::{
     FlushStore, GetStoreStats, LocalRead, ReplicaActor, SetCoordinator, StoreStats,
 };
@@ -35,7 +39,8 @@ use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{
-    BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig, VersionConfig,
+    BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig, TransferConfig,
+    VersionConfig,
 };
 use crate::error::{Error, Result};
 use crate::membership::{MemberEntry, Membership, RingKeeper};
@@ -49,8 +54,9 @@ use crate::replication::buckets::{BucketEntry, BucketTable};
 use crate::replication::client_ops::{to_client_op, to_reply, ReplyKind};
 use crate::replication::coordinator::Answer;
 use crate::replication::get::GetReply;
-use crate::replication::replica::ReplicaStore;
-use crate::ring::{Change, Ring, RingState};
+use crate::replication::replica::{RangeBatch, ReplicaStore};
+use crate::replication::transfer::{TransferProgress, TransferSpec};
+use crate::ring::{Change, Ring, RingState, TokenRange};
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
 use crate::version::Resolvers;
 
@@ -83,6 +89,8 @@ pub struct NodeConfig {
     pub replica: ReplicaConfig,
     /// Resolvers for buckets whose policy is `Script(name)`.
     pub resolvers: Resolvers,
+    /// Range transfers: concurrency, batch size, throttle, retries.
+    pub transfer: TransferConfig,
 }
 
 impl NodeConfig {
@@ -101,6 +109,7 @@ impl NodeConfig {
             version: VersionConfig::default(),
             replica: ReplicaConfig::default(),
             resolvers: Resolvers::new(),
+            transfer: TransferConfig::default(),
         }
     }
 }
@@ -118,6 +127,7 @@ pub struct Node {
     coordinator: Addr<CoordinatorActor>,
     replica: Addr<ReplicaActor>,
     compactor: Addr<Compactor>,
+    handoff: Addr<HandoffActor>,
     engine_name: &'static str,
     cluster: String,
     version: VersionConfig,
@@ -171,6 +181,7 @@ impl Node {
         config.version.validate()?;
         config.replica.validate()?;
         config.bucket_defaults.validate()?;
+        config.transfer.validate()?;
         if System::try_current().is_none() {
             return Err(Error::InvalidInput(
                 "Node::spawn must be called inside a running actix System".into(),
@@ -324,11 +335,21 @@ impl Node {
         .start();
         replica.do_send(SetCoordinator(coordinator.clone().recipient()));
         let compactor = Compactor::new(Arc::clone(&engine), config.replica.compaction_poll).start();
+        let handoff = HandoffActor::new(
+            config.id,
+            Arc::clone(&store),
+            transport_actor.clone(),
+            coordinator.clone().recipient(),
+            config.transfer.clone(),
+            config.rng_seed ^ 0x4841_4e44,
+        )
+        .start();
         transport_actor.do_send(Routes {
             membership: failure_detector.clone().recipient(),
             ring: ring_manager.clone().recipient(),
             replica: replica.clone().recipient(),
             coordinator: coordinator.clone().recipient(),
+            handoff: handoff.clone().recipient(),
         });
         Ok(Node {
             id: config.id,
@@ -341,6 +362,7 @@ impl Node {
             coordinator,
             replica,
             compactor,
+            handoff,
             engine_name: config.storage.engine_name(),
             cluster: config.cluster,
             version: config.version,
@@ -705,6 +727,12 @@ impl Node {
             hints: stats.hints,
             in_flight: in_flight as u64,
             engine: self.engine_name.to_string(),
+            transfers: self
+                .transfers()
+                .await?
+                .iter()
+                .map(crate::protocol::TransferView::from)
+                .collect(),
         })
     }
 
@@ -725,6 +753,81 @@ impl Node {
             .send(GetCompactorStats)
             .await
             .map_err(|_| Error::Shutdown)
+    }
+}
+
+// Range transfers (`node::handoff`): passthroughs for the ring transition
+// driver, the shell and tests.
+impl Node {
+    /// Starts (or resumes) pulling `spec.range` from `spec.sources` into
+    /// this node. Idempotent for a known id; an id this process does not
+    /// know resumes from its persisted cursors.
+    pub async fn start_transfer(&self, spec: TransferSpec) -> Result<TransferProgress> {
+        self.handoff
+            .send(StartTransfer { spec })
+            .await
+            .map_err(|_| Error::Shutdown)?
+    }
+
+    /// Stops transfer `id` and forgets its cursors; whether it was known.
+    pub async fn cancel_transfer(&self, id: u64) -> Result<bool> {
+        self.handoff
+            .send(CancelTransfer { id })
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// Every incoming transfer this process knows, by id.
+    pub async fn transfers(&self) -> Result<Vec<TransferProgress>> {
+        self.handoff
+            .send(GetTransfers)
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// What this node served as a source, per receiver and transfer.
+    pub async fn served_transfers(&self) -> Result<Vec<ServedStats>> {
+        self.handoff
+            .send(GetServed)
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// Sends [`TransferDone`] to `listener` whenever a transfer finishes.
+    pub fn set_transfer_listener(&self, listener: Recipient<TransferDone>) {
+        self.handoff.do_send(SetTransferListener(listener));
+    }
+
+    /// Deletes this node's objects in `range`; how many. Only for a range
+    /// whose new owners have confirmed they hold it.
+    pub async fn drop_range(&self, range: TokenRange) -> Result<u64> {
+        self.handoff
+            .send(DropRange { range })
+            .await
+            .map_err(|_| Error::Shutdown)?
+    }
+
+    /// This node's objects of `range` after the engine key `after`, up to
+    /// about `max_bytes`: what it would send as a source.
+    pub async fn read_range(
+        &self,
+        range: TokenRange,
+        after: Option<Vec<u8>>,
+        max_bytes: u64,
+    ) -> Result<RangeBatch> {
+        self.handoff
+            .send(ReadRange {
+                range,
+                after,
+                max_bytes,
+            })
+            .await
+            .map_err(|_| Error::Shutdown)?
+    }
+
+    /// The handoff actor, for the ring transition driver.
+    pub fn handoff(&self) -> &Addr<HandoffActor> {
+        &self.handoff
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Routes {
     pub replica: Recipient<Incoming>,
     /// Receives `Replicated` and `Buckets`, with `try_send` likewise.
     pub coordinator: Recipient<Incoming>,
+    /// Receives `TransferPull`, `TransferBatch` and `TransferRefused` (the
+    /// handoff actor), with `try_send` likewise.
+    pub handoff: Recipient<Incoming>,
 }
 
 /// The actor. See the module documentation.
@@ -132,6 +135,13 @@ impl StreamHandler<Envelope> for TransportActor {
             WireMessage::Replicated { .. } | WireMessage::Buckets { .. } => {
                 if let Err(e) = routes.coordinator.try_send(Incoming(envelope)) {
                     debug!(error = %e, "coordinator mailbox full; message dropped as lost");
+                }
+            }
+            WireMessage::TransferPull { .. }
+            | WireMessage::TransferBatch { .. }
+            | WireMessage::TransferRefused { .. } => {
+                if let Err(e) = routes.handoff.try_send(Incoming(envelope)) {
+                    debug!(error = %e, "handoff mailbox full; message dropped as lost");
                 }
             }
             WireMessage::Ping { seq, payload } => {

@@ -51,6 +51,7 @@ pub mod get;
 pub mod handoff;
 pub mod put;
 pub mod replica;
+pub mod transfer;
 
 use serde::{Deserialize, Serialize};
 

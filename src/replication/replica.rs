@@ -509,6 +509,121 @@ fn failed(e: Error) -> ReplicaError {
     ReplicaError::Failed(e.to_string())
 }
 
+// Range transfers (`replication::transfer`, served and stored by the
+// `node::handoff` actor): a batch of a token range for a receiver, a batch
+// merged in from a source, a range dropped once handed over.
+
+/// A batch of a token range read for a transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeBatch {
+    /// The objects, in engine key order.
+    pub items: Vec<super::transfer::TransferItem>,
+    /// The engine key of the last item (the cursor given when there are
+    /// none).
+    pub next: Option<Vec<u8>>,
+    /// Whether nothing of the range follows `next`.
+    pub done: bool,
+    /// The items' stored size: keys and encoded objects.
+    pub bytes: u64,
+}
+
+impl ReplicaStore {
+    /// The objects of `range` after the engine key `after`, in key order,
+    /// until they hold `max_bytes` (at least one object is taken). One
+    /// consistent scan per range segment. Fails with `InvalidInput` when
+    /// the cursor is not an object key inside the range, and on a corrupt
+    /// stored object.
+    pub fn range_batch(
+        &self,
+        range: crate::ring::TokenRange,
+        after: Option<&[u8]>,
+        max_bytes: u64,
+    ) -> Result<RangeBatch> {
+        let mut batch = RangeBatch {
+            items: Vec::new(),
+            next: after.map(<[u8]>::to_vec),
+            done: true,
+            bytes: 0,
+        };
+        for r in super::transfer::scan_ranges(range, after)? {
+            for item in self.engine.scan(r)? {
+                let (k, v) = item?;
+                if batch.bytes >= max_bytes && !batch.items.is_empty() {
+                    batch.done = false;
+                    return Ok(batch);
+                }
+                let (_, bucket, key) = parse_object_key(&k)?;
+                batch.items.push(super::transfer::TransferItem {
+                    bucket: bucket.to_vec(),
+                    key: key.to_vec(),
+                    object: decode_object(&v)?,
+                });
+                batch.bytes += (k.len() + v.len()) as u64;
+                batch.next = Some(k);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Merges transferred objects, each under its bucket's policy
+    /// (`policy_of`), as a replica merges a write it is sent: nothing newer
+    /// is overwritten, and merging the same batch twice changes nothing.
+    pub fn merge_transferred(
+        &self,
+        items: &[super::transfer::TransferItem],
+        policy_of: impl Fn(&[u8]) -> ConflictPolicy,
+    ) -> Result<()> {
+        for item in items {
+            let policy = policy_of(&item.bucket);
+            self.merge(&item.bucket, &item.key, &item.object, &policy)
+                .map_err(ReplicaError::into_error)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object of `range`, `chunk` keys per engine batch.
+    /// Returns how many were deleted. Objects written into the range while
+    /// it runs may survive (the caller drops only ranges this node no
+    /// longer receives writes for).
+    pub fn drop_range(&self, range: crate::ring::TokenRange, chunk: usize) -> Result<u64> {
+        let chunk = chunk.max(1);
+        let mut deleted = 0u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut keys = Vec::with_capacity(chunk);
+            'scan: for r in super::transfer::scan_ranges(range, after.as_deref())? {
+                for item in self.engine.scan(r)? {
+                    keys.push(item?.0);
+                    if keys.len() >= chunk {
+                        break 'scan;
+                    }
+                }
+            }
+            let Some(last) = keys.last().cloned() else {
+                return Ok(deleted);
+            };
+            let full = keys.len() >= chunk;
+            let mut batch = WriteBatch::new();
+            for k in keys {
+                batch.delete(k);
+                deleted += 1;
+            }
+            self.engine.write(batch)?;
+            if !full {
+                return Ok(deleted);
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Deletes the metadata record `name` (absent is fine).
+    pub fn delete_meta(&self, name: &str) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(meta_key(name));
+        self.engine.write(batch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

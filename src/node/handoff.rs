@@ -1,0 +1,468 @@
+//! The Handoff actor: this node's range transfers, both ways (riak_core's
+//! handoff sender and receiver in one role).
+//!
+//! As a receiver it owns the [`Transfers`] machine and only carries out its
+//! effects: pulls go to the transport; each batch is merged into the
+//! [`ReplicaStore`] on the blocking pool under its buckets' policies (asked
+//! of the Coordinator actor, which holds the bucket table), then the
+//! transfer's record is persisted, then the machine hears it is stored; a
+//! finished transfer is reported to the listener as [`TransferDone`]. A
+//! tick every [`TICK`] drives timeouts, backoffs and the throttle.
+//!
+//! As a source it serves [`Message::TransferPull`]s: each is one range scan
+//! on the blocking pool, at most `max_serving` at once; a pull beyond that
+//! is refused as busy and the receiver retries. What it served is counted
+//! per (receiver, transfer), for tests and status.
+//!
+//! It also drops ranges ([`DropRange`]) when the caller (the ring
+//! transition driver) has confirmed the new owners hold them.
+//!
+//! It does not decide which ranges move, or when: [`StartTransfer`] does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tracing::{debug, warn};
+
+use super::coordinator::GetBucket;
+use super::transport::{Incoming, Outgoing, TransportActor};
+use crate::codec;
+use crate::config::{TransferConfig, DEFAULT_MAX_FRAME_BYTES};
+use crate::error::{Error, Result};
+use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::replication::replica::{RangeBatch, ReplicaStore};
+use crate::replication::transfer::{
+    record_name, TransferEffect, TransferItem, TransferProgress, TransferRecord, TransferRefusal,
+    TransferSpec, Transfers,
+};
+use crate::ring::TokenRange;
+use crate::version::ConflictPolicy;
+
+/// How often timeouts, backoffs and the throttle are looked at.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// Keys deleted per engine batch by [`DropRange`]: large enough to
+/// amortise a WAL write, small enough to keep one batch well under a
+/// memtable.
+pub const DROP_CHUNK: usize = 1024;
+
+/// The most bytes a served batch holds, whatever the pull asks: half the
+/// frame limit, leaving room for the envelope around the objects.
+pub const SERVE_MAX_BYTES: u64 = (DEFAULT_MAX_FRAME_BYTES / 2) as u64;
+
+/// Starts (or resumes) a transfer into this node. Idempotent for a known
+/// id; picks up the persisted cursors of an id this process does not know.
+#[derive(Message)]
+#[rtype(result = "Result<TransferProgress>")]
+pub struct StartTransfer {
+    /// What to move.
+    pub spec: TransferSpec,
+}
+
+/// Stops a transfer and forgets its record. Answers whether it was known.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CancelTransfer {
+    /// The transfer.
+    pub id: u64,
+}
+
+/// Every incoming transfer known in this process, by id.
+#[derive(Message)]
+#[rtype(result = "Vec<TransferProgress>")]
+pub struct GetTransfers;
+
+/// Sent to the listener when a transfer is done: every object of its range
+/// from every source is stored here.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct TransferDone {
+    /// The transfer.
+    pub id: u64,
+    /// Objects stored (over its whole life, restarts included).
+    pub keys: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+}
+
+/// Sets where [`TransferDone`] goes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTransferListener(pub Recipient<TransferDone>);
+
+/// Deletes this node's objects in a token range; answers how many.
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct DropRange {
+    /// The tokens.
+    pub range: TokenRange,
+}
+
+/// Reads this node's objects of a range after a cursor, up to a size: what
+/// a source would send (for inspection and tests).
+#[derive(Message)]
+#[rtype(result = "Result<RangeBatch>")]
+pub struct ReadRange {
+    /// The tokens.
+    pub range: TokenRange,
+    /// The engine key to read after (`None`: from the start).
+    pub after: Option<Vec<u8>>,
+    /// Stop once the batch holds this many bytes.
+    pub max_bytes: u64,
+}
+
+/// What this node served, as a source, for one receiver's transfer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServedStats {
+    /// The receiver.
+    pub receiver: NodeId,
+    /// Its transfer id.
+    pub transfer: u64,
+    /// Pulls answered with a batch.
+    pub pulls: u64,
+    /// Of those, pulls from the start of the range (no cursor).
+    pub from_start: u64,
+    /// Objects sent.
+    pub keys: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Pulls refused.
+    pub refused: u64,
+}
+
+/// Everything this node served as a source.
+#[derive(Message)]
+#[rtype(result = "Vec<ServedStats>")]
+pub struct GetServed;
+
+/// The actor. See the module documentation.
+pub struct HandoffActor {
+    node: NodeId,
+    store: Arc<ReplicaStore>,
+    transport: Addr<TransportActor>,
+    buckets: Recipient<GetBucket>,
+    machine: Transfers,
+    listener: Option<Recipient<TransferDone>>,
+    max_serving: usize,
+    serving: usize,
+    served: BTreeMap<(NodeId, u64), ServedStats>,
+}
+
+impl HandoffActor {
+    /// The actor of node `node` over `store`; bucket policies are asked of
+    /// `buckets` (the Coordinator actor).
+    pub fn new(
+        node: NodeId,
+        store: Arc<ReplicaStore>,
+        transport: Addr<TransportActor>,
+        buckets: Recipient<GetBucket>,
+        config: TransferConfig,
+        seed: u64,
+    ) -> Self {
+        HandoffActor {
+            node,
+            store,
+            transport,
+            buckets,
+            max_serving: config.max_serving.max(1),
+            machine: Transfers::new(node, config, seed),
+            listener: None,
+            serving: 0,
+            served: BTreeMap::new(),
+        }
+    }
+
+    fn run(&mut self, effects: Vec<TransferEffect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                TransferEffect::Send { to, msg } => self.send(to, msg),
+                TransferEffect::Store {
+                    id,
+                    source,
+                    items,
+                    record,
+                } => self.store_batch(id, source, items, record, ctx),
+                TransferEffect::Forget { id } => {
+                    let store = Arc::clone(&self.store);
+                    let work =
+                        tokio::task::spawn_blocking(move || store.delete_meta(&record_name(id)));
+                    ctx.spawn(
+                        async move {
+                            match work.await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => warn!(id, error = %e, "transfer record not deleted"),
+                                Err(e) => warn!(id, error = %e, "transfer record deletion failed"),
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                }
+                TransferEffect::Done { id, keys, bytes } => {
+                    debug!(id, keys, bytes, "transfer done");
+                    if let Some(l) = &self.listener {
+                        l.do_send(TransferDone { id, keys, bytes });
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, to: NodeId, msg: WireMessage) {
+        self.transport
+            .do_send(Outgoing(Envelope::new(self.node, to, msg)));
+    }
+
+    /// Looks up the policies of the batch's buckets, merges it on the
+    /// blocking pool, persists the record, then tells the machine.
+    fn store_batch(
+        &mut self,
+        id: u64,
+        source: NodeId,
+        items: Vec<TransferItem>,
+        record: TransferRecord,
+        ctx: &mut Context<Self>,
+    ) {
+        let store = Arc::clone(&self.store);
+        let buckets = self.buckets.clone();
+        let work = async move {
+            let names: BTreeSet<Vec<u8>> = items.iter().map(|i| i.bucket.clone()).collect();
+            let mut policies: BTreeMap<Vec<u8>, ConflictPolicy> = BTreeMap::new();
+            for name in names {
+                let props = buckets
+                    .send(GetBucket(name.clone()))
+                    .await
+                    .map_err(|_| "the coordinator is gone".to_string())?;
+                policies.insert(name, props.policy);
+            }
+            let bytes = codec::encode(&record).map_err(|e| e.to_string())?;
+            tokio::task::spawn_blocking(move || {
+                store.merge_transferred(&items, |b| {
+                    policies.get(b).cloned().unwrap_or(ConflictPolicy::Siblings)
+                })?;
+                store.store_meta(&record_name(id), &bytes)
+            })
+            .await
+            .map_err(|e| format!("store task failed: {e}"))?
+            .map_err(|e| e.to_string())
+        };
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            if let Err(why) = &result {
+                warn!(id, %source, error = %why, "a transferred batch was not stored");
+            }
+            let mut out = Vec::new();
+            act.machine
+                .stored(Instant::now(), id, source, result, &mut out);
+            act.run(out, ctx);
+        }));
+    }
+
+    fn serve(
+        &mut self,
+        from: NodeId,
+        transfer: u64,
+        range: TokenRange,
+        after: Option<Vec<u8>>,
+        max_bytes: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let stats = self
+            .served
+            .entry((from, transfer))
+            .or_insert_with(|| ServedStats {
+                receiver: from,
+                transfer,
+                ..ServedStats::default()
+            });
+        if self.serving >= self.max_serving {
+            stats.refused += 1;
+            self.send(
+                from,
+                WireMessage::TransferRefused {
+                    transfer,
+                    after,
+                    reason: TransferRefusal::Busy,
+                },
+            );
+            return;
+        }
+        self.serving += 1;
+        let store = Arc::clone(&self.store);
+        let cursor = after.clone();
+        let max = max_bytes.clamp(1, SERVE_MAX_BYTES);
+        let work =
+            tokio::task::spawn_blocking(move || store.range_batch(range, cursor.as_deref(), max));
+        ctx.spawn(work.into_actor(self).map(move |done, act, _| {
+            act.serving -= 1;
+            let stats = act.served.entry((from, transfer)).or_default();
+            let msg = match done {
+                Ok(Ok(batch)) => {
+                    stats.pulls += 1;
+                    stats.from_start += u64::from(after.is_none());
+                    stats.keys += batch.items.len() as u64;
+                    stats.bytes += batch.bytes;
+                    WireMessage::TransferBatch {
+                        transfer,
+                        after,
+                        items: batch.items,
+                        next: batch.next,
+                        done: batch.done,
+                        bytes: batch.bytes,
+                    }
+                }
+                Ok(Err(e)) => {
+                    stats.refused += 1;
+                    let reason = match e {
+                        Error::InvalidInput(why) => TransferRefusal::BadRequest(why),
+                        other => TransferRefusal::Failed(other.to_string()),
+                    };
+                    WireMessage::TransferRefused {
+                        transfer,
+                        after,
+                        reason,
+                    }
+                }
+                Err(e) => {
+                    stats.refused += 1;
+                    WireMessage::TransferRefused {
+                        transfer,
+                        after,
+                        reason: TransferRefusal::Failed(format!("scan task failed: {e}")),
+                    }
+                }
+            };
+            act.send(from, msg);
+        }));
+    }
+}
+
+impl Actor for HandoffActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(TICK, |act, ctx| {
+            let mut out = Vec::new();
+            act.machine.tick(Instant::now(), &mut out);
+            act.run(out, ctx);
+        });
+    }
+}
+
+impl Handler<Incoming> for HandoffActor {
+    type Result = ();
+
+    fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
+        let from = envelope.from;
+        match envelope.msg {
+            WireMessage::TransferPull {
+                transfer,
+                range,
+                after,
+                max_bytes,
+            } => self.serve(from, transfer, range, after, max_bytes, ctx),
+            msg @ (WireMessage::TransferBatch { .. } | WireMessage::TransferRefused { .. }) => {
+                let mut out = Vec::new();
+                self.machine.step(Instant::now(), from, msg, &mut out);
+                self.run(out, ctx);
+            }
+            other => debug!(kind = other.kind(), "handoff: not a transfer message"),
+        }
+    }
+}
+
+impl Handler<StartTransfer> for HandoffActor {
+    type Result = ResponseActFuture<Self, Result<TransferProgress>>;
+
+    fn handle(&mut self, msg: StartTransfer, ctx: &mut Context<Self>) -> Self::Result {
+        let spec = msg.spec;
+        if self.machine.knows(spec.id) {
+            let mut out = Vec::new();
+            let started = self.machine.start(Instant::now(), spec, None, &mut out);
+            self.run(out, ctx);
+            return Box::pin(fut::ready(started));
+        }
+        // An id this process does not know: its record, if any, first.
+        let store = Arc::clone(&self.store);
+        let id = spec.id;
+        let load = async move {
+            let bytes = tokio::task::spawn_blocking(move || store.load_meta(&record_name(id)))
+                .await
+                .map_err(|e| Error::Replica(format!("store task failed: {e}")))??;
+            match bytes {
+                Some(b) => codec::decode::<TransferRecord>(&b, DEFAULT_MAX_FRAME_BYTES).map(Some),
+                None => Ok(None),
+            }
+        };
+        Box::pin(load.into_actor(self).map(move |record, act, ctx| {
+            let record = record?;
+            let mut out = Vec::new();
+            let started = act.machine.start(Instant::now(), spec, record, &mut out);
+            act.run(out, ctx);
+            started
+        }))
+    }
+}
+
+impl Handler<CancelTransfer> for HandoffActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CancelTransfer, ctx: &mut Context<Self>) -> bool {
+        let mut out = Vec::new();
+        let known = self.machine.cancel(Instant::now(), msg.id, &mut out);
+        self.run(out, ctx);
+        known
+    }
+}
+
+impl Handler<GetTransfers> for HandoffActor {
+    type Result = MessageResult<GetTransfers>;
+
+    fn handle(&mut self, _: GetTransfers, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.machine.progress())
+    }
+}
+
+impl Handler<SetTransferListener> for HandoffActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetTransferListener, _: &mut Context<Self>) {
+        self.listener = Some(msg.0);
+    }
+}
+
+impl Handler<GetServed> for HandoffActor {
+    type Result = MessageResult<GetServed>;
+
+    fn handle(&mut self, _: GetServed, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.served.values().cloned().collect())
+    }
+}
+
+impl Handler<DropRange> for HandoffActor {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, msg: DropRange, _: &mut Context<Self>) -> Self::Result {
+        let store = Arc::clone(&self.store);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.drop_range(msg.range, DROP_CHUNK))
+                .await
+                .map_err(|e| Error::Replica(format!("store task failed: {e}")))?
+        })
+    }
+}
+
+impl Handler<ReadRange> for HandoffActor {
+    type Result = ResponseFuture<Result<RangeBatch>>;
+
+    fn handle(&mut self, msg: ReadRange, _: &mut Context<Self>) -> Self::Result {
+        let store = Arc::clone(&self.store);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                store.range_batch(msg.range, msg.after.as_deref(), msg.max_bytes)
+            })
+            .await
+            .map_err(|e| Error::Replica(format!("store task failed: {e}")))?
+        })
+    }
+}
