@@ -35,6 +35,7 @@
 
 pub mod gossip;
 pub mod phi;
+pub mod rebalance;
 pub mod ring_sync;
 pub mod table;
 
@@ -143,4 +144,7 @@ pub enum RingEvent {
     /// The ring state changed: a change began, a move was done, or a new
     /// ring is in force (then after [`RingEvent::Changed`]).
     State(Arc<crate::ring::RingState>),
+    /// The change in progress is in force; these were all its moves (so a
+    /// node knows which ranges it gave away).
+    Completed(Vec<crate::ring::RangeMove>),
 }

@@ -133,6 +133,11 @@ impl RingKeeper {
         self.transfer_replicas = n.clamp(1, MAX_TRANSFER_REPLICAS);
     }
 
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
     /// The ring in force.
     pub fn ring(&self) -> &Arc<Ring> {
         &self.ring
@@ -341,6 +346,12 @@ impl RingKeeper {
     fn install(&mut self, state: RingState, out: &mut Outbox<RingEvent>) {
         let new_change = state.pending_digest() != self.state.pending_digest();
         let new_ring = state.ring != *self.ring;
+        if let Some(p) = &self.state.pending {
+            if p.target == state.ring {
+                let moves = p.moves(&self.state.ring);
+                out.event(RingEvent::Completed(moves));
+            }
+        }
         self.digest = state.digest();
         self.state = Arc::new(state);
         if new_ring {

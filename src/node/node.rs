@@ -35,7 +35,7 @@ use super::handoff::{
 use super::replica::{
     FlushStore, GetStoreStats, LocalRead, ReplicaActor, SetCoordinator, StoreStats,
 };
-use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager};
+use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager, SetHandoff};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{
@@ -344,6 +344,7 @@ impl Node {
             config.rng_seed ^ 0x4841_4e44,
         )
         .start();
+        ring_manager.do_send(SetHandoff(handoff.clone()));
         transport_actor.do_send(Routes {
             membership: failure_detector.clone().recipient(),
             ring: ring_manager.clone().recipient(),

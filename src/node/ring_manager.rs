@@ -1,18 +1,28 @@
-//! The RingManager actor: runs this node's [`RingKeeper`] machine.
+//! The RingManager actor: runs this node's [`RingKeeper`] and
+//! [`Rebalancer`] machines.
 //!
 //! It ticks the keeper every gossip interval, feeds it ring envelopes from
 //! the transport and membership events from the failure detector, carries
-//! out its outbox, and publishes every new ring to subscribers as an
-//! immutable `Arc<Ring>` snapshot.
+//! out its outbox, and publishes every new ring and ring state to
+//! subscribers as immutable `Arc` snapshots. After each of these it asks
+//! the rebalancer what to do and sends it to the handoff actor (start or
+//! cancel a transfer into this node, drop a range given away); a transfer's
+//! completion comes back as [`TransferDone`] and marks its move done.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use tracing::{debug, warn};
+
 use super::failure_detector::{Leave, MemberNotice, Subscribe};
+use super::handoff::{
+    CancelTransfer, DropRange, HandoffActor, SetTransferListener, StartTransfer, TransferDone,
+};
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
+use crate::membership::rebalance::{RebalanceAction, Rebalancer};
 use crate::membership::{Outbox, RingEvent, RingKeeper};
 use crate::ring::{Ring, RingState};
 
@@ -32,11 +42,19 @@ pub struct GetRingState;
 #[rtype(result = "crate::error::Result<()>")]
 pub struct RemoveNode(pub crate::message::NodeId);
 
+/// Gives the ring manager the handoff actor that carries out transfers
+/// (started after it); until then no transfer starts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetHandoff(pub Addr<HandoffActor>);
+
 /// The actor. See the module documentation.
 pub struct RingManager {
     keeper: RingKeeper,
+    rebalancer: Rebalancer,
     interval: Duration,
     transport: Addr<TransportActor>,
+    handoff: Option<Addr<HandoffActor>>,
     subscribers: Vec<Subscriber>,
 }
 
@@ -44,9 +62,11 @@ impl RingManager {
     /// Wraps a keeper that gossips every `interval` through `transport`.
     pub fn new(keeper: RingKeeper, interval: Duration, transport: Addr<TransportActor>) -> Self {
         RingManager {
+            rebalancer: Rebalancer::new(keeper.me()),
             keeper,
             interval,
             transport,
+            handoff: None,
             subscribers: Vec::new(),
         }
     }
@@ -59,8 +79,62 @@ impl RingManager {
             let event = match event {
                 RingEvent::Changed(ring) => NodeEvent::Ring(ring),
                 RingEvent::State(state) => NodeEvent::RingState(state),
+                RingEvent::Completed(moves) => {
+                    self.rebalancer.on_completed(&moves, Instant::now());
+                    continue;
+                }
             };
             publish(&mut self.subscribers, event);
+        }
+        self.rebalance();
+    }
+
+    /// Carries out what the rebalancer says now.
+    fn rebalance(&mut self) {
+        let Some(handoff) = &self.handoff else {
+            return;
+        };
+        for action in self.rebalancer.plan(&self.keeper, Instant::now()) {
+            match action {
+                RebalanceAction::Start(spec) => {
+                    debug!(id = spec.id, range = ?spec.range, sources = ?spec.sources, "starting a transfer");
+                    handoff.do_send(StartTransfer { spec });
+                }
+                RebalanceAction::Cancel(id) => handoff.do_send(CancelTransfer { id }),
+                RebalanceAction::Drop(range) => {
+                    let handoff = handoff.clone();
+                    actix::spawn(async move {
+                        match handoff.send(DropRange { range }).await {
+                            Ok(Ok(n)) => debug!(?range, dropped = n, "dropped a range given away"),
+                            Ok(Err(e)) => warn!(?range, error = %e, "dropping a range given away failed"),
+                            Err(_) => {}
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Handler<SetHandoff> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, SetHandoff(handoff): SetHandoff, ctx: &mut Context<Self>) {
+        handoff.do_send(SetTransferListener(ctx.address().recipient()));
+        self.handoff = Some(handoff);
+        self.rebalance();
+    }
+}
+
+impl Handler<TransferDone> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, done: TransferDone, _: &mut Context<Self>) {
+        if let Some(index) = self.rebalancer.on_done(done.id) {
+            debug!(id = done.id, keys = done.keys, bytes = done.bytes, "transfer done");
+            let mut out = Outbox::new();
+            self.keeper.mark_done(index, &mut out);
+            self.carry_out(out);
         }
     }
 }
@@ -96,6 +170,8 @@ impl Handler<MemberNotice> for RingManager {
 
     fn handle(&mut self, MemberNotice(event): MemberNotice, _: &mut Context<Self>) {
         self.keeper.on_member_event(&event);
+        // A member going down may lift the barrier or change a source.
+        self.rebalance();
     }
 }
 

@@ -1,0 +1,279 @@
+//! The rebalancer: which range transfers this node runs for the ring change
+//! in progress, and which ranges it drops once a change is in force.
+//!
+//! # What it owns
+//!
+//! The link between the ring keeper (which knows the change, its moves and
+//! when transfers may start) and the transfer executor (which moves data).
+//! For every move this node receives it starts one transfer, with an id
+//! derived from the change and the move so that a restarted node resumes
+//! the same transfer from its stored cursors. When a transfer reports done,
+//! the rebalancer names the move for [`RingKeeper::mark_done`]. When a
+//! source of a running transfer is no longer reachable, the transfer is
+//! started again from the sources the keeper names now. When another change
+//! replaces the one in progress, its transfers are cancelled.
+//!
+//! Once a change is in force, this node drops the ranges it gave away, but
+//! only after [`DROP_GRACE`]: a coordinator that has not yet heard of the
+//! new ring may still read the old replicas for a moment.
+//!
+//! # What it does not do
+//!
+//! No I/O and no clock of its own: the ring manager actor carries out its
+//! actions and passes time in. It keeps nothing across restarts: ranges a
+//! node gave away just before it restarted are not dropped (they waste
+//! space; they are never read, as no ring routes to them).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::ring_sync::RingKeeper;
+use crate::message::NodeId;
+use crate::replication::transfer::TransferSpec;
+use crate::ring::{RangeMove, TokenRange};
+
+/// How long after a change is in force this node keeps the ranges it gave
+/// away: 5 seconds, many gossip rounds at the defaults, so that requests
+/// routed by the old ring have finished and every node has the new one.
+pub const DROP_GRACE: Duration = Duration::from_secs(5);
+
+/// What the ring manager must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RebalanceAction {
+    /// Start (or resume) a transfer into this node.
+    Start(TransferSpec),
+    /// Stop a transfer and forget its cursors.
+    Cancel(u64),
+    /// Delete this node's objects in a range it no longer replicates.
+    Drop(TokenRange),
+}
+
+/// The rebalancer of one node. See the module documentation.
+#[derive(Debug)]
+pub struct Rebalancer {
+    me: NodeId,
+    /// The pending change the running transfers belong to (its target's
+    /// digest), 0 when none.
+    change: u64,
+    /// Running transfers: id to (move index, sources).
+    running: BTreeMap<u64, (u32, Vec<NodeId>)>,
+    /// Ranges to drop, and from when.
+    drops: Vec<(Instant, TokenRange)>,
+}
+
+/// The id of the transfer of move `index` of the change whose target has
+/// digest `change`, into node `me`: the same on every restart.
+pub fn transfer_id(change: u64, index: u32, me: NodeId) -> u64 {
+    let mut bytes = [0u8; 20];
+    bytes[..8].copy_from_slice(&change.to_be_bytes());
+    bytes[8..12].copy_from_slice(&index.to_be_bytes());
+    bytes[12..].copy_from_slice(&me.0.to_be_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+impl Rebalancer {
+    /// A rebalancer for node `me`.
+    pub fn new(me: NodeId) -> Self {
+        Rebalancer {
+            me,
+            change: 0,
+            running: BTreeMap::new(),
+            drops: Vec::new(),
+        }
+    }
+
+    /// Transfers running now, by id.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// What to do now, given the keeper's state: start the transfers of
+    /// moves this node receives once the keeper allows it, restart those
+    /// whose sources changed, cancel those of a replaced change, and drop
+    /// ranges whose grace has passed.
+    pub fn plan(&mut self, keeper: &RingKeeper, now: Instant) -> Vec<RebalanceAction> {
+        let mut actions = Vec::new();
+        let change = keeper.state().pending_digest();
+        if change != self.change {
+            for id in std::mem::take(&mut self.running).into_keys() {
+                actions.push(RebalanceAction::Cancel(id));
+            }
+            self.change = change;
+        }
+        if change != 0 && keeper.transfers_may_start() {
+            for (index, mv, sources) in keeper.incoming_moves() {
+                if sources.is_empty() {
+                    // No live replica holds the range: wait for one.
+                    continue;
+                }
+                let id = transfer_id(change, index, self.me);
+                match self.running.get(&id) {
+                    Some((_, running)) if *running == sources => continue,
+                    Some(_) => actions.push(RebalanceAction::Cancel(id)),
+                    None => {}
+                }
+                self.running.insert(id, (index, sources.clone()));
+                actions.push(RebalanceAction::Start(TransferSpec {
+                    id,
+                    range: mv.range,
+                    sources,
+                }));
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = self.drops.drain(..).partition(|(at, _)| *at <= now);
+        self.drops = later;
+        actions.extend(due.into_iter().map(|(_, r)| RebalanceAction::Drop(r)));
+        actions
+    }
+
+    /// A transfer reported done: the move to mark done, if it belongs to
+    /// the change in progress.
+    pub fn on_done(&mut self, id: u64) -> Option<u32> {
+        self.running.remove(&id).map(|(index, _)| index)
+    }
+
+    /// A change is in force: schedules dropping the ranges this node gave
+    /// away among its `moves`, [`DROP_GRACE`] from `now`.
+    pub fn on_completed(&mut self, moves: &[RangeMove], now: Instant) {
+        for m in moves.iter().filter(|m| m.from == self.me && m.to != self.me) {
+            self.drops.push((now + DROP_GRACE, m.range));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RingConfig;
+    use crate::membership::{MemberEvent, Outbox};
+    use crate::message::{Envelope, Message};
+    use crate::ring::{claim_join, Ring};
+
+    fn up(node: u64) -> MemberEvent {
+        MemberEvent::Up {
+            node: NodeId(node),
+            addr: String::new(),
+            incarnation: 0,
+        }
+    }
+
+    /// Node 3 joining a two-node ring, with both others reachable.
+    fn joiner() -> (RingKeeper, Ring) {
+        let cfg = RingConfig {
+            vnodes_per_node: 8,
+        };
+        let mut ring = Ring::empty();
+        for id in 1..=2 {
+            ring = claim_join(&ring, NodeId(id), 8).unwrap();
+        }
+        let mut k = RingKeeper::new(NodeId(3), &cfg, Duration::from_secs(1), &[NodeId(1)], 3)
+            .unwrap();
+        k.on_member_event(&up(1));
+        k.on_member_event(&up(2));
+        let mut out = Outbox::new();
+        let state = Message::RingState {
+            ring: ring.clone(),
+            pending: None,
+        };
+        k.step(Instant::now(), Envelope::new(NodeId(1), NodeId(3), state), &mut out);
+        k.tick(Instant::now(), &mut out);
+        assert!(k.state().pending.is_some());
+        (k, ring)
+    }
+
+    fn confirm_all(k: &mut RingKeeper) {
+        let pending = k.state().pending_digest();
+        for from in [1, 2] {
+            let digest = Message::RingDigest {
+                epoch: 0,
+                digest: 0,
+                pending,
+            };
+            let mut out = Outbox::new();
+            k.step(Instant::now(), Envelope::new(NodeId(from), NodeId(3), digest), &mut out);
+        }
+    }
+
+    #[test]
+    fn transfers_start_after_the_barrier_once_each_and_complete_the_change() {
+        let (mut k, _) = joiner();
+        let mut r = Rebalancer::new(NodeId(3));
+        let now = Instant::now();
+        assert!(r.plan(&k, now).is_empty(), "nothing before the barrier");
+        confirm_all(&mut k);
+        let actions = r.plan(&k, now);
+        let moves = k.incoming_moves();
+        assert_eq!(actions.len(), moves.len());
+        assert!(r.plan(&k, now).is_empty(), "started once");
+        let mut ids = Vec::new();
+        for (a, (index, mv, sources)) in actions.iter().zip(&moves) {
+            let RebalanceAction::Start(spec) = a else {
+                panic!("{a:?}")
+            };
+            assert_eq!(spec.range, mv.range);
+            assert_eq!(&spec.sources, sources);
+            assert_eq!(spec.id, transfer_id(k.state().pending_digest(), *index, NodeId(3)));
+            ids.push(spec.id);
+        }
+        let mut out = Outbox::new();
+        for id in ids {
+            let index = r.on_done(id).unwrap();
+            k.mark_done(index, &mut out);
+        }
+        assert!(r.on_done(12345).is_none());
+        assert!(k.state().pending.is_none());
+        assert!(k.ring().is_member(NodeId(3)));
+        assert!(r.plan(&k, now).is_empty());
+    }
+
+    #[test]
+    fn a_source_going_down_restarts_the_transfer_from_the_others() {
+        let (mut k, _) = joiner();
+        confirm_all(&mut k);
+        let mut r = Rebalancer::new(NodeId(3));
+        let now = Instant::now();
+        let first = r.plan(&k, now);
+        let from_1: Vec<u64> = first
+            .iter()
+            .filter_map(|a| match a {
+                RebalanceAction::Start(s) if s.sources == vec![NodeId(1)] => Some(s.id),
+                _ => None,
+            })
+            .collect();
+        assert!(!from_1.is_empty());
+        k.on_member_event(&MemberEvent::Down {
+            node: NodeId(1),
+            incarnation: 0,
+        });
+        let again = r.plan(&k, now);
+        for id in from_1 {
+            assert!(again.contains(&RebalanceAction::Cancel(id)));
+            assert!(again.iter().any(|a| matches!(a,
+                RebalanceAction::Start(s) if s.id == id && s.sources == vec![NodeId(2)])));
+        }
+    }
+
+    #[test]
+    fn given_away_ranges_drop_after_the_grace_only() {
+        let mut r = Rebalancer::new(NodeId(1));
+        let (k, ring) = joiner();
+        let moves = k.state().pending.as_ref().unwrap().moves(&ring);
+        let now = Instant::now();
+        r.on_completed(&moves, now);
+        let mine = moves.iter().filter(|m| m.from == NodeId(1)).count();
+        assert!(mine > 0);
+        let idle = RingKeeper::new(
+            NodeId(1),
+            &RingConfig::default(),
+            Duration::from_secs(1),
+            &[],
+            1,
+        )
+        .unwrap();
+        assert!(r.plan(&idle, now + DROP_GRACE / 2).is_empty());
+        let drops = r.plan(&idle, now + DROP_GRACE);
+        assert_eq!(drops.len(), mine);
+        assert!(drops.iter().all(|a| matches!(a, RebalanceAction::Drop(_))));
+        assert!(r.plan(&idle, now + DROP_GRACE * 2).is_empty());
+    }
+}
