@@ -144,7 +144,7 @@ pub enum RingEvent {
     /// The ring state changed: a change began, a move was done, or a new
     /// ring is in force (then after [`RingEvent::Changed`]).
     State(Arc<crate::ring::RingState>),
-    /// The change in progress is in force; these were all its moves (so a
-    /// node knows which ranges it gave away).
-    Completed(Vec<crate::ring::RangeMove>),
+    /// The change in progress is in force: the ranges this node
+    /// replicated before and no longer does (what it gave away).
+    Completed(Vec<crate::ring::TokenRange>),
 }

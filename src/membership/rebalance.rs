@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use super::ring_sync::RingKeeper;
 use crate::message::NodeId;
 use crate::replication::transfer::TransferSpec;
-use crate::ring::{RangeMove, TokenRange};
+use crate::ring::TokenRange;
 
 /// How long after a change is in force this node keeps the ranges it gave
 /// away: 5 seconds, many gossip rounds at the defaults, so that requests
@@ -52,6 +52,8 @@ pub enum RebalanceAction {
 #[derive(Debug)]
 pub struct Rebalancer {
     me: NodeId,
+    /// Replicas per key that changes move (and drops keep).
+    n: usize,
     /// The pending change the running transfers belong to (its target's
     /// digest), 0 when none.
     change: u64,
@@ -72,10 +74,12 @@ pub fn transfer_id(change: u64, index: u32, me: NodeId) -> u64 {
 }
 
 impl Rebalancer {
-    /// A rebalancer for node `me`.
-    pub fn new(me: NodeId) -> Self {
+    /// A rebalancer for node `me`, whose ring changes move data for `n`
+    /// replicas per key.
+    pub fn new(me: NodeId, n: usize) -> Self {
         Rebalancer {
             me,
+            n: n.max(1),
             change: 0,
             running: BTreeMap::new(),
             drops: Vec::new(),
@@ -120,9 +124,20 @@ impl Rebalancer {
                 }));
             }
         }
-        let (due, later): (Vec<_>, Vec<_>) = self.drops.drain(..).partition(|(at, _)| *at <= now);
-        self.drops = later;
-        actions.extend(due.into_iter().map(|(_, r)| RebalanceAction::Drop(r)));
+        // A due drop waits while a change is pending (the range may be
+        // coming back), and then drops only what the ring in force does not
+        // give this node: a later change may have given some of it back.
+        if keeper.state().pending.is_none() {
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.drops.drain(..).partition(|(at, _)| *at <= now);
+            self.drops = later;
+            let ring = keeper.ring();
+            for (_, range) in due {
+                for piece in ring.unreplicated(range, self.n, self.me) {
+                    actions.push(RebalanceAction::Drop(piece));
+                }
+            }
+        }
         actions
     }
 
@@ -132,11 +147,12 @@ impl Rebalancer {
         self.running.remove(&id).map(|(index, _)| index)
     }
 
-    /// A change is in force: schedules dropping the ranges this node gave
-    /// away among its `moves`, [`DROP_GRACE`] from `now`.
-    pub fn on_completed(&mut self, moves: &[RangeMove], now: Instant) {
-        for m in moves.iter().filter(|m| m.from == self.me && m.to != self.me) {
-            self.drops.push((now + DROP_GRACE, m.range));
+    /// A change is in force: schedules dropping `lost`, the ranges this
+    /// node replicated before the change and no longer does,
+    /// [`DROP_GRACE`] from `now`.
+    pub fn on_completed(&mut self, lost: &[TokenRange], now: Instant) {
+        for &range in lost {
+            self.drops.push((now + DROP_GRACE, range));
         }
     }
 }
@@ -159,15 +175,13 @@ mod tests {
 
     /// Node 3 joining a two-node ring, with both others reachable.
     fn joiner() -> (RingKeeper, Ring) {
-        let cfg = RingConfig {
-            vnodes_per_node: 8,
-        };
+        let cfg = RingConfig { vnodes_per_node: 8 };
         let mut ring = Ring::empty();
         for id in 1..=2 {
             ring = claim_join(&ring, NodeId(id), 8).unwrap();
         }
-        let mut k = RingKeeper::new(NodeId(3), &cfg, Duration::from_secs(1), &[NodeId(1)], 3)
-            .unwrap();
+        let mut k =
+            RingKeeper::new(NodeId(3), &cfg, Duration::from_secs(1), &[NodeId(1)], 3).unwrap();
         k.on_member_event(&up(1));
         k.on_member_event(&up(2));
         let mut out = Outbox::new();
@@ -175,7 +189,11 @@ mod tests {
             ring: ring.clone(),
             pending: None,
         };
-        k.step(Instant::now(), Envelope::new(NodeId(1), NodeId(3), state), &mut out);
+        k.step(
+            Instant::now(),
+            Envelope::new(NodeId(1), NodeId(3), state),
+            &mut out,
+        );
         k.tick(Instant::now(), &mut out);
         assert!(k.state().pending.is_some());
         (k, ring)
@@ -190,14 +208,18 @@ mod tests {
                 pending,
             };
             let mut out = Outbox::new();
-            k.step(Instant::now(), Envelope::new(NodeId(from), NodeId(3), digest), &mut out);
+            k.step(
+                Instant::now(),
+                Envelope::new(NodeId(from), NodeId(3), digest),
+                &mut out,
+            );
         }
     }
 
     #[test]
     fn transfers_start_after_the_barrier_once_each_and_complete_the_change() {
         let (mut k, _) = joiner();
-        let mut r = Rebalancer::new(NodeId(3));
+        let mut r = Rebalancer::new(NodeId(3), 3);
         let now = Instant::now();
         assert!(r.plan(&k, now).is_empty(), "nothing before the barrier");
         confirm_all(&mut k);
@@ -212,7 +234,10 @@ mod tests {
             };
             assert_eq!(spec.range, mv.range);
             assert_eq!(&spec.sources, sources);
-            assert_eq!(spec.id, transfer_id(k.state().pending_digest(), *index, NodeId(3)));
+            assert_eq!(
+                spec.id,
+                transfer_id(k.state().pending_digest(), *index, NodeId(3))
+            );
             ids.push(spec.id);
         }
         let mut out = Outbox::new();
@@ -230,7 +255,7 @@ mod tests {
     fn a_source_going_down_restarts_the_transfer_from_the_others() {
         let (mut k, _) = joiner();
         confirm_all(&mut k);
-        let mut r = Rebalancer::new(NodeId(3));
+        let mut r = Rebalancer::new(NodeId(3), 3);
         let now = Instant::now();
         let first = r.plan(&k, now);
         let from_1: Vec<u64> = first
@@ -255,12 +280,16 @@ mod tests {
 
     #[test]
     fn given_away_ranges_drop_after_the_grace_only() {
-        let mut r = Rebalancer::new(NodeId(1));
-        let (k, ring) = joiner();
-        let moves = k.state().pending.as_ref().unwrap().moves(&ring);
+        let mut r = Rebalancer::new(NodeId(1), 3);
+        let mut ring = Ring::empty();
+        for id in 1..=4 {
+            ring = claim_join(&ring, NodeId(id), 8).unwrap();
+        }
+        let target = claim_join(&ring, NodeId(5), 8).unwrap();
+        let lost = crate::ring::MovePlan::lost_ranges(&ring, &target, 3, NodeId(1));
         let now = Instant::now();
-        r.on_completed(&moves, now);
-        let mine = moves.iter().filter(|m| m.from == NodeId(1)).count();
+        r.on_completed(&lost, now);
+        let mine = lost.len();
         assert!(mine > 0);
         let idle = RingKeeper::new(
             NodeId(1),

@@ -59,7 +59,7 @@ use super::{MemberEvent, Outbox, RingEvent};
 use crate::config::{RingConfig, DEFAULT_CLAIM_REPLICAS};
 use crate::error::{Error, Result};
 use crate::message::{Envelope, Message, NodeId};
-use crate::ring::{claim_join, claim_leave, Change, RangeMove, Ring, RingState};
+use crate::ring::{claim_join, claim_leave, Change, MovePlan, RangeMove, Ring, RingState};
 
 /// The ring protocol of one node. See the module documentation.
 #[derive(Debug)]
@@ -136,6 +136,11 @@ impl RingKeeper {
     /// This node.
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// Replicas per key that this node's changes move data for.
+    pub fn transfer_replicas(&self) -> usize {
+        self.transfer_replicas
     }
 
     /// The ring in force.
@@ -348,8 +353,8 @@ impl RingKeeper {
         let new_ring = state.ring != *self.ring;
         if let Some(p) = &self.state.pending {
             if p.target == state.ring {
-                let moves = p.moves(&self.state.ring);
-                out.event(RingEvent::Completed(moves));
+                let lost = MovePlan::lost_ranges(&self.state.ring, &p.target, p.n, self.me);
+                out.event(RingEvent::Completed(lost));
             }
         }
         self.digest = state.digest();

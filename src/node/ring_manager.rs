@@ -62,7 +62,7 @@ impl RingManager {
     /// Wraps a keeper that gossips every `interval` through `transport`.
     pub fn new(keeper: RingKeeper, interval: Duration, transport: Addr<TransportActor>) -> Self {
         RingManager {
-            rebalancer: Rebalancer::new(keeper.me()),
+            rebalancer: Rebalancer::new(keeper.me(), keeper.transfer_replicas()),
             keeper,
             interval,
             transport,
@@ -79,8 +79,8 @@ impl RingManager {
             let event = match event {
                 RingEvent::Changed(ring) => NodeEvent::Ring(ring),
                 RingEvent::State(state) => NodeEvent::RingState(state),
-                RingEvent::Completed(moves) => {
-                    self.rebalancer.on_completed(&moves, Instant::now());
+                RingEvent::Completed(lost) => {
+                    self.rebalancer.on_completed(&lost, Instant::now());
                     continue;
                 }
             };
@@ -106,7 +106,9 @@ impl RingManager {
                     actix::spawn(async move {
                         match handoff.send(DropRange { range }).await {
                             Ok(Ok(n)) => debug!(?range, dropped = n, "dropped a range given away"),
-                            Ok(Err(e)) => warn!(?range, error = %e, "dropping a range given away failed"),
+                            Ok(Err(e)) => {
+                                warn!(?range, error = %e, "dropping a range given away failed")
+                            }
                             Err(_) => {}
                         }
                     });
@@ -131,7 +133,12 @@ impl Handler<TransferDone> for RingManager {
 
     fn handle(&mut self, done: TransferDone, _: &mut Context<Self>) {
         if let Some(index) = self.rebalancer.on_done(done.id) {
-            debug!(id = done.id, keys = done.keys, bytes = done.bytes, "transfer done");
+            debug!(
+                id = done.id,
+                keys = done.keys,
+                bytes = done.bytes,
+                "transfer done"
+            );
             let mut out = Outbox::new();
             self.keeper.mark_done(index, &mut out);
             self.carry_out(out);

@@ -285,6 +285,53 @@ impl Ring {
         }
     }
 
+    /// The parts of `range` whose preference list of `n` does not hold
+    /// `node`: what `node` need not store of it under this ring. Pieces
+    /// are in token order from `range.after`, neighbours joined. On an
+    /// empty ring, the whole range.
+    ///
+    /// ```
+    /// use ringkv::ring::{claim_join, Ring, Token, TokenRange};
+    /// use ringkv::NodeId;
+    /// let mut ring = Ring::empty();
+    /// for id in 1..=5 {
+    ///     ring = claim_join(&ring, NodeId(id), 16).unwrap();
+    /// }
+    /// let whole = TokenRange { after: Token(7), through: Token(7) };
+    /// let not_mine = ring.unreplicated(whole, 3, NodeId(1));
+    /// let share: u128 = not_mine.iter().map(|r| r.len()).sum();
+    /// let mine = ring.replica_ownership(3)[&NodeId(1)];
+    /// assert_eq!(share + mine, 1u128 << 64);
+    /// ```
+    pub fn unreplicated(&self, range: TokenRange, n: usize, node: NodeId) -> Vec<TokenRange> {
+        if self.tokens.is_empty() {
+            return vec![range];
+        }
+        // Distance from the range's start, so that cuts sort in ring order
+        // and the range's own end (even of a whole-ring range) comes last.
+        let from_start = |t: &Token| t.0.wrapping_sub(range.after.0).wrapping_sub(1);
+        let mut cuts: Vec<Token> = self
+            .tokens
+            .iter()
+            .copied()
+            .filter(|&t| t != range.through && range.contains(t))
+            .collect();
+        cuts.sort_by_key(from_start);
+        cuts.push(range.through);
+        let mut out: Vec<TokenRange> = Vec::new();
+        let mut after = range.after;
+        for through in cuts {
+            if !self.preference_list(through, n).contains(&node) {
+                match out.last_mut() {
+                    Some(last) if last.through == after => last.through = through,
+                    _ => out.push(TokenRange { after, through }),
+                }
+            }
+            after = through;
+        }
+        out
+    }
+
     /// The virtual nodes' ranges with their owners, in token order.
     pub fn ranges(&self) -> impl Iterator<Item = (TokenRange, NodeId)> + '_ {
         (0..self.tokens.len()).map(|i| (self.range_at(i), self.owners[i]))

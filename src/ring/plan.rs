@@ -165,6 +165,41 @@ impl MovePlan {
         }
     }
 
+    /// The ranges `node` replicates (among the first `n`) in `old` and not
+    /// in `new`: what it may drop once `new` is in force. Neighbouring
+    /// ranges are joined.
+    ///
+    /// ```
+    /// use ringkv::ring::{claim_join, MovePlan, Ring};
+    /// use ringkv::NodeId;
+    /// let mut old = Ring::empty();
+    /// for id in 1..=4 {
+    ///     old = claim_join(&old, NodeId(id), 16).unwrap();
+    /// }
+    /// let new = claim_join(&old, NodeId(5), 16).unwrap();
+    /// let lost = MovePlan::lost_ranges(&old, &new, 3, NodeId(1));
+    /// assert!(!lost.is_empty());
+    /// for r in &lost {
+    ///     assert!(old.preference_list(r.through, 3).contains(&NodeId(1)));
+    ///     assert!(!new.preference_list(r.through, 3).contains(&NodeId(1)));
+    /// }
+    /// assert!(MovePlan::lost_ranges(&old, &new, 3, NodeId(5)).is_empty());
+    /// ```
+    pub fn lost_ranges(old: &Ring, new: &Ring, n: usize, node: NodeId) -> Vec<TokenRange> {
+        let mut out: Vec<TokenRange> = Vec::new();
+        let lists = elementary(old, new, |ring, t| Some(ring.preference_list(t, n)));
+        for (range, before, after) in lists {
+            if !before.contains(&node) || after.contains(&node) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.through == range.after => last.through = range.through,
+                _ => out.push(range),
+            }
+        }
+        out
+    }
+
     /// The move covering `token`, if it moves.
     pub fn move_of(&self, token: Token) -> Option<&RangeMove> {
         self.moves.iter().find(|m| m.range.contains(token))
