@@ -13,6 +13,7 @@ mod support;
 use std::time::Duration;
 
 use ringkv::config::TransferConfig;
+use ringkv::node::handoff::TransferDone;
 use ringkv::node::{Node, NodeConfig};
 use ringkv::protocol::{Op, Reply, WriteOptions};
 use ringkv::replication::transfer::{TransferItem, TransferSpec, TransferState};
@@ -335,4 +336,74 @@ async fn a_restarted_receiver_resumes_from_its_persisted_cursor() {
     );
     n2.shutdown().await;
     n1.shutdown().await;
+}
+
+/// Collects [`TransferDone`] reports into a channel.
+struct Listener(tokio::sync::mpsc::UnboundedSender<TransferDone>);
+
+impl actix::Actor for Listener {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<TransferDone> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, msg: TransferDone, _: &mut actix::Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+#[actix_rt::test]
+async fn several_sources_are_each_pulled_to_the_end_and_the_listener_hears_it() {
+    use actix::Actor;
+    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
+    // Node 1 holds every key written before node 2 joined; after that,
+    // writes (n = 1) land on whichever of the two owns them.
+    let (n1, n2) = loaded_pair(&network, config(2, slow())).await;
+    for i in 0..1000 {
+        let key = format!("late{i:04}");
+        n1.execute(Op::Put {
+            bucket: b("data"),
+            key: b(&key),
+            value: b(&key),
+            context: None,
+            options: WriteOptions::default(),
+        })
+        .await
+        .unwrap();
+    }
+    let on1 = objects(&n1, whole()).await;
+    let on2 = objects(&n2, whole()).await;
+    assert!(!on2.is_empty(), "node 2 owns some of the late keys");
+    assert_eq!(on1.len() + on2.len(), KEYS + 1000);
+
+    let n3 = spawn_memory(&network, config(3, TransferConfig::default()))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    n3.set_transfer_listener(Listener(tx).start().recipient());
+    let spec = TransferSpec {
+        id: 11,
+        range: whole(),
+        sources: vec![NodeId(1), NodeId(2)],
+    };
+    n3.start_transfer(spec).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("no TransferDone within 60 s")
+        .unwrap();
+    assert_eq!(done.id, 11);
+    assert_eq!(done.keys, (KEYS + 1000) as u64);
+
+    // Node 3 holds the union, object for object.
+    let mut union = on1;
+    union.extend(on2);
+    let on3 = objects(&n3, whole()).await;
+    assert_eq!(on3.len(), union.len());
+    for item in &union {
+        assert!(on3.contains(item), "{:?} missing", item.key);
+    }
+    for n in [n3, n2, n1] {
+        n.shutdown().await;
+    }
 }
