@@ -114,7 +114,7 @@ async fn loaded_pair(network: &MemoryNetwork, receiver: NodeConfig) -> (Node, No
     let nodes = [n1.clone(), n2.clone()];
     let ids = [NodeId(1), NodeId(2)];
     let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await
+        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
     })
     .await;
     assert!(formed.is_some(), "node 2 did not join");
@@ -197,6 +197,11 @@ async fn a_range_moves_whole_with_its_tombstones_and_only_it() {
     let status = n2.status().await.unwrap();
     assert_eq!(status.transfers.len(), 1);
     assert_eq!(status.transfers[0].state, "done");
+    let t = &status.transfers[0];
+    eprintln!(
+        "moved {} keys, {} bytes in {} batches, {} ms",
+        t.keys, t.bytes, t.batches, t.elapsed_ms
+    );
     assert_eq!(status.keys, expected.len() as u64);
 
     // A deleted key stays deleted on the receiver.
@@ -267,6 +272,7 @@ async fn a_partition_midway_resumes_from_the_last_stored_batch() {
         .find(|s| s.receiver == NodeId(2) && s.transfer == 5)
         .unwrap();
     assert_eq!(s.from_start, 1, "the start of the range was served once");
+    eprintln!("partition: range of {} keys, served {s:?}", expected.len());
     // Each lost reply costs one batch again (a 4 KiB batch holds well
     // under 100 of these objects); a restart would have cost the range.
     let n = expected.len() as u64;
@@ -380,6 +386,13 @@ async fn several_sources_are_each_pulled_to_the_end_and_the_listener_hears_it() 
     let n3 = spawn_memory(&network, config(3, TransferConfig::default()))
         .await
         .unwrap();
+    let nodes = [n1.clone(), n2.clone(), n3.clone()];
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let formed = wait_until(Duration::from_secs(30), || async {
+        all_see(&nodes, &ids, MemberStatus::Alive).await
+    })
+    .await;
+    assert!(formed.is_some(), "node 3 did not join");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     n3.set_transfer_listener(Listener(tx).start().recipient());
     let spec = TransferSpec {
