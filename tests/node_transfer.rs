@@ -13,6 +13,7 @@ mod support;
 use std::time::Duration;
 
 use ringkv::config::TransferConfig;
+use ringkv::node::handoff::TransferDone;
 use ringkv::node::{Node, NodeConfig};
 use ringkv::protocol::{Op, Reply, WriteOptions};
 use ringkv::replication::transfer::{TransferItem, TransferSpec, TransferState};
@@ -113,7 +114,7 @@ async fn loaded_pair(network: &MemoryNetwork, receiver: NodeConfig) -> (Node, No
     let nodes = [n1.clone(), n2.clone()];
     let ids = [NodeId(1), NodeId(2)];
     let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await
+        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
     })
     .await;
     assert!(formed.is_some(), "node 2 did not join");
@@ -196,6 +197,11 @@ async fn a_range_moves_whole_with_its_tombstones_and_only_it() {
     let status = n2.status().await.unwrap();
     assert_eq!(status.transfers.len(), 1);
     assert_eq!(status.transfers[0].state, "done");
+    let t = &status.transfers[0];
+    eprintln!(
+        "moved {} keys, {} bytes in {} batches, {} ms",
+        t.keys, t.bytes, t.batches, t.elapsed_ms
+    );
     assert_eq!(status.keys, expected.len() as u64);
 
     // A deleted key stays deleted on the receiver.
@@ -266,6 +272,7 @@ async fn a_partition_midway_resumes_from_the_last_stored_batch() {
         .find(|s| s.receiver == NodeId(2) && s.transfer == 5)
         .unwrap();
     assert_eq!(s.from_start, 1, "the start of the range was served once");
+    eprintln!("partition: range of {} keys, served {s:?}", expected.len());
     // Each lost reply costs one batch again (a 4 KiB batch holds well
     // under 100 of these objects); a restart would have cost the range.
     let n = expected.len() as u64;
@@ -335,4 +342,81 @@ async fn a_restarted_receiver_resumes_from_its_persisted_cursor() {
     );
     n2.shutdown().await;
     n1.shutdown().await;
+}
+
+/// Collects [`TransferDone`] reports into a channel.
+struct Listener(tokio::sync::mpsc::UnboundedSender<TransferDone>);
+
+impl actix::Actor for Listener {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<TransferDone> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, msg: TransferDone, _: &mut actix::Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+#[actix_rt::test]
+async fn several_sources_are_each_pulled_to_the_end_and_the_listener_hears_it() {
+    use actix::Actor;
+    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
+    // Node 1 holds every key written before node 2 joined; after that,
+    // writes (n = 1) land on whichever of the two owns them.
+    let (n1, n2) = loaded_pair(&network, config(2, slow())).await;
+    for i in 0..1000 {
+        let key = format!("late{i:04}");
+        n1.execute(Op::Put {
+            bucket: b("data"),
+            key: b(&key),
+            value: b(&key),
+            context: None,
+            options: WriteOptions::default(),
+        })
+        .await
+        .unwrap();
+    }
+    let on1 = objects(&n1, whole()).await;
+    let on2 = objects(&n2, whole()).await;
+    assert!(!on2.is_empty(), "node 2 owns some of the late keys");
+    assert_eq!(on1.len() + on2.len(), KEYS + 1000);
+
+    let n3 = spawn_memory(&network, config(3, TransferConfig::default()))
+        .await
+        .unwrap();
+    let nodes = [n1.clone(), n2.clone(), n3.clone()];
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let formed = wait_until(Duration::from_secs(30), || async {
+        all_see(&nodes, &ids, MemberStatus::Alive).await
+    })
+    .await;
+    assert!(formed.is_some(), "node 3 did not join");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    n3.set_transfer_listener(Listener(tx).start().recipient());
+    let spec = TransferSpec {
+        id: 11,
+        range: whole(),
+        sources: vec![NodeId(1), NodeId(2)],
+    };
+    n3.start_transfer(spec).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("no TransferDone within 60 s")
+        .unwrap();
+    assert_eq!(done.id, 11);
+    assert_eq!(done.keys, (KEYS + 1000) as u64);
+
+    // Node 3 holds the union, object for object.
+    let mut union = on1;
+    union.extend(on2);
+    let on3 = objects(&n3, whole()).await;
+    assert_eq!(on3.len(), union.len());
+    for item in &union {
+        assert!(on3.contains(item), "{:?} missing", item.key);
+    }
+    for n in [n3, n2, n1] {
+        n.shutdown().await;
+    }
 }

@@ -43,6 +43,11 @@ use crate::version::ConflictPolicy;
 /// How often timeouts, backoffs and the throttle are looked at.
 pub const TICK: Duration = Duration::from_millis(20);
 
+/// The mailbox capacity: the transport hands messages over with
+/// `try_send`, and one beyond it is dropped as lost (its pull is retried).
+/// 1024: far more than the pulls and batches of a few transfers in flight.
+pub const MAILBOX: usize = 1024;
+
 /// Keys deleted per engine batch by [`DropRange`]: large enough to
 /// amortise a WAL write, small enough to keep one batch well under a
 /// memtable.
@@ -251,6 +256,12 @@ impl HandoffActor {
             if let Err(why) = &result {
                 warn!(id, %source, error = %why, "a transferred batch was not stored");
             }
+            if !act.machine.knows(id) {
+                // Cancelled while the batch was stored: its record was
+                // written after the cancel deleted it; delete it again.
+                act.run(vec![TransferEffect::Forget { id }], ctx);
+                return;
+            }
             let mut out = Vec::new();
             act.machine
                 .stored(Instant::now(), id, source, result, &mut out);
@@ -341,6 +352,7 @@ impl Actor for HandoffActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
         ctx.run_interval(TICK, |act, ctx| {
             let mut out = Vec::new();
             act.machine.tick(Instant::now(), &mut out);

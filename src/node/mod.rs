@@ -16,6 +16,9 @@
 //!   [`crate::replication::coordinator::Coordinator`], hinted handoff and the
 //!   bucket table.
 //! - [`compactor::Compactor`]: runs the storage engine's compactions.
+//! - [`handoff::HandoffActor`]: runs the range
+//!   [`crate::replication::transfer::Transfers`] into this node, serves
+//!   other nodes' pulls, and drops ranges handed over.
 //! - [`node::Node`]: opens the store, starts them in that order on one actix
 //!   arbiter (one thread with its own tokio runtime, on which the
 //!   transport's tasks run too) and is the handle callers hold;
@@ -29,8 +32,9 @@
 //! down, left, refutations, local pauses) and every new ring snapshot.
 //!
 //! What this does not do: no restart of a crashed actor (a node whose actor
-//! dies is a crashed node, which the rest of the cluster detects), and no
-//! data movement when the ring changes (issue \[8\]).
+//! dies is a crashed node, which the rest of the cluster detects). Range
+//! transfers move data only when told to: deciding which ranges move on a
+//! ring change is the ring transition driver's job (issue \[8\]).
 
 pub mod cli;
 pub mod client_port;
