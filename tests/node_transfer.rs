@@ -79,13 +79,34 @@ fn b(s: &str) -> ByteBuf {
 }
 
 /// Node 1 alone with `KEYS` keys, every tenth deleted; then node 2 joins.
+/// Nodes 1 and 2, formed into one ring, then loaded through node 1 with
+/// `KEYS` keys (every tenth deleted) of a bucket with n = 1, so each key
+/// lives on its one owner. The keys are written once the ring is in force,
+/// so no ring change moves them: what a test moves, it moves by hand.
 async fn loaded_pair(network: &MemoryNetwork, receiver: NodeConfig) -> (Node, Node) {
     let n1 = spawn_memory(network, config(1, TransferConfig::default()))
         .await
         .unwrap();
-    for i in 0..KEYS {
-        let key = format!("key{i:05}");
-        let written = n1
+    let n2 = spawn_memory(network, receiver).await.unwrap();
+    let nodes = [n1.clone(), n2.clone()];
+    let ids = [NodeId(1), NodeId(2)];
+    let formed = wait_until(Duration::from_secs(30), || async {
+        all_see(&nodes, &ids, MemberStatus::Alive).await
+            && same_ring(&nodes, &ids).await
+            && n2.ring_state().await.is_ok_and(|s| s.pending.is_none())
+    })
+    .await;
+    assert!(formed.is_some(), "node 2 did not join");
+    load(&n1, "key", KEYS).await;
+    (n1, n2)
+}
+
+/// Writes `count` keys named `prefix` and a number through `node`,
+/// deleting every tenth with the put's context.
+async fn load(node: &Node, prefix: &str, count: usize) {
+    for i in 0..count {
+        let key = format!("{prefix}{i:05}");
+        let written = node
             .execute(Op::Put {
                 bucket: b("data"),
                 key: b(&key),
@@ -100,7 +121,7 @@ async fn loaded_pair(network: &MemoryNetwork, receiver: NodeConfig) -> (Node, No
         };
         if i % 10 == 0 {
             // With the put's context: the tombstone replaces the value.
-            n1.execute(Op::Delete {
+            node.execute(Op::Delete {
                 bucket: b("data"),
                 key: b(&key),
                 context: Some(context),
@@ -110,18 +131,40 @@ async fn loaded_pair(network: &MemoryNetwork, receiver: NodeConfig) -> (Node, No
             .unwrap();
         }
     }
-    let n2 = spawn_memory(network, receiver).await.unwrap();
-    let nodes = [n1.clone(), n2.clone()];
-    let ids = [NodeId(1), NodeId(2)];
-    let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
-    })
-    .await;
-    assert!(formed.is_some(), "node 2 did not join");
-    (n1, n2)
 }
 
-/// Every object of `range` on `node`, read in pages.
+/// The union of two object lists, in engine-key order (as a scan returns).
+fn union(a: &[TransferItem], b: &[TransferItem]) -> Vec<TransferItem> {
+    let mut all: Vec<TransferItem> = a.iter().chain(b).cloned().collect();
+    all.sort_by(|x, y| {
+        let kx = ringkv::replication::replica::object_key(&x.bucket, &x.key).unwrap();
+        let ky = ringkv::replication::replica::object_key(&y.bucket, &y.key).unwrap();
+        kx.cmp(&ky)
+    });
+    all
+}
+
+/// Fails with the first difference (not two whole lists) when `got` and
+/// `want` do not hold the same objects (compared in key order: a scan of a
+/// wrapping range starts past the top of the ring).
+fn assert_same(got: &[TransferItem], want: &[TransferItem]) {
+    let (got, want) = (union(got, &[]), union(want, &[]));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "object {i} of {} differs", want.len());
+    }
+    assert_eq!(got.len(), want.len(), "object counts differ");
+}
+
+/// The progress of transfer `id` on `node`.
+async fn progress(node: &Node, id: u64) -> ringkv::replication::transfer::TransferProgress {
+    node.transfers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == id)
+        .expect("the transfer is known")
+}
+
 async fn objects(node: &Node, range: TokenRange) -> Vec<TransferItem> {
     let mut all = Vec::new();
     let mut after = None;
@@ -169,9 +212,10 @@ async fn a_range_moves_whole_with_its_tombstones_and_only_it() {
     let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
     let (n1, n2) = loaded_pair(&network, config(2, TransferConfig::default())).await;
     let expected = objects(&n1, half()).await;
+    // Node 1 owns about half the ring, and half of that lies in the range.
     assert!(
-        expected.len() > KEYS / 4 && expected.len() < KEYS * 3 / 4,
-        "half the ring holds about half the keys: {}",
+        expected.len() > KEYS / 10 && expected.len() < KEYS * 3 / 4,
+        "node 1's part of the range holds a fair share of the keys: {}",
         expected.len()
     );
     let tombstones = expected
@@ -184,25 +228,36 @@ async fn a_range_moves_whole_with_its_tombstones_and_only_it() {
         })
         .count();
     assert!(tombstones > 0, "some deleted keys lie in the range");
-    assert!(objects(&n2, whole()).await.is_empty());
+    let own_in_range = objects(&n2, half()).await;
+    let own = objects(&n2, whole()).await.len();
+    assert!(
+        expected.iter().all(|i| !own_in_range.contains(i)),
+        "n = 1: no key on both nodes"
+    );
 
     n2.start_transfer(spec(1)).await.unwrap();
     wait_done(&n2, 1).await;
 
     // Identical objects (tombstones included), and nothing else.
-    assert_eq!(objects(&n2, half()).await, expected);
-    assert_eq!(objects(&n2, whole()).await.len(), expected.len());
-    let p = n2.transfers().await.unwrap();
-    assert_eq!(p[0].keys, expected.len() as u64);
+    assert_same(
+        &objects(&n2, half()).await,
+        &union(&own_in_range, &expected),
+    );
+    assert_eq!(objects(&n2, whole()).await.len(), own + expected.len());
+    let p = progress(&n2, 1).await;
+    assert_eq!(p.keys, expected.len() as u64);
     let status = n2.status().await.unwrap();
-    assert_eq!(status.transfers.len(), 1);
-    assert_eq!(status.transfers[0].state, "done");
-    let t = &status.transfers[0];
+    let t = status
+        .transfers
+        .iter()
+        .find(|t| t.id == 1)
+        .expect("in the status view");
+    assert_eq!(t.state, "done");
     eprintln!(
         "moved {} keys, {} bytes in {} batches, {} ms",
         t.keys, t.bytes, t.batches, t.elapsed_ms
     );
-    assert_eq!(status.keys, expected.len() as u64);
+    assert_eq!(status.keys, (own + expected.len()) as u64);
 
     // A deleted key stays deleted on the receiver.
     let deleted = expected
@@ -225,14 +280,14 @@ async fn a_range_moves_whole_with_its_tombstones_and_only_it() {
 
     // Starting it again changes nothing.
     let again = n2.start_transfer(spec(1)).await.unwrap();
-    assert_eq!((again.state, again.keys), (TransferState::Done, p[0].keys));
+    assert_eq!((again.state, again.keys), (TransferState::Done, p.keys));
 
     // The old owner drops exactly the range.
     let rest = objects(&n1, other_half()).await.len();
     assert_eq!(n1.drop_range(half()).await.unwrap(), expected.len() as u64);
     assert!(objects(&n1, half()).await.is_empty());
     assert_eq!(objects(&n1, other_half()).await.len(), rest);
-    assert_eq!(rest + expected.len(), KEYS);
+    assert_eq!(rest + expected.len() + own, KEYS);
 
     n2.shutdown().await;
     n1.shutdown().await;
@@ -242,11 +297,12 @@ async fn a_range_moves_whole_with_its_tombstones_and_only_it() {
 async fn a_partition_midway_resumes_from_the_last_stored_batch() {
     let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
     let (n1, n2) = loaded_pair(&network, config(2, slow())).await;
+    let own = objects(&n2, half()).await;
     let expected = objects(&n1, half()).await;
 
     n2.start_transfer(spec(5)).await.unwrap();
     let midway = wait_until(Duration::from_secs(30), || async {
-        n2.transfers().await.unwrap()[0].batches >= 3
+        progress(&n2, 5).await.batches >= 3
     })
     .await;
     assert!(midway.is_some(), "no progress: {:?}", n2.transfers().await);
@@ -256,7 +312,7 @@ async fn a_partition_midway_resumes_from_the_last_stored_batch() {
     })
     .await;
     assert!(stalled.is_some(), "the lost pull was not noticed");
-    let before_heal = n2.transfers().await.unwrap()[0].keys;
+    let before_heal = progress(&n2, 5).await.keys;
     assert!(
         before_heal < expected.len() as u64,
         "cut before the end of the range"
@@ -265,7 +321,7 @@ async fn a_partition_midway_resumes_from_the_last_stored_batch() {
     network.heal();
     wait_done(&n2, 5).await;
 
-    assert_eq!(objects(&n2, half()).await, expected);
+    assert_same(&objects(&n2, half()).await, &union(&own, &expected));
     let served = n1.served_transfers().await.unwrap();
     let s = served
         .iter()
@@ -298,11 +354,12 @@ async fn a_restarted_receiver_resumes_from_its_persisted_cursor() {
     let mut receiver = config(2, slow());
     lsm(&mut receiver);
     let (n1, n2) = loaded_pair(&network, receiver).await;
+    let own = objects(&n2, half()).await;
     let expected = objects(&n1, half()).await;
 
     n2.start_transfer(spec(9)).await.unwrap();
     let midway = wait_until(Duration::from_secs(30), || async {
-        n2.transfers().await.unwrap()[0].batches >= 3
+        progress(&n2, 9).await.batches >= 3
     })
     .await;
     assert!(midway.is_some(), "no progress: {:?}", n2.transfers().await);
@@ -327,7 +384,7 @@ async fn a_restarted_receiver_resumes_from_its_persisted_cursor() {
         "the cursor was not picked up: {resumed:?}"
     );
     wait_done(&n2, 9).await;
-    assert_eq!(objects(&n2, half()).await, expected);
+    assert_same(&objects(&n2, half()).await, &union(&own, &expected));
     let served = n1.served_transfers().await.unwrap();
     let s = served
         .iter()
@@ -363,26 +420,8 @@ impl actix::Handler<TransferDone> for Listener {
 async fn several_sources_are_each_pulled_to_the_end_and_the_listener_hears_it() {
     use actix::Actor;
     let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
-    // Node 1 holds every key written before node 2 joined; after that,
-    // writes (n = 1) land on whichever of the two owns them.
+    // Three nodes in force, then keys (n = 1) on whichever node owns them.
     let (n1, n2) = loaded_pair(&network, config(2, slow())).await;
-    for i in 0..1000 {
-        let key = format!("late{i:04}");
-        n1.execute(Op::Put {
-            bucket: b("data"),
-            key: b(&key),
-            value: b(&key),
-            context: None,
-            options: WriteOptions::default(),
-        })
-        .await
-        .unwrap();
-    }
-    let on1 = objects(&n1, whole()).await;
-    let on2 = objects(&n2, whole()).await;
-    assert!(!on2.is_empty(), "node 2 owns some of the late keys");
-    assert_eq!(on1.len() + on2.len(), KEYS + 1000);
-
     let n3 = spawn_memory(&network, config(3, TransferConfig::default()))
         .await
         .unwrap();
@@ -390,9 +429,24 @@ async fn several_sources_are_each_pulled_to_the_end_and_the_listener_hears_it() 
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
     let formed = wait_until(Duration::from_secs(30), || async {
         all_see(&nodes, &ids, MemberStatus::Alive).await
+            && same_ring(&nodes, &ids).await
+            && n3.ring_state().await.is_ok_and(|s| s.pending.is_none())
     })
     .await;
     assert!(formed.is_some(), "node 3 did not join");
+    // Node 3's join moved some of the first keys to it and, after a grace,
+    // nodes 1 and 2 drop them: wait for that, then write more.
+    tokio::time::sleep(ringkv::membership::rebalance::DROP_GRACE + Duration::from_millis(300))
+        .await;
+    load(&n1, "late", 1000).await;
+    let on1 = objects(&n1, whole()).await;
+    let on2 = objects(&n2, whole()).await;
+    let before3 = objects(&n3, whole()).await;
+    assert!(
+        !on2.is_empty() && !before3.is_empty(),
+        "every node owns some keys"
+    );
+    assert_eq!(on1.len() + on2.len() + before3.len(), KEYS + 1000);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     n3.set_transfer_listener(Listener(tx).start().recipient());
     let spec = TransferSpec {
@@ -406,16 +460,11 @@ async fn several_sources_are_each_pulled_to_the_end_and_the_listener_hears_it() 
         .expect("no TransferDone within 60 s")
         .unwrap();
     assert_eq!(done.id, 11);
-    assert_eq!(done.keys, (KEYS + 1000) as u64);
+    assert_eq!(done.keys, (on1.len() + on2.len()) as u64);
 
     // Node 3 holds the union, object for object.
-    let mut union = on1;
-    union.extend(on2);
-    let on3 = objects(&n3, whole()).await;
-    assert_eq!(on3.len(), union.len());
-    for item in &union {
-        assert!(on3.contains(item), "{:?} missing", item.key);
-    }
+    let all = union(&union(&on1, &on2), &before3);
+    assert_same(&objects(&n3, whole()).await, &all);
     for n in [n3, n2, n1] {
         n.shutdown().await;
     }
