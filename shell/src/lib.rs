@@ -8,8 +8,8 @@
 //! Errors come back as [`ShellError`], which prints the source line with a
 //! caret under the error's position.
 //!
-//! Layout: [`runtime`] (the actix thread the nodes live on), [`cluster`]
-//! (embedded nodes and faults), [`backend`] (the one trait over an embedded
+//! Layout: [`runtime`] (the actix thread the nodes live on) and
+//! [`cluster`] (embedded nodes and faults), both from `ringkv::embedded`; [`backend`] (the one trait over an embedded
 //! cluster and a remote connection), [`policy`] (sandboxed rhai conflict
 //! policies), [`workload`], [`table`], [`help`].
 //!
@@ -57,9 +57,15 @@ impl ShellError {
         e.clear_position();
         let message = match &e {
             EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+            EvalAltResult::ErrorTerminated(..) => api::INTERRUPTED.to_string(),
             other => other.to_string(),
         };
         ShellError { message, position }
+    }
+
+    /// Whether the input stopped because it was interrupted (Ctrl-C).
+    pub fn is_interrupt(&self) -> bool {
+        self.message.contains(api::INTERRUPTED)
     }
 
     /// The error as it is printed: the message, the place (`name:line:col`)
@@ -127,6 +133,14 @@ impl Shell {
         let ctx = api::Context::new(interactive);
         let mut engine = new_engine();
         api::register(&mut engine, &ctx);
+        // Ends a running script (a loop, say) soon after Ctrl-C: rhai calls
+        // this between operations; the check is one relaxed load.
+        let interrupt = Arc::clone(&ctx.interrupt);
+        engine.on_progress(move |_| {
+            interrupt
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| Dynamic::from(api::INTERRUPTED))
+        });
         Shell {
             engine,
             scope: Scope::new(),
@@ -139,6 +153,12 @@ impl Shell {
     pub fn set_args(&mut self, args: Vec<String>) {
         let args: rhai::Array = args.into_iter().map(Dynamic::from).collect();
         self.scope.set_or_push("ARGS", args);
+    }
+
+    /// The flag that stops the running input when set: the REPL's SIGINT
+    /// handler sets it, and the REPL clears it before each input.
+    pub fn interrupt_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.ctx.interrupt)
     }
 
     /// The engine, for parsing as the shell does.

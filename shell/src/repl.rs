@@ -5,8 +5,18 @@
 //!
 //! Ctrl-C cancels the line being typed, Ctrl-D exits. An error prints the
 //! input's line with a caret, and the prompt comes back.
+//!
+//! Ctrl-C while an input runs: the terminal is then out of raw mode, so
+//! Ctrl-C is a SIGINT. A handler sets the shell's interrupt flag, which the
+//! engine's progress hook and the long-running functions (`sleep`, waits,
+//! `workload`) check: the input stops with `interrupted (Ctrl-C)` and the
+//! prompt comes back. The flag is cleared before each input. A second
+//! Ctrl-C before the first one is noticed (a call stuck in a request) ends
+//! the shell, as SIGINT does by default. At the prompt rustyline reads
+//! Ctrl-C as a key, so no signal is involved there.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rustyline::completion::{Completer, Pair};
@@ -14,7 +24,7 @@ use rustyline::error::ReadlineError;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter};
 
-use crate::{display, is_incomplete, new_engine, Shell};
+use crate::{api, display, is_incomplete, new_engine, Shell};
 
 /// rhai keywords offered by completion.
 const KEYWORDS: &[&str] = &[
@@ -150,7 +160,19 @@ pub fn run(shell: &mut Shell) -> i32 {
         // A missing file is the first run.
         let _ = editor.load_history(p);
     }
-    println!("ringkv-shell: help() lists the API; Ctrl-D exits.");
+    let interrupt = shell.interrupt_flag();
+    // The order matters: the conditional default sees the flag before the
+    // second handler sets it, so only a Ctrl-C arriving while the flag is
+    // still set ends the process.
+    let handlers = signal_hook::flag::register_conditional_default(
+        signal_hook::consts::SIGINT,
+        Arc::clone(&interrupt),
+    )
+    .and_then(|_| signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt)));
+    if let Err(e) = handlers {
+        eprintln!("warning: Ctrl-C will end the shell rather than the running input: {e}");
+    }
+    println!("ringkv-shell: help() lists the API; Ctrl-C stops a running input; Ctrl-D exits.");
     loop {
         match editor.readline("ringkv> ") {
             Ok(line) => {
@@ -163,14 +185,17 @@ pub fn run(shell: &mut Shell) -> i32 {
                         eprintln!("warning: cannot save history to {}: {e}", p.display());
                     }
                 }
+                interrupt.store(false, Ordering::Relaxed);
                 match shell.eval(&line) {
                     Ok(v) => {
                         if let Some(s) = display(&v) {
                             println!("{s}");
                         }
                     }
+                    Err(e) if e.is_interrupt() => eprintln!("{}", api::INTERRUPTED),
                     Err(e) => eprintln!("{}", e.render(&line, "input")),
                 }
+                interrupt.store(false, Ordering::Relaxed);
                 *names.lock().unwrap_or_else(|e| e.into_inner()) = shell.names();
             }
             Err(ReadlineError::Interrupted) => {
