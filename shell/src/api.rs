@@ -1272,9 +1272,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     engine.register_fn("wait_hints", move |ms: INT| -> ApiResult<INT> {
         let start = Instant::now();
         let ok = c.with_cluster("wait_hints", |cl| {
-            c.wait_on(cl, ms, || {
-                Ok(cl.total_hints()? == 0)
-            })
+            c.wait_on(cl, ms, || Ok(cl.total_hints()? == 0))
         })?;
         if ok {
             Ok(start.elapsed().as_millis() as INT)

@@ -159,7 +159,13 @@ pub struct RhaiPolicy {
 impl RhaiPolicy {
     /// Calls the function on `siblings`; what it returns, as a payload.
     pub fn run(&self, siblings: &[Sibling]) -> Result<Payload, String> {
-        self.run_values(siblings.iter().map(sibling_map).map(Dynamic::from).collect())
+        self.run_values(
+            siblings
+                .iter()
+                .map(sibling_map)
+                .map(Dynamic::from)
+                .collect(),
+        )
     }
 
     /// Calls the function on siblings already in their rhai form (as

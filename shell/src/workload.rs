@@ -39,6 +39,11 @@ use crate::backend::Backend;
 /// as lost.
 pub const RECHECK_FOR: Duration = Duration::from_secs(10);
 
+/// The timeout of each read-back. Short beside [`RECHECK_FOR`]: a read
+/// that lost a frame to an injected drop is retried sooner, and a slow
+/// machine gets several tries.
+pub const READ_BACK_TIMEOUT_MS: u64 = 1000;
+
 struct Params {
     ops: u64,
     keys: u64,
@@ -344,7 +349,7 @@ fn check(
                 key: key_name(*k),
                 options: ReadOptions {
                     r: Some(r),
-                    timeout_ms: Some(2000),
+                    timeout_ms: Some(READ_BACK_TIMEOUT_MS),
                     ..ReadOptions::default()
                 },
             };
