@@ -867,25 +867,63 @@ fn preference_table(ctx: &Context, key: Dynamic, o: Map) -> ApiResult<Table> {
     Ok(t)
 }
 
-/// Waits until every running node other than `node` sees it in `state`;
-/// returns the milliseconds waited.
-fn wait_state(ctx: &Context, node: INT, state: &str, ms: INT) -> ApiResult<INT> {
-    let want = state.to_lowercase();
+/// The states a wait accepts: one name, or an array of names; lower case.
+fn states_of(v: &Dynamic) -> ApiResult<Vec<String>> {
+    let names: Vec<String> = match v.read_lock::<Array>() {
+        Some(a) => a.iter().map(|s| s.to_string().to_lowercase()).collect(),
+        None => vec![v.to_string().to_lowercase()],
+    };
+    for n in &names {
+        if !["alive", "suspect", "down", "left"].contains(&n.as_str()) {
+            return Err(fail(format!(
+                "a state is \"Alive\", \"Suspect\", \"Down\" or \"Left\", got {n:?}"
+            )));
+        }
+    }
+    Ok(names)
+}
+
+fn state_is(s: Option<ringkv::MemberStatus>, want: &[String]) -> bool {
+    s.is_some_and(|s| want.contains(&format!("{s:?}").to_lowercase()))
+}
+
+/// Waits until every running node other than `node` sees it in one of
+/// `states`; returns the milliseconds waited.
+fn wait_state(ctx: &Context, node: INT, states: Dynamic, ms: INT) -> ApiResult<INT> {
+    let want = states_of(&states)?;
     let start = Instant::now();
     let ok = ctx.with_cluster("wait_state", |c| {
         ctx.wait_on(c, ms, || {
             let views = c.views_of(node as u64)?;
-            Ok(!views.is_empty()
-                && views
-                    .iter()
-                    .all(|(_, s)| s.is_some_and(|s| format!("{s:?}").to_lowercase() == want)))
+            Ok(!views.is_empty() && views.iter().all(|(_, s)| state_is(*s, &want)))
         })
     })?;
     if ok {
         Ok(start.elapsed().as_millis() as INT)
     } else {
         Err(fail(format!(
-            "node {node} was not {state} on every running node within {ms} ms"
+            "node {node} was not {states} on every running node within {ms} ms"
+        )))
+    }
+}
+
+/// Waits until `observer` sees `node` in one of `states`.
+fn wait_seen(ctx: &Context, observer: INT, node: INT, states: Dynamic, ms: INT) -> ApiResult<INT> {
+    let want = states_of(&states)?;
+    let start = Instant::now();
+    let ok = ctx.with_cluster("wait_seen", |cl| {
+        ctx.wait_on(cl, ms, || {
+            let views = cl.views_of(node as u64)?;
+            Ok(views
+                .iter()
+                .any(|(o, s)| *o == observer as u64 && state_is(*s, &want)))
+        })
+    })?;
+    if ok {
+        Ok(start.elapsed().as_millis() as INT)
+    } else {
+        Err(fail(format!(
+            "node {observer} did not see node {node} {states} within {ms} ms"
         )))
     }
 }
@@ -1217,33 +1255,29 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         preference_table(&c, k, o)
     });
     let c = Arc::clone(ctx);
-    engine.register_fn("wait_state", move |n: INT, state: &str, ms: INT| {
-        wait_state(&c, n, state, ms)
+    engine.register_fn("wait_state", move |n: INT, states: Dynamic, ms: INT| {
+        wait_state(&c, n, states, ms)
     });
     let c = Arc::clone(ctx);
     engine.register_fn(
         "wait_seen",
-        move |observer: INT, n: INT, state: &str, ms: INT| -> ApiResult<INT> {
-            let want = state.to_lowercase();
-            let start = Instant::now();
-            let ok = c.with_cluster("wait_seen", |cl| {
-                c.wait_on(cl, ms, || {
-                    let views = cl.views_of(n as u64)?;
-                    Ok(views.iter().any(|(o, s)| {
-                        *o == observer as u64
-                            && s.is_some_and(|s| format!("{s:?}").to_lowercase() == want)
-                    }))
-                })
-            })?;
-            if ok {
-                Ok(start.elapsed().as_millis() as INT)
-            } else {
-                Err(fail(format!(
-                    "node {observer} did not see node {n} {state} within {ms} ms"
-                )))
-            }
+        move |observer: INT, n: INT, states: Dynamic, ms: INT| {
+            wait_seen(&c, observer, n, states, ms)
         },
     );
+    let c = Arc::clone(ctx);
+    engine.register_fn("views", move |n: INT| -> ApiResult<Map> {
+        c.with_cluster("views", |cl| {
+            Ok(cl
+                .views_of(n.max(0) as u64)?
+                .into_iter()
+                .map(|(o, s)| {
+                    let state = s.map_or(Dynamic::UNIT, |s| format!("{s:?}").into());
+                    (o.to_string().into(), state)
+                })
+                .collect())
+        })
+    });
     let c = Arc::clone(ctx);
     engine.register_fn("wait_settled", move |ms: INT| -> ApiResult<INT> {
         let start = Instant::now();
