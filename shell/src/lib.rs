@@ -175,6 +175,46 @@ impl Shell {
         names
     }
 
+    /// For completion after `name.`: the keys of every variable that holds
+    /// a map.
+    pub fn map_fields(&self) -> std::collections::HashMap<String, Vec<String>> {
+        self.scope
+            .iter()
+            .filter_map(|(name, _, value)| {
+                let map = value.read_lock::<rhai::Map>()?;
+                let mut keys: Vec<String> = map.keys().map(|k| k.to_string()).collect();
+                keys.sort();
+                Some((name.to_string(), keys))
+            })
+            .collect()
+    }
+
+    /// Every function the engine knows (the API's and rhai's standard
+    /// library), and the properties of the API's types: what completion
+    /// offers besides variables and keywords. Operators and other names
+    /// that are not identifiers are left out.
+    pub fn function_names(&self) -> Vec<String> {
+        let is_ident = |n: &str| {
+            n.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && n.chars().all(|c| c.is_alphanumeric() || c == '_')
+        };
+        let mut names: Vec<String> = self
+            .engine
+            .gen_fn_signatures(true)
+            .into_iter()
+            .filter_map(|sig| {
+                let name = sig.split('(').next()?.trim();
+                let name = name.strip_prefix("get$").unwrap_or(name);
+                is_ident(name).then(|| name.to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Compiles and runs `source`, keeping its variables and functions for
     /// later inputs; returns its value.
     pub fn eval(&mut self, source: &str) -> Result<Dynamic, ShellError> {

@@ -1,7 +1,9 @@
 //! The interactive prompt: rustyline with completion of the API's
-//! functions, rhai keywords, the variables and functions defined so far,
-//! and (after a `.`) result fields and common methods; multi-line input
-//! while rhai says the input is unfinished; a history file.
+//! functions, rhai's functions and keywords, the variables and functions
+//! defined so far, and after a `.` the methods (every function the engine
+//! knows), the fields of the API's results and, after a variable holding
+//! a map, that map's keys; multi-line input while rhai says the input is
+//! unfinished; a history file.
 //!
 //! Ctrl-C cancels the line being typed, Ctrl-D exits. An error prints the
 //! input's line with a caret, and the prompt comes back.
@@ -15,6 +17,7 @@
 //! the shell, as SIGINT does by default. At the prompt rustyline reads
 //! Ctrl-C as a key, so no signal is involved there.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -33,8 +36,8 @@ const KEYWORDS: &[&str] = &[
     "type_of", "Fn",
 ];
 
-/// Offered after a `.`: the fields of the API's results and common
-/// methods.
+/// Offered after a `.`: the fields of the API's results (the methods come
+/// from the engine).
 const MEMBERS: &[&str] = &[
     "value",
     "siblings",
@@ -46,22 +49,20 @@ const MEMBERS: &[&str] = &[
     "answered",
     "fallbacks",
     "repaired",
-    "rows",
-    "column",
-    "len",
-    "keys",
-    "values",
-    "contains",
-    "push",
-    "filter",
-    "map",
-    "reduce",
-    "sort",
-    "to_string",
+    "resolved_by",
+    "node",
+    "owner",
     "throughput",
     "p50_ms",
+    "p90_ms",
     "p99_ms",
+    "max_ms",
     "lost",
+    "lost_keys",
+    "errors",
+    "blocked",
+    "dropped",
+    "delayed",
 ];
 
 /// Where the history is kept: `$RINGKV_SHELL_HISTORY`, else
@@ -76,22 +77,42 @@ pub fn history_path() -> Option<PathBuf> {
 /// Completion and validation for the prompt.
 #[derive(Helper, Highlighter, Hinter)]
 pub struct ShellHelper {
+    /// Variables and functions defined so far.
     names: Arc<Mutex<Vec<String>>>,
+    /// The keys of each variable that holds a map.
+    fields: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// Every function the engine knows.
+    functions: Vec<String>,
     parser: rhai::Engine,
 }
 
 impl ShellHelper {
-    fn candidates(&self, word: &str, after_dot: bool) -> Vec<String> {
-        let mut all: Vec<String> = if after_dot {
-            MEMBERS.iter().map(|s| s.to_string()).collect()
-        } else {
-            let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            crate::help::ENTRIES
-                .iter()
-                .map(|e| e.name.to_string())
-                .chain(KEYWORDS.iter().map(|s| s.to_string()))
-                .chain(names)
-                .collect()
+    /// What completes `word`; `receiver` is `Some(name)` after `name.`
+    /// (or `Some("")` after a `.` that follows no name).
+    fn candidates(&self, word: &str, receiver: Option<&str>) -> Vec<String> {
+        let mut all: Vec<String> = match receiver {
+            Some(var) => {
+                let fields = self.fields.lock().unwrap_or_else(|e| e.into_inner());
+                match fields.get(var) {
+                    // A map variable: its keys, and the methods.
+                    Some(keys) => keys.iter().chain(&self.functions).cloned().collect(),
+                    None => MEMBERS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .chain(self.functions.iter().cloned())
+                        .collect(),
+                }
+            }
+            None => {
+                let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                crate::help::ENTRIES
+                    .iter()
+                    .map(|e| e.name.to_string())
+                    .chain(KEYWORDS.iter().map(|s| s.to_string()))
+                    .chain(self.functions.iter().cloned())
+                    .chain(names)
+                    .collect()
+            }
         };
         all.retain(|c| c.starts_with(word));
         all.sort();
@@ -114,9 +135,14 @@ impl Completer for ShellHelper {
             .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
             .map_or(0, |i| i + 1);
         let word = &before[start..];
-        let after_dot = before[..start].ends_with('.');
+        let receiver = before[..start].strip_suffix('.').map(|head| {
+            let from = head
+                .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(0, |i| i + 1);
+            &head[from..]
+        });
         let pairs = self
-            .candidates(word, after_dot)
+            .candidates(word, receiver)
             .into_iter()
             .map(|c| Pair {
                 display: c.clone(),
@@ -140,8 +166,11 @@ impl Validator for ShellHelper {
 /// Runs the prompt until Ctrl-D. Returns the process's exit status.
 pub fn run(shell: &mut Shell) -> i32 {
     let names = Arc::new(Mutex::new(shell.names()));
+    let fields = Arc::new(Mutex::new(shell.map_fields()));
     let helper = ShellHelper {
         names: Arc::clone(&names),
+        fields: Arc::clone(&fields),
+        functions: shell.function_names(),
         parser: new_engine(),
     };
     let mut editor: Editor<ShellHelper, rustyline::history::DefaultHistory> = match Editor::new() {
@@ -197,6 +226,7 @@ pub fn run(shell: &mut Shell) -> i32 {
                 }
                 interrupt.store(false, Ordering::Relaxed);
                 *names.lock().unwrap_or_else(|e| e.into_inner()) = shell.names();
+                *fields.lock().unwrap_or_else(|e| e.into_inner()) = shell.map_fields();
             }
             Err(ReadlineError::Interrupted) => {
                 println!("^C");
@@ -210,4 +240,49 @@ pub fn run(shell: &mut Shell) -> i32 {
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn helper(shell: &Shell) -> ShellHelper {
+        ShellHelper {
+            names: Arc::new(Mutex::new(shell.names())),
+            fields: Arc::new(Mutex::new(shell.map_fields())),
+            functions: shell.function_names(),
+            parser: new_engine(),
+        }
+    }
+
+    fn complete(h: &ShellHelper, line: &str) -> (usize, Vec<String>) {
+        let history = rustyline::history::DefaultHistory::new();
+        let ctx = Context::new(&history);
+        let (start, pairs) = h.complete(line, line.len(), &ctx).unwrap();
+        (start, pairs.into_iter().map(|p| p.replacement).collect())
+    }
+
+    #[test]
+    fn completion_offers_api_functions_methods_variables_and_map_keys() {
+        let mut shell = Shell::new(false);
+        let _ = shell
+            .eval("let my_counter = 1; let rec = #{ zebra: 1, zone: 2 }; fn my_fn() { 1 }")
+            .unwrap();
+        let h = helper(&shell);
+        assert_eq!(complete(&h, "wait_h"), (0, vec!["wait_hints".to_string()]));
+        assert_eq!(complete(&h, "x + my_c").1, vec!["my_counter".to_string()]);
+        assert_eq!(complete(&h, "my_f").1, vec!["my_fn".to_string()]);
+        assert_eq!(complete(&h, "parse_in").1, vec!["parse_int".to_string()]);
+        // Methods of rhai's library after a dot, on any value.
+        assert_eq!(complete(&h, "[1, 2].filt").1, vec!["filter".to_string()]);
+        // The API's result fields and properties.
+        assert!(complete(&h, "r.sib").1.contains(&"siblings".to_string()));
+        assert!(complete(&h, "t.ro").1.contains(&"rows".to_string()));
+        // A map variable's keys, beside the methods.
+        let (start, keys) = complete(&h, "rec.z");
+        assert_eq!(start, 4);
+        assert!(keys.contains(&"zebra".to_string()) && keys.contains(&"zone".to_string()));
+        assert!(!complete(&h, "other.z").1.contains(&"zebra".to_string()));
+        assert_eq!(complete(&h, "rec.zeb").1, vec!["zebra".to_string()]);
+    }
 }

@@ -1,5 +1,5 @@
 //! The REPL on a pseudo-terminal, as a person uses it: completion of
-//! variables and API functions, multi-line input, an error with its caret
+//! variables, API functions, map keys and methods, multi-line input, an error with its caret
 //! after which the prompt goes on, Ctrl-C cancelling a line, Ctrl-D
 //! exiting, and the history file read back by the next session; Ctrl-C
 //! stopping a running `sleep`, loop or `workload` and the prompt coming
@@ -48,6 +48,18 @@ fn the_repl_on_a_terminal() {
     p.flush().unwrap();
     p.exp_string("Waits until no running node holds hints")
         .expect("help of the completed name");
+
+    // Completion of a map variable's key, and of a method.
+    prompt(&mut p);
+    p.send_line("let rec = #{ zebra_count: 7000 };").unwrap();
+    prompt(&mut p);
+    p.send("rec.zebra_c\t + 5\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("7005").expect("the completed key evaluates");
+    prompt(&mut p);
+    p.send("[1, 2, 3].filt\t(|x| x > 1).len() * 111\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("222").expect("the completed method runs");
 
     // Multi-line input: the function is unfinished until its brace closes.
     prompt(&mut p);
