@@ -65,6 +65,7 @@
 //!   in-process network follows too). Frames wait in a per-peer delay line
 //!   of `send_queue_frames` frames; when it is full, `send` refuses with
 //!   `QueueFull`.
+//!
 //! Connections stay up throughout, so healing is immediate. What the faults
 //! did is counted in [`TcpFaultStats`]. With no fault set, the send path
 //! and the reader pay one relaxed atomic load per frame.
