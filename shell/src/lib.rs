@@ -49,10 +49,36 @@ pub struct ShellError {
     pub message: String,
     /// Where in the input (`Position::NONE` when unknown).
     pub position: Position,
+    /// When the error happened inside functions of the same input: each
+    /// call, outermost first, as (function, where it was called).
+    pub calls: Vec<(String, Position)>,
 }
 
 impl ShellError {
-    fn from_rhai(mut e: EvalAltResult) -> ShellError {
+    fn from_rhai(e: EvalAltResult) -> ShellError {
+        ShellError::from_rhai_in(e, &[])
+    }
+
+    /// Like `from_rhai`, but an error inside a function defined in this
+    /// input (`local_fns`) points at the line in the function, with the
+    /// calls that led there; a function from an earlier input has its
+    /// lines in that input, so the caret stays at the call.
+    fn from_rhai_in(mut e: EvalAltResult, local_fns: &[String]) -> ShellError {
+        let mut calls = Vec::new();
+        loop {
+            match e {
+                EvalAltResult::ErrorInFunctionCall(name, _, inner, pos)
+                    if local_fns.contains(&name) && !inner.position().is_none() =>
+                {
+                    calls.push((name, pos));
+                    e = *inner;
+                }
+                other => {
+                    e = other;
+                    break;
+                }
+            }
+        }
         let position = e.position();
         e.clear_position();
         let message = match &e {
@@ -60,7 +86,11 @@ impl ShellError {
             EvalAltResult::ErrorTerminated(..) => api::INTERRUPTED.to_string(),
             other => other.to_string(),
         };
-        ShellError { message, position }
+        ShellError {
+            message,
+            position,
+            calls,
+        }
     }
 
     /// Whether the input stopped because it was interrupted (Ctrl-C).
@@ -82,6 +112,14 @@ impl ShellError {
                     "\n{:gutter$} |\n{line} | {text}\n{:gutter$} | {caret}^",
                     "", ""
                 ));
+            }
+        }
+        for (function, at) in self.calls.iter().rev() {
+            match (at.line(), at.position()) {
+                (Some(line), Some(col)) => out.push_str(&format!(
+                    "\n  in {function}(), called at {name}:{line}:{col}"
+                )),
+                _ => out.push_str(&format!("\n  in {function}()")),
             }
         }
         out
@@ -222,6 +260,7 @@ impl Shell {
             .engine
             .compile_with_scope(&self.scope, source)
             .map_err(|e| ShellError::from_rhai(EvalAltResult::from(e)))?;
+        let local_fns: Vec<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
         self.main = self.main.merge(&ast);
         *self
             .ctx
@@ -232,7 +271,7 @@ impl Shell {
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut self.scope, &self.main);
         self.main.clear_statements();
-        result.map_err(|e| ShellError::from_rhai(*e))
+        result.map_err(|e| ShellError::from_rhai_in(*e, &local_fns))
     }
 
     /// Stops every cluster the shell started.
@@ -299,6 +338,28 @@ mod tests {
             shown.ends_with("2 | let b = a + nope;\n  |             ^"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn an_error_in_a_function_points_into_it_with_its_calls() {
+        let mut shell = Shell::new(false);
+        let src = "fn inner(x) {\n  x + missing\n}\nfn outer() { inner(1) }\nouter();";
+        let shown = shell.eval(src).unwrap_err().render(src, "f.rhai");
+        assert!(shown.contains("f.rhai:2:7"), "{shown}");
+        assert!(shown.contains("2 |   x + missing"), "{shown}");
+        assert!(
+            shown.ends_with(
+                "  in inner(), called at f.rhai:4:14\n  in outer(), called at f.rhai:5:1"
+            ),
+            "{shown}"
+        );
+        // A function from an earlier input: the caret stays at the call.
+        let shown = shell
+            .eval("inner(2)")
+            .unwrap_err()
+            .render("inner(2)", "input");
+        assert!(shown.contains("input:1:1"), "{shown}");
+        assert!(shown.contains("missing"), "{shown}");
     }
 
     #[test]
