@@ -7,6 +7,15 @@
 //! [`Backend`] trait, so they work the same on an embedded cluster and a
 //! connection; faults and per-node views need the embedded cluster.
 //!
+//! Script policies: an embedded cluster's nodes resolve siblings with the
+//! shell's policies themselves. A node reached by `connect` knows none of
+//! them, so it returns the siblings; `get` then resolves them here, with
+//! the same sandboxed policy, and reports a failure the same way.
+//!
+//! Long-running functions (`sleep`, the waits, `workload`) give up with
+//! `interrupted` when [`Context::interrupt`] is set (the REPL sets it on
+//! Ctrl-C); the engine's progress hook stops a running script then too.
+//!
 //! Values: a string is stored as its UTF-8 bytes, a blob as itself, a
 //! number or bool as its text; a read gives back a string when the bytes
 //! are UTF-8, a blob otherwise. A causal context travels as a hex string.
@@ -16,6 +25,7 @@
 //! The list of functions with their help text is in `help.rs`; this file
 //! and `docs/shell.md` must name the same ones.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,7 +73,12 @@ pub struct Context {
     pub functions: RwLock<rhai::AST>,
     /// Whether to draw progress bars.
     pub interactive: bool,
+    /// Set (by the REPL's SIGINT handler) to stop the running input.
+    pub interrupt: Arc<AtomicBool>,
 }
+
+/// What an input stopped by Ctrl-C reports.
+pub const INTERRUPTED: &str = "interrupted (Ctrl-C)";
 
 impl Context {
     /// A context with no target yet.
@@ -75,6 +90,37 @@ impl Context {
             policies: Arc::new(PolicyTable::default()),
             functions: RwLock::new(rhai::AST::empty()),
             interactive,
+            interrupt: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether the running input was asked to stop.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed)
+    }
+
+    /// Throws [`INTERRUPTED`] when the running input was asked to stop.
+    pub fn check_interrupt(&self) -> ApiResult<()> {
+        if self.interrupted() {
+            Err(fail(INTERRUPTED))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Polls `check` on `cluster` until it holds (true), `ms` pass
+    /// (false), or the input is interrupted (an error).
+    fn wait_on(
+        &self,
+        cluster: &Cluster,
+        ms: INT,
+        mut check: impl FnMut() -> Result<bool, String>,
+    ) -> Result<bool, String> {
+        cluster.wait(Duration::from_millis(ms.max(0) as u64), || {
+            if self.interrupted() {
+                return Err(INTERRUPTED.to_string());
+            }
+            check()
         })
     }
 
@@ -451,7 +497,18 @@ fn get_impl(ctx: &Context, key: Dynamic, o: Map) -> ApiResult<Map> {
         key: key_bytes(&key)?,
         options: o.read(),
     };
+    let target = ctx.target()?;
     let mut m = object_map(run(ctx, o.via, op)?)?;
+    let has_siblings = m
+        .get("siblings")
+        .and_then(|s| s.read_lock::<Array>().map(|a| !a.is_empty()))
+        .unwrap_or(false);
+    if has_siblings && target.cluster().is_none() {
+        let bucket = o.bucket.as_deref().unwrap_or(DEFAULT_BUCKET);
+        if let ConflictPolicy::Script(name) = bucket_info(ctx, bucket)?.policy {
+            resolve_in_shell(ctx, &name, &mut m);
+        }
+    }
     if ctx.policies.failure_count() != failures {
         if let Some(last) = ctx.policies.failures().last() {
             m.insert(
@@ -461,6 +518,33 @@ fn get_impl(ctx: &Context, key: Dynamic, o: Map) -> ApiResult<Map> {
         }
     }
     Ok(m)
+}
+
+/// On a connection: resolves the siblings of a `get` result with policy
+/// `name`, as an embedded node would, and marks the result
+/// `resolved_by: "shell"`. A failure is recorded and leaves the siblings.
+fn resolve_in_shell(ctx: &Context, name: &str, m: &mut Map) {
+    let siblings: Array = m
+        .get("siblings")
+        .and_then(|s| s.read_lock::<Array>().map(|a| a.clone()))
+        .unwrap_or_default();
+    let Some(policy) = ctx.policies.get(name) else {
+        ctx.policies.record(crate::policy::PolicyFailure {
+            policy: name.to_string(),
+            error: format!("no policy named {name:?} in this shell; define it with policy({name:?}, |siblings| ...)"),
+        });
+        return;
+    };
+    if let Ok(payload) = policy.resolve_values(siblings) {
+        let (found, value) = match payload {
+            ringkv::version::Payload::Value(v) => (true, bytes_value(&v)),
+            ringkv::version::Payload::Tombstone => (false, Dynamic::UNIT),
+        };
+        m.insert("found".into(), found.into());
+        m.insert("value".into(), value);
+        m.insert("siblings".into(), Array::new().into());
+        m.insert("resolved_by".into(), "shell".into());
+    }
 }
 
 fn write_map(reply: Reply) -> ApiResult<Map> {
@@ -554,7 +638,9 @@ fn set_bucket_impl(ctx: &Context, name: &str, changes: Map) -> ApiResult<Map> {
         }
     }
     if let ConflictPolicy::Script(name) = &props.policy {
-        if ctx.policies.get(name).is_none() && ctx.target()?.cluster().is_some() {
+        // Embedded nodes ask this shell for the policy; on a connection
+        // the shell resolves. Either way it must exist here.
+        if ctx.policies.get(name).is_none() {
             return Err(fail(format!(
                 "no policy named {name:?}; define it first with policy({name:?}, |siblings| ...)"
             )));
@@ -576,8 +662,8 @@ fn set_bucket_impl(ctx: &Context, name: &str, changes: Map) -> ApiResult<Map> {
     // the next op behaves the same through any node.
     let target = ctx.target()?;
     if let Some(cluster) = target.cluster() {
-        let spread = cluster
-            .wait(Duration::from_secs(10), || {
+        let spread = ctx
+            .wait_on(cluster, 10_000, || {
                 for id in cluster.live() {
                     let reply = target.execute(
                         Some(id),
@@ -781,25 +867,63 @@ fn preference_table(ctx: &Context, key: Dynamic, o: Map) -> ApiResult<Table> {
     Ok(t)
 }
 
-/// Waits until every running node other than `node` sees it in `state`;
-/// returns the milliseconds waited.
-fn wait_state(ctx: &Context, node: INT, state: &str, ms: INT) -> ApiResult<INT> {
-    let want = state.to_lowercase();
+/// The states a wait accepts: one name, or an array of names; lower case.
+fn states_of(v: &Dynamic) -> ApiResult<Vec<String>> {
+    let names: Vec<String> = match v.read_lock::<Array>() {
+        Some(a) => a.iter().map(|s| s.to_string().to_lowercase()).collect(),
+        None => vec![v.to_string().to_lowercase()],
+    };
+    for n in &names {
+        if !["alive", "suspect", "down", "left"].contains(&n.as_str()) {
+            return Err(fail(format!(
+                "a state is \"Alive\", \"Suspect\", \"Down\" or \"Left\", got {n:?}"
+            )));
+        }
+    }
+    Ok(names)
+}
+
+fn state_is(s: Option<ringkv::MemberStatus>, want: &[String]) -> bool {
+    s.is_some_and(|s| want.contains(&format!("{s:?}").to_lowercase()))
+}
+
+/// Waits until every running node other than `node` sees it in one of
+/// `states`; returns the milliseconds waited.
+fn wait_state(ctx: &Context, node: INT, states: Dynamic, ms: INT) -> ApiResult<INT> {
+    let want = states_of(&states)?;
     let start = Instant::now();
     let ok = ctx.with_cluster("wait_state", |c| {
-        c.wait(Duration::from_millis(ms.max(0) as u64), || {
+        ctx.wait_on(c, ms, || {
             let views = c.views_of(node as u64)?;
-            Ok(!views.is_empty()
-                && views
-                    .iter()
-                    .all(|(_, s)| s.is_some_and(|s| format!("{s:?}").to_lowercase() == want)))
+            Ok(!views.is_empty() && views.iter().all(|(_, s)| state_is(*s, &want)))
         })
     })?;
     if ok {
         Ok(start.elapsed().as_millis() as INT)
     } else {
         Err(fail(format!(
-            "node {node} was not {state} on every running node within {ms} ms"
+            "node {node} was not {states} on every running node within {ms} ms"
+        )))
+    }
+}
+
+/// Waits until `observer` sees `node` in one of `states`.
+fn wait_seen(ctx: &Context, observer: INT, node: INT, states: Dynamic, ms: INT) -> ApiResult<INT> {
+    let want = states_of(&states)?;
+    let start = Instant::now();
+    let ok = ctx.with_cluster("wait_seen", |cl| {
+        ctx.wait_on(cl, ms, || {
+            let views = cl.views_of(node as u64)?;
+            Ok(views
+                .iter()
+                .any(|(o, s)| *o == observer as u64 && state_is(*s, &want)))
+        })
+    })?;
+    if ok {
+        Ok(start.elapsed().as_millis() as INT)
+    } else {
+        Err(fail(format!(
+            "node {observer} did not see node {node} {states} within {ms} ms"
         )))
     }
 }
@@ -1101,6 +1225,18 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         })
     });
 
+    let c = Arc::clone(ctx);
+    engine.register_fn("fault_counters", move || -> ApiResult<Map> {
+        c.with_cluster("fault_counters()", |cl| {
+            let f = cl.fault_counters();
+            let mut m = Map::new();
+            m.insert("blocked".into(), Dynamic::from_int(f.blocked as INT));
+            m.insert("dropped".into(), Dynamic::from_int(f.dropped as INT));
+            m.insert("delayed".into(), Dynamic::from_int(f.delayed as INT));
+            Ok(m)
+        })
+    });
+
     // ---- views and waits ----
     let c = Arc::clone(ctx);
     engine.register_fn("status", move || status_table(&c, None));
@@ -1119,39 +1255,35 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         preference_table(&c, k, o)
     });
     let c = Arc::clone(ctx);
-    engine.register_fn("wait_state", move |n: INT, state: &str, ms: INT| {
-        wait_state(&c, n, state, ms)
+    engine.register_fn("wait_state", move |n: INT, states: Dynamic, ms: INT| {
+        wait_state(&c, n, states, ms)
     });
     let c = Arc::clone(ctx);
     engine.register_fn(
         "wait_seen",
-        move |observer: INT, n: INT, state: &str, ms: INT| -> ApiResult<INT> {
-            let want = state.to_lowercase();
-            let start = Instant::now();
-            let ok = c.with_cluster("wait_seen", |cl| {
-                cl.wait(Duration::from_millis(ms.max(0) as u64), || {
-                    let views = cl.views_of(n as u64)?;
-                    Ok(views.iter().any(|(o, s)| {
-                        *o == observer as u64
-                            && s.is_some_and(|s| format!("{s:?}").to_lowercase() == want)
-                    }))
-                })
-            })?;
-            if ok {
-                Ok(start.elapsed().as_millis() as INT)
-            } else {
-                Err(fail(format!(
-                    "node {observer} did not see node {n} {state} within {ms} ms"
-                )))
-            }
+        move |observer: INT, n: INT, states: Dynamic, ms: INT| {
+            wait_seen(&c, observer, n, states, ms)
         },
     );
+    let c = Arc::clone(ctx);
+    engine.register_fn("views", move |n: INT| -> ApiResult<Map> {
+        c.with_cluster("views", |cl| {
+            Ok(cl
+                .views_of(n.max(0) as u64)?
+                .into_iter()
+                .map(|(o, s)| {
+                    let state = s.map_or(Dynamic::UNIT, |s| format!("{s:?}").into());
+                    (o.to_string().into(), state)
+                })
+                .collect())
+        })
+    });
     let c = Arc::clone(ctx);
     engine.register_fn("wait_settled", move |ms: INT| -> ApiResult<INT> {
         let start = Instant::now();
         let ok = c.with_cluster("wait_settled", |cl| {
             let live = cl.live();
-            cl.wait(Duration::from_millis(ms.max(0) as u64), || {
+            c.wait_on(cl, ms, || {
                 for id in &live {
                     for (_, s) in cl.views_of(*id)? {
                         if s != Some(ringkv::MemberStatus::Alive) {
@@ -1174,9 +1306,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     engine.register_fn("wait_hints", move |ms: INT| -> ApiResult<INT> {
         let start = Instant::now();
         let ok = c.with_cluster("wait_hints", |cl| {
-            cl.wait(Duration::from_millis(ms.max(0) as u64), || {
-                Ok(cl.total_hints()? == 0)
-            })
+            c.wait_on(cl, ms, || Ok(cl.total_hints()? == 0))
         })?;
         if ok {
             Ok(start.elapsed().as_millis() as INT)
@@ -1184,8 +1314,18 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
             Err(fail(format!("hints were not all delivered within {ms} ms")))
         }
     });
-    engine.register_fn("sleep", |ms: INT| {
-        std::thread::sleep(Duration::from_millis(ms.max(0) as u64));
+    let c = Arc::clone(ctx);
+    engine.register_fn("sleep", move |ms: INT| -> ApiResult<()> {
+        // In slices, so that Ctrl-C ends a long sleep.
+        let until = Instant::now() + Duration::from_millis(ms.max(0) as u64);
+        loop {
+            c.check_interrupt()?;
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
     });
     engine.register_fn("check", |ok: bool, what: &str| -> ApiResult<()> {
         if ok {
@@ -1198,7 +1338,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
 
     let c = Arc::clone(ctx);
     engine.register_fn("workload", move |m: Map| -> ApiResult<Map> {
-        crate::workload::run(&c.target()?, &m, c.interactive)
+        crate::workload::run(&c.target()?, &m, c.interactive, &c.interrupt)
     });
 
     engine.register_fn("help", crate::help::overview);

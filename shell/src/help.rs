@@ -15,9 +15,9 @@ pub struct Entry {
 /// Every API function, in the order `help()` lists them.
 pub const ENTRIES: &[Entry] = &[
     Entry { name: "cluster", usage: "cluster(n) | cluster(#{ nodes, n, r, w, engine, vnodes, transport, dir, seed, gossip_ms })",
-        about: "Starts nodes in this process and makes them the current target. engine: \"memory\" (default), \"lsm\", \"btree\"; transport: \"memory\" (default; all faults) or \"tcp\" (127.0.0.1, with client ports). n defaults to min(nodes, 3). Returns a Cluster handle." },
+        about: "Starts nodes in this process and makes them the current target. engine: \"memory\" (default), \"lsm\", \"btree\"; transport: \"memory\" (default) or \"tcp\" (127.0.0.1, with client ports); every fault works on both. n defaults to min(nodes, 3). Returns a Cluster handle." },
     Entry { name: "connect", usage: "connect(\"host:port\")",
-        about: "Connects to a running cluster's client port and makes it the current target. Data ops, buckets and views work; faults need cluster()." },
+        about: "Connects to a running cluster's client port and makes it the current target. Data ops, buckets and views work; faults need cluster(). The nodes know none of this shell's policies: a get from a \"script:NAME\" bucket gets the siblings and the shell resolves them (resolved_by: \"shell\")." },
     Entry { name: "select", usage: "select(handle)", about: "Makes a handle from cluster() or connect() the current target again." },
     Entry { name: "nodes", usage: "nodes()", about: "The ids of every node of the embedded cluster, killed ones included." },
     Entry { name: "live_nodes", usage: "live_nodes()", about: "The ids of the running nodes." },
@@ -25,7 +25,7 @@ pub const ENTRIES: &[Entry] = &[
     Entry { name: "put", usage: "put(key, value) | put(key, value, #{ bucket, w, context, via, sloppy, timeout_ms })",
         about: "Writes a value. With the context of an earlier get the write replaces what that get saw; without one it is a blind write, kept beside concurrent values. Returns #{ context, receipt }." },
     Entry { name: "get", usage: "get(key) | get(key, #{ bucket, r, repair, via, sloppy, timeout_ms })",
-        about: "Reads a key. Returns #{ found, value, siblings, context, receipt }: value is () when absent or when there are siblings (each #{ value, timestamp_ms, node }). repair: \"async\" (default), \"before\", \"off\". policy_error is set when a script policy failed and the siblings were kept." },
+        about: "Reads a key. Returns #{ found, value, siblings, context, receipt }: value is () when absent or when there are siblings (each #{ value, timestamp_ms, node }). repair: \"async\" (default), \"before\", \"off\". policy_error is set when a script policy failed and the siblings were kept; resolved_by is \"shell\" when, on a connection, the shell ran the bucket's script policy. Put with the result's context to replace what it saw." },
     Entry { name: "delete", usage: "delete(key) | delete(key, #{ bucket, w, context, via })", about: "Deletes a key (a tombstone). Returns #{ context, receipt }." },
     Entry { name: "local_get", usage: "local_get(node, key) | local_get(node, key, #{ bucket })",
         about: "What one node's own store holds for a key: no quorum, no repair. Shows replication, hinted handoff and read repair at work." },
@@ -40,32 +40,35 @@ pub const ENTRIES: &[Entry] = &[
     Entry { name: "set_bucket", usage: "set_bucket(name, #{ n, r, w, policy, sloppy_quorum, timeout_ms })",
         about: "Changes the given properties cluster-wide (on an embedded cluster it waits until every node knows). policy: \"lww\", \"siblings\", \"pncounter\", \"gcounter\", \"orset\", \"gset\", \"2pset\", \"lwwregister\" or \"script:NAME\"." },
     Entry { name: "policy", usage: "policy(name, |siblings| ...) | policy(name, Fn(\"fn_name\"))",
-        about: "Defines a conflict policy: a function from the siblings (#{ value, timestamp_ms, node } each) to one value (() deletes). A bucket uses it with policy \"script:NAME\". It runs sandboxed (operation, call depth and size limits, no eval, no modules); if it fails the read returns the siblings and the failure is reported. Returns \"script:NAME\"." },
+        about: "Defines a conflict policy: a function from the siblings (#{ value, timestamp_ms, node } each) to one value (() deletes). A bucket uses it with policy \"script:NAME\": embedded nodes run it on reads; on a connection the shell runs it on the siblings a get returns. It runs sandboxed (operation, call depth and size limits, no eval, no modules); if it fails the read returns the siblings and the failure is reported. Returns \"script:NAME\"." },
     Entry { name: "policies", usage: "policies()", about: "The names of the policies defined." },
     Entry { name: "policy_failures", usage: "policy_failures()", about: "The last 100 policy failures, #{ policy, error } each." },
     Entry { name: "kill", usage: "kill(node)", about: "Crashes a node: no flush, no goodbye." },
     Entry { name: "restart", usage: "restart(node)", about: "Starts a killed node again with its data directory (empty with the memory engine); it rejoins through a running node." },
     Entry { name: "pause", usage: "pause(node, ms)", about: "Freezes a node's thread for ms (like SIGSTOP or a GC pause); returns at once." },
     Entry { name: "partition", usage: "partition([nodes], [nodes])", about: "Cuts every link between the two sides, both ways. Adds to earlier partitions." },
-    Entry { name: "partition_one_way", usage: "partition_one_way([from], [to])", about: "Cuts the links from one side to the other only (memory transport)." },
+    Entry { name: "partition_one_way", usage: "partition_one_way([from], [to])", about: "Cuts the links from one side to the other only: frames back still arrive. Adds to earlier partitions." },
     Entry { name: "heal", usage: "heal()", about: "Removes every partition, drop rate and delay." },
-    Entry { name: "drop_rate", usage: "drop_rate(p)", about: "Loses each frame with probability p, 0 to 1 (memory transport)." },
-    Entry { name: "delay", usage: "delay(ms) | delay(min_ms, max_ms)", about: "Delays each frame by a time drawn from min..max (memory transport)." },
+    Entry { name: "drop_rate", usage: "drop_rate(p)", about: "Loses each frame between nodes with probability p, 0 to 1 (seeded by the cluster's seed)." },
+    Entry { name: "delay", usage: "delay(ms) | delay(min_ms, max_ms)", about: "Delays each frame between nodes by a time drawn from min..max; frames on one link stay in order." },
+    Entry { name: "fault_counters", usage: "fault_counters()", about: "What the faults did since the cluster started: #{ blocked, dropped, delayed } frames (blocked: by partitions; dropped: by the drop rate)." },
     Entry { name: "status", usage: "status() | status(observer)",
         about: "A table of the nodes: state and phi as the observer (default: the first running node) sees them, and each node's own keys and hints." },
     Entry { name: "ring", usage: "ring()", about: "A table of the ring: each node's virtual nodes and share of the token space." },
     Entry { name: "preference_list", usage: "preference_list(key) | preference_list(key, #{ bucket, via })",
         about: "A table of the nodes that hold a key now, in order, with the primary each fallback stands in for." },
-    Entry { name: "wait_state", usage: "wait_state(node, \"Down\" | \"Suspect\" | \"Alive\", ms)",
-        about: "Waits until every other running node sees the node in that state; returns the ms waited, throws after ms." },
+    Entry { name: "views", usage: "views(node)",
+        about: "How every other running node sees the node now: a map from observer id to \"Alive\", \"Suspect\", \"Down\" or \"Left\". Does not ask the node itself, so it answers while the node is paused." },
+    Entry { name: "wait_state", usage: "wait_state(node, state, ms)",
+        about: "Waits until every other running node sees the node in that state (\"Alive\", \"Suspect\", \"Down\", \"Left\", or an array of them); returns the ms waited, throws after ms." },
     Entry { name: "wait_seen", usage: "wait_seen(observer, node, state, ms)",
-        about: "Waits until the observer sees the node in that state (\"Alive\", \"Suspect\", \"Down\"); returns the ms waited, throws after ms." },
+        about: "Waits until the observer sees the node in that state (\"Alive\", \"Suspect\", \"Down\", \"Left\", or an array of them); returns the ms waited, throws after ms." },
     Entry { name: "wait_settled", usage: "wait_settled(ms)", about: "Waits until every running node sees every other running node Alive." },
     Entry { name: "wait_hints", usage: "wait_hints(ms)", about: "Waits until no running node holds hints (hinted handoff is done)." },
-    Entry { name: "sleep", usage: "sleep(ms)", about: "Sleeps." },
+    Entry { name: "sleep", usage: "sleep(ms)", about: "Sleeps (Ctrl-C at the prompt ends it)." },
     Entry { name: "check", usage: "check(condition, \"what it shows\")", about: "Prints \"ok: ...\" if the condition holds, else throws (a script then exits with status 1)." },
     Entry { name: "workload", usage: "workload(#{ ops, keys, read_ratio, clients, value_size, bucket, seed })",
-        about: "Runs concurrent clients (a progress bar on a terminal); returns #{ ops, ok, errors, throughput, p50_ms, p90_ms, p99_ms, max_ms, keys_checked, lost, lost_keys, .. }: lost counts acknowledged writes that a read-back did not find." },
+        about: "Runs concurrent clients (a progress bar on a terminal; Ctrl-C at the prompt stops it); returns #{ ops, ok, errors, reads, writes_acked, seconds, throughput, p50_ms, p90_ms, p99_ms, max_ms, keys_checked, unverified, lost, lost_keys, first_error }: lost counts acknowledged writes that a read-back did not find." },
     Entry { name: "table", usage: "table([#{..}, ..])", about: "Makes a table of maps, printed aligned. Tables have .rows, .len(), t[i] and .column(name)." },
     Entry { name: "help", usage: "help() | help(\"name\")", about: "This list, or one function." },
 ];
@@ -78,7 +81,7 @@ pub fn overview() -> String {
     for e in ENTRIES {
         s.push_str(&format!("  {}\n", e.usage));
     }
-    s.push_str("\nAt the prompt: Tab completes, an unfinished input continues on the next line, Ctrl-C cancels a line, Ctrl-D exits.");
+    s.push_str("\nAt the prompt: Tab completes, an unfinished input continues on the next line, Ctrl-C cancels a line or stops a running input, Ctrl-D exits.");
     s
 }
 
@@ -113,5 +116,37 @@ mod tests {
             assert!(topic(e.name).starts_with(e.usage));
         }
         assert!(topic("partitio").contains("partition"));
+    }
+
+    /// Every function the API registers has an entry, and docs/shell.md
+    /// shows every entry being called.
+    #[test]
+    fn help_and_the_docs_cover_every_api_function() {
+        let shell = crate::Shell::new(false);
+        // The API's types' plumbing, not functions a person calls.
+        let plumbing = [
+            "to_string",
+            "to_debug",
+            "len",
+            "column",
+            "get$rows",
+            "index$get$",
+        ];
+        let mut missing = Vec::new();
+        for sig in shell.engine().gen_fn_signatures(false) {
+            let name = sig.split('(').next().unwrap_or("").trim().to_string();
+            if !plumbing.contains(&name.as_str()) && !ENTRIES.iter().any(|e| e.name == name) {
+                missing.push(sig);
+            }
+        }
+        assert!(missing.is_empty(), "no help entry for {missing:?}");
+        let docs = include_str!("../../docs/shell.md");
+        for e in ENTRIES {
+            assert!(
+                docs.contains(&format!("{}(", e.name)),
+                "docs/shell.md never calls {}",
+                e.name
+            );
+        }
     }
 }

@@ -8,8 +8,8 @@
 //! Errors come back as [`ShellError`], which prints the source line with a
 //! caret under the error's position.
 //!
-//! Layout: [`runtime`] (the actix thread the nodes live on), [`cluster`]
-//! (embedded nodes and faults), [`backend`] (the one trait over an embedded
+//! Layout: [`runtime`] (the actix thread the nodes live on) and
+//! [`cluster`] (embedded nodes and faults), both from `ringkv::embedded`; [`backend`] (the one trait over an embedded
 //! cluster and a remote connection), [`policy`] (sandboxed rhai conflict
 //! policies), [`workload`], [`table`], [`help`].
 //!
@@ -49,17 +49,53 @@ pub struct ShellError {
     pub message: String,
     /// Where in the input (`Position::NONE` when unknown).
     pub position: Position,
+    /// When the error happened inside functions of the same input: each
+    /// call, outermost first, as (function, where it was called).
+    pub calls: Vec<(String, Position)>,
 }
 
 impl ShellError {
-    fn from_rhai(mut e: EvalAltResult) -> ShellError {
+    fn from_rhai(e: EvalAltResult) -> ShellError {
+        ShellError::from_rhai_in(e, &[])
+    }
+
+    /// Like `from_rhai`, but an error inside a function defined in this
+    /// input (`local_fns`) points at the line in the function, with the
+    /// calls that led there; a function from an earlier input has its
+    /// lines in that input, so the caret stays at the call.
+    fn from_rhai_in(mut e: EvalAltResult, local_fns: &[String]) -> ShellError {
+        let mut calls = Vec::new();
+        loop {
+            match e {
+                EvalAltResult::ErrorInFunctionCall(name, _, inner, pos)
+                    if local_fns.contains(&name) && !inner.position().is_none() =>
+                {
+                    calls.push((name, pos));
+                    e = *inner;
+                }
+                other => {
+                    e = other;
+                    break;
+                }
+            }
+        }
         let position = e.position();
         e.clear_position();
         let message = match &e {
             EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+            EvalAltResult::ErrorTerminated(..) => api::INTERRUPTED.to_string(),
             other => other.to_string(),
         };
-        ShellError { message, position }
+        ShellError {
+            message,
+            position,
+            calls,
+        }
+    }
+
+    /// Whether the input stopped because it was interrupted (Ctrl-C).
+    pub fn is_interrupt(&self) -> bool {
+        self.message.contains(api::INTERRUPTED)
     }
 
     /// The error as it is printed: the message, the place (`name:line:col`)
@@ -76,6 +112,14 @@ impl ShellError {
                     "\n{:gutter$} |\n{line} | {text}\n{:gutter$} | {caret}^",
                     "", ""
                 ));
+            }
+        }
+        for (function, at) in self.calls.iter().rev() {
+            match (at.line(), at.position()) {
+                (Some(line), Some(col)) => out.push_str(&format!(
+                    "\n  in {function}(), called at {name}:{line}:{col}"
+                )),
+                _ => out.push_str(&format!("\n  in {function}()")),
             }
         }
         out
@@ -127,6 +171,14 @@ impl Shell {
         let ctx = api::Context::new(interactive);
         let mut engine = new_engine();
         api::register(&mut engine, &ctx);
+        // Ends a running script (a loop, say) soon after Ctrl-C: rhai calls
+        // this between operations; the check is one relaxed load.
+        let interrupt = Arc::clone(&ctx.interrupt);
+        engine.on_progress(move |_| {
+            interrupt
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| Dynamic::from(api::INTERRUPTED))
+        });
         Shell {
             engine,
             scope: Scope::new(),
@@ -139,6 +191,12 @@ impl Shell {
     pub fn set_args(&mut self, args: Vec<String>) {
         let args: rhai::Array = args.into_iter().map(Dynamic::from).collect();
         self.scope.set_or_push("ARGS", args);
+    }
+
+    /// The flag that stops the running input when set: the REPL's SIGINT
+    /// handler sets it, and the REPL clears it before each input.
+    pub fn interrupt_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.ctx.interrupt)
     }
 
     /// The engine, for parsing as the shell does.
@@ -155,6 +213,46 @@ impl Shell {
         names
     }
 
+    /// For completion after `name.`: the keys of every variable that holds
+    /// a map.
+    pub fn map_fields(&self) -> std::collections::HashMap<String, Vec<String>> {
+        self.scope
+            .iter()
+            .filter_map(|(name, _, value)| {
+                let map = value.read_lock::<rhai::Map>()?;
+                let mut keys: Vec<String> = map.keys().map(|k| k.to_string()).collect();
+                keys.sort();
+                Some((name.to_string(), keys))
+            })
+            .collect()
+    }
+
+    /// Every function the engine knows (the API's and rhai's standard
+    /// library), and the properties of the API's types: what completion
+    /// offers besides variables and keywords. Operators and other names
+    /// that are not identifiers are left out.
+    pub fn function_names(&self) -> Vec<String> {
+        let is_ident = |n: &str| {
+            n.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && n.chars().all(|c| c.is_alphanumeric() || c == '_')
+        };
+        let mut names: Vec<String> = self
+            .engine
+            .gen_fn_signatures(true)
+            .into_iter()
+            .filter_map(|sig| {
+                let name = sig.split('(').next()?.trim();
+                let name = name.strip_prefix("get$").unwrap_or(name);
+                is_ident(name).then(|| name.to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Compiles and runs `source`, keeping its variables and functions for
     /// later inputs; returns its value.
     pub fn eval(&mut self, source: &str) -> Result<Dynamic, ShellError> {
@@ -162,6 +260,7 @@ impl Shell {
             .engine
             .compile_with_scope(&self.scope, source)
             .map_err(|e| ShellError::from_rhai(EvalAltResult::from(e)))?;
+        let local_fns: Vec<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
         self.main = self.main.merge(&ast);
         *self
             .ctx
@@ -172,7 +271,7 @@ impl Shell {
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut self.scope, &self.main);
         self.main.clear_statements();
-        result.map_err(|e| ShellError::from_rhai(*e))
+        result.map_err(|e| ShellError::from_rhai_in(*e, &local_fns))
     }
 
     /// Stops every cluster the shell started.
@@ -239,6 +338,28 @@ mod tests {
             shown.ends_with("2 | let b = a + nope;\n  |             ^"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn an_error_in_a_function_points_into_it_with_its_calls() {
+        let mut shell = Shell::new(false);
+        let src = "fn inner(x) {\n  x + missing\n}\nfn outer() { inner(1) }\nouter();";
+        let shown = shell.eval(src).unwrap_err().render(src, "f.rhai");
+        assert!(shown.contains("f.rhai:2:7"), "{shown}");
+        assert!(shown.contains("2 |   x + missing"), "{shown}");
+        assert!(
+            shown.ends_with(
+                "  in inner(), called at f.rhai:4:14\n  in outer(), called at f.rhai:5:1"
+            ),
+            "{shown}"
+        );
+        // A function from an earlier input: the caret stays at the call.
+        let shown = shell
+            .eval("inner(2)")
+            .unwrap_err()
+            .render("inner(2)", "input");
+        assert!(shown.contains("input:1:1"), "{shown}");
+        assert!(shown.contains("missing"), "{shown}");
     }
 
     #[test]

@@ -68,9 +68,11 @@ fn main() -> ExitCode {
     } else if let Some(file) = &args.file {
         match std::fs::read_to_string(file) {
             Ok(src) => {
-                // A `#!` line makes scripts executable; rhai does not know it.
+                // A `#!` line makes scripts executable; rhai does not know
+                // it. It becomes a plain comment (`///` would be a doc
+                // comment, which must precede a function).
                 let src = match src.strip_prefix("#!") {
-                    Some(rest) => format!("//{rest}"),
+                    Some(rest) => format!("// {rest}"),
                     None => src,
                 };
                 run_script(&mut shell, &src, &file.display().to_string(), false)

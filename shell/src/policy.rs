@@ -25,6 +25,13 @@
 //! `siblings` policy would (see `ringkv::replication::client_ops`). The
 //! failure is recorded here; `get` reports it in its result
 //! (`policy_error`) and `policy_failures()` lists them.
+//!
+//! # On a connection
+//!
+//! A node reached by `connect` has no access to this table: it returns the
+//! siblings of a `script:` bucket unresolved, and `get` runs the policy
+//! here ([`RhaiPolicy::resolve_values`]) in the same sandbox, recording a
+//! failure the same way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,7 +120,8 @@ impl PolicyTable {
             .clone()
     }
 
-    fn record(&self, failure: PolicyFailure) {
+    /// Records a failure: logged, kept for `policy_failures()`, counted.
+    pub fn record(&self, failure: PolicyFailure) {
         tracing::warn!(policy = %failure.policy, error = %failure.error, "policy failed; the siblings are kept");
         let mut kept = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() == FAILURES_KEPT {
@@ -151,14 +159,21 @@ pub struct RhaiPolicy {
 impl RhaiPolicy {
     /// Calls the function on `siblings`; what it returns, as a payload.
     pub fn run(&self, siblings: &[Sibling]) -> Result<Payload, String> {
-        let arg: Array = siblings
-            .iter()
-            .map(sibling_map)
-            .map(Dynamic::from)
-            .collect();
+        self.run_values(
+            siblings
+                .iter()
+                .map(sibling_map)
+                .map(Dynamic::from)
+                .collect(),
+        )
+    }
+
+    /// Calls the function on siblings already in their rhai form (as
+    /// `get` shows them: `#{ value, timestamp_ms, node }` each).
+    pub fn run_values(&self, siblings: Array) -> Result<Payload, String> {
         let out: Dynamic = self
             .function
-            .call(&self.engine, &self.ast, (arg,))
+            .call(&self.engine, &self.ast, (siblings,))
             .map_err(|e| e.to_string())?;
         match crate::api::value_bytes(&out) {
             Ok(Some(bytes)) => Ok(Payload::Value(bytes)),
@@ -166,22 +181,34 @@ impl RhaiPolicy {
             Err(e) => Err(format!("the policy returned {e}")),
         }
     }
-}
 
-impl Resolver for RhaiPolicy {
-    fn resolve(&self, siblings: &[Sibling]) -> ringkv::Result<Payload> {
+    /// [`RhaiPolicy::run_values`] as a node runs a policy: a panic is a
+    /// failure, and a failure is recorded in the table. The shell uses it
+    /// for siblings a remote node returned.
+    pub fn resolve_values(&self, siblings: Array) -> Result<Payload, String> {
+        self.guarded(|| self.run_values(siblings))
+    }
+
+    fn guarded(&self, call: impl FnOnce() -> Result<Payload, String>) -> Result<Payload, String> {
         // A panic inside rhai must not take the node's coordinator down.
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(siblings)))
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
             .unwrap_or_else(|_| Err("the policy panicked".to_string()));
-        ran.map_err(|error| {
+        if let Err(error) = &ran {
             if let Some(table) = self.table.upgrade() {
                 table.record(PolicyFailure {
                     policy: self.name.clone(),
                     error: error.clone(),
                 });
             }
-            ringkv::Error::InvalidInput(format!("policy {}: {error}", self.name))
-        })
+        }
+        ran
+    }
+}
+
+impl Resolver for RhaiPolicy {
+    fn resolve(&self, siblings: &[Sibling]) -> ringkv::Result<Payload> {
+        self.guarded(|| self.run(siblings))
+            .map_err(|error| ringkv::Error::InvalidInput(format!("policy {}: {error}", self.name)))
     }
 }
 

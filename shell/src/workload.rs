@@ -21,7 +21,7 @@
 //! they compare runs on one machine, not machines.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,11 @@ use crate::backend::Backend;
 /// How long a key's final read may keep retrying before a write counts
 /// as lost.
 pub const RECHECK_FOR: Duration = Duration::from_secs(10);
+
+/// The timeout of each read-back. Short beside [`RECHECK_FOR`]: a read
+/// that lost a frame to an injected drop is retried sooner, and a slow
+/// machine gets several tries.
+pub const READ_BACK_TIMEOUT_MS: u64 = 1000;
 
 struct Params {
     ops: u64,
@@ -122,6 +127,7 @@ async fn client(
     ops: u64,
     p: Arc<Params>,
     done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
 ) -> ClientRun {
     let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed.wrapping_mul(7919).wrapping_add(c));
     let own: Vec<u64> = (0..p.keys).filter(|k| k % p.clients == c).collect();
@@ -129,6 +135,9 @@ async fn client(
     let mut run = ClientRun::default();
     let bucket = ByteBuf::from(p.bucket.as_bytes().to_vec());
     for seq in 0..ops {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let k = own[rng.random_range(0..own.len())];
         let read = rng.random::<f64>() < p.read_ratio;
         let op = if read {
@@ -176,25 +185,42 @@ async fn client(
     run
 }
 
-/// Runs the workload against `backend` and checks its history.
-pub fn run(backend: &Arc<dyn Backend>, m: &Map, interactive: bool) -> ApiResult<Map> {
+/// Runs the workload against `backend` and checks its history. Setting
+/// `interrupt` stops the clients after their current request and throws.
+pub fn run(
+    backend: &Arc<dyn Backend>,
+    m: &Map,
+    interactive: bool,
+    interrupt: &AtomicBool,
+) -> ApiResult<Map> {
     let p = Arc::new(params(m)?);
     let done = Arc::new(AtomicU64::new(0));
+    // Tells the clients to stop; set on an interrupt, or when this
+    // function returns early for any reason.
+    let stop = Arc::new(AtomicBool::new(false));
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_clients = StopOnDrop(Arc::clone(&stop));
     let (tx, rx) = std::sync::mpsc::channel();
     let started = Instant::now();
     for c in 0..p.clients {
         let ops = p.ops / p.clients + u64::from(c < p.ops % p.clients);
-        let (backend, p, done, tx) = (
+        let (backend, p, done, stop, tx) = (
             Arc::clone(backend),
             Arc::clone(&p),
             Arc::clone(&done),
+            Arc::clone(&stop),
             tx.clone(),
         );
         backend
             .runtime()
             .clone()
             .spawn(move || async move {
-                let _ = tx.send(client(backend, c, ops, p, done).await);
+                let _ = tx.send(client(backend, c, ops, p, done, stop).await);
             })
             .map_err(fail)?;
     }
@@ -210,6 +236,12 @@ pub fn run(backend: &Arc<dyn Backend>, m: &Map, interactive: bool) -> ApiResult<
     });
     let mut runs = Vec::new();
     while runs.len() < p.clients as usize {
+        if interrupt.load(Ordering::Relaxed) {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            return Err(fail(crate::api::INTERRUPTED));
+        }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => runs.push(r),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -241,7 +273,7 @@ pub fn run(backend: &Arc<dyn Backend>, m: &Map, interactive: bool) -> ApiResult<
         writes.extend(r.writes);
     }
     let acked: u64 = writes.values().flatten().filter(|w| w.acked).count() as u64;
-    let (checked, unverified, lost) = check(backend, &p, &writes)?;
+    let (checked, unverified, lost) = check(backend, &p, &writes, interrupt)?;
 
     let ms = |q: f64| Dynamic::from_float(hist.value_at_quantile(q) as f64 / 1000.0);
     let mut out = Map::new();
@@ -287,6 +319,7 @@ fn check(
     backend: &Arc<dyn Backend>,
     p: &Params,
     writes: &BTreeMap<u64, Vec<Write>>,
+    interrupt: &AtomicBool,
 ) -> ApiResult<(u64, u64, Vec<u64>)> {
     let mut checked = 0;
     let mut unverified = 0;
@@ -300,6 +333,9 @@ fn check(
         let deadline = Instant::now() + RECHECK_FOR;
         let mut answered = false;
         for attempt in 0.. {
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(fail(crate::api::INTERRUPTED));
+            }
             // ALL first (every copy merged); QUORUM every other try, so that
             // one replica whose frames are being dropped cannot keep every
             // read from answering.
@@ -313,7 +349,7 @@ fn check(
                 key: key_name(*k),
                 options: ReadOptions {
                     r: Some(r),
-                    timeout_ms: Some(2000),
+                    timeout_ms: Some(READ_BACK_TIMEOUT_MS),
                     ..ReadOptions::default()
                 },
             };

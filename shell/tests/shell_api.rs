@@ -1,8 +1,10 @@
 //! The API against real clusters: sandboxed policies that fail fall back
 //! to siblings and are reported while the node keeps serving; a workload's
 //! history has no lost acknowledged writes, with frames dropped; a TCP
-//! cluster is reached through `connect` and partitioned; an LSM node
-//! restarts on its directory.
+//! cluster is reached through `connect` and partitioned; every fault
+//! (one-way partitions, drop rate, delay) works on a TCP cluster; script
+//! policies work through `connect` to another process's TCP cluster,
+//! resolved in the shell; an LSM node restarts on its directory.
 
 mod support;
 
@@ -94,10 +96,128 @@ fn a_tcp_cluster_through_connect_and_an_injected_partition() {
         wait_seen(2, 1, "Down", 20000);
         heal();
         wait_settled(20000);
-        let one_way = false;
-        try { partition_one_way([1], [2]); } catch (e) { one_way = true; }
-        check(one_way, "one-way partitions need the memory transport");
+        check(fault_counters().blocked > 0, "the partition dropped frames");
     "#);
+}
+
+#[test]
+fn every_fault_works_on_a_tcp_cluster() {
+    let out = ok(r#"
+        cluster(#{ nodes: 3, transport: "tcp", seed: 4 });
+        print("one-way: node 1's frames to 2 and 3 are cut, theirs to 1 are not");
+        partition_one_way([1], [2, 3]);
+        wait_seen(2, 1, "Down", 20000);
+        wait_seen(3, 1, "Down", 20000);
+        wait_seen(1, 2, "Alive", 20000);
+        wait_seen(1, 3, "Alive", 20000);
+        check(true, "2 and 3 convict 1 while 1 still hears both");
+        heal();
+        wait_settled(20000);
+        let blocked = fault_counters().blocked;
+        check(blocked > 0, "the one-way cut dropped " + blocked + " frames");
+
+        // A request that lost frames fails after 500 ms, not 5 s.
+        set_bucket("workload", #{ timeout_ms: 500 });
+        drop_rate(0.03);
+        let w = workload(#{ ops: 200, keys: 20, clients: 2, seed: 5 });
+        let dropped = fault_counters().dropped;
+        heal();
+        print(w);
+        check(dropped > 0, "3% drop rate: " + dropped + " frames lost");
+        check(w.lost == 0, "no acknowledged write lost with frames dropped on TCP");
+
+        delay(2, 10);
+        put("late", "but there", #{ w: "all" });
+        check(get("late", #{ r: "all" }).value == "but there", "writes and reads go through a delay");
+        let delayed = fault_counters().delayed;
+        check(delayed > 0, delayed + " frames delayed");
+        heal();
+
+        let refused = false;
+        try { drop_rate(1.5); } catch (e) { refused = true; print(e); }
+        check(refused, "a drop rate above 1 is refused");
+    "#);
+    assert!(out.contains("drop_rate must be within [0, 1]"), "{out}");
+}
+
+/// A cluster in another shell process, reached through its client port:
+/// its nodes know none of this shell's policies.
+struct HostShell(std::process::Child);
+
+impl Drop for HostShell {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn host_tcp_cluster() -> (HostShell, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv-shell"))
+        .args([
+            "-e",
+            r#"cluster(#{ nodes: 3, transport: "tcp" }); print("addr=" + client_addrs()["1"]); sleep(170000);"#,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the host shell starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let host = HostShell(child);
+    // Bounded: the host's own sleep ends it, and EOF ends the loop.
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("the host's output is text");
+        if let Some(addr) = line.strip_prefix("addr=") {
+            return (host, addr.to_string());
+        }
+    }
+    panic!("the host shell ended without printing its address");
+}
+
+#[test]
+fn script_policies_through_connect_are_resolved_in_the_shell() {
+    let (_host, addr) = host_tcp_cluster();
+    let script = format!(
+        r#"
+        connect("{addr}");
+        policy("max", |s| {{ let m = 0; for x in s {{ let v = parse_int(x.value); if v > m {{ m = v; }} }} m }});
+        policy("throws", |s| {{ throw "cannot merge " + s.len() + " values"; }});
+        policy("spin", |s| {{ loop {{ }} }});
+        let undefined = false;
+        try {{ set_bucket("x", #{{ policy: "script:nope" }}); }} catch (e) {{ undefined = true; }}
+        check(undefined, "a policy must be defined in this shell before a bucket uses it");
+
+        set_bucket("scores", #{{ policy: "script:max" }});
+        put("k", "7", #{{ bucket: "scores" }});
+        put("k", "12", #{{ bucket: "scores" }});
+        let r = get("k", #{{ bucket: "scores", r: "all" }});
+        print(r);
+        check(r.value == "12" && r.siblings.len() == 0 && r.resolved_by == "shell",
+            "the node returned siblings; the shell resolved them with max");
+        put("k", r.value, #{{ bucket: "scores", context: r.context }});
+        set_bucket("scores", #{{ policy: "siblings" }});
+        let stored = get("k", #{{ bucket: "scores", r: "all" }});
+        check(stored.value == "12" && stored.siblings.len() == 0,
+            "a put of the resolved value with the read's context replaced both siblings");
+
+        for name in ["throws", "spin"] {{
+            set_bucket(name, #{{ policy: "script:" + name }});
+            put("k", "a", #{{ bucket: name }});
+            put("k", "b", #{{ bucket: name }});
+            let r = get("k", #{{ bucket: name, r: "all" }});
+            print(name + ": " + r.policy_error);
+            check(r.value == () && r.siblings.len() == 2 && type_of(r.policy_error) == "string"
+                && !("resolved_by" in r), name + ": the siblings are kept and the failure reported");
+        }}
+        let f = policy_failures().map(|f| f.policy);
+        check(f == ["throws", "spin"], "each failure is listed once: " + f);
+        check(bucket("throws").policy == "script:throws", "the node keeps the policy's name");
+    "#
+    );
+    let out = ok(&script);
+    assert!(out.contains("cannot merge 2 values"), "{out}");
+    assert!(out.contains("operations"), "{out}");
 }
 
 #[test]

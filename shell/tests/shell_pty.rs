@@ -1,7 +1,9 @@
 //! The REPL on a pseudo-terminal, as a person uses it: completion of
-//! variables and API functions, multi-line input, an error with its caret
+//! variables, API functions, map keys and methods, multi-line input, an error with its caret
 //! after which the prompt goes on, Ctrl-C cancelling a line, Ctrl-D
-//! exiting, and the history file read back by the next session.
+//! exiting, and the history file read back by the next session; Ctrl-C
+//! stopping a running `sleep`, loop or `workload` and the prompt coming
+//! back.
 
 use std::process::Command;
 
@@ -46,6 +48,18 @@ fn the_repl_on_a_terminal() {
     p.flush().unwrap();
     p.exp_string("Waits until no running node holds hints")
         .expect("help of the completed name");
+
+    // Completion of a map variable's key, and of a method.
+    prompt(&mut p);
+    p.send_line("let rec = #{ zebra_count: 7000 };").unwrap();
+    prompt(&mut p);
+    p.send("rec.zebra_c\t + 5\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("7005").expect("the completed key evaluates");
+    prompt(&mut p);
+    p.send("[1, 2, 3].filt\t(|x| x > 1).len() * 111\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("222").expect("the completed method runs");
 
     // Multi-line input: the function is unfinished until its brace closes.
     prompt(&mut p);
@@ -101,4 +115,42 @@ fn the_repl_on_a_terminal() {
         .expect("the recalled line runs");
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_the_running_input_not_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = session(&dir.path().join("history"));
+
+    // Each input announces itself before running long, so that Ctrl-C is
+    // sent while it runs, not while the line editor still reads.
+    let interrupt = |p: &mut PtySession, input: &str, started: &str| {
+        prompt(p);
+        p.send_line(input).unwrap();
+        p.exp_string(started).expect("the input started");
+        p.send_control('c').unwrap();
+        p.exp_string("interrupted (Ctrl-C)")
+            .expect("Ctrl-C stops the input");
+    };
+    interrupt(&mut p, "print(\"sleeping\"); sleep(600000)", "sleeping");
+    interrupt(&mut p, "print(\"looping\"); loop { }", "looping");
+    interrupt(
+        &mut p,
+        "cluster(3); print(\"working\"); workload(#{ ops: 100000000, keys: 50 })",
+        "working",
+    );
+
+    // The shell, its cluster and its variables are still there.
+    prompt(&mut p);
+    p.send_line("print(\"after: \" + live_nodes().len() + \" nodes\")")
+        .unwrap();
+    p.exp_string("after: 3 nodes")
+        .expect("the prompt works after an interrupt");
+    prompt(&mut p);
+    p.send_line("put(\"k\", \"stored \" + 6 * 7); get(\"k\").value")
+        .unwrap();
+    p.exp_string("stored 42")
+        .expect("the cluster serves after an interrupted workload");
+    p.send_control('d').unwrap();
+    p.exp_eof().expect("Ctrl-D ends the shell");
 }

@@ -3,11 +3,16 @@
 //! (the shell's scripts, a C program) injects into them.
 //!
 //! Each node is a [`Node`] on its own actix arbiter, spawned on
-//! the caller's [`Runtime`]. The memory transport is a `MemoryNetwork`, with
-//! two-way and one-way partitions, drop rate and delay; the TCP transport
-//! is a `TcpTransport` per node, whose `set_blocked` drops frames to and
-//! from the other side of a partition (so only two-way partitions). TCP
-//! nodes also get a client port, so that `connect` can reach them.
+//! the caller's [`Runtime`]. Every fault works on both transports, with the
+//! same meaning: two-way and one-way partitions, a drop rate and a delay
+//! range per frame (frames on one link stay in order). On the memory
+//! transport one `MemoryNetwork` applies them; on TCP each node's
+//! `TcpTransport` applies them to the frames it sends (a two-way partition
+//! is a one-way block on each side), with its drop and delay draws seeded
+//! from the cluster's seed and the node's id. The cluster keeps the fault
+//! plan, so a restarted TCP node gets it again. [`Cluster::fault_counters`]
+//! tells what the faults did. TCP nodes also get a client port, so that
+//! `connect` can reach them.
 //!
 //! A killed node is crashed (no goodbye, no flush); a restart spawns it
 //! again with the same id and data directory, joining through a live node.
@@ -23,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::{MembershipConfig, StorageConfig};
+use crate::net::tcp::TcpFaults;
 use crate::node::client_port::{ClientPort, ClientPortConfig};
 use crate::node::{Node, NodeConfig, TransportParts};
 use crate::protocol::{Op, Reply, StatusView};
@@ -30,7 +36,7 @@ use crate::replication::Consistency;
 use crate::version::Resolvers;
 use crate::{
     BTreeConfig, ClusterSecret, Faults, LsmConfig, MemberStatus, MemoryNetConfig, MemoryNetwork,
-    NodeId, RingConfig, TcpConfig, TcpTransport,
+    NodeId, RingConfig, TcpConfig, TcpTransport, Transport,
 };
 
 use super::runtime::Runtime;
@@ -119,6 +125,34 @@ pub fn fast_membership(gossip_ms: u64) -> MembershipConfig {
     }
 }
 
+/// What the injected faults have done, on either transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Frames lost to partitions (two-way or one-way).
+    pub blocked: u64,
+    /// Frames lost to the drop rate.
+    pub dropped: u64,
+    /// Frames delayed.
+    pub delayed: u64,
+}
+
+impl std::ops::AddAssign for FaultCounts {
+    fn add_assign(&mut self, other: FaultCounts) {
+        self.blocked += other.blocked;
+        self.dropped += other.dropped;
+        self.delayed += other.delayed;
+    }
+}
+
+/// The faults of a TCP cluster, applied to every node's transport.
+#[derive(Clone, Debug, Default)]
+struct TcpPlan {
+    /// For each node, the peers whose frames from it are dropped.
+    blocked_to: BTreeMap<u64, BTreeSet<u64>>,
+    drop_rate: f64,
+    delay: (Duration, Duration),
+}
+
 /// One node's place in the cluster, running or not.
 struct Slot {
     node: Option<Node>,
@@ -140,8 +174,11 @@ pub struct Cluster {
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     slots: Mutex<BTreeMap<u64, Slot>>,
-    /// On TCP: the peers each node drops frames to and from.
-    blocked: Mutex<BTreeMap<u64, BTreeSet<u64>>>,
+    /// On TCP: the faults every node's transport is given.
+    tcp_faults: Mutex<TcpPlan>,
+    /// On TCP: what the faults did on transports since dropped (killed
+    /// nodes).
+    retired: Mutex<FaultCounts>,
     /// Round-robin position for requests without `via`.
     next: std::sync::atomic::AtomicUsize,
 }
@@ -193,7 +230,8 @@ impl Cluster {
             dir,
             _temp: temp,
             slots: Mutex::new(BTreeMap::new()),
-            blocked: Mutex::new(BTreeMap::new()),
+            tcp_faults: Mutex::new(TcpPlan::default()),
+            retired: Mutex::new(FaultCounts::default()),
             next: Default::default(),
             options,
         };
@@ -350,12 +388,9 @@ impl Cluster {
             Ok((node, tcp, port))
         })?;
         let (node, tcp, port) = started.map_err(|e| e.to_string())?;
-        let blocked: Vec<NodeId> = lock(&self.blocked)
-            .get(&id)
-            .map(|b| b.iter().copied().map(NodeId).collect())
-            .unwrap_or_default();
         if let Some(t) = &tcp {
-            t.set_blocked(blocked);
+            let plan = lock(&self.tcp_faults).clone();
+            self.apply_plan(id, t, &plan)?;
         }
         Ok(Slot {
             addr: node.addr().to_string(),
@@ -425,7 +460,9 @@ impl Cluster {
                 .node
                 .take()
                 .ok_or_else(|| format!("node {id} is already killed"))?;
-            slot.tcp = None;
+            if let Some(t) = slot.tcp.take() {
+                *lock(&self.retired) += tcp_counts(&t);
+            }
             slot.client_addr = None;
             (node, slot.port.take())
         };
@@ -462,34 +499,32 @@ impl Cluster {
         }
     }
 
-    /// Cuts every link between `a` and `b`, both ways.
+    /// Cuts every link between `a` and `b`, both ways. Adds to earlier
+    /// partitions.
     pub fn partition(&self, a: &[u64], b: &[u64]) -> Result<(), String> {
         self.check_ids(a.iter().chain(b))?;
         match &self.net {
-            Some(net) => {
-                net.partition(&ids(a), &ids(b));
-            }
-            None => {
-                {
-                    let mut blocked = lock(&self.blocked);
-                    for x in a {
-                        blocked.entry(*x).or_default().extend(b.iter().copied());
-                    }
-                    for y in b {
-                        blocked.entry(*y).or_default().extend(a.iter().copied());
-                    }
-                }
-                self.apply_blocked();
-            }
+            Some(net) => net.partition(&ids(a), &ids(b)),
+            None => self.change_plan(|plan| {
+                block(plan, a, b);
+                block(plan, b, a);
+                Ok(())
+            })?,
         }
         Ok(())
     }
 
-    /// Cuts the links from `from` to `to` only.
+    /// Cuts the links from `from` to `to` only: frames from `to` to `from`
+    /// still arrive. Adds to earlier partitions.
     pub fn partition_one_way(&self, from: &[u64], to: &[u64]) -> Result<(), String> {
         self.check_ids(from.iter().chain(to))?;
-        let net = self.memory_net("a one-way partition")?;
-        net.partition_one_way(&ids(from), &ids(to));
+        match &self.net {
+            Some(net) => net.partition_one_way(&ids(from), &ids(to)),
+            None => self.change_plan(|plan| {
+                block(plan, from, to);
+                Ok(())
+            })?,
+        }
         Ok(())
     }
 
@@ -501,43 +536,114 @@ impl Cluster {
                 net.clear_faults();
             }
             None => {
-                lock(&self.blocked).clear();
-                self.apply_blocked();
+                // An empty plan is always valid.
+                let _ = self.change_plan(|plan| {
+                    *plan = TcpPlan::default();
+                    Ok(())
+                });
             }
         }
     }
 
-    /// Sets the probability that a frame is lost.
+    /// Sets the probability, in `[0, 1]`, that a frame is lost.
     pub fn set_drop_rate(&self, rate: f64) -> Result<(), String> {
-        let net = self.memory_net("a drop rate")?;
-        let faults = Faults {
-            drop_rate: rate,
-            ..net.faults()
-        };
-        net.set_faults(faults).map_err(|e| e.to_string())
+        match &self.net {
+            Some(net) => {
+                let faults = Faults {
+                    drop_rate: rate,
+                    ..net.faults()
+                };
+                net.set_faults(faults).map_err(|e| e.to_string())
+            }
+            None => self.change_plan(|plan| {
+                plan.drop_rate = rate;
+                Ok(())
+            }),
+        }
     }
 
-    /// Sets each frame's delay, drawn from `min_ms..=max_ms`.
+    /// Sets each frame's delay, drawn from `min_ms..=max_ms`; frames on one
+    /// link keep their order.
     pub fn set_delay(&self, min_ms: u64, max_ms: u64) -> Result<(), String> {
-        let net = self.memory_net("a delay")?;
-        let faults = Faults {
-            delay: (Duration::from_millis(min_ms), Duration::from_millis(max_ms)),
-            ..net.faults()
-        };
-        net.set_faults(faults).map_err(|e| e.to_string())
+        let delay = (Duration::from_millis(min_ms), Duration::from_millis(max_ms));
+        match &self.net {
+            Some(net) => {
+                let faults = Faults {
+                    delay,
+                    ..net.faults()
+                };
+                net.set_faults(faults).map_err(|e| e.to_string())
+            }
+            None => self.change_plan(|plan| {
+                plan.delay = delay;
+                Ok(())
+            }),
+        }
     }
 
-    /// Frames the memory network has dropped so far, by cause, as text.
-    pub fn fault_counters(&self) -> Option<String> {
-        self.net
-            .as_ref()
-            .map(|n| format!("{:?}", n.fault_counters()))
+    /// What the faults have done since the cluster started (on TCP,
+    /// counted by each node's transport, killed nodes included).
+    pub fn fault_counters(&self) -> FaultCounts {
+        match &self.net {
+            Some(net) => {
+                let c = net.fault_counters();
+                FaultCounts {
+                    blocked: c.dropped_by_partition,
+                    dropped: c.dropped_by_drop_rate,
+                    delayed: c.delayed,
+                }
+            }
+            None => {
+                let mut total = *lock(&self.retired);
+                for slot in lock(&self.slots).values() {
+                    if let Some(t) = &slot.tcp {
+                        total += tcp_counts(t);
+                    }
+                }
+                total
+            }
+        }
     }
 
-    fn memory_net(&self, what: &str) -> Result<&MemoryNetwork, String> {
-        self.net
-            .as_ref()
-            .ok_or_else(|| format!("{what} needs transport \"memory\""))
+    /// Changes the TCP fault plan and gives it to every running node; on an
+    /// error (a bad rate or delay) nothing changes.
+    fn change_plan(
+        &self,
+        change: impl FnOnce(&mut TcpPlan) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut plan = lock(&self.tcp_faults);
+        let mut next = plan.clone();
+        change(&mut next)?;
+        TcpFaults {
+            drop_rate: next.drop_rate,
+            delay: next.delay,
+            seed: 0,
+        }
+        .validate()
+        .map_err(|e| e.to_string())?;
+        for (id, slot) in lock(&self.slots).iter() {
+            if let Some(t) = &slot.tcp {
+                self.apply_plan(*id, t, &next)?;
+            }
+        }
+        *plan = next;
+        Ok(())
+    }
+
+    /// Gives node `id`'s transport its part of `plan`.
+    fn apply_plan(&self, id: u64, t: &TcpTransport, plan: &TcpPlan) -> Result<(), String> {
+        let to = plan.blocked_to.get(&id).cloned().unwrap_or_default();
+        t.set_blocked_outbound(to.into_iter().map(NodeId));
+        t.set_faults(TcpFaults {
+            drop_rate: plan.drop_rate,
+            delay: plan.delay,
+            seed: self
+                .options
+                .seed
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(id),
+        })
+        .map_err(|e| e.to_string())
     }
 
     fn check_ids<'a>(&self, ids: impl Iterator<Item = &'a u64>) -> Result<(), String> {
@@ -548,16 +654,6 @@ impl Cluster {
             }
         }
         Ok(())
-    }
-
-    fn apply_blocked(&self) {
-        let blocked = lock(&self.blocked).clone();
-        for (id, slot) in lock(&self.slots).iter() {
-            if let Some(t) = &slot.tcp {
-                let peers = blocked.get(id).cloned().unwrap_or_default();
-                t.set_blocked(peers.into_iter().map(NodeId));
-            }
-        }
     }
 
     /// Node `at`'s status view.
@@ -675,6 +771,25 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Adds `from -> to` blocks to `plan`.
+fn block(plan: &mut TcpPlan, from: &[u64], to: &[u64]) {
+    for x in from {
+        plan.blocked_to
+            .entry(*x)
+            .or_default()
+            .extend(to.iter().filter(|y| *y != x));
+    }
+}
+
+fn tcp_counts(t: &TcpTransport) -> FaultCounts {
+    let f = t.fault_stats();
+    FaultCounts {
+        blocked: t.stats().frames_blocked + f.blocked_outbound,
+        dropped: f.dropped,
+        delayed: f.delayed,
     }
 }
 

@@ -48,6 +48,28 @@
 //!   closes every connection and waits for every task. Dropping the last
 //!   handle does the same without the wait.
 //!
+//! # Injected faults
+//!
+//! For tests and for the shell's experiments on TCP clusters, an endpoint
+//! can be told to misbehave on its *send* path ([`TcpTransport::set_faults`],
+//! [`TcpTransport::set_blocked_outbound`]), and to cut peers off both ways
+//! ([`TcpTransport::set_blocked`]):
+//! - an outbound block drops every frame to the listed peers while frames
+//!   from them are still delivered: a one-way partition;
+//! - a drop rate loses each frame to a peer with that probability, drawn
+//!   from a generator seeded by [`TcpFaults::seed`];
+//! - a delay holds each frame for a time drawn uniformly from the delay
+//!   range before it joins the peer's send queue. Frames to one peer stay
+//!   in order, as on a TCP stream: a frame leaves at its own due time or
+//!   right after the frame before it, whichever is later (the rule the
+//!   in-process network follows too). Frames wait in a per-peer delay line
+//!   of `send_queue_frames` frames; when it is full, `send` refuses with
+//!   `QueueFull`.
+//!
+//! Connections stay up throughout, so healing is immediate. What the faults
+//! did is counted in [`TcpFaultStats`]. With no fault set, the send path
+//! and the reader pay one relaxed atomic load per frame.
+//!
 //! # What it does not do
 //!
 //! It does not encrypt traffic or authenticate frames after the handshake
@@ -56,24 +78,27 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tokio_util::codec::{Framed, FramedParts, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::handshake::{self, Identity, PeerInfo};
+use super::memory::MAX_DELAY;
 use super::{frame_codec, Inbox, NetStats, StatCounters, Transport};
 use crate::codec;
 use crate::config::{TcpConfig, HANDSHAKE_MAX_FRAME_BYTES};
@@ -103,9 +128,111 @@ struct Shared {
     stop: CancellationToken,
     tasks: TaskTracker,
     next_gen: AtomicU64,
-    /// Peers cut off by an injected partition: frames to and from them are
-    /// dropped.
-    blocked: Mutex<HashSet<NodeId>>,
+    /// Injected faults; read only when `faults_on` is set.
+    faults: Mutex<FaultState>,
+    /// Whether any fault is set: the one check the fault-free path pays.
+    faults_on: AtomicBool,
+    fault_stats: FaultCounters,
+}
+
+/// Faults injected into an endpoint's send path: see the module
+/// documentation. The default injects nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringkv::net::tcp::TcpFaults;
+///
+/// let lossy = TcpFaults {
+///     drop_rate: 0.1,
+///     delay: (Duration::from_millis(1), Duration::from_millis(20)),
+///     seed: 7,
+/// };
+/// assert!(lossy.validate().is_ok());
+/// assert!(TcpFaults { drop_rate: 2.0, ..TcpFaults::default() }.validate().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TcpFaults {
+    /// Probability, in `[0, 1]`, that a frame to a peer is lost.
+    pub drop_rate: f64,
+    /// Each frame to a peer waits a time drawn uniformly from `min..=max`
+    /// (both at most [`MAX_DELAY`]) before it is queued; frames to one peer
+    /// keep their order.
+    pub delay: (Duration, Duration),
+    /// Seeds the generator of the drop and delay draws.
+    pub seed: u64,
+}
+
+impl TcpFaults {
+    /// Checks that the drop rate is a probability and the delay range is
+    /// ordered and at most [`MAX_DELAY`].
+    pub fn validate(&self) -> Result<()> {
+        // `contains` is false for NaN, so NaN is refused too.
+        if !(0.0..=1.0).contains(&self.drop_rate) {
+            return Err(Error::InvalidInput(format!(
+                "drop_rate must be within [0, 1], got {}",
+                self.drop_rate
+            )));
+        }
+        let (min, max) = self.delay;
+        if min > max {
+            return Err(Error::InvalidInput(format!(
+                "delay range is reversed: {min:?} > {max:?}"
+            )));
+        }
+        if max > MAX_DELAY {
+            return Err(Error::InvalidInput(format!(
+                "delay of {max:?} exceeds the maximum of {MAX_DELAY:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn is_none(&self) -> bool {
+        self.drop_rate == 0.0 && self.delay.1.is_zero()
+    }
+}
+
+/// What the injected faults of one endpoint have done since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFaultStats {
+    /// Frames to a peer dropped by an outbound block (a one-way
+    /// partition). Two-way blocks count in [`NetStats::frames_blocked`].
+    pub blocked_outbound: u64,
+    /// Frames lost to the drop rate.
+    pub dropped: u64,
+    /// Frames that went through the delay line.
+    pub delayed: u64,
+}
+
+#[derive(Debug, Default)]
+struct FaultCounters {
+    blocked_outbound: AtomicU64,
+    dropped: AtomicU64,
+    delayed: AtomicU64,
+}
+
+struct FaultState {
+    /// Cut off both ways: frames to and from them are dropped.
+    blocked: HashSet<NodeId>,
+    /// Frames to them are dropped; frames from them are delivered.
+    blocked_outbound: HashSet<NodeId>,
+    faults: TcpFaults,
+    rng: ChaCha8Rng,
+}
+
+impl FaultState {
+    fn any(&self) -> bool {
+        !self.blocked.is_empty() || !self.blocked_outbound.is_empty() || !self.faults.is_none()
+    }
+}
+
+/// What the faults decided for one outbound frame.
+enum FaultFate {
+    Pass,
+    Blocked,
+    BlockedOutbound,
+    Dropped,
+    Delay(Duration),
 }
 
 /// What the endpoint knows about one peer; its link task owns the rest.
@@ -115,6 +242,13 @@ struct Peer {
     queue: mpsc::Sender<Bytes>,
     events: mpsc::UnboundedSender<LinkEvent>,
     state: Mutex<LinkState>,
+    /// The delay line into `queue`, made when a frame to this peer is first
+    /// delayed.
+    delay_line: Mutex<Option<mpsc::Sender<(Instant, Bytes)>>>,
+    /// Frames in the delay line: while there are any, every frame to this
+    /// peer goes through it, so that frames stay in order after the delay
+    /// is removed.
+    delayed: AtomicUsize,
 }
 
 /// The link's connection state, shared with the acceptor so that it can
@@ -183,7 +317,14 @@ impl TcpTransport {
             stop: stop.clone(),
             tasks: TaskTracker::new(),
             next_gen: AtomicU64::new(1),
-            blocked: Mutex::new(HashSet::new()),
+            faults: Mutex::new(FaultState {
+                blocked: HashSet::new(),
+                blocked_outbound: HashSet::new(),
+                faults: TcpFaults::default(),
+                rng: ChaCha8Rng::seed_from_u64(0),
+            }),
+            faults_on: AtomicBool::new(false),
+            fault_stats: FaultCounters::default(),
         });
         info!(
             node = %shared.config.node,
@@ -207,14 +348,62 @@ impl TcpTransport {
     /// shell's fault injection on TCP clusters; a node in production never
     /// calls it.
     pub fn set_blocked(&self, peers: impl IntoIterator<Item = NodeId>) {
-        *lock(&self.shared.blocked) = peers.into_iter().collect();
+        self.shared
+            .change_faults(|f| f.blocked = peers.into_iter().collect());
     }
 
     /// The peers currently cut off by [`TcpTransport::set_blocked`].
     pub fn blocked(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = lock(&self.shared.blocked).iter().copied().collect();
+        let mut v: Vec<NodeId> = lock(&self.shared.faults).blocked.iter().copied().collect();
         v.sort();
         v
+    }
+
+    /// Injects a one-way partition: from now on, frames from this node to
+    /// `peers` are dropped silently (counted in
+    /// [`TcpFaultStats::blocked_outbound`]), while frames from them are
+    /// still delivered. Replaces any earlier set; an empty set heals. For
+    /// tests and the shell, like [`TcpTransport::set_blocked`].
+    pub fn set_blocked_outbound(&self, peers: impl IntoIterator<Item = NodeId>) {
+        self.shared
+            .change_faults(|f| f.blocked_outbound = peers.into_iter().collect());
+    }
+
+    /// The peers set by [`TcpTransport::set_blocked_outbound`].
+    pub fn blocked_outbound(&self) -> Vec<NodeId> {
+        let faults = lock(&self.shared.faults);
+        let mut v: Vec<NodeId> = faults.blocked_outbound.iter().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Sets the drop rate and delay of every later frame to a peer (see the
+    /// module documentation), reseeding their generator; the default
+    /// [`TcpFaults`] removes both. Frames already in the delay line keep
+    /// their due times. Refuses a rate outside `[0, 1]` or a bad delay
+    /// range. For tests and the shell.
+    pub fn set_faults(&self, faults: TcpFaults) -> Result<()> {
+        faults.validate()?;
+        self.shared.change_faults(|f| {
+            f.faults = faults;
+            f.rng = ChaCha8Rng::seed_from_u64(faults.seed);
+        });
+        Ok(())
+    }
+
+    /// The drop rate and delay in force.
+    pub fn faults(&self) -> TcpFaults {
+        lock(&self.shared.faults).faults
+    }
+
+    /// What the injected faults have done so far.
+    pub fn fault_stats(&self) -> TcpFaultStats {
+        let c = &self.shared.fault_stats;
+        TcpFaultStats {
+            blocked_outbound: c.blocked_outbound.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            delayed: c.delayed.load(Ordering::Relaxed),
+        }
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -264,16 +453,35 @@ impl Transport for TcpTransport {
         if envelope.to == me {
             return s.deliver_to_self(&codec::encode_frame(&envelope, max)?);
         }
-        if s.is_blocked(envelope.to) {
-            // A partitioned network loses the frame without telling the
-            // sender: so does the injected one.
-            StatCounters::add(&s.stats.frames_blocked, 1);
-            return Ok(());
+        let mut delay = None;
+        if s.faults_on.load(Ordering::Relaxed) {
+            // A partitioned or lossy network loses the frame without
+            // telling the sender: so do the injected faults.
+            match s.fault_fate(envelope.to) {
+                FaultFate::Pass => {}
+                FaultFate::Blocked => {
+                    StatCounters::add(&s.stats.frames_blocked, 1);
+                    return Ok(());
+                }
+                FaultFate::BlockedOutbound => {
+                    StatCounters::add(&s.fault_stats.blocked_outbound, 1);
+                    return Ok(());
+                }
+                FaultFate::Dropped => {
+                    StatCounters::add(&s.fault_stats.dropped, 1);
+                    return Ok(());
+                }
+                FaultFate::Delay(d) => delay = Some(d),
+            }
         }
         let peer = lock(&s.peers)
             .get(&envelope.to)
             .cloned()
             .ok_or(Error::UnknownPeer(envelope.to))?;
+        if delay.is_some() || peer.delayed.load(Ordering::Acquire) > 0 {
+            let frame = codec::encode_frame(&envelope, max)?;
+            return s.send_delayed(&peer, frame, delay.unwrap_or(Duration::ZERO));
+        }
         // Reserve the queue slot first, so that a full queue costs no
         // encoding: a sender retrying on `QueueFull` only pays for the
         // envelopes that go out.
@@ -328,9 +536,98 @@ impl Peer {
 }
 
 impl Shared {
+    /// Whether frames from `peer` are dropped by a two-way block.
     fn is_blocked(&self, peer: NodeId) -> bool {
-        let blocked = lock(&self.blocked);
-        !blocked.is_empty() && blocked.contains(&peer)
+        self.faults_on.load(Ordering::Relaxed) && lock(&self.faults).blocked.contains(&peer)
+    }
+
+    fn change_faults(&self, change: impl FnOnce(&mut FaultState)) {
+        let mut faults = lock(&self.faults);
+        change(&mut faults);
+        self.faults_on.store(faults.any(), Ordering::Relaxed);
+    }
+
+    /// The faults' decision about one frame to `to`.
+    fn fault_fate(&self, to: NodeId) -> FaultFate {
+        let mut f = lock(&self.faults);
+        if f.blocked.contains(&to) {
+            return FaultFate::Blocked;
+        }
+        if f.blocked_outbound.contains(&to) {
+            return FaultFate::BlockedOutbound;
+        }
+        let TcpFaults {
+            drop_rate, delay, ..
+        } = f.faults;
+        let dropped = if drop_rate <= 0.0 {
+            false
+        } else if drop_rate >= 1.0 {
+            true
+        } else {
+            f.rng.random_bool(drop_rate)
+        };
+        if dropped {
+            return FaultFate::Dropped;
+        }
+        let (min, max) = delay;
+        if max.is_zero() {
+            return FaultFate::Pass;
+        }
+        let d = if max <= min {
+            min
+        } else {
+            let span = u64::try_from((max - min).as_nanos()).unwrap_or(u64::MAX);
+            min + Duration::from_nanos(f.rng.random_range(0..=span))
+        };
+        FaultFate::Delay(d)
+    }
+
+    /// Puts `frame` in `peer`'s delay line, due `delay` from now; starts
+    /// the line's task on the first use.
+    fn send_delayed(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        frame: Bytes,
+        delay: Duration,
+    ) -> Result<()> {
+        let line = {
+            let mut line = lock(&peer.delay_line);
+            match line.as_ref() {
+                Some(tx) => tx.clone(),
+                None => {
+                    let (tx, rx) = mpsc::channel(self.config.net.send_queue_frames);
+                    self.spawn(run_delay_line(self.clone(), peer.clone(), rx));
+                    *line = Some(tx.clone());
+                    tx
+                }
+            }
+        };
+        // Counted before the frame is visible to the line's task, which
+        // counts it down once the frame is in the send queue.
+        peer.delayed.fetch_add(1, Ordering::AcqRel);
+        // `Instant::now() + delay` cannot overflow: delays are at most
+        // `MAX_DELAY`.
+        match line.try_send((Instant::now() + delay, frame)) {
+            Ok(()) => {
+                if !delay.is_zero() {
+                    StatCounters::add(&self.fault_stats.delayed, 1);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                peer.delayed.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        StatCounters::add(&self.stats.refused_queue_full, 1);
+                        Err(Error::QueueFull {
+                            peer: peer.id,
+                            capacity: self.config.net.send_queue_frames,
+                        })
+                    }
+                    mpsc::error::TrySendError::Closed(_) => Err(Error::Shutdown),
+                }
+            }
+        }
     }
 
     fn spawn<F>(&self, task: F) -> AbortHandle
@@ -385,6 +682,8 @@ impl Shared {
             queue: queue_tx,
             events: events_tx,
             state: Mutex::new(LinkState::Idle),
+            delay_line: Mutex::new(None),
+            delayed: AtomicUsize::new(0),
         });
         peers.insert(node, peer.clone());
         drop(peers);
@@ -902,6 +1201,46 @@ async fn write_batch(
     StatCounters::add(&shared.stats.frames_sent, frames as u64);
     StatCounters::add(&shared.stats.bytes_sent, bytes as u64);
     Ok(())
+}
+
+/// A peer's delay line: hands each frame to the peer's send queue at its
+/// due time, or right after the frame before it, so that order is kept.
+/// Waits for room in the queue rather than dropping a frame that has
+/// served its delay.
+async fn run_delay_line(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut line: mpsc::Receiver<(Instant, Bytes)>,
+) {
+    loop {
+        let (due, frame) = tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            item = line.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let queued = tokio::select! {
+            _ = shared.stop.cancelled() => false,
+            queued = async {
+                tokio::time::sleep_until(due).await;
+                peer.queue.send(frame).await.is_ok()
+            } => queued,
+        };
+        peer.delayed.fetch_sub(1, Ordering::AcqRel);
+        if !queued {
+            StatCounters::add(&shared.stats.frames_lost, 1);
+            break;
+        }
+    }
+    line.close();
+    let mut lost = 0;
+    while line.try_recv().is_ok() {
+        lost += 1;
+    }
+    if lost > 0 {
+        StatCounters::add(&shared.stats.frames_lost, lost);
+    }
 }
 
 /// Reads frames from one connection into the inbox until it closes.
