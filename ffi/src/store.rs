@@ -94,7 +94,7 @@ impl std::error::Error for Failure {}
 pub type Outcome<T> = Result<T, Failure>;
 
 /// `RINGKV_CONSISTENCY_DEFAULT`: the bucket's own `r` or `w`.
-pub const CONSISTENCY_DEFAULT: u32 = 0;
+const CONSISTENCY_DEFAULT: u32 = 0;
 
 /// A consistency level from its stable number (docs/ffi.md): 0 is the
 /// bucket's default, 1 to 4 are ONE, TWO, QUORUM and ALL.
@@ -153,7 +153,7 @@ pub trait Store {
 }
 
 /// The most nodes an embedded cluster may have through the FFI.
-pub const MAX_NODES: u32 = 16;
+const MAX_NODES: u32 = 16;
 
 /// An embedded cluster and the runtime it runs on.
 pub struct EmbeddedCluster {
