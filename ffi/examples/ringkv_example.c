@@ -217,8 +217,9 @@ int main(int argc, char **argv) {
                     client_set_members};
       round_trip(&remote);
       expect(ringkv_client_close(client), RINGKV_OK, "close");
-      expect(ringkv_client_put(client, S("users"), S("ada"), S("x"), RINGKV_CONSISTENCY_ONE),
-             RINGKV_CLOSED, "put on a closed client");
+      r = ringkv_client_put(client, S("users"), S("ada"), S("x"), RINGKV_CONSISTENCY_ONE);
+      expect(r, RINGKV_CLOSED, "put on a closed client");
+      printf("client: closed: %s\n", ringkv_result_name(r));
       ringkv_client_free(client);
     }
   }
