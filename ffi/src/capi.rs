@@ -162,7 +162,9 @@ unsafe fn bytes<'a>(op: &str, what: &str, ptr: *const u8, len: usize) -> Outcome
         return Err(null(op, what));
     }
     if len > isize::MAX as usize {
-        return Err(Failure::invalid(format!("{op}: {what}_len {len} is too large")));
+        return Err(Failure::invalid(format!(
+            "{op}: {what}_len {len} is too large"
+        )));
     }
     // SAFETY: by the contract, ptr is valid for `len` bytes, and len fits
     // in an isize.
@@ -257,7 +259,9 @@ pub unsafe extern "C" fn ringkv_cluster_client_addrs(
         let c = unsafe { handle(OP, "cluster", cluster) }?;
         // SAFETY: forwarded contract.
         let out = unsafe { out_ptr(OP, "out", out) }?;
-        *out = Box::into_raw(Box::new(ringkv_buf::new(c.inner.client_addrs().into_bytes())));
+        *out = Box::into_raw(Box::new(ringkv_buf::new(
+            c.inner.client_addrs().into_bytes(),
+        )));
         Ok(())
     })
 }
@@ -523,7 +527,11 @@ fn prefixed(c_name: &str, f: Failure) -> Failure {
         .strip_prefix("ringkv_cluster_")
         .or_else(|| c_name.strip_prefix("ringkv_client_"))
         .unwrap_or(c_name);
-    let message = match f.message.strip_prefix(op).and_then(|m| m.strip_prefix(": ")) {
+    let message = match f
+        .message
+        .strip_prefix(op)
+        .and_then(|m| m.strip_prefix(": "))
+    {
         Some(rest) => format!("{c_name}: {rest}"),
         None => format!("{c_name}: {}", f.message),
     };
@@ -1141,7 +1149,9 @@ pub unsafe extern "C" fn ringkv_buf_data(buf: *const ringkv_buf) -> *const u8 {
 #[no_mangle]
 pub unsafe extern "C" fn ringkv_buf_len(buf: *const ringkv_buf) -> usize {
     // SAFETY: by the contract, buf is NULL or live.
-    quiet(0, || unsafe { buf.as_ref() }.map_or(0, |b| b.content().len()))
+    quiet(0, || {
+        unsafe { buf.as_ref() }.map_or(0, |b| b.content().len())
+    })
 }
 
 /// Frees a buffer the library returned. NULL does nothing.

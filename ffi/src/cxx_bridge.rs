@@ -78,8 +78,13 @@ mod bridge {
         /// Starts `nodes` (1 to 16) nodes; see `ringkv_cluster_new`.
         fn start_cluster(nodes: u32, transport: Transport) -> Result<Box<Cluster>>;
         /// See `ringkv_cluster_put`.
-        fn put(self: &Cluster, bucket: &[u8], key: &[u8], value: &[u8], w: Consistency)
-            -> Result<()>;
+        fn put(
+            self: &Cluster,
+            bucket: &[u8],
+            key: &[u8],
+            value: &[u8],
+            w: Consistency,
+        ) -> Result<()>;
         /// The value; throws `RINGKV_NOT_FOUND` when there is none.
         fn get(self: &Cluster, bucket: &[u8], key: &[u8], r: Consistency) -> Result<Vec<u8>>;
         /// Writes the value to `value` and returns true, or returns false
@@ -135,8 +140,13 @@ mod bridge {
         /// `ringkv_client_new`.
         fn connect(addrs: &str) -> Result<Box<Client>>;
         /// See `ringkv_client_put`.
-        fn put(self: &Client, bucket: &[u8], key: &[u8], value: &[u8], w: Consistency)
-            -> Result<()>;
+        fn put(
+            self: &Client,
+            bucket: &[u8],
+            key: &[u8],
+            value: &[u8],
+            w: Consistency,
+        ) -> Result<()>;
         /// The value; throws `RINGKV_NOT_FOUND` when there is none.
         fn get(self: &Client, bucket: &[u8], key: &[u8], r: Consistency) -> Result<Vec<u8>>;
         /// As `Cluster::try_get`.
@@ -227,7 +237,13 @@ fn members(list: Vec<Vec<u8>>) -> Vec<Bytes> {
     list.into_iter().map(|data| Bytes { data }).collect()
 }
 
-fn try_get(s: &dyn store::Store, b: &[u8], k: &[u8], r: Consistency, out: &mut Vec<u8>) -> Outcome<bool> {
+fn try_get(
+    s: &dyn store::Store,
+    b: &[u8],
+    k: &[u8],
+    r: Consistency,
+    out: &mut Vec<u8>,
+) -> Outcome<bool> {
     match store::get(s, b, k, level(r)) {
         Ok(v) => {
             *out = v;
@@ -263,13 +279,25 @@ macro_rules! store_methods {
             fn remove(&self, bucket: &[u8], key: &[u8], w: Consistency) -> Outcome<()> {
                 store::delete(&self.0, bucket, key, level(w))
             }
-            fn counter_add(&self, bucket: &[u8], key: &[u8], by: i64, w: Consistency) -> Outcome<i64> {
+            fn counter_add(
+                &self,
+                bucket: &[u8],
+                key: &[u8],
+                by: i64,
+                w: Consistency,
+            ) -> Outcome<i64> {
                 store::counter_add(&self.0, bucket, key, by, level(w))
             }
             fn counter_get(&self, bucket: &[u8], key: &[u8], r: Consistency) -> Outcome<i64> {
                 store::counter_get(&self.0, bucket, key, level(r))
             }
-            fn set_add(&self, bucket: &[u8], key: &[u8], member: &[u8], w: Consistency) -> Outcome<()> {
+            fn set_add(
+                &self,
+                bucket: &[u8],
+                key: &[u8],
+                member: &[u8],
+                w: Consistency,
+            ) -> Outcome<()> {
                 store::set_add(&self.0, bucket, key, member, level(w))
             }
             fn set_remove(
@@ -281,7 +309,12 @@ macro_rules! store_methods {
             ) -> Outcome<()> {
                 store::set_remove(&self.0, bucket, key, member, level(w))
             }
-            fn set_members(&self, bucket: &[u8], key: &[u8], r: Consistency) -> Outcome<Vec<Bytes>> {
+            fn set_members(
+                &self,
+                bucket: &[u8],
+                key: &[u8],
+                r: Consistency,
+            ) -> Outcome<Vec<Bytes>> {
                 store::set_members(&self.0, bucket, key, level(r)).map(members)
             }
             fn set_bucket_policy(&self, bucket: &[u8], policy: Policy) -> Outcome<()> {
@@ -320,9 +353,18 @@ mod tests {
 
     #[test]
     fn shared_enums_keep_the_c_numbers() {
-        assert_eq!(level(Consistency::Quorum), crate::capi::RINGKV_CONSISTENCY_QUORUM);
+        assert_eq!(
+            level(Consistency::Quorum),
+            crate::capi::RINGKV_CONSISTENCY_QUORUM
+        );
         assert_eq!(level(Consistency::All), crate::capi::RINGKV_CONSISTENCY_ALL);
-        assert_eq!(u32::from(Policy::OrSet.repr), crate::capi::RINGKV_POLICY_ORSET);
-        assert_eq!(u32::from(Transport::Tcp.repr), crate::capi::RINGKV_TRANSPORT_TCP);
+        assert_eq!(
+            u32::from(Policy::OrSet.repr),
+            crate::capi::RINGKV_POLICY_ORSET
+        );
+        assert_eq!(
+            u32::from(Transport::Tcp.repr),
+            crate::capi::RINGKV_TRANSPORT_TCP
+        );
     }
 }

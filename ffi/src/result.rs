@@ -129,7 +129,9 @@ const NAMES: [&str; 14] = [
 #[no_mangle]
 pub extern "C" fn ringkv_result_name(result: u32) -> *const c_char {
     const UNKNOWN: &str = "RINGKV_UNKNOWN_RESULT\0";
-    let name = crate::capi::quiet(UNKNOWN, || NAMES.get(result as usize).copied().unwrap_or(UNKNOWN));
+    let name = crate::capi::quiet(UNKNOWN, || {
+        NAMES.get(result as usize).copied().unwrap_or(UNKNOWN)
+    });
     name.as_ptr().cast()
 }
 

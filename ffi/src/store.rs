@@ -171,7 +171,8 @@ impl EmbeddedCluster {
                 "{OP}: nodes must be 1 to {MAX_NODES}, got {nodes}"
             )));
         }
-        let rt = Runtime::new().map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
+        let rt = Runtime::new()
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
         let options = ClusterOptions {
             nodes: u64::from(nodes),
             n: nodes.min(3) as usize,
@@ -225,13 +226,20 @@ impl Store for EmbeddedCluster {
                 }
                 Ok(true)
             })
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("set_bucket_policy: {e}")))?;
+            .map_err(|e| {
+                Failure::new(
+                    ringkv_result::RINGKV_INTERNAL,
+                    format!("set_bucket_policy: {e}"),
+                )
+            })?;
         if spread {
             Ok(())
         } else {
             Err(Failure::new(
                 ringkv_result::RINGKV_TIMEOUT,
-                format!("set_bucket_policy: the properties did not reach every node within {limit:?}"),
+                format!(
+                    "set_bucket_policy: the properties did not reach every node within {limit:?}"
+                ),
             ))
         }
     }
@@ -264,7 +272,8 @@ impl RemoteClient {
                 "{OP}: no address given (expected HOST:PORT[,HOST:PORT...])"
             )));
         }
-        let rt = Runtime::new().map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
+        let rt = Runtime::new()
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
         let config = ClientConfig {
             client_name: "ringkv-ffi".into(),
             ..ClientConfig::default()
@@ -479,12 +488,23 @@ pub fn set_bucket_policy(s: &dyn Store, bucket: &[u8], policy_number: u32) -> Ou
     const OP: &str = "set_bucket_policy";
     let name = name_arg(OP, "bucket", bucket)?;
     let wanted = policy(OP, policy_number)?;
-    let mut props = match s.execute(OP, Op::GetBucket { bucket: name.clone() })? {
+    let mut props = match s.execute(
+        OP,
+        Op::GetBucket {
+            bucket: name.clone(),
+        },
+    )? {
         Reply::Bucket { props } => props,
         other => return Err(unexpected(OP, &other)),
     };
     props.policy = wanted;
-    let stored = match s.execute(OP, Op::SetBucket { bucket: name, props })? {
+    let stored = match s.execute(
+        OP,
+        Op::SetBucket {
+            bucket: name,
+            props,
+        },
+    )? {
         Reply::Bucket { props } => props,
         other => return Err(unexpected(OP, &other)),
     };

@@ -33,16 +33,85 @@ fn bad_input_never_panics() {
         let numbers = [0u32, 4, 5, 7, 8, u32::MAX];
         for &len in &lens {
             for &n in &numbers {
-                results.push(ringkv_cluster_put(cl, null(), len, k.as_ptr(), 1, null(), len, n));
-                results.push(ringkv_cluster_get(cl, k.as_ptr(), 1, null(), len, n, &mut buf));
+                results.push(ringkv_cluster_put(
+                    cl,
+                    null(),
+                    len,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                ));
+                results.push(ringkv_cluster_get(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                    &mut buf,
+                ));
                 results.push(ringkv_cluster_delete(cl, null(), len, null(), len, n));
-                results.push(ringkv_cluster_counter_add(cl, k.as_ptr(), 1, k.as_ptr(), 1, i64::MIN, n, &mut v));
-                results.push(ringkv_cluster_counter_get(cl, null(), len, k.as_ptr(), 1, n, &mut v));
-                results.push(ringkv_cluster_set_add(cl, k.as_ptr(), 1, k.as_ptr(), 1, null(), len, n));
-                results.push(ringkv_cluster_set_remove(cl, k.as_ptr(), 1, k.as_ptr(), 1, null(), len, n));
-                results.push(ringkv_cluster_set_members(cl, null(), len, k.as_ptr(), 1, n, &mut set));
+                results.push(ringkv_cluster_counter_add(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    i64::MIN,
+                    n,
+                    &mut v,
+                ));
+                results.push(ringkv_cluster_counter_get(
+                    cl,
+                    null(),
+                    len,
+                    k.as_ptr(),
+                    1,
+                    n,
+                    &mut v,
+                ));
+                results.push(ringkv_cluster_set_add(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                ));
+                results.push(ringkv_cluster_set_remove(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                ));
+                results.push(ringkv_cluster_set_members(
+                    cl,
+                    null(),
+                    len,
+                    k.as_ptr(),
+                    1,
+                    n,
+                    &mut set,
+                ));
                 results.push(ringkv_cluster_set_bucket_policy(cl, null(), len, n));
-                results.push(ringkv_client_put(null(), null(), len, null(), len, null(), len, n));
+                results.push(ringkv_client_put(
+                    null(),
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    n,
+                ));
                 results.push(ringkv_cluster_new(n, n, &mut null_mut()));
                 results.push(ringkv_set_member(null(), len, &mut null(), &mut 0));
                 let mut text = [0 as c_char; 4];
@@ -52,12 +121,50 @@ fn bad_input_never_panics() {
         }
         // Large numbers and both counter extremes are answered, not panicked on.
         let b = b"counts";
-        results.push(ringkv_cluster_set_bucket_policy(cl, b.as_ptr(), b.len(), RINGKV_POLICY_PNCOUNTER));
-        results.push(ringkv_cluster_counter_add(cl, b.as_ptr(), b.len(), k.as_ptr(), 1, i64::MAX, 0, &mut v));
-        results.push(ringkv_cluster_counter_add(cl, b.as_ptr(), b.len(), k.as_ptr(), 1, i64::MAX, 0, &mut v));
-        results.push(ringkv_cluster_counter_add(cl, b.as_ptr(), b.len(), k.as_ptr(), 1, i64::MIN, 0, &mut v));
-        results.push(ringkv_client_new(c"not an address".as_ptr(), &mut null_mut()));
-        results.push(ringkv_client_new(c"127.0.0.1:99999".as_ptr(), &mut null_mut()));
+        results.push(ringkv_cluster_set_bucket_policy(
+            cl,
+            b.as_ptr(),
+            b.len(),
+            RINGKV_POLICY_PNCOUNTER,
+        ));
+        results.push(ringkv_cluster_counter_add(
+            cl,
+            b.as_ptr(),
+            b.len(),
+            k.as_ptr(),
+            1,
+            i64::MAX,
+            0,
+            &mut v,
+        ));
+        results.push(ringkv_cluster_counter_add(
+            cl,
+            b.as_ptr(),
+            b.len(),
+            k.as_ptr(),
+            1,
+            i64::MAX,
+            0,
+            &mut v,
+        ));
+        results.push(ringkv_cluster_counter_add(
+            cl,
+            b.as_ptr(),
+            b.len(),
+            k.as_ptr(),
+            1,
+            i64::MIN,
+            0,
+            &mut v,
+        ));
+        results.push(ringkv_client_new(
+            c"not an address".as_ptr(),
+            &mut null_mut(),
+        ));
+        results.push(ringkv_client_new(
+            c"127.0.0.1:99999".as_ptr(),
+            &mut null_mut(),
+        ));
         ringkv_cluster_free(cl);
     }
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a function panicked");
@@ -66,5 +173,11 @@ fn bad_input_never_panics() {
         "a call returned RINGKV_PANIC"
     );
     // And the calls did fail where they should: most inputs above are bad.
-    assert!(results.iter().filter(|r| **r != ringkv_result::RINGKV_OK).count() > results.len() / 2);
+    assert!(
+        results
+            .iter()
+            .filter(|r| **r != ringkv_result::RINGKV_OK)
+            .count()
+            > results.len() / 2
+    );
 }

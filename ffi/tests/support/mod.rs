@@ -43,7 +43,11 @@ pub fn profile_dir() -> PathBuf {
 /// The static library this build produced.
 pub fn staticlib() -> PathBuf {
     let lib = profile_dir().join("libringkv_ffi.a");
-    assert!(lib.exists(), "{} is missing: cargo builds it with the tests", lib.display());
+    assert!(
+        lib.exists(),
+        "{} is missing: cargo builds it with the tests",
+        lib.display()
+    );
     lib
 }
 
@@ -111,7 +115,10 @@ pub fn sanitizer_flags() -> &'static [&'static str] {
         let src = dir.path().join("probe.c");
         let exe = dir.path().join("probe");
         std::fs::write(&src, "int main(void) { return 0; }\n").expect("writing the probe");
-        let flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"];
+        let flags = [
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=undefined",
+        ];
         let mut cc = Command::new("cc");
         cc.args(flags).arg(&src).arg("-o").arg(&exe);
         let built = run_with_timeout(cc, COMPILE_TIMEOUT).is_ok_and(|o| o.status.success());
@@ -215,8 +222,16 @@ pub fn node_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--profile", "test", "-p", "ringkv", "--bin", "ringkv-node"])
-            .current_dir(crate_dir());
+        cmd.args([
+            "build",
+            "--profile",
+            "test",
+            "-p",
+            "ringkv",
+            "--bin",
+            "ringkv-node",
+        ])
+        .current_dir(crate_dir());
         // The target directory is the one this test was built in, whatever
         // CARGO_TARGET_DIR said.
         let target = profile_dir()
@@ -327,7 +342,10 @@ impl Drop for NodeCluster {
 }
 
 /// The first line of `stdout`, within `limit`.
-fn first_line(stdout: Option<std::process::ChildStdout>, limit: Duration) -> Result<String, String> {
+fn first_line(
+    stdout: Option<std::process::ChildStdout>,
+    limit: Duration,
+) -> Result<String, String> {
     let stdout = stdout.ok_or("no stdout pipe")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
