@@ -213,13 +213,32 @@ pub fn assert_lines(output: &str, lines: &[&str]) {
     }
 }
 
-/// The `ringkv-node` binary of this workspace, built on first use with
-/// `cargo build --profile test -p ringkv --bin ringkv-node`: the target
-/// directory and profile of the tests, so that it reuses the `ringkv`
-/// library they built when the features agree.
+/// The `ringkv-node` binary of this workspace, in the target directory
+/// this test was built in (whatever CARGO_TARGET_DIR said).
+///
+/// `cargo test --workspace` has just built it (the root crate's tests need
+/// it), with the features of the whole workspace: then it is newer than
+/// every source file of the root crate, and it is used as it is. Otherwise
+/// (`cargo test -p ringkv-ffi`, or sources changed since) it is built, once
+/// per test binary, with `cargo build --profile test -p ringkv --bin
+/// ringkv-node`. Building it again in the workspace case would not be
+/// wrong, only slow: that build resolves features without the workspace's
+/// dev-dependencies and so recompiles the library.
 pub fn node_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        let target = profile_dir()
+            .parent()
+            .expect("target/<profile> has a parent")
+            .to_path_buf();
+        let bin = target.join("debug").join("ringkv-node");
+        let root = crate_dir()
+            .parent()
+            .expect("ffi/ is in the workspace")
+            .to_path_buf();
+        if is_newer_than_sources(&bin, &root) {
+            return bin;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args([
@@ -231,25 +250,40 @@ pub fn node_bin() -> PathBuf {
             "--bin",
             "ringkv-node",
         ])
-        .current_dir(crate_dir());
-        // The target directory is the one this test was built in, whatever
-        // CARGO_TARGET_DIR said.
-        let target = profile_dir()
-            .parent()
-            .expect("target/<profile> has a parent")
-            .to_path_buf();
-        cmd.env("CARGO_TARGET_DIR", &target);
-        let out = run_with_timeout(cmd, Duration::from_secs(600)).unwrap_or_else(|e| panic!("{e}"));
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target);
+        let out = run_with_timeout(cmd, Duration::from_secs(900)).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             out.status.success(),
             "building ringkv-node failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let bin = target.join("debug").join("ringkv-node");
         assert!(bin.exists(), "{} is missing after the build", bin.display());
         bin
     })
     .clone()
+}
+
+/// Whether `bin` exists and is newer than every file the root crate's
+/// binary is built from (its `src/`, `Cargo.toml`, `Cargo.lock`).
+fn is_newer_than_sources(bin: &Path, root: &Path) -> bool {
+    fn newest(path: &Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        let mut latest = meta.modified().ok()?;
+        for entry in std::fs::read_dir(path).ok()? {
+            latest = latest.max(newest(&entry.ok()?.path())?);
+        }
+        Some(latest)
+    }
+    let Some(built) = std::fs::metadata(bin).and_then(|m| m.modified()).ok() else {
+        return false;
+    };
+    ["src", "Cargo.toml", "Cargo.lock"]
+        .iter()
+        .all(|p| newest(&root.join(p)).is_some_and(|t| t <= built))
 }
 
 /// A cluster of `ringkv-node` processes on 127.0.0.1, ports picked by the
