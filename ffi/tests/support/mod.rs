@@ -154,6 +154,25 @@ pub fn build_c(src: &Path, exe: &Path) {
     compile(cc);
 }
 
+/// Compiles the C file `src` as C++ (`-x c++`) against
+/// `include/ringkv.h`: the header must serve C++ programs that use the C
+/// ABI too.
+pub fn build_c_as_cpp(src: &Path, exe: &Path) {
+    let mut cxx = Command::new("c++");
+    cxx.args(["-std=c++17", "-g", "-Wall", "-Wextra", "-Werror"])
+        .args(sanitizer_flags())
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .args(["-x", "c++"])
+        .arg(src)
+        .args(["-x", "none"])
+        .arg(staticlib())
+        .args(SYSTEM_LIBS)
+        .arg("-o")
+        .arg(exe);
+    compile(cxx);
+}
+
 /// Compiles the C++ file `src` against the cxx bridge's header and the
 /// static library into `exe`.
 pub fn build_cpp(src: &Path, exe: &Path) {
