@@ -1,0 +1,512 @@
+//! The Rust side both bindings share: an embedded cluster or a client
+//! connection behind one [`Store`] trait, and the typed operations (put,
+//! get, delete, counters, sets, bucket policy) written once against it.
+//!
+//! Guarantee: every failure is a [`Failure`] with a stable
+//! [`ringkv_result`] code and a message naming the operation; nothing here
+//! panics on input. Arguments are validated here (consistency levels,
+//! policies, empty buckets and keys), so the C and C++ layers only convert
+//! pointers and types.
+//!
+//! Not here: pointers, NULL checks, panic boundaries (the C layer in
+//! `capi.rs`), exceptions (the cxx layer in `cxx_bridge.rs`). No causal
+//! contexts: puts and deletes are blind writes (see docs/ffi.md, "Sibling
+//! values").
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ringkv::client::{Client, ClientConfig};
+use ringkv::crdt::CrdtKind;
+use ringkv::embedded::{Cluster, ClusterOptions, Runtime, TransportKind};
+use ringkv::protocol::{ErrorCode, Op, ReadOptions, Reply, WriteOptions};
+use ringkv::replication::Consistency;
+use ringkv::version::{ConflictPolicy, Resolvers};
+use serde_bytes::ByteBuf;
+
+use crate::result::ringkv_result;
+
+/// Why an operation failed: the code a C caller branches on and the text
+/// a person reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The stable code.
+    pub code: ringkv_result,
+    /// What went wrong, starting with the operation's name.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: ringkv_result, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An invalid argument.
+    pub fn invalid(message: impl Into<String>) -> Failure {
+        Failure::new(ringkv_result::RINGKV_INVALID_ARGUMENT, message)
+    }
+
+    /// A library error from operation `op`, classified.
+    pub fn from_error(op: &str, e: &ringkv::Error) -> Failure {
+        use ringkv::Error as E;
+        use ringkv_result as R;
+        let code = match e {
+            E::InvalidInput(_) | E::FrameTooLarge { .. } | E::UnknownResolver(_) => {
+                R::RINGKV_INVALID_ARGUMENT
+            }
+            E::Unavailable { .. } | E::Shutdown | E::QueueFull { .. } | E::RingChange { .. } => {
+                R::RINGKV_UNAVAILABLE
+            }
+            E::Timeout { .. } | E::QuorumTimeout { .. } => R::RINGKV_TIMEOUT,
+            E::OutcomeUnknown { .. } => R::RINGKV_OUTCOME_UNKNOWN,
+            E::Io { .. } | E::Handshake { .. } => R::RINGKV_CONNECTION,
+            E::TooManySiblings { .. } => R::RINGKV_SIBLINGS,
+            E::Remote(reply) => match reply.code {
+                ErrorCode::BadRequest | ErrorCode::InvalidArgument => R::RINGKV_INVALID_ARGUMENT,
+                ErrorCode::Unavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => {
+                    R::RINGKV_UNAVAILABLE
+                }
+                ErrorCode::Timeout => R::RINGKV_TIMEOUT,
+                ErrorCode::TooManySiblings => R::RINGKV_SIBLINGS,
+                _ => R::RINGKV_REMOTE,
+            },
+            _ => R::RINGKV_INTERNAL,
+        };
+        Failure::new(code, format!("{op}: {e}"))
+    }
+}
+
+/// `RINGKV_NOT_FOUND: get: no value for this key`: the code's name, then
+/// the message (the text of a C++ `rust::Error`).
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What an operation returns.
+pub type Outcome<T> = Result<T, Failure>;
+
+/// `RINGKV_CONSISTENCY_DEFAULT`: the bucket's own `r` or `w`.
+const CONSISTENCY_DEFAULT: u32 = 0;
+
+/// A consistency level from its stable number (docs/ffi.md): 0 is the
+/// bucket's default, 1 to 4 are ONE, TWO, QUORUM and ALL.
+pub fn consistency(op: &str, level: u32) -> Outcome<Option<Consistency>> {
+    match level {
+        CONSISTENCY_DEFAULT => Ok(None),
+        1 => Ok(Some(Consistency::One)),
+        2 => Ok(Some(Consistency::Two)),
+        3 => Ok(Some(Consistency::Quorum)),
+        4 => Ok(Some(Consistency::All)),
+        other => Err(Failure::invalid(format!(
+            "{op}: consistency {other} is not one of DEFAULT (0), ONE (1), TWO (2), QUORUM (3), ALL (4)"
+        ))),
+    }
+}
+
+/// A conflict policy from its stable number (docs/ffi.md).
+pub fn policy(op: &str, number: u32) -> Outcome<ConflictPolicy> {
+    Ok(match number {
+        1 => ConflictPolicy::Lww,
+        2 => ConflictPolicy::Siblings,
+        3 => ConflictPolicy::Crdt(CrdtKind::PnCounter),
+        4 => ConflictPolicy::Crdt(CrdtKind::GCounter),
+        5 => ConflictPolicy::Crdt(CrdtKind::OrSet),
+        6 => ConflictPolicy::Crdt(CrdtKind::GSet),
+        7 => ConflictPolicy::Crdt(CrdtKind::TwoPSet),
+        other => {
+            return Err(Failure::invalid(format!(
+                "{op}: policy {other} is not one of LWW (1), SIBLINGS (2), PNCOUNTER (3), GCOUNTER (4), ORSET (5), GSET (6), TWOPSET (7)"
+            )))
+        }
+    })
+}
+
+/// A transport from its stable number: 0 memory, 1 TCP on 127.0.0.1.
+pub fn transport(op: &str, number: u32) -> Outcome<TransportKind> {
+    match number {
+        0 => Ok(TransportKind::Memory),
+        1 => Ok(TransportKind::Tcp),
+        other => Err(Failure::invalid(format!(
+            "{op}: transport {other} is not one of MEMORY (0), TCP (1)"
+        ))),
+    }
+}
+
+/// Where requests go: an embedded cluster or a client connection.
+pub trait Store {
+    /// Executes `op` (named `name` in messages) and returns the reply.
+    fn execute(&self, name: &str, op: Op) -> Outcome<Reply>;
+
+    /// Called after a bucket's properties were stored; returns once the
+    /// store will apply them to the next request. Default: at once.
+    fn settle_bucket(&self, _bucket: &[u8], _props: &ringkv::protocol::BucketInfo) -> Outcome<()> {
+        Ok(())
+    }
+}
+
+/// The most nodes an embedded cluster may have through the FFI.
+const MAX_NODES: u32 = 16;
+
+/// An embedded cluster and the runtime it runs on.
+pub struct EmbeddedCluster {
+    // Dropped first: its drop shuts the nodes down on the runtime.
+    cluster: Cluster,
+}
+
+impl EmbeddedCluster {
+    /// Starts `nodes` nodes (1 to [`MAX_NODES`]) over `transport` and
+    /// waits until they form one ring. Keys get `min(3, nodes)` replicas.
+    pub fn start(nodes: u32, transport: TransportKind) -> Outcome<EmbeddedCluster> {
+        const OP: &str = "cluster_new";
+        if nodes == 0 || nodes > MAX_NODES {
+            return Err(Failure::invalid(format!(
+                "{OP}: nodes must be 1 to {MAX_NODES}, got {nodes}"
+            )));
+        }
+        let rt = Runtime::new()
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
+        let options = ClusterOptions {
+            nodes: u64::from(nodes),
+            n: nodes.min(3) as usize,
+            transport,
+            ..ClusterOptions::default()
+        };
+        let cluster = Cluster::start(Arc::new(rt), options, Resolvers::default())
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{OP}: {e}")))?;
+        Ok(EmbeddedCluster { cluster })
+    }
+
+    /// The client addresses of the nodes, comma-separated, node 1 first
+    /// (empty on the memory transport).
+    pub fn client_addrs(&self) -> String {
+        self.cluster
+            .client_addrs()
+            .into_values()
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Store for EmbeddedCluster {
+    fn execute(&self, name: &str, op: Op) -> Outcome<Reply> {
+        let node = self
+            .cluster
+            .pick(None)
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{name}: {e}")))?;
+        self.cluster
+            .execute_on(node, op)
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?
+            .map_err(|e| Failure::from_error(name, &e))
+    }
+
+    /// Waits (up to 10 s) until every running node knows the properties,
+    /// so that the next request means the same through any node.
+    fn settle_bucket(&self, bucket: &[u8], props: &ringkv::protocol::BucketInfo) -> Outcome<()> {
+        let limit = Duration::from_secs(10);
+        let spread = self
+            .cluster
+            .wait(limit, || {
+                for id in self.cluster.live() {
+                    let node = self.cluster.node(id)?;
+                    let op = Op::GetBucket {
+                        bucket: ByteBuf::from(bucket.to_vec()),
+                    };
+                    match self.cluster.execute_on(node, op)? {
+                        Ok(Reply::Bucket { props: p }) if p == *props => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(true)
+            })
+            .map_err(|e| {
+                Failure::new(
+                    ringkv_result::RINGKV_INTERNAL,
+                    format!("set_bucket_policy: {e}"),
+                )
+            })?;
+        if spread {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                ringkv_result::RINGKV_TIMEOUT,
+                format!(
+                    "set_bucket_policy: the properties did not reach every node within {limit:?}"
+                ),
+            ))
+        }
+    }
+}
+
+/// A connection to a running cluster, which [`RemoteClient::close`] ends.
+pub struct RemoteClient {
+    // Dropped before the runtime (field order): the connection's tasks
+    // live on it.
+    client: Mutex<Option<Client>>,
+    rt: Runtime,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data is an Option swapped in one statement: never half-updated.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RemoteClient {
+    /// Connects to the first of the comma-separated `addrs` that answers.
+    pub fn connect(addrs: &str) -> Outcome<RemoteClient> {
+        const OP: &str = "client_new";
+        let list: Vec<String> = addrs
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if list.is_empty() {
+            return Err(Failure::invalid(format!(
+                "{OP}: no address given (expected HOST:PORT[,HOST:PORT...])"
+            )));
+        }
+        let rt = Runtime::new()
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
+        let config = ClientConfig {
+            client_name: "ringkv-ffi".into(),
+            ..ClientConfig::default()
+        };
+        let connected = rt
+            .run(move || async move { Client::connect(&list, config).await })
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
+        let client = connected.map_err(|e| Failure::from_error(OP, &e))?;
+        Ok(RemoteClient {
+            client: Mutex::new(Some(client)),
+            rt,
+        })
+    }
+
+    /// Ends the connection; later requests fail with `RINGKV_CLOSED`.
+    /// Closing a closed client does nothing.
+    pub fn close(&self) {
+        let client = lock(&self.client).take();
+        if let Some(client) = client {
+            // Dropped on the runtime, where its socket was registered.
+            let _ = self.rt.run(move || async move { drop(client) });
+        }
+    }
+}
+
+impl Drop for RemoteClient {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store for RemoteClient {
+    fn execute(&self, name: &str, op: Op) -> Outcome<Reply> {
+        let client = lock(&self.client).clone().ok_or_else(|| {
+            Failure::new(
+                ringkv_result::RINGKV_CLOSED,
+                format!("{name}: the client is closed"),
+            )
+        })?;
+        self.rt
+            .run(move || async move { client.execute(op).await })
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?
+            .map_err(|e| Failure::from_error(name, &e))
+    }
+}
+
+fn name_arg(op: &str, what: &str, bytes: &[u8]) -> Outcome<ByteBuf> {
+    if bytes.is_empty() {
+        return Err(Failure::invalid(format!("{op}: the {what} is empty")));
+    }
+    Ok(ByteBuf::from(bytes.to_vec()))
+}
+
+fn unexpected(op: &str, reply: &Reply) -> Failure {
+    Failure::new(
+        ringkv_result::RINGKV_INTERNAL,
+        format!("{op}: unexpected reply {reply:?}"),
+    )
+}
+
+fn write_options(op: &str, w: u32) -> Outcome<WriteOptions> {
+    Ok(WriteOptions {
+        w: consistency(op, w)?,
+        ..WriteOptions::default()
+    })
+}
+
+fn read_options(op: &str, r: u32) -> Outcome<ReadOptions> {
+    Ok(ReadOptions {
+        r: consistency(op, r)?,
+        ..ReadOptions::default()
+    })
+}
+
+/// Writes `value` under `bucket`/`key` (a blind write) with write level `w`.
+pub fn put(s: &dyn Store, bucket: &[u8], key: &[u8], value: &[u8], w: u32) -> Outcome<()> {
+    const OP: &str = "put";
+    let op = Op::Put {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        value: ByteBuf::from(value.to_vec()),
+        context: None,
+        options: write_options(OP, w)?,
+    };
+    match s.execute(OP, op)? {
+        Reply::Written { .. } => Ok(()),
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+/// Reads `bucket`/`key` with read level `r`: the value, `RINGKV_NOT_FOUND`
+/// when there is none (never written, or deleted), `RINGKV_SIBLINGS` when
+/// concurrent writes left several.
+pub fn get(s: &dyn Store, bucket: &[u8], key: &[u8], r: u32) -> Outcome<Vec<u8>> {
+    const OP: &str = "get";
+    let op = Op::Get {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        options: read_options(OP, r)?,
+    };
+    match s.execute(OP, op)? {
+        Reply::Object {
+            value: Some(v),
+            ..
+        } => Ok(v.into_vec()),
+        Reply::Object { siblings, .. } if siblings.is_empty() => Err(Failure::new(
+            ringkv_result::RINGKV_NOT_FOUND,
+            format!("{OP}: no value for this key"),
+        )),
+        Reply::Object { siblings, .. } => Err(Failure::new(
+            ringkv_result::RINGKV_SIBLINGS,
+            format!(
+                "{OP}: the key has {} concurrent values (siblings); use a bucket with policy LWW, or resolve them with the Rust client",
+                siblings.len()
+            ),
+        )),
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+/// Deletes `bucket`/`key` (writes a tombstone) with write level `w`.
+pub fn delete(s: &dyn Store, bucket: &[u8], key: &[u8], w: u32) -> Outcome<()> {
+    const OP: &str = "delete";
+    let op = Op::Delete {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        context: None,
+        options: write_options(OP, w)?,
+    };
+    match s.execute(OP, op)? {
+        Reply::Written { .. } => Ok(()),
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+fn counter_value(op: &str, reply: Reply) -> Outcome<i64> {
+    match reply {
+        Reply::Counter { value, .. } => Ok(value),
+        other => Err(unexpected(op, &other)),
+    }
+}
+
+/// Adds `by` to a counter (a bucket with policy PNCOUNTER or GCOUNTER) and
+/// returns its new value.
+pub fn counter_add(s: &dyn Store, bucket: &[u8], key: &[u8], by: i64, w: u32) -> Outcome<i64> {
+    const OP: &str = "counter_add";
+    let op = Op::CounterAdd {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        by,
+        options: write_options(OP, w)?,
+    };
+    counter_value(OP, s.execute(OP, op)?)
+}
+
+/// Reads a counter (0 when never added to).
+pub fn counter_get(s: &dyn Store, bucket: &[u8], key: &[u8], r: u32) -> Outcome<i64> {
+    const OP: &str = "counter_get";
+    let op = Op::CounterGet {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        options: read_options(OP, r)?,
+    };
+    counter_value(OP, s.execute(OP, op)?)
+}
+
+fn set_members_of(op: &str, reply: Reply) -> Outcome<Vec<Vec<u8>>> {
+    match reply {
+        Reply::Set { members, .. } => Ok(members.into_iter().map(ByteBuf::into_vec).collect()),
+        other => Err(unexpected(op, &other)),
+    }
+}
+
+/// Adds `member` to a set (a bucket with policy ORSET, GSET or TWOPSET).
+pub fn set_add(s: &dyn Store, bucket: &[u8], key: &[u8], member: &[u8], w: u32) -> Outcome<()> {
+    const OP: &str = "set_add";
+    let op = Op::SetAdd {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        members: vec![ByteBuf::from(member.to_vec())],
+        options: write_options(OP, w)?,
+    };
+    set_members_of(OP, s.execute(OP, op)?).map(|_| ())
+}
+
+/// Removes `member` from a set (policy ORSET or TWOPSET).
+pub fn set_remove(s: &dyn Store, bucket: &[u8], key: &[u8], member: &[u8], w: u32) -> Outcome<()> {
+    const OP: &str = "set_remove";
+    let op = Op::SetRemove {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        members: vec![ByteBuf::from(member.to_vec())],
+        options: write_options(OP, w)?,
+    };
+    set_members_of(OP, s.execute(OP, op)?).map(|_| ())
+}
+
+/// A set's members, in byte order.
+pub fn set_members(s: &dyn Store, bucket: &[u8], key: &[u8], r: u32) -> Outcome<Vec<Vec<u8>>> {
+    const OP: &str = "set_members";
+    let op = Op::SetMembers {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        options: read_options(OP, r)?,
+    };
+    set_members_of(OP, s.execute(OP, op)?)
+}
+
+/// Sets a bucket's conflict policy (keeping its other properties) and
+/// waits until the store applies it.
+pub fn set_bucket_policy(s: &dyn Store, bucket: &[u8], policy_number: u32) -> Outcome<()> {
+    const OP: &str = "set_bucket_policy";
+    let name = name_arg(OP, "bucket", bucket)?;
+    let wanted = policy(OP, policy_number)?;
+    let mut props = match s.execute(
+        OP,
+        Op::GetBucket {
+            bucket: name.clone(),
+        },
+    )? {
+        Reply::Bucket { props } => props,
+        other => return Err(unexpected(OP, &other)),
+    };
+    props.policy = wanted;
+    let stored = match s.execute(
+        OP,
+        Op::SetBucket {
+            bucket: name,
+            props,
+        },
+    )? {
+        Reply::Bucket { props } => props,
+        other => return Err(unexpected(OP, &other)),
+    };
+    s.settle_bucket(bucket, &stored)
+}

@@ -1,0 +1,183 @@
+//! No `extern "C"` function panics on bad input: a panic hook counts every
+//! panic in this process while each function is called with NULLs, empty
+//! and oversized lengths, out-of-range numbers, and handles in odd states.
+//! The boundary would turn a panic into `RINGKV_PANIC`; this test shows
+//! the boundary is never needed for input (it exists for bugs).
+
+use std::ffi::c_char;
+use std::ptr::{null, null_mut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ringkv_ffi::*;
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn bad_input_never_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        eprintln!("panic: {info}");
+    }));
+    let mut results = Vec::new();
+    let k = b"k";
+    let mut buf: *mut ringkv_buf = null_mut();
+    let mut set: *mut ringkv_set = null_mut();
+    let mut v = 0i64;
+    let mut cl = null_mut();
+    // SAFETY: every non-NULL pointer is valid for its stated length, except
+    // where a NULL is paired with a length, which the ABI must refuse
+    // before reading.
+    unsafe {
+        assert_eq!(ringkv_cluster_new(1, 0, &mut cl), ringkv_result::RINGKV_OK);
+        let lens = [0usize, 1, usize::MAX];
+        let numbers = [0u32, 4, 5, 7, 8, u32::MAX];
+        for &len in &lens {
+            for &n in &numbers {
+                results.push(ringkv_cluster_put(
+                    cl,
+                    null(),
+                    len,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                ));
+                results.push(ringkv_cluster_get(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                    &mut buf,
+                ));
+                results.push(ringkv_cluster_delete(cl, null(), len, null(), len, n));
+                results.push(ringkv_cluster_counter_add(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    i64::MIN,
+                    n,
+                    &mut v,
+                ));
+                results.push(ringkv_cluster_counter_get(
+                    cl,
+                    null(),
+                    len,
+                    k.as_ptr(),
+                    1,
+                    n,
+                    &mut v,
+                ));
+                results.push(ringkv_cluster_set_add(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                ));
+                results.push(ringkv_cluster_set_remove(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                ));
+                results.push(ringkv_cluster_set_members(
+                    cl,
+                    null(),
+                    len,
+                    k.as_ptr(),
+                    1,
+                    n,
+                    &mut set,
+                ));
+                results.push(ringkv_cluster_set_bucket_policy(cl, null(), len, n));
+                results.push(ringkv_client_put(
+                    null(),
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    n,
+                ));
+                results.push(ringkv_cluster_new(n, n, &mut null_mut()));
+                results.push(ringkv_set_member(null(), len, &mut null(), &mut 0));
+                let mut text = [0 as c_char; 4];
+                results.push(ringkv_last_error(text.as_mut_ptr(), len.min(4), &mut 0));
+                let _ = ringkv_result_name(n);
+            }
+        }
+        // Large numbers and both counter extremes are answered, not panicked on.
+        let b = b"counts";
+        results.push(ringkv_cluster_set_bucket_policy(
+            cl,
+            b.as_ptr(),
+            b.len(),
+            RINGKV_POLICY_PNCOUNTER,
+        ));
+        results.push(ringkv_cluster_counter_add(
+            cl,
+            b.as_ptr(),
+            b.len(),
+            k.as_ptr(),
+            1,
+            i64::MAX,
+            0,
+            &mut v,
+        ));
+        results.push(ringkv_cluster_counter_add(
+            cl,
+            b.as_ptr(),
+            b.len(),
+            k.as_ptr(),
+            1,
+            i64::MAX,
+            0,
+            &mut v,
+        ));
+        results.push(ringkv_cluster_counter_add(
+            cl,
+            b.as_ptr(),
+            b.len(),
+            k.as_ptr(),
+            1,
+            i64::MIN,
+            0,
+            &mut v,
+        ));
+        results.push(ringkv_client_new(
+            c"not an address".as_ptr(),
+            &mut null_mut(),
+        ));
+        results.push(ringkv_client_new(
+            c"127.0.0.1:99999".as_ptr(),
+            &mut null_mut(),
+        ));
+        ringkv_cluster_free(cl);
+    }
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a function panicked");
+    assert!(
+        !results.contains(&ringkv_result::RINGKV_PANIC),
+        "a call returned RINGKV_PANIC"
+    );
+    // And the calls did fail where they should: most inputs above are bad.
+    assert!(
+        results
+            .iter()
+            .filter(|r| **r != ringkv_result::RINGKV_OK)
+            .count()
+            > results.len() / 2
+    );
+}

@@ -1,0 +1,144 @@
+/*
+ * Misuse of the C ABI from C: NULL handles, NULL buffers, zero lengths,
+ * invalid consistency levels, a closed client, too-small error buffers.
+ * Each must give its documented result and leave outputs alone. Built by
+ * tests/c_misuse.rs with -Wall -Wextra -Werror and the sanitizers; exits
+ * 0 only when every check holds.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "ringkv.h"
+
+static int failures = 0;
+
+#define S(text) (const uint8_t *)(text), strlen(text)
+
+#define EXPECT(call, want)                                                       \
+  do {                                                                           \
+    ringkv_result got_ = (call);                                                 \
+    if (got_ != (want)) {                                                        \
+      failures++;                                                                \
+      fprintf(stderr, "FAILED line %d: %s gave %s, want %s\n", __LINE__, #call, \
+              ringkv_result_name(got_), ringkv_result_name(want));              \
+    }                                                                            \
+  } while (0)
+
+#define CHECK(cond)                                                  \
+  do {                                                               \
+    if (!(cond)) {                                                   \
+      failures++;                                                    \
+      fprintf(stderr, "FAILED line %d: %s\n", __LINE__, #cond);      \
+    }                                                                \
+  } while (0)
+
+/* This thread's last error, or "" when it does not fit. */
+static const char *last_error(void) {
+  static char message[512];
+  size_t len = 0;
+  if (ringkv_last_error(message, sizeof message, &len) != RINGKV_OK) {
+    return "";
+  }
+  return message;
+}
+
+int main(void) {
+  ringkv_buf *buf = NULL;
+  ringkv_set *set = NULL;
+  int64_t value = 42;
+
+  /* NULL handles. */
+  EXPECT(ringkv_cluster_put(NULL, S("b"), S("k"), S("v"), 0), RINGKV_NULL_ARGUMENT);
+  CHECK(strcmp(last_error(), "ringkv_cluster_put: cluster is NULL") == 0);
+  EXPECT(ringkv_client_get(NULL, S("b"), S("k"), 0, &buf), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_client_counter_add(NULL, S("b"), S("k"), 1, 0, &value), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_client_close(NULL), RINGKV_NULL_ARGUMENT);
+  CHECK(buf == NULL && value == 42);
+  ringkv_cluster_free(NULL);
+  ringkv_client_free(NULL);
+  ringkv_buf_free(NULL);
+  ringkv_set_free(NULL);
+
+  /* A TCP cluster, so that a client can connect to it. */
+  ringkv_cluster *cluster = NULL;
+  EXPECT(ringkv_cluster_new(3, RINGKV_TRANSPORT_TCP, &cluster), RINGKV_OK);
+  if (cluster == NULL) {
+    fprintf(stderr, "no cluster: %s\n", last_error());
+    return 1;
+  }
+  EXPECT(ringkv_cluster_set_bucket_policy(cluster, S("b"), RINGKV_POLICY_LWW), RINGKV_OK);
+
+  /* NULL buffers with a length, NULL outputs. */
+  EXPECT(ringkv_cluster_put(cluster, NULL, 1, S("k"), S("v"), 0), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_cluster_put(cluster, S("b"), S("k"), NULL, 5, 0), RINGKV_NULL_ARGUMENT);
+  CHECK(strcmp(last_error(), "ringkv_cluster_put: value is NULL") == 0);
+  EXPECT(ringkv_cluster_get(cluster, S("b"), S("k"), 0, NULL), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_cluster_new(3, 0, NULL), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_client_new(NULL, NULL), RINGKV_NULL_ARGUMENT);
+
+  /* Zero lengths: an empty bucket or key is refused, an empty value kept. */
+  EXPECT(ringkv_cluster_put(cluster, NULL, 0, S("k"), S("v"), 0), RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_cluster_get(cluster, S("b"), (const uint8_t *)"k", 0, 0, &buf),
+         RINGKV_INVALID_ARGUMENT);
+  CHECK(buf == NULL);
+  EXPECT(ringkv_cluster_put(cluster, S("b"), S("empty"), NULL, 0, 0), RINGKV_OK);
+  EXPECT(ringkv_cluster_get(cluster, S("b"), S("empty"), 0, &buf), RINGKV_OK);
+  CHECK(buf != NULL && ringkv_buf_len(buf) == 0 && ringkv_buf_data(buf)[0] == 0);
+  ringkv_buf_free(buf);
+  buf = NULL;
+
+  /* Invalid consistency levels and policies. */
+  EXPECT(ringkv_cluster_put(cluster, S("b"), S("k"), S("v"), 5), RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_cluster_get(cluster, S("b"), S("k"), 0xffffffffu, &buf),
+         RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_cluster_set_bucket_policy(cluster, S("b"), 99), RINGKV_INVALID_ARGUMENT);
+  CHECK(buf == NULL);
+
+  /* A closed client. */
+  ringkv_buf *addrs = NULL;
+  EXPECT(ringkv_cluster_client_addrs(cluster, &addrs), RINGKV_OK);
+  ringkv_client *client = NULL;
+  EXPECT(ringkv_client_new((const char *)ringkv_buf_data(addrs), &client), RINGKV_OK);
+  ringkv_buf_free(addrs);
+  if (client != NULL) {
+    EXPECT(ringkv_client_put(client, S("b"), S("k"), S("v"), RINGKV_CONSISTENCY_ALL),
+           RINGKV_OK);
+    EXPECT(ringkv_client_get(client, S("b"), S("k"), RINGKV_CONSISTENCY_ALL, &buf), RINGKV_OK);
+    CHECK(buf != NULL && ringkv_buf_len(buf) == 1 && ringkv_buf_data(buf)[0] == 'v');
+    ringkv_buf_free(buf);
+    buf = NULL;
+    EXPECT(ringkv_client_close(client), RINGKV_OK);
+    EXPECT(ringkv_client_get(client, S("b"), S("k"), 0, &buf), RINGKV_CLOSED);
+    CHECK(strcmp(last_error(), "ringkv_client_get: the client is closed") == 0);
+    EXPECT(ringkv_client_set_members(client, S("b"), S("k"), 0, &set), RINGKV_CLOSED);
+    EXPECT(ringkv_client_close(client), RINGKV_OK);
+    CHECK(buf == NULL && set == NULL);
+    ringkv_client_free(client);
+  }
+  ringkv_cluster_free(cluster);
+
+  /* Too-small error buffers: the size comes back, the buffer is untouched. */
+  EXPECT(ringkv_cluster_delete(NULL, S("b"), S("k"), 0), RINGKV_NULL_ARGUMENT);
+  const char *want = "ringkv_cluster_delete: cluster is NULL";
+  char small[8];
+  memset(small, '#', sizeof small);
+  size_t needed = 0;
+  EXPECT(ringkv_last_error(small, sizeof small, &needed), RINGKV_BUFFER_TOO_SMALL);
+  CHECK(needed == strlen(want));
+  CHECK(small[0] == '#' && small[7] == '#');
+  EXPECT(ringkv_last_error(small, 0, &needed), RINGKV_BUFFER_TOO_SMALL);
+  char exact[64];
+  EXPECT(ringkv_last_error(exact, needed + 1, &needed), RINGKV_OK);
+  CHECK(strcmp(exact, want) == 0);
+  EXPECT(ringkv_last_error(NULL, 10, &needed), RINGKV_NULL_ARGUMENT);
+
+  CHECK(strcmp(ringkv_result_name(RINGKV_CLOSED), "RINGKV_CLOSED") == 0);
+  CHECK(strcmp(ringkv_result_name(1000), "RINGKV_UNKNOWN_RESULT") == 0);
+
+  if (failures != 0) {
+    fprintf(stderr, "%d checks failed\n", failures);
+    return 1;
+  }
+  printf("misuse: all checks passed\n");
+  return 0;
+}
