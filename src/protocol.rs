@@ -458,6 +458,9 @@ pub struct StatusView {
     pub in_flight: u64,
     /// Its storage engine's name.
     pub engine: String,
+    /// Its anti-entropy counters (zero from a node that predates them).
+    #[serde(default)]
+    pub anti_entropy: crate::replication::anti_entropy::AntiEntropyStats,
 }
 
 /// One member as a node sees it.

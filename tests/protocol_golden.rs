@@ -465,6 +465,7 @@ mod values {
                 hints: 0,
                 in_flight: 2,
                 engine: "lsm".into(),
+                anti_entropy: Default::default(),
             }),
         )
     }

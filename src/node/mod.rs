@@ -16,6 +16,8 @@
 //!   [`crate::replication::coordinator::Coordinator`], hinted handoff and the
 //!   bucket table.
 //! - [`compactor::Compactor`]: runs the storage engine's compactions.
+//! - [`anti_entropy::AntiEntropyActor`]: runs Merkle-tree anti-entropy and
+//!   tombstone garbage collection.
 //! - [`node::Node`]: opens the store, starts them in that order on one actix
 //!   arbiter (one thread with its own tokio runtime, on which the
 //!   transport's tasks run too) and is the handle callers hold;
@@ -32,6 +34,7 @@
 //! dies is a crashed node, which the rest of the cluster detects), and no
 //! data movement when the ring changes (issue \[8\]).
 
+pub mod anti_entropy;
 pub mod cli;
 pub mod client_port;
 pub mod compactor;

@@ -22,6 +22,7 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
+use super::anti_entropy::{AntiEntropyActor, GetAntiEntropyStats, RoundNow};
 use super::compactor::{Compactor, CompactorStats, GetCompactorStats};
 use super::coordinator::{
     CoordinatorActor, CoordinatorParts, Execute, GetBucket, GetTargets, InFlight, RingEpoch,
@@ -35,7 +36,7 @@ use super::ring_manager::{GetRing, RingManager};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{
-    BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig, VersionConfig,
+    AntiEntropyConfig, BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig, VersionConfig,
 };
 use crate::error::{Error, Result};
 use crate::membership::{MemberEntry, Membership, RingKeeper};
@@ -49,6 +50,7 @@ use crate::replication::buckets::{BucketEntry, BucketTable};
 use crate::replication::client_ops::{to_client_op, to_reply, ReplyKind};
 use crate::replication::coordinator::Answer;
 use crate::replication::get::GetReply;
+use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::replica::ReplicaStore;
 use crate::ring::Ring;
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
@@ -83,6 +85,8 @@ pub struct NodeConfig {
     pub replica: ReplicaConfig,
     /// Resolvers for buckets whose policy is `Script(name)`.
     pub resolvers: Resolvers,
+    /// Merkle-tree anti-entropy and tombstone garbage collection.
+    pub anti_entropy: AntiEntropyConfig,
 }
 
 impl NodeConfig {
@@ -101,6 +105,7 @@ impl NodeConfig {
             version: VersionConfig::default(),
             replica: ReplicaConfig::default(),
             resolvers: Resolvers::new(),
+            anti_entropy: AntiEntropyConfig::default(),
         }
     }
 }
@@ -118,6 +123,7 @@ pub struct Node {
     coordinator: Addr<CoordinatorActor>,
     replica: Addr<ReplicaActor>,
     compactor: Addr<Compactor>,
+    anti_entropy: Addr<AntiEntropyActor>,
     engine_name: &'static str,
     cluster: String,
     version: VersionConfig,
@@ -171,6 +177,7 @@ impl Node {
         config.version.validate()?;
         config.replica.validate()?;
         config.bucket_defaults.validate()?;
+        config.anti_entropy.validate()?;
         if System::try_current().is_none() {
             return Err(Error::InvalidInput(
                 "Node::spawn must be called inside a running actix System".into(),
@@ -321,12 +328,25 @@ impl Node {
         )
         .start();
         replica.do_send(SetCoordinator(coordinator.clone().recipient()));
+        let (ae_tx, ae_rx) = mpsc::unbounded_channel();
+        ring_manager.do_send(Subscribe(ae_tx.clone()));
+        failure_detector.do_send(Subscribe(ae_tx));
+        let anti_entropy = AntiEntropyActor::new(
+            config.id,
+            config.anti_entropy.clone(),
+            Arc::clone(&store),
+            config.bucket_defaults.clone(),
+            transport_actor.clone(),
+            ae_rx,
+        )
+        .start();
         let compactor = Compactor::new(Arc::clone(&engine), config.replica.compaction_poll).start();
         transport_actor.do_send(Routes {
             membership: failure_detector.clone().recipient(),
             ring: ring_manager.clone().recipient(),
             replica: replica.clone().recipient(),
             coordinator: coordinator.clone().recipient(),
+            anti_entropy: anti_entropy.clone().recipient(),
         });
         Ok(Node {
             id: config.id,
@@ -339,6 +359,7 @@ impl Node {
             coordinator,
             replica,
             compactor,
+            anti_entropy,
             engine_name: config.storage.engine_name(),
             cluster: config.cluster,
             version: config.version,
@@ -643,6 +664,7 @@ impl Node {
             hints: stats.hints,
             in_flight: in_flight as u64,
             engine: self.engine_name.to_string(),
+            anti_entropy: self.anti_entropy_stats().await?,
         })
     }
 
@@ -655,6 +677,26 @@ impl Node {
             })
             .await
             .map_err(|_| Error::Shutdown)?
+    }
+
+    /// This node's anti-entropy counters: rounds, ranges compared, leaves
+    /// differing, objects repaired, tombstones purged, the last round.
+    pub async fn anti_entropy_stats(&self) -> Result<AntiEntropyStats> {
+        self.anti_entropy
+            .send(GetAntiEntropyStats)
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// Starts an anti-entropy round now (or as soon as the running one
+    /// ends), whatever the period; for tests and the shell. Returns once
+    /// the request is queued, not when the round is done: watch
+    /// [`Node::anti_entropy_stats`]'s `rounds`.
+    pub async fn anti_entropy_now(&self) -> Result<()> {
+        self.anti_entropy
+            .send(RoundNow)
+            .await
+            .map_err(|_| Error::Shutdown)
     }
 
     /// Compactions run by this node's Compactor.

@@ -55,6 +55,8 @@ pub struct Routes {
     pub replica: Recipient<Incoming>,
     /// Receives `Replicated` and `Buckets`, with `try_send` likewise.
     pub coordinator: Recipient<Incoming>,
+    /// Receives the `AntiEntropy*` messages, with `try_send` likewise.
+    pub anti_entropy: Recipient<Incoming>,
 }
 
 /// The actor. See the module documentation.
@@ -132,6 +134,16 @@ impl StreamHandler<Envelope> for TransportActor {
             WireMessage::Replicated { .. } | WireMessage::Buckets { .. } => {
                 if let Err(e) = routes.coordinator.try_send(Incoming(envelope)) {
                     debug!(error = %e, "coordinator mailbox full; message dropped as lost");
+                }
+            }
+            WireMessage::AntiEntropyTree { .. }
+            | WireMessage::AntiEntropyDiff { .. }
+            | WireMessage::AntiEntropyRepair { .. }
+            | WireMessage::AntiEntropyRepaired { .. }
+            | WireMessage::AntiEntropyPurge { .. }
+            | WireMessage::AntiEntropyHints { .. } => {
+                if let Err(e) = routes.anti_entropy.try_send(Incoming(envelope)) {
+                    debug!(error = %e, "anti-entropy mailbox full; message dropped as lost");
                 }
             }
             WireMessage::Ping { seq, payload } => {

@@ -296,7 +296,9 @@ mod tests {
         assert_eq!(r.len(), 200);
         assert_eq!(leaf_of(r, 2, Token(u64::MAX - 98)), Some(0));
         assert_eq!(leaf_of(r, 2, Token(u64::MAX)), Some(0));
-        assert_eq!(leaf_of(r, 2, Token(0)), Some(1));
+        // 99 tokens before the wrap and 101 after: token 0 is the 100th.
+        assert_eq!(leaf_of(r, 2, Token(0)), Some(0));
+        assert_eq!(leaf_of(r, 2, Token(1)), Some(1));
         assert_eq!(leaf_of(r, 2, Token(100)), Some(1));
         assert_eq!(leaf_of(r, 2, Token(101)), None);
         assert_eq!(leaf_of(r, 3, Token(5)), None, "not a power of two");
