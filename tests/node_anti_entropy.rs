@@ -305,6 +305,14 @@ async fn a_key_deleted_while_a_replica_is_down_stays_deleted_and_its_tombstone_g
     // No read: anti-entropy alone brings the delete to node 3, and the old
     // value never comes back anywhere, while the tombstone is purged once
     // everyone holds it and the grace period has passed.
+    let repaired = wait_until(Duration::from_secs(30), || async {
+        for n in &nodes[..2] {
+            assert_eq!(local(n, "doomed").await.0, None, "the value came back");
+        }
+        local(&nodes[2], "doomed").await.0.is_none()
+    })
+    .await;
+    assert!(repaired.is_some(), "node 3 never learned of the delete");
     let purged = wait_until(Duration::from_secs(60), || async {
         for n in &nodes {
             assert_eq!(local(n, "doomed").await.0, None, "the value came back");
