@@ -158,7 +158,10 @@ impl AntiEntropyActor {
                     reason: format!("anti-entropy work panicked: {e}"),
                 })?
         };
-        ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| then(act, r, ctx)));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |r, act, ctx| then(act, r, ctx)),
+        );
     }
 
     fn carry(&mut self, out: Vec<Action>, ctx: &mut Context<Self>) {

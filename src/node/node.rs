@@ -36,7 +36,8 @@ use super::ring_manager::{GetRing, RingManager};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{
-    AntiEntropyConfig, BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig, VersionConfig,
+    AntiEntropyConfig, BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig,
+    VersionConfig,
 };
 use crate::error::{Error, Result};
 use crate::membership::{MemberEntry, Membership, RingKeeper};
@@ -46,11 +47,11 @@ use crate::protocol::{
     BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingNode, RingView, StatusView,
     CLIENT_PROTOCOL_VERSION,
 };
+use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
 use crate::replication::client_ops::{to_client_op, to_reply, ReplyKind};
 use crate::replication::coordinator::Answer;
 use crate::replication::get::GetReply;
-use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::replica::ReplicaStore;
 use crate::ring::Ring;
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};

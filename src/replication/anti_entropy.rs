@@ -658,10 +658,9 @@ impl AntiEntropy {
                 want,
             }),
             Message::AntiEntropyRepaired { session, objects } => {
-                let ours = self
-                    .exchanges
-                    .get(&session)
-                    .is_some_and(|e| e.peer == from && matches!(e.state, ExchangeState::AwaitRepaired));
+                let ours = self.exchanges.get(&session).is_some_and(|e| {
+                    e.peer == from && matches!(e.state, ExchangeState::AwaitRepaired)
+                });
                 if ours {
                     if !objects.is_empty() {
                         out.push(Action::Repair {
@@ -702,7 +701,8 @@ impl AntiEntropy {
         if e.peer != from {
             return;
         }
-        let ExchangeState::AwaitDiff(scan) = std::mem::replace(&mut e.state, ExchangeState::AwaitRepaired)
+        let ExchangeState::AwaitDiff(scan) =
+            std::mem::replace(&mut e.state, ExchangeState::AwaitRepaired)
         else {
             return;
         };
@@ -710,7 +710,11 @@ impl AntiEntropy {
         self.stats.leaves_differing += differing.len() as u64;
         // Tombstones in equal leaves are confirmed held by this peer.
         let differing_set: BTreeSet<usize> = differing.iter().map(|&l| l as usize).collect();
-        if let Some(r) = self.round.as_mut().and_then(|r| r.ranges.get_mut(range_index)) {
+        if let Some(r) = self
+            .round
+            .as_mut()
+            .and_then(|r| r.ranges.get_mut(range_index))
+        {
             for t in &scan.tombstones {
                 let c = r
                     .candidates
@@ -770,10 +774,13 @@ impl AntiEntropy {
         let Some(since) = since else {
             return false;
         };
-        self.ring.members().iter().all(|m| match self.hint_reports.get(m) {
-            Some((at, owners)) => *at >= since && !owners.iter().any(|o| replicas.contains(o)),
-            None => false,
-        })
+        self.ring
+            .members()
+            .iter()
+            .all(|m| match self.hint_reports.get(m) {
+                Some((at, owners)) => *at >= since && !owners.iter().any(|o| replicas.contains(o)),
+                None => false,
+            })
     }
 
     fn finish_round_if_done(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<Action>) {
@@ -832,5 +839,437 @@ impl AntiEntropy {
         self.stats.rounds += 1;
         self.stats.last_round_ms = now.saturating_duration_since(round.started).as_millis() as u64;
         self.stats.last_round_at_ms = wall_ms;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::replica::ReplicaStore;
+    use crate::ring::claim_join;
+    use crate::storage::MemoryEngine;
+    use crate::version::{CausalContext, ConflictPolicy, Payload, Timestamp};
+
+    /// Hand-routed machines over real stores (memory engines), in virtual
+    /// time: every action is carried out at once, messages are delivered
+    /// in order, and `cut` nodes neither send nor receive.
+    struct Sim {
+        now: Instant,
+        wall_ms: u64,
+        nodes: BTreeMap<NodeId, (AntiEntropy, ReplicaStore)>,
+        queue: VecDeque<(NodeId, NodeId, Message)>,
+        cut: BTreeSet<NodeId>,
+    }
+
+    fn config() -> AntiEntropyConfig {
+        AntiEntropyConfig {
+            period: Duration::from_secs(1),
+            leaves: 8,
+            tombstone_grace: Duration::from_secs(10),
+            ..AntiEntropyConfig::default()
+        }
+    }
+
+    impl Sim {
+        fn new(n: u64, config: AntiEntropyConfig) -> Sim {
+            let mut ring = Ring::empty();
+            for id in 1..=n {
+                ring = claim_join(&ring, NodeId(id), 8).unwrap();
+            }
+            let ring = Arc::new(ring);
+            let now = Instant::now();
+            let mut nodes = BTreeMap::new();
+            for id in 1..=n {
+                let mut m = AntiEntropy::new(NodeId(id), config.clone(), 3, now);
+                m.set_ring(Arc::clone(&ring));
+                let store =
+                    ReplicaStore::open(NodeId(id), Arc::new(MemoryEngine::new()), 10, 100).unwrap();
+                nodes.insert(NodeId(id), (m, store));
+            }
+            Sim {
+                now,
+                wall_ms: 1_000_000,
+                nodes,
+                queue: VecDeque::new(),
+                cut: BTreeSet::new(),
+            }
+        }
+
+        fn carry(&mut self, at: NodeId, actions: Vec<Action>) {
+            for action in actions {
+                let mut out = Vec::new();
+                let (m, store) = self.nodes.get_mut(&at).unwrap();
+                let n3 = |_: &[u8]| 3usize;
+                match action {
+                    Action::Send { to, msg } => self.queue.push_back((at, to, msg)),
+                    Action::Scan {
+                        session,
+                        range,
+                        min_n,
+                        tombstones_before_ms,
+                    } => {
+                        let scan = store
+                            .anti_entropy_scan(
+                                range,
+                                8,
+                                min_n as usize,
+                                &n3,
+                                Some(tombstones_before_ms),
+                            )
+                            .unwrap();
+                        m.scanned(self.now, session, scan, &mut out);
+                    }
+                    Action::Answer {
+                        to,
+                        session,
+                        range,
+                        min_n,
+                        leaves,
+                    } => {
+                        let scan = store
+                            .anti_entropy_scan(range, leaves.len(), min_n as usize, &n3, None)
+                            .unwrap();
+                        m.charge_keys(self.now, scan.tree.keys);
+                        let msg = answer_tree(session, &scan.tree, leaves, 1024);
+                        out.push(Action::Send { to, msg });
+                    }
+                    Action::Push {
+                        to,
+                        session,
+                        push,
+                        want,
+                    } => {
+                        let objects = store.read_for_repair(&push, 1 << 20).unwrap();
+                        m.charge_objects(self.now, objects.len() as u64);
+                        let msg = Message::AntiEntropyRepair {
+                            session,
+                            objects,
+                            want,
+                        };
+                        out.push(Action::Send { to, msg });
+                    }
+                    Action::Repair {
+                        reply,
+                        objects,
+                        want,
+                    } => {
+                        let mut merged = 0;
+                        for o in &objects {
+                            if store
+                                .merge_for_repair(
+                                    &o.bucket,
+                                    &o.key,
+                                    &o.object,
+                                    &ConflictPolicy::Siblings,
+                                )
+                                .unwrap()
+                            {
+                                merged += 1;
+                            }
+                        }
+                        m.charge_objects(self.now, merged);
+                        if let Some((to, session)) = reply {
+                            let objects = store.read_for_repair(&want, 1 << 20).unwrap();
+                            m.charge_objects(self.now, objects.len() as u64);
+                            let msg = Message::AntiEntropyRepaired { session, objects };
+                            out.push(Action::Send { to, msg });
+                        }
+                    }
+                    Action::Purge { entries } => {
+                        let mut purged = 0;
+                        for e in &entries {
+                            if store.purge_tombstone(&e.bucket, &e.key, e.digest).unwrap() {
+                                purged += 1;
+                            }
+                        }
+                        m.purged(purged);
+                    }
+                    Action::ReportHints { to } => {
+                        let owners = store.hint_owners().unwrap();
+                        m.hint_report(self.now, at, owners.clone());
+                        for peer in to {
+                            let msg = Message::AntiEntropyHints {
+                                owners: owners.clone(),
+                            };
+                            out.push(Action::Send { to: peer, msg });
+                        }
+                    }
+                }
+                self.carry(at, out);
+            }
+        }
+
+        fn deliver(&mut self) {
+            while let Some((from, to, msg)) = self.queue.pop_front() {
+                if self.cut.contains(&from) || self.cut.contains(&to) {
+                    continue;
+                }
+                let mut out = Vec::new();
+                self.nodes
+                    .get_mut(&to)
+                    .unwrap()
+                    .0
+                    .step(self.now, from, msg, &mut out);
+                self.carry(to, out);
+            }
+        }
+
+        /// Advances virtual time by `dt` and ticks every node not cut.
+        fn advance(&mut self, dt: Duration) {
+            self.now += dt;
+            self.wall_ms += dt.as_millis() as u64;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                if self.cut.contains(&id) {
+                    continue;
+                }
+                let mut out = Vec::new();
+                let wall = self.wall_ms;
+                self.nodes
+                    .get_mut(&id)
+                    .unwrap()
+                    .0
+                    .tick(self.now, wall, &mut out);
+                self.carry(id, out);
+                self.deliver();
+            }
+        }
+
+        fn write(
+            &mut self,
+            at: u64,
+            key: &str,
+            payload: Payload,
+            context: &CausalContext,
+        ) -> Object {
+            let store = &self.nodes[&NodeId(at)].1;
+            let mut o = store
+                .read(b"b", key.as_bytes())
+                .unwrap()
+                .unwrap_or_default();
+            let ts = Timestamp::from_ms(self.wall_ms);
+            o.put(NodeId(at), context, payload, ts, 10).unwrap();
+            store
+                .merge_for_repair(b"b", key.as_bytes(), &o, &ConflictPolicy::Siblings)
+                .unwrap();
+            o
+        }
+
+        fn read(&self, at: u64, key: &str) -> Option<Object> {
+            self.nodes[&NodeId(at)]
+                .1
+                .read(b"b", key.as_bytes())
+                .unwrap()
+        }
+
+        fn stats(&self, at: u64) -> AntiEntropyStats {
+            self.nodes[&NodeId(at)].0.stats().clone()
+        }
+    }
+
+    fn value(v: &str) -> Payload {
+        Payload::Value(v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn token_buckets_refill_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 10);
+        assert!(b.ready(t0));
+        b.charge(t0, 30);
+        assert!(!b.ready(t0));
+        assert_eq!(b.ready_at(t0), t0 + Duration::from_secs(2));
+        assert!(!b.ready(t0 + Duration::from_millis(1900)));
+        assert!(b.ready(t0 + Duration::from_secs(2)));
+        // Refill stops at the burst.
+        let later = t0 + Duration::from_secs(100);
+        b.charge(later, 10);
+        assert!(b.ready(later));
+        b.charge(later, 1);
+        assert!(!b.ready(later));
+    }
+
+    #[test]
+    fn a_round_repairs_both_ways_and_keeps_concurrent_siblings() {
+        let mut sim = Sim::new(3, config());
+        let empty = CausalContext::empty();
+        for i in 0..30 {
+            sim.write(1 + i % 3, &format!("only{i}"), value("x"), &empty);
+        }
+        sim.write(1, "both", value("one"), &empty);
+        sim.write(3, "both", value("three"), &empty);
+        // Two rounds (the second carries back what the initiator learned
+        // from a later peer), then nothing differs.
+        for _ in 0..30 {
+            sim.advance(Duration::from_millis(100));
+        }
+        for i in 0..30 {
+            let key = format!("only{i}");
+            let want = sim.read(1 + i % 3, &key);
+            assert!(want.is_some());
+            for n in 1..=3 {
+                assert_eq!(sim.read(n, &key), want, "{key} on n{n}");
+            }
+        }
+        let both = sim.read(2, "both").unwrap();
+        assert_eq!(both.siblings().len(), 2, "no sibling lost");
+        assert_eq!(sim.read(1, "both").unwrap(), both);
+        assert_eq!(sim.read(3, "both").unwrap(), both);
+        let repaired: u64 = (1..=3).map(|n| sim.stats(n).objects_repaired).sum();
+        assert!(repaired >= 60, "{repaired}");
+        // Converged: a further round finds no leaf differing.
+        let before: u64 = (1..=3).map(|n| sim.stats(n).leaves_differing).sum();
+        for _ in 0..12 {
+            sim.advance(Duration::from_millis(100));
+        }
+        let after: u64 = (1..=3).map(|n| sim.stats(n).leaves_differing).sum();
+        assert_eq!(before, after);
+        assert!(sim.stats(1).rounds >= 3);
+    }
+
+    #[test]
+    fn the_key_rate_limit_spaces_exchanges_out() {
+        let mut c = config();
+        c.keys_per_second = 10;
+        c.max_exchanges = 1;
+        let mut sim = Sim::new(3, c);
+        for i in 0..200 {
+            sim.write(1, &format!("k{i}"), value("v"), &CausalContext::empty());
+        }
+        // Over 5 s at 10 keys a second, node 1 may scan about 50 keys plus
+        // its one-second burst and the one scan that overdraws it.
+        for _ in 0..50 {
+            sim.advance(Duration::from_millis(100));
+        }
+        let scanned = sim.stats(1).keys_scanned;
+        assert!(scanned > 0);
+        assert!(scanned <= 10 + 50 + 200, "{scanned}");
+        let unlimited = {
+            let mut sim = Sim::new(3, config());
+            for i in 0..200 {
+                sim.write(1, &format!("k{i}"), value("v"), &CausalContext::empty());
+            }
+            for _ in 0..50 {
+                sim.advance(Duration::from_millis(100));
+            }
+            sim.stats(1).keys_scanned
+        };
+        assert!(unlimited > 2 * scanned, "{unlimited} vs {scanned}");
+    }
+
+    #[test]
+    fn tombstones_are_purged_only_when_every_replica_holds_them_past_the_grace() {
+        let mut sim = Sim::new(3, config());
+        let written = sim.write(1, "k", value("v"), &CausalContext::empty());
+        for _ in 0..25 {
+            sim.advance(Duration::from_millis(100));
+        }
+        assert!(sim.read(3, "k").is_some());
+        // Delete on node 1 while node 3 is cut off.
+        sim.cut.insert(NodeId(3));
+        for n in 1..=3 {
+            let m = &mut sim.nodes.get_mut(&NodeId(n)).unwrap().0;
+            m.on_member_event(&crate::membership::MemberEvent::Down {
+                node: NodeId(3),
+                incarnation: 0,
+            });
+        }
+        sim.write(1, "k", Payload::Tombstone, &written.context());
+        // Long past the grace: the tombstone reaches node 2 but is kept.
+        for _ in 0..200 {
+            sim.advance(Duration::from_millis(100));
+        }
+        assert!(sim.read(1, "k").unwrap().is_deleted());
+        assert!(sim.read(2, "k").unwrap().is_deleted());
+        assert_eq!(
+            sim.stats(1).tombstones_purged + sim.stats(2).tombstones_purged,
+            0
+        );
+        // Node 3 is back with the old value: it gets the tombstone, the old
+        // value never wins, and then all three purge.
+        assert_eq!(sim.read(3, "k"), Some(written));
+        sim.cut.clear();
+        for n in 1..=3 {
+            let m = &mut sim.nodes.get_mut(&NodeId(n)).unwrap().0;
+            m.on_member_event(&crate::membership::MemberEvent::Up {
+                node: NodeId(3),
+                addr: String::new(),
+                incarnation: 1,
+            });
+        }
+        let mut purged_everywhere = false;
+        let mut third_repaired = false;
+        for _ in 0..100 {
+            sim.advance(Duration::from_millis(100));
+            // Node 3 holds the old value until anti-entropy reaches it;
+            // from then on, no node ever holds it again.
+            third_repaired |= sim.read(3, "k").is_none_or(|o| o.is_deleted());
+            for n in 1..=3 {
+                if let Some(o) = sim.read(n, "k") {
+                    if n != 3 || third_repaired {
+                        assert!(o.is_deleted(), "the value came back on n{n}");
+                    }
+                }
+            }
+            if (1..=3).all(|n| sim.read(n, "k").is_none()) {
+                purged_everywhere = true;
+                break;
+            }
+        }
+        assert!(purged_everywhere);
+        let purged: u64 = (1..=3).map(|n| sim.stats(n).tombstones_purged).sum();
+        assert_eq!(purged, 3);
+    }
+
+    #[test]
+    fn a_hint_anywhere_for_a_replica_blocks_the_purge() {
+        let mut sim = Sim::new(4, config());
+        let written = sim.write(1, "k", value("v"), &CausalContext::empty());
+        let deleted = {
+            let mut o = written.clone();
+            o.put(
+                NodeId(1),
+                &written.context(),
+                Payload::Tombstone,
+                Timestamp::from_ms(sim.wall_ms),
+                10,
+            )
+            .unwrap();
+            o
+        };
+        for n in 1..=4 {
+            sim.nodes[&NodeId(n)]
+                .1
+                .merge_for_repair(b"b", b"k", &deleted, &ConflictPolicy::Siblings)
+                .unwrap();
+        }
+        // Every node holds a hint for every other: no range is clear.
+        for n in 1..=4u64 {
+            let holder = &sim.nodes[&NodeId(n)].1;
+            for owner in (1..=4u64).filter(|&o| o != n) {
+                let reply = holder.handle(crate::replication::ReplicaRequest::Merge {
+                    req: 1,
+                    bucket: b"b".to_vec(),
+                    key: b"other".to_vec(),
+                    object: written.clone(),
+                    policy: ConflictPolicy::Siblings,
+                    hint_for: Some(NodeId(owner)),
+                });
+                assert!(matches!(
+                    reply,
+                    crate::replication::ReplicaReply::Merged { result: Ok(()), .. }
+                ));
+            }
+        }
+        for _ in 0..200 {
+            sim.advance(Duration::from_millis(100));
+        }
+        for n in 1..=4 {
+            if let Some(o) = sim.read(n, "k") {
+                assert!(o.is_deleted());
+            }
+            assert_eq!(sim.stats(n).tombstones_purged, 0, "n{n}");
+        }
+        assert!((1..=4).filter(|&n| sim.read(n, "k").is_some()).count() >= 3);
     }
 }

@@ -124,7 +124,11 @@ impl MerkleTree {
 
     /// The root hash.
     pub fn root(&self) -> u64 {
-        self.levels.last().and_then(|l| l.first()).copied().unwrap_or(0)
+        self.levels
+            .last()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The leaf hashes, in token order.
