@@ -1019,14 +1019,16 @@ fn response_status() {
     use values::*;
     // {"id": 14, "result": {"Ok": {"Status": {"node": 1, "cluster": "ringkv", "members":
     // [{"node": 2, "addr": "127.0.0.1:7001", "state": "Alive", "phi": 0.25_1, "incarnation":
-    // 3}], "keys": 1000, "hints": 0, "in_flight": 2, "engine": "lsm"}}}}
+    // 3}], "keys": 1000, "hints": 0, "in_flight": 2, "engine": "lsm", "anti_entropy": {"rounds":
+    // 0, "ranges_compared": 0, "exchanges_failed": 0, "leaves_differing": 0, "objects_repaired":
+    // 0, "tombstones_purged": 0, "keys_scanned": 0, "last_round_ms": 0, "last_round_at_ms": 0}}}}}
     check(
         reply_status(),
         "a2
              62 6964 0e
              66 726573756c74 a1
                  62 4f6b a1
-                     66 537461747573 a7
+                     66 537461747573 a8
                          64 6e6f6465 01
                          67 636c7573746572 66 72696e676b76
                          67 6d656d62657273 81
@@ -1039,7 +1041,17 @@ fn response_status() {
                          64 6b657973 19 03e8
                          65 68696e7473 00
                          69 696e5f666c69676874 02
-                         66 656e67696e65 63 6c736d",
+                         66 656e67696e65 63 6c736d
+                         6c 616e74695f656e74726f7079 a9
+                             66 726f756e6473 00
+                             6f 72616e6765735f636f6d7061726564 00
+                             70 65786368616e6765735f6661696c6564 00
+                             70 6c65617665735f646966666572696e67 00
+                             70 6f626a656374735f7265706169726564 00
+                             71 746f6d6273746f6e65735f707572676564 00
+                             6c 6b6579735f7363616e6e6564 00
+                             6d 6c6173745f726f756e645f6d73 00
+                             70 6c6173745f726f756e645f61745f6d73 00",
     );
 }
 
