@@ -473,7 +473,7 @@ impl AntiEntropy {
         };
         for (range, _) in self.ring.ranges() {
             let replicas = self.ring.preference_list(range.through, self.n_max);
-            if replicas.first().is_none() {
+            if replicas.is_empty() {
                 continue;
             }
             let Some(&initiator) = replicas.iter().find(|&&n| self.is_up(n)) else {
@@ -672,12 +672,12 @@ impl AntiEntropy {
                     self.complete(session);
                 }
             }
-            Message::AntiEntropyPurge { entries } => {
-                // Only from a node that could be a range's first replica:
-                // a ring member. Each entry is compare-and-delete anyway.
-                if self.ring.is_member(from) && !entries.is_empty() {
-                    out.push(Action::Purge { entries });
-                }
+            // Only from a node that could be a range's first replica: a
+            // ring member. Each entry is compare-and-delete anyway.
+            Message::AntiEntropyPurge { entries }
+                if self.ring.is_member(from) && !entries.is_empty() =>
+            {
+                out.push(Action::Purge { entries });
             }
             Message::AntiEntropyHints { owners } => self.hint_report(now, from, owners),
             _ => {}
