@@ -62,8 +62,6 @@ async fn a_returning_node_converges_with_no_reads_and_the_delete_holds() {
         let mut cluster = Cluster::start_with(
             3,
             &[
-                "--gossip-interval-ms",
-                "100",
                 "--anti-entropy-period-ms",
                 "300",
                 "--tombstone-grace-ms",
