@@ -888,8 +888,8 @@ pub struct AntiEntropyConfig {
     /// A round starts this long after the previous one started (or at once
     /// when it overran). Default 60 s: a round on a node holding a few
     /// million keys scans them at `keys_per_second`, so a shorter period
-    /// would only queue rounds; keys nobody reads converge within two
-    /// periods after a heal.
+    /// would only queue rounds; keys nobody reads converge about three
+    /// periods after the healed nodes see each other (docs/rebalancing.md).
     pub period: Duration,
     /// Leaves per tree (one tree per vnode range and peer), a power of two.
     /// Default 64: the leaf message is 512 bytes, and at 160 vnodes, 5
