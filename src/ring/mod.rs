@@ -46,6 +46,7 @@
 
 pub mod claim;
 pub mod plan;
+pub mod transition;
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -59,6 +60,7 @@ pub use claim::{
     claim_join, claim_join_for, claim_leave, claim_leave_for, random_join, random_leave,
 };
 pub use plan::{MovePlan, RangeMove, TokenRange};
+pub use transition::{Change, Pending, Placement, RingState};
 
 /// A position on the ring: a 64-bit unsigned integer. The ring wraps from
 /// `u64::MAX` to 0.

@@ -1,0 +1,554 @@
+//! Ring transitions: how ownership changes hands without losing a write.
+//!
+//! # What it owns
+//!
+//! [`RingState`], the value nodes gossip instead of a bare ring: the ring in
+//! force and, while a node joins, leaves or is removed, a [`Pending`]
+//! change towards a target ring with the set of range moves already
+//! completed. And [`Placement`], the routing view derived from one state:
+//! which replicas a read of a token asks, which replicas a write must reach.
+//!
+//! # How a change proceeds
+//!
+//! 1. The node that changes the ring (a joiner claiming tokens, a leaver
+//!    giving them away, any node removing a dead one) computes the target
+//!    ring with the pure claim policy and *begins* a pending change. The
+//!    moves are [`MovePlan::replicas_between`] the two rings for
+//!    [`Pending::n`] replicas: for each token range, every node that gains
+//!    a replica receives the range from the node that loses one, so the set
+//!    of copies is carried over whole.
+//! 2. Every node learns the state by gossip. Until a range's moves are all
+//!    done, reads of it use the old ring, and writes to it must reach a
+//!    write quorum in the old preference list *and* one in the new: after
+//!    the switch the new replicas then hold every write acknowledged during
+//!    the transfer, whether or not the transfer's scan had passed its key.
+//! 3. A gaining node pulls each of its moves (the transfer executor) and
+//!    marks the move done. The done set only grows, so two states of one
+//!    change merge by union, whatever the order gossip delivers them in.
+//! 4. When every move is done, each node promotes the target to the ring in
+//!    force on its own: promotion is a function of the state, so all nodes
+//!    reach the same ring, with the target's epoch.
+//!
+//! States are ordered: a newer ring in force wins; on one ring, a pending
+//! change wins over none, and of two different changes the greater target
+//! (epoch, digest) wins, which makes the other's initiator wait and try
+//! again on top of the result. [`RingState::merge`] is therefore a join:
+//! commutative, associative and idempotent (tested below).
+//!
+//! # What it does not do
+//!
+//! No I/O, no liveness: the caller says who is up. It does not carry out
+//! transfers or decide when they may start (the ring keeper waits until
+//! every live member has the pending state). It allows one change at a
+//! time; a change whose gaining node dies stays pending until that node is
+//! removed.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MovePlan, RangeMove, Ring, Token, TokenRange};
+use crate::codec;
+use crate::message::NodeId;
+
+/// Why the ring is changing.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Change {
+    /// The node joins: it claims tokens and receives their ranges.
+    Join(NodeId),
+    /// The node leaves on purpose: it streams its ranges out, then stops.
+    Leave(NodeId),
+    /// The node is gone (dead, never coming back): its ranges are copied
+    /// again from the surviving replicas.
+    Remove(NodeId),
+}
+
+impl Change {
+    /// The node the change is about.
+    pub fn node(&self) -> NodeId {
+        match *self {
+            Change::Join(n) | Change::Leave(n) | Change::Remove(n) => n,
+        }
+    }
+}
+
+/// A change in progress. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// What is changing.
+    pub change: Change,
+    /// The ring the change leads to.
+    pub target: Ring,
+    /// Replicas per key the moves are computed for.
+    pub n: usize,
+    /// Indices into [`Pending::moves`] of the moves completed.
+    pub done: BTreeSet<u32>,
+}
+
+impl Pending {
+    /// The moves of this change, in token order; indices into this list
+    /// are what [`Pending::done`] holds. Deterministic in the two rings and
+    /// `n`, so every node computes the same list.
+    pub fn moves(&self, ring: &Ring) -> Vec<RangeMove> {
+        MovePlan::replicas_between(ring, &self.target, self.n).moves
+    }
+}
+
+/// The ring in force and the change in progress, if any: what nodes
+/// gossip. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingState {
+    /// The ring requests are routed by (for a range in transition, reads).
+    pub ring: Ring,
+    /// The change in progress.
+    pub pending: Option<Pending>,
+}
+
+/// The xxh3 of a value's CBOR encoding; 0 if it cannot be encoded (never
+/// for rings, which hold no maps).
+fn digest_of<T: Serialize>(value: &T) -> u64 {
+    codec::encode(value).map_or(0, |bytes| xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// The digest that orders two rings of one epoch.
+pub fn ring_digest(ring: &Ring) -> u64 {
+    digest_of(ring)
+}
+
+impl RingState {
+    /// A state with `ring` in force and nothing pending.
+    pub fn settled(ring: Ring) -> Self {
+        RingState {
+            ring,
+            pending: None,
+        }
+    }
+
+    /// The digest of the whole state: equal digests mean equal states.
+    pub fn digest(&self) -> u64 {
+        digest_of(self)
+    }
+
+    /// The digest of the pending target ring, or 0 when nothing is pending:
+    /// what a node reports so others know it has seen a change.
+    pub fn pending_digest(&self) -> u64 {
+        self.pending.as_ref().map_or(0, |p| ring_digest(&p.target))
+    }
+
+    /// Begins `change` towards `target` for `n` replicas. Refused (`None`)
+    /// while another change is pending or when `target` is not newer than
+    /// the ring in force. A change that moves nothing (an empty ring: the
+    /// first node) settles at once.
+    pub fn begin(&self, change: Change, target: Ring, n: usize) -> Option<RingState> {
+        if self.pending.is_some() || target.epoch() <= self.ring.epoch() {
+            return None;
+        }
+        let mut next = RingState {
+            ring: self.ring.clone(),
+            pending: Some(Pending {
+                change,
+                target,
+                n: n.max(1),
+                done: BTreeSet::new(),
+            }),
+        };
+        next.promote_if_complete();
+        Some(next)
+    }
+
+    /// Marks move `index` done; promotes when it was the last. Returns
+    /// whether the state changed.
+    pub fn mark_done(&mut self, index: u32) -> bool {
+        let Some(p) = &mut self.pending else {
+            return false;
+        };
+        if !p.done.insert(index) {
+            return false;
+        }
+        self.promote_if_complete();
+        true
+    }
+
+    /// Merges what a peer knows into this state; returns whether this
+    /// state changed. A join (see the module documentation).
+    pub fn merge(&mut self, other: &RingState) -> bool {
+        let before = self.clone();
+        match self.order_against(other) {
+            Ordering::Less => *self = other.clone(),
+            Ordering::Greater => {}
+            Ordering::Equal => {
+                // Same ring, same change (or none): union the done sets.
+                if let (Some(mine), Some(theirs)) = (&mut self.pending, &other.pending) {
+                    mine.done.extend(theirs.done.iter().copied());
+                }
+            }
+        }
+        self.promote_if_complete();
+        *self != before
+    }
+
+    /// Compares the ring in force, then the change: `Equal` means the same
+    /// ring and the same change, whose done sets may differ.
+    fn order_against(&self, other: &RingState) -> Ordering {
+        let ring = |s: &RingState| (s.ring.epoch(), ring_digest(&s.ring));
+        let change = |s: &RingState| {
+            s.pending
+                .as_ref()
+                .map(|p| (p.target.epoch(), ring_digest(&p.target), p.n, p.change))
+        };
+        ring(self).cmp(&ring(other)).then_with(|| {
+            match (change(self), change(other)) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (Some(a), Some(b)) => (a.0, a.1, a.2)
+                    .cmp(&(b.0, b.1, b.2))
+                    // Equal targets from different changes cannot happen
+                    // (a target names its members); order them anyway.
+                    .then_with(|| format!("{:?}", a.3).cmp(&format!("{:?}", b.3))),
+            }
+        })
+    }
+
+    fn promote_if_complete(&mut self) {
+        let complete = match &self.pending {
+            Some(p) => {
+                let moves = p.moves(&self.ring).len();
+                (0..moves as u32).all(|i| p.done.contains(&i))
+            }
+            None => false,
+        };
+        if complete {
+            if let Some(p) = self.pending.take() {
+                self.ring = p.target;
+            }
+        }
+    }
+
+    /// The nodes a move is pulled from: the node losing the range when it is
+    /// up and not removed, otherwise every other old replica of the range
+    /// that is up (so the copies of a dead node are rebuilt from all the
+    /// survivors).
+    pub fn sources(&self, mv: &RangeMove, is_up: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
+        let removed = matches!(&self.pending, Some(p) if p.change == Change::Remove(mv.from));
+        if !removed && is_up(mv.from) {
+            return vec![mv.from];
+        }
+        let n = self.pending.as_ref().map_or(1, |p| p.n);
+        self.ring
+            .preference_list(mv.range.through, n)
+            .into_iter()
+            .filter(|&x| x != mv.from && x != mv.to && is_up(x))
+            .collect()
+    }
+}
+
+/// Where requests go under one [`RingState`]: derived once per state, then
+/// asked per request without allocation beyond the preference lists.
+#[derive(Debug)]
+pub struct Placement {
+    state: Arc<RingState>,
+    moves: Vec<RangeMove>,
+    /// Token intervals `[lo, hi]` (inclusive, non-wrapping, sorted and
+    /// disjoint) of ranges with a move not yet done.
+    undone: Vec<(u64, u64)>,
+}
+
+impl Placement {
+    /// The placement of `state`.
+    pub fn new(state: Arc<RingState>) -> Self {
+        let (moves, undone) = match &state.pending {
+            None => (Vec::new(), Vec::new()),
+            Some(p) => {
+                let moves = p.moves(&state.ring);
+                let mut undone = Vec::new();
+                for (i, m) in moves.iter().enumerate() {
+                    if !p.done.contains(&(i as u32)) {
+                        push_interval(&mut undone, m.range);
+                    }
+                }
+                (moves, merge_intervals(undone))
+            }
+        };
+        Placement {
+            state,
+            moves,
+            undone,
+        }
+    }
+
+    /// The state this placement routes by.
+    pub fn state(&self) -> &Arc<RingState> {
+        &self.state
+    }
+
+    /// The ring in force.
+    pub fn ring(&self) -> &Ring {
+        &self.state.ring
+    }
+
+    /// The moves of the pending change (empty when settled), in the order
+    /// [`Pending::done`] indexes.
+    pub fn moves(&self) -> &[RangeMove] {
+        &self.moves
+    }
+
+    /// Whether `token` lies in a range still moving.
+    pub fn in_transition(&self, token: Token) -> bool {
+        let i = self.undone.partition_point(|&(_, hi)| hi < token.0);
+        self.undone.get(i).is_some_and(|&(lo, _)| lo <= token.0)
+    }
+
+    /// The ring reads of `token` use: the old ring while its range moves,
+    /// otherwise the target once the range is done, or the ring in force.
+    pub fn read_ring(&self, token: Token) -> &Ring {
+        match &self.state.pending {
+            Some(p) if !self.in_transition(token) => &p.target,
+            _ => &self.state.ring,
+        }
+    }
+
+    /// The rings a write of `token` must reach a quorum in: the read ring,
+    /// and while its range moves, the target as well.
+    pub fn write_rings(&self, token: Token) -> (&Ring, Option<&Ring>) {
+        match &self.state.pending {
+            Some(p) if self.in_transition(token) => (&self.state.ring, Some(&p.target)),
+            _ => (self.read_ring(token), None),
+        }
+    }
+}
+
+/// Appends a range as one or two non-wrapping inclusive intervals.
+fn push_interval(out: &mut Vec<(u64, u64)>, range: TokenRange) {
+    let (a, t) = (range.after.0, range.through.0);
+    if a < t {
+        out.push((a + 1, t));
+    } else {
+        // Wrapping (or the whole ring when a == t).
+        out.push((0, t));
+        if a < u64::MAX {
+            out.push((a + 1, u64::MAX));
+        }
+    }
+}
+
+fn merge_intervals(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (lo, hi) in v {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{claim_join, claim_leave, key_token};
+
+    fn ring_of(nodes: u64) -> Ring {
+        let mut ring = Ring::empty();
+        for id in 1..=nodes {
+            ring = claim_join(&ring, NodeId(id), 16).unwrap();
+        }
+        ring
+    }
+
+    fn joining(nodes: u64) -> RingState {
+        let ring = ring_of(nodes);
+        let target = claim_join(&ring, NodeId(nodes + 1), 16).unwrap();
+        RingState::settled(ring)
+            .begin(Change::Join(NodeId(nodes + 1)), target, 3)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_join_moves_ranges_only_to_the_joiner_and_promotes_when_all_are_done() {
+        let mut state = joining(4);
+        let moves = state.pending.as_ref().unwrap().moves(&state.ring);
+        assert!(!moves.is_empty());
+        assert!(moves.iter().all(|m| m.to == NodeId(5) && m.from != NodeId(5)));
+        let target = state.pending.as_ref().unwrap().target.clone();
+        for i in 0..moves.len() as u32 {
+            assert!(state.pending.is_some(), "promoted before move {i}");
+            assert!(state.mark_done(i));
+            assert!(!state.mark_done(i), "marking twice changes nothing");
+        }
+        assert_eq!(state, RingState::settled(target));
+    }
+
+    #[test]
+    fn a_second_change_waits_for_the_first() {
+        let state = joining(3);
+        let other = claim_join(&state.ring, NodeId(9), 16).unwrap();
+        assert!(state.begin(Change::Join(NodeId(9)), other, 3).is_none());
+        let settled = RingState::settled(ring_of(3));
+        let stale = ring_of(2);
+        assert!(settled.begin(Change::Join(NodeId(1)), stale, 3).is_none());
+    }
+
+    #[test]
+    fn the_first_node_settles_at_once() {
+        let target = claim_join(&Ring::empty(), NodeId(1), 16).unwrap();
+        let state = RingState::settled(Ring::empty())
+            .begin(Change::Join(NodeId(1)), target.clone(), 3)
+            .unwrap();
+        assert_eq!(state, RingState::settled(target));
+    }
+
+    #[test]
+    fn merge_is_a_join() {
+        let base = joining(4);
+        let moves = base.pending.as_ref().unwrap().moves(&base.ring).len() as u32;
+        assert!(moves >= 3);
+        let mut a = base.clone();
+        a.mark_done(0);
+        let mut b = base.clone();
+        b.mark_done(1);
+        let mut c = RingState::settled(ring_of(4));
+        let mut d = base.clone();
+        for i in 0..moves {
+            d.mark_done(i);
+        }
+        let newer_change = {
+            let ring = ring_of(4);
+            let t = claim_leave(&ring, NodeId(2)).unwrap();
+            let t = claim_join(&t, NodeId(7), 16).unwrap();
+            RingState::settled(ring)
+                .begin(Change::Leave(NodeId(2)), t, 3)
+                .unwrap()
+        };
+        let states = [base, a, b, c.clone(), d, newer_change];
+        let merged = |xs: &[&RingState]| {
+            let mut s = xs[0].clone();
+            for x in &xs[1..] {
+                s.merge(x);
+            }
+            s
+        };
+        for x in &states {
+            for y in &states {
+                // Commutative.
+                assert_eq!(merged(&[x, y]), merged(&[y, x]));
+                // Idempotent.
+                assert_eq!(merged(&[x, y, y]), merged(&[x, y]));
+                for z in &states {
+                    // Associative: (x ∨ y) ∨ z == x ∨ (y ∨ z).
+                    let left = merged(&[&merged(&[x, y]), z]);
+                    let right = merged(&[x, &merged(&[y, z])]);
+                    assert_eq!(left, right);
+                }
+            }
+        }
+        // A settled state learns of a change; a union of done sets.
+        assert!(c.merge(&states[1]));
+        assert!(c.merge(&states[2]));
+        assert_eq!(
+            c.pending.as_ref().unwrap().done,
+            BTreeSet::from([0, 1]),
+            "done sets merge by union"
+        );
+        // The completed state promoted and is newer than every other of
+        // its ring.
+        assert!(c.merge(&states[4]));
+        assert!(c.pending.is_none());
+        assert!(!c.merge(&states[0]));
+    }
+
+    #[test]
+    fn placement_routes_reads_by_the_old_ring_and_writes_by_both_until_done() {
+        let mut state = joining(4);
+        let p = state.pending.clone().unwrap();
+        let moves = p.moves(&state.ring);
+        // A key in the first move's range, and one outside every move.
+        let keys: Vec<Vec<u8>> = (0..5000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let token = |k: &Vec<u8>| key_token(b"b", k);
+        let inside = keys
+            .iter()
+            .find(|k| moves[0].range.contains(token(k)))
+            .unwrap();
+        let outside = keys
+            .iter()
+            .find(|k| !moves.iter().any(|m| m.range.contains(token(k))))
+            .unwrap();
+        let placement = Placement::new(Arc::new(state.clone()));
+        assert!(placement.in_transition(token(inside)));
+        assert!(!placement.in_transition(token(outside)));
+        assert_eq!(placement.read_ring(token(inside)), &state.ring);
+        let (old, new) = placement.write_rings(token(inside));
+        assert_eq!(old, &state.ring);
+        assert_eq!(new, Some(&p.target));
+        // Outside every move both rings agree on the replicas.
+        assert_eq!(
+            placement.read_ring(token(outside)).preference_list(token(outside), 3),
+            state.ring.preference_list(token(outside), 3)
+        );
+        // Once every move covering the key is done, it routes by the target.
+        for (i, m) in moves.iter().enumerate() {
+            if m.range.contains(token(inside)) {
+                state.mark_done(i as u32);
+            }
+        }
+        let placement = Placement::new(Arc::new(state.clone()));
+        if state.pending.is_some() {
+            assert!(!placement.in_transition(token(inside)));
+            assert_eq!(placement.read_ring(token(inside)), &p.target);
+            assert_eq!(placement.write_rings(token(inside)).1, None);
+        }
+    }
+
+    #[test]
+    fn transitions_are_exact_for_every_token_of_every_move() {
+        let state = joining(3);
+        let placement = Placement::new(Arc::new(state.clone()));
+        for m in placement.moves() {
+            assert!(placement.in_transition(m.range.through));
+            let after_next = Token(m.range.after.0.wrapping_add(1));
+            assert!(placement.in_transition(after_next));
+        }
+        // The old ring's and the target's lists differ only inside moves.
+        let target = &state.pending.as_ref().unwrap().target;
+        for i in 0..2000u64 {
+            let t = Token(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            if !placement.in_transition(t) {
+                assert_eq!(
+                    state.ring.preference_list(t, 3),
+                    target.preference_list(t, 3)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_removed_or_down_source_is_replaced_by_the_surviving_replicas() {
+        let ring = ring_of(5);
+        let target = claim_leave(&ring, NodeId(3)).unwrap();
+        let state = RingState::settled(ring.clone())
+            .begin(Change::Remove(NodeId(3)), target, 3)
+            .unwrap();
+        let moves = state.pending.as_ref().unwrap().moves(&state.ring);
+        let from_dead = moves.iter().find(|m| m.from == NodeId(3)).unwrap();
+        let sources = state.sources(from_dead, |_| true);
+        assert!(!sources.is_empty());
+        assert!(!sources.contains(&NodeId(3)) && !sources.contains(&from_dead.to));
+        for s in &sources {
+            assert!(ring.preference_list(from_dead.range.through, 3).contains(s));
+        }
+        // A leave pulls from the leaver while it is up, from the others
+        // when it is not.
+        let target = claim_leave(&ring, NodeId(3)).unwrap();
+        let leave = RingState::settled(ring)
+            .begin(Change::Leave(NodeId(3)), target, 3)
+            .unwrap();
+        let mv = leave.pending.as_ref().unwrap().moves(&leave.ring)[0];
+        assert_eq!(leave.sources(&mv, |_| true), vec![mv.from]);
+        assert!(!leave
+            .sources(&mv, |n| n != mv.from)
+            .contains(&mv.from));
+    }
+}
