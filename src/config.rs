@@ -935,6 +935,67 @@ impl Default for TransferConfig {
     }
 }
 
+/// Merkle-tree anti-entropy and tombstone garbage collection (see
+/// `replication::anti_entropy` and `docs/rebalancing.md`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AntiEntropyConfig {
+    /// Whether the node runs rounds at all. Default true: without it,
+    /// replicas of keys nobody reads never converge after a partition.
+    pub enabled: bool,
+    /// A round starts this long after the previous one started (or at once
+    /// when it overran). Default 60 s: a round on a node holding a few
+    /// million keys scans them at `keys_per_second`, so a shorter period
+    /// would only queue rounds; keys nobody reads converge about three
+    /// periods after the healed nodes see each other (docs/rebalancing.md).
+    pub period: Duration,
+    /// Leaves per tree (one tree per vnode range and peer), a power of two.
+    /// Default 64: the leaf message is 512 bytes, and at 160 vnodes, 5
+    /// nodes and a million keys a leaf covers about 100 keys per replica,
+    /// so one changed key costs a key list of ~100 entries.
+    pub leaves: usize,
+    /// Keys a node scans per second for trees, its own and those it builds
+    /// to answer peers (a token bucket; a scan that overdraws it delays the
+    /// next one). Default 20,000: a few percent of one core and of a disk's
+    /// sequential read at 1 KiB objects.
+    pub keys_per_second: u32,
+    /// Objects a node sends or merges per second for repair. Default 1,000:
+    /// repair after a long partition trickles in behind client traffic
+    /// instead of competing with it.
+    pub objects_per_second: u32,
+    /// Exchanges (one range with one peer) in flight at once. Default 2:
+    /// overlaps one scan with one network round trip.
+    pub max_exchanges: usize,
+    /// An exchange unanswered this long is abandoned (the range is tried
+    /// again next round). Default 30 s.
+    pub exchange_timeout: Duration,
+    /// Most keys (with digests) or objects in one repair message. Default
+    /// 1,024: at the 1 MiB value limit a message can still reach the frame
+    /// limit, so the sender also stops at half of it in bytes.
+    pub max_batch: usize,
+    /// A tombstone younger than this (by its HLC timestamp) is never
+    /// purged. Default 1 hour: far longer than any request's timeout (5 s)
+    /// or hint delivery retry, so no write older than the delete can still
+    /// be in flight; and long enough for an operator to see and restore a
+    /// node that is down. See docs/rebalancing.md for what it guarantees.
+    pub tombstone_grace: Duration,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        AntiEntropyConfig {
+            enabled: true,
+            period: Duration::from_secs(60),
+            leaves: 64,
+            keys_per_second: 20_000,
+            objects_per_second: 1_000,
+            max_exchanges: 2,
+            exchange_timeout: Duration::from_secs(30),
+            max_batch: 1024,
+            tombstone_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
 impl TransferConfig {
     /// Checks that the values can work.
     pub fn validate(&self) -> Result<()> {
@@ -959,6 +1020,34 @@ impl TransferConfig {
         {
             return Err(Error::InvalidInput(
                 "transfer config: timeouts must be positive and backoff_min <= backoff_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AntiEntropyConfig {
+    /// Checks that the values can work.
+    pub fn validate(&self) -> Result<()> {
+        if !crate::replication::merkle::valid_leaves(self.leaves) {
+            return Err(Error::InvalidInput(format!(
+                "anti-entropy: leaves must be a power of two up to {}, got {}",
+                crate::replication::merkle::MAX_LEAVES,
+                self.leaves
+            )));
+        }
+        if self.keys_per_second == 0
+            || self.objects_per_second == 0
+            || self.max_exchanges == 0
+            || self.max_batch == 0
+        {
+            return Err(Error::InvalidInput(
+                "anti-entropy: rates and counts must be at least 1".into(),
+            ));
+        }
+        if self.period.is_zero() || self.exchange_timeout.is_zero() {
+            return Err(Error::InvalidInput(
+                "anti-entropy: period and timeout must be positive".into(),
             ));
         }
         Ok(())

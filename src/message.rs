@@ -195,6 +195,67 @@ pub enum Message {
         /// Why.
         reason: TransferRefusal,
     },
+    // Anti-entropy (see `replication::anti_entropy`): one exchange is
+    // Tree -> Diff -> Repair -> Repaired, opened by the range's first
+    // replica; Purge and Hints serve tombstone garbage collection.
+    /// Anti-entropy, opening an exchange: the sender's Merkle tree of
+    /// `range`, every leaf hash at once, over the keys of buckets whose
+    /// `n` is at least `min_n` (those both ends replicate). Answered with
+    /// [`Message::AntiEntropyDiff`].
+    AntiEntropyTree {
+        /// Chosen by the sender, echoed in every answer.
+        session: u64,
+        /// The token range.
+        range: crate::ring::TokenRange,
+        /// Only buckets with at least this many replicas are in the tree.
+        min_n: u32,
+        /// The leaf hashes, a power of two of them, in token order.
+        leaves: Vec<u64>,
+    },
+    /// Anti-entropy: the leaves where the receiver's tree differs, and the
+    /// receiver's (key, version digest) entries of the leaves in `listed`
+    /// (all differing leaves, unless that would pass the batch limit).
+    AntiEntropyDiff {
+        /// The exchange.
+        session: u64,
+        /// Every differing leaf.
+        differing: Vec<u32>,
+        /// The leaves whose entries follow.
+        listed: Vec<u32>,
+        /// The entries of the listed leaves.
+        entries: Vec<crate::replication::merkle::KeyDigest>,
+    },
+    /// Anti-entropy: objects for the receiver to merge under their
+    /// buckets' policies, and the keys whose objects it should send back.
+    AntiEntropyRepair {
+        /// The exchange.
+        session: u64,
+        /// Objects to merge.
+        objects: Vec<crate::replication::anti_entropy::RepairObject>,
+        /// Keys wanted back (their digests as the sender last saw them).
+        want: Vec<crate::replication::merkle::KeyDigest>,
+    },
+    /// Anti-entropy, closing an exchange: the objects asked for.
+    AntiEntropyRepaired {
+        /// The exchange.
+        session: u64,
+        /// Objects to merge.
+        objects: Vec<crate::replication::anti_entropy::RepairObject>,
+    },
+    /// Anti-entropy: purge these tombstones, each only if the stored
+    /// object still has this digest (compare-and-delete). Sent by a
+    /// range's first replica once every replica showed it equal.
+    AntiEntropyPurge {
+        /// The tombstones.
+        entries: Vec<crate::replication::merkle::KeyDigest>,
+    },
+    /// Anti-entropy: the owners the sender holds hints for, now. A
+    /// tombstone is purged only when no node holds a hint for a replica of
+    /// its range.
+    AntiEntropyHints {
+        /// The owners, in id order.
+        owners: Vec<NodeId>,
+    },
 }
 
 fn is_zero(x: &u64) -> bool {
@@ -216,6 +277,12 @@ impl Message {
             Message::TransferPull { .. } => "transfer_pull",
             Message::TransferBatch { .. } => "transfer_batch",
             Message::TransferRefused { .. } => "transfer_refused",
+            Message::AntiEntropyTree { .. } => "anti_entropy_tree",
+            Message::AntiEntropyDiff { .. } => "anti_entropy_diff",
+            Message::AntiEntropyRepair { .. } => "anti_entropy_repair",
+            Message::AntiEntropyRepaired { .. } => "anti_entropy_repaired",
+            Message::AntiEntropyPurge { .. } => "anti_entropy_purge",
+            Message::AntiEntropyHints { .. } => "anti_entropy_hints",
         }
     }
 }
@@ -389,6 +456,12 @@ mod tests {
             | Message::TransferPull { .. }
             | Message::TransferBatch { .. }
             | Message::TransferRefused { .. } => (),
+            Message::AntiEntropyTree { .. }
+            | Message::AntiEntropyDiff { .. }
+            | Message::AntiEntropyRepair { .. }
+            | Message::AntiEntropyRepaired { .. }
+            | Message::AntiEntropyPurge { .. }
+            | Message::AntiEntropyHints { .. } => (),
         });
         let _ = hs.map(|h| match h {
             Handshake::Hello { .. }
@@ -422,6 +495,12 @@ mod tests {
         "Message::TransferPull",
         "Message::TransferBatch",
         "Message::TransferRefused",
+        "Message::AntiEntropyTree",
+        "Message::AntiEntropyDiff",
+        "Message::AntiEntropyRepair",
+        "Message::AntiEntropyRepaired",
+        "Message::AntiEntropyPurge",
+        "Message::AntiEntropyHints",
         "Handshake::Hello",
         "Handshake::Challenge",
         "Handshake::Proof",

@@ -502,6 +502,9 @@ pub struct StatusView {
     /// from nodes older than transfers: empty.
     #[serde(default)]
     pub transfers: Vec<TransferView>,
+    /// Its anti-entropy counters (zero from a node that predates them).
+    #[serde(default)]
+    pub anti_entropy: crate::replication::anti_entropy::AntiEntropyStats,
 }
 
 /// One range transfer into a node, as a status view shows it.

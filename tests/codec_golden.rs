@@ -1501,3 +1501,213 @@ fn message_transfer_refused() {
         );
     }
 }
+
+// ---- Anti-entropy ----
+//
+// Trees, differing leaves and hint owners are lists of unsigned integers
+// (hashes, leaf indexes, node ids): the checker for these vectors allows
+// arrays of unsigned integers under exactly those keys, and holds every
+// other part to the replication vectors' shape.
+
+mod anti_entropy_values {
+    use ringkv::replication::anti_entropy::RepairObject;
+    use ringkv::replication::merkle::KeyDigest;
+    use ringkv::ring::{Token, TokenRange};
+    use ringkv::{Envelope, Message, NodeId};
+
+    pub fn env(msg: Message) -> Envelope {
+        Envelope::new(NodeId(1), NodeId(2), msg)
+    }
+
+    pub fn kd() -> KeyDigest {
+        KeyDigest {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            digest: 7,
+        }
+    }
+
+    pub fn tree() -> Envelope {
+        env(Message::AntiEntropyTree {
+            session: 3,
+            range: TokenRange {
+                after: Token(10),
+                through: Token(20),
+            },
+            min_n: 2,
+            leaves: vec![0, 1],
+        })
+    }
+
+    pub fn diff() -> Envelope {
+        env(Message::AntiEntropyDiff {
+            session: 3,
+            differing: vec![1],
+            listed: vec![1],
+            entries: vec![kd()],
+        })
+    }
+
+    pub fn repair() -> Envelope {
+        env(Message::AntiEntropyRepair {
+            session: 3,
+            objects: vec![RepairObject {
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+                object: super::replication_values::object(),
+            }],
+            want: vec![kd()],
+        })
+    }
+
+    pub fn repaired() -> Envelope {
+        env(Message::AntiEntropyRepaired {
+            session: 3,
+            objects: Vec::new(),
+        })
+    }
+
+    pub fn purge() -> Envelope {
+        env(Message::AntiEntropyPurge {
+            entries: vec![kd()],
+        })
+    }
+
+    pub fn hints() -> Envelope {
+        env(Message::AntiEntropyHints {
+            owners: vec![NodeId(4)],
+        })
+    }
+}
+
+/// Like [`assert_lists_of_maps_and_version_vectors`], but arrays of
+/// unsigned integers are allowed under the keys `leaves`, `differing`,
+/// `listed` and `owners`.
+fn assert_anti_entropy_shape(value: &Value, what: &str) {
+    const INT_LISTS: [&str; 4] = ["leaves", "differing", "listed", "owners"];
+    match value {
+        Value::Map(pairs) if pairs.iter().all(|(k, _)| k.is_text()) => {
+            for (k, v) in pairs {
+                let int_list = k.as_text().is_some_and(|k| INT_LISTS.contains(&k));
+                match v {
+                    Value::Array(items) if int_list => {
+                        assert!(
+                            items.iter().all(|i| i.is_integer()),
+                            "{what}: {k:?} must hold integers"
+                        );
+                    }
+                    _ => assert_anti_entropy_shape(v, what),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                assert!(item.is_map(), "{what}: array of non-maps: {value:?}");
+                assert_anti_entropy_shape(item, what);
+            }
+        }
+        other => assert_lists_of_maps_and_version_vectors(other, what),
+    }
+}
+
+fn check_anti_entropy(value: Envelope, golden_hex: &str) {
+    let golden = unhex(golden_hex);
+    let what = format!("{value:?}");
+    let encoded = codec::encode(&value).unwrap();
+    assert_eq!(hex(&encoded), hex(&golden), "ringkv encodes {what}");
+    let decoded: Envelope = codec::decode(&golden, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    assert_eq!(decoded, value, "ringkv decodes {what}");
+    let by_ciborium: Envelope = ciborium::de::from_reader(golden.as_slice()).unwrap();
+    assert_eq!(by_ciborium, value, "ciborium decodes {what}");
+    let mut reencoded = Vec::new();
+    ciborium::ser::into_writer(&by_ciborium, &mut reencoded).unwrap();
+    assert_eq!(hex(&reencoded), hex(&golden), "ciborium re-encodes {what}");
+    let tree: Value = ciborium::de::from_reader(golden.as_slice()).unwrap();
+    assert_anti_entropy_shape(&tree, &what);
+}
+
+#[test]
+fn message_anti_entropy_tree() {
+    // Message::AntiEntropyTree:
+    // {"from": 1, "to": 2, "msg": {"AntiEntropyTree": {"session": 3, "range": {"after": 10,
+    // "through": 20}, "min_n": 2, "leaves": [0, 1]}}}
+    check_anti_entropy(
+        anti_entropy_values::tree(),
+        "a36466726f6d0162746f02636d7367a1
+                 6f416e7469456e74726f707954726565
+                     a46773657373696f6e036572616e6765a26561667465720a677468726f756768
+                     14656d696e5f6e02666c6561766573820001",
+    );
+}
+
+#[test]
+fn message_anti_entropy_diff() {
+    // Message::AntiEntropyDiff:
+    // {"from": 1, "to": 2, "msg": {"AntiEntropyDiff": {"session": 3, "differing": [1], "listed":
+    // [1], "entries": [{"bucket": h'62', "key": h'6b', "digest": 7}]}}}
+    check_anti_entropy(
+        anti_entropy_values::diff(),
+        "a36466726f6d0162746f02636d7367a1
+                 6f416e7469456e74726f707944696666
+                     a46773657373696f6e0369646966666572696e678101666c6973746564810167
+                     656e747269657381a3666275636b65744162636b6579416b6664696765737407",
+    );
+}
+
+#[test]
+fn message_anti_entropy_repair() {
+    // Message::AntiEntropyRepair:
+    // {"from": 1, "to": 2, "msg": {"AntiEntropyRepair": {"session": 3, "objects": [{"bucket":
+    // h'62', "key": h'6b', "object": {"siblings": [{"dot": {"node": 1, "counter": 1}, "payload":
+    // {"Value": h'76'}, "timestamp": {"physical_ms": 1700000000000, "logical": 2}}], "context":
+    // {1: 1}}}], "want": [{"bucket": h'62', "key": h'6b', "digest": 7}]}}}
+    check_anti_entropy(
+        anti_entropy_values::repair(),
+        "a36466726f6d0162746f02636d7367a1
+                 71416e7469456e74726f7079526570616972
+                     a36773657373696f6e03676f626a6563747381a3666275636b65744162636b65
+                     79416b666f626a656374a2687369626c696e677381a363646f74a2646e6f6465
+                     0167636f756e74657201677061796c6f6164a16556616c756541766974696d65
+                     7374616d70a26b706879736963616c5f6d731b0000018bcfe56800676c6f6769
+                     63616c0267636f6e74657874a101016477616e7481a3666275636b6574416263
+                     6b6579416b6664696765737407",
+    );
+}
+
+#[test]
+fn message_anti_entropy_repaired() {
+    // Message::AntiEntropyRepaired:
+    // {"from": 1, "to": 2, "msg": {"AntiEntropyRepaired": {"session": 3, "objects": []}}}
+    check_anti_entropy(
+        anti_entropy_values::repaired(),
+        "a36466726f6d0162746f02636d7367a1
+                 73416e7469456e74726f70795265706169726564
+                     a26773657373696f6e03676f626a6563747380",
+    );
+}
+
+#[test]
+fn message_anti_entropy_purge() {
+    // Message::AntiEntropyPurge:
+    // {"from": 1, "to": 2, "msg": {"AntiEntropyPurge": {"entries": [{"bucket": h'62', "key":
+    // h'6b', "digest": 7}]}}}
+    check_anti_entropy(
+        anti_entropy_values::purge(),
+        "a36466726f6d0162746f02636d7367a1
+                 70416e7469456e74726f70795075726765
+                     a167656e747269657381a3666275636b65744162636b6579416b666469676573
+                     7407",
+    );
+}
+
+#[test]
+fn message_anti_entropy_hints() {
+    // Message::AntiEntropyHints:
+    // {"from": 1, "to": 2, "msg": {"AntiEntropyHints": {"owners": [4]}}}
+    check_anti_entropy(
+        anti_entropy_values::hints(),
+        "a36466726f6d0162746f02636d7367a1
+                 70416e7469456e74726f707948696e7473
+                     a1666f776e6572738104",
+    );
+}

@@ -507,6 +507,7 @@ mod values {
                     batches: 2,
                     elapsed_ms: 1500,
                 }],
+                anti_entropy: Default::default(),
             }),
         )
     }
@@ -1111,14 +1112,16 @@ fn response_status() {
     // [{"node": 2, "addr": "127.0.0.1:7001", "state": "Alive", "phi": 0.25_1, "incarnation":
     // 3}], "keys": 1000, "hints": 0, "in_flight": 2, "engine": "lsm", "transfers": [{"id": 7,
     // "after": 16, "through": 32, "sources": [1], "state": "running", "error": null, "keys":
-    // 100, "bytes": 6000, "batches": 2, "elapsed_ms": 1500}]}}}}
+    // 100, "bytes": 6000, "batches": 2, "elapsed_ms": 1500}], "anti_entropy": {"rounds": 0,
+    // "ranges_compared": 0, "exchanges_failed": 0, "leaves_differing": 0, "objects_repaired":
+    // 0, "tombstones_purged": 0, "keys_scanned": 0, "last_round_ms": 0, "last_round_at_ms": 0}}}}}
     check(
         reply_status(),
         "a2
              62 6964 0e
              66 726573756c74 a1
                  62 4f6b a1
-                     66 537461747573 a8
+                     66 537461747573 a9
                          64 6e6f6465 01
                          67 636c7573746572 66 72696e676b76
                          67 6d656d62657273 81
@@ -1143,7 +1146,17 @@ fn response_status() {
                                  64 6b657973 18 64
                                  65 6279746573 19 1770
                                  67 62617463686573 02
-                                 6a 656c61707365645f6d73 19 05dc",
+                                 6a 656c61707365645f6d73 19 05dc
+                         6c 616e74695f656e74726f7079 a9
+                             66 726f756e6473 00
+                             6f 72616e6765735f636f6d7061726564 00
+                             70 65786368616e6765735f6661696c6564 00
+                             70 6c65617665735f646966666572696e67 00
+                             70 6f626a656374735f7265706169726564 00
+                             71 746f6d6273746f6e65735f707572676564 00
+                             6c 6b6579735f7363616e6e6564 00
+                             6d 6c6173745f726f756e645f6d73 00
+                             70 6c6173745f726f756e645f61745f6d73 00",
     );
 }
 

@@ -130,6 +130,12 @@ pub struct Args {
     /// duration scales with it.
     #[arg(long, value_name = "MS")]
     pub gossip_interval_ms: Option<u64>,
+    /// How often anti-entropy rounds start, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub anti_entropy_period_ms: Option<u64>,
+    /// How old a tombstone must be before it may be purged, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub tombstone_grace_ms: Option<u64>,
 }
 
 /// The TOML configuration file: the same keys as the flags, all optional.
@@ -162,6 +168,10 @@ pub struct FileConfig {
     pub sync_interval_ms: Option<u64>,
     /// As `--gossip-interval-ms`.
     pub gossip_interval_ms: Option<u64>,
+    /// As `--anti-entropy-period-ms`.
+    pub anti_entropy_period_ms: Option<u64>,
+    /// As `--tombstone-grace-ms`.
+    pub tombstone_grace_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -324,6 +334,13 @@ pub fn resolve(args: Args, file: FileConfig, secret: ClusterSecret) -> Result<No
         node.membership = membership_at(ms)?;
     }
     node.membership.validate()?;
+    if let Some(ms) = args.anti_entropy_period_ms.or(file.anti_entropy_period_ms) {
+        node.anti_entropy.period = std::time::Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.tombstone_grace_ms.or(file.tombstone_grace_ms) {
+        node.anti_entropy.tombstone_grace = std::time::Duration::from_millis(ms);
+    }
+    node.anti_entropy.validate()?;
 
     let tcp = TcpConfig::new(NodeId(id), cluster, secret, listen);
     tcp.validate()?;
@@ -765,6 +782,8 @@ mod tests {
             "sync",
             "sync_interval_ms",
             "gossip_interval_ms",
+            "anti_entropy_period_ms",
+            "tombstone_grace_ms",
         ] {
             let mentioned = text.lines().any(|l| {
                 let l = l.trim_start_matches(|c: char| c == '#' || c.is_whitespace());

@@ -19,6 +19,8 @@
 //! - [`handoff::HandoffActor`]: runs the range
 //!   [`crate::replication::transfer::Transfers`] into this node, serves
 //!   other nodes' pulls, and drops ranges handed over.
+//! - [`anti_entropy::AntiEntropyActor`]: runs Merkle-tree anti-entropy and
+//!   tombstone garbage collection.
 //! - [`node::Node`]: opens the store, starts them in that order on one actix
 //!   arbiter (one thread with its own tokio runtime, on which the
 //!   transport's tasks run too) and is the handle callers hold;
@@ -36,6 +38,7 @@
 //! transfers move data only when told to: deciding which ranges move on a
 //! ring change is the ring transition driver's job (issue \[8\]).
 
+pub mod anti_entropy;
 pub mod cli;
 pub mod client_port;
 pub mod compactor;

@@ -22,6 +22,7 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
+use super::anti_entropy::{AntiEntropyActor, GetAntiEntropyStats, RoundNow};
 use super::compactor::{Compactor, CompactorStats, GetCompactorStats};
 use super::coordinator::{
     CoordinatorActor, CoordinatorParts, Execute, GetBucket, GetTargets, InFlight, RingEpoch,
@@ -39,8 +40,8 @@ use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager, SetHan
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{
-    BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig, TransferConfig,
-    VersionConfig,
+    AntiEntropyConfig, BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig,
+    TransferConfig, VersionConfig,
 };
 use crate::error::{Error, Result};
 use crate::membership::{MemberEntry, Membership, RingKeeper};
@@ -50,6 +51,7 @@ use crate::protocol::{
     BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingChangeView, RingNode, RingView,
     StatusView, CLIENT_PROTOCOL_VERSION,
 };
+use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
 use crate::replication::client_ops::{to_client_op, to_reply, ReplyKind};
 use crate::replication::coordinator::Answer;
@@ -91,6 +93,8 @@ pub struct NodeConfig {
     pub resolvers: Resolvers,
     /// Range transfers: concurrency, batch size, throttle, retries.
     pub transfer: TransferConfig,
+    /// Merkle-tree anti-entropy and tombstone garbage collection.
+    pub anti_entropy: AntiEntropyConfig,
 }
 
 impl NodeConfig {
@@ -110,6 +114,7 @@ impl NodeConfig {
             replica: ReplicaConfig::default(),
             resolvers: Resolvers::new(),
             transfer: TransferConfig::default(),
+            anti_entropy: AntiEntropyConfig::default(),
         }
     }
 }
@@ -128,6 +133,7 @@ pub struct Node {
     replica: Addr<ReplicaActor>,
     compactor: Addr<Compactor>,
     handoff: Addr<HandoffActor>,
+    anti_entropy: Addr<AntiEntropyActor>,
     engine_name: &'static str,
     cluster: String,
     version: VersionConfig,
@@ -182,6 +188,7 @@ impl Node {
         config.replica.validate()?;
         config.bucket_defaults.validate()?;
         config.transfer.validate()?;
+        config.anti_entropy.validate()?;
         if System::try_current().is_none() {
             return Err(Error::InvalidInput(
                 "Node::spawn must be called inside a running actix System".into(),
@@ -334,6 +341,18 @@ impl Node {
         )
         .start();
         replica.do_send(SetCoordinator(coordinator.clone().recipient()));
+        let (ae_tx, ae_rx) = mpsc::unbounded_channel();
+        ring_manager.do_send(Subscribe(ae_tx.clone()));
+        failure_detector.do_send(Subscribe(ae_tx));
+        let anti_entropy = AntiEntropyActor::new(
+            config.id,
+            config.anti_entropy.clone(),
+            Arc::clone(&store),
+            config.bucket_defaults.clone(),
+            transport_actor.clone(),
+            ae_rx,
+        )
+        .start();
         let compactor = Compactor::new(Arc::clone(&engine), config.replica.compaction_poll).start();
         let handoff = HandoffActor::new(
             config.id,
@@ -351,6 +370,7 @@ impl Node {
             replica: replica.clone().recipient(),
             coordinator: coordinator.clone().recipient(),
             handoff: handoff.clone().recipient(),
+            anti_entropy: anti_entropy.clone().recipient(),
         });
         Ok(Node {
             id: config.id,
@@ -364,6 +384,7 @@ impl Node {
             replica,
             compactor,
             handoff,
+            anti_entropy,
             engine_name: config.storage.engine_name(),
             cluster: config.cluster,
             version: config.version,
@@ -734,6 +755,7 @@ impl Node {
                 .iter()
                 .map(crate::protocol::TransferView::from)
                 .collect(),
+            anti_entropy: self.anti_entropy_stats().await?,
         })
     }
 
@@ -746,6 +768,26 @@ impl Node {
             })
             .await
             .map_err(|_| Error::Shutdown)?
+    }
+
+    /// This node's anti-entropy counters: rounds, ranges compared, leaves
+    /// differing, objects repaired, tombstones purged, the last round.
+    pub async fn anti_entropy_stats(&self) -> Result<AntiEntropyStats> {
+        self.anti_entropy
+            .send(GetAntiEntropyStats)
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// Starts an anti-entropy round now (or as soon as the running one
+    /// ends), whatever the period; for tests and the shell. Returns once
+    /// the request is queued, not when the round is done: watch
+    /// [`Node::anti_entropy_stats`]'s `rounds`.
+    pub async fn anti_entropy_now(&self) -> Result<()> {
+        self.anti_entropy
+            .send(RoundNow)
+            .await
+            .map_err(|_| Error::Shutdown)
     }
 
     /// Compactions run by this node's Compactor.

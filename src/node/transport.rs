@@ -58,6 +58,8 @@ pub struct Routes {
     /// Receives `TransferPull`, `TransferBatch` and `TransferRefused` (the
     /// handoff actor), with `try_send` likewise.
     pub handoff: Recipient<Incoming>,
+    /// Receives the `AntiEntropy*` messages, with `try_send` likewise.
+    pub anti_entropy: Recipient<Incoming>,
 }
 
 /// The actor. See the module documentation.
@@ -142,6 +144,17 @@ impl StreamHandler<Envelope> for TransportActor {
             | WireMessage::TransferRefused { .. } => {
                 if let Err(e) = routes.handoff.try_send(Incoming(envelope)) {
                     debug!(error = %e, "handoff mailbox full; message dropped as lost");
+                }
+            }
+
+            WireMessage::AntiEntropyTree { .. }
+            | WireMessage::AntiEntropyDiff { .. }
+            | WireMessage::AntiEntropyRepair { .. }
+            | WireMessage::AntiEntropyRepaired { .. }
+            | WireMessage::AntiEntropyPurge { .. }
+            | WireMessage::AntiEntropyHints { .. } => {
+                if let Err(e) = routes.anti_entropy.try_send(Incoming(envelope)) {
+                    debug!(error = %e, "anti-entropy mailbox full; message dropped as lost");
                 }
             }
             WireMessage::Ping { seq, payload } => {

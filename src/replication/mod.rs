@@ -44,11 +44,13 @@
 //! [`Object`] is returned, and the caller resolves it under the bucket's
 //! policy.
 
+pub mod anti_entropy;
 pub mod buckets;
 pub mod client_ops;
 pub mod coordinator;
 pub mod get;
 pub mod handoff;
+pub mod merkle;
 pub mod put;
 pub mod replica;
 pub mod transfer;

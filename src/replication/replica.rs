@@ -624,6 +624,142 @@ impl ReplicaStore {
     }
 }
 
+// Anti-entropy (src/replication/anti_entropy.rs): range scans into Merkle
+// trees, merges of repaired objects, and tombstone compare-and-delete.
+impl ReplicaStore {
+    /// Scans the objects of `range` whose bucket `bucket_n` gives at least
+    /// `min_n` replicas into a tree of `leaves` leaves, keeping each leaf's
+    /// entries. With `tombstones_before_ms`, also lists the tombstones
+    /// whose newest timestamp is at or before it (the objects are then
+    /// decoded; otherwise only their bytes are hashed).
+    pub fn anti_entropy_scan(
+        &self,
+        range: crate::ring::TokenRange,
+        leaves: usize,
+        min_n: usize,
+        bucket_n: &dyn Fn(&[u8]) -> usize,
+        tombstones_before_ms: Option<u64>,
+    ) -> Result<super::anti_entropy::LocalScan> {
+        use super::merkle::{version_digest, KeyDigest, TreeBuilder};
+        let mut builder = TreeBuilder::new(range, leaves, true)
+            .ok_or_else(|| Error::InvalidInput(format!("{leaves} is not a valid leaf count")))?;
+        let mut tombstones = Vec::new();
+        let (after, through) = (range.after.0, range.through.0);
+        // A range is (after, through]; one that wraps (or is the whole
+        // ring) is two scans: the high end, then the low end.
+        let mut parts = Vec::with_capacity(2);
+        if after < through {
+            parts.push(object_range(Token(after + 1), Token(through)));
+        } else {
+            if after != u64::MAX {
+                parts.push(object_range(Token(after + 1), Token(u64::MAX)));
+            }
+            parts.push(object_range(Token(0), Token(through)));
+        }
+        for part in parts {
+            for item in self.engine.scan(part)? {
+                let (k, v) = item?;
+                let (token, bucket, key) = parse_object_key(&k)?;
+                let n = bucket_n(bucket);
+                if n < min_n {
+                    continue;
+                }
+                let entry = KeyDigest {
+                    bucket: bucket.to_vec(),
+                    key: key.to_vec(),
+                    digest: version_digest(&v),
+                };
+                let Some(cutoff) = tombstones_before_ms else {
+                    builder.push(token, entry);
+                    continue;
+                };
+                let object = decode_object(&v)?;
+                let old_tombstone = object.is_deleted()
+                    && object.timestamp().is_some_and(|t| t.physical_ms <= cutoff);
+                let copy = old_tombstone.then(|| entry.clone());
+                if let (Some(leaf), Some(entry)) = (builder.push(token, entry), copy) {
+                    tombstones.push(super::anti_entropy::Tombstone { entry, leaf, n });
+                }
+            }
+        }
+        Ok(super::anti_entropy::LocalScan {
+            tree: builder.finish(),
+            tombstones,
+        })
+    }
+
+    /// The stored objects of `keys` (absent ones skipped), stopping before
+    /// `max_bytes` of encoded objects so that they fit in one frame.
+    pub fn read_for_repair(
+        &self,
+        keys: &[super::merkle::KeyDigest],
+        max_bytes: usize,
+    ) -> Result<Vec<super::anti_entropy::RepairObject>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for k in keys {
+            let Some(raw) = self.engine.get(&object_key(&k.bucket, &k.key)?)? else {
+                continue;
+            };
+            bytes += raw.len() + k.bucket.len() + k.key.len() + 16;
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(super::anti_entropy::RepairObject {
+                bucket: k.bucket.clone(),
+                key: k.key.clone(),
+                object: decode_object(&raw)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Merges a repaired object into the stored one under `policy`;
+    /// returns whether the stored object changed.
+    pub fn merge_for_repair(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        incoming: &Object,
+        policy: &ConflictPolicy,
+    ) -> Result<bool> {
+        let k = object_key(bucket, key)?;
+        let _guard = self.lock(&k);
+        let merged = match self.load(&k)? {
+            Some(mut object) => {
+                let before = object.clone();
+                policy.merge(&mut object, incoming);
+                if object == before {
+                    return Ok(false);
+                }
+                object
+            }
+            None => incoming.clone(),
+        };
+        self.store(&k, &merged)?;
+        Ok(true)
+    }
+
+    /// Deletes the object of `bucket`/`key` if it is still a tombstone
+    /// whose stored bytes have version digest `digest` (compare-and-delete
+    /// under the key's stripe lock, so a write that arrived since keeps it).
+    /// Returns whether it was deleted.
+    pub fn purge_tombstone(&self, bucket: &[u8], key: &[u8], digest: u64) -> Result<bool> {
+        let k = object_key(bucket, key)?;
+        let _guard = self.lock(&k);
+        let Some(raw) = self.engine.get(&k)? else {
+            return Ok(false);
+        };
+        if super::merkle::version_digest(&raw) != digest || !decode_object(&raw)?.is_deleted() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(k);
+        self.engine.write(batch)?;
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,394 @@
+//! The AntiEntropy actor: runs the node's
+//! [`AntiEntropy`](crate::replication::anti_entropy::AntiEntropy) machine.
+//!
+//! It feeds the machine ticks (every [`tick_interval`] of the period),
+//! anti-entropy messages from the transport, ring snapshots and membership
+//! events (so DOWN, SUSPECT and LEFT nodes are not exchanged with), and
+//! carries out its actions: every scan, read, merge and purge runs on
+//! tokio's blocking pool, at most `max_exchanges + 1` at once (the rest
+//! wait their turn), never on the node's event loop. Bucket properties
+//! (each bucket's `n` and conflict policy) are read from the bucket table
+//! the Coordinator persists in the store, over the node's defaults.
+//!
+//! What it does not do: decide anything (the machine does), or rate-limit
+//! by itself (the machine's token buckets gate new exchanges).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, warn};
+
+use super::coordinator::BUCKETS_META;
+use super::transport::{Incoming, Outgoing, TransportActor};
+use super::NodeEvent;
+use crate::config::{AntiEntropyConfig, BucketProps, DEFAULT_MAX_FRAME_BYTES};
+use crate::error::{Error, Result};
+use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::replication::anti_entropy::{answer_tree, Action, AntiEntropy, AntiEntropyStats};
+use crate::replication::buckets::BucketEntry;
+use crate::replication::replica::ReplicaStore;
+
+/// The counters, now.
+#[derive(Message)]
+#[rtype(result = "AntiEntropyStats")]
+pub struct GetAntiEntropyStats;
+
+/// Starts a round as soon as the one running (if any) ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoundNow;
+
+/// How often the actor ticks the machine: a tenth of the period, between
+/// 10 ms and 1 s (a tick that finds nothing due costs a few comparisons).
+pub fn tick_interval(period: Duration) -> Duration {
+    (period / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// Bytes of objects per repair message: half the default frame limit.
+const REPAIR_BYTES: usize = DEFAULT_MAX_FRAME_BYTES / 2;
+
+/// Bucket properties as the store's bucket table and the defaults give
+/// them.
+struct BucketView {
+    defaults: BucketProps,
+    table: HashMap<Vec<u8>, BucketProps>,
+}
+
+impl BucketView {
+    fn load(store: &ReplicaStore, defaults: &BucketProps) -> Result<BucketView> {
+        let mut table = HashMap::new();
+        if let Some(bytes) = store.load_meta(BUCKETS_META)? {
+            let entries: Vec<BucketEntry> = crate::codec::decode(&bytes, DEFAULT_MAX_FRAME_BYTES)?;
+            for e in entries {
+                table.insert(e.bucket, e.props);
+            }
+        }
+        Ok(BucketView {
+            defaults: defaults.clone(),
+            table,
+        })
+    }
+
+    fn props(&self, bucket: &[u8]) -> &BucketProps {
+        self.table.get(bucket).unwrap_or(&self.defaults)
+    }
+
+    fn n_max(&self) -> usize {
+        self.table
+            .values()
+            .map(|p| p.n)
+            .chain([self.defaults.n])
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The actor. See the module documentation.
+pub struct AntiEntropyActor {
+    node: NodeId,
+    machine: AntiEntropy,
+    config: AntiEntropyConfig,
+    store: Arc<ReplicaStore>,
+    defaults: BucketProps,
+    transport: Addr<TransportActor>,
+    events: Option<mpsc::UnboundedReceiver<NodeEvent>>,
+    io: Arc<Semaphore>,
+}
+
+impl AntiEntropyActor {
+    /// Builds the actor for `node` over its store.
+    pub fn new(
+        node: NodeId,
+        config: AntiEntropyConfig,
+        store: Arc<ReplicaStore>,
+        defaults: BucketProps,
+        transport: Addr<TransportActor>,
+        events: mpsc::UnboundedReceiver<NodeEvent>,
+    ) -> Self {
+        AntiEntropyActor {
+            node,
+            machine: AntiEntropy::new(node, config.clone(), defaults.n, Instant::now()),
+            io: Arc::new(Semaphore::new(config.max_exchanges + 1)),
+            config,
+            store,
+            defaults,
+            transport,
+            events: Some(events),
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.machine.tick(Instant::now(), wall_ms(), &mut out);
+        self.carry(out, ctx);
+    }
+
+    fn send(&self, to: NodeId, msg: WireMessage) {
+        self.transport
+            .do_send(Outgoing(Envelope::new(self.node, to, msg)));
+    }
+
+    /// Runs `work` on the blocking pool within the I/O bound, then `then`
+    /// on the actor with its result.
+    fn blocking<T, W, F>(&self, ctx: &mut Context<Self>, work: W, then: F)
+    where
+        T: Send + 'static,
+        W: FnOnce(&ReplicaStore, &BucketProps) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut Self, Result<T>, &mut Context<Self>) + 'static,
+    {
+        let (store, defaults, io) = (
+            Arc::clone(&self.store),
+            self.defaults.clone(),
+            Arc::clone(&self.io),
+        );
+        let fut = async move {
+            let _permit = io.acquire_owned().await.map_err(|_| Error::Shutdown)?;
+            tokio::task::spawn_blocking(move || work(&store, &defaults))
+                .await
+                .map_err(|e| Error::StorageFailed {
+                    reason: format!("anti-entropy work panicked: {e}"),
+                })?
+        };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |r, act, ctx| then(act, r, ctx)),
+        );
+    }
+
+    fn carry(&mut self, out: Vec<Action>, ctx: &mut Context<Self>) {
+        let leaves = self.config.leaves;
+        let max_batch = self.config.max_batch;
+        for action in out {
+            match action {
+                Action::Send { to, msg } => self.send(to, msg),
+                Action::Scan {
+                    session,
+                    range,
+                    min_n,
+                    tombstones_before_ms,
+                } => self.blocking(
+                    ctx,
+                    move |store, defaults| {
+                        let view = BucketView::load(store, defaults)?;
+                        store.anti_entropy_scan(
+                            range,
+                            leaves,
+                            min_n as usize,
+                            &|b| view.props(b).n,
+                            Some(tombstones_before_ms),
+                        )
+                    },
+                    move |act, scan, ctx| match scan {
+                        Ok(scan) => {
+                            let mut out = Vec::new();
+                            act.machine.scanned(Instant::now(), session, scan, &mut out);
+                            act.carry(out, ctx);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "anti-entropy scan failed");
+                            act.machine.failed(session);
+                        }
+                    },
+                ),
+                Action::Answer {
+                    to,
+                    session,
+                    range,
+                    min_n,
+                    leaves: theirs,
+                } => self.blocking(
+                    ctx,
+                    move |store, defaults| {
+                        let view = BucketView::load(store, defaults)?;
+                        let scan = store.anti_entropy_scan(
+                            range,
+                            theirs.len().max(1),
+                            min_n as usize,
+                            &|b| view.props(b).n,
+                            None,
+                        )?;
+                        let keys = scan.tree.keys;
+                        Ok((answer_tree(session, &scan.tree, theirs, max_batch), keys))
+                    },
+                    move |act, answer, _| match answer {
+                        Ok((msg, keys)) => {
+                            act.machine.charge_keys(Instant::now(), keys);
+                            act.send(to, msg);
+                        }
+                        Err(e) => debug!(error = %e, %to, "answering a tree failed"),
+                    },
+                ),
+                Action::Push {
+                    to,
+                    session,
+                    push,
+                    want,
+                } => self.blocking(
+                    ctx,
+                    move |store, _| store.read_for_repair(&push, REPAIR_BYTES),
+                    move |act, objects, _| match objects {
+                        Ok(objects) => {
+                            act.machine
+                                .charge_objects(Instant::now(), objects.len() as u64);
+                            act.send(
+                                to,
+                                WireMessage::AntiEntropyRepair {
+                                    session,
+                                    objects,
+                                    want,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "reading objects for repair failed");
+                            act.machine.failed(session);
+                        }
+                    },
+                ),
+                Action::Repair {
+                    reply,
+                    objects,
+                    want,
+                } => self.blocking(
+                    ctx,
+                    move |store, defaults| {
+                        let view = BucketView::load(store, defaults)?;
+                        let mut merged = 0u64;
+                        for o in &objects {
+                            let policy = &view.props(&o.bucket).policy;
+                            if store.merge_for_repair(&o.bucket, &o.key, &o.object, policy)? {
+                                merged += 1;
+                            }
+                        }
+                        let back = match reply {
+                            Some(_) => store.read_for_repair(&want, REPAIR_BYTES)?,
+                            None => Vec::new(),
+                        };
+                        Ok((merged, back))
+                    },
+                    move |act, done, _| match done {
+                        Ok((merged, back)) => {
+                            act.machine
+                                .charge_objects(Instant::now(), merged + back.len() as u64);
+                            if let Some((to, session)) = reply {
+                                act.send(
+                                    to,
+                                    WireMessage::AntiEntropyRepaired {
+                                        session,
+                                        objects: back,
+                                    },
+                                );
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "merging repaired objects failed"),
+                    },
+                ),
+                Action::Purge { entries } => self.blocking(
+                    ctx,
+                    move |store, _| {
+                        let mut purged = 0u64;
+                        for e in &entries {
+                            if store.purge_tombstone(&e.bucket, &e.key, e.digest)? {
+                                purged += 1;
+                            }
+                        }
+                        Ok(purged)
+                    },
+                    |act, purged, _| match purged {
+                        Ok(n) => act.machine.purged(n),
+                        Err(e) => warn!(error = %e, "purging tombstones failed"),
+                    },
+                ),
+                Action::ReportHints { to } => self.blocking(
+                    ctx,
+                    |store, defaults| {
+                        let n_max = BucketView::load(store, defaults)?.n_max();
+                        Ok((store.hint_owners()?, n_max))
+                    },
+                    move |act, owners, _| match owners {
+                        Ok((owners, n_max)) => {
+                            act.machine.set_n_max(n_max);
+                            let me = act.node;
+                            act.machine.hint_report(Instant::now(), me, owners.clone());
+                            for peer in to {
+                                act.send(
+                                    peer,
+                                    WireMessage::AntiEntropyHints {
+                                        owners: owners.clone(),
+                                    },
+                                );
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "reading hint owners failed"),
+                    },
+                ),
+            }
+        }
+    }
+}
+
+impl Actor for AntiEntropyActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::replica::MAILBOX);
+        if let Some(events) = self.events.take() {
+            let stream = futures_util::stream::unfold(events, |mut rx| async move {
+                rx.recv().await.map(|e| (e, rx))
+            });
+            ctx.add_stream(stream);
+        }
+        ctx.run_interval(tick_interval(self.config.period), |act, ctx| act.tick(ctx));
+    }
+}
+
+impl StreamHandler<NodeEvent> for AntiEntropyActor {
+    fn handle(&mut self, event: NodeEvent, _: &mut Context<Self>) {
+        match event {
+            NodeEvent::Ring(ring) => self.machine.set_ring(ring),
+            NodeEvent::RingState(state) => self.machine.set_changing(state.pending.is_some()),
+            NodeEvent::Member(event) => self.machine.on_member_event(&event),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The node is stopping; nothing more to follow.
+    }
+}
+
+impl Handler<Incoming> for AntiEntropyActor {
+    type Result = ();
+
+    fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.machine
+            .step(Instant::now(), envelope.from, envelope.msg, &mut out);
+        self.carry(out, ctx);
+    }
+}
+
+impl Handler<GetAntiEntropyStats> for AntiEntropyActor {
+    type Result = MessageResult<GetAntiEntropyStats>;
+
+    fn handle(&mut self, _: GetAntiEntropyStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.machine.stats().clone())
+    }
+}
+
+impl Handler<RoundNow> for AntiEntropyActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RoundNow, ctx: &mut Context<Self>) {
+        self.machine.round_now();
+        self.tick(ctx);
+    }
+}

@@ -1,0 +1,1293 @@
+//! Anti-entropy: the machine that keeps replicas of keys nobody reads
+//! converging, and decides when a tombstone may be purged.
+//!
+//! # A round
+//!
+//! Every `period` the machine plans a round from the ring in force and its
+//! view of who is down. For each vnode range, `L` is the range's
+//! preference list under the largest `n` of any bucket; the range's
+//! *initiator* is the first node of `L` believed up. A node initiates for
+//! the ranges where it is that node, with every other up node of `L`: one
+//! *exchange* per (range, peer). One tree per vnode range and peer, not one
+//! per node pair over many ranges, because the preference list is constant
+//! over a vnode range (so a tree covers exactly the keys both ends hold)
+//! and a range is one contiguous scan.
+//!
+//! An exchange (`min_n` = 1 + the larger of the two ends' positions in `L`:
+//! only buckets with `n >= min_n` are replicated on both ends):
+//!
+//! 1. the initiator scans the range ([`Action::Scan`]) and sends its
+//!    leaves ([`Message::AntiEntropyTree`], `8 * leaves` bytes);
+//! 2. the peer scans its own ([`Action::Answer`]) and answers with the
+//!    differing leaves and its (key, digest) entries in them
+//!    ([`Message::AntiEntropyDiff`], [`answer_tree`]);
+//! 3. the initiator compares entries ([`merkle::repair_lists`]), sends the
+//!    objects the peer lacks or holds a different version of and names those
+//!    it wants ([`Message::AntiEntropyRepair`]);
+//! 4. the peer merges them and sends back the wanted ones
+//!    ([`Message::AntiEntropyRepaired`]), which the initiator merges.
+//!
+//! Both sides merge under the bucket's conflict policy, never overwrite,
+//! so a repair cannot lose a sibling or a newer write. The initiator meets
+//! every other replica of its ranges each round, so after a heal every
+//! replica holds every write within two rounds (the first brings the
+//! initiator everything; the second carries what it learned from a later
+//! peer back to an earlier one).
+//!
+//! # Rate limits
+//!
+//! Two token buckets in virtual time ([`TokenBucket`]): keys scanned per
+//! second and objects repaired per second. Work is charged after it is
+//! done (a scan's size is known only then) and may overdraw a bucket; no
+//! new exchange starts while either is overdrawn. Trees are rebuilt for
+//! every exchange (no cache): one range scan per exchange on each end.
+//!
+//! # Tombstones
+//!
+//! A tombstone (an object whose siblings are all tombstones) whose newest
+//! timestamp is older than `tombstone_grace` is purged when, in one round:
+//! the initiator is `L[0]` and every node of `L` is up; every exchange of
+//! the range completed and showed the tombstone's leaf equal on both ends
+//! (each replica of its bucket holds the same object); and every member of
+//! the ring reported, since the previous round began, that it holds no
+//! hint for any node of `L` ([`Message::AntiEntropyHints`]). The initiator
+//! then purges it and tells the other replicas to
+//! ([`Message::AntiEntropyPurge`]); each deletes it only if its stored
+//! object still has the same digest. `docs/rebalancing.md` argues what this
+//! guarantees.
+//!
+//! # What it does not do
+//!
+//! No I/O: scans, merges and sends are [`Action`]s the actor carries out
+//! and reports back. It keeps no trees between rounds.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::merkle::{self, BuiltTree, KeyDigest, MerkleTree};
+use crate::config::AntiEntropyConfig;
+use crate::message::{Message, NodeId};
+use crate::ring::{Ring, TokenRange};
+use crate::version::Object;
+
+/// An object sent for repair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairObject {
+    /// The bucket.
+    #[serde(with = "serde_bytes")]
+    pub bucket: Vec<u8>,
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The sender's stored object.
+    pub object: Object,
+}
+
+/// A tombstone a scan found old enough to purge, if every replica agrees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// Its bucket, key and digest.
+    pub entry: KeyDigest,
+    /// Its leaf in the scanned tree.
+    pub leaf: usize,
+    /// Its bucket's `n`: the replicas that must hold it.
+    pub n: usize,
+}
+
+/// What an initiator's scan of a range found.
+#[derive(Clone, Debug)]
+pub struct LocalScan {
+    /// The tree, with each leaf's entries.
+    pub tree: BuiltTree,
+    /// Tombstones older than the grace cut-off.
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// Counters of a node's anti-entropy, for status views.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntiEntropyStats {
+    /// Rounds finished.
+    pub rounds: u64,
+    /// Exchanges (one range with one peer) completed.
+    pub ranges_compared: u64,
+    /// Exchanges abandoned (timeout, peer down).
+    pub exchanges_failed: u64,
+    /// Leaves found differing.
+    pub leaves_differing: u64,
+    /// Objects sent to peers or merged from them.
+    pub objects_repaired: u64,
+    /// Tombstones purged from this node's store.
+    pub tombstones_purged: u64,
+    /// Keys scanned to build trees.
+    pub keys_scanned: u64,
+    /// How long the last round took, in milliseconds.
+    pub last_round_ms: u64,
+    /// Wall-clock time the last round finished, in ms since the epoch
+    /// (0: none yet).
+    pub last_round_at_ms: u64,
+}
+
+/// What the actor must do for the machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send a message.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Scan `range` (buckets with `n >= min_n`), find tombstones whose
+    /// newest timestamp is at most `tombstones_before_ms`, and report with
+    /// [`AntiEntropy::scanned`] (or [`AntiEntropy::failed`]).
+    Scan {
+        /// The exchange.
+        session: u64,
+        /// The range.
+        range: TokenRange,
+        /// The bucket filter.
+        min_n: u32,
+        /// Wall-clock cut-off for purgeable tombstones.
+        tombstones_before_ms: u64,
+    },
+    /// A peer's tree: scan `range` the same way, send [`answer_tree`]'s
+    /// message to `to`, and charge the keys with [`AntiEntropy::charge_keys`].
+    Answer {
+        /// The peer.
+        to: NodeId,
+        /// Its session.
+        session: u64,
+        /// The range.
+        range: TokenRange,
+        /// The bucket filter.
+        min_n: u32,
+        /// Its leaves.
+        leaves: Vec<u64>,
+    },
+    /// Read the objects of `push` and send them to `to` with `want` in a
+    /// [`Message::AntiEntropyRepair`].
+    Push {
+        /// The peer.
+        to: NodeId,
+        /// The exchange.
+        session: u64,
+        /// Keys to send.
+        push: Vec<KeyDigest>,
+        /// Keys to ask for.
+        want: Vec<KeyDigest>,
+    },
+    /// Merge `objects`; then, when `reply` is set, read `want` and send
+    /// them back in a [`Message::AntiEntropyRepaired`]. Charge the objects
+    /// with [`AntiEntropy::charge_objects`].
+    Repair {
+        /// `(peer, session)` to answer.
+        reply: Option<(NodeId, u64)>,
+        /// Objects to merge.
+        objects: Vec<RepairObject>,
+        /// Keys to send back.
+        want: Vec<KeyDigest>,
+    },
+    /// Delete each tombstone whose stored object still has its digest.
+    Purge {
+        /// The tombstones.
+        entries: Vec<KeyDigest>,
+    },
+    /// Read the owners this node holds hints for, report them with
+    /// [`AntiEntropy::hint_report`] (from this node) and send them in a
+    /// [`Message::AntiEntropyHints`] to every node in `to`.
+    ReportHints {
+        /// The ring's other members.
+        to: Vec<NodeId>,
+    },
+}
+
+/// A token bucket in virtual time: `rate` tokens a second, at most `burst`
+/// saved up. Charges may overdraw it; it is ready again once refilled to
+/// zero.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    level: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A full bucket of `burst` tokens refilled at `rate` a second.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        TokenBucket {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst),
+            level: f64::from(burst),
+            last: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.level = (self.level + dt * self.rate).min(self.burst);
+        }
+        self.last = Some(self.last.map_or(now, |l| l.max(now)));
+    }
+
+    /// Takes `n` tokens at `now`, overdrawing if need be.
+    pub fn charge(&mut self, now: Instant, n: u64) {
+        self.refill(now);
+        self.level -= n as f64;
+    }
+
+    /// Whether the bucket is not overdrawn at `now`.
+    pub fn ready(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.level >= 0.0
+    }
+
+    /// When it will next be ready (`now` if it is).
+    pub fn ready_at(&mut self, now: Instant) -> Instant {
+        self.refill(now);
+        if self.level >= 0.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64(-self.level / self.rate)
+        }
+    }
+}
+
+/// The responder's answer to a peer's tree: the differing leaves and the
+/// entries of as many of them as fit in `max_batch` entries (at least one
+/// leaf's, so an exchange always makes progress).
+pub fn answer_tree(
+    session: u64,
+    local: &BuiltTree,
+    their_leaves: Vec<u64>,
+    max_batch: usize,
+) -> Message {
+    let theirs = MerkleTree::from_leaves(local.tree.range(), their_leaves);
+    let differing: Vec<usize> = match &theirs {
+        Some(t) => local.tree.diff(t),
+        None => (0..local.tree.leaves().len()).collect(),
+    };
+    let mut listed = Vec::new();
+    let mut entries = Vec::new();
+    for &leaf in &differing {
+        let leaf_entries = local.entries.get(leaf).map_or(&[][..], |e| &e[..]);
+        if !listed.is_empty() && entries.len() + leaf_entries.len() > max_batch {
+            break;
+        }
+        listed.push(leaf as u32);
+        entries.extend_from_slice(leaf_entries);
+    }
+    Message::AntiEntropyDiff {
+        session,
+        differing: differing.into_iter().map(|l| l as u32).collect(),
+        listed,
+        entries,
+    }
+}
+
+enum ExchangeState {
+    Scanning,
+    AwaitDiff(LocalScan),
+    AwaitRepaired,
+}
+
+struct Exchange {
+    range: usize,
+    peer: NodeId,
+    min_n: u32,
+    deadline: Instant,
+    state: ExchangeState,
+}
+
+struct Candidate {
+    digest: u64,
+    n: usize,
+    confirmed: BTreeSet<NodeId>,
+    poisoned: bool,
+}
+
+struct RangeRound {
+    range: TokenRange,
+    /// The preference list under the largest `n`.
+    replicas: Vec<NodeId>,
+    /// Whether tombstones of this range may be purged this round, so far.
+    gc_ok: bool,
+    pending: usize,
+    candidates: BTreeMap<(Vec<u8>, Vec<u8>), Candidate>,
+}
+
+struct Round {
+    started: Instant,
+    queue: VecDeque<(usize, NodeId, u32)>,
+    ranges: Vec<RangeRound>,
+    tombstones_before_ms: u64,
+}
+
+/// The anti-entropy machine of one node. See the module documentation.
+pub struct AntiEntropy {
+    node: NodeId,
+    config: AntiEntropyConfig,
+    ring: Arc<Ring>,
+    /// A ring change is in progress (its ranges are moving): no tombstone
+    /// is purged, since a node handing a range over, or receiving it, may
+    /// hold an older version that this ring's replicas do not see.
+    changing: bool,
+    down: BTreeSet<NodeId>,
+    n_max: usize,
+    keys: TokenBucket,
+    objects: TokenBucket,
+    next_round: Option<Instant>,
+    round: Option<Round>,
+    /// When the last finished round started.
+    last_started: Option<Instant>,
+    next_session: u64,
+    exchanges: BTreeMap<u64, Exchange>,
+    hint_reports: BTreeMap<NodeId, (Instant, Vec<NodeId>)>,
+    stats: AntiEntropyStats,
+}
+
+impl std::fmt::Debug for AntiEntropy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AntiEntropy")
+            .field("node", &self.node)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AntiEntropy {
+    /// A machine for `node`; `n_max` is the largest `n` of any bucket (the
+    /// defaults' at first, see [`AntiEntropy::set_n_max`]). The first round
+    /// starts one period after `now`.
+    pub fn new(node: NodeId, config: AntiEntropyConfig, n_max: usize, now: Instant) -> Self {
+        // One second of burst: a small range is scanned at once.
+        let keys = TokenBucket::new(config.keys_per_second, config.keys_per_second);
+        let objects = TokenBucket::new(config.objects_per_second, config.objects_per_second);
+        AntiEntropy {
+            node,
+            next_round: Some(now + config.period),
+            config,
+            ring: Arc::new(Ring::empty()),
+            changing: false,
+            down: BTreeSet::new(),
+            n_max: n_max.max(1),
+            keys,
+            objects,
+            round: None,
+            last_started: None,
+            next_session: 1,
+            exchanges: BTreeMap::new(),
+            hint_reports: BTreeMap::new(),
+            stats: AntiEntropyStats::default(),
+        }
+    }
+
+    /// Installs the ring in force. Rounds planned under an older ring run
+    /// on; the next round uses this one.
+    pub fn set_ring(&mut self, ring: Arc<Ring>) {
+        self.ring = ring;
+    }
+
+    /// Says whether a ring change is in progress: while one is, exchanges
+    /// go on (merging is always safe) but no tombstone is purged.
+    pub fn set_changing(&mut self, changing: bool) {
+        self.changing = changing;
+        if changing {
+            if let Some(round) = &mut self.round {
+                for r in &mut round.ranges {
+                    r.gc_ok = false;
+                }
+            }
+        }
+    }
+
+    /// Sets the largest `n` of any bucket.
+    pub fn set_n_max(&mut self, n_max: usize) {
+        self.n_max = n_max.max(1);
+    }
+
+    /// Takes in a membership event: SUSPECT, DOWN and LEFT nodes are not
+    /// exchanged with (their exchanges in flight fail at once, so no
+    /// tombstone of their ranges is purged this round); UP ones are again.
+    pub fn on_member_event(&mut self, event: &crate::membership::MemberEvent) {
+        use crate::membership::MemberEvent;
+        match *event {
+            MemberEvent::Up { node, .. } => {
+                self.down.remove(&node);
+            }
+            MemberEvent::Suspect { node, .. }
+            | MemberEvent::Down { node, .. }
+            | MemberEvent::Left { node } => {
+                if node != self.node {
+                    self.down.insert(node);
+                    let gone: Vec<u64> = self
+                        .exchanges
+                        .iter()
+                        .filter(|(_, e)| e.peer == node)
+                        .map(|(&s, _)| s)
+                        .collect();
+                    for session in gone {
+                        self.fail(session);
+                    }
+                }
+            }
+            MemberEvent::Refuted { .. } | MemberEvent::LocalPause { .. } => {}
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &AntiEntropyStats {
+        &self.stats
+    }
+
+    /// Whether a round is running.
+    pub fn in_round(&self) -> bool {
+        self.round.is_some()
+    }
+
+    /// Asks for a round as soon as the one running (if any) ends.
+    pub fn round_now(&mut self) {
+        self.next_round = None;
+    }
+
+    fn is_up(&self, node: NodeId) -> bool {
+        node == self.node || !self.down.contains(&node)
+    }
+
+    /// Advances time: starts a round when one is due, abandons exchanges
+    /// past their deadline, and starts exchanges the rate limits allow.
+    /// `wall_ms` is the wall clock, for the tombstone grace period.
+    pub fn tick(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<Action>) {
+        if !self.config.enabled {
+            return;
+        }
+        if self.round.is_none() && self.next_round.is_none_or(|t| now >= t) {
+            self.plan_round(now, wall_ms, out);
+        }
+        let late: Vec<u64> = self
+            .exchanges
+            .iter()
+            .filter(|(_, e)| now >= e.deadline)
+            .map(|(&s, _)| s)
+            .collect();
+        for session in late {
+            self.fail(session);
+        }
+        self.start_exchanges(now, out);
+        self.finish_round_if_done(now, wall_ms, out);
+    }
+
+    fn plan_round(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<Action>) {
+        let grace_ms = self.config.tombstone_grace.as_millis() as u64;
+        let mut round = Round {
+            started: now,
+            queue: VecDeque::new(),
+            ranges: Vec::new(),
+            tombstones_before_ms: wall_ms.saturating_sub(grace_ms),
+        };
+        for (range, _) in self.ring.ranges() {
+            let replicas = self.ring.preference_list(range.through, self.n_max);
+            if replicas.is_empty() {
+                continue;
+            }
+            let Some(&initiator) = replicas.iter().find(|&&n| self.is_up(n)) else {
+                continue;
+            };
+            if initiator != self.node {
+                continue;
+            }
+            let me_at = replicas.iter().position(|&n| n == self.node).unwrap_or(0);
+            let index = round.ranges.len();
+            let mut pending = 0;
+            for (j, &peer) in replicas.iter().enumerate() {
+                if peer == self.node || !self.is_up(peer) {
+                    continue;
+                }
+                let min_n = (me_at.max(j) + 1) as u32;
+                round.queue.push_back((index, peer, min_n));
+                pending += 1;
+            }
+            let all_up = replicas.iter().all(|&n| self.is_up(n));
+            round.ranges.push(RangeRound {
+                range,
+                gc_ok: me_at == 0 && all_up && !self.changing,
+                replicas,
+                pending,
+                candidates: BTreeMap::new(),
+            });
+        }
+        self.round = Some(round);
+        self.next_round = Some(now + self.config.period);
+        let to: Vec<NodeId> = self
+            .ring
+            .members()
+            .into_iter()
+            .filter(|&n| n != self.node)
+            .collect();
+        out.push(Action::ReportHints { to });
+    }
+
+    fn start_exchanges(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        while self.exchanges.len() < self.config.max_exchanges
+            && !round.queue.is_empty()
+            && self.keys.ready(now)
+            && self.objects.ready(now)
+        {
+            let Some((range, peer, min_n)) = round.queue.pop_front() else {
+                break;
+            };
+            if self.down.contains(&peer) {
+                let r = &mut round.ranges[range];
+                r.pending -= 1;
+                r.gc_ok = false;
+                continue;
+            }
+            let session = self.next_session;
+            self.next_session += 1;
+            self.exchanges.insert(
+                session,
+                Exchange {
+                    range,
+                    peer,
+                    min_n,
+                    deadline: now + self.config.exchange_timeout,
+                    state: ExchangeState::Scanning,
+                },
+            );
+            out.push(Action::Scan {
+                session,
+                range: round.ranges[range].range,
+                min_n,
+                tombstones_before_ms: round.tombstones_before_ms,
+            });
+        }
+    }
+
+    /// When the next tick has something to do (a round due, a deadline, a
+    /// rate limit refilled); the actor may tick more often.
+    pub fn next_wakeup(&mut self, now: Instant) -> Instant {
+        let mut t = self.next_round.unwrap_or(now);
+        if self.round.is_some() {
+            t = t.min(self.keys.ready_at(now).max(self.objects.ready_at(now)));
+        }
+        for e in self.exchanges.values() {
+            t = t.min(e.deadline);
+        }
+        t
+    }
+
+    /// The initiator's scan for `session` is done.
+    pub fn scanned(&mut self, now: Instant, session: u64, scan: LocalScan, out: &mut Vec<Action>) {
+        self.charge_keys(now, scan.tree.keys);
+        let Some(e) = self.exchanges.get_mut(&session) else {
+            return;
+        };
+        if !matches!(e.state, ExchangeState::Scanning) {
+            return;
+        }
+        let Some(range) = self.round.as_ref().map(|r| r.ranges[e.range].range) else {
+            return;
+        };
+        out.push(Action::Send {
+            to: e.peer,
+            msg: Message::AntiEntropyTree {
+                session,
+                range,
+                min_n: e.min_n,
+                leaves: scan.tree.tree.leaves().to_vec(),
+            },
+        });
+        e.state = ExchangeState::AwaitDiff(scan);
+    }
+
+    /// Charges keys scanned (by any scan, an answer's too).
+    pub fn charge_keys(&mut self, now: Instant, keys: u64) {
+        self.keys.charge(now, keys);
+        self.stats.keys_scanned += keys;
+    }
+
+    /// Charges objects sent or merged for repair.
+    pub fn charge_objects(&mut self, now: Instant, objects: u64) {
+        self.objects.charge(now, objects);
+        self.stats.objects_repaired += objects;
+    }
+
+    /// Counts tombstones this node purged.
+    pub fn purged(&mut self, count: u64) {
+        self.stats.tombstones_purged += count;
+    }
+
+    /// Records the hint owners `from` reported (this node's own too).
+    pub fn hint_report(&mut self, now: Instant, from: NodeId, owners: Vec<NodeId>) {
+        self.hint_reports.insert(from, (now, owners));
+    }
+
+    /// Abandons exchange `session` (its scan or a send failed, it timed
+    /// out, or its peer went down): its range is not purged this round.
+    pub fn failed(&mut self, session: u64) {
+        self.fail(session);
+    }
+
+    fn fail(&mut self, session: u64) {
+        if let Some(e) = self.exchanges.remove(&session) {
+            self.stats.exchanges_failed += 1;
+            if let Some(r) = self.round.as_mut().and_then(|r| r.ranges.get_mut(e.range)) {
+                r.pending = r.pending.saturating_sub(1);
+                r.gc_ok = false;
+            }
+        }
+    }
+
+    /// A message from a peer.
+    pub fn step(&mut self, now: Instant, from: NodeId, msg: Message, out: &mut Vec<Action>) {
+        match msg {
+            Message::AntiEntropyTree {
+                session,
+                range,
+                min_n,
+                leaves,
+            } => out.push(Action::Answer {
+                to: from,
+                session,
+                range,
+                min_n,
+                leaves,
+            }),
+            Message::AntiEntropyDiff {
+                session,
+                differing,
+                listed,
+                entries,
+            } => self.on_diff(now, from, session, differing, listed, entries, out),
+            Message::AntiEntropyRepair {
+                session,
+                objects,
+                want,
+            } => out.push(Action::Repair {
+                reply: Some((from, session)),
+                objects,
+                want,
+            }),
+            Message::AntiEntropyRepaired { session, objects } => {
+                let ours = self.exchanges.get(&session).is_some_and(|e| {
+                    e.peer == from && matches!(e.state, ExchangeState::AwaitRepaired)
+                });
+                if ours {
+                    if !objects.is_empty() {
+                        out.push(Action::Repair {
+                            reply: None,
+                            objects,
+                            want: Vec::new(),
+                        });
+                    }
+                    self.complete(session);
+                }
+            }
+            // Only from a node that could be a range's first replica: a
+            // ring member. Each entry is compare-and-delete anyway.
+            Message::AntiEntropyPurge { entries }
+                if self.ring.is_member(from) && !entries.is_empty() =>
+            {
+                out.push(Action::Purge { entries });
+            }
+            Message::AntiEntropyHints { owners } => self.hint_report(now, from, owners),
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_diff(
+        &mut self,
+        _now: Instant,
+        from: NodeId,
+        session: u64,
+        differing: Vec<u32>,
+        listed: Vec<u32>,
+        theirs: Vec<KeyDigest>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(e) = self.exchanges.get_mut(&session) else {
+            return;
+        };
+        if e.peer != from {
+            return;
+        }
+        let ExchangeState::AwaitDiff(scan) =
+            std::mem::replace(&mut e.state, ExchangeState::AwaitRepaired)
+        else {
+            return;
+        };
+        let (peer, range_index) = (e.peer, e.range);
+        self.stats.leaves_differing += differing.len() as u64;
+        // Tombstones in equal leaves are confirmed held by this peer.
+        let differing_set: BTreeSet<usize> = differing.iter().map(|&l| l as usize).collect();
+        if let Some(r) = self
+            .round
+            .as_mut()
+            .and_then(|r| r.ranges.get_mut(range_index))
+        {
+            for t in &scan.tombstones {
+                let c = r
+                    .candidates
+                    .entry((t.entry.bucket.clone(), t.entry.key.clone()))
+                    .or_insert_with(|| Candidate {
+                        digest: t.entry.digest,
+                        n: t.n,
+                        confirmed: BTreeSet::new(),
+                        poisoned: false,
+                    });
+                if c.digest != t.entry.digest {
+                    c.poisoned = true;
+                } else if !differing_set.contains(&t.leaf) {
+                    c.confirmed.insert(peer);
+                } else {
+                    c.poisoned = true;
+                }
+            }
+            if listed.len() < differing.len() {
+                // Not all differences repaired this round.
+                r.gc_ok = false;
+            }
+        }
+        let mut ours = Vec::new();
+        for &leaf in &listed {
+            if let Some(entries) = scan.tree.entries.get(leaf as usize) {
+                ours.extend_from_slice(entries);
+            }
+        }
+        let (mut push, mut want) = merkle::repair_lists(&ours, &theirs);
+        push.truncate(self.config.max_batch);
+        want.truncate(self.config.max_batch);
+        if push.is_empty() && want.is_empty() {
+            self.complete(session);
+            return;
+        }
+        out.push(Action::Push {
+            to: peer,
+            session,
+            push,
+            want,
+        });
+    }
+
+    fn complete(&mut self, session: u64) {
+        if let Some(e) = self.exchanges.remove(&session) {
+            self.stats.ranges_compared += 1;
+            if let Some(r) = self.round.as_mut().and_then(|r| r.ranges.get_mut(e.range)) {
+                r.pending = r.pending.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Whether every ring member's latest hint report is recent (since the
+    /// previous round began) and names no node of `replicas`.
+    fn hints_clear(&self, replicas: &[NodeId], since: Option<Instant>) -> bool {
+        let Some(since) = since else {
+            return false;
+        };
+        self.ring
+            .members()
+            .iter()
+            .all(|m| match self.hint_reports.get(m) {
+                Some((at, owners)) => *at >= since && !owners.iter().any(|o| replicas.contains(o)),
+                None => false,
+            })
+    }
+
+    fn finish_round_if_done(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<Action>) {
+        let done = self
+            .round
+            .as_ref()
+            .is_some_and(|r| r.queue.is_empty() && self.exchanges.is_empty());
+        if !done {
+            return;
+        }
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        // Reports older than the previous round's start are stale.
+        let since = self.last_started.or(Some(round.started));
+        for r in &round.ranges {
+            if !r.gc_ok || r.pending != 0 || !self.hints_clear(&r.replicas, since) {
+                continue;
+            }
+            let mut local = Vec::new();
+            let mut per_peer: BTreeMap<NodeId, Vec<KeyDigest>> = BTreeMap::new();
+            for ((bucket, key), c) in &r.candidates {
+                let holders = &r.replicas[..c.n.min(r.replicas.len())];
+                let confirmed = holders
+                    .iter()
+                    .all(|h| *h == self.node || c.confirmed.contains(h));
+                if c.poisoned || !confirmed {
+                    continue;
+                }
+                let entry = KeyDigest {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    digest: c.digest,
+                };
+                for &h in holders.iter().filter(|&&h| h != self.node) {
+                    per_peer.entry(h).or_default().push(entry.clone());
+                }
+                local.push(entry);
+            }
+            if local.is_empty() {
+                continue;
+            }
+            for (to, entries) in per_peer {
+                for chunk in entries.chunks(self.config.max_batch) {
+                    out.push(Action::Send {
+                        to,
+                        msg: Message::AntiEntropyPurge {
+                            entries: chunk.to_vec(),
+                        },
+                    });
+                }
+            }
+            out.push(Action::Purge { entries: local });
+        }
+        self.last_started = Some(round.started);
+        self.stats.rounds += 1;
+        self.stats.last_round_ms = now.saturating_duration_since(round.started).as_millis() as u64;
+        self.stats.last_round_at_ms = wall_ms;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::replica::ReplicaStore;
+    use crate::ring::claim_join;
+    use crate::storage::MemoryEngine;
+    use crate::version::{CausalContext, ConflictPolicy, Payload, Timestamp};
+
+    /// Hand-routed machines over real stores (memory engines), in virtual
+    /// time: every action is carried out at once, messages are delivered
+    /// in order, and `cut` nodes neither send nor receive.
+    struct Sim {
+        now: Instant,
+        wall_ms: u64,
+        nodes: BTreeMap<NodeId, (AntiEntropy, ReplicaStore)>,
+        queue: VecDeque<(NodeId, NodeId, Message)>,
+        cut: BTreeSet<NodeId>,
+    }
+
+    fn config() -> AntiEntropyConfig {
+        AntiEntropyConfig {
+            period: Duration::from_secs(1),
+            leaves: 8,
+            tombstone_grace: Duration::from_secs(10),
+            ..AntiEntropyConfig::default()
+        }
+    }
+
+    impl Sim {
+        fn new(n: u64, config: AntiEntropyConfig) -> Sim {
+            let mut ring = Ring::empty();
+            for id in 1..=n {
+                ring = claim_join(&ring, NodeId(id), 8).unwrap();
+            }
+            let ring = Arc::new(ring);
+            let now = Instant::now();
+            let mut nodes = BTreeMap::new();
+            for id in 1..=n {
+                let mut m = AntiEntropy::new(NodeId(id), config.clone(), 3, now);
+                m.set_ring(Arc::clone(&ring));
+                let store =
+                    ReplicaStore::open(NodeId(id), Arc::new(MemoryEngine::new()), 10, 100).unwrap();
+                nodes.insert(NodeId(id), (m, store));
+            }
+            Sim {
+                now,
+                wall_ms: 1_000_000,
+                nodes,
+                queue: VecDeque::new(),
+                cut: BTreeSet::new(),
+            }
+        }
+
+        fn carry(&mut self, at: NodeId, actions: Vec<Action>) {
+            for action in actions {
+                let mut out = Vec::new();
+                let (m, store) = self.nodes.get_mut(&at).unwrap();
+                let n3 = |_: &[u8]| 3usize;
+                match action {
+                    Action::Send { to, msg } => self.queue.push_back((at, to, msg)),
+                    Action::Scan {
+                        session,
+                        range,
+                        min_n,
+                        tombstones_before_ms,
+                    } => {
+                        let scan = store
+                            .anti_entropy_scan(
+                                range,
+                                8,
+                                min_n as usize,
+                                &n3,
+                                Some(tombstones_before_ms),
+                            )
+                            .unwrap();
+                        m.scanned(self.now, session, scan, &mut out);
+                    }
+                    Action::Answer {
+                        to,
+                        session,
+                        range,
+                        min_n,
+                        leaves,
+                    } => {
+                        let scan = store
+                            .anti_entropy_scan(range, leaves.len(), min_n as usize, &n3, None)
+                            .unwrap();
+                        m.charge_keys(self.now, scan.tree.keys);
+                        let msg = answer_tree(session, &scan.tree, leaves, 1024);
+                        out.push(Action::Send { to, msg });
+                    }
+                    Action::Push {
+                        to,
+                        session,
+                        push,
+                        want,
+                    } => {
+                        let objects = store.read_for_repair(&push, 1 << 20).unwrap();
+                        m.charge_objects(self.now, objects.len() as u64);
+                        let msg = Message::AntiEntropyRepair {
+                            session,
+                            objects,
+                            want,
+                        };
+                        out.push(Action::Send { to, msg });
+                    }
+                    Action::Repair {
+                        reply,
+                        objects,
+                        want,
+                    } => {
+                        let mut merged = 0;
+                        for o in &objects {
+                            if store
+                                .merge_for_repair(
+                                    &o.bucket,
+                                    &o.key,
+                                    &o.object,
+                                    &ConflictPolicy::Siblings,
+                                )
+                                .unwrap()
+                            {
+                                merged += 1;
+                            }
+                        }
+                        m.charge_objects(self.now, merged);
+                        if let Some((to, session)) = reply {
+                            let objects = store.read_for_repair(&want, 1 << 20).unwrap();
+                            m.charge_objects(self.now, objects.len() as u64);
+                            let msg = Message::AntiEntropyRepaired { session, objects };
+                            out.push(Action::Send { to, msg });
+                        }
+                    }
+                    Action::Purge { entries } => {
+                        let mut purged = 0;
+                        for e in &entries {
+                            if store.purge_tombstone(&e.bucket, &e.key, e.digest).unwrap() {
+                                purged += 1;
+                            }
+                        }
+                        m.purged(purged);
+                    }
+                    Action::ReportHints { to } => {
+                        let owners = store.hint_owners().unwrap();
+                        m.hint_report(self.now, at, owners.clone());
+                        for peer in to {
+                            let msg = Message::AntiEntropyHints {
+                                owners: owners.clone(),
+                            };
+                            out.push(Action::Send { to: peer, msg });
+                        }
+                    }
+                }
+                self.carry(at, out);
+            }
+        }
+
+        fn deliver(&mut self) {
+            while let Some((from, to, msg)) = self.queue.pop_front() {
+                if self.cut.contains(&from) || self.cut.contains(&to) {
+                    continue;
+                }
+                let mut out = Vec::new();
+                self.nodes
+                    .get_mut(&to)
+                    .unwrap()
+                    .0
+                    .step(self.now, from, msg, &mut out);
+                self.carry(to, out);
+            }
+        }
+
+        /// Advances virtual time by `dt` and ticks every node not cut.
+        fn advance(&mut self, dt: Duration) {
+            self.now += dt;
+            self.wall_ms += dt.as_millis() as u64;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                if self.cut.contains(&id) {
+                    continue;
+                }
+                let mut out = Vec::new();
+                let wall = self.wall_ms;
+                self.nodes
+                    .get_mut(&id)
+                    .unwrap()
+                    .0
+                    .tick(self.now, wall, &mut out);
+                self.carry(id, out);
+                self.deliver();
+            }
+        }
+
+        fn write(
+            &mut self,
+            at: u64,
+            key: &str,
+            payload: Payload,
+            context: &CausalContext,
+        ) -> Object {
+            let store = &self.nodes[&NodeId(at)].1;
+            let mut o = store
+                .read(b"b", key.as_bytes())
+                .unwrap()
+                .unwrap_or_default();
+            let ts = Timestamp::from_ms(self.wall_ms);
+            o.put(NodeId(at), context, payload, ts, 10).unwrap();
+            store
+                .merge_for_repair(b"b", key.as_bytes(), &o, &ConflictPolicy::Siblings)
+                .unwrap();
+            o
+        }
+
+        fn read(&self, at: u64, key: &str) -> Option<Object> {
+            self.nodes[&NodeId(at)]
+                .1
+                .read(b"b", key.as_bytes())
+                .unwrap()
+        }
+
+        fn stats(&self, at: u64) -> AntiEntropyStats {
+            self.nodes[&NodeId(at)].0.stats().clone()
+        }
+    }
+
+    fn value(v: &str) -> Payload {
+        Payload::Value(v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn token_buckets_refill_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 10);
+        assert!(b.ready(t0));
+        b.charge(t0, 30);
+        assert!(!b.ready(t0));
+        assert_eq!(b.ready_at(t0), t0 + Duration::from_secs(2));
+        assert!(!b.ready(t0 + Duration::from_millis(1900)));
+        assert!(b.ready(t0 + Duration::from_secs(2)));
+        // Refill stops at the burst.
+        let later = t0 + Duration::from_secs(100);
+        b.charge(later, 10);
+        assert!(b.ready(later));
+        b.charge(later, 1);
+        assert!(!b.ready(later));
+    }
+
+    #[test]
+    fn a_round_repairs_both_ways_and_keeps_concurrent_siblings() {
+        let mut sim = Sim::new(3, config());
+        let empty = CausalContext::empty();
+        for i in 0..30 {
+            sim.write(1 + i % 3, &format!("only{i}"), value("x"), &empty);
+        }
+        sim.write(1, "both", value("one"), &empty);
+        sim.write(3, "both", value("three"), &empty);
+        // Two rounds (the second carries back what the initiator learned
+        // from a later peer), then nothing differs.
+        for _ in 0..30 {
+            sim.advance(Duration::from_millis(100));
+        }
+        for i in 0..30 {
+            let key = format!("only{i}");
+            let want = sim.read(1 + i % 3, &key);
+            assert!(want.is_some());
+            for n in 1..=3 {
+                assert_eq!(sim.read(n, &key), want, "{key} on n{n}");
+            }
+        }
+        let both = sim.read(2, "both").unwrap();
+        assert_eq!(both.siblings().len(), 2, "no sibling lost");
+        assert_eq!(sim.read(1, "both").unwrap(), both);
+        assert_eq!(sim.read(3, "both").unwrap(), both);
+        let repaired: u64 = (1..=3).map(|n| sim.stats(n).objects_repaired).sum();
+        assert!(repaired >= 60, "{repaired}");
+        // Converged: a further round finds no leaf differing.
+        let before: u64 = (1..=3).map(|n| sim.stats(n).leaves_differing).sum();
+        for _ in 0..12 {
+            sim.advance(Duration::from_millis(100));
+        }
+        let after: u64 = (1..=3).map(|n| sim.stats(n).leaves_differing).sum();
+        assert_eq!(before, after);
+        assert!(sim.stats(1).rounds >= 3);
+    }
+
+    #[test]
+    fn the_key_rate_limit_spaces_exchanges_out() {
+        let mut c = config();
+        c.keys_per_second = 10;
+        c.max_exchanges = 1;
+        let mut sim = Sim::new(3, c);
+        for i in 0..200 {
+            sim.write(1, &format!("k{i}"), value("v"), &CausalContext::empty());
+        }
+        // Over 5 s at 10 keys a second, node 1 may scan about 50 keys plus
+        // its one-second burst and the one scan that overdraws it.
+        for _ in 0..50 {
+            sim.advance(Duration::from_millis(100));
+        }
+        let scanned = sim.stats(1).keys_scanned;
+        assert!(scanned > 0);
+        assert!(scanned <= 10 + 50 + 200, "{scanned}");
+        let unlimited = {
+            let mut sim = Sim::new(3, config());
+            for i in 0..200 {
+                sim.write(1, &format!("k{i}"), value("v"), &CausalContext::empty());
+            }
+            for _ in 0..50 {
+                sim.advance(Duration::from_millis(100));
+            }
+            sim.stats(1).keys_scanned
+        };
+        assert!(unlimited > 2 * scanned, "{unlimited} vs {scanned}");
+    }
+
+    #[test]
+    fn tombstones_are_purged_only_when_every_replica_holds_them_past_the_grace() {
+        let mut sim = Sim::new(3, config());
+        let written = sim.write(1, "k", value("v"), &CausalContext::empty());
+        for _ in 0..25 {
+            sim.advance(Duration::from_millis(100));
+        }
+        assert!(sim.read(3, "k").is_some());
+        // Delete on node 1 while node 3 is cut off.
+        sim.cut.insert(NodeId(3));
+        for n in 1..=3 {
+            let m = &mut sim.nodes.get_mut(&NodeId(n)).unwrap().0;
+            m.on_member_event(&crate::membership::MemberEvent::Down {
+                node: NodeId(3),
+                incarnation: 0,
+            });
+        }
+        sim.write(1, "k", Payload::Tombstone, &written.context());
+        // Long past the grace: the tombstone reaches node 2 but is kept.
+        for _ in 0..200 {
+            sim.advance(Duration::from_millis(100));
+        }
+        assert!(sim.read(1, "k").unwrap().is_deleted());
+        assert!(sim.read(2, "k").unwrap().is_deleted());
+        assert_eq!(
+            sim.stats(1).tombstones_purged + sim.stats(2).tombstones_purged,
+            0
+        );
+        // Node 3 is back with the old value: it gets the tombstone, the old
+        // value never wins, and then all three purge.
+        assert_eq!(sim.read(3, "k"), Some(written));
+        sim.cut.clear();
+        for n in 1..=3 {
+            let m = &mut sim.nodes.get_mut(&NodeId(n)).unwrap().0;
+            m.on_member_event(&crate::membership::MemberEvent::Up {
+                node: NodeId(3),
+                addr: String::new(),
+                incarnation: 1,
+            });
+        }
+        let mut purged_everywhere = false;
+        let mut third_repaired = false;
+        for _ in 0..100 {
+            sim.advance(Duration::from_millis(100));
+            // Node 3 holds the old value until anti-entropy reaches it;
+            // from then on, no node ever holds it again.
+            third_repaired |= sim.read(3, "k").is_none_or(|o| o.is_deleted());
+            for n in 1..=3 {
+                if let Some(o) = sim.read(n, "k") {
+                    if n != 3 || third_repaired {
+                        assert!(o.is_deleted(), "the value came back on n{n}");
+                    }
+                }
+            }
+            if (1..=3).all(|n| sim.read(n, "k").is_none()) {
+                purged_everywhere = true;
+                break;
+            }
+        }
+        assert!(purged_everywhere);
+        let purged: u64 = (1..=3).map(|n| sim.stats(n).tombstones_purged).sum();
+        assert_eq!(purged, 3);
+    }
+
+    #[test]
+    fn a_hint_anywhere_for_a_replica_blocks_the_purge() {
+        let mut sim = Sim::new(4, config());
+        let written = sim.write(1, "k", value("v"), &CausalContext::empty());
+        let deleted = {
+            let mut o = written.clone();
+            o.put(
+                NodeId(1),
+                &written.context(),
+                Payload::Tombstone,
+                Timestamp::from_ms(sim.wall_ms),
+                10,
+            )
+            .unwrap();
+            o
+        };
+        for n in 1..=4 {
+            sim.nodes[&NodeId(n)]
+                .1
+                .merge_for_repair(b"b", b"k", &deleted, &ConflictPolicy::Siblings)
+                .unwrap();
+        }
+        // Every node holds a hint for every other: no range is clear.
+        for n in 1..=4u64 {
+            let holder = &sim.nodes[&NodeId(n)].1;
+            for owner in (1..=4u64).filter(|&o| o != n) {
+                let reply = holder.handle(crate::replication::ReplicaRequest::Merge {
+                    req: 1,
+                    bucket: b"b".to_vec(),
+                    key: b"other".to_vec(),
+                    object: written.clone(),
+                    policy: ConflictPolicy::Siblings,
+                    hint_for: Some(NodeId(owner)),
+                });
+                assert!(matches!(
+                    reply,
+                    crate::replication::ReplicaReply::Merged { result: Ok(()), .. }
+                ));
+            }
+        }
+        for _ in 0..200 {
+            sim.advance(Duration::from_millis(100));
+        }
+        for n in 1..=4 {
+            if let Some(o) = sim.read(n, "k") {
+                assert!(o.is_deleted());
+            }
+            assert_eq!(sim.stats(n).tombstones_purged, 0, "n{n}");
+        }
+        assert!((1..=4).filter(|&n| sim.read(n, "k").is_some()).count() >= 3);
+    }
+}
