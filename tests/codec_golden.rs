@@ -590,14 +590,9 @@ fn a_payload_sent_as_an_array_of_integers_is_accepted_and_re_encoded_as_bytes() 
 // encoded as an array of integers.
 
 /// Fails if `value` has an array holding anything but maps, or a map key
-/// that is not text.
-fn assert_arrays_hold_maps(value: &Value, what: &str) {
-    assert_arrays_hold_maps_except(value, what, &[]);
-}
-
-/// [`assert_arrays_hold_maps`], except that the fields named in
-/// `integer_lists` may hold arrays of integers (a pending ring change's
-/// `done` set of move indices).
+/// that is not text, except that the fields named in `integer_lists` may
+/// hold arrays of integers (a pending ring change's `done` set of move
+/// indices).
 fn assert_arrays_hold_maps_except(value: &Value, what: &str, integer_lists: &[&str]) {
     match value {
         Value::Array(items) => {

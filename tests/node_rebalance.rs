@@ -147,8 +147,8 @@ async fn a_join_under_writes_moves_only_its_share_and_loses_nothing() {
     // 5 while node 6 joins; only acknowledged writes are recorded.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
-    for w in 0..2usize {
-        let (node, acked, stop) = (nodes[w].clone(), Arc::clone(&acked), Arc::clone(&stop));
+    for (w, node) in nodes.iter().take(2).enumerate() {
+        let (node, acked, stop) = (node.clone(), Arc::clone(&acked), Arc::clone(&stop));
         writers.push(actix_rt::spawn(async move {
             let mut i = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
