@@ -828,8 +828,15 @@ fn ring_table(ctx: &Context) -> ApiResult<Table> {
     let Reply::Ring(ring) = reply else {
         return Err(unexpected("ring", &reply));
     };
+    let change = match &ring.change {
+        Some(c) => format!(
+            "; {} of node {} in progress, {}/{} range moves done",
+            c.kind, c.node.0, c.done, c.moves
+        ),
+        None => String::new(),
+    };
     let mut t = Table::new(
-        format!("ring epoch {}: first-replica ownership", ring.epoch),
+        format!("ring epoch {}: first-replica ownership{change}", ring.epoch),
         &["node", "vnodes", "share_pct"],
     );
     for n in &ring.nodes {

@@ -186,6 +186,8 @@ impl RingKeeper {
             } else {
                 self.remove_departed(out);
             }
+        } else {
+            self.waive_dead_gainers(out);
         }
         if self.next_round.is_none_or(|due| now >= due) {
             self.next_round = Some(now + self.interval);
@@ -369,22 +371,62 @@ impl RingKeeper {
         }
     }
 
-    /// Removes ring members the membership reports LEFT, if this node is
-    /// the lowest-id ALIVE node (so that one node, not all, does it): a
-    /// node that left without finishing its own leave. Its ranges are
-    /// copied again from the surviving replicas.
-    fn remove_departed(&mut self, out: &mut Outbox<RingEvent>) {
-        if !self.member {
-            return;
-        }
-        let lowest_alive = self
+    /// Whether this node is the lowest-id ALIVE node it knows of: the one
+    /// that acts for a node that cannot act for itself.
+    fn is_lowest_alive(&self) -> bool {
+        let lowest = self
             .statuses
             .iter()
             .filter(|(_, s)| **s == MemberStatus::Alive)
             .map(|(&n, _)| n)
             .chain(std::iter::once(self.me))
             .min();
-        if lowest_alive != Some(self.me) {
+        lowest == Some(self.me)
+    }
+
+    /// Marks done, if this node is the lowest ALIVE one, the moves of the
+    /// pending change into nodes that are DOWN or LEFT: they cannot pull,
+    /// and must not hold the change (and every change after it) back. Such
+    /// a node, if it comes back, gets the data of those ranges from read
+    /// repair and anti-entropy instead.
+    fn waive_dead_gainers(&mut self, out: &mut Outbox<RingEvent>) {
+        let Some(pending) = &self.state.pending else {
+            return;
+        };
+        if !self.is_lowest_alive() {
+            return;
+        }
+        let dead = |n: NodeId| {
+            matches!(
+                self.statuses.get(&n),
+                Some(MemberStatus::Down) | Some(MemberStatus::Left)
+            )
+        };
+        let waived: Vec<u32> = pending
+            .moves(&self.state.ring)
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| !pending.done.contains(&(*i as u32)) && dead(m.to))
+            .map(|(i, _)| i as u32)
+            .collect();
+        if waived.is_empty() {
+            return;
+        }
+        warn!(node = %self.me, moves = waived.len(), "waiving the moves of a change into down nodes");
+        let mut next = (*self.state).clone();
+        for i in waived {
+            next.mark_done(i);
+        }
+        self.install(next, out);
+        self.broadcast(out);
+    }
+
+    /// Removes ring members the membership reports LEFT, if this node is
+    /// the lowest-id ALIVE node (so that one node, not all, does it): a
+    /// node that left without finishing its own leave. Its ranges are
+    /// copied again from the surviving replicas.
+    fn remove_departed(&mut self, out: &mut Outbox<RingEvent>) {
+        if !self.member || !self.is_lowest_alive() {
             return;
         }
         let departed = self
@@ -608,6 +650,47 @@ mod tests {
         for k in keepers.values() {
             let members: Vec<NodeId> = k.ring().members().into_iter().collect();
             assert_eq!(members, vec![NodeId(1), NodeId(3), NodeId(4)]);
+        }
+    }
+
+    #[test]
+    fn moves_into_a_down_node_do_not_hold_a_leave_back() {
+        let mut keepers = BTreeMap::new();
+        keepers.insert(NodeId(1), keeper(1, &[]));
+        for id in 2..=4 {
+            keepers.insert(NodeId(id), keeper(id, &[1]));
+        }
+        for (&id, k) in keepers.iter_mut() {
+            for other in 1..=4 {
+                if NodeId(other) != id {
+                    k.on_member_event(&up(other));
+                }
+            }
+        }
+        run(&mut keepers, 150);
+        assert_eq!(keepers[&NodeId(1)].ring().members().len(), 4);
+        // Node 4 crashes; the others see it DOWN. Node 3 leaves: some of
+        // its ranges go to node 4, which cannot pull them.
+        keepers.remove(&NodeId(4));
+        for k in keepers.values_mut() {
+            k.on_member_event(&MemberEvent::Down {
+                node: NodeId(4),
+                incarnation: 0,
+            });
+        }
+        let mut out = Outbox::new();
+        keepers.get_mut(&NodeId(3)).unwrap().leave(&mut out);
+        let pending = keepers[&NodeId(3)].state().pending.clone().unwrap();
+        let ring = keepers[&NodeId(3)].state().ring.clone();
+        assert!(
+            pending.moves(&ring).iter().any(|m| m.to == NodeId(4)),
+            "the leave gives node 4 some ranges"
+        );
+        run(&mut keepers, 150);
+        for k in keepers.values() {
+            assert!(k.state().pending.is_none(), "{:?} still changing", k.me);
+            let members: Vec<NodeId> = k.ring().members().into_iter().collect();
+            assert_eq!(members, vec![NodeId(1), NodeId(2), NodeId(4)]);
         }
     }
 }

@@ -182,6 +182,27 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more node (the next id), joining through node 1; returns
+    /// its id once it printed its ready line (it may still be joining).
+    pub async fn add(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let seeds = vec![format!("1@{}", self.nodes[0].peer)];
+        let dir = self.root.path().join(format!("node-{id}"));
+        let stderr_path = self.root.path().join(format!("node-{id}.stderr"));
+        let (child, ready) = self
+            .spawn(id, &dir, &stderr_path, "127.0.0.1:0", "127.0.0.1:0", &seeds)
+            .await;
+        self.nodes.push(NodeProcess {
+            id,
+            dir,
+            peer: ready.peer,
+            client: ready.client,
+            stderr_path,
+            child: Some(child),
+        });
+        id
+    }
+
     /// The temporary directory holding every node's files.
     pub fn root(&self) -> &Path {
         self.root.path()
