@@ -40,15 +40,24 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The static library this build produced.
+/// The static library this build produced. `cargo test` builds the
+/// library as the tests' dependency into `target/<profile>/deps` (a
+/// library with a `staticlib` type gets no hash in its name); only a
+/// `cargo build` copies it up to `target/<profile>`, which may then be an
+/// older build, so the `deps` one comes first.
 pub fn staticlib() -> PathBuf {
-    let lib = profile_dir().join("libringkv_ffi.a");
-    assert!(
-        lib.exists(),
-        "{} is missing: cargo builds it with the tests",
-        lib.display()
-    );
-    lib
+    let name = "libringkv_ffi.a";
+    let candidates = [
+        profile_dir().join("deps").join(name),
+        profile_dir().join(name),
+    ];
+    match candidates.iter().find(|p| p.exists()) {
+        Some(lib) => lib.clone(),
+        None => panic!(
+            "{name} is missing from {} and its deps/: cargo builds it with the tests",
+            profile_dir().display()
+        ),
+    }
 }
 
 /// Where cxx-build put `rust/cxx.h` and the bridge's header.
