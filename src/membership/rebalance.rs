@@ -20,9 +20,12 @@
 //! # What it does not do
 //!
 //! No I/O and no clock of its own: the ring manager actor carries out its
-//! actions and passes time in. It keeps nothing across restarts: ranges a
-//! node gave away just before it restarted are not dropped (they waste
-//! space; they are never read, as no ring routes to them).
+//! actions and passes time in. It keeps nothing across restarts; instead,
+//! once after it starts (when no change is pending, this node is in the
+//! ring, and a peer has reported the same ring state), it schedules a
+//! sweep: after [`DROP_GRACE`], everything this node does not replicate
+//! under the ring then in force is dropped. So ranges given away just
+//! before a restart, whose drops were still waiting, are dropped too.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -61,6 +64,8 @@ pub struct Rebalancer {
     running: BTreeMap<u64, (u32, Vec<NodeId>)>,
     /// Ranges to drop, and from when.
     drops: Vec<(Instant, TokenRange)>,
+    /// Whether the sweep after a start is scheduled.
+    swept: bool,
 }
 
 /// The id of the transfer of move `index` of the change whose target has
@@ -83,6 +88,7 @@ impl Rebalancer {
             change: 0,
             running: BTreeMap::new(),
             drops: Vec::new(),
+            swept: false,
         }
     }
 
@@ -123,6 +129,19 @@ impl Rebalancer {
                     sources,
                 }));
             }
+        }
+        if !self.swept
+            && change == 0
+            && keeper.agreed_with_peer()
+            && keeper.ring().is_member(self.me)
+        {
+            // The whole ring: the due check below keeps what is ours.
+            self.swept = true;
+            let whole = TokenRange {
+                after: crate::ring::Token(0),
+                through: crate::ring::Token(0),
+            };
+            self.drops.push((now + DROP_GRACE, whole));
         }
         // A due drop waits while a change is pending (the range may be
         // coming back), and then drops only what the ring in force does not
@@ -304,5 +323,70 @@ mod tests {
         assert_eq!(drops.len(), mine);
         assert!(drops.iter().all(|a| matches!(a, RebalanceAction::Drop(_))));
         assert!(r.plan(&idle, now + DROP_GRACE * 2).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_member_sweeps_what_it_does_not_replicate_once_a_peer_agrees() {
+        let mut ring = Ring::empty();
+        for id in 1..=4 {
+            ring = claim_join(&ring, NodeId(id), 8).unwrap();
+        }
+        let cfg = RingConfig { vnodes_per_node: 8 };
+        let mut k =
+            RingKeeper::new(NodeId(1), &cfg, Duration::from_secs(1), &[NodeId(2)], 1).unwrap();
+        k.restore(crate::ring::RingState::settled(ring.clone()))
+            .unwrap();
+        k.on_member_event(&up(2));
+        let mut r = Rebalancer::new(NodeId(1), 3);
+        let now = Instant::now();
+        assert!(
+            r.plan(&k, now + DROP_GRACE * 3).is_empty(),
+            "no sweep on a stored ring no peer has confirmed"
+        );
+        let digest = Message::RingDigest {
+            epoch: ring.epoch(),
+            digest: k.state().digest(),
+            pending: 0,
+        };
+        let mut out = Outbox::new();
+        k.step(now, Envelope::new(NodeId(2), NodeId(1), digest), &mut out);
+        assert!(k.agreed_with_peer());
+        assert!(r.plan(&k, now).is_empty(), "the sweep waits a grace");
+        let whole = TokenRange {
+            after: crate::ring::Token(0),
+            through: crate::ring::Token(0),
+        };
+        let want: Vec<RebalanceAction> = ring
+            .unreplicated(whole, 3, NodeId(1))
+            .into_iter()
+            .map(RebalanceAction::Drop)
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(r.plan(&k, now + DROP_GRACE), want);
+        assert!(r.plan(&k, now + DROP_GRACE * 2).is_empty(), "once");
+    }
+
+    #[test]
+    fn a_stored_state_with_an_out_of_range_n_is_refused() {
+        let mut ring = Ring::empty();
+        ring = claim_join(&ring, NodeId(1), 8).unwrap();
+        let target = claim_join(&ring, NodeId(2), 8).unwrap();
+        let state = crate::ring::RingState::settled(ring.clone());
+        let mut bad = state
+            .begin(crate::ring::Change::Join(NodeId(2)), target, 3)
+            .unwrap();
+        bad.pending.as_mut().unwrap().n = 0;
+        let mut k = RingKeeper::new(
+            NodeId(1),
+            &RingConfig::default(),
+            Duration::from_secs(1),
+            &[],
+            1,
+        )
+        .unwrap();
+        assert!(k.restore(bad).is_err());
+        assert!(k.ring().is_empty(), "the empty ring is kept");
+        k.restore(state).unwrap();
+        assert_eq!(**k.ring(), ring);
     }
 }

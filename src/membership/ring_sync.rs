@@ -42,8 +42,9 @@
 //! # What it does not do
 //!
 //! It moves no data (the transfer executor does), keeps no history of
-//! rings, and is not persisted: a restarted node learns the state again
-//! from its peers.
+//! rings, and does no I/O: the ring manager stores each new state and
+//! hands the stored one to [`RingKeeper::restore`] at start, and peers'
+//! newer states win by merge.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -84,6 +85,9 @@ pub struct RingKeeper {
     member: bool,
     rng: ChaCha8Rng,
     next_round: Option<Instant>,
+    /// Whether a peer has reported the same state as this node's since it
+    /// started: until then a restored state may be stale.
+    agreed: bool,
 }
 
 /// The digest that breaks ties between rings of one epoch.
@@ -123,7 +127,38 @@ impl RingKeeper {
             member: true,
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             next_round: None,
+            agreed: false,
         })
+    }
+
+    /// Starts from `state`, the state this node stored before it stopped,
+    /// instead of the empty ring: a node that restarts alone (a founder, or
+    /// every node after a cluster-wide stop) keeps its tokens and the ring
+    /// instead of claiming a new one. Peers' newer states still win by
+    /// merge. Fails with `InvalidInput`, keeping the empty ring, for a
+    /// pending change with an `n` out of range; call it before the first
+    /// tick.
+    pub fn restore(&mut self, state: RingState) -> Result<()> {
+        if state
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.n == 0 || p.n > MAX_TRANSFER_REPLICAS)
+        {
+            return Err(Error::InvalidInput(
+                "the stored ring state names a change with an out-of-range n".into(),
+            ));
+        }
+        self.digest = state.digest();
+        self.ring = Arc::new(state.ring.clone());
+        self.state = Arc::new(state);
+        Ok(())
+    }
+
+    /// Whether some peer has reported holding the same state as this node
+    /// since it started, so that this node's ring is not just what it
+    /// stored before a restart.
+    pub fn agreed_with_peer(&self) -> bool {
+        self.agreed
     }
 
     /// Sets the replicas per key that this node's changes move data for
@@ -214,6 +249,7 @@ impl RingKeeper {
             } => {
                 self.confirmed.insert(from, pending);
                 if digest == self.digest {
+                    self.agreed = true;
                     return;
                 }
                 if epoch > self.state.ring.epoch() {
@@ -241,6 +277,7 @@ impl RingKeeper {
                 if *self.state != theirs {
                     out.send(self.me, from, self.state_message());
                 } else {
+                    self.agreed = true;
                     out.send(self.me, from, self.digest_message());
                 }
             }

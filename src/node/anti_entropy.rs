@@ -13,7 +13,6 @@
 //! What it does not do: decide anything (the machine does), or rate-limit
 //! by itself (the machine's token buckets gate new exchanges).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,14 +20,13 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
-use super::coordinator::BUCKETS_META;
+use super::stored_buckets::BucketView;
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::NodeEvent;
 use crate::config::{AntiEntropyConfig, BucketProps, DEFAULT_MAX_FRAME_BYTES};
 use crate::error::{Error, Result};
 use crate::message::{Envelope, Message as WireMessage, NodeId};
 use crate::replication::anti_entropy::{answer_tree, Action, AntiEntropy, AntiEntropyStats};
-use crate::replication::buckets::BucketEntry;
 use crate::replication::replica::ReplicaStore;
 
 /// The counters, now.
@@ -49,42 +47,6 @@ pub fn tick_interval(period: Duration) -> Duration {
 
 /// Bytes of objects per repair message: half the default frame limit.
 const REPAIR_BYTES: usize = DEFAULT_MAX_FRAME_BYTES / 2;
-
-/// Bucket properties as the store's bucket table and the defaults give
-/// them.
-struct BucketView {
-    defaults: BucketProps,
-    table: HashMap<Vec<u8>, BucketProps>,
-}
-
-impl BucketView {
-    fn load(store: &ReplicaStore, defaults: &BucketProps) -> Result<BucketView> {
-        let mut table = HashMap::new();
-        if let Some(bytes) = store.load_meta(BUCKETS_META)? {
-            let entries: Vec<BucketEntry> = crate::codec::decode(&bytes, DEFAULT_MAX_FRAME_BYTES)?;
-            for e in entries {
-                table.insert(e.bucket, e.props);
-            }
-        }
-        Ok(BucketView {
-            defaults: defaults.clone(),
-            table,
-        })
-    }
-
-    fn props(&self, bucket: &[u8]) -> &BucketProps {
-        self.table.get(bucket).unwrap_or(&self.defaults)
-    }
-
-    fn n_max(&self) -> usize {
-        self.table
-            .values()
-            .map(|p| p.n)
-            .chain([self.defaults.n])
-            .max()
-            .unwrap_or(1)
-    }
-}
 
 fn wall_ms() -> u64 {
     SystemTime::now()

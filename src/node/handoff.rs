@@ -27,9 +27,10 @@ use actix::prelude::*;
 use tracing::{debug, warn};
 
 use super::coordinator::GetBucket;
+use super::stored_buckets::BucketView;
 use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::codec;
-use crate::config::{TransferConfig, DEFAULT_MAX_FRAME_BYTES};
+use crate::config::{BucketProps, TransferConfig, DEFAULT_MAX_FRAME_BYTES};
 use crate::error::{Error, Result};
 use crate::message::{Envelope, Message as WireMessage, NodeId};
 use crate::replication::replica::{RangeBatch, ReplicaStore};
@@ -37,7 +38,7 @@ use crate::replication::transfer::{
     record_name, TransferEffect, TransferItem, TransferProgress, TransferRecord, TransferRefusal,
     TransferSpec, Transfers,
 };
-use crate::ring::TokenRange;
+use crate::ring::{Ring, TokenRange};
 use crate::version::ConflictPolicy;
 
 /// How often timeouts, backoffs and the throttle are looked at.
@@ -103,6 +104,11 @@ pub struct SetTransferListener(pub Recipient<TransferDone>);
 pub struct DropRange {
     /// The tokens.
     pub range: TokenRange,
+    /// When set, the ring in force and the replicas per key the range was
+    /// found unreplicated for: objects of a bucket whose `n` is larger are
+    /// kept when this node is among their first `n` replicas on that ring.
+    /// When absent, every object of the range is deleted.
+    pub keep_wide: Option<(Arc<Ring>, usize)>,
 }
 
 /// Reads this node's objects of a range after a cursor, up to a size: what
@@ -456,10 +462,27 @@ impl Handler<DropRange> for HandoffActor {
 
     fn handle(&mut self, msg: DropRange, _: &mut Context<Self>) -> Self::Result {
         let store = Arc::clone(&self.store);
+        let me = self.node;
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.drop_range(msg.range, DROP_CHUNK))
-                .await
-                .map_err(|e| Error::Replica(format!("store task failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                let Some((ring, n)) = msg.keep_wide else {
+                    return store.drop_range(msg.range, DROP_CHUNK);
+                };
+                let defaults = BucketProps {
+                    n,
+                    ..BucketProps::default()
+                };
+                let buckets = BucketView::load(&store, &defaults)?;
+                if buckets.n_max() <= n {
+                    return store.drop_range(msg.range, DROP_CHUNK);
+                }
+                store.drop_range_except(msg.range, DROP_CHUNK, |bucket, token| {
+                    let wide = buckets.props(bucket).n;
+                    wide > n && ring.preference_list(token, wide).contains(&me)
+                })
+            })
+            .await
+            .map_err(|e| Error::Replica(format!("store task failed: {e}")))?
         })
     }
 }

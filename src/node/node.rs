@@ -36,7 +36,7 @@ use super::handoff::{
 use super::replica::{
     FlushStore, GetStoreStats, LocalRead, ReplicaActor, SetCoordinator, StoreStats,
 };
-use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager, SetHandoff};
+use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager, SetHandoff, RING_META};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{
@@ -261,7 +261,7 @@ impl Node {
     fn start_here(
         mut config: NodeConfig,
         parts: TransportParts,
-        storage: OpenedStore,
+        mut storage: OpenedStore,
         arbiter: ArbiterHandle,
     ) -> Result<Node> {
         let TransportParts {
@@ -289,6 +289,9 @@ impl Node {
         )?;
         // Ring changes move data for the default bucket's replicas.
         keeper.set_transfer_replicas(config.bucket_defaults.n);
+        if let Some(state) = storage.ring.take() {
+            keeper.restore(state)?;
+        }
         let transport_actor = TransportActor::new(Arc::clone(&transport), inbox).start();
         for (node, addr) in &config.seeds {
             if *node != config.id {
@@ -303,6 +306,7 @@ impl Node {
             config.membership.gossip_interval,
             transport_actor.clone(),
         )
+        .with_store(Arc::clone(&storage.store))
         .start();
         let failure_detector = FailureDetector::new(
             membership,
@@ -314,6 +318,7 @@ impl Node {
             engine,
             store,
             buckets,
+            ring: _,
         } = storage;
         let replica = ReplicaActor::new(
             config.id,
@@ -566,6 +571,8 @@ struct OpenedStore {
     engine: Arc<dyn Engine>,
     store: Arc<ReplicaStore>,
     buckets: BucketTable,
+    /// The ring state stored before the node last stopped.
+    ring: Option<RingState>,
 }
 
 /// Opens the engine, the replica store over it, and the stored bucket
@@ -608,10 +615,20 @@ fn open_store(
             crate::codec::decode(&bytes, crate::config::DEFAULT_MAX_FRAME_BYTES)?;
         buckets.merge(entries);
     }
+    let ring = match store.load_meta(RING_META)? {
+        None => None,
+        Some(bytes) => Some(
+            crate::codec::decode::<RingState>(&bytes, crate::config::DEFAULT_MAX_FRAME_BYTES)
+                .map_err(|e| Error::StorageFailed {
+                    reason: format!("the stored ring state does not decode: {e}"),
+                })?,
+        ),
+    };
     Ok(OpenedStore {
         engine,
         store,
         buckets,
+        ring,
     })
 }
 
@@ -845,7 +862,10 @@ impl Node {
     /// whose new owners have confirmed they hold it.
     pub async fn drop_range(&self, range: TokenRange) -> Result<u64> {
         self.handoff
-            .send(DropRange { range })
+            .send(DropRange {
+                range,
+                keep_wide: None,
+            })
             .await
             .map_err(|_| Error::Shutdown)?
     }

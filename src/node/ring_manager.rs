@@ -8,6 +8,13 @@
 //! the rebalancer what to do and sends it to the handoff actor (start or
 //! cancel a transfer into this node, drop a range given away); a transfer's
 //! completion comes back as [`TransferDone`] and marks its move done.
+//!
+//! Every new ring state is stored in the node's engine (metadata record
+//! [`RING_META`], through the engine's write-ahead log under its sync
+//! policy), one write at a time and always the newest: a node that
+//! restarts routes by the ring it had, even when no peer is up yet to tell
+//! it, and resumes the transfers of a change in progress from their stored
+//! cursors.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +31,11 @@ use super::transport::{Incoming, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
 use crate::membership::rebalance::{RebalanceAction, Rebalancer};
 use crate::membership::{Outbox, RingEvent, RingKeeper};
+use crate::replication::replica::ReplicaStore;
 use crate::ring::{Ring, RingState};
+
+/// The metadata record the ring state is stored under.
+pub const RING_META: &str = "ring";
 
 /// Asks for the current ring.
 #[derive(Message)]
@@ -56,7 +67,19 @@ pub struct RingManager {
     transport: Addr<TransportActor>,
     handoff: Option<Addr<HandoffActor>>,
     subscribers: Vec<Subscriber>,
+    /// Where ring states are stored; none: not stored.
+    store: Option<Arc<ReplicaStore>>,
+    /// The newest state not yet stored.
+    unsaved: Option<Arc<RingState>>,
+    /// Whether a store of a state is under way.
+    saving: bool,
+    me: Option<Addr<RingManager>>,
 }
+
+/// A store of the ring state ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Saved(crate::error::Result<()>);
 
 impl RingManager {
     /// Wraps a keeper that gossips every `interval` through `transport`.
@@ -68,7 +91,51 @@ impl RingManager {
             transport,
             handoff: None,
             subscribers: Vec::new(),
+            store: None,
+            unsaved: None,
+            saving: false,
+            me: None,
         }
+    }
+
+    /// Stores every new ring state in `store` (see the module
+    /// documentation).
+    pub fn with_store(mut self, store: Arc<ReplicaStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Stores the newest unsaved state, unless a store is under way (its
+    /// end stores what is newest then).
+    fn save(&mut self) {
+        let (Some(store), Some(me)) = (&self.store, &self.me) else {
+            return;
+        };
+        if self.saving {
+            return;
+        }
+        let Some(state) = self.unsaved.take() else {
+            return;
+        };
+        let encoded = match crate::codec::encode(&*state) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!(error = %e, "encoding the ring state failed; not stored");
+                return;
+            }
+        };
+        self.saving = true;
+        let (store, me) = (Arc::clone(store), me.clone());
+        actix::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || store.store_meta(RING_META, &encoded))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::error::Error::Replica(format!(
+                        "store task failed: {e}"
+                    )))
+                });
+            me.do_send(Saved(result));
+        });
     }
 
     fn carry_out(&mut self, out: Outbox<RingEvent>) {
@@ -78,7 +145,10 @@ impl RingManager {
         for event in out.events {
             let event = match event {
                 RingEvent::Changed(ring) => NodeEvent::Ring(ring),
-                RingEvent::State(state) => NodeEvent::RingState(state),
+                RingEvent::State(state) => {
+                    self.unsaved = Some(Arc::clone(&state));
+                    NodeEvent::RingState(state)
+                }
                 RingEvent::Completed(lost) => {
                     self.rebalancer.on_completed(&lost, Instant::now());
                     continue;
@@ -86,6 +156,7 @@ impl RingManager {
             };
             publish(&mut self.subscribers, event);
         }
+        self.save();
         self.rebalance();
     }
 
@@ -103,8 +174,12 @@ impl RingManager {
                 RebalanceAction::Cancel(id) => handoff.do_send(CancelTransfer { id }),
                 RebalanceAction::Drop(range) => {
                     let handoff = handoff.clone();
+                    let keep_wide = Some((
+                        Arc::clone(self.keeper.ring()),
+                        self.keeper.transfer_replicas(),
+                    ));
                     actix::spawn(async move {
-                        match handoff.send(DropRange { range }).await {
+                        match handoff.send(DropRange { range, keep_wide }).await {
                             Ok(Ok(n)) => debug!(?range, dropped = n, "dropped a range given away"),
                             Ok(Err(e)) => {
                                 warn!(?range, error = %e, "dropping a range given away failed")
@@ -150,6 +225,7 @@ impl Actor for RingManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(ctx.address());
         // The first tick at once: a founder claims its tokens immediately.
         let mut out = Outbox::new();
         self.keeper.tick(Instant::now(), &mut out);
@@ -228,5 +304,17 @@ impl Handler<Leave> for RingManager {
         let mut out = Outbox::new();
         self.keeper.leave(&mut out);
         self.carry_out(out);
+    }
+}
+
+impl Handler<Saved> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, Saved(result): Saved, _: &mut Context<Self>) {
+        self.saving = false;
+        if let Err(e) = result {
+            warn!(error = %e, "storing the ring state failed");
+        }
+        self.save();
     }
 }

@@ -586,6 +586,20 @@ impl ReplicaStore {
     /// it runs may survive (the caller drops only ranges this node no
     /// longer receives writes for).
     pub fn drop_range(&self, range: crate::ring::TokenRange, chunk: usize) -> Result<u64> {
+        self.drop_range_except(range, chunk, |_, _| false)
+    }
+
+    /// Deletes the objects of `range` except those for which
+    /// `keep(bucket, token)` holds, `chunk` keys scanned per engine batch.
+    /// Returns how many were deleted. A stored key that does not parse is
+    /// deleted with the rest (it belongs to the range's key space and to no
+    /// bucket).
+    pub fn drop_range_except(
+        &self,
+        range: crate::ring::TokenRange,
+        chunk: usize,
+        keep: impl Fn(&[u8], Token) -> bool,
+    ) -> Result<u64> {
         let chunk = chunk.max(1);
         let mut deleted = 0u64;
         let mut after: Option<Vec<u8>> = None;
@@ -604,11 +618,18 @@ impl ReplicaStore {
             };
             let full = keys.len() >= chunk;
             let mut batch = WriteBatch::new();
+            let mut any = false;
             for k in keys {
-                batch.delete(k);
-                deleted += 1;
+                let kept = parse_object_key(&k).is_ok_and(|(token, bucket, _)| keep(bucket, token));
+                if !kept {
+                    batch.delete(k);
+                    deleted += 1;
+                    any = true;
+                }
             }
-            self.engine.write(batch)?;
+            if any {
+                self.engine.write(batch)?;
+            }
             if !full {
                 return Ok(deleted);
             }

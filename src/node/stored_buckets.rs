@@ -1,0 +1,47 @@
+//! Bucket properties as this node stored them: what the actors that work
+//! on stored objects (anti-entropy, dropping ranges given away) need to
+//! know of each object's bucket, without asking the coordinator.
+
+use std::collections::HashMap;
+
+use super::coordinator::BUCKETS_META;
+use crate::config::{BucketProps, DEFAULT_MAX_FRAME_BYTES};
+use crate::error::Result;
+use crate::replication::buckets::BucketEntry;
+use crate::replication::replica::ReplicaStore;
+
+/// Bucket properties as the store's bucket table and the defaults give
+/// them.
+pub(crate) struct BucketView {
+    defaults: BucketProps,
+    table: HashMap<Vec<u8>, BucketProps>,
+}
+
+impl BucketView {
+    pub(crate) fn load(store: &ReplicaStore, defaults: &BucketProps) -> Result<BucketView> {
+        let mut table = HashMap::new();
+        if let Some(bytes) = store.load_meta(BUCKETS_META)? {
+            let entries: Vec<BucketEntry> = crate::codec::decode(&bytes, DEFAULT_MAX_FRAME_BYTES)?;
+            for e in entries {
+                table.insert(e.bucket, e.props);
+            }
+        }
+        Ok(BucketView {
+            defaults: defaults.clone(),
+            table,
+        })
+    }
+
+    pub(crate) fn props(&self, bucket: &[u8]) -> &BucketProps {
+        self.table.get(bucket).unwrap_or(&self.defaults)
+    }
+
+    pub(crate) fn n_max(&self) -> usize {
+        self.table
+            .values()
+            .map(|p| p.n)
+            .chain([self.defaults.n])
+            .max()
+            .unwrap_or(1)
+    }
+}
