@@ -85,6 +85,16 @@ fn check<T>(value: T, golden_hex: &str, max: usize)
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug,
 {
+    let (tree, what) = round_trip(value, golden_hex, max);
+    assert_no_arrays(&tree, &what);
+}
+
+/// The four checks of [`check`] without the shape check: answers the
+/// vector's CBOR tree and the value's description, for a shape check.
+fn round_trip<T>(value: T, golden_hex: &str, max: usize) -> (Value, String)
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug,
+{
     let golden = unhex(golden_hex);
     let what = format!("{value:?}");
 
@@ -109,7 +119,7 @@ where
     );
 
     let tree: Value = ciborium::de::from_reader(golden.as_slice()).unwrap();
-    assert_no_arrays(&tree, &what);
+    (tree, what)
 }
 
 fn check_envelope(env: Envelope, golden_hex: &str) {
@@ -594,26 +604,41 @@ fn a_payload_sent_as_an_array_of_integers_is_accepted_and_re_encoded_as_bytes() 
 /// hold arrays of integers (a pending ring change's `done` set of move
 /// indices).
 fn assert_arrays_hold_maps_except(value: &Value, what: &str, integer_lists: &[&str]) {
+    assert_shape(value, what, integer_lists, false);
+}
+
+/// The shape every message with lists must have: arrays hold maps only,
+/// except arrays of integers under the keys named in `integer_lists`; maps
+/// are text-keyed, or, where `version_vectors` allows, map unsigned
+/// integers to unsigned integers.
+fn assert_shape(value: &Value, what: &str, integer_lists: &[&str], version_vectors: bool) {
     match value {
         Value::Array(items) => {
             for item in items {
                 assert!(item.is_map(), "{what}: array of non-maps: {value:?}");
-                assert_arrays_hold_maps_except(item, what, integer_lists);
+                assert_shape(item, what, integer_lists, version_vectors);
             }
         }
-        Value::Map(pairs) => {
+        Value::Map(pairs) if pairs.iter().all(|(k, _)| k.is_text()) => {
             for (k, v) in pairs {
-                assert!(k.is_text(), "{what}: map key is not text: {k:?}");
                 let allowed = k.as_text().is_some_and(|k| integer_lists.contains(&k));
                 match v {
-                    Value::Array(items) if allowed => {
-                        assert!(items.iter().all(Value::is_integer), "{what}: {k:?}")
-                    }
-                    _ => assert_arrays_hold_maps_except(v, what, integer_lists),
+                    Value::Array(items) if allowed => assert!(
+                        items.iter().all(Value::is_integer),
+                        "{what}: {k:?} must hold integers"
+                    ),
+                    _ => assert_shape(v, what, integer_lists, version_vectors),
                 }
             }
         }
-        Value::Tag(_, inner) => assert_arrays_hold_maps_except(inner, what, integer_lists),
+        Value::Map(pairs) => {
+            let is_vv = pairs.iter().all(|(k, v)| k.is_integer() && v.is_integer());
+            assert!(
+                version_vectors && is_vv,
+                "{what}: map with non-text keys that is not an allowed version vector: {value:?}"
+            );
+        }
+        Value::Tag(_, inner) => assert_shape(inner, what, integer_lists, version_vectors),
         _ => {}
     }
 }
@@ -625,18 +650,7 @@ fn check_with_lists(value: Envelope, golden_hex: &str) {
 
 /// [`check_with_lists`], with lists of integers allowed in the fields named.
 fn check_with_lists_except(value: Envelope, golden_hex: &str, integer_lists: &[&str]) {
-    let golden = unhex(golden_hex);
-    let what = format!("{value:?}");
-    let encoded = codec::encode(&value).unwrap();
-    assert_eq!(hex(&encoded), hex(&golden), "ringkv encodes {what}");
-    let decoded: Envelope = codec::decode(&golden, DEFAULT_MAX_FRAME_BYTES).unwrap();
-    assert_eq!(decoded, value, "ringkv decodes {what}");
-    let by_ciborium: Envelope = ciborium::de::from_reader(golden.as_slice()).unwrap();
-    assert_eq!(by_ciborium, value, "ciborium decodes {what}");
-    let mut reencoded = Vec::new();
-    ciborium::ser::into_writer(&by_ciborium, &mut reencoded).unwrap();
-    assert_eq!(hex(&reencoded), hex(&golden), "ciborium re-encodes {what}");
-    let tree: Value = ciborium::de::from_reader(golden.as_slice()).unwrap();
+    let (tree, what) = round_trip(value, golden_hex, DEFAULT_MAX_FRAME_BYTES);
     assert_arrays_hold_maps_except(&tree, &what, integer_lists);
 }
 
@@ -814,45 +828,13 @@ fn message_ring_state_with_a_pending_change() {
 /// is neither text-keyed nor a version vector (unsigned integers to
 /// unsigned integers).
 fn assert_lists_of_maps_and_version_vectors(value: &Value, what: &str) {
-    match value {
-        Value::Array(items) => {
-            for item in items {
-                assert!(item.is_map(), "{what}: array of non-maps: {value:?}");
-                assert_lists_of_maps_and_version_vectors(item, what);
-            }
-        }
-        Value::Map(pairs) if pairs.iter().all(|(k, _)| k.is_text()) => {
-            for (_, v) in pairs {
-                assert_lists_of_maps_and_version_vectors(v, what);
-            }
-        }
-        Value::Map(pairs) => {
-            let is_vv = pairs.iter().all(|(k, v)| k.is_integer() && v.is_integer());
-            assert!(
-                is_vv,
-                "{what}: map with non-text keys that is not a version vector: {value:?}"
-            );
-        }
-        Value::Tag(_, inner) => assert_lists_of_maps_and_version_vectors(inner, what),
-        _ => {}
-    }
+    assert_shape(value, what, &[], true);
 }
 
 /// The four checks of [`check`], with lists of maps and version vectors
 /// allowed.
 fn check_replication(value: Envelope, golden_hex: &str) {
-    let golden = unhex(golden_hex);
-    let what = format!("{value:?}");
-    let encoded = codec::encode(&value).unwrap();
-    assert_eq!(hex(&encoded), hex(&golden), "ringkv encodes {what}");
-    let decoded: Envelope = codec::decode(&golden, DEFAULT_MAX_FRAME_BYTES).unwrap();
-    assert_eq!(decoded, value, "ringkv decodes {what}");
-    let by_ciborium: Envelope = ciborium::de::from_reader(golden.as_slice()).unwrap();
-    assert_eq!(by_ciborium, value, "ciborium decodes {what}");
-    let mut reencoded = Vec::new();
-    ciborium::ser::into_writer(&by_ciborium, &mut reencoded).unwrap();
-    assert_eq!(hex(&reencoded), hex(&golden), "ciborium re-encodes {what}");
-    let tree: Value = ciborium::de::from_reader(golden.as_slice()).unwrap();
+    let (tree, what) = round_trip(value, golden_hex, DEFAULT_MAX_FRAME_BYTES);
     assert_lists_of_maps_and_version_vectors(&tree, &what);
 }
 
@@ -1575,50 +1557,13 @@ mod anti_entropy_values {
     }
 }
 
-/// Like [`assert_lists_of_maps_and_version_vectors`], but arrays of
-/// unsigned integers are allowed under the keys `leaves`, `differing`,
-/// `listed` and `owners`.
-fn assert_anti_entropy_shape(value: &Value, what: &str) {
-    const INT_LISTS: [&str; 4] = ["leaves", "differing", "listed", "owners"];
-    match value {
-        Value::Map(pairs) if pairs.iter().all(|(k, _)| k.is_text()) => {
-            for (k, v) in pairs {
-                let int_list = k.as_text().is_some_and(|k| INT_LISTS.contains(&k));
-                match v {
-                    Value::Array(items) if int_list => {
-                        assert!(
-                            items.iter().all(|i| i.is_integer()),
-                            "{what}: {k:?} must hold integers"
-                        );
-                    }
-                    _ => assert_anti_entropy_shape(v, what),
-                }
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                assert!(item.is_map(), "{what}: array of non-maps: {value:?}");
-                assert_anti_entropy_shape(item, what);
-            }
-        }
-        other => assert_lists_of_maps_and_version_vectors(other, what),
-    }
-}
-
+/// The four checks of [`check`], with lists of maps and version vectors
+/// allowed, and arrays of unsigned integers under the keys `leaves`,
+/// `differing`, `listed` and `owners`.
 fn check_anti_entropy(value: Envelope, golden_hex: &str) {
-    let golden = unhex(golden_hex);
-    let what = format!("{value:?}");
-    let encoded = codec::encode(&value).unwrap();
-    assert_eq!(hex(&encoded), hex(&golden), "ringkv encodes {what}");
-    let decoded: Envelope = codec::decode(&golden, DEFAULT_MAX_FRAME_BYTES).unwrap();
-    assert_eq!(decoded, value, "ringkv decodes {what}");
-    let by_ciborium: Envelope = ciborium::de::from_reader(golden.as_slice()).unwrap();
-    assert_eq!(by_ciborium, value, "ciborium decodes {what}");
-    let mut reencoded = Vec::new();
-    ciborium::ser::into_writer(&by_ciborium, &mut reencoded).unwrap();
-    assert_eq!(hex(&reencoded), hex(&golden), "ciborium re-encodes {what}");
-    let tree: Value = ciborium::de::from_reader(golden.as_slice()).unwrap();
-    assert_anti_entropy_shape(&tree, &what);
+    const INT_LISTS: [&str; 4] = ["leaves", "differing", "listed", "owners"];
+    let (tree, what) = round_trip(value, golden_hex, DEFAULT_MAX_FRAME_BYTES);
+    assert_shape(&tree, &what, &INT_LISTS, true);
 }
 
 #[test]
