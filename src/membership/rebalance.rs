@@ -21,11 +21,12 @@
 //!
 //! No I/O and no clock of its own: the ring manager actor carries out its
 //! actions and passes time in. It keeps nothing across restarts; instead,
-//! once after it starts (when no change is pending, this node is in the
-//! ring, and a peer has reported the same ring state), it schedules a
-//! sweep: after [`DROP_GRACE`], everything this node does not replicate
-//! under the ring then in force is dropped. So ranges given away just
-//! before a restart, whose drops were still waiting, are dropped too.
+//! once after a restart (a start from a stored ring state, when no change
+//! is pending, this node is in the ring, and a peer has reported the same
+//! ring state), it schedules a sweep: after [`DROP_GRACE`], everything
+//! this node does not replicate under the ring then in force is dropped.
+//! So ranges given away just before a restart, whose drops were still
+//! waiting, are dropped too. A node's first start has nothing to sweep.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -131,6 +132,7 @@ impl Rebalancer {
             }
         }
         if !self.swept
+            && keeper.restored()
             && change == 0
             && keeper.agreed_with_peer()
             && keeper.ring().is_member(self.me)
@@ -364,6 +366,20 @@ mod tests {
         assert!(!want.is_empty());
         assert_eq!(r.plan(&k, now + DROP_GRACE), want);
         assert!(r.plan(&k, now + DROP_GRACE * 2).is_empty(), "once");
+
+        // A first start (the ring learned from a peer) sweeps nothing.
+        let mut fresh =
+            RingKeeper::new(NodeId(1), &cfg, Duration::from_secs(1), &[NodeId(2)], 1).unwrap();
+        fresh.on_member_event(&up(2));
+        let state = Message::RingState {
+            ring: ring.clone(),
+            pending: None,
+        };
+        fresh.step(now, Envelope::new(NodeId(2), NodeId(1), state), &mut out);
+        assert!(fresh.agreed_with_peer() && fresh.ring().is_member(NodeId(1)));
+        let mut r = Rebalancer::new(NodeId(1), 3);
+        assert!(r.plan(&fresh, now).is_empty());
+        assert!(r.plan(&fresh, now + DROP_GRACE * 2).is_empty());
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct RingKeeper {
     /// Whether a peer has reported the same state as this node's since it
     /// started: until then a restored state may be stale.
     agreed: bool,
+    /// Started from a stored state ([`RingKeeper::restore`]).
+    restored: bool,
 }
 
 /// The digest that breaks ties between rings of one epoch.
@@ -128,6 +130,7 @@ impl RingKeeper {
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             next_round: None,
             agreed: false,
+            restored: false,
         })
     }
 
@@ -151,7 +154,13 @@ impl RingKeeper {
         self.digest = state.digest();
         self.ring = Arc::new(state.ring.clone());
         self.state = Arc::new(state);
+        self.restored = true;
         Ok(())
+    }
+
+    /// Whether this node started from a stored state (a restart).
+    pub fn restored(&self) -> bool {
+        self.restored
     }
 
     /// Whether some peer has reported holding the same state as this node
