@@ -533,6 +533,24 @@ mod tests {
         }
     }
 
+    /// Keepers 1 to 4, node 1 founding and the others joining through it,
+    /// each seeing the others ALIVE.
+    fn four_keepers() -> BTreeMap<NodeId, RingKeeper> {
+        let mut keepers = BTreeMap::new();
+        keepers.insert(NodeId(1), keeper(1, &[]));
+        for id in 2..=4 {
+            keepers.insert(NodeId(id), keeper(id, &[1]));
+        }
+        for (&id, k) in keepers.iter_mut() {
+            for other in 1..=4 {
+                if NodeId(other) != id {
+                    k.on_member_event(&up(other));
+                }
+            }
+        }
+        keepers
+    }
+
     /// Ticks every keeper `rounds` times, delivering all messages at once.
     /// Each round, a keeper whose transfers may start completes one of its
     /// incoming moves, as the transfer executor would.
@@ -566,18 +584,7 @@ mod tests {
 
     #[test]
     fn concurrent_joins_converge_on_one_ring_holding_everyone() {
-        let mut keepers = BTreeMap::new();
-        keepers.insert(NodeId(1), keeper(1, &[]));
-        for id in 2..=4 {
-            keepers.insert(NodeId(id), keeper(id, &[1]));
-        }
-        for (&id, k) in keepers.iter_mut() {
-            for other in 1..=4 {
-                if NodeId(other) != id {
-                    k.on_member_event(&up(other));
-                }
-            }
-        }
+        let mut keepers = four_keepers();
         run(&mut keepers, 200);
         let rings: Vec<Arc<Ring>> = keepers.values().map(|k| Arc::clone(k.ring())).collect();
         for ring in &rings {
@@ -669,18 +676,7 @@ mod tests {
 
     #[test]
     fn a_leave_removes_the_node_everywhere() {
-        let mut keepers = BTreeMap::new();
-        keepers.insert(NodeId(1), keeper(1, &[]));
-        for id in 2..=4 {
-            keepers.insert(NodeId(id), keeper(id, &[1]));
-        }
-        for (&id, k) in keepers.iter_mut() {
-            for other in 1..=4 {
-                if NodeId(other) != id {
-                    k.on_member_event(&up(other));
-                }
-            }
-        }
+        let mut keepers = four_keepers();
         run(&mut keepers, 100);
         let mut out = Outbox::new();
         keepers.get_mut(&NodeId(2)).unwrap().leave(&mut out);
@@ -701,18 +697,7 @@ mod tests {
 
     #[test]
     fn moves_into_a_down_node_do_not_hold_a_leave_back() {
-        let mut keepers = BTreeMap::new();
-        keepers.insert(NodeId(1), keeper(1, &[]));
-        for id in 2..=4 {
-            keepers.insert(NodeId(id), keeper(id, &[1]));
-        }
-        for (&id, k) in keepers.iter_mut() {
-            for other in 1..=4 {
-                if NodeId(other) != id {
-                    k.on_member_event(&up(other));
-                }
-            }
-        }
+        let mut keepers = four_keepers();
         run(&mut keepers, 150);
         assert_eq!(keepers[&NodeId(1)].ring().members().len(), 4);
         // Node 4 crashes; the others see it DOWN. Node 3 leaves: some of
