@@ -18,11 +18,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringkv::config::{AntiEntropyConfig, StorageConfig};
-use ringkv::node::{Node, NodeConfig, TransportParts};
+use ringkv::node::{Node, NodeConfig};
 use ringkv::protocol::{Op, ReadOptions, Reply, WriteOptions};
 use ringkv::replication::Consistency;
 use ringkv::{BucketProps, LsmConfig, MemberStatus, MemoryNetwork, NodeId};
@@ -197,24 +196,7 @@ async fn spawn_with(network: &MemoryNetwork, id: u64, storage: Option<StorageCon
     if let Some(storage) = storage {
         config.storage = storage;
     }
-    // A restart on the same directory waits (bounded) until the stopped
-    // node's actors, dropped as its arbiter winds down, release the engine.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let net = network.clone();
-        let spawned = Node::spawn(config.clone(), move || async move {
-            let (endpoint, inbox) = net.endpoint(NodeId(id))?;
-            Ok(TransportParts::new(Arc::new(endpoint), inbox))
-        })
-        .await;
-        match spawned {
-            Ok(node) => return node,
-            Err(e) if Instant::now() < deadline && e.to_string().contains("in use") => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("node {id} did not start: {e}"),
-        }
-    }
+    spawn_memory_retrying(network, config).await
 }
 
 /// Reads the key at ALL and deletes it with the context read, at `w`.

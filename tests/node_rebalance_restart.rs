@@ -59,23 +59,7 @@ fn config(id: u64, seed: Option<u64>, dir: &Path) -> NodeConfig {
 /// or restarts on its stored ring). A restart on the same directory waits
 /// (bounded) until the stopped node's engine is released.
 async fn start(network: &MemoryNetwork, id: u64, seed: Option<u64>, dir: &Path) -> Node {
-    let config = config(id, seed, dir);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let net = network.clone();
-        let spawned = Node::spawn(config.clone(), move || async move {
-            let (endpoint, inbox) = net.endpoint(NodeId(id))?;
-            Ok(TransportParts::new(Arc::new(endpoint), inbox))
-        })
-        .await;
-        match spawned {
-            Ok(node) => return node,
-            Err(e) if Instant::now() < deadline && e.to_string().contains("in use") => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("node {id} did not start: {e}"),
-        }
-    }
+    spawn_memory_retrying(network, config(id, seed, dir)).await
 }
 
 async fn set_bucket(node: &Node, bucket: &str, n: usize) {

@@ -146,6 +146,27 @@ pub async fn spawn_memory(
     .await
 }
 
+/// Starts a node with `config` on `network`, as [`spawn_memory`] does, but
+/// on a data directory a stopped node may still hold: it retries (for up
+/// to 20 s) while the engine reports the directory in use, as the stopped
+/// node's actors, dropped as its arbiter winds down, release it.
+pub async fn spawn_memory_retrying(
+    network: &ringkv::MemoryNetwork,
+    config: ringkv::node::NodeConfig,
+) -> Node {
+    let id = config.id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match spawn_memory(network, config.clone()).await {
+            Ok(node) => return node,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("in use") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("node {id} did not start: {e}"),
+        }
+    }
+}
+
 /// Starts nodes 1 to `n` on a new in-process network, each with
 /// [`memory_config`] as `configure` changes it, and waits (bounded) until
 /// every node sees every other ALIVE and all hold the same ring.
