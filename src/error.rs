@@ -201,6 +201,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// This node restarted on the ring state it had stored, and no peer has
+    /// yet confirmed that state: it does not coordinate requests, since a
+    /// ring changed while it was down would send them to nodes that no
+    /// longer own the key. Clears within a gossip round of a peer being
+    /// reachable.
+    #[error("this node restarted on its stored ring and no peer has confirmed it yet; retry shortly or on another node")]
+    RingUnconfirmed,
+
     /// A node answered a client request with an error (see
     /// [`crate::protocol::ErrorReply`]): its code, text, whether it is
     /// retryable and, for a write, whether it may still have been applied.
@@ -235,6 +243,7 @@ impl Error {
             | Error::Io { .. }
             | Error::Unavailable { .. }
             | Error::QuorumTimeout { .. }
+            | Error::RingUnconfirmed
             | Error::Replica(_) => true,
             Error::Handshake { refusal, .. } => refusal.is_retryable(),
             Error::Remote(reply) => reply.retryable,

@@ -675,6 +675,11 @@ impl From<&Error> for ErrorReply {
                 reply.code = ErrorCode::ReplicaFailed
             }
             Error::QueueFull { .. } => reply.code = ErrorCode::Overloaded,
+            Error::RingUnconfirmed => {
+                // Nothing was sent to any replica.
+                reply.code = ErrorCode::Unavailable;
+                reply.indefinite = Some(false);
+            }
             Error::Shutdown => {
                 // Final for this node, but another node can serve it.
                 reply.code = ErrorCode::ShuttingDown;

@@ -2,8 +2,9 @@
 //! the LSM engine on real files:
 //!
 //! - a cluster stopped whole and started again in another order comes back
-//!   on the ring it had (the ring state is stored), and every key is still
-//!   readable;
+//!   on the ring it had (the ring state is stored), a node restarted alone
+//!   coordinates nothing until a peer confirms that ring, and every key is
+//!   still readable;
 //! - a node that crashes after a change is in force but before it dropped
 //!   what it gave away drops it after its restart: every key ends on
 //!   exactly `n` nodes;
@@ -182,6 +183,20 @@ async fn a_cluster_stopped_whole_comes_back_on_the_ring_it_had() {
         before,
         "node 4 restarted alone on another ring"
     );
+    // Until a peer confirms its stored ring, node 4 coordinates nothing: a
+    // ring changed while it was down would misroute its requests.
+    assert!(!nodes[0].ring_confirmed());
+    let refused = nodes[0]
+        .execute(Op::Get {
+            bucket: b("b"),
+            key: b("k0"),
+            options: ReadOptions::default(),
+        })
+        .await;
+    match refused {
+        Err(e @ ringkv::Error::RingUnconfirmed) => assert!(e.is_retryable()),
+        other => panic!("a get on an unconfirmed ring: {other:?}"),
+    }
     for id in [3, 2, 1] {
         nodes.push(start(&network, id, Some(4), dir.path()).await);
     }
@@ -189,6 +204,11 @@ async fn a_cluster_stopped_whole_comes_back_on_the_ring_it_had() {
     for n in &nodes {
         assert_eq!(n.ring_state().await.unwrap().ring, before);
     }
+    let confirmed = wait_until(Duration::from_secs(30), || async {
+        nodes.iter().all(Node::ring_confirmed)
+    })
+    .await;
+    assert!(confirmed.is_some(), "the peers never confirmed the ring");
     for (i, k) in keys.iter().enumerate() {
         assert!(readable(&nodes[i % 4], "b", k).await, "{k} lost");
     }

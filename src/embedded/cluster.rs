@@ -475,7 +475,9 @@ impl Cluster {
     }
 
     /// Starts a killed node again, with its data directory (an empty store
-    /// for the memory engine).
+    /// for the memory engine). When another node is running, returns once
+    /// the restarted node has confirmed its stored ring with a peer, so
+    /// that it serves requests at once.
     pub fn restart(&self, id: u64) -> Result<(), String> {
         {
             let slots = lock(&self.slots);
@@ -485,7 +487,17 @@ impl Cluster {
                 Some(_) => {}
             }
         }
-        self.spawn_node(id)
+        self.spawn_node(id)?;
+        if self.live().len() > 1 {
+            let node = self.node(id)?;
+            if !self.wait(FORM_TIMEOUT, || Ok(node.ring_confirmed()))? {
+                return Err(format!(
+                    "node {id} restarted, but no peer confirmed its ring within {}s",
+                    FORM_TIMEOUT.as_secs()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Freezes node `id`'s thread for `ms` (as SIGSTOP or a long GC pause

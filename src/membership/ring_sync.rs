@@ -163,6 +163,23 @@ impl RingKeeper {
         self.restored
     }
 
+    /// Whether this node's ring may route requests: it did not start from
+    /// a stored state (its ring came from its peers, or it founded the
+    /// cluster), or a peer has since reported the same state, or no other
+    /// node is in the ring or the change in progress.
+    pub fn ring_confirmed(&self) -> bool {
+        let alone = || {
+            let others = |r: &Ring| r.members().into_iter().any(|n| n != self.me);
+            !others(&self.state.ring)
+                && !self
+                    .state
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| others(&p.target))
+        };
+        !self.restored || self.agreed || alone()
+    }
+
     /// Whether some peer has reported holding the same state as this node
     /// since it started, so that this node's ring is not just what it
     /// stored before a restart.

@@ -134,6 +134,8 @@ pub struct Node {
     compactor: Addr<Compactor>,
     handoff: Addr<HandoffActor>,
     anti_entropy: Addr<AntiEntropyActor>,
+    /// Whether the ring may route requests (see [`Node::ring_confirmed`]).
+    ring_confirmed: Arc<std::sync::atomic::AtomicBool>,
     engine_name: &'static str,
     cluster: String,
     version: VersionConfig,
@@ -306,8 +308,9 @@ impl Node {
             config.membership.gossip_interval,
             transport_actor.clone(),
         )
-        .with_store(Arc::clone(&storage.store))
-        .start();
+        .with_store(Arc::clone(&storage.store));
+        let ring_confirmed = ring_manager.confirmed_flag();
+        let ring_manager = ring_manager.start();
         let failure_detector = FailureDetector::new(
             membership,
             transport_actor.clone(),
@@ -390,11 +393,21 @@ impl Node {
             compactor,
             handoff,
             anti_entropy,
+            ring_confirmed,
             engine_name: config.storage.engine_name(),
             cluster: config.cluster,
             version: config.version,
             resolvers: config.resolvers,
         })
+    }
+
+    /// Whether this node coordinates data requests: false from a restart
+    /// on its stored ring until a peer has reported the same ring state
+    /// (requests meanwhile fail with the retryable
+    /// [`Error::RingUnconfirmed`]).
+    pub fn ring_confirmed(&self) -> bool {
+        self.ring_confirmed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// This node's id.
@@ -725,6 +738,9 @@ impl Node {
                 })
             }
             data => {
+                if !self.ring_confirmed() {
+                    return Err(Error::RingUnconfirmed);
+                }
                 let Some((op, kind)) = to_client_op(data, &self.version)? else {
                     return Err(Error::InvalidInput("unsupported operation".into()));
                 };

@@ -16,6 +16,7 @@
 //! it, and resumes the transfers of a change in progress from their stored
 //! cursors.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,9 @@ pub struct RingManager {
     /// Whether a store of a state is under way.
     saving: bool,
     me: Option<Addr<RingManager>>,
+    /// Whether the ring may route requests (see
+    /// [`RingKeeper::ring_confirmed`]), for the node's entry point.
+    confirmed: Arc<AtomicBool>,
 }
 
 /// A store of the ring state ended.
@@ -84,6 +88,7 @@ struct Saved(crate::error::Result<()>);
 impl RingManager {
     /// Wraps a keeper that gossips every `interval` through `transport`.
     pub fn new(keeper: RingKeeper, interval: Duration, transport: Addr<TransportActor>) -> Self {
+        let confirmed = Arc::new(AtomicBool::new(keeper.ring_confirmed()));
         RingManager {
             rebalancer: Rebalancer::new(keeper.me(), keeper.transfer_replicas()),
             keeper,
@@ -95,7 +100,14 @@ impl RingManager {
             unsaved: None,
             saving: false,
             me: None,
+            confirmed,
         }
+    }
+
+    /// The flag that tells whether this node's ring may route requests,
+    /// kept up to date by the actor.
+    pub fn confirmed_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.confirmed)
     }
 
     /// Stores every new ring state in `store` (see the module
@@ -156,6 +168,8 @@ impl RingManager {
             };
             publish(&mut self.subscribers, event);
         }
+        self.confirmed
+            .store(self.keeper.ring_confirmed(), Ordering::Release);
         self.save();
         self.rebalance();
     }
