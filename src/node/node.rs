@@ -629,7 +629,8 @@ impl Node {
     /// Data operations go through the Coordinator actor (quorums, read
     /// repair, hints) and are answered under the bucket's policy; bucket,
     /// ring, status and preference-list views are answered from this node's
-    /// view of the cluster.
+    /// view of the cluster; `BlockOutbound` sets its transport's injected
+    /// faults, if the node allows it.
     pub async fn execute(&self, op: Op) -> Result<Reply> {
         let gone = |_| Error::Shutdown;
         match op {
