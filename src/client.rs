@@ -758,6 +758,22 @@ impl Client {
             other => Err(unexpected("remove_node", &other)),
         }
     }
+
+    /// Fault injection (see [`Op::BlockOutbound`]): the connected node
+    /// drops every node-to-node frame it sends to `peers` until the next
+    /// call; an empty slice heals. Returns the peers blocked now. Refused
+    /// with `InvalidArgument` by a node not started with
+    /// `--allow-fault-injection`. A client given several addresses may
+    /// send it to any of them: connect to the one node it is meant for.
+    pub async fn block_outbound(&self, peers: &[NodeId]) -> Result<Vec<NodeId>> {
+        let op = Op::BlockOutbound {
+            peers: peers.to_vec(),
+        };
+        match self.execute(op).await? {
+            Reply::Blocked { peers } => Ok(peers),
+            other => Err(unexpected("block_outbound", &other)),
+        }
+    }
 }
 
 /// Reads responses until the connection ends, handing each to its waiter;
@@ -840,6 +856,7 @@ fn unexpected(what: &str, reply: &Reply) -> Error {
         Reply::Ring(_) => "Ring",
         Reply::Status(_) => "Status",
         Reply::Preference { .. } => "Preference",
+        Reply::Blocked { .. } => "Blocked",
     };
     Error::Decode {
         what: "Reply",

@@ -245,7 +245,24 @@ pub enum Op {
         /// The node to remove.
         node: NodeId,
     },
+    /// Fault injection, for tests and experiments: from now on the
+    /// receiving node drops every node-to-node frame it would send to
+    /// `peers` (frames from them still arrive: a one-way partition; each
+    /// side blocking the other makes a two-way one). Replaces the earlier
+    /// list; an empty list heals. Client traffic is not affected. Refused
+    /// (`InvalidArgument`) unless the node was started with
+    /// `--allow-fault-injection`, for a list naming the node itself, and
+    /// for more than [`MAX_BLOCKED_PEERS`] peers. Answered with
+    /// [`Reply::Blocked`].
+    BlockOutbound {
+        /// The peers to cut off (duplicates count once).
+        peers: Vec<NodeId>,
+    },
 }
+
+/// The most peers one [`Op::BlockOutbound`] may name: far more than any
+/// cluster a test builds, small enough that a hostile list costs nothing.
+pub const MAX_BLOCKED_PEERS: usize = 1024;
 
 impl Op {
     /// The op's name, for logs.
@@ -268,6 +285,7 @@ impl Op {
             Op::PreferenceList { .. } => "preference_list",
             Op::Leave => "leave",
             Op::RemoveNode { .. } => "remove_node",
+            Op::BlockOutbound { .. } => "block_outbound",
         }
     }
 
@@ -293,7 +311,9 @@ impl Op {
             | Op::Ring
             | Op::Status
             | Op::LocalGet { .. }
-            | Op::PreferenceList { .. } => false,
+            | Op::PreferenceList { .. }
+            // Sets a fault, not stored state; sending it again is harmless.
+            | Op::BlockOutbound { .. } => false,
         }
     }
 }
@@ -430,6 +450,11 @@ pub enum Reply {
         /// is a fallback.
         targets: Vec<PreferenceEntry>,
     },
+    /// The answer to `BlockOutbound`.
+    Blocked {
+        /// The peers this node now drops frames to, by id (empty: none).
+        peers: Vec<NodeId>,
+    },
 }
 
 /// One entry of a preference list.
@@ -505,6 +530,45 @@ pub struct StatusView {
     /// Its anti-entropy counters (zero from a node that predates them).
     #[serde(default)]
     pub anti_entropy: crate::replication::anti_entropy::AntiEntropyStats,
+    /// What it served as a transfer source since it started, per receiver
+    /// and transfer. Absent from the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served: Vec<ServedView>,
+}
+
+/// What a node served, as a source, for one receiver's transfer, as a
+/// status view shows it (counted since the source started).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedView {
+    /// The receiving node.
+    pub receiver: NodeId,
+    /// The receiver's transfer id.
+    pub transfer: u64,
+    /// Pulls answered with a batch.
+    pub pulls: u64,
+    /// Of those, pulls from the start of the range (no cursor): 1 for a
+    /// transfer that was never restarted, however often it was broken.
+    pub from_start: u64,
+    /// Objects sent.
+    pub keys: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Pulls refused (busy, or a failed scan).
+    pub refused: u64,
+}
+
+impl From<&crate::node::handoff::ServedStats> for ServedView {
+    fn from(s: &crate::node::handoff::ServedStats) -> Self {
+        ServedView {
+            receiver: s.receiver,
+            transfer: s.transfer,
+            pulls: s.pulls,
+            from_start: s.from_start,
+            keys: s.keys,
+            bytes: s.bytes,
+            refused: s.refused,
+        }
+    }
 }
 
 /// One range transfer into a node, as a status view shows it.
@@ -719,7 +783,8 @@ mod tests {
             | Op::LocalGet { .. }
             | Op::PreferenceList { .. }
             | Op::Leave
-            | Op::RemoveNode { .. } => (),
+            | Op::RemoveNode { .. }
+            | Op::BlockOutbound { .. } => (),
         });
         let _ = reply.map(|r| match r {
             Reply::Hello { .. }
@@ -730,7 +795,8 @@ mod tests {
             | Reply::Bucket { .. }
             | Reply::Ring(_)
             | Reply::Status(_)
-            | Reply::Preference { .. } => (),
+            | Reply::Preference { .. }
+            | Reply::Blocked { .. } => (),
         });
         let _ = code.map(|c| match c {
             ErrorCode::BadRequest
@@ -764,6 +830,7 @@ mod tests {
         "Op::PreferenceList",
         "Op::Leave",
         "Op::RemoveNode",
+        "Op::BlockOutbound",
         "Reply::Hello",
         "Reply::Object",
         "Reply::Written",
@@ -773,6 +840,7 @@ mod tests {
         "Reply::Ring",
         "Reply::Status",
         "Reply::Preference",
+        "Reply::Blocked",
         "ErrorCode::BadRequest",
         "ErrorCode::UnsupportedVersion",
         "ErrorCode::InvalidArgument",

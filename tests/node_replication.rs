@@ -9,7 +9,8 @@
 //! `Unavailable` once a node is down, while QUORUM keeps working with
 //! fallbacks; the fallbacks' hints delivered to the node when it is back;
 //! read repair of a stale replica; bad arguments refused with
-//! `InvalidInput`.
+//! `InvalidInput`, and so is fault injection (`BlockOutbound`) on a node
+//! that did not opt in or whose transport cannot do it.
 //!
 //! Every wait is bounded; nothing depends on speed. The multi-process
 //! versions over TCP are in `node_cluster.rs`.
@@ -435,4 +436,30 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
         "repaired"
     );
     stop(nodes).await;
+}
+
+/// Fault injection through the client protocol is opt-in per node, and a
+/// node on a transport that cannot inject faults (the in-process network,
+/// whose faults are set on the network itself) says so rather than
+/// pretending to have blocked anything.
+#[actix_rt::test]
+async fn block_outbound_is_refused_when_off_or_unsupported() {
+    let network = MemoryNetwork::new(ringkv::MemoryNetConfig::default()).expect("network config");
+    let off = spawn_memory(&network, memory_config(1)).await.unwrap();
+    let block = || Op::BlockOutbound {
+        peers: vec![NodeId(3)],
+    };
+    match off.execute(block()).await {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("--allow-fault-injection"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut config = memory_config(2);
+    config.allow_fault_injection = true;
+    let on = spawn_memory(&network, config).await.unwrap();
+    match on.execute(block()).await {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("cannot block peers"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    on.shutdown().await;
+    off.shutdown().await;
 }

@@ -52,8 +52,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Receipt fields that are lists of node ids.
-const NODE_LISTS: &[&str] = &["asked", "answered", "repaired", "sources"];
+/// Fields that are lists of node ids: a receipt's, a transfer's sources,
+/// and the peers of `BlockOutbound` and `Blocked`.
+const NODE_LISTS: &[&str] = &["asked", "answered", "repaired", "sources", "peers"];
 
 /// Fails on a map key that is not text, or an array that is not a list of
 /// maps, of byte strings, or (under a receipt's keys) of node ids.
@@ -338,6 +339,51 @@ mod values {
         request(18, Op::RemoveNode { node: NodeId(4) })
     }
 
+    pub fn block_outbound() -> Request {
+        request(
+            19,
+            Op::BlockOutbound {
+                peers: vec![NodeId(3), NodeId(4)],
+            },
+        )
+    }
+
+    pub fn reply_blocked() -> Response {
+        ok(
+            19,
+            Reply::Blocked {
+                peers: vec![NodeId(3), NodeId(4)],
+            },
+        )
+    }
+
+    /// A source's status: no transfers into it, one it served.
+    pub fn reply_status_served() -> Response {
+        ok(
+            20,
+            Reply::Status(StatusView {
+                node: NodeId(2),
+                cluster: "ringkv".into(),
+                members: vec![],
+                keys: 10,
+                hints: 0,
+                in_flight: 0,
+                engine: "lsm".into(),
+                transfers: vec![],
+                anti_entropy: Default::default(),
+                served: vec![ServedView {
+                    receiver: NodeId(4),
+                    transfer: 9,
+                    pulls: 3,
+                    from_start: 1,
+                    keys: 30,
+                    bytes: 2048,
+                    refused: 0,
+                }],
+            }),
+        )
+    }
+
     pub fn reply_ring_changing() -> Response {
         ok(
             17,
@@ -508,6 +554,7 @@ mod values {
                     elapsed_ms: 1500,
                 }],
                 anti_entropy: Default::default(),
+                served: vec![],
             }),
         )
     }
@@ -830,6 +877,30 @@ fn request_leave_and_remove_node() {
              62 6f70 a1
                  6a 52656d6f76654e6f6465 a1
                      64 6e6f6465 04",
+    );
+}
+
+#[test]
+fn request_and_response_block_outbound() {
+    use values::*;
+    // {"id": 19, "op": {"BlockOutbound": {"peers": [3, 4]}}}
+    check(
+        block_outbound(),
+        "a2
+             62 6964 13
+             62 6f70 a1
+                 6d 426c6f636b4f7574626f756e64 a1
+                     65 7065657273 82 03 04",
+    );
+    // {"id": 19, "result": {"Ok": {"Blocked": {"peers": [3, 4]}}}}
+    check(
+        reply_blocked(),
+        "a2
+             62 6964 13
+             66 726573756c74 a1
+                 62 4f6b a1
+                     67 426c6f636b6564 a1
+                         65 7065657273 82 03 04",
     );
 }
 
@@ -1157,6 +1228,53 @@ fn response_status() {
                              6c 6b6579735f7363616e6e6564 00
                              6d 6c6173745f726f756e645f6d73 00
                              70 6c6173745f726f756e645f61745f6d73 00",
+    );
+}
+
+#[test]
+fn response_status_of_a_transfer_source() {
+    use values::*;
+    // `served` is absent when empty (see response_status); here it is not.
+    // {"id": 20, "result": {"Ok": {"Status": {"node": 2, "cluster": "ringkv", "members": [],
+    // "keys": 10, "hints": 0, "in_flight": 0, "engine": "lsm", "transfers": [],
+    // "anti_entropy": {"rounds": 0, "ranges_compared": 0, "exchanges_failed": 0,
+    // "leaves_differing": 0, "objects_repaired": 0, "tombstones_purged": 0, "keys_scanned": 0,
+    // "last_round_ms": 0, "last_round_at_ms": 0}, "served": [{"receiver": 4, "transfer": 9,
+    // "pulls": 3, "from_start": 1, "keys": 30, "bytes": 2048, "refused": 0}]}}}}
+    check(
+        reply_status_served(),
+        "a2
+             62 6964 14
+             66 726573756c74 a1
+                 62 4f6b a1
+                     66 537461747573 aa
+                         64 6e6f6465 02
+                         67 636c7573746572 66 72696e676b76
+                         67 6d656d62657273 80
+                         64 6b657973 0a
+                         65 68696e7473 00
+                         69 696e5f666c69676874 00
+                         66 656e67696e65 63 6c736d
+                         69 7472616e7366657273 80
+                         6c 616e74695f656e74726f7079 a9
+                             66 726f756e6473 00
+                             6f 72616e6765735f636f6d7061726564 00
+                             70 65786368616e6765735f6661696c6564 00
+                             70 6c65617665735f646966666572696e67 00
+                             70 6f626a656374735f7265706169726564 00
+                             71 746f6d6273746f6e65735f707572676564 00
+                             6c 6b6579735f7363616e6e6564 00
+                             6d 6c6173745f726f756e645f6d73 00
+                             70 6c6173745f726f756e645f61745f6d73 00
+                         66 736572766564 81
+                             a7
+                                 68 7265636569766572 04
+                                 68 7472616e73666572 09
+                                 65 70756c6c73 03
+                                 6a 66726f6d5f7374617274 01
+                                 64 6b657973 18 1e
+                                 65 6279746573 19 0800
+                                 67 72656675736564 00",
     );
 }
 

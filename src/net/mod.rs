@@ -69,6 +69,19 @@ pub trait Transport: Send + Sync + 'static {
     /// Counters since the endpoint started.
     fn stats(&self) -> NetStats;
 
+    /// Fault injection: from now on, silently drops every frame to
+    /// `peers` (a one-way partition; frames from them still arrive),
+    /// replacing the earlier set; an empty set heals. For tests and
+    /// experiments on real processes (`Op::BlockOutbound`); a node never
+    /// calls it on its own. Transports that cannot inject faults refuse
+    /// with `InvalidInput` (the default).
+    fn block_outbound(&self, peers: &[NodeId]) -> Result<()> {
+        let _ = peers;
+        Err(crate::error::Error::InvalidInput(
+            "this node's transport cannot block peers".into(),
+        ))
+    }
+
     /// Stops the endpoint: stops accepting, writes what is queued within a
     /// grace period, closes connections, and resolves once every task of
     /// the endpoint has ended. Later `send`s fail with `Shutdown`.

@@ -437,6 +437,11 @@ impl Transport for TcpTransport {
         self.shared.config.node
     }
 
+    fn block_outbound(&self, peers: &[NodeId]) -> Result<()> {
+        self.set_blocked_outbound(peers.iter().copied());
+        Ok(())
+    }
+
     fn send(&self, envelope: Envelope) -> Result<()> {
         let s = &self.shared;
         if s.stop.is_cancelled() {

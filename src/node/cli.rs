@@ -57,6 +57,10 @@ const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 /// Largest configuration file read, in bytes.
 const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 
+/// Longest transfer pull timeout accepted, in milliseconds: an hour. A
+/// pull is one batch's scan; a longer wait only hides a dead source.
+const MAX_PULL_TIMEOUT_MS: u64 = 3_600_000;
+
 /// The storage engine of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -136,6 +140,20 @@ pub struct Args {
     /// How old a tombstone must be before it may be purged, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub tombstone_grace_ms: Option<u64>,
+    /// Bytes per second this node pulls in range transfers (0: unthrottled).
+    #[arg(long, value_name = "BYTES")]
+    pub transfer_bytes_per_sec: Option<u64>,
+    /// Bytes asked for per transfer pull.
+    #[arg(long, value_name = "BYTES")]
+    pub transfer_batch_bytes: Option<u64>,
+    /// A transfer pull unanswered this long is retried, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub transfer_pull_timeout_ms: Option<u64>,
+    /// Lets clients inject faults into this node's network (the
+    /// `BlockOutbound` op, for partition tests). Off unless given; never
+    /// for production.
+    #[arg(long)]
+    pub allow_fault_injection: bool,
 }
 
 /// The TOML configuration file: the same keys as the flags, all optional.
@@ -172,6 +190,14 @@ pub struct FileConfig {
     pub anti_entropy_period_ms: Option<u64>,
     /// As `--tombstone-grace-ms`.
     pub tombstone_grace_ms: Option<u64>,
+    /// As `--transfer-bytes-per-sec`.
+    pub transfer_bytes_per_sec: Option<u64>,
+    /// As `--transfer-batch-bytes`.
+    pub transfer_batch_bytes: Option<u64>,
+    /// As `--transfer-pull-timeout-ms`.
+    pub transfer_pull_timeout_ms: Option<u64>,
+    /// As `--allow-fault-injection` (the flag can only turn it on).
+    pub allow_fault_injection: Option<bool>,
 }
 
 impl FileConfig {
@@ -341,6 +367,32 @@ pub fn resolve(args: Args, file: FileConfig, secret: ClusterSecret) -> Result<No
         node.anti_entropy.tombstone_grace = std::time::Duration::from_millis(ms);
     }
     node.anti_entropy.validate()?;
+    if let Some(rate) = args.transfer_bytes_per_sec.or(file.transfer_bytes_per_sec) {
+        node.transfer.bytes_per_sec = rate;
+    }
+    if let Some(bytes) = args.transfer_batch_bytes.or(file.transfer_batch_bytes) {
+        let max = (crate::config::DEFAULT_MAX_FRAME_BYTES / 2) as u64;
+        if !(1..=max).contains(&bytes) {
+            return Err(Error::InvalidInput(format!(
+                "transfer_batch_bytes must be in 1..={max}, got {bytes}"
+            )));
+        }
+        node.transfer.max_batch_bytes = bytes;
+    }
+    if let Some(ms) = args
+        .transfer_pull_timeout_ms
+        .or(file.transfer_pull_timeout_ms)
+    {
+        if !(1..=MAX_PULL_TIMEOUT_MS).contains(&ms) {
+            return Err(Error::InvalidInput(format!(
+                "transfer_pull_timeout_ms must be in 1..={MAX_PULL_TIMEOUT_MS}, got {ms}"
+            )));
+        }
+        node.transfer.pull_timeout = Duration::from_millis(ms);
+    }
+    node.transfer.validate()?;
+    node.allow_fault_injection =
+        args.allow_fault_injection || file.allow_fault_injection.unwrap_or(false);
 
     let tcp = TcpConfig::new(NodeId(id), cluster, secret, listen);
     tcp.validate()?;
@@ -732,6 +784,39 @@ mod tests {
                 ],
                 "sync_interval_ms",
             ),
+            (
+                &[
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    "/d",
+                    "--transfer-batch-bytes",
+                    "0",
+                ],
+                "transfer_batch_bytes",
+            ),
+            (
+                &[
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    "/d",
+                    "--transfer-batch-bytes",
+                    "999999999",
+                ],
+                "transfer_batch_bytes",
+            ),
+            (
+                &[
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    "/d",
+                    "--transfer-pull-timeout-ms",
+                    "0",
+                ],
+                "transfer_pull_timeout_ms",
+            ),
         ];
         for (flags, want) in cases {
             let got = resolve(args(flags), FileConfig::default(), secret())
@@ -747,6 +832,50 @@ mod tests {
         let s = resolve(a, FileConfig::default(), secret()).unwrap();
         assert_eq!(s.node.storage, StorageConfig::Memory);
         assert_eq!(s.data_dir, None);
+    }
+
+    #[test]
+    fn transfer_throttle_and_fault_injection_come_from_flags_or_the_file() {
+        let a = args(&["--id", "1", "--data-dir", "/d"]);
+        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        assert!(!s.node.allow_fault_injection, "fault injection is opt-in");
+        assert_eq!(s.node.transfer, crate::config::TransferConfig::default());
+        let a = args(&[
+            "--id",
+            "1",
+            "--data-dir",
+            "/d",
+            "--allow-fault-injection",
+            "--transfer-bytes-per-sec",
+            "4096",
+            "--transfer-batch-bytes",
+            "512",
+            "--transfer-pull-timeout-ms",
+            "750",
+        ]);
+        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        assert!(s.node.allow_fault_injection);
+        assert_eq!(s.node.transfer.bytes_per_sec, 4096);
+        assert_eq!(s.node.transfer.max_batch_bytes, 512);
+        assert_eq!(s.node.transfer.pull_timeout, Duration::from_millis(750));
+        let file = FileConfig::parse(
+            "allow_fault_injection = true\ntransfer_bytes_per_sec = 0\n\
+             transfer_batch_bytes = 2048\ntransfer_pull_timeout_ms = 900\n",
+        )
+        .unwrap();
+        let a = args(&[
+            "--id",
+            "1",
+            "--data-dir",
+            "/d",
+            "--transfer-batch-bytes",
+            "1024",
+        ]);
+        let s = resolve(a, file, secret()).unwrap();
+        assert!(s.node.allow_fault_injection);
+        assert_eq!(s.node.transfer.bytes_per_sec, 0, "0: unthrottled");
+        assert_eq!(s.node.transfer.max_batch_bytes, 1024, "the flag wins");
+        assert_eq!(s.node.transfer.pull_timeout, Duration::from_millis(900));
     }
 
     #[test]
@@ -784,6 +913,10 @@ mod tests {
             "gossip_interval_ms",
             "anti_entropy_period_ms",
             "tombstone_grace_ms",
+            "transfer_bytes_per_sec",
+            "transfer_batch_bytes",
+            "transfer_pull_timeout_ms",
+            "allow_fault_injection",
         ] {
             let mentioned = text.lines().any(|l| {
                 let l = l.trim_start_matches(|c: char| c == '#' || c.is_whitespace());

@@ -49,7 +49,7 @@ use crate::message::NodeId;
 use crate::net::{Inbox, Transport};
 use crate::protocol::{
     BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingChangeView, RingNode, RingView,
-    StatusView, CLIENT_PROTOCOL_VERSION,
+    StatusView, CLIENT_PROTOCOL_VERSION, MAX_BLOCKED_PEERS,
 };
 use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
@@ -95,6 +95,10 @@ pub struct NodeConfig {
     pub transfer: TransferConfig,
     /// Merkle-tree anti-entropy and tombstone garbage collection.
     pub anti_entropy: AntiEntropyConfig,
+    /// Whether clients may inject faults into this node's transport
+    /// ([`Op::BlockOutbound`]). Default false: a production node refuses;
+    /// test clusters of real processes turn it on to make partitions.
+    pub allow_fault_injection: bool,
 }
 
 impl NodeConfig {
@@ -115,6 +119,7 @@ impl NodeConfig {
             resolvers: Resolvers::new(),
             transfer: TransferConfig::default(),
             anti_entropy: AntiEntropyConfig::default(),
+            allow_fault_injection: false,
         }
     }
 }
@@ -140,6 +145,7 @@ pub struct Node {
     cluster: String,
     version: VersionConfig,
     resolvers: Resolvers,
+    allow_fault_injection: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -398,6 +404,7 @@ impl Node {
             cluster: config.cluster,
             version: config.version,
             resolvers: config.resolvers,
+            allow_fault_injection: config.allow_fault_injection,
         })
     }
 
@@ -652,7 +659,8 @@ impl Node {
     /// Data operations go through the Coordinator actor (quorums, read
     /// repair, hints) and are answered under the bucket's policy; bucket,
     /// ring, status and preference-list views are answered from this node's
-    /// view of the cluster.
+    /// view of the cluster; `BlockOutbound` sets its transport's injected
+    /// faults, if the node allows it.
     pub async fn execute(&self, op: Op) -> Result<Reply> {
         let gone = |_| Error::Shutdown;
         match op {
@@ -699,6 +707,7 @@ impl Node {
                 self.remove_node(node).await?;
                 Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
             }
+            Op::BlockOutbound { peers } => self.block_outbound(peers),
             Op::Status => Ok(Reply::Status(self.status().await?)),
             Op::LocalGet { bucket, key } => {
                 let (bucket, key) = (bucket.into_vec(), key.into_vec());
@@ -789,7 +798,49 @@ impl Node {
                 .map(crate::protocol::TransferView::from)
                 .collect(),
             anti_entropy: self.anti_entropy_stats().await?,
+            served: self
+                .served_transfers()
+                .await?
+                .iter()
+                .map(crate::protocol::ServedView::from)
+                .collect(),
         })
+    }
+
+    /// [`Op::BlockOutbound`]: checks the permission and the list, then sets
+    /// the transport's outbound blocks.
+    fn block_outbound(&self, peers: Vec<NodeId>) -> Result<Reply> {
+        if !self.allow_fault_injection {
+            return Err(Error::InvalidInput(
+                "fault injection is disabled on this node \
+                 (start it with --allow-fault-injection)"
+                    .into(),
+            ));
+        }
+        if peers.len() > MAX_BLOCKED_PEERS {
+            return Err(Error::InvalidInput(format!(
+                "BlockOutbound names {} peers; at most {MAX_BLOCKED_PEERS}",
+                peers.len()
+            )));
+        }
+        if peers.contains(&self.id) {
+            return Err(Error::InvalidInput(format!(
+                "node {} cannot block itself",
+                self.id
+            )));
+        }
+        let peers: Vec<NodeId> = peers
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.transport.block_outbound(&peers)?;
+        if peers.is_empty() {
+            tracing::info!(node = %self.id, "fault injection: no peer blocked");
+        } else {
+            tracing::warn!(node = %self.id, ?peers, "fault injection: frames to these peers are dropped");
+        }
+        Ok(Reply::Blocked { peers })
     }
 
     /// Counts from this node's store (objects are counted by a scan that

@@ -145,7 +145,8 @@ impl Cluster {
         Cluster::start_with(n, &[]).await
     }
 
-    /// As [`Cluster::start`], with extra flags for every node.
+    /// As [`Cluster::start`], with extra flags for every node (a
+    /// `--vnodes` among them replaces the default [`VNODES`]).
     pub async fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
         let root = tempfile::Builder::new()
             .prefix("ringkv-cluster-")
@@ -346,9 +347,12 @@ impl Cluster {
                 "node-cluster-test".into(),
                 "--gossip-interval-ms".into(),
                 GOSSIP_MS.to_string(),
-                "--vnodes".into(),
-                VNODES.to_string(),
             ];
+            // A test may give its own `--vnodes` (a flag may appear once).
+            if !self.extra_args.iter().any(|a| a == "--vnodes") {
+                args.push("--vnodes".into());
+                args.push(VNODES.to_string());
+            }
             for s in seeds {
                 args.push("--seed".into());
                 args.push(s.clone());
