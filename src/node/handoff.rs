@@ -158,10 +158,52 @@ pub struct HandoffActor {
     listener: Option<Recipient<TransferDone>>,
     max_serving: usize,
     serving: usize,
-    served: BTreeMap<(NodeId, u64), ServedStats>,
+    served: ServedTable,
+}
+
+/// The transfers a source keeps serving statistics for: the most recent
+/// ones (a long-lived node serves a transfer per range per change).
+pub const SERVED_KEPT: usize = 256;
+
+/// Serving statistics per (receiver, transfer), the oldest forgotten past
+/// [`SERVED_KEPT`].
+#[derive(Default)]
+struct ServedTable {
+    stats: BTreeMap<(NodeId, u64), ServedStats>,
+    /// The keys of `stats`, oldest first.
+    order: std::collections::VecDeque<(NodeId, u64)>,
+}
+
+impl ServedTable {
+    /// The statistics of `receiver`'s transfer `transfer`, made when new.
+    fn entry(&mut self, receiver: NodeId, transfer: u64) -> &mut ServedStats {
+        let key = (receiver, transfer);
+        if !self.stats.contains_key(&key) {
+            while self.stats.len() >= SERVED_KEPT {
+                let Some(old) = self.order.pop_front() else {
+                    break;
+                };
+                self.stats.remove(&old);
+            }
+            self.order.push_back(key);
+        }
+        self.stats.entry(key).or_insert_with(|| ServedStats {
+            receiver,
+            transfer,
+            ..ServedStats::default()
+        })
+    }
+
+    fn all(&self) -> Vec<ServedStats> {
+        self.stats.values().cloned().collect()
+    }
 }
 
 impl HandoffActor {
+    fn served_entry(&mut self, from: NodeId, transfer: u64) -> &mut ServedStats {
+        self.served.entry(from, transfer)
+    }
+
     /// The actor of node `node` over `store`; bucket policies are asked of
     /// `buckets` (the Coordinator actor).
     pub fn new(
@@ -181,7 +223,7 @@ impl HandoffActor {
             machine: Transfers::new(node, config, seed),
             listener: None,
             serving: 0,
-            served: BTreeMap::new(),
+            served: ServedTable::default(),
         }
     }
 
@@ -284,15 +326,9 @@ impl HandoffActor {
         max_bytes: u64,
         ctx: &mut Context<Self>,
     ) {
-        let stats = self
-            .served
-            .entry((from, transfer))
-            .or_insert_with(|| ServedStats {
-                receiver: from,
-                transfer,
-                ..ServedStats::default()
-            });
-        if self.serving >= self.max_serving {
+        let busy = self.serving >= self.max_serving;
+        let stats = self.served_entry(from, transfer);
+        if busy {
             stats.refused += 1;
             self.send(
                 from,
@@ -312,7 +348,7 @@ impl HandoffActor {
             tokio::task::spawn_blocking(move || store.range_batch(range, cursor.as_deref(), max));
         ctx.spawn(work.into_actor(self).map(move |done, act, _| {
             act.serving -= 1;
-            let stats = act.served.entry((from, transfer)).or_default();
+            let stats = act.served_entry(from, transfer);
             let msg = match done {
                 Ok(Ok(batch)) => {
                     stats.pulls += 1;
@@ -453,7 +489,7 @@ impl Handler<GetServed> for HandoffActor {
     type Result = MessageResult<GetServed>;
 
     fn handle(&mut self, _: GetServed, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.served.values().cloned().collect())
+        MessageResult(self.served.all())
     }
 }
 
@@ -499,5 +535,26 @@ impl Handler<ReadRange> for HandoffActor {
             .await
             .map_err(|e| Error::Replica(format!("store task failed: {e}")))?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_statistics_keep_the_most_recent_transfers_only() {
+        let mut table = ServedTable::default();
+        for t in 0..(SERVED_KEPT as u64 + 10) {
+            table.entry(NodeId(2), t).pulls += 1;
+            // Touching an old entry does not make a second one.
+            table.entry(NodeId(2), t).keys += 5;
+        }
+        let all = table.all();
+        assert_eq!(all.len(), SERVED_KEPT);
+        assert_eq!(all.iter().map(|s| s.transfer).min(), Some(10));
+        assert!(all
+            .iter()
+            .all(|s| s.receiver == NodeId(2) && s.pulls == 1 && s.keys == 5));
     }
 }
