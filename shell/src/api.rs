@@ -1090,9 +1090,23 @@ fn rebalance_table(ctx: &Context) -> ApiResult<Table> {
             (vec![(me, ring)], transfers, at_rest)
         }
     };
+    let agree = views.iter().all(|(_, v)| v.change.is_none())
+        && views.windows(2).all(|w| {
+            w[0].1.epoch == w[1].1.epoch
+                && w[0]
+                    .1
+                    .nodes
+                    .iter()
+                    .map(|n| n.node)
+                    .eq(w[1].1.nodes.iter().map(|n| n.node))
+        });
+    let epoch = views.first().map_or(0, |(_, v)| v.epoch);
     let title = if at_rest {
-        let epoch = views.first().map_or(0, |(_, v)| v.epoch);
         format!("ring at rest: epoch {epoch}, no change in progress")
+    } else if agree {
+        format!(
+            "ring epoch {epoch} on every running node, no change in progress, but its members are not the nodes expected (a join or leave asked for has not begun, or a change was made through a connection)"
+        )
     } else {
         let changes: Vec<String> = views
             .iter()

@@ -65,7 +65,7 @@ pub const ENTRIES: &[Entry] = &[
     Entry { name: "transfers", usage: "transfers()",
         about: "A table of the range transfers into each running node (on a connection: into the node connected to): node, id, range, sources, state (queued, running, waiting_for_source, done, failed), keys, bytes, batches, elapsed_ms." },
     Entry { name: "rebalance_status", usage: "rebalance_status()",
-        about: "A table, one row per running node: its ring epoch and members, the change it has in progress (\"join 6\", \"leave 2\", \"remove 3\") with moves_done of moves, its active incoming transfers and the keys they stored. The title says whether the ring is at rest." },
+        about: "A table, one row per running node: its ring epoch and members, the change it has in progress (\"join 6\", \"leave 2\", \"remove 3\") with moves_done of moves, its incoming transfers still active, and keys_in, the copies it received by transfer since it started. The title says whether the ring is at rest." },
     Entry { name: "wait_rebalanced", usage: "wait_rebalanced() | wait_rebalanced(ms)",
         about: "Waits until no running node has a ring change in progress and all share one ring holding exactly the nodes expected (joined, not left or removed); on a connection, until the node connected to has no change in progress. Returns the ms waited; throws after ms (default 60000) with rebalance_status(). Old owners drop the ranges they gave away 5 s later." },
     Entry { name: "status", usage: "status() | status(observer)",
