@@ -19,7 +19,7 @@ pub const ENTRIES: &[Entry] = &[
     Entry { name: "connect", usage: "connect(\"host:port\")",
         about: "Connects to a running cluster's client port and makes it the current target. Data ops, buckets and views work; faults need cluster(). The nodes know none of this shell's policies: a get from a \"script:NAME\" bucket gets the siblings and the shell resolves them (resolved_by: \"shell\")." },
     Entry { name: "select", usage: "select(handle)", about: "Makes a handle from cluster() or connect() the current target again." },
-    Entry { name: "nodes", usage: "nodes()", about: "The ids of every node of the embedded cluster, killed ones included." },
+    Entry { name: "nodes", usage: "nodes()", about: "The ids of every node of the embedded cluster, killed ones included (not those that left or were removed)." },
     Entry { name: "live_nodes", usage: "live_nodes()", about: "The ids of the running nodes." },
     Entry { name: "client_addrs", usage: "client_addrs()", about: "The client port of each node of a tcp cluster, as a map from id to \"host:port\" (what connect() takes)." },
     Entry { name: "put", usage: "put(key, value) | put(key, value, #{ bucket, w, context, via, sloppy, timeout_ms })",

@@ -16,6 +16,9 @@
 //!
 //! A killed node is crashed (no goodbye, no flush); a restart spawns it
 //! again with the same id and data directory, joining through a live node.
+//! An LSM or B-tree directory is locked by its engine; the crashed engine
+//! releases it when its last handle drops, which may be just after the
+//! crash returns, so a restart retries the open for a bounded time.
 //!
 //! The ring changes through the nodes' own protocol (`docs/rebalancing.md`):
 //! [`Cluster::add_node`] spawns a node with a new id that joins through a
@@ -26,10 +29,9 @@
 //! longer one of [`Cluster::ids`], cannot be restarted, and a new node
 //! never reuses its id (its peers remember it). [`Cluster::rebalanced`]
 //! tells whether every running node agrees on a ring with the members the
-//! cluster expects and no change in progress.
-//! An LSM or B-tree directory is locked by its engine; the crashed engine
-//! releases it when its last handle drops, which may be just after the
-//! crash returns, so a restart retries the open for a bounded time.
+//! cluster expects and no change in progress. Transfers run eight at a time
+//! per node (the library's default is two), so that forming a cluster,
+//! whose every join moves its ranges (empty or not), takes seconds.
 //!
 //! Not here: what the ops mean (the nodes decide), rhai or C types.
 
@@ -456,14 +458,6 @@ impl Cluster {
             .collect()
     }
 
-    /// The nodes that left or were removed, and how.
-    pub fn departed(&self) -> BTreeMap<u64, Departure> {
-        lock(&self.slots)
-            .iter()
-            .filter_map(|(id, s)| s.departed.map(|d| (*id, d)))
-            .collect()
-    }
-
     /// The ids of the running nodes.
     pub fn live(&self) -> Vec<u64> {
         lock(&self.slots)
@@ -500,13 +494,30 @@ impl Cluster {
         }
     }
 
+    /// The running nodes not asked to leave, or, when every running node
+    /// was, all of them.
+    fn staying(&self) -> Vec<u64> {
+        let slots = lock(&self.slots);
+        let running = || slots.iter().filter(|(_, s)| s.node.is_some());
+        let staying: Vec<u64> = running()
+            .filter(|(_, s)| !s.leaving)
+            .map(|(id, _)| *id)
+            .collect();
+        if staying.is_empty() {
+            running().map(|(id, _)| *id).collect()
+        } else {
+            staying
+        }
+    }
+
     /// The node a request goes through: `via`, or the running nodes in
-    /// turn.
+    /// turn (those asked to leave only when no other runs: a node leaving
+    /// with [`Cluster::leave`] stops soon).
     pub fn pick(&self, via: Option<u64>) -> Result<Node, String> {
         if let Some(id) = via {
             return self.node(id);
         }
-        let live = self.live();
+        let live = self.staying();
         if live.is_empty() {
             return Err("every node is killed".into());
         }
@@ -553,7 +564,7 @@ impl Cluster {
                     departed: Some(d), ..
                 }) => {
                     return Err(format!(
-                        "{}; add_node() starts a new node",
+                        "{}; a new node needs an id never used",
                         departed_message(id, *d)
                     ))
                 }
@@ -732,7 +743,7 @@ impl Cluster {
                 Some(_) => {}
             }
         }
-        let Some(&by) = self.live().first() else {
+        let Some(&by) = self.staying().first() else {
             return Err("every node is killed: no node can remove another".into());
         };
         let node = self.node(by)?;
@@ -1163,4 +1174,92 @@ fn departed_message(id: u64, d: Departure) -> String {
 
 fn ids(v: &[u64]) -> Vec<NodeId> {
     v.iter().copied().map(NodeId).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    fn put(c: &Cluster, key: &str) -> bool {
+        let op = Op::Put {
+            bucket: ByteBuf::from(b"b".to_vec()),
+            key: ByteBuf::from(key.as_bytes().to_vec()),
+            value: ByteBuf::from(b"v".to_vec()),
+            context: None,
+            options: Default::default(),
+        };
+        matches!(
+            c.pick(None).and_then(|n| c.execute_on(n, op)),
+            Ok(Ok(Reply::Written { .. }))
+        )
+    }
+
+    fn members(c: &Cluster) -> Vec<Vec<u64>> {
+        c.ring_views()
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v.nodes.iter().map(|n| n.node.0).collect())
+            .collect()
+    }
+
+    /// A join, a graceful leave and the removal of a killed node, through
+    /// the cluster's own calls, with the refusals on the way.
+    #[test]
+    fn nodes_join_leave_and_are_removed() {
+        let rt = Arc::new(Runtime::new().unwrap());
+        let options = ClusterOptions {
+            vnodes: 8,
+            ..ClusterOptions::default()
+        };
+        let c = Cluster::start(rt, options, Resolvers::new()).unwrap();
+        assert!(c.rebalanced().unwrap());
+        for i in 0..100 {
+            assert!(put(&c, &format!("k{i}")));
+        }
+        assert!(c.add_node(Some(2)).unwrap_err().contains("already exists"));
+        assert!(c.add_node(Some(0)).is_err());
+        assert!(c.add_node(Some(MAX_NODE_ID + 1)).is_err());
+        assert!(c.remove(2).unwrap_err().contains("is running"));
+        assert!(c.remove(9).unwrap_err().contains("no node 9"));
+
+        assert_eq!(c.add_node(None).unwrap(), 4);
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        assert_eq!(members(&c), vec![vec![1, 2, 3, 4]; 4]);
+        let into4: Vec<TransferView> = c
+            .transfers()
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| *n == 4)
+            .map(|(_, t)| t)
+            .collect();
+        assert!(!into4.is_empty() && into4.iter().all(|t| t.state == "done"));
+        assert!(into4.iter().map(|t| t.keys).sum::<u64>() > 0);
+
+        c.leave(4, LIMIT).unwrap();
+        assert_eq!(c.ids(), vec![1, 2, 3]);
+        assert_eq!(c.live(), vec![1, 2, 3]);
+        assert!(c.restart(4).unwrap_err().contains("left"));
+        assert!(c.add_node(Some(4)).unwrap_err().contains("left"));
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        assert_eq!(members(&c), vec![vec![1, 2, 3]; 3]);
+
+        assert_eq!(c.add_node(None).unwrap(), 5);
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        c.kill(5).unwrap();
+        c.remove(5).unwrap();
+        assert!(c.remove(5).unwrap_err().contains("removed"));
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        assert_eq!(members(&c), vec![vec![1, 2, 3]; 3]);
+        assert_eq!(c.ids(), vec![1, 2, 3]);
+
+        c.kill(2).unwrap();
+        c.kill(3).unwrap();
+        assert!(c
+            .decommission(1)
+            .unwrap_err()
+            .contains("last running member"));
+    }
 }
