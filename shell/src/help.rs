@@ -61,7 +61,7 @@ pub const ENTRIES: &[Entry] = &[
     Entry { name: "leave", usage: "leave(node) | leave(node, ms)",
         about: "The node leaves gracefully: it decommissions, waits until its ranges moved, announces LEFT and stops. Waits up to ms (default 60000), else throws while the leave goes on. The node is then gone: nodes() no longer lists it and its id is never reused. Needs an embedded cluster." },
     Entry { name: "remove", usage: "remove(node)",
-        about: "Takes a dead (killed) node out of the ring: its ranges are copied again from the surviving replicas. Refused for a running node (use leave). On an embedded cluster it first waits (up to 30 s) until a running node sees the node DOWN and no other change is in progress; returns once the removal has begun." },
+        about: "Takes a dead (killed) node out of the ring: its ranges are copied again from the surviving replicas. Refused for a running node (use leave). On an embedded cluster it first waits (up to 30 s) until a running node sees the node DOWN and no other change is in progress; returns once the removal has begun. A killed node the ring no longer holds (decommissioned first) is only forgotten." },
     Entry { name: "transfers", usage: "transfers()",
         about: "A table of the range transfers into each running node (on a connection: into the node connected to): node, id, range, sources, state (queued, running, waiting_for_source, done, failed), keys, bytes, batches, elapsed_ms." },
     Entry { name: "rebalance_status", usage: "rebalance_status()",

@@ -724,9 +724,10 @@ impl Cluster {
 
     /// Removes node `id`, which must be killed, from the ring: its ranges
     /// are copied again from the surviving replicas. Waits (up to
-    /// [`FORM_TIMEOUT`]) until the lowest running node sees it DOWN and has
-    /// no other change in progress, then asks that node to remove it.
-    /// Returns once the removal has begun.
+    /// [`FORM_TIMEOUT`]) until the lowest running node not leaving has no
+    /// change in progress and sees it DOWN, then asks that node to remove
+    /// it. Returns once the removal has begun. A killed node the ring no
+    /// longer holds (it was decommissioned first) is only forgotten.
     pub fn remove(&self, id: u64) -> Result<(), String> {
         {
             let slots = lock(&self.slots);
@@ -748,6 +749,8 @@ impl Cluster {
         };
         let node = self.node(by)?;
         let mut last = String::new();
+        // Whether the ring in force holds it, once ready.
+        let mut in_ring = true;
         let ready = self.wait(FORM_TIMEOUT, || {
             let n = node.clone();
             let (members, state) = self
@@ -756,16 +759,17 @@ impl Cluster {
             let (Ok(members), Ok(state)) = (members, state) else {
                 return Ok(false);
             };
+            if let Some(p) = &state.pending {
+                last = format!("node {by} has a change in progress ({:?})", p.change);
+                return Ok(false);
+            }
+            in_ring = state.ring.is_member(NodeId(id));
             let status = members
                 .iter()
                 .find(|m| m.node == NodeId(id))
                 .map(|m| m.status);
-            if !matches!(status, Some(MemberStatus::Down | MemberStatus::Left)) {
+            if in_ring && !matches!(status, Some(MemberStatus::Down | MemberStatus::Left)) {
                 last = format!("node {by} sees node {id} as {status:?}, not Down");
-                return Ok(false);
-            }
-            if let Some(p) = &state.pending {
-                last = format!("node {by} has a change in progress ({:?})", p.change);
                 return Ok(false);
             }
             Ok(true)
@@ -776,9 +780,13 @@ impl Cluster {
                 FORM_TIMEOUT.as_secs()
             ));
         }
-        self.rt
-            .run(move || async move { node.remove_node(NodeId(id)).await })?
-            .map_err(|e| format!("removing node {id}: {e}"))?;
+        // A node the ring no longer holds (it left before it was killed)
+        // has no ranges to copy: the cluster only forgets it.
+        if in_ring {
+            self.rt
+                .run(move || async move { node.remove_node(NodeId(id)).await })?
+                .map_err(|e| format!("removing node {id}: {e}"))?;
+        }
         if let Some(slot) = lock(&self.slots).get_mut(&id) {
             slot.departed = Some(Departure::Removed);
         }
@@ -1254,6 +1262,18 @@ mod tests {
         assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
         assert_eq!(members(&c), vec![vec![1, 2, 3]; 3]);
         assert_eq!(c.ids(), vec![1, 2, 3]);
+
+        // Decommissioned, then killed: out of the ring already, so removing
+        // it only forgets it.
+        assert_eq!(c.add_node(None).unwrap(), 6);
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        c.decommission(6).unwrap();
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        assert_eq!(members(&c), vec![vec![1, 2, 3]; 4]);
+        c.kill(6).unwrap();
+        c.remove(6).unwrap();
+        assert_eq!(c.ids(), vec![1, 2, 3]);
+        assert!(c.rebalanced().unwrap());
 
         c.kill(2).unwrap();
         c.kill(3).unwrap();
