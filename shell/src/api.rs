@@ -935,6 +935,289 @@ fn wait_seen(ctx: &Context, observer: INT, node: INT, states: Dynamic, ms: INT) 
     }
 }
 
+/// A node id given to a ring-change function: a positive number.
+fn node_id(n: INT) -> ApiResult<u64> {
+    if n < 1 {
+        return Err(fail(format!("node ids start at 1, got {n}")));
+    }
+    Ok(n as u64)
+}
+
+/// The status of the node a connection talks to.
+fn remote_status(ctx: &Context) -> ApiResult<ringkv::protocol::StatusView> {
+    match run(ctx, None, Op::Status)? {
+        Reply::Status(s) => Ok(s),
+        r => Err(unexpected("status", &r)),
+    }
+}
+
+fn remote_ring(ctx: &Context) -> ApiResult<ringkv::protocol::RingView> {
+    match run(ctx, None, Op::Ring)? {
+        Reply::Ring(r) => Ok(r),
+        r => Err(unexpected("ring", &r)),
+    }
+}
+
+/// `join()` / `join(id)`: a new node in the embedded cluster.
+fn join_impl(ctx: &Context, id: Option<u64>) -> ApiResult<INT> {
+    let target = ctx.target()?;
+    let Some(cluster) = target.cluster() else {
+        return Err(fail(
+            "join() needs an embedded cluster (cluster(...)): on a connection, start a ringkv-node with a running node as its seed",
+        ));
+    };
+    let id = cluster.add_node(id).map_err(fail)?;
+    Ok(id as INT)
+}
+
+/// `decommission(n)`: node `n` gives its ranges away and stays up. On a
+/// connection only the node connected to can be asked (`Op::Leave`).
+fn decommission_impl(ctx: &Context, n: INT) -> ApiResult<()> {
+    let id = node_id(n)?;
+    let target = ctx.target()?;
+    if let Some(cluster) = target.cluster() {
+        return cluster.decommission(id).map_err(fail);
+    }
+    let me = remote_status(ctx)?.node.0;
+    if me != id {
+        return Err(fail(format!(
+            "decommission({id}): a connection asks the node it is connected to (node {me}) to leave; connect to node {id}'s client port"
+        )));
+    }
+    match run(ctx, None, Op::Leave)? {
+        Reply::Ring(_) => Ok(()),
+        r => Err(unexpected("decommission", &r)),
+    }
+}
+
+/// `remove(n)`: takes dead node `n` out of the ring.
+fn remove_impl(ctx: &Context, n: INT) -> ApiResult<()> {
+    let id = node_id(n)?;
+    let target = ctx.target()?;
+    if let Some(cluster) = target.cluster() {
+        return cluster.remove(id).map_err(fail);
+    }
+    match run(
+        ctx,
+        None,
+        Op::RemoveNode {
+            node: ringkv::NodeId(id),
+        },
+    )? {
+        Reply::Ring(_) => Ok(()),
+        r => Err(unexpected("remove", &r)),
+    }
+}
+
+/// The range of a transfer as text: `(after, through]` in hex tokens.
+fn range_text(t: &ringkv::protocol::TransferView) -> String {
+    format!("({:016x}, {:016x}]", t.after, t.through)
+}
+
+/// Whether a transfer has not finished yet.
+fn transfer_active(t: &ringkv::protocol::TransferView) -> bool {
+    !matches!(t.state.as_str(), "done" | "failed")
+}
+
+/// `transfers()`: every incoming range transfer of every running node (on
+/// a connection: of the node connected to).
+fn transfers_table(ctx: &Context) -> ApiResult<Table> {
+    let target = ctx.target()?;
+    let (title, rows) = match target.cluster() {
+        Some(cluster) => (
+            "range transfers into each running node".to_string(),
+            cluster.transfers().map_err(fail)?,
+        ),
+        None => {
+            let s = remote_status(ctx)?;
+            let me = s.node.0;
+            (
+                format!("range transfers into node {me} (the node connected to)"),
+                s.transfers.into_iter().map(|t| (me, t)).collect(),
+            )
+        }
+    };
+    let mut t = Table::new(
+        title,
+        &[
+            "node",
+            "id",
+            "range",
+            "sources",
+            "state",
+            "keys",
+            "bytes",
+            "batches",
+            "elapsed_ms",
+        ],
+    );
+    for (node, v) in &rows {
+        t.push(vec![
+            Dynamic::from_int(*node as INT),
+            Dynamic::from(format!("{:016x}", v.id)),
+            range_text(v).into(),
+            ids_array(&v.sources).into(),
+            match &v.error {
+                Some(e) => format!("{}: {e}", v.state).into(),
+                None => v.state.clone().into(),
+            },
+            Dynamic::from_int(v.keys as INT),
+            Dynamic::from_int(v.bytes as INT),
+            Dynamic::from_int(v.batches as INT),
+            Dynamic::from_int(v.elapsed_ms as INT),
+        ]);
+    }
+    Ok(t)
+}
+
+/// `rebalance_status()`: each running node's ring epoch, the change it has
+/// in progress and its moves done, and its incoming transfers.
+fn rebalance_table(ctx: &Context) -> ApiResult<Table> {
+    let target = ctx.target()?;
+    let (views, transfers, at_rest) = match target.cluster() {
+        Some(cluster) => {
+            let views = cluster.ring_views().map_err(fail)?;
+            let transfers = cluster.transfers().map_err(fail)?;
+            let at_rest = cluster.rebalanced().map_err(fail)?;
+            (views, transfers, at_rest)
+        }
+        None => {
+            let s = remote_status(ctx)?;
+            let me = s.node.0;
+            let ring = remote_ring(ctx)?;
+            let at_rest = ring.change.is_none();
+            let transfers = s.transfers.into_iter().map(|t| (me, t)).collect();
+            (vec![(me, ring)], transfers, at_rest)
+        }
+    };
+    let agree = views.iter().all(|(_, v)| v.change.is_none())
+        && views.windows(2).all(|w| {
+            w[0].1.epoch == w[1].1.epoch
+                && w[0]
+                    .1
+                    .nodes
+                    .iter()
+                    .map(|n| n.node)
+                    .eq(w[1].1.nodes.iter().map(|n| n.node))
+        });
+    let epoch = views.first().map_or(0, |(_, v)| v.epoch);
+    let title = if at_rest {
+        format!("ring at rest: epoch {epoch}, no change in progress")
+    } else if agree {
+        format!(
+            "ring epoch {epoch} on every running node, no change in progress, but its members are not the nodes expected (a join or leave asked for has not begun, or a change was made through a connection)"
+        )
+    } else {
+        let changes: Vec<String> = views
+            .iter()
+            .filter_map(|(_, v)| v.change.as_ref())
+            .map(|c| format!("{} of node {}", c.kind, c.node.0))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if changes.is_empty() {
+            "ring changing: the nodes do not agree yet".to_string()
+        } else {
+            format!("ring changing: {}", changes.join(", "))
+        }
+    };
+    let mut t = Table::new(
+        title,
+        &[
+            "node",
+            "epoch",
+            "members",
+            "change",
+            "moves_done",
+            "moves",
+            "transfers_active",
+            "keys_in",
+        ],
+    );
+    for (node, v) in &views {
+        let mine: Vec<&ringkv::protocol::TransferView> = transfers
+            .iter()
+            .filter(|(n, _)| n == node)
+            .map(|(_, t)| t)
+            .collect();
+        let members: Array = v
+            .nodes
+            .iter()
+            .map(|n| Dynamic::from_int(n.node.0 as INT))
+            .collect();
+        let (change, done, moves) = match &v.change {
+            Some(c) => (
+                Dynamic::from(format!("{} {}", c.kind, c.node.0)),
+                Dynamic::from_int(c.done as INT),
+                Dynamic::from_int(c.moves as INT),
+            ),
+            None => (Dynamic::UNIT, Dynamic::UNIT, Dynamic::UNIT),
+        };
+        t.push(vec![
+            Dynamic::from_int(*node as INT),
+            Dynamic::from_int(v.epoch as INT),
+            members.into(),
+            change,
+            done,
+            moves,
+            Dynamic::from_int(mine.iter().filter(|t| transfer_active(t)).count() as INT),
+            Dynamic::from_int(mine.iter().map(|t| t.keys).sum::<u64>() as INT),
+        ]);
+    }
+    Ok(t)
+}
+
+/// `wait_rebalanced(ms)`: until no running node has a change in progress
+/// and all agree on a ring with the members expected (on a connection:
+/// until the node connected to has no change in progress).
+fn wait_rebalanced(ctx: &Context, ms: INT) -> ApiResult<INT> {
+    let start = Instant::now();
+    let target = ctx.target()?;
+    let ok = match target.cluster() {
+        Some(cluster) => ctx
+            .wait_on(cluster, ms, || cluster.rebalanced())
+            .map_err(fail)?,
+        None => {
+            let limit = Duration::from_millis(ms.max(0) as u64);
+            loop {
+                ctx.check_interrupt()?;
+                if remote_ring(ctx)?.change.is_none() {
+                    break true;
+                }
+                if start.elapsed() >= limit {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    if ok {
+        return Ok(start.elapsed().as_millis() as INT);
+    }
+    let state = rebalance_table(ctx).map_or_else(|e| e.to_string(), |t| t.to_string());
+    Err(fail(format!(
+        "the ring did not come to rest within {ms} ms:\n{}",
+        state.trim_end()
+    )))
+}
+
+/// A workload running in the background (`workload_start`).
+#[derive(Clone)]
+pub struct WorkloadHandle(Arc<std::sync::Mutex<Option<crate::workload::Running>>>);
+
+impl WorkloadHandle {
+    /// One line: running with the requests done, or stopped.
+    pub fn describe(&self) -> String {
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(r) => format!("workload running: {} requests done", r.done()),
+            None => "workload stopped".to_string(),
+        }
+    }
+}
+
+/// The default limit of `wait_rebalanced()` and `leave(n)`.
+pub const REBALANCE_WAIT_MS: INT = 60_000;
+
 /// Registers the whole API on `engine`.
 pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     engine.register_type_with_name::<Handle>("Cluster");
@@ -1038,6 +1321,51 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         };
         object_map(run(c, Some(node.max(0) as u64), op)?)
     };
+    let holders = |c: &Context, k: Dynamic, o: Map| -> ApiResult<Array> {
+        let o = opts(&o)?;
+        let (bucket, key) = (o.bucket(), key_bytes(&k)?);
+        let target = c.target()?;
+        let Some(cluster) = target.cluster() else {
+            return Err(fail(
+                "holders() asks every node's own store, so it needs an embedded cluster (cluster(...)); on a connection, local_get asks the node connected to",
+            ));
+        };
+        // Every node at once: one round trip, not one per node.
+        let mut asked = Vec::new();
+        for id in cluster.live() {
+            let op = Op::LocalGet {
+                bucket: bucket.clone(),
+                key: key.clone(),
+            };
+            // A node killed meanwhile holds nothing any more.
+            if let Ok(fut) = target.start(Some(id), op) {
+                asked.push(async move { (id, fut.await) });
+            }
+        }
+        let replies = target
+            .runtime()
+            .run(move || futures_util::future::join_all(asked))
+            .map_err(fail)?;
+        let mut out = Array::new();
+        for (id, reply) in replies {
+            match reply {
+                Ok(Reply::Object {
+                    value, siblings, ..
+                }) => {
+                    if value.is_some() || !siblings.is_empty() {
+                        out.push(Dynamic::from_int(id as INT));
+                    }
+                }
+                Ok(r) => return Err(unexpected("holders", &r)),
+                Err(e) => return Err(fail(format!("holders: node {id}: {e}"))),
+            }
+        }
+        Ok(out)
+    };
+    let c = Arc::clone(ctx);
+    engine.register_fn("holders", move |k: Dynamic| holders(&c, k, Map::new()));
+    let c = Arc::clone(ctx);
+    engine.register_fn("holders", move |k: Dynamic, o: Map| holders(&c, k, o));
     let c = Arc::clone(ctx);
     engine.register_fn("local_get", move |n: INT, k: Dynamic| {
         local(&c, n, k, Map::new())
@@ -1347,6 +1675,74 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     engine.register_fn("workload", move |m: Map| -> ApiResult<Map> {
         crate::workload::run(&c.target()?, &m, c.interactive, &c.interrupt)
     });
+    engine.register_type_with_name::<WorkloadHandle>("Workload");
+    engine.register_fn("to_string", |w: &mut WorkloadHandle| w.describe());
+    engine.register_fn("to_debug", |w: &mut WorkloadHandle| w.describe());
+    let c = Arc::clone(ctx);
+    engine.register_fn(
+        "workload_start",
+        move |m: Map| -> ApiResult<WorkloadHandle> {
+            let running = crate::workload::start(&c.target()?, &m)?;
+            Ok(WorkloadHandle(Arc::new(std::sync::Mutex::new(Some(
+                running,
+            )))))
+        },
+    );
+    engine.register_fn("workload_progress", |w: WorkloadHandle| -> ApiResult<INT> {
+        match &*w.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(r) => Ok(r.done() as INT),
+            None => Err(fail("workload_progress: this workload was already stopped")),
+        }
+    });
+    let c = Arc::clone(ctx);
+    engine.register_fn(
+        "workload_stop",
+        move |w: WorkloadHandle| -> ApiResult<Map> {
+            let running =
+                w.0.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| fail("workload_stop: this workload was already stopped"))?;
+            running.stop();
+            running.finish(false, &c.interrupt)
+        },
+    );
+
+    // ---- ring changes ----
+    let c = Arc::clone(ctx);
+    engine.register_fn("join", move || join_impl(&c, None));
+    let c = Arc::clone(ctx);
+    engine.register_fn("join", move |id: INT| join_impl(&c, Some(node_id(id)?)));
+    let c = Arc::clone(ctx);
+    engine.register_fn("decommission", move |n: INT| decommission_impl(&c, n));
+    let leave = |c: &Context, n: INT, ms: INT| -> ApiResult<()> {
+        let id = node_id(n)?;
+        let target = c.target()?;
+        let Some(cluster) = target.cluster() else {
+            return Err(fail(format!(
+                "leave({id}) stops the node, so it needs an embedded cluster (cluster(...)); on a connection, decommission({id}) through node {id}'s client port, then stop its process once ring() no longer lists it"
+            )));
+        };
+        cluster
+            .leave(id, Duration::from_millis(ms.max(0) as u64))
+            .map_err(fail)
+    };
+    let c = Arc::clone(ctx);
+    engine.register_fn("leave", move |n: INT| leave(&c, n, REBALANCE_WAIT_MS));
+    let c = Arc::clone(ctx);
+    engine.register_fn("leave", move |n: INT, ms: INT| leave(&c, n, ms));
+    let c = Arc::clone(ctx);
+    engine.register_fn("remove", move |n: INT| remove_impl(&c, n));
+    let c = Arc::clone(ctx);
+    engine.register_fn("transfers", move || transfers_table(&c));
+    let c = Arc::clone(ctx);
+    engine.register_fn("rebalance_status", move || rebalance_table(&c));
+    let c = Arc::clone(ctx);
+    engine.register_fn("wait_rebalanced", move || {
+        wait_rebalanced(&c, REBALANCE_WAIT_MS)
+    });
+    let c = Arc::clone(ctx);
+    engine.register_fn("wait_rebalanced", move |ms: INT| wait_rebalanced(&c, ms));
 
     engine.register_fn("help", crate::help::overview);
     engine.register_fn("help", |name: &str| crate::help::topic(name));

@@ -299,6 +299,9 @@ pub fn display(value: &Dynamic) -> Option<String> {
     if let Some(h) = value.read_lock::<api::Handle>() {
         return Some(h.0.describe());
     }
+    if let Some(w) = value.read_lock::<api::WorkloadHandle>() {
+        return Some(w.describe());
+    }
     if value.is_string() {
         return Some(value.to_string());
     }

@@ -16,6 +16,10 @@
 //! not lost. Run it after `heal()` for a verdict that does not depend on
 //! faults still in force.
 //!
+//! `workload_start` runs the same clients in the background (while a
+//! script kills, partitions or grows the cluster) and `workload_stop`
+//! stops them and checks the history the same way.
+//!
 //! Latencies are measured per request on the shell's runtime thread,
 //! which also runs the clients; they include that thread's scheduling, so
 //! they compare runs on one machine, not machines.
@@ -185,28 +189,40 @@ async fn client(
     run
 }
 
-/// Runs the workload against `backend` and checks its history. Setting
-/// `interrupt` stops the clients after their current request and throws.
-pub fn run(
-    backend: &Arc<dyn Backend>,
-    m: &Map,
-    interactive: bool,
-    interrupt: &AtomicBool,
-) -> ApiResult<Map> {
+/// A workload whose clients are running (`workload_start`), or have
+/// run; [`Running::finish`] collects them and checks the history. Dropping
+/// it stops the clients after their current request.
+pub struct Running {
+    backend: Arc<dyn Backend>,
+    p: Arc<Params>,
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    rx: std::sync::mpsc::Receiver<ClientRun>,
+    started: Instant,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts the workload's clients against `backend` and returns at once.
+pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
     let p = Arc::new(params(m)?);
     let done = Arc::new(AtomicU64::new(0));
-    // Tells the clients to stop; set on an interrupt, or when this
-    // function returns early for any reason.
+    // Tells the clients to stop: set by `Running::stop`, an interrupt, or
+    // when the `Running` is dropped.
     let stop = Arc::new(AtomicBool::new(false));
-    struct StopOnDrop(Arc<AtomicBool>);
-    impl Drop for StopOnDrop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-    let _stop_clients = StopOnDrop(Arc::clone(&stop));
     let (tx, rx) = std::sync::mpsc::channel();
-    let started = Instant::now();
+    let running = Running {
+        backend: Arc::clone(backend),
+        p: Arc::clone(&p),
+        done: Arc::clone(&done),
+        stop: Arc::clone(&stop),
+        rx,
+        started: Instant::now(),
+    };
     for c in 0..p.clients {
         let ops = p.ops / p.clients + u64::from(c < p.ops % p.clients);
         let (backend, p, done, stop, tx) = (
@@ -224,91 +240,125 @@ pub fn run(
             })
             .map_err(fail)?;
     }
-    drop(tx);
-    let bar = interactive.then(|| {
-        let bar = indicatif::ProgressBar::new(p.ops);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} ops {per_sec} {elapsed}")
-        {
-            bar.set_style(style);
-        }
-        bar
-    });
-    let mut runs = Vec::new();
-    while runs.len() < p.clients as usize {
-        if interrupt.load(Ordering::Relaxed) {
+    Ok(running)
+}
+
+/// Runs the workload against `backend` and checks its history. Setting
+/// `interrupt` stops the clients after their current request and throws.
+pub fn run(
+    backend: &Arc<dyn Backend>,
+    m: &Map,
+    interactive: bool,
+    interrupt: &AtomicBool,
+) -> ApiResult<Map> {
+    start(backend, m)?.finish(interactive, interrupt)
+}
+
+impl Running {
+    /// Requests done so far, reads and writes, failed or not.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Tells the clients to stop after their current request.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every client to end (all its requests done, or stopped),
+    /// then reads back every key written and returns the run's figures
+    /// and verdict. `interactive` draws a progress bar.
+    pub fn finish(self, interactive: bool, interrupt: &AtomicBool) -> ApiResult<Map> {
+        let p = Arc::clone(&self.p);
+        let bar = interactive.then(|| {
+            let bar = indicatif::ProgressBar::new(p.ops);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} ops {per_sec} {elapsed}",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        let mut runs = Vec::new();
+        while runs.len() < p.clients as usize {
+            if interrupt.load(Ordering::Relaxed) {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                return Err(fail(crate::api::INTERRUPTED));
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => runs.push(r),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(fail("workload: a client stopped without a result"))
+                }
+            }
             if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
-            return Err(fail(crate::api::INTERRUPTED));
-        }
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(r) => runs.push(r),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(fail("workload: a client stopped without a result"))
+                b.set_position(self.done());
             }
         }
-        if let Some(b) = &bar {
-            b.set_position(done.load(Ordering::Relaxed));
+        if let Some(b) = bar {
+            b.finish_and_clear();
         }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let seconds = started.elapsed().as_secs_f64();
+        let seconds = self.started.elapsed().as_secs_f64();
+        let ops = self.done();
 
-    let mut hist = Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?;
-    let (mut errors, mut reads, mut first_error) = (0, 0, None);
-    let mut writes: BTreeMap<u64, Vec<Write>> = BTreeMap::new();
-    for r in runs {
-        for l in &r.latencies_us {
-            hist.record((*l).max(1)).map_err(|e| fail(e.to_string()))?;
+        let mut hist = Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?;
+        let (mut errors, mut reads, mut first_error) = (0, 0, None);
+        let mut writes: BTreeMap<u64, Vec<Write>> = BTreeMap::new();
+        for r in runs {
+            for l in &r.latencies_us {
+                hist.record((*l).max(1)).map_err(|e| fail(e.to_string()))?;
+            }
+            errors += r.errors;
+            reads += r.reads;
+            if first_error.is_none() {
+                first_error = r.first_error;
+            }
+            writes.extend(r.writes);
         }
-        errors += r.errors;
-        reads += r.reads;
-        if first_error.is_none() {
-            first_error = r.first_error;
-        }
-        writes.extend(r.writes);
-    }
-    let acked: u64 = writes.values().flatten().filter(|w| w.acked).count() as u64;
-    let (checked, unverified, lost) = check(backend, &p, &writes, interrupt)?;
+        let acked: u64 = writes.values().flatten().filter(|w| w.acked).count() as u64;
+        let (checked, unverified, lost) = check(&self.backend, &p, &writes, interrupt)?;
 
-    let ms = |q: f64| Dynamic::from_float(hist.value_at_quantile(q) as f64 / 1000.0);
-    let mut out = Map::new();
-    out.insert("ops".into(), Dynamic::from_int(p.ops as INT));
-    out.insert("ok".into(), Dynamic::from_int((p.ops - errors) as INT));
-    out.insert("errors".into(), Dynamic::from_int(errors as INT));
-    out.insert("reads".into(), Dynamic::from_int(reads as INT));
-    out.insert("writes_acked".into(), Dynamic::from_int(acked as INT));
-    out.insert("seconds".into(), Dynamic::from_float(seconds));
-    out.insert(
-        "throughput".into(),
-        Dynamic::from_float(p.ops as f64 / seconds.max(1e-9)),
-    );
-    out.insert("p50_ms".into(), ms(0.5));
-    out.insert("p90_ms".into(), ms(0.9));
-    out.insert("p99_ms".into(), ms(0.99));
-    out.insert(
-        "max_ms".into(),
-        Dynamic::from_float(hist.max() as f64 / 1000.0),
-    );
-    out.insert("keys_checked".into(), Dynamic::from_int(checked as INT));
-    out.insert("unverified".into(), Dynamic::from_int(unverified as INT));
-    out.insert("lost".into(), Dynamic::from_int(lost.len() as INT));
-    out.insert(
-        "lost_keys".into(),
-        lost.into_iter()
-            .map(|k| Dynamic::from(format!("w{k}")))
-            .collect::<rhai::Array>()
-            .into(),
-    );
-    out.insert(
-        "first_error".into(),
-        first_error.map_or(Dynamic::UNIT, Dynamic::from),
-    );
-    Ok(out)
+        let ms = |q: f64| Dynamic::from_float(hist.value_at_quantile(q) as f64 / 1000.0);
+        let mut out = Map::new();
+        out.insert("ops".into(), Dynamic::from_int(ops as INT));
+        out.insert(
+            "ok".into(),
+            Dynamic::from_int(ops.saturating_sub(errors) as INT),
+        );
+        out.insert("errors".into(), Dynamic::from_int(errors as INT));
+        out.insert("reads".into(), Dynamic::from_int(reads as INT));
+        out.insert("writes_acked".into(), Dynamic::from_int(acked as INT));
+        out.insert("seconds".into(), Dynamic::from_float(seconds));
+        out.insert(
+            "throughput".into(),
+            Dynamic::from_float(ops as f64 / seconds.max(1e-9)),
+        );
+        out.insert("p50_ms".into(), ms(0.5));
+        out.insert("p90_ms".into(), ms(0.9));
+        out.insert("p99_ms".into(), ms(0.99));
+        out.insert(
+            "max_ms".into(),
+            Dynamic::from_float(hist.max() as f64 / 1000.0),
+        );
+        out.insert("keys_checked".into(), Dynamic::from_int(checked as INT));
+        out.insert("unverified".into(), Dynamic::from_int(unverified as INT));
+        out.insert("lost".into(), Dynamic::from_int(lost.len() as INT));
+        out.insert(
+            "lost_keys".into(),
+            lost.into_iter()
+                .map(|k| Dynamic::from(format!("w{k}")))
+                .collect::<rhai::Array>()
+                .into(),
+        );
+        out.insert(
+            "first_error".into(),
+            first_error.map_or(Dynamic::UNIT, Dynamic::from),
+        );
+        Ok(out)
+    }
 }
 
 /// Reads back every key with an acknowledged write; returns how many were

@@ -234,3 +234,159 @@ fn an_lsm_node_restarts_on_its_directory() {
         check(status(2).len() == 3, "the restarted node serves");
     "#);
 }
+
+/// A rhai function for the tests below: calls `f`, which must throw, and
+/// returns (and prints) the message.
+const THROWN: &str = r#"
+fn thrown(f) {
+    let e = ();
+    try { f.call(); } catch (x) { e = x; }
+    if type_of(e) != "string" { throw "expected an error, got " + e; }
+    print("thrown: " + e);
+    e
+}
+"#;
+
+#[test]
+fn join_decommission_leave_and_remove_on_an_embedded_cluster() {
+    let script = THROWN.to_string()
+        + r#"
+        cluster(#{ nodes: 3, vnodes: 16, seed: 5 });
+        for i in 0..200 { put("k" + i, "v" + i); }
+        check(thrown(|| join(2)).contains("already exists"), "join() refuses an id in use");
+        check(thrown(|| join(0)).contains("start at 1"), "join() refuses id 0");
+        check(thrown(|| join(5000)).contains("at most 1000"), "join() refuses a huge id");
+        check(thrown(|| decommission(9)).contains("no node 9"), "decommission() refuses an unknown node");
+        let e = thrown(|| remove(2));
+        check(e.contains("is running") && e.contains("leave(2)"), "remove() refuses a running node");
+        check(thrown(|| remove(-1)).contains("start at 1"), "remove() refuses a negative id");
+        check(thrown(|| leave(7)).contains("no node 7"), "leave() refuses an unknown node");
+
+        let id = join();
+        check(id == 4, "the new node takes the next id");
+        let ms = wait_rebalanced(60000);
+        print("joined in " + ms + " ms");
+        check(ring().column("node") == [1, 2, 3, 4], "the ring holds node 4");
+        let t = transfers();
+        print(t);
+        // Forming the cluster made transfers too (into nodes 2 and 3, of
+        // empty ranges); the join's all run on node 4.
+        let keys = 0;
+        let into4 = 0;
+        for r in t.rows {
+            check(r.state == "done", "transfer " + r.id + " into node " + r.node + " is done");
+            if r.node == 4 { keys += r.keys; into4 += 1; }
+        }
+        check(into4 > 0 && keys > 0, "node 4 pulled " + keys + " copies in " + into4 + " transfers");
+        let s = rebalance_status();
+        print(s);
+        check(s.len() == 4, "one row per running node");
+        for r in s.rows {
+            check(r.change == () && r.members == [1, 2, 3, 4] && r.transfers_active == 0, "node " + r.node + " is at rest");
+        }
+
+        // Decommission: the node keeps running, out of the ring.
+        decommission(4);
+        wait_rebalanced(60000);
+        check(ring().column("node") == [1, 2, 3] && live_nodes().contains(4), "node 4 is out of the ring and still running");
+        leave(4);
+        check(nodes() == [1, 2, 3] && live_nodes() == [1, 2, 3], "node 4 left");
+        check(thrown(|| restart(4)).contains("left the cluster"), "a node that left cannot be restarted");
+        check(thrown(|| join(4)).contains("left the cluster"), "its id is not reused");
+        check(thrown(|| kill(4)).contains("left the cluster"), "it cannot be killed");
+
+        // A dead node is removed; its ranges come back from the others.
+        let id = join();
+        check(id == 5, "ids are never reused: " + id);
+        wait_rebalanced(60000);
+        kill(5);
+        remove(5);
+        wait_rebalanced(60000);
+        check(nodes() == [1, 2, 3] && ring().column("node") == [1, 2, 3], "node 5 is removed");
+        check(thrown(|| remove(5)).contains("was removed"), "a removed node cannot be removed again");
+        for i in 0..200 {
+            check(get("k" + i, #{ r: "quorum" }).value == "v" + i, "k" + i + " survived every change");
+        }
+
+        // The last running member cannot leave.
+        kill(2);
+        kill(3);
+        check(thrown(|| decommission(1)).contains("last running member"), "the last running node cannot leave");
+        "#;
+    let out = ok(&script);
+    assert!(out.contains("ok: node 5 is removed"), "{out}");
+}
+
+#[test]
+fn a_background_workload_runs_while_the_script_goes_on() {
+    let script = THROWN.to_string()
+        + r#"
+        cluster(#{ nodes: 3, seed: 8 });
+        let w = workload_start(#{ ops: 1000000, keys: 20, clients: 2, read_ratio: 0.5 });
+        print(w);
+        let tries = 0;
+        while workload_progress(w) < 100 && tries < 500 { sleep(20); tries += 1; }
+        let seen = workload_progress(w);
+        check(seen >= 100, "the clients run in the background: " + seen + " requests");
+        put("x", "y");
+        let r = workload_stop(w);
+        print(r);
+        check(r.ops >= seen && r.ops < 1000000 && r.lost == 0 && r.keys_checked > 0, "stopping checks the history");
+        check(thrown(|| workload_stop(w)).contains("already stopped"), "a workload stops once");
+        check(thrown(|| workload_progress(w)).contains("already stopped"), "a stopped workload has no progress");
+        let small = workload_start(#{ ops: 40, keys: 4, clients: 2 });
+        let tries = 0;
+        while workload_progress(small) < 40 && tries < 500 { sleep(20); tries += 1; }
+        let r = workload_stop(small);
+        check(r.ops == 40 && r.lost == 0, "a background workload ends after its ops");
+        check(thrown(|| workload_start(#{ nope: 1 })).contains("unknown option"), "its options are checked");
+        "#;
+    let out = ok(&script);
+    assert!(out.contains("workload running"), "{out}");
+}
+
+#[test]
+fn decommission_and_remove_through_connect() {
+    let script = THROWN.to_string()
+        + r#"
+        let local = cluster(#{ nodes: 4, transport: "tcp", vnodes: 16, seed: 6 });
+        for i in 0..100 { put("k" + i, "v" + i); }
+        let addrs = client_addrs();
+        let to4 = connect(addrs["4"]);
+        check(thrown(|| join()).contains("needs an embedded cluster"), "join() needs an embedded cluster");
+        check(thrown(|| leave(4)).contains("needs an embedded cluster"), "leave() needs an embedded cluster");
+        check(thrown(|| decommission(3)).contains("connected to (node 4)"), "a connection decommissions only its own node");
+        check(thrown(|| remove(2)).contains("reachable"), "the node refuses to remove a live node");
+        // Node 4 joined last while the cluster formed: it pulled its ranges.
+        let t = transfers();
+        print(t);
+        check(t.len() > 0 && t.rows.all(|r| r.node == 4 && r.state == "done"), "the transfers into the node connected to");
+        let s = rebalance_status();
+        check(s.len() == 1 && s[0].node == 4 && s[0].change == (), "the status of the node connected to");
+        decommission(4);
+        wait_rebalanced(60000);
+        // This shell's cluster did not ask node 4 to leave, so its own
+        // wait_rebalanced() would wait for node 4 in the ring: watch every
+        // node's ring instead.
+        select(local);
+        let tries = 0;
+        while !rebalance_status().rows.all(|r| r.members == [1, 2, 3]) && tries < 500 { sleep(20); tries += 1; }
+        print(rebalance_status());
+        check(rebalance_status().rows.all(|r| r.members == [1, 2, 3] && r.change == ()), "node 4 left the ring through its client port");
+        check(live_nodes().contains(4), "and keeps running");
+        kill(3);
+        wait_seen(1, 3, "Down", 30000);
+        let to1 = connect(addrs["1"]);
+        remove(3);
+        wait_rebalanced(60000);
+        select(local);
+        let tries = 0;
+        while !rebalance_status().rows.all(|r| r.members == [1, 2]) && tries < 500 { sleep(20); tries += 1; }
+        print(rebalance_status());
+        check(rebalance_status().rows.all(|r| r.members == [1, 2] && r.change == ()), "node 3 was removed through the connection");
+        for i in 0..100 {
+            check(get("k" + i, #{ r: "quorum" }).value == "v" + i, "k" + i + " survived");
+        }
+        "#;
+    ok(&script);
+}

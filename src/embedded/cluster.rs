@@ -20,6 +20,19 @@
 //! releases it when its last handle drops, which may be just after the
 //! crash returns, so a restart retries the open for a bounded time.
 //!
+//! The ring changes through the nodes' own protocol (`docs/rebalancing.md`):
+//! [`Cluster::add_node`] spawns a node with a new id that joins through a
+//! running one, [`Cluster::decommission`] and [`Cluster::leave`] ask a node
+//! to give its ranges away (the second also waits until they moved and the
+//! node stopped), and [`Cluster::remove`] takes a killed node out of the
+//! ring. A node that left or was removed keeps its id reserved: it is no
+//! longer one of [`Cluster::ids`], cannot be restarted, and a new node
+//! never reuses its id (its peers remember it). [`Cluster::rebalanced`]
+//! tells whether every running node agrees on a ring with the members the
+//! cluster expects and no change in progress. Transfers run eight at a time
+//! per node (the library's default is two), so that forming a cluster,
+//! whose every join moves its ranges (empty or not), takes seconds.
+//!
 //! Not here: what the ops mean (the nodes decide), rhai or C types.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,8 +43,9 @@ use std::time::{Duration, Instant};
 use crate::config::{MembershipConfig, StorageConfig};
 use crate::net::tcp::TcpFaults;
 use crate::node::client_port::{ClientPort, ClientPortConfig};
+use crate::node::node::ring_view;
 use crate::node::{Node, NodeConfig, TransportParts};
-use crate::protocol::{Op, Reply, StatusView};
+use crate::protocol::{Op, Reply, RingView, StatusView, TransferView};
 use crate::replication::Consistency;
 use crate::version::Resolvers;
 use crate::{
@@ -44,6 +58,23 @@ use super::runtime::Runtime;
 /// How long a cluster may take to form, or a restarted node to open its
 /// data directory.
 pub const FORM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest node id [`Cluster::add_node`] accepts: ids are small
+/// numbers people type.
+pub const MAX_NODE_ID: u64 = 1000;
+
+/// The most nodes a cluster runs at once.
+pub const MAX_NODES: usize = 64;
+
+/// Why a node is no longer part of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// It left gracefully ([`Cluster::leave`]): its ranges moved first.
+    Left,
+    /// It was killed and then removed from the ring ([`Cluster::remove`]):
+    /// its ranges were copied again from the surviving replicas.
+    Removed,
+}
 
 /// Which network the nodes talk over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +193,10 @@ struct Slot {
     addr: String,
     /// Its client port, on TCP.
     client_addr: Option<String>,
+    /// Asked to leave the ring ([`Cluster::decommission`]).
+    leaving: bool,
+    /// Gone for good: no longer one of the cluster's nodes.
+    departed: Option<Departure>,
 }
 
 /// A running embedded cluster.
@@ -272,6 +307,14 @@ impl Cluster {
         config.bucket_defaults.w = o.w;
         config.replica.handoff_interval = Duration::from_millis(100);
         config.replica.handoff_retry = Duration::from_millis(500);
+        // Ring changes move many small ranges (a token range per move,
+        // empty ones included while the cluster forms): more of them at
+        // once, and sources that serve every puller, so that forming and
+        // rebalancing take seconds, not tens of seconds, on a busy machine.
+        config.transfer.max_concurrent = 8;
+        config.transfer.max_serving = 64;
+        config.transfer.backoff_min = Duration::from_millis(50);
+        config.transfer.backoff_max = Duration::from_secs(1);
         config.resolvers = self.resolvers.clone();
         let dir = self.dir.join(format!("node-{id}"));
         config.storage = match o.engine {
@@ -294,7 +337,7 @@ impl Cluster {
         let slots = lock(&self.slots);
         slots
             .iter()
-            .find(|(other, s)| **other != id && s.node.is_some())
+            .find(|(other, s)| **other != id && s.node.is_some() && !s.leaving)
             .map(|(other, s)| vec![(NodeId(*other), s.addr.clone())])
             .unwrap_or_default()
     }
@@ -347,6 +390,8 @@ impl Cluster {
             port: None,
             addr,
             client_addr: None,
+            leaving: false,
+            departed: None,
         })
     }
 
@@ -398,12 +443,19 @@ impl Cluster {
             node: Some(node),
             tcp,
             port: Some(Arc::new(port)),
+            leaving: false,
+            departed: None,
         })
     }
 
-    /// Every node id, running or killed.
+    /// Every node id, running or killed (not those that left or were
+    /// removed).
     pub fn ids(&self) -> Vec<u64> {
-        lock(&self.slots).keys().copied().collect()
+        lock(&self.slots)
+            .iter()
+            .filter(|(_, s)| s.departed.is_none())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The ids of the running nodes.
@@ -428,20 +480,44 @@ impl Cluster {
         let slots = lock(&self.slots);
         match slots.get(&id) {
             None => Err(format!("there is no node {id} (nodes are {:?})", {
-                slots.keys().collect::<Vec<_>>()
+                slots
+                    .iter()
+                    .filter(|(_, s)| s.departed.is_none())
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<_>>()
             })),
+            Some(Slot {
+                departed: Some(d), ..
+            }) => Err(departed_message(id, *d)),
             Some(Slot { node: None, .. }) => Err(format!("node {id} is killed")),
             Some(Slot { node: Some(n), .. }) => Ok(n.clone()),
         }
     }
 
+    /// The running nodes not asked to leave, or, when every running node
+    /// was, all of them.
+    fn staying(&self) -> Vec<u64> {
+        let slots = lock(&self.slots);
+        let running = || slots.iter().filter(|(_, s)| s.node.is_some());
+        let staying: Vec<u64> = running()
+            .filter(|(_, s)| !s.leaving)
+            .map(|(id, _)| *id)
+            .collect();
+        if staying.is_empty() {
+            running().map(|(id, _)| *id).collect()
+        } else {
+            staying
+        }
+    }
+
     /// The node a request goes through: `via`, or the running nodes in
-    /// turn.
+    /// turn (those asked to leave only when no other runs: a node leaving
+    /// with [`Cluster::leave`] stops soon).
     pub fn pick(&self, via: Option<u64>) -> Result<Node, String> {
         if let Some(id) = via {
             return self.node(id);
         }
-        let live = self.live();
+        let live = self.staying();
         if live.is_empty() {
             return Err("every node is killed".into());
         }
@@ -456,6 +532,9 @@ impl Cluster {
             let slot = slots
                 .get_mut(&id)
                 .ok_or_else(|| format!("there is no node {id}"))?;
+            if let Some(d) = slot.departed {
+                return Err(departed_message(id, d));
+            }
             let node = slot
                 .node
                 .take()
@@ -483,6 +562,14 @@ impl Cluster {
             let slots = lock(&self.slots);
             match slots.get(&id) {
                 None => return Err(format!("there is no node {id}")),
+                Some(Slot {
+                    departed: Some(d), ..
+                }) => {
+                    return Err(format!(
+                        "{}; a new node needs an id never used",
+                        departed_message(id, *d)
+                    ))
+                }
                 Some(s) if s.node.is_some() => return Err(format!("node {id} is running")),
                 Some(_) => {}
             }
@@ -498,6 +585,299 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Starts a new node, `id` or else the next id never used, joining
+    /// through a running node; returns its id once every running node sees
+    /// it ALIVE and it has the cluster's ring. Its ranges then move to it
+    /// ([`Cluster::rebalanced`] tells when they have).
+    pub fn add_node(&self, id: Option<u64>) -> Result<u64, String> {
+        let id = {
+            let slots = lock(&self.slots);
+            let running = slots.values().filter(|s| s.node.is_some()).count();
+            if running == 0 {
+                return Err("every node is killed: a new node joins through a running one".into());
+            }
+            if running >= MAX_NODES {
+                return Err(format!("a cluster runs at most {MAX_NODES} nodes"));
+            }
+            match id {
+                Some(0) => return Err("node ids start at 1".into()),
+                Some(id) if id > MAX_NODE_ID => {
+                    return Err(format!("node ids are at most {MAX_NODE_ID}, got {id}"))
+                }
+                Some(id) => match slots.get(&id) {
+                    Some(Slot {
+                        departed: Some(d), ..
+                    }) => {
+                        return Err(format!(
+                            "{}; a new node needs an id never used",
+                            departed_message(id, *d)
+                        ))
+                    }
+                    Some(_) => return Err(format!("node {id} already exists")),
+                    None => id,
+                },
+                None => {
+                    let next = slots.keys().next_back().map_or(1, |last| last + 1);
+                    if next > MAX_NODE_ID {
+                        return Err(format!("node ids are at most {MAX_NODE_ID}"));
+                    }
+                    next
+                }
+            }
+        };
+        self.spawn_node(id)?;
+        let joined = self.wait(FORM_TIMEOUT, || {
+            let Ok(node) = self.node(id) else {
+                return Ok(false);
+            };
+            for (_, status) in self.views_of(id)? {
+                if status != Some(MemberStatus::Alive) {
+                    return Ok(false);
+                }
+            }
+            let state = self
+                .rt
+                .run(move || async move { node.ring_state().await })?;
+            // Its ring is empty until it has heard from a member.
+            Ok(state.is_ok_and(|s| !s.ring.is_empty() || s.pending.is_some()))
+        })?;
+        if !joined {
+            return Err(format!(
+                "node {id} started but was not ALIVE everywhere with the ring within {}s",
+                FORM_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Asks node `id` to leave the ring: the nodes taking its ranges pull
+    /// them, then the ring no longer holds it. Returns at once; the node
+    /// keeps running (see [`Cluster::leave`]).
+    pub fn decommission(&self, id: u64) -> Result<(), String> {
+        let node = self.node(id)?;
+        {
+            let slots = lock(&self.slots);
+            let staying = slots
+                .iter()
+                .filter(|(other, s)| **other != id && s.node.is_some() && !s.leaving)
+                .count();
+            if staying == 0 {
+                return Err(format!(
+                    "node {id} is the last running member: no node would take its ranges"
+                ));
+            }
+        }
+        self.rt
+            .run(move || async move { node.decommission().await })?
+            .map_err(|e| format!("decommissioning node {id}: {e}"))?;
+        if let Some(slot) = lock(&self.slots).get_mut(&id) {
+            slot.leaving = true;
+        }
+        Ok(())
+    }
+
+    /// Node `id` leaves gracefully: it gives its ranges away, waits until
+    /// the nodes taking them have pulled them (the ring no longer holds
+    /// it), announces LEFT and stops. Waits up to `limit`; after that the
+    /// node goes on leaving, and this returns an error.
+    pub fn leave(&self, id: u64, limit: Duration) -> Result<(), String> {
+        self.decommission(id)?;
+        let node = self.node(id)?;
+        let left = self.rt.run(move || async move {
+            tokio::time::timeout(limit, async move {
+                let me = node.id();
+                // `Node::leave` waits as long as the transfers take (up to
+                // ten minutes); wait here for the ranges within `limit`,
+                // so that a timeout leaves the node running, and let
+                // `Node::leave` finish.
+                loop {
+                    let ring = node.ring().await?;
+                    if !ring.is_member(me) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                node.leave().await
+            })
+            .await
+        })?;
+        match left {
+            Err(_) => {
+                return Err(format!(
+                    "node {id} did not finish leaving within {} ms; it goes on leaving (ring() shows the change)",
+                    limit.as_millis()
+                ))
+            }
+            Ok(Err(e)) => return Err(format!("node {id} leaving: {e}")),
+            Ok(Ok(())) => {}
+        }
+        let (node, port) = {
+            let mut slots = lock(&self.slots);
+            let Some(slot) = slots.get_mut(&id) else {
+                return Ok(());
+            };
+            if let Some(t) = slot.tcp.take() {
+                *lock(&self.retired) += tcp_counts(&t);
+            }
+            slot.client_addr = None;
+            slot.departed = Some(Departure::Left);
+            (slot.node.take(), slot.port.take())
+        };
+        self.rt.run(move || async move {
+            if let Some(p) = port {
+                p.shutdown().await;
+            }
+            // Already stopped by its leave; this only drops the handle.
+            drop(node);
+        })
+    }
+
+    /// Removes node `id`, which must be killed, from the ring: its ranges
+    /// are copied again from the surviving replicas. Waits (up to
+    /// [`FORM_TIMEOUT`]) until the lowest running node not leaving has no
+    /// change in progress and sees it DOWN, then asks that node to remove
+    /// it. Returns once the removal has begun. A killed node the ring no
+    /// longer holds (it was decommissioned first) is only forgotten.
+    pub fn remove(&self, id: u64) -> Result<(), String> {
+        {
+            let slots = lock(&self.slots);
+            match slots.get(&id) {
+                None => return Err(format!("there is no node {id}")),
+                Some(Slot {
+                    departed: Some(d), ..
+                }) => return Err(departed_message(id, *d)),
+                Some(s) if s.node.is_some() => {
+                    return Err(format!(
+                        "node {id} is running: remove() is for a dead node (kill({id}) first); a running node leaves with leave({id}) or decommission({id})"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(&by) = self.staying().first() else {
+            return Err("every node is killed: no node can remove another".into());
+        };
+        let node = self.node(by)?;
+        let mut last = String::new();
+        // Whether the ring in force holds it, once ready.
+        let mut in_ring = true;
+        let ready = self.wait(FORM_TIMEOUT, || {
+            let n = node.clone();
+            let (members, state) = self
+                .rt
+                .run(move || async move { (n.members().await, n.ring_state().await) })?;
+            let (Ok(members), Ok(state)) = (members, state) else {
+                return Ok(false);
+            };
+            if let Some(p) = &state.pending {
+                last = format!("node {by} has a change in progress ({:?})", p.change);
+                return Ok(false);
+            }
+            in_ring = state.ring.is_member(NodeId(id));
+            let status = members
+                .iter()
+                .find(|m| m.node == NodeId(id))
+                .map(|m| m.status);
+            if in_ring && !matches!(status, Some(MemberStatus::Down | MemberStatus::Left)) {
+                last = format!("node {by} sees node {id} as {status:?}, not Down");
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        if !ready {
+            return Err(format!(
+                "removing node {id}: after {}s {last}",
+                FORM_TIMEOUT.as_secs()
+            ));
+        }
+        // A node the ring no longer holds (it left before it was killed)
+        // has no ranges to copy: the cluster only forgets it.
+        if in_ring {
+            self.rt
+                .run(move || async move { node.remove_node(NodeId(id)).await })?
+                .map_err(|e| format!("removing node {id}: {e}"))?;
+        }
+        if let Some(slot) = lock(&self.slots).get_mut(&id) {
+            slot.departed = Some(Departure::Removed);
+        }
+        Ok(())
+    }
+
+    /// Each running node's view of the ring: the ring in force and the
+    /// change in progress with its moves done.
+    pub fn ring_views(&self) -> Result<Vec<(u64, RingView)>, String> {
+        let mut out = Vec::new();
+        for id in self.live() {
+            let node = self.node(id)?;
+            let state = self
+                .rt
+                .run(move || async move { node.ring_state().await })?
+                .map_err(|e| format!("node {id}: {e}"))?;
+            out.push((id, ring_view(&state)));
+        }
+        Ok(out)
+    }
+
+    /// Every running node's incoming range transfers, by receiver.
+    pub fn transfers(&self) -> Result<Vec<(u64, TransferView)>, String> {
+        let mut out = Vec::new();
+        for id in self.live() {
+            let node = self.node(id)?;
+            let transfers = self
+                .rt
+                .run(move || async move { node.transfers().await })?
+                .map_err(|e| format!("node {id}: {e}"))?;
+            out.extend(transfers.iter().map(|t| (id, TransferView::from(t))));
+        }
+        Ok(out)
+    }
+
+    /// Whether the ring is at rest: every running node has no change in
+    /// progress and the same ring, which holds every running node not asked
+    /// to leave and no node that left, was removed or was asked to leave (so
+    /// a join or leave asked for but not yet begun is not mistaken for one
+    /// done). A killed node may be in it or not (removed through another
+    /// client). Old owners drop the ranges they gave away a few seconds
+    /// later (`DROP_GRACE`).
+    pub fn rebalanced(&self) -> Result<bool, String> {
+        let (must, may): (BTreeSet<NodeId>, BTreeSet<NodeId>) = {
+            let slots = lock(&self.slots);
+            let must = slots
+                .iter()
+                .filter(|(_, s)| s.departed.is_none() && !s.leaving && s.node.is_some())
+                .map(|(id, _)| NodeId(*id))
+                .collect();
+            let may = slots
+                .iter()
+                .filter(|(_, s)| s.departed.is_none() && !s.leaving)
+                .map(|(id, _)| NodeId(*id))
+                .collect();
+            (must, may)
+        };
+        let mut first: Option<Arc<crate::ring::RingState>> = None;
+        for id in self.live() {
+            let Ok(node) = self.node(id) else {
+                return Ok(false);
+            };
+            let Ok(state) = self
+                .rt
+                .run(move || async move { node.ring_state().await })?
+            else {
+                return Ok(false);
+            };
+            let members = state.ring.members();
+            if state.pending.is_some() || !members.is_superset(&must) || !members.is_subset(&may) {
+                return Ok(false);
+            }
+            match &first {
+                Some(f) if **f != *state => return Ok(false),
+                Some(_) => {}
+                None => first = Some(state),
+            }
+        }
+        Ok(true)
     }
 
     /// Freezes node `id`'s thread for `ms` (as SIGSTOP or a long GC pause
@@ -805,6 +1185,113 @@ fn tcp_counts(t: &TcpTransport) -> FaultCounts {
     }
 }
 
+fn departed_message(id: u64, d: Departure) -> String {
+    match d {
+        Departure::Left => format!("node {id} left the cluster"),
+        Departure::Removed => format!("node {id} was removed from the cluster"),
+    }
+}
+
 fn ids(v: &[u64]) -> Vec<NodeId> {
     v.iter().copied().map(NodeId).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    fn put(c: &Cluster, key: &str) -> bool {
+        let op = Op::Put {
+            bucket: ByteBuf::from(b"b".to_vec()),
+            key: ByteBuf::from(key.as_bytes().to_vec()),
+            value: ByteBuf::from(b"v".to_vec()),
+            context: None,
+            options: Default::default(),
+        };
+        matches!(
+            c.pick(None).and_then(|n| c.execute_on(n, op)),
+            Ok(Ok(Reply::Written { .. }))
+        )
+    }
+
+    fn members(c: &Cluster) -> Vec<Vec<u64>> {
+        c.ring_views()
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v.nodes.iter().map(|n| n.node.0).collect())
+            .collect()
+    }
+
+    /// A join, a graceful leave and the removal of a killed node, through
+    /// the cluster's own calls, with the refusals on the way.
+    #[test]
+    fn nodes_join_leave_and_are_removed() {
+        let rt = Arc::new(Runtime::new().unwrap());
+        let options = ClusterOptions {
+            vnodes: 8,
+            ..ClusterOptions::default()
+        };
+        let c = Cluster::start(rt, options, Resolvers::new()).unwrap();
+        assert!(c.rebalanced().unwrap());
+        for i in 0..100 {
+            assert!(put(&c, &format!("k{i}")));
+        }
+        assert!(c.add_node(Some(2)).unwrap_err().contains("already exists"));
+        assert!(c.add_node(Some(0)).is_err());
+        assert!(c.add_node(Some(MAX_NODE_ID + 1)).is_err());
+        assert!(c.remove(2).unwrap_err().contains("is running"));
+        assert!(c.remove(9).unwrap_err().contains("no node 9"));
+
+        assert_eq!(c.add_node(None).unwrap(), 4);
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        assert_eq!(members(&c), vec![vec![1, 2, 3, 4]; 4]);
+        let into4: Vec<TransferView> = c
+            .transfers()
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| *n == 4)
+            .map(|(_, t)| t)
+            .collect();
+        assert!(!into4.is_empty() && into4.iter().all(|t| t.state == "done"));
+        assert!(into4.iter().map(|t| t.keys).sum::<u64>() > 0);
+
+        c.leave(4, LIMIT).unwrap();
+        assert_eq!(c.ids(), vec![1, 2, 3]);
+        assert_eq!(c.live(), vec![1, 2, 3]);
+        assert!(c.restart(4).unwrap_err().contains("left"));
+        assert!(c.add_node(Some(4)).unwrap_err().contains("left"));
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        assert_eq!(members(&c), vec![vec![1, 2, 3]; 3]);
+
+        assert_eq!(c.add_node(None).unwrap(), 5);
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        c.kill(5).unwrap();
+        c.remove(5).unwrap();
+        assert!(c.remove(5).unwrap_err().contains("removed"));
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        assert_eq!(members(&c), vec![vec![1, 2, 3]; 3]);
+        assert_eq!(c.ids(), vec![1, 2, 3]);
+
+        // Decommissioned, then killed: out of the ring already, so removing
+        // it only forgets it.
+        assert_eq!(c.add_node(None).unwrap(), 6);
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        c.decommission(6).unwrap();
+        assert!(c.wait(LIMIT, || c.rebalanced()).unwrap());
+        assert_eq!(members(&c), vec![vec![1, 2, 3]; 4]);
+        c.kill(6).unwrap();
+        c.remove(6).unwrap();
+        assert_eq!(c.ids(), vec![1, 2, 3]);
+        assert!(c.rebalanced().unwrap());
+
+        c.kill(2).unwrap();
+        c.kill(3).unwrap();
+        assert!(c
+            .decommission(1)
+            .unwrap_err()
+            .contains("last running member"));
+    }
 }
