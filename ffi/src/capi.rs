@@ -654,7 +654,10 @@ pub unsafe extern "C" fn ringkv_cluster_delete(
 }
 
 /// Adds `by` (negative subtracts, on a PNCOUNTER bucket) to the counter
-/// `bucket`/`key` and writes its new value to `*out_value`.
+/// `bucket`/`key` and writes its new value, as the replica that
+/// coordinated the add holds it, to `*out_value`: an add made through
+/// another node a moment earlier may not be in it yet, while
+/// `ringkv_cluster_counter_get` at QUORUM after adds at QUORUM has them all.
 ///
 /// Errors: as `ringkv_cluster_put`; `RINGKV_INVALID_ARGUMENT` also when the
 /// bucket's policy is not a counter.
