@@ -356,3 +356,42 @@ async fn a_stored_ring_state_that_does_not_decode_is_refused_clearly() {
         ),
     }
 }
+
+#[actix_rt::test]
+async fn a_lone_survivor_serves_after_waiting_for_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = MemoryNetwork::new(ringkv::MemoryNetConfig::default()).unwrap();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(&network, id, Some(1), dir.path()).await);
+    }
+    let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    assert!(settled(&nodes, &ids).await, "the cluster did not form");
+    put(&nodes[0], "b", "kept").await;
+    stop(nodes).await;
+
+    // Only node 1 comes back; no peer ever answers. It refuses at first,
+    // then, having reached no peer for the whole wait, trusts its ring.
+    let node = start(&network, 1, None, dir.path()).await;
+    assert!(!node.ring_confirmed());
+    let wait = ringkv::membership::ring_sync::ring_confirm_wait(
+        config(1, None, dir.path()).membership.gossip_interval,
+    );
+    let trusted = wait_until(wait * 4, || async { node.ring_confirmed() }).await;
+    assert!(trusted.is_some(), "a lone survivor never served");
+    let read = node
+        .execute(Op::Get {
+            bucket: b("b"),
+            key: b("kept"),
+            options: ReadOptions {
+                r: Some(Consistency::One),
+                ..ReadOptions::default()
+            },
+        })
+        .await;
+    assert!(
+        matches!(&read, Ok(Reply::Object { value: Some(v), .. }) if v.as_slice() == b"v"),
+        "{read:?}"
+    );
+    node.shutdown().await;
+}

@@ -90,6 +90,17 @@ pub struct RingKeeper {
     agreed: bool,
     /// Started from a stored state ([`RingKeeper::restore`]).
     restored: bool,
+    /// The first tick, and the latest: how long this node has run.
+    first_tick: Option<Instant>,
+    last_tick: Option<Instant>,
+}
+
+/// How long a node restarted on its stored ring waits for a peer to
+/// confirm it while no peer is reachable at all, before it trusts the ring
+/// (see [`RingKeeper::ring_confirmed`]): 30 gossip intervals, and at least
+/// 10 s.
+pub fn ring_confirm_wait(gossip_interval: Duration) -> Duration {
+    (gossip_interval * 30).max(Duration::from_secs(10))
 }
 
 /// The digest that breaks ties between rings of one epoch.
@@ -131,6 +142,8 @@ impl RingKeeper {
             next_round: None,
             agreed: false,
             restored: false,
+            first_tick: None,
+            last_tick: None,
         })
     }
 
@@ -166,7 +179,11 @@ impl RingKeeper {
     /// Whether this node's ring may route requests: it did not start from
     /// a stored state (its ring came from its peers, or it founded the
     /// cluster), or a peer has since reported the same state, or no other
-    /// node is in the ring or the change in progress.
+    /// node is in the ring or the change in progress, or no peer is
+    /// reachable and the node has run for [`ring_confirm_wait`] (a lone
+    /// survivor: with no peer to reach, its requests cannot go to a node
+    /// that no longer owns a key; once a peer is reachable, it waits for
+    /// that peer's answer again).
     pub fn ring_confirmed(&self) -> bool {
         let alone = || {
             let others = |r: &Ring| r.members().into_iter().any(|n| n != self.me);
@@ -177,7 +194,14 @@ impl RingKeeper {
                     .as_ref()
                     .is_some_and(|p| others(&p.target))
         };
-        !self.restored || self.agreed || alone()
+        let waited = || match (self.first_tick, self.last_tick) {
+            (Some(first), Some(last)) => {
+                last.duration_since(first) >= ring_confirm_wait(self.interval)
+                    && self.reachable().is_empty()
+            }
+            _ => false,
+        };
+        !self.restored || self.agreed || alone() || waited()
     }
 
     /// Whether some peer has reported holding the same state as this node
@@ -232,6 +256,8 @@ impl RingKeeper {
     /// can, removes LEFT nodes if this node is the one to, and gossips the
     /// digest when due.
     pub fn tick(&mut self, now: Instant, out: &mut Outbox<RingEvent>) {
+        self.first_tick.get_or_insert(now);
+        self.last_tick = Some(now);
         let ring = &self.state.ring;
         if self.state.pending.is_none() {
             if self.member && !ring.is_member(self.me) && (self.founder || !ring.is_empty()) {
@@ -740,5 +766,45 @@ mod tests {
             let members: Vec<NodeId> = k.ring().members().into_iter().collect();
             assert_eq!(members, vec![NodeId(1), NodeId(2), NodeId(4)]);
         }
+    }
+
+    #[test]
+    fn a_restored_ring_is_trusted_once_a_peer_agrees_or_after_a_wait_with_no_peer() {
+        let mut ring = Ring::empty();
+        for id in 1..=3 {
+            ring = claim_join(&ring, NodeId(id), 16).unwrap();
+        }
+        let start = Instant::now();
+        let wait = ring_confirm_wait(Duration::from_secs(1));
+        let restored = || {
+            let mut k = keeper(1, &[2]);
+            k.restore(RingState::settled(ring.clone())).unwrap();
+            k
+        };
+        // No peer reachable: trusted only after the wait.
+        let mut k = restored();
+        let mut out = Outbox::new();
+        k.tick(start, &mut out);
+        assert!(!k.ring_confirmed());
+        k.tick(start + wait / 2, &mut out);
+        assert!(!k.ring_confirmed());
+        k.tick(start + wait, &mut out);
+        assert!(k.ring_confirmed());
+        // A peer reachable: waits for its answer, however long it takes.
+        k.on_member_event(&up(2));
+        assert!(!k.ring_confirmed());
+        let digest = Message::RingDigest {
+            epoch: ring.epoch(),
+            digest: k.state().digest(),
+            pending: 0,
+        };
+        k.step(
+            start + wait,
+            Envelope::new(NodeId(2), NodeId(1), digest),
+            &mut out,
+        );
+        assert!(k.ring_confirmed());
+        // A first start is trusted at once.
+        assert!(keeper(1, &[2]).ring_confirmed());
     }
 }
