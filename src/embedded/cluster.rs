@@ -588,8 +588,8 @@ impl Cluster {
     }
 
     /// Starts a new node, `id` or else the next id never used, joining
-    /// through a running node; returns its id once every running node sees
-    /// it ALIVE and it has the cluster's ring. Its ranges then move to it
+    /// through a running node; returns its id once it and every running
+    /// node see each other ALIVE and it has the cluster's ring. Its ranges then move to it
     /// ([`Cluster::rebalanced`] tells when they have).
     pub fn add_node(&self, id: Option<u64>) -> Result<u64, String> {
         let id = {
@@ -637,15 +637,29 @@ impl Cluster {
                     return Ok(false);
                 }
             }
-            let state = self
+            // And it sees them: a node that coordinates before it knows
+            // its peers finds too few replicas up.
+            let others: Vec<u64> = self.live().into_iter().filter(|&o| o != id).collect();
+            let (members, state) = self
                 .rt
-                .run(move || async move { node.ring_state().await })?;
+                .run(move || async move { (node.members().await, node.ring_state().await) })?;
+            let Ok(members) = members else {
+                return Ok(false);
+            };
+            let sees_all = others.iter().all(|&o| {
+                members
+                    .iter()
+                    .any(|m| m.node == NodeId(o) && m.status == MemberStatus::Alive)
+            });
+            if !sees_all {
+                return Ok(false);
+            }
             // Its ring is empty until it has heard from a member.
             Ok(state.is_ok_and(|s| !s.ring.is_empty() || s.pending.is_some()))
         })?;
         if !joined {
             return Err(format!(
-                "node {id} started but was not ALIVE everywhere with the ring within {}s",
+                "node {id} started but it and the others did not all see each other ALIVE, with the ring, within {}s",
                 FORM_TIMEOUT.as_secs()
             ));
         }
