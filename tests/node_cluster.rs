@@ -29,7 +29,6 @@
 mod cluster;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,12 +56,6 @@ const SETTLE: Duration = Duration::from_secs(40);
 static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs a test body under [`TEST_LIMIT`].
-async fn bounded<F: Future<Output = ()>>(body: F) {
-    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
-        panic!("test did not finish within {TEST_LIMIT:?}");
-    }
-}
-
 fn client_config() -> ClientConfig {
     ClientConfig {
         request_timeout: Duration::from_secs(8),
@@ -246,7 +239,7 @@ fn secret_in(dir: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_prints_its_ready_line_and_exits_0_on_sigterm_and_sigint() {
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         let secret = secret_in(tmp.path());
         for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
@@ -302,7 +295,7 @@ async fn node_prints_its_ready_line_and_exits_0_on_sigterm_and_sigint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configurations_exit_2_with_a_one_line_reason() {
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         let secret = secret_in(tmp.path());
         let short = tmp.path().join("short");
@@ -431,7 +424,7 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_serves_one_process_and_one_node() {
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(1).await;
         let dir = cluster.node(1).dir.display().to_string();
         let secret = cluster.secret_file().display().to_string();
@@ -492,7 +485,7 @@ async fn a_data_directory_serves_one_process_and_one_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_toml_file_starts_a_node_and_flags_override_it() {
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         secret_in(tmp.path());
         let config = tmp.path().join("node.toml");
@@ -539,7 +532,7 @@ fn ready_lines_parse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_put_and_get_from_any_node_and_reads_at_all_fail_while_a_replica_is_down() {
     let _one = CLUSTER_LOCK.lock().await;
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
         let all = clients(&cluster).await;
@@ -610,7 +603,7 @@ async fn quorum_put_and_get_from_any_node_and_reads_at_all_fail_while_a_replica_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn w2_writes_survive_a_killed_node_whose_hints_arrive_after_restart() {
     let _one = CLUSTER_LOCK.lock().await;
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
         let all = clients(&cluster).await;
@@ -694,7 +687,7 @@ async fn w2_writes_survive_a_killed_node_whose_hints_arrive_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_repair_brings_a_stale_replica_up_to_date() {
     let _one = CLUSTER_LOCK.lock().await;
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
         let all = clients(&cluster).await;
@@ -786,7 +779,7 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn siblings_are_returned_and_resolved_and_a_counter_converges() {
     let _one = CLUSTER_LOCK.lock().await;
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
         let all = clients(&cluster).await;
@@ -908,7 +901,7 @@ async fn closes(s: &mut TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_do_not_disturb_other_clients() {
     let _one = CLUSTER_LOCK.lock().await;
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(3).await;
         wait_formed(&cluster).await;
         let addr = cluster.node(1).client;
@@ -994,7 +987,7 @@ async fn garbage_and_oversized_frames_do_not_disturb_other_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_write_is_lost_across_a_rolling_restart() {
     let _one = CLUSTER_LOCK.lock().await;
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
         let b = b"rolling".as_slice();

@@ -41,12 +41,6 @@ const PERIOD_MS: u64 = 1000;
 const CONVERGE_PERIODS: u64 = 15;
 const BUCKET: &[u8] = b"p";
 
-async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
-    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
-        panic!("test did not finish within {TEST_LIMIT:?}");
-    }
-}
-
 /// A client of node `id` alone (fault injection is per node).
 async fn client_of(cluster: &Cluster, id: u64) -> Client {
     let config = ClientConfig {
@@ -71,7 +65,7 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, Error>) -> (ErrorCode, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_is_refused_unless_enabled_and_checks_its_peers() {
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         // Off by default: refused, healing included, and nothing changes.
         let plain = Cluster::start(1).await;
         let c = client_of(&plain, 1).await;
@@ -159,7 +153,7 @@ fn values(copy: &Copy) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_of_a_partition_write_and_converge_with_no_reads() {
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let period = PERIOD_MS.to_string();
         let cluster = Cluster::start_with(
             3,

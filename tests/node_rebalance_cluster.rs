@@ -14,7 +14,6 @@
 mod cluster;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,12 +29,6 @@ const SETTLE: Duration = Duration::from_secs(90);
 const N: usize = 3;
 const K: usize = 2000;
 const BUCKET: &[u8] = b"b";
-
-async fn bounded<F: Future<Output = ()>>(body: F) {
-    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
-        panic!("test did not finish within {TEST_LIMIT:?}");
-    }
-}
 
 async fn client_of(addr: &str) -> Client {
     let config = ClientConfig {
@@ -73,7 +66,7 @@ async fn put(c: &Client, key: &str, value: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixth_node_joins_under_writes_moves_its_share_and_loses_nothing() {
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         let mut clients = Vec::new();
         for a in cluster.client_addrs() {

@@ -44,12 +44,6 @@ const BREAK: Duration = Duration::from_secs(3);
 /// flight at the break is sent twice.
 const BATCHES_BEFORE_BREAK: u64 = 3;
 
-async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
-    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
-        panic!("test did not finish within {TEST_LIMIT:?}");
-    }
-}
-
 /// A client of node `id` alone.
 async fn client_of(cluster: &Cluster, id: u64) -> Client {
     let config = ClientConfig {
@@ -116,7 +110,7 @@ async fn transfer(c: &Client, id: u64) -> Option<TransferView> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_broken_midway_resumes_rather_than_restarts() {
-    bounded(async {
+    cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start_with(
             3,
             &[

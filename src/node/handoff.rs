@@ -200,10 +200,6 @@ impl ServedTable {
 }
 
 impl HandoffActor {
-    fn served_entry(&mut self, from: NodeId, transfer: u64) -> &mut ServedStats {
-        self.served.entry(from, transfer)
-    }
-
     /// The actor of node `node` over `store`; bucket policies are asked of
     /// `buckets` (the Coordinator actor).
     pub fn new(
@@ -327,7 +323,7 @@ impl HandoffActor {
         ctx: &mut Context<Self>,
     ) {
         let busy = self.serving >= self.max_serving;
-        let stats = self.served_entry(from, transfer);
+        let stats = self.served.entry(from, transfer);
         if busy {
             stats.refused += 1;
             self.send(
@@ -348,7 +344,7 @@ impl HandoffActor {
             tokio::task::spawn_blocking(move || store.range_batch(range, cursor.as_deref(), max));
         ctx.spawn(work.into_actor(self).map(move |done, act, _| {
             act.serving -= 1;
-            let stats = act.served_entry(from, transfer);
+            let stats = act.served.entry(from, transfer);
             let msg = match done {
                 Ok(Ok(batch)) => {
                     stats.pulls += 1;

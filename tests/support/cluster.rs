@@ -449,6 +449,13 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Runs a test's body, failing it if it has not finished within `limit`.
+pub async fn bounded<F: Future<Output = ()>>(limit: Duration, body: F) {
+    if tokio::time::timeout(limit, body).await.is_err() {
+        panic!("test did not finish within {limit:?}");
+    }
+}
+
 /// Polls `check` every 50 ms until it returns true or `limit` passes;
 /// returns whether it did.
 pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
