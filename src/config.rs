@@ -329,9 +329,15 @@ pub struct BucketProps {
     /// How concurrent writes are resolved. Default `Siblings`: loses no write
     /// and assumes nothing about values.
     pub policy: crate::version::ConflictPolicy,
-    /// Whether writes may use fallbacks (hinted handoff) when primaries are
-    /// down. Default true, as in Dynamo: writes stay available, at the price
-    /// that a quorum of acks may not be a quorum of primaries.
+    /// Whether fallbacks count towards a write's quorum when primaries are
+    /// down (a *sloppy* quorum, as in Dynamo). Default false: a quorum is
+    /// a quorum of primaries, so `r + w > n` makes every read see every
+    /// acknowledged write (reads ask primaries only). Fallbacks still get
+    /// the write as a hint either way, and hand it to the primary when it
+    /// is back. With `true`, writes stay available while fewer than `w`
+    /// primaries are up, at a price the client must accept: a write
+    /// acknowledged by fallbacks is not seen by reads until its hints are
+    /// delivered (`docs/protocol.md`).
     pub sloppy_quorum: bool,
     /// Request timeout. Default 5 s: far above a healthy round trip
     /// (sub-millisecond on a LAN, an fsync of a few ms), short enough that a
@@ -346,7 +352,7 @@ impl Default for BucketProps {
             r: crate::replication::Consistency::Quorum,
             w: crate::replication::Consistency::Quorum,
             policy: crate::version::ConflictPolicy::Siblings,
-            sloppy_quorum: true,
+            sloppy_quorum: false,
             timeout: Duration::from_secs(5),
         }
     }

@@ -262,7 +262,7 @@ fn object_reply(
                         Payload::Tombstone => None,
                     },
                     timestamp_ms: s.timestamp.physical_ms,
-                    node: s.dot.node,
+                    node: super::replica::actor_node(s.dot.node),
                 })
                 .collect(),
         ),

@@ -24,7 +24,7 @@ use crate::config::BucketProps;
 use crate::error::{Error, Result};
 use crate::message::NodeId;
 use crate::ring::{key_token, Placement, Ring, RingState, Token};
-use crate::version::{CausalContext, Hlc, Payload};
+use crate::version::{CausalContext, Hlc, Payload, Timestamp};
 
 /// Request ids at or above this belong to other machines of the node
 /// (hinted handoff, repair), so replies can be routed by id alone.
@@ -118,6 +118,9 @@ pub struct Coordinator<C> {
     buckets: BucketTable,
     default_props: BucketProps,
     hlc: Hlc,
+    /// The newest timestamp learned from peers (replies, bucket entries)
+    /// since the clock last observed: folded in before the next stamp.
+    learned: Option<Timestamp>,
     next_req: u64,
     requests: HashMap<u64, (Option<C>, Machine)>,
 }
@@ -142,6 +145,7 @@ impl<C> Coordinator<C> {
             buckets: BucketTable::new(),
             default_props,
             hlc,
+            learned: None,
             next_req: 1,
             requests: HashMap::new(),
         }
@@ -214,14 +218,40 @@ impl<C> Coordinator<C> {
         props: BucketProps,
         wall_ms: u64,
     ) -> Result<BucketEntry> {
-        let stamp = self.hlc.now(wall_ms);
+        let stamp = self.stamp(wall_ms);
         self.buckets.set(bucket, props, stamp, self.node)
     }
 
     /// Merges bucket entries from a peer or from the store; returns those
     /// that changed the table.
     pub fn merge_buckets(&mut self, entries: Vec<BucketEntry>) -> Vec<BucketEntry> {
+        for e in &entries {
+            self.learn(Some(e.stamp));
+        }
         self.buckets.merge(entries)
+    }
+
+    /// Notes a timestamp learned from a peer.
+    fn learn(&mut self, ts: Option<Timestamp>) {
+        self.learned = self.learned.max(ts);
+    }
+
+    /// A timestamp for a local event at wall time `wall_ms`, after the
+    /// clock has observed every timestamp learned since the last one. A
+    /// learned timestamp too far ahead is refused by the clock (and
+    /// counted): a node with a bad clock does not drag this one along.
+    fn stamp(&mut self, wall_ms: u64) -> Timestamp {
+        if let Some(learned) = self.learned.take() {
+            if let Err(e) = self.hlc.observe(learned, wall_ms) {
+                tracing::debug!(error = %e, "a peer's timestamp was not observed");
+            }
+        }
+        self.hlc.now(wall_ms)
+    }
+
+    /// How many learned timestamps the clock refused for skew.
+    pub fn clock_refusals(&self) -> u64 {
+        self.hlc.refused()
     }
 
     /// Every bucket set explicitly.
@@ -321,7 +351,7 @@ impl<C> Coordinator<C> {
         let req = self.next_req;
         // Wrapping within the coordinator's id range: a request lives for
         // seconds, 2^62 ids last for ever.
-        self.next_req = if req + 1 >= COORDINATOR_REQ_LIMIT {
+        self.next_req = if req + 1 >= 1 << super::put::ROUND_SHIFT {
             1
         } else {
             req + 1
@@ -434,7 +464,22 @@ impl<C> Coordinator<C> {
             )));
         }
         let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
-        let (mut targets, quorums) = self.write_targets(&bucket, &key, sloppy);
+        let (mut targets, mut quorums) = self.write_targets(&bucket, &key, sloppy);
+        if !sloppy {
+            // A strict quorum counts primaries only; fallbacks for the
+            // down primaries still get the write, as hints that count for
+            // nothing, so hinted handoff brings a primary back up to date
+            // sooner than anti-entropy would.
+            if quorums.is_empty() {
+                quorums = vec![targets.iter().map(|t| t.node).collect()];
+            }
+            let (with_fallbacks, _) = self.write_targets(&bucket, &key, true);
+            for t in with_fallbacks {
+                if t.hint_for.is_some() && !targets.iter().any(|x| x.node == t.node) {
+                    targets.push(t);
+                }
+            }
+        }
         // This node coordinates the write itself when it is a primary target, as in
         // Riak: one hop fewer, and a write through a live node never waits
         // on a dead first replica that the failure detector has not yet
@@ -450,7 +495,7 @@ impl<C> Coordinator<C> {
         let write = Write {
             context,
             payload,
-            timestamp: self.hlc.now(wall_ms),
+            timestamp: self.stamp(wall_ms),
             op,
         };
         Ok(Machine::Put(PutRequest::new(
@@ -478,7 +523,9 @@ impl<C> Coordinator<C> {
         reply: ReplicaReply,
         out: &mut Outbox,
     ) -> Vec<(C, Result<Answer>)> {
-        let req = reply.req();
+        self.learn(reply_timestamp(&reply));
+        // A put's later rounds carry the round above the id.
+        let req = reply.req() & ((1 << super::put::ROUND_SHIFT) - 1);
         match self.requests.get_mut(&req) {
             Some((_, Machine::Put(p))) => p.step(now, from, reply, out),
             Some((_, Machine::Get(g))) => g.step(now, from, reply, out),
@@ -536,6 +583,22 @@ impl<C> Coordinator<C> {
             self.requests.remove(&req);
         }
         done
+    }
+}
+
+/// The newest timestamp a replica's reply carries.
+fn reply_timestamp(reply: &ReplicaReply) -> Option<Timestamp> {
+    match reply {
+        ReplicaReply::Coordinated { result: Ok(o), .. }
+        | ReplicaReply::Read {
+            result: Ok(Some(o)),
+            ..
+        } => o.timestamp(),
+        ReplicaReply::Merged {
+            result: Err(super::ReplicaError::Superseded { timestamp }),
+            ..
+        } => Some(*timestamp),
+        _ => None,
     }
 }
 

@@ -125,7 +125,9 @@ impl HintedHandoff {
         }
         let f = self.in_flight.remove(&req)?;
         match result {
-            Ok(()) => Some(Delivered {
+            // Superseded: the owner already holds something newer; the
+            // hint has nothing left to give.
+            Ok(()) | Err(super::ReplicaError::Superseded { .. }) => Some(Delivered {
                 owner: f.owner,
                 hint: f.hint,
             }),

@@ -20,6 +20,16 @@
 //! coordinating replica counts as one). Fallback targets (sloppy quorum)
 //! store it as a hint for the primary they stand in for.
 //!
+//! Under last-writer-wins a store counts only when the write is then the
+//! newest version on that replica. A replica that holds a newer one
+//! answers [`ReplicaError::Superseded`], and the machine starts a new
+//! *round*: the write is coordinated again, stamped above that version,
+//! and sent again; replies of earlier rounds are ignored. So when two
+//! writes are made one after the other, the second acknowledged only
+//! after the first, the second wins on every replica that counted for it,
+//! whatever the coordinators' clocks say: a quorum that saw the first
+//! would have superseded it (`docs/data-model.md`).
+//!
 //! # A get
 //!
 //! Every target is asked; once `r` have replied, their objects are merged
@@ -250,6 +260,15 @@ pub enum ReplicaError {
     /// Anything else (disk error, corruption, overload), with its text.
     /// Nothing was stored.
     Failed(String),
+    /// Under last-writer-wins, the merge was stored but the replica holds a
+    /// newer version (one with a higher timestamp and dot) than the one
+    /// merged: a read here returns that version, not the merged one. The
+    /// put machine then re-stamps its write above `timestamp` (see
+    /// [`put`]); read repair and hinted handoff take it as done.
+    Superseded {
+        /// The stored winner's timestamp.
+        timestamp: Timestamp,
+    },
 }
 
 impl ReplicaError {
@@ -260,6 +279,9 @@ impl ReplicaError {
                 Error::TooManySiblings { siblings, max }
             }
             ReplicaError::Failed(reason) => Error::Replica(reason),
+            ReplicaError::Superseded { timestamp } => Error::Replica(format!(
+                "superseded by a newer version stamped {timestamp:?}"
+            )),
         }
     }
 }

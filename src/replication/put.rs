@@ -10,6 +10,16 @@
 //! coordinate instead. When it does not answer before the deadline, the
 //! machine does not fail over: the write may have been applied there, and a
 //! second coordinator would give the same client write a second dot.
+//!
+//! Rounds (last-writer-wins only): a target that answers
+//! [`ReplicaError::Superseded`] holds a version newer than the write, so
+//! the write would not be what a read there returns. The machine starts a
+//! new round: the same coordinating replica is asked again with the
+//! write's timestamp raised above the newer version's (it stamps above
+//! what it stores too), and the new object is sent to every target again.
+//! Every request of a round carries the round in the top bits of its id
+//! ([`ROUND_SHIFT`]), so a reply of an earlier round is never counted for
+//! a later one. The deadline bounds the rounds.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +27,12 @@ use super::{Outbox, Receipt, ReplicaError, ReplicaReply, ReplicaRequest, Target,
 use crate::error::{Error, Result};
 use crate::message::NodeId;
 use crate::version::{ConflictPolicy, Object};
+
+/// Request ids of a round carry the round number from this bit up; the
+/// coordinator's own ids stay below it.
+pub const ROUND_SHIFT: u32 = 56;
+/// The most rounds a put makes before it gives up.
+const MAX_ROUNDS: u64 = 32;
 
 /// Per-request settings of a put.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +93,8 @@ pub struct PutRequest {
     reply: Option<Result<PutReply>>,
     /// The reply has been taken.
     answered: bool,
+    /// The round (see the module docs); 0 at first.
+    round: u64,
 }
 
 impl PutRequest {
@@ -128,6 +146,7 @@ impl PutRequest {
             receipt: Receipt::default(),
             reply: None,
             answered: false,
+            round: 0,
         };
         if put.w == 0 || smallest < put.w {
             put.fail(Error::Unavailable {
@@ -167,9 +186,14 @@ impl PutRequest {
         reply
     }
 
+    /// The id this round's requests carry.
+    fn wire_id(&self) -> u64 {
+        self.id | (self.round << ROUND_SHIFT)
+    }
+
     /// Feeds a replica's reply.
     pub fn step(&mut self, _now: Instant, from: NodeId, reply: ReplicaReply, out: &mut Outbox) {
-        if reply.req() != self.id || self.done() {
+        if reply.req() != self.wire_id() || self.done() {
             return;
         }
         let Some(i) = self.targets.iter().position(|t| t.node == from) else {
@@ -192,6 +216,17 @@ impl PutRequest {
                     // replica would refuse the same write.
                     self.fail(Error::TooManySiblings { siblings, max });
                 }
+                Err(ReplicaError::Superseded { .. }) => {
+                    // A coordinating replica stamps above what it stores;
+                    // a peer that says otherwise is confused. Count it as
+                    // a failure like any other.
+                    self.states[i] = TargetState::Failed;
+                    self.fail(Error::Unavailable {
+                        needed: self.w,
+                        got: 0,
+                        indefinite: true,
+                    });
+                }
                 Err(ReplicaError::Failed(reason)) => {
                     tracing::debug!(req = self.id, node = %from, %reason, "coordinating replica failed; failing over");
                     self.states[i] = TargetState::Failed;
@@ -210,6 +245,10 @@ impl PutRequest {
                     Ok(()) => {
                         self.states[i] = TargetState::Stored;
                         self.receipt.answer(self.targets[i]);
+                    }
+                    Err(ReplicaError::Superseded { timestamp }) => {
+                        self.next_round(timestamp, out);
+                        return;
                     }
                     Err(_) => self.states[i] = TargetState::Failed,
                 }
@@ -237,6 +276,34 @@ impl PutRequest {
         });
     }
 
+    /// Starts the next round: the write, stamped above `newer`, is
+    /// coordinated and replicated again. Every target is asked afresh.
+    fn next_round(&mut self, newer: crate::version::Timestamp, out: &mut Outbox) {
+        if self.round + 1 >= MAX_ROUNDS {
+            // Newer versions keep arriving: writers race on this key. The
+            // write is stored somewhere and may yet win.
+            self.fail(Error::Unavailable {
+                needed: self.w,
+                got: 0,
+                indefinite: true,
+            });
+            return;
+        }
+        self.round += 1;
+        self.write.timestamp = self.write.timestamp.max(newer).next();
+        self.object = None;
+        self.receipt.answered.clear();
+        self.receipt.fallbacks.clear();
+        for s in &mut self.states {
+            *s = TargetState::Idle;
+        }
+        if self.possible() {
+            self.ask_to_coordinate(self.coordinator, out);
+        } else {
+            self.check();
+        }
+    }
+
     fn ask_to_coordinate(&mut self, i: usize, out: &mut Outbox) {
         self.coordinator = i;
         self.states[i] = TargetState::Asked;
@@ -245,7 +312,7 @@ impl PutRequest {
         out.push((
             node,
             ReplicaRequest::Coordinate {
-                req: self.id,
+                req: self.wire_id(),
                 bucket: self.bucket.clone(),
                 key: self.key.clone(),
                 write: self.write.clone(),
@@ -265,7 +332,7 @@ impl PutRequest {
             out.push((
                 target.node,
                 ReplicaRequest::Merge {
-                    req: self.id,
+                    req: self.wire_id(),
                     bucket: self.bucket.clone(),
                     key: self.key.clone(),
                     object: object.clone(),
@@ -394,6 +461,98 @@ mod tests {
             req: 7,
             result: Ok(()),
         }
+    }
+
+    #[test]
+    fn a_superseded_lww_write_is_stamped_again_and_stale_rounds_do_not_count() {
+        let mut out = Outbox::new();
+        let now = Instant::now();
+        let mut put = PutRequest::new(
+            now,
+            7,
+            b"b".to_vec(),
+            b"k".to_vec(),
+            write("v2"),
+            ConflictPolicy::Lww,
+            targets(&[1, 2, 3]),
+            PutOptions {
+                w: 2,
+                timeout: Duration::from_secs(1),
+                quorums: Vec::new(),
+            },
+            &mut out,
+        );
+        out.clear();
+        let lww_object = |ms: u64, node: u64| {
+            let mut o = Object::new();
+            o.put_lww(
+                NodeId(node),
+                &CausalContext::empty(),
+                Payload::Value(b"v2".to_vec()),
+                Timestamp::from_ms(ms),
+            );
+            o
+        };
+        put.step(
+            now,
+            NodeId(1),
+            ReplicaReply::Coordinated {
+                req: 7,
+                result: Ok(lww_object(1, 1)),
+            },
+            &mut out,
+        );
+        out.clear();
+        // Node 2 holds an earlier-acknowledged write stamped later (clock
+        // skew): the put must not count it, and goes round again.
+        put.step(
+            now,
+            NodeId(2),
+            ReplicaReply::Merged {
+                req: 7,
+                result: Err(ReplicaError::Superseded {
+                    timestamp: Timestamp::from_ms(40),
+                }),
+            },
+            &mut out,
+        );
+        assert!(put.take_reply().is_none());
+        assert_eq!(out.len(), 1);
+        let round1 = 7 | (1 << ROUND_SHIFT);
+        match &out[0] {
+            (NodeId(1), ReplicaRequest::Coordinate { req, write, .. }) => {
+                assert_eq!(*req, round1);
+                assert!(write.timestamp > Timestamp::from_ms(40));
+            }
+            other => panic!("{other:?}"),
+        }
+        out.clear();
+        // Round 0's success from node 3 arrives late: not counted.
+        put.step(now, NodeId(3), merged_ok(), &mut out);
+        assert!(put.take_reply().is_none());
+        put.step(
+            now,
+            NodeId(1),
+            ReplicaReply::Coordinated {
+                req: round1,
+                result: Ok(lww_object(41, 1)),
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), 2, "sent again to both others");
+        assert!(put.take_reply().is_none());
+        put.step(
+            now,
+            NodeId(3),
+            ReplicaReply::Merged {
+                req: round1,
+                result: Ok(()),
+            },
+            &mut out,
+        );
+        let reply = put.take_reply().unwrap().unwrap();
+        assert_eq!(reply.receipt.answered, vec![NodeId(1), NodeId(3)]);
+        assert_eq!(reply.object.timestamp(), Some(Timestamp::from_ms(41)));
     }
 
     #[test]

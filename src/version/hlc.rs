@@ -47,7 +47,7 @@ impl Timestamp {
     /// The next timestamp after this one. When the counter is exhausted
     /// (four billion events in one millisecond) the physical part is
     /// advanced instead: still monotonic, a millisecond early.
-    fn next(self) -> Self {
+    pub fn next(self) -> Self {
         match self.logical.checked_add(1) {
             Some(logical) => Timestamp {
                 physical_ms: self.physical_ms,

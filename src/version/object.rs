@@ -28,10 +28,17 @@
 //!
 //! # The sibling cap
 //!
-//! A causal put that would leave more than `max_siblings` siblings is
-//! refused with [`Error::TooManySiblings`]: the client must read, resolve
-//! and write back with the context it read, which replaces what it saw and
-//! is never refused. Merges never drop siblings. Why not drop the oldest
+//! A *blind* causal put (one with an empty context) that would leave more
+//! than `max_siblings` siblings is refused with [`Error::TooManySiblings`]:
+//! the client must read, resolve and write back with the context it read.
+//! A put that carries a context is never refused for the cap: it replaces
+//! what it saw, and the siblings it did not see (written concurrently, or
+//! held by this replica but missed by the read's quorum) are kept beside
+//! it, so such a write may leave more than `max_siblings`. Refusing it
+//! would turn every read-modify-write during a partition into an error
+//! although the client did what the cap asks (issue [9]); the next read
+//! returns all the siblings and its context resolves them. Merges never
+//! drop siblings. Why not drop the oldest
 //! siblings instead, as a size cap usually does: which siblings are "the
 //! oldest" depends on which ones were present together, so dropping them
 //! makes merge depend on the order replicas exchange in (it stops being
@@ -194,9 +201,10 @@ impl Object {
 
     /// A causal write coordinated by `actor`: replaces the siblings that
     /// `context` covers, keeps the others, and adds the new one. Returns the
-    /// new sibling's dot. Refused with [`Error::TooManySiblings`], leaving
-    /// the object unchanged, when the result would hold more than
-    /// `max_siblings` siblings.
+    /// new sibling's dot. A blind write (empty `context`) is refused with
+    /// [`Error::TooManySiblings`], leaving the object unchanged, when the
+    /// result would hold more than `max_siblings` siblings; a write with a
+    /// context never is (see the module docs).
     pub fn put(
         &mut self,
         actor: NodeId,
@@ -210,7 +218,7 @@ impl Object {
             .iter()
             .filter(|s| !context.0.contains(s.dot))
             .count();
-        if kept + 1 > max_siblings {
+        if kept + 1 > max_siblings && context.0.is_empty() {
             return Err(Error::TooManySiblings {
                 siblings: kept + 1,
                 max: max_siblings,
@@ -376,6 +384,28 @@ mod tests {
         assert_eq!(obj, before);
         obj.put(A, &obj.context(), v("resolved"), ts(9), 3).unwrap();
         assert_eq!(obj.siblings().len(), 1);
+    }
+
+    #[test]
+    fn a_write_with_a_stale_context_is_never_refused_for_the_cap() {
+        // The read that made `seen` missed the siblings this replica got
+        // since (a quorum without this replica, during a partition).
+        let mut obj = Object::new();
+        obj.put(A, &CausalContext::empty(), v("read"), ts(1), 3)
+            .unwrap();
+        let seen = obj.context();
+        for i in 2..5 {
+            // Another coordinator, with a higher cap, let these in.
+            obj.put(NodeId(i), &CausalContext::empty(), v("unseen"), ts(i), 10)
+                .unwrap_or_else(|e| panic!("blind write {i}: {e}"));
+        }
+        assert!(obj
+            .put(A, &CausalContext::empty(), v("blind"), ts(8), 3)
+            .is_err());
+        obj.put(A, &seen, v("rmw"), ts(9), 3).unwrap();
+        // "read" is replaced; the three it did not see stay beside "rmw".
+        assert_eq!(obj.siblings().len(), 4);
+        assert!(obj.siblings().iter().all(|s| s.payload != v("read")));
     }
 
     #[test]
