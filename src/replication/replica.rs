@@ -34,7 +34,9 @@
 //! never repeats: its high-water mark is leased in blocks and stored
 //! durably ([`Engine::flush`]) before any epoch of the block is used, so a
 //! restart, even one that lost the tail of the WAL, skips to a fresh
-//! block. Each *slot* (the node's own copies, or the hints held for one
+//! block; and it never starts below the wall clock's milliseconds since
+//! 2020, so a store that lost the mark too (a memory engine, a wiped
+//! directory) still starts past what it used. Each *slot* (the node's own copies, or the hints held for one
 //! owner) uses one epoch until a copy that may hold that epoch's dots is
 //! deleted (a hint handed off, a range dropped, a tombstone purged); the
 //! deletion retires the slot's epoch under the same lock, so the next
@@ -100,6 +102,13 @@ pub fn actor_node(actor: NodeId) -> NodeId {
         0 => actor,
         node => NodeId(node),
     }
+}
+
+/// The lowest epoch a store may start at now: milliseconds since
+/// 2020-01-01 (2^40 of them last until 2054).
+fn epoch_floor(clock: &impl crate::version::WallClock) -> u64 {
+    const EPOCH_2020_MS: u64 = 1_577_836_800_000;
+    clock.now_ms().saturating_sub(EPOCH_2020_MS) % (1 << ACTOR_EPOCH_BITS)
 }
 
 /// Which copies an actor mints for: the node's own (`None`), or the hints
@@ -255,10 +264,16 @@ impl ReplicaStore {
             None => 0,
         };
         // Every epoch below the stored mark may have been used before a
-        // crash: start past it. Epoch 0 is never used.
+        // crash: start past it. The mark can be missing although the node
+        // minted before (a memory engine, a wiped or salvaged directory),
+        // so never start below the wall clock's milliseconds since 2020
+        // either: epochs are drawn far slower than one a millisecond, so
+        // that floor is past every epoch a node of this id used, unless
+        // the clock went back. Epoch 0 is never used.
+        let start = leased.max(epoch_floor(&crate::version::SystemClock)).max(1);
         let actors = Actors {
-            next: leased.max(1),
-            leased: leased.max(1),
+            next: start,
+            leased: start,
             slots: Default::default(),
         };
         let mut count = 0;
