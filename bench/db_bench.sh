@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# RocksDB's db_bench on the workload of shared/BENCHMARKS.md, the same one
-# `storage` (src/bin/storage.rs) runs against ringkv, fjall and redb:
+# RocksDB's db_bench on the workload of docs/benchmarks.md ("Workloads and
+# peers"), the same one `storage` (src/bin/storage.rs) runs against ringkv,
+# fjall and redb:
 # 16-byte keys, 100-byte values that compress to about half, lz4, a bloom
 # filter of 10 bits per key, seeks reading 10 entries, one thread, WAL on,
 # no fsync per write (db_bench's default --sync=0).

@@ -3,7 +3,7 @@
 //! This crate is the library behind the `ringkv-node` binary, the
 //! `ringkv-shell` REPL and the C ABI. This file is only a facade: it declares
 //! the modules and re-exports the types most callers need. See
-//! `../shared/DESIGN.md` and `docs/` for the architecture.
+//! `docs/architecture.md` for the architecture and `docs/` for each subsystem.
 //!
 //! What exists today: the wire format ([`codec`], [`message`]), and the
 //! networks that carry it ([`net`]): framed, authenticated TCP and an

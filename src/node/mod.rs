@@ -1,8 +1,9 @@
 //! The actors of a node, one per file, and the supervisor that starts them.
 //!
 //! Actors own one protocol machine each, feed it messages and timer ticks,
-//! and carry out its outbox; they hold no protocol logic of their own (see
-//! `../shared/DESIGN.md`, "state machines inside, actors outside").
+//! and carry out its outbox; protocol logic belongs in the machines (see
+//! `docs/architecture.md`, "The principle: state machines inside, actors
+//! outside", which lists the logic some actors here still hold).
 //!
 //! - [`transport::TransportActor`]: wraps a [`crate::Transport`]; sends
 //!   envelopes, and routes received ones to the actor whose machine speaks
@@ -21,7 +22,7 @@
 //!   other nodes' pulls, and drops ranges handed over.
 //! - [`anti_entropy::AntiEntropyActor`]: runs Merkle-tree anti-entropy and
 //!   tombstone garbage collection.
-//! - [`node::Node`]: opens the store, starts them in that order on one actix
+//! - [`node::Node`]: opens the store, starts them on one actix
 //!   arbiter (one thread with its own tokio runtime, on which the
 //!   transport's tasks run too) and is the handle callers hold;
 //!   [`node::Node::execute`] serves the client protocol's operations.
@@ -45,7 +46,8 @@ pub mod compactor;
 pub mod coordinator;
 pub mod failure_detector;
 pub mod handoff;
-// DESIGN.md names the supervisor `node/node.rs`; the repetition is the layout's.
+// docs/architecture.md's layout names the supervisor `node/node.rs`; the
+// repetition is the layout's.
 #[allow(clippy::module_inception)]
 pub mod node;
 pub mod replica;

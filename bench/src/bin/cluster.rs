@@ -1,6 +1,7 @@
 //! The cluster benchmark: ringkv clusters of 1, 3 and 5 `ringkv-node`
 //! processes on loopback against one `redis-server`, driven by the same
-//! load generator in the same run (`shared/BENCHMARKS.md`, "Cluster").
+//! load generator in the same run (`docs/benchmarks.md`, "Workloads and
+//! peers", "Cluster").
 //!
 //! Run with `cargo build --release --bin ringkv-node && cargo run --release
 //! -p ringkv-bench --bin cluster -- --quick` (a few thousand operations per

@@ -1,5 +1,6 @@
 //! The storage benchmark: ringkv's engines against fjall and redb, on the
-//! `db_bench` workload of `shared/BENCHMARKS.md`, in one run.
+//! `db_bench` workload of `docs/benchmarks.md` ("Workloads and peers"),
+//! in one run.
 //!
 //! Run with `cargo run --release -p ringkv-bench --bin storage -- --num 100000`
 //! (the default is 1,000,000 keys); `--help` lists the options.
