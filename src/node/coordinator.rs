@@ -26,6 +26,7 @@
 //! is refused with `QueueFull` (retryable), and after [`StopAccepting`]
 //! every new one is refused with `Shutdown`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -153,6 +154,8 @@ pub struct CoordinatorParts {
     pub rng_seed: u64,
     /// Clock skew bound for bucket stamps.
     pub max_clock_skew: Duration,
+    /// The timestamps the node's replica is sent, for the clock to observe.
+    pub witness: Arc<crate::version::Witness>,
 }
 
 fn wall_ms() -> u64 {
@@ -174,6 +177,7 @@ impl CoordinatorActor {
             Hlc::new(parts.max_clock_skew),
         );
         machine.merge_buckets(parts.buckets.entries());
+        machine.set_witness(Arc::clone(&parts.witness));
         CoordinatorActor {
             node: parts.node,
             machine,

@@ -121,6 +121,8 @@ pub struct Coordinator<C> {
     /// The newest timestamp learned from peers (replies, bucket entries)
     /// since the clock last observed: folded in before the next stamp.
     learned: Option<Timestamp>,
+    /// Timestamps this node's replica was sent, observed likewise.
+    witness: Option<Arc<crate::version::Witness>>,
     next_req: u64,
     requests: HashMap<u64, (Option<C>, Machine)>,
 }
@@ -146,6 +148,7 @@ impl<C> Coordinator<C> {
             default_props,
             hlc,
             learned: None,
+            witness: None,
             next_req: 1,
             requests: HashMap::new(),
         }
@@ -231,6 +234,12 @@ impl<C> Coordinator<C> {
         self.buckets.merge(entries)
     }
 
+    /// Observes, before each stamp, the timestamps the node's replica is
+    /// sent (writes it coordinates, objects it merges).
+    pub fn set_witness(&mut self, witness: Arc<crate::version::Witness>) {
+        self.witness = Some(witness);
+    }
+
     /// Notes a timestamp learned from a peer.
     fn learn(&mut self, ts: Option<Timestamp>) {
         self.learned = self.learned.max(ts);
@@ -241,6 +250,8 @@ impl<C> Coordinator<C> {
     /// learned timestamp too far ahead is refused by the clock (and
     /// counted): a node with a bad clock does not drag this one along.
     fn stamp(&mut self, wall_ms: u64) -> Timestamp {
+        let seen = self.witness.as_ref().and_then(|w| w.take());
+        self.learn(seen);
         if let Some(learned) = self.learned.take() {
             if let Err(e) = self.hlc.observe(learned, wall_ms) {
                 tracing::debug!(error = %e, "a peer's timestamp was not observed");

@@ -227,6 +227,7 @@ pub struct ReplicaStore {
     node: NodeId,
     engine: Arc<dyn Engine>,
     actors: Mutex<Actors>,
+    witness: Arc<crate::version::Witness>,
     max_siblings: usize,
     max_hints: usize,
     hints: AtomicUsize,
@@ -285,6 +286,7 @@ impl ReplicaStore {
             node,
             engine,
             actors: Mutex::new(actors),
+            witness: Arc::default(),
             max_siblings,
             max_hints,
             hints: AtomicUsize::new(count),
@@ -358,9 +360,24 @@ impl ReplicaStore {
             .collect()
     }
 
+    /// The newest timestamp this replica has been sent, for the node's
+    /// clock to observe (`docs/data-model.md`).
+    pub fn witness(&self) -> Arc<crate::version::Witness> {
+        Arc::clone(&self.witness)
+    }
+
     /// Serves one request. Never panics on what is stored: a corrupt object
     /// is an error reply.
     pub fn handle(&self, request: ReplicaRequest) -> ReplicaReply {
+        match &request {
+            ReplicaRequest::Coordinate { write, .. } => self.witness.note(write.timestamp),
+            ReplicaRequest::Merge { object, .. } => {
+                if let Some(ts) = object.timestamp() {
+                    self.witness.note(ts);
+                }
+            }
+            ReplicaRequest::Read { .. } => {}
+        }
         match request {
             ReplicaRequest::Coordinate {
                 req,

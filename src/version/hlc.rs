@@ -78,6 +78,25 @@ impl WallClock for SystemClock {
     }
 }
 
+/// The newest timestamp seen by one part of a node (its replica: the
+/// writes and objects it is sent), for another part's clock (its
+/// coordinator's) to observe before it stamps. Shared by `Arc`.
+#[derive(Debug, Default)]
+pub struct Witness(std::sync::Mutex<Option<Timestamp>>);
+
+impl Witness {
+    /// Notes a timestamp seen.
+    pub fn note(&self, ts: Timestamp) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *seen = (*seen).max(Some(ts));
+    }
+
+    /// The newest timestamp noted since the last call.
+    pub fn take(&self) -> Option<Timestamp> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// A hybrid logical clock.
 ///
 /// ```

@@ -37,5 +37,5 @@ pub mod object;
 
 pub use conflict::{ConflictPolicy, Resolved, Resolver, ResolverSource, Resolvers};
 pub use dvv::{sync, Dot, Dvv, VersionVector};
-pub use hlc::{Hlc, SystemClock, Timestamp, WallClock};
+pub use hlc::{Hlc, SystemClock, Timestamp, WallClock, Witness};
 pub use object::{CausalContext, Object, Payload, Sibling};
