@@ -989,7 +989,14 @@ mod replication_values {
             NodeId(2),
             Message::Buckets {
                 buckets: vec![
-                    entry(b"b", BucketProps::default(), 1),
+                    entry(
+                        b"b",
+                        BucketProps {
+                            sloppy_quorum: true,
+                            ..BucketProps::default()
+                        },
+                        1,
+                    ),
                     entry(
                         b"c",
                         BucketProps {
