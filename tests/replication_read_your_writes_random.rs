@@ -79,7 +79,7 @@ const REGISTERS: &[u8] = b"ryw-register";
 /// client for the bucket's 5 s.
 const REQUEST_TIMEOUT_MS: u64 = 1500;
 /// Misses reported in full per seed.
-const SAMPLES: usize = 10;
+const SAMPLES: usize = 5;
 
 #[test]
 fn quorum_reads_see_acknowledged_writes_with_default_options() {
