@@ -27,7 +27,7 @@
 //! the run short; each key's steps are strictly sequential. A write or
 //! read that fails (none should: no faults) is counted and not checked.
 //!
-//! Writes per level: 10,000, so 5,000 checked reads, about 7 s on a quiet
+//! Writes per level: 20,000, so 10,000 checked reads, about 14 s on a quiet
 //! machine (`RINGKV_LWW_PROCESS_OPS` changes it). Seeds:
 //! CI runs seed 1; `RINGKV_SEEDS`/`RINGKV_SEED` as in
 //! `tests/support/seeds.rs`. A failure reports the count of stale reads
@@ -71,7 +71,7 @@ async fn sequential_overwrites_through_rotating_nodes_at_all() {
 }
 
 async fn check_level(level: Consistency) {
-    let steps = seeds::count("RINGKV_LWW_PROCESS_OPS", 10_000);
+    let steps = seeds::count("RINGKV_LWW_PROCESS_OPS", 20_000);
     let cluster = Cluster::start(NODES as usize).await;
     let clients = partitions::clients(&cluster, NODES).await;
     assert!(
