@@ -91,7 +91,8 @@ pub struct SetBucket {
 #[rtype(result = "BucketProps")]
 pub struct GetBucket(pub Vec<u8>);
 
-/// The targets a request for `bucket`/`key` would use now.
+/// The nodes a write of `bucket`/`key` goes to now: the primaries that
+/// are up, and a fallback for each one that is down.
 #[derive(Message)]
 #[rtype(result = "Vec<Target>")]
 pub struct GetTargets {
@@ -501,8 +502,10 @@ impl Handler<GetTargets> for CoordinatorActor {
     type Result = MessageResult<GetTargets>;
 
     fn handle(&mut self, m: GetTargets, _: &mut Context<Self>) -> Self::Result {
-        let sloppy = self.machine.bucket(&m.bucket).sloppy_quorum;
-        MessageResult(self.machine.targets(&m.bucket, &m.key, sloppy))
+        // Where a write goes now: the primaries that are up and, for each
+        // down one, the fallback that gets its hint (whether or not the
+        // bucket lets fallbacks count towards w).
+        MessageResult(self.machine.targets(&m.bucket, &m.key, true))
     }
 }
 
