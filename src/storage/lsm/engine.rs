@@ -383,7 +383,7 @@ impl LsmEngine {
             bloom_false_positive_rate: config.bloom_false_positive_rate,
         };
         if config.salvage {
-            super::salvage::run(dir, &config, &cache)?;
+            super::salvage::run(dir, &cache)?;
         }
         let (manifest, state) = Manifest::open(dir)?;
 

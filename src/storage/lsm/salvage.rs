@@ -2,7 +2,7 @@
 //! what cannot be trusted, so that a node can be rebuilt from its replicas.
 //!
 //! Run by [`LsmEngine::open`](super::engine::LsmEngine::open) before
-//! anything else when [`LsmConfig::salvage`] is set (`ringkv-node
+//! anything else when [`LsmConfig::salvage`](crate::config::LsmConfig::salvage) is set (`ringkv-node
 //! --salvage`), with the directory's lock held. It never deletes a file:
 //! everything it takes out of the store is *moved* (renamed) into
 //! `quarantine/` under the engine's directory, and each move is logged at
@@ -45,7 +45,6 @@ use super::engine::{parse_file_name, refuse_unless_new, table_path, wal_path};
 use super::iterators::StorageIterator;
 use super::manifest::{sync_dir, Manifest};
 use super::sstable::Table;
-use crate::config::LsmConfig;
 use crate::error::{Error, Result};
 
 /// The subdirectory of the engine's directory that salvage moves files to.
@@ -68,8 +67,7 @@ impl SalvageReport {
 }
 
 /// Runs the salvage pass on `dir` (see the module docs).
-pub fn run(dir: &Path, config: &LsmConfig, cache: &Arc<BlockCache>) -> Result<SalvageReport> {
-    let _ = config;
+pub fn run(dir: &Path, cache: &Arc<BlockCache>) -> Result<SalvageReport> {
     let mut report = SalvageReport::default();
     let mut wals = Vec::new();
     let mut ssts = Vec::new();
