@@ -224,7 +224,10 @@ async fn a_damaged_table_fails_its_reads_only_and_status_reports_it() {
         }
     }
     assert!(failed > 0 && ok > 0, "{ok} read, {failed} failed");
-    let status = node.status().await.expect("Status works on a damaged store");
+    let status = node
+        .status()
+        .await
+        .expect("Status works on a damaged store");
     assert_eq!(status.corruptions, 1, "{status:?}");
     node.shutdown().await;
 }

@@ -124,7 +124,10 @@ fn damaged_keys_are_read_from_the_others_and_repaired() {
                     policy: ConflictPolicy::Siblings,
                     hint_for: None,
                 });
-                assert!(matches!(merged, ReplicaReply::Merged { result: Ok(()), .. }));
+                assert!(matches!(
+                    merged,
+                    ReplicaReply::Merged { result: Ok(()), .. }
+                ));
             }
             objects.push(o);
         }
@@ -144,7 +147,10 @@ fn damaged_keys_are_read_from_the_others_and_repaired() {
     let damaged: Vec<u32> = (0..KEYS)
         .filter(|&i| match read(&one, &key(i)) {
             ReplicaReply::ReadCorrupt { .. } => true,
-            ReplicaReply::Read { result: Ok(Some(o)), .. } => {
+            ReplicaReply::Read {
+                result: Ok(Some(o)),
+                ..
+            } => {
                 assert_eq!(o, objects[i as usize]);
                 false
             }
@@ -163,7 +169,10 @@ fn damaged_keys_are_read_from_the_others_and_repaired() {
     // Read repair rewrote every damaged key on node 1.
     for i in 0..KEYS {
         match read(&one, &key(i)) {
-            ReplicaReply::Read { result: Ok(Some(o)), .. } => assert_eq!(o, objects[i as usize]),
+            ReplicaReply::Read {
+                result: Ok(Some(o)),
+                ..
+            } => assert_eq!(o, objects[i as usize]),
             other => panic!("key {i} after repair: {other:?}"),
         }
     }
@@ -174,7 +183,10 @@ fn damaged_keys_are_read_from_the_others_and_repaired() {
     for &i in &damaged {
         assert!(matches!(
             read(&one, &key(i)),
-            ReplicaReply::Read { result: Ok(Some(_)), .. }
+            ReplicaReply::Read {
+                result: Ok(Some(_)),
+                ..
+            }
         ));
     }
 }

@@ -909,7 +909,15 @@ mod tests {
         let a = args(&["--id", "1", "--data-dir", "/d"]);
         let file = FileConfig::parse("salvage = true\n").unwrap();
         assert!(salvage_of(&resolve(a, file, secret()).unwrap()));
-        let a = args(&["--id", "1", "--engine", "btree", "--data-dir", "/d", "--salvage"]);
+        let a = args(&[
+            "--id",
+            "1",
+            "--engine",
+            "btree",
+            "--data-dir",
+            "/d",
+            "--salvage",
+        ]);
         let m = message(resolve(a, FileConfig::default(), secret()).unwrap_err());
         assert!(m.contains("salvage"), "{m}");
     }

@@ -1060,7 +1060,10 @@ mod tests {
             policy: ConflictPolicy::Siblings,
             hint_for: None,
         });
-        assert!(matches!(merged, ReplicaReply::Merged { result: Ok(()), .. }));
+        assert!(matches!(
+            merged,
+            ReplicaReply::Merged { result: Ok(()), .. }
+        ));
         match r.handle(read) {
             ReplicaReply::Read {
                 result: Ok(Some(stored)),

@@ -591,7 +591,10 @@ impl LsmEngine {
                 remove_quietly(&wal_path(dir, id));
             }
             for id in unnamed {
-                tracing::info!(table = id, "deleting a table file the manifest does not need");
+                tracing::info!(
+                    table = id,
+                    "deleting a table file the manifest does not need"
+                );
                 remove_quietly(&table_path(dir, id));
             }
             if let Ok(entries) = fs::read_dir(dir) {
@@ -706,7 +709,8 @@ pub(crate) fn refuse_unless_new(dir: &Path, wals: &[u64], ssts: &[u64]) -> Resul
     let mut logs = Vec::new();
     for &id in wals {
         let path = wal_path(dir, id);
-        let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         match super::wal::decode_records(&bytes) {
             Ok((records, _)) if records.is_empty() => {}
             _ => logs.push(format!("{id:06}.wal")),
@@ -720,7 +724,8 @@ pub(crate) fn refuse_unless_new(dir: &Path, wals: &[u64], ssts: &[u64]) -> Resul
         ));
     }
     let mut manifests = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name();
@@ -729,7 +734,8 @@ pub(crate) fn refuse_unless_new(dir: &Path, wals: &[u64], ssts: &[u64]) -> Resul
             continue;
         }
         let path = entry.path();
-        let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if let Ok(state) = ManifestState::decode(&bytes, &path) {
             if !state.tables.is_empty() || state.last_seq > 0 {
                 manifests.push(name.to_string());

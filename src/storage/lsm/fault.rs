@@ -48,7 +48,10 @@ fn armed(path: &Path) -> bool {
 }
 
 fn disk_full() -> io::Error {
-    io::Error::new(io::ErrorKind::StorageFull, "No space left on device (injected)")
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        "No space left on device (injected)",
+    )
 }
 
 /// Fails when `path`'s directory is armed: called before creating a file.

@@ -231,8 +231,7 @@ fn verify_table(path: &Path, id: u64, cache: &Arc<BlockCache>) -> Result<u64> {
 /// taken), durably, and logs it.
 fn quarantine(dir: &Path, path: &Path, why: &str, report: &mut SalvageReport) -> Result<()> {
     let qdir = dir.join(QUARANTINE_DIR);
-    fs::create_dir_all(&qdir)
-        .map_err(|e| Error::io(format!("creating {}", qdir.display()), e))?;
+    fs::create_dir_all(&qdir).map_err(|e| Error::io(format!("creating {}", qdir.display()), e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
