@@ -432,7 +432,7 @@ impl LsmEngine {
                         offset: 0,
                         reason: "the manifest lists this write-ahead log segment as one that may hold \
                                  writes not yet in a table, but the file is missing: refusing to open \
-                                 rather than lose them silently (restore the file, or start with salvage \
+                                 rather than lose them silently (restore the file, or open with salvage, `ringkv-node --salvage`, \
                                  to accept the loss and refill from the other replicas)"
                             .into(),
                     });
@@ -512,7 +512,7 @@ impl LsmEngine {
                             "the manifest does not name this table, yet it holds writes up to \
                              sequence number {} while the manifest and the WALs reach only {last_seq}: \
                              the manifest in force may be older than the directory; refusing to open \
-                             rather than delete it (salvage moves it to quarantine/)",
+                             rather than delete it (salvage, `ringkv-node --salvage`, moves it to quarantine/)",
                             t.info().max_seq
                         ),
                     })
@@ -757,7 +757,7 @@ pub(crate) fn refuse_unless_new(dir: &Path, wals: &[u64], ssts: &[u64]) -> Resul
         reason: format!(
             "CURRENT is missing, but the directory is not a new store: it holds {}. \
              Refusing to open (opening would take it for an empty store and delete those files). \
-             Restore CURRENT (one line naming the newest MANIFEST-NNNNNN), or start with salvage \
+             Restore CURRENT (one line naming the newest MANIFEST-NNNNNN), or open with salvage (`ringkv-node --salvage`) \
              to move these files to quarantine/ and refill the node from its replicas",
             found.join(", ")
         ),
