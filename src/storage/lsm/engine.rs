@@ -231,9 +231,11 @@ struct WriteState {
     next_seq: u64,
     active: Arc<MemTable>,
     wal: Arc<Wal>,
-    /// The next memtable's WAL, created ahead by the flusher so that
-    /// sealing does no file I/O under this lock; `None` until then, and
-    /// sealing creates one itself.
+    /// The next memtable's WAL, created (and recorded in the manifest)
+    /// ahead by the flusher so that sealing does no file I/O under this
+    /// lock; `None` until then, and sealing creates and records one itself
+    /// (taking the manifest lock under this one: nothing takes them in the
+    /// other order).
     spare_wal: Option<(u64, Wal)>,
 }
 
