@@ -446,6 +446,14 @@ pub struct LsmConfig {
     /// [`crate::Engine::compact`] (a node's Compactor actor does). Default
     /// false: a standalone engine compacts on its own background thread.
     pub external_compaction: bool,
+    /// Whether `open` first salvages the directory: verifies every table
+    /// and WAL segment, moves damaged ones (and ones the manifest cannot
+    /// account for) into `quarantine/` under the engine's directory, never
+    /// deleting them, and records a manifest without them. What they held
+    /// is then missing from this engine (a node refills it from its
+    /// replicas). Default false: open refuses such a directory instead.
+    /// See `docs/storage.md`, "Salvage".
+    pub salvage: bool,
 }
 
 impl Default for LsmConfig {
@@ -465,6 +473,7 @@ impl Default for LsmConfig {
             target_table_bytes: 32 * 1024 * 1024,
             max_levels: 7,
             external_compaction: false,
+            salvage: false,
         }
     }
 }

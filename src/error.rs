@@ -191,10 +191,12 @@ pub enum Error {
         reason: String,
     },
 
-    /// The storage engine met an error in its background work (a flush or
-    /// compaction: disk full, an I/O error) and refuses writes from then
-    /// on, so that nothing is acknowledged that it cannot keep. Reads still
-    /// work. Reopening the engine recovers from its files.
+    /// The storage engine met an error it cannot recover from by itself
+    /// (an I/O error or a failed fsync in its log, flush or compaction; not
+    /// a full disk, which fails writes with a retryable [`Error::Io`] until
+    /// space is freed) and refuses writes from then on, so that nothing is
+    /// acknowledged that it cannot keep. Reads still work. Reopening the
+    /// engine recovers from its files.
     #[error("storage engine failed and is read-only: {reason}")]
     StorageFailed {
         /// The first error the engine met.

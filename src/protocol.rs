@@ -534,6 +534,16 @@ pub struct StatusView {
     /// and transfer. Absent from the encoding when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub served: Vec<ServedView>,
+    /// Damaged places (file and offset) its storage engine found in its
+    /// files since it started, each logged once at ERROR; nonzero means the
+    /// node needs repair (see `docs/storage.md`). Absent from the encoding
+    /// when zero, and from nodes older than the count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub corruptions: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a node served, as a source, for one receiver's transfer, as a

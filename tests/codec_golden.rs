@@ -974,6 +974,13 @@ mod replication_values {
         }
     }
 
+    pub fn read_corrupt() -> ReplicaReply {
+        ReplicaReply::ReadCorrupt {
+            req: 10,
+            reason: "bad crc".into(),
+        }
+    }
+
     pub fn buckets() -> Envelope {
         let entry = |bucket: &[u8], props, node| BucketEntry {
             bucket: bucket.to_vec(),
@@ -1265,6 +1272,20 @@ fn message_replicated_read() {
                              63 726571 0a
                              66 726573756c74 a1
                                  62 4f6b f6",
+    );
+    // {"from": 2, "to": 1, "msg": {"Replicated": {"reply": {"ReadCorrupt": {"req": 10,
+    // "reason": "bad crc"}}}}}
+    check_replication(
+        replicated(read_corrupt()),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         6b 52656164436f7272757074 a2
+                             63 726571 0a
+                             66 726561736f6e 67 62616420637263",
     );
 }
 

@@ -155,3 +155,79 @@ async fn compaction_runs_in_the_node_and_a_restart_keeps_everything() {
     }
     node.shutdown().await;
 }
+
+/// Issue [9], item 9: a table damaged while the node was down fails the
+/// reads of the keys in the damaged block (there is no other replica
+/// here), but the node starts, serves the rest, and its Status works and
+/// reports the damage.
+#[actix_rt::test]
+async fn a_damaged_table_fails_its_reads_only_and_status_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
+    let node = spawn(&network, dir.path()).await.unwrap();
+    ready(&node).await;
+    let key = |i: u32| b(&format!("key{i:05}"));
+    for i in 0..300 {
+        let op = Op::Put {
+            bucket: b("b"),
+            key: key(i),
+            value: b(&format!("value {i}")),
+            context: None,
+            options: WriteOptions::default(),
+        };
+        node.execute(op).await.unwrap();
+    }
+    node.shutdown().await;
+
+    // Damage the first data block of the table holding the objects (the
+    // smallest keys: objects sort before the node's metadata).
+    let mut tables: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+        .collect();
+    tables.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let table = tables.pop().expect("the shutdown flushed a table");
+    let mut bytes = std::fs::read(&table).unwrap();
+    bytes[20] ^= 0x40;
+    std::fs::write(&table, bytes).unwrap();
+
+    let mut reopened = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reopened.is_none() {
+        match spawn(&network, dir.path()).await {
+            Ok(n) => reopened = Some(n),
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "cannot reopen: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let node = reopened.unwrap();
+    ready(&node).await;
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..300 {
+        let got = node
+            .execute(Op::Get {
+                bucket: b("b"),
+                key: key(i),
+                options: ReadOptions::default(),
+            })
+            .await;
+        match got {
+            Ok(Reply::Object { value: Some(v), .. }) => {
+                assert_eq!(v.into_vec(), format!("value {i}").into_bytes());
+                ok += 1;
+            }
+            Ok(other) => panic!("key {i}: {other:?}"),
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(failed > 0 && ok > 0, "{ok} read, {failed} failed");
+    let status = node
+        .status()
+        .await
+        .expect("Status works on a damaged store");
+    assert_eq!(status.corruptions, 1, "{status:?}");
+    node.shutdown().await;
+}

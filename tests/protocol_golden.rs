@@ -369,6 +369,7 @@ mod values {
                 hints: 0,
                 in_flight: 0,
                 engine: "lsm".into(),
+                corruptions: 0,
                 transfers: vec![],
                 anti_entropy: Default::default(),
                 served: vec![ServedView {
@@ -541,6 +542,7 @@ mod values {
                 hints: 0,
                 in_flight: 2,
                 engine: "lsm".into(),
+                corruptions: 0,
                 transfers: vec![TransferView {
                     id: 7,
                     after: 16,

@@ -154,6 +154,13 @@ pub struct Args {
     /// for production.
     #[arg(long)]
     pub allow_fault_injection: bool,
+    /// At start, verify every table and WAL segment of the lsm engine,
+    /// move damaged ones (and ones its manifest cannot account for) into
+    /// <data-dir>/data/quarantine/ (never deleting them), then start
+    /// normally and refill what they held from the replicas
+    /// (docs/storage.md, "Salvage").
+    #[arg(long)]
+    pub salvage: bool,
 }
 
 /// The TOML configuration file: the same keys as the flags, all optional.
@@ -198,6 +205,8 @@ pub struct FileConfig {
     pub transfer_pull_timeout_ms: Option<u64>,
     /// As `--allow-fault-injection` (the flag can only turn it on).
     pub allow_fault_injection: Option<bool>,
+    /// As `--salvage` (the flag can only turn it on).
+    pub salvage: Option<bool>,
 }
 
 impl FileConfig {
@@ -325,11 +334,18 @@ pub fn resolve(args: Args, file: FileConfig, secret: ClusterSecret) -> Result<No
         args.sync.or(file.sync).unwrap_or(SyncKind::Interval),
         args.sync_interval_ms.or(file.sync_interval_ms),
     )?;
+    let salvage = args.salvage || file.salvage.unwrap_or(false);
+    if salvage && (engine != EngineKind::Lsm || data_dir.is_none()) {
+        return Err(Error::InvalidInput(
+            "salvage applies to the lsm engine's data directory only".into(),
+        ));
+    }
     let storage = match (engine, &data_dir) {
         (EngineKind::Lsm, Some(dir)) => StorageConfig::Lsm {
             dir: dir.join(ENGINE_DIR),
             config: LsmConfig {
                 sync,
+                salvage,
                 ..LsmConfig::default()
             },
         },
@@ -879,6 +895,34 @@ mod tests {
     }
 
     #[test]
+    fn salvage_comes_from_the_flag_or_the_file_for_the_lsm_engine_only() {
+        let salvage_of = |s: &NodeSetup| match &s.node.storage {
+            StorageConfig::Lsm { config, .. } => config.salvage,
+            other => panic!("{other:?}"),
+        };
+        let a = args(&["--id", "1", "--data-dir", "/d"]);
+        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        assert!(!salvage_of(&s), "salvage is opt-in");
+        let a = args(&["--id", "1", "--data-dir", "/d", "--salvage"]);
+        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        assert!(salvage_of(&s));
+        let a = args(&["--id", "1", "--data-dir", "/d"]);
+        let file = FileConfig::parse("salvage = true\n").unwrap();
+        assert!(salvage_of(&resolve(a, file, secret()).unwrap()));
+        let a = args(&[
+            "--id",
+            "1",
+            "--engine",
+            "btree",
+            "--data-dir",
+            "/d",
+            "--salvage",
+        ]);
+        let m = message(resolve(a, FileConfig::default(), secret()).unwrap_err());
+        assert!(m.contains("salvage"), "{m}");
+    }
+
+    #[test]
     fn unknown_or_mistyped_file_keys_are_refused() {
         let m = message(FileConfig::parse("idd = 1").unwrap_err());
         assert!(m.contains("idd"), "{m}");
@@ -917,6 +961,7 @@ mod tests {
             "transfer_batch_bytes",
             "transfer_pull_timeout_ms",
             "allow_fault_injection",
+            "salvage",
         ] {
             let mentioned = text.lines().any(|l| {
                 let l = l.trim_start_matches(|c: char| c == '#' || c.is_whitespace());

@@ -789,6 +789,7 @@ impl Node {
                 })
                 .collect(),
             keys: stats.objects,
+            corruptions: stats.engine.corruptions,
             hints: stats.hints,
             in_flight: in_flight as u64,
             engine: self.engine_name.to_string(),

@@ -9,6 +9,14 @@
 //! deadline passes; then every stale replica is sent the final merge. A
 //! replica is stale when its copy differs from the merge, which, the merge
 //! being a join, means it lacks something.
+//!
+//! A replica whose stored copy is damaged answers
+//! [`ReplicaReply::ReadCorrupt`]: it does not count towards `r` (like a
+//! failed one), but it is repaired like a stale one, with the merge of the
+//! others, which replaces the damaged copy. When the damaged replicas make
+//! `r` unreachable, the client gets [`Error::Unavailable`] and the machine
+//! still collects the other replies and repairs them (unless repair is
+//! off), so that a retry finds the key whole.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +64,8 @@ enum Slot {
     Asked,
     Replied(Option<Object>),
     Failed,
+    /// Its copy is damaged: no answer, but repaired with the merge.
+    Damaged,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -190,6 +200,11 @@ impl GetRequest {
                 }
                 self.advance(out);
             }
+            ReplicaReply::ReadCorrupt { reason, .. } if self.slots[i] == Slot::Asked => {
+                tracing::warn!(req = self.id, node = %from, %reason, "a replica's copy is damaged; reading from the others and repairing it");
+                self.slots[i] = Slot::Damaged;
+                self.advance(out);
+            }
             ReplicaReply::Merged { .. } if self.phase == Phase::Repairing => {
                 // A failed repair is not the reader's problem: the answer
                 // is the merge either way. Stop waiting for it.
@@ -264,6 +279,12 @@ impl GetRequest {
                         indefinite: false,
                     }));
                     self.phase = Phase::Finished;
+                    // Damaged copies are still repaired from what the
+                    // others answer, so that a retry can succeed.
+                    if self.repair != Repair::Off && self.slots.contains(&Slot::Damaged) {
+                        self.phase = Phase::Answered;
+                        self.maybe_finish(out);
+                    }
                 }
             }
             Phase::Answered => self.maybe_finish(out),
@@ -302,9 +323,10 @@ impl GetRequest {
             return;
         };
         for (i, slot) in self.slots.iter().enumerate() {
-            let Slot::Replied(copy) = slot else { continue };
-            if copy.as_ref() == Some(&merged) {
-                continue;
+            match slot {
+                Slot::Replied(copy) if copy.as_ref() != Some(&merged) => {}
+                Slot::Damaged => {}
+                _ => continue,
             }
             let target = self.targets[i];
             if self.receipt.repaired.contains(&target.node) {
@@ -526,6 +548,71 @@ mod tests {
             })) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    fn damaged() -> ReplicaReply {
+        ReplicaReply::ReadCorrupt {
+            req: 3,
+            reason: "checksum mismatch".into(),
+        }
+    }
+
+    #[test]
+    fn a_damaged_copy_does_not_count_and_is_repaired_with_the_others_merge() {
+        for repair in [Repair::Async, Repair::BeforeAnswer] {
+            let mut out = Outbox::new();
+            let (mut get, now) = start(&[1, 2, 3], 2, repair, &mut out);
+            out.clear();
+            let a = object_written_by(1, "a");
+            get.step(now, NodeId(1), damaged(), &mut out);
+            get.step(now, NodeId(2), read(Some(a.clone())), &mut out);
+            assert!(get.take_reply().is_none(), "one answer of the two needed");
+            get.step(now, NodeId(3), read(Some(a.clone())), &mut out);
+            if repair == Repair::BeforeAnswer {
+                assert!(get.take_reply().is_none(), "repair first");
+                get.step(
+                    now,
+                    NodeId(1),
+                    ReplicaReply::Merged {
+                        req: 3,
+                        result: Ok(()),
+                    },
+                    &mut out,
+                );
+            }
+            let reply = get.take_reply().unwrap().unwrap();
+            assert_eq!(reply.object.as_ref(), Some(&a));
+            assert!(get.is_finished());
+            assert_eq!(out.len(), 1, "{repair:?}");
+            assert_eq!(out[0].0, NodeId(1));
+            match &out[0].1 {
+                ReplicaRequest::Merge { object, .. } => assert_eq!(object, &a),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_copies_that_make_r_unreachable_are_still_repaired() {
+        let mut out = Outbox::new();
+        let (mut get, now) = start(&[1, 2, 3], 3, Repair::Async, &mut out);
+        out.clear();
+        let a = object_written_by(2, "a");
+        get.step(now, NodeId(1), damaged(), &mut out);
+        assert!(matches!(
+            get.take_reply(),
+            Some(Err(Error::Unavailable {
+                needed: 3,
+                got: 0,
+                ..
+            }))
+        ));
+        get.step(now, NodeId(2), read(Some(a.clone())), &mut out);
+        assert!(out.is_empty());
+        get.step(now, NodeId(3), read(Some(a.clone())), &mut out);
+        assert!(get.is_finished());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, NodeId(1));
     }
 
     #[test]

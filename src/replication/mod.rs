@@ -310,6 +310,17 @@ pub enum ReplicaReply {
         /// The object, or why it could not be read.
         result: std::result::Result<Option<Object>, ReplicaError>,
     },
+    /// The replica's stored copy of the key is damaged (its bytes fail a
+    /// checksum or do not decode as an object), so it has no version to
+    /// give. The get coordinator counts it as not having answered, and
+    /// sends it the merge of the other replicas' answers, which replaces
+    /// the damaged copy (a merge onto a damaged copy overwrites it).
+    ReadCorrupt {
+        /// The request id.
+        req: u64,
+        /// What is wrong, for logs.
+        reason: String,
+    },
 }
 
 impl ReplicaReply {
@@ -318,7 +329,8 @@ impl ReplicaReply {
         match self {
             ReplicaReply::Coordinated { req, .. }
             | ReplicaReply::Merged { req, .. }
-            | ReplicaReply::Read { req, .. } => *req,
+            | ReplicaReply::Read { req, .. }
+            | ReplicaReply::ReadCorrupt { req, .. } => *req,
         }
     }
 }

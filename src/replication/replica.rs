@@ -46,9 +46,17 @@
 //! # The guarantee
 //!
 //! A reply of success means the merged object is in the engine, as durable
-//! as the engine's sync policy makes it. Every failure (a corrupt stored
-//! object, a disk error, a full hint store, too many siblings) is a
-//! [`ReplicaError`] reply and stores nothing.
+//! as the engine's sync policy makes it. Every failure (a disk error, a full
+//! hint store, too many siblings) is a [`ReplicaError`] reply and stores
+//! nothing.
+//!
+//! A damaged stored copy (its bytes fail the engine's checksum, or do not
+//! decode as an object) is not this replica's answer to a read: the read
+//! replies [`ReplicaReply::ReadCorrupt`], so that the get coordinator reads
+//! from the other replicas and sends this one their merge; and a merge onto
+//! a damaged copy (read repair, replication, handoff, anti-entropy) stores
+//! the incoming object in its place instead of failing. The damaged bytes
+//! held nothing readable, so nothing readable is lost.
 //!
 //! # Concurrency
 //!
@@ -409,9 +417,15 @@ impl ReplicaStore {
                     result: stored.and_then(|winner| superseded(&object, winner, &policy)),
                 }
             }
-            ReplicaRequest::Read { req, bucket, key } => ReplicaReply::Read {
-                req,
-                result: self.read(&bucket, &key).map_err(failed),
+            ReplicaRequest::Read { req, bucket, key } => match self.read(&bucket, &key) {
+                Err(e) if is_damage(&e) => ReplicaReply::ReadCorrupt {
+                    req,
+                    reason: e.to_string(),
+                },
+                result => ReplicaReply::Read {
+                    req,
+                    result: result.map_err(failed),
+                },
             },
         }
     }
@@ -533,7 +547,7 @@ impl ReplicaStore {
     ) -> std::result::Result<Option<(Timestamp, Dot)>, ReplicaError> {
         let k = object_key(bucket, key).map_err(failed)?;
         let _guard = self.lock(&k);
-        let stored = self.load(&k).map_err(failed)?;
+        let stored = self.load_or_replace_damaged(&k).map_err(failed)?;
         let merged = match stored {
             Some(mut object) => {
                 let before = object.clone();
@@ -600,14 +614,23 @@ impl ReplicaStore {
     }
 
     /// Objects stored (deleted ones included, until their tombstones are
-    /// purged), counted by a scan that stops at `cap`.
+    /// purged), counted by a scan that stops at `cap`, or at a damaged
+    /// block (the count is then those before it: a status view must work
+    /// on a damaged store, whose engine logs and counts the damage).
     pub fn count_objects(&self, cap: u64) -> Result<u64> {
         let mut n = 0;
-        for item in self
+        let scan = match self
             .engine
-            .scan(KeyRange::between(vec![OBJECT_SPACE], vec![HINT_SPACE]))?
+            .scan(KeyRange::between(vec![OBJECT_SPACE], vec![HINT_SPACE]))
         {
-            item?;
+            Err(Error::Corruption { .. }) => return Ok(0),
+            other => other?,
+        };
+        for item in scan {
+            match item {
+                Err(Error::Corruption { .. }) => break,
+                other => other?,
+            };
             n += 1;
             if n >= cap {
                 break;
@@ -688,6 +711,22 @@ impl ReplicaStore {
         }
     }
 
+    /// As `load`, for a merge: a damaged stored copy counts as absent, so
+    /// that the merge's object replaces it (see the module docs).
+    fn load_or_replace_damaged(&self, k: &[u8]) -> Result<Option<Object>> {
+        match self.load(k) {
+            Err(e) if is_damage(&e) => {
+                tracing::warn!(error = %e, "replacing a damaged stored object with the one merged onto it");
+                // The damaged copy may have held dots of this node's
+                // current epoch that no other replica has yet: mint under
+                // a fresh one from now on (the module docs, "Actors").
+                self.retire(None);
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
     fn store(&self, k: &[u8], object: &Object) -> Result<()> {
         let bytes = codec::encode(object)?;
         let mut batch = WriteBatch::new();
@@ -730,6 +769,12 @@ fn decode_object(bytes: &[u8]) -> Result<Object> {
 
 fn failed(e: Error) -> ReplicaError {
     ReplicaError::Failed(e.to_string())
+}
+
+/// Whether `e` says the stored bytes of a key are damaged: the engine's
+/// checksum failed, or they do not decode as an object.
+fn is_damage(e: &Error) -> bool {
+    matches!(e, Error::Corruption { .. } | Error::Decode { .. })
 }
 
 // Range transfers (`replication::transfer`, served and stored by the
@@ -975,7 +1020,7 @@ impl ReplicaStore {
     ) -> Result<bool> {
         let k = object_key(bucket, key)?;
         let _guard = self.lock(&k);
-        let merged = match self.load(&k)? {
+        let merged = match self.load_or_replace_damaged(&k)? {
             Some(mut object) => {
                 let before = object.clone();
                 policy.merge(&mut object, incoming);
@@ -1392,20 +1437,41 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_stored_object_is_an_error_reply() {
+    fn a_corrupt_stored_object_reads_as_damaged_and_a_merge_replaces_it() {
         let engine = Arc::new(MemoryEngine::new());
         engine
             .put(&object_key(b"b", b"k").unwrap(), b"\xff\x00garbage")
             .unwrap();
         let r = ReplicaStore::open(NodeId(1), engine, 10, 10).unwrap();
+        let read = ReplicaRequest::Read {
+            req: 1,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+        };
         assert!(matches!(
-            r.handle(ReplicaRequest::Read {
-                req: 1,
-                bucket: b"b".to_vec(),
-                key: b"k".to_vec()
-            }),
-            ReplicaReply::Read { result: Err(_), .. }
+            r.handle(read.clone()),
+            ReplicaReply::ReadCorrupt { req: 1, .. }
         ));
+        let o = coordinated(store(2, 10).handle(coordinate(1, "a", CausalContext::empty())));
+        let merged = r.handle(ReplicaRequest::Merge {
+            req: 2,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            object: o.clone(),
+            policy: ConflictPolicy::Siblings,
+            hint_for: None,
+        });
+        assert!(matches!(
+            merged,
+            ReplicaReply::Merged { result: Ok(()), .. }
+        ));
+        match r.handle(read) {
+            ReplicaReply::Read {
+                result: Ok(Some(stored)),
+                ..
+            } => assert_eq!(stored, o),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -324,6 +324,12 @@ pub struct EngineStats {
     /// Times a writer was slowed or made to wait because flushing or
     /// compaction fell behind.
     pub write_stalls: u64,
+    /// Damaged places (file and offset) found in the engine's files since
+    /// it opened, by reads, scans or compaction: each is logged once at
+    /// ERROR. Nonzero means the node needs repair (read repair rewrites
+    /// keys as they are read; `ringkv-node --salvage` moves damaged files
+    /// aside).
+    pub corruptions: u64,
     /// Tables per level (LSM only), level 0 first.
     pub tables_per_level: Vec<usize>,
     /// Bytes per level (LSM only), level 0 first.
@@ -334,7 +340,7 @@ impl fmt::Display for EngineStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: disk {} B, written {} B for {} B logical, memtable {} B, cache {} B ({} hits, {} misses), {} flushes, {} compactions, {} stalls, tables per level {:?}",
+            "{}: disk {} B, written {} B for {} B logical, memtable {} B, cache {} B ({} hits, {} misses), {} flushes, {} compactions, {} stalls, {} corruptions, tables per level {:?}",
             self.engine,
             self.disk_bytes,
             self.disk_bytes_written,
@@ -346,6 +352,7 @@ impl fmt::Display for EngineStats {
             self.flushes,
             self.compactions,
             self.write_stalls,
+            self.corruptions,
             self.tables_per_level,
         )
     }

@@ -29,17 +29,54 @@
 //! One flusher thread turns the oldest sealed memtable into a level-0 table,
 //! records it in the manifest, then deletes the memtable's WAL. One
 //! compactor thread asks [`compaction::pick`] for work after every change
-//! and runs it. The first error of either is kept: from then on writes and
-//! flushes fail with it (the engine is read-only) and it is logged.
+//! and runs it.
+//!
+//! # Failures
+//!
+//! A write refused for lack of space (`ENOSPC`, `EDQUOT`; see
+//! `is_transient`) is not kept: the WAL cuts a partial record back off,
+//! the batch fails with a retryable [`Error::Io`], a flush or compaction
+//! that met it removes its outputs and is tried again later (every
+//! [`RETRY_PAUSE`], or at the next change), and while that lasts a writer
+//! that would wait for the flusher fails at once instead. Once space is
+//! freed, writes and flushes resume by themselves. Any other error of the
+//! background work or the WAL (an I/O error, a failed fsync, corruption met
+//! by compaction) is kept: from then on writes and flushes fail with it
+//! (the engine is read-only), reads keep working, and it is logged.
+//!
+//! Corruption met while serving (a get or a scan reading a damaged block)
+//! fails that read with [`Error::Corruption`]; each damaged place (file and
+//! offset) is logged once at ERROR and counted in
+//! [`EngineStats::corruptions`].
 //!
 //! # Recovery
 //!
-//! Open reads the manifest, opens its tables, deletes files it does not
-//! name, and replays every WAL at or above the manifest's `min_wal` into a
-//! fresh memtable, skipping records at or below the manifest's `last_seq`
-//! (they are in tables already; replaying one twice is harmless since the
-//! sequence number decides). That memtable is flushed to a table before the
-//! engine accepts writes, and a new manifest is recorded.
+//! Open reads the manifest, opens its tables, checks that every WAL segment
+//! it lists exists, and replays every WAL at or above the manifest's
+//! `min_wal` into a fresh memtable, skipping records at or below the
+//! manifest's `last_seq` (they are in tables already; replaying one twice
+//! is harmless since the sequence number decides). That memtable is flushed
+//! to a table before the engine accepts writes, and a new manifest is
+//! recorded. Only then are files deleted, and only those the store can
+//! prove it does not need (`docs/storage.md`, "What open deletes"):
+//!
+//! - WAL segments older than the new manifest's `min_wal`: everything in
+//!   them is in a table that manifest names;
+//! - table files the manifest does not name, that either do not open as a
+//!   table (an output whose build never finished: a table is named by a
+//!   manifest only after it was completed, fsync'd and opened) or hold no
+//!   sequence number above the highest one recovered (the manifest's
+//!   `last_seq` and the WALs: the table is a compaction input already
+//!   replaced, or an output of a flush or compaction that crashed before its
+//!   manifest switch, whose every write is also in the live tables or WALs);
+//! - manifest files other than the one in force.
+//!
+//! Anything else refuses to open, naming what it found: a directory that
+//! holds tables, WAL records or a manifest with content but no `CURRENT`
+//! (it is not a new store), a listed WAL segment or named table that is
+//! missing, an unnamed table with writes nothing else holds. The
+//! `salvage` pass (`LsmConfig::salvage`, `super::salvage`) is how an
+//! operator moves damaged files aside instead.
 //!
 //! One engine per directory: `open` takes an exclusive lock on the
 //! directory's `LOCK` file (released when the engine and its threads are
@@ -48,7 +85,7 @@
 //!
 //! What this engine does not do: run more than one compaction at a time.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -73,6 +110,55 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// The pause of a slowed-down writer, per batch (see `LsmConfig`).
 const SLOWDOWN_PAUSE: Duration = Duration::from_millis(1);
+
+/// How long the flusher or compactor waits before trying again after a
+/// write refused for lack of space (it also tries at every change).
+pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Whether `e` may go away without a restart: a write refused for lack of
+/// space. Everything such a write left behind was removed (a WAL cut back,
+/// table outputs deleted, a manifest not switched to), so trying again
+/// later is sound. [`Error::StorageFailed`] never is.
+pub(crate) fn is_transient(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if super::fault::is_out_of_space(source))
+}
+
+/// Damaged places found while serving: each logged once, and counted.
+#[derive(Default)]
+pub(crate) struct CorruptionLog {
+    seen: Mutex<HashSet<(PathBuf, u64)>>,
+    count: AtomicU64,
+}
+
+impl CorruptionLog {
+    /// Logs `e` at ERROR and counts it, the first time its file and offset
+    /// are seen; anything but [`Error::Corruption`] is ignored.
+    pub(crate) fn note(&self, e: &Error, during: &str) {
+        let Error::Corruption {
+            file,
+            offset,
+            reason,
+        } = e
+        else {
+            return;
+        };
+        if lock(&self.seen).insert((file.clone(), *offset)) {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                file = %file.display(),
+                offset,
+                reason = %reason,
+                during,
+                "corrupt data in the store: reads of the keys there fail until the node is repaired \
+                 (read repair rewrites them from other replicas; `ringkv-node --salvage` moves damaged files aside)"
+            );
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
 
 /// A table file that belongs to one or more versions. When compaction
 /// replaces it, it is marked obsolete, and its file is deleted when the last
@@ -145,9 +231,11 @@ struct WriteState {
     next_seq: u64,
     active: Arc<MemTable>,
     wal: Arc<Wal>,
-    /// The next memtable's WAL, created ahead by the flusher so that
-    /// sealing does no file I/O under this lock; `None` until then, and
-    /// sealing creates one itself.
+    /// The next memtable's WAL, created (and recorded in the manifest)
+    /// ahead by the flusher so that sealing does no file I/O under this
+    /// lock; `None` until then, and sealing creates and records one itself
+    /// (taking the manifest lock under this one: nothing takes them in the
+    /// other order).
     spare_wal: Option<(u64, Wal)>,
 }
 
@@ -191,6 +279,15 @@ struct Inner {
     /// Set once `failure` holds an error: the write path's cheap check.
     failed: AtomicBool,
     failure: Mutex<Option<Error>>,
+    /// The last out-of-space error of the flusher or compactor while it
+    /// lasts (cleared by their next success): writers that would wait for
+    /// a flush fail with it instead.
+    trouble: Mutex<Option<String>>,
+    /// WAL segments that exist and may hold writes (or will: the spare),
+    /// as the manifest lists them. Added to before a segment takes a write
+    /// and recorded, removed once a manifest no longer needs it.
+    wal_ids: Mutex<BTreeSet<u64>>,
+    corruption: Arc<CorruptionLog>,
     counters: Counters,
     /// The open `LOCK` file, holding an exclusive advisory lock for as long
     /// as anything of the engine lives: a second process (or a second
@@ -240,16 +337,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn wal_path(dir: &Path, id: u64) -> PathBuf {
+pub(crate) fn wal_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:06}.wal"))
 }
 
-fn table_path(dir: &Path, id: u64) -> PathBuf {
+pub(crate) fn table_path(dir: &Path, id: u64) -> PathBuf {
     compaction::table_path(dir, id)
 }
 
 /// Parses `000012.sst` / `000012.wal` into (12, "sst").
-fn parse_file_name(name: &str) -> Option<(u64, &str)> {
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
     let (stem, ext) = name.split_once('.')?;
     if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -287,13 +384,10 @@ impl LsmEngine {
             block_bytes: config.block_bytes,
             bloom_false_positive_rate: config.bloom_false_positive_rate,
         };
+        if config.salvage {
+            super::salvage::run(dir, &cache)?;
+        }
         let (manifest, state) = Manifest::open(dir)?;
-        let state = state.unwrap_or(ManifestState {
-            next_file_id: 1,
-            last_seq: 0,
-            min_wal: 0,
-            tables: Vec::new(),
-        });
 
         // Every file in the directory that follows our naming.
         let mut max_id = 0;
@@ -318,10 +412,42 @@ impl LsmEngine {
             }
         }
         wals.sort_unstable();
+        ssts.sort_unstable();
+        let state = match state {
+            Some(state) => state,
+            None => {
+                refuse_unless_new(dir, &wals, &ssts)?;
+                ManifestState {
+                    next_file_id: 1,
+                    last_seq: 0,
+                    min_wal: 0,
+                    tables: Vec::new(),
+                    wals: Some(Vec::new()),
+                }
+            }
+        };
+        if let Some(listed) = &state.wals {
+            for &id in listed.iter().filter(|&&id| id >= state.min_wal) {
+                if wals.binary_search(&id).is_err() {
+                    return Err(Error::Corruption {
+                        file: wal_path(dir, id),
+                        offset: 0,
+                        reason: "the manifest lists this write-ahead log segment as one that may hold \
+                                 writes not yet in a table, but the file is missing: refusing to open \
+                                 rather than lose them silently (restore the file, or open with salvage, `ringkv-node --salvage`, \
+                                 to accept the loss and refill from the other replicas)"
+                            .into(),
+                    });
+                }
+            }
+        }
         let next_file_id = AtomicU64::new(state.next_file_id.max(max_id + 1));
 
         let mut levels: Vec<Vec<Arc<LiveTable>>> = vec![Vec::new(); config.max_levels];
         let mut live_ids = HashSet::new();
+        for t in &state.tables {
+            live_ids.insert(t.id);
+        }
         for t in &state.tables {
             let level = usize::from(t.level);
             if level >= config.max_levels {
@@ -339,7 +465,6 @@ impl LsmEngine {
                 });
             }
             let table = Table::open(&path, t.id, Arc::clone(&cache))?;
-            live_ids.insert(t.id);
             levels[level].push(Arc::new(LiveTable {
                 table,
                 obsolete: AtomicBool::new(false),
@@ -369,6 +494,33 @@ impl LsmEngine {
                     }
                 }
             }
+        }
+
+        // Table files the manifest does not name: deleted below only when
+        // provably unneeded (module docs); otherwise nothing is changed.
+        let mut unnamed = Vec::new();
+        for &id in ssts.iter().filter(|id| !live_ids.contains(id)) {
+            let path = table_path(dir, id);
+            match Table::open(&path, id, Arc::clone(&cache)) {
+                // Never completed, so never named by any manifest.
+                Err(Error::Corruption { .. }) => unnamed.push(id),
+                Err(e) => return Err(e),
+                Ok(t) if t.info().max_seq <= last_seq => unnamed.push(id),
+                Ok(t) => {
+                    return Err(Error::Corruption {
+                        file: path,
+                        offset: 0,
+                        reason: format!(
+                            "the manifest does not name this table, yet it holds writes up to \
+                             sequence number {} while the manifest and the WALs reach only {last_seq}: \
+                             the manifest in force may be older than the directory; refusing to open \
+                             rather than delete it (salvage, `ringkv-node --salvage`, moves it to quarantine/)",
+                            t.info().max_seq
+                        ),
+                    })
+                }
+            }
+            cache.forget_table(id);
         }
 
         let wal_id = next_file_id.fetch_add(1, Ordering::Relaxed);
@@ -403,6 +555,9 @@ impl LsmEngine {
             shutdown: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
+            trouble: Mutex::new(None),
+            wal_ids: Mutex::new(BTreeSet::from([wal_id])),
+            corruption: Arc::default(),
             counters: Counters::default(),
             _lock: dir_lock,
             config,
@@ -431,16 +586,17 @@ impl LsmEngine {
                 sealed: v.sealed.clone(),
                 levels: levels.clone(),
             });
-            for t in levels.iter().flatten() {
-                live_ids.insert(t.info().id);
-            }
-            // Old WALs, orphan tables (a flush or compaction that crashed
-            // before its manifest switch), stale manifests.
+            // Old WALs (every one is below the new min_wal: their writes
+            // are in the tables just recorded), unneeded unnamed tables
+            // (classified above), stale manifests.
             for id in wals {
                 remove_quietly(&wal_path(dir, id));
             }
-            for id in ssts.into_iter().filter(|id| !live_ids.contains(id)) {
-                tracing::info!(table = id, "deleting orphan table file");
+            for id in unnamed {
+                tracing::info!(
+                    table = id,
+                    "deleting a table file the manifest does not need"
+                );
                 remove_quietly(&table_path(dir, id));
             }
             if let Ok(entries) = fs::read_dir(dir) {
@@ -536,6 +692,90 @@ fn remove_quietly(path: &Path) {
     }
 }
 
+/// With no `CURRENT`, checks that the directory holds nothing the engine
+/// wrote that could hold data: no table, no WAL segment with a record, no
+/// manifest that names a table or a sequence number. A store whose
+/// `CURRENT` was lost is refused (naming what was found) rather than taken
+/// for a new one, which would delete its tables. What may be there after a
+/// crash during the very first open (an empty WAL, an empty manifest) is
+/// not data.
+pub(crate) fn refuse_unless_new(dir: &Path, wals: &[u64], ssts: &[u64]) -> Result<()> {
+    let mut found = Vec::new();
+    if !ssts.is_empty() {
+        found.push(format!(
+            "{} table file(s) ({})",
+            ssts.len(),
+            name_some(ssts.iter().map(|&id| format!("{id:06}.sst")))
+        ));
+    }
+    let mut logs = Vec::new();
+    for &id in wals {
+        let path = wal_path(dir, id);
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        match super::wal::decode_records(&bytes) {
+            Ok((records, _)) if records.is_empty() => {}
+            _ => logs.push(format!("{id:06}.wal")),
+        }
+    }
+    if !logs.is_empty() {
+        found.push(format!(
+            "{} write-ahead log segment(s) holding records ({})",
+            logs.len(),
+            name_some(logs.into_iter())
+        ));
+    }
+    let mut manifests = Vec::new();
+    let entries =
+        fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with("MANIFEST-") {
+            continue;
+        }
+        let path = entry.path();
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if let Ok(state) = ManifestState::decode(&bytes, &path) {
+            if !state.tables.is_empty() || state.last_seq > 0 {
+                manifests.push(name.to_string());
+            }
+        }
+    }
+    if !manifests.is_empty() {
+        found.push(format!(
+            "manifest file(s) naming tables ({})",
+            name_some(manifests.into_iter())
+        ));
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Corruption {
+        file: dir.join("CURRENT"),
+        offset: 0,
+        reason: format!(
+            "CURRENT is missing, but the directory is not a new store: it holds {}. \
+             Refusing to open (opening would take it for an empty store and delete those files). \
+             Restore CURRENT (one line naming the newest MANIFEST-NNNNNN), or open with salvage (`ringkv-node --salvage`) \
+             to move these files to quarantine/ and refill the node from its replicas",
+            found.join(", ")
+        ),
+    })
+}
+
+/// Up to five names, then how many more.
+fn name_some(names: impl Iterator<Item = String>) -> String {
+    let names: Vec<String> = names.collect();
+    let mut text = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        text.push_str(&format!(" and {} more", names.len() - 5));
+    }
+    text
+}
+
 /// A table builder writing a fresh file, as the merge's output.
 struct Output {
     builder: TableBuilder,
@@ -614,6 +854,55 @@ impl Inner {
         self.signal();
     }
 
+    /// Records `e` as the engine's failure unless it is transient (see
+    /// [`is_transient`]): a refused write then leaves the engine writable.
+    fn fail_unless_transient(&self, e: &Error) {
+        if !is_transient(e) {
+            self.fail(repeat_failure(e));
+        }
+    }
+
+    /// Notes an out-of-space error of the background work (logged once
+    /// per episode); cleared by its next success.
+    fn set_trouble(&self, e: &Error) {
+        let mut t = lock(&self.trouble);
+        if t.is_none() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "LSM flush or compaction is out of space; retrying until space is freed");
+        }
+        *t = Some(e.to_string());
+        drop(t);
+        self.signal();
+    }
+
+    fn clear_trouble(&self) {
+        let mut t = lock(&self.trouble);
+        if t.take().is_some() {
+            tracing::info!(dir = %self.dir.display(), "LSM flush or compaction succeeded again");
+        }
+    }
+
+    /// The background work's out-of-space error, as a retryable error.
+    fn check_trouble(&self) -> Result<()> {
+        match lock(&self.trouble).as_ref() {
+            None => Ok(()),
+            Some(why) => Err(Error::io(
+                "the LSM cannot flush or compact",
+                std::io::Error::new(std::io::ErrorKind::StorageFull, why.clone()),
+            )),
+        }
+    }
+
+    /// Waits [`RETRY_PAUSE`], or less if the engine is shutting down.
+    fn pause_for_retry(&self) {
+        let guard = lock(&self.events);
+        let _ = self
+            .events_cv
+            .wait_timeout_while(guard, RETRY_PAUSE, |_| {
+                !self.shutdown.load(Ordering::Acquire)
+            })
+            .unwrap_or_else(|p| p.into_inner());
+    }
+
     fn alloc_file_id(&self) -> u64 {
         self.next_file_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -645,6 +934,9 @@ impl Inner {
             if !over(&self.current()).0 {
                 return Ok(());
             }
+            // The flusher or compactor cannot write for lack of space: do
+            // not wait for it, refuse the batch (retryable).
+            self.check_trouble()?;
             self.wait_event(guard);
             guard = lock(&self.events);
         }
@@ -657,7 +949,7 @@ impl Inner {
             Some(spare) => spare,
             None => {
                 let id = self.alloc_file_id();
-                (id, Wal::create(&wal_path(&self.dir, id), self.config.sync)?)
+                (id, self.create_wal(id)?)
             }
         };
         let wal = Arc::new(wal);
@@ -696,7 +988,7 @@ impl Inner {
             if w.active.approximate_bytes() >= self.config.memtable_bytes {
                 if let Err(e) = self.seal(&mut w) {
                     drop(w);
-                    self.fail(repeat_failure(&e));
+                    self.fail_unless_transient(&e);
                     return Err(e);
                 }
             }
@@ -725,8 +1017,10 @@ impl Inner {
             // Refused before anything reached the log (a batch over the
             // record limit): the log is intact, only this batch fails.
             Err(e @ Error::InvalidInput(_)) => return Err(e),
+            // Out of space: the WAL cut the partial record back off, so
+            // nothing of this batch is kept and later batches may succeed.
             Err(e) => {
-                self.fail(repeat_failure(&e));
+                self.fail_unless_transient(&e);
                 return Err(e);
             }
             Ok(()) => {}
@@ -768,6 +1062,14 @@ impl Inner {
     // ----- reads -----
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let got = self.get_inner(key);
+        if let Err(e) = &got {
+            self.corruption.note(e, "get");
+        }
+        got
+    }
+
+    fn get_inner(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let (v, snapshot) = self.snapshot();
         if let Some((_, value)) = v.active.get(key, snapshot) {
             return Ok(value);
@@ -796,6 +1098,14 @@ impl Inner {
     }
 
     fn scan(&self, range: KeyRange) -> Result<ScanIter<'static>> {
+        let scan = self.scan_inner(range);
+        if let Err(e) = &scan {
+            self.corruption.note(e, "scan");
+        }
+        scan
+    }
+
+    fn scan_inner(&self, range: KeyRange) -> Result<ScanIter<'static>> {
         let (v, snapshot) = self.snapshot();
         let start: Option<&[u8]> = match &range.start {
             std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) => Some(k),
@@ -821,6 +1131,7 @@ impl Inner {
         Ok(Box::new(Pinned {
             inner: visible,
             _version: v,
+            corruption: Arc::clone(&self.corruption),
         }))
     }
 
@@ -908,13 +1219,51 @@ impl Inner {
                 })
             })
             .collect();
+        let wals = lock(&self.wal_ids)
+            .iter()
+            .copied()
+            .filter(|&id| id >= min_wal)
+            .collect();
         let state = ManifestState {
             next_file_id: self.next_file_id.load(Ordering::Relaxed),
             last_seq: ctl.last_seq,
             min_wal,
             tables,
+            wals: Some(wals),
         };
         ctl.manifest.write(&state)
+    }
+
+    /// Records the current version as it is (after a WAL segment was
+    /// added to or taken from `wal_ids`).
+    fn record_current(&self) -> Result<()> {
+        let mut ctl = lock(&self.manifest);
+        let current = self.current();
+        let min_wal = current
+            .sealed
+            .last()
+            .map_or(current.active.id(), |s| s.memtable.id());
+        self.record(&mut ctl, &current.levels, min_wal)
+    }
+
+    /// Creates WAL segment `id` and records it in the manifest before it
+    /// can take a write, so that its loss is noticed at the next open. On
+    /// failure nothing of it is left.
+    fn create_wal(&self, id: u64) -> Result<Wal> {
+        let path = wal_path(&self.dir, id);
+        let wal = Wal::create(&path, self.config.sync)?;
+        lock(&self.wal_ids).insert(id);
+        if let Err(e) = self.record_current() {
+            lock(&self.wal_ids).remove(&id);
+            drop(wal);
+            // A manifest that lists it may be in force only if the error
+            // is StorageFailed, which the caller makes permanent.
+            if !matches!(e, Error::StorageFailed { .. }) {
+                remove_quietly(&path);
+            }
+            return Err(e);
+        }
+        Ok(wal)
     }
 
     /// Creates the WAL the next seal will use, unless one is waiting.
@@ -926,23 +1275,34 @@ impl Inner {
         }
         let id = self.alloc_file_id();
         let path = wal_path(&self.dir, id);
-        let wal = Wal::create(&path, self.config.sync)?;
+        let wal = self.create_wal(id)?;
         let mut w = lock(&self.write);
         if w.spare_wal.is_none() && w.active.id() < id {
             w.spare_wal = Some((id, wal));
         } else {
             // A seal raced ahead and made its own; this one is not needed.
+            // It is deleted once a manifest no longer lists it.
             drop(w);
             drop(wal);
+            lock(&self.wal_ids).remove(&id);
+            self.record_current()?;
             remove_quietly(&path);
         }
         Ok(())
     }
 
     fn flush_loop(&self) {
-        if let Err(e) = self.prepare_spare_wal() {
-            self.fail(e);
-            return;
+        while let Err(e) = self.prepare_spare_wal() {
+            if !is_transient(&e) {
+                self.fail(e);
+                return;
+            }
+            // Sealing makes its own WAL meanwhile.
+            self.set_trouble(&e);
+            self.pause_for_retry();
+            if self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
         }
         loop {
             let oldest = {
@@ -958,14 +1318,22 @@ impl Inner {
                     guard = lock(&self.events);
                 }
             };
-            if let Err(e) = self
+            match self
                 .flush_one(&oldest)
                 .and_then(|()| self.prepare_spare_wal())
             {
-                if !matches!(e, Error::Shutdown) {
-                    self.fail(e);
+                Ok(()) => self.clear_trouble(),
+                Err(Error::Shutdown) => return,
+                // Out of space: whatever the attempt wrote is removed and
+                // the memtable is still sealed (its WAL intact); try again.
+                Err(e) if is_transient(&e) => {
+                    self.set_trouble(&e);
+                    self.pause_for_retry();
                 }
-                return;
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
             }
         }
     }
@@ -996,7 +1364,16 @@ impl Inner {
             .rev()
             .find(|s| s.memtable.id() != memtable.id())
             .map_or(current.active.id(), |s| s.memtable.id());
-        self.record(&mut ctl, &levels, min_wal)?;
+        if let Err(e) = self.record(&mut ctl, &levels, min_wal) {
+            if is_transient(&e) {
+                // The previous manifest is in force and does not name the
+                // new table: delete it (when dropped) before trying again.
+                if let Some(t) = &table {
+                    t.obsolete.store(true, Ordering::Release);
+                }
+            }
+            return Err(e);
+        }
         let id = memtable.id();
         self.install(|v| Version {
             active: Arc::clone(&v.active),
@@ -1012,6 +1389,8 @@ impl Inner {
         self.counters
             .retired_wal_bytes
             .fetch_add(sealed.wal.bytes_written(), Ordering::Relaxed);
+        // The manifest just recorded no longer lists it (below min_wal).
+        lock(&self.wal_ids).remove(&id);
         remove_quietly(sealed.wal.path());
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -1026,7 +1405,7 @@ impl Inner {
             if !w.active.is_empty() {
                 if let Err(e) = self.seal(&mut w) {
                     drop(w);
-                    self.fail(repeat_failure(&e));
+                    self.fail_unless_transient(&e);
                     return Err(e);
                 }
             }
@@ -1046,6 +1425,7 @@ impl Inner {
             {
                 return Ok(());
             }
+            self.check_trouble()?;
             self.wait_event(guard);
             guard = lock(&self.events);
         }
@@ -1067,12 +1447,19 @@ impl Inner {
                     return;
                 }
                 match self.compact_once() {
-                    Ok(true) => {}
+                    Ok(true) => self.clear_trouble(),
                     Ok(false) => break,
                     // Abandoned for shutdown: its outputs are already removed
                     // and its inputs are still the live tables.
                     Err(Error::Shutdown) => return,
+                    // Out of space: outputs removed, inputs still live.
+                    Err(e) if is_transient(&e) => {
+                        self.set_trouble(&e);
+                        self.pause_for_retry();
+                        break;
+                    }
                     Err(e) => {
+                        self.corruption.note(&e, "compaction");
                         self.fail(e);
                         return;
                     }
@@ -1154,10 +1541,18 @@ impl Inner {
             .sealed
             .last()
             .map_or(current.active.id(), |s| s.memtable.id());
-        // On failure the outputs are left alone: if only the last directory
-        // fsync failed, the new manifest may name them. The next open
-        // deletes whichever files the manifest in force does not name.
-        self.record(&mut ctl, &levels, min_wal)?;
+        // On failure the outputs are left alone if only the last directory
+        // fsync failed (StorageFailed): the new manifest may name them. The
+        // next open deletes whichever the manifest in force does not need.
+        // Out of space, the previous manifest is in force: they go now.
+        if let Err(e) = self.record(&mut ctl, &levels, min_wal) {
+            if is_transient(&e) && !task.trivial_move {
+                for t in &outputs {
+                    t.obsolete.store(true, Ordering::Release);
+                }
+            }
+            return Err(e);
+        }
         self.install(|v| Version {
             active: Arc::clone(&v.active),
             sealed: v.sealed.clone(),
@@ -1215,6 +1610,7 @@ impl Inner {
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
             write_stalls: c.write_stalls.load(Ordering::Relaxed),
+            corruptions: self.corruption.count(),
             tables_per_level: v.levels.iter().map(Vec::len).collect(),
             bytes_per_level,
         }
@@ -1327,15 +1723,21 @@ impl<I: StorageIterator> StorageIterator for StopOnShutdown<'_, I> {
 
 /// A scan together with the version it reads, which keeps that version's
 /// memtables and table files alive until the scan is dropped.
+/// It also notes the corruption an item reports.
 struct Pinned<I> {
     inner: I,
     _version: Arc<Version>,
+    corruption: Arc<CorruptionLog>,
 }
 
-impl<I: Iterator> Iterator for Pinned<I> {
+impl<T, I: Iterator<Item = Result<T>>> Iterator for Pinned<I> {
     type Item = I::Item;
     fn next(&mut self) -> Option<I::Item> {
-        self.inner.next()
+        let item = self.inner.next();
+        if let Some(Err(e)) = &item {
+            self.corruption.note(e, "scan");
+        }
+        item
     }
 }
 
@@ -1367,13 +1769,24 @@ impl Engine for LsmEngine {
         self.inner.check_failed()?;
         match self.inner.compact_once() {
             Err(Error::Shutdown) => Err(Error::Shutdown),
-            // As on the background thread: a failed compaction makes the
-            // engine read-only, with the error returned to writers.
+            // As on the background thread: out of space, it is tried again
+            // later; any other failure makes the engine read-only, with the
+            // error returned to writers.
+            Err(e) if is_transient(&e) => {
+                self.inner.set_trouble(&e);
+                Err(e)
+            }
             Err(e) => {
+                self.inner.corruption.note(&e, "compaction");
                 self.inner.fail(repeat_failure(&e));
                 Err(e)
             }
-            ok => ok,
+            Ok(worked) => {
+                if worked {
+                    self.inner.clear_trouble();
+                }
+                Ok(worked)
+            }
         }
     }
 }

@@ -1,9 +1,13 @@
 //! The manifest: the durable record of which files make up the store.
 //!
 //! It holds the live table set (level, id, key range, sizes of each table),
-//! the next file id, the highest sequence number stored in tables, and the
+//! the next file id, the highest sequence number stored in tables, the
 //! lowest live WAL number (every WAL file numbered at or above it holds
-//! writes not yet in a table; those below are dead).
+//! writes not yet in a table; those below are dead), and the numbers of the
+//! WAL segments that must exist (the live ones and the one created ahead for
+//! the next memtable). A listed segment that is missing at open is
+//! [`Error::Corruption`]: deleting a log must not lose acknowledged writes
+//! without a word.
 //!
 //! Each change writes the whole state as a new file `MANIFEST-<n>`, fsyncs
 //! it and the directory, and then switches to it by writing `CURRENT.tmp`
@@ -17,12 +21,18 @@
 //! Layout of a manifest file (integers little-endian):
 //!
 //! ```text
-//! magic "RKVMAN01" (8) | body length u32 | body | xxh3-64 of body u64
+//! magic "RKVMAN02" (8) | body length u32 | body | xxh3-64 of body u64
 //! body: next_file_id u64 | last_seq u64 | min_wal u64 | table count u32 |
 //!       per table: level u8 | id u64 | file_bytes u64 | entries u64 |
 //!                  tombstones u64 | max_seq u64 |
-//!                  smallest len u32 + bytes | largest len u32 + bytes
+//!                  smallest len u32 + bytes | largest len u32 + bytes |
+//!       wal count u32 | per WAL segment: id u64
 //! ```
+//!
+//! Version 1 (magic `"RKVMAN01"`) is the same without the WAL list; it is
+//! still read (its WAL list is unknown, so no segment is checked for that
+//! one open) and the next write replaces it with version 2. Any other magic
+//! is [`Error::Corruption`] saying the format is unknown.
 //!
 //! A manifest that is truncated, fails its checksum or does not decode is
 //! [`Error::Corruption`]: the engine refuses to open rather than guess which
@@ -36,7 +46,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::storage::MAX_KEY_BYTES;
 
-const MAGIC: &[u8; 8] = b"RKVMAN01";
+const MAGIC: &[u8; 8] = b"RKVMAN02";
+/// The first format, without the WAL list: read, never written.
+const MAGIC_V1: &[u8; 8] = b"RKVMAN01";
 const CURRENT: &str = "CURRENT";
 const CURRENT_TMP: &str = "CURRENT.tmp";
 const PREFIX: &str = "MANIFEST-";
@@ -76,6 +88,12 @@ pub struct ManifestState {
     /// The live tables, level 0 newest first, then each deeper level in key
     /// order.
     pub tables: Vec<ManifestTable>,
+    /// The WAL segments that must exist, ascending: every segment at or
+    /// above `min_wal` that may hold writes (the active one, the sealed
+    /// ones waiting for flush, and the one created ahead for the next
+    /// memtable). `None` for a version-1 manifest, which did not record
+    /// them.
+    pub wals: Option<Vec<u64>>,
 }
 
 impl ManifestState {
@@ -96,6 +114,11 @@ impl ManifestState {
                 body.extend_from_slice(k);
             }
         }
+        let wals = self.wals.as_deref().unwrap_or(&[]);
+        body.extend_from_slice(&(wals.len() as u32).to_le_bytes());
+        for id in wals {
+            body.extend_from_slice(&id.to_le_bytes());
+        }
         let mut out = Vec::with_capacity(body.len() + 20);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -111,9 +134,23 @@ impl ManifestState {
             offset: offset as u64,
             reason: reason.to_string(),
         };
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
-            return Err(corrupt(0, "bad manifest magic or truncated header"));
+        if bytes.len() < 12 {
+            return Err(corrupt(0, "truncated manifest header"));
         }
+        let v1 = match &bytes[..8] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_V1 => true,
+            m if m.starts_with(b"RKVMAN") => {
+                return Err(corrupt(
+                    0,
+                    &format!(
+                        "unknown manifest format {:?} (this build reads RKVMAN01 and RKVMAN02)",
+                        String::from_utf8_lossy(m)
+                    ),
+                ))
+            }
+            _ => return Err(corrupt(0, "bad manifest magic")),
+        };
         let body_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
         if bytes.len() != 12 + body_len + 8 {
             return Err(corrupt(
@@ -163,6 +200,25 @@ impl ManifestState {
                 largest,
             });
         }
+        let wals = if v1 {
+            None
+        } else {
+            let at = 12 + r.pos;
+            let count = r.u32().ok_or_else(|| corrupt(at, "truncated WAL count"))?;
+            // Each id takes 8 bytes: bound the count before reserving.
+            if count as usize > (body.len() - r.pos) / 8 {
+                return Err(corrupt(at, "WAL count beyond the manifest's end"));
+            }
+            let mut wals = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let id = field(&mut r)?;
+                if wals.last().is_some_and(|&last| last >= id) {
+                    return Err(corrupt(12 + r.pos, "WAL ids not ascending"));
+                }
+                wals.push(id);
+            }
+            Some(wals)
+        };
         if r.pos != body.len() {
             return Err(corrupt(12 + r.pos, "trailing bytes in manifest body"));
         }
@@ -171,6 +227,7 @@ impl ManifestState {
             last_seq,
             min_wal,
             tables,
+            wals,
         })
     }
 }
@@ -265,7 +322,9 @@ impl Manifest {
     /// Records `state` durably and switches to it (see the module docs for
     /// the order of writes and fsyncs). When this returns `Ok`, a crash
     /// recovers `state`; when it fails, the previous state is still the one
-    /// recorded, or the new one if only the final directory fsync failed.
+    /// recorded (the error is then the I/O error, and writing again is
+    /// safe), or, when only the final directory fsync failed, either may be
+    /// ([`Error::StorageFailed`]: the caller must stop changing files).
     pub fn write(&mut self, state: &ManifestState) -> Result<()> {
         let number = self.number + 1;
         let path = manifest_path(&self.dir, number);
@@ -278,7 +337,12 @@ impl Manifest {
         let target = self.dir.join(CURRENT);
         fs::rename(&tmp, &target)
             .map_err(|e| Error::io(format!("renaming {} into place", tmp.display()), e))?;
-        sync_dir(&self.dir)?;
+        // Up to here a failure left the previous manifest in force, so the
+        // caller may try again (after a full disk, say). From here it is
+        // not known which of the two a crash would find: never retried.
+        sync_dir(&self.dir).map_err(|e| Error::StorageFailed {
+            reason: format!("after switching to {}: {e}", path.display()),
+        })?;
         self.bytes_written += (bytes.len() + current.len()) as u64;
         self.current_bytes = (bytes.len() + current.len()) as u64;
         let old = self.number;
@@ -339,6 +403,7 @@ fn manifest_path(dir: &Path, number: u64) -> PathBuf {
 /// Creates (or truncates) `path`, writes `bytes` and fsyncs the file.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let ctx = || format!("writing {}", path.display());
+    super::fault::check_create(path).map_err(|e| Error::io(ctx(), e))?;
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -388,6 +453,7 @@ mod tests {
                     largest: vec![0xff; 3],
                 },
             ],
+            wals: Some(vec![40, 41, 43]),
         }
     }
 
@@ -396,7 +462,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut m, none) = Manifest::open(dir.path()).unwrap();
         assert!(none.is_none());
-        m.write(&ManifestState::default()).unwrap();
+        m.write(&ManifestState {
+            wals: Some(Vec::new()),
+            ..ManifestState::default()
+        })
+        .unwrap();
         m.write(&sample()).unwrap();
         assert_eq!(m.number(), 2);
         assert!(
@@ -438,6 +508,32 @@ mod tests {
             );
         }
         assert_eq!(ManifestState::decode(&bytes, file).unwrap(), sample());
+    }
+
+    #[test]
+    fn a_version_1_manifest_is_read_without_a_wal_list() {
+        // Version 1: the version-2 encoding without the WAL list.
+        let v1 = ManifestState {
+            wals: None,
+            ..sample()
+        };
+        let v2 = v1.encode();
+        let body = &v2[12..v2.len() - 8];
+        let body = &body[..body.len() - 4];
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(body).to_le_bytes());
+        let file = Path::new("MANIFEST-000001");
+        assert_eq!(ManifestState::decode(&bytes, file).unwrap(), v1);
+        let mut future = bytes.clone();
+        future[..8].copy_from_slice(b"RKVMAN09");
+        match ManifestState::decode(&future, file) {
+            Err(Error::Corruption { reason, .. }) => {
+                assert!(reason.contains("unknown manifest format"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -7,8 +7,11 @@
 pub mod block_cache;
 pub mod compaction;
 pub mod engine;
+#[doc(hidden)]
+pub mod fault;
 pub mod iterators;
 pub mod manifest;
 pub mod memtable;
+pub mod salvage;
 pub mod sstable;
 pub mod wal;

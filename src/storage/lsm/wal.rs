@@ -32,9 +32,20 @@
 //! Appenders put their encoded records in a shared buffer; the first one to
 //! find no write in progress becomes the leader, writes everything gathered
 //! with one `write` and, under [`SyncPolicy::Always`], one `fdatasync`, then
-//! wakes the others. A failed write or fsync poisons the log: every later
-//! append fails, because bytes after a partial record would read back as
-//! mid-log corruption.
+//! wakes the others.
+//!
+//! # Failures
+//!
+//! A write refused for lack of space (`ENOSPC`, `EDQUOT`) may have left
+//! part of the group in the file. The leader cuts the file back to where
+//! the group started (`set_len`, and the write position moved back), so
+//! the log again ends after a whole record; the group's appenders get the
+//! error (nothing of theirs is in the log) and later appends work as
+//! before, once there is space. Any other failure, a failed cut-back, or a
+//! failed fsync (after which the kernel may have dropped the unwritten
+//! pages, so what the file holds is not known) poisons the log: every
+//! later append fails with [`Error::StorageFailed`], because bytes written
+//! after a partial record would read back as mid-log corruption.
 //!
 //! ```
 //! use ringkv::config::SyncPolicy;
@@ -60,13 +71,14 @@
 //! deleting old logs (the engine's).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::fault;
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
 use crate::storage::BatchOp;
@@ -434,11 +446,18 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How one group's write ended: `None` when written, or the out-of-space
+/// error it met (the group was cut back off the file).
+type GroupOutcome = OnceLock<Option<(std::io::ErrorKind, String)>>;
+
 /// Group-commit state, behind one mutex.
 #[derive(Debug, Default)]
 struct State {
     /// Encoded records of the group being gathered.
     pending: Vec<u8>,
+    /// Where the leader of the group being gathered reports its outcome;
+    /// each appender keeps the one of its group.
+    outcome: Arc<GroupOutcome>,
     /// An empty buffer to swap in for `pending` (keeps its allocation).
     spare: Vec<u8>,
     /// Id of the group `pending` will be written as.
@@ -447,7 +466,7 @@ struct State {
     done: u64,
     /// Whether a leader is writing a group now.
     leader: bool,
-    /// The first write or fsync failure; the log accepts nothing after it.
+    /// The failure that poisoned the log; it accepts nothing after it.
     failure: Option<(std::io::ErrorKind, String)>,
     /// Bytes written since the last fsync.
     unsynced: bool,
@@ -475,14 +494,24 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The error of a poisoned log: not retryable, whatever the cause was
+    /// (a full disk included), since this log will never take a write.
     fn failed(&self, failure: &(std::io::ErrorKind, String)) -> Error {
-        Error::io(
-            format!(
-                "write-ahead log {} failed earlier and accepts no more writes",
-                self.path.display()
+        Error::StorageFailed {
+            reason: format!(
+                "write-ahead log {} failed and accepts no more writes: {}",
+                self.path.display(),
+                failure.1
             ),
-            std::io::Error::new(failure.0, failure.1.clone()),
-        )
+        }
+    }
+
+    /// Cuts the log back to `len` bytes and moves the write position there,
+    /// after a write that failed part way.
+    fn cut_back(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)?;
+        (&self.file).seek(SeekFrom::Start(len))?;
+        Ok(())
     }
 
     /// fsyncs the log if anything was written since the last fsync.
@@ -531,15 +560,23 @@ impl Wal {
             }
         }
         let context = || format!("creating write-ahead log {}", path.display());
+        fault::check_create(path).map_err(|e| Error::io(context(), e))?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
             .map_err(|e| Error::io(context(), e))?;
-        file.write_all(&WAL_HEADER)
+        if let Err(e) = file
+            .write_all(&WAL_HEADER)
             .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(context(), e))?;
-        sync_parent_dir(path)?;
+            .map_err(|e| Error::io(context(), e))
+            .and_then(|()| sync_parent_dir(path))
+        {
+            // Nothing was ever appended to it: the file holds no write.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             file,
@@ -608,10 +645,19 @@ impl Wal {
         }
         // Encoded straight into the group buffer: no copy per record.
         encode_into(record, body_len, &mut st.pending);
-        let mine = st.gathering;
+        let mine = Arc::clone(&st.outcome);
         loop {
-            if st.done >= mine {
-                return Ok(());
+            if let Some(outcome) = mine.get() {
+                return match outcome {
+                    None => Ok(()),
+                    Some((kind, text)) => Err(Error::io(
+                        format!(
+                            "appending to write-ahead log {} (nothing of the batch was kept)",
+                            shared.path.display()
+                        ),
+                        std::io::Error::new(*kind, text.clone()),
+                    )),
+                };
             }
             if let Some(f) = &st.failure {
                 return Err(shared.failed(f));
@@ -624,25 +670,52 @@ impl Wal {
             st.leader = true;
             let mut group = std::mem::take(&mut st.spare);
             std::mem::swap(&mut group, &mut st.pending);
+            let outcome = std::mem::take(&mut st.outcome);
             let id = st.gathering;
             st.gathering += 1;
             drop(st);
-            let mut result = (&shared.file).write_all(&group);
-            if result.is_ok() && shared.policy == SyncPolicy::Always {
-                result = shared.file.sync_data();
+            // Only the leader writes, so this is where the group starts.
+            let start = shared.bytes_written.load(Ordering::Relaxed);
+            let mut result = fault::write_all(&shared.file, &shared.path, &group);
+            let mut poison = None;
+            match &result {
+                Ok(()) if shared.policy == SyncPolicy::Always => {
+                    if let Err(e) = shared.file.sync_data() {
+                        poison = Some((e.kind(), format!("fsync: {e}")));
+                    }
+                }
+                Ok(()) => {}
+                Err(e) if fault::is_out_of_space(e) => {
+                    if let Err(cut) = shared.cut_back(start) {
+                        poison = Some((
+                            cut.kind(),
+                            format!("{e}, then cutting the partial write back failed: {cut}"),
+                        ));
+                    }
+                }
+                Err(e) => poison = Some((e.kind(), e.to_string())),
+            }
+            if poison.is_some() {
+                result = Err(std::io::Error::other("poisoned"));
             }
             st = shared.lock();
             st.leader = false;
-            match result {
-                Ok(()) => {
+            match (result, poison) {
+                (Ok(()), _) => {
                     shared
                         .bytes_written
                         .fetch_add(group.len() as u64, Ordering::Relaxed);
                     st.done = id;
                     st.unsynced = shared.policy != SyncPolicy::Always;
+                    let _ = outcome.set(None);
                 }
-                Err(e) => {
-                    st.failure.get_or_insert((e.kind(), e.to_string()));
+                (Err(_), Some(p)) => {
+                    tracing::error!(log = %shared.path.display(), error = %p.1, "write-ahead log failed; it takes no more writes");
+                    st.failure.get_or_insert(p);
+                }
+                (Err(e), None) => {
+                    tracing::warn!(log = %shared.path.display(), error = %e, bytes = group.len(), "write-ahead log append refused for lack of space; cut back, later appends will retry");
+                    let _ = outcome.set(Some((e.kind(), e.to_string())));
                 }
             }
             group.clear();

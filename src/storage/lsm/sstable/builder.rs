@@ -67,6 +67,8 @@ impl TableBuilder {
             &BLOOM_SEED,
         )
         .map_err(|e| Error::InvalidInput(format!("bloom filter: {e}")))?;
+        crate::storage::lsm::fault::check_create(path)
+            .map_err(|e| Error::io(format!("creating table {}", path.display()), e))?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
