@@ -236,6 +236,40 @@ impl CrdtKind {
     }
 }
 
+impl CrdtKind {
+    /// Checks that `after`, the state [`CrdtKind::apply`] made of `before`
+    /// with `op`, is one a client can be answered with: a counter's value
+    /// fits in the signed 64 bits the protocol carries, and moved by
+    /// exactly the amount added (a per-node count saturates at `u64::MAX`
+    /// rather than wrap, which would otherwise apply less than asked,
+    /// silently). The coordinating replica checks each update before
+    /// storing it, so an add that overflows is refused and stored nowhere.
+    ///
+    /// ```
+    /// use ringkv::crdt::{CrdtKind, CrdtOp};
+    /// use ringkv::{NodeId, Timestamp};
+    /// let k = CrdtKind::PnCounter;
+    /// let apply = |s: &[u8], by| k.apply(s, &CrdtOp::Add(by), NodeId(1), Timestamp::from_ms(1), 1 << 20).unwrap();
+    /// let s = apply(&[], i64::MAX);
+    /// assert!(k.check_applied(&[], &CrdtOp::Add(i64::MAX), &s, 1 << 20).is_ok());
+    /// let t = apply(&s, 1);
+    /// assert!(k.check_applied(&s, &CrdtOp::Add(1), &t, 1 << 20).is_err());
+    /// ```
+    pub fn check_applied(self, before: &[u8], op: &CrdtOp, after: &[u8], max: usize) -> Result<()> {
+        let (CrdtOp::Add(by), CrdtValue::Counter(was), CrdtValue::Counter(now)) =
+            (op, self.value(before, max)?, self.value(after, max)?)
+        else {
+            return Ok(());
+        };
+        match was.checked_add(*by as i128) {
+            Some(expected) if now == expected && i64::try_from(now).is_ok() => Ok(()),
+            _ => Err(Error::InvalidInput(format!(
+                "adding {by} to {was} would leave the signed 64-bit range a counter holds"
+            ))),
+        }
+    }
+}
+
 impl CrdtOp {
     /// Checks, without any state, that `self` applies to a `kind` bucket:
     /// what a coordinator checks before sending it anywhere.

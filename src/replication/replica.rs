@@ -53,9 +53,9 @@ const HINT_SPACE: u8 = 0x01;
 const META_SPACE: u8 = 0x02;
 const LOCK_STRIPES: usize = 256;
 
-/// The largest bucket name: 1 KiB (its length is stored in two bytes; a
-/// bucket name is a short identifier).
-pub const MAX_BUCKET_BYTES: usize = 1024;
+/// The largest bucket name: [`crate::config::MAX_BUCKET_BYTES`] (its
+/// length is stored in two bytes).
+pub const MAX_BUCKET_BYTES: usize = crate::config::MAX_BUCKET_BYTES;
 
 /// The engine key of an object: see the module docs.
 ///
@@ -262,16 +262,28 @@ impl ReplicaStore {
             None => (write.context, write.payload),
             Some(op) => {
                 let ConflictPolicy::Crdt(kind) = policy else {
-                    return Err(ReplicaError::Failed(format!(
+                    return Err(ReplicaError::refused(format!(
                         "a CRDT operation on a bucket with policy {policy:?}"
                     )));
                 };
                 let max = MAX_VALUE_BYTES;
                 let values = object.siblings().iter().filter_map(|s| s.payload.value());
-                let state = kind.join(values, max).map_err(failed)?;
+                // Permanent refusals, the same on every replica holding
+                // what this one holds: the client is told, and nothing is
+                // stored (an add that would overflow included).
+                let name = super::key_name(bucket, key);
+                let state = kind.join(values, max).map_err(|e| {
+                    ReplicaError::refused(format!(
+                        "{name} does not hold a {kind:?} state (was it written under another policy?): {e}"
+                    ))
+                })?;
                 let updated = kind
                     .apply(&state, op, self.node, write.timestamp, max)
-                    .map_err(failed)?;
+                    .and_then(|updated| {
+                        kind.check_applied(&state, op, &updated, max)
+                            .map(|()| updated)
+                    })
+                    .map_err(|e| ReplicaError::refused(format!("{} on {name}: {e}", op.name())))?;
                 // The whole stored context: the update replaces every
                 // sibling it was applied to.
                 (object.context(), Payload::Value(updated))
@@ -292,6 +304,15 @@ impl ReplicaStore {
                 }
                 other => failed(other),
             })?;
+        let size = codec::encode(&object).map_err(failed)?.len();
+        if size > crate::config::MAX_OBJECT_BYTES {
+            return Err(ReplicaError::refused(format!(
+                "the write would make {} an object of {size} bytes, more than the maximum of {}; \
+                 read it and write with the context to replace its siblings",
+                super::key_name(bucket, key),
+                crate::config::MAX_OBJECT_BYTES
+            )));
+        }
         self.store_counting(&k, &object, new_hint)?;
         Ok(object)
     }
