@@ -8,6 +8,17 @@
 //! routes replica replies and timer ticks to the right machine by request
 //! id, and hands finished answers back with the caller's token.
 //!
+//! Before any of that it checks the request: bucket, key and value sizes
+//! against the limits of [`crate::config`], and the op against the
+//! bucket's policy (no plain value into a CRDT bucket, CRDT updates of the
+//! bucket's kind only); a bucket's policy changes only to a compatible one
+//! ([`crate::version::ConflictPolicy::check_change`]). What it cannot check
+//! without the stored object (an update of a key that holds no state of
+//! the bucket's kind, a counter add past 64 bits, an object grown past
+//! [`crate::config::MAX_OBJECT_BYTES`]) the coordinating replica refuses
+//! ([`super::ReplicaError::refused`]), and that refusal is answered at
+//! once. All are `Error::InvalidInput`, with nothing stored anywhere.
+//!
 //! The Coordinator actor owns one of these and only carries messages; the
 //! simulator drives the same struct.
 

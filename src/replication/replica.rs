@@ -22,7 +22,8 @@
 //!
 //! A reply of success means the merged object is in the engine, as durable
 //! as the engine's sync policy makes it. Every failure (a corrupt stored
-//! object, a disk error, a full hint store, too many siblings) is a
+//! object, a disk error, a full hint store, too many siblings, a refusal of
+//! the request itself such as a counter add past 64 bits) is a
 //! [`ReplicaError`] reply and stores nothing.
 //!
 //! # Concurrency
