@@ -974,13 +974,26 @@ mod tests {
                 .collect(),
         );
         // (op, its required fields, its optional fields)
-        let ops: Vec<(&str, Vec<(&str, V)>, Vec<&str>)> = vec![
+        type Shape<'a> = (&'a str, Vec<(&'a str, V)>, Vec<&'a str>);
+        let ops: Vec<Shape> = vec![
             ("Get", vec![], vec!["options"]),
-            ("Put", vec![("value", bytes("v"))], vec!["context", "options"]),
+            (
+                "Put",
+                vec![("value", bytes("v"))],
+                vec!["context", "options"],
+            ),
             ("Delete", vec![], vec!["context", "options"]),
-            ("CounterAdd", vec![("by", V::Integer(1.into()))], vec!["options"]),
+            (
+                "CounterAdd",
+                vec![("by", V::Integer(1.into()))],
+                vec!["options"],
+            ),
             ("CounterGet", vec![], vec!["options"]),
-            ("SetAdd", vec![("members", members.clone())], vec!["options"]),
+            (
+                "SetAdd",
+                vec![("members", members.clone())],
+                vec!["options"],
+            ),
             ("SetRemove", vec![("members", members)], vec!["options"]),
             ("SetMembers", vec![], vec!["options"]),
         ];
@@ -1011,8 +1024,8 @@ mod tests {
                 ]);
                 let mut frame = Vec::new();
                 ciborium::into_writer(&request, &mut frame).unwrap();
-                let decoded: Request = crate::codec::decode(&frame, 1 << 20)
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let decoded: Request =
+                    crate::codec::decode(&frame, 1 << 20).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(decoded.id, 9);
                 assert_eq!(decoded.op.name().replace('_', ""), name.to_lowercase());
                 match decoded.op {

@@ -155,7 +155,10 @@ async fn three_nodes_behind_client_ports() {
 /// client written from docs/protocol.md builds it) with id `id`; the
 /// response.
 async fn ask(
-    conn: &mut tokio_util::codec::Framed<tokio::net::TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    conn: &mut tokio_util::codec::Framed<
+        tokio::net::TcpStream,
+        tokio_util::codec::LengthDelimitedCodec,
+    >,
     id: u64,
     op: ciborium::Value,
 ) -> std::result::Result<Reply, ErrorReply> {
@@ -182,7 +185,12 @@ fn text(s: &str) -> ciborium::Value {
 }
 
 /// `{name: {fields...}}` with byte-string bucket and key.
-fn op(name: &str, bucket: &[u8], key: &[u8], fields: Vec<(&str, ciborium::Value)>) -> ciborium::Value {
+fn op(
+    name: &str,
+    bucket: &[u8],
+    key: &[u8],
+    fields: Vec<(&str, ciborium::Value)>,
+) -> ciborium::Value {
     let mut all = vec![
         (text("bucket"), ciborium::Value::Bytes(bucket.to_vec())),
         (text("key"), ciborium::Value::Bytes(key.to_vec())),
@@ -250,11 +258,22 @@ async fn bad_input_is_refused_before_anything_is_stored() {
         "Put",
         b"counts",
         b"c",
-        vec![("value", V::Bytes(b"7".to_vec())), ("context", V::Null), null_options()],
+        vec![
+            ("value", V::Bytes(b"7".to_vec())),
+            ("context", V::Null),
+            null_options(),
+        ],
     );
     let err = refused(ask(&mut conn, 1, put).await, true);
     assert!(err.message.contains("PnCounter"), "{err:?}");
-    let add = |by: i64| op("CounterAdd", b"counts", b"c", vec![("by", V::Integer(by.into())), null_options()]);
+    let add = |by: i64| {
+        op(
+            "CounterAdd",
+            b"counts",
+            b"c",
+            vec![("by", V::Integer(by.into())), null_options()],
+        )
+    };
     let get = op("CounterGet", b"counts", b"c", vec![null_options()]);
     match ask(&mut conn, 2, add(5)).await {
         Ok(Reply::Counter { value: 5, .. }) => {}
@@ -267,7 +286,15 @@ async fn bad_input_is_refused_before_anything_is_stored() {
         other => panic!("{other:?}"),
     }
     // C12: null options on the set and object reads too.
-    refused(ask(&mut conn, 5, op("SetMembers", b"counts", b"c", vec![null_options()])).await, false);
+    refused(
+        ask(
+            &mut conn,
+            5,
+            op("SetMembers", b"counts", b"c", vec![null_options()]),
+        )
+        .await,
+        false,
+    );
     match ask(&mut conn, 6, op("Get", b"b", b"k", vec![null_options()])).await {
         Ok(Reply::Object { value: None, .. }) => {}
         other => panic!("{other:?}"),
@@ -295,8 +322,21 @@ async fn bad_input_is_refused_before_anything_is_stored() {
 
     // C11: a key of 65,535 bytes, a value of 16 MiB - 150 bytes.
     let long_key = vec![b'k'; 65_535];
-    refused(ask(&mut conn, 8, op("Get", b"b", &long_key, vec![null_options()])).await, false);
-    let put = op("Put", b"b", &long_key, vec![("value", V::Bytes(b"v".to_vec()))]);
+    refused(
+        ask(
+            &mut conn,
+            8,
+            op("Get", b"b", &long_key, vec![null_options()]),
+        )
+        .await,
+        false,
+    );
+    let put = op(
+        "Put",
+        b"b",
+        &long_key,
+        vec![("value", V::Bytes(b"v".to_vec()))],
+    );
     refused(ask(&mut conn, 9, put).await, true);
     let big = op(
         "Put",
@@ -306,7 +346,10 @@ async fn bad_input_is_refused_before_anything_is_stored() {
     );
     let started = std::time::Instant::now();
     refused(ask(&mut conn, 10, big).await, true);
-    assert!(started.elapsed() < Duration::from_secs(4), "answered, not timed out");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered, not timed out"
+    );
     // At the limits, a write is stored on every replica.
     let key = vec![b'k'; ringkv::config::MAX_KEY_BYTES];
     let value = vec![1; ringkv::config::MAX_VALUE_BYTES];
@@ -319,7 +362,10 @@ async fn bad_input_is_refused_before_anything_is_stored() {
             ("options", V::Map(vec![(text("w"), text("All"))])),
         ],
     );
-    assert!(matches!(ask(&mut conn, 11, put).await, Ok(Reply::Written { .. })));
+    assert!(matches!(
+        ask(&mut conn, 11, put).await,
+        Ok(Reply::Written { .. })
+    ));
     for (i, node) in nodes.iter().enumerate() {
         let local = node
             .execute(ringkv::protocol::Op::LocalGet {

@@ -51,9 +51,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rhai::packages::{
-    ArithmeticPackage, BasicArrayPackage, BasicBlobPackage, BasicFnPackage,
-    BasicIteratorPackage, BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage,
-    LogicPackage, MoreStringPackage, Package,
+    ArithmeticPackage, BasicArrayPackage, BasicBlobPackage, BasicFnPackage, BasicIteratorPackage,
+    BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage,
+    MoreStringPackage, Package,
 };
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, AST};
 use ringkv::version::{Payload, Resolver, ResolverSource, Sibling};
@@ -409,7 +409,11 @@ mod tests {
     #[test]
     fn an_endless_loop_stops_at_the_time_limit() {
         let (table, p) = table_with("fn p(s) { let i = 0; loop { i += 1; } }");
-        let slow = on_engine(&p, &table, sandbox_engine_with(0, Duration::from_millis(100)));
+        let slow = on_engine(
+            &p,
+            &table,
+            sandbox_engine_with(0, Duration::from_millis(100)),
+        );
         let started = Instant::now();
         let err = slow.resolve(&two_siblings("a", "b")).unwrap_err();
         let took = started.elapsed();
@@ -424,7 +428,9 @@ mod tests {
         let err = p.resolve(&two_siblings("a", "b")).unwrap_err();
         assert!(
             err.to_string().contains("operations")
-                || err.to_string().contains(&format!("{} ms", MAX_POLICY_TIME.as_millis())),
+                || err
+                    .to_string()
+                    .contains(&format!("{} ms", MAX_POLICY_TIME.as_millis())),
             "{err}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));

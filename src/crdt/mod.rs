@@ -248,12 +248,13 @@ impl CrdtKind {
     /// ```
     /// use ringkv::crdt::{CrdtKind, CrdtOp};
     /// use ringkv::{NodeId, Timestamp};
-    /// let k = CrdtKind::PnCounter;
-    /// let apply = |s: &[u8], by| k.apply(s, &CrdtOp::Add(by), NodeId(1), Timestamp::from_ms(1), 1 << 20).unwrap();
-    /// let s = apply(&[], i64::MAX);
-    /// assert!(k.check_applied(&[], &CrdtOp::Add(i64::MAX), &s, 1 << 20).is_ok());
-    /// let t = apply(&s, 1);
-    /// assert!(k.check_applied(&s, &CrdtOp::Add(1), &t, 1 << 20).is_err());
+    /// let (k, max, t) = (CrdtKind::PnCounter, 1 << 20, Timestamp::from_ms(1));
+    /// let top = CrdtOp::Add(i64::MAX);
+    /// let s = k.apply(&[], &top, NodeId(1), t, max).unwrap();
+    /// assert!(k.check_applied(&[], &top, &s, max).is_ok());
+    /// let one = CrdtOp::Add(1);
+    /// let u = k.apply(&s, &one, NodeId(1), t, max).unwrap();
+    /// assert!(k.check_applied(&s, &one, &u, max).is_err());
     /// ```
     pub fn check_applied(self, before: &[u8], op: &CrdtOp, after: &[u8], max: usize) -> Result<()> {
         let (CrdtOp::Add(by), CrdtValue::Counter(was), CrdtValue::Counter(now)) =

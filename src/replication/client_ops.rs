@@ -185,13 +185,11 @@ pub fn to_reply_for(
     resolvers: &Resolvers,
 ) -> Result<Reply> {
     to_reply(kind, answer, props, resolvers).map_err(|e| match (&props.policy, e) {
-        (ConflictPolicy::Crdt(crdt), Error::Decode { reason, .. }) => {
-            Error::InvalidInput(format!(
-                "{} does not hold a {crdt:?} state (was it written under another policy?): \
+        (ConflictPolicy::Crdt(crdt), Error::Decode { reason, .. }) => Error::InvalidInput(format!(
+            "{} does not hold a {crdt:?} state (was it written under another policy?): \
                  {reason}; read it with Get and delete it with the context",
-                super::key_name(bucket, key)
-            ))
-        }
+            super::key_name(bucket, key)
+        )),
         (ConflictPolicy::Crdt(_), Error::InvalidInput(reason)) => {
             Error::InvalidInput(format!("{}: {reason}", super::key_name(bucket, key)))
         }

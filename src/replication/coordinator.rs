@@ -449,14 +449,16 @@ impl<C> Coordinator<C> {
             ClientOp::Put {
                 payload, context, ..
             } => match (policy, payload) {
-                (ConflictPolicy::Crdt(kind), Payload::Value(_)) => Err(Error::InvalidInput(
-                    format!(
+                (ConflictPolicy::Crdt(kind), Payload::Value(_)) => {
+                    Err(Error::InvalidInput(format!(
                         "a put into a {kind:?} bucket would replace the {kind:?} state of \
                          {} with bytes that are not one; use the bucket's CRDT operations",
                         super::key_name(bucket, key)
-                    ),
-                )),
-                (ConflictPolicy::Crdt(kind), Payload::Tombstone) if *context == CausalContext::empty() => {
+                    )))
+                }
+                (ConflictPolicy::Crdt(kind), Payload::Tombstone)
+                    if *context == CausalContext::empty() =>
+                {
                     Err(Error::InvalidInput(format!(
                         "a delete in a {kind:?} bucket needs the context of a read (Get) of \
                          {}: without one it would remove nothing",
@@ -644,10 +646,10 @@ impl<C> Coordinator<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MAX_BUCKET_BYTES;
     use crate::replication::replica::ReplicaStore;
     use crate::replication::ReplicaRequest;
     use crate::ring::claim_join;
-    use crate::config::MAX_BUCKET_BYTES;
     use crate::storage::MemoryEngine;
 
     fn ring(nodes: u64) -> Arc<Ring> {
@@ -1007,7 +1009,12 @@ mod tests {
         let (mut c, stores) = three();
         counter_bucket(&mut c, b"c", CrdtKind::PnCounter);
         let mut out = Outbox::new();
-        let value = put(b"c", b"k", Payload::Value(b"7".to_vec()), CausalContext::empty());
+        let value = put(
+            b"c",
+            b"k",
+            Payload::Value(b"7".to_vec()),
+            CausalContext::empty(),
+        );
         let (_, res) = c.start(Instant::now(), 1, 1, value, &mut out).unwrap();
         assert!(
             matches!(&res, Err(Error::InvalidInput(m)) if m.contains("PnCounter")),
@@ -1110,7 +1117,12 @@ mod tests {
         use crate::crdt::CrdtKind;
         let (mut c, stores) = three();
         // Written while the bucket had the default policy.
-        let plain = put(b"c", b"k", Payload::Value(b"7".to_vec()), CausalContext::empty());
+        let plain = put(
+            b"c",
+            b"k",
+            Payload::Value(b"7".to_vec()),
+            CausalContext::empty(),
+        );
         assert!(run(&mut c, &stores, plain).is_ok());
         counter_bucket(&mut c, b"c", CrdtKind::PnCounter);
         let res = run(&mut c, &stores, add(b"c", 1));
@@ -1132,7 +1144,12 @@ mod tests {
         let mut out = Outbox::new();
         let long_key = vec![b'k'; 65_535];
         let ops = [
-            put(b"b", &long_key, Payload::Value(b"v".to_vec()), CausalContext::empty()),
+            put(
+                b"b",
+                &long_key,
+                Payload::Value(b"v".to_vec()),
+                CausalContext::empty(),
+            ),
             ClientOp::Get {
                 bucket: b"b".to_vec(),
                 key: long_key.clone(),
@@ -1176,7 +1193,14 @@ mod tests {
     fn a_write_that_would_make_an_object_too_large_is_refused() {
         let (mut c, stores) = three();
         let half = crate::config::MAX_OBJECT_BYTES / 2 + 1;
-        let blind = || put(b"b", b"k", Payload::Value(vec![1; half]), CausalContext::empty());
+        let blind = || {
+            put(
+                b"b",
+                b"k",
+                Payload::Value(vec![1; half]),
+                CausalContext::empty(),
+            )
+        };
         let Ok(Answer::Put(first)) = run(&mut c, &stores, blind()) else {
             panic!()
         };
@@ -1186,7 +1210,12 @@ mod tests {
             "{res:?}"
         );
         // With the context, the write replaces the sibling and fits.
-        let replace = put(b"b", b"k", Payload::Value(vec![2; half]), first.object.context());
+        let replace = put(
+            b"b",
+            b"k",
+            Payload::Value(vec![2; half]),
+            first.object.context(),
+        );
         assert!(run(&mut c, &stores, replace).is_ok());
         for s in &stores {
             assert_eq!(s.read(b"b", b"k").unwrap().unwrap().siblings().len(), 1);
