@@ -172,8 +172,14 @@ pub enum Error {
         indefinite: bool,
     },
 
-    /// A replica failed to serve a request (its disk, its own limits); the
-    /// text is the replica's.
+    /// A replica failed to serve a request through its own trouble (its
+    /// disk, a full hint store); the text is the replica's. Retryable:
+    /// another replica, or the same one later, may serve it. A request
+    /// that any replica would refuse (a key or value past the limits, an op
+    /// that does not fit the bucket's policy, a counter add past 64 bits)
+    /// is never this: the coordinator checks what it can before sending,
+    /// and a replica's refusal of the request itself
+    /// (`replication::ReplicaError::refused`) becomes [`Error::InvalidInput`].
     #[error("replica failed: {0}")]
     Replica(String),
 

@@ -84,6 +84,16 @@ pub struct WriteOptions {
     pub timeout_ms: Option<u64>,
 }
 
+/// Reads an optional field that may be absent (with `#[serde(default)]`)
+/// or null as its default, as section 2 of `docs/protocol.md` promises.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// What a client asks for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -100,8 +110,8 @@ pub enum Op {
         bucket: ByteBuf,
         /// The key.
         key: ByteBuf,
-        /// Options.
-        #[serde(default)]
+        /// Options (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
         options: ReadOptions,
     },
     /// Writes a value; answered with [`Reply::Written`].
@@ -117,8 +127,8 @@ pub enum Op {
         /// beside whatever is stored (under the `Siblings` policy).
         #[serde(default)]
         context: Option<ByteBuf>,
-        /// Options.
-        #[serde(default)]
+        /// Options (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
         options: WriteOptions,
     },
     /// Deletes a key (writes a tombstone); answered with
@@ -131,8 +141,8 @@ pub enum Op {
         /// As for `Put`.
         #[serde(default)]
         context: Option<ByteBuf>,
-        /// Options.
-        #[serde(default)]
+        /// Options (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
         options: WriteOptions,
     },
     /// Adds `by` (negative to subtract, for a `PnCounter` bucket) to a
@@ -144,8 +154,8 @@ pub enum Op {
         key: ByteBuf,
         /// The amount.
         by: i64,
-        /// Options.
-        #[serde(default)]
+        /// Options (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
         options: WriteOptions,
     },
     /// Reads a counter; answered with [`Reply::Counter`].
@@ -154,8 +164,8 @@ pub enum Op {
         bucket: ByteBuf,
         /// The key.
         key: ByteBuf,
-        /// Options.
-        #[serde(default)]
+        /// Options (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
         options: ReadOptions,
     },
     /// Adds members to a set; answered with [`Reply::Set`].
@@ -166,8 +176,8 @@ pub enum Op {
         key: ByteBuf,
         /// The members to add.
         members: Vec<ByteBuf>,
-        /// Options.
-        #[serde(default)]
+        /// Options (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
         options: WriteOptions,
     },
     /// Removes members from a set; answered with [`Reply::Set`].
@@ -178,8 +188,8 @@ pub enum Op {
         key: ByteBuf,
         /// The members to remove.
         members: Vec<ByteBuf>,
-        /// Options.
-        #[serde(default)]
+        /// Options (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
         options: WriteOptions,
     },
     /// Reads a set; answered with [`Reply::Set`].
@@ -188,8 +198,8 @@ pub enum Op {
         bucket: ByteBuf,
         /// The key.
         key: ByteBuf,
-        /// Options.
-        #[serde(default)]
+        /// Options (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
         options: ReadOptions,
     },
     /// Reads a bucket's properties; answered with [`Reply::Bucket`].
@@ -286,6 +296,62 @@ impl Op {
             Op::Leave => "leave",
             Op::RemoveNode { .. } => "remove_node",
             Op::BlockOutbound { .. } => "block_outbound",
+        }
+    }
+
+    /// The bucket and key the op is about, for ops about one key; the
+    /// bucket alone (key empty) for `GetBucket` and `SetBucket`.
+    pub fn bucket_key(&self) -> Option<(&[u8], &[u8])> {
+        match self {
+            Op::Get { bucket, key, .. }
+            | Op::Put { bucket, key, .. }
+            | Op::Delete { bucket, key, .. }
+            | Op::CounterAdd { bucket, key, .. }
+            | Op::CounterGet { bucket, key, .. }
+            | Op::SetAdd { bucket, key, .. }
+            | Op::SetRemove { bucket, key, .. }
+            | Op::SetMembers { bucket, key, .. }
+            | Op::LocalGet { bucket, key }
+            | Op::PreferenceList { bucket, key } => Some((bucket, key)),
+            Op::GetBucket { bucket } | Op::SetBucket { bucket, .. } => Some((bucket, &[])),
+            Op::Hello { .. }
+            | Op::Ring
+            | Op::Status
+            | Op::Leave
+            | Op::RemoveNode { .. }
+            | Op::BlockOutbound { .. } => None,
+        }
+    }
+
+    /// Checks the op's sizes against the limits of `crate::config`
+    /// (bucket, key, value, set members): what a node checks first for
+    /// every op it is given, whatever the way in (client port, shell, C
+    /// ABI). A refusal is [`Error::InvalidInput`], not retryable.
+    ///
+    /// ```
+    /// use ringkv::protocol::{Op, WriteOptions};
+    /// use serde_bytes::ByteBuf;
+    /// let put = |key: usize, value: usize| Op::Put {
+    ///     bucket: ByteBuf::from(b"b".to_vec()),
+    ///     key: ByteBuf::from(vec![7; key]),
+    ///     value: ByteBuf::from(vec![0; value]),
+    ///     context: None,
+    ///     options: WriteOptions::default(),
+    /// };
+    /// assert!(put(1, 1).check_limits().is_ok());
+    /// assert!(put(ringkv::config::MAX_KEY_BYTES + 1, 1).check_limits().is_err());
+    /// assert!(put(1, ringkv::config::MAX_VALUE_BYTES + 1).check_limits().is_err());
+    /// ```
+    pub fn check_limits(&self) -> crate::Result<()> {
+        if let Some((bucket, key)) = self.bucket_key() {
+            crate::config::check_bucket_key(bucket, key)?;
+        }
+        match self {
+            Op::Put { value, .. } => crate::config::check_value(value.len()),
+            Op::SetAdd { members, .. } | Op::SetRemove { members, .. } => {
+                crate::config::check_members(members.iter().map(|m| m.as_slice()))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -892,6 +958,108 @@ mod tests {
         }
         .is_write());
         assert!(!Op::Ring.is_write());
+    }
+
+    /// Issue [9] C12: `"options": null` was a bad request for `Get`,
+    /// `Put` and `SetMembers` (and every op with options), though section
+    /// 2 of docs/protocol.md says an optional field may be null. Each
+    /// optional field of each op is sent as null here, as a client written
+    /// from the document would.
+    #[test]
+    fn every_optional_field_may_be_null() {
+        use ciborium::Value as V;
+        let t = |s: &str| V::Text(s.into());
+        let bytes = |s: &str| V::Bytes(s.as_bytes().to_vec());
+        let members = V::Array(vec![bytes("x")]);
+        let read_nulls = V::Map(
+            ["r", "repair", "sloppy_quorum", "timeout_ms"]
+                .iter()
+                .map(|f| (t(f), V::Null))
+                .collect(),
+        );
+        let write_nulls = V::Map(
+            ["w", "sloppy_quorum", "timeout_ms"]
+                .iter()
+                .map(|f| (t(f), V::Null))
+                .collect(),
+        );
+        // (op, its required fields, its optional fields)
+        type Shape<'a> = (&'a str, Vec<(&'a str, V)>, Vec<&'a str>);
+        let ops: Vec<Shape> = vec![
+            ("Get", vec![], vec!["options"]),
+            (
+                "Put",
+                vec![("value", bytes("v"))],
+                vec!["context", "options"],
+            ),
+            ("Delete", vec![], vec!["context", "options"]),
+            (
+                "CounterAdd",
+                vec![("by", V::Integer(1.into()))],
+                vec!["options"],
+            ),
+            ("CounterGet", vec![], vec!["options"]),
+            (
+                "SetAdd",
+                vec![("members", members.clone())],
+                vec!["options"],
+            ),
+            ("SetRemove", vec![("members", members)], vec!["options"]),
+            ("SetMembers", vec![], vec!["options"]),
+        ];
+        for (name, required, optional) in ops {
+            let is_read = matches!(name, "Get" | "CounterGet" | "SetMembers");
+            // Each optional field null, then absent, then options with
+            // every field null.
+            let shapes: Vec<Vec<(&str, V)>> = vec![
+                optional.iter().map(|f| (*f, V::Null)).collect(),
+                vec![],
+                vec![(
+                    "options",
+                    if is_read {
+                        read_nulls.clone()
+                    } else {
+                        write_nulls.clone()
+                    },
+                )],
+            ];
+            for extra in shapes {
+                let mut fields = vec![(t("bucket"), bytes("b")), (t("key"), bytes("k"))];
+                for (f, v) in required.iter().cloned().chain(extra) {
+                    fields.push((t(f), v));
+                }
+                let request = V::Map(vec![
+                    (t("id"), V::Integer(9.into())),
+                    (t("op"), V::Map(vec![(t(name), V::Map(fields))])),
+                ]);
+                let mut frame = Vec::new();
+                ciborium::into_writer(&request, &mut frame).unwrap();
+                let decoded: Request =
+                    crate::codec::decode(&frame, 1 << 20).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(decoded.id, 9);
+                assert_eq!(decoded.op.name().replace('_', ""), name.to_lowercase());
+                match decoded.op {
+                    Op::Get { options, .. }
+                    | Op::CounterGet { options, .. }
+                    | Op::SetMembers { options, .. } => assert_eq!(options, ReadOptions::default()),
+                    Op::Put {
+                        options, context, ..
+                    }
+                    | Op::Delete {
+                        options, context, ..
+                    } => {
+                        assert_eq!(options, WriteOptions::default());
+                        assert_eq!(context, None);
+                    }
+                    Op::CounterAdd { options, .. }
+                    | Op::SetAdd { options, .. }
+                    | Op::SetRemove { options, .. } => {
+                        assert_eq!(options, WriteOptions::default())
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

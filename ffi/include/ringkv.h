@@ -12,7 +12,8 @@
  *   ringkv_set) are owned by the library: free each with its _free
  *   function, once. _free functions accept NULL.
  * - Byte arguments are (pointer, length); a length of 0 means empty, and
- *   then the pointer may be NULL. Buckets and keys must not be empty.
+ *   then the pointer may be NULL. Buckets and keys must not be empty, and
+ *   keys, buckets and values are at most RINGKV_MAX_*_BYTES long.
  * - Consistency levels, policies and transports are uint32_t taking the
  *   RINGKV_CONSISTENCY_*, RINGKV_POLICY_* and RINGKV_TRANSPORT_* values;
  *   any other value is RINGKV_INVALID_ARGUMENT.
@@ -60,6 +61,20 @@
 
 // Bucket policy: two-phase sets (a removed member cannot come back).
 #define RINGKV_POLICY_TWOPSET 7
+
+// The longest key, in bytes (8 KiB). A longer one is refused with
+// `RINGKV_INVALID_ARGUMENT`, by the node, before anything is stored.
+#define RINGKV_MAX_KEY_BYTES 8192
+
+// The longest bucket name, in bytes (1 KiB). A longer one is refused with
+// `RINGKV_INVALID_ARGUMENT`.
+#define RINGKV_MAX_BUCKET_BYTES 1024
+
+// The largest value, in bytes (15 MiB), and the most bytes of members one
+// set update may carry (counting 9 more per member). A larger one is
+// refused with `RINGKV_INVALID_ARGUMENT`; so is a blind write that would
+// make the key's stored object, siblings included, larger than 15.5 MiB.
+#define RINGKV_MAX_VALUE_BYTES 15728640
 
 // Transport of an embedded cluster: the in-process network.
 #define RINGKV_TRANSPORT_MEMORY 0

@@ -11,7 +11,9 @@
 //! Byte arguments are a pointer and a length. A length of 0 means the empty
 //! string, and then the pointer may be NULL; a non-zero length with a NULL
 //! pointer is `RINGKV_NULL_ARGUMENT`. Buckets and keys must not be empty
-//! (`RINGKV_INVALID_ARGUMENT`); values and set members may be.
+//! (`RINGKV_INVALID_ARGUMENT`); values and set members may be. Keys,
+//! buckets and values have size limits (`RINGKV_MAX_*_BYTES`), past which
+//! a call fails with `RINGKV_INVALID_ARGUMENT`.
 //!
 //! Not here: what the operations mean (`store.rs`), C++ (`cxx_bridge.rs`).
 
@@ -51,6 +53,24 @@ pub const RINGKV_POLICY_ORSET: u32 = 5;
 pub const RINGKV_POLICY_GSET: u32 = 6;
 /// Bucket policy: two-phase sets (a removed member cannot come back).
 pub const RINGKV_POLICY_TWOPSET: u32 = 7;
+
+/// The longest key, in bytes (8 KiB). A longer one is refused with
+/// `RINGKV_INVALID_ARGUMENT`, by the node, before anything is stored.
+pub const RINGKV_MAX_KEY_BYTES: usize = 8192;
+/// The longest bucket name, in bytes (1 KiB). A longer one is refused with
+/// `RINGKV_INVALID_ARGUMENT`.
+pub const RINGKV_MAX_BUCKET_BYTES: usize = 1024;
+/// The largest value, in bytes (15 MiB), and the most bytes of members one
+/// set update may carry (counting 9 more per member). A larger one is
+/// refused with `RINGKV_INVALID_ARGUMENT`; so is a blind write that would
+/// make the key's stored object, siblings included, larger than 15.5 MiB.
+pub const RINGKV_MAX_VALUE_BYTES: usize = 15728640;
+
+// The header's numbers are ringkv's (`ringkv::config`): cbindgen needs
+// literals, and these fail to compile if the two ever differ.
+const _: () = assert!(RINGKV_MAX_KEY_BYTES == ringkv::config::MAX_KEY_BYTES);
+const _: () = assert!(RINGKV_MAX_BUCKET_BYTES == ringkv::config::MAX_BUCKET_BYTES);
+const _: () = assert!(RINGKV_MAX_VALUE_BYTES == ringkv::config::MAX_VALUE_BYTES);
 
 /// Transport of an embedded cluster: the in-process network.
 pub const RINGKV_TRANSPORT_MEMORY: u32 = 0;

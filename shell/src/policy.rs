@@ -11,12 +11,23 @@
 //!
 //! A policy runs on a node's thread, so it must neither hang nor take the
 //! node down. It runs on an engine of its own with: at most
-//! [`MAX_OPERATIONS`] operations per call (an endless loop stops there),
-//! [`MAX_CALL_LEVELS`] nested calls, strings up to [`MAX_STRING_BYTES`],
-//! arrays and maps up to [`MAX_COLLECTION`] items, no `eval`, no modules
-//! (so no `import` of files), and `print`/`debug` discarded. None of the
-//! shell's own functions exist there: a policy cannot start, stop or write
-//! to a cluster.
+//! [`MAX_OPERATIONS`] operations per call (an endless loop stops there)
+//! and at most [`MAX_POLICY_TIME`] of wall-clock time per call (checked
+//! every [`TIME_CHECK_OPERATIONS`] operations, so no loop outlives it
+//! however slow its operations are), [`MAX_CALL_LEVELS`] nested calls,
+//! strings up to [`MAX_STRING_BYTES`], arrays and maps up to
+//! [`MAX_COLLECTION`] items, no `eval`, no modules (so no `import` of
+//! files), and `print`/`debug` discarded.
+//!
+//! Its functions are rhai's standard library without the two packages
+//! that can block or look at the clock: the language core (`sleep`, which
+//! blocks the thread for seconds whatever the operation limit says, and
+//! `exit`, `take`, tags, `parse_json`, reflection) and time (`timestamp`,
+//! `elapsed`, which only serve to wait or to depend on when a read runs,
+//! and a policy must be deterministic). A policy calling them fails at
+//! once ("function not found"). None of the shell's own functions exist
+//! there either: a policy cannot start, stop or write to a cluster, nor
+//! wait (the shell's `sleep` included).
 //!
 //! # Failures
 //!
@@ -33,11 +44,18 @@
 //! here ([`RhaiPolicy::resolve_values`]) in the same sandbox, recording a
 //! failure the same way.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use rhai::{Array, Dynamic, Engine, FnPtr, Map, AST};
+use rhai::packages::{
+    ArithmeticPackage, BasicArrayPackage, BasicBlobPackage, BasicFnPackage, BasicIteratorPackage,
+    BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage,
+    MoreStringPackage, Package,
+};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, AST};
 use ringkv::version::{Payload, Resolver, ResolverSource, Sibling};
 
 /// Operations a policy may run per call.
@@ -50,11 +68,61 @@ pub const MAX_STRING_BYTES: usize = 1 << 20;
 pub const MAX_COLLECTION: usize = 100_000;
 /// Failures kept for `policy_failures()`.
 pub const FAILURES_KEPT: usize = 100;
+/// Wall-clock time a policy may run per call: 250 ms. A read waits for
+/// its policy, so this bounds what one costs a read (whose default
+/// timeout is 5 s) even when its operations are slow ones; an honest
+/// policy over a few siblings takes microseconds, and [`MAX_OPERATIONS`]
+/// of the cheapest operations take a few tens of milliseconds.
+pub const MAX_POLICY_TIME: Duration = Duration::from_millis(250);
+/// How often, in operations, a running policy checks its clock: every 64
+/// (a clock read is a few tens of ns, an operation about as much).
+pub const TIME_CHECK_OPERATIONS: u64 = 64;
+
+thread_local! {
+    /// When the policy running on this thread started, if one is.
+    static CALL_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
 
 /// The engine policies run on.
 pub fn sandbox_engine() -> Engine {
-    let mut engine = Engine::new();
-    engine.set_max_operations(MAX_OPERATIONS);
+    sandbox_engine_with(MAX_OPERATIONS, MAX_POLICY_TIME)
+}
+
+/// The engine policies run on, with other bounds on operations (0: none)
+/// and time per call: for tests.
+pub fn sandbox_engine_with(max_operations: u64, max_time: Duration) -> Engine {
+    // Raw: no functions, no module resolver, print and debug go nowhere.
+    let mut engine = Engine::new_raw();
+    // rhai's standard library without `LanguageCorePackage` (`sleep`) and
+    // `BasicTimePackage` (`timestamp`): see the module docs.
+    for module in [
+        ArithmeticPackage::new().as_shared_module(),
+        BasicStringPackage::new().as_shared_module(),
+        BasicIteratorPackage::new().as_shared_module(),
+        BasicFnPackage::new().as_shared_module(),
+        BitFieldPackage::new().as_shared_module(),
+        LogicPackage::new().as_shared_module(),
+        BasicMathPackage::new().as_shared_module(),
+        BasicArrayPackage::new().as_shared_module(),
+        BasicBlobPackage::new().as_shared_module(),
+        BasicMapPackage::new().as_shared_module(),
+        MoreStringPackage::new().as_shared_module(),
+    ] {
+        engine.register_global_module(module);
+    }
+    engine.on_progress(move |operations| {
+        if operations % TIME_CHECK_OPERATIONS != 0 {
+            return None;
+        }
+        let started = CALL_STARTED.with(Cell::get)?;
+        (started.elapsed() >= max_time).then(|| {
+            Dynamic::from(format!(
+                "the policy ran for more than its {} ms",
+                max_time.as_millis()
+            ))
+        })
+    });
+    engine.set_max_operations(max_operations);
     engine.set_max_call_levels(MAX_CALL_LEVELS);
     engine.set_max_expr_depths(64, 32);
     engine.set_max_string_size(MAX_STRING_BYTES);
@@ -171,10 +239,17 @@ impl RhaiPolicy {
     /// Calls the function on siblings already in their rhai form (as
     /// `get` shows them: `#{ value, timestamp_ms, node }` each).
     pub fn run_values(&self, siblings: Array) -> Result<Payload, String> {
-        let out: Dynamic = self
-            .function
-            .call(&self.engine, &self.ast, (siblings,))
-            .map_err(|e| e.to_string())?;
+        // The clock of this call, for the engine's progress callback; the
+        // previous one is put back after (a policy run inside another
+        // keeps the outer one's clock for the outer one).
+        let outer = CALL_STARTED.with(|c| c.replace(Some(Instant::now())));
+        let called = self.function.call(&self.engine, &self.ast, (siblings,));
+        CALL_STARTED.with(|c| c.set(outer));
+        let out: Dynamic = called.map_err(|e| match e.unwrap_inner() {
+            // The reason the progress callback gave.
+            EvalAltResult::ErrorTerminated(why, _) => why.to_string(),
+            _ => e.to_string(),
+        })?;
         match crate::api::value_bytes(&out) {
             Ok(Some(bytes)) => Ok(Payload::Value(bytes)),
             Ok(None) => Ok(Payload::Tombstone),
@@ -271,13 +346,95 @@ mod tests {
         assert_eq!(table.failure_count(), 0);
     }
 
+    /// `policy` on another engine.
+    fn on_engine(policy: &RhaiPolicy, table: &Arc<PolicyTable>, engine: Engine) -> RhaiPolicy {
+        RhaiPolicy {
+            name: policy.name.clone(),
+            engine,
+            function: policy.function.clone(),
+            ast: policy.ast.clone(),
+            table: Arc::downgrade(table),
+        }
+    }
+
     #[test]
     fn an_endless_loop_stops_at_the_operation_limit_and_is_recorded() {
         let (table, p) = table_with("fn p(s) { let i = 0; loop { i += 1; } }");
+        // No time limit to speak of, so that a slow machine cannot make
+        // the time limit come first.
+        let p = on_engine(
+            &p,
+            &table,
+            sandbox_engine_with(MAX_OPERATIONS, Duration::from_secs(600)),
+        );
         let err = p.resolve(&two_siblings("a", "b")).unwrap_err();
         assert!(err.to_string().contains("operations"), "{err}");
         assert_eq!(table.failure_count(), 1);
         assert_eq!(table.failures()[0].policy, "p");
+    }
+
+    /// Issue [9] C13: rhai's `sleep` (in seconds) was there, outside the
+    /// operation limit: `sleep(3000)` held a read for over 60 s.
+    #[test]
+    fn blocking_and_clock_functions_are_not_there() {
+        for body in [
+            "sleep(3000); 1",
+            "sleep(2.5); 1",
+            "let t = timestamp(); while t.elapsed < 100.0 {} 1",
+            "exit(1)",
+        ] {
+            let (table, p) = table_with(&format!("fn p(s) {{ {body} }}"));
+            let started = Instant::now();
+            let err = p.resolve(&two_siblings("a", "b")).unwrap_err();
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{body}: took {:?}",
+                started.elapsed()
+            );
+            assert!(err.to_string().contains("not found"), "{body}: {err}");
+            assert_eq!(table.failure_count(), 1);
+        }
+        // What policies use is still there.
+        let (_, p) = table_with(
+            r#"fn p(s) { let v = []; for x in s { v += x.value.split(",") } v.sort(); v.reduce(|a, x| if a == () { x } else { a + "," + x }) }"#,
+        );
+        assert_eq!(
+            p.resolve(&two_siblings("b,c", "a")).unwrap(),
+            Payload::Value(b"a,b,c".to_vec())
+        );
+    }
+
+    /// Issue [9] C13: a policy's wall-clock time is bounded too, whatever
+    /// its operations cost: here with no operation limit at all.
+    #[test]
+    fn an_endless_loop_stops_at_the_time_limit() {
+        let (table, p) = table_with("fn p(s) { let i = 0; loop { i += 1; } }");
+        let slow = on_engine(
+            &p,
+            &table,
+            sandbox_engine_with(0, Duration::from_millis(100)),
+        );
+        let started = Instant::now();
+        let err = slow.resolve(&two_siblings("a", "b")).unwrap_err();
+        let took = started.elapsed();
+        assert!(err.to_string().contains("100 ms"), "{err}");
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        // The default engine has both bounds (the operation limit comes
+        // first for a cheap loop on a machine not too busy).
+        let started = Instant::now();
+        let err = p.resolve(&two_siblings("a", "b")).unwrap_err();
+        assert!(
+            err.to_string().contains("operations")
+                || err
+                    .to_string()
+                    .contains(&format!("{} ms", MAX_POLICY_TIME.as_millis())),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(table.failure_count(), 2);
     }
 
     #[test]

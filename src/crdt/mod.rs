@@ -236,6 +236,41 @@ impl CrdtKind {
     }
 }
 
+impl CrdtKind {
+    /// Checks that `after`, the state [`CrdtKind::apply`] made of `before`
+    /// with `op`, is one a client can be answered with: a counter's value
+    /// fits in the signed 64 bits the protocol carries, and moved by
+    /// exactly the amount added (a per-node count saturates at `u64::MAX`
+    /// rather than wrap, which would otherwise apply less than asked,
+    /// silently). The coordinating replica checks each update before
+    /// storing it, so an add that overflows is refused and stored nowhere.
+    ///
+    /// ```
+    /// use ringkv::crdt::{CrdtKind, CrdtOp};
+    /// use ringkv::{NodeId, Timestamp};
+    /// let (k, max, t) = (CrdtKind::PnCounter, 1 << 20, Timestamp::from_ms(1));
+    /// let top = CrdtOp::Add(i64::MAX);
+    /// let s = k.apply(&[], &top, NodeId(1), t, max).unwrap();
+    /// assert!(k.check_applied(&[], &top, &s, max).is_ok());
+    /// let one = CrdtOp::Add(1);
+    /// let u = k.apply(&s, &one, NodeId(1), t, max).unwrap();
+    /// assert!(k.check_applied(&s, &one, &u, max).is_err());
+    /// ```
+    pub fn check_applied(self, before: &[u8], op: &CrdtOp, after: &[u8], max: usize) -> Result<()> {
+        let (CrdtOp::Add(by), CrdtValue::Counter(was), CrdtValue::Counter(now)) =
+            (op, self.value(before, max)?, self.value(after, max)?)
+        else {
+            return Ok(());
+        };
+        match was.checked_add(*by as i128) {
+            Some(expected) if now == expected && i64::try_from(now).is_ok() => Ok(()),
+            _ => Err(Error::InvalidInput(format!(
+                "adding {by} to {was} would leave the signed 64-bit range a counter holds"
+            ))),
+        }
+    }
+}
+
 impl CrdtOp {
     /// Checks, without any state, that `self` applies to a `kind` bucket:
     /// what a coordinator checks before sending it anywhere.

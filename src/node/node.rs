@@ -53,7 +53,7 @@ use crate::protocol::{
 };
 use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
-use crate::replication::client_ops::{to_client_op, to_reply, ReplyKind};
+use crate::replication::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::replication::coordinator::Answer;
 use crate::replication::get::GetReply;
 use crate::replication::replica::{RangeBatch, ReplicaStore};
@@ -664,6 +664,9 @@ impl Node {
     /// faults, if the node allows it.
     pub async fn execute(&self, op: Op) -> Result<Reply> {
         let gone = |_| Error::Shutdown;
+        // Sizes first, whatever the way in: a key, bucket or value past the
+        // limits is the caller's error, never a replica's.
+        op.check_limits()?;
         match op {
             Op::Hello { version, .. } => {
                 if version != CLIENT_PROTOCOL_VERSION {
@@ -719,14 +722,24 @@ impl Node {
                     .map_err(gone)?;
                 let object = self
                     .replica
-                    .send(LocalRead { bucket, key })
+                    .send(LocalRead {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                    })
                     .await
                     .map_err(gone)??;
                 let answer = Answer::Got(GetReply {
                     object,
                     receipt: Default::default(),
                 });
-                to_reply(ReplyKind::Object, answer, &props, &self.resolvers)
+                to_reply_for(
+                    &bucket,
+                    &key,
+                    ReplyKind::Object,
+                    answer,
+                    &props,
+                    &self.resolvers,
+                )
             }
             Op::PreferenceList { bucket, key } => {
                 let targets = self
@@ -751,6 +764,10 @@ impl Node {
                 if !self.ring_confirmed() {
                     return Err(Error::RingUnconfirmed);
                 }
+                let (bucket, key) = match data.bucket_key() {
+                    Some((b, k)) => (b.to_vec(), k.to_vec()),
+                    None => Default::default(),
+                };
                 let Some((op, kind)) = to_client_op(data, &self.version)? else {
                     return Err(Error::InvalidInput("unsupported operation".into()));
                 };
@@ -760,7 +777,7 @@ impl Node {
                     .await
                     .map_err(gone)?;
                 let (answer, props) = rx.await.map_err(|_| Error::Shutdown)??;
-                to_reply(kind, answer, &props, &self.resolvers)
+                to_reply_for(&bucket, &key, kind, answer, &props, &self.resolvers)
             }
         }
     }

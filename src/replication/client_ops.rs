@@ -7,7 +7,11 @@
 //! siblings with the context a client writes back with; counters and sets
 //! are read as the value of their CRDT state. A `Script` policy whose
 //! resolver fails does not fail the read: the siblings are returned as
-//! under `Siblings`, and the failure is logged.
+//! under `Siblings`, and the failure is logged. Nor does a `Get` of a CRDT
+//! bucket's key whose siblings do not decode as its kind (written under
+//! another policy): the raw siblings are what a client needs to see the
+//! key and delete it with the context. The counter and set reads of such
+//! a key fail with `InvalidInput` naming the key ([`to_reply_for`]).
 //!
 //! Not here: the ops that are not data (hello, buckets, ring, status),
 //! which the node answers itself.
@@ -86,12 +90,7 @@ pub fn to_client_op(op: Op, version: &VersionConfig) -> Result<Option<(ClientOp,
             context: ctx,
             options,
         } => {
-            if value.len() > MAX_VALUE_BYTES {
-                return Err(Error::InvalidInput(format!(
-                    "value of {} bytes exceeds the maximum of {MAX_VALUE_BYTES}",
-                    value.len()
-                )));
-            }
+            crate::config::check_value(value.len())?;
             let op = ClientOp::Put {
                 bucket: bucket.into_vec(),
                 key: key.into_vec(),
@@ -173,6 +172,31 @@ fn write_options(o: WriteOptions) -> Result<RequestOptions> {
     })
 }
 
+/// [`to_reply`] for `bucket`/`key`: a stored state that does not decode
+/// as the bucket's CRDT kind, or a counter beyond 64 bits, fails with
+/// `InvalidInput` naming the key (the key stays so until it is deleted or
+/// added back into range: retrying cannot help).
+pub fn to_reply_for(
+    bucket: &[u8],
+    key: &[u8],
+    kind: ReplyKind,
+    answer: Answer,
+    props: &BucketProps,
+    resolvers: &Resolvers,
+) -> Result<Reply> {
+    to_reply(kind, answer, props, resolvers).map_err(|e| match (&props.policy, e) {
+        (ConflictPolicy::Crdt(crdt), Error::Decode { reason, .. }) => Error::InvalidInput(format!(
+            "{} does not hold a {crdt:?} state (was it written under another policy?): \
+                 {reason}; read it with Get and delete it with the context",
+            super::key_name(bucket, key)
+        )),
+        (ConflictPolicy::Crdt(_), Error::InvalidInput(reason)) => {
+            Error::InvalidInput(format!("{}: {reason}", super::key_name(bucket, key)))
+        }
+        (_, other) => other,
+    })
+}
+
 /// Turns a coordinator's answer into the reply of `kind`, under the
 /// bucket's properties.
 pub fn to_reply(
@@ -244,7 +268,9 @@ fn object_reply(
     let context = ByteBuf::from(object.context().to_bytes()?);
     let resolved = match policy.resolve(&object, resolvers, MAX_VALUE_BYTES) {
         Ok(r) => r,
-        Err(e) if matches!(policy, ConflictPolicy::Script(_)) => {
+        // A failed resolver, or CRDT siblings that are not states of the
+        // bucket's kind: the siblings, as stored.
+        Err(e) if matches!(policy, ConflictPolicy::Script(_) | ConflictPolicy::Crdt(_)) => {
             tracing::warn!(error = %e, ?policy, "conflict policy failed; returning siblings");
             Resolved::Siblings(object.siblings().to_vec())
         }

@@ -8,6 +8,17 @@
 //! routes replica replies and timer ticks to the right machine by request
 //! id, and hands finished answers back with the caller's token.
 //!
+//! Before any of that it checks the request: bucket, key and value sizes
+//! against the limits of [`crate::config`], and the op against the
+//! bucket's policy (no plain value into a CRDT bucket, CRDT updates of the
+//! bucket's kind only); a bucket's policy changes only to a compatible one
+//! ([`crate::version::ConflictPolicy::check_change`]). What it cannot check
+//! without the stored object (an update of a key that holds no state of
+//! the bucket's kind, a counter add past 64 bits, an object grown past
+//! [`crate::config::MAX_OBJECT_BYTES`]) the coordinating replica refuses
+//! ([`super::ReplicaError::refused`]), and that refusal is answered at
+//! once. All are `Error::InvalidInput`, with nothing stored anywhere.
+//!
 //! The Coordinator actor owns one of these and only carries messages; the
 //! simulator drives the same struct.
 
@@ -125,6 +136,10 @@ pub struct Coordinator<C> {
     witness: Option<Arc<crate::version::Witness>>,
     next_req: u64,
     requests: HashMap<u64, (Option<C>, Machine)>,
+    /// The node asked to coordinate each write in flight, the one whose
+    /// refusal of the request (see [`super::ReplicaError::refused`]) is
+    /// answered at once.
+    coordinating: HashMap<u64, NodeId>,
 }
 
 impl<C> std::fmt::Debug for Coordinator<C> {
@@ -151,6 +166,7 @@ impl<C> Coordinator<C> {
             witness: None,
             next_req: 1,
             requests: HashMap::new(),
+            coordinating: HashMap::new(),
         }
     }
 
@@ -221,6 +237,14 @@ impl<C> Coordinator<C> {
         props: BucketProps,
         wall_ms: u64,
     ) -> Result<BucketEntry> {
+        crate::config::check_bucket(&bucket)?;
+        // Once set, a bucket keeps a policy its stored values can be read
+        // under (see `ConflictPolicy::check_change`). A bucket never set
+        // takes any policy: nothing can be stored under the default yet
+        // that the caller did not write there.
+        if let Some(current) = self.buckets.get(&bucket) {
+            current.policy.check_change(&props.policy)?;
+        }
         let stamp = self.stamp(wall_ms);
         self.buckets.set(bucket, props, stamp, self.node)
     }
@@ -367,6 +391,10 @@ impl<C> Coordinator<C> {
         } else {
             req + 1
         };
+        if let Err(e) = self.check(&op) {
+            return Some((client, Err(e)));
+        }
+        let sent = out.len();
         let machine = match op {
             ClientOp::Get {
                 bucket,
@@ -421,13 +449,6 @@ impl<C> Coordinator<C> {
                 op,
                 options,
             } => {
-                let checked = match &self.bucket(&bucket).policy {
-                    crate::version::ConflictPolicy::Crdt(kind) => op.check(*kind),
-                    other => Err(Error::InvalidInput(format!(
-                        "{} needs a CRDT bucket; this bucket's policy is {other:?}",
-                        op.name()
-                    ))),
-                };
                 let change = WriteChange {
                     bucket,
                     key,
@@ -437,15 +458,87 @@ impl<C> Coordinator<C> {
                     op: Some(op),
                     options,
                 };
-                match checked.and_then(|()| self.write_machine(now, wall_ms, req, change, out)) {
+                match self.write_machine(now, wall_ms, req, change, out) {
                     Ok(m) => m,
                     Err(e) => return Some((client, Err(e))),
                 }
             }
         };
         self.requests.insert(req, (Some(client), machine));
+        self.note_coordinator(&out[sent..]);
         let mut done = self.collect(req);
         done.pop()
+    }
+
+    /// Checks a client operation before anything is sent: the limits of
+    /// `config` (bucket, key and value sizes) and the bucket's policy (a
+    /// plain value is never written into a CRDT bucket, where it would
+    /// replace the state with bytes no read or update can decode; a CRDT
+    /// update fits the bucket's kind). A refusal is `InvalidInput`.
+    fn check(&self, op: &ClientOp) -> Result<()> {
+        use crate::crdt::CrdtOp;
+        use crate::version::ConflictPolicy;
+        let (bucket, key) = match op {
+            ClientOp::Get { bucket, key, .. }
+            | ClientOp::Put { bucket, key, .. }
+            | ClientOp::Update { bucket, key, .. } => (bucket, key),
+        };
+        crate::config::check_bucket_key(bucket, key)?;
+        let policy = &self.bucket(bucket).policy;
+        match op {
+            ClientOp::Get { .. } => Ok(()),
+            ClientOp::Put {
+                payload, context, ..
+            } => match (policy, payload) {
+                (ConflictPolicy::Crdt(kind), Payload::Value(_)) => {
+                    Err(Error::InvalidInput(format!(
+                        "a put into a {kind:?} bucket would replace the {kind:?} state of \
+                         {} with bytes that are not one; use the bucket's CRDT operations",
+                        super::key_name(bucket, key)
+                    )))
+                }
+                (ConflictPolicy::Crdt(kind), Payload::Tombstone)
+                    if *context == CausalContext::empty() =>
+                {
+                    Err(Error::InvalidInput(format!(
+                        "a delete in a {kind:?} bucket needs the context of a read (Get) of \
+                         {}: without one it would remove nothing",
+                        super::key_name(bucket, key)
+                    )))
+                }
+                (_, Payload::Value(v)) => crate::config::check_value(v.len()),
+                (_, Payload::Tombstone) => Ok(()),
+            },
+            ClientOp::Update { op, .. } => {
+                match policy {
+                    ConflictPolicy::Crdt(kind) => op.check(*kind)?,
+                    other => {
+                        return Err(Error::InvalidInput(format!(
+                            "{} needs a CRDT bucket; this bucket's policy is {other:?}",
+                            op.name()
+                        )))
+                    }
+                }
+                match op {
+                    CrdtOp::Add(_) => Ok(()),
+                    CrdtOp::SetAdd(members) | CrdtOp::SetRemove(members) => {
+                        crate::config::check_members(members.iter().map(|m| m.as_slice()))
+                    }
+                    CrdtOp::Assign(v) => crate::config::check_value(v.len()),
+                }
+            }
+        }
+    }
+
+    /// Notes which node each write in `sent` asks to coordinate.
+    fn note_coordinator(&mut self, sent: &[(NodeId, super::ReplicaRequest)]) {
+        for (node, request) in sent {
+            if let super::ReplicaRequest::Coordinate { req, .. } = request {
+                // Keyed by the request, whatever its round.
+                let req = req & ((1 << super::put::ROUND_SHIFT) - 1);
+                self.coordinating.insert(req, *node);
+            }
+        }
     }
 
     /// Builds the machine of a write (a put, a delete or a CRDT update).
@@ -467,13 +560,6 @@ impl<C> Coordinator<C> {
         } = change;
         let props = self.bucket(&bucket).clone();
         let w = options.w.unwrap_or(props.w).required(props.n)?;
-        if bucket.len() > super::replica::MAX_BUCKET_BYTES {
-            return Err(Error::InvalidInput(format!(
-                "bucket name of {} bytes exceeds the maximum of {}",
-                bucket.len(),
-                super::replica::MAX_BUCKET_BYTES
-            )));
-        }
         let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
         let (mut targets, mut quorums) = self.write_targets(&bucket, &key, sloppy);
         if !sloppy {
@@ -537,11 +623,30 @@ impl<C> Coordinator<C> {
         self.learn(reply_timestamp(&reply));
         // A put's later rounds carry the round above the id.
         let req = reply.req() & ((1 << super::put::ROUND_SHIFT) - 1);
+        if let ReplicaReply::Coordinated { result: Err(e), .. } = &reply {
+            if let Some(reason) = e.refusal() {
+                if self.coordinating.get(&req) == Some(&from) {
+                    // The request itself is refused (the same on any
+                    // replica): nothing was stored and no copy was sent, so
+                    // the client is told at once, not after every other
+                    // replica has been asked and the write has failed as
+                    // if they were all down.
+                    self.coordinating.remove(&req);
+                    let refused = Error::InvalidInput(reason.to_string());
+                    return match self.requests.remove(&req) {
+                        Some((Some(client), _)) => vec![(client, Err(refused))],
+                        _ => Vec::new(),
+                    };
+                }
+            }
+        }
+        let sent = out.len();
         match self.requests.get_mut(&req) {
             Some((_, Machine::Put(p))) => p.step(now, from, reply, out),
             Some((_, Machine::Get(g))) => g.step(now, from, reply, out),
             None => return Vec::new(),
         }
+        self.note_coordinator(&out[sent..]);
         self.collect(req)
     }
 
@@ -592,6 +697,7 @@ impl<C> Coordinator<C> {
         }
         if finished {
             self.requests.remove(&req);
+            self.coordinating.remove(&req);
         }
         done
     }
@@ -616,6 +722,7 @@ fn reply_timestamp(reply: &ReplicaReply) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MAX_BUCKET_BYTES;
     use crate::replication::replica::ReplicaStore;
     use crate::replication::ReplicaRequest;
     use crate::ring::claim_join;
@@ -891,5 +998,303 @@ mod tests {
             target.preference_list(t, 3)
         );
         assert!(c.write_targets(b"b", &moving, false).1.is_empty());
+    }
+
+    /// A coordinator for node 1 of a three-node ring, and the three
+    /// nodes' replica stores.
+    fn three() -> (Coordinator<u32>, Vec<ReplicaStore>) {
+        let stores = (1..=3)
+            .map(|n| ReplicaStore::open(NodeId(n), Arc::new(MemoryEngine::new()), 10, 10).unwrap())
+            .collect();
+        let mut c = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        c.set_ring(ring(3));
+        (c, stores)
+    }
+
+    /// Starts `op` and delivers every message until nothing is left;
+    /// the answer.
+    fn run(c: &mut Coordinator<u32>, stores: &[ReplicaStore], op: ClientOp) -> Result<Answer> {
+        let now = Instant::now();
+        let mut out = Outbox::new();
+        let mut answers: Vec<(u32, Result<Answer>)> =
+            c.start(now, 1_000, 0, op, &mut out).into_iter().collect();
+        while let Some((to, req)) = out.pop() {
+            let reply = stores[(to.0 - 1) as usize].handle(req);
+            answers.extend(c.step(now, to, reply, &mut out));
+        }
+        assert_eq!(answers.len(), 1, "one answer: {answers:?}");
+        answers.pop().unwrap().1
+    }
+
+    fn counter_bucket(c: &mut Coordinator<u32>, bucket: &[u8], kind: crate::crdt::CrdtKind) {
+        let props = BucketProps {
+            policy: crate::version::ConflictPolicy::Crdt(kind),
+            ..BucketProps::default()
+        };
+        c.set_bucket(bucket.to_vec(), props, 1).unwrap();
+    }
+
+    fn put(bucket: &[u8], key: &[u8], payload: Payload, context: CausalContext) -> ClientOp {
+        ClientOp::Put {
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+            payload,
+            context,
+            options: RequestOptions::default(),
+        }
+    }
+
+    fn add(bucket: &[u8], by: i64) -> ClientOp {
+        ClientOp::Update {
+            bucket: bucket.to_vec(),
+            key: b"k".to_vec(),
+            op: crate::crdt::CrdtOp::Add(by),
+            options: RequestOptions {
+                w: Some(Consistency::All),
+                ..RequestOptions::default()
+            },
+        }
+    }
+
+    /// The value of `bucket`/`k` in each store, as a PN-counter.
+    fn counters(stores: &[ReplicaStore], bucket: &[u8]) -> Vec<i128> {
+        use crate::crdt::{CrdtKind, CrdtValue};
+        stores
+            .iter()
+            .map(|s| {
+                let o = s.read(bucket, b"k").unwrap().unwrap();
+                let values = o.siblings().iter().filter_map(|s| s.payload.value());
+                let state = CrdtKind::PnCounter.join(values, 1 << 20).unwrap();
+                match CrdtKind::PnCounter.value(&state, 1 << 20).unwrap() {
+                    CrdtValue::Counter(v) => v,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    /// Issue [9] A4: a plain put into a counter bucket was stored, and
+    /// every later read and add of the key failed.
+    #[test]
+    fn a_plain_value_never_goes_into_a_crdt_bucket() {
+        use crate::crdt::CrdtKind;
+        let (mut c, stores) = three();
+        counter_bucket(&mut c, b"c", CrdtKind::PnCounter);
+        let mut out = Outbox::new();
+        let value = put(
+            b"c",
+            b"k",
+            Payload::Value(b"7".to_vec()),
+            CausalContext::empty(),
+        );
+        let (_, res) = c.start(Instant::now(), 1, 1, value, &mut out).unwrap();
+        assert!(
+            matches!(&res, Err(Error::InvalidInput(m)) if m.contains("PnCounter")),
+            "{res:?}"
+        );
+        // A blind delete would remove nothing: refused too.
+        let blind = put(b"c", b"k", Payload::Tombstone, CausalContext::empty());
+        let (_, res) = c.start(Instant::now(), 1, 2, blind, &mut out).unwrap();
+        assert!(matches!(res, Err(Error::InvalidInput(_))), "{res:?}");
+        assert!(out.is_empty(), "nothing was sent");
+        assert_eq!(c.in_flight(), 0);
+        // Updates of the right kind work; of the wrong kind are refused.
+        assert!(run(&mut c, &stores, add(b"c", 5)).is_ok());
+        let set_add = ClientOp::Update {
+            bucket: b"c".to_vec(),
+            key: b"k".to_vec(),
+            op: crate::crdt::CrdtOp::SetAdd(vec![serde_bytes::ByteBuf::from(b"x".to_vec())]),
+            options: RequestOptions::default(),
+        };
+        assert!(matches!(
+            c.start(Instant::now(), 1, 3, set_add, &mut out),
+            Some((_, Err(Error::InvalidInput(_))))
+        ));
+        // A delete with the context of a read removes what that read saw.
+        let Ok(Answer::Put(p)) = run(&mut c, &stores, add(b"c", 1)) else {
+            panic!()
+        };
+        let delete = put(b"c", b"k", Payload::Tombstone, p.object.context());
+        assert!(run(&mut c, &stores, delete).is_ok());
+        assert!(run(&mut c, &stores, add(b"c", 2)).is_ok());
+        assert_eq!(counters(&stores, b"c"), vec![2, 2, 2]);
+    }
+
+    /// Issue [9] A4: once set, a bucket's policy changes only to one its
+    /// stored values can be read under.
+    #[test]
+    fn a_bucket_keeps_a_policy_its_values_can_be_read_under() {
+        use crate::crdt::CrdtKind;
+        use crate::version::ConflictPolicy as P;
+        let (mut c, _) = three();
+        let set = |c: &mut Coordinator<u32>, bucket: &[u8], policy: P| {
+            let props = BucketProps {
+                policy,
+                ..BucketProps::default()
+            };
+            c.set_bucket(bucket.to_vec(), props, 1)
+        };
+        // A bucket never set takes any policy.
+        assert!(set(&mut c, b"c", P::Crdt(CrdtKind::PnCounter)).is_ok());
+        for refused in [
+            P::Siblings,
+            P::Lww,
+            P::Script("s".into()),
+            P::Crdt(CrdtKind::GCounter),
+            P::Crdt(CrdtKind::OrSet),
+        ] {
+            let res = set(&mut c, b"c", refused.clone());
+            assert!(matches!(res, Err(Error::InvalidInput(_))), "{refused:?}");
+        }
+        assert!(set(&mut c, b"c", P::Crdt(CrdtKind::PnCounter)).is_ok());
+        assert_eq!(c.bucket(b"c").policy, P::Crdt(CrdtKind::PnCounter));
+        assert!(set(&mut c, b"p", P::Siblings).is_ok());
+        assert!(set(&mut c, b"p", P::Lww).is_ok());
+        assert!(set(&mut c, b"p", P::Script("s".into())).is_ok());
+        assert!(set(&mut c, b"p", P::Crdt(CrdtKind::OrSet)).is_err());
+        assert!(set(&mut c, &[b'b'; MAX_BUCKET_BYTES + 1], P::Lww).is_err());
+    }
+
+    /// Issue [9] A5: an add that overflowed was answered InvalidArgument
+    /// and stored anyway.
+    #[test]
+    fn a_counter_add_past_64_bits_is_refused_and_stored_nowhere() {
+        use crate::crdt::CrdtKind;
+        let (mut c, stores) = three();
+        counter_bucket(&mut c, b"c", CrdtKind::PnCounter);
+        assert!(run(&mut c, &stores, add(b"c", i64::MAX)).is_ok());
+        let res = run(&mut c, &stores, add(b"c", 1));
+        match &res {
+            Err(e @ Error::InvalidInput(m)) => {
+                assert!(!e.is_retryable());
+                assert!(m.contains("64-bit") && m.contains("\"k\""), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(counters(&stores, b"c"), vec![i64::MAX as i128; 3]);
+        // The other way, and a G-counter.
+        assert!(run(&mut c, &stores, add(b"c", i64::MIN)).is_ok());
+        assert!(run(&mut c, &stores, add(b"c", i64::MIN)).is_err());
+        assert_eq!(counters(&stores, b"c"), vec![-1; 3]);
+        counter_bucket(&mut c, b"g", CrdtKind::GCounter);
+        assert!(run(&mut c, &stores, add(b"g", i64::MAX)).is_ok());
+        assert!(run(&mut c, &stores, add(b"g", 1)).is_err());
+    }
+
+    /// Issue [9] A4: an add to a key whose stored value is not a state of
+    /// the bucket's kind was answered Unavailable (retryable), after every
+    /// replica had been asked.
+    #[test]
+    fn an_update_of_a_key_that_holds_no_state_is_refused_naming_it() {
+        use crate::crdt::CrdtKind;
+        let (mut c, stores) = three();
+        // Written while the bucket had the default policy.
+        let plain = put(
+            b"c",
+            b"k",
+            Payload::Value(b"7".to_vec()),
+            CausalContext::empty(),
+        );
+        assert!(run(&mut c, &stores, plain).is_ok());
+        counter_bucket(&mut c, b"c", CrdtKind::PnCounter);
+        let res = run(&mut c, &stores, add(b"c", 1));
+        match &res {
+            Err(e @ Error::InvalidInput(m)) => {
+                assert!(!e.is_retryable());
+                assert!(m.contains("\"k\"") && m.contains("PnCounter"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue [9] C11: a key of 65,535 bytes was answered Unavailable
+    /// (retryable), and a value of 16 MiB - 150 bytes was stored on one
+    /// replica and never copied (the replica message exceeded the frame).
+    #[test]
+    fn oversized_keys_buckets_and_values_are_refused_before_anything_is_sent() {
+        let (mut c, stores) = three();
+        let mut out = Outbox::new();
+        let long_key = vec![b'k'; 65_535];
+        let ops = [
+            put(
+                b"b",
+                &long_key,
+                Payload::Value(b"v".to_vec()),
+                CausalContext::empty(),
+            ),
+            ClientOp::Get {
+                bucket: b"b".to_vec(),
+                key: long_key.clone(),
+                options: RequestOptions::default(),
+            },
+            put(
+                &[b'b'; MAX_BUCKET_BYTES + 1],
+                b"k",
+                Payload::Value(b"v".to_vec()),
+                CausalContext::empty(),
+            ),
+            put(
+                b"b",
+                b"k",
+                Payload::Value(vec![0; 16 * 1024 * 1024 - 150]),
+                CausalContext::empty(),
+            ),
+        ];
+        for op in ops {
+            let (_, res) = c.start(Instant::now(), 1, 1, op, &mut out).unwrap();
+            match res {
+                Err(e @ Error::InvalidInput(_)) => assert!(!e.is_retryable()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(out.is_empty());
+        // At the limits, it works.
+        let big = put(
+            &[b'b'; MAX_BUCKET_BYTES],
+            &vec![b'k'; crate::config::MAX_KEY_BYTES],
+            Payload::Value(vec![0; crate::config::MAX_VALUE_BYTES]),
+            CausalContext::empty(),
+        );
+        assert!(run(&mut c, &stores, big).is_ok());
+    }
+
+    /// Issue [9] C11: a blind write beside a large sibling would make an
+    /// object too large to copy to the other replicas: refused, not failed
+    /// over to every replica and answered Unavailable.
+    #[test]
+    fn a_write_that_would_make_an_object_too_large_is_refused() {
+        let (mut c, stores) = three();
+        let half = crate::config::MAX_OBJECT_BYTES / 2 + 1;
+        let blind = || {
+            put(
+                b"b",
+                b"k",
+                Payload::Value(vec![1; half]),
+                CausalContext::empty(),
+            )
+        };
+        let Ok(Answer::Put(first)) = run(&mut c, &stores, blind()) else {
+            panic!()
+        };
+        let res = run(&mut c, &stores, blind());
+        assert!(
+            matches!(&res, Err(Error::InvalidInput(m)) if m.contains("context")),
+            "{res:?}"
+        );
+        // With the context, the write replaces the sibling and fits.
+        let replace = put(
+            b"b",
+            b"k",
+            Payload::Value(vec![2; half]),
+            first.object.context(),
+        );
+        assert!(run(&mut c, &stores, replace).is_ok());
+        for s in &stores {
+            assert_eq!(s.read(b"b", b"k").unwrap().unwrap().siblings().len(), 1);
+        }
     }
 }

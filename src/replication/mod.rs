@@ -257,8 +257,16 @@ pub enum ReplicaError {
         /// The maximum.
         max: usize,
     },
-    /// Anything else (disk error, corruption, overload), with its text.
-    /// Nothing was stored.
+    /// Anything else, with its text. Nothing was stored. Either the
+    /// replica's own trouble (disk error, corruption, a full hint store),
+    /// which another replica may not have, or, when the text starts with
+    /// [`REFUSED`], a refusal of the request itself ([`ReplicaError::refused`]):
+    /// a CRDT update that does not apply to the stored state, a counter
+    /// that would overflow, an object that would exceed
+    /// [`crate::config::MAX_OBJECT_BYTES`]. The coordinator answers a
+    /// refusal at once with [`Error::InvalidInput`] instead of asking
+    /// another replica. (A prefix rather than a variant of its own, so that
+    /// nodes that predate it still read it, as a plain failure.)
     Failed(String),
     /// Under last-writer-wins, the merge was stored but the replica holds a
     /// newer version (one with a higher timestamp and dot) than the one
@@ -271,9 +279,33 @@ pub enum ReplicaError {
     },
 }
 
+/// The start of the text of a [`ReplicaError::Failed`] that refuses the
+/// request itself rather than reporting the replica's own trouble.
+pub const REFUSED: &str = "refused: ";
+
 impl ReplicaError {
-    /// The library error a client sees for this refusal.
+    /// A refusal of the request itself: permanent, the client's business,
+    /// and nothing was stored.
+    pub fn refused(reason: impl std::fmt::Display) -> Self {
+        ReplicaError::Failed(format!("{REFUSED}{reason}"))
+    }
+
+    /// Why the request itself was refused, when it was (see
+    /// [`ReplicaError::refused`]); `None` for the replica's own trouble.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            ReplicaError::Failed(text) => text.strip_prefix(REFUSED),
+            ReplicaError::TooManySiblings { .. } => None,
+        }
+    }
+
+    /// The library error a client sees for this refusal: a refusal of the
+    /// request is `InvalidInput` (not retryable), a replica's own trouble
+    /// is `Replica` (retryable).
     pub fn into_error(self) -> Error {
+        if let Some(reason) = self.refusal() {
+            return Error::InvalidInput(reason.to_string());
+        }
         match self {
             ReplicaError::TooManySiblings { siblings, max } => {
                 Error::TooManySiblings { siblings, max }
@@ -333,6 +365,24 @@ impl ReplicaReply {
             | ReplicaReply::ReadCorrupt { req, .. } => *req,
         }
     }
+}
+
+/// How errors name a key: `key "k" in bucket "b"`, each shown as
+/// (lossy) UTF-8 and cut to 64 bytes, so that a long key does not make a
+/// long message.
+///
+/// ```
+/// use ringkv::replication::key_name;
+/// assert_eq!(key_name(b"carts", b"alice"), r#"key "alice" in bucket "carts""#);
+/// ```
+pub fn key_name(bucket: &[u8], key: &[u8]) -> String {
+    fn show(bytes: &[u8]) -> String {
+        const SHOWN: usize = 64;
+        let cut = &bytes[..bytes.len().min(SHOWN)];
+        let more = if bytes.len() > SHOWN { "..." } else { "" };
+        format!("{:?}{more}", String::from_utf8_lossy(cut))
+    }
+    format!("key {} in bucket {}", show(key), show(bucket))
 }
 
 /// Messages a machine wants sent: `(destination, request)`.

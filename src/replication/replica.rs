@@ -47,7 +47,8 @@
 //!
 //! A reply of success means the merged object is in the engine, as durable
 //! as the engine's sync policy makes it. Every failure (a disk error, a full
-//! hint store, too many siblings) is a [`ReplicaError`] reply and stores
+//! hint store, too many siblings, a refusal of the request itself such as
+//! a counter add past 64 bits) is a [`ReplicaError`] reply and stores
 //! nothing.
 //!
 //! A damaged stored copy (its bytes fail the engine's checksum, or do not
@@ -134,9 +135,9 @@ struct Actors {
     slots: std::collections::HashMap<Slot, NodeId>,
 }
 
-/// The largest bucket name: 1 KiB (its length is stored in two bytes; a
-/// bucket name is a short identifier).
-pub const MAX_BUCKET_BYTES: usize = 1024;
+/// The largest bucket name: [`crate::config::MAX_BUCKET_BYTES`] (its
+/// length is stored in two bytes).
+pub const MAX_BUCKET_BYTES: usize = crate::config::MAX_BUCKET_BYTES;
 
 /// The engine key of an object: see the module docs.
 ///
@@ -466,16 +467,28 @@ impl ReplicaStore {
             None => (write.context, write.payload),
             Some(op) => {
                 let ConflictPolicy::Crdt(kind) = policy else {
-                    return Err(ReplicaError::Failed(format!(
+                    return Err(ReplicaError::refused(format!(
                         "a CRDT operation on a bucket with policy {policy:?}"
                     )));
                 };
                 let max = MAX_VALUE_BYTES;
                 let values = object.siblings().iter().filter_map(|s| s.payload.value());
-                let state = kind.join(values, max).map_err(failed)?;
+                // Permanent refusals, the same on every replica holding
+                // what this one holds: the client is told, and nothing is
+                // stored (an add that would overflow included).
+                let name = super::key_name(bucket, key);
+                let state = kind.join(values, max).map_err(|e| {
+                    ReplicaError::refused(format!(
+                        "{name} does not hold a {kind:?} state (was it written under another policy?): {e}"
+                    ))
+                })?;
                 let updated = kind
                     .apply(&state, op, actor, timestamp, max)
-                    .map_err(failed)?;
+                    .and_then(|updated| {
+                        kind.check_applied(&state, op, &updated, max)
+                            .map(|()| updated)
+                    })
+                    .map_err(|e| ReplicaError::refused(format!("{} on {name}: {e}", op.name())))?;
                 // The whole stored context: the update replaces every
                 // sibling it was applied to.
                 (object.context(), Payload::Value(updated))
@@ -496,6 +509,15 @@ impl ReplicaStore {
                 }
                 other => failed(other),
             })?;
+        let size = codec::encode(&object).map_err(failed)?.len();
+        if size > crate::config::MAX_OBJECT_BYTES {
+            return Err(ReplicaError::refused(format!(
+                "the write would make {} an object of {size} bytes, more than the maximum of {}; \
+                 read it and write with the context to replace its siblings",
+                super::key_name(bucket, key),
+                crate::config::MAX_OBJECT_BYTES
+            )));
+        }
         self.store_counting(&k, &object, new_hint)?;
         Ok(object)
     }

@@ -148,6 +148,37 @@ impl Resolvers {
 }
 
 impl ConflictPolicy {
+    /// Checks that a bucket set to `self` may be set to `next`: that what
+    /// is stored under `self` still means something under `next`. Plain
+    /// values (`Lww`, `Siblings`, `Script`) may move between those
+    /// policies, which differ only in how they resolve concurrent values;
+    /// a CRDT bucket keeps its kind. Any other change (a plain bucket to a
+    /// CRDT, one CRDT kind to another, a CRDT to plain values) would leave
+    /// stored values that the new policy cannot read, so it is refused
+    /// with [`Error::InvalidInput`]: use a new bucket.
+    ///
+    /// ```
+    /// use ringkv::crdt::CrdtKind;
+    /// use ringkv::ConflictPolicy;
+    /// assert!(ConflictPolicy::Siblings.check_change(&ConflictPolicy::Lww).is_ok());
+    /// assert!(ConflictPolicy::Siblings.check_change(&ConflictPolicy::Crdt(CrdtKind::OrSet)).is_err());
+    /// ```
+    pub fn check_change(&self, next: &ConflictPolicy) -> Result<()> {
+        let compatible = match (self, next) {
+            (ConflictPolicy::Crdt(a), ConflictPolicy::Crdt(b)) => a == b,
+            (ConflictPolicy::Crdt(_), _) | (_, ConflictPolicy::Crdt(_)) => false,
+            _ => true,
+        };
+        if compatible {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(format!(
+                "a bucket with policy {self:?} cannot change to {next:?}: its stored \
+                 values would not be readable under it; use a new bucket"
+            )))
+        }
+    }
+
     /// Applies a write coordinated by `actor` with the client's `context`.
     /// Returns the write's dot. Under `Lww` the write may lose at once to a
     /// later one already stored; it is still acknowledged, as LWW promises
