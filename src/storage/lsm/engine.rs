@@ -1304,6 +1304,7 @@ impl Inner {
                 return;
             }
         }
+        self.clear_trouble();
         loop {
             let oldest = {
                 let mut guard = lock(&self.events);
@@ -1374,6 +1375,10 @@ impl Inner {
             }
             return Err(e);
         }
+        // A flush went through: whatever out-of-space trouble there was is
+        // over (cleared before the new version is visible, so that a
+        // `flush` that sees it done also sees writes allowed).
+        self.clear_trouble();
         let id = memtable.id();
         self.install(|v| Version {
             active: Arc::clone(&v.active),
