@@ -257,17 +257,17 @@ pub enum ReplicaError {
         /// The maximum.
         max: usize,
     },
-    /// Anything else, with its text. Nothing was stored. Either the
-    /// replica's own trouble (disk error, corruption, a full hint store),
-    /// which another replica may not have, or, when the text starts with
-    /// [`REFUSED`], a refusal of the request itself ([`ReplicaError::refused`]):
-    /// a CRDT update that does not apply to the stored state, a counter
-    /// that would overflow, an object that would exceed
-    /// [`crate::config::MAX_OBJECT_BYTES`]. The coordinator answers a
-    /// refusal at once with [`Error::InvalidInput`] instead of asking
-    /// another replica. (A prefix rather than a variant of its own, so that
-    /// nodes that predate it still read it, as a plain failure.)
+    /// The replica's own trouble (disk error, corruption, a full hint
+    /// store), which another replica may not have, with its text. Nothing
+    /// was stored.
     Failed(String),
+    /// A refusal of the request itself, the same on any replica: a CRDT
+    /// update that does not apply to the stored state, a counter that would
+    /// overflow, an object that would exceed
+    /// [`crate::config::MAX_OBJECT_BYTES`]. Nothing was stored. The
+    /// coordinator answers it at once with [`Error::InvalidInput`] instead
+    /// of asking another replica.
+    Refused(String),
     /// Under last-writer-wins, the merge was stored but the replica holds a
     /// newer version (one with a higher timestamp and dot) than the one
     /// merged: a read here returns that version, not the merged one. The
@@ -279,23 +279,22 @@ pub enum ReplicaError {
     },
 }
 
-/// The start of the text of a [`ReplicaError::Failed`] that refuses the
-/// request itself rather than reporting the replica's own trouble.
-pub const REFUSED: &str = "refused: ";
 
 impl ReplicaError {
     /// A refusal of the request itself: permanent, the client's business,
     /// and nothing was stored.
     pub fn refused(reason: impl std::fmt::Display) -> Self {
-        ReplicaError::Failed(format!("{REFUSED}{reason}"))
+        ReplicaError::Refused(reason.to_string())
     }
 
     /// Why the request itself was refused, when it was (see
     /// [`ReplicaError::refused`]); `None` for the replica's own trouble.
     pub fn refusal(&self) -> Option<&str> {
         match self {
-            ReplicaError::Failed(text) => text.strip_prefix(REFUSED),
-            ReplicaError::TooManySiblings { .. } => None,
+            ReplicaError::Refused(reason) => Some(reason),
+            ReplicaError::Failed(_)
+            | ReplicaError::TooManySiblings { .. }
+            | ReplicaError::Superseded { .. } => None,
         }
     }
 
@@ -311,6 +310,7 @@ impl ReplicaError {
                 Error::TooManySiblings { siblings, max }
             }
             ReplicaError::Failed(reason) => Error::Replica(reason),
+            ReplicaError::Refused(reason) => Error::InvalidInput(reason),
             ReplicaError::Superseded { timestamp } => Error::Replica(format!(
                 "superseded by a newer version stamped {timestamp:?}"
             )),

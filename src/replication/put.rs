@@ -216,6 +216,11 @@ impl PutRequest {
                     // replica would refuse the same write.
                     self.fail(Error::TooManySiblings { siblings, max });
                 }
+                Err(ReplicaError::Refused(reason)) => {
+                    // The request itself is wrong: any replica would
+                    // refuse it the same way.
+                    self.fail(Error::InvalidInput(reason));
+                }
                 Err(ReplicaError::Superseded { .. }) => {
                     // A coordinating replica stamps above what it stores;
                     // a peer that says otherwise is confused. Count it as
