@@ -279,7 +279,6 @@ pub enum ReplicaError {
     },
 }
 
-
 impl ReplicaError {
     /// A refusal of the request itself: permanent, the client's business,
     /// and nothing was stored.

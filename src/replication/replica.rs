@@ -759,11 +759,7 @@ impl ReplicaStore {
 
 /// The newest (timestamp, dot) of `object`'s siblings.
 fn newest(object: &Object) -> Option<(Timestamp, Dot)> {
-    object
-        .siblings()
-        .iter()
-        .map(|s| (s.timestamp, s.dot))
-        .max()
+    object.siblings().iter().map(|s| (s.timestamp, s.dot)).max()
 }
 
 /// Under last-writer-wins, [`ReplicaError::Superseded`] when the stored
@@ -1232,7 +1228,9 @@ mod tests {
             let opened = ReplicaStore::open(NodeId(id), Arc::new(MemoryEngine::new()), 10, 10);
             assert!(opened.is_err(), "{id}");
         }
-        assert!(ReplicaStore::open(NodeId(MAX_NODE_ID), Arc::new(MemoryEngine::new()), 10, 10).is_ok());
+        assert!(
+            ReplicaStore::open(NodeId(MAX_NODE_ID), Arc::new(MemoryEngine::new()), 10, 10).is_ok()
+        );
     }
 
     #[test]
@@ -1255,7 +1253,10 @@ mod tests {
         // A later write whose coordinator's clock is behind still wins.
         let second = coordinated(a.handle(lww(2, "second", 50)));
         assert_eq!(second.siblings().len(), 1);
-        assert_eq!(second.siblings()[0].payload, Payload::Value(b"second".to_vec()));
+        assert_eq!(
+            second.siblings()[0].payload,
+            Payload::Value(b"second".to_vec())
+        );
         assert!(second.timestamp() > first.timestamp());
         // Merging the older write into a replica holding the newer one is
         // stored, but reported superseded.
