@@ -693,6 +693,31 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
         let all = clients(&cluster).await;
         let b = b"repaired".as_slice();
         let victim = 4;
+        // n = 5 on five nodes: every node is a primary of every key, so a
+        // write while the victim is down has no fallback to hold a hint
+        // for it (fallbacks get hints even under a strict quorum).
+        let props = BucketInfo {
+            n: 5,
+            r: Consistency::Quorum,
+            w: Consistency::Quorum,
+            policy: ConflictPolicy::Siblings,
+            sloppy_quorum: false,
+            timeout_ms: 3000,
+        };
+        if let Err(e) = all[0].set_bucket(b, props).await {
+            panic!("set_bucket: {e}\n{}", cluster.logs());
+        }
+        let spread = wait_until(SETTLE, || async {
+            for c in &all {
+                match c.bucket(b).await {
+                    Ok(p) if p.n == 5 => {}
+                    _ => return false,
+                }
+            }
+            true
+        })
+        .await;
+        assert!(spread, "the bucket's n did not reach every node");
         // Two keys with the same replica set, the victim among them.
         let mut found: BTreeMap<Vec<u64>, Vec<Vec<u8>>> = BTreeMap::new();
         let mut chosen = None;
@@ -714,7 +739,7 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
         let via = reps.iter().copied().find(|r| *r != victim).unwrap();
         let c = &all[via as usize - 1];
 
-        // Written while the victim is down, without fallbacks: no hint, so
+        // Written while the victim is down, with no fallback: no hint, so
         // the victim stays stale when it is back. (Once it is seen down: a
         // write whose coordinating replica is the victim waits for it
         // until then.)

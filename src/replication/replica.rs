@@ -1130,6 +1130,40 @@ mod tests {
     }
 
     #[test]
+    fn a_write_with_a_fresh_context_is_not_refused_for_siblings_the_read_missed() {
+        // Issue [9] A3: during a partition this replica got blind writes
+        // that the client's quorum read did not see; the client's
+        // read-modify-write carries the context of what it read.
+        let r = ReplicaStore::open(NodeId(1), Arc::new(MemoryEngine::new()), 3, 10).unwrap();
+        let read = coordinated(r.handle(coordinate(1, "read", CausalContext::empty())));
+        for node in 2..=4 {
+            let other =
+                ReplicaStore::open(NodeId(node), Arc::new(MemoryEngine::new()), 10, 10).unwrap();
+            let o = coordinated(other.handle(coordinate(node, "unseen", CausalContext::empty())));
+            assert!(matches!(
+                merge_into(&r, &o, ConflictPolicy::Siblings),
+                ReplicaReply::Merged { result: Ok(()), .. }
+            ));
+        }
+        // A blind write is refused: four siblings already, the cap is 3.
+        assert!(matches!(
+            r.handle(coordinate(5, "blind", CausalContext::empty())),
+            ReplicaReply::Coordinated {
+                result: Err(ReplicaError::TooManySiblings { .. }),
+                ..
+            }
+        ));
+        // The read-modify-write is stored: it replaces what it read and
+        // keeps the three it did not see.
+        let o = coordinated(r.handle(coordinate(6, "rmw", read.context())));
+        assert_eq!(o.siblings().len(), 4);
+        assert!(o
+            .siblings()
+            .iter()
+            .all(|s| s.payload != Payload::Value(b"read".to_vec())));
+    }
+
+    #[test]
     fn a_fallback_never_mints_a_dot_twice_across_handoffs() {
         // Node 4 stands in for primary 1 in two partitions; between them its
         // hint is delivered and deleted. The primary must keep both writes.
