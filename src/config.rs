@@ -377,8 +377,9 @@ pub struct VersionConfig {
     pub max_clock_skew: Duration,
     /// The most siblings an object keeps. Default 100 (Riak's
     /// `max_siblings`): far more than honest concurrency produces, and a
-    /// bound on the object's size when clients write blindly. Past the cap
-    /// the oldest siblings by timestamp are dropped (see `version::Object`).
+    /// bound on the object's size when clients write blindly. A blind
+    /// write that would pass the cap is refused with `TooManySiblings`; a
+    /// write that carries a context never is (see `version::Object`).
     pub max_siblings: usize,
     /// Largest causal-context token accepted from a client, in bytes.
     /// Default 64 KiB: a version vector of a few hundred entries is a few KiB.
