@@ -393,13 +393,8 @@ impl LsmEngine {
         let mut max_id = 0;
         let mut wals = Vec::new();
         let mut ssts = Vec::new();
-        let entries =
-            fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            match parse_file_name(name) {
+        for name in file_names(dir)? {
+            match parse_file_name(&name) {
                 Some((id, "wal")) => {
                     max_id = max_id.max(id);
                     wals.push(id);
@@ -692,6 +687,19 @@ fn remove_quietly(path: &Path) {
     }
 }
 
+/// The names of the files in `dir` (names that are not UTF-8 are none of
+/// the engine's and are left out).
+pub(super) fn file_names(dir: &Path) -> Result<Vec<String>> {
+    let listing = |e| Error::io(format!("listing {}", dir.display()), e);
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(listing)? {
+        if let Some(name) = entry.map_err(listing)?.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
 /// With no `CURRENT`, checks that the directory holds nothing the engine
 /// wrote that could hold data: no table, no WAL segment with a record, no
 /// manifest that names a table or a sequence number. A store whose
@@ -726,16 +734,11 @@ pub(crate) fn refuse_unless_new(dir: &Path, wals: &[u64], ssts: &[u64]) -> Resul
         ));
     }
     let mut manifests = Vec::new();
-    let entries =
-        fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in file_names(dir)? {
         if !name.starts_with("MANIFEST-") {
             continue;
         }
-        let path = entry.path();
+        let path = dir.join(&name);
         let bytes =
             fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if let Ok(state) = ManifestState::decode(&bytes, &path) {

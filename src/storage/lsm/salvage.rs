@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::block_cache::BlockCache;
-use super::engine::{parse_file_name, refuse_unless_new, table_path, wal_path};
+use super::engine::{file_names, parse_file_name, refuse_unless_new, table_path, wal_path};
 use super::iterators::StorageIterator;
 use super::manifest::{sync_dir, Manifest};
 use super::sstable::Table;
@@ -72,13 +72,8 @@ pub fn run(dir: &Path, cache: &Arc<BlockCache>) -> Result<SalvageReport> {
     let mut wals = Vec::new();
     let mut ssts = Vec::new();
     let mut manifests = Vec::new();
-    let entries =
-        fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        match parse_file_name(name) {
+    for name in file_names(dir)? {
+        match parse_file_name(&name) {
             Some((id, "wal")) => wals.push(id),
             Some((id, "sst")) => ssts.push(id),
             _ if name.starts_with("MANIFEST-") || name == "CURRENT" || name == "CURRENT.tmp" => {
