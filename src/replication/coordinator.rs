@@ -16,8 +16,8 @@
 //! without the stored object (an update of a key that holds no state of
 //! the bucket's kind, a counter add past 64 bits, an object grown past
 //! [`crate::config::MAX_OBJECT_BYTES`]) the coordinating replica refuses
-//! ([`super::ReplicaError::refused`]), and that refusal is answered at
-//! once. All are `Error::InvalidInput`, with nothing stored anywhere.
+//! ([`super::ReplicaError::refused`]), and the put machine answers that
+//! refusal at once. All are `Error::InvalidInput`, with nothing stored anywhere.
 //!
 //! The Coordinator actor owns one of these and only carries messages; the
 //! simulator drives the same struct.
@@ -136,10 +136,6 @@ pub struct Coordinator<C> {
     witness: Option<Arc<crate::version::Witness>>,
     next_req: u64,
     requests: HashMap<u64, (Option<C>, Machine)>,
-    /// The node asked to coordinate each write in flight, the one whose
-    /// refusal of the request (see [`super::ReplicaError::refused`]) is
-    /// answered at once.
-    coordinating: HashMap<u64, NodeId>,
 }
 
 impl<C> std::fmt::Debug for Coordinator<C> {
@@ -166,7 +162,6 @@ impl<C> Coordinator<C> {
             witness: None,
             next_req: 1,
             requests: HashMap::new(),
-            coordinating: HashMap::new(),
         }
     }
 
@@ -394,7 +389,6 @@ impl<C> Coordinator<C> {
         if let Err(e) = self.check(&op) {
             return Some((client, Err(e)));
         }
-        let sent = out.len();
         let machine = match op {
             ClientOp::Get {
                 bucket,
@@ -465,7 +459,6 @@ impl<C> Coordinator<C> {
             }
         };
         self.requests.insert(req, (Some(client), machine));
-        self.note_coordinator(&out[sent..]);
         let mut done = self.collect(req);
         done.pop()
     }
@@ -526,17 +519,6 @@ impl<C> Coordinator<C> {
                     }
                     CrdtOp::Assign(v) => crate::config::check_value(v.len()),
                 }
-            }
-        }
-    }
-
-    /// Notes which node each write in `sent` asks to coordinate.
-    fn note_coordinator(&mut self, sent: &[(NodeId, super::ReplicaRequest)]) {
-        for (node, request) in sent {
-            if let super::ReplicaRequest::Coordinate { req, .. } = request {
-                // Keyed by the request, whatever its round.
-                let req = req & ((1 << super::put::ROUND_SHIFT) - 1);
-                self.coordinating.insert(req, *node);
             }
         }
     }
@@ -623,30 +605,11 @@ impl<C> Coordinator<C> {
         self.learn(reply_timestamp(&reply));
         // A put's later rounds carry the round above the id.
         let req = reply.req() & ((1 << super::put::ROUND_SHIFT) - 1);
-        if let ReplicaReply::Coordinated { result: Err(e), .. } = &reply {
-            if let Some(reason) = e.refusal() {
-                if self.coordinating.get(&req) == Some(&from) {
-                    // The request itself is refused (the same on any
-                    // replica): nothing was stored and no copy was sent, so
-                    // the client is told at once, not after every other
-                    // replica has been asked and the write has failed as
-                    // if they were all down.
-                    self.coordinating.remove(&req);
-                    let refused = Error::InvalidInput(reason.to_string());
-                    return match self.requests.remove(&req) {
-                        Some((Some(client), _)) => vec![(client, Err(refused))],
-                        _ => Vec::new(),
-                    };
-                }
-            }
-        }
-        let sent = out.len();
         match self.requests.get_mut(&req) {
             Some((_, Machine::Put(p))) => p.step(now, from, reply, out),
             Some((_, Machine::Get(g))) => g.step(now, from, reply, out),
             None => return Vec::new(),
         }
-        self.note_coordinator(&out[sent..]);
         self.collect(req)
     }
 
@@ -697,7 +660,6 @@ impl<C> Coordinator<C> {
         }
         if finished {
             self.requests.remove(&req);
-            self.coordinating.remove(&req);
         }
         done
     }
