@@ -36,6 +36,7 @@ pub mod node;
 pub mod protocol;
 pub mod replication;
 pub mod ring;
+pub mod roles;
 pub mod sim;
 pub mod storage;
 pub mod version;

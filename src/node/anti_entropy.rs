@@ -18,15 +18,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::stored_buckets::BucketView;
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::NodeEvent;
-use crate::config::{AntiEntropyConfig, BucketProps, DEFAULT_MAX_FRAME_BYTES};
+use crate::config::{AntiEntropyConfig, BucketProps};
 use crate::error::{Error, Result};
 use crate::message::{Envelope, Message as WireMessage, NodeId};
-use crate::replication::anti_entropy::{answer_tree, Action, AntiEntropy, AntiEntropyStats};
+use crate::replication::anti_entropy::{Action, AntiEntropy, AntiEntropyStats};
+use crate::roles::anti_entropy::{finish, run};
 use crate::replication::replica::ReplicaStore;
 
 /// The counters, now.
@@ -45,8 +45,6 @@ pub fn tick_interval(period: Duration) -> Duration {
     (period / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-/// Bytes of objects per repair message: half the default frame limit.
-const REPAIR_BYTES: usize = DEFAULT_MAX_FRAME_BYTES / 2;
 
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -127,173 +125,24 @@ impl AntiEntropyActor {
     }
 
     fn carry(&mut self, out: Vec<Action>, ctx: &mut Context<Self>) {
-        let leaves = self.config.leaves;
-        let max_batch = self.config.max_batch;
         for action in out {
-            match action {
-                Action::Send { to, msg } => self.send(to, msg),
-                Action::Scan {
-                    session,
-                    range,
-                    min_n,
-                    tombstones_before_ms,
-                } => self.blocking(
-                    ctx,
-                    move |store, defaults| {
-                        let view = BucketView::load(store, defaults)?;
-                        store.anti_entropy_scan(
-                            range,
-                            leaves,
-                            min_n as usize,
-                            &|b| view.props(b).n,
-                            Some(tombstones_before_ms),
-                        )
-                    },
-                    move |act, scan, ctx| match scan {
-                        Ok(scan) => {
-                            let mut out = Vec::new();
-                            act.machine.scanned(Instant::now(), session, scan, &mut out);
-                            act.carry(out, ctx);
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "anti-entropy scan failed");
-                            act.machine.failed(session);
-                        }
-                    },
-                ),
-                Action::Answer {
-                    to,
-                    session,
-                    range,
-                    min_n,
-                    leaves: theirs,
-                } => self.blocking(
-                    ctx,
-                    move |store, defaults| {
-                        let view = BucketView::load(store, defaults)?;
-                        let scan = store.anti_entropy_scan(
-                            range,
-                            theirs.len().max(1),
-                            min_n as usize,
-                            &|b| view.props(b).n,
-                            None,
-                        )?;
-                        let keys = scan.tree.keys;
-                        Ok((answer_tree(session, &scan.tree, theirs, max_batch), keys))
-                    },
-                    move |act, answer, _| match answer {
-                        Ok((msg, keys)) => {
-                            act.machine.charge_keys(Instant::now(), keys);
-                            act.send(to, msg);
-                        }
-                        Err(e) => debug!(error = %e, %to, "answering a tree failed"),
-                    },
-                ),
-                Action::Push {
-                    to,
-                    session,
-                    push,
-                    want,
-                } => self.blocking(
-                    ctx,
-                    move |store, _| store.read_for_repair(&push, REPAIR_BYTES),
-                    move |act, objects, _| match objects {
-                        Ok(objects) => {
-                            act.machine
-                                .charge_objects(Instant::now(), objects.len() as u64);
-                            act.send(
-                                to,
-                                WireMessage::AntiEntropyRepair {
-                                    session,
-                                    objects,
-                                    want,
-                                },
-                            );
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "reading objects for repair failed");
-                            act.machine.failed(session);
-                        }
-                    },
-                ),
-                Action::Repair {
-                    reply,
-                    objects,
-                    want,
-                } => self.blocking(
-                    ctx,
-                    move |store, defaults| {
-                        let view = BucketView::load(store, defaults)?;
-                        let mut merged = 0u64;
-                        for o in &objects {
-                            let policy = &view.props(&o.bucket).policy;
-                            if store.merge_for_repair(&o.bucket, &o.key, &o.object, policy)? {
-                                merged += 1;
-                            }
-                        }
-                        let back = match reply {
-                            Some(_) => store.read_for_repair(&want, REPAIR_BYTES)?,
-                            None => Vec::new(),
-                        };
-                        Ok((merged, back))
-                    },
-                    move |act, done, _| match done {
-                        Ok((merged, back)) => {
-                            act.machine
-                                .charge_objects(Instant::now(), merged + back.len() as u64);
-                            if let Some((to, session)) = reply {
-                                act.send(
-                                    to,
-                                    WireMessage::AntiEntropyRepaired {
-                                        session,
-                                        objects: back,
-                                    },
-                                );
-                            }
-                        }
-                        Err(e) => warn!(error = %e, "merging repaired objects failed"),
-                    },
-                ),
-                Action::Purge { entries } => self.blocking(
-                    ctx,
-                    move |store, _| {
-                        let mut purged = 0u64;
-                        for e in &entries {
-                            if store.purge_tombstone(&e.bucket, &e.key, e.digest)? {
-                                purged += 1;
-                            }
-                        }
-                        Ok(purged)
-                    },
-                    |act, purged, _| match purged {
-                        Ok(n) => act.machine.purged(n),
-                        Err(e) => warn!(error = %e, "purging tombstones failed"),
-                    },
-                ),
-                Action::ReportHints { to } => self.blocking(
-                    ctx,
-                    |store, defaults| {
-                        let n_max = BucketView::load(store, defaults)?.n_max();
-                        Ok((store.hint_owners()?, n_max))
-                    },
-                    move |act, owners, _| match owners {
-                        Ok((owners, n_max)) => {
-                            act.machine.set_n_max(n_max);
-                            let me = act.node;
-                            act.machine.hint_report(Instant::now(), me, owners.clone());
-                            for peer in to {
-                                act.send(
-                                    peer,
-                                    WireMessage::AntiEntropyHints {
-                                        owners: owners.clone(),
-                                    },
-                                );
-                            }
-                        }
-                        Err(e) => warn!(error = %e, "reading hint owners failed"),
-                    },
-                ),
+            if let Action::Send { to, msg } = action {
+                self.send(to, msg);
+                continue;
             }
+            let config = self.config.clone();
+            self.blocking(
+                ctx,
+                move |store, defaults| Ok(run(store, defaults, &config, action)),
+                |act, done, ctx| match done {
+                    Ok(done) => {
+                        let mut out = Vec::new();
+                        finish(&mut act.machine, act.node, Instant::now(), done, &mut out);
+                        act.carry(out, ctx);
+                    }
+                    Err(e) => warn!(error = %e, "anti-entropy work failed"),
+                },
+            );
         }
     }
 }

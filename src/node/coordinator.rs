@@ -56,8 +56,7 @@ use crate::version::Hlc;
 /// this late.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// The metadata record holding the bucket table.
-pub const BUCKETS_META: &str = "buckets";
+pub use crate::roles::stored_buckets::BUCKETS_META;
 
 /// The Coordinator actor's mailbox capacity. Client requests are sent with
 /// `send`, which waits for room: a full mailbox slows clients down.

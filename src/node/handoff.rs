@@ -27,7 +27,7 @@ use actix::prelude::*;
 use tracing::{debug, warn};
 
 use super::coordinator::GetBucket;
-use super::stored_buckets::BucketView;
+use crate::roles::stored_buckets::BucketView;
 use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::codec;
 use crate::config::{BucketProps, TransferConfig, DEFAULT_MAX_FRAME_BYTES};

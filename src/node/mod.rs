@@ -52,7 +52,6 @@ pub mod handoff;
 pub mod node;
 pub mod replica;
 pub mod ring_manager;
-mod stored_buckets;
 pub mod transport;
 
 use std::sync::Arc;

@@ -22,7 +22,7 @@
 //! The Coordinator actor owns one of these and only carries messages; the
 //! simulator drives the same struct.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::buckets::{BucketEntry, BucketTable};
 use std::sync::Arc;
@@ -134,8 +134,10 @@ pub struct Coordinator<C> {
     learned: Option<Timestamp>,
     /// Timestamps this node's replica was sent, observed likewise.
     witness: Option<Arc<crate::version::Witness>>,
+    /// Bugs put back on purpose (tests and the simulator).
+    regressions: super::Regressions,
     next_req: u64,
-    requests: HashMap<u64, (Option<C>, Machine)>,
+    requests: BTreeMap<u64, (Option<C>, Machine)>,
 }
 
 impl<C> std::fmt::Debug for Coordinator<C> {
@@ -160,8 +162,9 @@ impl<C> Coordinator<C> {
             hlc,
             learned: None,
             witness: None,
+            regressions: super::Regressions::default(),
             next_req: 1,
-            requests: HashMap::new(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -259,6 +262,11 @@ impl<C> Coordinator<C> {
         self.witness = Some(witness);
     }
 
+    /// Puts back bugs of earlier versions (see [`super::Regressions`]).
+    pub fn set_regressions(&mut self, regressions: super::Regressions) {
+        self.regressions = regressions;
+    }
+
     /// Notes a timestamp learned from a peer.
     fn learn(&mut self, ts: Option<Timestamp>) {
         self.learned = self.learned.max(ts);
@@ -271,6 +279,10 @@ impl<C> Coordinator<C> {
     fn stamp(&mut self, wall_ms: u64) -> Timestamp {
         let seen = self.witness.as_ref().and_then(|w| w.take());
         self.learn(seen);
+        if self.regressions.unordered_lww {
+            // The clock as before issue [9]: it never observes.
+            self.learned = None;
+        }
         if let Some(learned) = self.learned.take() {
             if let Err(e) = self.hlc.observe(learned, wall_ms) {
                 tracing::debug!(error = %e, "a peer's timestamp was not observed");

@@ -74,6 +74,25 @@ use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Timestamp};
 pub use get::{GetOptions, GetReply, GetRequest};
 pub use put::{PutOptions, PutReply, PutRequest};
 
+/// Bugs of earlier versions, put back on purpose so that the simulator's
+/// checkers can be shown to find them (`docs/simulation.md`). All off by
+/// default; nothing but tests and the simulator's `--regression` option
+/// turns one on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regressions {
+    /// Dots and CRDT entries are minted under the bare node id, as before
+    /// issue [9]: a fallback that coordinates in two partitions, its hint
+    /// handed off and deleted in between, mints the same dot twice, and
+    /// replicas holding the first drop the second write.
+    pub bare_node_actor: bool,
+    /// Last-writer-wins as before issue [9]: the coordinator's clock never
+    /// observes its peers' timestamps, a coordinating replica does not
+    /// stamp above what it holds, and a replica holding a newer version
+    /// does not say so; so with skewed clocks a later write can lose to an
+    /// earlier one.
+    pub unordered_lww: bool,
+}
+
 /// How many replicas must answer, per request.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Consistency {

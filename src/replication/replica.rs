@@ -237,6 +237,7 @@ pub struct ReplicaStore {
     engine: Arc<dyn Engine>,
     actors: Mutex<Actors>,
     witness: Arc<crate::version::Witness>,
+    regressions: super::Regressions,
     max_siblings: usize,
     max_hints: usize,
     hints: AtomicUsize,
@@ -263,6 +264,24 @@ impl ReplicaStore {
         max_siblings: usize,
         max_hints: usize,
     ) -> Result<Self> {
+        Self::open_with_clock(
+            node,
+            engine,
+            max_siblings,
+            max_hints,
+            &crate::version::SystemClock,
+        )
+    }
+
+    /// [`ReplicaStore::open`] with the wall clock that floors the actor
+    /// epochs given (the simulator's virtual one).
+    pub fn open_with_clock(
+        node: NodeId,
+        engine: Arc<dyn Engine>,
+        max_siblings: usize,
+        max_hints: usize,
+        clock: &impl crate::version::WallClock,
+    ) -> Result<Self> {
         if node.0 == 0 || node.0 > MAX_NODE_ID {
             return Err(Error::InvalidInput(format!(
                 "node id {} is outside 1..={MAX_NODE_ID}",
@@ -280,7 +299,7 @@ impl ReplicaStore {
         // either: epochs are drawn far slower than one a millisecond, so
         // that floor is past every epoch a node of this id used, unless
         // the clock went back. Epoch 0 is never used.
-        let start = leased.max(epoch_floor(&crate::version::SystemClock)).max(1);
+        let start = leased.max(epoch_floor(clock)).max(1);
         let actors = Actors {
             next: start,
             leased: start,
@@ -296,11 +315,17 @@ impl ReplicaStore {
             engine,
             actors: Mutex::new(actors),
             witness: Arc::default(),
+            regressions: super::Regressions::default(),
             max_siblings,
             max_hints,
             hints: AtomicUsize::new(count),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
+    }
+
+    /// Puts back bugs of earlier versions (see [`super::Regressions`]).
+    pub fn set_regressions(&mut self, regressions: super::Regressions) {
+        self.regressions = regressions;
     }
 
     /// Hints stored now.
@@ -312,6 +337,9 @@ impl ReplicaStore {
     /// none (first use since start, or its last epoch was retired). A new
     /// lease block is stored durably before any of its epochs is used.
     fn actor(&self, slot: Slot) -> Result<NodeId> {
+        if self.regressions.bare_node_actor {
+            return Ok(self.node);
+        }
         let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&actor) = actors.slots.get(&slot) {
             return Ok(actor);
@@ -415,7 +443,12 @@ impl ReplicaStore {
                 };
                 ReplicaReply::Merged {
                     req,
-                    result: stored.and_then(|winner| superseded(&object, winner, &policy)),
+                    result: stored.and_then(|winner| {
+                        if self.regressions.unordered_lww {
+                            return Ok(());
+                        }
+                        superseded(&object, winner, &policy)
+                    }),
                 }
             }
             ReplicaRequest::Read { req, bucket, key } => match self.read(&bucket, &key) {
@@ -460,7 +493,9 @@ impl ReplicaStore {
         // Above every version stored here, so a write that replaces a
         // version is ordered after it whatever the clocks say.
         let timestamp = match object.timestamp() {
-            Some(stored) if stored >= write.timestamp => stored.next(),
+            Some(stored) if stored >= write.timestamp && !self.regressions.unordered_lww => {
+                stored.next()
+            }
             _ => write.timestamp,
         };
         let (context, payload) = match &write.op {

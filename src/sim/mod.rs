@@ -13,6 +13,7 @@
 //! alone. It is the seed of the whole-cluster simulator; replication and
 //! storage machines are not driven yet.
 
+pub mod cluster;
 pub mod history;
 pub mod membership;
 

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use super::coordinator::BUCKETS_META;
 use crate::config::{BucketProps, DEFAULT_MAX_FRAME_BYTES};
 use crate::error::Result;
 use crate::replication::buckets::BucketEntry;
@@ -12,6 +11,10 @@ use crate::replication::replica::ReplicaStore;
 
 /// Bucket properties as the store's bucket table and the defaults give
 /// them.
+/// The metadata record holding the bucket table.
+pub const BUCKETS_META: &str = "buckets";
+
+/// Bucket properties as stored, over the node's defaults.
 pub(crate) struct BucketView {
     defaults: BucketProps,
     table: HashMap<Vec<u8>, BucketProps>,

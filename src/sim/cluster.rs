@@ -1,0 +1,1344 @@
+//! The deterministic cluster simulator: every node's machines on one
+//! virtual clock, a seeded faulty network, storage on memory engines,
+//! clients making operations, and a fault schedule drawn from the seed.
+//!
+//! Each node runs the machines a real node runs, fed the same messages:
+//! the membership gossip and phi-accrual detector ([`Membership`]), the
+//! request [`Coordinator`] with its put and get machines, hinted handoff
+//! ([`HintedHandoff`]) with the hint round, bucket-table gossip, the
+//! replica ([`ReplicaStore`] serving [`crate::replication::ReplicaRequest`]s), and
+//! anti-entropy ([`AntiEntropy`], its storage work carried out by
+//! [`crate::roles::anti_entropy`], the same code the actor runs). Storage
+//! work is done inline, at the instant it is asked for. Every frame between
+//! nodes is encoded, goes through the [`Fabric`] (loss, duplication,
+//! reordering, delay, partitions, pauses) and is decoded again.
+//!
+//! The driver jumps from one due instant to the next (a frame's delivery,
+//! a node's timer, a client's next operation, a scheduled fault) and at
+//! each instant works in a fixed order: faults, then each node by id (its
+//! frames, then its timers), then clients. Every random choice comes from
+//! generators seeded by [`ClusterOptions::seed`], and no map with random
+//! iteration order is walked, so one seed gives one history, byte for
+//! byte.
+//!
+//! A run has two phases. During the first, clients make operations and
+//! the schedule's faults strike: partitions of every shape, one-way cuts,
+//! lossy and slow links, paused nodes, crashes and restarts, clock skew.
+//! At its end everything is healed (links restored, nodes resumed and
+//! restarted, faults cleared), clients stop, and the cluster is given
+//! time to converge (hinted handoff, anti-entropy). Then every key the
+//! run touched is read from each of its replicas' stores: the history's
+//! final state, which [`super::check`] judges with the operations.
+//!
+//! What is not simulated yet: the ring keeper and range transfers (the
+//! ring is fixed for a run: no joins or leaves), the Compactor and the LSM
+//! engine (storage is a memory engine), storage latency and failures, and
+//! the loss of unsynced writes in a crash (a crash keeps everything the
+//! store was given, as under `sync = always`, and loses every machine's
+//! memory).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_bytes::ByteBuf;
+
+use super::history::{BucketKind, History, Observed, OpRecord, Outcome, SimBucket, SimOp};
+use crate::codec;
+use crate::config::{
+    AntiEntropyConfig, BucketProps, MembershipConfig, ReplicaConfig, VersionConfig,
+    DEFAULT_MAX_FRAME_BYTES,
+};
+use crate::crdt::CrdtKind;
+use crate::error::{Error, Result};
+use crate::membership::{MemberEvent, Membership, Outbox as MemberOutbox};
+use crate::message::{Envelope, Message, NodeId};
+use crate::net::memory::{Fabric, Faults};
+use crate::protocol::{Op, ReadOptions, Reply, WriteOptions};
+use crate::replication::anti_entropy::{Action, AntiEntropy};
+use crate::replication::buckets::BucketEntry;
+use crate::replication::client_ops::{to_client_op, to_reply_for, ReplyKind};
+use crate::replication::coordinator::{Answer, Coordinator, COORDINATOR_REQ_LIMIT};
+use crate::replication::get::GetReply;
+use crate::replication::handoff::HintedHandoff;
+use crate::replication::replica::ReplicaStore;
+use crate::replication::{Consistency, Outbox, Receipt, Regressions, ReplicaReply};
+use crate::ring::{claim, key_token, Ring, RingState};
+use crate::roles::anti_entropy as ae_exec;
+use crate::roles::stored_buckets::BUCKETS_META;
+use crate::storage::memory::MemoryEngine;
+use crate::version::{ConflictPolicy, Hlc, Resolvers, WallClock};
+
+/// The wall clock's reading at the start of every run, in milliseconds
+/// since the Unix epoch (2027-01-15): a fixed start keeps runs
+/// reproducible.
+pub const START_WALL_MS: u64 = 1_800_000_000_000;
+
+/// A healthy network: every frame takes 0.1 to 1 ms.
+const CALM: Faults = Faults {
+    drop_rate: 0.0,
+    duplicate_rate: 0.0,
+    reorder_rate: 0.0,
+    delay: (Duration::from_micros(100), Duration::from_millis(1)),
+};
+
+/// How often a node's coordinator checks its deadlines (as the actor's
+/// tick does).
+const COORDINATOR_TICK: Duration = Duration::from_millis(10);
+
+/// How a simulation is set up. Every field has a default
+/// ([`ClusterOptions::new`]); the schedule of faults is drawn from the
+/// seed.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Nodes, ids 1 to `nodes`, all members of the ring from the start.
+    pub nodes: usize,
+    /// Seeds every random choice.
+    pub seed: u64,
+    /// Clients, each making one operation at a time.
+    pub clients: usize,
+    /// Keys per bucket: few, so that writes meet.
+    pub keys: usize,
+    /// The buckets (each with a kind and quorums).
+    pub buckets: Vec<SimBucket>,
+    /// How long clients work and faults strike.
+    pub active: Duration,
+    /// How long the healed cluster is given to converge before the final
+    /// state is read.
+    pub settle: Duration,
+    /// Whether the schedule has faults at all.
+    pub faults: bool,
+    /// The largest clock skew of a node, either way.
+    pub max_skew: Duration,
+    /// Virtual nodes per node.
+    pub vnodes: usize,
+    /// Bugs put back on purpose (to show the checkers find them).
+    pub regressions: Regressions,
+}
+
+impl ClusterOptions {
+    /// Five nodes, four clients, three keys in each of the default buckets
+    /// ([`default_buckets`]), 30 s of faults and 40 s to settle.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        ClusterOptions {
+            nodes,
+            seed,
+            clients: 4,
+            keys: 3,
+            buckets: default_buckets(),
+            active: Duration::from_secs(30),
+            settle: Duration::from_secs(40),
+            faults: true,
+            max_skew: Duration::from_millis(400),
+            vnodes: 16,
+            regressions: Regressions::default(),
+        }
+    }
+}
+
+/// The buckets of a run unless told otherwise: blind writes kept as
+/// siblings under strict quorums, and under sloppy ones; last-writer-wins;
+/// a PN-Counter; an OR-Set. All with `n = 3`, `r = w = 2`.
+pub fn default_buckets() -> Vec<SimBucket> {
+    let bucket = |name: &str, kind, sloppy| SimBucket {
+        name: name.into(),
+        kind,
+        n: 3,
+        r: 2,
+        w: 2,
+        sloppy,
+    };
+    vec![
+        bucket("siblings", BucketKind::Siblings, false),
+        bucket("sloppy", BucketKind::Siblings, true),
+        bucket("lww", BucketKind::Lww, false),
+        bucket("counter", BucketKind::Counter, true),
+        bucket("set", BucketKind::Set, true),
+    ]
+}
+
+/// A scheduled fault.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Cuts every link between the two sides, both ways.
+    Partition(Vec<NodeId>, Vec<NodeId>),
+    /// Cuts the links from the first side to the second only.
+    OneWay(Vec<NodeId>, Vec<NodeId>),
+    /// Restores every link.
+    Heal,
+    /// The node's process dies: its machines' memory is lost, its store
+    /// kept.
+    Crash(NodeId),
+    /// A crashed node starts again from its store.
+    Restart(NodeId),
+    /// The node stops (as under SIGSTOP): it neither runs nor receives.
+    Pause(NodeId),
+    /// A paused node runs again.
+    Resume(NodeId),
+    /// Every link loses, duplicates, reorders and delays frames so.
+    Network(Faults),
+    /// The node's wall clock is off by this many milliseconds.
+    Skew(NodeId, i64),
+}
+
+enum Life {
+    Running,
+    Paused,
+    Crashed,
+}
+
+struct Machines {
+    store: Arc<ReplicaStore>,
+    membership: Membership,
+    coordinator: Coordinator<usize>,
+    handoff: HintedHandoff,
+    anti_entropy: AntiEntropy,
+    rng: ChaCha8Rng,
+    next_membership: Instant,
+    next_handoff: Instant,
+    next_buckets: Instant,
+    next_anti_entropy: Instant,
+    next_coordinator: Instant,
+}
+
+struct SimNode {
+    id: NodeId,
+    engine: Arc<MemoryEngine>,
+    life: Life,
+    skew_ms: i64,
+    machines: Option<Machines>,
+    starts: u64,
+}
+
+struct Client {
+    id: u32,
+    next_at: Option<Instant>,
+    /// The operation in flight, with the node it went to.
+    waiting: Option<(usize, NodeId)>,
+    written: u64,
+}
+
+/// A wall clock at a fixed reading.
+struct FixedClock(u64);
+
+impl WallClock for FixedClock {
+    fn now_ms(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A whole cluster on one virtual clock. See the module documentation.
+pub struct ClusterSim {
+    options: ClusterOptions,
+    start: Instant,
+    now: Instant,
+    fabric: Fabric,
+    nodes: BTreeMap<NodeId, SimNode>,
+    ring: Arc<RingState>,
+    bucket_entries: Vec<BucketEntry>,
+    clients: Vec<Client>,
+    schedule: VecDeque<(Instant, Fault)>,
+    rng: ChaCha8Rng,
+    history: History,
+    /// Messages between a node's own roles, delivered at the instant they
+    /// are sent.
+    local: VecDeque<(NodeId, NodeId, Message)>,
+    membership: MembershipConfig,
+    replica: ReplicaConfig,
+    anti_entropy: AntiEntropyConfig,
+    version: VersionConfig,
+    /// Frames that did not decode (a bug if ever non-zero).
+    undecodable: u64,
+    accepting: bool,
+}
+
+impl ClusterSim {
+    /// Builds the cluster of `options` and draws its fault schedule.
+    /// Fails with `InvalidInput` on a configuration that cannot run (no
+    /// node, a bucket whose quorums do not fit its `n`, `n` above the
+    /// node count).
+    pub fn new(options: ClusterOptions) -> Result<Self> {
+        if options.nodes == 0 || options.nodes > 64 {
+            return Err(Error::InvalidInput(
+                "a simulation needs 1 to 64 nodes".into(),
+            ));
+        }
+        if options.clients == 0 || options.keys == 0 || options.buckets.is_empty() {
+            return Err(Error::InvalidInput(
+                "a simulation needs a client, a key and a bucket".into(),
+            ));
+        }
+        for b in &options.buckets {
+            if b.n == 0 || b.n > options.nodes || b.r == 0 || b.r > b.n || b.w == 0 || b.w > b.n {
+                return Err(Error::InvalidInput(format!(
+                    "bucket {} has n = {}, r = {}, w = {} on {} nodes",
+                    b.name, b.n, b.r, b.w, options.nodes
+                )));
+            }
+        }
+        let start = Instant::now();
+        let mut fabric = Fabric::new(options.seed ^ 0x4e45_5457, 4096);
+        fabric.set_faults(CALM)?;
+        let ids: Vec<NodeId> = (1..=options.nodes as u64).map(NodeId).collect();
+        // The ring every node starts with: each node's claim in turn, as
+        // the nodes of a cluster formed one after the other would have.
+        let mut ring = Ring::empty();
+        for &id in &ids {
+            ring = claim::claim_join(&ring, id, options.vnodes)?;
+        }
+        let ring = Arc::new(RingState::settled(ring));
+        let membership = MembershipConfig::default();
+        let replica = ReplicaConfig {
+            handoff_retry: Duration::from_secs(2),
+            ..ReplicaConfig::default()
+        };
+        let anti_entropy = AntiEntropyConfig {
+            period: Duration::from_secs(5),
+            exchange_timeout: Duration::from_secs(5),
+            ..AntiEntropyConfig::default()
+        };
+        let version = VersionConfig::default();
+        // The bucket table, as set through node 1 before the run.
+        let mut setter = Coordinator::<()>::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(version.max_clock_skew),
+        );
+        for b in &options.buckets {
+            setter.set_bucket(b.name.clone().into_bytes(), props_of(b), START_WALL_MS)?;
+        }
+        let bucket_entries = setter.buckets().entries();
+        let mut sim = ClusterSim {
+            rng: ChaCha8Rng::seed_from_u64(options.seed),
+            start,
+            now: start,
+            nodes: BTreeMap::new(),
+            ring,
+            bucket_entries,
+            clients: Vec::new(),
+            schedule: VecDeque::new(),
+            history: History {
+                seed: options.seed,
+                buckets: options
+                    .buckets
+                    .iter()
+                    .map(|b| (b.name.clone(), b.clone()))
+                    .collect(),
+                ..History::default()
+            },
+            local: VecDeque::new(),
+            membership,
+            replica,
+            anti_entropy,
+            version,
+            undecodable: 0,
+            accepting: true,
+            fabric: {
+                for &id in &ids {
+                    fabric.add_node(id)?;
+                }
+                fabric
+            },
+            options,
+        };
+        for &id in &ids {
+            let mut node = SimNode {
+                id,
+                engine: Arc::new(MemoryEngine::new()),
+                life: Life::Running,
+                skew_ms: 0,
+                machines: None,
+                starts: 0,
+            };
+            sim.boot(&mut node)?;
+            sim.nodes.insert(id, node);
+        }
+        for c in 0..sim.options.clients {
+            let first = start + Duration::from_millis(sim.rng.random_range(0..200));
+            sim.clients.push(Client {
+                id: c as u32 + 1,
+                next_at: Some(first),
+                waiting: None,
+                written: 0,
+            });
+        }
+        if sim.options.faults {
+            sim.draw_schedule();
+        }
+        Ok(sim)
+    }
+
+    /// Starts `node`'s machines from its store (first start or restart).
+    fn boot(&self, node: &mut SimNode) -> Result<()> {
+        let id = node.id;
+        let wall = self.wall_ms(node.skew_ms);
+        let mut store = ReplicaStore::open_with_clock(
+            id,
+            node.engine.clone(),
+            self.version.max_siblings,
+            self.replica.max_hints,
+            &FixedClock(wall),
+        )?;
+        store.set_regressions(self.options.regressions);
+        let store = Arc::new(store);
+        let mut coordinator = Coordinator::new(
+            id,
+            BucketProps::default(),
+            Hlc::new(self.version.max_clock_skew),
+        );
+        coordinator.set_regressions(self.options.regressions);
+        coordinator.set_witness(store.witness());
+        // The bucket table: as stored, or as set before the run.
+        let stored: Vec<BucketEntry> = match store.load_meta(BUCKETS_META)? {
+            Some(bytes) => codec::decode(&bytes, DEFAULT_MAX_FRAME_BYTES)?,
+            None => self.bucket_entries.clone(),
+        };
+        coordinator.merge_buckets(stored);
+        coordinator.set_ring_state(Arc::clone(&self.ring));
+        let seed = self.options.seed ^ id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.starts;
+        let peers: Vec<NodeId> = (1..=self.options.nodes as u64)
+            .map(NodeId)
+            .filter(|&p| p != id)
+            .collect();
+        let mut membership = if node.starts == 0 {
+            // A formed cluster: every node knows every other from the start.
+            let mut m = Membership::new(self.membership.clone(), id, id.to_string(), &[], seed)?;
+            let mut sink = MemberOutbox::new();
+            for &p in &peers {
+                m.add_peer(self.now, p, p.to_string(), &mut sink);
+            }
+            m
+        } else {
+            // A restarted node joins again through every other as a seed.
+            Membership::new(self.membership.clone(), id, id.to_string(), &peers, seed)?
+        };
+        let mut sink = MemberOutbox::new();
+        membership.tick(self.now, &mut sink);
+        let n_max = self.options.buckets.iter().map(|b| b.n).max().unwrap_or(3);
+        let mut anti_entropy = AntiEntropy::new(id, self.anti_entropy.clone(), n_max, self.now);
+        anti_entropy.set_ring(Arc::new(self.ring.ring.clone()));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5349_4d);
+        let phase = |rng: &mut ChaCha8Rng, every: Duration| {
+            let nanos = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX).max(1);
+            Duration::from_nanos(rng.random_range(0..nanos))
+        };
+        let now = self.now;
+        node.machines = Some(Machines {
+            next_membership: now + phase(&mut rng, self.membership.gossip_interval / 4),
+            next_handoff: now + phase(&mut rng, self.replica.handoff_interval),
+            next_buckets: now + phase(&mut rng, self.membership.gossip_interval),
+            next_anti_entropy: now + phase(&mut rng, tick_of(self.anti_entropy.period)),
+            next_coordinator: now + COORDINATOR_TICK,
+            store,
+            membership,
+            coordinator,
+            handoff: HintedHandoff::new(
+                COORDINATOR_REQ_LIMIT,
+                self.replica.handoff_in_flight,
+                self.replica.handoff_retry,
+            ),
+            anti_entropy,
+            rng,
+        });
+        node.starts += 1;
+        Ok(())
+    }
+
+    /// The wall clock of a node skewed by `skew_ms`, now.
+    fn wall_ms(&self, skew_ms: i64) -> u64 {
+        let elapsed = (self.now - self.start).as_millis() as u64;
+        (START_WALL_MS + elapsed).saturating_add_signed(skew_ms)
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// The fault schedule drawn for this run.
+    pub fn schedule(&self) -> Vec<(Duration, Fault)> {
+        self.schedule
+            .iter()
+            .map(|(at, f)| (*at - self.start, f.clone()))
+            .collect()
+    }
+
+    /// Frames that did not decode: never expected.
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable
+    }
+
+    fn draw_schedule(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let end = self.options.active;
+        let mut at = Duration::from_millis(self.rng.random_range(500..3000));
+        let mut list: Vec<(Duration, Fault)> = Vec::new();
+        // Nodes crashed or paused until then, so that at most a minority
+        // of nodes is down at once and a node is not crashed twice.
+        let mut busy: BTreeMap<NodeId, Duration> = BTreeMap::new();
+        while at < end {
+            let roll = self.rng.random_range(0..100);
+            match roll {
+                0..=29 => {
+                    let (a, b) = self.draw_sides(&ids);
+                    list.push((at, Fault::Partition(a, b)));
+                }
+                30..=39 => {
+                    let (a, b) = self.draw_sides(&ids);
+                    list.push((at, Fault::OneWay(a, b)));
+                }
+                40..=54 => list.push((at, Fault::Heal)),
+                55..=69 | 70..=79 => {
+                    busy.retain(|_, until| *until > at);
+                    let free: Vec<NodeId> =
+                        ids.iter().copied().filter(|n| !busy.contains_key(n)).collect();
+                    if busy.len() + 1 <= (ids.len() - 1) / 2 + usize::from(ids.len() <= 2) {
+                        if let Some(&node) = free.choose(&mut self.rng) {
+                            let back = at + Duration::from_millis(self.rng.random_range(300..8000));
+                            busy.insert(node, back);
+                            if roll < 70 {
+                                list.push((at, Fault::Crash(node)));
+                                list.push((back, Fault::Restart(node)));
+                            } else {
+                                list.push((at, Fault::Pause(node)));
+                                list.push((back, Fault::Resume(node)));
+                            }
+                        }
+                    }
+                }
+                80..=89 => {
+                    let calm = self.rng.random_bool(0.4);
+                    let faults = if calm {
+                        CALM
+                    } else {
+                        let max_delay = self.rng.random_range(1..60);
+                        Faults {
+                            drop_rate: self.rng.random_range(0.0..0.2),
+                            duplicate_rate: self.rng.random_range(0.0..0.1),
+                            reorder_rate: self.rng.random_range(0.0..0.3),
+                            delay: (CALM.delay.0, Duration::from_millis(max_delay)),
+                        }
+                    };
+                    list.push((at, Fault::Network(faults)));
+                }
+                _ => {
+                    let node = *ids.choose(&mut self.rng).unwrap_or(&NodeId(1));
+                    let max = self.options.max_skew.as_millis() as i64;
+                    let skew = if max == 0 {
+                        0
+                    } else {
+                        self.rng.random_range(-max..=max)
+                    };
+                    list.push((at, Fault::Skew(node, skew)));
+                }
+            }
+            at += Duration::from_millis(self.rng.random_range(300..4000));
+        }
+        // Restarts and resumes drawn past the end happen at the heal.
+        list.sort_by_key(|(at, _)| *at);
+        self.schedule = list
+            .into_iter()
+            .filter(|(at, _)| *at < end)
+            .map(|(at, f)| (self.start + at, f))
+            .collect();
+    }
+
+    /// Two sides of a partition: one node alone, a minority against a
+    /// majority, or a random split; every node on one side or the other.
+    fn draw_sides(&mut self, ids: &[NodeId]) -> (Vec<NodeId>, Vec<NodeId>) {
+        let mut shuffled = ids.to_vec();
+        // Fisher-Yates with the run's generator.
+        for i in (1..shuffled.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            shuffled.swap(i, j);
+        }
+        let cut = match self.rng.random_range(0..3) {
+            0 => 1,
+            1 => (ids.len() - 1) / 2,
+            _ => self.rng.random_range(1..ids.len().max(2)),
+        }
+        .clamp(1, ids.len().saturating_sub(1).max(1));
+        let b = shuffled.split_off(cut);
+        shuffled.sort();
+        let mut b = b;
+        b.sort();
+        (shuffled, b)
+    }
+
+    /// Runs the whole simulation: the active phase with its faults, the
+    /// heal, the settling, and the final read. Returns the history.
+    pub fn run(mut self) -> Result<History> {
+        let heal_at = self.start + self.options.active;
+        self.run_until(heal_at);
+        self.heal_all();
+        let end = heal_at + self.options.settle;
+        self.run_until(end);
+        self.finish()
+    }
+
+    /// Heals everything and stops the clients.
+    fn heal_all(&mut self) {
+        self.accepting = false;
+        self.fabric.heal();
+        let _ = self.fabric.set_faults(CALM);
+        self.schedule.clear();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.apply(Fault::Resume(id));
+            self.apply(Fault::Restart(id));
+        }
+        self.event("heal: every link restored, every node running, clients stopped".into());
+        // Clock skew stays: a healed cluster still has skewed clocks.
+    }
+
+    fn event(&mut self, text: String) {
+        let at = self.elapsed();
+        self.history.events.push((at, text));
+    }
+
+    /// Runs until `end` (virtual).
+    fn run_until(&mut self, end: Instant) {
+        loop {
+            let Some(next) = self.next_due() else { break };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            self.step_instant();
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn next_due(&mut self) -> Option<Instant> {
+        let mut next = self.fabric.next_due_any();
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        };
+        if let Some((at, _)) = self.schedule.front() {
+            consider(*at);
+        }
+        for c in &self.clients {
+            if let (Some(at), true) = (c.next_at, self.accepting) {
+                consider(at);
+            }
+        }
+        for node in self.nodes.values_mut() {
+            if !matches!(node.life, Life::Running) {
+                continue;
+            }
+            if let Some(m) = node.machines.as_mut() {
+                consider(m.next_membership);
+                consider(m.next_handoff);
+                consider(m.next_buckets);
+                consider(m.next_anti_entropy);
+                if m.coordinator.in_flight() > 0 {
+                    consider(m.next_coordinator);
+                }
+            }
+        }
+        next
+    }
+
+    fn step_instant(&mut self) {
+        let now = self.now;
+        while self.schedule.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, fault)) = self.schedule.pop_front() {
+                self.apply(fault);
+            }
+        }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &id in &ids {
+            while let Some((from, frame)) = self.fabric.pop_due(id, now) {
+                match codec::decode::<Envelope>(&frame, DEFAULT_MAX_FRAME_BYTES) {
+                    Ok(env) if env.to == id => self.deliver(id, env.from, env.msg),
+                    _ => {
+                        let _ = from;
+                        self.undecodable += 1;
+                    }
+                }
+                self.drain_local();
+            }
+        }
+        for &id in &ids {
+            self.timers(id);
+            self.drain_local();
+        }
+        if self.accepting {
+            for c in 0..self.clients.len() {
+                if self.clients[c].next_at.is_some_and(|at| at <= now) {
+                    self.invoke(c);
+                    self.drain_local();
+                }
+            }
+        }
+    }
+
+    fn drain_local(&mut self) {
+        while let Some((to, from, msg)) = self.local.pop_front() {
+            self.deliver(to, from, msg);
+        }
+    }
+
+    fn apply(&mut self, fault: Fault) {
+        match &fault {
+            Fault::Partition(a, b) => self.fabric.partition(a, b),
+            Fault::OneWay(a, b) => self.fabric.partition_one_way(a, b),
+            Fault::Heal => self.fabric.heal(),
+            Fault::Network(f) => {
+                let _ = self.fabric.set_faults(*f);
+            }
+            Fault::Skew(node, skew) => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.skew_ms = *skew;
+                }
+            }
+            Fault::Pause(node) => {
+                let Some(n) = self.nodes.get_mut(node) else { return };
+                if !matches!(n.life, Life::Running) {
+                    return;
+                }
+                n.life = Life::Paused;
+                self.fabric.pause(*node);
+            }
+            Fault::Resume(node) => {
+                let Some(n) = self.nodes.get_mut(node) else { return };
+                if !matches!(n.life, Life::Paused) {
+                    return;
+                }
+                n.life = Life::Running;
+                self.fabric.resume(*node);
+            }
+            Fault::Crash(node) => {
+                let Some(n) = self.nodes.get_mut(node) else { return };
+                if matches!(n.life, Life::Crashed) {
+                    return;
+                }
+                if matches!(n.life, Life::Paused) {
+                    self.fabric.resume(*node);
+                }
+                n.life = Life::Crashed;
+                n.machines = None;
+                self.fabric.remove_node(*node);
+                // Its clients' requests die with it: their outcome is
+                // unknown, and each client goes on.
+                let now = self.now;
+                for c in 0..self.clients.len() {
+                    if let Some((op, at)) = self.clients[c].waiting {
+                        if at == *node {
+                            self.clients[c].waiting = None;
+                            self.clients[c].next_at = Some(now + Duration::from_millis(50));
+                            self.history.ops[op].outcome = Outcome::Unknown;
+                        }
+                    }
+                }
+            }
+            Fault::Restart(node) => {
+                let Some(mut n) = self.nodes.remove(node) else { return };
+                if matches!(n.life, Life::Crashed) {
+                    let _ = self.fabric.add_node(*node);
+                    if let Err(e) = self.boot(&mut n) {
+                        self.event(format!("restart of {node} failed: {e}"));
+                    } else {
+                        n.life = Life::Running;
+                    }
+                }
+                self.nodes.insert(*node, n);
+            }
+        }
+        if !matches!(
+            (&fault, self.accepting),
+            (Fault::Resume(_) | Fault::Restart(_), false)
+        ) {
+            self.event(format!("{fault:?}"));
+        }
+    }
+
+    /// Sends `msg` from node `from` to node `to`: through the fabric, or
+    /// straight to the node's own roles.
+    fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
+        if from == to {
+            self.local.push_back((to, from, msg));
+            return;
+        }
+        let env = Envelope::new(from, to, msg);
+        match codec::encode(&env) {
+            Ok(bytes) => {
+                let _ = self.fabric.send(self.now, from, to, bytes.into());
+            }
+            Err(_) => self.undecodable += 1,
+        }
+    }
+
+    fn dispatch(&mut self, from: NodeId, out: Outbox) {
+        for (to, request) in out {
+            self.send(from, to, Message::Replicate { request });
+        }
+    }
+
+    /// Node `id` receives `msg` from `from`.
+    fn deliver(&mut self, id: NodeId, from: NodeId, msg: Message) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        if !matches!(node.life, Life::Running) {
+            // A crashed node receives nothing; a paused one gets its
+            // frames held by the fabric, and its own roles' messages wait
+            // with it, which the simulator does not model: dropped.
+            return;
+        }
+        let Some(m) = node.machines.as_mut() else { return };
+        match msg {
+            Message::Gossip { .. } => {
+                let mut out = MemberOutbox::new();
+                m.membership
+                    .step(now, Envelope::new(from, id, msg), &mut out);
+                self.member_out(id, out);
+            }
+            Message::Replicate { request } => {
+                let reply = m.store.handle(request);
+                self.send(id, from, Message::Replicated { reply });
+            }
+            Message::Replicated { reply } => self.on_reply(id, from, reply),
+            Message::Buckets { buckets } => {
+                if !m.coordinator.merge_buckets(buckets).is_empty() {
+                    persist_buckets(m);
+                }
+            }
+            Message::AntiEntropyTree { .. }
+            | Message::AntiEntropyDiff { .. }
+            | Message::AntiEntropyRepair { .. }
+            | Message::AntiEntropyRepaired { .. }
+            | Message::AntiEntropyPurge { .. }
+            | Message::AntiEntropyHints { .. } => {
+                let mut out = Vec::new();
+                m.anti_entropy.step(now, from, msg, &mut out);
+                self.carry_anti_entropy(id, out);
+            }
+            // Ring gossip and transfers: the ring is fixed in a run.
+            _ => {}
+        }
+    }
+
+    fn member_out(&mut self, id: NodeId, out: MemberOutbox<MemberEvent>) {
+        for env in out.messages {
+            self.send(id, env.to, env.msg);
+        }
+        if out.events.is_empty() {
+            return;
+        }
+        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        for event in &out.events {
+            m.coordinator.on_member_event(event);
+            m.anti_entropy.on_member_event(event);
+        }
+    }
+
+    fn on_reply(&mut self, id: NodeId, from: NodeId, reply: ReplicaReply) {
+        let now = self.now;
+        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        if reply.req() >= COORDINATOR_REQ_LIMIT {
+            if let Some(d) = m.handoff.step(from, reply) {
+                let _ = m
+                    .store
+                    .remove_hint(d.owner, &d.hint.bucket, &d.hint.key, &d.hint.object);
+            }
+            return;
+        }
+        let mut out = Outbox::new();
+        let done = m.coordinator.step(now, from, reply, &mut out);
+        self.dispatch(id, out);
+        self.complete(id, done);
+    }
+
+    fn carry_anti_entropy(&mut self, id: NodeId, mut out: Vec<Action>) {
+        let now = self.now;
+        while !out.is_empty() {
+            let mut next = Vec::new();
+            for action in out {
+                if let Action::Send { to, msg } = action {
+                    self.send(id, to, msg);
+                    continue;
+                }
+                let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+                    return;
+                };
+                let done = ae_exec::run(&m.store, &BucketProps::default(), &self.anti_entropy, action);
+                ae_exec::finish(&mut m.anti_entropy, id, now, done, &mut next);
+            }
+            out = next;
+        }
+    }
+
+    /// Runs node `id`'s due timers.
+    fn timers(&mut self, id: NodeId) {
+        let now = self.now;
+        let (gossip_every, handoff_every, ae_every) = (
+            self.membership.gossip_interval,
+            self.replica.handoff_interval,
+            tick_of(self.anti_entropy.period),
+        );
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        if !matches!(node.life, Life::Running) {
+            return;
+        }
+        let wall = {
+            let elapsed = (now - self.start).as_millis() as u64;
+            (START_WALL_MS + elapsed).saturating_add_signed(node.skew_ms)
+        };
+        let Some(m) = node.machines.as_mut() else { return };
+        if m.next_membership <= now {
+            m.next_membership = now + gossip_every / 4;
+            let mut out = MemberOutbox::new();
+            m.membership.tick(now, &mut out);
+            self.member_out(id, out);
+        }
+        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        if m.next_coordinator <= now {
+            m.next_coordinator = now + COORDINATOR_TICK;
+            if m.coordinator.in_flight() > 0 {
+                let mut out = Outbox::new();
+                let done = m.coordinator.tick(now, &mut out);
+                self.dispatch(id, out);
+                self.complete(id, done);
+            }
+        }
+        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        if m.next_handoff <= now {
+            m.next_handoff = now + handoff_every;
+            let out = hint_round(m, id, now, self.replica.handoff_batch);
+            self.dispatch(id, out);
+        }
+        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        if m.next_buckets <= now {
+            m.next_buckets = now + gossip_every;
+            let peers: Vec<NodeId> = m
+                .coordinator
+                .members()
+                .into_iter()
+                .filter(|&n| m.coordinator.is_up_peer(n))
+                .collect();
+            if !m.coordinator.buckets().is_empty() {
+                if let Some(&peer) = peers.choose(&mut m.rng) {
+                    let buckets = m.coordinator.buckets().entries();
+                    self.send(id, peer, Message::Buckets { buckets });
+                }
+            }
+        }
+        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        if m.next_anti_entropy <= now {
+            m.next_anti_entropy = now + ae_every;
+            let mut out = Vec::new();
+            m.anti_entropy.tick(now, wall, &mut out);
+            self.carry_anti_entropy(id, out);
+        }
+    }
+
+    /// Client `c` makes its next operation.
+    fn invoke(&mut self, c: usize) {
+        let now = self.now;
+        self.clients[c].next_at = None;
+        let running: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| matches!(n.life, Life::Running))
+            .map(|n| n.id)
+            .collect();
+        let Some(&node) = running.choose(&mut self.rng) else {
+            self.clients[c].next_at = Some(now + Duration::from_millis(100));
+            return;
+        };
+        let bucket = self
+            .options
+            .buckets
+            .choose(&mut self.rng)
+            .cloned()
+            .unwrap_or_else(|| default_buckets().remove(0));
+        let key = format!("k{}", self.rng.random_range(0..self.options.keys));
+        let write = self.rng.random_bool(0.6);
+        let client = &mut self.clients[c];
+        let unique = format!("c{}-{}", client.id, client.written);
+        let name = bucket.name.clone();
+        let op = match (bucket.kind, write) {
+            (BucketKind::Siblings | BucketKind::Lww, true) => SimOp::Put {
+                bucket: name,
+                key,
+                value: unique,
+            },
+            (BucketKind::Siblings | BucketKind::Lww, false) => SimOp::Get { bucket: name, key },
+            (BucketKind::Counter, true) => {
+                let by = [-2, -1, 1, 2, 3, 5][self.rng.random_range(0..6)];
+                SimOp::CounterAdd {
+                    bucket: name,
+                    key,
+                    by,
+                }
+            }
+            (BucketKind::Counter, false) => SimOp::CounterGet { bucket: name, key },
+            (BucketKind::Set, true) => SimOp::SetAdd {
+                bucket: name,
+                key,
+                member: unique,
+            },
+            (BucketKind::Set, false) => SimOp::SetMembers { bucket: name, key },
+        };
+        let client = &mut self.clients[c];
+        if op.is_write() {
+            client.written += 1;
+        }
+        let id = self.history.ops.len();
+        client.waiting = Some((id, node));
+        let client_id = client.id;
+        self.history.ops.push(OpRecord {
+            id,
+            client: client_id,
+            node,
+            op: op.clone(),
+            invoked: now - self.start,
+            completed: None,
+            outcome: Outcome::Unknown,
+        });
+        let wire = to_wire(&op);
+        let wall = self.wall_ms(self.nodes.get(&node).map_or(0, |n| n.skew_ms));
+        let started = to_client_op(wire, &self.version).and_then(|o| {
+            o.ok_or_else(|| Error::InvalidInput("not a data operation".into()))
+        });
+        let (client_op, _kind) = match started {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.complete_op(id, Err(e));
+                return;
+            }
+        };
+        let Some(m) = self.nodes.get_mut(&node).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        let mut out = Outbox::new();
+        let done = m.coordinator.start(now, wall, id, client_op, &mut out);
+        self.dispatch(node, out);
+        if let Some(done) = done {
+            self.complete(node, vec![done]);
+        }
+    }
+
+    /// Coordinator answers of node `id` reach their clients.
+    fn complete(&mut self, id: NodeId, done: Vec<(usize, Result<Answer>)>) {
+        for (op, answer) in done {
+            let reply = answer.and_then(|answer| {
+                let record = &self.history.ops[op];
+                let (bucket, key) = record.op.target();
+                let props = self
+                    .nodes
+                    .get(&id)
+                    .and_then(|n| n.machines.as_ref())
+                    .map(|m| m.coordinator.bucket(bucket.as_bytes()).clone())
+                    .unwrap_or_default();
+                to_reply_for(
+                    bucket.as_bytes(),
+                    key.as_bytes(),
+                    kind_of(&record.op),
+                    answer,
+                    &props,
+                    &Resolvers::default(),
+                )
+            });
+            self.complete_op(op, reply);
+        }
+    }
+
+    fn complete_op(&mut self, op: usize, reply: Result<Reply>) {
+        let now = self.now;
+        let record = &mut self.history.ops[op];
+        if record.completed.is_some() || !matches!(record.outcome, Outcome::Unknown) {
+            return;
+        }
+        let client = record.client as usize - 1;
+        if self.clients[client].waiting.map(|(o, _)| o) != Some(op) {
+            // The client gave up on it (its node crashed).
+            return;
+        }
+        record.completed = Some(now - self.start);
+        record.outcome = match reply {
+            Ok(reply) => Outcome::Ok(observe(reply)),
+            Err(e) => Outcome::Failed {
+                definite: !record.op.is_write() || definite(&e),
+                error: e.to_string(),
+            },
+        };
+        let think = Duration::from_millis(self.rng.random_range(20..400));
+        self.clients[client].waiting = None;
+        self.clients[client].next_at = Some(now + think);
+    }
+
+    /// Reads every touched key from each of its primaries and returns the
+    /// history.
+    fn finish(mut self) -> Result<History> {
+        self.history.healed = true;
+        let mut touched: BTreeSet<(String, String)> = BTreeSet::new();
+        for op in &self.history.ops {
+            let (b, k) = op.op.target();
+            touched.insert((b.to_string(), k.to_string()));
+        }
+        for (bucket, key) in touched {
+            let Some(b) = self.history.buckets.get(&bucket).cloned() else { continue };
+            let token = key_token(bucket.as_bytes(), key.as_bytes());
+            let owners = self.ring.ring.preference_list(token, b.n);
+            let mut seen = Vec::new();
+            for owner in owners {
+                let Some(m) = self.nodes.get(&owner).and_then(|n| n.machines.as_ref()) else {
+                    continue;
+                };
+                let object = m.store.read(bucket.as_bytes(), key.as_bytes())?;
+                let kind = match b.kind {
+                    BucketKind::Siblings | BucketKind::Lww => ReplyKind::Object,
+                    BucketKind::Counter => ReplyKind::Counter,
+                    BucketKind::Set => ReplyKind::Set,
+                };
+                let answer = Answer::Got(GetReply {
+                    object,
+                    receipt: Receipt::default(),
+                });
+                let props = m.coordinator.bucket(bucket.as_bytes()).clone();
+                let reply = to_reply_for(
+                    bucket.as_bytes(),
+                    key.as_bytes(),
+                    kind,
+                    answer,
+                    &props,
+                    &Resolvers::default(),
+                )?;
+                seen.push((owner, observe(reply)));
+            }
+            self.history.final_state.insert((bucket, key), seen);
+        }
+        if self.undecodable > 0 {
+            self.event(format!("{} frames did not decode", self.undecodable));
+        }
+        Ok(self.history)
+    }
+}
+
+/// One round of hinted handoff on a node, as the Coordinator actor runs
+/// it: expire deliveries unanswered too long, then offer each up owner a
+/// batch of its hints.
+fn hint_round(m: &mut Machines, me: NodeId, now: Instant, batch: usize) -> Outbox {
+    let mut out = Outbox::new();
+    let coordinator = &m.coordinator;
+    m.handoff.tick(now, |n| coordinator.is_up_peer(n));
+    let Ok(owners) = m.store.hint_owners() else {
+        return out;
+    };
+    for owner in owners {
+        if owner == me || !m.coordinator.is_up_peer(owner) {
+            continue;
+        }
+        let Ok(hints) = m.store.hints_for(owner, batch) else { continue };
+        if hints.is_empty() {
+            continue;
+        }
+        let coordinator = &m.coordinator;
+        m.handoff.offer(
+            now,
+            owner,
+            hints,
+            |b| coordinator.bucket(b).policy.clone(),
+            &mut out,
+        );
+    }
+    out
+}
+
+fn persist_buckets(m: &Machines) {
+    if let Ok(bytes) = codec::encode(&m.coordinator.buckets().entries()) {
+        let _ = m.store.store_meta(BUCKETS_META, &bytes);
+    }
+}
+
+/// The anti-entropy actor's tick interval for `period`.
+fn tick_of(period: Duration) -> Duration {
+    (period / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+fn props_of(b: &SimBucket) -> BucketProps {
+    BucketProps {
+        n: b.n,
+        r: Consistency::Count(b.r as u32),
+        w: Consistency::Count(b.w as u32),
+        policy: match b.kind {
+            BucketKind::Siblings => ConflictPolicy::Siblings,
+            BucketKind::Lww => ConflictPolicy::Lww,
+            BucketKind::Counter => ConflictPolicy::Crdt(CrdtKind::PnCounter),
+            BucketKind::Set => ConflictPolicy::Crdt(CrdtKind::OrSet),
+        },
+        sloppy_quorum: b.sloppy,
+        timeout: Duration::from_secs(1),
+        ..BucketProps::default()
+    }
+}
+
+fn kind_of(op: &SimOp) -> ReplyKind {
+    match op {
+        SimOp::Put { .. } | SimOp::CounterAdd { .. } | SimOp::SetAdd { .. } => ReplyKind::Written,
+        SimOp::Get { .. } => ReplyKind::Object,
+        SimOp::CounterGet { .. } => ReplyKind::Counter,
+        SimOp::SetMembers { .. } => ReplyKind::Set,
+    }
+}
+
+/// The client protocol's operation for `op`.
+fn to_wire(op: &SimOp) -> Op {
+    let b = |s: &str| ByteBuf::from(s.as_bytes().to_vec());
+    match op {
+        SimOp::Put { bucket, key, value } => Op::Put {
+            bucket: b(bucket),
+            key: b(key),
+            value: b(value),
+            context: None,
+            options: WriteOptions::default(),
+        },
+        SimOp::Get { bucket, key } => Op::Get {
+            bucket: b(bucket),
+            key: b(key),
+            options: ReadOptions::default(),
+        },
+        SimOp::CounterAdd { bucket, key, by } => Op::CounterAdd {
+            bucket: b(bucket),
+            key: b(key),
+            by: *by,
+            options: WriteOptions::default(),
+        },
+        SimOp::CounterGet { bucket, key } => Op::CounterGet {
+            bucket: b(bucket),
+            key: b(key),
+            options: ReadOptions::default(),
+        },
+        SimOp::SetAdd {
+            bucket,
+            key,
+            member,
+        } => Op::SetAdd {
+            bucket: b(bucket),
+            key: b(key),
+            members: vec![b(member)],
+            options: WriteOptions::default(),
+        },
+        SimOp::SetMembers { bucket, key } => Op::SetMembers {
+            bucket: b(bucket),
+            key: b(key),
+            options: ReadOptions::default(),
+        },
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// What a client sees in `reply`.
+fn observe(reply: Reply) -> Observed {
+    match reply {
+        Reply::Written { .. } => Observed::Written,
+        Reply::Object {
+            value, siblings, ..
+        } => {
+            let mut values: Vec<String> = match value {
+                Some(v) => vec![text(&v)],
+                None => siblings
+                    .iter()
+                    .filter_map(|s| s.value.as_ref().map(|v| text(v)))
+                    .collect(),
+            };
+            values.sort();
+            Observed::Values(values)
+        }
+        Reply::Counter { value, .. } => Observed::Counter(value),
+        Reply::Set { members, .. } => {
+            let mut members: Vec<String> = members.iter().map(|m| text(m)).collect();
+            members.sort();
+            Observed::Members(members)
+        }
+        other => Observed::Values(vec![format!("unexpected reply {other:?}")]),
+    }
+}
+
+/// Whether a failed write can have been stored nowhere.
+fn definite(e: &Error) -> bool {
+    match e {
+        Error::QuorumTimeout { indefinite, .. } | Error::Unavailable { indefinite, .. } => {
+            !indefinite
+        }
+        Error::InvalidInput(_) | Error::TooManySiblings { .. } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(h: &History) -> String {
+        let ok = h
+            .ops
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Ok(_)))
+            .count();
+        let failed = h
+            .ops
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Failed { .. }))
+            .count();
+        format!("{} ops, {ok} ok, {failed} failed", h.ops.len())
+    }
+
+    #[test]
+    fn one_seed_gives_one_history() {
+        let run = |seed| {
+            ClusterSim::new(ClusterOptions::new(5, seed))
+                .unwrap()
+                .run()
+                .unwrap()
+                .to_text()
+        };
+        let a = run(11);
+        assert_eq!(a, run(11));
+        assert_ne!(a, run(12));
+        assert!(a.contains(" event "), "the schedule has faults");
+    }
+
+    #[test]
+    fn faulty_runs() {
+        for seed in 0..20 {
+            let h = ClusterSim::new(ClusterOptions::new(5, seed)).unwrap().run().unwrap();
+            eprintln!("seed {seed}: {}", summary(&h));
+        }
+    }
+
+    #[test]
+    fn a_fault_free_run_answers_and_converges() {
+        let mut options = ClusterOptions::new(5, 7);
+        options.faults = false;
+        let h = ClusterSim::new(options).unwrap().run().unwrap();
+        eprintln!("{}", summary(&h));
+        let text = h.to_text();
+        for line in text.lines().filter(|l| l.contains("Failed")).take(10) { eprintln!("{line}"); }
+        assert!(h.ops.len() > 100, "{}", summary(&h));
+        assert!(
+            h.ops.iter().all(|o| matches!(o.outcome, Outcome::Ok(_))),
+            "{}",
+            summary(&h)
+        );
+    }
+}
