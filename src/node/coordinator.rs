@@ -178,6 +178,7 @@ impl CoordinatorActor {
         );
         machine.merge_buckets(parts.buckets.entries());
         machine.set_witness(Arc::clone(&parts.witness));
+        machine.start_requests_at(wall_ms());
         CoordinatorActor {
             node: parts.node,
             machine,

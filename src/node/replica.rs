@@ -178,7 +178,11 @@ impl ReplicaActor {
             };
             self.serving += 1;
             let store = Arc::clone(&self.store);
-            let work = tokio::task::spawn_blocking(move || store.handle(request));
+            let from = match to {
+                ReplyTo::Local => self.node,
+                ReplyTo::Remote(peer) => peer,
+            };
+            let work = tokio::task::spawn_blocking(move || store.handle_from(Some(from), request));
             ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
                 act.serving -= 1;
                 match done {

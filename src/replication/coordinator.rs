@@ -262,6 +262,18 @@ impl<C> Coordinator<C> {
         self.witness = Some(witness);
     }
 
+    /// Starts this coordinator's request ids at a point derived from the
+    /// wall clock at its start, `wall_ms`: 4,096 ids per millisecond since
+    /// 2020, so a restarted node never reuses an id its previous process
+    /// used (unless that one made more than 4,096 requests a millisecond
+    /// over its whole life), and replicas can recognise a duplicated
+    /// coordination by (node, request id).
+    pub fn start_requests_at(&mut self, wall_ms: u64) {
+        const EPOCH_2020_MS: u64 = 1_577_836_800_000;
+        let start = (wall_ms.saturating_sub(EPOCH_2020_MS) << 12) % (1 << super::put::ROUND_SHIFT);
+        self.next_req = start.max(1);
+    }
+
     /// Puts back bugs of earlier versions (see [`super::Regressions`]).
     pub fn set_regressions(&mut self, regressions: super::Regressions) {
         self.regressions = regressions;

@@ -230,6 +230,38 @@ pub struct Hint {
     pub object: Object,
 }
 
+/// How many coordinations a replica remembers to recognise duplicates.
+pub const RECENT_COORDINATIONS: usize = 65_536;
+
+/// The last [`RECENT_COORDINATIONS`] coordinations applied, by (coordinator,
+/// request id): a duplicate delivery of one (a resent or duplicated frame)
+/// is answered with the stored object instead of being applied again,
+/// which for a CRDT update (a counter add) would count it twice.
+/// Coordinators never reuse a request id, even across restarts
+/// ([`super::coordinator::Coordinator::start_requests_at`]).
+#[derive(Debug, Default)]
+struct RecentCoordinations {
+    order: std::collections::VecDeque<(NodeId, u64)>,
+    seen: std::collections::HashSet<(NodeId, u64)>,
+}
+
+impl RecentCoordinations {
+    fn contains(&self, id: (NodeId, u64)) -> bool {
+        self.seen.contains(&id)
+    }
+
+    fn insert(&mut self, id: (NodeId, u64)) {
+        if self.seen.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > RECENT_COORDINATIONS {
+                if let Some(old) = self.order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// A node's replica: the engine, the node's identity for minting dots, and
 /// the limits.
 pub struct ReplicaStore {
@@ -238,6 +270,9 @@ pub struct ReplicaStore {
     actors: Mutex<Actors>,
     witness: Arc<crate::version::Witness>,
     regressions: super::Regressions,
+    /// Coordinations applied lately, to answer a duplicate without
+    /// applying it twice.
+    recent: Mutex<RecentCoordinations>,
     max_siblings: usize,
     max_hints: usize,
     hints: AtomicUsize,
@@ -316,6 +351,7 @@ impl ReplicaStore {
             actors: Mutex::new(actors),
             witness: Arc::default(),
             regressions: super::Regressions::default(),
+            recent: Mutex::default(),
             max_siblings,
             max_hints,
             hints: AtomicUsize::new(count),
@@ -406,6 +442,14 @@ impl ReplicaStore {
     /// Serves one request. Never panics on what is stored: a corrupt object
     /// is an error reply.
     pub fn handle(&self, request: ReplicaRequest) -> ReplicaReply {
+        self.handle_from(None, request)
+    }
+
+    /// [`ReplicaStore::handle`] for a request from coordinator `from`:
+    /// a coordination it already applied (the same request id from the
+    /// same coordinator) is answered with the object stored now and not
+    /// applied again.
+    pub fn handle_from(&self, from: Option<NodeId>, request: ReplicaRequest) -> ReplicaReply {
         match &request {
             ReplicaRequest::Coordinate { write, .. } => self.witness.note(write.timestamp),
             ReplicaRequest::Merge { object, .. } => {
@@ -425,7 +469,7 @@ impl ReplicaStore {
                 hint_for,
             } => ReplicaReply::Coordinated {
                 req,
-                result: self.coordinate(&bucket, &key, write, &policy, hint_for),
+                result: self.coordinate(from.map(|f| (f, req)), &bucket, &key, write, &policy, hint_for),
             },
             ReplicaRequest::Merge {
                 req,
@@ -471,6 +515,7 @@ impl ReplicaStore {
 
     fn coordinate(
         &self,
+        id: Option<(NodeId, u64)>,
         bucket: &[u8],
         key: &[u8],
         write: Write,
@@ -485,6 +530,15 @@ impl ReplicaStore {
         .map_err(failed)?;
         let _guard = self.lock(&k);
         let stored = self.load(&k).map_err(failed)?;
+        // Checked under the key's lock, which the first delivery held
+        // until it had stored the write: a duplicate sees its result.
+        let seen = |recent: &Mutex<RecentCoordinations>| {
+            let recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+            id.is_some_and(|id| recent.contains(id))
+        };
+        if let (true, Some(object)) = (seen(&self.recent), &stored) {
+            return Ok(object.clone());
+        }
         let new_hint = owner.is_some() && stored.is_none();
         let mut object = stored.unwrap_or_default();
         // Read under the key's lock: a deletion that retires this slot's
@@ -554,6 +608,10 @@ impl ReplicaStore {
             )));
         }
         self.store_counting(&k, &object, new_hint)?;
+        if let Some(id) = id {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.insert(id);
+        }
         Ok(object)
     }
 

@@ -390,6 +390,7 @@ impl ClusterSim {
             Hlc::new(self.version.max_clock_skew),
         );
         coordinator.set_regressions(self.options.regressions);
+        coordinator.start_requests_at(wall);
         coordinator.set_witness(store.witness());
         // The bucket table: as stored, or as set before the run.
         let stored: Vec<BucketEntry> = match store.load_meta(BUCKETS_META)? {
@@ -797,7 +798,7 @@ impl ClusterSim {
                 self.member_out(id, out);
             }
             Message::Replicate { request } => {
-                let reply = m.store.handle(request);
+                let reply = m.store.handle_from(Some(from), request);
                 self.send(id, from, Message::Replicated { reply });
             }
             Message::Replicated { reply } => self.on_reply(id, from, reply),

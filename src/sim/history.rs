@@ -240,29 +240,53 @@ impl History {
         let mut text = String::new();
         let _ = writeln!(text, "seed {}", self.seed);
         for (at, e) in &self.events {
-            let _ = writeln!(text, "{:>9} event {e}", at.as_micros());
+            let _ = writeln!(text, "{}", Self::event_line(*at, e));
         }
         for op in &self.ops {
-            let done = op
-                .completed
-                .map_or_else(|| "-".to_string(), |c| c.as_micros().to_string());
-            let _ = writeln!(
-                text,
-                "{:>9} op {} c{} n{} {:?} -> {} {:?}",
-                op.invoked.as_micros(),
-                op.id,
-                op.client,
-                op.node.0,
-                op.op,
-                done,
-                op.outcome
-            );
+            let _ = writeln!(text, "{}", Self::op_line(op));
         }
         for ((bucket, key), replicas) in &self.final_state {
             for (node, seen) in replicas {
-                let _ = writeln!(text, "final {bucket}/{key} n{} {seen:?}", node.0);
+                let _ = writeln!(text, "{}", Self::final_line(bucket, key, *node, seen));
             }
         }
         text
+    }
+
+    /// One event's line of [`History::to_text`] (without the newline).
+    pub fn event_line(at: Duration, event: &str) -> String {
+        format!("{:>9} event {event}", at.as_micros())
+    }
+
+    /// One operation's line of [`History::to_text`] (without the newline).
+    pub fn op_line(op: &OpRecord) -> String {
+        let done = op
+            .completed
+            .map_or_else(|| "-".to_string(), |c| c.as_micros().to_string());
+        format!(
+            "{:>9} op {} c{} n{} {:?} -> {} {:?}",
+            op.invoked.as_micros(),
+            op.id,
+            op.client,
+            op.node.0,
+            op.op,
+            done,
+            op.outcome
+        )
+    }
+
+    /// One replica's final-state line of [`History::to_text`] (without
+    /// the newline).
+    pub fn final_line(bucket: &str, key: &str, node: NodeId, seen: &Observed) -> String {
+        format!("final {bucket}/{key} n{} {seen:?}", node.0)
+    }
+
+    /// The operation with id `id`: the one at index `id` when ids are
+    /// indices, as recorded; otherwise found by a scan.
+    pub fn op(&self, id: usize) -> Option<&OpRecord> {
+        match self.ops.get(id) {
+            Some(op) if op.id == id => Some(op),
+            _ => self.ops.iter().find(|op| op.id == id),
+        }
     }
 }

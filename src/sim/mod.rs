@@ -13,8 +13,10 @@
 //! alone. It is the seed of the whole-cluster simulator; replication and
 //! storage machines are not driven yet.
 
+pub mod check;
 pub mod cluster;
 pub mod history;
 pub mod membership;
+pub mod search;
 
 pub use membership::{LogEntry, MembershipSim, SimOptions};

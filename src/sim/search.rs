@@ -1,0 +1,253 @@
+//! Many seeds: runs the cluster simulator once per seed, judges each
+//! history with every checker, and reports the seeds that fail, each with
+//! the one-line command that replays it.
+//!
+//! Seeds are shared out among worker threads; each run is independent and
+//! deterministic, so a failing seed fails again when replayed alone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::check::{self, Violation};
+use super::cluster::{ClusterOptions, ClusterSim};
+use crate::replication::Regressions;
+
+/// What to search.
+#[derive(Clone, Debug)]
+pub struct SearchOptions {
+    /// The first seed.
+    pub first: u64,
+    /// How many seeds, from `first` on.
+    pub seeds: u64,
+    /// Nodes per cluster.
+    pub nodes: usize,
+    /// Bugs put back on purpose.
+    pub regressions: Regressions,
+    /// Worker threads.
+    pub jobs: usize,
+    /// Stop after this many failing seeds (0: never).
+    pub stop_after: usize,
+}
+
+impl SearchOptions {
+    /// `seeds` seeds from `first`, five nodes, no regression, one thread.
+    pub fn new(first: u64, seeds: u64) -> Self {
+        SearchOptions {
+            first,
+            seeds,
+            nodes: 5,
+            regressions: Regressions::default(),
+            jobs: 1,
+            stop_after: 0,
+        }
+    }
+
+    /// The options of one run of `seed`.
+    pub fn cluster(&self, seed: u64) -> ClusterOptions {
+        let mut options = ClusterOptions::new(self.nodes, seed);
+        options.regressions = self.regressions;
+        options
+    }
+
+    /// The command that replays `seed` alone, printing its history.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut cmd = format!(
+            "cargo run --release --bin ringkv-sim -- --seed {seed} --nodes {} --history",
+            self.nodes
+        );
+        if self.regressions.bare_node_actor {
+            cmd.push_str(" --regression bare-node-actor");
+        }
+        if self.regressions.unordered_lww {
+            cmd.push_str(" --regression unordered-lww");
+        }
+        cmd
+    }
+}
+
+/// A seed whose history broke a promise.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// What broke.
+    pub violations: Vec<Violation>,
+    /// The readable report: violations and the operations involved.
+    pub report: String,
+}
+
+/// What a search found and what it cost.
+#[derive(Clone, Debug, Default)]
+pub struct SearchResult {
+    /// Seeds run.
+    pub runs: u64,
+    /// Client operations made, over all runs.
+    pub ops: u64,
+    /// Failing seeds, in seed order.
+    pub failures: Vec<Failure>,
+    /// Simulated node-seconds: virtual time times nodes, over all runs.
+    pub node_seconds: f64,
+    /// Wall time of the search.
+    pub wall: Duration,
+}
+
+impl SearchResult {
+    /// Simulated node-seconds per wall-clock second.
+    pub fn speed(&self) -> f64 {
+        self.node_seconds / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs and checks one seed; `Err` with the failure if a checker objects
+/// (or the run could not be built).
+pub fn run_seed(options: &SearchOptions, seed: u64) -> (u64, f64, Option<Failure>) {
+    let cluster = options.cluster(seed);
+    let node_seconds = (cluster.active + cluster.settle).as_secs_f64() * cluster.nodes as f64;
+    let history = match ClusterSim::new(cluster).and_then(ClusterSim::run) {
+        Ok(h) => h,
+        Err(e) => {
+            return (
+                0,
+                node_seconds,
+                Some(Failure {
+                    seed,
+                    violations: Vec::new(),
+                    report: format!("seed {seed}: the run failed: {e}"),
+                }),
+            )
+        }
+    };
+    let ops = history.ops.len() as u64;
+    let violations = check::check_all(&history);
+    if violations.is_empty() {
+        return (ops, node_seconds, None);
+    }
+    let report = format!(
+        "seed {seed}: {} violation(s)\n{}\nreplay: {}\n",
+        violations.len(),
+        check::report(&history, &violations),
+        options.replay_command(seed)
+    );
+    (
+        ops,
+        node_seconds,
+        Some(Failure {
+            seed,
+            violations,
+            report,
+        }),
+    )
+}
+
+/// Runs every seed of `options`, `progress` told of each seed done.
+pub fn search(options: &SearchOptions, progress: &(dyn Fn(u64) + Sync)) -> SearchResult {
+    let started = Instant::now();
+    let next = AtomicU64::new(0);
+    let found = Mutex::new(SearchResult::default());
+    let jobs = options.jobs.max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= options.seeds {
+                    break;
+                }
+                {
+                    let f = found.lock().unwrap_or_else(|e| e.into_inner());
+                    if options.stop_after > 0 && f.failures.len() >= options.stop_after {
+                        break;
+                    }
+                }
+                let seed = options.first.wrapping_add(i);
+                let (ops, node_seconds, failure) = run_seed(options, seed);
+                let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
+                f.runs += 1;
+                f.ops += ops;
+                f.node_seconds += node_seconds;
+                if let Some(failure) = failure {
+                    f.failures.push(failure);
+                }
+                drop(f);
+                progress(seed);
+            });
+        }
+    });
+    let mut result = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    result.failures.sort_by_key(|f| f.seed);
+    result.wall = started.elapsed();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds_from_env(default: u64) -> u64 {
+        std::env::var("RINGKV_SIM_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    }
+
+    #[test]
+    fn every_seed_keeps_every_promise() {
+        let mut options = SearchOptions::new(0, seeds_from_env(200));
+        options.jobs = 2;
+        let result = search(&options, &|_| {});
+        let reports: Vec<&str> = result.failures.iter().map(|f| f.report.as_str()).collect();
+        eprintln!(
+            "{} seeds, {} failed, {:.0} node-seconds per second",
+            result.runs,
+            result.failures.len(),
+            result.speed()
+        );
+        assert!(result.failures.is_empty(), "{}", reports.join("\n"));
+        assert_eq!(result.runs, options.seeds);
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use super::*;
+
+    /// Runs seeds with `regressions` until one fails; returns the first
+    /// failing seed and its checkers' names.
+    fn first_failure(regressions: Regressions, seeds: u64) -> Option<(u64, Vec<&'static str>)> {
+        let mut options = SearchOptions::new(0, seeds);
+        options.regressions = regressions;
+        for seed in 0..seeds {
+            if let (_, _, Some(f)) = run_seed(&options, seed) {
+                eprintln!("{}", f.report);
+                return Some((seed, f.violations.iter().map(|v| v.checker).collect()));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn bare_node_actor_is_found() {
+        let found = first_failure(
+            Regressions {
+                bare_node_actor: true,
+                ..Regressions::default()
+            },
+            400,
+        );
+        eprintln!("bare node actor: {found:?}");
+        assert!(found.is_some());
+    }
+
+    #[test]
+    fn unordered_lww_is_found() {
+        let found = first_failure(
+            Regressions {
+                unordered_lww: true,
+                ..Regressions::default()
+            },
+            400,
+        );
+        eprintln!("unordered lww: {found:?}");
+        assert!(found.is_some());
+    }
+}
