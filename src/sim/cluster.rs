@@ -255,7 +255,14 @@ pub struct ClusterSim {
     /// Frames that did not decode (a bug if ever non-zero).
     undecodable: u64,
     accepting: bool,
+    /// Answers of requests made with [`ClusterSim::execute`], by token.
+    raw: BTreeMap<usize, Option<(NodeId, Result<Answer>)>>,
+    next_raw: usize,
 }
+
+/// Tokens of [`ClusterSim::execute`]'s requests start here, far past any
+/// history index.
+const RAW_TOKENS: usize = 1 << 40;
 
 impl ClusterSim {
     /// Builds the cluster of `options` and draws its fault schedule.
@@ -338,6 +345,8 @@ impl ClusterSim {
             version,
             undecodable: 0,
             accepting: true,
+            raw: BTreeMap::new(),
+            next_raw: RAW_TOKENS,
             fabric: {
                 for &id in &ids {
                     fabric.add_node(id)?;
@@ -1064,6 +1073,12 @@ impl ClusterSim {
     /// Coordinator answers of node `id` reach their clients.
     fn complete(&mut self, id: NodeId, done: Vec<(usize, Result<Answer>)>) {
         for (op, answer) in done {
+            if op >= RAW_TOKENS {
+                if let Some(slot) = self.raw.get_mut(&op) {
+                    *slot = Some((id, answer));
+                }
+                continue;
+            }
             let reply = answer.and_then(|answer| {
                 let record = &self.history.ops[op];
                 let (bucket, key) = record.op.target();
@@ -1189,6 +1204,167 @@ impl ClusterSim {
             self.clients[c].waiting = None;
         }
         self.history.ops[id].outcome.clone()
+    }
+
+    /// Executes a client-protocol `op` through node `via` (the lowest
+    /// running node when `None`) and runs until it is answered, or for at
+    /// most 10 s of virtual time. Data ops go through the coordinator as
+    /// [`ClusterSim::request`]'s do, but are not recorded in the history
+    /// (they need not fit a checker's model: contexts, deletes, buckets of
+    /// any policy); `GetBucket`, `SetBucket` (pushed to every other node at
+    /// once, then gossiped), `LocalGet` and `PreferenceList` are answered
+    /// as a node answers them. Other ops fail with `InvalidInput`.
+    pub fn execute(&mut self, via: Option<NodeId>, op: Op) -> Result<Reply> {
+        let node = match via {
+            Some(n) => n,
+            None => *self
+                .nodes
+                .values()
+                .find(|n| matches!(n.life, Life::Running))
+                .map(|n| &n.id)
+                .ok_or(Error::Unavailable {
+                    needed: 1,
+                    got: 0,
+                    indefinite: false,
+                })?,
+        };
+        if !self.is_running(node) {
+            return Err(Error::Unavailable {
+                needed: 1,
+                got: 0,
+                indefinite: false,
+            });
+        }
+        let wall = self.wall_ms(self.nodes.get(&node).map_or(0, |n| n.skew_ms));
+        let now = self.now;
+        match op {
+            Op::GetBucket { bucket } => {
+                let m = self.machines(node)?;
+                Ok(Reply::Bucket {
+                    props: crate::protocol::BucketInfo::from(m.coordinator.bucket(&bucket)),
+                })
+            }
+            Op::SetBucket { bucket, props } => {
+                let props = BucketProps::try_from(&props)?;
+                let m = self.machines_mut(node)?;
+                let entry = m.coordinator.set_bucket(bucket.into_vec(), props, wall)?;
+                persist_buckets(m);
+                let entries = m.coordinator.buckets().entries();
+                let peers: Vec<NodeId> = m
+                    .coordinator
+                    .members()
+                    .into_iter()
+                    .filter(|&p| m.coordinator.is_up_peer(p))
+                    .collect();
+                for peer in peers {
+                    self.send(
+                        node,
+                        peer,
+                        Message::Buckets {
+                            buckets: entries.clone(),
+                        },
+                    );
+                }
+                Ok(Reply::Bucket {
+                    props: crate::protocol::BucketInfo::from(&entry.props),
+                })
+            }
+            Op::LocalGet { bucket, key } => {
+                let m = self.machines(node)?;
+                let object = m.store.read(&bucket, &key)?;
+                let props = m.coordinator.bucket(&bucket).clone();
+                to_reply_for(
+                    &bucket,
+                    &key,
+                    ReplyKind::Object,
+                    Answer::Got(GetReply {
+                        object,
+                        receipt: Receipt::default(),
+                    }),
+                    &props,
+                    &Resolvers::default(),
+                )
+            }
+            Op::PreferenceList { bucket, key } => {
+                let m = self.machines(node)?;
+                Ok(Reply::Preference {
+                    targets: m
+                        .coordinator
+                        .targets(&bucket, &key, true)
+                        .into_iter()
+                        .map(|t| crate::protocol::PreferenceEntry {
+                            node: t.node,
+                            fallback_for: t.hint_for,
+                        })
+                        .collect(),
+                })
+            }
+            data => {
+                let kind_name = data.name();
+                let Some((client_op, kind)) = to_client_op(data, &self.version)? else {
+                    return Err(Error::InvalidInput(format!(
+                        "{kind_name} is not available in a simulation"
+                    )));
+                };
+                let (bucket, key) = match &client_op {
+                    crate::replication::coordinator::ClientOp::Get { bucket, key, .. }
+                    | crate::replication::coordinator::ClientOp::Put { bucket, key, .. }
+                    | crate::replication::coordinator::ClientOp::Update { bucket, key, .. } => {
+                        (bucket.clone(), key.clone())
+                    }
+                };
+                let token = self.next_raw;
+                self.next_raw += 1;
+                self.raw.insert(token, None);
+                let m = self.machines_mut(node)?;
+                let mut out = Outbox::new();
+                let done = m.coordinator.start(now, wall, token, client_op, &mut out);
+                self.dispatch(node, out);
+                if let Some(done) = done {
+                    self.complete(node, vec![done]);
+                }
+                self.drain_local();
+                let deadline = self.now + Duration::from_secs(10);
+                while self.raw.get(&token).is_some_and(Option::is_none) && self.now < deadline {
+                    let Some(next) = self.next_due() else { break };
+                    if next > deadline {
+                        self.now = deadline;
+                        break;
+                    }
+                    self.now = self.now.max(next);
+                    self.step_instant();
+                }
+                match self.raw.remove(&token).flatten() {
+                    Some((at, answer)) => {
+                        let props = self
+                            .machines(at)
+                            .map(|m| m.coordinator.bucket(&bucket).clone())
+                            .unwrap_or_default();
+                        to_reply_for(&bucket, &key, kind, answer?, &props, &Resolvers::default())
+                    }
+                    // The coordinating node crashed, or was paused, first.
+                    None => Err(Error::Unavailable {
+                        needed: 1,
+                        got: 0,
+                        indefinite: true,
+                    }),
+                }
+            }
+        }
+    }
+
+    fn machines(&self, node: NodeId) -> Result<&Machines> {
+        self.nodes
+            .get(&node)
+            .and_then(|n| n.machines.as_ref())
+            .ok_or_else(|| Error::InvalidInput(format!("node {node} is not running")))
+    }
+
+    fn machines_mut(&mut self, node: NodeId) -> Result<&mut Machines> {
+        self.nodes
+            .get_mut(&node)
+            .and_then(|n| n.machines.as_mut())
+            .ok_or_else(|| Error::InvalidInput(format!("node {node} is not running")))
     }
 
     /// Records `op` on an unknown bucket as failed at once.
