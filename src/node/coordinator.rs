@@ -30,27 +30,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use rand::rngs::StdRng;
-use rand::seq::IteratorRandom;
-use rand::SeedableRng;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use super::replica::{
-    HintOwners, LocalRequest, ReadHints, RemoveHint, ReplicaActor, ReplicaAnswer, StoreMeta,
-};
+use super::replica::{LocalRequest, ReplicaActor, ReplicaAnswer};
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::NodeEvent;
-use crate::codec;
 use crate::config::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
 use crate::message::{Envelope, Message as WireMessage, NodeId};
 use crate::replication::buckets::BucketTable;
-
-use crate::replication::coordinator::{Answer, ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
-use crate::replication::handoff::HintedHandoff;
-use crate::replication::{Outbox, Target};
-use crate::version::Hlc;
+use crate::replication::coordinator::{Answer, ClientOp};
+use crate::replication::replica::ReplicaStore;
+use crate::replication::Target;
+use crate::roles::coordinator::{execute, save_buckets, CoordinatorRole, Effect, RoleParts};
 
 /// How often request deadlines are checked: a request times out at most
 /// this late.
@@ -124,16 +117,11 @@ struct Waiter {
 /// The actor. See the module documentation.
 pub struct CoordinatorActor {
     node: NodeId,
-    machine: Coordinator<Waiter>,
-    handoff: HintedHandoff,
+    role: CoordinatorRole<Waiter>,
+    store: Arc<ReplicaStore>,
     transport: Addr<TransportActor>,
     replica: Addr<ReplicaActor>,
     events: Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>,
-    config: ReplicaConfig,
-    gossip_interval: Duration,
-    rng: StdRng,
-    accepting: bool,
-    handoff_running: bool,
 }
 
 /// What the Coordinator actor starts from.
@@ -154,8 +142,10 @@ pub struct CoordinatorParts {
     pub rng_seed: u64,
     /// Clock skew bound for bucket stamps.
     pub max_clock_skew: Duration,
-    /// The timestamps the node's replica is sent, for the clock to observe.
-    pub witness: Arc<crate::version::Witness>,
+    /// The node's store: hints are read from it and removed, and the
+    /// bucket table saved in it, on the blocking pool; the timestamps its
+    /// replica is sent are observed by the clock.
+    pub store: Arc<ReplicaStore>,
 }
 
 fn wall_ms() -> u64 {
@@ -171,190 +161,80 @@ impl CoordinatorActor {
         transport: Addr<TransportActor>,
         replica: Addr<ReplicaActor>,
     ) -> Self {
-        let mut machine = Coordinator::new(
-            parts.node,
-            parts.bucket_defaults.clone(),
-            Hlc::new(parts.max_clock_skew),
+        let mut role = CoordinatorRole::new(
+            RoleParts {
+                node: parts.node,
+                bucket_defaults: parts.bucket_defaults,
+                buckets: parts.buckets.entries(),
+                config: parts.config,
+                gossip_interval: parts.gossip_interval,
+                rng_seed: parts.rng_seed,
+                max_clock_skew: parts.max_clock_skew,
+                wall_ms: wall_ms(),
+            },
+            Instant::now(),
         );
-        machine.merge_buckets(parts.buckets.entries());
-        machine.set_witness(Arc::clone(&parts.witness));
-        machine.start_requests_at(wall_ms());
+        role.machine_mut().set_witness(parts.store.witness());
         CoordinatorActor {
             node: parts.node,
-            machine,
-            handoff: HintedHandoff::new(
-                COORDINATOR_REQ_LIMIT,
-                parts.config.handoff_in_flight,
-                parts.config.handoff_retry,
-            ),
+            role,
+            store: parts.store,
             transport,
             replica,
             events: Some(parts.events),
-            config: parts.config,
-            gossip_interval: parts.gossip_interval,
-            rng: StdRng::seed_from_u64(parts.rng_seed),
-            accepting: true,
-            handoff_running: false,
         }
     }
 
-    fn dispatch(&mut self, out: Outbox) {
-        for (to, request) in out {
-            if to == self.node {
+    /// Carries out the role's effects.
+    fn carry(&mut self, out: Vec<Effect<Waiter>>, ctx: &mut Context<Self>) {
+        for effect in out {
+            match effect {
+                Effect::Send { to, msg } => self.send(to, msg),
+                Effect::Answer(waiter, answer) => {
+                    let answered =
+                        answer.map(|a| (a, self.role.machine().bucket(&waiter.bucket).clone()));
+                    // The client may have given up; nothing to do then.
+                    let _ = waiter.reply.send(answered);
+                }
+                Effect::Store(work) => {
+                    let (store, node) = (Arc::clone(&self.store), self.node);
+                    let run = tokio::task::spawn_blocking(move || execute(&store, node, work));
+                    ctx.spawn(run.into_actor(self).map(|done, act, ctx| match done {
+                        Ok(Some(stored)) => {
+                            let mut out = Vec::new();
+                            act.role.on_stored(Instant::now(), stored, &mut out);
+                            act.carry(out, ctx);
+                        }
+                        Ok(None) => {}
+                        Err(e) => warn!(error = %e, "coordinator storage work failed to run"),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// A message to `to`: this node's replica by message, others through
+    /// the transport.
+    fn send(&self, to: NodeId, msg: WireMessage) {
+        if to == self.node {
+            if let WireMessage::Replicate { request } = msg {
                 if let Err(e) = self.replica.try_send(LocalRequest(request)) {
                     debug!(error = %e, "local replica busy; request dropped as lost");
                 }
-            } else {
-                let msg = WireMessage::Replicate { request };
-                self.transport
-                    .do_send(Outgoing(Envelope::new(self.node, to, msg)));
-            }
-        }
-    }
-
-    fn finish(&mut self, done: Vec<(Waiter, Result<Answer>)>) {
-        for (waiter, answer) in done {
-            let answered = answer.map(|a| (a, self.machine.bucket(&waiter.bucket).clone()));
-            // The client may have given up; nothing to do then.
-            let _ = waiter.reply.send(answered);
-        }
-    }
-
-    fn on_answer(
-        &mut self,
-        from: NodeId,
-        reply: crate::replication::ReplicaReply,
-        ctx: &mut Context<Self>,
-    ) {
-        if reply.req() >= COORDINATOR_REQ_LIMIT {
-            if let Some(delivered) = self.handoff.step(from, reply) {
-                let remove = RemoveHint {
-                    owner: delivered.owner,
-                    bucket: delivered.hint.bucket,
-                    key: delivered.hint.key,
-                    delivered: delivered.hint.object,
-                };
-                let replica = self.replica.clone();
-                ctx.spawn(
-                    async move {
-                        match replica.send(remove).await {
-                            Ok(Err(e)) => warn!(error = %e, "removing a delivered hint failed"),
-                            Err(e) => debug!(error = %e, "replica gone"),
-                            Ok(Ok(_)) => {}
-                        }
-                    }
-                    .into_actor(self),
-                );
             }
             return;
         }
-        let mut out = Outbox::new();
-        let done = self.machine.step(Instant::now(), from, reply, &mut out);
-        self.dispatch(out);
-        self.finish(done);
+        self.transport
+            .do_send(Outgoing(Envelope::new(self.node, to, msg)));
     }
 
     fn on_event(&mut self, event: NodeEvent) {
         match event {
             // Every new ring comes with its state, just after.
             NodeEvent::Ring(_) => {}
-            NodeEvent::RingState(state) => self.machine.set_ring_state(state),
-            NodeEvent::Member(event) => {
-                self.machine.on_member_event(&event);
-            }
+            NodeEvent::RingState(state) => self.role.set_ring_state(state),
+            NodeEvent::Member(event) => self.role.on_member_event(&event),
         }
-    }
-
-    /// One round of hinted handoff: find owners, read their hints, offer.
-    fn handoff_round(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let machine = &self.machine;
-        self.handoff.tick(now, |n| machine.is_up_peer(n));
-        if self.handoff_running {
-            return;
-        }
-        self.handoff_running = true;
-        let replica = self.replica.clone();
-        let batch = self.config.handoff_batch;
-        // Owners believed down now are not read for.
-        let (me, down) = (self.node, self.machine.down().clone());
-        let ready = async move {
-            let owners = match replica.send(HintOwners).await {
-                Ok(Ok(owners)) => owners,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "reading hint owners failed");
-                    return Vec::new();
-                }
-                Err(_) => return Vec::new(),
-            };
-            let mut found = Vec::new();
-            for owner in owners {
-                if owner == me || down.contains(&owner) {
-                    continue;
-                }
-                match replica
-                    .send(ReadHints {
-                        owner,
-                        limit: batch,
-                    })
-                    .await
-                {
-                    Ok(Ok(hints)) if !hints.is_empty() => found.push((owner, hints)),
-                    Ok(Err(e)) => warn!(error = %e, %owner, "reading hints failed"),
-                    _ => {}
-                }
-            }
-            found
-        };
-        ctx.spawn(ready.into_actor(self).map(|found, act, _| {
-            act.handoff_running = false;
-            let mut out = Outbox::new();
-            for (owner, hints) in found {
-                if !act.machine.is_up_peer(owner) {
-                    continue;
-                }
-                let machine = &act.machine;
-                act.handoff.offer(
-                    Instant::now(),
-                    owner,
-                    hints,
-                    |b| machine.bucket(b).policy.clone(),
-                    &mut out,
-                );
-            }
-            act.dispatch(out);
-        }));
-    }
-
-    fn peers(&self) -> Vec<NodeId> {
-        self.machine
-            .members()
-            .into_iter()
-            .filter(|&n| self.machine.is_up_peer(n))
-            .collect()
-    }
-
-    fn send_buckets(&self, to: NodeId) {
-        let msg = WireMessage::Buckets {
-            buckets: self.machine.buckets().entries(),
-        };
-        self.transport
-            .do_send(Outgoing(Envelope::new(self.node, to, msg)));
-    }
-
-    fn persist_buckets(&self) -> ResponseFuture<Result<()>> {
-        let encoded = codec::encode(&self.machine.buckets().entries());
-        let replica = self.replica.clone();
-        Box::pin(async move {
-            let value = encoded?;
-            replica
-                .send(StoreMeta {
-                    name: BUCKETS_META.into(),
-                    value,
-                })
-                .await
-                .map_err(|_| Error::Shutdown)?
-        })
     }
 }
 
@@ -369,26 +249,14 @@ impl Actor for CoordinatorActor {
             });
             ctx.add_stream(stream);
         }
-        ctx.run_interval(TICK, |act, _| {
-            if act.machine.in_flight() == 0 {
+        ctx.run_interval(TICK, |act, ctx| {
+            let now = Instant::now();
+            if now < act.role.next_wakeup() {
                 return;
             }
-            let mut out = Outbox::new();
-            let done = act.machine.tick(Instant::now(), &mut out);
-            act.dispatch(out);
-            act.finish(done);
-        });
-        ctx.run_interval(self.config.handoff_interval, |act, ctx| {
-            act.handoff_round(ctx)
-        });
-        ctx.run_interval(self.gossip_interval, |act, _| {
-            if act.machine.buckets().is_empty() {
-                return;
-            }
-            let peers = act.peers();
-            if let Some(&peer) = peers.iter().choose(&mut act.rng) {
-                act.send_buckets(peer);
-            }
+            let mut out = Vec::new();
+            act.role.tick(now, &mut out);
+            act.carry(out, ctx);
         });
     }
 }
@@ -407,18 +275,7 @@ impl StreamHandler<NodeEvent> for CoordinatorActor {
 impl Handler<Execute> for CoordinatorActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Execute, _: &mut Context<Self>) {
-        if !self.accepting {
-            let _ = msg.reply.send(Err(Error::Shutdown));
-            return;
-        }
-        if self.machine.in_flight() >= self.config.max_in_flight {
-            let _ = msg.reply.send(Err(Error::QueueFull {
-                peer: self.node,
-                capacity: self.config.max_in_flight,
-            }));
-            return;
-        }
+    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) {
         let bucket = match &msg.op {
             ClientOp::Get { bucket, .. }
             | ClientOp::Put { bucket, .. }
@@ -428,14 +285,10 @@ impl Handler<Execute> for CoordinatorActor {
             reply: msg.reply,
             bucket,
         };
-        let mut out = Outbox::new();
-        let done = self
-            .machine
+        let mut out = Vec::new();
+        self.role
             .start(Instant::now(), wall_ms(), waiter, msg.op, &mut out);
-        self.dispatch(out);
-        if let Some(done) = done {
-            self.finish(vec![done]);
-        }
+        self.carry(out, ctx);
     }
 }
 
@@ -443,23 +296,15 @@ impl Handler<Incoming> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
-        match envelope.msg {
-            WireMessage::Replicated { reply } => self.on_answer(envelope.from, reply, ctx),
-            WireMessage::Buckets { buckets } => {
-                if !self.machine.merge_buckets(buckets).is_empty() {
-                    let save = self.persist_buckets();
-                    ctx.spawn(
-                        async move {
-                            if let Err(e) = save.await {
-                                warn!(error = %e, "persisting the bucket table failed");
-                            }
-                        }
-                        .into_actor(self),
-                    );
-                }
-            }
-            other => debug!(kind = other.kind(), "coordinator: unexpected message"),
+        let kind = envelope.msg.kind();
+        let mut out = Vec::new();
+        if !self
+            .role
+            .on_message(Instant::now(), envelope.from, envelope.msg, &mut out)
+        {
+            debug!(kind, "coordinator: unexpected message");
         }
+        self.carry(out, ctx);
     }
 }
 
@@ -467,7 +312,10 @@ impl Handler<ReplicaAnswer> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReplicaAnswer, ctx: &mut Context<Self>) {
-        self.on_answer(msg.from, msg.reply, ctx);
+        let mut out = Vec::new();
+        self.role
+            .on_reply(Instant::now(), msg.from, msg.reply, &mut out);
+        self.carry(out, ctx);
     }
 }
 
@@ -475,16 +323,23 @@ impl Handler<SetBucket> for CoordinatorActor {
     type Result = ResponseActFuture<Self, Result<BucketProps>>;
 
     fn handle(&mut self, msg: SetBucket, _: &mut Context<Self>) -> Self::Result {
-        let entry = match self.machine.set_bucket(msg.bucket, msg.props, wall_ms()) {
+        let entry = match self.role.set_bucket(msg.bucket, msg.props, wall_ms()) {
             Ok(entry) => entry,
             Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
         };
-        let save = self.persist_buckets();
-        Box::pin(save.into_actor(self).map(move |saved, act, _| {
+        // Saved before it is acknowledged or pushed.
+        let entries = self.role.machine().buckets().entries();
+        let store = Arc::clone(&self.store);
+        let save = async move {
+            tokio::task::spawn_blocking(move || save_buckets(&store, &entries))
+                .await
+                .map_err(|_| Error::Shutdown)?
+        };
+        Box::pin(save.into_actor(self).map(move |saved, act, ctx| {
             saved?;
-            for peer in act.peers() {
-                act.send_buckets(peer);
-            }
+            let mut out = Vec::new();
+            act.role.push_buckets(&mut out);
+            act.carry(out, ctx);
             Ok(entry.props)
         }))
     }
@@ -494,7 +349,7 @@ impl Handler<GetBucket> for CoordinatorActor {
     type Result = MessageResult<GetBucket>;
 
     fn handle(&mut self, GetBucket(bucket): GetBucket, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.machine.bucket(&bucket).clone())
+        MessageResult(self.role.machine().bucket(&bucket).clone())
     }
 }
 
@@ -505,7 +360,7 @@ impl Handler<GetTargets> for CoordinatorActor {
         // Where a write goes now: the primaries that are up and, for each
         // down one, the fallback that gets its hint (whether or not the
         // bucket lets fallbacks count towards w).
-        MessageResult(self.machine.targets(&m.bucket, &m.key, true))
+        MessageResult(self.role.machine().targets(&m.bucket, &m.key, true))
     }
 }
 
@@ -513,7 +368,7 @@ impl Handler<RingEpoch> for CoordinatorActor {
     type Result = u64;
 
     fn handle(&mut self, _: RingEpoch, _: &mut Context<Self>) -> u64 {
-        self.machine.ring().epoch()
+        self.role.machine().ring().epoch()
     }
 }
 
@@ -521,7 +376,7 @@ impl Handler<InFlight> for CoordinatorActor {
     type Result = usize;
 
     fn handle(&mut self, _: InFlight, _: &mut Context<Self>) -> usize {
-        self.machine.in_flight()
+        self.role.machine().in_flight()
     }
 }
 
@@ -529,6 +384,6 @@ impl Handler<StopAccepting> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, _: StopAccepting, _: &mut Context<Self>) {
-        self.accepting = false;
+        self.role.stop_accepting();
     }
 }

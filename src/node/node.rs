@@ -349,7 +349,7 @@ impl Node {
                 events: events_rx,
                 rng_seed: config.rng_seed ^ 0x4255_434b,
                 max_clock_skew: config.version.max_clock_skew,
-                witness: store.witness(),
+                store: Arc::clone(&store),
             },
             transport_actor.clone(),
             replica.clone(),

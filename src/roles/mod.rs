@@ -7,4 +7,5 @@
 //! same work the same way.
 
 pub mod anti_entropy;
+pub mod coordinator;
 pub mod stored_buckets;

@@ -61,13 +61,13 @@ use crate::protocol::{Op, ReadOptions, Reply, WriteOptions};
 use crate::replication::anti_entropy::{Action, AntiEntropy};
 use crate::replication::buckets::BucketEntry;
 use crate::replication::client_ops::{to_client_op, to_reply_for, ReplyKind};
-use crate::replication::coordinator::{Answer, Coordinator, COORDINATOR_REQ_LIMIT};
+use crate::replication::coordinator::{Answer, Coordinator};
 use crate::replication::get::GetReply;
-use crate::replication::handoff::HintedHandoff;
 use crate::replication::replica::ReplicaStore;
-use crate::replication::{Consistency, Outbox, Receipt, Regressions, ReplicaReply};
+use crate::replication::{Consistency, Receipt, Regressions};
 use crate::ring::{claim, key_token, Ring, RingState};
 use crate::roles::anti_entropy as ae_exec;
+use crate::roles::coordinator::{self as coord_exec, CoordinatorRole, Effect, RoleParts};
 use crate::roles::stored_buckets::BUCKETS_META;
 use crate::storage::memory::MemoryEngine;
 use crate::version::{ConflictPolicy, Hlc, Resolvers, WallClock};
@@ -84,10 +84,6 @@ const CALM: Faults = Faults {
     reorder_rate: 0.0,
     delay: (Duration::from_micros(100), Duration::from_millis(1)),
 };
-
-/// How often a node's coordinator checks its deadlines (as the actor's
-/// tick does).
-const COORDINATOR_TICK: Duration = Duration::from_millis(10);
 
 /// How a simulation is set up. Every field has a default
 /// ([`ClusterOptions::new`]); the schedule of faults is drawn from the
@@ -193,15 +189,10 @@ enum Life {
 struct Machines {
     store: Arc<ReplicaStore>,
     membership: Membership,
-    coordinator: Coordinator<usize>,
-    handoff: HintedHandoff,
+    coordinator: CoordinatorRole<usize>,
     anti_entropy: AntiEntropy,
-    rng: ChaCha8Rng,
     next_membership: Instant,
-    next_handoff: Instant,
-    next_buckets: Instant,
     next_anti_entropy: Instant,
-    next_coordinator: Instant,
 }
 
 struct SimNode {
@@ -396,20 +387,26 @@ impl ClusterSim {
         )?;
         store.set_regressions(self.options.regressions);
         let store = Arc::new(store);
-        let mut coordinator = Coordinator::new(
-            id,
-            BucketProps::default(),
-            Hlc::new(self.version.max_clock_skew),
-        );
-        coordinator.set_regressions(self.options.regressions);
-        coordinator.start_requests_at(wall);
-        coordinator.set_witness(store.witness());
         // The bucket table: as stored, or as set before the run.
         let stored: Vec<BucketEntry> = match store.load_meta(BUCKETS_META)? {
             Some(bytes) => codec::decode(&bytes, DEFAULT_MAX_FRAME_BYTES)?,
             None => self.bucket_entries.clone(),
         };
-        coordinator.merge_buckets(stored);
+        let mut coordinator = CoordinatorRole::new(
+            RoleParts {
+                node: id,
+                bucket_defaults: BucketProps::default(),
+                buckets: stored,
+                config: self.replica.clone(),
+                gossip_interval: self.membership.gossip_interval,
+                rng_seed: self.options.seed ^ id.0 ^ node.starts.wrapping_mul(0x4255_434b),
+                max_clock_skew: self.version.max_clock_skew,
+                wall_ms: wall,
+            },
+            self.now,
+        );
+        coordinator.machine_mut().set_regressions(self.options.regressions);
+        coordinator.machine_mut().set_witness(store.witness());
         coordinator.set_ring_state(Arc::clone(&self.ring));
         let seed = self.options.seed ^ id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.starts;
         let peers: Vec<NodeId> = (1..=self.options.nodes as u64)
@@ -441,20 +438,11 @@ impl ClusterSim {
         let now = self.now;
         node.machines = Some(Machines {
             next_membership: now + phase(&mut rng, self.membership.gossip_interval / 4),
-            next_handoff: now + phase(&mut rng, self.replica.handoff_interval),
-            next_buckets: now + phase(&mut rng, self.membership.gossip_interval),
             next_anti_entropy: now + phase(&mut rng, tick_of(self.anti_entropy.period)),
-            next_coordinator: now + COORDINATOR_TICK,
             store,
             membership,
             coordinator,
-            handoff: HintedHandoff::new(
-                COORDINATOR_REQ_LIMIT,
-                self.replica.handoff_in_flight,
-                self.replica.handoff_retry,
-            ),
             anti_entropy,
-            rng,
         });
         node.starts += 1;
         Ok(())
@@ -644,12 +632,7 @@ impl ClusterSim {
             }
             if let Some(m) = node.machines.as_mut() {
                 consider(m.next_membership);
-                consider(m.next_handoff);
-                consider(m.next_buckets);
-                consider(m.next_anti_entropy);
-                if m.coordinator.in_flight() > 0 {
-                    consider(m.next_coordinator);
-                }
+                consider(m.coordinator.next_wakeup());
             }
         }
         next
@@ -787,12 +770,6 @@ impl ClusterSim {
         }
     }
 
-    fn dispatch(&mut self, from: NodeId, out: Outbox) {
-        for (to, request) in out {
-            self.send(from, to, Message::Replicate { request });
-        }
-    }
-
     /// Node `id` receives `msg` from `from`.
     fn deliver(&mut self, id: NodeId, from: NodeId, msg: Message) {
         let now = self.now;
@@ -815,11 +792,10 @@ impl ClusterSim {
                 let reply = m.store.handle_from(Some(from), request);
                 self.send(id, from, Message::Replicated { reply });
             }
-            Message::Replicated { reply } => self.on_reply(id, from, reply),
-            Message::Buckets { buckets } => {
-                if !m.coordinator.merge_buckets(buckets).is_empty() {
-                    persist_buckets(m);
-                }
+            Message::Replicated { .. } | Message::Buckets { .. } => {
+                let mut out = Vec::new();
+                m.coordinator.on_message(now, from, msg, &mut out);
+                self.carry_coordinator(id, out);
             }
             Message::AntiEntropyTree { .. }
             | Message::AntiEntropyDiff { .. }
@@ -852,23 +828,30 @@ impl ClusterSim {
         }
     }
 
-    fn on_reply(&mut self, id: NodeId, from: NodeId, reply: ReplicaReply) {
+    /// Carries out node `id`'s coordinator effects, storage work inline.
+    fn carry_coordinator(&mut self, id: NodeId, mut out: Vec<Effect<usize>>) {
         let now = self.now;
-        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
-            return;
-        };
-        if reply.req() >= COORDINATOR_REQ_LIMIT {
-            if let Some(d) = m.handoff.step(from, reply) {
-                let _ = m
-                    .store
-                    .remove_hint(d.owner, &d.hint.bucket, &d.hint.key, &d.hint.object);
+        while !out.is_empty() {
+            let mut next = Vec::new();
+            let mut answers = Vec::new();
+            for effect in out {
+                match effect {
+                    Effect::Send { to, msg } => self.send(id, to, msg),
+                    Effect::Answer(token, answer) => answers.push((token, answer)),
+                    Effect::Store(work) => {
+                        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut())
+                        else {
+                            return;
+                        };
+                        if let Some(stored) = coord_exec::execute(&m.store, id, work) {
+                            m.coordinator.on_stored(now, stored, &mut next);
+                        }
+                    }
+                }
             }
-            return;
+            self.complete(id, answers);
+            out = next;
         }
-        let mut out = Outbox::new();
-        let done = m.coordinator.step(now, from, reply, &mut out);
-        self.dispatch(id, out);
-        self.complete(id, done);
     }
 
     fn carry_anti_entropy(&mut self, id: NodeId, mut out: Vec<Action>) {
@@ -893,9 +876,8 @@ impl ClusterSim {
     /// Runs node `id`'s due timers.
     fn timers(&mut self, id: NodeId) {
         let now = self.now;
-        let (gossip_every, handoff_every, ae_every) = (
+        let (gossip_every, ae_every) = (
             self.membership.gossip_interval,
-            self.replica.handoff_interval,
             tick_of(self.anti_entropy.period),
         );
         let Some(node) = self.nodes.get_mut(&id) else { return };
@@ -916,40 +898,10 @@ impl ClusterSim {
         let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
             return;
         };
-        if m.next_coordinator <= now {
-            m.next_coordinator = now + COORDINATOR_TICK;
-            if m.coordinator.in_flight() > 0 {
-                let mut out = Outbox::new();
-                let done = m.coordinator.tick(now, &mut out);
-                self.dispatch(id, out);
-                self.complete(id, done);
-            }
-        }
-        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
-            return;
-        };
-        if m.next_handoff <= now {
-            m.next_handoff = now + handoff_every;
-            let out = hint_round(m, id, now, self.replica.handoff_batch);
-            self.dispatch(id, out);
-        }
-        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
-            return;
-        };
-        if m.next_buckets <= now {
-            m.next_buckets = now + gossip_every;
-            let peers: Vec<NodeId> = m
-                .coordinator
-                .members()
-                .into_iter()
-                .filter(|&n| m.coordinator.is_up_peer(n))
-                .collect();
-            if !m.coordinator.buckets().is_empty() {
-                if let Some(&peer) = peers.choose(&mut m.rng) {
-                    let buckets = m.coordinator.buckets().entries();
-                    self.send(id, peer, Message::Buckets { buckets });
-                }
-            }
+        if m.coordinator.next_wakeup() <= now {
+            let mut out = Vec::new();
+            m.coordinator.tick(now, &mut out);
+            self.carry_coordinator(id, out);
         }
         let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
             return;
@@ -1060,12 +1012,9 @@ impl ClusterSim {
             self.complete_op(id, Err(Error::Unavailable { needed: 1, got: 0, indefinite: false }));
             return id;
         };
-        let mut out = Outbox::new();
-        let done = m.coordinator.start(now, wall, id, client_op, &mut out);
-        self.dispatch(node, out);
-        if let Some(done) = done {
-            self.complete(node, vec![done]);
-        }
+        let mut out = Vec::new();
+        m.coordinator.start(now, wall, id, client_op, &mut out);
+        self.carry_coordinator(node, out);
         self.drain_local();
         id
     }
@@ -1086,7 +1035,7 @@ impl ClusterSim {
                     .nodes
                     .get(&id)
                     .and_then(|n| n.machines.as_ref())
-                    .map(|m| m.coordinator.bucket(bucket.as_bytes()).clone())
+                    .map(|m| m.coordinator.machine().bucket(bucket.as_bytes()).clone())
                     .unwrap_or_default();
                 to_reply_for(
                     bucket.as_bytes(),
@@ -1241,30 +1190,17 @@ impl ClusterSim {
             Op::GetBucket { bucket } => {
                 let m = self.machines(node)?;
                 Ok(Reply::Bucket {
-                    props: crate::protocol::BucketInfo::from(m.coordinator.bucket(&bucket)),
+                    props: crate::protocol::BucketInfo::from(m.coordinator.machine().bucket(&bucket)),
                 })
             }
             Op::SetBucket { bucket, props } => {
                 let props = BucketProps::try_from(&props)?;
                 let m = self.machines_mut(node)?;
                 let entry = m.coordinator.set_bucket(bucket.into_vec(), props, wall)?;
-                persist_buckets(m);
-                let entries = m.coordinator.buckets().entries();
-                let peers: Vec<NodeId> = m
-                    .coordinator
-                    .members()
-                    .into_iter()
-                    .filter(|&p| m.coordinator.is_up_peer(p))
-                    .collect();
-                for peer in peers {
-                    self.send(
-                        node,
-                        peer,
-                        Message::Buckets {
-                            buckets: entries.clone(),
-                        },
-                    );
-                }
+                coord_exec::save_buckets(&m.store, &m.coordinator.machine().buckets().entries())?;
+                let mut out = Vec::new();
+                m.coordinator.push_buckets(&mut out);
+                self.carry_coordinator(node, out);
                 Ok(Reply::Bucket {
                     props: crate::protocol::BucketInfo::from(&entry.props),
                 })
@@ -1272,7 +1208,7 @@ impl ClusterSim {
             Op::LocalGet { bucket, key } => {
                 let m = self.machines(node)?;
                 let object = m.store.read(&bucket, &key)?;
-                let props = m.coordinator.bucket(&bucket).clone();
+                let props = m.coordinator.machine().bucket(&bucket).clone();
                 to_reply_for(
                     &bucket,
                     &key,
@@ -1290,6 +1226,7 @@ impl ClusterSim {
                 Ok(Reply::Preference {
                     targets: m
                         .coordinator
+                        .machine()
                         .targets(&bucket, &key, true)
                         .into_iter()
                         .map(|t| crate::protocol::PreferenceEntry {
@@ -1317,12 +1254,9 @@ impl ClusterSim {
                 self.next_raw += 1;
                 self.raw.insert(token, None);
                 let m = self.machines_mut(node)?;
-                let mut out = Outbox::new();
-                let done = m.coordinator.start(now, wall, token, client_op, &mut out);
-                self.dispatch(node, out);
-                if let Some(done) = done {
-                    self.complete(node, vec![done]);
-                }
+                let mut out = Vec::new();
+                m.coordinator.start(now, wall, token, client_op, &mut out);
+                self.carry_coordinator(node, out);
                 self.drain_local();
                 let deadline = self.now + Duration::from_secs(10);
                 while self.raw.get(&token).is_some_and(Option::is_none) && self.now < deadline {
@@ -1338,7 +1272,7 @@ impl ClusterSim {
                     Some((at, answer)) => {
                         let props = self
                             .machines(at)
-                            .map(|m| m.coordinator.bucket(&bucket).clone())
+                            .map(|m| m.coordinator.machine().bucket(&bucket).clone())
                             .unwrap_or_default();
                         to_reply_for(&bucket, &key, kind, answer?, &props, &Resolvers::default())
                     }
@@ -1468,7 +1402,7 @@ impl ClusterSim {
         let Some(object) = m.store.read(bucket.as_bytes(), key.as_bytes())? else {
             return Ok(None);
         };
-        observe_object(b.kind, object, &m.coordinator, bucket, key).map(Some)
+        observe_object(b.kind, object, m.coordinator.machine(), bucket, key).map(Some)
     }
 
     /// Hints `node` holds now (0 when it is crashed).
@@ -1520,8 +1454,8 @@ impl ClusterSim {
                 };
                 let object = m.store.read(bucket.as_bytes(), key.as_bytes())?;
                 let seen_there = match object {
-                    Some(object) => observe_object(b.kind, object, &m.coordinator, &bucket, &key)?,
-                    None => observe_object(b.kind, Default::default(), &m.coordinator, &bucket, &key)?,
+                    Some(object) => observe_object(b.kind, object, m.coordinator.machine(), &bucket, &key)?,
+                    None => observe_object(b.kind, Default::default(), m.coordinator.machine(), &bucket, &key)?,
                 };
                 seen.push((owner, seen_there));
             }
@@ -1563,42 +1497,6 @@ fn observe_object(
         &Resolvers::default(),
     )?;
     Ok(observe(reply))
-}
-
-/// One round of hinted handoff on a node, as the Coordinator actor runs
-/// it: expire deliveries unanswered too long, then offer each up owner a
-/// batch of its hints.
-fn hint_round(m: &mut Machines, me: NodeId, now: Instant, batch: usize) -> Outbox {
-    let mut out = Outbox::new();
-    let coordinator = &m.coordinator;
-    m.handoff.tick(now, |n| coordinator.is_up_peer(n));
-    let Ok(owners) = m.store.hint_owners() else {
-        return out;
-    };
-    for owner in owners {
-        if owner == me || !m.coordinator.is_up_peer(owner) {
-            continue;
-        }
-        let Ok(hints) = m.store.hints_for(owner, batch) else { continue };
-        if hints.is_empty() {
-            continue;
-        }
-        let coordinator = &m.coordinator;
-        m.handoff.offer(
-            now,
-            owner,
-            hints,
-            |b| coordinator.bucket(b).policy.clone(),
-            &mut out,
-        );
-    }
-    out
-}
-
-fn persist_buckets(m: &Machines) {
-    if let Ok(bytes) = codec::encode(&m.coordinator.buckets().entries()) {
-        let _ = m.store.store_meta(BUCKETS_META, &bytes);
-    }
 }
 
 /// The anti-entropy actor's tick interval for `period`.

@@ -1,0 +1,452 @@
+//! The coordinator role: every client request a node coordinates, the
+//! hints it hands off, and the bucket table with its gossip, as one
+//! machine with no I/O.
+//!
+//! It owns the request [`Coordinator`] (one put or get machine per
+//! request) and the [`HintedHandoff`] machine, and decides what the
+//! Coordinator actor used to decide in its handlers and timers:
+//!
+//! - **Requests.** A client operation is refused with `Shutdown` after
+//!   [`CoordinatorRole::stop_accepting`], and with `QueueFull`
+//!   (retryable) when `max_in_flight` requests are in flight; otherwise it
+//!   starts a machine. Replica replies with request ids below
+//!   [`COORDINATOR_REQ_LIMIT`] go to the request machines, the others to
+//!   hinted handoff.
+//! - **The hint round.** Every `handoff_interval` it expires deliveries
+//!   unanswered for too long and asks the executor for the hints it holds
+//!   for every owner not believed down ([`StoreWork::ReadHints`]); when
+//!   they come back ([`Stored::Hints`]) it offers each owner still up a
+//!   batch. Each hint an owner acknowledged is removed from the store
+//!   ([`StoreWork::RemoveHint`]), only if it did not change meanwhile.
+//!   One round at a time.
+//! - **Bucket gossip.** Every gossip interval the whole table goes to one
+//!   random peer believed up. A table received that changes anything is
+//!   saved ([`StoreWork::SaveBuckets`]). A bucket set through this node is
+//!   saved by the caller before it is acknowledged, then pushed to every
+//!   peer up ([`CoordinatorRole::push_buckets`]).
+//!
+//! Effects come out as [`Effect`]s: messages (to other nodes, or to this
+//! node's replica when addressed to itself), storage work for an executor
+//! ([`execute`]: a blocking thread in a node, inline in the simulator),
+//! and client answers. Time and randomness come in: `now`, and a seeded
+//! generator.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::seq::IteratorRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tracing::warn;
+
+use super::stored_buckets::BUCKETS_META;
+use crate::codec;
+use crate::config::{BucketProps, ReplicaConfig};
+use crate::error::{Error, Result};
+use crate::membership::MemberEvent;
+use crate::message::{Message, NodeId};
+use crate::replication::buckets::BucketEntry;
+use crate::replication::coordinator::{Answer, ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
+use crate::replication::handoff::HintedHandoff;
+use crate::replication::replica::{Hint, ReplicaStore};
+use crate::replication::{Outbox, ReplicaReply};
+use crate::ring::RingState;
+use crate::version::Object;
+
+/// Something the role wants done.
+#[derive(Debug)]
+pub enum Effect<C> {
+    /// A message to node `to`; to this node's own replica when `to` is
+    /// this node.
+    Send {
+        /// The node.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Storage work for the executor; what it finds comes back through
+    /// [`CoordinatorRole::on_stored`].
+    Store(StoreWork),
+    /// A client's answer.
+    Answer(C, Result<Answer>),
+}
+
+/// Storage work the role asks of an executor ([`execute`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreWork {
+    /// Read up to `batch` hints for every owner this node holds hints for,
+    /// except this node and the owners in `skip`.
+    ReadHints {
+        /// Owners believed down now.
+        skip: BTreeSet<NodeId>,
+        /// Hints per owner.
+        batch: usize,
+    },
+    /// Remove a hint its owner stored, if it is still `delivered`.
+    RemoveHint {
+        /// The owner.
+        owner: NodeId,
+        /// The bucket.
+        bucket: Vec<u8>,
+        /// The key.
+        key: Vec<u8>,
+        /// What was delivered.
+        delivered: Object,
+    },
+    /// Save the bucket table.
+    SaveBuckets(Vec<BucketEntry>),
+}
+
+/// What storage work found, for the role.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stored {
+    /// Hints per owner (owners with none left out).
+    Hints(Vec<(NodeId, Vec<Hint>)>),
+}
+
+/// Carries out `work` on `store` (blocking) for node `me`. Failures are
+/// logged: a hint not read is read at the next round, a hint not removed
+/// is delivered again (merging is idempotent), a table not saved is saved
+/// with the next change.
+pub fn execute(store: &ReplicaStore, me: NodeId, work: StoreWork) -> Option<Stored> {
+    match work {
+        StoreWork::ReadHints { skip, batch } => {
+            let owners = match store.hint_owners() {
+                Ok(owners) => owners,
+                Err(e) => {
+                    warn!(error = %e, "reading hint owners failed");
+                    return Some(Stored::Hints(Vec::new()));
+                }
+            };
+            let mut found = Vec::new();
+            for owner in owners {
+                if owner == me || skip.contains(&owner) {
+                    continue;
+                }
+                match store.hints_for(owner, batch) {
+                    Ok(hints) if !hints.is_empty() => found.push((owner, hints)),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, %owner, "reading hints failed"),
+                }
+            }
+            Some(Stored::Hints(found))
+        }
+        StoreWork::RemoveHint {
+            owner,
+            bucket,
+            key,
+            delivered,
+        } => {
+            if let Err(e) = store.remove_hint(owner, &bucket, &key, &delivered) {
+                warn!(error = %e, "removing a delivered hint failed");
+            }
+            None
+        }
+        StoreWork::SaveBuckets(entries) => {
+            if let Err(e) = save_buckets(store, &entries) {
+                warn!(error = %e, "saving the bucket table failed");
+            }
+            None
+        }
+    }
+}
+
+/// Saves the bucket table in `store`'s metadata.
+pub fn save_buckets(store: &ReplicaStore, entries: &[BucketEntry]) -> Result<()> {
+    store.store_meta(BUCKETS_META, &codec::encode(&entries)?)
+}
+
+/// What a [`CoordinatorRole`] starts from.
+#[derive(Clone, Debug)]
+pub struct RoleParts {
+    /// This node.
+    pub node: NodeId,
+    /// Properties of buckets never set.
+    pub bucket_defaults: BucketProps,
+    /// The bucket table as stored.
+    pub buckets: Vec<BucketEntry>,
+    /// Handoff and limits.
+    pub config: ReplicaConfig,
+    /// How often the bucket table is gossiped.
+    pub gossip_interval: Duration,
+    /// Seeds the choice of gossip peers.
+    pub rng_seed: u64,
+    /// The hybrid logical clock's bound on peers' skew.
+    pub max_clock_skew: Duration,
+    /// The wall clock at the start, in ms since the Unix epoch: request
+    /// ids start from it ([`Coordinator::start_requests_at`]).
+    pub wall_ms: u64,
+}
+
+/// The role. See the module documentation.
+pub struct CoordinatorRole<C> {
+    node: NodeId,
+    machine: Coordinator<C>,
+    handoff: HintedHandoff,
+    config: ReplicaConfig,
+    gossip_interval: Duration,
+    rng: ChaCha8Rng,
+    next_handoff: Instant,
+    next_gossip: Instant,
+    hint_round: bool,
+    accepting: bool,
+}
+
+impl<C> std::fmt::Debug for CoordinatorRole<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorRole")
+            .field("node", &self.node)
+            .field("in_flight", &self.machine.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> CoordinatorRole<C> {
+    /// The role of `parts.node`, its first hint round and gossip one
+    /// interval after `now`.
+    pub fn new(parts: RoleParts, now: Instant) -> Self {
+        let mut machine = Coordinator::new(
+            parts.node,
+            parts.bucket_defaults,
+            crate::version::Hlc::new(parts.max_clock_skew),
+        );
+        machine.merge_buckets(parts.buckets);
+        machine.start_requests_at(parts.wall_ms);
+        CoordinatorRole {
+            node: parts.node,
+            machine,
+            handoff: HintedHandoff::new(
+                COORDINATOR_REQ_LIMIT,
+                parts.config.handoff_in_flight,
+                parts.config.handoff_retry,
+            ),
+            next_handoff: now + parts.config.handoff_interval,
+            next_gossip: now + parts.gossip_interval,
+            config: parts.config,
+            gossip_interval: parts.gossip_interval,
+            rng: ChaCha8Rng::seed_from_u64(parts.rng_seed),
+            hint_round: false,
+            accepting: true,
+        }
+    }
+
+    /// The request coordinator, for queries (bucket properties, targets,
+    /// the ring, requests in flight).
+    pub fn machine(&self) -> &Coordinator<C> {
+        &self.machine
+    }
+
+    /// The request coordinator, to configure it (its witness, bugs put
+    /// back on purpose).
+    pub fn machine_mut(&mut self) -> &mut Coordinator<C> {
+        &mut self.machine
+    }
+
+    /// Refuses every new client request from now on (shutdown).
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// Starts a client operation.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        client: C,
+        op: ClientOp,
+        out: &mut Vec<Effect<C>>,
+    ) {
+        if !self.accepting {
+            out.push(Effect::Answer(client, Err(Error::Shutdown)));
+            return;
+        }
+        if self.machine.in_flight() >= self.config.max_in_flight {
+            out.push(Effect::Answer(
+                client,
+                Err(Error::QueueFull {
+                    peer: self.node,
+                    capacity: self.config.max_in_flight,
+                }),
+            ));
+            return;
+        }
+        let mut sends = Outbox::new();
+        let done = self.machine.start(now, wall_ms, client, op, &mut sends);
+        self.requests(sends, out);
+        if let Some((client, answer)) = done {
+            out.push(Effect::Answer(client, answer));
+        }
+    }
+
+    /// A message for this role from `from`: a replica's reply, or a
+    /// bucket table. Returns `false` (and does nothing) for any other.
+    pub fn on_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: Message,
+        out: &mut Vec<Effect<C>>,
+    ) -> bool {
+        match msg {
+            Message::Replicated { reply } => self.on_reply(now, from, reply, out),
+            Message::Buckets { buckets } => {
+                if !self.machine.merge_buckets(buckets).is_empty() {
+                    out.push(Effect::Store(StoreWork::SaveBuckets(
+                        self.machine.buckets().entries(),
+                    )));
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// A replica's reply (this node's own, or a peer's).
+    pub fn on_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        reply: ReplicaReply,
+        out: &mut Vec<Effect<C>>,
+    ) {
+        if reply.req() >= COORDINATOR_REQ_LIMIT {
+            if let Some(d) = self.handoff.step(from, reply) {
+                out.push(Effect::Store(StoreWork::RemoveHint {
+                    owner: d.owner,
+                    bucket: d.hint.bucket,
+                    key: d.hint.key,
+                    delivered: d.hint.object,
+                }));
+            }
+            return;
+        }
+        let mut sends = Outbox::new();
+        let done = self.machine.step(now, from, reply, &mut sends);
+        self.requests(sends, out);
+        out.extend(done.into_iter().map(|(c, a)| Effect::Answer(c, a)));
+    }
+
+    /// A membership event: SUSPECT, DOWN and LEFT nodes are routed around;
+    /// an UP node gets its hints at the next round.
+    pub fn on_member_event(&mut self, event: &MemberEvent) {
+        self.machine.on_member_event(event);
+    }
+
+    /// A new ring state to route by.
+    pub fn set_ring_state(&mut self, state: Arc<RingState>) {
+        self.machine.set_ring_state(state);
+    }
+
+    /// Runs what is due at `now`: request deadlines, the hint round, the
+    /// bucket gossip.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Effect<C>>) {
+        if self.machine.in_flight() > 0 {
+            let mut sends = Outbox::new();
+            let done = self.machine.tick(now, &mut sends);
+            self.requests(sends, out);
+            out.extend(done.into_iter().map(|(c, a)| Effect::Answer(c, a)));
+        }
+        if now >= self.next_handoff {
+            self.next_handoff = now + self.config.handoff_interval;
+            let machine = &self.machine;
+            self.handoff.tick(now, |n| machine.is_up_peer(n));
+            if !self.hint_round {
+                self.hint_round = true;
+                out.push(Effect::Store(StoreWork::ReadHints {
+                    skip: self.machine.down().clone(),
+                    batch: self.config.handoff_batch,
+                }));
+            }
+        }
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.gossip_interval;
+            if !self.machine.buckets().is_empty() {
+                let peers = self.peers();
+                if let Some(&peer) = peers.iter().choose(&mut self.rng) {
+                    out.push(Effect::Send {
+                        to: peer,
+                        msg: Message::Buckets {
+                            buckets: self.machine.buckets().entries(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// When [`CoordinatorRole::tick`] next has something to do.
+    pub fn next_wakeup(&self) -> Instant {
+        let mut t = self.next_handoff.min(self.next_gossip);
+        if let Some(d) = self.machine.next_deadline() {
+            t = t.min(d);
+        }
+        t
+    }
+
+    /// What storage work found.
+    pub fn on_stored(&mut self, now: Instant, stored: Stored, out: &mut Vec<Effect<C>>) {
+        match stored {
+            Stored::Hints(found) => {
+                self.hint_round = false;
+                let mut sends = Outbox::new();
+                for (owner, hints) in found {
+                    if !self.machine.is_up_peer(owner) {
+                        continue;
+                    }
+                    let machine = &self.machine;
+                    self.handoff.offer(
+                        now,
+                        owner,
+                        hints,
+                        |b| machine.bucket(b).policy.clone(),
+                        &mut sends,
+                    );
+                }
+                self.requests(sends, out);
+            }
+        }
+    }
+
+    /// Sets a bucket's properties at wall time `wall_ms`; the caller saves
+    /// the table ([`save_buckets`] of [`Coordinator::buckets`]) before it
+    /// acknowledges, then calls [`CoordinatorRole::push_buckets`].
+    pub fn set_bucket(
+        &mut self,
+        bucket: Vec<u8>,
+        props: BucketProps,
+        wall_ms: u64,
+    ) -> Result<BucketEntry> {
+        self.machine.set_bucket(bucket, props, wall_ms)
+    }
+
+    /// Sends the bucket table to every peer believed up.
+    pub fn push_buckets(&mut self, out: &mut Vec<Effect<C>>) {
+        let entries = self.machine.buckets().entries();
+        for peer in self.peers() {
+            out.push(Effect::Send {
+                to: peer,
+                msg: Message::Buckets {
+                    buckets: entries.clone(),
+                },
+            });
+        }
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.machine
+            .members()
+            .into_iter()
+            .filter(|&n| self.machine.is_up_peer(n))
+            .collect()
+    }
+
+    fn requests(&self, sends: Outbox, out: &mut Vec<Effect<C>>) {
+        for (to, request) in sends {
+            out.push(Effect::Send {
+                to,
+                msg: Message::Replicate { request },
+            });
+        }
+    }
+}
