@@ -17,9 +17,9 @@
 //! indefinite write may be seen or not, by any read and in any final
 //! state.
 //!
-//! What a read must see depends on the bucket's quorums:
-//! [`SimBucket::quorums_intersect`] (strict quorums, `r + w > n`) is what
-//! makes a read see every write acknowledged before it was invoked. Under
+//! What a read must see depends on the bucket's quorums: strict quorums
+//! with `r + w > n` ([`SimBucket::quorums_intersect`]) are what make a
+//! read see every write acknowledged before it was invoked. Under
 //! last-writer-wins, the order of sequential writes additionally needs two
 //! write quorums to meet (`2w > n`, strict), as `docs/data-model.md` ("What
 //! LWW loses") states; without it, a later write coordinated by a node
@@ -28,11 +28,14 @@
 //! The final state is checked for completeness and agreement only when the
 //! history says the cluster healed ([`History::healed`]); phantoms are
 //! looked for in it always.
+//!
+//! [`SimBucket::quorums_intersect`]: super::history::SimBucket::quorums_intersect
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 
-use super::history::{BucketKind, History, Observed, OpRecord, Outcome, SimBucket, SimOp};
+use super::history::{BucketKind, History, Observed, OpRecord, Outcome, SimOp};
+use crate::message::NodeId;
 
 /// Something a history shows the store did that it promises never to do
 /// (or, from [`well_formed`], something wrong with the history itself).
@@ -55,8 +58,7 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}/{}", self.checker, self.bucket, self.key)?;
         if !self.ops.is_empty() {
-            let ids: Vec<String> = self.ops.iter().map(usize::to_string).collect();
-            write!(f, " (ops {})", ids.join(", "))?;
+            write!(f, " (ops {})", join(&self.ops))?;
         }
         write!(f, ": {}", self.detail)
     }
@@ -84,12 +86,12 @@ pub fn check_all(h: &History) -> Vec<Violation> {
 /// state.
 pub fn report(h: &History, violations: &[Violation]) -> String {
     let mut out = String::new();
+    let healed = if h.healed { "" } else { " (not healed)" };
     let _ = writeln!(
         out,
-        "seed {}: {} violation(s){}",
+        "seed {}: {} violation(s){healed}",
         h.seed,
-        violations.len(),
-        if h.healed { "" } else { " (not healed)" }
+        violations.len()
     );
     if violations.is_empty() {
         return out;
@@ -103,22 +105,15 @@ pub fn report(h: &History, violations: &[Violation]) -> String {
     for (i, v) in violations.iter().enumerate() {
         let _ = writeln!(out, "\nviolation {}: {v}", i + 1);
         for id in &v.ops {
-            match h.op(*id) {
-                Some(op) => {
-                    let _ = writeln!(out, "  {}", History::op_line(op));
-                }
-                None => {
-                    let _ = writeln!(out, "  (no op {id} in the history)");
-                }
-            }
+            let line = h
+                .op(*id)
+                .map_or_else(|| format!("(no op {id} in the history)"), History::op_line);
+            let _ = writeln!(out, "  {line}");
         }
         let target = (v.bucket.clone(), v.key.clone());
         for (node, seen) in h.final_state.get(&target).into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "  {}",
-                History::final_line(&v.bucket, &v.key, *node, seen)
-            );
+            let line = History::final_line(&v.bucket, &v.key, *node, seen);
+            let _ = writeln!(out, "  {line}");
         }
     }
     out
@@ -142,75 +137,101 @@ pub fn report(h: &History, violations: &[Violation]) -> String {
 ///   the bucket's kind, from distinct nodes; when the cluster healed,
 ///   every key an operation touched has one, from exactly `n` replicas.
 pub fn well_formed(h: &History) -> Vec<Violation> {
-    const NAME: &str = "well_formed";
-    let mut found = Vec::new();
-    let mut flag = |bucket: &str, key: &str, ops: Vec<usize>, detail: String| {
-        found.push(Violation {
-            checker: NAME,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            ops,
-            detail,
-        });
-    };
+    let mut found = Found::new("well_formed");
     let mut written: HashMap<(&str, &str, bool, &str), usize> = HashMap::new();
     for (i, op) in h.ops.iter().enumerate() {
         let (bucket, key) = op.op.target();
+        let mut flag = |ops: Vec<usize>, detail: String| found.flag(bucket, key, ops, detail);
         if op.id != i {
-            flag(bucket, key, vec![op.id], format!("op {} is at index {i} of the history; ids must be indices.", op.id));
+            flag(
+                vec![op.id],
+                format!("op {} is at index {i}; ids must be indices.", op.id),
+            );
         }
         if i > 0 && op.invoked < h.ops[i - 1].invoked {
-            flag(bucket, key, vec![h.ops[i - 1].id, op.id], "operations are not in invocation order.".to_string());
+            let detail = "operations are not in invocation order.".to_string();
+            flag(vec![h.ops[i - 1].id, op.id], detail);
         }
-        match (op.completed, &op.outcome) {
-            (Some(_), Outcome::Unknown) => flag(bucket, key, vec![op.id], "an unanswered operation (Unknown) has a completion time.".to_string()),
-            (None, Outcome::Ok(_) | Outcome::Failed { .. }) => flag(bucket, key, vec![op.id], "an answered operation has no completion time.".to_string()),
-            (Some(done), _) if done < op.invoked => flag(bucket, key, vec![op.id], "the operation completed before it was invoked.".to_string()),
-            _ => {}
+        let timing = match (op.completed, &op.outcome) {
+            (Some(_), Outcome::Unknown) => Some("an unanswered operation has a completion time."),
+            (None, Outcome::Ok(_) | Outcome::Failed { .. }) => {
+                Some("an answered operation has no completion time.")
+            }
+            (Some(done), _) if done < op.invoked => {
+                Some("the operation completed before it was invoked.")
+            }
+            _ => None,
+        };
+        if let Some(detail) = timing {
+            flag(vec![op.id], detail.to_string());
         }
         match h.buckets.get(bucket) {
-            None => flag(bucket, key, vec![op.id], format!("bucket {bucket:?} is not declared in the history.")),
-            Some(b) if !op_suits(&op.op, b.kind) => flag(bucket, key, vec![op.id], format!("a {} operation on a {:?} bucket.", op_name(&op.op), b.kind)),
+            None => flag(vec![op.id], format!("bucket {bucket:?} is not declared.")),
+            Some(b) if !op_suits(&op.op, b.kind) => {
+                let detail = format!("a {} on a {:?} bucket.", op_name(&op.op), b.kind);
+                flag(vec![op.id], detail);
+            }
             Some(_) => {}
         }
         if let Outcome::Ok(seen) = &op.outcome {
             if !observation_suits(&op.op, seen) {
-                flag(bucket, key, vec![op.id], format!("a {} answered {seen:?}.", op_name(&op.op)));
+                flag(
+                    vec![op.id],
+                    format!("a {} answered {seen:?}.", op_name(&op.op)),
+                );
             }
         }
         if let Some((value, member)) = written_value(op) {
             if let Some(first) = written.insert((bucket, key, member, value), op.id) {
-                flag(bucket, key, vec![first, op.id], format!("two writes of {value:?}: values must be unique to their write, or a value read cannot name its write."));
+                let detail = format!(
+                    "two writes of {value:?}: values must be unique to their write, or a \
+                     value read cannot name its write."
+                );
+                flag(vec![first, op.id], detail);
             }
         }
     }
     for ((bucket, key), replicas) in &h.final_state {
+        let mut flag = |detail: String| found.flag(bucket, key, vec![], detail);
         let Some(b) = h.buckets.get(bucket) else {
-            flag(bucket, key, vec![], format!("a final state for bucket {bucket:?}, which is not declared."));
+            flag(format!(
+                "a final state for bucket {bucket:?}, which is not declared."
+            ));
             continue;
         };
         let nodes: BTreeSet<_> = replicas.iter().map(|(node, _)| *node).collect();
         if nodes.len() != replicas.len() {
-            flag(bucket, key, vec![], "the final state lists a node twice.".to_string());
+            flag("the final state lists a node twice.".to_string());
         }
         if h.healed && replicas.len() != b.n {
-            flag(bucket, key, vec![], format!("the final state of a healed cluster lists {} replicas; the bucket has n = {}.", replicas.len(), b.n));
+            flag(format!(
+                "the final state of a healed cluster lists {} replicas; the bucket has n = {}.",
+                replicas.len(),
+                b.n
+            ));
         }
         for (node, seen) in replicas {
             if !final_suits(b.kind, seen) {
-                flag(bucket, key, vec![], format!("replica {node} of a {:?} bucket holds {seen:?}.", b.kind));
+                flag(format!(
+                    "replica {node} of a {:?} bucket holds {seen:?}.",
+                    b.kind
+                ));
             }
         }
     }
     if h.healed {
         for ((bucket, key), ops) in ops_by_key(h) {
-            if !h.final_state.contains_key(&(bucket.to_string(), key.to_string())) {
-                let first: Vec<usize> = ops.iter().take(1).map(|op| op.id).collect();
-                flag(bucket, key, first, "the cluster healed but the key, which operations touched, has no final state.".to_string());
+            if !h
+                .final_state
+                .contains_key(&(bucket.to_string(), key.to_string()))
+            {
+                let detail = "the cluster healed but the key, which operations touched, has \
+                              no final state.";
+                found.flag(bucket, key, vec![ops[0].id], detail.to_string());
             }
         }
     }
-    found
+    found.list
 }
 
 /// Checks that nothing ever shows a value that nobody wrote.
@@ -226,43 +247,67 @@ pub fn well_formed(h: &History) -> Vec<Violation> {
 /// quorums. Counter reads have no values to trace; [`counters`] bounds
 /// them instead.
 pub fn no_phantoms(h: &History) -> Vec<Violation> {
-    const NAME: &str = "no_phantoms";
+    const REFUSED: &str = "which failed definitely: a definite failure promises that no \
+                           replica stored it.";
+    let mut found = Found::new("no_phantoms");
     let by_key = ops_by_key(h);
-    let mut found = Vec::new();
     for (&(bucket, key), ops) in &by_key {
         let writers = Writers::of(ops);
         for read in ops {
-            let Outcome::Ok(seen) = &read.outcome else { continue };
-            let Some((values, member)) = listed(seen) else { continue };
+            let Outcome::Ok(seen) = &read.outcome else {
+                continue;
+            };
+            let Some((values, member)) = listed(seen) else {
+                continue;
+            };
             for value in values {
-                let problem = match writers.get(member, value) {
-                    None => Some((vec![read.id], format!("read op {} returned {value:?}, which no operation wrote to this key.", read.id))),
-                    Some(w) if !w.maybe_applied() => Some((vec![read.id, w.id], format!("read op {} returned {value:?}, written by op {}, which failed definitely: a definite failure promises that no replica stored it.", read.id, w.id))),
-                    Some(w) if read.precedes(w) => Some((vec![read.id, w.id], format!("read op {} returned {value:?}, written by op {}, which was invoked only after the read had completed.", read.id, w.id))),
-                    Some(_) => None,
-                };
-                if let Some((ids, detail)) = problem {
-                    found.push(violation(NAME, bucket, key, ids, detail));
-                }
-            }
-        }
-    }
-    let none = Vec::new();
-    for ((bucket, key), replicas) in &h.final_state {
-        let ops = by_key.get(&(bucket.as_str(), key.as_str())).unwrap_or(&none);
-        let writers = Writers::of(ops);
-        for (node, seen) in replicas {
-            let Some((values, member)) = listed(seen) else { continue };
-            for value in values {
+                let returned = format!("read op {} returned {value:?}", read.id);
                 match writers.get(member, value) {
-                    None => found.push(violation(NAME, bucket, key, vec![], format!("replica {node} finally holds {value:?}, which no operation wrote to this key."))),
-                    Some(w) if !w.maybe_applied() => found.push(violation(NAME, bucket, key, vec![w.id], format!("replica {node} finally holds {value:?}, written by op {}, which failed definitely: a definite failure promises that no replica stored it.", w.id))),
+                    None => {
+                        let detail = format!("{returned}, which no operation wrote to this key.");
+                        found.flag(bucket, key, vec![read.id], detail);
+                    }
+                    Some(w) if !w.maybe_applied() => {
+                        let detail = format!("{returned}, written by op {}, {REFUSED}", w.id);
+                        found.flag(bucket, key, vec![read.id, w.id], detail);
+                    }
+                    Some(w) if read.precedes(w) => {
+                        let detail = format!(
+                            "{returned}, written by op {}, which was invoked only after the \
+                             read had completed.",
+                            w.id
+                        );
+                        found.flag(bucket, key, vec![read.id, w.id], detail);
+                    }
                     Some(_) => {}
                 }
             }
         }
     }
-    found
+    for ((bucket, key), replicas) in &h.final_state {
+        let ops = by_key.get(&(bucket.as_str(), key.as_str()));
+        let writers = Writers::of(ops.map_or(&[][..], Vec::as_slice));
+        for (node, seen) in replicas {
+            let Some((values, member)) = listed(seen) else {
+                continue;
+            };
+            for value in values {
+                let holds = format!("replica {node} finally holds {value:?}");
+                match writers.get(member, value) {
+                    None => {
+                        let detail = format!("{holds}, which no operation wrote to this key.");
+                        found.flag(bucket, key, vec![], detail);
+                    }
+                    Some(w) if !w.maybe_applied() => {
+                        let detail = format!("{holds}, written by op {}, {REFUSED}", w.id);
+                        found.flag(bucket, key, vec![w.id], detail);
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    found.list
 }
 
 /// Checks, for `Siblings` buckets of a healed cluster, that no
@@ -277,29 +322,37 @@ pub fn no_phantoms(h: &History) -> Vec<Violation> {
 /// is [`no_phantoms`]'s; what reads must see during the run is
 /// [`read_your_writes`]'s.)
 pub fn set_full(h: &History) -> Vec<Violation> {
-    const NAME: &str = "set_full";
-    let mut found = Vec::new();
+    let mut found = Found::new("set_full");
     if !h.healed {
-        return found;
+        return found.list;
     }
     let by_key = ops_by_key(h);
     for ((bucket, key), replicas) in &h.final_state {
-        if kind_of(h, bucket) != Some(BucketKind::Siblings) {
+        if h.buckets.get(bucket).map(|b| b.kind) != Some(BucketKind::Siblings) {
             continue;
         }
-        let Some(ops) = by_key.get(&(bucket.as_str(), key.as_str())) else { continue };
-        let acked: Vec<&OpRecord> = ops.iter().copied().filter(|op| op.acked_write()).collect();
+        let Some(ops) = by_key.get(&(bucket.as_str(), key.as_str())) else {
+            continue;
+        };
+        let acked = acked_writes(ops);
         for (node, seen) in replicas {
-            let Observed::Values(values) = seen else { continue };
+            let Observed::Values(values) = seen else {
+                continue;
+            };
             let missing = missing_from(&acked, values, false);
             if !missing.is_empty() {
-                found.push(violation(NAME, bucket, key, ids(&missing), format!(
-                    "after the cluster healed, replica {node} lacks the values of {} acknowledged put(s) ({}): blind puts never replace one another, so every acknowledged put must survive on every replica.",
-                    missing.len(), quoted_values(&missing))));
+                let detail = format!(
+                    "after the cluster healed, replica {node} lacks the values of {} \
+                     acknowledged put(s) ({}): blind puts never replace one another, so every \
+                     acknowledged put must survive on every replica.",
+                    missing.len(),
+                    quoted_values(&missing)
+                );
+                found.flag(bucket, key, ids(&missing), detail);
             }
         }
     }
-    found
+    found.list
 }
 
 /// Checks, for `Siblings` buckets whose quorums intersect, that every
@@ -312,25 +365,37 @@ pub fn set_full(h: &History) -> Vec<Violation> {
 /// read concurrent with a put, or after an indefinite one, may or may not
 /// see it. Buckets without intersecting quorums promise nothing here.
 pub fn read_your_writes(h: &History) -> Vec<Violation> {
-    const NAME: &str = "read_your_writes";
-    let mut found = Vec::new();
+    let mut found = Found::new("read_your_writes");
     for ((bucket, key), ops) in ops_by_key(h) {
-        let Some(b) = h.buckets.get(bucket) else { continue };
+        let Some(b) = h.buckets.get(bucket) else {
+            continue;
+        };
         if b.kind != BucketKind::Siblings || !b.quorums_intersect() {
             continue;
         }
+        let acked = acked_writes(&ops);
         for read in &ops {
-            let Outcome::Ok(Observed::Values(values)) = &read.outcome else { continue };
-            let before: Vec<&OpRecord> = ops.iter().copied().filter(|w| w.acked_write() && w.precedes(read)).collect();
-            let missing = missing_from(&before, values, false);
+            let Outcome::Ok(Observed::Values(values)) = &read.outcome else {
+                continue;
+            };
+            let missing = missing_from(&preceding(&acked, read), values, false);
             if !missing.is_empty() {
-                found.push(violation(NAME, bucket, key, prepend(read.id, &missing), format!(
-                    "read op {} misses the values of {} put(s) acknowledged before it was invoked ({}): with strict quorums and r + w > n ({} + {} > {}) a read meets every acknowledged write, and blind puts never replace one another.",
-                    read.id, missing.len(), quoted_values(&missing), b.r, b.w, b.n)));
+                let detail = format!(
+                    "read op {} misses the values of {} put(s) acknowledged before it was \
+                     invoked ({}): with strict quorums and r + w > n ({} + {} > {}) a read \
+                     meets every acknowledged write, and blind puts never replace one another.",
+                    read.id,
+                    missing.len(),
+                    quoted_values(&missing),
+                    b.r,
+                    b.w,
+                    b.n
+                );
+                found.flag(bucket, key, prepend(read.id, &missing), detail);
             }
         }
     }
-    found
+    found.list
 }
 
 /// Checks `Set` (OR-Set, adds only) buckets: no acknowledged add is lost.
@@ -343,42 +408,52 @@ pub fn read_your_writes(h: &History) -> Vec<Violation> {
 /// read's `r` replicas meet the add's `w`). Concurrent and indefinite adds
 /// may be seen or not.
 pub fn or_set(h: &History) -> Vec<Violation> {
-    const NAME: &str = "or_set";
-    let mut found = Vec::new();
-    let by_key = ops_by_key(h);
-    for (&(bucket, key), ops) in &by_key {
-        let Some(b) = h.buckets.get(bucket) else { continue };
+    let mut found = Found::new("or_set");
+    for ((bucket, key), ops) in ops_by_key(h) {
+        let Some(b) = h.buckets.get(bucket) else {
+            continue;
+        };
         if b.kind != BucketKind::Set {
             continue;
         }
-        let acked: Vec<&OpRecord> = ops.iter().copied().filter(|op| op.acked_write()).collect();
-        if b.quorums_intersect() {
-            for read in ops {
-                let Outcome::Ok(Observed::Members(members)) = &read.outcome else { continue };
-                let before: Vec<&OpRecord> = acked.iter().copied().filter(|w| w.precedes(read)).collect();
-                let missing = missing_from(&before, members, true);
-                if !missing.is_empty() {
-                    found.push(violation(NAME, bucket, key, prepend(read.id, &missing), format!(
-                        "read op {} misses {} member(s) whose add was acknowledged before it was invoked ({}): with strict quorums and r + w > n ({} + {} > {}) a read meets every acknowledged add, and nothing removes a member.",
-                        read.id, missing.len(), quoted_values(&missing), b.r, b.w, b.n)));
-                }
+        let acked = acked_writes(&ops);
+        for read in ops.iter().filter(|_| b.quorums_intersect()) {
+            let Outcome::Ok(Observed::Members(members)) = &read.outcome else {
+                continue;
+            };
+            let missing = missing_from(&preceding(&acked, read), members, true);
+            if !missing.is_empty() {
+                let detail = format!(
+                    "read op {} misses {} member(s) whose add was acknowledged before it was \
+                     invoked ({}): with strict quorums and r + w > n ({} + {} > {}) a read \
+                     meets every acknowledged add, and nothing removes a member.",
+                    read.id,
+                    missing.len(),
+                    quoted_values(&missing),
+                    b.r,
+                    b.w,
+                    b.n
+                );
+                found.flag(bucket, key, prepend(read.id, &missing), detail);
             }
         }
-        if !h.healed {
-            continue;
-        }
-        let target = (bucket.to_string(), key.to_string());
-        for (node, seen) in h.final_state.get(&target).into_iter().flatten() {
-            let Observed::Members(members) = seen else { continue };
+        for (node, seen) in final_replicas(h, bucket, key) {
+            let Observed::Members(members) = seen else {
+                continue;
+            };
             let missing = missing_from(&acked, members, true);
             if !missing.is_empty() {
-                found.push(violation(NAME, bucket, key, ids(&missing), format!(
-                    "after the cluster healed, replica {node} lacks {} member(s) whose add was acknowledged ({}): an OR-Set with adds only loses no acknowledged add.",
-                    missing.len(), quoted_values(&missing))));
+                let detail = format!(
+                    "after the cluster healed, replica {node} lacks {} member(s) whose add was \
+                     acknowledged ({}): an OR-Set with adds only loses no acknowledged add.",
+                    missing.len(),
+                    quoted_values(&missing)
+                );
+                found.flag(bucket, key, ids(&missing), detail);
             }
         }
     }
-    found
+    found.list
 }
 
 /// Checks `Counter` buckets: every value is a sum of adds that may have
@@ -397,11 +472,11 @@ pub fn or_set(h: &History) -> Vec<Violation> {
 /// plus every possible positive add; these are the tightest bounds that
 /// hold for any subset of the possible adds.
 pub fn counters(h: &History) -> Vec<Violation> {
-    const NAME: &str = "counters";
-    let mut found = Vec::new();
-    let by_key = ops_by_key(h);
-    for (&(bucket, key), ops) in &by_key {
-        let Some(b) = h.buckets.get(bucket) else { continue };
+    let mut found = Found::new("counters");
+    for ((bucket, key), ops) in ops_by_key(h) {
+        let Some(b) = h.buckets.get(bucket) else {
+            continue;
+        };
         if b.kind != BucketKind::Counter {
             continue;
         }
@@ -412,40 +487,48 @@ pub fn counters(h: &History) -> Vec<Violation> {
                 _ => None,
             })
             .collect();
-        for read in ops {
-            let Outcome::Ok(Observed::Counter(value)) = read.outcome else { continue };
-            let bounds = Bounds::of(adds.iter().filter_map(|&(add, by)| {
-                if read.precedes(add) {
-                    None
-                } else {
-                    Some((add, by, b.quorums_intersect() && add.acked_write() && add.precedes(read)))
-                }
+        let sure_when = if b.quorums_intersect() {
+            "sure: adds acknowledged before the read was invoked; possible: other adds invoked \
+             before it completed that did not fail definitely"
+        } else {
+            "the bucket's quorums do not intersect, so every add invoked before the read \
+             completed that did not fail definitely is possible, none sure"
+        };
+        for read in &ops {
+            let Outcome::Ok(Observed::Counter(value)) = read.outcome else {
+                continue;
+            };
+            let possible = adds.iter().filter(|(add, _)| !read.precedes(add));
+            let bounds = Bounds::of(possible.map(|&(add, by)| {
+                let sure = b.quorums_intersect() && add.acked_write() && add.precedes(read);
+                (add, by, sure)
             }));
             if let Some((ids, why)) = bounds.judge(value) {
-                found.push(violation(NAME, bucket, key, std::iter::once(read.id).chain(ids).collect(), format!(
-                    "read op {} returned {value}, {why} ({}).",
-                    read.id,
-                    if b.quorums_intersect() {
-                        "sure: adds acknowledged before the read was invoked; possible: other adds invoked before it completed that did not fail definitely"
-                    } else {
-                        "the bucket's quorums do not intersect, so any add invoked before the read completed that did not fail definitely is possible, none sure"
-                    })));
+                let detail = format!("read op {} returned {value}, {why} ({sure_when}).", read.id);
+                found.flag(
+                    bucket,
+                    key,
+                    std::iter::once(read.id).chain(ids).collect(),
+                    detail,
+                );
             }
         }
-        if !h.healed {
-            continue;
-        }
         let bounds = Bounds::of(adds.iter().map(|&(add, by)| (add, by, add.acked_write())));
-        let target = (bucket.to_string(), key.to_string());
-        for (node, seen) in h.final_state.get(&target).into_iter().flatten() {
-            let Observed::Counter(value) = *seen else { continue };
+        for (node, seen) in final_replicas(h, bucket, key) {
+            let Observed::Counter(value) = *seen else {
+                continue;
+            };
             if let Some((ids, why)) = bounds.judge(value) {
-                found.push(violation(NAME, bucket, key, ids, format!(
-                    "after the cluster healed, replica {node} holds {value}, {why} (sure: every acknowledged add; possible: adds that failed indefinitely or were unanswered).")));
+                let detail = format!(
+                    "after the cluster healed, replica {node} holds {value}, {why} (sure: every \
+                     acknowledged add; possible: adds that failed indefinitely or were \
+                     unanswered)."
+                );
+                found.flag(bucket, key, ids, detail);
             }
         }
     }
-    found
+    found.list
 }
 
 /// Checks `Lww` buckets: a write invoked after another was acknowledged
@@ -461,11 +544,11 @@ pub fn counters(h: &History) -> Vec<Violation> {
 ///   is a single value (or none).
 /// - Final state (healed): a replica must not be empty when some write
 ///   was acknowledged (the run never deletes). When the write quorums
-///   meet, its value's write W must not have completed before an
-///   acknowledged write was invoked: that write would have been stamped
-///   above W. (W may be an indefinite write; one that completed before an
-///   acknowledged write was invoked may still win, since it may sit only
-///   on replicas that write did not reach.)
+///   meet and its value's write W was acknowledged, no acknowledged write
+///   may have been invoked after W completed: that write was stamped
+///   above W. (An indefinite W that completed before an acknowledged
+///   write was invoked may still win: it may sit only on replicas the
+///   later write did not reach, stamped by a clock that runs ahead.)
 /// - Reads, when the write quorums meet and `r + w > n` (strict): a `Get`
 ///   invoked after a write W was acknowledged must return a value, and
 ///   not that of an acknowledged write that completed before W was
@@ -474,75 +557,128 @@ pub fn counters(h: &History) -> Vec<Violation> {
 /// Values whose write cannot be found are [`no_phantoms`]'s; replicas that
 /// disagree are [`convergence`]'s, and each is judged here on its own.
 pub fn lww_order(h: &History) -> Vec<Violation> {
-    const NAME: &str = "lww_order";
-    let mut found = Vec::new();
-    let by_key = ops_by_key(h);
-    for (&(bucket, key), ops) in &by_key {
-        let Some(b) = h.buckets.get(bucket) else { continue };
+    let mut found = Found::new("lww_order");
+    for ((bucket, key), ops) in ops_by_key(h) {
+        let Some(b) = h.buckets.get(bucket) else {
+            continue;
+        };
         if b.kind != BucketKind::Lww {
             continue;
         }
         let ordered = !b.sloppy && 2 * b.w > b.n;
-        let writers = Writers::of(ops);
-        let acked: Vec<&OpRecord> = ops.iter().copied().filter(|op| op.acked_write()).collect();
-        for read in ops {
-            let Outcome::Ok(Observed::Values(values)) = &read.outcome else { continue };
+        let writers = Writers::of(&ops);
+        let acked = acked_writes(&ops);
+        // The acknowledged write of `value`, and those acknowledged
+        // writes of `after` that it completed before.
+        let overtaken = |value: &str, after: &[&'_ OpRecord]| {
+            let w = writers.get(false, value).filter(|w| w.acked_write())?;
+            let later: Vec<usize> = after
+                .iter()
+                .filter(|l| w.precedes(l))
+                .map(|l| l.id)
+                .collect();
+            (!later.is_empty()).then_some((w.id, later))
+        };
+        for read in &ops {
+            let Outcome::Ok(Observed::Values(values)) = &read.outcome else {
+                continue;
+            };
             if values.len() > 1 {
-                found.push(violation(NAME, bucket, key, vec![read.id], format!(
-                    "read op {} returned {} values ({values:?}): last-writer-wins resolves every read to one value.", read.id, values.len())));
+                let detail = format!(
+                    "read op {} returned {} values ({values:?}): last-writer-wins resolves \
+                     every read to one value.",
+                    read.id,
+                    values.len()
+                );
+                found.flag(bucket, key, vec![read.id], detail);
                 continue;
             }
             if !(ordered && b.quorums_intersect()) {
                 continue;
             }
-            let before: Vec<&OpRecord> = acked.iter().copied().filter(|w| w.precedes(read)).collect();
+            let before = preceding(&acked, read);
             match values.first() {
-                None if !before.is_empty() => found.push(violation(NAME, bucket, key, prepend(read.id, &before), format!(
-                    "read op {} found no value although {} write(s) were acknowledged before it was invoked: with strict quorums and r + w > n ({} + {} > {}) it meets a replica holding one of them, and nothing deletes.",
-                    read.id, before.len(), b.r, b.w, b.n))),
+                None if !before.is_empty() => {
+                    let detail = format!(
+                        "read op {} found no value although {} write(s) were acknowledged \
+                         before it was invoked: with strict quorums and r + w > n \
+                         ({} + {} > {}) it meets a replica holding one of them, and nothing \
+                         deletes.",
+                        read.id,
+                        before.len(),
+                        b.r,
+                        b.w,
+                        b.n
+                    );
+                    found.flag(bucket, key, prepend(read.id, &before), detail);
+                }
                 None => {}
                 Some(value) => {
-                    let Some(x) = writers.get(false, value) else { continue };
-                    if !x.acked_write() {
+                    let Some((x, newer)) = overtaken(value, &before) else {
                         continue;
-                    }
-                    let newer: Vec<&OpRecord> = before.iter().copied().filter(|w| x.precedes(w)).collect();
-                    if !newer.is_empty() {
-                        found.push(violation(NAME, bucket, key, [read.id, x.id].into_iter().chain(newer.iter().map(|w| w.id)).collect(), format!(
-                            "read op {} returned {value:?} of op {}, although op(s) {} were invoked after op {} was acknowledged and were acknowledged before the read was invoked: the later write wins (2w > n, strict), and a read with r + w > n meets a replica holding it.",
-                            read.id, x.id, id_list(&newer), x.id)));
-                    }
+                    };
+                    let detail = format!(
+                        "read op {} returned {value:?} of op {x}, although op(s) {} were \
+                         invoked after op {x} was acknowledged and were acknowledged before the \
+                         read was invoked: the later write wins (strict quorums, 2w > n), and a \
+                         read with r + w > n meets a replica holding it or something newer.",
+                        read.id,
+                        join(&newer)
+                    );
+                    found.flag(
+                        bucket,
+                        key,
+                        [read.id, x].into_iter().chain(newer).collect(),
+                        detail,
+                    );
                 }
             }
         }
-        if !h.healed {
-            continue;
-        }
-        let target = (bucket.to_string(), key.to_string());
-        for (node, seen) in h.final_state.get(&target).into_iter().flatten() {
-            let Observed::Values(values) = seen else { continue };
+        for (node, seen) in final_replicas(h, bucket, key) {
+            let Observed::Values(values) = seen else {
+                continue;
+            };
+            let holds = format!("after the cluster healed, replica {node} holds");
             match values.as_slice() {
-                [] if !acked.is_empty() => found.push(violation(NAME, bucket, key, ids(&acked), format!(
-                    "after the cluster healed, replica {node} holds no value although {} write(s) were acknowledged and nothing deletes: an acknowledged write was lost.", acked.len()))),
+                [] if !acked.is_empty() => {
+                    let detail = format!(
+                        "{holds} no value although {} write(s) were acknowledged and nothing \
+                         deletes: an acknowledged write was lost.",
+                        acked.len()
+                    );
+                    found.flag(bucket, key, ids(&acked), detail);
+                }
                 [] => {}
                 [value] => {
-                    if !ordered {
+                    let Some((w, later)) = overtaken(value, &acked).filter(|_| ordered) else {
                         continue;
-                    }
-                    let Some(w) = writers.get(false, value) else { continue };
-                    let later: Vec<&OpRecord> = acked.iter().copied().filter(|later| w.precedes(later)).collect();
-                    if !later.is_empty() {
-                        found.push(violation(NAME, bucket, key, prepend(w.id, &later), format!(
-                            "after the cluster healed, replica {node} holds {value:?} of op {}, but op(s) {} were invoked after it completed and were acknowledged: with strict write quorums that meet (2 * {} > {}) the later write is stamped above it and wins.",
-                            w.id, id_list(&later), b.w, b.n)));
-                    }
+                    };
+                    let detail = format!(
+                        "{holds} {value:?} of op {w}, but op(s) {} were invoked after op {w} \
+                         was acknowledged and were acknowledged too: with strict write quorums \
+                         that meet (2 * {} > {}) the later write is stamped above it and wins.",
+                        join(&later),
+                        b.w,
+                        b.n
+                    );
+                    found.flag(
+                        bucket,
+                        key,
+                        std::iter::once(w).chain(later).collect(),
+                        detail,
+                    );
                 }
-                _ => found.push(violation(NAME, bucket, key, vec![], format!(
-                    "after the cluster healed, replica {node} holds {} values ({values:?}): last-writer-wins keeps one.", values.len()))),
+                _ => {
+                    let detail = format!(
+                        "{holds} {} values ({values:?}): last-writer-wins keeps one.",
+                        values.len()
+                    );
+                    found.flag(bucket, key, vec![], detail);
+                }
             }
         }
     }
-    found
+    found.list
 }
 
 /// Checks, when the cluster healed, that all the replicas of each key
@@ -554,38 +690,68 @@ pub fn lww_order(h: &History) -> Vec<Violation> {
 /// join, so the replicas must agree. The violation names the writes whose
 /// values some replicas hold and others lack.
 pub fn convergence(h: &History) -> Vec<Violation> {
-    const NAME: &str = "convergence";
-    let mut found = Vec::new();
+    let mut found = Found::new("convergence");
     if !h.healed {
-        return found;
+        return found.list;
     }
     let by_key = ops_by_key(h);
-    let none = Vec::new();
     for ((bucket, key), replicas) in &h.final_state {
         let states: Vec<Observed> = replicas.iter().map(|(_, seen)| normalized(seen)).collect();
         if states.windows(2).all(|pair| pair[0] == pair[1]) {
             continue;
         }
-        let ops = by_key.get(&(bucket.as_str(), key.as_str())).unwrap_or(&none);
-        let writers = Writers::of(ops);
-        let mut partial = BTreeSet::new();
-        for state in &states {
-            let Some((values, member)) = listed(state) else { continue };
-            for value in values {
-                let everywhere = states.iter().all(|other| listed(other).is_some_and(|(vs, _)| vs.contains(value)));
-                if !everywhere {
-                    if let Some(w) = writers.get(member, value) {
-                        partial.insert(w.id);
-                    }
-                }
-            }
-        }
-        let held: Vec<String> = replicas.iter().map(|(node, seen)| format!("{node} {seen:?}")).collect();
-        found.push(violation(NAME, bucket, key, partial.into_iter().collect(), format!(
-            "after the cluster healed, its replicas disagree: {}. Once faults end, handoff, repair and anti-entropy bring every replica every version and merges are joins, so they must hold the same state.",
-            held.join("; "))));
+        let ops = by_key.get(&(bucket.as_str(), key.as_str()));
+        let writers = Writers::of(ops.map_or(&[][..], Vec::as_slice));
+        let held_by_all = |value: &String| {
+            states
+                .iter()
+                .all(|s| listed(s).is_some_and(|(values, _)| values.contains(value)))
+        };
+        let partial: BTreeSet<usize> = states
+            .iter()
+            .filter_map(listed)
+            .flat_map(|(values, member)| values.iter().map(move |v| (v, member)))
+            .filter(|(value, _)| !held_by_all(value))
+            .filter_map(|(value, member)| writers.get(member, value).map(|w| w.id))
+            .collect();
+        let held: Vec<String> = replicas
+            .iter()
+            .map(|(node, seen)| format!("{node} {seen:?}"))
+            .collect();
+        let detail = format!(
+            "after the cluster healed, its replicas disagree: {}. Once faults end, handoff, \
+             repair and anti-entropy bring every replica every version and merges are joins, \
+             so they must hold the same state.",
+            held.join("; ")
+        );
+        found.flag(bucket, key, partial.into_iter().collect(), detail);
     }
-    found
+    found.list
+}
+
+/// The violations one checker found.
+struct Found {
+    checker: &'static str,
+    list: Vec<Violation>,
+}
+
+impl Found {
+    fn new(checker: &'static str) -> Self {
+        Found {
+            checker,
+            list: Vec::new(),
+        }
+    }
+
+    fn flag(&mut self, bucket: &str, key: &str, ops: Vec<usize>, detail: String) {
+        self.list.push(Violation {
+            checker: self.checker,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            ops,
+            detail,
+        });
+    }
 }
 
 /// The operations of each (bucket, key), in history order.
@@ -595,6 +761,26 @@ fn ops_by_key(h: &History) -> BTreeMap<(&str, &str), Vec<&OpRecord>> {
         by_key.entry(op.op.target()).or_default().push(op);
     }
     by_key
+}
+
+/// The replicas' final states of a key, if the cluster healed (none
+/// otherwise: an unhealed final state need not be complete).
+fn final_replicas<'h>(h: &'h History, bucket: &str, key: &str) -> &'h [(NodeId, Observed)] {
+    let target = (bucket.to_string(), key.to_string());
+    match h.final_state.get(&target) {
+        Some(replicas) if h.healed => replicas,
+        _ => &[],
+    }
+}
+
+/// The acknowledged writes of `ops`.
+fn acked_writes<'h>(ops: &[&'h OpRecord]) -> Vec<&'h OpRecord> {
+    ops.iter().copied().filter(|op| op.acked_write()).collect()
+}
+
+/// The operations of `ops` that completed before `read` was invoked.
+fn preceding<'h>(ops: &[&'h OpRecord], read: &OpRecord) -> Vec<&'h OpRecord> {
+    ops.iter().copied().filter(|op| op.precedes(read)).collect()
 }
 
 /// The writes of one key, by the value (`Put`) or member (`SetAdd`) each
@@ -612,7 +798,11 @@ impl<'h> Writers<'h> {
         };
         for op in ops {
             if let Some((value, member)) = written_value(op) {
-                let map = if member { &mut writers.members } else { &mut writers.values };
+                let map = if member {
+                    &mut writers.members
+                } else {
+                    &mut writers.values
+                };
                 map.entry(value).or_insert(op);
             }
         }
@@ -661,20 +851,17 @@ fn normalized(seen: &Observed) -> Observed {
 /// The writes of `writes` whose value (member, if `member`) is not in
 /// `held`.
 fn missing_from<'h>(writes: &[&'h OpRecord], held: &[String], member: bool) -> Vec<&'h OpRecord> {
-    writes
-        .iter()
-        .copied()
-        .filter(|w| written_value(w).is_some_and(|(v, m)| m == member && !held.iter().any(|h| h == v)))
-        .collect()
-}
-
-fn kind_of(h: &History, bucket: &str) -> Option<BucketKind> {
-    h.buckets.get(bucket).map(|b| b.kind)
+    let is_missing = |w: &&OpRecord| {
+        written_value(w).is_some_and(|(v, m)| m == member && !held.iter().any(|h| h == v))
+    };
+    writes.iter().copied().filter(is_missing).collect()
 }
 
 fn op_suits(op: &SimOp, kind: BucketKind) -> bool {
     match op {
-        SimOp::Put { .. } | SimOp::Get { .. } => matches!(kind, BucketKind::Siblings | BucketKind::Lww),
+        SimOp::Put { .. } | SimOp::Get { .. } => {
+            matches!(kind, BucketKind::Siblings | BucketKind::Lww)
+        }
         SimOp::CounterAdd { .. } | SimOp::CounterGet { .. } => kind == BucketKind::Counter,
         SimOp::SetAdd { .. } | SimOp::SetMembers { .. } => kind == BucketKind::Set,
     }
@@ -682,7 +869,9 @@ fn op_suits(op: &SimOp, kind: BucketKind) -> bool {
 
 fn observation_suits(op: &SimOp, seen: &Observed) -> bool {
     match op {
-        SimOp::Put { .. } | SimOp::CounterAdd { .. } | SimOp::SetAdd { .. } => *seen == Observed::Written,
+        SimOp::Put { .. } | SimOp::CounterAdd { .. } | SimOp::SetAdd { .. } => {
+            *seen == Observed::Written
+        }
         SimOp::Get { .. } => matches!(seen, Observed::Values(_)),
         SimOp::CounterGet { .. } => matches!(seen, Observed::Counter(_)),
         SimOp::SetMembers { .. } => matches!(seen, Observed::Members(_)),
@@ -735,16 +924,15 @@ impl<'h> Bounds<'h> {
             plus_ops: Vec::new(),
         };
         for (add, by, sure) in adds {
-            if sure {
-                b.sure += i128::from(by);
-                b.sure_ops.push(add);
+            let (sum, ops) = if sure {
+                (&mut b.sure, &mut b.sure_ops)
             } else if by < 0 {
-                b.minus += i128::from(by);
-                b.minus_ops.push(add);
-            } else if by > 0 {
-                b.plus += i128::from(by);
-                b.plus_ops.push(add);
-            }
+                (&mut b.minus, &mut b.minus_ops)
+            } else {
+                (&mut b.plus, &mut b.plus_ops)
+            };
+            *sum += i128::from(by);
+            ops.push(add);
         }
         b
     }
@@ -761,23 +949,12 @@ impl<'h> Bounds<'h> {
         } else {
             return None;
         };
-        Some((
-            ops.map(|op| op.id).collect(),
-            format!(
-                "{side} the bounds [{low}, {high}]: the adds surely included sum to {}, those possibly included add between {} and {}",
-                self.sure, self.minus, self.plus
-            ),
-        ))
-    }
-}
-
-fn violation(checker: &'static str, bucket: &str, key: &str, ops: Vec<usize>, detail: String) -> Violation {
-    Violation {
-        checker,
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        ops,
-        detail,
+        let why = format!(
+            "{side} the bounds [{low}, {high}]: the adds surely included sum to {}, those \
+             possibly included add between {} and {}",
+            self.sure, self.minus, self.plus
+        );
+        Some((ops.map(|op| op.id).collect(), why))
     }
 }
 
@@ -786,14 +963,17 @@ fn ids(ops: &[&OpRecord]) -> Vec<usize> {
 }
 
 fn prepend(first: usize, ops: &[&OpRecord]) -> Vec<usize> {
-    std::iter::once(first).chain(ops.iter().map(|op| op.id)).collect()
+    std::iter::once(first)
+        .chain(ops.iter().map(|op| op.id))
+        .collect()
 }
 
-fn id_list(ops: &[&OpRecord]) -> String {
-    let ids: Vec<String> = ops.iter().map(|op| op.id.to_string()).collect();
+fn join(ids: &[usize]) -> String {
+    let ids: Vec<String> = ids.iter().map(usize::to_string).collect();
     ids.join(", ")
 }
 
+/// The values of `ops`, each with its op: `"c1-3" of op 7, ...`.
 fn quoted_values(ops: &[&OpRecord]) -> String {
     let values: Vec<String> = ops
         .iter()
@@ -811,7 +991,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::message::NodeId;
+    use crate::sim::history::SimBucket;
 
     /// Siblings, n 3, r 2, w 2: quorums intersect.
     const SIB: &str = "sib";
@@ -1004,8 +1184,8 @@ mod tests {
         b.put(SIB, "k", "b", 20, 30, indefinite());
         b.get(SIB, "k", 25, 30, &["a", "b"]);
         // Invoked at the very instant the read completes: it may be seen.
-        b.put(SIB, "k", "c", 40, 0, Outcome::Unknown);
         b.get(SIB, "k", 35, 40, &["a", "c"]);
+        b.put(SIB, "k", "c", 40, 0, Outcome::Unknown);
         b.get(SIB, "k", 45, 50, &["a"]);
         b.fin3(SIB, "k", vals(&["a", "b", "c"]));
         b.sadd(SET, "s", "x", 60, 70, indefinite());
@@ -1019,13 +1199,17 @@ mod tests {
     fn phantoms_flagged() {
         let mut b = Hb::new().unhealed();
         let refused = b.put(SIB, "k", "a", 0, 10, definite());
-        let other_key = b.put(SIB, "other", "o", 10, 20, ok());
+        b.put(SIB, "other", "o", 10, 20, ok());
         let invented = b.get(SIB, "k", 30, 40, &["zz"]);
         let leaked = b.get(SIB, "k", 40, 50, &["a"]);
         let crossed = b.get(SIB, "k", 50, 60, &["o"]);
         let early = b.get(SIB, "k", 60, 70, &["later"]);
         let later = b.put(SIB, "k", "later", 71, 80, ok());
-        b.fin(SIB, "k", vec![vals(&["later"]), vals(&["a", "later"]), vals(&["later"])]);
+        b.fin(
+            SIB,
+            "k",
+            vec![vals(&["later"]), vals(&["a", "later"]), vals(&["later"])],
+        );
         b.fin(SET, "s", vec![mems(&["m"]), mems(&[]), mems(&[])]);
         let found = no_phantoms(&b.h);
         assert_eq!(
@@ -1035,15 +1219,17 @@ mod tests {
                 vec![leaked, refused],
                 vec![crossed],
                 vec![early, later],
-                vec![refused],
                 vec![],
+                vec![refused],
             ],
             "{}",
             report(&b.h, &found)
         );
         assert!(found.iter().all(|v| v.checker == "no_phantoms"));
-        assert_eq!((found[5].bucket.as_str(), found[5].key.as_str()), (SET, "s"));
-        let _ = other_key;
+        assert_eq!(
+            (found[4].bucket.as_str(), found[4].key.as_str()),
+            (SET, "s")
+        );
     }
 
     #[test]
@@ -1075,7 +1261,12 @@ mod tests {
         let c = b.put(SIB, "k", "c", 5, 15, ok());
         b.fin(SIB, "k", vec![vals(&["a", "c"]), vals(&["c"]), vals(&[])]);
         let found = set_full(&b.h);
-        assert_eq!(op_sets(&found), vec![vec![a], vec![a, c]], "{}", report(&b.h, &found));
+        assert_eq!(
+            op_sets(&found),
+            vec![vec![a], vec![a, c]],
+            "{}",
+            report(&b.h, &found)
+        );
         assert!(found[0].detail.contains("replica n2"));
         assert!(found[1].detail.contains("replica n3"));
         // The replicas disagree, too.
@@ -1094,9 +1285,9 @@ mod tests {
         b.get(SIB, "k", 50, 60, &["a"]);
         b.get(SIB, "k", 61, 70, &["a", "b"]);
         b.fin3(SIB, "k", vals(&["a", "b"]));
-        for weak in [SIB1, SLOPPY] {
-            b.put(weak, "k", &format!("{weak}-a"), 100, 110, ok());
-            b.get(weak, "k", 120, 130, &[]);
+        for (weak, t) in [(SIB1, 100), (SLOPPY, 200)] {
+            b.put(weak, "k", &format!("{weak}-a"), t, t + 10, ok());
+            b.get(weak, "k", t + 20, t + 30, &[]);
             b.fin3(weak, "k", vals(&[&format!("{weak}-a")]));
         }
         assert_clean(&b.h, &read_your_writes(&b.h));
@@ -1113,7 +1304,12 @@ mod tests {
         let empty = b.get(SIB, "k", 50, 60, &[]);
         b.fin3(SIB, "k", vals(&["a", "c"]));
         let found = read_your_writes(&b.h);
-        assert_eq!(op_sets(&found), vec![vec![stale, c], vec![empty, a, c]], "{}", report(&b.h, &found));
+        assert_eq!(
+            op_sets(&found),
+            vec![vec![stale, c], vec![empty, a, c]],
+            "{}",
+            report(&b.h, &found)
+        );
         assert_eq!(check_all(&b.h), found);
     }
 
@@ -1131,7 +1327,7 @@ mod tests {
         b.cget(CTR, "c", 100, 110, 7);
         b.fin3(CTR, "c", ctr(7));
         // Without intersecting quorums a read may miss acknowledged adds.
-        b.add(CTR1, "c", 5, 0 + 200, 210, ok());
+        b.add(CTR1, "c", 5, 200, 210, ok());
         b.add(CTR1, "c", -1, 220, 230, ok());
         b.cget(CTR1, "c", 240, 250, -1);
         b.cget(CTR1, "c", 251, 260, 0);
@@ -1150,7 +1346,7 @@ mod tests {
         let mut b = Hb::new();
         let five = b.add(CTR, "c", 5, 0, 10, ok());
         let missed = b.cget(CTR, "c", 20, 30, 0);
-        let refused = b.add(CTR, "c", 3, 40, 50, definite());
+        b.add(CTR, "c", 3, 40, 50, definite());
         let leaked = b.cget(CTR, "c", 60, 70, 8);
         let future = b.cget(CTR, "c", 80, 90, 15);
         let ten = b.add(CTR, "c", 10, 100, 110, ok());
@@ -1172,10 +1368,23 @@ mod tests {
             "{}",
             report(&b.h, &found)
         );
-        assert!(found[0].detail.contains("below the bounds [5, 5]"), "{}", found[0]);
-        assert!(found[3].detail.contains("replica n3 holds 10, below the bounds [11, 15]"), "{}", found[3]);
-        assert!(found[4].detail.contains("above the bounds [0, 2]"), "{}", found[4]);
-        let _ = refused;
+        assert!(
+            found[0].detail.contains("below the bounds [5, 5]"),
+            "{}",
+            found[0]
+        );
+        assert!(
+            found[3]
+                .detail
+                .contains("replica n3 holds 10, below the bounds [11, 15]"),
+            "{}",
+            found[3]
+        );
+        assert!(
+            found[4].detail.contains("above the bounds [0, 2]"),
+            "{}",
+            found[4]
+        );
     }
 
     #[test]
@@ -1200,9 +1409,18 @@ mod tests {
         let x = b.sadd(SET, "s", "x", 0, 10, ok());
         let y = b.sadd(SET, "s", "y", 5, 15, ok());
         let stale = b.members(SET, "s", 20, 30, &["y"]);
-        b.fin(SET, "s", vec![mems(&["x", "y"]), mems(&["x"]), mems(&["x", "y"])]);
+        b.fin(
+            SET,
+            "s",
+            vec![mems(&["x", "y"]), mems(&["x"]), mems(&["x", "y"])],
+        );
         let found = or_set(&b.h);
-        assert_eq!(op_sets(&found), vec![vec![stale, x], vec![y]], "{}", report(&b.h, &found));
+        assert_eq!(
+            op_sets(&found),
+            vec![vec![stale, x], vec![y]],
+            "{}",
+            report(&b.h, &found)
+        );
     }
 
     #[test]
@@ -1213,8 +1431,8 @@ mod tests {
         b.put(LWW, "k1", "b1", 5, 15, ok());
         b.get(LWW, "k1", 30, 40, &["a1"]);
         b.fin3(LWW, "k1", vals(&["a1"]));
-        b.put(LWW, "k2", "a2", 0, 20, ok());
-        b.put(LWW, "k2", "b2", 5, 15, ok());
+        b.put(LWW, "k2", "a2", 40, 60, ok());
+        b.put(LWW, "k2", "b2", 45, 55, ok());
         b.fin3(LWW, "k2", vals(&["b2"]));
         // An indefinite write may win over a later acknowledged one: it
         // may sit only on a replica the later write did not reach.
@@ -1251,7 +1469,12 @@ mod tests {
         let c = b.put(LWW, "k", "c", 20, 30, ok());
         b.fin(LWW, "k", vec![vals(&["c"]), vals(&["a"]), vals(&["c"])]);
         let found = lww_order(&b.h);
-        assert_eq!(op_sets(&found), vec![vec![a, c]], "{}", report(&b.h, &found));
+        assert_eq!(
+            op_sets(&found),
+            vec![vec![a, c]],
+            "{}",
+            report(&b.h, &found)
+        );
         assert!(found[0].detail.contains("replica n2"));
     }
 
@@ -1264,9 +1487,22 @@ mod tests {
         b.fin(LWW, "k", vec![vals(&[]), vals(&["a", "b"]), vals(&["b"])]);
         b.fin3(LWW1, "j", vals(&[]));
         let found = lww_order(&b.h);
-        assert_eq!(op_sets(&found), vec![vec![a, both], vec![], vec![two]], "{}", report(&b.h, &found));
-        assert!(found[0].detail.contains("replica n1 holds no value"), "{}", found[0]);
-        assert!(found[1].detail.contains("replica n2 holds 2 values"), "{}", found[1]);
+        assert_eq!(
+            op_sets(&found),
+            vec![vec![a, both], vec![], vec![two]],
+            "{}",
+            report(&b.h, &found)
+        );
+        assert!(
+            found[0].detail.contains("replica n1 holds no value"),
+            "{}",
+            found[0]
+        );
+        assert!(
+            found[1].detail.contains("replica n2 holds 2 values"),
+            "{}",
+            found[1]
+        );
     }
 
     #[test]
@@ -1276,17 +1512,17 @@ mod tests {
         let c = b.put(LWW, "k", "c", 20, 30, ok());
         let stale = b.get(LWW, "k", 40, 50, &["a"]);
         b.get(LWW, "k", 41, 51, &["c"]);
-        let empty = b.get(LWW, "j", 60, 70, &[]);
         let d = b.put(LWW, "j", "d", 52, 55, ok());
+        let empty = b.get(LWW, "j", 60, 70, &[]);
         b.fin3(LWW, "k", vals(&["c"]));
         b.fin3(LWW, "j", vals(&["d"]));
-        // Op ids are indices: the history must stay in invocation order.
-        b.h.ops.swap(empty, d);
-        b.h.ops[empty].id = empty;
-        b.h.ops[d].id = d;
-        let (empty, d) = (d, empty);
         let found = lww_order(&b.h);
-        assert_eq!(op_sets(&found), vec![vec![empty, d], vec![stale, a, c]], "{}", report(&b.h, &found));
+        assert_eq!(
+            op_sets(&found),
+            vec![vec![empty, d], vec![stale, a, c]],
+            "{}",
+            report(&b.h, &found)
+        );
         assert_eq!(check_all(&b.h), found);
     }
 
@@ -1316,12 +1552,24 @@ mod tests {
         let mut b = Hb::new();
         b.put(SIB, "k", "a", 0, 10, indefinite());
         let c = b.put(SIB, "k", "c", 20, 30, indefinite());
-        b.fin(SIB, "k", vec![vals(&["a"]), vals(&["a", "c"]), vals(&["a"])]);
+        b.fin(
+            SIB,
+            "k",
+            vec![vals(&["a"]), vals(&["a", "c"]), vals(&["a"])],
+        );
         b.add(CTR, "n", 1, 40, 50, indefinite());
         b.fin(CTR, "n", vec![ctr(1), ctr(0), ctr(1)]);
         let found = convergence(&b.h);
-        assert_eq!(op_sets(&found), vec![vec![], vec![c]], "{}", report(&b.h, &found));
-        assert_eq!((found[0].bucket.as_str(), found[1].bucket.as_str()), (CTR, SIB));
+        assert_eq!(
+            op_sets(&found),
+            vec![vec![], vec![c]],
+            "{}",
+            report(&b.h, &found)
+        );
+        assert_eq!(
+            (found[0].bucket.as_str(), found[1].bucket.as_str()),
+            (CTR, SIB)
+        );
         // Nothing else is wrong: the writes were indefinite.
         assert_eq!(check_all(&b.h), found);
     }
@@ -1363,7 +1611,8 @@ mod tests {
     fn report_quotes_the_history_lines() {
         let mut b = Hb::new();
         b.h.seed = 42;
-        b.h.events.push((Duration::from_millis(5), "partition {1} | {2, 3}".into()));
+        b.h.events
+            .push((Duration::from_millis(5), "partition {1} | {2, 3}".into()));
         let a = b.put(SIB, "k", "a", 0, 10, ok());
         let stale = b.get(SIB, "k", 20, 30, &[]);
         b.fin3(SIB, "k", vals(&["a"]));
@@ -1422,13 +1671,19 @@ mod tests {
         let mut b = Hb::new();
         b.h.seed = seed;
         b.h.healed = rng.random_bool(0.8);
-        let buckets: Vec<(String, BucketKind)> = b.h.buckets.values().map(|b| (b.name.clone(), b.kind)).collect();
+        let buckets: Vec<(String, BucketKind)> =
+            b.h.buckets
+                .values()
+                .map(|b| (b.name.clone(), b.kind))
+                .collect();
         let mut models: BTreeMap<(String, String), Model> = BTreeMap::new();
         let mut t = 0;
         for i in 0..rng.random_range(10..120) {
             let (bucket, kind) = buckets[rng.random_range(0..buckets.len())].clone();
             let key = format!("k{}", rng.random_range(0..3));
-            let model = models.entry((bucket.clone(), key.clone())).or_insert_with(|| Model::new(kind));
+            let model = models
+                .entry((bucket.clone(), key.clone()))
+                .or_insert_with(|| Model::new(kind));
             let invoked = t + rng.random_range(0..4);
             let done = invoked + rng.random_range(0..10);
             t = done;
@@ -1469,7 +1724,11 @@ mod tests {
                         if applied {
                             members.insert(value.clone());
                         }
-                        SimOp::SetAdd { bucket, key, member: value }
+                        SimOp::SetAdd {
+                            bucket,
+                            key,
+                            member: value,
+                        }
                     }
                 };
                 b.op(op, invoked, done, outcome);
@@ -1510,7 +1769,11 @@ mod tests {
                 continue;
             }
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-            let flags = |h: &History, bucket: &str, key: &str| check_all(h).iter().any(|v| v.bucket == bucket && v.key == key);
+            let flags = |h: &History, bucket: &str, key: &str| {
+                check_all(h)
+                    .iter()
+                    .any(|v| v.bucket == bucket && v.key == key)
+            };
 
             // Drop an acknowledged write's value from one final replica.
             let acked: Vec<(String, String, String)> = h
@@ -1519,51 +1782,87 @@ mod tests {
                 .filter(|op| op.acked_write())
                 .filter_map(|op| {
                     let (bucket, key) = op.op.target();
-                    written_value(op).map(|(v, _)| (bucket.to_string(), key.to_string(), v.to_string()))
+                    written_value(op)
+                        .map(|(v, _)| (bucket.to_string(), key.to_string(), v.to_string()))
                 })
                 .collect();
             if !acked.is_empty() {
                 let (bucket, key, value) = &acked[rng.random_range(0..acked.len())];
                 let mut m = h.clone();
-                let replicas = m.final_state.get_mut(&(bucket.clone(), key.clone())).unwrap();
+                let replicas = m
+                    .final_state
+                    .get_mut(&(bucket.clone(), key.clone()))
+                    .unwrap();
                 let (_, seen) = &mut replicas[rng.random_range(0..3)];
                 if let Observed::Values(values) | Observed::Members(values) = seen {
                     // Under LWW a later write may have replaced the value.
                     if values.contains(value) {
                         values.retain(|v| v != value);
-                        assert!(flags(&m, bucket, key), "dropping {value:?} went unnoticed:\n{}", m.to_text());
+                        assert!(
+                            flags(&m, bucket, key),
+                            "dropping {value:?} went unnoticed:\n{}",
+                            m.to_text()
+                        );
                         dropped += 1;
                     }
                 }
             }
 
             // Move a final counter past what any subset of adds can make.
-            if let Some(((bucket, key), _)) = h.final_state.iter().find(|(_, r)| matches!(r[0].1, Observed::Counter(_))) {
+            if let Some(((bucket, key), _)) = h
+                .final_state
+                .iter()
+                .find(|(_, r)| matches!(r[0].1, Observed::Counter(_)))
+            {
                 let mut m = h.clone();
-                let replicas = m.final_state.get_mut(&(bucket.clone(), key.clone())).unwrap();
+                let replicas = m
+                    .final_state
+                    .get_mut(&(bucket.clone(), key.clone()))
+                    .unwrap();
                 let ends = replicas.len() - 1;
                 if let Observed::Counter(value) = &mut replicas[rng.random_range(0..=ends)].1 {
                     *value += 10_000;
                 }
-                assert!(flags(&m, bucket, key), "a counter off by 10000 went unnoticed:\n{}", m.to_text());
+                assert!(
+                    flags(&m, bucket, key),
+                    "a counter off by 10000 went unnoticed:\n{}",
+                    m.to_text()
+                );
                 shifted += 1;
             }
 
             // Make a read return a value nobody wrote.
-            let reads: Vec<usize> = h.ops.iter().filter(|op| matches!(op.outcome, Outcome::Ok(Observed::Values(_) | Observed::Members(_)))).map(|op| op.id).collect();
+            let reads: Vec<usize> = h
+                .ops
+                .iter()
+                .filter(|op| {
+                    matches!(
+                        op.outcome,
+                        Outcome::Ok(Observed::Values(_) | Observed::Members(_))
+                    )
+                })
+                .map(|op| op.id)
+                .collect();
             if !reads.is_empty() {
                 let mut m = h.clone();
                 let read = &mut m.ops[reads[rng.random_range(0..reads.len())]];
-                if let Outcome::Ok(Observed::Values(values) | Observed::Members(values)) = &mut read.outcome {
+                if let Outcome::Ok(Observed::Values(values) | Observed::Members(values)) =
+                    &mut read.outcome
+                {
                     values.push("nobody".into());
                 }
                 let (bucket, key) = read.op.target();
                 let (bucket, key) = (bucket.to_string(), key.to_string());
-                assert!(no_phantoms(&m).iter().any(|v| v.bucket == bucket && v.key == key));
+                assert!(no_phantoms(&m)
+                    .iter()
+                    .any(|v| v.bucket == bucket && v.key == key));
                 invented += 1;
             }
         }
         // The mutations were made often enough to mean something.
-        assert!(dropped > 100 && shifted > 100 && invented > 100, "{dropped} {shifted} {invented}");
+        assert!(
+            dropped > 100 && shifted > 100 && invented > 100,
+            "{dropped} {shifted} {invented}"
+        );
     }
 }
