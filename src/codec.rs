@@ -99,7 +99,8 @@ fn short_type_name<T>() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Envelope, Message, NodeId};
+    use crate::id::NodeId;
+    use crate::message::{Envelope, Message};
 
     fn ping(payload: Vec<u8>) -> Envelope {
         Envelope::new(NodeId(1), NodeId(2), Message::Ping { seq: 9, payload })

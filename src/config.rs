@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// The largest frame a node accepts or sends by default: 16 MiB.
 ///

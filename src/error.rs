@@ -13,7 +13,8 @@
 
 use std::time::Duration;
 
-use crate::message::{NodeId, Refusal};
+use crate::id::NodeId;
+use crate::message::Refusal;
 
 /// A `Result` whose error is the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -26,6 +26,9 @@ use crate::replication::transfer::{TransferItem, TransferRefusal};
 use crate::replication::{ReplicaReply, ReplicaRequest};
 use crate::ring::{Ring, TokenRange};
 
+/// Re-exported for users of the wire types; it is defined in [`crate::id`].
+pub use crate::id::NodeId;
+
 /// The version of the node-to-node protocol spoken by this build. Both ends
 /// of a connection must speak the same version; a mismatch is refused
 /// during the handshake with [`Refusal::VersionMismatch`].
@@ -36,22 +39,6 @@ pub const NONCE_LEN: usize = 32;
 
 /// Length in bytes of a handshake proof (an HMAC-SHA256 tag).
 pub const PROOF_LEN: usize = 32;
-
-/// The identity of a physical node in a cluster.
-///
-/// Small and `Copy`, because the ring and every protocol machine pass node
-/// ids around constantly. It encodes as a plain CBOR unsigned integer.
-#[derive(
-    Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
-#[serde(transparent)]
-pub struct NodeId(pub u64);
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{}", self.0)
-    }
-}
 
 /// One message from one node to another: the unit that transports carry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ use serde_bytes::ByteBuf;
 
 use crate::config::BucketProps;
 use crate::error::Error;
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::replication::get::Repair;
 use crate::replication::{Consistency, Receipt};
 use crate::version::ConflictPolicy;

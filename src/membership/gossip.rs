@@ -41,7 +41,8 @@ use super::table::{MemberEntry, MemberStatus, MembershipTable};
 use super::{MemberEvent, Outbox};
 use crate::config::MembershipConfig;
 use crate::error::Result;
-use crate::message::{Envelope, Message, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message};
 
 /// The membership protocol of one node. See the module documentation.
 #[derive(Debug)]

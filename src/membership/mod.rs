@@ -47,7 +47,8 @@ pub use phi::PhiDetector;
 pub use ring_sync::RingKeeper;
 pub use table::{MemberEntry, MemberStatus, MembershipTable};
 
-use crate::message::{Envelope, Message, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message};
 use crate::ring::Ring;
 
 /// What a protocol machine asks its runner to do: envelopes to send and

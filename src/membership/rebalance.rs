@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::ring_sync::RingKeeper;
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::replication::transfer::TransferSpec;
 use crate::ring::TokenRange;
 

@@ -59,7 +59,8 @@ use super::table::MemberStatus;
 use super::{MemberEvent, Outbox, RingEvent};
 use crate::config::{RingConfig, DEFAULT_CLAIM_REPLICAS};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message};
 use crate::ring::{claim_join, claim_leave, Change, MovePlan, RangeMove, Ring, RingState};
 
 /// The ring protocol of one node. See the module documentation.

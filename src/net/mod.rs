@@ -37,7 +37,8 @@ use futures_util::future::BoxFuture;
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::error::Result;
-use crate::message::{Envelope, NodeId};
+use crate::id::NodeId;
+use crate::message::Envelope;
 
 pub mod handshake;
 pub mod memory;

@@ -103,7 +103,8 @@ use super::{frame_codec, Inbox, NetStats, StatCounters, Transport};
 use crate::codec;
 use crate::config::{TcpConfig, HANDSHAKE_MAX_FRAME_BYTES};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, NodeId, Refusal};
+use crate::id::NodeId;
+use crate::message::{Envelope, Refusal};
 
 /// Frames written to a socket before one flush.
 const WRITE_BATCH: usize = 256;

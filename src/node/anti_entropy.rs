@@ -25,7 +25,8 @@ use super::transport::{Incoming, Outgoing, TransportActor};
 use super::NodeEvent;
 use crate::config::{AntiEntropyConfig, BucketProps, DEFAULT_MAX_FRAME_BYTES};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::anti_entropy::{answer_tree, Action, AntiEntropy, AntiEntropyStats};
 use crate::replication::replica::ReplicaStore;
 

@@ -44,7 +44,8 @@ use super::NodeEvent;
 use crate::codec;
 use crate::config::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::buckets::BucketTable;
 
 use crate::replication::coordinator::{Answer, ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};

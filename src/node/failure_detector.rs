@@ -15,8 +15,8 @@ use actix::prelude::*;
 
 use super::transport::{Incoming, LearnPeer, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
+use crate::id::NodeId;
 use crate::membership::{MemberEntry, MemberEvent, Membership, Outbox};
-use crate::message::NodeId;
 
 /// A membership event, for the ring manager.
 #[derive(Message, Clone, Debug)]

@@ -32,7 +32,8 @@ use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::codec;
 use crate::config::{BucketProps, TransferConfig, DEFAULT_MAX_FRAME_BYTES};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{
     record_name, TransferEffect, TransferItem, TransferProgress, TransferRecord, TransferRefusal,

@@ -44,8 +44,8 @@ use crate::config::{
     TransferConfig, VersionConfig,
 };
 use crate::error::{Error, Result};
+use crate::id::NodeId;
 use crate::membership::{MemberEntry, Membership, RingKeeper};
-use crate::message::NodeId;
 use crate::net::{Inbox, Transport};
 use crate::protocol::{
     BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingChangeView, RingNode, RingView,

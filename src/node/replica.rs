@@ -25,7 +25,8 @@ use tracing::{debug, warn};
 
 use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::{Hint, ReplicaStore};
 use crate::replication::{ReplicaReply, ReplicaRequest};
 use crate::storage::EngineStats;

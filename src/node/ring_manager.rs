@@ -52,7 +52,7 @@ pub struct GetRingState;
 /// Begins removing a member gone for good (see `RingKeeper::remove`).
 #[derive(Message)]
 #[rtype(result = "crate::error::Result<()>")]
-pub struct RemoveNode(pub crate::message::NodeId);
+pub struct RemoveNode(pub crate::id::NodeId);
 
 /// Gives the ring manager the handoff actor that carries out transfers
 /// (started after it); until then no transfer starts.

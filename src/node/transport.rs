@@ -18,7 +18,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::debug;
 
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::net::{Inbox, Transport};
 
 /// An envelope to send.

@@ -69,7 +69,8 @@ use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, BuiltTree, KeyDigest, MerkleTree};
 use crate::config::AntiEntropyConfig;
-use crate::message::{Message, NodeId};
+use crate::id::NodeId;
+use crate::message::Message;
 use crate::ring::{Ring, TokenRange};
 use crate::version::Object;
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BucketProps;
 use crate::error::Result;
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::Timestamp;
 
 /// One bucket's properties and who set them when.

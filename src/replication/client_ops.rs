@@ -305,7 +305,7 @@ fn object_reply(
 mod tests {
     use super::*;
     use crate::crdt::CrdtKind;
-    use crate::message::NodeId;
+    use crate::id::NodeId;
     use crate::replication::get::GetReply;
     use crate::replication::put::PutReply;
     use crate::version::Timestamp;

@@ -33,7 +33,7 @@ use super::put::{PutOptions, PutReply, PutRequest};
 use super::{Consistency, Outbox, ReplicaReply, Target, Write};
 use crate::config::BucketProps;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::ring::{key_token, Placement, Ring, RingState, Token};
 use crate::version::{CausalContext, Hlc, Payload, Timestamp};
 

@@ -68,7 +68,7 @@ pub mod transfer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Timestamp};
 
 pub use get::{GetOptions, GetReply, GetRequest};

@@ -77,7 +77,7 @@ use std::sync::{Arc, Mutex};
 use super::{ReplicaError, ReplicaReply, ReplicaRequest, Write};
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::ring::{key_token, Token};
 use crate::storage::{Engine, KeyRange, WriteBatch, MAX_VALUE_BYTES};
 use crate::version::{ConflictPolicy, Dot, Object, Payload, Timestamp};

@@ -54,7 +54,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 pub use claim::{
     claim_join, claim_join_for, claim_leave, claim_leave_for, random_join, random_leave,

@@ -22,8 +22,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::codec;
 use crate::config::{MembershipConfig, DEFAULT_MAX_FRAME_BYTES};
 use crate::error::{Error, Result};
+use crate::id::NodeId;
 use crate::membership::{MemberEvent, MemberStatus, Membership, Outbox};
-use crate::message::{Envelope, NodeId};
+use crate::message::Envelope;
 use crate::net::memory::{Fabric, Faults};
 
 /// How a simulation is set up.
