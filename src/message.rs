@@ -16,8 +16,6 @@
 //! [`Message`]; it is `#[non_exhaustive]` so that matching code outside the
 //! crate keeps compiling.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberEntry;
@@ -28,6 +26,10 @@ use crate::ring::{Ring, TokenRange};
 
 /// Re-exported for users of the wire types; it is defined in [`crate::id`].
 pub use crate::id::NodeId;
+
+/// Re-exported for users of the wire types; it is defined in [`crate::error`],
+/// below the wire, because [`crate::Error::Handshake`] carries it.
+pub use crate::error::Refusal;
 
 /// The version of the node-to-node protocol spoken by this build. Both ends
 /// of a connection must speak the same version; a mismatch is refused
@@ -338,89 +340,6 @@ pub enum Handshake {
         /// Why the connection is refused.
         reason: Refusal,
     },
-}
-
-/// Why a handshake was refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The two ends speak different protocol versions.
-    VersionMismatch {
-        /// The refusing side's version.
-        expected: u32,
-        /// The version it was offered.
-        got: u32,
-    },
-    /// The two ends belong to different clusters.
-    ClusterMismatch {
-        /// The refusing side's cluster name.
-        expected: String,
-        /// The cluster name it was offered.
-        got: String,
-    },
-    /// The peer's proof did not verify: it does not hold the same cluster
-    /// secret.
-    BadSecret,
-    /// The dialer expected one node at that address and found another.
-    UnexpectedNode {
-        /// The node the dialer meant to reach.
-        expected: NodeId,
-        /// The node that answered.
-        got: NodeId,
-    },
-    /// A node tried to connect to itself.
-    SelfConnect,
-    /// The acceptor already has a working connection from this same process
-    /// of the dialer (same incarnation). The dialer retries after a backoff;
-    /// by then the acceptor has seen the old connection close, if it did.
-    AlreadyConnected,
-    /// Both nodes dialed each other at once; the connection dialed by the
-    /// lower node id is kept and this one is dropped. Not an error: the
-    /// other connection carries the traffic.
-    SimultaneousConnect,
-    /// The peer broke the handshake protocol (wrong frame, wrong nonce or
-    /// proof length, undecodable bytes).
-    Malformed(String),
-    /// The refusing node is shutting down.
-    ShuttingDown,
-}
-
-impl Refusal {
-    /// Whether dialing again later may succeed without a configuration
-    /// change.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Refusal::SimultaneousConnect | Refusal::AlreadyConnected | Refusal::ShuttingDown
-        )
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Refusal::VersionMismatch { expected, got } => write!(
-                f,
-                "protocol version mismatch: expected {expected}, got {got}"
-            ),
-            Refusal::ClusterMismatch { expected, got } => {
-                write!(f, "cluster mismatch: expected {expected:?}, got {got:?}")
-            }
-            Refusal::BadSecret => f.write_str("proof did not verify: the cluster secrets differ"),
-            Refusal::UnexpectedNode { expected, got } => {
-                write!(f, "expected node {expected} at that address, found {got}")
-            }
-            Refusal::SelfConnect => f.write_str("a node cannot connect to itself"),
-            Refusal::AlreadyConnected => {
-                f.write_str("already connected to this incarnation of the node")
-            }
-            Refusal::SimultaneousConnect => {
-                f.write_str("simultaneous connect; the lower node id's connection is kept")
-            }
-            Refusal::Malformed(why) => write!(f, "handshake protocol violation: {why}"),
-            Refusal::ShuttingDown => f.write_str("the node is shutting down"),
-        }
-    }
 }
 
 #[cfg(test)]

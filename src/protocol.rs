@@ -35,6 +35,11 @@ use crate::replication::get::Repair;
 use crate::replication::{Consistency, Receipt};
 use crate::version::ConflictPolicy;
 
+/// Re-exported: the error codes and the error reply are defined in
+/// [`crate::error`], which owns them, so that [`Error::Remote`] can carry a
+/// node's answer without the error module depending on the protocol.
+pub use crate::error::{ErrorCode, ErrorReply};
+
 /// The version of the client protocol this build speaks.
 pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
 
@@ -716,66 +721,6 @@ pub struct MemberView {
     pub phi: f64,
     /// Its incarnation.
     pub incarnation: u64,
-}
-
-/// A stable error code: what a client program branches on.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// The frame was not a valid request, or too large.
-    BadRequest,
-    /// The client's protocol version is not this node's.
-    UnsupportedVersion,
-    /// An argument is invalid (consistency above `n`, a value too large, a
-    /// counter op on a non-counter bucket, ...). Not retryable.
-    InvalidArgument,
-    /// Too few replicas are reachable to even try (`needed`, `got` set).
-    Unavailable,
-    /// Too few replicas answered in time (`needed`, `got` set).
-    Timeout,
-    /// The write would leave more siblings than the limit; nothing stored.
-    TooManySiblings,
-    /// A replica failed (disk error, corruption).
-    ReplicaFailed,
-    /// The node is overloaded; retry later.
-    Overloaded,
-    /// The node is shutting down; retry on another node.
-    ShuttingDown,
-    /// Anything else.
-    Internal,
-}
-
-/// A failed request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorReply {
-    /// What kind of failure.
-    pub code: ErrorCode,
-    /// Human-readable detail.
-    pub message: String,
-    /// Whether the same request may succeed if sent again unchanged.
-    pub retryable: bool,
-    /// For a failed write: `true` if it may still have been stored
-    /// somewhere (the client cannot know; a read will tell), `false` if it
-    /// surely was not. Absent for reads.
-    pub indefinite: Option<bool>,
-    /// Replicas needed (`Unavailable`, `Timeout`).
-    pub needed: Option<u32>,
-    /// Replicas that answered or were reachable (`Unavailable`, `Timeout`).
-    pub got: Option<u32>,
-}
-
-impl ErrorReply {
-    /// A reply with just a code and a message.
-    pub fn new(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Self {
-        ErrorReply {
-            code,
-            message: message.into(),
-            retryable,
-            indefinite: None,
-            needed: None,
-            got: None,
-        }
-    }
 }
 
 impl From<&Error> for ErrorReply {

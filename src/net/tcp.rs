@@ -102,9 +102,10 @@ use super::memory::MAX_DELAY;
 use super::{frame_codec, Inbox, NetStats, StatCounters, Transport};
 use crate::codec;
 use crate::config::{TcpConfig, HANDSHAKE_MAX_FRAME_BYTES};
+use crate::error::Refusal;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::message::{Envelope, Refusal};
+use crate::message::Envelope;
 
 /// Frames written to a socket before one flush.
 const WRITE_BATCH: usize = 256;
