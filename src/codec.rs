@@ -29,6 +29,19 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The largest frame a node accepts or sends by default: 16 MiB.
+///
+/// Large enough for a handoff batch or an object with many siblings, small
+/// enough that a hostile or broken peer cannot make a node buffer much
+/// memory for one frame.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest frame accepted during a connection handshake: 4 KiB.
+///
+/// Handshake frames are a few hundred bytes; an unauthenticated peer gets no
+/// more buffer than that.
+pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4 * 1024;
+
 /// Encodes `value` as CBOR.
 ///
 /// ```

@@ -28,10 +28,10 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::config::BucketProps;
 use crate::error::Error;
 use crate::id::NodeId;
 use crate::replication::get::Repair;
+use crate::replication::BucketProps;
 use crate::replication::{Consistency, Receipt};
 use crate::version::ConflictPolicy;
 
@@ -328,7 +328,7 @@ impl Op {
         }
     }
 
-    /// Checks the op's sizes against the limits of `crate::config`
+    /// Checks the op's sizes against the limits of `crate::replication::limits`
     /// (bucket, key, value, set members): what a node checks first for
     /// every op it is given, whatever the way in (client port, shell, C
     /// ABI). A refusal is [`Error::InvalidInput`], not retryable.
@@ -349,12 +349,12 @@ impl Op {
     /// ```
     pub fn check_limits(&self) -> crate::Result<()> {
         if let Some((bucket, key)) = self.bucket_key() {
-            crate::config::check_bucket_key(bucket, key)?;
+            crate::replication::limits::check_bucket_key(bucket, key)?;
         }
         match self {
-            Op::Put { value, .. } => crate::config::check_value(value.len()),
+            Op::Put { value, .. } => crate::replication::limits::check_value(value.len()),
             Op::SetAdd { members, .. } | Op::SetRemove { members, .. } => {
-                crate::config::check_members(members.iter().map(|m| m.as_slice()))
+                crate::replication::limits::check_members(members.iter().map(|m| m.as_slice()))
             }
             _ => Ok(()),
         }

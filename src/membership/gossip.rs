@@ -39,9 +39,9 @@ use rand_chacha::ChaCha8Rng;
 use super::phi::PhiDetector;
 use super::table::{MemberEntry, MemberStatus, MembershipTable};
 use super::{MemberEvent, Outbox};
-use crate::config::MembershipConfig;
 use crate::error::Result;
 use crate::id::NodeId;
+use crate::membership::MembershipConfig;
 use crate::message::{Envelope, Message};
 
 /// The membership protocol of one node. See the module documentation.

@@ -33,6 +33,7 @@
 //! in the ring (a failure is not a leave); only a graceful leave changes
 //! ownership.
 
+pub mod config;
 pub mod gossip;
 pub mod phi;
 pub mod rebalance;
@@ -42,6 +43,7 @@ pub mod table;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use config::MembershipConfig;
 pub use gossip::Membership;
 pub use phi::PhiDetector;
 pub use ring_sync::RingKeeper;

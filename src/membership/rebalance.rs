@@ -181,9 +181,9 @@ impl Rebalancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RingConfig;
     use crate::membership::{MemberEvent, Outbox};
     use crate::message::{Envelope, Message};
+    use crate::ring::RingConfig;
     use crate::ring::{claim_join, Ring};
 
     fn up(node: u64) -> MemberEvent {

@@ -57,11 +57,11 @@ use tracing::warn;
 
 use super::table::MemberStatus;
 use super::{MemberEvent, Outbox, RingEvent};
-use crate::config::{RingConfig, DEFAULT_CLAIM_REPLICAS};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message};
 use crate::ring::{claim_join, claim_leave, Change, MovePlan, RangeMove, Ring, RingState};
+use crate::ring::{RingConfig, DEFAULT_CLAIM_REPLICAS};
 
 /// The ring protocol of one node. See the module documentation.
 #[derive(Debug)]

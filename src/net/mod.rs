@@ -40,9 +40,12 @@ use crate::error::Result;
 use crate::id::NodeId;
 use crate::message::Envelope;
 
+pub mod config;
 pub mod handshake;
 pub mod memory;
 pub mod tcp;
+
+pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 
 /// The receiving side of a transport: every envelope addressed to the local
 /// node, in per-sender order.

@@ -68,9 +68,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, BuiltTree, KeyDigest, MerkleTree};
-use crate::config::AntiEntropyConfig;
 use crate::id::NodeId;
 use crate::message::Message;
+use crate::replication::AntiEntropyConfig;
 use crate::ring::{Ring, TokenRange};
 use crate::version::Object;
 

@@ -21,12 +21,13 @@ use std::time::Duration;
 use serde_bytes::ByteBuf;
 
 use super::coordinator::{Answer, ClientOp, RequestOptions};
-use crate::config::{BucketProps, VersionConfig};
 use crate::crdt::{CrdtOp, CrdtValue};
 use crate::error::{Error, Result};
 use crate::protocol::{Op, ReadOptions, Reply, SiblingView, WriteOptions};
+use crate::replication::BucketProps;
 use crate::replication::Receipt;
 use crate::storage::MAX_VALUE_BYTES;
+use crate::version::VersionConfig;
 use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Resolved, Resolvers};
 
 /// What shape of reply a data operation expects.
@@ -90,7 +91,7 @@ pub fn to_client_op(op: Op, version: &VersionConfig) -> Result<Option<(ClientOp,
             context: ctx,
             options,
         } => {
-            crate::config::check_value(value.len())?;
+            crate::replication::limits::check_value(value.len())?;
             let op = ClientOp::Put {
                 bucket: bucket.into_vec(),
                 key: key.into_vec(),

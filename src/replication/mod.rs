@@ -57,9 +57,11 @@
 pub mod anti_entropy;
 pub mod buckets;
 pub mod client_ops;
+pub mod config;
 pub mod coordinator;
 pub mod get;
 pub mod handoff;
+pub mod limits;
 pub mod merkle;
 pub mod put;
 pub mod replica;
@@ -71,6 +73,8 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Timestamp};
 
+pub use buckets::BucketProps;
+pub use config::{AntiEntropyConfig, ReplicaConfig, TransferConfig};
 pub use get::{GetOptions, GetReply, GetRequest};
 pub use put::{PutOptions, PutReply, PutRequest};
 
@@ -264,7 +268,7 @@ pub enum ReplicaError {
     /// A refusal of the request itself, the same on any replica: a CRDT
     /// update that does not apply to the stored state, a counter that would
     /// overflow, an object that would exceed
-    /// [`crate::config::MAX_OBJECT_BYTES`]. Nothing was stored. The
+    /// [`crate::replication::limits::MAX_OBJECT_BYTES`]. Nothing was stored. The
     /// coordinator answers it at once with [`Error::InvalidInput`] instead
     /// of asking another replica.
     Refused(String),

@@ -57,10 +57,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::replica::{object_range, parse_object_key};
-use crate::config::TransferConfig;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::Message;
+use crate::replication::TransferConfig;
 use crate::ring::{key_token, Token, TokenRange};
 use crate::storage::KeyRange;
 use crate::version::Object;

@@ -20,9 +20,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::codec;
-use crate::config::{MembershipConfig, DEFAULT_MAX_FRAME_BYTES};
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::membership::MembershipConfig;
 use crate::membership::{MemberEvent, MemberStatus, Membership, Outbox};
 use crate::message::Envelope;
 use crate::net::memory::{Fabric, Faults};
