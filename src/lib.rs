@@ -37,6 +37,7 @@ pub mod node;
 pub mod protocol;
 pub mod replication;
 pub mod ring;
+pub mod roles;
 pub mod sim;
 pub mod storage;
 pub mod version;

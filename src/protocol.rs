@@ -638,8 +638,8 @@ pub struct ServedView {
     pub refused: u64,
 }
 
-impl From<&crate::node::handoff::ServedStats> for ServedView {
-    fn from(s: &crate::node::handoff::ServedStats) -> Self {
+impl From<&crate::replication::transfer::ServedStats> for ServedView {
+    fn from(s: &crate::replication::transfer::ServedStats) -> Self {
         ServedView {
             receiver: s.receiver,
             transfer: s.transfer,

@@ -125,24 +125,7 @@ pub struct ReadRange {
     pub max_bytes: u64,
 }
 
-/// What this node served, as a source, for one receiver's transfer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServedStats {
-    /// The receiver.
-    pub receiver: NodeId,
-    /// Its transfer id.
-    pub transfer: u64,
-    /// Pulls answered with a batch.
-    pub pulls: u64,
-    /// Of those, pulls from the start of the range (no cursor).
-    pub from_start: u64,
-    /// Objects sent.
-    pub keys: u64,
-    /// Bytes sent.
-    pub bytes: u64,
-    /// Pulls refused.
-    pub refused: u64,
-}
+pub use crate::replication::transfer::ServedStats;
 
 /// Everything this node served as a source.
 #[derive(Message)]

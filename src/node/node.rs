@@ -50,12 +50,12 @@ use crate::protocol::{
 };
 use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
-use crate::replication::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::replication::coordinator::Answer;
 use crate::replication::get::GetReply;
 use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{TransferProgress, TransferSpec};
 use crate::ring::{Change, Ring, RingState, TokenRange};
+use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
 use crate::version::Resolvers;
 

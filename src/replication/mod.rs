@@ -56,7 +56,6 @@
 
 pub mod anti_entropy;
 pub mod buckets;
-pub mod client_ops;
 pub mod config;
 pub mod coordinator;
 pub mod get;

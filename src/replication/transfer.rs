@@ -174,6 +174,29 @@ pub enum TransferState {
     Failed(String),
 }
 
+/// What a node served, as a source, for one receiver's transfer: the
+/// source side's counts, kept by the node's Handoff actor (which serves
+/// pulls) and shown in status views (`protocol::ServedView`). Plain data,
+/// here beside the receiving side's [`TransferProgress`] so that the wire
+/// layer can convert it without importing the actors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServedStats {
+    /// The receiver.
+    pub receiver: NodeId,
+    /// Its transfer id.
+    pub transfer: u64,
+    /// Pulls answered with a batch.
+    pub pulls: u64,
+    /// Of those, pulls from the start of the range (no cursor).
+    pub from_start: u64,
+    /// Objects sent.
+    pub keys: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Pulls refused.
+    pub refused: u64,
+}
+
 /// A transfer's progress, for status views and the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferProgress {

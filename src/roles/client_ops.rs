@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use serde_bytes::ByteBuf;
 
-use super::coordinator::{Answer, ClientOp, RequestOptions};
 use crate::crdt::{CrdtOp, CrdtValue};
 use crate::error::{Error, Result};
 use crate::protocol::{Op, ReadOptions, Reply, SiblingView, WriteOptions};
+use crate::replication::coordinator::{Answer, ClientOp, RequestOptions};
 use crate::replication::BucketProps;
 use crate::replication::Receipt;
 use crate::storage::MAX_VALUE_BYTES;
@@ -189,11 +189,12 @@ pub fn to_reply_for(
         (ConflictPolicy::Crdt(crdt), Error::Decode { reason, .. }) => Error::InvalidInput(format!(
             "{} does not hold a {crdt:?} state (was it written under another policy?): \
                  {reason}; read it with Get and delete it with the context",
-            super::key_name(bucket, key)
+            crate::replication::key_name(bucket, key)
         )),
-        (ConflictPolicy::Crdt(_), Error::InvalidInput(reason)) => {
-            Error::InvalidInput(format!("{}: {reason}", super::key_name(bucket, key)))
-        }
+        (ConflictPolicy::Crdt(_), Error::InvalidInput(reason)) => Error::InvalidInput(format!(
+            "{}: {reason}",
+            crate::replication::key_name(bucket, key)
+        )),
         (_, other) => other,
     })
 }
@@ -289,7 +290,7 @@ fn object_reply(
                         Payload::Tombstone => None,
                     },
                     timestamp_ms: s.timestamp.physical_ms,
-                    node: super::replica::actor_node(s.dot.node),
+                    node: crate::replication::replica::actor_node(s.dot.node),
                 })
                 .collect(),
         ),
