@@ -111,9 +111,35 @@ fn short_type_name<T>() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
     use crate::id::NodeId;
-    use crate::message::{Envelope, Message};
+
+    // Stand-ins of the wire's envelope and message, of the same shape (a
+    // map of node ids and an externally tagged enum with a byte field), so
+    // that this layer-0 module's tests need nothing above layer 0.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Envelope {
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Message {
+        Ping {
+            seq: u64,
+            #[serde(with = "serde_bytes")]
+            payload: Vec<u8>,
+        },
+    }
+
+    impl Envelope {
+        fn new(from: NodeId, to: NodeId, msg: Message) -> Self {
+            Envelope { from, to, msg }
+        }
+    }
 
     fn ping(payload: Vec<u8>) -> Envelope {
         Envelope::new(NodeId(1), NodeId(2), Message::Ping { seq: 9, payload })

@@ -29,6 +29,7 @@ use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::anti_entropy::{answer_tree, Action, AntiEntropy, AntiEntropyStats};
 use crate::replication::replica::ReplicaStore;
+use crate::replication::AntiEntropyMsg;
 
 /// The counters, now.
 #[derive(Message)]
@@ -95,7 +96,8 @@ impl AntiEntropyActor {
         self.carry(out, ctx);
     }
 
-    fn send(&self, to: NodeId, msg: WireMessage) {
+    fn send(&self, to: NodeId, msg: AntiEntropyMsg) {
+        let msg = WireMessage::AntiEntropy(msg);
         self.transport
             .do_send(Outgoing(Envelope::new(self.node, to, msg)));
     }
@@ -204,7 +206,7 @@ impl AntiEntropyActor {
                                 .charge_objects(Instant::now(), objects.len() as u64);
                             act.send(
                                 to,
-                                WireMessage::AntiEntropyRepair {
+                                AntiEntropyMsg::Repair {
                                     session,
                                     objects,
                                     want,
@@ -245,7 +247,7 @@ impl AntiEntropyActor {
                             if let Some((to, session)) = reply {
                                 act.send(
                                     to,
-                                    WireMessage::AntiEntropyRepaired {
+                                    AntiEntropyMsg::Repaired {
                                         session,
                                         objects: back,
                                     },
@@ -285,7 +287,7 @@ impl AntiEntropyActor {
                             for peer in to {
                                 act.send(
                                     peer,
-                                    WireMessage::AntiEntropyHints {
+                                    AntiEntropyMsg::Hints {
                                         owners: owners.clone(),
                                     },
                                 );
@@ -332,9 +334,13 @@ impl Handler<Incoming> for AntiEntropyActor {
     type Result = ();
 
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
+        // The transport routes only anti-entropy messages here.
+        let WireMessage::AntiEntropy(msg) = envelope.msg else {
+            return;
+        };
         let mut out = Vec::new();
         self.machine
-            .step(Instant::now(), envelope.from, envelope.msg, &mut out);
+            .step(Instant::now(), envelope.from, msg, &mut out);
         self.carry(out, ctx);
     }
 }

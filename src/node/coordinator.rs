@@ -50,7 +50,7 @@ use crate::replication::buckets::BucketTable;
 
 use crate::replication::coordinator::{Answer, ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
 use crate::replication::handoff::HintedHandoff;
-use crate::replication::{Outbox, Target};
+use crate::replication::{Outbox, ReplicationMsg, Target};
 use crate::version::Hlc;
 
 /// How often request deadlines are checked: a request times out at most
@@ -206,7 +206,7 @@ impl CoordinatorActor {
                     debug!(error = %e, "local replica busy; request dropped as lost");
                 }
             } else {
-                let msg = WireMessage::Replicate { request };
+                let msg = WireMessage::Replication(ReplicationMsg::Replicate { request });
                 self.transport
                     .do_send(Outgoing(Envelope::new(self.node, to, msg)));
             }
@@ -336,9 +336,9 @@ impl CoordinatorActor {
     }
 
     fn send_buckets(&self, to: NodeId) {
-        let msg = WireMessage::Buckets {
+        let msg = WireMessage::Replication(ReplicationMsg::Buckets {
             buckets: self.machine.buckets().entries(),
-        };
+        });
         self.transport
             .do_send(Outgoing(Envelope::new(self.node, to, msg)));
     }
@@ -445,8 +445,10 @@ impl Handler<Incoming> for CoordinatorActor {
 
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         match envelope.msg {
-            WireMessage::Replicated { reply } => self.on_answer(envelope.from, reply, ctx),
-            WireMessage::Buckets { buckets } => {
+            WireMessage::Replication(ReplicationMsg::Replicated { reply }) => {
+                self.on_answer(envelope.from, reply, ctx)
+            }
+            WireMessage::Replication(ReplicationMsg::Buckets { buckets }) => {
                 if !self.machine.merge_buckets(buckets).is_empty() {
                     let save = self.persist_buckets();
                     ctx.spawn(

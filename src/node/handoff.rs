@@ -39,6 +39,7 @@ use crate::replication::transfer::{
     record_name, TransferEffect, TransferItem, TransferProgress, TransferRecord, TransferRefusal,
     TransferSpec, Transfers,
 };
+use crate::replication::TransferMsg;
 use crate::ring::{Ring, TokenRange};
 use crate::version::ConflictPolicy;
 
@@ -242,7 +243,8 @@ impl HandoffActor {
         }
     }
 
-    fn send(&self, to: NodeId, msg: WireMessage) {
+    fn send(&self, to: NodeId, msg: TransferMsg) {
+        let msg = WireMessage::Transfer(msg);
         self.transport
             .do_send(Outgoing(Envelope::new(self.node, to, msg)));
     }
@@ -312,7 +314,7 @@ impl HandoffActor {
             stats.refused += 1;
             self.send(
                 from,
-                WireMessage::TransferRefused {
+                TransferMsg::Refused {
                     transfer,
                     after,
                     reason: TransferRefusal::Busy,
@@ -335,7 +337,7 @@ impl HandoffActor {
                     stats.from_start += u64::from(after.is_none());
                     stats.keys += batch.items.len() as u64;
                     stats.bytes += batch.bytes;
-                    WireMessage::TransferBatch {
+                    TransferMsg::Batch {
                         transfer,
                         after,
                         items: batch.items,
@@ -350,7 +352,7 @@ impl HandoffActor {
                         Error::InvalidInput(why) => TransferRefusal::BadRequest(why),
                         other => TransferRefusal::Failed(other.to_string()),
                     };
-                    WireMessage::TransferRefused {
+                    TransferMsg::Refused {
                         transfer,
                         after,
                         reason,
@@ -358,7 +360,7 @@ impl HandoffActor {
                 }
                 Err(e) => {
                     stats.refused += 1;
-                    WireMessage::TransferRefused {
+                    TransferMsg::Refused {
                         transfer,
                         after,
                         reason: TransferRefusal::Failed(format!("scan task failed: {e}")),
@@ -389,13 +391,15 @@ impl Handler<Incoming> for HandoffActor {
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         let from = envelope.from;
         match envelope.msg {
-            WireMessage::TransferPull {
+            WireMessage::Transfer(TransferMsg::Pull {
                 transfer,
                 range,
                 after,
                 max_bytes,
-            } => self.serve(from, transfer, range, after, max_bytes, ctx),
-            msg @ (WireMessage::TransferBatch { .. } | WireMessage::TransferRefused { .. }) => {
+            }) => self.serve(from, transfer, range, after, max_bytes, ctx),
+            WireMessage::Transfer(
+                msg @ (TransferMsg::Batch { .. } | TransferMsg::Refused { .. }),
+            ) => {
                 let mut out = Vec::new();
                 self.machine.step(Instant::now(), from, msg, &mut out);
                 self.run(out, ctx);

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::{Hint, ReplicaStore};
+use crate::replication::ReplicationMsg;
 use crate::replication::{ReplicaReply, ReplicaRequest};
 use crate::storage::EngineStats;
 use crate::version::Object;
@@ -206,7 +207,7 @@ impl ReplicaActor {
                 }
             }
             ReplyTo::Remote(node) => {
-                let msg = WireMessage::Replicated { reply };
+                let msg = WireMessage::Replication(ReplicationMsg::Replicated { reply });
                 self.transport
                     .do_send(Outgoing(Envelope::new(self.node, node, msg)));
             }
@@ -253,7 +254,7 @@ impl Handler<Incoming> for ReplicaActor {
 
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         match envelope.msg {
-            WireMessage::Replicate { request } => {
+            WireMessage::Replication(ReplicationMsg::Replicate { request }) => {
                 self.accept(ReplyTo::Remote(envelope.from), request, ctx)
             }
             other => debug!(kind = other.kind(), "replica: not a replica request"),

@@ -21,6 +21,7 @@ use tracing::debug;
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::net::{Inbox, Transport};
+use crate::replication::ReplicationMsg;
 
 /// An envelope to send.
 #[derive(Message)]
@@ -126,34 +127,26 @@ impl StreamHandler<Envelope> for TransportActor {
             return;
         };
         match &envelope.msg {
-            WireMessage::Gossip { .. } => routes.membership.do_send(Incoming(envelope)),
-            WireMessage::RingDigest { .. } | WireMessage::RingState { .. } => {
-                routes.ring.do_send(Incoming(envelope))
-            }
-            WireMessage::Replicate { .. } => {
+            WireMessage::Membership(_) => routes.membership.do_send(Incoming(envelope)),
+            WireMessage::Ring(_) => routes.ring.do_send(Incoming(envelope)),
+            WireMessage::Replication(ReplicationMsg::Replicate { .. }) => {
                 if let Err(e) = routes.replica.try_send(Incoming(envelope)) {
                     debug!(error = %e, "replica mailbox full; request dropped as lost");
                 }
             }
-            WireMessage::Replicated { .. } | WireMessage::Buckets { .. } => {
+            WireMessage::Replication(
+                ReplicationMsg::Replicated { .. } | ReplicationMsg::Buckets { .. },
+            ) => {
                 if let Err(e) = routes.coordinator.try_send(Incoming(envelope)) {
                     debug!(error = %e, "coordinator mailbox full; message dropped as lost");
                 }
             }
-            WireMessage::TransferPull { .. }
-            | WireMessage::TransferBatch { .. }
-            | WireMessage::TransferRefused { .. } => {
+            WireMessage::Transfer(_) => {
                 if let Err(e) = routes.handoff.try_send(Incoming(envelope)) {
                     debug!(error = %e, "handoff mailbox full; message dropped as lost");
                 }
             }
-
-            WireMessage::AntiEntropyTree { .. }
-            | WireMessage::AntiEntropyDiff { .. }
-            | WireMessage::AntiEntropyRepair { .. }
-            | WireMessage::AntiEntropyRepaired { .. }
-            | WireMessage::AntiEntropyPurge { .. }
-            | WireMessage::AntiEntropyHints { .. } => {
+            WireMessage::AntiEntropy(_) => {
                 if let Err(e) = routes.anti_entropy.try_send(Incoming(envelope)) {
                     debug!(error = %e, "anti-entropy mailbox full; message dropped as lost");
                 }

@@ -62,6 +62,7 @@ pub mod get;
 pub mod handoff;
 pub mod limits;
 pub mod merkle;
+pub mod messages;
 pub mod put;
 pub mod replica;
 pub mod transfer;
@@ -75,6 +76,7 @@ use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Timestamp};
 pub use buckets::BucketProps;
 pub use config::{AntiEntropyConfig, ReplicaConfig, TransferConfig};
 pub use get::{GetOptions, GetReply, GetRequest};
+pub use messages::{AntiEntropyMsg, ReplicationMsg, TransferMsg};
 pub use put::{PutOptions, PutReply, PutRequest};
 
 /// How many replicas must answer, per request.
