@@ -30,6 +30,8 @@ pub mod crdt;
 pub mod embedded;
 pub mod error;
 pub mod id;
+#[cfg(test)]
+mod layers;
 pub mod membership;
 pub mod message;
 pub mod net;

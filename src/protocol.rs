@@ -47,7 +47,10 @@ pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
 /// it). The client port and embedded users (the shell, the FFI) call it.
 pub trait Handler: Send + Sync + 'static {
     /// Executes one client operation.
-    fn execute(&self, op: Op) -> futures_util::future::BoxFuture<'static, crate::Result<Reply>>;
+    fn execute(
+        &self,
+        op: Op,
+    ) -> futures_util::future::BoxFuture<'static, crate::error::Result<Reply>>;
 }
 
 /// One request from a client.
@@ -347,7 +350,7 @@ impl Op {
     /// assert!(put(ringkv::config::MAX_KEY_BYTES + 1, 1).check_limits().is_err());
     /// assert!(put(1, ringkv::config::MAX_VALUE_BYTES + 1).check_limits().is_err());
     /// ```
-    pub fn check_limits(&self) -> crate::Result<()> {
+    pub fn check_limits(&self) -> crate::error::Result<()> {
         if let Some((bucket, key)) = self.bucket_key() {
             crate::replication::limits::check_bucket_key(bucket, key)?;
         }
