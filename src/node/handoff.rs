@@ -9,7 +9,7 @@
 //! finished transfer is reported to the listener as [`TransferDone`]. A
 //! tick every [`TICK`] drives timeouts, backoffs and the throttle.
 //!
-//! As a source it serves [`Message::TransferPull`]s: each is one range scan
+//! As a source it serves [`TransferMsg::Pull`]s: each is one range scan
 //! on the blocking pool, at most `max_serving` at once; a pull beyond that
 //! is refused as busy and the receiver retries. What it served is counted
 //! per (receiver, transfer), for tests and status.

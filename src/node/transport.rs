@@ -47,20 +47,20 @@ pub struct LearnPeer {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Routes {
-    /// Receives `Gossip`.
+    /// Receives `Message::Membership` (gossip).
     pub membership: Recipient<Incoming>,
-    /// Receives `RingDigest` and `RingState`.
+    /// Receives `Message::Ring` (`RingMsg::Digest` and `RingMsg::State`).
     pub ring: Recipient<Incoming>,
-    /// Receives `Replicate` (replica requests from other nodes'
+    /// Receives `ReplicationMsg::Replicate` (replica requests from other nodes'
     /// coordinators), with `try_send`: a full mailbox drops the request as
     /// lost.
     pub replica: Recipient<Incoming>,
-    /// Receives `Replicated` and `Buckets`, with `try_send` likewise.
+    /// Receives `ReplicationMsg::Replicated` and `Buckets`, with `try_send` likewise.
     pub coordinator: Recipient<Incoming>,
-    /// Receives `TransferPull`, `TransferBatch` and `TransferRefused` (the
-    /// handoff actor), with `try_send` likewise.
+    /// Receives `Message::Transfer` (`TransferMsg::Pull`, `Batch` and
+    /// `Refused`; the handoff actor), with `try_send` likewise.
     pub handoff: Recipient<Incoming>,
-    /// Receives the `AntiEntropy*` messages, with `try_send` likewise.
+    /// Receives `Message::AntiEntropy` (every `AntiEntropyMsg`), with `try_send` likewise.
     pub anti_entropy: Recipient<Incoming>,
 }
 
