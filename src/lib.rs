@@ -20,6 +20,13 @@
 //! repair, hinted handoff and the replica store, run by the node's
 //! Coordinator and Replica actors; the client protocol ([`protocol`]),
 //! served by a node's client port and spoken by the Rust [`client`].
+//!
+//! The modules are layered, and no module imports from a layer above its
+//! own (a unit test checks it; see "Layers" in `docs/architecture.md`):
+//! [`id`], [`error`] and [`codec`] at the bottom; the pure core; the
+//! protocol machines; the wire; [`roles`] (the client-op service) and
+//! [`sim`]; then the actors, front doors and [`config`], which composes a
+//! node's configuration from the parts each subsystem owns.
 
 #![warn(missing_docs)]
 
