@@ -45,7 +45,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::protocol::{
     BucketInfo, ErrorCode, ErrorReply, Op, PreferenceEntry, ReadOptions, Reply, Request, Response,
     RingView, SiblingView, StatusView, WriteOptions, CLIENT_PROTOCOL_VERSION,

@@ -29,6 +29,19 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The largest frame a node accepts or sends by default: 16 MiB.
+///
+/// Large enough for a handoff batch or an object with many siblings, small
+/// enough that a hostile or broken peer cannot make a node buffer much
+/// memory for one frame.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest frame accepted during a connection handshake: 4 KiB.
+///
+/// Handshake frames are a few hundred bytes; an unauthenticated peer gets no
+/// more buffer than that.
+pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4 * 1024;
+
 /// Encodes `value` as CBOR.
 ///
 /// ```
@@ -98,8 +111,35 @@ fn short_type_name<T>() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
-    use crate::message::{Envelope, Message, NodeId};
+    use crate::id::NodeId;
+
+    // Stand-ins of the wire's envelope and message, of the same shape (a
+    // map of node ids and an externally tagged enum with a byte field), so
+    // that this layer-0 module's tests need nothing above layer 0.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Envelope {
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Message {
+        Ping {
+            seq: u64,
+            #[serde(with = "serde_bytes")]
+            payload: Vec<u8>,
+        },
+    }
+
+    impl Envelope {
+        fn new(from: NodeId, to: NodeId, msg: Message) -> Self {
+            Envelope { from, to, msg }
+        }
+    }
 
     fn ping(payload: Vec<u8>) -> Envelope {
         Envelope::new(NodeId(1), NodeId(2), Message::Ping { seq: 9, payload })

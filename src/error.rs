@@ -10,10 +10,20 @@
 //!
 //! Wrapped I/O errors keep their source, reachable through
 //! [`std::error::Error::source`].
+//!
+//! This module is in layer 0 (see "Layers" in `docs/architecture.md`): it
+//! imports nothing but [`crate::id`]. So it also owns the plain data its
+//! variants carry: the handshake [`Refusal`] (re-exported by
+//! `message.rs`), and the client protocol's stable [`ErrorCode`]s with the
+//! [`ErrorReply`] a node answers a failed request with (re-exported by
+//! `protocol.rs`, which converts an [`Error`] into an [`ErrorReply`]).
 
+use std::fmt;
 use std::time::Duration;
 
-use crate::message::{NodeId, Refusal};
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
 
 /// A `Result` whose error is the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -218,10 +228,10 @@ pub enum Error {
     RingUnconfirmed,
 
     /// A node answered a client request with an error (see
-    /// [`crate::protocol::ErrorReply`]): its code, text, whether it is
-    /// retryable and, for a write, whether it may still have been applied.
+    /// [`ErrorReply`]): its code, text, whether it is retryable and, for a
+    /// write, whether it may still have been applied.
     #[error("node answered {:?}: {}", .0.code, .0.message)]
-    Remote(crate::protocol::ErrorReply),
+    Remote(ErrorReply),
 
     /// A write was sent but its answer never came (the connection broke or
     /// the request timed out): it may or may not have been applied. Never
@@ -280,6 +290,149 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+/// Why a handshake was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The two ends speak different protocol versions.
+    VersionMismatch {
+        /// The refusing side's version.
+        expected: u32,
+        /// The version it was offered.
+        got: u32,
+    },
+    /// The two ends belong to different clusters.
+    ClusterMismatch {
+        /// The refusing side's cluster name.
+        expected: String,
+        /// The cluster name it was offered.
+        got: String,
+    },
+    /// The peer's proof did not verify: it does not hold the same cluster
+    /// secret.
+    BadSecret,
+    /// The dialer expected one node at that address and found another.
+    UnexpectedNode {
+        /// The node the dialer meant to reach.
+        expected: NodeId,
+        /// The node that answered.
+        got: NodeId,
+    },
+    /// A node tried to connect to itself.
+    SelfConnect,
+    /// The acceptor already has a working connection from this same process
+    /// of the dialer (same incarnation). The dialer retries after a backoff;
+    /// by then the acceptor has seen the old connection close, if it did.
+    AlreadyConnected,
+    /// Both nodes dialed each other at once; the connection dialed by the
+    /// lower node id is kept and this one is dropped. Not an error: the
+    /// other connection carries the traffic.
+    SimultaneousConnect,
+    /// The peer broke the handshake protocol (wrong frame, wrong nonce or
+    /// proof length, undecodable bytes).
+    Malformed(String),
+    /// The refusing node is shutting down.
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// Whether dialing again later may succeed without a configuration
+    /// change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Refusal::SimultaneousConnect | Refusal::AlreadyConnected | Refusal::ShuttingDown
+        )
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::VersionMismatch { expected, got } => write!(
+                f,
+                "protocol version mismatch: expected {expected}, got {got}"
+            ),
+            Refusal::ClusterMismatch { expected, got } => {
+                write!(f, "cluster mismatch: expected {expected:?}, got {got:?}")
+            }
+            Refusal::BadSecret => f.write_str("proof did not verify: the cluster secrets differ"),
+            Refusal::UnexpectedNode { expected, got } => {
+                write!(f, "expected node {expected} at that address, found {got}")
+            }
+            Refusal::SelfConnect => f.write_str("a node cannot connect to itself"),
+            Refusal::AlreadyConnected => {
+                f.write_str("already connected to this incarnation of the node")
+            }
+            Refusal::SimultaneousConnect => {
+                f.write_str("simultaneous connect; the lower node id's connection is kept")
+            }
+            Refusal::Malformed(why) => write!(f, "handshake protocol violation: {why}"),
+            Refusal::ShuttingDown => f.write_str("the node is shutting down"),
+        }
+    }
+}
+
+/// A stable error code: what a client program branches on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame was not a valid request, or too large.
+    BadRequest,
+    /// The client's protocol version is not this node's.
+    UnsupportedVersion,
+    /// An argument is invalid (consistency above `n`, a value too large, a
+    /// counter op on a non-counter bucket, ...). Not retryable.
+    InvalidArgument,
+    /// Too few replicas are reachable to even try (`needed`, `got` set).
+    Unavailable,
+    /// Too few replicas answered in time (`needed`, `got` set).
+    Timeout,
+    /// The write would leave more siblings than the limit; nothing stored.
+    TooManySiblings,
+    /// A replica failed (disk error, corruption).
+    ReplicaFailed,
+    /// The node is overloaded; retry later.
+    Overloaded,
+    /// The node is shutting down; retry on another node.
+    ShuttingDown,
+    /// Anything else.
+    Internal,
+}
+
+/// A failed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+    /// Whether the same request may succeed if sent again unchanged.
+    pub retryable: bool,
+    /// For a failed write: `true` if it may still have been stored
+    /// somewhere (the client cannot know; a read will tell), `false` if it
+    /// surely was not. Absent for reads.
+    pub indefinite: Option<bool>,
+    /// Replicas needed (`Unavailable`, `Timeout`).
+    pub needed: Option<u32>,
+    /// Replicas that answered or were reachable (`Unavailable`, `Timeout`).
+    pub got: Option<u32>,
+}
+
+impl ErrorReply {
+    /// A reply with just a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Self {
+        ErrorReply {
+            code,
+            message: message.into(),
+            retryable,
+            indefinite: None,
+            needed: None,
+            got: None,
         }
     }
 }

@@ -20,6 +20,13 @@
 //! repair, hinted handoff and the replica store, run by the node's
 //! Coordinator and Replica actors; the client protocol ([`protocol`]),
 //! served by a node's client port and spoken by the Rust [`client`].
+//!
+//! The modules are layered, and no module imports from a layer above its
+//! own (a unit test checks it; see "Layers" in `docs/architecture.md`):
+//! [`id`], [`error`] and [`codec`] at the bottom; the pure core; the
+//! protocol machines; the wire; [`roles`] (the client-op service) and
+//! [`sim`]; then the actors, front doors and [`config`], which composes a
+//! node's configuration from the parts each subsystem owns.
 
 #![warn(missing_docs)]
 
@@ -29,6 +36,9 @@ pub mod config;
 pub mod crdt;
 pub mod embedded;
 pub mod error;
+pub mod id;
+#[cfg(test)]
+mod layers;
 pub mod membership;
 pub mod message;
 pub mod net;
@@ -46,8 +56,9 @@ pub use config::{BTreeConfig, BucketProps};
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 pub use config::{LsmConfig, RingConfig, SyncPolicy, VersionConfig};
 pub use error::{Error, Result};
+pub use id::NodeId;
 pub use membership::{MemberEntry, MemberEvent, MemberStatus, Membership, RingKeeper};
-pub use message::{Envelope, Message, NodeId, Refusal, PROTOCOL_VERSION};
+pub use message::{Envelope, Message, Refusal, PROTOCOL_VERSION};
 pub use net::memory::{Faults, MemoryEndpoint, MemoryNetwork};
 pub use net::tcp::TcpTransport;
 pub use net::{Inbox, NetStats, Transport};

@@ -12,46 +12,38 @@
 //! `tests/codec_golden.rs`; changing how any of these types encodes is a
 //! protocol change and needs [`PROTOCOL_VERSION`] raised.
 //!
-//! Later subsystems (membership, replication, handoff) add their messages to
-//! [`Message`]; it is `#[non_exhaustive]` so that matching code outside the
-//! crate keeps compiling.
-
-use std::fmt;
+//! Each subsystem owns the messages it speaks (`membership::MembershipMsg`
+//! and `RingMsg`, `replication::ReplicationMsg`, `TransferMsg` and
+//! `AntiEntropyMsg`); [`Message`] nests them, one variant per subsystem. A
+//! new subsystem adds its own variant; [`Message`] and the nested enums are
+//! `#[non_exhaustive]` so that matching code outside the crate keeps
+//! compiling.
 
 use serde::{Deserialize, Serialize};
 
-use crate::membership::MemberEntry;
-use crate::replication::buckets::BucketEntry;
-use crate::replication::transfer::{TransferItem, TransferRefusal};
-use crate::replication::{ReplicaReply, ReplicaRequest};
-use crate::ring::{Ring, TokenRange};
+use crate::membership::{Addressed, MembershipMsg, RingMsg};
+use crate::replication::{AntiEntropyMsg, ReplicationMsg, TransferMsg};
+
+/// Re-exported for users of the wire types; it is defined in [`crate::id`].
+pub use crate::id::NodeId;
+
+/// Re-exported for users of the wire types; it is defined in [`crate::error`],
+/// below the wire, because [`crate::Error::Handshake`] carries it.
+pub use crate::error::Refusal;
 
 /// The version of the node-to-node protocol spoken by this build. Both ends
 /// of a connection must speak the same version; a mismatch is refused
 /// during the handshake with [`Refusal::VersionMismatch`].
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// Version 2 nests each subsystem's messages in [`Message`] (version 1 had
+/// one flat enum of every variant).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Length in bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
 
 /// Length in bytes of a handshake proof (an HMAC-SHA256 tag).
 pub const PROOF_LEN: usize = 32;
-
-/// The identity of a physical node in a cluster.
-///
-/// Small and `Copy`, because the ring and every protocol machine pass node
-/// ids around constantly. It encodes as a plain CBOR unsigned integer.
-#[derive(
-    Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
-#[serde(transparent)]
-pub struct NodeId(pub u64);
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{}", self.0)
-    }
-}
 
 /// One message from one node to another: the unit that transports carry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +65,12 @@ impl Envelope {
 }
 
 /// The messages nodes exchange.
+///
+/// Only the probe (`Ping`, `Pong`) is the wire's own; every other message
+/// belongs to the subsystem that speaks it and is nested here under one
+/// variant per subsystem, so the protocol machines of layer 2 never import
+/// this module (see "Layers" in `docs/architecture.md`). A nested message
+/// encodes as a map within a map: `{"Ring": {"Digest": {...}}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Message {
@@ -94,196 +92,70 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
-    /// Membership gossip: the sender's whole membership table (see
-    /// `membership::gossip`). The receiver merges every entry; if `reply`
-    /// is set (push-pull), it answers with its own table, `reply` unset.
-    Gossip {
-        /// One entry per node the sender knows, itself included.
-        members: Vec<MemberEntry>,
-        /// Whether the receiver should answer with its own table.
-        reply: bool,
-    },
-    /// Ring anti-entropy: the epoch and digest of the sender's ring (see
-    /// `membership::ring_sync`). A receiver with a greater ring answers
-    /// with [`Message::RingState`]; one with a smaller ring answers with its
-    /// own digest, asking for the sender's ring.
-    RingDigest {
-        /// The epoch of the sender's ring in force.
-        epoch: u64,
-        /// The xxh3 of the CBOR encoding of the sender's whole ring state
-        /// (`ring::RingState`: the ring in force and the pending change).
-        digest: u64,
-        /// The xxh3 of the pending change's target ring, 0 when none: tells
-        /// the receiver the sender has seen the change. Left out of the
-        /// encoding when 0.
-        #[serde(default, skip_serializing_if = "is_zero")]
-        pending: u64,
-    },
-    /// A whole ring state, for a peer whose digest differed. The receiver
-    /// merges it into its own (`RingState::merge`) and answers with its
-    /// state if that differs from this one, else with its digest.
-    RingState {
-        /// The ring in force.
-        ring: Ring,
-        /// The change in progress, if any. Left out of the encoding when
-        /// none.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pending: Option<crate::ring::Pending>,
-    },
-    /// A request to a replica, from a coordinator or from hinted handoff
-    /// (see `replication`). Answered with [`Message::Replicated`].
-    Replicate {
-        /// The request; its `req` id is echoed in the reply.
-        request: ReplicaRequest,
-    },
-    /// A replica's answer to a [`Message::Replicate`].
-    Replicated {
-        /// The reply.
-        reply: ReplicaReply,
-    },
-    /// Bucket-property gossip: the sender's whole bucket table (see
-    /// `replication::buckets`). The receiver merges it; no answer.
-    Buckets {
-        /// Every bucket the sender has set properties for.
-        buckets: Vec<BucketEntry>,
-    },
-    // Range transfers (`replication::transfer`): a receiver pulls the
-    // objects of a token range from a source, one batch at a time.
-    /// Receiver to source: send the next batch of `range` after the cursor
-    /// `after`. Answered with [`Message::TransferBatch`] or
-    /// [`Message::TransferRefused`].
-    TransferPull {
-        /// The receiver's transfer id, echoed in the answer.
-        transfer: u64,
-        /// The tokens being moved.
-        range: TokenRange,
-        /// The engine key of the last object the receiver stored; `None`
-        /// to start at the beginning of the range.
-        #[serde(with = "serde_bytes")]
-        after: Option<Vec<u8>>,
-        /// Stop adding objects once the batch holds this many bytes (a
-        /// batch holds at least one object).
-        max_bytes: u64,
-    },
-    /// Source to receiver: the objects of the range after `after`, in key
-    /// order.
-    TransferBatch {
-        /// The transfer id of the pull.
-        transfer: u64,
-        /// The pull's cursor, echoed: the receiver drops answers to pulls
-        /// it no longer waits for.
-        #[serde(with = "serde_bytes")]
-        after: Option<Vec<u8>>,
-        /// The objects, tombstones included.
-        items: Vec<TransferItem>,
-        /// The cursor to pull from next: the last item's engine key (the
-        /// pull's own cursor when there are no items).
-        #[serde(with = "serde_bytes")]
-        next: Option<Vec<u8>>,
-        /// Whether the range holds nothing after `next`.
-        done: bool,
-        /// The items' size as stored at the source (keys and values).
-        bytes: u64,
-    },
-    /// Source to receiver: the pull was not served.
-    TransferRefused {
-        /// The transfer id of the pull.
-        transfer: u64,
-        /// The pull's cursor, echoed.
-        #[serde(with = "serde_bytes")]
-        after: Option<Vec<u8>>,
-        /// Why.
-        reason: TransferRefusal,
-    },
-    // Anti-entropy (see `replication::anti_entropy`): one exchange is
-    // Tree -> Diff -> Repair -> Repaired, opened by the range's first
-    // replica; Purge and Hints serve tombstone garbage collection.
-    /// Anti-entropy, opening an exchange: the sender's Merkle tree of
-    /// `range`, every leaf hash at once, over the keys of buckets whose
-    /// `n` is at least `min_n` (those both ends replicate). Answered with
-    /// [`Message::AntiEntropyDiff`].
-    AntiEntropyTree {
-        /// Chosen by the sender, echoed in every answer.
-        session: u64,
-        /// The token range.
-        range: crate::ring::TokenRange,
-        /// Only buckets with at least this many replicas are in the tree.
-        min_n: u32,
-        /// The leaf hashes, a power of two of them, in token order.
-        leaves: Vec<u64>,
-    },
-    /// Anti-entropy: the leaves where the receiver's tree differs, and the
-    /// receiver's (key, version digest) entries of the leaves in `listed`
-    /// (all differing leaves, unless that would pass the batch limit).
-    AntiEntropyDiff {
-        /// The exchange.
-        session: u64,
-        /// Every differing leaf.
-        differing: Vec<u32>,
-        /// The leaves whose entries follow.
-        listed: Vec<u32>,
-        /// The entries of the listed leaves.
-        entries: Vec<crate::replication::merkle::KeyDigest>,
-    },
-    /// Anti-entropy: objects for the receiver to merge under their
-    /// buckets' policies, and the keys whose objects it should send back.
-    AntiEntropyRepair {
-        /// The exchange.
-        session: u64,
-        /// Objects to merge.
-        objects: Vec<crate::replication::anti_entropy::RepairObject>,
-        /// Keys wanted back (their digests as the sender last saw them).
-        want: Vec<crate::replication::merkle::KeyDigest>,
-    },
-    /// Anti-entropy, closing an exchange: the objects asked for.
-    AntiEntropyRepaired {
-        /// The exchange.
-        session: u64,
-        /// Objects to merge.
-        objects: Vec<crate::replication::anti_entropy::RepairObject>,
-    },
-    /// Anti-entropy: purge these tombstones, each only if the stored
-    /// object still has this digest (compare-and-delete). Sent by a
-    /// range's first replica once every replica showed it equal.
-    AntiEntropyPurge {
-        /// The tombstones.
-        entries: Vec<crate::replication::merkle::KeyDigest>,
-    },
-    /// Anti-entropy: the owners the sender holds hints for, now. A
-    /// tombstone is purged only when no node holds a hint for a replica of
-    /// its range.
-    AntiEntropyHints {
-        /// The owners, in id order.
-        owners: Vec<NodeId>,
-    },
-}
-
-fn is_zero(x: &u64) -> bool {
-    *x == 0
+    /// Membership gossip (`membership::gossip`).
+    Membership(MembershipMsg),
+    /// Ring anti-entropy (`membership::ring_sync`).
+    Ring(RingMsg),
+    /// Requests to replicas, their answers, and bucket-property gossip
+    /// (`replication`).
+    Replication(ReplicationMsg),
+    /// Range transfers (`replication::transfer`).
+    Transfer(TransferMsg),
+    /// Merkle-tree anti-entropy and tombstone collection
+    /// (`replication::anti_entropy`).
+    AntiEntropy(AntiEntropyMsg),
 }
 
 impl Message {
-    /// The variant's name, for logs and metrics.
+    /// The variant's name, for logs and metrics: the nested message's for
+    /// a subsystem's message.
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Ping { .. } => "ping",
             Message::Pong { .. } => "pong",
-            Message::Gossip { .. } => "gossip",
-            Message::RingDigest { .. } => "ring_digest",
-            Message::RingState { .. } => "ring_state",
-            Message::Replicate { .. } => "replicate",
-            Message::Replicated { .. } => "replicated",
-            Message::Buckets { .. } => "buckets",
-            Message::TransferPull { .. } => "transfer_pull",
-            Message::TransferBatch { .. } => "transfer_batch",
-            Message::TransferRefused { .. } => "transfer_refused",
-            Message::AntiEntropyTree { .. } => "anti_entropy_tree",
-            Message::AntiEntropyDiff { .. } => "anti_entropy_diff",
-            Message::AntiEntropyRepair { .. } => "anti_entropy_repair",
-            Message::AntiEntropyRepaired { .. } => "anti_entropy_repaired",
-            Message::AntiEntropyPurge { .. } => "anti_entropy_purge",
-            Message::AntiEntropyHints { .. } => "anti_entropy_hints",
+            Message::Membership(m) => m.kind(),
+            Message::Ring(m) => m.kind(),
+            Message::Replication(m) => m.kind(),
+            Message::Transfer(m) => m.kind(),
+            Message::AntiEntropy(m) => m.kind(),
         }
+    }
+}
+
+impl From<MembershipMsg> for Message {
+    fn from(msg: MembershipMsg) -> Self {
+        Message::Membership(msg)
+    }
+}
+
+impl From<RingMsg> for Message {
+    fn from(msg: RingMsg) -> Self {
+        Message::Ring(msg)
+    }
+}
+
+impl From<ReplicationMsg> for Message {
+    fn from(msg: ReplicationMsg) -> Self {
+        Message::Replication(msg)
+    }
+}
+
+impl From<TransferMsg> for Message {
+    fn from(msg: TransferMsg) -> Self {
+        Message::Transfer(msg)
+    }
+}
+
+impl From<AntiEntropyMsg> for Message {
+    fn from(msg: AntiEntropyMsg) -> Self {
+        Message::AntiEntropy(msg)
+    }
+}
+
+/// A message a membership machine addressed, nested into an envelope.
+impl<M: Into<Message>> From<Addressed<M>> for Envelope {
+    fn from(a: Addressed<M>) -> Self {
+        Envelope::new(a.from, a.to, a.msg.into())
     }
 }
 
@@ -353,89 +225,6 @@ pub enum Handshake {
     },
 }
 
-/// Why a handshake was refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The two ends speak different protocol versions.
-    VersionMismatch {
-        /// The refusing side's version.
-        expected: u32,
-        /// The version it was offered.
-        got: u32,
-    },
-    /// The two ends belong to different clusters.
-    ClusterMismatch {
-        /// The refusing side's cluster name.
-        expected: String,
-        /// The cluster name it was offered.
-        got: String,
-    },
-    /// The peer's proof did not verify: it does not hold the same cluster
-    /// secret.
-    BadSecret,
-    /// The dialer expected one node at that address and found another.
-    UnexpectedNode {
-        /// The node the dialer meant to reach.
-        expected: NodeId,
-        /// The node that answered.
-        got: NodeId,
-    },
-    /// A node tried to connect to itself.
-    SelfConnect,
-    /// The acceptor already has a working connection from this same process
-    /// of the dialer (same incarnation). The dialer retries after a backoff;
-    /// by then the acceptor has seen the old connection close, if it did.
-    AlreadyConnected,
-    /// Both nodes dialed each other at once; the connection dialed by the
-    /// lower node id is kept and this one is dropped. Not an error: the
-    /// other connection carries the traffic.
-    SimultaneousConnect,
-    /// The peer broke the handshake protocol (wrong frame, wrong nonce or
-    /// proof length, undecodable bytes).
-    Malformed(String),
-    /// The refusing node is shutting down.
-    ShuttingDown,
-}
-
-impl Refusal {
-    /// Whether dialing again later may succeed without a configuration
-    /// change.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Refusal::SimultaneousConnect | Refusal::AlreadyConnected | Refusal::ShuttingDown
-        )
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Refusal::VersionMismatch { expected, got } => write!(
-                f,
-                "protocol version mismatch: expected {expected}, got {got}"
-            ),
-            Refusal::ClusterMismatch { expected, got } => {
-                write!(f, "cluster mismatch: expected {expected:?}, got {got:?}")
-            }
-            Refusal::BadSecret => f.write_str("proof did not verify: the cluster secrets differ"),
-            Refusal::UnexpectedNode { expected, got } => {
-                write!(f, "expected node {expected} at that address, found {got}")
-            }
-            Refusal::SelfConnect => f.write_str("a node cannot connect to itself"),
-            Refusal::AlreadyConnected => {
-                f.write_str("already connected to this incarnation of the node")
-            }
-            Refusal::SimultaneousConnect => {
-                f.write_str("simultaneous connect; the lower node id's connection is kept")
-            }
-            Refusal::Malformed(why) => write!(f, "handshake protocol violation: {why}"),
-            Refusal::ShuttingDown => f.write_str("the node is shutting down"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,23 +234,31 @@ mod tests {
     /// fails until `tests/codec_golden.rs` has a vector for it.
     fn golden_names(msg: Option<&Message>, hs: Option<&Handshake>, r: Option<&Refusal>) {
         let _ = msg.map(|m| match m {
-            Message::Ping { .. }
-            | Message::Pong { .. }
-            | Message::Gossip { .. }
-            | Message::RingDigest { .. }
-            | Message::RingState { .. }
-            | Message::Replicate { .. }
-            | Message::Replicated { .. }
-            | Message::Buckets { .. }
-            | Message::TransferPull { .. }
-            | Message::TransferBatch { .. }
-            | Message::TransferRefused { .. } => (),
-            Message::AntiEntropyTree { .. }
-            | Message::AntiEntropyDiff { .. }
-            | Message::AntiEntropyRepair { .. }
-            | Message::AntiEntropyRepaired { .. }
-            | Message::AntiEntropyPurge { .. }
-            | Message::AntiEntropyHints { .. } => (),
+            Message::Ping { .. } | Message::Pong { .. } => (),
+            Message::Membership(m) => match m {
+                MembershipMsg::Gossip { .. } => (),
+            },
+            Message::Ring(m) => match m {
+                RingMsg::Digest { .. } | RingMsg::State { .. } => (),
+            },
+            Message::Replication(m) => match m {
+                ReplicationMsg::Replicate { .. }
+                | ReplicationMsg::Replicated { .. }
+                | ReplicationMsg::Buckets { .. } => (),
+            },
+            Message::Transfer(m) => match m {
+                TransferMsg::Pull { .. }
+                | TransferMsg::Batch { .. }
+                | TransferMsg::Refused { .. } => (),
+            },
+            Message::AntiEntropy(m) => match m {
+                AntiEntropyMsg::Tree { .. }
+                | AntiEntropyMsg::Diff { .. }
+                | AntiEntropyMsg::Repair { .. }
+                | AntiEntropyMsg::Repaired { .. }
+                | AntiEntropyMsg::Purge { .. }
+                | AntiEntropyMsg::Hints { .. } => (),
+            },
         });
         let _ = hs.map(|h| match h {
             Handshake::Hello { .. }
@@ -486,21 +283,21 @@ mod tests {
     const VARIANTS: &[&str] = &[
         "Message::Ping",
         "Message::Pong",
-        "Message::Gossip",
-        "Message::RingDigest",
-        "Message::RingState",
-        "Message::Replicate",
-        "Message::Replicated",
-        "Message::Buckets",
-        "Message::TransferPull",
-        "Message::TransferBatch",
-        "Message::TransferRefused",
-        "Message::AntiEntropyTree",
-        "Message::AntiEntropyDiff",
-        "Message::AntiEntropyRepair",
-        "Message::AntiEntropyRepaired",
-        "Message::AntiEntropyPurge",
-        "Message::AntiEntropyHints",
+        "MembershipMsg::Gossip",
+        "RingMsg::Digest",
+        "RingMsg::State",
+        "ReplicationMsg::Replicate",
+        "ReplicationMsg::Replicated",
+        "ReplicationMsg::Buckets",
+        "TransferMsg::Pull",
+        "TransferMsg::Batch",
+        "TransferMsg::Refused",
+        "AntiEntropyMsg::Tree",
+        "AntiEntropyMsg::Diff",
+        "AntiEntropyMsg::Repair",
+        "AntiEntropyMsg::Repaired",
+        "AntiEntropyMsg::Purge",
+        "AntiEntropyMsg::Hints",
         "Handshake::Hello",
         "Handshake::Challenge",
         "Handshake::Proof",

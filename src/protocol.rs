@@ -28,12 +28,17 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::config::BucketProps;
 use crate::error::Error;
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::replication::get::Repair;
+use crate::replication::BucketProps;
 use crate::replication::{Consistency, Receipt};
 use crate::version::ConflictPolicy;
+
+/// Re-exported: the error codes and the error reply are defined in
+/// [`crate::error`], which owns them, so that [`Error::Remote`] can carry a
+/// node's answer without the error module depending on the protocol.
+pub use crate::error::{ErrorCode, ErrorReply};
 
 /// The version of the client protocol this build speaks.
 pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
@@ -42,7 +47,10 @@ pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
 /// it). The client port and embedded users (the shell, the FFI) call it.
 pub trait Handler: Send + Sync + 'static {
     /// Executes one client operation.
-    fn execute(&self, op: Op) -> futures_util::future::BoxFuture<'static, crate::Result<Reply>>;
+    fn execute(
+        &self,
+        op: Op,
+    ) -> futures_util::future::BoxFuture<'static, crate::error::Result<Reply>>;
 }
 
 /// One request from a client.
@@ -323,7 +331,7 @@ impl Op {
         }
     }
 
-    /// Checks the op's sizes against the limits of `crate::config`
+    /// Checks the op's sizes against the limits of `crate::replication::limits`
     /// (bucket, key, value, set members): what a node checks first for
     /// every op it is given, whatever the way in (client port, shell, C
     /// ABI). A refusal is [`Error::InvalidInput`], not retryable.
@@ -342,14 +350,14 @@ impl Op {
     /// assert!(put(ringkv::config::MAX_KEY_BYTES + 1, 1).check_limits().is_err());
     /// assert!(put(1, ringkv::config::MAX_VALUE_BYTES + 1).check_limits().is_err());
     /// ```
-    pub fn check_limits(&self) -> crate::Result<()> {
+    pub fn check_limits(&self) -> crate::error::Result<()> {
         if let Some((bucket, key)) = self.bucket_key() {
-            crate::config::check_bucket_key(bucket, key)?;
+            crate::replication::limits::check_bucket_key(bucket, key)?;
         }
         match self {
-            Op::Put { value, .. } => crate::config::check_value(value.len()),
+            Op::Put { value, .. } => crate::replication::limits::check_value(value.len()),
             Op::SetAdd { members, .. } | Op::SetRemove { members, .. } => {
-                crate::config::check_members(members.iter().map(|m| m.as_slice()))
+                crate::replication::limits::check_members(members.iter().map(|m| m.as_slice()))
             }
             _ => Ok(()),
         }
@@ -633,8 +641,8 @@ pub struct ServedView {
     pub refused: u64,
 }
 
-impl From<&crate::node::handoff::ServedStats> for ServedView {
-    fn from(s: &crate::node::handoff::ServedStats) -> Self {
+impl From<&crate::replication::transfer::ServedStats> for ServedView {
+    fn from(s: &crate::replication::transfer::ServedStats) -> Self {
         ServedView {
             receiver: s.receiver,
             transfer: s.transfer,
@@ -716,66 +724,6 @@ pub struct MemberView {
     pub phi: f64,
     /// Its incarnation.
     pub incarnation: u64,
-}
-
-/// A stable error code: what a client program branches on.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// The frame was not a valid request, or too large.
-    BadRequest,
-    /// The client's protocol version is not this node's.
-    UnsupportedVersion,
-    /// An argument is invalid (consistency above `n`, a value too large, a
-    /// counter op on a non-counter bucket, ...). Not retryable.
-    InvalidArgument,
-    /// Too few replicas are reachable to even try (`needed`, `got` set).
-    Unavailable,
-    /// Too few replicas answered in time (`needed`, `got` set).
-    Timeout,
-    /// The write would leave more siblings than the limit; nothing stored.
-    TooManySiblings,
-    /// A replica failed (disk error, corruption).
-    ReplicaFailed,
-    /// The node is overloaded; retry later.
-    Overloaded,
-    /// The node is shutting down; retry on another node.
-    ShuttingDown,
-    /// Anything else.
-    Internal,
-}
-
-/// A failed request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorReply {
-    /// What kind of failure.
-    pub code: ErrorCode,
-    /// Human-readable detail.
-    pub message: String,
-    /// Whether the same request may succeed if sent again unchanged.
-    pub retryable: bool,
-    /// For a failed write: `true` if it may still have been stored
-    /// somewhere (the client cannot know; a read will tell), `false` if it
-    /// surely was not. Absent for reads.
-    pub indefinite: Option<bool>,
-    /// Replicas needed (`Unavailable`, `Timeout`).
-    pub needed: Option<u32>,
-    /// Replicas that answered or were reachable (`Unavailable`, `Timeout`).
-    pub got: Option<u32>,
-}
-
-impl ErrorReply {
-    /// A reply with just a code and a message.
-    pub fn new(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Self {
-        ErrorReply {
-            code,
-            message: message.into(),
-            retryable,
-            indefinite: None,
-            needed: None,
-            got: None,
-        }
-    }
 }
 
 impl From<&Error> for ErrorReply {

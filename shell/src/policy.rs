@@ -33,7 +33,7 @@
 //!
 //! A policy that throws, exceeds a limit or returns something that is not
 //! a value does not fail the read: the node returns the siblings as the
-//! `siblings` policy would (see `ringkv::replication::client_ops`). The
+//! `siblings` policy would (see `ringkv::roles::client_ops`). The
 //! failure is recorded here; `get` reports it in its result
 //! (`policy_error`) and `policy_failures()` lists them.
 //!

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Crdt;
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// A grow-only counter: one count per node, the value is their sum, merge
 /// takes each node's maximum.

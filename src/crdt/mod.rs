@@ -36,7 +36,7 @@ use serde_bytes::ByteBuf;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::Timestamp;
 
 /// A state-based CRDT.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Crdt;
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::Timestamp;
 
 /// A register holding the value of the write with the highest (timestamp,

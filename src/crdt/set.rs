@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::Crdt;
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::{Dot, VersionVector};
 
 /// A grow-only set: elements can be added, never removed; merge is union.

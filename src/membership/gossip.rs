@@ -38,10 +38,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::phi::PhiDetector;
 use super::table::{MemberEntry, MemberStatus, MembershipTable};
-use super::{MemberEvent, Outbox};
-use crate::config::MembershipConfig;
+use super::{Addressed, MemberEvent, MembershipMsg, Outbox};
 use crate::error::Result;
-use crate::message::{Envelope, Message, NodeId};
+use crate::id::NodeId;
+use crate::membership::MembershipConfig;
 
 /// The membership protocol of one node. See the module documentation.
 #[derive(Debug)]
@@ -155,7 +155,7 @@ impl Membership {
         now: Instant,
         node: NodeId,
         addr: impl Into<String>,
-        out: &mut Outbox<MemberEvent>,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
     ) {
         if node != self.me {
             self.absorb(now, &MemberEntry::alive(node, addr), out);
@@ -164,7 +164,7 @@ impl Membership {
 
     /// Advances time: the pause guard, this node's round (heartbeat and
     /// gossip) when due, detection and conviction.
-    pub fn tick(&mut self, now: Instant, out: &mut Outbox<MemberEvent>) {
+    pub fn tick(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         self.guard_pause(now, out);
         if self.next_round.is_none_or(|due| now >= due) {
             if !self.leaving {
@@ -182,13 +182,15 @@ impl Membership {
         }
     }
 
-    /// Handles one envelope. Messages that are not membership gossip are
-    /// ignored.
-    pub fn step(&mut self, now: Instant, envelope: Envelope, out: &mut Outbox<MemberEvent>) {
+    /// Handles one message of membership gossip.
+    pub fn step(
+        &mut self,
+        now: Instant,
+        envelope: Addressed<MembershipMsg>,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
         self.guard_pause(now, out);
-        let Message::Gossip { members, reply } = envelope.msg else {
-            return;
-        };
+        let MembershipMsg::Gossip { members, reply } = envelope.msg;
         for entry in &members {
             self.absorb(now, entry, out);
         }
@@ -200,7 +202,7 @@ impl Membership {
     /// Leaves gracefully: raises the incarnation, marks itself LEFT and
     /// gossips that at once. The caller keeps ticking for `leave_linger` so
     /// the news spreads, then stops the node.
-    pub fn leave(&mut self, now: Instant, out: &mut Outbox<MemberEvent>) {
+    pub fn leave(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         self.guard_pause(now, out);
         if self.leaving {
             return;
@@ -221,7 +223,7 @@ impl Membership {
         }
     }
 
-    fn guard_pause(&mut self, now: Instant, out: &mut Outbox<MemberEvent>) {
+    fn guard_pause(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         if let Some(last) = self.last_run {
             let gap = now.saturating_duration_since(last);
             if gap > self.config.local_pause_guard {
@@ -237,14 +239,14 @@ impl Membership {
         self.last_run = Some(self.last_run.map_or(now, |last| last.max(now)));
     }
 
-    fn gossip_message(&self, reply: bool) -> Message {
-        Message::Gossip {
+    fn gossip_message(&self, reply: bool) -> MembershipMsg {
+        MembershipMsg::Gossip {
             members: self.table.entries().cloned().collect(),
             reply,
         }
     }
 
-    fn gossip_round(&mut self, out: &mut Outbox<MemberEvent>) {
+    fn gossip_round(&mut self, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         let mut reachable = Vec::new();
         let mut down = Vec::new();
         for e in self.table.entries().filter(|e| e.node != self.me) {
@@ -283,7 +285,12 @@ impl Membership {
     }
 
     /// Merges one remote entry, with its consequences.
-    fn absorb(&mut self, now: Instant, remote: &MemberEntry, out: &mut Outbox<MemberEvent>) {
+    fn absorb(
+        &mut self,
+        now: Instant,
+        remote: &MemberEntry,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
         if remote.node == self.me {
             self.maybe_refute(remote, out);
             return;
@@ -337,7 +344,7 @@ impl Membership {
         }
     }
 
-    fn maybe_refute(&mut self, remote: &MemberEntry, out: &mut Outbox<MemberEvent>) {
+    fn maybe_refute(&mut self, remote: &MemberEntry, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         if self.leaving {
             return;
         }
@@ -357,7 +364,7 @@ impl Membership {
         }
     }
 
-    fn detect(&mut self, now: Instant, out: &mut Outbox<MemberEvent>) {
+    fn detect(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         let threshold = self.config.phi_threshold;
         let suspects: Vec<NodeId> = self
             .detectors
@@ -376,7 +383,7 @@ impl Membership {
         }
     }
 
-    fn convict(&mut self, now: Instant, out: &mut Outbox<MemberEvent>) {
+    fn convict(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         let timeout = self.suspicion_timeout();
         let mut convicted = Vec::new();
         self.suspected_since.retain(|&node, since| {
@@ -445,7 +452,7 @@ mod tests {
             }
         }
 
-        fn deliver(&mut self, mut queue: Vec<Envelope>) {
+        fn deliver(&mut self, mut queue: Vec<Addressed<MembershipMsg>>) {
             while let Some(env) = queue.pop() {
                 if self.dead.contains(&env.to) || self.dead.contains(&env.from) {
                     continue;
@@ -558,10 +565,10 @@ mod tests {
             .incarnation;
         let mut accusation = c.nodes[&NodeId(1)].table().get(NodeId(2)).unwrap().clone();
         accusation.status = MemberStatus::Suspect;
-        let env = Envelope::new(
+        let env = Addressed::new(
             NodeId(1),
             NodeId(2),
-            Message::Gossip {
+            MembershipMsg::Gossip {
                 members: vec![accusation],
                 reply: true,
             },
@@ -592,11 +599,11 @@ mod tests {
         }
         let mut suspect = MemberEntry::alive(NodeId(2), "n2");
         suspect.status = MemberStatus::Suspect;
-        let gossip = Message::Gossip {
+        let gossip = MembershipMsg::Gossip {
             members: vec![suspect],
             reply: false,
         };
-        m.step(now, Envelope::new(NodeId(3), NodeId(1), gossip), &mut out);
+        m.step(now, Addressed::new(NodeId(3), NodeId(1), gossip), &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect));
         let timeout = m.suspicion_timeout();
         assert_eq!(timeout, Duration::from_secs(4)); // 2 x log2(4) x 1 s
@@ -669,11 +676,11 @@ mod tests {
         }
         let mut suspect = MemberEntry::alive(NodeId(2), "n2");
         suspect.status = MemberStatus::Suspect;
-        let gossip = Message::Gossip {
+        let gossip = MembershipMsg::Gossip {
             members: vec![suspect],
             reply: false,
         };
-        m.step(now, Envelope::new(NodeId(3), NodeId(1), gossip), &mut out);
+        m.step(now, Addressed::new(NodeId(3), NodeId(1), gossip), &mut out);
         // Paused for longer than the suspicion timeout: not a conviction.
         m.tick(now + Duration::from_secs(10), &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect));

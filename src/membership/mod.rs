@@ -33,7 +33,9 @@
 //! in the ring (a failure is not a leave); only a graceful leave changes
 //! ownership.
 
+pub mod config;
 pub mod gossip;
+pub mod messages;
 pub mod phi;
 pub mod rebalance;
 pub mod ring_sync;
@@ -42,25 +44,28 @@ pub mod table;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use config::MembershipConfig;
 pub use gossip::Membership;
+pub use messages::{Addressed, MembershipMsg, RingMsg};
 pub use phi::PhiDetector;
 pub use ring_sync::RingKeeper;
 pub use table::{MemberEntry, MemberStatus, MembershipTable};
 
-use crate::message::{Envelope, Message, NodeId};
+use crate::id::NodeId;
 use crate::ring::Ring;
 
-/// What a protocol machine asks its runner to do: envelopes to send and
-/// events to publish, in the order they were produced.
+/// What a protocol machine asks its runner to do: messages `M` to send and
+/// events `E` to publish, in the order they were produced. The runner nests
+/// each message in the wire's message type and hands it to the transport.
 #[derive(Debug)]
-pub struct Outbox<E> {
-    /// Envelopes to hand to the transport.
-    pub messages: Vec<Envelope>,
+pub struct Outbox<M, E> {
+    /// Messages to hand to the transport.
+    pub messages: Vec<Addressed<M>>,
     /// Events for subscribers.
     pub events: Vec<E>,
 }
 
-impl<E> Default for Outbox<E> {
+impl<M, E> Default for Outbox<M, E> {
     fn default() -> Self {
         Outbox {
             messages: Vec::new(),
@@ -69,15 +74,15 @@ impl<E> Default for Outbox<E> {
     }
 }
 
-impl<E> Outbox<E> {
+impl<M, E> Outbox<M, E> {
     /// An empty outbox.
     pub fn new() -> Self {
         Outbox::default()
     }
 
     /// Queues a message.
-    pub fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
-        self.messages.push(Envelope::new(from, to, msg));
+    pub fn send(&mut self, from: NodeId, to: NodeId, msg: M) {
+        self.messages.push(Addressed::new(from, to, msg));
     }
 
     /// Queues an event.

@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::ring_sync::RingKeeper;
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::replication::transfer::TransferSpec;
 use crate::ring::TokenRange;
 
@@ -181,9 +181,8 @@ impl Rebalancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RingConfig;
-    use crate::membership::{MemberEvent, Outbox};
-    use crate::message::{Envelope, Message};
+    use crate::membership::{Addressed, MemberEvent, Outbox, RingMsg};
+    use crate::ring::RingConfig;
     use crate::ring::{claim_join, Ring};
 
     fn up(node: u64) -> MemberEvent {
@@ -206,13 +205,13 @@ mod tests {
         k.on_member_event(&up(1));
         k.on_member_event(&up(2));
         let mut out = Outbox::new();
-        let state = Message::RingState {
+        let state = RingMsg::State {
             ring: ring.clone(),
             pending: None,
         };
         k.step(
             Instant::now(),
-            Envelope::new(NodeId(1), NodeId(3), state),
+            Addressed::new(NodeId(1), NodeId(3), state),
             &mut out,
         );
         k.tick(Instant::now(), &mut out);
@@ -223,7 +222,7 @@ mod tests {
     fn confirm_all(k: &mut RingKeeper) {
         let pending = k.state().pending_digest();
         for from in [1, 2] {
-            let digest = Message::RingDigest {
+            let digest = RingMsg::Digest {
                 epoch: 0,
                 digest: 0,
                 pending,
@@ -231,7 +230,7 @@ mod tests {
             let mut out = Outbox::new();
             k.step(
                 Instant::now(),
-                Envelope::new(NodeId(from), NodeId(3), digest),
+                Addressed::new(NodeId(from), NodeId(3), digest),
                 &mut out,
             );
         }
@@ -345,13 +344,13 @@ mod tests {
             r.plan(&k, now + DROP_GRACE * 3).is_empty(),
             "no sweep on a stored ring no peer has confirmed"
         );
-        let digest = Message::RingDigest {
+        let digest = RingMsg::Digest {
             epoch: ring.epoch(),
             digest: k.state().digest(),
             pending: 0,
         };
         let mut out = Outbox::new();
-        k.step(now, Envelope::new(NodeId(2), NodeId(1), digest), &mut out);
+        k.step(now, Addressed::new(NodeId(2), NodeId(1), digest), &mut out);
         assert!(k.agreed_with_peer());
         assert!(r.plan(&k, now).is_empty(), "the sweep waits a grace");
         let whole = TokenRange {
@@ -371,11 +370,11 @@ mod tests {
         let mut fresh =
             RingKeeper::new(NodeId(1), &cfg, Duration::from_secs(1), &[NodeId(2)], 1).unwrap();
         fresh.on_member_event(&up(2));
-        let state = Message::RingState {
+        let state = RingMsg::State {
             ring: ring.clone(),
             pending: None,
         };
-        fresh.step(now, Envelope::new(NodeId(2), NodeId(1), state), &mut out);
+        fresh.step(now, Addressed::new(NodeId(2), NodeId(1), state), &mut out);
         assert!(fresh.agreed_with_peer() && fresh.ring().is_member(NodeId(1)));
         let mut r = Rebalancer::new(NodeId(1), 3);
         assert!(r.plan(&fresh, now).is_empty());

@@ -6,10 +6,10 @@
 //!
 //! Nodes gossip a [`RingState`]: the ring in force and the change in
 //! progress (see [`crate::ring::transition`]). Each gossip interval the
-//! keeper sends the digest of its state ([`Message::RingDigest`], with the
+//! keeper sends the digest of its state ([`RingMsg::Digest`], with the
 //! epoch of its ring in force and the digest of its pending target) to one
 //! random reachable peer. A receiver with a different state answers with
-//! its whole state ([`Message::RingState`]) unless the sender's ring is
+//! its whole state ([`RingMsg::State`]) unless the sender's ring is
 //! newer, in which case it answers with its digest so the sender sends its
 //! state. A receiver of a state merges it into its own (a join: the newer
 //! ring, the greater change, the union of moves done) and answers with its
@@ -56,11 +56,11 @@ use rand_chacha::ChaCha8Rng;
 use tracing::warn;
 
 use super::table::MemberStatus;
-use super::{MemberEvent, Outbox, RingEvent};
-use crate::config::{RingConfig, DEFAULT_CLAIM_REPLICAS};
+use super::{Addressed, MemberEvent, Outbox, RingEvent, RingMsg};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message, NodeId};
+use crate::id::NodeId;
 use crate::ring::{claim_join, claim_leave, Change, MovePlan, RangeMove, Ring, RingState};
+use crate::ring::{RingConfig, DEFAULT_CLAIM_REPLICAS};
 
 /// The ring protocol of one node. See the module documentation.
 #[derive(Debug)]
@@ -255,7 +255,7 @@ impl RingKeeper {
     /// Advances time: begins this node's join or leave if it should and
     /// can, removes LEFT nodes if this node is the one to, and gossips the
     /// digest when due.
-    pub fn tick(&mut self, now: Instant, out: &mut Outbox<RingEvent>) {
+    pub fn tick(&mut self, now: Instant, out: &mut Outbox<RingMsg, RingEvent>) {
         self.first_tick.get_or_insert(now);
         self.last_tick = Some(now);
         let ring = &self.state.ring;
@@ -290,11 +290,16 @@ impl RingKeeper {
         }
     }
 
-    /// Handles one envelope; messages that are not ring gossip are ignored.
-    pub fn step(&mut self, _now: Instant, envelope: Envelope, out: &mut Outbox<RingEvent>) {
+    /// Handles one message of ring gossip.
+    pub fn step(
+        &mut self,
+        _now: Instant,
+        envelope: Addressed<RingMsg>,
+        out: &mut Outbox<RingMsg, RingEvent>,
+    ) {
         let from = envelope.from;
         match envelope.msg {
-            Message::RingDigest {
+            RingMsg::Digest {
                 epoch,
                 digest,
                 pending,
@@ -312,7 +317,7 @@ impl RingKeeper {
                     out.send(self.me, from, self.state_message());
                 }
             }
-            Message::RingState { ring, pending } => {
+            RingMsg::State { ring, pending } => {
                 if pending
                     .as_ref()
                     .is_some_and(|p| p.n == 0 || p.n > MAX_TRANSFER_REPLICAS)
@@ -333,7 +338,6 @@ impl RingKeeper {
                     out.send(self.me, from, self.digest_message());
                 }
             }
-            _ => {}
         }
     }
 
@@ -341,7 +345,7 @@ impl RingKeeper {
     /// node begins giving its tokens away; it is out of the ring when that
     /// change completes, after its ranges have been pulled by their new
     /// owners.
-    pub fn leave(&mut self, out: &mut Outbox<RingEvent>) {
+    pub fn leave(&mut self, out: &mut Outbox<RingMsg, RingEvent>) {
         self.member = false;
         self.tick(Instant::now(), out);
     }
@@ -389,7 +393,7 @@ impl RingKeeper {
 
     /// Marks move `index` of the pending change done (its data is here) and
     /// tells every reachable peer.
-    pub fn mark_done(&mut self, index: u32, out: &mut Outbox<RingEvent>) {
+    pub fn mark_done(&mut self, index: u32, out: &mut Outbox<RingMsg, RingEvent>) {
         let mut next = (*self.state).clone();
         if next.mark_done(index) {
             self.install(next, out);
@@ -397,23 +401,23 @@ impl RingKeeper {
         }
     }
 
-    fn begin(&mut self, change: Change, target: Ring, out: &mut Outbox<RingEvent>) {
+    fn begin(&mut self, change: Change, target: Ring, out: &mut Outbox<RingMsg, RingEvent>) {
         if let Some(next) = self.state.begin(change, target, self.transfer_replicas) {
             // Installing a new change broadcasts it.
             self.install(next, out);
         }
     }
 
-    fn digest_message(&self) -> Message {
-        Message::RingDigest {
+    fn digest_message(&self) -> RingMsg {
+        RingMsg::Digest {
             epoch: self.state.ring.epoch(),
             digest: self.digest,
             pending: self.state.pending_digest(),
         }
     }
 
-    fn state_message(&self) -> Message {
-        Message::RingState {
+    fn state_message(&self) -> RingMsg {
+        RingMsg::State {
             ring: self.state.ring.clone(),
             pending: self.state.pending.clone(),
         }
@@ -421,7 +425,7 @@ impl RingKeeper {
 
     /// Sends the whole state to every reachable peer: a change, or a move
     /// done, reaches everyone in one round trip instead of by gossip.
-    fn broadcast(&mut self, out: &mut Outbox<RingEvent>) {
+    fn broadcast(&mut self, out: &mut Outbox<RingMsg, RingEvent>) {
         for to in self.reachable() {
             out.send(self.me, to, self.state_message());
         }
@@ -439,7 +443,7 @@ impl RingKeeper {
             .collect()
     }
 
-    fn install(&mut self, state: RingState, out: &mut Outbox<RingEvent>) {
+    fn install(&mut self, state: RingState, out: &mut Outbox<RingMsg, RingEvent>) {
         let new_change = state.pending_digest() != self.state.pending_digest();
         let new_ring = state.ring != *self.ring;
         if let Some(p) = &self.state.pending {
@@ -478,7 +482,7 @@ impl RingKeeper {
     /// and must not hold the change (and every change after it) back. Such
     /// a node, if it comes back, gets the data of those ranges from read
     /// repair and anti-entropy instead.
-    fn waive_dead_gainers(&mut self, out: &mut Outbox<RingEvent>) {
+    fn waive_dead_gainers(&mut self, out: &mut Outbox<RingMsg, RingEvent>) {
         let Some(pending) = &self.state.pending else {
             return;
         };
@@ -514,7 +518,7 @@ impl RingKeeper {
     /// the lowest-id ALIVE node (so that one node, not all, does it): a
     /// node that left without finishing its own leave. Its ranges are
     /// copied again from the surviving replicas.
-    fn remove_departed(&mut self, out: &mut Outbox<RingEvent>) {
+    fn remove_departed(&mut self, out: &mut Outbox<RingMsg, RingEvent>) {
         if !self.member || !self.is_lowest_alive() {
             return;
         }
@@ -536,7 +540,7 @@ impl RingKeeper {
     /// `InvalidInput` for this node, a node it can reach (a live node
     /// leaves by itself), a node not in the ring, or while another change
     /// is in progress.
-    pub fn remove(&mut self, node: NodeId, out: &mut Outbox<RingEvent>) -> Result<()> {
+    pub fn remove(&mut self, node: NodeId, out: &mut Outbox<RingMsg, RingEvent>) -> Result<()> {
         let refuse = |why: String| Err(Error::InvalidInput(why));
         if node == self.me {
             return refuse(format!("{node} cannot remove itself: it leaves instead"));
@@ -660,10 +664,10 @@ mod tests {
         let mut out = Outbox::new();
         three.step(
             Instant::now(),
-            Envelope::new(
+            Addressed::new(
                 NodeId(1),
                 NodeId(3),
-                Message::RingState {
+                RingMsg::State {
                     ring: (**keepers[&NodeId(1)].ring()).clone(),
                     pending: None,
                 },
@@ -684,10 +688,10 @@ mod tests {
             let mut out = Outbox::new();
             three.step(
                 Instant::now(),
-                Envelope::new(
+                Addressed::new(
                     NodeId(from),
                     NodeId(3),
-                    Message::RingDigest {
+                    RingMsg::Digest {
                         epoch: 0,
                         digest: 0,
                         pending: want,
@@ -793,14 +797,14 @@ mod tests {
         // A peer reachable: waits for its answer, however long it takes.
         k.on_member_event(&up(2));
         assert!(!k.ring_confirmed());
-        let digest = Message::RingDigest {
+        let digest = RingMsg::Digest {
             epoch: ring.epoch(),
             digest: k.state().digest(),
             pending: 0,
         };
         k.step(
             start + wait,
-            Envelope::new(NodeId(2), NodeId(1), digest),
+            Addressed::new(NodeId(2), NodeId(1), digest),
             &mut out,
         );
         assert!(k.ring_confirmed());

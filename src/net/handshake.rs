@@ -46,9 +46,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::codec;
-use crate::config::{ClusterSecret, HANDSHAKE_MAX_FRAME_BYTES};
+use crate::codec::HANDSHAKE_MAX_FRAME_BYTES;
+use crate::error::Refusal;
 use crate::error::{Error, Result};
-use crate::message::{Handshake, NodeId, Refusal, NONCE_LEN, PROOF_LEN, PROTOCOL_VERSION};
+use crate::id::NodeId;
+use crate::message::{Handshake, NONCE_LEN, PROOF_LEN, PROTOCOL_VERSION};
+use crate::net::ClusterSecret;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -94,9 +94,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec;
-use crate::config::MemoryNetConfig;
 use crate::error::{Error, Result};
-use crate::message::{Envelope, NodeId};
+use crate::id::NodeId;
+use crate::message::Envelope;
+use crate::net::MemoryNetConfig;
 use crate::net::{Inbox, NetStats, StatCounters, Transport};
 
 /// The extra delay range of a reordered frame when the delay range is zero:

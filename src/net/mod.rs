@@ -37,11 +37,15 @@ use futures_util::future::BoxFuture;
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::error::Result;
-use crate::message::{Envelope, NodeId};
+use crate::id::NodeId;
+use crate::message::Envelope;
 
+pub mod config;
 pub mod handshake;
 pub mod memory;
 pub mod tcp;
+
+pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
 
 /// The receiving side of a transport: every envelope addressed to the local
 /// node, in per-sender order.

@@ -101,9 +101,12 @@ use super::handshake::{self, Identity, PeerInfo};
 use super::memory::MAX_DELAY;
 use super::{frame_codec, Inbox, NetStats, StatCounters, Transport};
 use crate::codec;
-use crate::config::{TcpConfig, HANDSHAKE_MAX_FRAME_BYTES};
+use crate::codec::HANDSHAKE_MAX_FRAME_BYTES;
+use crate::error::Refusal;
 use crate::error::{Error, Result};
-use crate::message::{Envelope, NodeId, Refusal};
+use crate::id::NodeId;
+use crate::message::Envelope;
+use crate::net::TcpConfig;
 
 /// Frames written to a socket before one flush.
 const WRITE_BATCH: usize = 256;

@@ -24,10 +24,12 @@ use super::transport::{Incoming, Outgoing, TransportActor};
 use super::NodeEvent;
 use crate::config::{AntiEntropyConfig, BucketProps};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::anti_entropy::{Action, AntiEntropy, AntiEntropyStats};
 use crate::roles::anti_entropy::{finish, run};
 use crate::replication::replica::ReplicaStore;
+use crate::replication::AntiEntropyMsg;
 
 /// The counters, now.
 #[derive(Message)]
@@ -92,7 +94,8 @@ impl AntiEntropyActor {
         self.carry(out, ctx);
     }
 
-    fn send(&self, to: NodeId, msg: WireMessage) {
+    fn send(&self, to: NodeId, msg: AntiEntropyMsg) {
+        let msg = WireMessage::AntiEntropy(msg);
         self.transport
             .do_send(Outgoing(Envelope::new(self.node, to, msg)));
     }
@@ -180,9 +183,13 @@ impl Handler<Incoming> for AntiEntropyActor {
     type Result = ();
 
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
+        // The transport routes only anti-entropy messages here.
+        let WireMessage::AntiEntropy(msg) = envelope.msg else {
+            return;
+        };
         let mut out = Vec::new();
         self.machine
-            .step(Instant::now(), envelope.from, envelope.msg, &mut out);
+            .step(Instant::now(), envelope.from, msg, &mut out);
         self.carry(out, ctx);
     }
 }

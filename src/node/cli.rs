@@ -30,7 +30,7 @@ use crate::config::{
     BTreeConfig, ClusterSecret, LsmConfig, MembershipConfig, StorageConfig, SyncPolicy, TcpConfig,
 };
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// Node-to-node address when neither the flag nor the file gives one:
 /// loopback, so that a node started without thought is not reachable from

@@ -38,12 +38,14 @@ use super::transport::{Incoming, Outgoing, TransportActor};
 use super::NodeEvent;
 use crate::config::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::buckets::BucketTable;
 use crate::replication::coordinator::{Answer, ClientOp};
 use crate::replication::replica::ReplicaStore;
 use crate::replication::Target;
 use crate::roles::coordinator::{execute, save_buckets, CoordinatorRole, Effect, RoleParts};
+use crate::replication::ReplicationMsg;
 
 /// How often request deadlines are checked: a request times out at most
 /// this late.
@@ -215,17 +217,20 @@ impl CoordinatorActor {
 
     /// A message to `to`: this node's replica by message, others through
     /// the transport.
-    fn send(&self, to: NodeId, msg: WireMessage) {
+    fn send(&self, to: NodeId, msg: ReplicationMsg) {
         if to == self.node {
-            if let WireMessage::Replicate { request } = msg {
+            if let ReplicationMsg::Replicate { request } = msg {
                 if let Err(e) = self.replica.try_send(LocalRequest(request)) {
                     debug!(error = %e, "local replica busy; request dropped as lost");
                 }
             }
             return;
         }
-        self.transport
-            .do_send(Outgoing(Envelope::new(self.node, to, msg)));
+        self.transport.do_send(Outgoing(Envelope::new(
+            self.node,
+            to,
+            WireMessage::Replication(msg),
+        )));
     }
 
     fn on_event(&mut self, event: NodeEvent) {
@@ -298,10 +303,14 @@ impl Handler<Incoming> for CoordinatorActor {
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         let kind = envelope.msg.kind();
         let mut out = Vec::new();
-        if !self
-            .role
-            .on_message(Instant::now(), envelope.from, envelope.msg, &mut out)
-        {
+        let handled = match envelope.msg {
+            WireMessage::Replication(msg) => {
+                self.role
+                    .on_message(Instant::now(), envelope.from, msg, &mut out)
+            }
+            _ => false,
+        };
+        if !handled {
             debug!(kind, "coordinator: unexpected message");
         }
         self.carry(out, ctx);

@@ -15,8 +15,9 @@ use actix::prelude::*;
 
 use super::transport::{Incoming, LearnPeer, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
-use crate::membership::{MemberEntry, MemberEvent, Membership, Outbox};
-use crate::message::NodeId;
+use crate::id::NodeId;
+use crate::membership::{Addressed, MemberEntry, MemberEvent, Membership, MembershipMsg, Outbox};
+use crate::message::Message as WireMessage;
 
 /// A membership event, for the ring manager.
 #[derive(Message, Clone, Debug)]
@@ -70,7 +71,7 @@ impl FailureDetector {
         }
     }
 
-    fn carry_out(&mut self, out: Outbox<MemberEvent>) {
+    fn carry_out(&mut self, out: Outbox<MembershipMsg, MemberEvent>) {
         for entry in self.machine.table().entries() {
             if entry.node != self.machine.me() && self.told.get(&entry.node) != Some(&entry.addr) {
                 self.told.insert(entry.node, entry.addr.clone());
@@ -80,8 +81,8 @@ impl FailureDetector {
                 });
             }
         }
-        for envelope in out.messages {
-            self.transport.do_send(Outgoing(envelope));
+        for addressed in out.messages {
+            self.transport.do_send(Outgoing(addressed.into()));
         }
         for event in out.events {
             self.ring.do_send(MemberNotice(event.clone()));
@@ -107,8 +108,13 @@ impl Handler<Incoming> for FailureDetector {
     type Result = ();
 
     fn handle(&mut self, Incoming(envelope): Incoming, _: &mut Context<Self>) {
+        // The transport routes only membership gossip here.
+        let WireMessage::Membership(msg) = envelope.msg else {
+            return;
+        };
         let mut out = Outbox::new();
-        self.machine.step(Instant::now(), envelope, &mut out);
+        let addressed = Addressed::new(envelope.from, envelope.to, msg);
+        self.machine.step(Instant::now(), addressed, &mut out);
         self.carry_out(out);
     }
 }

@@ -9,7 +9,7 @@
 //! finished transfer is reported to the listener as [`TransferDone`]. A
 //! tick every [`TICK`] drives timeouts, backoffs and the throttle.
 //!
-//! As a source it serves [`Message::TransferPull`]s: each is one range scan
+//! As a source it serves [`TransferMsg::Pull`]s: each is one range scan
 //! on the blocking pool, at most `max_serving` at once; a pull beyond that
 //! is refused as busy and the receiver retries. What it served is counted
 //! per (receiver, transfer), for tests and status.
@@ -32,12 +32,14 @@ use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::codec;
 use crate::config::{BucketProps, TransferConfig, DEFAULT_MAX_FRAME_BYTES};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{
     record_name, TransferEffect, TransferItem, TransferProgress, TransferRecord, TransferRefusal,
     TransferSpec, Transfers,
 };
+use crate::replication::TransferMsg;
 use crate::ring::{Ring, TokenRange};
 use crate::version::ConflictPolicy;
 
@@ -124,24 +126,7 @@ pub struct ReadRange {
     pub max_bytes: u64,
 }
 
-/// What this node served, as a source, for one receiver's transfer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServedStats {
-    /// The receiver.
-    pub receiver: NodeId,
-    /// Its transfer id.
-    pub transfer: u64,
-    /// Pulls answered with a batch.
-    pub pulls: u64,
-    /// Of those, pulls from the start of the range (no cursor).
-    pub from_start: u64,
-    /// Objects sent.
-    pub keys: u64,
-    /// Bytes sent.
-    pub bytes: u64,
-    /// Pulls refused.
-    pub refused: u64,
-}
+pub use crate::replication::transfer::ServedStats;
 
 /// Everything this node served as a source.
 #[derive(Message)]
@@ -258,7 +243,8 @@ impl HandoffActor {
         }
     }
 
-    fn send(&self, to: NodeId, msg: WireMessage) {
+    fn send(&self, to: NodeId, msg: TransferMsg) {
+        let msg = WireMessage::Transfer(msg);
         self.transport
             .do_send(Outgoing(Envelope::new(self.node, to, msg)));
     }
@@ -328,7 +314,7 @@ impl HandoffActor {
             stats.refused += 1;
             self.send(
                 from,
-                WireMessage::TransferRefused {
+                TransferMsg::Refused {
                     transfer,
                     after,
                     reason: TransferRefusal::Busy,
@@ -351,7 +337,7 @@ impl HandoffActor {
                     stats.from_start += u64::from(after.is_none());
                     stats.keys += batch.items.len() as u64;
                     stats.bytes += batch.bytes;
-                    WireMessage::TransferBatch {
+                    TransferMsg::Batch {
                         transfer,
                         after,
                         items: batch.items,
@@ -366,7 +352,7 @@ impl HandoffActor {
                         Error::InvalidInput(why) => TransferRefusal::BadRequest(why),
                         other => TransferRefusal::Failed(other.to_string()),
                     };
-                    WireMessage::TransferRefused {
+                    TransferMsg::Refused {
                         transfer,
                         after,
                         reason,
@@ -374,7 +360,7 @@ impl HandoffActor {
                 }
                 Err(e) => {
                     stats.refused += 1;
-                    WireMessage::TransferRefused {
+                    TransferMsg::Refused {
                         transfer,
                         after,
                         reason: TransferRefusal::Failed(format!("scan task failed: {e}")),
@@ -405,13 +391,15 @@ impl Handler<Incoming> for HandoffActor {
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         let from = envelope.from;
         match envelope.msg {
-            WireMessage::TransferPull {
+            WireMessage::Transfer(TransferMsg::Pull {
                 transfer,
                 range,
                 after,
                 max_bytes,
-            } => self.serve(from, transfer, range, after, max_bytes, ctx),
-            msg @ (WireMessage::TransferBatch { .. } | WireMessage::TransferRefused { .. }) => {
+            }) => self.serve(from, transfer, range, after, max_bytes, ctx),
+            WireMessage::Transfer(
+                msg @ (TransferMsg::Batch { .. } | TransferMsg::Refused { .. }),
+            ) => {
                 let mut out = Vec::new();
                 self.machine.step(Instant::now(), from, msg, &mut out);
                 self.run(out, ctx);

@@ -39,13 +39,10 @@ use super::replica::{
 use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager, SetHandoff, RING_META};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
-use crate::config::{
-    AntiEntropyConfig, BucketProps, MembershipConfig, ReplicaConfig, RingConfig, StorageConfig,
-    TransferConfig, VersionConfig,
-};
+use crate::config::{StorageConfig, VersionConfig};
 use crate::error::{Error, Result};
+use crate::id::NodeId;
 use crate::membership::{MemberEntry, Membership, RingKeeper};
-use crate::message::NodeId;
 use crate::net::{Inbox, Transport};
 use crate::protocol::{
     BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingChangeView, RingNode, RingView,
@@ -53,76 +50,16 @@ use crate::protocol::{
 };
 use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
-use crate::replication::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::replication::coordinator::Answer;
 use crate::replication::get::GetReply;
 use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{TransferProgress, TransferSpec};
 use crate::ring::{Change, Ring, RingState, TokenRange};
+use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
 use crate::version::Resolvers;
 
-/// What a node needs to start.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    /// This node's id.
-    pub id: NodeId,
-    /// The address peers reach it at (gossiped to them).
-    pub addr: String,
-    /// Nodes to join through, with their addresses. Empty: this node
-    /// founds a new cluster and claims the first tokens.
-    pub seeds: Vec<(NodeId, String)>,
-    /// Gossip and failure detection.
-    pub membership: MembershipConfig,
-    /// Token claim.
-    pub ring: RingConfig,
-    /// Seeds the node's random choices (gossip targets). Any value works;
-    /// distinct nodes should use distinct seeds.
-    pub rng_seed: u64,
-    /// The cluster's name, reported to clients.
-    pub cluster: String,
-    /// Where the node keeps its data.
-    pub storage: StorageConfig,
-    /// Properties of buckets never set explicitly.
-    pub bucket_defaults: BucketProps,
-    /// Clocks and siblings.
-    pub version: VersionConfig,
-    /// Replica, coordinator and hinted handoff.
-    pub replica: ReplicaConfig,
-    /// Resolvers for buckets whose policy is `Script(name)`.
-    pub resolvers: Resolvers,
-    /// Range transfers: concurrency, batch size, throttle, retries.
-    pub transfer: TransferConfig,
-    /// Merkle-tree anti-entropy and tombstone garbage collection.
-    pub anti_entropy: AntiEntropyConfig,
-    /// Whether clients may inject faults into this node's transport
-    /// ([`Op::BlockOutbound`]). Default false: a production node refuses;
-    /// test clusters of real processes turn it on to make partitions.
-    pub allow_fault_injection: bool,
-}
-
-impl NodeConfig {
-    /// A node with default membership and ring settings.
-    pub fn new(id: NodeId, addr: impl Into<String>, seeds: Vec<(NodeId, String)>) -> Self {
-        NodeConfig {
-            id,
-            addr: addr.into(),
-            seeds,
-            membership: MembershipConfig::default(),
-            ring: RingConfig::default(),
-            rng_seed: id.0,
-            cluster: "ringkv".into(),
-            storage: StorageConfig::Memory,
-            bucket_defaults: BucketProps::default(),
-            version: VersionConfig::default(),
-            replica: ReplicaConfig::default(),
-            resolvers: Resolvers::new(),
-            transfer: TransferConfig::default(),
-            anti_entropy: AntiEntropyConfig::default(),
-            allow_fault_injection: false,
-        }
-    }
-}
+pub use crate::config::NodeConfig;
 
 /// A running node: its actors on their own arbiter, and its transport.
 #[derive(Clone)]

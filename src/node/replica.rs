@@ -25,8 +25,10 @@ use tracing::{debug, warn};
 
 use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::error::{Error, Result};
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::{Hint, ReplicaStore};
+use crate::replication::ReplicationMsg;
 use crate::replication::{ReplicaReply, ReplicaRequest};
 use crate::storage::EngineStats;
 use crate::version::Object;
@@ -209,7 +211,7 @@ impl ReplicaActor {
                 }
             }
             ReplyTo::Remote(node) => {
-                let msg = WireMessage::Replicated { reply };
+                let msg = WireMessage::Replication(ReplicationMsg::Replicated { reply });
                 self.transport
                     .do_send(Outgoing(Envelope::new(self.node, node, msg)));
             }
@@ -256,7 +258,7 @@ impl Handler<Incoming> for ReplicaActor {
 
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         match envelope.msg {
-            WireMessage::Replicate { request } => {
+            WireMessage::Replication(ReplicationMsg::Replicate { request }) => {
                 self.accept(ReplyTo::Remote(envelope.from), request, ctx)
             }
             other => debug!(kind = other.kind(), "replica: not a replica request"),

@@ -31,7 +31,8 @@ use super::handoff::{
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
 use crate::membership::rebalance::{RebalanceAction, Rebalancer};
-use crate::membership::{Outbox, RingEvent, RingKeeper};
+use crate::membership::{Addressed, Outbox, RingEvent, RingKeeper, RingMsg};
+use crate::message::Message as WireMessage;
 use crate::replication::replica::ReplicaStore;
 use crate::ring::{Ring, RingState};
 
@@ -52,7 +53,7 @@ pub struct GetRingState;
 /// Begins removing a member gone for good (see `RingKeeper::remove`).
 #[derive(Message)]
 #[rtype(result = "crate::error::Result<()>")]
-pub struct RemoveNode(pub crate::message::NodeId);
+pub struct RemoveNode(pub crate::id::NodeId);
 
 /// Gives the ring manager the handoff actor that carries out transfers
 /// (started after it); until then no transfer starts.
@@ -150,9 +151,9 @@ impl RingManager {
         });
     }
 
-    fn carry_out(&mut self, out: Outbox<RingEvent>) {
-        for envelope in out.messages {
-            self.transport.do_send(Outgoing(envelope));
+    fn carry_out(&mut self, out: Outbox<RingMsg, RingEvent>) {
+        for addressed in out.messages {
+            self.transport.do_send(Outgoing(addressed.into()));
         }
         for event in out.events {
             let event = match event {
@@ -256,8 +257,13 @@ impl Handler<Incoming> for RingManager {
     type Result = ();
 
     fn handle(&mut self, Incoming(envelope): Incoming, _: &mut Context<Self>) {
+        // The transport routes only ring gossip here.
+        let WireMessage::Ring(msg) = envelope.msg else {
+            return;
+        };
         let mut out = Outbox::new();
-        self.keeper.step(Instant::now(), envelope, &mut out);
+        let addressed = Addressed::new(envelope.from, envelope.to, msg);
+        self.keeper.step(Instant::now(), addressed, &mut out);
         self.carry_out(out);
     }
 }

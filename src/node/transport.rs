@@ -18,8 +18,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::debug;
 
-use crate::message::{Envelope, Message as WireMessage, NodeId};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::net::{Inbox, Transport};
+use crate::replication::ReplicationMsg;
 
 /// An envelope to send.
 #[derive(Message)]
@@ -45,20 +47,20 @@ pub struct LearnPeer {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Routes {
-    /// Receives `Gossip`.
+    /// Receives `Message::Membership` (gossip).
     pub membership: Recipient<Incoming>,
-    /// Receives `RingDigest` and `RingState`.
+    /// Receives `Message::Ring` (`RingMsg::Digest` and `RingMsg::State`).
     pub ring: Recipient<Incoming>,
-    /// Receives `Replicate` (replica requests from other nodes'
+    /// Receives `ReplicationMsg::Replicate` (replica requests from other nodes'
     /// coordinators), with `try_send`: a full mailbox drops the request as
     /// lost.
     pub replica: Recipient<Incoming>,
-    /// Receives `Replicated` and `Buckets`, with `try_send` likewise.
+    /// Receives `ReplicationMsg::Replicated` and `Buckets`, with `try_send` likewise.
     pub coordinator: Recipient<Incoming>,
-    /// Receives `TransferPull`, `TransferBatch` and `TransferRefused` (the
-    /// handoff actor), with `try_send` likewise.
+    /// Receives `Message::Transfer` (`TransferMsg::Pull`, `Batch` and
+    /// `Refused`; the handoff actor), with `try_send` likewise.
     pub handoff: Recipient<Incoming>,
-    /// Receives the `AntiEntropy*` messages, with `try_send` likewise.
+    /// Receives `Message::AntiEntropy` (every `AntiEntropyMsg`), with `try_send` likewise.
     pub anti_entropy: Recipient<Incoming>,
 }
 
@@ -125,34 +127,26 @@ impl StreamHandler<Envelope> for TransportActor {
             return;
         };
         match &envelope.msg {
-            WireMessage::Gossip { .. } => routes.membership.do_send(Incoming(envelope)),
-            WireMessage::RingDigest { .. } | WireMessage::RingState { .. } => {
-                routes.ring.do_send(Incoming(envelope))
-            }
-            WireMessage::Replicate { .. } => {
+            WireMessage::Membership(_) => routes.membership.do_send(Incoming(envelope)),
+            WireMessage::Ring(_) => routes.ring.do_send(Incoming(envelope)),
+            WireMessage::Replication(ReplicationMsg::Replicate { .. }) => {
                 if let Err(e) = routes.replica.try_send(Incoming(envelope)) {
                     debug!(error = %e, "replica mailbox full; request dropped as lost");
                 }
             }
-            WireMessage::Replicated { .. } | WireMessage::Buckets { .. } => {
+            WireMessage::Replication(
+                ReplicationMsg::Replicated { .. } | ReplicationMsg::Buckets { .. },
+            ) => {
                 if let Err(e) = routes.coordinator.try_send(Incoming(envelope)) {
                     debug!(error = %e, "coordinator mailbox full; message dropped as lost");
                 }
             }
-            WireMessage::TransferPull { .. }
-            | WireMessage::TransferBatch { .. }
-            | WireMessage::TransferRefused { .. } => {
+            WireMessage::Transfer(_) => {
                 if let Err(e) = routes.handoff.try_send(Incoming(envelope)) {
                     debug!(error = %e, "handoff mailbox full; message dropped as lost");
                 }
             }
-
-            WireMessage::AntiEntropyTree { .. }
-            | WireMessage::AntiEntropyDiff { .. }
-            | WireMessage::AntiEntropyRepair { .. }
-            | WireMessage::AntiEntropyRepaired { .. }
-            | WireMessage::AntiEntropyPurge { .. }
-            | WireMessage::AntiEntropyHints { .. } => {
+            WireMessage::AntiEntropy(_) => {
                 if let Err(e) = routes.anti_entropy.try_send(Incoming(envelope)) {
                     debug!(error = %e, "anti-entropy mailbox full; message dropped as lost");
                 }

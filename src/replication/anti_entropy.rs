@@ -17,15 +17,15 @@
 //! only buckets with `n >= min_n` are replicated on both ends):
 //!
 //! 1. the initiator scans the range ([`Action::Scan`]) and sends its
-//!    leaves ([`Message::AntiEntropyTree`], `8 * leaves` bytes);
+//!    leaves ([`AntiEntropyMsg::Tree`], `8 * leaves` bytes);
 //! 2. the peer scans its own ([`Action::Answer`]) and answers with the
 //!    differing leaves and its (key, digest) entries in them
-//!    ([`Message::AntiEntropyDiff`], [`answer_tree`]);
+//!    ([`AntiEntropyMsg::Diff`], [`answer_tree`]);
 //! 3. the initiator compares entries ([`merkle::repair_lists`]), sends the
 //!    objects the peer lacks or holds a different version of and names those
-//!    it wants ([`Message::AntiEntropyRepair`]);
+//!    it wants ([`AntiEntropyMsg::Repair`]);
 //! 4. the peer merges them and sends back the wanted ones
-//!    ([`Message::AntiEntropyRepaired`]), which the initiator merges.
+//!    ([`AntiEntropyMsg::Repaired`]), which the initiator merges.
 //!
 //! Both sides merge under the bucket's conflict policy, never overwrite,
 //! so a repair cannot lose a sibling or a newer write. The initiator meets
@@ -50,9 +50,9 @@
 //! the range completed and showed the tombstone's leaf equal on both ends
 //! (each replica of its bucket holds the same object); and every member of
 //! the ring reported, since the previous round began, that it holds no
-//! hint for any node of `L` ([`Message::AntiEntropyHints`]). The initiator
+//! hint for any node of `L` ([`AntiEntropyMsg::Hints`]). The initiator
 //! then purges it and tells the other replicas to
-//! ([`Message::AntiEntropyPurge`]); each deletes it only if its stored
+//! ([`AntiEntropyMsg::Purge`]); each deletes it only if its stored
 //! object still has the same digest. `docs/rebalancing.md` argues what this
 //! guarantees.
 //!
@@ -68,8 +68,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, BuiltTree, KeyDigest, MerkleTree};
-use crate::config::AntiEntropyConfig;
-use crate::message::{Message, NodeId};
+use crate::id::NodeId;
+use crate::replication::AntiEntropyConfig;
+use crate::replication::AntiEntropyMsg;
 use crate::ring::{Ring, TokenRange};
 use crate::version::Object;
 
@@ -138,7 +139,7 @@ pub enum Action {
         /// The peer.
         to: NodeId,
         /// The message.
-        msg: Message,
+        msg: AntiEntropyMsg,
     },
     /// Scan `range` (buckets with `n >= min_n`), find tombstones whose
     /// newest timestamp is at most `tombstones_before_ms`, and report with
@@ -168,7 +169,7 @@ pub enum Action {
         leaves: Vec<u64>,
     },
     /// Read the objects of `push` and send them to `to` with `want` in a
-    /// [`Message::AntiEntropyRepair`].
+    /// [`AntiEntropyMsg::Repair`].
     Push {
         /// The peer.
         to: NodeId,
@@ -180,7 +181,7 @@ pub enum Action {
         want: Vec<KeyDigest>,
     },
     /// Merge `objects`; then, when `reply` is set, read `want` and send
-    /// them back in a [`Message::AntiEntropyRepaired`]. Charge the objects
+    /// them back in a [`AntiEntropyMsg::Repaired`]. Charge the objects
     /// with [`AntiEntropy::charge_objects`].
     Repair {
         /// `(peer, session)` to answer.
@@ -197,7 +198,7 @@ pub enum Action {
     },
     /// Read the owners this node holds hints for, report them with
     /// [`AntiEntropy::hint_report`] (from this node) and send them in a
-    /// [`Message::AntiEntropyHints`] to every node in `to`.
+    /// [`AntiEntropyMsg::Hints`] to every node in `to`.
     ReportHints {
         /// The ring's other members.
         to: Vec<NodeId>,
@@ -265,7 +266,7 @@ pub fn answer_tree(
     local: &BuiltTree,
     their_leaves: Vec<u64>,
     max_batch: usize,
-) -> Message {
+) -> AntiEntropyMsg {
     let theirs = MerkleTree::from_leaves(local.tree.range(), their_leaves);
     let differing: Vec<usize> = match &theirs {
         Some(t) => local.tree.diff(t),
@@ -281,7 +282,7 @@ pub fn answer_tree(
         listed.push(leaf as u32);
         entries.extend_from_slice(leaf_entries);
     }
-    Message::AntiEntropyDiff {
+    AntiEntropyMsg::Diff {
         session,
         differing: differing.into_iter().map(|l| l as u32).collect(),
         listed,
@@ -597,7 +598,7 @@ impl AntiEntropy {
         };
         out.push(Action::Send {
             to: e.peer,
-            msg: Message::AntiEntropyTree {
+            msg: AntiEntropyMsg::Tree {
                 session,
                 range,
                 min_n: e.min_n,
@@ -646,9 +647,9 @@ impl AntiEntropy {
     }
 
     /// A message from a peer.
-    pub fn step(&mut self, now: Instant, from: NodeId, msg: Message, out: &mut Vec<Action>) {
+    pub fn step(&mut self, now: Instant, from: NodeId, msg: AntiEntropyMsg, out: &mut Vec<Action>) {
         match msg {
-            Message::AntiEntropyTree {
+            AntiEntropyMsg::Tree {
                 session,
                 range,
                 min_n,
@@ -660,13 +661,13 @@ impl AntiEntropy {
                 min_n,
                 leaves,
             }),
-            Message::AntiEntropyDiff {
+            AntiEntropyMsg::Diff {
                 session,
                 differing,
                 listed,
                 entries,
             } => self.on_diff(now, from, session, differing, listed, entries, out),
-            Message::AntiEntropyRepair {
+            AntiEntropyMsg::Repair {
                 session,
                 objects,
                 want,
@@ -675,7 +676,7 @@ impl AntiEntropy {
                 objects,
                 want,
             }),
-            Message::AntiEntropyRepaired { session, objects } => {
+            AntiEntropyMsg::Repaired { session, objects } => {
                 let ours = self.exchanges.get(&session).is_some_and(|e| {
                     e.peer == from && matches!(e.state, ExchangeState::AwaitRepaired)
                 });
@@ -692,12 +693,12 @@ impl AntiEntropy {
             }
             // Only from a node that could be a range's first replica: a
             // ring member. Each entry is compare-and-delete anyway.
-            Message::AntiEntropyPurge { entries }
+            AntiEntropyMsg::Purge { entries }
                 if self.ring.is_member(from) && !entries.is_empty() =>
             {
                 out.push(Action::Purge { entries });
             }
-            Message::AntiEntropyHints { owners } => self.hint_report(now, from, owners),
+            AntiEntropyMsg::Hints { owners } => self.hint_report(now, from, owners),
             _ => {}
         }
     }
@@ -845,7 +846,7 @@ impl AntiEntropy {
                 for chunk in entries.chunks(self.config.max_batch) {
                     out.push(Action::Send {
                         to,
-                        msg: Message::AntiEntropyPurge {
+                        msg: AntiEntropyMsg::Purge {
                             entries: chunk.to_vec(),
                         },
                     });
@@ -875,7 +876,7 @@ mod tests {
         now: Instant,
         wall_ms: u64,
         nodes: BTreeMap<NodeId, (AntiEntropy, ReplicaStore)>,
-        queue: VecDeque<(NodeId, NodeId, Message)>,
+        queue: VecDeque<(NodeId, NodeId, AntiEntropyMsg)>,
         cut: BTreeSet<NodeId>,
     }
 
@@ -959,7 +960,7 @@ mod tests {
                     } => {
                         let objects = store.read_for_repair(&push, 1 << 20).unwrap();
                         m.charge_objects(self.now, objects.len() as u64);
-                        let msg = Message::AntiEntropyRepair {
+                        let msg = AntiEntropyMsg::Repair {
                             session,
                             objects,
                             want,
@@ -989,7 +990,7 @@ mod tests {
                         if let Some((to, session)) = reply {
                             let objects = store.read_for_repair(&want, 1 << 20).unwrap();
                             m.charge_objects(self.now, objects.len() as u64);
-                            let msg = Message::AntiEntropyRepaired { session, objects };
+                            let msg = AntiEntropyMsg::Repaired { session, objects };
                             out.push(Action::Send { to, msg });
                         }
                     }
@@ -1006,7 +1007,7 @@ mod tests {
                         let owners = store.hint_owners().unwrap();
                         m.hint_report(self.now, at, owners.clone());
                         for peer in to {
-                            let msg = Message::AntiEntropyHints {
+                            let msg = AntiEntropyMsg::Hints {
                                 owners: owners.clone(),
                             };
                             out.push(Action::Send { to: peer, msg });

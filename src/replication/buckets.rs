@@ -12,12 +12,13 @@
 //! and restores it on restart.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::BucketProps;
-use crate::error::Result;
-use crate::message::NodeId;
+use crate::error::{Error, Result};
+use crate::id::NodeId;
+use crate::replication::limits::MAX_POLICY_NAME_BYTES;
 use crate::version::Timestamp;
 
 /// One bucket's properties and who set them when.
@@ -111,6 +112,78 @@ impl BucketTable {
                 true
             }
         }
+    }
+}
+
+/// A bucket's properties: how many copies, the default quorums, how
+/// conflicts are resolved.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BucketProps {
+    /// Replicas per key. Default 3, Dynamo's and Riak's: survives one node
+    /// down with quorum reads and writes still succeeding, two with ONE.
+    pub n: usize,
+    /// Default read quorum. Default `Quorum` (2 of 3): with `w` also a
+    /// quorum, every read overlaps every acknowledged write on one replica.
+    pub r: crate::replication::Consistency,
+    /// Default write quorum. Default `Quorum`.
+    pub w: crate::replication::Consistency,
+    /// How concurrent writes are resolved. Default `Siblings`: loses no write
+    /// and assumes nothing about values.
+    pub policy: crate::version::ConflictPolicy,
+    /// Whether fallbacks count towards a write's quorum when primaries are
+    /// down (a *sloppy* quorum, as in Dynamo). Default false: a quorum is
+    /// a quorum of primaries, so `r + w > n` makes every read see every
+    /// acknowledged write (reads ask primaries only). Fallbacks still get
+    /// the write as a hint either way, and hand it to the primary when it
+    /// is back. With `true`, writes stay available while fewer than `w`
+    /// primaries are up, at a price the client must accept: a write
+    /// acknowledged by fallbacks is not seen by reads until its hints are
+    /// delivered (`docs/protocol.md`).
+    pub sloppy_quorum: bool,
+    /// Request timeout. Default 5 s: far above a healthy round trip
+    /// (sub-millisecond on a LAN, an fsync of a few ms), short enough that a
+    /// client learns of trouble while it can still act.
+    pub timeout: Duration,
+}
+
+impl Default for BucketProps {
+    fn default() -> Self {
+        BucketProps {
+            n: 3,
+            r: crate::replication::Consistency::Quorum,
+            w: crate::replication::Consistency::Quorum,
+            policy: crate::version::ConflictPolicy::Siblings,
+            sloppy_quorum: false,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BucketProps {
+    /// Checks that the values can work together.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=16).contains(&self.n) {
+            return Err(Error::InvalidInput(format!(
+                "bucket n must be in 1..=16, got {}",
+                self.n
+            )));
+        }
+        self.r.required(self.n)?;
+        self.w.required(self.n)?;
+        if self.timeout.is_zero() {
+            return Err(Error::InvalidInput(
+                "bucket timeout must be positive".into(),
+            ));
+        }
+        if let crate::version::ConflictPolicy::Script(name) = &self.policy {
+            if name.len() > MAX_POLICY_NAME_BYTES {
+                return Err(Error::InvalidInput(format!(
+                    "policy name of {} bytes exceeds the maximum of {MAX_POLICY_NAME_BYTES}",
+                    name.len()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -9,13 +9,13 @@
 //! id, and hands finished answers back with the caller's token.
 //!
 //! Before any of that it checks the request: bucket, key and value sizes
-//! against the limits of [`crate::config`], and the op against the
+//! against the limits of [`crate::replication::limits`], and the op against the
 //! bucket's policy (no plain value into a CRDT bucket, CRDT updates of the
 //! bucket's kind only); a bucket's policy changes only to a compatible one
 //! ([`crate::version::ConflictPolicy::check_change`]). What it cannot check
 //! without the stored object (an update of a key that holds no state of
 //! the bucket's kind, a counter add past 64 bits, an object grown past
-//! [`crate::config::MAX_OBJECT_BYTES`]) the coordinating replica refuses
+//! [`crate::replication::limits::MAX_OBJECT_BYTES`]) the coordinating replica refuses
 //! ([`super::ReplicaError::refused`]), and the put machine answers that
 //! refusal at once. All are `Error::InvalidInput`, with nothing stored anywhere.
 //!
@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use super::get::{GetOptions, GetReply, GetRequest, Repair};
 use super::put::{PutOptions, PutReply, PutRequest};
 use super::{Consistency, Outbox, ReplicaReply, Target, Write};
-use crate::config::BucketProps;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
+use crate::replication::BucketProps;
 use crate::ring::{key_token, Placement, Ring, RingState, Token};
 use crate::version::{CausalContext, Hlc, Payload, Timestamp};
 
@@ -235,7 +235,7 @@ impl<C> Coordinator<C> {
         props: BucketProps,
         wall_ms: u64,
     ) -> Result<BucketEntry> {
-        crate::config::check_bucket(&bucket)?;
+        crate::replication::limits::check_bucket(&bucket)?;
         // Once set, a bucket keeps a policy its stored values can be read
         // under (see `ConflictPolicy::check_change`). A bucket never set
         // takes any policy: nothing can be stored under the default yet
@@ -500,7 +500,7 @@ impl<C> Coordinator<C> {
             | ClientOp::Put { bucket, key, .. }
             | ClientOp::Update { bucket, key, .. } => (bucket, key),
         };
-        crate::config::check_bucket_key(bucket, key)?;
+        crate::replication::limits::check_bucket_key(bucket, key)?;
         let policy = &self.bucket(bucket).policy;
         match op {
             ClientOp::Get { .. } => Ok(()),
@@ -523,7 +523,7 @@ impl<C> Coordinator<C> {
                         super::key_name(bucket, key)
                     )))
                 }
-                (_, Payload::Value(v)) => crate::config::check_value(v.len()),
+                (_, Payload::Value(v)) => crate::replication::limits::check_value(v.len()),
                 (_, Payload::Tombstone) => Ok(()),
             },
             ClientOp::Update { op, .. } => {
@@ -539,9 +539,11 @@ impl<C> Coordinator<C> {
                 match op {
                     CrdtOp::Add(_) => Ok(()),
                     CrdtOp::SetAdd(members) | CrdtOp::SetRemove(members) => {
-                        crate::config::check_members(members.iter().map(|m| m.as_slice()))
+                        crate::replication::limits::check_members(
+                            members.iter().map(|m| m.as_slice()),
+                        )
                     }
-                    CrdtOp::Assign(v) => crate::config::check_value(v.len()),
+                    CrdtOp::Assign(v) => crate::replication::limits::check_value(v.len()),
                 }
             }
         }
@@ -708,7 +710,7 @@ fn reply_timestamp(reply: &ReplicaReply) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MAX_BUCKET_BYTES;
+    use crate::replication::limits::MAX_BUCKET_BYTES;
     use crate::replication::replica::ReplicaStore;
     use crate::replication::ReplicaRequest;
     use crate::ring::claim_join;
@@ -1241,8 +1243,8 @@ mod tests {
         // At the limits, it works.
         let big = put(
             &[b'b'; MAX_BUCKET_BYTES],
-            &vec![b'k'; crate::config::MAX_KEY_BYTES],
-            Payload::Value(vec![0; crate::config::MAX_VALUE_BYTES]),
+            &vec![b'k'; crate::replication::limits::MAX_KEY_BYTES],
+            Payload::Value(vec![0; crate::replication::limits::MAX_VALUE_BYTES]),
             CausalContext::empty(),
         );
         assert!(run(&mut c, &stores, big).is_ok());
@@ -1254,7 +1256,7 @@ mod tests {
     #[test]
     fn a_write_that_would_make_an_object_too_large_is_refused() {
         let (mut c, stores) = three();
-        let half = crate::config::MAX_OBJECT_BYTES / 2 + 1;
+        let half = crate::replication::limits::MAX_OBJECT_BYTES / 2 + 1;
         let blind = || {
             put(
                 b"b",

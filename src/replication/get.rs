@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::{Outbox, Receipt, ReplicaReply, ReplicaRequest, Target};
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::{ConflictPolicy, Object};
 
 /// When read repair runs.

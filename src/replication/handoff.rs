@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::replica::Hint;
 use super::{Outbox, ReplicaReply, ReplicaRequest};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::ConflictPolicy;
 
 /// A hint the owner acknowledged: remove it from the hint store.

@@ -56,11 +56,13 @@
 
 pub mod anti_entropy;
 pub mod buckets;
-pub mod client_ops;
+pub mod config;
 pub mod coordinator;
 pub mod get;
 pub mod handoff;
+pub mod limits;
 pub mod merkle;
+pub mod messages;
 pub mod put;
 pub mod replica;
 pub mod transfer;
@@ -68,10 +70,13 @@ pub mod transfer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Timestamp};
 
+pub use buckets::BucketProps;
+pub use config::{AntiEntropyConfig, ReplicaConfig, TransferConfig};
 pub use get::{GetOptions, GetReply, GetRequest};
+pub use messages::{AntiEntropyMsg, ReplicationMsg, TransferMsg};
 pub use put::{PutOptions, PutReply, PutRequest};
 
 /// Bugs of earlier versions, put back on purpose so that the simulator's
@@ -283,7 +288,7 @@ pub enum ReplicaError {
     /// A refusal of the request itself, the same on any replica: a CRDT
     /// update that does not apply to the stored state, a counter that would
     /// overflow, an object that would exceed
-    /// [`crate::config::MAX_OBJECT_BYTES`]. Nothing was stored. The
+    /// [`crate::replication::limits::MAX_OBJECT_BYTES`]. Nothing was stored. The
     /// coordinator answers it at once with [`Error::InvalidInput`] instead
     /// of asking another replica.
     Refused(String),

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::{Outbox, Receipt, ReplicaError, ReplicaReply, ReplicaRequest, Target, Write};
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::version::{ConflictPolicy, Object};
 
 /// Request ids of a round carry the round number from this bit up; the

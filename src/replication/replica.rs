@@ -77,7 +77,7 @@ use std::sync::{Arc, Mutex};
 use super::{ReplicaError, ReplicaReply, ReplicaRequest, Write};
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 use crate::ring::{key_token, Token};
 use crate::storage::{Engine, KeyRange, WriteBatch, MAX_VALUE_BYTES};
 use crate::version::{ConflictPolicy, Dot, Object, Payload, Timestamp};
@@ -135,9 +135,9 @@ struct Actors {
     slots: std::collections::HashMap<Slot, NodeId>,
 }
 
-/// The largest bucket name: [`crate::config::MAX_BUCKET_BYTES`] (its
+/// The largest bucket name: [`crate::replication::limits::MAX_BUCKET_BYTES`] (its
 /// length is stored in two bytes).
-pub const MAX_BUCKET_BYTES: usize = crate::config::MAX_BUCKET_BYTES;
+pub const MAX_BUCKET_BYTES: usize = crate::replication::limits::MAX_BUCKET_BYTES;
 
 /// The engine key of an object: see the module docs.
 ///
@@ -599,12 +599,12 @@ impl ReplicaStore {
                 other => failed(other),
             })?;
         let size = codec::encode(&object).map_err(failed)?.len();
-        if size > crate::config::MAX_OBJECT_BYTES {
+        if size > crate::replication::limits::MAX_OBJECT_BYTES {
             return Err(ReplicaError::refused(format!(
                 "the write would make {} an object of {size} bytes, more than the maximum of {}; \
                  read it and write with the context to replace its siblings",
                 super::key_name(bucket, key),
-                crate::config::MAX_OBJECT_BYTES
+                crate::replication::limits::MAX_OBJECT_BYTES
             )));
         }
         self.store_counting(&k, &object, new_hint)?;

@@ -6,12 +6,12 @@
 //! A transfer is *pulled* by the node that receives the range. For each
 //! source it keeps a cursor: the engine key of the last object it has
 //! durably stored from that source (none at first). It sends the source a
-//! [`Message::TransferPull`] for the next batch after that cursor; the
+//! [`TransferMsg::Pull`] for the next batch after that cursor; the
 //! source scans its store from just after the cursor to the end of the
 //! range (one consistent engine scan per pull) and answers with a
-//! [`Message::TransferBatch`]: objects up to a byte limit, the new cursor
+//! [`TransferMsg::Batch`]: objects up to a byte limit, the new cursor
 //! (the last key in the batch) and whether the range is exhausted. A
-//! source that cannot serve answers [`Message::TransferRefused`] with a
+//! source that cannot serve answers [`TransferMsg::Refused`] with a
 //! [`TransferRefusal`]. Replies echo the cursor they answer, so a late or
 //! duplicated reply is recognised and dropped.
 //!
@@ -57,9 +57,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::replica::{object_range, parse_object_key};
-use crate::config::TransferConfig;
 use crate::error::{Error, Result};
-use crate::message::{Message, NodeId};
+use crate::id::NodeId;
+use crate::replication::TransferConfig;
+use crate::replication::TransferMsg;
 use crate::ring::{key_token, Token, TokenRange};
 use crate::storage::KeyRange;
 use crate::version::Object;
@@ -173,6 +174,29 @@ pub enum TransferState {
     Failed(String),
 }
 
+/// What a node served, as a source, for one receiver's transfer: the
+/// source side's counts, kept by the node's Handoff actor (which serves
+/// pulls) and shown in status views (`protocol::ServedView`). Plain data,
+/// here beside the receiving side's [`TransferProgress`] so that the wire
+/// layer can convert it without importing the actors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServedStats {
+    /// The receiver.
+    pub receiver: NodeId,
+    /// Its transfer id.
+    pub transfer: u64,
+    /// Pulls answered with a batch.
+    pub pulls: u64,
+    /// Of those, pulls from the start of the range (no cursor).
+    pub from_start: u64,
+    /// Objects sent.
+    pub keys: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Pulls refused.
+    pub refused: u64,
+}
+
 /// A transfer's progress, for status views and the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferProgress {
@@ -203,8 +227,8 @@ pub enum TransferEffect {
     Send {
         /// The destination.
         to: NodeId,
-        /// The message (a [`Message::TransferPull`]).
-        msg: Message,
+        /// The message (a [`TransferMsg::Pull`]).
+        msg: TransferMsg,
     },
     /// Merge `items` into the store under their buckets' policies, then
     /// persist `record` (under [`record_name`]), then report with
@@ -632,11 +656,11 @@ impl Transfers {
         &mut self,
         now: Instant,
         from: NodeId,
-        msg: Message,
+        msg: TransferMsg,
         out: &mut Vec<TransferEffect>,
     ) {
         match msg {
-            Message::TransferBatch {
+            TransferMsg::Batch {
                 transfer,
                 after,
                 items,
@@ -644,7 +668,7 @@ impl Transfers {
                 done,
                 bytes,
             } => self.on_batch(now, from, transfer, after, items, next, done, bytes, out),
-            Message::TransferRefused {
+            TransferMsg::Refused {
                 transfer,
                 after,
                 reason,
@@ -913,7 +937,7 @@ impl Transfers {
                 s.step = Step::Pulling { since: now };
                 out.push(TransferEffect::Send {
                     to: s.node,
-                    msg: Message::TransferPull {
+                    msg: TransferMsg::Pull {
                         transfer: id,
                         range: t.spec.range,
                         after: s.after.clone(),
@@ -992,7 +1016,7 @@ mod tests {
                 TransferEffect::Send {
                     to,
                     msg:
-                        Message::TransferPull {
+                        TransferMsg::Pull {
                             transfer, after, ..
                         },
                 } => Some((*to, *transfer, after.clone())),
@@ -1001,9 +1025,9 @@ mod tests {
             .collect()
     }
 
-    fn batch(id: u64, after: Option<Vec<u8>>, items: Vec<TransferItem>, done: bool) -> Message {
+    fn batch(id: u64, after: Option<Vec<u8>>, items: Vec<TransferItem>, done: bool) -> TransferMsg {
         let next = items.last().map(cursor_of).unwrap_or(after.clone());
-        Message::TransferBatch {
+        TransferMsg::Batch {
             transfer: id,
             after,
             bytes: 10 * items.len() as u64,
@@ -1151,7 +1175,7 @@ mod tests {
         let mut m = Transfers::new(ME, config(), 1);
         let mut out = Vec::new();
         m.start(t0, spec(1, &[A]), None, &mut out).unwrap();
-        let busy = Message::TransferRefused {
+        let busy = TransferMsg::Refused {
             transfer: 1,
             after: None,
             reason: TransferRefusal::Busy,
@@ -1170,7 +1194,7 @@ mod tests {
             assert_eq!(pulls(&out), vec![(A, 1, None)]);
         }
         // A failing source: after max_failures in a row the transfer fails.
-        let failed = Message::TransferRefused {
+        let failed = TransferMsg::Refused {
             transfer: 1,
             after: None,
             reason: TransferRefusal::Failed("disk".into()),

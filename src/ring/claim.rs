@@ -57,9 +57,9 @@ use std::collections::{BTreeMap, BinaryHeap};
 use rand::Rng;
 
 use super::{Ring, Token, VNode, TOKEN_SPACE};
-use crate::config::DEFAULT_CLAIM_REPLICAS;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
+use crate::ring::DEFAULT_CLAIM_REPLICAS;
 
 /// The ring after `node` joins with `vnodes` tokens placed by the balancing
 /// claim. The epoch rises by one.

@@ -45,6 +45,7 @@
 //! and no rack or zone awareness.
 
 pub mod claim;
+pub mod config;
 pub mod plan;
 pub mod transition;
 
@@ -54,11 +55,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 pub use claim::{
     claim_join, claim_join_for, claim_leave, claim_leave_for, random_join, random_leave,
 };
+pub use config::{RingConfig, DEFAULT_CLAIM_REPLICAS, DEFAULT_VNODES_PER_NODE};
 pub use plan::{MovePlan, RangeMove, TokenRange};
 pub use transition::{Change, Pending, Placement, RingState};
 

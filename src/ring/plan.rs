@@ -25,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Ring, Token, TOKEN_SPACE};
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// A contiguous range of tokens: from `after` (exclusive) to `through`
 /// (inclusive), wrapping past `u64::MAX`. When `after == through` the range

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MovePlan, RangeMove, Ring, Token, TokenRange};
 use crate::codec;
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// Why the ring is changing.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

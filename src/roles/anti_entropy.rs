@@ -11,9 +11,11 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::stored_buckets::BucketView;
-use crate::config::{AntiEntropyConfig, BucketProps, DEFAULT_MAX_FRAME_BYTES};
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::replication::{AntiEntropyConfig, BucketProps};
 use crate::error::Result;
-use crate::message::{Message, NodeId};
+use crate::id::NodeId;
+use crate::replication::AntiEntropyMsg;
 use crate::replication::anti_entropy::{answer_tree, Action, AntiEntropy, RepairObject};
 use crate::replication::replica::ReplicaStore;
 
@@ -28,7 +30,7 @@ pub enum Done {
         /// The peer.
         to: NodeId,
         /// The message.
-        msg: Message,
+        msg: AntiEntropyMsg,
     },
     /// This node's tree of a range, for an exchange it initiates.
     Scanned {
@@ -42,7 +44,7 @@ pub enum Done {
         /// The peer.
         to: NodeId,
         /// The diff message and the keys scanned.
-        answer: Result<(Message, u64)>,
+        answer: Result<(AntiEntropyMsg, u64)>,
     },
     /// Objects read to push to a peer.
     Pushed {
@@ -205,7 +207,7 @@ pub fn finish(
                 machine.charge_objects(now, objects.len() as u64);
                 out.push(Action::Send {
                     to,
-                    msg: Message::AntiEntropyRepair {
+                    msg: AntiEntropyMsg::Repair {
                         session,
                         objects,
                         want,
@@ -223,7 +225,7 @@ pub fn finish(
                 if let Some((to, session)) = reply {
                     out.push(Action::Send {
                         to,
-                        msg: Message::AntiEntropyRepaired {
+                        msg: AntiEntropyMsg::Repaired {
                             session,
                             objects: back,
                         },
@@ -243,7 +245,7 @@ pub fn finish(
                 for peer in to {
                     out.push(Action::Send {
                         to: peer,
-                        msg: Message::AntiEntropyHints {
+                        msg: AntiEntropyMsg::Hints {
                             owners: owners.clone(),
                         },
                     });

@@ -42,15 +42,15 @@ use tracing::warn;
 
 use super::stored_buckets::BUCKETS_META;
 use crate::codec;
-use crate::config::{BucketProps, ReplicaConfig};
+use crate::replication::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
 use crate::membership::MemberEvent;
-use crate::message::{Message, NodeId};
+use crate::id::NodeId;
 use crate::replication::buckets::BucketEntry;
 use crate::replication::coordinator::{Answer, ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
 use crate::replication::handoff::HintedHandoff;
 use crate::replication::replica::{Hint, ReplicaStore};
-use crate::replication::{Outbox, ReplicaReply};
+use crate::replication::{Outbox, ReplicaReply, ReplicationMsg};
 use crate::ring::RingState;
 use crate::version::Object;
 
@@ -63,7 +63,7 @@ pub enum Effect<C> {
         /// The node.
         to: NodeId,
         /// The message.
-        msg: Message,
+        msg: ReplicationMsg,
     },
     /// Storage work for the executor; what it finds comes back through
     /// [`CoordinatorRole::on_stored`].
@@ -285,12 +285,12 @@ impl<C> CoordinatorRole<C> {
         &mut self,
         now: Instant,
         from: NodeId,
-        msg: Message,
+        msg: ReplicationMsg,
         out: &mut Vec<Effect<C>>,
     ) -> bool {
         match msg {
-            Message::Replicated { reply } => self.on_reply(now, from, reply, out),
-            Message::Buckets { buckets } => {
+            ReplicationMsg::Replicated { reply } => self.on_reply(now, from, reply, out),
+            ReplicationMsg::Buckets { buckets } => {
                 if !self.machine.merge_buckets(buckets).is_empty() {
                     out.push(Effect::Store(StoreWork::SaveBuckets(
                         self.machine.buckets().entries(),
@@ -366,7 +366,7 @@ impl<C> CoordinatorRole<C> {
                 if let Some(&peer) = peers.iter().choose(&mut self.rng) {
                     out.push(Effect::Send {
                         to: peer,
-                        msg: Message::Buckets {
+                        msg: ReplicationMsg::Buckets {
                             buckets: self.machine.buckets().entries(),
                         },
                     });
@@ -426,7 +426,7 @@ impl<C> CoordinatorRole<C> {
         for peer in self.peers() {
             out.push(Effect::Send {
                 to: peer,
-                msg: Message::Buckets {
+                msg: ReplicationMsg::Buckets {
                     buckets: entries.clone(),
                 },
             });
@@ -445,7 +445,7 @@ impl<C> CoordinatorRole<C> {
         for (to, request) in sends {
             out.push(Effect::Send {
                 to,
-                msg: Message::Replicate { request },
+                msg: ReplicationMsg::Replicate { request },
             });
         }
     }

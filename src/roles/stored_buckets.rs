@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::config::{BucketProps, DEFAULT_MAX_FRAME_BYTES};
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::replication::BucketProps;
 use crate::error::Result;
 use crate::replication::buckets::BucketEntry;
 use crate::replication::replica::ReplicaStore;

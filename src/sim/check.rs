@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 
 use super::history::{BucketKind, History, Observed, OpRecord, Outcome, SimOp};
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// Something a history shows the store did that it promises never to do
 /// (or, from [`well_formed`], something wrong with the history itself).

@@ -48,23 +48,24 @@ use serde_bytes::ByteBuf;
 
 use super::history::{BucketKind, History, Observed, OpRecord, Outcome, SimBucket, SimOp};
 use crate::codec;
-use crate::config::{
-    AntiEntropyConfig, BucketProps, MembershipConfig, ReplicaConfig, VersionConfig,
-    DEFAULT_MAX_FRAME_BYTES,
-};
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::membership::MembershipConfig;
+use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig};
+use crate::version::config::VersionConfig;
 use crate::crdt::CrdtKind;
 use crate::error::{Error, Result};
-use crate::membership::{MemberEvent, Membership, Outbox as MemberOutbox};
-use crate::message::{Envelope, Message, NodeId};
+use crate::membership::{MemberEvent, Membership, MembershipMsg, Outbox as MemberOutbox};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message};
 use crate::net::memory::{Fabric, Faults};
 use crate::protocol::{Op, ReadOptions, Reply, WriteOptions};
 use crate::replication::anti_entropy::{Action, AntiEntropy};
 use crate::replication::buckets::BucketEntry;
-use crate::replication::client_ops::{to_client_op, to_reply_for, ReplyKind};
+use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::replication::coordinator::{Answer, Coordinator};
 use crate::replication::get::GetReply;
 use crate::replication::replica::ReplicaStore;
-use crate::replication::{Consistency, Receipt, Regressions};
+use crate::replication::{Consistency, Receipt, Regressions, ReplicationMsg};
 use crate::ring::{claim, key_token, Ring, RingState};
 use crate::roles::anti_entropy as ae_exec;
 use crate::roles::coordinator::{self as coord_exec, CoordinatorRole, Effect, RoleParts};
@@ -782,27 +783,29 @@ impl ClusterSim {
         }
         let Some(m) = node.machines.as_mut() else { return };
         match msg {
-            Message::Gossip { .. } => {
+            Message::Membership(msg) => {
                 let mut out = MemberOutbox::new();
-                m.membership
-                    .step(now, Envelope::new(from, id, msg), &mut out);
+                m.membership.step(
+                    now,
+                    crate::membership::Addressed::new(from, id, msg),
+                    &mut out,
+                );
                 self.member_out(id, out);
             }
-            Message::Replicate { request } => {
+            Message::Replication(ReplicationMsg::Replicate { request }) => {
                 let reply = m.store.handle_from(Some(from), request);
-                self.send(id, from, Message::Replicated { reply });
+                self.send(
+                    id,
+                    from,
+                    Message::Replication(ReplicationMsg::Replicated { reply }),
+                );
             }
-            Message::Replicated { .. } | Message::Buckets { .. } => {
+            Message::Replication(msg) => {
                 let mut out = Vec::new();
                 m.coordinator.on_message(now, from, msg, &mut out);
                 self.carry_coordinator(id, out);
             }
-            Message::AntiEntropyTree { .. }
-            | Message::AntiEntropyDiff { .. }
-            | Message::AntiEntropyRepair { .. }
-            | Message::AntiEntropyRepaired { .. }
-            | Message::AntiEntropyPurge { .. }
-            | Message::AntiEntropyHints { .. } => {
+            Message::AntiEntropy(msg) => {
                 let mut out = Vec::new();
                 m.anti_entropy.step(now, from, msg, &mut out);
                 self.carry_anti_entropy(id, out);
@@ -812,9 +815,9 @@ impl ClusterSim {
         }
     }
 
-    fn member_out(&mut self, id: NodeId, out: MemberOutbox<MemberEvent>) {
+    fn member_out(&mut self, id: NodeId, out: MemberOutbox<MembershipMsg, MemberEvent>) {
         for env in out.messages {
-            self.send(id, env.to, env.msg);
+            self.send(id, env.to, Message::Membership(env.msg));
         }
         if out.events.is_empty() {
             return;
@@ -836,7 +839,7 @@ impl ClusterSim {
             let mut answers = Vec::new();
             for effect in out {
                 match effect {
-                    Effect::Send { to, msg } => self.send(id, to, msg),
+                    Effect::Send { to, msg } => self.send(id, to, Message::Replication(msg)),
                     Effect::Answer(token, answer) => answers.push((token, answer)),
                     Effect::Store(work) => {
                         let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut())
@@ -860,7 +863,7 @@ impl ClusterSim {
             let mut next = Vec::new();
             for action in out {
                 if let Action::Send { to, msg } = action {
-                    self.send(id, to, msg);
+                    self.send(id, to, Message::AntiEntropy(msg));
                     continue;
                 }
                 let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {

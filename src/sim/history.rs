@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// How a bucket of the run resolves its values, as the checkers need to
 /// know it.

@@ -20,10 +20,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::codec;
-use crate::config::{MembershipConfig, DEFAULT_MAX_FRAME_BYTES};
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::error::{Error, Result};
-use crate::membership::{MemberEvent, MemberStatus, Membership, Outbox};
-use crate::message::{Envelope, NodeId};
+use crate::id::NodeId;
+use crate::membership::MembershipConfig;
+use crate::membership::{Addressed, MemberEvent, MemberStatus, Membership, MembershipMsg, Outbox};
+use crate::message::{Envelope, Message};
 use crate::net::memory::{Fabric, Faults};
 
 /// How a simulation is set up.
@@ -318,9 +320,15 @@ impl MembershipSim {
                     }
                 };
                 debug_assert_eq!(envelope.from, from);
+                // Only membership machines run here, so only their gossip
+                // is ever sent.
+                let Message::Membership(msg) = envelope.msg else {
+                    continue;
+                };
                 let mut out = Outbox::new();
                 if let Some(n) = self.nodes.get_mut(&id) {
-                    n.machine.step(self.now, envelope, &mut out);
+                    let addressed = Addressed::new(envelope.from, envelope.to, msg);
+                    n.machine.step(self.now, addressed, &mut out);
                 }
                 self.carry_out(id, out);
             }
@@ -348,12 +356,13 @@ impl MembershipSim {
         }
     }
 
-    fn carry_out(&mut self, node: NodeId, out: Outbox<MemberEvent>) {
+    fn carry_out(&mut self, node: NodeId, out: Outbox<MembershipMsg, MemberEvent>) {
         let at = self.now - self.start;
         for event in out.events {
             self.log.push(LogEntry { at, node, event });
         }
-        for envelope in out.messages {
+        for addressed in out.messages {
+            let envelope = Envelope::from(addressed);
             // A frame too large to send would be refused by a real
             // transport too; the machine treats it as lost.
             if let Ok(frame) = codec::encode_frame(&envelope, DEFAULT_MAX_FRAME_BYTES) {

@@ -34,8 +34,8 @@ use redb::backends::FileBackend;
 use redb::{Builder, Database, Durability, ReadableDatabase, StorageBackend, TableDefinition};
 
 use super::{BatchOp, Engine, EngineStats, KeyRange, ScanIter, WriteBatch};
-use crate::config::{BTreeConfig, SyncPolicy};
 use crate::error::{Error, Result};
+use crate::storage::{BTreeConfig, SyncPolicy};
 
 /// The name of the database file inside the engine's directory.
 pub const BTREE_FILE_NAME: &str = "btree.redb";

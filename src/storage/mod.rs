@@ -43,10 +43,12 @@ use std::ops::Bound;
 use crate::error::{Error, Result};
 
 pub mod btree;
+pub mod config;
 pub mod lsm;
 pub mod memory;
 
 pub use btree::BTreeEngine;
+pub use config::{BTreeConfig, LsmConfig, StorageConfig, SyncPolicy};
 pub use lsm::engine::LsmEngine;
 pub use memory::MemoryEngine;
 
@@ -58,7 +60,7 @@ pub const MAX_KEY_BYTES: usize = 64 * 1024;
 
 /// The largest value an engine accepts: 16 MiB, the wire's frame limit, so
 /// that anything stored can also be sent.
-pub const MAX_VALUE_BYTES: usize = crate::config::DEFAULT_MAX_FRAME_BYTES;
+pub const MAX_VALUE_BYTES: usize = crate::codec::DEFAULT_MAX_FRAME_BYTES;
 
 /// One operation of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]

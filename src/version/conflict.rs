@@ -46,7 +46,7 @@ use super::hlc::Timestamp;
 use super::object::{CausalContext, Object, Payload, Sibling};
 use crate::crdt::CrdtKind;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// What a bucket does with concurrent writes. The default is `Siblings`:
 /// the one policy that neither loses a write nor assumes a value type.

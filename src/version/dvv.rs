@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// One event: the `counter`-th write coordinated by `node`.
 #[derive(

@@ -30,11 +30,13 @@
 //! No storage, no networking, no reading of the system clock except through
 //! [`hlc::SystemClock`], which callers choose to use.
 
+pub mod config;
 pub mod conflict;
 pub mod dvv;
 pub mod hlc;
 pub mod object;
 
+pub use config::VersionConfig;
 pub use conflict::{ConflictPolicy, Resolved, Resolver, ResolverSource, Resolvers};
 pub use dvv::{sync, Dot, Dvv, VersionVector};
 pub use hlc::{Hlc, SystemClock, Timestamp, WallClock, Witness};

@@ -60,7 +60,7 @@ use super::dvv::{Dot, VersionVector};
 use super::hlc::Timestamp;
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::message::NodeId;
+use crate::id::NodeId;
 
 /// What a sibling holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

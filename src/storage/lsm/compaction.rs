@@ -32,8 +32,8 @@
 use std::path::Path;
 
 use super::iterators::StorageIterator;
-use crate::config::LsmConfig;
 use crate::error::Result;
+use crate::storage::LsmConfig;
 
 /// What the policy needs to know about one table.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! A batch is validated, then under a short lock it gets consecutive
 //! sequence numbers and the current memtable with its WAL. Outside the lock
 //! it is appended to that WAL (the WAL groups concurrent appends into one
-//! write and, under [`SyncPolicy::Always`](crate::config::SyncPolicy::Always), one fsync), inserted into the
+//! write and, under [`SyncPolicy::Always`](crate::storage::SyncPolicy::Always), one fsync), inserted into the
 //! memtable, and finally *published*: the visible sequence number moves
 //! past the batch only once every earlier batch is published too, so a
 //! reader never sees batch n+1 without batch n.
@@ -100,8 +100,8 @@ use super::manifest::{Manifest, ManifestState, ManifestTable};
 use super::memtable::MemTable;
 use super::sstable::{Table, TableBuilder, TableInfo, TableIter, TableOptions};
 use super::wal::{Wal, WalRecord};
-use crate::config::LsmConfig;
 use crate::error::{Error, Result};
+use crate::storage::LsmConfig;
 use crate::storage::{BatchOp, Engine, EngineStats, KeyRange, ScanIter, WriteBatch};
 
 /// How long a waiting thread sleeps before looking again even without a

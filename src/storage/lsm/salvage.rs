@@ -2,7 +2,7 @@
 //! what cannot be trusted, so that a node can be rebuilt from its replicas.
 //!
 //! Run by [`LsmEngine::open`](super::engine::LsmEngine::open) before
-//! anything else when [`LsmConfig::salvage`](crate::config::LsmConfig::salvage) is set (`ringkv-node
+//! anything else when [`LsmConfig::salvage`](crate::storage::LsmConfig::salvage) is set (`ringkv-node
 //! --salvage`), with the directory's lock held. It never deletes a file:
 //! everything it takes out of the store is *moved* (renamed) into
 //! `quarantine/` under the engine's directory, and each move is logged at

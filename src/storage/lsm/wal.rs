@@ -79,9 +79,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::fault;
-use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
 use crate::storage::BatchOp;
+use crate::storage::SyncPolicy;
 
 /// The first bytes of every log: `"RKVW"` and the format version 1 as a
 /// little-endian u32.

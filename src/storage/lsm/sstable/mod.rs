@@ -98,7 +98,7 @@ pub struct TableOptions {
 
 impl TableOptions {
     /// The options `config` asks for.
-    pub fn from_config(config: &crate::config::LsmConfig) -> Self {
+    pub fn from_config(config: &crate::storage::LsmConfig) -> Self {
         TableOptions {
             block_bytes: config.block_bytes,
             bloom_false_positive_rate: config.bloom_false_positive_rate,
@@ -124,7 +124,7 @@ impl TableOptions {
 
 impl Default for TableOptions {
     fn default() -> Self {
-        Self::from_config(&crate::config::LsmConfig::default())
+        Self::from_config(&crate::storage::LsmConfig::default())
     }
 }
 

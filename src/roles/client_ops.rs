@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use serde_bytes::ByteBuf;
 
-use super::coordinator::{Answer, ClientOp, RequestOptions};
-use crate::config::{BucketProps, VersionConfig};
 use crate::crdt::{CrdtOp, CrdtValue};
 use crate::error::{Error, Result};
 use crate::protocol::{Op, ReadOptions, Reply, SiblingView, WriteOptions};
+use crate::replication::coordinator::{Answer, ClientOp, RequestOptions};
+use crate::replication::BucketProps;
 use crate::replication::Receipt;
 use crate::storage::MAX_VALUE_BYTES;
+use crate::version::VersionConfig;
 use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Resolved, Resolvers};
 
 /// What shape of reply a data operation expects.
@@ -90,7 +91,7 @@ pub fn to_client_op(op: Op, version: &VersionConfig) -> Result<Option<(ClientOp,
             context: ctx,
             options,
         } => {
-            crate::config::check_value(value.len())?;
+            crate::replication::limits::check_value(value.len())?;
             let op = ClientOp::Put {
                 bucket: bucket.into_vec(),
                 key: key.into_vec(),
@@ -188,11 +189,12 @@ pub fn to_reply_for(
         (ConflictPolicy::Crdt(crdt), Error::Decode { reason, .. }) => Error::InvalidInput(format!(
             "{} does not hold a {crdt:?} state (was it written under another policy?): \
                  {reason}; read it with Get and delete it with the context",
-            super::key_name(bucket, key)
+            crate::replication::key_name(bucket, key)
         )),
-        (ConflictPolicy::Crdt(_), Error::InvalidInput(reason)) => {
-            Error::InvalidInput(format!("{}: {reason}", super::key_name(bucket, key)))
-        }
+        (ConflictPolicy::Crdt(_), Error::InvalidInput(reason)) => Error::InvalidInput(format!(
+            "{}: {reason}",
+            crate::replication::key_name(bucket, key)
+        )),
         (_, other) => other,
     })
 }
@@ -288,7 +290,7 @@ fn object_reply(
                         Payload::Tombstone => None,
                     },
                     timestamp_ms: s.timestamp.physical_ms,
-                    node: super::replica::actor_node(s.dot.node),
+                    node: crate::replication::replica::actor_node(s.dot.node),
                 })
                 .collect(),
         ),
@@ -305,7 +307,7 @@ fn object_reply(
 mod tests {
     use super::*;
     use crate::crdt::CrdtKind;
-    use crate::message::NodeId;
+    use crate::id::NodeId;
     use crate::replication::get::GetReply;
     use crate::replication::put::PutReply;
     use crate::version::Timestamp;
