@@ -225,6 +225,24 @@ mod regressions {
         None
     }
 
+    /// How many of `seeds` seeds fail with `regressions` (run with
+    /// `--ignored --nocapture` to measure a workload change).
+    #[test]
+    #[ignore]
+    fn detection_rates() {
+        for (name, r) in [
+            ("bare node actor", Regressions { bare_node_actor: true, ..Regressions::default() }),
+            ("unordered lww", Regressions { unordered_lww: true, ..Regressions::default() }),
+        ] {
+            let mut options = SearchOptions::new(0, 300);
+            options.regressions = r;
+            options.jobs = 2;
+            let result = search(&options, &|_| {});
+            let seeds: Vec<u64> = result.failures.iter().map(|f| f.seed).collect();
+            eprintln!("{name}: {} of {} seeds fail: {seeds:?}", seeds.len(), result.runs);
+        }
+    }
+
     #[test]
     fn bare_node_actor_is_found() {
         let found = first_failure(
@@ -232,7 +250,7 @@ mod regressions {
                 bare_node_actor: true,
                 ..Regressions::default()
             },
-            400,
+            300,
         );
         eprintln!("bare node actor: {found:?}");
         assert!(found.is_some());
@@ -245,7 +263,7 @@ mod regressions {
                 unordered_lww: true,
                 ..Regressions::default()
             },
-            400,
+            300,
         );
         eprintln!("unordered lww: {found:?}");
         assert!(found.is_some());
