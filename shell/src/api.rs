@@ -2,15 +2,19 @@
 //! the conversions between rhai values and the client protocol.
 //!
 //! Functions act on the *current target*: the cluster most recently made
-//! by `cluster(...)` or `connect(...)`, or the one chosen with
+//! by `cluster(...)`, `sim(...)` or `connect(...)`, or the one chosen with
 //! `select(handle)`. Data ops, buckets and views go through the
-//! [`Backend`] trait, so they work the same on an embedded cluster and a
-//! connection; faults and per-node views need the embedded cluster.
+//! [`Backend`] trait, so they work the same on an embedded cluster, a
+//! simulation and a connection; faults, per-node views, waits and ring
+//! changes go through the target's [`Nodes`], which an embedded cluster
+//! and a simulation have and a connection does not. On a simulation,
+//! `sleep` and the waits advance its virtual time (see [`crate::sim`]).
 //!
 //! Script policies: an embedded cluster's nodes resolve siblings with the
-//! shell's policies themselves. A node reached by `connect` knows none of
-//! them, so it returns the siblings; `get` then resolves them here, with
-//! the same sandboxed policy, and reports a failure the same way.
+//! shell's policies themselves. A node reached by `connect`, or a
+//! simulated one, knows none of them, so it returns the siblings; `get`
+//! then resolves them here, with the same sandboxed policy, and reports a
+//! failure the same way.
 //!
 //! Long-running functions (`sleep`, the waits, `workload`) give up with
 //! `interrupted` when [`Context::interrupt`] is set (the REPL sets it on
@@ -38,10 +42,11 @@ use ringkv::version::Resolvers;
 use ringkv::ConflictPolicy;
 use serde_bytes::ByteBuf;
 
-use crate::backend::{Backend, Remote};
+use crate::backend::{Backend, Nodes, Remote};
 use crate::cluster::{Cluster, ClusterOptions, EngineKind, TransportKind};
 use crate::policy::{PolicyTable, TableSource};
 use crate::runtime::Runtime;
+use crate::sim::{Sim, SimOptions};
 use crate::table::Table;
 
 /// What the API's functions throw.
@@ -108,15 +113,15 @@ impl Context {
         }
     }
 
-    /// Polls `check` on `cluster` until it holds (true), `ms` pass
-    /// (false), or the input is interrupted (an error).
+    /// Polls `check` on `nodes` until it holds (true), `ms` pass on their
+    /// clock (false), or the input is interrupted (an error).
     fn wait_on(
         &self,
-        cluster: &Cluster,
+        nodes: &dyn Nodes,
         ms: INT,
         mut check: impl FnMut() -> Result<bool, String>,
     ) -> Result<bool, String> {
-        cluster.wait(Duration::from_millis(ms.max(0) as u64), || {
+        nodes.wait(Duration::from_millis(ms.max(0) as u64), &mut || {
             if self.interrupted() {
                 return Err(INTERRUPTED.to_string());
             }
@@ -140,26 +145,30 @@ impl Context {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| fail("no cluster: start one with cluster(3) or connect(\"host:port\")"))
+            .ok_or_else(|| {
+                fail(
+                    "no cluster: start one with cluster(3), sim(3, seed) or connect(\"host:port\")",
+                )
+            })
     }
 
     fn set_target(&self, b: Arc<dyn Backend>) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(b);
     }
 
-    /// The current target as an embedded cluster.
-    fn with_cluster<T>(
+    /// The current target's nodes (an embedded cluster or a simulation).
+    fn with_nodes<T>(
         &self,
         what: &str,
-        f: impl FnOnce(&Cluster) -> Result<T, String>,
+        f: impl FnOnce(&dyn Nodes) -> Result<T, String>,
     ) -> ApiResult<T> {
         let target = self.target()?;
-        let cluster = target.cluster().ok_or_else(|| {
+        let nodes = target.nodes().ok_or_else(|| {
             fail(format!(
-                "{what} needs an embedded cluster (cluster(...)), not a connection"
+                "{what} needs an embedded cluster (cluster(...)) or a simulation (sim(...)), not a connection"
             ))
         })?;
-        f(cluster).map_err(fail)
+        f(nodes).map_err(fail)
     }
 
     /// Stops every cluster this shell started.
@@ -503,7 +512,7 @@ fn get_impl(ctx: &Context, key: Dynamic, o: Map) -> ApiResult<Map> {
         .get("siblings")
         .and_then(|s| s.read_lock::<Array>().map(|a| !a.is_empty()))
         .unwrap_or(false);
-    if has_siblings && target.cluster().is_none() {
+    if has_siblings && !target.runs_script_policies() {
         let bucket = o.bucket.as_deref().unwrap_or(DEFAULT_BUCKET);
         if let ConflictPolicy::Script(name) = bucket_info(ctx, bucket)?.policy {
             resolve_in_shell(ctx, &name, &mut m);
@@ -658,13 +667,13 @@ fn set_bucket_impl(ctx: &Context, name: &str, changes: Map) -> ApiResult<Map> {
     let Reply::Bucket { props: stored } = set else {
         return Err(unexpected("set_bucket", &set));
     };
-    // On an embedded cluster, wait until every running node knows, so that
-    // the next op behaves the same through any node.
+    // On an embedded cluster or a simulation, wait until every running
+    // node knows, so that the next op behaves the same through any node.
     let target = ctx.target()?;
-    if let Some(cluster) = target.cluster() {
+    if let Some(nodes) = target.nodes() {
         let spread = ctx
-            .wait_on(cluster, 10_000, || {
-                for id in cluster.live() {
+            .wait_on(nodes, 10_000, || {
+                for id in nodes.live() {
                     let reply = target.execute(
                         Some(id),
                         Op::GetBucket {
@@ -744,9 +753,63 @@ fn start_cluster(ctx: &Arc<Context>, o: ClusterOptions) -> ApiResult<Handle> {
     Ok(Handle(cluster))
 }
 
+/// What `sim(#{...})` takes: `cluster`'s options that a simulation has.
+fn sim_options(m: &Map) -> ApiResult<SimOptions> {
+    let nodes = match m.get("nodes") {
+        Some(v) => uint(v, "nodes")?,
+        None => 3,
+    };
+    let seed = match m.get("seed") {
+        Some(v) => uint(v, "seed")?,
+        None => 1,
+    };
+    let mut o = SimOptions::new(nodes, seed);
+    for (k, v) in m {
+        match k.as_str() {
+            "nodes" | "seed" => {}
+            "n" => o.n = uint(v, "n")? as usize,
+            "r" => o.r = consistency_of(v, "r")?,
+            "w" => o.w = consistency_of(v, "w")?,
+            "vnodes" => o.vnodes = uint(v, "vnodes")?.max(1) as usize,
+            "engine" | "dir" => {
+                return Err(fail(format!(
+                    "sim: option {k} is not available: a simulation keeps each node's store in memory, and a crash keeps it (as under sync = always)"
+                )))
+            }
+            "transport" => {
+                return Err(fail(
+                    "sim: option transport is not available: a simulation's nodes talk over its own seeded in-process network",
+                ))
+            }
+            "gossip_ms" => {
+                return Err(fail(
+                    "sim: option gossip_ms is not available: simulated nodes gossip every second (a node's default), on virtual time",
+                ))
+            }
+            other => {
+                return Err(fail(format!(
+                    "unknown sim option {other:?}: nodes, seed, n, r, w, vnodes"
+                )))
+            }
+        }
+    }
+    Ok(o)
+}
+
+fn start_sim(ctx: &Arc<Context>, o: SimOptions) -> ApiResult<Handle> {
+    let rt = ctx.runtime()?;
+    let sim: Arc<dyn Backend> = Arc::new(Sim::new(rt, o).map_err(fail)?);
+    ctx.started
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::clone(&sim));
+    ctx.set_target(Arc::clone(&sim));
+    Ok(Handle(sim))
+}
+
 fn status_table(ctx: &Context, observer: Option<u64>) -> ApiResult<Table> {
     let target = ctx.target()?;
-    let Some(cluster) = target.cluster() else {
+    let Some(cluster) = target.nodes() else {
         let reply = run(ctx, None, Op::Status)?;
         let Reply::Status(s) = reply else {
             return Err(unexpected("status", &reply));
@@ -785,7 +848,8 @@ fn status_table(ctx: &Context, observer: Option<u64>) -> ApiResult<Table> {
         None => *live.first().ok_or_else(|| fail("every node is killed"))?,
     };
     let seen = cluster.status_of(observer).map_err(fail)?;
-    let clients = cluster.client_addrs();
+    // A simulation has no client ports: no column.
+    let clients = cluster.client_addrs().unwrap_or_default();
     let mut columns = vec!["node", "state", "phi", "keys", "hints"];
     if !clients.is_empty() {
         columns.push("client");
@@ -898,15 +962,16 @@ fn state_is(s: Option<ringkv::MemberStatus>, want: &[String]) -> bool {
 /// `states`; returns the milliseconds waited.
 fn wait_state(ctx: &Context, node: INT, states: Dynamic, ms: INT) -> ApiResult<INT> {
     let want = states_of(&states)?;
-    let start = Instant::now();
-    let ok = ctx.with_cluster("wait_state", |c| {
-        ctx.wait_on(c, ms, || {
+    let (ok, waited) = ctx.with_nodes("wait_state", |c| {
+        let start = c.now();
+        let ok = ctx.wait_on(c, ms, || {
             let views = c.views_of(node as u64)?;
             Ok(!views.is_empty() && views.iter().all(|(_, s)| state_is(*s, &want)))
-        })
+        })?;
+        Ok((ok, c.now().saturating_sub(start)))
     })?;
     if ok {
-        Ok(start.elapsed().as_millis() as INT)
+        Ok(waited.as_millis() as INT)
     } else {
         Err(fail(format!(
             "node {node} was not {states} on every running node within {ms} ms"
@@ -917,17 +982,18 @@ fn wait_state(ctx: &Context, node: INT, states: Dynamic, ms: INT) -> ApiResult<I
 /// Waits until `observer` sees `node` in one of `states`.
 fn wait_seen(ctx: &Context, observer: INT, node: INT, states: Dynamic, ms: INT) -> ApiResult<INT> {
     let want = states_of(&states)?;
-    let start = Instant::now();
-    let ok = ctx.with_cluster("wait_seen", |cl| {
-        ctx.wait_on(cl, ms, || {
+    let (ok, waited) = ctx.with_nodes("wait_seen", |cl| {
+        let start = cl.now();
+        let ok = ctx.wait_on(cl, ms, || {
             let views = cl.views_of(node as u64)?;
             Ok(views
                 .iter()
                 .any(|(o, s)| *o == observer as u64 && state_is(*s, &want)))
-        })
+        })?;
+        Ok((ok, cl.now().saturating_sub(start)))
     })?;
     if ok {
-        Ok(start.elapsed().as_millis() as INT)
+        Ok(waited.as_millis() as INT)
     } else {
         Err(fail(format!(
             "node {observer} did not see node {node} {states} within {ms} ms"
@@ -961,7 +1027,7 @@ fn remote_ring(ctx: &Context) -> ApiResult<ringkv::protocol::RingView> {
 /// `join()` / `join(id)`: a new node in the embedded cluster.
 fn join_impl(ctx: &Context, id: Option<u64>) -> ApiResult<INT> {
     let target = ctx.target()?;
-    let Some(cluster) = target.cluster() else {
+    let Some(cluster) = target.nodes() else {
         return Err(fail(
             "join() needs an embedded cluster (cluster(...)): on a connection, start a ringkv-node with a running node as its seed",
         ));
@@ -975,7 +1041,7 @@ fn join_impl(ctx: &Context, id: Option<u64>) -> ApiResult<INT> {
 fn decommission_impl(ctx: &Context, n: INT) -> ApiResult<()> {
     let id = node_id(n)?;
     let target = ctx.target()?;
-    if let Some(cluster) = target.cluster() {
+    if let Some(cluster) = target.nodes() {
         return cluster.decommission(id).map_err(fail);
     }
     let me = remote_status(ctx)?.node.0;
@@ -994,7 +1060,7 @@ fn decommission_impl(ctx: &Context, n: INT) -> ApiResult<()> {
 fn remove_impl(ctx: &Context, n: INT) -> ApiResult<()> {
     let id = node_id(n)?;
     let target = ctx.target()?;
-    if let Some(cluster) = target.cluster() {
+    if let Some(cluster) = target.nodes() {
         return cluster.remove(id).map_err(fail);
     }
     match run(
@@ -1023,7 +1089,7 @@ fn transfer_active(t: &ringkv::protocol::TransferView) -> bool {
 /// a connection: of the node connected to).
 fn transfers_table(ctx: &Context) -> ApiResult<Table> {
     let target = ctx.target()?;
-    let (title, rows) = match target.cluster() {
+    let (title, rows) = match target.nodes() {
         Some(cluster) => (
             "range transfers into each running node".to_string(),
             cluster.transfers().map_err(fail)?,
@@ -1074,7 +1140,7 @@ fn transfers_table(ctx: &Context) -> ApiResult<Table> {
 /// in progress and its moves done, and its incoming transfers.
 fn rebalance_table(ctx: &Context) -> ApiResult<Table> {
     let target = ctx.target()?;
-    let (views, transfers, at_rest) = match target.cluster() {
+    let (views, transfers, at_rest) = match target.nodes() {
         Some(cluster) => {
             let views = cluster.ring_views().map_err(fail)?;
             let transfers = cluster.transfers().map_err(fail)?;
@@ -1173,26 +1239,30 @@ fn rebalance_table(ctx: &Context) -> ApiResult<Table> {
 fn wait_rebalanced(ctx: &Context, ms: INT) -> ApiResult<INT> {
     let start = Instant::now();
     let target = ctx.target()?;
-    let ok = match target.cluster() {
-        Some(cluster) => ctx
-            .wait_on(cluster, ms, || cluster.rebalanced())
-            .map_err(fail)?,
+    let (ok, waited) = match target.nodes() {
+        Some(cluster) => {
+            let from = cluster.now();
+            let ok = ctx
+                .wait_on(cluster, ms, || cluster.rebalanced())
+                .map_err(fail)?;
+            (ok, cluster.now().saturating_sub(from))
+        }
         None => {
             let limit = Duration::from_millis(ms.max(0) as u64);
             loop {
                 ctx.check_interrupt()?;
                 if remote_ring(ctx)?.change.is_none() {
-                    break true;
+                    break (true, start.elapsed());
                 }
                 if start.elapsed() >= limit {
-                    break false;
+                    break (false, start.elapsed());
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
     };
     if ok {
-        return Ok(start.elapsed().as_millis() as INT);
+        return Ok(waited.as_millis() as INT);
     }
     let state = rebalance_table(ctx).map_or_else(|e| e.to_string(), |t| t.to_string());
     Err(fail(format!(
@@ -1255,6 +1325,17 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         start_cluster(&c, cluster_options(&m)?)
     });
     let c = Arc::clone(ctx);
+    engine.register_fn("sim", move |n: INT, seed: INT| -> ApiResult<Handle> {
+        let mut m = Map::new();
+        m.insert("nodes".into(), Dynamic::from_int(n));
+        m.insert("seed".into(), Dynamic::from_int(seed));
+        start_sim(&c, sim_options(&m)?)
+    });
+    let c = Arc::clone(ctx);
+    engine.register_fn("sim", move |m: Map| -> ApiResult<Handle> {
+        start_sim(&c, sim_options(&m)?)
+    });
+    let c = Arc::clone(ctx);
     engine.register_fn("connect", move |addr: &str| -> ApiResult<Handle> {
         let rt = c.runtime()?;
         let remote: Arc<dyn Backend> = Arc::new(Remote::connect(rt, addr).map_err(fail)?);
@@ -1267,7 +1348,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     });
     let c = Arc::clone(ctx);
     engine.register_fn("nodes", move || -> ApiResult<Array> {
-        c.with_cluster("nodes()", |cl| {
+        c.with_nodes("nodes()", |cl| {
             Ok(cl
                 .ids()
                 .into_iter()
@@ -1277,7 +1358,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     });
     let c = Arc::clone(ctx);
     engine.register_fn("live_nodes", move || -> ApiResult<Array> {
-        c.with_cluster("live_nodes()", |cl| {
+        c.with_nodes("live_nodes()", |cl| {
             Ok(cl
                 .live()
                 .into_iter()
@@ -1287,9 +1368,9 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     });
     let c = Arc::clone(ctx);
     engine.register_fn("client_addrs", move || -> ApiResult<Map> {
-        c.with_cluster("client_addrs()", |cl| {
+        c.with_nodes("client_addrs()", |cl| {
             Ok(cl
-                .client_addrs()
+                .client_addrs()?
                 .into_iter()
                 .map(|(id, a)| (id.to_string().into(), Dynamic::from(a)))
                 .collect())
@@ -1325,9 +1406,9 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         let o = opts(&o)?;
         let (bucket, key) = (o.bucket(), key_bytes(&k)?);
         let target = c.target()?;
-        let Some(cluster) = target.cluster() else {
+        let Some(cluster) = target.nodes() else {
             return Err(fail(
-                "holders() asks every node's own store, so it needs an embedded cluster (cluster(...)); on a connection, local_get asks the node connected to",
+                "holders() asks every node's own store, so it needs an embedded cluster (cluster(...)) or a simulation (sim(...)); on a connection, local_get asks the node connected to",
             ));
         };
         // Every node at once: one round trip, not one per node.
@@ -1510,20 +1591,20 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     // ---- faults ----
     let c = Arc::clone(ctx);
     engine.register_fn("kill", move |n: INT| -> ApiResult<()> {
-        c.with_cluster("kill", |cl| cl.kill(n.max(0) as u64))
+        c.with_nodes("kill", |cl| cl.kill(n.max(0) as u64))
     });
     let c = Arc::clone(ctx);
     engine.register_fn("restart", move |n: INT| -> ApiResult<()> {
-        c.with_cluster("restart", |cl| cl.restart(n.max(0) as u64))
+        c.with_nodes("restart", |cl| cl.restart(n.max(0) as u64))
     });
     let c = Arc::clone(ctx);
     engine.register_fn("pause", move |n: INT, ms: INT| -> ApiResult<()> {
-        c.with_cluster("pause", |cl| cl.pause(n.max(0) as u64, ms.max(0) as u64))
+        c.with_nodes("pause", |cl| cl.pause(n.max(0) as u64, ms.max(0) as u64))
     });
     let c = Arc::clone(ctx);
     engine.register_fn("partition", move |a: Array, b: Array| -> ApiResult<()> {
         let (a, b) = (node_list(&a, "partition")?, node_list(&b, "partition")?);
-        c.with_cluster("partition", |cl| cl.partition(&a, &b))
+        c.with_nodes("partition", |cl| cl.partition(&a, &b))
     });
     let c = Arc::clone(ctx);
     engine.register_fn(
@@ -1533,36 +1614,40 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
                 node_list(&a, "partition_one_way")?,
                 node_list(&b, "partition_one_way")?,
             );
-            c.with_cluster("partition_one_way", |cl| cl.partition_one_way(&a, &b))
+            c.with_nodes("partition_one_way", |cl| cl.partition_one_way(&a, &b))
         },
     );
     let c = Arc::clone(ctx);
     engine.register_fn("heal", move || -> ApiResult<()> {
-        c.with_cluster("heal", |cl| {
+        c.with_nodes("heal", |cl| {
             cl.heal();
             Ok(())
         })
     });
     let c = Arc::clone(ctx);
     engine.register_fn("drop_rate", move |p: rhai::FLOAT| -> ApiResult<()> {
-        c.with_cluster("drop_rate", |cl| cl.set_drop_rate(p))
+        c.with_nodes("drop_rate", |cl| cl.set_drop_rate(p))
     });
     let c = Arc::clone(ctx);
     engine.register_fn("delay", move |min: INT, max: INT| -> ApiResult<()> {
-        c.with_cluster("delay", |cl| {
+        c.with_nodes("delay", |cl| {
             cl.set_delay(min.max(0) as u64, max.max(0) as u64)
         })
     });
     let c = Arc::clone(ctx);
     engine.register_fn("delay", move |ms: INT| -> ApiResult<()> {
-        c.with_cluster("delay", |cl| {
+        c.with_nodes("delay", |cl| {
             cl.set_delay(ms.max(0) as u64, ms.max(0) as u64)
         })
+    });
+    let c = Arc::clone(ctx);
+    engine.register_fn("skew", move |n: INT, ms: INT| -> ApiResult<()> {
+        c.with_nodes("skew", |cl| cl.skew(n.max(0) as u64, ms))
     });
 
     let c = Arc::clone(ctx);
     engine.register_fn("fault_counters", move || -> ApiResult<Map> {
-        c.with_cluster("fault_counters()", |cl| {
+        c.with_nodes("fault_counters()", |cl| {
             let f = cl.fault_counters();
             let mut m = Map::new();
             m.insert("blocked".into(), Dynamic::from_int(f.blocked as INT));
@@ -1602,7 +1687,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     );
     let c = Arc::clone(ctx);
     engine.register_fn("views", move |n: INT| -> ApiResult<Map> {
-        c.with_cluster("views", |cl| {
+        c.with_nodes("views", |cl| {
             Ok(cl
                 .views_of(n.max(0) as u64)?
                 .into_iter()
@@ -1615,10 +1700,10 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     });
     let c = Arc::clone(ctx);
     engine.register_fn("wait_settled", move |ms: INT| -> ApiResult<INT> {
-        let start = Instant::now();
-        let ok = c.with_cluster("wait_settled", |cl| {
+        let (ok, waited) = c.with_nodes("wait_settled", |cl| {
+            let start = cl.now();
             let live = cl.live();
-            c.wait_on(cl, ms, || {
+            let ok = c.wait_on(cl, ms, || {
                 for id in &live {
                     for (_, s) in cl.views_of(*id)? {
                         if s != Some(ringkv::MemberStatus::Alive) {
@@ -1627,10 +1712,11 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
                     }
                 }
                 Ok(true)
-            })
+            })?;
+            Ok((ok, cl.now().saturating_sub(start)))
         })?;
         if ok {
-            Ok(start.elapsed().as_millis() as INT)
+            Ok(waited.as_millis() as INT)
         } else {
             Err(fail(format!(
                 "the running nodes did not all see each other ALIVE within {ms} ms"
@@ -1639,28 +1725,35 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     });
     let c = Arc::clone(ctx);
     engine.register_fn("wait_hints", move |ms: INT| -> ApiResult<INT> {
-        let start = Instant::now();
-        let ok = c.with_cluster("wait_hints", |cl| {
-            c.wait_on(cl, ms, || Ok(cl.total_hints()? == 0))
+        let (ok, waited) = c.with_nodes("wait_hints", |cl| {
+            let start = cl.now();
+            let ok = c.wait_on(cl, ms, || Ok(cl.total_hints()? == 0))?;
+            Ok((ok, cl.now().saturating_sub(start)))
         })?;
         if ok {
-            Ok(start.elapsed().as_millis() as INT)
+            Ok(waited.as_millis() as INT)
         } else {
             Err(fail(format!("hints were not all delivered within {ms} ms")))
         }
     });
     let c = Arc::clone(ctx);
     engine.register_fn("sleep", move |ms: INT| -> ApiResult<()> {
-        // In slices, so that Ctrl-C ends a long sleep.
-        let until = Instant::now() + Duration::from_millis(ms.max(0) as u64);
-        loop {
-            c.check_interrupt()?;
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
+        // In slices, so that Ctrl-C ends a long sleep. On a simulation
+        // its virtual time passes instead of the wall clock's.
+        let d = Duration::from_millis(ms.max(0) as u64);
+        let interrupted = || {
+            if c.interrupted() {
+                Err(INTERRUPTED.to_string())
+            } else {
+                Ok(())
             }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
+        };
+        let target = c.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match target.as_ref().and_then(|t| t.nodes()) {
+            Some(nodes) => nodes.sleep(d, &interrupted),
+            None => crate::backend::wall_sleep(d, &interrupted),
         }
+        .map_err(fail)
     });
     engine.register_fn("check", |ok: bool, what: &str| -> ApiResult<()> {
         if ok {
@@ -1718,7 +1811,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     let leave = |c: &Context, n: INT, ms: INT| -> ApiResult<()> {
         let id = node_id(n)?;
         let target = c.target()?;
-        let Some(cluster) = target.cluster() else {
+        let Some(cluster) = target.nodes() else {
             return Err(fail(format!(
                 "leave({id}) stops the node, so it needs an embedded cluster (cluster(...)); on a connection, decommission({id}) through node {id}'s client port, then stop its process once ring() no longer lists it"
             )));

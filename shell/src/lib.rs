@@ -10,11 +10,13 @@
 //!
 //! Layout: [`runtime`] (the actix thread the nodes live on) and
 //! [`cluster`] (embedded nodes and faults), both from `ringkv::embedded`; [`backend`] (the one trait over an embedded
-//! cluster and a remote connection), [`policy`] (sandboxed rhai conflict
-//! policies), [`workload`], [`table`], [`help`].
+//! cluster, a simulation and a remote connection, and the [`backend::Nodes`]
+//! trait that faults and per-node views go through), [`sim`] (`sim(n, seed)`:
+//! the deterministic cluster simulator on virtual time), [`policy`]
+//! (sandboxed rhai conflict policies), [`workload`], [`table`], [`help`].
 //!
-//! Not here: any protocol logic; the shell only calls `Node::execute` or
-//! the client with the client protocol's ops.
+//! Not here: any protocol logic; the shell only calls `Node::execute`,
+//! `ClusterSim::execute` or the client with the client protocol's ops.
 
 #![warn(missing_docs)]
 
@@ -24,6 +26,7 @@ pub mod backend;
 pub mod help;
 pub mod policy;
 pub mod repl;
+pub mod sim;
 pub mod table;
 pub mod workload;
 

@@ -23,6 +23,17 @@
 //! Latencies are measured per request on the shell's runtime thread,
 //! which also runs the clients; they include that thread's scheduling, so
 //! they compare runs on one machine, not machines.
+//!
+//! On a simulation (`sim(...)`) `workload` runs on virtual time, on the
+//! script's thread: the clients take turns, one request at a time in a
+//! fixed order (client 0, 1, ..., then 0 again), each request running the
+//! simulation until it is answered, so that a run replays exactly.
+//! Latencies, `seconds` and throughput are in virtual time, and the
+//! read-back's retries wait in virtual time too. Requests never overlap,
+//! so a simulated workload measures the protocol's latencies, not
+//! contention. `workload_start` is refused on a simulation: clients in
+//! the background would race the script on the wall clock, and the run
+//! would no longer replay.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +48,7 @@ use ringkv::replication::Consistency;
 use serde_bytes::ByteBuf;
 
 use crate::api::{fail, ApiResult};
-use crate::backend::Backend;
+use crate::backend::{Backend, Nodes};
 
 /// How long a key's final read may keep retrying before a write counts
 /// as lost.
@@ -125,68 +136,211 @@ fn key_name(k: u64) -> ByteBuf {
     ByteBuf::from(format!("w{k}").into_bytes())
 }
 
-async fn client(
-    backend: Arc<dyn Backend>,
+/// One client: the keys it owns, the contexts of its last writes, and
+/// what it did. The same requests in the same order whether it runs on
+/// the shell's runtime or takes turns on a simulation.
+struct Client {
     c: u64,
     ops: u64,
-    p: Arc<Params>,
-    done: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) -> ClientRun {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed.wrapping_mul(7919).wrapping_add(c));
-    let own: Vec<u64> = (0..p.keys).filter(|k| k % p.clients == c).collect();
-    let mut contexts: BTreeMap<u64, ByteBuf> = BTreeMap::new();
-    let mut run = ClientRun::default();
-    let bucket = ByteBuf::from(p.bucket.as_bytes().to_vec());
-    for seq in 0..ops {
-        if stop.load(Ordering::Relaxed) {
-            break;
+    seq: u64,
+    rng: rand::rngs::StdRng,
+    own: Vec<u64>,
+    contexts: BTreeMap<u64, ByteBuf>,
+    bucket: ByteBuf,
+    read_ratio: f64,
+    value_size: usize,
+    run: ClientRun,
+}
+
+impl Client {
+    /// Client `c` of `p`, making `ops` requests.
+    fn new(c: u64, ops: u64, p: &Params) -> Client {
+        Client {
+            c,
+            ops,
+            seq: 0,
+            rng: rand::rngs::StdRng::seed_from_u64(p.seed.wrapping_mul(7919).wrapping_add(c)),
+            own: (0..p.keys).filter(|k| k % p.clients == c).collect(),
+            contexts: BTreeMap::new(),
+            bucket: ByteBuf::from(p.bucket.as_bytes().to_vec()),
+            read_ratio: p.read_ratio,
+            value_size: p.value_size,
+            run: ClientRun::default(),
         }
-        let k = own[rng.random_range(0..own.len())];
-        let read = rng.random::<f64>() < p.read_ratio;
+    }
+
+    /// Its next request and the key it is about; `None` once it made all
+    /// its requests.
+    fn next(&mut self) -> Option<(u64, Op)> {
+        if self.seq >= self.ops {
+            return None;
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        let k = self.own[self.rng.random_range(0..self.own.len())];
+        let read = self.rng.random::<f64>() < self.read_ratio;
         let op = if read {
             Op::Get {
-                bucket: bucket.clone(),
+                bucket: self.bucket.clone(),
                 key: key_name(k),
                 options: ReadOptions::default(),
             }
         } else {
-            let mut value = format!("c{c}-s{seq}-").into_bytes();
-            value.resize(p.value_size.max(value.len()), b'x');
-            run.writes.entry(k).or_default().push(Write {
+            let mut value = format!("c{}-s{seq}-", self.c).into_bytes();
+            value.resize(self.value_size.max(value.len()), b'x');
+            self.run.writes.entry(k).or_default().push(Write {
                 value: value.clone(),
                 acked: false,
             });
             Op::Put {
-                bucket: bucket.clone(),
+                bucket: self.bucket.clone(),
                 key: key_name(k),
                 value: ByteBuf::from(value),
-                context: contexts.get(&k).cloned(),
+                context: self.contexts.get(&k).cloned(),
                 options: WriteOptions::default(),
             }
         };
+        Some((k, op))
+    }
+
+    /// Records what its request about key `k` gave, after `latency`.
+    fn record(&mut self, k: u64, result: Result<Reply, String>, latency: Duration) {
+        self.run.latencies_us.push(latency.as_micros() as u64);
+        match result {
+            Ok(Reply::Written { context, .. }) => {
+                self.contexts.insert(k, context);
+                if let Some(w) = self.run.writes.get_mut(&k).and_then(|w| w.last_mut()) {
+                    w.acked = true;
+                }
+            }
+            Ok(_) => self.run.reads += 1,
+            Err(e) => {
+                self.run.errors += 1;
+                self.run.first_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// The requests client `c` of `p` makes.
+fn ops_of(p: &Params, c: u64) -> u64 {
+    p.ops / p.clients + u64::from(c < p.ops % p.clients)
+}
+
+/// Executes `op` on `backend`; an op that could not even start is an
+/// error like any other.
+fn outcome(result: Result<ringkv::Result<Reply>, String>) -> Result<Reply, String> {
+    match result {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn client(
+    backend: Arc<dyn Backend>,
+    mut cl: Client,
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> ClientRun {
+    while !stop.load(Ordering::Relaxed) {
+        let Some((k, op)) = cl.next() else { break };
         let started = Instant::now();
         let result = match backend.start(None, op) {
             Ok(fut) => fut.await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        run.latencies_us.push(started.elapsed().as_micros() as u64);
-        match result {
-            Ok(Reply::Written { context, .. }) => {
-                contexts.insert(k, context);
-                if let Some(w) = run.writes.get_mut(&k).and_then(|w| w.last_mut()) {
-                    w.acked = true;
-                }
-            }
-            Ok(_) => run.reads += 1,
-            Err(e) => {
-                run.errors += 1;
-                run.first_error.get_or_insert(e);
-            }
-        }
+        cl.record(k, result, started.elapsed());
         done.fetch_add(1, Ordering::Relaxed);
     }
-    run
+    cl.run
+}
+
+/// What a workload's times are measured on: the wall clock, or a
+/// simulation's virtual time.
+enum Clock<'a> {
+    /// The wall clock, from this instant.
+    Wall(Instant),
+    /// A simulation's clock.
+    Virtual(&'a dyn Nodes),
+}
+
+impl Clock<'_> {
+    fn now(&self) -> Duration {
+        match self {
+            Clock::Wall(start) => start.elapsed(),
+            Clock::Virtual(nodes) => nodes.now(),
+        }
+    }
+
+    fn sleep(&self, d: Duration) -> ApiResult<()> {
+        match self {
+            Clock::Wall(_) => {
+                std::thread::sleep(d);
+                Ok(())
+            }
+            Clock::Virtual(nodes) => nodes.sleep(d, &|| Ok(())).map_err(fail),
+        }
+    }
+}
+
+fn progress_bar(interactive: bool, ops: u64) -> Option<indicatif::ProgressBar> {
+    interactive.then(|| {
+        let bar = indicatif::ProgressBar::new(ops);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} ops {per_sec} {elapsed}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    })
+}
+
+/// Runs the workload on a simulation: the clients take turns, one
+/// request at a time, on virtual time (see the module documentation).
+fn run_simulated(
+    backend: &Arc<dyn Backend>,
+    nodes: &dyn Nodes,
+    p: Params,
+    interactive: bool,
+    interrupt: &AtomicBool,
+) -> ApiResult<Map> {
+    let clock = Clock::Virtual(nodes);
+    let started = clock.now();
+    let mut clients: Vec<Client> = (0..p.clients)
+        .map(|c| Client::new(c, ops_of(&p, c), &p))
+        .collect();
+    let bar = progress_bar(interactive, p.ops);
+    let mut done = 0u64;
+    loop {
+        let mut any = false;
+        for cl in &mut clients {
+            if interrupt.load(Ordering::Relaxed) {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                return Err(fail(crate::api::INTERRUPTED));
+            }
+            let Some((k, op)) = cl.next() else { continue };
+            any = true;
+            let at = clock.now();
+            let result = outcome(backend.execute(None, op));
+            cl.record(k, result, clock.now().saturating_sub(at));
+            done += 1;
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let seconds = clock.now().saturating_sub(started).as_secs_f64();
+    let runs = clients.into_iter().map(|c| c.run).collect();
+    summarize(backend, &p, runs, done, seconds, &clock, interrupt)
 }
 
 /// A workload whose clients are running (`workload_start`), or have
@@ -208,7 +362,13 @@ impl Drop for Running {
 }
 
 /// Starts the workload's clients against `backend` and returns at once.
+/// Refused on a simulation (see the module documentation).
 pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
+    if backend.simulated() {
+        return Err(fail(
+            "workload_start() is not available on a simulation: clients in the background would race the script on the wall clock and the run would no longer replay; run workload(...) between faults instead (on a simulation its clients take turns on virtual time)",
+        ));
+    }
     let p = Arc::new(params(m)?);
     let done = Arc::new(AtomicU64::new(0));
     // Tells the clients to stop: set by `Running::stop`, an interrupt, or
@@ -224,10 +384,9 @@ pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
         started: Instant::now(),
     };
     for c in 0..p.clients {
-        let ops = p.ops / p.clients + u64::from(c < p.ops % p.clients);
-        let (backend, p, done, stop, tx) = (
+        let cl = Client::new(c, ops_of(&p, c), &p);
+        let (backend, done, stop, tx) = (
             Arc::clone(backend),
-            Arc::clone(&p),
             Arc::clone(&done),
             Arc::clone(&stop),
             tx.clone(),
@@ -236,7 +395,7 @@ pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
             .runtime()
             .clone()
             .spawn(move || async move {
-                let _ = tx.send(client(backend, c, ops, p, done, stop).await);
+                let _ = tx.send(client(backend, cl, done, stop).await);
             })
             .map_err(fail)?;
     }
@@ -245,12 +404,18 @@ pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
 
 /// Runs the workload against `backend` and checks its history. Setting
 /// `interrupt` stops the clients after their current request and throws.
+/// On a simulation the clients take turns on virtual time.
 pub fn run(
     backend: &Arc<dyn Backend>,
     m: &Map,
     interactive: bool,
     interrupt: &AtomicBool,
 ) -> ApiResult<Map> {
+    if backend.simulated() {
+        if let Some(nodes) = backend.nodes() {
+            return run_simulated(backend, nodes, params(m)?, interactive, interrupt);
+        }
+    }
     start(backend, m)?.finish(interactive, interrupt)
 }
 
@@ -270,15 +435,7 @@ impl Running {
     /// and verdict. `interactive` draws a progress bar.
     pub fn finish(self, interactive: bool, interrupt: &AtomicBool) -> ApiResult<Map> {
         let p = Arc::clone(&self.p);
-        let bar = interactive.then(|| {
-            let bar = indicatif::ProgressBar::new(p.ops);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} ops {per_sec} {elapsed}",
-            ) {
-                bar.set_style(style);
-            }
-            bar
-        });
+        let bar = progress_bar(interactive, p.ops);
         let mut runs = Vec::new();
         while runs.len() < p.clients as usize {
             if interrupt.load(Ordering::Relaxed) {
@@ -303,62 +460,76 @@ impl Running {
         }
         let seconds = self.started.elapsed().as_secs_f64();
         let ops = self.done();
-
-        let mut hist = Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?;
-        let (mut errors, mut reads, mut first_error) = (0, 0, None);
-        let mut writes: BTreeMap<u64, Vec<Write>> = BTreeMap::new();
-        for r in runs {
-            for l in &r.latencies_us {
-                hist.record((*l).max(1)).map_err(|e| fail(e.to_string()))?;
-            }
-            errors += r.errors;
-            reads += r.reads;
-            if first_error.is_none() {
-                first_error = r.first_error;
-            }
-            writes.extend(r.writes);
-        }
-        let acked: u64 = writes.values().flatten().filter(|w| w.acked).count() as u64;
-        let (checked, unverified, lost) = check(&self.backend, &p, &writes, interrupt)?;
-
-        let ms = |q: f64| Dynamic::from_float(hist.value_at_quantile(q) as f64 / 1000.0);
-        let mut out = Map::new();
-        out.insert("ops".into(), Dynamic::from_int(ops as INT));
-        out.insert(
-            "ok".into(),
-            Dynamic::from_int(ops.saturating_sub(errors) as INT),
-        );
-        out.insert("errors".into(), Dynamic::from_int(errors as INT));
-        out.insert("reads".into(), Dynamic::from_int(reads as INT));
-        out.insert("writes_acked".into(), Dynamic::from_int(acked as INT));
-        out.insert("seconds".into(), Dynamic::from_float(seconds));
-        out.insert(
-            "throughput".into(),
-            Dynamic::from_float(ops as f64 / seconds.max(1e-9)),
-        );
-        out.insert("p50_ms".into(), ms(0.5));
-        out.insert("p90_ms".into(), ms(0.9));
-        out.insert("p99_ms".into(), ms(0.99));
-        out.insert(
-            "max_ms".into(),
-            Dynamic::from_float(hist.max() as f64 / 1000.0),
-        );
-        out.insert("keys_checked".into(), Dynamic::from_int(checked as INT));
-        out.insert("unverified".into(), Dynamic::from_int(unverified as INT));
-        out.insert("lost".into(), Dynamic::from_int(lost.len() as INT));
-        out.insert(
-            "lost_keys".into(),
-            lost.into_iter()
-                .map(|k| Dynamic::from(format!("w{k}")))
-                .collect::<rhai::Array>()
-                .into(),
-        );
-        out.insert(
-            "first_error".into(),
-            first_error.map_or(Dynamic::UNIT, Dynamic::from),
-        );
-        Ok(out)
+        let clock = Clock::Wall(Instant::now());
+        summarize(&self.backend, &p, runs, ops, seconds, &clock, interrupt)
     }
+}
+
+/// The figures of a run whose clients are done, and the check of its
+/// history (the read-back runs on `clock`).
+fn summarize(
+    backend: &Arc<dyn Backend>,
+    p: &Params,
+    runs: Vec<ClientRun>,
+    ops: u64,
+    seconds: f64,
+    clock: &Clock<'_>,
+    interrupt: &AtomicBool,
+) -> ApiResult<Map> {
+    let mut hist = Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?;
+    let (mut errors, mut reads, mut first_error) = (0, 0, None);
+    let mut writes: BTreeMap<u64, Vec<Write>> = BTreeMap::new();
+    for r in runs {
+        for l in &r.latencies_us {
+            hist.record((*l).max(1)).map_err(|e| fail(e.to_string()))?;
+        }
+        errors += r.errors;
+        reads += r.reads;
+        if first_error.is_none() {
+            first_error = r.first_error;
+        }
+        writes.extend(r.writes);
+    }
+    let acked: u64 = writes.values().flatten().filter(|w| w.acked).count() as u64;
+    let (checked, unverified, lost) = check(backend, p, &writes, clock, interrupt)?;
+
+    let ms = |q: f64| Dynamic::from_float(hist.value_at_quantile(q) as f64 / 1000.0);
+    let mut out = Map::new();
+    out.insert("ops".into(), Dynamic::from_int(ops as INT));
+    out.insert(
+        "ok".into(),
+        Dynamic::from_int(ops.saturating_sub(errors) as INT),
+    );
+    out.insert("errors".into(), Dynamic::from_int(errors as INT));
+    out.insert("reads".into(), Dynamic::from_int(reads as INT));
+    out.insert("writes_acked".into(), Dynamic::from_int(acked as INT));
+    out.insert("seconds".into(), Dynamic::from_float(seconds));
+    out.insert(
+        "throughput".into(),
+        Dynamic::from_float(ops as f64 / seconds.max(1e-9)),
+    );
+    out.insert("p50_ms".into(), ms(0.5));
+    out.insert("p90_ms".into(), ms(0.9));
+    out.insert("p99_ms".into(), ms(0.99));
+    out.insert(
+        "max_ms".into(),
+        Dynamic::from_float(hist.max() as f64 / 1000.0),
+    );
+    out.insert("keys_checked".into(), Dynamic::from_int(checked as INT));
+    out.insert("unverified".into(), Dynamic::from_int(unverified as INT));
+    out.insert("lost".into(), Dynamic::from_int(lost.len() as INT));
+    out.insert(
+        "lost_keys".into(),
+        lost.into_iter()
+            .map(|k| Dynamic::from(format!("w{k}")))
+            .collect::<rhai::Array>()
+            .into(),
+    );
+    out.insert(
+        "first_error".into(),
+        first_error.map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    Ok(out)
 }
 
 /// Reads back every key with an acknowledged write; returns how many were
@@ -369,6 +540,7 @@ fn check(
     backend: &Arc<dyn Backend>,
     p: &Params,
     writes: &BTreeMap<u64, Vec<Write>>,
+    clock: &Clock<'_>,
     interrupt: &AtomicBool,
 ) -> ApiResult<(u64, u64, Vec<u64>)> {
     let mut checked = 0;
@@ -380,7 +552,7 @@ fn check(
         };
         checked += 1;
         let candidates: Vec<&[u8]> = ws[last..].iter().map(|w| w.value.as_slice()).collect();
-        let deadline = Instant::now() + RECHECK_FOR;
+        let deadline = clock.now() + RECHECK_FOR;
         let mut answered = false;
         for attempt in 0.. {
             if interrupt.load(Ordering::Relaxed) {
@@ -425,7 +597,7 @@ fn check(
                     break;
                 }
             }
-            if Instant::now() >= deadline {
+            if clock.now() >= deadline {
                 if answered {
                     let show =
                         |v: &[u8]| String::from_utf8_lossy(v).trim_end_matches('x').to_string();
@@ -441,7 +613,7 @@ fn check(
                 }
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            clock.sleep(Duration::from_millis(100))?;
         }
     }
     Ok((checked - unverified, unverified, lost))

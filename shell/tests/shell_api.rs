@@ -4,7 +4,11 @@
 //! cluster is reached through `connect` and partitioned; every fault
 //! (one-way partitions, drop rate, delay) works on a TCP cluster; script
 //! policies work through `connect` to another process's TCP cluster,
-//! resolved in the shell; an LSM node restarts on its directory.
+//! resolved in the shell; an LSM node restarts on its directory. On a
+//! simulation (`sim`): a script replays byte for byte on one seed and
+//! differs on another, in virtual time; a partition refuses strict-quorum
+//! writes exactly where too few primaries are reachable; functions a
+//! simulation cannot have fail naming themselves.
 
 mod support;
 
@@ -388,5 +392,162 @@ fn decommission_and_remove_through_connect() {
             check(get("k" + i, #{ r: "quorum" }).value == "v" + i, "k" + i + " survived");
         }
         "#;
+    ok(&script);
+}
+
+/// An experiment on `sim(5, SEED)` that prints what depends on timing:
+/// detection waits, receipts, fallbacks, frame counts, a workload's
+/// virtual latencies. More than two minutes of virtual time.
+const SIM_EXPERIMENT: &str = r#"
+    let s = sim(5, SEED);
+    set_bucket("sloppy", #{ sloppy_quorum: true });
+    for i in 0..20 { put("k" + i, "v" + i); }
+    print(status());
+    partition([1, 2], [3, 4, 5]);
+    print("1 sees 3 down after " + wait_seen(1, 3, "Down", 60000) + " ms");
+    for i in 0..10 {
+        try {
+            print(put("k" + i, "p" + i, #{ via: 1 + i % 5, bucket: "sloppy" }).receipt);
+        } catch (e) {
+            print("k" + i + ": " + e);
+        }
+    }
+    sleep(60000);
+    heal();
+    print("settled after " + wait_settled(60000) + " ms, hints after " + wait_hints(60000) + " ms");
+    print(get("k3", #{ r: "all", bucket: "sloppy" }));
+    print(holders("k3", #{ bucket: "sloppy" }));
+    kill(4);
+    sleep(15000);
+    print(views(4));
+    restart(4);
+    pause(2, 3000);
+    print(get("k1", #{ via: 2 }).receipt);
+    print(workload(#{ ops: 100, keys: 10, seed: 3 }));
+    print(fault_counters());
+    print(s);
+"#;
+
+fn sim_experiment(seed: u64) -> String {
+    let started = std::time::Instant::now();
+    let out = ok(&SIM_EXPERIMENT.replace("SEED", &seed.to_string()));
+    // Over two minutes of virtual time; on the wall clock, sleeps and
+    // waits that really waited would take that long.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a simulated experiment took {:?} of wall time",
+        started.elapsed()
+    );
+    out
+}
+
+#[test]
+fn a_sim_replays_a_script_byte_for_byte_and_another_seed_differs() {
+    let first = sim_experiment(7);
+    let again = sim_experiment(7);
+    assert!(first.contains("virtual time"), "{first}");
+    assert!(first.contains("settled after"), "{first}");
+    // More than 60 + 15 s of sleeps alone.
+    let virtual_ms: u64 = first
+        .rsplit("virtual time ")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the handle prints its virtual time");
+    assert!(virtual_ms > 75_000, "{virtual_ms} ms of virtual time");
+    assert_eq!(
+        first, again,
+        "the same script on the same seed printed different bytes"
+    );
+    let other = sim_experiment(8);
+    assert_ne!(first, other, "seeds 7 and 8 gave the same history");
+}
+
+#[test]
+fn a_partition_on_a_sim_refuses_strict_writes_where_too_few_primaries_are_reachable() {
+    let out = ok(r#"
+        sim(5, 7);
+        set_bucket("strict", #{ policy: "siblings" });
+        set_bucket("sloppy", #{ policy: "siblings", sloppy_quorum: true });
+        check(bucket("strict").w == "quorum" && !bucket("strict").sloppy_quorum, "w = 2 of 3 primaries");
+        let minority = [1, 2];
+        let majority = [3, 4, 5];
+        // Primaries while every node is up.
+        let primaries = [];
+        for i in 0..30 { primaries.push(preference_list("k" + i, #{ bucket: "strict" }).column("node")); }
+        partition(minority, majority);
+        for a in minority { for b in majority {
+            wait_seen(a, b, "Down", 60000);
+            wait_seen(b, a, "Down", 60000);
+        } }
+        let minority_refused = 0;
+        let majority_refused = 0;
+        for i in 0..30 {
+            let k = "k" + i;
+            let on_minority = primaries[i].filter(|n| minority.contains(n)).len();
+            let via_1 = true;
+            try { put(k, "left", #{ bucket: "strict", via: 1 }); } catch (e) { via_1 = false; }
+            let via_3 = true;
+            try { put(k, "right", #{ bucket: "strict", via: 3 }); } catch (e) { via_3 = false; }
+            if via_1 != (on_minority >= 2) || via_3 != (on_minority <= 1) {
+                throw k + " (primaries " + primaries[i] + "): via 1 " + via_1 + ", via 3 " + via_3;
+            }
+            if !via_1 { minority_refused += 1; }
+            if !via_3 { majority_refused += 1; }
+            put(k, "left", #{ bucket: "sloppy", via: 1 });
+            put(k, "right", #{ bucket: "sloppy", via: 4 });
+        }
+        print("refused: " + minority_refused + " on the minority side, " + majority_refused + " on the majority side");
+        check(minority_refused > 0 && majority_refused < minority_refused,
+            "a strict write succeeds exactly on the side with two of the key's primaries");
+        heal();
+        wait_settled(60000);
+        wait_hints(60000);
+        for i in 0..30 {
+            let r = get("k" + i, #{ bucket: "sloppy", r: "all" });
+            let v = r.siblings.map(|s| s.value);
+            v.sort();
+            if v != ["left", "right"] { throw "k" + i + ": " + v; }
+        }
+        check(true, "sloppy writes on both sides are both kept as siblings after the heal");
+    "#);
+    assert!(out.contains("refused: "), "{out}");
+}
+
+#[test]
+fn functions_a_sim_cannot_have_fail_naming_themselves_and_the_rest_work() {
+    let script = THROWN.to_string()
+        + r#"
+        let s = sim(3, 1);
+        check(thrown(|| join()).contains("join() is not available on a simulation"), "join");
+        check(thrown(|| decommission(2)).contains("decommission(2) is not available on a simulation"), "decommission");
+        check(thrown(|| leave(2)).contains("leave(2) is not available on a simulation"), "leave");
+        kill(3);
+        check(thrown(|| remove(3)).contains("remove(3) is not available on a simulation"), "remove");
+        check(thrown(|| client_addrs()).contains("client_addrs() is not available on a simulation"), "client_addrs");
+        check(thrown(|| workload_start(#{ ops: 10 })).contains("workload_start() is not available on a simulation"), "workload_start");
+        check(thrown(|| sim(#{ nodes: 3, engine: "lsm" })).contains("option engine is not available"), "sim's engine option");
+        check(thrown(|| kill(3)).contains("node 3 is already killed"), "kill twice");
+        check(thrown(|| put("k", "v", #{ via: 3 })).contains("node 3 is killed"), "via a killed node");
+        // What does make sense works.
+        check(transfers().len() == 0 && wait_rebalanced() == 0, "a fixed ring is at rest");
+        check(ring().len() == 3 && nodes() == [1, 2, 3] && live_nodes() == [1, 2], "ring and nodes");
+        skew(1, -300);
+        restart(3);
+        check(live_nodes() == [1, 2, 3], "restart");
+        check(local_get(3, "nothing").found == false, "local_get");
+        // On an embedded cluster, skew is the one that cannot work.
+        cluster(2);
+        check(thrown(|| skew(1, 300)).contains("skew(1, ..) needs a simulation"), "skew on a cluster");
+        select(s);
+        check(put("k", "v").receipt.answered.len() >= 2, "select goes back to the simulation");
+        // A second pause moves the resume: frozen for 20 s, node 2 is
+        // convicted (resumed after 1 s, it never would be).
+        pause(2, 1000);
+        pause(2, 20000);
+        print("node 2 DOWN after " + wait_state(2, "Down", 30000) + " ms");
+        check(put("k", "w", #{ via: 2 }).receipt.answered.len() >= 2, "a request through a paused node is answered once it resumes");
+        check(wait_state(2, "Alive", 30000) >= 0, "and it is ALIVE again");
+    "#;
     ok(&script);
 }

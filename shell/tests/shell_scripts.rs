@@ -1,6 +1,7 @@
-//! Every script in `scripts/` (all six, `rebalance.rhai` among them) runs
-//! and succeeds; script mode reports errors with their position and exit
-//! status 1; `-e`, `ARGS` and scripts on stdin work.
+//! Every script in `scripts/` (all seven, `rebalance.rhai` among them) runs
+//! and succeeds, and the one on a simulation (`sim_partition.rhai`) prints
+//! the same bytes every run; script mode reports errors with their
+//! position and exit status 1; `-e`, `ARGS` and scripts on stdin work.
 
 mod support;
 
@@ -19,7 +20,7 @@ fn every_script_in_scripts_succeeds() {
         .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
         .collect();
     scripts.sort();
-    assert!(scripts.len() >= 6, "{scripts:?}");
+    assert!(scripts.len() >= 7, "{scripts:?}");
     for script in scripts {
         let name = script.display().to_string();
         let run = shell(&[&name], None, LIMIT);
@@ -36,6 +37,31 @@ fn every_script_in_scripts_succeeds() {
             run.stdout
         );
     }
+}
+
+#[test]
+fn the_simulated_experiment_replays_byte_for_byte() {
+    let runs: Vec<_> = (0..2)
+        .map(|_| shell(&["scripts/sim_partition.rhai"], None, LIMIT))
+        .collect();
+    for run in &runs {
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    }
+    assert!(
+        runs[0]
+            .stdout
+            .contains("ok: a strict-quorum write on the minority side fails"),
+        "{}",
+        runs[0].stdout
+    );
+    assert!(
+        runs[0]
+            .stdout
+            .contains("sim_partition: the properties hold."),
+        "{}",
+        runs[0].stdout
+    );
+    assert_eq!(runs[0].stdout, runs[1].stdout);
 }
 
 #[test]

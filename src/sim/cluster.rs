@@ -54,11 +54,11 @@ use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig};
 use crate::version::config::VersionConfig;
 use crate::crdt::CrdtKind;
 use crate::error::{Error, Result};
-use crate::membership::{MemberEvent, Membership, MembershipMsg, Outbox as MemberOutbox};
 use crate::id::NodeId;
+use crate::membership::{MemberEvent, Membership, MembershipMsg, Outbox as MemberOutbox};
 use crate::message::{Envelope, Message};
-use crate::net::memory::{Fabric, Faults};
-use crate::protocol::{Op, ReadOptions, Reply, WriteOptions};
+use crate::net::memory::{Fabric, FaultCounters, Faults};
+use crate::protocol::{MemberView, Op, ReadOptions, Reply, RingView, StatusView, WriteOptions};
 use crate::replication::anti_entropy::{Action, AntiEntropy};
 use crate::replication::buckets::BucketEntry;
 use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
@@ -114,6 +114,9 @@ pub struct ClusterOptions {
     pub vnodes: usize,
     /// Bugs put back on purpose (to show the checkers find them).
     pub regressions: Regressions,
+    /// The properties of a bucket no one set (those of `buckets` are
+    /// set before the run): the library's defaults unless told otherwise.
+    pub bucket_defaults: BucketProps,
 }
 
 impl ClusterOptions {
@@ -132,6 +135,7 @@ impl ClusterOptions {
             max_skew: Duration::from_millis(400),
             vnodes: 16,
             regressions: Regressions::default(),
+            bucket_defaults: BucketProps::default(),
         }
     }
 }
@@ -413,7 +417,7 @@ impl ClusterSim {
         let mut coordinator = CoordinatorRole::new(
             RoleParts {
                 node: id,
-                bucket_defaults: BucketProps::default(),
+                bucket_defaults: self.options.bucket_defaults.clone(),
                 buckets: stored,
                 config: self.replica.clone(),
                 gossip_interval: self.membership.gossip_interval,
@@ -1130,8 +1134,9 @@ impl ClusterSim {
         Self::quiet_with(ClusterOptions::new(nodes, seed))
     }
 
-    /// [`ClusterSim::quiet`] from `options` (their regressions, skew bound
-    /// and vnodes; the workload and the schedule are dropped).
+    /// [`ClusterSim::quiet`] with the rest of `options` (virtual nodes,
+    /// bucket defaults, ...): its schedule, clients and buckets are
+    /// replaced as `quiet` has them.
     pub fn quiet_with(mut options: ClusterOptions) -> Result<Self> {
         let nodes = options.nodes;
         options.faults = false;
@@ -1212,7 +1217,9 @@ impl ClusterSim {
     /// (they need not fit a checker's model: contexts, deletes, buckets of
     /// any policy); `GetBucket`, `SetBucket` (pushed to every other node at
     /// once, then gossiped), `LocalGet` and `PreferenceList` are answered
-    /// as a node answers them. Other ops fail with `InvalidInput`.
+    /// as a node answers them, and so are `Status` and `Ring`
+    /// ([`ClusterSim::status_view`], [`ClusterSim::ring_view`]). Other ops
+    /// fail with `InvalidInput`.
     pub fn execute(&mut self, via: Option<NodeId>, op: Op) -> Result<Reply> {
         let node = match via {
             Some(n) => n,
@@ -1237,6 +1244,8 @@ impl ClusterSim {
         let wall = self.wall_ms(self.nodes.get(&node).map_or(0, |n| n.skew_ms));
         let now = self.now;
         match op {
+            Op::Status => self.status_view(node).map(Reply::Status),
+            Op::Ring => Ok(Reply::Ring(self.ring_view())),
             Op::GetBucket { bucket } => {
                 let m = self.machines(node)?;
                 Ok(Reply::Bucket {
@@ -1469,6 +1478,76 @@ impl ClusterSim {
             .get(&at)
             .and_then(|n| n.machines.as_ref())
             .and_then(|m| m.membership.status(of))
+    }
+
+    /// Whether `node` is crashed (not restarted since).
+    pub fn is_crashed(&self, node: NodeId) -> bool {
+        self.nodes
+            .get(&node)
+            .is_some_and(|n| matches!(n.life, Life::Crashed))
+    }
+
+    /// Pauses `node` now and resumes it after `d` of virtual time, even
+    /// in the middle of a request. A resume scheduled earlier for the node
+    /// is replaced, so pausing a paused node again moves its resume.
+    pub fn pause_for(&mut self, node: NodeId, d: Duration) {
+        self.schedule
+            .retain(|(_, f)| !matches!(f, Fault::Resume(n) if *n == node));
+        self.apply(Fault::Pause(node));
+        let at = self.now + d;
+        let i = self.schedule.partition_point(|(t, _)| *t <= at);
+        self.schedule.insert(i, (at, Fault::Resume(node)));
+    }
+
+    /// The faults every frame meets now (see [`ClusterSim::set_network`]).
+    pub fn network(&self) -> Faults {
+        self.fabric.faults()
+    }
+
+    /// What the network's faults have done since the start. Every frame
+    /// takes some time on a healthy network too, so `delayed` counts
+    /// nearly every frame.
+    pub fn fault_counters(&self) -> FaultCounters {
+        self.fabric.counters()
+    }
+
+    /// Node `at`'s answer to the client protocol's `Status`: the members
+    /// it knows with their states and phi now, the objects in its store,
+    /// its hints and requests in flight. The simulator moves no ranges,
+    /// so it lists no transfers. Fails when `at` is crashed.
+    pub fn status_view(&self, at: NodeId) -> Result<StatusView> {
+        let m = self.machines(at)?;
+        let phi = m.membership.phis(self.now);
+        Ok(StatusView {
+            node: at,
+            cluster: "sim".into(),
+            members: m
+                .membership
+                .table()
+                .entries()
+                .map(|e| MemberView {
+                    node: e.node,
+                    addr: e.addr.clone(),
+                    state: format!("{:?}", e.status),
+                    phi: phi.get(&e.node).copied().unwrap_or(0.0),
+                    incarnation: e.incarnation,
+                })
+                .collect(),
+            keys: m.store.count_objects(u64::MAX)?,
+            hints: m.store.hint_count() as u64,
+            in_flight: m.coordinator.machine().in_flight() as u64,
+            engine: "memory".into(),
+            transfers: Vec::new(),
+            anti_entropy: m.anti_entropy.stats().clone(),
+            served: Vec::new(),
+            corruptions: 0,
+        })
+    }
+
+    /// The ring, as every node holds it (fixed for a run), as the client
+    /// protocol's `Ring` shows it.
+    pub fn ring_view(&self) -> RingView {
+        crate::node::node::ring_view(&self.ring)
     }
 
     /// The history so far.
