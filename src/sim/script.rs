@@ -56,8 +56,8 @@
 //! | `put [node=]N BUCKET KEY VALUE [ctx] [w= sloppy= timeout=]` | a write through node N | `written (receipt)` |
 //! | `get N BUCKET KEY [r= sloppy= repair=async\|before\|off timeout=]` | a read | the value, `not found` or `siblings a b`, and the receipt |
 //! | `delete N BUCKET KEY [ctx] [w= sloppy= timeout=]` | a delete | as `put` |
-//! | `counter_add N BUCKET KEY BY [w=...]`, `counter_get N BUCKET KEY` | counter ops | `counter 5 (receipt)` |
-//! | `set_add N BUCKET KEY MEMBER`, `set_remove ...`, `set_members N BUCKET KEY` | OR-Set ops | `members a b (receipt)` |
+//! | `counter_add N BUCKET KEY BY [w=...]`, `counter_get N BUCKET KEY [r=...]` | counter ops | `counter 5 (receipt)` (a recorded add: `written (receipt)`, as the simulator's clients record it) |
+//! | `set_add N BUCKET KEY MEMBER`, `set_remove ...`, `set_members N BUCKET KEY` | OR-Set ops | `members a b (receipt)` (a recorded add: `written (receipt)`) |
 //! | `crash NODES`, `restart NODES`, `pause NODES`, `resume NODES` | node faults | each node's state after |
 //! | `partition NODES [NODES]` | [`ClusterSim::partition`] (one side: against every other node) | the sides |
 //! | `oneway NODES NODES` | [`ClusterSim::partition_one_way`] | the cut |
@@ -95,6 +95,13 @@
 //! should not end with `check` on it. `ctx` sends the context of the last
 //! `get` of the same bucket and key (any node; an error before one).
 //! `check` ends the cluster: a later command needs a new `cluster`.
+//! The checkers order two operations only when one completed strictly
+//! before the other was invoked, and commands run back to back share a
+//! virtual instant: a script that wants two writes judged as sequential
+//! puts a `run 10ms` between them.
+//!
+//! The file `every_command` is not a scenario: it uses every command once,
+//! so that each output shape is pinned.
 //!
 //! # Why not the `goldenscript` crate
 //!
