@@ -258,6 +258,9 @@ pub struct ClusterSim {
     /// go to it, and half the partitions cut its primaries off from the
     /// rest, so that histories of one key under many faults are long.
     hot: (usize, String),
+    /// The whole replies of scripted clients' operations, by operation id,
+    /// until [`ClusterSim::request_reply`] takes them.
+    replies: BTreeMap<usize, Reply>,
 }
 
 /// Tokens of [`ClusterSim::execute`]'s requests start here, far past any
@@ -356,6 +359,7 @@ impl ClusterSim {
             raw: BTreeMap::new(),
             next_raw: RAW_TOKENS,
             hot: (0, "k0".into()),
+            replies: BTreeMap::new(),
             fabric: {
                 for &id in &ids {
                     fabric.add_node(id)?;
@@ -1112,6 +1116,9 @@ impl ClusterSim {
             return;
         }
         record.completed = Some(now - self.start);
+        if let (true, Ok(reply)) = (self.clients[client].scripted, &reply) {
+            self.replies.insert(op, reply.clone());
+        }
         record.outcome = match reply {
             Ok(reply) => Outcome::Ok(observe(reply)),
             Err(e) => Outcome::Failed {
@@ -1169,6 +1176,13 @@ impl ClusterSim {
     /// An unknown bucket, or a node that is crashed or paused (its port
     /// does not answer), is a definite failure at once.
     pub fn request(&mut self, node: NodeId, op: SimOp) -> Outcome {
+        self.request_reply(node, op).0
+    }
+
+    /// As [`ClusterSim::request`] (the operation is recorded in the
+    /// history), and also returns the whole reply of a successful one:
+    /// its context, receipt and siblings, which [`Outcome`] leaves out.
+    pub fn request_reply(&mut self, node: NodeId, op: SimOp) -> (Outcome, Option<Reply>) {
         let c = match self.clients.iter().position(|c| c.scripted && c.waiting.is_none()) {
             Some(c) => c,
             None => {
@@ -1186,7 +1200,7 @@ impl ClusterSim {
         let (bucket, _) = op.target();
         if !self.history.buckets.contains_key(bucket) {
             let id = self.start_op_unknown(c, node, op);
-            return self.history.ops[id].outcome.clone();
+            return (self.history.ops[id].outcome.clone(), None);
         }
         let id = self.start_op(c, node, op);
         let deadline = self.now + Duration::from_secs(10);
@@ -1207,7 +1221,10 @@ impl ClusterSim {
             // Never answered: the client gives up.
             self.clients[c].waiting = None;
         }
-        self.history.ops[id].outcome.clone()
+        (
+            self.history.ops[id].outcome.clone(),
+            self.replies.remove(&id),
+        )
     }
 
     /// Executes a client-protocol `op` through node `via` (the lowest
@@ -1441,6 +1458,14 @@ impl ClusterSim {
             .is_some_and(|n| matches!(n.life, Life::Running))
     }
 
+    /// Whether `node` is crashed (not merely paused): its machines are
+    /// gone and its store cannot be read until it restarts.
+    pub fn is_crashed(&self, node: NodeId) -> bool {
+        self.nodes
+            .get(&node)
+            .is_some_and(|n| matches!(n.life, Life::Crashed))
+    }
+
     /// The `n` primaries of `bucket`/`key`, in preference order.
     pub fn primaries(&self, bucket: &str, key: &str) -> Vec<NodeId> {
         let n = self.history.buckets.get(bucket).map_or(3, |b| b.n);
@@ -1464,6 +1489,22 @@ impl ClusterSim {
         observe_object(b.kind, object, m.coordinator.machine(), bucket, key).map(Some)
     }
 
+    /// The object `node`'s store holds for `bucket`/`key`, unresolved:
+    /// every sibling, tombstones included (`None`: nothing stored, or the
+    /// node is crashed). [`ClusterSim::local`] resolves it as a read would,
+    /// which hides a tombstone sibling beside values.
+    pub fn local_object(
+        &self,
+        node: NodeId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<crate::version::Object>> {
+        match self.nodes.get(&node).and_then(|n| n.machines.as_ref()) {
+            Some(m) => m.store.read(bucket.as_bytes(), key.as_bytes()),
+            None => Ok(None),
+        }
+    }
+
     /// Hints `node` holds now (0 when it is crashed).
     pub fn hints(&self, node: NodeId) -> usize {
         self.nodes
@@ -1478,13 +1519,6 @@ impl ClusterSim {
             .get(&at)
             .and_then(|n| n.machines.as_ref())
             .and_then(|m| m.membership.status(of))
-    }
-
-    /// Whether `node` is crashed (not restarted since).
-    pub fn is_crashed(&self, node: NodeId) -> bool {
-        self.nodes
-            .get(&node)
-            .is_some_and(|n| matches!(n.life, Life::Crashed))
     }
 
     /// Pauses `node` now and resumes it after `d` of virtual time, even

@@ -17,6 +17,7 @@ pub mod check;
 pub mod cluster;
 pub mod history;
 pub mod membership;
+pub mod script;
 pub mod search;
 
 pub use membership::{LogEntry, MembershipSim, SimOptions};
