@@ -33,7 +33,10 @@ enum Regression {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "ringkv-sim", about = "Run ringkv's deterministic cluster simulator")]
+#[command(
+    name = "ringkv-sim",
+    about = "Run ringkv's deterministic cluster simulator"
+)]
 struct Args {
     /// Run this one seed (and print its history with --history).
     #[arg(long, conflicts_with = "seeds")]

@@ -27,9 +27,9 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::anti_entropy::{Action, AntiEntropy, AntiEntropyStats};
-use crate::roles::anti_entropy::{finish, run};
 use crate::replication::replica::ReplicaStore;
 use crate::replication::AntiEntropyMsg;
+use crate::roles::anti_entropy::{finish, run};
 
 /// The counters, now.
 #[derive(Message)]
@@ -46,7 +46,6 @@ pub struct RoundNow;
 pub fn tick_interval(period: Duration) -> Duration {
     (period / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
-
 
 fn wall_ms() -> u64 {
     SystemTime::now()

@@ -43,9 +43,9 @@ use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::buckets::BucketTable;
 use crate::replication::coordinator::{Answer, ClientOp};
 use crate::replication::replica::ReplicaStore;
+use crate::replication::ReplicationMsg;
 use crate::replication::Target;
 use crate::roles::coordinator::{execute, save_buckets, CoordinatorRole, Effect, RoleParts};
-use crate::replication::ReplicationMsg;
 
 /// How often request deadlines are checked: a request times out at most
 /// this late.

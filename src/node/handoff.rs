@@ -27,7 +27,6 @@ use actix::prelude::*;
 use tracing::{debug, warn};
 
 use super::coordinator::GetBucket;
-use crate::roles::stored_buckets::BucketView;
 use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::codec;
 use crate::config::{BucketProps, TransferConfig, DEFAULT_MAX_FRAME_BYTES};
@@ -41,6 +40,7 @@ use crate::replication::transfer::{
 };
 use crate::replication::TransferMsg;
 use crate::ring::{Ring, TokenRange};
+use crate::roles::stored_buckets::BucketView;
 use crate::version::ConflictPolicy;
 
 /// How often timeouts, backoffs and the throttle are looked at.

@@ -469,7 +469,14 @@ impl ReplicaStore {
                 hint_for,
             } => ReplicaReply::Coordinated {
                 req,
-                result: self.coordinate(from.map(|f| (f, req)), &bucket, &key, write, &policy, hint_for),
+                result: self.coordinate(
+                    from.map(|f| (f, req)),
+                    &bucket,
+                    &key,
+                    write,
+                    &policy,
+                    hint_for,
+                ),
             },
             ReplicaRequest::Merge {
                 req,

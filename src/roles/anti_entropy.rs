@@ -12,12 +12,12 @@ use tracing::{debug, warn};
 
 use super::stored_buckets::BucketView;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
-use crate::replication::{AntiEntropyConfig, BucketProps};
 use crate::error::Result;
 use crate::id::NodeId;
-use crate::replication::AntiEntropyMsg;
 use crate::replication::anti_entropy::{answer_tree, Action, AntiEntropy, RepairObject};
 use crate::replication::replica::ReplicaStore;
+use crate::replication::AntiEntropyMsg;
+use crate::replication::{AntiEntropyConfig, BucketProps};
 
 /// The most bytes of objects one repair message carries.
 pub const REPAIR_BYTES: usize = DEFAULT_MAX_FRAME_BYTES / 2;
@@ -53,7 +53,10 @@ pub enum Done {
         /// The exchange.
         session: u64,
         /// The objects, and the keys wanted from the peer.
-        objects: Result<(Vec<RepairObject>, Vec<crate::replication::merkle::KeyDigest>)>,
+        objects: Result<(
+            Vec<RepairObject>,
+            Vec<crate::replication::merkle::KeyDigest>,
+        )>,
     },
     /// Objects merged in, and those read back for the peer.
     Repaired {

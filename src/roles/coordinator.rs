@@ -42,14 +42,14 @@ use tracing::warn;
 
 use super::stored_buckets::BUCKETS_META;
 use crate::codec;
-use crate::replication::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
-use crate::membership::MemberEvent;
 use crate::id::NodeId;
+use crate::membership::MemberEvent;
 use crate::replication::buckets::BucketEntry;
 use crate::replication::coordinator::{Answer, ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
 use crate::replication::handoff::HintedHandoff;
 use crate::replication::replica::{Hint, ReplicaStore};
+use crate::replication::{BucketProps, ReplicaConfig};
 use crate::replication::{Outbox, ReplicaReply, ReplicationMsg};
 use crate::ring::RingState;
 use crate::version::Object;

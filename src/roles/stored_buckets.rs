@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
-use crate::replication::BucketProps;
 use crate::error::Result;
 use crate::replication::buckets::BucketEntry;
 use crate::replication::replica::ReplicaStore;
+use crate::replication::BucketProps;
 
 /// Bucket properties as the store's bucket table and the defaults give
 /// them.

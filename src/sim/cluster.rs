@@ -49,28 +49,28 @@ use serde_bytes::ByteBuf;
 use super::history::{BucketKind, History, Observed, OpRecord, Outcome, SimBucket, SimOp};
 use crate::codec;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
-use crate::membership::MembershipConfig;
-use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig};
-use crate::version::config::VersionConfig;
 use crate::crdt::CrdtKind;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::membership::MembershipConfig;
 use crate::membership::{MemberEvent, Membership, MembershipMsg, Outbox as MemberOutbox};
 use crate::message::{Envelope, Message};
 use crate::net::memory::{Fabric, FaultCounters, Faults};
 use crate::protocol::{MemberView, Op, ReadOptions, Reply, RingView, StatusView, WriteOptions};
 use crate::replication::anti_entropy::{Action, AntiEntropy};
 use crate::replication::buckets::BucketEntry;
-use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::replication::coordinator::{Answer, Coordinator};
 use crate::replication::get::GetReply;
 use crate::replication::replica::ReplicaStore;
+use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig};
 use crate::replication::{Consistency, Receipt, Regressions, ReplicationMsg};
 use crate::ring::{claim, key_token, Ring, RingState};
 use crate::roles::anti_entropy as ae_exec;
+use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::roles::coordinator::{self as coord_exec, CoordinatorRole, Effect, RoleParts};
 use crate::roles::stored_buckets::BUCKETS_META;
 use crate::storage::memory::MemoryEngine;
+use crate::version::config::VersionConfig;
 use crate::version::{ConflictPolicy, Hlc, Resolvers, WallClock};
 
 /// The wall clock's reading at the start of every run, in milliseconds
@@ -431,7 +431,9 @@ impl ClusterSim {
             },
             self.now,
         );
-        coordinator.machine_mut().set_regressions(self.options.regressions);
+        coordinator
+            .machine_mut()
+            .set_regressions(self.options.regressions);
         coordinator.machine_mut().set_witness(store.witness());
         coordinator.set_ring_state(Arc::clone(&self.ring));
         let seed = self.options.seed ^ id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.starts;
@@ -527,8 +529,11 @@ impl ClusterSim {
                     let token = key_token(b.name.as_bytes(), key.as_bytes());
                     let mut primaries = self.ring.ring.preference_list(token, b.n);
                     primaries.sort();
-                    let rest: Vec<NodeId> =
-                        ids.iter().copied().filter(|n| !primaries.contains(n)).collect();
+                    let rest: Vec<NodeId> = ids
+                        .iter()
+                        .copied()
+                        .filter(|n| !primaries.contains(n))
+                        .collect();
                     if !rest.is_empty() {
                         list.push((at, Fault::Partition(primaries, rest)));
                     }
@@ -540,11 +545,15 @@ impl ClusterSim {
                 40..=54 => list.push((at, Fault::Heal)),
                 55..=69 | 70..=79 => {
                     busy.retain(|_, until| *until > at);
-                    let free: Vec<NodeId> =
-                        ids.iter().copied().filter(|n| !busy.contains_key(n)).collect();
+                    let free: Vec<NodeId> = ids
+                        .iter()
+                        .copied()
+                        .filter(|n| !busy.contains_key(n))
+                        .collect();
                     if busy.len() + 1 <= (ids.len() - 1) / 2 + usize::from(ids.len() <= 2) {
                         if let Some(&node) = free.choose(&mut self.rng) {
-                            let back = at + Duration::from_millis(self.rng.random_range(1000..12000));
+                            let back =
+                                at + Duration::from_millis(self.rng.random_range(1000..12000));
                             busy.insert(node, back);
                             if roll < 70 {
                                 list.push((at, Fault::Crash(node)));
@@ -738,7 +747,9 @@ impl ClusterSim {
                 }
             }
             Fault::Pause(node) => {
-                let Some(n) = self.nodes.get_mut(node) else { return };
+                let Some(n) = self.nodes.get_mut(node) else {
+                    return;
+                };
                 if !matches!(n.life, Life::Running) {
                     return;
                 }
@@ -746,7 +757,9 @@ impl ClusterSim {
                 self.fabric.pause(*node);
             }
             Fault::Resume(node) => {
-                let Some(n) = self.nodes.get_mut(node) else { return };
+                let Some(n) = self.nodes.get_mut(node) else {
+                    return;
+                };
                 if !matches!(n.life, Life::Paused) {
                     return;
                 }
@@ -754,7 +767,9 @@ impl ClusterSim {
                 self.fabric.resume(*node);
             }
             Fault::Crash(node) => {
-                let Some(n) = self.nodes.get_mut(node) else { return };
+                let Some(n) = self.nodes.get_mut(node) else {
+                    return;
+                };
                 if matches!(n.life, Life::Crashed) {
                     return;
                 }
@@ -780,7 +795,9 @@ impl ClusterSim {
                 }
             }
             Fault::Restart(node) => {
-                let Some(mut n) = self.nodes.remove(node) else { return };
+                let Some(mut n) = self.nodes.remove(node) else {
+                    return;
+                };
                 if matches!(n.life, Life::Crashed) {
                     let _ = self.fabric.add_node(*node);
                     if let Err(e) = self.boot(&mut n) {
@@ -819,14 +836,18 @@ impl ClusterSim {
     /// Node `id` receives `msg` from `from`.
     fn deliver(&mut self, id: NodeId, from: NodeId, msg: Message) {
         let now = self.now;
-        let Some(node) = self.nodes.get_mut(&id) else { return };
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
         if !matches!(node.life, Life::Running) {
             // A crashed node receives nothing; a paused one gets its
             // frames held by the fabric, and its own roles' messages wait
             // with it, which the simulator does not model: dropped.
             return;
         }
-        let Some(m) = node.machines.as_mut() else { return };
+        let Some(m) = node.machines.as_mut() else {
+            return;
+        };
         match msg {
             Message::Membership(msg) => {
                 let mut out = MemberOutbox::new();
@@ -914,7 +935,12 @@ impl ClusterSim {
                 let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
                     return;
                 };
-                let done = ae_exec::run(&m.store, &BucketProps::default(), &self.anti_entropy, action);
+                let done = ae_exec::run(
+                    &m.store,
+                    &BucketProps::default(),
+                    &self.anti_entropy,
+                    action,
+                );
                 ae_exec::finish(&mut m.anti_entropy, id, now, done, &mut next);
             }
             out = next;
@@ -928,7 +954,9 @@ impl ClusterSim {
             self.membership.gossip_interval,
             tick_of(self.anti_entropy.period),
         );
-        let Some(node) = self.nodes.get_mut(&id) else { return };
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
         if !matches!(node.life, Life::Running) {
             return;
         }
@@ -936,7 +964,9 @@ impl ClusterSim {
             let elapsed = (now - self.start).as_millis() as u64;
             (START_WALL_MS + elapsed).saturating_add_signed(node.skew_ms)
         };
-        let Some(m) = node.machines.as_mut() else { return };
+        let Some(m) = node.machines.as_mut() else {
+            return;
+        };
         if m.next_membership <= now {
             m.next_membership = now + gossip_every / 4;
             let mut out = MemberOutbox::new();
@@ -985,7 +1015,10 @@ impl ClusterSim {
                 .choose(&mut self.rng)
                 .cloned()
                 .unwrap_or_else(|| default_buckets().remove(0));
-            (bucket, format!("k{}", self.rng.random_range(0..self.options.keys)))
+            (
+                bucket,
+                format!("k{}", self.rng.random_range(0..self.options.keys)),
+            )
         };
         let write = self.rng.random_bool(0.6);
         let client = &mut self.clients[c];
@@ -1039,9 +1072,8 @@ impl ClusterSim {
         });
         let wire = to_wire(&op);
         let wall = self.wall_ms(self.nodes.get(&node).map_or(0, |n| n.skew_ms));
-        let started = to_client_op(wire, &self.version).and_then(|o| {
-            o.ok_or_else(|| Error::InvalidInput("not a data operation".into()))
-        });
+        let started = to_client_op(wire, &self.version)
+            .and_then(|o| o.ok_or_else(|| Error::InvalidInput("not a data operation".into())));
         let (client_op, _kind) = match started {
             Ok(pair) => pair,
             Err(e) => {
@@ -1061,7 +1093,14 @@ impl ClusterSim {
         else {
             // Its port does not answer: the client learns at once, and
             // nothing was sent anywhere.
-            self.complete_op(id, Err(Error::Unavailable { needed: 1, got: 0, indefinite: false }));
+            self.complete_op(
+                id,
+                Err(Error::Unavailable {
+                    needed: 1,
+                    got: 0,
+                    indefinite: false,
+                }),
+            );
             return id;
         };
         let mut out = Vec::new();
@@ -1183,7 +1222,11 @@ impl ClusterSim {
     /// history), and also returns the whole reply of a successful one:
     /// its context, receipt and siblings, which [`Outcome`] leaves out.
     pub fn request_reply(&mut self, node: NodeId, op: SimOp) -> (Outcome, Option<Reply>) {
-        let c = match self.clients.iter().position(|c| c.scripted && c.waiting.is_none()) {
+        let c = match self
+            .clients
+            .iter()
+            .position(|c| c.scripted && c.waiting.is_none())
+        {
             Some(c) => c,
             None => {
                 let id = self.clients.iter().map(|c| c.id).max().unwrap_or(0) + 1;
@@ -1266,7 +1309,9 @@ impl ClusterSim {
             Op::GetBucket { bucket } => {
                 let m = self.machines(node)?;
                 Ok(Reply::Bucket {
-                    props: crate::protocol::BucketInfo::from(m.coordinator.machine().bucket(&bucket)),
+                    props: crate::protocol::BucketInfo::from(
+                        m.coordinator.machine().bucket(&bucket),
+                    ),
                 })
             }
             Op::SetBucket { bucket, props } => {
@@ -1481,7 +1526,9 @@ impl ClusterSim {
             return Ok(None);
         };
         let Some(b) = self.history.buckets.get(bucket) else {
-            return Err(Error::InvalidInput(format!("no bucket {bucket:?} in this simulation")));
+            return Err(Error::InvalidInput(format!(
+                "no bucket {bucket:?} in this simulation"
+            )));
         };
         let Some(object) = m.store.read(bucket.as_bytes(), key.as_bytes())? else {
             return Ok(None);
@@ -1607,7 +1654,9 @@ impl ClusterSim {
             touched.insert((b.to_string(), k.to_string()));
         }
         for (bucket, key) in touched {
-            let Some(b) = self.history.buckets.get(&bucket).cloned() else { continue };
+            let Some(b) = self.history.buckets.get(&bucket).cloned() else {
+                continue;
+            };
             let token = key_token(bucket.as_bytes(), key.as_bytes());
             let owners = self.ring.ring.preference_list(token, b.n);
             let mut seen = Vec::new();
@@ -1617,8 +1666,16 @@ impl ClusterSim {
                 };
                 let object = m.store.read(bucket.as_bytes(), key.as_bytes())?;
                 let seen_there = match object {
-                    Some(object) => observe_object(b.kind, object, m.coordinator.machine(), &bucket, &key)?,
-                    None => observe_object(b.kind, Default::default(), m.coordinator.machine(), &bucket, &key)?,
+                    Some(object) => {
+                        observe_object(b.kind, object, m.coordinator.machine(), &bucket, &key)?
+                    }
+                    None => observe_object(
+                        b.kind,
+                        Default::default(),
+                        m.coordinator.machine(),
+                        &bucket,
+                        &key,
+                    )?,
                 };
                 seen.push((owner, seen_there));
             }
@@ -1645,7 +1702,11 @@ fn observe_object(
         BucketKind::Counter => ReplyKind::Counter,
         BucketKind::Set => ReplyKind::Set,
     };
-    let object = if object.is_empty() { None } else { Some(object) };
+    let object = if object.is_empty() {
+        None
+    } else {
+        Some(object)
+    };
     let answer = Answer::Got(GetReply {
         object,
         receipt: Receipt::default(),
@@ -1806,13 +1867,19 @@ mod tests {
         let down = primaries[2];
         sim.crash(down);
         sim.run_for(Duration::from_secs(20));
-        assert_eq!(sim.status(primaries[0], down), Some(crate::membership::MemberStatus::Down));
+        assert_eq!(
+            sim.status(primaries[0], down),
+            Some(crate::membership::MemberStatus::Down)
+        );
         let put = SimOp::Put {
             bucket: "sloppy".into(),
             key: "k".into(),
             value: "v1".into(),
         };
-        assert_eq!(sim.request(primaries[0], put), Outcome::Ok(Observed::Written));
+        assert_eq!(
+            sim.request(primaries[0], put),
+            Outcome::Ok(Observed::Written)
+        );
         let held: usize = sim.node_ids().iter().map(|&n| sim.hints(n)).sum();
         assert_eq!(held, 1, "one fallback holds the write for {down}");
         sim.restart(down);
@@ -1855,14 +1922,25 @@ mod tests {
                     value: value.into(),
                 };
                 assert_eq!(sim.request(others[0], put), Outcome::Ok(Observed::Written));
-                assert!(sim.hints(others[0]) > 0, "{value}: the fallback holds hints");
+                assert!(
+                    sim.hints(others[0]) > 0,
+                    "{value}: the fallback holds hints"
+                );
                 sim.heal();
                 sim.run_for(Duration::from_secs(20));
-                assert_eq!(sim.hints(others[0]) + sim.hints(others[1]), 0, "{value}: handed off");
+                assert_eq!(
+                    sim.hints(others[0]) + sim.hints(others[1]),
+                    0,
+                    "{value}: handed off"
+                );
             }
             let h = sim.finish_run(Duration::from_secs(20)).unwrap();
             let violations = super::super::check::check_all(&h);
-            assert_eq!(violations.is_empty(), !broken, "broken: {broken}: {violations:?}");
+            assert_eq!(
+                violations.is_empty(),
+                !broken,
+                "broken: {broken}: {violations:?}"
+            );
             if broken {
                 assert!(violations.iter().any(|v| v.checker == "set_full"));
             }
@@ -1891,14 +1969,19 @@ mod tests {
         let h = ClusterSim::new(options).unwrap().run().unwrap();
         eprintln!("{}", summary(&h));
         let text = h.to_text();
-        for line in text.lines().filter(|l| l.contains("Failed")).take(10) { eprintln!("{line}"); }
+        for line in text.lines().filter(|l| l.contains("Failed")).take(10) {
+            eprintln!("{line}");
+        }
         assert!(h.ops.len() > 100, "{}", summary(&h));
         // Without faults every operation succeeds, but for blind writes
         // past the sibling cap on the hot key, which are refused.
         for o in &h.ops {
             match &o.outcome {
                 Outcome::Ok(_) => {}
-                Outcome::Failed { definite: true, error } if error.contains("siblings") => {}
+                Outcome::Failed {
+                    definite: true,
+                    error,
+                } if error.contains("siblings") => {}
                 other => panic!("op {} failed without a fault: {other:?}", o.id),
             }
         }

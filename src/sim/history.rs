@@ -193,14 +193,7 @@ impl OpRecord {
     /// Whether it is a write that may have been applied: acknowledged,
     /// failed indefinitely, or unanswered.
     pub fn maybe_applied(&self) -> bool {
-        self.op.is_write()
-            && !matches!(
-                self.outcome,
-                Outcome::Failed {
-                    definite: true,
-                    ..
-                }
-            )
+        self.op.is_write() && !matches!(self.outcome, Outcome::Failed { definite: true, .. })
     }
 
     /// Whether this operation completed before `other` was invoked (real

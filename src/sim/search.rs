@@ -231,15 +231,31 @@ mod regressions {
     #[ignore]
     fn detection_rates() {
         for (name, r) in [
-            ("bare node actor", Regressions { bare_node_actor: true, ..Regressions::default() }),
-            ("unordered lww", Regressions { unordered_lww: true, ..Regressions::default() }),
+            (
+                "bare node actor",
+                Regressions {
+                    bare_node_actor: true,
+                    ..Regressions::default()
+                },
+            ),
+            (
+                "unordered lww",
+                Regressions {
+                    unordered_lww: true,
+                    ..Regressions::default()
+                },
+            ),
         ] {
             let mut options = SearchOptions::new(0, 300);
             options.regressions = r;
             options.jobs = 2;
             let result = search(&options, &|_| {});
             let seeds: Vec<u64> = result.failures.iter().map(|f| f.seed).collect();
-            eprintln!("{name}: {} of {} seeds fail: {seeds:?}", seeds.len(), result.runs);
+            eprintln!(
+                "{name}: {} of {} seeds fail: {seeds:?}",
+                seeds.len(),
+                result.runs
+            );
         }
     }
 
