@@ -458,7 +458,7 @@ impl ClusterSim {
         let n_max = self.options.buckets.iter().map(|b| b.n).max().unwrap_or(3);
         let mut anti_entropy = AntiEntropy::new(id, self.anti_entropy.clone(), n_max, self.now);
         anti_entropy.set_ring(Arc::new(self.ring.ring.clone()));
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5349_4d);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0053_494d);
         let phase = |rng: &mut ChaCha8Rng, every: Duration| {
             let nanos = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX).max(1);
             Duration::from_nanos(rng.random_range(0..nanos))
@@ -543,14 +543,14 @@ impl ClusterSim {
                     list.push((at, Fault::OneWay(a, b)));
                 }
                 40..=54 => list.push((at, Fault::Heal)),
-                55..=69 | 70..=79 => {
+                55..=79 => {
                     busy.retain(|_, until| *until > at);
                     let free: Vec<NodeId> = ids
                         .iter()
                         .copied()
                         .filter(|n| !busy.contains_key(n))
                         .collect();
-                    if busy.len() + 1 <= (ids.len() - 1) / 2 + usize::from(ids.len() <= 2) {
+                    if busy.len() < (ids.len() - 1) / 2 + usize::from(ids.len() <= 2) {
                         if let Some(&node) = free.choose(&mut self.rng) {
                             let back =
                                 at + Duration::from_millis(self.rng.random_range(1000..12000));
@@ -657,11 +657,7 @@ impl ClusterSim {
 
     /// Runs until `end` (virtual).
     fn run_until(&mut self, end: Instant) {
-        loop {
-            let Some(next) = self.next_due() else { break };
-            if next > end {
-                break;
-            }
+        while let Some(next) = self.next_due().filter(|&next| next <= end) {
             self.now = self.now.max(next);
             self.step_instant();
         }
@@ -1741,7 +1737,6 @@ fn props_of(b: &SimBucket) -> BucketProps {
         },
         sloppy_quorum: b.sloppy,
         timeout: Duration::from_secs(1),
-        ..BucketProps::default()
     }
 }
 
