@@ -7,7 +7,8 @@
 //! ```
 //!
 //! It prints each failing seed's violations and the command that replays
-//! it, then one summary line with the seeds run, the failures, and the
+//! it as soon as the seed fails (and a progress line on stderr every 1%),
+//! then one summary line with the seeds run, the failures, and the
 //! speed in simulated node-seconds per wall second. Exit status 0 when
 //! every seed passed, 1 when one failed, 2 on a bad flag.
 //! `docs/simulation.md` says what is simulated.
@@ -113,18 +114,23 @@ fn main() -> ExitCode {
         }
     }
     let done = AtomicU64::new(0);
-    let every = (seeds / 20).max(1);
-    let result = search(&options, &|_| {
+    let failed = AtomicU64::new(0);
+    let every = (seeds / 100).max(1);
+    let result = search(&options, &|_, failure| {
+        if let Some(f) = failure {
+            failed.fetch_add(1, Ordering::Relaxed);
+            // At once, so a long search stopped early keeps what it found.
+            println!("{}", f.report);
+            let _ = std::io::stdout().flush();
+        }
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if n % every == 0 {
-            eprint!("\r{n}/{seeds} seeds");
-            let _ = std::io::stderr().flush();
+            eprintln!(
+                "{n}/{seeds} seeds, {} failed",
+                failed.load(Ordering::Relaxed)
+            );
         }
     });
-    eprintln!();
-    for f in &result.failures {
-        println!("{}", f.report);
-    }
     println!(
         "{} seeds, {} failed, {} operations, {:.1} s wall, {:.0} simulated node-seconds per second",
         result.runs,

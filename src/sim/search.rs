@@ -140,8 +140,12 @@ pub fn run_seed(options: &SearchOptions, seed: u64) -> (u64, f64, Option<Failure
     )
 }
 
-/// Runs every seed of `options`, `progress` told of each seed done.
-pub fn search(options: &SearchOptions, progress: &(dyn Fn(u64) + Sync)) -> SearchResult {
+/// Runs every seed of `options`; `progress` is told of each seed done,
+/// with its failure if it failed, as soon as it is done.
+pub fn search(
+    options: &SearchOptions,
+    progress: &(dyn Fn(u64, Option<&Failure>) + Sync),
+) -> SearchResult {
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let found = Mutex::new(SearchResult::default());
@@ -165,11 +169,12 @@ pub fn search(options: &SearchOptions, progress: &(dyn Fn(u64) + Sync)) -> Searc
                 f.runs += 1;
                 f.ops += ops;
                 f.node_seconds += node_seconds;
+                drop(f);
+                progress(seed, failure.as_ref());
                 if let Some(failure) = failure {
+                    let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
                     f.failures.push(failure);
                 }
-                drop(f);
-                progress(seed);
             });
         }
     });
@@ -194,7 +199,7 @@ mod tests {
     fn every_seed_keeps_every_promise() {
         let mut options = SearchOptions::new(0, seeds_from_env(200));
         options.jobs = 2;
-        let result = search(&options, &|_| {});
+        let result = search(&options, &|_, _| {});
         let reports: Vec<&str> = result.failures.iter().map(|f| f.report.as_str()).collect();
         eprintln!(
             "{} seeds, {} failed, {:.0} node-seconds per second",
@@ -249,7 +254,7 @@ mod regressions {
             let mut options = SearchOptions::new(0, 300);
             options.regressions = r;
             options.jobs = 2;
-            let result = search(&options, &|_| {});
+            let result = search(&options, &|_, _| {});
             let seeds: Vec<u64> = result.failures.iter().map(|f| f.seed).collect();
             eprintln!(
                 "{name}: {} of {} seeds fail: {seeds:?}",
