@@ -45,8 +45,8 @@ use crate::id::NodeId;
 use crate::membership::{MemberEntry, Membership, RingKeeper};
 use crate::net::{Inbox, Transport};
 use crate::protocol::{
-    BucketInfo, MemberView, Op, PreferenceEntry, Reply, RingChangeView, RingNode, RingView,
-    StatusView, CLIENT_PROTOCOL_VERSION, MAX_BLOCKED_PEERS,
+    BucketInfo, MemberView, Op, PreferenceEntry, Reply, StatusView, CLIENT_PROTOCOL_VERSION,
+    MAX_BLOCKED_PEERS,
 };
 use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
@@ -54,7 +54,7 @@ use crate::replication::coordinator::Answer;
 use crate::replication::get::GetReply;
 use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{TransferProgress, TransferSpec};
-use crate::ring::{Change, Ring, RingState, TokenRange};
+use crate::ring::{Ring, RingState, TokenRange};
 use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
 use crate::version::Resolvers;
@@ -917,42 +917,7 @@ impl Node {
     }
 }
 
-/// The ring as the protocol shows it.
-pub fn ring_view(state: &RingState) -> RingView {
-    let ring = &state.ring;
-    let change = state.pending.as_ref().map(|p| {
-        let (kind, node) = match p.change {
-            Change::Join(n) => ("join", n),
-            Change::Leave(n) => ("leave", n),
-            Change::Remove(n) => ("remove", n),
-        };
-        RingChangeView {
-            kind: kind.into(),
-            node,
-            target_epoch: p.target.epoch(),
-            moves: p.moves(ring).len() as u32,
-            done: p.done.len() as u32,
-        }
-    });
-    let mut vnodes: BTreeMap<NodeId, u32> = BTreeMap::new();
-    for v in ring.vnodes() {
-        *vnodes.entry(v.node).or_insert(0) += 1;
-    }
-    let owned = ring.ownership();
-    let space = 2f64.powi(64);
-    RingView {
-        epoch: ring.epoch(),
-        nodes: vnodes
-            .into_iter()
-            .map(|(node, count)| RingNode {
-                node,
-                vnodes: count,
-                share: owned.get(&node).copied().unwrap_or(0) as f64 / space,
-            })
-            .collect(),
-        change,
-    }
-}
+pub use crate::roles::client_ops::ring_view;
 
 impl crate::protocol::Handler for Node {
     fn execute(&self, op: Op) -> BoxFuture<'static, Result<Reply>> {

@@ -303,6 +303,44 @@ fn object_reply(
     })
 }
 
+/// The ring as the protocol shows it.
+pub fn ring_view(state: &crate::ring::RingState) -> crate::protocol::RingView {
+    let ring = &state.ring;
+    let change = state.pending.as_ref().map(|p| {
+        let (kind, node) = match p.change {
+            crate::ring::Change::Join(n) => ("join", n),
+            crate::ring::Change::Leave(n) => ("leave", n),
+            crate::ring::Change::Remove(n) => ("remove", n),
+        };
+        crate::protocol::RingChangeView {
+            kind: kind.into(),
+            node,
+            target_epoch: p.target.epoch(),
+            moves: p.moves(ring).len() as u32,
+            done: p.done.len() as u32,
+        }
+    });
+    let mut vnodes: std::collections::BTreeMap<crate::id::NodeId, u32> =
+        std::collections::BTreeMap::new();
+    for v in ring.vnodes() {
+        *vnodes.entry(v.node).or_insert(0) += 1;
+    }
+    let owned = ring.ownership();
+    let space = 2f64.powi(64);
+    crate::protocol::RingView {
+        epoch: ring.epoch(),
+        nodes: vnodes
+            .into_iter()
+            .map(|(node, count)| crate::protocol::RingNode {
+                node,
+                vnodes: count,
+                share: owned.get(&node).copied().unwrap_or(0) as f64 / space,
+            })
+            .collect(),
+        change,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1624,7 +1624,7 @@ impl ClusterSim {
     /// The ring, as every node holds it (fixed for a run), as the client
     /// protocol's `Ring` shows it.
     pub fn ring_view(&self) -> RingView {
-        crate::node::node::ring_view(&self.ring)
+        crate::roles::client_ops::ring_view(&self.ring)
     }
 
     /// The history so far.
