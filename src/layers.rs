@@ -30,6 +30,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("id", 0),
     ("error", 0),
     ("codec", 0),
+    ("effect", 0),
     // 1: the pure core.
     ("ring", 1),
     ("version", 1),

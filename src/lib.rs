@@ -34,6 +34,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crdt;
+pub mod effect;
 pub mod embedded;
 pub mod error;
 pub mod id;

@@ -94,6 +94,21 @@ impl<M, E> Outbox<M, E> {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty() && self.events.is_empty()
     }
+
+    /// The same, as the crate's one effect shape: the messages first (in
+    /// order, each with its destination), then the events. A machine
+    /// that also asks for storage work chooses its `W`.
+    pub fn into_effects<W>(self) -> Vec<crate::effect::Effect<M, W, E>> {
+        let mut effects = Vec::with_capacity(self.messages.len() + self.events.len());
+        for m in self.messages {
+            effects.push(crate::effect::Effect::Send {
+                to: m.to,
+                msg: m.msg,
+            });
+        }
+        effects.extend(self.events.into_iter().map(crate::effect::Effect::Emit));
+        effects
+    }
 }
 
 /// A change in what this node believes about the cluster.

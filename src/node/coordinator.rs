@@ -45,7 +45,9 @@ use crate::replication::coordinator::{Answer, ClientOp};
 use crate::replication::replica::ReplicaStore;
 use crate::replication::ReplicationMsg;
 use crate::replication::Target;
-use crate::roles::coordinator::{execute, save_buckets, CoordinatorRole, Effect, RoleParts};
+use crate::roles::coordinator::{
+    execute, save_buckets, Answered, CoordinatorRole, Effect, RoleParts,
+};
 
 /// How often request deadlines are checked: a request times out at most
 /// this late.
@@ -192,7 +194,7 @@ impl CoordinatorActor {
         for effect in out {
             match effect {
                 Effect::Send { to, msg } => self.send(to, msg),
-                Effect::Answer(waiter, answer) => {
+                Effect::Emit(Answered(waiter, answer)) => {
                     let answered =
                         answer.map(|a| (a, self.role.machine().bucket(&waiter.bucket).clone()));
                     // The client may have given up; nothing to do then.

@@ -54,23 +54,16 @@ use crate::replication::{Outbox, ReplicaReply, ReplicationMsg};
 use crate::ring::RingState;
 use crate::version::Object;
 
-/// Something the role wants done.
+/// Something the role wants done: the crate's one [`crate::effect::Effect`]
+/// shape, with replication messages (to other nodes, or to this node's
+/// own replica when `to` is this node), [`StoreWork`] for the executor
+/// (what it finds comes back through [`CoordinatorRole::on_stored`]), and
+/// client answers ([`Answered`]).
+pub type Effect<C> = crate::effect::Effect<ReplicationMsg, StoreWork, Answered<C>>;
+
+/// A client's answer: the caller's token and what the request came to.
 #[derive(Debug)]
-pub enum Effect<C> {
-    /// A message to node `to`; to this node's own replica when `to` is
-    /// this node.
-    Send {
-        /// The node.
-        to: NodeId,
-        /// The message.
-        msg: ReplicationMsg,
-    },
-    /// Storage work for the executor; what it finds comes back through
-    /// [`CoordinatorRole::on_stored`].
-    Store(StoreWork),
-    /// A client's answer.
-    Answer(C, Result<Answer>),
-}
+pub struct Answered<C>(pub C, pub Result<Answer>);
 
 /// Storage work the role asks of an executor ([`execute`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -258,24 +251,24 @@ impl<C> CoordinatorRole<C> {
         out: &mut Vec<Effect<C>>,
     ) {
         if !self.accepting {
-            out.push(Effect::Answer(client, Err(Error::Shutdown)));
+            out.push(Effect::Emit(Answered(client, Err(Error::Shutdown))));
             return;
         }
         if self.machine.in_flight() >= self.config.max_in_flight {
-            out.push(Effect::Answer(
+            out.push(Effect::Emit(Answered(
                 client,
                 Err(Error::QueueFull {
                     peer: self.node,
                     capacity: self.config.max_in_flight,
                 }),
-            ));
+            )));
             return;
         }
         let mut sends = Outbox::new();
         let done = self.machine.start(now, wall_ms, client, op, &mut sends);
         self.requests(sends, out);
         if let Some((client, answer)) = done {
-            out.push(Effect::Answer(client, answer));
+            out.push(Effect::Emit(Answered(client, answer)));
         }
     }
 
@@ -324,7 +317,7 @@ impl<C> CoordinatorRole<C> {
         let mut sends = Outbox::new();
         let done = self.machine.step(now, from, reply, &mut sends);
         self.requests(sends, out);
-        out.extend(done.into_iter().map(|(c, a)| Effect::Answer(c, a)));
+        out.extend(done.into_iter().map(|(c, a)| Effect::Emit(Answered(c, a))));
     }
 
     /// A membership event: SUSPECT, DOWN and LEFT nodes are routed around;
@@ -345,7 +338,7 @@ impl<C> CoordinatorRole<C> {
             let mut sends = Outbox::new();
             let done = self.machine.tick(now, &mut sends);
             self.requests(sends, out);
-            out.extend(done.into_iter().map(|(c, a)| Effect::Answer(c, a)));
+            out.extend(done.into_iter().map(|(c, a)| Effect::Emit(Answered(c, a))));
         }
         if now >= self.next_handoff {
             self.next_handoff = now + self.config.handoff_interval;

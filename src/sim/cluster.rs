@@ -67,7 +67,7 @@ use crate::replication::{Consistency, Receipt, Regressions, ReplicationMsg};
 use crate::ring::{claim, key_token, Ring, RingState};
 use crate::roles::anti_entropy as ae_exec;
 use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
-use crate::roles::coordinator::{self as coord_exec, CoordinatorRole, Effect, RoleParts};
+use crate::roles::coordinator::{self as coord_exec, Answered, CoordinatorRole, Effect, RoleParts};
 use crate::roles::stored_buckets::BUCKETS_META;
 use crate::storage::memory::MemoryEngine;
 use crate::version::config::VersionConfig;
@@ -902,7 +902,7 @@ impl ClusterSim {
             for effect in out {
                 match effect {
                     Effect::Send { to, msg } => self.send(id, to, Message::Replication(msg)),
-                    Effect::Answer(token, answer) => answers.push((token, answer)),
+                    Effect::Emit(Answered(token, answer)) => answers.push((token, answer)),
                     Effect::Store(work) => {
                         let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut())
                         else {
