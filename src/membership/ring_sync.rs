@@ -171,6 +171,17 @@ impl RingKeeper {
         Ok(())
     }
 
+    /// Starts as a member of a cluster already formed on `state` (every
+    /// node given the same state at once, as a simulator or a test sets a
+    /// cluster up): like [`RingKeeper::restore`], but the state counts as
+    /// agreed, so the ring routes requests at once. Same failures.
+    pub fn form(&mut self, state: RingState) -> Result<()> {
+        self.restore(state)?;
+        self.restored = false;
+        self.agreed = true;
+        Ok(())
+    }
+
     /// Whether this node started from a stored state (a restart).
     pub fn restored(&self) -> bool {
         self.restored

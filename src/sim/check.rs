@@ -67,10 +67,11 @@ impl fmt::Display for Violation {
 /// Runs every checker, [`well_formed`] first, and returns all their
 /// violations in that order.
 pub fn check_all(h: &History) -> Vec<Violation> {
-    let checkers: [fn(&History) -> Vec<Violation>; 8] = [
+    let checkers: [fn(&History) -> Vec<Violation>; 9] = [
         well_formed,
         no_phantoms,
         convergence,
+        ring_settles,
         set_full,
         read_your_writes,
         or_set,
@@ -730,6 +731,45 @@ pub fn convergence(h: &History) -> Vec<Violation> {
 }
 
 /// The violations one checker found.
+/// After healing, every running node holds the same ring state, with no
+/// change in progress: joins and leaves finish once faults end, and ring
+/// gossip makes every node agree (`docs/rebalancing.md`). A join whose
+/// transfers never end, or nodes that keep different rings, fail here.
+pub fn ring_settles(h: &History) -> Vec<Violation> {
+    let mut found = Found::new("ring_settles");
+    if !h.healed || h.rings.is_empty() {
+        return found.list;
+    }
+    let digests: BTreeSet<u64> = h.rings.values().map(|(d, _)| *d).collect();
+    let pending: Vec<NodeId> = h
+        .rings
+        .iter()
+        .filter(|(_, (_, p))| *p)
+        .map(|(n, _)| *n)
+        .collect();
+    if digests.len() > 1 || !pending.is_empty() {
+        let held: Vec<String> = h
+            .rings
+            .iter()
+            .map(|(n, (d, p))| format!("{n} {d:016x}{}", if *p { " pending" } else { "" }))
+            .collect();
+        found.flag(
+            "",
+            "",
+            Vec::new(),
+            format!(
+                "after the cluster healed, the running nodes hold {} ring state(s) and {} \
+                 still have a change in progress: {}. Ring gossip must make them agree and \
+                 every change must finish once faults end.",
+                digests.len(),
+                pending.len(),
+                held.join(", ")
+            ),
+        );
+    }
+    found.list
+}
+
 struct Found {
     checker: &'static str,
     list: Vec<Violation>,
@@ -1864,5 +1904,32 @@ mod tests {
             dropped > 100 && shifted > 100 && invented > 100,
             "{dropped} {shifted} {invented}"
         );
+    }
+
+    #[test]
+    fn ring_settles_flags_disagreeing_or_unfinished_rings_after_healing() {
+        let mut h = History {
+            healed: true,
+            ..History::default()
+        };
+        assert!(ring_settles(&h).is_empty(), "no ring recorded: nothing to judge");
+        h.rings.insert(NodeId(1), (7, false));
+        h.rings.insert(NodeId(2), (7, false));
+        assert!(ring_settles(&h).is_empty());
+        h.rings.insert(NodeId(3), (9, false));
+        let found = ring_settles(&h);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].detail.contains("2 ring state(s)"), "{}", found[0]);
+        h.rings.insert(NodeId(3), (7, true));
+        let found = ring_settles(&h);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].detail.contains("n3 0000000000000007 pending"),
+            "{}",
+            found[0]
+        );
+        // Not healed: a change may legally be in progress.
+        h.healed = false;
+        assert!(ring_settles(&h).is_empty());
     }
 }

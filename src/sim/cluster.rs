@@ -4,14 +4,25 @@
 //!
 //! Each node runs the machines a real node runs, fed the same messages:
 //! the membership gossip and phi-accrual detector ([`Membership`]), the
-//! request [`Coordinator`] with its put and get machines, hinted handoff
-//! ([`HintedHandoff`]) with the hint round, bucket-table gossip, the
-//! replica ([`ReplicaStore`] serving [`crate::replication::ReplicaRequest`]s), and
-//! anti-entropy ([`AntiEntropy`], its storage work carried out by
-//! [`crate::roles::anti_entropy`], the same code the actor runs). Storage
-//! work is done inline, at the instant it is asked for. Every frame between
-//! nodes is encoded, goes through the [`Fabric`] (loss, duplication,
-//! reordering, delay, partitions, pauses) and is decoded again.
+//! coordinator role ([`CoordinatorRole`]: requests, hinted handoff with
+//! its hint round, bucket-table gossip), the replica ([`ReplicaStore`]
+//! serving [`crate::replication::ReplicaRequest`]s), anti-entropy
+//! ([`AntiEntropy`], its storage work carried out by
+//! [`crate::roles::anti_entropy`]), the ring role ([`RingRole`]: ring
+//! gossip, joins and leaves, the ring-confirmed gate, the ring state
+//! stored in the node's engine) and the handoff role ([`HandoffRole`]:
+//! range transfers both ways and dropping ranges given away). The roles
+//! are the code the actors of a real node carry; their storage work is
+//! done inline, or queued on a slow disk when the schedule makes one
+//! slow. Every frame between nodes is encoded, goes through the
+//! [`Fabric`] (loss, duplication, reordering, delay, partitions, pauses)
+//! and is decoded again.
+//!
+//! Storage is a [`SimEngine`] per node: writes reach the disk only at
+//! the next sync (every [`ClusterOptions::sync_interval`], as the
+//! engines' default `sync = interval(100 ms)`), so a power loss loses
+//! what was not synced; a process crash loses only the machines' memory.
+//! The schedule can also make a disk slow or failing.
 //!
 //! The driver jumps from one due instant to the next (a frame's delivery,
 //! a node's timer, a client's next operation, a scheduled fault) and at
@@ -30,12 +41,16 @@
 //! run touched is read from each of its replicas' stores: the history's
 //! final state, which [`super::check`] judges with the operations.
 //!
-//! What is not simulated yet: the ring keeper and range transfers (the
-//! ring is fixed for a run: no joins or leaves), the Compactor and the LSM
-//! engine (storage is a memory engine), storage latency and failures, and
-//! the loss of unsynced writes in a crash (a crash keeps everything the
-//! store was given, as under `sync = always`, and loses every machine's
-//! memory).
+//! Nodes join and leave under load ([`ClusterOptions::joins`],
+//! [`ClusterOptions::leaves`]): the ring changes, ranges move by transfer,
+//! and the final state is read from the primaries of the ring in force at
+//! the end, which every running node must hold with no change pending
+//! ([`super::check::ring_settles`]).
+//!
+//! What is not simulated: the Compactor and the LSM engine's files (the
+//! storage engines have their own crash and damage tests), the client
+//! port and the TCP transport, and removal of a node by an
+//! operator (`RemoveNode`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -53,7 +68,9 @@ use crate::crdt::CrdtKind;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::membership::MembershipConfig;
+use crate::effect::Effect as RoleEffect;
 use crate::membership::{MemberEvent, Membership, MembershipMsg, Outbox as MemberOutbox};
+use crate::membership::{RingKeeper, RingMsg};
 use crate::message::{Envelope, Message};
 use crate::net::memory::{Fabric, FaultCounters, Faults};
 use crate::protocol::{MemberView, Op, ReadOptions, Reply, RingView, StatusView, WriteOptions};
@@ -62,14 +79,20 @@ use crate::replication::buckets::BucketEntry;
 use crate::replication::coordinator::{Answer, Coordinator};
 use crate::replication::get::GetReply;
 use crate::replication::replica::ReplicaStore;
-use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig};
-use crate::replication::{Consistency, Receipt, Regressions, ReplicationMsg};
-use crate::ring::{claim, key_token, Ring, RingState};
+use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig, TransferConfig, TransferMsg};
+use crate::replication::{Consistency, Receipt, Regressions, ReplicaRequest, ReplicationMsg};
+use crate::ring::{claim, key_token, Ring, RingConfig, RingState};
 use crate::roles::anti_entropy as ae_exec;
 use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::roles::coordinator::{self as coord_exec, Answered, CoordinatorRole, Effect, RoleParts};
+use crate::roles::handoff::{
+    self as handoff_exec, HandoffEffect, HandoffEvent, HandoffRole, HandoffWork,
+};
+use crate::roles::ring::{
+    self as ring_exec, RingEffect, RingOutput, RingRole, RingRoleConfig, RING_META,
+};
 use crate::roles::stored_buckets::BUCKETS_META;
-use crate::storage::memory::MemoryEngine;
+use super::engine::{Durability, SimEngine, StorageFaults};
 use crate::version::config::VersionConfig;
 use crate::version::{ConflictPolicy, Hlc, Resolvers, WallClock};
 
@@ -77,6 +100,10 @@ use crate::version::{ConflictPolicy, Hlc, Resolvers, WallClock};
 /// since the Unix epoch (2027-01-15): a fixed start keeps runs
 /// reproducible.
 pub const START_WALL_MS: u64 = 1_800_000_000_000;
+
+/// How often a node's handoff role is ticked while it has transfers
+/// (timeouts, backoffs, the throttle).
+const HANDOFF_TICK: Duration = Duration::from_millis(100);
 
 /// A healthy network: every frame takes 0.1 to 1 ms.
 const CALM: Faults = Faults {
@@ -93,6 +120,12 @@ const CALM: Faults = Faults {
 pub struct ClusterOptions {
     /// Nodes, ids 1 to `nodes`, all members of the ring from the start.
     pub nodes: usize,
+    /// Nodes that join during the run (ids after `nodes`), each at a time
+    /// drawn from the seed in the first half of the active phase.
+    pub joins: usize,
+    /// Members that leave during the run, each at a time drawn from the
+    /// seed in the first two thirds of the active phase.
+    pub leaves: usize,
     /// Seeds every random choice.
     pub seed: u64,
     /// Clients, each making one operation at a time.
@@ -117,14 +150,22 @@ pub struct ClusterOptions {
     /// The properties of a bucket no one set (those of `buckets` are
     /// set before the run): the library's defaults unless told otherwise.
     pub bucket_defaults: BucketProps,
+    /// How often every node's storage is synced (as the engines' default
+    /// `sync = interval(100 ms)` does); `None`: every write is synced
+    /// before it returns (`sync = always`). A power loss
+    /// ([`Fault::PowerLoss`]) loses what was not synced.
+    pub sync_interval: Option<Duration>,
 }
 
 impl ClusterOptions {
-    /// Five nodes, four clients, three keys in each of the default buckets
+    /// Five nodes (one more joins and one leaves during the run), four
+    /// clients, three keys in each of the default buckets
     /// ([`default_buckets`]), 30 s of faults and 40 s to settle.
     pub fn new(nodes: usize, seed: u64) -> Self {
         ClusterOptions {
             nodes,
+            joins: 1,
+            leaves: 1,
             seed,
             clients: 4,
             keys: 3,
@@ -136,6 +177,7 @@ impl ClusterOptions {
             vnodes: 16,
             regressions: Regressions::default(),
             bucket_defaults: BucketProps::default(),
+            sync_interval: Some(Duration::from_millis(100)),
         }
     }
 }
@@ -183,30 +225,80 @@ pub enum Fault {
     Network(Faults),
     /// The node's wall clock is off by this many milliseconds.
     Skew(NodeId, i64),
+    /// The node's machine loses power: as a crash, and its storage also
+    /// loses every write not yet synced.
+    PowerLoss(NodeId),
+    /// The node's disk becomes slow or failing (all zero: healthy again).
+    Disk(NodeId, DiskFaults),
+    /// A new node starts and joins the ring through the running nodes.
+    Join(NodeId),
+    /// The node leaves: its ranges move to the nodes taking them, it
+    /// gossips LEFT, then it stops for good.
+    Leave(NodeId),
+}
+
+/// How a node's disk misbehaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DiskFaults {
+    /// Each replica request and range-transfer batch waits for the disk
+    /// for up to this long (drawn per job; a node's jobs finish in the
+    /// order they were queued, as on one disk).
+    pub latency: Duration,
+    /// The chance that a write fails (nothing of it applied).
+    pub write_fail_rate: f64,
+    /// The chance that a read or scan fails.
+    pub read_fail_rate: f64,
+}
+
+/// Storage work waiting for a slow disk.
+enum DiskJob {
+    /// A replica request from `from`, answered once it is done.
+    Replicate {
+        /// The coordinator.
+        from: NodeId,
+        /// The request.
+        request: ReplicaRequest,
+    },
+    /// A range transfer's storage work.
+    Handoff(HandoffWork),
 }
 
 enum Life {
     Running,
     Paused,
     Crashed,
+    /// Left the cluster and stopped for good.
+    Gone,
 }
 
 struct Machines {
     store: Arc<ReplicaStore>,
+    /// Jobs queued on a slow disk, in the order they finish.
+    disk: VecDeque<(Instant, DiskJob)>,
     membership: Membership,
     coordinator: CoordinatorRole<usize>,
     anti_entropy: AntiEntropy,
+    ring: RingRole,
+    handoff: HandoffRole,
+    /// Whether the ring may route requests (the ring-confirmed gate).
+    confirmed: bool,
     next_membership: Instant,
     next_anti_entropy: Instant,
+    next_ring: Instant,
+    next_handoff: Instant,
 }
 
 struct SimNode {
     id: NodeId,
-    engine: Arc<MemoryEngine>,
+    engine: SimEngine,
+    /// The most a storage job waits for the disk (zero: done at once).
+    disk_latency: Duration,
     life: Life,
     skew_ms: i64,
     machines: Option<Machines>,
     starts: u64,
+    /// A member of the ring the cluster was formed on (not a joiner).
+    founding: bool,
 }
 
 struct Client {
@@ -235,6 +327,7 @@ pub struct ClusterSim {
     now: Instant,
     fabric: Fabric,
     nodes: BTreeMap<NodeId, SimNode>,
+    /// The ring the cluster was formed on (each node then keeps its own).
     ring: Arc<RingState>,
     bucket_entries: Vec<BucketEntry>,
     clients: Vec<Client>,
@@ -247,6 +340,7 @@ pub struct ClusterSim {
     membership: MembershipConfig,
     replica: ReplicaConfig,
     anti_entropy: AntiEntropyConfig,
+    transfer: TransferConfig,
     version: VersionConfig,
     /// Frames that did not decode (a bug if ever non-zero).
     undecodable: u64,
@@ -261,6 +355,11 @@ pub struct ClusterSim {
     /// The whole replies of scripted clients' operations, by operation id,
     /// until [`ClusterSim::request_reply`] takes them.
     replies: BTreeMap<usize, Reply>,
+    /// When every engine is synced next (none: writes are synced at once).
+    next_sync: Option<Instant>,
+    /// Draws disk latencies (apart from the run's generator, so that a
+    /// healthy disk draws nothing).
+    disk_rng: ChaCha8Rng,
 }
 
 /// Tokens of [`ClusterSim::execute`]'s requests start here, far past any
@@ -273,9 +372,14 @@ impl ClusterSim {
     /// node, a bucket whose quorums do not fit its `n`, `n` above the
     /// node count).
     pub fn new(options: ClusterOptions) -> Result<Self> {
-        if options.nodes == 0 || options.nodes > 64 {
+        if options.nodes == 0 || options.nodes + options.joins > 64 {
             return Err(Error::InvalidInput(
-                "a simulation needs 1 to 64 nodes".into(),
+                "a simulation needs 1 to 64 nodes, joiners included".into(),
+            ));
+        }
+        if options.leaves >= options.nodes {
+            return Err(Error::InvalidInput(
+                "a simulation keeps at least one of its first nodes".into(),
             ));
         }
         if options.clients == 0 || options.keys == 0 || options.buckets.is_empty() {
@@ -353,6 +457,10 @@ impl ClusterSim {
             membership,
             replica,
             anti_entropy,
+            transfer: TransferConfig {
+                pull_timeout: Duration::from_secs(3),
+                ..TransferConfig::default()
+            },
             version,
             undecodable: 0,
             accepting: true,
@@ -360,6 +468,8 @@ impl ClusterSim {
             next_raw: RAW_TOKENS,
             hot: (0, "k0".into()),
             replies: BTreeMap::new(),
+            next_sync: options.sync_interval.map(|d| start + d),
+            disk_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x4449_534b),
             fabric: {
                 for &id in &ids {
                     fabric.add_node(id)?;
@@ -369,16 +479,23 @@ impl ClusterSim {
             options,
         };
         for &id in &ids {
+            let durability = match sim.options.sync_interval {
+                Some(_) => Durability::Unsynced,
+                None => Durability::Synced,
+            };
             let mut node = SimNode {
                 id,
-                engine: Arc::new(MemoryEngine::new()),
+                engine: SimEngine::new(sim.options.seed ^ id.0 ^ 0x454e_4749, durability),
+                disk_latency: Duration::ZERO,
                 life: Life::Running,
                 skew_ms: 0,
                 machines: None,
                 starts: 0,
+                founding: true,
             };
-            sim.boot(&mut node)?;
+            let out = sim.boot(&mut node)?;
             sim.nodes.insert(id, node);
+            sim.carry_ring(id, out);
         }
         for c in 0..sim.options.clients {
             let first = start + Duration::from_millis(sim.rng.random_range(0..200));
@@ -400,13 +517,15 @@ impl ClusterSim {
         Ok(sim)
     }
 
-    /// Starts `node`'s machines from its store (first start or restart).
-    fn boot(&self, node: &mut SimNode) -> Result<()> {
+    /// Starts `node`'s machines from its store (first start, join or
+    /// restart). Returns the ring role's first effects, for the caller to
+    /// carry out once the node is in the cluster's map.
+    fn boot(&self, node: &mut SimNode) -> Result<Vec<RingEffect>> {
         let id = node.id;
         let wall = self.wall_ms(node.skew_ms);
         let mut store = ReplicaStore::open_with_clock(
             id,
-            node.engine.clone(),
+            Arc::new(node.engine.clone()),
             self.version.max_siblings,
             self.replica.max_hints,
             &FixedClock(wall),
@@ -435,13 +554,49 @@ impl ClusterSim {
             .machine_mut()
             .set_regressions(self.options.regressions);
         coordinator.machine_mut().set_witness(store.witness());
-        coordinator.set_ring_state(Arc::clone(&self.ring));
         let seed = self.options.seed ^ id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.starts;
-        let peers: Vec<NodeId> = (1..=self.options.nodes as u64)
-            .map(NodeId)
-            .filter(|&p| p != id)
+        let peers: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(&p, n)| p != id && !matches!(n.life, Life::Gone))
+            .map(|(&p, _)| p)
             .collect();
-        let mut membership = if node.starts == 0 {
+        // The ring keeper: a founding member starts on the formed ring (and
+        // stores it, as a node stores every ring state); a restarted node
+        // on the state it stored; a joiner on nothing, through its seeds.
+        let ring_config = RingConfig {
+            vnodes_per_node: self.options.vnodes,
+        };
+        let mut keeper = RingKeeper::new(
+            id,
+            &ring_config,
+            self.membership.gossip_interval,
+            &peers,
+            seed ^ 0x5249_4e47,
+        )?;
+        if node.starts == 0 && node.founding {
+            keeper.form((*self.ring).clone())?;
+            ring_exec::execute(
+                &store,
+                crate::roles::ring::RingWork::Save(Arc::clone(&self.ring)),
+            )?;
+        } else if let Some(bytes) = store.load_meta(RING_META)? {
+            keeper.restore(codec::decode::<RingState>(&bytes, DEFAULT_MAX_FRAME_BYTES)?)?;
+        }
+        let mut ring = RingRole::new(
+            keeper,
+            RingRoleConfig {
+                leave_timeout: Duration::from_secs(30),
+                leave_linger: self.membership.leave_linger,
+            },
+        );
+        coordinator.set_ring_state(Arc::clone(ring.state()));
+        let handoff = HandoffRole::new(id, self.transfer.clone(), seed ^ 0x4841_4e44);
+        let mut ring_out = Vec::new();
+        ring.start(self.now, &mut ring_out);
+        ring.handoff_ready(self.now, &mut ring_out);
+        let confirmed = ring.ring_confirmed();
+        let mut membership = if node.starts == 0 && node.founding {
             // A formed cluster: every node knows every other from the start.
             let mut m = Membership::new(self.membership.clone(), id, id.to_string(), &[], seed)?;
             let mut sink = MemberOutbox::new();
@@ -457,7 +612,7 @@ impl ClusterSim {
         membership.tick(self.now, &mut sink);
         let n_max = self.options.buckets.iter().map(|b| b.n).max().unwrap_or(3);
         let mut anti_entropy = AntiEntropy::new(id, self.anti_entropy.clone(), n_max, self.now);
-        anti_entropy.set_ring(Arc::new(self.ring.ring.clone()));
+        anti_entropy.set_ring(Arc::clone(ring.ring()));
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0053_494d);
         let phase = |rng: &mut ChaCha8Rng, every: Duration| {
             let nanos = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX).max(1);
@@ -467,13 +622,19 @@ impl ClusterSim {
         node.machines = Some(Machines {
             next_membership: now + phase(&mut rng, self.membership.gossip_interval / 4),
             next_anti_entropy: now + phase(&mut rng, tick_of(self.anti_entropy.period)),
+            next_ring: now + phase(&mut rng, self.membership.gossip_interval),
+            next_handoff: now + HANDOFF_TICK,
             store,
+            disk: VecDeque::new(),
             membership,
             coordinator,
             anti_entropy,
+            ring,
+            handoff,
+            confirmed,
         });
         node.starts += 1;
-        Ok(())
+        Ok(ring_out)
     }
 
     /// The wall clock of a node skewed by `skew_ms`, now.
@@ -555,8 +716,11 @@ impl ClusterSim {
                             let back =
                                 at + Duration::from_millis(self.rng.random_range(1000..12000));
                             busy.insert(node, back);
-                            if roll < 70 {
+                            if roll < 63 {
                                 list.push((at, Fault::Crash(node)));
+                                list.push((back, Fault::Restart(node)));
+                            } else if roll < 70 {
+                                list.push((at, Fault::PowerLoss(node)));
                                 list.push((back, Fault::Restart(node)));
                             } else {
                                 list.push((at, Fault::Pause(node)));
@@ -580,6 +744,27 @@ impl ClusterSim {
                     };
                     list.push((at, Fault::Network(faults)));
                 }
+                90..=94 => {
+                    let node = *ids.choose(&mut self.rng).unwrap_or(&NodeId(1));
+                    let disk = if self.rng.random_bool(0.3) {
+                        DiskFaults::default()
+                    } else {
+                        DiskFaults {
+                            latency: Duration::from_millis(self.rng.random_range(1..200)),
+                            write_fail_rate: if self.rng.random_bool(0.5) {
+                                self.rng.random_range(0.0..0.2)
+                            } else {
+                                0.0
+                            },
+                            read_fail_rate: if self.rng.random_bool(0.5) {
+                                self.rng.random_range(0.0..0.2)
+                            } else {
+                                0.0
+                            },
+                        }
+                    };
+                    list.push((at, Fault::Disk(node, disk)));
+                }
                 _ => {
                     let node = *ids.choose(&mut self.rng).unwrap_or(&NodeId(1));
                     let max = self.options.max_skew.as_millis() as i64;
@@ -592,6 +777,22 @@ impl ClusterSim {
                 }
             }
             at += Duration::from_millis(self.rng.random_range(1000..8000));
+        }
+        // Joins in the first half, leaves in the first two thirds.
+        let end_ms = end.as_millis().max(4000) as u64;
+        for j in 0..self.options.joins {
+            let node = NodeId((self.options.nodes + j + 1) as u64);
+            let at = Duration::from_millis(self.rng.random_range(1000..end_ms / 2));
+            list.push((at, Fault::Join(node)));
+        }
+        let mut leaving = ids.clone();
+        for _ in 0..self.options.leaves {
+            if leaving.is_empty() {
+                break;
+            }
+            let node = leaving.remove(self.rng.random_range(0..leaving.len()));
+            let at = Duration::from_millis(self.rng.random_range(2000..end_ms * 2 / 3));
+            list.push((at, Fault::Leave(node)));
         }
         // Restarts and resumes drawn past the end happen at the heal.
         list.sort_by_key(|(at, _)| *at);
@@ -645,6 +846,7 @@ impl ClusterSim {
         for id in ids {
             self.apply(Fault::Resume(id));
             self.apply(Fault::Restart(id));
+            self.set_disk(id, DiskFaults::default());
         }
         self.event("heal: every link restored, every node running, clients stopped".into());
         // Clock skew stays: a healed cluster still has skewed clocks.
@@ -672,6 +874,9 @@ impl ClusterSim {
         if let Some((at, _)) = self.schedule.front() {
             consider(*at);
         }
+        if let Some(at) = self.next_sync {
+            consider(at);
+        }
         for c in &self.clients {
             if let (Some(at), true) = (c.next_at, self.accepting) {
                 consider(at);
@@ -684,6 +889,16 @@ impl ClusterSim {
             if let Some(m) = node.machines.as_mut() {
                 consider(m.next_membership);
                 consider(m.coordinator.next_wakeup());
+                if let Some((at, _)) = m.disk.front() {
+                    consider(*at);
+                }
+                consider(m.next_ring);
+                if let Some(at) = m.ring.next_wakeup() {
+                    consider(at);
+                }
+                if !m.handoff.progress().is_empty() {
+                    consider(m.next_handoff);
+                }
             }
         }
         next
@@ -696,8 +911,17 @@ impl ClusterSim {
                 self.apply(fault);
             }
         }
+        if let (Some(at), Some(every)) = (self.next_sync, self.options.sync_interval) {
+            if at <= now {
+                for node in self.nodes.values() {
+                    node.engine.sync();
+                }
+                self.next_sync = Some(now + every);
+            }
+        }
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for &id in &ids {
+            self.disk_due(id);
             while let Some((from, frame)) = self.fabric.pop_due(id, now) {
                 match codec::decode::<Envelope>(&frame, DEFAULT_MAX_FRAME_BYTES) {
                     Ok(env) if env.to == id => self.deliver(id, env.from, env.msg),
@@ -742,6 +966,17 @@ impl ClusterSim {
                     n.skew_ms = *skew;
                 }
             }
+            Fault::Disk(node, disk) => self.set_disk(*node, *disk),
+            Fault::PowerLoss(node) => {
+                self.apply(Fault::Crash(*node));
+                if let Some(n) = self.nodes.get(node) {
+                    let lost = n.engine.crash();
+                    self.event(format!(
+                        "power loss at {node}: {lost} unsynced write batches lost"
+                    ));
+                }
+                return;
+            }
             Fault::Pause(node) => {
                 let Some(n) = self.nodes.get_mut(node) else {
                     return;
@@ -766,7 +1001,7 @@ impl ClusterSim {
                 let Some(n) = self.nodes.get_mut(node) else {
                     return;
                 };
-                if matches!(n.life, Life::Crashed) {
+                if matches!(n.life, Life::Crashed | Life::Gone) {
                     return;
                 }
                 if matches!(n.life, Life::Paused) {
@@ -794,15 +1029,68 @@ impl ClusterSim {
                 let Some(mut n) = self.nodes.remove(node) else {
                     return;
                 };
+                let mut out = Vec::new();
                 if matches!(n.life, Life::Crashed) {
                     let _ = self.fabric.add_node(*node);
-                    if let Err(e) = self.boot(&mut n) {
-                        self.event(format!("restart of {node} failed: {e}"));
-                    } else {
-                        n.life = Life::Running;
+                    match self.boot(&mut n) {
+                        Err(e) => self.event(format!("restart of {node} failed: {e}")),
+                        Ok(first) => {
+                            n.life = Life::Running;
+                            out = first;
+                        }
                     }
                 }
                 self.nodes.insert(*node, n);
+                self.carry_ring(*node, out);
+            }
+            Fault::Join(node) => {
+                if self.nodes.contains_key(node) {
+                    return;
+                }
+                let durability = match self.options.sync_interval {
+                    Some(_) => Durability::Unsynced,
+                    None => Durability::Synced,
+                };
+                let mut n = SimNode {
+                    id: *node,
+                    engine: SimEngine::new(self.options.seed ^ node.0 ^ 0x454e_4749, durability),
+                    disk_latency: Duration::ZERO,
+                    life: Life::Running,
+                    skew_ms: 0,
+                    machines: None,
+                    starts: 0,
+                    founding: false,
+                };
+                if let Err(e) = self.fabric.add_node(*node) {
+                    self.event(format!("join of {node} failed: {e}"));
+                    return;
+                }
+                match self.boot(&mut n) {
+                    Err(e) => {
+                        self.fabric.remove_node(*node);
+                        self.event(format!("join of {node} failed: {e}"));
+                        return;
+                    }
+                    Ok(out) => {
+                        self.nodes.insert(*node, n);
+                        self.event(format!("{fault:?}"));
+                        self.carry_ring(*node, out);
+                        return;
+                    }
+                }
+            }
+            Fault::Leave(node) => {
+                let now = self.now;
+                let running = self.is_running(*node);
+                let Some(m) = self.machines_mut(*node).ok().filter(|_| running) else {
+                    self.event(format!("{node} cannot leave: it is not running"));
+                    return;
+                };
+                let mut out = Vec::new();
+                m.ring.leave(now, &mut out);
+                self.event(format!("{fault:?}"));
+                self.carry_ring(*node, out);
+                return;
             }
         }
         if !matches!(
@@ -855,12 +1143,21 @@ impl ClusterSim {
                 self.member_out(id, out);
             }
             Message::Replication(ReplicationMsg::Replicate { request }) => {
-                let reply = m.store.handle_from(Some(from), request);
-                self.send(
-                    id,
-                    from,
-                    Message::Replication(ReplicationMsg::Replicated { reply }),
-                );
+                if node.disk_latency.is_zero() && m.disk.is_empty() {
+                    let reply = m.store.handle_from(Some(from), request);
+                    self.send(
+                        id,
+                        from,
+                        Message::Replication(ReplicationMsg::Replicated { reply }),
+                    );
+                } else {
+                    let wait = Duration::from_micros(
+                        self.disk_rng
+                            .random_range(0..=node.disk_latency.as_micros() as u64),
+                    );
+                    let due = m.disk.back().map_or(now, |(at, _)| *at).max(now + wait);
+                    m.disk.push_back((due, DiskJob::Replicate { from, request }));
+                }
             }
             Message::Replication(msg) => {
                 let mut out = Vec::new();
@@ -872,8 +1169,206 @@ impl ClusterSim {
                 m.anti_entropy.step(now, from, msg, &mut out);
                 self.carry_anti_entropy(id, out);
             }
-            // Ring gossip and transfers: the ring is fixed in a run.
+            Message::Ring(msg) => {
+                let mut out = Vec::new();
+                m.ring.step(now, from, msg, &mut out);
+                self.carry_ring(id, out);
+            }
+            Message::Transfer(msg) => {
+                let mut out = Vec::new();
+                m.handoff.step(now, from, msg, &mut out);
+                self.carry_handoff(id, out);
+            }
+            // Pings are the transport's.
             _ => {}
+        }
+    }
+
+    /// Carries out node `id`'s ring role effects: gossip, saving the ring
+    /// state (inline), and its outputs.
+    fn carry_ring(&mut self, id: NodeId, mut out: Vec<RingEffect>) {
+        let now = self.now;
+        while !out.is_empty() {
+            let mut next = Vec::new();
+            for effect in out {
+                match effect {
+                    RoleEffect::Send { to, msg } => self.send(id, to, Message::Ring(msg)),
+                    RoleEffect::Store(work) => {
+                        let Ok(m) = self.machines_mut(id) else {
+                            return;
+                        };
+                        let result = ring_exec::execute(&m.store, work);
+                        m.ring.saved(now, result, &mut next);
+                    }
+                    RoleEffect::Emit(output) => self.ring_output(id, output, &mut next),
+                }
+            }
+            out = next;
+        }
+    }
+
+    /// What node `id`'s ring role tells its runner.
+    fn ring_output(&mut self, id: NodeId, output: RingOutput, next: &mut Vec<RingEffect>) {
+        let now = self.now;
+        let Ok(m) = self.machines_mut(id) else {
+            return;
+        };
+        match output {
+            RingOutput::Ring(ring) => m.anti_entropy.set_ring(ring),
+            RingOutput::State(state) => m.coordinator.set_ring_state(state),
+            RingOutput::Confirmed(confirmed) => m.confirmed = confirmed,
+            RingOutput::Handoff(command) => {
+                let mut out = Vec::new();
+                m.handoff.command(now, command, &mut out);
+                self.carry_handoff(id, out);
+            }
+            RingOutput::AnnounceLeft => {
+                let mut out = MemberOutbox::new();
+                m.membership.leave(now, &mut out);
+                self.member_out(id, out);
+                self.event(format!("{id} announces LEFT"));
+            }
+            RingOutput::Left { moved } => {
+                let _ = next;
+                self.event(format!(
+                    "{id} left the cluster and stopped ({})",
+                    if moved {
+                        "its ranges moved"
+                    } else {
+                        "its leave timed out"
+                    }
+                ));
+                self.retire(id);
+            }
+        }
+    }
+
+    /// Node `id` has left: it stops for good; its store is no longer read.
+    fn retire(&mut self, id: NodeId) {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        n.life = Life::Gone;
+        n.machines = None;
+        self.fabric.remove_node(id);
+        let now = self.now;
+        for c in 0..self.clients.len() {
+            if let Some((op, at)) = self.clients[c].waiting {
+                if at == id {
+                    self.clients[c].waiting = None;
+                    if !self.clients[c].scripted {
+                        self.clients[c].next_at = Some(now + Duration::from_millis(50));
+                    }
+                    self.history.ops[op].outcome = Outcome::Unknown;
+                }
+            }
+        }
+    }
+
+    /// Carries out node `id`'s handoff effects: transfer messages, storage
+    /// work (inline, or queued on a slow disk), and finished transfers,
+    /// which go to the ring role.
+    fn carry_handoff(&mut self, id: NodeId, mut out: Vec<HandoffEffect>) {
+        let now = self.now;
+        while !out.is_empty() {
+            let mut next = Vec::new();
+            let mut ring_out = Vec::new();
+            for effect in out {
+                match effect {
+                    RoleEffect::Send { to, msg } => self.send(id, to, Message::Transfer(msg)),
+                    RoleEffect::Store(work) => {
+                        let Some(node) = self.nodes.get_mut(&id) else {
+                            return;
+                        };
+                        let latency = node.disk_latency;
+                        let Some(m) = node.machines.as_mut() else {
+                            return;
+                        };
+                        if latency.is_zero() && m.disk.is_empty() {
+                            let done = run_handoff(m, id, work);
+                            m.handoff.finished(now, done, &mut next);
+                        } else {
+                            let wait = Duration::from_micros(
+                                self.disk_rng.random_range(0..=latency.as_micros() as u64),
+                            );
+                            let due = m.disk.back().map_or(now, |(at, _)| *at).max(now + wait);
+                            m.disk.push_back((due, DiskJob::Handoff(work)));
+                        }
+                    }
+                    RoleEffect::Emit(HandoffEvent::Done { id: transfer, .. }) => {
+                        let Ok(m) = self.machines_mut(id) else {
+                            return;
+                        };
+                        m.ring.on_transfer_done(now, transfer, &mut ring_out);
+                    }
+                    RoleEffect::Emit(HandoffEvent::Started {
+                        id: transfer,
+                        result: Err(e),
+                    }) => self.event(format!("{id}: transfer {transfer} did not start: {e}")),
+                    RoleEffect::Emit(HandoffEvent::Dropped {
+                        result: Err(e),
+                        ..
+                    }) => self.event(format!("{id}: dropping a range failed: {e}")),
+                    RoleEffect::Emit(_) => {}
+                }
+            }
+            self.carry_ring(id, ring_out);
+            out = next;
+        }
+    }
+
+    /// Sets how `node`'s disk misbehaves.
+    fn set_disk(&mut self, node: NodeId, disk: DiskFaults) {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        n.disk_latency = disk.latency;
+        let faults = StorageFaults {
+            write_fail_rate: disk.write_fail_rate,
+            read_fail_rate: disk.read_fail_rate,
+        };
+        if let Err(e) = n.engine.set_faults(faults) {
+            self.event(format!("disk faults of {node} refused: {e}"));
+        }
+    }
+
+    /// Carries out node `id`'s storage jobs whose time has come (none
+    /// while it is paused).
+    fn disk_due(&mut self, id: NodeId) {
+        let now = self.now;
+        loop {
+            let Some(node) = self.nodes.get_mut(&id) else {
+                return;
+            };
+            if !matches!(node.life, Life::Running) {
+                return;
+            }
+            let Some(m) = node.machines.as_mut() else {
+                return;
+            };
+            if !m.disk.front().is_some_and(|(at, _)| *at <= now) {
+                return;
+            }
+            let Some((_, job)) = m.disk.pop_front() else {
+                return;
+            };
+            match job {
+                DiskJob::Replicate { from, request } => {
+                    let reply = m.store.handle_from(Some(from), request);
+                    self.send(
+                        id,
+                        from,
+                        Message::Replication(ReplicationMsg::Replicated { reply }),
+                    );
+                }
+                DiskJob::Handoff(work) => {
+                    let done = run_handoff(m, id, work);
+                    let mut out = Vec::new();
+                    m.handoff.finished(now, done, &mut out);
+                    self.carry_handoff(id, out);
+                }
+            }
+            self.drain_local();
         }
     }
 
@@ -887,10 +1382,14 @@ impl ClusterSim {
         let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
             return;
         };
+        let now = self.now;
+        let mut ring_out = Vec::new();
         for event in &out.events {
             m.coordinator.on_member_event(event);
             m.anti_entropy.on_member_event(event);
+            m.ring.on_member_event(now, event, &mut ring_out);
         }
+        self.carry_ring(id, ring_out);
     }
 
     /// Carries out node `id`'s coordinator effects, storage work inline.
@@ -985,6 +1484,26 @@ impl ClusterSim {
             let mut out = Vec::new();
             m.anti_entropy.tick(now, wall, &mut out);
             self.carry_anti_entropy(id, out);
+        }
+        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        if m.next_ring <= now || m.ring.next_wakeup().is_some_and(|at| at <= now) {
+            if m.next_ring <= now {
+                m.next_ring = now + gossip_every;
+            }
+            let mut out = Vec::new();
+            m.ring.tick(now, &mut out);
+            self.carry_ring(id, out);
+        }
+        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+            return;
+        };
+        if m.next_handoff <= now {
+            m.next_handoff = now + HANDOFF_TICK;
+            let mut out = Vec::new();
+            m.handoff.tick(now, &mut out);
+            self.carry_handoff(id, out);
         }
     }
 
@@ -1099,6 +1618,11 @@ impl ClusterSim {
             );
             return id;
         };
+        if !m.confirmed {
+            // Restarted on a stored ring no peer has confirmed yet.
+            self.complete_op(id, Err(Error::RingUnconfirmed));
+            return id;
+        }
         let mut out = Vec::new();
         m.coordinator.start(now, wall, id, client_op, &mut out);
         self.carry_coordinator(node, out);
@@ -1301,7 +1825,9 @@ impl ClusterSim {
         let now = self.now;
         match op {
             Op::Status => self.status_view(node).map(Reply::Status),
-            Op::Ring => Ok(Reply::Ring(self.ring_view())),
+            Op::Ring => Ok(Reply::Ring(crate::roles::client_ops::ring_view(
+                self.machines(node)?.ring.state(),
+            ))),
             Op::GetBucket { bucket } => {
                 let m = self.machines(node)?;
                 Ok(Reply::Bucket {
@@ -1367,6 +1893,9 @@ impl ClusterSim {
                         (bucket.clone(), key.clone())
                     }
                 };
+                if !self.machines(node)?.confirmed {
+                    return Err(Error::RingUnconfirmed);
+                }
                 let token = self.next_raw;
                 self.next_raw += 1;
                 self.raw.insert(token, None);
@@ -1459,6 +1988,24 @@ impl ClusterSim {
         self.apply(Fault::Crash(node));
     }
 
+    /// Cuts `node`'s power: it crashes, and its store loses every write
+    /// not yet synced (see [`ClusterOptions::sync_interval`]).
+    pub fn power_loss(&mut self, node: NodeId) {
+        self.apply(Fault::PowerLoss(node));
+    }
+
+    /// Makes `node`'s disk slow or failing (the default: healthy).
+    pub fn disk(&mut self, node: NodeId, faults: DiskFaults) {
+        self.apply(Fault::Disk(node, faults));
+    }
+
+    /// Syncs every node's storage now, as the periodic sync does.
+    pub fn sync_storage(&mut self) {
+        for node in self.nodes.values() {
+            node.engine.sync();
+        }
+    }
+
     /// Restarts a crashed `node` from its store.
     pub fn restart(&mut self, node: NodeId) {
         self.apply(Fault::Restart(node));
@@ -1507,10 +2054,11 @@ impl ClusterSim {
             .is_some_and(|n| matches!(n.life, Life::Crashed))
     }
 
-    /// The `n` primaries of `bucket`/`key`, in preference order.
+    /// The `n` primaries of `bucket`/`key` on the ring in force (as the
+    /// lowest running node holds it), in preference order.
     pub fn primaries(&self, bucket: &str, key: &str) -> Vec<NodeId> {
         let n = self.history.buckets.get(bucket).map_or(3, |b| b.n);
-        self.ring
+        self.ring_state()
             .ring
             .preference_list(key_token(bucket.as_bytes(), key.as_bytes()), n)
     }
@@ -1614,17 +2162,65 @@ impl ClusterSim {
             hints: m.store.hint_count() as u64,
             in_flight: m.coordinator.machine().in_flight() as u64,
             engine: "memory".into(),
-            transfers: Vec::new(),
+            transfers: m.handoff.progress(),
             anti_entropy: m.anti_entropy.stats().clone(),
-            served: Vec::new(),
+            served: m.handoff.served(),
             corruptions: 0,
         })
     }
 
-    /// The ring, as every node holds it (fixed for a run), as the client
+    /// The ring as the lowest running node holds it, as the client
     /// protocol's `Ring` shows it.
     pub fn ring_view(&self) -> RingView {
-        crate::roles::client_ops::ring_view(&self.ring)
+        crate::roles::client_ops::ring_view(&self.ring_state())
+    }
+
+    /// The ring state (the ring in force and the change in progress) of
+    /// the lowest running node: the formed ring when none runs.
+    pub fn ring_state(&self) -> Arc<RingState> {
+        self.nodes
+            .values()
+            .filter(|n| matches!(n.life, Life::Running))
+            .find_map(|n| n.machines.as_ref())
+            .map_or_else(|| Arc::clone(&self.ring), |m| Arc::clone(m.ring.state()))
+    }
+
+    /// The ring state `node` holds (`None` when it is not running).
+    pub fn ring_state_at(&self, node: NodeId) -> Option<Arc<RingState>> {
+        self.nodes
+            .get(&node)
+            .and_then(|n| n.machines.as_ref())
+            .map(|m| Arc::clone(m.ring.state()))
+    }
+
+    /// Starts a new node (the next id) that joins the ring through the
+    /// running nodes; returns its id. Its ranges move to it by transfer
+    /// while the cluster serves.
+    pub fn join(&mut self) -> NodeId {
+        let id = NodeId(
+            self.nodes
+                .keys()
+                .map(|n| n.0)
+                .max()
+                .unwrap_or(0)
+                .max((self.options.nodes + self.options.joins) as u64)
+                + 1,
+        );
+        self.apply(Fault::Join(id));
+        id
+    }
+
+    /// Makes `node` leave: its ranges move to the nodes taking them, it
+    /// gossips LEFT, then it stops for good.
+    pub fn leave(&mut self, node: NodeId) {
+        self.apply(Fault::Leave(node));
+    }
+
+    /// Whether `node` has left the cluster and stopped.
+    pub fn is_gone(&self, node: NodeId) -> bool {
+        self.nodes
+            .get(&node)
+            .is_some_and(|n| matches!(n.life, Life::Gone))
     }
 
     /// The history so far.
@@ -1644,6 +2240,20 @@ impl ClusterSim {
     /// history.
     fn finish(mut self) -> Result<History> {
         self.history.healed = true;
+        let final_ring = self.ring_state();
+        let running: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| matches!(n.life, Life::Running))
+            .map(|n| n.id)
+            .collect();
+        for node in running {
+            if let Some(state) = self.ring_state_at(node) {
+                self.history
+                    .rings
+                    .insert(node, (state.digest(), state.pending.is_some()));
+            }
+        }
         let mut touched: BTreeSet<(String, String)> = BTreeSet::new();
         for op in &self.history.ops {
             let (b, k) = op.op.target();
@@ -1654,7 +2264,7 @@ impl ClusterSim {
                 continue;
             };
             let token = key_token(bucket.as_bytes(), key.as_bytes());
-            let owners = self.ring.ring.preference_list(token, b.n);
+            let owners = final_ring.ring.preference_list(token, b.n);
             let mut seen = Vec::new();
             for owner in owners {
                 let Some(m) = self.nodes.get(&owner).and_then(|n| n.machines.as_ref()) else {
@@ -1717,6 +2327,15 @@ fn observe_object(
         &Resolvers::default(),
     )?;
     Ok(observe(reply))
+}
+
+/// Carries out a handoff role's storage work on a node's store, under
+/// the bucket policies of its coordinator's table.
+fn run_handoff(m: &Machines, id: NodeId, work: HandoffWork) -> handoff_exec::HandoffDone {
+    let buckets = m.coordinator.machine();
+    handoff_exec::execute(&m.store, id, work, &|bucket: &[u8]| {
+        buckets.bucket(bucket).policy.clone()
+    })
 }
 
 /// The anti-entropy actor's tick interval for `period`.

@@ -224,6 +224,9 @@ pub struct History {
     /// Fault and lifecycle events, with their virtual time, for the
     /// report of a failing seed.
     pub events: Vec<(Duration, String)>,
+    /// At the end, the ring state each running node holds: its digest,
+    /// and whether a change is still in progress.
+    pub rings: BTreeMap<NodeId, (u64, bool)>,
 }
 
 impl History {
@@ -242,6 +245,10 @@ impl History {
             for (node, seen) in replicas {
                 let _ = writeln!(text, "{}", Self::final_line(bucket, key, *node, seen));
             }
+        }
+        for (node, (digest, pending)) in &self.rings {
+            let pending = if *pending { " (change in progress)" } else { "" };
+            let _ = writeln!(text, "ring {node} {digest:016x}{pending}");
         }
         text
     }
