@@ -15,6 +15,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod engine;
 pub mod history;
 pub mod membership;
 pub mod script;

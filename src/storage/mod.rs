@@ -299,7 +299,8 @@ pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + Send + 'a>;
 /// Counters an engine exposes. Fields an engine has no notion of stay zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
-    /// Which engine: `"lsm"`, `"btree"` or `"memory"`.
+    /// Which engine: `"lsm"`, `"btree"`, `"memory"`, or `"sim"` (the
+    /// simulator's).
     pub engine: &'static str,
     /// Sum of key and value bytes of every accepted batch (the denominator of
     /// write amplification).
