@@ -1706,6 +1706,8 @@ impl ClusterSim {
     pub fn quiet_with(mut options: ClusterOptions) -> Result<Self> {
         let nodes = options.nodes;
         options.faults = false;
+        options.joins = 0;
+        options.leaves = 0;
         options.clients = 1;
         options.buckets = default_buckets()
             .into_iter()

@@ -9,9 +9,17 @@
 //! so the bytes, the frame limit and the faults are those of the real
 //! in-process network.
 //!
-//! What exists: [`membership::MembershipSim`], the membership machines
-//! alone. It is the seed of the whole-cluster simulator; replication and
-//! storage machines are not driven yet.
+//! What exists:
+//! - [`cluster::ClusterSim`]: whole nodes (membership, the coordinator,
+//!   ring and handoff roles, replicas, anti-entropy) on the seeded
+//!   network, with clients, a fault schedule, joins and leaves, and
+//!   storage on [`engine::SimEngine`]s that lose unsynced writes in a
+//!   power loss and can fail or be slow;
+//! - [`history`] and [`check`]: what the clients saw, and the checkers
+//!   that judge it; [`search`]: many seeds at once; [`script`]: scenario
+//!   scripts with expected output;
+//! - [`membership::MembershipSim`]: the membership machines alone, for
+//!   detection experiments at scale.
 
 pub mod check;
 pub mod cluster;

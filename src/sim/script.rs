@@ -64,6 +64,12 @@
 //! | `heal` | [`ClusterSim::heal`] | |
 //! | `network calm` or `network drop= dup= reorder= delay=1ms..50ms` | [`ClusterSim::set_network`] | the faults |
 //! | `skew NODE +300ms` | [`ClusterSim::skew`] | the node's clock offset |
+//! | `powerloss NODES` | [`ClusterSim::power_loss`]: a crash that also loses unsynced writes | each node's state after |
+//! | `sync` | [`ClusterSim::sync_storage`] | |
+//! | `disk NODE [latency=50ms] [write_fail=0.1] [read_fail=0.1]` or `disk NODE healthy` | [`ClusterSim::disk`] | the disk's faults |
+//! | `join` | [`ClusterSim::join`]: a new node joins | its id |
+//! | `leave NODE` | [`ClusterSim::leave`] | |
+//! | `ring [NODE]` | [`ClusterSim::ring_state`] (or the node's) | the ring in force and the change in progress |
 //! | `primaries BUCKET KEY` | [`ClusterSim::primaries`] | the nodes |
 //! | `preflist N BUCKET KEY` | `PreferenceList` through node N | targets, fallbacks with the primary they stand in for |
 //! | `local [NODES] BUCKET KEY` | [`ClusterSim::local_object`] on each node (default: the primaries) | one line per node |
@@ -122,7 +128,7 @@ use std::time::Duration;
 use serde_bytes::ByteBuf;
 
 use super::check;
-use super::cluster::{ClusterSim, START_WALL_MS};
+use super::cluster::{ClusterSim, DiskFaults, START_WALL_MS};
 use super::history::{BucketKind, Observed, Outcome, SimOp};
 use crate::message::NodeId;
 use crate::net::memory::Faults;
@@ -251,6 +257,73 @@ impl Runner {
                     lines.push(format!("{n} {}", state(sim, n)));
                 }
                 lines.join("\n")
+            }
+            "powerloss" => {
+                let nodes = self.nodes(&args.take("nodes")?)?;
+                let sim = self.sim()?;
+                let mut lines = Vec::new();
+                for n in nodes {
+                    sim.power_loss(n);
+                    lines.push(format!("{n} {} (power lost)", state(sim, n)));
+                }
+                lines.join("\n")
+            }
+            "sync" => {
+                self.sim()?.sync_storage();
+                "every node's storage synced".into()
+            }
+            "disk" => {
+                let node = self.node(&args.take("node")?)?;
+                let mut faults = DiskFaults::default();
+                if !args.flag("healthy") {
+                    if let Some(l) = args.named("latency") {
+                        faults.latency = duration(&l)?;
+                    }
+                    let rate = |v: Option<String>| -> Result<f64, String> {
+                        v.map_or(Ok(0.0), |v| {
+                            v.parse().map_err(|_| format!("{v:?} is not a number"))
+                        })
+                    };
+                    faults.write_fail_rate = rate(args.named("write_fail"))?;
+                    faults.read_fail_rate = rate(args.named("read_fail"))?;
+                }
+                self.sim()?.disk(node, faults);
+                if faults == DiskFaults::default() {
+                    format!("{node} disk healthy")
+                } else {
+                    format!(
+                        "{node} disk latency up to {}, write failures {}, read failures {}",
+                        seconds(faults.latency),
+                        faults.write_fail_rate,
+                        faults.read_fail_rate
+                    )
+                }
+            }
+            "join" => {
+                let sim = self.sim()?;
+                let node = sim.join();
+                format!("{node} {}, joining", state(sim, node))
+            }
+            "leave" => {
+                let node = self.node(&args.take("node")?)?;
+                let sim = self.sim()?;
+                sim.leave(node);
+                format!("{node} leaving")
+            }
+            "ring" => {
+                let at = match args.take_opt("node") {
+                    Some(n) => Some(self.node(&n)?),
+                    None => None,
+                };
+                let sim = self.sim()?;
+                let state = match at {
+                    Some(n) => sim.ring_state_at(n),
+                    None => Some(sim.ring_state()),
+                };
+                match state {
+                    None => format!("{} not running", at.map_or(String::new(), |n| n.to_string())),
+                    Some(state) => ring_lines(&state),
+                }
             }
             "partition" => {
                 let a = self.nodes(&args.take("side")?)?;
@@ -811,8 +884,34 @@ fn list(nodes: &[NodeId]) -> String {
         .join(" ")
 }
 
+/// A ring state in a few lines: the ring in force, then the change in
+/// progress with its moves done.
+fn ring_lines(state: &crate::ring::RingState) -> String {
+    let members: Vec<NodeId> = state.ring.members().into_iter().collect();
+    let mut lines = vec![format!(
+        "epoch {}: {} ({} tokens)",
+        state.ring.epoch(),
+        list(&members),
+        state.ring.len()
+    )];
+    match &state.pending {
+        None => lines.push("no change in progress".into()),
+        Some(p) => {
+            let moves = p.moves(&state.ring).len();
+            lines.push(format!(
+                "change in progress: {:?}, {} of {moves} moves done",
+                p.change,
+                p.done.len()
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
 fn state(sim: &ClusterSim, node: NodeId) -> &'static str {
-    if sim.is_crashed(node) {
+    if sim.is_gone(node) {
+        "gone"
+    } else if sim.is_crashed(node) {
         "crashed"
     } else if sim.is_running(node) {
         "running"
