@@ -17,7 +17,8 @@
 //!   [`crate::replication::coordinator::Coordinator`], hinted handoff and the
 //!   bucket table.
 //! - [`compactor::Compactor`]: runs the storage engine's compactions.
-//! - [`handoff::HandoffActor`]: runs the range
+//! - [`handoff::HandoffActor`]: carries the handoff role
+//!   ([`crate::roles::handoff::HandoffRole`]), which runs the range
 //!   [`crate::replication::transfer::Transfers`] into this node, serves
 //!   other nodes' pulls, and drops ranges handed over.
 //! - [`anti_entropy::AntiEntropyActor`]: runs Merkle-tree anti-entropy and

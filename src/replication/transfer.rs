@@ -41,8 +41,10 @@
 //! # What it does not do
 //!
 //! This module is the pure machine ([`Transfers`]) and the scan plan
-//! ([`scan_ranges`]): no I/O, time passed in, effects pushed to an outbox
-//! that the `node::handoff` actor carries out. It does not decide which
+//! ([`scan_ranges`]): no I/O, time passed in, [`TransferEffect`]s pushed
+//! to an outbox. The handoff role (`roles::handoff`) runs it inside its
+//! own machine, and the `node::handoff` actor carries out that role's
+//! effects. It does not decide which
 //! ranges move or when ownership switches (the ring transition driver does),
 //! and it does not delete anything: the old owner drops a range only when
 //! told, after the new owners confirmed it.
@@ -175,8 +177,8 @@ pub enum TransferState {
 }
 
 /// What a node served, as a source, for one receiver's transfer: the
-/// source side's counts, kept by the node's Handoff actor (which serves
-/// pulls) and shown in status views (`protocol::ServedView`). Plain data,
+/// source side's counts, kept by the handoff role (`roles::handoff`,
+/// which serves pulls) and shown in status views (`protocol::ServedView`). Plain data,
 /// here beside the receiving side's [`TransferProgress`] so that the wire
 /// layer can convert it without importing the actors.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -220,20 +222,19 @@ pub struct TransferProgress {
     pub finished: Option<Instant>,
 }
 
-/// What the machine asks its driver to do.
+/// What the machine asks its driver to do: the crate's one
+/// [`crate::effect::Effect`] shape, with pulls to send
+/// ([`TransferMsg::Pull`]), [`TransferWork`] for the store, and
+/// [`TransferDoneEvent`]s for the listener.
+pub type TransferEffect = crate::effect::Effect<TransferMsg, TransferWork, TransferDoneEvent>;
+
+/// Storage work the machine asks of its driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TransferEffect {
-    /// Send `msg` to node `to`.
-    Send {
-        /// The destination.
-        to: NodeId,
-        /// The message (a [`TransferMsg::Pull`]).
-        msg: TransferMsg,
-    },
+pub enum TransferWork {
     /// Merge `items` into the store under their buckets' policies, then
     /// persist `record` (under [`record_name`]), then report with
     /// [`Transfers::stored`].
-    Store {
+    Merge {
         /// The transfer.
         id: u64,
         /// The source the batch came from.
@@ -248,15 +249,18 @@ pub enum TransferEffect {
         /// The transfer.
         id: u64,
     },
-    /// The transfer is done: tell the listener.
-    Done {
-        /// The transfer.
-        id: u64,
-        /// Objects stored.
-        keys: u64,
-        /// Bytes stored.
-        bytes: u64,
-    },
+}
+
+/// A transfer is done: every object of its range from every source is
+/// stored. For the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferDoneEvent {
+    /// The transfer.
+    pub id: u64,
+    /// Objects stored.
+    pub keys: u64,
+    /// Bytes stored.
+    pub bytes: u64,
 }
 
 /// A token bucket: at most `rate` bytes per second on average, with a
@@ -540,7 +544,7 @@ impl Transfers {
     /// record, if any; the caller loads it for an id it does not know).
     ///
     /// Idempotent: starting a queued, running or done transfer again
-    /// changes nothing (a done one reports [`TransferEffect::Done`] again,
+    /// changes nothing (a done one reports its [`TransferDoneEvent`] again,
     /// so a caller that lost the first report learns it). A failed one is
     /// queued again with its cursors. A persisted record with another range
     /// is refused; with other sources, the cursors of the sources in both
@@ -583,11 +587,11 @@ impl Transfers {
                     t.finished = None;
                     self.queue.push_back(id);
                 }
-                Phase::Done => out.push(TransferEffect::Done {
+                Phase::Done => out.push(TransferEffect::Emit(TransferDoneEvent {
                     id,
                     keys: t.keys,
                     bytes: t.bytes,
-                }),
+                })),
                 Phase::Queued | Phase::Running => {
                     if t.spec.sources != spec.sources {
                         return Err(Error::InvalidInput(format!(
@@ -624,7 +628,7 @@ impl Transfers {
                 finished: done.then_some(now),
             };
             if done {
-                out.push(TransferEffect::Done { id, keys, bytes });
+                out.push(TransferEffect::Emit(TransferDoneEvent { id, keys, bytes }));
             } else {
                 self.queue.push_back(id);
             }
@@ -643,7 +647,7 @@ impl Transfers {
     pub fn cancel(&mut self, now: Instant, id: u64, out: &mut Vec<TransferEffect>) -> bool {
         let known = self.transfers.remove(&id).is_some();
         self.queue.retain(|&q| q != id);
-        out.push(TransferEffect::Forget { id });
+        out.push(TransferEffect::Store(TransferWork::Forget { id }));
         self.promote(now);
         self.pump(now, out);
         known
@@ -741,12 +745,12 @@ impl Transfers {
         record.keys += keys;
         record.bytes += bytes;
         record.batches += 1;
-        out.push(TransferEffect::Store {
+        out.push(TransferEffect::Store(TransferWork::Merge {
             id,
             source: from,
             items,
             record,
-        });
+        }));
     }
 
     fn on_refused(
@@ -776,7 +780,7 @@ impl Transfers {
         }
     }
 
-    /// Reports that a [`TransferEffect::Store`] finished: `Ok` once the
+    /// Reports that a [`TransferWork::Merge`] finished: `Ok` once the
     /// batch and the record are stored, `Err` with the reason otherwise.
     pub fn stored(
         &mut self,
@@ -815,11 +819,11 @@ impl Transfers {
                 if t.sources.iter().all(|s| s.done) && t.phase == Phase::Running {
                     t.phase = Phase::Done;
                     t.finished = Some(now);
-                    out.push(TransferEffect::Done {
+                    out.push(TransferEffect::Emit(TransferDoneEvent {
                         id,
                         keys: t.keys,
                         bytes: t.bytes,
-                    });
+                    }));
                     self.promote(now);
                 }
             }
@@ -1040,12 +1044,12 @@ mod tests {
     fn stores(out: &[TransferEffect]) -> Vec<(u64, NodeId, usize, TransferRecord)> {
         out.iter()
             .filter_map(|e| match e {
-                TransferEffect::Store {
+                TransferEffect::Store(TransferWork::Merge {
                     id,
                     source,
                     items,
                     record,
-                } => Some((*id, *source, items.len(), record.clone())),
+                }) => Some((*id, *source, items.len(), record.clone())),
                 _ => None,
             })
             .collect()
@@ -1103,11 +1107,11 @@ mod tests {
         assert_eq!(stores(&out).len(), 1);
         out.clear();
         m.stored(t1, 7, A, Ok(()), &mut out);
-        assert!(out.contains(&TransferEffect::Done {
+        assert!(out.contains(&TransferEffect::Emit(TransferDoneEvent {
             id: 7,
             keys: 3,
             bytes: 30
-        }));
+        })));
         let p = m.progress_of(7).unwrap();
         assert_eq!((p.state, p.keys, p.batches), (TransferState::Done, 3, 2));
     }
@@ -1152,7 +1156,7 @@ mod tests {
         out.clear();
         m.step(t0, A, batch(3, None, vec![item("a")], true), &mut out);
         m.stored(t0, 3, A, Ok(()), &mut out);
-        assert!(!out.iter().any(|e| matches!(e, TransferEffect::Done { .. })));
+        assert!(!out.iter().any(|e| matches!(e, TransferEffect::Emit(_))));
         assert!(pulls(&out).is_empty(), "A is done; B's pull is still out");
         // B's batch, with B's own cursor.
         m.step(t0, B, batch(3, None, vec![item("b")], false), &mut out);
@@ -1162,11 +1166,11 @@ mod tests {
         out.clear();
         m.step(t0, B, batch(3, c, vec![], true), &mut out);
         m.stored(t0, 3, B, Ok(()), &mut out);
-        assert!(out.contains(&TransferEffect::Done {
+        assert!(out.contains(&TransferEffect::Emit(TransferDoneEvent {
             id: 3,
             keys: 2,
             bytes: 20
-        }));
+        })));
     }
 
     #[test]
@@ -1247,7 +1251,7 @@ mod tests {
         assert_eq!(m.progress_of(2).unwrap().state, TransferState::Queued);
         out.clear();
         assert!(m.cancel(t0, 1, &mut out));
-        assert!(out.contains(&TransferEffect::Forget { id: 1 }));
+        assert!(out.contains(&TransferEffect::Store(TransferWork::Forget { id: 1 })));
         assert_eq!(pulls(&out), vec![(B, 2, None)]);
         // Bad specs are refused.
         assert!(m.start(t0, spec(3, &[]), None, &mut out).is_err());
