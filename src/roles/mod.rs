@@ -13,4 +13,5 @@
 pub mod anti_entropy;
 pub mod client_ops;
 pub mod coordinator;
+pub mod ring;
 pub mod stored_buckets;
