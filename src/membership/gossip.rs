@@ -9,7 +9,9 @@
 //! `down / (reachable + 1)` it also gossips to one DOWN peer, so that a
 //! healed partition or a restarted node is found again (Cassandra's rule);
 //! a node that knows no reachable peer gossips to its seeds, which is how a
-//! new node joins. Every merge that advances a peer's (incarnation,
+//! new node joins, and a node that does gossips with the same odds to one
+//! seed it does not know, so that two nodes that found only each other
+//! through their seeds do not stay an island. Every merge that advances a peer's (incarnation,
 //! heartbeat) is a heartbeat arrival for that peer's detector, whoever
 //! relayed it.
 //!
@@ -266,6 +268,30 @@ impl Membership {
                 .choose_multiple(&mut self.rng, self.config.fanout)
                 .copied()
                 .collect();
+        } else {
+            // A seed not known reachable may be in another island: two
+            // nodes that started through each other as seeds, each finding
+            // only the other, would otherwise never look further. With the
+            // same odds as a DOWN peer, gossip to one such seed too.
+            let strangers: Vec<NodeId> = self
+                .seeds
+                .iter()
+                .copied()
+                .filter(|s| !reachable.contains(s) && !down.contains(s))
+                .filter(|&s| {
+                    self.table
+                        .get(s)
+                        .is_none_or(|e| e.status != MemberStatus::Left)
+                })
+                .collect();
+            if !strangers.is_empty() {
+                let p = strangers.len() as f64 / (reachable.len() + 1) as f64;
+                if self.rng.random_bool(p.min(1.0)) {
+                    if let Some(&node) = strangers.choose(&mut self.rng) {
+                        targets.push(node);
+                    }
+                }
+            }
         }
         if !down.is_empty() {
             let p = down.len() as f64 / (reachable.len() + 1) as f64;

@@ -12,7 +12,8 @@
 //!   The FailureDetector actor runs it.
 //! - [`RingKeeper`] ([`ring_sync`]): the node's copy of the hash ring, its
 //!   anti-entropy by digest, and token claim when this node joins or leaves.
-//!   The RingManager actor runs it.
+//!   The ring role (`roles::ring`) runs it, carried by the RingManager
+//!   actor.
 //!
 //! # The guarantee
 //!

@@ -19,8 +19,8 @@
 //!
 //! # What it does not do
 //!
-//! No I/O and no clock of its own: the ring manager actor carries out its
-//! actions and passes time in. It keeps nothing across restarts; instead,
+//! No I/O and no clock of its own: the ring role (`roles::ring`) turns its
+//! actions into handoff commands and passes time in. It keeps nothing across restarts; instead,
 //! once after a restart (a start from a stored ring state, when no change
 //! is pending, this node is in the ring, and a peer has reported the same
 //! ring state), it schedules a sweep: after [`DROP_GRACE`], everything
@@ -41,7 +41,7 @@ use crate::ring::TokenRange;
 /// routed by the old ring have finished and every node has the new one.
 pub const DROP_GRACE: Duration = Duration::from_secs(5);
 
-/// What the ring manager must do.
+/// What the ring role must have done (it tells the handoff role).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RebalanceAction {
     /// Start (or resume) a transfer into this node.

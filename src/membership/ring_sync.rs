@@ -42,9 +42,9 @@
 //! # What it does not do
 //!
 //! It moves no data (the transfer executor does), keeps no history of
-//! rings, and does no I/O: the ring manager stores each new state and
-//! hands the stored one to [`RingKeeper::restore`] at start, and peers'
-//! newer states win by merge.
+//! rings, and does no I/O: the ring role (`roles::ring`) has each new
+//! state stored, the node hands the stored one to [`RingKeeper::restore`]
+//! at start, and peers' newer states win by merge.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -352,13 +352,13 @@ impl RingKeeper {
         }
     }
 
-    /// Leaves: from the next tick (once no other change is pending), this
-    /// node begins giving its tokens away; it is out of the ring when that
-    /// change completes, after its ranges have been pulled by their new
-    /// owners.
-    pub fn leave(&mut self, out: &mut Outbox<RingMsg, RingEvent>) {
+    /// Leaves: this node begins giving its tokens away, with a tick at
+    /// `now` (or at the first tick once no other change is pending); it is
+    /// out of the ring when that change completes, after its ranges have
+    /// been pulled by their new owners.
+    pub fn leave(&mut self, now: Instant, out: &mut Outbox<RingMsg, RingEvent>) {
         self.member = false;
-        self.tick(Instant::now(), out);
+        self.tick(now, out);
     }
 
     /// Whether every reachable member has reported the pending change, so
@@ -737,7 +737,10 @@ mod tests {
         let mut keepers = four_keepers();
         run(&mut keepers, 100);
         let mut out = Outbox::new();
-        keepers.get_mut(&NodeId(2)).unwrap().leave(&mut out);
+        keepers
+            .get_mut(&NodeId(2))
+            .unwrap()
+            .leave(Instant::now(), &mut out);
         assert!(keepers[&NodeId(2)].state().pending.is_some());
         // The others pull node 2's ranges, then the leave is in force.
         run(&mut keepers, 100);
@@ -768,7 +771,10 @@ mod tests {
             });
         }
         let mut out = Outbox::new();
-        keepers.get_mut(&NodeId(3)).unwrap().leave(&mut out);
+        keepers
+            .get_mut(&NodeId(3))
+            .unwrap()
+            .leave(Instant::now(), &mut out);
         let pending = keepers[&NodeId(3)].state().pending.clone().unwrap();
         let ring = keepers[&NodeId(3)].state().ring.clone();
         assert!(

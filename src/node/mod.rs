@@ -10,7 +10,10 @@
 //!   that message.
 //! - [`failure_detector::FailureDetector`]: runs the
 //!   [`crate::membership::Membership`] machine.
-//! - [`ring_manager::RingManager`]: runs the [`crate::membership::RingKeeper`].
+//! - [`ring_manager::RingManager`]: carries the
+//!   [`crate::roles::ring::RingRole`] (the
+//!   [`crate::membership::RingKeeper`] and the rebalancer, ring saves, the
+//!   ring gate and the graceful leave).
 //! - [`replica::ReplicaActor`]: serves replica requests from the node's
 //!   [`crate::replication::replica::ReplicaStore`] on blocking threads.
 //! - [`coordinator::CoordinatorActor`]: runs the request

@@ -28,7 +28,7 @@ use super::coordinator::{
     CoordinatorActor, CoordinatorParts, Execute, GetBucket, GetTargets, InFlight, RingEpoch,
     SetBucket, StopAccepting, BUCKETS_META,
 };
-use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Leave, Subscribe};
+use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Subscribe};
 use super::handoff::{
     CancelTransfer, DropRange, GetServed, GetTransfers, HandoffActor, ReadRange, ServedStats,
     SetTransferListener, StartTransfer, TransferDone,
@@ -36,7 +36,10 @@ use super::handoff::{
 use super::replica::{
     FlushStore, GetStoreStats, LocalRead, ReplicaActor, SetCoordinator, StoreStats,
 };
-use super::ring_manager::{GetRing, GetRingState, RemoveNode, RingManager, SetHandoff, RING_META};
+use super::ring_manager::{
+    Decommission, GetRing, GetRingState, LeaveRing, RemoveNode, RingManager, SetCoordinatorStop,
+    SetFailureDetector, SetHandoff, RING_META,
+};
 use super::transport::{LearnPeer, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{StorageConfig, VersionConfig};
@@ -56,6 +59,7 @@ use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{TransferProgress, TransferSpec};
 use crate::ring::{Ring, RingState, TokenRange};
 use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
+use crate::roles::ring::{RingRole, RingRoleConfig};
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
 use crate::version::Resolvers;
 
@@ -66,7 +70,6 @@ pub use crate::config::NodeConfig;
 pub struct Node {
     id: NodeId,
     addr: String,
-    leave_linger: Duration,
     arbiter: ArbiterHandle,
     transport: Arc<dyn Transport>,
     failure_detector: Addr<FailureDetector>,
@@ -246,12 +249,19 @@ impl Node {
                 });
             }
         }
-        let ring_manager = RingManager::new(
+        let role = RingRole::new(
             keeper,
+            RingRoleConfig {
+                leave_timeout: LEAVE_TRANSFER_TIMEOUT,
+                leave_linger: config.membership.leave_linger,
+            },
+        );
+        let ring_manager = RingManager::new(
+            role,
             config.membership.gossip_interval,
             transport_actor.clone(),
-        )
-        .with_store(Arc::clone(&storage.store));
+            Arc::clone(&storage.store),
+        );
         let ring_confirmed = ring_manager.confirmed_flag();
         let ring_manager = ring_manager.start();
         let failure_detector = FailureDetector::new(
@@ -260,6 +270,7 @@ impl Node {
             ring_manager.clone().recipient(),
         )
         .start();
+        ring_manager.do_send(SetFailureDetector(failure_detector.clone().recipient()));
         let OpenedStore {
             engine,
             store,
@@ -293,6 +304,7 @@ impl Node {
         )
         .start();
         replica.do_send(SetCoordinator(coordinator.clone().recipient()));
+        ring_manager.do_send(SetCoordinatorStop(coordinator.clone().recipient()));
         let (ae_tx, ae_rx) = mpsc::unbounded_channel();
         ring_manager.do_send(Subscribe(ae_tx.clone()));
         failure_detector.do_send(Subscribe(ae_tx));
@@ -327,7 +339,6 @@ impl Node {
         Ok(Node {
             id: config.id,
             addr: config.addr,
-            leave_linger: config.membership.leave_linger,
             arbiter,
             transport,
             failure_detector,
@@ -405,7 +416,7 @@ impl Node {
     /// keeps running (see [`Node::leave`] to also stop it).
     pub async fn decommission(&self) -> Result<()> {
         self.ring_manager
-            .send(Leave)
+            .send(Decommission)
             .await
             .map_err(|_| Error::Shutdown)
     }
@@ -431,32 +442,19 @@ impl Node {
 
     /// Leaves gracefully: gives the node's tokens away and waits until the
     /// nodes taking its ranges have pulled them (the leave is then in
-    /// force), gossips LEFT for `leave_linger`, then shuts down.
+    /// force), gossips LEFT for `leave_linger`, then shuts down. The ring
+    /// manager's role follows the leave and says when it is finished; this
+    /// only waits for that.
     ///
     /// If the ranges have not moved within [`LEAVE_TRANSFER_TIMEOUT`] (a
     /// taker is down, or another change holds the ring), the node leaves
     /// anyway: the lowest live node then removes it from the ring, and its
     /// ranges are copied again from the other replicas.
     pub async fn leave(self) -> Result<()> {
-        self.decommission().await?;
-        let me = self.id;
-        let deadline = tokio::time::Instant::now() + LEAVE_TRANSFER_TIMEOUT;
-        loop {
-            let ring = self.ring().await?;
-            if !ring.is_member(me) {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::error!(node = %me, "leaving before its ranges moved: they will be copied from other replicas");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.failure_detector
-            .send(Leave)
+        self.ring_manager
+            .send(LeaveRing)
             .await
-            .map_err(|_| Error::Shutdown)?;
-        tokio::time::sleep(self.leave_linger).await;
+            .map_err(|_| Error::Shutdown)??;
         self.shutdown().await;
         Ok(())
     }
@@ -513,7 +511,7 @@ impl Node {
 /// How long [`Node::leave`] waits for its ranges to move: 10 minutes, long
 /// enough to stream tens of GiB at the default throttle, bounded so that a
 /// stuck change cannot keep a leaving node up for ever.
-pub const LEAVE_TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+pub use crate::roles::ring::LEAVE_TRANSFER_TIMEOUT;
 
 /// How long [`Node::spawn`] waits for the coordinator to have the ring.
 pub const RING_SYNC_WAIT: Duration = Duration::from_secs(2);

@@ -1,43 +1,50 @@
-//! The RingManager actor: runs this node's [`RingKeeper`] and
-//! [`Rebalancer`] machines.
+//! The RingManager actor: carries this node's [`RingRole`] (the ring
+//! keeper, the rebalancer, the saving of ring states, the ring-confirmed
+//! gate and the graceful leave; see `roles::ring`).
 //!
-//! It ticks the keeper every gossip interval, feeds it ring envelopes from
-//! the transport and membership events from the failure detector, carries
-//! out its outbox, and publishes every new ring and ring state to
-//! subscribers as immutable `Arc` snapshots. After each of these it asks
-//! the rebalancer what to do and sends it to the handoff actor (start or
-//! cancel a transfer into this node, drop a range given away); a transfer's
-//! completion comes back as [`TransferDone`] and marks its move done.
+//! It ticks the role every gossip interval, and earlier when the role asks
+//! ([`RingRole::next_wakeup`]: a leave's timeout or linger); feeds it ring
+//! messages from the transport, membership events from the failure
+//! detector, finished transfers ([`TransferDone`]) from the handoff actor,
+//! and the admin's decommission, leave and removal. It carries out the
+//! role's effects and decides nothing itself:
 //!
-//! Every new ring state is stored in the node's engine (metadata record
-//! [`RING_META`], through the engine's write-ahead log under its sync
-//! policy), one write at a time and always the newest: a node that
-//! restarts routes by the ring it had, even when no peer is up yet to tell
-//! it, and resumes the transfers of a change in progress from their stored
-//! cursors.
+//! - messages go to the transport;
+//! - [`RingWork`] (saving the newest ring state under [`RING_META`]) runs
+//!   on the blocking pool, and its result goes back to the role;
+//! - every new ring and ring state is published to subscribers as an
+//!   immutable `Arc` snapshot;
+//! - handoff commands become the handoff actor's [`StartTransfer`],
+//!   [`CancelTransfer`] and [`DropRange`];
+//! - the ring-confirmed gate is kept in an [`AtomicBool`] for the node's
+//!   entry point;
+//! - a leave's announcement tells the failure detector to gossip LEFT
+//!   ([`Leave`]), and its end answers every [`LeaveRing`] waiting.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::coordinator::StopAccepting;
 use super::failure_detector::{Leave, MemberNotice, Subscribe};
 use super::handoff::{
     CancelTransfer, DropRange, HandoffActor, SetTransferListener, StartTransfer, TransferDone,
 };
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
-use crate::membership::rebalance::{RebalanceAction, Rebalancer};
-use crate::membership::{Addressed, Outbox, RingEvent, RingKeeper, RingMsg};
-use crate::message::Message as WireMessage;
+use crate::effect::Effect;
+use crate::error::{Error, Result};
+use crate::id::NodeId;
+use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::ReplicaStore;
 use crate::ring::{Ring, RingState};
+use crate::roles::ring::{execute, HandoffCommand, RingEffect, RingOutput, RingRole, RingWork};
 
-/// The metadata record the ring state is stored under.
-pub const RING_META: &str = "ring";
+pub use crate::roles::ring::RING_META;
 
 /// Asks for the current ring.
 #[derive(Message)]
@@ -53,7 +60,21 @@ pub struct GetRingState;
 /// Begins removing a member gone for good (see `RingKeeper::remove`).
 #[derive(Message)]
 #[rtype(result = "crate::error::Result<()>")]
-pub struct RemoveNode(pub crate::id::NodeId);
+pub struct RemoveNode(pub NodeId);
+
+/// Begins giving this node's tokens away; the node keeps running (see
+/// [`RingRole::decommission`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Decommission;
+
+/// Leaves gracefully (see [`RingRole::leave`]): answers once the leave is
+/// finished and the node may stop, with whether its ranges moved (false
+/// when the leave timed out). Fails with `Shutdown` if the actor stops
+/// first.
+#[derive(Message)]
+#[rtype(result = "crate::error::Result<bool>")]
+pub struct LeaveRing;
 
 /// Gives the ring manager the handoff actor that carries out transfers
 /// (started after it); until then no transfer starts.
@@ -61,47 +82,61 @@ pub struct RemoveNode(pub crate::id::NodeId);
 #[rtype(result = "()")]
 pub struct SetHandoff(pub Addr<HandoffActor>);
 
+/// Gives the ring manager the failure detector (started after it), which
+/// gossips LEFT when a leave is announced.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetFailureDetector(pub Recipient<Leave>);
+
+/// Gives the ring manager the coordinator, which stops taking client
+/// requests once this node announces LEFT: its ring no longer gets gossip
+/// from then on, so it must not route requests by it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetCoordinatorStop(pub Recipient<StopAccepting>);
+
 /// The actor. See the module documentation.
 pub struct RingManager {
-    keeper: RingKeeper,
-    rebalancer: Rebalancer,
+    role: RingRole,
     interval: Duration,
     transport: Addr<TransportActor>,
     handoff: Option<Addr<HandoffActor>>,
+    failure_detector: Option<Recipient<Leave>>,
+    coordinator: Option<Recipient<StopAccepting>>,
     subscribers: Vec<Subscriber>,
-    /// Where ring states are stored; none: not stored.
-    store: Option<Arc<ReplicaStore>>,
-    /// The newest state not yet stored.
-    unsaved: Option<Arc<RingState>>,
-    /// Whether a store of a state is under way.
-    saving: bool,
-    me: Option<Addr<RingManager>>,
-    /// Whether the ring may route requests (see
-    /// [`RingKeeper::ring_confirmed`]), for the node's entry point.
+    /// Where ring states are stored.
+    store: Arc<ReplicaStore>,
+    /// Whether the ring may route requests, for the node's entry point.
     confirmed: Arc<AtomicBool>,
+    /// Callers of [`LeaveRing`] waiting for the leave to finish.
+    leave_waiters: Vec<oneshot::Sender<bool>>,
+    /// The early tick asked for by the role, if one is scheduled: when,
+    /// and its timer.
+    wakeup: Option<(Instant, SpawnHandle)>,
 }
 
-/// A store of the ring state ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Saved(crate::error::Result<()>);
-
 impl RingManager {
-    /// Wraps a keeper that gossips every `interval` through `transport`.
-    pub fn new(keeper: RingKeeper, interval: Duration, transport: Addr<TransportActor>) -> Self {
-        let confirmed = Arc::new(AtomicBool::new(keeper.ring_confirmed()));
+    /// Carries `role`, ticking it every `interval`, sending through
+    /// `transport` and storing ring states in `store`.
+    pub fn new(
+        role: RingRole,
+        interval: Duration,
+        transport: Addr<TransportActor>,
+        store: Arc<ReplicaStore>,
+    ) -> Self {
+        let confirmed = Arc::new(AtomicBool::new(role.ring_confirmed()));
         RingManager {
-            rebalancer: Rebalancer::new(keeper.me(), keeper.transfer_replicas()),
-            keeper,
+            role,
             interval,
             transport,
             handoff: None,
+            failure_detector: None,
+            coordinator: None,
             subscribers: Vec::new(),
-            store: None,
-            unsaved: None,
-            saving: false,
-            me: None,
+            store,
             confirmed,
+            leave_waiters: Vec::new(),
+            wakeup: None,
         }
     }
 
@@ -111,100 +146,123 @@ impl RingManager {
         Arc::clone(&self.confirmed)
     }
 
-    /// Stores every new ring state in `store` (see the module
-    /// documentation).
-    pub fn with_store(mut self, store: Arc<ReplicaStore>) -> Self {
-        self.store = Some(store);
-        self
+    /// Carries out the role's effects, then schedules the early tick it
+    /// asks for, if any.
+    fn carry(&mut self, out: Vec<RingEffect>, ctx: &mut Context<Self>) {
+        let me = self.role.me();
+        for effect in out {
+            match effect {
+                Effect::Send { to, msg } => {
+                    let envelope = Envelope::new(me, to, WireMessage::Ring(msg));
+                    self.transport.do_send(Outgoing(envelope));
+                }
+                Effect::Store(work) => self.store(work, ctx),
+                Effect::Emit(output) => self.emit(output),
+            }
+        }
+        self.schedule_wakeup(ctx);
     }
 
-    /// Stores the newest unsaved state, unless a store is under way (its
-    /// end stores what is newest then).
-    fn save(&mut self) {
-        let (Some(store), Some(me)) = (&self.store, &self.me) else {
-            return;
-        };
-        if self.saving {
-            return;
+    /// Runs storage work on the blocking pool; its result goes back to the
+    /// role.
+    fn store(&mut self, work: RingWork, ctx: &mut Context<Self>) {
+        let store = Arc::clone(&self.store);
+        let run = tokio::task::spawn_blocking(move || execute(&store, work));
+        ctx.spawn(run.into_actor(self).map(|done, act, ctx| {
+            let result =
+                done.unwrap_or_else(|e| Err(Error::Replica(format!("store task failed: {e}"))));
+            let mut out = Vec::new();
+            act.role.saved(Instant::now(), result, &mut out);
+            act.carry(out, ctx);
+        }));
+    }
+
+    fn emit(&mut self, output: RingOutput) {
+        match output {
+            RingOutput::Ring(ring) => publish(&mut self.subscribers, NodeEvent::Ring(ring)),
+            RingOutput::State(state) => publish(&mut self.subscribers, NodeEvent::RingState(state)),
+            RingOutput::Handoff(command) => self.handoff(command),
+            RingOutput::Confirmed(confirmed) => self.confirmed.store(confirmed, Ordering::Release),
+            RingOutput::AnnounceLeft => {
+                // Peers stop gossiping rings to a LEFT node: it must not
+                // coordinate by a ring that no longer changes with theirs.
+                if let Some(coordinator) = &self.coordinator {
+                    coordinator.do_send(StopAccepting);
+                }
+                match &self.failure_detector {
+                    Some(fd) => fd.do_send(Leave),
+                    None => warn!("no failure detector to announce this node LEFT"),
+                }
+            }
+            RingOutput::Left { moved } => {
+                for waiter in self.leave_waiters.drain(..) {
+                    // A caller that gave up needs no answer.
+                    let _ = waiter.send(moved);
+                }
+            }
         }
-        let Some(state) = self.unsaved.take() else {
+    }
+
+    /// Hands a command to the handoff actor.
+    fn handoff(&mut self, command: HandoffCommand) {
+        let Some(handoff) = &self.handoff else {
+            warn!(?command, "no handoff actor for a handoff command");
             return;
         };
-        let encoded = match crate::codec::encode(&*state) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                warn!(error = %e, "encoding the ring state failed; not stored");
+        match command {
+            HandoffCommand::Start(spec) => handoff.do_send(StartTransfer { spec }),
+            HandoffCommand::Cancel(id) => handoff.do_send(CancelTransfer { id }),
+            HandoffCommand::Drop { range, keep_wide } => {
+                let handoff = handoff.clone();
+                actix::spawn(async move {
+                    match handoff.send(DropRange { range, keep_wide }).await {
+                        Ok(Ok(n)) => debug!(?range, dropped = n, "dropped a range given away"),
+                        Ok(Err(e)) => {
+                            warn!(?range, error = %e, "dropping a range given away failed")
+                        }
+                        Err(_) => {}
+                    }
+                });
+            }
+        }
+    }
+
+    /// Ticks the role now.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.role.tick(Instant::now(), &mut out);
+        self.carry(out, ctx);
+    }
+
+    /// Schedules a tick at the role's next wakeup, unless one is scheduled
+    /// already no later.
+    fn schedule_wakeup(&mut self, ctx: &mut Context<Self>) {
+        let Some(at) = self.role.next_wakeup() else {
+            return;
+        };
+        if let Some((scheduled, handle)) = self.wakeup {
+            if scheduled <= at {
                 return;
             }
-        };
-        self.saving = true;
-        let (store, me) = (Arc::clone(store), me.clone());
-        actix::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || store.store_meta(RING_META, &encoded))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(crate::error::Error::Replica(format!(
-                        "store task failed: {e}"
-                    )))
-                });
-            me.do_send(Saved(result));
+            ctx.cancel_future(handle);
+        }
+        let delay = at.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.wakeup = None;
+            act.tick(ctx);
         });
+        self.wakeup = Some((at, handle));
     }
+}
 
-    fn carry_out(&mut self, out: Outbox<RingMsg, RingEvent>) {
-        for addressed in out.messages {
-            self.transport.do_send(Outgoing(addressed.into()));
-        }
-        for event in out.events {
-            let event = match event {
-                RingEvent::Changed(ring) => NodeEvent::Ring(ring),
-                RingEvent::State(state) => {
-                    self.unsaved = Some(Arc::clone(&state));
-                    NodeEvent::RingState(state)
-                }
-                RingEvent::Completed(lost) => {
-                    self.rebalancer.on_completed(&lost, Instant::now());
-                    continue;
-                }
-            };
-            publish(&mut self.subscribers, event);
-        }
-        self.confirmed
-            .store(self.keeper.ring_confirmed(), Ordering::Release);
-        self.save();
-        self.rebalance();
-    }
+impl Actor for RingManager {
+    type Context = Context<Self>;
 
-    /// Carries out what the rebalancer says now.
-    fn rebalance(&mut self) {
-        let Some(handoff) = &self.handoff else {
-            return;
-        };
-        for action in self.rebalancer.plan(&self.keeper, Instant::now()) {
-            match action {
-                RebalanceAction::Start(spec) => {
-                    debug!(id = spec.id, range = ?spec.range, sources = ?spec.sources, "starting a transfer");
-                    handoff.do_send(StartTransfer { spec });
-                }
-                RebalanceAction::Cancel(id) => handoff.do_send(CancelTransfer { id }),
-                RebalanceAction::Drop(range) => {
-                    let handoff = handoff.clone();
-                    let keep_wide = Some((
-                        Arc::clone(self.keeper.ring()),
-                        self.keeper.transfer_replicas(),
-                    ));
-                    actix::spawn(async move {
-                        match handoff.send(DropRange { range, keep_wide }).await {
-                            Ok(Ok(n)) => debug!(?range, dropped = n, "dropped a range given away"),
-                            Ok(Err(e)) => {
-                                warn!(?range, error = %e, "dropping a range given away failed")
-                            }
-                            Err(_) => {}
-                        }
-                    });
-                }
-            }
-        }
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.role.start(Instant::now(), &mut out);
+        self.carry(out, ctx);
+        ctx.run_interval(self.interval, |act, ctx| act.tick(ctx));
     }
 }
 
@@ -214,67 +272,66 @@ impl Handler<SetHandoff> for RingManager {
     fn handle(&mut self, SetHandoff(handoff): SetHandoff, ctx: &mut Context<Self>) {
         handoff.do_send(SetTransferListener(ctx.address().recipient()));
         self.handoff = Some(handoff);
-        self.rebalance();
+        let mut out = Vec::new();
+        self.role.handoff_ready(Instant::now(), &mut out);
+        self.carry(out, ctx);
+    }
+}
+
+impl Handler<SetFailureDetector> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, SetFailureDetector(fd): SetFailureDetector, _: &mut Context<Self>) {
+        self.failure_detector = Some(fd);
+    }
+}
+
+impl Handler<SetCoordinatorStop> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, SetCoordinatorStop(c): SetCoordinatorStop, _: &mut Context<Self>) {
+        self.coordinator = Some(c);
     }
 }
 
 impl Handler<TransferDone> for RingManager {
     type Result = ();
 
-    fn handle(&mut self, done: TransferDone, _: &mut Context<Self>) {
-        if let Some(index) = self.rebalancer.on_done(done.id) {
-            debug!(
-                id = done.id,
-                keys = done.keys,
-                bytes = done.bytes,
-                "transfer done"
-            );
-            let mut out = Outbox::new();
-            self.keeper.mark_done(index, &mut out);
-            self.carry_out(out);
-        }
-    }
-}
-
-impl Actor for RingManager {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.me = Some(ctx.address());
-        // The first tick at once: a founder claims its tokens immediately.
-        let mut out = Outbox::new();
-        self.keeper.tick(Instant::now(), &mut out);
-        self.carry_out(out);
-        ctx.run_interval(self.interval, |act, _| {
-            let mut out = Outbox::new();
-            act.keeper.tick(Instant::now(), &mut out);
-            act.carry_out(out);
-        });
+    fn handle(&mut self, done: TransferDone, ctx: &mut Context<Self>) {
+        debug!(
+            id = done.id,
+            keys = done.keys,
+            bytes = done.bytes,
+            "transfer done"
+        );
+        let mut out = Vec::new();
+        self.role
+            .on_transfer_done(Instant::now(), done.id, &mut out);
+        self.carry(out, ctx);
     }
 }
 
 impl Handler<Incoming> for RingManager {
     type Result = ();
 
-    fn handle(&mut self, Incoming(envelope): Incoming, _: &mut Context<Self>) {
+    fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         // The transport routes only ring gossip here.
         let WireMessage::Ring(msg) = envelope.msg else {
             return;
         };
-        let mut out = Outbox::new();
-        let addressed = Addressed::new(envelope.from, envelope.to, msg);
-        self.keeper.step(Instant::now(), addressed, &mut out);
-        self.carry_out(out);
+        let mut out = Vec::new();
+        self.role.step(Instant::now(), envelope.from, msg, &mut out);
+        self.carry(out, ctx);
     }
 }
 
 impl Handler<MemberNotice> for RingManager {
     type Result = ();
 
-    fn handle(&mut self, MemberNotice(event): MemberNotice, _: &mut Context<Self>) {
-        self.keeper.on_member_event(&event);
-        // A member going down may lift the barrier or change a source.
-        self.rebalance();
+    fn handle(&mut self, MemberNotice(event): MemberNotice, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.role.on_member_event(Instant::now(), &event, &mut out);
+        self.carry(out, ctx);
     }
 }
 
@@ -282,8 +339,8 @@ impl Handler<Subscribe> for RingManager {
     type Result = ();
 
     fn handle(&mut self, Subscribe(subscriber): Subscribe, _: &mut Context<Self>) {
-        let ring = NodeEvent::Ring(Arc::clone(self.keeper.ring()));
-        let state = NodeEvent::RingState(Arc::clone(self.keeper.state()));
+        let ring = NodeEvent::Ring(Arc::clone(self.role.ring()));
+        let state = NodeEvent::RingState(Arc::clone(self.role.state()));
         if subscriber.send(ring).is_ok() && subscriber.send(state).is_ok() {
             self.subscribers.push(subscriber);
         }
@@ -294,7 +351,7 @@ impl Handler<GetRing> for RingManager {
     type Result = MessageResult<GetRing>;
 
     fn handle(&mut self, _: GetRing, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(Arc::clone(self.keeper.ring()))
+        MessageResult(Arc::clone(self.role.ring()))
     }
 }
 
@@ -302,39 +359,40 @@ impl Handler<GetRingState> for RingManager {
     type Result = MessageResult<GetRingState>;
 
     fn handle(&mut self, _: GetRingState, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(Arc::clone(self.keeper.state()))
+        MessageResult(Arc::clone(self.role.state()))
     }
 }
 
 impl Handler<RemoveNode> for RingManager {
-    type Result = crate::error::Result<()>;
+    type Result = Result<()>;
 
-    fn handle(&mut self, RemoveNode(node): RemoveNode, _: &mut Context<Self>) -> Self::Result {
-        let mut out = Outbox::new();
-        let result = self.keeper.remove(node, &mut out);
-        self.carry_out(out);
+    fn handle(&mut self, RemoveNode(node): RemoveNode, ctx: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        let result = self.role.remove(Instant::now(), node, &mut out);
+        self.carry(out, ctx);
         result
     }
 }
 
-impl Handler<Leave> for RingManager {
+impl Handler<Decommission> for RingManager {
     type Result = ();
 
-    fn handle(&mut self, _: Leave, _: &mut Context<Self>) {
-        let mut out = Outbox::new();
-        self.keeper.leave(&mut out);
-        self.carry_out(out);
+    fn handle(&mut self, _: Decommission, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.role.decommission(Instant::now(), &mut out);
+        self.carry(out, ctx);
     }
 }
 
-impl Handler<Saved> for RingManager {
-    type Result = ();
+impl Handler<LeaveRing> for RingManager {
+    type Result = ResponseFuture<Result<bool>>;
 
-    fn handle(&mut self, Saved(result): Saved, _: &mut Context<Self>) {
-        self.saving = false;
-        if let Err(e) = result {
-            warn!(error = %e, "storing the ring state failed");
-        }
-        self.save();
+    fn handle(&mut self, _: LeaveRing, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.leave_waiters.push(tx);
+        let mut out = Vec::new();
+        self.role.leave(Instant::now(), &mut out);
+        self.carry(out, ctx);
+        Box::pin(async move { rx.await.map_err(|_| Error::Shutdown) })
     }
 }

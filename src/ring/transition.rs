@@ -227,21 +227,44 @@ impl RingState {
         }
     }
 
-    /// The nodes a move is pulled from: the node losing the range when it is
-    /// up and not removed, otherwise every other old replica of the range
-    /// that is up (so the copies of a dead node are rebuilt from all the
-    /// survivors).
+    /// The nodes a move is pulled from: every old replica of the range that
+    /// is up (the node losing the range first), leaving out the gainer and
+    /// a removed node; empty while fewer than a majority of the old
+    /// replicas are up (the gainer itself counts when it is one), so the
+    /// move waits.
+    ///
+    /// Why all of them: a write acknowledged by `w` of the `n` old replicas
+    /// may be missing on the node losing the range (it was down or cut off
+    /// when the write was made, and nothing has repaired it yet). Copying
+    /// that node alone would leave the write on fewer than `w` of the new
+    /// replicas, and a read with `r + w > n` could miss it. Any majority
+    /// of the old replicas holds every write acknowledged by a majority,
+    /// and merging copies is idempotent, so pulling from all that are up,
+    /// and at least a majority, keeps every strict quorum's writes.
     pub fn sources(&self, mv: &RangeMove, is_up: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
-        let removed = matches!(&self.pending, Some(p) if p.change == Change::Remove(mv.from));
-        if !removed && is_up(mv.from) {
-            return vec![mv.from];
-        }
+        let removed = match &self.pending {
+            Some(p) => match p.change {
+                Change::Remove(node) => Some(node),
+                _ => None,
+            },
+            None => None,
+        };
         let n = self.pending.as_ref().map_or(1, |p| p.n);
-        self.ring
-            .preference_list(mv.range.through, n)
-            .into_iter()
-            .filter(|&x| x != mv.from && x != mv.to && is_up(x))
-            .collect()
+        let old = self.ring.preference_list(mv.range.through, n);
+        let up: Vec<NodeId> = old
+            .iter()
+            .copied()
+            .filter(|&x| Some(x) != removed && is_up(x))
+            .collect();
+        if up.len() < old.len() / 2 + 1 {
+            return Vec::new();
+        }
+        let mut sources: Vec<NodeId> = up.into_iter().filter(|&x| x != mv.to).collect();
+        if let Some(i) = sources.iter().position(|&x| x == mv.from) {
+            let from = sources.remove(i);
+            sources.insert(0, from);
+        }
+        sources
     }
 }
 
@@ -550,7 +573,17 @@ mod tests {
             .begin(Change::Leave(NodeId(3)), target, 3)
             .unwrap();
         let mv = leave.pending.as_ref().unwrap().moves(&leave.ring)[0];
-        assert_eq!(leave.sources(&mv, |_| true), vec![mv.from]);
+        let old = leave.ring.preference_list(mv.range.through, 3);
+        let all = leave.sources(&mv, |_| true);
+        assert_eq!(all[0], mv.from, "the node losing the range comes first");
+        let mut want: Vec<NodeId> = old.iter().copied().filter(|&x| x != mv.to).collect();
+        want.sort();
+        let mut got = all.clone();
+        got.sort();
+        assert_eq!(got, want, "every old replica up is pulled from");
         assert!(!leave.sources(&mv, |n| n != mv.from).contains(&mv.from));
+        // With only one old replica of three up, the move waits.
+        let lone = old[0];
+        assert!(leave.sources(&mv, |n| n == lone).is_empty());
     }
 }

@@ -14,4 +14,5 @@ pub mod anti_entropy;
 pub mod client_ops;
 pub mod coordinator;
 pub mod handoff;
+pub mod ring;
 pub mod stored_buckets;

@@ -1912,7 +1912,10 @@ mod tests {
             healed: true,
             ..History::default()
         };
-        assert!(ring_settles(&h).is_empty(), "no ring recorded: nothing to judge");
+        assert!(
+            ring_settles(&h).is_empty(),
+            "no ring recorded: nothing to judge"
+        );
         h.rings.insert(NodeId(1), (7, false));
         h.rings.insert(NodeId(2), (7, false));
         assert!(ring_settles(&h).is_empty());

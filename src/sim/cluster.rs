@@ -61,16 +61,17 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_bytes::ByteBuf;
 
+use super::engine::{Durability, SimEngine, StorageFaults};
 use super::history::{BucketKind, History, Observed, OpRecord, Outcome, SimBucket, SimOp};
 use crate::codec;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::crdt::CrdtKind;
+use crate::effect::Effect as RoleEffect;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::membership::MembershipConfig;
-use crate::effect::Effect as RoleEffect;
+use crate::membership::RingKeeper;
 use crate::membership::{MemberEvent, Membership, MembershipMsg, Outbox as MemberOutbox};
-use crate::membership::{RingKeeper, RingMsg};
 use crate::message::{Envelope, Message};
 use crate::net::memory::{Fabric, FaultCounters, Faults};
 use crate::protocol::{MemberView, Op, ReadOptions, Reply, RingView, StatusView, WriteOptions};
@@ -79,7 +80,7 @@ use crate::replication::buckets::BucketEntry;
 use crate::replication::coordinator::{Answer, Coordinator};
 use crate::replication::get::GetReply;
 use crate::replication::replica::ReplicaStore;
-use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig, TransferConfig, TransferMsg};
+use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig, TransferConfig};
 use crate::replication::{Consistency, Receipt, Regressions, ReplicaRequest, ReplicationMsg};
 use crate::ring::{claim, key_token, Ring, RingConfig, RingState};
 use crate::roles::anti_entropy as ae_exec;
@@ -92,7 +93,6 @@ use crate::roles::ring::{
     self as ring_exec, RingEffect, RingOutput, RingRole, RingRoleConfig, RING_META,
 };
 use crate::roles::stored_buckets::BUCKETS_META;
-use super::engine::{Durability, SimEngine, StorageFaults};
 use crate::version::config::VersionConfig;
 use crate::version::{ConflictPolicy, Hlc, Resolvers, WallClock};
 
@@ -282,6 +282,8 @@ struct Machines {
     handoff: HandoffRole,
     /// Whether the ring may route requests (the ring-confirmed gate).
     confirmed: bool,
+    /// The ring change this node last knew in progress (for the events).
+    last_change: Option<crate::ring::Change>,
     next_membership: Instant,
     next_anti_entropy: Instant,
     next_ring: Instant,
@@ -555,12 +557,18 @@ impl ClusterSim {
             .set_regressions(self.options.regressions);
         coordinator.machine_mut().set_witness(store.witness());
         let seed = self.options.seed ^ id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.starts;
-        let peers: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(&p, n)| p != id && !matches!(n.life, Life::Gone))
-            .map(|(&p, _)| p)
-            .collect();
+        // Every founding node, and every node started since that has not
+        // left.
+        let mut peers: BTreeSet<NodeId> = (1..=self.options.nodes as u64).map(NodeId).collect();
+        for (&p, n) in &self.nodes {
+            if matches!(n.life, Life::Gone) {
+                peers.remove(&p);
+            } else {
+                peers.insert(p);
+            }
+        }
+        peers.remove(&id);
+        let peers: Vec<NodeId> = peers.into_iter().collect();
         // The ring keeper: a founding member starts on the formed ring (and
         // stores it, as a node stores every ring state); a restarted node
         // on the state it stored; a joiner on nothing, through its seeds.
@@ -595,24 +603,31 @@ impl ClusterSim {
         let mut ring_out = Vec::new();
         ring.start(self.now, &mut ring_out);
         ring.handoff_ready(self.now, &mut ring_out);
-        let confirmed = ring.ring_confirmed();
+        // What membership says at start (a formed cluster's peers, all up)
+        // goes to every role, as the failure detector tells the others.
+        let mut sink = MemberOutbox::new();
         let mut membership = if node.starts == 0 && node.founding {
             // A formed cluster: every node knows every other from the start.
             let mut m = Membership::new(self.membership.clone(), id, id.to_string(), &[], seed)?;
-            let mut sink = MemberOutbox::new();
             for &p in &peers {
                 m.add_peer(self.now, p, p.to_string(), &mut sink);
             }
             m
         } else {
-            // A restarted node joins again through every other as a seed.
+            // A restarted or joining node joins through every other as a
+            // seed.
             Membership::new(self.membership.clone(), id, id.to_string(), &peers, seed)?
         };
-        let mut sink = MemberOutbox::new();
         membership.tick(self.now, &mut sink);
         let n_max = self.options.buckets.iter().map(|b| b.n).max().unwrap_or(3);
         let mut anti_entropy = AntiEntropy::new(id, self.anti_entropy.clone(), n_max, self.now);
         anti_entropy.set_ring(Arc::clone(ring.ring()));
+        for event in &sink.events {
+            coordinator.on_member_event(event);
+            anti_entropy.on_member_event(event);
+            ring.on_member_event(self.now, event, &mut ring_out);
+        }
+        let confirmed = ring.ring_confirmed();
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0053_494d);
         let phase = |rng: &mut ChaCha8Rng, every: Duration| {
             let nanos = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX).max(1);
@@ -632,6 +647,7 @@ impl ClusterSim {
             ring,
             handoff,
             confirmed,
+            last_change: None,
         });
         node.starts += 1;
         Ok(ring_out)
@@ -1156,7 +1172,8 @@ impl ClusterSim {
                             .random_range(0..=node.disk_latency.as_micros() as u64),
                     );
                     let due = m.disk.back().map_or(now, |(at, _)| *at).max(now + wait);
-                    m.disk.push_back((due, DiskJob::Replicate { from, request }));
+                    m.disk
+                        .push_back((due, DiskJob::Replicate { from, request }));
                 }
             }
             Message::Replication(msg) => {
@@ -1214,8 +1231,21 @@ impl ClusterSim {
             return;
         };
         match output {
-            RingOutput::Ring(ring) => m.anti_entropy.set_ring(ring),
-            RingOutput::State(state) => m.coordinator.set_ring_state(state),
+            RingOutput::Ring(ring) => {
+                let epoch = ring.epoch();
+                m.anti_entropy.set_ring(ring);
+                self.event(format!("{id}: ring epoch {epoch} in force"));
+            }
+            RingOutput::State(state) => {
+                let change = state.pending.as_ref().map(|p| p.change);
+                m.coordinator.set_ring_state(state);
+                if change != m.last_change {
+                    m.last_change = change;
+                    if let Some(change) = change {
+                        self.event(format!("{id}: change {change:?} begins"));
+                    }
+                }
+            }
             RingOutput::Confirmed(confirmed) => m.confirmed = confirmed,
             RingOutput::Handoff(command) => {
                 let mut out = Vec::new();
@@ -1223,6 +1253,9 @@ impl ClusterSim {
                 self.carry_handoff(id, out);
             }
             RingOutput::AnnounceLeft => {
+                // As the node's ring manager does: peers stop gossiping
+                // rings to a LEFT node, so it stops coordinating.
+                m.coordinator.stop_accepting();
                 let mut out = MemberOutbox::new();
                 m.membership.leave(now, &mut out);
                 self.member_out(id, out);
@@ -1305,10 +1338,9 @@ impl ClusterSim {
                         id: transfer,
                         result: Err(e),
                     }) => self.event(format!("{id}: transfer {transfer} did not start: {e}")),
-                    RoleEffect::Emit(HandoffEvent::Dropped {
-                        result: Err(e),
-                        ..
-                    }) => self.event(format!("{id}: dropping a range failed: {e}")),
+                    RoleEffect::Emit(HandoffEvent::Dropped { result: Err(e), .. }) => {
+                        self.event(format!("{id}: dropping a range failed: {e}"))
+                    }
                     RoleEffect::Emit(_) => {}
                 }
             }
@@ -2164,9 +2196,19 @@ impl ClusterSim {
             hints: m.store.hint_count() as u64,
             in_flight: m.coordinator.machine().in_flight() as u64,
             engine: "memory".into(),
-            transfers: m.handoff.progress(),
+            transfers: m
+                .handoff
+                .progress()
+                .iter()
+                .map(crate::protocol::TransferView::from)
+                .collect(),
             anti_entropy: m.anti_entropy.stats().clone(),
-            served: m.handoff.served(),
+            served: m
+                .handoff
+                .served()
+                .iter()
+                .map(crate::protocol::ServedView::from)
+                .collect(),
             corruptions: 0,
         })
     }
@@ -2254,6 +2296,23 @@ impl ClusterSim {
                 self.history
                     .rings
                     .insert(node, (state.digest(), state.pending.is_some()));
+                if let Some(p) = &state.pending {
+                    let moves = p.moves(&state.ring).len();
+                    self.event(format!(
+                        "{node} at the end: epoch {}, change {:?} in progress, {} of {moves} \
+                         moves done",
+                        state.ring.epoch(),
+                        p.change,
+                        p.done.len()
+                    ));
+                    let transfers = self
+                        .machines(node)
+                        .map(|m| m.handoff.progress())
+                        .unwrap_or_default();
+                    for t in transfers {
+                        self.event(format!("{node} at the end: transfer {t:?}"));
+                    }
+                }
             }
         }
         let mut touched: BTreeSet<(String, String)> = BTreeSet::new();

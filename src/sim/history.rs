@@ -247,7 +247,11 @@ impl History {
             }
         }
         for (node, (digest, pending)) in &self.rings {
-            let pending = if *pending { " (change in progress)" } else { "" };
+            let pending = if *pending {
+                " (change in progress)"
+            } else {
+                ""
+            };
             let _ = writeln!(text, "ring {node} {digest:016x}{pending}");
         }
         text

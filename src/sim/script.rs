@@ -321,7 +321,10 @@ impl Runner {
                     None => Some(sim.ring_state()),
                 };
                 match state {
-                    None => format!("{} not running", at.map_or(String::new(), |n| n.to_string())),
+                    None => format!(
+                        "{} not running",
+                        at.map_or(String::new(), |n| n.to_string())
+                    ),
                     Some(state) => ring_lines(&state),
                 }
             }
