@@ -477,6 +477,23 @@ impl RingKeeper {
 
     /// Whether this node is the lowest-id ALIVE node it knows of: the one
     /// that acts for a node that cannot act for itself.
+    /// Whether this node reaches (itself included) more than half of the
+    /// nodes in the ring in force and the change in progress. A node cut
+    /// off from the rest sees every other node DOWN: it must not take
+    /// them for dead and finish a change alone (an isolated leaver would
+    /// otherwise "complete" its own leave with no data moved).
+    fn reaches_majority(&self) -> bool {
+        let mut involved: BTreeSet<NodeId> = self.state.ring.members();
+        if let Some(p) = &self.state.pending {
+            involved.extend(p.target.members());
+        }
+        let reached = involved
+            .iter()
+            .filter(|&&n| n == self.me || self.is_reachable(n))
+            .count();
+        reached * 2 > involved.len()
+    }
+
     fn is_lowest_alive(&self) -> bool {
         let lowest = self
             .statuses
@@ -497,7 +514,7 @@ impl RingKeeper {
         let Some(pending) = &self.state.pending else {
             return;
         };
-        if !self.is_lowest_alive() {
+        if !self.is_lowest_alive() || !self.reaches_majority() {
             return;
         }
         let dead = |n: NodeId| {

@@ -47,10 +47,13 @@
 //! the end, which every running node must hold with no change pending
 //! ([`super::check::ring_settles`]).
 //!
+//! Once faults end, an operator removes (`RemoveNode`) any node that
+//! stopped for good while the ring still holds it (a leave that timed out,
+//! or one no other node heard of).
+//!
 //! What is not simulated: the Compactor and the LSM engine's files (the
 //! storage engines have their own crash and damage tests), the client
-//! port and the TCP transport, and removal of a node by an
-//! operator (`RemoveNode`).
+//! port and the TCP transport.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -362,6 +365,10 @@ pub struct ClusterSim {
     /// Draws disk latencies (apart from the run's generator, so that a
     /// healthy disk draws nothing).
     disk_rng: ChaCha8Rng,
+    /// After the heal, when the operator next looks for nodes that left
+    /// the cluster while the ring still holds them (see
+    /// [`ClusterSim::operator_removes`]).
+    operator_at: Option<Instant>,
 }
 
 /// Tokens of [`ClusterSim::execute`]'s requests start here, far past any
@@ -472,6 +479,7 @@ impl ClusterSim {
             replies: BTreeMap::new(),
             next_sync: options.sync_interval.map(|d| start + d),
             disk_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x4449_534b),
+            operator_at: None,
             fabric: {
                 for &id in &ids {
                     fabric.add_node(id)?;
@@ -860,10 +868,11 @@ impl ClusterSim {
         self.schedule.clear();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
+            self.set_disk(id, DiskFaults::default());
             self.apply(Fault::Resume(id));
             self.apply(Fault::Restart(id));
-            self.set_disk(id, DiskFaults::default());
         }
+        self.operator_at = Some(self.now + Duration::from_secs(1));
         self.event("heal: every link restored, every node running, clients stopped".into());
         // Clock skew stays: a healed cluster still has skewed clocks.
     }
@@ -891,6 +900,9 @@ impl ClusterSim {
             consider(*at);
         }
         if let Some(at) = self.next_sync {
+            consider(at);
+        }
+        if let Some(at) = self.operator_at {
             consider(at);
         }
         for c in &self.clients {
@@ -934,6 +946,10 @@ impl ClusterSim {
                 }
                 self.next_sync = Some(now + every);
             }
+        }
+        if self.operator_at.is_some_and(|at| at <= now) {
+            self.operator_at = Some(now + Duration::from_secs(2));
+            self.operator_removes();
         }
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for &id in &ids {
@@ -1274,6 +1290,42 @@ impl ClusterSim {
                 self.retire(id);
             }
         }
+    }
+
+    /// What an operator does after the faults end: a node that stopped for
+    /// good (its leave timed out, or it finished a leave no other node
+    /// heard of) while the ring in force still holds it is removed with
+    /// `RemoveNode` through the lowest running node, once no other change
+    /// is in progress; its ranges are copied again from the other
+    /// replicas.
+    fn operator_removes(&mut self) {
+        let now = self.now;
+        let Some(at) = self
+            .nodes
+            .values()
+            .find(|n| matches!(n.life, Life::Running) && n.machines.is_some())
+            .map(|n| n.id)
+        else {
+            return;
+        };
+        let state = self.ring_state();
+        if state.pending.is_some() {
+            return;
+        }
+        let gone = state.ring.members().into_iter().find(|n| self.is_gone(*n));
+        let Some(gone) = gone else {
+            return;
+        };
+        let Ok(m) = self.machines_mut(at) else {
+            return;
+        };
+        let mut out = Vec::new();
+        // Refused for now (it still looks reachable, or a change began):
+        // the operator tries again later.
+        if m.ring.remove(now, gone, &mut out).is_ok() {
+            self.event(format!("operator removes {gone} through {at}"));
+        }
+        self.carry_ring(at, out);
     }
 
     /// Node `id` has left: it stops for good; its store is no longer read.
