@@ -229,9 +229,9 @@ impl RingState {
 
     /// The nodes a move is pulled from: every old replica of the range that
     /// is up (the node losing the range first), leaving out the gainer and
-    /// a removed node; empty while fewer than a majority of the old
-    /// replicas are up (the gainer itself counts when it is one), so the
-    /// move waits.
+    /// a removed node; empty while too few of the old replicas are up to
+    /// meet every majority write quorum (all of them but `n / 2`; the
+    /// gainer itself counts when it is one), so the move waits.
     ///
     /// Why all of them: a write acknowledged by `w` of the `n` old replicas
     /// may be missing on the node losing the range (it was down or cut off
@@ -256,7 +256,9 @@ impl RingState {
             .copied()
             .filter(|&x| Some(x) != removed && is_up(x))
             .collect();
-        if up.len() < old.len() / 2 + 1 {
+        // Enough to meet every majority write quorum of the old replicas:
+        // all but n/2 of them (all but one of three).
+        if up.len() < old.len().saturating_sub(n / 2).max(1) {
             return Vec::new();
         }
         let mut sources: Vec<NodeId> = up.into_iter().filter(|&x| x != mv.to).collect();
@@ -582,7 +584,8 @@ mod tests {
         got.sort();
         assert_eq!(got, want, "every old replica up is pulled from");
         assert!(!leave.sources(&mv, |n| n != mv.from).contains(&mv.from));
-        // With only one old replica of three up, the move waits.
+        // With only one old replica of three up, the move waits (two are
+        // needed to meet every write quorum of two).
         let lone = old[0];
         assert!(leave.sources(&mv, |n| n == lone).is_empty());
     }

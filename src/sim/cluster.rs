@@ -2607,6 +2607,9 @@ mod tests {
             sim.request(primaries[0], put),
             Outcome::Ok(Observed::Written)
         );
+        // The reply came with two acknowledgements; the fallback's may
+        // come a frame's delay later.
+        sim.run_for(Duration::from_millis(100));
         let held: usize = sim.node_ids().iter().map(|&n| sim.hints(n)).sum();
         assert_eq!(held, 1, "one fallback holds the write for {down}");
         sim.restart(down);
