@@ -168,7 +168,7 @@ impl ClusterOptions {
         ClusterOptions {
             nodes,
             joins: 1,
-            leaves: 1,
+            leaves: usize::from(nodes > 1),
             seed,
             clients: 4,
             keys: 3,
