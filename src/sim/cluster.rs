@@ -1430,7 +1430,7 @@ impl ClusterSim {
             let Some(m) = node.machines.as_mut() else {
                 return;
             };
-            if !m.disk.front().is_some_and(|(at, _)| *at <= now) {
+            if m.disk.front().is_none_or(|(at, _)| *at > now) {
                 return;
             }
             let Some((_, job)) = m.disk.pop_front() else {
