@@ -379,7 +379,7 @@ pub fn read_your_writes(h: &History) -> Vec<Violation> {
             let Outcome::Ok(Observed::Values(values)) = &read.outcome else {
                 continue;
             };
-            let missing = missing_from(&preceding(&acked, read), values, false);
+            let missing = missing_from(&preceding(h, &acked, read), values, false);
             if !missing.is_empty() {
                 let detail = format!(
                     "read op {} misses the values of {} put(s) acknowledged before it was \
@@ -422,7 +422,7 @@ pub fn or_set(h: &History) -> Vec<Violation> {
             let Outcome::Ok(Observed::Members(members)) = &read.outcome else {
                 continue;
             };
-            let missing = missing_from(&preceding(&acked, read), members, true);
+            let missing = missing_from(&preceding(h, &acked, read), members, true);
             if !missing.is_empty() {
                 let detail = format!(
                     "read op {} misses {} member(s) whose add was acknowledged before it was \
@@ -597,7 +597,7 @@ pub fn lww_order(h: &History) -> Vec<Violation> {
             if !(ordered && b.quorums_intersect()) {
                 continue;
             }
-            let before = preceding(&acked, read);
+            let before = preceding(h, &acked, read);
             match values.first() {
                 None if !before.is_empty() => {
                     let detail = format!(
@@ -819,8 +819,15 @@ fn acked_writes<'h>(ops: &[&'h OpRecord]) -> Vec<&'h OpRecord> {
 }
 
 /// The operations of `ops` that completed before `read` was invoked.
-fn preceding<'h>(ops: &[&'h OpRecord], read: &OpRecord) -> Vec<&'h OpRecord> {
-    ops.iter().copied().filter(|op| op.precedes(read)).collect()
+/// The writes of `ops` acknowledged before `read` was invoked, leaving
+/// out those a power loss may have taken off a replica meanwhile
+/// ([`History::exposed_to_power_loss`]): the store does not promise that
+/// a quorum read sees those until they are repaired.
+fn preceding<'h>(h: &History, ops: &[&'h OpRecord], read: &OpRecord) -> Vec<&'h OpRecord> {
+    ops.iter()
+        .copied()
+        .filter(|op| op.precedes(read) && !h.exposed_to_power_loss(op, read))
+        .collect()
 }
 
 /// The writes of one key, by the value (`Put`) or member (`SetAdd`) each
@@ -1332,6 +1339,38 @@ mod tests {
         }
         assert_clean(&b.h, &read_your_writes(&b.h));
         assert_clean(&b.h, &check_all(&b.h));
+    }
+
+    #[test]
+    fn a_write_a_power_loss_may_have_unsynced_is_not_promised_to_reads() {
+        // Times are milliseconds; storage syncs every 100 ms.
+        let stale_read = |power_loss_at: Option<u64>| {
+            let mut b = Hb::new();
+            b.h.sync_interval = Some(Duration::from_millis(100));
+            if let Some(at) = power_loss_at {
+                b.h.power_losses
+                    .push((Duration::from_millis(at), NodeId(1)));
+            }
+            let a = b.put(SIB, "k", "a", 0, 10, ok());
+            let c = b.put(SIB, "k", "c", 200, 210, ok());
+            let read = b.get(SIB, "k", 400, 410, &["a"]);
+            b.fin3(SIB, "k", vals(&["a", "c"]));
+            let _ = a;
+            (read_your_writes(&b.h), read, c)
+        };
+        // No power loss: the read must see "c".
+        let (found, read, c) = stale_read(None);
+        assert_eq!(op_sets(&found), vec![vec![read, c]]);
+        // A power loss 50 ms after "c" was acknowledged, before the read:
+        // "c" may be on one replica only until repaired.
+        let (found, _, _) = stale_read(Some(260));
+        assert!(found.is_empty(), "{found:?}");
+        // One more than a sync interval after: "c" was synced everywhere.
+        let (found, read, c) = stale_read(Some(311));
+        assert_eq!(op_sets(&found), vec![vec![read, c]]);
+        // One after the read was invoked: the read is still held to it.
+        let (found, read, c) = stale_read(Some(405));
+        assert_eq!(op_sets(&found), vec![vec![read, c]]);
     }
 
     #[test]

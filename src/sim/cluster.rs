@@ -460,6 +460,7 @@ impl ClusterSim {
                     .iter()
                     .map(|b| (b.name.clone(), b.clone()))
                     .collect(),
+                sync_interval: options.sync_interval,
                 ..History::default()
             },
             local: VecDeque::new(),
@@ -1000,6 +1001,8 @@ impl ClusterSim {
             }
             Fault::Disk(node, disk) => self.set_disk(*node, *disk),
             Fault::PowerLoss(node) => {
+                let at = self.elapsed();
+                self.history.power_losses.push((at, *node));
                 self.apply(Fault::Crash(*node));
                 if let Some(n) = self.nodes.get(node) {
                     let lost = n.engine.crash();

@@ -227,9 +227,31 @@ pub struct History {
     /// At the end, the ring state each running node holds: its digest,
     /// and whether a change is still in progress.
     pub rings: BTreeMap<NodeId, (u64, bool)>,
+    /// Power losses, with their virtual time: each lost the node's writes
+    /// not yet synced.
+    pub power_losses: Vec<(Duration, NodeId)>,
+    /// How often storage was synced (`None`: every write at once).
+    pub sync_interval: Option<Duration>,
 }
 
 impl History {
+    /// Whether a power loss may have taken `write` off a replica before
+    /// `read` was invoked: one struck after the write was invoked and no
+    /// later than a sync interval after it was acknowledged (a replica
+    /// syncs what it stored within an interval), and before the read. The
+    /// store promises such a write on fewer replicas until repair puts it
+    /// back (`sync = interval` loses the last interval's writes in a
+    /// machine crash), so a read meeting the quorum may miss it then.
+    pub fn exposed_to_power_loss(&self, write: &OpRecord, read: &OpRecord) -> bool {
+        let Some(interval) = self.sync_interval else {
+            return false;
+        };
+        let until = write.completed.unwrap_or(write.invoked) + interval;
+        self.power_losses
+            .iter()
+            .any(|(at, _)| *at >= write.invoked && *at <= until && *at < read.invoked)
+    }
+
     /// The history as text: one line per event and per operation, then
     /// the final state. Equal texts mean equal runs.
     pub fn to_text(&self) -> String {
