@@ -168,6 +168,12 @@ impl Rebalancer {
         self.running.remove(&id).map(|(index, _)| index)
     }
 
+    /// Transfer `id` could not start: forgets it, so that the next plan
+    /// starts it again.
+    pub fn on_failed(&mut self, id: u64) {
+        self.running.remove(&id);
+    }
+
     /// A change is in force: schedules dropping `lost`, the ranges this
     /// node replicated before the change and no longer does,
     /// [`DROP_GRACE`] from `now`.
@@ -269,6 +275,35 @@ mod tests {
         assert!(k.state().pending.is_none());
         assert!(k.ring().is_member(NodeId(3)));
         assert!(r.plan(&k, now).is_empty());
+    }
+
+    #[test]
+    fn a_transfer_that_failed_to_start_is_started_again_by_the_next_plan() {
+        let (mut k, _) = joiner();
+        confirm_all(&mut k);
+        let mut r = Rebalancer::new(NodeId(3), 3);
+        let now = Instant::now();
+        let first: Vec<u64> = r
+            .plan(&k, now)
+            .iter()
+            .filter_map(|a| match a {
+                RebalanceAction::Start(s) => Some(s.id),
+                _ => None,
+            })
+            .collect();
+        assert!(!first.is_empty());
+        assert!(
+            r.plan(&k, now).is_empty(),
+            "running transfers are not restarted"
+        );
+        r.on_failed(first[0]);
+        let again = r.plan(&k, now);
+        assert_eq!(
+            again.len(),
+            1,
+            "only the failed one starts again: {again:?}"
+        );
+        assert!(matches!(&again[0], RebalanceAction::Start(s) if s.id == first[0]));
     }
 
     #[test]

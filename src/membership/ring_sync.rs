@@ -90,6 +90,8 @@ pub struct RingKeeper {
     agreed: bool,
     /// Started from a stored state ([`RingKeeper::restore`]).
     restored: bool,
+    /// Since when each peer DOWN now has been seen DOWN (at a tick).
+    down_since: BTreeMap<NodeId, Instant>,
     /// The first tick, and the latest: how long this node has run.
     first_tick: Option<Instant>,
     last_tick: Option<Instant>,
@@ -107,6 +109,14 @@ pub fn ring_confirm_wait(gossip_interval: Duration) -> Duration {
 pub fn ring_digest(ring: &Ring) -> u64 {
     crate::ring::transition::ring_digest(ring)
 }
+
+/// How long a node that gains a range in a pending change must stay DOWN
+/// before the lowest live node waives its moves (marks them done without
+/// data) so that the change can finish: 60 s. A shorter outage, or a
+/// partition, waits: waiving the moves of a gainer that comes back would
+/// leave it a replica without the range's data. A node gone for good is
+/// removed (`RemoveNode`) or, once LEFT, waived at once.
+pub const WAIVE_DOWN_AFTER: Duration = Duration::from_secs(60);
 
 /// The largest `n` a received pending change may name (the bucket maximum).
 const MAX_TRANSFER_REPLICAS: usize = 16;
@@ -142,6 +152,7 @@ impl RingKeeper {
             next_round: None,
             agreed: false,
             restored: false,
+            down_since: BTreeMap::new(),
             first_tick: None,
             last_tick: None,
         })
@@ -269,6 +280,13 @@ impl RingKeeper {
     pub fn tick(&mut self, now: Instant, out: &mut Outbox<RingMsg, RingEvent>) {
         self.first_tick.get_or_insert(now);
         self.last_tick = Some(now);
+        for (&node, &status) in &self.statuses {
+            if status == MemberStatus::Down {
+                self.down_since.entry(node).or_insert(now);
+            } else {
+                self.down_since.remove(&node);
+            }
+        }
         let ring = &self.state.ring;
         if self.state.pending.is_none() {
             if self.member && !ring.is_member(self.me) && (self.founder || !ring.is_empty()) {
@@ -285,7 +303,7 @@ impl RingKeeper {
                 self.remove_departed(out);
             }
         } else {
-            self.waive_dead_gainers(out);
+            self.waive_dead_gainers(now, out);
         }
         if self.next_round.is_none_or(|due| now >= due) {
             self.next_round = Some(now + self.interval);
@@ -510,18 +528,24 @@ impl RingKeeper {
     /// and must not hold the change (and every change after it) back. Such
     /// a node, if it comes back, gets the data of those ranges from read
     /// repair and anti-entropy instead.
-    fn waive_dead_gainers(&mut self, out: &mut Outbox<RingMsg, RingEvent>) {
+    fn waive_dead_gainers(&mut self, now: Instant, out: &mut Outbox<RingMsg, RingEvent>) {
         let Some(pending) = &self.state.pending else {
             return;
         };
         if !self.is_lowest_alive() || !self.reaches_majority() {
             return;
         }
-        let dead = |n: NodeId| {
-            matches!(
-                self.statuses.get(&n),
-                Some(MemberStatus::Down) | Some(MemberStatus::Left)
-            )
+        // LEFT is gone for good; DOWN only once it has lasted
+        // WAIVE_DOWN_AFTER. A gainer that is merely cut off comes back,
+        // and a move waived for it would leave it a replica without the
+        // range's data: a quorum read could then miss acknowledged writes.
+        let dead = |n: NodeId| match self.statuses.get(&n) {
+            Some(MemberStatus::Left) => true,
+            Some(MemberStatus::Down) => self
+                .down_since
+                .get(&n)
+                .is_some_and(|&since| now.saturating_duration_since(since) >= WAIVE_DOWN_AFTER),
+            _ => false,
         };
         let waived: Vec<u32> = pending
             .moves(&self.state.ring)
@@ -800,7 +824,25 @@ mod tests {
             pending.moves(&ring).iter().any(|m| m.to == NodeId(4)),
             "the leave gives node 4 some ranges"
         );
-        run(&mut keepers, 150);
+        // Within WAIVE_DOWN_AFTER, node 4 may only be cut off and come
+        // back: its moves wait rather than leave it without the data.
+        run(&mut keepers, 40);
+        for k in keepers.values() {
+            let p = k.state().pending.as_ref().expect("still changing");
+            let into_4: Vec<u32> = p
+                .moves(&k.state().ring)
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.to == NodeId(4))
+                .map(|(i, _)| i as u32)
+                .collect();
+            assert!(
+                into_4.iter().all(|i| !p.done.contains(i)),
+                "{:?} waived a move into a node down for less than a minute",
+                k.me
+            );
+        }
+        run(&mut keepers, 110);
         for k in keepers.values() {
             assert!(k.state().pending.is_none(), "{:?} still changing", k.me);
             let members: Vec<NodeId> = k.ring().members().into_iter().collect();

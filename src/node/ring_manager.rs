@@ -95,6 +95,11 @@ pub struct SetFailureDetector(pub Recipient<Leave>);
 #[rtype(result = "()")]
 pub struct SetCoordinatorStop(pub Recipient<StopAccepting>);
 
+/// A transfer the handoff actor could not start.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TransferStartFailed(u64);
+
 /// The actor. See the module documentation.
 pub struct RingManager {
     role: RingRole,
@@ -157,7 +162,7 @@ impl RingManager {
                     self.transport.do_send(Outgoing(envelope));
                 }
                 Effect::Store(work) => self.store(work, ctx),
-                Effect::Emit(output) => self.emit(output),
+                Effect::Emit(output) => self.emit(output, ctx),
             }
         }
         self.schedule_wakeup(ctx);
@@ -177,11 +182,11 @@ impl RingManager {
         }));
     }
 
-    fn emit(&mut self, output: RingOutput) {
+    fn emit(&mut self, output: RingOutput, ctx: &mut Context<Self>) {
         match output {
             RingOutput::Ring(ring) => publish(&mut self.subscribers, NodeEvent::Ring(ring)),
             RingOutput::State(state) => publish(&mut self.subscribers, NodeEvent::RingState(state)),
-            RingOutput::Handoff(command) => self.handoff(command),
+            RingOutput::Handoff(command) => self.handoff(command, ctx),
             RingOutput::Confirmed(confirmed) => self.confirmed.store(confirmed, Ordering::Release),
             RingOutput::AnnounceLeft => {
                 // Peers stop gossiping rings to a LEFT node: it must not
@@ -204,13 +209,28 @@ impl RingManager {
     }
 
     /// Hands a command to the handoff actor.
-    fn handoff(&mut self, command: HandoffCommand) {
+    fn handoff(&mut self, command: HandoffCommand, ctx: &mut Context<Self>) {
         let Some(handoff) = &self.handoff else {
             warn!(?command, "no handoff actor for a handoff command");
             return;
         };
         match command {
-            HandoffCommand::Start(spec) => handoff.do_send(StartTransfer { spec }),
+            HandoffCommand::Start(spec) => {
+                // A start that fails (its record could not be read) is
+                // forgotten by the role, and started again at the next
+                // plan; otherwise the change would wait for it for ever.
+                let (handoff, me, id) = (handoff.clone(), ctx.address(), spec.id);
+                actix::spawn(async move {
+                    match handoff.send(StartTransfer { spec }).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            warn!(id, error = %e, "a transfer did not start; it will be started again");
+                            me.do_send(TransferStartFailed(id));
+                        }
+                        Err(_) => me.do_send(TransferStartFailed(id)),
+                    }
+                });
+            }
             HandoffCommand::Cancel(id) => handoff.do_send(CancelTransfer { id }),
             HandoffCommand::Drop { range, keep_wide } => {
                 let handoff = handoff.clone();
@@ -283,6 +303,14 @@ impl Handler<SetFailureDetector> for RingManager {
 
     fn handle(&mut self, SetFailureDetector(fd): SetFailureDetector, _: &mut Context<Self>) {
         self.failure_detector = Some(fd);
+    }
+}
+
+impl Handler<TransferStartFailed> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, TransferStartFailed(id): TransferStartFailed, _: &mut Context<Self>) {
+        self.role.on_transfer_failed(id);
     }
 }
 

@@ -271,6 +271,15 @@ impl RingRole {
         self.carry(now, outbox, out);
     }
 
+    /// Transfer `id` could not start (its record could not be read, or
+    /// the handoff role is gone): the rebalancer forgets it, so the next
+    /// input that plans (a tick, a message) starts it again. Nothing is
+    /// planned here, so a storage that keeps failing is retried at the
+    /// pace of the role's inputs, not in a loop.
+    pub fn on_transfer_failed(&mut self, id: u64) {
+        self.rebalancer.on_failed(id);
+    }
+
     /// Begins giving this node's tokens away (at once, or once the change
     /// in progress is in force); the node keeps running, and nothing
     /// follows the leave (see [`RingRole::leave`]).

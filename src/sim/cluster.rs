@@ -1392,7 +1392,12 @@ impl ClusterSim {
                     RoleEffect::Emit(HandoffEvent::Started {
                         id: transfer,
                         result: Err(e),
-                    }) => self.event(format!("{id}: transfer {transfer} did not start: {e}")),
+                    }) => {
+                        self.event(format!("{id}: transfer {transfer} did not start: {e}"));
+                        if let Ok(m) = self.machines_mut(id) {
+                            m.ring.on_transfer_failed(transfer);
+                        }
+                    }
                     RoleEffect::Emit(HandoffEvent::Dropped { result: Err(e), .. }) => {
                         self.event(format!("{id}: dropping a range failed: {e}"))
                     }
