@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::{RangeBatch, ReplicaStore};
-use crate::replication::transfer::{TransferProgress, TransferSpec};
+use crate::replication::transfer::{TransferProgress, TransferSpec, TransferWork};
 use crate::replication::TransferMsg;
 use crate::ring::{Ring, TokenRange};
 use crate::roles::handoff::{
@@ -212,7 +212,7 @@ impl HandoffActor {
         let me = self.node;
         let unrun = work.not_run("the store task failed");
         let policies = match &work {
-            HandoffWork::Merge { items, .. } => {
+            HandoffWork::Transfer(TransferWork::Merge { items, .. }) => {
                 let names: BTreeSet<Vec<u8>> = items.iter().map(|i| i.bucket.clone()).collect();
                 Some((names, self.buckets.clone()))
             }

@@ -535,6 +535,15 @@ impl Transfers {
         self.transfers.values().map(Transfer::progress).collect()
     }
 
+    /// Whether a transfer is queued or running: only then does
+    /// [`Transfers::tick`] have anything to do (timeouts, backoffs, the
+    /// throttle).
+    pub fn is_active(&self) -> bool {
+        self.transfers
+            .values()
+            .any(|t| matches!(t.phase, Phase::Queued | Phase::Running))
+    }
+
     /// One transfer's progress.
     pub fn progress_of(&self, id: u64) -> Option<TransferProgress> {
         self.transfers.get(&id).map(Transfer::progress)
@@ -1060,7 +1069,9 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Transfers::new(ME, config(), 1);
         let mut out = Vec::new();
+        assert!(!m.is_active(), "no transfer yet");
         m.start(t0, spec(7, &[A]), None, &mut out).unwrap();
+        assert!(m.is_active());
         assert_eq!(pulls(&out), vec![(A, 7, None)]);
 
         // First batch arrives and is stored: the cursor advances.
@@ -1114,6 +1125,7 @@ mod tests {
         })));
         let p = m.progress_of(7).unwrap();
         assert_eq!((p.state, p.keys, p.batches), (TransferState::Done, 3, 2));
+        assert!(!m.is_active(), "a done transfer needs no tick");
     }
 
     #[test]

@@ -9,10 +9,10 @@
 //!   known one is started at once. Either way the caller hears how it
 //!   started ([`HandoffEvent::Started`]). Each batch a source sends is
 //!   merged into the store under its buckets' policies and the transfer's
-//!   record persisted ([`HandoffWork::Merge`]); then the machine hears it
+//!   record persisted ([`TransferWork::Merge`]); then the machine hears it
 //!   is stored. A batch stored after its transfer was cancelled wrote the
 //!   record the cancel deleted, so the record is deleted again
-//!   ([`HandoffWork::Forget`]). A finished transfer is reported as
+//!   ([`TransferWork::Forget`]). A finished transfer is reported as
 //!   [`HandoffEvent::Done`].
 //! - **Serving.** A [`TransferMsg::Pull`] is one range scan
 //!   ([`HandoffWork::Scan`]) of at most [`SERVE_MAX_BYTES`], with at most
@@ -44,8 +44,8 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{
-    record_name, ServedStats, TransferDoneEvent, TransferEffect, TransferItem, TransferProgress,
-    TransferRecord, TransferRefusal, TransferSpec, TransferWork, Transfers,
+    record_name, ServedStats, TransferDoneEvent, TransferEffect, TransferProgress, TransferRecord,
+    TransferRefusal, TransferSpec, TransferWork, Transfers,
 };
 use crate::replication::{BucketProps, TransferConfig, TransferMsg};
 use crate::ring::{Ring, TokenRange};
@@ -96,23 +96,9 @@ pub enum HandoffWork {
         /// The transfer to start once it is read.
         spec: TransferSpec,
     },
-    /// Merge `items` under their buckets' policies, then persist `record`
-    /// (under [`record_name`]).
-    Merge {
-        /// The transfer.
-        id: u64,
-        /// The source the batch came from.
-        source: NodeId,
-        /// The objects.
-        items: Vec<TransferItem>,
-        /// The record as it is once the batch is stored.
-        record: TransferRecord,
-    },
-    /// Delete a transfer's record.
-    Forget {
-        /// The transfer.
-        id: u64,
-    },
+    /// The receiving machine's work: merge a batch then persist its
+    /// record, or delete a record ([`TransferWork`]).
+    Transfer(TransferWork),
     /// Serve a pull: read the objects of `range` after `after`.
     Scan {
         /// The receiver.
@@ -146,12 +132,14 @@ impl HandoffWork {
                 spec: spec.clone(),
                 record: Err(Error::Replica(why.to_string())),
             },
-            HandoffWork::Merge { id, source, .. } => HandoffDone::Merged {
+            HandoffWork::Transfer(TransferWork::Merge { id, source, .. }) => HandoffDone::Merged {
                 id: *id,
                 source: *source,
                 result: Err(why.to_string()),
             },
-            HandoffWork::Forget { id } => HandoffDone::Forgotten { id: *id },
+            HandoffWork::Transfer(TransferWork::Forget { id }) => {
+                HandoffDone::Forgotten { id: *id }
+            }
             HandoffWork::Scan {
                 from,
                 transfer,
@@ -182,7 +170,7 @@ pub enum HandoffDone {
         record: Result<Option<TransferRecord>>,
     },
     /// A batch was merged and its record persisted, or not
-    /// ([`HandoffWork::Merge`]).
+    /// ([`TransferWork::Merge`]).
     Merged {
         /// The transfer.
         id: u64,
@@ -211,7 +199,7 @@ pub enum HandoffDone {
         result: Result<u64>,
     },
     /// A record was deleted, or its deletion logged as failed
-    /// ([`HandoffWork::Forget`]).
+    /// ([`TransferWork::Forget`]).
     Forgotten {
         /// The transfer.
         id: u64,
@@ -415,7 +403,9 @@ impl HandoffRole {
                 if !self.machine.knows(id) {
                     // Cancelled while the batch was stored: its record was
                     // written after the cancel deleted it; delete it again.
-                    out.push(HandoffEffect::Store(HandoffWork::Forget { id }));
+                    out.push(HandoffEffect::Store(HandoffWork::Transfer(
+                        TransferWork::Forget { id },
+                    )));
                     return;
                 }
                 let mut effects = Vec::new();
@@ -470,6 +460,12 @@ impl HandoffRole {
     /// Every incoming transfer known to the machine, by id.
     pub fn progress(&self) -> Vec<TransferProgress> {
         self.machine.progress()
+    }
+
+    /// Whether a transfer into this node is queued or running, so that
+    /// [`HandoffRole::tick`] has work (see `Transfers::is_active`).
+    pub fn is_active(&self) -> bool {
+        self.machine.is_active()
     }
 
     /// Everything this node served as a source, by (receiver, transfer).
@@ -540,20 +536,7 @@ impl HandoffRole {
         for effect in effects {
             out.push(match effect {
                 TransferEffect::Send { to, msg } => HandoffEffect::Send { to, msg },
-                TransferEffect::Store(TransferWork::Merge {
-                    id,
-                    source,
-                    items,
-                    record,
-                }) => HandoffEffect::Store(HandoffWork::Merge {
-                    id,
-                    source,
-                    items,
-                    record,
-                }),
-                TransferEffect::Store(TransferWork::Forget { id }) => {
-                    HandoffEffect::Store(HandoffWork::Forget { id })
-                }
+                TransferEffect::Store(work) => HandoffEffect::Store(HandoffWork::Transfer(work)),
                 TransferEffect::Emit(TransferDoneEvent { id, keys, bytes }) => {
                     debug!(id, keys, bytes, "transfer done");
                     HandoffEffect::Emit(HandoffEvent::Done { id, keys, bytes })
@@ -578,12 +561,12 @@ pub fn execute(
             let record = load_record(store, spec.id);
             HandoffDone::Loaded { spec, record }
         }
-        HandoffWork::Merge {
+        HandoffWork::Transfer(TransferWork::Merge {
             id,
             source,
             items,
             record,
-        } => {
+        }) => {
             let result = codec::encode(&record)
                 .and_then(|bytes| {
                     store.merge_transferred(&items, policy)?;
@@ -592,7 +575,7 @@ pub fn execute(
                 .map_err(|e| e.to_string());
             HandoffDone::Merged { id, source, result }
         }
-        HandoffWork::Forget { id } => {
+        HandoffWork::Transfer(TransferWork::Forget { id }) => {
             if let Err(e) = store.delete_meta(&record_name(id)) {
                 warn!(id, error = %e, "transfer record not deleted");
             }
@@ -657,6 +640,7 @@ fn drop_range(
 mod tests {
     use super::*;
     use crate::replication::buckets::BucketEntry;
+    use crate::replication::transfer::TransferItem;
     use crate::ring::claim::claim_join;
     use crate::ring::{key_token, Token};
     use crate::roles::coordinator::save_buckets;
@@ -772,7 +756,7 @@ mod tests {
                 HandoffEffect::Store(work) => {
                     match &work {
                         HandoffWork::Scan { .. } => trace.scans += 1,
-                        HandoffWork::Merge { .. } => trace.merges += 1,
+                        HandoffWork::Transfer(TransferWork::Merge { .. }) => trace.merges += 1,
                         HandoffWork::Load { .. } => trace.loads += 1,
                         _ => {}
                     }
@@ -1039,7 +1023,9 @@ mod tests {
             },
             &mut out,
         );
-        let [HandoffEffect::Store(merge @ HandoffWork::Merge { .. })] = out.as_slice() else {
+        let [HandoffEffect::Store(merge @ HandoffWork::Transfer(TransferWork::Merge { .. }))] =
+            out.as_slice()
+        else {
             panic!("{out:?}");
         };
         let merge = merge.clone();
@@ -1049,10 +1035,17 @@ mod tests {
         b.role.command(now, HandoffCommand::Cancel(9), &mut out);
         assert_eq!(
             out,
-            vec![HandoffEffect::Store(HandoffWork::Forget { id: 9 })]
+            vec![HandoffEffect::Store(HandoffWork::Transfer(
+                TransferWork::Forget { id: 9 }
+            ))]
         );
         assert!(!b.role.knows(9));
-        execute(&b.store, B, HandoffWork::Forget { id: 9 }, &siblings);
+        execute(
+            &b.store,
+            B,
+            HandoffWork::Transfer(TransferWork::Forget { id: 9 }),
+            &siblings,
+        );
 
         // The merge lands after the cancel: it writes the record again.
         let done = execute(&b.store, B, merge, &siblings);
@@ -1061,7 +1054,9 @@ mod tests {
         b.role.finished(now, done, &mut out);
         assert_eq!(
             out,
-            vec![HandoffEffect::Store(HandoffWork::Forget { id: 9 })]
+            vec![HandoffEffect::Store(HandoffWork::Transfer(
+                TransferWork::Forget { id: 9 }
+            ))]
         );
         execute(
             &b.store,

@@ -490,20 +490,7 @@ impl ClusterSim {
             options,
         };
         for &id in &ids {
-            let durability = match sim.options.sync_interval {
-                Some(_) => Durability::Unsynced,
-                None => Durability::Synced,
-            };
-            let mut node = SimNode {
-                id,
-                engine: SimEngine::new(sim.options.seed ^ id.0 ^ 0x454e_4749, durability),
-                disk_latency: Duration::ZERO,
-                life: Life::Running,
-                skew_ms: 0,
-                machines: None,
-                starts: 0,
-                founding: true,
-            };
+            let mut node = sim.new_node(id, true);
             let out = sim.boot(&mut node)?;
             sim.nodes.insert(id, node);
             sim.carry_ring(id, out);
@@ -526,6 +513,25 @@ impl ClusterSim {
             sim.draw_schedule();
         }
         Ok(sim)
+    }
+
+    /// A node not started yet, with its empty storage: a founding member
+    /// of the formed ring, or a joiner.
+    fn new_node(&self, id: NodeId, founding: bool) -> SimNode {
+        let durability = match self.options.sync_interval {
+            Some(_) => Durability::Unsynced,
+            None => Durability::Synced,
+        };
+        SimNode {
+            id,
+            engine: SimEngine::new(self.options.seed ^ id.0 ^ 0x454e_4749, durability),
+            disk_latency: Duration::ZERO,
+            life: Life::Running,
+            skew_ms: 0,
+            machines: None,
+            starts: 0,
+            founding,
+        }
     }
 
     /// Starts `node`'s machines from its store (first start, join or
@@ -925,7 +931,7 @@ impl ClusterSim {
                 if let Some(at) = m.ring.next_wakeup() {
                     consider(at);
                 }
-                if !m.handoff.progress().is_empty() {
+                if m.handoff.is_active() {
                     consider(m.next_handoff);
                 }
             }
@@ -1045,20 +1051,7 @@ impl ClusterSim {
                 n.life = Life::Crashed;
                 n.machines = None;
                 self.fabric.remove_node(*node);
-                // Its clients' requests die with it: their outcome is
-                // unknown, and each client goes on.
-                let now = self.now;
-                for c in 0..self.clients.len() {
-                    if let Some((op, at)) = self.clients[c].waiting {
-                        if at == *node {
-                            self.clients[c].waiting = None;
-                            if !self.clients[c].scripted {
-                                self.clients[c].next_at = Some(now + Duration::from_millis(50));
-                            }
-                            self.history.ops[op].outcome = Outcome::Unknown;
-                        }
-                    }
-                }
+                self.abandon_requests_at(*node);
             }
             Fault::Restart(node) => {
                 let Some(mut n) = self.nodes.remove(node) else {
@@ -1082,20 +1075,7 @@ impl ClusterSim {
                 if self.nodes.contains_key(node) {
                     return;
                 }
-                let durability = match self.options.sync_interval {
-                    Some(_) => Durability::Unsynced,
-                    None => Durability::Synced,
-                };
-                let mut n = SimNode {
-                    id: *node,
-                    engine: SimEngine::new(self.options.seed ^ node.0 ^ 0x454e_4749, durability),
-                    disk_latency: Duration::ZERO,
-                    life: Life::Running,
-                    skew_ms: 0,
-                    machines: None,
-                    starts: 0,
-                    founding: false,
-                };
+                let mut n = self.new_node(*node, false);
                 if let Err(e) = self.fabric.add_node(*node) {
                     self.event(format!("join of {node} failed: {e}"));
                     return;
@@ -1178,21 +1158,17 @@ impl ClusterSim {
                 self.member_out(id, out);
             }
             Message::Replication(ReplicationMsg::Replicate { request }) => {
-                if node.disk_latency.is_zero() && m.disk.is_empty() {
+                let job = DiskJob::Replicate { from, request };
+                let latency = node.disk_latency;
+                if let Some(DiskJob::Replicate { from, request }) =
+                    queue_on_disk(&mut self.disk_rng, latency, now, &mut m.disk, job)
+                {
                     let reply = m.store.handle_from(Some(from), request);
                     self.send(
                         id,
                         from,
                         Message::Replication(ReplicationMsg::Replicated { reply }),
                     );
-                } else {
-                    let wait = Duration::from_micros(
-                        self.disk_rng
-                            .random_range(0..=node.disk_latency.as_micros() as u64),
-                    );
-                    let due = m.disk.back().map_or(now, |(at, _)| *at).max(now + wait);
-                    m.disk
-                        .push_back((due, DiskJob::Replicate { from, request }));
                 }
             }
             Message::Replication(msg) => {
@@ -1339,17 +1315,25 @@ impl ClusterSim {
         n.life = Life::Gone;
         n.machines = None;
         self.fabric.remove_node(id);
+        self.abandon_requests_at(id);
+    }
+
+    /// Client requests waiting on `node`, which stopped, die with it:
+    /// their outcome is unknown, and each client goes on.
+    fn abandon_requests_at(&mut self, node: NodeId) {
         let now = self.now;
         for c in 0..self.clients.len() {
-            if let Some((op, at)) = self.clients[c].waiting {
-                if at == id {
-                    self.clients[c].waiting = None;
-                    if !self.clients[c].scripted {
-                        self.clients[c].next_at = Some(now + Duration::from_millis(50));
-                    }
-                    self.history.ops[op].outcome = Outcome::Unknown;
-                }
+            let Some((op, at)) = self.clients[c].waiting else {
+                continue;
+            };
+            if at != node {
+                continue;
             }
+            self.clients[c].waiting = None;
+            if !self.clients[c].scripted {
+                self.clients[c].next_at = Some(now + Duration::from_millis(50));
+            }
+            self.history.ops[op].outcome = Outcome::Unknown;
         }
     }
 
@@ -1372,15 +1356,12 @@ impl ClusterSim {
                         let Some(m) = node.machines.as_mut() else {
                             return;
                         };
-                        if latency.is_zero() && m.disk.is_empty() {
+                        let job = DiskJob::Handoff(work);
+                        if let Some(DiskJob::Handoff(work)) =
+                            queue_on_disk(&mut self.disk_rng, latency, now, &mut m.disk, job)
+                        {
                             let done = run_handoff(m, id, work);
                             m.handoff.finished(now, done, &mut next);
-                        } else {
-                            let wait = Duration::from_micros(
-                                self.disk_rng.random_range(0..=latency.as_micros() as u64),
-                            );
-                            let due = m.disk.back().map_or(now, |(at, _)| *at).max(now + wait);
-                            m.disk.push_back((due, DiskJob::Handoff(work)));
                         }
                     }
                     RoleEffect::Emit(HandoffEvent::Done { id: transfer, .. }) => {
@@ -2448,6 +2429,26 @@ fn observe_object(
         &Resolvers::default(),
     )?;
     Ok(observe(reply))
+}
+
+/// Queues `job` on a node's slow disk, due after a wait drawn up to
+/// `latency` and after every job queued before it (one disk finishes its
+/// jobs in order). Gives the job back, to be done at once, when the disk
+/// is healthy and idle.
+fn queue_on_disk(
+    rng: &mut ChaCha8Rng,
+    latency: Duration,
+    now: Instant,
+    disk: &mut VecDeque<(Instant, DiskJob)>,
+    job: DiskJob,
+) -> Option<DiskJob> {
+    if latency.is_zero() && disk.is_empty() {
+        return Some(job);
+    }
+    let wait = Duration::from_micros(rng.random_range(0..=latency.as_micros() as u64));
+    let due = disk.back().map_or(now, |(at, _)| *at).max(now + wait);
+    disk.push_back((due, job));
+    None
 }
 
 /// Carries out a handoff role's storage work on a node's store, under
