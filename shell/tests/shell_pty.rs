@@ -136,7 +136,7 @@ fn ctrl_c_stops_the_running_input_not_the_shell() {
     interrupt(&mut p, "print(\"looping\"); loop { }", "looping");
     interrupt(
         &mut p,
-        "cluster(3); print(\"working\"); workload(#{ ops: 100000000, keys: 50 })",
+        "cluster(3); print(\"working\"); workload(#{ ops: 10000000, keys: 50 })",
         "working",
     );
 
