@@ -36,8 +36,10 @@ pub use crate::error::Refusal;
 /// during the handshake with [`Refusal::VersionMismatch`].
 ///
 /// Version 2 nests each subsystem's messages in [`Message`] (version 1 had
-/// one flat enum of every variant).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// one flat enum of every variant). Version 3 adds ring fences to replica
+/// requests and range pulls, and the `StaleRing` transfer refusal (see
+/// [`crate::ring::RingFence`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Length in bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;

@@ -883,7 +883,10 @@ mod replication_values {
         Envelope::new(
             NodeId(1),
             NodeId(2),
-            Message::Replication(ReplicationMsg::Replicate { request }),
+            Message::Replication(ReplicationMsg::Replicate {
+                request,
+                fence: None,
+            }),
         )
     }
 
@@ -1098,6 +1101,59 @@ fn message_replicate_coordinate() {
                              66 706f6c696379 a1
                                  64 43726474 69 506e436f756e746572
                      68 68696e745f666f72 02",
+    );
+}
+
+/// The fence of the fenced vectors: ring epoch 3 (digest 4), changing to
+/// epoch 5 (digest 6) for 3 replicas.
+fn a_fence() -> ringkv::ring::RingFence {
+    ringkv::ring::RingFence {
+        epoch: 3,
+        digest: 4,
+        change: Some(ringkv::ring::transition::ChangeFence {
+            epoch: 5,
+            digest: 6,
+            n: 3,
+        }),
+    }
+}
+
+#[test]
+fn message_replicate_fenced() {
+    use ringkv::replication::{ReplicaRequest, ReplicationMsg};
+    // {"from": 1, "to": 2, "msg": {"Replication": {"Replicate": {"request": {"Read": {"req": 10,
+    // "bucket": h'62', "key": h'6b'}}, "fence": {"epoch": 3, "digest": 4, "change": {"epoch": 5,
+    // "digest": 6, "n": 3}}}}}}. Without a fence the field is left out (the vectors above).
+    check_replication(
+        Envelope::new(
+            NodeId(1),
+            NodeId(2),
+            Message::Replication(ReplicationMsg::Replicate {
+                request: ReplicaRequest::Read {
+                    req: 10,
+                    bucket: b"b".to_vec(),
+                    key: b"k".to_vec(),
+                },
+                fence: Some(a_fence()),
+            }),
+        ),
+        "a3
+             64 66726f6d 01
+             62 746f 02
+             63 6d7367 a1
+                 6b 5265706c69636174696f6e a1 69 5265706c6963617465 a2
+                     67 72657175657374 a1
+                         64 52656164 a3
+                             63 726571 0a
+                             66 6275636b6574 41 62
+                             63 6b6579 41 6b
+                     65 66656e6365 a3
+                         65 65706f6368 03
+                         66 646967657374 04
+                         66 6368616e6765 a3
+                             65 65706f6368 05
+                             66 646967657374 06
+                             61 6e 03",
     );
 }
 
@@ -1377,6 +1433,7 @@ mod transfer_values {
                 },
                 after,
                 max_bytes: 4096,
+                fence: None,
             }),
         )
     }
@@ -1452,6 +1509,50 @@ fn message_transfer_pull() {
 }
 
 #[test]
+fn message_transfer_pull_fenced() {
+    use ringkv::replication::TransferMsg;
+    use ringkv::ring::{Token, TokenRange};
+    // {"from": 2, "to": 1, "msg": {"Transfer": {"Pull": {"transfer": 5, "range": {"after": 16,
+    // "through": 32}, "after": null, "max_bytes": 4096, "fence": {"epoch": 3, "digest": 4,
+    // "change": {"epoch": 5, "digest": 6, "n": 3}}}}}}
+    check(
+        Envelope::new(
+            NodeId(2),
+            NodeId(1),
+            Message::Transfer(TransferMsg::Pull {
+                transfer: 5,
+                range: TokenRange {
+                    after: Token(16),
+                    through: Token(32),
+                },
+                after: None,
+                max_bytes: 4096,
+                fence: Some(a_fence()),
+            }),
+        ),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 68 5472616e73666572 a1 64 50756c6c a5
+                     68 7472616e73666572 05
+                     65 72616e6765 a2
+                         65 6166746572 10
+                         67 7468726f756768 18 20
+                     65 6166746572 f6
+                     69 6d61785f6279746573 19 1000
+                     65 66656e6365 a3
+                         65 65706f6368 03
+                         66 646967657374 04
+                         66 6368616e6765 a3
+                             65 65706f6368 05
+                             66 646967657374 06
+                             61 6e 03",
+        DEFAULT_MAX_FRAME_BYTES,
+    );
+}
+
+#[test]
 fn message_transfer_batch() {
     use transfer_values::*;
     // {"from": 1, "to": 2, "msg": {"Transfer": {"Batch": {"transfer": 5, "after": h'0001ff',
@@ -1504,7 +1605,7 @@ fn message_transfer_refused() {
                      66 726561736f6e";
     // {"from": 1, "to": 2, "msg": {"Transfer": {"Refused": {"transfer": 5, "after": null,
     // "reason": R}}}} for R = "Busy", "ShuttingDown", {"BadRequest": "bad cursor"},
-    // {"Failed": "disk"}.
+    // {"Failed": "disk"}, {"StaleRing": "new"}.
     let cases = [
         (TransferRefusal::Busy, "64 42757379"),
         (TransferRefusal::ShuttingDown, "6c 5368757474696e67446f776e"),
@@ -1515,6 +1616,10 @@ fn message_transfer_refused() {
         (
             TransferRefusal::Failed("disk".into()),
             "a1 66 4661696c6564 64 6469736b",
+        ),
+        (
+            TransferRefusal::StaleRing("new".into()),
+            "a1 69 5374616c6552696e67 63 6e6577",
         ),
     ];
     for (reason, tail) in cases {

@@ -204,6 +204,7 @@ fn spec(id: u64) -> TransferSpec {
         id,
         range: half(),
         sources: vec![NodeId(1)],
+        fence: None,
     }
 }
 
@@ -453,6 +454,7 @@ async fn several_sources_are_each_pulled_to_the_end_and_the_listener_hears_it() 
         id: 11,
         range: whole(),
         sources: vec![NodeId(1), NodeId(2)],
+        fence: None,
     };
     n3.start_transfer(spec).await.unwrap();
     let done = tokio::time::timeout(Duration::from_secs(60), rx.recv())

@@ -31,6 +31,9 @@ enum Regression {
     /// Last-writer-wins without ordering: a clock that never observes
     /// (issue [9], item A2).
     UnorderedLww,
+    /// Replicas serve requests routed by a stale ring state (no ring
+    /// fence): found by the long search as seed 1002734.
+    UnfencedRing,
 }
 
 #[derive(Parser, Debug)]
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         match r {
             Regression::BareNodeActor => regressions.bare_node_actor = true,
             Regression::UnorderedLww => regressions.unordered_lww = true,
+            Regression::UnfencedRing => regressions.unfenced_ring = true,
         }
     }
     let (first, seeds) = match args.seed {

@@ -112,6 +112,9 @@ impl Rebalancer {
             self.change = change;
         }
         if change != 0 && keeper.transfers_may_start() {
+            // Computed once, and only when a transfer starts: it encodes
+            // both rings.
+            let mut fence = None;
             for (index, mv, sources) in keeper.incoming_moves() {
                 if sources.is_empty() {
                     // No live replica holds the range: wait for one.
@@ -124,10 +127,12 @@ impl Rebalancer {
                     None => {}
                 }
                 self.running.insert(id, (index, sources.clone()));
+                let fence = *fence.get_or_insert_with(|| keeper.state().fence());
                 actions.push(RebalanceAction::Start(TransferSpec {
                     id,
                     range: mv.range,
                     sources,
+                    fence: Some(fence),
                 }));
             }
         }

@@ -221,8 +221,8 @@ impl CoordinatorActor {
     /// the transport.
     fn send(&self, to: NodeId, msg: ReplicationMsg) {
         if to == self.node {
-            if let ReplicationMsg::Replicate { request } = msg {
-                if let Err(e) = self.replica.try_send(LocalRequest(request)) {
+            if let ReplicationMsg::Replicate { request, fence } = msg {
+                if let Err(e) = self.replica.try_send(LocalRequest(request, fence)) {
                     debug!(error = %e, "local replica busy; request dropped as lost");
                 }
             }

@@ -30,6 +30,7 @@ use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::{Hint, ReplicaStore};
 use crate::replication::ReplicationMsg;
 use crate::replication::{ReplicaReply, ReplicaRequest};
+use crate::ring::RingFence;
 use crate::storage::EngineStats;
 use crate::version::Object;
 
@@ -49,10 +50,11 @@ pub struct ReplicaAnswer {
     pub reply: ReplicaReply,
 }
 
-/// A request from this node's own coordinator or handoff.
+/// A request from this node's own coordinator or handoff, with the fence
+/// of the ring state it was routed by (see [`RingFence`]).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct LocalRequest(pub ReplicaRequest);
+pub struct LocalRequest(pub ReplicaRequest, pub Option<RingFence>);
 
 /// Reads up to `limit` hints held for `owner`.
 #[derive(Message)]
@@ -143,7 +145,7 @@ pub struct ReplicaActor {
     coordinator: Option<Recipient<ReplicaAnswer>>,
     max_concurrent: usize,
     serving: usize,
-    queue: VecDeque<(ReplyTo, ReplicaRequest)>,
+    queue: VecDeque<(ReplyTo, ReplicaRequest, Option<RingFence>)>,
 }
 
 impl ReplicaActor {
@@ -167,15 +169,21 @@ impl ReplicaActor {
         }
     }
 
-    fn accept(&mut self, to: ReplyTo, request: ReplicaRequest, ctx: &mut Context<Self>) {
-        self.queue.push_back((to, request));
+    fn accept(
+        &mut self,
+        to: ReplyTo,
+        request: ReplicaRequest,
+        fence: Option<RingFence>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.queue.push_back((to, request, fence));
         self.pump(ctx);
     }
 
     /// Starts queued requests while there is room.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while self.serving < self.max_concurrent {
-            let Some((to, request)) = self.queue.pop_front() else {
+            let Some((to, request, fence)) = self.queue.pop_front() else {
                 return;
             };
             self.serving += 1;
@@ -184,7 +192,9 @@ impl ReplicaActor {
                 ReplyTo::Local => self.node,
                 ReplyTo::Remote(peer) => peer,
             };
-            let work = tokio::task::spawn_blocking(move || store.handle_from(Some(from), request));
+            let work = tokio::task::spawn_blocking(move || {
+                store.handle_fenced(Some(from), request, fence)
+            });
             ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
                 act.serving -= 1;
                 match done {
@@ -258,8 +268,8 @@ impl Handler<Incoming> for ReplicaActor {
 
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         match envelope.msg {
-            WireMessage::Replication(ReplicationMsg::Replicate { request }) => {
-                self.accept(ReplyTo::Remote(envelope.from), request, ctx)
+            WireMessage::Replication(ReplicationMsg::Replicate { request, fence }) => {
+                self.accept(ReplyTo::Remote(envelope.from), request, fence, ctx)
             }
             other => debug!(kind = other.kind(), "replica: not a replica request"),
         }
@@ -269,8 +279,8 @@ impl Handler<Incoming> for ReplicaActor {
 impl Handler<LocalRequest> for ReplicaActor {
     type Result = ();
 
-    fn handle(&mut self, LocalRequest(request): LocalRequest, ctx: &mut Context<Self>) {
-        self.accept(ReplyTo::Local, request, ctx);
+    fn handle(&mut self, LocalRequest(request, fence): LocalRequest, ctx: &mut Context<Self>) {
+        self.accept(ReplyTo::Local, request, fence, ctx);
     }
 }
 

@@ -130,6 +130,9 @@ impl RingManager {
         store: Arc<ReplicaStore>,
     ) -> Self {
         let confirmed = Arc::new(AtomicBool::new(role.ring_confirmed()));
+        // The state the node starts on (as stored, or formed) fences the
+        // replica before the node serves anything.
+        store.set_fence(role.state().fence());
         RingManager {
             role,
             interval,
@@ -185,7 +188,14 @@ impl RingManager {
     fn emit(&mut self, output: RingOutput, ctx: &mut Context<Self>) {
         match output {
             RingOutput::Ring(ring) => publish(&mut self.subscribers, NodeEvent::Ring(ring)),
-            RingOutput::State(state) => publish(&mut self.subscribers, NodeEvent::RingState(state)),
+            RingOutput::State(state) => {
+                // Before any role acts on the state: from here on the
+                // replica refuses requests routed by an older one, and a
+                // move this node serves is scanned after every request it
+                // admitted under the old fence is stored.
+                self.store.set_fence(state.fence());
+                publish(&mut self.subscribers, NodeEvent::RingState(state))
+            }
             RingOutput::Handoff(command) => self.handoff(command, ctx),
             RingOutput::Confirmed(confirmed) => self.confirmed.store(confirmed, Ordering::Release),
             RingOutput::AnnounceLeft => {

@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 
 use super::get::{GetOptions, GetReply, GetRequest, Repair};
 use super::put::{PutOptions, PutReply, PutRequest};
-use super::{Consistency, Outbox, ReplicaReply, Target, Write};
+use super::{Consistency, Outbox, ReplicaReply, ReplicaRequest, Target, Write};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::replication::BucketProps;
-use crate::ring::{key_token, Placement, Ring, RingState, Token};
+use crate::ring::{key_token, Placement, Ring, RingFence, RingState, Token};
 use crate::version::{CausalContext, Hlc, Payload, Timestamp};
 
 /// Request ids at or above this belong to other machines of the node
@@ -137,7 +137,9 @@ pub struct Coordinator<C> {
     /// Bugs put back on purpose (tests and the simulator).
     regressions: super::Regressions,
     next_req: u64,
-    requests: BTreeMap<u64, (Option<C>, Machine)>,
+    /// Each request's caller, machine, and the fence of the ring state it
+    /// was routed by (stamped on everything it sends, see [`RingFence`]).
+    requests: BTreeMap<u64, (Option<C>, Machine, RingFence)>,
 }
 
 impl<C> std::fmt::Debug for Coordinator<C> {
@@ -318,6 +320,17 @@ impl<C> Coordinator<C> {
         self.buckets.get(bucket).unwrap_or(&self.default_props)
     }
 
+    /// The fence a request to a replica is stamped with: that of the ring
+    /// state its client request was routed by. A request whose machine is
+    /// gone gets the lowest fence, which every replica that knows a ring
+    /// refuses: nothing is sent under a newer fence than it was routed by.
+    pub fn fence_of(&self, request: &ReplicaRequest) -> RingFence {
+        let req = request.req() & ((1 << super::put::ROUND_SHIFT) - 1);
+        self.requests
+            .get(&req)
+            .map_or(RingFence::default(), |(_, _, fence)| *fence)
+    }
+
     /// Requests in flight (including gets finishing their read repair).
     pub fn in_flight(&self) -> usize {
         self.requests.len()
@@ -327,7 +340,7 @@ impl<C> Coordinator<C> {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.requests
             .values()
-            .map(|(_, m)| match m {
+            .map(|(_, m, _)| match m {
                 Machine::Put(p) => p.deadline(),
                 Machine::Get(g) => g.deadline(),
             })
@@ -482,7 +495,8 @@ impl<C> Coordinator<C> {
                 }
             }
         };
-        self.requests.insert(req, (Some(client), machine));
+        let fence = self.placement.fence();
+        self.requests.insert(req, (Some(client), machine, fence));
         let mut done = self.collect(req);
         done.pop()
     }
@@ -632,8 +646,8 @@ impl<C> Coordinator<C> {
         // A put's later rounds carry the round above the id.
         let req = reply.req() & ((1 << super::put::ROUND_SHIFT) - 1);
         match self.requests.get_mut(&req) {
-            Some((_, Machine::Put(p))) => p.step(now, from, reply, out),
-            Some((_, Machine::Get(g))) => g.step(now, from, reply, out),
+            Some((_, Machine::Put(p), _)) => p.step(now, from, reply, out),
+            Some((_, Machine::Get(g), _)) => g.step(now, from, reply, out),
             None => return Vec::new(),
         }
         self.collect(req)
@@ -644,7 +658,7 @@ impl<C> Coordinator<C> {
         let due: Vec<u64> = self
             .requests
             .iter()
-            .filter(|(_, (_, m))| match m {
+            .filter(|(_, (_, m, _))| match m {
                 Machine::Put(p) => p.deadline() <= now,
                 Machine::Get(g) => g.deadline() <= now,
             })
@@ -653,8 +667,8 @@ impl<C> Coordinator<C> {
         let mut done = Vec::new();
         for req in due {
             match self.requests.get_mut(&req) {
-                Some((_, Machine::Put(p))) => p.tick(now, out),
-                Some((_, Machine::Get(g))) => g.tick(now, out),
+                Some((_, Machine::Put(p), _)) => p.tick(now, out),
+                Some((_, Machine::Get(g), _)) => g.tick(now, out),
                 None => continue,
             }
             done.extend(self.collect(req));
@@ -665,7 +679,7 @@ impl<C> Coordinator<C> {
     /// Takes request `req`'s answer if it has one, and drops the machine if
     /// it has nothing left to do.
     fn collect(&mut self, req: u64) -> Vec<(C, Result<Answer>)> {
-        let Some((client, machine)) = self.requests.get_mut(&req) else {
+        let Some((client, machine, _)) = self.requests.get_mut(&req) else {
             return Vec::new();
         };
         let (answer, finished) = match machine {
@@ -855,6 +869,54 @@ mod tests {
             incarnation: 1
         }));
         assert!(c.is_up_peer(NodeId(2)) && c.down().is_empty());
+    }
+
+    #[test]
+    fn requests_carry_the_fence_of_the_ring_state_they_were_routed_by() {
+        let mut c: Coordinator<u32> = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        let old = RingState::settled((*ring(3)).clone());
+        c.set_ring_state(Arc::new(old.clone()));
+        let now = Instant::now();
+        let mut out = Outbox::new();
+        let op = put(
+            b"b",
+            b"k",
+            Payload::Value(b"v".to_vec()),
+            CausalContext::empty(),
+        );
+        assert!(c.start(now, 1, 7, op, &mut out).is_none());
+        assert!(!out.is_empty());
+        // A newer state arrives while the put is in flight: what it sends
+        // still says the old state, never the new one.
+        let newer = RingState::settled((*ring(4)).clone());
+        assert!(newer.fence() > old.fence());
+        c.set_ring_state(Arc::new(newer.clone()));
+        for (_, request) in &out {
+            assert_eq!(c.fence_of(request), old.fence());
+        }
+        // A request whose machine is gone gets the lowest fence, which
+        // any replica that knows a ring refuses.
+        let gone = ReplicaRequest::Read {
+            req: 999,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+        };
+        assert_eq!(c.fence_of(&gone), RingFence::default());
+        assert!(RingFence::default() < old.fence());
+        // A request started now goes by the new state.
+        let mut out = Outbox::new();
+        let op = put(
+            b"b",
+            b"j",
+            Payload::Value(b"v".to_vec()),
+            CausalContext::empty(),
+        );
+        assert!(c.start(now, 2, 8, op, &mut out).is_none());
+        assert!(out.iter().all(|(_, r)| c.fence_of(r) == newer.fence()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::merkle::KeyDigest;
 use super::transfer::{TransferItem, TransferRefusal};
 use super::{ReplicaReply, ReplicaRequest};
 use crate::id::NodeId;
-use crate::ring::TokenRange;
+use crate::ring::{RingFence, TokenRange};
 
 /// Requests to replicas and their answers, and bucket-property gossip.
 /// Nested in the wire message as `Message::Replication`.
@@ -26,6 +26,12 @@ pub enum ReplicationMsg {
     Replicate {
         /// The request; its `req` id is echoed in the reply.
         request: ReplicaRequest,
+        /// The fence of the ring state a coordinator routed a client
+        /// request by: a replica that knows a newer state refuses it (see
+        /// [`RingFence`]). `None` for hinted handoff, which is not routed
+        /// by the ring.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<RingFence>,
     },
     /// A replica's answer to a [`ReplicationMsg::Replicate`].
     Replicated {
@@ -72,6 +78,12 @@ pub enum TransferMsg {
         /// Stop adding objects once the batch holds this many bytes (a
         /// batch holds at least one object).
         max_bytes: u64,
+        /// The fence of the change the range moves for: a source serves
+        /// the pull only when its own ring state has the same fence, so
+        /// that it refuses stale client requests from then on (see
+        /// [`RingFence`]). `None`: served whatever the source's state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<RingFence>,
     },
     /// Source to receiver: the objects of the range after `after`, in key
     /// order.

@@ -96,6 +96,12 @@ pub struct Regressions {
     /// does not say so; so with skewed clocks a later write can lose to an
     /// earlier one.
     pub unordered_lww: bool,
+    /// Replicas serve client requests whatever ring state they were routed
+    /// by, as before the ring fence ([`crate::ring::RingFence`]): a write
+    /// through a node that has not yet heard of a ring change can be
+    /// acknowledged by old replicas after a move's scan, and be missed by
+    /// reads through the new ring.
+    pub unfenced_ring: bool,
 }
 
 /// How many replicas must answer, per request.
@@ -376,6 +382,17 @@ pub enum ReplicaReply {
         /// What is wrong, for logs.
         reason: String,
     },
+}
+
+impl ReplicaRequest {
+    /// The request id, echoed in the reply.
+    pub fn req(&self) -> u64 {
+        match self {
+            ReplicaRequest::Coordinate { req, .. }
+            | ReplicaRequest::Merge { req, .. }
+            | ReplicaRequest::Read { req, .. } => *req,
+        }
+    }
 }
 
 impl ReplicaReply {

@@ -72,13 +72,13 @@
 //! them with [`ReplicaStore::hints_for`]) or garbage-collect tombstones.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::{ReplicaError, ReplicaReply, ReplicaRequest, Write};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::ring::{key_token, Token};
+use crate::ring::{key_token, RingFence, Token};
 use crate::storage::{Engine, KeyRange, WriteBatch, MAX_VALUE_BYTES};
 use crate::version::{ConflictPolicy, Dot, Object, Payload, Timestamp};
 
@@ -277,6 +277,12 @@ pub struct ReplicaStore {
     max_hints: usize,
     hints: AtomicUsize,
     stripes: Vec<Mutex<()>>,
+    /// The fence of the node's ring state ([`RingFence`]): client requests
+    /// stamped with an older one are refused. Every fenced request holds
+    /// the read side from its check until it is stored, so
+    /// [`ReplicaStore::set_fence`], which takes the write side, returns
+    /// only once every request admitted under the old fence is stored.
+    fence: RwLock<Option<RingFence>>,
 }
 
 impl std::fmt::Debug for ReplicaStore {
@@ -356,7 +362,49 @@ impl ReplicaStore {
             max_hints,
             hints: AtomicUsize::new(count),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            fence: RwLock::new(None),
         })
+    }
+
+    /// Raises the fence client requests are checked against to that of
+    /// the node's ring state. Returns once every request admitted under
+    /// the old fence is stored: a range scan that starts after this call
+    /// sees all of them (what serving a move relies on, see
+    /// [`RingFence`]). A fence lower than the one set is ignored.
+    pub fn set_fence(&self, fence: RingFence) {
+        let current = *self.fence.read().unwrap_or_else(|e| e.into_inner());
+        if current >= Some(fence) {
+            return;
+        }
+        let mut guard = self.fence.write().unwrap_or_else(|e| e.into_inner());
+        *guard = (*guard).max(Some(fence));
+    }
+
+    /// The fence set last ([`ReplicaStore::set_fence`]); `None` before any.
+    pub fn fence(&self) -> Option<RingFence> {
+        *self.fence.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`ReplicaStore::handle_from`] for a client request routed by a ring
+    /// state with `fence`: refused, with nothing stored or read, when this
+    /// replica's ring state is newer (see [`RingFence`]). A request
+    /// without a fence (hinted handoff) is served as it is.
+    pub fn handle_fenced(
+        &self,
+        from: Option<NodeId>,
+        request: ReplicaRequest,
+        fence: Option<RingFence>,
+    ) -> ReplicaReply {
+        let Some(theirs) = fence else {
+            return self.handle_from(from, request);
+        };
+        let guard = self.fence.read().unwrap_or_else(|e| e.into_inner());
+        match *guard {
+            Some(mine) if mine > theirs && !self.regressions.unfenced_ring => {
+                stale_ring(request, mine, theirs)
+            }
+            _ => self.handle_from(from, request),
+        }
     }
 
     /// Puts back bugs of earlier versions (see [`super::Regressions`]).
@@ -889,6 +937,30 @@ fn failed(e: Error) -> ReplicaError {
     ReplicaError::Failed(e.to_string())
 }
 
+/// The refusal of a client request routed by an older ring state than
+/// this replica's: the replica's own standing, which another replica may
+/// not share, so it counts as a failed replica.
+fn stale_ring(request: ReplicaRequest, mine: RingFence, theirs: RingFence) -> ReplicaReply {
+    let error = ReplicaError::Failed(format!(
+        "this replica's ring state ({mine}) is newer than the coordinator's ({theirs}); \
+         the request counts once the coordinator has learned it"
+    ));
+    match request {
+        ReplicaRequest::Coordinate { req, .. } => ReplicaReply::Coordinated {
+            req,
+            result: Err(error),
+        },
+        ReplicaRequest::Merge { req, .. } => ReplicaReply::Merged {
+            req,
+            result: Err(error),
+        },
+        ReplicaRequest::Read { req, .. } => ReplicaReply::Read {
+            req,
+            result: Err(error),
+        },
+    }
+}
+
 /// Whether `e` says the stored bytes of a key are damaged: the engine's
 /// checksum failed, or they do not decode as an object.
 fn is_damage(e: &Error) -> bool {
@@ -1227,6 +1299,116 @@ mod tests {
             policy,
             hint_for: None,
         })
+    }
+
+    fn fence(epoch: u64, change: Option<u64>) -> RingFence {
+        RingFence {
+            epoch,
+            digest: 7,
+            change: change.map(|epoch| crate::ring::transition::ChangeFence {
+                epoch,
+                digest: 9,
+                n: 3,
+            }),
+        }
+    }
+
+    #[test]
+    fn requests_routed_by_an_older_ring_state_are_refused_and_store_nothing() {
+        let r = store(1, 10);
+        // No fence set yet: everything is served.
+        assert!(matches!(
+            r.handle_fenced(
+                None,
+                coordinate(1, "a", CausalContext::empty()),
+                Some(fence(1, None))
+            ),
+            ReplicaReply::Coordinated { result: Ok(_), .. }
+        ));
+        r.set_fence(fence(2, Some(3)));
+        // A lower fence later is ignored: the fence never goes back.
+        r.set_fence(fence(2, None));
+        assert_eq!(r.fence(), Some(fence(2, Some(3))));
+        let before = r.read(b"b", b"k").unwrap();
+        for stale in [fence(1, None), fence(2, None), fence(1, Some(9))] {
+            for request in [
+                coordinate(2, "stale", CausalContext::empty()),
+                ReplicaRequest::Merge {
+                    req: 3,
+                    bucket: b"b".to_vec(),
+                    key: b"k".to_vec(),
+                    object: Object::default(),
+                    policy: ConflictPolicy::Siblings,
+                    hint_for: None,
+                },
+                ReplicaRequest::Read {
+                    req: 4,
+                    bucket: b"b".to_vec(),
+                    key: b"k".to_vec(),
+                },
+            ] {
+                let req = request.req();
+                let reply = r.handle_fenced(Some(NodeId(2)), request, Some(stale));
+                assert_eq!(reply.req(), req);
+                let error = match reply {
+                    ReplicaReply::Coordinated { result: Err(e), .. }
+                    | ReplicaReply::Merged { result: Err(e), .. }
+                    | ReplicaReply::Read { result: Err(e), .. } => e,
+                    other => panic!("served under {stale}: {other:?}"),
+                };
+                assert!(
+                    matches!(&error, ReplicaError::Failed(why) if why.contains("newer")),
+                    "{error:?}"
+                );
+            }
+        }
+        assert_eq!(
+            r.read(b"b", b"k").unwrap(),
+            before,
+            "a refusal stores nothing"
+        );
+        // The same state, a newer one, or none (hinted handoff): served.
+        for ok in [Some(fence(2, Some(3))), Some(fence(3, None)), None] {
+            assert!(matches!(
+                r.handle_fenced(None, coordinate(5, "b", CausalContext::empty()), ok),
+                ReplicaReply::Coordinated { result: Ok(_), .. }
+            ));
+        }
+        // The regression switch serves stale requests again.
+        let mut r = store(1, 10);
+        r.set_regressions(super::super::Regressions {
+            unfenced_ring: true,
+            ..Default::default()
+        });
+        r.set_fence(fence(5, None));
+        assert!(matches!(
+            r.handle_fenced(
+                None,
+                coordinate(6, "c", CausalContext::empty()),
+                Some(fence(1, None))
+            ),
+            ReplicaReply::Coordinated { result: Ok(_), .. }
+        ));
+    }
+
+    #[test]
+    fn raising_the_fence_waits_for_requests_admitted_under_the_old_one() {
+        let r = Arc::new(store(1, 10));
+        r.set_fence(fence(1, None));
+        // Hold the read side as an admitted request does while it stores.
+        let admitted = r.fence.read().unwrap();
+        let raiser = {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || r.set_fence(fence(2, None)))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !raiser.is_finished(),
+            "raised while a request was in flight"
+        );
+        drop(admitted);
+        raiser.join().unwrap();
+        assert_eq!(r.fence(), Some(fence(2, None)));
     }
 
     #[test]

@@ -63,7 +63,7 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::replication::TransferConfig;
 use crate::replication::TransferMsg;
-use crate::ring::{key_token, Token, TokenRange};
+use crate::ring::{key_token, RingFence, Token, TokenRange};
 use crate::storage::KeyRange;
 use crate::version::Object;
 
@@ -83,6 +83,11 @@ pub struct TransferSpec {
     pub range: TokenRange,
     /// The nodes to pull from; each is pulled to the end of the range.
     pub sources: Vec<NodeId>,
+    /// The fence of the ring change the range moves for, sent with every
+    /// pull: a source serves only under the same one (see
+    /// [`RingFence`]). `None`: served whatever the source's ring state.
+    #[serde(default)]
+    pub fence: Option<RingFence>,
 }
 
 /// One object of a batch.
@@ -111,13 +116,20 @@ pub enum TransferRefusal {
     BadRequest(String),
     /// The source's store failed to scan (a disk error, a corrupt object).
     Failed(String),
+    /// The source's ring state is not the one the range moves under: it
+    /// has not yet learned the change, or has learned a newer state. Retry
+    /// once gossip has brought the two together.
+    StaleRing(String),
 }
 
 impl TransferRefusal {
     /// Whether the receiver should wait and retry without counting a
     /// failure.
     pub fn is_wait(&self) -> bool {
-        matches!(self, TransferRefusal::Busy | TransferRefusal::ShuttingDown)
+        matches!(
+            self,
+            TransferRefusal::Busy | TransferRefusal::ShuttingDown | TransferRefusal::StaleRing(_)
+        )
     }
 }
 
@@ -128,6 +140,7 @@ impl fmt::Display for TransferRefusal {
             TransferRefusal::ShuttingDown => f.write_str("source shutting down"),
             TransferRefusal::BadRequest(why) => write!(f, "bad pull: {why}"),
             TransferRefusal::Failed(why) => write!(f, "source failed: {why}"),
+            TransferRefusal::StaleRing(why) => write!(f, "source not on the change's ring: {why}"),
         }
     }
 }
@@ -955,6 +968,7 @@ impl Transfers {
                         range: t.spec.range,
                         after: s.after.clone(),
                         max_bytes,
+                        fence: t.spec.fence,
                     },
                 });
             }
@@ -997,6 +1011,7 @@ mod tests {
             id,
             range: whole(),
             sources: sources.to_vec(),
+            fence: None,
         }
     }
 
@@ -1245,6 +1260,7 @@ mod tests {
             id: 1,
             range: narrow,
             sources: vec![A],
+            fence: None,
         };
         m.start(t0, s, None, &mut out).unwrap();
         out.clear();

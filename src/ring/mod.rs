@@ -62,7 +62,7 @@ pub use claim::{
 };
 pub use config::{RingConfig, DEFAULT_CLAIM_REPLICAS, DEFAULT_VNODES_PER_NODE};
 pub use plan::{MovePlan, RangeMove, TokenRange};
-pub use transition::{Change, Pending, Placement, RingState};
+pub use transition::{Change, Pending, Placement, RingFence, RingState};
 
 /// A position on the ring: a 64-bit unsigned integer. The ring wraps from
 /// `u64::MAX` to 0.

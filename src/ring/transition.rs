@@ -212,6 +212,23 @@ impl RingState {
         })
     }
 
+    /// The fence of this state: what a coordinator stamps its requests
+    /// with, and what a replica compares them against. Two states have
+    /// equal fences when they route writes and reads the same way (the
+    /// same ring in force and the same change, whatever moves are done),
+    /// and fences are ordered as [`RingState::merge`] orders states.
+    pub fn fence(&self) -> RingFence {
+        RingFence {
+            epoch: self.ring.epoch(),
+            digest: ring_digest(&self.ring),
+            change: self.pending.as_ref().map(|p| ChangeFence {
+                epoch: p.target.epoch(),
+                digest: ring_digest(&p.target),
+                n: p.n as u64,
+            }),
+        }
+    }
+
     fn promote_if_complete(&mut self) {
         let complete = match &self.pending {
             Some(p) => {
@@ -270,11 +287,66 @@ impl RingState {
     }
 }
 
+/// A ring state reduced to what orders it: the ring in force and the
+/// pending change's target, without the done set (see
+/// [`RingState::fence`]).
+///
+/// # Why requests carry it
+///
+/// A coordinator that has not yet heard of a change routes by the old ring
+/// alone. Once a range's move is done, nodes that know the change read it
+/// from the new replicas, which hold what the move's sources held when
+/// they were scanned; a write the unaware coordinator gets acknowledged
+/// by old replicas after that scan is on none of them, and a read through
+/// the new ring can miss it (the deterministic simulator found this,
+/// `docs/simulation.md`). So a replica refuses a client request stamped
+/// with a fence older than its own: its sources serve a move only with
+/// the change's fence ([`crate::replication::transfer`]), they are
+/// enough of the old replicas to meet every write quorum, so a stale
+/// write after the scan cannot gather a quorum, and a stale read cannot
+/// either. The request fails (the client retries) until gossip brings
+/// the coordinator the newer state.
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct RingFence {
+    /// The epoch of the ring in force.
+    pub epoch: u64,
+    /// The digest of the ring in force ([`ring_digest`]).
+    pub digest: u64,
+    /// The pending change; `None` (ordered first) when nothing is pending.
+    pub change: Option<ChangeFence>,
+}
+
+/// The part of a [`RingFence`] that names a pending change.
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ChangeFence {
+    /// The epoch of the change's target ring.
+    pub epoch: u64,
+    /// The digest of the target ring.
+    pub digest: u64,
+    /// The replicas per key its moves are computed for.
+    pub n: u64,
+}
+
+impl std::fmt::Display for RingFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ring epoch {}", self.epoch)?;
+        match self.change {
+            Some(c) => write!(f, " changing to epoch {} ({:016x})", c.epoch, c.digest),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Where requests go under one [`RingState`]: derived once per state, then
 /// asked per request without allocation beyond the preference lists.
 #[derive(Debug)]
 pub struct Placement {
     state: Arc<RingState>,
+    fence: RingFence,
     moves: Vec<RangeMove>,
     /// Token intervals `[lo, hi]` (inclusive, non-wrapping, sorted and
     /// disjoint) of ranges with a move not yet done.
@@ -298,6 +370,7 @@ impl Placement {
             }
         };
         Placement {
+            fence: state.fence(),
             state,
             moves,
             undone,
@@ -312,6 +385,11 @@ impl Placement {
     /// The ring in force.
     pub fn ring(&self) -> &Ring {
         &self.state.ring
+    }
+
+    /// The state's fence, computed once ([`RingState::fence`]).
+    pub fn fence(&self) -> RingFence {
+        self.fence
     }
 
     /// The moves of the pending change (empty when settled), in the order
@@ -481,6 +559,19 @@ mod tests {
                     let right = merged(&[x, &merged(&[y, z])]);
                     assert_eq!(left, right);
                 }
+            }
+        }
+        // Fences order states as merging does: the merge of two states
+        // has the greater fence, and states that differ only in their
+        // done sets have one fence.
+        for x in &states {
+            for y in &states {
+                let m = merged(&[x, y]);
+                assert_eq!(m.fence(), x.fence().max(y.fence()), "{x:?} {y:?}");
+                let routes_alike = x.ring == y.ring
+                    && x.pending.as_ref().map(|p| &p.target)
+                        == y.pending.as_ref().map(|p| &p.target);
+                assert_eq!(x.fence() == y.fence(), routes_alike);
             }
         }
         // A settled state learns of a change; a union of done sets.

@@ -434,11 +434,15 @@ impl<C> CoordinatorRole<C> {
             .collect()
     }
 
+    /// Sends replica requests: a client request's stamped with the fence
+    /// of the ring state it was routed by, a hint's without one.
     fn requests(&self, sends: Outbox, out: &mut Vec<Effect<C>>) {
         for (to, request) in sends {
+            let fence =
+                (request.req() < COORDINATOR_REQ_LIMIT).then(|| self.machine.fence_of(&request));
             out.push(Effect::Send {
                 to,
-                msg: ReplicationMsg::Replicate { request },
+                msg: ReplicationMsg::Replicate { request, fence },
             });
         }
     }

@@ -48,7 +48,7 @@ use crate::replication::transfer::{
     TransferRefusal, TransferSpec, TransferWork, Transfers,
 };
 use crate::replication::{BucketProps, TransferConfig, TransferMsg};
-use crate::ring::{Ring, TokenRange};
+use crate::ring::{Ring, RingFence, TokenRange};
 use crate::version::ConflictPolicy;
 
 /// Keys deleted per engine batch by [`HandoffWork::Drop`]: large enough to
@@ -112,6 +112,9 @@ pub enum HandoffWork {
         /// Stop once the batch holds this many bytes (at least one object
         /// is read).
         max_bytes: u64,
+        /// The pull's fence: the scan runs only while this node's ring
+        /// state has the same one (see [`crate::ring::RingFence`]).
+        fence: Option<RingFence>,
     },
     /// Delete this node's objects in a range (see [`HandoffCommand::Drop`]).
     Drop {
@@ -149,7 +152,7 @@ impl HandoffWork {
                 from: *from,
                 transfer: *transfer,
                 after: after.clone(),
-                result: Err(Error::Replica(why.to_string())),
+                result: Err(TransferRefusal::Failed(why.to_string())),
             },
             HandoffWork::Drop { range, .. } => HandoffDone::Dropped {
                 range: *range,
@@ -188,8 +191,8 @@ pub enum HandoffDone {
         transfer: u64,
         /// The pull's cursor, echoed in the answer.
         after: Option<Vec<u8>>,
-        /// The batch read.
-        result: Result<RangeBatch>,
+        /// The batch read, or why the pull is refused.
+        result: std::result::Result<RangeBatch, TransferRefusal>,
     },
     /// A range was dropped ([`HandoffWork::Drop`]).
     Dropped {
@@ -369,7 +372,18 @@ impl HandoffRole {
                 range,
                 after,
                 max_bytes,
-            } => self.serve(from, transfer, range, after, max_bytes, out),
+                fence,
+            } => self.serve(
+                HandoffWork::Scan {
+                    from,
+                    transfer,
+                    range,
+                    after,
+                    max_bytes: max_bytes.clamp(1, SERVE_MAX_BYTES),
+                    fence,
+                },
+                out,
+            ),
             msg @ (TransferMsg::Batch { .. } | TransferMsg::Refused { .. }) => {
                 let mut effects = Vec::new();
                 self.machine.step(now, from, msg, &mut effects);
@@ -435,12 +449,8 @@ impl HandoffRole {
                             bytes: batch.bytes,
                         }
                     }
-                    Err(e) => {
+                    Err(reason) => {
                         stats.refused += 1;
-                        let reason = match e {
-                            Error::InvalidInput(why) => TransferRefusal::BadRequest(why),
-                            other => TransferRefusal::Failed(other.to_string()),
-                        };
                         TransferMsg::Refused {
                             transfer,
                             after,
@@ -498,37 +508,32 @@ impl HandoffRole {
         out.push(HandoffEffect::Emit(HandoffEvent::Started { id, result }));
     }
 
-    fn serve(
-        &mut self,
-        from: NodeId,
-        transfer: u64,
-        range: TokenRange,
-        after: Option<Vec<u8>>,
-        max_bytes: u64,
-        out: &mut Vec<HandoffEffect>,
-    ) {
-        let busy = self.serving >= self.max_serving;
-        let stats = self.served.entry(from, transfer);
-        if busy {
+    /// Starts a pull's scan, or refuses it as busy beyond `max_serving`.
+    fn serve(&mut self, scan: HandoffWork, out: &mut Vec<HandoffEffect>) {
+        let HandoffWork::Scan {
+            from,
+            transfer,
+            after,
+            ..
+        } = &scan
+        else {
+            return;
+        };
+        let stats = self.served.entry(*from, *transfer);
+        if self.serving >= self.max_serving {
             stats.refused += 1;
             out.push(HandoffEffect::Send {
-                to: from,
+                to: *from,
                 msg: TransferMsg::Refused {
-                    transfer,
-                    after,
+                    transfer: *transfer,
+                    after: after.clone(),
                     reason: TransferRefusal::Busy,
                 },
             });
             return;
         }
         self.serving += 1;
-        out.push(HandoffEffect::Store(HandoffWork::Scan {
-            from,
-            transfer,
-            range,
-            after,
-            max_bytes: max_bytes.clamp(1, SERVE_MAX_BYTES),
-        }));
+        out.push(HandoffEffect::Store(scan));
     }
 
     /// Turns the machine's effects into the role's.
@@ -587,8 +592,26 @@ pub fn execute(
             range,
             after,
             max_bytes,
+            fence,
         } => {
-            let result = store.range_batch(range, after.as_deref(), max_bytes);
+            let result = match (fence, store.fence()) {
+                // The source must know the change the range moves for
+                // before it serves it, and refuse stale requests from then
+                // on; a source that knows a newer state serves a change
+                // no longer in force.
+                (Some(theirs), mine) if mine != Some(theirs) => {
+                    Err(TransferRefusal::StaleRing(format!(
+                        "the source's ring state ({}) is not the change's ({theirs})",
+                        mine.map_or("none".to_string(), |f| f.to_string())
+                    )))
+                }
+                _ => store
+                    .range_batch(range, after.as_deref(), max_bytes)
+                    .map_err(|e| match e {
+                        Error::InvalidInput(why) => TransferRefusal::BadRequest(why),
+                        other => TransferRefusal::Failed(other.to_string()),
+                    }),
+            };
             HandoffDone::Scanned {
                 from,
                 transfer,
@@ -677,6 +700,7 @@ mod tests {
             id,
             range: whole(),
             sources: vec![A],
+            fence: None,
         }
     }
 
@@ -851,6 +875,7 @@ mod tests {
             range: whole(),
             after: None,
             max_bytes: u64::MAX,
+            fence: None,
         }
     }
 
@@ -908,6 +933,67 @@ mod tests {
             out.as_slice(),
             [HandoffEffect::Store(HandoffWork::Scan { transfer: 3, .. })]
         ));
+    }
+
+    #[test]
+    fn a_pull_is_served_only_under_the_source_s_own_ring_fence() {
+        use crate::ring::RingFence;
+        let now = Instant::now();
+        let a = node(A);
+        fill(&a.store, 3);
+        let fence = |epoch| RingFence {
+            epoch,
+            ..RingFence::default()
+        };
+        a.store.set_fence(fence(2));
+        let mut role = a.role;
+        // Older (the source has moved on), newer (the source has not yet
+        // heard of the change), and equal.
+        for (theirs, served) in [(fence(1), false), (fence(3), false), (fence(2), true)] {
+            let mut out = Vec::new();
+            let msg = match pull(1) {
+                TransferMsg::Pull {
+                    transfer,
+                    range,
+                    after,
+                    max_bytes,
+                    ..
+                } => TransferMsg::Pull {
+                    transfer,
+                    range,
+                    after,
+                    max_bytes,
+                    fence: Some(theirs),
+                },
+                other => other,
+            };
+            role.step(now, B, msg, &mut out);
+            let work = out
+                .iter()
+                .find_map(HandoffEffect::as_store)
+                .unwrap()
+                .clone();
+            out.clear();
+            role.finished(now, execute(&a.store, A, work, &siblings), &mut out);
+            match out.as_slice() {
+                [HandoffEffect::Send {
+                    msg: TransferMsg::Batch { items, .. },
+                    ..
+                }] => assert!(served && items.len() == 3, "served under {theirs}"),
+                [HandoffEffect::Send {
+                    msg:
+                        TransferMsg::Refused {
+                            reason: reason @ TransferRefusal::StaleRing(_),
+                            ..
+                        },
+                    ..
+                }] => {
+                    assert!(!served, "refused under the source's own fence");
+                    assert!(reason.is_wait(), "a stale ring is waited out");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

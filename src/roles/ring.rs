@@ -728,6 +728,7 @@ mod tests {
                 id: transfer_id(change, index, NodeId(4)),
                 range: mv.range,
                 sources,
+                fence: Some(net.role(4).state().fence()),
             })
             .collect();
         assert_eq!(started, want);

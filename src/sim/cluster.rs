@@ -85,7 +85,7 @@ use crate::replication::get::GetReply;
 use crate::replication::replica::ReplicaStore;
 use crate::replication::{AntiEntropyConfig, BucketProps, ReplicaConfig, TransferConfig};
 use crate::replication::{Consistency, Receipt, Regressions, ReplicaRequest, ReplicationMsg};
-use crate::ring::{claim, key_token, Ring, RingConfig, RingState};
+use crate::ring::{claim, key_token, Ring, RingConfig, RingFence, RingState};
 use crate::roles::anti_entropy as ae_exec;
 use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
 use crate::roles::coordinator::{self as coord_exec, Answered, CoordinatorRole, Effect, RoleParts};
@@ -261,6 +261,8 @@ enum DiskJob {
         from: NodeId,
         /// The request.
         request: ReplicaRequest,
+        /// The fence it was routed under.
+        fence: Option<RingFence>,
     },
     /// A range transfer's storage work.
     Handoff(HandoffWork),
@@ -614,6 +616,7 @@ impl ClusterSim {
             },
         );
         coordinator.set_ring_state(Arc::clone(ring.state()));
+        store.set_fence(ring.state().fence());
         let handoff = HandoffRole::new(id, self.transfer.clone(), seed ^ 0x4841_4e44);
         let mut ring_out = Vec::new();
         ring.start(self.now, &mut ring_out);
@@ -1157,13 +1160,20 @@ impl ClusterSim {
                 );
                 self.member_out(id, out);
             }
-            Message::Replication(ReplicationMsg::Replicate { request }) => {
-                let job = DiskJob::Replicate { from, request };
+            Message::Replication(ReplicationMsg::Replicate { request, fence }) => {
+                let job = DiskJob::Replicate {
+                    from,
+                    request,
+                    fence,
+                };
                 let latency = node.disk_latency;
-                if let Some(DiskJob::Replicate { from, request }) =
-                    queue_on_disk(&mut self.disk_rng, latency, now, &mut m.disk, job)
+                if let Some(DiskJob::Replicate {
+                    from,
+                    request,
+                    fence,
+                }) = queue_on_disk(&mut self.disk_rng, latency, now, &mut m.disk, job)
                 {
-                    let reply = m.store.handle_from(Some(from), request);
+                    let reply = m.store.handle_fenced(Some(from), request, fence);
                     self.send(
                         id,
                         from,
@@ -1232,6 +1242,8 @@ impl ClusterSim {
                 self.event(format!("{id}: ring epoch {epoch} in force"));
             }
             RingOutput::State(state) => {
+                // As a node does: the replica's fence first.
+                m.store.set_fence(state.fence());
                 let change = state.pending.as_ref().map(|p| p.change);
                 m.coordinator.set_ring_state(state);
                 if change != m.last_change {
@@ -1426,8 +1438,12 @@ impl ClusterSim {
                 return;
             };
             match job {
-                DiskJob::Replicate { from, request } => {
-                    let reply = m.store.handle_from(Some(from), request);
+                DiskJob::Replicate {
+                    from,
+                    request,
+                    fence,
+                } => {
+                    let reply = m.store.handle_fenced(Some(from), request, fence);
                     self.send(
                         id,
                         from,
