@@ -1,8 +1,9 @@
 //! Layer 0: the one shape of what a machine wants done.
 //!
 //! Every role machine of a node (the coordinator, handoff, the ring
-//! manager) answers its inputs with a list of [`Effect`]s, and its runner
-//! (an actor in a node, the simulator's driver) carries them out in order:
+//! manager, anti-entropy) answers its inputs with a list of [`Effect`]s,
+//! and its runner (an actor in a node, the simulator's driver) carries
+//! them out in order:
 //!
 //! - [`Effect::Send`]: a message `M` to a node (to this node's own role
 //!   when addressed to itself);
@@ -10,7 +11,8 @@
 //!   thread in a node, inline in the simulator), whose result comes back
 //!   to the machine as an input;
 //! - [`Effect::Emit`]: an event `E` for whoever waits on the machine (a
-//!   client's answer, a finished transfer, a new ring).
+//!   client's answer, a finished transfer, a new ring); a machine with
+//!   no events (anti-entropy) has an event type with no value.
 //!
 //! The lower protocol machines (membership, the ring keeper) fill an
 //! `Outbox` of messages and events, the same shape without storage work;

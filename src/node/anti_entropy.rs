@@ -4,11 +4,12 @@
 //! It feeds the machine ticks (every [`tick_interval`] of the period),
 //! anti-entropy messages from the transport, ring snapshots and membership
 //! events (so DOWN, SUSPECT and LEFT nodes are not exchanged with), and
-//! carries out its actions: every scan, read, merge and purge runs on
-//! tokio's blocking pool, at most `max_exchanges + 1` at once (the rest
-//! wait their turn), never on the node's event loop. Bucket properties
-//! (each bucket's `n` and conflict policy) are read from the bucket table
-//! the Coordinator persists in the store, over the node's defaults.
+//! carries out its effects: it sends the messages, and every scan, read,
+//! merge and purge (the machine's storage work) runs on tokio's blocking
+//! pool, at most `max_exchanges + 1` at once (the rest wait their turn),
+//! never on the node's event loop. Bucket properties (each bucket's `n`
+//! and conflict policy) are read from the bucket table the Coordinator
+//! persists in the store, over the node's defaults.
 //!
 //! What it does not do: decide anything (the machine does), or rate-limit
 //! by itself (the machine's token buckets gate new exchanges).
@@ -23,10 +24,11 @@ use tracing::warn;
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::NodeEvent;
 use crate::config::{AntiEntropyConfig, BucketProps};
+use crate::effect::Effect;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
-use crate::replication::anti_entropy::{Action, AntiEntropy, AntiEntropyStats};
+use crate::replication::anti_entropy::{AntiEntropy, AntiEntropyEffect, AntiEntropyStats};
 use crate::replication::replica::ReplicaStore;
 use crate::replication::AntiEntropyMsg;
 use crate::roles::anti_entropy::{finish, run};
@@ -126,16 +128,20 @@ impl AntiEntropyActor {
         );
     }
 
-    fn carry(&mut self, out: Vec<Action>, ctx: &mut Context<Self>) {
-        for action in out {
-            if let Action::Send { to, msg } = action {
-                self.send(to, msg);
-                continue;
-            }
+    fn carry(&mut self, out: Vec<AntiEntropyEffect>, ctx: &mut Context<Self>) {
+        for effect in out {
+            let work = match effect {
+                Effect::Send { to, msg } => {
+                    self.send(to, msg);
+                    continue;
+                }
+                Effect::Store(work) => work,
+                Effect::Emit(event) => match event {},
+            };
             let config = self.config.clone();
             self.blocking(
                 ctx,
-                move |store, defaults| Ok(run(store, defaults, &config, action)),
+                move |store, defaults| Ok(run(store, defaults, &config, work)),
                 |act, done, ctx| match done {
                     Ok(done) => {
                         let mut out = Vec::new();

@@ -16,10 +16,10 @@
 //! An exchange (`min_n` = 1 + the larger of the two ends' positions in `L`:
 //! only buckets with `n >= min_n` are replicated on both ends):
 //!
-//! 1. the initiator scans the range ([`Action::Scan`]) and sends its
-//!    leaves ([`AntiEntropyMsg::Tree`], `8 * leaves` bytes);
-//! 2. the peer scans its own ([`Action::Answer`]) and answers with the
-//!    differing leaves and its (key, digest) entries in them
+//! 1. the initiator scans the range ([`AntiEntropyWork::Scan`]) and sends
+//!    its leaves ([`AntiEntropyMsg::Tree`], `8 * leaves` bytes);
+//! 2. the peer scans its own ([`AntiEntropyWork::Answer`]) and answers
+//!    with the differing leaves and its (key, digest) entries in them
 //!    ([`AntiEntropyMsg::Diff`], [`answer_tree`]);
 //! 3. the initiator compares entries ([`merkle::repair_lists`]), sends the
 //!    objects the peer lacks or holds a different version of and names those
@@ -58,8 +58,12 @@
 //!
 //! # What it does not do
 //!
-//! No I/O: scans, merges and sends are [`Action`]s the actor carries out
-//! and reports back. It keeps no trees between rounds.
+//! No I/O: the machine answers with [`AntiEntropyEffect`]s, the crate's
+//! one effect shape: messages to send ([`Effect::Send`]) and scans, reads,
+//! merges and purges ([`Effect::Store`] of [`AntiEntropyWork`]) that its
+//! runner (the actor, the simulator) carries out and reports back. It
+//! emits no events ([`AntiEntropyEvent`] has no value). It keeps no trees
+//! between rounds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -68,6 +72,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, BuiltTree, KeyDigest, MerkleTree};
+use crate::effect::Effect;
 use crate::id::NodeId;
 use crate::replication::AntiEntropyConfig;
 use crate::replication::AntiEntropyMsg;
@@ -131,16 +136,21 @@ pub struct AntiEntropyStats {
     pub last_round_at_ms: u64,
 }
 
-/// What the actor must do for the machine.
+/// What the machine asks its driver to do: the crate's one [`Effect`]
+/// shape, with [`AntiEntropyMsg`]s to send, [`AntiEntropyWork`] for the
+/// store (its results come back through [`AntiEntropy::scanned`],
+/// [`AntiEntropy::charge_keys`] and the other report methods), and no
+/// events ([`AntiEntropyEvent`] has no value).
+pub type AntiEntropyEffect = Effect<AntiEntropyMsg, AntiEntropyWork, AntiEntropyEvent>;
+
+/// The machine's events: it has none (its results are its counters,
+/// [`AntiEntropy::stats`]), so [`Effect::Emit`] never comes out of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AntiEntropyEvent {}
+
+/// Storage work the machine asks of its driver.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Action {
-    /// Send a message.
-    Send {
-        /// The peer.
-        to: NodeId,
-        /// The message.
-        msg: AntiEntropyMsg,
-    },
+pub enum AntiEntropyWork {
     /// Scan `range` (buckets with `n >= min_n`), find tombstones whose
     /// newest timestamp is at most `tombstones_before_ms`, and report with
     /// [`AntiEntropy::scanned`] (or [`AntiEntropy::failed`]).
@@ -462,7 +472,7 @@ impl AntiEntropy {
     /// Advances time: starts a round when one is due, abandons exchanges
     /// past their deadline, and starts exchanges the rate limits allow.
     /// `wall_ms` is the wall clock, for the tombstone grace period.
-    pub fn tick(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<Action>) {
+    pub fn tick(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<AntiEntropyEffect>) {
         if !self.config.enabled {
             return;
         }
@@ -482,7 +492,7 @@ impl AntiEntropy {
         self.finish_round_if_done(now, wall_ms, out);
     }
 
-    fn plan_round(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<Action>) {
+    fn plan_round(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<AntiEntropyEffect>) {
         let grace_ms = self.config.tombstone_grace.as_millis() as u64;
         let mut round = Round {
             started: now,
@@ -529,10 +539,10 @@ impl AntiEntropy {
             .into_iter()
             .filter(|&n| n != self.node)
             .collect();
-        out.push(Action::ReportHints { to });
+        out.push(Effect::Store(AntiEntropyWork::ReportHints { to }));
     }
 
-    fn start_exchanges(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn start_exchanges(&mut self, now: Instant, out: &mut Vec<AntiEntropyEffect>) {
         let Some(round) = self.round.as_mut() else {
             return;
         };
@@ -562,12 +572,12 @@ impl AntiEntropy {
                     state: ExchangeState::Scanning,
                 },
             );
-            out.push(Action::Scan {
+            out.push(Effect::Store(AntiEntropyWork::Scan {
                 session,
                 range: round.ranges[range].range,
                 min_n,
                 tombstones_before_ms: round.tombstones_before_ms,
-            });
+            }));
         }
     }
 
@@ -585,7 +595,13 @@ impl AntiEntropy {
     }
 
     /// The initiator's scan for `session` is done.
-    pub fn scanned(&mut self, now: Instant, session: u64, scan: LocalScan, out: &mut Vec<Action>) {
+    pub fn scanned(
+        &mut self,
+        now: Instant,
+        session: u64,
+        scan: LocalScan,
+        out: &mut Vec<AntiEntropyEffect>,
+    ) {
         self.charge_keys(now, scan.tree.keys);
         let Some(e) = self.exchanges.get_mut(&session) else {
             return;
@@ -596,7 +612,7 @@ impl AntiEntropy {
         let Some(range) = self.round.as_ref().map(|r| r.ranges[e.range].range) else {
             return;
         };
-        out.push(Action::Send {
+        out.push(Effect::Send {
             to: e.peer,
             msg: AntiEntropyMsg::Tree {
                 session,
@@ -647,20 +663,26 @@ impl AntiEntropy {
     }
 
     /// A message from a peer.
-    pub fn step(&mut self, now: Instant, from: NodeId, msg: AntiEntropyMsg, out: &mut Vec<Action>) {
+    pub fn step(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: AntiEntropyMsg,
+        out: &mut Vec<AntiEntropyEffect>,
+    ) {
         match msg {
             AntiEntropyMsg::Tree {
                 session,
                 range,
                 min_n,
                 leaves,
-            } => out.push(Action::Answer {
+            } => out.push(Effect::Store(AntiEntropyWork::Answer {
                 to: from,
                 session,
                 range,
                 min_n,
                 leaves,
-            }),
+            })),
             AntiEntropyMsg::Diff {
                 session,
                 differing,
@@ -671,22 +693,22 @@ impl AntiEntropy {
                 session,
                 objects,
                 want,
-            } => out.push(Action::Repair {
+            } => out.push(Effect::Store(AntiEntropyWork::Repair {
                 reply: Some((from, session)),
                 objects,
                 want,
-            }),
+            })),
             AntiEntropyMsg::Repaired { session, objects } => {
                 let ours = self.exchanges.get(&session).is_some_and(|e| {
                     e.peer == from && matches!(e.state, ExchangeState::AwaitRepaired)
                 });
                 if ours {
                     if !objects.is_empty() {
-                        out.push(Action::Repair {
+                        out.push(Effect::Store(AntiEntropyWork::Repair {
                             reply: None,
                             objects,
                             want: Vec::new(),
-                        });
+                        }));
                     }
                     self.complete(session);
                 }
@@ -696,7 +718,7 @@ impl AntiEntropy {
             AntiEntropyMsg::Purge { entries }
                 if self.ring.is_member(from) && !entries.is_empty() =>
             {
-                out.push(Action::Purge { entries });
+                out.push(Effect::Store(AntiEntropyWork::Purge { entries }));
             }
             AntiEntropyMsg::Hints { owners } => self.hint_report(now, from, owners),
             _ => {}
@@ -712,7 +734,7 @@ impl AntiEntropy {
         differing: Vec<u32>,
         listed: Vec<u32>,
         theirs: Vec<KeyDigest>,
-        out: &mut Vec<Action>,
+        out: &mut Vec<AntiEntropyEffect>,
     ) {
         let Some(e) = self.exchanges.get_mut(&session) else {
             return;
@@ -770,12 +792,12 @@ impl AntiEntropy {
             self.complete(session);
             return;
         }
-        out.push(Action::Push {
+        out.push(Effect::Store(AntiEntropyWork::Push {
             to: peer,
             session,
             push,
             want,
-        });
+        }));
     }
 
     fn complete(&mut self, session: u64) {
@@ -802,7 +824,12 @@ impl AntiEntropy {
             })
     }
 
-    fn finish_round_if_done(&mut self, now: Instant, wall_ms: u64, out: &mut Vec<Action>) {
+    fn finish_round_if_done(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        out: &mut Vec<AntiEntropyEffect>,
+    ) {
         let done = self
             .round
             .as_ref()
@@ -844,7 +871,7 @@ impl AntiEntropy {
             }
             for (to, entries) in per_peer {
                 for chunk in entries.chunks(self.config.max_batch) {
-                    out.push(Action::Send {
+                    out.push(Effect::Send {
                         to,
                         msg: AntiEntropyMsg::Purge {
                             entries: chunk.to_vec(),
@@ -852,7 +879,7 @@ impl AntiEntropy {
                     });
                 }
             }
-            out.push(Action::Purge { entries: local });
+            out.push(Effect::Store(AntiEntropyWork::Purge { entries: local }));
         }
         self.last_started = Some(round.started);
         self.stats.rounds += 1;
@@ -914,14 +941,21 @@ mod tests {
             }
         }
 
-        fn carry(&mut self, at: NodeId, actions: Vec<Action>) {
-            for action in actions {
+        fn carry(&mut self, at: NodeId, effects: Vec<AntiEntropyEffect>) {
+            for effect in effects {
                 let mut out = Vec::new();
                 let (m, store) = self.nodes.get_mut(&at).unwrap();
                 let n3 = |_: &[u8]| 3usize;
-                match action {
-                    Action::Send { to, msg } => self.queue.push_back((at, to, msg)),
-                    Action::Scan {
+                let work = match effect {
+                    Effect::Send { to, msg } => {
+                        self.queue.push_back((at, to, msg));
+                        continue;
+                    }
+                    Effect::Store(work) => work,
+                    Effect::Emit(event) => match event {},
+                };
+                match work {
+                    AntiEntropyWork::Scan {
                         session,
                         range,
                         min_n,
@@ -938,7 +972,7 @@ mod tests {
                             .unwrap();
                         m.scanned(self.now, session, scan, &mut out);
                     }
-                    Action::Answer {
+                    AntiEntropyWork::Answer {
                         to,
                         session,
                         range,
@@ -950,9 +984,9 @@ mod tests {
                             .unwrap();
                         m.charge_keys(self.now, scan.tree.keys);
                         let msg = answer_tree(session, &scan.tree, leaves, 1024);
-                        out.push(Action::Send { to, msg });
+                        out.push(Effect::Send { to, msg });
                     }
-                    Action::Push {
+                    AntiEntropyWork::Push {
                         to,
                         session,
                         push,
@@ -965,9 +999,9 @@ mod tests {
                             objects,
                             want,
                         };
-                        out.push(Action::Send { to, msg });
+                        out.push(Effect::Send { to, msg });
                     }
-                    Action::Repair {
+                    AntiEntropyWork::Repair {
                         reply,
                         objects,
                         want,
@@ -991,10 +1025,10 @@ mod tests {
                             let objects = store.read_for_repair(&want, 1 << 20).unwrap();
                             m.charge_objects(self.now, objects.len() as u64);
                             let msg = AntiEntropyMsg::Repaired { session, objects };
-                            out.push(Action::Send { to, msg });
+                            out.push(Effect::Send { to, msg });
                         }
                     }
-                    Action::Purge { entries } => {
+                    AntiEntropyWork::Purge { entries } => {
                         let mut purged = 0;
                         for e in &entries {
                             if store.purge_tombstone(&e.bucket, &e.key, e.digest).unwrap() {
@@ -1003,14 +1037,14 @@ mod tests {
                         }
                         m.purged(purged);
                     }
-                    Action::ReportHints { to } => {
+                    AntiEntropyWork::ReportHints { to } => {
                         let owners = store.hint_owners().unwrap();
                         m.hint_report(self.now, at, owners.clone());
                         for peer in to {
                             let msg = AntiEntropyMsg::Hints {
                                 owners: owners.clone(),
                             };
-                            out.push(Action::Send { to: peer, msg });
+                            out.push(Effect::Send { to: peer, msg });
                         }
                     }
                 }

@@ -1,10 +1,12 @@
-//! The storage side of the anti-entropy machine's actions, for every
-//! executor: the AntiEntropy actor runs [`run`] on a blocking thread, the
-//! simulator inline, and both hand the result to [`finish`], which feeds
-//! the machine and turns answers into messages.
+//! The storage side of the anti-entropy machine, for every executor. The
+//! machine's effects are the crate's one shape; its runner sends the
+//! [`Effect::Send`]s itself and hands each [`Effect::Store`]'s
+//! [`AntiEntropyWork`] to [`run`] (the AntiEntropy actor on a blocking
+//! thread, the simulator inline), then the result to [`finish`], which
+//! feeds the machine and turns answers into messages.
 //!
 //! Between the two halves nothing but data passes ([`Done`]), so the
-//! actor and the simulator carry out the same actions the same way.
+//! actor and the simulator carry out the same work the same way.
 
 use std::time::Instant;
 
@@ -12,9 +14,12 @@ use tracing::{debug, warn};
 
 use super::stored_buckets::BucketView;
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::effect::Effect;
 use crate::error::Result;
 use crate::id::NodeId;
-use crate::replication::anti_entropy::{answer_tree, Action, AntiEntropy, RepairObject};
+use crate::replication::anti_entropy::{
+    answer_tree, AntiEntropy, AntiEntropyEffect, AntiEntropyWork, RepairObject,
+};
 use crate::replication::replica::ReplicaStore;
 use crate::replication::AntiEntropyMsg;
 use crate::replication::{AntiEntropyConfig, BucketProps};
@@ -22,16 +27,9 @@ use crate::replication::{AntiEntropyConfig, BucketProps};
 /// The most bytes of objects one repair message carries.
 pub const REPAIR_BYTES: usize = DEFAULT_MAX_FRAME_BYTES / 2;
 
-/// What an action's storage work came to.
+/// What a piece of storage work came to.
 #[derive(Debug)]
 pub enum Done {
-    /// A message to send; no storage work was needed.
-    Send {
-        /// The peer.
-        to: NodeId,
-        /// The message.
-        msg: AntiEntropyMsg,
-    },
     /// This node's tree of a range, for an exchange it initiates.
     Scanned {
         /// The exchange.
@@ -76,17 +74,16 @@ pub enum Done {
     },
 }
 
-/// Carries out `action`'s storage work on `store` (blocking); bucket
-/// properties are read from the table stored in it, over `defaults`.
+/// Carries out `work` on `store` (blocking); bucket properties are read
+/// from the table stored in it, over `defaults`.
 pub fn run(
     store: &ReplicaStore,
     defaults: &BucketProps,
     config: &AntiEntropyConfig,
-    action: Action,
+    work: AntiEntropyWork,
 ) -> Done {
-    match action {
-        Action::Send { to, msg } => Done::Send { to, msg },
-        Action::Scan {
+    match work {
+        AntiEntropyWork::Scan {
             session,
             range,
             min_n,
@@ -103,7 +100,7 @@ pub fn run(
                 )
             }),
         },
-        Action::Answer {
+        AntiEntropyWork::Answer {
             to,
             session,
             range,
@@ -126,7 +123,7 @@ pub fn run(
                 ))
             }),
         },
-        Action::Push {
+        AntiEntropyWork::Push {
             to,
             session,
             push,
@@ -138,7 +135,7 @@ pub fn run(
                 .read_for_repair(&push, REPAIR_BYTES)
                 .map(|objects| (objects, want)),
         },
-        Action::Repair {
+        AntiEntropyWork::Repair {
             reply,
             objects,
             want,
@@ -159,7 +156,7 @@ pub fn run(
                 Ok((merged, back))
             }),
         },
-        Action::Purge { entries } => Done::Purged((|| {
+        AntiEntropyWork::Purge { entries } => Done::Purged((|| {
             let mut purged = 0u64;
             for e in &entries {
                 if store.purge_tombstone(&e.bucket, &e.key, e.digest)? {
@@ -168,7 +165,7 @@ pub fn run(
             }
             Ok(purged)
         })()),
-        Action::ReportHints { to } => Done::Hints {
+        AntiEntropyWork::ReportHints { to } => Done::Hints {
             to,
             found: BucketView::load(store, defaults)
                 .and_then(|view| Ok((store.hint_owners()?, view.n_max()))),
@@ -177,16 +174,15 @@ pub fn run(
 }
 
 /// Feeds `done` to the machine of node `me`; what to do next (messages to
-/// send included, as [`Action::Send`]) goes to `out`.
+/// send included, as [`Effect::Send`]) goes to `out`.
 pub fn finish(
     machine: &mut AntiEntropy,
     me: NodeId,
     now: Instant,
     done: Done,
-    out: &mut Vec<Action>,
+    out: &mut Vec<AntiEntropyEffect>,
 ) {
     match done {
-        Done::Send { to, msg } => out.push(Action::Send { to, msg }),
         Done::Scanned { session, scan } => match scan {
             Ok(scan) => machine.scanned(now, session, scan, out),
             Err(e) => {
@@ -197,7 +193,7 @@ pub fn finish(
         Done::Answered { to, answer } => match answer {
             Ok((msg, keys)) => {
                 machine.charge_keys(now, keys);
-                out.push(Action::Send { to, msg });
+                out.push(Effect::Send { to, msg });
             }
             Err(e) => debug!(error = %e, %to, "answering a tree failed"),
         },
@@ -208,7 +204,7 @@ pub fn finish(
         } => match objects {
             Ok((objects, want)) => {
                 machine.charge_objects(now, objects.len() as u64);
-                out.push(Action::Send {
+                out.push(Effect::Send {
                     to,
                     msg: AntiEntropyMsg::Repair {
                         session,
@@ -226,7 +222,7 @@ pub fn finish(
             Ok((merged, back)) => {
                 machine.charge_objects(now, merged + back.len() as u64);
                 if let Some((to, session)) = reply {
-                    out.push(Action::Send {
+                    out.push(Effect::Send {
                         to,
                         msg: AntiEntropyMsg::Repaired {
                             session,
@@ -246,7 +242,7 @@ pub fn finish(
                 machine.set_n_max(n_max);
                 machine.hint_report(now, me, owners.clone());
                 for peer in to {
-                    out.push(Action::Send {
+                    out.push(Effect::Send {
                         to: peer,
                         msg: AntiEntropyMsg::Hints {
                             owners: owners.clone(),

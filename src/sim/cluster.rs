@@ -78,7 +78,7 @@ use crate::membership::{MemberEvent, Membership, MembershipMsg, Outbox as Member
 use crate::message::{Envelope, Message};
 use crate::net::memory::{Fabric, FaultCounters, Faults};
 use crate::protocol::{MemberView, Op, ReadOptions, Reply, RingView, StatusView, WriteOptions};
-use crate::replication::anti_entropy::{Action, AntiEntropy};
+use crate::replication::anti_entropy::{AntiEntropy, AntiEntropyEffect};
 use crate::replication::buckets::BucketEntry;
 use crate::replication::coordinator::{Answer, Coordinator};
 use crate::replication::get::GetReply;
@@ -1507,24 +1507,24 @@ impl ClusterSim {
         }
     }
 
-    fn carry_anti_entropy(&mut self, id: NodeId, mut out: Vec<Action>) {
+    fn carry_anti_entropy(&mut self, id: NodeId, mut out: Vec<AntiEntropyEffect>) {
         let now = self.now;
         while !out.is_empty() {
             let mut next = Vec::new();
-            for action in out {
-                if let Action::Send { to, msg } = action {
-                    self.send(id, to, Message::AntiEntropy(msg));
-                    continue;
-                }
+            for effect in out {
+                let work = match effect {
+                    RoleEffect::Send { to, msg } => {
+                        self.send(id, to, Message::AntiEntropy(msg));
+                        continue;
+                    }
+                    RoleEffect::Store(work) => work,
+                    RoleEffect::Emit(event) => match event {},
+                };
                 let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
                     return;
                 };
-                let done = ae_exec::run(
-                    &m.store,
-                    &BucketProps::default(),
-                    &self.anti_entropy,
-                    action,
-                );
+                let done =
+                    ae_exec::run(&m.store, &BucketProps::default(), &self.anti_entropy, work);
                 ae_exec::finish(&mut m.anti_entropy, id, now, done, &mut next);
             }
             out = next;
