@@ -140,6 +140,10 @@ pub struct Coordinator<C> {
     /// Each request's caller, machine, and the fence of the ring state it
     /// was routed by (stamped on everything it sends, see [`RingFence`]).
     requests: BTreeMap<u64, (Option<C>, Machine, RingFence)>,
+    /// The fences of requests that finished during the current call
+    /// (`start`, `step`, `tick`): what they sent on their way out (a read
+    /// repair after the answer) is stamped after they are gone.
+    retired: Vec<(u64, RingFence)>,
 }
 
 impl<C> std::fmt::Debug for Coordinator<C> {
@@ -167,6 +171,7 @@ impl<C> Coordinator<C> {
             regressions: super::Regressions::default(),
             next_req: 1,
             requests: BTreeMap::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -321,14 +326,21 @@ impl<C> Coordinator<C> {
     }
 
     /// The fence a request to a replica is stamped with: that of the ring
-    /// state its client request was routed by. A request whose machine is
-    /// gone gets the lowest fence, which every replica that knows a ring
-    /// refuses: nothing is sent under a newer fence than it was routed by.
+    /// state its client request was routed by. Ask it for what the last
+    /// call (`start`, `step`, `tick`) sent: a request that finished in
+    /// that call is still known. Any other whose machine is gone gets the
+    /// lowest fence, which every replica that knows a ring refuses:
+    /// nothing is sent under a newer fence than it was routed by.
     pub fn fence_of(&self, request: &ReplicaRequest) -> RingFence {
         let req = request.req() & ((1 << super::put::ROUND_SHIFT) - 1);
-        self.requests
-            .get(&req)
-            .map_or(RingFence::default(), |(_, _, fence)| *fence)
+        match self.requests.get(&req) {
+            Some((_, _, fence)) => *fence,
+            None => self
+                .retired
+                .iter()
+                .find(|(r, _)| *r == req)
+                .map_or(RingFence::default(), |(_, fence)| *fence),
+        }
     }
 
     /// Requests in flight (including gets finishing their read repair).
@@ -415,6 +427,7 @@ impl<C> Coordinator<C> {
         op: ClientOp,
         out: &mut Outbox,
     ) -> Option<(C, Result<Answer>)> {
+        self.retired.clear();
         let req = self.next_req;
         // Wrapping within the coordinator's id range: a request lives for
         // seconds, 2^62 ids last for ever.
@@ -642,6 +655,7 @@ impl<C> Coordinator<C> {
         reply: ReplicaReply,
         out: &mut Outbox,
     ) -> Vec<(C, Result<Answer>)> {
+        self.retired.clear();
         self.learn(reply_timestamp(&reply));
         // A put's later rounds carry the round above the id.
         let req = reply.req() & ((1 << super::put::ROUND_SHIFT) - 1);
@@ -655,6 +669,7 @@ impl<C> Coordinator<C> {
 
     /// Checks every request's deadline. Returns the answers it completed.
     pub fn tick(&mut self, now: Instant, out: &mut Outbox) -> Vec<(C, Result<Answer>)> {
+        self.retired.clear();
         let due: Vec<u64> = self
             .requests
             .iter()
@@ -699,7 +714,9 @@ impl<C> Coordinator<C> {
             }
         }
         if finished {
-            self.requests.remove(&req);
+            if let Some((_, _, fence)) = self.requests.remove(&req) {
+                self.retired.push((req, fence));
+            }
         }
         done
     }
@@ -917,6 +934,78 @@ mod tests {
         );
         assert!(c.start(now, 2, 8, op, &mut out).is_none());
         assert!(out.iter().all(|(_, r)| c.fence_of(r) == newer.fence()));
+    }
+
+    #[test]
+    fn a_read_repair_sent_as_the_get_finishes_carries_its_fence() {
+        let stores: Vec<ReplicaStore> = (1..=3)
+            .map(|n| ReplicaStore::open(NodeId(n), Arc::new(MemoryEngine::new()), 10, 10).unwrap())
+            .collect();
+        let mut c: Coordinator<u32> = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        c.set_ring(ring(3));
+        let fence = RingState::settled((*ring(3)).clone()).fence();
+        // Stored on replicas 1 and 2 only: the get repairs replica 3 once
+        // every replica has answered, after its own answer.
+        let stored = stores[0].handle(ReplicaRequest::Coordinate {
+            req: 1,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            write: Write {
+                context: CausalContext::empty(),
+                payload: Payload::Value(b"v".to_vec()),
+                timestamp: Timestamp::from_ms(5),
+                op: None,
+            },
+            policy: crate::version::ConflictPolicy::Siblings,
+            hint_for: None,
+        });
+        let ReplicaReply::Coordinated {
+            result: Ok(object), ..
+        } = stored
+        else {
+            panic!("{stored:?}")
+        };
+        stores[1].handle(ReplicaRequest::Merge {
+            req: 2,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            object,
+            policy: crate::version::ConflictPolicy::Siblings,
+            hint_for: None,
+        });
+        let now = Instant::now();
+        let mut out = Outbox::new();
+        let get = ClientOp::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions::default(),
+        };
+        assert!(c.start(now, 10, 1, get, &mut out).is_none());
+        // Each send stamped right after the call that made it, as the
+        // coordinator role does.
+        let stamp = |c: &Coordinator<u32>, out: &mut Outbox| -> Vec<_> {
+            out.drain(..)
+                .map(|(to, r)| {
+                    let f = c.fence_of(&r);
+                    (to, r, f)
+                })
+                .collect()
+        };
+        let mut queue: std::collections::VecDeque<_> = stamp(&c, &mut out).into();
+        let mut repairs = 0;
+        while let Some((to, request, stamped)) = queue.pop_front() {
+            assert_eq!(stamped, fence, "{request:?}");
+            repairs += usize::from(matches!(request, ReplicaRequest::Merge { .. }));
+            let reply = stores[(to.0 - 1) as usize].handle(request);
+            c.step(now, to, reply, &mut out);
+            queue.extend(stamp(&c, &mut out));
+        }
+        assert_eq!(repairs, 1, "replica 3 repaired");
+        assert_eq!(c.in_flight(), 0, "the get finished");
     }
 
     #[test]
