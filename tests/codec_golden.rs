@@ -1299,6 +1299,25 @@ fn message_replicated_merged() {
                                  63 457272 a1
                                      66 4661696c6564 69 6469736b2066756c6c",
     );
+    // {"from": 2, "to": 1, "msg": {"Replication": {"Replicated": {"reply": {"Coordinated": {"req": 7,
+    // "result": {"Err": {"Indefinite": "gone"}}}}}}}}
+    check_replication(
+        replicated(ringkv::replication::ReplicaReply::Coordinated {
+            req: 7,
+            result: Err(ringkv::replication::ReplicaError::Indefinite("gone".into())),
+        }),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6b 5265706c69636174696f6e a1 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         6b 436f6f7264696e61746564 a2
+                             63 726571 07
+                             66 726573756c74 a1
+                                 63 457272 a1
+                                     6a 496e646566696e697465 64 676f6e65",
+    );
 }
 
 #[test]

@@ -307,6 +307,12 @@ pub enum ReplicaError {
         /// The stored winner's timestamp.
         timestamp: Timestamp,
     },
+    /// A coordination this replica applied before (a duplicate of the
+    /// request) whose result it can no longer read (a disk error, or the
+    /// copy was deleted since). Nothing more was stored. Not "stored
+    /// nothing": the coordinator must not ask another replica to apply
+    /// the write again, and fails it as indefinite.
+    Indefinite(String),
 }
 
 impl ReplicaError {
@@ -323,7 +329,8 @@ impl ReplicaError {
             ReplicaError::Refused(reason) => Some(reason),
             ReplicaError::Failed(_)
             | ReplicaError::TooManySiblings { .. }
-            | ReplicaError::Superseded { .. } => None,
+            | ReplicaError::Superseded { .. }
+            | ReplicaError::Indefinite(_) => None,
         }
     }
 
@@ -338,7 +345,9 @@ impl ReplicaError {
             ReplicaError::TooManySiblings { siblings, max } => {
                 Error::TooManySiblings { siblings, max }
             }
-            ReplicaError::Failed(reason) => Error::Replica(reason),
+            ReplicaError::Failed(reason) | ReplicaError::Indefinite(reason) => {
+                Error::Replica(reason)
+            }
             ReplicaError::Refused(reason) => Error::InvalidInput(reason),
             ReplicaError::Superseded { timestamp } => Error::Replica(format!(
                 "superseded by a newer version stamped {timestamp:?}"

@@ -221,10 +221,13 @@ impl PutRequest {
                     // refuse it the same way.
                     self.fail(Error::InvalidInput(reason));
                 }
-                Err(ReplicaError::Superseded { .. }) => {
+                Err(ReplicaError::Superseded { .. } | ReplicaError::Indefinite(_)) => {
                     // A coordinating replica stamps above what it stores;
-                    // a peer that says otherwise is confused. Count it as
-                    // a failure like any other.
+                    // a peer that says otherwise is confused. And one that
+                    // applied the write before but cannot read it back
+                    // may hold it: asking another replica to coordinate
+                    // would apply it twice. Either way the outcome is
+                    // unknown.
                     self.states[i] = TargetState::Failed;
                     self.fail(Error::Unavailable {
                         needed: self.w,

@@ -242,16 +242,17 @@ pub const RECENT_COORDINATIONS: usize = 65_536;
 #[derive(Debug, Default)]
 struct RecentCoordinations {
     order: std::collections::VecDeque<(NodeId, u64)>,
-    seen: std::collections::HashSet<(NodeId, u64)>,
+    /// Each one's outcome: applied, or refused with this error.
+    seen: std::collections::HashMap<(NodeId, u64), std::result::Result<(), ReplicaError>>,
 }
 
 impl RecentCoordinations {
-    fn contains(&self, id: (NodeId, u64)) -> bool {
-        self.seen.contains(&id)
+    fn get(&self, id: (NodeId, u64)) -> Option<&std::result::Result<(), ReplicaError>> {
+        self.seen.get(&id)
     }
 
-    fn insert(&mut self, id: (NodeId, u64)) {
-        if self.seen.insert(id) {
+    fn insert(&mut self, id: (NodeId, u64), outcome: std::result::Result<(), ReplicaError>) {
+        if self.seen.insert(id, outcome).is_none() {
             self.order.push_back(id);
             if self.order.len() > RECENT_COORDINATIONS {
                 if let Some(old) = self.order.pop_front() {
@@ -399,12 +400,18 @@ impl ReplicaStore {
             return self.handle_from(from, request);
         };
         let guard = self.fence.read().unwrap_or_else(|e| e.into_inner());
-        match *guard {
+        let stale = match *guard {
             Some(mine) if mine > theirs && !self.regressions.unfenced_ring => {
-                stale_ring(request, mine, theirs)
+                Some(ReplicaError::Failed(format!(
+                    "this replica's ring state ({mine}) is newer than the coordinator's \
+                     ({theirs}); the request counts once the coordinator has learned it"
+                )))
             }
-            _ => self.handle_from(from, request),
-        }
+            _ => None,
+        };
+        let reply = self.serve(from, request, stale);
+        drop(guard);
+        reply
     }
 
     /// Puts back bugs of earlier versions (see [`super::Regressions`]).
@@ -498,6 +505,37 @@ impl ReplicaStore {
     /// same coordinator) is answered with the object stored now and not
     /// applied again.
     pub fn handle_from(&self, from: Option<NodeId>, request: ReplicaRequest) -> ReplicaReply {
+        self.serve(from, request, None)
+    }
+
+    /// Serves a request, or refuses it with `stale` (a ring fence's
+    /// refusal) storing nothing. A coordination already applied is
+    /// answered as applied even then: refusing it would tell the
+    /// coordinator that nothing was stored, and it would ask another
+    /// replica to apply the same write again.
+    fn serve(
+        &self,
+        from: Option<NodeId>,
+        request: ReplicaRequest,
+        stale: Option<ReplicaError>,
+    ) -> ReplicaReply {
+        if let Some(error) = stale.clone() {
+            match request {
+                ReplicaRequest::Coordinate { .. } => {}
+                ReplicaRequest::Merge { req, .. } => {
+                    return ReplicaReply::Merged {
+                        req,
+                        result: Err(error),
+                    }
+                }
+                ReplicaRequest::Read { req, .. } => {
+                    return ReplicaReply::Read {
+                        req,
+                        result: Err(error),
+                    }
+                }
+            }
+        }
         match &request {
             ReplicaRequest::Coordinate { write, .. } => self.witness.note(write.timestamp),
             ReplicaRequest::Merge { object, .. } => {
@@ -521,9 +559,9 @@ impl ReplicaStore {
                     from.map(|f| (f, req)),
                     &bucket,
                     &key,
-                    write,
-                    &policy,
+                    (write, &policy),
                     hint_for,
+                    stale,
                 ),
             },
             ReplicaRequest::Merge {
@@ -568,14 +606,16 @@ impl ReplicaStore {
         self.load(&object_key(bucket, key)?)
     }
 
+    /// Applies a coordination, or refuses it with `stale` (see
+    /// [`ReplicaStore::serve`]).
     fn coordinate(
         &self,
         id: Option<(NodeId, u64)>,
         bucket: &[u8],
         key: &[u8],
-        write: Write,
-        policy: &ConflictPolicy,
+        (write, policy): (Write, &ConflictPolicy),
         hint_for: Option<NodeId>,
+        stale: Option<ReplicaError>,
     ) -> std::result::Result<Object, ReplicaError> {
         let owner = hint_for.filter(|&o| o != self.node);
         let k = match owner {
@@ -584,15 +624,50 @@ impl ReplicaStore {
         }
         .map_err(failed)?;
         let _guard = self.lock(&k);
-        let stored = self.load(&k).map_err(failed)?;
         // Checked under the key's lock, which the first delivery held
-        // until it had stored the write: a duplicate sees its result.
-        let seen = |recent: &Mutex<RecentCoordinations>| {
-            let recent = recent.lock().unwrap_or_else(|e| e.into_inner());
-            id.is_some_and(|id| recent.contains(id))
+        // until it had answered: a duplicate gets the first delivery's
+        // answer. Applying a duplicate of a refused coordination would be
+        // wrong too: the coordinator took the refusal as "stored nothing"
+        // and asked another replica, so the write would be applied twice
+        // (a counter add counted twice; the simulator found it).
+        let seen = {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            id.and_then(|id| recent.get(id).cloned())
         };
-        if let (true, Some(object)) = (seen(&self.recent), &stored) {
-            return Ok(object.clone());
+        match seen {
+            Some(Ok(())) => {
+                return match self.load(&k) {
+                    Ok(Some(object)) => Ok(object),
+                    _ => Err(ReplicaError::Indefinite(
+                        "this coordination was applied here before, and its result can no \
+                         longer be read"
+                            .into(),
+                    )),
+                }
+            }
+            Some(Err(refused)) => return Err(refused),
+            None => {}
+        }
+        let result = self.apply_coordination(&k, owner, (bucket, key), (write, policy), stale);
+        if let Some(id) = id {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.insert(id, result.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        result
+    }
+
+    /// Applies a coordination not seen before, under its key's lock.
+    fn apply_coordination(
+        &self,
+        k: &[u8],
+        owner: Option<NodeId>,
+        (bucket, key): (&[u8], &[u8]),
+        (write, policy): (Write, &ConflictPolicy),
+        stale: Option<ReplicaError>,
+    ) -> std::result::Result<Object, ReplicaError> {
+        let stored = self.load(k).map_err(failed)?;
+        if let Some(error) = stale {
+            return Err(error);
         }
         let new_hint = owner.is_some() && stored.is_none();
         let mut object = stored.unwrap_or_default();
@@ -662,11 +737,7 @@ impl ReplicaStore {
                 crate::replication::limits::MAX_OBJECT_BYTES
             )));
         }
-        self.store_counting(&k, &object, new_hint)?;
-        if let Some(id) = id {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            recent.insert(id);
-        }
+        self.store_counting(k, &object, new_hint)?;
         Ok(object)
     }
 
@@ -935,30 +1006,6 @@ fn decode_object(bytes: &[u8]) -> Result<Object> {
 
 fn failed(e: Error) -> ReplicaError {
     ReplicaError::Failed(e.to_string())
-}
-
-/// The refusal of a client request routed by an older ring state than
-/// this replica's: the replica's own standing, which another replica may
-/// not share, so it counts as a failed replica.
-fn stale_ring(request: ReplicaRequest, mine: RingFence, theirs: RingFence) -> ReplicaReply {
-    let error = ReplicaError::Failed(format!(
-        "this replica's ring state ({mine}) is newer than the coordinator's ({theirs}); \
-         the request counts once the coordinator has learned it"
-    ));
-    match request {
-        ReplicaRequest::Coordinate { req, .. } => ReplicaReply::Coordinated {
-            req,
-            result: Err(error),
-        },
-        ReplicaRequest::Merge { req, .. } => ReplicaReply::Merged {
-            req,
-            result: Err(error),
-        },
-        ReplicaRequest::Read { req, .. } => ReplicaReply::Read {
-            req,
-            result: Err(error),
-        },
-    }
 }
 
 /// Whether `e` says the stored bytes of a key are damaged: the engine's
@@ -1389,6 +1436,72 @@ mod tests {
             ),
             ReplicaReply::Coordinated { result: Ok(_), .. }
         ));
+    }
+
+    #[test]
+    fn a_duplicate_coordination_gets_the_first_delivery_s_answer() {
+        let r = store(1, 10);
+        let from = Some(NodeId(2));
+        r.set_fence(fence(2, None));
+        // Refused (a stale ring): the coordinator fails over to another
+        // replica. A duplicate of the same request arriving once the fence
+        // would let it through must be refused again, not applied (the
+        // write would be applied on two replicas: a counter add counted
+        // twice).
+        let first = r.handle_fenced(
+            from,
+            coordinate(1, "a", CausalContext::empty()),
+            Some(fence(1, None)),
+        );
+        assert!(matches!(
+            first,
+            ReplicaReply::Coordinated {
+                result: Err(ReplicaError::Failed(_)),
+                ..
+            }
+        ));
+        let again = r.handle_fenced(
+            from,
+            coordinate(1, "a", CausalContext::empty()),
+            Some(fence(2, None)),
+        );
+        assert_eq!(again, first);
+        assert_eq!(
+            r.read(b"b", b"k").unwrap(),
+            None,
+            "the duplicate stored nothing"
+        );
+        // Applied: a duplicate is answered with the stored object, not
+        // applied again...
+        let applied = coordinated(r.handle_from(from, coordinate(2, "b", CausalContext::empty())));
+        let again = coordinated(r.handle_from(from, coordinate(2, "b", CausalContext::empty())));
+        assert_eq!(again, applied);
+        // ... even under a fence that would refuse a new request, which
+        // the coordinator would take as "stored nothing".
+        let again = r.handle_fenced(
+            from,
+            coordinate(2, "b", CausalContext::empty()),
+            Some(fence(1, None)),
+        );
+        assert_eq!(coordinated(again), applied);
+        // Applied, then the copy deleted: the outcome is unknown, never
+        // "stored nothing".
+        let range = crate::ring::TokenRange {
+            after: Token(0),
+            through: Token(0),
+        };
+        assert_eq!(r.drop_range(range, 100).unwrap(), 1);
+        let gone = r.handle_from(from, coordinate(2, "b", CausalContext::empty()));
+        assert!(
+            matches!(
+                gone,
+                ReplicaReply::Coordinated {
+                    result: Err(ReplicaError::Indefinite(_)),
+                    ..
+                }
+            ),
+            "{gone:?}"
+        );
     }
 
     #[test]
