@@ -92,6 +92,22 @@ pub struct TransferDone {
 #[rtype(result = "()")]
 pub struct SetTransferListener(pub Recipient<TransferDone>);
 
+/// Sent to the failure listener when a transfer failed too many times in
+/// a row and stopped; starting it again resumes it.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct TransferFailed {
+    /// The transfer.
+    pub id: u64,
+    /// The last failure.
+    pub why: String,
+}
+
+/// Sets where [`TransferFailed`] goes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetFailureListener(pub Recipient<TransferFailed>);
+
 /// Deletes this node's objects in a token range; answers how many.
 #[derive(Message)]
 #[rtype(result = "Result<u64>")]
@@ -133,6 +149,7 @@ pub struct HandoffActor {
     buckets: Recipient<GetBucket>,
     role: HandoffRole,
     listener: Option<Recipient<TransferDone>>,
+    failure_listener: Option<Recipient<TransferFailed>>,
     /// Callers of [`StartTransfer`] waiting for the role's answer, by
     /// transfer id, in the order they asked. The role answers every start
     /// exactly once, and each answer goes to the longest waiting caller of
@@ -161,6 +178,7 @@ impl HandoffActor {
             buckets,
             role: HandoffRole::new(node, config, seed),
             listener: None,
+            failure_listener: None,
             starting: HashMap::new(),
             dropping: HashMap::new(),
         }
@@ -188,6 +206,11 @@ impl HandoffActor {
             HandoffEvent::Done { id, keys, bytes } => {
                 if let Some(l) = &self.listener {
                     l.do_send(TransferDone { id, keys, bytes });
+                }
+            }
+            HandoffEvent::Failed { id, why } => {
+                if let Some(l) = &self.failure_listener {
+                    l.do_send(TransferFailed { id, why });
                 }
             }
             HandoffEvent::Started { id, result } => {
@@ -332,6 +355,14 @@ impl Handler<SetTransferListener> for HandoffActor {
 
     fn handle(&mut self, msg: SetTransferListener, _: &mut Context<Self>) {
         self.listener = Some(msg.0);
+    }
+}
+
+impl Handler<SetFailureListener> for HandoffActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetFailureListener, _: &mut Context<Self>) {
+        self.failure_listener = Some(msg.0);
     }
 }
 

@@ -32,7 +32,8 @@ use tracing::{debug, warn};
 use super::coordinator::StopAccepting;
 use super::failure_detector::{Leave, MemberNotice, Subscribe};
 use super::handoff::{
-    CancelTransfer, DropRange, HandoffActor, SetTransferListener, StartTransfer, TransferDone,
+    CancelTransfer, DropRange, HandoffActor, SetFailureListener, SetTransferListener,
+    StartTransfer, TransferDone, TransferFailed,
 };
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
@@ -301,6 +302,7 @@ impl Handler<SetHandoff> for RingManager {
 
     fn handle(&mut self, SetHandoff(handoff): SetHandoff, ctx: &mut Context<Self>) {
         handoff.do_send(SetTransferListener(ctx.address().recipient()));
+        handoff.do_send(SetFailureListener(ctx.address().recipient()));
         self.handoff = Some(handoff);
         let mut out = Vec::new();
         self.role.handoff_ready(Instant::now(), &mut out);
@@ -321,6 +323,15 @@ impl Handler<TransferStartFailed> for RingManager {
 
     fn handle(&mut self, TransferStartFailed(id): TransferStartFailed, _: &mut Context<Self>) {
         self.role.on_transfer_failed(id);
+    }
+}
+
+impl Handler<TransferFailed> for RingManager {
+    type Result = ();
+
+    fn handle(&mut self, failed: TransferFailed, _: &mut Context<Self>) {
+        warn!(id = failed.id, why = %failed.why, "transfer failed; it starts again");
+        self.role.on_transfer_failed(failed.id);
     }
 }
 

@@ -238,8 +238,24 @@ pub struct TransferProgress {
 /// What the machine asks its driver to do: the crate's one
 /// [`crate::effect::Effect`] shape, with pulls to send
 /// ([`TransferMsg::Pull`]), [`TransferWork`] for the store, and
-/// [`TransferDoneEvent`]s for the listener.
-pub type TransferEffect = crate::effect::Effect<TransferMsg, TransferWork, TransferDoneEvent>;
+/// [`TransferEvent`]s for the listener.
+pub type TransferEffect = crate::effect::Effect<TransferMsg, TransferWork, TransferEvent>;
+
+/// What the machine tells its listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferEvent {
+    /// A transfer is done.
+    Done(TransferDoneEvent),
+    /// A transfer failed `max_failures` times in a row and stopped; it
+    /// runs again only when started again (the ring role does, for a
+    /// move of the change in progress).
+    Failed {
+        /// The transfer.
+        id: u64,
+        /// The last failure.
+        why: String,
+    },
+}
 
 /// Storage work the machine asks of its driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -609,11 +625,13 @@ impl Transfers {
                     t.finished = None;
                     self.queue.push_back(id);
                 }
-                Phase::Done => out.push(TransferEffect::Emit(TransferDoneEvent {
-                    id,
-                    keys: t.keys,
-                    bytes: t.bytes,
-                })),
+                Phase::Done => out.push(TransferEffect::Emit(TransferEvent::Done(
+                    TransferDoneEvent {
+                        id,
+                        keys: t.keys,
+                        bytes: t.bytes,
+                    },
+                ))),
                 Phase::Queued | Phase::Running => {
                     if t.spec.sources != spec.sources {
                         return Err(Error::InvalidInput(format!(
@@ -650,7 +668,9 @@ impl Transfers {
                 finished: done.then_some(now),
             };
             if done {
-                out.push(TransferEffect::Emit(TransferDoneEvent { id, keys, bytes }));
+                out.push(TransferEffect::Emit(TransferEvent::Done(
+                    TransferDoneEvent { id, keys, bytes },
+                )));
             } else {
                 self.queue.push_back(id);
             }
@@ -698,7 +718,7 @@ impl Transfers {
                 transfer,
                 after,
                 reason,
-            } => self.on_refused(now, from, transfer, after, reason),
+            } => self.on_refused(now, from, transfer, after, reason, out),
             _ => {}
         }
         self.pump(now, out);
@@ -744,6 +764,7 @@ impl Transfers {
                 id,
                 i,
                 "a batch outside the range or not advancing".into(),
+                out,
             );
             return;
         }
@@ -782,6 +803,7 @@ impl Transfers {
         id: u64,
         after: Option<Vec<u8>>,
         reason: TransferRefusal,
+        out: &mut Vec<TransferEffect>,
     ) {
         let Some(t) = self.transfers.get_mut(&id) else {
             return;
@@ -798,7 +820,7 @@ impl Transfers {
             s.waiting = true;
             self.back_off(now, id, i);
         } else {
-            self.fail(now, id, i, reason.to_string());
+            self.fail(now, id, i, reason.to_string(), out);
         }
     }
 
@@ -841,15 +863,17 @@ impl Transfers {
                 if t.sources.iter().all(|s| s.done) && t.phase == Phase::Running {
                     t.phase = Phase::Done;
                     t.finished = Some(now);
-                    out.push(TransferEffect::Emit(TransferDoneEvent {
-                        id,
-                        keys: t.keys,
-                        bytes: t.bytes,
-                    }));
+                    out.push(TransferEffect::Emit(TransferEvent::Done(
+                        TransferDoneEvent {
+                            id,
+                            keys: t.keys,
+                            bytes: t.bytes,
+                        },
+                    )));
                     self.promote(now);
                 }
             }
-            Err(why) => self.fail(now, id, i, format!("storing a batch: {why}")),
+            Err(why) => self.fail(now, id, i, format!("storing a batch: {why}"), out),
         }
         self.pump(now, out);
     }
@@ -904,13 +928,24 @@ impl Transfers {
         };
     }
 
-    fn fail(&mut self, now: Instant, id: u64, i: usize, why: String) {
+    fn fail(
+        &mut self,
+        now: Instant,
+        id: u64,
+        i: usize,
+        why: String,
+        out: &mut Vec<TransferEffect>,
+    ) {
         let max = self.config.max_failures;
         let Some(t) = self.transfers.get_mut(&id) else {
             return;
         };
         t.failures += 1;
         if t.failures >= max {
+            out.push(TransferEffect::Emit(TransferEvent::Failed {
+                id,
+                why: why.clone(),
+            }));
             t.phase = Phase::Failed(why);
             t.finished = Some(now);
             for s in &mut t.sources {
@@ -1133,11 +1168,13 @@ mod tests {
         assert_eq!(stores(&out).len(), 1);
         out.clear();
         m.stored(t1, 7, A, Ok(()), &mut out);
-        assert!(out.contains(&TransferEffect::Emit(TransferDoneEvent {
-            id: 7,
-            keys: 3,
-            bytes: 30
-        })));
+        assert!(out.contains(&TransferEffect::Emit(TransferEvent::Done(
+            TransferDoneEvent {
+                id: 7,
+                keys: 3,
+                bytes: 30
+            }
+        ))));
         let p = m.progress_of(7).unwrap();
         assert_eq!((p.state, p.keys, p.batches), (TransferState::Done, 3, 2));
         assert!(!m.is_active(), "a done transfer needs no tick");
@@ -1193,11 +1230,13 @@ mod tests {
         out.clear();
         m.step(t0, B, batch(3, c, vec![], true), &mut out);
         m.stored(t0, 3, B, Ok(()), &mut out);
-        assert!(out.contains(&TransferEffect::Emit(TransferDoneEvent {
-            id: 3,
-            keys: 2,
-            bytes: 20
-        })));
+        assert!(out.contains(&TransferEffect::Emit(TransferEvent::Done(
+            TransferDoneEvent {
+                id: 3,
+                keys: 2,
+                bytes: 20
+            }
+        ))));
     }
 
     #[test]
@@ -1233,10 +1272,20 @@ mod tests {
         for round in 0..3 {
             out.clear();
             m.step(now, A, failed.clone(), &mut out);
+            let failures: Vec<_> = out
+                .iter()
+                .filter(|e| matches!(e, TransferEffect::Emit(TransferEvent::Failed { .. })))
+                .collect();
+            // The listener hears of the failure once, when it stops.
+            assert_eq!(failures.len(), usize::from(round == 2), "{out:?}");
             now += Duration::from_secs(2);
             m.tick(now, &mut out);
             assert_eq!(pulls(&out).len(), usize::from(round < 2));
         }
+        assert!(out.contains(&TransferEffect::Emit(TransferEvent::Failed {
+            id: 1,
+            why: "source failed: disk".into()
+        })));
         let p = m.progress_of(1).unwrap();
         assert!(matches!(p.state, TransferState::Failed(ref why) if why.contains("disk")));
         // Starting it again resumes it.

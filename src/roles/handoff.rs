@@ -44,8 +44,8 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{
-    record_name, ServedStats, TransferDoneEvent, TransferEffect, TransferProgress, TransferRecord,
-    TransferRefusal, TransferSpec, TransferWork, Transfers,
+    record_name, ServedStats, TransferDoneEvent, TransferEffect, TransferEvent, TransferProgress,
+    TransferRecord, TransferRefusal, TransferSpec, TransferWork, Transfers,
 };
 use crate::replication::{BucketProps, TransferConfig, TransferMsg};
 use crate::ring::{Ring, RingFence, TokenRange};
@@ -232,6 +232,14 @@ pub enum HandoffEvent {
         /// Its progress once started, or why it was not.
         result: Result<TransferProgress>,
     },
+    /// A transfer failed too many times in a row and stopped (see
+    /// [`TransferEvent::Failed`]); starting it again resumes it.
+    Failed {
+        /// The transfer.
+        id: u64,
+        /// The last failure.
+        why: String,
+    },
     /// The answer to one [`HandoffCommand::Drop`].
     Dropped {
         /// The tokens.
@@ -269,6 +277,9 @@ impl PartialEq for HandoffEvent {
                     result: r,
                 },
             ) => range == g && same(result, r),
+            (HandoffEvent::Failed { id, why }, HandoffEvent::Failed { id: i, why: w }) => {
+                id == i && why == w
+            }
             _ => false,
         }
     }
@@ -542,9 +553,17 @@ impl HandoffRole {
             out.push(match effect {
                 TransferEffect::Send { to, msg } => HandoffEffect::Send { to, msg },
                 TransferEffect::Store(work) => HandoffEffect::Store(HandoffWork::Transfer(work)),
-                TransferEffect::Emit(TransferDoneEvent { id, keys, bytes }) => {
+                TransferEffect::Emit(TransferEvent::Done(TransferDoneEvent {
+                    id,
+                    keys,
+                    bytes,
+                })) => {
                     debug!(id, keys, bytes, "transfer done");
                     HandoffEffect::Emit(HandoffEvent::Done { id, keys, bytes })
+                }
+                TransferEffect::Emit(TransferEvent::Failed { id, why }) => {
+                    warn!(id, %why, "transfer failed");
+                    HandoffEffect::Emit(HandoffEvent::Failed { id, why })
                 }
             });
         }

@@ -1391,6 +1391,12 @@ impl ClusterSim {
                             m.ring.on_transfer_failed(transfer);
                         }
                     }
+                    RoleEffect::Emit(HandoffEvent::Failed { id: transfer, why }) => {
+                        self.event(format!("{id}: transfer {transfer} failed: {why}"));
+                        if let Ok(m) = self.machines_mut(id) {
+                            m.ring.on_transfer_failed(transfer);
+                        }
+                    }
                     RoleEffect::Emit(HandoffEvent::Dropped { result: Err(e), .. }) => {
                         self.event(format!("{id}: dropping a range failed: {e}"))
                     }
