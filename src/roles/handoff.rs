@@ -332,6 +332,11 @@ pub struct HandoffRole {
     max_serving: usize,
     serving: usize,
     served: ServedTable,
+    /// Per transfer id, the starts whose record is being read, and how
+    /// many of those were cancelled meanwhile (the oldest first): a start
+    /// cancelled before its record is read must not start once it is, or
+    /// it runs untracked by the ring manager, holding a slot for ever.
+    loading: BTreeMap<u64, (usize, usize)>,
 }
 
 impl HandoffRole {
@@ -342,6 +347,7 @@ impl HandoffRole {
             machine: Transfers::new(node, config, seed),
             serving: 0,
             served: ServedTable::default(),
+            loading: BTreeMap::new(),
         }
     }
 
@@ -353,10 +359,14 @@ impl HandoffRole {
                     self.start(now, spec, None, out);
                 } else {
                     // An id this machine does not know: its record first.
+                    self.loading.entry(spec.id).or_default().0 += 1;
                     out.push(HandoffEffect::Store(HandoffWork::Load { spec }));
                 }
             }
             HandoffCommand::Cancel(id) => {
+                if let Some((reading, cancelled)) = self.loading.get_mut(&id) {
+                    *cancelled = *reading;
+                }
                 let mut effects = Vec::new();
                 self.machine.cancel(now, id, &mut effects);
                 self.carry(effects, out);
@@ -414,6 +424,16 @@ impl HandoffRole {
     /// What storage work found.
     pub fn finished(&mut self, now: Instant, done: HandoffDone, out: &mut Vec<HandoffEffect>) {
         match done {
+            HandoffDone::Loaded { spec, record } if self.take_load(spec.id) => {
+                out.push(HandoffEffect::Emit(HandoffEvent::Started {
+                    id: spec.id,
+                    result: Err(Error::InvalidInput(format!(
+                        "transfer {} was cancelled before it started",
+                        spec.id
+                    ))),
+                }));
+                let _ = record;
+            }
             HandoffDone::Loaded { spec, record } => match record {
                 Ok(record) => self.start(now, spec, record, out),
                 Err(e) => out.push(HandoffEffect::Emit(HandoffEvent::Started {
@@ -502,6 +522,21 @@ impl HandoffRole {
     /// Pulls being served now (scans out).
     pub fn serving(&self) -> usize {
         self.serving
+    }
+
+    /// Notes that a start's record was read; whether that start was
+    /// cancelled meanwhile.
+    fn take_load(&mut self, id: u64) -> bool {
+        let Some((reading, cancelled)) = self.loading.get_mut(&id) else {
+            return false;
+        };
+        *reading = reading.saturating_sub(1);
+        let was_cancelled = *cancelled > 0;
+        *cancelled = cancelled.saturating_sub(1);
+        if *reading == 0 {
+            self.loading.remove(&id);
+        }
+        was_cancelled
     }
 
     /// Starts `spec` in the machine, resuming from `record`, and answers.
@@ -1013,6 +1048,79 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_start_cancelled_while_its_record_is_read_does_not_start() {
+        let now = Instant::now();
+        let b = node(B);
+        let mut role = b.role;
+        let mut loads = Vec::new();
+        // Started, cancelled, started again (new sources), before either
+        // record is read: only the second runs.
+        for cmd in [
+            HandoffCommand::Start(spec(5)),
+            HandoffCommand::Cancel(5),
+            HandoffCommand::Start(spec(5)),
+        ] {
+            let mut out = Vec::new();
+            role.command(now, cmd, &mut out);
+            loads.extend(
+                out.iter()
+                    .filter_map(HandoffEffect::as_store)
+                    .filter(|w| matches!(w, HandoffWork::Load { .. }))
+                    .cloned(),
+            );
+        }
+        assert_eq!(loads.len(), 2);
+        let mut events = Vec::new();
+        for load in loads {
+            let mut out = Vec::new();
+            role.finished(now, execute(&b.store, B, load, &siblings), &mut out);
+            events.extend(out.into_iter().filter_map(|e| match e {
+                HandoffEffect::Emit(e) => Some(e),
+                _ => None,
+            }));
+        }
+        assert!(
+            matches!(
+                events.as_slice(),
+                [
+                    HandoffEvent::Started {
+                        id: 5,
+                        result: Err(_)
+                    },
+                    HandoffEvent::Started {
+                        id: 5,
+                        result: Ok(_)
+                    }
+                ]
+            ),
+            "{events:?}"
+        );
+        assert_eq!(role.progress().len(), 1, "one transfer runs");
+        // Cancelled with nothing being read: nothing is held back.
+        let mut out = Vec::new();
+        role.command(now, HandoffCommand::Cancel(5), &mut out);
+        role.command(now, HandoffCommand::Start(spec(6)), &mut out);
+        let load = out
+            .iter()
+            .filter_map(HandoffEffect::as_store)
+            .find(|w| matches!(w, HandoffWork::Load { .. }))
+            .unwrap()
+            .clone();
+        out.clear();
+        role.finished(now, execute(&b.store, B, load, &siblings), &mut out);
+        assert!(out
+            .iter()
+            .filter_map(HandoffEffect::as_emit)
+            .any(|e| matches!(
+                e,
+                HandoffEvent::Started {
+                    id: 6,
+                    result: Ok(_)
+                }
+            )));
     }
 
     #[test]
