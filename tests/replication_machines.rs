@@ -254,7 +254,13 @@ fn a_fallback_holds_the_hint_and_hands_it_off_when_the_owner_returns() {
     let mut handoff = HintedHandoff::new(1 << 62, 8, Duration::from_secs(1));
     let hints = c.store(fallback).hints_for(owner, 100).unwrap();
     let mut out = Outbox::new();
-    handoff.offer(c.now, owner, hints, |_| ConflictPolicy::Siblings, &mut out);
+    handoff.offer(
+        c.now,
+        owner,
+        hints,
+        (|_: &[u8]| ConflictPolicy::Siblings, |_: &_| Some(owner)),
+        &mut out,
+    );
     for (from, reply) in c.deliver(&mut out) {
         let delivered = handoff.step(from, reply).expect("owner acked");
         assert!(c

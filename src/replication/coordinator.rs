@@ -223,6 +223,25 @@ impl<C> Coordinator<C> {
         members
     }
 
+    /// Where a hint held for `owner` goes now: the owner, while it is a
+    /// replica of the key (the target ring's, while a change is pending)
+    /// and up; the key's first replica that is up (this node included),
+    /// when the owner no longer replicates it (it left, or its range
+    /// moved); `None` while the owner is a replica but down.
+    pub fn hint_destination(&self, owner: NodeId, bucket: &[u8], key: &[u8]) -> Option<NodeId> {
+        let token = key_token(bucket, key);
+        let n = self.bucket(bucket).n;
+        let state = self.placement.state();
+        let ring = state.pending.as_ref().map_or(&state.ring, |p| &p.target);
+        let replicas = ring.preference_list(token, n);
+        if replicas.contains(&owner) {
+            return self.is_up_peer(owner).then_some(owner);
+        }
+        replicas
+            .into_iter()
+            .find(|&r| r == self.node || self.is_up_peer(r))
+    }
+
     /// The nodes routed around now.
     pub fn down(&self) -> &BTreeSet<NodeId> {
         &self.down
@@ -1006,6 +1025,44 @@ mod tests {
         }
         assert_eq!(repairs, 1, "replica 3 repaired");
         assert_eq!(c.in_flight(), 0, "the get finished");
+    }
+
+    #[test]
+    fn a_hint_goes_to_its_owner_while_it_replicates_the_key_else_to_a_replica() {
+        let mut c: Coordinator<u32> = Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        );
+        let four = ring(4);
+        c.set_ring(Arc::clone(&four));
+        // A key that node 4 replicates (3 of 4 nodes do).
+        let key = (0..100u32)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| {
+                four.preference_list(key_token(b"b", k), 3)
+                    .contains(&NodeId(4))
+            })
+            .unwrap();
+        assert_eq!(c.hint_destination(NodeId(4), b"b", &key), Some(NodeId(4)));
+        // Down: the hint waits for it.
+        c.set_down([NodeId(4)].into_iter().collect());
+        assert_eq!(c.hint_destination(NodeId(4), b"b", &key), None);
+        // Node 4 leaves: the target ring no longer has it, so its hints
+        // go to the key's first replica that is up, whether or not the
+        // leaver is.
+        let target = crate::ring::claim_leave(&four, NodeId(4)).unwrap();
+        let state = RingState::settled((*four).clone())
+            .begin(crate::ring::Change::Leave(NodeId(4)), target.clone(), 3)
+            .unwrap();
+        c.set_ring_state(Arc::new(state));
+        let first = target.preference_list(key_token(b"b", &key), 3)[0];
+        for down in [vec![NodeId(4)], vec![]] {
+            c.set_down(down.into_iter().collect());
+            assert_eq!(c.hint_destination(NodeId(4), b"b", &key), Some(first));
+        }
+        // A node that was never a member: the same.
+        assert_eq!(c.hint_destination(NodeId(9), b"b", &key), Some(first));
     }
 
     #[test]

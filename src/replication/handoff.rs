@@ -1,6 +1,13 @@
 //! Hinted handoff: delivering the hints a fallback holds to their owner
 //! once it is back.
 //!
+//! Where a hint goes is the caller's choice, per hint (`route`): its owner
+//! while the owner still replicates the key, otherwise (the ring changed
+//! since the write: the owner left, or its range moved) a current replica
+//! of the key. A hint delivered to an owner that no longer holds the range
+//! would be dropped with it, and one held for a node that left would never
+//! be delivered at all.
+//!
 //! The machine is told which owners are up and is fed batches of hints read
 //! from the [`ReplicaStore`](super::replica::ReplicaStore); it sends each
 //! hint to its owner as a plain merge (no `hint_for`: the owner stores it as
@@ -32,7 +39,10 @@ pub struct Delivered {
 
 #[derive(Debug)]
 struct InFlight {
+    /// The owner the hint is held for (its slot in the hint store).
     owner: NodeId,
+    /// Where it was sent.
+    to: NodeId,
     hint: Hint,
     sent: Instant,
 }
@@ -69,21 +79,28 @@ impl HintedHandoff {
         self.max_in_flight.saturating_sub(self.in_flight_to(owner))
     }
 
-    /// Sends `hints` (read from the hint store for `owner`, which is up) to
-    /// the owner, skipping those already in flight and those past its room.
-    /// `policy_of` gives each hint's bucket policy.
+    /// Sends `hints` (read from the hint store for `owner`) where `route`
+    /// says (`None`: not now, the owner is down), skipping those already in
+    /// flight and those past the owner's room. `policy_of` gives each
+    /// hint's bucket policy.
     pub fn offer(
         &mut self,
         now: Instant,
         owner: NodeId,
         hints: Vec<Hint>,
-        policy_of: impl Fn(&[u8]) -> ConflictPolicy,
+        (policy_of, route): (
+            impl Fn(&[u8]) -> ConflictPolicy,
+            impl Fn(&Hint) -> Option<NodeId>,
+        ),
         out: &mut Outbox,
     ) {
         for hint in hints {
             if self.room_for(owner) == 0 {
                 break;
             }
+            let Some(to) = route(&hint) else {
+                continue;
+            };
             let busy = self.in_flight.values().any(|f| {
                 f.owner == owner && f.hint.bucket == hint.bucket && f.hint.key == hint.key
             });
@@ -93,7 +110,7 @@ impl HintedHandoff {
             let req = self.next_req;
             self.next_req += 1;
             out.push((
-                owner,
+                to,
                 ReplicaRequest::Merge {
                     req,
                     bucket: hint.bucket.clone(),
@@ -107,6 +124,7 @@ impl HintedHandoff {
                 req,
                 InFlight {
                     owner,
+                    to,
                     hint,
                     sent: now,
                 },
@@ -120,7 +138,7 @@ impl HintedHandoff {
             return None;
         };
         match self.in_flight.get(&req) {
-            Some(f) if f.owner == from => {}
+            Some(f) if f.to == from => {}
             _ => return None,
         }
         let f = self.in_flight.remove(&req)?;
@@ -137,11 +155,11 @@ impl HintedHandoff {
     }
 
     /// Forgets deliveries unanswered for `retry_after`, so the hints are
-    /// offered again; and every delivery to an owner no longer up.
+    /// offered again; and every delivery to a node no longer up.
     pub fn tick(&mut self, now: Instant, is_up: impl Fn(NodeId) -> bool) {
         let retry_after = self.retry_after;
         self.in_flight
-            .retain(|_, f| is_up(f.owner) && now.duration_since(f.sent) < retry_after);
+            .retain(|_, f| is_up(f.to) && now.duration_since(f.sent) < retry_after);
     }
 }
 
@@ -160,6 +178,39 @@ mod tests {
     }
 
     #[test]
+    fn a_routed_hint_is_acknowledged_by_where_it_went_and_removed_for_its_owner() {
+        let now = Instant::now();
+        let mut h = HintedHandoff::new(1 << 63, 2, Duration::from_secs(1));
+        let mut out = Outbox::new();
+        let policy = |_: &[u8]| ConflictPolicy::Siblings;
+        // Held for node 3, which left: sent to node 5; "b" has nowhere to
+        // go yet and is kept.
+        let route = |h: &Hint| (h.key == b"a").then_some(NodeId(5));
+        h.offer(
+            now,
+            NodeId(3),
+            vec![hint("a"), hint("b")],
+            (policy, route),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, NodeId(5));
+        let req = match &out[0].1 {
+            ReplicaRequest::Merge { req, .. } => *req,
+            other => panic!("{other:?}"),
+        };
+        let ok = || ReplicaReply::Merged {
+            req,
+            result: Ok(()),
+        };
+        // The owner's name on a reply counts for nothing: node 5 was asked.
+        assert_eq!(h.step(NodeId(3), ok()), None);
+        let delivered = h.step(NodeId(5), ok()).unwrap();
+        assert_eq!(delivered.owner, NodeId(3), "removed from node 3's hints");
+        assert_eq!(delivered.hint.key, b"a");
+    }
+
+    #[test]
     fn delivers_within_the_window_and_reports_acks() {
         let now = Instant::now();
         let mut h = HintedHandoff::new(1 << 63, 2, Duration::from_secs(1));
@@ -169,7 +220,7 @@ mod tests {
             now,
             NodeId(3),
             vec![hint("a"), hint("b"), hint("c")],
-            policy,
+            (policy, |_: &Hint| Some(NodeId(3))),
             &mut out,
         );
         assert_eq!(out.len(), 2, "window of two");
@@ -179,7 +230,13 @@ mod tests {
         assert_eq!(*hint_for, None, "the owner stores it as its own");
         let req = *req;
         // Offering again sends nothing new while both are in flight.
-        h.offer(now, NodeId(3), vec![hint("a"), hint("c")], policy, &mut out);
+        h.offer(
+            now,
+            NodeId(3),
+            vec![hint("a"), hint("c")],
+            (policy, |_: &Hint| Some(NodeId(3))),
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
         // A reply from someone else is ignored.
         let ok = ReplicaReply::Merged {
@@ -198,7 +255,13 @@ mod tests {
         let mut h = HintedHandoff::new(10, 4, Duration::from_secs(1));
         let mut out = Outbox::new();
         let policy = |_: &[u8]| ConflictPolicy::Siblings;
-        h.offer(now, NodeId(3), vec![hint("a"), hint("b")], policy, &mut out);
+        h.offer(
+            now,
+            NodeId(3),
+            vec![hint("a"), hint("b")],
+            (policy, |_: &Hint| Some(NodeId(3))),
+            &mut out,
+        );
         let failed = ReplicaReply::Merged {
             req: 10,
             result: Err(ReplicaError::Failed("disk".into())),
@@ -208,7 +271,13 @@ mod tests {
         h.tick(now + Duration::from_secs(2), |_| true);
         assert_eq!(h.in_flight_to(NodeId(3)), 0, "silence expires");
         out.clear();
-        h.offer(now, NodeId(3), vec![hint("a"), hint("b")], policy, &mut out);
+        h.offer(
+            now,
+            NodeId(3),
+            vec![hint("a"), hint("b")],
+            (policy, |_: &Hint| Some(NodeId(3))),
+            &mut out,
+        );
         assert_eq!(out.len(), 2, "both offered again");
         h.tick(now, |n| n != NodeId(3));
         assert_eq!(h.in_flight_to(NodeId(3)), 0, "owner down again: forget");

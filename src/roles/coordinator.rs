@@ -346,8 +346,18 @@ impl<C> CoordinatorRole<C> {
             self.handoff.tick(now, |n| machine.is_up_peer(n));
             if !self.hint_round {
                 self.hint_round = true;
+                // Hints for a down owner wait for it while it is a member;
+                // those for a node no longer in the ring are read, and go
+                // to the keys' current replicas.
+                let members = self.machine.members();
                 out.push(Effect::Store(StoreWork::ReadHints {
-                    skip: self.machine.down().clone(),
+                    skip: self
+                        .machine
+                        .down()
+                        .iter()
+                        .copied()
+                        .filter(|n| members.contains(n))
+                        .collect(),
                     batch: self.config.handoff_batch,
                 }));
             }
@@ -384,15 +394,15 @@ impl<C> CoordinatorRole<C> {
                 self.hint_round = false;
                 let mut sends = Outbox::new();
                 for (owner, hints) in found {
-                    if !self.machine.is_up_peer(owner) {
-                        continue;
-                    }
                     let machine = &self.machine;
                     self.handoff.offer(
                         now,
                         owner,
                         hints,
-                        |b| machine.bucket(b).policy.clone(),
+                        (
+                            |b: &[u8]| machine.bucket(b).policy.clone(),
+                            |h: &Hint| machine.hint_destination(owner, &h.bucket, &h.key),
+                        ),
                         &mut sends,
                     );
                 }
