@@ -32,7 +32,7 @@ enum Regression {
     /// (issue [9], item A2).
     UnorderedLww,
     /// Replicas serve requests routed by a stale ring state (no ring
-    /// fence): found by the long search as seed 1002734.
+    /// fence).
     UnfencedRing,
 }
 

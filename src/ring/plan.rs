@@ -139,6 +139,14 @@ impl MovePlan {
     /// node loses one, from the range's old first replica.
     pub fn replicas_between(old: &Ring, new: &Ring, n: usize) -> MovePlan {
         let mut moves: Vec<RangeMove> = Vec::new();
+        // Each move's old replicas: neighbouring ranges join into one move
+        // only when they have the same, so that every key of a move has
+        // the old replicas its sources are chosen from
+        // (`RingState::sources` reads them at the range's end). Joined
+        // across a change of old replicas, a move pulled part of its
+        // range from nodes that never held it, and a quorum's write was
+        // missed (the simulator found it, `docs/simulation.md`).
+        let mut olds: Vec<Vec<NodeId>> = Vec::new();
         let lists = elementary(old, new, |ring, t| Some(ring.preference_list(t, n)));
         for (range, before, after) in lists {
             let gained = after.iter().filter(|x| !before.contains(x));
@@ -147,14 +155,19 @@ impl MovePlan {
                 let Some(&from) = lost.next().or(before.first()) else {
                     continue;
                 };
-                match moves
-                    .iter_mut()
-                    .rev()
-                    .take(n)
-                    .find(|m| m.range.through == range.after && m.from == from && m.to == to)
-                {
-                    Some(m) => m.range.through = range.through,
-                    None => moves.push(RangeMove { range, from, to }),
+                let k = moves.len();
+                match (0..k).rev().take(n).find(|&i| {
+                    let m = &moves[i];
+                    m.range.through == range.after
+                        && m.from == from
+                        && m.to == to
+                        && olds[i] == before
+                }) {
+                    Some(i) => moves[i].range.through = range.through,
+                    None => {
+                        moves.push(RangeMove { range, from, to });
+                        olds.push(before.clone());
+                    }
                 }
             }
         }
@@ -261,6 +274,41 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    /// Every key of a move has the same old replicas: the sources of a
+    /// move are chosen from those at its range's end, so a move joined
+    /// across a change of old replicas pulled part of its range from
+    /// nodes that never held it.
+    #[test]
+    fn every_key_of_a_move_has_the_old_replicas_of_its_end() {
+        let mut old = Ring::empty();
+        for id in 1..=5 {
+            old = claim_join(&old, NodeId(id), 16).unwrap();
+        }
+        let joined = claim_join(&old, NodeId(6), 16).unwrap();
+        let left = claim_leave(&old, NodeId(3)).unwrap();
+        let mut checked = 0;
+        for new in [&joined, &left] {
+            let plan = MovePlan::replicas_between(&old, new, 3);
+            assert!(!plan.moves.is_empty());
+            for m in &plan.moves {
+                let at_end = old.preference_list(m.range.through, 3);
+                // The first token of the range and every token boundary
+                // of either ring inside it.
+                let inside = old
+                    .vnodes()
+                    .chain(new.vnodes())
+                    .map(|v| v.token)
+                    .chain([Token(m.range.after.0.wrapping_add(1))])
+                    .filter(|&t| m.range.contains(t));
+                for t in inside {
+                    assert_eq!(old.preference_list(t, 3), at_end, "{m:?} at {t:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20, "{checked}");
     }
 
     #[test]

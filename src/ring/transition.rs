@@ -298,8 +298,8 @@ impl RingState {
 /// from the new replicas, which hold what the move's sources held when
 /// they were scanned; a write the unaware coordinator gets acknowledged
 /// by old replicas after that scan is on none of them, and a read through
-/// the new ring can miss it (the deterministic simulator found this,
-/// `docs/simulation.md`). So a replica refuses a client request stamped
+/// the new ring can miss it (`docs/simulation.md` says what the
+/// simulator has and has not shown of this). So a replica refuses a client request stamped
 /// with a fence older than its own: its sources serve a move only with
 /// the change's fence ([`crate::replication::transfer`]), they are
 /// enough of the old replicas to meet every write quorum, so a stale

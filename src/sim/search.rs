@@ -284,31 +284,6 @@ mod regressions {
         assert!(found.is_some());
     }
 
-    /// The ring fence's bug is rarer than 300 seeds: the long search found
-    /// it at these seeds (a coordinator that has not heard of a leave
-    /// writes to the old replicas after a move's scan; a read through the
-    /// new ring misses it). If a change to the simulator's schedule stops
-    /// them reaching it, search again with
-    /// `ringkv-sim --seeds 5000 --regression unfenced-ring`.
-    #[test]
-    fn unfenced_ring_is_found_at_the_seeds_the_long_search_gave() {
-        const SEEDS: [u64; 2] = [1_002_734, 2_000_884];
-        let failing = |regressions: Regressions| {
-            let mut options = SearchOptions::new(0, 1);
-            options.regressions = regressions;
-            SEEDS
-                .iter()
-                .filter(|&&seed| run_seed(&options, seed).2.is_some())
-                .count()
-        };
-        let broken = failing(Regressions {
-            unfenced_ring: true,
-            ..Regressions::default()
-        });
-        assert!(broken > 0, "no seed of {SEEDS:?} finds the unfenced ring");
-        assert_eq!(failing(Regressions::default()), 0, "the fence holds");
-    }
-
     #[test]
     fn unordered_lww_is_found() {
         let found = first_failure(
