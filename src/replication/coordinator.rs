@@ -766,6 +766,15 @@ mod tests {
     use crate::ring::claim_join;
     use crate::storage::MemoryEngine;
 
+    /// Node 1's coordinator with the default bucket properties.
+    fn coordinator<C>() -> Coordinator<C> {
+        Coordinator::new(
+            NodeId(1),
+            BucketProps::default(),
+            Hlc::new(Duration::from_secs(1)),
+        )
+    }
+
     fn ring(nodes: u64) -> Arc<Ring> {
         let mut ring = Ring::empty();
         for id in 1..=nodes {
@@ -779,11 +788,7 @@ mod tests {
         let stores: Vec<ReplicaStore> = (1..=3)
             .map(|n| ReplicaStore::open(NodeId(n), Arc::new(MemoryEngine::new()), 10, 10).unwrap())
             .collect();
-        let mut c: Coordinator<&'static str> = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c: Coordinator<&'static str> = coordinator();
         c.set_ring(ring(3));
         let now = Instant::now();
         let mut out = Outbox::new();
@@ -879,11 +884,7 @@ mod tests {
     #[test]
     fn member_events_decide_who_is_routed_around() {
         use crate::membership::MemberEvent;
-        let mut c: Coordinator<()> = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c: Coordinator<()> = coordinator();
         let suspect = |n| MemberEvent::Suspect {
             node: NodeId(n),
             incarnation: 0,
@@ -909,11 +910,7 @@ mod tests {
 
     #[test]
     fn requests_carry_the_fence_of_the_ring_state_they_were_routed_by() {
-        let mut c: Coordinator<u32> = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c: Coordinator<u32> = coordinator();
         let old = RingState::settled((*ring(3)).clone());
         c.set_ring_state(Arc::new(old.clone()));
         let now = Instant::now();
@@ -960,11 +957,7 @@ mod tests {
         let stores: Vec<ReplicaStore> = (1..=3)
             .map(|n| ReplicaStore::open(NodeId(n), Arc::new(MemoryEngine::new()), 10, 10).unwrap())
             .collect();
-        let mut c: Coordinator<u32> = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c: Coordinator<u32> = coordinator();
         c.set_ring(ring(3));
         let fence = RingState::settled((*ring(3)).clone()).fence();
         // Stored on replicas 1 and 2 only: the get repairs replica 3 once
@@ -1029,11 +1022,7 @@ mod tests {
 
     #[test]
     fn a_hint_goes_to_its_owner_while_it_replicates_the_key_else_to_a_replica() {
-        let mut c: Coordinator<u32> = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c: Coordinator<u32> = coordinator();
         let four = ring(4);
         c.set_ring(Arc::clone(&four));
         // A key that node 4 replicates (3 of 4 nodes do).
@@ -1067,11 +1056,7 @@ mod tests {
 
     #[test]
     fn impossible_requests_answer_at_once() {
-        let mut c: Coordinator<u32> = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c: Coordinator<u32> = coordinator();
         c.set_ring(ring(3));
         let mut out = Outbox::new();
         let now = Instant::now();
@@ -1112,11 +1097,7 @@ mod tests {
 
     #[test]
     fn silence_times_out_on_tick() {
-        let mut c: Coordinator<u32> = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c: Coordinator<u32> = coordinator();
         c.set_ring(ring(3));
         let mut out = Outbox::new();
         let now = Instant::now();
@@ -1144,11 +1125,7 @@ mod tests {
         let state = RingState::settled((*old).clone())
             .begin(Change::Join(NodeId(5)), target.clone(), 3)
             .unwrap();
-        let mut c: Coordinator<&'static str> = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c: Coordinator<&'static str> = coordinator();
         c.set_ring_state(Arc::new(state.clone()));
         assert_eq!(c.members().len(), 5, "the joiner is a member to gossip to");
         // A key whose replicas change, and one whose do not.
@@ -1210,11 +1187,7 @@ mod tests {
         let stores = (1..=3)
             .map(|n| ReplicaStore::open(NodeId(n), Arc::new(MemoryEngine::new()), 10, 10).unwrap())
             .collect();
-        let mut c = Coordinator::new(
-            NodeId(1),
-            BucketProps::default(),
-            Hlc::new(Duration::from_secs(1)),
-        );
+        let mut c = coordinator();
         c.set_ring(ring(3));
         (c, stores)
     }
