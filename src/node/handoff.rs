@@ -61,6 +61,16 @@ pub struct StartTransfer {
     pub spec: TransferSpec,
 }
 
+/// A command of the ring manager (start, cancel, drop), without an answer:
+/// a start that fails goes to the failure listener ([`TransferFailed`]
+/// with `started: false`), and a drop's outcome to the log. Sent with
+/// `do_send`, so the commands reach the actor in the order the ring role
+/// gave them: a start sent from a spawned task could arrive after its
+/// cancel, and run for ever holding a slot every later transfer waits for.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Planned(pub HandoffCommand);
+
 /// Stops a transfer and forgets its record. Answers whether it was known.
 #[derive(Message)]
 #[rtype(result = "bool")]
@@ -93,7 +103,8 @@ pub struct TransferDone {
 pub struct SetTransferListener(pub Recipient<TransferDone>);
 
 /// Sent to the failure listener when a transfer failed too many times in
-/// a row and stopped; starting it again resumes it.
+/// a row and stopped, or when a [`Planned`] start did not start it;
+/// starting it again resumes it.
 #[derive(Message, Clone, Debug, PartialEq, Eq)]
 #[rtype(result = "()")]
 pub struct TransferFailed {
@@ -101,6 +112,9 @@ pub struct TransferFailed {
     pub id: u64,
     /// The last failure.
     pub why: String,
+    /// Whether it had started (false: a planned start failed, for example
+    /// its record could not be read or it was cancelled first).
+    pub started: bool,
 }
 
 /// Sets where [`TransferFailed`] goes.
@@ -210,18 +224,35 @@ impl HandoffActor {
             }
             HandoffEvent::Failed { id, why } => {
                 if let Some(l) = &self.failure_listener {
-                    l.do_send(TransferFailed { id, why });
+                    l.do_send(TransferFailed {
+                        id,
+                        why,
+                        started: true,
+                    });
                 }
             }
-            HandoffEvent::Started { id, result } => {
-                if let Some(reply) = take_first(&mut self.starting, &id) {
-                    // The caller may have given up; nothing to do then.
-                    let _ = reply.send(result);
+            HandoffEvent::Started { id, result } => match take_first(&mut self.starting, &id) {
+                // The caller may have given up; nothing to do then.
+                Some(reply) => drop(reply.send(result)),
+                // A planned start: its failure goes to the listener.
+                None => {
+                    if let (Err(e), Some(l)) = (result, &self.failure_listener) {
+                        l.do_send(TransferFailed {
+                            id,
+                            why: e.to_string(),
+                            started: false,
+                        });
+                    }
                 }
-            }
+            },
             HandoffEvent::Dropped { range, result } => {
-                if let Some(reply) = take_first(&mut self.dropping, &range) {
-                    let _ = reply.send(result);
+                match (take_first(&mut self.dropping, &range), result) {
+                    (Some(reply), result) => drop(reply.send(result)),
+                    // A planned drop: nobody waits for it.
+                    (None, Ok(n)) => debug!(?range, dropped = n, "dropped a range given away"),
+                    (None, Err(e)) => {
+                        warn!(?range, error = %e, "dropping a range given away failed")
+                    }
                 }
             }
         }
@@ -329,6 +360,14 @@ impl Handler<StartTransfer> for HandoffActor {
             .push_back(reply);
         self.command(HandoffCommand::Start(msg.spec), ctx);
         Box::pin(async move { answer.await.map_err(|_| Error::Shutdown)? })
+    }
+}
+
+impl Handler<Planned> for HandoffActor {
+    type Result = ();
+
+    fn handle(&mut self, Planned(command): Planned, ctx: &mut Context<Self>) {
+        self.command(command, ctx);
     }
 }
 

@@ -14,8 +14,7 @@
 //!   on the blocking pool, and its result goes back to the role;
 //! - every new ring and ring state is published to subscribers as an
 //!   immutable `Arc` snapshot;
-//! - handoff commands become the handoff actor's [`StartTransfer`],
-//!   [`CancelTransfer`] and [`DropRange`];
+//! - handoff commands go to the handoff actor, in order, as [`Planned`];
 //! - the ring-confirmed gate is kept in an [`AtomicBool`] for the node's
 //!   entry point;
 //! - a leave's announcement tells the failure detector to gossip LEFT
@@ -32,8 +31,7 @@ use tracing::{debug, warn};
 use super::coordinator::StopAccepting;
 use super::failure_detector::{Leave, MemberNotice, Subscribe};
 use super::handoff::{
-    CancelTransfer, DropRange, HandoffActor, SetFailureListener, SetTransferListener,
-    StartTransfer, TransferDone, TransferFailed,
+    HandoffActor, Planned, SetFailureListener, SetTransferListener, TransferDone, TransferFailed,
 };
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
@@ -95,11 +93,6 @@ pub struct SetFailureDetector(pub Recipient<Leave>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetCoordinatorStop(pub Recipient<StopAccepting>);
-
-/// A transfer the handoff actor could not start.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct TransferStartFailed(u64);
 
 /// The actor. See the module documentation.
 pub struct RingManager {
@@ -166,7 +159,7 @@ impl RingManager {
                     self.transport.do_send(Outgoing(envelope));
                 }
                 Effect::Store(work) => self.store(work, ctx),
-                Effect::Emit(output) => self.emit(output, ctx),
+                Effect::Emit(output) => self.emit(output),
             }
         }
         self.schedule_wakeup(ctx);
@@ -186,7 +179,7 @@ impl RingManager {
         }));
     }
 
-    fn emit(&mut self, output: RingOutput, ctx: &mut Context<Self>) {
+    fn emit(&mut self, output: RingOutput) {
         match output {
             RingOutput::Ring(ring) => publish(&mut self.subscribers, NodeEvent::Ring(ring)),
             RingOutput::State(state) => {
@@ -197,7 +190,7 @@ impl RingManager {
                 self.store.set_fence(state.fence());
                 publish(&mut self.subscribers, NodeEvent::RingState(state))
             }
-            RingOutput::Handoff(command) => self.handoff(command, ctx),
+            RingOutput::Handoff(command) => self.handoff(command),
             RingOutput::Confirmed(confirmed) => self.confirmed.store(confirmed, Ordering::Release),
             RingOutput::AnnounceLeft => {
                 // Peers stop gossiping rings to a LEFT node: it must not
@@ -220,42 +213,16 @@ impl RingManager {
     }
 
     /// Hands a command to the handoff actor.
-    fn handoff(&mut self, command: HandoffCommand, ctx: &mut Context<Self>) {
+    fn handoff(&mut self, command: HandoffCommand) {
         let Some(handoff) = &self.handoff else {
             warn!(?command, "no handoff actor for a handoff command");
             return;
         };
-        match command {
-            HandoffCommand::Start(spec) => {
-                // A start that fails (its record could not be read) is
-                // forgotten by the role, and started again at the next
-                // plan; otherwise the change would wait for it for ever.
-                let (handoff, me, id) = (handoff.clone(), ctx.address(), spec.id);
-                actix::spawn(async move {
-                    match handoff.send(StartTransfer { spec }).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            warn!(id, error = %e, "a transfer did not start; it will be started again");
-                            me.do_send(TransferStartFailed(id));
-                        }
-                        Err(_) => me.do_send(TransferStartFailed(id)),
-                    }
-                });
-            }
-            HandoffCommand::Cancel(id) => handoff.do_send(CancelTransfer { id }),
-            HandoffCommand::Drop { range, keep_wide } => {
-                let handoff = handoff.clone();
-                actix::spawn(async move {
-                    match handoff.send(DropRange { range, keep_wide }).await {
-                        Ok(Ok(n)) => debug!(?range, dropped = n, "dropped a range given away"),
-                        Ok(Err(e)) => {
-                            warn!(?range, error = %e, "dropping a range given away failed")
-                        }
-                        Err(_) => {}
-                    }
-                });
-            }
-        }
+        // Through the mailbox at once, so the handoff actor sees the
+        // commands in the order the role gave them. A start that fails
+        // (its record could not be read) comes back as [`TransferFailed`]:
+        // the role forgets it and starts it again at the next plan.
+        handoff.do_send(Planned(command));
     }
 
     /// Ticks the role now.
@@ -318,19 +285,15 @@ impl Handler<SetFailureDetector> for RingManager {
     }
 }
 
-impl Handler<TransferStartFailed> for RingManager {
-    type Result = ();
-
-    fn handle(&mut self, TransferStartFailed(id): TransferStartFailed, _: &mut Context<Self>) {
-        self.role.on_transfer_failed(id);
-    }
-}
-
 impl Handler<TransferFailed> for RingManager {
     type Result = ();
 
     fn handle(&mut self, failed: TransferFailed, _: &mut Context<Self>) {
-        warn!(id = failed.id, why = %failed.why, "transfer failed; it starts again");
+        if failed.started {
+            warn!(id = failed.id, why = %failed.why, "transfer failed; it starts again");
+        } else {
+            debug!(id = failed.id, why = %failed.why, "a transfer did not start; it starts again");
+        }
         self.role.on_transfer_failed(failed.id);
     }
 }

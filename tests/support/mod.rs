@@ -187,6 +187,47 @@ pub async fn memory_cluster(
         all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
     })
     .await;
-    assert!(formed.is_some(), "the cluster did not form");
+    if formed.is_none() {
+        panic!(
+            "the cluster did not form within 30 s:{}",
+            describe(&nodes).await
+        );
+    }
     (network, nodes)
+}
+
+/// What each node knows of the cluster: members, ring (fence, members,
+/// the change pending and how many of its moves are done) and its
+/// transfers that are not done, for a failure message.
+pub async fn describe(nodes: &[Node]) -> String {
+    let mut why = String::new();
+    for n in nodes {
+        let ring = n.ring_state().await.map(|r| {
+            let pending = r
+                .pending
+                .as_ref()
+                .map(|p| (p.change, p.target.epoch(), p.done.len()));
+            (r.fence(), r.ring.members(), pending)
+        });
+        let members: Vec<(NodeId, MemberStatus)> = n
+            .members()
+            .await
+            .map(|m| m.iter().map(|e| (e.node, e.status)).collect())
+            .unwrap_or_default();
+        let open: Vec<String> = n
+            .transfers()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| !matches!(t.state, ringkv::replication::transfer::TransferState::Done))
+            .map(|t| format!("{}: {:?} from {:?}", t.id, t.state, t.sources))
+            .collect();
+        why.push_str(&format!(
+            "\nnode {}: members {members:?}\n  ring {ring:?}\n  {} transfers not done, first {:?}",
+            n.id(),
+            open.len(),
+            &open[..open.len().min(4)],
+        ));
+    }
+    why
 }
