@@ -307,14 +307,25 @@ impl RingKeeper {
         }
         if self.next_round.is_none_or(|due| now >= due) {
             self.next_round = Some(now + self.interval);
-            let targets = self.reachable();
-            let pool = if targets.is_empty() {
-                &self.seeds
+            let unconfirmed = self.unconfirmed();
+            if let Some(&to) = unconfirmed.choose(&mut self.rng) {
+                // Transfers wait until every reachable node of the change
+                // has confirmed it. A peer is heard from only when it
+                // gossips here, which may take many rounds of its random
+                // choices (or not happen before a leave times out), so ask
+                // one that has not: a state is always answered, with the
+                // peer's own state or digest, which carries its change.
+                out.send(self.me, to, self.state_message());
             } else {
-                &targets
-            };
-            if let Some(&to) = pool.choose(&mut self.rng) {
-                out.send(self.me, to, self.digest_message());
+                let targets = self.reachable();
+                let pool = if targets.is_empty() {
+                    &self.seeds
+                } else {
+                    &targets
+                };
+                if let Some(&to) = pool.choose(&mut self.rng) {
+                    out.send(self.me, to, self.digest_message());
+                }
             }
         }
     }
@@ -383,8 +394,15 @@ impl RingKeeper {
     /// that every coordinator routes writes of moving ranges to both rings:
     /// only then may transfers start.
     pub fn transfers_may_start(&self) -> bool {
+        self.state.pending.is_some() && self.unconfirmed().is_empty()
+    }
+
+    /// The reachable nodes of the pending change (members of the ring in
+    /// force or of its target) that have not confirmed it; empty when no
+    /// change is pending.
+    fn unconfirmed(&self) -> Vec<NodeId> {
         let Some(pending) = &self.state.pending else {
-            return false;
+            return Vec::new();
         };
         let want = self.state.pending_digest();
         let involved: BTreeSet<NodeId> = self
@@ -397,7 +415,8 @@ impl RingKeeper {
         involved
             .into_iter()
             .filter(|&n| n != self.me && self.is_reachable(n))
-            .all(|n| self.confirmed.get(&n) == Some(&want))
+            .filter(|n| self.confirmed.get(n) != Some(&want))
+            .collect()
     }
 
     /// The moves this node receives that are not done yet: index, move, and
@@ -773,6 +792,62 @@ mod tests {
         }
         assert!(three.ring().is_member(NodeId(3)));
         assert!(three.state().pending.is_none());
+    }
+
+    #[test]
+    fn a_change_asks_the_peers_that_have_not_confirmed_it() {
+        // Nodes 1 and 2 hold a ring; node 3's join begins a change. Node 3
+        // does not wait for 1 and 2 to happen to gossip to it: each round
+        // it sends its state to one that has not confirmed, and a state is
+        // always answered.
+        let mut keepers = BTreeMap::new();
+        keepers.insert(NodeId(1), keeper(1, &[]));
+        keepers.insert(NodeId(2), keeper(2, &[1]));
+        for (a, b) in [(1, 2), (2, 1)] {
+            keepers.get_mut(&NodeId(a)).unwrap().on_member_event(&up(b));
+        }
+        run(&mut keepers, 40);
+        let mut three = keeper(3, &[1]);
+        three.on_member_event(&up(1));
+        three.on_member_event(&up(2));
+        let start = Instant::now();
+        let mut out = Outbox::new();
+        let ring = (**keepers[&NodeId(1)].ring()).clone();
+        let state = RingMsg::State {
+            ring,
+            pending: None,
+        };
+        three.step(start, Addressed::new(NodeId(1), NodeId(3), state), &mut out);
+        three.tick(start, &mut out);
+        assert!(three.state().pending.is_some());
+        let mut asked = BTreeSet::new();
+        for round in 1..=4u32 {
+            let now = start + Duration::from_secs(round.into());
+            let mut out = Outbox::new();
+            three.tick(now, &mut out);
+            let sent: Vec<_> = out.messages.iter().map(|e| (e.to, e.msg.kind())).collect();
+            assert_eq!(sent.len(), 1, "one message a round: {sent:?}");
+            let (to, kind) = sent[0];
+            if three.transfers_may_start() {
+                assert_eq!(kind, "ring_digest", "all confirmed: plain gossip");
+                continue;
+            }
+            assert_eq!(kind, "ring_state", "round {round}: asks");
+            assert!(asked.insert(to), "asks {to} once it has answered");
+            // The peer answers (only through `step`: it never gossips).
+            let mut queue = out.messages;
+            while let Some(env) = queue.pop() {
+                let mut replies = Outbox::new();
+                if env.to == NodeId(3) {
+                    three.step(now, env, &mut replies);
+                } else if let Some(k) = keepers.get_mut(&env.to) {
+                    k.step(now, env, &mut replies);
+                }
+                queue.extend(replies.messages);
+            }
+        }
+        assert_eq!(asked, [NodeId(1), NodeId(2)].into_iter().collect());
+        assert!(three.transfers_may_start());
     }
 
     #[test]
