@@ -404,7 +404,17 @@ impl RingKeeper {
         let Some(pending) = &self.state.pending else {
             return Vec::new();
         };
-        let want = self.state.pending_digest();
+        let want = pending.target.digest();
+        // Asked every tick: the rings' members only for the few reachable
+        // nodes that have not confirmed.
+        let behind: Vec<NodeId> = self
+            .reachable()
+            .into_iter()
+            .filter(|n| self.confirmed.get(n) != Some(&want))
+            .collect();
+        if behind.is_empty() {
+            return behind;
+        }
         let involved: BTreeSet<NodeId> = self
             .state
             .ring
@@ -412,10 +422,9 @@ impl RingKeeper {
             .into_iter()
             .chain(pending.target.members())
             .collect();
-        involved
+        behind
             .into_iter()
-            .filter(|&n| n != self.me && self.is_reachable(n))
-            .filter(|n| self.confirmed.get(n) != Some(&want))
+            .filter(|n| *n != self.me && involved.contains(n))
             .collect()
     }
 

@@ -158,6 +158,10 @@ pub struct Ring {
     tokens: Vec<Token>,
     /// `owners[i]` holds `tokens[i]`.
     owners: Vec<NodeId>,
+    /// The xxh3 of the ring's CBOR encoding ([`Ring::digest`]), computed
+    /// once when the ring is built: gossip compares and orders rings by
+    /// it many times per message.
+    digest: u64,
 }
 
 /// How a ring crosses the wire: an epoch and its virtual nodes in token
@@ -170,9 +174,19 @@ struct RingWire {
 
 impl From<Ring> for RingWire {
     fn from(ring: Ring) -> Self {
+        RingWire::of(&ring.epoch, &ring.tokens, &ring.owners)
+    }
+}
+
+impl RingWire {
+    fn of(epoch: &u64, tokens: &[Token], owners: &[NodeId]) -> Self {
         RingWire {
-            epoch: ring.epoch,
-            vnodes: ring.vnodes().collect(),
+            epoch: *epoch,
+            vnodes: tokens
+                .iter()
+                .zip(owners)
+                .map(|(&token, &node)| VNode { token, node })
+                .collect(),
         }
     }
 }
@@ -203,11 +217,27 @@ impl Default for Ring {
 impl Ring {
     /// A ring with no nodes, at epoch 0.
     pub fn empty() -> Self {
+        Ring::sealed(0, Vec::new(), Vec::new())
+    }
+
+    /// The ring of these sorted, distinct tokens and their owners, with its
+    /// digest computed.
+    fn sealed(epoch: u64, tokens: Vec<Token>, owners: Vec<NodeId>) -> Self {
+        let wire = RingWire::of(&epoch, &tokens, &owners);
+        // A ring holds no maps, so its encoding cannot fail.
+        let digest = crate::codec::encode(&wire).map_or(0, |b| xxhash_rust::xxh3::xxh3_64(&b));
         Ring {
-            epoch: 0,
-            tokens: Vec::new(),
-            owners: Vec::new(),
+            epoch,
+            tokens,
+            owners,
+            digest,
         }
+    }
+
+    /// The xxh3 of the ring's CBOR encoding: equal rings have equal
+    /// digests, and two rings of one epoch are ordered by it.
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// Builds a ring from virtual nodes in any order. Refuses two virtual
@@ -217,11 +247,11 @@ impl Ring {
         if let Some(w) = vnodes.windows(2).find(|w| w[0].token == w[1].token) {
             return Err(format!("token {} is claimed twice", w[0].token));
         }
-        Ok(Ring {
+        Ok(Ring::sealed(
             epoch,
-            tokens: vnodes.iter().map(|v| v.token).collect(),
-            owners: vnodes.iter().map(|v| v.node).collect(),
-        })
+            vnodes.iter().map(|v| v.token).collect(),
+            vnodes.iter().map(|v| v.node).collect(),
+        ))
     }
 
     /// The ring's version: every change raises it by one.
@@ -480,11 +510,11 @@ impl Ring {
         let mut vnodes = vnodes;
         vnodes.sort_by_key(|v| v.token);
         debug_assert!(vnodes.windows(2).all(|w| w[0].token < w[1].token));
-        Ring {
-            epoch: self.epoch + 1,
-            tokens: vnodes.iter().map(|v| v.token).collect(),
-            owners: vnodes.iter().map(|v| v.node).collect(),
-        }
+        Ring::sealed(
+            self.epoch + 1,
+            vnodes.iter().map(|v| v.token).collect(),
+            vnodes.iter().map(|v| v.node).collect(),
+        )
     }
 }
 
@@ -509,6 +539,20 @@ mod tests {
             ring = claim_join(&ring, NodeId(id), vnodes).unwrap();
         }
         ring
+    }
+
+    #[test]
+    fn a_ring_digest_is_the_hash_of_its_encoding_however_it_was_built() {
+        let digest = |r: &Ring| xxhash_rust::xxh3::xxh3_64(&codec::encode(r).unwrap());
+        let mut rings = vec![Ring::empty(), ring_of(1, 8), ring_of(5, 16)];
+        rings.push(claim_leave(&rings[2], NodeId(3)).unwrap());
+        for ring in rings {
+            assert_eq!(ring.digest(), digest(&ring), "built: {ring:?}");
+            let decoded: Ring = codec::decode(&codec::encode(&ring).unwrap(), 1 << 20).unwrap();
+            assert_eq!(decoded.digest(), ring.digest(), "decoded: {ring:?}");
+            assert_eq!(decoded, ring);
+        }
+        assert_ne!(ring_of(5, 16).digest(), ring_of(4, 16).digest());
     }
 
     #[test]

@@ -91,8 +91,42 @@ impl Pending {
     /// The moves of this change, in token order; indices into this list
     /// are what [`Pending::done`] holds. Deterministic in the two rings and
     /// `n`, so every node computes the same list.
+    ///
+    /// Computing the plan walks both rings; gossip asks for it on every
+    /// message and tick while a change is pending, so the last few plans
+    /// of each thread are kept, by the rings' epochs and digests.
     pub fn moves(&self, ring: &Ring) -> Vec<RangeMove> {
-        MovePlan::replicas_between(ring, &self.target, self.n).moves
+        type Key = (u64, u64, u64, u64, usize);
+        const KEPT: usize = 4;
+        thread_local! {
+            static PLANS: std::cell::RefCell<Vec<(Key, Arc<Vec<RangeMove>>)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let key = (
+            ring.epoch(),
+            ring.digest(),
+            self.target.epoch(),
+            self.target.digest(),
+            self.n,
+        );
+        let known = PLANS.with(|p| {
+            p.borrow()
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, m)| Arc::clone(m))
+        });
+        let moves = known.unwrap_or_else(|| {
+            let moves = Arc::new(MovePlan::replicas_between(ring, &self.target, self.n).moves);
+            PLANS.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() == KEPT {
+                    p.remove(0);
+                }
+                p.push((key, Arc::clone(&moves)));
+            });
+            moves
+        });
+        moves.to_vec()
     }
 }
 
@@ -112,9 +146,9 @@ fn digest_of<T: Serialize>(value: &T) -> u64 {
     codec::encode(value).map_or(0, |bytes| xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
-/// The digest that orders two rings of one epoch.
+/// The digest that orders two rings of one epoch ([`Ring::digest`]).
 pub fn ring_digest(ring: &Ring) -> u64 {
-    digest_of(ring)
+    ring.digest()
 }
 
 impl RingState {
