@@ -9,7 +9,10 @@
 //!   what it gave away drops it after its restart: every key ends on
 //!   exactly `n` nodes;
 //! - a bucket with a larger `n` than the default keeps its extra replicas
-//!   through the drops that follow a join.
+//!   through the drops that follow a join;
+//! - a node that crashes in the middle of its decommission comes back
+//!   leaving (its intent is stored): it ends out of the ring and does not
+//!   join again, and every key is still readable.
 //!
 //! Every wait is bounded; nothing depends on speed.
 
@@ -254,6 +257,58 @@ async fn a_node_restarted_before_its_drops_drops_after_the_restart() {
     );
     for (i, k) in keys.iter().enumerate() {
         assert!(readable(&nodes[i % 5], "b", k).await, "{k} lost");
+    }
+    stop(nodes).await;
+}
+
+#[actix_rt::test]
+async fn a_node_that_crashes_mid_decommission_comes_back_leaving() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = MemoryNetwork::new(ringkv::MemoryNetConfig::default()).unwrap();
+    let mut nodes = Vec::new();
+    for id in 1..=4 {
+        nodes.push(start(&network, id, Some(1), dir.path()).await);
+    }
+    let four: Vec<NodeId> = (1..=4).map(NodeId).collect();
+    assert!(settled(&nodes, &four).await, "the cluster did not form");
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        put(&nodes[i % 4], "b", k).await;
+    }
+
+    // Node 4 decommissions and crashes at once: its ranges have not all
+    // moved (usually none has).
+    nodes[3].decommission().await.unwrap();
+    nodes.pop().unwrap().crash().await;
+    let four_again = start(&network, 4, Some(1), dir.path()).await;
+    nodes.push(four_again);
+    let three: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let out = wait_until(Duration::from_secs(60), || async {
+        for n in &nodes {
+            match n.ring_state().await {
+                Ok(s)
+                    if s.pending.is_none()
+                        && s.ring.members() == three.iter().copied().collect() => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        out.is_some(),
+        "node 4 did not end out of the ring: {:?}",
+        nodes[3].ring_state().await
+    );
+    // Still out a while later: no join begun.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in &nodes {
+        let s = n.ring_state().await.unwrap();
+        assert!(!s.ring.is_member(NodeId(4)), "node 4 joined again: {s:?}");
+        assert!(s.pending.is_none(), "a change began: {s:?}");
+    }
+    for (i, k) in keys.iter().enumerate() {
+        assert!(readable(&nodes[i % 3], "b", k).await, "{k} lost");
     }
     stop(nodes).await;
 }

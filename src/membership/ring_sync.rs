@@ -193,6 +193,19 @@ impl RingKeeper {
         Ok(())
     }
 
+    /// Makes a node that was leaving when it stopped go on leaving: it gives
+    /// its tokens away (or keeps out of the ring, if they are gone) instead
+    /// of claiming tokens again. Call it before the first tick.
+    pub fn resume_leave(&mut self) {
+        self.member = false;
+    }
+
+    /// Whether this node is giving its tokens away on purpose
+    /// ([`RingKeeper::leave`], [`RingKeeper::resume_leave`]).
+    pub fn is_leaving(&self) -> bool {
+        !self.member
+    }
+
     /// Whether this node started from a stored state (a restart).
     pub fn restored(&self) -> bool {
         self.restored

@@ -240,6 +240,10 @@ impl Node {
         if let Some(state) = storage.ring.take() {
             keeper.restore(state)?;
         }
+        if storage.leaving {
+            // It was leaving when it stopped: it goes on leaving.
+            keeper.resume_leave();
+        }
         let transport_actor = TransportActor::new(Arc::clone(&transport), inbox).start();
         for (node, addr) in &config.seeds {
             if *node != config.id {
@@ -276,6 +280,7 @@ impl Node {
             store,
             buckets,
             ring: _,
+            leaving: _,
         } = storage;
         let replica = ReplicaActor::new(
             config.id,
@@ -412,13 +417,16 @@ impl Node {
     /// Begins giving this node's tokens away (at once, or once the change
     /// in progress is in force): the nodes taking its ranges pull them,
     /// and then the ring no longer holds it. Returns when the leave has
-    /// been asked for; [`Node::ring_state`] shows its progress. The node
-    /// keeps running (see [`Node::leave`] to also stop it).
+    /// been asked for and its intent stored (through the engine's log,
+    /// under its sync policy): a node that crashes after this returns comes
+    /// back leaving, not joining again. [`Node::ring_state`] shows its
+    /// progress. The node keeps running (see [`Node::leave`] to also stop
+    /// it).
     pub async fn decommission(&self) -> Result<()> {
         self.ring_manager
             .send(Decommission)
             .await
-            .map_err(|_| Error::Shutdown)
+            .map_err(|_| Error::Shutdown)?
     }
 
     /// Begins removing `node`, a member gone for good: its ranges are
@@ -529,6 +537,8 @@ struct OpenedStore {
     buckets: BucketTable,
     /// The ring state stored before the node last stopped.
     ring: Option<RingState>,
+    /// Whether it was leaving then ([`crate::roles::ring::LEAVING_META`]).
+    leaving: bool,
 }
 
 /// Opens the engine, the replica store over it, and the stored bucket
@@ -580,11 +590,13 @@ fn open_store(
                 })?,
         ),
     };
+    let leaving = crate::roles::ring::was_leaving(&store)?;
     Ok(OpenedStore {
         engine,
         store,
         buckets,
         ring,
+        leaving,
     })
 }
 

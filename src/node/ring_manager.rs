@@ -62,9 +62,10 @@ pub struct GetRingState;
 pub struct RemoveNode(pub NodeId);
 
 /// Begins giving this node's tokens away; the node keeps running (see
-/// [`RingRole::decommission`]).
+/// [`RingRole::decommission`]). Answers once the leave's intent is stored,
+/// so a node that crashes after the answer comes back leaving.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "crate::error::Result<()>")]
 pub struct Decommission;
 
 /// Leaves gracefully (see [`RingRole::leave`]): answers once the leave is
@@ -109,6 +110,10 @@ pub struct RingManager {
     confirmed: Arc<AtomicBool>,
     /// Callers of [`LeaveRing`] waiting for the leave to finish.
     leave_waiters: Vec<oneshot::Sender<bool>>,
+    /// Callers of [`Decommission`] waiting for the intent to be stored.
+    intent_waiters: Vec<oneshot::Sender<Result<()>>>,
+    /// Whether the leave's intent is being stored.
+    storing_intent: bool,
     /// The early tick asked for by the role, if one is scheduled: when,
     /// and its timer.
     wakeup: Option<(Instant, SpawnHandle)>,
@@ -138,6 +143,8 @@ impl RingManager {
             store,
             confirmed,
             leave_waiters: Vec::new(),
+            intent_waiters: Vec::new(),
+            storing_intent: false,
             wakeup: None,
         }
     }
@@ -169,12 +176,29 @@ impl RingManager {
     /// role.
     fn store(&mut self, work: RingWork, ctx: &mut Context<Self>) {
         let store = Arc::clone(&self.store);
+        if matches!(work, RingWork::Leaving) {
+            self.storing_intent = true;
+        }
+        let what = work.clone();
         let run = tokio::task::spawn_blocking(move || execute(&store, work));
-        ctx.spawn(run.into_actor(self).map(|done, act, ctx| {
+        ctx.spawn(run.into_actor(self).map(move |done, act, ctx| {
             let result =
                 done.unwrap_or_else(|e| Err(Error::Replica(format!("store task failed: {e}"))));
+            if matches!(what, RingWork::Leaving) {
+                act.storing_intent = false;
+                for waiter in act.intent_waiters.drain(..) {
+                    let answer = match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(Error::StorageFailed {
+                            reason: format!("storing the leave's intent: {e}"),
+                        }),
+                    };
+                    // A caller that gave up needs no answer.
+                    let _ = waiter.send(answer);
+                }
+            }
             let mut out = Vec::new();
-            act.role.saved(Instant::now(), result, &mut out);
+            act.role.finished(Instant::now(), &what, result, &mut out);
             act.carry(out, ctx);
         }));
     }
@@ -387,12 +411,22 @@ impl Handler<RemoveNode> for RingManager {
 }
 
 impl Handler<Decommission> for RingManager {
-    type Result = ();
+    type Result = ResponseFuture<Result<()>>;
 
-    fn handle(&mut self, _: Decommission, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Decommission, ctx: &mut Context<Self>) -> Self::Result {
         let mut out = Vec::new();
         self.role.decommission(Instant::now(), &mut out);
         self.carry(out, ctx);
+        let (tx, rx) = oneshot::channel();
+        if self.storing_intent {
+            // Answered when the store (this one, or one already running
+            // for a leave) ends.
+            self.intent_waiters.push(tx);
+        } else {
+            // Already leaving, its intent stored.
+            let _ = tx.send(Ok(()));
+        }
+        Box::pin(async move { rx.await.map_err(|_| Error::Shutdown)? })
     }
 }
 

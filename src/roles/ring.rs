@@ -56,6 +56,11 @@ use crate::ring::{Ring, RingState};
 /// The metadata record the ring state is stored under.
 pub const RING_META: &str = "ring";
 
+/// The metadata record that says this node gave its tokens away on purpose
+/// (a decommission or a leave): once stored, a restarted node goes on
+/// leaving instead of claiming tokens again ([`RingKeeper::resume_leave`]).
+pub const LEAVING_META: &str = "ring.leaving";
+
 /// How long a leave waits for this node's ranges to move before the node
 /// leaves anyway (the default of [`RingRoleConfig::leave_timeout`]): 10
 /// minutes, long enough to stream tens of GiB at the default throttle,
@@ -91,6 +96,8 @@ pub use super::handoff::HandoffCommand;
 pub enum RingWork {
     /// Store this ring state (the newest) under [`RING_META`].
     Save(Arc<RingState>),
+    /// Store [`LEAVING_META`]: this node is leaving, also after a restart.
+    Leaving,
 }
 
 /// What the role tells its runner.
@@ -128,7 +135,14 @@ pub type RingEffect = Effect<RingMsg, RingWork, RingOutput>;
 pub fn execute(store: &ReplicaStore, work: RingWork) -> Result<()> {
     match work {
         RingWork::Save(state) => store.store_meta(RING_META, &codec::encode(&*state)?),
+        RingWork::Leaving => store.store_meta(LEAVING_META, b"leaving"),
     }
+}
+
+/// Whether `store` says this node was leaving when it stopped
+/// ([`LEAVING_META`]).
+pub fn was_leaving(store: &ReplicaStore) -> Result<bool> {
+    Ok(store.load_meta(LEAVING_META)?.is_some())
 }
 
 /// Where a leave asked with [`RingRole::leave`] stands.
@@ -284,6 +298,13 @@ impl RingRole {
     /// in progress is in force); the node keeps running, and nothing
     /// follows the leave (see [`RingRole::leave`]).
     pub fn decommission(&mut self, now: Instant, out: &mut Vec<RingEffect>) {
+        if self.keeper.is_leaving() {
+            // Asked again, or resumed after a restart: nothing to store.
+        } else {
+            // Stored first: a node that crashes before its ranges have
+            // moved comes back leaving, not claiming tokens again.
+            out.push(Effect::Store(RingWork::Leaving));
+        }
         let mut outbox = Outbox::new();
         self.keeper.leave(now, &mut outbox);
         self.carry(now, outbox, out);
@@ -312,6 +333,26 @@ impl RingRole {
         let result = self.keeper.remove(node, &mut outbox);
         self.carry(now, outbox, out);
         result
+    }
+
+    /// Storage work ended: a save ([`RingRole::saved`]), or storing the
+    /// leave's intent (a failure is logged: the leave goes on, but a
+    /// restart before it ends would claim tokens again).
+    pub fn finished(
+        &mut self,
+        now: Instant,
+        work: &RingWork,
+        result: Result<()>,
+        out: &mut Vec<RingEffect>,
+    ) {
+        match work {
+            RingWork::Save(_) => self.saved(now, result, out),
+            RingWork::Leaving => {
+                if let Err(e) = result {
+                    warn!(node = %self.keeper.me(), error = %e, "storing the leave's intent failed");
+                }
+            }
+        }
     }
 
     /// A save ended: the newest state that came meanwhile, if any, is
@@ -490,6 +531,8 @@ mod tests {
         outputs: BTreeMap<NodeId, Vec<RingOutput>>,
         /// Every state each node asked to save, in order.
         saves: BTreeMap<NodeId, Vec<Arc<RingState>>>,
+        /// How many times each node asked to store its leave's intent.
+        intents: BTreeMap<NodeId, usize>,
     }
 
     impl Net {
@@ -499,6 +542,7 @@ mod tests {
                 now: Instant::now(),
                 cut: BTreeSet::new(),
                 hold_saves: BTreeSet::new(),
+                intents: BTreeMap::new(),
                 hold_transfers: BTreeSet::new(),
                 outputs: BTreeMap::new(),
                 saves: BTreeMap::new(),
@@ -579,6 +623,9 @@ mod tests {
                                 .saved(now, Ok(()), &mut out);
                         }
                     }
+                    Effect::Store(RingWork::Leaving) => {
+                        *self.intents.entry(at).or_default() += 1;
+                    }
                     Effect::Emit(output) => {
                         if let RingOutput::Handoff(HandoffCommand::Start(spec)) = &output {
                             if !self.hold_transfers.contains(&at) {
@@ -622,6 +669,29 @@ mod tests {
                 self.run(1);
             }
             panic!("the ring did not settle in {rounds} rounds");
+        }
+
+        /// Node `id` crashes and starts again from the last state it
+        /// saved, going on leaving if `leaving` (what it stored says).
+        fn restart(&mut self, id: u64, leaving: bool) {
+            let me = NodeId(id);
+            let mut keeper = keeper(id, &[1]);
+            if let Some(state) = self.saves.get(&me).and_then(|s| s.last()) {
+                keeper.restore((**state).clone()).unwrap();
+            }
+            if leaving {
+                keeper.resume_leave();
+            }
+            let mut role = RingRole::new(keeper, config());
+            let others: Vec<NodeId> = self.roles.keys().copied().filter(|&n| n != me).collect();
+            let mut out = Vec::new();
+            for other in others {
+                role.on_member_event(self.now, &up(other.0), &mut out);
+            }
+            role.start(self.now, &mut out);
+            role.handoff_ready(self.now, &mut out);
+            self.roles.insert(me, role);
+            self.carry(me, out);
         }
 
         fn emitted(&self, id: u64) -> &[RingOutput] {
@@ -915,6 +985,41 @@ mod tests {
         );
         let out = net.input(4, |r, now, out| r.leave(now, out));
         assert_eq!(out, vec![Effect::Emit(RingOutput::Left { moved: true })]);
+    }
+
+    #[test]
+    fn a_leaver_that_crashes_mid_leave_goes_on_leaving_and_never_rejoins() {
+        for stored in [true, false] {
+            let mut net = four();
+            for taker in 1..=3 {
+                net.hold_transfers.insert(NodeId(taker));
+            }
+            // The intent is stored before anything moves, once.
+            net.input(4, |r, now, out| r.decommission(now, out));
+            net.input(4, |r, now, out| r.decommission(now, out));
+            assert_eq!(net.intents.get(&NodeId(4)), Some(&1));
+            assert!(net.role(4).state().pending.is_some(), "the leave began");
+            // Node 4 crashes with its ranges not moved, and starts again
+            // from what it stored (the intent, or, to show what it
+            // prevents, without it).
+            net.restart(4, stored);
+            net.hold_transfers.clear();
+            for taker in 1..=3 {
+                for spec in started(net.emitted(taker)) {
+                    net.input(taker, |r, now, out| r.on_transfer_done(now, spec.id, out));
+                }
+            }
+            net.run(60);
+            let rejoined = net.role(1).ring().is_member(NodeId(4));
+            assert_eq!(
+                rejoined, !stored,
+                "stored intent {stored}: node 4 in the ring {rejoined}"
+            );
+            if stored {
+                assert!(net.role(4).keeper().is_leaving());
+                assert!(net.role(4).state().pending.is_none());
+            }
+        }
     }
 
     #[test]

@@ -608,6 +608,9 @@ impl ClusterSim {
         } else if let Some(bytes) = store.load_meta(RING_META)? {
             keeper.restore(codec::decode::<RingState>(&bytes, DEFAULT_MAX_FRAME_BYTES)?)?;
         }
+        if ring_exec::was_leaving(&store)? {
+            keeper.resume_leave();
+        }
         let mut ring = RingRole::new(
             keeper,
             RingRoleConfig {
@@ -1219,8 +1222,8 @@ impl ClusterSim {
                         let Ok(m) = self.machines_mut(id) else {
                             return;
                         };
-                        let result = ring_exec::execute(&m.store, work);
-                        m.ring.saved(now, result, &mut next);
+                        let result = ring_exec::execute(&m.store, work.clone());
+                        m.ring.finished(now, &work, result, &mut next);
                     }
                     RoleEffect::Emit(output) => self.ring_output(id, output, &mut next),
                 }
