@@ -382,7 +382,7 @@ impl<C> Coordinator<C> {
     pub fn targets(&self, bucket: &[u8], key: &[u8], sloppy: bool) -> Vec<Target> {
         let token = key_token(bucket, key);
         let n = self.bucket(bucket).n;
-        self.targets_in(self.placement.read_ring(token), token, n, sloppy)
+        self.targets_in(self.placement.read_ring(token), token, n, sloppy, &[])
     }
 
     /// The targets a write of `bucket`/`key` goes to now, and, while its
@@ -399,12 +399,31 @@ impl<C> Coordinator<C> {
         let token = key_token(bucket, key);
         let n = self.bucket(bucket).n;
         let (ring, next) = self.placement.write_rings(token);
-        let mut targets = self.targets_in(ring, token, n, sloppy);
         let Some(next) = next else {
-            return (targets, Vec::new());
+            return (self.targets_in(ring, token, n, sloppy, &[]), Vec::new());
         };
+        // A fallback must hold a hint for the primary it stands in for,
+        // and a primary of the other ring stores the object as its own:
+        // one request cannot do both, so a node that is a primary of one
+        // ring only is never a fallback of the other. Otherwise it would
+        // count towards the other ring's quorum with no hint behind it,
+        // and a write acknowledged that way would be on too few of that
+        // ring's replicas (the simulator found it: seed 3018187).
+        let old_primaries = ring.preference_list(token, n);
+        let new_primaries = next.preference_list(token, n);
+        let only_new: Vec<NodeId> = new_primaries
+            .iter()
+            .copied()
+            .filter(|x| !old_primaries.contains(x))
+            .collect();
+        let only_old: Vec<NodeId> = old_primaries
+            .iter()
+            .copied()
+            .filter(|x| !new_primaries.contains(x))
+            .collect();
+        let mut targets = self.targets_in(ring, token, n, sloppy, &only_new);
         let old: Vec<NodeId> = targets.iter().map(|t| t.node).collect();
-        let new = self.targets_in(next, token, n, sloppy);
+        let new = self.targets_in(next, token, n, sloppy, &only_old);
         let groups = vec![old, new.iter().map(|t| t.node).collect()];
         for t in new {
             match targets.iter_mut().find(|x| x.node == t.node) {
@@ -416,10 +435,19 @@ impl<C> Coordinator<C> {
         (targets, groups)
     }
 
-    fn targets_in(&self, ring: &Ring, token: Token, n: usize, sloppy: bool) -> Vec<Target> {
+    /// The write targets of `token` in `ring`; with `sloppy`, fallbacks
+    /// for primaries that are down, never one of `not_fallback`.
+    fn targets_in(
+        &self,
+        ring: &Ring,
+        token: Token,
+        n: usize,
+        sloppy: bool,
+        not_fallback: &[NodeId],
+    ) -> Vec<Target> {
         let is_up = |n: NodeId| !self.down.contains(&n);
         if sloppy {
-            ring.preference_list_with(token, n, is_up)
+            ring.preference_list_with(token, n, |x| is_up(x) && !not_fallback.contains(&x))
                 .into_iter()
                 .map(Target::from)
                 .collect()
@@ -1179,6 +1207,51 @@ mod tests {
             target.preference_list(t, 3)
         );
         assert!(c.write_targets(b"b", &moving, false).1.is_empty());
+    }
+
+    #[test]
+    fn during_a_change_a_sloppy_write_counts_only_primaries_and_hinted_fallbacks() {
+        // Every node counted towards a ring's quorum is a primary of that
+        // ring, or a fallback holding a hint for one of its primaries.
+        // Before, a primary of the target standing in for a down primary of
+        // the ring in force was sent no hint (it stored the object as its
+        // own) yet counted for the ring in force (seed 3018187).
+        use crate::ring::{Change, RingState};
+        let old = ring(4);
+        let target = claim_join(&old, NodeId(5), 16).unwrap();
+        let state = RingState::settled((*old).clone())
+            .begin(Change::Join(NodeId(5)), target.clone(), 3)
+            .unwrap();
+        let mut checked = 0;
+        for down in 2..=5u64 {
+            let mut c: Coordinator<&'static str> = coordinator();
+            c.set_ring_state(Arc::new(state.clone()));
+            c.on_member_event(&crate::membership::MemberEvent::Down {
+                node: NodeId(down),
+                incarnation: 0,
+            });
+            for i in 0..300u32 {
+                let key = i.to_be_bytes().to_vec();
+                let t = key_token(b"b", &key);
+                let (targets, quorums) = c.write_targets(b"b", &key, true);
+                let rings = [old.preference_list(t, 3), target.preference_list(t, 3)];
+                for (group, primaries) in quorums.iter().zip(&rings) {
+                    for node in group {
+                        let sent = targets.iter().find(|x| x.node == *node).unwrap();
+                        let ok = match sent.hint_for {
+                            None => primaries.contains(node),
+                            Some(owner) => primaries.contains(&owner),
+                        };
+                        assert!(
+                            ok,
+                            "key {i}, n{down} down: {node} counted for {primaries:?} as {sent:?}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 0);
     }
 
     /// A coordinator for node 1 of a three-node ring, and the three
