@@ -154,6 +154,21 @@ async fn copies(nodes: &[Node], bucket: &str, keys: &[String]) -> BTreeMap<usize
     histogram
 }
 
+/// Nodes 1 to 4 joined through node 1 and settled, with `keys` written
+/// to bucket `b` through each in turn.
+async fn loaded_four(network: &MemoryNetwork, dir: &Path, keys: &[String]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for id in 1..=4 {
+        nodes.push(start(network, id, Some(1), dir).await);
+    }
+    let four: Vec<NodeId> = (1..=4).map(NodeId).collect();
+    assert!(settled(&nodes, &four).await, "the cluster did not form");
+    for (i, k) in keys.iter().enumerate() {
+        put(&nodes[i % 4], "b", k).await;
+    }
+    nodes
+}
+
 async fn stop(nodes: Vec<Node>) {
     for n in nodes {
         n.shutdown().await;
@@ -164,16 +179,9 @@ async fn stop(nodes: Vec<Node>) {
 async fn a_cluster_stopped_whole_comes_back_on_the_ring_it_had() {
     let dir = tempfile::tempdir().unwrap();
     let network = MemoryNetwork::new(ringkv::MemoryNetConfig::default()).unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=4 {
-        nodes.push(start(&network, id, Some(1), dir.path()).await);
-    }
-    let ids: Vec<NodeId> = (1..=4).map(NodeId).collect();
-    assert!(settled(&nodes, &ids).await, "the cluster did not form");
     let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
-    for (i, k) in keys.iter().enumerate() {
-        put(&nodes[i % 4], "b", k).await;
-    }
+    let nodes = loaded_four(&network, dir.path(), &keys).await;
+    let ids: Vec<NodeId> = (1..=4).map(NodeId).collect();
     let before = nodes[0].ring_state().await.unwrap().ring.clone();
     stop(nodes).await;
 
@@ -222,16 +230,8 @@ async fn a_cluster_stopped_whole_comes_back_on_the_ring_it_had() {
 async fn a_node_restarted_before_its_drops_drops_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
     let network = MemoryNetwork::new(ringkv::MemoryNetConfig::default()).unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=4 {
-        nodes.push(start(&network, id, Some(1), dir.path()).await);
-    }
-    let four: Vec<NodeId> = (1..=4).map(NodeId).collect();
-    assert!(settled(&nodes, &four).await, "the cluster did not form");
     let keys: Vec<String> = (0..400).map(|i| format!("k{i}")).collect();
-    for (i, k) in keys.iter().enumerate() {
-        put(&nodes[i % 4], "b", k).await;
-    }
+    let mut nodes = loaded_four(&network, dir.path(), &keys).await;
 
     // Node 5 joins; as soon as the join is in force, node 2 (an old owner
     // of some of node 5's ranges) crashes, before its drop grace ends.
@@ -265,16 +265,8 @@ async fn a_node_restarted_before_its_drops_drops_after_the_restart() {
 async fn a_node_that_crashes_mid_decommission_comes_back_leaving() {
     let dir = tempfile::tempdir().unwrap();
     let network = MemoryNetwork::new(ringkv::MemoryNetConfig::default()).unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=4 {
-        nodes.push(start(&network, id, Some(1), dir.path()).await);
-    }
-    let four: Vec<NodeId> = (1..=4).map(NodeId).collect();
-    assert!(settled(&nodes, &four).await, "the cluster did not form");
     let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
-    for (i, k) in keys.iter().enumerate() {
-        put(&nodes[i % 4], "b", k).await;
-    }
+    let mut nodes = loaded_four(&network, dir.path(), &keys).await;
 
     // Node 4 decommissions and crashes at once: its ranges have not all
     // moved (usually none has).

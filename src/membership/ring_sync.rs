@@ -739,8 +739,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn transfers_wait_until_every_reachable_member_has_the_change() {
+    /// Keepers 1 and 2 settled on one ring, each seeing the other ALIVE.
+    fn two_keepers() -> BTreeMap<NodeId, RingKeeper> {
         let mut keepers = BTreeMap::new();
         keepers.insert(NodeId(1), keeper(1, &[]));
         keepers.insert(NodeId(2), keeper(2, &[1]));
@@ -748,6 +748,12 @@ mod tests {
             keepers.get_mut(&NodeId(a)).unwrap().on_member_event(&up(b));
         }
         run(&mut keepers, 40);
+        keepers
+    }
+
+    #[test]
+    fn transfers_wait_until_every_reachable_member_has_the_change() {
+        let keepers = two_keepers();
         assert_eq!(keepers[&NodeId(1)].ring().members().len(), 2);
         // Node 3 joins: its claim begins a change, but it may not pull
         // before both others have reported seeing the change.
@@ -822,13 +828,7 @@ mod tests {
         // does not wait for 1 and 2 to happen to gossip to it: each round
         // it sends its state to one that has not confirmed, and a state is
         // always answered.
-        let mut keepers = BTreeMap::new();
-        keepers.insert(NodeId(1), keeper(1, &[]));
-        keepers.insert(NodeId(2), keeper(2, &[1]));
-        for (a, b) in [(1, 2), (2, 1)] {
-            keepers.get_mut(&NodeId(a)).unwrap().on_member_event(&up(b));
-        }
-        run(&mut keepers, 40);
+        let mut keepers = two_keepers();
         let mut three = keeper(3, &[1]);
         three.on_member_event(&up(1));
         three.on_member_event(&up(2));
