@@ -97,6 +97,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::net::tls::PeerSecurity;
 
     #[test]
     fn secret_is_redacted() {
@@ -110,9 +111,15 @@ mod tests {
     fn defaults_validate() {
         NetConfig::default().validate().unwrap();
         let secret = ClusterSecret::new(vec![7; 32]).unwrap();
-        TcpConfig::new(NodeId(1), "c", secret, "127.0.0.1:0")
-            .validate()
-            .unwrap();
+        TcpConfig::new(
+            NodeId(1),
+            "c",
+            secret,
+            PeerSecurity::InsecurePlaintext,
+            "127.0.0.1:0",
+        )
+        .validate()
+        .unwrap();
         LsmConfig::default().validate().unwrap();
         MembershipConfig::default().validate().unwrap();
         MembershipConfig::scaled(Duration::from_millis(50))
@@ -151,7 +158,13 @@ mod tests {
         };
         assert!(net.validate().is_err());
         let secret = ClusterSecret::new(vec![7; 32]).unwrap();
-        let mut tcp = TcpConfig::new(NodeId(1), "", secret, "127.0.0.1:0");
+        let mut tcp = TcpConfig::new(
+            NodeId(1),
+            "",
+            secret,
+            PeerSecurity::InsecurePlaintext,
+            "127.0.0.1:0",
+        );
         assert!(tcp.validate().is_err());
         tcp.cluster = "c".into();
         tcp.backoff_min = Duration::from_secs(10);

@@ -86,6 +86,19 @@ pub enum Error {
         refusal: Refusal,
     },
 
+    /// A TLS handshake failed on a certificate or protocol error: the
+    /// peer's certificate is not from the cluster CA or does not name the
+    /// node dialed, the peer refused this node's certificate, or it does
+    /// not speak TLS. (A connection that merely broke during the handshake
+    /// is [`Error::Io`].)
+    #[error("TLS handshake with {peer} failed: {why}")]
+    Tls {
+        /// The remote address, and node id when known.
+        peer: String,
+        /// What TLS reported.
+        why: String,
+    },
+
     /// The bounded send queue towards `peer` is full; the envelope was not
     /// queued. The caller decides whether to retry, drop or slow down.
     #[error("send queue to {peer} is full ({capacity} frames)")]
@@ -271,6 +284,8 @@ impl Error {
             | Error::Encode { .. }
             | Error::UnknownPeer(_)
             | Error::Shutdown
+            // Certificates do not fix themselves.
+            | Error::Tls { .. }
             // A skewed clock is an operator's problem: retrying only hides
             // it until the clocks drift further.
             | Error::ClockSkew { .. }
@@ -324,6 +339,12 @@ pub enum Refusal {
     },
     /// A node tried to connect to itself.
     SelfConnect,
+    /// The dialer claimed to be `node`, but its TLS certificate does not
+    /// name that node: one node's credentials cannot pose as another's.
+    NotCertified {
+        /// The node the dialer claimed to be.
+        node: NodeId,
+    },
     /// The acceptor already has a working connection from this same process
     /// of the dialer (same incarnation). The dialer retries after a backoff;
     /// by then the acceptor has seen the old connection close, if it did.
@@ -365,6 +386,10 @@ impl fmt::Display for Refusal {
                 write!(f, "expected node {expected} at that address, found {got}")
             }
             Refusal::SelfConnect => f.write_str("a node cannot connect to itself"),
+            Refusal::NotCertified { node } => write!(
+                f,
+                "the peer claimed to be node {node}, but its certificate does not name it"
+            ),
             Refusal::AlreadyConnected => {
                 f.write_str("already connected to this incarnation of the node")
             }

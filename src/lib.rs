@@ -62,6 +62,7 @@ pub use membership::{MemberEntry, MemberEvent, MemberStatus, Membership, RingKee
 pub use message::{Envelope, Message, Refusal, PROTOCOL_VERSION};
 pub use net::memory::{Faults, MemoryEndpoint, MemoryNetwork};
 pub use net::tcp::TcpTransport;
+pub use net::tls::{ClusterCa, NodeCredentials, PeerSecurity};
 pub use net::{Inbox, NetStats, Transport};
 pub use ring::{key_token, MovePlan, Ring, Token};
 pub use storage::{Engine, EngineStats, KeyRange, WriteBatch};

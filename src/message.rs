@@ -275,6 +275,7 @@ mod tests {
             | Refusal::BadSecret
             | Refusal::UnexpectedNode { .. }
             | Refusal::SelfConnect
+            | Refusal::NotCertified { .. }
             | Refusal::AlreadyConnected
             | Refusal::SimultaneousConnect
             | Refusal::Malformed(_)
@@ -310,6 +311,7 @@ mod tests {
         "Refusal::BadSecret",
         "Refusal::UnexpectedNode",
         "Refusal::SelfConnect",
+        "Refusal::NotCertified",
         "Refusal::AlreadyConnected",
         "Refusal::SimultaneousConnect",
         "Refusal::Malformed",

@@ -435,6 +435,11 @@ fn refusals() -> Vec<(Refusal, &'static str)> {
         ),
         (Refusal::SelfConnect, "6b 53656c66436f6e6e656374"),
         (
+            Refusal::NotCertified { node: NodeId(7) },
+            // {"NotCertified": {"node": 7}}
+            "a1 6c 4e6f74436572746966696564 a1 64 6e6f6465 07",
+        ),
+        (
             Refusal::AlreadyConnected,
             "70 416c7265616479436f6e6e6563746564",
         ),

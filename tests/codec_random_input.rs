@@ -156,6 +156,7 @@ fn refusal() -> impl Strategy<Value = Refusal> {
             got: NodeId(g),
         }),
         Just(Refusal::SelfConnect),
+        integer().prop_map(|n| Refusal::NotCertified { node: NodeId(n) }),
         Just(Refusal::AlreadyConnected),
         Just(Refusal::SimultaneousConnect),
         text().prop_map(Refusal::Malformed),

@@ -23,6 +23,10 @@ use support::*;
 
 const SECRET: &[u8] = b"membership over tcp test secret";
 
+/// Every node of these tests gets its certificate from this CA.
+static CA: std::sync::LazyLock<ringkv::ClusterCa> =
+    std::sync::LazyLock::new(|| ringkv::ClusterCa::generate("membership-test").unwrap());
+
 async fn spawn(id: u64, seeds: Vec<(NodeId, String)>) -> Node {
     spawn_with_handle(id, seeds).await.0
 }
@@ -39,6 +43,7 @@ async fn spawn_with_handle(id: u64, seeds: Vec<(NodeId, String)>) -> (Node, Arc<
             NodeId(id),
             "membership-test",
             ClusterSecret::new(SECRET.to_vec())?,
+            CA.security_for(NodeId(id))?,
             "127.0.0.1:0",
         );
         tcp.backoff_min = Duration::from_millis(10);

@@ -13,7 +13,9 @@
 use std::time::Duration;
 
 use ringkv::net::tcp::{TcpFaultStats, TcpFaults, TcpTransport};
-use ringkv::{ClusterSecret, Envelope, Error, Inbox, Message, NodeId, TcpConfig, Transport};
+use ringkv::{
+    ClusterCa, ClusterSecret, Envelope, Error, Inbox, Message, NodeId, TcpConfig, Transport,
+};
 use tokio::time::{timeout, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -21,11 +23,13 @@ const MARKER: u64 = 1_000_000;
 
 async fn pair() -> ((TcpTransport, Inbox), (TcpTransport, Inbox)) {
     let mut out = Vec::new();
+    let ca = ClusterCa::generate("faults").unwrap();
     for node in [1, 2] {
         let mut cfg = TcpConfig::new(
             NodeId(node),
             "faults",
             ClusterSecret::new(b"tcp fault injection test secret".to_vec()).unwrap(),
+            ca.security_for(NodeId(node)).unwrap(),
             "127.0.0.1:0",
         );
         cfg.backoff_min = Duration::from_millis(10);

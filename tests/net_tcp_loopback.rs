@@ -27,11 +27,16 @@ use tokio_util::codec::Framed;
 const SECRET: &[u8] = b"loopback test cluster secret";
 const WAIT: Duration = Duration::from_secs(30);
 
+/// These tests are about framing, the cluster handshake, refusals and
+/// reconnection, and several speak the protocol by hand as a rogue peer or
+/// run an endpoint in a child process; so they run without TLS. TLS on
+/// these same links is tested in `net_tcp_tls.rs`.
 fn config(node: u64, cluster: &str, secret: &[u8], listen: &str) -> TcpConfig {
     let mut cfg = TcpConfig::new(
         NodeId(node),
         cluster,
         ClusterSecret::new(secret.to_vec()).unwrap(),
+        ringkv::PeerSecurity::InsecurePlaintext,
         listen,
     );
     cfg.backoff_min = Duration::from_millis(10);

@@ -103,10 +103,12 @@ async fn conformance(a: Endpoint, b: Endpoint) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_transport_conforms() {
     let secret = ClusterSecret::new(b"conformance suite secret".to_vec()).unwrap();
+    let ca = ringkv::ClusterCa::generate("conformance").unwrap();
     let (a, a_in) = TcpTransport::bind(TcpConfig::new(
         NodeId(1),
         "conformance",
         secret.clone(),
+        ca.security_for(NodeId(1)).unwrap(),
         "127.0.0.1:0",
     ))
     .await
@@ -115,6 +117,7 @@ async fn tcp_transport_conforms() {
         NodeId(2),
         "conformance",
         secret,
+        ca.security_for(NodeId(2)).unwrap(),
         "127.0.0.1:0",
     ))
     .await

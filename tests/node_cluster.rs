@@ -242,6 +242,23 @@ async fn node_prints_its_ready_line_and_exits_0_on_sigterm_and_sigint() {
     cluster::bounded(TEST_LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         let secret = secret_in(tmp.path());
+        // The certificates come from the binary's own `certs` command.
+        let certs = tmp.path().join("certs");
+        let certs_dir = certs.display().to_string();
+        let (status, out) = run_to_exit(&["certs", "--dir", &certs_dir, "9"]).await;
+        assert!(status.success(), "{status:?} {out}");
+        for f in ["ca.pem", "ca.key", "node-9.pem", "node-9.key"] {
+            assert!(certs.join(f).exists(), "{f} was not written: {out}");
+        }
+        for key in ["ca.key", "node-9.key"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(certs.join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key} is readable by others");
+        }
+        let file = |f: &str| certs.join(f).display().to_string();
         for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
             let dir = tmp.path().join(name);
             let args: Vec<String> = [
@@ -255,6 +272,12 @@ async fn node_prints_its_ready_line_and_exits_0_on_sigterm_and_sigint() {
                 &dir.display().to_string(),
                 "--secret-file",
                 &secret,
+                "--peer-ca",
+                &file("ca.pem"),
+                "--peer-cert",
+                &file("node-9.pem"),
+                "--peer-key",
+                &file("node-9.key"),
             ]
             .iter()
             .map(|s| s.to_string())
@@ -310,7 +333,109 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
             bad_toml.display().to_string(),
             unknown_key.display().to_string(),
         );
-        let cases: Vec<(Vec<&str>, &str)> = vec![
+        // Certificates for node 2 only, and a CA file that is not one.
+        let ca = ringkv::ClusterCa::generate("ringkv").unwrap();
+        let creds = ca.issue(NodeId(2)).unwrap();
+        let ca_pem = tmp.path().join("ca.pem");
+        let cert2 = tmp.path().join("node-2.pem");
+        let key2 = tmp.path().join("node-2.key");
+        write_file(&ca_pem, ca.cert_pem());
+        write_file(&cert2, &creds.cert_pem);
+        write_file(&key2, &creds.key_pem);
+        let (ca_pem, cert2, key2) = (
+            ca_pem.display().to_string(),
+            cert2.display().to_string(),
+            key2.display().to_string(),
+        );
+        let tls_cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["--id", "1", "--data-dir", &dir, "--secret-file", &secret],
+                "links between nodes use TLS: give --peer-ca, --peer-cert and --peer-key",
+            ),
+            (
+                vec![
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    &dir,
+                    "--secret-file",
+                    &secret,
+                    "--peer-ca",
+                    &ca_pem,
+                ],
+                "links between nodes use TLS",
+            ),
+            (
+                vec![
+                    "--id",
+                    "1",
+                    "--data-dir",
+                    &dir,
+                    "--secret-file",
+                    &secret,
+                    "--peer-ca",
+                    &ca_pem,
+                    "--peer-cert",
+                    &cert2,
+                    "--peer-key",
+                    &key2,
+                ],
+                "certificate does not work for n1: it does not name n1.node.ringkv",
+            ),
+            (
+                vec![
+                    "--id",
+                    "2",
+                    "--data-dir",
+                    &dir,
+                    "--secret-file",
+                    &secret,
+                    "--peer-ca",
+                    &cert2,
+                    "--peer-cert",
+                    &ca_pem,
+                    "--peer-key",
+                    &key2,
+                ],
+                "does not fit its certificate",
+            ),
+            (
+                vec![
+                    "--id",
+                    "2",
+                    "--data-dir",
+                    &dir,
+                    "--secret-file",
+                    &secret,
+                    "--peer-ca",
+                    &ca_pem,
+                    "--peer-cert",
+                    &cert2,
+                    "--peer-key",
+                    &secret,
+                ],
+                "not a PEM private key",
+            ),
+            (
+                vec![
+                    "--id",
+                    "2",
+                    "--data-dir",
+                    &dir,
+                    "--secret-file",
+                    &secret,
+                    "--peer-ca",
+                    &ca_pem,
+                    "--peer-cert",
+                    &cert2,
+                    "--peer-key",
+                    &key2,
+                    "--insecure-plaintext-peers",
+                ],
+                "not both",
+            ),
+        ];
+        let mut cases: Vec<(Vec<&str>, &str)> = vec![
             (
                 vec!["--data-dir", &dir, "--secret-file", &secret],
                 "--id is required",
@@ -375,6 +500,11 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
             (vec!["--id", "one"], "invalid value"),
             (vec!["--id", "1", "--engine", "rocks"], "invalid value"),
         ];
+        // These are about other flags: no certificates needed.
+        for (args, _) in &mut cases {
+            args.push("--insecure-plaintext-peers");
+        }
+        cases.extend(tls_cases);
         for (args, want) in cases {
             let (status, stderr) = run_to_exit(&args).await;
             assert_eq!(status.code(), Some(2), "{args:?}: {status:?} {stderr}");
@@ -410,6 +540,7 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
                 peer,
                 "--client-listen",
                 client,
+                "--insecure-plaintext-peers",
             ];
             let (status, stderr) = run_to_exit(&args).await;
             assert_eq!(status.code(), Some(2), "{flag}: {stderr}");
@@ -428,6 +559,7 @@ async fn a_data_directory_serves_one_process_and_one_node() {
         let mut cluster = Cluster::start(1).await;
         let dir = cluster.node(1).dir.display().to_string();
         let secret = cluster.secret_file().display().to_string();
+        let tls = [cluster.peer_tls_args(1), cluster.peer_tls_args(2)];
         let others = |id: &'static str| -> Vec<String> {
             [
                 "--id",
@@ -445,6 +577,7 @@ async fn a_data_directory_serves_one_process_and_one_node() {
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(tls[id.parse::<usize>().unwrap() - 1].iter().cloned())
             .collect()
         };
         // A second process on the running node's directory.
@@ -494,8 +627,14 @@ async fn a_toml_file_starts_a_node_and_flags_override_it() {
             &config,
             "id = 4\nlisten = \"127.0.0.1:0\"\nclient_listen = \"127.0.0.1:0\"\n\
              data_dir = \"data-dir\"\nsecret_file = \"secret\"\nengine = \"lsm\"\n\
-             cluster = \"from-file\"\ngossip_interval_ms = 200\n",
+             cluster = \"from-file\"\ngossip_interval_ms = 200\n\
+             peer_ca = \"ca.pem\"\npeer_cert = \"node-5.pem\"\npeer_key = \"node-5.key\"\n",
         );
+        let ca = ringkv::ClusterCa::generate("from-file").unwrap();
+        let creds = ca.issue(NodeId(5)).unwrap();
+        write_file(&tmp.path().join("ca.pem"), ca.cert_pem());
+        write_file(&tmp.path().join("node-5.pem"), &creds.cert_pem);
+        write_file(&tmp.path().join("node-5.key"), &creds.key_pem);
         let args = vec![
             "--config".to_string(),
             config.display().to_string(),

@@ -54,6 +54,20 @@ fn main() -> ExitCode {
     // clap prints its own one-line error and exits 2 on a bad flag.
     let args = Args::parse();
     init_logs();
+    if let Some(cli::Command::Certs(certs)) = &args.command {
+        return match cli::make_certs(certs) {
+            Ok(files) => {
+                for f in files {
+                    println!("wrote {}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringkv-node certs: {e}");
+                ExitCode::from(EXIT_REFUSED)
+            }
+        };
+    }
     let setup = match cli::load(args) {
         Ok(setup) => setup,
         Err(e) => return refuse(&e.to_string()),

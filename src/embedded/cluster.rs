@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{MembershipConfig, StorageConfig};
 use crate::net::tcp::TcpFaults;
+use crate::net::tls::ClusterCa;
 use crate::node::client_port::{ClientPort, ClientPortConfig};
 use crate::node::node::ring_view;
 use crate::node::{Node, NodeConfig, TransportParts};
@@ -205,6 +206,10 @@ pub struct Cluster {
     options: ClusterOptions,
     net: Option<MemoryNetwork>,
     secret: ClusterSecret,
+    /// On TCP: the cluster's own CA, made at start and kept in memory only;
+    /// each node gets a certificate from it, so the links are TLS like a
+    /// real cluster's, with nothing for the user to make.
+    ca: Option<Arc<ClusterCa>>,
     resolvers: Resolvers,
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -257,10 +262,17 @@ impl Cluster {
             ),
             TransportKind::Tcp => None,
         };
+        let ca = match options.transport {
+            TransportKind::Memory => None,
+            TransportKind::Tcp => Some(Arc::new(
+                ClusterCa::generate("shell").map_err(|e| e.to_string())?,
+            )),
+        };
         let cluster = Cluster {
             rt,
             net,
             secret: ClusterSecret::new(SECRET.to_vec()).map_err(|e| e.to_string())?,
+            ca,
             resolvers,
             dir,
             _temp: temp,
@@ -397,11 +409,16 @@ impl Cluster {
 
     fn spawn_tcp(&self, id: u64, config: NodeConfig) -> Result<Slot, String> {
         let secret = self.secret.clone();
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or("a TCP node needs the cluster's CA")?;
+        let security = ca.security_for(NodeId(id)).map_err(|e| e.to_string())?;
         let started = self.rt.run(move || async move {
             let slot: Arc<Mutex<Option<Arc<TcpTransport>>>> = Arc::default();
             let keep = Arc::clone(&slot);
             let node = Node::spawn(config, move || async move {
-                let mut tcp = TcpConfig::new(NodeId(id), "shell", secret, "127.0.0.1:0");
+                let mut tcp = TcpConfig::new(NodeId(id), "shell", secret, security, "127.0.0.1:0");
                 tcp.backoff_min = Duration::from_millis(10);
                 tcp.backoff_max = Duration::from_millis(200);
                 tcp.shutdown_grace = Duration::from_millis(100);

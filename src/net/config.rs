@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::codec::{DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::net::tls::PeerSecurity;
 
 /// Settings shared by every transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +120,10 @@ pub struct TcpConfig {
     pub cluster: String,
     /// The cluster secret.
     pub secret: ClusterSecret,
+    /// How links are protected: TLS with this node's certificate, or
+    /// plaintext for tests ([`PeerSecurity`]). There is no default: every
+    /// caller says which.
+    pub security: PeerSecurity,
     /// Address to listen on, such as `127.0.0.1:7400`; port 0 picks a free
     /// port (see `TcpTransport::local_addr`).
     pub listen: String,
@@ -159,12 +164,14 @@ impl TcpConfig {
         node: NodeId,
         cluster: impl Into<String>,
         secret: ClusterSecret,
+        security: PeerSecurity,
         listen: impl Into<String>,
     ) -> Self {
         TcpConfig {
             node,
             cluster: cluster.into(),
             secret,
+            security,
             listen: listen.into(),
             advertise: None,
             net: NetConfig::default(),
@@ -188,6 +195,15 @@ impl TcpConfig {
                 "backoff_min must be positive and at most backoff_max ({:?} > {:?})",
                 self.backoff_min, self.backoff_max
             )));
+        }
+        if let PeerSecurity::Tls(tls) = &self.security {
+            if tls.node() != self.node {
+                return Err(Error::InvalidInput(format!(
+                    "the TLS credentials are for {}, not {}",
+                    tls.node(),
+                    self.node
+                )));
+            }
         }
         if self.max_pending_handshakes == 0 {
             return Err(Error::InvalidInput(

@@ -28,10 +28,11 @@
 //!
 //! # What it does not do
 //!
-//! It authenticates the peer at connection time; it does not encrypt or
-//! authenticate the frames that follow. Someone who can rewrite traffic on
-//! the path can hijack an established connection. Run clusters on a trusted
-//! network, or under a tunnel that provides that (WireGuard, TLS proxy).
+//! By itself it authenticates the peer at connection time only; it does not
+//! encrypt or authenticate the frames that follow, and anyone holding the
+//! secret can claim any node id. The TCP transport therefore runs it inside
+//! TLS with mutual certificates ([`super::tls`]), which does both, and
+//! [`accept_certified`] ties the claimed id to the dialer's certificate.
 //!
 //! The functions here speak the protocol on any byte stream; they never
 //! touch transport state. The caller decides whether to admit an
@@ -208,6 +209,21 @@ pub async fn accept<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    accept_certified(io, me, peer_addr, |_| Ok(())).await
+}
+
+/// [`accept`], refusing with [`Refusal::NotCertified`] a dialer whose claimed
+/// node id `certifies` rejects (on TLS links: the id its certificate does
+/// not name), before this side proves anything.
+pub async fn accept_certified<T>(
+    io: &mut Framed<T, LengthDelimitedCodec>,
+    me: &Identity,
+    peer_addr: &str,
+    certifies: impl FnOnce(NodeId) -> std::result::Result<(), String>,
+) -> Result<PeerInfo>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     io.codec_mut()
         .set_max_frame_length(HANDSHAKE_MAX_FRAME_BYTES);
     let (version, cluster, node, listen, incarnation, nonce_d) = match recv(io, peer_addr).await? {
@@ -230,6 +246,10 @@ where
     };
     if node == me.node {
         return Err(refuse(io, peer_addr, Refusal::SelfConnect).await);
+    }
+    if let Err(why) = certifies(node) {
+        tracing::warn!(claimed = %node, %peer_addr, "refusing a dialer: {why}");
+        return Err(refuse(io, peer_addr, Refusal::NotCertified { node }).await);
     }
 
     let nonce_a = fresh_nonce();

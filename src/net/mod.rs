@@ -44,8 +44,10 @@ pub mod config;
 pub mod handshake;
 pub mod memory;
 pub mod tcp;
+pub mod tls;
 
 pub use config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfig};
+pub use tls::{ClusterCa, NodeCredentials, PeerSecurity};
 
 /// The receiving side of a transport: every envelope addressed to the local
 /// node, in per-sender order.

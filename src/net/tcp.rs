@@ -87,7 +87,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
@@ -99,6 +99,7 @@ use tracing::{debug, info, warn};
 
 use super::handshake::{self, Identity, PeerInfo};
 use super::memory::MAX_DELAY;
+use super::tls::{PeerSecurity, PeerStream};
 use super::{frame_codec, Inbox, NetStats, StatCounters, Transport};
 use crate::codec;
 use crate::codec::HANDSHAKE_MAX_FRAME_BYTES;
@@ -273,14 +274,14 @@ enum LinkEvent {
 /// An authenticated connection, split so that reading and writing proceed
 /// independently. Dropping the writer sends FIN.
 struct Connection {
-    reader: Framed<OwnedReadHalf, LengthDelimitedCodec>,
-    writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    reader: Framed<ReadHalf<PeerStream>, LengthDelimitedCodec>,
+    writer: FramedWrite<WriteHalf<PeerStream>, LengthDelimitedCodec>,
 }
 
 /// The connection a link is writing to.
 struct Active {
     gen: u64,
-    writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    writer: FramedWrite<WriteHalf<PeerStream>, LengthDelimitedCodec>,
     reader: AbortHandle,
 }
 
@@ -333,8 +334,16 @@ impl TcpTransport {
             node = %shared.config.node,
             addr = %local_addr,
             cluster = %shared.config.cluster,
+            tls = shared.config.security.is_encrypted(),
             "listening for peers"
         );
+        if !shared.config.security.is_encrypted() {
+            warn!(
+                node = %shared.config.node,
+                "peer links are NOT encrypted or authenticated frame by frame \
+                 (insecure plaintext, for tests only)"
+            );
+        }
         shared.spawn(run_listener(shared.clone(), listener));
         let transport = TcpTransport {
             shared,
@@ -778,7 +787,7 @@ impl Shared {
             } => {
                 debug!(node = %self.config.node, %remote, "{direction} connection not used: {err}")
             }
-            Error::Handshake { .. } => {
+            Error::Handshake { .. } | Error::Tls { .. } => {
                 StatCounters::add(&self.stats.handshake_failures, 1);
                 warn!(node = %self.config.node, %remote, "refused {direction} connection: {err}");
             }
@@ -826,15 +835,27 @@ async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
 async fn accept_connection(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr) {
     configure_socket(&stream);
     let remote = remote.to_string();
-    let mut framed = Framed::new(stream, frame_codec(HANDSHAKE_MAX_FRAME_BYTES));
     let timeout = shared.config.handshake_timeout;
-    let info = match tokio::time::timeout(
-        timeout,
-        handshake::accept(&mut framed, &shared.identity, &remote),
-    )
-    .await
-    {
-        Ok(Ok(info)) => info,
+    // TLS and the cluster handshake share one deadline, so a dialer that
+    // stalls in either holds a handshake slot for `timeout` at most.
+    let handshaken = tokio::time::timeout(timeout, async {
+        let stream = match &shared.config.security {
+            PeerSecurity::Tls(tls) => tls.accept(stream).await?,
+            PeerSecurity::InsecurePlaintext => PeerStream::Plain(stream),
+        };
+        let chain = stream.peer_chain();
+        let mut framed = Framed::new(stream, frame_codec(HANDSHAKE_MAX_FRAME_BYTES));
+        let certifies = |node| match &shared.config.security {
+            PeerSecurity::Tls(tls) => tls.check_certificate(node, &chain),
+            PeerSecurity::InsecurePlaintext => Ok(()),
+        };
+        let info =
+            handshake::accept_certified(&mut framed, &shared.identity, &remote, certifies).await?;
+        Ok::<_, Error>((framed, info))
+    })
+    .await;
+    let (mut framed, info) = match handshaken {
+        Ok(Ok(done)) => done,
         Ok(Err(e)) => return shared.log_handshake_failure(&e, "inbound", &remote),
         Err(_) => {
             let e = Error::Timeout {
@@ -887,12 +908,16 @@ async fn dial(shared: &Shared, peer: &Peer, addr: &str) -> Result<(Connection, P
         })?
         .map_err(|e| Error::io(format!("connecting to {} at {addr}", peer.id), e))?;
     configure_socket(&stream);
-    let mut framed = Framed::new(stream, frame_codec(HANDSHAKE_MAX_FRAME_BYTES));
     let handshake_timeout = shared.config.handshake_timeout;
-    let info = tokio::time::timeout(
-        handshake_timeout,
-        handshake::dial(&mut framed, &shared.identity, addr, Some(peer.id)),
-    )
+    let (framed, info) = tokio::time::timeout(handshake_timeout, async {
+        let stream = match &shared.config.security {
+            PeerSecurity::Tls(tls) => tls.connect(peer.id, stream).await?,
+            PeerSecurity::InsecurePlaintext => PeerStream::Plain(stream),
+        };
+        let mut framed = Framed::new(stream, frame_codec(HANDSHAKE_MAX_FRAME_BYTES));
+        let info = handshake::dial(&mut framed, &shared.identity, addr, Some(peer.id)).await?;
+        Ok::<_, Error>((framed, info))
+    })
     .await
     .map_err(|_| Error::Timeout {
         operation: "outbound handshake",
@@ -906,9 +931,9 @@ async fn dial(shared: &Shared, peer: &Peer, addr: &str) -> Result<(Connection, P
 
 /// Turns a handshaken stream into independent reader and writer halves,
 /// keeping any bytes that arrived right behind the handshake.
-fn into_connection(framed: Framed<TcpStream, LengthDelimitedCodec>, max: usize) -> Connection {
+fn into_connection(framed: Framed<PeerStream, LengthDelimitedCodec>, max: usize) -> Connection {
     let parts = framed.into_parts();
-    let (read_half, write_half) = parts.io.into_split();
+    let (read_half, write_half) = tokio::io::split(parts.io);
     // `Framed::from_parts` marks a non-empty buffer as readable, so frames
     // that arrived in the same read as the handshake's last frame are
     // decoded at once. (A `FramedRead` given the same bytes would wait for
@@ -1081,7 +1106,9 @@ async fn run_link(
                 shared.end_dial(&peer);
                 failed_dials += 1;
                 match &e {
-                    Error::Handshake { .. } => shared.log_handshake_failure(&e, "outbound", &addr),
+                    Error::Handshake { .. } | Error::Tls { .. } => {
+                        shared.log_handshake_failure(&e, "outbound", &addr)
+                    }
                     _ if failed_dials == 1 => {
                         warn!(node = %shared.config.node, peer = %peer.id, %addr, "cannot reach peer, retrying with backoff: {e}")
                     }
@@ -1188,7 +1215,7 @@ fn close_active(shared: &Shared, peer: &Peer, active: &mut Option<Active>) {
 /// On failure returns how many frames of the batch may be lost.
 async fn write_batch(
     shared: &Shared,
-    writer: &mut FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    writer: &mut FramedWrite<WriteHalf<PeerStream>, LengthDelimitedCodec>,
     first: Bytes,
     queue: &mut mpsc::Receiver<Bytes>,
 ) -> std::result::Result<(), usize> {
@@ -1256,7 +1283,7 @@ async fn run_reader(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
     gen: u64,
-    mut reader: Framed<OwnedReadHalf, LengthDelimitedCodec>,
+    mut reader: Framed<ReadHalf<PeerStream>, LengthDelimitedCodec>,
 ) {
     let me = shared.config.node;
     let max = shared.config.net.max_frame_bytes;

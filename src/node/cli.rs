@@ -31,6 +31,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::net::tls::{ClusterCa, NodeCredentials, PeerSecurity};
 
 /// Node-to-node address when neither the flag nor the file gives one:
 /// loopback, so that a node started without thought is not reachable from
@@ -91,9 +92,13 @@ pub enum SyncKind {
 #[command(
     name = "ringkv-node",
     version,
-    about = "A ringkv node: serves the client protocol and joins a cluster."
+    about = "A ringkv node: serves the client protocol and joins a cluster.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    /// A task other than running a node.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// A TOML configuration file (see docs/ringkv-node.example.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -121,6 +126,21 @@ pub struct Args {
     /// File holding the cluster secret (its bytes, trimmed; 16 or more).
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM): peers must present a certificate
+    /// it signed (make one with `ringkv-node certs`).
+    #[arg(long, value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), naming `n<id>.node.ringkv`.
+    #[arg(long, value_name = "FILE")]
+    pub peer_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub peer_key: Option<PathBuf>,
+    /// Run links between nodes without TLS: no encryption, no per-frame
+    /// authentication, no check that a peer is the node it claims. For
+    /// tests and benchmarks on one machine only.
+    #[arg(long)]
+    pub insecure_plaintext_peers: bool,
     /// Virtual nodes this node claims when it joins.
     #[arg(long, value_name = "N")]
     pub vnodes: Option<usize>,
@@ -163,6 +183,85 @@ pub struct Args {
     pub salvage: bool,
 }
 
+/// Tasks of `ringkv-node` other than running a node.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Make TLS certificates for the links between nodes: the cluster's CA
+    /// (`ca.pem`, `ca.key`; made once, reused when present) and, for each
+    /// id, `node-<id>.pem` and `node-<id>.key`. Give a node `--peer-ca
+    /// ca.pem --peer-cert node-<id>.pem --peer-key node-<id>.key`; keep
+    /// `ca.key` off the nodes.
+    Certs(CertsArgs),
+}
+
+/// The flags of `ringkv-node certs`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CertsArgs {
+    /// Directory for the files (made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The cluster's name (as the nodes' `--cluster`); it is written into
+    /// the CA, and an existing CA must have been made for it.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CLUSTER)]
+    pub cluster: String,
+    /// The node ids to make certificates for.
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<u64>,
+}
+
+/// Runs `ringkv-node certs`: returns the files written. Private keys are
+/// written with mode 0600.
+pub fn make_certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
+    check_cluster_name(&args.cluster)?;
+    fs::create_dir_all(&args.dir)
+        .map_err(|e| Error::io(format!("creating {}", args.dir.display()), e))?;
+    let ca_cert = args.dir.join("ca.pem");
+    let ca_key = args.dir.join("ca.key");
+    let mut written = Vec::new();
+    let ca = if ca_cert.exists() || ca_key.exists() {
+        let read = |path: &Path| -> Result<String> {
+            let bytes = read_limited(path, MAX_PEM_FILE_BYTES, "CA file")?;
+            String::from_utf8(bytes)
+                .map_err(|_| Error::InvalidInput(format!("{} is not PEM text", path.display())))
+        };
+        ClusterCa::load(&args.cluster, &read(&ca_cert)?, &read(&ca_key)?)?
+    } else {
+        let ca = ClusterCa::generate(&args.cluster)?;
+        write_file(&ca_key, ca.key_pem().as_bytes(), true)?;
+        write_file(&ca_cert, ca.cert_pem().as_bytes(), false)?;
+        written.extend([ca_cert, ca_key]);
+        ca
+    };
+    for &id in &args.ids {
+        let creds = ca.issue(NodeId(id))?;
+        let cert = args.dir.join(format!("node-{id}.pem"));
+        let key = args.dir.join(format!("node-{id}.key"));
+        write_file(&key, creds.key_pem.as_bytes(), true)?;
+        write_file(&cert, creds.cert_pem.as_bytes(), false)?;
+        written.extend([cert, key]);
+    }
+    Ok(written)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// crash leaves the old file or the new one; `secret` files get mode 0600
+/// before any byte is written.
+fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if secret {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    let mut f = options
+        .open(&tmp)
+        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+}
+
 /// The TOML configuration file: the same keys as the flags, all optional.
 /// Relative paths in it are relative to the file's directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -185,6 +284,14 @@ pub struct FileConfig {
     pub cluster: Option<String>,
     /// As `--secret-file`.
     pub secret_file: Option<PathBuf>,
+    /// As `--peer-ca`.
+    pub peer_ca: Option<PathBuf>,
+    /// As `--peer-cert`.
+    pub peer_cert: Option<PathBuf>,
+    /// As `--peer-key`.
+    pub peer_key: Option<PathBuf>,
+    /// As `--insecure-plaintext-peers` (the flag can only turn it on).
+    pub insecure_plaintext_peers: Option<bool>,
     /// As `--vnodes`.
     pub vnodes: Option<usize>,
     /// As `--sync`.
@@ -239,9 +346,15 @@ impl FileConfig {
             other => other,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut file.data_dir, &mut file.secret_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut file.data_dir,
+            &mut file.secret_file,
+            &mut file.peer_ca,
+            &mut file.peer_cert,
+            &mut file.peer_key,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -279,7 +392,61 @@ pub fn load(args: Args) -> Result<NodeSetup> {
         .or(file.secret_file.clone())
         .ok_or_else(|| Error::InvalidInput("--secret-file is required".into()))?;
     let secret = read_secret(&secret_path)?;
-    resolve(args, file, secret)
+    let keys = read_peer_keys(&args, &file)?;
+    resolve(args, file, secret, keys)
+}
+
+/// How a node will protect its links, as read from its files: what
+/// [`resolve`] turns into a [`PeerSecurity`] once it knows the node's id.
+#[derive(Clone, Debug)]
+pub enum PeerKeys {
+    /// TLS with these credentials.
+    Tls(NodeCredentials),
+    /// `--insecure-plaintext-peers`.
+    InsecurePlaintext,
+}
+
+/// Largest certificate or key file read, in bytes. A PEM chain is a few
+/// kilobytes.
+const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads the peer CA, certificate and key named by the flags or the file,
+/// or notes `--insecure-plaintext-peers`. Giving both, or neither, is
+/// refused with what to do.
+pub fn read_peer_keys(args: &Args, file: &FileConfig) -> Result<PeerKeys> {
+    let plaintext = args.insecure_plaintext_peers || file.insecure_plaintext_peers.unwrap_or(false);
+    let ca = args.peer_ca.clone().or(file.peer_ca.clone());
+    let cert = args.peer_cert.clone().or(file.peer_cert.clone());
+    let key = args.peer_key.clone().or(file.peer_key.clone());
+    let given = [&ca, &cert, &key].iter().filter(|p| p.is_some()).count();
+    if plaintext {
+        if given > 0 {
+            return Err(Error::InvalidInput(
+                "give either --peer-ca/--peer-cert/--peer-key or --insecure-plaintext-peers, \
+                 not both"
+                    .into(),
+            ));
+        }
+        return Ok(PeerKeys::InsecurePlaintext);
+    }
+    let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
+        return Err(Error::InvalidInput(
+            "links between nodes use TLS: give --peer-ca, --peer-cert and --peer-key (make \
+             them with `ringkv-node certs --dir DIR <ids>`), or --insecure-plaintext-peers \
+             for a test on one machine"
+                .into(),
+        ));
+    };
+    let text = |path: &Path, what: &str| -> Result<String> {
+        let bytes = read_limited(path, MAX_PEM_FILE_BYTES, what)?;
+        String::from_utf8(bytes)
+            .map_err(|_| Error::InvalidInput(format!("{what} {} is not PEM text", path.display())))
+    };
+    Ok(PeerKeys::Tls(NodeCredentials {
+        ca_pem: text(&ca, "peer CA file")?,
+        cert_pem: text(&cert, "peer certificate file")?,
+        key_pem: text(&key, "peer key file")?,
+    }))
 }
 
 /// Reads a cluster secret: the file's bytes with surrounding ASCII
@@ -294,7 +461,12 @@ pub fn read_secret(path: &Path) -> Result<ClusterSecret> {
 }
 
 /// Combines flags and file (flags win) and checks the result.
-pub fn resolve(args: Args, file: FileConfig, secret: ClusterSecret) -> Result<NodeSetup> {
+pub fn resolve(
+    args: Args,
+    file: FileConfig,
+    secret: ClusterSecret,
+    keys: PeerKeys,
+) -> Result<NodeSetup> {
     let id = args
         .id
         .or(file.id)
@@ -410,7 +582,11 @@ pub fn resolve(args: Args, file: FileConfig, secret: ClusterSecret) -> Result<No
     node.allow_fault_injection =
         args.allow_fault_injection || file.allow_fault_injection.unwrap_or(false);
 
-    let tcp = TcpConfig::new(NodeId(id), cluster, secret, listen);
+    let security = match keys {
+        PeerKeys::Tls(credentials) => PeerSecurity::tls(NodeId(id), &credentials)?,
+        PeerKeys::InsecurePlaintext => PeerSecurity::InsecurePlaintext,
+    };
+    let tcp = TcpConfig::new(NodeId(id), cluster, secret, security, listen);
     tcp.validate()?;
     Ok(NodeSetup {
         node,
@@ -663,7 +839,13 @@ mod tests {
             "--gossip-interval-ms",
             "100",
         ]);
-        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        let s = resolve(
+            a,
+            FileConfig::default(),
+            secret(),
+            PeerKeys::InsecurePlaintext,
+        )
+        .unwrap();
         assert_eq!(s.node.id, NodeId(3));
         assert_eq!(s.node.addr, "127.0.0.1:0");
         assert_eq!(
@@ -701,7 +883,13 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_given() {
         let a = args(&["--id", "1", "--data-dir", "/d"]);
-        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        let s = resolve(
+            a,
+            FileConfig::default(),
+            secret(),
+            PeerKeys::InsecurePlaintext,
+        )
+        .unwrap();
         assert_eq!(s.tcp.listen, DEFAULT_LISTEN);
         assert_eq!(s.client_listen, DEFAULT_CLIENT_LISTEN);
         assert_eq!(s.node.cluster, DEFAULT_CLUSTER);
@@ -729,6 +917,7 @@ mod tests {
             args(&["--id", "8", "--seed", "2@127.0.0.1:9002"]),
             file,
             secret(),
+            PeerKeys::InsecurePlaintext,
         )
         .unwrap();
         assert_eq!(s.node.id, NodeId(8));
@@ -835,9 +1024,14 @@ mod tests {
             ),
         ];
         for (flags, want) in cases {
-            let got = resolve(args(flags), FileConfig::default(), secret())
-                .map(|_| ())
-                .map_err(message);
+            let got = resolve(
+                args(flags),
+                FileConfig::default(),
+                secret(),
+                PeerKeys::InsecurePlaintext,
+            )
+            .map(|_| ())
+            .map_err(message);
             match got {
                 Err(m) => assert!(m.contains(want), "{flags:?}: {m}"),
                 Ok(()) => panic!("{flags:?} was accepted"),
@@ -845,7 +1039,13 @@ mod tests {
         }
         // The memory engine needs no directory.
         let a = args(&["--id", "1", "--engine", "memory"]);
-        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        let s = resolve(
+            a,
+            FileConfig::default(),
+            secret(),
+            PeerKeys::InsecurePlaintext,
+        )
+        .unwrap();
         assert_eq!(s.node.storage, StorageConfig::Memory);
         assert_eq!(s.data_dir, None);
     }
@@ -853,7 +1053,13 @@ mod tests {
     #[test]
     fn transfer_throttle_and_fault_injection_come_from_flags_or_the_file() {
         let a = args(&["--id", "1", "--data-dir", "/d"]);
-        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        let s = resolve(
+            a,
+            FileConfig::default(),
+            secret(),
+            PeerKeys::InsecurePlaintext,
+        )
+        .unwrap();
         assert!(!s.node.allow_fault_injection, "fault injection is opt-in");
         assert_eq!(s.node.transfer, crate::config::TransferConfig::default());
         let a = args(&[
@@ -869,7 +1075,13 @@ mod tests {
             "--transfer-pull-timeout-ms",
             "750",
         ]);
-        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        let s = resolve(
+            a,
+            FileConfig::default(),
+            secret(),
+            PeerKeys::InsecurePlaintext,
+        )
+        .unwrap();
         assert!(s.node.allow_fault_injection);
         assert_eq!(s.node.transfer.bytes_per_sec, 4096);
         assert_eq!(s.node.transfer.max_batch_bytes, 512);
@@ -887,7 +1099,7 @@ mod tests {
             "--transfer-batch-bytes",
             "1024",
         ]);
-        let s = resolve(a, file, secret()).unwrap();
+        let s = resolve(a, file, secret(), PeerKeys::InsecurePlaintext).unwrap();
         assert!(s.node.allow_fault_injection);
         assert_eq!(s.node.transfer.bytes_per_sec, 0, "0: unthrottled");
         assert_eq!(s.node.transfer.max_batch_bytes, 1024, "the flag wins");
@@ -901,14 +1113,28 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let a = args(&["--id", "1", "--data-dir", "/d"]);
-        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        let s = resolve(
+            a,
+            FileConfig::default(),
+            secret(),
+            PeerKeys::InsecurePlaintext,
+        )
+        .unwrap();
         assert!(!salvage_of(&s), "salvage is opt-in");
         let a = args(&["--id", "1", "--data-dir", "/d", "--salvage"]);
-        let s = resolve(a, FileConfig::default(), secret()).unwrap();
+        let s = resolve(
+            a,
+            FileConfig::default(),
+            secret(),
+            PeerKeys::InsecurePlaintext,
+        )
+        .unwrap();
         assert!(salvage_of(&s));
         let a = args(&["--id", "1", "--data-dir", "/d"]);
         let file = FileConfig::parse("salvage = true\n").unwrap();
-        assert!(salvage_of(&resolve(a, file, secret()).unwrap()));
+        assert!(salvage_of(
+            &resolve(a, file, secret(), PeerKeys::InsecurePlaintext).unwrap()
+        ));
         let a = args(&[
             "--id",
             "1",
@@ -918,7 +1144,15 @@ mod tests {
             "/d",
             "--salvage",
         ]);
-        let m = message(resolve(a, FileConfig::default(), secret()).unwrap_err());
+        let m = message(
+            resolve(
+                a,
+                FileConfig::default(),
+                secret(),
+                PeerKeys::InsecurePlaintext,
+            )
+            .unwrap_err(),
+        );
         assert!(m.contains("salvage"), "{m}");
     }
 
@@ -939,7 +1173,7 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         let file = FileConfig::parse(&text).unwrap();
         assert_eq!(file.id, Some(1));
-        let s = resolve(Args::default(), file, secret()).unwrap();
+        let s = resolve(Args::default(), file, secret(), PeerKeys::InsecurePlaintext).unwrap();
         assert_eq!(s.node.id, NodeId(1));
         // Every key of FileConfig appears in the example, commented or not.
         for key in [
@@ -951,6 +1185,10 @@ mod tests {
             "engine",
             "cluster",
             "secret_file",
+            "peer_ca",
+            "peer_cert",
+            "peer_key",
+            "insecure_plaintext_peers",
             "vnodes",
             "sync",
             "sync_interval_ms",
@@ -990,13 +1228,94 @@ mod tests {
     }
 
     #[test]
+    fn peer_tls_needs_all_three_files_or_the_plaintext_flag_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::generate("ringkv").unwrap();
+        let creds = ca.issue(NodeId(3)).unwrap();
+        let path = |f: &str| dir.path().join(f);
+        fs::write(path("ca.pem"), ca.cert_pem()).unwrap();
+        fs::write(path("n3.pem"), &creds.cert_pem).unwrap();
+        fs::write(path("n3.key"), &creds.key_pem).unwrap();
+        let (ca_f, cert_f, key_f) = (
+            path("ca.pem").display().to_string(),
+            path("n3.pem").display().to_string(),
+            path("n3.key").display().to_string(),
+        );
+        let all = [
+            "--peer-ca",
+            &ca_f,
+            "--peer-cert",
+            &cert_f,
+            "--peer-key",
+            &key_f,
+        ];
+        let keys = read_peer_keys(&args(&all), &FileConfig::default()).unwrap();
+        let a = args(&["--id", "3", "--engine", "memory"]);
+        let s = resolve(a, FileConfig::default(), secret(), keys.clone()).unwrap();
+        assert!(s.tcp.security.is_encrypted());
+        // The same files for another id: refused, naming both.
+        let m = message(
+            resolve(
+                args(&["--id", "4", "--engine", "memory"]),
+                FileConfig::default(),
+                secret(),
+                keys,
+            )
+            .unwrap_err(),
+        );
+        assert!(m.contains("n4") && m.contains("n4.node.ringkv"), "{m}");
+
+        let m = message(read_peer_keys(&args(&all[..4]), &FileConfig::default()).unwrap_err());
+        assert!(
+            m.contains("--peer-key") && m.contains("--insecure-plaintext-peers"),
+            "{m}"
+        );
+        let m = message(read_peer_keys(&args(&[]), &FileConfig::default()).unwrap_err());
+        assert!(m.contains("ringkv-node certs"), "{m}");
+        let mut both = all.to_vec();
+        both.push("--insecure-plaintext-peers");
+        let m = message(read_peer_keys(&args(&both), &FileConfig::default()).unwrap_err());
+        assert!(m.contains("not both"), "{m}");
+        // The file's key turns plaintext on as the flag does, and mixes
+        // with nothing either.
+        let file = FileConfig {
+            insecure_plaintext_peers: Some(true),
+            ..FileConfig::default()
+        };
+        assert!(matches!(
+            read_peer_keys(&args(&[]), &file).unwrap(),
+            PeerKeys::InsecurePlaintext
+        ));
+        assert!(read_peer_keys(&args(&all[..2]), &file).is_err());
+        // A missing file is named.
+        let gone = [
+            "--peer-ca",
+            "/nonexistent/ca.pem",
+            "--peer-cert",
+            &cert_f,
+            "--peer-key",
+            &key_f,
+        ];
+        let m = message(read_peer_keys(&args(&gone), &FileConfig::default()).unwrap_err());
+        assert!(m.contains("/nonexistent/ca.pem"), "{m}");
+    }
+
+    #[test]
     fn relative_paths_in_a_file_are_relative_to_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        fs::write(&path, "data_dir = \"d\"\nsecret_file = \"/abs/secret\"\n").unwrap();
+        fs::write(
+            &path,
+            "data_dir = \"d\"\nsecret_file = \"/abs/secret\"\npeer_ca = \"c/ca.pem\"\n\
+             peer_cert = \"c/n.pem\"\npeer_key = \"c/n.key\"\n",
+        )
+        .unwrap();
         let file = FileConfig::read(&path).unwrap();
         assert_eq!(file.data_dir, Some(dir.path().join("d")));
         assert_eq!(file.secret_file, Some(PathBuf::from("/abs/secret")));
+        assert_eq!(file.peer_ca, Some(dir.path().join("c/ca.pem")));
+        assert_eq!(file.peer_cert, Some(dir.path().join("c/n.pem")));
+        assert_eq!(file.peer_key, Some(dir.path().join("c/n.key")));
     }
 
     #[test]

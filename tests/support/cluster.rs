@@ -38,6 +38,9 @@ use tokio::process::{Child, Command};
 /// The binary under test.
 pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_ringkv-node");
 
+/// The cluster name every test node uses.
+pub const CLUSTER_NAME: &str = "node-cluster-test";
+
 /// The cluster secret every test node uses.
 pub const SECRET: &str = "ringkv node cluster test secret";
 
@@ -133,6 +136,9 @@ pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
     root: tempfile::TempDir,
     secret_file: PathBuf,
+    /// The cluster's CA: every node gets a certificate from it, so the
+    /// links between the processes are TLS, as in production.
+    ca: ringkv::ClusterCa,
     extra_args: Vec<String>,
 }
 
@@ -155,10 +161,15 @@ impl Cluster {
         let secret_file = root.path().join("secret");
         fs::write(&secret_file, format!("{SECRET}\n"))
             .unwrap_or_else(|e| panic!("cannot write the secret: {e}"));
+        let ca = ringkv::ClusterCa::generate(CLUSTER_NAME)
+            .unwrap_or_else(|e| panic!("cannot make the cluster CA: {e}"));
+        fs::write(root.path().join("ca.pem"), ca.cert_pem())
+            .unwrap_or_else(|e| panic!("cannot write the CA certificate: {e}"));
         let mut cluster = Cluster {
             nodes: Vec::with_capacity(n),
             root,
             secret_file,
+            ca,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         for id in 1..=n as u64 {
@@ -319,6 +330,29 @@ impl Cluster {
         self.nodes[i].child = Some(child);
     }
 
+    /// `--peer-ca`, `--peer-cert` and `--peer-key` for node `id`, writing
+    /// its certificate and key the first time.
+    pub fn peer_tls_args(&self, id: u64) -> Vec<String> {
+        let cert = self.root.path().join(format!("node-{id}.pem"));
+        let key = self.root.path().join(format!("node-{id}.key"));
+        if !cert.exists() {
+            let creds = self
+                .ca
+                .issue(ringkv::NodeId(id))
+                .unwrap_or_else(|e| panic!("cannot issue node {id}'s certificate: {e}"));
+            fs::write(&key, creds.key_pem).unwrap_or_else(|e| panic!("writing a key: {e}"));
+            fs::write(&cert, creds.cert_pem).unwrap_or_else(|e| panic!("writing a cert: {e}"));
+        }
+        vec![
+            "--peer-ca".into(),
+            self.root.path().join("ca.pem").display().to_string(),
+            "--peer-cert".into(),
+            cert.display().to_string(),
+            "--peer-key".into(),
+            key.display().to_string(),
+        ]
+    }
+
     /// Starts one process and waits for its ready line, retrying a start
     /// that failed on an address in use.
     async fn spawn(
@@ -344,10 +378,17 @@ impl Cluster {
                 "--secret-file".into(),
                 self.secret_file.display().to_string(),
                 "--cluster".into(),
-                "node-cluster-test".into(),
+                CLUSTER_NAME.into(),
                 "--gossip-interval-ms".into(),
                 GOSSIP_MS.to_string(),
             ];
+            if !self
+                .extra_args
+                .iter()
+                .any(|a| a == "--insecure-plaintext-peers")
+            {
+                args.extend(self.peer_tls_args(id));
+            }
             // A test may give its own `--vnodes` (a flag may appear once).
             if !self.extra_args.iter().any(|a| a == "--vnodes") {
                 args.push("--vnodes".into());

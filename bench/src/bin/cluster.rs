@@ -1379,7 +1379,14 @@ fn start_node(args: &Args, bin: &Path, root: &Path, id: u64, seed: Option<&Node>
         .arg("--sync-interval-ms")
         .arg(args.sync_interval_ms.to_string())
         .arg("--secret-file")
-        .arg(root.join("secret"));
+        .arg(root.join("secret"))
+        // Links between nodes are TLS, as a node runs them by default.
+        .arg("--peer-ca")
+        .arg(root.join("certs").join("ca.pem"))
+        .arg("--peer-cert")
+        .arg(root.join("certs").join(format!("node-{id}.pem")))
+        .arg("--peer-key")
+        .arg(root.join("certs").join(format!("node-{id}.key")));
     if let Some(ms) = args.gossip_interval_ms {
         cmd.arg("--gossip-interval-ms").arg(ms.to_string());
     }
@@ -1495,6 +1502,20 @@ async fn start_cluster(args: &Args, count: usize, root: &Path) -> Result<Vec<Nod
     rand::rng().fill_bytes(&mut secret);
     let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(root.join("secret"), secret)?;
+    let made = Command::new(&bin)
+        .arg("certs")
+        .arg("--dir")
+        .arg(root.join("certs"))
+        .args(["--cluster", "ringkv-bench"])
+        .args((1..=count as u64).map(|id| id.to_string()))
+        .output()?;
+    if !made.status.success() {
+        return Err(format!(
+            "ringkv-node certs failed: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        )
+        .into());
+    }
     let mut nodes: Vec<Node> = Vec::new();
     for id in 1..=count as u64 {
         let node = start_node(args, &bin, root, id, nodes.first())?;

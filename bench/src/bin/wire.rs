@@ -45,8 +45,8 @@ use futures_util::{SinkExt, StreamExt};
 use ringkv::config::DEFAULT_MAX_FRAME_BYTES;
 use ringkv::net::frame_codec;
 use ringkv::{
-    codec, ClusterSecret, Envelope, Inbox, Message, NetStats, NodeId, TcpConfig, TcpTransport,
-    Transport,
+    codec, ClusterCa, ClusterSecret, Envelope, Inbox, Message, NetStats, NodeId, PeerSecurity,
+    TcpConfig, TcpTransport, Transport,
 };
 use ringkv_bench::summary::{median, percentile};
 use ringkv_bench::workload::{pattern, ping_envelope, pong_envelope, PING_PAYLOAD_SIZES, PING_SEQ};
@@ -94,6 +94,11 @@ struct Args {
     /// --quick].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     round_trips: Option<u64>,
+    /// ringkv's links without TLS (as `ringkv-node --insecure-plaintext-peers`).
+    /// By default they are TLS 1.3 with mutual certificates, as a node runs
+    /// them; run both ways to get what TLS costs.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 /// One payload size and what is sent for it.
@@ -106,6 +111,8 @@ struct Workload {
     /// size of every frame ringkv sends.
     ping_frame: Bytes,
     pong_frame: Bytes,
+    /// ringkv's links without TLS (`--plaintext`).
+    plaintext: bool,
 }
 
 /// One throughput measurement.
@@ -166,8 +173,13 @@ async fn run(args: Args) -> Result<()> {
     let workloads = workloads(&args)?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "wire: loopback TCP, both ends in this process; {cores} CPUs, tokio multi-thread runtime; \
-         median of {} run(s){}",
+        "wire: loopback TCP, both ends in this process; ringkv links {}; {cores} CPUs, tokio \
+         multi-thread runtime; median of {} run(s){}",
+        if args.plaintext {
+            "plaintext"
+        } else {
+            "TLS 1.3"
+        },
         args.runs,
         if args.quick { "; --quick" } else { "" }
     );
@@ -272,6 +284,7 @@ fn workloads(args: &Args) -> Result<Vec<Workload>> {
             round_trips: args.round_trips.unwrap_or(FULL_ROUND_TRIPS / divisor),
             ping_frame: Bytes::from(codec::encode(&ping_envelope(payload_len))?),
             pong_frame: Bytes::from(codec::encode(&pong_envelope(payload_len))?),
+            plaintext: args.plaintext,
         });
     }
     Ok(out)
@@ -280,11 +293,25 @@ fn workloads(args: &Args) -> Result<Vec<Workload>> {
 // ---------------------------------------------------------------- ringkv
 
 /// Two endpoints on 127.0.0.1 that know each other's address.
-async fn ringkv_pair() -> Result<(TcpTransport, Inbox, TcpTransport, Inbox)> {
+async fn ringkv_pair(plaintext: bool) -> Result<(TcpTransport, Inbox, TcpTransport, Inbox)> {
     let secret = ClusterSecret::new(SECRET)?;
-    let config = |node| TcpConfig::new(node, CLUSTER, secret.clone(), "127.0.0.1:0");
-    let (a, a_inbox) = TcpTransport::bind(config(SENDER)).await?;
-    let (b, b_inbox) = TcpTransport::bind(config(RECEIVER)).await?;
+    let ca = ClusterCa::generate(CLUSTER)?;
+    let config = |node| -> Result<TcpConfig> {
+        let security = if plaintext {
+            PeerSecurity::InsecurePlaintext
+        } else {
+            ca.security_for(node)?
+        };
+        Ok(TcpConfig::new(
+            node,
+            CLUSTER,
+            secret.clone(),
+            security,
+            "127.0.0.1:0",
+        ))
+    };
+    let (a, a_inbox) = TcpTransport::bind(config(SENDER)?).await?;
+    let (b, b_inbox) = TcpTransport::bind(config(RECEIVER)?).await?;
     a.learn_peer(RECEIVER, &b.local_addr().to_string())?;
     b.learn_peer(SENDER, &a.local_addr().to_string())?;
     Ok((a, a_inbox, b, b_inbox))
@@ -355,7 +382,7 @@ async fn shutdown_both(a: &TcpTransport, b: &TcpTransport) -> (NetStats, NetStat
 }
 
 async fn ringkv_throughput(w: &Workload) -> Result<(Throughput, (NetStats, NetStats))> {
-    let (a, _a_inbox, b, mut b_inbox) = ringkv_pair().await?;
+    let (a, _a_inbox, b, mut b_inbox) = ringkv_pair(w.plaintext).await?;
     // Warm-up: the first frame makes node 1 dial and handshake.
     let payload = pattern(w.payload_len);
     send_retrying(&a, || ping(0, &payload)).await?;
@@ -445,7 +472,7 @@ async fn ringkv_throughput(w: &Workload) -> Result<(Throughput, (NetStats, NetSt
 }
 
 async fn ringkv_round_trips(w: &Workload) -> Result<RoundTrips> {
-    let (a, mut a_inbox, b, mut b_inbox) = ringkv_pair().await?;
+    let (a, mut a_inbox, b, mut b_inbox) = ringkv_pair(w.plaintext).await?;
     let echo: JoinHandle<Result<()>> = tokio::spawn({
         let b = b.clone();
         async move {

@@ -338,6 +338,22 @@ impl NodeCluster {
             client_addrs: Vec::new(),
             root,
         };
+        // Links between the nodes are TLS, with certificates from the
+        // binary's own `certs` command.
+        let certs = cluster.root.path().join("certs");
+        let made = Command::new(&bin)
+            .arg("certs")
+            .arg("--dir")
+            .arg(&certs)
+            .args(["--cluster", "ringkv-ffi-test"])
+            .args((1..=n).map(|id| id.to_string()))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        assert!(
+            made.status.success(),
+            "ringkv-node certs failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         let mut first_peer = None;
         for id in 1..=n {
             let dir = cluster.root.path().join(format!("node-{id}"));
@@ -350,7 +366,13 @@ impl NodeCluster {
                 .arg("--secret-file")
                 .arg(&secret)
                 .args(["--cluster", "ringkv-ffi-test"])
-                .args(["--gossip-interval-ms", "100", "--vnodes", "16"]);
+                .args(["--gossip-interval-ms", "100", "--vnodes", "16"])
+                .arg("--peer-ca")
+                .arg(certs.join("ca.pem"))
+                .arg("--peer-cert")
+                .arg(certs.join(format!("node-{id}.pem")))
+                .arg("--peer-key")
+                .arg(certs.join(format!("node-{id}.key")));
             if let Some(peer) = &first_peer {
                 cmd.args(["--seed", &format!("1@{peer}")]);
             }
