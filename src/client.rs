@@ -79,6 +79,39 @@ pub struct ClientConfig {
     /// Largest frame sent or accepted. Default 16 MiB, the node's default
     /// limit: a larger request would be refused anyway.
     pub max_frame_bytes: usize,
+    /// The user and password sent in every connection's `Hello`. Default
+    /// none: enough for a node started with `--no-client-auth`; a node that
+    /// requires authentication answers every other op `Unauthenticated`.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password for the client port. `Debug` hides the
+/// password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl Credentials {
+    /// Credentials for `user` with `password`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
@@ -91,6 +124,7 @@ impl Default for ClientConfig {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             max_frame_bytes: crate::config::DEFAULT_MAX_FRAME_BYTES,
+            credentials: None,
         }
     }
 }
@@ -430,6 +464,8 @@ impl Client {
             op: Op::Hello {
                 version: CLIENT_PROTOCOL_VERSION,
                 client: cfg.client_name.clone(),
+                user: cfg.credentials.as_ref().map(|c| c.user.clone()),
+                password: cfg.credentials.as_ref().map(|c| c.password.clone()),
             },
         };
         let (tx, rx) = oneshot::channel();

@@ -425,6 +425,13 @@ pub enum ErrorCode {
     Overloaded,
     /// The node is shutting down; retry on another node.
     ShuttingDown,
+    /// The node requires authentication and the connection has none, or
+    /// the credentials sent were wrong. Not retryable.
+    Unauthenticated,
+    /// The connection's role may not run this op (`SetBucket`, `Leave`,
+    /// `RemoveNode` and `BlockOutbound` need `admin`; writes need
+    /// `readwrite`). Not retryable.
+    PermissionDenied,
     /// Anything else.
     Internal,
 }

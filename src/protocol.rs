@@ -105,12 +105,31 @@ where
 /// What a client asks for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// Checks the protocol version; answered with [`Reply::Hello`].
+    /// Checks the protocol version and, with `user` and `password`,
+    /// authenticates the connection; answered with [`Reply::Hello`]. A node
+    /// that requires authentication answers only `Hello` until a `Hello`
+    /// with valid credentials; a later `Hello` with credentials switches
+    /// the connection to that user.
     Hello {
         /// The client's [`CLIENT_PROTOCOL_VERSION`].
         version: u32,
         /// Free text naming the client, for the node's logs.
         client: String,
+        /// The user to authenticate as (absent or null: none).
+        #[serde(
+            default,
+            deserialize_with = "null_as_default",
+            skip_serializing_if = "Option::is_none"
+        )]
+        user: Option<String>,
+        /// The user's password (absent or null: none). Sent as is: use TLS
+        /// on the client port when the network is not trusted.
+        #[serde(
+            default,
+            deserialize_with = "null_as_default",
+            skip_serializing_if = "Option::is_none"
+        )]
+        password: Option<String>,
     },
     /// Reads a key; answered with [`Reply::Object`].
     Get {
@@ -278,6 +297,53 @@ pub enum Op {
     },
 }
 
+/// What a client connection may do. Each role may do what the roles
+/// before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads: `Get`, `CounterGet`, `SetMembers`, `GetBucket`, `LocalGet`,
+    /// `PreferenceList`, `Ring`, `Status`.
+    Read,
+    /// Reads and data writes: `Put`, `Delete`, `CounterAdd`, `SetAdd`,
+    /// `SetRemove`.
+    ReadWrite,
+    /// Everything: also `SetBucket`, `Leave`, `RemoveNode` and
+    /// `BlockOutbound`.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as the protocol and the users file spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::ReadWrite => "readwrite",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Role, String> {
+        match s {
+            "read" => Ok(Role::Read),
+            "readwrite" => Ok(Role::ReadWrite),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?}: expected read, readwrite or admin"
+            )),
+        }
+    }
+}
+
 /// The most peers one [`Op::BlockOutbound`] may name: far more than any
 /// cluster a test builds, small enough that a hostile list costs nothing.
 pub const MAX_BLOCKED_PEERS: usize = 1024;
@@ -360,6 +426,30 @@ impl Op {
                 crate::replication::limits::check_members(members.iter().map(|m| m.as_slice()))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The least role that may run the op; `None` for `Hello`, which any
+    /// connection may send.
+    pub fn required_role(&self) -> Option<Role> {
+        match self {
+            Op::Hello { .. } => None,
+            Op::Get { .. }
+            | Op::CounterGet { .. }
+            | Op::SetMembers { .. }
+            | Op::GetBucket { .. }
+            | Op::Ring
+            | Op::Status
+            | Op::LocalGet { .. }
+            | Op::PreferenceList { .. } => Some(Role::Read),
+            Op::Put { .. }
+            | Op::Delete { .. }
+            | Op::CounterAdd { .. }
+            | Op::SetAdd { .. }
+            | Op::SetRemove { .. } => Some(Role::ReadWrite),
+            Op::SetBucket { .. } | Op::Leave | Op::RemoveNode { .. } | Op::BlockOutbound { .. } => {
+                Some(Role::Admin)
+            }
         }
     }
 
@@ -472,6 +562,15 @@ pub enum Reply {
         node: NodeId,
         /// The cluster's name.
         cluster: String,
+        /// The connection's role now: the authenticated user's, or `admin`
+        /// on a node that does not require authentication. Absent when the
+        /// node requires authentication and this `Hello` carried none.
+        #[serde(
+            default,
+            deserialize_with = "null_as_default",
+            skip_serializing_if = "Option::is_none"
+        )]
+        role: Option<Role>,
     },
     /// The answer to `Get`. Exactly one of three shapes: `value` set and
     /// `siblings` empty (one value); both empty (not found or deleted); or
@@ -832,6 +931,8 @@ mod tests {
             | ErrorCode::ReplicaFailed
             | ErrorCode::Overloaded
             | ErrorCode::ShuttingDown
+            | ErrorCode::Unauthenticated
+            | ErrorCode::PermissionDenied
             | ErrorCode::Internal => (),
         });
     }
@@ -874,6 +975,8 @@ mod tests {
         "ErrorCode::ReplicaFailed",
         "ErrorCode::Overloaded",
         "ErrorCode::ShuttingDown",
+        "ErrorCode::Unauthenticated",
+        "ErrorCode::PermissionDenied",
         "ErrorCode::Internal",
     ];
 

@@ -100,6 +100,7 @@ impl Handler for TestNode {
                     version: CLIENT_PROTOCOL_VERSION,
                     node: NodeId(s.node),
                     cluster: "test".into(),
+                    role: None,
                 });
             }
             s.calls.fetch_add(1, Ordering::SeqCst);
@@ -223,6 +224,8 @@ impl Raw {
             Op::Hello {
                 version: CLIENT_PROTOCOL_VERSION,
                 client: "raw".into(),
+                user: None,
+                password: None,
             },
         )
         .await;
@@ -493,6 +496,8 @@ async fn hello_with_another_version_is_refused() {
         Op::Hello {
             version: CLIENT_PROTOCOL_VERSION + 1,
             client: "future".into(),
+            user: None,
+            password: None,
         },
     )
     .await;
@@ -872,5 +877,232 @@ async fn many_tasks_share_one_connection_and_each_gets_its_own_answer() {
     assert_eq!(node.calls(), 400);
     assert_eq!(node.0.hellos.load(Ordering::SeqCst), 1);
     assert_eq!(client.connected_to().await.unwrap().1, NodeId(1));
+    port.shutdown().await;
+}
+
+// ---------------------------------------------------------------------
+// Authentication and roles.
+// ---------------------------------------------------------------------
+
+/// A port whose users are `reader`, `writer` and `admin`, each with the
+/// password `<name>-pw` (argon2id at a test's cost).
+async fn start_with_users(node: &TestNode) -> ClientPort {
+    use ringkv::node::auth::{hash_password_with_cost, Users};
+    let mut text = String::new();
+    for (name, role) in [
+        ("reader", "read"),
+        ("writer", "readwrite"),
+        ("admin", "admin"),
+    ] {
+        let hash = hash_password_with_cost(&format!("{name}-pw"), 64, 1).unwrap();
+        text.push_str(&format!(
+            "[[user]]\nname = \"{name}\"\nrole = \"{role}\"\npassword_hash = \"{hash}\"\n"
+        ));
+    }
+    let config = ClientPortConfig {
+        auth: ringkv::node::client_port::ClientAuth::Users(Arc::new(Users::parse(&text).unwrap())),
+        ..ClientPortConfig::default()
+    };
+    start(node, config).await
+}
+
+fn hello_as(user: &str, password: &str) -> Op {
+    Op::Hello {
+        version: CLIENT_PROTOCOL_VERSION,
+        client: "raw".into(),
+        user: Some(user.into()),
+        password: Some(password.into()),
+    }
+}
+
+/// One op of every role, the admin ones included.
+fn ops_by_role() -> Vec<(Op, ringkv::protocol::Role)> {
+    use ringkv::protocol::{BucketInfo, Role, WriteOptions};
+    let b = |s: &[u8]| ByteBuf::from(s.to_vec());
+    vec![
+        (get(b"b", b"k"), Role::Read),
+        (Op::Ring, Role::Read),
+        (Op::Status, Role::Read),
+        (
+            Op::Put {
+                bucket: b(b"b"),
+                key: b(b"k"),
+                value: b(b"v"),
+                context: None,
+                options: WriteOptions::default(),
+            },
+            Role::ReadWrite,
+        ),
+        (
+            Op::CounterAdd {
+                bucket: b(b"c"),
+                key: b(b"k"),
+                by: 1,
+                options: WriteOptions::default(),
+            },
+            Role::ReadWrite,
+        ),
+        (
+            Op::SetBucket {
+                bucket: b(b"b"),
+                props: BucketInfo::from(&ringkv::BucketProps::default()),
+            },
+            Role::Admin,
+        ),
+        (Op::Leave, Role::Admin),
+        (Op::RemoveNode { node: NodeId(2) }, Role::Admin),
+        (
+            Op::BlockOutbound {
+                peers: vec![NodeId(2)],
+            },
+            Role::Admin,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn without_credentials_nothing_but_hello_reaches_the_node() {
+    let node = TestNode::new(1);
+    let port = start_with_users(&node).await;
+    let mut raw = Raw::connect(&port).await;
+    // Hello without credentials: answered, with no role.
+    match raw.hello(1).await.result {
+        Ok(Reply::Hello { role, .. }) => assert_eq!(role, None),
+        other => panic!("{other:?}"),
+    }
+    for (i, (op, _)) in ops_by_role().into_iter().enumerate() {
+        let is_write = op.is_write();
+        raw.send(10 + i as u64, op).await;
+        let r = raw.recv().await.unwrap();
+        assert_eq!(r.id, 10 + i as u64);
+        assert_eq!(error_code(&r), ErrorCode::Unauthenticated);
+        let e = r.result.unwrap_err();
+        assert!(!e.retryable);
+        // A refused write was certainly not applied.
+        if is_write {
+            assert_eq!(e.indefinite, Some(false));
+        }
+    }
+    assert_eq!(node.calls(), 0, "a refused op reached the handler");
+    port.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_role_runs_its_ops_and_is_refused_the_others_before_the_node_sees_them() {
+    use ringkv::protocol::Role;
+    let node = TestNode::new(1);
+    let port = start_with_users(&node).await;
+    for (user, role) in [
+        ("reader", Role::Read),
+        ("writer", Role::ReadWrite),
+        ("admin", Role::Admin),
+    ] {
+        let mut raw = Raw::connect(&port).await;
+        raw.send(1, hello_as(user, &format!("{user}-pw"))).await;
+        match raw.recv().await.unwrap().result {
+            Ok(Reply::Hello { role: got, .. }) => assert_eq!(got, Some(role)),
+            other => panic!("{user}: {other:?}"),
+        }
+        for (i, (op, needed)) in ops_by_role().into_iter().enumerate() {
+            let name = op.name();
+            let before = node.calls();
+            raw.send(100 + i as u64, op).await;
+            let r = raw.recv().await.unwrap();
+            if role >= needed {
+                // Allowed: it reached the handler (which may not do it).
+                assert_eq!(node.calls(), before + 1, "{user} {name}");
+                if let Err(e) = &r.result {
+                    assert_ne!(e.code, ErrorCode::PermissionDenied, "{user} {name}");
+                }
+            } else {
+                assert_eq!(error_code(&r), ErrorCode::PermissionDenied, "{user} {name}");
+                let message = r.result.unwrap_err().message;
+                assert!(message.contains(needed.name()), "{message}");
+                assert_eq!(node.calls(), before, "{user} {name} reached the handler");
+            }
+        }
+    }
+    port.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_alike_and_three_close_the_connection() {
+    let node = TestNode::new(1);
+    let port = start_with_users(&node).await;
+    let mut raw = Raw::connect(&port).await;
+    let attempts = [
+        hello_as("admin", "wrong"),
+        hello_as("nobody", "admin-pw"),
+        Op::Hello {
+            version: CLIENT_PROTOCOL_VERSION,
+            client: "raw".into(),
+            user: Some("admin".into()),
+            password: None,
+        },
+    ];
+    let mut messages = Vec::new();
+    for (i, op) in attempts.into_iter().enumerate() {
+        raw.send(i as u64 + 1, op).await;
+        let r = raw.recv().await.expect("an answer before the close");
+        assert_eq!(error_code(&r), ErrorCode::Unauthenticated);
+        messages.push(r.result.unwrap_err().message);
+    }
+    // A wrong password and an unknown user read the same.
+    assert_eq!(messages[0], messages[1]);
+    // The third failure closed the connection.
+    raw.send(9, get(b"b", b"k")).await;
+    assert!(raw.recv().await.is_none(), "the connection stayed open");
+
+    // The right password on a new connection works, and switching user on
+    // the same connection changes the role.
+    let mut raw = Raw::connect(&port).await;
+    raw.send(1, hello_as("admin", "admin-pw")).await;
+    assert!(raw.recv().await.unwrap().result.is_ok());
+    raw.send(2, hello_as("reader", "reader-pw")).await;
+    assert!(raw.recv().await.unwrap().result.is_ok());
+    raw.send(3, Op::Leave).await;
+    assert_eq!(
+        error_code(&raw.recv().await.unwrap()),
+        ErrorCode::PermissionDenied
+    );
+    port.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_rust_client_sends_its_credentials_on_every_connection() {
+    use ringkv::client::Credentials;
+    let node = TestNode::new(1);
+    let port = start_with_users(&node).await;
+    let addr = port.local_addr().to_string();
+    let config = ClientConfig {
+        credentials: Some(Credentials::new("writer", "writer-pw")),
+        ..fast_client()
+    };
+    let client = Client::connect(&[&addr], config.clone()).await.unwrap();
+    client.put(b"b", b"k", b"v", None).await.unwrap();
+    assert_eq!(
+        client.get(b"b", b"k").await.unwrap().value,
+        Some(b"v".to_vec())
+    );
+    let e = client.decommission().await.unwrap_err();
+    assert_eq!(remote(&e).code, ErrorCode::PermissionDenied);
+    assert!(
+        !format!("{config:?}").contains("writer-pw"),
+        "the password leaked into Debug"
+    );
+
+    // No credentials: connected, and refused.
+    let anonymous = Client::connect(&[&addr], fast_client()).await.unwrap();
+    let e = anonymous.get(b"b", b"k").await.unwrap_err();
+    assert_eq!(remote(&e).code, ErrorCode::Unauthenticated);
+    // Wrong credentials: the connect itself fails, and says why.
+    let wrong = ClientConfig {
+        credentials: Some(Credentials::new("writer", "nope")),
+        ..fast_client()
+    };
+    let Err(e) = Client::connect(&[&addr], wrong).await else {
+        panic!("connected with a wrong password");
+    };
+    assert_eq!(remote(&e).code, ErrorCode::Unauthenticated, "{e}");
     port.shutdown().await;
 }

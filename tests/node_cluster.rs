@@ -278,6 +278,7 @@ async fn node_prints_its_ready_line_and_exits_0_on_sigterm_and_sigint() {
                 &file("node-9.pem"),
                 "--peer-key",
                 &file("node-9.key"),
+                "--no-client-auth",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -347,7 +348,7 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
             cert2.display().to_string(),
             key2.display().to_string(),
         );
-        let tls_cases: Vec<(Vec<&str>, &str)> = vec![
+        let mut tls_cases: Vec<(Vec<&str>, &str)> = vec![
             (
                 vec!["--id", "1", "--data-dir", &dir, "--secret-file", &secret],
                 "links between nodes use TLS: give --peer-ca, --peer-cert and --peer-key",
@@ -503,6 +504,10 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
         // These are about other flags: no certificates needed.
         for (args, _) in &mut cases {
             args.push("--insecure-plaintext-peers");
+            args.push("--no-client-auth");
+        }
+        for (args, _) in &mut tls_cases {
+            args.push("--no-client-auth");
         }
         cases.extend(tls_cases);
         for (args, want) in cases {
@@ -541,6 +546,7 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
                 "--client-listen",
                 client,
                 "--insecure-plaintext-peers",
+                "--no-client-auth",
             ];
             let (status, stderr) = run_to_exit(&args).await;
             assert_eq!(status.code(), Some(2), "{flag}: {stderr}");
@@ -574,6 +580,7 @@ async fn a_data_directory_serves_one_process_and_one_node() {
                 &dir,
                 "--secret-file",
                 &secret,
+                "--no-client-auth",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -628,7 +635,7 @@ async fn a_toml_file_starts_a_node_and_flags_override_it() {
             "id = 4\nlisten = \"127.0.0.1:0\"\nclient_listen = \"127.0.0.1:0\"\n\
              data_dir = \"data-dir\"\nsecret_file = \"secret\"\nengine = \"lsm\"\n\
              cluster = \"from-file\"\ngossip_interval_ms = 200\n\
-             peer_ca = \"ca.pem\"\npeer_cert = \"node-5.pem\"\npeer_key = \"node-5.key\"\n",
+             peer_ca = \"ca.pem\"\npeer_cert = \"node-5.pem\"\npeer_key = \"node-5.key\"\nno_client_auth = true\n",
         );
         let ca = ringkv::ClusterCa::generate("from-file").unwrap();
         let creds = ca.issue(NodeId(5)).unwrap();
@@ -651,6 +658,165 @@ async fn a_toml_file_starts_a_node_and_flags_override_it() {
         assert_eq!(owner, "cluster=from-file\nnode=5\n");
         let _ = child.start_kill();
         let _ = child.wait().await;
+    })
+    .await
+}
+
+/// Runs `ringkv-node users add` at a test's argon2 cost, the password on
+/// stdin.
+async fn users_add(file: &std::path::Path, name: &str, role: &str, password: &str) {
+    let mut child = tokio::process::Command::new(cluster::NODE_BIN)
+        .args(["users", "add", "--file"])
+        .arg(file)
+        .args([
+            "--name",
+            name,
+            "--role",
+            role,
+            "--memory-kib",
+            "64",
+            "--passes",
+            "1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{password}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("users add ends")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "users add {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_users_serves_each_role_its_ops_and_no_one_else() {
+    use ringkv::client::Credentials;
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let users_dir = tempfile::tempdir().unwrap();
+        let users = users_dir.path().join("users.toml");
+        users_add(&users, "admin", "admin", "admin password").await;
+        users_add(&users, "app", "readwrite", "app password").await;
+        users_add(&users, "viewer", "read", "viewer password").await;
+        let users_flag = users.display().to_string();
+        let cluster =
+            Cluster::start_with(2, &["--users-file", &users_flag, "--allow-fault-injection"]).await;
+        let addr = cluster.node(1).client.to_string();
+        let as_user = |user: Option<(&str, &str)>| ClientConfig {
+            credentials: user.map(|(u, p)| Credentials::new(u, p)),
+            max_attempts: 1,
+            ..client_config()
+        };
+        let connect = |config: ClientConfig| {
+            let addr = addr.clone();
+            async move {
+                match Client::connect(&[addr], config).await {
+                    Ok(c) => c,
+                    Err(e) => panic!("connect: {e}"),
+                }
+            }
+        };
+        let code = |r: Result<_, Error>| match r {
+            Err(Error::Remote(reply)) => reply.code,
+            Err(e) => panic!("expected a node's refusal, got {e}"),
+            Ok(_) => panic!("expected a refusal, got success"),
+        };
+        let admin = connect(as_user(Some(("admin", "admin password")))).await;
+        // The two nodes form a cluster: an admin sees it.
+        assert!(
+            wait_until(SETTLE, || async {
+                admin
+                    .ring()
+                    .await
+                    .is_ok_and(|r| r.nodes.len() == 2 && r.change.is_none())
+            })
+            .await,
+            "the cluster did not form\n{}",
+            cluster.logs()
+        );
+
+        // Anyone: nothing but Hello.
+        let anonymous = connect(as_user(None)).await;
+        assert_eq!(
+            code(anonymous.get(b"b", b"k").await.map(|_| ())),
+            ErrorCode::Unauthenticated
+        );
+        assert_eq!(
+            code(anonymous.decommission().await.map(|_| ())),
+            ErrorCode::Unauthenticated
+        );
+        let props = admin.bucket(b"b").await.unwrap();
+        assert_eq!(
+            code(anonymous.set_bucket(b"b", props.clone()).await.map(|_| ())),
+            ErrorCode::Unauthenticated
+        );
+        // A wrong password does not connect.
+        let wrong = Client::connect(
+            std::slice::from_ref(&addr),
+            as_user(Some(("admin", "guess"))),
+        )
+        .await;
+        assert!(matches!(wrong, Err(Error::Remote(ref r)) if r.code == ErrorCode::Unauthenticated));
+
+        // read: reads only.
+        let viewer = connect(as_user(Some(("viewer", "viewer password")))).await;
+        viewer.get(b"b", b"k").await.unwrap();
+        viewer.status().await.unwrap();
+        assert_eq!(
+            code(viewer.put(b"b", b"k", b"v", None).await.map(|_| ())),
+            ErrorCode::PermissionDenied
+        );
+
+        // readwrite: data, not admin ops.
+        let app = connect(as_user(Some(("app", "app password")))).await;
+        app.put(b"b", b"k", b"v", None).await.unwrap();
+        assert_eq!(
+            viewer.get(b"b", b"k").await.unwrap().value,
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            code(app.decommission().await.map(|_| ())),
+            ErrorCode::PermissionDenied
+        );
+        assert_eq!(
+            code(app.remove_node(NodeId(2)).await.map(|_| ())),
+            ErrorCode::PermissionDenied
+        );
+        assert_eq!(
+            code(app.set_bucket(b"b", props.clone()).await.map(|_| ())),
+            ErrorCode::PermissionDenied
+        );
+        assert_eq!(
+            code(app.block_outbound(&[NodeId(2)]).await.map(|_| ())),
+            ErrorCode::PermissionDenied
+        );
+
+        // None of that touched the ring: both nodes are still in it.
+        let ring = admin.ring().await.unwrap();
+        assert_eq!(ring.nodes.len(), 2, "{ring:?}");
+        assert!(
+            ring.change.is_none(),
+            "a refused op started a change: {ring:?}"
+        );
+        // The admin may run them.
+        admin.set_bucket(b"b", props).await.unwrap();
+        assert_eq!(
+            admin.block_outbound(&[]).await.unwrap(),
+            Vec::<NodeId>::new()
+        );
     })
     .await
 }

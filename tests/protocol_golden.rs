@@ -171,6 +171,20 @@ mod values {
             Op::Hello {
                 version: 1,
                 client: "py".into(),
+                user: None,
+                password: None,
+            },
+        )
+    }
+
+    pub fn hello_with_credentials() -> Request {
+        request(
+            1,
+            Op::Hello {
+                version: 1,
+                client: "py".into(),
+                user: Some("ann".into()),
+                password: Some("pw".into()),
             },
         )
     }
@@ -413,6 +427,19 @@ mod values {
                 version: 1,
                 node: NodeId(7),
                 cluster: "ringkv".into(),
+                role: None,
+            },
+        )
+    }
+
+    pub fn reply_hello_with_role() -> Response {
+        ok(
+            1,
+            Reply::Hello {
+                version: 1,
+                node: NodeId(7),
+                cluster: "ringkv".into(),
+                role: Some(ringkv::protocol::Role::Admin),
             },
         )
     }
@@ -613,6 +640,23 @@ fn request_hello() {
                  65 48656c6c6f a2
                      67 76657273696f6e 01
                      66 636c69656e74 62 7079",
+    );
+}
+
+#[test]
+fn request_hello_with_credentials() {
+    use values::*;
+    // {"id": 1, "op": {"Hello": {"version": 1, "client": "py", "user": "ann", "password": "pw"}}}
+    check(
+        hello_with_credentials(),
+        "a2
+             62 6964 01
+             62 6f70 a1
+                 65 48656c6c6f a4
+                     67 76657273696f6e 01
+                     66 636c69656e74 62 7079
+                     64 75736572 63 616e6e
+                     68 70617373776f7264 62 7077",
     );
 }
 
@@ -978,6 +1022,25 @@ fn response_hello() {
                          67 76657273696f6e 01
                          64 6e6f6465 07
                          67 636c7573746572 66 72696e676b76",
+    );
+}
+
+#[test]
+fn response_hello_with_role() {
+    use values::*;
+    // {"id": 1, "result": {"Ok": {"Hello": {"version": 1, "node": 7, "cluster": "ringkv",
+    // "role": "admin"}}}}
+    check(
+        reply_hello_with_role(),
+        "a2
+             62 6964 01
+             66 726573756c74 a1
+                 62 4f6b a1
+                     65 48656c6c6f a4
+                         67 76657273696f6e 01
+                         64 6e6f6465 07
+                         67 636c7573746572 66 72696e676b76
+                         64 726f6c65 65 61646d696e",
     );
 }
 
@@ -1358,6 +1421,14 @@ fn every_error_code_is_a_bare_text_string() {
     check(ErrorCode::ReplicaFailed, "6d 5265706c6963614661696c6564"); // "ReplicaFailed"
     check(ErrorCode::Overloaded, "6a 4f7665726c6f61646564"); // "Overloaded"
     check(ErrorCode::ShuttingDown, "6c 5368757474696e67446f776e"); // "ShuttingDown"
+    check(
+        ErrorCode::Unauthenticated,
+        "6f 556e61757468656e74696361746564",
+    ); // "Unauthenticated"
+    check(
+        ErrorCode::PermissionDenied,
+        "70 5065726d697373696f6e44656e696564",
+    ); // "PermissionDenied"
     check(ErrorCode::Internal, "68 496e7465726e616c"); // "Internal"
 }
 

@@ -39,6 +39,7 @@ impl Handler for MapNode {
                     version: CLIENT_PROTOCOL_VERSION,
                     node: NodeId(4),
                     cluster: "pytest".into(),
+                    role: None,
                 }),
                 Op::Get { bucket, key, .. } => {
                     let value = map

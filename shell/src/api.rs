@@ -34,6 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, Position, INT};
+use ringkv::client::Credentials;
 use ringkv::crdt::CrdtKind;
 use ringkv::protocol::{BucketInfo, Op, ReadOptions, Reply, WriteOptions};
 use ringkv::replication::get::Repair;
@@ -1338,7 +1339,39 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     let c = Arc::clone(ctx);
     engine.register_fn("connect", move |addr: &str| -> ApiResult<Handle> {
         let rt = c.runtime()?;
-        let remote: Arc<dyn Backend> = Arc::new(Remote::connect(rt, addr).map_err(fail)?);
+        let remote: Arc<dyn Backend> = Arc::new(Remote::connect(rt, addr, None).map_err(fail)?);
+        c.set_target(Arc::clone(&remote));
+        Ok(Handle(remote))
+    });
+    let c = Arc::clone(ctx);
+    engine.register_fn("connect", move |addr: &str, m: Map| -> ApiResult<Handle> {
+        let text = |key: &str| -> ApiResult<Option<String>> {
+            match m.get(key) {
+                None => Ok(None),
+                Some(v) if v.is_unit() => Ok(None),
+                Some(v) => v
+                    .clone()
+                    .into_string()
+                    .map(Some)
+                    .map_err(|t| fail(format!("connect: {key} must be a string, got {t}"))),
+            }
+        };
+        if let Some(unknown) = m
+            .keys()
+            .find(|k| !["user", "password"].contains(&k.as_str()))
+        {
+            return Err(fail(format!(
+                "connect: unknown option {unknown} (options: user, password)"
+            )));
+        }
+        let credentials = match (text("user")?, text("password")?) {
+            (Some(user), Some(password)) => Some(Credentials::new(user, password)),
+            (None, None) => None,
+            _ => return Err(fail("connect: user and password go together")),
+        };
+        let rt = c.runtime()?;
+        let remote: Arc<dyn Backend> =
+            Arc::new(Remote::connect(rt, addr, credentials).map_err(fail)?);
         c.set_target(Arc::clone(&remote));
         Ok(Handle(remote))
     });

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use ringkv::client::{Client, ClientConfig};
+use ringkv::client::{Client, ClientConfig, Credentials};
 use ringkv::embedded::cluster::FaultCounts;
 use ringkv::protocol::{Op, Reply, RingView, StatusView, TransferView};
 use ringkv::MemberStatus;
@@ -350,11 +350,20 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Connects to `addr` (`HOST:PORT` of a node's client port).
-    pub fn connect(rt: Arc<Runtime>, addr: &str) -> Result<Remote, String> {
+    /// Connects to `addr` (`HOST:PORT` of a node's client port), as the
+    /// user of `credentials` when given.
+    pub fn connect(
+        rt: Arc<Runtime>,
+        addr: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<Remote, String> {
         let target = addr.to_string();
+        let config = ClientConfig {
+            credentials,
+            ..ClientConfig::default()
+        };
         let client = rt
-            .run(move || async move { Client::connect(&[target], ClientConfig::default()).await })?
+            .run(move || async move { Client::connect(&[target], config).await })?
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
         Ok(Remote {
             rt,

@@ -551,3 +551,93 @@ fn functions_a_sim_cannot_have_fail_naming_themselves_and_the_rest_work() {
     "#;
     ok(&script);
 }
+
+/// A client port that requires authentication, in this test's process, in
+/// front of a node that stores nothing: `viewer` (read) may get, nobody
+/// else may do anything. Returns the runtime that serves it and its
+/// address.
+fn authenticating_port() -> (tokio::runtime::Runtime, String) {
+    use ringkv::node::auth::{hash_password_with_cost, Users};
+    use ringkv::node::client_port::{ClientAuth, ClientPort, ClientPortConfig};
+    use ringkv::protocol::{Handler, Op, Reply};
+    use std::sync::Arc;
+
+    struct Empty;
+    impl Handler for Empty {
+        fn execute(
+            &self,
+            op: Op,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ringkv::Result<Reply>> + Send>>
+        {
+            Box::pin(async move {
+                match op {
+                    Op::Hello { .. } => Ok(Reply::Hello {
+                        version: ringkv::protocol::CLIENT_PROTOCOL_VERSION,
+                        node: ringkv::NodeId(1),
+                        cluster: "auth-test".into(),
+                        role: None,
+                    }),
+                    Op::Get { .. } => Ok(Reply::Object {
+                        value: None,
+                        siblings: vec![],
+                        context: serde_bytes::ByteBuf::from(vec![0xa0]),
+                        receipt: Default::default(),
+                    }),
+                    other => Err(ringkv::Error::InvalidInput(format!("not {}", other.name()))),
+                }
+            })
+        }
+    }
+    let hash = hash_password_with_cost("viewer-pw", 64, 1).unwrap();
+    let users = Users::parse(&format!(
+        "[[user]]\nname = \"viewer\"\nrole = \"read\"\npassword_hash = \"{hash}\"\n"
+    ))
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = ClientPortConfig {
+        auth: ClientAuth::Users(Arc::new(users)),
+        ..ClientPortConfig::default()
+    };
+    let port = rt
+        .block_on(ClientPort::start("127.0.0.1:0", Arc::new(Empty), config))
+        .unwrap();
+    let addr = port.local_addr().to_string();
+    // The port runs on `rt` until the runtime is dropped.
+    std::mem::forget(port);
+    (rt, addr)
+}
+
+#[test]
+fn connect_authenticates_with_user_and_password() {
+    let (_rt, addr) = authenticating_port();
+    let out = ok(&format!(
+        r#"
+        connect("{addr}");
+        try {{ get("k"); print("anonymous got through"); }} catch (e) {{ print("anonymous: " + e); }}
+        try {{ connect("{addr}", #{{ user: "viewer", password: "guess" }}); print("guess got through"); }}
+        catch (e) {{ print("guess: " + e); }}
+        try {{ connect("{addr}", #{{ user: "viewer" }}); }} catch (e) {{ print("half: " + e); }}
+        try {{ connect("{addr}", #{{ user: "viewer", pass: "x" }}); }} catch (e) {{ print("typo: " + e); }}
+        connect("{addr}", #{{ user: "viewer", password: "viewer-pw" }});
+        print("viewer found: " + get("k").found);
+        try {{ put("k", "v"); print("put got through"); }} catch (e) {{ print("put: " + e); }}
+        "#
+    ));
+    assert!(!out.contains("got through"), "{out}");
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {out}"))
+            .to_string()
+    };
+    assert!(line("anonymous:").contains("Unauthenticated"), "{out}");
+    assert!(line("guess:").contains("Unauthenticated"), "{out}");
+    assert!(line("half:").contains("go together"), "{out}");
+    assert!(line("typo:").contains("unknown option pass"), "{out}");
+    assert_eq!(line("viewer found:"), "viewer found: false");
+    assert!(line("put:").contains("PermissionDenied"), "{out}");
+}

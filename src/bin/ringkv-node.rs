@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ringkv::node::cli::{self, Args, DirOwner, NodeSetup};
-use ringkv::node::client_port::{ClientPort, ClientPortConfig};
+use ringkv::node::client_port::{ClientAuth, ClientPort, ClientPortConfig};
 use ringkv::node::{Node, TransportParts};
 use ringkv::protocol::Handler;
 use ringkv::TcpTransport;
@@ -64,6 +64,24 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("ringkv-node certs: {e}");
+                ExitCode::from(EXIT_REFUSED)
+            }
+        };
+    }
+    if let Some(cli::Command::Users(cli::UsersCommand::Add(add))) = &args.command {
+        let mut password = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut password) {
+            eprintln!("ringkv-node users add: reading the password from stdin: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+        let password = password.trim_end_matches(['\n', '\r']);
+        return match cli::add_user(add, password) {
+            Ok(()) => {
+                println!("{} is now {} in {}", add.name, add.role, add.file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringkv-node users add: {e}");
                 ExitCode::from(EXIT_REFUSED)
             }
         };
@@ -144,6 +162,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         node: node_config,
         tcp,
         client_listen,
+        client_auth,
         data_dir: _,
     } = setup;
     let id = node_config.id;
@@ -163,7 +182,17 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
     .map_err(|e| Failure::Start(e.to_string()))?;
 
     let handler: Arc<dyn Handler> = Arc::new(node.clone());
-    let port = match ClientPort::start(&client_listen, handler, ClientPortConfig::default()).await {
+    if client_auth == ClientAuth::Open {
+        tracing::warn!(
+            "the client port does not authenticate (--no-client-auth): anyone who reaches it \
+             may run every op, admin ops included"
+        );
+    }
+    let port_config = ClientPortConfig {
+        auth: client_auth,
+        ..ClientPortConfig::default()
+    };
+    let port = match ClientPort::start(&client_listen, handler, port_config).await {
         Ok(port) => port,
         Err(e) => {
             node.shutdown().await;

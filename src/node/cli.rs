@@ -32,6 +32,9 @@ use crate::config::{
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::net::tls::{ClusterCa, NodeCredentials, PeerSecurity};
+use crate::node::auth::{self, Users};
+use crate::node::client_port::ClientAuth;
+use crate::protocol::Role;
 
 /// Node-to-node address when neither the flag nor the file gives one:
 /// loopback, so that a node started without thought is not reachable from
@@ -174,6 +177,14 @@ pub struct Args {
     /// for production.
     #[arg(long)]
     pub allow_fault_injection: bool,
+    /// The users who may use the client port, with their roles and
+    /// password hashes (make it with `ringkv-node users add`).
+    #[arg(long, value_name = "FILE")]
+    pub users_file: Option<PathBuf>,
+    /// Serve the client port without authentication: anyone who can reach
+    /// it may run every op, admin ops included. For tests on one machine.
+    #[arg(long)]
+    pub no_client_auth: bool,
     /// At start, verify every table and WAL segment of the lsm engine,
     /// move damaged ones (and ones its manifest cannot account for) into
     /// <data-dir>/data/quarantine/ (never deleting them), then start
@@ -192,6 +203,47 @@ pub enum Command {
     /// ca.pem --peer-cert node-<id>.pem --peer-key node-<id>.key`; keep
     /// `ca.key` off the nodes.
     Certs(CertsArgs),
+    /// Manage the users file of the client port.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `ringkv-node users ...`.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Add a user, or replace one's role and password, reading the
+    /// password from the first line of stdin. This is how the first admin
+    /// is made, before the node starts.
+    Add(UsersAddArgs),
+}
+
+/// The flags of `ringkv-node users add`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct UsersAddArgs {
+    /// The users file (made if missing, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// The user's name: 1 to 64 ASCII letters, digits or _.-@.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// read, readwrite or admin.
+    #[arg(long, value_name = "ROLE")]
+    pub role: String,
+    /// argon2id memory cost in KiB. Default 19456 (19 MiB), OWASP's
+    /// recommendation; every `Hello` with this user costs that much memory
+    /// and tens of milliseconds of CPU.
+    #[arg(long, value_name = "KIB", default_value_t = 19_456)]
+    pub memory_kib: u32,
+    /// argon2id passes. Default 2.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub passes: u32,
+}
+
+/// Runs `ringkv-node users add` with `password` (already read).
+pub fn add_user(args: &UsersAddArgs, password: &str) -> Result<()> {
+    let role: Role = args.role.parse().map_err(Error::InvalidInput)?;
+    let hash = auth::hash_password_with_cost(password, args.memory_kib, args.passes)?;
+    auth::add_user(&args.file, &args.name, role, hash)
 }
 
 /// The flags of `ringkv-node certs`.
@@ -314,6 +366,10 @@ pub struct FileConfig {
     pub allow_fault_injection: Option<bool>,
     /// As `--salvage` (the flag can only turn it on).
     pub salvage: Option<bool>,
+    /// As `--users-file`.
+    pub users_file: Option<PathBuf>,
+    /// As `--no-client-auth` (the flag can only turn it on).
+    pub no_client_auth: Option<bool>,
 }
 
 impl FileConfig {
@@ -352,6 +408,7 @@ impl FileConfig {
             &mut file.peer_ca,
             &mut file.peer_cert,
             &mut file.peer_key,
+            &mut file.users_file,
         ]
         .into_iter()
         .flatten()
@@ -374,6 +431,8 @@ pub struct NodeSetup {
     pub tcp: TcpConfig,
     /// Where the client port listens.
     pub client_listen: String,
+    /// Who may use the client port.
+    pub client_auth: ClientAuth,
     /// The data directory, when there is one (always, except for a memory
     /// engine started without `--data-dir`).
     pub data_dir: Option<PathBuf>,
@@ -393,7 +452,39 @@ pub fn load(args: Args) -> Result<NodeSetup> {
         .ok_or_else(|| Error::InvalidInput("--secret-file is required".into()))?;
     let secret = read_secret(&secret_path)?;
     let keys = read_peer_keys(&args, &file)?;
-    resolve(args, file, secret, keys)
+    let client_auth = read_client_auth(&args, &file)?;
+    resolve(args, file, secret, keys, client_auth)
+}
+
+/// Reads the users file named by the flag or the file, or notes
+/// `--no-client-auth`. Giving both, neither, or a file with no user is
+/// refused with what to do.
+pub fn read_client_auth(args: &Args, file: &FileConfig) -> Result<ClientAuth> {
+    let open = args.no_client_auth || file.no_client_auth.unwrap_or(false);
+    let path = args.users_file.clone().or(file.users_file.clone());
+    match (open, path) {
+        (true, Some(_)) => Err(Error::InvalidInput(
+            "give either --users-file or --no-client-auth, not both".into(),
+        )),
+        (true, None) => Ok(ClientAuth::Open),
+        (false, None) => Err(Error::InvalidInput(
+            "the client port requires authentication: make the first admin with \
+             `ringkv-node users add --file users.toml --name admin --role admin` (it reads the \
+             password from stdin) and give --users-file users.toml, or --no-client-auth for a \
+             test on one machine"
+                .into(),
+        )),
+        (false, Some(path)) => {
+            let users = Users::read(&path)?;
+            if users.is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "users file {} has no user: add one with `ringkv-node users add`",
+                    path.display()
+                )));
+            }
+            Ok(ClientAuth::Users(std::sync::Arc::new(users)))
+        }
+    }
 }
 
 /// How a node will protect its links, as read from its files: what
@@ -466,6 +557,7 @@ pub fn resolve(
     file: FileConfig,
     secret: ClusterSecret,
     keys: PeerKeys,
+    client_auth: ClientAuth,
 ) -> Result<NodeSetup> {
     let id = args
         .id
@@ -592,6 +684,7 @@ pub fn resolve(
         node,
         tcp,
         client_listen,
+        client_auth,
         data_dir,
     })
 }
@@ -844,6 +937,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
         )
         .unwrap();
         assert_eq!(s.node.id, NodeId(3));
@@ -888,6 +982,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
         )
         .unwrap();
         assert_eq!(s.tcp.listen, DEFAULT_LISTEN);
@@ -918,6 +1013,7 @@ mod tests {
             file,
             secret(),
             PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
         )
         .unwrap();
         assert_eq!(s.node.id, NodeId(8));
@@ -1029,6 +1125,7 @@ mod tests {
                 FileConfig::default(),
                 secret(),
                 PeerKeys::InsecurePlaintext,
+                ClientAuth::Open,
             )
             .map(|_| ())
             .map_err(message);
@@ -1044,6 +1141,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
         )
         .unwrap();
         assert_eq!(s.node.storage, StorageConfig::Memory);
@@ -1058,6 +1156,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
         )
         .unwrap();
         assert!(!s.node.allow_fault_injection, "fault injection is opt-in");
@@ -1080,6 +1179,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
         )
         .unwrap();
         assert!(s.node.allow_fault_injection);
@@ -1099,7 +1199,14 @@ mod tests {
             "--transfer-batch-bytes",
             "1024",
         ]);
-        let s = resolve(a, file, secret(), PeerKeys::InsecurePlaintext).unwrap();
+        let s = resolve(
+            a,
+            file,
+            secret(),
+            PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
+        )
+        .unwrap();
         assert!(s.node.allow_fault_injection);
         assert_eq!(s.node.transfer.bytes_per_sec, 0, "0: unthrottled");
         assert_eq!(s.node.transfer.max_batch_bytes, 1024, "the flag wins");
@@ -1118,6 +1225,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
         )
         .unwrap();
         assert!(!salvage_of(&s), "salvage is opt-in");
@@ -1127,13 +1235,21 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
         )
         .unwrap();
         assert!(salvage_of(&s));
         let a = args(&["--id", "1", "--data-dir", "/d"]);
         let file = FileConfig::parse("salvage = true\n").unwrap();
         assert!(salvage_of(
-            &resolve(a, file, secret(), PeerKeys::InsecurePlaintext).unwrap()
+            &resolve(
+                a,
+                file,
+                secret(),
+                PeerKeys::InsecurePlaintext,
+                ClientAuth::Open
+            )
+            .unwrap()
         ));
         let a = args(&[
             "--id",
@@ -1150,6 +1266,7 @@ mod tests {
                 FileConfig::default(),
                 secret(),
                 PeerKeys::InsecurePlaintext,
+                ClientAuth::Open,
             )
             .unwrap_err(),
         );
@@ -1173,7 +1290,14 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         let file = FileConfig::parse(&text).unwrap();
         assert_eq!(file.id, Some(1));
-        let s = resolve(Args::default(), file, secret(), PeerKeys::InsecurePlaintext).unwrap();
+        let s = resolve(
+            Args::default(),
+            file,
+            secret(),
+            PeerKeys::InsecurePlaintext,
+            ClientAuth::Open,
+        )
+        .unwrap();
         assert_eq!(s.node.id, NodeId(1));
         // Every key of FileConfig appears in the example, commented or not.
         for key in [
@@ -1189,6 +1313,8 @@ mod tests {
             "peer_cert",
             "peer_key",
             "insecure_plaintext_peers",
+            "users_file",
+            "no_client_auth",
             "vnodes",
             "sync",
             "sync_interval_ms",
@@ -1251,7 +1377,14 @@ mod tests {
         ];
         let keys = read_peer_keys(&args(&all), &FileConfig::default()).unwrap();
         let a = args(&["--id", "3", "--engine", "memory"]);
-        let s = resolve(a, FileConfig::default(), secret(), keys.clone()).unwrap();
+        let s = resolve(
+            a,
+            FileConfig::default(),
+            secret(),
+            keys.clone(),
+            ClientAuth::Open,
+        )
+        .unwrap();
         assert!(s.tcp.security.is_encrypted());
         // The same files for another id: refused, naming both.
         let m = message(
@@ -1260,6 +1393,7 @@ mod tests {
                 FileConfig::default(),
                 secret(),
                 keys,
+                ClientAuth::Open,
             )
             .unwrap_err(),
         );
@@ -1298,6 +1432,78 @@ mod tests {
         ];
         let m = message(read_peer_keys(&args(&gone), &FileConfig::default()).unwrap_err());
         assert!(m.contains("/nonexistent/ca.pem"), "{m}");
+    }
+
+    #[test]
+    fn the_client_port_needs_users_or_the_open_flag_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.toml");
+        let users_flag = users.display().to_string();
+        let m = message(read_client_auth(&args(&[]), &FileConfig::default()).unwrap_err());
+        assert!(
+            m.contains("ringkv-node users add") && m.contains("--no-client-auth"),
+            "{m}"
+        );
+        assert_eq!(
+            read_client_auth(&args(&["--no-client-auth"]), &FileConfig::default()).unwrap(),
+            ClientAuth::Open
+        );
+        // A missing file, then an empty one, then one with a user.
+        let m = message(
+            read_client_auth(
+                &args(&["--users-file", &users_flag]),
+                &FileConfig::default(),
+            )
+            .unwrap_err(),
+        );
+        assert!(m.contains("users.toml"), "{m}");
+        fs::write(&users, "").unwrap();
+        let m = message(
+            read_client_auth(
+                &args(&["--users-file", &users_flag]),
+                &FileConfig::default(),
+            )
+            .unwrap_err(),
+        );
+        assert!(m.contains("has no user"), "{m}");
+        let add = UsersAddArgs {
+            file: users.clone(),
+            name: "admin".into(),
+            role: "admin".into(),
+            memory_kib: 64,
+            passes: 1,
+        };
+        add_user(&add, "pw").unwrap();
+        let bad_role = UsersAddArgs {
+            role: "root".into(),
+            ..add.clone()
+        };
+        assert!(message(add_user(&bad_role, "pw").unwrap_err()).contains("unknown role"));
+        match read_client_auth(
+            &args(&["--users-file", &users_flag]),
+            &FileConfig::default(),
+        )
+        .unwrap()
+        {
+            ClientAuth::Users(u) => assert_eq!(u.verify("admin", "pw"), Some(Role::Admin)),
+            ClientAuth::Open => panic!("users were given"),
+        }
+        let m = message(
+            read_client_auth(
+                &args(&["--users-file", &users_flag, "--no-client-auth"]),
+                &FileConfig::default(),
+            )
+            .unwrap_err(),
+        );
+        assert!(m.contains("not both"), "{m}");
+        let file = FileConfig {
+            no_client_auth: Some(true),
+            ..FileConfig::default()
+        };
+        assert_eq!(
+            read_client_auth(&args(&[]), &file).unwrap(),
+            ClientAuth::Open
+        );
     }
 
     #[test]

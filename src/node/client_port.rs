@@ -34,12 +34,24 @@
 //!
 //! # What it does not do
 //!
-//! No authentication or encryption (the client port is meant for a trusted
-//! network, like the node's peer port before its handshake), no idle
-//! timeout (the connection limit bounds what idle connections can hold),
-//! and no meaning for any op beyond `Hello`'s version check.
+//! No encryption (the client port is meant for a trusted network; see
+//! `docs/security.md`), no idle timeout (the connection limit bounds what
+//! idle connections can hold), and no meaning for any op beyond `Hello`'s
+//! version check and credentials.
+//!
+//! # Authentication
+//!
+//! With [`ClientAuth::Users`], a connection runs nothing but `Hello` until a
+//! `Hello` carries a user and password of the table; every other op gets
+//! [`ErrorCode::Unauthenticated`]. After that each op is checked against
+//! the user's role ([`Op::required_role`]) and refused with
+//! [`ErrorCode::PermissionDenied`] when the role is too low. Both refusals
+//! happen before the op reaches the handler, so a refused write is
+//! certainly not applied. A connection is closed after
+//! `max_auth_failures` wrong `Hello`s.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +67,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::node::auth::Users;
 use crate::protocol::{
-    ErrorCode, ErrorReply, Handler, Op, Request, Response, CLIENT_PROTOCOL_VERSION,
+    ErrorCode, ErrorReply, Handler, Op, Reply, Request, Response, Role, CLIENT_PROTOCOL_VERSION,
 };
 
 /// The limits of a [`ClientPort`]. Every default is chosen so that one
@@ -93,7 +106,53 @@ pub struct ClientPortConfig {
     /// the client reads it. Default 1 s: the frame is tiny, and a client
     /// that has not stopped sending within a second is not listening.
     pub refusal_timeout: Duration,
+    /// Who may connect, and with which role. Default [`ClientAuth::Open`]
+    /// for the library (an embedded cluster's port is the embedding
+    /// program's own); `ringkv-node` requires users unless started with
+    /// `--no-client-auth`.
+    pub auth: ClientAuth,
+    /// Failed `Hello`s one connection may make before it is closed.
+    /// Default 3: enough for a typo, too few to guess a password on one
+    /// connection.
+    pub max_auth_failures: u32,
+    /// Password checks running at once, for the whole port. Default 2: a
+    /// check costs tens of milliseconds of CPU by design, so a flood of
+    /// wrong passwords can take two threads' worth at most, and waits in
+    /// line rather than starving requests.
+    pub max_concurrent_auth: usize,
 }
+
+/// Who may use a client port.
+#[derive(Clone, Default)]
+pub enum ClientAuth {
+    /// No authentication: every connection may run every op (`admin`).
+    #[default]
+    Open,
+    /// Only users of this table, each with its role; a connection runs
+    /// nothing but `Hello` until it has authenticated.
+    Users(Arc<Users>),
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAuth::Open => f.write_str("Open"),
+            ClientAuth::Users(users) => write!(f, "{users:?}"),
+        }
+    }
+}
+
+impl PartialEq for ClientAuth {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ClientAuth::Open, ClientAuth::Open) => true,
+            (ClientAuth::Users(a), ClientAuth::Users(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ClientAuth {}
 
 impl Default for ClientPortConfig {
     fn default() -> Self {
@@ -103,6 +162,9 @@ impl Default for ClientPortConfig {
             max_in_flight_per_connection: 128,
             shutdown_grace: Duration::from_secs(5),
             refusal_timeout: Duration::from_secs(1),
+            auth: ClientAuth::Open,
+            max_auth_failures: 3,
+            max_concurrent_auth: 2,
         }
     }
 }
@@ -117,9 +179,14 @@ impl ClientPortConfig {
                 self.max_frame_bytes
             )));
         }
-        if self.max_connections == 0 || self.max_in_flight_per_connection == 0 {
+        if self.max_connections == 0
+            || self.max_in_flight_per_connection == 0
+            || self.max_auth_failures == 0
+            || self.max_concurrent_auth == 0
+        {
             return Err(Error::InvalidInput(
-                "client port: max_connections and max_in_flight_per_connection must be at least 1"
+                "client port: max_connections, max_in_flight_per_connection, max_auth_failures \
+                 and max_concurrent_auth must be at least 1"
                     .into(),
             ));
         }
@@ -140,6 +207,8 @@ struct Shared {
     handler: Arc<dyn Handler>,
     config: ClientPortConfig,
     stop: CancellationToken,
+    /// Bounds the password checks running at once.
+    auth_slots: Arc<Semaphore>,
 }
 
 impl ClientPort {
@@ -161,6 +230,7 @@ impl ClientPort {
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared {
             handler,
+            auth_slots: Arc::new(Semaphore::new(config.max_concurrent_auth)),
             config,
             stop: stop.clone(),
         });
@@ -273,6 +343,8 @@ fn surely_not_applied(code: ErrorCode) -> bool {
             | ErrorCode::InvalidArgument
             | ErrorCode::TooManySiblings
             | ErrorCode::Overloaded
+            | ErrorCode::Unauthenticated
+            | ErrorCode::PermissionDenied
     )
 }
 
@@ -300,6 +372,13 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let mut tasks: JoinSet<Response> = JoinSet::new();
     let mut running: Running = HashMap::new();
     let mut broke_framing = false;
+    let mut auth = ConnAuth {
+        role: match shared.config.auth {
+            ClientAuth::Open => Some(Role::Admin),
+            ClientAuth::Users(_) => None,
+        },
+        failures: 0,
+    };
 
     // Reading phase: until the client hangs up, breaks the framing, or the
     // port shuts down.
@@ -316,10 +395,16 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
             frame = reader.next(), if can_read => match frame {
                 None => break,
                 Some(Ok(frame)) => {
-                    if let Some(response) = start_request(&frame, &shared, &mut tasks, &mut running) {
+                    let answer = start_request(&frame, &shared, &mut auth, &mut tasks, &mut running).await;
+                    if let Some(response) = answer {
                         if write_response(&mut writer, response, max).await.is_err() {
                             return;
                         }
+                    }
+                    if auth.failures >= shared.config.max_auth_failures {
+                        tracing::warn!(failures = auth.failures, "client port: closing a connection after failed authentication");
+                        broke_framing = true;
+                        break;
                     }
                 }
                 Some(Err(e)) => {
@@ -403,10 +488,70 @@ async fn discard_until_closed<R: tokio::io::AsyncRead + Unpin>(mut read: R, limi
     .await;
 }
 
+/// Where one connection stands with authentication.
+struct ConnAuth {
+    /// What the connection may do; `None` until it authenticates.
+    role: Option<Role>,
+    /// `Hello`s with wrong credentials so far.
+    failures: u32,
+}
+
+/// Runs the credentials of a `Hello` on a port with users: sets the
+/// connection's role, or counts a failure and returns the error to answer.
+async fn authenticate(
+    users: &Arc<Users>,
+    shared: &Shared,
+    auth: &mut ConnAuth,
+    user: Option<String>,
+    password: Option<String>,
+) -> std::result::Result<(), ErrorReply> {
+    let (Some(user), Some(password)) = (user, password) else {
+        auth.failures += 1;
+        return Err(ErrorReply::new(
+            ErrorCode::Unauthenticated,
+            "Hello needs both user and password, or neither",
+            false,
+        ));
+    };
+    // Bounded: a flood of guesses waits here instead of taking every core.
+    let Ok(_slot) = shared.auth_slots.clone().acquire_owned().await else {
+        return Err(ErrorReply::new(
+            ErrorCode::ShuttingDown,
+            "shutting down",
+            true,
+        ));
+    };
+    let users = users.clone();
+    let name = user.clone();
+    let checked = tokio::task::spawn_blocking(move || users.verify(&name, &password)).await;
+    match checked {
+        Ok(Some(role)) => {
+            tracing::debug!(%user, %role, "client port: authenticated");
+            auth.role = Some(role);
+            Ok(())
+        }
+        Ok(None) => {
+            auth.failures += 1;
+            tracing::warn!(%user, failures = auth.failures, "client port: authentication failed");
+            Err(ErrorReply::new(
+                ErrorCode::Unauthenticated,
+                "unknown user or wrong password",
+                false,
+            ))
+        }
+        Err(e) => Err(ErrorReply::new(
+            ErrorCode::Internal,
+            format!("checking the password failed: {e}"),
+            false,
+        )),
+    }
+}
+
 /// Decodes one frame and either spawns its op or answers it at once.
-fn start_request(
+async fn start_request(
     frame: &[u8],
     shared: &Shared,
+    auth: &mut ConnAuth,
     tasks: &mut JoinSet<Response>,
     running: &mut Running,
 ) -> Option<Response> {
@@ -433,9 +578,44 @@ fn start_request(
         }
     }
     let is_write = request.op.is_write();
-    let future = shared.handler.execute(request.op);
+    let mut op = request.op;
+    if let Op::Hello { user, password, .. } = &mut op {
+        let (user, password) = (user.take(), password.take());
+        if user.is_some() || password.is_some() {
+            if let ClientAuth::Users(users) = &shared.config.auth {
+                if let Err(reply) = authenticate(users, shared, auth, user, password).await {
+                    return Some(error_response(id, reply));
+                }
+            }
+        }
+    } else if let Some(needed) = op.required_role() {
+        let refusal = match auth.role {
+            None => Some(ErrorReply::new(
+                ErrorCode::Unauthenticated,
+                "this node requires authentication: send Hello with user and password first",
+                false,
+            )),
+            Some(role) if role < needed => Some(ErrorReply::new(
+                ErrorCode::PermissionDenied,
+                format!("role {role} may not run {}; it needs {needed}", op.name()),
+                false,
+            )),
+            Some(_) => None,
+        };
+        if let Some(reply) = refusal {
+            return Some(error_response(
+                id,
+                error_reply_for(is_write, &Error::Remote(reply)),
+            ));
+        }
+    }
+    let role = auth.role;
+    let future = shared.handler.execute(op);
     let handle = tasks.spawn(async move {
-        let result = future.await.map_err(|e| error_reply_for(is_write, &e));
+        let mut result = future.await.map_err(|e| error_reply_for(is_write, &e));
+        if let Ok(Reply::Hello { role: r, .. }) = &mut result {
+            *r = role;
+        }
         Response { id, result }
     });
     running.insert(handle.id(), (id, is_write));

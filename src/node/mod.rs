@@ -44,6 +44,7 @@
 //! ring change is the ring transition driver's job (issue \[8\]).
 
 pub mod anti_entropy;
+pub mod auth;
 pub mod cli;
 pub mod client_port;
 pub mod compactor;

@@ -622,10 +622,13 @@ impl Node {
                          this node speaks {CLIENT_PROTOCOL_VERSION}"
                     )));
                 }
+                // The client port, which owns the connection, fills in
+                // the role.
                 Ok(Reply::Hello {
                     version: CLIENT_PROTOCOL_VERSION,
                     node: self.id,
                     cluster: self.cluster.clone(),
+                    role: None,
                 })
             }
             Op::GetBucket { bucket } => {

@@ -389,6 +389,11 @@ impl Cluster {
             {
                 args.extend(self.peer_tls_args(id));
             }
+            // Tests of client authentication give their own users file;
+            // the others talk to an open client port.
+            if !self.extra_args.iter().any(|a| a == "--users-file") {
+                args.push("--no-client-auth".into());
+            }
             // A test may give its own `--vnodes` (a flag may appear once).
             if !self.extra_args.iter().any(|a| a == "--vnodes") {
                 args.push("--vnodes".into());

@@ -372,7 +372,9 @@ impl NodeCluster {
                 .arg("--peer-cert")
                 .arg(certs.join(format!("node-{id}.pem")))
                 .arg("--peer-key")
-                .arg(certs.join(format!("node-{id}.key")));
+                .arg(certs.join(format!("node-{id}.key")))
+                // The C ABI's connections carry no credentials yet.
+                .arg("--no-client-auth");
             if let Some(peer) = &first_peer {
                 cmd.args(["--seed", &format!("1@{peer}")]);
             }
