@@ -2,7 +2,9 @@
  * ringkv from C: start an embedded 3-node cluster, put, get, delete,
  * count, add to a set, and show the error a bad argument gets; then, when
  * given client addresses (HOST:PORT[,HOST:PORT...]) as argv[1], do the
- * same round trip through a connection to that running cluster.
+ * same round trip through a connection to that running cluster, as the
+ * user argv[2] with password argv[3] when given (an admin: the round trip
+ * sets bucket policies).
  *
  * Exits 0 only when every result it checks is what it should be.
  *
@@ -223,8 +225,29 @@ int main(int argc, char **argv) {
 
   if (argc > 1) {
     ringkv_client *client = NULL;
-    r = ringkv_client_new(argv[1], &client);
-    expect(r, RINGKV_OK, "client_new");
+    if (argc > 3) {
+      /* A node that requires users answers nothing but Hello without
+       * them, and a wrong password does not connect. */
+      ringkv_client *anonymous = NULL;
+      r = ringkv_client_new(argv[1], &anonymous);
+      expect(r, RINGKV_OK, "client_new without credentials");
+      if (r == RINGKV_OK) {
+        ringkv_buf *value = NULL;
+        r = ringkv_client_get(anonymous, S("users"), S("ada"), RINGKV_CONSISTENCY_DEFAULT, &value);
+        expect(r, RINGKV_DENIED, "get without credentials");
+        printf("client: anonymous get: %s\n", ringkv_result_name(r));
+        ringkv_buf_free(value);
+        ringkv_client_free(anonymous);
+      }
+      r = ringkv_client_new_auth(argv[1], argv[2], "not the password", &client);
+      expect(r, RINGKV_DENIED, "client_new_auth with a wrong password");
+      printf("client: wrong password: %s\n", ringkv_result_name(r));
+      r = ringkv_client_new_auth(argv[1], argv[2], argv[3], &client);
+      expect(r, RINGKV_OK, "client_new_auth");
+    } else {
+      r = ringkv_client_new(argv[1], &client);
+      expect(r, RINGKV_OK, "client_new");
+    }
     if (r == RINGKV_OK) {
       printf("client: connected\n");
       ops remote = {"client",           client,         client_policy,

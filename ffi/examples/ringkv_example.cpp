@@ -2,7 +2,8 @@
 // cluster, put, get, delete, count, add to a set, and show the exception a
 // bad argument gets; then, when given client addresses
 // (HOST:PORT[,HOST:PORT...]) as argv[1], do the same round trip through a
-// connection to that running cluster.
+// connection to that running cluster, as the user argv[2] with password
+// argv[3] when given (an admin: the round trip sets bucket policies).
 //
 // Exits 0 only when every result it checks is what it should be. Its
 // counter and set keys differ from the C example's, so that both can run
@@ -125,7 +126,21 @@ int main(int argc, char **argv) {
 
   if (argc > 1) {
     try {
-      rust::Box<ringkv::Client> client = ringkv::connect(argv[1]);
+      if (argc > 3) {
+        // A node that requires users answers nothing but Hello without
+        // them, and a wrong password does not connect.
+        rust::Box<ringkv::Client> anonymous = ringkv::connect(argv[1]);
+        std::string denied = expect_error(
+            [&] { anonymous->get(bytes("users"), bytes("ada"), ringkv::Consistency::Default); },
+            14, "get without credentials");
+        std::cout << "client: anonymous get: " << denied << "\n";
+        std::string wrong = expect_error(
+            [&] { ringkv::connect_auth(argv[1], argv[2], "not the password"); }, 14,
+            "connect_auth with a wrong password");
+        std::cout << "client: wrong password: " << wrong << "\n";
+      }
+      rust::Box<ringkv::Client> client =
+          argc > 3 ? ringkv::connect_auth(argv[1], argv[2], argv[3]) : ringkv::connect(argv[1]);
       std::cout << "client: connected\n";
       round_trip("client", *client);
       client->close();

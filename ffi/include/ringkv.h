@@ -124,6 +124,10 @@ enum ringkv_result
   // The library panicked; the panic was caught at the boundary. The
   // handle may be in an unexpected state: free it.
   RINGKV_PANIC = 13,
+  // The node refused: the connection has no valid credentials (none
+  // sent, or a wrong user or password), or the user's role may not run
+  // the op. Not retryable; nothing was applied.
+  RINGKV_DENIED = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -150,7 +154,7 @@ typedef struct ringkv_cluster ringkv_cluster;
 typedef struct ringkv_set ringkv_set;
 
 // Every code, in number order.
-#define ringkv_result_ALL { RINGKV_OK, RINGKV_NULL_ARGUMENT, RINGKV_INVALID_ARGUMENT, RINGKV_NOT_FOUND, RINGKV_SIBLINGS, RINGKV_BUFFER_TOO_SMALL, RINGKV_CLOSED, RINGKV_UNAVAILABLE, RINGKV_TIMEOUT, RINGKV_OUTCOME_UNKNOWN, RINGKV_CONNECTION, RINGKV_REMOTE, RINGKV_INTERNAL, RINGKV_PANIC, }
+#define ringkv_result_ALL { RINGKV_OK, RINGKV_NULL_ARGUMENT, RINGKV_INVALID_ARGUMENT, RINGKV_NOT_FOUND, RINGKV_SIBLINGS, RINGKV_BUFFER_TOO_SMALL, RINGKV_CLOSED, RINGKV_UNAVAILABLE, RINGKV_TIMEOUT, RINGKV_OUTCOME_UNKNOWN, RINGKV_CONNECTION, RINGKV_REMOTE, RINGKV_INTERNAL, RINGKV_PANIC, RINGKV_DENIED, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -208,6 +212,24 @@ ringkv_result ringkv_cluster_client_addrs(const ringkv_cluster *cluster, ringkv_
 // # Safety
 // `addrs` NULL or NUL-terminated; `out` NULL or writable.
 ringkv_result ringkv_client_new(const char *addrs, ringkv_client **out);
+
+// As `ringkv_client_new`, authenticating as `user` with `password`
+// (both NUL-terminated UTF-8) on every connection it opens: what a
+// `ringkv-node` requires unless it was started with `--no-client-auth`.
+// Later requests beyond the user's role get `RINGKV_DENIED`.
+//
+// Errors: those of `ringkv_client_new`; `RINGKV_NULL_ARGUMENT` (user,
+// password); `RINGKV_DENIED` (unknown user or wrong password).
+//
+// Thread safety: may be called from any thread.
+//
+// # Safety
+// `addrs`, `user` and `password` NULL or NUL-terminated; `out` NULL or
+// writable.
+ringkv_result ringkv_client_new_auth(const char *addrs,
+                                     const char *user,
+                                     const char *password,
+                                     ringkv_client **out);
 
 // Closes the client's connection. Every later request on it fails with
 // `RINGKV_CLOSED`; closing a closed client is `RINGKV_OK`. The handle must

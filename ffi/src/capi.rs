@@ -25,6 +25,8 @@
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use ringkv::client::Credentials;
+
 use crate::result::{ringkv_result, set_last_error};
 use crate::store::{self, EmbeddedCluster, Failure, Outcome, RemoteClient, Store};
 
@@ -319,7 +321,44 @@ pub unsafe extern "C" fn ringkv_client_new(
         let addrs = unsafe { text(OP, "addrs", addrs) }?;
         // SAFETY: forwarded contract.
         let out = unsafe { out_ptr(OP, "out", out) }?;
-        let inner = RemoteClient::connect(addrs)?;
+        let inner = RemoteClient::connect(OP, addrs, None)?;
+        *out = Box::into_raw(Box::new(ringkv_client { inner }));
+        Ok(())
+    })
+}
+
+/// As `ringkv_client_new`, authenticating as `user` with `password`
+/// (both NUL-terminated UTF-8) on every connection it opens: what a
+/// `ringkv-node` requires unless it was started with `--no-client-auth`.
+/// Later requests beyond the user's role get `RINGKV_DENIED`.
+///
+/// Errors: those of `ringkv_client_new`; `RINGKV_NULL_ARGUMENT` (user,
+/// password); `RINGKV_DENIED` (unknown user or wrong password).
+///
+/// Thread safety: may be called from any thread.
+///
+/// # Safety
+/// `addrs`, `user` and `password` NULL or NUL-terminated; `out` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_new_auth(
+    addrs: *const c_char,
+    user: *const c_char,
+    password: *const c_char,
+    out: *mut *mut ringkv_client,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_new_auth";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let addrs = unsafe { text(OP, "addrs", addrs) }?;
+        // SAFETY: forwarded contract.
+        let user = unsafe { text(OP, "user", user) }?;
+        // SAFETY: forwarded contract.
+        let password = unsafe { text(OP, "password", password) }?;
+        // SAFETY: forwarded contract.
+        let out = unsafe { out_ptr(OP, "out", out) }?;
+        let credentials = Credentials::new(user, password);
+        let inner = RemoteClient::connect(OP, addrs, Some(credentials))?;
         *out = Box::into_raw(Box::new(ringkv_client { inner }));
         Ok(())
     })

@@ -139,6 +139,9 @@ mod bridge {
         /// Connects to one of the comma-separated addresses; see
         /// `ringkv_client_new`.
         fn connect(addrs: &str) -> Result<Box<Client>>;
+        /// Connects as `user` with `password`; see
+        /// `ringkv_client_new_auth`.
+        fn connect_auth(addrs: &str, user: &str, password: &str) -> Result<Box<Client>>;
         /// See `ringkv_client_put`.
         fn put(
             self: &Client,
@@ -217,7 +220,18 @@ fn start_cluster(nodes: u32, transport: Transport) -> Outcome<Box<Cluster>> {
 }
 
 fn connect(addrs: &str) -> Outcome<Box<Client>> {
-    Ok(Box::new(Client(RemoteClient::connect(addrs)?)))
+    Ok(Box::new(Client(RemoteClient::connect(
+        "connect", addrs, None,
+    )?)))
+}
+
+fn connect_auth(addrs: &str, user: &str, password: &str) -> Outcome<Box<Client>> {
+    let credentials = ringkv::client::Credentials::new(user, password);
+    Ok(Box::new(Client(RemoteClient::connect(
+        "connect_auth",
+        addrs,
+        Some(credentials),
+    )?)))
 }
 
 fn result_code(what: &str) -> u32 {

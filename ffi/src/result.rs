@@ -51,6 +51,10 @@ pub enum ringkv_result {
     /// The library panicked; the panic was caught at the boundary. The
     /// handle may be in an unexpected state: free it.
     RINGKV_PANIC = 13,
+    /// The node refused: the connection has no valid credentials (none
+    /// sent, or a wrong user or password), or the user's role may not run
+    /// the op. Not retryable; nothing was applied.
+    RINGKV_DENIED = 14,
 }
 
 impl ringkv_result {
@@ -60,7 +64,7 @@ impl ringkv_result {
     }
 
     /// Every code, in number order.
-    pub const ALL: [ringkv_result; 14] = [
+    pub const ALL: [ringkv_result; 15] = [
         ringkv_result::RINGKV_OK,
         ringkv_result::RINGKV_NULL_ARGUMENT,
         ringkv_result::RINGKV_INVALID_ARGUMENT,
@@ -75,6 +79,7 @@ impl ringkv_result {
         ringkv_result::RINGKV_REMOTE,
         ringkv_result::RINGKV_INTERNAL,
         ringkv_result::RINGKV_PANIC,
+        ringkv_result::RINGKV_DENIED,
     ];
 
     /// The code numbered `n`, if there is one.
@@ -104,7 +109,7 @@ fn last_error() -> String {
 }
 
 /// Names of the codes, NUL-terminated, indexed by number.
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "RINGKV_OK\0",
     "RINGKV_NULL_ARGUMENT\0",
     "RINGKV_INVALID_ARGUMENT\0",
@@ -119,6 +124,7 @@ const NAMES: [&str; 14] = [
     "RINGKV_REMOTE\0",
     "RINGKV_INTERNAL\0",
     "RINGKV_PANIC\0",
+    "RINGKV_DENIED\0",
 ];
 
 /// The name of result `result` (for example `"RINGKV_NOT_FOUND"`), or

@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ringkv::client::{Client, ClientConfig};
+use ringkv::client::{Client, ClientConfig, Credentials};
 use ringkv::crdt::CrdtKind;
 use ringkv::embedded::{Cluster, ClusterOptions, Runtime, TransportKind};
 use ringkv::protocol::{ErrorCode, Op, ReadOptions, Reply, WriteOptions};
@@ -63,7 +63,7 @@ impl Failure {
             }
             E::Timeout { .. } | E::QuorumTimeout { .. } => R::RINGKV_TIMEOUT,
             E::OutcomeUnknown { .. } => R::RINGKV_OUTCOME_UNKNOWN,
-            E::Io { .. } | E::Handshake { .. } => R::RINGKV_CONNECTION,
+            E::Io { .. } | E::Handshake { .. } | E::Tls { .. } => R::RINGKV_CONNECTION,
             E::TooManySiblings { .. } => R::RINGKV_SIBLINGS,
             E::Remote(reply) => match reply.code {
                 ErrorCode::BadRequest | ErrorCode::InvalidArgument => R::RINGKV_INVALID_ARGUMENT,
@@ -72,6 +72,7 @@ impl Failure {
                 }
                 ErrorCode::Timeout => R::RINGKV_TIMEOUT,
                 ErrorCode::TooManySiblings => R::RINGKV_SIBLINGS,
+                ErrorCode::Unauthenticated | ErrorCode::PermissionDenied => R::RINGKV_DENIED,
                 _ => R::RINGKV_REMOTE,
             },
             _ => R::RINGKV_INTERNAL,
@@ -259,9 +260,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RemoteClient {
-    /// Connects to the first of the comma-separated `addrs` that answers.
-    pub fn connect(addrs: &str) -> Outcome<RemoteClient> {
-        const OP: &str = "client_new";
+    /// Connects to the first of the comma-separated `addrs` that answers,
+    /// as the user of `credentials` when given; `op` names the caller in
+    /// error messages.
+    pub fn connect(
+        op: &'static str,
+        addrs: &str,
+        credentials: Option<Credentials>,
+    ) -> Outcome<RemoteClient> {
         let list: Vec<String> = addrs
             .split(',')
             .map(|a| a.trim().to_string())
@@ -269,19 +275,20 @@ impl RemoteClient {
             .collect();
         if list.is_empty() {
             return Err(Failure::invalid(format!(
-                "{OP}: no address given (expected HOST:PORT[,HOST:PORT...])"
+                "{op}: no address given (expected HOST:PORT[,HOST:PORT...])"
             )));
         }
         let rt = Runtime::new()
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
         let config = ClientConfig {
             client_name: "ringkv-ffi".into(),
+            credentials,
             ..ClientConfig::default()
         };
         let connected = rt
             .run(move || async move { Client::connect(&list, config).await })
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
-        let client = connected.map_err(|e| Failure::from_error(OP, &e))?;
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
+        let client = connected.map_err(|e| Failure::from_error(op, &e))?;
         Ok(RemoteClient {
             client: Mutex::new(Some(client)),
             rt,

@@ -463,7 +463,43 @@ fn a_closed_client_gives_closed_and_bad_addresses_are_refused() {
             ringkv_client_new(c"127.0.0.1:1".as_ptr(), &mut client),
             ringkv_result::RINGKV_CONNECTION
         );
-        assert!(last_error().starts_with("client_new: "), "{}", last_error());
+        assert!(
+            last_error().starts_with("ringkv_client_new: "),
+            "{}",
+            last_error()
+        );
+        assert_eq!(client, sentinel());
+
+        // The credentialed form: every pointer checked, and named.
+        let (a, u, p) = (c"127.0.0.1:1".as_ptr(), c"admin".as_ptr(), c"pw".as_ptr());
+        for (args, what) in [
+            ((null(), u, p), "addrs"),
+            ((a, null(), p), "user"),
+            ((a, u, null()), "password"),
+        ] {
+            assert_eq!(
+                ringkv_client_new_auth(args.0, args.1, args.2, &mut client),
+                ringkv_result::RINGKV_NULL_ARGUMENT
+            );
+            assert!(last_error().contains(what), "{}", last_error());
+        }
+        assert_eq!(
+            ringkv_client_new_auth(a, u, p, null_mut()),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(
+            ringkv_client_new_auth(a, bad_utf8.as_ptr().cast(), p, &mut client),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ringkv_client_new_auth(a, u, p, &mut client),
+            ringkv_result::RINGKV_CONNECTION
+        );
+        assert!(
+            last_error().starts_with("ringkv_client_new_auth: "),
+            "{}",
+            last_error()
+        );
         assert_eq!(client, sentinel());
     }
 }
@@ -521,6 +557,7 @@ fn result_names_are_stable() {
         "RINGKV_REMOTE",
         "RINGKV_INTERNAL",
         "RINGKV_PANIC",
+        "RINGKV_DENIED",
     ];
     for (n, want) in names.iter().enumerate() {
         assert_eq!(name(n as u32), *want);
@@ -529,7 +566,7 @@ fn result_names_are_stable() {
             Some(n as u32)
         );
     }
-    assert_eq!(name(14), "RINGKV_UNKNOWN_RESULT");
+    assert_eq!(name(15), "RINGKV_UNKNOWN_RESULT");
     assert_eq!(name(u32::MAX), "RINGKV_UNKNOWN_RESULT");
 }
 

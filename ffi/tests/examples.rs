@@ -85,7 +85,8 @@ fn wait_formed(cluster: &NodeCluster, n: usize) {
     let limit = Duration::from_secs(30);
     let start = Instant::now();
     for addr in &cluster.client_addrs {
-        let client = RemoteClient::connect(addr)
+        let admin = ringkv::client::Credentials::new(support::ADMIN.0, support::ADMIN.1);
+        let client = RemoteClient::connect("wait_formed", addr, Some(admin))
             .unwrap_or_else(|e| panic!("connecting to {addr}: {e}\n{}", cluster.logs()));
         loop {
             let alive = match client.execute("status", Op::Status) {
@@ -113,11 +114,14 @@ fn c_and_cpp_examples_round_trip_through_a_ringkv_node_cluster() {
     let cluster = NodeCluster::start(3);
     wait_formed(&cluster, 3);
     let addrs = cluster.client_addrs.join(",");
-    let out = run_ok(&built.c, &[&addrs]);
+    let (user, password) = support::ADMIN;
+    let out = run_ok(&built.c, &[&addrs, user, password]);
     assert_lines(&out, EMBEDDED_LINES_C);
     assert_lines(
         &out,
         &[
+            "client: anonymous get: RINGKV_DENIED",
+            "client: wrong password: RINGKV_DENIED",
             "client: connected",
             "client: get users/ada = born 10 Dec 1815",
             "client: get after delete = RINGKV_NOT_FOUND",
@@ -126,7 +130,7 @@ fn c_and_cpp_examples_round_trip_through_a_ringkv_node_cluster() {
             "client: closed: RINGKV_CLOSED",
         ],
     );
-    let out = run_ok(&built.cpp, &[&addrs]);
+    let out = run_ok(&built.cpp, &[&addrs, user, password]);
     assert_lines(&out, EMBEDDED_LINES_CPP);
     assert_lines(
         &out,
@@ -139,4 +143,13 @@ fn c_and_cpp_examples_round_trip_through_a_ringkv_node_cluster() {
             "client: closed: RINGKV_CLOSED: put: the client is closed",
         ],
     );
+    for prefix in [
+        "client: anonymous get: RINGKV_DENIED: ",
+        "client: wrong password: RINGKV_DENIED: ",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(prefix)),
+            "no line starting {prefix:?} in:\n{out}"
+        );
+    }
 }

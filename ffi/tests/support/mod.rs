@@ -323,6 +323,9 @@ pub struct NodeCluster {
     root: tempfile::TempDir,
 }
 
+/// The user and password of the admin every [`NodeCluster`] has.
+pub const ADMIN: (&str, &str) = ("admin", "ffi test admin password");
+
 impl NodeCluster {
     /// Starts `n` nodes and waits for each one's ready line.
     pub fn start(n: u64) -> NodeCluster {
@@ -354,6 +357,38 @@ impl NodeCluster {
             "ringkv-node certs failed: {}",
             String::from_utf8_lossy(&made.stderr)
         );
+        // The client ports require users: one admin, made by the binary's
+        // own `users add` (at a test's argon2 cost).
+        let users = cluster.root.path().join("users.toml");
+        let mut add = Command::new(&bin)
+            .args(["users", "add", "--file"])
+            .arg(&users)
+            .args([
+                "--name",
+                ADMIN.0,
+                "--role",
+                "admin",
+                "--memory-kib",
+                "64",
+                "--passes",
+                "1",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        {
+            use std::io::Write;
+            let mut stdin = add.stdin.take().expect("stdin is piped");
+            writeln!(stdin, "{}", ADMIN.1).expect("writing the password");
+        }
+        let added = add.wait_with_output().expect("users add ends");
+        assert!(
+            added.status.success(),
+            "ringkv-node users add failed: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
         let mut first_peer = None;
         for id in 1..=n {
             let dir = cluster.root.path().join(format!("node-{id}"));
@@ -373,8 +408,8 @@ impl NodeCluster {
                 .arg(certs.join(format!("node-{id}.pem")))
                 .arg("--peer-key")
                 .arg(certs.join(format!("node-{id}.key")))
-                // The C ABI's connections carry no credentials yet.
-                .arg("--no-client-auth");
+                .arg("--users-file")
+                .arg(&users);
             if let Some(peer) = &first_peer {
                 cmd.args(["--seed", &format!("1@{peer}")]);
             }
