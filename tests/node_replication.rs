@@ -438,6 +438,83 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
     stop(nodes).await;
 }
 
+/// A `SetBucket` past the bucket limit or with a name too long is refused
+/// where it is set and reaches no node's table.
+#[actix_rt::test]
+async fn a_refused_set_bucket_changes_no_node_s_table() {
+    use ringkv::config::{MAX_BUCKETS, MAX_BUCKET_BYTES};
+    let (_network, nodes) = cluster(3).await;
+    let props = |n: u32| BucketInfo {
+        n,
+        r: Consistency::Quorum,
+        w: Consistency::Quorum,
+        policy: ConflictPolicy::Lww,
+        sloppy_quorum: false,
+        timeout_ms: 5000,
+    };
+    let set = |node: &Node, bucket: Vec<u8>, p: BucketInfo| {
+        let node = node.clone();
+        async move {
+            node.execute(Op::SetBucket {
+                bucket: ByteBuf::from(bucket),
+                props: p,
+            })
+            .await
+        }
+    };
+    for i in 0..MAX_BUCKETS {
+        set(&nodes[i % 3], format!("b{i}").into_bytes(), props(2))
+            .await
+            .unwrap();
+    }
+    // One bucket too many, and a name too long: refused where they are
+    // set, and in no table anywhere.
+    let e = set(&nodes[0], b"one-too-many".to_vec(), props(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ringkv::Error::InvalidInput(_)), "{e}");
+    let long = vec![b'x'; MAX_BUCKET_BYTES + 1];
+    let e = set(&nodes[1], long.clone(), props(2)).await.unwrap_err();
+    assert!(matches!(e, ringkv::Error::InvalidInput(_)), "{e}");
+    // Every accepted setting reaches every node; the refused ones never do.
+    let defaults = BucketInfo::from(&ringkv::BucketProps::default());
+    let agreed = wait_until(Duration::from_secs(20), || async {
+        for n in &nodes {
+            for (bucket, want) in [
+                (b"b0".to_vec(), props(2)),
+                (format!("b{}", MAX_BUCKETS - 1).into_bytes(), props(2)),
+            ] {
+                match n
+                    .execute(Op::GetBucket {
+                        bucket: ByteBuf::from(bucket),
+                    })
+                    .await
+                {
+                    Ok(Reply::Bucket { props: p }) if p == want => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    })
+    .await;
+    assert!(agreed.is_some(), "the accepted settings did not spread");
+    for n in &nodes {
+        match n
+            .execute(Op::GetBucket {
+                bucket: b("one-too-many"),
+            })
+            .await
+        {
+            Ok(Reply::Bucket { props: p }) => assert_eq!(p, defaults),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A bucket already set can still be changed at the limit.
+    set(&nodes[2], b"b5".to_vec(), props(3)).await.unwrap();
+    stop(nodes).await;
+}
+
 /// Fault injection through the client protocol is opt-in per node, and a
 /// node on a transport that cannot inject faults (the in-process network,
 /// whose faults are set on the network itself) says so rather than

@@ -334,13 +334,18 @@ impl Handler<SetBucket> for CoordinatorActor {
     type Result = ResponseActFuture<Self, Result<BucketProps>>;
 
     fn handle(&mut self, msg: SetBucket, _: &mut Context<Self>) -> Self::Result {
-        let entry = match self.role.set_bucket(msg.bucket, msg.props, wall_ms()) {
-            Ok(entry) => entry,
+        // Checked and saved before anything changes: a refused or unsaved
+        // change is in no table, here or (since nothing is pushed) anywhere.
+        let prepared = self
+            .role
+            .machine_mut()
+            .prepare_bucket(msg.bucket, msg.props, wall_ms());
+        let (entry, entries) = match prepared {
+            Ok(prepared) => prepared,
             Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
         };
-        // Saved before it is acknowledged or pushed.
-        let entries = self.role.machine().buckets().entries();
         let store = Arc::clone(&self.store);
+        let saved_table = entries.clone();
         let save = async move {
             tokio::task::spawn_blocking(move || save_buckets(&store, &entries))
                 .await
@@ -348,6 +353,18 @@ impl Handler<SetBucket> for CoordinatorActor {
         };
         Box::pin(save.into_actor(self).map(move |saved, act, ctx| {
             saved?;
+            act.role.machine_mut().commit_bucket(entry.clone());
+            // Another change committed while this one was saving is not in
+            // what was saved: then save the whole table again, in the
+            // background (a crash before that ends loses nothing gossip
+            // does not bring back: every change is pushed to the peers).
+            let now = act.role.machine().buckets().entries();
+            if now != saved_table {
+                let store = Arc::clone(&act.store);
+                actix::spawn(async move {
+                    let _ = tokio::task::spawn_blocking(move || save_buckets(&store, &now)).await;
+                });
+            }
             let mut out = Vec::new();
             act.role.push_buckets(&mut out);
             act.carry(out, ctx);

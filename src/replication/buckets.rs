@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::replication::limits::MAX_POLICY_NAME_BYTES;
+use crate::replication::limits::{MAX_BUCKETS, MAX_POLICY_NAME_BYTES};
 use crate::version::Timestamp;
 
 /// One bucket's properties and who set them when.
@@ -84,6 +84,13 @@ impl BucketTable {
         node: NodeId,
     ) -> Result<BucketEntry> {
         props.validate()?;
+        crate::replication::limits::check_bucket(&bucket)?;
+        if !self.entries.contains_key(&bucket) && self.entries.len() >= MAX_BUCKETS {
+            return Err(Error::InvalidInput(format!(
+                "the properties of {MAX_BUCKETS} buckets are set, the most there may be; \
+                 change one of those instead"
+            )));
+        }
         let entry = BucketEntry {
             bucket: bucket.clone(),
             props,
@@ -97,11 +104,24 @@ impl BucketTable {
     /// Merges entries from a peer. Entries whose properties do not
     /// validate are skipped. Returns the entries that changed this table.
     pub fn merge(&mut self, incoming: Vec<BucketEntry>) -> Vec<BucketEntry> {
-        incoming
-            .into_iter()
-            .filter(|e| e.props.validate().is_ok())
-            .filter_map(|e| self.merge_one(e.clone()).then_some(e))
-            .collect()
+        let mut changed = Vec::new();
+        for e in incoming {
+            if e.props.validate().is_err()
+                || crate::replication::limits::check_bucket(&e.bucket).is_err()
+            {
+                continue;
+            }
+            // A node never sets more than MAX_BUCKETS, so more can only
+            // come from a peer with another limit or a forged frame: the
+            // table stays bounded whatever arrives.
+            if !self.entries.contains_key(&e.bucket) && self.entries.len() >= MAX_BUCKETS {
+                continue;
+            }
+            if self.merge_one(e.clone()) {
+                changed.push(e);
+            }
+        }
+        changed
     }
 
     fn merge_one(&mut self, entry: BucketEntry) -> bool {
@@ -199,6 +219,46 @@ mod tests {
             policy: ConflictPolicy::Lww,
             ..BucketProps::default()
         }
+    }
+
+    #[test]
+    fn the_table_is_bounded_whether_set_here_or_merged_from_a_peer() {
+        let mut t = BucketTable::new();
+        let stamp = |i: usize| Timestamp::from_ms(100 + i as u64);
+        for i in 0..MAX_BUCKETS {
+            t.set(format!("b{i}").into_bytes(), props(3), stamp(i), NodeId(1))
+                .unwrap();
+        }
+        let before = t.clone();
+        let e = t
+            .set(b"one-more".to_vec(), props(3), stamp(9_999), NodeId(1))
+            .unwrap_err();
+        assert!(e.to_string().contains("256 buckets"), "{e}");
+        assert_eq!(t, before, "a refused set changed the table");
+        // A bucket already set may still change.
+        t.set(b"b7".to_vec(), props(5), stamp(10_000), NodeId(1))
+            .unwrap();
+        assert_eq!(t.get(b"b7").map(|p| p.n), Some(5));
+        // From a peer: a new bucket past the limit, and a name over the
+        // limit, are skipped; a change to a known bucket is taken.
+        let entry = |bucket: Vec<u8>, n: usize| BucketEntry {
+            bucket,
+            props: props(n),
+            stamp: stamp(20_000),
+            node: NodeId(2),
+        };
+        let changed = t.merge(vec![
+            entry(b"from-peer".to_vec(), 3),
+            entry(b"b8".to_vec(), 4),
+        ]);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(t.len(), MAX_BUCKETS);
+        assert!(t.get(b"from-peer").is_none());
+        let mut small = BucketTable::new();
+        let long = vec![b'x'; crate::replication::limits::MAX_BUCKET_BYTES + 1];
+        assert!(small.merge(vec![entry(long.clone(), 3)]).is_empty());
+        assert!(small.set(long, props(3), stamp(1), NodeId(1)).is_err());
+        assert!(small.is_empty());
     }
 
     #[test]

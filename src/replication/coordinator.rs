@@ -273,6 +273,32 @@ impl<C> Coordinator<C> {
         self.buckets.set(bucket, props, stamp, self.node)
     }
 
+    /// What [`Coordinator::set_bucket`] would do, without doing it: the
+    /// entry (stamped now) and the whole table with it, for the caller to
+    /// save first and then [`Coordinator::commit_bucket`]. Every check is
+    /// made here, so a refusal changes nothing.
+    pub fn prepare_bucket(
+        &mut self,
+        bucket: Vec<u8>,
+        props: BucketProps,
+        wall_ms: u64,
+    ) -> Result<(BucketEntry, Vec<BucketEntry>)> {
+        crate::replication::limits::check_bucket(&bucket)?;
+        if let Some(current) = self.buckets.get(&bucket) {
+            current.policy.check_change(&props.policy)?;
+        }
+        let mut table = self.buckets.clone();
+        let stamp = self.stamp(wall_ms);
+        let entry = table.set(bucket, props, stamp, self.node)?;
+        Ok((entry, table.entries()))
+    }
+
+    /// Applies an entry made by [`Coordinator::prepare_bucket`] once it
+    /// has been saved.
+    pub fn commit_bucket(&mut self, entry: BucketEntry) {
+        self.buckets.merge(vec![entry]);
+    }
+
     /// Merges bucket entries from a peer or from the store; returns those
     /// that changed the table.
     pub fn merge_buckets(&mut self, entries: Vec<BucketEntry>) -> Vec<BucketEntry> {

@@ -51,6 +51,13 @@ pub const MAX_OBJECT_BYTES: usize = DEFAULT_MAX_FRAME_BYTES - MESSAGE_OVERHEAD_B
 /// with 1 MiB to spare, and in a client frame (16 MiB) with its request.
 pub const MAX_VALUE_BYTES: usize = MAX_OBJECT_BYTES - 512 * 1024;
 
+/// The most buckets whose properties may be set: 256. Every node keeps
+/// the whole table, saves it on every change and sends all of it to a peer
+/// every gossip round; at 256 entries of at most a 1 KiB name and a
+/// 256-byte policy name it stays under 400 KiB. Buckets never set (the
+/// defaults) are not counted and not limited.
+pub const MAX_BUCKETS: usize = 256;
+
 /// The longest name of a `Script` conflict policy: 256 bytes. It travels
 /// in every replica request of the bucket.
 pub const MAX_POLICY_NAME_BYTES: usize = 256;
