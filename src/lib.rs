@@ -40,6 +40,7 @@ pub mod error;
 pub mod id;
 #[cfg(test)]
 mod layers;
+pub mod log;
 pub mod membership;
 pub mod message;
 pub mod net;

@@ -1106,3 +1106,134 @@ async fn the_rust_client_sends_its_credentials_on_every_connection() {
     assert_eq!(remote(&e).code, ErrorCode::Unauthenticated, "{e}");
     port.shutdown().await;
 }
+
+// ---------------------------------------------------------------------
+// Connections that hold a slot for nothing.
+// ---------------------------------------------------------------------
+
+/// Waits for the node to close `raw` (EOF or reset), for at most `limit`.
+async fn closed_within(raw: &mut Raw, limit: Duration) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(end, raw.0.next()).await {
+            Err(_) => return false,
+            Ok(None) | Ok(Some(Err(_))) => return true,
+            // An error frame before the close.
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_and_half_sent_frames_are_closed_and_busy_connections_are_not() {
+    let node = TestNode::new(1);
+    let config = ClientPortConfig {
+        idle_timeout: Duration::from_millis(400),
+        frame_timeout: Duration::from_millis(400),
+        ..ClientPortConfig::default()
+    };
+    let port = start(&node, config).await;
+    let mut idle = Raw::connect(&port).await;
+    let mut dribbler = Raw::connect(&port).await;
+    // Four bytes of length (100) and ten of body, then nothing.
+    use tokio::io::AsyncWriteExt;
+    let mut half = 100u32.to_be_bytes().to_vec();
+    half.extend_from_slice(&[0xa2; 10]);
+    dribbler.0.get_mut().write_all(&half).await.unwrap();
+    let mut busy = Raw::connect(&port).await;
+    let started = tokio::time::Instant::now();
+    // The busy one sends a request every 100 ms for 1.5 s and is served
+    // throughout.
+    for i in 0..15 {
+        busy.send(i, get(b"b", b"k")).await;
+        assert!(
+            busy.recv().await.unwrap().result.is_ok(),
+            "busy was cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await,
+        "idle kept"
+    );
+    assert!(
+        closed_within(&mut dribbler, Duration::from_secs(5)).await,
+        "dribbler kept"
+    );
+    // Not at once: each had its time.
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    busy.send(99, get(b"b", b"k")).await;
+    assert!(busy.recv().await.unwrap().result.is_ok());
+    port.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_does_not_authenticate_in_time_is_told_and_closed() {
+    let node = TestNode::new(1);
+    let mut config = ClientPortConfig {
+        auth_timeout: Duration::from_millis(300),
+        ..ClientPortConfig::default()
+    };
+    {
+        // The same users as start_with_users, at the short timeout.
+        use ringkv::node::auth::{hash_password_with_cost, Users};
+        let hash = hash_password_with_cost("reader-pw", 64, 1).unwrap();
+        let users = Users::parse(&format!(
+            "[[user]]\nname = \"reader\"\nrole = \"read\"\npassword_hash = \"{hash}\"\n"
+        ))
+        .unwrap();
+        config.auth = ringkv::node::client_port::ClientAuth::Users(Arc::new(users));
+    }
+    let port = start(&node, config).await;
+    let mut silent = Raw::connect(&port).await;
+    let r = silent.recv().await.expect("an error before the close");
+    assert_eq!((r.id, error_code(&r)), (0, ErrorCode::Unauthenticated));
+    assert!(silent.recv().await.is_none(), "still open");
+    // One that authenticates is kept past the timeout.
+    let mut ok = Raw::connect(&port).await;
+    ok.send(1, hello_as("reader", "reader-pw")).await;
+    assert!(ok.recv().await.unwrap().result.is_ok());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ok.send(2, get(b"b", b"k")).await;
+    assert!(ok.recv().await.unwrap().result.is_ok());
+    port.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let node = TestNode::new(1);
+    let config = ClientPortConfig {
+        max_connections_per_ip: 2,
+        ..ClientPortConfig::default()
+    };
+    let port = start(&node, config).await;
+    let mut held = vec![Raw::connect(&port).await, Raw::connect(&port).await];
+    for r in &mut held {
+        assert!(r.hello(1).await.result.is_ok());
+    }
+    let mut third = Raw::connect(&port).await;
+    let r = third.recv().await.expect("a refusal");
+    assert_eq!(error_code(&r), ErrorCode::Overloaded);
+    assert!(r.result.unwrap_err().message.contains("127.0.0.1"));
+    // Another address on the loopback network still gets in.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(port.local_addr()).await.unwrap();
+    let mut other = Raw(Framed::new(stream, LengthDelimitedCodec::new()));
+    assert!(other.hello(1).await.result.is_ok());
+    // A slot given back is taken again.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let mut again = Raw::connect(&port).await;
+        if again.hello(1).await.result.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    port.shutdown().await;
+}

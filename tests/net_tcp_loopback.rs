@@ -621,3 +621,55 @@ async fn restarted_peer_process_is_reconnected() {
     child.wait().unwrap();
     a.shutdown().await;
 }
+
+/// A flood of connections from one address that never handshake: it takes
+/// that address's share of the handshake slots and no more, the cluster's
+/// nodes (another address) still connect, and the refusals are logged a
+/// few times, not once each.
+#[test]
+fn a_handshake_flood_from_one_address_leaves_the_others_in_and_the_log_quiet() {
+    let logs = with_captured_logs(|| async {
+        let (a, _a_in) = endpoint(1).await;
+        let (b, mut b_in) = endpoint(2).await;
+        let target = b.local_addr();
+        // 8 silent dialers from 127.0.0.2 hold that address's slots; 200
+        // more are refused at once.
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for i in 0..208 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let mut stream = socket.connect(target).await.unwrap();
+            if i < 8 {
+                held.push(stream);
+                continue;
+            }
+            // A refused connection is closed without a byte.
+            let mut byte = [0u8; 1];
+            use tokio::io::AsyncReadExt;
+            match timeout(WAIT, stream.read(&mut byte)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => refused += 1,
+                other => panic!("connection {i} was not refused: {other:?}"),
+            }
+        }
+        assert_eq!(refused, 200);
+        // Node 1, from 127.0.0.1, connects and is heard.
+        a.learn_peer(NodeId(2), &target.to_string()).unwrap();
+        send_retrying(&a, ping(1, 2, 0)).await;
+        let env = recv(&mut b_in).await;
+        assert_eq!(env.from, NodeId(1));
+        assert!(b.stats().handshake_failures >= 200);
+        drop(held);
+        a.shutdown().await;
+        b.shutdown().await;
+    });
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains("too many handshakes in progress"))
+        .count();
+    assert!((1..=3).contains(&lines), "{lines} refusal lines:\n{logs}");
+    assert!(
+        logs.contains("refused=1"),
+        "the first refusal is logged with its count"
+    );
+}

@@ -145,6 +145,12 @@ pub struct TcpConfig {
     /// for a whole cluster restarting together, and a bound on what a flood
     /// of unauthenticated connections can hold.
     pub max_pending_handshakes: usize,
+    /// Handshakes in progress at once from one IP address. Default 8: a
+    /// peer dials each node once, so even a host running several nodes
+    /// needs a few; one source flooding the port takes 8 of the
+    /// `max_pending_handshakes` slots, and the cluster's nodes, on other
+    /// addresses, still get in.
+    pub max_pending_handshakes_per_ip: usize,
     /// First reconnect delay after a failed dial. Default 50 ms: a restarted
     /// peer is usually back within a few hundred ms.
     pub backoff_min: Duration,
@@ -178,6 +184,7 @@ impl TcpConfig {
             connect_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 64,
+            max_pending_handshakes_per_ip: 8,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(1),
@@ -204,6 +211,11 @@ impl TcpConfig {
                     self.node
                 )));
             }
+        }
+        if self.max_pending_handshakes_per_ip == 0 {
+            return Err(Error::InvalidInput(
+                "max_pending_handshakes_per_ip must be at least 1".into(),
+            ));
         }
         if self.max_pending_handshakes == 0 {
             return Err(Error::InvalidInput(

@@ -41,9 +41,11 @@
 //!   counted in `oversized_frames`; other connections are unaffected. A
 //!   frame that does not decode, or whose `from` or `to` is not this
 //!   connection's pair of nodes, is dropped and counted in `bad_frames`.
-//! - At most `max_pending_handshakes` handshakes run at once; each must
+//! - At most `max_pending_handshakes` handshakes run at once, at most
+//!   `max_pending_handshakes_per_ip` of them from one address; each must
 //!   finish within `handshake_timeout` and uses frames of at most
-//!   [`HANDSHAKE_MAX_FRAME_BYTES`].
+//!   [`HANDSHAKE_MAX_FRAME_BYTES`]. Refused and failed inbound connections
+//!   are logged at most once per 10 s, with a count.
 //! - Shutdown stops the listener, writes what is queued for `shutdown_grace`,
 //!   closes every connection and waits for every task. Dropping the last
 //!   handle does the same without the wait.
@@ -77,7 +79,7 @@
 //! a connection that then breaks may be lost (counted in `frames_lost`).
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -106,6 +108,7 @@ use crate::codec::HANDSHAKE_MAX_FRAME_BYTES;
 use crate::error::Refusal;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::log::RateLimited;
 use crate::message::Envelope;
 use crate::net::TcpConfig;
 
@@ -137,6 +140,11 @@ struct Shared {
     /// Whether any fault is set: the one check the fault-free path pays.
     faults_on: AtomicBool,
     fault_stats: FaultCounters,
+    /// Handshakes in progress per source address.
+    pending_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Refused and failed inbound connections: logged at most once per 10
+    /// s, with a count, since anyone who reaches the port can cause them.
+    refusal_log: RateLimited,
 }
 
 /// Faults injected into an endpoint's send path: see the module
@@ -329,6 +337,8 @@ impl TcpTransport {
             }),
             faults_on: AtomicBool::new(false),
             fault_stats: FaultCounters::default(),
+            pending_per_ip: Mutex::new(HashMap::new()),
+            refusal_log: RateLimited::new(Duration::from_secs(10)),
         });
         info!(
             node = %shared.config.node,
@@ -787,6 +797,12 @@ impl Shared {
             } => {
                 debug!(node = %self.config.node, %remote, "{direction} connection not used: {err}")
             }
+            Error::Handshake { .. } | Error::Tls { .. } if direction == "inbound" => {
+                StatCounters::add(&self.stats.handshake_failures, 1);
+                self.refusal_log.warn(|n| {
+                    warn!(node = %self.config.node, %remote, refused = n, "refused {direction} connection: {err}")
+                });
+            }
             Error::Handshake { .. } | Error::Tls { .. } => {
                 StatCounters::add(&self.stats.handshake_failures, 1);
                 warn!(node = %self.config.node, %remote, "refused {direction} connection: {err}");
@@ -794,6 +810,39 @@ impl Shared {
             _ => {
                 StatCounters::add(&self.stats.handshake_failures, 1);
                 debug!(node = %self.config.node, %remote, "{direction} handshake failed: {err}");
+            }
+        }
+    }
+}
+
+/// One handshake's place in [`Shared::pending_per_ip`], given back on drop.
+struct PendingSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl PendingSlot {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<PendingSlot> {
+        let mut pending = lock(&shared.pending_per_ip);
+        let n = pending.entry(ip).or_insert(0);
+        if *n >= shared.config.max_pending_handshakes_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.shared.pending_per_ip);
+        if let Some(n) = pending.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.ip);
             }
         }
     }
@@ -807,18 +856,31 @@ async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, remote)) => match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let shared2 = shared.clone();
-                    shared.spawn(async move {
-                        accept_connection(shared2, stream, remote).await;
-                        drop(permit);
-                    });
+            Ok((stream, remote)) => {
+                let slot = match permits.clone().try_acquire_owned() {
+                    Ok(permit) => match PendingSlot::take(&shared, remote.ip()) {
+                        Some(slot) => Some((permit, slot)),
+                        None => None,
+                    },
+                    Err(_) => None,
+                };
+                match slot {
+                    Some((permit, slot)) => {
+                        let shared2 = shared.clone();
+                        shared.spawn(async move {
+                            accept_connection(shared2, stream, remote).await;
+                            drop(slot);
+                            drop(permit);
+                        });
+                    }
+                    None => {
+                        StatCounters::add(&shared.stats.handshake_failures, 1);
+                        shared.refusal_log.warn(|n| {
+                            warn!(%remote, refused = n, "too many handshakes in progress (in all, or from this address); closing new connections")
+                        });
+                    }
                 }
-                Err(_) => {
-                    warn!(%remote, "too many handshakes in progress; closing the new connection");
-                }
-            },
+            }
             Err(e) => {
                 // Usually out of file descriptors; back off instead of
                 // spinning.

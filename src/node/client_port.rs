@@ -52,7 +52,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +67,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::log::RateLimited;
 use crate::node::auth::Users;
 use crate::protocol::{
     ErrorCode, ErrorReply, Handler, Op, Reply, Request, Response, Role, CLIENT_PROTOCOL_VERSION,
@@ -120,6 +121,26 @@ pub struct ClientPortConfig {
     /// wrong passwords can take two threads' worth at most, and waits in
     /// line rather than starving requests.
     pub max_concurrent_auth: usize,
+    /// Open connections from one IP address at most. Default 256: a
+    /// quarter of `max_connections`, so one host (one misbehaving
+    /// application, or one attacker) cannot take every slot, while a pooled
+    /// application server still gets far more than it needs.
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight that sends nothing for this
+    /// long is closed. Default 10 minutes: pools keep connections open
+    /// between bursts, and reconnect transparently after a close; a slot
+    /// held for nothing is given back.
+    pub idle_timeout: Duration,
+    /// A frame whose first bytes arrived must be complete within this.
+    /// Default 30 s: a 16 MiB frame takes under a second on any network a
+    /// node serves; a client dribbling a frame to hold its buffer (a
+    /// slowloris) is cut off.
+    pub frame_timeout: Duration,
+    /// On a port that requires users, a connection that has not
+    /// authenticated within this is closed. Default 10 s: a client sends
+    /// `Hello` first; an unauthenticated connection holds a slot and can
+    /// do nothing else.
+    pub auth_timeout: Duration,
 }
 
 /// Who may use a client port.
@@ -165,6 +186,10 @@ impl Default for ClientPortConfig {
             auth: ClientAuth::Open,
             max_auth_failures: 3,
             max_concurrent_auth: 2,
+            max_connections_per_ip: 256,
+            idle_timeout: Duration::from_secs(600),
+            frame_timeout: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -183,11 +208,20 @@ impl ClientPortConfig {
             || self.max_in_flight_per_connection == 0
             || self.max_auth_failures == 0
             || self.max_concurrent_auth == 0
+            || self.max_connections_per_ip == 0
         {
             return Err(Error::InvalidInput(
-                "client port: max_connections, max_in_flight_per_connection, max_auth_failures \
-                 and max_concurrent_auth must be at least 1"
+                "client port: max_connections, max_in_flight_per_connection, max_auth_failures, \
+                 max_concurrent_auth and max_connections_per_ip must be at least 1"
                     .into(),
+            ));
+        }
+        if self.idle_timeout.is_zero()
+            || self.frame_timeout.is_zero()
+            || self.auth_timeout.is_zero()
+        {
+            return Err(Error::InvalidInput(
+                "client port: idle_timeout, frame_timeout and auth_timeout must be positive".into(),
             ));
         }
         Ok(())
@@ -209,6 +243,42 @@ struct Shared {
     stop: CancellationToken,
     /// Bounds the password checks running at once.
     auth_slots: Arc<Semaphore>,
+    /// Open connections per source address.
+    per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`Shared::per_ip`], given back on drop.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Takes a slot for a connection from `ip`, unless it has its share.
+    fn ip_slot(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.config.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
 }
 
 impl ClientPort {
@@ -231,6 +301,7 @@ impl ClientPort {
         let shared = Arc::new(Shared {
             handler,
             auth_slots: Arc::new(Semaphore::new(config.max_concurrent_auth)),
+            per_ip: std::sync::Mutex::new(HashMap::new()),
             config,
             stop: stop.clone(),
         });
@@ -260,6 +331,7 @@ impl ClientPort {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let refusals = RateLimited::new(Duration::from_secs(10));
     loop {
         let accepted = tokio::select! {
             _ = shared.stop.cancelled() => return,
@@ -276,25 +348,33 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
             }
         };
         let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
+        let admitted = match slots.clone().try_acquire_owned() {
+            Ok(permit) => match shared.ip_slot(peer.ip()) {
+                Some(ip_slot) => Ok((permit, ip_slot)),
+                None => Err(format!(
+                    "too many client connections from {} (limit {} per address)",
+                    peer.ip(),
+                    shared.config.max_connections_per_ip
+                )),
+            },
+            Err(_) => Err(format!(
+                "too many client connections (limit {})",
+                shared.config.max_connections
+            )),
+        };
+        match admitted {
+            Ok((permit, ip_slot)) => {
                 let shared = shared.clone();
                 tracker.spawn(async move {
                     serve_connection(stream, shared).await;
                     tracing::debug!(%peer, "client port: connection closed");
+                    drop(ip_slot);
                     drop(permit);
                 });
             }
-            Err(_) => {
-                tracing::warn!(%peer, "client port: connection limit reached; refusing");
-                let refusal = ErrorReply::new(
-                    ErrorCode::Overloaded,
-                    format!(
-                        "too many client connections (limit {})",
-                        shared.config.max_connections
-                    ),
-                    true,
-                );
+            Err(why) => {
+                refusals.warn(|n| tracing::warn!(%peer, refused = n, "client port: refusing a connection: {why}"));
+                let refusal = ErrorReply::new(ErrorCode::Overloaded, why, true);
                 let timeout = shared.config.refusal_timeout;
                 tracker.spawn(async move {
                     let (read_half, write_half) = stream.into_split();
@@ -380,12 +460,78 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         failures: 0,
     };
 
+    // The deadlines that close a connection which holds a slot for
+    // nothing: idle, a frame left half-sent, no authentication.
+    let opened = tokio::time::Instant::now();
+    let mut last_frame = opened;
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    let must_auth = matches!(shared.config.auth, ClientAuth::Users(_));
+
     // Reading phase: until the client hangs up, breaks the framing, or the
     // port shuts down.
     loop {
         let can_read = tasks.len() < limit;
+        let now = tokio::time::Instant::now();
+        // A partial frame is one whose first bytes are buffered; its clock
+        // starts when they are first seen.
+        if reader.read_buffer().is_empty() {
+            partial_since = None;
+        } else if partial_since.is_none() {
+            partial_since = Some(now);
+        }
+        let mut deadline = None::<(tokio::time::Instant, &str)>;
+        let mut consider = |at: tokio::time::Instant, why: &'static str| {
+            if deadline.is_none_or(|(d, _)| at < d) {
+                deadline = Some((at, why));
+            }
+        };
+        if let Some(since) = partial_since {
+            consider(
+                since + shared.config.frame_timeout,
+                "a frame was not completed in time",
+            );
+        } else if tasks.is_empty() {
+            consider(last_frame + shared.config.idle_timeout, "idle");
+        }
+        if must_auth && auth.role.is_none() {
+            consider(
+                opened + shared.config.auth_timeout,
+                "no authentication in time",
+            );
+        }
+        // Bytes of a new frame arrive while this task waits below, unseen
+        // until it wakes: waking at least every half frame timeout bounds
+        // how long a frame may dribble to 1.5 times the timeout.
+        consider(now + shared.config.frame_timeout / 2, "check");
+        let (deadline, why) = deadline.unwrap_or((now + shared.config.idle_timeout, "idle"));
         tokio::select! {
             _ = shared.stop.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                // Re-checked at the top of the loop if something changed;
+                // here the deadline passed with its condition still true.
+                let still = match why {
+                    "check" => false,
+                    "idle" => tasks.is_empty() && reader.read_buffer().is_empty(),
+                    "no authentication in time" => auth.role.is_none(),
+                    _ => !reader.read_buffer().is_empty(),
+                };
+                if still {
+                    if why == "no authentication in time" {
+                        let reply = ErrorReply::new(
+                            ErrorCode::Unauthenticated,
+                            format!(
+                                "no Hello with credentials within {:?}; closing the connection",
+                                shared.config.auth_timeout
+                            ),
+                            false,
+                        );
+                        let _ = write_response(&mut writer, error_response(0, reply), max).await;
+                    }
+                    tracing::debug!(why, "client port: closing a connection");
+                    broke_framing = why != "idle";
+                    break;
+                }
+            }
             done = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let response = finished(done, &mut running);
                 if write_response(&mut writer, response, max).await.is_err() {
@@ -395,6 +541,8 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
             frame = reader.next(), if can_read => match frame {
                 None => break,
                 Some(Ok(frame)) => {
+                    last_frame = tokio::time::Instant::now();
+                    partial_since = None;
                     let answer = start_request(&frame, &shared, &mut auth, &mut tasks, &mut running).await;
                     if let Some(response) = answer {
                         if write_response(&mut writer, response, max).await.is_err() {
