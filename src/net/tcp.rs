@@ -858,10 +858,9 @@ async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
         match accepted {
             Ok((stream, remote)) => {
                 let slot = match permits.clone().try_acquire_owned() {
-                    Ok(permit) => match PendingSlot::take(&shared, remote.ip()) {
-                        Some(slot) => Some((permit, slot)),
-                        None => None,
-                    },
+                    Ok(permit) => {
+                        PendingSlot::take(&shared, remote.ip()).map(|slot| (permit, slot))
+                    }
                     Err(_) => None,
                 };
                 match slot {
