@@ -139,6 +139,14 @@ async fn run(s: &State, op: Op) -> ringkv::Result<Reply> {
                 Ok(object(Some(key.into_vec())))
             }
             b"panic" => panic!("the test handler panics on purpose"),
+            // A value of `key` KiB.
+            b"big" => {
+                let kib: usize = std::str::from_utf8(&key)
+                    .ok()
+                    .and_then(|k| k.parse().ok())
+                    .ok_or_else(|| Error::InvalidInput("big key is not a number".into()))?;
+                Ok(object(Some(vec![0x5a; kib * 1024])))
+            }
             _ => {
                 let values = s.values.lock().unwrap();
                 Ok(object(
@@ -1234,6 +1242,89 @@ async fn one_address_cannot_take_every_connection() {
             "the slot never came back"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    port.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_replies_holds_its_budget_and_no_more() {
+    const KIB: usize = 256;
+    let node = TestNode::new(1);
+    let config = ClientPortConfig {
+        max_frame_bytes: 1 << 20,
+        reply_budget_per_connection: 1 << 20,
+        reply_budget_total: 2 << 20,
+        ..ClientPortConfig::default()
+    };
+    let port = start(&node, config).await;
+    // Two greedy clients pipeline 200 gets of 256 KiB each and read
+    // nothing: 100 MiB of replies if the node kept them all.
+    let mut greedy = Vec::new();
+    for g in 0..2u64 {
+        let mut raw = Raw::connect(&port).await;
+        let frames: Vec<Vec<u8>> = (0..200)
+            .map(|i| {
+                codec::encode(&Request {
+                    id: g * 1000 + i,
+                    op: get(b"big", KIB.to_string().as_bytes()),
+                })
+                .unwrap()
+            })
+            .collect();
+        for f in frames {
+            // The node stops reading: later sends may block; give up on
+            // them rather than wait for a reader that never comes.
+            if tokio::time::timeout(Duration::from_millis(200), raw.send_bytes(f))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        greedy.push(raw);
+    }
+    // While they wait, a well-behaved client is served, and the node
+    // holds at most its total budget (plus one frame) of replies.
+    let mut peak = 0;
+    let mut good = Raw::connect(&port).await;
+    for i in 0..20 {
+        good.send(i, get(b"b", b"k")).await;
+        let r = good.recv().await.unwrap();
+        assert!(
+            r.result.is_ok(),
+            "the well-behaved client was not served: {r:?}"
+        );
+        peak = peak.max(port.queued_reply_bytes());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        peak > 0,
+        "the greedy clients queued nothing: the test tested nothing"
+    );
+    assert!(
+        peak <= (2 << 20) + (KIB << 10) + 4096,
+        "{peak} bytes of replies held"
+    );
+    // The greedy clients now read: every request got an answer, the large
+    // ones past the budget an Overloaded error, none lost.
+    for (g, raw) in greedy.iter_mut().enumerate() {
+        let mut ok = 0;
+        let mut overloaded = 0;
+        while let Ok(Some(Ok(frame))) =
+            tokio::time::timeout(Duration::from_secs(2), raw.0.next()).await
+        {
+            let r: Response = codec::decode(&frame, 1 << 24).unwrap();
+            match &r.result {
+                Ok(_) => ok += 1,
+                Err(e) if e.code == ErrorCode::Overloaded => {
+                    assert!(e.retryable);
+                    overloaded += 1;
+                }
+                Err(e) => panic!("client {g}: {e:?}"),
+            }
+        }
+        assert!(ok >= 1, "client {g} got no value at all");
+        assert!(overloaded >= 1, "client {g}: nothing was refused (ok {ok})");
     }
     port.shutdown().await;
 }

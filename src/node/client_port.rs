@@ -53,13 +53,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -141,6 +142,20 @@ pub struct ClientPortConfig {
     /// `Hello` first; an unauthenticated connection holds a slot and can
     /// do nothing else.
     pub auth_timeout: Duration,
+    /// Bytes of replies one connection may have waiting to be written.
+    /// Default 64 MiB: four of the largest values. Once it is reached the
+    /// port stops reading that connection's requests; a large reply (over
+    /// 64 KiB) that would go past it is replaced by an `Overloaded` error,
+    /// so a client that does not read its replies costs the node this
+    /// much, not a value per request in flight. After a reply over 1 MiB,
+    /// the connection's requests in flight are also held to this budget
+    /// divided by the largest reply it has had.
+    pub reply_budget_per_connection: usize,
+    /// Bytes of replies waiting to be written, over all connections.
+    /// Default 512 MiB: a node serving 15 MiB values to many slow clients
+    /// stays within a bounded, known amount of memory; large replies past
+    /// it are refused `Overloaded` (retryable) as above.
+    pub reply_budget_total: usize,
 }
 
 /// Who may use a client port.
@@ -190,6 +205,8 @@ impl Default for ClientPortConfig {
             idle_timeout: Duration::from_secs(600),
             frame_timeout: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(10),
+            reply_budget_per_connection: 64 << 20,
+            reply_budget_total: 512 << 20,
         }
     }
 }
@@ -216,6 +233,15 @@ impl ClientPortConfig {
                     .into(),
             ));
         }
+        if self.reply_budget_per_connection < self.max_frame_bytes
+            || self.reply_budget_total < self.reply_budget_per_connection
+        {
+            return Err(Error::InvalidInput(format!(
+                "client port: reply_budget_per_connection must be at least max_frame_bytes \
+                 ({}), and reply_budget_total at least reply_budget_per_connection",
+                self.max_frame_bytes
+            )));
+        }
         if self.idle_timeout.is_zero()
             || self.frame_timeout.is_zero()
             || self.auth_timeout.is_zero()
@@ -234,6 +260,7 @@ pub struct ClientPort {
     local_addr: SocketAddr,
     stop: CancellationToken,
     tracker: TaskTracker,
+    queued_total: Arc<AtomicUsize>,
 }
 
 /// What every connection task shares.
@@ -245,6 +272,8 @@ struct Shared {
     auth_slots: Arc<Semaphore>,
     /// Open connections per source address.
     per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    /// Bytes of replies queued to be written, over all connections.
+    queued_total: Arc<AtomicUsize>,
 }
 
 /// One connection's place in [`Shared::per_ip`], given back on drop.
@@ -302,20 +331,30 @@ impl ClientPort {
             handler,
             auth_slots: Arc::new(Semaphore::new(config.max_concurrent_auth)),
             per_ip: std::sync::Mutex::new(HashMap::new()),
+            queued_total: Arc::new(AtomicUsize::new(0)),
             config,
             stop: stop.clone(),
         });
+        let queued_total = shared.queued_total.clone();
         tracker.spawn(accept_loop(listener, shared, tracker.clone()));
         Ok(ClientPort {
             local_addr,
             stop,
             tracker,
+            queued_total,
         })
     }
 
     /// The address the port is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Bytes of replies waiting to be written, over all connections: at
+    /// most `reply_budget_total` plus one small reply per request in
+    /// flight.
+    pub fn queued_reply_bytes(&self) -> usize {
+        self.queued_total.load(Ordering::Acquire)
     }
 
     /// Stops accepting connections and reading requests, lets requests in
@@ -448,7 +487,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         .max_frame_length(max)
         .new_codec();
     let mut reader = FramedRead::new(read_half, codec.clone());
-    let mut writer = FramedWrite::new(write_half, codec);
+    let mut writer = Replies::start(FramedWrite::new(write_half, codec), &shared);
     let mut tasks: JoinSet<Response> = JoinSet::new();
     let mut running: Running = HashMap::new();
     let mut broke_framing = false;
@@ -470,7 +509,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     // Reading phase: until the client hangs up, breaks the framing, or the
     // port shuts down.
     loop {
-        let can_read = tasks.len() < limit;
+        let can_read = tasks.len() < writer.in_flight_limit(limit) && !writer.over_budget();
         let now = tokio::time::Instant::now();
         // A partial frame is one whose first bytes are buffered; its clock
         // starts when they are first seen.
@@ -506,6 +545,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         let (deadline, why) = deadline.unwrap_or((now + shared.config.idle_timeout, "idle"));
         tokio::select! {
             _ = shared.stop.cancelled() => break,
+            _ = writer.drained(), if writer.over_budget() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 // Re-checked at the top of the loop if something changed;
                 // here the deadline passed with its condition still true.
@@ -525,7 +565,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                             ),
                             false,
                         );
-                        let _ = write_response(&mut writer, error_response(0, reply), max).await;
+                        let _ = writer.send(error_response(0, reply), max);
                     }
                     tracing::debug!(why, "client port: closing a connection");
                     broke_framing = why != "idle";
@@ -534,7 +574,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
             }
             done = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let response = finished(done, &mut running);
-                if write_response(&mut writer, response, max).await.is_err() {
+                if writer.send(response, max).is_err() {
                     return;
                 }
             }
@@ -545,7 +585,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                     partial_since = None;
                     let answer = start_request(&frame, &shared, &mut auth, &mut tasks, &mut running).await;
                     if let Some(response) = answer {
-                        if write_response(&mut writer, response, max).await.is_err() {
+                        if writer.send(response, max).is_err() {
                             return;
                         }
                     }
@@ -565,7 +605,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                             format!("frame longer than the limit of {max} bytes; closing the connection"),
                             false,
                         );
-                        let _ = write_response(&mut writer, error_response(0, reply), max).await;
+                        let _ = writer.send(error_response(0, reply), max);
                         broke_framing = true;
                     }
                     break;
@@ -583,7 +623,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         tokio::select! {
             done = tasks.join_next_with_id() => {
                 let response = finished(done, &mut running);
-                if write_response(&mut writer, response, max).await.is_err() {
+                if writer.send(response, max).is_err() {
                     return;
                 }
             }
@@ -602,7 +642,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                     if is_write {
                         reply.indefinite = Some(true);
                     }
-                    if write_response(&mut writer, error_response(id, reply), max).await.is_err() {
+                    if writer.send(error_response(id, reply), max).is_err() {
                         return;
                     }
                 }
@@ -610,7 +650,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
             }
         }
     }
-    let _ = SinkExt::<Bytes>::close(&mut writer).await;
+    writer.finish().await;
     if broke_framing {
         discard_until_closed(reader.into_inner(), shared.config.refusal_timeout).await;
     }
@@ -802,29 +842,149 @@ fn finished(
     }
 }
 
-/// Encodes and writes one response. A reply too large for a frame is
-/// replaced by an error for the same id, so the client is never left
-/// waiting.
-async fn write_response(
-    writer: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>,
-    response: Response,
-    max: usize,
-) -> Result<()> {
-    let frame = match codec::encode_frame(&response, max) {
-        Ok(frame) => frame,
-        Err(e) => {
-            let reply = ErrorReply::new(
-                ErrorCode::Internal,
-                format!("the reply could not be sent: {e}"),
-                false,
-            );
-            codec::encode_frame(&error_response(response.id, reply), max)?
+/// A connection's replies on their way out: a writer task takes encoded
+/// frames from a queue, and the queue is bounded in bytes per connection
+/// and for the whole port (see `reply_budget_per_connection`).
+struct Replies {
+    queue: Option<mpsc::UnboundedSender<Bytes>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    /// Bytes queued on this connection, not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Woken each time the writer finishes a frame.
+    written: Arc<tokio::sync::Notify>,
+    total: Arc<AtomicUsize>,
+    budget: usize,
+    budget_total: usize,
+    /// The largest reply this connection has had.
+    largest: usize,
+}
+
+/// Replies up to this size are always queued: they are bounded by the
+/// requests in flight, and an error in their place would be about as
+/// large.
+const SMALL_REPLY_BYTES: usize = 64 * 1024;
+
+impl Replies {
+    fn start(
+        mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>,
+        shared: &Shared,
+    ) -> Replies {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = Arc::new(tokio::sync::Notify::new());
+        let total = shared.queued_total.clone();
+        let writer = tokio::spawn({
+            let (queued, written, total) = (queued.clone(), written.clone(), total.clone());
+            async move {
+                let mut broken = false;
+                while let Some(frame) = rx.recv().await {
+                    let len = frame.len();
+                    if !broken && sink.send(frame).await.is_err() {
+                        // The client is gone: what is queued is dropped,
+                        // and still counted out.
+                        broken = true;
+                    }
+                    queued.fetch_sub(len, Ordering::AcqRel);
+                    total.fetch_sub(len, Ordering::AcqRel);
+                    written.notify_one();
+                }
+                if !broken {
+                    let _ = SinkExt::<Bytes>::close(&mut sink).await;
+                }
+            }
+        });
+        Replies {
+            queue: Some(tx),
+            writer: Some(writer),
+            queued,
+            written,
+            total,
+            budget: shared.config.reply_budget_per_connection,
+            budget_total: shared.config.reply_budget_total,
+            largest: 0,
         }
-    };
-    writer
-        .send(frame)
-        .await
-        .map_err(|e| Error::io("writing a client response", e))
+    }
+
+    /// Whether this connection has its whole budget queued: read no more
+    /// of its requests until the client takes some replies.
+    fn over_budget(&self) -> bool {
+        self.queued.load(Ordering::Acquire) >= self.budget
+    }
+
+    /// Resolves when the writer has written a frame.
+    async fn drained(&self) {
+        self.written.notified().await;
+    }
+
+    /// The requests this connection may have in flight: `limit`, or fewer
+    /// once it has had replies so large that `limit` of them would pass
+    /// its budget.
+    fn in_flight_limit(&self, limit: usize) -> usize {
+        if self.largest > 1 << 20 {
+            limit.min((self.budget / self.largest).max(1))
+        } else {
+            limit
+        }
+    }
+
+    /// Encodes and queues one response. A reply too large for a frame is
+    /// replaced by an error for the same id, and a large reply past the
+    /// budgets by `Overloaded`, so the client is never left waiting. Fails
+    /// only when the connection's writer has ended.
+    fn send(&mut self, response: Response, max: usize) -> Result<()> {
+        let id = response.id;
+        let mut frame = match codec::encode_frame(&response, max) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let reply = ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("the reply could not be sent: {e}"),
+                    false,
+                );
+                codec::encode_frame(&error_response(id, reply), max)?
+            }
+        };
+        drop(response);
+        self.largest = self.largest.max(frame.len());
+        if frame.len() > SMALL_REPLY_BYTES {
+            let queued = self.queued.load(Ordering::Acquire);
+            let total = self.total.load(Ordering::Acquire);
+            if queued + frame.len() > self.budget || total + frame.len() > self.budget_total {
+                let reply = ErrorReply::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "a reply of {} bytes was dropped: {queued} bytes of replies wait for \
+                         this connection to read them ({total} for the node); read replies \
+                         before sending more requests",
+                        frame.len()
+                    ),
+                    true,
+                );
+                frame = codec::encode_frame(&error_response(id, reply), max)?;
+            }
+        }
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        self.total.fetch_add(len, Ordering::AcqRel);
+        let sent = self.queue.as_ref().map(|q| q.send(frame));
+        if let Some(Ok(())) = sent {
+            return Ok(());
+        }
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+        self.total.fetch_sub(len, Ordering::AcqRel);
+        Err(Error::io(
+            "writing a client response",
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the connection is closed"),
+        ))
+    }
+
+    /// Writes what is queued, then closes the write side.
+    async fn finish(mut self) {
+        self.queue = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.await;
+        }
+    }
 }
 
 #[cfg(test)]
