@@ -821,6 +821,103 @@ async fn a_node_with_users_serves_each_role_its_ops_and_no_one_else() {
     .await
 }
 
+/// The attack of issue [11]: clients pipeline gets of a 15 MiB value and
+/// never read the replies. Before the reply budgets, 128 such gets on one
+/// connection took a node from 171 MB to 3.3 GB, two connections to 10.6
+/// GB, and other clients got nothing for over a minute. Now the node's
+/// memory stays within its budgets and a well-behaved client is served
+/// throughout; the figures are printed for the issue's note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_serving() {
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let cluster = Cluster::start(1).await;
+        let addr = cluster.node(1).client;
+        let admin = client_of(addr).await;
+        let props = BucketInfo {
+            n: 1,
+            r: Consistency::One,
+            w: Consistency::One,
+            policy: ConflictPolicy::Lww,
+            sloppy_quorum: false,
+            timeout_ms: 5000,
+        };
+        admin.set_bucket(b"big", props.clone()).await.unwrap();
+        admin.set_bucket(b"small", props).await.unwrap();
+        let value = vec![0x5au8; ringkv::config::MAX_VALUE_BYTES];
+        admin.put(b"big", b"v", &value, None).await.unwrap();
+        admin.put(b"small", b"k", b"tiny", None).await.unwrap();
+        let well_behaved = client_of(addr).await;
+        let mut before = Vec::new();
+        for _ in 0..20 {
+            let start = std::time::Instant::now();
+            let got = well_behaved.get(b"small", b"k").await.unwrap();
+            assert_eq!(got.value, Some(b"tiny".to_vec()));
+            before.push(start.elapsed());
+        }
+        let rss_before = cluster.node(1).rss_bytes().unwrap();
+
+        // Two greedy connections, 128 gets each, nothing read.
+        let mut greedy = Vec::new();
+        for g in 0..2u64 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            for i in 0..128u64 {
+                let req = Request {
+                    id: g * 1000 + i,
+                    op: Op::Get {
+                        bucket: serde_bytes::ByteBuf::from(b"big".to_vec()),
+                        key: serde_bytes::ByteBuf::from(b"v".to_vec()),
+                        options: ReadOptions::default(),
+                    },
+                };
+                let body = ringkv::codec::encode(&req).unwrap();
+                let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(&body);
+                if tokio::time::timeout(Duration::from_millis(500), stream.write_all(&frame))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            greedy.push(stream);
+        }
+        let mut during = Vec::new();
+        let mut rss_peak = rss_before;
+        for _ in 0..40 {
+            let start = std::time::Instant::now();
+            let got = well_behaved.get(b"small", b"k").await;
+            let got = got.unwrap_or_else(|e| panic!("the well-behaved client was refused: {e}"));
+            assert_eq!(got.value, Some(b"tiny".to_vec()));
+            during.push(start.elapsed());
+            rss_peak = rss_peak.max(cluster.node(1).rss_bytes().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let median = |v: &mut Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (b, d) = (median(&mut before), median(&mut during));
+        println!(
+            "attack: RSS {} MB before, {} MB peak during; well-behaved get p50 {:?} before, {:?} during",
+            rss_before >> 20,
+            rss_peak >> 20,
+            b,
+            d
+        );
+        // The budgets: 512 MiB of queued replies for the node, plus what
+        // the node holds anyway. Before them: 10.6 GB.
+        assert!(
+            rss_peak < rss_before + (1 << 30),
+            "RSS grew from {} MB to {} MB",
+            rss_before >> 20,
+            rss_peak >> 20
+        );
+        drop(greedy);
+    })
+    .await
+}
+
 #[test]
 fn ready_lines_parse() {
     let r = parse_ready("ready node=3 peer=127.0.0.1:4000 client=127.0.0.1:4001\n").unwrap();

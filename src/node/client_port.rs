@@ -857,7 +857,15 @@ struct Replies {
     budget_total: usize,
     /// The largest reply this connection has had.
     largest: usize,
+    /// Requests this connection may have in flight now: starts at
+    /// [`INITIAL_WINDOW`] and grows by one per small reply, as TCP's slow
+    /// start does, so a new connection cannot have many large requests
+    /// running before the port has seen how large its replies are.
+    window: usize,
 }
+
+/// The requests a new connection may have in flight before any reply.
+const INITIAL_WINDOW: usize = 4;
 
 /// Replies up to this size are always queued: they are bounded by the
 /// requests in flight, and an error in their place would be about as
@@ -902,13 +910,19 @@ impl Replies {
             budget: shared.config.reply_budget_per_connection,
             budget_total: shared.config.reply_budget_total,
             largest: 0,
+            window: INITIAL_WINDOW,
         }
     }
 
-    /// Whether this connection has its whole budget queued: read no more
-    /// of its requests until the client takes some replies.
+    /// Whether this connection's budget is full: read no more of its
+    /// requests until the client takes some replies.
     fn over_budget(&self) -> bool {
-        self.queued.load(Ordering::Acquire) >= self.budget
+        let queued = self.queued.load(Ordering::Acquire);
+        // Once replies are large, stop while another like the largest
+        // would not fit: reading on would only run requests whose replies
+        // are then dropped.
+        queued >= self.budget
+            || (self.largest > SMALL_REPLY_BYTES && queued + self.largest > self.budget)
     }
 
     /// Resolves when the writer has written a frame.
@@ -916,10 +930,11 @@ impl Replies {
         self.written.notified().await;
     }
 
-    /// The requests this connection may have in flight: `limit`, or fewer
-    /// once it has had replies so large that `limit` of them would pass
-    /// its budget.
+    /// The requests this connection may have in flight: its window, at
+    /// most `limit`, and fewer once it has had replies so large that more
+    /// of them would pass its budget.
     fn in_flight_limit(&self, limit: usize) -> usize {
+        let limit = limit.min(self.window);
         if self.largest > 1 << 20 {
             limit.min((self.budget / self.largest).max(1))
         } else {
@@ -933,6 +948,25 @@ impl Replies {
     /// only when the connection's writer has ended.
     fn send(&mut self, response: Response, max: usize) -> Result<()> {
         let id = response.id;
+        // A reply that cannot fit is refused before it is encoded: encoding
+        // 15 MiB only to drop it would spend the CPU the budget saves.
+        let values = match &response.result {
+            Ok(Reply::Object {
+                value, siblings, ..
+            }) => {
+                value.as_ref().map_or(0, |v| v.len())
+                    + siblings
+                        .iter()
+                        .map(|s| s.value.as_ref().map_or(0, |v| v.len()))
+                        .sum::<usize>()
+            }
+            _ => 0,
+        };
+        if values > SMALL_REPLY_BYTES && !self.fits(values) {
+            self.largest = self.largest.max(values);
+            let refusal = self.refusal(id, values);
+            return self.queue_frame(codec::encode_frame(&refusal, max)?);
+        }
         let mut frame = match codec::encode_frame(&response, max) {
             Ok(frame) => frame,
             Err(e) => {
@@ -946,23 +980,39 @@ impl Replies {
         };
         drop(response);
         self.largest = self.largest.max(frame.len());
-        if frame.len() > SMALL_REPLY_BYTES {
-            let queued = self.queued.load(Ordering::Acquire);
-            let total = self.total.load(Ordering::Acquire);
-            if queued + frame.len() > self.budget || total + frame.len() > self.budget_total {
-                let reply = ErrorReply::new(
-                    ErrorCode::Overloaded,
-                    format!(
-                        "a reply of {} bytes was dropped: {queued} bytes of replies wait for \
-                         this connection to read them ({total} for the node); read replies \
-                         before sending more requests",
-                        frame.len()
-                    ),
-                    true,
-                );
-                frame = codec::encode_frame(&error_response(id, reply), max)?;
-            }
+        if frame.len() <= SMALL_REPLY_BYTES {
+            self.window = self.window.saturating_add(1);
         }
+        if frame.len() > SMALL_REPLY_BYTES && !self.fits(frame.len()) {
+            frame = codec::encode_frame(&self.refusal(id, frame.len()), max)?;
+        }
+        self.queue_frame(frame)
+    }
+
+    /// Whether `len` more bytes fit in both budgets.
+    fn fits(&self, len: usize) -> bool {
+        self.queued.load(Ordering::Acquire) + len <= self.budget
+            && self.total.load(Ordering::Acquire) + len <= self.budget_total
+    }
+
+    /// The `Overloaded` error that replaces a reply of `len` bytes.
+    fn refusal(&self, id: u64, len: usize) -> Response {
+        let queued = self.queued.load(Ordering::Acquire);
+        let total = self.total.load(Ordering::Acquire);
+        let reply = ErrorReply::new(
+            ErrorCode::Overloaded,
+            format!(
+                "a reply of {len} bytes was dropped: {queued} bytes of replies wait for this \
+                 connection to read them ({total} for the node); read replies before sending \
+                 more requests"
+            ),
+            true,
+        );
+        error_response(id, reply)
+    }
+
+    /// Queues an encoded frame for the writer.
+    fn queue_frame(&mut self, frame: Bytes) -> Result<()> {
         let len = frame.len();
         self.queued.fetch_add(len, Ordering::AcqRel);
         self.total.fetch_add(len, Ordering::AcqRel);

@@ -111,6 +111,15 @@ impl NodeProcess {
         }
     }
 
+    /// Its resident memory in bytes (`VmRSS` of `/proc/<pid>/status`),
+    /// while it runs.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     fn pid(&self) -> Option<i32> {
         self.child
             .as_ref()
