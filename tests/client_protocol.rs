@@ -1328,3 +1328,46 @@ async fn a_client_that_never_reads_its_replies_holds_its_budget_and_no_more() {
     }
     port.shutdown().await;
 }
+
+#[tokio::test]
+async fn before_authentication_only_small_frames_are_read() {
+    use ringkv::protocol::WriteOptions;
+    let node = TestNode::new(1);
+    let port = start_with_users(&node).await;
+    let big_put = |id| Request {
+        id,
+        op: Op::Put {
+            bucket: ByteBuf::from(b"b".to_vec()),
+            key: ByteBuf::from(b"k".to_vec()),
+            value: ByteBuf::from(vec![7u8; 512 * 1024]),
+            context: None,
+            options: WriteOptions::default(),
+        },
+    };
+    // A stranger announcing a 512 KiB frame is refused at its length, and
+    // the node buffers none of it.
+    let mut stranger = Raw::connect(&port).await;
+    stranger
+        .send_bytes(codec::encode(&big_put(1)).unwrap())
+        .await;
+    let r = stranger.recv().await.expect("a refusal");
+    assert_eq!((r.id, error_code(&r)), (0, ErrorCode::BadRequest));
+    assert!(r
+        .result
+        .unwrap_err()
+        .message
+        .contains("before authentication"));
+    assert!(
+        stranger.recv().await.is_none(),
+        "the connection stayed open"
+    );
+    // Once authenticated, the same frame is read.
+    let mut writer = Raw::connect(&port).await;
+    writer.send(1, hello_as("writer", "writer-pw")).await;
+    assert!(writer.recv().await.unwrap().result.is_ok());
+    writer.send_bytes(codec::encode(&big_put(2)).unwrap()).await;
+    let r = writer.recv().await.unwrap();
+    assert_eq!(r.id, 2);
+    assert!(r.result.is_ok(), "{r:?}");
+    port.shutdown().await;
+}

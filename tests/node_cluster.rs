@@ -918,6 +918,127 @@ async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_servi
     .await
 }
 
+/// The connection attacks of issue [11], from 127.0.0.2 against a node
+/// that requires users: 300 connections that never authenticate (before,
+/// 1,024 idle connections locked everyone out), each dribbling part of a
+/// frame (before, 100 half-sent 16 MiB frames took 819 MB), and frames
+/// announcing 16 MiB. The node stays small, takes 256 of them at most,
+/// closes the rest within its authentication timeout, and serves a
+/// well-behaved client throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_and_serving() {
+    use ringkv::client::Credentials;
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let users_dir = tempfile::tempdir().unwrap();
+        let users = users_dir.path().join("users.toml");
+        users_add(&users, "app", "admin", "app password").await;
+        let users_flag = users.display().to_string();
+        let cluster = Cluster::start_with(1, &["--users-file", &users_flag]).await;
+        let addr = cluster.node(1).client;
+        let config = ClientConfig {
+            credentials: Some(Credentials::new("app", "app password")),
+            ..client_config()
+        };
+        let app = Client::connect(&[addr.to_string()], config).await.unwrap();
+        let props = BucketInfo {
+            n: 1,
+            r: Consistency::One,
+            w: Consistency::One,
+            policy: ConflictPolicy::Lww,
+            sloppy_quorum: false,
+            timeout_ms: 5000,
+        };
+        app.set_bucket(b"b", props).await.unwrap();
+        app.put(b"b", b"k", b"v", None).await.unwrap();
+        let mut before = Vec::new();
+        for _ in 0..20 {
+            let start = std::time::Instant::now();
+            assert_eq!(
+                app.get(b"b", b"k").await.unwrap().value,
+                Some(b"v".to_vec())
+            );
+            before.push(start.elapsed());
+        }
+        let rss_before = cluster.node(1).rss_bytes().unwrap();
+
+        let attack_started = std::time::Instant::now();
+        let mut held = Vec::new();
+        let mut refused_at_once = 0;
+        for i in 0..300 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let Ok(mut stream) = socket.connect(addr).await else {
+                refused_at_once += 1;
+                continue;
+            };
+            // Even connections announce 16 MiB; odd ones 60 KiB (under the
+            // limit before authentication) and send half of it.
+            let announced: u32 = if i % 2 == 0 { 16 << 20 } else { 60 << 10 };
+            let mut head = announced.to_be_bytes().to_vec();
+            head.extend(std::iter::repeat_n(0xa1u8, 30 << 10));
+            let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&head)).await;
+            held.push(stream);
+        }
+        let mut during = Vec::new();
+        let mut rss_peak = rss_before;
+        for _ in 0..40 {
+            let start = std::time::Instant::now();
+            let got = app.get(b"b", b"k").await;
+            let got = got.unwrap_or_else(|e| panic!("the app was refused during the attack: {e}"));
+            assert_eq!(got.value, Some(b"v".to_vec()));
+            during.push(start.elapsed());
+            rss_peak = rss_peak.max(cluster.node(1).rss_bytes().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Every attacking connection is closed by the node: at once (over
+        // the address's share, or a frame too large before
+        // authentication) or at the 10 s authentication timeout.
+        let mut closed = 0;
+        for stream in &mut held {
+            let mut buf = vec![0u8; 4096];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        closed += 1;
+                        break;
+                    }
+                    Ok(Ok(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        let all_closed_after = attack_started.elapsed();
+        let median = |v: &mut Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        println!(
+            "strangers: RSS {} MB before, {} MB peak; app get p50 {:?} before, {:?} during; \
+             {closed} of {} connections closed by the node within {all_closed_after:?} \
+             ({refused_at_once} failed to connect)",
+            rss_before >> 20,
+            rss_peak >> 20,
+            median(&mut before),
+            median(&mut during),
+            held.len(),
+        );
+        assert_eq!(
+            closed,
+            held.len(),
+            "the node kept some strangers' connections"
+        );
+        assert!(
+            rss_peak < rss_before + (200 << 20),
+            "RSS grew from {} MB to {} MB",
+            rss_before >> 20,
+            rss_peak >> 20
+        );
+    })
+    .await
+}
+
 #[test]
 fn ready_lines_parse() {
     let r = parse_ready("ready node=3 peer=127.0.0.1:4000 client=127.0.0.1:4001\n").unwrap();

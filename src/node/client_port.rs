@@ -156,6 +156,12 @@ pub struct ClientPortConfig {
     /// stays within a bounded, known amount of memory; large replies past
     /// it are refused `Overloaded` (retryable) as above.
     pub reply_budget_total: usize,
+    /// Largest frame accepted from a connection that has not
+    /// authenticated, on a port that requires users. Default 64 KiB: a
+    /// `Hello` is a few hundred bytes, and a stranger must not make the
+    /// node buffer `max_frame_bytes` per connection (100 connections each
+    /// holding half of a 16 MiB frame once took 819 MB).
+    pub max_frame_bytes_before_auth: usize,
 }
 
 /// Who may use a client port.
@@ -207,6 +213,7 @@ impl Default for ClientPortConfig {
             auth_timeout: Duration::from_secs(10),
             reply_budget_per_connection: 64 << 20,
             reply_budget_total: 512 << 20,
+            max_frame_bytes_before_auth: 64 * 1024,
         }
     }
 }
@@ -231,6 +238,11 @@ impl ClientPortConfig {
                 "client port: max_connections, max_in_flight_per_connection, max_auth_failures, \
                  max_concurrent_auth and max_connections_per_ip must be at least 1"
                     .into(),
+            ));
+        }
+        if self.max_frame_bytes_before_auth < 1024 {
+            return Err(Error::InvalidInput(
+                "client port: max_frame_bytes_before_auth must be at least 1024".into(),
             ));
         }
         if self.reply_budget_per_connection < self.max_frame_bytes
@@ -505,6 +517,10 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let mut last_frame = opened;
     let mut partial_since: Option<tokio::time::Instant> = None;
     let must_auth = matches!(shared.config.auth, ClientAuth::Users(_));
+    let before_auth = shared.config.max_frame_bytes_before_auth.min(max);
+    if must_auth {
+        reader.decoder_mut().set_max_frame_length(before_auth);
+    }
 
     // Reading phase: until the client hangs up, breaks the framing, or the
     // port shuts down.
@@ -584,6 +600,10 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                     last_frame = tokio::time::Instant::now();
                     partial_since = None;
                     let answer = start_request(&frame, &shared, &mut auth, &mut tasks, &mut running).await;
+                    if must_auth {
+                        let allowed = if auth.role.is_some() { max } else { before_auth };
+                        reader.decoder_mut().set_max_frame_length(allowed);
+                    }
                     if let Some(response) = answer {
                         if writer.send(response, max).is_err() {
                             return;
@@ -600,9 +620,13 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                         .get_ref()
                         .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>());
                     if oversized {
+                        let limit = reader.decoder().max_frame_length();
                         let reply = ErrorReply::new(
                             ErrorCode::BadRequest,
-                            format!("frame longer than the limit of {max} bytes; closing the connection"),
+                            format!(
+                                "frame longer than the limit of {limit} bytes{}; closing the connection",
+                                if limit < max { " before authentication" } else { "" }
+                            ),
                             false,
                         );
                         let _ = writer.send(error_response(0, reply), max);
