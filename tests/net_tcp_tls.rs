@@ -131,6 +131,17 @@ async fn through_relay(
     (a, b, b_in, tamper)
 }
 
+/// [`through_relay`] with both nodes on TLS from `ca`.
+async fn tls_through_relay(
+    ca: &ClusterCa,
+) -> (TcpTransport, TcpTransport, Inbox, Arc<Mutex<Tamper>>) {
+    through_relay(
+        ca.security_for(NodeId(1)).unwrap(),
+        ca.security_for(NodeId(2)).unwrap(),
+    )
+    .await
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -165,11 +176,7 @@ async fn send_and_collect(a: &TcpTransport, b_in: &mut Inbox, n: u64) -> (Vec<u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_sees_no_value_on_a_tls_link_and_every_value_on_a_plaintext_one() {
     let ca = ClusterCa::generate("tls-test").unwrap();
-    let (a, b, mut b_in, tamper) = through_relay(
-        ca.security_for(NodeId(1)).unwrap(),
-        ca.security_for(NodeId(2)).unwrap(),
-    )
-    .await;
+    let (a, b, mut b_in, tamper) = tls_through_relay(&ca).await;
     let (delivered, forged) = send_and_collect(&a, &mut b_in, 5).await;
     assert_eq!((delivered.len(), forged), (5, 0));
     let recorded = std::mem::take(&mut tamper.lock().unwrap().recorded);
@@ -201,11 +208,7 @@ async fn a_relay_sees_no_value_on_a_tls_link_and_every_value_on_a_plaintext_one(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_on_a_tls_link_closes_it_and_nothing_forged_is_delivered() {
     let ca = ClusterCa::generate("tls-test").unwrap();
-    let (a, b, mut b_in, tamper) = through_relay(
-        ca.security_for(NodeId(1)).unwrap(),
-        ca.security_for(NodeId(2)).unwrap(),
-    )
-    .await;
+    let (a, b, mut b_in, tamper) = tls_through_relay(&ca).await;
     let before = a.stats().connections + b.stats().connections;
     tamper.lock().unwrap().flip_next = true;
     let (delivered, forged) = send_and_collect(&a, &mut b_in, 10).await;
@@ -246,11 +249,7 @@ async fn a_flipped_byte_on_a_tls_link_closes_it_and_nothing_forged_is_delivered(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_tls_stream_replayed_delivers_nothing() {
     let ca = ClusterCa::generate("tls-test").unwrap();
-    let (a, b, mut b_in, tamper) = through_relay(
-        ca.security_for(NodeId(1)).unwrap(),
-        ca.security_for(NodeId(2)).unwrap(),
-    )
-    .await;
+    let (a, b, mut b_in, tamper) = tls_through_relay(&ca).await;
     let (delivered, _) = send_and_collect(&a, &mut b_in, 5).await;
     assert_eq!(delivered.len(), 5);
     // Everything node 1 sent, from the first byte of the connection.

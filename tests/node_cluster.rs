@@ -821,6 +821,47 @@ async fn a_node_with_users_serves_each_role_its_ops_and_no_one_else() {
     .await
 }
 
+/// One copy per key, quorums of one: a single node stores and serves.
+fn one_copy() -> BucketInfo {
+    BucketInfo {
+        n: 1,
+        r: Consistency::One,
+        w: Consistency::One,
+        policy: ConflictPolicy::Lww,
+        sloppy_quorum: false,
+        timeout_ms: 5000,
+    }
+}
+
+/// The median of some latencies.
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Times `n` gets of `bucket`/`key` through `client`, each of which must
+/// return `want`, 50 ms apart; returns the latencies and the highest RSS
+/// of node 1 seen between them (at least `rss`).
+async fn timed_gets(
+    cluster: &Cluster,
+    client: &Client,
+    (bucket, key, want): (&[u8], &[u8], &[u8]),
+    n: usize,
+    mut rss: u64,
+) -> (Vec<Duration>, u64) {
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        let got = client.get(bucket, key).await;
+        let got = got.unwrap_or_else(|e| panic!("the well-behaved client was refused: {e}"));
+        assert_eq!(got.value.as_deref(), Some(want));
+        times.push(start.elapsed());
+        rss = rss.max(cluster.node(1).rss_bytes().unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (times, rss)
+}
+
 /// The attack of issue [11]: clients pipeline gets of a 15 MiB value and
 /// never read the replies. Before the reply budgets, 128 such gets on one
 /// connection took a node from 171 MB to 3.3 GB, two connections to 10.6
@@ -834,27 +875,14 @@ async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_servi
         let cluster = Cluster::start(1).await;
         let addr = cluster.node(1).client;
         let admin = client_of(addr).await;
-        let props = BucketInfo {
-            n: 1,
-            r: Consistency::One,
-            w: Consistency::One,
-            policy: ConflictPolicy::Lww,
-            sloppy_quorum: false,
-            timeout_ms: 5000,
-        };
-        admin.set_bucket(b"big", props.clone()).await.unwrap();
-        admin.set_bucket(b"small", props).await.unwrap();
+admin.set_bucket(b"big", one_copy()).await.unwrap();
+        admin.set_bucket(b"small", one_copy()).await.unwrap();
         let value = vec![0x5au8; ringkv::config::MAX_VALUE_BYTES];
         admin.put(b"big", b"v", &value, None).await.unwrap();
         admin.put(b"small", b"k", b"tiny", None).await.unwrap();
         let well_behaved = client_of(addr).await;
-        let mut before = Vec::new();
-        for _ in 0..20 {
-            let start = std::time::Instant::now();
-            let got = well_behaved.get(b"small", b"k").await.unwrap();
-            assert_eq!(got.value, Some(b"tiny".to_vec()));
-            before.push(start.elapsed());
-        }
+        let small: (&[u8], &[u8], &[u8]) = (b"small", b"k", b"tiny");
+        let (before, _) = timed_gets(&cluster, &well_behaved, small, 20, 0).await;
         let rss_before = cluster.node(1).rss_bytes().unwrap();
 
         // Two greedy connections, 128 gets each, nothing read.
@@ -882,22 +910,8 @@ async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_servi
             }
             greedy.push(stream);
         }
-        let mut during = Vec::new();
-        let mut rss_peak = rss_before;
-        for _ in 0..40 {
-            let start = std::time::Instant::now();
-            let got = well_behaved.get(b"small", b"k").await;
-            let got = got.unwrap_or_else(|e| panic!("the well-behaved client was refused: {e}"));
-            assert_eq!(got.value, Some(b"tiny".to_vec()));
-            during.push(start.elapsed());
-            rss_peak = rss_peak.max(cluster.node(1).rss_bytes().unwrap_or(0));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let median = |v: &mut Vec<Duration>| {
-            v.sort();
-            v[v.len() / 2]
-        };
-        let (b, d) = (median(&mut before), median(&mut during));
+        let (during, rss_peak) = timed_gets(&cluster, &well_behaved, small, 40, rss_before).await;
+        let (b, d) = (p50(before), p50(during));
         println!(
             "attack: RSS {} MB before, {} MB peak during; well-behaved get p50 {:?} before, {:?} during",
             rss_before >> 20,
@@ -941,25 +955,10 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
             ..client_config()
         };
         let app = Client::connect(&[addr.to_string()], config).await.unwrap();
-        let props = BucketInfo {
-            n: 1,
-            r: Consistency::One,
-            w: Consistency::One,
-            policy: ConflictPolicy::Lww,
-            sloppy_quorum: false,
-            timeout_ms: 5000,
-        };
-        app.set_bucket(b"b", props).await.unwrap();
+        app.set_bucket(b"b", one_copy()).await.unwrap();
         app.put(b"b", b"k", b"v", None).await.unwrap();
-        let mut before = Vec::new();
-        for _ in 0..20 {
-            let start = std::time::Instant::now();
-            assert_eq!(
-                app.get(b"b", b"k").await.unwrap().value,
-                Some(b"v".to_vec())
-            );
-            before.push(start.elapsed());
-        }
+        let kv: (&[u8], &[u8], &[u8]) = (b"b", b"k", b"v");
+        let (before, _) = timed_gets(&cluster, &app, kv, 20, 0).await;
         let rss_before = cluster.node(1).rss_bytes().unwrap();
 
         let attack_started = std::time::Instant::now();
@@ -980,17 +979,7 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
             let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&head)).await;
             held.push(stream);
         }
-        let mut during = Vec::new();
-        let mut rss_peak = rss_before;
-        for _ in 0..40 {
-            let start = std::time::Instant::now();
-            let got = app.get(b"b", b"k").await;
-            let got = got.unwrap_or_else(|e| panic!("the app was refused during the attack: {e}"));
-            assert_eq!(got.value, Some(b"v".to_vec()));
-            during.push(start.elapsed());
-            rss_peak = rss_peak.max(cluster.node(1).rss_bytes().unwrap_or(0));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (during, rss_peak) = timed_gets(&cluster, &app, kv, 40, rss_before).await;
         // Every attacking connection is closed by the node: at once (over
         // the address's share, or a frame too large before
         // authentication) or at the 10 s authentication timeout.
@@ -1010,18 +999,14 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
             }
         }
         let all_closed_after = attack_started.elapsed();
-        let median = |v: &mut Vec<Duration>| {
-            v.sort();
-            v[v.len() / 2]
-        };
         println!(
             "strangers: RSS {} MB before, {} MB peak; app get p50 {:?} before, {:?} during; \
              {closed} of {} connections closed by the node within {all_closed_after:?} \
              ({refused_at_once} failed to connect)",
             rss_before >> 20,
             rss_peak >> 20,
-            median(&mut before),
-            median(&mut during),
+            p50(before),
+            p50(during),
             held.len(),
         );
         assert_eq!(
