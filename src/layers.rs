@@ -31,6 +31,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("codec", 0),
     ("effect", 0),
+    ("log", 0),
     // 1: the pure core.
     ("ring", 1),
     ("version", 1),
