@@ -23,8 +23,8 @@ pub use crate::net::config::{ClusterSecret, MemoryNetConfig, NetConfig, TcpConfi
 pub use crate::replication::buckets::BucketProps;
 pub use crate::replication::config::{AntiEntropyConfig, ReplicaConfig, TransferConfig};
 pub use crate::replication::limits::{
-    check_bucket, check_bucket_key, check_members, check_value, MAX_BUCKETS, MAX_BUCKET_BYTES,
-    MAX_KEY_BYTES, MAX_OBJECT_BYTES, MAX_POLICY_NAME_BYTES, MAX_VALUE_BYTES,
+    check_bucket, check_bucket_key, check_members, check_value, MAX_BUCKETS, MAX_BUCKETS_MERGED,
+    MAX_BUCKET_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES, MAX_POLICY_NAME_BYTES, MAX_VALUE_BYTES,
     MESSAGE_OVERHEAD_BYTES,
 };
 pub use crate::ring::config::{RingConfig, DEFAULT_CLAIM_REPLICAS, DEFAULT_VNODES_PER_NODE};

@@ -463,13 +463,31 @@ async fn a_refused_set_bucket_changes_no_node_s_table() {
         }
     };
     for i in 0..MAX_BUCKETS {
-        set(&nodes[i % 3], format!("b{i}").into_bytes(), props(2))
+        set(&nodes[0], format!("b{i}").into_bytes(), props(2))
             .await
             .unwrap();
     }
-    // One bucket too many, and a name too long: refused where they are
-    // set, and in no table anywhere.
-    let e = set(&nodes[0], b"one-too-many".to_vec(), props(2))
+    // Every accepted setting reaches every node.
+    let last = format!("b{}", MAX_BUCKETS - 1).into_bytes();
+    let spread = wait_until(Duration::from_secs(20), || async {
+        for n in &nodes {
+            match n
+                .execute(Op::GetBucket {
+                    bucket: ByteBuf::from(last.clone()),
+                })
+                .await
+            {
+                Ok(Reply::Bucket { props: p }) if p == props(2) => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    assert!(spread.is_some(), "the accepted settings did not spread");
+    // One bucket too many, through another node, and a name too long:
+    // refused where they are set, and in no table anywhere.
+    let e = set(&nodes[1], b"one-too-many".to_vec(), props(2))
         .await
         .unwrap_err();
     assert!(matches!(e, ringkv::Error::InvalidInput(_)), "{e}");

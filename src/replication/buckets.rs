@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::replication::limits::{MAX_BUCKETS, MAX_POLICY_NAME_BYTES};
+use crate::replication::limits::{MAX_BUCKETS, MAX_BUCKETS_MERGED, MAX_POLICY_NAME_BYTES};
 use crate::version::Timestamp;
 
 /// One bucket's properties and who set them when.
@@ -111,10 +111,11 @@ impl BucketTable {
             {
                 continue;
             }
-            // A node never sets more than MAX_BUCKETS, so more can only
-            // come from a peer with another limit or a forged frame: the
-            // table stays bounded whatever arrives.
-            if !self.entries.contains_key(&e.bucket) && self.entries.len() >= MAX_BUCKETS {
+            // Buckets set at once through several nodes may take the
+            // cluster past MAX_BUCKETS; they are kept, so that every node
+            // ends with the same table, up to a hard cap that bounds the
+            // table whatever arrives.
+            if !self.entries.contains_key(&e.bucket) && self.entries.len() >= MAX_BUCKETS_MERGED {
                 continue;
             }
             if self.merge_one(e.clone()) {
@@ -239,21 +240,24 @@ mod tests {
         t.set(b"b7".to_vec(), props(5), stamp(10_000), NodeId(1))
             .unwrap();
         assert_eq!(t.get(b"b7").map(|p| p.n), Some(5));
-        // From a peer: a new bucket past the limit, and a name over the
-        // limit, are skipped; a change to a known bucket is taken.
         let entry = |bucket: Vec<u8>, n: usize| BucketEntry {
             bucket,
             props: props(n),
             stamp: stamp(20_000),
             node: NodeId(2),
         };
+        // Set elsewhere at the same time: kept, up to the hard cap.
         let changed = t.merge(vec![
             entry(b"from-peer".to_vec(), 3),
             entry(b"b8".to_vec(), 4),
         ]);
-        assert_eq!(changed.len(), 1);
-        assert_eq!(t.len(), MAX_BUCKETS);
-        assert!(t.get(b"from-peer").is_none());
+        assert_eq!(changed.len(), 2);
+        assert_eq!(t.len(), MAX_BUCKETS + 1);
+        let flood: Vec<BucketEntry> = (0..MAX_BUCKETS_MERGED)
+            .map(|i| entry(format!("peer-{i}").into_bytes(), 3))
+            .collect();
+        t.merge(flood);
+        assert_eq!(t.len(), MAX_BUCKETS_MERGED);
         let mut small = BucketTable::new();
         let long = vec![b'x'; crate::replication::limits::MAX_BUCKET_BYTES + 1];
         assert!(small.merge(vec![entry(long.clone(), 3)]).is_empty());

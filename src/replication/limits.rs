@@ -58,6 +58,15 @@ pub const MAX_VALUE_BYTES: usize = MAX_OBJECT_BYTES - 512 * 1024;
 /// defaults) are not counted and not limited.
 pub const MAX_BUCKETS: usize = 256;
 
+/// The most bucket entries a node keeps from merges: twice
+/// [`MAX_BUCKETS`]. Each node refuses to set a new bucket past
+/// `MAX_BUCKETS` by its own table, so buckets set at once through several
+/// nodes, before gossip reached them, can take the cluster past it; the
+/// merges keep those, so every node still ends with the same table. Only
+/// past this hard cap (hundreds of buckets created at once through
+/// different nodes) do tables stop growing and may differ.
+pub const MAX_BUCKETS_MERGED: usize = 2 * MAX_BUCKETS;
+
 /// The longest name of a `Script` conflict policy: 256 bytes. It travels
 /// in every replica request of the bucket.
 pub const MAX_POLICY_NAME_BYTES: usize = 256;
