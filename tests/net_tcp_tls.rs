@@ -282,19 +282,23 @@ async fn a_node_cannot_pose_as_another_with_its_own_certificate() {
     // Node 3's genuine credentials, claiming to be node 1 in the handshake.
     let creds3 = ca.issue(NodeId(3)).unwrap();
     let tls3 = PeerTls::new(NodeId(3), &creds3).unwrap();
-    let stream = TcpStream::connect(b.local_addr()).await.unwrap();
-    let stream = tls3.connect(NodeId(2), stream).await.unwrap();
-    let mut framed = Framed::new(stream, frame_codec(1 << 16));
-    let liar = Identity::new(
-        NodeId(1),
-        "tls-test",
-        ClusterSecret::new(SECRET.to_vec()).unwrap(),
-        "127.0.0.1:1",
-    );
-    let err = handshake::dial(&mut framed, &liar, "node 2", Some(NodeId(2)))
-        .await
-        .unwrap_err();
-    match err {
+    // Dials node 2 over node 3's TLS credentials, claiming `claimed`.
+    let dial_as = |claimed: u64| {
+        let (tls3, target) = (&tls3, b.local_addr());
+        async move {
+            let stream = TcpStream::connect(target).await.unwrap();
+            let stream = tls3.connect(NodeId(2), stream).await.unwrap();
+            let mut framed = Framed::new(stream, frame_codec(1 << 16));
+            let me = Identity::new(
+                NodeId(claimed),
+                "tls-test",
+                ClusterSecret::new(SECRET.to_vec()).unwrap(),
+                "127.0.0.1:1",
+            );
+            handshake::dial(&mut framed, &me, "node 2", Some(NodeId(2))).await
+        }
+    };
+    match dial_as(1).await.unwrap_err() {
         Error::Handshake {
             refusal: Refusal::NotCertified { node },
             ..
@@ -303,18 +307,7 @@ async fn a_node_cannot_pose_as_another_with_its_own_certificate() {
     }
     // Claiming its own id works over the same credentials: the refusal
     // was about the id, not the certificate.
-    let stream = TcpStream::connect(b.local_addr()).await.unwrap();
-    let stream = tls3.connect(NodeId(2), stream).await.unwrap();
-    let mut framed = Framed::new(stream, frame_codec(1 << 16));
-    let honest = Identity::new(
-        NodeId(3),
-        "tls-test",
-        ClusterSecret::new(SECRET.to_vec()).unwrap(),
-        "127.0.0.1:1",
-    );
-    let info = handshake::dial(&mut framed, &honest, "node 2", Some(NodeId(2)))
-        .await
-        .unwrap();
+    let info = dial_as(3).await.unwrap();
     assert_eq!(info.node, NodeId(2));
 
     // The other way: node 3 answering at the address node 1 believes is
