@@ -39,7 +39,11 @@
 //! Two token buckets in virtual time ([`TokenBucket`]): keys scanned per
 //! second and objects repaired per second. Work is charged after it is
 //! done (a scan's size is known only then) and may overdraw a bucket; no
-//! new exchange starts while either is overdrawn. Trees are rebuilt for
+//! new exchange starts while either is overdrawn. Up to `max_exchanges`
+//! run at once, and an exchange that ends starts the next at once, so a
+//! round takes as long as its exchanges and the rate limits make it, not a
+//! tick per exchange. A new ring asks for the next round as soon as the
+//! running one ends. Trees are rebuilt for
 //! every exchange (no cache): one range scan per exchange on each end.
 //!
 //! # Tombstones
@@ -397,10 +401,16 @@ impl AntiEntropy {
         }
     }
 
-    /// Installs the ring in force. Rounds planned under an older ring run
-    /// on; the next round uses this one.
+    /// Installs the ring in force. A round planned under an older ring runs
+    /// on, and the next one, planned under this ring, starts as soon as it
+    /// ends rather than a period later: after a ring change the new
+    /// replicas of a range are met at once.
     pub fn set_ring(&mut self, ring: Arc<Ring>) {
+        let changed = self.ring.digest() != ring.digest();
         self.ring = ring;
+        if changed && !self.ring.members().is_empty() {
+            self.round_now();
+        }
     }
 
     /// Says whether a ring change is in progress: while one is, exchanges
@@ -711,6 +721,7 @@ impl AntiEntropy {
                         }));
                     }
                     self.complete(session);
+                    self.start_exchanges(now, out);
                 }
             }
             // Only from a node that could be a range's first replica: a
@@ -728,7 +739,7 @@ impl AntiEntropy {
     #[allow(clippy::too_many_arguments)]
     fn on_diff(
         &mut self,
-        _now: Instant,
+        now: Instant,
         from: NodeId,
         session: u64,
         differing: Vec<u32>,
@@ -790,6 +801,7 @@ impl AntiEntropy {
         want.truncate(self.config.max_batch);
         if push.is_empty() && want.is_empty() {
             self.complete(session);
+            self.start_exchanges(now, out);
             return;
         }
         out.push(Effect::Store(AntiEntropyWork::Push {
@@ -1178,6 +1190,49 @@ mod tests {
         let after: u64 = (1..=3).map(|n| sim.stats(n).leaves_differing).sum();
         assert_eq!(before, after);
         assert!(sim.stats(1).rounds >= 3);
+    }
+
+    #[test]
+    fn exchanges_run_back_to_back_and_a_new_ring_brings_the_next_round_forward() {
+        let mut c = config();
+        c.max_exchanges = 1;
+        let mut sim = Sim::new(3, c);
+        for i in 0..30 {
+            sim.write(1 + i % 3, &format!("k{i}"), value("v"), &CausalContext::empty());
+        }
+        let ms = Duration::from_millis(1);
+        // The first ring asked for a round at once; with one exchange at a
+        // time, each one's end starts the next, so the whole round is done
+        // by the next tick, not one exchange per tick.
+        sim.advance(ms);
+        sim.advance(ms);
+        let first = sim.stats(1);
+        assert_eq!(first.rounds, 1);
+        assert!(first.ranges_compared > 2, "{first:?}");
+        assert_eq!(first.exchanges_failed, 0);
+        // A round ended and the next is a period (1 s) away; a new ring
+        // (the same nodes, other tokens) starts one at the next tick.
+        sim.advance(ms);
+        assert_eq!(sim.stats(1).rounds, 1);
+        let mut ring = Ring::empty();
+        for id in 1..=3 {
+            ring = claim_join(&ring, NodeId(id), 4).unwrap();
+        }
+        let ring = Arc::new(ring);
+        for (m, _) in sim.nodes.values_mut() {
+            m.set_ring(Arc::clone(&ring));
+        }
+        sim.advance(ms);
+        sim.advance(ms);
+        let second = sim.stats(1);
+        assert_eq!(second.rounds, 2, "{second:?}");
+        // The same ring again is no change: no early round.
+        for (m, _) in sim.nodes.values_mut() {
+            m.set_ring(Arc::clone(&ring));
+        }
+        sim.advance(ms);
+        sim.advance(ms);
+        assert_eq!(sim.stats(1).rounds, 2);
     }
 
     #[test]
