@@ -1198,7 +1198,12 @@ mod tests {
         c.max_exchanges = 1;
         let mut sim = Sim::new(3, c);
         for i in 0..30 {
-            sim.write(1 + i % 3, &format!("k{i}"), value("v"), &CausalContext::empty());
+            sim.write(
+                1 + i % 3,
+                &format!("k{i}"),
+                value("v"),
+                &CausalContext::empty(),
+            );
         }
         let ms = Duration::from_millis(1);
         // The first ring asked for a round at once; with one exchange at a

@@ -411,18 +411,6 @@ impl<C> CoordinatorRole<C> {
         }
     }
 
-    /// Sets a bucket's properties at wall time `wall_ms`; the caller saves
-    /// the table ([`save_buckets`] of [`Coordinator::buckets`]) before it
-    /// acknowledges, then calls [`CoordinatorRole::push_buckets`].
-    pub fn set_bucket(
-        &mut self,
-        bucket: Vec<u8>,
-        props: BucketProps,
-        wall_ms: u64,
-    ) -> Result<BucketEntry> {
-        self.machine.set_bucket(bucket, props, wall_ms)
-    }
-
     /// Sends the bucket table to every peer believed up.
     pub fn push_buckets(&mut self, out: &mut Vec<Effect<C>>) {
         let entries = self.machine.buckets().entries();

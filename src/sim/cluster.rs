@@ -1939,8 +1939,14 @@ impl ClusterSim {
             Op::SetBucket { bucket, props } => {
                 let props = BucketProps::try_from(&props)?;
                 let m = self.machines_mut(node)?;
-                let entry = m.coordinator.set_bucket(bucket.into_vec(), props, wall)?;
-                coord_exec::save_buckets(&m.store, &m.coordinator.machine().buckets().entries())?;
+                // As the actor does: checked and saved before anything
+                // changes, so a refused or unsaved change is in no table.
+                let (entry, entries) =
+                    m.coordinator
+                        .machine_mut()
+                        .prepare_bucket(bucket.into_vec(), props, wall)?;
+                coord_exec::save_buckets(&m.store, &entries)?;
+                m.coordinator.machine_mut().commit_bucket(entry.clone());
                 let mut out = Vec::new();
                 m.coordinator.push_buckets(&mut out);
                 self.carry_coordinator(node, out);
