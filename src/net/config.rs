@@ -151,6 +151,34 @@ pub struct TcpConfig {
     /// `max_pending_handshakes` slots, and the cluster's nodes, on other
     /// addresses, still get in.
     pub max_pending_handshakes_per_ip: usize,
+    /// An established link, dialed or accepted, on which nothing has been
+    /// received for this long is closed; a link that still has something to
+    /// send then dials again through the usual backoff. Default 30 s.
+    ///
+    /// Gossip alone does not keep every link busy: each gossip interval (1 s
+    /// by default) a node gossips to one random peer, so in a cluster of N
+    /// nodes a given link carries gossip about every N/2 intervals on
+    /// average, and can go far longer without (in a 100-node cluster, more
+    /// than 30 s about half the time), and one direction of a link may carry
+    /// nothing else. So links are kept alive rather than exempted: each end
+    /// writes a keepalive frame on a link it has written nothing to for a
+    /// third of this (an unsolicited `Pong` that every node ignores, which
+    /// this transport consumes without delivering or counting it). A link is
+    /// then silent this long only when the peer's process or the path is
+    /// stuck: three keepalives in a row missing, which a scheduling stall on
+    /// a busy node does not cause, while a stuck peer's connection is given
+    /// back within half a minute. The nodes of a cluster should use the same
+    /// value: a peer whose keepalives are further apart than this would have
+    /// its quiet links closed and dialed again.
+    pub idle_timeout: Duration,
+    /// A frame whose first bytes arrived must be complete within this, or
+    /// the connection is closed. Default 30 s, as on the client port: a 16
+    /// MiB frame takes well under a second on any network a node serves,
+    /// so only a stuck or hostile peer dribbling a frame (holding its
+    /// buffer) is cut off. Checked at least every half of this, so a frame
+    /// is cut off after 1.5 times it at most. Time the node spends not
+    /// reading because its inbox is full does not count against the peer.
+    pub frame_timeout: Duration,
     /// First reconnect delay after a failed dial. Default 50 ms: a restarted
     /// peer is usually back within a few hundred ms.
     pub backoff_min: Duration,
@@ -185,6 +213,8 @@ impl TcpConfig {
             handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 64,
             max_pending_handshakes_per_ip: 8,
+            idle_timeout: Duration::from_secs(30),
+            frame_timeout: Duration::from_secs(30),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(1),
@@ -216,6 +246,12 @@ impl TcpConfig {
             return Err(Error::InvalidInput(
                 "max_pending_handshakes_per_ip must be at least 1".into(),
             ));
+        }
+        if self.idle_timeout.is_zero() || self.frame_timeout.is_zero() {
+            return Err(Error::InvalidInput(format!(
+                "idle_timeout and frame_timeout must be positive, got {:?} and {:?}",
+                self.idle_timeout, self.frame_timeout
+            )));
         }
         if self.max_pending_handshakes == 0 {
             return Err(Error::InvalidInput(

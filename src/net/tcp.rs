@@ -46,6 +46,16 @@
 //!   finish within `handshake_timeout` and uses frames of at most
 //!   [`HANDSHAKE_MAX_FRAME_BYTES`]. Refused and failed inbound connections
 //!   are logged at most once per 10 s, with a count.
+//! - After the handshake, a connection on which nothing has arrived for
+//!   `idle_timeout` is closed, and so is one on which a frame was begun and
+//!   not finished within `frame_timeout` (time the reader spends waiting for
+//!   room in the inbox counts against neither). So that a healthy but quiet
+//!   link is never closed, each end writes a keepalive frame (an
+//!   unsolicited `Pong` that every node ignores; see `fn keepalive`) on a
+//!   connection it has written nothing to for a third of `idle_timeout`;
+//!   the receiving end consumes it without delivering or counting it. Closing a connection for either reason ends its writes
+//!   too, and is logged at most once per 10 s, with a count; the link dials
+//!   again when it next has something to send.
 //! - Shutdown stops the listener, writes what is queued for `shutdown_grace`,
 //!   closes every connection and waits for every task. Dropping the last
 //!   handle does the same without the wait.
@@ -86,7 +96,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{ReadHalf, WriteHalf};
@@ -109,11 +119,46 @@ use crate::error::Refusal;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::log::RateLimited;
-use crate::message::Envelope;
+use crate::message::{Envelope, Message};
 use crate::net::TcpConfig;
 
 /// Frames written to a socket before one flush.
 const WRITE_BATCH: usize = 256;
+
+/// The `seq` of a keepalive frame ([`keepalive`]).
+const KEEPALIVE_SEQ: u64 = 0;
+/// The payload of a keepalive frame ([`keepalive`]).
+const KEEPALIVE_PAYLOAD: &[u8] = b"ringkv/keepalive";
+/// The shortest keepalive interval and idle or frame check interval, so
+/// that a tiny configured timeout cannot make a link spin.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The keepalive frame a link writes when it has written nothing for a
+/// third of `idle_timeout`: an envelope from `from` to `to` carrying a
+/// `Pong` with seq 0 and the payload `ringkv/keepalive`. Every node,
+/// including one from before keepalives existed, ignores a `Pong` it did
+/// not ask for; this transport consumes this one before delivery, so it
+/// never reaches the node and is not counted in the frame statistics. (A
+/// `Pong` answering a `Ping` with exactly that seq and payload would be
+/// consumed the same way.)
+fn keepalive(from: NodeId, to: NodeId) -> Envelope {
+    Envelope::new(
+        from,
+        to,
+        Message::Pong {
+            seq: KEEPALIVE_SEQ,
+            payload: KEEPALIVE_PAYLOAD.to_vec(),
+        },
+    )
+}
+
+fn is_keepalive(envelope: &Envelope) -> bool {
+    matches!(
+        &envelope.msg,
+        Message::Pong { seq, payload }
+            if *seq == KEEPALIVE_SEQ && payload.as_slice() == KEEPALIVE_PAYLOAD
+    )
+}
 
 /// A TCP transport endpoint for one node. Cheap to clone; every clone is a
 /// handle to the same endpoint.
@@ -145,6 +190,10 @@ struct Shared {
     /// Refused and failed inbound connections: logged at most once per 10
     /// s, with a count, since anyone who reaches the port can cause them.
     refusal_log: RateLimited,
+    /// Connections closed for an idle or partial-frame timeout: logged at
+    /// most once per 10 s, with a count, since a misbehaving peer can cause
+    /// them again and again.
+    timeout_log: RateLimited,
 }
 
 /// Faults injected into an endpoint's send path: see the module
@@ -291,6 +340,13 @@ struct Active {
     gen: u64,
     writer: FramedWrite<WriteHalf<PeerStream>, LengthDelimitedCodec>,
     reader: AbortHandle,
+    /// Cancelled by the reader when it ends (the peer closed, a read
+    /// failed, or a timeout closed the connection), so that a write stuck
+    /// on a peer that no longer reads ends too.
+    dead: CancellationToken,
+    /// When a frame was last written to this connection, or it was set up:
+    /// a keepalive is due a third of `idle_timeout` after.
+    last_write: Instant,
 }
 
 impl TcpTransport {
@@ -339,6 +395,7 @@ impl TcpTransport {
             fault_stats: FaultCounters::default(),
             pending_per_ip: Mutex::new(HashMap::new()),
             refusal_log: RateLimited::new(Duration::from_secs(10)),
+            timeout_log: RateLimited::new(Duration::from_secs(10)),
         });
         info!(
             node = %shared.config.node,
@@ -789,6 +846,28 @@ impl Shared {
         }
     }
 
+    /// Logs, at most once per 10 s with a count, that a connection to
+    /// `peer` is being closed on a timer.
+    fn log_expiry(&self, peer: &Peer, why: Expiry) {
+        let node = self.config.node;
+        self.timeout_log.warn(|n| match why {
+            Expiry::PartialFrame => warn!(
+                %node,
+                peer = %peer.id,
+                closed = n,
+                timeout = ?self.config.frame_timeout,
+                "closing the connection to a peer that left a frame unfinished"
+            ),
+            Expiry::Idle | Expiry::Check => warn!(
+                %node,
+                peer = %peer.id,
+                closed = n,
+                timeout = ?self.config.idle_timeout,
+                "closing the connection to a peer that sent nothing, not even a keepalive"
+            ),
+        });
+    }
+
     fn log_handshake_failure(&self, err: &Error, direction: &str, remote: &str) {
         match err {
             Error::Handshake {
@@ -1062,9 +1141,24 @@ async fn run_link(
     let mut pending: Option<Bytes> = None;
     let mut backoff = Backoff::new(shared.config.backoff_min, shared.config.backoff_max);
     let mut failed_dials: u32 = 0;
+    let keepalive_every = (shared.config.idle_timeout / 3).max(MIN_CHECK_INTERVAL);
+    let keepalive_frame = match codec::encode_frame(
+        &keepalive(shared.config.node, peer.id),
+        shared.config.net.max_frame_bytes,
+    ) {
+        Ok(frame) => Some(frame),
+        Err(e) => {
+            // Cannot happen (a few dozen bytes, under any allowed frame
+            // limit); without keepalives a quiet link is closed and dialed
+            // again, which costs a handshake and loses nothing.
+            warn!(node = %shared.config.node, peer = %peer.id, "cannot encode the keepalive frame: {e}");
+            None
+        }
+    };
 
     loop {
         if let Some(conn) = active.as_mut() {
+            let keepalive_due = conn.last_write + keepalive_every;
             let first = match pending.take() {
                 Some(frame) => frame,
                 None => tokio::select! {
@@ -1081,19 +1175,50 @@ async fn run_link(
                         Some(frame) => frame,
                         None => break,
                     },
+                    _ = tokio::time::sleep_until(keepalive_due), if keepalive_frame.is_some() => {
+                        // Nothing written for a third of the idle timeout:
+                        // tell the peer this end is alive.
+                        let Some(frame) = keepalive_frame.clone() else { continue };
+                        let sent = tokio::select! {
+                            _ = shared.stop.cancelled() => break,
+                            _ = conn.dead.cancelled() => false,
+                            sent = conn.writer.send(frame) => sent.is_ok(),
+                        };
+                        if sent {
+                            conn.last_write = Instant::now();
+                        } else {
+                            debug!(peer = %peer.id, "connection broke while writing a keepalive");
+                            close_active(&shared, &peer, &mut active);
+                        }
+                        continue;
+                    }
                 },
             };
             // Cancelling a write is safe at frame granularity: a frame is
             // either wholly in the writer's buffer (flushed by the shutdown
             // drain below) or not encoded at all.
+            let mut fed = 0usize;
             let written = tokio::select! {
                 _ = shared.stop.cancelled() => break,
-                written = write_batch(&shared, &mut conn.writer, first, &mut queue) => written,
+                // The reader ended: the connection is closed (or going), and
+                // a write to a peer that no longer reads could wait forever.
+                _ = conn.dead.cancelled() => None,
+                written = write_batch(&shared, &mut conn.writer, first, &mut queue, &mut fed) => Some(written),
             };
-            if let Err(lost) = written {
-                StatCounters::add(&shared.stats.frames_lost, lost as u64);
-                debug!(peer = %peer.id, lost, "connection broke while writing");
-                close_active(&shared, &peer, &mut active);
+            match written {
+                Some(Ok(())) => conn.last_write = Instant::now(),
+                Some(Err(lost)) => {
+                    StatCounters::add(&shared.stats.frames_lost, lost as u64);
+                    debug!(peer = %peer.id, lost, "connection broke while writing");
+                    close_active(&shared, &peer, &mut active);
+                }
+                None => {
+                    // The frames of the batch, `first` included, are lost.
+                    let lost = fed.max(1);
+                    StatCounters::add(&shared.stats.frames_lost, lost as u64);
+                    debug!(peer = %peer.id, lost, "connection closed while writing");
+                    close_active(&shared, &peer, &mut active);
+                }
             }
             continue;
         }
@@ -1196,11 +1321,12 @@ async fn run_link(
     if let Some(mut conn) = active.take() {
         let grace = shared.config.shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
+            let mut fed = 0;
             if let Some(first) = pending.take() {
-                write_batch(&shared, &mut conn.writer, first, &mut queue).await?;
+                write_batch(&shared, &mut conn.writer, first, &mut queue, &mut fed).await?;
             }
             while let Ok(frame) = queue.try_recv() {
-                write_batch(&shared, &mut conn.writer, frame, &mut queue).await?;
+                write_batch(&shared, &mut conn.writer, frame, &mut queue, &mut fed).await?;
             }
             SinkExt::<Bytes>::close(&mut conn.writer)
                 .await
@@ -1257,11 +1383,20 @@ fn install(
     active: &mut Option<Active>,
 ) {
     debug!(node = %shared.config.node, peer = %peer.id, gen, "link uses a new connection");
-    let reader = shared.spawn(run_reader(shared.clone(), peer.clone(), gen, conn.reader));
+    let dead = CancellationToken::new();
+    let reader = shared.spawn(run_reader(
+        shared.clone(),
+        peer.clone(),
+        gen,
+        conn.reader,
+        dead.clone(),
+    ));
     *active = Some(Active {
         gen,
         writer: conn.writer,
         reader,
+        dead,
+        last_write: Instant::now(),
     });
 }
 
@@ -1273,28 +1408,31 @@ fn close_active(shared: &Shared, peer: &Peer, active: &mut Option<Active>) {
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes.
-/// On failure returns how many frames of the batch may be lost.
+/// On failure returns how many frames of the batch may be lost. `frames`
+/// counts the frames of the batch taken from the queue so far, for a caller
+/// that cancels the write.
 async fn write_batch(
     shared: &Shared,
     writer: &mut FramedWrite<WriteHalf<PeerStream>, LengthDelimitedCodec>,
     first: Bytes,
     queue: &mut mpsc::Receiver<Bytes>,
+    frames: &mut usize,
 ) -> std::result::Result<(), usize> {
-    let mut frames = 1usize;
+    *frames = 1;
     let mut bytes = first.len();
-    writer.feed(first).await.map_err(|_| frames)?;
-    while frames < WRITE_BATCH {
+    writer.feed(first).await.map_err(|_| *frames)?;
+    while *frames < WRITE_BATCH {
         match queue.try_recv() {
             Ok(frame) => {
-                frames += 1;
+                *frames += 1;
                 bytes += frame.len();
-                writer.feed(frame).await.map_err(|_| frames)?;
+                writer.feed(frame).await.map_err(|_| *frames)?;
             }
             Err(_) => break,
         }
     }
-    SinkExt::<Bytes>::flush(writer).await.map_err(|_| frames)?;
-    StatCounters::add(&shared.stats.frames_sent, frames as u64);
+    SinkExt::<Bytes>::flush(writer).await.map_err(|_| *frames)?;
+    StatCounters::add(&shared.stats.frames_sent, *frames as u64);
     StatCounters::add(&shared.stats.bytes_sent, bytes as u64);
     Ok(())
 }
@@ -1339,20 +1477,87 @@ async fn run_delay_line(
     }
 }
 
-/// Reads frames from one connection into the inbox until it closes.
+/// Why a reader closed its connection on a timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expiry {
+    /// Nothing arrived for `idle_timeout`.
+    Idle,
+    /// A frame was begun and not finished within `frame_timeout`.
+    PartialFrame,
+    /// Not a deadline: a wake-up to look for the first bytes of a frame,
+    /// which arrive unseen while the reader waits.
+    Check,
+}
+
+/// Reads frames from one connection into the inbox until it closes, the
+/// peer sends nothing for `idle_timeout`, or leaves a frame unfinished for
+/// `frame_timeout`. Cancels `dead` when it ends.
 async fn run_reader(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
     gen: u64,
     mut reader: Framed<ReadHalf<PeerStream>, LengthDelimitedCodec>,
+    dead: CancellationToken,
 ) {
     let me = shared.config.node;
     let max = shared.config.net.max_frame_bytes;
+    let idle_timeout = shared.config.idle_timeout;
+    let frame_timeout = shared.config.frame_timeout;
+    let check_every = (frame_timeout / 2).max(MIN_CHECK_INTERVAL);
+    // When a frame last arrived (or the connection was set up, or the
+    // inbox last took a frame: waiting for room is not the peer's doing).
+    let mut last_frame = Instant::now();
+    // When the first bytes of an unfinished frame were first seen.
+    let mut partial_since: Option<Instant> = None;
     loop {
-        let item = tokio::select! {
-            _ = shared.stop.cancelled() => break,
-            item = reader.next() => item,
+        // Frames already buffered are taken without a timer.
+        let item = match reader.next().now_or_never() {
+            Some(item) => item,
+            None => {
+                let now = Instant::now();
+                if reader.read_buffer().is_empty() {
+                    partial_since = None;
+                } else if partial_since.is_none() {
+                    partial_since = Some(now);
+                }
+                let (deadline, why) = match partial_since {
+                    Some(since) => (since + frame_timeout, Expiry::PartialFrame),
+                    None => (last_frame + idle_timeout, Expiry::Idle),
+                };
+                // Bytes of a new frame arrive unseen while this task waits:
+                // waking every half frame timeout bounds how long a frame
+                // may dribble to 1.5 times the timeout.
+                let (wake, why) = if now + check_every < deadline {
+                    (now + check_every, Expiry::Check)
+                } else {
+                    (deadline, why)
+                };
+                tokio::select! {
+                    // In this order: a frame completed by the time the
+                    // deadline passes is read, not cut off.
+                    biased;
+                    _ = shared.stop.cancelled() => break,
+                    item = reader.next() => item,
+                    _ = tokio::time::sleep_until(wake) => {
+                        // The deadline passed with its condition still
+                        // true? (Bytes that arrived unseen make a silent
+                        // connection one with a frame begun.)
+                        let expired = match why {
+                            Expiry::Check => false,
+                            Expiry::Idle => reader.read_buffer().is_empty(),
+                            Expiry::PartialFrame => true,
+                        };
+                        if expired {
+                            shared.log_expiry(&peer, why);
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
         };
+        last_frame = Instant::now();
+        partial_since = None;
         let frame = match item {
             Some(Ok(frame)) => frame,
             Some(Err(e)) if is_oversized(&e) => {
@@ -1369,16 +1574,22 @@ async fn run_reader(
                 break;
             }
         };
-        StatCounters::add(&shared.stats.bytes_received, frame.len() as u64);
         let envelope = match codec::decode::<Envelope>(&frame, max) {
             Ok(envelope) => envelope,
             Err(e) => {
+                StatCounters::add(&shared.stats.bytes_received, frame.len() as u64);
                 StatCounters::add(&shared.stats.bad_frames, 1);
                 warn!(node = %me, peer = %peer.id, "dropping a frame that does not decode: {e}");
                 continue;
             }
         };
-        if envelope.from != peer.id || envelope.to != me {
+        let ours = envelope.from == peer.id && envelope.to == me;
+        if ours && is_keepalive(&envelope) {
+            // Its arrival is all it says: not delivered, not counted.
+            continue;
+        }
+        StatCounters::add(&shared.stats.bytes_received, frame.len() as u64);
+        if !ours {
             StatCounters::add(&shared.stats.bad_frames, 1);
             warn!(
                 node = %me,
@@ -1402,7 +1613,9 @@ async fn run_reader(
             // Nobody reads the inbox any more.
             break;
         }
+        last_frame = Instant::now();
     }
+    dead.cancel();
     shared.connection_closed(&peer, gen);
     let _ = peer.events.send(LinkEvent::Closed { gen });
 }
