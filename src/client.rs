@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_bytes::ByteBuf;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Mutex};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -46,6 +46,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::net::client_tls::ClientTls;
 use crate::protocol::{
     BucketInfo, ErrorCode, ErrorReply, Op, PreferenceEntry, ReadOptions, Reply, Request, Response,
     RingView, SiblingView, StatusView, WriteOptions, CLIENT_PROTOCOL_VERSION,
@@ -83,6 +84,12 @@ pub struct ClientConfig {
     /// none: enough for a node started with `--no-client-auth`; a node that
     /// requires authentication answers every other op `Unauthenticated`.
     pub credentials: Option<Credentials>,
+    /// TLS to the client port: which certificates to trust and, if not the
+    /// host dialed, the name to expect. Default none: plain TCP, for a
+    /// node whose port has no certificate. A node with one refuses plain
+    /// connections, and this client refuses a node whose certificate does
+    /// not check out.
+    pub tls: Option<ClientTls>,
 }
 
 /// A user name and password for the client port. `Debug` hides the
@@ -125,6 +132,7 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(1),
             max_frame_bytes: crate::config::DEFAULT_MAX_FRAME_BYTES,
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -190,11 +198,15 @@ struct Slot {
     next_addr: usize,
 }
 
+/// A connection's halves, over plain TCP or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// One open connection.
 struct Conn {
     addr: String,
     node: NodeId,
-    writer: Mutex<FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>>,
+    writer: Mutex<FramedWrite<WriteHalf, LengthDelimitedCodec>>,
     state: Arc<ConnState>,
     reader: tokio::task::AbortHandle,
 }
@@ -446,7 +458,22 @@ impl Client {
             })?
             .map_err(|e| Error::io(format!("connecting to {addr}"), e))?;
         let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, write_half): (ReadHalf, WriteHalf) = match &cfg.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(tls) => {
+                let stream = tokio::time::timeout(timeout, tls.connect(addr, stream))
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        operation: "TLS handshake",
+                        after: timeout,
+                    })??;
+                let (r, w) = tokio::io::split(stream);
+                (Box::new(r), Box::new(w))
+            }
+        };
         let codec = LengthDelimitedCodec::builder()
             .max_frame_length(cfg.max_frame_bytes)
             .new_codec();
@@ -815,7 +842,7 @@ impl Client {
 /// Reads responses until the connection ends, handing each to its waiter;
 /// then fails every request still waiting (by dropping its sender).
 async fn read_responses(
-    mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+    mut reader: FramedRead<ReadHalf, LengthDelimitedCodec>,
     state: Arc<ConnState>,
     max: usize,
 ) {

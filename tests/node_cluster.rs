@@ -822,6 +822,171 @@ async fn a_node_with_users_serves_each_role_its_ops_and_no_one_else() {
 }
 
 /// One copy per key, quorums of one: a single node stores and serves.
+/// A relay in front of `target` that keeps every byte it carries from the
+/// client to the node and back; returns its address and the two records.
+async fn recording_relay(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let Ok(mut outbound) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let (mut ir, mut iw) = inbound.split();
+                let (mut or, mut ow) = outbound.split();
+                let up = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = ir.read(&mut buf).await {
+                        if n == 0 || ow.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = ow.shutdown().await;
+                };
+                let down = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = or.read(&mut buf).await {
+                        if n == 0 || iw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = iw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_port_with_a_certificate_speaks_only_tls_and_a_relay_sees_no_secret() {
+    use ringkv::client::Credentials;
+    use ringkv::net::client_tls::ClientTls;
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().display().to_string();
+        let (status, out) = run_to_exit(&[
+            "certs",
+            "--dir",
+            &certs,
+            "--client-port",
+            "127.0.0.1",
+            "--client-port",
+            "db.example.test",
+        ])
+        .await;
+        assert!(status.success(), "{out}");
+        let users = dir.path().join("users.toml");
+        users_add(&users, "app", "admin", "app password").await;
+        let (cert, key) = (
+            dir.path().join("client-port.pem").display().to_string(),
+            dir.path().join("client-port.key").display().to_string(),
+        );
+        let users_flag = users.display().to_string();
+        let cluster = Cluster::start_with(
+            1,
+            &[
+                "--users-file",
+                &users_flag,
+                "--client-tls-cert",
+                &cert,
+                "--client-tls-key",
+                &key,
+            ],
+        )
+        .await;
+        let node = cluster.node(1).client;
+        let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        let trusted = ClientTls::new(&ca).unwrap();
+        let config = |tls: Option<ClientTls>| ClientConfig {
+            credentials: Some(Credentials::new("app", "app password")),
+            tls,
+            max_attempts: 1,
+            ..client_config()
+        };
+
+        // Through a relay that records both directions: the password and
+        // the value never cross it in the clear.
+        let (relay, seen) = recording_relay(node).await;
+        let client = Client::connect(&[relay.to_string()], config(Some(trusted.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("a trusting client could not connect: {e}"));
+        let value = b"a value no relay may read 0123456789";
+        client.set_bucket(b"b", one_copy()).await.unwrap();
+        client
+            .put(b"b", b"k", value.as_slice(), None)
+            .await
+            .unwrap();
+        let got = client.get(b"b", b"k").await.unwrap();
+        assert_eq!(got.value.as_deref(), Some(value.as_slice()));
+        let carried = seen.lock().unwrap().clone();
+        assert!(
+            carried.len() > 1000,
+            "the relay carried {} bytes",
+            carried.len()
+        );
+        for secret in [value.as_slice(), b"app password".as_slice()] {
+            assert!(
+                !carried.windows(secret.len()).any(|w| w == secret),
+                "{:?} crossed the relay in the clear",
+                String::from_utf8_lossy(secret)
+            );
+        }
+
+        // The name in the certificate, asked for explicitly, also works.
+        let named = trusted.clone().with_server_name("db.example.test").unwrap();
+        Client::connect(&[node.to_string()], config(Some(named)))
+            .await
+            .unwrap_or_else(|e| panic!("the certificate's DNS name was refused: {e}"));
+
+        // Refused: plain TCP; TLS trusting another CA; TLS expecting a name
+        // the certificate does not carry.
+        let plain = Client::connect(&[node.to_string()], config(None)).await;
+        assert!(plain.is_err(), "a plain TCP client was served");
+        let other_ca = ringkv::ClusterCa::generate("other").unwrap();
+        let stranger = ClientTls::new(other_ca.cert_pem()).unwrap();
+        match Client::connect(&[node.to_string()], config(Some(stranger))).await {
+            Err(Error::Tls { why, .. }) => assert!(why.contains("certificate"), "{why}"),
+            Err(e) => panic!("expected a TLS refusal, got {e}"),
+            Ok(_) => panic!("a client trusting another CA connected"),
+        }
+        let wrong_name = trusted.with_server_name("elsewhere.example.test").unwrap();
+        match Client::connect(&[node.to_string()], config(Some(wrong_name))).await {
+            Err(Error::Tls { why, .. }) => assert!(why.contains("certificate"), "{why}"),
+            Err(e) => panic!("expected a TLS refusal, got {e}"),
+            Ok(_) => panic!("a certificate for other names was accepted"),
+        }
+        // The node still serves after the refusals.
+        assert!(client.get(b"b", b"k").await.is_ok());
+
+        // Half a pair of files is refused at start, with what to do.
+        let (status, stderr) = run_to_exit(&[
+            "--id",
+            "5",
+            "--engine",
+            "memory",
+            "--secret-file",
+            &cluster.secret_file().display().to_string(),
+            "--insecure-plaintext-peers",
+            "--no-client-auth",
+            "--client-tls-cert",
+            &cert,
+        ])
+        .await;
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--client-tls-key"), "{stderr}");
+    })
+    .await;
+}
+
 fn one_copy() -> BucketInfo {
     BucketInfo {
         n: 1,
@@ -1019,6 +1184,102 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
             "RSS grew from {} MB to {} MB",
             rss_before >> 20,
             rss_peak >> 20
+        );
+    })
+    .await
+}
+
+/// Users who did authenticate, each holding half of a 16 MiB frame (the
+/// pre-authentication limit does not stop them): the node charges each
+/// large frame to its request budget (256 MiB) when the length arrives,
+/// refuses the frames past it `Overloaded`, and stays bounded and serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_holding_half_frames_are_held_to_the_request_budget() {
+    use ringkv::client::Credentials;
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let users_dir = tempfile::tempdir().unwrap();
+        let users = users_dir.path().join("users.toml");
+        users_add(&users, "app", "admin", "app password").await;
+        let users_flag = users.display().to_string();
+        let cluster = Cluster::start_with(1, &["--users-file", &users_flag]).await;
+        let addr = cluster.node(1).client;
+        let config = ClientConfig {
+            credentials: Some(Credentials::new("app", "app password")),
+            ..client_config()
+        };
+        let app = Client::connect(&[addr.to_string()], config).await.unwrap();
+        app.set_bucket(b"b", one_copy()).await.unwrap();
+        app.put(b"b", b"k", b"v", None).await.unwrap();
+        let kv: (&[u8], &[u8], &[u8]) = (b"b", b"k", b"v");
+        let (before, _) = timed_gets(&cluster, &app, kv, 20, 0).await;
+        let rss_before = cluster.node(1).rss_bytes().unwrap();
+
+        let hello = Request {
+            id: 1,
+            op: Op::Hello {
+                version: ringkv::protocol::CLIENT_PROTOCOL_VERSION,
+                client: "half-frames".into(),
+                user: Some("app".into()),
+                password: Some("app password".into()),
+            },
+        };
+        let hello = frame(&ringkv::codec::encode(&hello).unwrap());
+        let half = vec![0xa1u8; 8 << 20];
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for _ in 0..48 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(&hello).await.unwrap();
+            let answer = read_frame(&mut stream).await.expect("no answer to Hello");
+            let answer: Response = ringkv::codec::decode(&answer, 1 << 20).unwrap();
+            assert!(answer.result.is_ok(), "{answer:?}");
+            let mut head = (16u32 << 20).to_be_bytes().to_vec();
+            head.extend_from_slice(&half);
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&head)).await;
+            // Past the budget the node says why and closes.
+            if let Ok(Some(body)) =
+                tokio::time::timeout(Duration::from_millis(300), read_frame(&mut stream)).await
+            {
+                let r: Response = ringkv::codec::decode(&body, 1 << 20).unwrap();
+                match r.result {
+                    Err(e) if e.code == ErrorCode::Overloaded => {
+                        assert!(e.retryable && e.message.contains("retry later"), "{e:?}");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected answer to half a frame: {other:?}"),
+                }
+            }
+            held.push(stream);
+        }
+        let (during, rss_peak) = timed_gets(&cluster, &app, kv, 40, rss_before).await;
+        println!(
+            "half frames from users: RSS {} MB before, {} MB peak; app get p50 {:?} before, \
+             {:?} during; {refused} of {} large frames refused",
+            rss_before >> 20,
+            rss_peak >> 20,
+            p50(before),
+            p50(during),
+            held.len()
+        );
+        // 256 MiB holds 16 frames of 16 MiB; the other 32 are refused.
+        assert_eq!(refused, held.len() - 16, "frames refused");
+        assert!(
+            rss_peak < rss_before + (200 << 20),
+            "RSS grew from {} MB to {} MB",
+            rss_before >> 20,
+            rss_peak >> 20
+        );
+        // Closing the held connections gives the budget back: a large
+        // value can be written again.
+        drop(held);
+        let big = vec![7u8; 1 << 20];
+        assert!(
+            wait_until(Duration::from_secs(20), || async {
+                app.put(b"b", b"big", &big, None).await.is_ok()
+            })
+            .await,
+            "a large write still failed after the holders left"
         );
     })
     .await

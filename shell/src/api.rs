@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, Position, INT};
 use ringkv::client::Credentials;
 use ringkv::crdt::CrdtKind;
+use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::{BucketInfo, Op, ReadOptions, Reply, WriteOptions};
 use ringkv::replication::get::Repair;
 use ringkv::replication::{Consistency, Receipt};
@@ -1339,7 +1340,8 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     let c = Arc::clone(ctx);
     engine.register_fn("connect", move |addr: &str| -> ApiResult<Handle> {
         let rt = c.runtime()?;
-        let remote: Arc<dyn Backend> = Arc::new(Remote::connect(rt, addr, None).map_err(fail)?);
+        let remote: Arc<dyn Backend> =
+            Arc::new(Remote::connect(rt, addr, None, None).map_err(fail)?);
         c.set_target(Arc::clone(&remote));
         Ok(Handle(remote))
     });
@@ -1356,12 +1358,11 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
                     .map_err(|t| fail(format!("connect: {key} must be a string, got {t}"))),
             }
         };
-        if let Some(unknown) = m
-            .keys()
-            .find(|k| !["user", "password"].contains(&k.as_str()))
-        {
+        const OPTIONS: [&str; 4] = ["user", "password", "tls_ca", "server_name"];
+        if let Some(unknown) = m.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
             return Err(fail(format!(
-                "connect: unknown option {unknown} (options: user, password)"
+                "connect: unknown option {unknown} (options: {})",
+                OPTIONS.join(", ")
             )));
         }
         let credentials = match (text("user")?, text("password")?) {
@@ -1369,9 +1370,23 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
             (None, None) => None,
             _ => return Err(fail("connect: user and password go together")),
         };
+        let tls = match (text("tls_ca")?, text("server_name")?) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(fail("connect: server_name needs tls_ca")),
+            (Some(path), name) => {
+                let pem = read_pem(&path).map_err(|e| fail(format!("connect: tls_ca: {e}")))?;
+                let tls = ClientTls::new(&pem).map_err(|e| fail(format!("connect: {e}")))?;
+                Some(match name {
+                    Some(name) => tls
+                        .with_server_name(name)
+                        .map_err(|e| fail(format!("connect: {e}")))?,
+                    None => tls,
+                })
+            }
+        };
         let rt = c.runtime()?;
         let remote: Arc<dyn Backend> =
-            Arc::new(Remote::connect(rt, addr, credentials).map_err(fail)?);
+            Arc::new(Remote::connect(rt, addr, credentials, tls).map_err(fail)?);
         c.set_target(Arc::clone(&remote));
         Ok(Handle(remote))
     });
@@ -1878,6 +1893,21 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
 /// tests that need to parse as the shell does.
 pub fn shell_engine_for_tests() -> Engine {
     crate::new_engine()
+}
+
+/// The text of a PEM file of at most 1 MiB (a CA bundle is a few KiB).
+fn read_pem(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    const MAX: u64 = 1 << 20;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {path} as text: {e}"))?;
+    if text.len() as u64 > MAX {
+        return Err(format!("{path} is larger than 1 MiB; not a PEM file"));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

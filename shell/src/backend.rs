@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use ringkv::client::{Client, ClientConfig, Credentials};
 use ringkv::embedded::cluster::FaultCounts;
+use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::{Op, Reply, RingView, StatusView, TransferView};
 use ringkv::MemberStatus;
 
@@ -351,15 +352,17 @@ pub struct Remote {
 
 impl Remote {
     /// Connects to `addr` (`HOST:PORT` of a node's client port), as the
-    /// user of `credentials` when given.
+    /// user of `credentials` when given, over TLS when `tls` is given.
     pub fn connect(
         rt: Arc<Runtime>,
         addr: &str,
         credentials: Option<Credentials>,
+        tls: Option<ClientTls>,
     ) -> Result<Remote, String> {
         let target = addr.to_string();
         let config = ClientConfig {
             credentials,
+            tls,
             ..ClientConfig::default()
         };
         let client = rt

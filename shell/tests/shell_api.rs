@@ -556,7 +556,9 @@ fn functions_a_sim_cannot_have_fail_naming_themselves_and_the_rest_work() {
 /// front of a node that stores nothing: `viewer` (read) may get, nobody
 /// else may do anything. Returns the runtime that serves it and its
 /// address.
-fn authenticating_port() -> (tokio::runtime::Runtime, String) {
+fn authenticating_port(
+    tls: Option<ringkv::net::client_tls::ClientPortTls>,
+) -> (tokio::runtime::Runtime, String) {
     use ringkv::node::auth::{hash_password_with_cost, Users};
     use ringkv::node::client_port::{ClientAuth, ClientPort, ClientPortConfig};
     use ringkv::protocol::{Handler, Op, Reply};
@@ -600,6 +602,7 @@ fn authenticating_port() -> (tokio::runtime::Runtime, String) {
         .unwrap();
     let config = ClientPortConfig {
         auth: ClientAuth::Users(Arc::new(users)),
+        tls,
         ..ClientPortConfig::default()
     };
     let port = rt
@@ -613,7 +616,7 @@ fn authenticating_port() -> (tokio::runtime::Runtime, String) {
 
 #[test]
 fn connect_authenticates_with_user_and_password() {
-    let (_rt, addr) = authenticating_port();
+    let (_rt, addr) = authenticating_port(None);
     let out = ok(&format!(
         r#"
         connect("{addr}");
@@ -640,4 +643,46 @@ fn connect_authenticates_with_user_and_password() {
     assert!(line("typo:").contains("unknown option pass"), "{out}");
     assert_eq!(line("viewer found:"), "viewer found: false");
     assert!(line("put:").contains("PermissionDenied"), "{out}");
+}
+
+#[test]
+fn connect_speaks_tls_to_a_port_with_a_certificate() {
+    use ringkv::net::client_tls::ClientPortTls;
+    let ca = ringkv::ClusterCa::generate("shell-tls").unwrap();
+    let port = ca.issue_client_port(&["127.0.0.1".into()]).unwrap();
+    let tls = ClientPortTls::new(&port.cert_pem, &port.key_pem).unwrap();
+    let (_rt, addr) = authenticating_port(Some(tls));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, ringkv::ClusterCa::generate("x").unwrap().cert_pem()).unwrap();
+    let (ca_file, other) = (ca_file.display(), other.display());
+    let out = ok(&format!(
+        r#"
+        try {{ connect("{addr}", #{{ user: "viewer", password: "viewer-pw" }}); print("plain got through"); }}
+        catch (e) {{ print("plain: " + e); }}
+        try {{ connect("{addr}", #{{ user: "viewer", password: "viewer-pw", tls_ca: "{other}" }}); print("stranger got through"); }}
+        catch (e) {{ print("stranger: " + e); }}
+        try {{ connect("{addr}", #{{ user: "viewer", password: "viewer-pw", tls_ca: "{ca_file}", server_name: "elsewhere.test" }}); print("wrong name got through"); }}
+        catch (e) {{ print("wrong name: " + e); }}
+        try {{ connect("{addr}", #{{ server_name: "x" }}); }} catch (e) {{ print("name alone: " + e); }}
+        try {{ connect("{addr}", #{{ tls_ca: "/no/such/file.pem" }}); }} catch (e) {{ print("missing: " + e); }}
+        connect("{addr}", #{{ user: "viewer", password: "viewer-pw", tls_ca: "{ca_file}" }});
+        print("viewer found: " + get("k").found);
+        "#
+    ));
+    assert!(!out.contains("got through"), "{out}");
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {out}"))
+            .to_string()
+    };
+    assert!(line("plain:").contains("connecting to"), "{out}");
+    assert!(line("stranger:").contains("certificate"), "{out}");
+    assert!(line("wrong name:").contains("certificate"), "{out}");
+    assert!(line("name alone:").contains("needs tls_ca"), "{out}");
+    assert!(line("missing:").contains("cannot open"), "{out}");
+    assert_eq!(line("viewer found:"), "viewer found: false");
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ringkv::node::cli::{self, Args, DirOwner, NodeSetup};
-use ringkv::node::client_port::{ClientAuth, ClientPort, ClientPortConfig};
+use ringkv::node::client_port::{ClientAuth, ClientPort};
 use ringkv::node::{Node, TransportParts};
 use ringkv::protocol::Handler;
 use ringkv::TcpTransport;
@@ -162,7 +162,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         node: node_config,
         tcp,
         client_listen,
-        client_auth,
+        client_port: port_config,
         data_dir: _,
     } = setup;
     let id = node_config.id;
@@ -182,16 +182,15 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
     .map_err(|e| Failure::Start(e.to_string()))?;
 
     let handler: Arc<dyn Handler> = Arc::new(node.clone());
-    if client_auth == ClientAuth::Open {
+    if port_config.auth == ClientAuth::Open {
         tracing::warn!(
             "the client port does not authenticate (--no-client-auth): anyone who reaches it \
              may run every op, admin ops included"
         );
     }
-    let port_config = ClientPortConfig {
-        auth: client_auth,
-        ..ClientPortConfig::default()
-    };
+    if port_config.tls.is_none() {
+        tracing::info!("the client port speaks plain TCP (no --client-tls-cert)");
+    }
     let port = match ClientPort::start(&client_listen, handler, port_config).await {
         Ok(port) => port,
         Err(e) => {

@@ -247,6 +247,12 @@ impl TcpConfig {
                 "max_pending_handshakes_per_ip must be at least 1".into(),
             ));
         }
+        if self.connect_timeout.is_zero() || self.handshake_timeout.is_zero() {
+            return Err(Error::InvalidInput(format!(
+                "connect_timeout and handshake_timeout must be positive, got {:?} and {:?}",
+                self.connect_timeout, self.handshake_timeout
+            )));
+        }
         if self.idle_timeout.is_zero() || self.frame_timeout.is_zero() {
             return Err(Error::InvalidInput(format!(
                 "idle_timeout and frame_timeout must be positive, got {:?} and {:?}",

@@ -40,6 +40,7 @@ use crate::error::Result;
 use crate::id::NodeId;
 use crate::message::Envelope;
 
+pub mod client_tls;
 pub mod config;
 pub mod handshake;
 pub mod memory;

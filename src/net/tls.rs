@@ -141,7 +141,7 @@ pub struct PeerTls {
 /// and P-384. The provider with X25519MLKEM768 (aws-lc-rs) needs a much
 /// larger C build; `docs/security.md` says what that leaves open.
 #[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -150,11 +150,19 @@ fn bad(what: impl fmt::Display) -> Error {
 }
 
 fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    pem_certs(pem, what).map_err(bad)
+}
+
+/// The certificates in `pem`, or why there are none (`what` names them).
+pub(super) fn pem_certs(
+    pem: &str,
+    what: &str,
+) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("{what} is not PEM certificates: {e}")))?;
+        .map_err(|e| format!("{what} is not PEM certificates: {e}"))?;
     if certs.is_empty() {
-        return Err(bad(format!("{what} holds no certificate")));
+        return Err(format!("{what} holds no certificate"));
     }
     Ok(certs)
 }
@@ -263,7 +271,7 @@ impl PeerTls {
 
 /// [`Error::Tls`] when TLS itself refused (a certificate, an alert, bytes
 /// that are not TLS), [`Error::Io`] when the connection broke.
-fn handshake_error(peer: String, e: io::Error) -> Error {
+pub(super) fn handshake_error(peer: String, e: io::Error) -> Error {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -484,6 +492,36 @@ impl ClusterCa {
     /// what an embedded cluster or a test gives each node.
     pub fn security_for(&self, node: NodeId) -> Result<PeerSecurity> {
         PeerSecurity::tls(node, &self.issue(node)?)
+    }
+
+    /// A certificate and fresh key for a node's client port, naming each
+    /// of `names` (DNS names, or IP addresses as text) as clients will
+    /// dial it. Clients trust it through this CA's certificate
+    /// ([`crate::net::client_tls::ClientTls`]); it is not valid for peer
+    /// links (it names no node).
+    pub fn issue_client_port(&self, names: &[String]) -> Result<NodeCredentials> {
+        if names.is_empty() {
+            return Err(bad("a client port certificate needs at least one name"));
+        }
+        let key = KeyPair::generate().map_err(rcgen_error("generating a client port key"))?;
+        let mut params = CertificateParams::new(names.to_vec())
+            .map_err(rcgen_error("making the client port certificate"))?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("ringkv client port {}", names[0]),
+        );
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let issuer = Issuer::new(ca_params(&self.cluster), &self.key);
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(rcgen_error("signing the client port certificate"))?;
+        Ok(NodeCredentials {
+            ca_pem: self.cert_pem.clone(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// A certificate and fresh key for `node`, usable for both ends of a

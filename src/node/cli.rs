@@ -31,9 +31,10 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::net::client_tls::ClientPortTls;
 use crate::net::tls::{ClusterCa, NodeCredentials, PeerSecurity};
 use crate::node::auth::{self, Users};
-use crate::node::client_port::ClientAuth;
+use crate::node::client_port::{ClientAuth, ClientPortConfig};
 use crate::protocol::Role;
 
 /// Node-to-node address when neither the flag nor the file gives one:
@@ -185,6 +186,13 @@ pub struct Args {
     /// it may run every op, admin ops included. For tests on one machine.
     #[arg(long)]
     pub no_client_auth: bool,
+    /// The client port's TLS certificate (PEM; make one with `ringkv-node
+    /// certs --client-port NAME`). With it, the port speaks only TLS.
+    #[arg(long, value_name = "FILE")]
+    pub client_tls_cert: Option<PathBuf>,
+    /// The client port's TLS private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub client_tls_key: Option<PathBuf>,
     /// At start, verify every table and WAL segment of the lsm engine,
     /// move damaged ones (and ones its manifest cannot account for) into
     /// <data-dir>/data/quarantine/ (never deleting them), then start
@@ -257,8 +265,14 @@ pub struct CertsArgs {
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CLUSTER)]
     pub cluster: String,
     /// The node ids to make certificates for.
-    #[arg(value_name = "ID", required = true)]
+    #[arg(value_name = "ID", required_unless_present = "client_port")]
     pub ids: Vec<u64>,
+    /// Also make `client-port.pem` and `client-port.key`, a certificate for
+    /// the nodes' client ports naming NAME (a DNS name or an IP address, as
+    /// clients dial the nodes; repeatable). Clients trust it through
+    /// `ca.pem`.
+    #[arg(long = "client-port", value_name = "NAME")]
+    pub client_port: Vec<String>,
 }
 
 /// Runs `ringkv-node certs`: returns the files written. Private keys are
@@ -288,6 +302,14 @@ pub fn make_certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
         let creds = ca.issue(NodeId(id))?;
         let cert = args.dir.join(format!("node-{id}.pem"));
         let key = args.dir.join(format!("node-{id}.key"));
+        write_file(&key, creds.key_pem.as_bytes(), true)?;
+        write_file(&cert, creds.cert_pem.as_bytes(), false)?;
+        written.extend([cert, key]);
+    }
+    if !args.client_port.is_empty() {
+        let creds = ca.issue_client_port(&args.client_port)?;
+        let cert = args.dir.join("client-port.pem");
+        let key = args.dir.join("client-port.key");
         write_file(&key, creds.key_pem.as_bytes(), true)?;
         write_file(&cert, creds.cert_pem.as_bytes(), false)?;
         written.extend([cert, key]);
@@ -370,6 +392,126 @@ pub struct FileConfig {
     pub users_file: Option<PathBuf>,
     /// As `--no-client-auth` (the flag can only turn it on).
     pub no_client_auth: Option<bool>,
+    /// As `--client-tls-cert`.
+    pub client_tls_cert: Option<PathBuf>,
+    /// As `--client-tls-key`.
+    pub client_tls_key: Option<PathBuf>,
+    /// The client port's limits (`[client_port]`); each defaults as
+    /// [`ClientPortConfig`] says, with its reason.
+    pub client_port: Option<ClientPortLimits>,
+    /// The peer port's limits (`[peer_port]`); each defaults as
+    /// [`TcpConfig`] says, with its reason.
+    pub peer_port: Option<PeerPortLimits>,
+}
+
+/// `[client_port]` in the configuration file: the limits of
+/// [`ClientPortConfig`], each optional (absent: the default). Durations in
+/// milliseconds, sizes in bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPortLimits {
+    /// [`ClientPortConfig::max_connections`].
+    pub max_connections: Option<usize>,
+    /// [`ClientPortConfig::max_connections_per_ip`].
+    pub max_connections_per_ip: Option<usize>,
+    /// [`ClientPortConfig::max_in_flight_per_connection`].
+    pub max_in_flight_per_connection: Option<usize>,
+    /// [`ClientPortConfig::idle_timeout`].
+    pub idle_timeout_ms: Option<u64>,
+    /// [`ClientPortConfig::frame_timeout`].
+    pub frame_timeout_ms: Option<u64>,
+    /// [`ClientPortConfig::auth_timeout`].
+    pub auth_timeout_ms: Option<u64>,
+    /// [`ClientPortConfig::max_frame_bytes_before_auth`].
+    pub max_frame_bytes_before_auth: Option<usize>,
+    /// [`ClientPortConfig::reply_budget_per_connection`].
+    pub reply_budget_per_connection: Option<usize>,
+    /// [`ClientPortConfig::reply_budget_total`].
+    pub reply_budget_total: Option<usize>,
+    /// [`ClientPortConfig::request_budget_total`].
+    pub request_budget_total: Option<usize>,
+    /// [`ClientPortConfig::max_auth_failures`].
+    pub max_auth_failures: Option<u32>,
+    /// [`ClientPortConfig::max_concurrent_auth`].
+    pub max_concurrent_auth: Option<usize>,
+}
+
+impl ClientPortLimits {
+    /// `config` with the limits given here.
+    pub fn apply(&self, config: &mut ClientPortConfig) {
+        let ms = Duration::from_millis;
+        set(&mut config.max_connections, self.max_connections);
+        set(
+            &mut config.max_connections_per_ip,
+            self.max_connections_per_ip,
+        );
+        set(
+            &mut config.max_in_flight_per_connection,
+            self.max_in_flight_per_connection,
+        );
+        set(&mut config.idle_timeout, self.idle_timeout_ms.map(ms));
+        set(&mut config.frame_timeout, self.frame_timeout_ms.map(ms));
+        set(&mut config.auth_timeout, self.auth_timeout_ms.map(ms));
+        set(
+            &mut config.max_frame_bytes_before_auth,
+            self.max_frame_bytes_before_auth,
+        );
+        set(
+            &mut config.reply_budget_per_connection,
+            self.reply_budget_per_connection,
+        );
+        set(&mut config.reply_budget_total, self.reply_budget_total);
+        set(&mut config.request_budget_total, self.request_budget_total);
+        set(&mut config.max_auth_failures, self.max_auth_failures);
+        set(&mut config.max_concurrent_auth, self.max_concurrent_auth);
+    }
+}
+
+/// `[peer_port]` in the configuration file: the limits of [`TcpConfig`],
+/// each optional (absent: the default). Durations in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerPortLimits {
+    /// [`TcpConfig::connect_timeout`].
+    pub connect_timeout_ms: Option<u64>,
+    /// [`TcpConfig::handshake_timeout`].
+    pub handshake_timeout_ms: Option<u64>,
+    /// [`TcpConfig::max_pending_handshakes`].
+    pub max_pending_handshakes: Option<usize>,
+    /// [`TcpConfig::max_pending_handshakes_per_ip`].
+    pub max_pending_handshakes_per_ip: Option<usize>,
+    /// [`TcpConfig::idle_timeout`].
+    pub idle_timeout_ms: Option<u64>,
+    /// [`TcpConfig::frame_timeout`].
+    pub frame_timeout_ms: Option<u64>,
+}
+
+impl PeerPortLimits {
+    /// `config` with the limits given here.
+    pub fn apply(&self, config: &mut TcpConfig) {
+        let ms = Duration::from_millis;
+        set(&mut config.connect_timeout, self.connect_timeout_ms.map(ms));
+        set(
+            &mut config.handshake_timeout,
+            self.handshake_timeout_ms.map(ms),
+        );
+        set(
+            &mut config.max_pending_handshakes,
+            self.max_pending_handshakes,
+        );
+        set(
+            &mut config.max_pending_handshakes_per_ip,
+            self.max_pending_handshakes_per_ip,
+        );
+        set(&mut config.idle_timeout, self.idle_timeout_ms.map(ms));
+        set(&mut config.frame_timeout, self.frame_timeout_ms.map(ms));
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
 }
 
 impl FileConfig {
@@ -409,6 +551,8 @@ impl FileConfig {
             &mut file.peer_cert,
             &mut file.peer_key,
             &mut file.users_file,
+            &mut file.client_tls_cert,
+            &mut file.client_tls_key,
         ]
         .into_iter()
         .flatten()
@@ -431,8 +575,8 @@ pub struct NodeSetup {
     pub tcp: TcpConfig,
     /// Where the client port listens.
     pub client_listen: String,
-    /// Who may use the client port.
-    pub client_auth: ClientAuth,
+    /// The client port: who may use it (`auth`), and its TLS.
+    pub client_port: ClientPortConfig,
     /// The data directory, when there is one (always, except for a memory
     /// engine started without `--data-dir`).
     pub data_dir: Option<PathBuf>,
@@ -453,7 +597,41 @@ pub fn load(args: Args) -> Result<NodeSetup> {
     let secret = read_secret(&secret_path)?;
     let keys = read_peer_keys(&args, &file)?;
     let client_auth = read_client_auth(&args, &file)?;
-    resolve(args, file, secret, keys, client_auth)
+    let client_tls = read_client_tls(&args, &file)?;
+    let client_port = ClientPortConfig {
+        auth: client_auth,
+        tls: client_tls,
+        ..ClientPortConfig::default()
+    };
+    resolve(args, file, secret, keys, client_port)
+}
+
+/// Reads the client port's certificate and key, when given (both or
+/// neither), and checks that they belong together.
+pub fn read_client_tls(args: &Args, file: &FileConfig) -> Result<Option<ClientPortTls>> {
+    let cert = args
+        .client_tls_cert
+        .clone()
+        .or(file.client_tls_cert.clone());
+    let key = args.client_tls_key.clone().or(file.client_tls_key.clone());
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let cert = pem_text(&cert, "client TLS certificate file")?;
+            let key = pem_text(&key, "client TLS key file")?;
+            ClientPortTls::new(&cert, &key).map(Some)
+        }
+        _ => Err(Error::InvalidInput(
+            "give both --client-tls-cert and --client-tls-key, or neither".into(),
+        )),
+    }
+}
+
+/// A PEM file's text (`what` names it in errors).
+fn pem_text(path: &Path, what: &str) -> Result<String> {
+    let bytes = read_limited(path, MAX_PEM_FILE_BYTES, what)?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::InvalidInput(format!("{what} {} is not PEM text", path.display())))
 }
 
 /// Reads the users file named by the flag or the file, or notes
@@ -528,15 +706,10 @@ pub fn read_peer_keys(args: &Args, file: &FileConfig) -> Result<PeerKeys> {
                 .into(),
         ));
     };
-    let text = |path: &Path, what: &str| -> Result<String> {
-        let bytes = read_limited(path, MAX_PEM_FILE_BYTES, what)?;
-        String::from_utf8(bytes)
-            .map_err(|_| Error::InvalidInput(format!("{what} {} is not PEM text", path.display())))
-    };
     Ok(PeerKeys::Tls(NodeCredentials {
-        ca_pem: text(&ca, "peer CA file")?,
-        cert_pem: text(&cert, "peer certificate file")?,
-        key_pem: text(&key, "peer key file")?,
+        ca_pem: pem_text(&ca, "peer CA file")?,
+        cert_pem: pem_text(&cert, "peer certificate file")?,
+        key_pem: pem_text(&key, "peer key file")?,
     }))
 }
 
@@ -557,7 +730,7 @@ pub fn resolve(
     file: FileConfig,
     secret: ClusterSecret,
     keys: PeerKeys,
-    client_auth: ClientAuth,
+    client_port: ClientPortConfig,
 ) -> Result<NodeSetup> {
     let id = args
         .id
@@ -678,13 +851,21 @@ pub fn resolve(
         PeerKeys::Tls(credentials) => PeerSecurity::tls(NodeId(id), &credentials)?,
         PeerKeys::InsecurePlaintext => PeerSecurity::InsecurePlaintext,
     };
-    let tcp = TcpConfig::new(NodeId(id), cluster, secret, security, listen);
+    let mut tcp = TcpConfig::new(NodeId(id), cluster, secret, security, listen);
+    if let Some(limits) = &file.peer_port {
+        limits.apply(&mut tcp);
+    }
     tcp.validate()?;
+    let mut client_port = client_port;
+    if let Some(limits) = &file.client_port {
+        limits.apply(&mut client_port);
+    }
+    client_port.validate()?;
     Ok(NodeSetup {
         node,
         tcp,
         client_listen,
-        client_auth,
+        client_port,
         data_dir,
     })
 }
@@ -937,7 +1118,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert_eq!(s.node.id, NodeId(3));
@@ -982,7 +1163,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert_eq!(s.tcp.listen, DEFAULT_LISTEN);
@@ -1013,7 +1194,7 @@ mod tests {
             file,
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert_eq!(s.node.id, NodeId(8));
@@ -1125,7 +1306,7 @@ mod tests {
                 FileConfig::default(),
                 secret(),
                 PeerKeys::InsecurePlaintext,
-                ClientAuth::Open,
+                ClientPortConfig::default(),
             )
             .map(|_| ())
             .map_err(message);
@@ -1141,7 +1322,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert_eq!(s.node.storage, StorageConfig::Memory);
@@ -1156,7 +1337,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert!(!s.node.allow_fault_injection, "fault injection is opt-in");
@@ -1179,7 +1360,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert!(s.node.allow_fault_injection);
@@ -1204,7 +1385,7 @@ mod tests {
             file,
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert!(s.node.allow_fault_injection);
@@ -1225,7 +1406,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert!(!salvage_of(&s), "salvage is opt-in");
@@ -1235,7 +1416,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert!(salvage_of(&s));
@@ -1247,7 +1428,7 @@ mod tests {
                 file,
                 secret(),
                 PeerKeys::InsecurePlaintext,
-                ClientAuth::Open
+                ClientPortConfig::default()
             )
             .unwrap()
         ));
@@ -1266,7 +1447,7 @@ mod tests {
                 FileConfig::default(),
                 secret(),
                 PeerKeys::InsecurePlaintext,
-                ClientAuth::Open,
+                ClientPortConfig::default(),
             )
             .unwrap_err(),
         );
@@ -1285,6 +1466,49 @@ mod tests {
     }
 
     #[test]
+    fn port_limits_come_from_their_tables_and_are_checked() {
+        let resolve_text = |text: &str| {
+            let file = FileConfig::parse(text)?;
+            resolve(
+                args(&["--id", "1", "--engine", "memory"]),
+                file,
+                secret(),
+                PeerKeys::InsecurePlaintext,
+                ClientPortConfig::default(),
+            )
+        };
+        let s = resolve_text(
+            "[client_port]\nmax_connections = 7\nidle_timeout_ms = 1500\n\
+             request_budget_total = 33554432\n[peer_port]\nhandshake_timeout_ms = 900\n\
+             idle_timeout_ms = 4000\n",
+        )
+        .unwrap();
+        assert_eq!(s.client_port.max_connections, 7);
+        assert_eq!(s.client_port.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(s.client_port.request_budget_total, 32 << 20);
+        // Untouched limits keep their defaults.
+        let d = ClientPortConfig::default();
+        assert_eq!(s.client_port.frame_timeout, d.frame_timeout);
+        assert_eq!(s.tcp.handshake_timeout, Duration::from_millis(900));
+        assert_eq!(s.tcp.idle_timeout, Duration::from_millis(4000));
+        // Checked: a budget below the frame limit, a zero timeout, an
+        // unknown key.
+        let m = message(resolve_text("[client_port]\nrequest_budget_total = 10\n").unwrap_err());
+        assert!(m.contains("request_budget_total"), "{m}");
+        let m = message(resolve_text("[client_port]\nframe_timeout_ms = 0\n").unwrap_err());
+        assert!(m.contains("frame_timeout"), "{m}");
+        let m = message(resolve_text("[client_port]\nmax_conns = 3\n").unwrap_err());
+        assert!(m.contains("max_conns"), "{m}");
+        let m =
+            message(resolve_text("[peer_port]\nmax_pending_handshakes_per_ip = 0\n").unwrap_err());
+        assert!(m.contains("max_pending_handshakes_per_ip"), "{m}");
+        let m = message(resolve_text("[peer_port]\nidle_timeout_ms = 0\n").unwrap_err());
+        assert!(m.contains("idle_timeout"), "{m}");
+        let m = message(resolve_text("[peer_port]\nhandshake_timeout_ms = 0\n").unwrap_err());
+        assert!(m.contains("handshake_timeout"), "{m}");
+    }
+
+    #[test]
     fn the_example_file_parses_and_documents_every_key() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ringkv-node.example.toml");
         let text = fs::read_to_string(&path).unwrap();
@@ -1295,7 +1519,7 @@ mod tests {
             file,
             secret(),
             PeerKeys::InsecurePlaintext,
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert_eq!(s.node.id, NodeId(1));
@@ -1315,6 +1539,26 @@ mod tests {
             "insecure_plaintext_peers",
             "users_file",
             "no_client_auth",
+            "client_tls_cert",
+            "client_tls_key",
+            "[client_port]",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_in_flight_per_connection",
+            "idle_timeout_ms",
+            "frame_timeout_ms",
+            "auth_timeout_ms",
+            "max_frame_bytes_before_auth",
+            "reply_budget_per_connection",
+            "reply_budget_total",
+            "request_budget_total",
+            "max_auth_failures",
+            "max_concurrent_auth",
+            "[peer_port]",
+            "connect_timeout_ms",
+            "handshake_timeout_ms",
+            "max_pending_handshakes",
+            "max_pending_handshakes_per_ip",
             "vnodes",
             "sync",
             "sync_interval_ms",
@@ -1328,6 +1572,9 @@ mod tests {
             "salvage",
         ] {
             let mentioned = text.lines().any(|l| {
+                if key.starts_with('[') {
+                    return l == key;
+                }
                 let l = l.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
                 is_key_line(l) && l.starts_with(&format!("{key} ="))
             });
@@ -1382,7 +1629,7 @@ mod tests {
             FileConfig::default(),
             secret(),
             keys.clone(),
-            ClientAuth::Open,
+            ClientPortConfig::default(),
         )
         .unwrap();
         assert!(s.tcp.security.is_encrypted());
@@ -1393,7 +1640,7 @@ mod tests {
                 FileConfig::default(),
                 secret(),
                 keys,
-                ClientAuth::Open,
+                ClientPortConfig::default(),
             )
             .unwrap_err(),
         );

@@ -59,7 +59,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -69,6 +70,7 @@ use tokio_util::task::TaskTracker;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::log::RateLimited;
+use crate::net::client_tls::ClientPortTls;
 use crate::node::auth::Users;
 use crate::protocol::{
     ErrorCode, ErrorReply, Handler, Op, Reply, Request, Response, Role, CLIENT_PROTOCOL_VERSION,
@@ -162,6 +164,22 @@ pub struct ClientPortConfig {
     /// node buffer `max_frame_bytes` per connection (100 connections each
     /// holding half of a 16 MiB frame once took 819 MB).
     pub max_frame_bytes_before_auth: usize,
+    /// Bytes of large request frames (over 64 KiB) being received or
+    /// executed, over all connections. Default 256 MiB: sixteen of the
+    /// largest frames at once, far more than a node can store at a time,
+    /// while many clients each holding part of a 16 MiB frame cannot take
+    /// more than this (before, 100 connections holding half a frame took
+    /// 819 MB). A frame is charged when its length arrives, before its
+    /// body, and given back when its request ends; a large frame that
+    /// would go past the budget is refused `Overloaded` (retryable) and its
+    /// connection closed. Small frames are not charged: they are bounded
+    /// by the connections and the requests in flight on each.
+    pub request_budget_total: usize,
+    /// TLS on the port ([`ClientPortTls`]): when set, the port speaks only
+    /// TLS 1.3, and a connection must finish its handshake within
+    /// `auth_timeout`. Default none (plain TCP): an embedded cluster's
+    /// port serves its own process on loopback.
+    pub tls: Option<ClientPortTls>,
 }
 
 /// Who may use a client port.
@@ -214,6 +232,8 @@ impl Default for ClientPortConfig {
             reply_budget_per_connection: 64 << 20,
             reply_budget_total: 512 << 20,
             max_frame_bytes_before_auth: 64 * 1024,
+            request_budget_total: 256 << 20,
+            tls: None,
         }
     }
 }
@@ -254,6 +274,12 @@ impl ClientPortConfig {
                 self.max_frame_bytes
             )));
         }
+        if self.request_budget_total < self.max_frame_bytes {
+            return Err(Error::InvalidInput(format!(
+                "client port: request_budget_total must be at least max_frame_bytes ({})",
+                self.max_frame_bytes
+            )));
+        }
         if self.idle_timeout.is_zero()
             || self.frame_timeout.is_zero()
             || self.auth_timeout.is_zero()
@@ -286,6 +312,9 @@ struct Shared {
     per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
     /// Bytes of replies queued to be written, over all connections.
     queued_total: Arc<AtomicUsize>,
+    /// Bytes of large requests received or executing, over all
+    /// connections.
+    requests: Arc<RequestBudget>,
 }
 
 /// One connection's place in [`Shared::per_ip`], given back on drop.
@@ -344,6 +373,10 @@ impl ClientPort {
             auth_slots: Arc::new(Semaphore::new(config.max_concurrent_auth)),
             per_ip: std::sync::Mutex::new(HashMap::new()),
             queued_total: Arc::new(AtomicUsize::new(0)),
+            requests: Arc::new(RequestBudget {
+                used: AtomicUsize::new(0),
+                limit: config.request_budget_total,
+            }),
             config,
             stop: stop.clone(),
         });
@@ -383,6 +416,7 @@ impl ClientPort {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let refusals = RateLimited::new(Duration::from_secs(10));
+    let handshakes = Arc::new(RateLimited::new(Duration::from_secs(10)));
     loop {
         let accepted = tokio::select! {
             _ = shared.stop.cancelled() => return,
@@ -416,8 +450,32 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
         match admitted {
             Ok((permit, ip_slot)) => {
                 let shared = shared.clone();
+                let handshakes = handshakes.clone();
                 tracker.spawn(async move {
-                    serve_connection(stream, shared).await;
+                    match shared.config.tls.clone() {
+                        None => {
+                            let (read_half, write_half) = stream.into_split();
+                            serve_connection(read_half, write_half, shared).await;
+                        }
+                        Some(tls) => {
+                            // The handshake holds the connection's slots, so
+                            // a flood of stalled handshakes is bounded as
+                            // idle connections are, and ends in time.
+                            let limit = shared.config.auth_timeout;
+                            match tokio::time::timeout(limit, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => {
+                                    let (read_half, write_half) = tokio::io::split(stream);
+                                    serve_connection(read_half, write_half, shared).await;
+                                }
+                                Ok(Err(e)) => handshakes.warn(|n| {
+                                    tracing::warn!(%peer, failed = n, error = %e, "client port: TLS handshake failed")
+                                }),
+                                Err(_) => handshakes.warn(|n| {
+                                    tracing::warn!(%peer, failed = n, "client port: TLS handshake not finished within {limit:?}")
+                                }),
+                            }
+                        }
+                    }
                     tracing::debug!(%peer, "client port: connection closed");
                     drop(ip_slot);
                     drop(permit);
@@ -491,14 +549,20 @@ fn salvage_id(frame: &[u8], max: usize) -> u64 {
 /// Where a request still running stands: its id, and whether it writes.
 type Running = HashMap<tokio::task::Id, (u64, bool)>;
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection<R, W>(read_half: R, write_half: W, shared: Arc<Shared>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let max = shared.config.max_frame_bytes;
     let limit = shared.config.max_in_flight_per_connection;
-    let (read_half, write_half) = stream.into_split();
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(max)
         .new_codec();
-    let mut reader = FramedRead::new(read_half, codec.clone());
+    let mut reader = FramedRead::new(
+        read_half,
+        BudgetedCodec::new(codec.clone(), shared.requests.clone()),
+    );
     let mut writer = Replies::start(FramedWrite::new(write_half, codec), &shared);
     let mut tasks: JoinSet<Response> = JoinSet::new();
     let mut running: Running = HashMap::new();
@@ -596,10 +660,10 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
             }
             frame = reader.next(), if can_read => match frame {
                 None => break,
-                Some(Ok(frame)) => {
+                Some(Ok((frame, held))) => {
                     last_frame = tokio::time::Instant::now();
                     partial_since = None;
-                    let answer = start_request(&frame, &shared, &mut auth, &mut tasks, &mut running).await;
+                    let answer = start_request(&frame, held, &shared, &mut auth, &mut tasks, &mut running).await;
                     if must_auth {
                         let allowed = if auth.role.is_some() { max } else { before_auth };
                         reader.decoder_mut().set_max_frame_length(allowed);
@@ -614,6 +678,12 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                         broke_framing = true;
                         break;
                     }
+                }
+                Some(Err(e)) if e.get_ref().is_some_and(|inner| inner.is::<OverBudget>()) => {
+                    let reply = ErrorReply::new(ErrorCode::Overloaded, e.to_string(), true);
+                    let _ = writer.send(error_response(0, reply), max);
+                    broke_framing = true;
+                    break;
                 }
                 Some(Err(e)) => {
                     let oversized = e
@@ -762,6 +832,7 @@ async fn authenticate(
 /// Decodes one frame and either spawns its op or answers it at once.
 async fn start_request(
     frame: &[u8],
+    held: Option<Held>,
     shared: &Shared,
     auth: &mut ConnAuth,
     tasks: &mut JoinSet<Response>,
@@ -824,6 +895,8 @@ async fn start_request(
     let role = auth.role;
     let future = shared.handler.execute(op);
     let handle = tasks.spawn(async move {
+        // The frame's share of the request budget, until the request ends.
+        let _held = held;
         let mut result = future.await.map_err(|e| error_reply_for(is_write, &e));
         if let Ok(Reply::Hello { role: r, .. }) = &mut result {
             *r = role;
@@ -866,6 +939,127 @@ fn finished(
     }
 }
 
+/// Frames larger than this are charged to `request_budget_total`.
+const LARGE_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The port's budget of bytes of large requests (`request_budget_total`).
+#[derive(Debug)]
+struct RequestBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl RequestBudget {
+    /// Charges `bytes`, or `None` when that would go past the limit.
+    fn take(self: &Arc<Self>, bytes: usize) -> Option<Held> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + bytes <= self.limit).then_some(used + bytes)
+            })
+            .ok()?;
+        Some(Held {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// A frame's share of the request budget, given back on drop.
+#[derive(Debug)]
+struct Held {
+    budget: Arc<RequestBudget>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why a connection was closed: its next frame would have gone past the
+/// port's request budget.
+#[derive(Debug)]
+struct OverBudget {
+    bytes: usize,
+    limit: usize,
+}
+
+impl fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the node is receiving or running {} MiB of large requests already; a {} byte \
+             request would go past that; closing the connection (retry later)",
+            self.limit >> 20,
+            self.bytes
+        )
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+/// The port's framing ([`LengthDelimitedCodec`]) with each large frame
+/// charged to the request budget as soon as its length is read, before the
+/// codec makes room for its body.
+struct BudgetedCodec {
+    inner: LengthDelimitedCodec,
+    budget: Arc<RequestBudget>,
+    /// Whether the current frame's length has been read.
+    in_frame: bool,
+    held: Option<Held>,
+}
+
+impl BudgetedCodec {
+    fn new(inner: LengthDelimitedCodec, budget: Arc<RequestBudget>) -> BudgetedCodec {
+        BudgetedCodec {
+            inner,
+            budget,
+            in_frame: false,
+            held: None,
+        }
+    }
+
+    fn max_frame_length(&self) -> usize {
+        self.inner.max_frame_length()
+    }
+
+    fn set_max_frame_length(&mut self, max: usize) {
+        self.inner.set_max_frame_length(max);
+    }
+}
+
+impl tokio_util::codec::Decoder for BudgetedCodec {
+    type Item = (bytes::BytesMut, Option<Held>);
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> std::io::Result<Option<Self::Item>> {
+        if !self.in_frame && src.len() >= 4 {
+            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+            // Frames over the limit are the codec's to refuse.
+            if len > LARGE_REQUEST_BYTES && len <= self.inner.max_frame_length() {
+                match self.budget.take(len) {
+                    Some(held) => self.held = Some(held),
+                    None => {
+                        return Err(std::io::Error::other(OverBudget {
+                            bytes: len,
+                            limit: self.budget.limit,
+                        }))
+                    }
+                }
+            }
+            self.in_frame = true;
+        }
+        match self.inner.decode(src)? {
+            Some(frame) => {
+                self.in_frame = false;
+                Ok(Some((frame, self.held.take())))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 /// A connection's replies on their way out: a writer task takes encoded
 /// frames from a queue, and the queue is bounded in bytes per connection
 /// and for the whole port (see `reply_budget_per_connection`).
@@ -897,8 +1091,8 @@ const INITIAL_WINDOW: usize = 4;
 const SMALL_REPLY_BYTES: usize = 64 * 1024;
 
 impl Replies {
-    fn start(
-        mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>,
+    fn start<W: AsyncWrite + Unpin + Send + 'static>(
+        mut sink: FramedWrite<W, LengthDelimitedCodec>,
         shared: &Shared,
     ) -> Replies {
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
@@ -1094,6 +1288,60 @@ mod tests {
         assert!(codec::decode::<Request>(&frame, 1024).is_err());
         assert_eq!(salvage_id(&frame, 1024), 77);
         assert_eq!(salvage_id(&[0xff, 0x00], 1024), 0);
+    }
+
+    #[test]
+    fn large_frames_are_charged_when_their_length_arrives_and_refused_past_the_budget() {
+        use bytes::{BufMut, BytesMut};
+        use tokio_util::codec::Decoder;
+        let budget = Arc::new(RequestBudget {
+            used: AtomicUsize::new(0),
+            limit: 200 << 10,
+        });
+        let codec = || {
+            let inner = LengthDelimitedCodec::builder()
+                .max_frame_length(1 << 20)
+                .new_codec();
+            BudgetedCodec::new(inner, budget.clone())
+        };
+        let used = || budget.used.load(Ordering::Acquire);
+        // A 100 KiB frame: charged on its length alone.
+        let (mut a, mut a_buf) = (codec(), BytesMut::new());
+        a_buf.put_u32(100 << 10);
+        a_buf.put_slice(&[7u8; 10]);
+        assert!(a.decode(&mut a_buf).unwrap().is_none());
+        assert_eq!(used(), 100 << 10);
+        // A 150 KiB frame on another connection would go past 200 KiB.
+        let (mut b, mut b_buf) = (codec(), BytesMut::new());
+        b_buf.put_u32(150 << 10);
+        let err = b.decode(&mut b_buf).unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<OverBudget>()), "{err}");
+        assert!(err.to_string().contains("retry later"), "{err}");
+        // Small frames are not charged, and a small frame's body that
+        // looks like a large length is not read as one.
+        let (mut c, mut c_buf) = (codec(), BytesMut::new());
+        c_buf.put_u32(8);
+        assert!(c.decode(&mut c_buf).unwrap().is_none());
+        c_buf.put_u32(150 << 10);
+        c_buf.put_u32(1);
+        let (frame, held) = c.decode(&mut c_buf).unwrap().unwrap();
+        assert_eq!(frame.len(), 8);
+        assert!(held.is_none());
+        assert_eq!(used(), 100 << 10);
+        // The large frame completes with its share, given back on drop.
+        a_buf.put_slice(&vec![7u8; (100 << 10) - 10]);
+        let (frame, held) = a.decode(&mut a_buf).unwrap().unwrap();
+        assert_eq!(frame.len(), 100 << 10);
+        assert_eq!(used(), 100 << 10);
+        drop(held);
+        assert_eq!(used(), 0);
+        // A connection dropped mid-frame gives its share back too.
+        let (mut d, mut d_buf) = (codec(), BytesMut::new());
+        d_buf.put_u32(150 << 10);
+        assert!(d.decode(&mut d_buf).unwrap().is_none());
+        assert_eq!(used(), 150 << 10);
+        drop(d);
+        assert_eq!(used(), 0);
     }
 
     #[test]
