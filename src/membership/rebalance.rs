@@ -15,7 +15,12 @@
 //!
 //! Once a change is in force, this node drops the ranges it gave away, but
 //! only after [`DROP_GRACE`]: a coordinator that has not yet heard of the
-//! new ring may still read the old replicas for a moment.
+//! new ring may still read the old replicas for a moment. When a change
+//! ends without coming into force (replaced by another, or abandoned), a
+//! sweep of the whole ring is scheduled the same way, for what this node
+//! took in for it. A drop hands each object to its
+//! owners as hints before deleting it (`roles::handoff`), so dropping is
+//! safe even when the owners pulled the range from another replica.
 //!
 //! # What it does not do
 //!
@@ -40,6 +45,12 @@ use crate::ring::TokenRange;
 /// away: 5 seconds, many gossip rounds at the defaults, so that requests
 /// routed by the old ring have finished and every node has the new one.
 pub const DROP_GRACE: Duration = Duration::from_secs(5);
+
+/// Every token: a sweep's range (the due check keeps what is this node's).
+const WHOLE_RING: TokenRange = TokenRange {
+    after: crate::ring::Token(0),
+    through: crate::ring::Token(0),
+};
 
 /// What the ring role must have done (it tells the handoff role).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +78,11 @@ pub struct Rebalancer {
     drops: Vec<(Instant, TokenRange)>,
     /// Whether the sweep after a start is scheduled.
     swept: bool,
+    /// The digest of the ring in force when `change` was first seen.
+    ring_at_change: u64,
+    /// A change ended without coming into force: sweep once none is
+    /// pending.
+    sweep_when_settled: bool,
 }
 
 /// The id of the transfer of move `index` of the change whose target has
@@ -90,6 +106,8 @@ impl Rebalancer {
             running: BTreeMap::new(),
             drops: Vec::new(),
             swept: false,
+            ring_at_change: 0,
+            sweep_when_settled: false,
         }
     }
 
@@ -109,7 +127,19 @@ impl Rebalancer {
             for id in std::mem::take(&mut self.running).into_keys() {
                 actions.push(RebalanceAction::Cancel(id));
             }
+            let ring = keeper.ring().digest();
+            if self.change != 0 && (change != 0 || ring == self.ring_at_change) {
+                // A change ended without coming into force (replaced by
+                // another, or abandoned): what this node took in for it
+                // (transfers, and writes sent to its replicas while it was
+                // pending) is swept once no change is pending, and handed
+                // to the owners of the ring then in force where this node
+                // is not one of them. A change that came into force drops
+                // what it moved away instead ([`Rebalancer::on_completed`]).
+                self.sweep_when_settled = true;
+            }
             self.change = change;
+            self.ring_at_change = ring;
         }
         if change != 0 && keeper.transfers_may_start() {
             // Computed once, and only when a transfer starts: it encodes
@@ -144,11 +174,12 @@ impl Rebalancer {
         {
             // The whole ring: the due check below keeps what is ours.
             self.swept = true;
-            let whole = TokenRange {
-                after: crate::ring::Token(0),
-                through: crate::ring::Token(0),
-            };
-            self.drops.push((now + DROP_GRACE, whole));
+            self.drops.push((now + DROP_GRACE, WHOLE_RING));
+        }
+        if self.sweep_when_settled && keeper.state().pending.is_none() {
+            // The grace counts from the ring that is now in force.
+            self.sweep_when_settled = false;
+            self.drops.push((now + DROP_GRACE, WHOLE_RING));
         }
         // A due drop waits while a change is pending (the range may be
         // coming back), and then drops only what the ring in force does not

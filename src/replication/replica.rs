@@ -1000,6 +1000,17 @@ fn superseded(
     }
 }
 
+/// Says how many objects a drop kept because the hint store was full.
+fn warn_kept(kept: u64) {
+    if kept > 0 {
+        tracing::warn!(
+            kept,
+            "the hint store is full: objects of a range given away stay on this node \
+             until a later sweep (the next ring change, or a restart) hands them off"
+        );
+    }
+}
+
 fn decode_object(bytes: &[u8]) -> Result<Object> {
     codec::decode(bytes, MAX_VALUE_BYTES)
 }
@@ -1142,6 +1153,85 @@ impl ReplicaStore {
                 self.engine.write(batch)?;
             }
             if !full {
+                return Ok(deleted);
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Hands off the objects of `range` that this node no longer
+    /// replicates, then deletes them: `owners(bucket, token)` names an
+    /// object's replicas under the ring in force (`None`: this node is one
+    /// of them, and the object stays). Each object is first stored as a
+    /// hint for every owner but this node (merged into a hint already held
+    /// for it, under `policy(bucket)`), so the hint round delivers it and
+    /// nothing is lost when the owners did not get it by a transfer (a
+    /// transfer pulled from another replica while this one was down, or a
+    /// write reached this node for a change that was then replaced). An
+    /// object whose hints cannot all be stored (the hint store is full)
+    /// stays, for a later drop. `chunk` keys are scanned per engine batch.
+    /// Returns how many objects were handed off and deleted.
+    pub fn hand_off_range(
+        &self,
+        range: crate::ring::TokenRange,
+        chunk: usize,
+        owners: impl Fn(&[u8], Token) -> Option<Vec<NodeId>>,
+        policy: impl Fn(&[u8]) -> ConflictPolicy,
+    ) -> Result<u64> {
+        let chunk = chunk.max(1);
+        let mut deleted = 0u64;
+        let mut kept_full = 0u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut items = Vec::with_capacity(chunk);
+            'scan: for r in super::transfer::scan_ranges(range, after.as_deref())? {
+                for item in self.engine.scan(r)? {
+                    items.push(item?);
+                    if items.len() >= chunk {
+                        break 'scan;
+                    }
+                }
+            }
+            let Some(last) = items.last().map(|(k, _)| k.clone()) else {
+                warn_kept(kept_full);
+                return Ok(deleted);
+            };
+            let full = items.len() >= chunk;
+            let mut batch = WriteBatch::new();
+            let mut any = false;
+            for (k, v) in items {
+                let handed = match parse_object_key(&k) {
+                    // Not an object of any bucket: nothing to hand off.
+                    Err(_) => true,
+                    Ok((token, bucket, key)) => match owners(bucket, token) {
+                        None => false,
+                        Some(owners) => {
+                            let object = decode_object(&v)?;
+                            let policy = policy(bucket);
+                            let all = owners.iter().filter(|&&o| o != self.node).all(|&owner| {
+                                self.store_hint(owner, bucket, key, &object, &policy)
+                                    .is_ok()
+                            });
+                            kept_full += u64::from(!all);
+                            all
+                        }
+                    },
+                };
+                if handed {
+                    batch.delete(k);
+                    deleted += 1;
+                    any = true;
+                }
+            }
+            if any {
+                // As in drop_range_except: retire the epoch with every key
+                // locked before the deletion.
+                let _all = self.lock_all();
+                self.retire(None);
+                self.engine.write(batch)?;
+            }
+            if !full {
+                warn_kept(kept_full);
                 return Ok(deleted);
             }
             after = Some(last);

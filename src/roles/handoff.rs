@@ -688,8 +688,14 @@ fn load_record(store: &ReplicaStore, id: u64) -> Result<Option<TransferRecord>> 
     }
 }
 
-/// Deletes `me`'s objects of `range`, keeping those of wider buckets
-/// `keep_wide` says `me` still replicates (see [`HandoffCommand::Drop`]).
+/// Deletes `me`'s objects of `range`. With `keep_wide` (the ring in force
+/// and the replicas per key the range was found unreplicated for), objects
+/// of wider buckets `me` still replicates stay, and every other object is
+/// first handed off as hints to its replicas on that ring
+/// ([`ReplicaStore::hand_off_range`]): a range is given away only once its
+/// new owners pulled it, but they may have pulled it from another replica
+/// while this one held writes the others missed. Without `keep_wide`
+/// (a caller who knows the owners hold the range), the objects are deleted.
 fn drop_range(
     store: &ReplicaStore,
     me: NodeId,
@@ -704,13 +710,15 @@ fn drop_range(
         ..BucketProps::default()
     };
     let buckets = BucketView::load(store, &defaults)?;
-    if buckets.n_max() <= n {
-        return store.drop_range(range, DROP_CHUNK);
-    }
-    store.drop_range_except(range, DROP_CHUNK, |bucket, token| {
-        let wide = buckets.props(bucket).n;
-        wide > n && ring.preference_list(token, wide).contains(&me)
-    })
+    store.hand_off_range(
+        range,
+        DROP_CHUNK,
+        |bucket, token| {
+            let replicas = ring.preference_list(token, buckets.props(bucket).n);
+            (!replicas.contains(&me)).then_some(replicas)
+        },
+        |bucket| buckets.props(bucket).policy.clone(),
+    )
 }
 
 #[cfg(test)]
@@ -1124,10 +1132,10 @@ mod tests {
     }
 
     #[test]
-    fn drop_keeps_the_objects_of_wider_buckets_this_node_replicates() {
+    fn a_drop_hands_off_what_this_node_does_not_replicate_and_keeps_the_rest() {
         let now = Instant::now();
         let mut role = HandoffRole::new(A, config(), 1);
-        let store = open(A);
+        let store = ReplicaStore::open(A, Arc::new(MemoryEngine::new()), 4, 10_000).unwrap();
         let wide = BucketEntry {
             bucket: b"wide".to_vec(),
             props: BucketProps {
@@ -1151,17 +1159,17 @@ mod tests {
             ring = claim_join(&ring, NodeId(id), 8).unwrap();
         }
         let ring = Arc::new(ring);
-        // Kept: the wide bucket's objects A is among the 3 replicas of.
-        let kept: Vec<&TransferItem> = items
-            .iter()
-            .filter(|i| {
-                i.bucket == b"wide"
-                    && ring
-                        .preference_list(key_token(&i.bucket, &i.key), 3)
-                        .contains(&A)
-            })
-            .collect();
-        assert!(!kept.is_empty() && kept.len() < 60, "{} kept", kept.len());
+        // With the drop's n of 1, "narrow" (no properties set) has 1
+        // replica and "wide" 3: A keeps the objects it is a replica of.
+        let owners = |i: &TransferItem| {
+            let n = if i.bucket == b"wide" { 3 } else { 1 };
+            ring.preference_list(key_token(&i.bucket, &i.key), n)
+        };
+        let (kept, given): (Vec<&TransferItem>, Vec<&TransferItem>) =
+            items.iter().partition(|i| owners(i).contains(&A));
+        assert!(kept.iter().any(|i| i.bucket == b"wide"));
+        assert!(given.iter().any(|i| i.bucket == b"wide"));
+        assert!(given.iter().any(|i| i.bucket == b"narrow"));
 
         let mut out = Vec::new();
         role.command(
@@ -1182,13 +1190,28 @@ mod tests {
             panic!("{out:?}");
         };
         assert_eq!(*range, whole());
-        assert_eq!(*result.as_ref().unwrap(), (120 - kept.len()) as u64);
+        assert_eq!(*result.as_ref().unwrap(), given.len() as u64);
         assert_eq!(store.count_objects(1000).unwrap(), kept.len() as u64);
         for i in &kept {
             assert!(store.read(&i.bucket, &i.key).unwrap().is_some());
         }
+        // Each object given away is a hint for each of its owners, holding
+        // what the node stored.
+        let hints: usize = given.iter().map(|i| owners(i).len()).sum();
+        assert_eq!(store.hint_count(), hints);
+        for i in &given {
+            assert!(store.read(&i.bucket, &i.key).unwrap().is_none());
+            for owner in owners(i) {
+                let held = store.hints_for(owner, 1000).unwrap();
+                let hint = held
+                    .iter()
+                    .find(|h| h.bucket == i.bucket && h.key == i.key)
+                    .unwrap_or_else(|| panic!("no hint for {owner} of {:?}", i.key));
+                assert_eq!(hint.object, i.object);
+            }
+        }
 
-        // Without the rule, the rest goes too.
+        // Without the ring, everything goes, with no hint.
         let done = execute(
             &store,
             A,
@@ -1202,6 +1225,31 @@ mod tests {
             matches!(done, HandoffDone::Dropped { result: Ok(n), .. } if n == kept.len() as u64)
         );
         assert_eq!(store.count_objects(1000).unwrap(), 0);
+        assert_eq!(store.hint_count(), hints);
+    }
+
+    #[test]
+    fn a_drop_keeps_what_it_cannot_hand_off_when_the_hint_store_is_full() {
+        let store = open(A); // room for 10 hints
+        let items: Vec<TransferItem> = (0..40).map(|i| item("narrow", &format!("k{i}"))).collect();
+        store
+            .merge_transferred(&items, |_| ConflictPolicy::Siblings)
+            .unwrap();
+        let mut ring = Ring::empty();
+        for id in 2..=4 {
+            ring = claim_join(&ring, NodeId(id), 8).unwrap();
+        }
+        let work = HandoffWork::Drop {
+            range: whole(),
+            keep_wide: Some((Arc::new(ring), 1)),
+        };
+        let HandoffDone::Dropped { result, .. } = execute(&store, A, work, &siblings) else {
+            panic!("not a drop");
+        };
+        // A replicates nothing; 10 objects fit as hints, 30 stay.
+        assert_eq!(result.unwrap(), 10);
+        assert_eq!(store.hint_count(), 10);
+        assert_eq!(store.count_objects(1000).unwrap(), 30);
     }
 
     #[test]

@@ -859,7 +859,11 @@ mod tests {
         let rounds = (DROP_GRACE.as_secs() - 1) as usize;
         net.run(rounds);
         for id in 1..=3 {
-            assert!(handoffs(net.emitted(id)).is_empty(), "node {id} too early");
+            assert!(
+                handoffs(net.emitted(id)).is_empty(),
+                "node {id} too early: {:?}",
+                handoffs(net.emitted(id))
+            );
         }
         net.run(2);
         let mut dropped = 0;
