@@ -1097,6 +1097,42 @@ admin.set_bucket(b"big", one_copy()).await.unwrap();
     .await
 }
 
+/// A one-node cluster that requires users, with `app` (admin) connected
+/// and the key [`KV`] written in a one-copy bucket: what the attack tests
+/// attack, and whom they keep serving.
+struct AttackTarget {
+    _users_dir: tempfile::TempDir,
+    cluster: Cluster,
+    app: Client,
+}
+
+/// The bucket, key and value the attack tests' well-behaved client reads.
+const KV: (&[u8], &[u8], &[u8]) = (b"b", b"k", b"v");
+
+impl AttackTarget {
+    async fn start() -> AttackTarget {
+        use ringkv::client::Credentials;
+        let users_dir = tempfile::tempdir().unwrap();
+        let users = users_dir.path().join("users.toml");
+        users_add(&users, "app", "admin", "app password").await;
+        let users_flag = users.display().to_string();
+        let cluster = Cluster::start_with(1, &["--users-file", &users_flag]).await;
+        let config = ClientConfig {
+            credentials: Some(Credentials::new("app", "app password")),
+            ..client_config()
+        };
+        let addr = cluster.node(1).client.to_string();
+        let app = Client::connect(&[addr], config).await.unwrap();
+        app.set_bucket(KV.0, one_copy()).await.unwrap();
+        app.put(KV.0, KV.1, KV.2, None).await.unwrap();
+        AttackTarget {
+            _users_dir: users_dir,
+            cluster,
+            app,
+        }
+    }
+}
+
 /// The connection attacks of issue [11], from 127.0.0.2 against a node
 /// that requires users: 300 connections that never authenticate (before,
 /// 1,024 idle connections locked everyone out), each dribbling part of a
@@ -1106,24 +1142,12 @@ admin.set_bucket(b"big", one_copy()).await.unwrap();
 /// well-behaved client throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_and_serving() {
-    use ringkv::client::Credentials;
     let _one = CLUSTER_LOCK.lock().await;
     cluster::bounded(TEST_LIMIT, async {
-        let users_dir = tempfile::tempdir().unwrap();
-        let users = users_dir.path().join("users.toml");
-        users_add(&users, "app", "admin", "app password").await;
-        let users_flag = users.display().to_string();
-        let cluster = Cluster::start_with(1, &["--users-file", &users_flag]).await;
+        let target = AttackTarget::start().await;
+        let (cluster, app, kv) = (&target.cluster, &target.app, KV);
         let addr = cluster.node(1).client;
-        let config = ClientConfig {
-            credentials: Some(Credentials::new("app", "app password")),
-            ..client_config()
-        };
-        let app = Client::connect(&[addr.to_string()], config).await.unwrap();
-        app.set_bucket(b"b", one_copy()).await.unwrap();
-        app.put(b"b", b"k", b"v", None).await.unwrap();
-        let kv: (&[u8], &[u8], &[u8]) = (b"b", b"k", b"v");
-        let (before, _) = timed_gets(&cluster, &app, kv, 20, 0).await;
+        let (before, _) = timed_gets(cluster, app, kv, 20, 0).await;
         let rss_before = cluster.node(1).rss_bytes().unwrap();
 
         let attack_started = std::time::Instant::now();
@@ -1144,7 +1168,7 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
             let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&head)).await;
             held.push(stream);
         }
-        let (during, rss_peak) = timed_gets(&cluster, &app, kv, 40, rss_before).await;
+        let (during, rss_peak) = timed_gets(cluster, app, kv, 40, rss_before).await;
         // Every attacking connection is closed by the node: at once (over
         // the address's share, or a frame too large before
         // authentication) or at the 10 s authentication timeout.
@@ -1195,24 +1219,12 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
 /// refuses the frames past it `Overloaded`, and stays bounded and serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_holding_half_frames_are_held_to_the_request_budget() {
-    use ringkv::client::Credentials;
     let _one = CLUSTER_LOCK.lock().await;
     cluster::bounded(TEST_LIMIT, async {
-        let users_dir = tempfile::tempdir().unwrap();
-        let users = users_dir.path().join("users.toml");
-        users_add(&users, "app", "admin", "app password").await;
-        let users_flag = users.display().to_string();
-        let cluster = Cluster::start_with(1, &["--users-file", &users_flag]).await;
+        let target = AttackTarget::start().await;
+        let (cluster, app, kv) = (&target.cluster, &target.app, KV);
         let addr = cluster.node(1).client;
-        let config = ClientConfig {
-            credentials: Some(Credentials::new("app", "app password")),
-            ..client_config()
-        };
-        let app = Client::connect(&[addr.to_string()], config).await.unwrap();
-        app.set_bucket(b"b", one_copy()).await.unwrap();
-        app.put(b"b", b"k", b"v", None).await.unwrap();
-        let kv: (&[u8], &[u8], &[u8]) = (b"b", b"k", b"v");
-        let (before, _) = timed_gets(&cluster, &app, kv, 20, 0).await;
+        let (before, _) = timed_gets(cluster, app, kv, 20, 0).await;
         let rss_before = cluster.node(1).rss_bytes().unwrap();
 
         let hello = Request {
@@ -1252,7 +1264,7 @@ async fn users_holding_half_frames_are_held_to_the_request_budget() {
             }
             held.push(stream);
         }
-        let (during, rss_peak) = timed_gets(&cluster, &app, kv, 40, rss_before).await;
+        let (during, rss_peak) = timed_gets(cluster, app, kv, 40, rss_before).await;
         println!(
             "half frames from users: RSS {} MB before, {} MB peak; app get p50 {:?} before, \
              {:?} during; {refused} of {} large frames refused",

@@ -631,12 +631,7 @@ fn connect_authenticates_with_user_and_password() {
         "#
     ));
     assert!(!out.contains("got through"), "{out}");
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} line in {out}"))
-            .to_string()
-    };
+    let line = |prefix: &str| line_of(&out, prefix);
     assert!(line("anonymous:").contains("Unauthenticated"), "{out}");
     assert!(line("guess:").contains("Unauthenticated"), "{out}");
     assert!(line("half:").contains("go together"), "{out}");
@@ -673,16 +668,19 @@ fn connect_speaks_tls_to_a_port_with_a_certificate() {
         "#
     ));
     assert!(!out.contains("got through"), "{out}");
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} line in {out}"))
-            .to_string()
-    };
+    let line = |prefix: &str| line_of(&out, prefix);
     assert!(line("plain:").contains("connecting to"), "{out}");
     assert!(line("stranger:").contains("certificate"), "{out}");
     assert!(line("wrong name:").contains("certificate"), "{out}");
     assert!(line("name alone:").contains("needs tls_ca"), "{out}");
     assert!(line("missing:").contains("cannot open"), "{out}");
     assert_eq!(line("viewer found:"), "viewer found: false");
+}
+
+/// The first line of `out` that starts with `prefix`.
+fn line_of(out: &str, prefix: &str) -> String {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} line in {out}"))
+        .to_string()
 }

@@ -1000,17 +1000,6 @@ fn superseded(
     }
 }
 
-/// Says how many objects a drop kept because the hint store was full.
-fn warn_kept(kept: u64) {
-    if kept > 0 {
-        tracing::warn!(
-            kept,
-            "the hint store is full: objects of a range given away stay on this node \
-             until a later sweep (the next ring change, or a restart) hands them off"
-        );
-    }
-}
-
 fn decode_object(bytes: &[u8]) -> Result<Object> {
     codec::decode(bytes, MAX_VALUE_BYTES)
 }
@@ -1116,47 +1105,9 @@ impl ReplicaStore {
         chunk: usize,
         keep: impl Fn(&[u8], Token) -> bool,
     ) -> Result<u64> {
-        let chunk = chunk.max(1);
-        let mut deleted = 0u64;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let mut keys = Vec::with_capacity(chunk);
-            'scan: for r in super::transfer::scan_ranges(range, after.as_deref())? {
-                for item in self.engine.scan(r)? {
-                    keys.push(item?.0);
-                    if keys.len() >= chunk {
-                        break 'scan;
-                    }
-                }
-            }
-            let Some(last) = keys.last().cloned() else {
-                return Ok(deleted);
-            };
-            let full = keys.len() >= chunk;
-            let mut batch = WriteBatch::new();
-            let mut any = false;
-            for k in keys {
-                let kept = parse_object_key(&k).is_ok_and(|(token, bucket, _)| keep(bucket, token));
-                if !kept {
-                    batch.delete(k);
-                    deleted += 1;
-                    any = true;
-                }
-            }
-            if any {
-                // Objects of the range may hold dots of this node's
-                // current epoch: retire it with every key locked, so no
-                // write mints under it between the retirement and the
-                // deletion.
-                let _all = self.lock_all();
-                self.retire(None);
-                self.engine.write(batch)?;
-            }
-            if !full {
-                return Ok(deleted);
-            }
-            after = Some(last);
-        }
+        self.delete_range_where(range, chunk, |k, _| {
+            Ok(!parse_object_key(k).is_ok_and(|(token, bucket, _)| keep(bucket, token)))
+        })
     }
 
     /// Hands off the objects of `range` that this node no longer
@@ -1178,9 +1129,44 @@ impl ReplicaStore {
         owners: impl Fn(&[u8], Token) -> Option<Vec<NodeId>>,
         policy: impl Fn(&[u8]) -> ConflictPolicy,
     ) -> Result<u64> {
+        let mut kept_full = 0u64;
+        let deleted = self.delete_range_where(range, chunk, |k, v| {
+            // Not an object of any bucket: nothing to hand off.
+            let Ok((token, bucket, key)) = parse_object_key(k) else {
+                return Ok(true);
+            };
+            let Some(owners) = owners(bucket, token) else {
+                return Ok(false);
+            };
+            let object = decode_object(v)?;
+            let policy = policy(bucket);
+            let all = owners.iter().filter(|&&o| o != self.node).all(|&owner| {
+                self.store_hint(owner, bucket, key, &object, &policy)
+                    .is_ok()
+            });
+            kept_full += u64::from(!all);
+            Ok(all)
+        })?;
+        if kept_full > 0 {
+            tracing::warn!(
+                kept = kept_full,
+                "the hint store is full: objects of a range given away stay on this node \
+                 until a later sweep (the next ring change, or a restart) hands them off"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the objects of `range` for which `delete(engine key, value)`
+    /// says so, `chunk` keys scanned per engine batch; how many.
+    fn delete_range_where(
+        &self,
+        range: crate::ring::TokenRange,
+        chunk: usize,
+        mut delete: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<u64> {
         let chunk = chunk.max(1);
         let mut deleted = 0u64;
-        let mut kept_full = 0u64;
         let mut after: Option<Vec<u8>> = None;
         loop {
             let mut items = Vec::with_capacity(chunk);
@@ -1193,45 +1179,28 @@ impl ReplicaStore {
                 }
             }
             let Some(last) = items.last().map(|(k, _)| k.clone()) else {
-                warn_kept(kept_full);
                 return Ok(deleted);
             };
             let full = items.len() >= chunk;
             let mut batch = WriteBatch::new();
             let mut any = false;
             for (k, v) in items {
-                let handed = match parse_object_key(&k) {
-                    // Not an object of any bucket: nothing to hand off.
-                    Err(_) => true,
-                    Ok((token, bucket, key)) => match owners(bucket, token) {
-                        None => false,
-                        Some(owners) => {
-                            let object = decode_object(&v)?;
-                            let policy = policy(bucket);
-                            let all = owners.iter().filter(|&&o| o != self.node).all(|&owner| {
-                                self.store_hint(owner, bucket, key, &object, &policy)
-                                    .is_ok()
-                            });
-                            kept_full += u64::from(!all);
-                            all
-                        }
-                    },
-                };
-                if handed {
+                if delete(&k, &v)? {
                     batch.delete(k);
                     deleted += 1;
                     any = true;
                 }
             }
             if any {
-                // As in drop_range_except: retire the epoch with every key
-                // locked before the deletion.
+                // Objects of the range may hold dots of this node's
+                // current epoch: retire it with every key locked, so no
+                // write mints under it between the retirement and the
+                // deletion.
                 let _all = self.lock_all();
                 self.retire(None);
                 self.engine.write(batch)?;
             }
             if !full {
-                warn_kept(kept_full);
                 return Ok(deleted);
             }
             after = Some(last);
