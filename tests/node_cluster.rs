@@ -822,6 +822,23 @@ async fn a_node_with_users_serves_each_role_its_ops_and_no_one_else() {
 }
 
 /// One copy per key, quorums of one: a single node stores and serves.
+/// Copies `from` to `to` until either end closes, appending every byte
+/// carried to `record`, then shuts `to` down.
+async fn copy_recording(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    record: &Mutex<Vec<u8>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        record.lock().unwrap().extend_from_slice(&buf[..n]);
+    }
+    let _ = to.shutdown().await;
+}
+
 /// A relay in front of `target` that keeps every byte it carries from the
 /// client to the node and back; returns its address and the two records.
 async fn recording_relay(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
@@ -838,27 +855,10 @@ async fn recording_relay(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>
             tokio::spawn(async move {
                 let (mut ir, mut iw) = inbound.split();
                 let (mut or, mut ow) = outbound.split();
-                let up = async {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n) = ir.read(&mut buf).await {
-                        if n == 0 || ow.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                        record.lock().unwrap().extend_from_slice(&buf[..n]);
-                    }
-                    let _ = ow.shutdown().await;
-                };
-                let down = async {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n) = or.read(&mut buf).await {
-                        if n == 0 || iw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                        record.lock().unwrap().extend_from_slice(&buf[..n]);
-                    }
-                    let _ = iw.shutdown().await;
-                };
-                tokio::join!(up, down);
+                tokio::join!(
+                    copy_recording(&mut ir, &mut ow, &record),
+                    copy_recording(&mut or, &mut iw, &record)
+                );
             });
         }
     });
