@@ -120,6 +120,23 @@ impl NodeProcess {
         Some(kib * 1024)
     }
 
+    /// The CPU time it has used so far, user and system (fields 14 and 15
+    /// of `/proc/<pid>/stat`), while it runs.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // The command name (field 2) is in parentheses and may hold
+        // spaces; the fields after its closing one are plain.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
+        Some(Duration::from_millis(ticks * 1000 / per_second))
+    }
+
     fn pid(&self) -> Option<i32> {
         self.child
             .as_ref()
