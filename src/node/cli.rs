@@ -384,6 +384,8 @@ pub struct FileConfig {
     pub transfer_batch_bytes: Option<u64>,
     /// As `--transfer-pull-timeout-ms`.
     pub transfer_pull_timeout_ms: Option<u64>,
+    /// [`crate::config::ReplicaConfig::read_budget_bytes`] (no flag).
+    pub read_budget_bytes: Option<usize>,
     /// As `--allow-fault-injection` (the flag can only turn it on).
     pub allow_fault_injection: Option<bool>,
     /// As `--salvage` (the flag can only turn it on).
@@ -414,6 +416,8 @@ pub struct ClientPortLimits {
     pub max_connections: Option<usize>,
     /// [`ClientPortConfig::max_connections_per_ip`].
     pub max_connections_per_ip: Option<usize>,
+    /// [`ClientPortConfig::max_connections_per_user`].
+    pub max_connections_per_user: Option<usize>,
     /// [`ClientPortConfig::max_in_flight_per_connection`].
     pub max_in_flight_per_connection: Option<usize>,
     /// [`ClientPortConfig::idle_timeout`].
@@ -444,6 +448,10 @@ impl ClientPortLimits {
         set(
             &mut config.max_connections_per_ip,
             self.max_connections_per_ip,
+        );
+        set(
+            &mut config.max_connections_per_user,
+            self.max_connections_per_user,
         );
         set(
             &mut config.max_in_flight_per_connection,
@@ -842,6 +850,10 @@ pub fn resolve(
             )));
         }
         node.transfer.pull_timeout = Duration::from_millis(ms);
+    }
+    if let Some(bytes) = file.read_budget_bytes {
+        node.replica.read_budget_bytes = bytes;
+        node.replica.validate()?;
     }
     node.transfer.validate()?;
     node.allow_fault_injection =
@@ -1478,11 +1490,14 @@ mod tests {
             )
         };
         let s = resolve_text(
-            "[client_port]\nmax_connections = 7\nidle_timeout_ms = 1500\n\
-             request_budget_total = 33554432\n[peer_port]\nhandshake_timeout_ms = 900\n\
+            "read_budget_bytes = 1048576\n[client_port]\nmax_connections = 7\n\
+             idle_timeout_ms = 1500\nrequest_budget_total = 33554432\n\
+             max_connections_per_user = 3\n[peer_port]\nhandshake_timeout_ms = 900\n\
              idle_timeout_ms = 4000\n",
         )
         .unwrap();
+        assert_eq!(s.node.replica.read_budget_bytes, 1 << 20);
+        assert_eq!(s.client_port.max_connections_per_user, 3);
         assert_eq!(s.client_port.max_connections, 7);
         assert_eq!(s.client_port.idle_timeout, Duration::from_millis(1500));
         assert_eq!(s.client_port.request_budget_total, 32 << 20);
@@ -1497,6 +1512,10 @@ mod tests {
         assert!(m.contains("request_budget_total"), "{m}");
         let m = message(resolve_text("[client_port]\nframe_timeout_ms = 0\n").unwrap_err());
         assert!(m.contains("frame_timeout"), "{m}");
+        let m = message(resolve_text("read_budget_bytes = 0\n").unwrap_err());
+        assert!(m.contains("read_budget_bytes"), "{m}");
+        let m = message(resolve_text("[client_port]\nmax_connections_per_user = 0\n").unwrap_err());
+        assert!(m.contains("max_connections_per_user"), "{m}");
         let m = message(resolve_text("[client_port]\nmax_conns = 3\n").unwrap_err());
         assert!(m.contains("max_conns"), "{m}");
         let m =
@@ -1544,6 +1563,7 @@ mod tests {
             "[client_port]",
             "max_connections",
             "max_connections_per_ip",
+            "max_connections_per_user",
             "max_in_flight_per_connection",
             "idle_timeout_ms",
             "frame_timeout_ms",
@@ -1568,6 +1588,7 @@ mod tests {
             "transfer_bytes_per_sec",
             "transfer_batch_bytes",
             "transfer_pull_timeout_ms",
+            "read_budget_bytes",
             "allow_fault_injection",
             "salvage",
         ] {

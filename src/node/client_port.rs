@@ -129,6 +129,12 @@ pub struct ClientPortConfig {
     /// application, or one attacker) cannot take every slot, while a pooled
     /// application server still gets far more than it needs.
     pub max_connections_per_ip: usize,
+    /// Open authenticated connections of one user at most. Default 512:
+    /// half of `max_connections`, so that one application's pool (or one
+    /// leaked password, used from many hosts) cannot take every slot and
+    /// lock the other users, an admin among them, out; a `Hello` past it
+    /// is refused `Overloaded` (retryable).
+    pub max_connections_per_user: usize,
     /// A connection with no request in flight that sends nothing for this
     /// long is closed. Default 10 minutes: pools keep connections open
     /// between bursts, and reconnect transparently after a close; a slot
@@ -226,6 +232,7 @@ impl Default for ClientPortConfig {
             max_auth_failures: 3,
             max_concurrent_auth: 2,
             max_connections_per_ip: 256,
+            max_connections_per_user: 512,
             idle_timeout: Duration::from_secs(600),
             frame_timeout: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(10),
@@ -253,10 +260,12 @@ impl ClientPortConfig {
             || self.max_auth_failures == 0
             || self.max_concurrent_auth == 0
             || self.max_connections_per_ip == 0
+            || self.max_connections_per_user == 0
         {
             return Err(Error::InvalidInput(
                 "client port: max_connections, max_in_flight_per_connection, max_auth_failures, \
-                 max_concurrent_auth and max_connections_per_ip must be at least 1"
+                 max_concurrent_auth, max_connections_per_ip and max_connections_per_user must \
+                 be at least 1"
                     .into(),
             ));
         }
@@ -310,6 +319,10 @@ struct Shared {
     auth_slots: Arc<Semaphore>,
     /// Open connections per source address.
     per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    /// Authenticated connections per user.
+    per_user: std::sync::Mutex<HashMap<String, usize>>,
+    /// Failed or refused authentications, logged at most every 10 s.
+    auth_refusals: RateLimited,
     /// Bytes of replies queued to be written, over all connections.
     queued_total: Arc<AtomicUsize>,
     /// Bytes of large requests received or executing, over all
@@ -335,7 +348,44 @@ impl Drop for IpSlot {
     }
 }
 
+/// One authenticated connection's place in [`Shared::per_user`], given
+/// back on drop.
+struct UserSlot {
+    shared: Arc<Shared>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut per_user = self
+            .shared
+            .per_user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+    }
+}
+
 impl Shared {
+    /// Takes a slot for a connection of `user`, unless it has its share.
+    fn user_slot(self: &Arc<Self>, user: &str) -> Option<UserSlot> {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_user.entry(user.to_owned()).or_insert(0);
+        if *n >= self.config.max_connections_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            shared: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+
     /// Takes a slot for a connection from `ip`, unless it has its share.
     fn ip_slot(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
@@ -372,6 +422,8 @@ impl ClientPort {
             handler,
             auth_slots: Arc::new(Semaphore::new(config.max_concurrent_auth)),
             per_ip: std::sync::Mutex::new(HashMap::new()),
+            per_user: std::sync::Mutex::new(HashMap::new()),
+            auth_refusals: RateLimited::new(Duration::from_secs(10)),
             queued_total: Arc::new(AtomicUsize::new(0)),
             requests: Arc::new(RequestBudget {
                 used: AtomicUsize::new(0),
@@ -573,6 +625,7 @@ where
             ClientAuth::Users(_) => None,
         },
         failures: 0,
+        slot: None,
     };
 
     // The deadlines that close a connection which holds a slot for
@@ -776,13 +829,15 @@ struct ConnAuth {
     role: Option<Role>,
     /// `Hello`s with wrong credentials so far.
     failures: u32,
+    /// The user's share of the port, once authenticated.
+    slot: Option<UserSlot>,
 }
 
 /// Runs the credentials of a `Hello` on a port with users: sets the
 /// connection's role, or counts a failure and returns the error to answer.
 async fn authenticate(
     users: &Arc<Users>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     auth: &mut ConnAuth,
     user: Option<String>,
     password: Option<String>,
@@ -808,13 +863,34 @@ async fn authenticate(
     let checked = tokio::task::spawn_blocking(move || users.verify(&name, &password)).await;
     match checked {
         Ok(Some(role)) => {
+            // A connection that authenticates again as the same user keeps
+            // its place; as another, it moves to that user's share.
+            if auth.slot.as_ref().is_none_or(|s| s.user != user) {
+                let Some(slot) = shared.user_slot(&user) else {
+                    shared.auth_refusals.warn(|n| {
+                        tracing::warn!(%user, refused = n, "client port: refusing a connection over the user's share")
+                    });
+                    return Err(ErrorReply::new(
+                        ErrorCode::Overloaded,
+                        format!(
+                            "user {user} has {} connections open already, the most this node \
+                             allows one user; close some, or retry later",
+                            shared.config.max_connections_per_user
+                        ),
+                        true,
+                    ));
+                };
+                auth.slot = Some(slot);
+            }
             tracing::debug!(%user, %role, "client port: authenticated");
             auth.role = Some(role);
             Ok(())
         }
         Ok(None) => {
             auth.failures += 1;
-            tracing::warn!(%user, failures = auth.failures, "client port: authentication failed");
+            shared
+                .auth_refusals
+                .warn(|n| tracing::warn!(%user, refused = n, "client port: authentication failed"));
             Err(ErrorReply::new(
                 ErrorCode::Unauthenticated,
                 "unknown user or wrong password",
@@ -833,7 +909,7 @@ async fn authenticate(
 async fn start_request(
     frame: &[u8],
     held: Option<Held>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     auth: &mut ConnAuth,
     tasks: &mut JoinSet<Response>,
     running: &mut Running,

@@ -287,6 +287,7 @@ impl Node {
             Arc::clone(&store),
             transport_actor.clone(),
             config.replica.max_concurrent_io,
+            config.replica.read_budget_bytes,
         )
         .start();
         let (events_tx, events_rx) = mpsc::unbounded_channel();

@@ -8,6 +8,12 @@
 //! arrival order. Replies go back the way the request came: to the local
 //! Coordinator actor, or to the transport addressed to the asking node.
 //!
+//! Reads are also held to a node-wide byte budget (`read_budget_bytes`):
+//! a read not yet run counts as the largest object, a read that has run as
+//! the bytes of its values, until its answer has been handed on. So clients
+//! asking for many large values at once wait in the queue instead of
+//! making the node hold a value per read in service.
+//!
 //! The hot path is bounded: the transport and the coordinator hand
 //! requests over with `try_send` into a mailbox of [`MAILBOX`] messages;
 //! when it is full the request is dropped and logged, which the asking
@@ -27,6 +33,7 @@ use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
+use crate::replication::limits::MAX_OBJECT_BYTES;
 use crate::replication::replica::{Hint, ReplicaStore};
 use crate::replication::ReplicationMsg;
 use crate::replication::{ReplicaReply, ReplicaRequest};
@@ -145,6 +152,11 @@ pub struct ReplicaActor {
     coordinator: Option<Recipient<ReplicaAnswer>>,
     max_concurrent: usize,
     serving: usize,
+    /// Bytes the reads in service and their answers not yet handed on may
+    /// hold (`read_budget_bytes`).
+    read_budget: usize,
+    /// Bytes counted against `read_budget` now.
+    read_held: usize,
     queue: VecDeque<(ReplyTo, ReplicaRequest, Option<RingFence>)>,
 }
 
@@ -157,6 +169,7 @@ impl ReplicaActor {
         store: Arc<ReplicaStore>,
         transport: Addr<TransportActor>,
         max_concurrent: usize,
+        read_budget: usize,
     ) -> Self {
         ReplicaActor {
             node,
@@ -165,6 +178,8 @@ impl ReplicaActor {
             coordinator: None,
             max_concurrent: max_concurrent.max(1),
             serving: 0,
+            read_budget,
+            read_held: 0,
             queue: VecDeque::new(),
         }
     }
@@ -180,13 +195,26 @@ impl ReplicaActor {
         self.pump(ctx);
     }
 
-    /// Starts queued requests while there is room.
+    /// Starts queued requests while there is room: a free place in
+    /// service and, for a read, room in the read budget (or no read held
+    /// at all, so that one always runs). Requests start in arrival order.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while self.serving < self.max_concurrent {
+            let Some((_, request, _)) = self.queue.front() else {
+                return;
+            };
+            let reserve = match request {
+                ReplicaRequest::Read { .. } => MAX_OBJECT_BYTES,
+                _ => 0,
+            };
+            if reserve > 0 && self.read_held > 0 && self.read_held + reserve > self.read_budget {
+                return;
+            }
             let Some((to, request, fence)) = self.queue.pop_front() else {
                 return;
             };
             self.serving += 1;
+            self.read_held += reserve;
             let store = Arc::clone(&self.store);
             let from = match to {
                 ReplyTo::Local => self.node,
@@ -197,8 +225,14 @@ impl ReplicaActor {
             });
             ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
                 act.serving -= 1;
+                // The read now counts for what it holds, until handed on.
+                let held = match &done {
+                    Ok(reply) if reserve > 0 => read_bytes(reply),
+                    _ => 0,
+                };
+                act.read_held = act.read_held - reserve + held;
                 match done {
-                    Ok(reply) => act.reply(to, reply),
+                    Ok(reply) => act.reply(to, reply, held, ctx),
                     // The blocking task panicked: a broken invariant in the
                     // store. The asker times out; the node goes on.
                     Err(e) => warn!(error = %e, "replica request failed to run"),
@@ -208,22 +242,45 @@ impl ReplicaActor {
         }
     }
 
-    fn reply(&self, to: ReplyTo, reply: ReplicaReply) {
+    /// Hands `reply` on; `held` bytes of the read budget are given back
+    /// once it is: when this node's coordinator has taken it, or at once
+    /// for the transport (whose links bound what they queue).
+    fn reply(&mut self, to: ReplyTo, reply: ReplicaReply, held: usize, ctx: &mut Context<Self>) {
         match to {
             ReplyTo::Local => {
-                if let Some(c) = &self.coordinator {
+                let Some(c) = &self.coordinator else {
+                    self.read_held -= held;
+                    return;
+                };
+                if held == 0 {
                     if let Err(e) = c.try_send(ReplicaAnswer {
                         from: self.node,
                         reply,
                     }) {
                         debug!(error = %e, "local reply dropped");
                     }
+                    return;
                 }
+                // A large answer waits for room in the coordinator's
+                // mailbox rather than being dropped, and keeps its bytes
+                // counted until the coordinator has handled it.
+                let sent = c.send(ReplicaAnswer {
+                    from: self.node,
+                    reply,
+                });
+                ctx.spawn(sent.into_actor(self).map(move |done, act, ctx| {
+                    if let Err(e) = done {
+                        debug!(error = %e, "local reply dropped");
+                    }
+                    act.read_held -= held;
+                    act.pump(ctx);
+                }));
             }
             ReplyTo::Remote(node) => {
                 let msg = WireMessage::Replication(ReplicationMsg::Replicated { reply });
                 self.transport
                     .do_send(Outgoing(Envelope::new(self.node, node, msg)));
+                self.read_held -= held;
             }
         }
     }
@@ -247,6 +304,21 @@ impl Actor for ReplicaActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX);
+    }
+}
+
+/// The bytes of the values a read's answer holds.
+fn read_bytes(reply: &ReplicaReply) -> usize {
+    match reply {
+        ReplicaReply::Read {
+            result: Ok(Some(object)),
+            ..
+        } => object
+            .siblings()
+            .iter()
+            .map(|s| s.payload.value().map_or(0, <[u8]>::len))
+            .sum(),
+        _ => 0,
     }
 }
 

@@ -30,6 +30,16 @@ pub struct ReplicaConfig {
     /// Replica requests being served at once (each on a blocking thread).
     /// Default 64; more wait in the replica actor's queue.
     pub max_concurrent_io: usize,
+    /// Bytes of values that reads may hold at once, node-wide: from the
+    /// start of a read until its answer has been handed on (to this node's
+    /// coordinator, or to the transport for another node). A read whose
+    /// size is not yet known is counted as the largest object,
+    /// [`crate::replication::limits::MAX_OBJECT_BYTES`] (just under 16 MiB),
+    /// and as its values' real size once it has run. Default 128 MiB: eight reads of unknown size at once, which
+    /// keeps two cores busy, while many clients asking for 15 MiB values
+    /// at once cannot make the node hold more than this in reads (64 such
+    /// reads once held about 3 GB). At least one read always runs.
+    pub read_budget_bytes: usize,
     /// Client requests a node accepts in flight before refusing new ones
     /// with `QueueFull` (retryable). Default 10,000.
     pub max_in_flight: usize,
@@ -48,6 +58,7 @@ impl Default for ReplicaConfig {
             handoff_in_flight: 64,
             handoff_retry: Duration::from_secs(5),
             max_concurrent_io: 64,
+            read_budget_bytes: 128 << 20,
             max_in_flight: 10_000,
             compaction_poll: Duration::from_millis(100),
         }
@@ -62,9 +73,12 @@ impl ReplicaConfig {
             || self.handoff_in_flight == 0
             || self.max_concurrent_io == 0
             || self.max_in_flight == 0
+            || self.read_budget_bytes == 0
         {
             return Err(Error::InvalidInput(
-                "replica config: counts must be at least 1".into(),
+                "replica config: max_hints, handoff_batch, handoff_in_flight, \
+                 max_concurrent_io, max_in_flight and read_budget_bytes must be at least 1"
+                    .into(),
             ));
         }
         if self.handoff_interval.is_zero()
