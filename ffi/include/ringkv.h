@@ -76,6 +76,10 @@
 // make the key's stored object, siblings included, larger than 15.5 MiB.
 #define RINGKV_MAX_VALUE_BYTES 15728640
 
+// The largest CA file `ringkv_client_options_set_tls_ca_file` reads, in
+// bytes (1 MiB). A larger one is refused with `RINGKV_INVALID_ARGUMENT`.
+#define RINGKV_MAX_CA_FILE_BYTES 1048576
+
 // Transport of an embedded cluster: the in-process network.
 #define RINGKV_TRANSPORT_MEMORY 0
 
@@ -128,6 +132,15 @@ enum ringkv_result
   // sent, or a wrong user or password), or the user's role may not run
   // the op. Not retryable; nothing was applied.
   RINGKV_DENIED = 14,
+  // The TLS handshake with the node failed on a certificate or protocol
+  // error: its certificate does not chain to the CA the client trusts,
+  // or does not name the server name expected, or the port does not
+  // speak TLS. Not retryable: fix the CA, the name or the address
+  // (`ringkv_client_options_set_tls_ca_pem`,
+  // `ringkv_client_options_set_server_name`). A client without a CA
+  // that dials a port speaking TLS gets `RINGKV_CONNECTION` (the node
+  // closes the connection; the client cannot tell why).
+  RINGKV_TLS = 15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -141,9 +154,17 @@ typedef uint32_t ringkv_result;
 // `ringkv_buf_data` and `ringkv_buf_len`; free with `ringkv_buf_free`.
 typedef struct ringkv_buf ringkv_buf;
 
-// A connection to a running cluster. Created by `ringkv_client_new`,
-// freed by `ringkv_client_free`.
+// A connection to a running cluster. Created by `ringkv_client_connect`
+// (or `ringkv_client_new`, `ringkv_client_new_auth`), freed by
+// `ringkv_client_free`.
 typedef struct ringkv_client ringkv_client;
+
+// How `ringkv_client_connect` connects: credentials and TLS to the client
+// port, each unset until a `ringkv_client_options_set_*` call sets it.
+// Created by `ringkv_client_options_new`, freed by
+// `ringkv_client_options_free`. A client copies what it needs when it
+// connects: the options may be changed, reused or freed afterwards.
+typedef struct ringkv_client_options ringkv_client_options;
 
 // An embedded cluster: real ringkv nodes running in this process.
 // Created by `ringkv_cluster_new`, freed by `ringkv_cluster_free`.
@@ -154,7 +175,7 @@ typedef struct ringkv_cluster ringkv_cluster;
 typedef struct ringkv_set ringkv_set;
 
 // Every code, in number order.
-#define ringkv_result_ALL { RINGKV_OK, RINGKV_NULL_ARGUMENT, RINGKV_INVALID_ARGUMENT, RINGKV_NOT_FOUND, RINGKV_SIBLINGS, RINGKV_BUFFER_TOO_SMALL, RINGKV_CLOSED, RINGKV_UNAVAILABLE, RINGKV_TIMEOUT, RINGKV_OUTCOME_UNKNOWN, RINGKV_CONNECTION, RINGKV_REMOTE, RINGKV_INTERNAL, RINGKV_PANIC, RINGKV_DENIED, }
+#define ringkv_result_ALL { RINGKV_OK, RINGKV_NULL_ARGUMENT, RINGKV_INVALID_ARGUMENT, RINGKV_NOT_FOUND, RINGKV_SIBLINGS, RINGKV_BUFFER_TOO_SMALL, RINGKV_CLOSED, RINGKV_UNAVAILABLE, RINGKV_TIMEOUT, RINGKV_OUTCOME_UNKNOWN, RINGKV_CONNECTION, RINGKV_REMOTE, RINGKV_INTERNAL, RINGKV_PANIC, RINGKV_DENIED, RINGKV_TLS, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -198,10 +219,142 @@ void ringkv_cluster_free(ringkv_cluster *cluster);
 // `cluster` NULL or live; `out` NULL or writable.
 ringkv_result ringkv_cluster_client_addrs(const ringkv_cluster *cluster, ringkv_buf **out);
 
-// Connects to a running cluster: `addrs` is one or more client addresses,
-// comma-separated, NUL-terminated (`"127.0.0.1:7101,127.0.0.1:7102"`);
-// the first that answers is used, and later requests fail over to the
-// others. Writes the handle to `*out`.
+// Creates connection options with nothing set (anonymous, plain TCP:
+// what `ringkv_client_new` does) and writes the handle to `*out`. Set
+// what is needed with the `ringkv_client_options_set_*` functions, pass
+// the handle to `ringkv_client_connect`, and free it with
+// `ringkv_client_options_free`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (out).
+//
+// Thread safety: may be called from any thread.
+//
+// # Safety
+// `out` NULL or writable.
+ringkv_result ringkv_client_options_new(ringkv_client_options **out);
+
+// Frees connection options. NULL does nothing. Clients connected with
+// them are not affected.
+//
+// Thread safety: no other call may use `options` during or after this
+// one.
+//
+// # Safety
+// `options` must be NULL or a handle from `ringkv_client_options_new` not
+// yet freed.
+void ringkv_client_options_free(ringkv_client_options *options);
+
+// Authenticates as `user` with `password` (both NUL-terminated UTF-8,
+// copied) on every connection the client opens: what a `ringkv-node`
+// requires unless it was started with `--no-client-auth`. Replaces
+// credentials set before.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options, user, password),
+// `RINGKV_INVALID_ARGUMENT` (not UTF-8). On an error the options are
+// unchanged.
+//
+// Thread safety: may be called from any thread, but not concurrently with
+// any other call on the same options.
+//
+// # Safety
+// `options` NULL or live; `user` and `password` NULL or NUL-terminated.
+ringkv_result ringkv_client_options_set_credentials(ringkv_client_options *options,
+                                                    const char *user,
+                                                    const char *password);
+
+// Speaks TLS (1.3) to the client port, trusting the CA certificates in
+// `pem`, `pem_len` bytes of PEM text (one or more `CERTIFICATE` blocks,
+// no NUL needed; copied), and no others: a node whose certificate does
+// not chain to one of them is refused with `RINGKV_TLS`. For the nodes of
+// a cluster made with `ringkv-node certs --client-port NAME`, this is
+// the cluster's `ca.pem`. Replaces a CA set before.
+//
+// The name checked in the node's certificate is the host of the address
+// dialed, or the one set with `ringkv_client_options_set_server_name`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options; pem with a non-zero length),
+// `RINGKV_INVALID_ARGUMENT` (no certificate in `pem`, a block that does
+// not parse, not UTF-8). On an error the options are unchanged.
+//
+// Thread safety: as `ringkv_client_options_set_credentials`.
+//
+// # Safety
+// `options` NULL or live; `pem` NULL or valid for `pem_len` bytes.
+ringkv_result ringkv_client_options_set_tls_ca_pem(ringkv_client_options *options,
+                                                   const uint8_t *pem,
+                                                   size_t pem_len);
+
+// As `ringkv_client_options_set_tls_ca_pem`, reading the PEM from the
+// file at `path` (NUL-terminated UTF-8; at most
+// `RINGKV_MAX_CA_FILE_BYTES`), now: later
+// changes to the file do not matter.
+//
+// Errors: as `ringkv_client_options_set_tls_ca_pem`; also
+// `RINGKV_NULL_ARGUMENT` (path) and `RINGKV_INVALID_ARGUMENT` (a file that
+// cannot be read, with the system's reason).
+//
+// Thread safety: as `ringkv_client_options_set_credentials`.
+//
+// # Safety
+// `options` NULL or live; `path` NULL or NUL-terminated.
+ringkv_result ringkv_client_options_set_tls_ca_file(ringkv_client_options *options,
+                                                    const char *path);
+
+// Expects the node's certificate to name `name` (a DNS name or an IP
+// address, NUL-terminated; copied) instead of the host of the address
+// dialed: for example when dialing a node by IP address whose
+// certificate names its DNS name. Needs a CA too: connecting with a
+// server name and no CA is `RINGKV_INVALID_ARGUMENT`. Replaces a name set
+// before.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options, name), `RINGKV_INVALID_ARGUMENT`
+// (empty, not UTF-8; a name that is neither a DNS name nor an IP
+// address is refused by `ringkv_client_connect`). On an error the
+// options are unchanged.
+//
+// Thread safety: as `ringkv_client_options_set_credentials`.
+//
+// # Safety
+// `options` NULL or live; `name` NULL or NUL-terminated.
+ringkv_result ringkv_client_options_set_server_name(ringkv_client_options *options,
+                                                    const char *name);
+
+// Connects to a running cluster as `options` say (NULL: the defaults,
+// anonymous over plain TCP, as `ringkv_client_new`): `addrs` is one or
+// more client addresses, comma-separated, NUL-terminated
+// (`"db1.example.com:7401,db2.example.com:7401"`); the first that answers
+// is used, and later requests fail over to the others, each with the same
+// options. Writes the handle to `*out`.
+//
+// With a CA set, every connection speaks TLS and checks the node's
+// certificate against the CA and the server name (the host of each
+// address, unless one was set).
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
+// (no address, not UTF-8; a server name without a CA, or one that is not
+// a DNS name or an IP address), `RINGKV_CONNECTION` (no address answered
+// within 2 s each, or the node closed the connection; a node whose
+// client port speaks TLS does so to a client without a CA),
+// `RINGKV_TLS` (the node's certificate is not from the CA or does not
+// name the server name; or the port does not speak TLS), `RINGKV_DENIED`
+// (unknown user or wrong password).
+//
+// Thread safety: may be called from any thread; the same options may be
+// used by concurrent connects, but not changed or freed meanwhile.
+//
+// # Safety
+// `addrs` NULL or NUL-terminated; `options` NULL or live; `out` NULL or
+// writable.
+ringkv_result ringkv_client_connect(const char *addrs,
+                                    const ringkv_client_options *options,
+                                    ringkv_client **out);
+
+// Connects to a running cluster, anonymously and over plain TCP: as
+// `ringkv_client_connect(addrs, NULL, out)`. `addrs` is one or more
+// client addresses, comma-separated, NUL-terminated
+// (`"127.0.0.1:7101,127.0.0.1:7102"`); the first that answers is used,
+// and later requests fail over to the others. Writes the handle to
+// `*out`.
 //
 // Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
 // (no address, not UTF-8), `RINGKV_CONNECTION` (no address answered
@@ -216,7 +369,9 @@ ringkv_result ringkv_client_new(const char *addrs, ringkv_client **out);
 // As `ringkv_client_new`, authenticating as `user` with `password`
 // (both NUL-terminated UTF-8) on every connection it opens: what a
 // `ringkv-node` requires unless it was started with `--no-client-auth`.
-// Later requests beyond the user's role get `RINGKV_DENIED`.
+// Later requests beyond the user's role get `RINGKV_DENIED`. Plain TCP;
+// for TLS use `ringkv_client_connect` with
+// `ringkv_client_options_set_credentials`.
 //
 // Errors: those of `ringkv_client_new`; `RINGKV_NULL_ARGUMENT` (user,
 // password); `RINGKV_DENIED` (unknown user or wrong password).

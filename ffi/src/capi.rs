@@ -25,10 +25,8 @@
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ringkv::client::Credentials;
-
 use crate::result::{ringkv_result, set_last_error};
-use crate::store::{self, EmbeddedCluster, Failure, Outcome, RemoteClient, Store};
+use crate::store::{self, ConnectOptions, EmbeddedCluster, Failure, Outcome, RemoteClient, Store};
 
 /// Consistency level: the bucket's own default `r` (reads) or `w` (writes).
 pub const RINGKV_CONSISTENCY_DEFAULT: u32 = 0;
@@ -68,6 +66,12 @@ pub const RINGKV_MAX_BUCKET_BYTES: usize = 1024;
 /// make the key's stored object, siblings included, larger than 15.5 MiB.
 pub const RINGKV_MAX_VALUE_BYTES: usize = 15728640;
 
+/// The largest CA file `ringkv_client_options_set_tls_ca_file` reads, in
+/// bytes (1 MiB). A larger one is refused with `RINGKV_INVALID_ARGUMENT`.
+pub const RINGKV_MAX_CA_FILE_BYTES: usize = 1048576;
+
+const _: () = assert!(RINGKV_MAX_CA_FILE_BYTES as u64 == store::MAX_CA_FILE_BYTES);
+
 // The header's numbers are ringkv's (`ringkv::config`): cbindgen needs
 // literals, and these fail to compile if the two ever differ.
 const _: () = assert!(RINGKV_MAX_KEY_BYTES == ringkv::config::MAX_KEY_BYTES);
@@ -86,10 +90,27 @@ pub struct ringkv_cluster {
     inner: EmbeddedCluster,
 }
 
-/// A connection to a running cluster. Created by `ringkv_client_new`,
-/// freed by `ringkv_client_free`.
+/// A connection to a running cluster. Created by `ringkv_client_connect`
+/// (or `ringkv_client_new`, `ringkv_client_new_auth`), freed by
+/// `ringkv_client_free`.
 pub struct ringkv_client {
     inner: RemoteClient,
+}
+
+/// How `ringkv_client_connect` connects: credentials and TLS to the client
+/// port, each unset until a `ringkv_client_options_set_*` call sets it.
+/// Created by `ringkv_client_options_new`, freed by
+/// `ringkv_client_options_free`. A client copies what it needs when it
+/// connects: the options may be changed, reused or freed afterwards.
+pub struct ringkv_client_options {
+    inner: ConnectOptions,
+}
+
+impl ringkv_client_options {
+    /// The settings, for Rust code holding a handle (tests).
+    pub fn settings(&self) -> &ConnectOptions {
+        &self.inner
+    }
 }
 
 /// Bytes owned by the library (a value, a list of addresses). Read with
@@ -297,10 +318,253 @@ unsafe fn out_ptr<'a, T>(op: &str, what: &str, ptr: *mut *mut T) -> Outcome<&'a 
 
 // ---- client connections ----
 
-/// Connects to a running cluster: `addrs` is one or more client addresses,
-/// comma-separated, NUL-terminated (`"127.0.0.1:7101,127.0.0.1:7102"`);
-/// the first that answers is used, and later requests fail over to the
-/// others. Writes the handle to `*out`.
+/// Creates connection options with nothing set (anonymous, plain TCP:
+/// what `ringkv_client_new` does) and writes the handle to `*out`. Set
+/// what is needed with the `ringkv_client_options_set_*` functions, pass
+/// the handle to `ringkv_client_connect`, and free it with
+/// `ringkv_client_options_free`.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (out).
+///
+/// Thread safety: may be called from any thread.
+///
+/// # Safety
+/// `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_options_new(
+    out: *mut *mut ringkv_client_options,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_options_new";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let out = unsafe { out_ptr(OP, "out", out) }?;
+        *out = Box::into_raw(Box::new(ringkv_client_options {
+            inner: ConnectOptions::new(),
+        }));
+        Ok(())
+    })
+}
+
+/// Frees connection options. NULL does nothing. Clients connected with
+/// them are not affected.
+///
+/// Thread safety: no other call may use `options` during or after this
+/// one.
+///
+/// # Safety
+/// `options` must be NULL or a handle from `ringkv_client_options_new` not
+/// yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_options_free(options: *mut ringkv_client_options) {
+    if options.is_null() {
+        return;
+    }
+    // SAFETY: by the contract, options came from Box::into_raw and is
+    // freed once.
+    quiet((), || drop(unsafe { Box::from_raw(options) }));
+}
+
+/// The options behind a handle, for a setter.
+///
+/// # Safety
+/// `ptr` is NULL or a live handle that no other call uses meanwhile.
+unsafe fn options_mut<'a>(
+    op: &str,
+    ptr: *mut ringkv_client_options,
+) -> Outcome<&'a mut ConnectOptions> {
+    // SAFETY: by the contract, a non-NULL ptr is live, aligned, and not
+    // used by any other call while this one runs.
+    unsafe { ptr.as_mut() }
+        .map(|o| &mut o.inner)
+        .ok_or_else(|| null(op, "options"))
+}
+
+/// Authenticates as `user` with `password` (both NUL-terminated UTF-8,
+/// copied) on every connection the client opens: what a `ringkv-node`
+/// requires unless it was started with `--no-client-auth`. Replaces
+/// credentials set before.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (options, user, password),
+/// `RINGKV_INVALID_ARGUMENT` (not UTF-8). On an error the options are
+/// unchanged.
+///
+/// Thread safety: may be called from any thread, but not concurrently with
+/// any other call on the same options.
+///
+/// # Safety
+/// `options` NULL or live; `user` and `password` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_options_set_credentials(
+    options: *mut ringkv_client_options,
+    user: *const c_char,
+    password: *const c_char,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_options_set_credentials";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let (o, user, password) = unsafe {
+            (
+                options_mut(OP, options)?,
+                text(OP, "user", user)?,
+                text(OP, "password", password)?,
+            )
+        };
+        o.set_credentials(user, password);
+        Ok(())
+    })
+}
+
+/// Speaks TLS (1.3) to the client port, trusting the CA certificates in
+/// `pem`, `pem_len` bytes of PEM text (one or more `CERTIFICATE` blocks,
+/// no NUL needed; copied), and no others: a node whose certificate does
+/// not chain to one of them is refused with `RINGKV_TLS`. For the nodes of
+/// a cluster made with `ringkv-node certs --client-port NAME`, this is
+/// the cluster's `ca.pem`. Replaces a CA set before.
+///
+/// The name checked in the node's certificate is the host of the address
+/// dialed, or the one set with `ringkv_client_options_set_server_name`.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (options; pem with a non-zero length),
+/// `RINGKV_INVALID_ARGUMENT` (no certificate in `pem`, a block that does
+/// not parse, not UTF-8). On an error the options are unchanged.
+///
+/// Thread safety: as `ringkv_client_options_set_credentials`.
+///
+/// # Safety
+/// `options` NULL or live; `pem` NULL or valid for `pem_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_options_set_tls_ca_pem(
+    options: *mut ringkv_client_options,
+    pem: *const u8,
+    pem_len: usize,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_options_set_tls_ca_pem";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let (o, pem) = unsafe { (options_mut(OP, options)?, bytes(OP, "pem", pem, pem_len)?) };
+        o.set_tls_ca_pem(OP, pem)
+    })
+}
+
+/// As `ringkv_client_options_set_tls_ca_pem`, reading the PEM from the
+/// file at `path` (NUL-terminated UTF-8; at most
+/// `RINGKV_MAX_CA_FILE_BYTES`), now: later
+/// changes to the file do not matter.
+///
+/// Errors: as `ringkv_client_options_set_tls_ca_pem`; also
+/// `RINGKV_NULL_ARGUMENT` (path) and `RINGKV_INVALID_ARGUMENT` (a file that
+/// cannot be read, with the system's reason).
+///
+/// Thread safety: as `ringkv_client_options_set_credentials`.
+///
+/// # Safety
+/// `options` NULL or live; `path` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_options_set_tls_ca_file(
+    options: *mut ringkv_client_options,
+    path: *const c_char,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_options_set_tls_ca_file";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let (o, path) = unsafe { (options_mut(OP, options)?, text(OP, "path", path)?) };
+        o.set_tls_ca_file(OP, path)
+    })
+}
+
+/// Expects the node's certificate to name `name` (a DNS name or an IP
+/// address, NUL-terminated; copied) instead of the host of the address
+/// dialed: for example when dialing a node by IP address whose
+/// certificate names its DNS name. Needs a CA too: connecting with a
+/// server name and no CA is `RINGKV_INVALID_ARGUMENT`. Replaces a name set
+/// before.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (options, name), `RINGKV_INVALID_ARGUMENT`
+/// (empty, not UTF-8; a name that is neither a DNS name nor an IP
+/// address is refused by `ringkv_client_connect`). On an error the
+/// options are unchanged.
+///
+/// Thread safety: as `ringkv_client_options_set_credentials`.
+///
+/// # Safety
+/// `options` NULL or live; `name` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_options_set_server_name(
+    options: *mut ringkv_client_options,
+    name: *const c_char,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_options_set_server_name";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let (o, name) = unsafe { (options_mut(OP, options)?, text(OP, "name", name)?) };
+        o.set_server_name(OP, name)
+    })
+}
+
+/// Connects to `addrs` as `options` say and writes the handle to `out`.
+fn connect_to(
+    op: &'static str,
+    addrs: &str,
+    options: &ConnectOptions,
+    out: &mut *mut ringkv_client,
+) -> Outcome<()> {
+    let inner = RemoteClient::connect_with(op, addrs, options)?;
+    *out = Box::into_raw(Box::new(ringkv_client { inner }));
+    Ok(())
+}
+
+/// Connects to a running cluster as `options` say (NULL: the defaults,
+/// anonymous over plain TCP, as `ringkv_client_new`): `addrs` is one or
+/// more client addresses, comma-separated, NUL-terminated
+/// (`"db1.example.com:7401,db2.example.com:7401"`); the first that answers
+/// is used, and later requests fail over to the others, each with the same
+/// options. Writes the handle to `*out`.
+///
+/// With a CA set, every connection speaks TLS and checks the node's
+/// certificate against the CA and the server name (the host of each
+/// address, unless one was set).
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
+/// (no address, not UTF-8; a server name without a CA, or one that is not
+/// a DNS name or an IP address), `RINGKV_CONNECTION` (no address answered
+/// within 2 s each, or the node closed the connection; a node whose
+/// client port speaks TLS does so to a client without a CA),
+/// `RINGKV_TLS` (the node's certificate is not from the CA or does not
+/// name the server name; or the port does not speak TLS), `RINGKV_DENIED`
+/// (unknown user or wrong password).
+///
+/// Thread safety: may be called from any thread; the same options may be
+/// used by concurrent connects, but not changed or freed meanwhile.
+///
+/// # Safety
+/// `addrs` NULL or NUL-terminated; `options` NULL or live; `out` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_connect(
+    addrs: *const c_char,
+    options: *const ringkv_client_options,
+    out: *mut *mut ringkv_client,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_connect";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let addrs = unsafe { text(OP, "addrs", addrs) }?;
+        // SAFETY: forwarded contract.
+        let out = unsafe { out_ptr(OP, "out", out) }?;
+        let defaults = ConnectOptions::new();
+        // SAFETY: by the contract, a non-NULL options is live, and not
+        // changed while this call reads it.
+        let options = unsafe { options.as_ref() }.map_or(&defaults, |o| &o.inner);
+        connect_to(OP, addrs, options, out)
+    })
+}
+
+/// Connects to a running cluster, anonymously and over plain TCP: as
+/// `ringkv_client_connect(addrs, NULL, out)`. `addrs` is one or more
+/// client addresses, comma-separated, NUL-terminated
+/// (`"127.0.0.1:7101,127.0.0.1:7102"`); the first that answers is used,
+/// and later requests fail over to the others. Writes the handle to
+/// `*out`.
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
 /// (no address, not UTF-8), `RINGKV_CONNECTION` (no address answered
@@ -321,16 +585,16 @@ pub unsafe extern "C" fn ringkv_client_new(
         let addrs = unsafe { text(OP, "addrs", addrs) }?;
         // SAFETY: forwarded contract.
         let out = unsafe { out_ptr(OP, "out", out) }?;
-        let inner = RemoteClient::connect(OP, addrs, None)?;
-        *out = Box::into_raw(Box::new(ringkv_client { inner }));
-        Ok(())
+        connect_to(OP, addrs, &ConnectOptions::new(), out)
     })
 }
 
 /// As `ringkv_client_new`, authenticating as `user` with `password`
 /// (both NUL-terminated UTF-8) on every connection it opens: what a
 /// `ringkv-node` requires unless it was started with `--no-client-auth`.
-/// Later requests beyond the user's role get `RINGKV_DENIED`.
+/// Later requests beyond the user's role get `RINGKV_DENIED`. Plain TCP;
+/// for TLS use `ringkv_client_connect` with
+/// `ringkv_client_options_set_credentials`.
 ///
 /// Errors: those of `ringkv_client_new`; `RINGKV_NULL_ARGUMENT` (user,
 /// password); `RINGKV_DENIED` (unknown user or wrong password).
@@ -357,10 +621,9 @@ pub unsafe extern "C" fn ringkv_client_new_auth(
         let password = unsafe { text(OP, "password", password) }?;
         // SAFETY: forwarded contract.
         let out = unsafe { out_ptr(OP, "out", out) }?;
-        let credentials = Credentials::new(user, password);
-        let inner = RemoteClient::connect(OP, addrs, Some(credentials))?;
-        *out = Box::into_raw(Box::new(ringkv_client { inner }));
-        Ok(())
+        let mut options = ConnectOptions::new();
+        options.set_credentials(user, password);
+        connect_to(OP, addrs, &options, out)
     })
 }
 

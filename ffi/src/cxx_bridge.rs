@@ -69,6 +69,27 @@ mod bridge {
         data: Vec<u8>,
     }
 
+    /// How `connect_with` connects; an empty string leaves a setting
+    /// unset. Start from `ringkv::ClientOptions options{};` and set what is
+    /// needed. Later settings join as new fields whose empty or zero value
+    /// keeps today's behaviour.
+    #[derive(Clone, Debug, Default)]
+    struct ClientOptions {
+        /// The user to authenticate as (see `connect_auth`); empty:
+        /// anonymous, and then `password` must be empty too.
+        user: String,
+        /// The user's password.
+        password: String,
+        /// The CA certificates to trust, PEM text: set, the client port is
+        /// spoken over TLS and the node's certificate must chain to one of
+        /// them (`ringkv_client_options_set_tls_ca_pem`). Empty: plain TCP.
+        tls_ca_pem: String,
+        /// The name the node's certificate must carry instead of the host
+        /// dialed (`ringkv_client_options_set_server_name`); needs
+        /// `tls_ca_pem`.
+        server_name: String,
+    }
+
     extern "Rust" {
         /// An embedded cluster.
         type Cluster;
@@ -142,6 +163,10 @@ mod bridge {
         /// Connects as `user` with `password`; see
         /// `ringkv_client_new_auth`.
         fn connect_auth(addrs: &str, user: &str, password: &str) -> Result<Box<Client>>;
+        /// Connects as `options` say; see `ringkv_client_connect`. A
+        /// certificate the CA or the name does not vouch for throws
+        /// `RINGKV_TLS`.
+        fn connect_with(addrs: &str, options: &ClientOptions) -> Result<Box<Client>>;
         /// See `ringkv_client_put`.
         fn put(
             self: &Client,
@@ -206,7 +231,7 @@ mod bridge {
     }
 }
 
-pub use bridge::{Bytes, Consistency, Policy, Transport};
+pub use bridge::{Bytes, ClientOptions, Consistency, Policy, Transport};
 
 /// An embedded cluster, for C++.
 pub struct Cluster(EmbeddedCluster);
@@ -231,6 +256,27 @@ fn connect_auth(addrs: &str, user: &str, password: &str) -> Outcome<Box<Client>>
         "connect_auth",
         addrs,
         Some(credentials),
+    )?)))
+}
+
+fn connect_with(addrs: &str, options: &ClientOptions) -> Outcome<Box<Client>> {
+    const OP: &str = "connect_with";
+    let mut settings = store::ConnectOptions::new();
+    if !options.user.is_empty() {
+        settings.set_credentials(&options.user, &options.password);
+    } else if !options.password.is_empty() {
+        return Err(Failure::invalid(format!(
+            "{OP}: a password is set but no user"
+        )));
+    }
+    if !options.tls_ca_pem.is_empty() {
+        settings.set_tls_ca_pem(OP, options.tls_ca_pem.as_bytes())?;
+    }
+    if !options.server_name.is_empty() {
+        settings.set_server_name(OP, &options.server_name)?;
+    }
+    Ok(Box::new(Client(RemoteClient::connect_with(
+        OP, addrs, &settings,
     )?)))
 }
 
@@ -361,8 +407,41 @@ mod tests {
     fn result_code_reads_the_name_at_the_start() {
         assert_eq!(result_code("RINGKV_NOT_FOUND: get: no value"), 3);
         assert_eq!(result_code("RINGKV_CLOSED: put: the client is closed"), 6);
+        assert_eq!(result_code("RINGKV_TLS: connect_with: TLS handshake"), 15);
         assert_eq!(result_code("something else"), 12);
         assert_eq!(result_code(""), 12);
+    }
+
+    #[test]
+    fn connect_with_refuses_bad_options_before_dialing() {
+        let code = |options: ClientOptions| match connect_with("127.0.0.1:1", &options) {
+            Ok(_) => panic!("connected to port 1"),
+            Err(f) => (f.code, f.message),
+        };
+        let (c, m) = code(ClientOptions {
+            password: "pw".into(),
+            ..ClientOptions::default()
+        });
+        assert_eq!(c, ringkv_result::RINGKV_INVALID_ARGUMENT);
+        assert_eq!(m, "connect_with: a password is set but no user");
+        let (c, m) = code(ClientOptions {
+            tls_ca_pem: "not PEM".into(),
+            ..ClientOptions::default()
+        });
+        assert_eq!(c, ringkv_result::RINGKV_INVALID_ARGUMENT);
+        assert!(m.starts_with("connect_with: client TLS: "), "{m}");
+        let (c, m) = code(ClientOptions {
+            server_name: "db.example.test".into(),
+            ..ClientOptions::default()
+        });
+        assert_eq!(c, ringkv_result::RINGKV_INVALID_ARGUMENT);
+        assert!(m.contains("no CA"), "{m}");
+        // Nothing wrong with the options: port 1 just does not answer.
+        let (c, _) = code(ClientOptions {
+            user: "u".into(),
+            ..ClientOptions::default()
+        });
+        assert_eq!(c, ringkv_result::RINGKV_CONNECTION);
     }
 
     #[test]

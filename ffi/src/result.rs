@@ -55,6 +55,15 @@ pub enum ringkv_result {
     /// sent, or a wrong user or password), or the user's role may not run
     /// the op. Not retryable; nothing was applied.
     RINGKV_DENIED = 14,
+    /// The TLS handshake with the node failed on a certificate or protocol
+    /// error: its certificate does not chain to the CA the client trusts,
+    /// or does not name the server name expected, or the port does not
+    /// speak TLS. Not retryable: fix the CA, the name or the address
+    /// (`ringkv_client_options_set_tls_ca_pem`,
+    /// `ringkv_client_options_set_server_name`). A client without a CA
+    /// that dials a port speaking TLS gets `RINGKV_CONNECTION` (the node
+    /// closes the connection; the client cannot tell why).
+    RINGKV_TLS = 15,
 }
 
 impl ringkv_result {
@@ -64,7 +73,7 @@ impl ringkv_result {
     }
 
     /// Every code, in number order.
-    pub const ALL: [ringkv_result; 15] = [
+    pub const ALL: [ringkv_result; 16] = [
         ringkv_result::RINGKV_OK,
         ringkv_result::RINGKV_NULL_ARGUMENT,
         ringkv_result::RINGKV_INVALID_ARGUMENT,
@@ -80,6 +89,7 @@ impl ringkv_result {
         ringkv_result::RINGKV_INTERNAL,
         ringkv_result::RINGKV_PANIC,
         ringkv_result::RINGKV_DENIED,
+        ringkv_result::RINGKV_TLS,
     ];
 
     /// The code numbered `n`, if there is one.
@@ -109,7 +119,7 @@ fn last_error() -> String {
 }
 
 /// Names of the codes, NUL-terminated, indexed by number.
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 16] = [
     "RINGKV_OK\0",
     "RINGKV_NULL_ARGUMENT\0",
     "RINGKV_INVALID_ARGUMENT\0",
@@ -125,6 +135,7 @@ const NAMES: [&str; 15] = [
     "RINGKV_INTERNAL\0",
     "RINGKV_PANIC\0",
     "RINGKV_DENIED\0",
+    "RINGKV_TLS\0",
 ];
 
 /// The name of result `result` (for example `"RINGKV_NOT_FOUND"`), or

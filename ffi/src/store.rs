@@ -19,6 +19,7 @@ use std::time::Duration;
 use ringkv::client::{Client, ClientConfig, Credentials};
 use ringkv::crdt::CrdtKind;
 use ringkv::embedded::{Cluster, ClusterOptions, Runtime, TransportKind};
+use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::{ErrorCode, Op, ReadOptions, Reply, WriteOptions};
 use ringkv::replication::Consistency;
 use ringkv::version::{ConflictPolicy, Resolvers};
@@ -63,7 +64,8 @@ impl Failure {
             }
             E::Timeout { .. } | E::QuorumTimeout { .. } => R::RINGKV_TIMEOUT,
             E::OutcomeUnknown { .. } => R::RINGKV_OUTCOME_UNKNOWN,
-            E::Io { .. } | E::Handshake { .. } | E::Tls { .. } => R::RINGKV_CONNECTION,
+            E::Io { .. } | E::Handshake { .. } => R::RINGKV_CONNECTION,
+            E::Tls { .. } => R::RINGKV_TLS,
             E::TooManySiblings { .. } => R::RINGKV_SIBLINGS,
             E::Remote(reply) => match reply.code {
                 ErrorCode::BadRequest | ErrorCode::InvalidArgument => R::RINGKV_INVALID_ARGUMENT,
@@ -259,6 +261,130 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The largest CA file `ConnectOptions::set_tls_ca_file` reads (1 MiB:
+/// a bundle of a few hundred certificates); the C ABI's
+/// `RINGKV_MAX_CA_FILE_BYTES`.
+pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// How to connect to a running cluster: credentials, and TLS to the client
+/// port. Each setting starts unset (no user, plain TCP); each setter
+/// replaces what was set before. Validated as it is set (a CA must parse)
+/// and again when combined at connect time (a server name needs a CA).
+///
+/// Extensible: later settings (per-client timeouts) join as new fields
+/// with their own setters; unset ones keep the defaults of
+/// [`ClientConfig`].
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    credentials: Option<Credentials>,
+    /// The CA's PEM text as given (kept for `Debug` and equality of
+    /// options), and the trust it makes.
+    tls: Option<ClientTls>,
+    server_name: Option<String>,
+}
+
+impl ConnectOptions {
+    /// Options with nothing set: anonymous, plain TCP.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// Authenticates as `user` with `password` on every connection.
+    pub fn set_credentials(&mut self, user: &str, password: &str) {
+        self.credentials = Some(Credentials::new(user, password));
+    }
+
+    /// Speaks TLS to the client port, trusting the CA certificates in
+    /// `pem` (one or more PEM `CERTIFICATE` blocks) and no others. `op`
+    /// names the caller in the message when `pem` is not usable
+    /// (`RINGKV_INVALID_ARGUMENT`); then nothing changes.
+    pub fn set_tls_ca_pem(&mut self, op: &str, pem: &[u8]) -> Outcome<()> {
+        let text = std::str::from_utf8(pem)
+            .map_err(|_| Failure::invalid(format!("{op}: the CA PEM is not UTF-8 text")))?;
+        let tls = ClientTls::new(text)
+            .map_err(|e| Failure::invalid(format!("{op}: {}", explanation(&e))))?;
+        self.tls = Some(tls);
+        Ok(())
+    }
+
+    /// As [`ConnectOptions::set_tls_ca_pem`], with the PEM read from the
+    /// file at `path` (at most 1 MiB). A file that cannot
+    /// be read is `RINGKV_INVALID_ARGUMENT` too, with the system's reason.
+    pub fn set_tls_ca_file(&mut self, op: &str, path: &str) -> Outcome<()> {
+        use std::io::Read;
+        let cannot = |why: String| Failure::invalid(format!("{op}: cannot read {path:?}: {why}"));
+        let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
+        let mut pem = Vec::new();
+        file.take(MAX_CA_FILE_BYTES + 1)
+            .read_to_end(&mut pem)
+            .map_err(|e| cannot(e.to_string()))?;
+        if pem.len() as u64 > MAX_CA_FILE_BYTES {
+            return Err(cannot(format!(
+                "larger than {MAX_CA_FILE_BYTES} bytes, too large for a CA file"
+            )));
+        }
+        self.set_tls_ca_pem(op, &pem)
+            .map_err(|f| Failure::new(f.code, format!("{} (in {path:?})", f.message)))
+    }
+
+    /// Expects the node's certificate to name `name` (a DNS name or an IP
+    /// address) instead of the host of the address dialed. Needs a CA too
+    /// (checked at connect time); `name` itself must not be empty.
+    pub fn set_server_name(&mut self, op: &str, name: &str) -> Outcome<()> {
+        if name.is_empty() {
+            return Err(Failure::invalid(format!("{op}: the server name is empty")));
+        }
+        self.server_name = Some(name.to_string());
+        Ok(())
+    }
+
+    /// Whether a CA was set (the connection will speak TLS).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The client configuration these options make; `op` names the caller.
+    fn config(&self, op: &str) -> Outcome<ClientConfig> {
+        let tls = match (&self.tls, &self.server_name) {
+            (None, None) => None,
+            (Some(tls), None) => Some(tls.clone()),
+            (Some(tls), Some(name)) => Some(
+                tls.clone()
+                    .with_server_name(name.as_str())
+                    .map_err(|e| Failure::invalid(format!("{op}: {}", explanation(&e))))?,
+            ),
+            (None, Some(name)) => {
+                return Err(Failure::invalid(format!(
+                    "{op}: a server name ({name:?}) is set but no CA: set one to speak TLS, or drop the name"
+                )))
+            }
+        };
+        Ok(ClientConfig {
+            client_name: "ringkv-ffi".into(),
+            credentials: self.credentials.clone(),
+            tls,
+            ..ClientConfig::default()
+        })
+    }
+}
+
+/// Whether `e` says a node closed a new connection without answering its
+/// `Hello`: what a client port that speaks TLS does to a plain client.
+fn closed_before_hello(e: &ringkv::Error) -> bool {
+    matches!(e, ringkv::Error::Io { context, source }
+        if context.starts_with("hello to")
+            && source.kind() == std::io::ErrorKind::ConnectionAborted)
+}
+
+/// The text of a [`ringkv::Error`] without the `invalid input: ` its
+/// `Display` puts before an invalid argument's own explanation.
+fn explanation(e: &ringkv::Error) -> String {
+    match e {
+        ringkv::Error::InvalidInput(why) => why.clone(),
+        other => other.to_string(),
+    }
+}
+
 impl RemoteClient {
     /// Connects to the first of the comma-separated `addrs` that answers,
     /// as the user of `credentials` when given; `op` names the caller in
@@ -267,6 +393,20 @@ impl RemoteClient {
         op: &'static str,
         addrs: &str,
         credentials: Option<Credentials>,
+    ) -> Outcome<RemoteClient> {
+        let options = ConnectOptions {
+            credentials,
+            ..ConnectOptions::default()
+        };
+        RemoteClient::connect_with(op, addrs, &options)
+    }
+
+    /// Connects to the first of the comma-separated `addrs` that answers,
+    /// as `options` say; `op` names the caller in error messages.
+    pub fn connect_with(
+        op: &'static str,
+        addrs: &str,
+        options: &ConnectOptions,
     ) -> Outcome<RemoteClient> {
         let list: Vec<String> = addrs
             .split(',')
@@ -278,17 +418,21 @@ impl RemoteClient {
                 "{op}: no address given (expected HOST:PORT[,HOST:PORT...])"
             )));
         }
+        let config = options.config(op)?;
         let rt = Runtime::new()
             .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
-        let config = ClientConfig {
-            client_name: "ringkv-ffi".into(),
-            credentials,
-            ..ClientConfig::default()
-        };
         let connected = rt
             .run(move || async move { Client::connect(&list, config).await })
             .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
-        let client = connected.map_err(|e| Failure::from_error(op, &e))?;
+        let client = connected.map_err(|e| {
+            let mut failure = Failure::from_error(op, &e);
+            if !options.uses_tls() && closed_before_hello(&e) {
+                failure.message.push_str(
+                    " (the node closed the connection before answering: if its client port speaks TLS, set the CA to trust)",
+                );
+            }
+            failure
+        })?;
         Ok(RemoteClient {
             client: Mutex::new(Some(client)),
             rt,

@@ -504,6 +504,297 @@ fn a_closed_client_gives_closed_and_bad_addresses_are_refused() {
     }
 }
 
+/// A client CA in PEM: the certificate of a freshly made cluster CA.
+fn a_ca_pem() -> String {
+    ringkv::ClusterCa::generate("ffi-misuse")
+        .expect("a CA")
+        .cert_pem()
+        .to_string()
+}
+
+#[test]
+fn client_options_check_every_argument_and_keep_their_state_on_errors() {
+    let pem = a_ca_pem();
+    // SAFETY: every pointer is NULL (under test), a valid local, a C string
+    // literal, or a live options handle.
+    unsafe {
+        // Constructor and free.
+        assert_eq!(
+            ringkv_client_options_new(null_mut()),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_client_options_new: out is NULL");
+        ringkv_client_options_free(null_mut());
+        let mut o = null_mut();
+        assert_eq!(ringkv_client_options_new(&mut o), ringkv_result::RINGKV_OK);
+        assert!(!o.is_null());
+        assert_eq!(last_error(), "");
+
+        // NULL handles and NULL arguments, each named.
+        let (u, p) = (c"admin".as_ptr(), c"pw".as_ptr());
+        null_handle(
+            ringkv_client_options_set_credentials(null_mut(), u, p),
+            "ringkv_client_options_set_credentials: options is NULL",
+        );
+        null_handle(
+            ringkv_client_options_set_credentials(o, null(), p),
+            "ringkv_client_options_set_credentials: user is NULL",
+        );
+        null_handle(
+            ringkv_client_options_set_credentials(o, u, null()),
+            "ringkv_client_options_set_credentials: password is NULL",
+        );
+        null_handle(
+            ringkv_client_options_set_tls_ca_pem(null_mut(), pem.as_ptr(), pem.len()),
+            "ringkv_client_options_set_tls_ca_pem: options is NULL",
+        );
+        null_handle(
+            ringkv_client_options_set_tls_ca_pem(o, null(), 10),
+            "ringkv_client_options_set_tls_ca_pem: pem is NULL",
+        );
+        null_handle(
+            ringkv_client_options_set_tls_ca_file(null_mut(), c"/x".as_ptr()),
+            "ringkv_client_options_set_tls_ca_file: options is NULL",
+        );
+        null_handle(
+            ringkv_client_options_set_tls_ca_file(o, null()),
+            "ringkv_client_options_set_tls_ca_file: path is NULL",
+        );
+        null_handle(
+            ringkv_client_options_set_server_name(null_mut(), c"n".as_ptr()),
+            "ringkv_client_options_set_server_name: options is NULL",
+        );
+        null_handle(
+            ringkv_client_options_set_server_name(o, null()),
+            "ringkv_client_options_set_server_name: name is NULL",
+        );
+
+        // Bad PEM: empty, not a certificate, a broken certificate, not
+        // UTF-8; each named, each leaving the options as they were.
+        let broken = pem.replace("MII", "MI!");
+        let mut cut = pem.clone();
+        cut.truncate(pem.len() / 2);
+        cut.push_str("\n-----END CERTIFICATE-----\n");
+        for bad in [
+            &b""[..],
+            b"not a certificate",
+            broken.as_bytes(),
+            cut.as_bytes(),
+            b"\xff\xfe",
+        ] {
+            let r = ringkv_client_options_set_tls_ca_pem(o, bad.as_ptr(), bad.len());
+            assert_eq!(
+                r,
+                ringkv_result::RINGKV_INVALID_ARGUMENT,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(
+                last_error().starts_with("ringkv_client_options_set_tls_ca_pem: "),
+                "{}",
+                last_error()
+            );
+        }
+        assert!(!o_ref(o).uses_tls(), "a bad PEM set a CA");
+        assert_eq!(
+            ringkv_client_options_set_tls_ca_pem(o, null(), 0),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+
+        // Files: missing, not PEM, too large; then a good one.
+        let dir = tempfile::tempdir().unwrap();
+        let missing =
+            std::ffi::CString::new(dir.path().join("none.pem").to_str().unwrap()).unwrap();
+        assert_eq!(
+            ringkv_client_options_set_tls_ca_file(o, missing.as_ptr()),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().starts_with("ringkv_client_options_set_tls_ca_file: cannot read "),
+            "{}",
+            last_error()
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "junk").unwrap();
+        let junk = std::ffi::CString::new(junk.to_str().unwrap()).unwrap();
+        assert_eq!(
+            ringkv_client_options_set_tls_ca_file(o, junk.as_ptr()),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().starts_with("ringkv_client_options_set_tls_ca_file: ")
+                && last_error().contains("junk.pem"),
+            "{}",
+            last_error()
+        );
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; RINGKV_MAX_CA_FILE_BYTES + 1]).unwrap();
+        let big = std::ffi::CString::new(big.to_str().unwrap()).unwrap();
+        assert_eq!(
+            ringkv_client_options_set_tls_ca_file(o, big.as_ptr()),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("too large"), "{}", last_error());
+        assert!(!o_ref(o).uses_tls());
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, &pem).unwrap();
+        let good = std::ffi::CString::new(good.to_str().unwrap()).unwrap();
+        assert_eq!(
+            ringkv_client_options_set_tls_ca_file(o, good.as_ptr()),
+            ringkv_result::RINGKV_OK,
+            "{}",
+            last_error()
+        );
+        assert!(o_ref(o).uses_tls());
+        // A bad PEM after a good one keeps the good one.
+        let r = ringkv_client_options_set_tls_ca_pem(o, b"x".as_ptr(), 1);
+        assert_eq!(r, ringkv_result::RINGKV_INVALID_ARGUMENT);
+        assert!(o_ref(o).uses_tls());
+        assert_eq!(
+            ringkv_client_options_set_tls_ca_pem(o, pem.as_ptr(), pem.len()),
+            ringkv_result::RINGKV_OK
+        );
+
+        // Server names: empty and not UTF-8 refused where set; one that is
+        // no DNS name refused by the connect, before any dialing.
+        assert_eq!(
+            ringkv_client_options_set_server_name(o, c"".as_ptr()),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            last_error(),
+            "ringkv_client_options_set_server_name: the server name is empty"
+        );
+        let bad_utf8 = [0xffu8, 0];
+        assert_eq!(
+            ringkv_client_options_set_server_name(o, bad_utf8.as_ptr().cast()),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            ringkv_client_options_set_server_name(o, c"not a name!".as_ptr()),
+            ringkv_result::RINGKV_OK
+        );
+        let mut client: *mut ringkv_client = sentinel();
+        assert_eq!(
+            ringkv_client_connect(c"127.0.0.1:1".as_ptr(), o, &mut client),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().starts_with("ringkv_client_connect: client TLS: ")
+                && last_error().contains("not a server name"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(client, sentinel());
+        ringkv_client_options_free(o);
+
+        // A server name without a CA.
+        let mut o = null_mut();
+        assert_eq!(ringkv_client_options_new(&mut o), ringkv_result::RINGKV_OK);
+        assert_eq!(
+            ringkv_client_options_set_server_name(o, c"db.example.test".as_ptr()),
+            ringkv_result::RINGKV_OK
+        );
+        assert_eq!(
+            ringkv_client_connect(c"127.0.0.1:1".as_ptr(), o, &mut client),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("no CA"), "{}", last_error());
+
+        // Connect's own arguments, checked before the options are used.
+        assert_eq!(
+            ringkv_client_connect(null(), o, &mut client),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_client_connect: addrs is NULL");
+        assert_eq!(
+            ringkv_client_connect(c"127.0.0.1:1".as_ptr(), o, null_mut()),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_client_connect: out is NULL");
+        assert_eq!(
+            ringkv_client_connect(c" ,".as_ptr(), null(), &mut client),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        // NULL options are the defaults: plain TCP, and nothing on port 1.
+        assert_eq!(
+            ringkv_client_connect(c"127.0.0.1:1".as_ptr(), null(), &mut client),
+            ringkv_result::RINGKV_CONNECTION
+        );
+        assert!(
+            last_error().starts_with("ringkv_client_connect: "),
+            "{}",
+            last_error()
+        );
+        assert_eq!(client, sentinel());
+        ringkv_client_options_free(o);
+    }
+}
+
+/// The Rust options behind a C handle (the test's window into them).
+///
+/// # Safety
+/// `o` is a live handle.
+unsafe fn o_ref<'a>(o: *mut ringkv_client_options) -> &'a ringkv_ffi::store::ConnectOptions {
+    // SAFETY: by the contract, o is live and aligned.
+    unsafe { &*o }.settings()
+}
+
+#[test]
+fn connect_with_options_reaches_an_embedded_cluster_and_tls_to_a_plain_port_is_refused() {
+    // SAFETY: every pointer is a valid local, a C string, or a live handle.
+    unsafe {
+        let mut tcp = null_mut();
+        let r = ringkv_cluster_new(1, RINGKV_TRANSPORT_TCP, &mut tcp);
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        let mut addrs = null_mut();
+        assert_eq!(
+            ringkv_cluster_client_addrs(tcp, &mut addrs),
+            ringkv_result::RINGKV_OK
+        );
+        let addr = ringkv_buf_data(addrs).cast::<c_char>();
+
+        // NULL options and options with nothing set: plain TCP, served.
+        let mut o = null_mut();
+        assert_eq!(ringkv_client_options_new(&mut o), ringkv_result::RINGKV_OK);
+        for options in [null(), o.cast_const()] {
+            let mut client = null_mut();
+            let r = ringkv_client_connect(addr, options, &mut client);
+            assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+            let r = ringkv_client_set_bucket_policy(client, B.as_ptr(), B.len(), RINGKV_POLICY_LWW);
+            assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+            ringkv_client_free(client);
+        }
+
+        // With a CA, the client speaks TLS to a port that does not: refused,
+        // as RINGKV_TLS when the node's answer to the ClientHello arrives
+        // (it does here: "received corrupt message of type
+        // InvalidContentType"), as RINGKV_CONNECTION should the connection
+        // close first.
+        let pem = a_ca_pem();
+        assert_eq!(
+            ringkv_client_options_set_tls_ca_pem(o, pem.as_ptr(), pem.len()),
+            ringkv_result::RINGKV_OK
+        );
+        let mut client: *mut ringkv_client = sentinel();
+        let r = ringkv_client_connect(addr, o, &mut client);
+        assert!(
+            r == ringkv_result::RINGKV_TLS || r == ringkv_result::RINGKV_CONNECTION,
+            "{r:?}: {}",
+            last_error()
+        );
+        assert!(
+            last_error().starts_with("ringkv_client_connect: "),
+            "{}",
+            last_error()
+        );
+        assert_eq!(client, sentinel());
+        ringkv_client_options_free(o);
+        ringkv_buf_free(addrs);
+        ringkv_cluster_free(tcp);
+    }
+}
+
 #[test]
 fn too_small_error_buffers_get_the_size_and_nothing_else() {
     // SAFETY: the buffers are locals of the stated sizes.
@@ -558,6 +849,7 @@ fn result_names_are_stable() {
         "RINGKV_INTERNAL",
         "RINGKV_PANIC",
         "RINGKV_DENIED",
+        "RINGKV_TLS",
     ];
     for (n, want) in names.iter().enumerate() {
         assert_eq!(name(n as u32), *want);
@@ -566,7 +858,7 @@ fn result_names_are_stable() {
             Some(n as u32)
         );
     }
-    assert_eq!(name(15), "RINGKV_UNKNOWN_RESULT");
+    assert_eq!(name(16), "RINGKV_UNKNOWN_RESULT");
     assert_eq!(name(u32::MAX), "RINGKV_UNKNOWN_RESULT");
 }
 

@@ -29,6 +29,13 @@ fn bad_input_never_panics() {
     // before reading.
     unsafe {
         assert_eq!(ringkv_cluster_new(1, 0, &mut cl), ringkv_result::RINGKV_OK);
+        let mut opts = null_mut();
+        assert_eq!(
+            ringkv_client_options_new(&mut opts),
+            ringkv_result::RINGKV_OK
+        );
+        results.push(ringkv_client_options_new(null_mut()));
+        ringkv_client_options_free(null_mut());
         let lens = [0usize, 1, usize::MAX];
         let numbers = [0u32, 4, 5, 7, 8, u32::MAX];
         for &len in &lens {
@@ -113,6 +120,21 @@ fn bad_input_never_panics() {
                     n,
                 ));
                 results.push(ringkv_cluster_new(n, n, &mut null_mut()));
+                results.push(ringkv_client_options_set_tls_ca_pem(
+                    null_mut(),
+                    null(),
+                    len,
+                ));
+                results.push(ringkv_client_options_set_tls_ca_pem(opts, null(), len));
+                results.push(ringkv_client_options_set_tls_ca_pem(
+                    opts,
+                    k.as_ptr(),
+                    len.min(1),
+                ));
+                results.push(ringkv_client_options_set_credentials(opts, null(), null()));
+                results.push(ringkv_client_options_set_server_name(opts, null()));
+                results.push(ringkv_client_options_set_tls_ca_file(opts, null()));
+                results.push(ringkv_client_connect(null(), opts, &mut null_mut()));
                 results.push(ringkv_set_member(null(), len, &mut null(), &mut 0));
                 let mut text = [0 as c_char; 4];
                 results.push(ringkv_last_error(text.as_mut_ptr(), len.min(4), &mut 0));
@@ -165,6 +187,35 @@ fn bad_input_never_panics() {
             c"127.0.0.1:99999".as_ptr(),
             &mut null_mut(),
         ));
+        // Odd option values: names that are no names, a directory as a
+        // CA file, a server name without a CA, text where PEM should be.
+        let pem = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+        results.push(ringkv_client_options_set_tls_ca_pem(
+            opts,
+            pem.as_ptr(),
+            pem.len(),
+        ));
+        results.push(ringkv_client_options_set_tls_ca_file(opts, c"/".as_ptr()));
+        results.push(ringkv_client_options_set_tls_ca_file(
+            opts,
+            c"/dev/null".as_ptr(),
+        ));
+        results.push(ringkv_client_options_set_server_name(opts, c"".as_ptr()));
+        results.push(ringkv_client_options_set_server_name(
+            opts,
+            c"[::1]:x y".as_ptr(),
+        ));
+        results.push(ringkv_client_connect(
+            c"127.0.0.1:99999".as_ptr(),
+            opts,
+            &mut null_mut(),
+        ));
+        results.push(ringkv_client_connect(
+            c"not an address".as_ptr(),
+            null(),
+            &mut null_mut(),
+        ));
+        ringkv_client_options_free(opts);
         ringkv_cluster_free(cl);
     }
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a function panicked");

@@ -59,6 +59,35 @@ int main(void) {
   ringkv_buf_free(NULL);
   ringkv_set_free(NULL);
 
+  /* Client options: NULLs, bad PEM, a name without a CA, freeing NULL. */
+  ringkv_client_options_free(NULL);
+  EXPECT(ringkv_client_options_new(NULL), RINGKV_NULL_ARGUMENT);
+  ringkv_client_options *options = NULL;
+  EXPECT(ringkv_client_options_new(&options), RINGKV_OK);
+  EXPECT(ringkv_client_options_set_credentials(NULL, "u", "p"), RINGKV_NULL_ARGUMENT);
+  CHECK(strcmp(last_error(), "ringkv_client_options_set_credentials: options is NULL") == 0);
+  EXPECT(ringkv_client_options_set_credentials(options, "u", NULL), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_client_options_set_tls_ca_pem(options, NULL, 3), RINGKV_NULL_ARGUMENT);
+  CHECK(strcmp(last_error(), "ringkv_client_options_set_tls_ca_pem: pem is NULL") == 0);
+  EXPECT(ringkv_client_options_set_tls_ca_pem(options, NULL, 0), RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_client_options_set_tls_ca_pem(options, S("not PEM")), RINGKV_INVALID_ARGUMENT);
+  CHECK(strncmp(last_error(), "ringkv_client_options_set_tls_ca_pem: ",
+                strlen("ringkv_client_options_set_tls_ca_pem: ")) == 0);
+  EXPECT(ringkv_client_options_set_tls_ca_file(options, NULL), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_client_options_set_tls_ca_file(options, "/nonexistent/ca.pem"),
+         RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_client_options_set_server_name(options, NULL), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_client_options_set_server_name(options, ""), RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_client_options_set_server_name(options, "db.example.test"), RINGKV_OK);
+  ringkv_client *nobody = NULL;
+  /* The bad PEMs set no CA, so the name has none to go with. */
+  EXPECT(ringkv_client_connect("127.0.0.1:1", options, &nobody), RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_client_connect(NULL, options, &nobody), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_client_connect("127.0.0.1:1", options, NULL), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_client_connect("127.0.0.1:1", NULL, &nobody), RINGKV_CONNECTION);
+  CHECK(nobody == NULL);
+  ringkv_client_options_free(options);
+
   /* A TCP cluster, so that a client can connect to it. */
   ringkv_cluster *cluster = NULL;
   EXPECT(ringkv_cluster_new(3, RINGKV_TRANSPORT_TCP, &cluster), RINGKV_OK);

@@ -329,6 +329,14 @@ pub const ADMIN: (&str, &str) = ("admin", "ffi test admin password");
 impl NodeCluster {
     /// Starts `n` nodes and waits for each one's ready line.
     pub fn start(n: u64) -> NodeCluster {
+        NodeCluster::start_with(n, &[])
+    }
+
+    /// As [`NodeCluster::start`]; when `client_port_names` is not empty,
+    /// the client ports speak only TLS, with one certificate naming them
+    /// (from `ringkv-node certs --client-port NAME ...`, issued by the
+    /// cluster's CA, [`NodeCluster::ca_pem`]).
+    pub fn start_with(n: u64, client_port_names: &[&str]) -> NodeCluster {
         let bin = node_bin();
         let root = tempfile::Builder::new()
             .prefix("ringkv-ffi-nodes-")
@@ -350,6 +358,11 @@ impl NodeCluster {
             .arg(&certs)
             .args(["--cluster", "ringkv-ffi-test"])
             .args((1..=n).map(|id| id.to_string()))
+            .args(
+                client_port_names
+                    .iter()
+                    .flat_map(|name| ["--client-port", name]),
+            )
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
         assert!(
@@ -410,6 +423,12 @@ impl NodeCluster {
                 .arg(certs.join(format!("node-{id}.key")))
                 .arg("--users-file")
                 .arg(&users);
+            if !client_port_names.is_empty() {
+                cmd.arg("--client-tls-cert")
+                    .arg(certs.join("client-port.pem"))
+                    .arg("--client-tls-key")
+                    .arg(certs.join("client-port.key"));
+            }
             if let Some(peer) = &first_peer {
                 cmd.args(["--seed", &format!("1@{peer}")]);
             }
@@ -434,6 +453,12 @@ impl NodeCluster {
             cluster.client_addrs.push(client);
         }
         cluster
+    }
+
+    /// The cluster CA's certificate (`ca.pem`), which issued the client
+    /// port certificate of a cluster started with client port names.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.root.path().join("certs").join("ca.pem")
     }
 
     /// The node logs, for a failure message.
