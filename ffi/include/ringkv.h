@@ -8,9 +8,9 @@
  *   After any such call, ringkv_last_error() copies that call's message
  *   (empty after success) on the same thread.
  * - Outputs are written only on RINGKV_OK.
- * - Handles (ringkv_cluster, ringkv_client) and results (ringkv_buf,
- *   ringkv_set) are owned by the library: free each with its _free
- *   function, once. _free functions accept NULL.
+ * - Handles (ringkv_cluster, ringkv_client, ringkv_client_options) and
+ *   results (ringkv_buf, ringkv_set) are owned by the library: free each
+ *   with its _free function, once. _free functions accept NULL.
  * - Byte arguments are (pointer, length); a length of 0 means empty, and
  *   then the pointer may be NULL. Buckets and keys must not be empty, and
  *   keys, buckets and values are at most RINGKV_MAX_*_BYTES long.
