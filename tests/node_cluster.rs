@@ -1004,6 +1004,42 @@ fn p50(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// CPU time of a node process against the wall clock, from a start.
+struct CpuClock {
+    wall: std::time::Instant,
+    cpu: Duration,
+}
+
+impl CpuClock {
+    fn start(node: &cluster::NodeProcess) -> CpuClock {
+        CpuClock {
+            wall: std::time::Instant::now(),
+            cpu: node.cpu_time().expect("the node is not running"),
+        }
+    }
+
+    /// The cores the node has used on average since the start.
+    fn cores(&self, node: &cluster::NodeProcess) -> f64 {
+        let cpu = node.cpu_time().expect("the node is not running") - self.cpu;
+        cpu.as_secs_f64() / self.wall.elapsed().as_secs_f64()
+    }
+}
+
+/// The cores a node uses over the next 3 s while nobody asks it anything
+/// new (attackers may still hold their connections). A node that spins on
+/// what an attack left behind (once: 15% of a core nonstop after some
+/// `SetBucket`s) shows here; an idle one uses a few thousandths, however
+/// busy the machine.
+async fn idle_cores(node: &cluster::NodeProcess) -> f64 {
+    let clock = CpuClock::start(node);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    clock.cores(node)
+}
+
+/// The most of a core an attacked node may use once the attack has
+/// stopped sending.
+const IDLE_CORES: f64 = 0.25;
+
 /// Times `n` gets of `bucket`/`key` through `client`, each of which must
 /// return `want`, 50 ms apart; returns the latencies and the highest RSS
 /// of node 1 seen between them (at least `rss`).
@@ -1040,7 +1076,7 @@ async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_servi
         let cluster = Cluster::start(1).await;
         let addr = cluster.node(1).client;
         let admin = client_of(addr).await;
-admin.set_bucket(b"big", one_copy()).await.unwrap();
+        admin.set_bucket(b"big", one_copy()).await.unwrap();
         admin.set_bucket(b"small", one_copy()).await.unwrap();
         let value = vec![0x5au8; ringkv::config::MAX_VALUE_BYTES];
         admin.put(b"big", b"v", &value, None).await.unwrap();
@@ -1049,6 +1085,7 @@ admin.set_bucket(b"big", one_copy()).await.unwrap();
         let small: (&[u8], &[u8], &[u8]) = (b"small", b"k", b"tiny");
         let (before, _) = timed_gets(&cluster, &well_behaved, small, 20, 0).await;
         let rss_before = cluster.node(1).rss_bytes().unwrap();
+        let cpu = CpuClock::start(cluster.node(1));
 
         // Two greedy connections, 128 gets each, nothing read.
         let mut greedy = Vec::new();
@@ -1077,22 +1114,24 @@ admin.set_bucket(b"big", one_copy()).await.unwrap();
         }
         let (during, rss_peak) = timed_gets(&cluster, &well_behaved, small, 40, rss_before).await;
         let (b, d) = (p50(before), p50(during));
+        let cores = cpu.cores(cluster.node(1));
+        let idle = idle_cores(cluster.node(1)).await;
         println!(
-            "attack: RSS {} MB before, {} MB peak during; well-behaved get p50 {:?} before, {:?} during",
+            "attack: RSS {} MB before, {} MB peak during; node CPU {cores:.2} cores during, \
+             {idle:.3} after; well-behaved get p50 {:?} before, {:?} during",
             rss_before >> 20,
             rss_peak >> 20,
             b,
             d
         );
-        // The budgets: 512 MiB of queued replies for the node, plus what
-        // the node holds anyway. Before them: 10.6 GB.
-        // 128 MiB of queued replies, and the read budget's 128 MiB held
-        // by reads in service, each briefly holding its value twice (read
-        // and decoded), and answers on their way to the port, with room
-        // for the allocator (about 630 MB seen here). Without the read
-        // budget: 64 reads in service, and 3.2 GB.
         assert!(
-            rss_peak < rss_before + (768 << 20),
+            idle < IDLE_CORES,
+            "the node used {idle:.2} cores after the attack"
+        );
+        // The budgets: 512 MiB of queued replies for the node and 128 MiB
+        // of reads, plus what the node holds anyway. Before them: 10.6 GB.
+        assert!(
+            rss_peak < rss_before + (1 << 30),
             "RSS grew from {} MB to {} MB",
             rss_before >> 20,
             rss_peak >> 20
@@ -1142,7 +1181,6 @@ async fn large_gets_in_flight_on_many_connections_are_held_to_the_node_budget() 
         let small: (&[u8], &[u8], &[u8]) = (b"small", b"k", b"tiny");
         let (before, _) = timed_gets(&cluster, &well_behaved, small, 20, 0).await;
         let rss_before = cluster.node(1).rss_bytes().unwrap();
-        let cpu_before = cluster.node(1).cpu_time().unwrap();
 
         const CONNECTIONS: u64 = 8;
         const WIDE: u64 = 60;
@@ -1161,7 +1199,7 @@ async fn large_gets_in_flight_on_many_connections_are_held_to_the_node_budget() 
             }
             greedy.push(stream);
         }
-        let attack_started = std::time::Instant::now();
+        let cpu = CpuClock::start(cluster.node(1));
         let mut sent = 0;
         for (c, stream) in greedy.iter_mut().enumerate() {
             let mut burst = Vec::new();
@@ -1176,11 +1214,11 @@ async fn large_gets_in_flight_on_many_connections_are_held_to_the_node_budget() 
             }
         }
         let (during, rss_peak) = timed_gets(&cluster, &well_behaved, small, 60, rss_before).await;
-        let cpu = cluster.node(1).cpu_time().unwrap() - cpu_before;
-        let cores = cpu.as_secs_f64() / attack_started.elapsed().as_secs_f64();
+        let cores = cpu.cores(cluster.node(1));
+        let idle = idle_cores(cluster.node(1)).await;
         println!(
             "large gets in flight: {sent} gets of 15 MiB on {CONNECTIONS} connections; RSS {} MB \
-             before, {} MB peak; node CPU {cores:.2} cores during; well-behaved get p50 {:?} \
+             before, {} MB peak; node CPU {cores:.2} cores during, {idle:.3} after; well-behaved get p50 {:?} \
              before, {:?} during",
             rss_before >> 20,
             rss_peak >> 20,
@@ -1191,13 +1229,14 @@ async fn large_gets_in_flight_on_many_connections_are_held_to_the_node_budget() 
         // by reads in service, each briefly holding its value twice (read
         // and decoded), and answers on their way to the port, with room
         // for the allocator (about 630 MB seen here). Without the read
-        // budget: 64 reads in service, and 3.2 GB.
+        // budget: 64 reads in service, and 3.0 GB.
         assert!(
             rss_peak < rss_before + (768 << 20),
             "RSS grew from {} MB to {} MB",
             rss_before >> 20,
             rss_peak >> 20
         );
+        assert!(idle < IDLE_CORES, "the node used {idle:.2} cores after the attack");
         drop(greedy);
     })
     .await
@@ -1257,6 +1296,7 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
         let rss_before = cluster.node(1).rss_bytes().unwrap();
 
         let attack_started = std::time::Instant::now();
+        let cpu = CpuClock::start(cluster.node(1));
         let mut held = Vec::new();
         let mut refused_at_once = 0;
         for i in 0..300 {
@@ -1275,6 +1315,7 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
             held.push(stream);
         }
         let (during, rss_peak) = timed_gets(cluster, app, kv, 40, rss_before).await;
+        let cores = cpu.cores(cluster.node(1));
         // Every attacking connection is closed by the node: at once (over
         // the address's share, or a frame too large before
         // authentication) or at the 10 s authentication timeout.
@@ -1294,8 +1335,10 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
             }
         }
         let all_closed_after = attack_started.elapsed();
+        let idle = idle_cores(cluster.node(1)).await;
         println!(
-            "strangers: RSS {} MB before, {} MB peak; app get p50 {:?} before, {:?} during; \
+            "strangers: RSS {} MB before, {} MB peak; node CPU {cores:.2} cores during, \
+             {idle:.3} after; app get p50 {:?} before, {:?} during; \
              {closed} of {} connections closed by the node within {all_closed_after:?} \
              ({refused_at_once} failed to connect)",
             rss_before >> 20,
@@ -1303,6 +1346,10 @@ async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_an
             p50(before),
             p50(during),
             held.len(),
+        );
+        assert!(
+            idle < IDLE_CORES,
+            "the node used {idle:.2} cores after the attack"
         );
         assert_eq!(
             closed,
@@ -1436,6 +1483,7 @@ async fn users_holding_half_frames_are_held_to_the_request_budget() {
 
         let hello = hello_frame("app", "app password");
         let half = vec![0xa1u8; 8 << 20];
+        let cpu = CpuClock::start(cluster.node(1));
         let mut held = Vec::new();
         let mut refused = 0;
         for _ in 0..48 {
@@ -1463,14 +1511,21 @@ async fn users_holding_half_frames_are_held_to_the_request_budget() {
             held.push(stream);
         }
         let (during, rss_peak) = timed_gets(cluster, app, kv, 40, rss_before).await;
+        let cores = cpu.cores(cluster.node(1));
+        let idle = idle_cores(cluster.node(1)).await;
         println!(
-            "half frames from users: RSS {} MB before, {} MB peak; app get p50 {:?} before, \
+            "half frames from users: RSS {} MB before, {} MB peak; node CPU {cores:.2} cores \
+             during, {idle:.3} after; app get p50 {:?} before, \
              {:?} during; {refused} of {} large frames refused",
             rss_before >> 20,
             rss_peak >> 20,
             p50(before),
             p50(during),
             held.len()
+        );
+        assert!(
+            idle < IDLE_CORES,
+            "the node used {idle:.2} cores after the attack"
         );
         // 256 MiB holds 16 frames of 16 MiB; the other 32 are refused.
         assert_eq!(refused, held.len() - 16, "frames refused");
