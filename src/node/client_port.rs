@@ -32,12 +32,14 @@
 //! or a current-thread one such as an actix `System`'s. It spawns with
 //! `tokio::spawn`, so it must be started from inside a runtime.
 //!
-//! # What it does not do
+//! # Limits
 //!
-//! No encryption (the client port is meant for a trusted network; see
-//! `docs/security.md`), no idle timeout (the connection limit bounds what
-//! idle connections can hold), and no meaning for any op beyond `Hello`'s
-//! version check and credentials.
+//! Every limit is a field of [`ClientPortConfig`], with its reason: idle,
+//! partial-frame and authentication timeouts; connections per port, per
+//! address and per user; budgets of bytes for large requests and for
+//! replies waiting to be written. TLS is optional ([`ClientPortTls`]).
+//! The port gives no op a meaning beyond `Hello`'s version check and
+//! credentials; what ops do is the handler's.
 //!
 //! # Authentication
 //!
