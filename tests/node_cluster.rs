@@ -1063,6 +1063,38 @@ async fn timed_gets(
     (times, rss)
 }
 
+/// One encoded `Get` request frame.
+fn get_frame(id: u64, bucket: &[u8], key: &[u8]) -> Vec<u8> {
+    let req = Request {
+        id,
+        op: Op::Get {
+            bucket: serde_bytes::ByteBuf::from(bucket.to_vec()),
+            key: serde_bytes::ByteBuf::from(key.to_vec()),
+            options: ReadOptions::default(),
+        },
+    };
+    frame(&ringkv::codec::encode(&req).unwrap())
+}
+
+/// The bucket, key and value a well-behaved client reads beside the
+/// attacks on large values.
+const SMALL: (&[u8], &[u8], &[u8]) = (b"small", b"k", b"tiny");
+
+/// A one-node cluster (started with `args`) holding a value of the
+/// largest size at `big`/`v` and [`SMALL`], each in a one-copy bucket, and
+/// a client for the well-behaved reads.
+async fn big_value_node(args: &[&str]) -> (Cluster, Client) {
+    let cluster = Cluster::start_with(1, args).await;
+    let admin = client_of(cluster.node(1).client).await;
+    admin.set_bucket(b"big", one_copy()).await.unwrap();
+    admin.set_bucket(SMALL.0, one_copy()).await.unwrap();
+    let value = vec![0x5au8; ringkv::config::MAX_VALUE_BYTES];
+    admin.put(b"big", b"v", &value, None).await.unwrap();
+    admin.put(SMALL.0, SMALL.1, SMALL.2, None).await.unwrap();
+    let well_behaved = client_of(cluster.node(1).client).await;
+    (cluster, well_behaved)
+}
+
 /// The attack of issue [11]: clients pipeline gets of a 15 MiB value and
 /// never read the replies. Before the reply budgets, 128 such gets on one
 /// connection took a node from 171 MB to 3.3 GB, two connections to 10.6
@@ -1073,17 +1105,9 @@ async fn timed_gets(
 async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_serving() {
     let _one = CLUSTER_LOCK.lock().await;
     cluster::bounded(TEST_LIMIT, async {
-        let cluster = Cluster::start(1).await;
+        let (cluster, well_behaved) = big_value_node(&[]).await;
         let addr = cluster.node(1).client;
-        let admin = client_of(addr).await;
-        admin.set_bucket(b"big", one_copy()).await.unwrap();
-        admin.set_bucket(b"small", one_copy()).await.unwrap();
-        let value = vec![0x5au8; ringkv::config::MAX_VALUE_BYTES];
-        admin.put(b"big", b"v", &value, None).await.unwrap();
-        admin.put(b"small", b"k", b"tiny", None).await.unwrap();
-        let well_behaved = client_of(addr).await;
-        let small: (&[u8], &[u8], &[u8]) = (b"small", b"k", b"tiny");
-        let (before, _) = timed_gets(&cluster, &well_behaved, small, 20, 0).await;
+        let (before, _) = timed_gets(&cluster, &well_behaved, SMALL, 20, 0).await;
         let rss_before = cluster.node(1).rss_bytes().unwrap();
         let cpu = CpuClock::start(cluster.node(1));
 
@@ -1092,17 +1116,7 @@ async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_servi
         for g in 0..2u64 {
             let mut stream = TcpStream::connect(addr).await.unwrap();
             for i in 0..128u64 {
-                let req = Request {
-                    id: g * 1000 + i,
-                    op: Op::Get {
-                        bucket: serde_bytes::ByteBuf::from(b"big".to_vec()),
-                        key: serde_bytes::ByteBuf::from(b"v".to_vec()),
-                        options: ReadOptions::default(),
-                    },
-                };
-                let body = ringkv::codec::encode(&req).unwrap();
-                let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-                frame.extend_from_slice(&body);
+                let frame = get_frame(g * 1000 + i, b"big", b"v");
                 if tokio::time::timeout(Duration::from_millis(500), stream.write_all(&frame))
                     .await
                     .is_err()
@@ -1112,7 +1126,7 @@ async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_servi
             }
             greedy.push(stream);
         }
-        let (during, rss_peak) = timed_gets(&cluster, &well_behaved, small, 40, rss_before).await;
+        let (during, rss_peak) = timed_gets(&cluster, &well_behaved, SMALL, 40, rss_before).await;
         let (b, d) = (p50(before), p50(during));
         let cores = cpu.cores(cluster.node(1));
         let idle = idle_cores(cluster.node(1)).await;
@@ -1141,19 +1155,6 @@ async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_servi
     .await
 }
 
-/// One encoded `Get` request frame.
-fn get_frame(id: u64, bucket: &[u8], key: &[u8]) -> Vec<u8> {
-    let req = Request {
-        id,
-        op: Op::Get {
-            bucket: serde_bytes::ByteBuf::from(bucket.to_vec()),
-            key: serde_bytes::ByteBuf::from(key.to_vec()),
-            options: ReadOptions::default(),
-        },
-    };
-    frame(&ringkv::codec::encode(&req).unwrap())
-}
-
 /// Gets in flight whose values are large, over many connections: each
 /// connection first earns a wide window with small gets (read one by one),
 /// then pipelines gets of a 15 MiB value and reads nothing more. The
@@ -1169,17 +1170,9 @@ async fn large_gets_in_flight_on_many_connections_are_held_to_the_node_budget() 
         let config = dir.path().join("node.toml");
         write_file(&config, "[client_port]\nreply_budget_total = 134217728\n");
         let config = config.display().to_string();
-        let cluster = Cluster::start_with(1, &["--config", &config]).await;
+        let (cluster, well_behaved) = big_value_node(&["--config", &config]).await;
         let addr = cluster.node(1).client;
-        let admin = client_of(addr).await;
-        admin.set_bucket(b"big", one_copy()).await.unwrap();
-        admin.set_bucket(b"small", one_copy()).await.unwrap();
-        let value = vec![0x5au8; ringkv::config::MAX_VALUE_BYTES];
-        admin.put(b"big", b"v", &value, None).await.unwrap();
-        admin.put(b"small", b"k", b"tiny", None).await.unwrap();
-        let well_behaved = client_of(addr).await;
-        let small: (&[u8], &[u8], &[u8]) = (b"small", b"k", b"tiny");
-        let (before, _) = timed_gets(&cluster, &well_behaved, small, 20, 0).await;
+        let (before, _) = timed_gets(&cluster, &well_behaved, SMALL, 20, 0).await;
         let rss_before = cluster.node(1).rss_bytes().unwrap();
 
         const CONNECTIONS: u64 = 8;
@@ -1213,7 +1206,7 @@ async fn large_gets_in_flight_on_many_connections_are_held_to_the_node_budget() 
                 sent += WIDE;
             }
         }
-        let (during, rss_peak) = timed_gets(&cluster, &well_behaved, small, 60, rss_before).await;
+        let (during, rss_peak) = timed_gets(&cluster, &well_behaved, SMALL, 60, rss_before).await;
         let cores = cpu.cores(cluster.node(1));
         let idle = idle_cores(cluster.node(1)).await;
         println!(

@@ -380,18 +380,25 @@ fn invalid_levels_policies_and_transports_are_rejected() {
     assert_eq!(value, 5);
 }
 
+/// An embedded cluster of `n` nodes on TCP, and its client addresses (a
+/// buffer): both live, for the caller to free.
+fn tcp_cluster(n: u32) -> (*mut ringkv_cluster, *mut ringkv_buf) {
+    let mut tcp = null_mut();
+    // SAFETY: `tcp` is a valid local.
+    let r = unsafe { ringkv_cluster_new(n, RINGKV_TRANSPORT_TCP, &mut tcp) };
+    assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+    let mut addrs = null_mut();
+    // SAFETY: `tcp` is live and `addrs` a valid local.
+    let r = unsafe { ringkv_cluster_client_addrs(tcp, &mut addrs) };
+    assert_eq!(r, ringkv_result::RINGKV_OK);
+    (tcp, addrs)
+}
+
 #[test]
 fn a_closed_client_gives_closed_and_bad_addresses_are_refused() {
     // SAFETY: every pointer is a valid local or a live handle.
     unsafe {
-        let mut tcp = null_mut();
-        let r = ringkv_cluster_new(3, RINGKV_TRANSPORT_TCP, &mut tcp);
-        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
-        let mut addrs = null_mut();
-        assert_eq!(
-            ringkv_cluster_client_addrs(tcp, &mut addrs),
-            ringkv_result::RINGKV_OK
-        );
+        let (tcp, addrs) = tcp_cluster(3);
         let text = CStr::from_ptr(ringkv_buf_data(addrs).cast())
             .to_str()
             .unwrap()
@@ -744,14 +751,7 @@ unsafe fn o_ref<'a>(o: *mut ringkv_client_options) -> &'a ringkv_ffi::store::Con
 fn connect_with_options_reaches_an_embedded_cluster_and_tls_to_a_plain_port_is_refused() {
     // SAFETY: every pointer is a valid local, a C string, or a live handle.
     unsafe {
-        let mut tcp = null_mut();
-        let r = ringkv_cluster_new(1, RINGKV_TRANSPORT_TCP, &mut tcp);
-        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
-        let mut addrs = null_mut();
-        assert_eq!(
-            ringkv_cluster_client_addrs(tcp, &mut addrs),
-            ringkv_result::RINGKV_OK
-        );
+        let (tcp, addrs) = tcp_cluster(1);
         let addr = ringkv_buf_data(addrs).cast::<c_char>();
 
         // NULL options and options with nothing set: plain TCP, served.

@@ -8,39 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ringkv.h"
-
-static int failures = 0;
-
-#define S(text) (const uint8_t *)(text), strlen(text)
-
-#define EXPECT(call, want)                                                       \
-  do {                                                                           \
-    ringkv_result got_ = (call);                                                 \
-    if (got_ != (want)) {                                                        \
-      failures++;                                                                \
-      fprintf(stderr, "FAILED line %d: %s gave %s, want %s\n", __LINE__, #call, \
-              ringkv_result_name(got_), ringkv_result_name(want));              \
-    }                                                                            \
-  } while (0)
-
-#define CHECK(cond)                                                  \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      failures++;                                                    \
-      fprintf(stderr, "FAILED line %d: %s\n", __LINE__, #cond);      \
-    }                                                                \
-  } while (0)
-
-/* This thread's last error, or "" when it does not fit. */
-static const char *last_error(void) {
-  static char message[512];
-  size_t len = 0;
-  if (ringkv_last_error(message, sizeof message, &len) != RINGKV_OK) {
-    return "";
-  }
-  return message;
-}
+#include "check.h"
 
 int main(void) {
   ringkv_buf *buf = NULL;

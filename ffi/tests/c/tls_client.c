@@ -13,40 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ringkv.h"
-
-static int failures = 0;
-
-#define S(text) (const uint8_t *)(text), strlen(text)
-
-#define EXPECT(call, want)                                                       \
-  do {                                                                           \
-    ringkv_result got_ = (call);                                                 \
-    if (got_ != (want)) {                                                        \
-      failures++;                                                                \
-      fprintf(stderr, "FAILED line %d: %s gave %s (%s), want %s\n", __LINE__,  \
-              #call, ringkv_result_name(got_), last_error(),                     \
-              ringkv_result_name(want));                                         \
-    }                                                                            \
-  } while (0)
-
-#define CHECK(cond)                                             \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      failures++;                                               \
-      fprintf(stderr, "FAILED line %d: %s\n", __LINE__, #cond); \
-    }                                                           \
-  } while (0)
-
-/* This thread's last error, or "" when it does not fit. */
-static const char *last_error(void) {
-  static char message[1024];
-  size_t len = 0;
-  if (ringkv_last_error(message, sizeof message, &len) != RINGKV_OK) {
-    return "";
-  }
-  return message;
-}
+#include "check.h"
 
 /* The whole file at `path`, NUL-terminated, in *out (free it); its length
  * without the NUL in *len. 0 on success. */
