@@ -8,11 +8,12 @@
 //! arrival order. Replies go back the way the request came: to the local
 //! Coordinator actor, or to the transport addressed to the asking node.
 //!
-//! Reads are also held to a node-wide byte budget (`read_budget_bytes`):
-//! a read not yet run counts as the largest object, a read that has run as
-//! the bytes of its values, until its answer has been handed on. So clients
-//! asking for many large values at once wait in the queue instead of
-//! making the node hold a value per read in service.
+//! Reads are also held to a node-wide byte budget (`read_budget_bytes`),
+//! kept by the sans-I/O [`ServiceQueue`]: a read not yet run counts as the
+//! largest object, a read that has run as the bytes of its values, until
+//! its answer has been handed on. So clients asking for many large values
+//! at once wait in the queue instead of making the node hold a value per
+//! read in service.
 //!
 //! The hot path is bounded: the transport and the coordinator hand
 //! requests over with `try_send` into a mailbox of [`MAILBOX`] messages;
@@ -23,7 +24,6 @@
 //! handoff, metadata (the bucket table), counts for status views, and the
 //! final flush at shutdown.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -33,8 +33,8 @@ use super::transport::{Incoming, Outgoing, TransportActor};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
-use crate::replication::limits::MAX_OBJECT_BYTES;
 use crate::replication::replica::{Hint, ReplicaStore};
+use crate::replication::service::ServiceQueue;
 use crate::replication::ReplicationMsg;
 use crate::replication::{ReplicaReply, ReplicaRequest};
 use crate::ring::RingFence;
@@ -150,14 +150,8 @@ pub struct ReplicaActor {
     store: Arc<ReplicaStore>,
     transport: Addr<TransportActor>,
     coordinator: Option<Recipient<ReplicaAnswer>>,
-    max_concurrent: usize,
-    serving: usize,
-    /// Bytes the reads in service and their answers not yet handed on may
-    /// hold (`read_budget_bytes`).
-    read_budget: usize,
-    /// Bytes counted against `read_budget` now.
-    read_held: usize,
-    queue: VecDeque<(ReplyTo, ReplicaRequest, Option<RingFence>)>,
+    /// The requests waiting and in service, and the read budget.
+    queue: ServiceQueue<(ReplyTo, ReplicaRequest, Option<RingFence>)>,
 }
 
 impl ReplicaActor {
@@ -176,11 +170,7 @@ impl ReplicaActor {
             store,
             transport,
             coordinator: None,
-            max_concurrent: max_concurrent.max(1),
-            serving: 0,
-            read_budget,
-            read_held: 0,
-            queue: VecDeque::new(),
+            queue: ServiceQueue::new(max_concurrent, read_budget),
         }
     }
 
@@ -191,30 +181,15 @@ impl ReplicaActor {
         fence: Option<RingFence>,
         ctx: &mut Context<Self>,
     ) {
-        self.queue.push_back((to, request, fence));
+        let is_read = matches!(request, ReplicaRequest::Read { .. });
+        self.queue.push((to, request, fence), is_read);
         self.pump(ctx);
     }
 
-    /// Starts queued requests while there is room: a free place in
-    /// service and, for a read, room in the read budget (or no read held
-    /// at all, so that one always runs). Requests start in arrival order.
+    /// Starts queued requests while the queue has room for them.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.serving < self.max_concurrent {
-            let Some((_, request, _)) = self.queue.front() else {
-                return;
-            };
-            let reserve = match request {
-                ReplicaRequest::Read { .. } => MAX_OBJECT_BYTES,
-                _ => 0,
-            };
-            if reserve > 0 && self.read_held > 0 && self.read_held + reserve > self.read_budget {
-                return;
-            }
-            let Some((to, request, fence)) = self.queue.pop_front() else {
-                return;
-            };
-            self.serving += 1;
-            self.read_held += reserve;
+        while let Some(started) = self.queue.next() {
+            let ((to, request, fence), reserved) = (started.item, started.reserved);
             let store = Arc::clone(&self.store);
             let from = match to {
                 ReplyTo::Local => self.node,
@@ -224,13 +199,13 @@ impl ReplicaActor {
                 store.handle_fenced(Some(from), request, fence)
             });
             ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
-                act.serving -= 1;
-                // The read now counts for what it holds, until handed on.
+                // A read now counts for what its answer holds, until that
+                // is handed on.
                 let held = match &done {
-                    Ok(reply) if reserve > 0 => read_bytes(reply),
+                    Ok(reply) if reserved > 0 => read_bytes(reply),
                     _ => 0,
                 };
-                act.read_held = act.read_held - reserve + held;
+                act.queue.finished(reserved, held);
                 match done {
                     Ok(reply) => act.reply(to, reply, held, ctx),
                     // The blocking task panicked: a broken invariant in the
@@ -249,7 +224,7 @@ impl ReplicaActor {
         match to {
             ReplyTo::Local => {
                 let Some(c) = &self.coordinator else {
-                    self.read_held -= held;
+                    self.queue.handed_on(held);
                     return;
                 };
                 if held == 0 {
@@ -272,7 +247,7 @@ impl ReplicaActor {
                     if let Err(e) = done {
                         debug!(error = %e, "local reply dropped");
                     }
-                    act.read_held -= held;
+                    act.queue.handed_on(held);
                     act.pump(ctx);
                 }));
             }
@@ -280,7 +255,7 @@ impl ReplicaActor {
                 let msg = WireMessage::Replication(ReplicationMsg::Replicated { reply });
                 self.transport
                     .do_send(Outgoing(Envelope::new(self.node, node, msg)));
-                self.read_held -= held;
+                self.queue.handed_on(held);
             }
         }
     }
@@ -400,7 +375,7 @@ impl Handler<GetStoreStats> for ReplicaActor {
     type Result = ResponseFuture<Result<StoreStats>>;
 
     fn handle(&mut self, m: GetStoreStats, _: &mut Context<Self>) -> Self::Result {
-        let busy = self.serving + self.queue.len();
+        let busy = self.queue.serving() + self.queue.waiting();
         self.blocking(move |s| {
             Ok(StoreStats {
                 objects: s.count_objects(m.count_cap)?,

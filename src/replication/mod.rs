@@ -65,6 +65,7 @@ pub mod merkle;
 pub mod messages;
 pub mod put;
 pub mod replica;
+pub mod service;
 pub mod transfer;
 
 use serde::{Deserialize, Serialize};
