@@ -55,6 +55,15 @@
 //!   blind write of a key as a sibling); with one node it has N=1, R=1, W=1,
 //!   the only quorum one node can give. Client `i` talks to node
 //!   `i mod N`, through `ringkv::client::Client` with that one address.
+//! - ringkv-N+tls: the same cluster with TLS on every node's client port
+//!   (`--client-tls-cert`, `--client-tls-key`; a certificate naming
+//!   127.0.0.1 made once per run by `ringkv-node certs --client-port`, with
+//!   its own CA), and clients with `ClientConfig::tls` trusting that CA.
+//!   Connections, handshakes included, are opened before any clock
+//!   starts. When `ringkv-N` is in the same run, a second table gives the
+//!   ratios TLS/plain per phase, with the load generator's CPU per
+//!   operation beside the servers' (it does the client side of TLS). redis
+//!   is always plain TCP.
 //!
 //! Every process the benchmark starts is stopped when it ends, however it
 //! ends: SIGTERM (then SIGKILL after a grace period) from a drop guard,
@@ -82,6 +91,7 @@ use hdrhistogram::Histogram;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv::client::{Client, ClientConfig};
+use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::BucketInfo;
 use ringkv::replication::Consistency;
 use ringkv::version::ConflictPolicy;
@@ -124,9 +134,12 @@ const HIST_MAX_US: u64 = 60_000_000;
 #[derive(Parser, Debug)]
 #[command(name = "cluster")]
 struct Args {
-    /// Systems to measure, comma-separated, in this order: `redis`, and
-    /// `ringkv-N` for a cluster of N nodes (1 to 9). The ratios are
-    /// against `redis`, which must be among them for ratios to be shown.
+    /// Systems to measure, comma-separated, in this order: `redis`,
+    /// `ringkv-N` for a cluster of N nodes (1 to 9), and `ringkv-N+tls`
+    /// for the same with TLS on the nodes' client ports (redis is always
+    /// plain TCP). The ratios are against `redis`, which must be among
+    /// them for ratios to be shown; `ringkv-N+tls` is also compared with
+    /// `ringkv-N` when both are measured.
     #[arg(long, value_delimiter = ',', default_values_t = ["redis", "ringkv-1", "ringkv-3", "ringkv-5"].map(String::from))]
     systems: Vec<String>,
     /// Read percentages of the mixes, comma-separated: 50 is 50/50
@@ -257,28 +270,61 @@ struct Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SystemSpec {
     Redis,
-    Ringkv { nodes: usize },
+    /// A cluster of `nodes`; with `tls`, every node's client port speaks
+    /// TLS and the load generator's clients connect with it.
+    Ringkv {
+        nodes: usize,
+        tls: bool,
+    },
 }
+
+/// The suffix of a system name whose client ports speak TLS.
+const TLS_SUFFIX: &str = "+tls";
 
 impl SystemSpec {
     fn parse(s: &str) -> Result<SystemSpec> {
         if s == "redis" {
             return Ok(SystemSpec::Redis);
         }
-        let nodes: usize = s
+        if s == format!("redis{TLS_SUFFIX}") {
+            return Err("redis is measured over plain TCP only: no redis+tls".into());
+        }
+        let (base, tls) = match s.strip_suffix(TLS_SUFFIX) {
+            Some(base) => (base, true),
+            None => (s, false),
+        };
+        let nodes: usize = base
             .strip_prefix("ringkv-")
             .and_then(|n| n.parse().ok())
             .filter(|n| (1..=9).contains(n))
             .ok_or_else(|| {
-                format!("unknown system {s:?}: expected redis or ringkv-N, N in 1..=9")
+                format!(
+                    "unknown system {s:?}: expected redis, ringkv-N or ringkv-N{TLS_SUFFIX}, \
+                     N in 1..=9"
+                )
             })?;
-        Ok(SystemSpec::Ringkv { nodes })
+        Ok(SystemSpec::Ringkv { nodes, tls })
     }
 
     fn name(&self) -> String {
         match self {
             SystemSpec::Redis => "redis".into(),
-            SystemSpec::Ringkv { nodes } => format!("ringkv-{nodes}"),
+            SystemSpec::Ringkv { nodes, tls: false } => format!("ringkv-{nodes}"),
+            SystemSpec::Ringkv { nodes, tls: true } => format!("ringkv-{nodes}{TLS_SUFFIX}"),
+        }
+    }
+
+    fn tls(&self) -> bool {
+        matches!(self, SystemSpec::Ringkv { tls: true, .. })
+    }
+
+    /// For a TLS system, the same system over plain TCP.
+    fn plain(&self) -> Option<SystemSpec> {
+        match *self {
+            SystemSpec::Ringkv { nodes, tls: true } => {
+                Some(SystemSpec::Ringkv { nodes, tls: false })
+            }
+            _ => None,
         }
     }
 }
@@ -298,6 +344,11 @@ fn plan(args: &Args) -> Result<Plan> {
         .collect::<Result<Vec<_>>>()?;
     if systems.is_empty() || args.mixes.is_empty() {
         return Err("nothing to measure: --systems and --mixes must not be empty".into());
+    }
+    for (i, system) in systems.iter().enumerate() {
+        if systems[..i].contains(system) {
+            return Err(format!("--systems names {} twice", system.name()).into());
+        }
     }
     let ops = args.ops.or(args.quick.then_some(QUICK_OPS));
     let length = match ops {
@@ -414,6 +465,9 @@ struct PhaseResult {
     /// CPU time (user + system) of the system's server processes over the
     /// recorded span; `None` when there are none to watch.
     cpu_secs: Option<f64>,
+    /// CPU time (user + system) of the load generator (this process, every
+    /// thread) over the same span.
+    client_cpu_secs: f64,
 }
 
 impl PhaseResult {
@@ -423,6 +477,11 @@ impl PhaseResult {
             Some(cpu) if self.ops > 0 => Some(cpu * 1e6 / self.ops as f64),
             _ => None,
         }
+    }
+
+    /// Load generator CPU microseconds per recorded operation.
+    fn client_cpu_us_per_op(&self) -> Option<f64> {
+        (self.ops > 0).then(|| self.client_cpu_secs * 1e6 / self.ops as f64)
     }
 
     fn ops_per_sec(&self) -> f64 {
@@ -592,22 +651,22 @@ async fn run_phase<C: KvConn>(
         // Unused: the load and op-counted phases record every operation.
         _ => (false, start, start),
     };
-    // The servers' CPU time over the recorded span: sampled at its start
-    // and end by a task of its own when the phase is timed, else around
-    // the whole phase.
+    // The servers' CPU time over the recorded span, and the load
+    // generator's (this process's): sampled at its start and end by a task
+    // of its own when the phase is timed, else around the whole phase.
     let servers = servers.to_vec();
     let cpu_start = if timed {
         None
     } else {
-        Some(cpu_ticks(&servers)?)
+        Some(cpu_sample(&servers)?)
     };
     let sampler = timed.then(|| {
         let servers = servers.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(record_from.into()).await;
-            let before = cpu_ticks(&servers)?;
+            let before = cpu_sample(&servers)?;
             tokio::time::sleep_until(end.into()).await;
-            Ok::<_, BoxError>(cpu_ticks(&servers)?.saturating_sub(before))
+            cpu_since(&servers, before)
         })
     });
     let shared = Arc::new(PhaseShared {
@@ -637,6 +696,7 @@ async fn run_phase<C: KvConn>(
         broken: false,
         first_error: None,
         cpu_secs: None,
+        client_cpu_secs: 0.0,
     };
     for task in tasks {
         let (conn, run) = task.await??;
@@ -650,14 +710,15 @@ async fn run_phase<C: KvConn>(
             result.first_error = run.first_error;
         }
     }
-    let ticks = match (sampler, cpu_start) {
+    let (ticks, own_ticks) = match (sampler, cpu_start) {
         (Some(sampler), _) => sampler.await??,
-        (None, Some(before)) => cpu_ticks(&servers)?.saturating_sub(before),
-        (None, None) => 0,
+        (None, Some(before)) => cpu_since(&servers, before)?,
+        (None, None) => (0, 0),
     };
     if !servers.is_empty() {
         result.cpu_secs = Some(ticks as f64 / clock_ticks_per_sec());
     }
+    result.client_cpu_secs = own_ticks as f64 / clock_ticks_per_sec();
     result.secs = match (kind, plan.length) {
         (PhaseKind::Mix { .. }, Length::Timed { measure, .. }) => measure.as_secs_f64(),
         _ => start.elapsed().as_secs_f64(),
@@ -827,6 +888,21 @@ fn status_field_kib(status: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+/// CPU clock ticks of the processes `servers` and of this process, now.
+fn cpu_sample(servers: &[u32]) -> Result<(u64, u64)> {
+    Ok((cpu_ticks(servers)?, cpu_ticks(&[std::process::id()])?))
+}
+
+/// CPU clock ticks of the processes `servers` and of this process since
+/// `before` (a [`cpu_sample`]).
+fn cpu_since(servers: &[u32], before: (u64, u64)) -> Result<(u64, u64)> {
+    let (servers_now, own_now) = cpu_sample(servers)?;
+    Ok((
+        servers_now.saturating_sub(before.0),
+        own_now.saturating_sub(before.1),
+    ))
 }
 
 /// User plus system CPU time of the processes `pids`, in clock ticks.
@@ -1077,6 +1153,7 @@ impl Redis {
 
 /// What one system measured.
 struct SystemReport {
+    spec: SystemSpec,
     name: String,
     phases: Vec<(String, PhaseResult)>,
     /// (process name, peak RSS in bytes).
@@ -1106,7 +1183,7 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         for (phase, p) in &r.phases {
             let _ = writeln!(
                 out,
-                "RESULT\t{}\t{phase}\t{}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{:.3}",
+                "RESULT\t{}\t{phase}\t{}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.3}",
                 r.name,
                 p.ops,
                 p.secs,
@@ -1117,6 +1194,7 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
                 p.errors,
                 p.misses,
                 p.cpu_secs.unwrap_or(f64::NAN),
+                p.client_cpu_secs,
             );
         }
         for (process, bytes) in &r.rss {
@@ -1134,9 +1212,17 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
     };
     let _ = writeln!(
         out,
-        "\n{} clients, {} keys of {KEY_BYTES} B, values of {VALUE_BYTES} B, {length}; latency in ms\n",
+        "\n{} clients, {} keys of {KEY_BYTES} B, values of {VALUE_BYTES} B, {length}; latency in ms",
         plan.clients, plan.keys
     );
+    if reports.iter().any(|r| r.spec.tls()) {
+        let _ = writeln!(
+            out,
+            "ringkv-N{TLS_SUFFIX}: TLS 1.3 on the nodes' client ports (certificate for 127.0.0.1, \
+             no resumption); ringkv-N and redis: plain TCP (redis is never TLS here)"
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "| system | phase | ops/s | p50 | p99 | p99.9 | ops/s / redis | p99 / redis | server CPU us/op | CPU/op / redis | errors | misses |");
     let _ = writeln!(
         out,
@@ -1148,13 +1234,6 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
                 .filter(|x| x.name != r.name)
                 .and_then(|x| x.phases.iter().find(|(n, _)| n == phase))
                 .map(|(_, q)| q);
-            let ratio = |a: f64, b: f64| {
-                if b > 0.0 && a.is_finite() {
-                    format!("{:.2}", a / b)
-                } else {
-                    "-".into()
-                }
-            };
             let (tput_ratio, p99_ratio, cpu_ratio) = match peer {
                 Some(q) => (
                     ratio(p.ops_per_sec(), q.ops_per_sec()),
@@ -1180,6 +1259,7 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
             );
         }
     }
+    tls_table(&mut out, reports);
     let _ = writeln!(out, "\n| system | process | peak RSS (MiB) |");
     let _ = writeln!(out, "|---|---|---:|");
     for r in reports {
@@ -1193,6 +1273,78 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         }
     }
     out
+}
+
+/// `a / b` with two decimals, or `-` when it has no meaning.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// The cost of TLS on the client port: every `ringkv-N+tls` against the
+/// `ringkv-N` of the same run, phase by phase (nothing when no pair was
+/// measured). Client CPU is the load generator's, which does the client
+/// side of every handshake and record.
+fn tls_table(out: &mut String, reports: &[SystemReport]) {
+    let pairs: Vec<(&SystemReport, &SystemReport)> = reports
+        .iter()
+        .filter_map(|tls| {
+            let plain = tls.spec.plain()?;
+            reports
+                .iter()
+                .find(|r| r.spec == plain)
+                .map(|plain| (plain, tls))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nClient-port TLS against plain TCP, same run (latency in ms, CPU in us per operation)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| system | phase | plain ops/s | TLS ops/s | ops/s TLS/plain | plain p50 | TLS p50 | plain p99 | TLS p99 | p99 TLS/plain | server CPU plain | server CPU TLS | server CPU TLS/plain | client CPU plain | client CPU TLS | client CPU TLS/plain |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let us = |c: Option<f64>| c.map_or("-".into(), |c| format!("{c:.0}"));
+    let us_ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => ratio(a, b),
+        _ => "-".into(),
+    };
+    for (plain, tls) in pairs {
+        for (phase, t) in &tls.phases {
+            let Some((_, p)) = plain.phases.iter().find(|(n, _)| n == phase) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {phase} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                tls.name,
+                thousands(p.ops_per_sec() as u64),
+                thousands(t.ops_per_sec() as u64),
+                ratio(t.ops_per_sec(), p.ops_per_sec()),
+                ms(p.latency_us(0.5)),
+                ms(t.latency_us(0.5)),
+                ms(p.latency_us(0.99)),
+                ms(t.latency_us(0.99)),
+                ratio(t.latency_us(0.99) as f64, p.latency_us(0.99) as f64),
+                us(p.cpu_us_per_op()),
+                us(t.cpu_us_per_op()),
+                us_ratio(t.cpu_us_per_op(), p.cpu_us_per_op()),
+                us(p.client_cpu_us_per_op()),
+                us(t.client_cpu_us_per_op()),
+                us_ratio(t.client_cpu_us_per_op(), p.client_cpu_us_per_op()),
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1214,14 +1366,24 @@ async fn run(args: &Args) -> Result<bool> {
         let _ = root.keep();
     }
     eprintln!("cluster bench: data and logs under {}", root_path.display());
+    // One client port certificate for every TLS cluster of the run.
+    let client_port = if plan.systems.iter().any(SystemSpec::tls) {
+        Some(ClientPortCerts::make(
+            &node_bin(args)?,
+            &root_path.join("client-tls"),
+        )?)
+    } else {
+        None
+    };
     let mut reports = Vec::new();
     for system in &plan.systems {
         let name = system.name();
         println!("{name}:");
-        let report = match system {
+        let report = match *system {
             SystemSpec::Redis => bench_redis(args, &plan, &root_path.join("redis")).await?,
-            SystemSpec::Ringkv { nodes } => {
-                bench_ringkv(args, &plan, *nodes, &root_path.join(&name)).await?
+            SystemSpec::Ringkv { nodes, tls } => {
+                let tls = if tls { client_port.as_ref() } else { None };
+                bench_ringkv(args, &plan, *system, nodes, tls, &root_path.join(&name)).await?
             }
         };
         reports.push(report);
@@ -1248,6 +1410,7 @@ async fn bench_redis(args: &Args, plan: &Plan, dir: &Path) -> Result<SystemRepor
         );
     }
     Ok(SystemReport {
+        spec: SystemSpec::Redis,
         name: "redis".into(),
         phases,
         rss,
@@ -1279,13 +1442,48 @@ impl KvConn for Client {
 
 /// The client configuration of the benchmark: one attempt per request, so
 /// that every failure is counted rather than hidden by a retry (the redis
-/// client does not retry either), and the benchmark's own timeout.
-fn client_config() -> ClientConfig {
+/// client does not retry either), and the benchmark's own timeout; TLS to
+/// the client port when the nodes serve it.
+fn client_config(tls: Option<&ClientPortCerts>) -> ClientConfig {
     ClientConfig {
         client_name: "ringkv-cluster-bench".into(),
         request_timeout: OP_TIMEOUT,
         max_attempts: 1,
+        tls: tls.map(|t| t.client.clone()),
         ..ClientConfig::default()
+    }
+}
+
+/// The client port certificate of a run's TLS clusters, made once per run
+/// by `ringkv-node certs --client-port 127.0.0.1` (its own CA, in the
+/// run's temp dir), and the client side that trusts that CA.
+struct ClientPortCerts {
+    cert: PathBuf,
+    key: PathBuf,
+    client: ClientTls,
+}
+
+impl ClientPortCerts {
+    fn make(bin: &Path, dir: &Path) -> Result<ClientPortCerts> {
+        let made = Command::new(bin)
+            .arg("certs")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--cluster", "ringkv-bench", "--client-port", "127.0.0.1"])
+            .output()?;
+        if !made.status.success() {
+            return Err(format!(
+                "ringkv-node certs --client-port failed: {}",
+                String::from_utf8_lossy(&made.stderr).trim()
+            )
+            .into());
+        }
+        let ca_pem = std::fs::read_to_string(dir.join("ca.pem"))?;
+        Ok(ClientPortCerts {
+            cert: dir.join("client-port.pem"),
+            key: dir.join("client-port.key"),
+            client: ClientTls::new(&ca_pem)?,
+        })
     }
 }
 
@@ -1357,7 +1555,14 @@ fn node_bin(args: &Args) -> Result<PathBuf> {
 
 /// Starts node `id`, joining through `seed` when given, and waits for its
 /// ready line.
-fn start_node(args: &Args, bin: &Path, root: &Path, id: u64, seed: Option<&Node>) -> Result<Node> {
+fn start_node(
+    args: &Args,
+    bin: &Path,
+    root: &Path,
+    id: u64,
+    tls: Option<&ClientPortCerts>,
+    seed: Option<&Node>,
+) -> Result<Node> {
     let dir = root.join(format!("node{id}"));
     std::fs::create_dir_all(&dir)?;
     let mut cmd = Command::new(bin);
@@ -1390,6 +1595,12 @@ fn start_node(args: &Args, bin: &Path, root: &Path, id: u64, seed: Option<&Node>
         // Authentication costs one password check per connection, and the
         // benchmark's connections are opened before any clock starts.
         .arg("--no-client-auth");
+    if let Some(tls) = tls {
+        cmd.arg("--client-tls-cert")
+            .arg(&tls.cert)
+            .arg("--client-tls-key")
+            .arg(&tls.key);
+    }
     if let Some(ms) = args.gossip_interval_ms {
         cmd.arg("--gossip-interval-ms").arg(ms.to_string());
     }
@@ -1498,7 +1709,12 @@ fn bench_bucket(nodes: usize) -> BucketInfo {
 
 /// Starts `count` nodes, waits until every one sees all of them alive and
 /// on the ring, and sets the benchmark bucket everywhere.
-async fn start_cluster(args: &Args, count: usize, root: &Path) -> Result<Vec<Node>> {
+async fn start_cluster(
+    args: &Args,
+    count: usize,
+    tls: Option<&ClientPortCerts>,
+    root: &Path,
+) -> Result<Vec<Node>> {
     let bin = node_bin(args)?;
     std::fs::create_dir_all(root)?;
     let mut secret = [0u8; 32];
@@ -1521,12 +1737,16 @@ async fn start_cluster(args: &Args, count: usize, root: &Path) -> Result<Vec<Nod
     }
     let mut nodes: Vec<Node> = Vec::new();
     for id in 1..=count as u64 {
-        let node = start_node(args, &bin, root, id, nodes.first())?;
+        let node = start_node(args, &bin, root, id, tls, nodes.first())?;
         nodes.push(node);
     }
     let mut admins = Vec::new();
     for node in &nodes {
-        admins.push(Client::connect(&[node.client.as_str()], ClientConfig::default()).await?);
+        let config = ClientConfig {
+            tls: tls.map(|t| t.client.clone()),
+            ..ClientConfig::default()
+        };
+        admins.push(Client::connect(&[node.client.as_str()], config).await?);
     }
     let started = Instant::now();
     for (node, admin) in nodes.iter().zip(&admins) {
@@ -1591,22 +1811,33 @@ async fn start_cluster(args: &Args, count: usize, root: &Path) -> Result<Vec<Nod
         }
     }
     eprintln!(
-        "cluster bench: {count} node(s) up and agreed in {:.1} s (bucket n={} r={:?} w={:?})",
+        "cluster bench: {count} node(s) up and agreed in {:.1} s (bucket n={} r={:?} w={:?}; \
+         client ports {})",
         started.elapsed().as_secs_f64(),
         bucket.n,
         bucket.r,
-        bucket.w
+        bucket.w,
+        if tls.is_some() { "TLS" } else { "plain TCP" }
     );
     Ok(nodes)
 }
 
-async fn bench_ringkv(args: &Args, plan: &Plan, count: usize, root: &Path) -> Result<SystemReport> {
-    let name = format!("ringkv-{count}");
-    let mut nodes = start_cluster(args, count, root).await?;
+async fn bench_ringkv(
+    args: &Args,
+    plan: &Plan,
+    spec: SystemSpec,
+    count: usize,
+    tls: Option<&ClientPortCerts>,
+    root: &Path,
+) -> Result<SystemReport> {
+    let name = spec.name();
+    let mut nodes = start_cluster(args, count, tls, root).await?;
     let mut conns = Vec::new();
     for i in 0..plan.clients as usize {
         let node = &nodes[i % nodes.len()];
-        conns.push(Client::connect(&[node.client.as_str()], client_config()).await?);
+        // `connect` opens the connection (and runs the TLS handshake)
+        // before any clock starts.
+        conns.push(Client::connect(&[node.client.as_str()], client_config(tls)).await?);
     }
     let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
     let phases = measure(&name, conns, plan, &pids).await?;
@@ -1624,7 +1855,12 @@ async fn bench_ringkv(args: &Args, plan: &Plan, count: usize, root: &Path) -> Re
             );
         }
     }
-    Ok(SystemReport { name, phases, rss })
+    Ok(SystemReport {
+        spec,
+        name,
+        phases,
+        rss,
+    })
 }
 
 #[cfg(test)]
@@ -1664,7 +1900,10 @@ mod tests {
         assert_eq!(SystemSpec::parse("redis").unwrap(), SystemSpec::Redis);
         assert_eq!(
             SystemSpec::parse("ringkv-5").unwrap(),
-            SystemSpec::Ringkv { nodes: 5 }
+            SystemSpec::Ringkv {
+                nodes: 5,
+                tls: false
+            }
         );
         assert!(SystemSpec::parse("ringkv-0").is_err());
         assert!(SystemSpec::parse("etcd").is_err());
@@ -1685,6 +1924,99 @@ mod tests {
             "2"
         ]))
         .is_err());
+    }
+
+    #[test]
+    fn tls_systems_parse_and_pair_with_their_plain_twin() {
+        let tls = SystemSpec::parse("ringkv-3+tls").unwrap();
+        assert_eq!(
+            tls,
+            SystemSpec::Ringkv {
+                nodes: 3,
+                tls: true
+            }
+        );
+        assert_eq!((tls.name(), tls.tls()), ("ringkv-3+tls".to_string(), true));
+        assert_eq!(tls.plain(), Some(SystemSpec::parse("ringkv-3").unwrap()));
+        assert_eq!(SystemSpec::parse("ringkv-3").unwrap().plain(), None);
+        assert_eq!(SystemSpec::Redis.plain(), None);
+        for bad in [
+            "redis+tls",
+            "ringkv-0+tls",
+            "ringkv-3+TLS",
+            "ringkv+tls",
+            "ringkv-3+tls+tls",
+        ] {
+            assert!(SystemSpec::parse(bad).is_err(), "{bad}");
+        }
+        let both = plan(&Args::parse_from([
+            "cluster",
+            "--systems",
+            "ringkv-1,ringkv-1+tls,ringkv-3,ringkv-3+tls",
+        ]))
+        .unwrap();
+        let names: Vec<String> = both.systems.iter().map(SystemSpec::name).collect();
+        assert_eq!(
+            names,
+            ["ringkv-1", "ringkv-1+tls", "ringkv-3", "ringkv-3+tls"]
+        );
+        assert!(plan(&Args::parse_from([
+            "cluster",
+            "--systems",
+            "ringkv-1+tls,ringkv-1+tls"
+        ]))
+        .is_err());
+        // The default run has no TLS system.
+        let full = plan(&Args::parse_from(["cluster"])).unwrap();
+        assert!(!full.systems.iter().any(SystemSpec::tls));
+    }
+
+    fn phase(ops: u64, lat_us: u64, cpu: f64, client_cpu: f64) -> PhaseResult {
+        let mut hist = new_histogram().unwrap();
+        for _ in 0..ops {
+            hist.record(lat_us).unwrap();
+        }
+        PhaseResult {
+            ops,
+            secs: 1.0,
+            hist,
+            errors: 0,
+            misses: 0,
+            broken: false,
+            first_error: None,
+            cpu_secs: Some(cpu),
+            client_cpu_secs: client_cpu,
+        }
+    }
+
+    #[test]
+    fn the_tls_table_compares_each_tls_system_with_its_plain_twin() {
+        let system = |s: &str, ops: u64, lat: u64, cpu: f64| SystemReport {
+            spec: SystemSpec::parse(s).unwrap(),
+            name: s.into(),
+            phases: vec![("50/50".into(), phase(ops, lat, cpu, cpu / 2.0))],
+            rss: vec![],
+        };
+        let plan = small_plan(Length::Ops(10), vec![50]);
+        let reports = [
+            system("ringkv-1", 1_000, 2_000, 0.04),
+            system("ringkv-1+tls", 800, 2_400, 0.048),
+            // No plain twin in the run: not in the TLS table.
+            system("ringkv-5+tls", 500, 4_000, 0.05),
+        ];
+        let out = report(&plan, &reports);
+        assert!(out.contains("redis is never TLS"), "{out}");
+        assert!(
+            out.contains("| ringkv-1+tls | 50/50 | 1,000 | 800 | 0.80 | 2.00 | 2.40 | 2.00 | 2.40 | 1.20 | 40 | 60 | 1.50 | 20 | 30 | 1.50 |"),
+            "{out}"
+        );
+        // Each TLS system is in the main table; only the paired one is in
+        // the TLS table too.
+        assert_eq!(out.matches("| ringkv-1+tls | 50/50 |").count(), 2, "{out}");
+        assert_eq!(out.matches("| ringkv-5+tls | 50/50 |").count(), 1, "{out}");
+        // Without a TLS system, neither the note nor the table.
+        let out = report(&plan, &reports[..1]);
+        assert!(!out.contains("TLS"), "{out}");
     }
 
     #[test]
