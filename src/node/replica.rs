@@ -188,7 +188,7 @@ impl ReplicaActor {
 
     /// Starts queued requests while the queue has room for them.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while let Some(started) = self.queue.next() {
+        while let Some(started) = self.queue.start() {
             let ((to, request, fence), reserved) = (started.item, started.reserved);
             let store = Arc::clone(&self.store);
             let from = match to {

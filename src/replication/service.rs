@@ -55,7 +55,7 @@ impl<T> ServiceQueue<T> {
     }
 
     /// The next request to start, if there is room for it now.
-    pub fn next(&mut self) -> Option<Started<T>> {
+    pub fn start(&mut self) -> Option<Started<T>> {
         if self.serving >= self.max_concurrent {
             return None;
         }
@@ -107,7 +107,7 @@ mod tests {
     const OBJ: usize = MAX_OBJECT_BYTES;
 
     fn drain<T>(q: &mut ServiceQueue<T>) -> Vec<Started<T>> {
-        std::iter::from_fn(|| q.next()).collect()
+        std::iter::from_fn(|| q.start()).collect()
     }
 
     #[test]
@@ -120,8 +120,8 @@ mod tests {
         assert_eq!(started, [0, 1]);
         assert_eq!((q.serving(), q.waiting()), (2, 3));
         q.finished(0, 0);
-        assert_eq!(q.next().map(|s| s.item), Some(2));
-        assert!(q.next().is_none());
+        assert_eq!(q.start().map(|s| s.item), Some(2));
+        assert!(q.start().is_none());
     }
 
     #[test]
@@ -139,18 +139,18 @@ mod tests {
         q.finished(OBJ, 100);
         assert_eq!(q.read_held(), OBJ + 100);
         // Room for one more of unknown size? Not quite: OBJ + 100 + OBJ.
-        assert!(q.next().is_none());
+        assert!(q.start().is_none());
         q.handed_on(100);
-        assert_eq!(q.next().map(|s| s.item), Some(2));
+        assert_eq!(q.start().map(|s| s.item), Some(2));
         // The second turns out large: it counts until handed on.
         q.finished(OBJ, OBJ - 5);
         assert_eq!(q.read_held(), 2 * OBJ - 5);
         assert!(
-            q.next().is_none(),
+            q.start().is_none(),
             "a large answer not yet handed on holds its bytes"
         );
         q.handed_on(OBJ - 5);
-        assert_eq!(q.next().map(|s| s.item), Some(3));
+        assert_eq!(q.start().map(|s| s.item), Some(3));
     }
 
     #[test]
@@ -158,13 +158,13 @@ mod tests {
         let mut q = ServiceQueue::new(64, 1024);
         q.push('a', true);
         q.push('b', true);
-        assert_eq!(q.next().map(|s| s.item), Some('a'));
-        assert!(q.next().is_none());
+        assert_eq!(q.start().map(|s| s.item), Some('a'));
+        assert!(q.start().is_none());
         q.finished(OBJ, 10);
-        assert!(q.next().is_none(), "the first answer still holds 10 bytes");
+        assert!(q.start().is_none(), "the first answer still holds 10 bytes");
         q.handed_on(10);
         assert_eq!(q.read_held(), 0);
-        assert_eq!(q.next().map(|s| s.item), Some('b'));
+        assert_eq!(q.start().map(|s| s.item), Some('b'));
     }
 
     #[test]
