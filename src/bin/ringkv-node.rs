@@ -9,7 +9,8 @@
 //! ready node=<id> peer=<HOST:PORT> client=<HOST:PORT>
 //! ```
 //!
-//! with the addresses actually bound. Logs go to stderr (`RUST_LOG`
+//! with the addresses actually bound, and ` redis=<HOST:PORT>` at the end
+//! when the RESP port is on (`--redis-listen`). Logs go to stderr (`RUST_LOG`
 //! honoured, `info` by default). SIGTERM or SIGINT stops it gracefully:
 //! the client port stops accepting and lets requests in flight finish,
 //! then the node shuts down (flushing its engine), and the process exits
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ringkv::node::cli::{self, Args, DirOwner, NodeSetup};
 use ringkv::node::client_port::{ClientAuth, ClientPort};
+use ringkv::node::resp::RespPort;
 use ringkv::node::{Node, TransportParts};
 use ringkv::protocol::Handler;
 use ringkv::TcpTransport;
@@ -163,6 +165,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         tcp,
         client_listen,
         client_port: port_config,
+        redis_listen,
         data_dir: _,
     } = setup;
     let id = node_config.id;
@@ -191,20 +194,35 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
     if port_config.tls.is_none() {
         tracing::info!("the client port speaks plain TCP (no --client-tls-cert)");
     }
-    let port = match ClientPort::start(&client_listen, handler, port_config).await {
+    let resp_config = port_config.clone();
+    let port = match ClientPort::start(&client_listen, handler.clone(), port_config).await {
         Ok(port) => port,
         Err(e) => {
             node.shutdown().await;
             return Err(Failure::Start(e.to_string()));
         }
     };
+    let resp = match &redis_listen {
+        None => None,
+        Some(addr) => match RespPort::start(addr, handler, resp_config).await {
+            Ok(resp) => Some(resp),
+            Err(e) => {
+                port.shutdown().await;
+                node.shutdown().await;
+                return Err(Failure::Start(e.to_string()));
+            }
+        },
+    };
 
-    let ready = format!(
+    let mut ready = format!(
         "ready node={} peer={} client={}",
         id.0,
         node.addr(),
         port.local_addr()
     );
+    if let Some(resp) = &resp {
+        ready.push_str(&format!(" redis={}", resp.local_addr()));
+    }
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = writeln!(stdout, "{ready}").and_then(|_| stdout.flush()) {
         // Whoever started us cannot learn the addresses: they will not use
@@ -227,6 +245,9 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         eprintln!("ringkv-node: {again} during shutdown: exiting at once");
         std::process::exit(i32::from(EXIT_FAILED));
     });
+    if let Some(resp) = &resp {
+        resp.shutdown().await;
+    }
     port.shutdown().await;
     tracing::info!(node = id.0, "client port closed; stopping the node");
     if let Err(e) = node.shutdown_checked().await {

@@ -115,6 +115,11 @@ pub struct Args {
     /// Client protocol address; port 0 picks a free port.
     #[arg(long, value_name = "HOST:PORT")]
     pub client_listen: Option<String>,
+    /// Also serve the Redis protocol (RESP2/RESP3, docs/resp.md) here;
+    /// off unless given. Without users (--no-client-auth) only a loopback
+    /// address is accepted.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub redis_listen: Option<String>,
     /// A node to join through (repeatable; none: found a new cluster).
     #[arg(long = "seed", value_name = "ID@HOST:PORT")]
     pub seeds: Vec<String>,
@@ -347,6 +352,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// As `--client-listen`.
     pub client_listen: Option<String>,
+    /// As `--redis-listen`.
+    pub redis_listen: Option<String>,
     /// As `--seed`, one string per seed. A `--seed` flag replaces the
     /// whole list.
     pub seeds: Option<Vec<String>>,
@@ -585,6 +592,9 @@ pub struct NodeSetup {
     pub client_listen: String,
     /// The client port: who may use it (`auth`), and its TLS.
     pub client_port: ClientPortConfig,
+    /// Where the RESP port listens (`None`: no RESP port). It shares
+    /// `client_port`'s users and limits (not its TLS).
+    pub redis_listen: Option<String>,
     /// The data directory, when there is one (always, except for a memory
     /// engine started without `--data-dir`).
     pub data_dir: Option<PathBuf>,
@@ -754,6 +764,17 @@ pub fn resolve(
         .or(file.client_listen)
         .unwrap_or_else(|| DEFAULT_CLIENT_LISTEN.into());
     check_address("client_listen", &client_listen)?;
+    let redis_listen = args.redis_listen.or(file.redis_listen);
+    if let Some(addr) = &redis_listen {
+        check_address("redis_listen", addr)?;
+        if client_port.auth == ClientAuth::Open && !crate::node::resp::is_loopback(addr) {
+            return Err(Error::InvalidInput(format!(
+                "redis_listen {addr:?} is not a loopback address, and the node has no users \
+                 (--no-client-auth): an open Redis port may only listen on loopback; give \
+                 --users-file to serve it on the network"
+            )));
+        }
+    }
     let seed_texts = if args.seeds.is_empty() {
         file.seeds.unwrap_or_default()
     } else {
@@ -878,6 +899,7 @@ pub fn resolve(
         tcp,
         client_listen,
         client_port,
+        redis_listen,
         data_dir,
     })
 }
@@ -1547,6 +1569,7 @@ mod tests {
             "id",
             "listen",
             "client_listen",
+            "redis_listen",
             "seeds",
             "data_dir",
             "engine",

@@ -32,7 +32,8 @@
 //!   [`node::Node::execute`] serves the client protocol's operations.
 //!
 //! Beside the actors: [`client_port`], the TCP listener of the client
-//! protocol in front of a node, and [`cli`], the `ringkv-node` command line
+//! protocol in front of a node, [`resp`], its Redis-protocol twin, and
+//! [`cli`], the `ringkv-node` command line
 //! and configuration file.
 //!
 //! Subscribers receive [`NodeEvent`]s: membership events (up, suspect,
@@ -56,6 +57,7 @@ pub mod handoff;
 #[allow(clippy::module_inception)]
 pub mod node;
 pub mod replica;
+pub mod resp;
 pub mod ring_manager;
 pub mod transport;
 

@@ -69,9 +69,12 @@ pub struct Ready {
     pub peer: SocketAddr,
     /// The client address.
     pub client: SocketAddr,
+    /// The RESP address, when the node serves one (`--redis-listen`).
+    pub redis: Option<SocketAddr>,
 }
 
-/// Parses `ready node=<id> peer=<HOST:PORT> client=<HOST:PORT>`.
+/// Parses `ready node=<id> peer=<HOST:PORT> client=<HOST:PORT>`, with
+/// ` redis=<HOST:PORT>` after it when the node serves RESP.
 pub fn parse_ready(line: &str) -> Option<Ready> {
     let mut words = line.trim_end().split(' ');
     if words.next()? != "ready" {
@@ -80,10 +83,19 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
     let node = words.next()?.strip_prefix("node=")?.parse().ok()?;
     let peer = words.next()?.strip_prefix("peer=")?.parse().ok()?;
     let client = words.next()?.strip_prefix("client=")?.parse().ok()?;
+    let redis = match words.next() {
+        None => None,
+        Some(word) => Some(word.strip_prefix("redis=")?.parse().ok()?),
+    };
     if words.next().is_some() {
         return None;
     }
-    Some(Ready { node, peer, client })
+    Some(Ready {
+        node,
+        peer,
+        client,
+        redis,
+    })
 }
 
 /// One node of a [`Cluster`].
@@ -96,6 +108,8 @@ pub struct NodeProcess {
     pub peer: SocketAddr,
     /// Its client address (the same across restarts).
     pub client: SocketAddr,
+    /// Its RESP address, when it serves one (may change on a restart).
+    pub redis: Option<SocketAddr>,
     /// Where its stderr goes (appended across restarts).
     pub stderr_path: PathBuf,
     child: Option<Child>,
@@ -213,6 +227,7 @@ impl Cluster {
                 dir,
                 peer: ready.peer,
                 client: ready.client,
+                redis: ready.redis,
                 stderr_path,
                 child: Some(child),
             });
@@ -235,6 +250,7 @@ impl Cluster {
             dir,
             peer: ready.peer,
             client: ready.client,
+            redis: ready.redis,
             stderr_path,
             child: Some(child),
         });
@@ -354,6 +370,7 @@ impl Cluster {
             "node {id} moved"
         );
         self.nodes[i].child = Some(child);
+        self.nodes[i].redis = ready.redis;
     }
 
     /// `--peer-ca`, `--peer-cert` and `--peer-key` for node `id`, writing

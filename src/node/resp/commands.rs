@@ -1,0 +1,1130 @@
+//! The commands of the RESP port: each turned into ringkv [`Op`]s run by
+//! the same [`Handler`] as the client port, with the connection's state
+//! (protocol version, bucket, consistency, user) in a [`Session`].
+//! `docs/resp.md` gives every command's meaning.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde_bytes::ByteBuf;
+use tokio::sync::Semaphore;
+
+use super::frame::Value;
+use crate::crdt::{CrdtKind, CrdtValue};
+use crate::error::Error;
+use crate::node::client_port::{error_reply_for, ClientAuth};
+use crate::protocol::{
+    Handler, Op, ReadOptions, Reply, Role, WriteOptions, CLIENT_PROTOCOL_VERSION,
+};
+use crate::replication::Consistency;
+use crate::version::ConflictPolicy;
+
+/// The `redis_version` INFO and HELLO report: the oldest version whose
+/// commands clients may assume (HELLO, RESP3).
+pub const REDIS_VERSION: &str = "7.0.0";
+
+/// Databases `SELECT` accepts (`0` to `DATABASES - 1`), each a bucket
+/// `db<n>`; `CONFIG GET databases` reports it.
+pub const DATABASES: u32 = 16;
+
+/// How long a bucket's policy, read with `GetBucket`, is used before it
+/// is read again. The node checks every op against the bucket's policy
+/// itself; the port only needs it to choose the op and the error kind.
+const POLICY_TTL: Duration = Duration::from_secs(1);
+
+/// Buckets whose policy one connection remembers.
+const POLICY_CACHE: usize = 64;
+
+/// What every connection of a port shares.
+pub struct Ctx {
+    /// What runs the ops.
+    pub handler: Arc<dyn Handler>,
+    /// Who may connect.
+    pub auth: ClientAuth,
+    /// Password checks at once.
+    pub auth_slots: Arc<Semaphore>,
+    /// Failed AUTHs before the connection is closed.
+    pub max_auth_failures: u32,
+    /// Bytes of values one reply may carry.
+    pub max_reply_bytes: usize,
+    /// The next `CLIENT ID`.
+    pub next_id: AtomicU64,
+}
+
+/// One connection's state.
+pub struct Session {
+    /// Whether `HELLO 3` switched it to RESP3.
+    pub resp3: bool,
+    /// The bucket its keys are in.
+    pub bucket: Vec<u8>,
+    /// The database `SELECT` chose (`None` after `RINGKV.BUCKET`).
+    pub db: Option<u32>,
+    /// `CLIENT SETNAME`'s name.
+    pub name: Option<Bytes>,
+    /// `CLIENT ID`.
+    pub id: u64,
+    /// Read quorum (`None`: the bucket's).
+    pub r: Option<Consistency>,
+    /// Write quorum (`None`: the bucket's).
+    pub w: Option<Consistency>,
+    /// What it may do; `None` until it authenticates.
+    pub role: Option<Role>,
+    /// The user it authenticated as.
+    pub user: Option<String>,
+    /// Wrong AUTHs so far.
+    pub auth_failures: u32,
+    /// The peer's address, for CLIENT INFO.
+    pub peer: String,
+    policies: HashMap<Vec<u8>, (ConflictPolicy, Instant)>,
+}
+
+impl Session {
+    /// A new connection's state.
+    pub fn new(ctx: &Ctx, peer: String) -> Session {
+        Session {
+            resp3: false,
+            bucket: b"db0".to_vec(),
+            db: Some(0),
+            name: None,
+            id: ctx.next_id.fetch_add(1, Ordering::Relaxed),
+            r: None,
+            w: None,
+            role: match ctx.auth {
+                ClientAuth::Open => Some(Role::Admin),
+                ClientAuth::Users(_) => None,
+            },
+            user: None,
+            auth_failures: 0,
+            peer,
+            policies: HashMap::new(),
+        }
+    }
+}
+
+/// What the connection does after a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// Reads the next command.
+    Continue,
+    /// Writes the reply and closes.
+    Close,
+}
+
+/// One command of the table: its name, redis's arity (n: exactly n
+/// arguments with the name; -n: at least n), flags, and key positions,
+/// as `COMMAND` reports them.
+struct Spec {
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    first: i64,
+    last: i64,
+    step: i64,
+}
+
+const fn spec(name: &'static str, arity: i64, flags: &'static [&'static str]) -> Spec {
+    Spec {
+        name,
+        arity,
+        flags,
+        first: 0,
+        last: 0,
+        step: 0,
+    }
+}
+
+const fn keyed(
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    last: i64,
+    step: i64,
+) -> Spec {
+    Spec {
+        name,
+        arity,
+        flags,
+        first: 1,
+        last,
+        step,
+    }
+}
+
+const R: &[&str] = &["readonly", "fast"];
+const W: &[&str] = &["write", "denyoom"];
+const C: &[&str] = &["fast", "loading", "stale"];
+
+/// The commands served.
+const COMMANDS: &[Spec] = &[
+    spec("ping", -1, C),
+    spec("echo", 2, C),
+    spec("hello", -1, C),
+    spec("auth", -2, C),
+    spec("quit", -1, C),
+    spec("select", 2, C),
+    spec("client", -2, C),
+    spec("command", -1, C),
+    spec("info", -1, C),
+    spec("config", -2, C),
+    spec("ringkv.bucket", -1, C),
+    spec("ringkv.consistency", -1, C),
+    keyed("get", 2, R, 1, 1),
+    keyed("set", -3, W, 1, 1),
+    keyed("del", -2, W, -1, 1),
+    keyed("exists", -2, R, -1, 1),
+    keyed("mget", -2, R, -1, 1),
+    keyed("mset", -3, W, -1, 2),
+    keyed("strlen", 2, R, 1, 1),
+    keyed("incr", 2, W, 1, 1),
+    keyed("decr", 2, W, 1, 1),
+    keyed("incrby", 3, W, 1, 1),
+    keyed("decrby", 3, W, 1, 1),
+    keyed("sadd", -3, W, 1, 1),
+    keyed("srem", -3, W, 1, 1),
+    keyed("smembers", 2, R, 1, 1),
+    keyed("sismember", 3, R, 1, 1),
+    keyed("scard", 2, R, 1, 1),
+];
+
+/// Commands redis has and ringkv does not serve, with the reason.
+fn unsupported(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl" | "persist" | "setex"
+        | "psetex" | "getex" | "expiretime" | "pexpiretime" => {
+            "ringkv has no TTLs: a key lives until it is deleted"
+        }
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+            "ringkv has no transactions: each key is its own quorum write, with no atomicity \
+             across keys"
+        }
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "script" | "function" | "fcall"
+        | "fcall_ro" => "ringkv runs no Lua or functions",
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "publish" | "ssubscribe"
+        | "sunsubscribe" | "spublish" | "pubsub" => "ringkv has no pub/sub",
+        "scan" | "keys" | "dbsize" | "randomkey" => {
+            "iterating keys needs a range-scan op that ringkv does not have yet"
+        }
+        "flushdb" | "flushall" | "swapdb" | "move" | "copy" | "rename" | "renamenx" => {
+            "ringkv has no whole-database or cross-key operations"
+        }
+        "setnx" | "msetnx" | "getset" | "getdel" | "append" | "setrange" | "incrbyfloat" => {
+            "it needs a conditional or read-modify-write step that a quorum cannot make atomic"
+        }
+        "wait" | "waitaof" => "durability is chosen per write with RINGKV.CONSISTENCY",
+        _ => return None,
+    })
+}
+
+/// An `ERR wrong number of arguments` reply.
+fn arity_error(name: &str) -> Value {
+    Value::err(format!("wrong number of arguments for '{name}' command"))
+}
+
+fn wrongtype() -> Value {
+    Value::Error(
+        "WRONGTYPE Operation against a key holding the wrong kind of value (the bucket's \
+         conflict policy does not fit this command)"
+            .into(),
+    )
+}
+
+fn not_integer() -> Value {
+    Value::err("value is not an integer or out of range")
+}
+
+fn syntax() -> Value {
+    Value::err("syntax error")
+}
+
+/// Parses an integer argument as redis does (no blanks, no `+`).
+pub fn parse_i64(arg: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(arg).ok()?;
+    if text.starts_with('+') || text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Parses a consistency level: `default`, `one`, `two`, `quorum`, `all`
+/// or a count from 1.
+pub fn parse_consistency(arg: &[u8]) -> Option<Option<Consistency>> {
+    let text = String::from_utf8_lossy(arg).to_ascii_lowercase();
+    Some(Some(match text.as_str() {
+        "default" => return Some(None),
+        "one" => Consistency::One,
+        "two" => Consistency::Two,
+        "quorum" => Consistency::Quorum,
+        "all" => Consistency::All,
+        n => match n.parse::<u32>() {
+            Ok(n) if (1..=16).contains(&n) => Consistency::Count(n),
+            _ => return None,
+        },
+    }))
+}
+
+fn consistency_name(c: Option<Consistency>) -> String {
+    match c {
+        None => "default".into(),
+        Some(Consistency::One) => "one".into(),
+        Some(Consistency::Two) => "two".into(),
+        Some(Consistency::Quorum) => "quorum".into(),
+        Some(Consistency::All) => "all".into(),
+        Some(Consistency::Count(n)) => n.to_string(),
+    }
+}
+
+/// A failed op as a RESP error: its code, its message, and for a write
+/// whether it may have been applied.
+fn error_value(is_write: bool, e: &Error) -> Value {
+    let reply = error_reply_for(is_write, e);
+    let outcome = match reply.indefinite {
+        Some(true) => " (the write may have been applied)",
+        Some(false) => " (nothing was written)",
+        None => "",
+    };
+    Value::err(format!("{:?}: {}{outcome}", reply.code, reply.message))
+}
+
+/// Runs one op, after the role check the client port makes: refused with
+/// `NOAUTH` or `NOPERM` before it reaches the handler.
+async fn exec(ctx: &Ctx, s: &Session, command: &str, op: Op) -> Result<Reply, Value> {
+    if let Some(needed) = op.required_role() {
+        match s.role {
+            None => return Err(noauth()),
+            Some(role) if role < needed => {
+                return Err(Value::Error(format!(
+                    "NOPERM User {} has no permissions to run the '{command}' command (role \
+                     {role}; it needs {needed})",
+                    s.user.as_deref().unwrap_or("default")
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let is_write = op.is_write();
+    ctx.handler
+        .execute(op)
+        .await
+        .map_err(|e| error_value(is_write, &e))
+}
+
+fn noauth() -> Value {
+    Value::Error("NOAUTH Authentication required.".into())
+}
+
+fn buf(b: &[u8]) -> ByteBuf {
+    ByteBuf::from(b.to_vec())
+}
+
+/// The policy of the session's bucket (cached for [`POLICY_TTL`]).
+async fn policy(ctx: &Ctx, s: &mut Session, command: &str) -> Result<ConflictPolicy, Value> {
+    if let Some((p, at)) = s.policies.get(&s.bucket) {
+        if at.elapsed() < POLICY_TTL {
+            return Ok(p.clone());
+        }
+    }
+    let op = Op::GetBucket {
+        bucket: buf(&s.bucket),
+    };
+    match exec(ctx, s, command, op).await? {
+        Reply::Bucket { props } => {
+            if s.policies.len() >= POLICY_CACHE {
+                s.policies.clear();
+            }
+            s.policies
+                .insert(s.bucket.clone(), (props.policy.clone(), Instant::now()));
+            Ok(props.policy)
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(reply: &Reply) -> Value {
+    Value::err(format!("unexpected reply from the node: {reply:?}"))
+}
+
+fn is_counter(p: &ConflictPolicy) -> bool {
+    matches!(
+        p,
+        ConflictPolicy::Crdt(CrdtKind::PnCounter | CrdtKind::GCounter)
+    )
+}
+
+fn is_set(p: &ConflictPolicy) -> bool {
+    matches!(
+        p,
+        ConflictPolicy::Crdt(CrdtKind::OrSet | CrdtKind::GSet | CrdtKind::TwoPSet)
+    )
+}
+
+/// What a quorum read of a key found.
+enum Found {
+    /// Nothing (never written, or deleted).
+    Nothing,
+    /// One value (for a counter bucket, its total as text).
+    Value(Bytes),
+    /// Concurrent writes, as many as this.
+    Siblings(usize),
+    /// A value of a kind GET cannot show (a set).
+    WrongType,
+}
+
+/// Reads a key: what it holds and the context to write it back with.
+async fn read(
+    ctx: &Ctx,
+    s: &Session,
+    command: &str,
+    policy: &ConflictPolicy,
+    key: &[u8],
+) -> Result<(Found, ByteBuf), Value> {
+    let op = Op::Get {
+        bucket: buf(&s.bucket),
+        key: buf(key),
+        options: ReadOptions {
+            r: s.r,
+            ..ReadOptions::default()
+        },
+    };
+    let Reply::Object {
+        value,
+        siblings,
+        context,
+        ..
+    } = exec(ctx, s, command, op).await?
+    else {
+        return Err(Value::err("unexpected reply from the node"));
+    };
+    let found = match (value, siblings.len()) {
+        (Some(v), _) => match policy {
+            ConflictPolicy::Crdt(kind) if is_counter(policy) => {
+                match kind.value(&v, crate::config::MAX_VALUE_BYTES) {
+                    Ok(CrdtValue::Counter(n)) => Found::Value(Bytes::from(n.to_string())),
+                    _ => Found::WrongType,
+                }
+            }
+            ConflictPolicy::Crdt(_) => Found::WrongType,
+            _ => Found::Value(Bytes::from(v.into_vec())),
+        },
+        (None, 0) => Found::Nothing,
+        (None, n) => Found::Siblings(n),
+    };
+    Ok((found, context))
+}
+
+fn siblings_error(key: &[u8], n: usize) -> Value {
+    Value::err(format!(
+        "key '{}' has {n} siblings (concurrent writes); SET it to replace them all, or read \
+         them with a ringkv client",
+        String::from_utf8_lossy(key)
+    ))
+}
+
+fn found_value(key: &[u8], found: Found) -> Result<Value, Value> {
+    match found {
+        Found::Nothing => Ok(Value::Null),
+        Found::Value(v) => Ok(Value::Bulk(v)),
+        Found::Siblings(n) => Err(siblings_error(key, n)),
+        Found::WrongType => Err(wrongtype()),
+    }
+}
+
+/// Writes `value` to `key`, replacing what a read just before found (a
+/// blind write under `Lww`, where no context is needed); returns what that
+/// read found when `want_old`.
+async fn write(
+    ctx: &Ctx,
+    s: &Session,
+    policy: &ConflictPolicy,
+    key: &[u8],
+    value: Bytes,
+    want_old: bool,
+) -> Result<Option<Found>, Value> {
+    let (old, context) = if *policy == ConflictPolicy::Lww && !want_old {
+        (None, None)
+    } else {
+        let (found, context) = read(ctx, s, "set", policy, key).await?;
+        (Some(found), (!context.is_empty()).then_some(context))
+    };
+    if want_old {
+        if let Some(Found::Siblings(n)) = old {
+            return Err(siblings_error(key, n));
+        }
+    }
+    let op = Op::Put {
+        bucket: buf(&s.bucket),
+        key: buf(key),
+        value: ByteBuf::from(value.to_vec()),
+        context,
+        options: WriteOptions {
+            w: s.w,
+            ..WriteOptions::default()
+        },
+    };
+    match exec(ctx, s, "set", op).await? {
+        Reply::Written { .. } => Ok(old),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Deletes `key` with the context of a read; whether it held something.
+async fn delete(
+    ctx: &Ctx,
+    s: &Session,
+    policy: &ConflictPolicy,
+    key: &[u8],
+) -> Result<bool, Value> {
+    let (found, context) = read(ctx, s, "del", policy, key).await?;
+    if matches!(found, Found::Nothing) {
+        return Ok(false);
+    }
+    let op = Op::Delete {
+        bucket: buf(&s.bucket),
+        key: buf(key),
+        context: Some(context),
+        options: WriteOptions {
+            w: s.w,
+            ..WriteOptions::default()
+        },
+    };
+    exec(ctx, s, "del", op).await?;
+    Ok(true)
+}
+
+async fn members(ctx: &Ctx, s: &Session, command: &str, key: &[u8]) -> Result<Vec<ByteBuf>, Value> {
+    let op = Op::SetMembers {
+        bucket: buf(&s.bucket),
+        key: buf(key),
+        options: ReadOptions {
+            r: s.r,
+            ..ReadOptions::default()
+        },
+    };
+    match exec(ctx, s, command, op).await? {
+        Reply::Set { members, .. } => Ok(members),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Runs one command.
+pub async fn run(ctx: &Ctx, s: &mut Session, args: &[Bytes]) -> (Value, After) {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let spec = COMMANDS.iter().find(|c| c.name == name);
+    let Some(spec) = spec else {
+        if let Some(why) = unsupported(&name) {
+            return (
+                Value::err(format!("unsupported command '{name}': {why}")),
+                After::Continue,
+            );
+        }
+        let shown: Vec<String> = args[1..]
+            .iter()
+            .take(8)
+            .map(|a| format!("'{}'", String::from_utf8_lossy(&a[..a.len().min(64)])))
+            .collect();
+        return (
+            Value::err(format!(
+                "unknown command '{}', with args beginning with: {}",
+                String::from_utf8_lossy(&args[0][..args[0].len().min(64)]),
+                shown.join(" ")
+            )),
+            After::Continue,
+        );
+    };
+    let n = args.len() as i64;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        return (arity_error(&name), After::Continue);
+    }
+    if s.role.is_none() && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+        return (noauth(), After::Continue);
+    }
+    match run_known(ctx, s, &name, args).await {
+        Ok(v) => v,
+        Err(e) => (e, After::Continue),
+    }
+}
+
+async fn run_known(
+    ctx: &Ctx,
+    s: &mut Session,
+    name: &str,
+    args: &[Bytes],
+) -> Result<(Value, After), Value> {
+    let done = |v: Value| Ok((v, After::Continue));
+    match name {
+        "ping" => match args.len() {
+            1 => done(Value::Simple("PONG".into())),
+            2 => done(Value::Bulk(args[1].clone())),
+            _ => Err(arity_error(name)),
+        },
+        "echo" => done(Value::Bulk(args[1].clone())),
+        "quit" => Ok((Value::ok(), After::Close)),
+        "select" => {
+            let db = parse_i64(&args[1]).ok_or_else(not_integer)?;
+            if !(0..DATABASES as i64).contains(&db) {
+                return Err(Value::err("DB index is out of range"));
+            }
+            s.db = Some(db as u32);
+            s.bucket = format!("db{db}").into_bytes();
+            done(Value::ok())
+        }
+        "ringkv.bucket" => match args.len() {
+            1 => done(Value::Bulk(Bytes::from(s.bucket.clone()))),
+            2 => {
+                let b = &args[1];
+                if b.is_empty() || b.len() > crate::config::MAX_BUCKET_BYTES {
+                    return Err(Value::err(format!(
+                        "a bucket name has 1 to {} bytes",
+                        crate::config::MAX_BUCKET_BYTES
+                    )));
+                }
+                s.bucket = b.to_vec();
+                s.db = None;
+                done(Value::ok())
+            }
+            _ => Err(arity_error(name)),
+        },
+        "ringkv.consistency" => match args.len() {
+            1 => done(Value::Map(vec![
+                (Value::text("r"), Value::text(consistency_name(s.r))),
+                (Value::text("w"), Value::text(consistency_name(s.w))),
+            ])),
+            3 => {
+                let bad = || {
+                    Value::err(
+                        "a consistency level is default, one, two, quorum, all or a count from \
+                         1 to 16",
+                    )
+                };
+                let r = parse_consistency(&args[1]).ok_or_else(bad)?;
+                let w = parse_consistency(&args[2]).ok_or_else(bad)?;
+                s.r = r;
+                s.w = w;
+                done(Value::ok())
+            }
+            _ => Err(arity_error(name)),
+        },
+        "auth" => {
+            let (user, pass) = match args.len() {
+                2 => ("default".to_string(), &args[1]),
+                3 => (String::from_utf8_lossy(&args[1]).into_owned(), &args[2]),
+                _ => return Err(arity_error(name)),
+            };
+            let pass = String::from_utf8_lossy(pass).into_owned();
+            authenticate(ctx, s, user, pass).await?;
+            done(Value::ok())
+        }
+        "hello" => hello(ctx, s, args).await,
+        "client" => client(s, args),
+        "command" => command(args),
+        "info" => info(ctx, s).await,
+        "config" => config(args),
+        _ => data(ctx, s, name, args).await.map(|v| (v, After::Continue)),
+    }
+}
+
+/// Checks a user and password; sets the session's role, or counts a
+/// failure (`WRONGPASS`; the connection closes after too many).
+async fn authenticate(ctx: &Ctx, s: &mut Session, user: String, pass: String) -> Result<(), Value> {
+    let ClientAuth::Users(users) = &ctx.auth else {
+        return Err(Value::err(
+            "AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ));
+    };
+    let Ok(_slot) = ctx.auth_slots.clone().acquire_owned().await else {
+        return Err(Value::err("shutting down"));
+    };
+    let users = users.clone();
+    let name = user.clone();
+    let checked = tokio::task::spawn_blocking(move || users.verify(&name, &pass)).await;
+    match checked {
+        Ok(Some(role)) => {
+            s.role = Some(role);
+            s.user = Some(user);
+            Ok(())
+        }
+        Ok(None) => {
+            s.auth_failures += 1;
+            Err(Value::Error(
+                "WRONGPASS invalid username-password pair or user is disabled.".into(),
+            ))
+        }
+        Err(e) => Err(Value::err(format!("checking the password failed: {e}"))),
+    }
+}
+
+async fn hello(ctx: &Ctx, s: &mut Session, args: &[Bytes]) -> Result<(Value, After), Value> {
+    let mut resp3 = s.resp3;
+    let mut i = 1;
+    if args.len() > 1 {
+        match parse_i64(&args[1]) {
+            Some(2) => resp3 = false,
+            Some(3) => resp3 = true,
+            Some(_) => return Err(Value::Error("NOPROTO unsupported protocol version".into())),
+            None => {
+                return Err(Value::err(
+                    "Protocol version is not an integer or out of range",
+                ))
+            }
+        }
+        i = 2;
+    }
+    let mut name = None;
+    let mut credentials = None;
+    while i < args.len() {
+        let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
+        match opt.as_str() {
+            "auth" if i + 2 < args.len() => {
+                credentials = Some((
+                    String::from_utf8_lossy(&args[i + 1]).into_owned(),
+                    String::from_utf8_lossy(&args[i + 2]).into_owned(),
+                ));
+                i += 3;
+            }
+            "setname" if i + 1 < args.len() => {
+                name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            _ => {
+                return Err(Value::err(format!(
+                    "Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&args[i])
+                )))
+            }
+        }
+    }
+    if let Some((user, pass)) = credentials {
+        authenticate(ctx, s, user, pass).await?;
+    } else if s.role.is_none() {
+        return Err(Value::Error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time"
+                .into(),
+        ));
+    }
+    if let Some(n) = name {
+        check_client_name(&n)?;
+        s.name = Some(n);
+    }
+    s.resp3 = resp3;
+    let map = vec![
+        (Value::text("server"), Value::text("redis")),
+        (Value::text("version"), Value::text(REDIS_VERSION)),
+        (Value::text("proto"), Value::Int(if resp3 { 3 } else { 2 })),
+        (Value::text("id"), Value::Int(s.id as i64)),
+        (Value::text("mode"), Value::text("standalone")),
+        (Value::text("role"), Value::text("master")),
+        (Value::text("modules"), Value::Array(Vec::new())),
+    ];
+    Ok((Value::Map(map), After::Continue))
+}
+
+fn check_client_name(n: &[u8]) -> Result<(), Value> {
+    if n.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(Value::err(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok(())
+}
+
+fn client(s: &mut Session, args: &[Bytes]) -> Result<(Value, After), Value> {
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    let v = match (sub.as_str(), args.len()) {
+        ("setname", 3) => {
+            check_client_name(&args[2])?;
+            s.name = (!args[2].is_empty()).then(|| args[2].clone());
+            Value::ok()
+        }
+        ("getname", 2) => s.name.clone().map_or(Value::Null, Value::Bulk),
+        ("id", 2) => Value::Int(s.id as i64),
+        ("info", 2) => Value::text(format!(
+            "id={} addr={} name={} db={} resp={} user={} bucket={}\n",
+            s.id,
+            s.peer,
+            String::from_utf8_lossy(s.name.as_deref().unwrap_or_default()),
+            s.db.map_or(-1, i64::from),
+            if s.resp3 { 3 } else { 2 },
+            s.user.as_deref().unwrap_or("default"),
+            String::from_utf8_lossy(&s.bucket),
+        )),
+        // Client libraries announce themselves; nothing to keep.
+        ("setinfo", 4) => Value::ok(),
+        ("setname" | "getname" | "id" | "info" | "setinfo", _) => {
+            return Err(Value::err(format!(
+                "wrong number of arguments for 'client|{sub}' command"
+            )))
+        }
+        _ => {
+            return Err(Value::err(format!(
+                "unsupported command 'client {sub}': ringkv serves CLIENT SETNAME, GETNAME, ID, \
+                 INFO and SETINFO"
+            )))
+        }
+    };
+    Ok((v, After::Continue))
+}
+
+fn command_info(c: &Spec) -> Value {
+    Value::Array(vec![
+        Value::text(c.name),
+        Value::Int(c.arity),
+        Value::Set(c.flags.iter().map(|f| Value::Simple((*f).into())).collect()),
+        Value::Int(c.first),
+        Value::Int(c.last),
+        Value::Int(c.step),
+    ])
+}
+
+fn command(args: &[Bytes]) -> Result<(Value, After), Value> {
+    let sub = args
+        .get(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase());
+    let v = match sub.as_deref() {
+        None => Value::Array(COMMANDS.iter().map(command_info).collect()),
+        Some("count") => Value::Int(COMMANDS.len() as i64),
+        Some("info") => Value::Array(
+            args[2..]
+                .iter()
+                .map(|a| {
+                    let n = String::from_utf8_lossy(a).to_ascii_lowercase();
+                    COMMANDS
+                        .iter()
+                        .find(|c| c.name == n)
+                        .map_or(Value::Null, command_info)
+                })
+                .collect(),
+        ),
+        // No documentation beyond docs/resp.md: an empty map, which
+        // redis-cli takes as "no hints".
+        Some("docs") => Value::Map(Vec::new()),
+        Some(other) => {
+            return Err(Value::err(format!(
+                "unsupported command 'command {other}': ringkv serves COMMAND, COMMAND COUNT, \
+                 COMMAND INFO and COMMAND DOCS"
+            )))
+        }
+    };
+    Ok((v, After::Continue))
+}
+
+async fn info(ctx: &Ctx, s: &Session) -> Result<(Value, After), Value> {
+    let hello = Op::Hello {
+        version: CLIENT_PROTOCOL_VERSION,
+        client: "resp".into(),
+        user: None,
+        password: None,
+    };
+    let (node, cluster) = match exec(ctx, s, "info", hello).await? {
+        Reply::Hello { node, cluster, .. } => (node.0, cluster),
+        other => return Err(unexpected(&other)),
+    };
+    let text = format!(
+        "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
+         ringkv_version:{}\r\nringkv_node:{node}\r\nringkv_cluster:{cluster}\r\n\r\n\
+         # Keyspace\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok((Value::text(text), After::Continue))
+}
+
+/// `*` and `?` globs, as CONFIG GET takes.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p.eq_ignore_ascii_case(t) => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+fn config(args: &[Bytes]) -> Result<(Value, After), Value> {
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    if sub != "get" {
+        return Err(Value::err(format!(
+            "unsupported command 'config {sub}': ringkv is configured by ringkv-node's flags \
+             and file; CONFIG GET answers what clients ask"
+        )));
+    }
+    if args.len() < 3 {
+        return Err(Value::err(
+            "wrong number of arguments for 'config|get' command",
+        ));
+    }
+    let databases = DATABASES.to_string();
+    let known: [(&str, &str); 4] = [
+        ("save", ""),
+        ("appendonly", "no"),
+        ("databases", &databases),
+        ("maxmemory", "0"),
+    ];
+    let mut pairs = Vec::new();
+    for (k, v) in known {
+        // Patterns are short: a glob of at most 128 bytes.
+        if args[2..]
+            .iter()
+            .any(|p| p.len() <= 128 && glob(p, k.as_bytes()))
+        {
+            pairs.push((Value::text(k), Value::text(v)));
+        }
+    }
+    Ok((Value::Map(pairs), After::Continue))
+}
+
+/// The data commands.
+async fn data(ctx: &Ctx, s: &mut Session, name: &str, args: &[Bytes]) -> Result<Value, Value> {
+    let policy = policy(ctx, s, name).await?;
+    let s = &*s;
+    match name {
+        "get" => {
+            let (found, _) = read(ctx, s, name, &policy, &args[1]).await?;
+            found_value(&args[1], found)
+        }
+        "strlen" => {
+            let (found, _) = read(ctx, s, name, &policy, &args[1]).await?;
+            match found_value(&args[1], found)? {
+                Value::Bulk(b) => Ok(Value::Int(b.len() as i64)),
+                _ => Ok(Value::Int(0)),
+            }
+        }
+        "set" => {
+            let mut want_old = false;
+            for opt in &args[3..] {
+                let o = String::from_utf8_lossy(opt).to_ascii_uppercase();
+                match o.as_str() {
+                    "GET" => want_old = true,
+                    "NX" | "XX" => {
+                        return Err(Value::err(format!(
+                            "unsupported option '{o}' of SET: a quorum write cannot be made \
+                             conditional on what another quorum read saw (two clients could \
+                             both pass the check)"
+                        )))
+                    }
+                    "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
+                        return Err(Value::err(format!(
+                            "unsupported option '{o}' of SET: ringkv has no TTLs"
+                        )))
+                    }
+                    _ => return Err(syntax()),
+                }
+            }
+            if matches!(policy, ConflictPolicy::Crdt(_)) {
+                return Err(wrongtype());
+            }
+            let old = write(ctx, s, &policy, &args[1], args[2].clone(), want_old).await?;
+            match (want_old, old) {
+                (true, Some(found)) => found_value(&args[1], found),
+                _ => Ok(Value::ok()),
+            }
+        }
+        "mset" => {
+            if args.len() % 2 != 1 {
+                return Err(arity_error(name));
+            }
+            if matches!(policy, ConflictPolicy::Crdt(_)) {
+                return Err(wrongtype());
+            }
+            let writes = args[1..]
+                .chunks(2)
+                .map(|kv| write(ctx, s, &policy, &kv[0], kv[1].clone(), false));
+            let results = join_all(writes).await;
+            let failed: Vec<&Value> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+            match failed.first() {
+                None => Ok(Value::ok()),
+                Some(Value::Error(first)) => Err(Value::err(format!(
+                    "MSET is not atomic: {} of {} keys were not written; the first failure: {first}",
+                    failed.len(),
+                    results.len()
+                ))),
+                Some(_) => Err(Value::err("MSET failed")),
+            }
+        }
+        "del" => {
+            let done = join_all(args[1..].iter().map(|k| delete(ctx, s, &policy, k))).await;
+            let mut n = 0;
+            for d in done {
+                n += i64::from(d?);
+            }
+            Ok(Value::Int(n))
+        }
+        "exists" | "mget" => {
+            let reads = join_all(args[1..].iter().map(|k| read(ctx, s, name, &policy, k))).await;
+            if name == "exists" {
+                let mut n = 0;
+                for r in reads {
+                    n += i64::from(!matches!(r?.0, Found::Nothing));
+                }
+                return Ok(Value::Int(n));
+            }
+            let mut values = Vec::with_capacity(reads.len());
+            let mut bytes = 0usize;
+            for (key, r) in args[1..].iter().zip(reads) {
+                let v = match r?.0 {
+                    Found::Nothing | Found::WrongType => Value::Null,
+                    Found::Value(v) => Value::Bulk(v),
+                    Found::Siblings(n) => return Err(siblings_error(key, n)),
+                };
+                bytes += v.payload_bytes();
+                if bytes > ctx.max_reply_bytes {
+                    return Err(Value::err(format!(
+                        "the values asked for pass the reply limit of {} bytes; ask for fewer keys",
+                        ctx.max_reply_bytes
+                    )));
+                }
+                values.push(v);
+            }
+            Ok(Value::Array(values))
+        }
+        "incr" | "decr" | "incrby" | "decrby" => {
+            if !is_counter(&policy) {
+                return Err(wrongtype());
+            }
+            let by = match name {
+                "incr" => 1,
+                "decr" => -1,
+                _ => {
+                    let n = parse_i64(&args[2]).ok_or_else(not_integer)?;
+                    if name == "decrby" {
+                        n.checked_neg()
+                            .ok_or_else(|| Value::err("decrement would overflow"))?
+                    } else {
+                        n
+                    }
+                }
+            };
+            let op = Op::CounterAdd {
+                bucket: buf(&s.bucket),
+                key: buf(&args[1]),
+                by,
+                options: WriteOptions {
+                    w: s.w,
+                    ..WriteOptions::default()
+                },
+            };
+            match exec(ctx, s, name, op).await? {
+                Reply::Counter { value, .. } => Ok(Value::Int(value)),
+                other => Err(unexpected(&other)),
+            }
+        }
+        "sadd" | "srem" => {
+            if !is_set(&policy) {
+                return Err(wrongtype());
+            }
+            let given: BTreeSet<&[u8]> = args[2..].iter().map(|a| a.as_ref()).collect();
+            let before = members(ctx, s, name, &args[1]).await?;
+            let before: BTreeSet<&[u8]> = before.iter().map(|m| m.as_slice()).collect();
+            let changed = given
+                .iter()
+                .filter(|m| before.contains(*m) == (name == "srem"))
+                .count();
+            let list: Vec<ByteBuf> = given.iter().map(|m| buf(m)).collect();
+            let (bucket, key) = (buf(&s.bucket), buf(&args[1]));
+            let options = WriteOptions {
+                w: s.w,
+                ..WriteOptions::default()
+            };
+            let op = if name == "sadd" {
+                Op::SetAdd {
+                    bucket,
+                    key,
+                    members: list,
+                    options,
+                }
+            } else {
+                Op::SetRemove {
+                    bucket,
+                    key,
+                    members: list,
+                    options,
+                }
+            };
+            exec(ctx, s, name, op).await?;
+            Ok(Value::Int(changed as i64))
+        }
+        "smembers" | "scard" | "sismember" => {
+            if !is_set(&policy) {
+                return Err(wrongtype());
+            }
+            let members = members(ctx, s, name, &args[1]).await?;
+            match name {
+                "scard" => Ok(Value::Int(members.len() as i64)),
+                "sismember" => Ok(Value::Int(i64::from(
+                    members.iter().any(|m| m.as_slice() == args[2].as_ref()),
+                ))),
+                _ => {
+                    let total: usize = members.iter().map(|m| m.len()).sum();
+                    if total > ctx.max_reply_bytes {
+                        return Err(Value::err(format!(
+                            "the set's members pass the reply limit of {} bytes",
+                            ctx.max_reply_bytes
+                        )));
+                    }
+                    Ok(Value::Set(
+                        members
+                            .into_iter()
+                            .map(|m| Value::Bulk(Bytes::from(m.into_vec())))
+                            .collect(),
+                    ))
+                }
+            }
+        }
+        other => Err(Value::err(format!("unknown command '{other}'"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_and_levels_parse_strictly() {
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [&b""[..], b"+1", b" 1", b"1.5", b"9223372036854775808", b"x"] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_consistency(b"QUORUM"),
+            Some(Some(Consistency::Quorum))
+        );
+        assert_eq!(parse_consistency(b"default"), Some(None));
+        assert_eq!(parse_consistency(b"3"), Some(Some(Consistency::Count(3))));
+        assert_eq!(parse_consistency(b"0"), None);
+        assert_eq!(parse_consistency(b"most"), None);
+    }
+
+    #[test]
+    fn config_globs() {
+        assert!(glob(b"*", b"save"));
+        assert!(glob(b"SAVE", b"save"));
+        assert!(glob(b"s?ve", b"save"));
+        assert!(glob(b"data*", b"databases"));
+        assert!(!glob(b"data", b"databases"));
+    }
+
+    #[test]
+    fn every_unsupported_command_names_a_reason_and_none_is_served() {
+        for name in [
+            "expire",
+            "multi",
+            "eval",
+            "subscribe",
+            "scan",
+            "flushall",
+            "setnx",
+        ] {
+            assert!(unsupported(name).is_some(), "{name}");
+        }
+        for c in COMMANDS {
+            assert!(unsupported(c.name).is_none(), "{}", c.name);
+        }
+    }
+}
