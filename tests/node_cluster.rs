@@ -34,7 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cluster::{parse_ready, run_to_exit, start_process, wait_until, write_file, Cluster, SECRET};
+use cluster::{
+    parse_ready, run_to_exit, start_process, users_add, wait_until, write_file, Cluster, SECRET,
+};
 use ringkv::client::{Client, ClientConfig};
 use ringkv::crdt::CrdtKind;
 use ringkv::protocol::{
@@ -660,45 +662,6 @@ async fn a_toml_file_starts_a_node_and_flags_override_it() {
         let _ = child.wait().await;
     })
     .await
-}
-
-/// Runs `ringkv-node users add` at a test's argon2 cost, the password on
-/// stdin.
-async fn users_add(file: &std::path::Path, name: &str, role: &str, password: &str) {
-    let mut child = tokio::process::Command::new(cluster::NODE_BIN)
-        .args(["users", "add", "--file"])
-        .arg(file)
-        .args([
-            "--name",
-            name,
-            "--role",
-            role,
-            "--memory-kib",
-            "64",
-            "--passes",
-            "1",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{password}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("users add ends")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "users add {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ mod cluster;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cluster::{wait_until, Cluster};
+use cluster::{users_add, wait_until, Cluster};
 use ringkv::client::{Client, ClientConfig};
 use ringkv::crdt::CrdtKind;
 use ringkv::protocol::BucketInfo;
@@ -496,37 +496,6 @@ async fn malformed_input_closes_that_connection_only() {
         assert_eq!(bystander.cmd(&["GET", "keep"]).await, R::bulk("me"));
     })
     .await;
-}
-
-/// Runs `ringkv-node users add` at a test's argon2 cost.
-async fn users_add(file: &std::path::Path, name: &str, role: &str, password: &str) {
-    let mut child = tokio::process::Command::new(cluster::NODE_BIN)
-        .args(["users", "add", "--file"])
-        .arg(file)
-        .args([
-            "--name",
-            name,
-            "--role",
-            role,
-            "--memory-kib",
-            "64",
-            "--passes",
-            "1",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{password}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "users add {name}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

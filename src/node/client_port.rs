@@ -74,6 +74,7 @@ use crate::error::{Error, Result};
 use crate::log::RateLimited;
 use crate::net::client_tls::ClientPortTls;
 use crate::node::auth::Users;
+use crate::node::shares::{ByteBudget, Held, Slot, Slots};
 use crate::protocol::{
     ErrorCode, ErrorReply, Handler, Op, Reply, Request, Response, Role, CLIENT_PROTOCOL_VERSION,
 };
@@ -320,87 +321,16 @@ struct Shared {
     /// Bounds the password checks running at once.
     auth_slots: Arc<Semaphore>,
     /// Open connections per source address.
-    per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Arc<Slots<IpAddr>>,
     /// Authenticated connections per user.
-    per_user: std::sync::Mutex<HashMap<String, usize>>,
+    per_user: Arc<Slots<String>>,
     /// Failed or refused authentications, logged at most every 10 s.
     auth_refusals: RateLimited,
     /// Bytes of replies queued to be written, over all connections.
     queued_total: Arc<AtomicUsize>,
     /// Bytes of large requests received or executing, over all
     /// connections.
-    requests: Arc<RequestBudget>,
-}
-
-/// One connection's place in [`Shared::per_ip`], given back on drop.
-struct IpSlot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// One authenticated connection's place in [`Shared::per_user`], given
-/// back on drop.
-struct UserSlot {
-    shared: Arc<Shared>,
-    user: String,
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut per_user = self
-            .shared
-            .per_user
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_user.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                per_user.remove(&self.user);
-            }
-        }
-    }
-}
-
-impl Shared {
-    /// Takes a slot for a connection of `user`, unless it has its share.
-    fn user_slot(self: &Arc<Self>, user: &str) -> Option<UserSlot> {
-        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        let n = per_user.entry(user.to_owned()).or_insert(0);
-        if *n >= self.config.max_connections_per_user {
-            return None;
-        }
-        *n += 1;
-        Some(UserSlot {
-            shared: self.clone(),
-            user: user.to_owned(),
-        })
-    }
-
-    /// Takes a slot for a connection from `ip`, unless it has its share.
-    fn ip_slot(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= self.config.max_connections_per_ip {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            shared: self.clone(),
-            ip,
-        })
-    }
+    requests: Arc<ByteBudget>,
 }
 
 impl ClientPort {
@@ -423,14 +353,11 @@ impl ClientPort {
         let shared = Arc::new(Shared {
             handler,
             auth_slots: Arc::new(Semaphore::new(config.max_concurrent_auth)),
-            per_ip: std::sync::Mutex::new(HashMap::new()),
-            per_user: std::sync::Mutex::new(HashMap::new()),
+            per_ip: Slots::new(config.max_connections_per_ip),
+            per_user: Slots::new(config.max_connections_per_user),
             auth_refusals: RateLimited::new(Duration::from_secs(10)),
             queued_total: Arc::new(AtomicUsize::new(0)),
-            requests: Arc::new(RequestBudget {
-                used: AtomicUsize::new(0),
-                limit: config.request_budget_total,
-            }),
+            requests: ByteBudget::new(config.request_budget_total),
             config,
             stop: stop.clone(),
         });
@@ -488,7 +415,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
         };
         let _ = stream.set_nodelay(true);
         let admitted = match slots.clone().try_acquire_owned() {
-            Ok(permit) => match shared.ip_slot(peer.ip()) {
+            Ok(permit) => match shared.per_ip.take(&peer.ip()) {
                 Some(ip_slot) => Ok((permit, ip_slot)),
                 None => Err(format!(
                     "too many client connections from {} (limit {} per address)",
@@ -832,7 +759,7 @@ struct ConnAuth {
     /// `Hello`s with wrong credentials so far.
     failures: u32,
     /// The user's share of the port, once authenticated.
-    slot: Option<UserSlot>,
+    slot: Option<Slot<String>>,
 }
 
 /// Runs the credentials of a `Hello` on a port with users: sets the
@@ -867,8 +794,8 @@ async fn authenticate(
         Ok(Some(role)) => {
             // A connection that authenticates again as the same user keeps
             // its place; as another, it moves to that user's share.
-            if auth.slot.as_ref().is_none_or(|s| s.user != user) {
-                let Some(slot) = shared.user_slot(&user) else {
+            if auth.slot.as_ref().is_none_or(|s| s.key() != &user) {
+                let Some(slot) = shared.per_user.take(&user) else {
                     shared.auth_refusals.warn(|n| {
                         tracing::warn!(%user, refused = n, "client port: refusing a connection over the user's share")
                     });
@@ -1020,41 +947,6 @@ fn finished(
 /// Frames larger than this are charged to `request_budget_total`.
 const LARGE_REQUEST_BYTES: usize = 64 * 1024;
 
-/// The port's budget of bytes of large requests (`request_budget_total`).
-#[derive(Debug)]
-struct RequestBudget {
-    used: AtomicUsize,
-    limit: usize,
-}
-
-impl RequestBudget {
-    /// Charges `bytes`, or `None` when that would go past the limit.
-    fn take(self: &Arc<Self>, bytes: usize) -> Option<Held> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + bytes <= self.limit).then_some(used + bytes)
-            })
-            .ok()?;
-        Some(Held {
-            budget: self.clone(),
-            bytes,
-        })
-    }
-}
-
-/// A frame's share of the request budget, given back on drop.
-#[derive(Debug)]
-struct Held {
-    budget: Arc<RequestBudget>,
-    bytes: usize,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
 /// Why a connection was closed: its next frame would have gone past the
 /// port's request budget.
 #[derive(Debug)]
@@ -1082,14 +974,14 @@ impl std::error::Error for OverBudget {}
 /// codec makes room for its body.
 struct BudgetedCodec {
     inner: LengthDelimitedCodec,
-    budget: Arc<RequestBudget>,
+    budget: Arc<ByteBudget>,
     /// Whether the current frame's length has been read.
     in_frame: bool,
     held: Option<Held>,
 }
 
 impl BudgetedCodec {
-    fn new(inner: LengthDelimitedCodec, budget: Arc<RequestBudget>) -> BudgetedCodec {
+    fn new(inner: LengthDelimitedCodec, budget: Arc<ByteBudget>) -> BudgetedCodec {
         BudgetedCodec {
             inner,
             budget,
@@ -1121,7 +1013,7 @@ impl tokio_util::codec::Decoder for BudgetedCodec {
                     None => {
                         return Err(std::io::Error::other(OverBudget {
                             bytes: len,
-                            limit: self.budget.limit,
+                            limit: self.budget.limit(),
                         }))
                     }
                 }
@@ -1372,17 +1264,14 @@ mod tests {
     fn large_frames_are_charged_when_their_length_arrives_and_refused_past_the_budget() {
         use bytes::{BufMut, BytesMut};
         use tokio_util::codec::Decoder;
-        let budget = Arc::new(RequestBudget {
-            used: AtomicUsize::new(0),
-            limit: 200 << 10,
-        });
+        let budget = ByteBudget::new(200 << 10);
         let codec = || {
             let inner = LengthDelimitedCodec::builder()
                 .max_frame_length(1 << 20)
                 .new_codec();
             BudgetedCodec::new(inner, budget.clone())
         };
-        let used = || budget.used.load(Ordering::Acquire);
+        let used = || budget.used();
         // A 100 KiB frame: charged on its length alone.
         let (mut a, mut a_buf) = (codec(), BytesMut::new());
         a_buf.put_u32(100 << 10);

@@ -59,6 +59,7 @@ pub mod node;
 pub mod replica;
 pub mod resp;
 pub mod ring_manager;
+pub mod shares;
 pub mod transport;
 
 use std::sync::Arc;

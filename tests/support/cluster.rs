@@ -570,3 +570,41 @@ pub fn write_file(path: &Path, text: &str) {
     std::io::Write::write_all(&mut f, text.as_bytes())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
+
+/// Runs `ringkv-node users add` at a test's argon2 cost, the password on
+/// stdin.
+pub async fn users_add(file: &std::path::Path, name: &str, role: &str, password: &str) {
+    let mut child = tokio::process::Command::new(NODE_BIN)
+        .args(["users", "add", "--file"])
+        .arg(file)
+        .args([
+            "--name",
+            name,
+            "--role",
+            role,
+            "--memory-kib",
+            "64",
+            "--passes",
+            "1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{password}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("users add ends")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "users add {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,10 +11,11 @@
 //! strings or inline lines, and checks every length header against
 //! [`Limits`] before it waits for the bytes the header announces.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+
+use crate::node::shares::{ByteBudget, Held};
 
 /// What one request may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,52 +43,9 @@ pub const LARGE_ARG_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
 
-/// A port-wide budget of bytes of large arguments being received or run.
-#[derive(Debug)]
-pub struct Budget {
-    used: AtomicUsize,
-    limit: usize,
-}
-
-impl Budget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Arc<Budget> {
-        Arc::new(Budget {
-            used: AtomicUsize::new(0),
-            limit,
-        })
-    }
-
-    /// Bytes charged now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
-    }
-
-    fn take(self: &Arc<Self>, bytes: usize) -> Option<Held> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + bytes <= self.limit).then_some(used + bytes)
-            })
-            .ok()?;
-        Some(Held {
-            budget: self.clone(),
-            bytes,
-        })
-    }
-}
-
-/// A share of a [`Budget`], given back on drop.
-#[derive(Debug)]
-pub struct Held {
-    budget: Arc<Budget>,
-    bytes: usize,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
+/// The port-wide budget of bytes of large arguments being received or
+/// run: the client port's kind ([`ByteBudget`]).
+pub type Budget = ByteBudget;
 
 /// A decoded command: its arguments, and its share of the budget (held
 /// until the command has run).
@@ -221,7 +179,7 @@ impl Decoder {
                         return Err(ProtocolError(format!(
                             "the node is receiving {} MiB of large arguments already; a {len} \
                              byte argument would go past that (retry later)",
-                            self.budget.limit >> 20
+                            self.budget.limit() >> 20
                         )))
                     }
                 }

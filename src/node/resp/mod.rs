@@ -32,7 +32,6 @@
 pub mod commands;
 pub mod frame;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -48,6 +47,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::{Error, Result};
 use crate::log::RateLimited;
 use crate::node::client_port::ClientPortConfig;
+use crate::node::shares::Slots;
 use crate::protocol::Handler;
 
 use commands::{After, Ctx, Session};
@@ -74,25 +74,8 @@ struct Shared {
     ctx: Ctx,
     config: ClientPortConfig,
     stop: CancellationToken,
-    per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Arc<Slots<IpAddr>>,
     budget: Arc<Budget>,
-}
-
-struct IpSlot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 impl RespPort {
@@ -124,9 +107,9 @@ impl RespPort {
                 next_id: AtomicU64::new(1),
             },
             budget: Budget::new(config.request_budget_total),
+            per_ip: Slots::new(config.max_connections_per_ip),
             config,
             stop: stop.clone(),
-            per_ip: std::sync::Mutex::new(HashMap::new()),
         });
         tracker.spawn(accept_loop(listener, shared, tracker.clone()));
         Ok(RespPort {
@@ -169,19 +152,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
             }
         };
         let _ = stream.set_nodelay(true);
-        let ip_slot = {
-            let mut per_ip = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = per_ip.entry(peer.ip()).or_insert(0);
-            if *n >= shared.config.max_connections_per_ip {
-                None
-            } else {
-                *n += 1;
-                Some(IpSlot {
-                    shared: shared.clone(),
-                    ip: peer.ip(),
-                })
-            }
-        };
+        let ip_slot = shared.per_ip.take(&peer.ip());
         let permit = slots.clone().try_acquire_owned().ok();
         match (permit, ip_slot) {
             (Some(permit), Some(ip_slot)) => {
