@@ -227,16 +227,20 @@ impl ReplicaActor {
                     self.queue.handed_on(held);
                     return;
                 };
-                if held == 0 {
+                // A small answer goes as every other reply does: the
+                // coordinator's bounded mailbox holds 16 MiB of them at
+                // most.
+                if held <= SMALL_ANSWER_BYTES {
                     if let Err(e) = c.try_send(ReplicaAnswer {
                         from: self.node,
                         reply,
                     }) {
                         debug!(error = %e, "local reply dropped");
                     }
+                    self.queue.handed_on(held);
                     return;
                 }
-                // A large answer waits for room in the coordinator's
+                // A larger answer waits for room in the coordinator's
                 // mailbox rather than being dropped, and keeps its bytes
                 // counted until the coordinator has handled it.
                 let sent = c.send(ReplicaAnswer {
@@ -281,6 +285,13 @@ impl Actor for ReplicaActor {
         ctx.set_mailbox_capacity(MAILBOX);
     }
 }
+
+/// Answers holding at most this many bytes of values are handed to the
+/// local coordinator without waiting for it to take them (as replies were
+/// before the read budget), so the common small read costs no more than
+/// before: 4 KiB times the coordinator's mailbox of 4,096 messages is 16
+/// MiB at most.
+const SMALL_ANSWER_BYTES: usize = 4 * 1024;
 
 /// The bytes of the values a read's answer holds.
 fn read_bytes(reply: &ReplicaReply) -> usize {
