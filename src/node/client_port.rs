@@ -737,7 +737,10 @@ where
 /// `limit` passes. Closing a socket with unread data makes the kernel
 /// reset the connection, which can destroy the error frame just written
 /// before the client reads it.
-async fn discard_until_closed<R: tokio::io::AsyncRead + Unpin>(mut read: R, limit: Duration) {
+pub(crate) async fn discard_until_closed<R: tokio::io::AsyncRead + Unpin>(
+    mut read: R,
+    limit: Duration,
+) {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 8192];
     let mut left: usize = 1 << 20;

@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 use crate::log::RateLimited;
-use crate::node::client_port::ClientPortConfig;
+use crate::node::client_port::{discard_until_closed, ClientPortConfig};
 use crate::node::shares::Slots;
 use crate::protocol::Handler;
 
@@ -175,27 +175,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
                     )
                     .await;
                     let _ = stream.shutdown().await;
-                    discard(stream, timeout).await;
+                    discard_until_closed(stream, timeout).await;
                 });
             }
         }
     }
-}
-
-/// Reads and drops what a client still sends after the port shut its
-/// side down, so that the error written is not destroyed by a reset.
-async fn discard(mut stream: TcpStream, limit: Duration) {
-    let mut buf = vec![0u8; 8192];
-    let mut left: usize = 1 << 20;
-    let _ = tokio::time::timeout(limit, async {
-        while left > 0 {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
 }
 
 /// The limits of a request: before authentication, a command may be no
@@ -249,7 +233,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                     Value::err(format!("Protocol error: {}", e.0)).encode(session.resp3, &mut out);
                     if flush(&mut stream, &mut out, config.refusal_timeout).await {
                         let _ = stream.shutdown().await;
-                        discard(stream, config.refusal_timeout).await;
+                        discard_until_closed(stream, config.refusal_timeout).await;
                     }
                     return;
                 }
@@ -271,7 +255,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                 if flush(&mut stream, &mut out, config.refusal_timeout).await {
                     let _ = stream.shutdown().await;
                     if too_many_failures {
-                        discard(stream, config.refusal_timeout).await;
+                        discard_until_closed(stream, config.refusal_timeout).await;
                     }
                 }
                 return;
