@@ -7,6 +7,13 @@
 #[path = "support/cluster.rs"]
 mod cluster;
 
+#[path = "node_resp/clients.rs"]
+mod clients;
+#[path = "node_resp/ringkv.rs"]
+mod ringkv_commands;
+#[path = "node_resp/tls.rs"]
+mod tls;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

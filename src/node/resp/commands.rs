@@ -172,6 +172,7 @@ const COMMANDS: &[Spec] = &[
     spec("config", -2, C),
     spec("ringkv.bucket", -1, C),
     spec("ringkv.consistency", -1, C),
+    spec("scan", -2, &["readonly"]),
     keyed("get", 2, R, 1, 1),
     keyed("set", -3, W, 1, 1),
     keyed("del", -2, W, -1, 1),
@@ -205,8 +206,8 @@ fn unsupported(name: &str) -> Option<&'static str> {
         | "fcall_ro" => "ringkv runs no Lua or functions",
         "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "publish" | "ssubscribe"
         | "sunsubscribe" | "spublish" | "pubsub" => "ringkv has no pub/sub",
-        "scan" | "keys" | "dbsize" | "randomkey" => {
-            "iterating keys needs a range-scan op that ringkv does not have yet"
+        "keys" | "dbsize" | "randomkey" => {
+            "it needs every key of the cluster at once; iterate with SCAN"
         }
         "flushdb" | "flushall" | "swapdb" | "move" | "copy" | "rename" | "renamenx" => {
             "ringkv has no whole-database or cross-key operations"
@@ -220,7 +221,7 @@ fn unsupported(name: &str) -> Option<&'static str> {
 }
 
 /// An `ERR wrong number of arguments` reply.
-fn arity_error(name: &str) -> Value {
+pub(super) fn arity_error(name: &str) -> Value {
     Value::err(format!("wrong number of arguments for '{name}' command"))
 }
 
@@ -232,11 +233,11 @@ fn wrongtype() -> Value {
     )
 }
 
-fn not_integer() -> Value {
+pub(super) fn not_integer() -> Value {
     Value::err("value is not an integer or out of range")
 }
 
-fn syntax() -> Value {
+pub(super) fn syntax() -> Value {
     Value::err("syntax error")
 }
 
@@ -291,7 +292,7 @@ fn error_value(is_write: bool, e: &Error) -> Value {
 
 /// Runs one op, after the role check the client port makes: refused with
 /// `NOAUTH` or `NOPERM` before it reaches the handler.
-async fn exec(ctx: &Ctx, s: &Session, command: &str, op: Op) -> Result<Reply, Value> {
+pub(super) async fn exec(ctx: &Ctx, s: &Session, command: &str, op: Op) -> Result<Reply, Value> {
     if let Some(needed) = op.required_role() {
         match s.role {
             None => return Err(noauth()),
@@ -312,11 +313,11 @@ async fn exec(ctx: &Ctx, s: &Session, command: &str, op: Op) -> Result<Reply, Va
         .map_err(|e| error_value(is_write, &e))
 }
 
-fn noauth() -> Value {
+pub(super) fn noauth() -> Value {
     Value::Error("NOAUTH Authentication required.".into())
 }
 
-fn buf(b: &[u8]) -> ByteBuf {
+pub(super) fn buf(b: &[u8]) -> ByteBuf {
     ByteBuf::from(b.to_vec())
 }
 
@@ -343,7 +344,7 @@ async fn policy(ctx: &Ctx, s: &mut Session, command: &str) -> Result<ConflictPol
     }
 }
 
-fn unexpected(reply: &Reply) -> Value {
+pub(super) fn unexpected(reply: &Reply) -> Value {
     Value::err(format!("unexpected reply from the node: {reply:?}"))
 }
 
@@ -622,6 +623,9 @@ async fn run_known(
         "command" => command(args),
         "info" => info(ctx, s).await,
         "config" => config(args),
+        "scan" => super::scan::scan(ctx, s, args)
+            .await
+            .map(|v| (v, After::Continue)),
         _ => data(ctx, s, name, args).await.map(|v| (v, After::Continue)),
     }
 }
@@ -834,7 +838,7 @@ async fn info(ctx: &Ctx, s: &Session) -> Result<(Value, After), Value> {
 }
 
 /// `*` and `?` globs, as CONFIG GET takes.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
+pub(super) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     match (pattern.first(), text.first()) {
         (None, None) => true,
         (Some(b'*'), _) => {
@@ -1117,7 +1121,7 @@ mod tests {
             "multi",
             "eval",
             "subscribe",
-            "scan",
+            "keys",
             "flushall",
             "setnx",
         ] {

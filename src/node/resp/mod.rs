@@ -31,6 +31,7 @@
 
 pub mod commands;
 pub mod frame;
+mod scan;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;

@@ -1,0 +1,4 @@
+//! Part of `tests/node_resp.rs`.
+
+#[allow(unused_imports)]
+use super::*;
