@@ -208,6 +208,86 @@ impl BucketProps {
     }
 }
 
+/// The databases of the RESP port whose buckets (`db0` to `db15`) are
+/// last-writer-wins unless set otherwise: redis's meaning of `SET`.
+pub const NAMED_DATABASES: u32 = 16;
+
+/// The policy a bucket never set takes from its name, if its name asks
+/// for one:
+///
+/// - `db0` to `db15` (the RESP port's databases): `Lww`, what redis's
+///   `SET` means;
+/// - a name ending in `.counters`: a PN-counter (where the RESP port's
+///   `INCR` goes);
+/// - a name ending in `.sets`: an OR-set (where its `SADD` goes).
+///
+/// Every node applies the same rule, so such buckets need no `SetBucket`
+/// before their first write, and a `SetBucket` may still change them
+/// within what [`ConflictPolicy::check_change`] allows.
+///
+/// [`ConflictPolicy::check_change`]: crate::version::ConflictPolicy::check_change
+pub fn named_policy(bucket: &[u8]) -> Option<crate::version::ConflictPolicy> {
+    use crate::crdt::CrdtKind;
+    use crate::version::ConflictPolicy;
+    if bucket.len() > b".counters".len() && bucket.ends_with(b".counters") {
+        return Some(ConflictPolicy::Crdt(CrdtKind::PnCounter));
+    }
+    if bucket.len() > b".sets".len() && bucket.ends_with(b".sets") {
+        return Some(ConflictPolicy::Crdt(CrdtKind::OrSet));
+    }
+    let digits = bucket.strip_prefix(b"db")?;
+    let canonical = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits.len() == 1 || digits[0] != b'0');
+    let n: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (canonical && n < NAMED_DATABASES).then_some(ConflictPolicy::Lww)
+}
+
+/// The properties of buckets never set: the node's defaults, with the
+/// policy [`named_policy`] gives some names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BucketDefaults {
+    plain: BucketProps,
+    lww: BucketProps,
+    counters: BucketProps,
+    sets: BucketProps,
+}
+
+impl BucketDefaults {
+    /// Defaults built on the node's `base` properties.
+    pub fn new(base: BucketProps) -> Self {
+        use crate::crdt::CrdtKind;
+        use crate::version::ConflictPolicy;
+        let with = |policy| BucketProps {
+            policy,
+            ..base.clone()
+        };
+        BucketDefaults {
+            lww: with(ConflictPolicy::Lww),
+            counters: with(ConflictPolicy::Crdt(CrdtKind::PnCounter)),
+            sets: with(ConflictPolicy::Crdt(CrdtKind::OrSet)),
+            plain: base,
+        }
+    }
+
+    /// What `bucket` has while it is not set.
+    pub fn get(&self, bucket: &[u8]) -> &BucketProps {
+        use crate::crdt::CrdtKind;
+        use crate::version::ConflictPolicy;
+        match named_policy(bucket) {
+            Some(ConflictPolicy::Lww) => &self.lww,
+            Some(ConflictPolicy::Crdt(CrdtKind::PnCounter)) => &self.counters,
+            Some(ConflictPolicy::Crdt(CrdtKind::OrSet)) => &self.sets,
+            _ => &self.plain,
+        }
+    }
+
+    /// The node's defaults, as configured.
+    pub fn base(&self) -> &BucketProps {
+        &self.plain
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +394,39 @@ mod tests {
         };
         assert!(t.merge(vec![entry]).is_empty());
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn names_choose_the_policy_of_buckets_never_set() {
+        use crate::crdt::CrdtKind;
+        let d = BucketDefaults::new(props(5));
+        assert_eq!(d.get(b"db0").policy, ConflictPolicy::Lww);
+        assert_eq!(d.get(b"db15").policy, ConflictPolicy::Lww);
+        for plain in [
+            &b"db16"[..],
+            b"db01",
+            b"db",
+            b"dbx",
+            b"db-1",
+            b"users",
+            b"db0x",
+        ] {
+            assert_eq!(
+                d.get(plain),
+                &props(5),
+                "{:?}",
+                String::from_utf8_lossy(plain)
+            );
+        }
+        let counters = d.get(b"db0.counters");
+        assert_eq!(counters.policy, ConflictPolicy::Crdt(CrdtKind::PnCounter));
+        assert_eq!(counters.n, 5, "only the policy comes from the name");
+        assert_eq!(
+            d.get(b"likes.sets").policy,
+            ConflictPolicy::Crdt(CrdtKind::OrSet)
+        );
+        assert_eq!(d.get(b".sets"), &props(5));
+        assert_eq!(d.get(b".counters"), &props(5));
+        assert_eq!(d.base(), &props(5));
     }
 }

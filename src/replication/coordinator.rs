@@ -127,7 +127,7 @@ pub struct Coordinator<C> {
     placement: Arc<Placement>,
     down: BTreeSet<NodeId>,
     buckets: BucketTable,
-    default_props: BucketProps,
+    defaults: super::buckets::BucketDefaults,
     hlc: Hlc,
     /// The newest timestamp learned from peers (replies, bucket entries)
     /// since the clock last observed: folded in before the next stamp.
@@ -164,7 +164,7 @@ impl<C> Coordinator<C> {
             placement: Arc::new(Placement::new(Arc::new(RingState::settled(Ring::empty())))),
             down: BTreeSet::new(),
             buckets: BucketTable::new(),
-            default_props,
+            defaults: super::buckets::BucketDefaults::new(default_props),
             hlc,
             learned: None,
             witness: None,
@@ -262,15 +262,25 @@ impl<C> Coordinator<C> {
         wall_ms: u64,
     ) -> Result<BucketEntry> {
         crate::replication::limits::check_bucket(&bucket)?;
-        // Once set, a bucket keeps a policy its stored values can be read
-        // under (see `ConflictPolicy::check_change`). A bucket never set
-        // takes any policy: nothing can be stored under the default yet
-        // that the caller did not write there.
-        if let Some(current) = self.buckets.get(&bucket) {
-            current.policy.check_change(&props.policy)?;
-        }
+        self.check_policy_change(&bucket, &props)?;
         let stamp = self.stamp(wall_ms);
         self.buckets.set(bucket, props, stamp, self.node)
+    }
+
+    /// Once set, a bucket keeps a policy its stored values can be read
+    /// under (see `ConflictPolicy::check_change`), and so does a bucket
+    /// whose name gives it a policy (`buckets::named_policy`). Any other
+    /// bucket never set takes any policy: nothing can be stored under the
+    /// default yet that the caller did not write there.
+    fn check_policy_change(&self, bucket: &[u8], props: &BucketProps) -> Result<()> {
+        let current = match self.buckets.get(bucket) {
+            Some(current) => current.policy.clone(),
+            None => match super::buckets::named_policy(bucket) {
+                Some(named) => named,
+                None => return Ok(()),
+            },
+        };
+        current.check_change(&props.policy)
     }
 
     /// What [`Coordinator::set_bucket`] would do, without doing it: the
@@ -284,9 +294,7 @@ impl<C> Coordinator<C> {
         wall_ms: u64,
     ) -> Result<(BucketEntry, Vec<BucketEntry>)> {
         crate::replication::limits::check_bucket(&bucket)?;
-        if let Some(current) = self.buckets.get(&bucket) {
-            current.policy.check_change(&props.policy)?;
-        }
+        self.check_policy_change(&bucket, &props)?;
         let mut table = self.buckets.clone();
         let stamp = self.stamp(wall_ms);
         let entry = table.set(bucket, props, stamp, self.node)?;
@@ -367,7 +375,9 @@ impl<C> Coordinator<C> {
 
     /// A bucket's properties.
     pub fn bucket(&self, bucket: &[u8]) -> &BucketProps {
-        self.buckets.get(bucket).unwrap_or(&self.default_props)
+        self.buckets
+            .get(bucket)
+            .unwrap_or_else(|| self.defaults.get(bucket))
     }
 
     /// The fence a request to a replica is stamped with: that of the ring

@@ -17,7 +17,7 @@ pub const BUCKETS_META: &str = "buckets";
 
 /// Bucket properties as stored, over the node's defaults.
 pub(crate) struct BucketView {
-    defaults: BucketProps,
+    defaults: crate::replication::buckets::BucketDefaults,
     table: HashMap<Vec<u8>, BucketProps>,
 }
 
@@ -31,20 +31,22 @@ impl BucketView {
             }
         }
         Ok(BucketView {
-            defaults: defaults.clone(),
+            defaults: crate::replication::buckets::BucketDefaults::new(defaults.clone()),
             table,
         })
     }
 
     pub(crate) fn props(&self, bucket: &[u8]) -> &BucketProps {
-        self.table.get(bucket).unwrap_or(&self.defaults)
+        self.table
+            .get(bucket)
+            .unwrap_or_else(|| self.defaults.get(bucket))
     }
 
     pub(crate) fn n_max(&self) -> usize {
         self.table
             .values()
             .map(|p| p.n)
-            .chain([self.defaults.n])
+            .chain([self.defaults.base().n])
             .max()
             .unwrap_or(1)
     }

@@ -14,6 +14,10 @@ use serde_bytes::ByteBuf;
 use tokio::sync::Semaphore;
 
 use super::frame::Value;
+use crate::replication::Receipt;
+
+#[path = "ringkv.rs"]
+mod ringkv;
 use crate::crdt::{CrdtKind, CrdtValue};
 use crate::error::Error;
 use crate::node::client_port::{error_reply_for, ClientAuth};
@@ -80,6 +84,9 @@ pub struct Session {
     /// The peer's address, for CLIENT INFO.
     pub peer: String,
     policies: HashMap<Vec<u8>, (ConflictPolicy, Instant)>,
+    /// The receipts of the ops the previous command ran (at most
+    /// `ringkv::MAX_RECEIPTS`), for `RINGKV.RECEIPT`.
+    receipts: std::sync::Mutex<Vec<Receipt>>,
 }
 
 impl Session {
@@ -101,6 +108,26 @@ impl Session {
             auth_failures: 0,
             peer,
             policies: HashMap::new(),
+            receipts: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The receipts of the ops the previous command ran.
+    pub fn receipts(&self) -> Vec<Receipt> {
+        self.receipts.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn keep_receipt(&self, receipt: Receipt) {
+        if let Ok(mut r) = self.receipts.lock() {
+            if r.len() < ringkv::MAX_RECEIPTS {
+                r.push(receipt);
+            }
+        }
+    }
+
+    fn forget_receipts(&mut self) {
+        if let Ok(r) = self.receipts.get_mut() {
+            r.clear();
         }
     }
 }
@@ -173,6 +200,13 @@ const COMMANDS: &[Spec] = &[
     spec("ringkv.bucket", -1, C),
     spec("ringkv.consistency", -1, C),
     spec("scan", -2, &["readonly"]),
+    keyed("ringkv.get", 2, R, 1, 1),
+    keyed("ringkv.put", 4, W, 1, 1),
+    keyed("ringkv.del", 3, W, 1, 1),
+    spec("ringkv.receipt", 1, C),
+    spec("ringkv.props", -1, C),
+    spec("ringkv.ring", 1, C),
+    spec("ringkv.status", 1, C),
     keyed("get", 2, R, 1, 1),
     keyed("set", -3, W, 1, 1),
     keyed("del", -2, W, -1, 1),
@@ -307,10 +341,19 @@ pub(super) async fn exec(ctx: &Ctx, s: &Session, command: &str, op: Op) -> Resul
         }
     }
     let is_write = op.is_write();
-    ctx.handler
+    let mut reply = ctx
+        .handler
         .execute(op)
         .await
-        .map_err(|e| error_value(is_write, &e))
+        .map_err(|e| error_value(is_write, &e))?;
+    match &mut reply {
+        Reply::Object { receipt, .. }
+        | Reply::Written { receipt, .. }
+        | Reply::Counter { receipt, .. }
+        | Reply::Set { receipt, .. } => s.keep_receipt(std::mem::take(receipt)),
+        _ => {}
+    }
+    Ok(reply)
 }
 
 pub(super) fn noauth() -> Value {
@@ -321,15 +364,20 @@ pub(super) fn buf(b: &[u8]) -> ByteBuf {
     ByteBuf::from(b.to_vec())
 }
 
-/// The policy of the session's bucket (cached for [`POLICY_TTL`]).
-async fn policy(ctx: &Ctx, s: &mut Session, command: &str) -> Result<ConflictPolicy, Value> {
-    if let Some((p, at)) = s.policies.get(&s.bucket) {
+/// The policy of `bucket` (cached for [`POLICY_TTL`]).
+async fn policy(
+    ctx: &Ctx,
+    s: &mut Session,
+    command: &str,
+    bucket: &[u8],
+) -> Result<ConflictPolicy, Value> {
+    if let Some((p, at)) = s.policies.get(bucket) {
         if at.elapsed() < POLICY_TTL {
             return Ok(p.clone());
         }
     }
     let op = Op::GetBucket {
-        bucket: buf(&s.bucket),
+        bucket: buf(bucket),
     };
     match exec(ctx, s, command, op).await? {
         Reply::Bucket { props } => {
@@ -337,7 +385,7 @@ async fn policy(ctx: &Ctx, s: &mut Session, command: &str) -> Result<ConflictPol
                 s.policies.clear();
             }
             s.policies
-                .insert(s.bucket.clone(), (props.policy.clone(), Instant::now()));
+                .insert(bucket.to_vec(), (props.policy.clone(), Instant::now()));
             Ok(props.policy)
         }
         other => Err(unexpected(&other)),
@@ -495,9 +543,15 @@ async fn delete(
     Ok(true)
 }
 
-async fn members(ctx: &Ctx, s: &Session, command: &str, key: &[u8]) -> Result<Vec<ByteBuf>, Value> {
+async fn members(
+    ctx: &Ctx,
+    s: &Session,
+    command: &str,
+    bucket: &[u8],
+    key: &[u8],
+) -> Result<Vec<ByteBuf>, Value> {
     let op = Op::SetMembers {
-        bucket: buf(&s.bucket),
+        bucket: buf(bucket),
         key: buf(key),
         options: ReadOptions {
             r: s.r,
@@ -541,6 +595,9 @@ pub async fn run(ctx: &Ctx, s: &mut Session, args: &[Bytes]) -> (Value, After) {
     }
     if s.role.is_none() && !matches!(name.as_str(), "auth" | "hello" | "quit") {
         return (noauth(), After::Continue);
+    }
+    if name != "ringkv.receipt" {
+        s.forget_receipts();
     }
     match run_known(ctx, s, &name, args).await {
         Ok(v) => v,
@@ -623,6 +680,10 @@ async fn run_known(
         "command" => command(args),
         "info" => info(ctx, s).await,
         "config" => config(args),
+        "ringkv.get" | "ringkv.put" | "ringkv.del" | "ringkv.receipt" | "ringkv.props"
+        | "ringkv.ring" | "ringkv.status" => ringkv::run(ctx, s, name, args)
+            .await
+            .map(|v| (v, After::Continue)),
         "scan" => super::scan::scan(ctx, s, args)
             .await
             .map(|v| (v, After::Continue)),
@@ -884,8 +945,56 @@ fn config(args: &[Bytes]) -> Result<(Value, After), Value> {
 }
 
 /// The data commands.
+/// The kind of value a command works on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Counter,
+    Set,
+}
+
+fn kind_of(command: &str) -> Kind {
+    match command {
+        "incr" | "decr" | "incrby" | "decrby" => Kind::Counter,
+        "sadd" | "srem" | "smembers" | "sismember" | "scard" => Kind::Set,
+        _ => Kind::Str,
+    }
+}
+
+/// The bucket a command of `kind` works in, and its policy: the session's
+/// bucket, unless that holds strings and the command works on counters or
+/// sets, which then go to its companion `<bucket>.counters` or
+/// `<bucket>.sets` (a PN-counter and an OR-set by their names, see
+/// `replication::buckets::named_policy`). So in a database, as in redis,
+/// `SET`, `INCR` and `SADD` all work, each kind in a keyspace of its own.
+async fn target(
+    ctx: &Ctx,
+    s: &mut Session,
+    command: &str,
+) -> Result<(Vec<u8>, ConflictPolicy), Value> {
+    let bucket = s.bucket.clone();
+    let own = policy(ctx, s, command, &bucket).await?;
+    let suffix: &[u8] = match kind_of(command) {
+        Kind::Counter if !matches!(own, ConflictPolicy::Crdt(_)) => b".counters",
+        Kind::Set if !matches!(own, ConflictPolicy::Crdt(_)) => b".sets",
+        _ => return Ok((bucket, own)),
+    };
+    let companion = [&bucket[..], suffix].concat();
+    if companion.len() > crate::config::MAX_BUCKET_BYTES {
+        return Err(Value::err(format!(
+            "the bucket '{}' for this command's {} would pass the {}-byte limit of a bucket              name; use a shorter bucket",
+            String::from_utf8_lossy(&companion),
+            if suffix == b".sets" { "sets" } else { "counters" },
+            crate::config::MAX_BUCKET_BYTES
+        )));
+    }
+    let theirs = policy(ctx, s, command, &companion).await?;
+    Ok((companion, theirs))
+}
+
 async fn data(ctx: &Ctx, s: &mut Session, name: &str, args: &[Bytes]) -> Result<Value, Value> {
-    let policy = policy(ctx, s, name).await?;
+    let (bucket, policy) = target(ctx, s, name).await?;
+    let bucket = &bucket[..];
     let s = &*s;
     match name {
         "get" => {
@@ -1005,7 +1114,7 @@ async fn data(ctx: &Ctx, s: &mut Session, name: &str, args: &[Bytes]) -> Result<
                 }
             };
             let op = Op::CounterAdd {
-                bucket: buf(&s.bucket),
+                bucket: buf(bucket),
                 key: buf(&args[1]),
                 by,
                 options: WriteOptions {
@@ -1023,14 +1132,14 @@ async fn data(ctx: &Ctx, s: &mut Session, name: &str, args: &[Bytes]) -> Result<
                 return Err(wrongtype());
             }
             let given: BTreeSet<&[u8]> = args[2..].iter().map(|a| a.as_ref()).collect();
-            let before = members(ctx, s, name, &args[1]).await?;
+            let before = members(ctx, s, name, bucket, &args[1]).await?;
             let before: BTreeSet<&[u8]> = before.iter().map(|m| m.as_slice()).collect();
             let changed = given
                 .iter()
                 .filter(|m| before.contains(*m) == (name == "srem"))
                 .count();
             let list: Vec<ByteBuf> = given.iter().map(|m| buf(m)).collect();
-            let (bucket, key) = (buf(&s.bucket), buf(&args[1]));
+            let (bucket, key) = (buf(bucket), buf(&args[1]));
             let options = WriteOptions {
                 w: s.w,
                 ..WriteOptions::default()
@@ -1057,7 +1166,7 @@ async fn data(ctx: &Ctx, s: &mut Session, name: &str, args: &[Bytes]) -> Result<
             if !is_set(&policy) {
                 return Err(wrongtype());
             }
-            let members = members(ctx, s, name, &args[1]).await?;
+            let members = members(ctx, s, name, bucket, &args[1]).await?;
             match name {
                 "scard" => Ok(Value::Int(members.len() as i64)),
                 "sismember" => Ok(Value::Int(i64::from(
