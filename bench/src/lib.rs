@@ -3,7 +3,10 @@
 //!
 //! This library holds the workloads, so that every benchmark measures the
 //! same values and states them in one place, and the summary statistics
-//! (median of runs, latency percentiles) that the binaries report.
+//! (median of runs, latency percentiles) that the binaries report, and
+//! the command line and output parsing of `redis-benchmark`, the cluster
+//! benchmark's second driver.
 
+pub mod redis_benchmark;
 pub mod summary;
 pub mod workload;

@@ -73,6 +73,24 @@
 //!
 //! On the machine's two cores the load generator, the nodes and redis
 //! share the CPUs; `--threads` sets the load generator's worker threads.
+//!
+//! A second driver, `--driver redis-benchmark` (or `both`, which runs the
+//! load generator first): redis-tools' `redis-benchmark` against
+//! redis-server and against node 1's RESP port (`--redis-listen`,
+//! `docs/resp.md`), each system started afresh for it. The RESP port's
+//! buckets of database 0 are set as the benchmark bucket is (n, r, w):
+//! `db0` last-writer-wins (redis's SET), `db0.counters` a PN-counter
+//! (INCR), `db0.sets` an OR-set (SADD). Each test (`--rb-tests`, of set,
+//! get, incr, sadd) with each pipeline depth (`--rb-pipelines`, 1 and 16)
+//! is one `redis-benchmark -c <clients> -n <rb-requests> -d 100 -r
+//! <rb-keyspace> -P <p> -t <test> --csv` process; its CSV gives req/s and
+//! (redis-benchmark 7) p50/p99, and the servers' CPU time is sampled
+//! around the process, as is the process's own (this process's `cutime`
+//! and `cstime` once it is waited for). Anything it prints besides its CSV
+//! (`Error from server: ...`), or a non-zero exit, fails the test. After
+//! the tests, the first 1,000 keys of the key space are read back with
+//! GET, to check that the SETs were stored (about the share uniform keys
+//! predict). The parsing is `ringkv_bench::redis_benchmark`.
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -91,10 +109,12 @@ use hdrhistogram::Histogram;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv::client::{Client, ClientConfig};
+use ringkv::crdt::CrdtKind;
 use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::BucketInfo;
 use ringkv::replication::Consistency;
 use ringkv::version::ConflictPolicy;
+use ringkv_bench::redis_benchmark;
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader,
 };
@@ -114,6 +134,13 @@ const FULL_WARMUP: f64 = 3.0;
 /// `--quick`: a small key space and a few thousand operations per mix.
 const QUICK_KEYS: u64 = 2_000;
 const QUICK_OPS: u64 = 5_000;
+/// redis-benchmark's defaults: requests per test (`-n`), with `--quick`,
+/// and the key space of its random keys (`-r`).
+const RB_REQUESTS: u64 = 100_000;
+const RB_QUICK_REQUESTS: u64 = 5_000;
+const RB_KEYSPACE: u64 = 50_000;
+/// Keys read back after redis-benchmark's SETs, to check they are stored.
+const RB_PROBE_KEYS: u64 = 1_000;
 /// One operation that takes longer than this is an error, and ends its
 /// client's phase (the connection's state is unknown after it).
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,6 +223,57 @@ struct Args {
     /// Seed of the key and value choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// What drives the systems: `loadgen` (this benchmark's load
+    /// generator), `redis-benchmark` (redis-tools' program, against redis
+    /// and node 1's RESP port), or `both` (each on a fresh start of every
+    /// system). `ringkv-N+tls` systems are measured by the load generator
+    /// only (the RESP port is plain TCP).
+    #[arg(long, value_enum, default_value_t = Driver::Loadgen)]
+    driver: Driver,
+    /// The `redis-benchmark` binary.
+    #[arg(long, default_value = "redis-benchmark")]
+    rb_bin: PathBuf,
+    /// redis-benchmark tests (`-t`), comma-separated, run in this order,
+    /// each by its own redis-benchmark process: some of set, get, incr,
+    /// sadd.
+    #[arg(long, value_delimiter = ',', default_values_t = ["set", "get"].map(String::from))]
+    rb_tests: Vec<String>,
+    /// Requests per redis-benchmark test (`-n`; default 100,000, 5,000
+    /// with `--quick`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    rb_requests: Option<u64>,
+    /// Pipeline depths (`-P`), comma-separated: every test runs once with
+    /// each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 16], value_parser = clap::value_parser!(u64).range(1..=1000))]
+    rb_pipelines: Vec<u64>,
+    /// The key space of redis-benchmark's random keys (`-r`).
+    #[arg(long, default_value_t = RB_KEYSPACE, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    rb_keyspace: u64,
+    /// Seconds one redis-benchmark test may take before it is stopped and
+    /// the run fails.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    rb_timeout: u64,
+}
+
+/// What drives the systems.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    /// The load generator of this file.
+    Loadgen,
+    /// `redis-benchmark`.
+    RedisBenchmark,
+    /// Both, one after the other on each system.
+    Both,
+}
+
+impl Driver {
+    fn loadgen(self) -> bool {
+        matches!(self, Driver::Loadgen | Driver::Both)
+    }
+
+    fn redis_benchmark(self) -> bool {
+        matches!(self, Driver::RedisBenchmark | Driver::Both)
+    }
 }
 
 fn main() -> ExitCode {
@@ -265,6 +343,21 @@ struct Plan {
     keys: u64,
     length: Length,
     seed: u64,
+    /// Whether the load generator runs.
+    loadgen: bool,
+    /// What redis-benchmark runs, when it does.
+    rb: Option<RbPlan>,
+}
+
+/// The redis-benchmark runs of every system: each test with each pipeline
+/// depth, `--clients` connections, values of [`VALUE_BYTES`].
+#[derive(Clone, Debug, PartialEq)]
+struct RbPlan {
+    tests: Vec<String>,
+    pipelines: Vec<u64>,
+    requests: u64,
+    keyspace: u64,
+    timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,6 +443,35 @@ fn plan(args: &Args) -> Result<Plan> {
             return Err(format!("--systems names {} twice", system.name()).into());
         }
     }
+    if args.driver == Driver::RedisBenchmark {
+        if let Some(tls) = systems.iter().find(|s| s.tls()) {
+            return Err(format!(
+                "{}: the RESP port is plain TCP, so redis-benchmark cannot measure TLS; \
+                 use --driver loadgen or both",
+                tls.name()
+            )
+            .into());
+        }
+    }
+    let rb = if args.driver.redis_benchmark() {
+        redis_benchmark::check_tests(&args.rb_tests)?;
+        if args.rb_pipelines.is_empty() {
+            return Err("--rb-pipelines must not be empty".into());
+        }
+        Some(RbPlan {
+            tests: args.rb_tests.clone(),
+            pipelines: args.rb_pipelines.clone(),
+            requests: args.rb_requests.unwrap_or(if args.quick {
+                RB_QUICK_REQUESTS
+            } else {
+                RB_REQUESTS
+            }),
+            keyspace: args.rb_keyspace,
+            timeout: Duration::from_secs(args.rb_timeout),
+        })
+    } else {
+        None
+    };
     let ops = args.ops.or(args.quick.then_some(QUICK_OPS));
     let length = match ops {
         Some(n) if args.seconds.is_none() => Length::Ops(n),
@@ -374,6 +496,8 @@ fn plan(args: &Args) -> Result<Plan> {
             .unwrap_or(if args.quick { QUICK_KEYS } else { FULL_KEYS }),
         length,
         seed: args.seed,
+        loadgen: args.driver.loadgen(),
+        rb,
     })
 }
 
@@ -797,6 +921,21 @@ impl Proc {
         } else {
             cmd.stdout(log_file);
         }
+        Proc::start(name, cmd, log)
+    }
+
+    /// Spawns `cmd` with stdin closed, stdout into `out` and stderr into
+    /// `log`.
+    fn spawn_split(name: &str, cmd: &mut Command, out: &Path, log: &Path) -> Result<Proc> {
+        cmd.stdin(Stdio::null())
+            .stdout(File::create(out)?)
+            .stderr(File::create(log)?);
+        Proc::start(name, cmd, log)
+    }
+
+    /// Spawns `cmd`, its standard streams already set, tied to this
+    /// process's lifetime.
+    fn start(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc> {
         // SAFETY: prctl is async-signal-safe and touches no memory of the
         // parent; this closure runs in the child between fork and exec.
         unsafe {
@@ -1375,23 +1514,52 @@ async fn run(args: &Args) -> Result<bool> {
     } else {
         None
     };
+    let rb_version = match plan.rb {
+        Some(_) => Some(rb_version(&args.rb_bin)?),
+        None => None,
+    };
     let mut reports = Vec::new();
+    let mut rb_reports = Vec::new();
     for system in &plan.systems {
         let name = system.name();
-        println!("{name}:");
-        let report = match *system {
-            SystemSpec::Redis => bench_redis(args, &plan, &root_path.join("redis")).await?,
-            SystemSpec::Ringkv { nodes, tls } => {
-                let tls = if tls { client_port.as_ref() } else { None };
-                bench_ringkv(args, &plan, *system, nodes, tls, &root_path.join(&name)).await?
+        if plan.loadgen {
+            println!("{name}:");
+            let report = match *system {
+                SystemSpec::Redis => bench_redis(args, &plan, &root_path.join("redis")).await?,
+                SystemSpec::Ringkv { nodes, tls } => {
+                    let tls = if tls { client_port.as_ref() } else { None };
+                    bench_ringkv(args, &plan, *system, nodes, tls, &root_path.join(&name)).await?
+                }
+            };
+            reports.push(report);
+        }
+        if let Some(rb) = &plan.rb {
+            let dir = root_path.join(format!("{name}-redis-benchmark"));
+            match *system {
+                SystemSpec::Ringkv { tls: true, .. } => {
+                    println!("{name}: not driven by redis-benchmark (the RESP port is plain TCP)");
+                }
+                SystemSpec::Redis => {
+                    println!("{name} (redis-benchmark):");
+                    rb_reports.push(bench_rb_redis(args, &plan, rb, &dir).await?);
+                }
+                SystemSpec::Ringkv { nodes, tls: false } => {
+                    println!("{name} (redis-benchmark):");
+                    rb_reports.push(bench_rb_ringkv(args, &plan, rb, *system, nodes, &dir).await?);
+                }
             }
-        };
-        reports.push(report);
+        }
     }
-    print!("\n{}", report(&plan, &reports));
+    if !reports.is_empty() {
+        print!("\n{}", report(&plan, &reports));
+    }
+    if let (Some(rb), Some(version)) = (&plan.rb, &rb_version) {
+        print!("\n{}", rb_report(&plan, rb, version, &rb_reports));
+    }
     Ok(reports
         .iter()
-        .all(|r| r.phases.iter().all(|(_, p)| p.errors == 0 && p.misses == 0)))
+        .all(|r| r.phases.iter().all(|(_, p)| p.errors == 0 && p.misses == 0))
+        && rb_reports.iter().all(RbSystemReport::ok))
 }
 
 async fn bench_redis(args: &Args, plan: &Plan, dir: &Path) -> Result<SystemReport> {
@@ -1415,6 +1583,491 @@ async fn bench_redis(args: &Args, plan: &Plan, dir: &Path) -> Result<SystemRepor
         phases,
         rss,
     })
+}
+
+// ---------------------------------------------------------------------------
+// redis-benchmark as the driver.
+
+/// The RESP port's buckets of redis database 0 as the benchmark sets
+/// them, with the benchmark bucket's n, r and w: `db0` for the string
+/// commands, last-writer-wins (redis's SET); `db0.counters` (INCR) and
+/// `db0.sets` (SADD) with the CRDTs their names give them.
+fn resp_buckets() -> [(&'static [u8], ConflictPolicy); 3] {
+    [
+        (b"db0", ConflictPolicy::Lww),
+        (b"db0.counters", ConflictPolicy::Crdt(CrdtKind::PnCounter)),
+        (b"db0.sets", ConflictPolicy::Crdt(CrdtKind::OrSet)),
+    ]
+}
+
+/// What one redis-benchmark process (one test, one pipeline depth)
+/// measured.
+#[derive(Debug)]
+struct RbResult {
+    test: String,
+    pipeline: u64,
+    requests: u64,
+    /// Its CSV row for the test, if it printed one.
+    row: Option<redis_benchmark::Row>,
+    /// How it exited.
+    status: std::process::ExitStatus,
+    /// What it printed besides its CSV (stdout and stderr): errors such as
+    /// `Error from server: ...`.
+    messages: Vec<String>,
+    /// CPU time (user + system) of the system's server processes from the
+    /// start of the process to its exit.
+    server_cpu_secs: f64,
+    /// CPU time of the redis-benchmark process.
+    client_cpu_secs: f64,
+}
+
+impl RbResult {
+    fn ok(&self) -> bool {
+        self.status.success() && self.row.is_some() && self.messages.is_empty()
+    }
+
+    fn per_request_us(&self, secs: f64) -> f64 {
+        secs * 1e6 / self.requests.max(1) as f64
+    }
+}
+
+/// Keys read back after the SETs: how many of the first ones of the key
+/// space hold a value of [`VALUE_BYTES`].
+#[derive(Debug)]
+struct RbProbe {
+    probed: u64,
+    found: u64,
+    /// Reads answered with an error, or with a value of another length.
+    bad: u64,
+    first_bad: Option<String>,
+    /// SETs sent before the probe.
+    sets: u64,
+}
+
+/// What redis-benchmark measured on one system.
+struct RbSystemReport {
+    name: String,
+    runs: Vec<RbResult>,
+    probe: Option<RbProbe>,
+    /// (process name, peak RSS in bytes).
+    rss: Vec<(String, u64)>,
+}
+
+impl RbSystemReport {
+    fn ok(&self) -> bool {
+        self.runs.iter().all(RbResult::ok) && self.probe.as_ref().is_none_or(|p| p.bad == 0)
+    }
+}
+
+/// `redis-benchmark --version`, checked to be one whose CSV output this
+/// file reads.
+fn rb_version(bin: &Path) -> Result<String> {
+    let out = Command::new(bin).arg("--version").output().map_err(|e| {
+        format!(
+            "cannot run {} ({e}); it comes with Debian's redis-tools",
+            bin.display()
+        )
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let version = redis_benchmark::parse_version(&text)
+        .ok_or_else(|| format!("{} --version printed {text:?}", bin.display()))?;
+    if version.0 < 7 {
+        eprintln!(
+            "cluster bench: {text}: before 7, --csv has no latency columns; only req/s is reported"
+        );
+    }
+    Ok(text)
+}
+
+/// `utime + stime` of this process's waited-for children (`cutime` and
+/// `cstime`, fields 16 and 17 of `/proc/PID/stat`).
+fn stat_children_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let cutime: u64 = fields.get(16 - 3)?.parse().ok()?;
+    let cstime: u64 = fields.get(17 - 3)?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+fn children_cpu_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    Ok(stat_children_cpu_ticks(&stat).ok_or("cannot parse /proc/self/stat")?)
+}
+
+/// Runs one redis-benchmark process against `addr` and waits for it.
+async fn rb_run(
+    args: &Args,
+    rb: &RbPlan,
+    run: &redis_benchmark::Run,
+    servers: &[u32],
+    dir: &Path,
+) -> Result<RbResult> {
+    let base = format!("redis-benchmark-{}-P{}", run.test, run.pipeline);
+    let (out_path, err_path) = (
+        dir.join(format!("{base}.csv")),
+        dir.join(format!("{base}.log")),
+    );
+    let mut cmd = Command::new(&args.rb_bin);
+    cmd.args(run.args());
+    let server_before = cpu_ticks(servers)?;
+    let client_before = children_cpu_ticks()?;
+    let mut proc = Proc::spawn_split(&base, &mut cmd, &out_path, &err_path)?;
+    let deadline = Instant::now() + rb.timeout;
+    let status = loop {
+        if let Some(status) = proc.child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            proc.stop(STOP_GRACE);
+            return Err(format!(
+                "{base} did not finish within {:?}; raise --rb-timeout or lower --rb-requests",
+                rb.timeout
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The process has been waited for, so its CPU time is in this
+    // process's cutime and cstime.
+    let server_ticks = cpu_ticks(servers)?.saturating_sub(server_before);
+    let client_ticks = children_cpu_ticks()?.saturating_sub(client_before);
+    let output = redis_benchmark::parse_csv(&std::fs::read_to_string(&out_path)?)
+        .map_err(|e| format!("{base}: {e}"))?;
+    let mut messages = output.other;
+    messages.extend(
+        std::fs::read_to_string(&err_path)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from),
+    );
+    let row = output
+        .rows
+        .into_iter()
+        .find(|r| r.test.eq_ignore_ascii_case(&run.test));
+    Ok(RbResult {
+        test: run.test.clone(),
+        pipeline: run.pipeline,
+        requests: run.requests,
+        row,
+        status,
+        messages,
+        server_cpu_secs: server_ticks as f64 / clock_ticks_per_sec(),
+        client_cpu_secs: client_ticks as f64 / clock_ticks_per_sec(),
+    })
+}
+
+/// Every test of `rb` with every pipeline depth against `addr`, then, if
+/// SET was among them, a read of the first keys of the key space.
+async fn rb_measure(
+    args: &Args,
+    plan: &Plan,
+    rb: &RbPlan,
+    system: &str,
+    addr: &str,
+    servers: &[u32],
+    dir: &Path,
+) -> Result<(Vec<RbResult>, Option<RbProbe>)> {
+    std::fs::create_dir_all(dir)?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("not HOST:PORT: {addr}"))?;
+    let mut runs = Vec::new();
+    for &pipeline in &rb.pipelines {
+        for test in &rb.tests {
+            let run = redis_benchmark::Run {
+                host: host.clone(),
+                port,
+                clients: plan.clients,
+                requests: rb.requests,
+                data_size: VALUE_BYTES,
+                keyspace: rb.keyspace,
+                pipeline,
+                test: test.clone(),
+            };
+            let result = rb_run(args, rb, &run, servers, dir).await?;
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+            println!(
+                "  {system} -t {test} -P {pipeline}: {} req/s; p50 {} p99 {} ms; \
+                 server CPU {:.1} us/req; redis-benchmark CPU {:.1} us/req; {}",
+                result
+                    .row
+                    .as_ref()
+                    .map_or("-".into(), |r| thousands(r.rps as u64)),
+                ms(result.row.as_ref().and_then(|r| r.p50_ms)),
+                ms(result.row.as_ref().and_then(|r| r.p99_ms)),
+                result.per_request_us(result.server_cpu_secs),
+                result.per_request_us(result.client_cpu_secs),
+                result.status,
+            );
+            for m in result.messages.iter().take(5) {
+                println!("    redis-benchmark said: {m}");
+            }
+            if result.row.is_none() {
+                println!("    no CSV row for {test}");
+            }
+            runs.push(result);
+        }
+    }
+    let probe = if rb.tests.iter().any(|t| t == "set") {
+        let sets = rb.requests * rb.pipelines.len() as u64;
+        let mut conn = RespConn::connect(addr).await?;
+        let mut probe = RbProbe {
+            probed: RB_PROBE_KEYS.min(rb.keyspace),
+            found: 0,
+            bad: 0,
+            first_bad: None,
+            sets,
+        };
+        for i in 0..probe.probed {
+            let key = redis_benchmark::key_name(i);
+            let bad = match conn.get(key.as_bytes()).await {
+                Ok(Some(VALUE_BYTES)) => {
+                    probe.found += 1;
+                    None
+                }
+                Ok(None) => None,
+                Ok(Some(len)) => Some(format!("{key} holds {len} bytes")),
+                Err(e) => Some(format!("{key}: {e}")),
+            };
+            if let Some(bad) = bad {
+                probe.bad += 1;
+                probe.first_bad.get_or_insert(bad);
+            }
+        }
+        println!(
+            "  {system}: {} of the first {} keys hold a {VALUE_BYTES}-byte value after {} SETs \
+             ({:.1}% expected of uniform keys); {} bad reads{}",
+            probe.found,
+            probe.probed,
+            thousands(sets),
+            100.0 * redis_benchmark::expected_coverage(rb.keyspace, sets),
+            probe.bad,
+            probe
+                .first_bad
+                .as_ref()
+                .map_or(String::new(), |b| format!(", first: {b}")),
+        );
+        Some(probe)
+    } else {
+        None
+    };
+    Ok((runs, probe))
+}
+
+async fn bench_rb_redis(
+    args: &Args,
+    plan: &Plan,
+    rb: &RbPlan,
+    dir: &Path,
+) -> Result<RbSystemReport> {
+    let mut redis = Redis::start(&args.redis_bin, dir).await?;
+    let (runs, probe) = rb_measure(
+        args,
+        plan,
+        rb,
+        "redis",
+        &redis.addr,
+        &[redis.proc.pid()],
+        dir,
+    )
+    .await?;
+    redis.proc.check_running()?;
+    let rss = vec![("redis-server".to_string(), redis.proc.peak_rss()?)];
+    if !redis.proc.stop(STOP_GRACE) {
+        eprintln!(
+            "redis-server did not exit cleanly; its log ends:\n{}",
+            log_tail(&redis.proc.log)
+        );
+    }
+    Ok(RbSystemReport {
+        name: "redis".into(),
+        runs,
+        probe,
+        rss,
+    })
+}
+
+/// A cluster of `count` nodes with RESP ports, driven by redis-benchmark
+/// through node 1's (redis-benchmark speaks to one address).
+async fn bench_rb_ringkv(
+    args: &Args,
+    plan: &Plan,
+    rb: &RbPlan,
+    spec: SystemSpec,
+    count: usize,
+    dir: &Path,
+) -> Result<RbSystemReport> {
+    let name = spec.name();
+    let buckets = resp_buckets();
+    let mut nodes = start_cluster(args, count, None, Some(&buckets), dir).await?;
+    let addr = nodes[0].redis.clone().ok_or("node 1 has no RESP port")?;
+    let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
+    let (runs, probe) = rb_measure(args, plan, rb, &name, &addr, &pids, dir).await?;
+    let mut rss = Vec::new();
+    for node in &mut nodes {
+        node.proc.check_running()?;
+        rss.push((format!("node {}", node.id), node.proc.peak_rss()?));
+    }
+    for node in &mut nodes {
+        if !node.proc.stop(STOP_GRACE) {
+            eprintln!(
+                "{} did not exit cleanly; its log ends:\n{}",
+                node.proc.name,
+                log_tail(&node.proc.log)
+            );
+        }
+    }
+    Ok(RbSystemReport {
+        name,
+        runs,
+        probe,
+        rss,
+    })
+}
+
+/// The machine-readable `RB` lines and the Markdown table of the
+/// redis-benchmark runs, with ratios to redis's run of the same test and
+/// pipeline depth.
+fn rb_report(plan: &Plan, rb: &RbPlan, version: &str, reports: &[RbSystemReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        for run in &r.runs {
+            let row = run.row.as_ref();
+            let _ = writeln!(
+                out,
+                "RB\t{}\t{}\t{}\t{}\t{:.1}\t{}\t{}\t{:.3}\t{:.3}\t{}",
+                r.name,
+                run.test,
+                run.pipeline,
+                run.requests,
+                row.map_or(f64::NAN, |r| r.rps),
+                row.and_then(|r| r.p50_ms).unwrap_or(f64::NAN),
+                row.and_then(|r| r.p99_ms).unwrap_or(f64::NAN),
+                run.server_cpu_secs,
+                run.client_cpu_secs,
+                if run.ok() { "ok" } else { "FAILED" },
+            );
+        }
+        for (process, bytes) in &r.rss {
+            let _ = writeln!(out, "RB-RSS\t{}\t{process}\t{bytes}", r.name);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{version}: -c {} -n {} -d {VALUE_BYTES} -r {}, one process per test and -P; \
+         ringkv through node 1's RESP port; latency in ms, CPU in us per request\n",
+        plan.clients,
+        thousands(rb.requests),
+        rb.keyspace,
+    );
+    let _ = writeln!(
+        out,
+        "| system | test | -P | req/s | req/s / redis | p50 | p99 | p99 / redis | server CPU us/req | CPU/req / redis | redis-benchmark CPU us/req |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let redis = reports.iter().find(|r| r.name == "redis");
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    for r in reports {
+        for run in &r.runs {
+            let peer = redis
+                .filter(|x| x.name != r.name)
+                .and_then(|x| {
+                    x.runs
+                        .iter()
+                        .find(|q| q.test == run.test && q.pipeline == run.pipeline)
+                })
+                .filter(|q| q.ok());
+            let row = run.row.as_ref().filter(|_| run.ok());
+            let peer_row = peer.and_then(|q| q.row.as_ref());
+            let both = |f: fn(&redis_benchmark::Row) -> Option<f64>| match (row, peer_row) {
+                (Some(a), Some(b)) => match (f(a), f(b)) {
+                    (Some(a), Some(b)) => ratio(a, b),
+                    _ => "-".into(),
+                },
+                _ => "-".into(),
+            };
+            let server = run.per_request_us(run.server_cpu_secs);
+            let cpu_ratio = match (row, peer) {
+                (Some(_), Some(q)) => ratio(server, q.per_request_us(q.server_cpu_secs)),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {cpu_ratio} | {:.1} |",
+                r.name,
+                run.test.to_uppercase(),
+                run.pipeline,
+                row.map_or("FAILED".into(), |r| thousands(r.rps as u64)),
+                both(|r| Some(r.rps)),
+                ms(row.and_then(|r| r.p50_ms)),
+                ms(row.and_then(|r| r.p99_ms)),
+                both(|r| r.p99_ms),
+                server,
+                run.per_request_us(run.client_cpu_secs),
+            );
+        }
+    }
+    let probes: Vec<_> = reports
+        .iter()
+        .filter_map(|r| r.probe.as_ref().map(|p| (r, p)))
+        .collect();
+    if !probes.is_empty() {
+        let _ = writeln!(out);
+        for (r, p) in probes {
+            let _ = writeln!(
+                out,
+                "{}: {} of the first {} keys hold a {VALUE_BYTES}-byte value after {} SETs \
+                 ({:.1}% expected); {} bad reads",
+                r.name,
+                p.found,
+                p.probed,
+                thousands(p.sets),
+                100.0 * redis_benchmark::expected_coverage(rb.keyspace, p.sets),
+                p.bad,
+            );
+        }
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            r.runs.iter().filter(|run| !run.ok()).map(move |run| {
+                format!(
+                    "{} -t {} -P {}: {}{}",
+                    r.name,
+                    run.test,
+                    run.pipeline,
+                    run.status,
+                    run.messages
+                        .first()
+                        .map_or(String::new(), |m| format!("; {m}"))
+                )
+            })
+        })
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "\nFailed runs (no ratios taken):");
+        for f in failed {
+            let _ = writeln!(out, "- {f}");
+        }
+    }
+    let _ = writeln!(out, "\n| system | process | peak RSS (MiB) |");
+    let _ = writeln!(out, "|---|---|---:|");
+    for r in reports {
+        for (process, bytes) in &r.rss {
+            let _ = writeln!(
+                out,
+                "| {} | {process} | {:.1} |",
+                r.name,
+                *bytes as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -1487,13 +2140,15 @@ impl ClientPortCerts {
     }
 }
 
-/// The `ready` line a node prints once both listeners are bound:
-/// `ready node=<id> peer=<HOST:PORT> client=<HOST:PORT>`.
+/// The `ready` line a node prints once its listeners are bound:
+/// `ready node=<id> peer=<HOST:PORT> client=<HOST:PORT>`, and
+/// ` redis=<HOST:PORT>` at the end when the RESP port is on.
 #[derive(Debug, PartialEq, Eq)]
 struct Ready {
     node: u64,
     peer: String,
     client: String,
+    redis: Option<String>,
 }
 
 fn parse_ready(line: &str) -> Option<Ready> {
@@ -1501,13 +2156,14 @@ fn parse_ready(line: &str) -> Option<Ready> {
     if words.next() != Some("ready") {
         return None;
     }
-    let (mut node, mut peer, mut client) = (None, None, None);
+    let (mut node, mut peer, mut client, mut redis) = (None, None, None, None);
     for word in words {
         let (name, value) = word.split_once('=')?;
         match name {
             "node" => node = value.parse().ok(),
             "peer" => peer = Some(value.to_string()),
             "client" => client = Some(value.to_string()),
+            "redis" => redis = Some(value.to_string()),
             _ => {}
         }
     }
@@ -1515,6 +2171,7 @@ fn parse_ready(line: &str) -> Option<Ready> {
         node: node?,
         peer: peer?,
         client: client?,
+        redis,
     })
 }
 
@@ -1524,6 +2181,8 @@ struct Node {
     proc: Proc,
     peer: String,
     client: String,
+    /// The RESP port, when started with one.
+    redis: Option<String>,
 }
 
 /// The node binary: `--node-bin`, or `ringkv-node` beside this binary
@@ -1561,6 +2220,7 @@ fn start_node(
     root: &Path,
     id: u64,
     tls: Option<&ClientPortCerts>,
+    resp: bool,
     seed: Option<&Node>,
 ) -> Result<Node> {
     let dir = root.join(format!("node{id}"));
@@ -1604,6 +2264,10 @@ fn start_node(
     if let Some(ms) = args.gossip_interval_ms {
         cmd.arg("--gossip-interval-ms").arg(ms.to_string());
     }
+    if resp {
+        // On loopback, so the node allows it without users.
+        cmd.args(["--redis-listen", "127.0.0.1:0"]);
+    }
     if let Some(seed) = seed {
         cmd.arg("--seed").arg(format!("{}@{}", seed.id, seed.peer));
     }
@@ -1635,11 +2299,15 @@ fn start_node(
                     if ready.node != id {
                         return Err(format!("{name} says it is node {}", ready.node).into());
                     }
+                    if resp && ready.redis.is_none() {
+                        return Err(format!("{name}'s ready line names no RESP port").into());
+                    }
                     return Ok(Node {
                         id,
                         proc,
                         peer: ready.peer,
                         client: ready.client,
+                        redis: ready.redis,
                     });
                 }
             }
@@ -1708,11 +2376,15 @@ fn bench_bucket(nodes: usize) -> BucketInfo {
 }
 
 /// Starts `count` nodes, waits until every one sees all of them alive and
-/// on the ring, and sets the benchmark bucket everywhere.
+/// on the ring, and sets the benchmark bucket everywhere. With `resp`,
+/// every node also serves the Redis protocol on a port of its own, and the
+/// buckets named there are set with the benchmark bucket's n, r and w and
+/// the policy given.
 async fn start_cluster(
     args: &Args,
     count: usize,
     tls: Option<&ClientPortCerts>,
+    resp: Option<&[(&[u8], ConflictPolicy)]>,
     root: &Path,
 ) -> Result<Vec<Node>> {
     let bin = node_bin(args)?;
@@ -1737,7 +2409,7 @@ async fn start_cluster(
     }
     let mut nodes: Vec<Node> = Vec::new();
     for id in 1..=count as u64 {
-        let node = start_node(args, &bin, root, id, tls, nodes.first())?;
+        let node = start_node(args, &bin, root, id, tls, resp.is_some(), nodes.first())?;
         nodes.push(node);
     }
     let mut admins = Vec::new();
@@ -1767,21 +2439,41 @@ async fn start_cluster(
         .await?;
     }
     let bucket = bench_bucket(count);
-    admins[0].set_bucket(BUCKET, bucket.clone()).await?;
-    for (node, admin) in nodes.iter().zip(&admins) {
-        wait_for(
-            &format!("node {} to have the benchmark bucket", node.id),
-            CONVERGE_TIMEOUT,
-            || async {
-                let props = admin.bucket(BUCKET).await?;
-                Ok(if props == bucket {
-                    Ok(())
-                } else {
-                    Err(format!("{props:?}"))
-                })
+    // The benchmark bucket, and the RESP port's buckets when it is on:
+    // the same n, r and w, each with its policy.
+    let mut buckets = vec![(BUCKET, bucket.clone())];
+    for &(name, ref policy) in resp.unwrap_or_default() {
+        buckets.push((
+            name,
+            BucketInfo {
+                policy: policy.clone(),
+                ..bucket.clone()
             },
-        )
-        .await?;
+        ));
+    }
+    for (name, props) in &buckets {
+        admins[0].set_bucket(name, props.clone()).await?;
+    }
+    for (node, admin) in nodes.iter().zip(&admins) {
+        for (name, props) in &buckets {
+            wait_for(
+                &format!(
+                    "node {} to have bucket {}",
+                    node.id,
+                    String::from_utf8_lossy(name)
+                ),
+                CONVERGE_TIMEOUT,
+                || async {
+                    let got = admin.bucket(name).await?;
+                    Ok(if got == *props {
+                        Ok(())
+                    } else {
+                        Err(format!("{got:?}"))
+                    })
+                },
+            )
+            .await?;
+        }
     }
     // One write and one read through every node, checked against the
     // bucket: the replicas asked are N distinct nodes and at least W (R)
@@ -1831,7 +2523,7 @@ async fn bench_ringkv(
     root: &Path,
 ) -> Result<SystemReport> {
     let name = spec.name();
-    let mut nodes = start_cluster(args, count, tls, root).await?;
+    let mut nodes = start_cluster(args, count, tls, None, root).await?;
     let mut conns = Vec::new();
     for i in 0..plan.clients as usize {
         let node = &nodes[i % nodes.len()];
@@ -1887,8 +2579,14 @@ mod tests {
             Some(Ready {
                 node: 3,
                 peer: "127.0.0.1:4100".into(),
-                client: "127.0.0.1:4101".into()
+                client: "127.0.0.1:4101".into(),
+                redis: None,
             })
+        );
+        assert_eq!(
+            parse_ready("ready node=1 peer=a:1 client=b:2 redis=127.0.0.1:6400")
+                .and_then(|r| r.redis),
+            Some("127.0.0.1:6400".into())
         );
         assert_eq!(parse_ready("ready node=3 peer=127.0.0.1:4100"), None);
         assert_eq!(parse_ready("starting node=3 peer=a client=b"), None);
@@ -2107,6 +2805,8 @@ mod tests {
             keys: 100,
             length,
             seed: 3,
+            loadgen: true,
+            rb: None,
         }
     }
 
@@ -2198,6 +2898,120 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat), Some(49));
         assert_eq!(stat_cpu_ticks("4242 (x) S 1 2"), None);
         assert!(cpu_ticks(&[std::process::id()]).is_ok());
+    }
+
+    #[test]
+    fn the_redis_benchmark_driver_plans() {
+        let plan_of = |a: &[&str]| plan(&Args::parse_from([&["cluster"], a].concat()));
+        let p = plan_of(&[]).unwrap();
+        assert!(p.loadgen && p.rb.is_none());
+        let p = plan_of(&["--driver", "redis-benchmark", "--quick"]).unwrap();
+        let rb = p.rb.unwrap();
+        assert!(!p.loadgen);
+        assert_eq!(rb.tests, ["set", "get"]);
+        assert_eq!(rb.pipelines, [1, 16]);
+        assert_eq!((rb.requests, rb.keyspace), (RB_QUICK_REQUESTS, RB_KEYSPACE));
+        let p = plan_of(&[
+            "--driver",
+            "both",
+            "--rb-tests",
+            "set,incr",
+            "--rb-requests",
+            "7",
+        ])
+        .unwrap();
+        assert!(p.loadgen);
+        assert_eq!(
+            p.rb.map(|r| (r.tests, r.requests)),
+            Some((vec!["set".into(), "incr".into()], 7))
+        );
+        assert!(plan_of(&["--driver", "redis-benchmark", "--rb-tests", "lpush"]).is_err());
+        // The RESP port is plain TCP: no TLS system for redis-benchmark
+        // alone; with both drivers it is measured by the load generator.
+        assert!(plan_of(&["--driver", "redis-benchmark", "--systems", "ringkv-1+tls"]).is_err());
+        assert!(plan_of(&["--driver", "both", "--systems", "ringkv-1+tls"]).is_ok());
+    }
+
+    #[test]
+    fn children_cpu_fields_parse() {
+        // Fields 16 and 17 (cutime, cstime) after 14 and 15.
+        let stat = "4242 (cluster x) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    37 12 5 6 20 0 4 0 100 1000 200";
+        assert_eq!(stat_children_cpu_ticks(stat), Some(11));
+        assert!(children_cpu_ticks().is_ok());
+    }
+
+    #[test]
+    fn the_redis_benchmark_table_takes_ratios_to_redis() {
+        use std::os::unix::process::ExitStatusExt;
+        let run = |test: &str, pipeline: u64, rps: f64, p99: f64, cpu: f64, code: i32| RbResult {
+            test: test.into(),
+            pipeline,
+            requests: 1_000,
+            row: (code == 0).then(|| redis_benchmark::Row {
+                test: test.to_uppercase(),
+                rps,
+                avg_ms: None,
+                p50_ms: Some(0.5),
+                p95_ms: None,
+                p99_ms: Some(p99),
+                max_ms: None,
+            }),
+            status: std::process::ExitStatus::from_raw(code << 8),
+            messages: if code == 0 {
+                vec![]
+            } else {
+                vec!["Error from server: WRONGTYPE".into()]
+            },
+            server_cpu_secs: cpu,
+            client_cpu_secs: 0.01,
+        };
+        let system = |name: &str, runs| RbSystemReport {
+            name: name.into(),
+            runs,
+            probe: None,
+            rss: vec![],
+        };
+        let reports = [
+            system(
+                "redis",
+                vec![
+                    run("set", 1, 60_000.0, 1.0, 0.01, 0),
+                    run("incr", 16, 500_000.0, 2.0, 0.01, 0),
+                ],
+            ),
+            system(
+                "ringkv-1",
+                vec![
+                    run("set", 1, 30_000.0, 4.0, 0.04, 0),
+                    run("incr", 16, 0.0, 0.0, 0.0, 1),
+                ],
+            ),
+        ];
+        let plan = small_plan(Length::Ops(10), vec![50]);
+        let rb = RbPlan {
+            tests: vec!["set".into(), "incr".into()],
+            pipelines: vec![1, 16],
+            requests: 1_000,
+            keyspace: 50_000,
+            timeout: Duration::from_secs(1),
+        };
+        let out = rb_report(&plan, &rb, "redis-benchmark 7.0.15", &reports);
+        assert!(
+            out.contains(
+                "| ringkv-1 | SET | 1 | 30,000 | 0.50 | 0.50 | 4.00 | 4.00 | 40.0 | 4.00 | 10.0 |"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("| ringkv-1 | INCR | 16 | FAILED | - |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("- ringkv-1 -t incr -P 16: exit status: 1; Error from server: WRONGTYPE"),
+            "{out}"
+        );
+        assert!(!reports[1].ok() && reports[0].ok());
     }
 
     #[test]
