@@ -564,6 +564,140 @@ async fn members(
     }
 }
 
+/// The keys of a command that may run beside the other commands of its
+/// pipeline: a data command (strings, counters, sets, `RINGKV.GET`/`PUT`/
+/// `DEL`), well formed, on an authenticated connection. `None` for every
+/// other command: it runs alone, after what came before it, as it may
+/// change the session (`SELECT`, `AUTH`, `HELLO`, ...) or read what the
+/// previous command left (`RINGKV.RECEIPT`).
+fn parallel_keys<'a>(s: &Session, args: &'a [Bytes]) -> Option<Vec<&'a [u8]>> {
+    s.role?;
+    let name = args.first()?;
+    let spec = COMMANDS
+        .iter()
+        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))?;
+    let data = matches!(
+        spec.name,
+        "get"
+            | "set"
+            | "del"
+            | "exists"
+            | "mget"
+            | "mset"
+            | "strlen"
+            | "incr"
+            | "decr"
+            | "incrby"
+            | "decrby"
+            | "sadd"
+            | "srem"
+            | "smembers"
+            | "sismember"
+            | "scard"
+            | "ringkv.get"
+            | "ringkv.put"
+            | "ringkv.del"
+    );
+    let n = args.len() as i64;
+    let fits = (spec.arity > 0 && n == spec.arity) || (spec.arity < 0 && n >= -spec.arity);
+    if !data || !fits || spec.first < 1 || spec.step < 1 {
+        return None;
+    }
+    let last = if spec.last < 0 {
+        n + spec.last
+    } else {
+        spec.last
+    };
+    Some(
+        (spec.first..=last.min(n - 1))
+            .step_by(spec.step as usize)
+            .map(|i| args[i as usize].as_ref())
+            .collect(),
+    )
+}
+
+/// Runs the commands of a pipeline, at most `max_parallel` at once, and
+/// answers each in order: as if one ran after another, as redis runs
+/// them. Consecutive data commands on different keys run at once; a
+/// command on a key an earlier one of the same group touches starts a
+/// new group, and so does every command that is not a data command
+/// ([`parallel_keys`]), which runs alone. A reply that closes the
+/// connection ends the pipeline: the commands after it do not run.
+pub async fn run_pipeline(
+    ctx: &Ctx,
+    s: &mut Session,
+    commands: &[&[Bytes]],
+    max_parallel: usize,
+) -> Vec<(Value, After)> {
+    let mut replies = Vec::with_capacity(commands.len());
+    let mut i = 0;
+    while i < commands.len() {
+        let mut group: Vec<&[Bytes]> = Vec::new();
+        let mut keys: BTreeSet<&[u8]> = BTreeSet::new();
+        for (j, args) in commands.iter().enumerate().skip(i) {
+            if group.len() >= max_parallel.max(1) {
+                break;
+            }
+            let Some(these) = parallel_keys(s, args) else {
+                break;
+            };
+            if these.iter().any(|k| keys.contains(k)) {
+                break;
+            }
+            // RINGKV.RECEIPT shows the receipts of the one command before it.
+            let next_is_receipt = commands
+                .get(j + 1)
+                .and_then(|a| a.first())
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"ringkv.receipt"));
+            if next_is_receipt && !group.is_empty() {
+                break;
+            }
+            keys.extend(these);
+            group.push(args);
+        }
+        if group.len() <= 1 {
+            let reply = run(ctx, s, commands[i]).await;
+            let close = reply.1 == After::Close;
+            replies.push(reply);
+            i += 1;
+            if close {
+                break;
+            }
+            continue;
+        }
+        i += group.len();
+        s.forget_receipts();
+        // The buckets first, one after another (the session caches their
+        // policies); then every command of the group at once.
+        let mut targets = Vec::with_capacity(group.len());
+        for args in &group {
+            let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+            let target = if name.starts_with("ringkv.") {
+                Ok(None)
+            } else {
+                target(ctx, s, &name).await.map(Some)
+            };
+            targets.push((name, target));
+        }
+        let s = &*s;
+        let runs = group
+            .iter()
+            .zip(targets)
+            .map(|(args, (name, target))| async move {
+                let result = match target {
+                    Err(e) => Err(e),
+                    Ok(None) => ringkv::run(ctx, s, &name, args).await,
+                    Ok(Some((bucket, policy))) => {
+                        data_in(ctx, s, &name, args, &bucket, policy).await
+                    }
+                };
+                (result.unwrap_or_else(|e| e), After::Continue)
+            });
+        replies.extend(join_all(runs).await);
+    }
+    replies
+}
+
 /// Runs one command.
 pub async fn run(ctx: &Ctx, s: &mut Session, args: &[Bytes]) -> (Value, After) {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
@@ -994,8 +1128,18 @@ async fn target(
 
 async fn data(ctx: &Ctx, s: &mut Session, name: &str, args: &[Bytes]) -> Result<Value, Value> {
     let (bucket, policy) = target(ctx, s, name).await?;
-    let bucket = &bucket[..];
-    let s = &*s;
+    data_in(ctx, s, name, args, &bucket, policy).await
+}
+
+/// Runs a data command in `bucket`, whose policy is `policy`.
+async fn data_in(
+    ctx: &Ctx,
+    s: &Session,
+    name: &str,
+    args: &[Bytes],
+    bucket: &[u8],
+    policy: ConflictPolicy,
+) -> Result<Value, Value> {
     match name {
         "get" => {
             let (found, _) = read(ctx, s, name, &policy, &args[1]).await?;
@@ -1196,6 +1340,215 @@ async fn data(ctx: &Ctx, s: &mut Session, name: &str, args: &[Bytes]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    /// An in-memory handler for the pipeline's scheduling: buckets are
+    /// `Lww`, each op takes a few milliseconds, and the most ops in flight
+    /// at once is recorded.
+    #[derive(Default)]
+    struct Recorder {
+        data: Mutex<HashMap<(Vec<u8>, Vec<u8>), Vec<u8>>>,
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    struct Shared(Arc<Recorder>);
+
+    impl Handler for Shared {
+        fn execute(
+            &self,
+            op: Op,
+        ) -> futures_util::future::BoxFuture<'static, crate::error::Result<Reply>> {
+            let r = Arc::clone(&self.0);
+            Box::pin(async move {
+                let now = r.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                r.most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                r.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let reply = match op {
+                    Op::GetBucket { .. } => Reply::Bucket {
+                        props: (&crate::replication::BucketProps {
+                            policy: ConflictPolicy::Lww,
+                            ..Default::default()
+                        })
+                            .into(),
+                    },
+                    Op::Put {
+                        bucket, key, value, ..
+                    } => {
+                        r.data
+                            .lock()
+                            .unwrap()
+                            .insert((bucket.into_vec(), key.into_vec()), value.into_vec());
+                        Reply::Written {
+                            context: ByteBuf::new(),
+                            receipt: Receipt::default(),
+                        }
+                    }
+                    Op::Get { bucket, key, .. } => Reply::Object {
+                        value: r
+                            .data
+                            .lock()
+                            .unwrap()
+                            .get(&(bucket.into_vec(), key.into_vec()))
+                            .cloned()
+                            .map(ByteBuf::from),
+                        siblings: Vec::new(),
+                        context: ByteBuf::new(),
+                        receipt: Receipt::default(),
+                    },
+                    other => panic!("not expected here: {other:?}"),
+                };
+                Ok(reply)
+            })
+        }
+    }
+
+    fn ctx(r: &Arc<Recorder>) -> Ctx {
+        Ctx {
+            handler: Arc::new(Shared(Arc::clone(r))),
+            auth: ClientAuth::Open,
+            auth_slots: Arc::new(Semaphore::new(1)),
+            max_auth_failures: 3,
+            max_reply_bytes: 1 << 20,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn commands(text: &str) -> Vec<Vec<Bytes>> {
+        text.split(';')
+            .map(|c| {
+                c.split_whitespace()
+                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn pipeline(r: &Arc<Recorder>, text: &str, max: usize) -> Vec<Value> {
+        let ctx = ctx(r);
+        let mut s = Session::new(&ctx, "test".into());
+        let cmds = commands(text);
+        let refs: Vec<&[Bytes]> = cmds.iter().map(|c| &c[..]).collect();
+        run_pipeline(&ctx, &mut s, &refs, max)
+            .await
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect()
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn pipelined_commands_name_their_keys_only_when_they_may_run_at_once() {
+        let ctx = ctx(&Arc::new(Recorder::default()));
+        let mut s = Session::new(&ctx, "test".into());
+        let keys = |s: &Session, text: &str| {
+            let c = &commands(text)[0];
+            parallel_keys(s, c).map(|k| {
+                k.iter()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(keys(&s, "MSET a 1 b 2"), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            keys(&s, "del a b c"),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(keys(&s, "SADD s x y"), Some(vec!["s".into()]));
+        assert_eq!(keys(&s, "RINGKV.PUT k v 00"), Some(vec!["k".into()]));
+        for alone in [
+            "SELECT 1",
+            "PING",
+            "RINGKV.RECEIPT",
+            "GET",
+            "GET a b",
+            "SCAN 0",
+            "nope",
+        ] {
+            assert_eq!(keys(&s, alone), None, "{alone}");
+        }
+        s.role = None;
+        assert_eq!(keys(&s, "GET a"), None, "unauthenticated");
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_runs_commands_on_different_keys_at_once_and_answers_in_order() {
+        let r = Arc::new(Recorder::default());
+        let got = pipeline(&r, "SET a 1; SET b 2; SET c 3; GET a; GET b; GET zz", 128).await;
+        assert_eq!(
+            got,
+            [
+                Value::ok(),
+                Value::ok(),
+                Value::ok(),
+                bulk("1"),
+                bulk("2"),
+                Value::Null
+            ]
+        );
+        assert!(r.most.load(Ordering::SeqCst) >= 3, "{:?}", r.most);
+
+        // One key: strictly one after another, each reading the last write.
+        let r = Arc::new(Recorder::default());
+        let got = pipeline(
+            &r,
+            "SET k v1; GET k; SET k v2; GET k; MSET x 1 k v3; GET k",
+            128,
+        )
+        .await;
+        assert_eq!(
+            got,
+            [
+                Value::ok(),
+                bulk("v1"),
+                Value::ok(),
+                bulk("v2"),
+                Value::ok(),
+                bulk("v3")
+            ]
+        );
+        assert_eq!(
+            r.most.load(Ordering::SeqCst),
+            2,
+            "only MSET's two writes at once"
+        );
+
+        // Session commands are barriers: GET a after SELECT 1 reads db1.
+        let r = Arc::new(Recorder::default());
+        let got = pipeline(&r, "SET a 1; SELECT 1; GET a; SELECT 0; GET a", 128).await;
+        assert_eq!(
+            got,
+            [
+                Value::ok(),
+                Value::ok(),
+                Value::Null,
+                Value::ok(),
+                bulk("1")
+            ]
+        );
+
+        // QUIT ends the pipeline: what follows it does not run.
+        let r = Arc::new(Recorder::default());
+        let got = pipeline(&r, "SET a 1; QUIT; SET b 2", 128).await;
+        assert_eq!(got, [Value::ok(), Value::ok()]);
+        assert!(!r
+            .data
+            .lock()
+            .unwrap()
+            .contains_key(&(b"db0".to_vec(), b"b".to_vec())));
+
+        // The bound holds.
+        let r = Arc::new(Recorder::default());
+        let text: Vec<String> = (0..40).map(|i| format!("SET k{i} v")).collect();
+        let got = pipeline(&r, &text.join(";"), 8).await;
+        assert_eq!(got.len(), 40);
+        assert_eq!(r.most.load(Ordering::SeqCst), 8);
+    }
 
     #[test]
     fn integers_and_levels_parse_strictly() {
