@@ -83,7 +83,8 @@
 //! (INCR), `db0.sets` an OR-set (SADD). Each test (`--rb-tests`, of set,
 //! get, incr, sadd) with each pipeline depth (`--rb-pipelines`, 1 and 16)
 //! is one `redis-benchmark -c <clients> -n <rb-requests> -d 100 -r
-//! <rb-keyspace> -P <p> -t <test> --csv` process; its CSV gives req/s and
+//! <rb-keyspace> -P <p> -t <test> --csv` process (SADD: `-n
+//! <rb-sadd-requests>`, 2,000 by default: it grows one set); its CSV gives req/s and
 //! (redis-benchmark 7) p50/p99, and the servers' CPU time is sampled
 //! around the process, as is the process's own (this process's `cutime`
 //! and `cstime` once it is waited for). Anything it prints besides its CSV
@@ -138,6 +139,9 @@ const QUICK_OPS: u64 = 5_000;
 /// and the key space of its random keys (`-r`).
 const RB_REQUESTS: u64 = 100_000;
 const RB_QUICK_REQUESTS: u64 = 5_000;
+/// `-n` of the SADD test (see `--rb-sadd-requests`), and with `--quick`.
+const RB_SADD_REQUESTS: u64 = 2_000;
+const RB_QUICK_SADD_REQUESTS: u64 = 500;
 const RB_KEYSPACE: u64 = 50_000;
 /// Keys read back after redis-benchmark's SETs, to check they are stored.
 const RB_PROBE_KEYS: u64 = 1_000;
@@ -236,12 +240,18 @@ struct Args {
     /// redis-benchmark tests (`-t`), comma-separated, run in this order,
     /// each by its own redis-benchmark process: some of set, get, incr,
     /// sadd.
-    #[arg(long, value_delimiter = ',', default_values_t = ["set", "get"].map(String::from))]
+    #[arg(long, value_delimiter = ',', default_values_t = ["set", "get", "incr", "sadd"].map(String::from))]
     rb_tests: Vec<String>,
     /// Requests per redis-benchmark test (`-n`; default 100,000, 5,000
-    /// with `--quick`).
+    /// with `--quick`), except SADD.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     rb_requests: Option<u64>,
+    /// Requests of the SADD test (default 2,000, 500 with `--quick`).
+    /// redis-benchmark's SADD adds random members to one key, `myset`, so
+    /// the set grows through the test, and on ringkv every SADD reads and
+    /// writes the whole set (a CRDT value): its cost grows with the set.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    rb_sadd_requests: Option<u64>,
     /// Pipeline depths (`-P`), comma-separated: every test runs once with
     /// each.
     #[arg(long, value_delimiter = ',', default_values_t = [1u64, 16], value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -355,9 +365,23 @@ struct Plan {
 struct RbPlan {
     tests: Vec<String>,
     pipelines: Vec<u64>,
+    /// `-n` of every test but SADD.
     requests: u64,
+    /// `-n` of SADD.
+    sadd_requests: u64,
     keyspace: u64,
     timeout: Duration,
+}
+
+impl RbPlan {
+    /// `-n` of `test`.
+    fn requests_of(&self, test: &str) -> u64 {
+        if test == "sadd" {
+            self.sadd_requests
+        } else {
+            self.requests
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -465,6 +489,11 @@ fn plan(args: &Args) -> Result<Plan> {
                 RB_QUICK_REQUESTS
             } else {
                 RB_REQUESTS
+            }),
+            sadd_requests: args.rb_sadd_requests.unwrap_or(if args.quick {
+                RB_QUICK_SADD_REQUESTS
+            } else {
+                RB_SADD_REQUESTS
             }),
             keyspace: args.rb_keyspace,
             timeout: Duration::from_secs(args.rb_timeout),
@@ -1780,7 +1809,7 @@ async fn rb_measure(
                 host: host.clone(),
                 port,
                 clients: plan.clients,
-                requests: rb.requests,
+                requests: rb.requests_of(test),
                 data_size: VALUE_BYTES,
                 keyspace: rb.keyspace,
                 pipeline,
@@ -1954,9 +1983,14 @@ fn rb_report(plan: &Plan, rb: &RbPlan, version: &str, reports: &[RbSystemReport]
             let _ = writeln!(out, "RB-RSS\t{}\t{process}\t{bytes}", r.name);
         }
     }
+    let sadd = if rb.tests.iter().any(|t| t == "sadd") && rb.sadd_requests != rb.requests {
+        format!(" (SADD: -n {})", thousands(rb.sadd_requests))
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "\n{version}: -c {} -n {} -d {VALUE_BYTES} -r {}, one process per test and -P; \
+        "\n{version}: -c {} -n {}{sadd} -d {VALUE_BYTES} -r {}, one process per test and -P; \
          ringkv through node 1's RESP port; latency in ms, CPU in us per request\n",
         plan.clients,
         thousands(rb.requests),
@@ -2908,9 +2942,13 @@ mod tests {
         let p = plan_of(&["--driver", "redis-benchmark", "--quick"]).unwrap();
         let rb = p.rb.unwrap();
         assert!(!p.loadgen);
-        assert_eq!(rb.tests, ["set", "get"]);
+        assert_eq!(rb.tests, ["set", "get", "incr", "sadd"]);
         assert_eq!(rb.pipelines, [1, 16]);
         assert_eq!((rb.requests, rb.keyspace), (RB_QUICK_REQUESTS, RB_KEYSPACE));
+        assert_eq!(
+            (rb.requests_of("get"), rb.requests_of("sadd")),
+            (RB_QUICK_REQUESTS, RB_QUICK_SADD_REQUESTS)
+        );
         let p = plan_of(&[
             "--driver",
             "both",
@@ -2993,6 +3031,7 @@ mod tests {
             tests: vec!["set".into(), "incr".into()],
             pipelines: vec![1, 16],
             requests: 1_000,
+            sadd_requests: 1_000,
             keyspace: 50_000,
             timeout: Duration::from_secs(1),
         };
