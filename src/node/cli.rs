@@ -116,8 +116,9 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     pub client_listen: Option<String>,
     /// Also serve the Redis protocol (RESP2/RESP3, docs/resp.md) here;
-    /// off unless given. Without users (--no-client-auth) only a loopback
-    /// address is accepted.
+    /// off unless given. With --client-tls-cert it speaks only TLS, with
+    /// that certificate. Without users (--no-client-auth) or without TLS,
+    /// only a loopback address is accepted.
     #[arg(long, value_name = "HOST:PORT")]
     pub redis_listen: Option<String>,
     /// A node to join through (repeatable; none: found a new cluster).
@@ -593,7 +594,7 @@ pub struct NodeSetup {
     /// The client port: who may use it (`auth`), and its TLS.
     pub client_port: ClientPortConfig,
     /// Where the RESP port listens (`None`: no RESP port). It shares
-    /// `client_port`'s users and limits (not its TLS).
+    /// `client_port`'s users, limits, per-user counts and TLS.
     pub redis_listen: Option<String>,
     /// The data directory, when there is one (always, except for a memory
     /// engine started without `--data-dir`).
@@ -767,13 +768,7 @@ pub fn resolve(
     let redis_listen = args.redis_listen.or(file.redis_listen);
     if let Some(addr) = &redis_listen {
         check_address("redis_listen", addr)?;
-        if client_port.auth == ClientAuth::Open && !crate::node::resp::is_loopback(addr) {
-            return Err(Error::InvalidInput(format!(
-                "redis_listen {addr:?} is not a loopback address, and the node has no users \
-                 (--no-client-auth): an open Redis port may only listen on loopback; give \
-                 --users-file to serve it on the network"
-            )));
-        }
+        crate::node::resp::check_listen(addr, &client_port)?;
     }
     let seed_texts = if args.seeds.is_empty() {
         file.seeds.unwrap_or_default()

@@ -74,7 +74,7 @@ use crate::error::{Error, Result};
 use crate::log::RateLimited;
 use crate::net::client_tls::ClientPortTls;
 use crate::node::auth::Users;
-use crate::node::shares::{ByteBudget, Held, Slot, Slots};
+use crate::node::shares::{ByteBudget, Held, Slot, Slots, UserConnections};
 use crate::protocol::{
     ErrorCode, ErrorReply, Handler, Op, Reply, Request, Response, Role, CLIENT_PROTOCOL_VERSION,
 };
@@ -136,8 +136,13 @@ pub struct ClientPortConfig {
     /// half of `max_connections`, so that one application's pool (or one
     /// leaked password, used from many hosts) cannot take every slot and
     /// lock the other users, an admin among them, out; a `Hello` past it
-    /// is refused `Overloaded` (retryable).
+    /// is refused `Overloaded` (retryable). Counted in `user_connections`,
+    /// with every port that shares it.
     pub max_connections_per_user: usize,
+    /// Where the connections of each user are counted
+    /// ([`UserConnections`]): ports started from clones of one
+    /// configuration (`ringkv-node`'s client and RESP ports) share it.
+    pub user_connections: UserConnections,
     /// A connection with no request in flight that sends nothing for this
     /// long is closed. Default 10 minutes: pools keep connections open
     /// between bursts, and reconnect transparently after a close; a slot
@@ -236,6 +241,7 @@ impl Default for ClientPortConfig {
             max_concurrent_auth: 2,
             max_connections_per_ip: 256,
             max_connections_per_user: 512,
+            user_connections: UserConnections::default(),
             idle_timeout: Duration::from_secs(600),
             frame_timeout: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(10),
@@ -322,8 +328,6 @@ struct Shared {
     auth_slots: Arc<Semaphore>,
     /// Open connections per source address.
     per_ip: Arc<Slots<IpAddr>>,
-    /// Authenticated connections per user.
-    per_user: Arc<Slots<String>>,
     /// Failed or refused authentications, logged at most every 10 s.
     auth_refusals: RateLimited,
     /// Bytes of replies queued to be written, over all connections.
@@ -354,7 +358,6 @@ impl ClientPort {
             handler,
             auth_slots: Arc::new(Semaphore::new(config.max_concurrent_auth)),
             per_ip: Slots::new(config.max_connections_per_ip),
-            per_user: Slots::new(config.max_connections_per_user),
             auth_refusals: RateLimited::new(Duration::from_secs(10)),
             queued_total: Arc::new(AtomicUsize::new(0)),
             requests: ByteBudget::new(config.request_budget_total),
@@ -798,7 +801,11 @@ async fn authenticate(
             // A connection that authenticates again as the same user keeps
             // its place; as another, it moves to that user's share.
             if auth.slot.as_ref().is_none_or(|s| s.key() != &user) {
-                let Some(slot) = shared.per_user.take(&user) else {
+                let config = &shared.config;
+                let taken = config
+                    .user_connections
+                    .take(&user, config.max_connections_per_user);
+                let Some(slot) = taken else {
                     shared.auth_refusals.warn(|n| {
                         tracing::warn!(%user, refused = n, "client port: refusing a connection over the user's share")
                     });

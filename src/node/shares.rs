@@ -33,9 +33,15 @@ impl<K: Eq + Hash + Clone> Slots<K> {
 
     /// Takes a slot for `key`, unless it has `limit` already.
     pub fn take(self: &Arc<Self>, key: &K) -> Option<Slot<K>> {
+        self.take_within(key, self.limit)
+    }
+
+    /// Takes a slot for `key`, unless it has `limit` (the caller's, not
+    /// the one these slots were made with) already.
+    pub fn take_within(self: &Arc<Self>, key: &K, limit: usize) -> Option<Slot<K>> {
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         let n = taken.entry(key.clone()).or_insert(0);
-        if *n >= self.limit {
+        if *n >= limit {
             return None;
         }
         *n += 1;
@@ -67,6 +73,39 @@ impl<K: Eq + Hash + Clone> Drop for Slot<K> {
                 taken.remove(&self.key);
             }
         }
+    }
+}
+
+/// Authenticated connections per user, counted together by every port
+/// that holds a clone: `ringkv-node` starts its client port and its RESP
+/// port from clones of one [`crate::node::client_port::ClientPortConfig`],
+/// so one user's connections on both ports count against one
+/// `max_connections_per_user`. A fresh value ([`Default`]) counts alone.
+/// It is state, not a setting: any two compare equal, so configurations
+/// compare by their settings.
+#[derive(Clone, Debug)]
+pub struct UserConnections(Arc<Slots<String>>);
+
+impl Default for UserConnections {
+    fn default() -> Self {
+        // Each port gives its own limit when it takes a slot.
+        UserConnections(Slots::new(usize::MAX))
+    }
+}
+
+impl PartialEq for UserConnections {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for UserConnections {}
+
+impl UserConnections {
+    /// A place for one more connection of `user`, unless it has `limit`
+    /// open already (on every port sharing this count).
+    pub fn take(&self, user: &str, limit: usize) -> Option<Slot<String>> {
+        self.0.take_within(&user.to_string(), limit)
     }
 }
 
@@ -140,6 +179,23 @@ mod tests {
             slots.take(&"a").is_some(),
             "a slot given back is taken again"
         );
+    }
+
+    #[test]
+    fn clones_of_user_connections_count_together_and_a_fresh_one_alone() {
+        let one = UserConnections::default();
+        let other_port = one.clone();
+        let a1 = one.take("a", 2).unwrap();
+        let _a2 = other_port.take("a", 2).unwrap();
+        assert!(one.take("a", 2).is_none(), "a third place across two ports");
+        assert!(other_port.take("a", 2).is_none());
+        assert!(one.take("b", 2).is_some(), "another user has its own count");
+        assert!(
+            UserConnections::default().take("a", 2).is_some(),
+            "a fresh count is not shared"
+        );
+        drop(a1);
+        assert!(other_port.take("a", 2).is_some(), "a place given back");
     }
 
     #[test]

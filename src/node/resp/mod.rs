@@ -16,18 +16,33 @@
 //! - With users ([`crate::node::client_port::ClientAuth::Users`]), nothing but `AUTH`, `HELLO ...
 //!   AUTH` and `QUIT` runs before authentication (`-NOAUTH`), and every op
 //!   is held to the user's role before it reaches the handler (`-NOPERM`).
+//!   A connection that authenticates as a user who has
+//!   `max_connections_per_user` connections open already (on this port and
+//!   on every port sharing the config's
+//!   [`crate::node::shares::UserConnections`], the client port of
+//!   `ringkv-node` among them) gets an error naming the cap instead of the
+//!   reply, and is closed.
+//! - With a certificate in the config ([`ClientPortConfig::tls`]), the port
+//!   speaks only TLS 1.3, with the client port's certificate: a plain TCP
+//!   client fails its handshake and is closed, alone. Without one, the port
+//!   refuses to listen beyond loopback ([`check_listen`]), so passwords and
+//!   data never cross a network in the clear.
 //!
 //! # Limits
 //!
-//! Those of [`ClientPortConfig`] that fit: connections (per port and per
-//! address), idle, partial-request and authentication timeouts, the
+//! Those of [`ClientPortConfig`] that fit: connections (per port, per
+//! address and per user), idle, partial-request and authentication
+//! timeouts, the TLS handshake (within `auth_timeout`), the
 //! largest request (`max_frame_bytes`; an argument at most
 //! [`crate::config::MAX_VALUE_BYTES`] plus a margin), the request budget for
 //! large arguments, the password checks at once and the failures allowed.
 //! A reply carries at most `reply_budget_per_connection` bytes of values,
 //! and since a connection runs one command at a time and waits for its
 //! replies to be written before it reads on, a client that never reads
-//! holds one reply, not more. Arrays are at most [`MAX_ARGS`] long.
+//! holds one reply, not more. Replies over 64 KiB waiting to be written
+//! are held to `reply_budget_total` over the port's connections; one that
+//! would go past it is replaced by an error. Arrays are at most
+//! [`MAX_ARGS`] long.
 
 pub mod commands;
 pub mod frame;
@@ -39,16 +54,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 use crate::log::RateLimited;
-use crate::node::client_port::{discard_until_closed, ClientPortConfig};
-use crate::node::shares::Slots;
+use crate::node::client_port::{discard_until_closed, ClientAuth, ClientPortConfig};
+use crate::node::shares::{ByteBudget, Held, Slot, Slots};
 use crate::protocol::Handler;
 
 use commands::{After, Ctx, Session};
@@ -61,6 +76,10 @@ pub const MAX_ARGS: usize = 1 << 20;
 /// Replies are written once this many bytes wait, or when no further
 /// command is already buffered.
 const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Replies larger than this are charged to `reply_budget_total` until
+/// they are written; smaller ones are bounded by the connections.
+const LARGE_REPLY_BYTES: usize = 64 * 1024;
 
 /// A running RESP port. Dropping it does not stop it; call
 /// [`RespPort::shutdown`].
@@ -77,18 +96,24 @@ struct Shared {
     stop: CancellationToken,
     per_ip: Arc<Slots<IpAddr>>,
     budget: Arc<Budget>,
+    /// Bytes of large replies waiting to be written, over all connections.
+    replies: Arc<ByteBudget>,
+    /// Refusals over a user's share, logged at most every 10 s.
+    user_refusals: RateLimited,
 }
 
 impl RespPort {
     /// Binds `listen` (`HOST:PORT`; port 0 picks a free one) and serves
-    /// RESP with `handler`, under `config`'s limits and authentication.
-    /// Must be called inside a tokio runtime.
+    /// RESP with `handler`, under `config`'s limits, authentication and
+    /// TLS. Refuses an address [`check_listen`] refuses. Must be called
+    /// inside a tokio runtime.
     pub async fn start(
         listen: &str,
         handler: Arc<dyn Handler>,
         config: ClientPortConfig,
     ) -> Result<RespPort> {
         config.validate()?;
+        check_listen(listen, &config)?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| Error::io(format!("binding the RESP port {listen}"), e))?;
@@ -108,6 +133,8 @@ impl RespPort {
                 next_id: AtomicU64::new(1),
             },
             budget: Budget::new(config.request_budget_total),
+            replies: ByteBudget::new(config.reply_budget_total),
+            user_refusals: RateLimited::new(Duration::from_secs(10)),
             per_ip: Slots::new(config.max_connections_per_ip),
             config,
             stop: stop.clone(),
@@ -139,6 +166,7 @@ impl RespPort {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let refusals = RateLimited::new(Duration::from_secs(10));
+    let handshakes = Arc::new(RateLimited::new(Duration::from_secs(10)));
     loop {
         let accepted = tokio::select! {
             _ = shared.stop.cancelled() => return,
@@ -158,8 +186,31 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
         match (permit, ip_slot) {
             (Some(permit), Some(ip_slot)) => {
                 let shared = shared.clone();
+                let handshakes = handshakes.clone();
                 tracker.spawn(async move {
-                    serve(stream, peer, &shared).await;
+                    match shared.config.tls.clone() {
+                        None => serve(stream, peer, &shared).await,
+                        Some(tls) => {
+                            // The handshake holds the connection's slots, so
+                            // stalled handshakes are bounded as idle
+                            // connections are, and end in time.
+                            let limit = shared.config.auth_timeout;
+                            let handshake = tokio::select! {
+                                _ = shared.stop.cancelled() => None,
+                                done = tokio::time::timeout(limit, tls.accept(stream)) => Some(done),
+                            };
+                            match handshake {
+                                None => {}
+                                Some(Ok(Ok(stream))) => serve(stream, peer, &shared).await,
+                                Some(Ok(Err(e))) => handshakes.warn(|n| {
+                                    tracing::warn!(%peer, failed = n, error = %e, "RESP port: TLS handshake failed")
+                                }),
+                                Some(Err(_)) => handshakes.warn(|n| {
+                                    tracing::warn!(%peer, failed = n, "RESP port: TLS handshake not finished within {limit:?}")
+                                }),
+                            }
+                        }
+                    }
                     drop(ip_slot);
                     drop(permit);
                 });
@@ -169,12 +220,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
                     tracing::warn!(%peer, refused = n, "RESP port: refusing a connection over the limits")
                 });
                 let timeout = shared.config.refusal_timeout;
+                // On a TLS port the refusal is the closed connection: a
+                // plain error would not reach a TLS client, and a handshake
+                // for each connection over the limits is what the limits
+                // are there to spare.
+                let plain = shared.config.tls.is_none();
                 tracker.spawn(async move {
-                    let _ = tokio::time::timeout(
-                        timeout,
-                        stream.write_all(b"-ERR max number of clients reached\r\n"),
-                    )
-                    .await;
+                    if plain {
+                        let _ = tokio::time::timeout(
+                            timeout,
+                            stream.write_all(b"-ERR max number of clients reached\r\n"),
+                        )
+                        .await;
+                    }
                     let _ = stream.shutdown().await;
                     discard_until_closed(stream, timeout).await;
                 });
@@ -202,16 +260,87 @@ fn limits(config: &ClientPortConfig, authenticated: bool) -> Limits {
 
 /// Writes `out` within `limit` (a client that reads nothing for that long
 /// is cut off); whether it was written.
-async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, limit: Duration) -> bool {
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>, limit: Duration) -> bool {
     if out.is_empty() {
         return true;
     }
-    let written = tokio::time::timeout(limit, stream.write_all(out)).await;
+    let written = tokio::time::timeout(limit, async {
+        stream.write_all(out).await?;
+        // TLS holds what it encrypts until flushed.
+        stream.flush().await
+    })
+    .await;
     out.clear();
     matches!(written, Ok(Ok(())))
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+/// Charges a reply just encoded (`out[from..]`) to the port's reply budget
+/// when it is large; one that does not fit is replaced by an error.
+fn charge_reply(
+    shared: &Shared,
+    resp3: bool,
+    out: &mut Vec<u8>,
+    from: usize,
+    held: &mut Vec<Held>,
+) {
+    let len = out.len() - from;
+    if len <= LARGE_REPLY_BYTES {
+        return;
+    }
+    match shared.replies.take(len) {
+        Some(share) => held.push(share),
+        None => {
+            out.truncate(from);
+            Value::err(format!(
+                "Overloaded: a reply of {len} bytes was dropped: the node holds {} MiB of \
+                 replies waiting for clients to read them (reply_budget_total); retry later",
+                shared.replies.limit() >> 20
+            ))
+            .encode(resp3, out);
+        }
+    }
+}
+
+/// The place of a user's connection in its share, when the session has
+/// just authenticated as a user it holds no place for; an error naming the
+/// cap when the user has no place left.
+fn user_place(
+    shared: &Shared,
+    session: &Session,
+    place: &mut Option<Slot<String>>,
+) -> std::result::Result<(), Value> {
+    let Some(user) = &session.user else {
+        return Ok(());
+    };
+    if place.as_ref().is_some_and(|p| p.key() == user) {
+        return Ok(());
+    }
+    let config = &shared.config;
+    let limit = config.max_connections_per_user;
+    match config.user_connections.take(user, limit) {
+        Some(taken) => {
+            // Authenticated as another user: the old place is given back.
+            *place = Some(taken);
+            Ok(())
+        }
+        None => {
+            shared.user_refusals.warn(|n| {
+                tracing::warn!(%user, refused = n, "RESP port: refusing a connection over the user's share")
+            });
+            Err(Value::err(format!(
+                "max number of clients reached for user '{user}': it has {limit} connections \
+                 open (max_connections_per_user, counted over the Redis and client ports); \
+                 closing the connection"
+            )))
+        }
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: &Shared,
+) {
     let config = &shared.config;
     let mut session = Session::new(&shared.ctx, peer.to_string());
     let mut decoder = Decoder::new(
@@ -224,6 +353,8 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let mut last_command = opened;
     let mut partial_since: Option<tokio::time::Instant> = None;
     let write_limit = config.idle_timeout;
+    let mut place: Option<Slot<String>> = None;
+    let mut held: Vec<Held> = Vec::new();
     loop {
         // Every complete command buffered, in order.
         loop {
@@ -245,9 +376,19 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                 continue;
             }
             let was_authenticated = session.role.is_some();
-            let (reply, after) = commands::run(&shared.ctx, &mut session, &command.args).await;
+            let (mut reply, mut after) =
+                commands::run(&shared.ctx, &mut session, &command.args).await;
             drop(command);
+            let mut over_share = false;
+            if let Err(refusal) = user_place(shared, &session, &mut place) {
+                (reply, after, over_share) = (refusal, After::Close, true);
+                session.role = None;
+                session.user = None;
+            }
+            let from = out.len();
             reply.encode(session.resp3, &mut out);
+            drop(reply);
+            charge_reply(shared, session.resp3, &mut out, from, &mut held);
             if session.role.is_some() != was_authenticated {
                 decoder.set_limits(limits(config, session.role.is_some()));
             }
@@ -255,17 +396,23 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             if after == After::Close || too_many_failures {
                 if flush(&mut stream, &mut out, config.refusal_timeout).await {
                     let _ = stream.shutdown().await;
-                    if too_many_failures {
+                    if too_many_failures || over_share {
                         discard_until_closed(stream, config.refusal_timeout).await;
                     }
                 }
                 return;
             }
-            if out.len() >= FLUSH_BYTES && !flush(&mut stream, &mut out, write_limit).await {
-                return;
+            if out.len() >= FLUSH_BYTES {
+                let written = flush(&mut stream, &mut out, write_limit).await;
+                held.clear();
+                if !written {
+                    return;
+                }
             }
         }
-        if !flush(&mut stream, &mut out, write_limit).await {
+        let written = flush(&mut stream, &mut out, write_limit).await;
+        held.clear();
+        if !written {
             return;
         }
         let now = tokio::time::Instant::now();
@@ -305,8 +452,35 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     }
 }
 
-/// Whether `addr` (`HOST:PORT`) names a loopback host: an open RESP port
-/// (no users) may only listen there.
+/// Whether `addr` may serve RESP under `config`: beyond loopback
+/// ([`is_loopback`]), only with users (an open port would let anyone
+/// write) and with TLS (passwords and data must not cross a network in
+/// the clear). The node checks it before it starts, [`RespPort::start`]
+/// again.
+pub fn check_listen(addr: &str, config: &ClientPortConfig) -> Result<()> {
+    if is_loopback(addr) {
+        return Ok(());
+    }
+    if config.auth == ClientAuth::Open {
+        return Err(Error::InvalidInput(format!(
+            "redis_listen {addr:?} is not a loopback address, and the node has no users \
+             (--no-client-auth): an open Redis port may only listen on loopback; give \
+             --users-file to serve it on the network"
+        )));
+    }
+    if config.tls.is_none() {
+        return Err(Error::InvalidInput(format!(
+            "redis_listen {addr:?} is not a loopback address, and the client port has no \
+             certificate: a plaintext Redis port may only listen on loopback, or passwords \
+             and data would cross the network in the clear; give --client-tls-cert and \
+             --client-tls-key (the Redis port then speaks TLS with the same certificate)"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `addr` (`HOST:PORT`) names a loopback host: an open or
+/// plaintext RESP port may only listen there.
 pub fn is_loopback(addr: &str) -> bool {
     let Some((host, _)) = addr.rsplit_once(':') else {
         return false;
@@ -333,5 +507,40 @@ mod tests {
         assert!(!is_loopback("10.0.0.1:6379"));
         assert!(!is_loopback("[::]:6379"));
         assert!(!is_loopback("db.example.com:6379"));
+    }
+
+    #[test]
+    fn beyond_loopback_only_with_users_and_tls() {
+        let ca = crate::net::ClusterCa::generate("c").unwrap();
+        let port = ca.issue_client_port(&["localhost".into()]).unwrap();
+        let tls =
+            crate::net::client_tls::ClientPortTls::new(&port.cert_pem, &port.key_pem).unwrap();
+        let users = ClientAuth::Users(Arc::new(crate::node::auth::Users::parse("").unwrap()));
+        let config = |auth: &ClientAuth, tls: Option<_>| ClientPortConfig {
+            auth: auth.clone(),
+            tls,
+            ..ClientPortConfig::default()
+        };
+        let open = ClientAuth::Open;
+        for (addr, auth, tls, ok) in [
+            ("127.0.0.1:0", &open, None, true),
+            ("0.0.0.0:0", &open, None, false),
+            ("0.0.0.0:0", &open, Some(tls.clone()), false),
+            ("0.0.0.0:0", &users, None, false),
+            ("[::1]:0", &users, None, true),
+            ("0.0.0.0:0", &users, Some(tls.clone()), true),
+        ] {
+            let got = check_listen(addr, &config(auth, tls.clone()));
+            assert_eq!(
+                got.is_ok(),
+                ok,
+                "{addr} {auth:?} tls={}: {got:?}",
+                tls.is_some()
+            );
+        }
+        let plain = check_listen("10.0.0.1:6379", &config(&users, None)).unwrap_err();
+        assert!(plain.to_string().contains("--client-tls-cert"), "{plain}");
+        let open = check_listen("10.0.0.1:6379", &config(&open, None)).unwrap_err();
+        assert!(open.to_string().contains("--users-file"), "{open}");
     }
 }
