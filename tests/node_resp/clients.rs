@@ -1,12 +1,44 @@
 //! Part of `tests/node_resp.rs`: real Redis clients against real nodes.
 //!
+//! - The Python `redis` package (redis-py >= 5), running
+//!   `tests/python/resp_client.py` against one node: strings, counters,
+//!   sets, a pipeline of a few hundred commands, RESP3, WRONGTYPE and an
+//!   unsupported command. CI installs the package (`.ci/run`); without it
+//!   the test fails, unless `RINGKV_SKIP_PYTHON=1` lets it skip with a
+//!   notice.
+//! - `redis-benchmark -t set,get,incr,sadd` (Debian's redis-tools) against
+//!   one node and three, plain and with `-P 16`: no error reply, and what
+//!   it wrote is read back. Without `redis-benchmark` the test fails,
+//!   unless `RINGKV_SKIP_REDIS_TOOLS=1` lets it skip with a notice.
 //! - A node SIGKILLed while a client pipelines SETs and GETs through
 //!   another: every reply is an error or right, and every acknowledged SET
 //!   is read back afterwards. `RINGKV_RESP_KILL_SEED` replays a seed.
 
 use std::collections::HashMap;
+use std::process::Stdio;
 
 use super::*;
+
+/// How long one run of an outside client (a Python script, one
+/// redis-benchmark) may take.
+const CLIENT_LIMIT: Duration = Duration::from_secs(90);
+
+/// The buckets a fresh cluster gives database 0, by their names: `db0`
+/// last-writer-wins (redis's SET), `db0.counters` a PN-counter (INCR and
+/// friends in db0), `db0.sets` an OR-set (SADD and friends in db0). A
+/// fresh bucket has `n = 3`; a one-node cluster needs them with one copy.
+async fn db0_buckets_of_one_copy(cluster: &Cluster) {
+    set_buckets(
+        cluster,
+        1,
+        &[
+            ("db0", ConflictPolicy::Lww),
+            ("db0.counters", ConflictPolicy::Crdt(CrdtKind::PnCounter)),
+            ("db0.sets", ConflictPolicy::Crdt(CrdtKind::OrSet)),
+        ],
+    )
+    .await;
+}
 
 /// Waits until a write with `w = all` succeeds through every node's RESP
 /// port: each node's ring then has all of them, and the run that follows
@@ -30,6 +62,294 @@ async fn wait_for_every_replica(cluster: &Cluster) {
             cluster.logs()
         );
     }
+}
+
+/// Runs a program to its end within [`CLIENT_LIMIT`]; its status and its
+/// stdout and stderr together.
+async fn run_program(program: &str, args: &[String]) -> (std::process::ExitStatus, String) {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(CLIENT_LIMIT, child).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("cannot run {program}: {e}"),
+        Err(_) => panic!("{program} {args:?} did not finish within {CLIENT_LIMIT:?}"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+/// Whether a missing tool may skip its test: only when `var` is `1`.
+/// Otherwise the test fails with `how` (CI installs the tools).
+fn missing(what: &str, var: &str, how: &str) {
+    if std::env::var(var).as_deref() == Ok("1") {
+        println!("SKIPPED ({var}=1): {what} is missing; {how}");
+        return;
+    }
+    panic!("{what} is missing: {how} (or set {var}=1 to skip this test)");
+}
+
+/// The Python `redis` package, redis-py >= 5, against one node: the
+/// script checks every reply and exits non-zero on the first wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_redis_package_against_a_node() {
+    let probe = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import redis, sys; print(redis.__version__); \
+             sys.exit(int(redis.__version__.split('.')[0]) < 5)",
+        ])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {
+            println!("redis-py {}", String::from_utf8_lossy(&out.stdout).trim())
+        }
+        Ok(out) => {
+            return missing(
+                &format!(
+                    "the Python redis package >= 5 ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                "RINGKV_SKIP_PYTHON",
+                "python3 -m pip install 'redis>=5,<7'",
+            )
+        }
+        Err(e) => {
+            return missing(
+                &format!("python3 ({e})"),
+                "RINGKV_SKIP_PYTHON",
+                "install Python 3 and then python3 -m pip install 'redis>=5,<7'",
+            )
+        }
+    }
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let cluster = one_node(&[]).await;
+        db0_buckets_of_one_copy(&cluster).await;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/resp_client.py");
+        let port = cluster.node(1).redis.unwrap().port().to_string();
+        let (status, out) = run_program("python3", &[script.into(), port]).await;
+        println!("{out}");
+        assert!(
+            status.success(),
+            "the Python client failed ({status}):\n{out}\n{}",
+            cluster.logs()
+        );
+        assert!(
+            out.lines().any(|l| l == "all checks passed"),
+            "the script ended without its last line:\n{out}"
+        );
+    })
+    .await;
+}
+
+/// The keys `redis-benchmark -r 1000` writes: `prefix` and a 12-digit
+/// number below 1000.
+fn bench_keys(prefix: &str) -> Vec<String> {
+    (0..1000).map(|i| format!("{prefix}{i:012}")).collect()
+}
+
+/// Runs `redis-benchmark -t set,get,incr,sadd` against `port`, with
+/// `-P pipeline` when given; asserts it succeeded without an error reply
+/// (`-e` prints them) and returns its CSV.
+async fn benchmark(port: u16, pipeline: Option<u32>, requests: u32) -> String {
+    let mut args: Vec<String> = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        "set,get,incr,sadd",
+        "-n",
+        &requests.to_string(),
+        "-c",
+        "10",
+        "-r",
+        "1000",
+        "-d",
+        "3",
+        "-e",
+        "--csv",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(p) = pipeline {
+        args.extend(["-P".to_string(), p.to_string()]);
+    }
+    let (status, out) = run_program("redis-benchmark", &args).await;
+    println!("redis-benchmark {}:\n{out}", args.join(" "));
+    assert!(
+        status.success(),
+        "redis-benchmark failed ({status}):\n{out}"
+    );
+    for bad in ["Error", "ERR", "WRONGTYPE", "NOAUTH", "NOPERM"] {
+        assert!(
+            !out.contains(bad),
+            "redis-benchmark saw an error reply ({bad}):\n{out}"
+        );
+    }
+    // One CSV row per test, each with a positive rate.
+    for test in ["SET", "GET", "INCR", "SADD"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("\"{test}\",")))
+            .unwrap_or_else(|| panic!("no row for {test}:\n{out}"));
+        let rps: f64 = row
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .trim_matches('"')
+            .parse()
+            .unwrap();
+        assert!(rps > 0.0, "{row}");
+    }
+    out
+}
+
+/// Reads back what two runs of `requests` requests wrote in db0: every
+/// `key:` holds a 3-byte value (`-d 3`), the `counter:` totals add up to
+/// the INCRs made, and `myset` holds only `element:` members.
+async fn check_benchmark_data(c: &mut Conn, requests: i64, runs: i64) {
+    let keys = bench_keys("key:");
+    let mut args = vec!["MGET"];
+    args.extend(keys.iter().map(String::as_str));
+    let R::Arr(values) = c.cmd(&args).await else {
+        panic!("MGET answers an array")
+    };
+    // redis-benchmark 7 fills the `-d 3` value of a run with random
+    // letters, one value for all its SETs.
+    let mut written = 0;
+    let mut distinct = std::collections::BTreeSet::new();
+    for (k, v) in keys.iter().zip(&values) {
+        match v {
+            R::NilBulk => {}
+            R::Bulk(b) if b.len() == 3 => {
+                written += 1;
+                distinct.insert(b.clone());
+            }
+            other => panic!("{k}: {other:?}, not redis-benchmark's 3-byte value"),
+        }
+    }
+    println!("{written} keys hold {distinct:?}");
+    assert!(
+        distinct.len() as i64 <= runs,
+        "more values than runs of redis-benchmark: {distinct:?}"
+    );
+    // 2 runs of SET, each of `requests` SETs over 1000 keys.
+    assert!(
+        written > 500,
+        "only {written} of the 1000 keys were written"
+    );
+    // INCR in db0 went to db0.counters, a separate keyspace.
+    assert_eq!(c.cmd(&["GET", "counter:000000000001"]).await, R::NilBulk);
+    assert_eq!(c.cmd(&["RINGKV.BUCKET", "db0.counters"]).await, R::ok());
+    let counters = bench_keys("counter:");
+    let mut args = vec!["MGET"];
+    args.extend(counters.iter().map(String::as_str));
+    let R::Arr(totals) = c.cmd(&args).await else {
+        panic!("MGET answers an array")
+    };
+    let mut sum = 0;
+    for (k, v) in counters.iter().zip(&totals) {
+        match v {
+            R::NilBulk => {}
+            R::Bulk(b) => {
+                let n: i64 = std::str::from_utf8(b).unwrap().parse().unwrap();
+                assert!(n > 0, "{k}: {n}");
+                sum += n;
+            }
+            other => panic!("{k}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        sum,
+        requests * runs,
+        "the counters' totals are not the INCRs redis-benchmark made"
+    );
+    assert_eq!(c.cmd(&["RINGKV.BUCKET", "db0.sets"]).await, R::ok());
+    let R::Arr(members) = c.cmd(&["SMEMBERS", "myset"]).await else {
+        panic!("SMEMBERS answers an array")
+    };
+    for m in &members {
+        let R::Bulk(m) = m else { panic!("{m:?}") };
+        let m = String::from_utf8_lossy(m);
+        let n = m.strip_prefix("element:").unwrap_or_else(|| panic!("{m}"));
+        assert!(n.len() == 12 && n.parse::<u32>().unwrap() < 1000, "{m}");
+    }
+    // Each element is one of 1000, drawn 2 × `requests` times.
+    assert!(members.len() > 500, "only {} members", members.len());
+    assert_eq!(
+        c.cmd(&["SCARD", "myset"]).await,
+        R::Int(members.len() as i64)
+    );
+    assert_eq!(c.cmd(&["SELECT", "0"]).await, R::ok());
+}
+
+/// Whether `redis-benchmark` runs; a failure or a notice if not.
+fn have_redis_benchmark() -> bool {
+    let ok = std::process::Command::new("redis-benchmark")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        missing(
+            "redis-benchmark",
+            "RINGKV_SKIP_REDIS_TOOLS",
+            "apt-get install redis-tools",
+        );
+    }
+    ok
+}
+
+const BENCH_REQUESTS: u32 = 2000;
+
+/// `redis-benchmark -t set,get,incr,sadd` against one node, in db0 with
+/// its buckets by name, plain and pipelined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_benchmark_against_one_node() {
+    if !have_redis_benchmark() {
+        return;
+    }
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let cluster = one_node(&[]).await;
+        db0_buckets_of_one_copy(&cluster).await;
+        let addr = cluster.node(1).redis.unwrap();
+        benchmark(addr.port(), None, BENCH_REQUESTS).await;
+        benchmark(addr.port(), Some(16), BENCH_REQUESTS).await;
+        let mut c = Conn::open(addr).await;
+        check_benchmark_data(&mut c, i64::from(BENCH_REQUESTS), 2).await;
+    })
+    .await;
+}
+
+/// The same against three nodes with a fresh cluster's buckets (`n = 3`,
+/// quorums of 2), through node 1, read back through node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_benchmark_against_three_nodes() {
+    if !have_redis_benchmark() {
+        return;
+    }
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let cluster = Cluster::start_with(3, &["--redis-listen", "127.0.0.1:0"]).await;
+        wait_for_every_replica(&cluster).await;
+        let one = cluster.node(1).redis.unwrap();
+        benchmark(one.port(), None, BENCH_REQUESTS).await;
+        benchmark(one.port(), Some(16), BENCH_REQUESTS).await;
+        let mut c = Conn::open(cluster.node(3).redis.unwrap()).await;
+        check_benchmark_data(&mut c, i64::from(BENCH_REQUESTS), 2).await;
+    })
+    .await;
 }
 
 /// splitmix64: the test's only randomness, from its printed seed.
