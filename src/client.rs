@@ -150,6 +150,17 @@ pub struct GetResult {
     pub receipt: Receipt,
 }
 
+/// A page of a scan ([`Client::scan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanResult {
+    /// The keys, in token order.
+    pub keys: Vec<Vec<u8>>,
+    /// Where the next page starts; `None` when the scan is done.
+    pub cursor: Option<Vec<u8>>,
+    /// What the request did.
+    pub receipt: Receipt,
+}
+
 /// The answer to a put or delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteResult {
@@ -790,6 +801,65 @@ impl Client {
         }
     }
 
+    /// One page of `bucket`'s keys in token order (see [`Op::Scan`]):
+    /// from the start with `cursor` `None`, else from the `cursor` of
+    /// the previous page; at most `limit` keys (1 to
+    /// [`crate::protocol::MAX_SCAN_LIMIT`]). The scan is done when the
+    /// page's cursor is `None`; a page may be empty before that.
+    pub async fn scan(
+        &self,
+        bucket: &[u8],
+        cursor: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<ScanResult> {
+        self.scan_with(bucket, cursor, limit, ReadOptions::default())
+            .await
+    }
+
+    /// [`Client::scan`] with explicit read options (`r`, `sloppy_quorum`,
+    /// `timeout_ms`).
+    pub async fn scan_with(
+        &self,
+        bucket: &[u8],
+        cursor: Option<&[u8]>,
+        limit: u32,
+        options: ReadOptions,
+    ) -> Result<ScanResult> {
+        let op = Op::Scan {
+            bucket: buf(bucket),
+            cursor: cursor.map(buf),
+            limit,
+            options,
+        };
+        match self.execute(op).await? {
+            Reply::Keys {
+                keys,
+                cursor,
+                receipt,
+            } => Ok(ScanResult {
+                keys: keys.into_iter().map(ByteBuf::into_vec).collect(),
+                cursor: cursor.map(ByteBuf::into_vec),
+                receipt,
+            }),
+            other => Err(unexpected("scan", &other)),
+        }
+    }
+
+    /// Every key of `bucket`, page by page of `page` keys, in token
+    /// order. Not a snapshot: see [`Op::Scan`].
+    pub async fn scan_all(&self, bucket: &[u8], page: u32) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let got = self.scan(bucket, cursor.as_deref(), page).await?;
+            keys.extend(got.keys);
+            match got.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+
     /// The nodes that hold `bucket`/`key` now, in preference order.
     pub async fn preference_list(&self, bucket: &[u8], key: &[u8]) -> Result<Vec<PreferenceEntry>> {
         let op = Op::PreferenceList {
@@ -920,6 +990,7 @@ fn unexpected(what: &str, reply: &Reply) -> Error {
         Reply::Status(_) => "Status",
         Reply::Preference { .. } => "Preference",
         Reply::Blocked { .. } => "Blocked",
+        Reply::Keys { .. } => "Keys",
     };
     Error::Decode {
         what: "Reply",

@@ -247,6 +247,26 @@ pub enum Op {
     Ring,
     /// The node's view of the cluster; answered with [`Reply::Status`].
     Status,
+    /// Lists a page of `bucket`'s keys in token order (the keys' positions
+    /// on the ring), from `cursor` on; answered with [`Reply::Keys`]. Keys
+    /// only, no values; deleted keys are left out. Not a snapshot: see
+    /// `docs/protocol.md` ("Scan") for what a scan promises. `limit` is 1
+    /// to [`MAX_SCAN_LIMIT`] (else `InvalidArgument`); a page may hold
+    /// fewer keys, even none, before the end: only an absent `cursor` in
+    /// the reply ends the scan.
+    Scan {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// Where to go on from: a reply's `cursor`, unchanged; absent, null
+        /// or empty to start.
+        #[serde(default, deserialize_with = "null_as_default")]
+        cursor: Option<ByteBuf>,
+        /// The most keys the page may hold.
+        limit: u32,
+        /// Options (absent or null: the bucket's); `repair` is ignored.
+        #[serde(default, deserialize_with = "null_as_default")]
+        options: ReadOptions,
+    },
     /// Reads this node's own stored copy of `bucket`/`key`, with no
     /// quorum and no repair; answered with [`Reply::Object`] (an empty
     /// receipt). A diagnostic: it shows what one replica holds, which is
@@ -302,8 +322,8 @@ pub enum Op {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Reads: `Get`, `CounterGet`, `SetMembers`, `GetBucket`, `LocalGet`,
-    /// `PreferenceList`, `Ring`, `Status`.
+    /// Reads: `Get`, `CounterGet`, `SetMembers`, `Scan`, `GetBucket`,
+    /// `LocalGet`, `PreferenceList`, `Ring`, `Status`.
     Read,
     /// Reads and data writes: `Put`, `Delete`, `CounterAdd`, `SetAdd`,
     /// `SetRemove`.
@@ -344,6 +364,8 @@ impl std::str::FromStr for Role {
     }
 }
 
+pub use crate::replication::scan::{ScanCursor, MAX_SCAN_LIMIT};
+
 /// The most peers one [`Op::BlockOutbound`] may name: far more than any
 /// cluster a test builds, small enough that a hostile list costs nothing.
 pub const MAX_BLOCKED_PEERS: usize = 1024;
@@ -370,6 +392,7 @@ impl Op {
             Op::Leave => "leave",
             Op::RemoveNode { .. } => "remove_node",
             Op::BlockOutbound { .. } => "block_outbound",
+            Op::Scan { .. } => "scan",
         }
     }
 
@@ -387,7 +410,9 @@ impl Op {
             | Op::SetMembers { bucket, key, .. }
             | Op::LocalGet { bucket, key }
             | Op::PreferenceList { bucket, key } => Some((bucket, key)),
-            Op::GetBucket { bucket } | Op::SetBucket { bucket, .. } => Some((bucket, &[])),
+            Op::GetBucket { bucket } | Op::SetBucket { bucket, .. } | Op::Scan { bucket, .. } => {
+                Some((bucket, &[]))
+            }
             Op::Hello { .. }
             | Op::Ring
             | Op::Status
@@ -425,6 +450,15 @@ impl Op {
             Op::SetAdd { members, .. } | Op::SetRemove { members, .. } => {
                 crate::replication::limits::check_members(members.iter().map(|m| m.as_slice()))
             }
+            Op::Scan { cursor, limit, .. } => {
+                if *limit == 0 || *limit > MAX_SCAN_LIMIT {
+                    return Err(Error::InvalidInput(format!(
+                        "a scan's limit must be 1 to {MAX_SCAN_LIMIT}, not {limit}"
+                    )));
+                }
+                ScanCursor::from_bytes(cursor.as_ref().map_or(&[][..], |c| c.as_slice()))
+                    .map(|_| ())
+            }
             _ => Ok(()),
         }
     }
@@ -441,7 +475,8 @@ impl Op {
             | Op::Ring
             | Op::Status
             | Op::LocalGet { .. }
-            | Op::PreferenceList { .. } => Some(Role::Read),
+            | Op::PreferenceList { .. }
+            | Op::Scan { .. } => Some(Role::Read),
             Op::Put { .. }
             | Op::Delete { .. }
             | Op::CounterAdd { .. }
@@ -476,6 +511,7 @@ impl Op {
             | Op::Status
             | Op::LocalGet { .. }
             | Op::PreferenceList { .. }
+            | Op::Scan { .. }
             // Sets a fault, not stored state; sending it again is harmless.
             | Op::BlockOutbound { .. } => false,
         }
@@ -627,6 +663,18 @@ pub enum Reply {
     Blocked {
         /// The peers this node now drops frames to, by id (empty: none).
         peers: Vec<NodeId>,
+    },
+    /// The answer to `Scan`: a page of keys.
+    Keys {
+        /// The keys, in token order; never one deleted, never one listed
+        /// by an earlier page of the same scan.
+        keys: Vec<ByteBuf>,
+        /// Where the next page starts (send it back unchanged); absent
+        /// (null) when the scan is done.
+        #[serde(default, deserialize_with = "null_as_default")]
+        cursor: Option<ByteBuf>,
+        /// What the request did (for the page's one token segment).
+        receipt: Receipt,
     },
 }
 
@@ -907,7 +955,8 @@ mod tests {
             | Op::PreferenceList { .. }
             | Op::Leave
             | Op::RemoveNode { .. }
-            | Op::BlockOutbound { .. } => (),
+            | Op::BlockOutbound { .. }
+            | Op::Scan { .. } => (),
         });
         let _ = reply.map(|r| match r {
             Reply::Hello { .. }
@@ -919,7 +968,8 @@ mod tests {
             | Reply::Ring(_)
             | Reply::Status(_)
             | Reply::Preference { .. }
-            | Reply::Blocked { .. } => (),
+            | Reply::Blocked { .. }
+            | Reply::Keys { .. } => (),
         });
         let _ = code.map(|c| match c {
             ErrorCode::BadRequest
@@ -956,6 +1006,7 @@ mod tests {
         "Op::Leave",
         "Op::RemoveNode",
         "Op::BlockOutbound",
+        "Op::Scan",
         "Reply::Hello",
         "Reply::Object",
         "Reply::Written",
@@ -966,6 +1017,7 @@ mod tests {
         "Reply::Status",
         "Reply::Preference",
         "Reply::Blocked",
+        "Reply::Keys",
         "ErrorCode::BadRequest",
         "ErrorCode::UnsupportedVersion",
         "ErrorCode::InvalidArgument",

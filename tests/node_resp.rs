@@ -11,6 +11,8 @@ mod cluster;
 mod clients;
 #[path = "node_resp/ringkv.rs"]
 mod ringkv_commands;
+#[path = "node_resp/scan.rs"]
+mod scan;
 #[path = "node_resp/tls.rs"]
 mod tls;
 

@@ -371,6 +371,49 @@ mod values {
         )
     }
 
+    pub fn scan() -> Request {
+        request(
+            21,
+            Op::Scan {
+                bucket: b(b"b"),
+                cursor: Some(b(&[1, 1, 2, 3, 4, 5, 6, 7, 8])),
+                limit: 100,
+                options: ReadOptions::default(),
+            },
+        )
+    }
+
+    fn scan_receipt() -> Receipt {
+        Receipt {
+            asked: vec![NodeId(1), NodeId(2)],
+            answered: vec![NodeId(2), NodeId(1)],
+            fallbacks: vec![],
+            repaired: vec![],
+        }
+    }
+
+    pub fn reply_keys() -> Response {
+        ok(
+            21,
+            Reply::Keys {
+                keys: vec![b(b"k1"), b(b"k2")],
+                cursor: Some(b(&[1, 1, 2, 3, 4, 5, 6, 7, 9])),
+                receipt: scan_receipt(),
+            },
+        )
+    }
+
+    pub fn reply_keys_done() -> Response {
+        ok(
+            22,
+            Reply::Keys {
+                keys: vec![],
+                cursor: None,
+                receipt: scan_receipt(),
+            },
+        )
+    }
+
     /// A source's status: no transfers into it, one it served.
     pub fn reply_status_served() -> Response {
         ok(
@@ -947,6 +990,64 @@ fn request_and_response_block_outbound() {
                  62 4f6b a1
                      67 426c6f636b6564 a1
                          65 7065657273 82 03 04",
+    );
+}
+
+#[test]
+fn request_and_response_scan() {
+    use values::*;
+    // Op::Scan: {"id": 21, "op": {"Scan": {"bucket": h'62', "cursor": h'010102030405060708',
+    // "limit": 100, "options": {"r": null, "repair": null, "sloppy_quorum": null,
+    // "timeout_ms": null}}}}
+    check(
+        scan(),
+        "a2
+             62 6964 15
+             62 6f70 a1
+                 64 5363616e a4
+                     66 6275636b6574 41 62
+                     66 637572736f72 49 010102030405060708
+                     65 6c696d6974 18 64
+                     67 6f7074696f6e73 a4
+                         61 72 f6
+                         66 726570616972 f6
+                         6d 736c6f7070795f71756f72756d f6
+                         6a 74696d656f75745f6d73 f6",
+    );
+    // Reply::Keys: {"id": 21, "result": {"Ok": {"Keys": {"keys": [h'6b31', h'6b32'],
+    // "cursor": h'010102030405060709', "receipt": {"asked": [1, 2], "answered": [2, 1],
+    // "fallbacks": [], "repaired": []}}}}}
+    check(
+        reply_keys(),
+        "a2
+             62 6964 15
+             66 726573756c74 a1
+                 62 4f6b a1
+                     64 4b657973 a3
+                         64 6b657973 82 42 6b31 42 6b32
+                         66 637572736f72 49 010102030405060709
+                         67 72656365697074 a4
+                             65 61736b6564 82 01 02
+                             68 616e737765726564 82 02 01
+                             69 66616c6c6261636b73 80
+                             68 7265706169726564 80",
+    );
+    // The last page: {"id": 22, "result": {"Ok": {"Keys": {"keys": [], "cursor": null,
+    // "receipt": {...}}}}}
+    check(
+        reply_keys_done(),
+        "a2
+             62 6964 16
+             66 726573756c74 a1
+                 62 4f6b a1
+                     64 4b657973 a3
+                         64 6b657973 80
+                         66 637572736f72 f6
+                         67 72656365697074 a4
+                             65 61736b6564 82 01 02
+                             68 616e737765726564 82 02 01
+                             69 66616c6c6261636b73 80
+                             68 7265706169726564 80",
     );
 }
 

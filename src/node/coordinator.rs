@@ -46,7 +46,7 @@ use crate::replication::replica::ReplicaStore;
 use crate::replication::ReplicationMsg;
 use crate::replication::Target;
 use crate::roles::coordinator::{
-    execute, save_buckets, Answered, CoordinatorRole, Effect, RoleParts,
+    execute, save_buckets, Answered, CoordinatorRole, Effect, RoleParts, ScanOp,
 };
 
 /// How often request deadlines are checked: a request times out at most
@@ -68,6 +68,17 @@ pub const MAILBOX: usize = 4096;
 pub struct Execute {
     /// The operation.
     pub op: ClientOp,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<(Answer, BucketProps)>>,
+}
+
+/// A client's scan page; answered like [`Execute`], with
+/// [`Answer::Scanned`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExecuteScan {
+    /// The page.
+    pub op: ScanOp,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<(Answer, BucketProps)>>,
 }
@@ -299,6 +310,21 @@ impl Handler<Execute> for CoordinatorActor {
     }
 }
 
+impl Handler<ExecuteScan> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExecuteScan, ctx: &mut Context<Self>) {
+        let waiter = Waiter {
+            reply: msg.reply,
+            bucket: msg.op.bucket.clone(),
+        };
+        let mut out = Vec::new();
+        self.role
+            .start_scan(Instant::now(), waiter, msg.op, &mut out);
+        self.carry(out, ctx);
+    }
+}
+
 impl Handler<Incoming> for CoordinatorActor {
     type Result = ();
 
@@ -404,7 +430,7 @@ impl Handler<InFlight> for CoordinatorActor {
     type Result = usize;
 
     fn handle(&mut self, _: InFlight, _: &mut Context<Self>) -> usize {
-        self.role.machine().in_flight()
+        self.role.in_flight()
     }
 }
 

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::anti_entropy::{AntiEntropyActor, GetAntiEntropyStats, RoundNow};
 use super::compactor::{Compactor, CompactorStats, GetCompactorStats};
 use super::coordinator::{
-    CoordinatorActor, CoordinatorParts, Execute, GetBucket, GetTargets, InFlight, RingEpoch,
-    SetBucket, StopAccepting, BUCKETS_META,
+    CoordinatorActor, CoordinatorParts, Execute, ExecuteScan, GetBucket, GetTargets, InFlight,
+    RingEpoch, SetBucket, StopAccepting, BUCKETS_META,
 };
 use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Subscribe};
 use super::handoff::{
@@ -53,12 +53,13 @@ use crate::protocol::{
 };
 use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
-use crate::replication::coordinator::Answer;
+use crate::replication::coordinator::{Answer, RequestOptions};
 use crate::replication::get::GetReply;
 use crate::replication::replica::{RangeBatch, ReplicaStore};
 use crate::replication::transfer::{TransferProgress, TransferSpec};
 use crate::ring::{Ring, RingState, TokenRange};
 use crate::roles::client_ops::{to_client_op, to_reply_for, ReplyKind};
+use crate::roles::coordinator::ScanOp;
 use crate::roles::ring::{RingRole, RingRoleConfig};
 use crate::storage::{BTreeEngine, Engine, LsmEngine, MemoryEngine};
 use crate::version::Resolvers;
@@ -710,6 +711,55 @@ impl Node {
                         })
                         .collect(),
                 })
+            }
+            Op::Scan {
+                bucket,
+                cursor,
+                limit,
+                options,
+            } => {
+                if !self.ring_confirmed() {
+                    return Err(Error::RingUnconfirmed);
+                }
+                let cursor = crate::protocol::ScanCursor::from_bytes(
+                    cursor.as_ref().map_or(&[][..], |c| c.as_slice()),
+                )?;
+                let timeout = match options.timeout_ms {
+                    Some(0) => {
+                        return Err(Error::InvalidInput("timeout_ms must be positive".into()))
+                    }
+                    other => other.map(std::time::Duration::from_millis),
+                };
+                let op = ScanOp {
+                    bucket: bucket.into_vec(),
+                    cursor,
+                    limit,
+                    options: RequestOptions {
+                        r: options.r,
+                        sloppy_quorum: options.sloppy_quorum,
+                        timeout,
+                        ..RequestOptions::default()
+                    },
+                };
+                let (tx, rx) = oneshot::channel();
+                self.coordinator
+                    .send(ExecuteScan { op, reply: tx })
+                    .await
+                    .map_err(gone)?;
+                match rx.await.map_err(|_| Error::Shutdown)?? {
+                    (Answer::Scanned(page), _) => Ok(Reply::Keys {
+                        keys: page
+                            .keys
+                            .into_iter()
+                            .map(serde_bytes::ByteBuf::from)
+                            .collect(),
+                        cursor: page.next.map(|c| serde_bytes::ByteBuf::from(c.to_bytes())),
+                        receipt: page.receipt,
+                    }),
+                    _ => Err(Error::InvalidInput(
+                        "the coordinator answered a scan with something else".into(),
+                    )),
+                }
             }
             data => {
                 if !self.ring_confirmed() {

@@ -103,6 +103,8 @@ pub enum Answer {
     Got(GetReply),
     /// A put's stored object and receipt.
     Put(PutReply),
+    /// A scan's page of keys ([`super::scan`]).
+    Scanned(super::scan::ScanPage),
 }
 
 /// The parts of a write, before its machine is built.
@@ -497,6 +499,40 @@ impl<C> Coordinator<C> {
                 })
                 .collect()
         }
+    }
+
+    /// Where a scan page starting at `token` goes: the targets a read of
+    /// any key of the segment asks, the segment's last token, and the
+    /// fence of the ring state it was routed by. The segment ends where
+    /// the virtual node range holding `token` ends, in the ring read now
+    /// and in the ring a pending change moves to, and at the edges of the
+    /// change's moves, so every key of it has the same targets (or at
+    /// `u64::MAX`, the end of the token space).
+    pub fn scan_route(
+        &self,
+        bucket: &[u8],
+        token: Token,
+        sloppy: bool,
+    ) -> (Vec<Target>, Token, RingFence) {
+        let n = self.bucket(bucket).n;
+        let mut end = u64::MAX;
+        let mut cut = |t: u64| {
+            if t >= token.0 && t < end {
+                end = t;
+            }
+        };
+        let (ring, next) = self.placement.write_rings(token);
+        for r in std::iter::once(ring).chain(next) {
+            for v in r.vnodes() {
+                cut(v.token.0);
+            }
+        }
+        for m in self.placement.moves() {
+            cut(m.range.after.0);
+            cut(m.range.through.0);
+        }
+        let targets = self.targets_in(self.placement.read_ring(token), token, n, sloppy, &[]);
+        (targets, Token(end), self.placement.fence())
     }
 
     /// Starts a client operation at monotonic time `now` and wall time

@@ -65,6 +65,7 @@ pub mod merkle;
 pub mod messages;
 pub mod put;
 pub mod replica;
+pub mod scan;
 pub mod service;
 pub mod transfer;
 
@@ -263,6 +264,14 @@ pub enum ReplicaRequest {
         /// `Some(owner)`: store it as a hint to hand to `owner` later.
         hint_for: Option<NodeId>,
     },
+    /// Reply [`ReplicaReply::Scanned`] with the keys of a bucket stored
+    /// from a cursor on (see [`scan`]).
+    Scan {
+        /// The coordinator's request id, echoed in the reply.
+        req: u64,
+        /// What to list.
+        part: scan::ScanPart,
+    },
     /// Reply [`ReplicaReply::Read`] with the stored object.
     Read {
         /// The coordinator's request id, echoed in the reply.
@@ -381,6 +390,13 @@ pub enum ReplicaReply {
         /// The object, or why it could not be read.
         result: std::result::Result<Option<Object>, ReplicaError>,
     },
+    /// The keys a [`ReplicaRequest::Scan`] asked for.
+    Scanned {
+        /// The request id.
+        req: u64,
+        /// The listing, or why it could not be made.
+        result: std::result::Result<scan::ScanAnswer, ReplicaError>,
+    },
     /// The replica's stored copy of the key is damaged (its bytes fail a
     /// checksum or do not decode as an object), so it has no version to
     /// give. The get coordinator counts it as not having answered, and
@@ -400,7 +416,8 @@ impl ReplicaRequest {
         match self {
             ReplicaRequest::Coordinate { req, .. }
             | ReplicaRequest::Merge { req, .. }
-            | ReplicaRequest::Read { req, .. } => *req,
+            | ReplicaRequest::Read { req, .. }
+            | ReplicaRequest::Scan { req, .. } => *req,
         }
     }
 }
@@ -412,7 +429,8 @@ impl ReplicaReply {
             ReplicaReply::Coordinated { req, .. }
             | ReplicaReply::Merged { req, .. }
             | ReplicaReply::Read { req, .. }
-            | ReplicaReply::ReadCorrupt { req, .. } => *req,
+            | ReplicaReply::ReadCorrupt { req, .. }
+            | ReplicaReply::Scanned { req, .. } => *req,
         }
     }
 }

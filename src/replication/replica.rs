@@ -83,6 +83,8 @@ use crate::storage::{Engine, KeyRange, WriteBatch, MAX_VALUE_BYTES};
 use crate::version::{ConflictPolicy, Dot, Object, Payload, Timestamp};
 
 const OBJECT_SPACE: u8 = 0x00;
+/// The first byte of every object's engine key (for range scans).
+pub(super) const OBJECT_SPACE_TAG: u8 = OBJECT_SPACE;
 const HINT_SPACE: u8 = 0x01;
 const META_SPACE: u8 = 0x02;
 const LOCK_STRIPES: usize = 256;
@@ -534,6 +536,12 @@ impl ReplicaStore {
                         result: Err(error),
                     }
                 }
+                ReplicaRequest::Scan { req, .. } => {
+                    return ReplicaReply::Scanned {
+                        req,
+                        result: Err(error),
+                    }
+                }
             }
         }
         match &request {
@@ -543,7 +551,7 @@ impl ReplicaStore {
                     self.witness.note(ts);
                 }
             }
-            ReplicaRequest::Read { .. } => {}
+            ReplicaRequest::Read { .. } | ReplicaRequest::Scan { .. } => {}
         }
         match request {
             ReplicaRequest::Coordinate {
@@ -597,6 +605,12 @@ impl ReplicaStore {
                     req,
                     result: result.map_err(failed),
                 },
+            },
+            ReplicaRequest::Scan { req, part } => ReplicaReply::Scanned {
+                req,
+                result: self
+                    .scan_keys(&part, super::scan::MAX_SCAN_VISITED)
+                    .map_err(failed),
             },
         }
     }
@@ -1002,6 +1016,11 @@ fn superseded(
 
 fn decode_object(bytes: &[u8]) -> Result<Object> {
     codec::decode(bytes, MAX_VALUE_BYTES)
+}
+
+/// A stored object's bytes decoded (for range scans).
+pub(super) fn decode_stored(bytes: &[u8]) -> Result<Object> {
+    decode_object(bytes)
 }
 
 fn failed(e: Error) -> ReplicaError {

@@ -210,6 +210,11 @@ pub fn to_reply(
     let (object, receipt) = match answer {
         Answer::Got(g) => (g.object, g.receipt),
         Answer::Put(p) => (Some(p.object), p.receipt),
+        Answer::Scanned(_) => {
+            return Err(Error::InvalidInput(
+                "a scan's answer is not an object's".into(),
+            ))
+        }
     };
     match kind {
         ReplyKind::Written => {

@@ -31,7 +31,7 @@
 //! and client answers. Time and randomness come in: `now`, and a seeded
 //! generator.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,9 +49,10 @@ use crate::replication::buckets::BucketEntry;
 use crate::replication::coordinator::{Answer, ClientOp, Coordinator, COORDINATOR_REQ_LIMIT};
 use crate::replication::handoff::HintedHandoff;
 use crate::replication::replica::{Hint, ReplicaStore};
+use crate::replication::scan::{ScanCursor, ScanPart, ScanRequest};
 use crate::replication::{BucketProps, ReplicaConfig};
 use crate::replication::{Outbox, ReplicaReply, ReplicationMsg};
-use crate::ring::RingState;
+use crate::ring::{RingFence, RingState, Token};
 use crate::version::Object;
 
 /// Something the role wants done: the crate's one [`crate::effect::Effect`]
@@ -150,6 +151,25 @@ pub fn save_buckets(store: &ReplicaStore, entries: &[BucketEntry]) -> Result<()>
     store.store_meta(BUCKETS_META, &codec::encode(&entries)?)
 }
 
+/// Request ids of scan pages start here, above hinted handoff's (which
+/// start at [`COORDINATOR_REQ_LIMIT`] and count up by one), so that
+/// replies are routed by id alone.
+pub const SCAN_REQ_BASE: u64 = 3 << 62;
+
+/// A client's scan page (see [`crate::replication::scan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanOp {
+    /// The bucket.
+    pub bucket: Vec<u8>,
+    /// Where the page starts.
+    pub cursor: ScanCursor,
+    /// The most keys it holds, 1 to
+    /// [`crate::replication::scan::MAX_SCAN_LIMIT`].
+    pub limit: u32,
+    /// Overrides of the bucket's `r`, `sloppy_quorum` and timeout.
+    pub options: crate::replication::coordinator::RequestOptions,
+}
+
 /// What a [`CoordinatorRole`] starts from.
 #[derive(Clone, Debug)]
 pub struct RoleParts {
@@ -184,6 +204,10 @@ pub struct CoordinatorRole<C> {
     next_gossip: Instant,
     hint_round: bool,
     accepting: bool,
+    /// Scan pages in flight: caller, machine, and the fence they were
+    /// routed by.
+    scans: BTreeMap<u64, (C, ScanRequest, RingFence)>,
+    next_scan: u64,
 }
 
 impl<C> std::fmt::Debug for CoordinatorRole<C> {
@@ -221,6 +245,8 @@ impl<C> CoordinatorRole<C> {
             rng: ChaCha8Rng::seed_from_u64(parts.rng_seed),
             hint_round: false,
             accepting: true,
+            scans: BTreeMap::new(),
+            next_scan: SCAN_REQ_BASE,
         }
     }
 
@@ -254,7 +280,7 @@ impl<C> CoordinatorRole<C> {
             out.push(Effect::Emit(Answered(client, Err(Error::Shutdown))));
             return;
         }
-        if self.machine.in_flight() >= self.config.max_in_flight {
+        if self.in_flight() >= self.config.max_in_flight {
             out.push(Effect::Emit(Answered(
                 client,
                 Err(Error::QueueFull {
@@ -269,6 +295,102 @@ impl<C> CoordinatorRole<C> {
         self.requests(sends, out);
         if let Some((client, answer)) = done {
             out.push(Effect::Emit(Answered(client, answer)));
+        }
+    }
+
+    /// Client requests in flight: puts, gets and scan pages.
+    pub fn in_flight(&self) -> usize {
+        self.machine.in_flight() + self.scans.len()
+    }
+
+    /// Starts a scan page: refused as [`CoordinatorRole::start`] refuses,
+    /// and with `InvalidInput` for a limit outside 1 to
+    /// [`crate::replication::scan::MAX_SCAN_LIMIT`] or a consistency above
+    /// the bucket's `n`.
+    pub fn start_scan(&mut self, now: Instant, client: C, op: ScanOp, out: &mut Vec<Effect<C>>) {
+        use crate::replication::scan::MAX_SCAN_LIMIT;
+        if !self.accepting {
+            out.push(Effect::Emit(Answered(client, Err(Error::Shutdown))));
+            return;
+        }
+        if self.in_flight() >= self.config.max_in_flight {
+            out.push(Effect::Emit(Answered(
+                client,
+                Err(Error::QueueFull {
+                    peer: self.node,
+                    capacity: self.config.max_in_flight,
+                }),
+            )));
+            return;
+        }
+        if op.limit == 0 || op.limit > MAX_SCAN_LIMIT {
+            let e = Error::InvalidInput(format!(
+                "a scan's limit must be 1 to {MAX_SCAN_LIMIT}, not {}",
+                op.limit
+            ));
+            out.push(Effect::Emit(Answered(client, Err(e))));
+            return;
+        }
+        if let Err(e) = crate::replication::limits::check_bucket_key(&op.bucket, &[]) {
+            out.push(Effect::Emit(Answered(client, Err(e))));
+            return;
+        }
+        let props = self.machine.bucket(&op.bucket).clone();
+        let r = match op.options.r.unwrap_or(props.r).required(props.n) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(Effect::Emit(Answered(client, Err(e))));
+                return;
+            }
+        };
+        let sloppy = op.options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
+        let (targets, end, fence) =
+            self.machine
+                .scan_route(&op.bucket, Token(op.cursor.token), sloppy);
+        let id = self.next_scan;
+        self.next_scan = self.next_scan.checked_add(1).unwrap_or(SCAN_REQ_BASE);
+        let part = ScanPart {
+            bucket: op.bucket,
+            from: op.cursor,
+            end: end.0,
+            limit: op.limit,
+        };
+        let mut sends = Outbox::new();
+        let scan = ScanRequest::new(
+            now,
+            id,
+            part,
+            props.policy.clone(),
+            targets,
+            r,
+            op.options.timeout.unwrap_or(props.timeout),
+            &mut sends,
+        );
+        for (to, request) in sends {
+            out.push(Effect::Send {
+                to,
+                msg: ReplicationMsg::Replicate {
+                    request,
+                    fence: Some(fence),
+                },
+            });
+        }
+        self.scans.insert(id, (client, scan, fence));
+        self.collect_scan(id, out);
+    }
+
+    /// Hands on scan `id`'s answer if it has one, and forgets it.
+    fn collect_scan(&mut self, id: u64, out: &mut Vec<Effect<C>>) {
+        let finished = match self.scans.get_mut(&id) {
+            Some((_, scan, _)) => scan.is_finished(),
+            None => return,
+        };
+        if finished {
+            if let Some((client, mut scan, _)) = self.scans.remove(&id) {
+                if let Some(answer) = scan.take_reply() {
+                    out.push(Effect::Emit(Answered(client, answer.map(Answer::Scanned))));
+                }
+            }
         }
     }
 
@@ -303,6 +425,14 @@ impl<C> CoordinatorRole<C> {
         reply: ReplicaReply,
         out: &mut Vec<Effect<C>>,
     ) {
+        if reply.req() >= SCAN_REQ_BASE {
+            let id = reply.req();
+            if let Some((_, scan, _)) = self.scans.get_mut(&id) {
+                scan.step(from, reply);
+                self.collect_scan(id, out);
+            }
+            return;
+        }
         if reply.req() >= COORDINATOR_REQ_LIMIT {
             if let Some(d) = self.handoff.step(from, reply) {
                 out.push(Effect::Store(StoreWork::RemoveHint {
@@ -339,6 +469,18 @@ impl<C> CoordinatorRole<C> {
             let done = self.machine.tick(now, &mut sends);
             self.requests(sends, out);
             out.extend(done.into_iter().map(|(c, a)| Effect::Emit(Answered(c, a))));
+        }
+        let due: Vec<u64> = self
+            .scans
+            .iter()
+            .filter(|(_, (_, scan, _))| scan.deadline() <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some((_, scan, _)) = self.scans.get_mut(&id) {
+                scan.tick(now);
+            }
+            self.collect_scan(id, out);
         }
         if now >= self.next_handoff {
             self.next_handoff = now + self.config.handoff_interval;
@@ -382,6 +524,9 @@ impl<C> CoordinatorRole<C> {
     pub fn next_wakeup(&self) -> Instant {
         let mut t = self.next_handoff.min(self.next_gossip);
         if let Some(d) = self.machine.next_deadline() {
+            t = t.min(d);
+        }
+        if let Some(d) = self.scans.values().map(|(_, s, _)| s.deadline()).min() {
             t = t.min(d);
         }
         t
