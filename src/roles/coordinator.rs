@@ -590,3 +590,187 @@ impl<C> CoordinatorRole<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::replication::coordinator::RequestOptions;
+    use crate::replication::ReplicaRequest;
+    use crate::ring::{claim_join, key_token, Ring};
+    use crate::storage::MemoryEngine;
+    use crate::version::{CausalContext, ConflictPolicy, Payload, Timestamp};
+
+    fn role() -> CoordinatorRole<u32> {
+        CoordinatorRole::new(
+            RoleParts {
+                node: NodeId(1),
+                bucket_defaults: BucketProps::default(),
+                buckets: Vec::new(),
+                config: ReplicaConfig::default(),
+                gossip_interval: Duration::from_secs(1),
+                rng_seed: 1,
+                max_clock_skew: Duration::from_secs(1),
+                wall_ms: 0,
+            },
+            Instant::now(),
+        )
+    }
+
+    /// Runs `effects` against `stores` until no message is left; the
+    /// answers.
+    fn deliver(
+        role: &mut CoordinatorRole<u32>,
+        stores: &BTreeMap<NodeId, ReplicaStore>,
+        mut effects: Vec<Effect<u32>>,
+    ) -> Vec<(u32, Result<Answer>)> {
+        let mut answers = Vec::new();
+        while !effects.is_empty() {
+            let mut next = Vec::new();
+            for e in effects {
+                match e {
+                    Effect::Send {
+                        to,
+                        msg: ReplicationMsg::Replicate { request, fence },
+                    } => {
+                        let reply = stores[&to].handle_fenced(Some(NodeId(1)), request, fence);
+                        role.on_reply(Instant::now(), to, reply, &mut next);
+                    }
+                    Effect::Emit(Answered(c, a)) => answers.push((c, a)),
+                    _ => {}
+                }
+            }
+            effects = next;
+        }
+        answers
+    }
+
+    fn scan(cursor: ScanCursor, limit: u32) -> ScanOp {
+        ScanOp {
+            bucket: b"b".to_vec(),
+            cursor,
+            limit,
+            options: RequestOptions::default(),
+        }
+    }
+
+    /// Five nodes of 16 virtual nodes, n = 3: each key on two of its
+    /// three replicas, a fifth of them deleted on two (the third keeps it
+    /// live). Page by page through the role, at several limits, every
+    /// live key comes once and no deleted one.
+    #[test]
+    fn a_scan_walks_every_segment_of_the_ring_through_the_role() {
+        let mut ring = Ring::empty();
+        for id in 1..=5 {
+            ring = claim_join(&ring, NodeId(id), 16).unwrap();
+        }
+        let stores: BTreeMap<NodeId, ReplicaStore> = (1..=5)
+            .map(|n| {
+                let s =
+                    ReplicaStore::open(NodeId(n), Arc::new(MemoryEngine::new()), 10, 10).unwrap();
+                (NodeId(n), s)
+            })
+            .collect();
+        let merge = |node: NodeId, key: &[u8], object: &Object| {
+            let reply = stores[&node].handle(ReplicaRequest::Merge {
+                req: 1,
+                bucket: b"b".to_vec(),
+                key: key.to_vec(),
+                object: object.clone(),
+                policy: ConflictPolicy::Siblings,
+                hint_for: None,
+            });
+            assert!(matches!(
+                reply,
+                crate::replication::ReplicaReply::Merged { result: Ok(()), .. }
+            ));
+        };
+        let mut live = Vec::new();
+        for i in 0..300u32 {
+            let key = format!("k{i}").into_bytes();
+            let token = key_token(b"b", &key);
+            let replicas = ring.preference_list(token, 3);
+            let mut o = Object::new();
+            let ts = Timestamp::from_ms(1);
+            o.put(
+                NodeId(9),
+                &CausalContext::empty(),
+                Payload::Value(b"v".to_vec()),
+                ts,
+                10,
+            )
+            .unwrap();
+            let skip = i as usize % 3;
+            for (j, &node) in replicas.iter().enumerate() {
+                if j != skip {
+                    merge(node, &key, &o);
+                }
+            }
+            if i % 5 == 0 {
+                let mut d = o.clone();
+                d.put(NodeId(9), &o.context(), Payload::Tombstone, ts, 10)
+                    .unwrap();
+                // On the replica that missed the write and one other.
+                merge(replicas[skip], &key, &d);
+                merge(replicas[(skip + 1) % 3], &key, &d);
+            } else {
+                live.push((token, key));
+            }
+        }
+        live.sort();
+        let live: Vec<Vec<u8>> = live.into_iter().map(|(_, k)| k).collect();
+        let mut role = role();
+        role.machine_mut().set_ring(Arc::new(ring));
+        for limit in [1, 4, 25, 1000] {
+            let mut cursor = Some(ScanCursor::start());
+            let (mut keys, mut pages) = (Vec::new(), 0);
+            while let Some(from) = cursor {
+                pages += 1;
+                let mut out = Vec::new();
+                role.start_scan(Instant::now(), pages, scan(from, limit), &mut out);
+                let answers = deliver(&mut role, &stores, out);
+                assert_eq!(answers.len(), 1);
+                let (c, answer) = answers.into_iter().next().unwrap();
+                assert_eq!(c, pages);
+                let Ok(Answer::Scanned(page)) = answer else {
+                    panic!("{answer:?}")
+                };
+                assert!(page.keys.len() <= limit as usize);
+                assert!(page.receipt.answered.len() >= 2, "{:?}", page.receipt);
+                keys.extend(page.keys);
+                cursor = page.next;
+            }
+            assert_eq!(keys, live, "limit {limit}");
+            // At least one page per segment: 80 virtual nodes.
+            assert!(pages >= 80, "limit {limit}: {pages} pages");
+            assert_eq!(role.in_flight(), 0);
+        }
+        // Limits outside 1..=MAX_SCAN_LIMIT are refused at once.
+        for limit in [0, crate::replication::scan::MAX_SCAN_LIMIT + 1] {
+            let mut out = Vec::new();
+            role.start_scan(
+                Instant::now(),
+                7,
+                scan(ScanCursor::start(), limit),
+                &mut out,
+            );
+            assert!(matches!(
+                out.as_slice(),
+                [Effect::Emit(Answered(7, Err(Error::InvalidInput(_))))]
+            ));
+        }
+        // A node that does not answer: the page times out on tick.
+        let mut out = Vec::new();
+        let now = Instant::now();
+        role.start_scan(now, 8, scan(ScanCursor::start(), 10), &mut out);
+        assert_eq!(role.in_flight(), 1);
+        let mut out = Vec::new();
+        role.tick(now + Duration::from_secs(60), &mut out);
+        assert!(out.iter().any(|e| matches!(
+            e,
+            Effect::Emit(Answered(8, Err(Error::QuorumTimeout { .. })))
+        )));
+        assert_eq!(role.in_flight(), 0);
+    }
+}
