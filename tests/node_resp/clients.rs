@@ -11,8 +11,9 @@
 //!   it wrote is read back. Without `redis-benchmark` the test fails,
 //!   unless `RINGKV_SKIP_REDIS_TOOLS=1` lets it skip with a notice.
 //! - A node SIGKILLed while a client pipelines SETs and GETs through
-//!   another: every reply is an error or right, and every acknowledged SET
-//!   is read back afterwards. `RINGKV_RESP_KILL_SEED` replays a seed.
+//!   node 1, and another through the killed node: every reply is an error
+//!   or right, and every acknowledged SET is read back afterwards.
+//!   `RINGKV_RESP_KILL_SEED` replays a seed.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -376,19 +377,18 @@ enum Cmd {
     Get { key: String },
 }
 
-/// Keys of the killed-node run.
+/// Keys of each client of the killed-node run.
 const KILL_KEYS: u64 = 300;
 /// Commands per pipelined write.
 const KILL_BATCH: usize = 40;
 /// Batches before the kill, and at least this many after it.
 const KILL_AFTER: usize = 15;
-
 /// How long the run goes on after the kill, at least.
 const KILL_RUN_ON: Duration = Duration::from_secs(5);
 
 /// What one key's SETs have left: the last acknowledged value, and the
-/// values of the SETs after it that answered an error (each may have been
-/// applied).
+/// values of the SETs after it that answered an error or nothing (each
+/// may have been applied).
 #[derive(Default)]
 struct KeyState {
     acked: Option<String>,
@@ -407,25 +407,59 @@ impl KeyState {
     }
 }
 
-/// The pipelined client of the killed-node run: batches of SETs and GETs
-/// through `addr`, each batch written at once and its replies read in
-/// order, until `stop` says so. Reports each finished batch on `done`.
+/// One reply to a SET or a GET (`+`, `-`, `$`), or `None` if the
+/// connection ended (or said nothing for 20 s) before it.
+async fn reply_or_end(c: &mut Conn) -> Option<R> {
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), c.r.read_until(b'\n', &mut line));
+    match read.await {
+        Ok(Ok(n)) if n > 0 && line.ends_with(b"\r\n") => {}
+        _ => return None,
+    }
+    line.truncate(line.len() - 2);
+    let text = String::from_utf8(line).expect("a UTF-8 reply line");
+    let (kind, rest) = text.split_at(1);
+    Some(match kind {
+        "+" => R::Simple(rest.into()),
+        "-" => R::Err(rest.into()),
+        "$" if rest == "-1" => R::NilBulk,
+        "$" => {
+            let mut body = vec![0u8; rest.parse::<usize>().expect("a bulk length") + 2];
+            let read = tokio::time::timeout(Duration::from_secs(20), c.r.read_exact(&mut body));
+            match read.await {
+                Ok(Ok(_)) => {}
+                _ => return None,
+            }
+            body.truncate(body.len() - 2);
+            R::Bulk(body)
+        }
+        other => panic!("unexpected reply type {other:?} in {text:?}"),
+    })
+}
+
+/// A pipelined client of the killed-node run: batches of SETs and GETs of
+/// `prefix` keys through `addr`, each batch written at once and its
+/// replies read in order, until `stop` says so or the connection ends.
+/// Counts finished batches on `done`. Each command with its reply, `None`
+/// for those the connection ended before.
 async fn pipelined_run(
     addr: SocketAddr,
     seed: u64,
+    prefix: &'static str,
     done: tokio::sync::watch::Sender<usize>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<(Cmd, R)> {
+) -> Vec<(Cmd, Option<R>)> {
     let mut rng = Rng(seed);
     let mut c = Conn::open(addr).await;
     let mut log = Vec::new();
     let mut seq = 0u64;
     let mut batches = 0;
-    while !*stop.borrow() {
+    let mut open = true;
+    while open && !*stop.borrow() {
         let mut cmds = Vec::with_capacity(KILL_BATCH);
         let mut bytes = Vec::new();
         for _ in 0..KILL_BATCH {
-            let key = format!("kill:{}", rng.below(KILL_KEYS));
+            let key = format!("{prefix}{}", rng.below(KILL_KEYS));
             seq += 1;
             // Two SETs for each GET; a value names its key and its SET.
             let cmd = if rng.below(3) < 2 {
@@ -438,9 +472,14 @@ async fn pipelined_run(
             };
             cmds.push(cmd);
         }
-        c.send(&bytes).await;
+        open = c.w.write_all(&bytes).await.is_ok();
         for cmd in cmds {
-            let reply = c.read().await;
+            let reply = if open {
+                reply_or_end(&mut c).await
+            } else {
+                None
+            };
+            open = reply.is_some();
             log.push((cmd, reply));
         }
         batches += 1;
@@ -449,10 +488,82 @@ async fn pipelined_run(
     log
 }
 
+/// Counts of one client's replies.
+#[derive(Debug, Default)]
+struct Tally {
+    set_ok: usize,
+    set_err: usize,
+    get_value: usize,
+    get_nil: usize,
+    get_err: usize,
+    no_reply: usize,
+}
+
+/// Checks one client's log in order, each GET against what the SETs
+/// before it on the connection left (`what` names the run in a failure);
+/// returns each key's state after the last command, and the tally.
+fn replay(log: &[(Cmd, Option<R>)], what: &str) -> (HashMap<String, KeyState>, Tally) {
+    let mut keys: HashMap<String, KeyState> = HashMap::new();
+    let mut t = Tally::default();
+    for (i, (cmd, reply)) in log.iter().enumerate() {
+        match cmd {
+            Cmd::Set { key, value } => {
+                let state = keys.entry(key.clone()).or_default();
+                match reply {
+                    Some(r) if *r == R::ok() => {
+                        t.set_ok += 1;
+                        state.acked = Some(value.clone());
+                        state.maybe.clear();
+                    }
+                    Some(R::Err(_)) | None => {
+                        if reply.is_some() {
+                            t.set_err += 1;
+                        } else {
+                            t.no_reply += 1;
+                        }
+                        state.maybe.push(value.clone());
+                    }
+                    Some(other) => panic!("{what}: reply {i}, SET {key} {value}: {other:?}"),
+                }
+            }
+            Cmd::Get { key } => {
+                let state = keys.entry(key.clone()).or_default();
+                let got = match reply {
+                    None => {
+                        t.no_reply += 1;
+                        continue;
+                    }
+                    Some(R::Err(_)) => {
+                        t.get_err += 1;
+                        continue;
+                    }
+                    Some(R::NilBulk) => {
+                        t.get_nil += 1;
+                        None
+                    }
+                    Some(R::Bulk(v)) => {
+                        t.get_value += 1;
+                        Some(String::from_utf8(v.clone()).unwrap())
+                    }
+                    Some(other) => panic!("{what}: reply {i}, GET {key}: {other:?}"),
+                };
+                assert!(
+                    state.allows(got.as_deref()),
+                    "{what}: reply {i}, GET {key}: {got:?}; the last acknowledged SET wrote \
+                     {:?}, and SETs after it that failed or got no reply {:?}",
+                    state.acked,
+                    state.maybe
+                );
+            }
+        }
+    }
+    (keys, t)
+}
+
 /// A node SIGKILLed while a client pipelines SETs and GETs through node 1
-/// of three (n = 3, r = w = 2): every reply is an error or right, and
-/// every acknowledged SET is read back through a surviving node after the
-/// run.
+/// of three (n = 3, r = w = 2), and another client through the killed
+/// node itself: every reply is an error or right, and every acknowledged
+/// SET is read back through a surviving node after the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_during_a_pipelined_run() {
     let seed = std::env::var("RINGKV_RESP_KILL_SEED")
@@ -472,23 +583,33 @@ async fn a_node_killed_during_a_pipelined_run() {
         wait_for_every_replica(&cluster).await;
         let victim = 2 + Rng(seed ^ 0x6b69_6c6c).below(2);
         let survivor = 5 - victim;
+        let what = format!("seed {seed}, node {victim} killed");
         let (done_tx, mut done) = tokio::sync::watch::channel(0);
+        let (victim_done, _) = tokio::sync::watch::channel(0);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let run = tokio::spawn(pipelined_run(
             cluster.node(1).redis.unwrap(),
             seed,
+            "kill:",
             done_tx,
+            stop_rx.clone(),
+        ));
+        // The killed node's own client: its connection ends at the kill,
+        // with SETs whose replies never came (each may have been applied).
+        let victim_run = tokio::spawn(pipelined_run(
+            cluster.node(victim).redis.unwrap(),
+            seed.wrapping_add(1),
+            "killed:",
+            victim_done,
             stop_rx,
         ));
-        // Kill mid-run, while a batch is in flight.
+        // Kill mid-run, while batches are in flight.
         let before = done.wait_for(|&n| n >= KILL_AFTER).await.is_ok();
         let mut killed_at = 0;
         if before {
             // The kill lands during batch killed_at + 1 or a later one.
             killed_at = *done.borrow();
             cluster.kill(victim).await;
-            // The run goes on, failing nothing: the batch in flight at the
-            // kill and those after it are the ones this test is about.
             // At least KILL_AFTER batches and KILL_RUN_ON, which covers
             // the survivors' failure detection.
             let on = tokio::time::Instant::now() + KILL_RUN_ON;
@@ -497,74 +618,45 @@ async fn a_node_killed_during_a_pipelined_run() {
             tokio::time::sleep_until(on).await;
         }
         stop.send_replace(true);
-        // A client that failed (a reply that never came, a closed
-        // connection) ended the run early: its panic is the failure.
+        // A client that failed ended the run early: its panic is the
+        // failure.
         let log = match run.await {
             Ok(log) => log,
-            Err(e) => panic!("the pipelined client failed: {e}\n{}", cluster.logs()),
+            Err(e) => panic!("the client of node 1 failed: {e}\n{}", cluster.logs()),
         };
+        let victim_log = match victim_run.await {
+            Ok(log) => log,
+            Err(e) => panic!(
+                "the client of node {victim} failed: {e}\n{}",
+                cluster.logs()
+            ),
+        };
+        let ended = log.iter().filter(|(_, r)| r.is_none()).count();
+        assert_eq!(ended, 0, "node 1's connection ended ({what})");
 
-        let mut keys: HashMap<String, KeyState> = HashMap::new();
-        let (mut set_ok, mut set_err, mut get_ok, mut get_nil, mut get_err) = (0, 0, 0, 0, 0);
-        for (i, (cmd, reply)) in log.iter().enumerate() {
-            match cmd {
-                Cmd::Set { key, value } => {
-                    let state = keys.entry(key.clone()).or_default();
-                    match reply {
-                        r if *r == R::ok() => {
-                            set_ok += 1;
-                            state.acked = Some(value.clone());
-                            state.maybe.clear();
-                        }
-                        R::Err(_) => {
-                            set_err += 1;
-                            state.maybe.push(value.clone());
-                        }
-                        other => panic!("reply {i}, SET {key} {value}: {other:?}"),
-                    }
-                }
-                Cmd::Get { key } => {
-                    let state = keys.entry(key.clone()).or_default();
-                    let got = match reply {
-                        R::Err(_) => {
-                            get_err += 1;
-                            continue;
-                        }
-                        R::NilBulk => {
-                            get_nil += 1;
-                            None
-                        }
-                        R::Bulk(v) => {
-                            get_ok += 1;
-                            Some(String::from_utf8(v.clone()).unwrap())
-                        }
-                        other => panic!("reply {i}, GET {key}: {other:?}"),
-                    };
-                    assert!(
-                        state.allows(got.as_deref()),
-                        "reply {i}, GET {key}: {got:?}; the last acknowledged SET wrote {:?}, \
-                         and SETs after it that failed {:?} (seed {seed}, node {victim} killed \
-                         after batch {killed_at})",
-                        state.acked,
-                        state.maybe
-                    );
-                }
-            }
-        }
+        let (mut keys, tally) = replay(&log, &format!("node 1's client ({what})"));
+        let (victim_keys, victim_tally) =
+            replay(&victim_log, &format!("node {victim}'s client ({what})"));
         let errors: Vec<&R> = log
             .iter()
-            .map(|(_, r)| r)
+            .filter_map(|(_, r)| r.as_ref())
             .filter(|r| matches!(r, R::Err(_)))
             .take(5)
             .collect();
         println!(
-            "{} commands in {} batches, node {victim} killed after batch {killed_at}: SET {set_ok} \
-             OK, {set_err} errors; GET {get_ok} values, {get_nil} nil, {get_err} errors; first \
-             errors {errors:?}",
+            "{what} after batch {killed_at} of node 1's client; node 1's client: {} commands, \
+             {tally:?}, first errors {errors:?}; node {victim}'s client: {} commands, \
+             {victim_tally:?}",
             log.len(),
-            log.len() / KILL_BATCH,
+            victim_log.len(),
         );
-        assert!(set_ok > 0 && get_ok > 0, "nothing succeeded");
+        assert!(before, "node 1's client ended before the kill");
+        assert!(tally.set_ok > 0 && tally.get_value > 0, "nothing succeeded");
+        assert!(
+            victim_tally.no_reply > 0,
+            "the killed node's client got every reply: the kill was not mid-run"
+        );
+        keys.extend(victim_keys);
 
         // Every key read back through the survivor that is not node 1.
         let mut c = Conn::open(cluster.node(survivor).redis.unwrap()).await;
@@ -582,7 +674,7 @@ async fn a_node_killed_during_a_pipelined_run() {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     other => panic!(
-                        "GET {key} after the run: {other:?} (seed {seed})\n{}",
+                        "GET {key} after the run: {other:?} ({what})\n{}",
                         cluster.logs()
                     ),
                 }
@@ -590,8 +682,8 @@ async fn a_node_killed_during_a_pipelined_run() {
             assert!(
                 state.allows(got.as_deref()),
                 "GET {key} through node {survivor} after the run: {got:?}; the last \
-                 acknowledged SET wrote {:?}, and SETs after it that failed {:?} (seed {seed}, \
-                 node {victim} killed)",
+                 acknowledged SET wrote {:?}, and SETs after it that failed or got no reply \
+                 {:?} ({what})",
                 state.acked,
                 state.maybe
             );
