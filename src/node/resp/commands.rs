@@ -1346,9 +1346,12 @@ mod tests {
     /// An in-memory handler for the pipeline's scheduling: buckets are
     /// `Lww`, each op takes a few milliseconds, and the most ops in flight
     /// at once is recorded.
+    /// Values by bucket and key.
+    type Data = HashMap<(Vec<u8>, Vec<u8>), Vec<u8>>;
+
     #[derive(Default)]
     struct Recorder {
-        data: Mutex<HashMap<(Vec<u8>, Vec<u8>), Vec<u8>>>,
+        data: Mutex<Data>,
         in_flight: AtomicUsize,
         most: AtomicUsize,
     }
