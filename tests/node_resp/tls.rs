@@ -404,3 +404,86 @@ async fn one_users_connections_are_capped_over_both_ports() {
     })
     .await;
 }
+
+/// `reply_budget_total` on the RESP port: a large reply that a client
+/// does not read holds its share of the budget until it is written, and
+/// a second large reply that would pass the budget answers an error
+/// instead; small replies go on, and once the first client reads, large
+/// replies are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_replies_unread_are_held_to_the_ports_reply_budget() {
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("node.toml");
+        // The least the configuration allows: max_frame_bytes, 16 MiB, for
+        // one connection and for the port.
+        std::fs::write(
+            &config,
+            "[client_port]\nreply_budget_per_connection = 16777216\n\
+             reply_budget_total = 16777216\n",
+        )
+        .unwrap();
+        let config = config.display().to_string();
+        let cluster = one_node(&["--config", &config]).await;
+        default_buckets(&cluster).await;
+        let addr = cluster.node(1).redis.unwrap();
+        // 12 MiB: far more than loopback's socket buffers take from a
+        // client that does not read (4 MiB to send, 128 KiB to receive).
+        let big: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut reader = Conn::open(addr).await;
+        reader.send(&encode(&[b"SET", b"big", &big])).await;
+        assert_eq!(reader.read().await, R::ok());
+        assert_eq!(reader.cmd(&["SET", "small", "s"]).await, R::ok());
+
+        // The reader asks for the large value and reads nothing. Once the
+        // node holds that reply, another large one is refused (until then,
+        // on a busy machine, it may still be served).
+        reader.send(&encode(&[b"GET", b"big"])).await;
+        let mut other = Conn::open(addr).await;
+        let mut refused = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match other.cmd(&["GET", "big"]).await {
+                R::Err(text) => {
+                    refused = Some(text);
+                    break;
+                }
+                R::Bulk(v) if v.len() == big.len() => {}
+                reply => panic!("{}", short(&reply)),
+            }
+        }
+        let text = refused.expect("a second large reply went past the budget");
+        assert!(
+            text.contains("Overloaded") && text.contains("reply_budget_total"),
+            "{text}"
+        );
+        assert_eq!(other.cmd(&["GET", "small"]).await, R::bulk("s"));
+
+        // Once the reader has its reply, the budget is free again.
+        let first = reader.read().await;
+        assert!(first == R::Bulk(big.clone()), "{}", short(&first));
+        let mut served = false;
+        for _ in 0..50 {
+            match other.cmd(&["GET", "big"]).await {
+                R::Bulk(v) => {
+                    assert!(v == big, "a large reply of {} bytes differs", v.len());
+                    served = true;
+                    break;
+                }
+                R::Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                r => panic!("{}", short(&r)),
+            }
+        }
+        assert!(served, "the budget was not given back");
+    })
+    .await;
+}
+
+/// A reply for a failure message: a bulk string by its length alone.
+fn short(reply: &R) -> String {
+    match reply {
+        R::Bulk(v) => format!("a bulk string of {} bytes", v.len()),
+        other => format!("{other:?}"),
+    }
+}
