@@ -130,6 +130,9 @@ pub struct Coordinator<C> {
     down: BTreeSet<NodeId>,
     buckets: BucketTable,
     defaults: super::buckets::BucketDefaults,
+    /// Nodes of the ring in force, or of the ring a pending change leads
+    /// to if that has more ([`Coordinator::required`]).
+    ring_nodes: usize,
     hlc: Hlc,
     /// The newest timestamp learned from peers (replies, bucket entries)
     /// since the clock last observed: folded in before the next stamp.
@@ -167,6 +170,7 @@ impl<C> Coordinator<C> {
             down: BTreeSet::new(),
             buckets: BucketTable::new(),
             defaults: super::buckets::BucketDefaults::new(default_props),
+            ring_nodes: 0,
             hlc,
             learned: None,
             witness: None,
@@ -188,7 +192,27 @@ impl<C> Coordinator<C> {
     /// range go by the old ring and writes must reach a quorum in both (see
     /// `ring::transition`). Requests in flight keep their targets.
     pub fn set_ring_state(&mut self, state: Arc<RingState>) {
+        let target = state.pending.as_ref().map(|p| p.target.members().len());
+        self.ring_nodes = state.ring.members().len().max(target.unwrap_or(0));
         self.placement = Arc::new(Placement::new(state));
+    }
+
+    /// The answers `level` needs for a bucket of `n` replicas. `Quorum`
+    /// counts the replicas a key can have: `n`, or fewer while the cluster
+    /// has fewer nodes (in the ring in force and in the one a pending
+    /// change leads to, whichever has more). Every node then holds every
+    /// key, so a quorum of those nodes meets every other quorum of them,
+    /// and a lone node serves quorum reads and writes alone. `All` and the
+    /// counts (`One`, `Two`, `Count(k)`) are never lowered: `All` still
+    /// means all `n` copies, and each fails as `Unavailable` while fewer
+    /// nodes can answer.
+    pub fn required(&self, level: Consistency, n: usize) -> Result<usize> {
+        let needed = level.required(n)?;
+        let nodes = self.ring_nodes;
+        match level {
+            Consistency::Quorum if (1..n).contains(&nodes) => level.required(nodes),
+            _ => Ok(needed),
+        }
     }
 
     /// Installs the failure detector's view: nodes not to send to.
@@ -565,7 +589,7 @@ impl<C> Coordinator<C> {
                 options,
             } => {
                 let props = self.bucket(&bucket).clone();
-                let r = match options.r.unwrap_or(props.r).required(props.n) {
+                let r = match self.required(options.r.unwrap_or(props.r), props.n) {
                     Ok(r) => r,
                     Err(e) => return Some((client, Err(e))),
                 };
@@ -713,7 +737,7 @@ impl<C> Coordinator<C> {
             options,
         } = change;
         let props = self.bucket(&bucket).clone();
-        let w = options.w.unwrap_or(props.w).required(props.n)?;
+        let w = self.required(options.w.unwrap_or(props.w), props.n)?;
         let sloppy = options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
         let (mut targets, mut quorums) = self.write_targets(&bucket, &key, sloppy);
         if !sloppy {
@@ -881,6 +905,34 @@ mod tests {
             ring = claim_join(&ring, NodeId(id), 16).unwrap();
         }
         Arc::new(ring)
+    }
+
+    #[test]
+    fn quorum_and_all_count_the_nodes_a_cluster_smaller_than_n_has() {
+        use crate::ring::transition::{Change, RingState};
+        let mut c: Coordinator<()> = coordinator();
+        let (q, all) = (Consistency::Quorum, Consistency::All);
+        // No ring yet: nothing is lowered (requests fail Unavailable).
+        assert_eq!(c.required(q, 3).unwrap(), 2);
+        for (nodes, quorum, every) in [(1, 1, 3), (2, 2, 3), (3, 2, 3), (5, 2, 3)] {
+            c.set_ring(ring(nodes));
+            assert_eq!(c.required(q, 3).unwrap(), quorum, "{nodes} nodes");
+            assert_eq!(c.required(all, 3).unwrap(), every, "{nodes} nodes");
+            // Counts are never lowered; n bounds them as before.
+            assert_eq!(c.required(Consistency::Two, 3).unwrap(), 2);
+            assert_eq!(c.required(Consistency::Count(3), 3).unwrap(), 3);
+            assert!(c.required(Consistency::Count(4), 3).is_err());
+            assert_eq!(c.required(q, 5).unwrap(), (nodes as usize).min(5) / 2 + 1);
+        }
+        // While one node is joined by a second, the larger ring counts.
+        let one = RingState::settled((*ring(1)).clone());
+        let joining = one
+            .begin(Change::Join(NodeId(2)), (*ring(2)).clone(), 3)
+            .expect("a join begins");
+        assert!(joining.pending.is_some(), "the join has ranges to move");
+        c.set_ring_state(Arc::new(joining));
+        assert_eq!(c.required(q, 3).unwrap(), 2);
+        assert_eq!(c.required(all, 3).unwrap(), 3);
     }
 
     #[test]

@@ -336,7 +336,10 @@ impl<C> CoordinatorRole<C> {
             return;
         }
         let props = self.machine.bucket(&op.bucket).clone();
-        let r = match op.options.r.unwrap_or(props.r).required(props.n) {
+        let r = match self
+            .machine
+            .required(op.options.r.unwrap_or(props.r), props.n)
+        {
             Ok(r) => r,
             Err(e) => {
                 out.push(Effect::Emit(Answered(client, Err(e))));
