@@ -318,7 +318,7 @@ async fn strings_counters_and_sets_with_pipelining_and_resp3() {
             .await
             .err_text()
             .contains("not an integer"));
-        // WRONGTYPE: SET on a counter bucket, INCR on a string bucket.
+        // WRONGTYPE: SET or SADD on a counter bucket.
         assert!(c
             .cmd(&["SET", "n", "1"])
             .await
@@ -329,12 +329,12 @@ async fn strings_counters_and_sets_with_pipelining_and_resp3() {
             .await
             .err_text()
             .starts_with("WRONGTYPE"));
+        // INCR in a string bucket counts in its companion, db0.counters,
+        // and leaves the string alone.
         assert_eq!(c.cmd(&["SELECT", "0"]).await, R::ok());
-        assert!(c
-            .cmd(&["INCR", "k"])
-            .await
-            .err_text()
-            .starts_with("WRONGTYPE"));
+        let k = c.cmd(&["GET", "k"]).await;
+        assert_eq!(c.cmd(&["INCR", "k"]).await, R::Int(1));
+        assert_eq!(c.cmd(&["GET", "k"]).await, k);
 
         // Sets, and RESP3 through HELLO 3.
         assert_eq!(c.cmd(&["RINGKV.BUCKET", "sets"]).await, R::ok());
@@ -413,10 +413,8 @@ async fn strings_counters_and_sets_with_pipelining_and_resp3() {
         // Unsupported commands and options answer errors naming why.
         for (args, why) in [
             (&["EXPIRE", "k", "10"][..], "no TTLs"),
-            (&["MULTI"][..], "no transactions"),
             (&["EVAL", "return 1", "0"][..], "no Lua"),
             (&["SUBSCRIBE", "ch"][..], "no pub/sub"),
-            (&["SCAN", "0"][..], "range-scan"),
             (&["SET", "k", "v", "NX"][..], "unsupported option 'NX'"),
             (&["SET", "k", "v", "EX", "10"][..], "no TTLs"),
             (&["FROBNICATE", "x"][..], "unknown command 'FROBNICATE'"),
@@ -427,6 +425,14 @@ async fn strings_counters_and_sets_with_pipelining_and_resp3() {
             assert!(reply.err_text().contains(why), "{args:?}: {reply:?}");
         }
         // The NX refusal wrote nothing.
+        assert_eq!(c.cmd(&["GET", "k"]).await, R::bulk("v3"));
+        // A refused MULTI: what follows it up to EXEC does not run.
+        let e = c.cmd(&["MULTI"]).await;
+        assert!(e.err_text().contains("no transactions"), "{e:?}");
+        let e = c.cmd(&["SET", "k", "inside"]).await;
+        assert!(e.err_text().contains("not run"), "{e:?}");
+        let e = c.cmd(&["EXEC"]).await;
+        assert!(e.err_text().starts_with("EXECABORT"), "{e:?}");
         assert_eq!(c.cmd(&["GET", "k"]).await, R::bulk("v3"));
         assert_eq!(c.cmd(&["QUIT"]).await, R::ok());
         assert!(c.closed().await);

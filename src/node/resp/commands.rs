@@ -87,6 +87,9 @@ pub struct Session {
     /// The receipts of the ops the previous command ran (at most
     /// `ringkv::MAX_RECEIPTS`), for `RINGKV.RECEIPT`.
     receipts: std::sync::Mutex<Vec<Receipt>>,
+    /// Whether the client sent `MULTI`, which was refused, and no `EXEC`
+    /// or `DISCARD` since: the commands in between are not run.
+    refused_multi: bool,
 }
 
 impl Session {
@@ -109,6 +112,7 @@ impl Session {
             peer,
             policies: HashMap::new(),
             receipts: std::sync::Mutex::new(Vec::new()),
+            refused_multi: false,
         }
     }
 
@@ -572,6 +576,9 @@ async fn members(
 /// previous command left (`RINGKV.RECEIPT`).
 fn parallel_keys<'a>(s: &Session, args: &'a [Bytes]) -> Option<Vec<&'a [u8]>> {
     s.role?;
+    if s.refused_multi {
+        return None;
+    }
     let name = args.first()?;
     let spec = COMMANDS
         .iter()
@@ -698,9 +705,51 @@ pub async fn run_pipeline(
     replies
 }
 
+/// `MULTI` and what follows it. ringkv has no transactions, so `MULTI` is
+/// refused; a client that sends a transaction without waiting for that
+/// answer (redis-py's default pipeline, any pipelined `MULTI` ... `EXEC`)
+/// would otherwise have every command in it run, then see `EXEC` fail.
+/// So after a refused `MULTI`, nothing runs until `EXEC` (refused with
+/// `EXECABORT`, as redis refuses a transaction with a bad command) or
+/// `DISCARD`; `QUIT` still closes. `None`: run the command as usual.
+fn transaction(s: &mut Session, name: &str) -> Option<Value> {
+    if name == "multi" {
+        s.refused_multi = true;
+        return Some(Value::err(format!(
+            "unsupported command 'multi': {}; the commands up to EXEC or DISCARD will not run",
+            unsupported("multi").unwrap_or_default()
+        )));
+    }
+    if !s.refused_multi {
+        return None;
+    }
+    match name {
+        "exec" => {
+            s.refused_multi = false;
+            Some(Value::Error(
+                "EXECABORT Transaction discarded: ringkv has no transactions, and MULTI was \
+                 refused; none of its commands ran"
+                    .into(),
+            ))
+        }
+        "discard" => {
+            s.refused_multi = false;
+            Some(Value::ok())
+        }
+        "quit" => None,
+        _ => Some(Value::err(format!(
+            "not run: '{name}' follows a MULTI, which ringkv refuses (no transactions); send \
+             DISCARD, or EXEC, to leave it"
+        ))),
+    }
+}
+
 /// Runs one command.
 pub async fn run(ctx: &Ctx, s: &mut Session, args: &[Bytes]) -> (Value, After) {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    if let Some(reply) = transaction(s, &name) {
+        return (reply, After::Continue);
+    }
     let spec = COMMANDS.iter().find(|c| c.name == name);
     let Some(spec) = spec else {
         if let Some(why) = unsupported(&name) {
@@ -969,7 +1018,21 @@ fn client(s: &mut Session, args: &[Bytes]) -> Result<(Value, After), Value> {
     Ok((v, After::Continue))
 }
 
+/// A command's entry as redis 7 gives it: name, arity, flags, first key,
+/// last key, step, ACL categories, tips, key specifications and
+/// subcommands (the last three empty; clients that read them, as redis-py
+/// does under RESP3, find the ten fields they expect).
 fn command_info(c: &Spec) -> Value {
+    let mut categories = Vec::new();
+    if c.flags.contains(&"readonly") {
+        categories.push("@read");
+    }
+    if c.flags.contains(&"write") {
+        categories.push("@write");
+    }
+    if c.first == 0 {
+        categories.push("@connection");
+    }
     Value::Array(vec![
         Value::text(c.name),
         Value::Int(c.arity),
@@ -977,6 +1040,15 @@ fn command_info(c: &Spec) -> Value {
         Value::Int(c.first),
         Value::Int(c.last),
         Value::Int(c.step),
+        Value::Set(
+            categories
+                .into_iter()
+                .map(|f| Value::Simple(f.into()))
+                .collect(),
+        ),
+        Value::Array(Vec::new()),
+        Value::Array(Vec::new()),
+        Value::Array(Vec::new()),
     ])
 }
 
@@ -1545,6 +1617,35 @@ mod tests {
             .unwrap()
             .contains_key(&(b"db0".to_vec(), b"b".to_vec())));
 
+        // A refused MULTI: nothing runs until EXEC (EXECABORT) or DISCARD.
+        let r = Arc::new(Recorder::default());
+        let got = pipeline(&r, "MULTI; SET a 1; SET b 2; EXEC; GET a; SET c 3", 128).await;
+        assert!(
+            matches!(&got[0], Value::Error(e) if e.contains("will not run")),
+            "{got:?}"
+        );
+        for v in &got[1..3] {
+            assert!(
+                matches!(v, Value::Error(e) if e.starts_with("ERR not run")),
+                "{v:?}"
+            );
+        }
+        assert!(
+            matches!(&got[3], Value::Error(e) if e.starts_with("EXECABORT")),
+            "{got:?}"
+        );
+        assert_eq!(got[4..], [Value::Null, Value::ok()]);
+        let data = r.data.lock().unwrap();
+        assert_eq!(data.len(), 1, "only SET c ran: {:?}", data.keys());
+        drop(data);
+        let r = Arc::new(Recorder::default());
+        let got = pipeline(&r, "MULTI; SET a 1; DISCARD; SET b 2; GET b; EXEC", 128).await;
+        assert_eq!(got[2..5], [Value::ok(), Value::ok(), bulk("2")]);
+        assert!(
+            matches!(&got[5], Value::Error(e) if e.contains("unsupported command 'exec'")),
+            "EXEC with no MULTI: {got:?}"
+        );
+
         // The bound holds.
         let r = Arc::new(Recorder::default());
         let text: Vec<String> = (0..40).map(|i| format!("SET k{i} v")).collect();
@@ -1577,6 +1678,16 @@ mod tests {
         assert!(glob(b"s?ve", b"save"));
         assert!(glob(b"data*", b"databases"));
         assert!(!glob(b"data", b"databases"));
+    }
+
+    #[test]
+    fn command_entries_have_redis_7s_ten_fields() {
+        for c in COMMANDS {
+            let Value::Array(fields) = command_info(c) else {
+                panic!("{}", c.name)
+            };
+            assert_eq!(fields.len(), 10, "{}", c.name);
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -336,6 +336,49 @@ fn user_place(
     }
 }
 
+/// Replies up to this size let a connection's window grow.
+const SMALL_REPLY_BYTES: usize = 64 * 1024;
+
+/// How many commands of one connection's pipeline may run at once, as the
+/// client port bounds a connection's requests in flight: four at first,
+/// one more per small reply up to `max_in_flight_per_connection`, and
+/// once a reply has passed 1 MiB, no more than
+/// `reply_budget_per_connection` divided by the largest reply: a pipeline
+/// of large GETs holds about that budget, not a value per command.
+struct Window {
+    size: usize,
+    max: usize,
+    largest: usize,
+    budget: usize,
+}
+
+impl Window {
+    fn new(config: &ClientPortConfig) -> Window {
+        Window {
+            size: 4,
+            max: config.max_in_flight_per_connection.max(1),
+            largest: 0,
+            budget: config.reply_budget_per_connection,
+        }
+    }
+
+    fn limit(&self) -> usize {
+        let limit = self.size.min(self.max);
+        if self.largest > 1 << 20 {
+            limit.min((self.budget / self.largest).max(1))
+        } else {
+            limit
+        }
+    }
+
+    fn replied(&mut self, bytes: usize) {
+        self.largest = self.largest.max(bytes);
+        if bytes <= SMALL_REPLY_BYTES {
+            self.size = self.size.saturating_add(1).min(self.max);
+        }
+    }
+}
+
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
@@ -355,59 +398,87 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let write_limit = config.idle_timeout;
     let mut place: Option<Slot<String>> = None;
     let mut held: Vec<Held> = Vec::new();
+    let mut window = Window::new(config);
     loop {
-        // Every complete command buffered, in order.
+        // Every complete command buffered, in order, in pipelines of at
+        // most `max_in_flight_per_connection` (`commands::run_pipeline`
+        // runs those on different keys at once). A pipeline ends after a
+        // command that may authenticate, as the limits of the commands
+        // after it depend on the answer.
         loop {
-            let command = match decoder.decode(&mut buf) {
-                Ok(Some(command)) => command,
-                Ok(None) => break,
-                Err(e) => {
-                    Value::err(format!("Protocol error: {}", e.0)).encode(session.resp3, &mut out);
+            let mut pipeline: Vec<frame::Command> = Vec::new();
+            let mut malformed = None;
+            while pipeline.len() < config.max_in_flight_per_connection.max(1) {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(command)) => {
+                        last_command = tokio::time::Instant::now();
+                        partial_since = None;
+                        let Some(name) = command.args.first() else {
+                            continue;
+                        };
+                        let authenticates = name.eq_ignore_ascii_case(b"auth")
+                            || name.eq_ignore_ascii_case(b"hello");
+                        pipeline.push(command);
+                        if authenticates {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        malformed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if pipeline.is_empty() && malformed.is_none() {
+                break;
+            }
+            let args: Vec<&[Bytes]> = pipeline.iter().map(|c| &c.args[..]).collect();
+            let was_authenticated = session.role.is_some();
+            let replies =
+                commands::run_pipeline(&shared.ctx, &mut session, &args, window.limit()).await;
+            drop(args);
+            drop(pipeline);
+            for (mut reply, mut after) in replies {
+                let mut over_share = false;
+                if let Err(refusal) = user_place(shared, &session, &mut place) {
+                    (reply, after, over_share) = (refusal, After::Close, true);
+                    session.role = None;
+                    session.user = None;
+                }
+                let from = out.len();
+                reply.encode(session.resp3, &mut out);
+                drop(reply);
+                window.replied(out.len() - from);
+                charge_reply(shared, session.resp3, &mut out, from, &mut held);
+                let too_many_failures = session.auth_failures >= shared.ctx.max_auth_failures;
+                if after == After::Close || too_many_failures {
                     if flush(&mut stream, &mut out, config.refusal_timeout).await {
                         let _ = stream.shutdown().await;
-                        discard_until_closed(stream, config.refusal_timeout).await;
+                        if too_many_failures || over_share {
+                            discard_until_closed(stream, config.refusal_timeout).await;
+                        }
                     }
                     return;
                 }
-            };
-            last_command = tokio::time::Instant::now();
-            partial_since = None;
-            if command.args.is_empty() {
-                continue;
+                if out.len() >= FLUSH_BYTES {
+                    let written = flush(&mut stream, &mut out, write_limit).await;
+                    held.clear();
+                    if !written {
+                        return;
+                    }
+                }
             }
-            let was_authenticated = session.role.is_some();
-            let (mut reply, mut after) =
-                commands::run(&shared.ctx, &mut session, &command.args).await;
-            drop(command);
-            let mut over_share = false;
-            if let Err(refusal) = user_place(shared, &session, &mut place) {
-                (reply, after, over_share) = (refusal, After::Close, true);
-                session.role = None;
-                session.user = None;
-            }
-            let from = out.len();
-            reply.encode(session.resp3, &mut out);
-            drop(reply);
-            charge_reply(shared, session.resp3, &mut out, from, &mut held);
             if session.role.is_some() != was_authenticated {
                 decoder.set_limits(limits(config, session.role.is_some()));
             }
-            let too_many_failures = session.auth_failures >= shared.ctx.max_auth_failures;
-            if after == After::Close || too_many_failures {
+            if let Some(e) = malformed {
+                Value::err(format!("Protocol error: {}", e.0)).encode(session.resp3, &mut out);
                 if flush(&mut stream, &mut out, config.refusal_timeout).await {
                     let _ = stream.shutdown().await;
-                    if too_many_failures || over_share {
-                        discard_until_closed(stream, config.refusal_timeout).await;
-                    }
+                    discard_until_closed(stream, config.refusal_timeout).await;
                 }
                 return;
-            }
-            if out.len() >= FLUSH_BYTES {
-                let written = flush(&mut stream, &mut out, write_limit).await;
-                held.clear();
-                if !written {
-                    return;
-                }
             }
         }
         let written = flush(&mut stream, &mut out, write_limit).await;
@@ -496,6 +567,34 @@ pub fn is_loopback(addr: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipelines_window_grows_with_small_replies_and_shrinks_for_large_ones() {
+        let config = ClientPortConfig::default();
+        let mut w = Window::new(&config);
+        assert_eq!(w.limit(), 4, "a new connection");
+        for _ in 0..10 {
+            w.replied(100);
+        }
+        assert_eq!(w.limit(), 14);
+        for _ in 0..1000 {
+            w.replied(100);
+        }
+        assert_eq!(w.limit(), config.max_in_flight_per_connection);
+        // 15 MiB replies: at most the per-connection budget of them.
+        w.replied(15 << 20);
+        assert_eq!(w.limit(), config.reply_budget_per_connection / (15 << 20));
+        assert!(w.limit() >= 1);
+        w.replied(100);
+        assert_eq!(w.limit(), config.reply_budget_per_connection / (15 << 20));
+        let tiny = ClientPortConfig {
+            reply_budget_per_connection: 1 << 20,
+            ..ClientPortConfig::default()
+        };
+        let mut w = Window::new(&tiny);
+        w.replied(8 << 20);
+        assert_eq!(w.limit(), 1, "never below one");
+    }
 
     #[test]
     fn loopback_hosts() {
