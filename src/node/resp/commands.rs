@@ -1635,9 +1635,8 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got[4..], [Value::Null, Value::ok()]);
-        let data = r.data.lock().unwrap();
-        assert_eq!(data.len(), 1, "only SET c ran: {:?}", data.keys());
-        drop(data);
+        let stored: Vec<_> = r.data.lock().unwrap().keys().cloned().collect();
+        assert_eq!(stored.len(), 1, "only SET c ran: {stored:?}");
         let r = Arc::new(Recorder::default());
         let got = pipeline(&r, "MULTI; SET a 1; DISCARD; SET b 2; GET b; EXEC", 128).await;
         assert_eq!(got[2..5], [Value::ok(), Value::ok(), bulk("2")]);
