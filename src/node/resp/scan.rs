@@ -102,14 +102,21 @@ pub(super) async fn scan(ctx: &Ctx, s: &mut Session, args: &[Bytes]) -> Result<V
             ),
         ])
     };
+    let mut bucket = s.bucket.clone();
     if let Some(kind) = &a.kind {
         // Every key of a bucket has the bucket's type: a scan for another
-        // type finds nothing.
+        // type finds nothing, except sets from a string bucket, which are
+        // in its companion `<bucket>.sets` (where its SADD puts them).
         let op = Op::GetBucket {
             bucket: buf(&s.bucket),
         };
         match exec(ctx, s, "scan", op).await? {
             Reply::Bucket { props } if type_name(&props.policy) == kind => {}
+            Reply::Bucket { props }
+                if kind == "set" && !matches!(props.policy, ConflictPolicy::Crdt(_)) =>
+            {
+                bucket.extend_from_slice(b".sets");
+            }
             Reply::Bucket { .. } => return Ok(reply(0, Vec::new())),
             other => return Err(unexpected(&other)),
         }
@@ -119,7 +126,7 @@ pub(super) async fn scan(ctx: &Ctx, s: &mut Session, args: &[Bytes]) -> Result<V
     let (mut ops, mut token_ops) = (0, 0);
     loop {
         let op = Op::Scan {
-            bucket: buf(&s.bucket),
+            bucket: buf(&bucket),
             cursor: Some(buf(&cursor.to_bytes())),
             limit: a.count.saturating_sub(fetched).max(1),
             options: ReadOptions {
