@@ -276,18 +276,8 @@ impl<C> CoordinatorRole<C> {
         op: ClientOp,
         out: &mut Vec<Effect<C>>,
     ) {
-        if !self.accepting {
-            out.push(Effect::Emit(Answered(client, Err(Error::Shutdown))));
-            return;
-        }
-        if self.in_flight() >= self.config.max_in_flight {
-            out.push(Effect::Emit(Answered(
-                client,
-                Err(Error::QueueFull {
-                    peer: self.node,
-                    capacity: self.config.max_in_flight,
-                }),
-            )));
+        if let Some(refusal) = self.refusal() {
+            out.push(Effect::Emit(Answered(client, Err(refusal))));
             return;
         }
         let mut sends = Outbox::new();
@@ -296,6 +286,21 @@ impl<C> CoordinatorRole<C> {
         if let Some((client, answer)) = done {
             out.push(Effect::Emit(Answered(client, answer)));
         }
+    }
+
+    /// Why a new client request is refused now, if it is: the node is
+    /// shutting down, or has `max_in_flight` requests already.
+    fn refusal(&self) -> Option<Error> {
+        if !self.accepting {
+            return Some(Error::Shutdown);
+        }
+        if self.in_flight() >= self.config.max_in_flight {
+            return Some(Error::QueueFull {
+                peer: self.node,
+                capacity: self.config.max_in_flight,
+            });
+        }
+        None
     }
 
     /// Client requests in flight: puts, gets and scan pages.
@@ -309,18 +314,8 @@ impl<C> CoordinatorRole<C> {
     /// the bucket's `n`.
     pub fn start_scan(&mut self, now: Instant, client: C, op: ScanOp, out: &mut Vec<Effect<C>>) {
         use crate::replication::scan::MAX_SCAN_LIMIT;
-        if !self.accepting {
-            out.push(Effect::Emit(Answered(client, Err(Error::Shutdown))));
-            return;
-        }
-        if self.in_flight() >= self.config.max_in_flight {
-            out.push(Effect::Emit(Answered(
-                client,
-                Err(Error::QueueFull {
-                    peer: self.node,
-                    capacity: self.config.max_in_flight,
-                }),
-            )));
+        if let Some(refusal) = self.refusal() {
+            out.push(Effect::Emit(Answered(client, Err(refusal))));
             return;
         }
         if op.limit == 0 || op.limit > MAX_SCAN_LIMIT {

@@ -22,7 +22,7 @@ use crate::crdt::{CrdtKind, CrdtValue};
 use crate::error::Error;
 use crate::node::client_port::{error_reply_for, ClientAuth};
 use crate::protocol::{
-    Handler, Op, ReadOptions, Reply, Role, WriteOptions, CLIENT_PROTOCOL_VERSION,
+    Handler, Op, ReadOptions, Reply, Role, SiblingView, WriteOptions, CLIENT_PROTOCOL_VERSION,
 };
 use crate::replication::Consistency;
 use crate::version::ConflictPolicy;
@@ -426,14 +426,14 @@ enum Found {
     WrongType,
 }
 
-/// Reads a key: what it holds and the context to write it back with.
-async fn read(
+/// A quorum read of `key` in the session's bucket at its read quorum: the
+/// value, or the siblings, and the context.
+pub(super) async fn get(
     ctx: &Ctx,
     s: &Session,
     command: &str,
-    policy: &ConflictPolicy,
     key: &[u8],
-) -> Result<(Found, ByteBuf), Value> {
+) -> Result<(Option<ByteBuf>, Vec<SiblingView>, ByteBuf), Value> {
     let op = Op::Get {
         bucket: buf(&s.bucket),
         key: buf(key),
@@ -442,15 +442,26 @@ async fn read(
             ..ReadOptions::default()
         },
     };
-    let Reply::Object {
-        value,
-        siblings,
-        context,
-        ..
-    } = exec(ctx, s, command, op).await?
-    else {
-        return Err(Value::err("unexpected reply from the node"));
-    };
+    match exec(ctx, s, command, op).await? {
+        Reply::Object {
+            value,
+            siblings,
+            context,
+            ..
+        } => Ok((value, siblings, context)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Reads a key: what it holds and the context to write it back with.
+async fn read(
+    ctx: &Ctx,
+    s: &Session,
+    command: &str,
+    policy: &ConflictPolicy,
+    key: &[u8],
+) -> Result<(Found, ByteBuf), Value> {
+    let (value, siblings, context) = get(ctx, s, command, key).await?;
     let found = match (value, siblings.len()) {
         (Some(v), _) => match policy {
             ConflictPolicy::Crdt(kind) if is_counter(policy) => {

@@ -10,7 +10,7 @@ use serde_bytes::ByteBuf;
 
 use super::super::frame::Value;
 use super::{buf, exec, syntax, unexpected, Ctx, Session};
-use crate::protocol::{Op, ReadOptions, Reply, SiblingView, WriteOptions};
+use crate::protocol::{Op, Reply, SiblingView, WriteOptions};
 use crate::replication::Receipt;
 
 /// Receipts one command keeps for `RINGKV.RECEIPT` (a multi-key command
@@ -103,23 +103,7 @@ pub fn receipt_value(r: &Receipt) -> Value {
 pub async fn run(ctx: &Ctx, s: &Session, name: &str, args: &[Bytes]) -> Result<Value, Value> {
     match name {
         "ringkv.get" => {
-            let op = Op::Get {
-                bucket: buf(&s.bucket),
-                key: buf(&args[1]),
-                options: ReadOptions {
-                    r: s.r,
-                    ..ReadOptions::default()
-                },
-            };
-            let Reply::Object {
-                value,
-                siblings,
-                context,
-                ..
-            } = exec(ctx, s, name, op).await?
-            else {
-                return Err(Value::err("unexpected reply from the node"));
-            };
+            let (value, siblings, context) = super::get(ctx, s, name, &args[1]).await?;
             // One shape whatever the key holds: the values (one, none, or
             // the siblings) and the context to write back with.
             let values: Vec<Value> = match value {
