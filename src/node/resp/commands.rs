@@ -320,7 +320,9 @@ fn consistency_name(c: Option<Consistency>) -> String {
 /// whether it may have been applied.
 fn error_value(is_write: bool, e: &Error) -> Value {
     let reply = error_reply_for(is_write, e);
+    // Said once: some errors (a write's timeout) already say it.
     let outcome = match reply.indefinite {
+        _ if reply.message.contains("applied") || reply.message.contains("written") => "",
         Some(true) => " (the write may have been applied)",
         Some(false) => " (nothing was written)",
         None => "",
@@ -1688,6 +1690,29 @@ mod tests {
         assert!(glob(b"s?ve", b"save"));
         assert!(glob(b"data*", b"databases"));
         assert!(!glob(b"data", b"databases"));
+    }
+
+    #[test]
+    fn a_write_errors_outcome_is_said_once() {
+        let timeout = Error::QuorumTimeout {
+            needed: 2,
+            got: 0,
+            after: Duration::from_secs(5),
+            indefinite: true,
+        };
+        let Value::Error(text) = error_value(true, &timeout) else {
+            panic!()
+        };
+        assert_eq!(text.matches("applied").count(), 1, "{text}");
+        let unavailable = Error::Unavailable {
+            needed: 2,
+            got: 1,
+            indefinite: false,
+        };
+        let Value::Error(text) = error_value(true, &unavailable) else {
+            panic!()
+        };
+        assert!(text.ends_with("(nothing was written)"), "{text}");
     }
 
     #[test]
