@@ -152,6 +152,128 @@ async fn the_python_redis_package_against_a_node() {
     .await;
 }
 
+/// The `redis` crate (redis-rs), RESP2 and RESP3, against one node (a
+/// lone node serves quorum ops; no SetBucket): strings, a pipeline whose
+/// every result is checked, counters and sets in db0's companions, SCAN,
+/// errors as `RedisError`, and a refused MULTI that applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_crate_against_a_node() {
+    use redis::AsyncCommands;
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let cluster = one_node(&[]).await;
+        let port = cluster.node(1).redis.unwrap().port();
+        for protocol in ["resp2", "resp3"] {
+            let url = format!("redis://127.0.0.1:{port}/?protocol={protocol}");
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut con = client
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap_or_else(|e| panic!("{protocol}: connect: {e}\n{}", cluster.logs()));
+            let p = |k: &str| format!("{protocol}:{k}");
+
+            let () = con.set(p("k"), "v1").await.unwrap();
+            let got: Option<String> = con.get(p("k")).await.unwrap();
+            assert_eq!(got.as_deref(), Some("v1"), "{protocol}");
+            let none: Option<String> = con.get(p("missing")).await.unwrap();
+            assert_eq!(none, None);
+            let old: Option<String> = redis::cmd("SET")
+                .arg(p("k"))
+                .arg("v2")
+                .arg("GET")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(old.as_deref(), Some("v1"));
+            let binary: Vec<u8> = (0..=255).collect();
+            let () = con.set(p("bin"), &binary).await.unwrap();
+            let back: Vec<u8> = con.get(p("bin")).await.unwrap();
+            assert_eq!(back, binary);
+
+            // A pipeline of 200 commands: every SET, then every GET, in order.
+            let mut pipe = redis::pipe();
+            for i in 0..100 {
+                pipe.set(p(&format!("pk{i}")), format!("value-{i}"))
+                    .ignore();
+            }
+            for i in 0..100 {
+                pipe.get(p(&format!("pk{i}")));
+            }
+            let values: Vec<String> = pipe.query_async(&mut con).await.unwrap();
+            let expected: Vec<String> = (0..100).map(|i| format!("value-{i}")).collect();
+            assert_eq!(values, expected, "{protocol}");
+            let n: usize = con
+                .exists(&(0..100).map(|i| p(&format!("pk{i}"))).collect::<Vec<_>>())
+                .await
+                .unwrap();
+            assert_eq!(n, 100);
+
+            // Counters in db0.counters, sets in db0.sets.
+            let total: i64 = con.incr(p("n"), 5).await.unwrap();
+            assert_eq!(total, 5);
+            let total: i64 = con.decr(p("n"), 2).await.unwrap();
+            assert_eq!(total, 3);
+            let added: usize = con.sadd(p("s"), &["a", "b", "c"]).await.unwrap();
+            assert_eq!(added, 3);
+            let removed: usize = con.srem(p("s"), "b").await.unwrap();
+            assert_eq!(removed, 1);
+            let members: std::collections::HashSet<String> = con.smembers(p("s")).await.unwrap();
+            assert_eq!(
+                members,
+                ["a", "c"].iter().map(|m| m.to_string()).collect(),
+                "{protocol}"
+            );
+
+            // SCAN through the crate's iterator: every pk key, once.
+            let mut seen = std::collections::BTreeSet::new();
+            {
+                let mut iter = con
+                    .scan_match::<_, String>(format!("{protocol}:pk*"))
+                    .await
+                    .unwrap();
+                while let Some(key) = iter.next_item().await {
+                    let key = key.unwrap();
+                    assert!(seen.insert(key.clone()), "{key} twice");
+                }
+            }
+            assert_eq!(seen.len(), 100, "{protocol}: {seen:?}");
+
+            // Errors: WRONGTYPE-free names, reasons for the unsupported.
+            let e = con
+                .expire::<_, ()>(p("k"), 10)
+                .await
+                .expect_err("EXPIRE is unsupported");
+            assert!(e.to_string().contains("no TTLs"), "{e}");
+            // A refused MULTI: nothing up to EXEC is applied. (Sent one by
+            // one: redis-rs's atomic pipeline panics, in debug builds, on
+            // an error reply to MULTI itself.)
+            let multi: redis::RedisResult<()> = redis::cmd("MULTI").query_async(&mut con).await;
+            assert!(multi.is_err(), "{multi:?}");
+            let inside: redis::RedisResult<()> = con.set(p("tx"), "inside").await;
+            assert!(
+                inside
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("not run")),
+                "{inside:?}"
+            );
+            let exec: redis::RedisResult<()> = redis::cmd("EXEC").query_async(&mut con).await;
+            assert!(
+                exec.as_ref()
+                    .is_err_and(|e| e.to_string().contains("none of its commands ran")),
+                "{exec:?}"
+            );
+            let tx: Option<String> = con.get(p("tx")).await.unwrap();
+            assert_eq!(
+                tx, None,
+                "{protocol}: a write after a refused MULTI was applied"
+            );
+            let after: Option<String> = con.get(p("k")).await.unwrap();
+            assert_eq!(after.as_deref(), Some("v2"), "the connection goes on");
+        }
+    })
+    .await;
+}
+
 /// The keys `redis-benchmark -r 1000` writes: `prefix` and a 12-digit
 /// number below 1000.
 fn bench_keys(prefix: &str) -> Vec<String> {
