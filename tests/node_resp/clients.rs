@@ -203,7 +203,7 @@ async fn the_redis_crate_against_a_node() {
             let expected: Vec<String> = (0..100).map(|i| format!("value-{i}")).collect();
             assert_eq!(values, expected, "{protocol}");
             let n: usize = con
-                .exists(&(0..100).map(|i| p(&format!("pk{i}"))).collect::<Vec<_>>())
+                .exists((0..100).map(|i| p(&format!("pk{i}"))).collect::<Vec<_>>())
                 .await
                 .unwrap();
             assert_eq!(n, 100);
