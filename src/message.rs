@@ -38,8 +38,10 @@ pub use crate::error::Refusal;
 /// Version 2 nests each subsystem's messages in [`Message`] (version 1 had
 /// one flat enum of every variant). Version 3 adds ring fences to replica
 /// requests and range pulls, and the `StaleRing` transfer refusal (see
-/// [`crate::ring::RingFence`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// [`crate::ring::RingFence`]). Version 4 adds range scans
+/// (`ReplicaRequest::Scan`, `ReplicaReply::Scanned`): a version-3 node
+/// could not read them, so the two are refused at the handshake instead.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Length in bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
