@@ -266,7 +266,10 @@ struct Inner {
     version: RwLock<Arc<Version>>,
     /// The highest published sequence number; changed only under `visible`.
     visible_seq: AtomicU64,
-    visible: Mutex<()>,
+    /// Guards `visible_seq` changes; holds the number of threads waiting on
+    /// `visible_cv`, so that a publish with nobody waiting (the common
+    /// case) makes no wake-up system call.
+    visible: Mutex<usize>,
     visible_cv: Condvar,
     manifest: Mutex<ManifestCtl>,
     /// Held for a whole compaction: one runs at a time.
@@ -537,7 +540,7 @@ impl LsmEngine {
                 levels,
             })),
             visible_seq: AtomicU64::new(last_seq),
-            visible: Mutex::new(()),
+            visible: Mutex::new(0),
             visible_cv: Condvar::new(),
             manifest: Mutex::new(ManifestCtl {
                 manifest,
@@ -1039,11 +1042,16 @@ impl Inner {
     fn publish(&self, first: u64, last: u64) {
         let mut g = lock(&self.visible);
         while self.visible_seq.load(Ordering::Acquire) + 1 != first {
+            *g += 1;
             g = self.visible_cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            *g -= 1;
         }
         self.visible_seq.store(last, Ordering::Release);
+        let waiting = *g > 0;
         drop(g);
-        self.visible_cv.notify_all();
+        if waiting {
+            self.visible_cv.notify_all();
+        }
     }
 
     /// Waits until every sequence number up to `seq` is published.
@@ -1053,11 +1061,13 @@ impl Inner {
             if self.shutdown.load(Ordering::Acquire) {
                 return Err(Error::Shutdown);
             }
+            *g += 1;
             g = self
                 .visible_cv
                 .wait_timeout(g, WAIT_SLICE)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            *g -= 1;
         }
         Ok(())
     }

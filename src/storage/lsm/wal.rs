@@ -455,9 +455,12 @@ type GroupOutcome = OnceLock<Option<(std::io::ErrorKind, String)>>;
 struct State {
     /// Encoded records of the group being gathered.
     pending: Vec<u8>,
-    /// Where the leader of the group being gathered reports its outcome;
-    /// each appender keeps the one of its group.
-    outcome: Arc<GroupOutcome>,
+    /// Where the leader of the group being gathered reports its outcome to
+    /// the appenders waiting in it; made by the first appender that has to
+    /// wait (an appender that leads at once needs none, so a lone writer
+    /// allocates nothing here). Each waiting appender keeps the one of its
+    /// group.
+    outcome: Option<Arc<GroupOutcome>>,
     /// An empty buffer to swap in for `pending` (keeps its allocation).
     spare: Vec<u8>,
     /// Id of the group `pending` will be written as.
@@ -466,6 +469,9 @@ struct State {
     done: u64,
     /// Whether a leader is writing a group now.
     leader: bool,
+    /// Appenders waiting on `written`: a leader wakes them only if there
+    /// are any (a wake-up is a system call even with nobody to wake).
+    waiting: usize,
     /// The failure that poisoned the log; it accepts nothing after it.
     failure: Option<(std::io::ErrorKind, String)>,
     /// Bytes written since the last fsync.
@@ -645,83 +651,120 @@ impl Wal {
         }
         // Encoded straight into the group buffer: no copy per record.
         encode_into(record, body_len, &mut st.pending);
-        let mine = Arc::clone(&st.outcome);
+        if !st.leader {
+            // Nobody is writing: lead at once, this record and whatever
+            // waiting appenders gathered (their outcome is set too).
+            return self.lead(st);
+        }
+        let mine = Arc::clone(st.outcome.get_or_insert_with(Default::default));
         loop {
             if let Some(outcome) = mine.get() {
                 return match outcome {
                     None => Ok(()),
-                    Some((kind, text)) => Err(Error::io(
-                        format!(
-                            "appending to write-ahead log {} (nothing of the batch was kept)",
-                            shared.path.display()
-                        ),
-                        std::io::Error::new(*kind, text.clone()),
-                    )),
+                    Some((kind, text)) => Err(self.refused(*kind, text)),
                 };
             }
             if let Some(f) = &st.failure {
                 return Err(shared.failed(f));
             }
             if st.leader {
+                st.waiting += 1;
                 st = shared.written.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.waiting -= 1;
                 continue;
             }
-            // Lead: write everything gathered so far as one group.
-            st.leader = true;
-            let mut group = std::mem::take(&mut st.spare);
-            std::mem::swap(&mut group, &mut st.pending);
-            let outcome = std::mem::take(&mut st.outcome);
-            let id = st.gathering;
-            st.gathering += 1;
-            drop(st);
-            // Only the leader writes, so this is where the group starts.
-            let start = shared.bytes_written.load(Ordering::Relaxed);
-            let mut result = fault::write_all(&shared.file, &shared.path, &group);
-            let mut poison = None;
-            match &result {
-                Ok(()) if shared.policy == SyncPolicy::Always => {
-                    if let Err(e) = shared.file.sync_data() {
-                        poison = Some((e.kind(), format!("fsync: {e}")));
-                    }
-                }
-                Ok(()) => {}
-                Err(e) if fault::is_out_of_space(e) => {
-                    if let Err(cut) = shared.cut_back(start) {
-                        poison = Some((
-                            cut.kind(),
-                            format!("{e}, then cutting the partial write back failed: {cut}"),
-                        ));
-                    }
-                }
-                Err(e) => poison = Some((e.kind(), e.to_string())),
-            }
-            if poison.is_some() {
-                result = Err(std::io::Error::other("poisoned"));
-            }
-            st = shared.lock();
-            st.leader = false;
-            match (result, poison) {
-                (Ok(()), _) => {
-                    shared
-                        .bytes_written
-                        .fetch_add(group.len() as u64, Ordering::Relaxed);
-                    st.done = id;
-                    st.unsynced = shared.policy != SyncPolicy::Always;
-                    let _ = outcome.set(None);
-                }
-                (Err(_), Some(p)) => {
-                    tracing::error!(log = %shared.path.display(), error = %p.1, "write-ahead log failed; it takes no more writes");
-                    st.failure.get_or_insert(p);
-                }
-                (Err(e), None) => {
-                    tracing::warn!(log = %shared.path.display(), error = %e, bytes = group.len(), "write-ahead log append refused for lack of space; cut back, later appends will retry");
-                    let _ = outcome.set(Some((e.kind(), e.to_string())));
+            // The last leader is done and our group is not written yet:
+            // lead it.
+            return self.lead(st);
+        }
+    }
+
+    /// The error of an appender whose group was refused for lack of space
+    /// (and cut back off the log).
+    fn refused(&self, kind: std::io::ErrorKind, text: &str) -> Error {
+        Error::io(
+            format!(
+                "appending to write-ahead log {} (nothing of the batch was kept)",
+                self.shared.path.display()
+            ),
+            std::io::Error::new(kind, text.to_string()),
+        )
+    }
+
+    /// Writes everything gathered so far as one group (the caller's record
+    /// among it), with the lock `st` released meanwhile, and returns the
+    /// group's outcome; the group's waiting appenders get it through the
+    /// group's `outcome`.
+    fn lead(&self, mut st: MutexGuard<'_, State>) -> Result<()> {
+        let shared = &*self.shared;
+        st.leader = true;
+        let mut group = std::mem::take(&mut st.spare);
+        std::mem::swap(&mut group, &mut st.pending);
+        let outcome = st.outcome.take();
+        let id = st.gathering;
+        st.gathering += 1;
+        drop(st);
+        // Only the leader writes, so this is where the group starts.
+        let start = shared.bytes_written.load(Ordering::Relaxed);
+        let mut result = fault::write_all(&shared.file, &shared.path, &group);
+        let mut poison = None;
+        match &result {
+            Ok(()) if shared.policy == SyncPolicy::Always => {
+                if let Err(e) = shared.file.sync_data() {
+                    poison = Some((e.kind(), format!("fsync: {e}")));
                 }
             }
-            group.clear();
-            st.spare = group;
+            Ok(()) => {}
+            Err(e) if fault::is_out_of_space(e) => {
+                if let Err(cut) = shared.cut_back(start) {
+                    poison = Some((
+                        cut.kind(),
+                        format!("{e}, then cutting the partial write back failed: {cut}"),
+                    ));
+                }
+            }
+            Err(e) => poison = Some((e.kind(), e.to_string())),
+        }
+        if poison.is_some() {
+            result = Err(std::io::Error::other("poisoned"));
+        }
+        let mut st = shared.lock();
+        st.leader = false;
+        let mine = match (result, poison) {
+            (Ok(()), _) => {
+                shared
+                    .bytes_written
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                st.done = id;
+                st.unsynced = shared.policy != SyncPolicy::Always;
+                if let Some(o) = &outcome {
+                    let _ = o.set(None);
+                }
+                Ok(())
+            }
+            (Err(_), Some(p)) => {
+                tracing::error!(log = %shared.path.display(), error = %p.1, "write-ahead log failed; it takes no more writes");
+                let failure = st.failure.get_or_insert(p);
+                Err(shared.failed(failure))
+            }
+            (Err(e), None) => {
+                tracing::warn!(log = %shared.path.display(), error = %e, bytes = group.len(), "write-ahead log append refused for lack of space; cut back, later appends will retry");
+                let (kind, text) = (e.kind(), e.to_string());
+                let err = self.refused(kind, &text);
+                if let Some(o) = &outcome {
+                    let _ = o.set(Some((kind, text)));
+                }
+                Err(err)
+            }
+        };
+        group.clear();
+        st.spare = group;
+        // Wakes the group's appenders, and those gathered meanwhile (one
+        // of them leads next).
+        if st.waiting > 0 {
             shared.written.notify_all();
         }
+        mine
     }
 
     /// fsyncs everything appended so far (whatever the policy).
