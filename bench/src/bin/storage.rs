@@ -490,8 +490,30 @@ fn allocated_bytes(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-fn emit_phase(phase: &str, ops: u64, elapsed: Duration) {
+/// Reports a phase: its ops and wall time, and the CPU time the whole
+/// process (every thread: background flushes and compactions included)
+/// spent during it, per operation. CPU time is what a loaded, shared
+/// machine distorts least: wall time there includes waiting for a core.
+fn emit_phase(phase: &str, ops: u64, elapsed: Duration, cpu_start: f64) {
     println!("PHASE\t{phase}\t{ops}\t{}", elapsed.as_secs_f64());
+    if let Ok(cpu) = process_cpu_secs() {
+        emit_metric(
+            &format!("cpu_us_{phase}"),
+            (cpu - cpu_start) * 1e6 / ops.max(1) as f64,
+        );
+    }
+}
+
+/// User and system CPU time of this process so far, every thread, seconds.
+fn process_cpu_secs() -> Result<f64> {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is
+    // a valid value of it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(secs(usage.ru_utime) + secs(usage.ru_stime))
 }
 
 fn emit_metric(name: &str, value: f64) {
@@ -557,12 +579,13 @@ fn run_child(args: &Args, engine: &str) -> Result<()> {
                     v
                 };
                 let started = Instant::now();
+                let cpu_start = process_cpu_secs()?;
                 for &i in &order {
                     fill_value(&mut rng, &mut value);
                     s.put(&present_key(i), &value)?;
                 }
                 s.end_of_writes()?;
-                emit_phase(phase, num, started.elapsed());
+                emit_phase(phase, num, started.elapsed(), cpu_start);
                 // A fresh store: write amplification starts over.
                 unsettled = Some((io_start, num * logical_per_put));
                 filled = true;
@@ -574,12 +597,13 @@ fn run_child(args: &Args, engine: &str) -> Result<()> {
                     .ok_or("overwrite needs a fill phase before it")?;
                 let io_start = process_write_bytes()?;
                 let started = Instant::now();
+                let cpu_start = process_cpu_secs()?;
                 for _ in 0..num {
                     fill_value(&mut rng, &mut value);
                     s.put(&present_key(rng.random_range(0..num)), &value)?;
                 }
                 s.end_of_writes()?;
-                emit_phase(phase, num, started.elapsed());
+                emit_phase(phase, num, started.elapsed(), cpu_start);
                 let (io, logical) = unsettled.unwrap_or((io_start, 0));
                 unsettled = Some((io, logical + num * logical_per_put));
             }
@@ -590,6 +614,7 @@ fn run_child(args: &Args, engine: &str) -> Result<()> {
                     .ok_or_else(|| format!("{phase} needs a fill phase before it"))?;
                 settle(s, &mut unsettled)?;
                 let started = Instant::now();
+                let cpu_start = process_cpu_secs()?;
                 let ops = match phase {
                     "readrandom" => {
                         for _ in 0..reads {
@@ -634,17 +659,18 @@ fn run_child(args: &Args, engine: &str) -> Result<()> {
                         n
                     }
                 };
-                emit_phase(phase, ops, started.elapsed());
+                emit_phase(phase, ops, started.elapsed(), cpu_start);
             }
             "fillsync" => {
                 let dir = root.join("sync");
                 let mut s = open_store(engine, &dir, true)?;
                 let started = Instant::now();
+                let cpu_start = process_cpu_secs()?;
                 for i in 0..args.sync_num {
                     fill_value(&mut rng, &mut value);
                     s.put(&present_key(i), &value)?;
                 }
-                emit_phase(phase, args.sync_num, started.elapsed());
+                emit_phase(phase, args.sync_num, started.elapsed(), cpu_start);
                 drop(s);
                 std::fs::remove_dir_all(&dir)?;
             }
@@ -796,6 +822,43 @@ fn report(args: &Args, results: &[(String, EngineRuns)]) -> String {
         for rate in rates.iter().skip(1) {
             let _ = match (rates[0], rate) {
                 (Some(a), Some(b)) if *b > 0.0 => write!(out, " {:.2} |", a / b),
+                _ => write!(out, " - |"),
+            };
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "\nCPU µs per op (user + system, every thread of the engine's process, during the phase), median; ratio = peer / {reference} (above 1: {reference} spends less)\n"
+    );
+    let _ = write!(out, "| phase |");
+    for (engine, _) in results {
+        let _ = write!(out, " {engine} |");
+    }
+    for peer in &peers {
+        let _ = write!(out, " {peer} / {reference} |");
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in 0..results.len() + peers.len() {
+        let _ = write!(out, "---:|");
+    }
+    let _ = writeln!(out);
+    for phase in &args.phases {
+        let name = format!("cpu_us_{phase}");
+        let _ = write!(out, "| {phase} |");
+        let cpus: Vec<Option<f64>> = results
+            .iter()
+            .map(|(_, r)| lookup(&r.metrics, &name))
+            .collect();
+        for cpu in &cpus {
+            let _ = match cpu {
+                Some(c) => write!(out, " {c:.2} |"),
+                None => write!(out, " - |"),
+            };
+        }
+        for cpu in cpus.iter().skip(1) {
+            let _ = match (cpus[0], cpu) {
+                (Some(a), Some(b)) if a > 0.0 => write!(out, " {:.2} |", b / a),
                 _ => write!(out, " - |"),
             };
         }
