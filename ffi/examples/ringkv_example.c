@@ -114,7 +114,8 @@ static void round_trip(const ops *o) {
   ringkv_result r;
   printf("%s: round trip\n", o->name);
 
-  /* Overwrites replace under LWW (the default policy keeps siblings). */
+  /* A put replaces the value it reads first under every policy; LWW
+     also settles concurrent puts by time instead of keeping siblings. */
   expect(o->set_bucket_policy(o->handle, S("users"), RINGKV_POLICY_LWW), RINGKV_OK,
          "policy lww");
   expect(o->set_bucket_policy(o->handle, S("hits"), RINGKV_POLICY_PNCOUNTER), RINGKV_OK,

@@ -62,8 +62,8 @@ pub const RINGKV_MAX_KEY_BYTES: usize = 8192;
 pub const RINGKV_MAX_BUCKET_BYTES: usize = 1024;
 /// The largest value, in bytes (15 MiB), and the most bytes of members one
 /// set update may carry (counting 9 more per member). A larger one is
-/// refused with `RINGKV_INVALID_ARGUMENT`; so is a blind write that would
-/// make the key's stored object, siblings included, larger than 15.5 MiB.
+/// refused with `RINGKV_INVALID_ARGUMENT`; so is a write that would make
+/// the key's stored object, siblings included, larger than 15.5 MiB.
 pub const RINGKV_MAX_VALUE_BYTES: usize = 15728640;
 
 /// The largest CA file `ringkv_client_options_set_tls_ca_file` reads, in
@@ -875,8 +875,14 @@ unsafe fn client_store<'a>(op: &str, c: *const ringkv_client) -> Outcome<&'a dyn
 }
 
 /// Writes `value` (may be empty) under `bucket`/`key`, acknowledged by `w`
-/// replicas (`RINGKV_CONSISTENCY_*`). A blind write: under policy LWW it
-/// replaces the value; under SIBLINGS it is kept beside a concurrent one.
+/// replicas (`RINGKV_CONSISTENCY_*`), replacing the value a read at the
+/// same level sees: the put first reads the key's causal context (at `w`
+/// as a read level; `DEFAULT` is the bucket's `r`) and writes with it, so
+/// under the default policy, SIBLINGS, a put overwrites what it read, and
+/// only a value it did not read (written concurrently) stays beside it as
+/// a sibling. In a bucket known to be LWW the read is skipped (it would
+/// change nothing there). A failure of that read fails the put, which then
+/// wrote nothing.
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT`, `RINGKV_INVALID_ARGUMENT` (empty bucket
 /// or key, unknown `w`, a `w` above the bucket's replicas),
@@ -947,7 +953,9 @@ pub unsafe extern "C" fn ringkv_cluster_get(
 }
 
 /// Deletes `bucket`/`key` (writes a tombstone), acknowledged by `w`
-/// replicas. Deleting a missing key is `RINGKV_OK`.
+/// replicas, replacing what a read at the same level sees, as
+/// `ringkv_cluster_put` does: a get then answers `RINGKV_NOT_FOUND` unless
+/// a value was written concurrently. Deleting a missing key is `RINGKV_OK`.
 ///
 /// Errors and thread safety: as `ringkv_cluster_put`.
 ///

@@ -12,9 +12,10 @@
 //! builds as a staticlib (which also holds the C++ bridge, so C programs
 //! link it with `-lstdc++`), a cdylib and an rlib. See docs/ffi.md.
 //!
-//! Not here: causal contexts and sibling resolution (the C and C++ APIs
-//! write blind; use LWW or CRDT buckets, or the Rust client), fault
-//! injection on embedded clusters (the shell has it).
+//! Not here: causal contexts in the API and sibling resolution (a put or
+//! delete reads its key's context and writes with it, replacing what it
+//! read; siblings of concurrent writes are resolved with the Rust
+//! client), fault injection on embedded clusters (the shell has it).
 
 #![warn(missing_docs)]
 

@@ -10,11 +10,13 @@
 //!
 //! Not here: pointers, NULL checks, panic boundaries (the C layer in
 //! `capi.rs`), exceptions (the cxx layer in `cxx_bridge.rs`). No causal
-//! contexts: puts and deletes are blind writes (see docs/ffi.md, "Sibling
-//! values").
+//! contexts in the API: a put or delete reads the key's context and writes
+//! with it, so it replaces what it read (see docs/ffi.md, "Overwrites and
+//! sibling values").
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringkv::client::{Client, ClientConfig, Credentials};
 use ringkv::crdt::CrdtKind;
@@ -153,6 +155,51 @@ pub trait Store {
     fn settle_bucket(&self, _bucket: &[u8], _props: &ringkv::protocol::BucketInfo) -> Outcome<()> {
         Ok(())
     }
+
+    /// The buckets' policies this store remembers (see [`PolicyCache`]).
+    /// Default: none, so every put and delete reads its key's context.
+    fn policies(&self) -> Option<&PolicyCache> {
+        None
+    }
+}
+
+/// How long a bucket's policy is remembered ([`PolicyCache`]).
+const POLICY_TTL: Duration = Duration::from_secs(1);
+
+/// The most buckets a [`PolicyCache`] remembers; it starts over when full.
+const POLICY_CACHE_MAX: usize = 1024;
+
+/// Buckets' policies as a store last read them, each for [`POLICY_TTL`]:
+/// a put or delete into a bucket known to be last-writer-wins skips the
+/// read of its key's context, which would change nothing there (see
+/// [`overwrite_context`]). A policy changed elsewhere is seen within the
+/// TTL (and at once when changed through the same store). Either stale
+/// answer is safe: a write taken for LWW in a bucket that became SIBLINGS
+/// is blind, kept beside the value as before this cache existed, and the
+/// next write's context replaces both; the other way round costs a read.
+#[derive(Debug, Default)]
+pub struct PolicyCache {
+    entries: Mutex<HashMap<Vec<u8>, (ConflictPolicy, Instant)>>,
+}
+
+impl PolicyCache {
+    /// The policy of `bucket` when it was read less than [`POLICY_TTL`] ago.
+    fn get(&self, bucket: &[u8]) -> Option<ConflictPolicy> {
+        let entries = lock(&self.entries);
+        entries
+            .get(bucket)
+            .filter(|(_, at)| at.elapsed() < POLICY_TTL)
+            .map(|(policy, _)| policy.clone())
+    }
+
+    /// Remembers that `bucket` has `policy` now.
+    fn insert(&self, bucket: &[u8], policy: ConflictPolicy) {
+        let mut entries = lock(&self.entries);
+        if entries.len() >= POLICY_CACHE_MAX && !entries.contains_key(bucket) {
+            entries.clear();
+        }
+        entries.insert(bucket.to_vec(), (policy, Instant::now()));
+    }
 }
 
 /// The most nodes an embedded cluster may have through the FFI.
@@ -162,6 +209,7 @@ const MAX_NODES: u32 = 16;
 pub struct EmbeddedCluster {
     // Dropped first: its drop shuts the nodes down on the runtime.
     cluster: Cluster,
+    policies: PolicyCache,
 }
 
 impl EmbeddedCluster {
@@ -184,7 +232,10 @@ impl EmbeddedCluster {
         };
         let cluster = Cluster::start(Arc::new(rt), options, Resolvers::default())
             .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{OP}: {e}")))?;
-        Ok(EmbeddedCluster { cluster })
+        Ok(EmbeddedCluster {
+            cluster,
+            policies: PolicyCache::default(),
+        })
     }
 
     /// The client addresses of the nodes, comma-separated, node 1 first
@@ -246,6 +297,10 @@ impl Store for EmbeddedCluster {
             ))
         }
     }
+
+    fn policies(&self) -> Option<&PolicyCache> {
+        Some(&self.policies)
+    }
 }
 
 /// A connection to a running cluster, which [`RemoteClient::close`] ends.
@@ -254,6 +309,7 @@ pub struct RemoteClient {
     // live on it.
     client: Mutex<Option<Client>>,
     rt: Runtime,
+    policies: PolicyCache,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -436,6 +492,7 @@ impl RemoteClient {
         Ok(RemoteClient {
             client: Mutex::new(Some(client)),
             rt,
+            policies: PolicyCache::default(),
         })
     }
 
@@ -469,6 +526,10 @@ impl Store for RemoteClient {
             .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?
             .map_err(|e| Failure::from_error(name, &e))
     }
+
+    fn policies(&self) -> Option<&PolicyCache> {
+        Some(&self.policies)
+    }
 }
 
 fn name_arg(op: &str, what: &str, bytes: &[u8]) -> Outcome<ByteBuf> {
@@ -499,15 +560,81 @@ fn read_options(op: &str, r: u32) -> Outcome<ReadOptions> {
     })
 }
 
-/// Writes `value` under `bucket`/`key` (a blind write) with write level `w`.
+/// The causal context of what a read of `bucket`/`key` at the write's own
+/// level sees (the bucket's `r` for [`CONSISTENCY_DEFAULT`]): what a put or
+/// delete through this crate replaces. `None` when the key was never
+/// written. A failed read fails the write, which then sent nothing.
+///
+/// Why: a write without a context is *blind*. Under the default policy
+/// (SIBLINGS) a blind put of a key that holds a value is kept beside it,
+/// so a C caller overwriting a key made the stored object grow by one
+/// sibling per put (and every put read, merged, sent and stored all of
+/// them) until the node refused the next blind put with `TooManySiblings`;
+/// a get answered `RINGKV_SIBLINGS` after the second put; and a blind
+/// delete only added a tombstone beside the values. With the context read
+/// first, the write replaces exactly the values that read returned, as a
+/// Rust client that reads, then writes with the context, does. Values the
+/// read did not see (written concurrently, or acknowledged by fewer
+/// replicas than the read asked) are not in the context, so they are kept
+/// as siblings: no acknowledged write is dropped that the caller did not
+/// read. Under LWW the context changes nothing, so a store that knows the
+/// bucket is LWW ([`PolicyCache`]) skips the read and writes blind.
+fn overwrite_context(
+    op: &str,
+    s: &dyn Store,
+    bucket: &ByteBuf,
+    key: &ByteBuf,
+    w: u32,
+) -> Outcome<Option<ByteBuf>> {
+    if let Some(cache) = s.policies() {
+        let policy = match cache.get(bucket) {
+            Some(policy) => Some(policy),
+            // Not known: ask. A failed ask is not the write's failure; the
+            // read below says what is wrong, if anything is.
+            None => match s.execute(
+                op,
+                Op::GetBucket {
+                    bucket: bucket.clone(),
+                },
+            ) {
+                Ok(Reply::Bucket { props }) => {
+                    cache.insert(bucket, props.policy.clone());
+                    Some(props.policy)
+                }
+                _ => None,
+            },
+        };
+        if policy == Some(ConflictPolicy::Lww) {
+            return Ok(None);
+        }
+    }
+    let read = Op::Get {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        options: read_options(op, w)?,
+    };
+    match s.execute(op, read)? {
+        Reply::Object { context, .. } if context.is_empty() => Ok(None),
+        Reply::Object { context, .. } => Ok(Some(context)),
+        other => Err(unexpected(op, &other)),
+    }
+}
+
+/// Writes `value` under `bucket`/`key` with write level `w`, replacing
+/// the value (or siblings) a read at the same level sees first (see
+/// [`overwrite_context`]).
 pub fn put(s: &dyn Store, bucket: &[u8], key: &[u8], value: &[u8], w: u32) -> Outcome<()> {
     const OP: &str = "put";
+    let bucket = name_arg(OP, "bucket", bucket)?;
+    let key = name_arg(OP, "key", key)?;
+    let options = write_options(OP, w)?;
+    let context = overwrite_context(OP, s, &bucket, &key, w)?;
     let op = Op::Put {
-        bucket: name_arg(OP, "bucket", bucket)?,
-        key: name_arg(OP, "key", key)?,
+        bucket,
+        key,
         value: ByteBuf::from(value.to_vec()),
-        context: None,
-        options: write_options(OP, w)?,
+        context,
+        options,
     };
     match s.execute(OP, op)? {
         Reply::Written { .. } => Ok(()),
@@ -545,14 +672,20 @@ pub fn get(s: &dyn Store, bucket: &[u8], key: &[u8], r: u32) -> Outcome<Vec<u8>>
     }
 }
 
-/// Deletes `bucket`/`key` (writes a tombstone) with write level `w`.
+/// Deletes `bucket`/`key` (writes a tombstone) with write level `w`,
+/// replacing what a read at the same level sees first (see
+/// [`overwrite_context`]).
 pub fn delete(s: &dyn Store, bucket: &[u8], key: &[u8], w: u32) -> Outcome<()> {
     const OP: &str = "delete";
+    let bucket = name_arg(OP, "bucket", bucket)?;
+    let key = name_arg(OP, "key", key)?;
+    let options = write_options(OP, w)?;
+    let context = overwrite_context(OP, s, &bucket, &key, w)?;
     let op = Op::Delete {
-        bucket: name_arg(OP, "bucket", bucket)?,
-        key: name_arg(OP, "key", key)?,
-        context: None,
-        options: write_options(OP, w)?,
+        bucket,
+        key,
+        context,
+        options,
     };
     match s.execute(OP, op)? {
         Reply::Written { .. } => Ok(()),
@@ -659,5 +792,8 @@ pub fn set_bucket_policy(s: &dyn Store, bucket: &[u8], policy_number: u32) -> Ou
         Reply::Bucket { props } => props,
         other => return Err(unexpected(OP, &other)),
     };
+    if let Some(cache) = s.policies() {
+        cache.insert(bucket, stored.policy.clone());
+    }
     s.settle_bucket(bucket, &stored)
 }
