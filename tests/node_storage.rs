@@ -46,8 +46,12 @@ fn config(dir: &std::path::Path) -> NodeConfig {
 }
 
 async fn spawn(network: &MemoryNetwork, dir: &std::path::Path) -> ringkv::Result<Node> {
+    spawn_with(network, config(dir)).await
+}
+
+async fn spawn_with(network: &MemoryNetwork, config: NodeConfig) -> ringkv::Result<Node> {
     let net = network.clone();
-    Node::spawn(config(dir), move || async move {
+    Node::spawn(config, move || async move {
         let (endpoint, inbox) = net.endpoint(NodeId(1))?;
         Ok(TransportParts::new(Arc::new(endpoint), inbox))
     })
@@ -109,6 +113,14 @@ async fn compaction_runs_in_the_node_and_a_restart_keeps_everything() {
         stats.engine
     );
     assert_eq!(stats.objects, 3000);
+    // Small tables, no fsync per write: the store served most writes on
+    // the replica actor's own thread, and those it made under
+    // backpressure (slowed while flushes catch up) on the blocking pool.
+    assert!(stats.served_in_place > 1000, "{stats:?}");
+    assert!(
+        stats.served_in_place + stats.served_on_pool >= 3000,
+        "{stats:?}"
+    );
 
     // While it runs, a second node on the same directory is refused.
     let second = spawn(&network, dir.path()).await;
@@ -229,5 +241,55 @@ async fn a_damaged_table_fails_its_reads_only_and_status_reports_it() {
         .await
         .expect("Status works on a damaged store");
     assert_eq!(status.corruptions, 1, "{status:?}");
+    node.shutdown().await;
+}
+
+/// An engine that would wait (an fsync per write, tables larger than its
+/// block cache) is served from the blocking pool, never on the actor's
+/// thread, and serves everything all the same.
+#[actix_rt::test]
+async fn requests_that_would_wait_go_to_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
+    let mut config = config(dir.path());
+    config.storage = StorageConfig::Lsm {
+        dir: dir.path().to_path_buf(),
+        config: LsmConfig {
+            sync: ringkv::SyncPolicy::Always,
+            memtable_bytes: 8 * 1024,
+            block_cache_bytes: 8 * 1024,
+            ..LsmConfig::default()
+        },
+    };
+    let node = spawn_with(&network, config).await.unwrap();
+    ready(&node).await;
+    let key = |i: u32| b(&format!("key{i:05}"));
+    for i in 0..200 {
+        let op = Op::Put {
+            bucket: b("b"),
+            key: key(i),
+            value: b(&format!("value {i} {}", "y".repeat(100))),
+            context: None,
+            options: WriteOptions::default(),
+        };
+        node.execute(op).await.unwrap();
+    }
+    for i in 0..200 {
+        let got = node
+            .execute(Op::Get {
+                bucket: b("b"),
+                key: key(i),
+                options: ReadOptions::default(),
+            })
+            .await
+            .unwrap();
+        let Reply::Object { value: Some(v), .. } = got else {
+            panic!("key{i:05}: {got:?}")
+        };
+        assert!(v.starts_with(format!("value {i} ").as_bytes()));
+    }
+    let stats = node.store_stats().await.unwrap();
+    assert_eq!(stats.served_in_place, 0, "{stats:?}");
+    assert!(stats.served_on_pool >= 400, "{stats:?}");
     node.shutdown().await;
 }

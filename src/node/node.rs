@@ -378,6 +378,30 @@ impl Node {
         self.id
     }
 
+    /// Runs the future `make` returns on the node's own thread (its
+    /// arbiter, where its actors run) and returns its output. A client
+    /// port started this way serves its connections on that thread, so a
+    /// request reaches the coordinator and its answer comes back without
+    /// a thread switch (two wake-ups per request fewer than from another
+    /// thread). `Shutdown` if the node has stopped.
+    pub async fn on_node_thread<F, Fut, T>(&self, make: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let spawned = self.arbiter.spawn_fn(move || {
+            actix::spawn(async move {
+                let _ = tx.send(make().await);
+            });
+        });
+        if !spawned {
+            return Err(Error::Shutdown);
+        }
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
     /// The address this node gossips for itself.
     pub fn addr(&self) -> &str {
         &self.addr

@@ -2,11 +2,19 @@
 //!
 //! It owns the node's [`ReplicaStore`] (the engine, with its objects, hints
 //! and metadata) and serves [`ReplicaRequest`]s from any coordinator: this
-//! node's, by message, or another node's, through the transport. Every
-//! request runs on tokio's blocking thread pool, since the engine blocks on
-//! disk, at most `max_concurrent_io` at once; the rest wait in a queue in
-//! arrival order. Replies go back the way the request came: to the local
-//! Coordinator actor, or to the transport addressed to the asking node.
+//! node's, by message, or another node's, through the transport.
+//!
+//! A point read or write that the store says it serves at once
+//! ([`ReplicaStore::serves_at_once`]: from memory and the OS's buffers,
+//! with no fsync and no backpressure) runs on the actor's own thread:
+//! handing it to a blocking thread and back costs two thread switches,
+//! several times the work itself. Every other request (scans, reads of
+//! tables larger than the block cache, writes under backpressure or
+//! `SyncPolicy::Always`) runs on tokio's blocking thread pool, since the
+//! engine may block on the disk, at most `max_concurrent_io` at once; the
+//! rest wait in a queue in arrival order. Replies go back the way the
+//! request came: to the local Coordinator actor, or to the transport
+//! addressed to the asking node.
 //!
 //! Reads are also held to a node-wide byte budget (`read_budget_bytes`),
 //! kept by the sans-I/O [`ServiceQueue`]: a read not yet run counts as the
@@ -129,6 +137,11 @@ pub struct StoreStats {
     pub hints: u64,
     /// Requests being served or queued.
     pub busy: usize,
+    /// Replica requests served on the actor's thread since start (the
+    /// store served them at once).
+    pub served_in_place: u64,
+    /// Replica requests served on the blocking pool since start.
+    pub served_on_pool: u64,
     /// The engine's counters.
     pub engine: EngineStats,
 }
@@ -152,6 +165,8 @@ pub struct ReplicaActor {
     coordinator: Option<Recipient<ReplicaAnswer>>,
     /// The requests waiting and in service, and the read budget.
     queue: ServiceQueue<(ReplyTo, ReplicaRequest, Option<RingFence>)>,
+    /// Requests served on this thread, and on the blocking pool.
+    served: (u64, u64),
 }
 
 impl ReplicaActor {
@@ -171,6 +186,7 @@ impl ReplicaActor {
             transport,
             coordinator: None,
             queue: ServiceQueue::new(max_concurrent, read_budget),
+            served: (0, 0),
         }
     }
 
@@ -195,6 +211,12 @@ impl ReplicaActor {
                 ReplyTo::Local => self.node,
                 ReplyTo::Remote(peer) => peer,
             };
+            if store.serves_at_once(&request) {
+                self.served.0 += 1;
+                self.serve_here(to, from, request, fence, reserved, ctx);
+                continue;
+            }
+            self.served.1 += 1;
             let work = tokio::task::spawn_blocking(move || {
                 store.handle_fenced(Some(from), request, fence)
             });
@@ -214,6 +236,33 @@ impl ReplicaActor {
                 }
                 act.pump(ctx);
             }));
+        }
+    }
+
+    /// Serves a request on this thread (see [`Self::pump`]). A panic in
+    /// the store is caught as the blocking pool catches it: that request
+    /// is lost (its asker times out) and the node goes on.
+    fn serve_here(
+        &mut self,
+        to: ReplyTo,
+        from: NodeId,
+        request: ReplicaRequest,
+        fence: Option<RingFence>,
+        reserved: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        let store = &self.store;
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.handle_fenced(Some(from), request, fence)
+        }));
+        let held = match &done {
+            Ok(reply) if reserved > 0 => read_bytes(reply),
+            _ => 0,
+        };
+        self.queue.finished(reserved, held);
+        match done {
+            Ok(reply) => self.reply(to, reply, held, ctx),
+            Err(_) => warn!("replica request panicked in the store"),
         }
     }
 
@@ -387,11 +436,14 @@ impl Handler<GetStoreStats> for ReplicaActor {
 
     fn handle(&mut self, m: GetStoreStats, _: &mut Context<Self>) -> Self::Result {
         let busy = self.queue.serving() + self.queue.waiting();
+        let (served_in_place, served_on_pool) = self.served;
         self.blocking(move |s| {
             Ok(StoreStats {
                 objects: s.count_objects(m.count_cap)?,
                 hints: s.hint_count() as u64,
                 busy,
+                served_in_place,
+                served_on_pool,
                 engine: s.engine().stats(),
             })
         })

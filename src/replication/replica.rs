@@ -904,6 +904,21 @@ impl ReplicaStore {
         self.engine.put(&meta_key(name), value)
     }
 
+    /// Whether `request` would be served now without waiting on the disk,
+    /// an fsync or backpressure (see [`Engine::serves_at_once`]), so that
+    /// an event loop may run it in place. Point reads and writes only: a
+    /// scan reads a range and always goes to a blocking thread.
+    pub fn serves_at_once(&self, request: &ReplicaRequest) -> bool {
+        let access = match request {
+            ReplicaRequest::Read { .. } => crate::storage::Access::Read,
+            ReplicaRequest::Coordinate { .. } | ReplicaRequest::Merge { .. } => {
+                crate::storage::Access::Write
+            }
+            ReplicaRequest::Scan { .. } => return false,
+        };
+        self.engine.serves_at_once(access)
+    }
+
     /// The engine underneath.
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine

@@ -361,10 +361,22 @@ impl fmt::Display for EngineStats {
     }
 }
 
+/// What a caller is about to do with an engine, for
+/// [`Engine::serves_at_once`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Point reads.
+    Read,
+    /// Point reads and a small write batch (a replica's read-merge-write).
+    Write,
+}
+
 /// A sorted key-value store on one node.
 ///
 /// All methods take `&self` and may be called from many threads at once.
-/// They block on disk I/O: actors call them from blocking threads.
+/// They may block on disk I/O: a caller on an event loop runs them there
+/// only when [`Engine::serves_at_once`] says so, and otherwise on a
+/// blocking thread.
 pub trait Engine: Send + Sync {
     /// The value of `key`, or `None` when it is absent or deleted.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -392,6 +404,18 @@ pub trait Engine: Send + Sync {
         Ok(false)
     }
 
+    /// Whether a point `access` made now would be served from memory and
+    /// the OS's buffers, without waiting on the disk, an fsync or the
+    /// engine's own backpressure, so that an event loop may run it in
+    /// place instead of handing it to a blocking thread (two thread
+    /// switches, which cost more than the work itself on a small request).
+    /// A hint: it may be wrong in a race (a flush falling behind a moment
+    /// later), never by much. Engines that cannot tell say `false`.
+    fn serves_at_once(&self, access: Access) -> bool {
+        let _ = access;
+        false
+    }
+
     /// Sets `key` to `value`: a batch of one.
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut batch = WriteBatch::new();
@@ -410,6 +434,59 @@ pub trait Engine: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engines_say_when_they_serve_at_once() {
+        let memory = MemoryEngine::new();
+        assert!(memory.serves_at_once(Access::Read));
+        assert!(memory.serves_at_once(Access::Write));
+
+        // An LSM that does not fsync per write, with its tables in its
+        // cache: both at once.
+        let dir = tempfile::tempdir().unwrap();
+        let config = LsmConfig {
+            sync: SyncPolicy::None,
+            memtable_bytes: 4 * 1024,
+            block_cache_bytes: 64 * 1024,
+            ..LsmConfig::default()
+        };
+        let lsm = LsmEngine::open(dir.path(), config.clone()).unwrap();
+        assert!(lsm.serves_at_once(Access::Read));
+        assert!(lsm.serves_at_once(Access::Write));
+        // Tables past the cache: a read may wait on the disk, and so may
+        // a replica's read-merge-write.
+        // Values that do not compress.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..400u32 {
+            let value: Vec<u8> = (0..1000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            lsm.put(&i.to_be_bytes(), &value).unwrap();
+        }
+        lsm.flush().unwrap();
+        assert!(lsm.stats().bytes_per_level.iter().sum::<u64>() > 64 * 1024);
+        assert!(!lsm.serves_at_once(Access::Read));
+        assert!(!lsm.serves_at_once(Access::Write));
+        drop(lsm);
+
+        // An fsync per write: writes never at once, reads still.
+        let dir = tempfile::tempdir().unwrap();
+        let always = LsmEngine::open(
+            dir.path(),
+            LsmConfig {
+                sync: SyncPolicy::Always,
+                ..config
+            },
+        )
+        .unwrap();
+        assert!(always.serves_at_once(Access::Read));
+        assert!(!always.serves_at_once(Access::Write));
+    }
 
     #[test]
     fn prefix_range_covers_exactly_the_prefix() {

@@ -1759,6 +1759,19 @@ impl<T, I: Iterator<Item = Result<T>>> Iterator for Pinned<I> {
     }
 }
 
+/// Whether the tables of `v` together fit in a block cache of `cache`
+/// bytes.
+fn tables_fit(v: &Version, cache: usize) -> bool {
+    let mut bytes = 0u64;
+    for t in v.levels.iter().flatten() {
+        bytes += t.info().file_bytes;
+        if bytes > cache as u64 {
+            return false;
+        }
+    }
+    true
+}
+
 impl Engine for LsmEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.get(key)
@@ -1778,6 +1791,31 @@ impl Engine for LsmEngine {
 
     fn stats(&self) -> EngineStats {
         self.inner.stats()
+    }
+
+    /// A write is served at once when it will not fsync (`SyncPolicy`
+    /// other than `Always`) and no backpressure is in force (the slowdown
+    /// threshold of `backpressure` is not reached), so it is an append to
+    /// the WAL through the OS and a memtable insert. A read is served at
+    /// once when every table fits in the block cache, so that, once warm,
+    /// no read waits on the disk. A failed or closing engine answers at
+    /// once with its error.
+    fn serves_at_once(&self, access: crate::storage::Access) -> bool {
+        let inner = &self.inner;
+        if inner.failed.load(Ordering::Acquire) || inner.shutdown.load(Ordering::Acquire) {
+            return true;
+        }
+        let v = inner.current();
+        match access {
+            crate::storage::Access::Write => {
+                let max_sealed = inner.config.max_sealed_memtables;
+                !matches!(inner.config.sync, crate::storage::SyncPolicy::Always)
+                    && v.sealed.len() * 2 < max_sealed
+                    && v.levels[0].len() < inner.config.l0_slowdown_tables
+                    && tables_fit(&v, inner.config.block_cache_bytes)
+            }
+            crate::storage::Access::Read => tables_fit(&v, inner.config.block_cache_bytes),
+        }
     }
 
     fn compact(&self) -> Result<bool> {
