@@ -31,14 +31,22 @@ pub struct LsmConfig {
     /// that window do. `Always` costs an fsync per group of writes.
     pub sync: SyncPolicy,
     /// A memtable is sealed (and queued for flush) when it holds this many
-    /// bytes of keys and values. Default 64 MiB, RocksDB's
-    /// `write_buffer_size`: large enough that L0 tables are big, small enough
-    /// that WAL replay after a crash takes about a second.
+    /// bytes of keys and values (each entry counted as its key and value
+    /// plus 64 bytes). Default 16 MiB, sized for a small node: the heap a
+    /// memtable really takes is about 1.4 times its count (skip-list
+    /// nodes, allocator rounding and the spare capacity of encoded values;
+    /// `docs/memory.md`), and under overwrites it is mostly versions that
+    /// the next flush drops, so the 64 MiB of RocksDB's
+    /// `write_buffer_size` (the default until issue 13) made a node holding
+    /// 100,000 small keys peak at about 145 MiB RSS, 40 MiB of it this
+    /// budget's excess. 16 MiB still makes L0 tables of several MiB, and
+    /// replays a crashed WAL in a quarter of the time.
     pub memtable_bytes: usize,
     /// Sealed memtables allowed to wait for flush. Writers are slowed (a 1 ms
     /// pause per batch) once half are waiting and wait outright when all are,
-    /// until a flush finishes. Default 4: a burst of 4 x 64 MiB is absorbed
-    /// while the flusher catches up.
+    /// until a flush finishes. Default 4: a burst of 4 x 16 MiB is absorbed
+    /// while the flusher catches up, and the memtables' worst case stays
+    /// (1 + 4) x 16 MiB.
     pub max_sealed_memtables: usize,
     /// Uncompressed size at which an SSTable data block is cut. Default
     /// 4 KiB, the page size: a point read decompresses one small block.
@@ -47,7 +55,14 @@ pub struct LsmConfig {
     /// bits per key, RocksDB's `bloom_bits=10`): a read of an absent key
     /// touches a data block in 1% of the tables it consults.
     pub bloom_false_positive_rate: f64,
-    /// Bytes of decompressed blocks the block cache keeps. Default 64 MiB.
+    /// Bytes of decompressed blocks the block cache keeps. Default 16 MiB
+    /// (64 MiB until issue 13), twice LevelDB's 8 MiB: under uniform
+    /// overwrites the cache fills with blocks of every overlapping L0 table,
+    /// not only with the live data, so a node holding 100,000 small keys
+    /// (about 20 MiB of decompressed blocks) filled 40 to 60 MiB of it
+    /// (`docs/memory.md`). Blocks it drops are read again through the OS's
+    /// page cache. While every table's file bytes fit in this budget, reads
+    /// are served without the blocking pool (`Engine::serves_at_once`).
     pub block_cache_bytes: usize,
     /// Level-0 tables that trigger a compaction into level 1. Default 4, as
     /// in LevelDB and RocksDB: L0 tables overlap, so every point read
@@ -88,11 +103,11 @@ impl Default for LsmConfig {
     fn default() -> Self {
         LsmConfig {
             sync: SyncPolicy::Interval(Duration::from_millis(100)),
-            memtable_bytes: 64 * 1024 * 1024,
+            memtable_bytes: 16 * 1024 * 1024,
             max_sealed_memtables: 4,
             block_bytes: 4 * 1024,
             bloom_false_positive_rate: 0.01,
-            block_cache_bytes: 64 * 1024 * 1024,
+            block_cache_bytes: 16 * 1024 * 1024,
             l0_compaction_trigger: 4,
             l0_slowdown_tables: 8,
             l0_stop_tables: 12,
@@ -181,8 +196,9 @@ pub struct BTreeConfig {
     /// and how many freed pages wait to be reused.
     pub checkpoint_interval: Duration,
     /// Bytes of pages redb caches in memory (reads and not yet written
-    /// pages). Default 64 MiB, the same budget as the LSM's block cache, so
-    /// the two engines compare at equal memory. redb's own default is 1 GiB.
+    /// pages). Default 16 MiB, the same budget as the LSM's block cache, so
+    /// the two engines compare at equal memory (both were 64 MiB until issue
+    /// 13, `docs/memory.md`). redb's own default is 1 GiB.
     pub cache_bytes: usize,
     /// Whether every open verifies the checksum of every page (redb's
     /// `set_check_integrity_on_open`). Default true: redb documents that a
@@ -198,7 +214,7 @@ impl Default for BTreeConfig {
         BTreeConfig {
             sync: SyncPolicy::Interval(Duration::from_millis(100)),
             checkpoint_interval: Duration::from_secs(1),
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
             verify_on_open: true,
         }
     }
