@@ -102,7 +102,7 @@ use super::sstable::{Table, TableBuilder, TableInfo, TableIter, TableOptions};
 use super::wal::{Wal, WalRecord};
 use crate::error::{Error, Result};
 use crate::storage::LsmConfig;
-use crate::storage::{BatchOp, Engine, EngineStats, KeyRange, ScanIter, WriteBatch};
+use crate::storage::{Engine, EngineStats, KeyRange, ScanIter, WriteBatch};
 
 /// How long a waiting thread sleeps before looking again even without a
 /// signal: a safety net, not the mechanism (every change signals).
@@ -1008,12 +1008,10 @@ impl Inner {
         };
         let appended = wal.append(&record);
         if appended.is_ok() {
-            for (i, op) in record.ops.into_iter().enumerate() {
-                let seq = first_seq + i as u64;
-                match op {
-                    BatchOp::Put { key, value } => memtable.insert_owned(key, seq, Some(value)),
-                    BatchOp::Delete { key } => memtable.insert_owned(key, seq, None),
-                }
+            // Copied into the memtable's arena (one allocation per entry
+            // instead of three, see `MemTable`).
+            for (i, op) in record.ops.iter().enumerate() {
+                memtable.insert(op.key(), first_seq + i as u64, op.value());
             }
         }
         // Published even on failure, so that later batches are not held
