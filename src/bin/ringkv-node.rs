@@ -195,17 +195,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         tracing::info!("the client port speaks plain TCP (no --client-tls-cert)");
     }
     let resp_config = port_config.clone();
-    // Both ports serve their connections on the node's own thread: a
-    // request then reaches the coordinator, and its answer the
-    // connection, without a thread switch.
-    let started = {
-        let handler = handler.clone();
-        node.on_node_thread(move || async move {
-            ClientPort::start(&client_listen, handler, port_config).await
-        })
-        .await
-    };
-    let port = match started.and_then(|p| p) {
+    let port = match ClientPort::start(&client_listen, handler.clone(), port_config).await {
         Ok(port) => port,
         Err(e) => {
             node.shutdown().await;
@@ -214,14 +204,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
     };
     let resp = match &redis_listen {
         None => None,
-        Some(addr) => match node
-            .on_node_thread({
-                let addr = addr.clone();
-                move || async move { RespPort::start(&addr, handler, resp_config).await }
-            })
-            .await
-            .and_then(|r| r)
-        {
+        Some(addr) => match RespPort::start(addr, handler, resp_config).await {
             Ok(resp) => Some(resp),
             Err(e) => {
                 port.shutdown().await;

@@ -55,8 +55,9 @@ pub const TICK: Duration = Duration::from_millis(10);
 
 pub use crate::roles::stored_buckets::BUCKETS_META;
 
-/// The Coordinator actor's mailbox capacity. Client requests are sent with
-/// `send`, which waits for room: a full mailbox slows clients down.
+/// The Coordinator actor's mailbox capacity. Client requests are put in
+/// it without waiting (`Node::execute`); one that finds it full is refused
+/// with `QueueFull` (retryable, not applied).
 pub const MAILBOX: usize = 4096;
 
 /// A client's data operation. Answered through `reply`, with the bucket's

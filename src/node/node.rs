@@ -373,33 +373,29 @@ impl Node {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Puts a client request in the Coordinator actor's mailbox without
+    /// waiting for the actor to take it (its answer comes through the
+    /// request's own channel): waiting would wake the caller once more per
+    /// request, a thread switch when the caller runs on another thread. A
+    /// full mailbox refuses the request as a full queue would
+    /// (`QueueFull`, retryable, certainly not applied).
+    fn hand_over<M>(&self, msg: M) -> Result<()>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        CoordinatorActor: Handler<M>,
+    {
+        self.coordinator.try_send(msg).map_err(|e| match e {
+            SendError::Full(_) => Error::QueueFull {
+                peer: self.id,
+                capacity: super::coordinator::MAILBOX,
+            },
+            SendError::Closed(_) => Error::Shutdown,
+        })
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
-    }
-
-    /// Runs the future `make` returns on the node's own thread (its
-    /// arbiter, where its actors run) and returns its output. A client
-    /// port started this way serves its connections on that thread, so a
-    /// request reaches the coordinator and its answer comes back without
-    /// a thread switch (two wake-ups per request fewer than from another
-    /// thread). `Shutdown` if the node has stopped.
-    pub async fn on_node_thread<F, Fut, T>(&self, make: F) -> Result<T>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = T> + 'static,
-        T: Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let spawned = self.arbiter.spawn_fn(move || {
-            actix::spawn(async move {
-                let _ = tx.send(make().await);
-            });
-        });
-        if !spawned {
-            return Err(Error::Shutdown);
-        }
-        rx.await.map_err(|_| Error::Shutdown)
     }
 
     /// The address this node gossips for itself.
@@ -766,10 +762,7 @@ impl Node {
                     },
                 };
                 let (tx, rx) = oneshot::channel();
-                self.coordinator
-                    .send(ExecuteScan { op, reply: tx })
-                    .await
-                    .map_err(gone)?;
+                self.hand_over(ExecuteScan { op, reply: tx })?;
                 match rx.await.map_err(|_| Error::Shutdown)?? {
                     (Answer::Scanned(page), _) => Ok(Reply::Keys {
                         keys: page
@@ -797,10 +790,7 @@ impl Node {
                     return Err(Error::InvalidInput("unsupported operation".into()));
                 };
                 let (tx, rx) = oneshot::channel();
-                self.coordinator
-                    .send(Execute { op, reply: tx })
-                    .await
-                    .map_err(gone)?;
+                self.hand_over(Execute { op, reply: tx })?;
                 let (answer, props) = rx.await.map_err(|_| Error::Shutdown)??;
                 to_reply_for(&bucket, &key, kind, answer, &props, &self.resolvers)
             }

@@ -4,9 +4,11 @@
 //! and metadata) and serves [`ReplicaRequest`]s from any coordinator: this
 //! node's, by message, or another node's, through the transport.
 //!
-//! A point read or write that the store says it serves at once
-//! ([`ReplicaStore::serves_at_once`]: from memory and the OS's buffers,
-//! with no fsync and no backpressure) runs on the actor's own thread:
+//! A point read or write of at most [`IN_PLACE_BYTES`] of values that the
+//! store says it serves at once ([`ReplicaStore::serves_at_once`]: from
+//! memory and the OS's buffers, with no fsync and no backpressure) runs on
+//! the actor's own thread (reads only while no read answered more than
+//! that in the last [`LARGE_READ_HOLD`]):
 //! handing it to a blocking thread and back costs two thread switches,
 //! several times the work itself. Every other request (scans, reads of
 //! tables larger than the block cache, writes under backpressure or
@@ -33,6 +35,7 @@
 //! final flush at shutdown.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use tracing::{debug, warn};
@@ -167,6 +170,9 @@ pub struct ReplicaActor {
     queue: ServiceQueue<(ReplyTo, ReplicaRequest, Option<RingFence>)>,
     /// Requests served on this thread, and on the blocking pool.
     served: (u64, u64),
+    /// Reads go to the blocking pool until then: a read answered more
+    /// than [`IN_PLACE_BYTES`] lately (see [`Self::small`]).
+    large_reads_until: Option<Instant>,
 }
 
 impl ReplicaActor {
@@ -187,6 +193,7 @@ impl ReplicaActor {
             coordinator: None,
             queue: ServiceQueue::new(max_concurrent, read_budget),
             served: (0, 0),
+            large_reads_until: None,
         }
     }
 
@@ -211,7 +218,7 @@ impl ReplicaActor {
                 ReplyTo::Local => self.node,
                 ReplyTo::Remote(peer) => peer,
             };
-            if store.serves_at_once(&request) {
+            if self.small(&request) && store.serves_at_once(&request) {
                 self.served.0 += 1;
                 self.serve_here(to, from, request, fence, reserved, ctx);
                 continue;
@@ -228,6 +235,7 @@ impl ReplicaActor {
                     _ => 0,
                 };
                 act.queue.finished(reserved, held);
+                act.note_read(held);
                 match done {
                     Ok(reply) => act.reply(to, reply, held, ctx),
                     // The blocking task panicked: a broken invariant in the
@@ -236,6 +244,38 @@ impl ReplicaActor {
                 }
                 act.pump(ctx);
             }));
+        }
+    }
+
+    /// Whether `request` is small enough to run on this thread: a write
+    /// of at most [`IN_PLACE_BYTES`] of values, or a read while no read
+    /// answered more than that in the last [`LARGE_READ_HOLD`] (a read's
+    /// size is known only once it has run). Copying a large value takes
+    /// the thread from every other request, so those go to the pool.
+    fn small(&self, request: &ReplicaRequest) -> bool {
+        match request {
+            ReplicaRequest::Read { .. } => self
+                .large_reads_until
+                .is_none_or(|until| Instant::now() >= until),
+            ReplicaRequest::Coordinate { write, .. } => {
+                write.payload.value().map_or(0, <[u8]>::len) <= IN_PLACE_BYTES
+            }
+            ReplicaRequest::Merge { object, .. } => {
+                object
+                    .siblings()
+                    .iter()
+                    .map(|s| s.payload.value().map_or(0, <[u8]>::len))
+                    .sum::<usize>()
+                    <= IN_PLACE_BYTES
+            }
+            ReplicaRequest::Scan { .. } => false,
+        }
+    }
+
+    /// Notes a read's answer of `held` bytes (see [`Self::small`]).
+    fn note_read(&mut self, held: usize) {
+        if held > IN_PLACE_BYTES {
+            self.large_reads_until = Some(Instant::now() + LARGE_READ_HOLD);
         }
     }
 
@@ -260,6 +300,7 @@ impl ReplicaActor {
             _ => 0,
         };
         self.queue.finished(reserved, held);
+        self.note_read(held);
         match done {
             Ok(reply) => self.reply(to, reply, held, ctx),
             Err(_) => warn!("replica request panicked in the store"),
@@ -341,6 +382,16 @@ impl Actor for ReplicaActor {
 /// before: 4 KiB times the coordinator's mailbox of 4,096 messages is 16
 /// MiB at most.
 const SMALL_ANSWER_BYTES: usize = 4 * 1024;
+
+/// Requests with more bytes of values than this run on the blocking pool
+/// even when the store would serve them at once: copying a 15 MiB value
+/// takes milliseconds, which every other request on the node's thread
+/// would wait for.
+const IN_PLACE_BYTES: usize = 64 * 1024;
+
+/// How long reads stay on the blocking pool after one answered more than
+/// [`IN_PLACE_BYTES`].
+const LARGE_READ_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The bytes of the values a read's answer holds.
 fn read_bytes(reply: &ReplicaReply) -> usize {
