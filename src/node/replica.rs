@@ -228,20 +228,7 @@ impl ReplicaActor {
                 store.handle_fenced(Some(from), request, fence)
             });
             ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
-                // A read now counts for what its answer holds, until that
-                // is handed on.
-                let held = match &done {
-                    Ok(reply) if reserved > 0 => read_bytes(reply),
-                    _ => 0,
-                };
-                act.queue.finished(reserved, held);
-                act.note_read(held);
-                match done {
-                    Ok(reply) => act.reply(to, reply, held, ctx),
-                    // The blocking task panicked: a broken invariant in the
-                    // store. The asker times out; the node goes on.
-                    Err(e) => warn!(error = %e, "replica request failed to run"),
-                }
+                act.served(to, reserved, done.map_err(|e| e.to_string()), ctx);
                 act.pump(ctx);
             }));
         }
@@ -295,6 +282,21 @@ impl ReplicaActor {
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             store.handle_fenced(Some(from), request, fence)
         }));
+        let done = done.map_err(|_| "the store panicked".to_string());
+        self.served(to, reserved, done, ctx);
+    }
+
+    /// A request has run, here or on the pool: a read now counts for what
+    /// its answer holds until that is handed on, and the reply goes back.
+    /// A request whose run panicked (a broken invariant in the store) is
+    /// lost: its asker times out, and the node goes on.
+    fn served(
+        &mut self,
+        to: ReplyTo,
+        reserved: usize,
+        done: std::result::Result<ReplicaReply, String>,
+        ctx: &mut Context<Self>,
+    ) {
         let held = match &done {
             Ok(reply) if reserved > 0 => read_bytes(reply),
             _ => 0,
@@ -303,7 +305,7 @@ impl ReplicaActor {
         self.note_read(held);
         match done {
             Ok(reply) => self.reply(to, reply, held, ctx),
-            Err(_) => warn!("replica request panicked in the store"),
+            Err(e) => warn!(error = %e, "replica request failed to run"),
         }
     }
 
