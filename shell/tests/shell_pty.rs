@@ -123,8 +123,16 @@ fn ctrl_c_stops_the_running_input_not_the_shell() {
     let mut p = session(&dir.path().join("history"));
 
     // Each input announces itself before running long, so that Ctrl-C is
-    // sent while it runs, not while the line editor still reads.
+    // sent while it runs, not while the line editor still reads. The
+    // announcement is built from two strings, so that the terminal's echo
+    // of the input line cannot match it: a match on the echo sent Ctrl-C
+    // while the line editor still had the terminal in raw mode (on a busy
+    // machine), where it is a keystroke, not a signal.
     let interrupt = |p: &mut PtySession, input: &str, started: &str| {
+        assert!(
+            !input.contains(started),
+            "the echo of {input:?} would match"
+        );
         prompt(p);
         p.send_line(input).unwrap();
         p.exp_string(started).expect("the input started");
@@ -132,11 +140,15 @@ fn ctrl_c_stops_the_running_input_not_the_shell() {
         p.exp_string("interrupted (Ctrl-C)")
             .expect("Ctrl-C stops the input");
     };
-    interrupt(&mut p, "print(\"sleeping\"); sleep(600000)", "sleeping");
-    interrupt(&mut p, "print(\"looping\"); loop { }", "looping");
     interrupt(
         &mut p,
-        "cluster(3); print(\"working\"); workload(#{ ops: 10000000, keys: 50 })",
+        "print(\"sleep\" + \"ing\"); sleep(600000)",
+        "sleeping",
+    );
+    interrupt(&mut p, "print(\"loop\" + \"ing\"); loop { }", "looping");
+    interrupt(
+        &mut p,
+        "cluster(3); print(\"work\" + \"ing\"); workload(#{ ops: 10000000, keys: 50 })",
         "working",
     );
 
