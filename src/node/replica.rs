@@ -4,11 +4,10 @@
 //! and metadata) and serves [`ReplicaRequest`]s from any coordinator: this
 //! node's, by message, or another node's, through the transport.
 //!
-//! A point read or write of at most [`IN_PLACE_BYTES`] of values that the
-//! store says it serves at once ([`ReplicaStore::serves_at_once`]: from
-//! memory and the OS's buffers, with no fsync and no backpressure) runs on
-//! the actor's own thread (reads only while no read answered more than
-//! that in the last [`LARGE_READ_HOLD`]):
+//! A point read or write that is small ([`InPlace`]: at most 64 KiB of
+//! values) and that the store says it serves at once
+//! ([`ReplicaStore::serves_at_once`]: from memory and the OS's buffers,
+//! with no fsync and no backpressure) runs on the actor's own thread:
 //! handing it to a blocking thread and back costs two thread switches,
 //! several times the work itself. Every other request (scans, reads of
 //! tables larger than the block cache, writes under backpressure or
@@ -45,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::{Hint, ReplicaStore};
-use crate::replication::service::ServiceQueue;
+use crate::replication::service::{InPlace, ServiceQueue};
 use crate::replication::ReplicationMsg;
 use crate::replication::{ReplicaReply, ReplicaRequest};
 use crate::ring::RingFence;
@@ -170,9 +169,8 @@ pub struct ReplicaActor {
     queue: ServiceQueue<(ReplyTo, ReplicaRequest, Option<RingFence>)>,
     /// Requests served on this thread, and on the blocking pool.
     served: (u64, u64),
-    /// Reads go to the blocking pool until then: a read answered more
-    /// than [`IN_PLACE_BYTES`] lately (see [`Self::small`]).
-    large_reads_until: Option<Instant>,
+    /// Which requests are small enough to run on this thread.
+    in_place: InPlace,
 }
 
 impl ReplicaActor {
@@ -193,7 +191,7 @@ impl ReplicaActor {
             coordinator: None,
             queue: ServiceQueue::new(max_concurrent, read_budget),
             served: (0, 0),
-            large_reads_until: None,
+            in_place: InPlace::default(),
         }
     }
 
@@ -218,7 +216,7 @@ impl ReplicaActor {
                 ReplyTo::Local => self.node,
                 ReplyTo::Remote(peer) => peer,
             };
-            if self.small(&request) && store.serves_at_once(&request) {
+            if self.in_place.allows(&request, Instant::now()) && store.serves_at_once(&request) {
                 self.served.0 += 1;
                 self.serve_here(to, from, request, fence, reserved, ctx);
                 continue;
@@ -231,38 +229,6 @@ impl ReplicaActor {
                 act.served(to, reserved, done.map_err(|e| e.to_string()), ctx);
                 act.pump(ctx);
             }));
-        }
-    }
-
-    /// Whether `request` is small enough to run on this thread: a write
-    /// of at most [`IN_PLACE_BYTES`] of values, or a read while no read
-    /// answered more than that in the last [`LARGE_READ_HOLD`] (a read's
-    /// size is known only once it has run). Copying a large value takes
-    /// the thread from every other request, so those go to the pool.
-    fn small(&self, request: &ReplicaRequest) -> bool {
-        match request {
-            ReplicaRequest::Read { .. } => self
-                .large_reads_until
-                .is_none_or(|until| Instant::now() >= until),
-            ReplicaRequest::Coordinate { write, .. } => {
-                write.payload.value().map_or(0, <[u8]>::len) <= IN_PLACE_BYTES
-            }
-            ReplicaRequest::Merge { object, .. } => {
-                object
-                    .siblings()
-                    .iter()
-                    .map(|s| s.payload.value().map_or(0, <[u8]>::len))
-                    .sum::<usize>()
-                    <= IN_PLACE_BYTES
-            }
-            ReplicaRequest::Scan { .. } => false,
-        }
-    }
-
-    /// Notes a read's answer of `held` bytes (see [`Self::small`]).
-    fn note_read(&mut self, held: usize) {
-        if held > IN_PLACE_BYTES {
-            self.large_reads_until = Some(Instant::now() + LARGE_READ_HOLD);
         }
     }
 
@@ -302,7 +268,7 @@ impl ReplicaActor {
             _ => 0,
         };
         self.queue.finished(reserved, held);
-        self.note_read(held);
+        self.in_place.read_answered(held, Instant::now());
         match done {
             Ok(reply) => self.reply(to, reply, held, ctx),
             Err(e) => warn!(error = %e, "replica request failed to run"),
@@ -385,27 +351,13 @@ impl Actor for ReplicaActor {
 /// MiB at most.
 const SMALL_ANSWER_BYTES: usize = 4 * 1024;
 
-/// Requests with more bytes of values than this run on the blocking pool
-/// even when the store would serve them at once: copying a 15 MiB value
-/// takes milliseconds, which every other request on the node's thread
-/// would wait for.
-const IN_PLACE_BYTES: usize = 64 * 1024;
-
-/// How long reads stay on the blocking pool after one answered more than
-/// [`IN_PLACE_BYTES`].
-const LARGE_READ_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The bytes of the values a read's answer holds.
 fn read_bytes(reply: &ReplicaReply) -> usize {
     match reply {
         ReplicaReply::Read {
             result: Ok(Some(object)),
             ..
-        } => object
-            .siblings()
-            .iter()
-            .map(|s| s.payload.value().map_or(0, <[u8]>::len))
-            .sum(),
+        } => object.value_bytes(),
         _ => 0,
     }
 }

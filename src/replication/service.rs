@@ -12,8 +12,52 @@
 //! the order of arrival is kept.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use super::limits::MAX_OBJECT_BYTES;
+use super::ReplicaRequest;
+
+/// Which requests a replica may run on its own thread rather than on a
+/// blocking thread, beside what the engine says ([`super::replica::ReplicaStore::serves_at_once`]):
+/// only small ones, since copying a large value holds up every other
+/// request on that thread. A write qualifies by the bytes of values it
+/// carries; a read's size is known only once it has run, so reads
+/// qualify while no read answered more than [`InPlace::MAX_BYTES`] in the
+/// last [`InPlace::LARGE_READ_HOLD`]. Scans never do.
+#[derive(Debug, Default)]
+pub struct InPlace {
+    large_reads_until: Option<Instant>,
+}
+
+impl InPlace {
+    /// Requests carrying (or reads answering) more bytes of values than
+    /// this run on a blocking thread: copying a 15 MiB value takes
+    /// milliseconds.
+    pub const MAX_BYTES: usize = 64 * 1024;
+
+    /// How long reads stay off the replica's thread after one answered
+    /// more than [`Self::MAX_BYTES`].
+    pub const LARGE_READ_HOLD: Duration = Duration::from_secs(1);
+
+    /// Whether `request` is small enough to run in place at `now`.
+    pub fn allows(&self, request: &ReplicaRequest, now: Instant) -> bool {
+        match request {
+            ReplicaRequest::Read { .. } => self.large_reads_until.is_none_or(|until| now >= until),
+            ReplicaRequest::Coordinate { write, .. } => {
+                write.payload.value().map_or(0, <[u8]>::len) <= Self::MAX_BYTES
+            }
+            ReplicaRequest::Merge { object, .. } => object.value_bytes() <= Self::MAX_BYTES,
+            ReplicaRequest::Scan { .. } => false,
+        }
+    }
+
+    /// Notes a read that answered `bytes` of values at `now`.
+    pub fn read_answered(&mut self, bytes: usize, now: Instant) {
+        if bytes > Self::MAX_BYTES {
+            self.large_reads_until = Some(now + Self::LARGE_READ_HOLD);
+        }
+    }
+}
 
 /// The queue of one replica's requests (see the module docs).
 #[derive(Debug)]
@@ -183,5 +227,107 @@ mod tests {
         q.finished(OBJ, 0);
         let items: Vec<_> = drain(&mut q).into_iter().map(|s| s.item).collect();
         assert_eq!(items, ["read 2", "write 2"]);
+    }
+
+    mod in_place {
+        use std::time::{Duration, Instant};
+
+        use crate::id::NodeId;
+        use crate::replication::service::InPlace;
+        use crate::replication::{scan, ReplicaRequest, Write};
+        use crate::version::{CausalContext, ConflictPolicy, Object, Payload, Timestamp};
+
+        const MAX: usize = InPlace::MAX_BYTES;
+
+        fn coordinate(bytes: usize) -> ReplicaRequest {
+            ReplicaRequest::Coordinate {
+                req: 1,
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+                write: Write {
+                    context: CausalContext::empty(),
+                    payload: Payload::Value(vec![7; bytes]),
+                    timestamp: Timestamp::from_ms(1),
+                    op: None,
+                },
+                policy: ConflictPolicy::Siblings,
+                hint_for: None,
+            }
+        }
+
+        /// A merge of an object whose two siblings hold `each` bytes.
+        fn merge(each: usize) -> ReplicaRequest {
+            let mut object = Object::new();
+            for actor in [1, 2] {
+                let value = Payload::Value(vec![7; each]);
+                let ts = Timestamp::from_ms(actor);
+                object
+                    .put(NodeId(actor), &CausalContext::empty(), value, ts, 10)
+                    .unwrap();
+            }
+            ReplicaRequest::Merge {
+                req: 2,
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+                object,
+                policy: ConflictPolicy::Siblings,
+                hint_for: None,
+            }
+        }
+
+        fn read() -> ReplicaRequest {
+            ReplicaRequest::Read {
+                req: 3,
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+            }
+        }
+
+        #[test]
+        fn writes_qualify_by_the_bytes_they_carry() {
+            let (policy, now) = (InPlace::default(), Instant::now());
+            assert!(policy.allows(&coordinate(0), now));
+            assert!(policy.allows(&coordinate(MAX), now));
+            assert!(!policy.allows(&coordinate(MAX + 1), now));
+            // A merge counts every sibling: two halves fit, two that are
+            // each under the limit but together over it do not.
+            assert!(policy.allows(&merge(MAX / 2), now));
+            assert!(!policy.allows(&merge(MAX / 2 + 1), now));
+        }
+
+        #[test]
+        fn reads_stay_off_the_thread_for_a_while_after_a_large_answer() {
+            let mut policy = InPlace::default();
+            let t0 = Instant::now();
+            assert!(policy.allows(&read(), t0));
+            // An answer at the limit changes nothing.
+            policy.read_answered(MAX, t0);
+            assert!(policy.allows(&read(), t0));
+            policy.read_answered(MAX + 1, t0);
+            assert!(!policy.allows(&read(), t0));
+            let hold = InPlace::LARGE_READ_HOLD;
+            assert!(!policy.allows(&read(), t0 + hold - Duration::from_millis(1)));
+            assert!(policy.allows(&read(), t0 + hold));
+            // Writes are judged by their own size meanwhile.
+            policy.read_answered(MAX + 1, t0 + hold);
+            assert!(policy.allows(&coordinate(10), t0 + hold));
+            // A later large answer extends the hold from its own time.
+            policy.read_answered(MAX + 1, t0 + hold * 2);
+            assert!(!policy.allows(&read(), t0 + hold * 2 + hold / 2));
+        }
+
+        #[test]
+        fn scans_never_run_in_place() {
+            let scan = ReplicaRequest::Scan {
+                req: 4,
+                part: scan::ScanPart {
+                    bucket: b"b".to_vec(),
+                    from: scan::ScanCursor::default(),
+                    end: u64::MAX,
+                    limit: 10,
+                },
+            };
+            assert!(!InPlace::default().allows(&scan, Instant::now()));
+        }
     }
 }

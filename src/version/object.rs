@@ -167,6 +167,15 @@ impl Object {
         &self.siblings
     }
 
+    /// The bytes of the siblings' values (tombstones and CRDT states count
+    /// nothing): what holding this object's answer costs, roughly.
+    pub fn value_bytes(&self) -> usize {
+        self.siblings
+            .iter()
+            .map(|s| s.payload.value().map_or(0, <[u8]>::len))
+            .sum()
+    }
+
     /// The causal context covering every write this object has seen: what
     /// a client gets with a read.
     pub fn context(&self) -> CausalContext {
