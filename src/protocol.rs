@@ -51,6 +51,50 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         op: Op,
     ) -> futures_util::future::BoxFuture<'static, crate::error::Result<Reply>>;
+
+    /// Executes one client operation, and returns with its reply what the
+    /// reply keeps counted against the node's memory budgets (see
+    /// [`ReplyHold`]): a port keeps it until it has encoded the reply for
+    /// its connection. By default nothing is held.
+    fn execute_held(
+        &self,
+        op: Op,
+    ) -> futures_util::future::BoxFuture<'static, crate::error::Result<(Reply, ReplyHold)>> {
+        let reply = self.execute(op);
+        Box::pin(async move { reply.await.map(|r| (r, ReplyHold::default())) })
+    }
+}
+
+/// What a reply keeps counted against its node's memory budgets while it
+/// exists: a large value read from the node's store counts against the
+/// replica's read budget until whoever holds this drops it. A client port
+/// drops it once it has encoded the reply (from then on its own reply
+/// budget counts the bytes), so answers made faster than connections take
+/// them wait in the replica's queue, not in memory.
+#[derive(Default)]
+pub struct ReplyHold(Vec<Box<dyn std::any::Any + Send>>);
+
+impl ReplyHold {
+    /// Adds `hold`: it is dropped with this.
+    pub fn add(&mut self, hold: impl std::any::Any + Send) {
+        self.0.push(Box::new(hold));
+    }
+
+    /// Takes everything `other` holds.
+    pub fn append(&mut self, mut other: ReplyHold) {
+        self.0.append(&mut other.0);
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ReplyHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReplyHold({} held)", self.0.len())
+    }
 }
 
 /// One request from a client.

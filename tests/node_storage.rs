@@ -293,3 +293,70 @@ async fn requests_that_would_wait_go_to_the_blocking_pool() {
     assert!(stats.served_on_pool >= 400, "{stats:?}");
     node.shutdown().await;
 }
+
+/// A large value read keeps its bytes of the replica's read budget counted
+/// until the hold that comes with its reply is dropped (a client port drops
+/// it once it has encoded the reply), so reads made faster than clients
+/// take their answers wait in the replica's queue rather than in memory.
+/// With a budget of one byte, a held answer stops every other read.
+#[actix_rt::test]
+async fn a_large_answer_holds_the_read_budget_until_its_hold_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
+    let mut config = config(dir.path());
+    config.replica.read_budget_bytes = 1;
+    let node = spawn_with(&network, config).await.unwrap();
+    ready(&node).await;
+    let big = vec![7u8; 100 * 1024];
+    for (key, value) in [("big", big.clone()), ("small", b"s".to_vec())] {
+        let op = Op::Put {
+            bucket: b("b"),
+            key: b(key),
+            value: ByteBuf::from(value),
+            context: None,
+            options: WriteOptions::default(),
+        };
+        node.execute(op).await.unwrap();
+    }
+    let get = |key: &str| Op::Get {
+        bucket: b("b"),
+        key: b(key),
+        options: ReadOptions::default(),
+    };
+    // Without a hold kept, one read after another goes through.
+    for _ in 0..3 {
+        node.execute(get("big")).await.unwrap();
+    }
+    let (reply, hold) = node.execute_held(get("big")).await.unwrap();
+    let Reply::Object { value: Some(v), .. } = reply else {
+        panic!("big: {reply:?}")
+    };
+    assert_eq!(v.as_slice(), &big[..]);
+    assert!(!hold.is_empty(), "a 100 KiB answer holds nothing");
+
+    let pending = actix_rt::spawn({
+        let node = node.clone();
+        async move { node.execute(get("small")).await }
+    });
+    let queued = wait_until(Duration::from_secs(10), || async {
+        pending.is_finished() || node.store_stats().await.is_ok_and(|s| s.busy >= 1)
+    })
+    .await;
+    assert!(queued.is_some(), "the second read never reached the queue");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !pending.is_finished(),
+        "a read ran while a held answer filled the budget"
+    );
+    drop(hold);
+    let small = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("the waiting read did not run once the hold was dropped")
+        .unwrap()
+        .unwrap();
+    let Reply::Object { value: Some(v), .. } = small else {
+        panic!("small: {small:?}")
+    };
+    assert_eq!(v.as_slice(), b"s");
+    node.shutdown().await;
+}

@@ -76,7 +76,8 @@ use crate::net::client_tls::ClientPortTls;
 use crate::node::auth::Users;
 use crate::node::shares::{ByteBudget, Held, Slot, Slots, UserConnections};
 use crate::protocol::{
-    ErrorCode, ErrorReply, Handler, Op, Reply, Request, Response, Role, CLIENT_PROTOCOL_VERSION,
+    ErrorCode, ErrorReply, Handler, Op, Reply, ReplyHold, Request, Response, Role,
+    CLIENT_PROTOCOL_VERSION,
 };
 
 /// The limits of a [`ClientPort`]. Every default is chosen so that one
@@ -530,6 +531,10 @@ fn salvage_id(frame: &[u8], max: usize) -> u64 {
     codec::decode::<IdOnly>(frame, max).map_or(0, |r| r.id)
 }
 
+/// What a request's task ends with: the response, and the read budget its
+/// answer holds until the response is encoded.
+type Finished = (Response, ReplyHold);
+
 /// Where a request still running stands: its id, and whether it writes.
 type Running = HashMap<tokio::task::Id, (u64, bool)>;
 
@@ -548,7 +553,7 @@ where
         BudgetedCodec::new(codec.clone(), shared.requests.clone()),
     );
     let mut writer = Replies::start(FramedWrite::new(write_half, codec), &shared);
-    let mut tasks: JoinSet<Response> = JoinSet::new();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut running: Running = HashMap::new();
     let mut broke_framing = false;
     let mut auth = ConnAuth {
@@ -638,8 +643,12 @@ where
                 }
             }
             done = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let response = finished(done, &mut running);
-                if writer.send(response, max).is_err() {
+                // The answer's read budget is held until its frame is
+                // encoded, from where the reply budget counts it.
+                let (response, hold) = finished(done, &mut running);
+                let sent = writer.send(response, max);
+                drop(hold);
+                if sent.is_err() {
                     return;
                 }
             }
@@ -701,8 +710,12 @@ where
     while !tasks.is_empty() {
         tokio::select! {
             done = tasks.join_next_with_id() => {
-                let response = finished(done, &mut running);
-                if writer.send(response, max).is_err() {
+                // The answer's read budget is held until its frame is
+                // encoded, from where the reply budget counts it.
+                let (response, hold) = finished(done, &mut running);
+                let sent = writer.send(response, max);
+                drop(hold);
+                if sent.is_err() {
                     return;
                 }
             }
@@ -850,7 +863,7 @@ async fn start_request(
     held: Option<Held>,
     shared: &Arc<Shared>,
     auth: &mut ConnAuth,
-    tasks: &mut JoinSet<Response>,
+    tasks: &mut JoinSet<Finished>,
     running: &mut Running,
 ) -> Option<Response> {
     let max = shared.config.max_frame_bytes;
@@ -908,15 +921,18 @@ async fn start_request(
         }
     }
     let role = auth.role;
-    let future = shared.handler.execute(op);
+    let future = shared.handler.execute_held(op);
     let handle = tasks.spawn(async move {
         // The frame's share of the request budget, until the request ends.
         let _held = held;
-        let mut result = future.await.map_err(|e| error_reply_for(is_write, &e));
+        let (mut result, hold) = match future.await {
+            Ok((reply, hold)) => (Ok(reply), hold),
+            Err(e) => (Err(error_reply_for(is_write, &e)), ReplyHold::default()),
+        };
         if let Ok(Reply::Hello { role: r, .. }) = &mut result {
             *r = role;
         }
-        Response { id, result }
+        (Response { id, result }, hold)
     });
     running.insert(handle.id(), (id, is_write));
     None
@@ -925,13 +941,13 @@ async fn start_request(
 /// The response of a finished task; a panicked handler becomes an
 /// `Internal` error for that request alone.
 fn finished(
-    done: Option<std::result::Result<(tokio::task::Id, Response), tokio::task::JoinError>>,
+    done: Option<std::result::Result<(tokio::task::Id, Finished), tokio::task::JoinError>>,
     running: &mut Running,
-) -> Response {
-    match done {
-        Some(Ok((task, response))) => {
+) -> (Response, ReplyHold) {
+    let response = match done {
+        Some(Ok((task, finished))) => {
             running.remove(&task);
-            response
+            return finished;
         }
         Some(Err(e)) => {
             let (id, is_write) = running.remove(&e.id()).unwrap_or((0, false));
@@ -951,7 +967,8 @@ fn finished(
             0,
             ErrorReply::new(ErrorCode::Internal, "no request finished", false),
         ),
-    }
+    };
+    (response, ReplyHold::default())
 }
 
 /// Frames larger than this are charged to `request_budget_total`.

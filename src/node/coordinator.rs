@@ -40,6 +40,7 @@ use crate::config::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
+use crate::protocol::ReplyHold;
 use crate::replication::buckets::BucketTable;
 use crate::replication::coordinator::{Answer, ClientOp};
 use crate::replication::replica::ReplicaStore;
@@ -60,6 +61,11 @@ pub use crate::roles::stored_buckets::BUCKETS_META;
 /// with `QueueFull` (retryable, not applied).
 pub const MAILBOX: usize = 4096;
 
+/// What a client's operation comes to: its answer, the bucket's
+/// properties to read it under, and the read budget the answer holds
+/// until the caller drops it (see [`ReplyHold`]).
+pub type Outcome = Result<(Answer, BucketProps, ReplyHold)>;
+
 /// A client's data operation. Answered through `reply`, with the bucket's
 /// properties to read the answer under: the caller turns it into a reply
 /// (resolving siblings, perhaps by a script) on its own task, off the
@@ -70,7 +76,7 @@ pub struct Execute {
     /// The operation.
     pub op: ClientOp,
     /// Where the answer goes.
-    pub reply: oneshot::Sender<Result<(Answer, BucketProps)>>,
+    pub reply: oneshot::Sender<Outcome>,
 }
 
 /// A client's scan page; answered like [`Execute`], with
@@ -81,7 +87,7 @@ pub struct ExecuteScan {
     /// The page.
     pub op: ScanOp,
     /// Where the answer goes.
-    pub reply: oneshot::Sender<Result<(Answer, BucketProps)>>,
+    pub reply: oneshot::Sender<Outcome>,
 }
 
 /// Sets a bucket's properties cluster-wide.
@@ -126,8 +132,10 @@ pub struct InFlight;
 pub struct StopAccepting;
 
 struct Waiter {
-    reply: oneshot::Sender<Result<(Answer, BucketProps)>>,
+    reply: oneshot::Sender<Outcome>,
     bucket: Vec<u8>,
+    /// The read budget held by the answers of this node's replica.
+    hold: ReplyHold,
 }
 
 /// The actor. See the module documentation.
@@ -207,8 +215,8 @@ impl CoordinatorActor {
             match effect {
                 Effect::Send { to, msg } => self.send(to, msg),
                 Effect::Emit(Answered(waiter, answer)) => {
-                    let answered =
-                        answer.map(|a| (a, self.role.machine().bucket(&waiter.bucket).clone()));
+                    let props = || self.role.machine().bucket(&waiter.bucket).clone();
+                    let answered = answer.map(|a| (a, props(), waiter.hold));
                     // The client may have given up; nothing to do then.
                     let _ = waiter.reply.send(answered);
                 }
@@ -303,6 +311,7 @@ impl Handler<Execute> for CoordinatorActor {
         let waiter = Waiter {
             reply: msg.reply,
             bucket,
+            hold: ReplyHold::default(),
         };
         let mut out = Vec::new();
         self.role
@@ -318,6 +327,7 @@ impl Handler<ExecuteScan> for CoordinatorActor {
         let waiter = Waiter {
             reply: msg.reply,
             bucket: msg.op.bucket.clone(),
+            hold: ReplyHold::default(),
         };
         let mut out = Vec::new();
         self.role
@@ -350,6 +360,13 @@ impl Handler<ReplicaAnswer> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReplicaAnswer, ctx: &mut Context<Self>) {
+        // A large read's hold goes with its request's answer to the client
+        // (dropped here, giving the bytes back, if that was answered).
+        if let Some(hold) = msg.hold {
+            if let Some(waiter) = self.role.machine_mut().caller_mut(msg.reply.req()) {
+                waiter.hold.add(hold);
+            }
+        }
         let mut out = Vec::new();
         self.role
             .on_reply(Instant::now(), msg.from, msg.reply, &mut out);

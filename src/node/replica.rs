@@ -20,9 +20,12 @@
 //! Reads are also held to a node-wide byte budget (`read_budget_bytes`),
 //! kept by the sans-I/O [`ServiceQueue`]: a read not yet run counts as the
 //! largest object, a read that has run as the bytes of its values, until
-//! its answer has been handed on. So clients asking for many large values
-//! at once wait in the queue instead of making the node hold a value per
-//! read in service.
+//! its answer has been handed on; a local answer of more than 4 KiB counts
+//! until the client's port has encoded the reply (a [`ReadHold`] travels
+//! with it, see [`crate::protocol::ReplyHold`]). So clients asking for many
+//! large values at once wait in the queue instead of making the node hold
+//! a value per read in service, or answers faster than connections take
+//! them.
 //!
 //! The hot path is bounded: the transport and the coordinator hand
 //! requests over with `try_send` into a mailbox of [`MAILBOX`] messages;
@@ -65,7 +68,33 @@ pub struct ReplicaAnswer {
     pub from: NodeId,
     /// Its reply.
     pub reply: ReplicaReply,
+    /// For a large read, its bytes of the read budget: given back when
+    /// this is dropped, which the coordinator leaves to whoever takes the
+    /// client's answer (see [`crate::protocol::ReplyHold`]).
+    pub hold: Option<ReadHold>,
 }
+
+/// Bytes of a replica's read budget that an answer keeps counted until it
+/// is dropped, on whatever thread: the replica then starts the reads that
+/// waited for the room.
+#[derive(Debug)]
+pub struct ReadHold {
+    bytes: usize,
+    replica: Recipient<Released>,
+}
+
+impl Drop for ReadHold {
+    fn drop(&mut self) {
+        // `do_send` ignores the mailbox's capacity: a release is never
+        // lost while the actor runs (and does not matter once it stopped).
+        self.replica.do_send(Released(self.bytes));
+    }
+}
+
+/// Gives back bytes of the read budget (sent by a dropped [`ReadHold`]).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Released(usize);
 
 /// A request from this node's own coordinator or handoff, with the fence
 /// of the ring state it was routed by (see [`RingFence`]).
@@ -275,9 +304,12 @@ impl ReplicaActor {
         }
     }
 
-    /// Hands `reply` on; `held` bytes of the read budget are given back
-    /// once it is: when this node's coordinator has taken it, or at once
-    /// for the transport (whose links bound what they queue).
+    /// Hands `reply` on. A local answer of more than
+    /// [`SMALL_ANSWER_BYTES`] keeps its `held` bytes of the read budget
+    /// counted in a [`ReadHold`] that travels with it to the client's port;
+    /// the bytes of any other reply are given back once it is handed on (the
+    /// coordinator's mailbox and the transport's links bound what they
+    /// queue).
     fn reply(&mut self, to: ReplyTo, reply: ReplicaReply, held: usize, ctx: &mut Context<Self>) {
         match to {
             ReplyTo::Local => {
@@ -285,33 +317,30 @@ impl ReplicaActor {
                     self.queue.handed_on(held);
                     return;
                 };
-                // A small answer goes as every other reply does: the
-                // coordinator's bounded mailbox holds 16 MiB of them at
-                // most.
                 if held <= SMALL_ANSWER_BYTES {
-                    if let Err(e) = c.try_send(ReplicaAnswer {
+                    let answer = ReplicaAnswer {
                         from: self.node,
                         reply,
-                    }) {
+                        hold: None,
+                    };
+                    if let Err(e) = c.try_send(answer) {
                         debug!(error = %e, "local reply dropped");
                     }
                     self.queue.handed_on(held);
                     return;
                 }
-                // A larger answer waits for room in the coordinator's
-                // mailbox rather than being dropped, and keeps its bytes
-                // counted until the coordinator has handled it.
-                let sent = c.send(ReplicaAnswer {
+                // A larger answer is never dropped for a full mailbox
+                // (`do_send` ignores its capacity): its bytes stay counted
+                // until its hold is dropped, so the budget bounds them.
+                let hold = ReadHold {
+                    bytes: held,
+                    replica: ctx.address().recipient(),
+                };
+                c.do_send(ReplicaAnswer {
                     from: self.node,
                     reply,
+                    hold: Some(hold),
                 });
-                ctx.spawn(sent.into_actor(self).map(move |done, act, ctx| {
-                    if let Err(e) = done {
-                        debug!(error = %e, "local reply dropped");
-                    }
-                    act.queue.handed_on(held);
-                    act.pump(ctx);
-                }));
             }
             ReplyTo::Remote(node) => {
                 let msg = WireMessage::Replication(ReplicationMsg::Replicated { reply });
@@ -344,11 +373,10 @@ impl Actor for ReplicaActor {
     }
 }
 
-/// Answers holding at most this many bytes of values are handed to the
-/// local coordinator without waiting for it to take them (as replies were
-/// before the read budget), so the common small read costs no more than
-/// before: 4 KiB times the coordinator's mailbox of 4,096 messages is 16
-/// MiB at most.
+/// Answers holding at most this many bytes of values give their room in
+/// the read budget back as soon as they are handed to the local
+/// coordinator, so the common small read costs no more than before: 4 KiB
+/// times the coordinator's mailbox of 4,096 messages is 16 MiB at most.
 const SMALL_ANSWER_BYTES: usize = 4 * 1024;
 
 /// The bytes of the values a read's answer holds.
@@ -359,6 +387,15 @@ fn read_bytes(reply: &ReplicaReply) -> usize {
             ..
         } => object.value_bytes(),
         _ => 0,
+    }
+}
+
+impl Handler<Released> for ReplicaActor {
+    type Result = ();
+
+    fn handle(&mut self, Released(bytes): Released, ctx: &mut Context<Self>) {
+        self.queue.handed_on(bytes);
+        self.pump(ctx);
     }
 }
 

@@ -424,6 +424,12 @@ impl<C> Coordinator<C> {
         }
     }
 
+    /// The caller of request `req`, while it still waits for its answer
+    /// (`None` once answered, or for a request not in flight).
+    pub fn caller_mut(&mut self, req: u64) -> Option<&mut C> {
+        self.requests.get_mut(&req).and_then(|(c, _, _)| c.as_mut())
+    }
+
     /// Requests in flight (including gets finishing their read repair).
     pub fn in_flight(&self) -> usize {
         self.requests.len()

@@ -22,7 +22,8 @@ use crate::crdt::{CrdtKind, CrdtValue};
 use crate::error::Error;
 use crate::node::client_port::{error_reply_for, ClientAuth};
 use crate::protocol::{
-    Handler, Op, ReadOptions, Reply, Role, SiblingView, WriteOptions, CLIENT_PROTOCOL_VERSION,
+    Handler, Op, ReadOptions, Reply, ReplyHold, Role, SiblingView, WriteOptions,
+    CLIENT_PROTOCOL_VERSION,
 };
 use crate::replication::Consistency;
 use crate::version::ConflictPolicy;
@@ -90,6 +91,10 @@ pub struct Session {
     /// Whether the client sent `MULTI`, which was refused, and no `EXEC`
     /// or `DISCARD` since: the commands in between are not run.
     refused_multi: bool,
+    /// The read budget held by the answers of the pipeline being run,
+    /// until the connection has encoded its replies
+    /// ([`Session::release_holds`]).
+    holds: std::sync::Mutex<ReplyHold>,
 }
 
 impl Session {
@@ -113,6 +118,7 @@ impl Session {
             policies: HashMap::new(),
             receipts: std::sync::Mutex::new(Vec::new()),
             refused_multi: false,
+            holds: std::sync::Mutex::new(ReplyHold::default()),
         }
     }
 
@@ -126,6 +132,23 @@ impl Session {
             if r.len() < ringkv::MAX_RECEIPTS {
                 r.push(receipt);
             }
+        }
+    }
+
+    /// Gives back the read budget held by the answers of the commands run
+    /// so far: called once their replies are encoded.
+    pub fn release_holds(&mut self) {
+        if let Ok(h) = self.holds.get_mut() {
+            *h = ReplyHold::default();
+        }
+    }
+
+    fn keep_hold(&self, hold: ReplyHold) {
+        if hold.is_empty() {
+            return;
+        }
+        if let Ok(mut h) = self.holds.lock() {
+            h.append(hold);
         }
     }
 
@@ -347,11 +370,12 @@ pub(super) async fn exec(ctx: &Ctx, s: &Session, command: &str, op: Op) -> Resul
         }
     }
     let is_write = op.is_write();
-    let mut reply = ctx
+    let (mut reply, hold) = ctx
         .handler
-        .execute(op)
+        .execute_held(op)
         .await
         .map_err(|e| error_value(is_write, &e))?;
+    s.keep_hold(hold);
     match &mut reply {
         Reply::Object { receipt, .. }
         | Reply::Written { receipt, .. }

@@ -469,6 +469,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
+            // Every reply of the pipeline is encoded (and a large one
+            // charged to the reply budget): the read budget its answers
+            // held is given back.
+            session.release_holds();
             if session.role.is_some() != was_authenticated {
                 decoder.set_limits(limits(config, session.role.is_some()));
             }
