@@ -29,7 +29,34 @@
 //!
 //! Every operation's latency goes into an HDR histogram (microseconds, 3
 //! significant digits); each phase reports throughput (recorded operations
-//! over the recorded span), p50/p99/p99.9, errors and misses. The ratio
+//! over the recorded span), p50/p99/p99.9, errors and misses.
+//!
+//! The open loop (`--rate`, `--half-max`): a closed loop measures latency
+//! at saturation only, so a mix can instead offer a fixed rate. Operation
+//! `n` of the mix is due `n / rate` seconds after it starts
+//! (`ringkv_bench::open_loop::Schedule`); a pacer thread releases one
+//! permit per operation as it falls due, the first free client takes it
+//! (so at most `--clients` are in flight, and a due operation with no free
+//! client waits), and the latency recorded runs from the due time to the
+//! reply: waiting counts, so a stall is not hidden by the generator
+//! slowing down with it (coordinated omission). An operation sent 1 ms or
+//! more after its due time is counted late; the time from sending to the
+//! reply (service time) and from due time to sending (send lag) are kept
+//! beside it. Timed mixes record the operations due in the recorded span,
+//! however late they finish, and give up on any not yet sent 1 s after the
+//! span ends (counted as unsent: the offered rate was not sustained, and
+//! p99 is then a lower bound). `--rate` runs every mix that way;
+//! `--half-max` runs each ringkv system's mixes closed first, then each
+//! mix open at half the ops/s the closed loop reached, on that system and
+//! then on redis (kept running from its own turn) at the same rate, so the
+//! two p99s are of the same offered load.
+//!
+//! Pinning (`--server-cpus`, `--loadgen-cpus`): every server process
+//! (redis-server, each ringkv-node) is restricted to a CPU list by
+//! `sched_setaffinity` in the child before exec (what `taskset -c` does;
+//! `ringkv_bench::cpu_list`), and the tables give the list the kernel
+//! reports for them (`Cpus_allowed_list`), so one run per list shows how
+//! throughput grows with cores. The ratio
 //! ringkv/redis is taken per mix against the redis figure of the same run.
 //! Peak RSS is `VmHWM` of `/proc/PID/status` of every node and of
 //! `redis-server`, read after the last phase. Server CPU per operation is
@@ -115,11 +142,14 @@ use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::BucketInfo;
 use ringkv::replication::Consistency;
 use ringkv::version::ConflictPolicy;
+use ringkv_bench::cpu_list::{self, CpuList};
+use ringkv_bench::open_loop::{self, Schedule, Timing};
 use ringkv_bench::redis_benchmark;
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader,
 };
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T> = std::result::Result<T, BoxError>;
@@ -159,6 +189,12 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The latency histogram's range, in microseconds.
 const HIST_MAX_US: u64 = 60_000_000;
+/// How long after a timed open-loop mix's recorded span the generator
+/// still sends operations that fell due in it; later ones are given up
+/// (unsent), so that a rate far above what the system serves ends the mix.
+const OPEN_DRAIN: Duration = Duration::from_secs(1);
+/// The pacer's longest sleep, so that it notices a phase that ended early.
+const PACER_MAX_SLEEP: Duration = Duration::from_millis(10);
 
 /// ringkv clusters of 1, 3 and 5 nodes against one redis-server
 /// (appendonly, everysec), under the same load generator.
@@ -263,6 +299,37 @@ struct Args {
     /// the run fails.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     rb_timeout: u64,
+    /// Run every mix as an open loop offering this many operations per
+    /// second (over all clients) instead of a closed loop: operation n is
+    /// due n/RATE s after the mix starts, the first free client sends it
+    /// (at most --clients in flight), and its latency runs from its due
+    /// time, so waiting for a client counts. Late (sent 1 ms or more after
+    /// due) and unsent operations are counted. The load phase stays
+    /// closed. Load generator only.
+    #[arg(long, value_name = "OPS_PER_SEC", value_parser = clap::value_parser!(u64).range(1..=open_loop::MAX_RATE))]
+    rate: Option<u64>,
+    /// Latency at half load: after each ringkv system's closed-loop mixes
+    /// (its maximum throughput at --clients), run each mix again as an
+    /// open loop offering half the ops/s that mix reached, first on that
+    /// system, then on redis at the same rate; a table gives p50, p99,
+    /// p99.9 and p99 / redis's p99. redis must be the first of --systems
+    /// (it stays up, idle, through the ringkv systems). Load generator
+    /// only.
+    #[arg(long, conflicts_with = "rate")]
+    half_max: bool,
+    /// Pin every server process (redis-server and each ringkv-node) to
+    /// these CPUs, in taskset -c syntax (0, 0-1, 0,2-3), by
+    /// sched_setaffinity in the child before exec; the tables give the
+    /// CPUs the kernel then allows them. Default: the CPUs the benchmark
+    /// started on.
+    #[arg(long, value_name = "CPU_LIST")]
+    server_cpus: Option<String>,
+    /// Pin the load generator (this process, hence its clients, the open
+    /// loop's pacer and redis-benchmark) to these CPUs, same syntax; the
+    /// servers keep the CPUs the benchmark started on unless
+    /// --server-cpus says otherwise.
+    #[arg(long, value_name = "CPU_LIST")]
+    loadgen_cpus: Option<String>,
 }
 
 /// What drives the systems.
@@ -288,6 +355,21 @@ impl Driver {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let plan = match plan(&args) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("cluster bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Before the runtime starts, so that its threads (and redis-benchmark)
+    // inherit the CPUs; the servers are given theirs as they start.
+    if let Some(cpus) = &plan.loadgen_cpus {
+        if let Err(e) = cpus.pin_this_thread() {
+            eprintln!("cluster bench: cannot pin the load generator to CPUs {cpus}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads as usize)
         .enable_all()
@@ -304,7 +386,7 @@ fn main() -> ExitCode {
     // what `PR_SET_PDEATHSIG` watches.
     let result = runtime.block_on(async {
         tokio::select! {
-            r = run(&args) => r,
+            r = run(&args, &plan) => r,
             r = interrupted() => r,
         }
     });
@@ -344,6 +426,18 @@ enum Length {
     Ops(u64),
 }
 
+/// How the load generator's mixes offer load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Offered {
+    /// Each client sends its next operation when the last is answered.
+    Closed,
+    /// An open loop at this many operations per second (`--rate`).
+    Rate(u64),
+    /// Closed, then open at half of what each ringkv system's closed loop
+    /// reached, on it and on redis (`--half-max`).
+    HalfMax,
+}
+
 /// What the arguments ask for, with defaults filled in.
 #[derive(Clone, Debug)]
 struct Plan {
@@ -357,6 +451,25 @@ struct Plan {
     loadgen: bool,
     /// What redis-benchmark runs, when it does.
     rb: Option<RbPlan>,
+    offered: Offered,
+    /// `--server-cpus`.
+    server_cpus: Option<CpuList>,
+    /// `--loadgen-cpus`.
+    loadgen_cpus: Option<CpuList>,
+    /// The CPUs the benchmark could run on when it started.
+    started_on: CpuList,
+}
+
+impl Plan {
+    /// The CPUs to give each server process as it starts: `--server-cpus`,
+    /// or, when the load generator is pinned (and the servers would
+    /// inherit its CPUs), the ones the benchmark started on; `None`: the
+    /// benchmark's own, inherited.
+    fn server_mask(&self) -> Option<&CpuList> {
+        self.server_cpus
+            .as_ref()
+            .or(self.loadgen_cpus.as_ref().map(|_| &self.started_on))
+    }
 }
 
 /// The redis-benchmark runs of every system: each test with each pipeline
@@ -516,7 +629,48 @@ fn plan(args: &Args) -> Result<Plan> {
             }
         }
     };
+    let offered = match (args.rate, args.half_max) {
+        (Some(_), true) => return Err("--rate and --half-max exclude each other".into()),
+        (Some(rate), false) => Offered::Rate(rate),
+        (None, true) => Offered::HalfMax,
+        (None, false) => Offered::Closed,
+    };
+    if offered != Offered::Closed && !args.driver.loadgen() {
+        return Err(
+            "--rate and --half-max are modes of the load generator; use --driver loadgen or both"
+                .into(),
+        );
+    }
+    if offered == Offered::HalfMax {
+        if systems.first() != Some(&SystemSpec::Redis) {
+            return Err(
+                "--half-max runs redis at each ringkv system's half rate, so redis \
+                        must be the first of --systems"
+                    .into(),
+            );
+        }
+        if systems.len() < 2 {
+            return Err("--half-max needs a ringkv system after redis in --systems".into());
+        }
+    }
+    let started_on = CpuList::of_this_thread()
+        .map_err(|e| format!("cannot read this process's CPUs (sched_getaffinity): {e}"))?;
+    let cpus = |flag: &str, list: &Option<String>| -> Result<Option<CpuList>> {
+        let Some(list) = list else {
+            return Ok(None);
+        };
+        let cpus = CpuList::parse(list).map_err(|e| format!("--{flag}: {e}"))?;
+        cpus.check_within(&started_on)
+            .map_err(|e| format!("--{flag}: {e}"))?;
+        Ok(Some(cpus))
+    };
+    let server_cpus = cpus("server-cpus", &args.server_cpus)?;
+    let loadgen_cpus = cpus("loadgen-cpus", &args.loadgen_cpus)?;
     Ok(Plan {
+        offered,
+        server_cpus,
+        loadgen_cpus,
+        started_on,
         systems,
         mixes: args.mixes.clone(),
         clients: args.clients,
@@ -621,6 +775,50 @@ struct PhaseResult {
     /// CPU time (user + system) of the load generator (this process, every
     /// thread) over the same span.
     client_cpu_secs: f64,
+    /// For an open-loop mix, what only it measures; `hist` then holds the
+    /// latencies from each operation's due time.
+    open: Option<OpenStats>,
+}
+
+/// What an open-loop mix measures besides latency from the due time.
+#[derive(Debug)]
+struct OpenStats {
+    /// The offered rate, operations per second.
+    rate: u64,
+    /// Recorded operations due in the recorded span (all of them in an
+    /// op-counted mix).
+    due: u64,
+    /// From sending to the reply, of the operations in `hist`.
+    service: Histogram<u64>,
+    /// From the due time to sending.
+    lag: Histogram<u64>,
+    /// Operations sent [`open_loop::LATE`] or more after their due time.
+    late: u64,
+    /// Operations due in the recorded span and never sent (given up
+    /// [`OPEN_DRAIN`] after it).
+    unsent: u64,
+}
+
+impl OpenStats {
+    fn new(rate: u64, due: u64) -> Result<OpenStats> {
+        Ok(OpenStats {
+            rate,
+            due,
+            service: new_histogram()?,
+            lag: new_histogram()?,
+            late: 0,
+            unsent: 0,
+        })
+    }
+
+    /// Adds one client's figures (`due` is the phase's, not summed).
+    fn add(&mut self, other: &OpenStats) -> Result<()> {
+        self.service.add(&other.service)?;
+        self.lag.add(&other.lag)?;
+        self.late += other.late;
+        self.unsent += other.unsent;
+        Ok(())
+    }
 }
 
 impl PhaseResult {
@@ -663,6 +861,12 @@ struct ClientRun {
     misses: u64,
     broken: bool,
     first_error: Option<String>,
+    open: Option<OpenStats>,
+}
+
+/// Microseconds for a histogram: at least 1, at most [`HIST_MAX_US`].
+fn hist_us(d: Duration) -> u64 {
+    (d.as_micros().min(u128::from(HIST_MAX_US)) as u64).max(1)
 }
 
 /// Runs one operation under [`OP_TIMEOUT`]; `Ok(false)` is a read that
@@ -698,6 +902,70 @@ struct PhaseShared {
     /// When recording starts and the phase ends (`Length::Timed`).
     record_from: Instant,
     end: Instant,
+    /// The timetable of an open-loop mix.
+    open: Option<OpenShared>,
+}
+
+/// The timetable of an open-loop mix, as its clients share it.
+struct OpenShared {
+    schedule: Schedule,
+    /// When operation 0 is due.
+    start: Instant,
+    /// Operations `0..first_recorded` are the warm-up's.
+    first_recorded: u64,
+    /// Operations `0..total` are due in the mix.
+    total: u64,
+    /// The next operation to send.
+    next: AtomicU64,
+    /// One permit per operation as it falls due, then one per client to
+    /// stop them; released by [`pace`].
+    permits: Arc<Semaphore>,
+    /// An operation taken after this is given up (unsent); `None` in an
+    /// op-counted mix, which sends every one.
+    give_up: Option<Instant>,
+}
+
+/// Releases one permit per operation of `schedule` as it falls due, up to
+/// `total`, then `stop` more (one per client, each of which then takes an
+/// operation number past the end and stops); returns early when `permits`
+/// is closed (the phase ended). Runs on a thread of its own, which sleeps
+/// until the next due time: tokio's timers tick in milliseconds, coarser
+/// than the gaps between operations at the rates measured.
+fn pace(start: Instant, schedule: Schedule, total: u64, permits: Arc<Semaphore>, stop: usize) {
+    // A sleeping thread wakes up as late as its timer slack (50 us by
+    // default) after its deadline; ask for the deadline itself.
+    // SAFETY: prctl with PR_SET_TIMERSLACK only sets this thread's slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+    let mut released = 0u64;
+    while released < total {
+        if permits.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let due = schedule
+            .due_by(now.saturating_duration_since(start))
+            .min(total);
+        if due > released {
+            permits.add_permits((due - released) as usize);
+            released = due;
+        } else {
+            let next = start + schedule.offset(released);
+            std::thread::sleep(next.saturating_duration_since(now).min(PACER_MAX_SLEEP));
+        }
+    }
+    permits.add_permits(stop);
+}
+
+/// Closes the permits when dropped, so that the pacer stops however the
+/// phase ends.
+struct ClosePermits(Arc<Semaphore>);
+
+impl Drop for ClosePermits {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 async fn client_phase<C: KvConn>(
@@ -712,11 +980,17 @@ async fn client_phase<C: KvConn>(
         misses: 0,
         broken: false,
         first_error: None,
+        open: match &shared.open {
+            Some(open) => Some(OpenStats::new(open.schedule.rate(), 0)?),
+            None => None,
+        },
     };
     let mut rng = ChaCha8Rng::seed_from_u64(shared.seed ^ (index << 32) ^ 0x5eed);
     let mut value = [0u8; VALUE_BYTES];
     let mut next_load_key = index;
     loop {
+        // An open-loop operation's due time, and whether it is recorded.
+        let mut due = None;
         let (read, k) = match shared.kind {
             PhaseKind::Load => {
                 if next_load_key >= shared.keys {
@@ -727,13 +1001,31 @@ async fn client_phase<C: KvConn>(
                 (false, k)
             }
             PhaseKind::Mix { read_pct } => {
-                match shared.length {
-                    Length::Ops(n) => {
+                match (&shared.open, shared.length) {
+                    (Some(open), _) => {
+                        match open.permits.acquire().await {
+                            Ok(permit) => permit.forget(),
+                            Err(_) => break,
+                        }
+                        let n = open.next.fetch_add(1, Ordering::Relaxed);
+                        if n >= open.total {
+                            break;
+                        }
+                        let recorded = n >= open.first_recorded;
+                        if open.give_up.is_some_and(|t| Instant::now() >= t) {
+                            if let (true, Some(stats)) = (recorded, run.open.as_mut()) {
+                                stats.unsent += 1;
+                            }
+                            continue;
+                        }
+                        due = Some((open.start + open.schedule.offset(n), recorded));
+                    }
+                    (None, Length::Ops(n)) => {
                         if shared.issued.fetch_add(1, Ordering::Relaxed) >= n {
                             break;
                         }
                     }
-                    Length::Timed { .. } => {
+                    (None, Length::Timed { .. }) => {
                         if Instant::now() >= shared.end {
                             break;
                         }
@@ -751,8 +1043,11 @@ async fn client_phase<C: KvConn>(
         let started = Instant::now();
         let outcome = one_op(&mut conn, read, &key(k), &value).await;
         let finished = Instant::now();
-        let recorded = match (shared.kind, shared.length) {
-            (PhaseKind::Mix { .. }, Length::Timed { .. }) => {
+        let recorded = match (due, shared.kind, shared.length) {
+            // Every operation due in the recorded span, however late it
+            // ends.
+            (Some((_, recorded)), _, _) => recorded,
+            (None, PhaseKind::Mix { .. }, Length::Timed { .. }) => {
                 started >= shared.record_from && finished <= shared.end
             }
             _ => true,
@@ -760,11 +1055,18 @@ async fn client_phase<C: KvConn>(
         match outcome {
             Ok(found) => {
                 if recorded {
-                    let us = finished
-                        .duration_since(started)
-                        .as_micros()
-                        .min(u128::from(HIST_MAX_US)) as u64;
-                    run.hist.saturating_record(us.max(1));
+                    match (due, run.open.as_mut()) {
+                        (Some((at, _)), Some(stats)) => {
+                            let t = Timing::of(at, started, finished);
+                            run.hist.saturating_record(hist_us(t.latency));
+                            stats.service.saturating_record(hist_us(t.service));
+                            stats.lag.saturating_record(hist_us(t.lag));
+                            stats.late += u64::from(t.late);
+                        }
+                        _ => run
+                            .hist
+                            .saturating_record(hist_us(finished.duration_since(started))),
+                    }
                     run.ops += 1;
                     if !found {
                         run.misses += 1;
@@ -787,14 +1089,16 @@ async fn client_phase<C: KvConn>(
     Ok((conn, run))
 }
 
-/// Runs one phase on every connection at once; returns the connections
-/// for the next phase.
+/// Runs one phase on every connection at once, a mix as an open loop at
+/// `rate` operations per second when given; returns the connections for
+/// the next phase.
 async fn run_phase<C: KvConn>(
     conns: Vec<C>,
     kind: PhaseKind,
     plan: &Plan,
     phase_no: u64,
     servers: &[u32],
+    rate: Option<u64>,
 ) -> Result<(Vec<C>, PhaseResult)> {
     let start = Instant::now();
     let (timed, record_from, end) = match (kind, plan.length) {
@@ -803,6 +1107,45 @@ async fn run_phase<C: KvConn>(
         }
         // Unused: the load and op-counted phases record every operation.
         _ => (false, start, start),
+    };
+    let open = match (kind, rate) {
+        (PhaseKind::Mix { .. }, Some(rate)) => {
+            let schedule = Schedule::new(rate)
+                .ok_or_else(|| format!("no open loop at {rate} operations per second"))?;
+            let (first_recorded, total, give_up) = match plan.length {
+                Length::Timed { warmup, measure } => (
+                    schedule.due_before(warmup),
+                    schedule.due_before(warmup + measure),
+                    Some(end + OPEN_DRAIN),
+                ),
+                Length::Ops(n) => (0, n, None),
+            };
+            Some(OpenShared {
+                schedule,
+                start,
+                first_recorded,
+                total,
+                next: AtomicU64::new(0),
+                permits: Arc::new(Semaphore::new(0)),
+                give_up,
+            })
+        }
+        _ => None,
+    };
+    let _close = open.as_ref().map(|open| ClosePermits(open.permits.clone()));
+    if let Some(open) = &open {
+        let (schedule, total, permits) = (open.schedule, open.total, open.permits.clone());
+        let stop = conns.len();
+        std::thread::Builder::new()
+            .name("open-loop-pacer".into())
+            .spawn(move || pace(start, schedule, total, permits, stop))?;
+    }
+    let open_stats = match &open {
+        Some(open) => Some(OpenStats::new(
+            open.schedule.rate(),
+            open.total - open.first_recorded,
+        )?),
+        None => None,
     };
     // The servers' CPU time over the recorded span, and the load
     // generator's (this process's): sampled at its start and end by a task
@@ -833,6 +1176,7 @@ async fn run_phase<C: KvConn>(
         issued: AtomicU64::new(0),
         record_from,
         end,
+        open,
     });
     let tasks: Vec<_> = conns
         .into_iter()
@@ -850,11 +1194,15 @@ async fn run_phase<C: KvConn>(
         first_error: None,
         cpu_secs: None,
         client_cpu_secs: 0.0,
+        open: open_stats,
     };
     for task in tasks {
         let (conn, run) = task.await??;
         conns.push(conn);
         result.hist.add(&run.hist)?;
+        if let (Some(total), Some(one)) = (result.open.as_mut(), run.open.as_ref()) {
+            total.add(one)?;
+        }
         result.ops += run.ops;
         result.errors += run.errors;
         result.misses += run.misses;
@@ -879,43 +1227,66 @@ async fn run_phase<C: KvConn>(
     Ok((conns, result))
 }
 
-/// Loads the key space, then runs every mix; prints a line per phase.
+/// The progress line of one phase.
+fn phase_line(system: &str, phase: &str, result: &PhaseResult) -> String {
+    let mut line = format!(
+        "  {system} {phase}: {} ops in {:.1} s, {} ops/s; p50 {} p99 {} p99.9 {} us; \
+         server CPU {} us/op; errors {} misses {}",
+        result.ops,
+        result.secs,
+        thousands(result.ops_per_sec() as u64),
+        result.latency_us(0.5),
+        result.latency_us(0.99),
+        result.latency_us(0.999),
+        result
+            .cpu_us_per_op()
+            .map_or("-".into(), |c| format!("{c:.0}")),
+        result.errors,
+        result.misses,
+    );
+    if let Some(open) = &result.open {
+        let _ = write!(
+            line,
+            "\n    open loop at {} ops/s: latency from the due time; service p99 {} us, \
+             send lag p99 {} us; {} late, {} unsent of {} due",
+            thousands(open.rate),
+            open.service.value_at_quantile(0.99),
+            open.lag.value_at_quantile(0.99),
+            open.late,
+            open.unsent,
+            open.due,
+        );
+    }
+    if let Some(e) = &result.first_error {
+        let _ = write!(line, "\n    first error: {e}");
+    }
+    line
+}
+
+/// Loads the key space, then runs every mix (as an open loop under
+/// `--rate`); prints a line per phase and returns the connections.
 async fn measure<C: KvConn>(
     system: &str,
     conns: Vec<C>,
     plan: &Plan,
     servers: &[u32],
-) -> Result<Vec<(String, PhaseResult)>> {
+) -> Result<(Vec<C>, Vec<(String, PhaseResult)>)> {
     let mut phases = vec![PhaseKind::Load];
     phases.extend(
         plan.mixes
             .iter()
             .map(|&read_pct| PhaseKind::Mix { read_pct }),
     );
+    let rate = match plan.offered {
+        Offered::Rate(rate) => Some(rate),
+        Offered::Closed | Offered::HalfMax => None,
+    };
     let mut conns = conns;
     let mut out = Vec::new();
     for (no, kind) in phases.into_iter().enumerate() {
-        let (back, result) = run_phase(conns, kind, plan, no as u64, servers).await?;
+        let (back, result) = run_phase(conns, kind, plan, no as u64, servers, rate).await?;
         conns = back;
-        println!(
-            "  {system} {}: {} ops in {:.1} s, {} ops/s; p50 {} p99 {} p99.9 {} us; \
-             server CPU {} us/op; errors {} misses {}",
-            kind.name(),
-            result.ops,
-            result.secs,
-            thousands(result.ops_per_sec() as u64),
-            result.latency_us(0.5),
-            result.latency_us(0.99),
-            result.latency_us(0.999),
-            result
-                .cpu_us_per_op()
-                .map_or("-".into(), |c| format!("{c:.0}")),
-            result.errors,
-            result.misses,
-        );
-        if let Some(e) = &result.first_error {
-            println!("    first error: {e}");
-        }
+        println!("{}", phase_line(system, &kind.name(), &result));
         let broken = result.broken;
         out.push((kind.name(), result));
         if broken {
@@ -926,7 +1297,89 @@ async fn measure<C: KvConn>(
             .into());
         }
     }
-    Ok(out)
+    Ok((conns, out))
+}
+
+/// One open-loop mix run beside the closed loop (`--half-max`).
+#[derive(Debug)]
+struct OpenRun {
+    /// Whose maximum the rate is half of, e.g. `ringkv-1 max/2`.
+    basis: String,
+    read_pct: u8,
+    phase: String,
+    result: PhaseResult,
+}
+
+/// The offered rate of each mix's open loop under `--half-max`: half the
+/// ops/s its closed loop reached (`phases`, as [`measure`] returns them).
+fn half_max_rates(
+    system: &str,
+    mixes: &[u8],
+    phases: &[(String, PhaseResult)],
+) -> Result<Vec<(u8, u64)>> {
+    mixes
+        .iter()
+        .map(|&read_pct| {
+            let name = PhaseKind::Mix { read_pct }.name();
+            let (_, closed) = phases
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| format!("{system}: no closed-loop {name} to take half of"))?;
+            let rate = open_loop::half_rate(closed.ops_per_sec()).ok_or_else(|| {
+                format!(
+                    "{system} {name}: the closed loop reached {:.1} ops/s, \
+                     no rate to offer at half of it",
+                    closed.ops_per_sec()
+                )
+            })?;
+            Ok((read_pct, rate))
+        })
+        .collect()
+}
+
+/// The label of the open-loop runs at half of `system`'s maximum.
+fn half_max_basis(system: &str) -> String {
+    format!("{system} max/2")
+}
+
+/// Runs each mix of `rates` as an open loop at its rate, in order, on
+/// `conns` (their key space already loaded); returns the connections.
+async fn measure_open<C: KvConn>(
+    system: &str,
+    conns: Vec<C>,
+    plan: &Plan,
+    servers: &[u32],
+    basis: &str,
+    rates: &[(u8, u64)],
+) -> Result<(Vec<C>, Vec<OpenRun>)> {
+    let mut conns = conns;
+    let mut out = Vec::new();
+    for (no, &(read_pct, rate)) in rates.iter().enumerate() {
+        let kind = PhaseKind::Mix { read_pct };
+        // Seeds of their own, apart from the closed loop's phases.
+        let phase_no = 1_000 + no as u64;
+        let (back, result) = run_phase(conns, kind, plan, phase_no, servers, Some(rate)).await?;
+        conns = back;
+        println!(
+            "{}",
+            phase_line(system, &format!("{} at {basis}", kind.name()), &result)
+        );
+        let broken = result.broken;
+        out.push(OpenRun {
+            basis: basis.into(),
+            read_pct,
+            phase: kind.name(),
+            result,
+        });
+        if broken {
+            return Err(format!(
+                "{system}: a connection failed during {} at {basis}; stopping",
+                kind.name()
+            )
+            .into());
+        }
+    }
+    Ok((conns, out))
 }
 
 // ---------------------------------------------------------------------------
@@ -941,8 +1394,14 @@ struct Proc {
 
 impl Proc {
     /// Spawns `cmd` with stdin closed and stderr into `log`; stdout is
-    /// piped when `pipe_stdout`, else into `log` too.
-    fn spawn(name: &str, cmd: &mut Command, log: &Path, pipe_stdout: bool) -> Result<Proc> {
+    /// piped when `pipe_stdout`, else into `log` too; on `cpus` when given.
+    fn spawn(
+        name: &str,
+        cmd: &mut Command,
+        log: &Path,
+        pipe_stdout: bool,
+        cpus: Option<&CpuList>,
+    ) -> Result<Proc> {
         let log_file = File::create(log)?;
         cmd.stdin(Stdio::null()).stderr(log_file.try_clone()?);
         if pipe_stdout {
@@ -950,7 +1409,7 @@ impl Proc {
         } else {
             cmd.stdout(log_file);
         }
-        Proc::start(name, cmd, log)
+        Proc::start(name, cmd, log, cpus)
     }
 
     /// Spawns `cmd` with stdin closed, stdout into `out` and stderr into
@@ -959,12 +1418,22 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(File::create(out)?)
             .stderr(File::create(log)?);
-        Proc::start(name, cmd, log)
+        Proc::start(name, cmd, log, None)
     }
 
     /// Spawns `cmd`, its standard streams already set, tied to this
-    /// process's lifetime.
-    fn start(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc> {
+    /// process's lifetime, and pinned to `cpus` when given (else on this
+    /// thread's CPUs).
+    fn start(name: &str, cmd: &mut Command, log: &Path, cpus: Option<&CpuList>) -> Result<Proc> {
+        if let Some(cpus) = cpus {
+            let set = cpus.to_cpu_set();
+            // SAFETY: sched_setaffinity is one system call on a set
+            // copied into the closure; no allocation or lock between fork
+            // and exec. Its failure fails the spawn.
+            unsafe {
+                cmd.pre_exec(move || cpu_list::pin_to(&set));
+            }
+        }
         // SAFETY: prctl is async-signal-safe and touches no memory of the
         // parent; this closure runs in the child between fork and exec.
         unsafe {
@@ -989,6 +1458,14 @@ impl Proc {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The CPUs the kernel allows the process (`Cpus_allowed_list`).
+    fn cpus_allowed(&self) -> Result<String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        Ok(cpu_list::status_cpus_allowed(&status)
+            .ok_or_else(|| format!("{}: no Cpus_allowed_list in /proc status", self.name))?
+            .to_string())
     }
 
     /// `VmHWM` of the process, in bytes.
@@ -1270,7 +1747,9 @@ struct Redis {
 }
 
 impl Redis {
-    async fn start(bin: &Path, dir: &Path) -> Result<Redis> {
+    /// Starts redis-server, on `cpus` when given, and waits until it
+    /// answers PING.
+    async fn start(bin: &Path, dir: &Path, cpus: Option<&CpuList>) -> Result<Redis> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?.to_string();
         let mut cmd = Command::new(bin);
@@ -1292,7 +1771,13 @@ impl Redis {
         ])
         .arg("--dir")
         .arg(dir);
-        let mut proc = Proc::spawn("redis-server", &mut cmd, &dir.join("redis.log"), false)?;
+        let mut proc = Proc::spawn(
+            "redis-server",
+            &mut cmd,
+            &dir.join("redis.log"),
+            false,
+            cpus,
+        )?;
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -1323,7 +1808,11 @@ impl Redis {
 struct SystemReport {
     spec: SystemSpec,
     name: String,
+    /// The CPUs its server processes were allowed, as the kernel says.
+    server_cpus: String,
     phases: Vec<(String, PhaseResult)>,
+    /// Open-loop runs at half a maximum (`--half-max`).
+    open: Vec<OpenRun>,
     /// (process name, peak RSS in bytes).
     rss: Vec<(String, u64)>,
 }
@@ -1351,7 +1840,7 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         for (phase, p) in &r.phases {
             let _ = writeln!(
                 out,
-                "RESULT\t{}\t{phase}\t{}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.3}",
+                "RESULT\t{}\t{phase}\t{}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.3}\t{}",
                 r.name,
                 p.ops,
                 p.secs,
@@ -1363,6 +1852,30 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
                 p.misses,
                 p.cpu_secs.unwrap_or(f64::NAN),
                 p.client_cpu_secs,
+                r.server_cpus,
+            );
+        }
+        for (basis, phase, p) in open_rows(r) {
+            let Some(o) = &p.open else { continue };
+            let _ = writeln!(
+                out,
+                "OPEN\t{}\t{basis}\t{phase}\t{}\t{}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.3}\t{}",
+                r.name,
+                o.rate,
+                p.ops,
+                p.secs,
+                p.ops_per_sec(),
+                p.latency_us(0.5),
+                p.latency_us(0.99),
+                p.latency_us(0.999),
+                o.service.value_at_quantile(0.99),
+                o.lag.value_at_quantile(0.99),
+                o.late,
+                o.unsent,
+                p.errors,
+                p.misses,
+                p.cpu_secs.unwrap_or(f64::NAN),
+                r.server_cpus,
             );
         }
         for (process, bytes) in &r.rss {
@@ -1383,6 +1896,24 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         "\n{} clients, {} keys of {KEY_BYTES} B, values of {VALUE_BYTES} B, {length}; latency in ms",
         plan.clients, plan.keys
     );
+    let _ = writeln!(
+        out,
+        "server CPUs: {}; load generator CPUs: {} (the benchmark started on {})",
+        plan.server_cpus
+            .as_ref()
+            .map_or("not pinned".into(), |c| format!("--server-cpus {c}")),
+        plan.loadgen_cpus
+            .as_ref()
+            .map_or("not pinned".into(), |c| format!("--loadgen-cpus {c}")),
+        plan.started_on,
+    );
+    if let Offered::Rate(rate) = plan.offered {
+        let _ = writeln!(
+            out,
+            "mixes: open loop offering {} ops/s (--rate); latency from each operation's due time",
+            thousands(rate)
+        );
+    }
     if reports.iter().any(|r| r.spec.tls()) {
         let _ = writeln!(
             out,
@@ -1391,10 +1922,10 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         );
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "| system | phase | ops/s | p50 | p99 | p99.9 | ops/s / redis | p99 / redis | server CPU us/op | CPU/op / redis | errors | misses |");
+    let _ = writeln!(out, "| system | server CPUs | phase | ops/s | p50 | p99 | p99.9 | ops/s / redis | p99 / redis | server CPU us/op | CPU/op / redis | errors | misses |");
     let _ = writeln!(
         out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in reports {
         for (phase, p) in &r.phases {
@@ -1416,8 +1947,9 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
             let cpu = p.cpu_us_per_op().map_or("-".into(), |c| format!("{c:.0}"));
             let _ = writeln!(
                 out,
-                "| {} | {phase} | {} | {} | {} | {} | {tput_ratio} | {p99_ratio} | {cpu} | {cpu_ratio} | {} | {} |",
+                "| {} | {} | {phase} | {} | {} | {} | {} | {tput_ratio} | {p99_ratio} | {cpu} | {cpu_ratio} | {} | {} |",
                 r.name,
+                r.server_cpus,
                 thousands(p.ops_per_sec() as u64),
                 ms(p.latency_us(0.5)),
                 ms(p.latency_us(0.99)),
@@ -1428,6 +1960,7 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         }
     }
     tls_table(&mut out, reports);
+    open_table(&mut out, reports);
     let _ = writeln!(out, "\n| system | process | peak RSS (MiB) |");
     let _ = writeln!(out, "|---|---|---:|");
     for r in reports {
@@ -1441,6 +1974,114 @@ fn report(plan: &Plan, reports: &[SystemReport]) -> String {
         }
     }
     out
+}
+
+/// A system's open-loop mixes as (offered load, phase, result): its mixes
+/// under `--rate`, and its runs at half a maximum.
+fn open_rows(r: &SystemReport) -> Vec<(String, &str, &PhaseResult)> {
+    let mut rows: Vec<(String, &str, &PhaseResult)> = r
+        .phases
+        .iter()
+        .filter(|(_, p)| p.open.is_some())
+        .map(|(phase, p)| ("--rate".to_string(), phase.as_str(), p))
+        .collect();
+    rows.extend(
+        r.open
+            .iter()
+            .map(|run| (run.basis.clone(), run.phase.as_str(), &run.result)),
+    );
+    rows
+}
+
+/// The open-loop mixes, grouped by offered load, each with its p99 over
+/// redis's at the same offered load and mix (nothing when none ran).
+fn open_table(out: &mut String, reports: &[SystemReport]) {
+    let mut bases: Vec<String> = Vec::new();
+    for r in reports {
+        for (basis, _, _) in open_rows(r) {
+            if !bases.contains(&basis) {
+                bases.push(basis);
+            }
+        }
+    }
+    if bases.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nOpen loop: operations offered on a fixed schedule; latency (ms) from each operation's \
+         due time, so waiting for a free connection counts; service = from sending; send lag = \
+         from due time to sending; late = sent {} ms or more after due; unsent = due in the \
+         recorded span but not sent within {} s of its end (then p99 is a lower bound, >=)\n",
+        open_loop::LATE.as_millis(),
+        OPEN_DRAIN.as_secs(),
+    );
+    let _ = writeln!(
+        out,
+        "| offered load | system | server CPUs | phase | offered ops/s | achieved ops/s | p50 | p99 | p99.9 | p99 / redis | service p99 | send lag p99 | late | unsent | errors | misses | server CPU us/op |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let redis = reports.iter().find(|r| r.spec == SystemSpec::Redis);
+    for basis in &bases {
+        for r in reports {
+            for (b, phase, p) in open_rows(r) {
+                let Some(o) = &p.open else { continue };
+                if b != *basis {
+                    continue;
+                }
+                let peer = redis
+                    .filter(|x| x.name != r.name)
+                    .and_then(|x| {
+                        open_rows(x)
+                            .into_iter()
+                            .find(|(xb, xp, _)| xb == basis && *xp == phase)
+                    })
+                    .map(|(_, _, q)| q);
+                let lower_bound = |p: &PhaseResult| {
+                    if p.open.as_ref().is_some_and(|o| o.unsent > 0) {
+                        ">="
+                    } else {
+                        ""
+                    }
+                };
+                let p99_ratio = match peer {
+                    Some(q) => format!(
+                        "{}{}",
+                        if q.open.as_ref().is_some_and(|o| o.unsent > 0) {
+                            "?"
+                        } else {
+                            lower_bound(p)
+                        },
+                        ratio(p.latency_us(0.99) as f64, q.latency_us(0.99) as f64)
+                    ),
+                    None => "-".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {basis} | {} | {} | {phase} | {} | {} | {} | {}{} | {}{} | {p99_ratio} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.name,
+                    r.server_cpus,
+                    thousands(o.rate),
+                    thousands(p.ops_per_sec() as u64),
+                    ms(p.latency_us(0.5)),
+                    lower_bound(p),
+                    ms(p.latency_us(0.99)),
+                    lower_bound(p),
+                    ms(p.latency_us(0.999)),
+                    ms(o.service.value_at_quantile(0.99)),
+                    ms(o.lag.value_at_quantile(0.99)),
+                    o.late,
+                    o.unsent,
+                    p.errors,
+                    p.misses,
+                    p.cpu_us_per_op().map_or("-".into(), |c| format!("{c:.0}")),
+                );
+            }
+        }
+    }
 }
 
 /// `a / b` with two decimals, or `-` when it has no meaning.
@@ -1518,8 +2159,7 @@ fn tls_table(out: &mut String, reports: &[SystemReport]) {
 // ---------------------------------------------------------------------------
 // The run.
 
-async fn run(args: &Args) -> Result<bool> {
-    let plan = plan(args)?;
+async fn run(args: &Args, plan: &Plan) -> Result<bool> {
     let root = match &args.dir {
         Some(d) => tempfile::Builder::new()
             .prefix("ringkv-cluster-bench-")
@@ -1547,20 +2187,56 @@ async fn run(args: &Args) -> Result<bool> {
         Some(_) => Some(rb_version(&args.rb_bin)?),
         None => None,
     };
-    let mut reports = Vec::new();
+    let mut reports: Vec<SystemReport> = Vec::new();
     let mut rb_reports = Vec::new();
+    // Under --half-max, redis (the first system) stays up, with the index
+    // of its report, to run at each ringkv system's half rates.
+    let mut live_redis: Option<(LiveRedis, usize)> = None;
     for system in &plan.systems {
         let name = system.name();
         if plan.loadgen {
             println!("{name}:");
-            let report = match *system {
-                SystemSpec::Redis => bench_redis(args, &plan, &root_path.join("redis")).await?,
+            match *system {
+                SystemSpec::Redis => {
+                    let (mut report, live) =
+                        bench_redis(args, plan, &root_path.join("redis")).await?;
+                    if plan.offered == Offered::HalfMax {
+                        live_redis = Some((live, reports.len()));
+                    } else {
+                        finish_redis(&mut report, live)?;
+                    }
+                    reports.push(report);
+                }
                 SystemSpec::Ringkv { nodes, tls } => {
                     let tls = if tls { client_port.as_ref() } else { None };
-                    bench_ringkv(args, &plan, *system, nodes, tls, &root_path.join(&name)).await?
+                    let report =
+                        bench_ringkv(args, plan, *system, nodes, tls, &root_path.join(&name))
+                            .await?;
+                    if let Some((live, at)) = live_redis.as_mut() {
+                        // The ringkv system is stopped: redis runs alone
+                        // at the rates it was offered.
+                        let rates: Vec<(u8, u64)> = report
+                            .open
+                            .iter()
+                            .filter_map(|run| Some((run.read_pct, run.result.open.as_ref()?.rate)))
+                            .collect();
+                        println!("redis at {}:", half_max_basis(&name));
+                        let conns = std::mem::take(&mut live.conns);
+                        let (conns, runs) = measure_open(
+                            "redis",
+                            conns,
+                            plan,
+                            &[live.redis.proc.pid()],
+                            &half_max_basis(&name),
+                            &rates,
+                        )
+                        .await?;
+                        live.conns = conns;
+                        reports[*at].open.extend(runs);
+                    }
+                    reports.push(report);
                 }
-            };
-            reports.push(report);
+            }
         }
         if let Some(rb) = &plan.rb {
             let dir = root_path.join(format!("{name}-redis-benchmark"));
@@ -1570,48 +2246,90 @@ async fn run(args: &Args) -> Result<bool> {
                 }
                 SystemSpec::Redis => {
                     println!("{name} (redis-benchmark):");
-                    rb_reports.push(bench_rb_redis(args, &plan, rb, &dir).await?);
+                    rb_reports.push(bench_rb_redis(args, plan, rb, &dir).await?);
                 }
                 SystemSpec::Ringkv { nodes, tls: false } => {
                     println!("{name} (redis-benchmark):");
-                    rb_reports.push(bench_rb_ringkv(args, &plan, rb, *system, nodes, &dir).await?);
+                    rb_reports.push(bench_rb_ringkv(args, plan, rb, *system, nodes, &dir).await?);
                 }
             }
         }
     }
+    if let Some((live, at)) = live_redis.take() {
+        finish_redis(&mut reports[at], live)?;
+    }
     if !reports.is_empty() {
-        print!("\n{}", report(&plan, &reports));
+        print!("\n{}", report(plan, &reports));
     }
     if let (Some(rb), Some(version)) = (&plan.rb, &rb_version) {
-        print!("\n{}", rb_report(&plan, rb, version, &rb_reports));
+        print!("\n{}", rb_report(plan, rb, version, &rb_reports));
     }
-    Ok(reports
-        .iter()
-        .all(|r| r.phases.iter().all(|(_, p)| p.errors == 0 && p.misses == 0))
-        && rb_reports.iter().all(RbSystemReport::ok))
+    Ok(reports.iter().all(|r| {
+        r.phases
+            .iter()
+            .map(|(_, p)| p)
+            .chain(r.open.iter().map(|run| &run.result))
+            .all(|p| p.errors == 0 && p.misses == 0)
+    }) && rb_reports.iter().all(RbSystemReport::ok))
 }
 
-async fn bench_redis(args: &Args, plan: &Plan, dir: &Path) -> Result<SystemReport> {
-    let mut redis = Redis::start(&args.redis_bin, dir).await?;
+/// redis-server with its clients' connections, kept up after its own
+/// phases under `--half-max` to run at each ringkv system's half rate.
+struct LiveRedis {
+    redis: Redis,
+    conns: Vec<RespConn>,
+}
+
+/// Starts redis-server and runs the load phase and the mixes; returns the
+/// report (without peak RSS, which [`finish_redis`] adds) and the server,
+/// still up.
+async fn bench_redis(args: &Args, plan: &Plan, dir: &Path) -> Result<(SystemReport, LiveRedis)> {
+    let redis = Redis::start(&args.redis_bin, dir, plan.server_mask()).await?;
+    let server_cpus = cpus_allowed([&redis.proc].into_iter())?;
     let mut conns = Vec::new();
     for _ in 0..plan.clients {
         conns.push(RespConn::connect(&redis.addr).await?);
     }
-    let phases = measure("redis", conns, plan, &[redis.proc.pid()]).await?;
+    let (conns, phases) = measure("redis", conns, plan, &[redis.proc.pid()]).await?;
+    let report = SystemReport {
+        spec: SystemSpec::Redis,
+        name: "redis".into(),
+        server_cpus,
+        phases,
+        open: Vec::new(),
+        rss: Vec::new(),
+    };
+    Ok((report, LiveRedis { redis, conns }))
+}
+
+/// Records redis-server's peak RSS in `report` and stops it.
+fn finish_redis(report: &mut SystemReport, live: LiveRedis) -> Result<()> {
+    let LiveRedis { mut redis, conns } = live;
+    drop(conns);
     redis.proc.check_running()?;
-    let rss = vec![("redis-server".to_string(), redis.proc.peak_rss()?)];
+    report
+        .rss
+        .push(("redis-server".to_string(), redis.proc.peak_rss()?));
     if !redis.proc.stop(STOP_GRACE) {
         eprintln!(
             "redis-server did not exit cleanly; its log ends:\n{}",
             log_tail(&redis.proc.log)
         );
     }
-    Ok(SystemReport {
-        spec: SystemSpec::Redis,
-        name: "redis".into(),
-        phases,
-        rss,
-    })
+    Ok(())
+}
+
+/// The CPU lists the kernel allows `procs`: one when they agree, else
+/// each distinct one, separated by ` / `.
+fn cpus_allowed<'a>(procs: impl Iterator<Item = &'a Proc>) -> Result<String> {
+    let mut lists: Vec<String> = Vec::new();
+    for proc in procs {
+        let list = proc.cpus_allowed()?;
+        if !lists.contains(&list) {
+            lists.push(list);
+        }
+    }
+    Ok(lists.join(" / "))
 }
 
 // ---------------------------------------------------------------------------
@@ -1891,7 +2609,7 @@ async fn bench_rb_redis(
     rb: &RbPlan,
     dir: &Path,
 ) -> Result<RbSystemReport> {
-    let mut redis = Redis::start(&args.redis_bin, dir).await?;
+    let mut redis = Redis::start(&args.redis_bin, dir, plan.server_mask()).await?;
     let (runs, probe) = rb_measure(
         args,
         plan,
@@ -1930,7 +2648,8 @@ async fn bench_rb_ringkv(
 ) -> Result<RbSystemReport> {
     let name = spec.name();
     let buckets = resp_buckets();
-    let mut nodes = start_cluster(args, count, None, Some(&buckets), dir).await?;
+    let mut nodes =
+        start_cluster(args, count, None, Some(&buckets), dir, plan.server_mask()).await?;
     let addr = nodes[0].redis.clone().ok_or("node 1 has no RESP port")?;
     let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
     let (runs, probe) = rb_measure(args, plan, rb, &name, &addr, &pids, dir).await?;
@@ -2257,8 +2976,9 @@ fn node_bin(args: &Args) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts node `id`, joining through `seed` when given, and waits for its
-/// ready line.
+/// Starts node `id`, joining through `seed` when given, on `cpus` when
+/// given, and waits for its ready line.
+#[allow(clippy::too_many_arguments)]
 fn start_node(
     args: &Args,
     bin: &Path,
@@ -2267,6 +2987,7 @@ fn start_node(
     tls: Option<&ClientPortCerts>,
     resp: bool,
     seed: Option<&Node>,
+    cpus: Option<&CpuList>,
 ) -> Result<Node> {
     let dir = root.join(format!("node{id}"));
     std::fs::create_dir_all(&dir)?;
@@ -2317,7 +3038,7 @@ fn start_node(
         cmd.arg("--seed").arg(format!("{}@{}", seed.id, seed.peer));
     }
     let name = format!("ringkv-node {id}");
-    let mut proc = Proc::spawn(&name, &mut cmd, &dir.join("node.log"), true)?;
+    let mut proc = Proc::spawn(&name, &mut cmd, &dir.join("node.log"), true, cpus)?;
     let stdout = proc
         .child
         .stdout
@@ -2424,13 +3145,14 @@ fn bench_bucket(nodes: usize) -> BucketInfo {
 /// on the ring, and sets the benchmark bucket everywhere. With `resp`,
 /// every node also serves the Redis protocol on a port of its own, and the
 /// buckets named there are set with the benchmark bucket's n, r and w and
-/// the policy given.
+/// the policy given. Every node runs on `cpus` when given.
 async fn start_cluster(
     args: &Args,
     count: usize,
     tls: Option<&ClientPortCerts>,
     resp: Option<&[(&[u8], ConflictPolicy)]>,
     root: &Path,
+    cpus: Option<&CpuList>,
 ) -> Result<Vec<Node>> {
     let bin = node_bin(args)?;
     std::fs::create_dir_all(root)?;
@@ -2454,7 +3176,16 @@ async fn start_cluster(
     }
     let mut nodes: Vec<Node> = Vec::new();
     for id in 1..=count as u64 {
-        let node = start_node(args, &bin, root, id, tls, resp.is_some(), nodes.first())?;
+        let node = start_node(
+            args,
+            &bin,
+            root,
+            id,
+            tls,
+            resp.is_some(),
+            nodes.first(),
+            cpus,
+        )?;
         nodes.push(node);
     }
     let mut admins = Vec::new();
@@ -2568,7 +3299,8 @@ async fn bench_ringkv(
     root: &Path,
 ) -> Result<SystemReport> {
     let name = spec.name();
-    let mut nodes = start_cluster(args, count, tls, None, root).await?;
+    let mut nodes = start_cluster(args, count, tls, None, root, plan.server_mask()).await?;
+    let server_cpus = cpus_allowed(nodes.iter().map(|n| &n.proc))?;
     let mut conns = Vec::new();
     for i in 0..plan.clients as usize {
         let node = &nodes[i % nodes.len()];
@@ -2577,7 +3309,16 @@ async fn bench_ringkv(
         conns.push(Client::connect(&[node.client.as_str()], client_config(tls)).await?);
     }
     let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
-    let phases = measure(&name, conns, plan, &pids).await?;
+    let (conns, phases) = measure(&name, conns, plan, &pids).await?;
+    let open = if plan.offered == Offered::HalfMax {
+        let rates = half_max_rates(&name, &plan.mixes, &phases)?;
+        let basis = half_max_basis(&name);
+        measure_open(&name, conns, plan, &pids, &basis, &rates)
+            .await?
+            .1
+    } else {
+        Vec::new()
+    };
     let mut rss = Vec::new();
     for node in &mut nodes {
         node.proc.check_running()?;
@@ -2595,7 +3336,9 @@ async fn bench_ringkv(
     Ok(SystemReport {
         spec,
         name,
+        server_cpus,
         phases,
+        open,
         rss,
     })
 }
@@ -2729,6 +3472,7 @@ mod tests {
             first_error: None,
             cpu_secs: Some(cpu),
             client_cpu_secs: client_cpu,
+            open: None,
         }
     }
 
@@ -2737,7 +3481,9 @@ mod tests {
         let system = |s: &str, ops: u64, lat: u64, cpu: f64| SystemReport {
             spec: SystemSpec::parse(s).unwrap(),
             name: s.into(),
+            server_cpus: "0-1".into(),
             phases: vec![("50/50".into(), phase(ops, lat, cpu, cpu / 2.0))],
+            open: vec![],
             rss: vec![],
         };
         let plan = small_plan(Length::Ops(10), vec![50]);
@@ -2753,10 +3499,20 @@ mod tests {
             out.contains("| ringkv-1+tls | 50/50 | 1,000 | 800 | 0.80 | 2.00 | 2.40 | 2.00 | 2.40 | 1.20 | 40 | 60 | 1.50 | 20 | 30 | 1.50 |"),
             "{out}"
         );
-        // Each TLS system is in the main table; only the paired one is in
-        // the TLS table too.
-        assert_eq!(out.matches("| ringkv-1+tls | 50/50 |").count(), 2, "{out}");
-        assert_eq!(out.matches("| ringkv-5+tls | 50/50 |").count(), 1, "{out}");
+        // Each TLS system is in the main table (with its servers' CPUs);
+        // only the paired one is in the TLS table too.
+        assert_eq!(
+            out.matches("| ringkv-1+tls | 0-1 | 50/50 |").count(),
+            1,
+            "{out}"
+        );
+        assert_eq!(
+            out.matches("| ringkv-5+tls | 0-1 | 50/50 |").count(),
+            1,
+            "{out}"
+        );
+        assert_eq!(out.matches("| ringkv-1+tls | 50/50 |").count(), 1, "{out}");
+        assert_eq!(out.matches("| ringkv-5+tls | 50/50 |").count(), 0, "{out}");
         // Without a TLS system, neither the note nor the table.
         let out = report(&plan, &reports[..1]);
         assert!(!out.contains("TLS"), "{out}");
@@ -2816,11 +3572,16 @@ mod tests {
         sets: Arc<AtomicU64>,
         /// Keys for which `get` answers with an error.
         refuse: Option<Vec<u8>>,
+        /// How long every operation takes.
+        delay: Option<Duration>,
     }
 
     impl KvConn for MapConn {
         async fn get(&mut self, key: &[u8]) -> std::result::Result<Option<usize>, OpError> {
             self.gets.fetch_add(1, Ordering::Relaxed);
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
             if self.refuse.as_deref() == Some(key) {
                 return Err(OpError::Refused("no".into()));
             }
@@ -2833,6 +3594,9 @@ mod tests {
 
         async fn set(&mut self, key: &[u8], value: &[u8]) -> std::result::Result<(), OpError> {
             self.sets.fetch_add(1, Ordering::Relaxed);
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
             let mut map = self
                 .map
                 .lock()
@@ -2852,6 +3616,10 @@ mod tests {
             seed: 3,
             loadgen: true,
             rb: None,
+            offered: Offered::Closed,
+            server_cpus: None,
+            loadgen_cpus: None,
+            started_on: CpuList::parse("0-1").unwrap(),
         }
     }
 
@@ -2860,7 +3628,7 @@ mod tests {
         let conn = MapConn::default();
         let conns = vec![conn.clone(); 7];
         let plan = small_plan(Length::Ops(4_000), vec![95, 0]);
-        let phases = measure("map", conns, &plan, &[std::process::id()])
+        let (_, phases) = measure("map", conns, &plan, &[std::process::id()])
             .await
             .unwrap();
         assert_eq!(phases.len(), 3);
@@ -2903,7 +3671,7 @@ mod tests {
             },
             vec![50],
         );
-        let phases = measure("map", conns, &plan, &[]).await.unwrap();
+        let (_, phases) = measure("map", conns, &plan, &[]).await.unwrap();
         let (_, mix) = &phases[1];
         assert_eq!(mix.cpu_secs, None);
         assert_eq!(mix.secs, 0.2);
@@ -2926,6 +3694,7 @@ mod tests {
             &plan,
             0,
             &[],
+            None,
         )
         .await
         .unwrap();
@@ -3082,5 +3851,271 @@ mod tests {
     fn thousands_groups_digits() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    /// The schedule of a phase, as `run_phase` sets it up.
+    fn open_plan(length: Length, clients: u64) -> Plan {
+        Plan {
+            clients,
+            ..small_plan(length, vec![50])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_sends_every_due_operation_at_a_rate_it_can_serve() {
+        // Timed: 2,000/s over 50 ms of warm-up and 200 ms recorded is 500
+        // operations due, the last 400 recorded.
+        let conn = MapConn::default();
+        let plan = open_plan(
+            Length::Timed {
+                warmup: Duration::from_millis(50),
+                measure: Duration::from_millis(200),
+            },
+            3,
+        );
+        let kind = PhaseKind::Mix { read_pct: 50 };
+        let (_, result) = run_phase(vec![conn.clone(); 3], kind, &plan, 0, &[], Some(2_000))
+            .await
+            .unwrap();
+        let open = result.open.as_ref().unwrap();
+        assert_eq!((open.rate, open.due, open.unsent), (2_000, 400, 0));
+        assert_eq!(
+            (result.ops, result.errors, result.hist.len()),
+            (400, 0, 400)
+        );
+        assert_eq!((open.service.len(), open.lag.len()), (400, 400));
+        assert_eq!(result.secs, 0.2);
+        let sent = conn.gets.load(Ordering::Relaxed) + conn.sets.load(Ordering::Relaxed);
+        assert_eq!(sent, 500, "warm-up and recorded, nothing more");
+        // Op-counted: all 300 recorded, and paced: the last is due at
+        // 299/5,000 s, so the mix cannot end sooner (a closed loop on this
+        // map would take well under a millisecond).
+        let conn = MapConn::default();
+        let plan = open_plan(Length::Ops(300), 4);
+        let (_, result) = run_phase(vec![conn.clone(); 4], kind, &plan, 0, &[], Some(5_000))
+            .await
+            .unwrap();
+        assert_eq!(result.ops, 300);
+        assert_eq!(
+            result.open.as_ref().map(|o| (o.due, o.unsent)),
+            Some((300, 0))
+        );
+        assert!(result.secs >= 0.0598, "{} s", result.secs);
+        let sent = conn.gets.load(Ordering::Relaxed) + conn.sets.load(Ordering::Relaxed);
+        assert_eq!(sent, 300);
+        // A closed loop has no open-loop figures.
+        let (_, closed) = run_phase(vec![conn; 2], kind, &plan, 0, &[], None)
+            .await
+            .unwrap();
+        assert!(closed.open.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_counts_the_wait_for_a_free_client_and_gives_up_late() {
+        // One client, 20 ms per operation (at most 50/s), offered 1,000/s
+        // for 100 ms: 100 operations due; it sends what it can until
+        // OPEN_DRAIN after the span, each later than the last.
+        let conn = MapConn {
+            delay: Some(Duration::from_millis(20)),
+            ..MapConn::default()
+        };
+        let plan = open_plan(
+            Length::Timed {
+                warmup: Duration::ZERO,
+                measure: Duration::from_millis(100),
+            },
+            1,
+        );
+        let started = Instant::now();
+        let (_, result) = run_phase(
+            vec![conn.clone()],
+            PhaseKind::Mix { read_pct: 50 },
+            &plan,
+            0,
+            &[],
+            Some(1_000),
+        )
+        .await
+        .unwrap();
+        let elapsed = started.elapsed();
+        let open = result.open.as_ref().unwrap();
+        // Every due operation was either sent and recorded or given up.
+        assert_eq!(open.due, 100);
+        assert_eq!(result.errors, 0);
+        assert_eq!(result.ops + open.unsent, 100);
+        assert!(open.unsent > 0 && result.ops > 0, "{result:?}");
+        let sent = conn.gets.load(Ordering::Relaxed) + conn.sets.load(Ordering::Relaxed);
+        assert_eq!(sent, result.ops);
+        // All but the first were sent late.
+        assert!(
+            open.late + 1 >= result.ops,
+            "{} late of {}",
+            open.late,
+            result.ops
+        );
+        // The system took 20 ms or a little more each time; the latency
+        // from the due time grew to most of a second.
+        assert!(open.service.value_at_quantile(0.5) >= 20_000);
+        assert!(open.service.value_at_quantile(0.99) < 500_000);
+        assert!(result.latency_us(0.99) >= 500_000, "{result:?}");
+        assert!(open.lag.value_at_quantile(0.99) >= 400_000);
+        // Bounded: the span, the drain and one last operation.
+        assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    }
+
+    #[test]
+    fn half_max_rates_take_half_of_each_mix_closed_loop() {
+        let phases = vec![
+            ("load".to_string(), phase(90_000, 500, 0.1, 0.1)),
+            ("50/50".to_string(), phase(25_001, 500, 0.1, 0.1)),
+            ("95/5".to_string(), phase(30_000, 500, 0.1, 0.1)),
+        ];
+        assert_eq!(
+            half_max_rates("ringkv-1", &[50, 95], &phases).unwrap(),
+            [(50, 12_500), (95, 15_000)]
+        );
+        let err = half_max_rates("ringkv-1", &[0], &phases).unwrap_err();
+        assert!(err.to_string().contains("no closed-loop 0/100"), "{err}");
+        let stalled = vec![("50/50".to_string(), phase(1, 500, 0.1, 0.1))];
+        let err = half_max_rates("ringkv-3", &[50], &stalled).unwrap_err();
+        assert!(err.to_string().contains("ringkv-3 50/50"), "{err}");
+        assert_eq!(half_max_basis("ringkv-3"), "ringkv-3 max/2");
+    }
+
+    #[test]
+    fn open_loop_and_cpu_options_plan() {
+        let plan_of = |a: &[&str]| plan(&Args::parse_from([&["cluster"], a].concat()));
+        assert_eq!(plan_of(&[]).unwrap().offered, Offered::Closed);
+        assert_eq!(
+            plan_of(&["--rate", "12000"]).unwrap().offered,
+            Offered::Rate(12_000)
+        );
+        assert!(Args::try_parse_from(["cluster", "--rate", "0"]).is_err());
+        assert!(Args::try_parse_from(["cluster", "--rate", "1000", "--half-max"]).is_err());
+        let half = plan_of(&["--half-max", "--systems", "redis,ringkv-1,ringkv-3"]).unwrap();
+        assert_eq!(half.offered, Offered::HalfMax);
+        // redis must come first, and a ringkv system after it.
+        assert!(plan_of(&["--half-max", "--systems", "ringkv-1,redis"]).is_err());
+        assert!(plan_of(&["--half-max", "--systems", "redis"]).is_err());
+        assert!(plan_of(&["--half-max", "--systems", "ringkv-1"]).is_err());
+        assert!(plan_of(&["--rate", "100", "--driver", "redis-benchmark"]).is_err());
+        assert!(plan_of(&["--half-max", "--driver", "both"]).is_ok());
+
+        let here = CpuList::of_this_thread().unwrap();
+        let first = here.cpus()[0].to_string();
+        let pinned = plan_of(&["--server-cpus", &first]).unwrap();
+        assert_eq!(
+            pinned.server_mask().map(|c| c.to_string()),
+            Some(first.clone())
+        );
+        assert_eq!(pinned.started_on, here);
+        // Unpinned: the servers inherit; a pinned load generator leaves
+        // them the CPUs the benchmark started on.
+        assert_eq!(plan_of(&[]).unwrap().server_mask(), None);
+        let loadgen = plan_of(&["--loadgen-cpus", &first]).unwrap();
+        assert_eq!(loadgen.server_mask(), Some(&here));
+        for bad in ["", "1-0", "0,,1", "x", "1024"] {
+            let err = plan_of(&["--server-cpus", bad]).unwrap_err().to_string();
+            assert!(
+                err.starts_with("--server-cpus: bad CPU list"),
+                "{bad:?}: {err}"
+            );
+        }
+        let beyond = (here.cpus()[here.cpus().len() - 1] + 1).to_string();
+        let err = plan_of(&["--loadgen-cpus", &beyond])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not one this process may run on"), "{err}");
+    }
+
+    #[test]
+    fn a_pinned_child_runs_on_its_cpus_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = CpuList::of_this_thread().unwrap();
+        let first = CpuList::parse(&here.cpus()[0].to_string()).unwrap();
+        let allowed = |cpus: Option<&CpuList>| {
+            let log = dir.path().join("status.log");
+            let mut cmd = Command::new("cat");
+            cmd.arg("/proc/self/status");
+            let mut proc = Proc::spawn("cat", &mut cmd, &log, false, cpus).unwrap();
+            assert!(proc.child.wait().unwrap().success());
+            let status = std::fs::read_to_string(&log).unwrap();
+            cpu_list::status_cpus_allowed(&status).unwrap().to_string()
+        };
+        assert_eq!(allowed(Some(&first)), first.to_string());
+        assert_eq!(allowed(None), here.to_string());
+    }
+
+    #[test]
+    fn the_open_loop_table_compares_p99s_at_the_same_offered_load() {
+        let open_phase = |rate: u64, ops: u64, lat_us: u64, unsent: u64| {
+            let mut p = phase(ops, lat_us, 0.05, 0.01);
+            let mut open = OpenStats::new(rate, ops + unsent).unwrap();
+            for _ in 0..ops {
+                open.service.record(lat_us / 2).unwrap();
+                open.lag.record(20).unwrap();
+            }
+            open.late = 3;
+            open.unsent = unsent;
+            p.open = Some(open);
+            p
+        };
+        let run = |basis: &str, rate, ops, lat, unsent| OpenRun {
+            basis: basis.into(),
+            read_pct: 50,
+            phase: "50/50".into(),
+            result: open_phase(rate, ops, lat, unsent),
+        };
+        let system = |name: &str, open: Vec<OpenRun>| SystemReport {
+            spec: SystemSpec::parse(name).unwrap(),
+            name: name.into(),
+            server_cpus: "0".into(),
+            phases: vec![("50/50".into(), phase(20_000, 2_000, 0.4, 0.1))],
+            open,
+            rss: vec![],
+        };
+        let reports = [
+            system(
+                "redis",
+                vec![
+                    run("ringkv-1 max/2", 10_000, 10_000, 400, 0),
+                    run("ringkv-3 max/2", 5_000, 5_000, 300, 0),
+                ],
+            ),
+            system(
+                "ringkv-1",
+                vec![run("ringkv-1 max/2", 10_000, 10_000, 1_000, 0)],
+            ),
+            system(
+                "ringkv-3",
+                vec![run("ringkv-3 max/2", 5_000, 4_990, 1_200, 10)],
+            ),
+        ];
+        let plan = small_plan(Length::Ops(10), vec![50]);
+        let out = report(&plan, &reports);
+        // The main table names the servers' CPUs.
+        assert!(out.contains("| ringkv-1 | 0 | 50/50 | 20,000 |"), "{out}");
+        assert!(
+            out.contains("| ringkv-1 max/2 | ringkv-1 | 0 | 50/50 | 10,000 | 10,000 | 1.00 | 1.00 | 1.00 | 2.50 | 0.50 | 0.02 | 3 | 0 | 0 | 0 | 5 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| ringkv-1 max/2 | redis | 0 | 50/50 | 10,000 | 10,000 | 0.40 | 0.40 | 0.40 | - |"
+            ),
+            "{out}"
+        );
+        // Some operations never sent: the p99 is a lower bound.
+        assert!(
+            out.contains("| ringkv-3 max/2 | ringkv-3 | 0 | 50/50 | 5,000 | 4,990 | 1.20 | >=1.20 | >=1.20 | >=4.00 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("OPEN\tringkv-3\tringkv-3 max/2\t50/50\t5000\t4990\t"),
+            "{out}"
+        );
+        // Without open-loop runs, no such table.
+        let closed = [system("ringkv-1", vec![])];
+        assert!(!report(&plan, &closed).contains("Open loop"));
     }
 }
