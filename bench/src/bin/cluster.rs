@@ -2394,6 +2394,8 @@ struct RbProbe {
 /// What redis-benchmark measured on one system.
 struct RbSystemReport {
     name: String,
+    /// The CPUs its server processes were allowed, as the kernel says.
+    server_cpus: String,
     runs: Vec<RbResult>,
     probe: Option<RbProbe>,
     /// (process name, peak RSS in bytes).
@@ -2610,6 +2612,7 @@ async fn bench_rb_redis(
     dir: &Path,
 ) -> Result<RbSystemReport> {
     let mut redis = Redis::start(&args.redis_bin, dir, plan.server_mask()).await?;
+    let server_cpus = cpus_allowed([&redis.proc].into_iter())?;
     let (runs, probe) = rb_measure(
         args,
         plan,
@@ -2630,6 +2633,7 @@ async fn bench_rb_redis(
     }
     Ok(RbSystemReport {
         name: "redis".into(),
+        server_cpus,
         runs,
         probe,
         rss,
@@ -2651,6 +2655,7 @@ async fn bench_rb_ringkv(
     let mut nodes =
         start_cluster(args, count, None, Some(&buckets), dir, plan.server_mask()).await?;
     let addr = nodes[0].redis.clone().ok_or("node 1 has no RESP port")?;
+    let server_cpus = cpus_allowed(nodes.iter().map(|n| &n.proc))?;
     let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
     let (runs, probe) = rb_measure(args, plan, rb, &name, &addr, &pids, dir).await?;
     let mut rss = Vec::new();
@@ -2669,6 +2674,7 @@ async fn bench_rb_ringkv(
     }
     Ok(RbSystemReport {
         name,
+        server_cpus,
         runs,
         probe,
         rss,
@@ -2710,10 +2716,22 @@ fn rb_report(plan: &Plan, rb: &RbPlan, version: &str, reports: &[RbSystemReport]
     let _ = writeln!(
         out,
         "\n{version}: -c {} -n {}{sadd} -d {VALUE_BYTES} -r {}, one process per test and -P; \
-         ringkv through node 1's RESP port; latency in ms, CPU in us per request\n",
+         ringkv through node 1's RESP port; latency in ms, CPU in us per request",
         plan.clients,
         thousands(rb.requests),
         rb.keyspace,
+    );
+    let cpus: Vec<String> = reports
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.server_cpus))
+        .collect();
+    let _ = writeln!(
+        out,
+        "server CPUs (as the kernel allowed them): {}; {}\n",
+        cpus.join(", "),
+        plan.server_cpus
+            .as_ref()
+            .map_or("not pinned".into(), |c| format!("--server-cpus {c}")),
     );
     let _ = writeln!(
         out,
@@ -3786,6 +3804,7 @@ mod tests {
         };
         let system = |name: &str, runs| RbSystemReport {
             name: name.into(),
+            server_cpus: "0".into(),
             runs,
             probe: None,
             rss: vec![],
@@ -3818,6 +3837,12 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         let out = rb_report(&plan, &rb, "redis-benchmark 7.0.15", &reports);
+        assert!(
+            out.contains(
+                "server CPUs (as the kernel allowed them): redis 0, ringkv-1 0; not pinned"
+            ),
+            "{out}"
+        );
         assert!(
             out.contains(
                 "| ringkv-1 | SET | 1 | 30,000 | 0.50 | 0.50 | 4.00 | 4.00 | 40.0 | 4.00 | 10.0 |"
