@@ -29,7 +29,15 @@
 //!
 //! Every operation's latency goes into an HDR histogram (microseconds, 3
 //! significant digits); each phase reports throughput (recorded operations
-//! over the recorded span), p50/p99/p99.9, errors and misses.
+//! over the recorded span), p50/p99/p99.9, errors and misses. The ratio
+//! ringkv/redis is taken per mix against the redis figure of the same run.
+//! Peak RSS is `VmHWM` of `/proc/PID/status` of every node and of
+//! `redis-server`, read after the last phase. Server CPU per operation is
+//! the user and system time (`/proc/PID/stat`) of all the system's server
+//! processes over the recorded span, over the operations recorded: on a
+//! shared machine it moves less with other load than throughput does (it
+//! still grows with cache and scheduler contention); its resolution is one
+//! clock tick (10 ms) per process and span, coarse in `--quick` runs.
 //!
 //! The open loop (`--rate`, `--half-max`): a closed loop measures latency
 //! at saturation only, so a mix can instead offer a fixed rate. Operation
@@ -55,16 +63,8 @@
 //! (redis-server, each ringkv-node) is restricted to a CPU list by
 //! `sched_setaffinity` in the child before exec (what `taskset -c` does;
 //! `ringkv_bench::cpu_list`), and the tables give the list the kernel
-//! reports for them (`Cpus_allowed_list`), so one run per list shows how
-//! throughput grows with cores. The ratio
-//! ringkv/redis is taken per mix against the redis figure of the same run.
-//! Peak RSS is `VmHWM` of `/proc/PID/status` of every node and of
-//! `redis-server`, read after the last phase. Server CPU per operation is
-//! the user and system time (`/proc/PID/stat`) of all the system's server
-//! processes over the recorded span, over the operations recorded: on a
-//! shared machine it moves less with other load than throughput does (it
-//! still grows with cache and scheduler contention); its resolution is one
-//! clock tick (10 ms) per process and span, coarse in `--quick` runs.
+//! reports for them (`Cpus_allowed_list`), so one run per list shows what
+//! another core gives.
 //!
 //! The systems:
 //!
@@ -785,8 +785,8 @@ struct PhaseResult {
 struct OpenStats {
     /// The offered rate, operations per second.
     rate: u64,
-    /// Recorded operations due in the recorded span (all of them in an
-    /// op-counted mix).
+    /// Operations due in the recorded span (every one of an op-counted
+    /// mix): recorded, failed or unsent.
     due: u64,
     /// From sending to the reply, of the operations in `hist`.
     service: Histogram<u64>,
