@@ -450,6 +450,11 @@ impl Ring {
                 role: ReplicaRole::Primary,
             })
             .collect();
+        // Every primary up (the common case): no fallback to look for, and
+        // no walk of the whole ring past them.
+        if list.len() == primaries.len() {
+            return list;
+        }
         let mut down = primaries.iter().copied().filter(|&node| !is_up(node));
         let mut seen: Vec<NodeId> = primaries.clone();
         for node in self.walk(start) {
