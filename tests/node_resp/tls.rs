@@ -480,6 +480,45 @@ async fn large_replies_unread_are_held_to_the_ports_reply_budget() {
     .await;
 }
 
+/// A large answer keeps its bytes of the replica's read budget counted
+/// until the RESP port has encoded it, but never while the port waits to
+/// write to a client that reads nothing: with a read budget of one byte,
+/// one held answer would hold back every read of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_large_reply_does_not_hold_back_the_nodes_reads() {
+    let _one = CLUSTER_LOCK.lock().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, "read_budget_bytes = 1\n").unwrap();
+        let config = config.display().to_string();
+        let cluster = one_node(&["--config", &config]).await;
+        default_buckets(&cluster).await;
+        let addr = cluster.node(1).redis.unwrap();
+        // 12 MiB: far more than loopback's socket buffers take from a
+        // client that does not read.
+        let big: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut reader = Conn::open(addr).await;
+        reader.send(&encode(&[b"SET", b"big", &big])).await;
+        assert_eq!(reader.read().await, R::ok());
+        assert_eq!(reader.cmd(&["SET", "small", "s"]).await, R::ok());
+
+        reader.send(&encode(&[b"GET", b"big"])).await;
+        // Give the node time to read the value and start writing it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut other = Conn::open(addr).await;
+        for _ in 0..5 {
+            let got = tokio::time::timeout(Duration::from_secs(10), other.cmd(&["GET", "small"]))
+                .await
+                .expect("a small read waited behind a large reply no one reads");
+            assert_eq!(got, R::bulk("s"));
+        }
+        let first = reader.read().await;
+        assert!(first == R::Bulk(big.clone()), "{}", short(&first));
+    })
+    .await;
+}
+
 /// A reply for a failure message: a bulk string by its length alone.
 fn short(reply: &R) -> String {
     match reply {

@@ -453,6 +453,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 charge_reply(shared, session.resp3, &mut out, from, &mut held);
                 let too_many_failures = session.auth_failures >= shared.ctx.max_auth_failures;
                 if after == After::Close || too_many_failures {
+                    session.release_holds();
                     if flush(&mut stream, &mut out, config.refusal_timeout).await {
                         let _ = stream.shutdown().await;
                         if too_many_failures || over_share {
@@ -462,6 +463,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     return;
                 }
                 if out.len() >= FLUSH_BYTES {
+                    // Never across a write to the socket, which a client
+                    // that reads nothing stalls: a held answer holds back
+                    // every read of the node.
+                    session.release_holds();
                     let written = flush(&mut stream, &mut out, write_limit).await;
                     held.clear();
                     if !written {
