@@ -414,27 +414,14 @@ async fn one_users_connections_are_capped_over_both_ports() {
 async fn large_replies_unread_are_held_to_the_ports_reply_budget() {
     let _one = CLUSTER_LOCK.lock().await;
     cluster::bounded(TEST_LIMIT, async {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("node.toml");
         // The least the configuration allows: max_frame_bytes, 16 MiB, for
         // one connection and for the port.
-        std::fs::write(
-            &config,
+        let (_dir, cluster, big, mut reader) = big_and_small(
             "[client_port]\nreply_budget_per_connection = 16777216\n\
              reply_budget_total = 16777216\n",
         )
-        .unwrap();
-        let config = config.display().to_string();
-        let cluster = one_node(&["--config", &config]).await;
-        default_buckets(&cluster).await;
+        .await;
         let addr = cluster.node(1).redis.unwrap();
-        // 12 MiB: far more than loopback's socket buffers take from a
-        // client that does not read (4 MiB to send, 128 KiB to receive).
-        let big: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
-        let mut reader = Conn::open(addr).await;
-        reader.send(&encode(&[b"SET", b"big", &big])).await;
-        assert_eq!(reader.read().await, R::ok());
-        assert_eq!(reader.cmd(&["SET", "small", "s"]).await, R::ok());
 
         // The reader asks for the large value and reads nothing. Once the
         // node holds that reply, another large one is refused (until then,
@@ -488,20 +475,8 @@ async fn large_replies_unread_are_held_to_the_ports_reply_budget() {
 async fn an_unread_large_reply_does_not_hold_back_the_nodes_reads() {
     let _one = CLUSTER_LOCK.lock().await;
     cluster::bounded(TEST_LIMIT, async {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("node.toml");
-        std::fs::write(&config, "read_budget_bytes = 1\n").unwrap();
-        let config = config.display().to_string();
-        let cluster = one_node(&["--config", &config]).await;
-        default_buckets(&cluster).await;
+        let (_dir, cluster, big, mut reader) = big_and_small("read_budget_bytes = 1\n").await;
         let addr = cluster.node(1).redis.unwrap();
-        // 12 MiB: far more than loopback's socket buffers take from a
-        // client that does not read.
-        let big: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
-        let mut reader = Conn::open(addr).await;
-        reader.send(&encode(&[b"SET", b"big", &big])).await;
-        assert_eq!(reader.read().await, R::ok());
-        assert_eq!(reader.cmd(&["SET", "small", "s"]).await, R::ok());
 
         reader.send(&encode(&[b"GET", b"big"])).await;
         // Give the node time to read the value and start writing it.
@@ -517,6 +492,25 @@ async fn an_unread_large_reply_does_not_hold_back_the_nodes_reads() {
         assert!(first == R::Bulk(big.clone()), "{}", short(&first));
     })
     .await;
+}
+
+/// One node started with `config` as its configuration file, holding
+/// `big`, a 12 MiB value (far more than loopback's socket buffers take from
+/// a client that does not read: 4 MiB to send, 128 KiB to receive), and
+/// `small` = `s`, and a connection to its RESP port; the configuration's
+/// directory lives as long as the first of the four.
+async fn big_and_small(config: &str) -> (tempfile::TempDir, Cluster, Vec<u8>, Conn) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let cluster = one_node(&["--config", &path.display().to_string()]).await;
+    default_buckets(&cluster).await;
+    let big: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut conn = Conn::open(cluster.node(1).redis.unwrap()).await;
+    conn.send(&encode(&[b"SET", b"big", &big])).await;
+    assert_eq!(conn.read().await, R::ok());
+    assert_eq!(conn.cmd(&["SET", "small", "s"]).await, R::ok());
+    (dir, cluster, big, conn)
 }
 
 /// A reply for a failure message: a bulk string by its length alone.

@@ -1289,13 +1289,7 @@ async fn measure<C: KvConn>(
         println!("{}", phase_line(system, &kind.name(), &result));
         let broken = result.broken;
         out.push((kind.name(), result));
-        if broken {
-            return Err(format!(
-                "{system}: a connection failed during {}; stopping this system",
-                kind.name()
-            )
-            .into());
-        }
+        stop_if_broken(system, &kind.name(), broken)?;
     }
     Ok((conns, out))
 }
@@ -1337,6 +1331,17 @@ fn half_max_rates(
         .collect()
 }
 
+/// An error that stops measuring `system` when a connection failed during
+/// `phase` (its results so far are kept).
+fn stop_if_broken(system: &str, phase: &str, broken: bool) -> Result<()> {
+    if broken {
+        return Err(
+            format!("{system}: a connection failed during {phase}; stopping this system").into(),
+        );
+    }
+    Ok(())
+}
+
 /// The label of the open-loop runs at half of `system`'s maximum.
 fn half_max_basis(system: &str) -> String {
     format!("{system} max/2")
@@ -1371,13 +1376,7 @@ async fn measure_open<C: KvConn>(
             phase: kind.name(),
             result,
         });
-        if broken {
-            return Err(format!(
-                "{system}: a connection failed during {} at {basis}; stopping",
-                kind.name()
-            )
-            .into());
-        }
+        stop_if_broken(system, &format!("{} at {basis}", kind.name()), broken)?;
     }
     Ok((conns, out))
 }
