@@ -65,8 +65,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Makes mimalloc give freed memory back to the OS at once rather than
-/// up to a second later: a node that served a burst of 15 MiB reads otherwise kept
-/// hundreds of MB it no longer used (`docs/memory.md`).
+/// up to a second later: a node that served a burst of 15 MiB reads
+/// otherwise kept hundreds of MB it no longer used (`docs/memory.md`).
 fn freed_memory_goes_back_to_the_os() {
     // SAFETY: sets one of mimalloc's options, a plain integer.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
