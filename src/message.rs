@@ -41,7 +41,9 @@ pub use crate::error::Refusal;
 /// [`crate::ring::RingFence`]). Version 4 adds range scans
 /// (`ReplicaRequest::Scan`, `ReplicaReply::Scanned`): a version-3 node
 /// could not read them, so the two are refused at the handshake instead.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5 replaces membership's whole-table gossip with news, digests,
+/// syncs by bucket, and monitors' pings and acks (`MembershipMsg`).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Length in bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
@@ -240,7 +242,13 @@ mod tests {
         let _ = msg.map(|m| match m {
             Message::Ping { .. } | Message::Pong { .. } => (),
             Message::Membership(m) => match m {
-                MembershipMsg::Gossip { .. } => (),
+                MembershipMsg::Gossip { .. }
+                | MembershipMsg::GossipReply { .. }
+                | MembershipMsg::Relay { .. }
+                | MembershipMsg::Sync { .. }
+                | MembershipMsg::Entries { .. }
+                | MembershipMsg::Ping { .. }
+                | MembershipMsg::Ack { .. } => (),
             },
             Message::Ring(m) => match m {
                 RingMsg::Digest { .. } | RingMsg::State { .. } => (),
@@ -289,6 +297,12 @@ mod tests {
         "Message::Ping",
         "Message::Pong",
         "MembershipMsg::Gossip",
+        "MembershipMsg::GossipReply",
+        "MembershipMsg::Relay",
+        "MembershipMsg::Sync",
+        "MembershipMsg::Entries",
+        "MembershipMsg::Ping",
+        "MembershipMsg::Ack",
         "RingMsg::Digest",
         "RingMsg::State",
         "ReplicationMsg::Replicate",

@@ -8,24 +8,26 @@ use crate::error::{Error, Result};
 /// Configuration of membership: gossip, the phi-accrual failure detector,
 /// suspicion and leaving.
 ///
-/// The detector defaults are Akka's and Cassandra's, which have run for
-/// years on real networks: they tolerate a GC pause or a slow link of a few
-/// seconds without a false conviction, and still find a crashed node in
-/// well under ten seconds. `docs/membership.md` measures them.
+/// The threshold, interval and deviation floor are Akka's and Cassandra's,
+/// which have run for years on real networks; each node is watched directly
+/// by a few monitors (Akka's design), and news is relayed at once, so that
+/// a crash is DOWN everywhere within about five seconds while a 2.5 s pause
+/// convicts no one. `docs/membership.md` measures them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MembershipConfig {
-    /// How often a node raises its heartbeat and gossips. Default 1 s: a
-    /// full table for 100 nodes is about 6 KB, so a gossip per second costs
-    /// nothing, and detection in seconds needs heartbeats in seconds.
+    /// How often a node raises its heartbeat, gossips, and pings the nodes it
+    /// monitors. Default 1 s: a round costs a few small messages per node,
+    /// and detection in seconds needs heartbeats in seconds.
     pub gossip_interval: Duration,
-    /// Peers gossiped to per interval. Default 1: with push-pull, one
-    /// exchange per round already spreads a change to every node in about
-    /// log3 N rounds; more peers multiply traffic for a small gain.
+    /// Peers gossiped to per interval (news and the table's digest, and a
+    /// sync of the buckets where digests differ). Default 1: with
+    /// push-pull, one exchange per round already spreads a change to every
+    /// node in about log3 N rounds, even without relays.
     pub fanout: usize,
-    /// Whether the receiver of a gossip answers with its own table
-    /// (push-pull). Default true: pulling makes the last few uninformed
-    /// nodes learn a change quickly, where push alone needs ln N extra
-    /// rounds to reach them.
+    /// Whether the receiver of a round's gossip answers with its own news and
+    /// digest (push-pull). Default true: pulling makes the last few
+    /// uninformed nodes learn a change quickly, where push alone needs ln N
+    /// extra rounds to reach them.
     pub push_pull: bool,
     /// Phi above which a peer becomes SUSPECT. Default 8: phi 8 means the
     /// detector would be wrong about once in 10^8 heartbeats if inter-arrival
@@ -40,18 +42,49 @@ pub struct MembershipConfig {
     /// floor the smallest jitter would send phi through the roof.
     pub min_std_deviation: Duration,
     /// Silence beyond the mean interval that is still normal: added to the
-    /// mean before phi is computed. Default 3 s: covers a stop-the-world GC
-    /// pause or a burst of packet loss of a few seconds, the causes of false
-    /// suspicion in practice (Akka's cluster default).
+    /// mean before phi is computed. Default 1.25 s. Phi is fed only by a
+    /// monitor's own pings and their acks (see `monitors`), whose arrivals
+    /// are as regular as the network, so the pause covers real stalls
+    /// rather than the jitter of relayed gossip: with 1 s pings, the 100 ms
+    /// deviation floor and threshold 8, a silent peer is SUSPECT after about
+    /// 2.8 s without an ack, and a node paused for 2.5 s (a long GC pause)
+    /// is back before or just after it is suspected, and refutes well
+    /// within the suspicion timeout. `docs/membership.md` measures the
+    /// trade between this, false suspicions and detection time.
     pub acceptable_heartbeat_pause: Duration,
     /// How long a suspicion may go unrefuted before the suspect is DOWN, in
-    /// gossip intervals per doubling of the cluster: the timeout is
-    /// `suspicion_multiplier x log2(N) x gossip_interval` (at least one
-    /// interval's worth of log2 N = 1). Default 2: a refutation needs the
-    /// suspicion to reach the suspect and the refutation to come back, two
-    /// spreads of about 0.6 log2 N rounds each with push-pull, so 2 log2 N
-    /// leaves a margin of more than one and a half.
+    /// gossip intervals: the timeout is `suspicion_multiplier x
+    /// gossip_interval` at a monitor of the suspect, and twice that at any
+    /// other node (which convicts on its own only if no monitor's verdict
+    /// reaches it). Default 1.5: suspicions and refutations are relayed at
+    /// once, not once per round, so a live suspect's refutation comes back
+    /// in a few network delays; the timeout covers a lost message and the
+    /// monitor's next ping (sent every tick while it suspects).
     pub suspicion_multiplier: f64,
+    /// How many monitors watch each node. A node is monitored by the next
+    /// `monitors` members after it on a ring of the members' hashed ids
+    /// (ALIVE and SUSPECT ones), as each monitor sees it; a monitor pings
+    /// its monitored nodes every interval and feeds their phi detectors
+    /// with the acks. Default 5 (Akka's `monitored-by-nr-of-members`): a
+    /// crash is seen by five independent detectors, and a node stays
+    /// watched while up to four of its monitors are down at once (a down
+    /// monitor leaves the ring and the next member takes its place).
+    pub monitors: usize,
+    /// Peers that news (a change of status, incarnation or address that
+    /// this node had not seen) is relayed to at once, before the next
+    /// round. Default 3: relaying to three random peers reaches almost
+    /// every node within a few network delays (each node misses the relay
+    /// with odds of about e^-3), and the rest within a round, from the
+    /// news that every message carries; 0 leaves the spreading to rounds.
+    pub relay_fanout: usize,
+    /// How long a LEFT entry (a graceful leave, or a node forgotten by an
+    /// operator) is kept and shown before it is removed from the table.
+    /// The node is then remembered only as a tombstone (its id and the
+    /// incarnation it left at, not gossiped or shown), so that stale gossip
+    /// cannot bring it back. Default 1 h: long enough for the news to reach
+    /// a node that was cut off for a while, short enough that departed nodes
+    /// do not crowd the status of a cluster that changes often.
+    pub left_grace: Duration,
     /// A gap this long between two consecutive runs of this node's own
     /// machine means that the node itself was paused (GC, SIGSTOP, an
     /// overloaded host); it then restarts every peer's silence clock instead
@@ -74,8 +107,11 @@ impl Default for MembershipConfig {
             phi_threshold: 8.0,
             max_sample_size: 1000,
             min_std_deviation: Duration::from_millis(100),
-            acceptable_heartbeat_pause: Duration::from_secs(3),
-            suspicion_multiplier: 2.0,
+            acceptable_heartbeat_pause: Duration::from_millis(1250),
+            suspicion_multiplier: 1.5,
+            monitors: 5,
+            relay_fanout: 3,
+            left_grace: Duration::from_secs(3600),
             local_pause_guard: Duration::from_secs(2),
             leave_linger: Duration::from_secs(3),
         }
@@ -91,7 +127,7 @@ impl MembershipConfig {
     /// use std::time::Duration;
     /// use ringkv::config::MembershipConfig;
     /// let fast = MembershipConfig::scaled(Duration::from_millis(50));
-    /// assert_eq!(fast.acceptable_heartbeat_pause, Duration::from_millis(150));
+    /// assert_eq!(fast.acceptable_heartbeat_pause, Duration::from_micros(62_500));
     /// ```
     pub fn scaled(interval: Duration) -> Self {
         let d = MembershipConfig::default();
@@ -102,6 +138,7 @@ impl MembershipConfig {
             acceptable_heartbeat_pause: d.acceptable_heartbeat_pause.mul_f64(k),
             local_pause_guard: d.local_pause_guard.mul_f64(k),
             leave_linger: d.leave_linger.mul_f64(k),
+            left_grace: d.left_grace.mul_f64(k),
             ..d
         }
     }
@@ -114,6 +151,9 @@ impl MembershipConfig {
         }
         if self.fanout == 0 {
             return bad("fanout must be at least 1");
+        }
+        if self.monitors == 0 {
+            return bad("monitors must be at least 1");
         }
         if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
             return bad("phi_threshold must be a positive number");

@@ -1,28 +1,60 @@
-//! The membership machine: gossip, detection, suspicion, refutation, join
-//! and leave (see the parent module for the protocol in brief).
+//! The membership machine: monitors and their pings, gossip of news and
+//! digests, relays, suspicion, refutation, join, leave and forgetting (see
+//! the parent module for the protocol in brief).
 //!
-//! # One round
+//! # Monitors: who watches whom
 //!
-//! Each `gossip_interval` a node raises its own heartbeat and sends its
-//! whole table to `fanout` random reachable peers (ALIVE or SUSPECT), asking
-//! for theirs in return when `push_pull` is on. With probability
-//! `down / (reachable + 1)` it also gossips to one DOWN peer, so that a
-//! healed partition or a restarted node is found again (Cassandra's rule);
-//! a node that knows no reachable peer gossips to its seeds, which is how a
-//! new node joins, and a node that does gossips with the same odds to one
-//! seed it does not know, so that two nodes that found only each other
-//! through their seeds do not stay an island. Every merge that advances a peer's (incarnation,
-//! heartbeat) is a heartbeat arrival for that peer's detector, whoever
-//! relayed it.
+//! Each node is watched by `monitors` (k) others: the next k members after
+//! it on a ring of the hashed ids of the members that are ALIVE or SUSPECT,
+//! as the monitor itself sees the table. A monitor pings each node it
+//! watches once per `gossip_interval`; the ack's arrival is a heartbeat for
+//! the phi detector the monitor keeps for that node, and only monitors keep
+//! detectors. So phi sees the arrivals of one link, as regular as the
+//! network, instead of heartbeats relayed by gossip, whose arrival times
+//! spread by a round or more. The monitor alone decides whom it watches, so
+//! two nodes that see the table differently never leave a detector waiting
+//! for heartbeats nobody sends.
 //!
-//! # Suspicion and conviction
+//! # Gossip: news and digests, never whole tables
 //!
-//! At each tick an ALIVE peer whose phi exceeds `phi_threshold` becomes
-//! SUSPECT. A node that holds a suspicion (its own or gossiped) for
-//! `suspicion_multiplier x log2 N` intervals without seeing a refutation
-//! marks the peer DOWN. A node that hears itself called SUSPECT, DOWN or LEFT
-//! at its current incarnation (or any higher one) takes the next incarnation
-//! and gossips ALIVE, which overrides the claim everywhere.
+//! An entry whose status, incarnation or address changed is *news*: the
+//! node that learns it relays it at once to `relay_fanout` random reachable
+//! peers, and puts it in every message it sends (gossip, pings, acks) until
+//! it has sent it `3 x ceil(log2 (N + 1))` times. Each `gossip_interval` a
+//! node also gossips to `fanout` random reachable peers: its news and the
+//! digest of its table. Where digests still differ after the news is
+//! merged, the two nodes sync: one sends the digest of each of 64 buckets
+//! of its table, the other the entries of the buckets that differ, and the
+//! first answers with its own entries of those buckets. A message therefore
+//! holds a few dozen entries at most, whatever the cluster's size; a
+//! joiner's first sync takes several. With probability
+//! `down / (reachable + 1)` a round also gossips to one DOWN peer, so that
+//! a healed partition or a restarted node is found again (Cassandra's
+//! rule); a node that knows no reachable peer gossips to its seeds, which
+//! is how a new node joins, and a node that does gossips with the same odds
+//! to one seed it does not know, so that two nodes that found only each
+//! other through their seeds do not stay an island.
+//!
+//! # Suspicion, conviction and refutation
+//!
+//! At each tick a monitor suspects an ALIVE node it watches whose phi
+//! exceeds `phi_threshold`, and pings it at every tick from then on. A
+//! monitor that holds a suspicion (its own or relayed) for
+//! `suspicion_multiplier x gossip_interval` without a refutation marks the
+//! node DOWN; any other node waits twice as long, so it convicts on its
+//! own only if no monitor's verdict reaches it. A node that hears itself
+//! called SUSPECT, DOWN or LEFT at its current incarnation (or any higher
+//! one) takes the next incarnation, marks itself ALIVE, and sends that at
+//! once to whoever told it and to `relay_fanout` others.
+//!
+//! A node that heard from a peer directly (any message from the peer
+//! itself) within `acceptable_heartbeat_pause + gossip_interval` does not
+//! take a relayed verdict of SUSPECT or DOWN about it: it holds the
+//! verdict back and forwards it to the peer, whose refutation comes back
+//! within one message round trip. If the peer stays silent past that
+//! window, the verdict held back is taken then. This is what keeps a
+//! healed partition from marking healthy nodes down: each side's verdicts
+//! about the other side reach nodes that hear the accused directly.
 //!
 //! # The local-pause guard
 //!
@@ -30,8 +62,21 @@
 //! `local_pause_guard`, this node was paused; the silence it observed is its
 //! own. It restarts every detector's silence clock and every suspicion timer
 //! at `now` instead of convicting, and reports [`MemberEvent::LocalPause`].
+//! Since its own monitors may have suspected it meanwhile, it also takes the
+//! next incarnation and sends it at once to its monitors and relays it: a
+//! refutation before the accusation arrives.
+//!
+//! # Departed nodes
+//!
+//! A LEFT entry (a graceful leave, or [`Membership::forget`]) is kept for
+//! `left_grace` after this node learned it, then removed from the table and
+//! remembered as a tombstone: its id and incarnation, neither shown nor
+//! gossiped. News about a tombstoned node at that incarnation or below is
+//! ignored; if it comes from the node itself (a process that kept running,
+//! or restarted with the same id), the node is told it left, and rejoins at
+//! a higher incarnation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand::seq::IndexedRandom;
@@ -39,11 +84,23 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::phi::PhiDetector;
-use super::table::{MemberEntry, MemberStatus, MembershipTable};
+use super::table::{MemberEntry, MemberStatus, MembershipTable, DIGEST_BUCKETS};
 use super::{Addressed, MemberEvent, MembershipMsg, Outbox};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::membership::MembershipConfig;
+
+/// At most this many news entries go in one message. With entries of about
+/// 60 bytes of CBOR, 24 keep a message under 2 KB.
+pub const NEWS_PER_MESSAGE: usize = 24;
+
+/// At most this many entries go in one [`MembershipMsg::Entries`]: under
+/// 4 KB of CBOR with addresses of a few dozen bytes.
+pub const ENTRIES_PER_MESSAGE: usize = 48;
+
+/// How many times each node sends a piece of news, per doubling of the
+/// cluster (SWIM's lambda).
+const NEWS_REPEATS: u32 = 3;
 
 /// The membership protocol of one node. See the module documentation.
 #[derive(Debug)]
@@ -51,15 +108,32 @@ pub struct Membership {
     config: MembershipConfig,
     me: NodeId,
     table: MembershipTable,
+    /// One per node this node monitors, fed by the acks of its pings.
     detectors: BTreeMap<NodeId, PhiDetector>,
+    /// Whether the set of monitored nodes must be worked out again (the
+    /// table's members or their reachability changed).
+    monitors_stale: bool,
     /// When this node started holding each current suspicion.
     suspected_since: BTreeMap<NodeId, Instant>,
+    /// When each peer last sent this node a message itself.
+    last_direct: BTreeMap<NodeId, Instant>,
+    /// Relayed verdicts not taken because the accused was heard directly.
+    held_back: BTreeMap<NodeId, MemberEntry>,
+    /// News, with the number of times each is still to be sent.
+    news: BTreeMap<NodeId, u32>,
+    /// When this node learned of each LEFT entry, to remove it after
+    /// `left_grace`.
+    left_since: BTreeMap<NodeId, Instant>,
+    /// Nodes removed from the table after they left, with the incarnation
+    /// they left at.
+    tombstones: BTreeMap<NodeId, u64>,
     seeds: Vec<NodeId>,
     rng: ChaCha8Rng,
     /// Last time `tick` or `step` ran, for the local-pause guard.
     last_run: Option<Instant>,
     /// When the next round is due; `None` before the first tick.
     next_round: Option<Instant>,
+    ping_seq: u64,
     leaving: bool,
 }
 
@@ -78,18 +152,28 @@ impl Membership {
         config.validate()?;
         let mut table = MembershipTable::new();
         table.set(MemberEntry::alive(me, addr));
-        Ok(Membership {
+        let mut machine = Membership {
             config,
             me,
             table,
             detectors: BTreeMap::new(),
+            monitors_stale: true,
             suspected_since: BTreeMap::new(),
+            last_direct: BTreeMap::new(),
+            held_back: BTreeMap::new(),
+            news: BTreeMap::new(),
+            left_since: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
             seeds: seeds.iter().copied().filter(|&s| s != me).collect(),
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             last_run: None,
             next_round: None,
+            ping_seq: 0,
             leaving: false,
-        })
+        };
+        // A joiner's own entry is news: the seed relays it at once.
+        machine.make_news(me);
+        Ok(machine)
     }
 
     /// This node's id.
@@ -112,8 +196,8 @@ impl Membership {
         self.table.get(node).map(|e| e.status)
     }
 
-    /// Phi of `node` at `now`; `None` for this node, unknown nodes and nodes
-    /// that left.
+    /// Phi of `node` at `now`; `None` for nodes this node does not monitor
+    /// (itself, nodes that left, and nodes other monitors watch).
     pub fn phi(&self, node: NodeId, now: Instant) -> Option<f64> {
         self.detectors.get(&node).map(|d| d.phi(now))
     }
@@ -123,7 +207,7 @@ impl Membership {
         self.detectors.get(&node)
     }
 
-    /// Phi of every peer with a detector at `now`.
+    /// Phi of every node this node monitors, at `now`.
     pub fn phis(&self, now: Instant) -> BTreeMap<NodeId, f64> {
         self.detectors
             .iter()
@@ -131,26 +215,33 @@ impl Membership {
             .collect()
     }
 
+    /// The nodes this node monitors (pings, and keeps a detector for).
+    pub fn monitored(&self) -> Vec<NodeId> {
+        self.detectors.keys().copied().collect()
+    }
+
+    /// Nodes removed from the table after they left, with the incarnation
+    /// they left at.
+    pub fn tombstones(&self) -> &BTreeMap<NodeId, u64> {
+        &self.tombstones
+    }
+
     /// Whether [`Self::leave`] was called.
     pub fn is_leaving(&self) -> bool {
         self.leaving
     }
 
-    /// How long a suspicion must go unrefuted before conviction, for the
-    /// current cluster size N (nodes known and not LEFT):
-    /// `suspicion_multiplier x max(1, log2 N) x gossip_interval`.
+    /// How long a suspicion must go unrefuted before a monitor of the
+    /// suspect convicts: `suspicion_multiplier x gossip_interval`. Other
+    /// nodes wait twice as long.
     pub fn suspicion_timeout(&self) -> Duration {
-        let n = self
-            .table
-            .entries()
-            .filter(|e| e.status != MemberStatus::Left)
-            .count();
-        let rounds = (n.max(2) as f64).log2().max(1.0) * self.config.suspicion_multiplier;
-        self.config.gossip_interval.mul_f64(rounds)
+        self.config
+            .gossip_interval
+            .mul_f64(self.config.suspicion_multiplier)
     }
 
-    /// Learns of `node` at `addr` as if its first heartbeat arrived now: for
-    /// a cluster whose members are configured rather than discovered (the
+    /// Learns of `node` at `addr` as ALIVE, without relaying it: for a
+    /// cluster whose members are configured rather than discovered (the
     /// simulator starts large clusters this way).
     pub fn add_peer(
         &mut self,
@@ -160,15 +251,28 @@ impl Membership {
         out: &mut Outbox<MembershipMsg, MemberEvent>,
     ) {
         if node != self.me {
-            self.absorb(now, &MemberEntry::alive(node, addr), out);
+            let mut news = Vec::new();
+            self.absorb(
+                now,
+                self.me,
+                &MemberEntry::alive(node, addr),
+                &mut news,
+                out,
+            );
+            for n in news {
+                self.news.remove(&n.node);
+            }
         }
     }
 
-    /// Advances time: the pause guard, this node's round (heartbeat and
-    /// gossip) when due, detection and conviction.
+    /// Advances time: the pause guard, this node's round (heartbeat, pings
+    /// and gossip) when due, pings of suspects, detection, conviction, and
+    /// the removal of nodes that left long enough ago.
     pub fn tick(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         self.guard_pause(now, out);
-        if self.next_round.is_none_or(|due| now >= due) {
+        self.refresh_monitors(now);
+        let round = self.next_round.is_none_or(|due| now >= due);
+        if round {
             if !self.leaving {
                 self.update_own(|own| own.heartbeat += 1);
             }
@@ -179,12 +283,15 @@ impl Membership {
             self.next_round = Some(if next <= now { now + interval } else { next });
         }
         if !self.leaving {
+            self.ping(round, out);
+            self.take_held_back(now, out);
             self.detect(now, out);
             self.convict(now, out);
         }
+        self.forget_departed(now);
     }
 
-    /// Handles one message of membership gossip.
+    /// Handles one membership message.
     pub fn step(
         &mut self,
         now: Instant,
@@ -192,17 +299,78 @@ impl Membership {
         out: &mut Outbox<MembershipMsg, MemberEvent>,
     ) {
         self.guard_pause(now, out);
-        let MembershipMsg::Gossip { members, reply } = envelope.msg;
-        for entry in &members {
-            self.absorb(now, entry, out);
+        let from = envelope.from;
+        if from == self.me {
+            return;
         }
-        if reply && envelope.from != self.me {
-            out.send(self.me, envelope.from, self.gossip_message(false));
+        self.last_direct.insert(from, now);
+        let mut news = Vec::new();
+        match envelope.msg {
+            MembershipMsg::Gossip {
+                members,
+                digest,
+                reply,
+            } => {
+                self.absorb_all(now, from, &members, &mut news, out);
+                if reply {
+                    let members = self.news_for(from);
+                    let digest = self.table.digest();
+                    out.send(
+                        self.me,
+                        from,
+                        MembershipMsg::GossipReply { members, digest },
+                    );
+                } else if digest != self.table.digest() {
+                    self.start_sync(from, out);
+                }
+            }
+            MembershipMsg::GossipReply { members, digest } => {
+                self.absorb_all(now, from, &members, &mut news, out);
+                if digest != self.table.digest() {
+                    self.start_sync(from, out);
+                }
+            }
+            MembershipMsg::Relay { members } => {
+                self.absorb_all(now, from, &members, &mut news, out);
+            }
+            MembershipMsg::Sync { buckets } => self.answer_sync(from, &buckets, out),
+            MembershipMsg::Entries {
+                members,
+                buckets,
+                want,
+            } => {
+                // What a sync brings is old news to the cluster: merged,
+                // sent on with later messages, but not relayed at once.
+                let mut synced = Vec::new();
+                self.absorb_all(now, from, &members, &mut synced, out);
+                if want {
+                    let buckets: Vec<usize> = buckets
+                        .iter()
+                        .map(|&b| b as usize)
+                        .filter(|&b| b < DIGEST_BUCKETS)
+                        .collect();
+                    self.send_entries(from, &buckets, false, out);
+                }
+            }
+            MembershipMsg::Ping { seq, members } => {
+                self.absorb_all(now, from, &members, &mut news, out);
+                let mut answer: Vec<MemberEntry> = self.table.get(self.me).cloned().into_iter().collect();
+                answer.extend(self.news_for(from).into_iter().filter(|e| e.node != self.me));
+                out.send(self.me, from, MembershipMsg::Ack { seq, members: answer });
+            }
+            MembershipMsg::Ack { members, .. } => {
+                if let Some(detector) = self.detectors.get_mut(&from) {
+                    detector.heartbeat(now);
+                }
+                self.absorb_all(now, from, &members, &mut news, out);
+            }
         }
+        self.tell_if_accused(from, out);
+        self.relay(&news, Some(from), out);
     }
 
     /// Leaves gracefully: raises the incarnation, marks itself LEFT and
-    /// gossips that at once. The caller keeps ticking for `leave_linger` so
+    /// sends that at once. The caller keeps ticking for `leave_linger` so
     /// the news spreads, then stops the node.
     pub fn leave(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         self.guard_pause(now, out);
@@ -214,7 +382,45 @@ impl Membership {
             own.incarnation += 1;
             own.status = MemberStatus::Left;
         });
+        self.make_news(self.me);
+        let own: Vec<MemberEntry> = self.table.get(self.me).cloned().into_iter().collect();
+        self.relay(&own, None, out);
         self.gossip_round(out);
+    }
+
+    /// Forgets `node` for good: an operator's word that it is gone and will
+    /// not come back (a machine lost with its disk). The node becomes LEFT
+    /// at the incarnation this node knows, which outranks ALIVE, SUSPECT and
+    /// DOWN there, and the news spreads like a graceful leave; after
+    /// `left_grace` every node drops it from its table. Should the node in
+    /// fact be running, it hears of this and refutes, as it would a false
+    /// suspicion. Fails with `InvalidInput` for this node itself, and with
+    /// `UnknownPeer` for a node not in the table.
+    pub fn forget(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) -> Result<()> {
+        if node == self.me {
+            return Err(Error::InvalidInput(
+                "a node cannot forget itself; leave instead".into(),
+            ));
+        }
+        let Some(entry) = self.table.get(node) else {
+            return Err(Error::UnknownPeer(node));
+        };
+        if entry.status == MemberStatus::Left {
+            return Ok(());
+        }
+        let mut gone = entry.clone();
+        gone.status = MemberStatus::Left;
+        let mut news = Vec::new();
+        self.held_back.remove(&node);
+        self.last_direct.remove(&node);
+        self.absorb(now, self.me, &gone, &mut news, out);
+        self.relay(&news, None, out);
+        Ok(())
     }
 
     /// Rewrites this node's own entry, which only it writes.
@@ -223,6 +429,13 @@ impl Membership {
             change(&mut own);
             self.table.set(own);
         }
+    }
+
+    /// Marks `node`'s entry as news, to be sent a bounded number of times.
+    fn make_news(&mut self, node: NodeId) {
+        let n = self.table.len() as f64 + 1.0;
+        let repeats = NEWS_REPEATS * (n.log2().ceil() as u32).max(1);
+        self.news.insert(node, repeats);
     }
 
     fn guard_pause(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
@@ -235,17 +448,168 @@ impl Membership {
                 for since in self.suspected_since.values_mut() {
                     *since = now;
                 }
+                for heard in self.last_direct.values_mut() {
+                    *heard = now;
+                }
                 out.event(MemberEvent::LocalPause { gap });
+                if !self.leaving {
+                    // Refute before being told: the monitors may have
+                    // suspected this node while it was stopped.
+                    self.update_own(|own| own.incarnation += 1);
+                    let incarnation = self.table.get(self.me).map_or(0, |e| e.incarnation);
+                    out.event(MemberEvent::Refuted { incarnation });
+                    self.make_news(self.me);
+                    let own: Vec<MemberEntry> =
+                        self.table.get(self.me).cloned().into_iter().collect();
+                    for monitor in self.my_monitors() {
+                        out.send(self.me, monitor, MembershipMsg::Relay { members: own.clone() });
+                    }
+                    self.relay(&own, None, out);
+                }
             }
         }
         self.last_run = Some(self.last_run.map_or(now, |last| last.max(now)));
     }
 
-    fn gossip_message(&self, reply: bool) -> MembershipMsg {
-        MembershipMsg::Gossip {
-            members: self.table.entries().cloned().collect(),
-            reply,
+    /// The members on the monitoring ring (ALIVE and SUSPECT, this node
+    /// included), ordered by hashed id.
+    fn monitor_ring(&self) -> Vec<NodeId> {
+        let mut ring: Vec<(u64, NodeId)> = self
+            .table
+            .entries()
+            .filter(|e| e.node == self.me || e.status.is_reachable())
+            .map(|e| (ring_hash(e.node), e.node))
+            .collect();
+        ring.sort_unstable();
+        ring.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// The nodes that monitor this one, as this node sees the ring: the
+    /// next `monitors` members after it.
+    fn my_monitors(&self) -> Vec<NodeId> {
+        let ring = self.monitor_ring();
+        let Some(at) = ring.iter().position(|&n| n == self.me) else {
+            return Vec::new();
+        };
+        let k = self.config.monitors.min(ring.len() - 1);
+        (1..=k).map(|i| ring[(at + i) % ring.len()]).collect()
+    }
+
+    /// Works out again, if the table changed, which nodes this node
+    /// monitors (the `monitors` members before it on the ring), starting a
+    /// detector for each new one and dropping those of the others.
+    fn refresh_monitors(&mut self, now: Instant) {
+        if !self.monitors_stale {
+            return;
         }
+        self.monitors_stale = false;
+        let ring = self.monitor_ring();
+        let mut watched = BTreeSet::new();
+        if let Some(at) = ring.iter().position(|&n| n == self.me) {
+            let k = self.config.monitors.min(ring.len() - 1);
+            for i in 1..=k {
+                watched.insert(ring[(at + ring.len() - i) % ring.len()]);
+            }
+        }
+        self.detectors.retain(|node, _| watched.contains(node));
+        for node in watched {
+            if !self.detectors.contains_key(&node) {
+                let detector = self.new_detector(now);
+                self.detectors.insert(node, detector);
+            }
+        }
+    }
+
+    /// The news to send to `to`: the freshest pieces, each counted as sent
+    /// once, and `to`'s own entry if this node sees it as other than ALIVE
+    /// (so that it refutes).
+    fn news_for(&mut self, to: NodeId) -> Vec<MemberEntry> {
+        let mut members = Vec::new();
+        if let Some(e) = self.table.get(to) {
+            if e.status != MemberStatus::Alive {
+                members.push(e.clone());
+            }
+        }
+        let mut pieces: Vec<(u32, NodeId)> = self
+            .news
+            .iter()
+            .filter(|(&n, _)| n != to || members.is_empty())
+            .map(|(&n, &left)| (left, n))
+            .collect();
+        // Most sends left first: the newest news.
+        pieces.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, node) in pieces.into_iter().take(NEWS_PER_MESSAGE) {
+            if let Some(e) = self.table.get(node) {
+                members.push(e.clone());
+            }
+            if let Some(left) = self.news.get_mut(&node) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.news.remove(&node);
+                }
+            }
+        }
+        members
+    }
+
+    /// Relays `news` at once to `relay_fanout` random reachable peers other
+    /// than `except` (the node it came from).
+    fn relay(
+        &mut self,
+        news: &[MemberEntry],
+        except: Option<NodeId>,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
+        if news.is_empty() || self.config.relay_fanout == 0 {
+            return;
+        }
+        let peers: Vec<NodeId> = self
+            .table
+            .entries()
+            .filter(|e| e.node != self.me && Some(e.node) != except && e.status.is_reachable())
+            .map(|e| e.node)
+            .collect();
+        let targets: Vec<NodeId> = peers
+            .choose_multiple(&mut self.rng, self.config.relay_fanout)
+            .copied()
+            .collect();
+        for chunk in news.chunks(ENTRIES_PER_MESSAGE) {
+            for &to in &targets {
+                out.send(
+                    self.me,
+                    to,
+                    MembershipMsg::Relay {
+                        members: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Tells `peer` at once if this node sees it as other than ALIVE, so
+    /// that a live node refutes a verdict as soon as it talks to anyone who
+    /// holds it.
+    fn tell_if_accused(&mut self, peer: NodeId, out: &mut Outbox<MembershipMsg, MemberEvent>) {
+        let accusation = match self.table.get(peer) {
+            Some(e) if e.status != MemberStatus::Alive => e.clone(),
+            Some(_) => return,
+            None => match self.tombstones.get(&peer) {
+                Some(&incarnation) => {
+                    let mut e = MemberEntry::alive(peer, "");
+                    e.incarnation = incarnation;
+                    e.status = MemberStatus::Left;
+                    e
+                }
+                None => return,
+            },
+        };
+        out.send(
+            self.me,
+            peer,
+            MembershipMsg::Relay {
+                members: vec![accusation],
+            },
+        );
     }
 
     fn gossip_round(&mut self, out: &mut Outbox<MembershipMsg, MemberEvent>) {
@@ -301,50 +665,186 @@ impl Membership {
                 }
             }
         }
-        if targets.is_empty() {
-            return;
-        }
-        let msg = self.gossip_message(self.config.push_pull);
+        let digest = self.table.digest();
         for to in targets {
-            out.send(self.me, to, msg.clone());
+            let members = self.news_for(to);
+            out.send(
+                self.me,
+                to,
+                MembershipMsg::Gossip {
+                    members,
+                    digest,
+                    reply: self.config.push_pull,
+                },
+            );
         }
     }
 
-    /// Merges one remote entry, with its consequences.
+    /// Pings the nodes this node monitors: all of them on a round, and the
+    /// ones it suspects at every tick.
+    fn ping(&mut self, round: bool, out: &mut Outbox<MembershipMsg, MemberEvent>) {
+        let targets: Vec<NodeId> = self
+            .detectors
+            .keys()
+            .copied()
+            .filter(|&n| round || self.status(n) == Some(MemberStatus::Suspect))
+            .collect();
+        for to in targets {
+            self.ping_seq += 1;
+            let members = self.news_for(to);
+            out.send(
+                self.me,
+                to,
+                MembershipMsg::Ping {
+                    seq: self.ping_seq,
+                    members,
+                },
+            );
+        }
+    }
+
+    /// Asks `peer` for the buckets where its table differs from this one.
+    fn start_sync(&mut self, peer: NodeId, out: &mut Outbox<MembershipMsg, MemberEvent>) {
+        out.send(
+            self.me,
+            peer,
+            MembershipMsg::Sync {
+                buckets: self.table.bucket_digests(),
+            },
+        );
+    }
+
+    fn answer_sync(
+        &mut self,
+        peer: NodeId,
+        theirs: &[u64],
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
+        if theirs.len() != DIGEST_BUCKETS {
+            return;
+        }
+        let differing: Vec<usize> = self
+            .table
+            .bucket_digests()
+            .iter()
+            .zip(theirs)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, _)| i)
+            .collect();
+        self.send_entries(peer, &differing, true, out);
+    }
+
+    /// Sends `peer` this node's entries in `buckets`, a few buckets per
+    /// message so that each stays under [`ENTRIES_PER_MESSAGE`] entries
+    /// (unless one bucket alone holds more).
+    fn send_entries(
+        &mut self,
+        peer: NodeId,
+        buckets: &[usize],
+        want: bool,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
+        let mut members: Vec<MemberEntry> = Vec::new();
+        let mut covered: Vec<u32> = Vec::new();
+        for &bucket in buckets {
+            let entries: Vec<MemberEntry> =
+                self.table.entries_in(&[bucket]).into_iter().cloned().collect();
+            if !covered.is_empty() && members.len() + entries.len() > ENTRIES_PER_MESSAGE {
+                out.send(
+                    self.me,
+                    peer,
+                    MembershipMsg::Entries {
+                        members: std::mem::take(&mut members),
+                        buckets: std::mem::take(&mut covered),
+                        want,
+                    },
+                );
+            }
+            members.extend(entries);
+            covered.push(bucket as u32);
+        }
+        if !covered.is_empty() {
+            out.send(
+                self.me,
+                peer,
+                MembershipMsg::Entries {
+                    members,
+                    buckets: covered,
+                    want,
+                },
+            );
+        }
+    }
+
+    fn absorb_all(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        members: &[MemberEntry],
+        news: &mut Vec<MemberEntry>,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
+        for entry in members {
+            self.absorb(now, from, entry, news, out);
+        }
+    }
+
+    /// Merges one entry heard from `from` (this node itself for its own
+    /// verdicts and configured peers), with its consequences; an entry
+    /// that changed the table is pushed on `news`.
     fn absorb(
         &mut self,
         now: Instant,
+        from: NodeId,
         remote: &MemberEntry,
+        news: &mut Vec<MemberEntry>,
         out: &mut Outbox<MembershipMsg, MemberEvent>,
     ) {
-        if remote.node == self.me {
-            self.maybe_refute(remote, out);
+        let node = remote.node;
+        if node == self.me {
+            self.maybe_refute(remote, from, out);
+            return;
+        }
+        if let Some(&left_at) = self.tombstones.get(&node) {
+            if remote.incarnation <= left_at {
+                return;
+            }
+            // A new life of a node that left: forget the tombstone.
+            self.tombstones.remove(&node);
+        }
+        if self.hold_back(now, from, remote, out) {
             return;
         }
         let Some(outcome) = self.table.merge(remote) else {
             return;
         };
-        let Some(entry) = self.table.get(remote.node).cloned() else {
+        let Some(entry) = self.table.get(node).cloned() else {
             return;
         };
-        let node = entry.node;
-        let was = outcome.before.as_ref().map(|b| b.status);
-        if entry.status == MemberStatus::Left {
-            self.detectors.remove(&node);
-        } else if outcome.heartbeat_advanced {
-            let fresh = matches!(was, None | Some(MemberStatus::Down | MemberStatus::Left));
-            match self.detectors.get_mut(&node) {
-                Some(detector) if !fresh => detector.heartbeat(now),
-                _ => {
-                    self.detectors.insert(node, self.new_detector(now));
-                }
-            }
-        }
-        if !outcome.status_changed {
+        if !outcome.status_changed && outcome.before.is_some() {
+            // A heartbeat only: not news.
             return;
+        }
+        self.make_news(node);
+        news.push(entry.clone());
+        let was = outcome.before.as_ref().map(|b| b.status);
+        let reachable_changed = was.is_none_or(|w| w.is_reachable() != entry.status.is_reachable());
+        if reachable_changed {
+            self.monitors_stale = true;
         }
         if entry.status != MemberStatus::Suspect {
             self.suspected_since.remove(&node);
+        }
+        if entry.status == MemberStatus::Left {
+            self.left_since.insert(node, now);
+        }
+        if entry.status == MemberStatus::Alive {
+            // Back from a suspicion or a conviction: the silence before the
+            // refutation is not a sample of how often it answers.
+            if let Some(detector) = self.detectors.get_mut(&node) {
+                detector.restart_silence(now);
+            }
         }
         match entry.status {
             MemberStatus::Alive if was != Some(MemberStatus::Alive) => {
@@ -370,7 +870,101 @@ impl Membership {
         }
     }
 
-    fn maybe_refute(&mut self, remote: &MemberEntry, out: &mut Outbox<MembershipMsg, MemberEvent>) {
+    /// Whether to hold back a relayed verdict of SUSPECT or DOWN about a
+    /// node this node heard from directly within the window (see the module
+    /// documentation); if so the verdict is kept to be taken later, and
+    /// forwarded to the accused so that it refutes.
+    fn hold_back(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        remote: &MemberEntry,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) -> bool {
+        let node = remote.node;
+        if from == self.me
+            || from == node
+            || !matches!(remote.status, MemberStatus::Suspect | MemberStatus::Down)
+        {
+            return false;
+        }
+        let Some(local) = self.table.get(node) else {
+            return false;
+        };
+        let worsens = remote.incarnation > local.incarnation
+            || (remote.incarnation == local.incarnation
+                && status_rank(remote.status) > status_rank(local.status));
+        if !worsens || local.status != MemberStatus::Alive {
+            return false;
+        }
+        let window = self.config.acceptable_heartbeat_pause + self.config.gossip_interval;
+        let heard = self
+            .last_direct
+            .get(&node)
+            .is_some_and(|&at| now.saturating_duration_since(at) < window);
+        if !heard {
+            return false;
+        }
+        let keep = match self.held_back.get(&node) {
+            Some(held) => {
+                (remote.incarnation, status_rank(remote.status))
+                    > (held.incarnation, status_rank(held.status))
+            }
+            None => true,
+        };
+        if keep {
+            self.held_back.insert(node, remote.clone());
+            out.send(
+                self.me,
+                node,
+                MembershipMsg::Relay {
+                    members: vec![remote.clone()],
+                },
+            );
+        }
+        true
+    }
+
+    /// Takes the verdicts held back about nodes not heard from directly
+    /// for the whole window, and drops those a refutation overtook.
+    fn take_held_back(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
+        if self.held_back.is_empty() {
+            return;
+        }
+        let window = self.config.acceptable_heartbeat_pause + self.config.gossip_interval;
+        let mut take = Vec::new();
+        let table = &self.table;
+        let last_direct = &self.last_direct;
+        self.held_back.retain(|&node, held| {
+            let Some(local) = table.get(node) else {
+                return false;
+            };
+            if local.incarnation > held.incarnation || local.status != MemberStatus::Alive {
+                return false;
+            }
+            let silent = last_direct
+                .get(&node)
+                .is_none_or(|&at| now.saturating_duration_since(at) >= window);
+            if silent {
+                take.push(held.clone());
+                return false;
+            }
+            true
+        });
+        let mut news = Vec::new();
+        for verdict in take {
+            self.last_direct.remove(&verdict.node);
+            self.absorb(now, self.me, &verdict, &mut news, out);
+        }
+        self.relay(&news, None, out);
+    }
+
+    fn maybe_refute(
+        &mut self,
+        remote: &MemberEntry,
+        from: NodeId,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
         if self.leaving {
             return;
         }
@@ -385,8 +979,19 @@ impl Membership {
             own.incarnation = remote.incarnation + 1;
             own.status = MemberStatus::Alive;
             let incarnation = own.incarnation;
-            self.table.set(own);
+            self.table.set(own.clone());
             out.event(MemberEvent::Refuted { incarnation });
+            self.make_news(self.me);
+            if from != self.me {
+                out.send(
+                    self.me,
+                    from,
+                    MembershipMsg::Relay {
+                        members: vec![own.clone()],
+                    },
+                );
+            }
+            self.relay(&[own], Some(from), out);
         }
     }
 
@@ -400,31 +1005,86 @@ impl Membership {
             })
             .map(|(&node, _)| node)
             .collect();
+        let mut news = Vec::new();
         for node in suspects {
             if self.table.set_status(node, MemberStatus::Suspect) {
                 self.suspected_since.insert(node, now);
-                let incarnation = self.table.get(node).map_or(0, |e| e.incarnation);
-                out.event(MemberEvent::Suspect { node, incarnation });
+                self.held_back.remove(&node);
+                let Some(entry) = self.table.get(node).cloned() else {
+                    continue;
+                };
+                out.event(MemberEvent::Suspect {
+                    node,
+                    incarnation: entry.incarnation,
+                });
+                self.make_news(node);
+                news.push(entry);
             }
         }
+        self.relay(&news, None, out);
     }
 
     fn convict(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         let timeout = self.suspicion_timeout();
         let mut convicted = Vec::new();
+        let table = &self.table;
+        let detectors = &self.detectors;
         self.suspected_since.retain(|&node, since| {
-            let still = self.table.get(node).map(|e| e.status) == Some(MemberStatus::Suspect);
-            if still && now.saturating_duration_since(*since) >= timeout {
+            let still = table.get(node).map(|e| e.status) == Some(MemberStatus::Suspect);
+            let wait = if detectors.contains_key(&node) {
+                timeout
+            } else {
+                timeout * 2
+            };
+            if still && now.saturating_duration_since(*since) >= wait {
                 convicted.push(node);
                 return false;
             }
             still
         });
+        let mut news = Vec::new();
         for node in convicted {
             if self.table.set_status(node, MemberStatus::Down) {
-                let incarnation = self.table.get(node).map_or(0, |e| e.incarnation);
-                out.event(MemberEvent::Down { node, incarnation });
+                self.monitors_stale = true;
+                let Some(entry) = self.table.get(node).cloned() else {
+                    continue;
+                };
+                out.event(MemberEvent::Down {
+                    node,
+                    incarnation: entry.incarnation,
+                });
+                self.make_news(node);
+                news.push(entry);
             }
+        }
+        self.relay(&news, None, out);
+    }
+
+    /// Removes from the table the nodes that left more than `left_grace`
+    /// ago, keeping a tombstone of each.
+    fn forget_departed(&mut self, now: Instant) {
+        let grace = self.config.left_grace;
+        let due: Vec<NodeId> = self
+            .left_since
+            .iter()
+            .filter(|(_, &since)| now.saturating_duration_since(since) >= grace)
+            .map(|(&n, _)| n)
+            .collect();
+        for node in due {
+            self.left_since.remove(&node);
+            match self.table.get(node) {
+                Some(e) if e.status == MemberStatus::Left => {}
+                _ => continue,
+            }
+            if let Some(entry) = self.table.remove(node) {
+                self.tombstones.insert(node, entry.incarnation);
+            }
+            self.news.remove(&node);
+            self.detectors.remove(&node);
+            self.last_direct.remove(&node);
+            self.held_back.remove(&node);
+            self.suspected_since.remove(&node);
+            self.seeds.retain(|&s| s != node);
         }
     }
 
@@ -437,6 +1097,21 @@ impl Membership {
             self.config.acceptable_heartbeat_pause,
         )
     }
+}
+
+/// Precedence of statuses at equal incarnation (the table's merge order).
+fn status_rank(status: MemberStatus) -> u8 {
+    match status {
+        MemberStatus::Alive => 0,
+        MemberStatus::Suspect => 1,
+        MemberStatus::Down => 2,
+        MemberStatus::Left => 3,
+    }
+}
+
+/// The position of `node` on the monitoring ring.
+fn ring_hash(node: NodeId) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&node.0.to_le_bytes())
 }
 
 #[cfg(test)]
@@ -517,13 +1192,12 @@ mod tests {
     }
 
     #[test]
-    fn suspicion_timeout_grows_with_log_n() {
+    fn suspicion_timeout_is_a_fixed_number_of_intervals() {
+        // Verdicts and refutations are relayed at once, not once per round,
+        // so the timeout does not grow with the cluster.
         let t = |n| Cluster::new(n).nodes[&NodeId(1)].suspicion_timeout();
-        // 2 x log2(N) x 1 s, at least 2 s.
-        assert_eq!(t(2), Duration::from_secs(2));
-        assert_eq!(t(4), Duration::from_secs(4));
-        assert_eq!(t(16), Duration::from_secs(8));
-        assert!(t(100) > t(16));
+        assert_eq!(t(2), Duration::from_millis(1500));
+        assert_eq!(t(100), Duration::from_millis(1500));
     }
 
     #[test]
@@ -594,9 +1268,8 @@ mod tests {
         let env = Addressed::new(
             NodeId(1),
             NodeId(2),
-            MembershipMsg::Gossip {
+            MembershipMsg::Relay {
                 members: vec![accusation],
-                reply: true,
             },
         );
         c.deliver(vec![env]);
@@ -625,15 +1298,14 @@ mod tests {
         }
         let mut suspect = MemberEntry::alive(NodeId(2), "n2");
         suspect.status = MemberStatus::Suspect;
-        let gossip = MembershipMsg::Gossip {
+        let gossip = MembershipMsg::Relay {
             members: vec![suspect],
-            reply: false,
         };
         m.step(now, Addressed::new(NodeId(3), NodeId(1), gossip), &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect));
         let timeout = m.suspicion_timeout();
-        assert_eq!(timeout, Duration::from_secs(4)); // 2 x log2(4) x 1 s
-                                                     // Tick every 500 ms so the pause guard stays quiet.
+        assert_eq!(timeout, Duration::from_millis(1500)); // 1.5 x 1 s
+                                                          // Tick every 500 ms so the pause guard stays quiet.
         let mut t = now;
         while t + MS(500) < now + timeout {
             t += MS(500);
@@ -702,9 +1374,8 @@ mod tests {
         }
         let mut suspect = MemberEntry::alive(NodeId(2), "n2");
         suspect.status = MemberStatus::Suspect;
-        let gossip = MembershipMsg::Gossip {
+        let gossip = MembershipMsg::Relay {
             members: vec![suspect],
-            reply: false,
         };
         m.step(now, Addressed::new(NodeId(3), NodeId(1), gossip), &mut out);
         // Paused for longer than the suspicion timeout: not a conviction.
@@ -761,6 +1432,271 @@ mod tests {
             .events
             .iter()
             .any(|(_, e)| matches!(e, MemberEvent::Suspect { .. } | MemberEvent::Down { .. })));
+    }
+
+    /// Node 1 knowing peers 2 to 4, started at `now`.
+    fn lone(now: Instant, config: MembershipConfig) -> Membership {
+        let mut m = Membership::new(config, NodeId(1), "n1", &[], 1).unwrap();
+        let mut out = Outbox::new();
+        for p in 2..=4 {
+            m.add_peer(now, NodeId(p), format!("n{p}"), &mut out);
+        }
+        m
+    }
+
+    fn entry(node: u64, incarnation: u64, status: MemberStatus) -> MemberEntry {
+        MemberEntry {
+            node: NodeId(node),
+            addr: format!("n{node}"),
+            heartbeat: 0,
+            incarnation,
+            status,
+        }
+    }
+
+    fn relay(from: u64, to: u64, members: Vec<MemberEntry>) -> Addressed<MembershipMsg> {
+        Addressed::new(NodeId(from), NodeId(to), MembershipMsg::Relay { members })
+    }
+
+    /// Ticks `m` every 250 ms (so that its pause guard stays quiet) from
+    /// `from` up to `to`.
+    fn tick_until(
+        m: &mut Membership,
+        from: Instant,
+        to: Instant,
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
+        let mut t = from;
+        while t < to {
+            t = (t + MS(250)).min(to);
+            m.tick(t, out);
+        }
+    }
+
+    #[test]
+    fn a_verdict_about_a_node_heard_directly_is_held_back_and_sent_to_it() {
+        let now = Instant::now();
+        let mut m = lone(now, config());
+        let mut out = Outbox::new();
+        m.tick(now, &mut out);
+        // Node 2 talks to node 1 itself.
+        let ping = MembershipMsg::Ping {
+            seq: 1,
+            members: vec![],
+        };
+        m.step(now, Addressed::new(NodeId(2), NodeId(1), ping), &mut out);
+        out.messages.clear();
+        // Node 3, from the other side of a healed partition, says 2 is DOWN.
+        m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Down)]), &mut out);
+        assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Alive));
+        assert!(
+            out.messages.iter().any(|a| a.to == NodeId(2)
+                && a.msg
+                    == MembershipMsg::Relay {
+                        members: vec![entry(2, 0, MemberStatus::Down)]
+                    }),
+            "the accused is told: {:?}",
+            out.messages
+        );
+        assert!(!out.events.iter().any(|e| matches!(e, MemberEvent::Down { .. })));
+        // Silent for the whole window (pause 1.25 s + interval 1 s): the
+        // verdict held back is taken.
+        let window = config().acceptable_heartbeat_pause + config().gossip_interval;
+        tick_until(&mut m, now, now + window - MS(250), &mut out);
+        assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Alive));
+        tick_until(&mut m, now + window - MS(250), now + window, &mut out);
+        assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Down));
+    }
+
+    #[test]
+    fn a_refutation_overtakes_a_verdict_held_back() {
+        let now = Instant::now();
+        let mut m = lone(now, config());
+        let mut out = Outbox::new();
+        m.tick(now, &mut out);
+        m.step(now, relay(2, 1, vec![]), &mut out);
+        m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]), &mut out);
+        // The accused refutes, and keeps answering.
+        m.step(now + MS(20), relay(2, 1, vec![entry(2, 1, MemberStatus::Alive)]), &mut out);
+        let mut t = now;
+        while t < now + Duration::from_secs(6) {
+            t += MS(250);
+            m.tick(t, &mut out);
+            // Node 2 answers every ping; 3 and 4 too.
+            let pings: Vec<_> = out
+                .messages
+                .drain(..)
+                .filter(|a| matches!(a.msg, MembershipMsg::Ping { .. }))
+                .collect();
+            for p in pings {
+                let ack = MembershipMsg::Ack {
+                    seq: 0,
+                    members: vec![],
+                };
+                m.step(t, Addressed::new(p.to, NodeId(1), ack), &mut out);
+            }
+        }
+        let e = m.table().get(NodeId(2)).unwrap();
+        assert_eq!((e.status, e.incarnation), (MemberStatus::Alive, 1));
+        assert!(
+            !out.events.iter().any(|e| matches!(e,
+                MemberEvent::Suspect { .. } | MemberEvent::Down { .. })),
+            "{:?}",
+            out.events
+        );
+    }
+
+    #[test]
+    fn a_node_is_monitored_by_k_others_and_only_monitors_keep_detectors() {
+        let mut c = Cluster::new(12);
+        c.round();
+        let mut watchers: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for m in c.nodes.values() {
+            assert_eq!(m.monitored().len(), 5, "node {} watches 5", m.me());
+            for n in m.monitored() {
+                assert_ne!(n, m.me());
+                *watchers.entry(n).or_default() += 1;
+            }
+        }
+        // Each watched by exactly 5: the monitors' views agree.
+        assert_eq!(watchers.len(), 12);
+        assert!(watchers.values().all(|&k| k == 5), "{watchers:?}");
+        // A small cluster: everyone watches everyone.
+        let mut small = Cluster::new(3);
+        small.round();
+        for m in small.nodes.values() {
+            assert_eq!(m.monitored().len(), 2);
+        }
+        // A crashed node leaves the ring once DOWN: its place is taken.
+        c.dead.push(NodeId(4));
+        for _ in 0..10 {
+            c.round();
+        }
+        for m in c.nodes.values().filter(|m| m.me() != NodeId(4)) {
+            assert!(!m.monitored().contains(&NodeId(4)));
+            assert_eq!(m.monitored().len(), 5);
+        }
+    }
+
+    #[test]
+    fn tables_that_differ_are_synced_by_bucket_in_small_messages() {
+        let now = Instant::now();
+        let mut a = Membership::new(config(), NodeId(1), "n1", &[], 1).unwrap();
+        let mut b = Membership::new(config(), NodeId(2), "n2", &[], 2).unwrap();
+        let mut sink = Outbox::new();
+        for p in 1..=200 {
+            a.add_peer(now, NodeId(p), format!("n{p}"), &mut sink);
+            b.add_peer(now, NodeId(p), format!("n{p}"), &mut sink);
+        }
+        // b knows 100 more nodes, and that node 7 left.
+        for p in 201..=300 {
+            b.add_peer(now, NodeId(p), format!("n{p}"), &mut sink);
+        }
+        b.step(now, relay(9, 2, vec![entry(7, 1, MemberStatus::Left)]), &mut sink);
+        b.news.clear();
+        assert_ne!(a.table().digest(), b.table().digest());
+        // b's round reaches a: news (none) and its digest.
+        let gossip = MembershipMsg::Gossip {
+            members: vec![],
+            digest: b.table().digest(),
+            reply: false,
+        };
+        let mut queue = vec![Addressed::new(NodeId(2), NodeId(1), gossip)];
+        let mut entries_messages = 0;
+        while let Some(env) = queue.pop() {
+            if let MembershipMsg::Entries { members, .. } = &env.msg {
+                entries_messages += 1;
+                assert!(members.len() <= ENTRIES_PER_MESSAGE, "{}", members.len());
+            }
+            let mut out = Outbox::new();
+            match env.to {
+                NodeId(1) => a.step(now, env, &mut out),
+                NodeId(2) => b.step(now, env, &mut out),
+                _ => continue,
+            }
+            queue.extend(
+                out.messages
+                    .into_iter()
+                    .filter(|m| matches!(m.msg, MembershipMsg::Sync { .. } | MembershipMsg::Entries { .. })),
+            );
+        }
+        assert_eq!(a.table().digest(), b.table().digest());
+        assert_eq!(a.table().len(), 300);
+        assert_eq!(a.status(NodeId(7)), Some(MemberStatus::Left));
+        assert!(entries_messages >= 4, "{entries_messages}");
+    }
+
+    #[test]
+    fn a_departed_node_is_removed_after_the_grace_and_cannot_come_back_stale() {
+        let now = Instant::now();
+        let cfg = MembershipConfig {
+            left_grace: Duration::from_secs(10),
+            ..config()
+        };
+        let mut m = lone(now, cfg);
+        let mut out = Outbox::new();
+        m.tick(now, &mut out);
+        m.step(now, relay(3, 1, vec![entry(2, 1, MemberStatus::Left)]), &mut out);
+        assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Left));
+        tick_until(&mut m, now, now + Duration::from_secs(9), &mut out);
+        assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Left));
+        tick_until(&mut m, now + Duration::from_secs(9), now + Duration::from_secs(10), &mut out);
+        assert_eq!(m.status(NodeId(2)), None);
+        assert_eq!(m.tombstones().get(&NodeId(2)), Some(&1));
+        let t = now + Duration::from_secs(10);
+        // Stale news from a third node does not bring it back.
+        m.step(
+            t,
+            relay(3, 1, vec![entry(2, 1, MemberStatus::Left), entry(2, 0, MemberStatus::Alive)]),
+            &mut out,
+        );
+        assert_eq!(m.status(NodeId(2)), None);
+        // The node itself, restarted with its old incarnation, is told it
+        // left...
+        out.messages.clear();
+        m.step(t, relay(2, 1, vec![entry(2, 0, MemberStatus::Alive)]), &mut out);
+        assert_eq!(m.status(NodeId(2)), None);
+        assert!(out.messages.iter().any(|a| a.to == NodeId(2)
+            && matches!(&a.msg, MembershipMsg::Relay { members }
+                if members.iter().any(|e| e.node == NodeId(2) && e.status == MemberStatus::Left && e.incarnation == 1))));
+        // ...and rejoins above it.
+        m.step(t, relay(2, 1, vec![entry(2, 2, MemberStatus::Alive)]), &mut out);
+        assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Alive));
+        assert!(m.tombstones().is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_node_is_left_everywhere_and_a_live_one_refutes() {
+        let mut c = Cluster::new(5);
+        for _ in 0..3 {
+            c.round();
+        }
+        c.dead.push(NodeId(3));
+        for _ in 0..15 {
+            c.round();
+        }
+        assert_eq!(c.status(1, 3), Some(MemberStatus::Down));
+        let mut out = Outbox::new();
+        let now = c.now;
+        let m = c.nodes.get_mut(&NodeId(1)).unwrap();
+        assert!(matches!(m.forget(now, NodeId(1), &mut out), Err(Error::InvalidInput(_))));
+        assert!(matches!(m.forget(now, NodeId(99), &mut out), Err(Error::UnknownPeer(_))));
+        m.forget(now, NodeId(3), &mut out).unwrap();
+        c.deliver(out.messages);
+        for at in [1, 2, 4, 5] {
+            assert_eq!(c.status(at, 3), Some(MemberStatus::Left), "at n{at}");
+        }
+        // Forgetting a node that is in fact running: it refutes.
+        let mut out = Outbox::new();
+        c.nodes.get_mut(&NodeId(1)).unwrap().forget(now, NodeId(2), &mut out).unwrap();
+        c.deliver(out.messages);
+        for _ in 0..3 {
+            c.round();
+        }
+        for at in [1, 4, 5] {
+            let e = c.nodes[&NodeId(at)].table().get(NodeId(2)).unwrap();
+            assert_eq!((e.status, e.incarnation), (MemberStatus::Alive, 1), "at n{at}");
+        }
     }
 
     #[test]

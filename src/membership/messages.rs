@@ -32,19 +32,77 @@ impl<M> Addressed<M> {
     }
 }
 
-/// Membership gossip (see [`super::gossip`]). Nested in the wire message as
-/// `Message::Membership`.
+/// Membership gossip, pings and syncs (see [`super::gossip`]). Nested in
+/// the wire message as `Message::Membership`.
+///
+/// Every message carries `members`: the sender's news (entries that changed
+/// lately, each sent a bounded number of times) and, when the sender sees
+/// the receiver as other than ALIVE, the receiver's own entry, so that a
+/// live node hears of a suspicion about itself from anyone it talks to.
+/// A message never carries the whole table: at most a few dozen entries,
+/// about 4 KB at most whatever the cluster's size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum MembershipMsg {
-    /// The sender's whole membership table. The receiver merges every
-    /// entry; if `reply` is set (push-pull), it answers with its own table,
-    /// `reply` unset.
+    /// A round's gossip to a random peer: news, and the digest of the
+    /// sender's table. If `reply` is set (push-pull) the receiver answers
+    /// with a [`MembershipMsg::GossipReply`]; if not, and its digest
+    /// differs once the news is merged, it starts a [`MembershipMsg::Sync`].
     Gossip {
-        /// One entry per node the sender knows, itself included.
+        /// News, as above.
         members: Vec<MemberEntry>,
-        /// Whether the receiver should answer with its own table.
+        /// [`super::MembershipTable::digest`] of the sender's table.
+        digest: u64,
+        /// Whether the receiver should answer.
         reply: bool,
+    },
+    /// The answer to a round's gossip: the receiver's news and digest. The
+    /// round's initiator merges the news and, if the digests still differ,
+    /// starts a [`MembershipMsg::Sync`].
+    GossipReply {
+        /// News, as above.
+        members: Vec<MemberEntry>,
+        /// The answering node's table digest, after it merged the gossip.
+        digest: u64,
+    },
+    /// News relayed at once by a node that just learned it.
+    Relay {
+        /// The entries that were news to the relaying node.
+        members: Vec<MemberEntry>,
+    },
+    /// The sender's digest of each bucket of its table
+    /// ([`super::table::DIGEST_BUCKETS`] of them). The receiver answers
+    /// with [`MembershipMsg::Entries`] for the buckets that differ.
+    Sync {
+        /// One digest per bucket.
+        buckets: Vec<u64>,
+    },
+    /// The sender's entries in some buckets of its table, at most a few
+    /// dozen per message (a sync of many buckets takes several).
+    Entries {
+        /// The entries, all in `buckets`.
+        members: Vec<MemberEntry>,
+        /// The buckets these entries are all of the sender's entries in.
+        buckets: Vec<u32>,
+        /// Whether the receiver should answer with its own entries in
+        /// `buckets` (the first half of a sync), or not (the second).
+        want: bool,
+    },
+    /// A monitor's probe of a node it monitors; answered by
+    /// [`MembershipMsg::Ack`] with the same `seq`.
+    Ping {
+        /// Echoed by the ack.
+        seq: u64,
+        /// News, as above.
+        members: Vec<MemberEntry>,
+    },
+    /// The answer to a ping. Its arrival feeds the monitor's phi detector
+    /// of the sender.
+    Ack {
+        /// The ping's.
+        seq: u64,
+        /// The sender's own entry first, then news.
+        members: Vec<MemberEntry>,
     },
 }
 
@@ -53,6 +111,12 @@ impl MembershipMsg {
     pub fn kind(&self) -> &'static str {
         match self {
             MembershipMsg::Gossip { .. } => "gossip",
+            MembershipMsg::GossipReply { .. } => "gossip_reply",
+            MembershipMsg::Relay { .. } => "relay",
+            MembershipMsg::Sync { .. } => "sync",
+            MembershipMsg::Entries { .. } => "entries",
+            MembershipMsg::Ping { .. } => "ping",
+            MembershipMsg::Ack { .. } => "ack",
         }
     }
 }

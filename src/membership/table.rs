@@ -21,9 +21,20 @@
 //! # What it does not do
 //!
 //! No timing and no detection: the table does not know when anything
-//! happened. [`super::Membership`] owns the clock-driven parts. LEFT entries
-//! are kept forever (they are a few bytes), so that stale gossip cannot bring
-//! a departed node back.
+//! happened. [`super::Membership`] owns the clock-driven parts, including
+//! how long a LEFT entry is kept before it is removed (and remembered only as
+//! a tombstone outside the table, so that stale gossip cannot bring a
+//! departed node back).
+//!
+//! # Digests
+//!
+//! The table keeps a digest of its entries in [`DIGEST_BUCKETS`] buckets
+//! (by a hash of the node id), updated on every change: the wrapping sum of
+//! a 64-bit hash of each entry's node, incarnation, status and address. The
+//! heartbeat is left out, so that a table that only saw heartbeats go by
+//! has the digest of one that did not. Two nodes compare whole digests to
+//! see whether they agree, and bucket digests to find where they do not,
+//! so that a gossip message stays small however large the cluster.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -107,9 +118,45 @@ pub struct MergeOutcome {
 }
 
 /// A membership table: one entry per known node, this node's own included.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipTable {
     entries: BTreeMap<NodeId, MemberEntry>,
+    /// Per bucket, the wrapping sum of [`entry_hash`] of its entries.
+    buckets: [u64; DIGEST_BUCKETS],
+}
+
+impl Default for MembershipTable {
+    fn default() -> Self {
+        MembershipTable {
+            entries: BTreeMap::new(),
+            buckets: [0; DIGEST_BUCKETS],
+        }
+    }
+}
+
+/// Buckets of a table's digest. 64: a bucket digest list is about 600
+/// bytes of CBOR, and at 1,000 nodes a bucket holds about 16 entries, so
+/// one differing entry costs a sync of about a kilobyte.
+pub const DIGEST_BUCKETS: usize = 64;
+
+/// The digest bucket of `node`.
+pub fn bucket_of(node: NodeId) -> usize {
+    // splitmix64's finaliser: node ids are often small and consecutive.
+    let mut z = node.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % DIGEST_BUCKETS as u64) as usize
+}
+
+/// The hash of an entry as digests count it: everything but the heartbeat.
+pub fn entry_hash(entry: &MemberEntry) -> u64 {
+    let mut bytes = Vec::with_capacity(17 + entry.addr.len());
+    bytes.extend_from_slice(&entry.node.0.to_le_bytes());
+    bytes.extend_from_slice(&entry.incarnation.to_le_bytes());
+    bytes.push(entry.status.rank());
+    bytes.extend_from_slice(entry.addr.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 impl MembershipTable {
@@ -141,12 +188,65 @@ impl MembershipTable {
     /// Replaces the entry about `entry.node` unconditionally. For the
     /// node's own entry, which only it writes.
     pub fn set(&mut self, entry: MemberEntry) {
-        self.entries.insert(entry.node, entry);
+        let bucket = bucket_of(entry.node);
+        self.buckets[bucket] = self.buckets[bucket].wrapping_add(entry_hash(&entry));
+        if let Some(old) = self.entries.insert(entry.node, entry) {
+            self.buckets[bucket] = self.buckets[bucket].wrapping_sub(entry_hash(&old));
+        }
+    }
+
+    /// Removes the entry of `node`, returning it.
+    pub fn remove(&mut self, node: NodeId) -> Option<MemberEntry> {
+        let old = self.entries.remove(&node)?;
+        let bucket = bucket_of(node);
+        self.buckets[bucket] = self.buckets[bucket].wrapping_sub(entry_hash(&old));
+        Some(old)
+    }
+
+    /// The digest of the whole table: equal tables (heartbeats aside) have
+    /// equal digests.
+    pub fn digest(&self) -> u64 {
+        let mut bytes = [0u8; DIGEST_BUCKETS * 8];
+        for (chunk, b) in bytes.chunks_exact_mut(8).zip(self.buckets) {
+            chunk.copy_from_slice(&b.to_le_bytes());
+        }
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
+    /// The digest of each bucket.
+    pub fn bucket_digests(&self) -> Vec<u64> {
+        self.buckets.to_vec()
+    }
+
+    /// The entries whose node falls in one of `buckets`.
+    pub fn entries_in(&self, buckets: &[usize]) -> Vec<&MemberEntry> {
+        let mut wanted = [false; DIGEST_BUCKETS];
+        for &b in buckets {
+            if let Some(w) = wanted.get_mut(b) {
+                *w = true;
+            }
+        }
+        self.entries
+            .values()
+            .filter(|e| wanted[bucket_of(e.node)])
+            .collect()
     }
 
     /// Merges a remote claim by the rule in the module doc. Returns what
     /// changed, or `None` when the claim brought nothing new.
     pub fn merge(&mut self, remote: &MemberEntry) -> Option<MergeOutcome> {
+        let outcome = self.merge_entry(remote)?;
+        let bucket = bucket_of(remote.node);
+        if let Some(before) = &outcome.before {
+            self.buckets[bucket] = self.buckets[bucket].wrapping_sub(entry_hash(before));
+        }
+        if let Some(now) = self.entries.get(&remote.node) {
+            self.buckets[bucket] = self.buckets[bucket].wrapping_add(entry_hash(now));
+        }
+        Some(outcome)
+    }
+
+    fn merge_entry(&mut self, remote: &MemberEntry) -> Option<MergeOutcome> {
         match self.entries.get_mut(&remote.node) {
             None => {
                 self.entries.insert(remote.node, remote.clone());
@@ -196,9 +296,11 @@ impl MembershipTable {
     /// Sets the status of a known node at its current incarnation, if that
     /// is a change. Returns whether it changed.
     pub fn set_status(&mut self, node: NodeId, status: MemberStatus) -> bool {
-        match self.entries.get_mut(&node) {
+        match self.entries.get(&node) {
             Some(entry) if entry.status != status => {
+                let mut entry = entry.clone();
                 entry.status = status;
+                self.set(entry);
                 true
             }
             _ => false,
