@@ -29,4 +29,4 @@ pub mod membership;
 pub mod script;
 pub mod search;
 
-pub use membership::{LogEntry, MembershipSim, SimOptions};
+pub use membership::{LogEntry, MembershipSim, SimOptions, Traffic};
