@@ -667,43 +667,136 @@ fn check_with_lists_except(value: Envelope, golden_hex: &str, integer_lists: &[&
     assert_arrays_hold_maps_except(&tree, &what, integer_lists);
 }
 
-#[test]
-fn message_gossip() {
-    use ringkv::{MemberEntry, MemberStatus};
-    let entry = |node, addr: &str, heartbeat, incarnation, status| MemberEntry {
+fn member(node: u64, addr: &str, heartbeat: u64, incarnation: u64, status: ringkv::MemberStatus) -> ringkv::MemberEntry {
+    ringkv::MemberEntry {
         node: NodeId(node),
         addr: addr.into(),
         heartbeat,
         incarnation,
         status,
-    };
-    let gossip = Envelope::new(
-        NodeId(1),
-        NodeId(2),
-        Message::Membership(MembershipMsg::Gossip {
-            members: vec![
-                entry(1, "a", 5, 0, MemberStatus::Alive),
-                entry(3, "b", 1, 2, MemberStatus::Suspect),
-            ],
-            reply: true,
-        }),
-    );
+    }
+}
+
+/// `member(1, "a", 5, 0, Alive)` as CBOR.
+const MEMBER_1: &str = "a5 64 6e6f6465 01 64 61646472 61 61
+                   69 686561727462656174 05 6b 696e6361726e6174696f6e 00
+                   66 737461747573 65 416c697665";
+/// `member(3, "b", 1, 2, Suspect)` as CBOR.
+const MEMBER_3: &str = "a5 64 6e6f6465 03 64 61646472 61 62
+                   69 686561727462656174 01 6b 696e6361726e6174696f6e 02
+                   66 737461747573 67 53757370656374";
+
+fn membership(msg: MembershipMsg) -> Envelope {
+    Envelope::new(NodeId(1), NodeId(2), Message::Membership(msg))
+}
+
+#[test]
+fn message_gossip() {
+    use ringkv::MemberStatus;
+    let gossip = membership(MembershipMsg::Gossip {
+        members: vec![
+            member(1, "a", 5, 0, MemberStatus::Alive),
+            member(3, "b", 1, 2, MemberStatus::Suspect),
+        ],
+        digest: 0x0102_0304_0506_0708,
+        reply: true,
+    });
     check_with_lists(
         gossip,
-        "a3 64 66726f6d 01 62 746f 02 63 6d7367
+        &format!(
+            "a3 64 66726f6d 01 62 746f 02 63 6d7367
             a1 6a 4d656d62657273686970 a1 66 476f73736970
-            a2 67 6d656d62657273 82
-                a5 64 6e6f6465 01 64 61646472 61 61
-                   69 686561727462656174 05 6b 696e6361726e6174696f6e 00
-                   66 737461747573 65 416c697665
-                a5 64 6e6f6465 03 64 61646472 61 62
-                   69 686561727462656174 01 6b 696e6361726e6174696f6e 02
-                   66 737461747573 67 53757370656374
-               65 7265706c79 f5",
+            a3 67 6d656d62657273 82 {MEMBER_1} {MEMBER_3}
+               66 646967657374 1b 0102030405060708
+               65 7265706c79 f5"
+        ),
     );
     // The other two statuses are bare text strings too.
     check(MemberStatus::Down, "64 446f776e", DEFAULT_MAX_FRAME_BYTES);
     check(MemberStatus::Left, "64 4c656674", DEFAULT_MAX_FRAME_BYTES);
+}
+
+#[test]
+fn message_gossip_reply_relay_ping_and_ack() {
+    use ringkv::MemberStatus;
+    // MembershipMsg::GossipReply
+    check_with_lists(
+        membership(MembershipMsg::GossipReply {
+            members: vec![member(1, "a", 5, 0, MemberStatus::Alive)],
+            digest: 7,
+        }),
+        &format!(
+            "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 6a 4d656d62657273686970 a1 6b 476f737369705265706c79
+            a2 67 6d656d62657273 81 {MEMBER_1}
+               66 646967657374 07"
+        ),
+    );
+    // MembershipMsg::Relay
+    check_with_lists(
+        membership(MembershipMsg::Relay {
+            members: vec![member(3, "b", 1, 2, MemberStatus::Suspect)],
+        }),
+        &format!(
+            "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 6a 4d656d62657273686970 a1 65 52656c6179
+            a1 67 6d656d62657273 81 {MEMBER_3}"
+        ),
+    );
+    // MembershipMsg::Ping: a monitor's probe, with no news.
+    check_with_lists(
+        membership(MembershipMsg::Ping {
+            seq: 9,
+            members: vec![],
+        }),
+        "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 6a 4d656d62657273686970 a1 64 50696e67
+            a2 63 736571 09 67 6d656d62657273 80",
+    );
+    // MembershipMsg::Ack: the pinged node's own entry first.
+    check_with_lists(
+        membership(MembershipMsg::Ack {
+            seq: 9,
+            members: vec![member(1, "a", 5, 0, MemberStatus::Alive)],
+        }),
+        &format!(
+            "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 6a 4d656d62657273686970 a1 63 41636b
+            a2 63 736571 09 67 6d656d62657273 81 {MEMBER_1}"
+        ),
+    );
+}
+
+#[test]
+fn message_sync_and_entries() {
+    use ringkv::MemberStatus;
+    // MembershipMsg::Sync: one digest per bucket (two here, for brevity;
+    // a node ignores a list of any length but 64).
+    check_with_lists_except(
+        membership(MembershipMsg::Sync {
+            buckets: vec![1, 0x0102_0304_0506_0708],
+        }),
+        "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 6a 4d656d62657273686970 a1 64 53796e63
+            a1 67 6275636b657473 82 01 1b 0102030405060708",
+        &["buckets"],
+    );
+    // MembershipMsg::Entries
+    check_with_lists_except(
+        membership(MembershipMsg::Entries {
+            members: vec![member(3, "b", 1, 2, MemberStatus::Suspect)],
+            buckets: vec![3, 40],
+            want: true,
+        }),
+        &format!(
+            "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 6a 4d656d62657273686970 a1 67 456e7472696573
+            a3 67 6d656d62657273 81 {MEMBER_3}
+               67 6275636b657473 82 03 18 28
+               64 77616e74 f5"
+        ),
+        &["buckets"],
+    );
 }
 
 #[test]

@@ -62,10 +62,18 @@ async fn crashed_node_is_down_on_every_peer_and_a_restart_comes_back() {
         }),
         "{seen:?}"
     );
-    // Phi of the dead node is over the threshold; of live ones, low.
+    // A DOWN node leaves the monitors' ring, so node 1 keeps no detector
+    // of it (or one over the threshold, if its view lags); in a cluster this
+    // small it monitors every live node, each with a low phi.
     let phi = nodes[0].phi().await.unwrap();
-    assert!(phi[&victim_id] > fast().phi_threshold, "{phi:?}");
-    assert!(phi[&NodeId(2)] < fast().phi_threshold, "{phi:?}");
+    assert!(
+        phi.get(&victim_id)
+            .is_none_or(|&p| p > fast().phi_threshold),
+        "{phi:?}"
+    );
+    for live in [NodeId(2), NodeId(3), NodeId(4)] {
+        assert!(phi[&live] < fast().phi_threshold, "{phi:?}");
+    }
     // Nothing about live nodes was convicted.
     assert!(
         all_see(
