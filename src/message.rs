@@ -248,6 +248,7 @@ mod tests {
                 | MembershipMsg::Sync { .. }
                 | MembershipMsg::Entries { .. }
                 | MembershipMsg::Ping { .. }
+                | MembershipMsg::Accuse { .. }
                 | MembershipMsg::Ack { .. } => (),
             },
             Message::Ring(m) => match m {
@@ -303,6 +304,7 @@ mod tests {
         "MembershipMsg::Entries",
         "MembershipMsg::Ping",
         "MembershipMsg::Ack",
+        "MembershipMsg::Accuse",
         "RingMsg::Digest",
         "RingMsg::State",
         "ReplicationMsg::Replicate",

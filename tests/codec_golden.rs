@@ -753,6 +753,16 @@ fn message_gossip_reply_relay_ping_and_ack() {
             a1 6a 4d656d62657273686970 a1 64 50696e67
             a2 63 736571 09 67 6d656d62657273 80",
     );
+    // MembershipMsg::Accuse: node 3 suspected at incarnation 2.
+    check_with_lists(
+        membership(MembershipMsg::Accuse {
+            node: NodeId(3),
+            incarnation: 2,
+        }),
+        "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 6a 4d656d62657273686970 a1 66 416363757365
+            a2 64 6e6f6465 03 6b 696e6361726e6174696f6e 02",
+    );
     // MembershipMsg::Ack: the pinged node's own entry first.
     check_with_lists(
         membership(MembershipMsg::Ack {

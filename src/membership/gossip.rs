@@ -102,6 +102,13 @@ pub const ENTRIES_PER_MESSAGE: usize = 48;
 /// cluster (SWIM's lambda).
 const NEWS_REPEATS: u32 = 3;
 
+/// How many monitors must suspect a node on their own evidence before a
+/// monitor convicts it (fewer if the node has fewer monitors). Two: a
+/// monitor that lost a couple of acks just before a node's short pause
+/// suspects it early, but a second monitor, which heard the node until the
+/// pause began, only suspects it a whole acceptable pause later.
+pub const CONFIRMATIONS: usize = 2;
+
 /// The membership protocol of one node. See the module documentation.
 #[derive(Debug)]
 pub struct Membership {
@@ -113,8 +120,15 @@ pub struct Membership {
     /// Whether the set of monitored nodes must be worked out again (the
     /// table's members or their reachability changed).
     monitors_stale: bool,
+    /// The monitoring ring as of the last [`Self::refresh_monitors`].
+    ring: Vec<NodeId>,
     /// When this node started holding each current suspicion.
     suspected_since: BTreeMap<NodeId, Instant>,
+    /// Per suspect, the incarnation and the monitors that suspected it on
+    /// their own evidence (this node included), as far as this node heard.
+    accusers: BTreeMap<NodeId, (u64, BTreeSet<NodeId>)>,
+    /// Per suspect, when [`CONFIRMATIONS`] monitors had accused it.
+    confirmed_at: BTreeMap<NodeId, Instant>,
     /// When each peer last sent this node a message itself.
     last_direct: BTreeMap<NodeId, Instant>,
     /// Relayed verdicts not taken because the accused was heard directly.
@@ -158,7 +172,10 @@ impl Membership {
             table,
             detectors: BTreeMap::new(),
             monitors_stale: true,
+            ring: vec![me],
             suspected_since: BTreeMap::new(),
+            accusers: BTreeMap::new(),
+            confirmed_at: BTreeMap::new(),
             last_direct: BTreeMap::new(),
             held_back: BTreeMap::new(),
             news: BTreeMap::new(),
@@ -285,7 +302,7 @@ impl Membership {
         if !self.leaving {
             self.ping(round, out);
             self.take_held_back(now, out);
-            self.detect(now, out);
+            self.detect(now, round, out);
             self.convict(now, out);
         }
         self.forget_departed(now);
@@ -357,6 +374,24 @@ impl Membership {
                 let mut answer: Vec<MemberEntry> = self.table.get(self.me).cloned().into_iter().collect();
                 answer.extend(self.news_for(from).into_iter().filter(|e| e.node != self.me));
                 out.send(self.me, from, MembershipMsg::Ack { seq, members: answer });
+            }
+            MembershipMsg::Accuse { node, incarnation } => {
+                if node == self.me {
+                    let mut accused = self.table.get(self.me).cloned();
+                    if let Some(e) = accused.as_mut() {
+                        e.incarnation = incarnation;
+                        e.status = MemberStatus::Suspect;
+                    }
+                    if let Some(e) = accused {
+                        self.maybe_refute(&e, from, out);
+                    }
+                } else if self
+                    .table
+                    .get(node)
+                    .is_some_and(|e| e.incarnation <= incarnation && e.status.is_reachable())
+                {
+                    self.accuse(now, node, incarnation, from);
+                }
             }
             MembershipMsg::Ack { members, .. } => {
                 if let Some(detector) = self.detectors.get_mut(&from) {
@@ -484,15 +519,9 @@ impl Membership {
         ring.into_iter().map(|(_, n)| n).collect()
     }
 
-    /// The nodes that monitor this one, as this node sees the ring: the
-    /// next `monitors` members after it.
+    /// The nodes that monitor this one, as this node sees the ring.
     fn my_monitors(&self) -> Vec<NodeId> {
-        let ring = self.monitor_ring();
-        let Some(at) = ring.iter().position(|&n| n == self.me) else {
-            return Vec::new();
-        };
-        let k = self.config.monitors.min(ring.len() - 1);
-        (1..=k).map(|i| ring[(at + i) % ring.len()]).collect()
+        self.monitors_of(self.me)
     }
 
     /// Works out again, if the table changed, which nodes this node
@@ -503,7 +532,8 @@ impl Membership {
             return;
         }
         self.monitors_stale = false;
-        let ring = self.monitor_ring();
+        self.ring = self.monitor_ring();
+        let ring = &self.ring;
         let mut watched = BTreeSet::new();
         if let Some(at) = ring.iter().position(|&n| n == self.me) {
             let k = self.config.monitors.min(ring.len() - 1);
@@ -569,10 +599,19 @@ impl Membership {
             .filter(|e| e.node != self.me && Some(e.node) != except && e.status.is_reachable())
             .map(|e| e.node)
             .collect();
-        let targets: Vec<NodeId> = peers
+        let mut targets: Vec<NodeId> = peers
             .choose_multiple(&mut self.rng, self.config.relay_fanout)
             .copied()
             .collect();
+        // And the next node on the monitoring ring: random relays miss
+        // each node with odds of about e^-fanout, which at a hundred nodes
+        // leaves someone out of almost every wave; a node's ring
+        // predecessor has almost always heard, and sends it on at once.
+        if let Some(&next) = self.my_monitors().first() {
+            if Some(next) != except && !targets.contains(&next) && peers.contains(&next) {
+                targets.push(next);
+            }
+        }
         for chunk in news.chunks(ENTRIES_PER_MESSAGE) {
             for &to in &targets {
                 out.send(
@@ -835,6 +874,8 @@ impl Membership {
         }
         if entry.status != MemberStatus::Suspect {
             self.suspected_since.remove(&node);
+            self.accusers.remove(&node);
+            self.confirmed_at.remove(&node);
         }
         if entry.status == MemberStatus::Left {
             self.left_since.insert(node, now);
@@ -995,18 +1036,24 @@ impl Membership {
         }
     }
 
-    fn detect(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
+    /// Suspects the ALIVE nodes this node monitors whose phi is over the
+    /// threshold, and tells the other monitors of each node it suspects on
+    /// its own evidence: at once, and again every round while it does.
+    fn detect(&mut self, now: Instant, round: bool, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         let threshold = self.config.phi_threshold;
-        let suspects: Vec<NodeId> = self
+        let over: Vec<NodeId> = self
             .detectors
             .iter()
             .filter(|(node, d)| {
-                self.status(**node) == Some(MemberStatus::Alive) && d.phi(now) > threshold
+                matches!(
+                    self.status(**node),
+                    Some(MemberStatus::Alive | MemberStatus::Suspect)
+                ) && d.phi(now) > threshold
             })
             .map(|(&node, _)| node)
             .collect();
         let mut news = Vec::new();
-        for node in suspects {
+        for node in over {
             if self.table.set_status(node, MemberStatus::Suspect) {
                 self.suspected_since.insert(node, now);
                 self.held_back.remove(&node);
@@ -1020,23 +1067,76 @@ impl Membership {
                 self.make_news(node);
                 news.push(entry);
             }
+            let incarnation = self.table.get(node).map_or(0, |e| e.incarnation);
+            let first = self.accuse(now, node, incarnation, self.me);
+            if first || round {
+                for monitor in self.monitors_of(node) {
+                    if monitor != self.me {
+                        out.send(
+                            self.me,
+                            monitor,
+                            MembershipMsg::Accuse { node, incarnation },
+                        );
+                    }
+                }
+            }
         }
         self.relay(&news, None, out);
     }
 
+    /// Records that `by` suspects `node` at `incarnation` on its own
+    /// evidence; returns whether that is new.
+    fn accuse(&mut self, now: Instant, node: NodeId, incarnation: u64, by: NodeId) -> bool {
+        let entry = self
+            .accusers
+            .entry(node)
+            .or_insert_with(|| (incarnation, BTreeSet::new()));
+        if entry.0 != incarnation {
+            if incarnation < entry.0 {
+                return false;
+            }
+            *entry = (incarnation, BTreeSet::new());
+            self.confirmed_at.remove(&node);
+        }
+        let added = entry.1.insert(by);
+        let count = entry.1.len();
+        let needed = CONFIRMATIONS.min(self.monitors_of(node).len()).max(1);
+        if count >= needed {
+            self.confirmed_at.entry(node).or_insert(now);
+        }
+        added
+    }
+
+    /// The monitors of `node` as this node sees the ring: the next
+    /// `monitors` members after it.
+    fn monitors_of(&self, node: NodeId) -> Vec<NodeId> {
+        let ring = &self.ring;
+        let Some(at) = ring.iter().position(|&n| n == node) else {
+            return Vec::new();
+        };
+        let k = self.config.monitors.min(ring.len() - 1);
+        (1..=k).map(|i| ring[(at + i) % ring.len()]).collect()
+    }
+
+    /// Marks DOWN the suspects whose suspicion went unrefuted long
+    /// enough: at a monitor, `suspicion_timeout` after the suspicion was
+    /// confirmed by [`CONFIRMATIONS`] monitors' own evidence; anywhere, three
+    /// timeouts after this node took the suspicion, if no monitor's verdict
+    /// came first (all the monitors down, or cut off from this node).
     fn convict(&mut self, now: Instant, out: &mut Outbox<MembershipMsg, MemberEvent>) {
         let timeout = self.suspicion_timeout();
         let mut convicted = Vec::new();
         let table = &self.table;
         let detectors = &self.detectors;
+        let confirmed_at = &self.confirmed_at;
         self.suspected_since.retain(|&node, since| {
             let still = table.get(node).map(|e| e.status) == Some(MemberStatus::Suspect);
-            let wait = if detectors.contains_key(&node) {
-                timeout
-            } else {
-                timeout * 2
-            };
-            if still && now.saturating_duration_since(*since) >= wait {
+            let confirmed = detectors.contains_key(&node)
+                && confirmed_at
+                    .get(&node)
+                    .is_some_and(|&at| now.saturating_duration_since(at) >= timeout);
+            let fallback = now.saturating_duration_since(*since) >= timeout * 3;
+            if still && (confirmed || fallback) {
                 convicted.push(node);
                 return false;
             }
@@ -1044,6 +1144,8 @@ impl Membership {
         });
         let mut news = Vec::new();
         for node in convicted {
+            self.accusers.remove(&node);
+            self.confirmed_at.remove(&node);
             if self.table.set_status(node, MemberStatus::Down) {
                 self.monitors_stale = true;
                 let Some(entry) = self.table.get(node).cloned() else {
@@ -1084,6 +1186,8 @@ impl Membership {
             self.last_direct.remove(&node);
             self.held_back.remove(&node);
             self.suspected_since.remove(&node);
+            self.accusers.remove(&node);
+            self.confirmed_at.remove(&node);
             self.seeds.retain(|&s| s != node);
         }
     }
@@ -1288,28 +1392,51 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_unrefuted_suspicion_becomes_down_after_the_timeout() {
-        let now = Instant::now();
-        let mut m = Membership::new(config(), NodeId(1), "n1", &[], 1).unwrap();
-        let mut out = Outbox::new();
-        for p in 2..=4 {
-            m.add_peer(now, NodeId(p), format!("n{p}"), &mut out);
+    /// Acks every ping in `out` from the nodes in `answering`, at `t`.
+    fn ack_pings(
+        m: &mut Membership,
+        t: Instant,
+        answering: &[u64],
+        out: &mut Outbox<MembershipMsg, MemberEvent>,
+    ) {
+        let pings: Vec<_> = out
+            .messages
+            .drain(..)
+            .filter(|a| matches!(a.msg, MembershipMsg::Ping { .. }))
+            .collect();
+        for p in pings.into_iter().filter(|p| answering.contains(&p.to.0)) {
+            let ack = MembershipMsg::Ack {
+                seq: 0,
+                members: vec![],
+            };
+            m.step(t, Addressed::new(p.to, NodeId(1), ack), out);
         }
-        let mut suspect = MemberEntry::alive(NodeId(2), "n2");
-        suspect.status = MemberStatus::Suspect;
-        let gossip = MembershipMsg::Relay {
-            members: vec![suspect],
-        };
-        m.step(now, Addressed::new(NodeId(3), NodeId(1), gossip), &mut out);
+    }
+
+    #[test]
+    fn a_suspicion_two_monitors_confirm_is_down_one_timeout_later() {
+        let now = Instant::now();
+        let mut m = lone(now, config());
+        let mut out = Outbox::new();
+        m.tick(now, &mut out);
+        // Nodes 3 and 4, monitors of node 2 like node 1, accuse it, and
+        // node 3's suspicion is relayed. Node 1 never heard from node 2.
+        for from in [3, 4] {
+            let accuse = MembershipMsg::Accuse {
+                node: NodeId(2),
+                incarnation: 0,
+            };
+            m.step(now, Addressed::new(NodeId(from), NodeId(1), accuse), &mut out);
+        }
+        m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]), &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect));
         let timeout = m.suspicion_timeout();
         assert_eq!(timeout, Duration::from_millis(1500)); // 1.5 x 1 s
-                                                          // Tick every 500 ms so the pause guard stays quiet.
         let mut t = now;
-        while t + MS(500) < now + timeout {
-            t += MS(500);
+        while t + MS(250) < now + timeout {
+            t += MS(250);
             m.tick(t, &mut out);
+            ack_pings(&mut m, t, &[3, 4], &mut out);
             assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect), "at {t:?}");
         }
         m.tick(now + timeout, &mut out);
@@ -1318,6 +1445,70 @@ mod tests {
             node: NodeId(2),
             incarnation: 0
         }));
+    }
+
+    #[test]
+    fn one_monitors_suspicion_alone_waits_three_timeouts() {
+        // Node 1 never hears from node 2, so its own detector suspects node
+        // 2 too, but no second monitor agrees: only the fallback convicts.
+        let now = Instant::now();
+        let mut m = lone(now, config());
+        let mut out = Outbox::new();
+        m.tick(now, &mut out);
+        m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]), &mut out);
+        let timeout = m.suspicion_timeout();
+        let mut t = now;
+        while t + MS(250) < now + timeout * 3 {
+            t += MS(250);
+            m.tick(t, &mut out);
+            ack_pings(&mut m, t, &[3, 4], &mut out);
+            assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect), "at {t:?}");
+        }
+        // It accused node 2 to the other monitors on its own evidence.
+        m.tick(now + timeout * 3, &mut out);
+        assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Down));
+    }
+
+    #[test]
+    fn a_monitor_tells_the_other_monitors_and_an_accused_node_refutes() {
+        let now = Instant::now();
+        let mut m = lone(now, config());
+        let mut out = Outbox::new();
+        let mut t = now;
+        // Node 2 stops answering; 3 and 4 keep answering.
+        let mut accused = false;
+        while t < now + Duration::from_secs(4) && !accused {
+            t += MS(250);
+            m.tick(t, &mut out);
+            accused = out.messages.iter().any(|a| {
+                a.msg
+                    == MembershipMsg::Accuse {
+                        node: NodeId(2),
+                        incarnation: 0,
+                    }
+            });
+            let to: BTreeSet<NodeId> = out
+                .messages
+                .iter()
+                .filter(|a| matches!(a.msg, MembershipMsg::Accuse { .. }))
+                .map(|a| a.to)
+                .collect();
+            if accused {
+                assert_eq!(to, [NodeId(3), NodeId(4)].into(), "the other monitors of 2");
+            }
+            ack_pings(&mut m, t, &[3, 4], &mut out);
+        }
+        assert!(accused, "node 1 never accused node 2");
+        assert!(t >= now + Duration::from_millis(2500), "{:?}", t - now);
+        // An accusation about node 1 itself makes it refute.
+        out.messages.clear();
+        let accuse = MembershipMsg::Accuse {
+            node: NodeId(1),
+            incarnation: 0,
+        };
+        m.step(t, Addressed::new(NodeId(3), NodeId(1), accuse), &mut out);
+        assert_eq!(m.table().get(NodeId(1)).unwrap().incarnation, 1);
+        assert!(out.messages.iter().any(|a| a.to == NodeId(3)));
     }
 
     #[test]

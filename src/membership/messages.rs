@@ -96,6 +96,16 @@ pub enum MembershipMsg {
         /// News, as above.
         members: Vec<MemberEntry>,
     },
+    /// A monitor suspects `node` at `incarnation` on its own evidence (its
+    /// phi of the node's acks is over the threshold). Sent to the node's
+    /// other monitors, which convict only once two monitors agree (see
+    /// [`super::gossip::CONFIRMATIONS`]), and to nobody else.
+    Accuse {
+        /// The suspect.
+        node: NodeId,
+        /// Its incarnation as the accuser knows it.
+        incarnation: u64,
+    },
     /// The answer to a ping. Its arrival feeds the monitor's phi detector
     /// of the sender.
     Ack {
@@ -116,6 +126,7 @@ impl MembershipMsg {
             MembershipMsg::Sync { .. } => "sync",
             MembershipMsg::Entries { .. } => "entries",
             MembershipMsg::Ping { .. } => "ping",
+            MembershipMsg::Accuse { .. } => "accuse",
             MembershipMsg::Ack { .. } => "ack",
         }
     }

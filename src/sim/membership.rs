@@ -114,6 +114,10 @@ pub struct MembershipSim {
     undecodable: u64,
     /// Frames sent, their bytes, and the largest, by message kind.
     traffic: BTreeMap<&'static str, Traffic>,
+    /// Every node's membership configuration.
+    config: MembershipConfig,
+    /// The simulation's seed.
+    seed: u64,
 }
 
 /// What the machines sent of one kind of message.
@@ -182,6 +186,8 @@ impl MembershipSim {
             log: Vec::new(),
             undecodable: 0,
             traffic: BTreeMap::new(),
+            config: options.membership,
+            seed: options.seed,
         })
     }
 
@@ -237,6 +243,33 @@ impl MembershipSim {
     /// Frames that failed to decode; always 0 unless the codec is broken.
     pub fn undecodable_frames(&self) -> u64 {
         self.undecodable
+    }
+
+    /// Starts a new node `node` that knows only itself and `seed`, and
+    /// joins through it as a new process does. Fails with `InvalidInput` if
+    /// `node` is already in the simulation.
+    pub fn add_joiner(&mut self, node: NodeId, seed: NodeId) -> Result<()> {
+        if self.nodes.contains_key(&node) {
+            return Err(Error::InvalidInput(format!("{node} is already in the simulation")));
+        }
+        self.fabric.add_node(node)?;
+        let machine_seed = self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.0;
+        let machine = Membership::new(
+            self.config.clone(),
+            node,
+            node.to_string(),
+            &[seed],
+            machine_seed,
+        )?;
+        self.nodes.insert(
+            node,
+            SimNode {
+                machine,
+                life: Life::Running,
+                next_tick: self.now,
+            },
+        );
+        Ok(())
     }
 
     /// Crashes `node`: it leaves the network (frames to it are lost) and
@@ -592,5 +625,46 @@ mod tests {
         let largest = sim.traffic().values().map(|t| t.max_bytes).max().unwrap();
         assert!(largest <= 4096, "{:?}", sim.traffic());
         assert!(sim.traffic().contains_key("ping") && sim.traffic().contains_key("ack"));
+    }
+}
+#[cfg(test)]
+mod scratch {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn scratch_false_down() {
+        use rand::Rng;
+        for seed in 0..5u64 {
+            let n = 20;
+            let mut options = SimOptions::new(n, seed);
+            options.phases = true;
+            options.faults = Faults {
+                drop_rate: 0.05,
+                delay: (Duration::from_millis(1), Duration::from_millis(200)),
+                ..Faults::default()
+            };
+            let mut sim = MembershipSim::new(options).unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xfa15e);
+            let mut pauses = Vec::new();
+            for _ in 0..60 {
+                let node = NodeId(rng.random_range(1..=n as u64));
+                pauses.push((sim.elapsed(), node));
+                sim.pause(node, Duration::from_millis(2500));
+                sim.run_for(Duration::from_secs(60));
+            }
+            for e in sim.log() {
+                if let MemberEvent::Down { node, incarnation } = e.event {
+                    println!("seed {seed}: DOWN at {:?} by {} of {node} inc {incarnation}", e.at, e.node);
+                    let p = pauses.iter().filter(|(at, n)| *n == node && *at <= e.at).last();
+                    println!("  last pause of {node}: {p:?}");
+                    for l in sim.log().iter().filter(|l| l.at + Duration::from_secs(6) >= e.at && l.at <= e.at + Duration::from_secs(1)) {
+                        if matches!(l.event, MemberEvent::Suspect{node: x, ..} | MemberEvent::Down{node: x, ..} if x == node) || l.node == node {
+                            println!("    {:?} {} {:?}", l.at, l.node, l.event);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
     }
 }
