@@ -54,11 +54,13 @@ pub struct MembershipConfig {
     pub acceptable_heartbeat_pause: Duration,
     /// How long a suspicion may go unrefuted before the suspect is DOWN, in
     /// gossip intervals: the timeout is `suspicion_multiplier x
-    /// gossip_interval` at a monitor of the suspect, and twice that at any
-    /// other node (which convicts on its own only if no monitor's verdict
-    /// reaches it). Default 1.5: suspicions and refutations are relayed at
-    /// once, not once per round, so a live suspect's refutation comes back
-    /// in a few network delays; the timeout covers a lost message and the
+    /// gossip_interval` at a monitor of the suspect, counted from the moment
+    /// once two monitors have suspected the node on their own evidence
+    /// (see `membership::gossip::CONFIRMATIONS`), and three times that at
+    /// any node that took the suspicion, if no monitor's verdict reached it
+    /// first. Default 1.25: suspicions and refutations are relayed at once,
+    /// not once per round, so a live suspect's refutation comes back in a
+    /// few network delays; the timeout covers a lost message and the
     /// monitor's next ping (sent every tick while it suspects).
     pub suspicion_multiplier: f64,
     /// How many monitors watch each node. A node is monitored by the next
@@ -108,7 +110,7 @@ impl Default for MembershipConfig {
             max_sample_size: 1000,
             min_std_deviation: Duration::from_millis(100),
             acceptable_heartbeat_pause: Duration::from_millis(1250),
-            suspicion_multiplier: 1.5,
+            suspicion_multiplier: 1.25,
             monitors: 5,
             relay_fanout: 3,
             left_grace: Duration::from_secs(3600),
