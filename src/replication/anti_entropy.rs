@@ -28,11 +28,32 @@
 //!    ([`AntiEntropyMsg::Repaired`]), which the initiator merges.
 //!
 //! Both sides merge under the bucket's conflict policy, never overwrite,
-//! so a repair cannot lose a sibling or a newer write. The initiator meets
-//! every other replica of its ranges each round, so after a heal every
-//! replica holds every write within two rounds (the first brings the
-//! initiator everything; the second carries what it learned from a later
-//! peer back to an earlier one).
+//! so a repair cannot lose a sibling or a newer write. The exchange ends
+//! when the initiator's merge of what came back is stored, and the
+//! exchanges of one range run one at a time, so each scans what the one
+//! before it merged.
+//!
+//! A round leaves each of its ranges equal on every replica it could
+//! reach: an exchange that left differences (leaves whose entries did not
+//! fit in one message, or more keys than `max_batch`) is queued again at
+//! once with the same peer, for the next batch; one in which the initiator
+//! merged objects from its peer queues the range's other replicas again
+//! (once each per round), so that what it learned from a later peer
+//! reaches an earlier one in this round, not the next. Batches are
+//! bounded to 64 passes per pair and round. A failed exchange with a peer
+//! still up is tried once more at the end of the round.
+//!
+//! # After a partition or an outage
+//!
+//! A node seen UP again ([`AntiEntropy::on_member_event`]) is not left
+//! for the next round: the ranges this node initiates with it are
+//! exchanged with it at the front of the running round, or in a round
+//! that starts at the next tick (the actor ticks at once). Pairs (range,
+//! peer) whose trees differed last time, whose exchange failed, or whose
+//! peer came back are exchanged first in the next round, before the
+//! ranges that were equal. So after a heal the replicas are equal about
+//! one round after the nodes see each other, and a round that repairs
+//! takes as long as its rate limits make it.
 //!
 //! # Rate limits
 //!
@@ -42,9 +63,11 @@
 //! new exchange starts while either is overdrawn. Up to `max_exchanges`
 //! run at once, and an exchange that ends starts the next at once, so a
 //! round takes as long as its exchanges and the rate limits make it, not a
-//! tick per exchange. A new ring asks for the next round as soon as the
-//! running one ends. Trees are rebuilt for
-//! every exchange (no cache): one range scan per exchange on each end.
+//! tick per exchange: a round that repairs `m` objects on a node takes at
+//! least `m / objects_per_second`. A new ring asks for the next round as
+//! soon as the running one ends. Trees are rebuilt for every exchange (no
+//! cache): one range scan per exchange on each end, a follow-up pass
+//! included.
 //!
 //! # Tombstones
 //!
@@ -359,6 +382,10 @@ struct RangeRound {
     passes: BTreeMap<NodeId, u32>,
     /// Peers whose failed exchange was queued again this round (once).
     retried: BTreeSet<NodeId>,
+    /// Peers met again this round to carry what this node learned from
+    /// another replica (once: under steady writes an exchange often finds
+    /// a write still on its way, and that must not chain more passes).
+    carried: BTreeSet<NodeId>,
     /// Whether tombstones of this range may be purged this round, so far.
     gc_ok: bool,
     pending: usize,
@@ -540,6 +567,7 @@ impl AntiEntropy {
                         queued: BTreeSet::new(),
                         passes: BTreeMap::new(),
                         retried: BTreeSet::new(),
+                        carried: BTreeSet::new(),
                         gc_ok: false,
                         pending: 0,
                         candidates: BTreeMap::new(),
@@ -675,6 +703,7 @@ impl AntiEntropy {
                 queued,
                 passes: BTreeMap::new(),
                 retried: BTreeSet::new(),
+                carried: BTreeSet::new(),
                 pending,
                 candidates: BTreeMap::new(),
             });
@@ -701,7 +730,18 @@ impl AntiEntropy {
             && self.keys.ready(now)
             && self.objects.ready(now)
         {
-            let Some((range, peer, min_n)) = round.queue.pop_front() else {
+            // One exchange of a range at a time, so that each one scans
+            // what the one before it merged (and what it learned is
+            // carried on by the next, not raced by it).
+            let busy: BTreeSet<usize> = self.exchanges.values().map(|e| e.range).collect();
+            let Some(at) = round
+                .queue
+                .iter()
+                .position(|(r, p, _)| !busy.contains(r) || self.down.contains(p))
+            else {
+                break;
+            };
+            let Some((range, peer, min_n)) = round.queue.remove(at) else {
                 break;
             };
             round.ranges[range].queued.remove(&peer);
@@ -1003,9 +1043,9 @@ impl AntiEntropy {
     /// Ends exchange `session`. If it left differences, the range is
     /// exchanged with the same peer again at once (the next batch); if
     /// this node learned objects from the peer, with every other replica
-    /// of the range not still waiting for its exchange (so that the range
-    /// is equal on all its replicas at the end of this round, not of the
-    /// next one).
+    /// of the range not still waiting for its exchange, once per round
+    /// (so that the range is equal on all its replicas at the end of this
+    /// round, not of the next one).
     fn complete(&mut self, session: u64) {
         let Some(e) = self.exchanges.remove(&session) else {
             return;
@@ -1026,7 +1066,15 @@ impl AntiEntropy {
                 .filter(|&n| n != self.node && n != e.peer && !self.down.contains(&n))
                 .collect();
             for other in others {
-                Self::requeue(round, e.range, other, true, true);
+                let first = round
+                    .ranges
+                    .get_mut(e.range)
+                    .is_some_and(|r| !r.carried.contains(&other));
+                if first && Self::requeue(round, e.range, other, true, false) {
+                    if let Some(r) = round.ranges.get_mut(e.range) {
+                        r.carried.insert(other);
+                    }
+                }
             }
         }
         if e.more {
