@@ -1,7 +1,8 @@
 //! The AntiEntropy actor: runs the node's
 //! [`AntiEntropy`](crate::replication::anti_entropy::AntiEntropy) machine.
 //!
-//! It feeds the machine ticks (every [`tick_interval`] of the period),
+//! It feeds the machine ticks (every [`tick_interval`] of the period, and
+//! at once when a node comes back up, so that it is exchanged with now),
 //! anti-entropy messages from the transport, ring snapshots and membership
 //! events (so DOWN, SUSPECT and LEFT nodes are not exchanged with), and
 //! carries out its effects: it sends the messages, and every scan, read,
@@ -171,11 +172,19 @@ impl Actor for AntiEntropyActor {
 }
 
 impl StreamHandler<NodeEvent> for AntiEntropyActor {
-    fn handle(&mut self, event: NodeEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, event: NodeEvent, ctx: &mut Context<Self>) {
         match event {
             NodeEvent::Ring(ring) => self.machine.set_ring(ring),
             NodeEvent::RingState(state) => self.machine.set_changing(state.pending.is_some()),
-            NodeEvent::Member(event) => self.machine.on_member_event(&event),
+            NodeEvent::Member(event) => {
+                let up = matches!(event, crate::membership::MemberEvent::Up { .. });
+                self.machine.on_member_event(&event);
+                // A node back up is exchanged with now, not at the next
+                // tick (up to a second away).
+                if up {
+                    self.tick(ctx);
+                }
+            }
         }
     }
 

@@ -28,11 +28,32 @@
 //!    ([`AntiEntropyMsg::Repaired`]), which the initiator merges.
 //!
 //! Both sides merge under the bucket's conflict policy, never overwrite,
-//! so a repair cannot lose a sibling or a newer write. The initiator meets
-//! every other replica of its ranges each round, so after a heal every
-//! replica holds every write within two rounds (the first brings the
-//! initiator everything; the second carries what it learned from a later
-//! peer back to an earlier one).
+//! so a repair cannot lose a sibling or a newer write. The exchange ends
+//! when the initiator's merge of what came back is stored, and the
+//! exchanges of one range run one at a time, so each scans what the one
+//! before it merged.
+//!
+//! A round leaves each of its ranges equal on every replica it could
+//! reach: an exchange that left differences (leaves whose entries did not
+//! fit in one message, or more keys than `max_batch`) is queued again at
+//! once with the same peer, for the next batch; one in which the initiator
+//! merged objects from its peer queues the range's other replicas again
+//! (once each per round), so that what it learned from a later peer
+//! reaches an earlier one in this round, not the next. Batches are
+//! bounded to 64 passes per pair and round. A failed exchange with a peer
+//! still up is tried once more at the end of the round.
+//!
+//! # After a partition or an outage
+//!
+//! A node seen UP again ([`AntiEntropy::on_member_event`]) is not left
+//! for the next round: the ranges this node initiates with it are
+//! exchanged with it at the front of the running round, or in a round
+//! that starts at the next tick (the actor ticks at once). Pairs (range,
+//! peer) whose trees differed last time, whose exchange failed, or whose
+//! peer came back are exchanged first in the next round, before the
+//! ranges that were equal. So after a heal the replicas are equal about
+//! one round after the nodes see each other, and a round that repairs
+//! takes as long as its rate limits make it.
 //!
 //! # Rate limits
 //!
@@ -42,9 +63,11 @@
 //! new exchange starts while either is overdrawn. Up to `max_exchanges`
 //! run at once, and an exchange that ends starts the next at once, so a
 //! round takes as long as its exchanges and the rate limits make it, not a
-//! tick per exchange. A new ring asks for the next round as soon as the
-//! running one ends. Trees are rebuilt for
-//! every exchange (no cache): one range scan per exchange on each end.
+//! tick per exchange: a round that repairs `m` objects on a node takes at
+//! least `m / objects_per_second`. A new ring asks for the next round as
+//! soon as the running one ends. Trees are rebuilt for every exchange (no
+//! cache): one range scan per exchange on each end, a follow-up pass
+//! included.
 //!
 //! # Tombstones
 //!
@@ -196,10 +219,14 @@ pub enum AntiEntropyWork {
     },
     /// Merge `objects`; then, when `reply` is set, read `want` and send
     /// them back in a [`AntiEntropyMsg::Repaired`]. Charge the objects
-    /// with [`AntiEntropy::charge_objects`].
+    /// with [`AntiEntropy::charge_objects`]. When `ends` is set, the merge
+    /// is the last step of this node's own exchange: report it with
+    /// [`AntiEntropy::merged`] (or [`AntiEntropy::failed`]).
     Repair {
         /// `(peer, session)` to answer.
         reply: Option<(NodeId, u64)>,
+        /// This node's exchange that the merge ends.
+        ends: Option<u64>,
         /// Objects to merge.
         objects: Vec<RepairObject>,
         /// Keys to send back.
@@ -308,6 +335,10 @@ enum ExchangeState {
     Scanning,
     AwaitDiff(LocalScan),
     AwaitRepaired,
+    /// Merging what the peer sent back: the exchange ends when that is
+    /// stored, so that an exchange of the same range with another peer
+    /// that starts after it scans what it brought.
+    Merging,
 }
 
 struct Exchange {
@@ -316,7 +347,21 @@ struct Exchange {
     min_n: u32,
     deadline: Instant,
     state: ExchangeState,
+    /// It repaired one batch and left differences (leaves not listed, or
+    /// more keys than a batch): the range is exchanged again with the
+    /// same peer at once.
+    more: bool,
+    /// This node merged objects from the peer: the range's other replicas
+    /// not still waiting for their exchange are met again, so that they
+    /// get them in this round rather than the next.
+    learned: bool,
 }
+
+/// Follow-up exchanges of one range with one peer in one round (more
+/// batches, or carrying what was learned from another replica): with
+/// `max_batch` keys a pass, 64 passes repair 65,536 keys of one range in
+/// one round; the rest waits for the next round.
+const MAX_PASSES: u32 = 64;
 
 struct Candidate {
     digest: u64,
@@ -329,6 +374,18 @@ struct RangeRound {
     range: TokenRange,
     /// The preference list under the largest `n`.
     replicas: Vec<NodeId>,
+    /// This node's position in `replicas`.
+    me_at: usize,
+    /// Peers with an exchange of this range waiting in the queue.
+    queued: BTreeSet<NodeId>,
+    /// Exchanges queued again for each peer this round ([`MAX_PASSES`]).
+    passes: BTreeMap<NodeId, u32>,
+    /// Peers whose failed exchange was queued again this round (once).
+    retried: BTreeSet<NodeId>,
+    /// Peers met again this round to carry what this node learned from
+    /// another replica (once: under steady writes an exchange often finds
+    /// a write still on its way, and that must not chain more passes).
+    carried: BTreeSet<NodeId>,
     /// Whether tombstones of this range may be purged this round, so far.
     gc_ok: bool,
     pending: usize,
@@ -362,6 +419,10 @@ pub struct AntiEntropy {
     next_session: u64,
     exchanges: BTreeMap<u64, Exchange>,
     hint_reports: BTreeMap<NodeId, (Instant, Vec<NodeId>)>,
+    /// `(range end, peer)` pairs whose last exchange found their trees
+    /// differing, failed, or whose peer came back up: the next round
+    /// exchanges them first.
+    dirty: BTreeSet<(u64, NodeId)>,
     stats: AntiEntropyStats,
 }
 
@@ -397,6 +458,7 @@ impl AntiEntropy {
             next_session: 1,
             exchanges: BTreeMap::new(),
             hint_reports: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             stats: AntiEntropyStats::default(),
         }
     }
@@ -433,12 +495,18 @@ impl AntiEntropy {
 
     /// Takes in a membership event: SUSPECT, DOWN and LEFT nodes are not
     /// exchanged with (their exchanges in flight fail at once, so no
-    /// tombstone of their ranges is purged this round); UP ones are again.
+    /// tombstone of their ranges is purged this round); UP ones are again,
+    /// at once: a node back up is met for every range this node initiates
+    /// with it, ahead of the rest of the running round (or in a round that
+    /// starts at the next tick), since after a partition or an outage its
+    /// ranges are the ones likely to differ.
     pub fn on_member_event(&mut self, event: &crate::membership::MemberEvent) {
         use crate::membership::MemberEvent;
         match *event {
             MemberEvent::Up { node, .. } => {
-                self.down.remove(&node);
+                if self.down.remove(&node) && node != self.node {
+                    self.back_up(node);
+                }
             }
             MemberEvent::Suspect { node, .. }
             | MemberEvent::Down { node, .. }
@@ -458,6 +526,88 @@ impl AntiEntropy {
             }
             MemberEvent::Refuted { .. } | MemberEvent::LocalPause { .. } => {}
         }
+    }
+
+    /// `node` was down and is up again: every range it shares with this
+    /// node is marked to be exchanged first, and the ranges this node now
+    /// initiates with it are exchanged with it at once.
+    fn back_up(&mut self, node: NodeId) {
+        let mut mine = Vec::new();
+        for (range, _) in self.ring.ranges() {
+            let replicas = self.ring.preference_list(range.through, self.n_max);
+            if !replicas.contains(&node) {
+                continue;
+            }
+            self.dirty.insert((range.through.0, node));
+            if replicas.iter().find(|&&n| self.is_up(n)) == Some(&self.node) {
+                mine.push((range, replicas));
+            }
+        }
+        let Some(round) = self.round.as_mut() else {
+            // No round running: one starts at the next tick, these first.
+            self.round_now();
+            return;
+        };
+        let index: BTreeMap<u64, usize> = round
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.range.through.0, i))
+            .collect();
+        for (range, replicas) in mine {
+            let i = match index.get(&range.through.0) {
+                Some(&i) => i,
+                None => {
+                    // Planned when another node initiated it.
+                    let me_at = replicas.iter().position(|&n| n == self.node).unwrap_or(0);
+                    round.ranges.push(RangeRound {
+                        range,
+                        replicas,
+                        me_at,
+                        queued: BTreeSet::new(),
+                        passes: BTreeMap::new(),
+                        retried: BTreeSet::new(),
+                        carried: BTreeSet::new(),
+                        gc_ok: false,
+                        pending: 0,
+                        candidates: BTreeMap::new(),
+                    });
+                    round.ranges.len() - 1
+                }
+            };
+            Self::requeue(round, i, node, true, false);
+        }
+    }
+
+    /// Queues an exchange of range `i` with `peer` in `round` (at the
+    /// front, or at the back), unless one is already waiting; counts it
+    /// against [`MAX_PASSES`] when `pass`. Returns whether it queued one.
+    fn requeue(round: &mut Round, i: usize, peer: NodeId, front: bool, pass: bool) -> bool {
+        let Some(r) = round.ranges.get_mut(i) else {
+            return false;
+        };
+        let Some(j) = r.replicas.iter().position(|&n| n == peer) else {
+            return false;
+        };
+        if r.queued.contains(&peer) {
+            return false;
+        }
+        if pass {
+            let passes = r.passes.entry(peer).or_insert(0);
+            if *passes >= MAX_PASSES {
+                return false;
+            }
+            *passes += 1;
+        }
+        r.queued.insert(peer);
+        r.pending += 1;
+        let min_n = (r.me_at.max(j) + 1) as u32;
+        if front {
+            round.queue.push_front((i, peer, min_n));
+        } else {
+            round.queue.push_back((i, peer, min_n));
+        }
+        true
     }
 
     /// The counters.
@@ -510,7 +660,13 @@ impl AntiEntropy {
             ranges: Vec::new(),
             tombstones_before_ms: wall_ms.saturating_sub(grace_ms),
         };
+        // Pairs whose trees differed (or that were not compared) go first,
+        // so that after a heal the repairs are not queued behind the
+        // scans of ranges that are equal.
+        let mut later = VecDeque::new();
+        let mut ends = BTreeSet::new();
         for (range, _) in self.ring.ranges() {
+            ends.insert(range.through.0);
             let replicas = self.ring.preference_list(range.through, self.n_max);
             if replicas.is_empty() {
                 continue;
@@ -524,12 +680,18 @@ impl AntiEntropy {
             let me_at = replicas.iter().position(|&n| n == self.node).unwrap_or(0);
             let index = round.ranges.len();
             let mut pending = 0;
+            let mut queued = BTreeSet::new();
             for (j, &peer) in replicas.iter().enumerate() {
                 if peer == self.node || !self.is_up(peer) {
                     continue;
                 }
                 let min_n = (me_at.max(j) + 1) as u32;
-                round.queue.push_back((index, peer, min_n));
+                if self.dirty.contains(&(range.through.0, peer)) {
+                    round.queue.push_back((index, peer, min_n));
+                } else {
+                    later.push_back((index, peer, min_n));
+                }
+                queued.insert(peer);
                 pending += 1;
             }
             let all_up = replicas.iter().all(|&n| self.is_up(n));
@@ -537,10 +699,17 @@ impl AntiEntropy {
                 range,
                 gc_ok: me_at == 0 && all_up && !self.changing,
                 replicas,
+                me_at,
+                queued,
+                passes: BTreeMap::new(),
+                retried: BTreeSet::new(),
+                carried: BTreeSet::new(),
                 pending,
                 candidates: BTreeMap::new(),
             });
         }
+        round.queue.extend(later);
+        self.dirty.retain(|(end, _)| ends.contains(end));
         self.round = Some(round);
         self.next_round = Some(now + self.config.period);
         let to: Vec<NodeId> = self
@@ -561,9 +730,21 @@ impl AntiEntropy {
             && self.keys.ready(now)
             && self.objects.ready(now)
         {
-            let Some((range, peer, min_n)) = round.queue.pop_front() else {
+            // One exchange of a range at a time, so that each one scans
+            // what the one before it merged (and what it learned is
+            // carried on by the next, not raced by it).
+            let busy: BTreeSet<usize> = self.exchanges.values().map(|e| e.range).collect();
+            let Some(at) = round
+                .queue
+                .iter()
+                .position(|(r, p, _)| !busy.contains(r) || self.down.contains(p))
+            else {
                 break;
             };
+            let Some((range, peer, min_n)) = round.queue.remove(at) else {
+                break;
+            };
+            round.ranges[range].queued.remove(&peer);
             if self.down.contains(&peer) {
                 let r = &mut round.ranges[range];
                 r.pending -= 1;
@@ -580,6 +761,8 @@ impl AntiEntropy {
                     min_n,
                     deadline: now + self.config.exchange_timeout,
                     state: ExchangeState::Scanning,
+                    more: false,
+                    learned: false,
                 },
             );
             out.push(Effect::Store(AntiEntropyWork::Scan {
@@ -665,9 +848,21 @@ impl AntiEntropy {
     fn fail(&mut self, session: u64) {
         if let Some(e) = self.exchanges.remove(&session) {
             self.stats.exchanges_failed += 1;
-            if let Some(r) = self.round.as_mut().and_then(|r| r.ranges.get_mut(e.range)) {
-                r.pending = r.pending.saturating_sub(1);
-                r.gc_ok = false;
+            let up = self.is_up(e.peer);
+            let Some(round) = self.round.as_mut() else {
+                return;
+            };
+            let Some(r) = round.ranges.get_mut(e.range) else {
+                return;
+            };
+            r.pending = r.pending.saturating_sub(1);
+            r.gc_ok = false;
+            self.dirty.insert((r.range.through.0, e.peer));
+            // A peer still up is tried once more at the end of the round
+            // (a lost message, a failed scan); a peer that went down is
+            // met again when it is back up.
+            if up && r.retried.insert(e.peer) {
+                Self::requeue(round, e.range, e.peer, false, false);
             }
         }
     }
@@ -705,6 +900,7 @@ impl AntiEntropy {
                 want,
             } => out.push(Effect::Store(AntiEntropyWork::Repair {
                 reply: Some((from, session)),
+                ends: None,
                 objects,
                 want,
             })),
@@ -713,15 +909,19 @@ impl AntiEntropy {
                     e.peer == from && matches!(e.state, ExchangeState::AwaitRepaired)
                 });
                 if ours {
-                    if !objects.is_empty() {
+                    if objects.is_empty() {
+                        self.complete(session);
+                        self.start_exchanges(now, out);
+                    } else if let Some(e) = self.exchanges.get_mut(&session) {
+                        e.state = ExchangeState::Merging;
+                        e.learned = true;
                         out.push(Effect::Store(AntiEntropyWork::Repair {
                             reply: None,
+                            ends: Some(session),
                             objects,
                             want: Vec::new(),
                         }));
                     }
-                    self.complete(session);
-                    self.start_exchanges(now, out);
                 }
             }
             // Only from a node that could be a range's first replica: a
@@ -760,6 +960,14 @@ impl AntiEntropy {
         };
         let (peer, range_index) = (e.peer, e.range);
         self.stats.leaves_differing += differing.len() as u64;
+        if let Some(r) = self.round.as_ref().and_then(|r| r.ranges.get(range_index)) {
+            let pair = (r.range.through.0, peer);
+            if differing.is_empty() {
+                self.dirty.remove(&pair);
+            } else {
+                self.dirty.insert(pair);
+            }
+        }
         // Tombstones in equal leaves are confirmed held by this peer.
         let differing_set: BTreeSet<usize> = differing.iter().map(|&l| l as usize).collect();
         if let Some(r) = self
@@ -797,8 +1005,16 @@ impl AntiEntropy {
             }
         }
         let (mut push, mut want) = merkle::repair_lists(&ours, &theirs);
+        let cut = push.len() > self.config.max_batch
+            || want.len() > self.config.max_batch
+            || listed.len() < differing.len();
         push.truncate(self.config.max_batch);
         want.truncate(self.config.max_batch);
+        if let Some(e) = self.exchanges.get_mut(&session) {
+            // Another pass only when this one repairs something, so that a
+            // difference it cannot repair does not loop.
+            e.more = cut && !(push.is_empty() && want.is_empty());
+        }
         if push.is_empty() && want.is_empty() {
             self.complete(session);
             self.start_exchanges(now, out);
@@ -812,12 +1028,57 @@ impl AntiEntropy {
         }));
     }
 
+    /// This node's merge that ends exchange `session` is stored.
+    pub fn merged(&mut self, now: Instant, session: u64, out: &mut Vec<AntiEntropyEffect>) {
+        let merging = self
+            .exchanges
+            .get(&session)
+            .is_some_and(|e| matches!(e.state, ExchangeState::Merging));
+        if merging {
+            self.complete(session);
+            self.start_exchanges(now, out);
+        }
+    }
+
+    /// Ends exchange `session`. If it left differences, the range is
+    /// exchanged with the same peer again at once (the next batch); if
+    /// this node learned objects from the peer, with every other replica
+    /// of the range not still waiting for its exchange, once per round
+    /// (so that the range is equal on all its replicas at the end of this
+    /// round, not of the next one).
     fn complete(&mut self, session: u64) {
-        if let Some(e) = self.exchanges.remove(&session) {
-            self.stats.ranges_compared += 1;
-            if let Some(r) = self.round.as_mut().and_then(|r| r.ranges.get_mut(e.range)) {
-                r.pending = r.pending.saturating_sub(1);
+        let Some(e) = self.exchanges.remove(&session) else {
+            return;
+        };
+        self.stats.ranges_compared += 1;
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        let Some(r) = round.ranges.get_mut(e.range) else {
+            return;
+        };
+        r.pending = r.pending.saturating_sub(1);
+        if e.learned {
+            let others: Vec<NodeId> = r
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&n| n != self.node && n != e.peer && !self.down.contains(&n))
+                .collect();
+            for other in others {
+                let first = round
+                    .ranges
+                    .get_mut(e.range)
+                    .is_some_and(|r| !r.carried.contains(&other));
+                if first && Self::requeue(round, e.range, other, true, false) {
+                    if let Some(r) = round.ranges.get_mut(e.range) {
+                        r.carried.insert(other);
+                    }
+                }
             }
+        }
+        if e.more {
+            Self::requeue(round, e.range, e.peer, true, true);
         }
     }
 
@@ -1015,6 +1276,7 @@ mod tests {
                     }
                     AntiEntropyWork::Repair {
                         reply,
+                        ends,
                         objects,
                         want,
                     } => {
@@ -1038,6 +1300,9 @@ mod tests {
                             m.charge_objects(self.now, objects.len() as u64);
                             let msg = AntiEntropyMsg::Repaired { session, objects };
                             out.push(Effect::Send { to, msg });
+                        }
+                        if let Some(session) = ends {
+                            m.merged(self.now, session, &mut out);
                         }
                     }
                     AntiEntropyWork::Purge { entries } => {
@@ -1268,6 +1533,118 @@ mod tests {
             sim.stats(1).keys_scanned
         };
         assert!(unlimited > 2 * scanned, "{unlimited} vs {scanned}");
+    }
+
+    /// Keys of `keys` not yet held, the same, by all three nodes.
+    fn unequal(sim: &Sim, keys: &[String]) -> usize {
+        keys.iter()
+            .filter(|k| {
+                let one = sim.read(1, k);
+                one.is_none() || sim.read(2, k) != one || sim.read(3, k) != one
+            })
+            .count()
+    }
+
+    /// Runs the first round (the ring asked for it at once) to its end,
+    /// in 1 ms ticks, well within the 1 s period.
+    fn first_round(sim: &mut Sim) {
+        for _ in 0..50 {
+            sim.advance(Duration::from_millis(1));
+            if (1..=3).all(|n| sim.stats(n).rounds >= 1) {
+                break;
+            }
+        }
+        for n in 1..=3 {
+            assert_eq!(sim.stats(n).rounds, 1, "n{n}: one round, no more");
+        }
+    }
+
+    #[test]
+    fn one_round_repairs_more_than_a_batch_of_a_range() {
+        // Batches of 4 keys, 300 keys on node 1 alone (about 12 per
+        // range): the other replicas have them all after one round, not
+        // one batch per range and round.
+        let mut c = config();
+        c.max_batch = 4;
+        let mut sim = Sim::new(3, c);
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        for k in &keys {
+            sim.write(1, k, value("v"), &CausalContext::empty());
+        }
+        first_round(&mut sim);
+        assert_eq!(unequal(&sim, &keys), 0);
+    }
+
+    #[test]
+    fn what_the_initiator_learns_reaches_its_other_replicas_in_the_same_round() {
+        // Keys on node 3 alone: in a range whose initiator meets node 3
+        // after the other replica, what it learns from node 3 goes on to
+        // the other replica in the same round.
+        let mut sim = Sim::new(3, config());
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        for k in &keys {
+            sim.write(3, k, value("v"), &CausalContext::empty());
+        }
+        first_round(&mut sim);
+        assert_eq!(unequal(&sim, &keys), 0);
+    }
+
+    #[test]
+    fn a_node_back_up_is_exchanged_with_at_once_not_a_period_later() {
+        let mut sim = Sim::new(3, config());
+        // Node 3 is cut off and DOWN everywhere; writes on each side.
+        sim.cut.insert(NodeId(3));
+        for n in 1..=2 {
+            let m = &mut sim.nodes.get_mut(&NodeId(n)).unwrap().0;
+            m.on_member_event(&crate::membership::MemberEvent::Down {
+                node: NodeId(3),
+                incarnation: 0,
+            });
+        }
+        let m3 = &mut sim.nodes.get_mut(&NodeId(3)).unwrap().0;
+        for n in 1..=2 {
+            m3.on_member_event(&crate::membership::MemberEvent::Down {
+                node: NodeId(n),
+                incarnation: 0,
+            });
+        }
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            if i % 2 == 0 {
+                sim.write(1, k, value("a"), &CausalContext::empty());
+                sim.write(2, k, value("a"), &CausalContext::empty());
+            } else {
+                sim.write(3, k, value("b"), &CausalContext::empty());
+            }
+        }
+        // Let rounds run until one has just ended: the next is a period
+        // (1 s) away.
+        for _ in 0..3000 {
+            sim.advance(Duration::from_millis(1));
+            if sim.stats(1).rounds >= 2 && !sim.nodes[&NodeId(1)].0.in_round() {
+                break;
+            }
+        }
+        let rounds = sim.stats(1).rounds;
+        assert!(unequal(&sim, &keys) > 0);
+        // The heal: every node hears the others are up.
+        sim.cut.clear();
+        for n in 1..=3u64 {
+            let m = &mut sim.nodes.get_mut(&NodeId(n)).unwrap().0;
+            for other in (1..=3u64).filter(|&o| o != n) {
+                m.on_member_event(&crate::membership::MemberEvent::Up {
+                    node: NodeId(other),
+                    addr: String::new(),
+                    incarnation: 1,
+                });
+            }
+        }
+        // A tenth of a period later every replica holds every key.
+        for _ in 0..100 {
+            sim.advance(Duration::from_millis(1));
+        }
+        assert_eq!(unequal(&sim, &keys), 0, "{:?}", sim.stats(1));
+        assert!(sim.stats(1).rounds <= rounds + 2);
     }
 
     #[test]

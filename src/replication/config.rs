@@ -160,8 +160,10 @@ pub struct AntiEntropyConfig {
     /// A round starts this long after the previous one started (or at once
     /// when it overran). Default 60 s: a round on a node holding a few
     /// million keys scans them at `keys_per_second`, so a shorter period
-    /// would only queue rounds; keys nobody reads converge about three
-    /// periods after the healed nodes see each other (docs/rebalancing.md).
+    /// would only queue rounds. It does not set the pace of a heal: a node
+    /// seen up again is exchanged with at once, and keys nobody reads are
+    /// equal on every replica about one round after the healed nodes see
+    /// each other, well within three periods (docs/rebalancing.md).
     pub period: Duration,
     /// Leaves per tree (one tree per vnode range and peer), a power of two.
     /// Default 64: the leaf message is 512 bytes, and at 160 vnodes, 5
@@ -175,7 +177,10 @@ pub struct AntiEntropyConfig {
     pub keys_per_second: u32,
     /// Objects a node sends or merges per second for repair. Default 1,000:
     /// repair after a long partition trickles in behind client traffic
-    /// instead of competing with it.
+    /// instead of competing with it. A round that repairs takes about the
+    /// objects it charges over this rate (reading an object to send it and
+    /// merging one each count): 10,000 keys diverged between two sides of
+    /// a three-node cluster cost the busiest node about 13,000, 13 s.
     pub objects_per_second: u32,
     /// Exchanges (one range with one peer) in flight at once. Default 2:
     /// overlaps one scan with one network round trip.

@@ -60,6 +60,8 @@ pub enum Done {
     Repaired {
         /// Whom to answer, and the exchange.
         reply: Option<(NodeId, u64)>,
+        /// This node's exchange the merge ends.
+        ends: Option<u64>,
         /// How many merged, and the objects wanted back.
         done: Result<(u64, Vec<RepairObject>)>,
     },
@@ -137,10 +139,12 @@ pub fn run(
         },
         AntiEntropyWork::Repair {
             reply,
+            ends,
             objects,
             want,
         } => Done::Repaired {
             reply,
+            ends,
             done: BucketView::load(store, defaults).and_then(|view| {
                 let mut merged = 0u64;
                 for o in &objects {
@@ -218,7 +222,7 @@ pub fn finish(
                 machine.failed(session);
             }
         },
-        Done::Repaired { reply, done } => match done {
+        Done::Repaired { reply, ends, done } => match done {
             Ok((merged, back)) => {
                 machine.charge_objects(now, merged + back.len() as u64);
                 if let Some((to, session)) = reply {
@@ -230,8 +234,16 @@ pub fn finish(
                         },
                     });
                 }
+                if let Some(session) = ends {
+                    machine.merged(now, session, out);
+                }
             }
-            Err(e) => warn!(error = %e, "merging repaired objects failed"),
+            Err(e) => {
+                warn!(error = %e, "merging repaired objects failed");
+                if let Some(session) = ends {
+                    machine.failed(session);
+                }
+            }
         },
         Done::Purged(purged) => match purged {
             Ok(n) => machine.purged(n),
