@@ -44,6 +44,11 @@ pub struct GetMembers;
 #[rtype(result = "()")]
 pub struct Leave;
 
+/// Forgets a node for good (see [`Membership::forget`]).
+#[derive(Message)]
+#[rtype(result = "crate::error::Result<()>")]
+pub struct Forget(pub NodeId);
+
 /// The actor. See the module documentation.
 pub struct FailureDetector {
     machine: Membership,
@@ -140,6 +145,17 @@ impl Handler<GetMembers> for FailureDetector {
 
     fn handle(&mut self, _: GetMembers, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.machine.table().entries().cloned().collect())
+    }
+}
+
+impl Handler<Forget> for FailureDetector {
+    type Result = crate::error::Result<()>;
+
+    fn handle(&mut self, Forget(node): Forget, _: &mut Context<Self>) -> Self::Result {
+        let mut out = Outbox::new();
+        let result = self.machine.forget(Instant::now(), node, &mut out);
+        self.carry_out(out);
+        result
     }
 }
 

@@ -444,7 +444,21 @@ impl Node {
             .map_err(|_| Error::Shutdown)
     }
 
-    /// Phi of every peer, now.
+    /// Forgets `node` for good: an operator's word that it is gone and will
+    /// not come back. It becomes LEFT in membership (which spreads like a
+    /// graceful leave, and is dropped from every table after
+    /// `left_grace`), and the ring role then removes it from the ring, its
+    /// ranges moving to the remaining nodes. A node that is in fact running
+    /// refutes it. Fails with `InvalidInput` for this node itself (leave
+    /// instead) and `UnknownPeer` for a node not in the table.
+    pub async fn forget(&self, node: NodeId) -> Result<()> {
+        self.failure_detector
+            .send(super::failure_detector::Forget(node))
+            .await
+            .map_err(|_| Error::Shutdown)?
+    }
+
+    /// Phi of every node this node monitors, now.
     pub async fn phi(&self) -> Result<BTreeMap<NodeId, f64>> {
         self.failure_detector
             .send(GetPhi)
