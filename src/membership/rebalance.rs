@@ -5,10 +5,14 @@
 //!
 //! The link between the ring keeper (which knows the change, its moves and
 //! when transfers may start) and the transfer executor (which moves data).
-//! For every move this node receives it starts one transfer, with an id
-//! derived from the change and the move so that a restarted node resumes
-//! the same transfer from its stored cursors. When a transfer reports done,
-//! the rebalancer names the move for [`RingKeeper::mark_done`]. When a
+//! The moves this node receives are joined into runs: moves whose ranges
+//! follow each other on the ring and have the same old replicas, hence the
+//! same sources. Each run is one transfer of the union of its ranges (a
+//! join into a ring of two or three is one transfer, not hundreds), with
+//! an id derived from the change and the run's first move so that a
+//! restarted node, which forms the same runs, resumes the same transfer
+//! from its stored cursors. When a transfer reports done, the rebalancer
+//! names its moves for [`RingKeeper::mark_all_done`]. When a
 //! source of a running transfer is no longer reachable, the transfer is
 //! started again from the sources the keeper names now. When another change
 //! replaces the one in progress, its transfers are cancelled.

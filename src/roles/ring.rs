@@ -21,7 +21,7 @@
 //!   drop a range given away. Nothing goes out before
 //!   [`RingRole::handoff_ready`] (the handoff role starts after this one).
 //!   A finished transfer comes back through [`RingRole::on_transfer_done`]
-//!   and marks its move done.
+//!   and marks its moves done.
 //! - **The ring-confirmed gate.** Whether this node's ring may route
 //!   requests ([`RingKeeper::ring_confirmed`]); each change of it comes out
 //!   as [`RingOutput::Confirmed`].
@@ -280,8 +280,8 @@ impl RingRole {
         self.settle(now, out);
     }
 
-    /// Transfer `id` finished: its move is marked done (and told to every
-    /// reachable peer), if it belongs to the change in progress.
+    /// Transfer `id` finished: its moves are marked done (and told to
+    /// every reachable peer), if it belongs to the change in progress.
     pub fn on_transfer_done(&mut self, now: Instant, id: u64, out: &mut Vec<RingEffect>) {
         let Some(indices) = self.rebalancer.on_done(id) else {
             return;
