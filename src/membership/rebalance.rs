@@ -5,10 +5,14 @@
 //!
 //! The link between the ring keeper (which knows the change, its moves and
 //! when transfers may start) and the transfer executor (which moves data).
-//! For every move this node receives it starts one transfer, with an id
-//! derived from the change and the move so that a restarted node resumes
-//! the same transfer from its stored cursors. When a transfer reports done,
-//! the rebalancer names the move for [`RingKeeper::mark_done`]. When a
+//! The moves this node receives are joined into runs: moves whose ranges
+//! follow each other on the ring and have the same old replicas, hence the
+//! same sources. Each run is one transfer of the union of its ranges (a
+//! join into a ring of two or three is one transfer, not hundreds), with
+//! an id derived from the change and the run's first move so that a
+//! restarted node, which forms the same runs, resumes the same transfer
+//! from its stored cursors. When a transfer reports done, the rebalancer
+//! names its moves for [`RingKeeper::mark_all_done`]. When a
 //! source of a running transfer is no longer reachable, the transfer is
 //! started again from the sources the keeper names now. When another change
 //! replaces the one in progress, its transfers are cancelled.
@@ -39,7 +43,7 @@ use std::time::{Duration, Instant};
 use super::ring_sync::RingKeeper;
 use crate::id::NodeId;
 use crate::replication::transfer::TransferSpec;
-use crate::ring::TokenRange;
+use crate::ring::{RangeMove, TokenRange};
 
 /// How long after a change is in force this node keeps the ranges it gave
 /// away: 5 seconds, many gossip rounds at the defaults, so that requests
@@ -63,6 +67,77 @@ pub enum RebalanceAction {
     Drop(TokenRange),
 }
 
+/// The moves one transfer carries: a run of this node's moves whose
+/// ranges follow each other on the ring and have the same old replicas,
+/// so the same sources. Pulling their union from those sources is pulling
+/// each of them from its own: a move's sources are the old replicas of
+/// its range (all of its keys have the same ones, see
+/// `MovePlan::replicas_between`), and the run's are one set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MoveRun {
+    /// The moves' indices, in token order (the first names the transfer).
+    indices: Vec<u32>,
+    /// The union of their ranges.
+    range: TokenRange,
+    /// The first move: its sources (with its losing node first) are the
+    /// run's.
+    first: RangeMove,
+}
+
+/// This node's moves of a change as [`MoveRun`]s: the fewest transfers
+/// that pull every range from every old replica of it. A function of the
+/// two rings and `n`, so the same after a restart, and the transfer ids
+/// derived from it too.
+fn move_runs(keeper: &RingKeeper, me: NodeId) -> Vec<MoveRun> {
+    let Some(pending) = &keeper.state().pending else {
+        return Vec::new();
+    };
+    let ring = &keeper.state().ring;
+    let moves = pending.shared_moves(ring);
+    let mut runs: Vec<(MoveRun, Vec<NodeId>)> = Vec::new();
+    for (index, mv) in moves.iter().enumerate() {
+        if mv.to != me {
+            continue;
+        }
+        let mut old = ring.preference_list(mv.range.through, pending.n);
+        old.sort_unstable();
+        match runs.last_mut() {
+            Some((run, run_old)) if run.range.through == mv.range.after && *run_old == old => {
+                run.range.through = mv.range.through;
+                run.indices.push(index as u32);
+            }
+            _ => runs.push((
+                MoveRun {
+                    indices: vec![index as u32],
+                    range: mv.range,
+                    first: *mv,
+                },
+                old,
+            )),
+        }
+    }
+    // The plan is in token order from the smallest cut: the last run may
+    // go on into the first across the top of the ring.
+    if runs.len() > 1 {
+        let joins = {
+            let (first, first_old) = &runs[0];
+            let (last, last_old) = &runs[runs.len() - 1];
+            last.range.through == first.range.after && last_old == first_old
+        };
+        if joins {
+            if let Some((last, _)) = runs.pop() {
+                let first = &mut runs[0].0;
+                first.range.after = last.range.after;
+                let mut indices = last.indices;
+                indices.append(&mut first.indices);
+                first.indices = indices;
+                first.first = last.first;
+            }
+        }
+    }
+    runs.into_iter().map(|(run, _)| run).collect()
+}
+
 /// The rebalancer of one node. See the module documentation.
 #[derive(Debug)]
 pub struct Rebalancer {
@@ -72,8 +147,11 @@ pub struct Rebalancer {
     /// The pending change the running transfers belong to (its target's
     /// digest), 0 when none.
     change: u64,
-    /// Running transfers: id to (move index, sources).
-    running: BTreeMap<u64, (u32, Vec<NodeId>)>,
+    /// This node's moves of `change` as transfers, computed once per
+    /// change (with the digest of the ring in force they start from).
+    runs: Option<(u64, Vec<MoveRun>)>,
+    /// Running transfers: id to (move indices, sources).
+    running: BTreeMap<u64, (Vec<u32>, Vec<NodeId>)>,
     /// Ranges to drop, and from when.
     drops: Vec<(Instant, TokenRange)>,
     /// Whether the sweep after a start is scheduled.
@@ -103,6 +181,7 @@ impl Rebalancer {
             me,
             n: n.max(1),
             change: 0,
+            runs: None,
             running: BTreeMap::new(),
             drops: Vec::new(),
             swept: false,
@@ -124,6 +203,7 @@ impl Rebalancer {
         let mut actions = Vec::new();
         let change = keeper.state().pending_digest();
         if change != self.change {
+            self.runs = None;
             for id in std::mem::take(&mut self.running).into_keys() {
                 actions.push(RebalanceAction::Cancel(id));
             }
@@ -142,25 +222,41 @@ impl Rebalancer {
             self.ring_at_change = ring;
         }
         if change != 0 && keeper.transfers_may_start() {
+            // Asked after every input while a change is pending: the runs
+            // are computed once per change, and each input costs one
+            // preference list per run, not one per move (a join into a
+            // 160-vnode ring has hundreds of moves; per-move work on every
+            // message made an empty join take seconds of CPU).
+            let ring = keeper.ring().digest();
+            if self.runs.as_ref().is_none_or(|(at, _)| *at != ring) {
+                self.runs = Some((ring, move_runs(keeper, self.me)));
+            }
+            let state = keeper.state();
+            let done = state.pending.as_ref().map(|p| &p.done);
             // Computed once, and only when a transfer starts: it encodes
             // both rings.
             let mut fence = None;
-            for (index, mv, sources) in keeper.incoming_moves() {
+            for run in self.runs.iter().flat_map(|(_, runs)| runs) {
+                if done.is_some_and(|d| run.indices.iter().all(|i| d.contains(i))) {
+                    continue;
+                }
+                let sources = keeper.sources_of(&run.first);
                 if sources.is_empty() {
                     // No live replica holds the range: wait for one.
                     continue;
                 }
-                let id = transfer_id(change, index, self.me);
+                let id = transfer_id(change, run.indices[0], self.me);
                 match self.running.get(&id) {
                     Some((_, running)) if *running == sources => continue,
                     Some(_) => actions.push(RebalanceAction::Cancel(id)),
                     None => {}
                 }
-                self.running.insert(id, (index, sources.clone()));
+                self.running
+                    .insert(id, (run.indices.clone(), sources.clone()));
                 let fence = *fence.get_or_insert_with(|| keeper.state().fence());
                 actions.push(RebalanceAction::Start(TransferSpec {
                     id,
-                    range: mv.range,
+                    range: run.range,
                     sources,
                     fence: Some(fence),
                 }));
@@ -198,10 +294,10 @@ impl Rebalancer {
         actions
     }
 
-    /// A transfer reported done: the move to mark done, if it belongs to
-    /// the change in progress.
-    pub fn on_done(&mut self, id: u64) -> Option<u32> {
-        self.running.remove(&id).map(|(index, _)| index)
+    /// A transfer reported done: the moves to mark done (every move its
+    /// range covers), if it belongs to the change in progress.
+    pub fn on_done(&mut self, id: u64) -> Option<Vec<u32>> {
+        self.running.remove(&id).map(|(indices, _)| indices)
     }
 
     /// Transfer `id` could not start: forgets it, so that the next plan
@@ -237,15 +333,22 @@ mod tests {
 
     /// Node 3 joining a two-node ring, with both others reachable.
     fn joiner() -> (RingKeeper, Ring) {
+        joining(2)
+    }
+
+    /// Node `nodes + 1` joining a ring of nodes 1 to `nodes`, every one
+    /// of them reachable.
+    fn joining(nodes: u64) -> (RingKeeper, Ring) {
         let cfg = RingConfig { vnodes_per_node: 8 };
         let mut ring = Ring::empty();
-        for id in 1..=2 {
+        for id in 1..=nodes {
             ring = claim_join(&ring, NodeId(id), 8).unwrap();
         }
-        let mut k =
-            RingKeeper::new(NodeId(3), &cfg, Duration::from_secs(1), &[NodeId(1)], 3).unwrap();
-        k.on_member_event(&up(1));
-        k.on_member_event(&up(2));
+        let me = NodeId(nodes + 1);
+        let mut k = RingKeeper::new(me, &cfg, Duration::from_secs(1), &[NodeId(1)], 3).unwrap();
+        for id in 1..=nodes {
+            k.on_member_event(&up(id));
+        }
         let mut out = Outbox::new();
         let state = RingMsg::State {
             ring: ring.clone(),
@@ -253,64 +356,125 @@ mod tests {
         };
         k.step(
             Instant::now(),
-            Addressed::new(NodeId(1), NodeId(3), state),
+            Addressed::new(NodeId(1), me, state),
             &mut out,
         );
-        k.tick(Instant::now(), &mut out);
-        assert!(k.state().pending.is_some());
+        assert!(
+            k.state().pending.is_some(),
+            "the claim begins as the ring is learned"
+        );
         (k, ring)
     }
 
     fn confirm_all(k: &mut RingKeeper) {
         let pending = k.state().pending_digest();
-        for from in [1, 2] {
+        let me = k.me();
+        for from in k.state().ring.members() {
             let digest = RingMsg::Digest {
                 epoch: 0,
                 digest: 0,
                 pending,
             };
             let mut out = Outbox::new();
-            k.step(
-                Instant::now(),
-                Addressed::new(NodeId(from), NodeId(3), digest),
-                &mut out,
-            );
+            k.step(Instant::now(), Addressed::new(from, me, digest), &mut out);
         }
+    }
+
+    fn starts(actions: &[RebalanceAction]) -> Vec<TransferSpec> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                RebalanceAction::Start(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Starts the transfers after the barrier, checks that they carry
+    /// every move of the node exactly once from that move's own sources,
+    /// finishes them, and returns how many there were.
+    fn transfers_cover_every_move_once(nodes: u64) -> (usize, usize) {
+        let (mut k, _) = joining(nodes);
+        let me = k.me();
+        let mut r = Rebalancer::new(me, 3);
+        let now = Instant::now();
+        assert!(r.plan(&k, now).is_empty(), "nothing before the barrier");
+        confirm_all(&mut k);
+        let specs = starts(&r.plan(&k, now));
+        assert!(r.plan(&k, now).is_empty(), "started once");
+        let moves = k.incoming_moves();
+        assert!(!moves.is_empty());
+        let change = k.state().pending_digest();
+        let mut carried: Vec<u32> = Vec::new();
+        let mut tokens: u128 = 0;
+        for spec in &specs {
+            tokens += spec.range.len();
+            let covered: Vec<&(u32, RangeMove, Vec<NodeId>)> = moves
+                .iter()
+                .filter(|(_, m, _)| spec.range.contains(m.range.through))
+                .collect();
+            assert!(!covered.is_empty(), "{spec:?} carries no move");
+            assert_eq!(
+                spec.id,
+                transfer_id(change, covered_first(&covered, spec), me)
+            );
+            for (index, mv, sources) in covered {
+                // Every token of the move is in the transfer's range...
+                assert!(
+                    spec.range
+                        .contains(crate::ring::Token(mv.range.after.0.wrapping_add(1)))
+                        && spec.range.contains(mv.range.through)
+                );
+                // ...which pulls it from exactly the move's own sources.
+                let mut want = sources.clone();
+                let mut got = spec.sources.clone();
+                want.sort();
+                got.sort();
+                assert_eq!(got, want, "{mv:?} in {spec:?}");
+                carried.push(*index);
+            }
+        }
+        carried.sort_unstable();
+        let mut want: Vec<u32> = moves.iter().map(|(i, _, _)| *i).collect();
+        want.sort_unstable();
+        assert_eq!(carried, want, "each move carried once");
+        let moved: u128 = moves.iter().map(|(_, m, _)| m.range.len()).sum();
+        assert_eq!(tokens, moved, "the transfers carry nothing else");
+        let mut out = Outbox::new();
+        for spec in &specs {
+            let indices = r.on_done(spec.id).unwrap();
+            assert!(!k.ring().is_member(me), "not in force before the last");
+            k.mark_all_done(&indices, &mut out);
+        }
+        assert!(r.on_done(12345).is_none());
+        assert!(k.state().pending.is_none());
+        assert!(k.ring().is_member(me));
+        assert!(r.plan(&k, now).is_empty());
+        (specs.len(), moves.len())
+    }
+
+    /// The index a run's transfer is named after: its first move in
+    /// token order from the run's start.
+    fn covered_first(covered: &[&(u32, RangeMove, Vec<NodeId>)], spec: &TransferSpec) -> u32 {
+        covered
+            .iter()
+            .find(|(_, m, _)| m.range.after == spec.range.after)
+            .map(|(i, _, _)| *i)
+            .unwrap()
     }
 
     #[test]
     fn transfers_start_after_the_barrier_once_each_and_complete_the_change() {
-        let (mut k, _) = joiner();
-        let mut r = Rebalancer::new(NodeId(3), 3);
-        let now = Instant::now();
-        assert!(r.plan(&k, now).is_empty(), "nothing before the barrier");
-        confirm_all(&mut k);
-        let actions = r.plan(&k, now);
-        let moves = k.incoming_moves();
-        assert_eq!(actions.len(), moves.len());
-        assert!(r.plan(&k, now).is_empty(), "started once");
-        let mut ids = Vec::new();
-        for (a, (index, mv, sources)) in actions.iter().zip(&moves) {
-            let RebalanceAction::Start(spec) = a else {
-                panic!("{a:?}")
-            };
-            assert_eq!(spec.range, mv.range);
-            assert_eq!(&spec.sources, sources);
-            assert_eq!(
-                spec.id,
-                transfer_id(k.state().pending_digest(), *index, NodeId(3))
-            );
-            ids.push(spec.id);
-        }
-        let mut out = Outbox::new();
-        for id in ids {
-            let index = r.on_done(id).unwrap();
-            k.mark_done(index, &mut out);
-        }
-        assert!(r.on_done(12345).is_none());
-        assert!(k.state().pending.is_none());
-        assert!(k.ring().is_member(NodeId(3)));
-        assert!(r.plan(&k, now).is_empty());
+        // Into a ring of two, with n = 3, the joiner gains every range,
+        // all from the same two old replicas: one transfer of the whole
+        // ring, however many moves (issue [14]: one per move made an empty
+        // three-node cluster take seconds to settle).
+        let (transfers, moves) = transfers_cover_every_move_once(2);
+        assert!(moves > 2, "{moves}");
+        assert_eq!(transfers, 1, "{moves} moves");
+        // Into a ring of four, runs of moves with the same old replicas.
+        let (transfers, moves) = transfers_cover_every_move_once(4);
+        assert!(transfers < moves, "{transfers} transfers for {moves} moves");
     }
 
     #[test]
@@ -344,17 +508,14 @@ mod tests {
 
     #[test]
     fn a_source_going_down_restarts_the_transfer_from_the_others() {
-        let (mut k, _) = joiner();
+        let (mut k, _) = joining(4);
         confirm_all(&mut k);
-        let mut r = Rebalancer::new(NodeId(3), 3);
+        let mut r = Rebalancer::new(k.me(), 3);
         let now = Instant::now();
-        let first = r.plan(&k, now);
-        let from_1: Vec<u64> = first
+        let first = starts(&r.plan(&k, now));
+        let from_1: Vec<&TransferSpec> = first
             .iter()
-            .filter_map(|a| match a {
-                RebalanceAction::Start(s) if s.sources.first() == Some(&NodeId(1)) => Some(s.id),
-                _ => None,
-            })
+            .filter(|s| s.sources.contains(&NodeId(1)))
             .collect();
         assert!(!from_1.is_empty());
         k.on_member_event(&MemberEvent::Down {
@@ -362,10 +523,16 @@ mod tests {
             incarnation: 0,
         });
         let again = r.plan(&k, now);
-        for id in from_1 {
-            assert!(again.contains(&RebalanceAction::Cancel(id)));
+        for spec in from_1 {
+            let rest: Vec<NodeId> = spec
+                .sources
+                .iter()
+                .copied()
+                .filter(|&n| n != NodeId(1))
+                .collect();
+            assert!(again.contains(&RebalanceAction::Cancel(spec.id)));
             assert!(again.iter().any(|a| matches!(a,
-                RebalanceAction::Start(s) if s.id == id && s.sources == vec![NodeId(2)])));
+                RebalanceAction::Start(s) if s.id == spec.id && s.range == spec.range && s.sources == rest)));
         }
     }
 

@@ -300,21 +300,8 @@ impl RingKeeper {
                 self.down_since.remove(&node);
             }
         }
-        let ring = &self.state.ring;
         if self.state.pending.is_none() {
-            if self.member && !ring.is_member(self.me) && (self.founder || !ring.is_empty()) {
-                match claim_join(ring, self.me, self.vnodes) {
-                    Ok(target) => self.begin(Change::Join(self.me), target, out),
-                    Err(e) => warn!(node = %self.me, error = %e, "token claim failed"),
-                }
-            } else if !self.member && ring.is_member(self.me) {
-                match claim_leave(ring, self.me) {
-                    Ok(target) => self.begin(Change::Leave(self.me), target, out),
-                    Err(e) => warn!(node = %self.me, error = %e, "leave claim failed"),
-                }
-            } else {
-                self.remove_departed(out);
-            }
+            self.begin_due(out);
         } else {
             self.waive_dead_gainers(now, out);
         }
@@ -340,6 +327,34 @@ impl RingKeeper {
                     out.send(self.me, to, self.digest_message());
                 }
             }
+        }
+    }
+
+    /// Begins what this node should begin when no change is pending: its
+    /// own join (claiming tokens on the ring it has, once that ring is a
+    /// peer's or it founds the cluster), its own leave, or the removal of
+    /// a member reported LEFT. Called at every tick, and as soon as a
+    /// state from a peer leaves nothing pending: a joiner claims the
+    /// moment it learns the ring, or the moment the change before its own
+    /// is in force, instead of at its next gossip round (issue [14]: three
+    /// nodes started together each waited up to an interval here).
+    fn begin_due(&mut self, out: &mut Outbox<RingMsg, RingEvent>) {
+        if self.state.pending.is_some() {
+            return;
+        }
+        let ring = &self.state.ring;
+        if self.member && !ring.is_member(self.me) && (self.founder || !ring.is_empty()) {
+            match claim_join(ring, self.me, self.vnodes) {
+                Ok(target) => self.begin(Change::Join(self.me), target, out),
+                Err(e) => warn!(node = %self.me, error = %e, "token claim failed"),
+            }
+        } else if !self.member && ring.is_member(self.me) {
+            match claim_leave(ring, self.me) {
+                Ok(target) => self.begin(Change::Leave(self.me), target, out),
+                Err(e) => warn!(node = %self.me, error = %e, "leave claim failed"),
+            }
+        } else {
+            self.remove_departed(out);
         }
     }
 
@@ -383,6 +398,10 @@ impl RingKeeper {
                 let mut merged = (*self.state).clone();
                 if merged.merge(&theirs) {
                     self.install(merged, out);
+                    // A ring learned, or the change before this node's
+                    // own in force: begin at once. The answer below then
+                    // carries the new change to the sender.
+                    self.begin_due(out);
                 }
                 if *self.state != theirs {
                     out.send(self.me, from, self.state_message());
@@ -461,13 +480,37 @@ impl RingKeeper {
             .collect()
     }
 
+    /// The nodes to pull move `mv` of the pending change from: every old
+    /// replica of its range that this node reaches (see
+    /// [`RingState::sources`]); empty while too few are up.
+    pub fn sources_of(&self, mv: &RangeMove) -> Vec<NodeId> {
+        self.state
+            .sources(mv, |n| n == self.me || self.is_reachable(n))
+    }
+
     /// Marks move `index` of the pending change done (its data is here) and
     /// tells every reachable peer.
     pub fn mark_done(&mut self, index: u32, out: &mut Outbox<RingMsg, RingEvent>) {
+        self.mark_all_done(&[index], out);
+    }
+
+    /// Marks moves `indices` of the pending change done at once (one
+    /// transfer carried all their ranges), with one new state and one
+    /// message to every reachable peer, not one per move.
+    pub fn mark_all_done(&mut self, indices: &[u32], out: &mut Outbox<RingMsg, RingEvent>) {
         let mut next = (*self.state).clone();
-        if next.mark_done(index) {
+        if next.mark_all_done(indices) {
             self.install(next, out);
             self.broadcast(out);
+        }
+    }
+
+    /// Sends this node's state to `node`, which has just become reachable,
+    /// when a change is pending that it has not confirmed: the barrier
+    /// then waits one round trip for it, not for the next gossip round.
+    pub fn greet(&mut self, node: NodeId, out: &mut Outbox<RingMsg, RingEvent>) {
+        if self.unconfirmed().contains(&node) {
+            out.send(self.me, node, self.state_message());
         }
     }
 

@@ -96,6 +96,11 @@ impl Pending {
     /// message and tick while a change is pending, so the last few plans
     /// of each thread are kept, by the rings' epochs and digests.
     pub fn moves(&self, ring: &Ring) -> Vec<RangeMove> {
+        self.shared_moves(ring).to_vec()
+    }
+
+    /// [`Pending::moves`] without the copy: the kept plan itself.
+    pub fn shared_moves(&self, ring: &Ring) -> Arc<Vec<RangeMove>> {
         type Key = (u64, u64, u64, u64, usize);
         const KEPT: usize = 4;
         thread_local! {
@@ -126,7 +131,7 @@ impl Pending {
             });
             moves
         });
-        moves.to_vec()
+        moves
     }
 }
 
@@ -195,14 +200,23 @@ impl RingState {
     /// Marks move `index` done; promotes when it was the last. Returns
     /// whether the state changed.
     pub fn mark_done(&mut self, index: u32) -> bool {
+        self.mark_all_done(&[index])
+    }
+
+    /// Marks moves `indices` done, then promotes if none is left. Returns
+    /// whether the state changed.
+    pub fn mark_all_done(&mut self, indices: &[u32]) -> bool {
         let Some(p) = &mut self.pending else {
             return false;
         };
-        if !p.done.insert(index) {
-            return false;
+        let mut changed = false;
+        for &index in indices {
+            changed |= p.done.insert(index);
         }
-        self.promote_if_complete();
-        true
+        if changed {
+            self.promote_if_complete();
+        }
+        changed
     }
 
     /// Merges what a peer knows into this state; returns whether this
@@ -266,7 +280,7 @@ impl RingState {
     fn promote_if_complete(&mut self) {
         let complete = match &self.pending {
             Some(p) => {
-                let moves = p.moves(&self.ring).len();
+                let moves = p.shared_moves(&self.ring).len();
                 (0..moves as u32).all(|i| p.done.contains(&i))
             }
             None => false,
