@@ -148,6 +148,10 @@ pub struct Membership {
     /// When the next round is due; `None` before the first tick.
     next_round: Option<Instant>,
     ping_seq: u64,
+    /// Pings sent between rounds (to a node whose phi is high, or that is
+    /// suspected): their acks show the node alive, but are not samples of
+    /// its regular interval.
+    extra_pings: BTreeSet<u64>,
     leaving: bool,
 }
 
@@ -186,6 +190,7 @@ impl Membership {
             last_run: None,
             next_round: None,
             ping_seq: 0,
+            extra_pings: BTreeSet::new(),
             leaving: false,
         };
         // A joiner's own entry is news: the seed relays it at once.
@@ -300,7 +305,7 @@ impl Membership {
             self.next_round = Some(if next <= now { now + interval } else { next });
         }
         if !self.leaving {
-            self.ping(round, out);
+            self.ping(now, round, out);
             self.take_held_back(now, out);
             self.detect(now, round, out);
             self.convict(now, out);
@@ -393,9 +398,14 @@ impl Membership {
                     self.accuse(now, node, incarnation, from);
                 }
             }
-            MembershipMsg::Ack { members, .. } => {
+            MembershipMsg::Ack { seq, members } => {
+                let extra = self.extra_pings.remove(&seq);
                 if let Some(detector) = self.detectors.get_mut(&from) {
-                    detector.heartbeat(now);
+                    if extra {
+                        detector.restart_silence(now);
+                    } else {
+                        detector.heartbeat(now);
+                    }
                 }
                 self.absorb_all(now, from, &members, &mut news, out);
             }
@@ -719,17 +729,36 @@ impl Membership {
         }
     }
 
-    /// Pings the nodes this node monitors: all of them on a round, and the
-    /// ones it suspects at every tick.
-    fn ping(&mut self, round: bool, out: &mut Outbox<MembershipMsg, MemberEvent>) {
-        let targets: Vec<NodeId> = self
+    /// Pings the nodes this node monitors: all of them on a round, and at
+    /// every tick those it suspects or whose phi is past half the
+    /// threshold. The extra pings give a node whose acks were lost a few
+    /// more chances before it is suspected (loss, not a crash, is what
+    /// makes most false suspicions), and a suspect a quick way to refute;
+    /// their acks show the node alive but are not samples of its interval.
+    fn ping(&mut self, now: Instant, round: bool, out: &mut Outbox<MembershipMsg, MemberEvent>) {
+        let early = self.config.phi_threshold / 2.0;
+        let targets: Vec<(NodeId, bool)> = self
             .detectors
-            .keys()
-            .copied()
-            .filter(|&n| round || self.status(n) == Some(MemberStatus::Suspect))
+            .iter()
+            .filter_map(|(&n, d)| {
+                if round {
+                    Some((n, false))
+                } else if self.status(n) == Some(MemberStatus::Suspect) || d.phi(now) > early {
+                    Some((n, true))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for to in targets {
+        for (to, extra) in targets {
             self.ping_seq += 1;
+            if extra {
+                self.extra_pings.insert(self.ping_seq);
+                // Bounded: an ack older than a thousand pings is long lost.
+                while self.extra_pings.len() > 1024 {
+                    self.extra_pings.pop_first();
+                }
+            }
             let members = self.news_for(to);
             out.send(
                 self.me,
