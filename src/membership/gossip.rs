@@ -1329,8 +1329,8 @@ mod tests {
         // Verdicts and refutations are relayed at once, not once per round,
         // so the timeout does not grow with the cluster.
         let t = |n| Cluster::new(n).nodes[&NodeId(1)].suspicion_timeout();
-        assert_eq!(t(2), Duration::from_millis(1500));
-        assert_eq!(t(100), Duration::from_millis(1500));
+        assert_eq!(t(2), Duration::from_millis(1250));
+        assert_eq!(t(100), Duration::from_millis(1250));
     }
 
     #[test]
@@ -1460,7 +1460,7 @@ mod tests {
         m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]), &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect));
         let timeout = m.suspicion_timeout();
-        assert_eq!(timeout, Duration::from_millis(1500)); // 1.5 x 1 s
+        assert_eq!(timeout, Duration::from_millis(1250)); // 1.25 x 1 s
         let mut t = now;
         while t + MS(250) < now + timeout {
             t += MS(250);
@@ -1496,6 +1496,47 @@ mod tests {
         // It accused node 2 to the other monitors on its own evidence.
         m.tick(now + timeout * 3, &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Down));
+    }
+
+    #[test]
+    fn a_node_whose_regular_acks_are_lost_is_saved_by_the_extra_pings() {
+        // Node 2's acks to the pings of every round are lost; it answers
+        // the extra pings that node 1 sends once phi passes half the
+        // threshold. It is never suspected; without the extra pings it
+        // would be within three seconds.
+        let now = Instant::now();
+        let mut m = lone(now, config());
+        let mut out = Outbox::new();
+        let mut t = now;
+        let mut extra_answered = 0;
+        for tick in 0..240u32 {
+            m.tick(t, &mut out);
+            let round = tick % 4 == 0;
+            let pings: Vec<_> = out
+                .messages
+                .drain(..)
+                .filter(|a| matches!(a.msg, MembershipMsg::Ping { .. }))
+                .collect();
+            for p in pings {
+                let MembershipMsg::Ping { seq, .. } = p.msg else {
+                    continue;
+                };
+                if p.to == NodeId(2) && round {
+                    continue;
+                }
+                if p.to == NodeId(2) {
+                    extra_answered += 1;
+                }
+                let ack = MembershipMsg::Ack {
+                    seq,
+                    members: vec![],
+                };
+                m.step(t, Addressed::new(p.to, NodeId(1), ack), &mut out);
+            }
+            assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Alive), "at tick {tick}");
+            t += MS(250);
+        }
+        assert!(extra_answered > 10, "{extra_answered}");
     }
 
     #[test]
