@@ -667,7 +667,13 @@ fn check_with_lists_except(value: Envelope, golden_hex: &str, integer_lists: &[&
     assert_arrays_hold_maps_except(&tree, &what, integer_lists);
 }
 
-fn member(node: u64, addr: &str, heartbeat: u64, incarnation: u64, status: ringkv::MemberStatus) -> ringkv::MemberEntry {
+fn member(
+    node: u64,
+    addr: &str,
+    heartbeat: u64,
+    incarnation: u64,
+    status: ringkv::MemberStatus,
+) -> ringkv::MemberEntry {
     ringkv::MemberEntry {
         node: NodeId(node),
         addr: addr.into(),

@@ -51,7 +51,10 @@ fn spread_at_100_nodes_is_within_bounds_of_theory() {
     assert!(relayed.iter().all(|&r| r <= 2), "{relayed:?}");
     for (name, v) in [("push", &push), ("push-pull", &push_pull)] {
         let worst = f64::from(v[v.len() - 1]);
-        assert!(worst <= 1.5 * theory, "{name}: {v:?} against theory {theory:.1}");
+        assert!(
+            worst <= 1.5 * theory,
+            "{name}: {v:?} against theory {theory:.1}"
+        );
     }
     // Without relays it does take rounds: the relays are what makes it fast.
     assert!(push[push.len() / 2] > 2, "{push:?}");

@@ -376,9 +376,21 @@ impl Membership {
             }
             MembershipMsg::Ping { seq, members } => {
                 self.absorb_all(now, from, &members, &mut news, out);
-                let mut answer: Vec<MemberEntry> = self.table.get(self.me).cloned().into_iter().collect();
-                answer.extend(self.news_for(from).into_iter().filter(|e| e.node != self.me));
-                out.send(self.me, from, MembershipMsg::Ack { seq, members: answer });
+                let mut answer: Vec<MemberEntry> =
+                    self.table.get(self.me).cloned().into_iter().collect();
+                answer.extend(
+                    self.news_for(from)
+                        .into_iter()
+                        .filter(|e| e.node != self.me),
+                );
+                out.send(
+                    self.me,
+                    from,
+                    MembershipMsg::Ack {
+                        seq,
+                        members: answer,
+                    },
+                );
             }
             MembershipMsg::Accuse { node, incarnation } => {
                 if node == self.me {
@@ -507,7 +519,13 @@ impl Membership {
                     let own: Vec<MemberEntry> =
                         self.table.get(self.me).cloned().into_iter().collect();
                     for monitor in self.my_monitors() {
-                        out.send(self.me, monitor, MembershipMsg::Relay { members: own.clone() });
+                        out.send(
+                            self.me,
+                            monitor,
+                            MembershipMsg::Relay {
+                                members: own.clone(),
+                            },
+                        );
                     }
                     self.relay(&own, None, out);
                 }
@@ -816,8 +834,12 @@ impl Membership {
         let mut members: Vec<MemberEntry> = Vec::new();
         let mut covered: Vec<u32> = Vec::new();
         for &bucket in buckets {
-            let entries: Vec<MemberEntry> =
-                self.table.entries_in(&[bucket]).into_iter().cloned().collect();
+            let entries: Vec<MemberEntry> = self
+                .table
+                .entries_in(&[bucket])
+                .into_iter()
+                .cloned()
+                .collect();
             if !covered.is_empty() && members.len() + entries.len() > ENTRIES_PER_MESSAGE {
                 out.send(
                     self.me,
@@ -1455,9 +1477,17 @@ mod tests {
                 node: NodeId(2),
                 incarnation: 0,
             };
-            m.step(now, Addressed::new(NodeId(from), NodeId(1), accuse), &mut out);
+            m.step(
+                now,
+                Addressed::new(NodeId(from), NodeId(1), accuse),
+                &mut out,
+            );
         }
-        m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]), &mut out);
+        m.step(
+            now,
+            relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]),
+            &mut out,
+        );
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect));
         let timeout = m.suspicion_timeout();
         assert_eq!(timeout, Duration::from_millis(1250)); // 1.25 x 1 s
@@ -1484,7 +1514,11 @@ mod tests {
         let mut m = lone(now, config());
         let mut out = Outbox::new();
         m.tick(now, &mut out);
-        m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]), &mut out);
+        m.step(
+            now,
+            relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]),
+            &mut out,
+        );
         let timeout = m.suspicion_timeout();
         let mut t = now;
         while t + MS(250) < now + timeout * 3 {
@@ -1533,7 +1567,11 @@ mod tests {
                 };
                 m.step(t, Addressed::new(p.to, NodeId(1), ack), &mut out);
             }
-            assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Alive), "at tick {tick}");
+            assert_eq!(
+                m.status(NodeId(2)),
+                Some(MemberStatus::Alive),
+                "at tick {tick}"
+            );
             t += MS(250);
         }
         assert!(extra_answered > 10, "{extra_answered}");
@@ -1748,7 +1786,11 @@ mod tests {
         m.step(now, Addressed::new(NodeId(2), NodeId(1), ping), &mut out);
         out.messages.clear();
         // Node 3, from the other side of a healed partition, says 2 is DOWN.
-        m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Down)]), &mut out);
+        m.step(
+            now,
+            relay(3, 1, vec![entry(2, 0, MemberStatus::Down)]),
+            &mut out,
+        );
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Alive));
         assert!(
             out.messages.iter().any(|a| a.to == NodeId(2)
@@ -1759,7 +1801,10 @@ mod tests {
             "the accused is told: {:?}",
             out.messages
         );
-        assert!(!out.events.iter().any(|e| matches!(e, MemberEvent::Down { .. })));
+        assert!(!out
+            .events
+            .iter()
+            .any(|e| matches!(e, MemberEvent::Down { .. })));
         // Silent for the whole window (pause 1.25 s + interval 1 s): the
         // verdict held back is taken.
         let window = config().acceptable_heartbeat_pause + config().gossip_interval;
@@ -1776,9 +1821,17 @@ mod tests {
         let mut out = Outbox::new();
         m.tick(now, &mut out);
         m.step(now, relay(2, 1, vec![]), &mut out);
-        m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]), &mut out);
+        m.step(
+            now,
+            relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]),
+            &mut out,
+        );
         // The accused refutes, and keeps answering.
-        m.step(now + MS(20), relay(2, 1, vec![entry(2, 1, MemberStatus::Alive)]), &mut out);
+        m.step(
+            now + MS(20),
+            relay(2, 1, vec![entry(2, 1, MemberStatus::Alive)]),
+            &mut out,
+        );
         let mut t = now;
         while t < now + Duration::from_secs(6) {
             t += MS(250);
@@ -1800,8 +1853,9 @@ mod tests {
         let e = m.table().get(NodeId(2)).unwrap();
         assert_eq!((e.status, e.incarnation), (MemberStatus::Alive, 1));
         assert!(
-            !out.events.iter().any(|e| matches!(e,
-                MemberEvent::Suspect { .. } | MemberEvent::Down { .. })),
+            !out.events
+                .iter()
+                .any(|e| matches!(e, MemberEvent::Suspect { .. } | MemberEvent::Down { .. })),
             "{:?}",
             out.events
         );
@@ -1853,7 +1907,11 @@ mod tests {
         for p in 201..=300 {
             b.add_peer(now, NodeId(p), format!("n{p}"), &mut sink);
         }
-        b.step(now, relay(9, 2, vec![entry(7, 1, MemberStatus::Left)]), &mut sink);
+        b.step(
+            now,
+            relay(9, 2, vec![entry(7, 1, MemberStatus::Left)]),
+            &mut sink,
+        );
         b.news.clear();
         assert_ne!(a.table().digest(), b.table().digest());
         // b's round reaches a: news (none) and its digest.
@@ -1875,11 +1933,12 @@ mod tests {
                 NodeId(2) => b.step(now, env, &mut out),
                 _ => continue,
             }
-            queue.extend(
-                out.messages
-                    .into_iter()
-                    .filter(|m| matches!(m.msg, MembershipMsg::Sync { .. } | MembershipMsg::Entries { .. })),
-            );
+            queue.extend(out.messages.into_iter().filter(|m| {
+                matches!(
+                    m.msg,
+                    MembershipMsg::Sync { .. } | MembershipMsg::Entries { .. }
+                )
+            }));
         }
         assert_eq!(a.table().digest(), b.table().digest());
         assert_eq!(a.table().len(), 300);
@@ -1897,31 +1956,55 @@ mod tests {
         let mut m = lone(now, cfg);
         let mut out = Outbox::new();
         m.tick(now, &mut out);
-        m.step(now, relay(3, 1, vec![entry(2, 1, MemberStatus::Left)]), &mut out);
+        m.step(
+            now,
+            relay(3, 1, vec![entry(2, 1, MemberStatus::Left)]),
+            &mut out,
+        );
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Left));
         tick_until(&mut m, now, now + Duration::from_secs(9), &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Left));
-        tick_until(&mut m, now + Duration::from_secs(9), now + Duration::from_secs(10), &mut out);
+        tick_until(
+            &mut m,
+            now + Duration::from_secs(9),
+            now + Duration::from_secs(10),
+            &mut out,
+        );
         assert_eq!(m.status(NodeId(2)), None);
         assert_eq!(m.tombstones().get(&NodeId(2)), Some(&1));
         let t = now + Duration::from_secs(10);
         // Stale news from a third node does not bring it back.
         m.step(
             t,
-            relay(3, 1, vec![entry(2, 1, MemberStatus::Left), entry(2, 0, MemberStatus::Alive)]),
+            relay(
+                3,
+                1,
+                vec![
+                    entry(2, 1, MemberStatus::Left),
+                    entry(2, 0, MemberStatus::Alive),
+                ],
+            ),
             &mut out,
         );
         assert_eq!(m.status(NodeId(2)), None);
         // The node itself, restarted with its old incarnation, is told it
         // left...
         out.messages.clear();
-        m.step(t, relay(2, 1, vec![entry(2, 0, MemberStatus::Alive)]), &mut out);
+        m.step(
+            t,
+            relay(2, 1, vec![entry(2, 0, MemberStatus::Alive)]),
+            &mut out,
+        );
         assert_eq!(m.status(NodeId(2)), None);
         assert!(out.messages.iter().any(|a| a.to == NodeId(2)
             && matches!(&a.msg, MembershipMsg::Relay { members }
                 if members.iter().any(|e| e.node == NodeId(2) && e.status == MemberStatus::Left && e.incarnation == 1))));
         // ...and rejoins above it.
-        m.step(t, relay(2, 1, vec![entry(2, 2, MemberStatus::Alive)]), &mut out);
+        m.step(
+            t,
+            relay(2, 1, vec![entry(2, 2, MemberStatus::Alive)]),
+            &mut out,
+        );
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Alive));
         assert!(m.tombstones().is_empty());
     }
@@ -1940,8 +2023,14 @@ mod tests {
         let mut out = Outbox::new();
         let now = c.now;
         let m = c.nodes.get_mut(&NodeId(1)).unwrap();
-        assert!(matches!(m.forget(now, NodeId(1), &mut out), Err(Error::InvalidInput(_))));
-        assert!(matches!(m.forget(now, NodeId(99), &mut out), Err(Error::UnknownPeer(_))));
+        assert!(matches!(
+            m.forget(now, NodeId(1), &mut out),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            m.forget(now, NodeId(99), &mut out),
+            Err(Error::UnknownPeer(_))
+        ));
         m.forget(now, NodeId(3), &mut out).unwrap();
         c.deliver(out.messages);
         for at in [1, 2, 4, 5] {
@@ -1949,14 +2038,22 @@ mod tests {
         }
         // Forgetting a node that is in fact running: it refutes.
         let mut out = Outbox::new();
-        c.nodes.get_mut(&NodeId(1)).unwrap().forget(now, NodeId(2), &mut out).unwrap();
+        c.nodes
+            .get_mut(&NodeId(1))
+            .unwrap()
+            .forget(now, NodeId(2), &mut out)
+            .unwrap();
         c.deliver(out.messages);
         for _ in 0..3 {
             c.round();
         }
         for at in [1, 4, 5] {
             let e = c.nodes[&NodeId(at)].table().get(NodeId(2)).unwrap();
-            assert_eq!((e.status, e.incarnation), (MemberStatus::Alive, 1), "at n{at}");
+            assert_eq!(
+                (e.status, e.incarnation),
+                (MemberStatus::Alive, 1),
+                "at n{at}"
+            );
         }
     }
 

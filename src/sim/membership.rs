@@ -250,7 +250,9 @@ impl MembershipSim {
     /// `node` is already in the simulation.
     pub fn add_joiner(&mut self, node: NodeId, seed: NodeId) -> Result<()> {
         if self.nodes.contains_key(&node) {
-            return Err(Error::InvalidInput(format!("{node} is already in the simulation")));
+            return Err(Error::InvalidInput(format!(
+                "{node} is already in the simulation"
+            )));
         }
         self.fabric.add_node(node)?;
         let machine_seed = self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.0;
@@ -531,7 +533,11 @@ mod tests {
 
     /// Verdicts (SUSPECT or DOWN) that a node gave, after `since`, about a
     /// node on its own side of a partition: one it could hear all along.
-    fn same_side_verdicts(sim: &MembershipSim, since: Duration, sides: &[&[NodeId]]) -> Vec<String> {
+    fn same_side_verdicts(
+        sim: &MembershipSim,
+        since: Duration,
+        sides: &[&[NodeId]],
+    ) -> Vec<String> {
         let side = |n: NodeId| sides.iter().position(|s| s.contains(&n));
         sim.log()
             .iter()
@@ -571,7 +577,11 @@ mod tests {
                 sim.run_for(Duration::from_secs(20));
                 for &x in a {
                     for &y in b {
-                        assert_eq!(sim.status(x, y), Some(MemberStatus::Down), "seed {seed}: {x} sees {y}");
+                        assert_eq!(
+                            sim.status(x, y),
+                            Some(MemberStatus::Down),
+                            "seed {seed}: {x} sees {y}"
+                        );
                     }
                 }
                 let healed = sim.elapsed();
@@ -581,7 +591,11 @@ mod tests {
                 assert!(bad.is_empty(), "seed {seed}, heal {round}: {bad:#?}");
                 for x in sim.live_nodes() {
                     for y in sim.live_nodes() {
-                        assert_eq!(sim.status(x, y), Some(MemberStatus::Alive), "seed {seed}: {x} sees {y}");
+                        assert_eq!(
+                            sim.status(x, y),
+                            Some(MemberStatus::Alive),
+                            "seed {seed}: {x} sees {y}"
+                        );
                     }
                 }
             }
@@ -610,13 +624,23 @@ mod tests {
                 let at = sim
                     .log()
                     .iter()
-                    .find(|e| e.node == n && e.at >= crashed && matches!(e.event, MemberEvent::Down { node, .. } if node == victim))
+                    .find(|e| {
+                        e.node == n
+                            && e.at >= crashed
+                            && matches!(e.event, MemberEvent::Down { node, .. } if node == victim)
+                    })
                     .map(|e| e.at - crashed);
                 let at = at.unwrap_or_else(|| panic!("seed {seed}: {n} never saw {victim} down"));
                 last = last.max(at);
             }
-            assert!(last <= Duration::from_secs(5), "seed {seed}: DOWN everywhere after {last:?}");
-            assert!(last >= Duration::from_millis(1500), "seed {seed}: too fast to be phi: {last:?}");
+            assert!(
+                last <= Duration::from_secs(5),
+                "seed {seed}: DOWN everywhere after {last:?}"
+            );
+            assert!(
+                last >= Duration::from_millis(1500),
+                "seed {seed}: too fast to be phi: {last:?}"
+            );
         }
         // A thousand nodes: no message is larger than 4 KB, and the
         // steady state's gossip carries no table.
@@ -625,46 +649,5 @@ mod tests {
         let largest = sim.traffic().values().map(|t| t.max_bytes).max().unwrap();
         assert!(largest <= 4096, "{:?}", sim.traffic());
         assert!(sim.traffic().contains_key("ping") && sim.traffic().contains_key("ack"));
-    }
-}
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn scratch_false_down() {
-        use rand::Rng;
-        for seed in 0..5u64 {
-            let n = 20;
-            let mut options = SimOptions::new(n, seed);
-            options.phases = true;
-            options.faults = Faults {
-                drop_rate: 0.05,
-                delay: (Duration::from_millis(1), Duration::from_millis(200)),
-                ..Faults::default()
-            };
-            let mut sim = MembershipSim::new(options).unwrap();
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xfa15e);
-            let mut pauses = Vec::new();
-            for _ in 0..60 {
-                let node = NodeId(rng.random_range(1..=n as u64));
-                pauses.push((sim.elapsed(), node));
-                sim.pause(node, Duration::from_millis(2500));
-                sim.run_for(Duration::from_secs(60));
-            }
-            for e in sim.log() {
-                if let MemberEvent::Down { node, incarnation } = e.event {
-                    println!("seed {seed}: DOWN at {:?} by {} of {node} inc {incarnation}", e.at, e.node);
-                    let p = pauses.iter().filter(|(at, n)| *n == node && *at <= e.at).last();
-                    println!("  last pause of {node}: {p:?}");
-                    for l in sim.log().iter().filter(|l| l.at + Duration::from_secs(6) >= e.at && l.at <= e.at + Duration::from_secs(1)) {
-                        if matches!(l.event, MemberEvent::Suspect{node: x, ..} | MemberEvent::Down{node: x, ..} if x == node) || l.node == node {
-                            println!("    {:?} {} {:?}", l.at, l.node, l.event);
-                        }
-                    }
-                    break;
-                }
-            }
-        }
     }
 }

@@ -100,12 +100,23 @@ fn sizes() {
     println!();
     println!("| N | gossip | gossip_reply | ping | ack | relay | sync | entries | bytes/node/s |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    let kinds = ["gossip", "gossip_reply", "ping", "ack", "relay", "sync", "entries"];
+    let kinds = [
+        "gossip",
+        "gossip_reply",
+        "ping",
+        "ack",
+        "relay",
+        "sync",
+        "entries",
+    ];
     let row = |label: String, sim: &MembershipSim, nodes: usize, seconds: f64| {
         let t = sim.traffic();
         let cells: Vec<String> = kinds
             .iter()
-            .map(|k| t.get(k).map_or("-".to_string(), |t| t.max_bytes.to_string()))
+            .map(|k| {
+                t.get(k)
+                    .map_or("-".to_string(), |t| t.max_bytes.to_string())
+            })
             .collect();
         let bytes: u64 = t.values().map(|t| t.bytes).sum();
         println!(
@@ -122,7 +133,8 @@ fn sizes() {
         row(n.to_string(), &sim, n, 30.0);
         if n == 1000 {
             sim.reset_traffic();
-            sim.add_joiner(NodeId(n as u64 + 1), NodeId(1)).expect("joiner");
+            sim.add_joiner(NodeId(n as u64 + 1), NodeId(1))
+                .expect("joiner");
             sim.run_for(Duration::from_secs(10));
             row(format!("{n}, a node joining (10 s)"), &sim, n + 1, 10.0);
             let joined = sim
@@ -130,7 +142,9 @@ fn sizes() {
                 .iter()
                 .all(|&m| sim.status(m, NodeId(n as u64 + 1)) == Some(MemberStatus::Alive));
             assert!(joined, "the joiner is not known everywhere");
-            let knows = sim.machine(NodeId(n as u64 + 1)).map_or(0, |m| m.table().len());
+            let knows = sim
+                .machine(NodeId(n as u64 + 1))
+                .map_or(0, |m| m.table().len());
             assert_eq!(knows, n + 1, "the joiner's table");
         }
     }
