@@ -735,6 +735,21 @@ impl Node {
                 self.remove_node(node).await?;
                 Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
             }
+            Op::Forget { node } => {
+                self.forget(node).await.map_err(|e| match e {
+                    // The transport's "unknown peer" would reach a client
+                    // as an internal error: this one is the caller's.
+                    Error::UnknownPeer(n) => Error::InvalidInput(format!(
+                        "{} does not know {n}: nothing to forget (never a \
+                         member, or forgotten long enough ago to be dropped \
+                         from its table)",
+                        self.id
+                    )),
+                    other => other,
+                })?;
+                tracing::info!(node = %self.id, forgotten = %node, "forget: marked LEFT");
+                Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
+            }
             Op::BlockOutbound { peers } => self.block_outbound(peers),
             Op::Status => Ok(Reply::Status(self.status().await?)),
             Op::LocalGet { bucket, key } => {
