@@ -519,12 +519,22 @@ impl Node {
     /// anyway: the lowest live node then removes it from the ring, and its
     /// ranges are copied again from the other replicas.
     pub async fn leave(self) -> Result<()> {
+        self.leave_ring().await?;
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// [`Node::leave`] without the shutdown: waits until the leave is
+    /// finished (the ranges moved or [`LEAVE_TRANSFER_TIMEOUT`] passed,
+    /// then LEFT gossiped for `leave_linger`), and returns whether the
+    /// ranges moved. The node keeps running; the caller stops it
+    /// ([`Node::shutdown_checked`], as `ringkv-node --leave-on-sigterm`
+    /// does, to report a failed final flush).
+    pub async fn leave_ring(&self) -> Result<bool> {
         self.ring_manager
             .send(LeaveRing)
             .await
-            .map_err(|_| Error::Shutdown)??;
-        self.shutdown().await;
-        Ok(())
+            .map_err(|_| Error::Shutdown)?
     }
 
     /// Stops the node cleanly: refuses new client requests, lets those in
