@@ -934,7 +934,8 @@ pub struct MemberView {
     pub addr: String,
     /// `"Alive"`, `"Suspect"`, `"Down"` or `"Left"`.
     pub state: String,
-    /// Phi of its heartbeats now (0 for the answering node itself).
+    /// Phi of its acks now, if the answering node monitors it (0 for the
+    /// members it does not monitor, and for itself).
     pub phi: f64,
     /// Its incarnation.
     pub incarnation: u64,

@@ -148,6 +148,10 @@ pub struct Membership {
     /// When the next round is due; `None` before the first tick.
     next_round: Option<Instant>,
     ping_seq: u64,
+    /// Pings sent between rounds (to a node whose phi is high, or that is
+    /// suspected): their acks show the node alive, but are not samples of
+    /// its regular interval.
+    extra_pings: BTreeSet<u64>,
     leaving: bool,
 }
 
@@ -186,6 +190,7 @@ impl Membership {
             last_run: None,
             next_round: None,
             ping_seq: 0,
+            extra_pings: BTreeSet::new(),
             leaving: false,
         };
         // A joiner's own entry is news: the seed relays it at once.
@@ -300,7 +305,7 @@ impl Membership {
             self.next_round = Some(if next <= now { now + interval } else { next });
         }
         if !self.leaving {
-            self.ping(round, out);
+            self.ping(now, round, out);
             self.take_held_back(now, out);
             self.detect(now, round, out);
             self.convict(now, out);
@@ -393,9 +398,14 @@ impl Membership {
                     self.accuse(now, node, incarnation, from);
                 }
             }
-            MembershipMsg::Ack { members, .. } => {
+            MembershipMsg::Ack { seq, members } => {
+                let extra = self.extra_pings.remove(&seq);
                 if let Some(detector) = self.detectors.get_mut(&from) {
-                    detector.heartbeat(now);
+                    if extra {
+                        detector.restart_silence(now);
+                    } else {
+                        detector.heartbeat(now);
+                    }
                 }
                 self.absorb_all(now, from, &members, &mut news, out);
             }
@@ -719,17 +729,36 @@ impl Membership {
         }
     }
 
-    /// Pings the nodes this node monitors: all of them on a round, and the
-    /// ones it suspects at every tick.
-    fn ping(&mut self, round: bool, out: &mut Outbox<MembershipMsg, MemberEvent>) {
-        let targets: Vec<NodeId> = self
+    /// Pings the nodes this node monitors: all of them on a round, and at
+    /// every tick those it suspects or whose phi is past half the
+    /// threshold. The extra pings give a node whose acks were lost a few
+    /// more chances before it is suspected (loss, not a crash, is what
+    /// makes most false suspicions), and a suspect a quick way to refute;
+    /// their acks show the node alive but are not samples of its interval.
+    fn ping(&mut self, now: Instant, round: bool, out: &mut Outbox<MembershipMsg, MemberEvent>) {
+        let early = self.config.phi_threshold / 2.0;
+        let targets: Vec<(NodeId, bool)> = self
             .detectors
-            .keys()
-            .copied()
-            .filter(|&n| round || self.status(n) == Some(MemberStatus::Suspect))
+            .iter()
+            .filter_map(|(&n, d)| {
+                if round {
+                    Some((n, false))
+                } else if self.status(n) == Some(MemberStatus::Suspect) || d.phi(now) > early {
+                    Some((n, true))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for to in targets {
+        for (to, extra) in targets {
             self.ping_seq += 1;
+            if extra {
+                self.extra_pings.insert(self.ping_seq);
+                // Bounded: an ack older than a thousand pings is long lost.
+                while self.extra_pings.len() > 1024 {
+                    self.extra_pings.pop_first();
+                }
+            }
             let members = self.news_for(to);
             out.send(
                 self.me,
@@ -1300,8 +1329,8 @@ mod tests {
         // Verdicts and refutations are relayed at once, not once per round,
         // so the timeout does not grow with the cluster.
         let t = |n| Cluster::new(n).nodes[&NodeId(1)].suspicion_timeout();
-        assert_eq!(t(2), Duration::from_millis(1500));
-        assert_eq!(t(100), Duration::from_millis(1500));
+        assert_eq!(t(2), Duration::from_millis(1250));
+        assert_eq!(t(100), Duration::from_millis(1250));
     }
 
     #[test]
@@ -1431,7 +1460,7 @@ mod tests {
         m.step(now, relay(3, 1, vec![entry(2, 0, MemberStatus::Suspect)]), &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Suspect));
         let timeout = m.suspicion_timeout();
-        assert_eq!(timeout, Duration::from_millis(1500)); // 1.5 x 1 s
+        assert_eq!(timeout, Duration::from_millis(1250)); // 1.25 x 1 s
         let mut t = now;
         while t + MS(250) < now + timeout {
             t += MS(250);
@@ -1467,6 +1496,47 @@ mod tests {
         // It accused node 2 to the other monitors on its own evidence.
         m.tick(now + timeout * 3, &mut out);
         assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Down));
+    }
+
+    #[test]
+    fn a_node_whose_regular_acks_are_lost_is_saved_by_the_extra_pings() {
+        // Node 2's acks to the pings of every round are lost; it answers
+        // the extra pings that node 1 sends once phi passes half the
+        // threshold. It is never suspected; without the extra pings it
+        // would be within three seconds.
+        let now = Instant::now();
+        let mut m = lone(now, config());
+        let mut out = Outbox::new();
+        let mut t = now;
+        let mut extra_answered = 0;
+        for tick in 0..240u32 {
+            m.tick(t, &mut out);
+            let round = tick % 4 == 0;
+            let pings: Vec<_> = out
+                .messages
+                .drain(..)
+                .filter(|a| matches!(a.msg, MembershipMsg::Ping { .. }))
+                .collect();
+            for p in pings {
+                let MembershipMsg::Ping { seq, .. } = p.msg else {
+                    continue;
+                };
+                if p.to == NodeId(2) && round {
+                    continue;
+                }
+                if p.to == NodeId(2) {
+                    extra_answered += 1;
+                }
+                let ack = MembershipMsg::Ack {
+                    seq,
+                    members: vec![],
+                };
+                m.step(t, Addressed::new(p.to, NodeId(1), ack), &mut out);
+            }
+            assert_eq!(m.status(NodeId(2)), Some(MemberStatus::Alive), "at tick {tick}");
+            t += MS(250);
+        }
+        assert!(extra_answered > 10, "{extra_answered}");
     }
 
     #[test]

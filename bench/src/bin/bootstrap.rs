@@ -13,6 +13,12 @@
 //! `ringkv-node` (an older build, to compare: the peer of this benchmark is
 //! the same command on the build before the change).
 //!
+//! With `--crash`, each run then also SIGKILLs the last node at a random
+//! moment once the ring is in force, and reports the time from the kill
+//! until every other node shows it DOWN in its status (issue [14]'s
+//! detection target with real processes: 5 s at the 99th percentile,
+//! with the default 1 s gossip interval).
+//!
 //! Each run: a temporary directory, a secret and certificates
 //! (`ringkv-node certs`), node 1 founding and the others joining through
 //! it one after the other, each started once the previous one is ready;
@@ -48,6 +54,16 @@ struct Args {
     /// The `ringkv-node` binary (default: beside this binary).
     #[arg(long)]
     node_bin: Option<PathBuf>,
+    /// Once settled, kill the last node and time its detection.
+    #[arg(long)]
+    crash: bool,
+}
+
+/// A run's figures, in seconds.
+struct Outcome {
+    settled: f64,
+    /// From the kill of the last node to DOWN on every other node.
+    down: Option<f64>,
 }
 
 /// Kills the process when dropped, so that no node outlives a run.
@@ -140,9 +156,23 @@ async fn settled(clients: &[Client], members: usize) -> bool {
     true
 }
 
-/// One fresh cluster: seconds from the last ready to the ring in force,
-/// or `None` past the limit.
-async fn run(args: &Args, bin: &Path) -> Result<Option<f64>> {
+/// Whether every client's node shows `victim` DOWN.
+async fn all_down(clients: &[Client], victim: u64) -> bool {
+    for c in clients {
+        match c.status().await {
+            Ok(s)
+                if s.members
+                    .iter()
+                    .any(|m| m.node.0 == victim && m.state == "Down") => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// One fresh cluster: seconds from the last ready to the ring in force
+/// (and to a crash seen, with `--crash`), or `None` past the limit.
+async fn run(args: &Args, bin: &Path) -> Result<Option<Outcome>> {
     let root = tempfile::Builder::new().prefix("ringkv-boot-").tempdir()?;
     let root = root.path();
     let mut secret = [0u8; 32];
@@ -178,13 +208,42 @@ async fn run(args: &Args, bin: &Path) -> Result<Option<f64>> {
         clients.push(Client::connect(&[n.client.as_str()], ClientConfig::default()).await?);
     }
     let limit = Duration::from_secs(args.limit_secs);
+    let mut took = None;
     while last_ready.elapsed() < limit {
         if settled(&clients, args.nodes as usize).await {
-            return Ok(Some(last_ready.elapsed().as_secs_f64()));
+            took = Some(last_ready.elapsed().as_secs_f64());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(None)
+    let Some(settled) = took else {
+        return Ok(None);
+    };
+    if !args.crash || nodes.len() < 2 {
+        return Ok(Some(Outcome {
+            settled,
+            down: None,
+        }));
+    }
+    // Let the detectors fill their windows, then kill at a random moment
+    // within a gossip interval.
+    let wait = 3000 + rand::Rng::random_range(&mut rand::rng(), 0..1000);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let victim = args.nodes;
+    let mut dead = nodes.pop().ok_or("no node")?;
+    clients.pop();
+    dead.child.kill()?;
+    let killed = Instant::now();
+    let _ = dead.child.wait();
+    let mut down = None;
+    while killed.elapsed() < limit {
+        if all_down(&clients, victim).await {
+            down = Some(killed.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(Some(Outcome { settled, down }))
 }
 
 fn load_average() -> String {
@@ -218,12 +277,23 @@ async fn main() -> Result<()> {
         bin.display()
     );
     let mut times = Vec::new();
+    let mut downs = Vec::new();
     for i in 1..=args.runs {
         let took = run(&args, &bin).await?;
         let load = load_average();
         match took {
-            Some(s) => {
-                println!("run {i}: ring in force {s:.3} s after the last ready (load {load})");
+            Some(Outcome { settled: s, down }) => {
+                let crash = match down {
+                    Some(d) => {
+                        downs.push(d);
+                        format!("; the last node, killed, DOWN everywhere {d:.3} s later")
+                    }
+                    None if args.crash => "; the killed node never DOWN everywhere".into(),
+                    None => String::new(),
+                };
+                println!(
+                    "run {i}: ring in force {s:.3} s after the last ready{crash} (load {load})"
+                );
                 times.push(s);
             }
             None => println!(
@@ -243,6 +313,14 @@ async fn main() -> Result<()> {
             times.len(),
             args.runs,
             times[times.len() / 2]
+        );
+    }
+    downs.sort_by(f64::total_cmp);
+    if let (Some(min), Some(max)) = (downs.first(), downs.last()) {
+        println!(
+            "crash to DOWN everywhere, {} runs: min {min:.3} s, median {:.3} s, max {max:.3} s",
+            downs.len(),
+            downs[downs.len() / 2]
         );
     }
     Ok(())
