@@ -360,7 +360,7 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         let registered = register(&conn.state, id, tx);
         if !registered {
-            self.forget(&conn).await;
+            self.forget_conn(&conn).await;
             return Err(Failure::NotSent(connection_gone(&conn)));
         }
         let sent = conn.writer.lock().await.send(frame).await;
@@ -369,7 +369,7 @@ impl Client {
             // is written, so a failed send left at most a partial frame,
             // which the node never executes.
             unregister(&conn.state, id);
-            self.forget(&conn).await;
+            self.forget_conn(&conn).await;
             return Err(Failure::NotSent(Error::io(
                 format!("sending to {}", conn.addr),
                 e,
@@ -378,7 +378,7 @@ impl Client {
         let response = match tokio::time::timeout(self.inner.config.request_timeout, rx).await {
             Ok(Ok(response)) => response,
             Ok(Err(_)) => {
-                self.forget(&conn).await;
+                self.forget_conn(&conn).await;
                 let reason = match lock(&conn.state.closed_with).as_ref() {
                     Some(e) => format!("{} closed the connection: {}", conn.addr, e.message),
                     None => format!("connection to {} lost", conn.addr),
@@ -403,7 +403,7 @@ impl Client {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 if e.code == ErrorCode::ShuttingDown {
-                    self.forget(&conn).await;
+                    self.forget_conn(&conn).await;
                 }
                 Err(Failure::Answered(e))
             }
@@ -449,7 +449,7 @@ impl Client {
 
     /// Drops `conn` if it is still the current connection, so that the
     /// next request fails over.
-    async fn forget(&self, conn: &Arc<Conn>) {
+    async fn forget_conn(&self, conn: &Arc<Conn>) {
         conn.state.dead.store(true, Ordering::Release);
         let mut slot = self.inner.slot.lock().await;
         if slot.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
@@ -889,6 +889,18 @@ impl Client {
         match self.execute(Op::RemoveNode { node }).await? {
             Reply::Ring(view) => Ok(view),
             other => Err(unexpected("remove_node", &other)),
+        }
+    }
+
+    /// Forgets `node`, a member gone for good (see [`Op::Forget`]): the
+    /// node connected to marks it LEFT, which spreads to every member, and
+    /// the ring then drops it. Returns that node's ring, which shows the
+    /// removal once it has begun. Refused (`InvalidArgument`) for the node
+    /// connected to itself and for a node it does not know.
+    pub async fn forget(&self, node: NodeId) -> Result<RingView> {
+        match self.execute(Op::Forget { node }).await? {
+            Reply::Ring(view) => Ok(view),
+            other => Err(unexpected("forget", &other)),
         }
     }
 

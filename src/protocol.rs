@@ -346,6 +346,22 @@ pub enum Op {
         /// The node to remove.
         node: NodeId,
     },
+    /// Forgets `node` for good: an operator's word that it is gone and
+    /// will not come back (a machine lost with its disk). The receiving
+    /// node marks it LEFT in membership, which spreads by gossip like a
+    /// graceful leave; every node drops it from its table after the
+    /// membership's `left_grace`, and the lowest live node removes it from
+    /// the ring (its ranges are copied again from the surviving replicas),
+    /// as for a node that left. A node that is in fact running hears of it
+    /// and refutes it. Refused (`InvalidArgument`) for the receiving node
+    /// itself (it leaves with `Leave`) and for a node its membership does
+    /// not know. Forgetting a node already LEFT changes nothing. Answered
+    /// with [`Reply::Ring`] at once: the removal shows in `Ring` once it
+    /// has begun.
+    Forget {
+        /// The node to forget.
+        node: NodeId,
+    },
     /// Fault injection, for tests and experiments: from now on the
     /// receiving node drops every node-to-node frame it would send to
     /// `peers` (frames from them still arrive: a one-way partition; each
@@ -372,7 +388,7 @@ pub enum Role {
     /// Reads and data writes: `Put`, `Delete`, `CounterAdd`, `SetAdd`,
     /// `SetRemove`.
     ReadWrite,
-    /// Everything: also `SetBucket`, `Leave`, `RemoveNode` and
+    /// Everything: also `SetBucket`, `Leave`, `RemoveNode`, `Forget` and
     /// `BlockOutbound`.
     Admin,
 }
@@ -435,6 +451,7 @@ impl Op {
             Op::PreferenceList { .. } => "preference_list",
             Op::Leave => "leave",
             Op::RemoveNode { .. } => "remove_node",
+            Op::Forget { .. } => "forget",
             Op::BlockOutbound { .. } => "block_outbound",
             Op::Scan { .. } => "scan",
         }
@@ -462,6 +479,7 @@ impl Op {
             | Op::Status
             | Op::Leave
             | Op::RemoveNode { .. }
+            | Op::Forget { .. }
             | Op::BlockOutbound { .. } => None,
         }
     }
@@ -526,9 +544,11 @@ impl Op {
             | Op::CounterAdd { .. }
             | Op::SetAdd { .. }
             | Op::SetRemove { .. } => Some(Role::ReadWrite),
-            Op::SetBucket { .. } | Op::Leave | Op::RemoveNode { .. } | Op::BlockOutbound { .. } => {
-                Some(Role::Admin)
-            }
+            Op::SetBucket { .. }
+            | Op::Leave
+            | Op::RemoveNode { .. }
+            | Op::Forget { .. }
+            | Op::BlockOutbound { .. } => Some(Role::Admin),
         }
     }
 
@@ -545,7 +565,10 @@ impl Op {
             | Op::SetRemove { .. }
             | Op::SetBucket { .. }
             | Op::Leave
-            | Op::RemoveNode { .. } => true,
+            | Op::RemoveNode { .. }
+            // Changes membership and then the ring. Forgetting twice is
+            // harmless, but like `RemoveNode` it is not retried blindly.
+            | Op::Forget { .. } => true,
             Op::Hello { .. }
             | Op::Get { .. }
             | Op::CounterGet { .. }
@@ -1000,6 +1023,7 @@ mod tests {
             | Op::PreferenceList { .. }
             | Op::Leave
             | Op::RemoveNode { .. }
+            | Op::Forget { .. }
             | Op::BlockOutbound { .. }
             | Op::Scan { .. } => (),
         });
@@ -1050,6 +1074,7 @@ mod tests {
         "Op::PreferenceList",
         "Op::Leave",
         "Op::RemoveNode",
+        "Op::Forget",
         "Op::BlockOutbound",
         "Op::Scan",
         "Reply::Hello",

@@ -959,6 +959,7 @@ fn ops_by_role() -> Vec<(Op, ringkv::protocol::Role)> {
         ),
         (Op::Leave, Role::Admin),
         (Op::RemoveNode { node: NodeId(2) }, Role::Admin),
+        (Op::Forget { node: NodeId(2) }, Role::Admin),
         (
             Op::BlockOutbound {
                 peers: vec![NodeId(2)],

@@ -353,6 +353,10 @@ mod values {
         request(18, Op::RemoveNode { node: NodeId(4) })
     }
 
+    pub fn forget() -> Request {
+        request(23, Op::Forget { node: NodeId(4) })
+    }
+
     pub fn block_outbound() -> Request {
         request(
             19,
@@ -965,6 +969,20 @@ fn request_leave_and_remove_node() {
              62 6964 12
              62 6f70 a1
                  6a 52656d6f76654e6f6465 a1
+                     64 6e6f6465 04",
+    );
+}
+
+#[test]
+fn request_forget() {
+    use values::*;
+    // Op::Forget: {"id": 23, "op": {"Forget": {"node": 4}}}
+    check(
+        forget(),
+        "a2
+             62 6964 17
+             62 6f70 a1
+                 66 466f72676574 a1
                      64 6e6f6465 04",
     );
 }

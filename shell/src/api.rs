@@ -1077,6 +1077,27 @@ fn remove_impl(ctx: &Context, n: INT) -> ApiResult<()> {
     }
 }
 
+/// `forget(n)`: node `n`, gone for good, becomes LEFT everywhere and then
+/// leaves the ring. On a connection the node connected to is asked
+/// (`Op::Forget`); on an embedded cluster `n` must be killed.
+fn forget_impl(ctx: &Context, n: INT) -> ApiResult<()> {
+    let id = node_id(n)?;
+    let target = ctx.target()?;
+    if let Some(cluster) = target.nodes() {
+        return cluster.forget(id).map_err(fail);
+    }
+    match run(
+        ctx,
+        None,
+        Op::Forget {
+            node: ringkv::NodeId(id),
+        },
+    )? {
+        Reply::Ring(_) => Ok(()),
+        r => Err(unexpected("forget", &r)),
+    }
+}
+
 /// The range of a transfer as text: `(after, through]` in hex tokens.
 fn range_text(t: &ringkv::protocol::TransferView) -> String {
     format!("({:016x}, {:016x}]", t.after, t.through)
@@ -1874,6 +1895,8 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     engine.register_fn("leave", move |n: INT, ms: INT| leave(&c, n, ms));
     let c = Arc::clone(ctx);
     engine.register_fn("remove", move |n: INT| remove_impl(&c, n));
+    let c = Arc::clone(ctx);
+    engine.register_fn("forget", move |n: INT| forget_impl(&c, n));
     let c = Arc::clone(ctx);
     engine.register_fn("transfers", move || transfers_table(&c));
     let c = Arc::clone(ctx);

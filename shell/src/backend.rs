@@ -116,6 +116,10 @@ pub trait Nodes: Send + Sync {
     /// Takes killed node `id` out of the ring.
     fn remove(&self, id: u64) -> Result<(), String>;
 
+    /// Forgets killed node `id` for good: LEFT everywhere, then out of
+    /// the ring.
+    fn forget(&self, id: u64) -> Result<(), String>;
+
     /// Each running node's ring.
     fn ring_views(&self) -> Result<Vec<(u64, RingView)>, String>;
 
@@ -314,6 +318,10 @@ impl Nodes for Cluster {
 
     fn remove(&self, id: u64) -> Result<(), String> {
         Cluster::remove(self, id)
+    }
+
+    fn forget(&self, id: u64) -> Result<(), String> {
+        Cluster::forget(self, id)
     }
 
     fn ring_views(&self) -> Result<Vec<(u64, RingView)>, String> {

@@ -484,6 +484,10 @@ impl Nodes for Sim {
         Err(no_ring_changes(&format!("remove({id})")))
     }
 
+    fn forget(&self, id: u64) -> Result<(), String> {
+        Err(no_ring_changes(&format!("forget({id})")))
+    }
+
     fn ring_views(&self) -> Result<Vec<(u64, RingView)>, String> {
         let st = self.lock();
         let ring = st.sim.ring_view();

@@ -395,6 +395,50 @@ fn decommission_and_remove_through_connect() {
     ok(&script);
 }
 
+#[test]
+fn forget_on_an_embedded_cluster_and_through_connect() {
+    let script = THROWN.to_string()
+        + r#"
+        let local = cluster(#{ nodes: 4, transport: "tcp", vnodes: 16, seed: 9 });
+        for i in 0..100 { put("k" + i, "v" + i); }
+        let e = thrown(|| forget(2));
+        check(e.contains("is running") && e.contains("kill(2)"), "forget() refuses a running node");
+        check(thrown(|| forget(9)).contains("no node 9"), "forget() refuses an unknown node");
+        check(thrown(|| forget(-1)).contains("start at 1"), "forget() refuses a negative id");
+
+        // A killed node, forgotten: LEFT everywhere, then out of the ring.
+        kill(4);
+        forget(4);
+        wait_rebalanced(60000);
+        check(nodes() == [1, 2, 3] && ring().column("node") == [1, 2, 3], "node 4 is forgotten");
+        check(status().rows.all(|r| r.node != 4 || r.state == "Left"), "node 4 is LEFT");
+        check(thrown(|| forget(4)).contains("was forgotten"), "a forgotten node cannot be forgotten again");
+        check(thrown(|| restart(4)).contains("was forgotten"), "nor restarted");
+
+        // Through a connection, the node connected to is asked.
+        let to1 = connect(client_addrs()["1"]);
+        check(thrown(|| forget(1)).contains("itself"), "a node does not forget itself");
+        check(thrown(|| forget(77)).contains("does not know n77"), "nor a node it does not know");
+        select(local);
+        kill(3);
+        select(to1);
+        forget(3);
+        // This shell's cluster did not forget node 3, so its own
+        // wait_rebalanced() would wait for node 3 in the ring: watch every
+        // node's ring instead.
+        select(local);
+        let tries = 0;
+        while !rebalance_status().rows.all(|r| r.members == [1, 2] && r.change == ()) && tries < 3000 { sleep(20); tries += 1; }
+        print(rebalance_status());
+        check(rebalance_status().rows.all(|r| r.members == [1, 2] && r.change == ()), "node 3 was forgotten through the connection");
+        for i in 0..100 {
+            check(get("k" + i, #{ r: "quorum" }).value == "v" + i, "k" + i + " survived");
+        }
+        "#;
+    let out = ok(&script);
+    assert!(out.contains("ok: node 4 is forgotten"), "{out}");
+}
+
 /// An experiment on `sim(5, SEED)` that prints what depends on timing:
 /// detection waits, receipts, fallbacks, frame counts, a workload's
 /// virtual latencies. More than two minutes of virtual time.
@@ -524,6 +568,7 @@ fn functions_a_sim_cannot_have_fail_naming_themselves_and_the_rest_work() {
         check(thrown(|| leave(2)).contains("leave(2) is not available on a simulation"), "leave");
         kill(3);
         check(thrown(|| remove(3)).contains("remove(3) is not available on a simulation"), "remove");
+        check(thrown(|| forget(3)).contains("forget(3) is not available on a simulation"), "forget");
         check(thrown(|| client_addrs()).contains("client_addrs() is not available on a simulation"), "client_addrs");
         check(thrown(|| workload_start(#{ ops: 10 })).contains("workload_start() is not available on a simulation"), "workload_start");
         check(thrown(|| sim(#{ nodes: 3, engine: "lsm" })).contains("option engine is not available"), "sim's engine option");

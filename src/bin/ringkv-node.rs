@@ -15,7 +15,12 @@
 //! the client port stops accepting and lets requests in flight finish,
 //! then the node shuts down (flushing its engine), and the process exits
 //! 0, or 1 if the final flush failed (the WAL still holds what it did not
-//! write). A second signal during that ends the process at once (status 1).
+//! write). The node keeps its tokens: a restart moves no data. With
+//! `--leave-on-sigterm`, SIGTERM (not SIGINT) first decommissions the node:
+//! after the client port closes, it gives its tokens away, waits until
+//! their ranges have moved (`Node::leave_ring`, at most
+//! `LEAVE_TRANSFER_TIMEOUT`) and gossips LEFT, then shuts down as above. A
+//! second signal during any of that ends the process at once (status 1).
 //!
 //! Exit status 2: the node refused to start (a bad flag or file, a data
 //! directory that belongs to another node or that another process holds,
@@ -188,6 +193,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         client_port: port_config,
         redis_listen,
         data_dir: _,
+        leave_on_sigterm,
     } = setup;
     let id = node_config.id;
     let mut signals = Signals::register()
@@ -273,10 +279,19 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
     tracing::info!(node = id.0, peer = %node.addr(), client = %port.local_addr(), "ready");
 
     let which = signals.next().await;
-    tracing::info!(
-        signal = which,
-        "shutting down: client port first, then the node"
-    );
+    let leave = leave_on_sigterm && which == "SIGTERM";
+    if leave {
+        tracing::info!(
+            signal = which,
+            "leaving the cluster (--leave-on-sigterm): client port first, then the node \
+             gives its ranges away and stops"
+        );
+    } else {
+        tracing::info!(
+            signal = which,
+            "shutting down: client port first, then the node"
+        );
+    }
     // A second signal means "now": do not wait for the flush.
     actix::spawn(async move {
         let again = signals.next().await;
@@ -287,7 +302,13 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         resp.shutdown().await;
     }
     port.shutdown().await;
-    tracing::info!(node = id.0, "client port closed; stopping the node");
+    if leave {
+        tracing::info!(node = id.0, "client port closed; leaving the cluster");
+        leave_cluster(&node).await;
+        tracing::info!(node = id.0, "stopping the node");
+    } else {
+        tracing::info!(node = id.0, "client port closed; stopping the node");
+    }
     if let Err(e) = node.shutdown_checked().await {
         return Err(Failure::Run(format!(
             "node {} stopped, but its final flush failed: {e}",
@@ -296,6 +317,53 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
     }
     tracing::info!(node = id.0, "stopped");
     Ok(())
+}
+
+/// Decommissions `node` and waits until its leave is finished (its ranges
+/// moved, or the leave timed out; then LEFT gossiped), logging the start
+/// and the end. The node keeps running: the caller stops it. A node alone
+/// in its ring has no one to give its ranges to: it keeps its tokens and
+/// only stops (a leave would leave an empty ring, and the node would come
+/// back leaving after a restart, its data in no ring).
+async fn leave_cluster(node: &Node) {
+    let id = node.id();
+    match node.ring().await {
+        Ok(ring) if ring.members().iter().all(|&n| n == id) => {
+            tracing::warn!(
+                node = id.0,
+                "no other node in the ring to take this node's ranges: not leaving, only stopping"
+            );
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(node = id.0, error = %e, "cannot read the ring: not leaving");
+            return;
+        }
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(
+        node = id.0,
+        "leave started: giving this node's tokens away; waiting for its ranges to move"
+    );
+    match node.leave_ring().await {
+        Ok(true) => tracing::info!(
+            node = id.0,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "leave finished: the ring no longer holds this node and LEFT was gossiped"
+        ),
+        Ok(false) => tracing::warn!(
+            node = id.0,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "leave finished without its ranges moving (timed out): LEFT was gossiped, and the \
+             lowest live node removes this node from the ring"
+        ),
+        Err(e) => tracing::error!(
+            node = id.0,
+            error = %e,
+            "leave failed; stopping without it"
+        ),
+    }
 }
 
 #[cfg(test)]

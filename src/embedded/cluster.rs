@@ -75,6 +75,9 @@ pub enum Departure {
     /// It was killed and then removed from the ring ([`Cluster::remove`]):
     /// its ranges were copied again from the surviving replicas.
     Removed,
+    /// It was killed and then forgotten ([`Cluster::forget`]): LEFT in
+    /// every membership table, and then out of the ring.
+    Forgotten,
 }
 
 /// Which network the nodes talk over.
@@ -836,6 +839,43 @@ impl Cluster {
         Ok(())
     }
 
+    /// Forgets node `id`, which must be killed, for good
+    /// ([`Node::forget`] through the lowest running node not leaving): it
+    /// becomes LEFT in every membership table, and the lowest live node
+    /// then removes it from the ring (its ranges are copied again from the
+    /// surviving replicas). Returns once the running node has marked it
+    /// LEFT; `wait_rebalanced` waits for the ring. Unlike
+    /// [`Cluster::remove`] it need not wait for the node to be seen DOWN,
+    /// nor for another change to end.
+    pub fn forget(&self, id: u64) -> Result<(), String> {
+        {
+            let slots = lock(&self.slots);
+            match slots.get(&id) {
+                None => return Err(format!("there is no node {id}")),
+                Some(Slot {
+                    departed: Some(d), ..
+                }) => return Err(departed_message(id, *d)),
+                Some(s) if s.node.is_some() => {
+                    return Err(format!(
+                        "node {id} is running: forget() is for a node gone for good (kill({id}) first); a running node leaves with leave({id}) or decommission({id})"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(&by) = self.staying().first() else {
+            return Err("every node is killed: no node can forget another".into());
+        };
+        let node = self.node(by)?;
+        self.rt
+            .run(move || async move { node.forget(NodeId(id)).await })?
+            .map_err(|e| format!("forgetting node {id} through node {by}: {e}"))?;
+        if let Some(slot) = lock(&self.slots).get_mut(&id) {
+            slot.departed = Some(Departure::Forgotten);
+        }
+        Ok(())
+    }
+
     /// Each running node's view of the ring: the ring in force and the
     /// change in progress with its moves done.
     pub fn ring_views(&self) -> Result<Vec<(u64, RingView)>, String> {
@@ -1220,6 +1260,7 @@ fn departed_message(id: u64, d: Departure) -> String {
     match d {
         Departure::Left => format!("node {id} left the cluster"),
         Departure::Removed => format!("node {id} was removed from the cluster"),
+        Departure::Forgotten => format!("node {id} was forgotten by the cluster"),
     }
 }
 

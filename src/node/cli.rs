@@ -184,6 +184,12 @@ pub struct Args {
     /// for production.
     #[arg(long)]
     pub allow_fault_injection: bool,
+    /// On SIGTERM, decommission this node before stopping: its ranges move
+    /// to the other nodes and it leaves the ring and the membership (LEFT),
+    /// then stops. Off unless given: SIGTERM then only stops the node,
+    /// which keeps its tokens, so that a restart moves no data.
+    #[arg(long)]
+    pub leave_on_sigterm: bool,
     /// The users who may use the client port, with their roles and
     /// password hashes (make it with `ringkv-node users add`).
     #[arg(long, value_name = "FILE")]
@@ -396,6 +402,8 @@ pub struct FileConfig {
     pub read_budget_bytes: Option<usize>,
     /// As `--allow-fault-injection` (the flag can only turn it on).
     pub allow_fault_injection: Option<bool>,
+    /// As `--leave-on-sigterm` (the flag can only turn it on).
+    pub leave_on_sigterm: Option<bool>,
     /// As `--salvage` (the flag can only turn it on).
     pub salvage: Option<bool>,
     /// As `--users-file`.
@@ -599,6 +607,9 @@ pub struct NodeSetup {
     /// The data directory, when there is one (always, except for a memory
     /// engine started without `--data-dir`).
     pub data_dir: Option<PathBuf>,
+    /// Whether SIGTERM decommissions the node before it stops
+    /// (`--leave-on-sigterm`); otherwise it only stops.
+    pub leave_on_sigterm: bool,
 }
 
 /// Reads the file named by `--config` (if any) and the secret file, and
@@ -874,6 +885,7 @@ pub fn resolve(
     node.transfer.validate()?;
     node.allow_fault_injection =
         args.allow_fault_injection || file.allow_fault_injection.unwrap_or(false);
+    let leave_on_sigterm = args.leave_on_sigterm || file.leave_on_sigterm.unwrap_or(false);
 
     let security = match keys {
         PeerKeys::Tls(credentials) => PeerSecurity::tls(NodeId(id), &credentials)?,
@@ -896,6 +908,7 @@ pub fn resolve(
         client_port,
         redis_listen,
         data_dir,
+        leave_on_sigterm,
     })
 }
 
@@ -1426,6 +1439,35 @@ mod tests {
     }
 
     #[test]
+    fn leave_on_sigterm_is_opt_in_by_flag_or_file() {
+        let resolved = |flags: &[&str], file: FileConfig| {
+            let mut all = vec!["--id", "1", "--data-dir", "/d"];
+            all.extend_from_slice(flags);
+            resolve(
+                args(&all),
+                file,
+                secret(),
+                PeerKeys::InsecurePlaintext,
+                ClientPortConfig::default(),
+            )
+            .unwrap()
+            .leave_on_sigterm
+        };
+        assert!(
+            !resolved(&[], FileConfig::default()),
+            "a plain stop by default"
+        );
+        assert!(resolved(&["--leave-on-sigterm"], FileConfig::default()));
+        let on = FileConfig::parse("leave_on_sigterm = true\n").unwrap();
+        assert!(resolved(&[], on));
+        let off = FileConfig::parse("leave_on_sigterm = false\n").unwrap();
+        assert!(
+            resolved(&["--leave-on-sigterm"], off),
+            "the flag turns it on"
+        );
+    }
+
+    #[test]
     fn salvage_comes_from_the_flag_or_the_file_for_the_lsm_engine_only() {
         let salvage_of = |s: &NodeSetup| match &s.node.storage {
             StorageConfig::Lsm { config, .. } => config.salvage,
@@ -1610,6 +1652,7 @@ mod tests {
             "transfer_pull_timeout_ms",
             "read_budget_bytes",
             "allow_fault_injection",
+            "leave_on_sigterm",
             "salvage",
         ] {
             let mentioned = text.lines().any(|l| {

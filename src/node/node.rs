@@ -519,12 +519,22 @@ impl Node {
     /// anyway: the lowest live node then removes it from the ring, and its
     /// ranges are copied again from the other replicas.
     pub async fn leave(self) -> Result<()> {
+        self.leave_ring().await?;
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// [`Node::leave`] without the shutdown: waits until the leave is
+    /// finished (the ranges moved or [`LEAVE_TRANSFER_TIMEOUT`] passed,
+    /// then LEFT gossiped for `leave_linger`), and returns whether the
+    /// ranges moved. The node keeps running; the caller stops it
+    /// ([`Node::shutdown_checked`], as `ringkv-node --leave-on-sigterm`
+    /// does, to report a failed final flush).
+    pub async fn leave_ring(&self) -> Result<bool> {
         self.ring_manager
             .send(LeaveRing)
             .await
-            .map_err(|_| Error::Shutdown)??;
-        self.shutdown().await;
-        Ok(())
+            .map_err(|_| Error::Shutdown)?
     }
 
     /// Stops the node cleanly: refuses new client requests, lets those in
@@ -733,6 +743,21 @@ impl Node {
             }
             Op::RemoveNode { node } => {
                 self.remove_node(node).await?;
+                Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
+            }
+            Op::Forget { node } => {
+                self.forget(node).await.map_err(|e| match e {
+                    // The transport's "unknown peer" would reach a client
+                    // as an internal error: this one is the caller's.
+                    Error::UnknownPeer(n) => Error::InvalidInput(format!(
+                        "{} does not know {n}: nothing to forget (never a \
+                         member, or forgotten long enough ago to be dropped \
+                         from its table)",
+                        self.id
+                    )),
+                    other => other,
+                })?;
+                tracing::info!(node = %self.id, forgotten = %node, "forget: marked LEFT");
                 Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
             }
             Op::BlockOutbound { peers } => self.block_outbound(peers),

@@ -301,22 +301,35 @@ impl Cluster {
         }
     }
 
+    /// Replaces the extra flags given to the nodes started from now on
+    /// ([`Cluster::add`], [`Cluster::restart`]), for a cluster whose nodes
+    /// differ.
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+    }
+
     /// SIGTERMs node `id` and waits for it to exit; returns its status.
     /// Panics (with its logs) if it does not exit within [`EXIT_TIMEOUT`].
     pub async fn terminate(&mut self, id: u64) -> ExitStatus {
+        self.terminate_within(id, EXIT_TIMEOUT).await
+    }
+
+    /// [`Cluster::terminate`], waiting up to `limit` (a node that leaves
+    /// the cluster on SIGTERM moves its ranges first).
+    pub async fn terminate_within(&mut self, id: u64, limit: Duration) -> ExitStatus {
         let node = &mut self.nodes[index(id)];
         node.signal(libc::SIGCONT);
         node.signal(libc::SIGTERM);
         let Some(mut child) = node.child.take() else {
             panic!("node {id} is not running");
         };
-        match tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await {
+        match tokio::time::timeout(limit, child.wait()).await {
             Ok(Ok(status)) => status,
             Ok(Err(e)) => panic!("waiting for node {id}: {e}"),
             Err(_) => {
                 let _ = child.start_kill();
                 panic!(
-                    "node {id} did not exit within {EXIT_TIMEOUT:?} of SIGTERM\n{}",
+                    "node {id} did not exit within {limit:?} of SIGTERM\n{}",
                     self.stderr_tail(id, 30)
                 )
             }
