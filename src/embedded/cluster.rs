@@ -768,13 +768,10 @@ impl Cluster {
         })
     }
 
-    /// Removes node `id`, which must be killed, from the ring: its ranges
-    /// are copied again from the surviving replicas. Waits (up to
-    /// [`FORM_TIMEOUT`]) until the lowest running node not leaving has no
-    /// change in progress and sees it DOWN, then asks that node to remove
-    /// it. Returns once the removal has begun. A killed node the ring no
-    /// longer holds (it was decommissioned first) is only forgotten.
-    pub fn remove(&self, id: u64) -> Result<(), String> {
+    /// For `op` (remove or forget), which is for `what`: checks that node
+    /// `id` exists, has not departed and is killed, and returns the lowest
+    /// running node not leaving, which carries the op out.
+    fn killed_and_actor(&self, id: u64, op: &str, what: &str) -> Result<u64, String> {
         {
             let slots = lock(&self.slots);
             match slots.get(&id) {
@@ -784,15 +781,26 @@ impl Cluster {
                 }) => return Err(departed_message(id, *d)),
                 Some(s) if s.node.is_some() => {
                     return Err(format!(
-                        "node {id} is running: remove() is for a dead node (kill({id}) first); a running node leaves with leave({id}) or decommission({id})"
+                        "node {id} is running: {op}() is for {what} (kill({id}) first); a running node leaves with leave({id}) or decommission({id})"
                     ))
                 }
                 Some(_) => {}
             }
         }
-        let Some(&by) = self.staying().first() else {
-            return Err("every node is killed: no node can remove another".into());
-        };
+        self.staying()
+            .first()
+            .copied()
+            .ok_or_else(|| format!("every node is killed: no node can {op} another"))
+    }
+
+    /// Removes node `id`, which must be killed, from the ring: its ranges
+    /// are copied again from the surviving replicas. Waits (up to
+    /// [`FORM_TIMEOUT`]) until the lowest running node not leaving has no
+    /// change in progress and sees it DOWN, then asks that node to remove
+    /// it. Returns once the removal has begun. A killed node the ring no
+    /// longer holds (it was decommissioned first) is only forgotten.
+    pub fn remove(&self, id: u64) -> Result<(), String> {
+        let by = self.killed_and_actor(id, "remove", "a dead node")?;
         let node = self.node(by)?;
         let mut last = String::new();
         // Whether the ring in force holds it, once ready.
@@ -848,24 +856,7 @@ impl Cluster {
     /// [`Cluster::remove`] it need not wait for the node to be seen DOWN,
     /// nor for another change to end.
     pub fn forget(&self, id: u64) -> Result<(), String> {
-        {
-            let slots = lock(&self.slots);
-            match slots.get(&id) {
-                None => return Err(format!("there is no node {id}")),
-                Some(Slot {
-                    departed: Some(d), ..
-                }) => return Err(departed_message(id, *d)),
-                Some(s) if s.node.is_some() => {
-                    return Err(format!(
-                        "node {id} is running: forget() is for a node gone for good (kill({id}) first); a running node leaves with leave({id}) or decommission({id})"
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-        let Some(&by) = self.staying().first() else {
-            return Err("every node is killed: no node can forget another".into());
-        };
+        let by = self.killed_and_actor(id, "forget", "a node gone for good")?;
         let node = self.node(by)?;
         self.rt
             .run(move || async move { node.forget(NodeId(id)).await })?

@@ -531,6 +531,15 @@ mod tests {
             .any(|e| e.node == NodeId(2) && matches!(e.event, MemberEvent::LocalPause { .. })));
     }
 
+    /// The gossip bench's network for detection: 1 to 50 ms, 1% lost.
+    fn bench_network() -> Faults {
+        Faults {
+            drop_rate: 0.01,
+            delay: (Duration::from_millis(1), Duration::from_millis(50)),
+            ..Faults::default()
+        }
+    }
+
     /// Verdicts (SUSPECT or DOWN) that a node gave, after `since`, about a
     /// node on its own side of a partition: one it could hear all along.
     fn same_side_verdicts(
@@ -562,11 +571,7 @@ mod tests {
         for seed in 0..6u64 {
             let mut options = SimOptions::new(10, seed);
             options.phases = true;
-            options.faults = Faults {
-                drop_rate: 0.01,
-                delay: (Duration::from_millis(1), Duration::from_millis(50)),
-                ..Faults::default()
-            };
+            options.faults = bench_network();
             let mut sim = MembershipSim::new(options).unwrap();
             sim.run_for(Duration::from_secs(30));
             let cut = 1 + (seed % 4) as usize;
@@ -608,11 +613,7 @@ mod tests {
         for seed in 0..5u64 {
             let mut options = SimOptions::new(20, seed);
             options.phases = true;
-            options.faults = Faults {
-                drop_rate: 0.01,
-                delay: (Duration::from_millis(1), Duration::from_millis(50)),
-                ..Faults::default()
-            };
+            options.faults = bench_network();
             let mut sim = MembershipSim::new(options).unwrap();
             sim.run_for(Duration::from_millis(30_000 + seed * 137));
             let victim = NodeId(1 + seed * 3);
