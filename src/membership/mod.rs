@@ -17,19 +17,24 @@
 //!
 //! # The guarantee
 //!
-//! Every change of status or ring reaches every connected node by gossip in
-//! O(log N) rounds, whatever the order of deliveries, because both merges are
-//! joins (table: higher incarnation, then stronger status; ring: higher
-//! epoch, then higher digest). A node is DOWN only after a suspicion went
-//! unrefuted for `suspicion_multiplier x log2 N` intervals; a live node that
-//! hears of its own suspicion refutes it by raising its incarnation; a node
-//! that was itself paused restarts its detectors instead of convicting.
-//! `docs/membership.md` has the protocol and the measurements.
+//! Every change of status or ring reaches every connected node, whatever
+//! the order of deliveries, because both merges are joins (table: higher
+//! incarnation, then stronger status; ring: higher epoch, then higher
+//! digest): news is relayed at once, and rounds of gossip with digest syncs
+//! repair whatever a relay missed, in O(log N) rounds. A node is DOWN only
+//! after two of its monitors suspected it on their own evidence (their
+//! pings went unanswered) and `suspicion_multiplier` intervals passed
+//! unrefuted; a live node that hears of its own suspicion refutes it by
+//! raising its incarnation; a node that heard a peer directly does not
+//! take a relayed verdict about it; a node that was itself paused restarts
+//! its detectors instead of convicting. `docs/membership.md` has the
+//! protocol and the measurements.
 //!
 //! # What it does not do
 //!
-//! No indirect probes (SWIM's ping-req): liveness comes from heartbeats
-//! relayed by gossip. No transport and no timers: the actors in
+//! No indirect probes (SWIM's ping-req): a monitor pings again at every
+//! tick once phi is past half the threshold, instead of asking others to.
+//! No transport and no timers: the actors in
 //! `crate::node` and the driver in `crate::sim` supply both. DOWN nodes stay
 //! in the ring (a failure is not a leave); only a graceful leave changes
 //! ownership.
