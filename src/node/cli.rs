@@ -167,6 +167,11 @@ pub struct Args {
     /// How often anti-entropy rounds start, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub anti_entropy_period_ms: Option<u64>,
+    /// Runs no anti-entropy at all, not even the exchange with a node seen
+    /// up again: replicas of keys nobody reads then stay apart. For
+    /// experiments and tests that need a stale replica to stay stale.
+    #[arg(long)]
+    pub no_anti_entropy: bool,
     /// How old a tombstone must be before it may be purged, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub tombstone_grace_ms: Option<u64>,
@@ -850,6 +855,9 @@ pub fn resolve(
     node.membership.validate()?;
     if let Some(ms) = args.anti_entropy_period_ms.or(file.anti_entropy_period_ms) {
         node.anti_entropy.period = std::time::Duration::from_millis(ms);
+    }
+    if args.no_anti_entropy {
+        node.anti_entropy.enabled = false;
     }
     if let Some(ms) = args.tombstone_grace_ms.or(file.tombstone_grace_ms) {
         node.anti_entropy.tombstone_grace = std::time::Duration::from_millis(ms);
