@@ -985,7 +985,7 @@ impl Membership {
         };
         let worsens = remote.incarnation > local.incarnation
             || (remote.incarnation == local.incarnation
-                && status_rank(remote.status) > status_rank(local.status));
+                && remote.status.rank() > local.status.rank());
         if !worsens || local.status != MemberStatus::Alive {
             return false;
         }
@@ -999,8 +999,7 @@ impl Membership {
         }
         let keep = match self.held_back.get(&node) {
             Some(held) => {
-                (remote.incarnation, status_rank(remote.status))
-                    > (held.incarnation, status_rank(held.status))
+                (remote.incarnation, remote.status.rank()) > (held.incarnation, held.status.rank())
             }
             None => true,
         };
@@ -1251,16 +1250,6 @@ impl Membership {
             self.config.min_std_deviation,
             self.config.acceptable_heartbeat_pause,
         )
-    }
-}
-
-/// Precedence of statuses at equal incarnation (the table's merge order).
-fn status_rank(status: MemberStatus) -> u8 {
-    match status {
-        MemberStatus::Alive => 0,
-        MemberStatus::Suspect => 1,
-        MemberStatus::Down => 2,
-        MemberStatus::Left => 3,
     }
 }
 

@@ -59,7 +59,7 @@ pub enum MemberStatus {
 
 impl MemberStatus {
     /// Precedence at equal incarnation.
-    fn rank(self) -> u8 {
+    pub(crate) fn rank(self) -> u8 {
         match self {
             MemberStatus::Alive => 0,
             MemberStatus::Suspect => 1,
