@@ -78,7 +78,7 @@ use crate::membership::{MemberEvent, Membership, MembershipMsg, Outbox as Member
 use crate::message::{Envelope, Message};
 use crate::net::memory::{Fabric, FaultCounters, Faults};
 use crate::protocol::{MemberView, Op, ReadOptions, Reply, RingView, StatusView, WriteOptions};
-use crate::replication::anti_entropy::{AntiEntropy, AntiEntropyEffect};
+use crate::replication::anti_entropy::{AntiEntropy, AntiEntropyEffect, AntiEntropyWork};
 use crate::replication::buckets::BucketEntry;
 use crate::replication::coordinator::{Answer, Coordinator};
 use crate::replication::get::GetReply;
@@ -270,6 +270,12 @@ enum DiskJob {
     },
     /// A range transfer's storage work.
     Handoff(HandoffWork),
+    /// The coordinator role's storage work (hints, the bucket table).
+    Coordinator(coord_exec::StoreWork),
+    /// Anti-entropy's storage work (scans, answers).
+    AntiEntropy(AntiEntropyWork),
+    /// The ring role's storage work (the ring, a leave's intent).
+    Ring(crate::roles::ring::RingWork),
 }
 
 enum Life {
@@ -282,7 +288,8 @@ enum Life {
 
 struct Machines {
     store: Arc<ReplicaStore>,
-    /// Jobs queued on a slow disk, in the order they finish.
+    /// Jobs queued on a slow disk, by the time they finish (any order
+    /// relative to when they were queued, as on a node's blocking pool).
     disk: VecDeque<(Instant, DiskJob)>,
     membership: Membership,
     coordinator: CoordinatorRole<usize>,
@@ -1223,11 +1230,20 @@ impl ClusterSim {
                 match effect {
                     RoleEffect::Send { to, msg } => self.send(id, to, Message::Ring(msg)),
                     RoleEffect::Store(work) => {
-                        let Ok(m) = self.machines_mut(id) else {
+                        let Some(node) = self.nodes.get_mut(&id) else {
                             return;
                         };
-                        let result = ring_exec::execute(&m.store, work.clone());
-                        m.ring.finished(now, &work, result, &mut next);
+                        let latency = node.disk_latency;
+                        let Some(m) = node.machines.as_mut() else {
+                            return;
+                        };
+                        let job = DiskJob::Ring(work);
+                        if let Some(DiskJob::Ring(work)) =
+                            queue_on_disk(&mut self.disk_rng, latency, now, &mut m.disk, job)
+                        {
+                            let result = ring_exec::execute(&m.store, work.clone());
+                            m.ring.finished(now, &work, result, &mut next);
+                        }
                     }
                     RoleEffect::Emit(output) => self.ring_output(id, output, &mut next),
                 }
@@ -1469,6 +1485,26 @@ impl ClusterSim {
                     m.handoff.finished(now, done, &mut out);
                     self.carry_handoff(id, out);
                 }
+                DiskJob::Coordinator(work) => {
+                    let mut out = Vec::new();
+                    if let Some(stored) = coord_exec::execute(&m.store, id, work) {
+                        m.coordinator.on_stored(now, stored, &mut out);
+                    }
+                    self.carry_coordinator(id, out);
+                }
+                DiskJob::AntiEntropy(work) => {
+                    let done =
+                        ae_exec::run(&m.store, &BucketProps::default(), &self.anti_entropy, work);
+                    let mut out = Vec::new();
+                    ae_exec::finish(&mut m.anti_entropy, id, now, done, &mut out);
+                    self.carry_anti_entropy(id, out);
+                }
+                DiskJob::Ring(work) => {
+                    let result = ring_exec::execute(&m.store, work.clone());
+                    let mut out = Vec::new();
+                    m.ring.finished(now, &work, result, &mut out);
+                    self.carry_ring(id, out);
+                }
             }
             self.drain_local();
         }
@@ -1510,12 +1546,20 @@ impl ClusterSim {
                     Effect::Send { to, msg } => self.send(id, to, Message::Replication(msg)),
                     Effect::Emit(Answered(token, answer)) => answers.push((token, answer)),
                     Effect::Store(work) => {
-                        let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut())
-                        else {
+                        let Some(node) = self.nodes.get_mut(&id) else {
                             return;
                         };
-                        if let Some(stored) = coord_exec::execute(&m.store, id, work) {
-                            m.coordinator.on_stored(now, stored, &mut next);
+                        let latency = node.disk_latency;
+                        let Some(m) = node.machines.as_mut() else {
+                            return;
+                        };
+                        let job = DiskJob::Coordinator(work);
+                        if let Some(DiskJob::Coordinator(work)) =
+                            queue_on_disk(&mut self.disk_rng, latency, now, &mut m.disk, job)
+                        {
+                            if let Some(stored) = coord_exec::execute(&m.store, id, work) {
+                                m.coordinator.on_stored(now, stored, &mut next);
+                            }
                         }
                     }
                 }
@@ -1538,12 +1582,21 @@ impl ClusterSim {
                     RoleEffect::Store(work) => work,
                     RoleEffect::Emit(event) => match event {},
                 };
-                let Some(m) = self.nodes.get_mut(&id).and_then(|n| n.machines.as_mut()) else {
+                let Some(node) = self.nodes.get_mut(&id) else {
                     return;
                 };
-                let done =
-                    ae_exec::run(&m.store, &BucketProps::default(), &self.anti_entropy, work);
-                ae_exec::finish(&mut m.anti_entropy, id, now, done, &mut next);
+                let latency = node.disk_latency;
+                let Some(m) = node.machines.as_mut() else {
+                    return;
+                };
+                let job = DiskJob::AntiEntropy(work);
+                if let Some(DiskJob::AntiEntropy(work)) =
+                    queue_on_disk(&mut self.disk_rng, latency, now, &mut m.disk, job)
+                {
+                    let done =
+                        ae_exec::run(&m.store, &BucketProps::default(), &self.anti_entropy, work);
+                    ae_exec::finish(&mut m.anti_entropy, id, now, done, &mut next);
+                }
             }
             out = next;
         }
@@ -2514,9 +2567,11 @@ fn observe_object(
 }
 
 /// Queues `job` on a node's slow disk, due after a wait drawn up to
-/// `latency` and after every job queued before it (one disk finishes its
-/// jobs in order). Gives the job back, to be done at once, when the disk
-/// is healthy and idle.
+/// `latency`. Jobs finish in the order of their due times, not of their
+/// queueing: a node runs its storage work on a pool of blocking threads,
+/// so two jobs of one role may finish in either order, and the
+/// simulator tries both. Gives the job back, to be done at once, when the
+/// disk is healthy and idle.
 fn queue_on_disk(
     rng: &mut ChaCha8Rng,
     latency: Duration,
@@ -2528,8 +2583,11 @@ fn queue_on_disk(
         return Some(job);
     }
     let wait = Duration::from_micros(rng.random_range(0..=latency.as_micros() as u64));
-    let due = disk.back().map_or(now, |(at, _)| *at).max(now + wait);
-    disk.push_back((due, job));
+    let due = now + wait;
+    // After every job due at the same time or earlier, so that jobs due
+    // together keep their order.
+    let at = disk.partition_point(|(at, _)| *at <= due);
+    disk.insert(at, (due, job));
     None
 }
 
@@ -2662,6 +2720,58 @@ fn definite(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slow disk finishes jobs by their due times, which need not be
+    /// the order they were queued in (as on a node's blocking pool); a
+    /// healthy idle disk hands the job back to be done at once.
+    #[test]
+    fn a_slow_disk_finishes_jobs_in_an_order_of_its_own() {
+        let job = |i: usize| {
+            DiskJob::Coordinator(coord_exec::StoreWork::ReadHints {
+                skip: BTreeSet::new(),
+                batch: i,
+            })
+        };
+        let index = |job: &DiskJob| match job {
+            DiskJob::Coordinator(coord_exec::StoreWork::ReadHints { batch, .. }) => *batch,
+            _ => usize::MAX,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut disk = VecDeque::new();
+        let now = Instant::now();
+        assert!(queue_on_disk(&mut rng, Duration::ZERO, now, &mut disk, job(0)).is_some());
+        for i in 0..20 {
+            let later = now + Duration::from_millis(i as u64);
+            assert!(queue_on_disk(
+                &mut rng,
+                Duration::from_millis(100),
+                later,
+                &mut disk,
+                job(i)
+            )
+            .is_none());
+        }
+        // A healthy disk with jobs queued queues the next one too.
+        assert!(queue_on_disk(&mut rng, Duration::ZERO, now, &mut disk, job(20)).is_none());
+        let dues: Vec<Instant> = disk.iter().map(|(at, _)| *at).collect();
+        assert!(
+            dues.windows(2).all(|w| w[0] <= w[1]),
+            "the queue is kept by due time"
+        );
+        let order: Vec<usize> = disk.iter().map(|(_, j)| index(j)).collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            (0..=20).collect::<Vec<_>>(),
+            "every job is kept once"
+        );
+        assert_ne!(order, sorted, "some job overtakes one queued before it");
+        assert_eq!(
+            order[0], 20,
+            "a job due now runs before those still waiting"
+        );
+    }
 
     fn summary(h: &History) -> String {
         let ok = h
