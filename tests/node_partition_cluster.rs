@@ -17,7 +17,9 @@
 //! lists are refused by one that did; and a handshake flood on node 1's
 //! peer port, from another address, while node 3 restarts: node 3 gets
 //! back in, node 1's log does not flood, and node 1 stays small and
-//! serving.
+//! serving. And four nodes cut into two sides in four shapes and healed:
+//! no node ever logs a verdict of SUSPECT or DOWN about a peer on its own
+//! side (issue [14], item 0).
 //!
 //! Every wait is bounded; the one bound on convergence is many
 //! anti-entropy periods wide, and the time seen is printed.
@@ -845,6 +847,128 @@ async fn a_handshake_flood_on_the_peer_port_neither_keeps_a_restarted_node_out_n
         assert!(
             failed.is_empty() && !during.is_empty(),
             "the well-behaved client was not served during the attack: {failed:?}"
+        );
+    })
+    .await;
+}
+
+/// The shapes the verdict test cuts four nodes into, one after another.
+const SHAPES: [(&[u64], &[u64]); 4] = [
+    (&[1, 2], &[3, 4]),
+    (&[1], &[2, 3, 4]),
+    (&[1, 3], &[2, 4]),
+    (&[1, 2, 3], &[4]),
+];
+
+/// The verdicts node `at` logged (`membership: nP is suspect|down`) about
+/// a peer in `own` (its own side), in `log`.
+fn verdicts_against(at: u64, own: &[u64], log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            own.iter().any(|&p| {
+                p != at
+                    && (line.contains(&format!("membership: n{p} is suspect"))
+                        || line.contains(&format!("membership: n{p} is down")))
+            })
+        })
+        .map(|line| format!("node {at}: {line}"))
+        .collect()
+}
+
+/// Issue [14], item 0, on processes: four `ringkv-node`s are cut into two
+/// sides, four times in different shapes, and healed each time. Each side
+/// convicts the other, and after the heal the other side's gossip carries
+/// its verdicts across: that this side's nodes are DOWN. A node must
+/// never take a verdict of SUSPECT or DOWN about a peer it hears from
+/// directly, so no node may log one about a peer of its own side, from
+/// the cut until several rounds after the heal. Every membership change
+/// is logged at INFO, so a verdict that lasted a moment is still seen.
+///
+/// With the hold-back of relayed verdicts switched off
+/// (`Membership::hold_back` answering no), this test failed: relayed
+/// verdicts about same-side peers were taken after the heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healed_partitions_leave_no_verdict_against_a_peer_of_ones_own_side() {
+    let _one = THREE_NODES.lock().await;
+    cluster::bounded(Duration::from_secs(300), async {
+        let cluster = Cluster::start_with(4, &["--allow-fault-injection"]).await;
+        let mut clients = Vec::new();
+        for id in 1..=4 {
+            clients.push(client_of(&cluster, id).await);
+        }
+        let all = [1, 2, 3, 4];
+        let everyone_alive = || async {
+            for at in 1..=4 {
+                if !sees(&cluster, at, &all, "Alive").await {
+                    return false;
+                }
+            }
+            true
+        };
+        assert!(
+            wait_until(SETTLE, everyone_alive).await,
+            "the cluster did not form\n{}",
+            cluster.logs()
+        );
+        let mut false_verdicts = Vec::new();
+        for (a, b) in SHAPES {
+            let marks: Vec<u64> = (1..=4)
+                .map(|id| file_len(&cluster.node(id).stderr_path))
+                .collect();
+            for (side, other) in [(a, b), (b, a)] {
+                let other: Vec<NodeId> = other.iter().map(|&id| NodeId(id)).collect();
+                for &id in side {
+                    clients[(id - 1) as usize]
+                        .block_outbound(&other)
+                        .await
+                        .unwrap();
+                }
+            }
+            let split = wait_until(SETTLE, || async {
+                for (side, other) in [(a, b), (b, a)] {
+                    for &at in side {
+                        let mut want = other.to_vec();
+                        want.push(at);
+                        if !sees(&cluster, at, &want, "Down").await {
+                            return false;
+                        }
+                    }
+                }
+                true
+            })
+            .await;
+            assert!(
+                split,
+                "{a:?} | {b:?}: the sides did not convict each other\n{}",
+                cluster.logs()
+            );
+            for c in &clients {
+                assert_eq!(c.block_outbound(&[]).await.unwrap(), vec![]);
+            }
+            let healed = Instant::now();
+            assert!(
+                wait_until(SETTLE, everyone_alive).await,
+                "{a:?} | {b:?}: the healed nodes did not see each other\n{}",
+                cluster.logs()
+            );
+            println!(
+                "{a:?} | {b:?}: every node saw every other alive {:?} after the heal",
+                healed.elapsed()
+            );
+            // Several gossip rounds, in which the other side's verdicts
+            // reach every node.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            for (side, _) in [(a, b), (b, a)] {
+                for &at in side {
+                    let log = appended(&cluster.node(at).stderr_path, marks[(at - 1) as usize]);
+                    false_verdicts.extend(verdicts_against(at, side, &log));
+                }
+            }
+        }
+        assert!(
+            false_verdicts.is_empty(),
+            "verdicts against peers heard directly:\n{}",
+            false_verdicts.join("\n")
         );
     })
     .await;

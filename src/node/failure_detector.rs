@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tracing::{info, warn};
 
 use super::transport::{Incoming, LearnPeer, Outgoing, TransportActor};
 use super::{publish, NodeEvent, Subscriber};
@@ -90,9 +91,41 @@ impl FailureDetector {
             self.transport.do_send(Outgoing(addressed.into()));
         }
         for event in out.events {
+            log_event(self.machine.me(), &event);
             self.ring.do_send(MemberNotice(event.clone()));
             publish(&mut self.subscribers, NodeEvent::Member(event));
         }
+    }
+}
+
+/// Logs a membership event at INFO (a node paused, at WARN), with the
+/// node and the peer as fields: every change of what this node believes
+/// about a peer leaves one line, which operators and the process tests
+/// read (`membership: <peer> is up|suspect|down|left`).
+fn log_event(me: NodeId, event: &MemberEvent) {
+    match event {
+        MemberEvent::Up {
+            node,
+            addr,
+            incarnation,
+        } => info!(node = %me, peer = %node, %addr, incarnation, "membership: {node} is up"),
+        MemberEvent::Suspect { node, incarnation } => {
+            info!(node = %me, peer = %node, incarnation, "membership: {node} is suspect")
+        }
+        MemberEvent::Down { node, incarnation } => {
+            info!(node = %me, peer = %node, incarnation, "membership: {node} is down")
+        }
+        MemberEvent::Left { node } => info!(node = %me, peer = %node, "membership: {node} left"),
+        MemberEvent::Refuted { incarnation } => info!(
+            node = %me,
+            incarnation,
+            "membership: this node refuted a verdict about itself"
+        ),
+        MemberEvent::LocalPause { gap } => warn!(
+            node = %me,
+            gap_ms = gap.as_millis() as u64,
+            "membership: this node did not run for {gap:?}; its detectors restarted rather than convict peers"
+        ),
     }
 }
 
