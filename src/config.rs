@@ -41,6 +41,11 @@ pub struct NodeConfig {
     /// Nodes to join through, with their addresses. Empty: this node
     /// founds a new cluster and claims the first tokens.
     pub seeds: Vec<(NodeId, String)>,
+    /// Found a new cluster even with seeds (`ringkv-node --bootstrap`):
+    /// claim the first tokens on the empty ring instead of waiting for a
+    /// seed's ring. For the first node of a cluster whose nodes all list
+    /// each other as seeds. Matters only to a node with no stored ring.
+    pub bootstrap: bool,
     /// Gossip and failure detection.
     pub membership: MembershipConfig,
     /// Token claim.
@@ -77,6 +82,7 @@ impl NodeConfig {
             id,
             addr: addr.into(),
             seeds,
+            bootstrap: false,
             membership: MembershipConfig::default(),
             ring: RingConfig::default(),
             rng_seed: id.0,

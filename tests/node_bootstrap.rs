@@ -285,3 +285,269 @@ async fn a_fourth_node_gets_its_data_in_as_few_transfers_as_its_ranges_need() {
     })
     .await;
 }
+
+/// A free loopback port: bound, then let go (nothing listens on it after).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// The flags of a node `id` that joins through `seeds` with a short join
+/// deadline, its data in `harness`'s directory, certified by `harness`'s
+/// CA unless `tls` says otherwise.
+fn joiner(
+    harness: &Cluster,
+    id: u64,
+    listen: &str,
+    seeds: &[String],
+    tls: Vec<String>,
+) -> Vec<String> {
+    let dir = harness.root().join(format!("joiner-{id}"));
+    let mut args: Vec<String> = vec![
+        "--id".into(),
+        id.to_string(),
+        "--listen".into(),
+        listen.into(),
+        "--client-listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--secret-file".into(),
+        harness.secret_file().display().to_string(),
+        "--cluster".into(),
+        CLUSTER_NAME.into(),
+        "--gossip-interval-ms".into(),
+        "100".into(),
+        "--no-client-auth".into(),
+        "--join-timeout-ms".into(),
+        "3000".into(),
+    ];
+    args.extend(tls);
+    for s in seeds {
+        args.push("--seed".into());
+        args.push(s.clone());
+    }
+    args
+}
+
+/// Runs `args` to its exit; its status code and stderr.
+async fn exit_of(args: Vec<String>) -> (Option<i32>, String) {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, stderr) = cluster::run_to_exit(&refs).await;
+    (status.code(), stderr)
+}
+
+/// Replaces the value of `flag` in `args`.
+fn with(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let at = args
+        .iter()
+        .position(|a| a == flag)
+        .expect("the flag is there");
+    args[at + 1] = value.into();
+    args
+}
+
+/// Issue [15], item 2: `ready` only once the node has joined; a node that
+/// cannot join exits with status 3 and says why, for each reason a deploy
+/// gets wrong: a seed nobody listens at, another cluster secret, another
+/// cluster's certificate, a seed id that names another node, and nodes
+/// that all wait for each other with no founder. `--bootstrap` makes a
+/// founder of a node with seeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_join_exits_with_status_3_and_says_why() {
+    cluster::bounded(TEST_LIMIT, async {
+        let harness = Cluster::start(1).await;
+        let seed = format!("1@{}", harness.node(1).peer);
+
+        let nobody = format!("1@127.0.0.1:{}", free_port());
+        let unreachable = joiner(
+            &harness,
+            2,
+            "127.0.0.1:0",
+            std::slice::from_ref(&nobody),
+            harness.peer_tls_args(2),
+        );
+
+        let other_secret = harness.root().join("other-secret");
+        std::fs::write(&other_secret, "another cluster secret, long enough\n").unwrap();
+        let secret_mismatch = with(
+            joiner(
+                &harness,
+                3,
+                "127.0.0.1:0",
+                std::slice::from_ref(&seed),
+                harness.peer_tls_args(3),
+            ),
+            "--secret-file",
+            &other_secret.display().to_string(),
+        );
+
+        let other = ringkv::ClusterCa::generate("other-cluster").unwrap();
+        let creds = other.issue(ringkv::NodeId(4)).unwrap();
+        let files = |name: &str, text: &str| {
+            let path = harness.root().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let other_tls = vec![
+            "--peer-ca".to_string(),
+            files("other-ca.pem", other.cert_pem()),
+            "--peer-cert".into(),
+            files("other-4.pem", &creds.cert_pem),
+            "--peer-key".into(),
+            files("other-4.key", &creds.key_pem),
+        ];
+        let other_cluster = with(
+            joiner(
+                &harness,
+                4,
+                "127.0.0.1:0",
+                std::slice::from_ref(&seed),
+                other_tls,
+            ),
+            "--cluster",
+            "other-cluster",
+        );
+
+        let wrong_id = joiner(
+            &harness,
+            5,
+            "127.0.0.1:0",
+            &[format!("7@{}", harness.node(1).peer)],
+            harness.peer_tls_args(5),
+        );
+
+        // Nodes 8 and 9 are each other's only seed, and neither founds.
+        let (p8, p9) = (free_port(), free_port());
+        let lonely_8 = joiner(
+            &harness,
+            8,
+            &format!("127.0.0.1:{p8}"),
+            &[format!("9@127.0.0.1:{p9}")],
+            harness.peer_tls_args(8),
+        );
+        let lonely_9 = joiner(
+            &harness,
+            9,
+            &format!("127.0.0.1:{p9}"),
+            &[format!("8@127.0.0.1:{p8}")],
+            harness.peer_tls_args(9),
+        );
+
+        let (a, b, c, d, e, f) = tokio::join!(
+            exit_of(unreachable),
+            exit_of(secret_mismatch),
+            exit_of(other_cluster),
+            exit_of(wrong_id),
+            exit_of(lonely_8),
+            exit_of(lonely_9),
+        );
+        let cases = [
+            (
+                "an unreachable seed",
+                a,
+                vec!["no seed could be reached", &nobody[2..], "unreachable"],
+            ),
+            (
+                "another secret",
+                b,
+                vec!["no seed could be reached", "cluster secret mismatch"],
+            ),
+            (
+                "another cluster",
+                c,
+                vec!["no seed could be reached", "TLS refused"],
+            ),
+            (
+                "a wrong seed id",
+                d,
+                vec!["no seed could be reached", "seed n7", "wrong node id"],
+            ),
+            (
+                "no founder (8)",
+                e,
+                vec!["reached n9 but learned no ring", "--bootstrap"],
+            ),
+            (
+                "no founder (9)",
+                f,
+                vec!["reached n8 but learned no ring", "--bootstrap"],
+            ),
+        ];
+        for (what, (code, stderr), needles) in cases {
+            eprintln!("{what}: {code:?} {}", stderr.lines().last().unwrap_or(""));
+            assert_eq!(code, Some(3), "{what}: exit status; stderr:\n{stderr}");
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            assert!(
+                last.starts_with("ringkv-node: cannot join the cluster: "),
+                "{what}: the last line says why: {last:?}"
+            );
+            for needle in needles {
+                assert!(last.contains(needle), "{what}: {needle:?} not in {last:?}");
+            }
+            assert!(!stderr.contains("ready"), "{what}: said ready:\n{stderr}");
+        }
+
+        // The same node as the unreachable case's, with --bootstrap: it
+        // founds a cluster of its own and is ready at once.
+        let mut founder = joiner(
+            &harness,
+            6,
+            "127.0.0.1:0",
+            &[nobody],
+            harness.peer_tls_args(6),
+        );
+        founder.push("--bootstrap".into());
+        let log = harness.root().join("founder.stderr");
+        let (_child, ready) = match start_process(&founder, &log).await {
+            Ok(started) => started,
+            Err(why) => panic!("the --bootstrap node did not start: {why}\n{}", tail(&log)),
+        };
+        let c = client_of(&ready.client.to_string()).await;
+        let ring = c.ring().await.unwrap();
+        let members: Vec<u64> = ring.nodes.iter().map(|n| n.node.0).collect();
+        assert_eq!(members, vec![6], "a ring of its own: {ring:?}");
+        let one = WriteOptions {
+            w: Some(Consistency::One),
+            ..WriteOptions::default()
+        };
+        c.put_with(BUCKET, b"k", b"v", None, one).await.unwrap();
+        assert!(
+            tail(&log).contains("in the ring"),
+            "the join is logged:\n{}",
+            tail(&log)
+        );
+    })
+    .await;
+}
+
+/// A node's `ready` means the ring holds it: at the moment the harness
+/// has seen every node's ready line, every node's ring (in force, or the
+/// target of the change in progress) has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_means_the_ring_holds_the_node() {
+    cluster::bounded(TEST_LIMIT, async {
+        let harness = Cluster::start(0).await;
+        let first = start(&harness, 1, None).await;
+        for id in 2..=3u64 {
+            let node = start(&harness, id, Some(&first.peer)).await;
+            let ring = client_of(&node.client).await.ring().await.unwrap();
+            let in_force = ring.nodes.iter().any(|n| n.node.0 == id);
+            let joining = ring
+                .change
+                .as_ref()
+                .is_some_and(|c| c.kind == "join" && c.node.0 == id);
+            assert!(
+                in_force || joining,
+                "node {id} said ready before its ring held it: {ring:?}"
+            );
+            // It stays running: keep it until the end of the test.
+            std::mem::forget(node);
+        }
+    })
+    .await;
+}

@@ -22,10 +22,18 @@
 //! `LEAVE_TRANSFER_TIMEOUT`) and gossips LEFT, then shuts down as above. A
 //! second signal during any of that ends the process at once (status 1).
 //!
+//! The ready line comes only once the node is in the ring: at once for a
+//! founder (no seeds, or `--bootstrap`) or a node restarted with a ring
+//! that holds it; for a new node joining through seeds, once the cluster
+//! has begun its join (its ranges may still be moving). A node that has
+//! not joined within `--join-timeout-ms` (60 s) exits with status 3 and
+//! one line on stderr saying why (`ringkv::node::readiness`).
+//!
 //! Exit status 2: the node refused to start (a bad flag or file, a data
 //! directory that belongs to another node or that another process holds,
 //! an address that cannot be bound), with one line on stderr saying why.
-//! Status 1: it failed after it had started.
+//! Status 3: it could not join (above). Status 1: it failed after it had
+//! started.
 //!
 //! Everything that can be decided without starting anything lives in the
 //! library (`ringkv::node::cli`), where it is unit-tested; this file only
@@ -48,6 +56,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 const EXIT_REFUSED: u8 = 2;
 /// Status for a node that failed after starting.
 const EXIT_FAILED: u8 = 1;
+/// Status for a node that could not join its cluster within
+/// `join_timeout_ms`.
+const EXIT_NOT_JOINED: u8 = 3;
 
 /// Why `run` ended badly.
 enum Failure {
@@ -55,6 +66,8 @@ enum Failure {
     Start(String),
     /// After it: the node failed while running.
     Run(String),
+    /// The node could not join its cluster in time (why).
+    Join(String),
 }
 
 /// The node's allocator. Against glibc's malloc it cut the server CPU per
@@ -140,6 +153,10 @@ fn main() -> ExitCode {
             eprintln!("ringkv-node: {why}");
             ExitCode::from(EXIT_FAILED)
         }
+        Err(Failure::Join(why)) => {
+            eprintln!("ringkv-node: cannot join the cluster: {why}");
+            ExitCode::from(EXIT_NOT_JOINED)
+        }
     }
 }
 
@@ -194,6 +211,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         redis_listen,
         data_dir: _,
         leave_on_sigterm,
+        join_timeout,
     } = setup;
     let id = node_config.id;
     let mut signals = Signals::register()
@@ -210,6 +228,24 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
     })
     .await
     .map_err(|e| Failure::Start(e.to_string()))?;
+
+    // Ready only once the ring holds this node: a node that cannot join
+    // says why and exits, rather than serve `Unavailable` on an empty ring.
+    if let Err(why) = node.wait_until_joined(join_timeout).await {
+        node.shutdown().await;
+        return Err(Failure::Join(why));
+    }
+    let joined = node
+        .ring_state()
+        .await
+        .map_err(|e| Failure::Start(e.to_string()))?;
+    tracing::info!(
+        node = id.0,
+        epoch = joined.ring.epoch(),
+        members = joined.ring.members().len(),
+        joining = joined.pending.is_some(),
+        "in the ring"
+    );
 
     let handler: Arc<dyn Handler> = Arc::new(node.clone());
     if port_config.auth == ClientAuth::Open {

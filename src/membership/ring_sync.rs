@@ -122,6 +122,13 @@ pub const WAIVE_DOWN_AFTER: Duration = Duration::from_secs(60);
 const MAX_TRANSFER_REPLICAS: usize = 16;
 
 impl RingKeeper {
+    /// Makes this node found the cluster even though it has seeds (see
+    /// [`crate::config::NodeConfig::bootstrap`]): with no ring of its own,
+    /// it claims on the empty ring rather than wait for a peer's.
+    pub fn found(&mut self) {
+        self.founder = true;
+    }
+
     /// A keeper for node `me` that joins through `seeds`, or founds the
     /// cluster if `seeds` names no other node. Fails with `InvalidInput` if
     /// `ring` does not validate.

@@ -76,6 +76,22 @@ pub trait Transport: Send + Sync + 'static {
     /// Counters since the endpoint started.
     fn stats(&self) -> NetStats;
 
+    /// Why the last attempt to connect to `node` failed, if it did and
+    /// none has succeeded since: for a node that cannot join to say why.
+    /// Transports without connections have nothing to say (the default).
+    fn dial_failure(&self, node: NodeId) -> Option<String> {
+        let _ = node;
+        None
+    }
+
+    /// Whether a connection to `node` is open now (for a node that cannot
+    /// join to say which seeds it reached). Transports without connections
+    /// say no (the default).
+    fn connected_to(&self, node: NodeId) -> bool {
+        let _ = node;
+        false
+    }
+
     /// Fault injection: from now on, silently drops every frame to
     /// `peers` (a one-way partition; frames from them still arrive),
     /// replacing the earlier set; an empty set heals. For tests and

@@ -297,6 +297,32 @@ enum FaultFate {
 }
 
 /// What the endpoint knows about one peer; its link task owns the rest.
+/// A failed dial as an operator reads it: what kind of problem it is
+/// (the peer cannot be reached, the secrets or cluster names differ, the
+/// node at the address is another one, TLS refused), then the error.
+pub fn dial_failure_text(e: &Error) -> String {
+    let kind = match e {
+        Error::Handshake { refusal, .. } => match refusal {
+            Refusal::BadSecret => "cluster secret mismatch",
+            Refusal::ClusterMismatch { .. } => "wrong cluster",
+            Refusal::UnexpectedNode { .. } => "wrong node id",
+            Refusal::NotCertified { .. } => "wrong node id",
+            Refusal::VersionMismatch { .. } => "protocol version mismatch",
+            _ => "handshake refused",
+        },
+        Error::Tls { why, .. }
+            if why.contains("NotValidForName") || why.contains("not valid for name") =>
+        {
+            "wrong node id (the certificate at that address names another node)"
+        }
+        Error::Tls { .. } => {
+            "TLS refused (a certificate from another cluster's CA, or a peer without TLS)"
+        }
+        _ => "unreachable",
+    };
+    format!("{kind}: {e}")
+}
+
 struct Peer {
     id: NodeId,
     addr: Mutex<String>,
@@ -310,6 +336,9 @@ struct Peer {
     /// peer goes through it, so that frames stay in order after the delay
     /// is removed.
     delayed: AtomicUsize,
+    /// Why the last dial to this peer failed (cleared when one succeeds),
+    /// said as an operator would want it ([`dial_failure_text`]).
+    dial_failure: Mutex<Option<String>>,
 }
 
 /// The link's connection state, shared with the acceptor so that it can
@@ -503,6 +532,14 @@ impl TcpTransport {
         out
     }
 
+    /// Why the last dial to `node` failed, if it did and none has
+    /// succeeded since (see [`Transport::dial_failure`]).
+    pub fn last_dial_failure(&self, node: NodeId) -> Option<String> {
+        let peer = lock(&self.shared.peers).get(&node).cloned()?;
+        let failure = lock(&peer.dial_failure).clone();
+        failure
+    }
+
     /// Whether the link to `node` currently has an open connection.
     pub fn is_connected(&self, node: NodeId) -> bool {
         lock(&self.shared.peers)
@@ -514,6 +551,14 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     fn local_id(&self) -> NodeId {
         self.shared.config.node
+    }
+
+    fn dial_failure(&self, node: NodeId) -> Option<String> {
+        self.last_dial_failure(node)
+    }
+
+    fn connected_to(&self, node: NodeId) -> bool {
+        self.is_connected(node)
     }
 
     fn block_outbound(&self, peers: &[NodeId]) -> Result<()> {
@@ -768,6 +813,7 @@ impl Shared {
             state: Mutex::new(LinkState::Idle),
             delay_line: Mutex::new(None),
             delayed: AtomicUsize::new(0),
+            dial_failure: Mutex::new(None),
         });
         peers.insert(node, peer.clone());
         drop(peers);
@@ -1274,6 +1320,7 @@ async fn run_link(
         };
         match outcome {
             Ok((conn, info)) => {
+                *lock(&peer.dial_failure) = None;
                 let gen = shared.next_gen();
                 if shared.finish_dial(&peer, gen, info.incarnation) {
                     StatCounters::add(&shared.stats.connections, 1);
@@ -1290,6 +1337,7 @@ async fn run_link(
             }
             Err(e) => {
                 shared.end_dial(&peer);
+                *lock(&peer.dial_failure) = Some(dial_failure_text(&e));
                 failed_dials += 1;
                 match &e {
                     Error::Handshake { .. } | Error::Tls { .. } => {

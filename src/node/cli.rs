@@ -62,6 +62,15 @@ const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 /// Largest configuration file read, in bytes.
 const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 
+/// How long a new node may take to join through its seeds by default, in
+/// milliseconds. A cluster with no data admits a node within a second or
+/// two (docs/membership.md); a minute leaves room for seeds still
+/// starting and for a change already in progress.
+pub const DEFAULT_JOIN_TIMEOUT_MS: u64 = 60_000;
+
+/// Longest join timeout accepted, in milliseconds: a day.
+const MAX_JOIN_TIMEOUT_MS: u64 = 86_400_000;
+
 /// Longest transfer pull timeout accepted, in milliseconds: an hour. A
 /// pull is one batch's scan; a longer wait only hides a dead source.
 const MAX_PULL_TIMEOUT_MS: u64 = 3_600_000;
@@ -124,6 +133,17 @@ pub struct Args {
     /// A node to join through (repeatable; none: found a new cluster).
     #[arg(long = "seed", value_name = "ID@HOST:PORT")]
     pub seeds: Vec<String>,
+    /// Found a new cluster even with seeds: for the first node of a
+    /// cluster whose nodes all list each other as seeds. Ignored by a node
+    /// that already has a ring in its data directory.
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// How long a new node may take to join through its seeds, in
+    /// milliseconds, before it exits with status 3 saying why (no seed
+    /// reachable, a secret, cluster or id mismatch, no founder). Default
+    /// 60000.
+    #[arg(long, value_name = "MS")]
+    pub join_timeout_ms: Option<u64>,
     /// Data directory (required unless --engine memory).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -369,6 +389,10 @@ pub struct FileConfig {
     /// As `--seed`, one string per seed. A `--seed` flag replaces the
     /// whole list.
     pub seeds: Option<Vec<String>>,
+    /// As `--bootstrap` (the flag can only turn it on).
+    pub bootstrap: Option<bool>,
+    /// As `--join-timeout-ms`.
+    pub join_timeout_ms: Option<u64>,
     /// As `--data-dir`.
     pub data_dir: Option<PathBuf>,
     /// As `--engine`.
@@ -615,6 +639,9 @@ pub struct NodeSetup {
     /// Whether SIGTERM decommissions the node before it stops
     /// (`--leave-on-sigterm`); otherwise it only stops.
     pub leave_on_sigterm: bool,
+    /// How long the node may take to join before it gives up
+    /// (`--join-timeout-ms`).
+    pub join_timeout: Duration,
 }
 
 /// Reads the file named by `--config` (if any) and the secret file, and
@@ -894,6 +921,16 @@ pub fn resolve(
     node.allow_fault_injection =
         args.allow_fault_injection || file.allow_fault_injection.unwrap_or(false);
     let leave_on_sigterm = args.leave_on_sigterm || file.leave_on_sigterm.unwrap_or(false);
+    node.bootstrap = args.bootstrap || file.bootstrap.unwrap_or(false);
+    let join_timeout_ms = args
+        .join_timeout_ms
+        .or(file.join_timeout_ms)
+        .unwrap_or(DEFAULT_JOIN_TIMEOUT_MS);
+    if !(1..=MAX_JOIN_TIMEOUT_MS).contains(&join_timeout_ms) {
+        return Err(Error::InvalidInput(format!(
+            "join_timeout_ms must be in 1..={MAX_JOIN_TIMEOUT_MS}, got {join_timeout_ms}"
+        )));
+    }
 
     let security = match keys {
         PeerKeys::Tls(credentials) => PeerSecurity::tls(NodeId(id), &credentials)?,
@@ -917,6 +954,7 @@ pub fn resolve(
         redis_listen,
         data_dir,
         leave_on_sigterm,
+        join_timeout: Duration::from_millis(join_timeout_ms),
     })
 }
 
@@ -1618,6 +1656,8 @@ mod tests {
             "client_listen",
             "redis_listen",
             "seeds",
+            "bootstrap",
+            "join_timeout_ms",
             "data_dir",
             "engine",
             "cluster",

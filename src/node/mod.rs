@@ -56,6 +56,7 @@ pub mod handoff;
 // repetition is the layout's.
 #[allow(clippy::module_inception)]
 pub mod node;
+pub mod readiness;
 pub mod replica;
 pub mod resp;
 pub mod ring_manager;

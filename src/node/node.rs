@@ -87,6 +87,8 @@ pub struct Node {
     version: VersionConfig,
     resolvers: Resolvers,
     allow_fault_injection: bool,
+    /// The seeds it was configured with (for [`Node::wait_until_joined`]).
+    seeds: Vec<(NodeId, String)>,
 }
 
 impl std::fmt::Debug for Node {
@@ -238,6 +240,9 @@ impl Node {
         )?;
         // Ring changes move data for the default bucket's replicas.
         keeper.set_transfer_replicas(config.bucket_defaults.n);
+        if config.bootstrap {
+            keeper.found();
+        }
         if let Some(state) = storage.ring.take() {
             keeper.restore(state)?;
         }
@@ -361,7 +366,57 @@ impl Node {
             version: config.version,
             resolvers: config.resolvers,
             allow_fault_injection: config.allow_fault_injection,
+            seeds: config.seeds,
         })
+    }
+
+    /// Waits until this node has joined its cluster (the ring in force or
+    /// the change in progress holds it: see [`super::readiness`]), at most
+    /// `limit`. If it has not by then, the error says why, in one line
+    /// ([`super::readiness::why_not_joined`]): no seed reachable (and why
+    /// for each: refused, secret or cluster mismatch, another node at the
+    /// address), seeds reached but no cluster founded, or a ring that has
+    /// not taken it in.
+    pub async fn wait_until_joined(&self, limit: Duration) -> std::result::Result<(), String> {
+        let started = std::time::Instant::now();
+        loop {
+            let state = self
+                .ring_state()
+                .await
+                .map_err(|e| format!("the node stopped while joining: {e}"))?;
+            if super::readiness::has_joined(self.id, &state) {
+                return Ok(());
+            }
+            if started.elapsed() >= limit {
+                // A seed counts as reached once membership has it alive
+                // (heard from it, or of it) or a connection to it is open:
+                // a connection the seed dialed in is not this node's link.
+                let members = self.members().await.unwrap_or_default();
+                let alive = |id: NodeId| {
+                    members
+                        .iter()
+                        .any(|m| m.node == id && m.status == crate::membership::MemberStatus::Alive)
+                };
+                let seeds: Vec<super::readiness::SeedReport> = self
+                    .seeds
+                    .iter()
+                    .filter(|(id, _)| *id != self.id)
+                    .map(|(id, addr)| super::readiness::SeedReport {
+                        id: *id,
+                        addr: addr.clone(),
+                        connected: alive(*id) || self.transport.connected_to(*id),
+                        dial_failure: self.transport.dial_failure(*id),
+                    })
+                    .collect();
+                return Err(super::readiness::why_not_joined(
+                    self.id,
+                    &seeds,
+                    &state,
+                    started.elapsed(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether this node coordinates data requests: false from a restart
