@@ -1,5 +1,7 @@
-//! Rate-limited logging, for messages that an outside party can make a
-//! node repeat: refused connections, failed handshakes, wrong passwords.
+//! Rate-limited logging, for messages that an outside party (or a failing
+//! disk) can make a node repeat: refused connections, failed handshakes,
+//! wrong passwords, storage work that fails again and again
+//! ([`warn_every!`]).
 //! Without a limit, a flood of them fills the disk with the same line and
 //! buries everything else (a neighbour of a node under a handshake flood
 //! once logged 67,077 warnings in 40 s).
@@ -55,6 +57,33 @@ impl RateLimited {
             log(n);
         }
     }
+}
+
+#[doc(hidden)]
+pub use tracing as __tracing;
+
+/// How often one call site of [`warn_every!`] may log.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// `tracing::warn!` at most once per [`WARN_EVERY`] per call site, with a
+/// `repeated` field counting the occurrences the line stands for (itself
+/// and those held back since the last). For warnings a failing disk or a
+/// misbehaving peer can repeat thousands of times a second: the first is
+/// logged at once, the rest are summed up.
+///
+/// ```
+/// let e = "disk full";
+/// ringkv::warn_every!(error = %e, "storing a batch failed");
+/// ```
+#[macro_export]
+macro_rules! warn_every {
+    ($($arg:tt)+) => {{
+        static LIMIT: ::std::sync::OnceLock<$crate::log::RateLimited> =
+            ::std::sync::OnceLock::new();
+        LIMIT
+            .get_or_init(|| $crate::log::RateLimited::new($crate::log::WARN_EVERY))
+            .warn(|repeated| $crate::log::__tracing::warn!(repeated, $($arg)+));
+    }};
 }
 
 #[cfg(test)]

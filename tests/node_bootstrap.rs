@@ -55,6 +55,11 @@ struct Node {
 /// Starts node `id`, joining through `seed` unless it founds the cluster.
 /// `harness` gives the secret, the CA and a directory (it runs no node).
 async fn start(harness: &Cluster, id: u64, seed: Option<&str>) -> Node {
+    start_with(harness, id, seed, &[]).await
+}
+
+/// [`start`] with more flags.
+async fn start_with(harness: &Cluster, id: u64, seed: Option<&str>, extra: &[&str]) -> Node {
     let root = harness.root();
     let dir = root.join(format!("node-{id}"));
     let mut args: Vec<String> = vec![
@@ -77,6 +82,7 @@ async fn start(harness: &Cluster, id: u64, seed: Option<&str>) -> Node {
         args.push("--seed".into());
         args.push(format!("1@{seed}"));
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let log = root.join(format!("node-{id}.stderr"));
     match start_process(&args, &log).await {
         Ok((child, ready)) => Node {
@@ -236,7 +242,7 @@ async fn a_fourth_node_gets_its_data_in_as_few_transfers_as_its_ranges_need() {
             assert!(stored, "{key} was not stored\n{}", logs(&harness, 3));
         }
 
-        let fourth = start(&harness, 4, Some(&nodes[0].peer)).await;
+        let fourth = start_with(&harness, 4, Some(&nodes[0].peer), &["--log-format", "json"]).await;
         let ready = Instant::now();
         clients.push(client_of(&fourth.client).await);
         nodes.push(fourth);
@@ -282,6 +288,72 @@ async fn a_fourth_node_gets_its_data_in_as_few_transfers_as_its_ranges_need() {
                 Err(e) => panic!("{key}: {e}\n{}", logs(&harness, 4)),
             }
         }
+
+        // Issue [15]: the join in the logs. Node 1 writes text, node 4
+        // (started with --log-format json) one JSON object per line.
+        let log_of = |id: u64| {
+            std::fs::read_to_string(harness.root().join(format!("node-{id}.stderr")))
+                .unwrap_or_default()
+        };
+        let first_log = log_of(1);
+        for line in [
+            "ring: the join of n4 began",
+            "ring: epoch",
+            "in force, 4 nodes",
+            "membership: n4 is up",
+        ] {
+            assert!(
+                first_log.contains(line),
+                "node 1 did not log {line:?}:\n{first_log}"
+            );
+        }
+        let events: Vec<serde_json::Value> = log_of(4)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+            .collect();
+        let message = |e: &serde_json::Value| {
+            e["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            events
+                .iter()
+                .any(|e| message(e) == "ready" && e["level"] == "INFO"),
+            "node 4 logged no ready event: {events:?}"
+        );
+        let done: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| message(e).starts_with("transfer ") && message(e).contains(" done: "))
+            .collect();
+        assert_eq!(
+            done.len(),
+            views.len(),
+            "one line per transfer done: {done:?}"
+        );
+        let logged: u64 = done
+            .iter()
+            .map(|e| e["fields"]["keys"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            logged, copies,
+            "the keys of the transfers, as logged: {done:?}"
+        );
+        assert!(
+            events.iter().any(|e| message(e).starts_with("ring: epoch")
+                && message(e).ends_with("in force, 4 nodes")),
+            "node 4 did not log the ring in force: {events:?}"
+        );
+
+        // A crash in the logs: node 3 is killed; node 1 logs it down.
+        let third = nodes.remove(2);
+        drop(third);
+        let down = cluster::wait_until(Duration::from_secs(60), || async {
+            log_of(1).contains("membership: n3 is down")
+        })
+        .await;
+        assert!(down, "node 1 did not log node 3 down:\n{}", log_of(1));
     })
     .await;
 }

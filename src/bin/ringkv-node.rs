@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     freed_memory_goes_back_to_the_os();
     // clap prints its own one-line error and exits 2 on a bad flag.
     let args = Args::parse();
-    init_logs();
+    init_logs(args.log_format);
     if let Some(cli::Command::Certs(certs)) = &args.command {
         return match cli::make_certs(certs) {
             Ok(files) => {
@@ -165,17 +165,19 @@ fn refuse(why: &str) -> ExitCode {
     ExitCode::from(EXIT_REFUSED)
 }
 
-fn init_logs() {
+fn init_logs(format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Fails only if a subscriber is already set, which nothing here does.
     // Colours only for a person watching; a file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        cli::LogFormat::Text => logs.with_ansi(ansi).try_init(),
+        cli::LogFormat::Json => logs.json().try_init(),
+    };
 }
 
 /// SIGTERM and SIGINT, registered before the ready line so that a signal

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use tokio::sync::{mpsc, Semaphore};
-use tracing::warn;
+use tracing::info;
 
 use super::transport::{Incoming, Outgoing, TransportActor};
 use super::NodeEvent;
@@ -66,6 +66,9 @@ pub struct AntiEntropyActor {
     transport: Addr<TransportActor>,
     events: Option<mpsc::UnboundedReceiver<NodeEvent>>,
     io: Arc<Semaphore>,
+    /// The counters when the last finished round was looked at, for the
+    /// log line of a round that repaired something.
+    logged: AntiEntropyStats,
 }
 
 impl AntiEntropyActor {
@@ -87,13 +90,43 @@ impl AntiEntropyActor {
             defaults,
             transport,
             events: Some(events),
+            logged: AntiEntropyStats::default(),
         }
+    }
+
+    /// Logs, at INFO, each round that repaired anything (or lost
+    /// exchanges), with what it did since the round before.
+    fn log_rounds(&mut self) {
+        let now = self.machine.stats();
+        if now.rounds == self.logged.rounds {
+            return;
+        }
+        let repaired = now
+            .objects_repaired
+            .saturating_sub(self.logged.objects_repaired);
+        let failed = now
+            .exchanges_failed
+            .saturating_sub(self.logged.exchanges_failed);
+        if repaired > 0 || failed > 0 {
+            info!(
+                node = %self.node,
+                rounds = now.rounds.saturating_sub(self.logged.rounds),
+                repaired,
+                leaves_differing = now.leaves_differing.saturating_sub(self.logged.leaves_differing),
+                exchanges = now.ranges_compared.saturating_sub(self.logged.ranges_compared),
+                exchanges_failed = failed,
+                round_ms = now.last_round_ms,
+                "anti-entropy: a round repaired {repaired} objects ({failed} exchanges failed)"
+            );
+        }
+        self.logged = now.clone();
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let mut out = Vec::new();
         self.machine.tick(Instant::now(), wall_ms(), &mut out);
         self.carry(out, ctx);
+        self.log_rounds();
     }
 
     fn send(&self, to: NodeId, msg: AntiEntropyMsg) {
@@ -149,7 +182,7 @@ impl AntiEntropyActor {
                         finish(&mut act.machine, act.node, Instant::now(), done, &mut out);
                         act.carry(out, ctx);
                     }
-                    Err(e) => warn!(error = %e, "anti-entropy work failed"),
+                    Err(e) => crate::warn_every!(error = %e, "anti-entropy work failed"),
                 },
             );
         }

@@ -68,6 +68,17 @@ const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 /// starting and for a change already in progress.
 pub const DEFAULT_JOIN_TIMEOUT_MS: u64 = 60_000;
 
+/// How `ringkv-node` writes its log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, fields as key=value.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, and the
+    /// event's `fields` (its message among them).
+    Json,
+}
+
 /// Longest join timeout accepted, in milliseconds: a day.
 const MAX_JOIN_TIMEOUT_MS: u64 = 86_400_000;
 
@@ -130,6 +141,11 @@ pub struct Args {
     /// only a loopback address is accepted.
     #[arg(long, value_name = "HOST:PORT")]
     pub redis_listen: Option<String>,
+    /// How log lines on stderr are written: `text` (one line per event,
+    /// fields as key=value) or `json` (one JSON object per line, fields as
+    /// members, for log collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// A node to join through (repeatable; none: found a new cluster).
     #[arg(long = "seed", value_name = "ID@HOST:PORT")]
     pub seeds: Vec<String>,

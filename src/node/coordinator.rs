@@ -26,12 +26,13 @@
 //! is refused with `QueueFull` (retryable), and after [`StopAccepting`]
 //! every new one is refused with `Shutdown`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, info};
 
 use super::replica::{LocalRequest, ReplicaActor, ReplicaAnswer};
 use super::transport::{Incoming, Outgoing, TransportActor};
@@ -146,7 +147,13 @@ pub struct CoordinatorActor {
     transport: Addr<TransportActor>,
     replica: Addr<ReplicaActor>,
     events: Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>,
+    /// Hints delivered (acknowledged by their owner) since the last log
+    /// line, per owner: logged at INFO at most every [`HINT_LOG_EVERY`].
+    delivered: BTreeMap<NodeId, u64>,
 }
+
+/// How often the hints delivered are summed up in the log.
+const HINT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What the Coordinator actor starts from.
 pub struct CoordinatorParts {
@@ -206,6 +213,7 @@ impl CoordinatorActor {
             transport,
             replica,
             events: Some(parts.events),
+            delivered: BTreeMap::new(),
         }
     }
 
@@ -221,6 +229,9 @@ impl CoordinatorActor {
                     let _ = waiter.reply.send(answered);
                 }
                 Effect::Store(work) => {
+                    if let crate::roles::coordinator::StoreWork::RemoveHint { owner, .. } = &work {
+                        *self.delivered.entry(*owner).or_default() += 1;
+                    }
                     let (store, node) = (Arc::clone(&self.store), self.node);
                     let run = tokio::task::spawn_blocking(move || execute(&store, node, work));
                     ctx.spawn(run.into_actor(self).map(|done, act, ctx| match done {
@@ -230,7 +241,9 @@ impl CoordinatorActor {
                             act.carry(out, ctx);
                         }
                         Ok(None) => {}
-                        Err(e) => warn!(error = %e, "coordinator storage work failed to run"),
+                        Err(e) => {
+                            crate::warn_every!(error = %e, "coordinator storage work failed to run")
+                        }
                     }));
                 }
             }
@@ -276,6 +289,20 @@ impl Actor for CoordinatorActor {
             });
             ctx.add_stream(stream);
         }
+        ctx.run_interval(HINT_LOG_EVERY, |act, _| {
+            if act.delivered.is_empty() {
+                return;
+            }
+            let delivered = std::mem::take(&mut act.delivered);
+            let total: u64 = delivered.values().sum();
+            let owners: Vec<String> = delivered.iter().map(|(n, k)| format!("{n}:{k}")).collect();
+            info!(
+                node = %act.node,
+                delivered = total,
+                owners = %owners.join(","),
+                "hinted handoff: {total} hints delivered to their owners"
+            );
+        });
         ctx.run_interval(TICK, |act, ctx| {
             let now = Instant::now();
             if now < act.role.next_wakeup() {

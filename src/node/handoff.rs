@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, info};
 
 use super::coordinator::GetBucket;
 use super::transport::{Incoming, Outgoing, TransportActor};
@@ -215,14 +215,35 @@ impl HandoffActor {
             .do_send(Outgoing(Envelope::new(self.node, to, msg)));
     }
 
+    /// The answer to a start: to whoever asked for it, or, for a planned
+    /// start that failed, to the failure listener.
+    fn answer_start(&mut self, id: u64, result: crate::error::Result<TransferProgress>) {
+        match take_first(&mut self.starting, &id) {
+            // The caller may have given up; nothing to do then.
+            Some(reply) => drop(reply.send(result)),
+            // A planned start: its failure goes to the listener.
+            None => {
+                if let (Err(e), Some(l)) = (result, &self.failure_listener) {
+                    l.do_send(TransferFailed {
+                        id,
+                        why: e.to_string(),
+                        started: false,
+                    });
+                }
+            }
+        }
+    }
+
     fn emit(&mut self, event: HandoffEvent) {
         match event {
             HandoffEvent::Done { id, keys, bytes } => {
+                info!(node = %self.node, transfer = id, keys, bytes, "transfer {id} done: {keys} keys, {bytes} bytes");
                 if let Some(l) = &self.listener {
                     l.do_send(TransferDone { id, keys, bytes });
                 }
             }
             HandoffEvent::Failed { id, why } => {
+                crate::warn_every!(node = %self.node, transfer = id, %why, "transfer {id} stopped after failing again and again; it starts again at the next plan");
                 if let Some(l) = &self.failure_listener {
                     l.do_send(TransferFailed {
                         id,
@@ -231,27 +252,33 @@ impl HandoffActor {
                     });
                 }
             }
-            HandoffEvent::Started { id, result } => match take_first(&mut self.starting, &id) {
-                // The caller may have given up; nothing to do then.
-                Some(reply) => drop(reply.send(result)),
-                // A planned start: its failure goes to the listener.
-                None => {
-                    if let (Err(e), Some(l)) = (result, &self.failure_listener) {
-                        l.do_send(TransferFailed {
-                            id,
-                            why: e.to_string(),
-                            started: false,
-                        });
-                    }
+            HandoffEvent::Started { id, result } => {
+                if let Ok(p) = &result {
+                    let sources: Vec<String> = p.sources.iter().map(|n| n.to_string()).collect();
+                    info!(
+                        node = %self.node,
+                        transfer = id,
+                        range = ?p.range,
+                        sources = %sources.join(","),
+                        keys_before = p.keys,
+                        "transfer {id} started"
+                    );
                 }
-            },
+                self.answer_start(id, result)
+            }
             HandoffEvent::Dropped { range, result } => {
                 match (take_first(&mut self.dropping, &range), result) {
                     (Some(reply), result) => drop(reply.send(result)),
                     // A planned drop: nobody waits for it.
-                    (None, Ok(n)) => debug!(?range, dropped = n, "dropped a range given away"),
+                    (None, Ok(0)) => debug!(?range, "dropped a range given away: nothing held"),
+                    (None, Ok(n)) => info!(
+                        node = %self.node,
+                        ?range,
+                        dropped = n,
+                        "dropped a range given away: {n} keys (handed to its replicas first)"
+                    ),
                     (None, Err(e)) => {
-                        warn!(?range, error = %e, "dropping a range given away failed")
+                        crate::warn_every!(?range, error = %e, "dropping a range given away failed")
                     }
                 }
             }
@@ -290,7 +317,7 @@ impl HandoffActor {
             match done {
                 Ok(done) => done,
                 Err(e) => {
-                    warn!(error = %e, "handoff storage work failed to run");
+                    crate::warn_every!(error = %e, "handoff storage work failed to run");
                     unrun
                 }
             }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::coordinator::StopAccepting;
 use super::failure_detector::{Leave, MemberNotice, Subscribe};
@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::replication::replica::ReplicaStore;
-use crate::ring::{Ring, RingState};
+use crate::ring::{Change, Ring, RingState};
 use crate::roles::ring::{execute, HandoffCommand, RingEffect, RingOutput, RingRole, RingWork};
 
 pub use crate::roles::ring::RING_META;
@@ -117,6 +117,97 @@ pub struct RingManager {
     /// The early tick asked for by the role, if one is scheduled: when,
     /// and its timer.
     wakeup: Option<(Instant, SpawnHandle)>,
+    /// What the ring log has said last (see [`RingLog`]).
+    log: RingLog,
+}
+
+/// The ring's story in the log, at INFO with structured fields: a change
+/// that begins (what, the epochs, how many range moves), its progress at
+/// each quarter of its moves, a ring coming into force, and a change that
+/// ended without coming into force (replaced, or abandoned).
+#[derive(Default)]
+struct RingLog {
+    /// The change last seen pending: what, its target epoch, its moves,
+    /// and the last quarter of them logged as done.
+    pending: Option<(Change, u64, usize, usize)>,
+    /// The epoch of the ring last logged in force.
+    epoch: Option<u64>,
+}
+
+impl RingLog {
+    fn state(&mut self, me: NodeId, state: &RingState) {
+        let now = state.pending.as_ref().map(|p| (p.change, p.target.epoch()));
+        if let Some((change, target, moves, _)) = self.pending {
+            let same = now == Some((change, target));
+            let in_force = state.ring.epoch() >= target;
+            if !same && !in_force {
+                info!(
+                    node = %me,
+                    change = %change_text(change),
+                    target_epoch = target,
+                    moves,
+                    "ring: the {} ended without coming into force (replaced or abandoned)",
+                    change_text(change)
+                );
+            }
+            if !same {
+                self.pending = None;
+            }
+        }
+        if let Some(p) = &state.pending {
+            let total = p.moves(&state.ring).len();
+            let done = p.done.len();
+            match &mut self.pending {
+                None => {
+                    info!(
+                        node = %me,
+                        change = %change_text(p.change),
+                        from_epoch = state.ring.epoch(),
+                        target_epoch = p.target.epoch(),
+                        moves = total,
+                        "ring: the {} began ({total} range moves)",
+                        change_text(p.change)
+                    );
+                    self.pending = Some((p.change, p.target.epoch(), total, 0));
+                }
+                Some((change, _, total, logged)) => {
+                    let quarter = (done * 4).checked_div(*total).unwrap_or(0);
+                    if quarter > *logged && quarter < 4 {
+                        *logged = quarter;
+                        info!(
+                            node = %me,
+                            change = %change_text(*change),
+                            done,
+                            moves = *total,
+                            "ring: the {}: {done} of {total} range moves done",
+                            change_text(*change)
+                        );
+                    }
+                }
+            }
+        }
+        let epoch = state.ring.epoch();
+        if self.epoch.is_some_and(|e| e < epoch) || (self.epoch.is_none() && epoch > 0) {
+            let nodes: Vec<String> = state.ring.members().iter().map(|n| n.to_string()).collect();
+            info!(
+                node = %me,
+                epoch,
+                nodes = %nodes.join(","),
+                "ring: epoch {epoch} in force, {} nodes",
+                nodes.len()
+            );
+        }
+        self.epoch = Some(epoch);
+    }
+}
+
+/// A change as the log says it: "join of n4".
+fn change_text(change: Change) -> String {
+    match change {
+        Change::Join(n) => format!("join of {n}"),
+        Change::Leave(n) => format!("leave of {n}"),
+        Change::Remove(n) => format!("removal of {n}"),
+    }
 }
 
 impl RingManager {
@@ -145,6 +236,7 @@ impl RingManager {
             leave_waiters: Vec::new(),
             intent_waiters: Vec::new(),
             storing_intent: false,
+            log: RingLog::default(),
             wakeup: None,
         }
     }
@@ -207,6 +299,7 @@ impl RingManager {
         match output {
             RingOutput::Ring(ring) => publish(&mut self.subscribers, NodeEvent::Ring(ring)),
             RingOutput::State(state) => {
+                self.log.state(self.role.me(), &state);
                 // Before any role acts on the state: from here on the
                 // replica refuses requests routed by an older one, and a
                 // move this node serves is scanned after every request it
@@ -314,7 +407,7 @@ impl Handler<TransferFailed> for RingManager {
 
     fn handle(&mut self, failed: TransferFailed, _: &mut Context<Self>) {
         if failed.started {
-            warn!(id = failed.id, why = %failed.why, "transfer failed; it starts again");
+            crate::warn_every!(id = failed.id, why = %failed.why, "transfer failed; it starts again");
         } else {
             debug!(id = failed.id, why = %failed.why, "a transfer did not start; it starts again");
         }

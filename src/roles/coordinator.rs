@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use rand::seq::IteratorRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tracing::warn;
 
 use super::stored_buckets::BUCKETS_META;
 use crate::codec;
@@ -109,7 +108,7 @@ pub fn execute(store: &ReplicaStore, me: NodeId, work: StoreWork) -> Option<Stor
             let owners = match store.hint_owners() {
                 Ok(owners) => owners,
                 Err(e) => {
-                    warn!(error = %e, "reading hint owners failed");
+                    crate::warn_every!(error = %e, "reading hint owners failed");
                     return Some(Stored::Hints(Vec::new()));
                 }
             };
@@ -121,7 +120,7 @@ pub fn execute(store: &ReplicaStore, me: NodeId, work: StoreWork) -> Option<Stor
                 match store.hints_for(owner, batch) {
                     Ok(hints) if !hints.is_empty() => found.push((owner, hints)),
                     Ok(_) => {}
-                    Err(e) => warn!(error = %e, %owner, "reading hints failed"),
+                    Err(e) => crate::warn_every!(error = %e, %owner, "reading hints failed"),
                 }
             }
             Some(Stored::Hints(found))
@@ -133,13 +132,13 @@ pub fn execute(store: &ReplicaStore, me: NodeId, work: StoreWork) -> Option<Stor
             delivered,
         } => {
             if let Err(e) = store.remove_hint(owner, &bucket, &key, &delivered) {
-                warn!(error = %e, "removing a delivered hint failed");
+                crate::warn_every!(error = %e, "removing a delivered hint failed");
             }
             None
         }
         StoreWork::SaveBuckets(entries) => {
             if let Err(e) = save_buckets(store, &entries) {
-                warn!(error = %e, "saving the bucket table failed");
+                crate::warn_every!(error = %e, "saving the bucket table failed");
             }
             None
         }

@@ -42,7 +42,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 use crate::codec;
 use crate::effect::Effect;
@@ -355,7 +355,7 @@ impl RingRole {
             RingWork::Save(_) => self.saved(now, result, out),
             RingWork::Leaving => {
                 if let Err(e) = result {
-                    warn!(node = %self.keeper.me(), error = %e, "storing the leave's intent failed");
+                    crate::warn_every!(node = %self.keeper.me(), error = %e, "storing the leave's intent failed");
                 }
             }
         }
@@ -367,7 +367,7 @@ impl RingRole {
     pub fn saved(&mut self, _now: Instant, result: Result<()>, out: &mut Vec<RingEffect>) {
         self.saving = false;
         if let Err(e) = result {
-            warn!(node = %self.keeper.me(), error = %e, "storing the ring state failed");
+            crate::warn_every!(node = %self.keeper.me(), error = %e, "storing the ring state failed");
         }
         self.save(out);
     }
