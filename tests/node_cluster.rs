@@ -2087,3 +2087,202 @@ async fn no_acknowledged_write_is_lost_across_a_rolling_restart() {
     })
     .await
 }
+
+/// GETs `path` on the admin port at `addr` with a real HTTP client (ureq,
+/// blocking, on a blocking thread); its status and body.
+async fn admin_get(addr: String, path: &'static str) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut response = agent
+            .get(&format!("http://{addr}{path}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("GET {path}: reading the body: {e}"));
+        (status, body)
+    })
+    .await
+    .expect("the HTTP client thread")
+}
+
+/// The samples of a `/metrics` text, parsed by a Prometheus parser
+/// (prometheus-parse): by metric name, the sum over the samples whose
+/// labels include `labels`.
+fn sample_sum(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let mut found = None;
+    for s in scrape.samples.iter().filter(|s| s.metric == name) {
+        if labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)) {
+            let v = match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                _ => continue,
+            };
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("the metrics text parses")
+}
+
+/// Issue [15], item 3: `--admin-listen` serves `/metrics` (checked with a
+/// Prometheus text parser), `/health` and `/ready` to a real HTTP client;
+/// the request counters and the latency histogram grow with a workload;
+/// other paths are 404, other methods 405; a non-loopback address is
+/// refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_serves_metrics_that_grow_with_the_workload() {
+    cluster::bounded(TEST_LIMIT, async {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let admin = format!("127.0.0.1:{port}");
+        let cluster = Cluster::start_with(1, &["--admin-listen", &admin]).await;
+        let c = client_of(cluster.node(1).client).await;
+
+        assert_eq!(
+            admin_get(admin.clone(), "/health").await,
+            (200, "ok\n".into())
+        );
+        assert_eq!(
+            admin_get(admin.clone(), "/ready").await,
+            (200, "ready\n".into())
+        );
+        assert_eq!(admin_get(admin.clone(), "/nope").await.0, 404);
+
+        let (status, before) = admin_get(admin.clone(), "/metrics").await;
+        assert_eq!(status, 200, "{before}");
+        let before = parse_metrics(&before);
+        assert_eq!(sample_sum(&before, "ringkv_ring_members", &[]), Some(1.0));
+        assert_eq!(
+            sample_sum(&before, "ringkv_members", &[("state", "alive")]),
+            Some(1.0)
+        );
+        let puts_before =
+            sample_sum(&before, "ringkv_requests_total", &[("op", "put")]).unwrap_or(0.0);
+
+        let quorum = WriteOptions {
+            w: Some(Consistency::Quorum),
+            ..WriteOptions::default()
+        };
+        for i in 0..50 {
+            let key = format!("k{i}");
+            c.put_with(b"m", key.as_bytes(), b"v", None, quorum.clone())
+                .await
+                .unwrap();
+            c.get(b"m", key.as_bytes()).await.unwrap();
+        }
+
+        let (_, after) = admin_get(admin.clone(), "/metrics").await;
+        let scrape = parse_metrics(&after);
+        let puts = sample_sum(
+            &scrape,
+            "ringkv_requests_total",
+            &[("op", "put"), ("consistency", "quorum")],
+        );
+        assert!(
+            puts.is_some_and(|p| p >= puts_before + 50.0),
+            "put counter {puts:?} (before {puts_before})\n{after}"
+        );
+        let gets = sample_sum(
+            &scrape,
+            "ringkv_requests_total",
+            &[("op", "get"), ("consistency", "default")],
+        );
+        assert!(
+            gets.is_some_and(|g| g >= 50.0),
+            "get counter {gets:?}\n{after}"
+        );
+        let observed = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "ringkv_request_duration_seconds" && s.labels.get("op") == Some("put")
+            })
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(buckets) => {
+                    buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                other => panic!("the latency is not a histogram: {other:?}"),
+            });
+        assert!(
+            observed.is_some_and(|n| n >= 50.0),
+            "the put latency histogram counted {observed:?}\n{after}"
+        );
+        let keys = sample_sum(&scrape, "ringkv_keys", &[]);
+        assert!(keys.is_some_and(|k| k >= 50.0), "keys {keys:?}");
+
+        // A write refused for its level is a failure with its code.
+        let all = WriteOptions {
+            w: Some(Consistency::Count(3)),
+            ..WriteOptions::default()
+        };
+        assert!(c.put_with(b"m", b"x", b"v", None, all).await.is_err());
+        let (_, text) = admin_get(admin.clone(), "/metrics").await;
+        let failures = sample_sum(
+            &parse_metrics(&text),
+            "ringkv_request_failures_total",
+            &[("op", "put")],
+        );
+        assert!(
+            failures.is_some_and(|f| f >= 1.0),
+            "failures {failures:?}\n{text}"
+        );
+
+        // Only GET (and HEAD).
+        let posted = tokio::task::spawn_blocking({
+            let admin = admin.clone();
+            move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                agent
+                    .post(&format!("http://{admin}/metrics"))
+                    .send("x")
+                    .map(|r| r.status().as_u16())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(posted.ok(), Some(405));
+
+        // An admin port on the network is refused at start.
+        let secret = cluster.secret_file().display().to_string();
+        let (status, stderr) = run_to_exit(&[
+            "--id",
+            "3",
+            "--engine",
+            "memory",
+            "--secret-file",
+            &secret,
+            "--insecure-plaintext-peers",
+            "--no-client-auth",
+            "--admin-listen",
+            "0.0.0.0:7402",
+        ])
+        .await;
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("admin_listen") && stderr.contains("loopback"),
+            "{stderr}"
+        );
+    })
+    .await;
+}

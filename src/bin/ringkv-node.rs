@@ -44,6 +44,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use ringkv::node::admin::AdminPort;
 use ringkv::node::cli::{self, Args, DirOwner, NodeSetup};
 use ringkv::node::client_port::{ClientAuth, ClientPort};
 use ringkv::node::resp::RespPort;
@@ -214,6 +215,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         data_dir: _,
         leave_on_sigterm,
         join_timeout,
+        admin_listen,
     } = setup;
     let id = node_config.id;
     let mut signals = Signals::register()
@@ -296,6 +298,21 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         },
     };
 
+    let admin = match &admin_listen {
+        None => None,
+        Some(addr) => match AdminPort::start(addr, node.clone()).await {
+            Ok(admin) => Some(admin),
+            Err(e) => {
+                if let Some(resp) = resp {
+                    resp.shutdown().await;
+                }
+                port.shutdown().await;
+                node.shutdown().await;
+                return Err(Failure::Start(e.to_string()));
+            }
+        },
+    };
+
     let mut ready = format!(
         "ready node={} peer={} client={}",
         id.0,
@@ -346,6 +363,9 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
         tracing::info!(node = id.0, "stopping the node");
     } else {
         tracing::info!(node = id.0, "client port closed; stopping the node");
+    }
+    if let Some(admin) = admin {
+        admin.shutdown().await;
     }
     if let Err(e) = node.shutdown_checked().await {
         return Err(Failure::Run(format!(

@@ -141,6 +141,10 @@ pub struct Args {
     /// only a loopback address is accepted.
     #[arg(long, value_name = "HOST:PORT")]
     pub redis_listen: Option<String>,
+    /// Serve the admin port here: HTTP with /metrics (Prometheus text),
+    /// /health and /ready. Off unless given; loopback addresses only.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin_listen: Option<String>,
     /// How log lines on stderr are written: `text` (one line per event,
     /// fields as key=value) or `json` (one JSON object per line, fields as
     /// members, for log collectors).
@@ -402,6 +406,8 @@ pub struct FileConfig {
     pub client_listen: Option<String>,
     /// As `--redis-listen`.
     pub redis_listen: Option<String>,
+    /// As `--admin-listen`.
+    pub admin_listen: Option<String>,
     /// As `--seed`, one string per seed. A `--seed` flag replaces the
     /// whole list.
     pub seeds: Option<Vec<String>>,
@@ -658,6 +664,8 @@ pub struct NodeSetup {
     /// How long the node may take to join before it gives up
     /// (`--join-timeout-ms`).
     pub join_timeout: Duration,
+    /// Where the admin port listens (`None`: no admin port).
+    pub admin_listen: Option<String>,
 }
 
 /// Reads the file named by `--config` (if any) and the secret file, and
@@ -824,6 +832,11 @@ pub fn resolve(
         .or(file.client_listen)
         .unwrap_or_else(|| DEFAULT_CLIENT_LISTEN.into());
     check_address("client_listen", &client_listen)?;
+    let admin_listen = args.admin_listen.or(file.admin_listen);
+    if let Some(addr) = &admin_listen {
+        check_address("admin_listen", addr)?;
+        crate::node::admin::check_listen(addr)?;
+    }
     let redis_listen = args.redis_listen.or(file.redis_listen);
     if let Some(addr) = &redis_listen {
         check_address("redis_listen", addr)?;
@@ -971,6 +984,7 @@ pub fn resolve(
         data_dir,
         leave_on_sigterm,
         join_timeout: Duration::from_millis(join_timeout_ms),
+        admin_listen,
     })
 }
 
@@ -1671,6 +1685,7 @@ mod tests {
             "listen",
             "client_listen",
             "redis_listen",
+            "admin_listen",
             "seeds",
             "bootstrap",
             "join_timeout_ms",

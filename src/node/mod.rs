@@ -44,6 +44,7 @@
 //! transfers move data only when told to: deciding which ranges move on a
 //! ring change is the ring transition driver's job (issue \[8\]).
 
+pub mod admin;
 pub mod anti_entropy;
 pub mod auth;
 pub mod cli;
@@ -52,6 +53,7 @@ pub mod compactor;
 pub mod coordinator;
 pub mod failure_detector;
 pub mod handoff;
+pub mod metrics;
 // docs/architecture.md's layout names the supervisor `node/node.rs`; the
 // repetition is the layout's.
 #[allow(clippy::module_inception)]

@@ -89,6 +89,8 @@ pub struct Node {
     allow_fault_injection: bool,
     /// The seeds it was configured with (for [`Node::wait_until_joined`]).
     seeds: Vec<(NodeId, String)>,
+    /// Client requests served, for `/metrics`.
+    metrics: super::metrics::RequestMetrics,
 }
 
 impl std::fmt::Debug for Node {
@@ -367,6 +369,7 @@ impl Node {
             resolvers: config.resolvers,
             allow_fault_injection: config.allow_fault_injection,
             seeds: config.seeds,
+            metrics: super::metrics::RequestMetrics::default(),
         })
     }
 
@@ -735,7 +738,47 @@ impl Node {
     /// view of the cluster; `BlockOutbound` sets its transport's injected
     /// faults, if the node allows it.
     pub async fn execute(&self, op: Op) -> Result<Reply> {
-        self.run(op, &mut ReplyHold::default()).await
+        self.run_counted(op, &mut ReplyHold::default()).await
+    }
+
+    /// [`Node::run`], counted in the request metrics (op, level, time,
+    /// error code).
+    async fn run_counted(&self, op: Op, hold: &mut ReplyHold) -> Result<Reply> {
+        let name = op.name();
+        let level = super::metrics::consistency_label(&op);
+        let started = std::time::Instant::now();
+        let result = self.run(op, hold).await;
+        self.metrics
+            .record(name, level, started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    /// This node's metrics in the Prometheus text format (see
+    /// [`super::metrics`]): its request counters, and its state as its
+    /// actors report it now.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let status = self.status().await?;
+        let store = self.store_stats().await?;
+        let compactor = self.compactor_stats().await?;
+        let ring = self.ring_state().await?;
+        let snapshot = super::metrics::Snapshot {
+            status,
+            engine: store.engine,
+            compactions: compactor.compactions,
+            ring_epoch: ring.ring.epoch(),
+            ring_members: ring.ring.members().len(),
+            ring_changing: ring.pending.is_some(),
+        };
+        Ok(super::metrics::render(&self.metrics, &snapshot))
+    }
+
+    /// Whether this node serves: the ring holds it and its ring is
+    /// confirmed (`/ready` on the admin port).
+    pub async fn is_ready(&self) -> bool {
+        match self.ring_state().await {
+            Ok(state) => super::readiness::has_joined(self.id, &state) && self.ring_confirmed(),
+            Err(_) => false,
+        }
     }
 
     /// [`Node::execute`], also returning the read budget its reply holds
@@ -743,7 +786,7 @@ impl Node {
     /// reply.
     pub async fn execute_held(&self, op: Op) -> Result<(Reply, ReplyHold)> {
         let mut hold = ReplyHold::default();
-        let reply = self.run(op, &mut hold).await?;
+        let reply = self.run_counted(op, &mut hold).await?;
         Ok((reply, hold))
     }
 
