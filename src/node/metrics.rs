@@ -31,24 +31,24 @@ use crate::storage::EngineStats;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLevel {
     /// The op's name (`get`, `put`, ...).
-    pub op: String,
-    /// `r` or `w` asked for: `one`, `quorum`, `all`, a count, or
-    /// `default` (the bucket's).
-    pub consistency: String,
+    pub op: &'static str,
+    /// `r` or `w` asked for: `one`, `two`, `quorum`, `all`, a count, or
+    /// `default` (the bucket's); `none` for ops without one.
+    pub consistency: &'static str,
 }
 
 /// An op.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpName {
     /// The op's name.
-    pub op: String,
+    pub op: &'static str,
 }
 
 /// An op and the error code it failed with.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpError {
     /// The op's name.
-    pub op: String,
+    pub op: &'static str,
     /// The error code (`Unavailable`, `Timeout`, ...).
     pub code: String,
 }
@@ -92,8 +92,12 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
-/// The consistency level `op` asked for, as a label.
-pub fn consistency_label(op: &Op) -> String {
+/// The consistency level `op` asked for, as a label (no allocation: this
+/// runs for every request).
+pub fn consistency_label(op: &Op) -> &'static str {
+    const COUNTS: [&str; 16] = [
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
     let level = match op {
         Op::Get { options, .. }
         | Op::CounterGet { options, .. }
@@ -103,37 +107,43 @@ pub fn consistency_label(op: &Op) -> String {
         | Op::CounterAdd { options, .. }
         | Op::SetAdd { options, .. }
         | Op::SetRemove { options, .. } => options.w,
-        _ => return "none".into(),
+        _ => return "none",
     };
     match level {
-        None => "default".into(),
-        Some(Consistency::One) => "one".into(),
-        Some(Consistency::Two) => "two".into(),
-        Some(Consistency::Quorum) => "quorum".into(),
-        Some(Consistency::All) => "all".into(),
-        Some(Consistency::Count(n)) => n.to_string(),
+        None => "default",
+        Some(Consistency::One) => "one",
+        Some(Consistency::Two) => "two",
+        Some(Consistency::Quorum) => "quorum",
+        Some(Consistency::All) => "all",
+        Some(Consistency::Count(n)) => COUNTS
+            .get((n as usize).wrapping_sub(1))
+            .copied()
+            .unwrap_or("more"),
     }
 }
 
 impl RequestMetrics {
     /// Counts one request: `op` (its name and level, taken before it
     /// ran), how long it took, and its error if it failed.
-    pub fn record(&self, op: &'static str, level: String, took: Duration, error: Option<&Error>) {
-        let name = OpName { op: op.into() };
+    pub fn record(
+        &self,
+        op: &'static str,
+        level: &'static str,
+        took: Duration,
+        error: Option<&Error>,
+    ) {
         self.requests
             .get_or_create(&OpLevel {
-                op: name.op.clone(),
+                op,
                 consistency: level,
             })
             .inc();
         self.latency
-            .get_or_create(&name)
+            .get_or_create(&OpName { op })
             .observe(took.as_secs_f64());
         if let Some(e) = error {
             let code = format!("{:?}", ErrorReply::from(e).code);
-            self.failures
-                .get_or_create(&OpError { op: name.op, code })
-                .inc();
+            self.failures.get_or_create(&OpError { op, code }).inc();
         }
     }
 
@@ -371,4 +381,70 @@ pub fn render(requests: &RequestMetrics, snapshot: &Snapshot) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::protocol::ReadOptions;
+
+    fn get(r: Option<Consistency>) -> Op {
+        Op::Get {
+            bucket: ByteBuf::from(b"b".to_vec()),
+            key: ByteBuf::from(b"k".to_vec()),
+            options: ReadOptions {
+                r,
+                ..ReadOptions::default()
+            },
+        }
+    }
+
+    #[test]
+    fn levels_are_named_without_allocating_and_counts_are_bounded() {
+        assert_eq!(consistency_label(&get(None)), "default");
+        assert_eq!(consistency_label(&get(Some(Consistency::Quorum))), "quorum");
+        assert_eq!(consistency_label(&get(Some(Consistency::Count(3)))), "3");
+        assert_eq!(consistency_label(&get(Some(Consistency::Count(16)))), "16");
+        assert_eq!(consistency_label(&get(Some(Consistency::Count(17)))), "more");
+        assert_eq!(consistency_label(&get(Some(Consistency::Count(0)))), "more");
+        assert_eq!(consistency_label(&Op::Ring), "none");
+    }
+
+    #[test]
+    fn recorded_requests_show_in_the_text_with_their_labels() {
+        let m = RequestMetrics::default();
+        for _ in 0..3 {
+            m.record("get", "quorum", Duration::from_millis(2), None);
+        }
+        let failed = Error::Unavailable {
+            needed: 2,
+            got: 1,
+            indefinite: false,
+        };
+        m.record("put", "all", Duration::from_micros(10), Some(&failed));
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("ringkv_requests_total{op=\"get\",consistency=\"quorum\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringkv_request_failures_total{op=\"put\",code=\"Unavailable\"} 1"),
+            "{text}"
+        );
+        // 2 ms falls in the bucket ending at 0.0032 s (50 µs doubled 6
+        // times), not in the one ending at 0.0016 s.
+        assert!(
+            text.contains("ringkv_request_duration_seconds_bucket{le=\"0.0016\",op=\"get\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringkv_request_duration_seconds_bucket{le=\"0.0032\",op=\"get\"} 3"),
+            "{text}"
+        );
+    }
 }
