@@ -564,6 +564,39 @@ async fn a_node_that_cannot_join_exits_with_status_3_and_says_why() {
             assert!(!stderr.contains("ready"), "{what}: said ready:\n{stderr}");
         }
 
+        // A node still waiting to join stops on SIGTERM, at once and
+        // cleanly (before, it ignored signals until it was ready).
+        let waiting = with(
+            joiner(
+                &harness,
+                7,
+                "127.0.0.1:0",
+                std::slice::from_ref(&nobody),
+                harness.peer_tls_args(7),
+            ),
+            "--join-timeout-ms",
+            "600000",
+        );
+        let mut child = tokio::process::Command::new(cluster::NODE_BIN)
+            .args(&waiting)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting a node that waits to join");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let pid = child.id().expect("its pid") as i32;
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("the waiting node stopped within 10 s of SIGTERM")
+            .expect("its status");
+        assert!(
+            status.success(),
+            "a node stopped while joining exits 0: {status:?}"
+        );
+
         // The same node as the unreachable case's, with --bootstrap: it
         // founds a cluster of its own and is ready at once.
         let mut founder = joiner(

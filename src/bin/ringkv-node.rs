@@ -223,7 +223,7 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
 
     let node = Node::spawn(node_config, move || async move {
         let (transport, inbox) = TcpTransport::bind(tcp).await?;
-        let addr = transport.local_addr().to_string();
+        let addr = transport.advertised_addr().to_string();
         Ok(TransportParts {
             transport: Arc::new(transport),
             inbox,
@@ -235,7 +235,16 @@ async fn run(setup: NodeSetup) -> Result<(), Failure> {
 
     // Ready only once the ring holds this node: a node that cannot join
     // says why and exits, rather than serve `Unavailable` on an empty ring.
-    if let Err(why) = node.wait_until_joined(join_timeout).await {
+    // A signal meanwhile stops it as before a ready line: at once.
+    let joined = tokio::select! {
+        joined = node.wait_until_joined(join_timeout) => joined,
+        which = signals.next() => {
+            tracing::info!(signal = which, "stopping before the node joined");
+            node.shutdown().await;
+            return Ok(());
+        }
+    };
+    if let Err(why) = joined {
         node.shutdown().await;
         return Err(Failure::Join(why));
     }

@@ -141,6 +141,11 @@ pub struct Args {
     /// only a loopback address is accepted.
     #[arg(long, value_name = "HOST:PORT")]
     pub redis_listen: Option<String>,
+    /// The address peers dial to reach this node, when it differs from
+    /// --listen (a wildcard listen address, a container's host name, NAT).
+    /// Default: the address bound.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// Serve the admin port here: HTTP with /metrics (Prometheus text),
     /// /health and /ready. Off unless given; loopback addresses only.
     #[arg(long, value_name = "HOST:PORT")]
@@ -408,6 +413,8 @@ pub struct FileConfig {
     pub redis_listen: Option<String>,
     /// As `--admin-listen`.
     pub admin_listen: Option<String>,
+    /// As `--advertise`.
+    pub advertise: Option<String>,
     /// As `--seed`, one string per seed. A `--seed` flag replaces the
     /// whole list.
     pub seeds: Option<Vec<String>>,
@@ -966,6 +973,10 @@ pub fn resolve(
         PeerKeys::InsecurePlaintext => PeerSecurity::InsecurePlaintext,
     };
     let mut tcp = TcpConfig::new(NodeId(id), cluster, secret, security, listen);
+    if let Some(addr) = args.advertise.or(file.advertise) {
+        check_address("advertise", &addr)?;
+        tcp.advertise = Some(addr);
+    }
     if let Some(limits) = &file.peer_port {
         limits.apply(&mut tcp);
     }
@@ -1686,6 +1697,7 @@ mod tests {
             "client_listen",
             "redis_listen",
             "admin_listen",
+            "advertise",
             "seeds",
             "bootstrap",
             "join_timeout_ms",

@@ -407,7 +407,10 @@ mod tests {
         assert_eq!(consistency_label(&get(Some(Consistency::Quorum))), "quorum");
         assert_eq!(consistency_label(&get(Some(Consistency::Count(3)))), "3");
         assert_eq!(consistency_label(&get(Some(Consistency::Count(16)))), "16");
-        assert_eq!(consistency_label(&get(Some(Consistency::Count(17)))), "more");
+        assert_eq!(
+            consistency_label(&get(Some(Consistency::Count(17)))),
+            "more"
+        );
         assert_eq!(consistency_label(&get(Some(Consistency::Count(0)))), "more");
         assert_eq!(consistency_label(&Op::Ring), "none");
     }
