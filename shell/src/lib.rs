@@ -23,7 +23,10 @@
 pub mod api;
 pub use ringkv::embedded::{cluster, runtime};
 pub mod backend;
+pub mod gossip;
 pub mod help;
+pub mod plot;
+pub mod plot_api;
 pub mod policy;
 pub mod repl;
 pub mod sim;

@@ -67,6 +67,9 @@ struct Params {
     value_size: usize,
     bucket: String,
     seed: u64,
+    /// The width of the timeline's intervals; `None`: about a twentieth of
+    /// the run, rounded to 1, 2 or 5 times a power of ten ms.
+    interval_ms: Option<u64>,
 }
 
 fn params(m: &Map) -> ApiResult<Params> {
@@ -78,6 +81,7 @@ fn params(m: &Map) -> ApiResult<Params> {
         value_size: 32,
         bucket: "workload".into(),
         seed: 1,
+        interval_ms: None,
     };
     let int = |v: &Dynamic, what: &str, min: i64, max: i64| -> ApiResult<u64> {
         match v.as_int() {
@@ -94,6 +98,7 @@ fn params(m: &Map) -> ApiResult<Params> {
             "clients" => p.clients = int(v, "clients", 1, 256)?,
             "value_size" => p.value_size = int(v, "value_size", 1, 1 << 20)? as usize,
             "seed" => p.seed = int(v, "seed", 0, i64::MAX)?,
+            "interval_ms" => p.interval_ms = Some(int(v, "interval_ms", 1, 86_400_000)?),
             "bucket" => p.bucket = v.to_string(),
             "read_ratio" => {
                 let r = v
@@ -107,7 +112,7 @@ fn params(m: &Map) -> ApiResult<Params> {
             }
             other => {
                 return Err(fail(format!(
-                    "workload: unknown option {other:?}: ops, keys, read_ratio, clients, value_size, bucket, seed"
+                    "workload: unknown option {other:?}: ops, keys, read_ratio, clients, value_size, bucket, seed, interval_ms"
                 )))
             }
         }
@@ -125,7 +130,8 @@ struct Write {
 /// What one client did.
 #[derive(Default)]
 struct ClientRun {
-    latencies_us: Vec<u64>,
+    /// Each request's (end, latency) in µs, the end since the run began.
+    samples: Vec<(u64, u64)>,
     errors: u64,
     reads: u64,
     writes: BTreeMap<u64, Vec<Write>>,
@@ -203,9 +209,12 @@ impl Client {
         Some((k, op))
     }
 
-    /// Records what its request about key `k` gave, after `latency`.
-    fn record(&mut self, k: u64, result: Result<Reply, String>, latency: Duration) {
-        self.run.latencies_us.push(latency.as_micros() as u64);
+    /// Records what its request about key `k` gave, after `latency`,
+    /// answered `at` (since the run began).
+    fn record(&mut self, k: u64, result: Result<Reply, String>, at: Duration, latency: Duration) {
+        self.run
+            .samples
+            .push((at.as_micros() as u64, latency.as_micros() as u64));
         match result {
             Ok(Reply::Written { context, .. }) => {
                 self.contexts.insert(k, context);
@@ -242,6 +251,7 @@ async fn client(
     mut cl: Client,
     done: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    run_started: Instant,
 ) -> ClientRun {
     while !stop.load(Ordering::Relaxed) {
         let Some((k, op)) = cl.next() else { break };
@@ -250,7 +260,7 @@ async fn client(
             Ok(fut) => fut.await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        cl.record(k, result, started.elapsed());
+        cl.record(k, result, run_started.elapsed(), started.elapsed());
         done.fetch_add(1, Ordering::Relaxed);
     }
     cl.run
@@ -325,7 +335,13 @@ fn run_simulated(
             any = true;
             let at = clock.now();
             let result = outcome(backend.execute(None, op));
-            cl.record(k, result, clock.now().saturating_sub(at));
+            let end = clock.now();
+            cl.record(
+                k,
+                result,
+                end.saturating_sub(started),
+                end.saturating_sub(at),
+            );
             done += 1;
             if let Some(b) = &bar {
                 b.set_position(done);
@@ -375,13 +391,14 @@ pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
     // when the `Running` is dropped.
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
+    let run_started = Instant::now();
     let running = Running {
         backend: Arc::clone(backend),
         p: Arc::clone(&p),
         done: Arc::clone(&done),
         stop: Arc::clone(&stop),
         rx,
-        started: Instant::now(),
+        started: run_started,
     };
     for c in 0..p.clients {
         let cl = Client::new(c, ops_of(&p, c), &p);
@@ -395,7 +412,7 @@ pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
             .runtime()
             .clone()
             .spawn(move || async move {
-                let _ = tx.send(client(backend, cl, done, stop).await);
+                let _ = tx.send(client(backend, cl, done, stop, run_started).await);
             })
             .map_err(fail)?;
     }
@@ -479,10 +496,12 @@ fn summarize(
     let mut hist = Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?;
     let (mut errors, mut reads, mut first_error) = (0, 0, None);
     let mut writes: BTreeMap<u64, Vec<Write>> = BTreeMap::new();
+    let mut samples = Vec::new();
     for r in runs {
-        for l in &r.latencies_us {
+        for (_, l) in &r.samples {
             hist.record((*l).max(1)).map_err(|e| fail(e.to_string()))?;
         }
+        samples.extend(r.samples);
         errors += r.errors;
         reads += r.reads;
         if first_error.is_none() {
@@ -529,7 +548,92 @@ fn summarize(
         "first_error".into(),
         first_error.map_or(Dynamic::UNIT, Dynamic::from),
     );
+    out.insert("histogram".into(), histogram(&hist)?.into());
+    let interval = p.interval_ms.unwrap_or_else(|| auto_interval_ms(seconds));
+    out.insert("timeline".into(), timeline(&samples, interval)?.into());
     Ok(out)
+}
+
+/// How many bins [`histogram`] aims at.
+pub const HISTOGRAM_BINS: f64 = 30.0;
+
+/// The latencies of `hist` (µs) in bins of equal width on a logarithmic
+/// scale from its smallest to its largest value, about
+/// [`HISTOGRAM_BINS`] of them (fewer when the values are close), each
+/// `#{ from_ms, to_ms, count }`: `count` latencies above `from_ms` and at
+/// most `to_ms` (the first bin also holds its lower edge). Empty for an
+/// empty histogram.
+pub fn histogram(hist: &Histogram<u64>) -> ApiResult<rhai::Array> {
+    if hist.is_empty() {
+        return Ok(rhai::Array::new());
+    }
+    let (lo, hi) = (hist.min().max(1), hist.max().max(1));
+    let factor = (hi as f64 / lo as f64).powf(1.0 / HISTOGRAM_BINS).max(1.1);
+    let mut out = rhai::Array::new();
+    let mut from = lo as f64 / factor;
+    for step in hist.iter_log(lo, factor) {
+        let to = step.value_iterated_to() as f64;
+        let mut bin = Map::new();
+        bin.insert("from_ms".into(), Dynamic::from_float(from / 1000.0));
+        bin.insert("to_ms".into(), Dynamic::from_float(to / 1000.0));
+        bin.insert(
+            "count".into(),
+            Dynamic::from_int(step.count_since_last_iteration() as INT),
+        );
+        out.push(bin.into());
+        from = to;
+    }
+    Ok(out)
+}
+
+/// The timeline's interval for a run of `seconds`: about a twentieth of
+/// it, rounded up to 1, 2 or 5 times a power of ten ms, at least 1 ms.
+pub fn auto_interval_ms(seconds: f64) -> u64 {
+    let want = (seconds * 1000.0 / 20.0).max(1.0);
+    let mut unit = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            if (unit * m) as f64 >= want {
+                return unit * m;
+            }
+        }
+        unit = unit.saturating_mul(10);
+    }
+}
+
+/// The latencies of `samples` ((end, latency) in µs) per interval of
+/// `interval_ms` by when the request ended: for every interval in which
+/// some request ended, `#{ t_s, ops, p50_ms, p90_ms, p99_ms, max_ms }`,
+/// `t_s` the end of the interval in seconds since the run began.
+pub fn timeline(samples: &[(u64, u64)], interval_ms: u64) -> ApiResult<rhai::Array> {
+    let width = interval_ms.max(1) * 1000;
+    let mut by_interval: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    for &(at, latency) in samples {
+        let h = match by_interval.entry(at / width) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?)
+            }
+        };
+        h.record(latency.max(1)).map_err(|e| fail(e.to_string()))?;
+    }
+    let ms = |v: u64| Dynamic::from_float(v as f64 / 1000.0);
+    Ok(by_interval
+        .into_iter()
+        .map(|(i, h)| {
+            let mut row = Map::new();
+            row.insert(
+                "t_s".into(),
+                Dynamic::from_float(((i + 1) * width) as f64 / 1e6),
+            );
+            row.insert("ops".into(), Dynamic::from_int(h.len() as INT));
+            row.insert("p50_ms".into(), ms(h.value_at_quantile(0.5)));
+            row.insert("p90_ms".into(), ms(h.value_at_quantile(0.9)));
+            row.insert("p99_ms".into(), ms(h.value_at_quantile(0.99)));
+            row.insert("max_ms".into(), ms(h.max()));
+            Dynamic::from(row)
+        })
+        .collect())
 }
 
 /// Reads back every key with an acknowledged write; returns how many were
