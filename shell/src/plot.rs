@@ -396,9 +396,6 @@ pub fn bars(frame: &Frame, bars: &[Bar], references: &[(String, f64)]) -> Result
 /// positive on a logarithmic x axis).
 pub fn histogram(frame: &Frame, bins: &[Bin]) -> Result<String, String> {
     check_frame(frame)?;
-    if !bins.iter().any(|b| b.count > 0.0) {
-        return Err("nothing to plot: no bin has a value".into());
-    }
     for (i, b) in bins.iter().enumerate() {
         finite(b.from, || format!("bin {i}: from"))?;
         finite(b.to, || format!("bin {i}: to"))?;
@@ -413,6 +410,9 @@ pub fn histogram(frame: &Frame, bins: &[Bin]) -> Result<String, String> {
         if b.count < 0.0 {
             return Err(format!("bin {i}: a count of {} is negative", b.count));
         }
+    }
+    if !bins.iter().any(|b| b.count > 0.0) {
+        return Err("nothing to plot: no bin has a value".into());
     }
     let x = axis(bins.iter().flat_map(|b| [b.from, b.to]), false, false, 0.05);
     // The bars fill the x range exactly: no room either side.
@@ -502,4 +502,264 @@ pub fn check_path(path: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a test reads back from an SVG document.
+    struct Parsed {
+        texts: Vec<String>,
+        /// (stroke, number of points) of each polyline.
+        polylines: Vec<(String, usize)>,
+        /// The fill of each rect.
+        rects: Vec<String>,
+        circles: usize,
+    }
+
+    fn hex(c: RGBColor) -> String {
+        format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+    }
+
+    fn parse(svg: &str) -> Parsed {
+        let doc = roxmltree::Document::parse(svg).expect("the output is well-formed XML");
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "svg");
+        assert_eq!(
+            root.tag_name().namespace(),
+            Some("http://www.w3.org/2000/svg")
+        );
+        let mut p = Parsed {
+            texts: Vec::new(),
+            polylines: Vec::new(),
+            rects: Vec::new(),
+            circles: 0,
+        };
+        for n in root.descendants().filter(|n| n.is_element()) {
+            match n.tag_name().name() {
+                "text" => p.texts.push(n.text().unwrap_or("").trim().to_string()),
+                "polyline" => p.polylines.push((
+                    n.attribute("stroke").unwrap_or("").to_uppercase(),
+                    n.attribute("points")
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .count(),
+                )),
+                "rect" => p
+                    .rects
+                    .push(n.attribute("fill").unwrap_or("").to_uppercase()),
+                "circle" => p.circles += 1,
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn line(name: &str, points: &[(f64, f64)]) -> Line {
+        Line {
+            name: name.into(),
+            points: points.to_vec(),
+            reference: false,
+            markers: false,
+        }
+    }
+
+    #[test]
+    fn lines_draw_a_polyline_per_series_with_its_points_title_and_legend() {
+        let frame = Frame::new("Phi Of Node 3", "time (ms)", "phi");
+        let mut a = line(
+            "seen by 1",
+            &[(0.0, 0.5), (50.0, 3.0), (100.0, 12.5), (150.0, 0.0)],
+        );
+        a.markers = true;
+        let b = line("seen by 2", &[(0.0, 0.2), (100.0, 9.0)]);
+        let mut t = line("threshold 8", &[(0.0, 8.0), (150.0, 8.0)]);
+        t.reference = true;
+        let p = parse(&lines(&frame, &[a, b, t]).unwrap());
+        assert!(
+            p.texts.iter().any(|t| t == "Phi Of Node 3"),
+            "{:?}",
+            p.texts
+        );
+        for label in ["time (ms)", "phi", "seen by 1", "seen by 2", "threshold 8"] {
+            assert!(
+                p.texts.iter().any(|t| t == label),
+                "no {label:?} in {:?}",
+                p.texts
+            );
+        }
+        let of = |c: RGBColor| -> Vec<usize> {
+            p.polylines
+                .iter()
+                .filter(|(s, _)| *s == hex(c))
+                .map(|(_, n)| *n)
+                .collect()
+        };
+        assert_eq!(of(SERIES_COLORS[0]), vec![4]);
+        assert_eq!(of(SERIES_COLORS[1]), vec![2]);
+        assert_eq!(of(REFERENCE_COLOR), vec![2]);
+        // Markers for the first series only.
+        assert_eq!(p.circles, 4);
+    }
+
+    #[test]
+    fn bars_draw_one_rect_per_bar_with_its_label() {
+        let frame = Frame::new("ring", "node", "share (%)");
+        let data: Vec<Bar> = (1..=5)
+            .map(|i| Bar {
+                label: format!("node {i}"),
+                value: 18.0 + i as f64,
+            })
+            .collect();
+        let p = parse(&bars(&frame, &data, &[("even share".into(), 20.0)]).unwrap());
+        assert_eq!(p.rects.iter().filter(|f| **f == hex(BAR_COLOR)).count(), 5);
+        for i in 1..=5 {
+            assert!(p.texts.contains(&format!("node {i}")), "{:?}", p.texts);
+        }
+        assert!(p.texts.contains(&"even share".to_string()));
+        assert!(p.texts.contains(&"ring".to_string()));
+        assert_eq!(
+            p.polylines
+                .iter()
+                .filter(|(s, _)| *s == hex(REFERENCE_COLOR))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_histogram_draws_its_non_empty_bins() {
+        let mut frame = Frame::new("latency", "latency (ms)", "requests");
+        let bins = [
+            Bin {
+                from: 0.1,
+                to: 0.2,
+                count: 5.0,
+            },
+            Bin {
+                from: 0.2,
+                to: 0.4,
+                count: 9.0,
+            },
+            Bin {
+                from: 0.4,
+                to: 0.8,
+                count: 0.0,
+            },
+            Bin {
+                from: 0.8,
+                to: 1.6,
+                count: 1.0,
+            },
+        ];
+        for log in [true, false] {
+            frame.log_x = log;
+            let p = parse(&histogram(&frame, &bins).unwrap());
+            assert_eq!(p.rects.iter().filter(|f| **f == hex(BAR_COLOR)).count(), 3);
+            assert!(p.texts.contains(&"latency".to_string()));
+        }
+    }
+
+    #[test]
+    fn bad_data_is_an_error_not_a_panic() {
+        let frame = Frame::new("t", "x", "y");
+        let err = |r: Result<String, String>| r.expect_err("refused");
+        assert!(err(lines(&frame, &[])).contains("nothing to plot"));
+        assert!(err(lines(&frame, &[line("a", &[])])).contains("nothing to plot"));
+        let e = err(lines(&frame, &[line("a", &[(0.0, 1.0), (1.0, f64::NAN)])]));
+        assert!(e.contains("series \"a\", point 1: y is NaN"), "{e}");
+        let e = err(lines(&frame, &[line("a", &[(f64::INFINITY, 1.0)])]));
+        assert!(e.contains("not a finite number"), "{e}");
+        let mut log = frame.clone();
+        log.log_y = true;
+        let e = err(lines(&log, &[line("a", &[(0.0, 0.0)])]));
+        assert!(e.contains("logarithmic"), "{e}");
+        let mut tiny = frame.clone();
+        tiny.width = 10;
+        assert!(err(lines(&tiny, &[line("a", &[(0.0, 1.0)])])).contains("width"));
+
+        assert!(err(bars(&frame, &[], &[])).contains("no bars"));
+        let nan = Bar {
+            label: "n".into(),
+            value: f64::NAN,
+        };
+        assert!(err(bars(&frame, &[nan], &[])).contains("the bar \"n\""));
+
+        assert!(err(histogram(&frame, &[])).contains("nothing to plot"));
+        let empty = Bin {
+            from: 1.0,
+            to: 2.0,
+            count: 0.0,
+        };
+        assert!(err(histogram(&frame, &[empty])).contains("nothing to plot"));
+        let backwards = Bin {
+            from: 2.0,
+            to: 1.0,
+            count: 1.0,
+        };
+        assert!(err(histogram(&frame, &[backwards])).contains("not above"));
+        let negative = Bin {
+            from: 1.0,
+            to: 2.0,
+            count: -1.0,
+        };
+        assert!(err(histogram(&frame, &[negative])).contains("negative"));
+        let mut log = frame;
+        log.log_x = true;
+        let zero = Bin {
+            from: 0.0,
+            to: 2.0,
+            count: 1.0,
+        };
+        assert!(err(histogram(&log, &[zero])).contains("logarithmic"));
+    }
+
+    #[test]
+    fn one_value_still_draws() {
+        let frame = Frame::new("t", "x", "y");
+        let p = parse(&lines(&frame, &[line("a", &[(3.0, 3.0)])]).unwrap());
+        assert_eq!(
+            p.polylines
+                .iter()
+                .filter(|(s, _)| *s == hex(SERIES_COLORS[0]))
+                .count(),
+            1
+        );
+        let zero = Bar {
+            label: "z".into(),
+            value: 0.0,
+        };
+        let p = parse(&bars(&frame, &[zero], &[]).unwrap());
+        assert_eq!(p.rects.iter().filter(|f| **f == hex(BAR_COLOR)).count(), 1);
+    }
+
+    #[test]
+    fn paths_must_be_svg_in_a_directory_that_exists() {
+        assert!(check_path("lat.png").unwrap_err().contains("SVG"));
+        assert!(check_path("lat").unwrap_err().contains("SVG"));
+        assert!(check_path("/no/such/dir/lat.svg")
+            .unwrap_err()
+            .contains("does not exist"));
+        assert!(check_path("lat.SVG").is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.svg");
+        let file = file.to_str().unwrap();
+        write(file, "<svg/>").unwrap();
+        assert_eq!(std::fs::read_to_string(file).unwrap(), "<svg/>");
+        // A directory in the way of the file.
+        let blocked = dir.path().join("b.svg");
+        std::fs::create_dir(&blocked).unwrap();
+        let e = write(blocked.to_str().unwrap(), "<svg/>").unwrap_err();
+        assert!(e.contains("cannot write the plot"), "{e}");
+    }
+
+    #[test]
+    fn ticks_read_as_numbers() {
+        assert_eq!(tick(&2000.0), "2000");
+        assert_eq!(tick(&0.125), "0.125");
+        assert_eq!(tick(&2.5), "2.5");
+        assert_eq!(tick(&0.30000000000000004), "0.3");
+        assert_eq!(tick(&-4.0), "-4");
+    }
 }

@@ -561,8 +561,8 @@ pub const HISTOGRAM_BINS: f64 = 30.0;
 /// scale from its smallest to its largest value, about
 /// [`HISTOGRAM_BINS`] of them (fewer when the values are close), each
 /// `#{ from_ms, to_ms, count }`: `count` latencies above `from_ms` and at
-/// most `to_ms` (the first bin also holds its lower edge). Empty for an
-/// empty histogram.
+/// most `to_ms` (to the histogram's precision, 3 significant digits);
+/// the first bin holds the smallest. Empty for an empty histogram.
 pub fn histogram(hist: &Histogram<u64>) -> ApiResult<rhai::Array> {
     if hist.is_empty() {
         return Ok(rhai::Array::new());
@@ -573,6 +573,11 @@ pub fn histogram(hist: &Histogram<u64>) -> ApiResult<rhai::Array> {
     let mut from = lo as f64 / factor;
     for step in hist.iter_log(lo, factor) {
         let to = step.value_iterated_to() as f64;
+        // The iteration's first step ends just below the smallest value.
+        if out.is_empty() && step.count_since_last_iteration() == 0 {
+            from = to;
+            continue;
+        }
         let mut bin = Map::new();
         bin.insert("from_ms".into(), Dynamic::from_float(from / 1000.0));
         bin.insert("to_ms".into(), Dynamic::from_float(to / 1000.0));
@@ -721,4 +726,86 @@ fn check(
         }
     }
     Ok((checked - unverified, unverified, lost))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(m: &Dynamic, k: &str) -> f64 {
+        let m = m.read_lock::<Map>().expect("a map");
+        let v = m.get(k).unwrap_or_else(|| panic!("no {k}"));
+        v.as_float()
+            .or_else(|_| v.as_int().map(|i| i as f64))
+            .expect("a number")
+    }
+
+    #[test]
+    fn the_histogram_bins_every_latency_once_in_increasing_bins() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        // 1000 latencies from 100 µs to 100 ms.
+        for i in 0..1000u64 {
+            h.record(100 + i * i / 10).unwrap();
+        }
+        let bins = histogram(&h).unwrap();
+        assert!(bins.len() >= 20 && bins.len() <= 35, "{}", bins.len());
+        let total: f64 = bins.iter().map(|b| f(b, "count")).sum();
+        assert_eq!(total, 1000.0);
+        for pair in bins.windows(2) {
+            assert_eq!(f(&pair[0], "to_ms"), f(&pair[1], "from_ms"));
+        }
+        for b in &bins {
+            assert!(f(b, "to_ms") > f(b, "from_ms"));
+        }
+        // The first bin holds the fastest request.
+        assert!(f(&bins[0], "from_ms") < 0.1 && f(&bins[0], "to_ms") >= 0.1);
+        assert!(f(&bins[0], "count") > 0.0);
+        assert!(f(&bins[bins.len() - 1], "to_ms") >= 99.9);
+        // Equal latencies: one bin.
+        let mut same = Histogram::<u64>::new(3).unwrap();
+        for _ in 0..10 {
+            same.record(500).unwrap();
+        }
+        let bins = histogram(&same).unwrap();
+        assert_eq!(bins.iter().map(|b| f(b, "count")).sum::<f64>(), 10.0);
+        assert!(histogram(&Histogram::<u64>::new(3).unwrap())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn the_timeline_has_each_intervals_percentiles() {
+        // 100 ms intervals: 0..100 ms fast requests, none in the second,
+        // slow ones in the third.
+        let mut samples = Vec::new();
+        for i in 0..100u64 {
+            samples.push((i * 1000, 1000 + i)); // ~1 ms
+            samples.push((200_000 + i * 1000, 50_000)); // 50 ms
+        }
+        samples.push((250_000, 400_000));
+        let t = timeline(&samples, 100).unwrap();
+        assert_eq!(t.len(), 2, "an interval without a request has no row");
+        assert_eq!(f(&t[0], "t_s"), 0.1);
+        assert_eq!(f(&t[0], "ops"), 100.0);
+        assert!(
+            (f(&t[0], "p50_ms") - 1.05).abs() < 0.01,
+            "{}",
+            f(&t[0], "p50_ms")
+        );
+        assert!(f(&t[0], "max_ms") < 1.2);
+        assert_eq!(f(&t[1], "t_s"), 0.3);
+        assert_eq!(f(&t[1], "ops"), 101.0);
+        assert!((f(&t[1], "p50_ms") - 50.0).abs() < 0.1);
+        assert!((f(&t[1], "max_ms") - 400.0).abs() < 0.5);
+        assert!(f(&t[1], "p90_ms") <= f(&t[1], "p99_ms"));
+    }
+
+    #[test]
+    fn the_default_interval_is_a_round_twentieth_of_the_run() {
+        assert_eq!(auto_interval_ms(0.0), 1);
+        assert_eq!(auto_interval_ms(0.5), 50);
+        assert_eq!(auto_interval_ms(2.4), 200);
+        assert_eq!(auto_interval_ms(3.0), 200);
+        assert_eq!(auto_interval_ms(60.0), 5000);
+    }
 }
