@@ -20,6 +20,7 @@ use std::ops::Range;
 
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
+pub use plotters::style::RGBColor;
 
 /// The fill of a data bar (bars and histogram bins): tests count the
 /// `<rect>` elements of this colour.
