@@ -161,3 +161,72 @@ pub fn measure(p: &Params, interrupt: &AtomicBool) -> ApiResult<Table> {
     }
     Ok(t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_news_takes_the_round_of_the_change_and_gossip_alone_takes_more() {
+        // Relayed at once to 3 peers: every node knows by the end of the
+        // leave's own round, which counts (as in tests/membership_spread.rs).
+        for seed in 0..3 {
+            assert_eq!(rounds(30, seed, 3, true).unwrap(), 2, "seed {seed}");
+        }
+        // Push alone at 100 nodes: more than that, within 1.5 x theory.
+        let theory = 100f64.log2() + 100f64.ln();
+        let r = rounds(100, 1, 0, false).unwrap();
+        assert!(r > 2 && f64::from(r) <= 1.5 * theory, "{r}");
+        // Seeded: the same every run.
+        assert_eq!(rounds(100, 1, 0, false).unwrap(), r);
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_size_in_order() {
+        let p = Params {
+            nodes: vec![10, 40],
+            seeds: 3,
+            relay: 0,
+            push_pull: true,
+        };
+        let t = measure(&p, &AtomicBool::new(false)).unwrap();
+        assert_eq!(t.columns, ["nodes", "seeds", "min", "p50", "max", "theory"]);
+        assert_eq!(t.rows.len(), 2);
+        for (row, n) in t.rows.iter().zip([10, 40]) {
+            let int = |k: &str| row[k].as_int().unwrap();
+            assert_eq!(int("nodes"), n);
+            assert_eq!(int("seeds"), 3);
+            assert!(int("min") >= 2 && int("min") <= int("p50") && int("p50") <= int("max"));
+            let theory = row["theory"].as_float().unwrap();
+            assert!((theory - ((n as f64).log2() + (n as f64).ln())).abs() < 1e-9);
+        }
+        // Stopped by Ctrl-C.
+        let e = measure(&p, &AtomicBool::new(true)).unwrap_err();
+        assert!(e.to_string().contains("interrupted"), "{e}");
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let mut m = Map::new();
+        assert_eq!(params(&m).unwrap().nodes, vec![10, 20, 50, 100]);
+        m.insert(
+            "nodes".into(),
+            Dynamic::from_array(vec![Dynamic::from_int(1001)]),
+        );
+        assert!(params(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("from 2 to 1000"));
+        m.insert("nodes".into(), Dynamic::from_array(vec![]));
+        assert!(params(&m).unwrap_err().to_string().contains("empty"));
+        let mut m = Map::new();
+        m.insert("seeds".into(), Dynamic::from_int(0));
+        assert!(params(&m).unwrap_err().to_string().contains("seeds"));
+        let mut m = Map::new();
+        m.insert("push_pull".into(), Dynamic::from("yes"));
+        assert!(params(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("true or false"));
+    }
+}

@@ -133,7 +133,32 @@ fn check_frame(f: &Frame) -> Result<(), String> {
 /// The axis range that shows every value of `values`: from 0 (or below,
 /// for negative values) on a linear axis, with `room` of the span free
 /// above (for the legend); a factor either side on a logarithmic one.
-fn axis(values: impl Iterator<Item = f64>, log: bool, from_zero: bool, room: f64) -> Range<f64> {
+///
+/// Fails when the range is not finite (values near f64's limits): plotters
+/// would loop forever on an infinite axis.
+fn axis(
+    values: impl Iterator<Item = f64>,
+    log: bool,
+    from_zero: bool,
+    room: f64,
+) -> Result<Range<f64>, String> {
+    let r = axis_range(values, log, from_zero, room);
+    if r.start.is_finite() && r.end.is_finite() && (r.end - r.start).is_finite() {
+        Ok(r)
+    } else {
+        Err(format!(
+            "the values reach {} .. {}, too large to draw (at most about 1e300)",
+            r.start, r.end
+        ))
+    }
+}
+
+fn axis_range(
+    values: impl Iterator<Item = f64>,
+    log: bool,
+    from_zero: bool,
+    room: f64,
+) -> Range<f64> {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values {
         lo = lo.min(v);
@@ -217,9 +242,9 @@ pub fn lines(frame: &Frame, series: &[Line]) -> Result<String, String> {
     }
     let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    let x = axis(xs(), frame.log_x, false, 0.05);
+    let x = axis(xs(), frame.log_x, false, 0.05)?;
     // A legend row is about 5% of the plot's height.
-    let y = axis(ys(), frame.log_y, true, 0.1 + 0.07 * series.len() as f64);
+    let y = axis(ys(), frame.log_y, true, 0.1 + 0.07 * series.len() as f64)?;
     match (frame.log_x, frame.log_y) {
         (false, false) => draw_lines(frame, x, y, series),
         (true, false) => draw_lines(frame, x.log_scale().base(2.0), y, series),
@@ -319,7 +344,7 @@ pub fn bars(frame: &Frame, bars: &[Bar], references: &[(String, f64)]) -> Result
         false,
         true,
         0.1 + 0.07 * references.len() as f64,
-    );
+    )?;
     let n = bars.len();
     let mut svg = String::new();
     {
@@ -415,7 +440,7 @@ pub fn histogram(frame: &Frame, bins: &[Bin]) -> Result<String, String> {
     if !bins.iter().any(|b| b.count > 0.0) {
         return Err("nothing to plot: no bin has a value".into());
     }
-    let x = axis(bins.iter().flat_map(|b| [b.from, b.to]), false, false, 0.05);
+    let x = axis(bins.iter().flat_map(|b| [b.from, b.to]), false, false, 0.05)?;
     // The bars fill the x range exactly: no room either side.
     let x = if frame.log_x {
         let lo = bins.iter().map(|b| b.from).fold(f64::INFINITY, f64::min);
@@ -424,7 +449,7 @@ pub fn histogram(frame: &Frame, bins: &[Bin]) -> Result<String, String> {
     } else {
         x
     };
-    let y = axis(bins.iter().map(|b| b.count), false, true, 0.1);
+    let y = axis(bins.iter().map(|b| b.count), false, true, 0.1)?;
     if frame.log_x {
         draw_histogram(frame, x.log_scale().base(2.0), y, bins)
     } else {
@@ -706,6 +731,20 @@ mod tests {
             count: -1.0,
         };
         assert!(err(histogram(&frame, &[negative])).contains("negative"));
+        // Finite, but an axis around them would not be.
+        let e = err(lines(&frame, &[line("a", &[(0.0, -1e308), (1.0, 1e308)])]));
+        assert!(e.contains("too large"), "{e}");
+        let huge = Bar {
+            label: "h".into(),
+            value: f64::MAX,
+        };
+        assert!(err(bars(&frame, &[huge], &[])).contains("too large"));
+        let wide = Bin {
+            from: -1e308,
+            to: 1e308,
+            count: 1.0,
+        };
+        assert!(err(histogram(&frame, &[wide])).contains("too large"));
         let mut log = frame;
         log.log_x = true;
         let zero = Bin {
