@@ -20,6 +20,11 @@
 //! script kills, partitions or grows the cluster) and `workload_stop`
 //! stops them and checks the history the same way.
 //!
+//! Besides the percentiles of the whole run, the result holds the
+//! latencies in bins (`histogram`, about 30 of equal width on a log scale)
+//! and the percentiles per interval of the run by when each request
+//! ended (`timeline`), which `plot_latency` and `plot_percentiles` draw.
+//!
 //! Latencies are measured per request on the shell's runtime thread,
 //! which also runs the clients; they include that thread's scheduling, so
 //! they compare runs on one machine, not machines.
