@@ -956,6 +956,17 @@ fn states_of(v: &Dynamic) -> ApiResult<Vec<String>> {
     Ok(names)
 }
 
+/// The phi of node `of` as `observer`'s detector rates it now (`()` when
+/// the observer has no entry for it). Asks only the observer.
+fn phi_seen(cl: &dyn Nodes, observer: u64, of: u64) -> Result<Dynamic, String> {
+    let seen = cl.status_of(observer)?;
+    Ok(seen
+        .members
+        .iter()
+        .find(|m| m.node.0 == of)
+        .map_or(Dynamic::UNIT, |m| Dynamic::from_float(m.phi)))
+}
+
 fn state_is(s: Option<ringkv::MemberStatus>, want: &[String]) -> bool {
     s.is_some_and(|s| want.contains(&format!("{s:?}").to_lowercase()))
 }
@@ -1768,6 +1779,34 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
         })
     });
     let c = Arc::clone(ctx);
+    engine.register_fn("phi", move |n: INT| -> ApiResult<Map> {
+        c.with_nodes("phi", |cl| {
+            let of = n.max(0) as u64;
+            let mut out = Map::new();
+            for observer in cl.live() {
+                if observer != of {
+                    out.insert(observer.to_string().into(), phi_seen(cl, observer, of)?);
+                }
+            }
+            Ok(out)
+        })
+    });
+    let c = Arc::clone(ctx);
+    engine.register_fn("phi", move |observer: INT, n: INT| -> ApiResult<Dynamic> {
+        c.with_nodes("phi", |cl| {
+            phi_seen(cl, observer.max(0) as u64, n.max(0) as u64)
+        })
+    });
+    let c = Arc::clone(ctx);
+    engine.register_fn("now_ms", move || -> INT {
+        let target = c.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = match target.as_ref().and_then(|t| t.nodes()) {
+            Some(nodes) => nodes.now(),
+            None => crate::backend::wall_epoch().elapsed(),
+        };
+        now.as_millis() as INT
+    });
+    let c = Arc::clone(ctx);
     engine.register_fn("wait_settled", move |ms: INT| -> ApiResult<INT> {
         let (ok, waited) = c.with_nodes("wait_settled", |cl| {
             let start = cl.now();
@@ -1907,6 +1946,17 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
     });
     let c = Arc::clone(ctx);
     engine.register_fn("wait_rebalanced", move |ms: INT| wait_rebalanced(&c, ms));
+
+    // ---- plots ----
+    crate::plot_api::register(engine);
+    let c = Arc::clone(ctx);
+    engine.register_fn("gossip_rounds", move || {
+        crate::gossip::measure(&crate::gossip::params(&Map::new())?, &c.interrupt)
+    });
+    let c = Arc::clone(ctx);
+    engine.register_fn("gossip_rounds", move |m: Map| {
+        crate::gossip::measure(&crate::gossip::params(&m)?, &c.interrupt)
+    });
 
     engine.register_fn("help", crate::help::overview);
     engine.register_fn("help", |name: &str| crate::help::topic(name));

@@ -208,7 +208,7 @@ impl Backend for Cluster {
 }
 
 /// When the shell first read the wall clock for [`Nodes::now`].
-fn wall_epoch() -> Instant {
+pub fn wall_epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }

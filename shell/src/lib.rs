@@ -13,7 +13,9 @@
 //! cluster, a simulation and a remote connection, and the [`backend::Nodes`]
 //! trait that faults and per-node views go through), [`sim`] (`sim(n, seed)`:
 //! the deterministic cluster simulator on virtual time), [`policy`]
-//! (sandboxed rhai conflict policies), [`workload`], [`table`], [`help`].
+//! (sandboxed rhai conflict policies), [`workload`], [`plot`] (charts drawn
+//! to SVG) and [`plot_api`] (the `plot_*` functions), [`gossip`]
+//! (`gossip_rounds`), [`table`], [`help`].
 //!
 //! Not here: any protocol logic; the shell only calls `Node::execute`,
 //! `ClusterSim::execute` or the client with the client protocol's ops.
@@ -23,7 +25,10 @@
 pub mod api;
 pub use ringkv::embedded::{cluster, runtime};
 pub mod backend;
+pub mod gossip;
 pub mod help;
+pub mod plot;
+pub mod plot_api;
 pub mod policy;
 pub mod repl;
 pub mod sim;

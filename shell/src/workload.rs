@@ -20,6 +20,11 @@
 //! script kills, partitions or grows the cluster) and `workload_stop`
 //! stops them and checks the history the same way.
 //!
+//! Besides the percentiles of the whole run, the result holds the
+//! latencies in bins (`histogram`, about 30 of equal width on a log scale)
+//! and the percentiles per interval of the run by when each request
+//! ended (`timeline`), which `plot_latency` and `plot_percentiles` draw.
+//!
 //! Latencies are measured per request on the shell's runtime thread,
 //! which also runs the clients; they include that thread's scheduling, so
 //! they compare runs on one machine, not machines.
@@ -67,6 +72,9 @@ struct Params {
     value_size: usize,
     bucket: String,
     seed: u64,
+    /// The width of the timeline's intervals; `None`: about a twentieth of
+    /// the run, rounded to 1, 2 or 5 times a power of ten ms.
+    interval_ms: Option<u64>,
 }
 
 fn params(m: &Map) -> ApiResult<Params> {
@@ -78,6 +86,7 @@ fn params(m: &Map) -> ApiResult<Params> {
         value_size: 32,
         bucket: "workload".into(),
         seed: 1,
+        interval_ms: None,
     };
     let int = |v: &Dynamic, what: &str, min: i64, max: i64| -> ApiResult<u64> {
         match v.as_int() {
@@ -94,6 +103,7 @@ fn params(m: &Map) -> ApiResult<Params> {
             "clients" => p.clients = int(v, "clients", 1, 256)?,
             "value_size" => p.value_size = int(v, "value_size", 1, 1 << 20)? as usize,
             "seed" => p.seed = int(v, "seed", 0, i64::MAX)?,
+            "interval_ms" => p.interval_ms = Some(int(v, "interval_ms", 1, 86_400_000)?),
             "bucket" => p.bucket = v.to_string(),
             "read_ratio" => {
                 let r = v
@@ -107,7 +117,7 @@ fn params(m: &Map) -> ApiResult<Params> {
             }
             other => {
                 return Err(fail(format!(
-                    "workload: unknown option {other:?}: ops, keys, read_ratio, clients, value_size, bucket, seed"
+                    "workload: unknown option {other:?}: ops, keys, read_ratio, clients, value_size, bucket, seed, interval_ms"
                 )))
             }
         }
@@ -125,7 +135,8 @@ struct Write {
 /// What one client did.
 #[derive(Default)]
 struct ClientRun {
-    latencies_us: Vec<u64>,
+    /// Each request's (end, latency) in µs, the end since the run began.
+    samples: Vec<(u64, u64)>,
     errors: u64,
     reads: u64,
     writes: BTreeMap<u64, Vec<Write>>,
@@ -203,9 +214,12 @@ impl Client {
         Some((k, op))
     }
 
-    /// Records what its request about key `k` gave, after `latency`.
-    fn record(&mut self, k: u64, result: Result<Reply, String>, latency: Duration) {
-        self.run.latencies_us.push(latency.as_micros() as u64);
+    /// Records what its request about key `k` gave, after `latency`,
+    /// answered `at` (since the run began).
+    fn record(&mut self, k: u64, result: Result<Reply, String>, at: Duration, latency: Duration) {
+        self.run
+            .samples
+            .push((at.as_micros() as u64, latency.as_micros() as u64));
         match result {
             Ok(Reply::Written { context, .. }) => {
                 self.contexts.insert(k, context);
@@ -242,6 +256,7 @@ async fn client(
     mut cl: Client,
     done: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    run_started: Instant,
 ) -> ClientRun {
     while !stop.load(Ordering::Relaxed) {
         let Some((k, op)) = cl.next() else { break };
@@ -250,7 +265,7 @@ async fn client(
             Ok(fut) => fut.await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        cl.record(k, result, started.elapsed());
+        cl.record(k, result, run_started.elapsed(), started.elapsed());
         done.fetch_add(1, Ordering::Relaxed);
     }
     cl.run
@@ -325,7 +340,13 @@ fn run_simulated(
             any = true;
             let at = clock.now();
             let result = outcome(backend.execute(None, op));
-            cl.record(k, result, clock.now().saturating_sub(at));
+            let end = clock.now();
+            cl.record(
+                k,
+                result,
+                end.saturating_sub(started),
+                end.saturating_sub(at),
+            );
             done += 1;
             if let Some(b) = &bar {
                 b.set_position(done);
@@ -375,13 +396,14 @@ pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
     // when the `Running` is dropped.
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
+    let run_started = Instant::now();
     let running = Running {
         backend: Arc::clone(backend),
         p: Arc::clone(&p),
         done: Arc::clone(&done),
         stop: Arc::clone(&stop),
         rx,
-        started: Instant::now(),
+        started: run_started,
     };
     for c in 0..p.clients {
         let cl = Client::new(c, ops_of(&p, c), &p);
@@ -395,7 +417,7 @@ pub fn start(backend: &Arc<dyn Backend>, m: &Map) -> ApiResult<Running> {
             .runtime()
             .clone()
             .spawn(move || async move {
-                let _ = tx.send(client(backend, cl, done, stop).await);
+                let _ = tx.send(client(backend, cl, done, stop, run_started).await);
             })
             .map_err(fail)?;
     }
@@ -479,10 +501,12 @@ fn summarize(
     let mut hist = Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?;
     let (mut errors, mut reads, mut first_error) = (0, 0, None);
     let mut writes: BTreeMap<u64, Vec<Write>> = BTreeMap::new();
+    let mut samples = Vec::new();
     for r in runs {
-        for l in &r.latencies_us {
+        for (_, l) in &r.samples {
             hist.record((*l).max(1)).map_err(|e| fail(e.to_string()))?;
         }
+        samples.extend(r.samples);
         errors += r.errors;
         reads += r.reads;
         if first_error.is_none() {
@@ -529,7 +553,97 @@ fn summarize(
         "first_error".into(),
         first_error.map_or(Dynamic::UNIT, Dynamic::from),
     );
+    out.insert("histogram".into(), histogram(&hist)?.into());
+    let interval = p.interval_ms.unwrap_or_else(|| auto_interval_ms(seconds));
+    out.insert("timeline".into(), timeline(&samples, interval)?.into());
     Ok(out)
+}
+
+/// How many bins [`histogram`] aims at.
+pub const HISTOGRAM_BINS: f64 = 30.0;
+
+/// The latencies of `hist` (µs) in bins of equal width on a logarithmic
+/// scale from its smallest to its largest value, about
+/// [`HISTOGRAM_BINS`] of them (fewer when the values are close), each
+/// `#{ from_ms, to_ms, count }`: `count` latencies above `from_ms` and at
+/// most `to_ms` (to the histogram's precision, 3 significant digits);
+/// the first bin holds the smallest. Empty for an empty histogram.
+pub fn histogram(hist: &Histogram<u64>) -> ApiResult<rhai::Array> {
+    if hist.is_empty() {
+        return Ok(rhai::Array::new());
+    }
+    let (lo, hi) = (hist.min().max(1), hist.max().max(1));
+    let factor = (hi as f64 / lo as f64).powf(1.0 / HISTOGRAM_BINS).max(1.1);
+    let mut out = rhai::Array::new();
+    let mut from = lo as f64 / factor;
+    for step in hist.iter_log(lo, factor) {
+        let to = step.value_iterated_to() as f64;
+        // The iteration's first step ends just below the smallest value.
+        if out.is_empty() && step.count_since_last_iteration() == 0 {
+            from = to;
+            continue;
+        }
+        let mut bin = Map::new();
+        bin.insert("from_ms".into(), Dynamic::from_float(from / 1000.0));
+        bin.insert("to_ms".into(), Dynamic::from_float(to / 1000.0));
+        bin.insert(
+            "count".into(),
+            Dynamic::from_int(step.count_since_last_iteration() as INT),
+        );
+        out.push(bin.into());
+        from = to;
+    }
+    Ok(out)
+}
+
+/// The timeline's interval for a run of `seconds`: about a twentieth of
+/// it, rounded up to 1, 2 or 5 times a power of ten ms, at least 1 ms.
+pub fn auto_interval_ms(seconds: f64) -> u64 {
+    let want = (seconds * 1000.0 / 20.0).max(1.0);
+    let mut unit = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            if (unit * m) as f64 >= want {
+                return unit * m;
+            }
+        }
+        unit = unit.saturating_mul(10);
+    }
+}
+
+/// The latencies of `samples` ((end, latency) in µs) per interval of
+/// `interval_ms` by when the request ended: for every interval in which
+/// some request ended, `#{ t_s, ops, p50_ms, p90_ms, p99_ms, max_ms }`,
+/// `t_s` the end of the interval in seconds since the run began.
+pub fn timeline(samples: &[(u64, u64)], interval_ms: u64) -> ApiResult<rhai::Array> {
+    let width = interval_ms.max(1) * 1000;
+    let mut by_interval: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    for &(at, latency) in samples {
+        let h = match by_interval.entry(at / width) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Histogram::<u64>::new(3).map_err(|e| fail(e.to_string()))?)
+            }
+        };
+        h.record(latency.max(1)).map_err(|e| fail(e.to_string()))?;
+    }
+    let ms = |v: u64| Dynamic::from_float(v as f64 / 1000.0);
+    Ok(by_interval
+        .into_iter()
+        .map(|(i, h)| {
+            let mut row = Map::new();
+            row.insert(
+                "t_s".into(),
+                Dynamic::from_float(((i + 1) * width) as f64 / 1e6),
+            );
+            row.insert("ops".into(), Dynamic::from_int(h.len() as INT));
+            row.insert("p50_ms".into(), ms(h.value_at_quantile(0.5)));
+            row.insert("p90_ms".into(), ms(h.value_at_quantile(0.9)));
+            row.insert("p99_ms".into(), ms(h.value_at_quantile(0.99)));
+            row.insert("max_ms".into(), ms(h.max()));
+            Dynamic::from(row)
+        })
+        .collect())
 }
 
 /// Reads back every key with an acknowledged write; returns how many were
@@ -617,4 +731,86 @@ fn check(
         }
     }
     Ok((checked - unverified, unverified, lost))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(m: &Dynamic, k: &str) -> f64 {
+        let m = m.read_lock::<Map>().expect("a map");
+        let v = m.get(k).unwrap_or_else(|| panic!("no {k}"));
+        v.as_float()
+            .or_else(|_| v.as_int().map(|i| i as f64))
+            .expect("a number")
+    }
+
+    #[test]
+    fn the_histogram_bins_every_latency_once_in_increasing_bins() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        // 1000 latencies from 100 µs to 100 ms.
+        for i in 0..1000u64 {
+            h.record(100 + i * i / 10).unwrap();
+        }
+        let bins = histogram(&h).unwrap();
+        assert!(bins.len() >= 20 && bins.len() <= 35, "{}", bins.len());
+        let total: f64 = bins.iter().map(|b| f(b, "count")).sum();
+        assert_eq!(total, 1000.0);
+        for pair in bins.windows(2) {
+            assert_eq!(f(&pair[0], "to_ms"), f(&pair[1], "from_ms"));
+        }
+        for b in &bins {
+            assert!(f(b, "to_ms") > f(b, "from_ms"));
+        }
+        // The first bin holds the fastest request.
+        assert!(f(&bins[0], "from_ms") < 0.1 && f(&bins[0], "to_ms") >= 0.1);
+        assert!(f(&bins[0], "count") > 0.0);
+        assert!(f(&bins[bins.len() - 1], "to_ms") >= 99.9);
+        // Equal latencies: one bin.
+        let mut same = Histogram::<u64>::new(3).unwrap();
+        for _ in 0..10 {
+            same.record(500).unwrap();
+        }
+        let bins = histogram(&same).unwrap();
+        assert_eq!(bins.iter().map(|b| f(b, "count")).sum::<f64>(), 10.0);
+        assert!(histogram(&Histogram::<u64>::new(3).unwrap())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn the_timeline_has_each_intervals_percentiles() {
+        // 100 ms intervals: 0..100 ms fast requests, none in the second,
+        // slow ones in the third.
+        let mut samples = Vec::new();
+        for i in 0..100u64 {
+            samples.push((i * 1000, 1000 + i)); // ~1 ms
+            samples.push((200_000 + i * 1000, 50_000)); // 50 ms
+        }
+        samples.push((250_000, 400_000));
+        let t = timeline(&samples, 100).unwrap();
+        assert_eq!(t.len(), 2, "an interval without a request has no row");
+        assert_eq!(f(&t[0], "t_s"), 0.1);
+        assert_eq!(f(&t[0], "ops"), 100.0);
+        assert!(
+            (f(&t[0], "p50_ms") - 1.05).abs() < 0.01,
+            "{}",
+            f(&t[0], "p50_ms")
+        );
+        assert!(f(&t[0], "max_ms") < 1.2);
+        assert_eq!(f(&t[1], "t_s"), 0.3);
+        assert_eq!(f(&t[1], "ops"), 101.0);
+        assert!((f(&t[1], "p50_ms") - 50.0).abs() < 0.1);
+        assert!((f(&t[1], "max_ms") - 400.0).abs() < 0.5);
+        assert!(f(&t[1], "p90_ms") <= f(&t[1], "p99_ms"));
+    }
+
+    #[test]
+    fn the_default_interval_is_a_round_twentieth_of_the_run() {
+        assert_eq!(auto_interval_ms(0.0), 1);
+        assert_eq!(auto_interval_ms(0.5), 50);
+        assert_eq!(auto_interval_ms(2.4), 200);
+        assert_eq!(auto_interval_ms(3.0), 200);
+        assert_eq!(auto_interval_ms(60.0), 5000);
+    }
 }

@@ -1,13 +1,16 @@
 //! Every script in `scripts/` (all seven, `rebalance.rhai` among them) runs
-//! and succeeds, and the one on a simulation (`sim_partition.rhai`) prints
-//! the same bytes every run; script mode reports errors with their
-//! position and exit status 1; `-e`, `ARGS` and scripts on stdin work.
+//! and succeeds, writes the plots it promises into `$RINGKV_PLOT_DIR` (each
+//! read back as SVG with its data) and nothing into the repository, and the
+//! one on a simulation (`sim_partition.rhai`) prints the same bytes every
+//! run; script mode reports errors with their position and exit status 1;
+//! `-e`, `ARGS` and scripts on stdin work.
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
-use support::shell;
+use support::{shell, shell_env, Svg};
 
 const LIMIT: Duration = Duration::from_secs(180);
 
@@ -21,9 +24,25 @@ fn every_script_in_scripts_succeeds() {
         .collect();
     scripts.sort();
     assert!(scripts.len() >= 7, "{scripts:?}");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let svgs_in_root = || -> Vec<String> {
+        std::fs::read_dir(root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".svg"))
+            .collect()
+    };
+    let before = svgs_in_root();
     for script in scripts {
         let name = script.display().to_string();
-        let run = shell(&[&name], None, LIMIT);
+        let plots = tempfile::tempdir().unwrap();
+        let run = shell_env(
+            &[&name],
+            None,
+            LIMIT,
+            &[("RINGKV_PLOT_DIR", plots.path().to_str().unwrap())],
+        );
         assert_eq!(
             run.code,
             Some(0),
@@ -36,6 +55,86 @@ fn every_script_in_scripts_succeeds() {
             "{name} checked nothing:\n{}",
             run.stdout
         );
+        let file = script.file_name().unwrap().to_str().unwrap();
+        check_plots(file, plots.path(), &run.stdout);
+    }
+    assert_eq!(svgs_in_root(), before, "a script wrote into the repository");
+}
+
+/// The plots each script writes, read back: the files it names and no
+/// others, each an SVG with the data elements it should have.
+fn check_plots(script: &str, dir: &Path, stdout: &str) {
+    let mut written: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    let expected: &[&str] = match script {
+        "tour.rhai" => &["tour-latency.svg", "tour-percentiles.svg", "tour-ring.svg"],
+        "failure_detector.rhai" => &[
+            "failure-detector-crash.svg",
+            "failure-detector-gossip.svg",
+            "failure-detector-phi.svg",
+        ],
+        "rebalance.rhai" => &["rebalance-join-percentiles.svg", "rebalance-ring.svg"],
+        _ => &[],
+    };
+    assert_eq!(written, expected, "{script} wrote other plots");
+    for name in expected {
+        let path = dir.join(name);
+        assert!(
+            stdout.contains(&format!("plot: {}", path.display())),
+            "{script} did not print where it wrote {name}:\n{stdout}"
+        );
+        let svg = Svg::read(&path);
+        let series = svg.series();
+        match *name {
+            "tour-ring.svg" => {
+                assert_eq!(svg.bars(), 5, "{name}");
+                assert_eq!(svg.references(), vec![2], "{name}");
+                assert!(
+                    svg.texts.iter().any(|t| t.starts_with("ring epoch")),
+                    "{name}"
+                );
+            }
+            "rebalance-ring.svg" => {
+                assert_eq!(svg.bars(), 6, "{name}");
+                assert!(svg.has_text("ring ownership after node 6 joined"), "{name}");
+            }
+            "tour-latency.svg" => {
+                assert!(svg.bars() >= 3, "{name}: {} bars", svg.bars());
+                assert!(
+                    svg.texts
+                        .iter()
+                        .any(|t| t.starts_with("latency of 2000 requests")),
+                    "{name}: {:?}",
+                    svg.texts
+                );
+            }
+            "tour-percentiles.svg" | "rebalance-join-percentiles.svg" => {
+                // p50, p90, p99 and max over the same intervals.
+                assert_eq!(series.len(), 4, "{name}");
+                assert!(
+                    series[0] >= 2 && series.iter().all(|&n| n == series[0]),
+                    "{name}: {series:?}"
+                );
+                assert!(svg.has_text("p99"), "{name}");
+            }
+            "failure-detector-phi.svg" | "failure-detector-crash.svg" => {
+                // A line per observer: nodes 1 to 4 less the one watched.
+                assert_eq!(series.len(), 3, "{name}: {series:?}");
+                assert!(series.iter().all(|&n| n >= 5), "{name}: {series:?}");
+                assert_eq!(svg.references(), vec![2], "{name}");
+                assert!(svg.has_text("threshold 8"), "{name}");
+            }
+            "failure-detector-gossip.svg" => {
+                // p50 and max at 10, 20, 50, 100 and 200 nodes, and the theory.
+                assert_eq!(series, vec![5, 5], "{name}");
+                assert_eq!(svg.references(), vec![5], "{name}");
+                assert!(svg.has_text("theory log2 N + ln N"), "{name}");
+            }
+            other => panic!("no check for {other}"),
+        }
     }
 }
 
