@@ -71,11 +71,9 @@ pub const WARN_EVERY: Duration = Duration::from_secs(10);
 /// misbehaving peer can repeat thousands of times a second: the first is
 /// logged at once, the rest are summed up.
 ///
+/// ```text
+/// crate::log::warn_every!(error = %e, "storing a batch failed");
 /// ```
-/// let e = "disk full";
-/// ringkv::warn_every!(error = %e, "storing a batch failed");
-/// ```
-#[macro_export]
 macro_rules! warn_every {
     ($($arg:tt)+) => {{
         static LIMIT: ::std::sync::OnceLock<$crate::log::RateLimited> =
@@ -85,6 +83,7 @@ macro_rules! warn_every {
             .warn(|repeated| $crate::log::__tracing::warn!(repeated, $($arg)+));
     }};
 }
+pub(crate) use warn_every;
 
 #[cfg(test)]
 mod tests {

@@ -182,7 +182,7 @@ impl AntiEntropyActor {
                         finish(&mut act.machine, act.node, Instant::now(), done, &mut out);
                         act.carry(out, ctx);
                     }
-                    Err(e) => crate::warn_every!(error = %e, "anti-entropy work failed"),
+                    Err(e) => crate::log::warn_every!(error = %e, "anti-entropy work failed"),
                 },
             );
         }

@@ -242,7 +242,7 @@ impl CoordinatorActor {
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            crate::warn_every!(error = %e, "coordinator storage work failed to run")
+                            crate::log::warn_every!(error = %e, "coordinator storage work failed to run")
                         }
                     }));
                 }

@@ -243,7 +243,7 @@ impl HandoffActor {
                 }
             }
             HandoffEvent::Failed { id, why } => {
-                crate::warn_every!(node = %self.node, transfer = id, %why, "transfer {id} stopped after failing again and again; it starts again at the next plan");
+                crate::log::warn_every!(node = %self.node, transfer = id, %why, "transfer {id} stopped after failing again and again; it starts again at the next plan");
                 if let Some(l) = &self.failure_listener {
                     l.do_send(TransferFailed {
                         id,
@@ -278,7 +278,7 @@ impl HandoffActor {
                         "dropped a range given away: {n} keys (handed to its replicas first)"
                     ),
                     (None, Err(e)) => {
-                        crate::warn_every!(?range, error = %e, "dropping a range given away failed")
+                        crate::log::warn_every!(?range, error = %e, "dropping a range given away failed")
                     }
                 }
             }
@@ -317,7 +317,7 @@ impl HandoffActor {
             match done {
                 Ok(done) => done,
                 Err(e) => {
-                    crate::warn_every!(error = %e, "handoff storage work failed to run");
+                    crate::log::warn_every!(error = %e, "handoff storage work failed to run");
                     unrun
                 }
             }

@@ -407,7 +407,7 @@ impl Handler<TransferFailed> for RingManager {
 
     fn handle(&mut self, failed: TransferFailed, _: &mut Context<Self>) {
         if failed.started {
-            crate::warn_every!(id = failed.id, why = %failed.why, "transfer failed; it starts again");
+            crate::log::warn_every!(id = failed.id, why = %failed.why, "transfer failed; it starts again");
         } else {
             debug!(id = failed.id, why = %failed.why, "a transfer did not start; it starts again");
         }

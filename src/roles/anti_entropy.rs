@@ -190,7 +190,7 @@ pub fn finish(
         Done::Scanned { session, scan } => match scan {
             Ok(scan) => machine.scanned(now, session, scan, out),
             Err(e) => {
-                crate::warn_every!(error = %e, "anti-entropy scan failed");
+                crate::log::warn_every!(error = %e, "anti-entropy scan failed");
                 machine.failed(session);
             }
         },
@@ -218,7 +218,7 @@ pub fn finish(
                 });
             }
             Err(e) => {
-                crate::warn_every!(error = %e, "reading objects for repair failed");
+                crate::log::warn_every!(error = %e, "reading objects for repair failed");
                 machine.failed(session);
             }
         },
@@ -239,7 +239,7 @@ pub fn finish(
                 }
             }
             Err(e) => {
-                crate::warn_every!(error = %e, "merging repaired objects failed");
+                crate::log::warn_every!(error = %e, "merging repaired objects failed");
                 if let Some(session) = ends {
                     machine.failed(session);
                 }
@@ -247,7 +247,7 @@ pub fn finish(
         },
         Done::Purged(purged) => match purged {
             Ok(n) => machine.purged(n),
-            Err(e) => crate::warn_every!(error = %e, "purging tombstones failed"),
+            Err(e) => crate::log::warn_every!(error = %e, "purging tombstones failed"),
         },
         Done::Hints { to, found } => match found {
             Ok((owners, n_max)) => {
@@ -262,7 +262,7 @@ pub fn finish(
                     });
                 }
             }
-            Err(e) => crate::warn_every!(error = %e, "reading hint owners failed"),
+            Err(e) => crate::log::warn_every!(error = %e, "reading hint owners failed"),
         },
     }
 }

@@ -278,7 +278,7 @@ fn object_reply(
         // A failed resolver, or CRDT siblings that are not states of the
         // bucket's kind: the siblings, as stored.
         Err(e) if matches!(policy, ConflictPolicy::Script(_) | ConflictPolicy::Crdt(_)) => {
-            crate::warn_every!(error = %e, ?policy, "conflict policy failed; returning siblings");
+            crate::log::warn_every!(error = %e, ?policy, "conflict policy failed; returning siblings");
             Resolved::Siblings(object.siblings().to_vec())
         }
         Err(e) => return Err(e),

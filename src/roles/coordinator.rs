@@ -108,7 +108,7 @@ pub fn execute(store: &ReplicaStore, me: NodeId, work: StoreWork) -> Option<Stor
             let owners = match store.hint_owners() {
                 Ok(owners) => owners,
                 Err(e) => {
-                    crate::warn_every!(error = %e, "reading hint owners failed");
+                    crate::log::warn_every!(error = %e, "reading hint owners failed");
                     return Some(Stored::Hints(Vec::new()));
                 }
             };
@@ -120,7 +120,7 @@ pub fn execute(store: &ReplicaStore, me: NodeId, work: StoreWork) -> Option<Stor
                 match store.hints_for(owner, batch) {
                     Ok(hints) if !hints.is_empty() => found.push((owner, hints)),
                     Ok(_) => {}
-                    Err(e) => crate::warn_every!(error = %e, %owner, "reading hints failed"),
+                    Err(e) => crate::log::warn_every!(error = %e, %owner, "reading hints failed"),
                 }
             }
             Some(Stored::Hints(found))
@@ -132,13 +132,13 @@ pub fn execute(store: &ReplicaStore, me: NodeId, work: StoreWork) -> Option<Stor
             delivered,
         } => {
             if let Err(e) = store.remove_hint(owner, &bucket, &key, &delivered) {
-                crate::warn_every!(error = %e, "removing a delivered hint failed");
+                crate::log::warn_every!(error = %e, "removing a delivered hint failed");
             }
             None
         }
         StoreWork::SaveBuckets(entries) => {
             if let Err(e) = save_buckets(store, &entries) {
-                crate::warn_every!(error = %e, "saving the bucket table failed");
+                crate::log::warn_every!(error = %e, "saving the bucket table failed");
             }
             None
         }

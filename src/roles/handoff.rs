@@ -443,7 +443,7 @@ impl HandoffRole {
             },
             HandoffDone::Merged { id, source, result } => {
                 if let Err(why) = &result {
-                    crate::warn_every!(id, %source, error = %why, "a transferred batch was not stored");
+                    crate::log::warn_every!(id, %source, error = %why, "a transferred batch was not stored");
                 }
                 if !self.machine.knows(id) {
                     // Cancelled while the batch was stored: its record was
@@ -597,7 +597,7 @@ impl HandoffRole {
                     HandoffEffect::Emit(HandoffEvent::Done { id, keys, bytes })
                 }
                 TransferEffect::Emit(TransferEvent::Failed { id, why }) => {
-                    crate::warn_every!(id, %why, "transfer failed");
+                    crate::log::warn_every!(id, %why, "transfer failed");
                     HandoffEffect::Emit(HandoffEvent::Failed { id, why })
                 }
             });
@@ -636,7 +636,7 @@ pub fn execute(
         }
         HandoffWork::Transfer(TransferWork::Forget { id }) => {
             if let Err(e) = store.delete_meta(&record_name(id)) {
-                crate::warn_every!(id, error = %e, "transfer record not deleted");
+                crate::log::warn_every!(id, error = %e, "transfer record not deleted");
             }
             HandoffDone::Forgotten { id }
         }

@@ -355,7 +355,7 @@ impl RingRole {
             RingWork::Save(_) => self.saved(now, result, out),
             RingWork::Leaving => {
                 if let Err(e) = result {
-                    crate::warn_every!(node = %self.keeper.me(), error = %e, "storing the leave's intent failed");
+                    crate::log::warn_every!(node = %self.keeper.me(), error = %e, "storing the leave's intent failed");
                 }
             }
         }
@@ -367,7 +367,7 @@ impl RingRole {
     pub fn saved(&mut self, _now: Instant, result: Result<()>, out: &mut Vec<RingEffect>) {
         self.saving = false;
         if let Err(e) = result {
-            crate::warn_every!(node = %self.keeper.me(), error = %e, "storing the ring state failed");
+            crate::log::warn_every!(node = %self.keeper.me(), error = %e, "storing the ring state failed");
         }
         self.save(out);
     }
