@@ -212,6 +212,31 @@ pub struct EmbeddedCluster {
     policies: PolicyCache,
 }
 
+/// Makes a write to a socket whose peer has closed fail with `EPIPE`
+/// instead of killing the process, when the program has left SIGPIPE at
+/// its default (terminate). Rust programs ignore SIGPIPE from `main`, but
+/// a C or C++ program that links this library does not, and the TLS
+/// links write with `writev`, which cannot ask for `MSG_NOSIGNAL`: a node
+/// of an embedded cluster that closed a link while another wrote to it
+/// once killed a C test program. A program that installed its own
+/// disposition (a handler, or ignoring it already) keeps it. Done once,
+/// before the first cluster or client starts its threads.
+pub fn ignore_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: reads the current disposition into a zeroed struct, and
+        // sets SIG_IGN only if it is SIG_DFL; no handler is installed.
+        unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction == libc::SIG_DFL
+            {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            }
+        }
+    });
+}
+
 impl EmbeddedCluster {
     /// Starts `nodes` nodes (1 to [`MAX_NODES`]) over `transport` and
     /// waits until they form one ring. Keys get `min(3, nodes)` replicas.
@@ -222,6 +247,7 @@ impl EmbeddedCluster {
                 "{OP}: nodes must be 1 to {MAX_NODES}, got {nodes}"
             )));
         }
+        ignore_sigpipe();
         let rt = Runtime::new()
             .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
         let options = ClusterOptions {
@@ -475,6 +501,7 @@ impl RemoteClient {
             )));
         }
         let config = options.config(op)?;
+        ignore_sigpipe();
         let rt = Runtime::new()
             .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
         let connected = rt

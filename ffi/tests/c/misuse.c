@@ -5,6 +5,9 @@
  * tests/c_misuse.rs with -Wall -Wextra -Werror and the sanitizers; exits
  * 0 only when every check holds.
  */
+/* sigaction is POSIX, not C11. */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -64,6 +67,13 @@ int main(void) {
     return 1;
   }
   EXPECT(ringkv_cluster_set_bucket_policy(cluster, S("b"), RINGKV_POLICY_LWW), RINGKV_OK);
+
+  /* SIGPIPE, left at its default by this program, is ignored once a
+     cluster runs: a write to a link its peer closed fails, it does not
+     kill the program (docs/ffi.md, "Signals"). */
+  struct sigaction pipe_action;
+  CHECK(sigaction(SIGPIPE, NULL, &pipe_action) == 0);
+  CHECK(pipe_action.sa_handler == SIG_IGN);
 
   /* NULL buffers with a length, NULL outputs. */
   EXPECT(ringkv_cluster_put(cluster, NULL, 1, S("k"), S("v"), 0), RINGKV_NULL_ARGUMENT);
