@@ -59,9 +59,6 @@ impl RateLimited {
     }
 }
 
-#[doc(hidden)]
-pub use tracing as __tracing;
-
 /// How often one call site of [`warn_every!`] may log.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -80,7 +77,7 @@ macro_rules! warn_every {
             ::std::sync::OnceLock::new();
         LIMIT
             .get_or_init(|| $crate::log::RateLimited::new($crate::log::WARN_EVERY))
-            .warn(|repeated| $crate::log::__tracing::warn!(repeated, $($arg)+));
+            .warn(|repeated| ::tracing::warn!(repeated, $($arg)+));
     }};
 }
 pub(crate) use warn_every;

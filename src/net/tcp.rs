@@ -532,14 +532,6 @@ impl TcpTransport {
         out
     }
 
-    /// Why the last dial to `node` failed, if it did and none has
-    /// succeeded since (see [`Transport::dial_failure`]).
-    pub fn last_dial_failure(&self, node: NodeId) -> Option<String> {
-        let peer = lock(&self.shared.peers).get(&node).cloned()?;
-        let failure = lock(&peer.dial_failure).clone();
-        failure
-    }
-
     /// Whether the link to `node` currently has an open connection.
     pub fn is_connected(&self, node: NodeId) -> bool {
         lock(&self.shared.peers)
@@ -554,7 +546,9 @@ impl Transport for TcpTransport {
     }
 
     fn dial_failure(&self, node: NodeId) -> Option<String> {
-        self.last_dial_failure(node)
+        let peer = lock(&self.shared.peers).get(&node).cloned()?;
+        let failure = lock(&peer.dial_failure).clone();
+        failure
     }
 
     fn connected_to(&self, node: NodeId) -> bool {
