@@ -49,7 +49,8 @@ use crate::id::NodeId;
 use crate::net::client_tls::ClientTls;
 use crate::protocol::{
     BucketInfo, ErrorCode, ErrorReply, Op, PreferenceEntry, ReadOptions, Reply, Request, Response,
-    RingView, SiblingView, StatusView, WriteOptions, CLIENT_PROTOCOL_VERSION,
+    NodeAnswer, RingView, SiblingView, SnapshotView, StatusView, StorageView, TokenSpan,
+    WriteOptions, CLIENT_PROTOCOL_VERSION,
 };
 use crate::replication::Receipt;
 
@@ -919,6 +920,73 @@ impl Client {
             other => Err(unexpected("block_outbound", &other)),
         }
     }
+
+    /// Writes the connected node's memtables to its files now (see
+    /// [`Op::Flush`]); returns its engine's figures after.
+    pub async fn flush(&self) -> Result<StorageView> {
+        match self.execute(Op::Flush).await? {
+            Reply::Storage(view) => Ok(view),
+            other => Err(unexpected("flush", &other)),
+        }
+    }
+
+    /// Runs the compactions the connected node's engine calls for now
+    /// (see [`Op::Compact`]); returns its engine's figures after.
+    pub async fn compact(&self) -> Result<StorageView> {
+        match self.execute(Op::Compact).await? {
+            Reply::Storage(view) => Ok(view),
+            other => Err(unexpected("compact", &other)),
+        }
+    }
+
+    /// Starts an anti-entropy round on the connected node now (see
+    /// [`Op::Repair`]); returns the finished-round count its status shows
+    /// once that round is over.
+    pub async fn repair(&self, range: Option<TokenSpan>, peer: Option<NodeId>) -> Result<u64> {
+        match self.execute(Op::Repair { range, peer }).await? {
+            Reply::Repair { until_rounds } => Ok(until_rounds),
+            other => Err(unexpected("repair", &other)),
+        }
+    }
+
+    /// Writes a consistent copy of the connected node's store into `dir`
+    /// on its machine (see [`Op::Snapshot`]).
+    pub async fn snapshot(&self, dir: &str) -> Result<SnapshotView> {
+        let op = Op::Snapshot { dir: dir.into() };
+        match self.execute(op).await? {
+            Reply::Snapshot(view) => Ok(view),
+            other => Err(unexpected("snapshot", &other)),
+        }
+    }
+
+    /// Drains the connected node: it refuses data ops from now on and
+    /// leaves the ring (see [`Op::Drain`]).
+    pub async fn drain(&self) -> Result<RingView> {
+        match self.execute(Op::Drain).await? {
+            Reply::Ring(view) => Ok(view),
+            other => Err(unexpected("drain", &other)),
+        }
+    }
+
+    /// Runs `op` on each of `nodes` (`None`: every member) through the
+    /// connected node, waiting `timeout` for each (`None`: 30 s); see
+    /// [`Op::OnNodes`]. One answer per node, in node order.
+    pub async fn on_nodes(
+        &self,
+        nodes: Option<Vec<NodeId>>,
+        op: Op,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<NodeAnswer>> {
+        let op = Op::OnNodes {
+            nodes,
+            op: Box::new(op),
+            timeout_ms: timeout.map(|t| t.as_millis().clamp(1, u64::MAX as u128) as u64),
+        };
+        match self.execute(op).await? {
+            Reply::Nodes { answers } => Ok(answers),
+            other => Err(unexpected("on_nodes", &other)),
+        }
+    }
 }
 
 /// Reads responses until the connection ends, handing each to its waiter;
@@ -1003,6 +1071,10 @@ fn unexpected(what: &str, reply: &Reply) -> Error {
         Reply::Preference { .. } => "Preference",
         Reply::Blocked { .. } => "Blocked",
         Reply::Keys { .. } => "Keys",
+        Reply::Storage(_) => "Storage",
+        Reply::Repair { .. } => "Repair",
+        Reply::Snapshot(_) => "Snapshot",
+        Reply::Nodes { .. } => "Nodes",
     };
     Error::Decode {
         what: "Reply",

@@ -110,6 +110,9 @@ pub enum Message {
     /// Merkle-tree anti-entropy and tombstone collection
     /// (`replication::anti_entropy`).
     AntiEntropy(AntiEntropyMsg),
+    /// An operator's request run on several nodes
+    /// (`protocol::Op::OnNodes`), and its answers.
+    Admin(crate::protocol::AdminMsg),
 }
 
 impl Message {
@@ -124,6 +127,7 @@ impl Message {
             Message::Replication(m) => m.kind(),
             Message::Transfer(m) => m.kind(),
             Message::AntiEntropy(m) => m.kind(),
+            Message::Admin(m) => m.kind(),
         }
     }
 }
@@ -272,6 +276,9 @@ mod tests {
                 | AntiEntropyMsg::Purge { .. }
                 | AntiEntropyMsg::Hints { .. } => (),
             },
+            Message::Admin(m) => match m {
+                crate::protocol::AdminMsg::Ask { .. } | crate::protocol::AdminMsg::Answer { .. } => (),
+            },
         });
         let _ = hs.map(|h| match h {
             Handshake::Hello { .. }
@@ -319,6 +326,8 @@ mod tests {
         "AntiEntropyMsg::Repaired",
         "AntiEntropyMsg::Purge",
         "AntiEntropyMsg::Hints",
+        "AdminMsg::Ask",
+        "AdminMsg::Answer",
         "Handshake::Hello",
         "Handshake::Challenge",
         "Handshake::Proof",

@@ -375,7 +375,126 @@ pub enum Op {
         /// The peers to cut off (duplicates count once).
         peers: Vec<NodeId>,
     },
+    /// Writes the receiving node's memtables to its files now (the LSM's
+    /// active and sealed memtables become tables; the B-tree commits
+    /// durably), instead of when they fill; answered with
+    /// [`Reply::Storage`] once done. Data acknowledged before is then in
+    /// tables as well as in the WAL.
+    Flush,
+    /// Runs every compaction the receiving node's engine calls for now,
+    /// until none is due (the compactor would run them on its own later),
+    /// and answers with [`Reply::Storage`] once done. The B-tree and the
+    /// memory engine have nothing to compact.
+    Compact,
+    /// Starts an anti-entropy round on the receiving node now, as soon as
+    /// the one running (if any) ends, instead of a period later. Answered
+    /// at once with [`Reply::Repair`]; the round is over once the node's
+    /// `Status` shows `anti_entropy.rounds` at least `until_rounds`. The
+    /// round exchanges the ranges this node starts exchanges for (those
+    /// where it is the first live replica), narrowed by `range` and
+    /// `peer`; repairing a whole node or range means asking every node
+    /// (`OnNodes`).
+    Repair {
+        /// Only ranges that overlap these tokens (absent or null: all).
+        #[serde(default, deserialize_with = "null_as_default")]
+        range: Option<TokenSpan>,
+        /// Only exchanges with this node, or, when it is the receiving
+        /// node itself, every exchange of the ranges it replicates (absent
+        /// or null: every exchange).
+        #[serde(default, deserialize_with = "null_as_default")]
+        peer: Option<NodeId>,
+    },
+    /// Writes a consistent copy of the receiving node's store (every
+    /// object, hint, bucket property and its ring state, as of one
+    /// moment) into `dir` on the node's machine, with a `SNAPSHOT.json`
+    /// that describes it; answered with [`Reply::Snapshot`] once written.
+    /// `dir` must be an absolute path that does not exist yet (or is an
+    /// empty directory). `ringkv-node restore` makes a data directory of
+    /// it. Refused (`InvalidArgument`) by a node whose engine keeps
+    /// nothing on disk.
+    Snapshot {
+        /// Where to write it, on the node's machine.
+        dir: String,
+    },
+    /// Drains the receiving node: from now on it refuses every data op
+    /// (`ShuttingDown`, retryable: a client goes to another node) and its
+    /// `/ready` says no, and it leaves the ring as `Leave` does. Answered
+    /// with [`Reply::Ring`] at once.
+    Drain,
+    /// Runs `op` on each of `nodes` (absent or null: every member that has
+    /// not left, the receiving node included), asking the others over the
+    /// node-to-node links, and answers with [`Reply::Nodes`]: one answer
+    /// per node, in node order, each the node's reply or its error (a
+    /// member DOWN, or silent for `timeout_ms`, gets `Unavailable` or
+    /// `Timeout`). `op` is one of `Status`, `Ring`, `Flush`, `Compact`,
+    /// `Repair` and `Snapshot` (else `InvalidArgument`); a `Snapshot`'s
+    /// `dir` gets a subdirectory per node, `node-<id>`. Needs the role
+    /// `op` needs.
+    OnNodes {
+        /// The nodes (at most [`MAX_BLOCKED_PEERS`]); absent: every member.
+        #[serde(default, deserialize_with = "null_as_default")]
+        nodes: Option<Vec<NodeId>>,
+        /// What each runs.
+        op: Box<Op>,
+        /// How long to wait for each node, in milliseconds, 1 to
+        /// [`MAX_ADMIN_TIMEOUT_MS`] (absent or null: 30,000).
+        #[serde(default, deserialize_with = "null_as_default")]
+        timeout_ms: Option<u64>,
+    },
 }
+
+/// Admin requests between nodes: how [`Op::OnNodes`] reaches the other
+/// nodes. The op and the answer travel as the client protocol encodes
+/// them (CBOR), nested as bytes. A node runs only the ops
+/// [`Op::runs_on_nodes`] allows, for a peer that authenticated as a
+/// member of its cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminMsg {
+    /// Runs an op on the receiving node.
+    Ask {
+        /// Chosen by the asking node, echoed in the answer.
+        id: u64,
+        /// The [`Op`], CBOR-encoded.
+        op: ByteBuf,
+    },
+    /// The answer to an `Ask`.
+    Answer {
+        /// The ask's `id`.
+        id: u64,
+        /// The `Result<Reply, ErrorReply>`, CBOR-encoded.
+        result: ByteBuf,
+    },
+}
+
+impl AdminMsg {
+    /// The variant's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AdminMsg::Ask { .. } => "admin_ask",
+            AdminMsg::Answer { .. } => "admin_answer",
+        }
+    }
+}
+
+/// A span of ring tokens: those after `after` through `through`, wrapping
+/// past `u64::MAX` (`after == through` is the whole ring).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSpan {
+    /// The span starts after this token.
+    pub after: u64,
+    /// The span ends with this token.
+    pub through: u64,
+}
+
+/// The longest an [`Op::OnNodes`] waits for one node: an hour (a
+/// compaction or a snapshot of a large store takes a while).
+pub const MAX_ADMIN_TIMEOUT_MS: u64 = 3_600_000;
+
+/// How long an [`Op::OnNodes`] waits for each node by default.
+pub const DEFAULT_ADMIN_TIMEOUT_MS: u64 = 30_000;
+
+/// The longest snapshot directory an [`Op::Snapshot`] may name, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
 
 /// What a client connection may do. Each role may do what the roles
 /// before it may.
@@ -388,8 +507,9 @@ pub enum Role {
     /// Reads and data writes: `Put`, `Delete`, `CounterAdd`, `SetAdd`,
     /// `SetRemove`.
     ReadWrite,
-    /// Everything: also `SetBucket`, `Leave`, `RemoveNode`, `Forget` and
-    /// `BlockOutbound`.
+    /// Everything: also `SetBucket`, `Leave`, `RemoveNode`, `Forget`,
+    /// `BlockOutbound`, `Flush`, `Compact`, `Repair`, `Snapshot` and
+    /// `Drain`. `OnNodes` needs what its op needs.
     Admin,
 }
 
@@ -430,6 +550,22 @@ pub use crate::replication::scan::{ScanCursor, MAX_SCAN_LIMIT};
 /// cluster a test builds, small enough that a hostile list costs nothing.
 pub const MAX_BLOCKED_PEERS: usize = 1024;
 
+/// Checks an [`Op::Snapshot`]'s directory: absolute, at most
+/// [`MAX_PATH_BYTES`], no NUL.
+fn check_snapshot_dir(dir: &str) -> crate::error::Result<()> {
+    if dir.len() > MAX_PATH_BYTES || dir.contains('\0') {
+        return Err(Error::InvalidInput(format!(
+            "a snapshot directory is at most {MAX_PATH_BYTES} bytes, without NUL"
+        )));
+    }
+    if !std::path::Path::new(dir).is_absolute() {
+        return Err(Error::InvalidInput(format!(
+            "a snapshot directory must be an absolute path (it is on the node's machine), not {dir:?}"
+        )));
+    }
+    Ok(())
+}
+
 impl Op {
     /// The op's name, for logs.
     pub fn name(&self) -> &'static str {
@@ -454,6 +590,12 @@ impl Op {
             Op::Forget { .. } => "forget",
             Op::BlockOutbound { .. } => "block_outbound",
             Op::Scan { .. } => "scan",
+            Op::Flush => "flush",
+            Op::Compact => "compact",
+            Op::Repair { .. } => "repair",
+            Op::Snapshot { .. } => "snapshot",
+            Op::Drain => "drain",
+            Op::OnNodes { .. } => "on_nodes",
         }
     }
 
@@ -480,7 +622,13 @@ impl Op {
             | Op::Leave
             | Op::RemoveNode { .. }
             | Op::Forget { .. }
-            | Op::BlockOutbound { .. } => None,
+            | Op::BlockOutbound { .. }
+            | Op::Flush
+            | Op::Compact
+            | Op::Repair { .. }
+            | Op::Snapshot { .. }
+            | Op::Drain
+            | Op::OnNodes { .. } => None,
         }
     }
 
@@ -521,6 +669,32 @@ impl Op {
                 ScanCursor::from_bytes(cursor.as_ref().map_or(&[][..], |c| c.as_slice()))
                     .map(|_| ())
             }
+            Op::Snapshot { dir } => check_snapshot_dir(dir),
+            Op::OnNodes {
+                nodes,
+                op,
+                timeout_ms,
+            } => {
+                if !op.runs_on_nodes() {
+                    return Err(Error::InvalidInput(format!(
+                        "on_nodes runs status, ring, flush, compact, repair or snapshot, not {}",
+                        op.name()
+                    )));
+                }
+                if nodes.as_ref().is_some_and(|n| n.len() > MAX_BLOCKED_PEERS) {
+                    return Err(Error::InvalidInput(format!(
+                        "on_nodes names at most {MAX_BLOCKED_PEERS} nodes"
+                    )));
+                }
+                if let Some(t) = timeout_ms {
+                    if *t == 0 || *t > MAX_ADMIN_TIMEOUT_MS {
+                        return Err(Error::InvalidInput(format!(
+                            "on_nodes' timeout_ms must be 1 to {MAX_ADMIN_TIMEOUT_MS}, not {t}"
+                        )));
+                    }
+                }
+                op.check_limits()
+            }
             _ => Ok(()),
         }
     }
@@ -548,8 +722,29 @@ impl Op {
             | Op::Leave
             | Op::RemoveNode { .. }
             | Op::Forget { .. }
-            | Op::BlockOutbound { .. } => Some(Role::Admin),
+            | Op::BlockOutbound { .. }
+            | Op::Flush
+            | Op::Compact
+            | Op::Repair { .. }
+            | Op::Snapshot { .. }
+            | Op::Drain => Some(Role::Admin),
+            Op::OnNodes { op, .. } => op.required_role(),
         }
+    }
+
+    /// Whether [`Op::OnNodes`] may run the op on other nodes: the
+    /// node-local admin ops and views, never a data op, a membership
+    /// change or another `OnNodes`.
+    pub fn runs_on_nodes(&self) -> bool {
+        matches!(
+            self,
+            Op::Status
+                | Op::Ring
+                | Op::Flush
+                | Op::Compact
+                | Op::Repair { .. }
+                | Op::Snapshot { .. }
+        )
     }
 
     /// Whether the op changes stored state (data, bucket properties or the
@@ -568,7 +763,10 @@ impl Op {
             | Op::RemoveNode { .. }
             // Changes membership and then the ring. Forgetting twice is
             // harmless, but like `RemoveNode` it is not retried blindly.
-            | Op::Forget { .. } => true,
+            | Op::Forget { .. }
+            // Leaves the ring.
+            | Op::Drain => true,
+            Op::OnNodes { op, .. } => op.is_write(),
             Op::Hello { .. }
             | Op::Get { .. }
             | Op::CounterGet { .. }
@@ -580,7 +778,14 @@ impl Op {
             | Op::PreferenceList { .. }
             | Op::Scan { .. }
             // Sets a fault, not stored state; sending it again is harmless.
-            | Op::BlockOutbound { .. } => false,
+            | Op::BlockOutbound { .. }
+            // Change where data lives or when it is compared, not what
+            // it is; sending them again is harmless (a second snapshot
+            // into the same directory is refused).
+            | Op::Flush
+            | Op::Compact
+            | Op::Repair { .. }
+            | Op::Snapshot { .. } => false,
         }
     }
 }
@@ -743,6 +948,66 @@ pub enum Reply {
         /// What the request did (for the page's one token segment).
         receipt: Receipt,
     },
+    /// The answer to `Flush` and `Compact`: the engine's figures after it.
+    Storage(StorageView),
+    /// The answer to `Repair`.
+    Repair {
+        /// The round asked for is over once the node's finished-round
+        /// count (`Status`'s `anti_entropy.rounds`) reaches this.
+        until_rounds: u64,
+    },
+    /// The answer to `Snapshot`.
+    Snapshot(SnapshotView),
+    /// The answer to `OnNodes`: one answer per node, in node order.
+    Nodes {
+        /// Each node's answer.
+        answers: Vec<NodeAnswer>,
+    },
+}
+
+/// One node's answer within [`Reply::Nodes`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeAnswer {
+    /// The node.
+    pub node: NodeId,
+    /// Its reply, or why there is none.
+    pub result: Result<Reply, ErrorReply>,
+}
+
+/// A node's storage engine, as [`Reply::Storage`] shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageView {
+    /// The engine: `"lsm"`, `"btree"` or `"memory"`.
+    pub engine: String,
+    /// Bytes in memtables now.
+    pub memtable_bytes: u64,
+    /// Bytes its files take now.
+    pub disk_bytes: u64,
+    /// Memtables flushed since it opened.
+    pub flushes: u64,
+    /// Compactions since it opened.
+    pub compactions: u64,
+}
+
+/// A snapshot written by [`Op::Snapshot`]: also what its `SNAPSHOT.json`
+/// holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotView {
+    /// The directory it was written to, on the node's machine.
+    pub dir: String,
+    /// The node whose store it copies.
+    pub node: NodeId,
+    /// The node's cluster.
+    pub cluster: String,
+    /// The engine that wrote it (a node restored from it must use the
+    /// same): `"lsm"` or `"btree"`.
+    pub engine: String,
+    /// Entries copied (objects, hints and the node's own records).
+    pub entries: u64,
+    /// Their key and value bytes.
+    pub bytes: u64,
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub taken_at_ms: u64,
 }
 
 /// One entry of a preference list.
@@ -1025,7 +1290,13 @@ mod tests {
             | Op::RemoveNode { .. }
             | Op::Forget { .. }
             | Op::BlockOutbound { .. }
-            | Op::Scan { .. } => (),
+            | Op::Scan { .. }
+            | Op::Flush
+            | Op::Compact
+            | Op::Repair { .. }
+            | Op::Snapshot { .. }
+            | Op::Drain
+            | Op::OnNodes { .. } => (),
         });
         let _ = reply.map(|r| match r {
             Reply::Hello { .. }
@@ -1038,7 +1309,11 @@ mod tests {
             | Reply::Status(_)
             | Reply::Preference { .. }
             | Reply::Blocked { .. }
-            | Reply::Keys { .. } => (),
+            | Reply::Keys { .. }
+            | Reply::Storage(_)
+            | Reply::Repair { .. }
+            | Reply::Snapshot(_)
+            | Reply::Nodes { .. } => (),
         });
         let _ = code.map(|c| match c {
             ErrorCode::BadRequest
@@ -1077,6 +1352,12 @@ mod tests {
         "Op::Forget",
         "Op::BlockOutbound",
         "Op::Scan",
+        "Op::Flush",
+        "Op::Compact",
+        "Op::Repair",
+        "Op::Snapshot",
+        "Op::Drain",
+        "Op::OnNodes",
         "Reply::Hello",
         "Reply::Object",
         "Reply::Written",
@@ -1088,6 +1369,10 @@ mod tests {
         "Reply::Preference",
         "Reply::Blocked",
         "Reply::Keys",
+        "Reply::Storage",
+        "Reply::Repair",
+        "Reply::Snapshot",
+        "Reply::Nodes",
         "ErrorCode::BadRequest",
         "ErrorCode::UnsupportedVersion",
         "ErrorCode::InvalidArgument",

@@ -44,6 +44,13 @@ pub struct GetAntiEntropyStats;
 #[rtype(result = "()")]
 pub struct RoundNow;
 
+/// An operator's repair round (see
+/// [`AntiEntropy::repair`]): the finished-round count at which it is over,
+/// `None` when anti-entropy is off.
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct RepairNow(pub crate::replication::anti_entropy::RepairScope);
+
 /// How often the actor ticks the machine: a tenth of the period, between
 /// 10 ms and 1 s (a tick that finds nothing due costs a few comparisons).
 pub fn tick_interval(period: Duration) -> Duration {
@@ -246,6 +253,23 @@ impl Handler<GetAntiEntropyStats> for AntiEntropyActor {
 
     fn handle(&mut self, _: GetAntiEntropyStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.machine.stats().clone())
+    }
+}
+
+impl Handler<RepairNow> for AntiEntropyActor {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, RepairNow(scope): RepairNow, ctx: &mut Context<Self>) -> Option<u64> {
+        let until = self.machine.repair(scope);
+        tracing::info!(
+            node = %self.node,
+            range = ?scope.range,
+            peer = ?scope.peer,
+            until_rounds = ?until,
+            "repair: round asked for by an operator"
+        );
+        self.tick(ctx);
+        until
     }
 }
 

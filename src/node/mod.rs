@@ -26,6 +26,8 @@
 //!   other nodes' pulls, and drops ranges handed over.
 //! - [`anti_entropy::AntiEntropyActor`]: runs Merkle-tree anti-entropy and
 //!   tombstone garbage collection.
+//! - [`fan_out::FanOut`]: carries an operator's `OnNodes` to the other
+//!   nodes and runs theirs here.
 //! - [`node::Node`]: opens the store, starts them on one actix
 //!   arbiter (one thread with its own tokio runtime, on which the
 //!   transport's tasks run too) and is the handle callers hold;
@@ -52,6 +54,7 @@ pub mod client_port;
 pub mod compactor;
 pub mod coordinator;
 pub mod failure_detector;
+pub mod fan_out;
 pub mod handoff;
 pub mod metrics;
 // docs/architecture.md's layout names the supervisor `node/node.rs`; the
@@ -63,6 +66,7 @@ pub mod replica;
 pub mod resp;
 pub mod ring_manager;
 pub mod shares;
+pub mod snapshot;
 pub mod transport;
 
 use std::sync::Arc;

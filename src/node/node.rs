@@ -22,7 +22,8 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::anti_entropy::{AntiEntropyActor, GetAntiEntropyStats, RoundNow};
+use super::anti_entropy::{AntiEntropyActor, GetAntiEntropyStats, RepairNow, RoundNow};
+use super::fan_out::{AskPeer, FanOut, NodeResult, SetNode};
 use super::compactor::{Compactor, CompactorStats, GetCompactorStats};
 use super::coordinator::{
     CoordinatorActor, CoordinatorParts, Execute, ExecuteScan, GetBucket, GetTargets, InFlight,
@@ -48,7 +49,7 @@ use crate::id::NodeId;
 use crate::membership::{MemberEntry, Membership, RingKeeper};
 use crate::net::{Inbox, Transport};
 use crate::protocol::{
-    BucketInfo, MemberView, Op, PreferenceEntry, Reply, ReplyHold, StatusView,
+    BucketInfo, MemberView, Op, PreferenceEntry, Reply, ReplyHold, StatusView, StorageView,
     CLIENT_PROTOCOL_VERSION, MAX_BLOCKED_PEERS,
 };
 use crate::replication::anti_entropy::AntiEntropyStats;
@@ -83,6 +84,14 @@ pub struct Node {
     /// Whether the ring may route requests (see [`Node::ring_confirmed`]).
     ring_confirmed: Arc<std::sync::atomic::AtomicBool>,
     engine_name: &'static str,
+    /// The store's engine and its settings, for the admin ops (flush,
+    /// compact, snapshot).
+    engine: Arc<dyn Engine>,
+    storage: StorageConfig,
+    /// Set by `Drain`: data ops are refused from then on.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Carries `OnNodes` to the other nodes.
+    fan_out: Addr<FanOut>,
     cluster: String,
     version: VersionConfig,
     resolvers: Resolvers,
@@ -342,15 +351,8 @@ impl Node {
         )
         .start();
         ring_manager.do_send(SetHandoff(handoff.clone()));
-        transport_actor.do_send(Routes {
-            membership: failure_detector.clone().recipient(),
-            ring: ring_manager.clone().recipient(),
-            replica: replica.clone().recipient(),
-            coordinator: coordinator.clone().recipient(),
-            handoff: handoff.clone().recipient(),
-            anti_entropy: anti_entropy.clone().recipient(),
-        });
-        Ok(Node {
+        let fan_out = FanOut::new(config.id, transport_actor.clone()).start();
+        let node = Node {
             id: config.id,
             addr: config.addr,
             arbiter,
@@ -364,13 +366,28 @@ impl Node {
             anti_entropy,
             ring_confirmed,
             engine_name: config.storage.engine_name(),
+            engine: Arc::clone(&engine),
+            storage: config.storage.clone(),
+            draining: Arc::default(),
+            fan_out: fan_out.clone(),
             cluster: config.cluster,
             version: config.version,
             resolvers: config.resolvers,
             allow_fault_injection: config.allow_fault_injection,
             seeds: config.seeds,
             metrics: super::metrics::RequestMetrics::default(),
-        })
+        };
+        fan_out.do_send(SetNode(node.clone()));
+        transport_actor.do_send(Routes {
+            membership: node.failure_detector.clone().recipient(),
+            ring: node.ring_manager.clone().recipient(),
+            replica: node.replica.clone().recipient(),
+            coordinator: node.coordinator.clone().recipient(),
+            handoff: node.handoff.clone().recipient(),
+            anti_entropy: node.anti_entropy.clone().recipient(),
+            admin: fan_out.recipient(),
+        });
+        Ok(node)
     }
 
     /// Waits until this node has joined its cluster (the ring in force or
@@ -655,6 +672,18 @@ pub const RING_SYNC_WAIT: Duration = Duration::from_secs(2);
 /// How long [`Node::shutdown`] waits for client requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The most compactions one `Compact` runs.
+pub const MAX_ADMIN_COMPACTIONS: u64 = 100_000;
+
+/// Runs storage work on a blocking thread.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::StorageFailed {
+            reason: format!("storage work panicked: {e}"),
+        })?
+}
+
 /// Objects counted at most for a status view (a scan stops there).
 pub const STATUS_COUNT_CAP: u64 = 10_000_000;
 
@@ -772,11 +801,15 @@ impl Node {
         Ok(super::metrics::render(&self.metrics, &snapshot))
     }
 
-    /// Whether this node serves: the ring holds it and its ring is
-    /// confirmed (`/ready` on the admin port).
+    /// Whether this node serves: the ring holds it, its ring is confirmed
+    /// and it is not draining (`/ready` on the admin port).
     pub async fn is_ready(&self) -> bool {
         match self.ring_state().await {
-            Ok(state) => super::readiness::has_joined(self.id, &state) && self.ring_confirmed(),
+            Ok(state) => {
+                super::readiness::has_joined(self.id, &state)
+                    && self.ring_confirmed()
+                    && !self.is_draining()
+            }
             Err(_) => false,
         }
     }
@@ -834,7 +867,6 @@ impl Node {
                     props: BucketInfo::from(&props),
                 })
             }
-            Op::Ring => Ok(Reply::Ring(ring_view(&*self.ring_state().await?))),
             Op::Leave => {
                 self.decommission().await?;
                 Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
@@ -859,7 +891,29 @@ impl Node {
                 Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
             }
             Op::BlockOutbound { peers } => self.block_outbound(peers),
-            Op::Status => Ok(Reply::Status(self.status().await?)),
+            op @ (Op::Ring
+            | Op::Status
+            | Op::Flush
+            | Op::Compact
+            | Op::Repair { .. }
+            | Op::Snapshot { .. }) => self.run_node_op(op).await,
+            Op::Drain => {
+                use std::sync::atomic::Ordering;
+                let was = self.draining.swap(true, Ordering::SeqCst);
+                if let Err(e) = self.decommission().await {
+                    // Nothing changed: it serves again, and may be asked
+                    // again.
+                    self.draining.store(was, Ordering::SeqCst);
+                    return Err(e);
+                }
+                tracing::info!(node = %self.id, "drain: refusing data ops, leaving the ring");
+                Ok(Reply::Ring(ring_view(&*self.ring_state().await?)))
+            }
+            Op::OnNodes {
+                nodes,
+                op,
+                timeout_ms,
+            } => self.on_nodes(nodes, *op, timeout_ms).await,
             Op::LocalGet { bucket, key } => {
                 let (bucket, key) = (bucket.into_vec(), key.into_vec());
                 let props = self
@@ -913,6 +967,7 @@ impl Node {
                 limit,
                 options,
             } => {
+                self.check_not_draining()?;
                 if !self.ring_confirmed() {
                     return Err(Error::RingUnconfirmed);
                 }
@@ -954,6 +1009,7 @@ impl Node {
                 }
             }
             data => {
+                self.check_not_draining()?;
                 if !self.ring_confirmed() {
                     return Err(Error::RingUnconfirmed);
                 }
@@ -980,6 +1036,202 @@ impl Node {
                 .await
                 .map_err(|e| Error::Replica(format!("a conflict resolver failed: {e}")))?
             }
+        }
+    }
+
+    /// Runs one of the ops [`Op::runs_on_nodes`] allows (views and storage
+    /// upkeep) on this node: for its clients, and for `OnNodes`.
+    async fn run_node_op(&self, op: Op) -> Result<Reply> {
+        let gone = |_| Error::Shutdown;
+        match op {
+            Op::Ring => Ok(Reply::Ring(ring_view(&*self.ring_state().await?))),
+            Op::Status => Ok(Reply::Status(self.status().await?)),
+            Op::Flush => {
+                let engine = Arc::clone(&self.engine);
+                blocking(move || engine.flush()).await?;
+                Ok(Reply::Storage(self.storage_view()))
+            }
+            Op::Compact => {
+                let engine = Arc::clone(&self.engine);
+                let ran = blocking(move || {
+                    let mut ran = 0u64;
+                    // Bounded, in case a policy kept finding work.
+                    while ran < MAX_ADMIN_COMPACTIONS && engine.compact()? {
+                        ran += 1;
+                    }
+                    Ok(ran)
+                })
+                .await?;
+                tracing::info!(node = %self.id, compactions = ran, "compact: done");
+                Ok(Reply::Storage(self.storage_view()))
+            }
+            Op::Repair { range, peer } => {
+                let scope = crate::replication::anti_entropy::RepairScope {
+                    range: range.map(|r| TokenRange {
+                        after: crate::ring::Token(r.after),
+                        through: crate::ring::Token(r.through),
+                    }),
+                    peer,
+                };
+                match self.anti_entropy.send(RepairNow(scope)).await.map_err(gone)? {
+                    Some(until_rounds) => Ok(Reply::Repair { until_rounds }),
+                    None => Err(Error::InvalidInput(format!(
+                        "anti-entropy is off on {} (anti_entropy.enabled = false): no round \
+                         would run",
+                        self.id
+                    ))),
+                }
+            }
+            Op::Snapshot { dir } => {
+                let (engine, storage) = (Arc::clone(&self.engine), self.storage.clone());
+                let (id, cluster) = (self.id, self.cluster.clone());
+                let view = blocking(move || {
+                    super::snapshot::write(
+                        std::path::Path::new(&dir),
+                        &storage,
+                        &*engine,
+                        id,
+                        &cluster,
+                    )
+                })
+                .await?;
+                Ok(Reply::Snapshot(view))
+            }
+            other => Err(Error::InvalidInput(format!(
+                "{} is not an op run on nodes",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Whether an operator drained this node ([`Op::Drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn check_not_draining(&self) -> Result<()> {
+        if !self.is_draining() {
+            return Ok(());
+        }
+        Err(Error::Remote(crate::protocol::ErrorReply::new(
+            crate::protocol::ErrorCode::ShuttingDown,
+            format!(
+                "{} is draining (an operator is taking it out of the cluster): send data ops \
+                 to another node",
+                self.id
+            ),
+            true,
+        )))
+    }
+
+    /// The engine's figures now, as `Flush` and `Compact` answer them.
+    fn storage_view(&self) -> StorageView {
+        let stats = self.engine.stats();
+        StorageView {
+            engine: self.engine_name.to_string(),
+            memtable_bytes: stats.memtable_bytes,
+            disk_bytes: stats.disk_bytes,
+            flushes: stats.flushes,
+            compactions: stats.compactions,
+        }
+    }
+
+    /// [`Op::OnNodes`]: runs `op` here and on the other nodes named (every
+    /// member that has not left when none are), at once, each within
+    /// `timeout_ms`.
+    async fn on_nodes(
+        &self,
+        nodes: Option<Vec<NodeId>>,
+        op: Op,
+        timeout_ms: Option<u64>,
+    ) -> Result<Reply> {
+        use crate::membership::MemberStatus;
+        use crate::protocol::{ErrorCode, ErrorReply, NodeAnswer};
+        let timeout = Duration::from_millis(
+            timeout_ms.unwrap_or(crate::protocol::DEFAULT_ADMIN_TIMEOUT_MS),
+        );
+        let members: BTreeMap<NodeId, MemberStatus> = self
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| (m.node, m.status))
+            .collect();
+        let targets: Vec<NodeId> = match nodes {
+            Some(list) => {
+                let mut list = list;
+                list.sort();
+                list.dedup();
+                list
+            }
+            None => members
+                .iter()
+                .filter(|(_, s)| **s != MemberStatus::Left)
+                .map(|(n, _)| *n)
+                .chain(std::iter::once(self.id))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        let for_node = |node: NodeId| match &op {
+            Op::Snapshot { dir } => Op::Snapshot {
+                dir: std::path::Path::new(dir)
+                    .join(format!("node-{}", node.0))
+                    .display()
+                    .to_string(),
+            },
+            other => other.clone(),
+        };
+        let asks = targets.into_iter().map(|node| {
+            let op = for_node(node);
+            let status = members.get(&node).copied();
+            async move {
+                let result: NodeResult = if node == self.id {
+                    self.run_node_op(op).await.map_err(|e| ErrorReply::from(&e))
+                } else {
+                    match status {
+                        None => Err(ErrorReply::new(
+                            ErrorCode::InvalidArgument,
+                            format!("{} does not know {node}", self.id),
+                            false,
+                        )),
+                        Some(MemberStatus::Down) | Some(MemberStatus::Left) => {
+                            Err(ErrorReply::new(
+                                ErrorCode::Unavailable,
+                                format!("{node} is {:?} to {}", status.unwrap(), self.id)
+                                    .to_uppercase(),
+                                true,
+                            ))
+                        }
+                        Some(_) => self.ask_peer(node, op, timeout).await,
+                    }
+                };
+                NodeAnswer { node, result }
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        Ok(Reply::Nodes { answers })
+    }
+
+    /// Asks `node` to run `op` and waits for its answer, at most `timeout`.
+    async fn ask_peer(&self, node: NodeId, op: Op, timeout: Duration) -> NodeResult {
+        use crate::protocol::{ErrorCode, ErrorReply};
+        let (tx, rx) = oneshot::channel();
+        let ask = AskPeer {
+            to: node,
+            op,
+            timeout,
+            reply: tx,
+        };
+        if self.fan_out.send(ask).await.is_err() {
+            return Err(ErrorReply::from(&Error::Shutdown));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            _ => Err(ErrorReply::new(
+                ErrorCode::Timeout,
+                format!("{node} did not answer {} within {timeout:?}", self.id),
+                true,
+            )),
         }
     }
 

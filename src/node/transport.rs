@@ -5,7 +5,7 @@
 //! the actor whose machine handles them ([`Routes`]): gossip to the
 //! failure detector, ring digests and states to the ring manager, replica
 //! requests to the replica, replica replies and bucket tables to the
-//! coordinator. A `Ping`
+//! coordinator, an operator's asks to the fan-out. A `Ping`
 //! is answered with a `Pong` here, since it is the transport's own liveness
 //! probe. The inbox is read only once routes are set, so nothing received
 //! before the node has started is dropped for want of a route.
@@ -62,6 +62,9 @@ pub struct Routes {
     pub handoff: Recipient<Incoming>,
     /// Receives `Message::AntiEntropy` (every `AntiEntropyMsg`), with `try_send` likewise.
     pub anti_entropy: Recipient<Incoming>,
+    /// Receives `Message::Admin` (an operator's asks run on several nodes,
+    /// and their answers; the fan-out actor), with `try_send` likewise.
+    pub admin: Recipient<Incoming>,
 }
 
 /// The actor. See the module documentation.
@@ -149,6 +152,11 @@ impl StreamHandler<Envelope> for TransportActor {
             WireMessage::AntiEntropy(_) => {
                 if let Err(e) = routes.anti_entropy.try_send(Incoming(envelope)) {
                     debug!(error = %e, "anti-entropy mailbox full; message dropped as lost");
+                }
+            }
+            WireMessage::Admin(_) => {
+                if let Err(e) = routes.admin.try_send(Incoming(envelope)) {
+                    debug!(error = %e, "fan-out mailbox full; message dropped as lost");
                 }
             }
             WireMessage::Ping { seq, payload } => {

@@ -423,7 +423,21 @@ pub struct AntiEntropy {
     /// differing, failed, or whose peer came back up: the next round
     /// exchanges them first.
     dirty: BTreeSet<(u64, NodeId)>,
+    /// Operators' repairs not started yet, in order: each is one round
+    /// ([`AntiEntropy::repair`]).
+    repairs: VecDeque<RepairScope>,
     stats: AntiEntropyStats,
+}
+
+/// What an operator's repair round covers ([`AntiEntropy::repair`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepairScope {
+    /// Only ranges that overlap this one (`None`: every range).
+    pub range: Option<TokenRange>,
+    /// Only exchanges with this peer; when it is the node itself, every
+    /// exchange of every range it replicates, also those another replica
+    /// would start (`None`: the exchanges a periodic round makes).
+    pub peer: Option<NodeId>,
 }
 
 impl std::fmt::Debug for AntiEntropy {
@@ -459,6 +473,7 @@ impl AntiEntropy {
             exchanges: BTreeMap::new(),
             hint_reports: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            repairs: VecDeque::new(),
             stats: AntiEntropyStats::default(),
         }
     }
@@ -625,6 +640,21 @@ impl AntiEntropy {
         self.next_round = None;
     }
 
+    /// An operator's repair: a round narrowed to `scope`, once the round
+    /// running (if any) and the repairs asked before have run; the rounds
+    /// run back to back. Returns the finished-round count
+    /// ([`AntiEntropyStats::rounds`]) at which that round is over.
+    /// `None` when anti-entropy is off (`enabled = false`): no round
+    /// would ever run.
+    pub fn repair(&mut self, scope: RepairScope) -> Option<u64> {
+        if !self.config.enabled {
+            return None;
+        }
+        self.repairs.push_back(scope);
+        self.next_round = None;
+        Some(self.stats.rounds + u64::from(self.round.is_some()) + self.repairs.len() as u64)
+    }
+
     fn is_up(&self, node: NodeId) -> bool {
         node == self.node || !self.down.contains(&node)
     }
@@ -665,8 +695,17 @@ impl AntiEntropy {
         // scans of ranges that are equal.
         let mut later = VecDeque::new();
         let mut ends = BTreeSet::new();
+        let scope = self.repairs.pop_front();
+        let every = scope.is_some_and(|s| s.peer == Some(self.node));
+        let only_peer = scope.and_then(|s| s.peer).filter(|&p| p != self.node);
         for (range, _) in self.ring.ranges() {
             ends.insert(range.through.0);
+            if scope
+                .and_then(|s| s.range)
+                .is_some_and(|wanted| !wanted.overlaps(&range))
+            {
+                continue;
+            }
             let replicas = self.ring.preference_list(range.through, self.n_max);
             if replicas.is_empty() {
                 continue;
@@ -674,7 +713,10 @@ impl AntiEntropy {
             let Some(&initiator) = replicas.iter().find(|&&n| self.is_up(n)) else {
                 continue;
             };
-            if initiator != self.node {
+            if initiator != self.node && !(every && replicas.contains(&self.node)) {
+                continue;
+            }
+            if only_peer.is_some_and(|p| !replicas.contains(&p)) {
                 continue;
             }
             let me_at = replicas.iter().position(|&n| n == self.node).unwrap_or(0);
@@ -682,7 +724,7 @@ impl AntiEntropy {
             let mut pending = 0;
             let mut queued = BTreeSet::new();
             for (j, &peer) in replicas.iter().enumerate() {
-                if peer == self.node || !self.is_up(peer) {
+                if peer == self.node || !self.is_up(peer) || only_peer.is_some_and(|p| p != peer) {
                     continue;
                 }
                 let min_n = (me_at.max(j) + 1) as u32;
@@ -711,7 +753,11 @@ impl AntiEntropy {
         round.queue.extend(later);
         self.dirty.retain(|(end, _)| ends.contains(end));
         self.round = Some(round);
-        self.next_round = Some(now + self.config.period);
+        self.next_round = match self.repairs.is_empty() {
+            true => Some(now + self.config.period),
+            // The next repair starts as soon as this round ends.
+            false => None,
+        };
         let to: Vec<NodeId> = self
             .ring
             .members()
@@ -1399,6 +1445,133 @@ mod tests {
 
     fn value(v: &str) -> Payload {
         Payload::Value(v.as_bytes().to_vec())
+    }
+
+    /// The replicas (n = 3) of `key` in bucket `b` on the sim's ring.
+    fn replicas_of(sim: &Sim, key: &str) -> Vec<NodeId> {
+        let ring = &sim.nodes[&NodeId(1)].0.ring;
+        ring.preference_list(crate::ring::key_token(b"b", key.as_bytes()), 3)
+    }
+
+    #[test]
+    fn an_operators_repair_runs_only_the_exchanges_it_names() {
+        let mut sim = Sim::new(4, config());
+        let ms = Duration::from_millis(1);
+        // The first ring's round runs on every node, with nothing to do.
+        sim.advance(ms);
+        sim.advance(ms);
+        let before: Vec<u64> = (1..=4).map(|n| sim.stats(n).rounds).collect();
+        assert_eq!(before, vec![1; 4]);
+        let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+
+        // Node 1 alone holds the keys it replicates; a repair on node 1
+        // with peer 3 reaches node 3 alone, for the ranges node 1 starts.
+        let mine: Vec<&String> = keys
+            .iter()
+            .filter(|k| replicas_of(&sim, k).contains(&NodeId(1)))
+            .collect();
+        for k in &mine {
+            sim.write(1, k, value("v"), &CausalContext::empty());
+        }
+        let scope = RepairScope {
+            range: None,
+            peer: Some(NodeId(3)),
+        };
+        let until = sim.nodes.get_mut(&NodeId(1)).unwrap().0.repair(scope);
+        assert_eq!(until, Some(2));
+        sim.advance(ms);
+        sim.advance(ms);
+        assert_eq!(sim.stats(1).rounds, 2);
+        for n in 2..=4 {
+            assert_eq!(sim.stats(n).rounds, 1, "node {n} ran a round of its own");
+        }
+        let mut reached = 0;
+        for k in &mine {
+            let replicas = replicas_of(&sim, k);
+            // Node 1 starts the ranges where it comes first.
+            let expected = replicas[0] == NodeId(1) && replicas.contains(&NodeId(3));
+            assert_eq!(sim.read(3, k).is_some(), expected, "{k} on node 3");
+            reached += usize::from(expected);
+            for n in [2, 4] {
+                assert!(sim.read(n, k).is_none(), "{k} reached node {n}");
+            }
+        }
+        assert!(reached > 0, "no key to repair: the test proves nothing");
+
+        // A repair of node 1 by itself (peer = itself) exchanges every
+        // range it replicates, also where another replica comes first, with
+        // every other replica; two repairs asked at once run back to back.
+        let m = &mut sim.nodes.get_mut(&NodeId(1)).unwrap().0;
+        let all = RepairScope {
+            range: None,
+            peer: Some(NodeId(1)),
+        };
+        assert_eq!(m.repair(all), Some(3));
+        assert_eq!(m.repair(all), Some(4));
+        for _ in 0..6 {
+            sim.advance(ms);
+        }
+        // Each round takes two ticks; then the period (1 s) holds the next.
+        assert_eq!(sim.stats(1).rounds, 4);
+        for k in &mine {
+            for n in replicas_of(&sim, k) {
+                assert!(sim.read(n.0, k).is_some(), "{k} missing on {n}");
+            }
+        }
+
+        // A range narrows it: keys written on node 2 alone, a repair of
+        // node 2 over one span reaches the others for keys in ranges that
+        // overlap the span, and no other.
+        let others: Vec<String> = (0..200).map(|i| format!("j{i}")).collect();
+        let twos: Vec<&String> = others
+            .iter()
+            .filter(|k| replicas_of(&sim, k).contains(&NodeId(2)))
+            .collect();
+        for k in &twos {
+            sim.write(2, k, value("w"), &CausalContext::empty());
+        }
+        let span = TokenRange {
+            after: crate::ring::Token(0),
+            through: crate::ring::Token(u64::MAX / 3),
+        };
+        let scope = RepairScope {
+            range: Some(span),
+            peer: Some(NodeId(2)),
+        };
+        assert!(sim.nodes.get_mut(&NodeId(2)).unwrap().0.repair(scope).is_some());
+        sim.advance(ms);
+        sim.advance(ms);
+        let ring = Arc::clone(&sim.nodes[&NodeId(1)].0.ring);
+        let (mut inside, mut outside) = (0, 0);
+        for k in &twos {
+            let token = crate::ring::key_token(b"b", k.as_bytes());
+            let (range, _) = ring
+                .ranges()
+                .into_iter()
+                .find(|(r, _)| r.contains(token))
+                .unwrap();
+            let repaired = replicas_of(&sim, k)
+                .iter()
+                .all(|n| sim.read(n.0, k).is_some());
+            if span.overlaps(&range) {
+                assert!(repaired, "{k} in the span was not repaired");
+                inside += 1;
+            } else {
+                let elsewhere = replicas_of(&sim, k)
+                    .iter()
+                    .filter(|&&n| n != NodeId(2))
+                    .any(|n| sim.read(n.0, k).is_some());
+                assert!(!elsewhere, "{k} outside the span was repaired");
+                outside += 1;
+            }
+        }
+        assert!(inside > 0 && outside > 0, "{inside} inside, {outside} outside");
+
+        // Anti-entropy off: no round would run, so no repair is promised.
+        let mut off = config();
+        off.enabled = false;
+        let mut m = AntiEntropy::new(NodeId(9), off, 3, Instant::now());
+        assert_eq!(m.repair(RepairScope::default()), None);
     }
 
     #[test]

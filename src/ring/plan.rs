@@ -59,6 +59,21 @@ impl TokenRange {
         }
     }
 
+    /// Whether the two ranges share a token. Two arcs of the ring share
+    /// one exactly when one holds the other's last token.
+    ///
+    /// ```
+    /// use ringkv::ring::{Token, TokenRange};
+    /// let r = |a, t| TokenRange { after: Token(a), through: Token(t) };
+    /// assert!(r(10, 20).overlaps(&r(19, 30)));
+    /// assert!(!r(10, 20).overlaps(&r(20, 30)));
+    /// assert!(r(u64::MAX - 1, 5).overlaps(&r(3, 4)));
+    /// assert!(r(7, 7).overlaps(&r(100, 101)));
+    /// ```
+    pub fn overlaps(&self, other: &TokenRange) -> bool {
+        self.contains(other.through) || other.contains(self.through)
+    }
+
     /// The number of tokens in the range (2^64 for the whole ring).
     pub fn len(&self) -> u128 {
         match self.through.0.wrapping_sub(self.after.0) {

@@ -292,6 +292,30 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// A key and its value, as a scan yields them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// Copies every entry of `from` as of one moment (its scan's snapshot)
+/// into `to`, in batches of about `batch_bytes`, then flushes `to`, so
+/// that the copy is in `to`'s files. Returns the entries copied and their
+/// key and value bytes. A snapshot of a live engine: writes made to `from`
+/// meanwhile are not in it.
+pub fn copy_all(from: &dyn Engine, to: &dyn Engine, batch_bytes: usize) -> Result<(u64, u64)> {
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    let mut batch = WriteBatch::new();
+    for item in from.scan(KeyRange::all())? {
+        let (key, value) = item?;
+        entries += 1;
+        bytes += (key.len() + value.len()) as u64;
+        batch.put(key, value);
+        if batch.logical_bytes() >= batch_bytes {
+            to.write(std::mem::take(&mut batch))?;
+        }
+    }
+    if !batch.is_empty() {
+        to.write(batch)?;
+    }
+    to.flush()?;
+    Ok((entries, bytes))
+}
+
 /// The iterator [`Engine::scan`] returns: ascending keys, tombstones hidden,
 /// one consistent snapshot. An `Err` item (a corrupt block, say) ends it.
 pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + Send + 'a>;
