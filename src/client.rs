@@ -48,8 +48,8 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::net::client_tls::ClientTls;
 use crate::protocol::{
-    BucketInfo, ErrorCode, ErrorReply, Op, PreferenceEntry, ReadOptions, Reply, Request, Response,
-    NodeAnswer, RingView, SiblingView, SnapshotView, StatusView, StorageView, TokenSpan,
+    BucketInfo, ErrorCode, ErrorReply, NodeAnswer, Op, PreferenceEntry, ReadOptions, Reply,
+    Request, Response, RingView, SiblingView, SnapshotView, StatusView, StorageView, TokenSpan,
     WriteOptions, CLIENT_PROTOCOL_VERSION,
 };
 use crate::replication::Receipt;

@@ -277,7 +277,8 @@ mod tests {
                 | AntiEntropyMsg::Hints { .. } => (),
             },
             Message::Admin(m) => match m {
-                crate::protocol::AdminMsg::Ask { .. } | crate::protocol::AdminMsg::Answer { .. } => (),
+                crate::protocol::AdminMsg::Ask { .. }
+                | crate::protocol::AdminMsg::Answer { .. } => (),
             },
         });
         let _ = hs.map(|h| match h {

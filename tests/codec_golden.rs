@@ -1937,3 +1937,55 @@ fn message_anti_entropy_hints() {
                      a1666f776e6572738104",
     );
 }
+
+mod admin_values {
+    use ringkv::message::{Envelope, Message};
+    use ringkv::protocol::{AdminMsg, ErrorReply, Op, Reply};
+    use ringkv::NodeId;
+    use serde_bytes::ByteBuf;
+
+    fn env(msg: Message) -> Envelope {
+        Envelope::new(NodeId(1), NodeId(2), msg)
+    }
+
+    pub fn ask() -> Envelope {
+        let op = ringkv::codec::encode(&Op::Flush).unwrap();
+        env(Message::Admin(AdminMsg::Ask {
+            id: 5,
+            op: ByteBuf::from(op),
+        }))
+    }
+
+    pub fn answer() -> Envelope {
+        let result: Result<Reply, ErrorReply> = Ok(Reply::Repair { until_rounds: 2 });
+        let result = ringkv::codec::encode(&result).unwrap();
+        env(Message::Admin(AdminMsg::Answer {
+            id: 5,
+            result: ByteBuf::from(result),
+        }))
+    }
+}
+
+#[test]
+fn message_admin_ask_and_answer() {
+    // AdminMsg::Ask: {"from": 1, "to": 2, "msg": {"Admin": {"Ask": {"id": 5,
+    // "op": h'65466c757368'}}}}: the op is the client protocol's "Flush",
+    // nested as bytes.
+    check_envelope(
+        admin_values::ask(),
+        "a36466726f6d0162746f02636d7367a1
+                 65 41646d696e a1 63 41736b
+                     a2 62 6964 05 62 6f70 46 65466c757368",
+    );
+    // AdminMsg::Answer: {"from": 1, "to": 2, "msg": {"Admin": {"Answer":
+    // {"id": 5, "result": h'...'}}}}: the result is the client protocol's
+    // {"Ok": {"Repair": {"until_rounds": 2}}}, nested as bytes.
+    check_envelope(
+        admin_values::answer(),
+        "a36466726f6d0162746f02636d7367a1
+                 65 41646d696e a1 66 416e73776572
+                     a2 62 6964 05 66 726573756c74 58 1b
+                         a1 62 4f6b a1 66 526570616972 a1
+                             6c 756e74696c5f726f756e6473 02",
+    );
+}

@@ -1604,3 +1604,235 @@ fn what_a_minimal_client_may_leave_out_or_add() {
         }
     );
 }
+
+mod admin_values {
+    use super::values::{ok, request};
+    use ringkv::protocol::*;
+    use ringkv::NodeId;
+
+    pub fn flush() -> Request {
+        request(24, Op::Flush)
+    }
+
+    pub fn compact() -> Request {
+        request(25, Op::Compact)
+    }
+
+    pub fn repair() -> Request {
+        request(
+            26,
+            Op::Repair {
+                range: Some(TokenSpan {
+                    after: 16,
+                    through: 32,
+                }),
+                peer: Some(NodeId(2)),
+            },
+        )
+    }
+
+    pub fn snapshot() -> Request {
+        request(27, Op::Snapshot { dir: "/s".into() })
+    }
+
+    pub fn drain() -> Request {
+        request(28, Op::Drain)
+    }
+
+    pub fn on_nodes() -> Request {
+        request(
+            29,
+            Op::OnNodes {
+                nodes: Some(vec![NodeId(1), NodeId(2)]),
+                op: Box::new(Op::Flush),
+                timeout_ms: Some(5000),
+            },
+        )
+    }
+
+    pub fn reply_storage() -> Response {
+        ok(
+            24,
+            Reply::Storage(StorageView {
+                engine: "lsm".into(),
+                memtable_bytes: 0,
+                disk_bytes: 4096,
+                flushes: 2,
+                compactions: 1,
+            }),
+        )
+    }
+
+    pub fn reply_repair() -> Response {
+        ok(26, Reply::Repair { until_rounds: 7 })
+    }
+
+    pub fn reply_snapshot() -> Response {
+        ok(
+            27,
+            Reply::Snapshot(SnapshotView {
+                dir: "/s".into(),
+                node: NodeId(1),
+                cluster: "c".into(),
+                engine: "lsm".into(),
+                entries: 3,
+                bytes: 100,
+                taken_at_ms: 1000,
+            }),
+        )
+    }
+
+    /// Node 1 answered; node 2 did not.
+    pub fn reply_nodes() -> Response {
+        ok(
+            29,
+            Reply::Nodes {
+                answers: vec![
+                    NodeAnswer {
+                        node: NodeId(1),
+                        result: Ok(Reply::Repair { until_rounds: 2 }),
+                    },
+                    NodeAnswer {
+                        node: NodeId(2),
+                        result: Err(ErrorReply::new(ErrorCode::Timeout, "t", true)),
+                    },
+                ],
+            },
+        )
+    }
+}
+
+#[test]
+fn admin_requests_and_responses() {
+    use admin_values::*;
+    // Op::Flush: {"id": 24, "op": "Flush"}
+    check(
+        flush(),
+        "a2
+             62 6964 1818
+             62 6f70 65 466c757368",
+    );
+    // Op::Compact: {"id": 25, "op": "Compact"}
+    check(
+        compact(),
+        "a2
+             62 6964 1819
+             62 6f70 67 436f6d70616374",
+    );
+    // Op::Repair: {"id": 26, "op": {"Repair": {"range": {"after": 16,
+    // "through": 32}, "peer": 2}}}
+    check(
+        repair(),
+        "a2
+             62 6964 181a
+             62 6f70 a1
+                 66 526570616972 a2
+                     65 72616e6765 a2
+                         65 6166746572 10
+                         67 7468726f756768 1820
+                     64 70656572 02",
+    );
+    // Op::Snapshot: {"id": 27, "op": {"Snapshot": {"dir": "/s"}}}
+    check(
+        snapshot(),
+        "a2
+             62 6964 181b
+             62 6f70 a1
+                 68 536e617073686f74 a1
+                     63 646972 62 2f73",
+    );
+    // Op::Drain: {"id": 28, "op": "Drain"}
+    check(
+        drain(),
+        "a2
+             62 6964 181c
+             62 6f70 65 447261696e",
+    );
+    // Op::OnNodes: {"id": 29, "op": {"OnNodes": {"nodes": [1, 2],
+    // "op": "Flush", "timeout_ms": 5000}}}
+    check(
+        on_nodes(),
+        "a2
+             62 6964 181d
+             62 6f70 a1
+                 67 4f6e4e6f646573 a3
+                     65 6e6f646573 82 01 02
+                     62 6f70 65 466c757368
+                     6a 74696d656f75745f6d73 191388",
+    );
+    // Reply::Storage: {"id": 24, "result": {"Ok": {"Storage": {"engine":
+    // "lsm", "memtable_bytes": 0, "disk_bytes": 4096, "flushes": 2,
+    // "compactions": 1}}}}
+    check(
+        reply_storage(),
+        "a2
+             62 6964 1818
+             66 726573756c74 a1
+                 62 4f6b a1
+                     67 53746f72616765 a5
+                         66 656e67696e65 63 6c736d
+                         6e 6d656d7461626c655f6279746573 00
+                         6a 6469736b5f6279746573 191000
+                         67 666c7573686573 02
+                         6b 636f6d70616374696f6e73 01",
+    );
+    // Reply::Repair: {"id": 26, "result": {"Ok": {"Repair":
+    // {"until_rounds": 7}}}}
+    check(
+        reply_repair(),
+        "a2
+             62 6964 181a
+             66 726573756c74 a1
+                 62 4f6b a1
+                     66 526570616972 a1
+                         6c 756e74696c5f726f756e6473 07",
+    );
+    // Reply::Snapshot: {"id": 27, "result": {"Ok": {"Snapshot": {"dir":
+    // "/s", "node": 1, "cluster": "c", "engine": "lsm", "entries": 3,
+    // "bytes": 100, "taken_at_ms": 1000}}}}
+    check(
+        reply_snapshot(),
+        "a2
+             62 6964 181b
+             66 726573756c74 a1
+                 62 4f6b a1
+                     68 536e617073686f74 a7
+                         63 646972 62 2f73
+                         64 6e6f6465 01
+                         67 636c7573746572 61 63
+                         66 656e67696e65 63 6c736d
+                         67 656e7472696573 03
+                         65 6279746573 1864
+                         6b 74616b656e5f61745f6d73 1903e8",
+    );
+    // Reply::Nodes: {"id": 29, "result": {"Ok": {"Nodes": {"answers": [
+    //   {"node": 1, "result": {"Ok": {"Repair": {"until_rounds": 2}}}},
+    //   {"node": 2, "result": {"Err": {"code": "Timeout", "message": "t",
+    //     "retryable": true, "indefinite": null, "needed": null,
+    //     "got": null}}}]}}}}
+    check(
+        reply_nodes(),
+        "a2
+             62 6964 181d
+             66 726573756c74 a1
+                 62 4f6b a1
+                     65 4e6f646573 a1
+                         67 616e7377657273 82
+                             a2
+                                 64 6e6f6465 01
+                                 66 726573756c74 a1
+                                     62 4f6b a1
+                                         66 526570616972 a1
+                                             6c 756e74696c5f726f756e6473 02
+                             a2
+                                 64 6e6f6465 02
+                                 66 726573756c74 a1
+                                     63 457272 a6
+                                         64 636f6465 67 54696d656f7574
+                                         67 6d657373616765 61 74
+                                         69 726574727961626c65 f5
+                                         6a 696e646566696e697465 f6
+                                         66 6e6565646564 f6
+                                         63 676f74 f6",
+    );
+}

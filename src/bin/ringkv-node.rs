@@ -110,6 +110,25 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(cli::Command::Restore(restore)) = &args.command {
+        return match cli::restore(restore) {
+            Ok(done) => {
+                println!(
+                    "restored node {} of cluster {:?} into {}: {} entries, {} files",
+                    done.snapshot.node.0,
+                    done.snapshot.cluster,
+                    done.data_dir.display(),
+                    done.snapshot.entries,
+                    done.files
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringkv-node restore: {e}");
+                ExitCode::from(EXIT_REFUSED)
+            }
+        };
+    }
     if let Some(cli::Command::Users(cli::UsersCommand::Add(add))) = &args.command {
         let mut password = String::new();
         if let Err(e) = std::io::stdin().read_line(&mut password) {

@@ -276,6 +276,46 @@ pub enum Command {
     /// Manage the users file of the client port.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Make a data directory of a snapshot (`ringkv-admin snapshot`), for
+    /// the snapshot's node: copies the engine's files, writes the
+    /// directory's NODE file, and opens the copy to check it holds every
+    /// entry. The node must be stopped; start it with `--data-dir` on the
+    /// restored directory, the same `--id`, `--cluster` and `--engine`.
+    Restore(RestoreArgs),
+}
+
+/// The flags of `ringkv-node restore`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The snapshot: a directory with SNAPSHOT.json.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The data directory to make (absent or empty).
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The engine the node runs (the snapshot's).
+    #[arg(long, value_enum, default_value = "lsm")]
+    pub engine: EngineKind,
+}
+
+/// Runs `ringkv-node restore`.
+pub fn restore(args: &RestoreArgs) -> Result<super::snapshot::Restored> {
+    let storage = match args.engine {
+        EngineKind::Lsm => StorageConfig::Lsm {
+            dir: args.data_dir.join(ENGINE_DIR),
+            config: LsmConfig::default(),
+        },
+        EngineKind::Btree => StorageConfig::BTree {
+            dir: args.data_dir.join(ENGINE_DIR),
+            config: BTreeConfig::default(),
+        },
+        EngineKind::Memory => {
+            return Err(Error::InvalidInput(
+                "a memory node keeps nothing on disk: there is nothing to restore into".into(),
+            ))
+        }
+    };
+    super::snapshot::restore(&args.from, &args.data_dir, &storage)
 }
 
 /// `ringkv-node users ...`.

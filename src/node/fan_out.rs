@@ -180,7 +180,11 @@ impl Handler<Incoming> for FanOut {
             AdminMsg::Answer { id, result } => {
                 // Late (its waiter gave up), never asked, or from another
                 // node than the one asked: dropped.
-                if self.waiting.get(&id).is_none_or(|(asked, _)| *asked != from) {
+                if self
+                    .waiting
+                    .get(&id)
+                    .is_none_or(|(asked, _)| *asked != from)
+                {
                     return;
                 }
                 let Some((_, waiter)) = self.waiting.remove(&id) else {

@@ -23,13 +23,13 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use super::anti_entropy::{AntiEntropyActor, GetAntiEntropyStats, RepairNow, RoundNow};
-use super::fan_out::{AskPeer, FanOut, NodeResult, SetNode};
 use super::compactor::{Compactor, CompactorStats, GetCompactorStats};
 use super::coordinator::{
     CoordinatorActor, CoordinatorParts, Execute, ExecuteScan, GetBucket, GetTargets, InFlight,
     RingEpoch, SetBucket, StopAccepting, BUCKETS_META,
 };
 use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Subscribe};
+use super::fan_out::{AskPeer, FanOut, NodeResult, SetNode};
 use super::handoff::{
     CancelTransfer, DropRange, GetServed, GetTransfers, HandoffActor, ReadRange, ServedStats,
     SetTransferListener, StartTransfer, TransferDone,
@@ -676,7 +676,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const MAX_ADMIN_COMPACTIONS: u64 = 100_000;
 
 /// Runs storage work on a blocking thread.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::StorageFailed {
@@ -1073,7 +1075,12 @@ impl Node {
                     }),
                     peer,
                 };
-                match self.anti_entropy.send(RepairNow(scope)).await.map_err(gone)? {
+                match self
+                    .anti_entropy
+                    .send(RepairNow(scope))
+                    .await
+                    .map_err(gone)?
+                {
                     Some(until_rounds) => Ok(Reply::Repair { until_rounds }),
                     None => Err(Error::InvalidInput(format!(
                         "anti-entropy is off on {} (anti_entropy.enabled = false): no round \
@@ -1147,9 +1154,8 @@ impl Node {
     ) -> Result<Reply> {
         use crate::membership::MemberStatus;
         use crate::protocol::{ErrorCode, ErrorReply, NodeAnswer};
-        let timeout = Duration::from_millis(
-            timeout_ms.unwrap_or(crate::protocol::DEFAULT_ADMIN_TIMEOUT_MS),
-        );
+        let timeout =
+            Duration::from_millis(timeout_ms.unwrap_or(crate::protocol::DEFAULT_ADMIN_TIMEOUT_MS));
         let members: BTreeMap<NodeId, MemberStatus> = self
             .members()
             .await?

@@ -66,7 +66,9 @@ fn open_like(storage: &StorageConfig, dir: &Path) -> Result<Box<dyn Engine>> {
                 ..config.clone()
             },
         )?)),
-        StorageConfig::BTree { config, .. } => Ok(Box::new(BTreeEngine::open(dir, config.clone())?)),
+        StorageConfig::BTree { config, .. } => {
+            Ok(Box::new(BTreeEngine::open(dir, config.clone())?))
+        }
     }
 }
 
@@ -226,4 +228,104 @@ fn copy_tree(from: &Path, to: &Path) -> Result<u64> {
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("syncing {}", to.display()), e))?;
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BTreeConfig, LsmConfig};
+    use crate::storage::MemoryEngine;
+
+    fn lsm(dir: &Path) -> StorageConfig {
+        StorageConfig::Lsm {
+            dir: dir.join(ENGINE_DIR),
+            config: LsmConfig::default(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_restores_to_a_data_directory_that_holds_every_entry() {
+        let root = tempfile::tempdir().unwrap();
+        let live_dir = root.path().join("live");
+        let storage = lsm(&live_dir);
+        let live = LsmEngine::open(&live_dir.join(ENGINE_DIR), LsmConfig::default()).unwrap();
+        for i in 0..2000u32 {
+            live.put(format!("k{i:05}").as_bytes(), &i.to_le_bytes())
+                .unwrap();
+        }
+        live.delete(b"k00007").unwrap();
+        let snap = root.path().join("snap");
+        let view = write(&snap, &storage, &live, NodeId(3), "c").unwrap();
+        assert_eq!(view.entries, 1999);
+        assert_eq!((view.node, view.engine.as_str()), (NodeId(3), "lsm"));
+        assert_eq!(read(&snap).unwrap(), view);
+        // Writes after the snapshot are not in it.
+        live.put(b"later", b"x").unwrap();
+
+        // Never over another snapshot or data.
+        let again = write(&snap, &storage, &live, NodeId(3), "c").unwrap_err();
+        assert!(again.to_string().contains("not empty"), "{again}");
+        let memory = write(
+            &root.path().join("m"),
+            &StorageConfig::Memory,
+            &MemoryEngine::new(),
+            NodeId(3),
+            "c",
+        )
+        .unwrap_err();
+        assert!(memory.to_string().contains("memory"), "{memory}");
+
+        let restored_dir = root.path().join("restored");
+        let done = restore(&snap, &restored_dir, &lsm(&restored_dir)).unwrap();
+        assert_eq!(done.snapshot, view);
+        assert!(done.files > 0);
+        let node_file =
+            fs::read_to_string(restored_dir.join(super::super::cli::NODE_FILE)).unwrap();
+        assert!(node_file.contains("node=3"), "{node_file}");
+        let copy = LsmEngine::open(&restored_dir.join(ENGINE_DIR), LsmConfig::default()).unwrap();
+        assert_eq!(
+            copy.get(b"k01999").unwrap(),
+            Some(1999u32.to_le_bytes().to_vec())
+        );
+        assert_eq!(copy.get(b"k00007").unwrap(), None);
+        assert_eq!(copy.get(b"later").unwrap(), None);
+        drop(copy);
+
+        // Into a directory with something in it, or with another engine.
+        let taken = restore(&snap, &restored_dir, &lsm(&restored_dir)).unwrap_err();
+        assert!(taken.to_string().contains("not empty"), "{taken}");
+        let other = root.path().join("other");
+        let btree = StorageConfig::BTree {
+            dir: other.join(ENGINE_DIR),
+            config: BTreeConfig::default(),
+        };
+        let wrong = restore(&snap, &other, &btree).unwrap_err();
+        assert!(wrong.to_string().contains("lsm engine"), "{wrong}");
+        // Not a snapshot at all.
+        let none = restore(&live_dir, &other, &lsm(&other)).unwrap_err();
+        assert!(none.to_string().contains(SNAPSHOT_FILE), "{none}");
+    }
+
+    #[test]
+    fn a_snapshot_missing_its_tables_is_not_restored() {
+        let root = tempfile::tempdir().unwrap();
+        let live = MemoryEngine::new();
+        for i in 0..500u32 {
+            live.put(format!("k{i}").as_bytes(), b"v").unwrap();
+        }
+        let snap = root.path().join("snap");
+        write(&snap, &lsm(&snap), &live, NodeId(1), "c").unwrap();
+        // Lose the snapshot's tables (what a half-copied backup looks like).
+        let mut removed = 0;
+        for entry in fs::read_dir(snap.join(ENGINE_DIR)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "sst") {
+                fs::remove_file(&path).unwrap();
+                removed += 1;
+            }
+        }
+        assert!(removed > 0, "the snapshot wrote no table");
+        let target = root.path().join("restored");
+        assert!(restore(&snap, &target, &lsm(&target)).is_err());
+    }
 }

@@ -1538,7 +1538,13 @@ mod tests {
             range: Some(span),
             peer: Some(NodeId(2)),
         };
-        assert!(sim.nodes.get_mut(&NodeId(2)).unwrap().0.repair(scope).is_some());
+        assert!(sim
+            .nodes
+            .get_mut(&NodeId(2))
+            .unwrap()
+            .0
+            .repair(scope)
+            .is_some());
         sim.advance(ms);
         sim.advance(ms);
         let ring = Arc::clone(&sim.nodes[&NodeId(1)].0.ring);
@@ -1565,7 +1571,10 @@ mod tests {
                 outside += 1;
             }
         }
-        assert!(inside > 0 && outside > 0, "{inside} inside, {outside} outside");
+        assert!(
+            inside > 0 && outside > 0,
+            "{inside} inside, {outside} outside"
+        );
 
         // Anti-entropy off: no round would run, so no repair is promised.
         let mut off = config();
