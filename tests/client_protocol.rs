@@ -966,6 +966,40 @@ fn ops_by_role() -> Vec<(Op, ringkv::protocol::Role)> {
             },
             Role::Admin,
         ),
+        (Op::Flush, Role::Admin),
+        (Op::Compact, Role::Admin),
+        (
+            Op::Repair {
+                range: None,
+                peer: None,
+            },
+            Role::Admin,
+        ),
+        (
+            Op::Snapshot {
+                dir: "/nonexistent/snap".into(),
+            },
+            Role::Admin,
+        ),
+        (Op::Drain, Role::Admin),
+        // OnNodes needs what its op needs: a reader may see every node's
+        // status, and only an admin may flush them.
+        (
+            Op::OnNodes {
+                nodes: None,
+                op: Box::new(Op::Status),
+                timeout_ms: None,
+            },
+            Role::Read,
+        ),
+        (
+            Op::OnNodes {
+                nodes: None,
+                op: Box::new(Op::Flush),
+                timeout_ms: None,
+            },
+            Role::Admin,
+        ),
     ]
 }
 
