@@ -53,8 +53,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Fields that are lists of node ids: a receipt's, a transfer's sources,
-/// and the peers of `BlockOutbound` and `Blocked`.
-const NODE_LISTS: &[&str] = &["asked", "answered", "repaired", "sources", "peers"];
+/// the peers of `BlockOutbound` and `Blocked`, and the nodes of `OnNodes`.
+const NODE_LISTS: &[&str] = &["asked", "answered", "repaired", "sources", "peers", "nodes"];
 
 /// Fails on a map key that is not text, or an array that is not a list of
 /// maps, of byte strings, or (under a receipt's keys) of node ids.

@@ -1200,11 +1200,15 @@ impl Node {
                             format!("{} does not know {node}", self.id),
                             false,
                         )),
-                        Some(MemberStatus::Down) | Some(MemberStatus::Left) => {
+                        Some(gone @ (MemberStatus::Down | MemberStatus::Left)) => {
+                            let word = if gone == MemberStatus::Down {
+                                "DOWN"
+                            } else {
+                                "LEFT"
+                            };
                             Err(ErrorReply::new(
                                 ErrorCode::Unavailable,
-                                format!("{node} is {:?} to {}", status.unwrap(), self.id)
-                                    .to_uppercase(),
+                                format!("{node} is {word} to {}: not asked", self.id),
                                 true,
                             ))
                         }

@@ -1391,6 +1391,9 @@ impl Inner {
         // `flush` that sees it done also sees writes allowed).
         self.clear_trouble();
         let id = memtable.id();
+        // Counted before the new version is visible, so that a `flush`
+        // that sees its memtable gone also sees it counted.
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         self.install(|v| Version {
             active: Arc::clone(&v.active),
             sealed: v
@@ -1408,7 +1411,6 @@ impl Inner {
         // The manifest just recorded no longer lists it (below min_wal).
         lock(&self.wal_ids).remove(&id);
         remove_quietly(sealed.wal.path());
-        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
