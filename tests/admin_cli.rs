@@ -64,6 +64,7 @@ const KEYS: usize = 200;
 static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What one run of `ringkv-admin` did.
+#[derive(Debug)]
 struct Run {
     code: Option<i32>,
     stdout: String,
@@ -635,6 +636,73 @@ async fn passwords_and_tls_reach_the_client_port() {
         .await;
         out.assert_code(1, "flush as a reader");
         assert!(out.stderr.contains("PermissionDenied"), "{}", out.stderr);
+    })
+    .await;
+}
+
+/// A snapshot taken with `ringkv-admin`, restored with `ringkv-node
+/// restore` into a wiped data directory, brings a node back with what it
+/// held when the snapshot was taken, and nothing written after. Anti-entropy
+/// is off, so nothing but the snapshot can have put the keys there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restored_from_its_snapshot_holds_what_it_held() {
+    let _one = CLUSTER_LOCK.lock().await;
+    bounded(TEST_LIMIT, async {
+        let mut cluster = Cluster::start_with(3, &["--no-anti-entropy"]).await;
+        wait_for_ring(&cluster, &[1, 2, 3]).await;
+        let addrs = cluster.client_addrs();
+        let client = client_of(&addrs[0]).await;
+        let all = WriteOptions {
+            w: Some(Consistency::All),
+            ..WriteOptions::default()
+        };
+        let put = |k: String| {
+            let (client, all) = (client.clone(), all.clone());
+            async move {
+                if let Err(e) = client.put_with(BUCKET, k.as_bytes(), b"v", None, all).await {
+                    panic!("writing {k} at ALL: {e}");
+                }
+            }
+        };
+        for i in 0..50 {
+            put(format!("before{i}")).await;
+        }
+        let snap = cluster.root().join("backup");
+        let snap_arg = snap.display().to_string();
+        let run = admin(&addrs[0], &["--json", "snapshot", &snap_arg, "--node", "3"]).await;
+        assert_eq!(run.code, Some(0), "{run:?}");
+        for i in 0..50 {
+            put(format!("after{i}")).await;
+        }
+
+        // Node 3 loses its disk; the snapshot becomes its data directory.
+        cluster.kill(3).await;
+        let dir = cluster.node(3).dir.clone();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let from = snap.join("node-3").display().to_string();
+        let target = dir.display().to_string();
+        let (status, stderr) =
+            run_to_exit(&["restore", "--from", &from, "--data-dir", &target]).await;
+        assert!(status.success(), "restore failed: {stderr}");
+        // Restoring over it again is refused: the directory is not empty.
+        let (again, why) = run_to_exit(&["restore", "--from", &from, "--data-dir", &target]).await;
+        assert_eq!(again.code(), Some(2), "{why}");
+        assert!(why.contains("not empty"), "{why}");
+
+        cluster.restart(3).await;
+        let node3 = client_of(&addrs[2]).await;
+        for i in 0..50 {
+            let k = format!("before{i}");
+            match node3.local_get(BUCKET, k.as_bytes()).await {
+                Ok(got) => assert_eq!(got.value.as_deref(), Some(&b"v"[..]), "{k}"),
+                Err(e) => panic!("local_get {k} on node 3: {e}"),
+            }
+            let k = format!("after{i}");
+            match node3.local_get(BUCKET, k.as_bytes()).await {
+                Ok(got) => assert_eq!(got.value, None, "{k} was written after the snapshot"),
+                Err(e) => panic!("local_get {k} on node 3: {e}"),
+            }
+        }
     })
     .await;
 }
