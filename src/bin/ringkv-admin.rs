@@ -698,8 +698,7 @@ impl Admin {
     async fn storage(&self, nodes: Vec<NodeId>, op: Op) -> Result<Outcome, Failure> {
         let what = op.name();
         let answers = self.on_nodes(some_nodes(nodes), op).await?;
-        let mut errors = Vec::new();
-        let mut table = Table::new(&[
+        let table = Table::new(&[
             ("node", Align::Left),
             ("engine", Align::Left),
             ("memtable_bytes", Align::Right),
@@ -708,33 +707,21 @@ impl Admin {
             ("compactions", Align::Right),
             ("error", Align::Left),
         ]);
-        let mut nodes_json = Vec::new();
-        for answer in &answers {
-            let view = expect_view(answer, what, |r| match r {
-                Reply::Storage(v) => Some(v.clone()),
-                _ => None,
-            });
-            match view {
-                Ok(v) => {
-                    table.row(vec![
-                        answer.node.to_string(),
-                        v.engine.clone(),
-                        v.memtable_bytes.to_string(),
-                        v.disk_bytes.to_string(),
-                        v.flushes.to_string(),
-                        v.compactions.to_string(),
-                        String::new(),
-                    ]);
-                    nodes_json.push(json!({"node": answer.node.0, "ok": to_json(&v)}));
-                }
-                Err(e) => {
-                    errors.push(format!("{what} on {}: {}", answer.node, describe(&e)));
-                    table.row(error_row(answer.node, &e, table.width()));
-                    nodes_json.push(json!({"node": answer.node.0, "error": error_json(&e)}));
-                }
-            }
-        }
-        Ok(self.per_node_outcome(table, nodes_json, errors))
+        let pick = |r: &Reply| match r {
+            Reply::Storage(v) => Some(v.clone()),
+            _ => None,
+        };
+        Ok(self.views_per_node(&answers, what, table, pick, |node, v| {
+            vec![
+                node.to_string(),
+                v.engine.clone(),
+                v.memtable_bytes.to_string(),
+                v.disk_bytes.to_string(),
+                v.flushes.to_string(),
+                v.compactions.to_string(),
+                String::new(),
+            ]
+        }))
     }
 
     async fn repair(
@@ -901,8 +888,7 @@ impl Admin {
         let answers = self
             .on_nodes(some_nodes(nodes), Op::Snapshot { dir })
             .await?;
-        let mut errors = Vec::new();
-        let mut table = Table::new(&[
+        let table = Table::new(&[
             ("node", Align::Left),
             ("dir", Align::Left),
             ("engine", Align::Left),
@@ -910,32 +896,22 @@ impl Admin {
             ("bytes", Align::Right),
             ("error", Align::Left),
         ]);
-        let mut nodes_json = Vec::new();
-        for answer in &answers {
-            let view = expect_view(answer, "snapshot", |r| match r {
-                Reply::Snapshot(v) => Some(v.clone()),
-                _ => None,
-            });
-            match view {
-                Ok(v) => {
-                    table.row(vec![
-                        answer.node.to_string(),
-                        v.dir.clone(),
-                        v.engine.clone(),
-                        v.entries.to_string(),
-                        v.bytes.to_string(),
-                        String::new(),
-                    ]);
-                    nodes_json.push(json!({"node": answer.node.0, "ok": to_json(&v)}));
-                }
-                Err(e) => {
-                    errors.push(format!("snapshot on {}: {}", answer.node, describe(&e)));
-                    table.row(error_row(answer.node, &e, table.width()));
-                    nodes_json.push(json!({"node": answer.node.0, "error": error_json(&e)}));
-                }
-            }
-        }
-        Ok(self.per_node_outcome(table, nodes_json, errors))
+        let pick = |r: &Reply| match r {
+            Reply::Snapshot(v) => Some(v.clone()),
+            _ => None,
+        };
+        Ok(
+            self.views_per_node(&answers, "snapshot", table, pick, |node, v| {
+                vec![
+                    node.to_string(),
+                    v.dir.clone(),
+                    v.engine.clone(),
+                    v.entries.to_string(),
+                    v.bytes.to_string(),
+                    String::new(),
+                ]
+            }),
+        )
     }
 
     async fn drain(&self, node: NodeId) -> Result<Outcome, Failure> {
@@ -1072,6 +1048,35 @@ impl Admin {
             Output::Text(text)
         };
         Ok(Outcome { output, errors })
+    }
+
+    /// The output of a command whose every node answers with one view: a
+    /// row of `table` per node (`row` for a view, the error otherwise),
+    /// or `{"nodes": [...]}`.
+    fn views_per_node<V: serde::Serialize>(
+        &self,
+        answers: &[NodeAnswer],
+        what: &str,
+        mut table: Table,
+        pick: impl Fn(&Reply) -> Option<V>,
+        row: impl Fn(NodeId, &V) -> Vec<String>,
+    ) -> Outcome {
+        let mut errors = Vec::new();
+        let mut nodes_json = Vec::new();
+        for answer in answers {
+            match expect_view(answer, what, &pick) {
+                Ok(v) => {
+                    table.row(row(answer.node, &v));
+                    nodes_json.push(json!({"node": answer.node.0, "ok": to_json(&v)}));
+                }
+                Err(e) => {
+                    errors.push(format!("{what} on {}: {}", answer.node, describe(&e)));
+                    table.row(error_row(answer.node, &e, table.width()));
+                    nodes_json.push(json!({"node": answer.node.0, "error": error_json(&e)}));
+                }
+            }
+        }
+        self.per_node_outcome(table, nodes_json, errors)
     }
 
     /// The output of a per-node command: the table, or `{"nodes": [...]}`.
