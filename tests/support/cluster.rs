@@ -38,6 +38,21 @@ use tokio::process::{Child, Command};
 /// The binary under test.
 pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_ringkv-node");
 
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held by every test of the `processes` binary that starts `ringkv-node`
+/// processes, for as long as they run: one test's cluster at a time. The
+/// machine may have two cores; a test that measures a node's CPU, latency
+/// or detection times must not share them with another test's cluster.
+/// (When each file was a test binary, cargo ran the files one after
+/// another, and the files with several cluster tests each had a lock of
+/// their own.) Take it before the test's time limit starts, so that
+/// waiting for it does not count against the limit. A tokio mutex is not
+/// poisoned: a test that fails while holding it releases it.
+pub async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER.lock().await
+}
+
 /// The cluster name every test node uses.
 pub const CLUSTER_NAME: &str = "node-cluster-test";
 

@@ -1,7 +1,18 @@
-//! Helpers shared by the membership integration tests: a scaled-down
-//! configuration, bounded waits, and event collection.
+//! Helpers shared by the integration tests, compiled into each test binary
+//! (`tests/it`, in-process; `tests/processes`, clusters of `ringkv-node`
+//! processes). This file: the in-process membership tests' scaled-down
+//! configuration, bounded waits, and event collection. The submodules:
+//! [`cluster`] and [`partitions`], `ringkv-node` processes; [`embedded`],
+//! in-process clusters; [`seeds`] and [`stale_reads`], seeded histories
+//! and their checks.
 
 #![allow(dead_code)]
+
+pub mod cluster;
+pub mod embedded;
+pub mod partitions;
+pub mod seeds;
+pub mod stale_reads;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -230,4 +241,15 @@ pub async fn describe(nodes: &[Node]) -> String {
         ));
     }
     why
+}
+
+/// The name libtest gives the test function `function` of the module
+/// `module` (its `module_path!()`): the path without the crate's name, so
+/// that a test can run one of its binary's tests as a child process with
+/// `--exact`.
+pub fn test_name(module: &str, function: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{function}"),
+        None => function.to_string(),
+    }
 }

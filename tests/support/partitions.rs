@@ -1,4 +1,4 @@
-//! Partitions of a cluster of `ringkv-node` processes ([`crate::cluster`]),
+//! Partitions of a cluster of `ringkv-node` processes ([`super::cluster`]),
 //! made and healed through the client protocol's `BlockOutbound`, and the
 //! bounded waits around them: until the sides see each other DOWN, until
 //! the cluster is whole again, until no node holds a hint.
@@ -16,7 +16,7 @@ use std::time::Duration;
 use ringkv::client::{Client, ClientConfig};
 use ringkv::NodeId;
 
-use crate::cluster::{wait_until, Cluster};
+use super::cluster::{wait_until, Cluster};
 
 /// How long a settling step may take: generous, for a loaded machine.
 pub const SETTLE: Duration = Duration::from_secs(60);

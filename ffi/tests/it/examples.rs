@@ -1,0 +1,153 @@
+//! The C and C++ examples (`ffi/examples/`), built with the system
+//! compilers (`-Wall -Wextra -Werror`, ASan and UBSan where they work) and
+//! linked against the static library this build produced, run against an
+//! embedded cluster and against a cluster of real `ringkv-node` processes.
+//! Each example exits 0 only when every result it checks is right; these
+//! tests also look for the lines that show each step happened.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::support::{self, *};
+use ringkv::protocol::{Op, Reply};
+use ringkv_ffi::store::{RemoteClient, Store};
+
+/// The built examples, compiled once per test binary.
+struct Built {
+    c: PathBuf,
+    cpp: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let examples = crate_dir().join("examples");
+        let c = dir.path().join("ringkv_example_c");
+        let cpp = dir.path().join("ringkv_example_cpp");
+        build_c(&examples.join("ringkv_example.c"), &c);
+        build_cpp(&examples.join("ringkv_example.cpp"), &cpp);
+        Built { c, cpp, _dir: dir }
+    })
+}
+
+/// The lines an embedded round trip prints in C.
+const EMBEDDED_LINES_C: &[&str] = &[
+    "embedded: 3 nodes started",
+    "embedded: get users/ada = born 10 Dec 1815",
+    "embedded: counter hits/home = 3",
+    "embedded: set tags/post-1 has 2 members",
+    "all checks passed",
+];
+
+/// The lines an embedded round trip prints in C++ (its keys differ, so
+/// that both can run against one node cluster).
+const EMBEDDED_LINES_CPP: &[&str] = &[
+    "embedded: 3 nodes started",
+    "embedded: get users/ada = born 10 Dec 1815",
+    "embedded: counter hits/away = 3",
+    "embedded: set tags/post-2 has 2 members",
+    "all checks passed",
+];
+
+#[test]
+fn c_example_runs_on_an_embedded_cluster() {
+    let out = run_ok(&built().c, &[]);
+    assert_lines(&out, EMBEDDED_LINES_C);
+    assert_lines(
+        &out,
+        &[
+            "embedded: get after delete = RINGKV_NOT_FOUND",
+            "embedded: bad consistency: RINGKV_INVALID_ARGUMENT: ringkv_cluster_put: consistency 9 is not one of DEFAULT (0), ONE (1), TWO (2), QUORUM (3), ALL (4)",
+        ],
+    );
+}
+
+#[test]
+fn cpp_example_runs_on_an_embedded_cluster() {
+    let out = run_ok(&built().cpp, &[]);
+    assert_lines(&out, EMBEDDED_LINES_CPP);
+    assert_lines(
+        &out,
+        &[
+            "embedded: get after delete: RINGKV_NOT_FOUND: get: no value for this key",
+            "embedded: bad consistency: RINGKV_INVALID_ARGUMENT: put: consistency 9 is not one of DEFAULT (0), ONE (1), TWO (2), QUORUM (3), ALL (4)",
+        ],
+    );
+}
+
+/// Waits until every node, asked through `addrs`, sees `n` members alive.
+fn wait_formed(cluster: &NodeCluster, n: usize) {
+    let limit = Duration::from_secs(30);
+    let start = Instant::now();
+    for addr in &cluster.client_addrs {
+        let admin = ringkv::client::Credentials::new(support::ADMIN.0, support::ADMIN.1);
+        let client = RemoteClient::connect("wait_formed", addr, Some(admin))
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}\n{}", cluster.logs()));
+        loop {
+            let alive = match client.execute("status", Op::Status) {
+                Ok(Reply::Status(view)) => {
+                    view.members.iter().filter(|m| m.state == "Alive").count()
+                }
+                _ => 0,
+            };
+            if alive == n {
+                break;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the node cluster did not form within {limit:?}\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn c_and_cpp_examples_round_trip_through_a_ringkv_node_cluster() {
+    let built = built();
+    let cluster = NodeCluster::start(3);
+    wait_formed(&cluster, 3);
+    let addrs = cluster.client_addrs.join(",");
+    let (user, password) = support::ADMIN;
+    let out = run_ok(&built.c, &[&addrs, user, password]);
+    assert_lines(&out, EMBEDDED_LINES_C);
+    assert_lines(
+        &out,
+        &[
+            "client: anonymous get: RINGKV_DENIED",
+            "client: wrong password: RINGKV_DENIED",
+            "client: connected",
+            "client: get users/ada = born 10 Dec 1815",
+            "client: get after delete = RINGKV_NOT_FOUND",
+            "client: counter hits/home = 3",
+            "client: set tags/post-1 has 2 members",
+            "client: closed: RINGKV_CLOSED",
+        ],
+    );
+    let out = run_ok(&built.cpp, &[&addrs, user, password]);
+    assert_lines(&out, EMBEDDED_LINES_CPP);
+    assert_lines(
+        &out,
+        &[
+            "client: connected",
+            "client: get users/ada = born 10 Dec 1815",
+            "client: get after delete: RINGKV_NOT_FOUND: get: no value for this key",
+            "client: counter hits/away = 3",
+            "client: set tags/post-2 has 2 members",
+            "client: closed: RINGKV_CLOSED: put: the client is closed",
+        ],
+    );
+    for prefix in [
+        "client: anonymous get: RINGKV_DENIED: ",
+        "client: wrong password: RINGKV_DENIED: ",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(prefix)),
+            "no line starting {prefix:?} in:\n{out}"
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! The root crate's integration tests that run clusters of `ringkv-node`
+//! processes, one module per former test file (`<area>_<behaviour>`), in
+//! one test binary. Run one module with
+//! `cargo test --test processes node_cluster::`.
+//!
+//! The tests of one module used to be alone in their process, so their
+//! clusters never ran beside another file's. Here they share the test
+//! threads: every test that starts `ringkv-node` processes holds
+//! [`support::cluster::one_cluster_at_a_time`] while its cluster runs, so
+//! that the machine's two cores run one test's cluster at a time, as before.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod node_anti_entropy_cluster;
+mod node_bootstrap;
+mod node_cluster;
+mod node_context_writes_cluster;
+mod node_fallback_dots_cluster;
+mod node_forget;
+mod node_heal_convergence;
+mod node_lww_order_cluster;
+mod node_partition_cluster;
+mod node_read_your_writes_cluster;
+mod node_rebalance_cluster;
+mod node_resp;
+mod node_transfer_resume_cluster;

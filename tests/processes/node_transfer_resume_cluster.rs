@@ -1,0 +1,298 @@
+//! A range transfer between real `ringkv-node` processes, broken midway
+//! and healed: it resumes from its last stored batch, it does not restart.
+//!
+//! Three nodes hold a few hundred keys (`n = 3`); a fourth joins. Its
+//! transfers are throttled (`--transfer-bytes-per-sec`, small
+//! `--transfer-batch-bytes`) so that one is caught midway: once it has
+//! stored a few batches, the link between the new node and that
+//! transfer's source is cut both ways with the opt-in fault op
+//! (`BlockOutbound`), for several pull timeouts, while both stay members
+//! (their heartbeats go round through the other nodes). The transfer
+//! stalls; the link heals; the join completes.
+//!
+//! What shows it resumed: the source served the start of the range once
+//! (`served.from_start == 1` in its `Status`), and the keys it served after
+//! the break are fewer than the range holds (a restart would send the
+//! whole range again). And nothing is lost: every key is afterwards on
+//! exactly `n` nodes with its value, and reads back at QUORUM.
+//!
+//! Bounded in time; nothing asserts a speed.
+
+use crate::support::cluster;
+
+use std::time::{Duration, Instant};
+
+use cluster::{wait_until, Cluster};
+use ringkv::client::{Client, ClientConfig};
+use ringkv::protocol::{ReadOptions, ServedView, TransferView, WriteOptions};
+use ringkv::replication::Consistency;
+use ringkv::ring::{Token, TokenRange};
+use ringkv::{key_token, NodeId};
+
+const TEST_LIMIT: Duration = Duration::from_secs(150);
+const SETTLE: Duration = Duration::from_secs(60);
+const N: usize = 3;
+const K: usize = 600;
+/// A bucket with the default properties (`n = 3`, the replicas ring
+/// changes move).
+const BUCKET: &[u8] = b"b";
+/// How long the link stays cut: several pull timeouts.
+const BREAK: Duration = Duration::from_secs(3);
+/// Batches a transfer must have stored before it is broken, so that what
+/// it still needs is clearly less than the range even if the batch in
+/// flight at the break is sent twice.
+const BATCHES_BEFORE_BREAK: u64 = 3;
+
+/// A client of node `id` alone.
+async fn client_of(cluster: &Cluster, id: u64) -> Client {
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(8),
+        max_attempts: 1,
+        ..ClientConfig::default()
+    };
+    let addr = cluster.node(id).client.to_string();
+    match Client::connect(&[addr.as_str()], config).await {
+        Ok(c) => c,
+        Err(e) => panic!("cannot connect to node {id}: {e}"),
+    }
+}
+
+/// Whether every node's ring holds exactly `members` nodes, the same
+/// epoch, and no change in progress.
+async fn settled(clients: &[Client], members: usize) -> bool {
+    let mut epochs = Vec::new();
+    for c in clients {
+        match c.ring().await {
+            Ok(r) if r.change.is_none() && r.nodes.len() == members => epochs.push(r.epoch),
+            _ => return false,
+        }
+    }
+    epochs.windows(2).all(|w| w[0] == w[1])
+}
+
+fn key(i: usize) -> String {
+    format!("key-{i:04}")
+}
+
+fn value(i: usize) -> Vec<u8> {
+    // About 200 bytes, distinct per key.
+    format!("{i:04}-{}", "v".repeat(195)).into_bytes()
+}
+
+fn range_of(t: &TransferView) -> TokenRange {
+    TokenRange {
+        after: Token(t.after),
+        through: Token(t.through),
+    }
+}
+
+/// How many of the test's keys fall in `range`.
+fn keys_in(range: TokenRange) -> u64 {
+    (0..K)
+        .filter(|&i| range.contains(key_token(BUCKET, key(i).as_bytes())))
+        .count() as u64
+}
+
+/// What `source` served for transfer `id` into node 4.
+async fn served(clients: &[Client], source: NodeId, id: u64) -> Option<ServedView> {
+    let status = clients[source.0 as usize - 1].status().await.ok()?;
+    status
+        .served
+        .into_iter()
+        .find(|s| s.receiver == NodeId(4) && s.transfer == id)
+}
+
+async fn transfer(c: &Client, id: u64) -> Option<TransferView> {
+    let status = c.status().await.ok()?;
+    status.transfers.into_iter().find(|t| t.id == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_broken_midway_resumes_rather_than_restarts() {
+    let _one = cluster::one_cluster_at_a_time().await;
+    cluster::bounded(TEST_LIMIT, async {
+        let mut cluster = Cluster::start_with(
+            3,
+            &[
+                "--allow-fault-injection",
+                // Few vnodes: few, larger ranges, so one is caught midway.
+                "--vnodes",
+                "4",
+                "--transfer-bytes-per-sec",
+                "16384",
+                "--transfer-batch-bytes",
+                "512",
+                "--transfer-pull-timeout-ms",
+                "1000",
+            ],
+        )
+        .await;
+        let mut clients = Vec::new();
+        for id in 1..=3 {
+            clients.push(client_of(&cluster, id).await);
+        }
+        let formed = wait_until(SETTLE, || settled(&clients, 3)).await;
+        assert!(formed, "the cluster did not form\n{}", cluster.logs());
+        let all = WriteOptions {
+            w: Some(Consistency::All),
+            ..WriteOptions::default()
+        };
+        for i in 0..K {
+            let c = &clients[i % 3];
+            if let Err(e) = c
+                .put_with(BUCKET, key(i).as_bytes(), &value(i), None, all.clone())
+                .await
+            {
+                panic!("put {}: {e}\n{}", key(i), cluster.logs());
+            }
+        }
+
+        let four = cluster.add().await;
+        assert_eq!(four, 4);
+        clients.push(client_of(&cluster, 4).await);
+        let joining = Instant::now();
+
+        // Catch a transfer midway: a few batches stored, most of its range
+        // still to come.
+        let caught: std::sync::Mutex<Option<(TransferView, u64)>> = Default::default();
+        let found = wait_until(SETTLE, || async {
+            let Ok(status) = clients[3].status().await else {
+                return false;
+            };
+            let pick = status
+                .transfers
+                .into_iter()
+                .filter(|t| t.state == "running" && !t.sources.is_empty())
+                .map(|t| {
+                    let r = keys_in(range_of(&t));
+                    (t, r)
+                })
+                // A move pulls from every old replica up: the keys stored
+                // count each source's copies.
+                .find(|(t, r)| {
+                    t.batches >= BATCHES_BEFORE_BREAK && t.keys * 2 < *r * t.sources.len() as u64
+                });
+            let hit = pick.is_some();
+            *caught.lock().unwrap() = pick;
+            hit
+        })
+        .await;
+        assert!(
+            found,
+            "no transfer into node 4 was seen midway\n{}",
+            cluster.logs()
+        );
+        let (seen, range_keys) = caught.into_inner().unwrap().expect("found");
+        let (id, source) = (seen.id, seen.sources[0]);
+
+        // Break the link, both ways.
+        clients[3].block_outbound(&[source]).await.unwrap();
+        clients[source.0 as usize - 1]
+            .block_outbound(&[NodeId(4)])
+            .await
+            .unwrap();
+        let at_break = transfer(&clients[3], id).await.expect("the transfer");
+        let served_at_break = served(&clients, source, id).await.expect("served");
+        assert_ne!(at_break.state, "done", "{at_break:?}");
+        assert_eq!(served_at_break.from_start, 1, "{served_at_break:?}");
+        tokio::time::sleep(BREAK).await;
+        let stalled = transfer(&clients[3], id).await.expect("the transfer");
+        let served_stalled = served(&clients, source, id).await.expect("served");
+        // From the cut source, at most the batch in flight at the break got
+        // through (the other sources go on), and the transfer cannot end
+        // without it.
+        assert!(
+            served_stalled.pulls <= served_at_break.pulls + 1 && stalled.state != "done",
+            "the transfer went on through a cut link: {served_at_break:?} then \
+             {served_stalled:?} ({stalled:?})"
+        );
+        // Both ends stayed members (heartbeats go round the cut link), so
+        // the transfer kept its source rather than being started afresh
+        // from another.
+        for c in [&clients[3], &clients[source.0 as usize - 1]] {
+            let members = c.status().await.unwrap().members;
+            assert!(
+                members
+                    .iter()
+                    .all(|m| m.state != "Down" && m.state != "Left"),
+                "a member was lost during the break: {members:?}"
+            );
+        }
+
+        // Heal; the join completes.
+        clients[3].block_outbound(&[]).await.unwrap();
+        clients[source.0 as usize - 1]
+            .block_outbound(&[])
+            .await
+            .unwrap();
+        let joined = wait_until(SETTLE, || settled(&clients, 4)).await;
+        assert!(joined, "the join did not complete\n{}", cluster.logs());
+        let done = transfer(&clients[3], id).await.expect("the transfer");
+        assert_eq!(done.state, "done", "{done:?}");
+        assert_eq!(done.sources, seen.sources, "the transfer changed sources");
+        assert!(done.keys >= range_keys, "{done:?} for {range_keys} keys");
+        let served_end = served(&clients, source, id).await.expect("served");
+        let after_break = served_end.keys - served_at_break.keys;
+        eprintln!(
+            "transfer {id} from node {source} ({range_keys} keys): {} keys stored before \
+             the break, {} keys served after it ({} pulls), starts of the range served {}; \
+             the join took {:?} with a {BREAK:?} break",
+            stalled.keys,
+            after_break,
+            served_end.pulls - served_at_break.pulls,
+            served_end.from_start,
+            joining.elapsed()
+        );
+        assert_eq!(
+            served_end.from_start, 1,
+            "the range was served from its start again: {served_end:?}"
+        );
+        assert!(
+            after_break > 0 && after_break < range_keys,
+            "after the break {after_break} keys were served for a range of {range_keys}"
+        );
+        assert!(served_end.keys >= range_keys, "{served_end:?}");
+
+        // Nothing lost: after the old owners' drop grace, every key is on
+        // exactly N nodes with its value, and reads back at QUORUM.
+        tokio::time::sleep(ringkv::membership::rebalance::DROP_GRACE).await;
+        let exact = wait_until(SETTLE, || async {
+            for i in 0..K {
+                let mut copies = 0;
+                for c in &clients {
+                    match c.local_get(BUCKET, key(i).as_bytes()).await {
+                        Ok(g) if g.value.as_deref() == Some(value(i).as_slice()) => copies += 1,
+                        Ok(g) if g.value.is_none() && g.siblings.is_empty() => {}
+                        Ok(g) => panic!("{}: unexpected copy {g:?}", key(i)),
+                        Err(_) => return false,
+                    }
+                }
+                if copies != N {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(
+            exact,
+            "some key is not on exactly {N} nodes\n{}",
+            cluster.logs()
+        );
+        let quorum = ReadOptions {
+            r: Some(Consistency::Quorum),
+            ..ReadOptions::default()
+        };
+        for i in 0..K {
+            let got = clients[i % 4]
+                .get_with(BUCKET, key(i).as_bytes(), quorum.clone())
+                .await
+                .unwrap_or_else(|e| panic!("get {}: {e}", key(i)));
+            assert_eq!(got.value, Some(value(i)), "{}", key(i));
+        }
+        for id in 1..=4 {
+            cluster.terminate(id).await;
+        }
+    })
+    .await;
+}
