@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_cli;
 mod node_anti_entropy_cluster;
 mod node_bootstrap;
 mod node_cluster;

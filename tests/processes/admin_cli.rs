@@ -33,8 +33,7 @@
 //!
 //! Every wait is bounded; the clusters gossip every 100 ms.
 
-#[path = "support/cluster.rs"]
-mod cluster;
+use crate::support::cluster;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,9 +58,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(90);
 
 const BUCKET: &[u8] = b"admin";
 const KEYS: usize = 200;
-
-/// One cluster at a time: each runs three processes on a 2-core box.
-static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What one run of `ringkv-admin` did.
 #[derive(Debug)]
@@ -215,7 +211,7 @@ fn field(v: &Value, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_on_a_three_node_cluster() {
-    let _one = CLUSTER_LOCK.lock().await;
+    let _one = cluster::one_cluster_at_a_time().await;
     bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(3).await;
         wait_for_ring(&cluster, &[1, 2, 3]).await;
@@ -477,7 +473,7 @@ async fn admin_commands_on_a_three_node_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_takes_the_named_node_out() {
-    let _one = CLUSTER_LOCK.lock().await;
+    let _one = cluster::one_cluster_at_a_time().await;
     bounded(TEST_LIMIT, async {
         let cluster = Cluster::start(3).await;
         wait_for_ring(&cluster, &[1, 2, 3]).await;
@@ -536,7 +532,7 @@ async fn drain_takes_the_named_node_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_and_tls_reach_the_client_port() {
-    let _one = CLUSTER_LOCK.lock().await;
+    let _one = cluster::one_cluster_at_a_time().await;
     bounded(TEST_LIMIT, async {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let certs = dir.path().display().to_string();
@@ -646,7 +642,7 @@ async fn passwords_and_tls_reach_the_client_port() {
 /// is off, so nothing but the snapshot can have put the keys there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restored_from_its_snapshot_holds_what_it_held() {
-    let _one = CLUSTER_LOCK.lock().await;
+    let _one = cluster::one_cluster_at_a_time().await;
     bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start_with(3, &["--no-anti-entropy"]).await;
         wait_for_ring(&cluster, &[1, 2, 3]).await;
