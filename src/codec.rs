@@ -22,7 +22,7 @@
 //!   and text strings are bounded by the slice they are read from, and serde
 //!   caps the capacity it reserves from a length prefix.
 //!
-//! It never panics on any input; `tests/codec_random_input.rs` checks that
+//! It never panics on any input; `tests/it/codec_random_input.rs` checks that
 //! with random and mutated frames.
 
 use serde::{de::DeserializeOwned, Serialize};

@@ -3,7 +3,7 @@
 //! cluster sizes on the membership simulator
 //! ([`ringkv::sim::MembershipSim`]: the real membership machines on
 //! virtual time, synchronous rounds, a perfect network), as the `gossip`
-//! benchmark and `tests/membership_spread.rs` measure it.
+//! benchmark and `tests/it/membership_spread.rs` measure it.
 //!
 //! A run: N nodes settle for three rounds, one of them leaves gracefully,
 //! and the rounds are counted until every other node holds it LEFT (the
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn relayed_news_takes_the_round_of_the_change_and_gossip_alone_takes_more() {
         // Relayed at once to 3 peers: every node knows by the end of the
-        // leave's own round, which counts (as in tests/membership_spread.rs).
+        // leave's own round, which counts (as in tests/it/membership_spread.rs).
         for seed in 0..3 {
             assert_eq!(rounds(30, seed, 3, true).unwrap(), 2, "seed {seed}");
         }

@@ -1,4 +1,4 @@
-//! Part of `tests/node_resp.rs`: real Redis clients against real nodes.
+//! Part of `tests/processes/node_resp.rs`: real Redis clients against real nodes.
 //!
 //! - The Python `redis` package (redis-py >= 5), running
 //!   `tests/python/resp_client.py` against one node: strings, counters,

@@ -1,4 +1,4 @@
-//! Part of `tests/node_resp.rs`: the buckets a fresh cluster gives each
+//! Part of `tests/processes/node_resp.rs`: the buckets a fresh cluster gives each
 //! database (strings last-writer-wins, counters and sets beside them), and
 //! ringkv's own `RINGKV.` commands (siblings with their context, writes
 //! with a context, receipts, bucket properties, ring and status views).

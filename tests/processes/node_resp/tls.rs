@@ -1,4 +1,4 @@
-//! Part of `tests/node_resp.rs`: the RESP port under the client port's
+//! Part of `tests/processes/node_resp.rs`: the RESP port under the client port's
 //! TLS and per-user connection caps, on real `ringkv-node` processes.
 //!
 //! TLS connections go through [`tls_relay`]: a plain TCP address on
