@@ -1416,7 +1416,7 @@ impl From<&Error> for ErrorReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::replication::limits as config;
 
     /// The matches are exhaustive on purpose: a new variant stops this
     /// from compiling. Add it here and to [`VARIANTS`]; the test below then

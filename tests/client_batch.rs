@@ -224,6 +224,11 @@ async fn batches_on_three_nodes() {
     let alone = one.put(b"b", b"bad", b"v", Some(&[0xff, 0x00, 0x13])).await;
     assert_eq!(code(&written[1]), code(&alone));
     assert_eq!(code(&alone), ErrorCode::BadRequest);
+    match &written[1] {
+        // A write item's error says whether it may have been applied.
+        Err(Error::Remote(e)) => assert_eq!(e.indefinite, Some(false), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
     let read = one
         .multi_get(b"b", &[b"ok-1".as_slice(), b"bad", b"ok-2"], quorum_reads())
         .await

@@ -683,10 +683,11 @@ pub const BATCH_CONCURRENCY: usize = 32;
 
 /// A batch item answered with a reply of the wrong kind: a bug, reported
 /// for that item.
-fn unexpected_item(op: &str, reply: &Reply) -> ErrorReply {
-    ErrorReply::from(&Error::Replica(format!(
-        "{op}: an item was answered with {reply:?}"
-    )))
+fn unexpected_item(op: &str, is_write: bool, reply: &Reply) -> ErrorReply {
+    super::client_port::error_reply_for(
+        is_write,
+        &Error::Replica(format!("{op}: an item was answered with {reply:?}")),
+    )
 }
 
 /// Runs storage work on a blocking thread.
@@ -1075,8 +1076,9 @@ impl Node {
                                 })
                             }
                         }
-                        Ok(other) => Err(unexpected_item("multi_get", &other)),
-                        Err(e) => Err(ErrorReply::from(&e)),
+                        Ok(other) => Err(unexpected_item("multi_get", false, &other)),
+                        // As the client port answers a single `Get`.
+                        Err(e) => Err(super::client_port::error_reply_for(false, &e)),
                     });
                 }
                 Ok(Reply::Objects { items })
@@ -1108,8 +1110,10 @@ impl Node {
                         Ok(Reply::Written { context, receipt }) => {
                             Ok(crate::protocol::WrittenItem { context, receipt })
                         }
-                        Ok(other) => Err(unexpected_item("multi_put", &other)),
-                        Err(e) => Err(ErrorReply::from(&e)),
+                        Ok(other) => Err(unexpected_item("multi_put", true, &other)),
+                        // As the client port answers a single `Put`:
+                        // `indefinite` set.
+                        Err(e) => Err(super::client_port::error_reply_for(true, &e)),
                     })
                     .collect();
                 Ok(Reply::WrittenMany { items })
