@@ -316,7 +316,9 @@ pub enum Op {
     /// what a `Get` of that key would answer (its [`ObjectItem`] or its
     /// error), so one failing key does not fail the others. Each key is
     /// read as an independent `Get`, concurrently on the receiving node:
-    /// the batch is not a snapshot and not atomic. 1 to
+    /// the batch is not a snapshot and not atomic. The batch takes about
+    /// its timeout, as one `Get` would: a key whose turn comes after it
+    /// ran out is not read and answers a retryable `Timeout`. 1 to
     /// [`MAX_BATCH_KEYS`] keys (a key may appear more than once: each is
     /// read and answered); past a limit of [`Op::check_limits`] the whole
     /// batch is refused (`InvalidArgument`) before any key is read.
@@ -334,7 +336,9 @@ pub enum Op {
     /// each what a `Put` of that item would answer (its [`WrittenItem`]
     /// or its error). Each item is written as an independent `Put`,
     /// concurrently on the receiving node: no atomicity across keys (some
-    /// may be stored and others not). 1 to [`MAX_BATCH_KEYS`] items, each
+    /// may be stored and others not). The batch takes about its timeout:
+    /// an item whose turn comes after it ran out is not sent and answers
+    /// a retryable `Timeout` with `indefinite: false`. 1 to [`MAX_BATCH_KEYS`] items, each
     /// key at most once, the items' keys, values and contexts together at
     /// most [`MAX_BATCH_BYTES`]; past a limit of [`Op::check_limits`] the
     /// whole batch is refused (`InvalidArgument`, nothing written).

@@ -384,6 +384,83 @@ async fn what_the_limits_refuse_is_refused_whole() {
     stop(nodes, ports).await;
 }
 
+/// A batch takes about its timeout, as one op would: keys whose turn
+/// comes after it ran out are not sent, and fail with a retryable
+/// `Timeout` (a write item: certainly not applied). 1,000 quorum writes
+/// and reads on three nodes take far more than the 1 ms given here.
+#[actix_rt::test]
+async fn a_batch_does_not_outlive_its_timeout() {
+    let (nodes, ports, addrs) = cluster().await;
+    let client = Client::connect(&addrs[..1], client_config()).await.unwrap();
+    let keys: Vec<Vec<u8>> = (0..MAX_BATCH_KEYS)
+        .map(|i| format!("t{i}").into_bytes())
+        .collect();
+    let items: Vec<BatchPut> = keys.iter().map(|k| BatchPut::new(k, b"v")).collect();
+    let written = client
+        .multi_put(
+            b"b",
+            &items,
+            WriteOptions {
+                timeout_ms: Some(1),
+                ..WriteOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut not_sent = Vec::new();
+    for (i, w) in written.iter().enumerate() {
+        match w {
+            Ok(_) => {}
+            Err(Error::Remote(e)) => {
+                assert_eq!(e.code, ErrorCode::Timeout, "{e:?}");
+                assert!(e.retryable, "{e:?}");
+                if e.message.contains("not sent") {
+                    assert_eq!(e.indefinite, Some(false), "{e:?}");
+                    not_sent.push(i);
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!not_sent.is_empty(), "every item was sent within 1 ms");
+    // Not sent means not written.
+    let read = client
+        .multi_get(
+            b"b",
+            &not_sent.iter().map(|&i| &keys[i]).collect::<Vec<_>>(),
+            quorum_reads(),
+        )
+        .await
+        .unwrap();
+    assert!(read.iter().all(|r| value(r).is_none()));
+    // Reads likewise; a zero timeout is refused whole.
+    let read = client
+        .multi_get(
+            b"b",
+            &keys,
+            ReadOptions {
+                timeout_ms: Some(1),
+                ..ReadOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(read.iter().any(|r| matches!(r, Err(Error::Remote(e))
+        if e.code == ErrorCode::Timeout && e.indefinite.is_none())));
+    let got = client
+        .multi_get(
+            b"b",
+            &keys[..1],
+            ReadOptions {
+                timeout_ms: Some(0),
+                ..ReadOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(code(&got), ErrorCode::InvalidArgument);
+    stop(nodes, ports).await;
+}
+
 #[actix_rt::test]
 async fn a_reader_may_batch_reads_but_not_writes() {
     use ringkv::node::auth::{hash_password_with_cost, Users};

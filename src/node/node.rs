@@ -1035,6 +1035,7 @@ impl Node {
                 if !self.ring_confirmed() {
                     return Err(Error::RingUnconfirmed);
                 }
+                let timeout = self.batch_timeout(&bucket, options.timeout_ms).await?;
                 let ops = keys
                     .into_iter()
                     .map(|key| Op::Get {
@@ -1045,7 +1046,7 @@ impl Node {
                     .collect();
                 let mut carried = 0usize;
                 let mut items = Vec::new();
-                for (result, held) in self.run_batch(ops).await {
+                for (result, held) in self.run_batch(ops, timeout).await {
                     items.push(match result {
                         Ok(Reply::Object {
                             value,
@@ -1092,6 +1093,7 @@ impl Node {
                 if !self.ring_confirmed() {
                     return Err(Error::RingUnconfirmed);
                 }
+                let timeout = self.batch_timeout(&bucket, options.timeout_ms).await?;
                 let ops = items
                     .into_iter()
                     .map(|item| Op::Put {
@@ -1103,7 +1105,7 @@ impl Node {
                     })
                     .collect();
                 let items = self
-                    .run_batch(ops)
+                    .run_batch(ops, timeout)
                     .await
                     .into_iter()
                     .map(|(result, _)| match result {
@@ -1149,17 +1151,66 @@ impl Node {
         }
     }
 
+    /// A batch's time: its `timeout_ms`, else its bucket's timeout, as
+    /// one of its ops would have. Zero is refused, as for every op.
+    async fn batch_timeout(
+        &self,
+        bucket: &serde_bytes::ByteBuf,
+        timeout_ms: Option<u64>,
+    ) -> Result<Duration> {
+        match timeout_ms {
+            Some(0) => Err(Error::InvalidInput("timeout_ms must be positive".into())),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+            None => Ok(self
+                .coordinator
+                .send(GetBucket(bucket.to_vec()))
+                .await
+                .map_err(|_| Error::Shutdown)?
+                .timeout),
+        }
+    }
+
     /// Runs the single ops of a batch (`MultiGet`, `MultiPut`) as
     /// independent requests, up to [`BATCH_CONCURRENCY`] at a time; the
     /// results (each with what its reply holds) in the order of `ops`.
     ///
+    /// The batch takes about `timeout` at most, as one op would: each op
+    /// gets the time left of it as its `timeout_ms`, and an op not
+    /// started when it has run out is not sent and fails with a
+    /// retryable `Timeout` (for a write: certainly not applied).
+    ///
     /// Boxed, with its type spelled out: `run` runs the batch that runs
     /// `run`, and the compiler needs the cycle cut at a named `Send` type.
-    fn run_batch(&self, ops: Vec<Op>) -> BoxFuture<'_, Vec<(Result<Reply>, ReplyHold)>> {
+    fn run_batch(
+        &self,
+        ops: Vec<Op>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Vec<(Result<Reply>, ReplyHold)>> {
         use futures_util::stream::{self, StreamExt};
+        let deadline = std::time::Instant::now() + timeout;
         Box::pin(async move {
-            stream::iter(ops.into_iter().map(|op| async move {
+            stream::iter(ops.into_iter().map(|mut op| async move {
                 let mut held = ReplyHold::default();
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let left_ms = left.as_millis().min(u64::MAX as u128) as u64;
+                if left_ms == 0 {
+                    let mut reply = ErrorReply::new(
+                        crate::protocol::ErrorCode::Timeout,
+                        format!(
+                            "{}: not sent, the batch's {} ms ran out before its turn",
+                            op.name(),
+                            timeout.as_millis()
+                        ),
+                        true,
+                    );
+                    reply.indefinite = Some(false);
+                    return (Err(Error::Remote(reply)), held);
+                }
+                match &mut op {
+                    Op::Get { options, .. } => options.timeout_ms = Some(left_ms),
+                    Op::Put { options, .. } => options.timeout_ms = Some(left_ms),
+                    _ => {}
+                }
                 let result = self.run(op, &mut held).await;
                 (result, held)
             }))
