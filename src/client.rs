@@ -48,9 +48,9 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::net::client_tls::ClientTls;
 use crate::protocol::{
-    BucketInfo, ErrorCode, ErrorReply, NodeAnswer, Op, PreferenceEntry, ReadOptions, Reply,
-    Request, Response, RingView, SiblingView, SnapshotView, StatusView, StorageView, TokenSpan,
-    WriteOptions, CLIENT_PROTOCOL_VERSION,
+    BucketInfo, ErrorCode, ErrorReply, NodeAnswer, Op, PreferenceEntry, PutItem, ReadOptions,
+    Reply, Request, Response, RingView, SiblingView, SnapshotView, StatusView, StorageView,
+    TokenSpan, WriteOptions, CLIENT_PROTOCOL_VERSION,
 };
 use crate::replication::Receipt;
 
@@ -169,6 +169,37 @@ pub struct WriteResult {
     pub context: Vec<u8>,
     /// What the request did.
     pub receipt: Receipt,
+}
+
+/// One write of a [`Client::multi_put`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPut<'a> {
+    /// The key (at most once per batch).
+    pub key: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// The context of an earlier read of the key, or `None` for a blind
+    /// write.
+    pub context: Option<&'a [u8]>,
+}
+
+impl<'a> BatchPut<'a> {
+    /// A blind write of `value` to `key`.
+    pub fn new(key: &'a [u8], value: &'a [u8]) -> BatchPut<'a> {
+        BatchPut {
+            key,
+            value,
+            context: None,
+        }
+    }
+
+    /// The write with the context of an earlier read.
+    pub fn with_context(self, context: &'a [u8]) -> BatchPut<'a> {
+        BatchPut {
+            context: Some(context),
+            ..self
+        }
+    }
 }
 
 /// The answer to a counter op.
@@ -597,6 +628,79 @@ impl Client {
                 receipt,
             }),
             other => Err(unexpected("get", &other)),
+        }
+    }
+
+    /// Reads several keys of `bucket` in one request (see
+    /// [`Op::MultiGet`]): one result per key, in the order of `keys`, each
+    /// what [`Client::get_with`] would return for it (a node's error for
+    /// one key is [`Error::Remote`] in its place). The outer error is the
+    /// whole batch's: refused (a limit, the role) or lost. Each key is an
+    /// independent read: not a snapshot.
+    pub async fn multi_get<K: AsRef<[u8]>>(
+        &self,
+        bucket: &[u8],
+        keys: &[K],
+        options: ReadOptions,
+    ) -> Result<Vec<Result<GetResult>>> {
+        let op = Op::MultiGet {
+            bucket: buf(bucket),
+            keys: keys.iter().map(|k| buf(k.as_ref())).collect(),
+            options,
+        };
+        match self.execute(op).await? {
+            Reply::Objects { items } if items.len() == keys.len() => Ok(items
+                .into_iter()
+                .map(|item| {
+                    item.map(|o| GetResult {
+                        value: o.value.map(ByteBuf::into_vec),
+                        siblings: o.siblings,
+                        context: o.context.into_vec(),
+                        receipt: o.receipt,
+                    })
+                    .map_err(Error::Remote)
+                })
+                .collect()),
+            other => Err(unexpected("multi_get", &other)),
+        }
+    }
+
+    /// Writes several keys of `bucket` in one request (see
+    /// [`Op::MultiPut`]): one result per item, in order, each what
+    /// [`Client::put_with`] would return for it. No atomicity: some items
+    /// may be stored and others not. The whole batch is retried only as a
+    /// write is (refused before anything was written); a failed item is
+    /// not retried: resend it if its error allows.
+    pub async fn multi_put(
+        &self,
+        bucket: &[u8],
+        items: &[BatchPut<'_>],
+        options: WriteOptions,
+    ) -> Result<Vec<Result<WriteResult>>> {
+        let op = Op::MultiPut {
+            bucket: buf(bucket),
+            items: items
+                .iter()
+                .map(|i| PutItem {
+                    key: buf(i.key),
+                    value: buf(i.value),
+                    context: i.context.map(buf),
+                })
+                .collect(),
+            options,
+        };
+        match self.execute(op).await? {
+            Reply::WrittenMany { items: got } if got.len() == items.len() => Ok(got
+                .into_iter()
+                .map(|item| {
+                    item.map(|w| WriteResult {
+                        context: w.context.into_vec(),
+                        receipt: w.receipt,
+                    })
+                    .map_err(Error::Remote)
+                })
+                .collect()),
+            other => Err(unexpected("multi_put", &other)),
         }
     }
 
@@ -1071,6 +1175,8 @@ fn unexpected(what: &str, reply: &Reply) -> Error {
         Reply::Preference { .. } => "Preference",
         Reply::Blocked { .. } => "Blocked",
         Reply::Keys { .. } => "Keys",
+        Reply::Objects { .. } => "Objects",
+        Reply::WrittenMany { .. } => "WrittenMany",
         Reply::Storage(_) => "Storage",
         Reply::Repair { .. } => "Repair",
         Reply::Snapshot(_) => "Snapshot",

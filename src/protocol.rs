@@ -311,6 +311,46 @@ pub enum Op {
         #[serde(default, deserialize_with = "null_as_default")]
         options: ReadOptions,
     },
+    /// Reads several keys of one bucket; answered with
+    /// [`Reply::Objects`]: one item per key, in the order of `keys`, each
+    /// what a `Get` of that key would answer (its [`ObjectItem`] or its
+    /// error), so one failing key does not fail the others. Each key is
+    /// read as an independent `Get`, concurrently on the receiving node:
+    /// the batch is not a snapshot and not atomic. The batch takes about
+    /// its timeout, as one `Get` would: a key whose turn comes after it
+    /// ran out is not read and answers a retryable `Timeout`. 1 to
+    /// [`MAX_BATCH_KEYS`] keys (a key may appear more than once: each is
+    /// read and answered); past a limit of [`Op::check_limits`] the whole
+    /// batch is refused (`InvalidArgument`) before any key is read.
+    MultiGet {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The keys.
+        keys: Vec<ByteBuf>,
+        /// Options for every key (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
+        options: ReadOptions,
+    },
+    /// Writes several keys of one bucket; answered with
+    /// [`Reply::WrittenMany`]: one item per [`PutItem`], in request order,
+    /// each what a `Put` of that item would answer (its [`WrittenItem`]
+    /// or its error). Each item is written as an independent `Put`,
+    /// concurrently on the receiving node: no atomicity across keys (some
+    /// may be stored and others not). The batch takes about its timeout:
+    /// an item whose turn comes after it ran out is not sent and answers
+    /// a retryable `Timeout` with `indefinite: false`. 1 to [`MAX_BATCH_KEYS`] items, each
+    /// key at most once, the items' keys, values and contexts together at
+    /// most [`MAX_BATCH_BYTES`]; past a limit of [`Op::check_limits`] the
+    /// whole batch is refused (`InvalidArgument`, nothing written).
+    MultiPut {
+        /// The bucket.
+        bucket: ByteBuf,
+        /// The writes.
+        items: Vec<PutItem>,
+        /// Options for every item (absent or null: the bucket's).
+        #[serde(default, deserialize_with = "null_as_default")]
+        options: WriteOptions,
+    },
     /// Reads this node's own stored copy of `bucket`/`key`, with no
     /// quorum and no repair; answered with [`Reply::Object`] (an empty
     /// receipt). A diagnostic: it shows what one replica holds, which is
@@ -443,6 +483,31 @@ pub enum Op {
     },
 }
 
+/// One write of an [`Op::MultiPut`]: the fields of a `Put` that differ
+/// per key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PutItem {
+    /// The key.
+    pub key: ByteBuf,
+    /// The value.
+    pub value: ByteBuf,
+    /// As for `Put`: the context of an earlier read of this key, or absent
+    /// (null) for a blind write.
+    #[serde(default)]
+    pub context: Option<ByteBuf>,
+}
+
+/// The most keys one [`Op::MultiGet`] or [`Op::MultiPut`] may hold: 1,000,
+/// as many as a scan page lists.
+pub const MAX_BATCH_KEYS: usize = 1000;
+
+/// The most bytes of keys, values and contexts one [`Op::MultiPut`] may
+/// carry together, and of values one [`Reply::Objects`] carries before
+/// its further items are refused: [`crate::config::MAX_VALUE_BYTES`]
+/// (15 MiB), the most one `Put` may carry, so that a batch, its request
+/// frame and its reply fit the node's 16 MiB frames.
+pub const MAX_BATCH_BYTES: usize = crate::replication::limits::MAX_VALUE_BYTES;
+
 /// Admin requests between nodes: how [`Op::OnNodes`] reaches the other
 /// nodes. The op and the answer travel as the client protocol encodes
 /// them (CBOR), nested as bytes. A node runs only the ops
@@ -501,11 +566,11 @@ pub const MAX_PATH_BYTES: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Reads: `Get`, `CounterGet`, `SetMembers`, `Scan`, `GetBucket`,
-    /// `LocalGet`, `PreferenceList`, `Ring`, `Status`.
+    /// Reads: `Get`, `MultiGet`, `CounterGet`, `SetMembers`, `Scan`,
+    /// `GetBucket`, `LocalGet`, `PreferenceList`, `Ring`, `Status`.
     Read,
-    /// Reads and data writes: `Put`, `Delete`, `CounterAdd`, `SetAdd`,
-    /// `SetRemove`.
+    /// Reads and data writes: `Put`, `MultiPut`, `Delete`, `CounterAdd`,
+    /// `SetAdd`, `SetRemove`.
     ReadWrite,
     /// Everything: also `SetBucket`, `Leave`, `RemoveNode`, `Forget`,
     /// `BlockOutbound`, `Flush`, `Compact`, `Repair`, `Snapshot` and
@@ -566,6 +631,16 @@ fn check_snapshot_dir(dir: &str) -> crate::error::Result<()> {
     Ok(())
 }
 
+/// Checks a batch's number of keys: 1 to [`MAX_BATCH_KEYS`].
+fn check_batch_len(op: &str, len: usize) -> crate::error::Result<()> {
+    if len == 0 || len > MAX_BATCH_KEYS {
+        return Err(Error::InvalidInput(format!(
+            "a {op} holds 1 to {MAX_BATCH_KEYS} keys, not {len}"
+        )));
+    }
+    Ok(())
+}
+
 impl Op {
     /// The op's name, for logs.
     pub fn name(&self) -> &'static str {
@@ -590,6 +665,8 @@ impl Op {
             Op::Forget { .. } => "forget",
             Op::BlockOutbound { .. } => "block_outbound",
             Op::Scan { .. } => "scan",
+            Op::MultiGet { .. } => "multi_get",
+            Op::MultiPut { .. } => "multi_put",
             Op::Flush => "flush",
             Op::Compact => "compact",
             Op::Repair { .. } => "repair",
@@ -613,9 +690,11 @@ impl Op {
             | Op::SetMembers { bucket, key, .. }
             | Op::LocalGet { bucket, key }
             | Op::PreferenceList { bucket, key } => Some((bucket, key)),
-            Op::GetBucket { bucket } | Op::SetBucket { bucket, .. } | Op::Scan { bucket, .. } => {
-                Some((bucket, &[]))
-            }
+            Op::GetBucket { bucket }
+            | Op::SetBucket { bucket, .. }
+            | Op::Scan { bucket, .. }
+            | Op::MultiGet { bucket, .. }
+            | Op::MultiPut { bucket, .. } => Some((bucket, &[])),
             Op::Hello { .. }
             | Op::Ring
             | Op::Status
@@ -669,6 +748,39 @@ impl Op {
                 ScanCursor::from_bytes(cursor.as_ref().map_or(&[][..], |c| c.as_slice()))
                     .map(|_| ())
             }
+            Op::MultiGet { bucket, keys, .. } => {
+                check_batch_len("multi_get", keys.len())?;
+                for key in keys {
+                    crate::replication::limits::check_bucket_key(bucket, key)?;
+                }
+                Ok(())
+            }
+            Op::MultiPut { bucket, items, .. } => {
+                check_batch_len("multi_put", items.len())?;
+                let mut total = 0usize;
+                let mut seen = std::collections::HashSet::with_capacity(items.len());
+                for item in items {
+                    crate::replication::limits::check_bucket_key(bucket, &item.key)?;
+                    crate::replication::limits::check_value(item.value.len())?;
+                    if !seen.insert(item.key.as_slice()) {
+                        return Err(Error::InvalidInput(format!(
+                            "multi_put names the key {:?} twice: each key at most once \
+                             (two writes of one key in a batch would race)",
+                            String::from_utf8_lossy(&item.key)
+                        )));
+                    }
+                    total += item.key.len()
+                        + item.value.len()
+                        + item.context.as_ref().map_or(0, |c| c.len());
+                }
+                if total > MAX_BATCH_BYTES {
+                    return Err(Error::InvalidInput(format!(
+                        "multi_put carries {total} bytes of keys, values and contexts; \
+                         a batch carries at most {MAX_BATCH_BYTES}: split it"
+                    )));
+                }
+                Ok(())
+            }
             Op::Snapshot { dir } => check_snapshot_dir(dir),
             Op::OnNodes {
                 nodes,
@@ -712,8 +824,10 @@ impl Op {
             | Op::Status
             | Op::LocalGet { .. }
             | Op::PreferenceList { .. }
-            | Op::Scan { .. } => Some(Role::Read),
+            | Op::Scan { .. }
+            | Op::MultiGet { .. } => Some(Role::Read),
             Op::Put { .. }
+            | Op::MultiPut { .. }
             | Op::Delete { .. }
             | Op::CounterAdd { .. }
             | Op::SetAdd { .. }
@@ -754,6 +868,8 @@ impl Op {
     pub fn is_write(&self) -> bool {
         match self {
             Op::Put { .. }
+            // A write if any of its items is.
+            | Op::MultiPut { .. }
             | Op::Delete { .. }
             | Op::CounterAdd { .. }
             | Op::SetAdd { .. }
@@ -777,6 +893,7 @@ impl Op {
             | Op::LocalGet { .. }
             | Op::PreferenceList { .. }
             | Op::Scan { .. }
+            | Op::MultiGet { .. }
             // Sets a fault, not stored state; sending it again is harmless.
             | Op::BlockOutbound { .. }
             // Change where data lives or when it is compared, not what
@@ -948,6 +1065,20 @@ pub enum Reply {
         /// What the request did (for the page's one token segment).
         receipt: Receipt,
     },
+    /// The answer to `MultiGet`: one item per key, in the order of the
+    /// request's `keys`.
+    Objects {
+        /// Each key's answer: what `Get` would answer (`Ok`), or its error
+        /// (`Err`).
+        items: Vec<Result<ObjectItem, ErrorReply>>,
+    },
+    /// The answer to `MultiPut`: one item per write, in the order of the
+    /// request's `items`.
+    WrittenMany {
+        /// Each write's answer: what `Put` would answer (`Ok`), or its
+        /// error (`Err`).
+        items: Vec<Result<WrittenItem, ErrorReply>>,
+    },
     /// The answer to `Flush` and `Compact`: the engine's figures after it.
     Storage(StorageView),
     /// The answer to `Repair`.
@@ -963,6 +1094,30 @@ pub enum Reply {
         /// Each node's answer.
         answers: Vec<NodeAnswer>,
     },
+}
+
+/// One key's answer within [`Reply::Objects`]: the fields of
+/// [`Reply::Object`], in its three shapes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectItem {
+    /// The value, when there is exactly one.
+    pub value: Option<ByteBuf>,
+    /// Concurrent values, when there are several.
+    pub siblings: Vec<SiblingView>,
+    /// The causal context to send back with the next write of this key.
+    pub context: ByteBuf,
+    /// What the key's read did.
+    pub receipt: Receipt,
+}
+
+/// One write's answer within [`Reply::WrittenMany`]: the fields of
+/// [`Reply::Written`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenItem {
+    /// The context of the object as stored by the coordinating replica.
+    pub context: ByteBuf,
+    /// What the write did.
+    pub receipt: Receipt,
 }
 
 /// One node's answer within [`Reply::Nodes`].
@@ -1265,6 +1420,7 @@ impl From<&Error> for ErrorReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replication::limits as config;
 
     /// The matches are exhaustive on purpose: a new variant stops this
     /// from compiling. Add it here and to [`VARIANTS`]; the test below then
@@ -1291,6 +1447,8 @@ mod tests {
             | Op::Forget { .. }
             | Op::BlockOutbound { .. }
             | Op::Scan { .. }
+            | Op::MultiGet { .. }
+            | Op::MultiPut { .. }
             | Op::Flush
             | Op::Compact
             | Op::Repair { .. }
@@ -1310,6 +1468,8 @@ mod tests {
             | Reply::Preference { .. }
             | Reply::Blocked { .. }
             | Reply::Keys { .. }
+            | Reply::Objects { .. }
+            | Reply::WrittenMany { .. }
             | Reply::Storage(_)
             | Reply::Repair { .. }
             | Reply::Snapshot(_)
@@ -1352,6 +1512,8 @@ mod tests {
         "Op::Forget",
         "Op::BlockOutbound",
         "Op::Scan",
+        "Op::MultiGet",
+        "Op::MultiPut",
         "Op::Flush",
         "Op::Compact",
         "Op::Repair",
@@ -1369,6 +1531,8 @@ mod tests {
         "Reply::Preference",
         "Reply::Blocked",
         "Reply::Keys",
+        "Reply::Objects",
+        "Reply::WrittenMany",
         "Reply::Storage",
         "Reply::Repair",
         "Reply::Snapshot",
@@ -1518,6 +1682,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn batches_are_checked_whole() {
+        let b = |s: &[u8]| ByteBuf::from(s.to_vec());
+        let get = |keys: Vec<ByteBuf>| Op::MultiGet {
+            bucket: b(b"b"),
+            keys,
+            options: ReadOptions::default(),
+        };
+        let item = |k: &[u8], v: usize| PutItem {
+            key: b(k),
+            value: ByteBuf::from(vec![0; v]),
+            context: None,
+        };
+        let put = |items: Vec<PutItem>| Op::MultiPut {
+            bucket: b(b"b"),
+            items,
+            options: WriteOptions::default(),
+        };
+        let refused = |op: Op, says: &str| match op.check_limits() {
+            Err(Error::InvalidInput(m)) => assert!(m.contains(says), "{m}"),
+            other => panic!("{other:?}"),
+        };
+        assert!(get(vec![b(b"k")]).check_limits().is_ok());
+        // Duplicate keys may be read; the empty key is a key.
+        assert!(get(vec![b(b"k"), b(b"k"), b(b"")]).check_limits().is_ok());
+        refused(get(vec![]), "1 to 1000 keys, not 0");
+        refused(get(vec![b(b"k"); MAX_BATCH_KEYS + 1]), "not 1001");
+        assert!(get(vec![b(b"k"); MAX_BATCH_KEYS]).check_limits().is_ok());
+        refused(
+            get(vec![
+                b(b"k"),
+                ByteBuf::from(vec![1; config::MAX_KEY_BYTES + 1]),
+            ]),
+            "key of",
+        );
+        assert!(put(vec![item(b"a", 1), item(b"", 1)])
+            .check_limits()
+            .is_ok());
+        refused(put(vec![]), "not 0");
+        refused(put(vec![item(b"a", 1), item(b"a", 2)]), "twice");
+        refused(
+            put(vec![item(b"a", 1), item(b"b", config::MAX_VALUE_BYTES + 1)]),
+            "value of",
+        );
+        // Each value within its limit, the batch past its own.
+        refused(
+            put(vec![item(b"a", config::MAX_VALUE_BYTES), item(b"b", 1)]),
+            "split it",
+        );
+        assert!(put(vec![item(b"a", 1)]).is_write());
+        assert!(!get(vec![b(b"k")]).is_write());
+        assert_eq!(get(vec![b(b"k")]).required_role(), Some(Role::Read));
+        assert_eq!(
+            put(vec![item(b"a", 1)]).required_role(),
+            Some(Role::ReadWrite)
+        );
     }
 
     #[test]

@@ -418,6 +418,91 @@ mod values {
         )
     }
 
+    pub fn multi_get() -> Request {
+        request(
+            30,
+            Op::MultiGet {
+                bucket: b(b"b"),
+                keys: vec![b(b"k1"), b(b"k2")],
+                options: ReadOptions::default(),
+            },
+        )
+    }
+
+    pub fn multi_put() -> Request {
+        request(
+            31,
+            Op::MultiPut {
+                bucket: b(b"b"),
+                items: vec![
+                    PutItem {
+                        key: b(b"k1"),
+                        value: b(b"v1"),
+                        context: None,
+                    },
+                    PutItem {
+                        key: b(b"k2"),
+                        value: b(b"v2"),
+                        context: Some(b(&[0xa1, 0x01, 0x01])),
+                    },
+                ],
+                options: WriteOptions {
+                    w: Some(Consistency::Quorum),
+                    sloppy_quorum: None,
+                    timeout_ms: None,
+                },
+            },
+        )
+    }
+
+    /// One key read, one that timed out.
+    pub fn reply_objects() -> Response {
+        ok(
+            30,
+            Reply::Objects {
+                items: vec![
+                    Ok(ObjectItem {
+                        value: Some(b(b"v1")),
+                        siblings: vec![],
+                        context: b(&[0xa1, 0x01, 0x01]),
+                        receipt: scan_receipt(),
+                    }),
+                    Err(ErrorReply {
+                        code: ErrorCode::Timeout,
+                        message: "1 of 2".into(),
+                        retryable: true,
+                        indefinite: None,
+                        needed: Some(2),
+                        got: Some(1),
+                    }),
+                ],
+            },
+        )
+    }
+
+    /// One write stored, one refused for its context.
+    pub fn reply_written_many() -> Response {
+        ok(
+            31,
+            Reply::WrittenMany {
+                items: vec![
+                    Ok(WrittenItem {
+                        context: b(&[0xa1, 0x01, 0x01]),
+                        receipt: scan_receipt(),
+                    }),
+                    Err(ErrorReply {
+                        code: ErrorCode::InvalidArgument,
+                        message: "bad context".into(),
+                        retryable: false,
+                        indefinite: Some(false),
+                        needed: None,
+                        got: None,
+                    }),
+                ],
+            },
+        )
+    }
+
     /// A source's status: no transfers into it, one it served.
     pub fn reply_status_served() -> Response {
         ok(
@@ -1834,5 +1919,126 @@ fn admin_requests_and_responses() {
                                          6a 696e646566696e697465 f6
                                          66 6e6565646564 f6
                                          63 676f74 f6",
+    );
+}
+
+#[test]
+fn request_and_response_multi_get() {
+    use values::*;
+    // Op::MultiGet: {"id": 30, "op": {"MultiGet": {"bucket": h'62', "keys": [h'6b31', h'6b32'],
+    // "options": {"r": null, "repair": null, "sloppy_quorum": null, "timeout_ms": null}}}}
+    check(
+        multi_get(),
+        "a2
+             62 6964 18 1e
+             62 6f70 a1
+                 68 4d756c7469476574 a3
+                     66 6275636b6574 41 62
+                     64 6b657973 82
+                         42 6b31
+                         42 6b32
+                     67 6f7074696f6e73 a4
+                         61 72 f6
+                         66 726570616972 f6
+                         6d 736c6f7070795f71756f72756d f6
+                         6a 74696d656f75745f6d73 f6",
+    );
+    // Reply::Objects, one item per key in request order: {"id": 30, "result": {"Ok":
+    // {"Objects": {"items": [{"Ok": {"value": h'7631', "siblings": [], "context": h'a10101',
+    // "receipt": {"asked": [1, 2], "answered": [2, 1], "fallbacks": [], "repaired": []}}},
+    // {"Err": {"code": "Timeout", "message": "1 of 2", "retryable": true, "indefinite": null,
+    // "needed": 2, "got": 1}}]}}}}
+    check(
+        reply_objects(),
+        "a2
+             62 6964 18 1e
+             66 726573756c74 a1
+                 62 4f6b a1
+                     67 4f626a65637473 a1
+                         65 6974656d73 82
+                             a1
+                                 62 4f6b a4
+                                     65 76616c7565 42 7631
+                                     68 7369626c696e6773 80
+                                     67 636f6e74657874 43 a10101
+                                     67 72656365697074 a4
+                                         65 61736b6564 82
+                                             01
+                                             02
+                                         68 616e737765726564 82
+                                             02
+                                             01
+                                         69 66616c6c6261636b73 80
+                                         68 7265706169726564 80
+                             a1
+                                 63 457272 a6
+                                     64 636f6465 67 54696d656f7574
+                                     67 6d657373616765 66 31206f662032
+                                     69 726574727961626c65 f5
+                                     6a 696e646566696e697465 f6
+                                     66 6e6565646564 02
+                                     63 676f74 01",
+    );
+}
+
+#[test]
+fn request_and_response_multi_put() {
+    use values::*;
+    // Op::MultiPut: {"id": 31, "op": {"MultiPut": {"bucket": h'62', "items": [{"key": h'6b31',
+    // "value": h'7631', "context": null}, {"key": h'6b32', "value": h'7632', "context":
+    // h'a10101'}], "options": {"w": "Quorum", "sloppy_quorum": null, "timeout_ms": null}}}}
+    check(
+        multi_put(),
+        "a2
+             62 6964 18 1f
+             62 6f70 a1
+                 68 4d756c7469507574 a3
+                     66 6275636b6574 41 62
+                     65 6974656d73 82
+                         a3
+                             63 6b6579 42 6b31
+                             65 76616c7565 42 7631
+                             67 636f6e74657874 f6
+                         a3
+                             63 6b6579 42 6b32
+                             65 76616c7565 42 7632
+                             67 636f6e74657874 43 a10101
+                     67 6f7074696f6e73 a3
+                         61 77 66 51756f72756d
+                         6d 736c6f7070795f71756f72756d f6
+                         6a 74696d656f75745f6d73 f6",
+    );
+    // Reply::WrittenMany: {"id": 31, "result": {"Ok": {"WrittenMany": {"items": [{"Ok":
+    // {"context": h'a10101', "receipt": {"asked": [1, 2], "answered": [2, 1], "fallbacks": [],
+    // "repaired": []}}}, {"Err": {"code": "InvalidArgument", "message": "bad context",
+    // "retryable": false, "indefinite": false, "needed": null, "got": null}}]}}}}
+    check(
+        reply_written_many(),
+        "a2
+             62 6964 18 1f
+             66 726573756c74 a1
+                 62 4f6b a1
+                     6b 5772697474656e4d616e79 a1
+                         65 6974656d73 82
+                             a1
+                                 62 4f6b a2
+                                     67 636f6e74657874 43 a10101
+                                     67 72656365697074 a4
+                                         65 61736b6564 82
+                                             01
+                                             02
+                                         68 616e737765726564 82
+                                             02
+                                             01
+                                         69 66616c6c6261636b73 80
+                                         68 7265706169726564 80
+                             a1
+                                 63 457272 a6
+                                     64 636f6465 6f 496e76616c6964417267756d656e74
+                                     67 6d657373616765 6b 62616420636f6e74657874
+                                     69 726574727961626c65 f4
+                                     6a 696e646566696e697465 f4
+                                     66 6e6565646564 f6
+                                     63 676f74 f6",
     );
 }

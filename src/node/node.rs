@@ -49,8 +49,8 @@ use crate::id::NodeId;
 use crate::membership::{MemberEntry, Membership, RingKeeper};
 use crate::net::{Inbox, Transport};
 use crate::protocol::{
-    BucketInfo, MemberView, Op, PreferenceEntry, Reply, ReplyHold, StatusView, StorageView,
-    CLIENT_PROTOCOL_VERSION, MAX_BLOCKED_PEERS,
+    BucketInfo, ErrorReply, MemberView, Op, PreferenceEntry, Reply, ReplyHold, StatusView,
+    StorageView, CLIENT_PROTOCOL_VERSION, MAX_BLOCKED_PEERS,
 };
 use crate::replication::anti_entropy::AntiEntropyStats;
 use crate::replication::buckets::{BucketEntry, BucketTable};
@@ -675,6 +675,21 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The most compactions one `Compact` runs.
 pub const MAX_ADMIN_COMPACTIONS: u64 = 100_000;
 
+/// How many keys of one batch (`MultiGet`, `MultiPut`) a node runs at
+/// once: enough to overlap their replica round trips, few enough that a
+/// connection's 128 batches in flight stay within the coordinator's
+/// mailbox (a batch is not refused whole for filling it).
+pub const BATCH_CONCURRENCY: usize = 32;
+
+/// A batch item answered with a reply of the wrong kind: a bug, reported
+/// for that item.
+fn unexpected_item(op: &str, is_write: bool, reply: &Reply) -> ErrorReply {
+    super::client_port::error_reply_for(
+        is_write,
+        &Error::Replica(format!("{op}: an item was answered with {reply:?}")),
+    )
+}
+
 /// Runs storage work on a blocking thread.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
@@ -1010,6 +1025,101 @@ impl Node {
                     )),
                 }
             }
+            Op::MultiGet {
+                bucket,
+                keys,
+                options,
+            } => {
+                // Refused whole, as a single op would be, before any key.
+                self.check_not_draining()?;
+                if !self.ring_confirmed() {
+                    return Err(Error::RingUnconfirmed);
+                }
+                let timeout = self.batch_timeout(&bucket, options.timeout_ms).await?;
+                let ops = keys
+                    .into_iter()
+                    .map(|key| Op::Get {
+                        bucket: bucket.clone(),
+                        key,
+                        options: options.clone(),
+                    })
+                    .collect();
+                let mut carried = 0usize;
+                let mut items = Vec::new();
+                for (result, held) in self.run_batch(ops, timeout).await {
+                    items.push(match result {
+                        Ok(Reply::Object {
+                            value,
+                            siblings,
+                            context,
+                            receipt,
+                        }) => {
+                            carried += value.as_ref().map_or(0, |v| v.len())
+                                + siblings
+                                    .iter()
+                                    .map(|s| s.value.as_ref().map_or(0, |v| v.len()))
+                                    .sum::<usize>();
+                            if carried > crate::protocol::MAX_BATCH_BYTES {
+                                // The reply would not fit a frame: the
+                                // rest of the batch is read again alone.
+                                Err(ErrorReply::from(&Error::InvalidInput(format!(
+                                    "this multi_get's values pass {} bytes by this key: \
+                                     read it alone or in a later batch",
+                                    crate::protocol::MAX_BATCH_BYTES
+                                ))))
+                            } else {
+                                hold.append(held);
+                                Ok(crate::protocol::ObjectItem {
+                                    value,
+                                    siblings,
+                                    context,
+                                    receipt,
+                                })
+                            }
+                        }
+                        Ok(other) => Err(unexpected_item("multi_get", false, &other)),
+                        // As the client port answers a single `Get`.
+                        Err(e) => Err(super::client_port::error_reply_for(false, &e)),
+                    });
+                }
+                Ok(Reply::Objects { items })
+            }
+            Op::MultiPut {
+                bucket,
+                items,
+                options,
+            } => {
+                self.check_not_draining()?;
+                if !self.ring_confirmed() {
+                    return Err(Error::RingUnconfirmed);
+                }
+                let timeout = self.batch_timeout(&bucket, options.timeout_ms).await?;
+                let ops = items
+                    .into_iter()
+                    .map(|item| Op::Put {
+                        bucket: bucket.clone(),
+                        key: item.key,
+                        value: item.value,
+                        context: item.context,
+                        options: options.clone(),
+                    })
+                    .collect();
+                let items = self
+                    .run_batch(ops, timeout)
+                    .await
+                    .into_iter()
+                    .map(|(result, _)| match result {
+                        Ok(Reply::Written { context, receipt }) => {
+                            Ok(crate::protocol::WrittenItem { context, receipt })
+                        }
+                        Ok(other) => Err(unexpected_item("multi_put", true, &other)),
+                        // As the client port answers a single `Put`:
+                        // `indefinite` set.
+                        Err(e) => Err(super::client_port::error_reply_for(true, &e)),
+                    })
+                    .collect();
+                Ok(Reply::WrittenMany { items })
+            }
             data => {
                 self.check_not_draining()?;
                 if !self.ring_confirmed() {
@@ -1039,6 +1149,75 @@ impl Node {
                 .map_err(|e| Error::Replica(format!("a conflict resolver failed: {e}")))?
             }
         }
+    }
+
+    /// A batch's time: its `timeout_ms`, else its bucket's timeout, as
+    /// one of its ops would have. Zero is refused, as for every op.
+    async fn batch_timeout(
+        &self,
+        bucket: &serde_bytes::ByteBuf,
+        timeout_ms: Option<u64>,
+    ) -> Result<Duration> {
+        match timeout_ms {
+            Some(0) => Err(Error::InvalidInput("timeout_ms must be positive".into())),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+            None => Ok(self
+                .coordinator
+                .send(GetBucket(bucket.to_vec()))
+                .await
+                .map_err(|_| Error::Shutdown)?
+                .timeout),
+        }
+    }
+
+    /// Runs the single ops of a batch (`MultiGet`, `MultiPut`) as
+    /// independent requests, up to [`BATCH_CONCURRENCY`] at a time; the
+    /// results (each with what its reply holds) in the order of `ops`.
+    ///
+    /// The batch takes about `timeout` at most, as one op would: each op
+    /// gets the time left of it as its `timeout_ms`, and an op not
+    /// started when it has run out is not sent and fails with a
+    /// retryable `Timeout` (for a write: certainly not applied).
+    ///
+    /// Boxed, with its type spelled out: `run` runs the batch that runs
+    /// `run`, and the compiler needs the cycle cut at a named `Send` type.
+    fn run_batch(
+        &self,
+        ops: Vec<Op>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Vec<(Result<Reply>, ReplyHold)>> {
+        use futures_util::stream::{self, StreamExt};
+        let deadline = std::time::Instant::now() + timeout;
+        Box::pin(async move {
+            stream::iter(ops.into_iter().map(|mut op| async move {
+                let mut held = ReplyHold::default();
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let left_ms = left.as_millis().min(u64::MAX as u128) as u64;
+                if left_ms == 0 {
+                    let mut reply = ErrorReply::new(
+                        crate::protocol::ErrorCode::Timeout,
+                        format!(
+                            "{}: not sent, the batch's {} ms ran out before its turn",
+                            op.name(),
+                            timeout.as_millis()
+                        ),
+                        true,
+                    );
+                    reply.indefinite = Some(false);
+                    return (Err(Error::Remote(reply)), held);
+                }
+                match &mut op {
+                    Op::Get { options, .. } => options.timeout_ms = Some(left_ms),
+                    Op::Put { options, .. } => options.timeout_ms = Some(left_ms),
+                    _ => {}
+                }
+                let result = self.run(op, &mut held).await;
+                (result, held)
+            }))
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await
+        })
     }
 
     /// Runs one of the ops [`Op::runs_on_nodes`] allows (views and storage
