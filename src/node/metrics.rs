@@ -101,8 +101,11 @@ pub fn consistency_label(op: &Op) -> &'static str {
     let level = match op {
         Op::Get { options, .. }
         | Op::CounterGet { options, .. }
-        | Op::SetMembers { options, .. } => options.r,
+        | Op::SetMembers { options, .. }
+        | Op::Scan { options, .. }
+        | Op::MultiGet { options, .. } => options.r,
         Op::Put { options, .. }
+        | Op::MultiPut { options, .. }
         | Op::Delete { options, .. }
         | Op::CounterAdd { options, .. }
         | Op::SetAdd { options, .. }
@@ -413,6 +416,25 @@ mod tests {
         );
         assert_eq!(consistency_label(&get(Some(Consistency::Count(0)))), "more");
         assert_eq!(consistency_label(&Op::Ring), "none");
+        // Batches and scans are labelled by the level they ask for.
+        let multi_put = Op::MultiPut {
+            bucket: ByteBuf::from(b"b".to_vec()),
+            items: vec![],
+            options: crate::protocol::WriteOptions {
+                w: Some(Consistency::All),
+                ..Default::default()
+            },
+        };
+        assert_eq!(consistency_label(&multi_put), "all");
+        let multi_get = Op::MultiGet {
+            bucket: ByteBuf::from(b"b".to_vec()),
+            keys: vec![],
+            options: ReadOptions {
+                r: Some(Consistency::One),
+                ..ReadOptions::default()
+            },
+        };
+        assert_eq!(consistency_label(&multi_get), "one");
     }
 
     #[test]

@@ -25,8 +25,10 @@ mod support;
 
 mod layout;
 
+mod client_batch;
 mod client_cluster;
 mod client_protocol;
+mod client_python_package;
 #[path = "../codec_golden.rs"]
 mod codec_golden;
 mod codec_random_input;

@@ -13,18 +13,16 @@
 //! past it with an error; a key named twice is read twice but written at most once;
 //! a reader may batch reads but not writes. Every wait is bounded.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use ringkv::client::{BatchPut, Client, ClientConfig, Credentials, GetResult};
 use ringkv::node::client_port::{ClientAuth, ClientPort, ClientPortConfig};
 use ringkv::node::{Node, NodeConfig, TransportParts};
 use ringkv::protocol::{ErrorCode, ReadOptions, WriteOptions, MAX_BATCH_KEYS};
 use ringkv::replication::Consistency;
 use ringkv::{Error, MemberStatus, MemoryNetConfig, MemoryNetwork, NodeId};
-use support::*;
 
 fn config(id: u64) -> NodeConfig {
     let seeds = if id == 1 {

@@ -9,15 +9,13 @@
 //!
 //! Skipped, with the reason printed, only when `python3` is not installed.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use ringkv::node::client_port::{ClientPort, ClientPortConfig};
 use ringkv::node::{Node, NodeConfig, TransportParts};
 use ringkv::{MemoryNetConfig, MemoryNetwork, NodeId};
-use support::*;
 
 /// Runs the script, killing it if it takes more than two minutes (it
 /// takes a few seconds when it works).
