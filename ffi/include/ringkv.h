@@ -80,6 +80,25 @@
 // bytes (1 MiB). A larger one is refused with `RINGKV_INVALID_ARGUMENT`.
 #define RINGKV_MAX_CA_FILE_BYTES 1048576
 
+// The library's major version (the crate `ringkv-ffi`'s). With
+// `RINGKV_VERSION_MINOR` and `RINGKV_VERSION_PATCH`, what
+// `ringkv_version()` returns as text, for the header a program was
+// compiled with.
+#define RINGKV_VERSION_MAJOR 0
+
+// The library's minor version.
+#define RINGKV_VERSION_MINOR 1
+
+// The library's patch version.
+#define RINGKV_VERSION_PATCH 0
+
+// The version of the C ABI this header describes: it changes only when a
+// function, type or number of an earlier version changes meaning or
+// goes away, never when functions or result codes are added. Compare it
+// with `ringkv_abi_version()`, the library's, to learn whether the
+// library linked at run time is the one the program was compiled for.
+#define RINGKV_ABI_VERSION 1
+
 // Transport of an embedded cluster: the in-process network.
 #define RINGKV_TRANSPORT_MEMORY 0
 
@@ -180,6 +199,21 @@ typedef struct ringkv_set ringkv_set;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// The library's version, `"MAJOR.MINOR.PATCH"` (`"0.1.0"`), as a static
+// NUL-terminated string: never free it. It is the version of the library
+// linked at run time, which may differ from the header's
+// `RINGKV_VERSION_*` when a shared library was replaced.
+//
+// Thread safety: may be called from any thread at any time.
+const char *ringkv_version(void);
+
+// The ABI version of the library linked at run time
+// (`RINGKV_ABI_VERSION` when it was built). A program compiled against a
+// header whose `RINGKV_ABI_VERSION` differs must not use the library.
+//
+// Thread safety: may be called from any thread at any time.
+uint32_t ringkv_abi_version(void);
 
 // Starts an embedded cluster of `nodes` nodes (1 to 16) over `transport`
 // (`RINGKV_TRANSPORT_MEMORY` or `RINGKV_TRANSPORT_TCP`), waits until they

@@ -78,6 +78,62 @@ const _: () = assert!(RINGKV_MAX_KEY_BYTES == ringkv::config::MAX_KEY_BYTES);
 const _: () = assert!(RINGKV_MAX_BUCKET_BYTES == ringkv::config::MAX_BUCKET_BYTES);
 const _: () = assert!(RINGKV_MAX_VALUE_BYTES == ringkv::config::MAX_VALUE_BYTES);
 
+/// The library's major version (the crate `ringkv-ffi`'s). With
+/// `RINGKV_VERSION_MINOR` and `RINGKV_VERSION_PATCH`, what
+/// `ringkv_version()` returns as text, for the header a program was
+/// compiled with.
+pub const RINGKV_VERSION_MAJOR: u32 = 0;
+/// The library's minor version.
+pub const RINGKV_VERSION_MINOR: u32 = 1;
+/// The library's patch version.
+pub const RINGKV_VERSION_PATCH: u32 = 0;
+/// The version of the C ABI this header describes: it changes only when a
+/// function, type or number of an earlier version changes meaning or
+/// goes away, never when functions or result codes are added. Compare it
+/// with `ringkv_abi_version()`, the library's, to learn whether the
+/// library linked at run time is the one the program was compiled for.
+pub const RINGKV_ABI_VERSION: u32 = 1;
+
+/// The decimal number `s` (a version component), at compile time.
+const fn decimal(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut n = 0;
+    let mut i = 0;
+    while i < b.len() {
+        n = n * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+// The header needs literals; these fail to compile when Cargo.toml's
+// version moves without them.
+const _: () = assert!(RINGKV_VERSION_MAJOR == decimal(env!("CARGO_PKG_VERSION_MAJOR")));
+const _: () = assert!(RINGKV_VERSION_MINOR == decimal(env!("CARGO_PKG_VERSION_MINOR")));
+const _: () = assert!(RINGKV_VERSION_PATCH == decimal(env!("CARGO_PKG_VERSION_PATCH")));
+
+/// The library's version, `"MAJOR.MINOR.PATCH"` (`"0.1.0"`), as a static
+/// NUL-terminated string: never free it. It is the version of the library
+/// linked at run time, which may differ from the header's
+/// `RINGKV_VERSION_*` when a shared library was replaced.
+///
+/// Thread safety: may be called from any thread at any time.
+#[no_mangle]
+pub extern "C" fn ringkv_version() -> *const c_char {
+    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION.as_ptr().cast()
+}
+
+/// The ABI version of the library linked at run time
+/// (`RINGKV_ABI_VERSION` when it was built). A program compiled against a
+/// header whose `RINGKV_ABI_VERSION` differs must not use the library.
+///
+/// Thread safety: may be called from any thread at any time.
+#[no_mangle]
+pub extern "C" fn ringkv_abi_version() -> u32 {
+    RINGKV_ABI_VERSION
+}
+
 /// Transport of an embedded cluster: the in-process network.
 pub const RINGKV_TRANSPORT_MEMORY: u32 = 0;
 /// Transport of an embedded cluster: TCP on 127.0.0.1, with a client port
