@@ -365,8 +365,9 @@ ringkv_result ringkv_client_options_set_server_name(ringkv_client_options *optio
 // address, unless one was set).
 //
 // Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
-// (no address, not UTF-8; a server name without a CA, or one that is not
-// a DNS name or an IP address), `RINGKV_CONNECTION` (no address answered
+// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
+// UTF-8; a server name without a CA, or one that is not a DNS name or an
+// IP address), `RINGKV_CONNECTION` (no address answered
 // within 2 s each, or the node closed the connection; a node whose
 // client port speaks TLS does so to a client without a CA),
 // `RINGKV_TLS` (the node's certificate is not from the CA or does not
@@ -391,8 +392,9 @@ ringkv_result ringkv_client_connect(const char *addrs,
 // `*out`.
 //
 // Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
-// (no address, not UTF-8), `RINGKV_CONNECTION` (no address answered
-// within 2 s each).
+// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
+// UTF-8: found before any dialing), `RINGKV_CONNECTION` (no address
+// answered within 2 s each).
 //
 // Thread safety: may be called from any thread.
 //

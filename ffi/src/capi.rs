@@ -211,7 +211,7 @@ fn boundary(op: &str, f: impl FnOnce() -> Outcome<()>) -> ringkv_result {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".into());
-            set_last_error(&format!("ringkv_{op}: the library panicked: {why}"));
+            set_last_error(&format!("{op}: the library panicked: {why}"));
             ringkv_result::RINGKV_PANIC
         }
     }
@@ -310,7 +310,7 @@ pub unsafe extern "C" fn ringkv_cluster_new(
         // SAFETY: forwarded contract.
         let out = unsafe { out_ptr(OP, "out", out) }?;
         let kind = store::transport(OP, transport)?;
-        let inner = EmbeddedCluster::start(nodes, kind)?;
+        let inner = EmbeddedCluster::start(OP, nodes, kind)?;
         *out = Box::into_raw(Box::new(ringkv_cluster { inner }));
         Ok(())
     })
@@ -581,8 +581,9 @@ fn connect_to(
 /// address, unless one was set).
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
-/// (no address, not UTF-8; a server name without a CA, or one that is not
-/// a DNS name or an IP address), `RINGKV_CONNECTION` (no address answered
+/// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
+/// UTF-8; a server name without a CA, or one that is not a DNS name or an
+/// IP address), `RINGKV_CONNECTION` (no address answered
 /// within 2 s each, or the node closed the connection; a node whose
 /// client port speaks TLS does so to a client without a CA),
 /// `RINGKV_TLS` (the node's certificate is not from the CA or does not
@@ -623,8 +624,9 @@ pub unsafe extern "C" fn ringkv_client_connect(
 /// `*out`.
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
-/// (no address, not UTF-8), `RINGKV_CONNECTION` (no address answered
-/// within 2 s each).
+/// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
+/// UTF-8: found before any dialing), `RINGKV_CONNECTION` (no address
+/// answered within 2 s each).
 ///
 /// Thread safety: may be called from any thread.
 ///

@@ -240,16 +240,16 @@ pub fn ignore_sigpipe() {
 impl EmbeddedCluster {
     /// Starts `nodes` nodes (1 to [`MAX_NODES`]) over `transport` and
     /// waits until they form one ring. Keys get `min(3, nodes)` replicas.
-    pub fn start(nodes: u32, transport: TransportKind) -> Outcome<EmbeddedCluster> {
-        const OP: &str = "cluster_new";
+    /// `op` names the caller in messages (`ringkv_cluster_new` from C).
+    pub fn start(op: &str, nodes: u32, transport: TransportKind) -> Outcome<EmbeddedCluster> {
         if nodes == 0 || nodes > MAX_NODES {
             return Err(Failure::invalid(format!(
-                "{OP}: nodes must be 1 to {MAX_NODES}, got {nodes}"
+                "{op}: nodes must be 1 to {MAX_NODES}, got {nodes}"
             )));
         }
         ignore_sigpipe();
         let rt = Runtime::new()
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
         let options = ClusterOptions {
             nodes: u64::from(nodes),
             n: nodes.min(3) as usize,
@@ -257,7 +257,7 @@ impl EmbeddedCluster {
             ..ClusterOptions::default()
         };
         let cluster = Cluster::start(Arc::new(rt), options, Resolvers::default())
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{OP}: {e}")))?;
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{op}: {e}")))?;
         Ok(EmbeddedCluster {
             cluster,
             policies: PolicyCache::default(),
@@ -450,6 +450,44 @@ impl ConnectOptions {
     }
 }
 
+/// Checks that `addr` reads as `HOST:PORT` (`[V6]:PORT` for an IPv6
+/// address): a host that is not empty and a port from 1 to 65535. An
+/// address that does not is the caller's mistake
+/// (`RINGKV_INVALID_ARGUMENT`), found before any dialing, not a
+/// connection failure. Whether the host resolves is learned by dialing.
+fn check_addr(op: &str, addr: &str) -> Outcome<()> {
+    let bad =
+        |why: &str| Failure::invalid(format!("{op}: address {addr:?} is not HOST:PORT ({why})"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not a number from 1 to 65535"))?;
+    if port == 0 {
+        return Err(bad("the port is not a number from 1 to 65535"));
+    }
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6
+                .strip_suffix(']')
+                .ok_or_else(|| bad("an IPv6 host lacks its closing bracket"))?;
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("not an IPv6 address between the brackets"))?;
+            return Ok(());
+        }
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    if host.contains(':') {
+        return Err(bad("an IPv6 host must be in brackets"));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/') {
+        return Err(bad("the host has a character no host name has"));
+    }
+    Ok(())
+}
+
 /// Whether `e` says a node closed a new connection without answering its
 /// `Hello`: what a client port that speaks TLS does to a plain client.
 fn closed_before_hello(e: &ringkv::Error) -> bool {
@@ -499,6 +537,9 @@ impl RemoteClient {
             return Err(Failure::invalid(format!(
                 "{op}: no address given (expected HOST:PORT[,HOST:PORT...])"
             )));
+        }
+        for addr in &list {
+            check_addr(op, addr)?;
         }
         let config = options.config(op)?;
         ignore_sigpipe();

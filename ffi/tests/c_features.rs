@@ -25,3 +25,16 @@ fn version_and_macros_agree() {
     );
     assert_lines(&out, &[&want, "version: all checks passed"]);
 }
+
+#[test]
+fn unparseable_addresses_are_invalid_and_messages_name_their_function() {
+    let out = run_c("errors", &[]);
+    assert_lines(
+        &out,
+        &[
+            "errors: 12 unparseable addresses are RINGKV_INVALID_ARGUMENT",
+            "errors: every message names its function",
+            "errors: all checks passed",
+        ],
+    );
+}
