@@ -99,12 +99,32 @@
 // library linked at run time is the one the program was compiled for.
 #define RINGKV_ABI_VERSION 1
 
+// The longest timeout any call takes, in milliseconds (one hour). A
+// `timeout_ms` above it is `RINGKV_INVALID_ARGUMENT`; 0 means the
+// default.
+#define RINGKV_MAX_TIMEOUT_MS 3600000
+
+// A client's request timeout unless set
+// (`ringkv_client_options_set_timeout_ms`), in milliseconds: the bound
+// on each request a call through a client makes, retries and failovers
+// included. Above a bucket's default timeout (5 s), so that a node that
+// cannot reach a quorum says so first.
+#define RINGKV_DEFAULT_TIMEOUT_MS 6000
+
+// A client's connect timeout unless set, in milliseconds: how long
+// opening a connection (TCP, TLS and the hello) to one address may take.
+#define RINGKV_DEFAULT_CONNECT_TIMEOUT_MS 2000
+
 // Transport of an embedded cluster: the in-process network.
 #define RINGKV_TRANSPORT_MEMORY 0
 
 // Transport of an embedded cluster: TCP on 127.0.0.1, with a client port
 // per node (see `ringkv_cluster_client_addrs`).
 #define RINGKV_TRANSPORT_TCP 1
+
+// The longest timeout the FFI takes: one hour, in milliseconds
+// (`RINGKV_MAX_TIMEOUT_MS`).
+#define MAX_TIMEOUT_MS 3600000
 
 // What a C ABI call did. The numbers are stable: they are part of the ABI.
 enum ringkv_result
@@ -188,6 +208,14 @@ typedef struct ringkv_client_options ringkv_client_options;
 // An embedded cluster: real ringkv nodes running in this process.
 // Created by `ringkv_cluster_new`, freed by `ringkv_cluster_free`.
 typedef struct ringkv_cluster ringkv_cluster;
+
+// A key's object as a read saw it: zero values (never written, or
+// deleted), one, or two and more siblings (concurrent writes, under the
+// SIBLINGS policy), and the opaque causal context to write back with.
+// Returned by `ringkv_cluster_get_object` and `ringkv_client_get_object`;
+// read with `ringkv_object_count`, `ringkv_object_value` and
+// `ringkv_object_context`; freed with `ringkv_object_free`.
+typedef struct ringkv_object ringkv_object;
 
 // A set's members, in byte order, owned by the library. Read with
 // `ringkv_set_len` and `ringkv_set_member`; free with `ringkv_set_free`.
@@ -455,7 +483,11 @@ void ringkv_client_free(ringkv_client *client);
 //
 // Errors: `RINGKV_NULL_ARGUMENT`, `RINGKV_INVALID_ARGUMENT` (empty bucket
 // or key, unknown `w`, a `w` above the bucket's replicas),
-// `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`.
+// `RINGKV_SIBLINGS` (the key holds the most siblings a node keeps, 100
+// by default, and values written concurrently since the read would add
+// one more: read it with `ringkv_cluster_get_object` and write with its
+// context), `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`, `RINGKV_INTERNAL`,
+// `RINGKV_PANIC`.
 //
 // Thread safety: may be called from any thread, concurrently with any
 // call on the same cluster except `ringkv_cluster_free`.
@@ -475,7 +507,8 @@ ringkv_result ringkv_cluster_put(const ringkv_cluster *cluster,
 // the value to `*out_value` (free it with `ringkv_buf_free`).
 //
 // Errors: as `ringkv_cluster_put`, and `RINGKV_NOT_FOUND` (no value),
-// `RINGKV_SIBLINGS` (concurrent values: use policy LWW for overwrites).
+// `RINGKV_SIBLINGS` (concurrent values: read them all, with the context
+// to resolve them, with `ringkv_cluster_get_object`).
 //
 // Thread safety: as `ringkv_cluster_put`.
 //
@@ -805,6 +838,249 @@ ringkv_result ringkv_set_member(const ringkv_set *set,
 // # Safety
 // `set` NULL or a set from this library not yet freed.
 void ringkv_set_free(ringkv_set *set);
+
+// The number of values in `object`: 0 when the key has none (never
+// written, or deleted), 1 normally, 2 or more when concurrent writes
+// left siblings (a sibling may be a delete: see `ringkv_object_value`).
+// 0 when `object` is NULL.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same object except `ringkv_object_free`.
+//
+// # Safety
+// `object` NULL or live.
+size_t ringkv_object_count(const ringkv_object *object);
+
+// 1 when `object` holds a value (`ringkv_object_count` is not 0), 0 when
+// the key was never written or is deleted, or `object` is NULL.
+//
+// Thread safety: as `ringkv_object_count`.
+//
+// # Safety
+// `object` NULL or live.
+int ringkv_object_found(const ringkv_object *object);
+
+// Writes value `index` (0-based, below `ringkv_object_count(object)`) of
+// `object` to `*out_data` and `*out_len`; the bytes stay valid until
+// `ringkv_object_free(object)`. An empty value has length 0 and a
+// non-NULL pointer that must not be read.
+//
+// A sibling that is a delete (a delete concurrent with another write:
+// the key is both deleted and written) has no value: the result is
+// `RINGKV_NOT_FOUND` and the outputs are left alone. Siblings come in
+// the order the node gives them (by the time and node of each write),
+// the same for the same object.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (object, out_data, out_len),
+// `RINGKV_INVALID_ARGUMENT` (index not below the count),
+// `RINGKV_NOT_FOUND` (that sibling is a delete).
+//
+// Thread safety: as `ringkv_object_count`.
+//
+// # Safety
+// `object` NULL or live; `out_data` and `out_len` NULL or writable.
+ringkv_result ringkv_object_value(const ringkv_object *object,
+                                  size_t index,
+                                  const uint8_t **out_data,
+                                  size_t *out_len);
+
+// Writes the object's causal context, opaque bytes to pass unchanged to
+// `ringkv_*_put_ctx` or `ringkv_*_delete_ctx`, to `*out_data` and
+// `*out_len`; valid until `ringkv_object_free(object)`. Empty (length 0,
+// a non-NULL pointer not to be read) when the key was never written; a
+// deleted key has a context, which a later put should carry.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (object, out_data, out_len).
+//
+// Thread safety: as `ringkv_object_count`.
+//
+// # Safety
+// `object` NULL or live; `out_data` and `out_len` NULL or writable.
+ringkv_result ringkv_object_context(const ringkv_object *object,
+                                    const uint8_t **out_data,
+                                    size_t *out_len);
+
+// Frees an object the library returned. NULL does nothing.
+//
+// Thread safety: no other call may use `object` during or after this
+// one.
+//
+// # Safety
+// `object` NULL or an object from this library not yet freed.
+void ringkv_object_free(ringkv_object *object);
+
+// Reads `bucket`/`key` from `r` replicas (`RINGKV_CONSISTENCY_*`) and
+// writes the whole object to `*out_object` (free it with
+// `ringkv_object_free`): every value, siblings included, and the causal
+// context. A key never written, or deleted, is `RINGKV_OK` with no
+// values (`ringkv_object_count` 0), not `RINGKV_NOT_FOUND`; siblings are
+// `RINGKV_OK` too, not `RINGKV_SIBLINGS`.
+//
+// `timeout_ms`: 0 for the bucket's own timeout (5 s unless set), else
+// the most milliseconds to wait (at most `RINGKV_MAX_TIMEOUT_MS`), past
+// which the call returns `RINGKV_TIMEOUT`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (cluster, out_object; bucket or key with
+// a non-zero length), `RINGKV_INVALID_ARGUMENT` (empty bucket or key,
+// unknown `r`, an `r` above the bucket's replicas, `timeout_ms` too
+// large, a bucket whose policy is a counter or a set),
+// `RINGKV_UNAVAILABLE` (too few replicas), `RINGKV_TIMEOUT`,
+// `RINGKV_INTERNAL`, `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same cluster except `ringkv_cluster_free`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_object` NULL or
+// writable.
+ringkv_result ringkv_cluster_get_object(const ringkv_cluster *cluster,
+                                        const uint8_t *bucket,
+                                        size_t bucket_len,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        uint32_t r,
+                                        uint32_t timeout_ms,
+                                        ringkv_object **out_object);
+
+// Writes `value` (may be empty) under `bucket`/`key` with `context`
+// (`context_len` bytes from `ringkv_object_context`; NULL and 0 for a
+// blind write), acknowledged by `w` replicas. It does not read first:
+// it replaces exactly the values the context saw, so writing the merge
+// of an object's siblings with its context resolves them, and a value
+// the context did not see (written concurrently) stays beside the new
+// one as a sibling. A blind write of a key that holds a value, under
+// SIBLINGS, adds a sibling; under LWW the context changes nothing.
+//
+// When `out_context` is not NULL, the context of the object as stored
+// (a later write with it replaces this one) is written to it as a
+// buffer (free it with `ringkv_buf_free`).
+//
+// `timeout_ms`: as `ringkv_cluster_get_object`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (cluster; bucket, key, value or context
+// with a non-zero length), `RINGKV_INVALID_ARGUMENT` (empty bucket or
+// key, unknown `w`, a `w` above the bucket's replicas, `timeout_ms` too
+// large, a context that is not one this store made, a value too large, a
+// counter or set bucket), `RINGKV_SIBLINGS` (the key already holds the
+// most siblings a node keeps, 100 by default, and this write would add
+// one: read the object and write with its context), `RINGKV_UNAVAILABLE`,
+// `RINGKV_TIMEOUT`, `RINGKV_OUTCOME_UNKNOWN` (no answer within
+// `timeout_ms`: the write may have been applied), `RINGKV_INTERNAL`,
+// `RINGKV_PANIC`.
+//
+// Thread safety: as `ringkv_cluster_get_object`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_context` NULL or
+// writable.
+ringkv_result ringkv_cluster_put_ctx(const ringkv_cluster *cluster,
+                                     const uint8_t *bucket,
+                                     size_t bucket_len,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     const uint8_t *value,
+                                     size_t value_len,
+                                     const uint8_t *context,
+                                     size_t context_len,
+                                     uint32_t w,
+                                     uint32_t timeout_ms,
+                                     ringkv_buf **out_context);
+
+// Deletes `bucket`/`key` (writes a tombstone) with `context` (NULL and 0
+// for a blind delete), acknowledged by `w` replicas, as
+// `ringkv_cluster_put_ctx` writes a value: with the context of an object
+// read first, it deletes the values that read saw, and a get then finds
+// no value unless one was written concurrently. A blind delete of a key
+// that holds a value, under SIBLINGS, deletes nothing: it is kept
+// beside the value as a sibling that is a delete.
+//
+// Errors, `timeout_ms`, `out_context` and thread safety: as
+// `ringkv_cluster_put_ctx`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_context` NULL or
+// writable.
+ringkv_result ringkv_cluster_delete_ctx(const ringkv_cluster *cluster,
+                                        const uint8_t *bucket,
+                                        size_t bucket_len,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        const uint8_t *context,
+                                        size_t context_len,
+                                        uint32_t w,
+                                        uint32_t timeout_ms,
+                                        ringkv_buf **out_context);
+
+// As `ringkv_cluster_get_object`, through a client connection.
+// `timeout_ms` 0 is the client's request timeout
+// (`ringkv_client_options_set_timeout_ms`; 6 s by default).
+//
+// Errors: those of `ringkv_cluster_get_object`, and `RINGKV_CLOSED`
+// (after `ringkv_client_close`), `RINGKV_CONNECTION` (no node could be
+// reached), `RINGKV_DENIED` (the user's role may not read),
+// `RINGKV_TLS` (a reconnection's handshake failed), `RINGKV_REMOTE`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same client except `ringkv_client_free`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_object` NULL or
+// writable.
+ringkv_result ringkv_client_get_object(const ringkv_client *client,
+                                       const uint8_t *bucket,
+                                       size_t bucket_len,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       uint32_t r,
+                                       uint32_t timeout_ms,
+                                       ringkv_object **out_object);
+
+// As `ringkv_cluster_put_ctx`, through a client connection; `timeout_ms`
+// as `ringkv_client_get_object`. A write with a context is retried by
+// the client only when it surely was not applied; sent and unanswered,
+// it is `RINGKV_OUTCOME_UNKNOWN`.
+//
+// Errors: those of `ringkv_cluster_put_ctx`, and `RINGKV_CLOSED`,
+// `RINGKV_CONNECTION`, `RINGKV_DENIED` (the user's role may not write),
+// `RINGKV_TLS`, `RINGKV_REMOTE`.
+//
+// Thread safety: as `ringkv_client_get_object`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_context` NULL or
+// writable.
+ringkv_result ringkv_client_put_ctx(const ringkv_client *client,
+                                    const uint8_t *bucket,
+                                    size_t bucket_len,
+                                    const uint8_t *key,
+                                    size_t key_len,
+                                    const uint8_t *value,
+                                    size_t value_len,
+                                    const uint8_t *context,
+                                    size_t context_len,
+                                    uint32_t w,
+                                    uint32_t timeout_ms,
+                                    ringkv_buf **out_context);
+
+// As `ringkv_cluster_delete_ctx`, through a client connection.
+//
+// Errors: those of `ringkv_client_put_ctx`.
+//
+// Thread safety: as `ringkv_client_get_object`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_context` NULL or
+// writable.
+ringkv_result ringkv_client_delete_ctx(const ringkv_client *client,
+                                       const uint8_t *bucket,
+                                       size_t bucket_len,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       const uint8_t *context,
+                                       size_t context_len,
+                                       uint32_t w,
+                                       uint32_t timeout_ms,
+                                       ringkv_buf **out_context);
 
 // The name of result `result` (for example `"RINGKV_NOT_FOUND"`), or
 // `"RINGKV_UNKNOWN_RESULT"` for a number that is not a result. The string

@@ -134,6 +134,27 @@ pub extern "C" fn ringkv_abi_version() -> u32 {
     RINGKV_ABI_VERSION
 }
 
+/// The longest timeout any call takes, in milliseconds (one hour). A
+/// `timeout_ms` above it is `RINGKV_INVALID_ARGUMENT`; 0 means the
+/// default.
+pub const RINGKV_MAX_TIMEOUT_MS: u32 = 3600000;
+/// A client's request timeout unless set
+/// (`ringkv_client_options_set_timeout_ms`), in milliseconds: the bound
+/// on each request a call through a client makes, retries and failovers
+/// included. Above a bucket's default timeout (5 s), so that a node that
+/// cannot reach a quorum says so first.
+pub const RINGKV_DEFAULT_TIMEOUT_MS: u32 = 6000;
+/// A client's connect timeout unless set, in milliseconds: how long
+/// opening a connection (TCP, TLS and the hello) to one address may take.
+pub const RINGKV_DEFAULT_CONNECT_TIMEOUT_MS: u32 = 2000;
+
+const _: () = assert!(RINGKV_MAX_TIMEOUT_MS == store::MAX_TIMEOUT_MS);
+const _: () =
+    assert!(RINGKV_DEFAULT_TIMEOUT_MS as u128 == store::DEFAULT_REQUEST_TIMEOUT.as_millis());
+const _: () = assert!(
+    RINGKV_DEFAULT_CONNECT_TIMEOUT_MS as u128 == store::DEFAULT_CONNECT_TIMEOUT.as_millis()
+);
+
 /// Transport of an embedded cluster: the in-process network.
 pub const RINGKV_TRANSPORT_MEMORY: u32 = 0;
 /// Transport of an embedded cluster: TCP on 127.0.0.1, with a client port
@@ -177,7 +198,7 @@ pub struct ringkv_buf {
 }
 
 impl ringkv_buf {
-    fn new(mut bytes: Vec<u8>) -> ringkv_buf {
+    pub(crate) fn new(mut bytes: Vec<u8>) -> ringkv_buf {
         bytes.push(0);
         ringkv_buf { bytes }
     }
@@ -195,7 +216,7 @@ pub struct ringkv_set {
 
 /// Runs `f` inside the panic boundary and turns its outcome into a result,
 /// leaving the message for `ringkv_last_error`.
-fn boundary(op: &str, f: impl FnOnce() -> Outcome<()>) -> ringkv_result {
+pub(crate) fn boundary(op: &str, f: impl FnOnce() -> Outcome<()>) -> ringkv_result {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => {
             set_last_error("");
@@ -223,7 +244,7 @@ pub(crate) fn quiet<T>(default: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
 }
 
-fn null(op: &str, what: &str) -> Failure {
+pub(crate) fn null(op: &str, what: &str) -> Failure {
     Failure::new(
         ringkv_result::RINGKV_NULL_ARGUMENT,
         format!("{op}: {what} is NULL"),
@@ -234,7 +255,7 @@ fn null(op: &str, what: &str) -> Failure {
 ///
 /// # Safety
 /// `ptr` is NULL or a live handle from this library.
-unsafe fn handle<'a, T>(op: &str, what: &str, ptr: *const T) -> Outcome<&'a T> {
+pub(crate) unsafe fn handle<'a, T>(op: &str, what: &str, ptr: *const T) -> Outcome<&'a T> {
     // SAFETY: by the contract, a non-NULL ptr is a live, aligned T.
     unsafe { ptr.as_ref() }.ok_or_else(|| null(op, what))
 }
@@ -243,7 +264,7 @@ unsafe fn handle<'a, T>(op: &str, what: &str, ptr: *const T) -> Outcome<&'a T> {
 ///
 /// # Safety
 /// `ptr` is NULL or valid for a write of a `T`.
-unsafe fn out<'a, T>(op: &str, what: &str, ptr: *mut T) -> Outcome<&'a mut T> {
+pub(crate) unsafe fn out<'a, T>(op: &str, what: &str, ptr: *mut T) -> Outcome<&'a mut T> {
     // SAFETY: by the contract, a non-NULL ptr is writable and aligned. It
     // may be uninitialised, so it is only ever assigned, never read.
     unsafe { ptr.as_mut() }.ok_or_else(|| null(op, what))
@@ -253,7 +274,12 @@ unsafe fn out<'a, T>(op: &str, what: &str, ptr: *mut T) -> Outcome<&'a mut T> {
 ///
 /// # Safety
 /// When `len > 0`, `ptr` is NULL or valid for reads of `len` bytes.
-unsafe fn bytes<'a>(op: &str, what: &str, ptr: *const u8, len: usize) -> Outcome<&'a [u8]> {
+pub(crate) unsafe fn bytes<'a>(
+    op: &str,
+    what: &str,
+    ptr: *const u8,
+    len: usize,
+) -> Outcome<&'a [u8]> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -274,7 +300,7 @@ unsafe fn bytes<'a>(op: &str, what: &str, ptr: *const u8, len: usize) -> Outcome
 ///
 /// # Safety
 /// `ptr` is NULL or a NUL-terminated string.
-unsafe fn text<'a>(op: &str, what: &str, ptr: *const c_char) -> Outcome<&'a str> {
+pub(crate) unsafe fn text<'a>(op: &str, what: &str, ptr: *const c_char) -> Outcome<&'a str> {
     if ptr.is_null() {
         return Err(null(op, what));
     }
@@ -367,7 +393,11 @@ pub unsafe extern "C" fn ringkv_cluster_client_addrs(
 
 /// # Safety
 /// `ptr` is NULL or writable.
-unsafe fn out_ptr<'a, T>(op: &str, what: &str, ptr: *mut *mut T) -> Outcome<&'a mut *mut T> {
+pub(crate) unsafe fn out_ptr<'a, T>(
+    op: &str,
+    what: &str,
+    ptr: *mut *mut T,
+) -> Outcome<&'a mut *mut T> {
     // SAFETY: forwarded contract.
     unsafe { out(op, what, ptr) }
 }
@@ -902,7 +932,7 @@ unsafe fn policy_on(
 
 /// Names the C function in a message from the shared layer, which names
 /// only the operation (`put: ...` becomes `ringkv_client_put: ...`).
-fn prefixed(c_name: &str, f: Failure) -> Failure {
+pub(crate) fn prefixed(c_name: &str, f: Failure) -> Failure {
     let op = c_name
         .strip_prefix("ringkv_cluster_")
         .or_else(|| c_name.strip_prefix("ringkv_client_"))
@@ -920,14 +950,17 @@ fn prefixed(c_name: &str, f: Failure) -> Failure {
 
 /// # Safety
 /// `c` NULL or live.
-unsafe fn cluster_store<'a>(op: &str, c: *const ringkv_cluster) -> Outcome<&'a dyn Store> {
+pub(crate) unsafe fn cluster_store<'a>(
+    op: &str,
+    c: *const ringkv_cluster,
+) -> Outcome<&'a dyn Store> {
     // SAFETY: forwarded contract.
     unsafe { handle(op, "cluster", c) }.map(|c| &c.inner as &dyn Store)
 }
 
 /// # Safety
 /// `c` NULL or live.
-unsafe fn client_store<'a>(op: &str, c: *const ringkv_client) -> Outcome<&'a dyn Store> {
+pub(crate) unsafe fn client_store<'a>(op: &str, c: *const ringkv_client) -> Outcome<&'a dyn Store> {
     // SAFETY: forwarded contract.
     unsafe { handle(op, "client", c) }.map(|c| &c.inner as &dyn Store)
 }
@@ -944,7 +977,11 @@ unsafe fn client_store<'a>(op: &str, c: *const ringkv_client) -> Outcome<&'a dyn
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT`, `RINGKV_INVALID_ARGUMENT` (empty bucket
 /// or key, unknown `w`, a `w` above the bucket's replicas),
-/// `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`.
+/// `RINGKV_SIBLINGS` (the key holds the most siblings a node keeps, 100
+/// by default, and values written concurrently since the read would add
+/// one more: read it with `ringkv_cluster_get_object` and write with its
+/// context), `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`, `RINGKV_INTERNAL`,
+/// `RINGKV_PANIC`.
 ///
 /// Thread safety: may be called from any thread, concurrently with any
 /// call on the same cluster except `ringkv_cluster_free`.
@@ -980,7 +1017,8 @@ pub unsafe extern "C" fn ringkv_cluster_put(
 /// the value to `*out_value` (free it with `ringkv_buf_free`).
 ///
 /// Errors: as `ringkv_cluster_put`, and `RINGKV_NOT_FOUND` (no value),
-/// `RINGKV_SIBLINGS` (concurrent values: use policy LWW for overwrites).
+/// `RINGKV_SIBLINGS` (concurrent values: read them all, with the context
+/// to resolve them, with `ringkv_cluster_get_object`).
 ///
 /// Thread safety: as `ringkv_cluster_put`.
 ///

@@ -150,6 +150,14 @@ pub trait Store {
     /// Executes `op` (named `name` in messages) and returns the reply.
     fn execute(&self, name: &str, op: Op) -> Outcome<Reply>;
 
+    /// As [`Store::execute`], giving up after `timeout` when one is
+    /// given (`RINGKV_TIMEOUT`, or `RINGKV_OUTCOME_UNKNOWN` for a write
+    /// that was sent). Default: no bound of its own.
+    fn execute_within(&self, name: &str, op: Op, timeout: Option<Duration>) -> Outcome<Reply> {
+        let _ = timeout;
+        self.execute(name, op)
+    }
+
     /// Called after a bucket's properties were stored; returns once the
     /// store will apply them to the next request. Default: at once.
     fn settle_bucket(&self, _bucket: &[u8], _props: &ringkv::protocol::BucketInfo) -> Outcome<()> {
@@ -277,14 +285,33 @@ impl EmbeddedCluster {
 
 impl Store for EmbeddedCluster {
     fn execute(&self, name: &str, op: Op) -> Outcome<Reply> {
+        self.execute_within(name, op, None)
+    }
+
+    fn execute_within(&self, name: &str, op: Op, timeout: Option<Duration>) -> Outcome<Reply> {
         let node = self
             .cluster
             .pick(None)
             .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{name}: {e}")))?;
-        self.cluster
-            .execute_on(node, op)
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?
-            .map_err(|e| Failure::from_error(name, &e))
+        let internal =
+            |e: String| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}"));
+        let Some(limit) = timeout else {
+            return self
+                .cluster
+                .execute_on(node, op)
+                .map_err(internal)?
+                .map_err(|e| Failure::from_error(name, &e));
+        };
+        let is_write = op.is_write();
+        let answer = self
+            .cluster
+            .runtime()
+            .run(move || async move { tokio::time::timeout(limit, node.execute(op)).await })
+            .map_err(internal)?;
+        match answer {
+            Ok(reply) => reply.map_err(|e| Failure::from_error(name, &e)),
+            Err(_) => Err(no_answer(name, is_write, limit)),
+        }
     }
 
     /// Waits (up to 10 s) until every running node knows the properties,
@@ -336,6 +363,8 @@ pub struct RemoteClient {
     client: Mutex<Option<Client>>,
     rt: Runtime,
     policies: PolicyCache,
+    /// The bound on each request ([`ConnectOptions::set_timeouts`]).
+    request_timeout: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -356,19 +385,78 @@ pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 /// Extensible: later settings (per-client timeouts) join as new fields
 /// with their own setters; unset ones keep the defaults of
 /// [`ClientConfig`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ConnectOptions {
     credentials: Option<Credentials>,
     /// The CA's PEM text as given (kept for `Debug` and equality of
     /// options), and the trust it makes.
     tls: Option<ClientTls>,
     server_name: Option<String>,
+    /// How long opening a connection to one address may take.
+    connect_timeout: Duration,
+    /// The bound on each request, retries and failovers included.
+    request_timeout: Duration,
+}
+
+/// How long opening a connection (TCP and `Hello`) to one address may
+/// take unless set: 2 s (`RINGKV_DEFAULT_CONNECT_TIMEOUT_MS`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The bound on one request through a client unless set: 6 s
+/// (`RINGKV_DEFAULT_TIMEOUT_MS`), above the bucket's default timeout
+/// (5 s) so that a node that cannot reach a quorum answers `Timeout`
+/// itself, first; and a bound whatever happens to the node.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The longest timeout the FFI takes: one hour, in milliseconds
+/// (`RINGKV_MAX_TIMEOUT_MS`).
+pub const MAX_TIMEOUT_MS: u32 = 3_600_000;
+
+/// A timeout argument in milliseconds: `None` for 0 (the default), else
+/// at most [`MAX_TIMEOUT_MS`].
+pub fn timeout_arg(op: &str, what: &str, ms: u32) -> Outcome<Option<Duration>> {
+    match ms {
+        0 => Ok(None),
+        ms if ms > MAX_TIMEOUT_MS => Err(Failure::invalid(format!(
+            "{op}: {what} {ms} ms is above the most, {MAX_TIMEOUT_MS} ms (one hour)"
+        ))),
+        ms => Ok(Some(Duration::from_millis(u64::from(ms)))),
+    }
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            credentials: None,
+            tls: None,
+            server_name: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 impl ConnectOptions {
     /// Options with nothing set: anonymous, plain TCP.
     pub fn new() -> ConnectOptions {
         ConnectOptions::default()
+    }
+
+    /// Sets how long opening a connection to one address may take
+    /// (`connect_ms`) and the bound on each request, retries and
+    /// failovers included (`request_ms`); 0 keeps the default of each.
+    /// Both at most [`MAX_TIMEOUT_MS`]; else nothing changes.
+    pub fn set_timeouts(&mut self, op: &str, connect_ms: u32, request_ms: u32) -> Outcome<()> {
+        let connect = timeout_arg(op, "connect_timeout_ms", connect_ms)?;
+        let request = timeout_arg(op, "request_timeout_ms", request_ms)?;
+        self.connect_timeout = connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        self.request_timeout = request.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        Ok(())
+    }
+
+    /// The connect and request timeouts these options give.
+    pub fn timeouts(&self) -> (Duration, Duration) {
+        (self.connect_timeout, self.request_timeout)
     }
 
     /// Authenticates as `user` with `password` on every connection.
@@ -445,6 +533,10 @@ impl ConnectOptions {
             client_name: "ringkv-ffi".into(),
             credentials: self.credentials.clone(),
             tls,
+            connect_timeout: self.connect_timeout,
+            // One attempt may use the whole bound; the bound itself is
+            // kept by `RemoteClient::execute_within`.
+            request_timeout: self.request_timeout,
             ..ClientConfig::default()
         })
     }
@@ -561,6 +653,7 @@ impl RemoteClient {
             client: Mutex::new(Some(client)),
             rt,
             policies: PolicyCache::default(),
+            request_timeout: options.request_timeout,
         })
     }
 
@@ -583,20 +676,49 @@ impl Drop for RemoteClient {
 
 impl Store for RemoteClient {
     fn execute(&self, name: &str, op: Op) -> Outcome<Reply> {
+        self.execute_within(name, op, None)
+    }
+
+    /// Bounded by `timeout`, or else by the handle's request timeout
+    /// ([`ConnectOptions::set_timeouts`]): retries and failovers included,
+    /// the request returns within it.
+    fn execute_within(&self, name: &str, op: Op, timeout: Option<Duration>) -> Outcome<Reply> {
         let client = lock(&self.client).clone().ok_or_else(|| {
             Failure::new(
                 ringkv_result::RINGKV_CLOSED,
                 format!("{name}: the client is closed"),
             )
         })?;
-        self.rt
-            .run(move || async move { client.execute(op).await })
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?
-            .map_err(|e| Failure::from_error(name, &e))
+        let limit = timeout.unwrap_or(self.request_timeout);
+        let is_write = op.is_write();
+        let answer = self
+            .rt
+            .run(move || async move { tokio::time::timeout(limit, client.execute(op)).await })
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?;
+        match answer {
+            Ok(reply) => reply.map_err(|e| Failure::from_error(name, &e)),
+            Err(_) => Err(no_answer(name, is_write, limit)),
+        }
     }
 
     fn policies(&self) -> Option<&PolicyCache> {
         Some(&self.policies)
+    }
+}
+
+/// A request that got no answer within `limit`: a read timed out and
+/// did nothing; a write may or may not have been applied.
+fn no_answer(name: &str, is_write: bool, limit: Duration) -> Failure {
+    if is_write {
+        Failure::new(
+            ringkv_result::RINGKV_OUTCOME_UNKNOWN,
+            format!("{name}: no answer within {limit:?}: the write may or may not have been applied; read the key to learn which"),
+        )
+    } else {
+        Failure::new(
+            ringkv_result::RINGKV_TIMEOUT,
+            format!("{name}: no answer within {limit:?}"),
+        )
     }
 }
 
@@ -864,4 +986,129 @@ pub fn set_bucket_policy(s: &dyn Store, bucket: &[u8], policy_number: u32) -> Ou
         cache.insert(bucket, stored.policy.clone());
     }
     s.settle_bucket(bucket, &stored)
+}
+
+/// A key's object as a read saw it: its values (none when the key was
+/// never written or is deleted; one; or two and more siblings, written
+/// concurrently) and the causal context to write back with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Object {
+    /// The values; `None` for a sibling that is a delete (a tombstone
+    /// concurrent with other writes).
+    pub values: Vec<Option<Vec<u8>>>,
+    /// The opaque causal context (empty when the key was never written).
+    pub context: Vec<u8>,
+}
+
+/// Reads `bucket`/`key` with read level `r` and returns the whole object:
+/// its value or values and its context. Not finding the key is not a
+/// failure here (no values), nor are siblings.
+pub fn get_object(
+    s: &dyn Store,
+    bucket: &[u8],
+    key: &[u8],
+    r: u32,
+    timeout: Option<Duration>,
+) -> Outcome<Object> {
+    const OP: &str = "get_object";
+    let mut options = read_options(OP, r)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let op = Op::Get {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        options,
+    };
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Object {
+            value,
+            siblings,
+            context,
+            ..
+        } => {
+            let values = match value {
+                Some(v) => vec![Some(v.into_vec())],
+                None => siblings
+                    .into_iter()
+                    .map(|s| s.value.map(ByteBuf::into_vec))
+                    .collect(),
+            };
+            Ok(Object {
+                values,
+                context: context.into_vec(),
+            })
+        }
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+/// The context argument of a write: `None` (blind) when empty; checked
+/// to decode as a causal context (at most the default
+/// `max_context_bytes`) before anything is sent, so that bytes that are
+/// not one are the caller's `RINGKV_INVALID_ARGUMENT`.
+fn context_arg(op: &str, context: &[u8]) -> Outcome<Option<ByteBuf>> {
+    if context.is_empty() {
+        return Ok(None);
+    }
+    let max = ringkv::version::VersionConfig::default().max_context_bytes;
+    ringkv::version::CausalContext::from_bytes(context, max).map_err(|e| {
+        Failure::invalid(format!(
+            "{op}: the context is not one a read returned ({e})"
+        ))
+    })?;
+    Ok(Some(ByteBuf::from(context.to_vec())))
+}
+
+/// Writes `value` under `bucket`/`key` with the causal `context` a read
+/// returned (empty: a blind write), and no read of its own: it replaces
+/// exactly the values that context saw; values it did not see stay as
+/// siblings. Returns the context of the object as stored.
+pub fn put_ctx(
+    s: &dyn Store,
+    bucket: &[u8],
+    key: &[u8],
+    value: &[u8],
+    context: &[u8],
+    w: u32,
+    timeout: Option<Duration>,
+) -> Outcome<Vec<u8>> {
+    const OP: &str = "put_ctx";
+    let mut options = write_options(OP, w)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let op = Op::Put {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        value: ByteBuf::from(value.to_vec()),
+        context: context_arg(OP, context)?,
+        options,
+    };
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Written { context, .. } => Ok(context.into_vec()),
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+/// Deletes `bucket`/`key` with the causal `context` a read returned
+/// (empty: a blind delete, kept beside the values under SIBLINGS), and no
+/// read of its own. Returns the context of the object as stored.
+pub fn delete_ctx(
+    s: &dyn Store,
+    bucket: &[u8],
+    key: &[u8],
+    context: &[u8],
+    w: u32,
+    timeout: Option<Duration>,
+) -> Outcome<Vec<u8>> {
+    const OP: &str = "delete_ctx";
+    let mut options = write_options(OP, w)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let op = Op::Delete {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        context: context_arg(OP, context)?,
+        options,
+    };
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Written { context, .. } => Ok(context.into_vec()),
+        other => Err(unexpected(OP, &other)),
+    }
 }

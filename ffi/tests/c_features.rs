@@ -38,3 +38,21 @@ fn unparseable_addresses_are_invalid_and_messages_name_their_function() {
         ],
     );
 }
+
+#[test]
+fn objects_show_siblings_and_writes_with_their_context_resolve_and_delete() {
+    let out = run_c("objects", &[]);
+    for who in ["cluster", "client"] {
+        assert_lines(
+            &out,
+            &[
+                &format!("{who}: two blind puts = 2 siblings"),
+                &format!("{who}: resolved = 1 value"),
+                &format!("{who}: after delete with context = 0 values"),
+                &format!("{who}: blind delete beside a value = 1 value, 1 delete"),
+                &format!("{who}: blind put refused at sibling 100, resolved with the context"),
+            ],
+        );
+    }
+    assert_lines(&out, &["objects: all checks passed"]);
+}
