@@ -381,6 +381,39 @@ ringkv_result ringkv_client_options_set_tls_ca_file(ringkv_client_options *optio
 ringkv_result ringkv_client_options_set_server_name(ringkv_client_options *options,
                                                     const char *name);
 
+// Sets the client's timeouts, in milliseconds; 0 keeps the default of
+// each. `connect_ms` bounds opening a connection (TCP, TLS and the
+// hello) to one address (default `RINGKV_DEFAULT_CONNECT_TIMEOUT_MS`,
+// 2 s): `ringkv_client_connect` tries each address in turn, so it
+// returns within `connect_ms` times the number of addresses.
+// `request_ms` bounds each request a call makes, retries and failovers
+// included (default `RINGKV_DEFAULT_TIMEOUT_MS`, 6 s), whatever happens
+// to the node: a call whose node dies or goes silent returns within it
+// (plus a few milliseconds), with `RINGKV_TIMEOUT` for a read and
+// `RINGKV_OUTCOME_UNKNOWN` for a write that was sent, unless it failed
+// over to another node in time. `ringkv_*_put` and `ringkv_*_delete`
+// make two requests (a read, then the write), the first in a second to
+// touch a bucket three; the `_ctx` and `_object` calls and each scan
+// page make one, and take a `timeout_ms` of their own that replaces
+// `request_ms` for that call.
+//
+// Both at most `RINGKV_MAX_TIMEOUT_MS`. A request timeout below the
+// bucket's timeout (5 s unless set) cuts short a node that would have
+// answered `RINGKV_TIMEOUT` or `RINGKV_UNAVAILABLE` itself, with
+// details.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (above `RINGKV_MAX_TIMEOUT_MS`). On an error the options are
+// unchanged.
+//
+// Thread safety: as `ringkv_client_options_set_credentials`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_client_options_set_timeout_ms(ringkv_client_options *options,
+                                                   uint32_t connect_ms,
+                                                   uint32_t request_ms);
+
 // Connects to a running cluster as `options` say (NULL: the defaults,
 // anonymous over plain TCP, as `ringkv_client_new`): `addrs` is one or
 // more client addresses, comma-separated, NUL-terminated
@@ -396,7 +429,7 @@ ringkv_result ringkv_client_options_set_server_name(ringkv_client_options *optio
 // (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
 // UTF-8; a server name without a CA, or one that is not a DNS name or an
 // IP address), `RINGKV_CONNECTION` (no address answered
-// within 2 s each, or the node closed the connection; a node whose
+// within the connect timeout each (2 s unless set), or the node closed the connection; a node whose
 // client port speaks TLS does so to a client without a CA),
 // `RINGKV_TLS` (the node's certificate is not from the CA or does not
 // name the server name; or the port does not speak TLS), `RINGKV_DENIED`
@@ -422,7 +455,7 @@ ringkv_result ringkv_client_connect(const char *addrs,
 // Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
 // (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
 // UTF-8: found before any dialing), `RINGKV_CONNECTION` (no address
-// answered within 2 s each).
+// answered within 2 s each, the default connect timeout).
 //
 // Thread safety: may be called from any thread.
 //

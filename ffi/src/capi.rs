@@ -167,6 +167,13 @@ pub struct ringkv_cluster {
     inner: EmbeddedCluster,
 }
 
+impl ringkv_cluster {
+    /// The cluster, for Rust code holding a handle (tests).
+    pub fn embedded(&self) -> &EmbeddedCluster {
+        &self.inner
+    }
+}
+
 /// A connection to a running cluster. Created by `ringkv_client_connect`
 /// (or `ringkv_client_new`, `ringkv_client_new_auth`), freed by
 /// `ringkv_client_free`.
@@ -587,6 +594,49 @@ pub unsafe extern "C" fn ringkv_client_options_set_server_name(
     })
 }
 
+/// Sets the client's timeouts, in milliseconds; 0 keeps the default of
+/// each. `connect_ms` bounds opening a connection (TCP, TLS and the
+/// hello) to one address (default `RINGKV_DEFAULT_CONNECT_TIMEOUT_MS`,
+/// 2 s): `ringkv_client_connect` tries each address in turn, so it
+/// returns within `connect_ms` times the number of addresses.
+/// `request_ms` bounds each request a call makes, retries and failovers
+/// included (default `RINGKV_DEFAULT_TIMEOUT_MS`, 6 s), whatever happens
+/// to the node: a call whose node dies or goes silent returns within it
+/// (plus a few milliseconds), with `RINGKV_TIMEOUT` for a read and
+/// `RINGKV_OUTCOME_UNKNOWN` for a write that was sent, unless it failed
+/// over to another node in time. `ringkv_*_put` and `ringkv_*_delete`
+/// make two requests (a read, then the write), the first in a second to
+/// touch a bucket three; the `_ctx` and `_object` calls and each scan
+/// page make one, and take a `timeout_ms` of their own that replaces
+/// `request_ms` for that call.
+///
+/// Both at most `RINGKV_MAX_TIMEOUT_MS`. A request timeout below the
+/// bucket's timeout (5 s unless set) cuts short a node that would have
+/// answered `RINGKV_TIMEOUT` or `RINGKV_UNAVAILABLE` itself, with
+/// details.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+/// (above `RINGKV_MAX_TIMEOUT_MS`). On an error the options are
+/// unchanged.
+///
+/// Thread safety: as `ringkv_client_options_set_credentials`.
+///
+/// # Safety
+/// `options` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_options_set_timeout_ms(
+    options: *mut ringkv_client_options,
+    connect_ms: u32,
+    request_ms: u32,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_options_set_timeout_ms";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let o = unsafe { options_mut(OP, options) }?;
+        o.set_timeouts(OP, connect_ms, request_ms)
+    })
+}
+
 /// Connects to `addrs` as `options` say and writes the handle to `out`.
 fn connect_to(
     op: &'static str,
@@ -614,7 +664,7 @@ fn connect_to(
 /// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
 /// UTF-8; a server name without a CA, or one that is not a DNS name or an
 /// IP address), `RINGKV_CONNECTION` (no address answered
-/// within 2 s each, or the node closed the connection; a node whose
+/// within the connect timeout each (2 s unless set), or the node closed the connection; a node whose
 /// client port speaks TLS does so to a client without a CA),
 /// `RINGKV_TLS` (the node's certificate is not from the CA or does not
 /// name the server name; or the port does not speak TLS), `RINGKV_DENIED`
@@ -656,7 +706,7 @@ pub unsafe extern "C" fn ringkv_client_connect(
 /// Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
 /// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
 /// UTF-8: found before any dialing), `RINGKV_CONNECTION` (no address
-/// answered within 2 s each).
+/// answered within 2 s each, the default connect timeout).
 ///
 /// Thread safety: may be called from any thread.
 ///

@@ -272,6 +272,12 @@ impl EmbeddedCluster {
         })
     }
 
+    /// The embedded cluster itself, for Rust code holding a handle (tests
+    /// that kill or pause a node, which the C ABI does not offer).
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// The client addresses of the nodes, comma-separated, node 1 first
     /// (empty on the memory transport).
     pub fn client_addrs(&self) -> String {
