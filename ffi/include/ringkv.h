@@ -122,6 +122,14 @@
 // per node (see `ringkv_cluster_client_addrs`).
 #define RINGKV_TRANSPORT_TCP 1
 
+// The most keys one scan page may hold: a `page_limit` of
+// `ringkv_*_scan_new` is 1 to this, or 0 for the default page
+// (`RINGKV_DEFAULT_SCAN_PAGE`).
+#define RINGKV_MAX_SCAN_PAGE 1000
+
+// The page a `page_limit` of 0 asks for.
+#define RINGKV_DEFAULT_SCAN_PAGE 100
+
 // The longest timeout the FFI takes: one hour, in milliseconds
 // (`RINGKV_MAX_TIMEOUT_MS`).
 #define MAX_TIMEOUT_MS 3600000
@@ -216,6 +224,15 @@ typedef struct ringkv_cluster ringkv_cluster;
 // read with `ringkv_object_count`, `ringkv_object_value` and
 // `ringkv_object_context`; freed with `ringkv_object_free`.
 typedef struct ringkv_object ringkv_object;
+
+// A scan of one bucket's keys, in token order (the order of the keys'
+// places on the ring, not byte order), made by `ringkv_cluster_scan_new`
+// or `ringkv_client_scan_new`, advanced by `ringkv_scan_next`, freed by
+// `ringkv_scan_free`. It must be freed before the cluster or client it
+// was made on. Not a snapshot: a key that exists for the whole scan is
+// listed exactly once; one written or deleted meanwhile may or may not
+// be.
+typedef struct ringkv_scan ringkv_scan;
 
 // A set's members, in byte order, owned by the library. Read with
 // `ringkv_set_len` and `ringkv_set_member`; free with `ringkv_set_free`.
@@ -1140,6 +1157,102 @@ const char *ringkv_result_name(uint32_t result);
 // `buf` must be valid for writes of `len` bytes; `out_len` must point to
 // a writable `size_t`.
 ringkv_result ringkv_last_error(char *buf, size_t len, size_t *out_len);
+
+// Starts a scan of `bucket`'s keys through an embedded cluster and
+// writes it to `*out_scan`; nothing is read until the first
+// `ringkv_scan_next`. Pages of up to `page_limit` keys (0: 100; at most
+// `RINGKV_MAX_SCAN_PAGE`) are read at level `r` (`RINGKV_CONSISTENCY_*`),
+// each within `timeout_ms` (0: the bucket's timeout). Deleted keys are
+// not listed.
+//
+// The scan must be freed (`ringkv_scan_free`) before `cluster` is.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (cluster, out_scan; bucket with a
+// non-zero length), `RINGKV_INVALID_ARGUMENT` (empty bucket, page_limit
+// above `RINGKV_MAX_SCAN_PAGE`, unknown `r`, timeout_ms above
+// `RINGKV_MAX_TIMEOUT_MS`), `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same cluster except `ringkv_cluster_free`.
+//
+// # Safety
+// `cluster` NULL or live; `bucket` NULL or valid for `bucket_len`
+// bytes; `out_scan` NULL or writable.
+ringkv_result ringkv_cluster_scan_new(const ringkv_cluster *cluster,
+                                      const uint8_t *bucket,
+                                      size_t bucket_len,
+                                      uint32_t page_limit,
+                                      uint32_t r,
+                                      uint32_t timeout_ms,
+                                      ringkv_scan **out_scan);
+
+// As `ringkv_cluster_scan_new`, through a client connection; a
+// `timeout_ms` of 0 is the client's request timeout. The scan must be
+// freed before `client` is; closing the client makes the next
+// `ringkv_scan_next` fail with `RINGKV_CLOSED`.
+//
+// Errors: those of `ringkv_cluster_scan_new`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same client except `ringkv_client_free`.
+//
+// # Safety
+// `client` NULL or live; `bucket` NULL or valid for `bucket_len` bytes;
+// `out_scan` NULL or writable.
+ringkv_result ringkv_client_scan_new(const ringkv_client *client,
+                                     const uint8_t *bucket,
+                                     size_t bucket_len,
+                                     uint32_t page_limit,
+                                     uint32_t r,
+                                     uint32_t timeout_ms,
+                                     ringkv_scan **out_scan);
+
+// Gives the scan's next key: on `RINGKV_OK` with `*out_done` 0,
+// `*out_key` and `*out_key_len` are the key (valid until the next
+// `ringkv_scan_next` or `ringkv_scan_free` on this scan); on `RINGKV_OK`
+// with `*out_done` 1, the scan is over (the key outputs are left alone,
+// and every later call says done again). Reads the next page from the
+// store when the current one is used up (so this call may block, as a
+// get does).
+//
+// On an error nothing is lost: the scan stays where it was, and calling
+// again asks for the same page (after a `RINGKV_TIMEOUT` or
+// `RINGKV_UNAVAILABLE`, retrying may succeed).
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (scan, out_key, out_key_len, out_done),
+// `RINGKV_INVALID_ARGUMENT` (a level the bucket cannot meet; a bucket
+// whose policy lists no keys), `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`,
+// `RINGKV_INTERNAL`, `RINGKV_PANIC`; through a client also
+// `RINGKV_CLOSED`, `RINGKV_CONNECTION`, `RINGKV_DENIED`, `RINGKV_TLS`,
+// `RINGKV_REMOTE`.
+//
+// Thread safety: one call at a time on a scan (it changes); different
+// scans of one handle may run on different threads.
+//
+// # Safety
+// `scan` NULL or live, and the handle it was made on live; the outputs
+// NULL or writable.
+ringkv_result ringkv_scan_next(ringkv_scan *scan,
+                               const uint8_t **out_key,
+                               size_t *out_key_len,
+                               int *out_done);
+
+// The number of keys `scan` has given so far; 0 when `scan` is NULL.
+//
+// Thread safety: as `ringkv_scan_next`.
+//
+// # Safety
+// `scan` NULL or live.
+uint64_t ringkv_scan_count(const ringkv_scan *scan);
+
+// Frees a scan, done or not. NULL does nothing. Free every scan before
+// the cluster or client it was made on.
+//
+// Thread safety: no other call may use `scan` during or after this one.
+//
+// # Safety
+// `scan` NULL or a scan from this library not yet freed.
+void ringkv_scan_free(ringkv_scan *scan);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -23,8 +23,10 @@ pub mod capi;
 pub mod cxx_bridge;
 pub mod object;
 pub mod result;
+pub mod scan;
 pub mod store;
 
 pub use capi::*;
 pub use object::*;
 pub use result::{ringkv_last_error, ringkv_result, ringkv_result_name};
+pub use scan::*;

@@ -1118,3 +1118,43 @@ pub fn delete_ctx(
         other => Err(unexpected(OP, &other)),
     }
 }
+
+/// The most keys one scan page may hold (`RINGKV_MAX_SCAN_PAGE`).
+pub const MAX_SCAN_PAGE: u32 = ringkv::protocol::MAX_SCAN_LIMIT;
+
+/// A scan page: its keys, and where the next page starts (None: done).
+pub type ScanPage = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+/// One page of a scan of `bucket` from `cursor` (None to start): its keys
+/// in token order and where the next page starts (None: the scan is
+/// done). A page may be empty before the end.
+pub fn scan_page(
+    s: &dyn Store,
+    bucket: &[u8],
+    cursor: Option<&[u8]>,
+    limit: u32,
+    r: u32,
+    timeout: Option<Duration>,
+) -> Outcome<ScanPage> {
+    const OP: &str = "scan";
+    if limit == 0 || limit > MAX_SCAN_PAGE {
+        return Err(Failure::invalid(format!(
+            "{OP}: page_limit {limit} is not 1 to {MAX_SCAN_PAGE}"
+        )));
+    }
+    let mut options = read_options(OP, r)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let op = Op::Scan {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        cursor: cursor.map(|c| ByteBuf::from(c.to_vec())),
+        limit,
+        options,
+    };
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Keys { keys, cursor, .. } => Ok((
+            keys.into_iter().map(ByteBuf::into_vec).collect(),
+            cursor.map(ByteBuf::into_vec),
+        )),
+        other => Err(unexpected(OP, &other)),
+    }
+}

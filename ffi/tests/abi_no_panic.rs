@@ -223,6 +223,31 @@ fn bad_input_never_panics() {
                 let _ = ringkv_object_count(null());
                 let _ = ringkv_object_found(null());
                 results.push(ringkv_client_options_set_timeout_ms(opts, n, n));
+                let mut scan = null_mut();
+                results.push(ringkv_cluster_scan_new(cl, null(), len, n, n, n, &mut scan));
+                results.push(ringkv_cluster_scan_new(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    n,
+                    n,
+                    n,
+                    &mut scan,
+                ));
+                results.push(ringkv_scan_next(scan, &mut null(), &mut 0, &mut 0));
+                results.push(ringkv_scan_next(scan, null_mut(), &mut 0, &mut 0));
+                results.push(ringkv_scan_next(null_mut(), &mut null(), &mut 0, &mut 0));
+                let _ = ringkv_scan_count(scan);
+                ringkv_scan_free(scan);
+                results.push(ringkv_client_scan_new(
+                    null(),
+                    null(),
+                    len,
+                    n,
+                    n,
+                    n,
+                    &mut null_mut(),
+                ));
                 results.push(ringkv_client_options_set_timeout_ms(null_mut(), n, n));
                 results.push(ringkv_client_options_set_tls_ca_pem(
                     null_mut(),

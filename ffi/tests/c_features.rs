@@ -56,3 +56,20 @@ fn objects_show_siblings_and_writes_with_their_context_resolve_and_delete() {
     }
     assert_lines(&out, &["objects: all checks passed"]);
 }
+
+#[test]
+fn scans_list_500_keys_exactly_once_each() {
+    let out = run_c("scan", &[]);
+    assert_lines(
+        &out,
+        &[
+            "scan: cluster, page 7: 500 keys, each once",
+            "scan: cluster, page 0: 500 keys, each once",
+            "scan: cluster, page 1000: 500 keys, each once",
+            "scan: client, page 13: 500 keys, each once",
+            "scan: after 20 deletes: 480 keys",
+            "scan: an empty bucket: done at once",
+            "scan: all checks passed",
+        ],
+    );
+}

@@ -178,3 +178,13 @@ fn siblings_example_resolves_and_deletes() {
         ],
     );
 }
+
+#[test]
+fn scan_example_lists_every_key() {
+    let out = run_c_example("scan", &[]);
+    let mut want: Vec<String> = (0..10).map(|i| format!("scan: user-{i}")).collect();
+    want.push("scan: 10 keys listed".into());
+    want.push("all checks passed".into());
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_lines(&out, &want);
+}
