@@ -12,10 +12,13 @@
 //! builds as a staticlib (which also holds the C++ bridge, so C programs
 //! link it with `-lstdc++`), a cdylib and an rlib. See docs/ffi.md.
 //!
-//! Not here: causal contexts in the API and sibling resolution (a put or
-//! delete reads its key's context and writes with it, replacing what it
-//! read; siblings of concurrent writes are resolved with the Rust
-//! client), fault injection on embedded clusters (the shell has it).
+//! `object` adds reads of whole objects (siblings and the causal
+//! context) and writes with a context; `scan` adds a cursor over a
+//! bucket's keys.
+//!
+//! Not here: multi-get and multi-put (waiting for the protocol's batch
+//! ops), an options object for embedded clusters, fault injection on
+//! embedded clusters (the shell has it).
 
 #![warn(missing_docs)]
 

@@ -9,10 +9,11 @@
 //! pointers and types.
 //!
 //! Not here: pointers, NULL checks, panic boundaries (the C layer in
-//! `capi.rs`), exceptions (the cxx layer in `cxx_bridge.rs`). No causal
-//! contexts in the API: a put or delete reads the key's context and writes
-//! with it, so it replaces what it read (see docs/ffi.md, "Overwrites and
-//! sibling values").
+//! `capi.rs`), exceptions (the cxx layer in `cxx_bridge.rs`). A plain put
+//! or delete reads the key's context and writes with it, so it replaces
+//! what it read (see docs/ffi.md, "Overwrites and sibling values");
+//! [`get_object`], [`put_ctx`] and [`delete_ctx`] hand the context to the
+//! caller instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
