@@ -122,6 +122,22 @@
 // per node (see `ringkv_cluster_client_addrs`).
 #define RINGKV_TRANSPORT_TCP 1
 
+// Storage engine of an embedded cluster: in memory (nothing kept on
+// disk; the default without a data directory).
+#define RINGKV_ENGINE_MEMORY 0
+
+// Storage engine of an embedded cluster: the LSM tree (the default with
+// a data directory).
+#define RINGKV_ENGINE_LSM 1
+
+// Storage engine of an embedded cluster: the B-tree (redb), for
+// read-heavy use.
+#define RINGKV_ENGINE_BTREE 2
+
+// The most virtual nodes per node `ringkv_cluster_options_set_vnodes`
+// takes.
+#define RINGKV_MAX_VNODES 1024
+
 // The most keys one scan page may hold: a `page_limit` of
 // `ringkv_*_scan_new` is 1 to this, or 0 for the default page
 // (`RINGKV_DEFAULT_SCAN_PAGE`).
@@ -129,6 +145,9 @@
 
 // The page a `page_limit` of 0 asks for.
 #define RINGKV_DEFAULT_SCAN_PAGE 100
+
+// The most virtual nodes per node the FFI takes.
+#define MAX_VNODES 1024
 
 // The longest timeout the FFI takes: one hour, in milliseconds
 // (`RINGKV_MAX_TIMEOUT_MS`).
@@ -216,6 +235,14 @@ typedef struct ringkv_client_options ringkv_client_options;
 // An embedded cluster: real ringkv nodes running in this process.
 // Created by `ringkv_cluster_new`, freed by `ringkv_cluster_free`.
 typedef struct ringkv_cluster ringkv_cluster;
+
+// How `ringkv_cluster_new_with` makes an embedded cluster: each setting
+// unset until a `ringkv_cluster_options_set_*` call sets it (memory
+// engine, no data directory, 32 virtual nodes per node). Created by
+// `ringkv_cluster_options_new`, freed by `ringkv_cluster_options_free`;
+// the cluster copies what it needs, so the options may be freed,
+// changed or reused right after.
+typedef struct ringkv_cluster_options ringkv_cluster_options;
 
 // A key's object as a read saw it: zero values (never written, or
 // deleted), one, or two and more siblings (concurrent writes, under the
@@ -888,6 +915,93 @@ ringkv_result ringkv_set_member(const ringkv_set *set,
 // # Safety
 // `set` NULL or a set from this library not yet freed.
 void ringkv_set_free(ringkv_set *set);
+
+// Creates cluster options with nothing set and writes them to `*out`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (out), `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread.
+//
+// # Safety
+// `out` NULL or writable.
+ringkv_result ringkv_cluster_options_new(ringkv_cluster_options **out);
+
+// Frees cluster options. NULL does nothing. Clusters made with them are
+// not affected.
+//
+// Thread safety: no other call may use `options` during or after this
+// one.
+//
+// # Safety
+// `options` NULL or options from `ringkv_cluster_options_new` not yet
+// freed.
+void ringkv_cluster_options_free(ringkv_cluster_options *options);
+
+// Keeps the nodes' data under `dir` (NUL-terminated UTF-8; made if
+// missing), one subdirectory per node (`node-1`, ...): a cluster made
+// again with as many nodes on the same directory, after the first was
+// freed, holds the data the first held. Without a directory the data
+// lives in memory, or in a temporary directory removed when the cluster
+// is freed. With a directory and no engine set, the engine is LSM. Only
+// one cluster at a time may use a directory.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options, dir), `RINGKV_INVALID_ARGUMENT`
+// (empty, not UTF-8), `RINGKV_PANIC`. On an error the options are
+// unchanged.
+//
+// Thread safety: not concurrently with any other call on the same
+// options.
+//
+// # Safety
+// `options` NULL or live; `dir` NULL or NUL-terminated.
+ringkv_result ringkv_cluster_options_set_data_dir(ringkv_cluster_options *options, const char *dir);
+
+// Sets the storage engine (`RINGKV_ENGINE_MEMORY`, `_LSM` or `_BTREE`).
+// The memory engine with a data directory is refused by
+// `ringkv_cluster_new_with`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (another number), `RINGKV_PANIC`. On an error the options are
+// unchanged.
+//
+// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_cluster_options_set_engine(ringkv_cluster_options *options, uint32_t engine);
+
+// Sets the virtual nodes per node (1 to `RINGKV_MAX_VNODES`; default
+// 32): more spread keys more evenly over the nodes. A cluster reopened on
+// a data directory must use the same number, or keys move.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (out of range), `RINGKV_PANIC`. On an error the options are unchanged.
+//
+// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_cluster_options_set_vnodes(ringkv_cluster_options *options, uint32_t vnodes);
+
+// As `ringkv_cluster_new`, made as `options` say (NULL: the defaults,
+// as `ringkv_cluster_new`).
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (out), `RINGKV_INVALID_ARGUMENT` (nodes,
+// transport; a data directory with the memory engine, or one that
+// cannot be made), `RINGKV_UNAVAILABLE` (the nodes did not start or form
+// a ring within 30 s: for example the directory is in use by another
+// cluster, or holds data an engine cannot open), `RINGKV_INTERNAL`,
+// `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread; the same options may be
+// read by concurrent calls, but not changed or freed meanwhile.
+//
+// # Safety
+// `options` NULL or live; `out` NULL or writable.
+ringkv_result ringkv_cluster_new_with(uint32_t nodes,
+                                      uint32_t transport,
+                                      const ringkv_cluster_options *options,
+                                      ringkv_cluster **out);
 
 // The number of values in `object`: 0 when the key has none (never
 // written, or deleted), 1 normally, 2 or more when concurrent writes

@@ -168,6 +168,10 @@ pub struct ringkv_cluster {
 }
 
 impl ringkv_cluster {
+    pub(crate) fn from_inner(inner: EmbeddedCluster) -> ringkv_cluster {
+        ringkv_cluster { inner }
+    }
+
     /// The cluster, for Rust code holding a handle (tests).
     pub fn embedded(&self) -> &EmbeddedCluster {
         &self.inner

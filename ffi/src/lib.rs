@@ -17,12 +17,14 @@
 //! bucket's keys.
 //!
 //! Not here: multi-get and multi-put (waiting for the protocol's batch
-//! ops), an options object for embedded clusters, fault injection on
-//! embedded clusters (the shell has it).
+//! ops), default bucket properties and a log callback for embedded
+//! clusters (`cluster_options` has the data directory, engine and
+//! vnodes), fault injection on embedded clusters (the shell has it).
 
 #![warn(missing_docs)]
 
 pub mod capi;
+pub mod cluster_options;
 pub mod cxx_bridge;
 pub mod object;
 pub mod result;
@@ -30,6 +32,7 @@ pub mod scan;
 pub mod store;
 
 pub use capi::*;
+pub use cluster_options::*;
 pub use object::*;
 pub use result::{ringkv_last_error, ringkv_result, ringkv_result_name};
 pub use scan::*;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ringkv::client::{Client, ClientConfig, Credentials};
 use ringkv::crdt::CrdtKind;
-use ringkv::embedded::{Cluster, ClusterOptions, Runtime, TransportKind};
+use ringkv::embedded::{Cluster, ClusterOptions, EngineKind, Runtime, TransportKind};
 use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::{ErrorCode, Op, ReadOptions, Reply, WriteOptions};
 use ringkv::replication::Consistency;
@@ -62,9 +62,11 @@ impl Failure {
             E::InvalidInput(_) | E::FrameTooLarge { .. } | E::UnknownResolver(_) => {
                 R::RINGKV_INVALID_ARGUMENT
             }
-            E::Unavailable { .. } | E::Shutdown | E::QueueFull { .. } | E::RingChange { .. } => {
-                R::RINGKV_UNAVAILABLE
-            }
+            E::Unavailable { .. }
+            | E::Shutdown
+            | E::QueueFull { .. }
+            | E::RingChange { .. }
+            | E::RingUnconfirmed => R::RINGKV_UNAVAILABLE,
             E::Timeout { .. } | E::QuorumTimeout { .. } => R::RINGKV_TIMEOUT,
             E::OutcomeUnknown { .. } => R::RINGKV_OUTCOME_UNKNOWN,
             E::Io { .. } | E::Handshake { .. } => R::RINGKV_CONNECTION,
@@ -211,6 +213,97 @@ impl PolicyCache {
     }
 }
 
+/// How an embedded cluster is made beyond its node count and transport:
+/// each setting unset (None) keeps the default (memory engine, no data
+/// directory, 32 virtual nodes per node).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Where the nodes keep their data, one subdirectory per node
+    /// (`node-<id>`); reopening a cluster of as many nodes on it finds
+    /// the data again.
+    pub dir: Option<std::path::PathBuf>,
+    /// The storage engine (LSM when a directory is set and this is not).
+    pub engine: Option<EngineKind>,
+    /// Virtual nodes per node.
+    pub vnodes: Option<usize>,
+}
+
+/// Waits (up to 30 s) until every node of a cluster started on a data
+/// directory coordinates requests: a node that finds a ring stored there
+/// refuses them (`RingUnconfirmed`) until a peer confirms it, which takes
+/// a gossip round or so after the cluster forms.
+fn wait_confirmed(op: &str, cluster: &Cluster) -> Outcome<()> {
+    let limit = Duration::from_secs(30);
+    let ready = cluster
+        .wait(limit, || {
+            for id in cluster.live() {
+                let probe = Op::Get {
+                    bucket: ByteBuf::from(b"ringkv-ffi".to_vec()),
+                    key: ByteBuf::from(b"ready?".to_vec()),
+                    options: ReadOptions {
+                        r: Some(Consistency::One),
+                        ..ReadOptions::default()
+                    },
+                };
+                if let Ok(Err(ringkv::Error::RingUnconfirmed)) =
+                    cluster.execute_on(cluster.node(id)?, probe)
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
+    if ready {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            ringkv_result::RINGKV_UNAVAILABLE,
+            format!("{op}: the nodes did not confirm their stored ring within {limit:?}"),
+        ))
+    }
+}
+
+/// The most virtual nodes per node the FFI takes.
+pub const MAX_VNODES: u32 = 1024;
+
+impl EmbeddedOptions {
+    /// Sets the engine from its stable number: 0 memory, 1 LSM, 2 B-tree.
+    pub fn set_engine(&mut self, op: &str, number: u32) -> Outcome<()> {
+        self.engine = Some(match number {
+            0 => EngineKind::Memory,
+            1 => EngineKind::Lsm,
+            2 => EngineKind::BTree,
+            other => {
+                return Err(Failure::invalid(format!(
+                    "{op}: engine {other} is not one of MEMORY (0), LSM (1), BTREE (2)"
+                )))
+            }
+        });
+        Ok(())
+    }
+
+    /// Sets the virtual nodes per node, 1 to [`MAX_VNODES`].
+    pub fn set_vnodes(&mut self, op: &str, vnodes: u32) -> Outcome<()> {
+        if vnodes == 0 || vnodes > MAX_VNODES {
+            return Err(Failure::invalid(format!(
+                "{op}: vnodes must be 1 to {MAX_VNODES}, got {vnodes}"
+            )));
+        }
+        self.vnodes = Some(vnodes as usize);
+        Ok(())
+    }
+
+    /// Sets the data directory; it must not be empty.
+    pub fn set_dir(&mut self, op: &str, dir: &str) -> Outcome<()> {
+        if dir.is_empty() {
+            return Err(Failure::invalid(format!("{op}: the directory is empty")));
+        }
+        self.dir = Some(dir.into());
+        Ok(())
+    }
+}
+
 /// The most nodes an embedded cluster may have through the FFI.
 const MAX_NODES: u32 = 16;
 
@@ -251,6 +344,17 @@ impl EmbeddedCluster {
     /// waits until they form one ring. Keys get `min(3, nodes)` replicas.
     /// `op` names the caller in messages (`ringkv_cluster_new` from C).
     pub fn start(op: &str, nodes: u32, transport: TransportKind) -> Outcome<EmbeddedCluster> {
+        EmbeddedCluster::start_with(op, nodes, transport, &EmbeddedOptions::default())
+    }
+
+    /// As [`EmbeddedCluster::start`], with a data directory, an engine and
+    /// virtual nodes as `settings` say.
+    pub fn start_with(
+        op: &str,
+        nodes: u32,
+        transport: TransportKind,
+        settings: &EmbeddedOptions,
+    ) -> Outcome<EmbeddedCluster> {
         if nodes == 0 || nodes > MAX_NODES {
             return Err(Failure::invalid(format!(
                 "{op}: nodes must be 1 to {MAX_NODES}, got {nodes}"
@@ -259,14 +363,40 @@ impl EmbeddedCluster {
         ignore_sigpipe();
         let rt = Runtime::new()
             .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
+        let engine = match (settings.engine, &settings.dir) {
+            (Some(EngineKind::Memory), Some(dir)) => {
+                return Err(Failure::invalid(format!(
+                    "{op}: a data directory ({}) needs the LSM or B-tree engine, not MEMORY",
+                    dir.display()
+                )))
+            }
+            (Some(engine), _) => engine,
+            (None, Some(_)) => EngineKind::Lsm,
+            (None, None) => EngineKind::Memory,
+        };
+        if let Some(dir) = &settings.dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Failure::invalid(format!(
+                    "{op}: cannot make the data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let defaults = ClusterOptions::default();
         let options = ClusterOptions {
             nodes: u64::from(nodes),
             n: nodes.min(3) as usize,
             transport,
-            ..ClusterOptions::default()
+            engine,
+            dir: settings.dir.clone(),
+            vnodes: settings.vnodes.unwrap_or(defaults.vnodes),
+            ..defaults
         };
         let cluster = Cluster::start(Arc::new(rt), options, Resolvers::default())
             .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{op}: {e}")))?;
+        if settings.dir.is_some() {
+            wait_confirmed(op, &cluster)?;
+        }
         Ok(EmbeddedCluster {
             cluster,
             policies: PolicyCache::default(),

@@ -223,6 +223,17 @@ fn bad_input_never_panics() {
                 let _ = ringkv_object_count(null());
                 let _ = ringkv_object_found(null());
                 results.push(ringkv_client_options_set_timeout_ms(opts, n, n));
+                let mut copts = null_mut();
+                results.push(ringkv_cluster_options_new(&mut copts));
+                results.push(ringkv_cluster_options_set_engine(copts, n));
+                results.push(ringkv_cluster_options_set_vnodes(copts, n));
+                results.push(ringkv_cluster_options_set_data_dir(copts, null()));
+                results.push(ringkv_cluster_options_set_data_dir(null_mut(), null()));
+                results.push(ringkv_cluster_options_set_engine(null_mut(), n));
+                results.push(ringkv_cluster_options_set_vnodes(null_mut(), n));
+                results.push(ringkv_cluster_new_with(n, n, copts, null_mut()));
+                results.push(ringkv_cluster_new_with(0, 0, copts, &mut null_mut()));
+                ringkv_cluster_options_free(copts);
                 let mut scan = null_mut();
                 results.push(ringkv_cluster_scan_new(cl, null(), len, n, n, n, &mut scan));
                 results.push(ringkv_cluster_scan_new(

@@ -73,3 +73,20 @@ fn scans_list_500_keys_exactly_once_each() {
         ],
     );
 }
+
+#[test]
+fn a_cluster_reopened_on_its_data_directory_holds_its_data() {
+    let data = tempfile::tempdir().expect("a temporary directory");
+    let dir = data.path().to_str().expect("a UTF-8 path");
+    let out = run_c("persist", &[dir]);
+    assert_lines(
+        &out,
+        &[
+            "persist: lsm: 50 of 50 keys after reopening",
+            "persist: btree: 50 of 50 keys after reopening",
+            "persist: all checks passed",
+        ],
+    );
+    assert!(data.path().join("lsm/node-1").is_dir());
+    assert!(data.path().join("btree/node-3").is_dir());
+}
