@@ -8,9 +8,13 @@
  *   After any such call, ringkv_last_error() copies that call's message
  *   (empty after success) on the same thread.
  * - Outputs are written only on RINGKV_OK.
- * - Handles (ringkv_cluster, ringkv_client, ringkv_client_options) and
- *   results (ringkv_buf, ringkv_set) are owned by the library: free each
- *   with its _free function, once. _free functions accept NULL.
+ * - Handles (ringkv_cluster, ringkv_client, ringkv_client_options,
+ *   ringkv_cluster_options, ringkv_scan) and results (ringkv_buf,
+ *   ringkv_set, ringkv_object) are owned by the library: free each with
+ *   its _free function, once (a scan before its cluster or client).
+ *   _free functions accept NULL.
+ * - Each function's comment lists every result it can return besides
+ *   RINGKV_OK; docs/ffi.md has them all in one table.
  * - Byte arguments are (pointer, length); a length of 0 means empty, and
  *   then the pointer may be NULL. Buckets and keys must not be empty, and
  *   keys, buckets and values are at most RINGKV_MAX_*_BYTES long.
@@ -983,12 +987,32 @@ ringkv_result ringkv_cluster_options_set_engine(ringkv_cluster_options *options,
 // `options` NULL or live.
 ringkv_result ringkv_cluster_options_set_vnodes(ringkv_cluster_options *options, uint32_t vnodes);
 
+// Sets the default bucket properties: `n` replicas per key (1 to 5, at
+// most the cluster's nodes; default min(3, nodes)) and the read and
+// write levels `r` and `w` (`RINGKV_CONSISTENCY_ONE` to `_ALL`; default
+// QUORUM) a request with `RINGKV_CONSISTENCY_DEFAULT` uses. Every bucket
+// starts with them; the policy is set per bucket.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (`n` out of range, `r` or `w` DEFAULT or unknown, or needing more than
+// `n` replicas; `ringkv_cluster_new_with` refuses an `n` above its
+// nodes), `RINGKV_PANIC`. On an error the options are unchanged.
+//
+// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_cluster_options_set_replicas(ringkv_cluster_options *options,
+                                                  uint32_t n,
+                                                  uint32_t r,
+                                                  uint32_t w);
+
 // As `ringkv_cluster_new`, made as `options` say (NULL: the defaults,
 // as `ringkv_cluster_new`).
 //
 // Errors: `RINGKV_NULL_ARGUMENT` (out), `RINGKV_INVALID_ARGUMENT` (nodes,
 // transport; a data directory with the memory engine, or one that
-// cannot be made), `RINGKV_UNAVAILABLE` (the nodes did not start or form
+// cannot be made; more replicas than nodes), `RINGKV_UNAVAILABLE` (the nodes did not start or form
 // a ring within 30 s: for example the directory is in use by another
 // cluster, or holds data an engine cannot open), `RINGKV_INTERNAL`,
 // `RINGKV_PANIC`.

@@ -1,12 +1,12 @@
 //! Options for embedded clusters from C: a data directory (so that data
-//! survives closing and reopening the cluster), the storage engine and
-//! the virtual nodes per node, set on a `ringkv_cluster_options` and
+//! survives closing and reopening the cluster), the storage engine, the
+//! virtual nodes per node and the default replicas and levels, set on a `ringkv_cluster_options` and
 //! used by `ringkv_cluster_new_with`.
 //!
 //! Guarantee: as for every function of the C ABI (`capi.rs`).
 //!
-//! Not here: default bucket properties other than the policy (set per
-//! bucket with `ringkv_cluster_set_bucket_policy`) and a log callback.
+//! Not here: a default policy (set per bucket with
+//! `ringkv_cluster_set_bucket_policy`) and a log callback.
 
 #![allow(non_camel_case_types)]
 
@@ -176,12 +176,42 @@ pub unsafe extern "C" fn ringkv_cluster_options_set_vnodes(
     })
 }
 
+/// Sets the default bucket properties: `n` replicas per key (1 to 5, at
+/// most the cluster's nodes; default min(3, nodes)) and the read and
+/// write levels `r` and `w` (`RINGKV_CONSISTENCY_ONE` to `_ALL`; default
+/// QUORUM) a request with `RINGKV_CONSISTENCY_DEFAULT` uses. Every bucket
+/// starts with them; the policy is set per bucket.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+/// (`n` out of range, `r` or `w` DEFAULT or unknown, or needing more than
+/// `n` replicas; `ringkv_cluster_new_with` refuses an `n` above its
+/// nodes), `RINGKV_PANIC`. On an error the options are unchanged.
+///
+/// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+///
+/// # Safety
+/// `options` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_cluster_options_set_replicas(
+    options: *mut ringkv_cluster_options,
+    n: u32,
+    r: u32,
+    w: u32,
+) -> ringkv_result {
+    const OP: &str = "ringkv_cluster_options_set_replicas";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let o = unsafe { options_mut(OP, options) }?;
+        o.set_replicas(OP, n, r, w)
+    })
+}
+
 /// As `ringkv_cluster_new`, made as `options` say (NULL: the defaults,
 /// as `ringkv_cluster_new`).
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (out), `RINGKV_INVALID_ARGUMENT` (nodes,
 /// transport; a data directory with the memory engine, or one that
-/// cannot be made), `RINGKV_UNAVAILABLE` (the nodes did not start or form
+/// cannot be made; more replicas than nodes), `RINGKV_UNAVAILABLE` (the nodes did not start or form
 /// a ring within 30 s: for example the directory is in use by another
 /// cluster, or holds data an engine cannot open), `RINGKV_INTERNAL`,
 /// `RINGKV_PANIC`.

@@ -17,9 +17,9 @@
 //! bucket's keys.
 //!
 //! Not here: multi-get and multi-put (waiting for the protocol's batch
-//! ops), default bucket properties and a log callback for embedded
-//! clusters (`cluster_options` has the data directory, engine and
-//! vnodes), fault injection on embedded clusters (the shell has it).
+//! ops), a default policy and a log callback for embedded clusters
+//! (`cluster_options` has the data directory, engine, vnodes and default
+//! replicas and levels), fault injection on embedded clusters (the shell has it).
 
 #![warn(missing_docs)]
 

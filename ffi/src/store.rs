@@ -226,6 +226,9 @@ pub struct EmbeddedOptions {
     pub engine: Option<EngineKind>,
     /// Virtual nodes per node.
     pub vnodes: Option<usize>,
+    /// The default bucket properties' replicas per key and read and write
+    /// levels.
+    pub replicas: Option<(u32, Consistency, Consistency)>,
 }
 
 /// Waits (up to 30 s) until every node of a cluster started on a data
@@ -291,6 +294,37 @@ impl EmbeddedOptions {
             )));
         }
         self.vnodes = Some(vnodes as usize);
+        Ok(())
+    }
+
+    /// Sets the default bucket properties' replicas per key `n` (1 to 5;
+    /// at most the nodes, checked at start) and read and write levels
+    /// (`RINGKV_CONSISTENCY_*` other than DEFAULT).
+    pub fn set_replicas(&mut self, op: &str, n: u32, r: u32, w: u32) -> Outcome<()> {
+        if n == 0 || n > 5 {
+            return Err(Failure::invalid(format!("{op}: n must be 1 to 5, got {n}")));
+        }
+        let level = |what: &str, v: u32| -> Outcome<Consistency> {
+            consistency(op, v)?.ok_or_else(|| {
+                Failure::invalid(format!(
+                    "{op}: {what} must be a level (ONE to ALL), not DEFAULT: this sets the default"
+                ))
+            })
+        };
+        let (r, w) = (level("r", r)?, level("w", w)?);
+        let needed = |c: Consistency| match c {
+            Consistency::One => 1,
+            Consistency::Two => 2,
+            Consistency::Quorum => n / 2 + 1,
+            Consistency::All => n,
+            Consistency::Count(c) => c,
+        };
+        if needed(r) > n || needed(w) > n {
+            return Err(Failure::invalid(format!(
+                "{op}: r {r:?} and w {w:?} must each need at most n = {n} replicas"
+            )));
+        }
+        self.replicas = Some((n, r, w));
         Ok(())
     }
 
@@ -383,9 +417,20 @@ impl EmbeddedCluster {
             })?;
         }
         let defaults = ClusterOptions::default();
+        let (n, r, w) = match settings.replicas {
+            Some((n, _, _)) if n > nodes => {
+                return Err(Failure::invalid(format!(
+                    "{op}: n = {n} replicas per key needs at least {n} nodes, got {nodes}"
+                )))
+            }
+            Some((n, r, w)) => (n as usize, r, w),
+            None => (nodes.min(3) as usize, defaults.r, defaults.w),
+        };
         let options = ClusterOptions {
             nodes: u64::from(nodes),
-            n: nodes.min(3) as usize,
+            n,
+            r,
+            w,
             transport,
             engine,
             dir: settings.dir.clone(),

@@ -227,6 +227,8 @@ fn bad_input_never_panics() {
                 results.push(ringkv_cluster_options_new(&mut copts));
                 results.push(ringkv_cluster_options_set_engine(copts, n));
                 results.push(ringkv_cluster_options_set_vnodes(copts, n));
+                results.push(ringkv_cluster_options_set_replicas(copts, n, n, n));
+                results.push(ringkv_cluster_options_set_replicas(null_mut(), n, n, n));
                 results.push(ringkv_cluster_options_set_data_dir(copts, null()));
                 results.push(ringkv_cluster_options_set_data_dir(null_mut(), null()));
                 results.push(ringkv_cluster_options_set_engine(null_mut(), n));

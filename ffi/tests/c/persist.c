@@ -101,6 +101,38 @@ int main(int argc, char **argv) {
   CHECK(cluster == NULL);
   ringkv_cluster_options_free(opts);
   ringkv_cluster_options_free(NULL);
+  /* Default replicas and levels: n = 1, so TWO cannot be met. */
+  EXPECT(ringkv_cluster_options_new(&opts), RINGKV_OK);
+  EXPECT(ringkv_cluster_options_set_replicas(NULL, 1, 1, 1), RINGKV_NULL_ARGUMENT);
+  EXPECT(ringkv_cluster_options_set_replicas(opts, 0, 1, 1), RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_cluster_options_set_replicas(opts, 6, 1, 1), RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_cluster_options_set_replicas(opts, 1, RINGKV_CONSISTENCY_DEFAULT, 1),
+         RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_cluster_options_set_replicas(opts, 1, 1, 9), RINGKV_INVALID_ARGUMENT);
+  EXPECT(ringkv_cluster_options_set_replicas(opts, 1, RINGKV_CONSISTENCY_TWO, 1),
+         RINGKV_INVALID_ARGUMENT);
+  CHECK(strncmp(last_error(), "ringkv_cluster_options_set_replicas: ", 37) == 0);
+  EXPECT(ringkv_cluster_options_set_replicas(opts, 4, RINGKV_CONSISTENCY_QUORUM,
+                                             RINGKV_CONSISTENCY_QUORUM),
+         RINGKV_OK);
+  EXPECT(ringkv_cluster_new_with(3, RINGKV_TRANSPORT_MEMORY, opts, &cluster),
+         RINGKV_INVALID_ARGUMENT);
+  CHECK(strstr(last_error(), "needs at least 4 nodes") != NULL);
+  EXPECT(ringkv_cluster_options_set_replicas(opts, 1, RINGKV_CONSISTENCY_ONE,
+                                             RINGKV_CONSISTENCY_ONE),
+         RINGKV_OK);
+  EXPECT(ringkv_cluster_new_with(3, RINGKV_TRANSPORT_MEMORY, opts, &cluster), RINGKV_OK);
+  ringkv_cluster_options_free(opts);
+  if (cluster != NULL) {
+    EXPECT(ringkv_cluster_put(cluster, S("b"), S("k"), S("v"), RINGKV_CONSISTENCY_DEFAULT),
+           RINGKV_OK);
+    EXPECT(ringkv_cluster_put(cluster, S("b"), S("k"), S("v"), RINGKV_CONSISTENCY_TWO),
+           RINGKV_INVALID_ARGUMENT);
+    ringkv_cluster_free(cluster);
+    cluster = NULL;
+    printf("persist: one replica per key: TWO refused\n");
+  }
+
   /* NULL options are the defaults. */
   EXPECT(ringkv_cluster_new_with(1, RINGKV_TRANSPORT_MEMORY, NULL, &cluster), RINGKV_OK);
   EXPECT(ringkv_cluster_put(cluster, S("b"), S("k"), S("v"), 0), RINGKV_OK);
