@@ -267,9 +267,11 @@ unsafe fn write_ctx_on(
 /// values (`ringkv_object_count` 0), not `RINGKV_NOT_FOUND`; siblings are
 /// `RINGKV_OK` too, not `RINGKV_SIBLINGS`.
 ///
-/// `timeout_ms`: 0 for the bucket's own timeout (5 s unless set), else
-/// the most milliseconds to wait (at most `RINGKV_MAX_TIMEOUT_MS`), past
-/// which the call returns `RINGKV_TIMEOUT`.
+/// `timeout_ms`: 0 for the bucket's own timeout (5 s unless set: how long
+/// the coordinating node waits for replicas; a coordinating node that is
+/// itself stuck is not bounded by it), else the most milliseconds the
+/// call waits, whatever the nodes do (at most `RINGKV_MAX_TIMEOUT_MS`),
+/// past which it returns `RINGKV_TIMEOUT`.
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (cluster, out_object; bucket or key with
 /// a non-zero length), `RINGKV_INVALID_ARGUMENT` (empty bucket or key,

@@ -303,3 +303,47 @@ fn timeout_setters_check_their_arguments() {
         ringkv_client_options_free(opts);
     }
 }
+
+#[test]
+fn an_embedded_cluster_call_keeps_its_own_timeout_when_a_node_is_frozen() {
+    let (cluster, _) = tcp_cluster();
+    // SAFETY: cluster is live.
+    let embedded = unsafe { &*cluster }.embedded();
+    embedded.cluster().pause(1, 6000).expect("node 1 pauses");
+    // Requests go through the nodes in turn: some through the frozen one.
+    let mut timed_out = 0;
+    for i in 0..6u8 {
+        let key = [b'k', i];
+        let mut object = null_mut();
+        let (r, took) = timed(|| {
+            // SAFETY: valid pointers.
+            unsafe {
+                ringkv_cluster_get_object(
+                    cluster,
+                    b"t".as_ptr(),
+                    1,
+                    key.as_ptr(),
+                    key.len(),
+                    RINGKV_CONSISTENCY_ONE,
+                    300,
+                    &mut object,
+                )
+            }
+        });
+        // SAFETY: NULL or an object of this call, freed once.
+        unsafe { ringkv_object_free(object) };
+        assert!(
+            matches!(r, ringkv_result::RINGKV_OK | ringkv_result::RINGKV_TIMEOUT),
+            "{r:?}: {}",
+            last_error()
+        );
+        if r == ringkv_result::RINGKV_TIMEOUT {
+            timed_out += 1;
+            assert!(last_error().starts_with("ringkv_cluster_get_object: "));
+        }
+        assert!(took < Duration::from_millis(300) + SLACK, "{took:?}");
+    }
+    assert!(timed_out >= 1, "no request went through the frozen node");
+    // SAFETY: freed once.
+    unsafe { ringkv_cluster_free(cluster) };
+}
