@@ -50,7 +50,7 @@ fn objects_show_siblings_and_writes_with_their_context_resolve_and_delete() {
                 &format!("{who}: resolved = 1 value"),
                 &format!("{who}: after delete with context = 0 values"),
                 &format!("{who}: blind delete beside a value = 1 value, 1 delete"),
-                &format!("{who}: blind put refused at sibling 100, resolved with the context"),
+                &format!("{who}: blind puts refused past sibling 100, resolved with the context"),
             ],
         );
     }
