@@ -8,9 +8,13 @@
  *   After any such call, ringkv_last_error() copies that call's message
  *   (empty after success) on the same thread.
  * - Outputs are written only on RINGKV_OK.
- * - Handles (ringkv_cluster, ringkv_client, ringkv_client_options) and
- *   results (ringkv_buf, ringkv_set) are owned by the library: free each
- *   with its _free function, once. _free functions accept NULL.
+ * - Handles (ringkv_cluster, ringkv_client, ringkv_client_options,
+ *   ringkv_cluster_options, ringkv_scan) and results (ringkv_buf,
+ *   ringkv_set, ringkv_object) are owned by the library: free each with
+ *   its _free function, once (a scan before its cluster or client).
+ *   _free functions accept NULL.
+ * - Each function's comment lists every result it can return besides
+ *   RINGKV_OK; docs/ffi.md has them all in one table.
  * - Byte arguments are (pointer, length); a length of 0 means empty, and
  *   then the pointer may be NULL. Buckets and keys must not be empty, and
  *   keys, buckets and values are at most RINGKV_MAX_*_BYTES long.
@@ -80,12 +84,78 @@
 // bytes (1 MiB). A larger one is refused with `RINGKV_INVALID_ARGUMENT`.
 #define RINGKV_MAX_CA_FILE_BYTES 1048576
 
+// The library's major version (the crate `ringkv-ffi`'s). With
+// `RINGKV_VERSION_MINOR` and `RINGKV_VERSION_PATCH`, what
+// `ringkv_version()` returns as text, for the header a program was
+// compiled with.
+#define RINGKV_VERSION_MAJOR 0
+
+// The library's minor version.
+#define RINGKV_VERSION_MINOR 1
+
+// The library's patch version.
+#define RINGKV_VERSION_PATCH 0
+
+// The version of the C ABI this header describes: it changes only when a
+// function, type or number of an earlier version changes meaning or
+// goes away, never when functions or result codes are added. Compare it
+// with `ringkv_abi_version()`, the library's, to learn whether the
+// library linked at run time is the one the program was compiled for.
+#define RINGKV_ABI_VERSION 1
+
+// The longest timeout any call takes, in milliseconds (one hour). A
+// `timeout_ms` above it is `RINGKV_INVALID_ARGUMENT`; 0 means the
+// default.
+#define RINGKV_MAX_TIMEOUT_MS 3600000
+
+// A client's request timeout unless set
+// (`ringkv_client_options_set_timeout_ms`), in milliseconds: the bound
+// on each request a call through a client makes, retries and failovers
+// included. Above a bucket's default timeout (5 s), so that a node that
+// cannot reach a quorum says so first.
+#define RINGKV_DEFAULT_TIMEOUT_MS 6000
+
+// A client's connect timeout unless set, in milliseconds: how long
+// opening a connection (TCP, TLS and the hello) to one address may take.
+#define RINGKV_DEFAULT_CONNECT_TIMEOUT_MS 2000
+
 // Transport of an embedded cluster: the in-process network.
 #define RINGKV_TRANSPORT_MEMORY 0
 
 // Transport of an embedded cluster: TCP on 127.0.0.1, with a client port
 // per node (see `ringkv_cluster_client_addrs`).
 #define RINGKV_TRANSPORT_TCP 1
+
+// Storage engine of an embedded cluster: in memory (nothing kept on
+// disk; the default without a data directory).
+#define RINGKV_ENGINE_MEMORY 0
+
+// Storage engine of an embedded cluster: the LSM tree (the default with
+// a data directory).
+#define RINGKV_ENGINE_LSM 1
+
+// Storage engine of an embedded cluster: the B-tree (redb), for
+// read-heavy use.
+#define RINGKV_ENGINE_BTREE 2
+
+// The most virtual nodes per node `ringkv_cluster_options_set_vnodes`
+// takes.
+#define RINGKV_MAX_VNODES 1024
+
+// The most keys one scan page may hold: a `page_limit` of
+// `ringkv_*_scan_new` is 1 to this, or 0 for the default page
+// (`RINGKV_DEFAULT_SCAN_PAGE`).
+#define RINGKV_MAX_SCAN_PAGE 1000
+
+// The page a `page_limit` of 0 asks for.
+#define RINGKV_DEFAULT_SCAN_PAGE 100
+
+// The most virtual nodes per node the FFI takes.
+#define MAX_VNODES 1024
+
+// The longest timeout the FFI takes: one hour, in milliseconds
+// (`RINGKV_MAX_TIMEOUT_MS`).
+#define MAX_TIMEOUT_MS 3600000
 
 // What a C ABI call did. The numbers are stable: they are part of the ABI.
 enum ringkv_result
@@ -170,6 +240,31 @@ typedef struct ringkv_client_options ringkv_client_options;
 // Created by `ringkv_cluster_new`, freed by `ringkv_cluster_free`.
 typedef struct ringkv_cluster ringkv_cluster;
 
+// How `ringkv_cluster_new_with` makes an embedded cluster: each setting
+// unset until a `ringkv_cluster_options_set_*` call sets it (memory
+// engine, no data directory, 32 virtual nodes per node). Created by
+// `ringkv_cluster_options_new`, freed by `ringkv_cluster_options_free`;
+// the cluster copies what it needs, so the options may be freed,
+// changed or reused right after.
+typedef struct ringkv_cluster_options ringkv_cluster_options;
+
+// A key's object as a read saw it: zero values (never written, or
+// deleted), one, or two and more siblings (concurrent writes, under the
+// SIBLINGS policy), and the opaque causal context to write back with.
+// Returned by `ringkv_cluster_get_object` and `ringkv_client_get_object`;
+// read with `ringkv_object_count`, `ringkv_object_value` and
+// `ringkv_object_context`; freed with `ringkv_object_free`.
+typedef struct ringkv_object ringkv_object;
+
+// A scan of one bucket's keys, in token order (the order of the keys'
+// places on the ring, not byte order), made by `ringkv_cluster_scan_new`
+// or `ringkv_client_scan_new`, advanced by `ringkv_scan_next`, freed by
+// `ringkv_scan_free`. It must be freed before the cluster or client it
+// was made on. Not a snapshot: a key that exists for the whole scan is
+// listed exactly once; one written or deleted meanwhile may or may not
+// be.
+typedef struct ringkv_scan ringkv_scan;
+
 // A set's members, in byte order, owned by the library. Read with
 // `ringkv_set_len` and `ringkv_set_member`; free with `ringkv_set_free`.
 typedef struct ringkv_set ringkv_set;
@@ -180,6 +275,21 @@ typedef struct ringkv_set ringkv_set;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// The library's version, `"MAJOR.MINOR.PATCH"` (`"0.1.0"`), as a static
+// NUL-terminated string: never free it. It is the version of the library
+// linked at run time, which may differ from the header's
+// `RINGKV_VERSION_*` when a shared library was replaced.
+//
+// Thread safety: may be called from any thread at any time.
+const char *ringkv_version(void);
+
+// The ABI version of the library linked at run time
+// (`RINGKV_ABI_VERSION` when it was built). A program compiled against a
+// header whose `RINGKV_ABI_VERSION` differs must not use the library.
+//
+// Thread safety: may be called from any thread at any time.
+uint32_t ringkv_abi_version(void);
 
 // Starts an embedded cluster of `nodes` nodes (1 to 16) over `transport`
 // (`RINGKV_TRANSPORT_MEMORY` or `RINGKV_TRANSPORT_TCP`), waits until they
@@ -319,6 +429,39 @@ ringkv_result ringkv_client_options_set_tls_ca_file(ringkv_client_options *optio
 ringkv_result ringkv_client_options_set_server_name(ringkv_client_options *options,
                                                     const char *name);
 
+// Sets the client's timeouts, in milliseconds; 0 keeps the default of
+// each. `connect_ms` bounds opening a connection (TCP, TLS and the
+// hello) to one address (default `RINGKV_DEFAULT_CONNECT_TIMEOUT_MS`,
+// 2 s): `ringkv_client_connect` tries each address in turn, so it
+// returns within `connect_ms` times the number of addresses.
+// `request_ms` bounds each request a call makes, retries and failovers
+// included (default `RINGKV_DEFAULT_TIMEOUT_MS`, 6 s), whatever happens
+// to the node: a call whose node dies or goes silent returns within it
+// (plus a few milliseconds), with `RINGKV_TIMEOUT` for a read and
+// `RINGKV_OUTCOME_UNKNOWN` for a write that was sent, unless it failed
+// over to another node in time. `ringkv_*_put` and `ringkv_*_delete`
+// make two requests (a read, then the write), the first in a second to
+// touch a bucket three; the `_ctx` and `_object` calls and each scan
+// page make one, and take a `timeout_ms` of their own that replaces
+// `request_ms` for that call.
+//
+// Both at most `RINGKV_MAX_TIMEOUT_MS`. A request timeout below the
+// bucket's timeout (5 s unless set) cuts short a node that would have
+// answered `RINGKV_TIMEOUT` or `RINGKV_UNAVAILABLE` itself, with
+// details.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (above `RINGKV_MAX_TIMEOUT_MS`). On an error the options are
+// unchanged.
+//
+// Thread safety: as `ringkv_client_options_set_credentials`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_client_options_set_timeout_ms(ringkv_client_options *options,
+                                                   uint32_t connect_ms,
+                                                   uint32_t request_ms);
+
 // Connects to a running cluster as `options` say (NULL: the defaults,
 // anonymous over plain TCP, as `ringkv_client_new`): `addrs` is one or
 // more client addresses, comma-separated, NUL-terminated
@@ -331,9 +474,10 @@ ringkv_result ringkv_client_options_set_server_name(ringkv_client_options *optio
 // address, unless one was set).
 //
 // Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
-// (no address, not UTF-8; a server name without a CA, or one that is not
-// a DNS name or an IP address), `RINGKV_CONNECTION` (no address answered
-// within 2 s each, or the node closed the connection; a node whose
+// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
+// UTF-8; a server name without a CA, or one that is not a DNS name or an
+// IP address), `RINGKV_CONNECTION` (no address answered
+// within the connect timeout each (2 s unless set), or the node closed the connection; a node whose
 // client port speaks TLS does so to a client without a CA),
 // `RINGKV_TLS` (the node's certificate is not from the CA or does not
 // name the server name; or the port does not speak TLS), `RINGKV_DENIED`
@@ -357,8 +501,9 @@ ringkv_result ringkv_client_connect(const char *addrs,
 // `*out`.
 //
 // Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
-// (no address, not UTF-8), `RINGKV_CONNECTION` (no address answered
-// within 2 s each).
+// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
+// UTF-8: found before any dialing), `RINGKV_CONNECTION` (no address
+// answered within 2 s each, the default connect timeout).
 //
 // Thread safety: may be called from any thread.
 //
@@ -419,7 +564,11 @@ void ringkv_client_free(ringkv_client *client);
 //
 // Errors: `RINGKV_NULL_ARGUMENT`, `RINGKV_INVALID_ARGUMENT` (empty bucket
 // or key, unknown `w`, a `w` above the bucket's replicas),
-// `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`.
+// `RINGKV_SIBLINGS` (the key holds the most siblings a node keeps, 100
+// by default, and values written concurrently since the read would add
+// one more: read it with `ringkv_cluster_get_object` and write with its
+// context), `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`, `RINGKV_INTERNAL`,
+// `RINGKV_PANIC`.
 //
 // Thread safety: may be called from any thread, concurrently with any
 // call on the same cluster except `ringkv_cluster_free`.
@@ -439,7 +588,8 @@ ringkv_result ringkv_cluster_put(const ringkv_cluster *cluster,
 // the value to `*out_value` (free it with `ringkv_buf_free`).
 //
 // Errors: as `ringkv_cluster_put`, and `RINGKV_NOT_FOUND` (no value),
-// `RINGKV_SIBLINGS` (concurrent values: use policy LWW for overwrites).
+// `RINGKV_SIBLINGS` (concurrent values: read them all, with the context
+// to resolve them, with `ringkv_cluster_get_object`).
 //
 // Thread safety: as `ringkv_cluster_put`.
 //
@@ -770,6 +920,358 @@ ringkv_result ringkv_set_member(const ringkv_set *set,
 // `set` NULL or a set from this library not yet freed.
 void ringkv_set_free(ringkv_set *set);
 
+// Creates cluster options with nothing set and writes them to `*out`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (out), `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread.
+//
+// # Safety
+// `out` NULL or writable.
+ringkv_result ringkv_cluster_options_new(ringkv_cluster_options **out);
+
+// Frees cluster options. NULL does nothing. Clusters made with them are
+// not affected.
+//
+// Thread safety: no other call may use `options` during or after this
+// one.
+//
+// # Safety
+// `options` NULL or options from `ringkv_cluster_options_new` not yet
+// freed.
+void ringkv_cluster_options_free(ringkv_cluster_options *options);
+
+// Keeps the nodes' data under `dir` (NUL-terminated UTF-8; made if
+// missing), one subdirectory per node (`node-1`, ...): a cluster made
+// again with as many nodes on the same directory, after the first was
+// freed, holds the data the first held. Without a directory the data
+// lives in memory, or in a temporary directory removed when the cluster
+// is freed. With a directory and no engine set, the engine is LSM. Only
+// one cluster at a time may use a directory.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options, dir), `RINGKV_INVALID_ARGUMENT`
+// (empty, not UTF-8), `RINGKV_PANIC`. On an error the options are
+// unchanged.
+//
+// Thread safety: not concurrently with any other call on the same
+// options.
+//
+// # Safety
+// `options` NULL or live; `dir` NULL or NUL-terminated.
+ringkv_result ringkv_cluster_options_set_data_dir(ringkv_cluster_options *options, const char *dir);
+
+// Sets the storage engine (`RINGKV_ENGINE_MEMORY`, `_LSM` or `_BTREE`).
+// The memory engine with a data directory is refused by
+// `ringkv_cluster_new_with`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (another number), `RINGKV_PANIC`. On an error the options are
+// unchanged.
+//
+// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_cluster_options_set_engine(ringkv_cluster_options *options, uint32_t engine);
+
+// Sets the virtual nodes per node (1 to `RINGKV_MAX_VNODES`; default
+// 32): more spread keys more evenly over the nodes. A cluster reopened on
+// a data directory must use the same number, or keys move.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (out of range), `RINGKV_PANIC`. On an error the options are unchanged.
+//
+// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_cluster_options_set_vnodes(ringkv_cluster_options *options, uint32_t vnodes);
+
+// Sets the default bucket properties: `n` replicas per key (1 to 5, at
+// most the cluster's nodes; default min(3, nodes)) and the read and
+// write levels `r` and `w` (`RINGKV_CONSISTENCY_ONE` to `_ALL`; default
+// QUORUM) a request with `RINGKV_CONSISTENCY_DEFAULT` uses. Every bucket
+// starts with them; the policy is set per bucket.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (`n` out of range, `r` or `w` DEFAULT or unknown, or needing more than
+// `n` replicas; `ringkv_cluster_new_with` refuses an `n` above its
+// nodes), `RINGKV_PANIC`. On an error the options are unchanged.
+//
+// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_cluster_options_set_replicas(ringkv_cluster_options *options,
+                                                  uint32_t n,
+                                                  uint32_t r,
+                                                  uint32_t w);
+
+// As `ringkv_cluster_new`, made as `options` say (NULL: the defaults,
+// as `ringkv_cluster_new`).
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (out), `RINGKV_INVALID_ARGUMENT` (nodes,
+// transport; a data directory with the memory engine, or one that
+// cannot be made; more replicas than nodes), `RINGKV_UNAVAILABLE` (the nodes did not start or form
+// a ring within 30 s: for example the directory is in use by another
+// cluster, or holds data an engine cannot open), `RINGKV_INTERNAL`,
+// `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread; the same options may be
+// read by concurrent calls, but not changed or freed meanwhile.
+//
+// # Safety
+// `options` NULL or live; `out` NULL or writable.
+ringkv_result ringkv_cluster_new_with(uint32_t nodes,
+                                      uint32_t transport,
+                                      const ringkv_cluster_options *options,
+                                      ringkv_cluster **out);
+
+// The number of values in `object`: 0 when the key has none (never
+// written, or deleted), 1 normally, 2 or more when concurrent writes
+// left siblings (a sibling may be a delete: see `ringkv_object_value`).
+// 0 when `object` is NULL.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same object except `ringkv_object_free`.
+//
+// # Safety
+// `object` NULL or live.
+size_t ringkv_object_count(const ringkv_object *object);
+
+// 1 when `object` holds a value (`ringkv_object_count` is not 0), 0 when
+// the key was never written or is deleted, or `object` is NULL.
+//
+// Thread safety: as `ringkv_object_count`.
+//
+// # Safety
+// `object` NULL or live.
+int ringkv_object_found(const ringkv_object *object);
+
+// Writes value `index` (0-based, below `ringkv_object_count(object)`) of
+// `object` to `*out_data` and `*out_len`; the bytes stay valid until
+// `ringkv_object_free(object)`. An empty value has length 0 and a
+// non-NULL pointer that must not be read.
+//
+// A sibling that is a delete (a delete concurrent with another write:
+// the key is both deleted and written) has no value: the result is
+// `RINGKV_NOT_FOUND` and the outputs are left alone. Siblings come in
+// the order the node gives them (by the time and node of each write),
+// the same for the same object.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (object, out_data, out_len),
+// `RINGKV_INVALID_ARGUMENT` (index not below the count),
+// `RINGKV_NOT_FOUND` (that sibling is a delete).
+//
+// Thread safety: as `ringkv_object_count`.
+//
+// # Safety
+// `object` NULL or live; `out_data` and `out_len` NULL or writable.
+ringkv_result ringkv_object_value(const ringkv_object *object,
+                                  size_t index,
+                                  const uint8_t **out_data,
+                                  size_t *out_len);
+
+// Writes the object's causal context, opaque bytes to pass unchanged to
+// `ringkv_*_put_ctx` or `ringkv_*_delete_ctx`, to `*out_data` and
+// `*out_len`; valid until `ringkv_object_free(object)`. Empty (length 0,
+// a non-NULL pointer not to be read) when the key was never written; a
+// deleted key has a context, which a later put should carry.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (object, out_data, out_len).
+//
+// Thread safety: as `ringkv_object_count`.
+//
+// # Safety
+// `object` NULL or live; `out_data` and `out_len` NULL or writable.
+ringkv_result ringkv_object_context(const ringkv_object *object,
+                                    const uint8_t **out_data,
+                                    size_t *out_len);
+
+// Frees an object the library returned. NULL does nothing.
+//
+// Thread safety: no other call may use `object` during or after this
+// one.
+//
+// # Safety
+// `object` NULL or an object from this library not yet freed.
+void ringkv_object_free(ringkv_object *object);
+
+// Reads `bucket`/`key` from `r` replicas (`RINGKV_CONSISTENCY_*`) and
+// writes the whole object to `*out_object` (free it with
+// `ringkv_object_free`): every value, siblings included, and the causal
+// context. A key never written, or deleted, is `RINGKV_OK` with no
+// values (`ringkv_object_count` 0), not `RINGKV_NOT_FOUND`; siblings are
+// `RINGKV_OK` too, not `RINGKV_SIBLINGS`.
+//
+// `timeout_ms`: 0 for the bucket's own timeout (5 s unless set: how long
+// the coordinating node waits for replicas; a coordinating node that is
+// itself stuck is not bounded by it), else the most milliseconds the
+// call waits, whatever the nodes do (at most `RINGKV_MAX_TIMEOUT_MS`),
+// past which it returns `RINGKV_TIMEOUT`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (cluster, out_object; bucket or key with
+// a non-zero length), `RINGKV_INVALID_ARGUMENT` (empty bucket or key,
+// unknown `r`, an `r` above the bucket's replicas, `timeout_ms` too
+// large, a bucket whose policy is a counter or a set),
+// `RINGKV_UNAVAILABLE` (too few replicas), `RINGKV_TIMEOUT`,
+// `RINGKV_INTERNAL`, `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same cluster except `ringkv_cluster_free`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_object` NULL or
+// writable.
+ringkv_result ringkv_cluster_get_object(const ringkv_cluster *cluster,
+                                        const uint8_t *bucket,
+                                        size_t bucket_len,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        uint32_t r,
+                                        uint32_t timeout_ms,
+                                        ringkv_object **out_object);
+
+// Writes `value` (may be empty) under `bucket`/`key` with `context`
+// (`context_len` bytes from `ringkv_object_context`; NULL and 0 for a
+// blind write), acknowledged by `w` replicas. It does not read first:
+// it replaces exactly the values the context saw, so writing the merge
+// of an object's siblings with its context resolves them, and a value
+// the context did not see (written concurrently) stays beside the new
+// one as a sibling. A blind write of a key that holds a value, under
+// SIBLINGS, adds a sibling; under LWW the context changes nothing.
+//
+// When `out_context` is not NULL, the context of the object as stored
+// (a later write with it replaces this one) is written to it as a
+// buffer (free it with `ringkv_buf_free`).
+//
+// `timeout_ms`: as `ringkv_cluster_get_object`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (cluster; bucket, key, value or context
+// with a non-zero length), `RINGKV_INVALID_ARGUMENT` (empty bucket or
+// key, unknown `w`, a `w` above the bucket's replicas, `timeout_ms` too
+// large, a context that is not one this store made, a value too large, a
+// counter or set bucket), `RINGKV_SIBLINGS` (the key already holds the
+// most siblings a node keeps, 100 by default, and this write would add
+// one: read the object and write with its context), `RINGKV_UNAVAILABLE`,
+// `RINGKV_TIMEOUT`, `RINGKV_OUTCOME_UNKNOWN` (no answer within
+// `timeout_ms`: the write may have been applied), `RINGKV_INTERNAL`,
+// `RINGKV_PANIC`.
+//
+// Thread safety: as `ringkv_cluster_get_object`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_context` NULL or
+// writable.
+ringkv_result ringkv_cluster_put_ctx(const ringkv_cluster *cluster,
+                                     const uint8_t *bucket,
+                                     size_t bucket_len,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     const uint8_t *value,
+                                     size_t value_len,
+                                     const uint8_t *context,
+                                     size_t context_len,
+                                     uint32_t w,
+                                     uint32_t timeout_ms,
+                                     ringkv_buf **out_context);
+
+// Deletes `bucket`/`key` (writes a tombstone) with `context` (NULL and 0
+// for a blind delete), acknowledged by `w` replicas, as
+// `ringkv_cluster_put_ctx` writes a value: with the context of an object
+// read first, it deletes the values that read saw, and a get then finds
+// no value unless one was written concurrently. A blind delete of a key
+// that holds a value, under SIBLINGS, deletes nothing: it is kept
+// beside the value as a sibling that is a delete.
+//
+// Errors, `timeout_ms`, `out_context` and thread safety: as
+// `ringkv_cluster_put_ctx`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_context` NULL or
+// writable.
+ringkv_result ringkv_cluster_delete_ctx(const ringkv_cluster *cluster,
+                                        const uint8_t *bucket,
+                                        size_t bucket_len,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        const uint8_t *context,
+                                        size_t context_len,
+                                        uint32_t w,
+                                        uint32_t timeout_ms,
+                                        ringkv_buf **out_context);
+
+// As `ringkv_cluster_get_object`, through a client connection.
+// `timeout_ms` 0 is the client's request timeout
+// (`ringkv_client_options_set_timeout_ms`; 6 s by default).
+//
+// Errors: those of `ringkv_cluster_get_object`, and `RINGKV_CLOSED`
+// (after `ringkv_client_close`), `RINGKV_CONNECTION` (no node could be
+// reached), `RINGKV_DENIED` (the user's role may not read),
+// `RINGKV_TLS` (a reconnection's handshake failed), `RINGKV_REMOTE`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same client except `ringkv_client_free`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_object` NULL or
+// writable.
+ringkv_result ringkv_client_get_object(const ringkv_client *client,
+                                       const uint8_t *bucket,
+                                       size_t bucket_len,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       uint32_t r,
+                                       uint32_t timeout_ms,
+                                       ringkv_object **out_object);
+
+// As `ringkv_cluster_put_ctx`, through a client connection; `timeout_ms`
+// as `ringkv_client_get_object`. A write with a context is retried by
+// the client only when it surely was not applied; sent and unanswered,
+// it is `RINGKV_OUTCOME_UNKNOWN`.
+//
+// Errors: those of `ringkv_cluster_put_ctx`, and `RINGKV_CLOSED`,
+// `RINGKV_CONNECTION`, `RINGKV_DENIED` (the user's role may not write),
+// `RINGKV_TLS`, `RINGKV_REMOTE`.
+//
+// Thread safety: as `ringkv_client_get_object`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_context` NULL or
+// writable.
+ringkv_result ringkv_client_put_ctx(const ringkv_client *client,
+                                    const uint8_t *bucket,
+                                    size_t bucket_len,
+                                    const uint8_t *key,
+                                    size_t key_len,
+                                    const uint8_t *value,
+                                    size_t value_len,
+                                    const uint8_t *context,
+                                    size_t context_len,
+                                    uint32_t w,
+                                    uint32_t timeout_ms,
+                                    ringkv_buf **out_context);
+
+// As `ringkv_cluster_delete_ctx`, through a client connection.
+//
+// Errors: those of `ringkv_client_put_ctx`.
+//
+// Thread safety: as `ringkv_client_get_object`.
+//
+// # Safety
+// Each pointer NULL or valid for its length; `out_context` NULL or
+// writable.
+ringkv_result ringkv_client_delete_ctx(const ringkv_client *client,
+                                       const uint8_t *bucket,
+                                       size_t bucket_len,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       const uint8_t *context,
+                                       size_t context_len,
+                                       uint32_t w,
+                                       uint32_t timeout_ms,
+                                       ringkv_buf **out_context);
+
 // The name of result `result` (for example `"RINGKV_NOT_FOUND"`), or
 // `"RINGKV_UNKNOWN_RESULT"` for a number that is not a result. The string
 // is static: never free it.
@@ -795,6 +1297,102 @@ const char *ringkv_result_name(uint32_t result);
 // `buf` must be valid for writes of `len` bytes; `out_len` must point to
 // a writable `size_t`.
 ringkv_result ringkv_last_error(char *buf, size_t len, size_t *out_len);
+
+// Starts a scan of `bucket`'s keys through an embedded cluster and
+// writes it to `*out_scan`; nothing is read until the first
+// `ringkv_scan_next`. Pages of up to `page_limit` keys (0: 100; at most
+// `RINGKV_MAX_SCAN_PAGE`) are read at level `r` (`RINGKV_CONSISTENCY_*`),
+// each within `timeout_ms` (0: the bucket's timeout). Deleted keys are
+// not listed.
+//
+// The scan must be freed (`ringkv_scan_free`) before `cluster` is.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (cluster, out_scan; bucket with a
+// non-zero length), `RINGKV_INVALID_ARGUMENT` (empty bucket, page_limit
+// above `RINGKV_MAX_SCAN_PAGE`, unknown `r`, timeout_ms above
+// `RINGKV_MAX_TIMEOUT_MS`), `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same cluster except `ringkv_cluster_free`.
+//
+// # Safety
+// `cluster` NULL or live; `bucket` NULL or valid for `bucket_len`
+// bytes; `out_scan` NULL or writable.
+ringkv_result ringkv_cluster_scan_new(const ringkv_cluster *cluster,
+                                      const uint8_t *bucket,
+                                      size_t bucket_len,
+                                      uint32_t page_limit,
+                                      uint32_t r,
+                                      uint32_t timeout_ms,
+                                      ringkv_scan **out_scan);
+
+// As `ringkv_cluster_scan_new`, through a client connection; a
+// `timeout_ms` of 0 is the client's request timeout. The scan must be
+// freed before `client` is; closing the client makes the next
+// `ringkv_scan_next` fail with `RINGKV_CLOSED`.
+//
+// Errors: those of `ringkv_cluster_scan_new`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same client except `ringkv_client_free`.
+//
+// # Safety
+// `client` NULL or live; `bucket` NULL or valid for `bucket_len` bytes;
+// `out_scan` NULL or writable.
+ringkv_result ringkv_client_scan_new(const ringkv_client *client,
+                                     const uint8_t *bucket,
+                                     size_t bucket_len,
+                                     uint32_t page_limit,
+                                     uint32_t r,
+                                     uint32_t timeout_ms,
+                                     ringkv_scan **out_scan);
+
+// Gives the scan's next key: on `RINGKV_OK` with `*out_done` 0,
+// `*out_key` and `*out_key_len` are the key (valid until the next
+// `ringkv_scan_next` or `ringkv_scan_free` on this scan); on `RINGKV_OK`
+// with `*out_done` 1, the scan is over (the key outputs are left alone,
+// and every later call says done again). Reads the next page from the
+// store when the current one is used up (so this call may block, as a
+// get does).
+//
+// On an error nothing is lost: the scan stays where it was, and calling
+// again asks for the same page (after a `RINGKV_TIMEOUT` or
+// `RINGKV_UNAVAILABLE`, retrying may succeed).
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (scan, out_key, out_key_len, out_done),
+// `RINGKV_INVALID_ARGUMENT` (a level the bucket cannot meet; a bucket
+// whose policy lists no keys), `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`,
+// `RINGKV_INTERNAL`, `RINGKV_PANIC`; through a client also
+// `RINGKV_CLOSED`, `RINGKV_CONNECTION`, `RINGKV_DENIED`, `RINGKV_TLS`,
+// `RINGKV_REMOTE`.
+//
+// Thread safety: one call at a time on a scan (it changes); different
+// scans of one handle may run on different threads.
+//
+// # Safety
+// `scan` NULL or live, and the handle it was made on live; the outputs
+// NULL or writable.
+ringkv_result ringkv_scan_next(ringkv_scan *scan,
+                               const uint8_t **out_key,
+                               size_t *out_key_len,
+                               int *out_done);
+
+// The number of keys `scan` has given so far; 0 when `scan` is NULL.
+//
+// Thread safety: as `ringkv_scan_next`.
+//
+// # Safety
+// `scan` NULL or live.
+uint64_t ringkv_scan_count(const ringkv_scan *scan);
+
+// Frees a scan, done or not. NULL does nothing. Free every scan before
+// the cluster or client it was made on.
+//
+// Thread safety: no other call may use `scan` during or after this one.
+//
+// # Safety
+// `scan` NULL or a scan from this library not yet freed.
+void ringkv_scan_free(ringkv_scan *scan);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -78,6 +78,83 @@ const _: () = assert!(RINGKV_MAX_KEY_BYTES == ringkv::config::MAX_KEY_BYTES);
 const _: () = assert!(RINGKV_MAX_BUCKET_BYTES == ringkv::config::MAX_BUCKET_BYTES);
 const _: () = assert!(RINGKV_MAX_VALUE_BYTES == ringkv::config::MAX_VALUE_BYTES);
 
+/// The library's major version (the crate `ringkv-ffi`'s). With
+/// `RINGKV_VERSION_MINOR` and `RINGKV_VERSION_PATCH`, what
+/// `ringkv_version()` returns as text, for the header a program was
+/// compiled with.
+pub const RINGKV_VERSION_MAJOR: u32 = 0;
+/// The library's minor version.
+pub const RINGKV_VERSION_MINOR: u32 = 1;
+/// The library's patch version.
+pub const RINGKV_VERSION_PATCH: u32 = 0;
+/// The version of the C ABI this header describes: it changes only when a
+/// function, type or number of an earlier version changes meaning or
+/// goes away, never when functions or result codes are added. Compare it
+/// with `ringkv_abi_version()`, the library's, to learn whether the
+/// library linked at run time is the one the program was compiled for.
+pub const RINGKV_ABI_VERSION: u32 = 1;
+
+/// The decimal number `s` (a version component), at compile time.
+const fn decimal(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut n = 0;
+    let mut i = 0;
+    while i < b.len() {
+        n = n * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+// The header needs literals; these fail to compile when Cargo.toml's
+// version moves without them.
+const _: () = assert!(RINGKV_VERSION_MAJOR == decimal(env!("CARGO_PKG_VERSION_MAJOR")));
+const _: () = assert!(RINGKV_VERSION_MINOR == decimal(env!("CARGO_PKG_VERSION_MINOR")));
+const _: () = assert!(RINGKV_VERSION_PATCH == decimal(env!("CARGO_PKG_VERSION_PATCH")));
+
+/// The library's version, `"MAJOR.MINOR.PATCH"` (`"0.1.0"`), as a static
+/// NUL-terminated string: never free it. It is the version of the library
+/// linked at run time, which may differ from the header's
+/// `RINGKV_VERSION_*` when a shared library was replaced.
+///
+/// Thread safety: may be called from any thread at any time.
+#[no_mangle]
+pub extern "C" fn ringkv_version() -> *const c_char {
+    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION.as_ptr().cast()
+}
+
+/// The ABI version of the library linked at run time
+/// (`RINGKV_ABI_VERSION` when it was built). A program compiled against a
+/// header whose `RINGKV_ABI_VERSION` differs must not use the library.
+///
+/// Thread safety: may be called from any thread at any time.
+#[no_mangle]
+pub extern "C" fn ringkv_abi_version() -> u32 {
+    RINGKV_ABI_VERSION
+}
+
+/// The longest timeout any call takes, in milliseconds (one hour). A
+/// `timeout_ms` above it is `RINGKV_INVALID_ARGUMENT`; 0 means the
+/// default.
+pub const RINGKV_MAX_TIMEOUT_MS: u32 = 3600000;
+/// A client's request timeout unless set
+/// (`ringkv_client_options_set_timeout_ms`), in milliseconds: the bound
+/// on each request a call through a client makes, retries and failovers
+/// included. Above a bucket's default timeout (5 s), so that a node that
+/// cannot reach a quorum says so first.
+pub const RINGKV_DEFAULT_TIMEOUT_MS: u32 = 6000;
+/// A client's connect timeout unless set, in milliseconds: how long
+/// opening a connection (TCP, TLS and the hello) to one address may take.
+pub const RINGKV_DEFAULT_CONNECT_TIMEOUT_MS: u32 = 2000;
+
+const _: () = assert!(RINGKV_MAX_TIMEOUT_MS == store::MAX_TIMEOUT_MS);
+const _: () =
+    assert!(RINGKV_DEFAULT_TIMEOUT_MS as u128 == store::DEFAULT_REQUEST_TIMEOUT.as_millis());
+const _: () = assert!(
+    RINGKV_DEFAULT_CONNECT_TIMEOUT_MS as u128 == store::DEFAULT_CONNECT_TIMEOUT.as_millis()
+);
+
 /// Transport of an embedded cluster: the in-process network.
 pub const RINGKV_TRANSPORT_MEMORY: u32 = 0;
 /// Transport of an embedded cluster: TCP on 127.0.0.1, with a client port
@@ -88,6 +165,17 @@ pub const RINGKV_TRANSPORT_TCP: u32 = 1;
 /// Created by `ringkv_cluster_new`, freed by `ringkv_cluster_free`.
 pub struct ringkv_cluster {
     inner: EmbeddedCluster,
+}
+
+impl ringkv_cluster {
+    pub(crate) fn from_inner(inner: EmbeddedCluster) -> ringkv_cluster {
+        ringkv_cluster { inner }
+    }
+
+    /// The cluster, for Rust code holding a handle (tests).
+    pub fn embedded(&self) -> &EmbeddedCluster {
+        &self.inner
+    }
 }
 
 /// A connection to a running cluster. Created by `ringkv_client_connect`
@@ -121,7 +209,7 @@ pub struct ringkv_buf {
 }
 
 impl ringkv_buf {
-    fn new(mut bytes: Vec<u8>) -> ringkv_buf {
+    pub(crate) fn new(mut bytes: Vec<u8>) -> ringkv_buf {
         bytes.push(0);
         ringkv_buf { bytes }
     }
@@ -139,7 +227,7 @@ pub struct ringkv_set {
 
 /// Runs `f` inside the panic boundary and turns its outcome into a result,
 /// leaving the message for `ringkv_last_error`.
-fn boundary(op: &str, f: impl FnOnce() -> Outcome<()>) -> ringkv_result {
+pub(crate) fn boundary(op: &str, f: impl FnOnce() -> Outcome<()>) -> ringkv_result {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => {
             set_last_error("");
@@ -155,7 +243,7 @@ fn boundary(op: &str, f: impl FnOnce() -> Outcome<()>) -> ringkv_result {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".into());
-            set_last_error(&format!("ringkv_{op}: the library panicked: {why}"));
+            set_last_error(&format!("{op}: the library panicked: {why}"));
             ringkv_result::RINGKV_PANIC
         }
     }
@@ -167,7 +255,7 @@ pub(crate) fn quiet<T>(default: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
 }
 
-fn null(op: &str, what: &str) -> Failure {
+pub(crate) fn null(op: &str, what: &str) -> Failure {
     Failure::new(
         ringkv_result::RINGKV_NULL_ARGUMENT,
         format!("{op}: {what} is NULL"),
@@ -178,7 +266,7 @@ fn null(op: &str, what: &str) -> Failure {
 ///
 /// # Safety
 /// `ptr` is NULL or a live handle from this library.
-unsafe fn handle<'a, T>(op: &str, what: &str, ptr: *const T) -> Outcome<&'a T> {
+pub(crate) unsafe fn handle<'a, T>(op: &str, what: &str, ptr: *const T) -> Outcome<&'a T> {
     // SAFETY: by the contract, a non-NULL ptr is a live, aligned T.
     unsafe { ptr.as_ref() }.ok_or_else(|| null(op, what))
 }
@@ -187,7 +275,7 @@ unsafe fn handle<'a, T>(op: &str, what: &str, ptr: *const T) -> Outcome<&'a T> {
 ///
 /// # Safety
 /// `ptr` is NULL or valid for a write of a `T`.
-unsafe fn out<'a, T>(op: &str, what: &str, ptr: *mut T) -> Outcome<&'a mut T> {
+pub(crate) unsafe fn out<'a, T>(op: &str, what: &str, ptr: *mut T) -> Outcome<&'a mut T> {
     // SAFETY: by the contract, a non-NULL ptr is writable and aligned. It
     // may be uninitialised, so it is only ever assigned, never read.
     unsafe { ptr.as_mut() }.ok_or_else(|| null(op, what))
@@ -197,7 +285,12 @@ unsafe fn out<'a, T>(op: &str, what: &str, ptr: *mut T) -> Outcome<&'a mut T> {
 ///
 /// # Safety
 /// When `len > 0`, `ptr` is NULL or valid for reads of `len` bytes.
-unsafe fn bytes<'a>(op: &str, what: &str, ptr: *const u8, len: usize) -> Outcome<&'a [u8]> {
+pub(crate) unsafe fn bytes<'a>(
+    op: &str,
+    what: &str,
+    ptr: *const u8,
+    len: usize,
+) -> Outcome<&'a [u8]> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -218,7 +311,7 @@ unsafe fn bytes<'a>(op: &str, what: &str, ptr: *const u8, len: usize) -> Outcome
 ///
 /// # Safety
 /// `ptr` is NULL or a NUL-terminated string.
-unsafe fn text<'a>(op: &str, what: &str, ptr: *const c_char) -> Outcome<&'a str> {
+pub(crate) unsafe fn text<'a>(op: &str, what: &str, ptr: *const c_char) -> Outcome<&'a str> {
     if ptr.is_null() {
         return Err(null(op, what));
     }
@@ -254,7 +347,7 @@ pub unsafe extern "C" fn ringkv_cluster_new(
         // SAFETY: forwarded contract.
         let out = unsafe { out_ptr(OP, "out", out) }?;
         let kind = store::transport(OP, transport)?;
-        let inner = EmbeddedCluster::start(nodes, kind)?;
+        let inner = EmbeddedCluster::start(OP, nodes, kind)?;
         *out = Box::into_raw(Box::new(ringkv_cluster { inner }));
         Ok(())
     })
@@ -311,7 +404,11 @@ pub unsafe extern "C" fn ringkv_cluster_client_addrs(
 
 /// # Safety
 /// `ptr` is NULL or writable.
-unsafe fn out_ptr<'a, T>(op: &str, what: &str, ptr: *mut *mut T) -> Outcome<&'a mut *mut T> {
+pub(crate) unsafe fn out_ptr<'a, T>(
+    op: &str,
+    what: &str,
+    ptr: *mut *mut T,
+) -> Outcome<&'a mut *mut T> {
     // SAFETY: forwarded contract.
     unsafe { out(op, what, ptr) }
 }
@@ -501,6 +598,49 @@ pub unsafe extern "C" fn ringkv_client_options_set_server_name(
     })
 }
 
+/// Sets the client's timeouts, in milliseconds; 0 keeps the default of
+/// each. `connect_ms` bounds opening a connection (TCP, TLS and the
+/// hello) to one address (default `RINGKV_DEFAULT_CONNECT_TIMEOUT_MS`,
+/// 2 s): `ringkv_client_connect` tries each address in turn, so it
+/// returns within `connect_ms` times the number of addresses.
+/// `request_ms` bounds each request a call makes, retries and failovers
+/// included (default `RINGKV_DEFAULT_TIMEOUT_MS`, 6 s), whatever happens
+/// to the node: a call whose node dies or goes silent returns within it
+/// (plus a few milliseconds), with `RINGKV_TIMEOUT` for a read and
+/// `RINGKV_OUTCOME_UNKNOWN` for a write that was sent, unless it failed
+/// over to another node in time. `ringkv_*_put` and `ringkv_*_delete`
+/// make two requests (a read, then the write), the first in a second to
+/// touch a bucket three; the `_ctx` and `_object` calls and each scan
+/// page make one, and take a `timeout_ms` of their own that replaces
+/// `request_ms` for that call.
+///
+/// Both at most `RINGKV_MAX_TIMEOUT_MS`. A request timeout below the
+/// bucket's timeout (5 s unless set) cuts short a node that would have
+/// answered `RINGKV_TIMEOUT` or `RINGKV_UNAVAILABLE` itself, with
+/// details.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+/// (above `RINGKV_MAX_TIMEOUT_MS`). On an error the options are
+/// unchanged.
+///
+/// Thread safety: as `ringkv_client_options_set_credentials`.
+///
+/// # Safety
+/// `options` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_client_options_set_timeout_ms(
+    options: *mut ringkv_client_options,
+    connect_ms: u32,
+    request_ms: u32,
+) -> ringkv_result {
+    const OP: &str = "ringkv_client_options_set_timeout_ms";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let o = unsafe { options_mut(OP, options) }?;
+        o.set_timeouts(OP, connect_ms, request_ms)
+    })
+}
+
 /// Connects to `addrs` as `options` say and writes the handle to `out`.
 fn connect_to(
     op: &'static str,
@@ -525,9 +665,10 @@ fn connect_to(
 /// address, unless one was set).
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
-/// (no address, not UTF-8; a server name without a CA, or one that is not
-/// a DNS name or an IP address), `RINGKV_CONNECTION` (no address answered
-/// within 2 s each, or the node closed the connection; a node whose
+/// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
+/// UTF-8; a server name without a CA, or one that is not a DNS name or an
+/// IP address), `RINGKV_CONNECTION` (no address answered
+/// within the connect timeout each (2 s unless set), or the node closed the connection; a node whose
 /// client port speaks TLS does so to a client without a CA),
 /// `RINGKV_TLS` (the node's certificate is not from the CA or does not
 /// name the server name; or the port does not speak TLS), `RINGKV_DENIED`
@@ -567,8 +708,9 @@ pub unsafe extern "C" fn ringkv_client_connect(
 /// `*out`.
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (addrs, out), `RINGKV_INVALID_ARGUMENT`
-/// (no address, not UTF-8), `RINGKV_CONNECTION` (no address answered
-/// within 2 s each).
+/// (no address, an address that is not `HOST:PORT` or `[V6]:PORT`, not
+/// UTF-8: found before any dialing), `RINGKV_CONNECTION` (no address
+/// answered within 2 s each, the default connect timeout).
 ///
 /// Thread safety: may be called from any thread.
 ///
@@ -844,7 +986,7 @@ unsafe fn policy_on(
 
 /// Names the C function in a message from the shared layer, which names
 /// only the operation (`put: ...` becomes `ringkv_client_put: ...`).
-fn prefixed(c_name: &str, f: Failure) -> Failure {
+pub(crate) fn prefixed(c_name: &str, f: Failure) -> Failure {
     let op = c_name
         .strip_prefix("ringkv_cluster_")
         .or_else(|| c_name.strip_prefix("ringkv_client_"))
@@ -862,14 +1004,17 @@ fn prefixed(c_name: &str, f: Failure) -> Failure {
 
 /// # Safety
 /// `c` NULL or live.
-unsafe fn cluster_store<'a>(op: &str, c: *const ringkv_cluster) -> Outcome<&'a dyn Store> {
+pub(crate) unsafe fn cluster_store<'a>(
+    op: &str,
+    c: *const ringkv_cluster,
+) -> Outcome<&'a dyn Store> {
     // SAFETY: forwarded contract.
     unsafe { handle(op, "cluster", c) }.map(|c| &c.inner as &dyn Store)
 }
 
 /// # Safety
 /// `c` NULL or live.
-unsafe fn client_store<'a>(op: &str, c: *const ringkv_client) -> Outcome<&'a dyn Store> {
+pub(crate) unsafe fn client_store<'a>(op: &str, c: *const ringkv_client) -> Outcome<&'a dyn Store> {
     // SAFETY: forwarded contract.
     unsafe { handle(op, "client", c) }.map(|c| &c.inner as &dyn Store)
 }
@@ -886,7 +1031,11 @@ unsafe fn client_store<'a>(op: &str, c: *const ringkv_client) -> Outcome<&'a dyn
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT`, `RINGKV_INVALID_ARGUMENT` (empty bucket
 /// or key, unknown `w`, a `w` above the bucket's replicas),
-/// `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`.
+/// `RINGKV_SIBLINGS` (the key holds the most siblings a node keeps, 100
+/// by default, and values written concurrently since the read would add
+/// one more: read it with `ringkv_cluster_get_object` and write with its
+/// context), `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`, `RINGKV_INTERNAL`,
+/// `RINGKV_PANIC`.
 ///
 /// Thread safety: may be called from any thread, concurrently with any
 /// call on the same cluster except `ringkv_cluster_free`.
@@ -922,7 +1071,8 @@ pub unsafe extern "C" fn ringkv_cluster_put(
 /// the value to `*out_value` (free it with `ringkv_buf_free`).
 ///
 /// Errors: as `ringkv_cluster_put`, and `RINGKV_NOT_FOUND` (no value),
-/// `RINGKV_SIBLINGS` (concurrent values: use policy LWW for overwrites).
+/// `RINGKV_SIBLINGS` (concurrent values: read them all, with the context
+/// to resolve them, with `ringkv_cluster_get_object`).
 ///
 /// Thread safety: as `ringkv_cluster_put`.
 ///

@@ -241,7 +241,11 @@ pub struct Client(RemoteClient);
 
 fn start_cluster(nodes: u32, transport: Transport) -> Outcome<Box<Cluster>> {
     let kind = store::transport("start_cluster", u32::from(transport.repr))?;
-    Ok(Box::new(Cluster(EmbeddedCluster::start(nodes, kind)?)))
+    Ok(Box::new(Cluster(EmbeddedCluster::start(
+        "start_cluster",
+        nodes,
+        kind,
+    )?)))
 }
 
 fn connect(addrs: &str) -> Outcome<Box<Client>> {

@@ -12,17 +12,27 @@
 //! builds as a staticlib (which also holds the C++ bridge, so C programs
 //! link it with `-lstdc++`), a cdylib and an rlib. See docs/ffi.md.
 //!
-//! Not here: causal contexts in the API and sibling resolution (a put or
-//! delete reads its key's context and writes with it, replacing what it
-//! read; siblings of concurrent writes are resolved with the Rust
-//! client), fault injection on embedded clusters (the shell has it).
+//! `object` adds reads of whole objects (siblings and the causal
+//! context) and writes with a context; `scan` adds a cursor over a
+//! bucket's keys.
+//!
+//! Not here: multi-get and multi-put (waiting for the protocol's batch
+//! ops), a default policy and a log callback for embedded clusters
+//! (`cluster_options` has the data directory, engine, vnodes and default
+//! replicas and levels), fault injection on embedded clusters (the shell has it).
 
 #![warn(missing_docs)]
 
 pub mod capi;
+pub mod cluster_options;
 pub mod cxx_bridge;
+pub mod object;
 pub mod result;
+pub mod scan;
 pub mod store;
 
 pub use capi::*;
+pub use cluster_options::*;
+pub use object::*;
 pub use result::{ringkv_last_error, ringkv_result, ringkv_result_name};
+pub use scan::*;

@@ -9,10 +9,11 @@
 //! pointers and types.
 //!
 //! Not here: pointers, NULL checks, panic boundaries (the C layer in
-//! `capi.rs`), exceptions (the cxx layer in `cxx_bridge.rs`). No causal
-//! contexts in the API: a put or delete reads the key's context and writes
-//! with it, so it replaces what it read (see docs/ffi.md, "Overwrites and
-//! sibling values").
+//! `capi.rs`), exceptions (the cxx layer in `cxx_bridge.rs`). A plain put
+//! or delete reads the key's context and writes with it, so it replaces
+//! what it read (see docs/ffi.md, "Overwrites and sibling values");
+//! [`get_object`], [`put_ctx`] and [`delete_ctx`] hand the context to the
+//! caller instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ringkv::client::{Client, ClientConfig, Credentials};
 use ringkv::crdt::CrdtKind;
-use ringkv::embedded::{Cluster, ClusterOptions, Runtime, TransportKind};
+use ringkv::embedded::{Cluster, ClusterOptions, EngineKind, Runtime, TransportKind};
 use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::{ErrorCode, Op, ReadOptions, Reply, WriteOptions};
 use ringkv::replication::Consistency;
@@ -61,9 +62,11 @@ impl Failure {
             E::InvalidInput(_) | E::FrameTooLarge { .. } | E::UnknownResolver(_) => {
                 R::RINGKV_INVALID_ARGUMENT
             }
-            E::Unavailable { .. } | E::Shutdown | E::QueueFull { .. } | E::RingChange { .. } => {
-                R::RINGKV_UNAVAILABLE
-            }
+            E::Unavailable { .. }
+            | E::Shutdown
+            | E::QueueFull { .. }
+            | E::RingChange { .. }
+            | E::RingUnconfirmed => R::RINGKV_UNAVAILABLE,
             E::Timeout { .. } | E::QuorumTimeout { .. } => R::RINGKV_TIMEOUT,
             E::OutcomeUnknown { .. } => R::RINGKV_OUTCOME_UNKNOWN,
             E::Io { .. } | E::Handshake { .. } => R::RINGKV_CONNECTION,
@@ -150,6 +153,14 @@ pub trait Store {
     /// Executes `op` (named `name` in messages) and returns the reply.
     fn execute(&self, name: &str, op: Op) -> Outcome<Reply>;
 
+    /// As [`Store::execute`], giving up after `timeout` when one is
+    /// given (`RINGKV_TIMEOUT`, or `RINGKV_OUTCOME_UNKNOWN` for a write
+    /// that was sent). Default: no bound of its own.
+    fn execute_within(&self, name: &str, op: Op, timeout: Option<Duration>) -> Outcome<Reply> {
+        let _ = timeout;
+        self.execute(name, op)
+    }
+
     /// Called after a bucket's properties were stored; returns once the
     /// store will apply them to the next request. Default: at once.
     fn settle_bucket(&self, _bucket: &[u8], _props: &ringkv::protocol::BucketInfo) -> Outcome<()> {
@@ -202,6 +213,131 @@ impl PolicyCache {
     }
 }
 
+/// How an embedded cluster is made beyond its node count and transport:
+/// each setting unset (None) keeps the default (memory engine, no data
+/// directory, 32 virtual nodes per node).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Where the nodes keep their data, one subdirectory per node
+    /// (`node-<id>`); reopening a cluster of as many nodes on it finds
+    /// the data again.
+    pub dir: Option<std::path::PathBuf>,
+    /// The storage engine (LSM when a directory is set and this is not).
+    pub engine: Option<EngineKind>,
+    /// Virtual nodes per node.
+    pub vnodes: Option<usize>,
+    /// The default bucket properties' replicas per key and read and write
+    /// levels.
+    pub replicas: Option<(u32, Consistency, Consistency)>,
+}
+
+/// Waits (up to 30 s) until every node of a cluster started on a data
+/// directory coordinates requests: a node that finds a ring stored there
+/// refuses them (`RingUnconfirmed`) until a peer confirms it, which takes
+/// a gossip round or so after the cluster forms.
+fn wait_confirmed(op: &str, cluster: &Cluster) -> Outcome<()> {
+    let limit = Duration::from_secs(30);
+    let ready = cluster
+        .wait(limit, || {
+            for id in cluster.live() {
+                let probe = Op::Get {
+                    bucket: ByteBuf::from(b"ringkv-ffi".to_vec()),
+                    key: ByteBuf::from(b"ready?".to_vec()),
+                    options: ReadOptions {
+                        r: Some(Consistency::One),
+                        ..ReadOptions::default()
+                    },
+                };
+                if let Ok(Err(ringkv::Error::RingUnconfirmed)) =
+                    cluster.execute_on(cluster.node(id)?, probe)
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
+    if ready {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            ringkv_result::RINGKV_UNAVAILABLE,
+            format!("{op}: the nodes did not confirm their stored ring within {limit:?}"),
+        ))
+    }
+}
+
+/// The most virtual nodes per node the FFI takes.
+pub const MAX_VNODES: u32 = 1024;
+
+impl EmbeddedOptions {
+    /// Sets the engine from its stable number: 0 memory, 1 LSM, 2 B-tree.
+    pub fn set_engine(&mut self, op: &str, number: u32) -> Outcome<()> {
+        self.engine = Some(match number {
+            0 => EngineKind::Memory,
+            1 => EngineKind::Lsm,
+            2 => EngineKind::BTree,
+            other => {
+                return Err(Failure::invalid(format!(
+                    "{op}: engine {other} is not one of MEMORY (0), LSM (1), BTREE (2)"
+                )))
+            }
+        });
+        Ok(())
+    }
+
+    /// Sets the virtual nodes per node, 1 to [`MAX_VNODES`].
+    pub fn set_vnodes(&mut self, op: &str, vnodes: u32) -> Outcome<()> {
+        if vnodes == 0 || vnodes > MAX_VNODES {
+            return Err(Failure::invalid(format!(
+                "{op}: vnodes must be 1 to {MAX_VNODES}, got {vnodes}"
+            )));
+        }
+        self.vnodes = Some(vnodes as usize);
+        Ok(())
+    }
+
+    /// Sets the default bucket properties' replicas per key `n` (1 to 5;
+    /// at most the nodes, checked at start) and read and write levels
+    /// (`RINGKV_CONSISTENCY_*` other than DEFAULT).
+    pub fn set_replicas(&mut self, op: &str, n: u32, r: u32, w: u32) -> Outcome<()> {
+        if n == 0 || n > 5 {
+            return Err(Failure::invalid(format!("{op}: n must be 1 to 5, got {n}")));
+        }
+        let level = |what: &str, v: u32| -> Outcome<Consistency> {
+            consistency(op, v)?.ok_or_else(|| {
+                Failure::invalid(format!(
+                    "{op}: {what} must be a level (ONE to ALL), not DEFAULT: this sets the default"
+                ))
+            })
+        };
+        let (r, w) = (level("r", r)?, level("w", w)?);
+        let needed = |c: Consistency| match c {
+            Consistency::One => 1,
+            Consistency::Two => 2,
+            Consistency::Quorum => n / 2 + 1,
+            Consistency::All => n,
+            Consistency::Count(c) => c,
+        };
+        if needed(r) > n || needed(w) > n {
+            return Err(Failure::invalid(format!(
+                "{op}: r {r:?} and w {w:?} must each need at most n = {n} replicas"
+            )));
+        }
+        self.replicas = Some((n, r, w));
+        Ok(())
+    }
+
+    /// Sets the data directory; it must not be empty.
+    pub fn set_dir(&mut self, op: &str, dir: &str) -> Outcome<()> {
+        if dir.is_empty() {
+            return Err(Failure::invalid(format!("{op}: the directory is empty")));
+        }
+        self.dir = Some(dir.into());
+        Ok(())
+    }
+}
+
 /// The most nodes an embedded cluster may have through the FFI.
 const MAX_NODES: u32 = 16;
 
@@ -240,28 +376,82 @@ pub fn ignore_sigpipe() {
 impl EmbeddedCluster {
     /// Starts `nodes` nodes (1 to [`MAX_NODES`]) over `transport` and
     /// waits until they form one ring. Keys get `min(3, nodes)` replicas.
-    pub fn start(nodes: u32, transport: TransportKind) -> Outcome<EmbeddedCluster> {
-        const OP: &str = "cluster_new";
+    /// `op` names the caller in messages (`ringkv_cluster_new` from C).
+    pub fn start(op: &str, nodes: u32, transport: TransportKind) -> Outcome<EmbeddedCluster> {
+        EmbeddedCluster::start_with(op, nodes, transport, &EmbeddedOptions::default())
+    }
+
+    /// As [`EmbeddedCluster::start`], with a data directory, an engine and
+    /// virtual nodes as `settings` say.
+    pub fn start_with(
+        op: &str,
+        nodes: u32,
+        transport: TransportKind,
+        settings: &EmbeddedOptions,
+    ) -> Outcome<EmbeddedCluster> {
         if nodes == 0 || nodes > MAX_NODES {
             return Err(Failure::invalid(format!(
-                "{OP}: nodes must be 1 to {MAX_NODES}, got {nodes}"
+                "{op}: nodes must be 1 to {MAX_NODES}, got {nodes}"
             )));
         }
         ignore_sigpipe();
         let rt = Runtime::new()
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{OP}: {e}")))?;
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{op}: {e}")))?;
+        let engine = match (settings.engine, &settings.dir) {
+            (Some(EngineKind::Memory), Some(dir)) => {
+                return Err(Failure::invalid(format!(
+                    "{op}: a data directory ({}) needs the LSM or B-tree engine, not MEMORY",
+                    dir.display()
+                )))
+            }
+            (Some(engine), _) => engine,
+            (None, Some(_)) => EngineKind::Lsm,
+            (None, None) => EngineKind::Memory,
+        };
+        if let Some(dir) = &settings.dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Failure::invalid(format!(
+                    "{op}: cannot make the data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let defaults = ClusterOptions::default();
+        let (n, r, w) = match settings.replicas {
+            Some((n, _, _)) if n > nodes => {
+                return Err(Failure::invalid(format!(
+                    "{op}: n = {n} replicas per key needs at least {n} nodes, got {nodes}"
+                )))
+            }
+            Some((n, r, w)) => (n as usize, r, w),
+            None => (nodes.min(3) as usize, defaults.r, defaults.w),
+        };
         let options = ClusterOptions {
             nodes: u64::from(nodes),
-            n: nodes.min(3) as usize,
+            n,
+            r,
+            w,
             transport,
-            ..ClusterOptions::default()
+            engine,
+            dir: settings.dir.clone(),
+            vnodes: settings.vnodes.unwrap_or(defaults.vnodes),
+            ..defaults
         };
         let cluster = Cluster::start(Arc::new(rt), options, Resolvers::default())
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{OP}: {e}")))?;
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{op}: {e}")))?;
+        if settings.dir.is_some() {
+            wait_confirmed(op, &cluster)?;
+        }
         Ok(EmbeddedCluster {
             cluster,
             policies: PolicyCache::default(),
         })
+    }
+
+    /// The embedded cluster itself, for Rust code holding a handle (tests
+    /// that kill or pause a node, which the C ABI does not offer).
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// The client addresses of the nodes, comma-separated, node 1 first
@@ -277,14 +467,33 @@ impl EmbeddedCluster {
 
 impl Store for EmbeddedCluster {
     fn execute(&self, name: &str, op: Op) -> Outcome<Reply> {
+        self.execute_within(name, op, None)
+    }
+
+    fn execute_within(&self, name: &str, op: Op, timeout: Option<Duration>) -> Outcome<Reply> {
         let node = self
             .cluster
             .pick(None)
             .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{name}: {e}")))?;
-        self.cluster
-            .execute_on(node, op)
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?
-            .map_err(|e| Failure::from_error(name, &e))
+        let internal =
+            |e: String| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}"));
+        let Some(limit) = timeout else {
+            return self
+                .cluster
+                .execute_on(node, op)
+                .map_err(internal)?
+                .map_err(|e| Failure::from_error(name, &e));
+        };
+        let is_write = op.is_write();
+        let answer = self
+            .cluster
+            .runtime()
+            .run(move || async move { tokio::time::timeout(limit, node.execute(op)).await })
+            .map_err(internal)?;
+        match answer {
+            Ok(reply) => reply.map_err(|e| Failure::from_error(name, &e)),
+            Err(_) => Err(no_answer(name, is_write, limit)),
+        }
     }
 
     /// Waits (up to 10 s) until every running node knows the properties,
@@ -336,6 +545,8 @@ pub struct RemoteClient {
     client: Mutex<Option<Client>>,
     rt: Runtime,
     policies: PolicyCache,
+    /// The bound on each request ([`ConnectOptions::set_timeouts`]).
+    request_timeout: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -356,19 +567,78 @@ pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 /// Extensible: later settings (per-client timeouts) join as new fields
 /// with their own setters; unset ones keep the defaults of
 /// [`ClientConfig`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ConnectOptions {
     credentials: Option<Credentials>,
     /// The CA's PEM text as given (kept for `Debug` and equality of
     /// options), and the trust it makes.
     tls: Option<ClientTls>,
     server_name: Option<String>,
+    /// How long opening a connection to one address may take.
+    connect_timeout: Duration,
+    /// The bound on each request, retries and failovers included.
+    request_timeout: Duration,
+}
+
+/// How long opening a connection (TCP and `Hello`) to one address may
+/// take unless set: 2 s (`RINGKV_DEFAULT_CONNECT_TIMEOUT_MS`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The bound on one request through a client unless set: 6 s
+/// (`RINGKV_DEFAULT_TIMEOUT_MS`), above the bucket's default timeout
+/// (5 s) so that a node that cannot reach a quorum answers `Timeout`
+/// itself, first; and a bound whatever happens to the node.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The longest timeout the FFI takes: one hour, in milliseconds
+/// (`RINGKV_MAX_TIMEOUT_MS`).
+pub const MAX_TIMEOUT_MS: u32 = 3_600_000;
+
+/// A timeout argument in milliseconds: `None` for 0 (the default), else
+/// at most [`MAX_TIMEOUT_MS`].
+pub fn timeout_arg(op: &str, what: &str, ms: u32) -> Outcome<Option<Duration>> {
+    match ms {
+        0 => Ok(None),
+        ms if ms > MAX_TIMEOUT_MS => Err(Failure::invalid(format!(
+            "{op}: {what} {ms} ms is above the most, {MAX_TIMEOUT_MS} ms (one hour)"
+        ))),
+        ms => Ok(Some(Duration::from_millis(u64::from(ms)))),
+    }
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            credentials: None,
+            tls: None,
+            server_name: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 impl ConnectOptions {
     /// Options with nothing set: anonymous, plain TCP.
     pub fn new() -> ConnectOptions {
         ConnectOptions::default()
+    }
+
+    /// Sets how long opening a connection to one address may take
+    /// (`connect_ms`) and the bound on each request, retries and
+    /// failovers included (`request_ms`); 0 keeps the default of each.
+    /// Both at most [`MAX_TIMEOUT_MS`]; else nothing changes.
+    pub fn set_timeouts(&mut self, op: &str, connect_ms: u32, request_ms: u32) -> Outcome<()> {
+        let connect = timeout_arg(op, "connect_timeout_ms", connect_ms)?;
+        let request = timeout_arg(op, "request_timeout_ms", request_ms)?;
+        self.connect_timeout = connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        self.request_timeout = request.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        Ok(())
+    }
+
+    /// The connect and request timeouts these options give.
+    pub fn timeouts(&self) -> (Duration, Duration) {
+        (self.connect_timeout, self.request_timeout)
     }
 
     /// Authenticates as `user` with `password` on every connection.
@@ -445,9 +715,51 @@ impl ConnectOptions {
             client_name: "ringkv-ffi".into(),
             credentials: self.credentials.clone(),
             tls,
+            connect_timeout: self.connect_timeout,
+            // One attempt may use the whole bound; the bound itself is
+            // kept by `RemoteClient::execute_within`.
+            request_timeout: self.request_timeout,
             ..ClientConfig::default()
         })
     }
+}
+
+/// Checks that `addr` reads as `HOST:PORT` (`[V6]:PORT` for an IPv6
+/// address): a host that is not empty and a port from 1 to 65535. An
+/// address that does not is the caller's mistake
+/// (`RINGKV_INVALID_ARGUMENT`), found before any dialing, not a
+/// connection failure. Whether the host resolves is learned by dialing.
+fn check_addr(op: &str, addr: &str) -> Outcome<()> {
+    let bad =
+        |why: &str| Failure::invalid(format!("{op}: address {addr:?} is not HOST:PORT ({why})"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not a number from 1 to 65535"))?;
+    if port == 0 {
+        return Err(bad("the port is not a number from 1 to 65535"));
+    }
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6
+                .strip_suffix(']')
+                .ok_or_else(|| bad("an IPv6 host lacks its closing bracket"))?;
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("not an IPv6 address between the brackets"))?;
+            return Ok(());
+        }
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    if host.contains(':') {
+        return Err(bad("an IPv6 host must be in brackets"));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/') {
+        return Err(bad("the host has a character no host name has"));
+    }
+    Ok(())
 }
 
 /// Whether `e` says a node closed a new connection without answering its
@@ -500,6 +812,9 @@ impl RemoteClient {
                 "{op}: no address given (expected HOST:PORT[,HOST:PORT...])"
             )));
         }
+        for addr in &list {
+            check_addr(op, addr)?;
+        }
         let config = options.config(op)?;
         ignore_sigpipe();
         let rt = Runtime::new()
@@ -520,6 +835,7 @@ impl RemoteClient {
             client: Mutex::new(Some(client)),
             rt,
             policies: PolicyCache::default(),
+            request_timeout: options.request_timeout,
         })
     }
 
@@ -542,20 +858,49 @@ impl Drop for RemoteClient {
 
 impl Store for RemoteClient {
     fn execute(&self, name: &str, op: Op) -> Outcome<Reply> {
+        self.execute_within(name, op, None)
+    }
+
+    /// Bounded by `timeout`, or else by the handle's request timeout
+    /// ([`ConnectOptions::set_timeouts`]): retries and failovers included,
+    /// the request returns within it.
+    fn execute_within(&self, name: &str, op: Op, timeout: Option<Duration>) -> Outcome<Reply> {
         let client = lock(&self.client).clone().ok_or_else(|| {
             Failure::new(
                 ringkv_result::RINGKV_CLOSED,
                 format!("{name}: the client is closed"),
             )
         })?;
-        self.rt
-            .run(move || async move { client.execute(op).await })
-            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?
-            .map_err(|e| Failure::from_error(name, &e))
+        let limit = timeout.unwrap_or(self.request_timeout);
+        let is_write = op.is_write();
+        let answer = self
+            .rt
+            .run(move || async move { tokio::time::timeout(limit, client.execute(op)).await })
+            .map_err(|e| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}")))?;
+        match answer {
+            Ok(reply) => reply.map_err(|e| Failure::from_error(name, &e)),
+            Err(_) => Err(no_answer(name, is_write, limit)),
+        }
     }
 
     fn policies(&self) -> Option<&PolicyCache> {
         Some(&self.policies)
+    }
+}
+
+/// A request that got no answer within `limit`: a read timed out and
+/// did nothing; a write may or may not have been applied.
+fn no_answer(name: &str, is_write: bool, limit: Duration) -> Failure {
+    if is_write {
+        Failure::new(
+            ringkv_result::RINGKV_OUTCOME_UNKNOWN,
+            format!("{name}: no answer within {limit:?}: the write may or may not have been applied; read the key to learn which"),
+        )
+    } else {
+        Failure::new(
+            ringkv_result::RINGKV_TIMEOUT,
+            format!("{name}: no answer within {limit:?}"),
+        )
     }
 }
 
@@ -823,4 +1168,169 @@ pub fn set_bucket_policy(s: &dyn Store, bucket: &[u8], policy_number: u32) -> Ou
         cache.insert(bucket, stored.policy.clone());
     }
     s.settle_bucket(bucket, &stored)
+}
+
+/// A key's object as a read saw it: its values (none when the key was
+/// never written or is deleted; one; or two and more siblings, written
+/// concurrently) and the causal context to write back with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Object {
+    /// The values; `None` for a sibling that is a delete (a tombstone
+    /// concurrent with other writes).
+    pub values: Vec<Option<Vec<u8>>>,
+    /// The opaque causal context (empty when the key was never written).
+    pub context: Vec<u8>,
+}
+
+/// Reads `bucket`/`key` with read level `r` and returns the whole object:
+/// its value or values and its context. Not finding the key is not a
+/// failure here (no values), nor are siblings.
+pub fn get_object(
+    s: &dyn Store,
+    bucket: &[u8],
+    key: &[u8],
+    r: u32,
+    timeout: Option<Duration>,
+) -> Outcome<Object> {
+    const OP: &str = "get_object";
+    let mut options = read_options(OP, r)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let op = Op::Get {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        options,
+    };
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Object {
+            value,
+            siblings,
+            context,
+            ..
+        } => {
+            let values = match value {
+                Some(v) => vec![Some(v.into_vec())],
+                None => siblings
+                    .into_iter()
+                    .map(|s| s.value.map(ByteBuf::into_vec))
+                    .collect(),
+            };
+            Ok(Object {
+                values,
+                context: context.into_vec(),
+            })
+        }
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+/// The context argument of a write: `None` (blind) when empty; checked
+/// to decode as a causal context (at most the default
+/// `max_context_bytes`) before anything is sent, so that bytes that are
+/// not one are the caller's `RINGKV_INVALID_ARGUMENT`.
+fn context_arg(op: &str, context: &[u8]) -> Outcome<Option<ByteBuf>> {
+    if context.is_empty() {
+        return Ok(None);
+    }
+    let max = ringkv::version::VersionConfig::default().max_context_bytes;
+    ringkv::version::CausalContext::from_bytes(context, max).map_err(|e| {
+        Failure::invalid(format!(
+            "{op}: the context is not one a read returned ({e})"
+        ))
+    })?;
+    Ok(Some(ByteBuf::from(context.to_vec())))
+}
+
+/// Writes `value` under `bucket`/`key` with the causal `context` a read
+/// returned (empty: a blind write), and no read of its own: it replaces
+/// exactly the values that context saw; values it did not see stay as
+/// siblings. Returns the context of the object as stored.
+pub fn put_ctx(
+    s: &dyn Store,
+    bucket: &[u8],
+    key: &[u8],
+    value: &[u8],
+    context: &[u8],
+    w: u32,
+    timeout: Option<Duration>,
+) -> Outcome<Vec<u8>> {
+    const OP: &str = "put_ctx";
+    let mut options = write_options(OP, w)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let op = Op::Put {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        value: ByteBuf::from(value.to_vec()),
+        context: context_arg(OP, context)?,
+        options,
+    };
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Written { context, .. } => Ok(context.into_vec()),
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+/// Deletes `bucket`/`key` with the causal `context` a read returned
+/// (empty: a blind delete, kept beside the values under SIBLINGS), and no
+/// read of its own. Returns the context of the object as stored.
+pub fn delete_ctx(
+    s: &dyn Store,
+    bucket: &[u8],
+    key: &[u8],
+    context: &[u8],
+    w: u32,
+    timeout: Option<Duration>,
+) -> Outcome<Vec<u8>> {
+    const OP: &str = "delete_ctx";
+    let mut options = write_options(OP, w)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let op = Op::Delete {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        key: name_arg(OP, "key", key)?,
+        context: context_arg(OP, context)?,
+        options,
+    };
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Written { context, .. } => Ok(context.into_vec()),
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+/// The most keys one scan page may hold (`RINGKV_MAX_SCAN_PAGE`).
+pub const MAX_SCAN_PAGE: u32 = ringkv::protocol::MAX_SCAN_LIMIT;
+
+/// A scan page: its keys, and where the next page starts (None: done).
+pub type ScanPage = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+/// One page of a scan of `bucket` from `cursor` (None to start): its keys
+/// in token order and where the next page starts (None: the scan is
+/// done). A page may be empty before the end.
+pub fn scan_page(
+    s: &dyn Store,
+    bucket: &[u8],
+    cursor: Option<&[u8]>,
+    limit: u32,
+    r: u32,
+    timeout: Option<Duration>,
+) -> Outcome<ScanPage> {
+    const OP: &str = "scan";
+    if limit == 0 || limit > MAX_SCAN_PAGE {
+        return Err(Failure::invalid(format!(
+            "{OP}: page_limit {limit} is not 1 to {MAX_SCAN_PAGE}"
+        )));
+    }
+    let mut options = read_options(OP, r)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let op = Op::Scan {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        cursor: cursor.map(|c| ByteBuf::from(c.to_vec())),
+        limit,
+        options,
+    };
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Keys { keys, cursor, .. } => Ok((
+            keys.into_iter().map(ByteBuf::into_vec).collect(),
+            cursor.map(ByteBuf::into_vec),
+        )),
+        other => Err(unexpected(OP, &other)),
+    }
 }

@@ -120,6 +120,148 @@ fn bad_input_never_panics() {
                     n,
                 ));
                 results.push(ringkv_cluster_new(n, n, &mut null_mut()));
+                let mut object = null_mut();
+                results.push(ringkv_cluster_get_object(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                    n,
+                    &mut object,
+                ));
+                results.push(ringkv_cluster_get_object(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    n,
+                    n,
+                    &mut object,
+                ));
+                ringkv_object_free(object);
+                results.push(ringkv_cluster_put_ctx(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    n,
+                    n,
+                    null_mut(),
+                ));
+                results.push(ringkv_cluster_put_ctx(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    n,
+                    n,
+                    &mut buf,
+                ));
+                results.push(ringkv_cluster_delete_ctx(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    k.as_ptr(),
+                    1,
+                    null(),
+                    len,
+                    n,
+                    n,
+                    null_mut(),
+                ));
+                results.push(ringkv_client_get_object(
+                    null(),
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    n,
+                    n,
+                    &mut object,
+                ));
+                results.push(ringkv_client_put_ctx(
+                    null(),
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    n,
+                    n,
+                    null_mut(),
+                ));
+                results.push(ringkv_client_delete_ctx(
+                    null(),
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    null(),
+                    len,
+                    n,
+                    n,
+                    null_mut(),
+                ));
+                results.push(ringkv_object_value(null(), len, &mut null(), &mut 0));
+                results.push(ringkv_object_context(null(), &mut null(), &mut 0));
+                let _ = ringkv_object_count(null());
+                let _ = ringkv_object_found(null());
+                results.push(ringkv_client_options_set_timeout_ms(opts, n, n));
+                let mut copts = null_mut();
+                results.push(ringkv_cluster_options_new(&mut copts));
+                results.push(ringkv_cluster_options_set_engine(copts, n));
+                results.push(ringkv_cluster_options_set_vnodes(copts, n));
+                results.push(ringkv_cluster_options_set_replicas(copts, n, n, n));
+                results.push(ringkv_cluster_options_set_replicas(null_mut(), n, n, n));
+                results.push(ringkv_cluster_options_set_data_dir(copts, null()));
+                results.push(ringkv_cluster_options_set_data_dir(null_mut(), null()));
+                results.push(ringkv_cluster_options_set_engine(null_mut(), n));
+                results.push(ringkv_cluster_options_set_vnodes(null_mut(), n));
+                results.push(ringkv_cluster_new_with(n, n, copts, null_mut()));
+                results.push(ringkv_cluster_new_with(0, 0, copts, &mut null_mut()));
+                ringkv_cluster_options_free(copts);
+                let mut scan = null_mut();
+                results.push(ringkv_cluster_scan_new(cl, null(), len, n, n, n, &mut scan));
+                results.push(ringkv_cluster_scan_new(
+                    cl,
+                    k.as_ptr(),
+                    1,
+                    n,
+                    n,
+                    n,
+                    &mut scan,
+                ));
+                results.push(ringkv_scan_next(scan, &mut null(), &mut 0, &mut 0));
+                results.push(ringkv_scan_next(scan, null_mut(), &mut 0, &mut 0));
+                results.push(ringkv_scan_next(null_mut(), &mut null(), &mut 0, &mut 0));
+                let _ = ringkv_scan_count(scan);
+                ringkv_scan_free(scan);
+                results.push(ringkv_client_scan_new(
+                    null(),
+                    null(),
+                    len,
+                    n,
+                    n,
+                    n,
+                    &mut null_mut(),
+                ));
+                results.push(ringkv_client_options_set_timeout_ms(null_mut(), n, n));
                 results.push(ringkv_client_options_set_tls_ca_pem(
                     null_mut(),
                     null(),

@@ -151,3 +151,38 @@ fn c_and_cpp_examples_round_trip_through_a_ringkv_node_cluster() {
         );
     }
 }
+
+/// Builds the C example `examples/<name>.c` and runs it with `args`.
+fn run_c_example(name: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let exe = dir.path().join(name);
+    build_c(
+        &crate_dir().join("examples").join(format!("{name}.c")),
+        &exe,
+    );
+    run_ok(&exe, args)
+}
+
+#[test]
+fn siblings_example_resolves_and_deletes() {
+    let out = run_c_example("siblings", &[]);
+    assert_lines(
+        &out,
+        &[
+            "siblings: carts/ada has 2 values",
+            "siblings: resolved to 1 value of 9 bytes",
+            "siblings: get after delete = RINGKV_NOT_FOUND",
+            "all checks passed",
+        ],
+    );
+}
+
+#[test]
+fn scan_example_lists_every_key() {
+    let out = run_c_example("scan", &[]);
+    let mut want: Vec<String> = (0..10).map(|i| format!("scan: user-{i}")).collect();
+    want.push("scan: 10 keys listed".into());
+    want.push("all checks passed".into());
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_lines(&out, &want);
+}

@@ -94,7 +94,7 @@ fn values(s: &dyn Store, bucket: &[u8], key: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_write_the_context_read_did_not_see_is_kept_as_a_sibling() {
-    let cluster = EmbeddedCluster::start(3, TransportKind::Memory).expect("a cluster");
+    let cluster = EmbeddedCluster::start("test", 3, TransportKind::Memory).expect("a cluster");
     let (b, k) = (&b"plain"[..], &b"k"[..]);
     store::put(&cluster, b, k, b"first", 3).expect("the first put");
 
@@ -129,7 +129,7 @@ fn a_write_the_context_read_did_not_see_is_kept_as_a_sibling() {
 
 #[test]
 fn a_put_whose_context_read_fails_writes_nothing() {
-    let cluster = EmbeddedCluster::start(1, TransportKind::Memory).expect("a cluster");
+    let cluster = EmbeddedCluster::start("test", 1, TransportKind::Memory).expect("a cluster");
     // TWO is more than the one replica: the read is refused, and so is the
     // put, with nothing written.
     let got = store::put(&cluster, b"plain", b"k", b"v", 2).expect_err("refused");
@@ -140,7 +140,7 @@ fn a_put_whose_context_read_fails_writes_nothing() {
 
 #[test]
 fn a_delete_in_a_counter_bucket_removes_the_counter() {
-    let cluster = EmbeddedCluster::start(3, TransportKind::Memory).expect("a cluster");
+    let cluster = EmbeddedCluster::start("test", 3, TransportKind::Memory).expect("a cluster");
     let (b, k) = (&b"hits"[..], &b"home"[..]);
     store::set_bucket_policy(&cluster, b, 3).expect("PNCOUNTER");
     assert_eq!(store::counter_add(&cluster, b, k, 5, 3).expect("an add"), 5);

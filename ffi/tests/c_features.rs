@@ -1,0 +1,93 @@
+//! The C ABI's later features, from C (`tests/c/*.c`), built with the
+//! system compiler (`-Wall -Wextra -Werror`, sanitizers where they work)
+//! and run with a timeout: each program exits 0 only when every check it
+//! makes holds, and prints the lines these tests look for.
+
+mod support;
+
+use support::*;
+
+/// Builds `tests/c/<name>.c` and runs it with `args`; returns its output.
+fn run_c(name: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let exe = dir.path().join(name);
+    build_c(&crate_dir().join(format!("tests/c/{name}.c")), &exe);
+    run_ok(&exe, args)
+}
+
+#[test]
+fn version_and_macros_agree() {
+    let out = run_c("version", &[]);
+    let want = format!(
+        "version: {} (ABI {})",
+        env!("CARGO_PKG_VERSION"),
+        ringkv_ffi::RINGKV_ABI_VERSION
+    );
+    assert_lines(&out, &[&want, "version: all checks passed"]);
+}
+
+#[test]
+fn unparseable_addresses_are_invalid_and_messages_name_their_function() {
+    let out = run_c("errors", &[]);
+    assert_lines(
+        &out,
+        &[
+            "errors: 12 unparseable addresses are RINGKV_INVALID_ARGUMENT",
+            "errors: every message names its function",
+            "errors: all checks passed",
+        ],
+    );
+}
+
+#[test]
+fn objects_show_siblings_and_writes_with_their_context_resolve_and_delete() {
+    let out = run_c("objects", &[]);
+    for who in ["cluster", "client"] {
+        assert_lines(
+            &out,
+            &[
+                &format!("{who}: two blind puts = 2 siblings"),
+                &format!("{who}: resolved = 1 value"),
+                &format!("{who}: after delete with context = 0 values"),
+                &format!("{who}: blind delete beside a value = 1 value, 1 delete"),
+                &format!("{who}: blind puts refused past sibling 100, resolved with the context"),
+            ],
+        );
+    }
+    assert_lines(&out, &["objects: all checks passed"]);
+}
+
+#[test]
+fn scans_list_500_keys_exactly_once_each() {
+    let out = run_c("scan", &[]);
+    assert_lines(
+        &out,
+        &[
+            "scan: cluster, page 7: 500 keys, each once",
+            "scan: cluster, page 0: 500 keys, each once",
+            "scan: cluster, page 1000: 500 keys, each once",
+            "scan: client, page 13: 500 keys, each once",
+            "scan: after 20 deletes: 480 keys",
+            "scan: an empty bucket: done at once",
+            "scan: all checks passed",
+        ],
+    );
+}
+
+#[test]
+fn a_cluster_reopened_on_its_data_directory_holds_its_data() {
+    let data = tempfile::tempdir().expect("a temporary directory");
+    let dir = data.path().to_str().expect("a UTF-8 path");
+    let out = run_c("persist", &[dir]);
+    assert_lines(
+        &out,
+        &[
+            "persist: lsm: 50 of 50 keys after reopening",
+            "persist: btree: 50 of 50 keys after reopening",
+            "persist: one replica per key: TWO refused",
+            "persist: all checks passed",
+        ],
+    );
+    assert!(data.path().join("lsm/node-1").is_dir());
+    assert!(data.path().join("btree/node-3").is_dir());
+}
