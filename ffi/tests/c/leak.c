@@ -1,5 +1,5 @@
 /*
- * Leaks library buffers on purpose: tests/c_misuse.rs checks that
+ * Leaks library buffers on purpose: tests/it/c_misuse.rs checks that
  * LeakSanitizer reports them, which shows that the clean runs of the
  * examples and of misuse.c really were checked for leaks.
  */

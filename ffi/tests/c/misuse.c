@@ -2,7 +2,7 @@
  * Misuse of the C ABI from C: NULL handles, NULL buffers, zero lengths,
  * invalid consistency levels, a closed client, too-small error buffers.
  * Each must give its documented result and leave outputs alone. Built by
- * tests/c_misuse.rs with -Wall -Wextra -Werror and the sanitizers; exits
+ * tests/it/c_misuse.rs with -Wall -Wextra -Werror and the sanitizers; exits
  * 0 only when every check holds.
  */
 /* sigaction is POSIX, not C11. */

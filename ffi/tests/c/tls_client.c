@@ -3,7 +3,7 @@
  * to a ringkv-node whose client port has a certificate from the cluster
  * CA, puts and gets, then checks the refusals: no CA (plain TCP), another
  * CA, a name the certificate does not carry, a name without a CA. Built
- * and run by tests/tls.rs with -Wall -Wextra -Werror and the sanitizers;
+ * and run by tests/it/tls.rs with -Wall -Wextra -Werror and the sanitizers;
  * exits 0 only when every check holds, and prints one line per step.
  *
  * Usage: tls_client ADDR CA_PEM_FILE OTHER_CA_PEM_FILE USER PASSWORD

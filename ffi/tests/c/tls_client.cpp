@@ -1,7 +1,7 @@
 // TLS on the client port, from C++: ringkv::connect_with and
 // ringkv::ClientOptions to a ringkv-node whose client port has a
 // certificate from the cluster CA; a put and a get; then refusals thrown
-// as rust::Error with the C ABI's codes. Built and run by tests/tls.rs;
+// as rust::Error with the C ABI's codes. Built and run by tests/it/tls.rs;
 // exits 0 only when every check holds.
 //
 // Usage: tls_client_cpp ADDR CA_PEM_FILE OTHER_CA_PEM_FILE USER PASSWORD

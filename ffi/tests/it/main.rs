@@ -10,8 +10,10 @@
 mod support;
 
 mod abi_misuse;
+mod c_features;
 mod c_misuse;
 mod examples;
 mod header;
 mod overwrite;
+mod timeout;
 mod tls;

@@ -3,9 +3,7 @@
 //! and run with a timeout: each program exits 0 only when every check it
 //! makes holds, and prints the lines these tests look for.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// Builds `tests/c/<name>.c` and runs it with `args`; returns its output.
 fn run_c(name: &str, args: &[&str]) -> String {
