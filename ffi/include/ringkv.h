@@ -10,8 +10,9 @@
  * - Outputs are written only on RINGKV_OK.
  * - Handles (ringkv_cluster, ringkv_client, ringkv_client_options,
  *   ringkv_cluster_options, ringkv_scan) and results (ringkv_buf,
- *   ringkv_set, ringkv_object) are owned by the library: free each with
- *   its _free function, once (a scan before its cluster or client).
+ *   ringkv_set, ringkv_object, ringkv_batch) are owned by the library:
+ *   free each with its _free function, once (a scan before its cluster
+ *   or client; an object borrowed from a batch only with its batch).
  *   _free functions accept NULL.
  * - Each function's comment lists every result it can return besides
  *   RINGKV_OK; docs/ffi.md has them all in one table.
