@@ -191,6 +191,34 @@ static void scenario(const api *a, const char *bucket) {
   ringkv_batch_free(b);
   printf("%s: written with the contexts = %zu keys with 1 value\n", a->name, single);
 
+  /* A per-item error: blind writes of one key until the sibling cap
+   * refuses it; then a batch of that key and a fresh one: the first item
+   * is RINGKV_SIBLINGS, the second OK. */
+  const uint8_t *many[2] = {(const uint8_t *)"many", (const uint8_t *)"fresh"};
+  size_t many_lens[2] = {4, 5};
+  ringkv_result last = RINGKV_OK;
+  for (int i = 0; i < 110 && last == RINGKV_OK; i++) {
+    b = NULL;
+    EXPECT(a->put(a->handle, S(bucket), many, many_lens, values, value_lens, NULL, NULL, 1, Q, 0,
+                  &b),
+           RINGKV_OK);
+    last = b == NULL ? RINGKV_INTERNAL : ringkv_batch_status(b, 0);
+    ringkv_batch_free(b);
+  }
+  CHECK(last == RINGKV_SIBLINGS);
+  b = NULL;
+  EXPECT(a->put(a->handle, S(bucket), many, many_lens, values, value_lens, NULL, NULL, 2, Q, 0, &b),
+         RINGKV_OK);
+  EXPECT(ringkv_batch_status(b, 0), RINGKV_SIBLINGS);
+  CHECK(strstr(last_error(), "ringkv_batch_status") == last_error());
+  const uint8_t *data0 = NULL;
+  size_t len0 = 0;
+  EXPECT(ringkv_batch_context(b, 0, &data0, &len0), RINGKV_SIBLINGS);
+  CHECK(data0 == NULL && len0 == 0);
+  EXPECT(ringkv_batch_status(b, 1), RINGKV_OK);
+  ringkv_batch_free(b);
+  printf("%s: per item: RINGKV_SIBLINGS beside RINGKV_OK\n", a->name);
+
   /* A context that is not one is checked before anything is sent: the
    * whole batch is refused. */
   const uint8_t *bad_ctx[2] = {NULL, (const uint8_t *)"not a context"};
