@@ -250,6 +250,18 @@ static void scenario(const api *a, const char *bucket) {
          RINGKV_NULL_ARGUMENT);
   EXPECT(a->get(a->handle, S(bucket), keys, key_lens, RINGKV_MAX_BATCH_KEYS + 1, Q, 0, &b),
          RINGKV_INVALID_ARGUMENT);
+  /* Two values of 8 MiB: over RINGKV_MAX_BATCH_BYTES together, though
+   * each fits a single put. */
+  size_t big_len = RINGKV_MAX_BATCH_BYTES / 2 + 1024;
+  uint8_t *big = calloc(1, big_len);
+  CHECK(big != NULL);
+  if (big != NULL) {
+    const uint8_t *bigs[2] = {big, big};
+    size_t big_lens[2] = {big_len, big_len};
+    EXPECT(a->put(a->handle, S(bucket), keys, key_lens, bigs, big_lens, NULL, NULL, 2, Q, 0, &b),
+           RINGKV_INVALID_ARGUMENT);
+    free(big);
+  }
   size_t empty_len[1] = {0};
   EXPECT(a->get(a->handle, S(bucket), keys, empty_len, 1, Q, 0, &b), RINGKV_INVALID_ARGUMENT);
   EXPECT(a->get(NULL, S(bucket), keys, key_lens, 1, Q, 0, &b), RINGKV_NULL_ARGUMENT);
@@ -258,7 +270,7 @@ static void scenario(const api *a, const char *bucket) {
   EXPECT(a->put(a->handle, S(""), keys, key_lens, values, value_lens, NULL, NULL, 1, Q, 0, &b),
          RINGKV_INVALID_ARGUMENT);
   CHECK(b == keep);
-  printf("%s: refused whole: a key twice, no keys, NULL arrays\n", a->name);
+  printf("%s: refused whole: a key twice, no keys, NULL arrays, over 15 MiB\n", a->name);
 }
 
 static void accessors_misuse(void) {

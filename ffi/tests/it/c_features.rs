@@ -67,7 +67,7 @@ fn batches_read_and_write_many_keys_with_a_status_each() {
                 &format!("{who}: two blind batches = 10 keys with 2 siblings"),
                 &format!("{who}: written with the contexts = 10 keys with 1 value"),
                 &format!("{who}: per item: RINGKV_SIBLINGS beside RINGKV_OK"),
-                &format!("{who}: refused whole: a key twice, no keys, NULL arrays"),
+                &format!("{who}: refused whole: a key twice, no keys, NULL arrays, over 15 MiB"),
             ],
         );
     }
