@@ -10,8 +10,9 @@
  * - Outputs are written only on RINGKV_OK.
  * - Handles (ringkv_cluster, ringkv_client, ringkv_client_options,
  *   ringkv_cluster_options, ringkv_scan) and results (ringkv_buf,
- *   ringkv_set, ringkv_object) are owned by the library: free each with
- *   its _free function, once (a scan before its cluster or client).
+ *   ringkv_set, ringkv_object, ringkv_batch) are owned by the library:
+ *   free each with its _free function, once (a scan before its cluster
+ *   or client; an object borrowed from a batch only with its batch).
  *   _free functions accept NULL.
  * - Each function's comment lists every result it can return besides
  *   RINGKV_OK; docs/ffi.md has them all in one table.
@@ -29,6 +30,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+// The most keys one batch may hold: 1,000.
+#define RINGKV_MAX_BATCH_KEYS 1000
+
+// The most bytes of keys, values and contexts one multi-put may carry
+// together: 15 MiB.
+#define RINGKV_MAX_BATCH_BYTES 15728640
 
 // Consistency level: the bucket's own default `r` (reads) or `w` (writes).
 #define RINGKV_CONSISTENCY_DEFAULT 0
@@ -220,6 +228,12 @@ typedef uint32_t ringkv_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// The answer to a multi-get or a multi-put: one item per key, in request
+// order. Read with `ringkv_batch_len`, `ringkv_batch_status`,
+// `ringkv_batch_object` (a multi-get's) and `ringkv_batch_context`; free
+// with `ringkv_batch_free`.
+typedef struct ringkv_batch ringkv_batch;
+
 // Bytes owned by the library (a value, a list of addresses). Read with
 // `ringkv_buf_data` and `ringkv_buf_len`; free with `ringkv_buf_free`.
 typedef struct ringkv_buf ringkv_buf;
@@ -275,6 +289,216 @@ typedef struct ringkv_set ringkv_set;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// The number of items in `batch` (the number of keys asked for); 0 when
+// `batch` is NULL.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same batch except `ringkv_batch_free`.
+//
+// # Safety
+// `batch` NULL or live.
+size_t ringkv_batch_len(const ringkv_batch *batch);
+
+// The status of item `index` (0-based, below `ringkv_batch_len`):
+// `RINGKV_OK` when that key was read or written, else the error it got,
+// with its message for `ringkv_last_error`.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (batch), `RINGKV_INVALID_ARGUMENT`
+// (index not below the length), and an item's own error: any the
+// single-key call (`ringkv_*_get_object`, `ringkv_*_put_ctx`) returns
+// for a node's answer: `RINGKV_INVALID_ARGUMENT`, `RINGKV_SIBLINGS`,
+// `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT` (the batch's time ran out
+// before that key's turn: retry it), `RINGKV_DENIED`, `RINGKV_REMOTE`.
+//
+// Thread safety: as `ringkv_batch_len`.
+//
+// # Safety
+// `batch` NULL or live.
+ringkv_result ringkv_batch_status(const ringkv_batch *batch, size_t index);
+
+// Writes item `index` of a multi-get's batch, the key's whole object
+// (read it with `ringkv_object_count`, `ringkv_object_value` and
+// `ringkv_object_context`), to `*out_object`. The object is borrowed:
+// valid until `ringkv_batch_free(batch)`; do not free it. A key never
+// written, or deleted, is an object with no values.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (batch, out_object),
+// `RINGKV_INVALID_ARGUMENT` (index not below the length, or a
+// multi-put's batch), and the item's own error (`ringkv_batch_status`).
+//
+// Thread safety: as `ringkv_batch_len`.
+//
+// # Safety
+// `batch` NULL or live; `out_object` NULL or writable.
+ringkv_result ringkv_batch_object(const ringkv_batch *batch,
+                                  size_t index,
+                                  const ringkv_object **out_object);
+
+// Writes the causal context of item `index` to `*out_data` and
+// `*out_len`: for a multi-get, the object's context (as
+// `ringkv_object_context`); for a multi-put, the context of the object
+// as stored (a later write with it replaces this one). Valid until
+// `ringkv_batch_free(batch)`; empty (length 0, a non-NULL pointer not to
+// be read) for a key never written.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (batch, out_data, out_len),
+// `RINGKV_INVALID_ARGUMENT` (index not below the length), and the
+// item's own error (`ringkv_batch_status`).
+//
+// Thread safety: as `ringkv_batch_len`.
+//
+// # Safety
+// `batch` NULL or live; `out_data` and `out_len` NULL or writable.
+ringkv_result ringkv_batch_context(const ringkv_batch *batch,
+                                   size_t index,
+                                   const uint8_t **out_data,
+                                   size_t *out_len);
+
+// Frees a batch the library returned, and the objects in it. NULL does
+// nothing.
+//
+// Thread safety: no other call may use `batch`, or an object borrowed
+// from it, during or after this one.
+//
+// # Safety
+// `batch` NULL or a batch from this library not yet freed.
+void ringkv_batch_free(ringkv_batch *batch);
+
+// Reads `n` keys of `bucket` in one request (`keys[i]`, `key_lens[i]`
+// bytes each), each from `r` replicas (`RINGKV_CONSISTENCY_*`), and
+// writes the answer to `*out_batch` (free it with `ringkv_batch_free`):
+// one item per key, in the order of `keys`, each that key's whole object
+// (`ringkv_batch_object`) or the error it got (`ringkv_batch_status`).
+// A key never written, or deleted, is an object with no values, not an
+// error. A key may appear more than once: each is read. Each key is an
+// independent read, not a snapshot.
+//
+// `timeout_ms`: as `ringkv_cluster_get_object`, for the whole batch; a
+// key whose turn comes after it ran out gets `RINGKV_TIMEOUT`.
+//
+// Errors (the whole batch; nothing read, `*out_batch` untouched):
+// `RINGKV_NULL_ARGUMENT` (cluster, out_batch; bucket or a key with a
+// non-zero length; keys or key_lens with `n` > 0),
+// `RINGKV_INVALID_ARGUMENT` (`n` 0 or above `RINGKV_MAX_BATCH_KEYS`, an
+// empty bucket or key, a key too long, unknown `r`, an `r` above the
+// bucket's replicas, `timeout_ms` too large, a counter or set bucket),
+// `RINGKV_UNAVAILABLE`, `RINGKV_TIMEOUT`, `RINGKV_INTERNAL`,
+// `RINGKV_PANIC`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same cluster except `ringkv_cluster_free`.
+//
+// # Safety
+// `keys` and `key_lens` NULL or valid for `n` elements; each pointer
+// NULL or valid for its length; `out_batch` NULL or writable.
+ringkv_result ringkv_cluster_multi_get(const ringkv_cluster *cluster,
+                                       const uint8_t *bucket,
+                                       size_t bucket_len,
+                                       const uint8_t *const *keys,
+                                       const size_t *key_lens,
+                                       size_t n,
+                                       uint32_t r,
+                                       uint32_t timeout_ms,
+                                       ringkv_batch **out_batch);
+
+// Writes `n` keys of `bucket` in one request: `values[i]` (may be empty)
+// under `keys[i]`, with `ctxs[i]` (a context from `ringkv_object_context`
+// or `ringkv_batch_context`; length 0 for a blind write), each
+// acknowledged by `w` replicas; `ctxs` and `ctx_lens` both NULL make
+// every write blind. Each item is written as `ringkv_cluster_put_ctx`
+// writes (no read first: a blind write of a key holding a value adds a
+// sibling under SIBLINGS), independently: no atomicity across keys.
+// The answer goes to `*out_batch` (free it with `ringkv_batch_free`):
+// one item per write, in order, its status (`ringkv_batch_status`) and
+// the context of the object as stored (`ringkv_batch_context`).
+//
+// `timeout_ms`: as `ringkv_cluster_get_object`, for the whole batch; an
+// item whose turn comes after it ran out is not sent and gets
+// `RINGKV_TIMEOUT`.
+//
+// Errors (the whole batch; nothing written, `*out_batch` untouched,
+// except `RINGKV_OUTCOME_UNKNOWN`): `RINGKV_NULL_ARGUMENT` (cluster,
+// out_batch; bucket, a key, value or context with a non-zero length;
+// keys, key_lens, values or value_lens with `n` > 0; one of ctxs and
+// ctx_lens but not the other), `RINGKV_INVALID_ARGUMENT` (`n` 0 or above
+// `RINGKV_MAX_BATCH_KEYS`, a key twice, more than
+// `RINGKV_MAX_BATCH_BYTES` of keys, values and contexts, an empty bucket
+// or key, a key too long, a context that is not one this store made,
+// unknown `w`, a `w` above the bucket's replicas, `timeout_ms` too
+// large, a counter or set bucket), `RINGKV_UNAVAILABLE`,
+// `RINGKV_TIMEOUT`, `RINGKV_OUTCOME_UNKNOWN` (no answer within
+// `timeout_ms`: some writes may have been applied), `RINGKV_INTERNAL`,
+// `RINGKV_PANIC`.
+//
+// Thread safety: as `ringkv_cluster_multi_get`.
+//
+// # Safety
+// Each array NULL or valid for `n` elements; each pointer NULL or valid
+// for its length; `out_batch` NULL or writable.
+ringkv_result ringkv_cluster_multi_put(const ringkv_cluster *cluster,
+                                       const uint8_t *bucket,
+                                       size_t bucket_len,
+                                       const uint8_t *const *keys,
+                                       const size_t *key_lens,
+                                       const uint8_t *const *values,
+                                       const size_t *value_lens,
+                                       const uint8_t *const *ctxs,
+                                       const size_t *ctx_lens,
+                                       size_t n,
+                                       uint32_t w,
+                                       uint32_t timeout_ms,
+                                       ringkv_batch **out_batch);
+
+// As `ringkv_cluster_multi_get`, through a client connection.
+// `timeout_ms` 0 is the client's request timeout.
+//
+// Errors: those of `ringkv_cluster_multi_get`, and `RINGKV_CLOSED`
+// (after `ringkv_client_close`), `RINGKV_CONNECTION` (no node could be
+// reached), `RINGKV_DENIED` (the user's role may not read),
+// `RINGKV_TLS` (a reconnection's handshake failed), `RINGKV_REMOTE`.
+//
+// Thread safety: may be called from any thread, concurrently with any
+// call on the same client except `ringkv_client_free`.
+//
+// # Safety
+// As `ringkv_cluster_multi_get`.
+ringkv_result ringkv_client_multi_get(const ringkv_client *client,
+                                      const uint8_t *bucket,
+                                      size_t bucket_len,
+                                      const uint8_t *const *keys,
+                                      const size_t *key_lens,
+                                      size_t n,
+                                      uint32_t r,
+                                      uint32_t timeout_ms,
+                                      ringkv_batch **out_batch);
+
+// As `ringkv_cluster_multi_put`, through a client connection;
+// `timeout_ms` as `ringkv_client_multi_get`. The batch is retried by the
+// client only when it surely was not applied; a failed item is not
+// retried: resend it if its status allows.
+//
+// Errors: those of `ringkv_cluster_multi_put`, and `RINGKV_CLOSED`,
+// `RINGKV_CONNECTION`, `RINGKV_DENIED` (the user's role may not write),
+// `RINGKV_TLS`, `RINGKV_REMOTE`.
+//
+// Thread safety: as `ringkv_client_multi_get`.
+//
+// # Safety
+// As `ringkv_cluster_multi_put`.
+ringkv_result ringkv_client_multi_put(const ringkv_client *client,
+                                      const uint8_t *bucket,
+                                      size_t bucket_len,
+                                      const uint8_t *const *keys,
+                                      const size_t *key_lens,
+                                      const uint8_t *const *values,
+                                      const size_t *value_lens,
+                                      const uint8_t *const *ctxs,
+                                      const size_t *ctx_lens,
+                                      size_t n,
+                                      uint32_t w,
+                                      uint32_t timeout_ms,
+                                      ringkv_batch **out_batch);
 
 // The library's version, `"MAJOR.MINOR.PATCH"` (`"0.1.0"`), as a static
 // NUL-terminated string: never free it. It is the version of the library

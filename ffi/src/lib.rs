@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod capi;
 pub mod cluster_options;
 pub mod cxx_bridge;
@@ -31,6 +32,7 @@ pub mod result;
 pub mod scan;
 pub mod store;
 
+pub use batch::*;
 pub use capi::*;
 pub use cluster_options::*;
 pub use object::*;

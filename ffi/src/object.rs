@@ -10,8 +10,8 @@
 //! `out_context` of a write may be NULL), a panic boundary, and a message
 //! naming the function for `ringkv_last_error`.
 //!
-//! Not here: multi-get and multi-put (they wait for the batch ops of the
-//! protocol).
+//! Multi-get and multi-put, which return these objects per key, are in
+//! `batch.rs`.
 
 #![allow(non_camel_case_types, clippy::too_many_arguments)]
 
@@ -38,6 +38,10 @@ impl ringkv_object {
     /// The object, for Rust code holding a handle (tests).
     pub fn object(&self) -> &Object {
         &self.inner
+    }
+
+    pub(crate) fn new(inner: Object) -> ringkv_object {
+        ringkv_object { inner }
     }
 }
 

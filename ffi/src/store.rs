@@ -1334,3 +1334,117 @@ pub fn scan_page(
         other => Err(unexpected(OP, &other)),
     }
 }
+
+/// Checks a batch op's limits (`Op::check_limits`: 1 to
+/// `MAX_BATCH_KEYS` keys, each key at most once in a multi_put, at most
+/// `MAX_BATCH_BYTES`) before anything is sent, so that a refused batch is
+/// the caller's `RINGKV_INVALID_ARGUMENT` on either handle.
+fn check_batch(op: &str, batch: &Op) -> Outcome<()> {
+    batch
+        .check_limits()
+        .map_err(|e| Failure::invalid(format!("{op}: {e}")))
+}
+
+/// One item's error in a batch answer, classified as a single op's.
+fn item_failure(op: &str, i: usize, e: ringkv::protocol::ErrorReply) -> Failure {
+    Failure::from_error(&format!("{op}: item {i}"), &ringkv::Error::Remote(e))
+}
+
+/// Reads `keys` of `bucket` in one request, each at read level `r`: one
+/// outcome per key, in order (an object with no values for a key never
+/// written), or the whole batch's failure (refused or lost).
+pub fn multi_get(
+    s: &dyn Store,
+    bucket: &[u8],
+    keys: &[&[u8]],
+    r: u32,
+    timeout: Option<Duration>,
+) -> Outcome<Vec<Outcome<Object>>> {
+    const OP: &str = "multi_get";
+    let mut options = read_options(OP, r)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let keys = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| name_arg(OP, &format!("key {i}"), k))
+        .collect::<Outcome<Vec<_>>>()?;
+    let n = keys.len();
+    let op = Op::MultiGet {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        keys,
+        options,
+    };
+    check_batch(OP, &op)?;
+    match s.execute_within(OP, op, timeout)? {
+        Reply::Objects { items } if items.len() == n => Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.map(|o| {
+                    let values = match o.value {
+                        Some(v) => vec![Some(v.into_vec())],
+                        None => o
+                            .siblings
+                            .into_iter()
+                            .map(|s| s.value.map(ByteBuf::into_vec))
+                            .collect(),
+                    };
+                    Object {
+                        values,
+                        context: o.context.into_vec(),
+                    }
+                })
+                .map_err(|e| item_failure(OP, i, e))
+            })
+            .collect()),
+        other => Err(unexpected(OP, &other)),
+    }
+}
+
+/// One write of [`multi_put`]: key, value and context (empty: blind).
+pub type BatchWrite<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+/// Writes `items` to `bucket` in one request, each acknowledged by `w`
+/// replicas, each with its own context (no read first): one outcome per
+/// item, in order (the context of the object as stored), or the whole
+/// batch's failure (refused, nothing written; or lost).
+pub fn multi_put(
+    s: &dyn Store,
+    bucket: &[u8],
+    items: &[BatchWrite<'_>],
+    w: u32,
+    timeout: Option<Duration>,
+) -> Outcome<Vec<Outcome<Vec<u8>>>> {
+    const OP: &str = "multi_put";
+    let mut options = write_options(OP, w)?;
+    options.timeout_ms = timeout.map(|t| t.as_millis() as u64);
+    let items = items
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v, c))| {
+            Ok(ringkv::protocol::PutItem {
+                key: name_arg(OP, &format!("key {i}"), k)?,
+                value: ByteBuf::from(v.to_vec()),
+                context: context_arg(&format!("{OP}: item {i}"), c)?,
+            })
+        })
+        .collect::<Outcome<Vec<_>>>()?;
+    let n = items.len();
+    let op = Op::MultiPut {
+        bucket: name_arg(OP, "bucket", bucket)?,
+        items,
+        options,
+    };
+    check_batch(OP, &op)?;
+    match s.execute_within(OP, op, timeout)? {
+        Reply::WrittenMany { items } if items.len() == n => Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.map(|w| w.context.into_vec())
+                    .map_err(|e| item_failure(OP, i, e))
+            })
+            .collect()),
+        other => Err(unexpected(OP, &other)),
+    }
+}

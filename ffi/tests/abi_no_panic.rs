@@ -222,6 +222,82 @@ fn bad_input_never_panics() {
                 results.push(ringkv_object_context(null(), &mut null(), &mut 0));
                 let _ = ringkv_object_count(null());
                 let _ = ringkv_object_found(null());
+                let ks = [k.as_ptr()];
+                let ls = [len];
+                let nulls = [null::<u8>()];
+                let mut batch = null_mut();
+                for count in [0, 1, len] {
+                    results.push(ringkv_cluster_multi_get(
+                        cl,
+                        k.as_ptr(),
+                        1,
+                        ks.as_ptr(),
+                        ls.as_ptr(),
+                        count.min(1),
+                        n,
+                        n,
+                        &mut batch,
+                    ));
+                    ringkv_batch_free(batch);
+                    batch = null_mut();
+                    results.push(ringkv_cluster_multi_get(
+                        cl,
+                        null(),
+                        len,
+                        null(),
+                        null(),
+                        count,
+                        n,
+                        n,
+                        &mut batch,
+                    ));
+                    results.push(ringkv_cluster_multi_put(
+                        cl,
+                        k.as_ptr(),
+                        1,
+                        ks.as_ptr(),
+                        ls.as_ptr(),
+                        nulls.as_ptr(),
+                        ls.as_ptr(),
+                        ks.as_ptr(),
+                        null(),
+                        count.min(1),
+                        n,
+                        n,
+                        &mut batch,
+                    ));
+                    results.push(ringkv_client_multi_get(
+                        null(),
+                        null(),
+                        len,
+                        null(),
+                        null(),
+                        count,
+                        n,
+                        n,
+                        &mut batch,
+                    ));
+                    results.push(ringkv_client_multi_put(
+                        null(),
+                        null(),
+                        len,
+                        null(),
+                        null(),
+                        null(),
+                        null(),
+                        null(),
+                        null(),
+                        count,
+                        n,
+                        n,
+                        null_mut(),
+                    ));
+                }
+                ringkv_batch_free(batch);
+                let _ = ringkv_batch_len(null());
+                results.push(ringkv_batch_status(null(), len));
+                results.push(ringkv_batch_object(null(), len, &mut null()));
+                results.push(ringkv_batch_context(null(), len, &mut null(), &mut 0));
                 results.push(ringkv_client_options_set_timeout_ms(opts, n, n));
                 let mut copts = null_mut();
                 results.push(ringkv_cluster_options_new(&mut copts));

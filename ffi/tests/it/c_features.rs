@@ -56,6 +56,25 @@ fn objects_show_siblings_and_writes_with_their_context_resolve_and_delete() {
 }
 
 #[test]
+fn batches_read_and_write_many_keys_with_a_status_each() {
+    let out = run_c("batch", &[]);
+    for who in ["cluster", "client"] {
+        assert_lines(
+            &out,
+            &[
+                &format!("{who}: multi_put of 200 keys: 200 OK"),
+                &format!("{who}: multi_get: 200 found in order, 20 missing with 0 values"),
+                &format!("{who}: two blind batches = 10 keys with 2 siblings"),
+                &format!("{who}: written with the contexts = 10 keys with 1 value"),
+                &format!("{who}: per item: RINGKV_SIBLINGS beside RINGKV_OK"),
+                &format!("{who}: refused whole: a key twice, no keys, NULL arrays, over 15 MiB"),
+            ],
+        );
+    }
+    assert_lines(&out, &["batch: all checks passed"]);
+}
+
+#[test]
 fn scans_list_500_keys_exactly_once_each() {
     let out = run_c("scan", &[]);
     assert_lines(

@@ -186,3 +186,18 @@ fn scan_example_lists_every_key() {
     let want: Vec<&str> = want.iter().map(String::as_str).collect();
     assert_lines(&out, &want);
 }
+
+#[test]
+fn batch_example_writes_and_reads_several_keys() {
+    let out = run_c_example("batch", &[]);
+    assert_lines(
+        &out,
+        &[
+            "batch: ada = apple",
+            "batch: bob = pear",
+            "batch: cy = plum",
+            "batch: nobody has no value",
+            "all checks passed",
+        ],
+    );
+}
