@@ -9,8 +9,8 @@
 // counter and set keys differ from the C example's, so that both can run
 // against one cluster.
 //
-// Build (docs/ffi.md): with CXXBRIDGE the build's out/cxxbridge/include,
-//   c++ -std=c++17 -Wall -Wextra -Werror -I "$CXXBRIDGE"
+// Build (docs/ffi.md), after `cargo build -p ringkv-ffi`:
+//   c++ -std=c++17 -Wall -Wextra -Werror -I target/debug/include
 //       ffi/examples/ringkv_example.cpp target/debug/libringkv_ffi.a
 //       -lpthread -ldl -lm -o example
 // (one line).

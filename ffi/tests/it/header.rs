@@ -45,3 +45,22 @@ fn header_matches_a_fresh_cbindgen_run() {
         );
     }
 }
+
+/// The C++ headers the build script copies to `target/<profile>/include`
+/// for C++ users are the ones cxx-build generated for this build.
+#[test]
+fn cxx_headers_are_installed_beside_the_library() {
+    let generated = Path::new(env!("OUT_DIR")).join("cxxbridge/include");
+    let installed = crate::support::cxx_include();
+    for name in ["rust/cxx.h", "ringkv-ffi/src/cxx_bridge.rs.h"] {
+        let fresh = std::fs::read(generated.join(name))
+            .unwrap_or_else(|e| panic!("reading the generated {name}: {e}"));
+        let copy = std::fs::read(installed.join(name))
+            .unwrap_or_else(|e| panic!("{name} is not installed in {}: {e}", installed.display()));
+        assert!(
+            copy == fresh,
+            "{} holds another {name} than this build's",
+            installed.display()
+        );
+    }
+}

@@ -60,9 +60,12 @@ pub fn staticlib() -> PathBuf {
     }
 }
 
-/// Where cxx-build put `rust/cxx.h` and the bridge's header.
+/// Where C++ programs find `rust/cxx.h` and the bridge's header: the
+/// stable copy the build script makes in `target/<profile>/include` (the
+/// path `docs/ffi.md` tells C++ users), checked against cxx-build's own
+/// output by `header::`.
 pub fn cxx_include() -> PathBuf {
-    PathBuf::from(env!("OUT_DIR")).join("cxxbridge/include")
+    profile_dir().join("include")
 }
 
 /// Runs `cmd` to completion within `limit`; kills it past that. Returns
