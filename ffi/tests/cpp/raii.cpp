@@ -1,0 +1,160 @@
+// The C++17 RAII API (include/ringkv.hpp) on an embedded 3-node cluster
+// (memory transport) and through a client to a TCP embedded cluster:
+// objects and contexts, scans with range-for, batches, errors, moves.
+// Exits 0 only when every check holds.
+#include "ringkv.hpp"
+
+#include <cstdio>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+static int failures = 0;
+
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      failures++;                                                     \
+      std::fprintf(stderr, "FAILED line %d: %s\n", __LINE__, #cond); \
+    }                                                                 \
+  } while (0)
+
+using ringkv::hl::Bytes;
+using ringkv::hl::Consistency;
+
+static Bytes b(const std::string &s) { return Bytes(s.begin(), s.end()); }
+
+template <class Store>
+static void exercise(const Store &kv, const char *who) {
+  // Round trip; a missing key is nullopt.
+  kv.put("b", "k", "hello");
+  auto got = kv.get("b", "k");
+  CHECK(got && got->values.size() == 1 && got->values[0] == b("hello"));
+  CHECK(!kv.get("b", "missing").has_value());
+  std::printf("%s: round trip, missing = nullopt\n", who);
+
+  // Two blind puts: two siblings; a put with the context: one value.
+  kv.put("b", "s", "one");
+  kv.put("b", "s", "two");
+  auto sib = kv.get("b", "s", Consistency::All);
+  CHECK(sib && sib->values.size() == 2);
+  if (sib) {
+    Bytes ctx = kv.put("b", "s", "merged", sib->context, Consistency::All);
+    CHECK(!ctx.empty());
+    auto one = kv.get("b", "s", Consistency::All);
+    CHECK(one && one->values.size() == 1 && one->values[0] == b("merged"));
+    if (one) {
+      kv.del("b", "s", one->context, Consistency::All);
+      CHECK(!kv.get("b", "s", Consistency::All).has_value());
+    }
+  }
+  std::printf("%s: 2 siblings, resolved = 1 value, deleted = nullopt\n", who);
+
+  // Scan 300 keys, page 7: each exactly once.
+  for (int i = 0; i < 300; i++) kv.put("scanned", "key-" + std::to_string(i), "v");
+  std::set<Bytes> seen;
+  int n = 0;
+  {
+    auto scan = kv.scan("scanned", 7);
+    for (const Bytes &key : scan) {
+      seen.insert(key);
+      n++;
+    }
+    CHECK(scan.count() == 300);
+    CHECK(scan.begin() == scan.end());
+  }
+  CHECK(n == 300 && seen.size() == 300);
+  for (int i = 0; i < 300; i++) CHECK(seen.count(b("key-" + std::to_string(i))) == 1);
+  std::printf("%s: scan page 7: %d keys, each once\n", who, n);
+
+  // multi_put 100, multi_get them with 10 missing keys.
+  std::vector<ringkv::hl::Write> writes;
+  for (int i = 0; i < 100; i++) {
+    writes.push_back({b("m-" + std::to_string(i)), b("v-" + std::to_string(i)), {}});
+  }
+  auto put = kv.multi_put("batch", writes);
+  int ok = 0;
+  for (const auto &item : put) ok += item.ok() && !item.context.empty();
+  CHECK(put.size() == 100 && ok == 100);
+  std::vector<Bytes> keys;
+  for (int i = 0; i < 110; i++) keys.push_back(b("m-" + std::to_string(i)));
+  auto items = kv.multi_get("batch", keys);
+  int found = 0, missing = 0;
+  for (size_t i = 0; i < items.size(); i++) {
+    CHECK(items[i].ok());
+    if (i < 100) {
+      found += items[i].object && items[i].object->values.size() == 1 &&
+               items[i].object->values[0] == b("v-" + std::to_string(i));
+    } else {
+      missing += !items[i].object.has_value();
+    }
+  }
+  CHECK(items.size() == 110 && found == 100 && missing == 10);
+  std::printf("%s: multi_put 100 OK, multi_get %d found, %d missing\n", who, found, missing);
+
+  // Errors carry their code.
+  bool thrown = false;
+  try {
+    kv.get("", "k");
+  } catch (const ringkv::hl::Error &e) {
+    thrown = e.code() == RINGKV_INVALID_ARGUMENT && std::string(e.what()).find("bucket") != std::string::npos;
+    if (!thrown) std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  CHECK(thrown);
+  thrown = false;
+  try {
+    kv.scan("", 7);
+  } catch (const ringkv::hl::Error &e) {
+    thrown = e.code() == RINGKV_INVALID_ARGUMENT;
+  }
+  CHECK(thrown);
+  std::printf("%s: an empty bucket throws RINGKV_INVALID_ARGUMENT\n", who);
+}
+
+int main() {
+  try {
+    ringkv::hl::Cluster mem(3);
+    exercise(mem, "cluster");
+
+    ringkv::hl::ClusterOptions opts;
+    opts.vnodes = 16;
+    opts.replicas = ringkv::hl::ClusterOptions::Replicas{3, Consistency::Quorum, Consistency::Quorum};
+    ringkv::hl::Cluster tcp(3, ringkv::hl::Transport::Tcp, opts);
+    {
+      ringkv::hl::ClientOptions copts;
+      copts.request_timeout = std::chrono::milliseconds(5000);
+      ringkv::hl::Client client(tcp.client_addrs(), copts);
+      exercise(client, "client");
+
+      // Moves: the moved-from handles are empty and safe to destroy.
+      ringkv::hl::Client moved(std::move(client));
+      CHECK(!client && moved);
+      auto scan = moved.scan("scanned", 50);
+      auto scan2 = std::move(scan);
+      int n = 0;
+      for (const auto &key : scan2) n += !key.empty();
+      CHECK(n == 300);
+      moved.close();
+      bool closed = false;
+      try {
+        moved.get("b", "k");
+      } catch (const ringkv::hl::Error &e) {
+        closed = e.code() == RINGKV_CLOSED;
+      }
+      CHECK(closed);
+    }
+    ringkv::hl::Cluster moved_cluster(std::move(mem));
+    CHECK(!mem && moved_cluster);
+    std::printf("raii: moved-from handles are empty\n");
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "FAILED: uncaught %s\n", e.what());
+    return 1;
+  }
+  if (failures != 0) {
+    std::fprintf(stderr, "raii: %d checks failed\n", failures);
+    return 1;
+  }
+  std::printf("raii: all checks passed\n");
+  return 0;
+}
