@@ -1,8 +1,13 @@
 // The C++17 RAII API (include/ringkv.hpp) on an embedded 3-node cluster
 // (memory transport) and through a client to a TCP embedded cluster:
 // objects and contexts, scans with range-for, batches, errors, moves.
-// Exits 0 only when every check holds.
+// Exits 0 only when every check holds. The cxx bridge's header is
+// included too: the two APIs live side by side (ringkv::Cluster and
+// ringkv::hl::Cluster).
 #include "ringkv.hpp"
+
+#include "ringkv-ffi/src/cxx_bridge.rs.h"
+#include "rust/cxx.h"
 
 #include <cstdio>
 #include <set>
@@ -147,6 +152,10 @@ int main() {
     ringkv::hl::Cluster moved_cluster(std::move(mem));
     CHECK(!mem && moved_cluster);
     std::printf("raii: moved-from handles are empty\n");
+
+    // The bridge's cluster in the same program.
+    rust::Box<ringkv::Cluster> bridge = ringkv::start_cluster(3, ringkv::Transport::Memory);
+    (void)bridge;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "FAILED: uncaught %s\n", e.what());
     return 1;
