@@ -56,6 +56,33 @@ static void exercise(const Store &kv, const char *who) {
   }
   std::printf("%s: 2 siblings, resolved = 1 value, deleted = nullopt\n", who);
 
+  // A blind delete beside a value: a sibling that is a delete (nullopt).
+  kv.put("b", "d", "kept", {}, Consistency::All);
+  kv.del("b", "d", {}, Consistency::All);
+  auto mixed = kv.get("b", "d", Consistency::All);
+  CHECK(mixed && mixed->values.size() == 2);
+  if (mixed && mixed->values.size() == 2) {
+    int deletes = !mixed->values[0].has_value() + !mixed->values[1].has_value();
+    int kept = (mixed->values[0] == b("kept")) + (mixed->values[1] == b("kept"));
+    CHECK(deletes == 1 && kept == 1);
+  }
+  std::printf("%s: blind delete beside a value = 1 value, 1 nullopt\n", who);
+
+  // Binary keys and values (a NUL inside), and a per-call timeout.
+  const Bytes bin_key{0, 1, 2, 0, 255};
+  const Bytes bin_value{0, 0, 7};
+  kv.put("bin", bin_key, bin_value, {}, Consistency::Quorum, std::chrono::milliseconds(3000));
+  auto bin = kv.get("bin", bin_key, Consistency::Quorum, std::chrono::milliseconds(3000));
+  CHECK(bin && bin->values.size() == 1 && bin->values[0] == bin_value);
+  bool too_long = false;
+  try {
+    kv.get("bin", bin_key, Consistency::One, std::chrono::milliseconds(RINGKV_MAX_TIMEOUT_MS + 1));
+  } catch (const ringkv::hl::Error &e) {
+    too_long = e.code() == RINGKV_INVALID_ARGUMENT;
+  }
+  CHECK(too_long);
+  std::printf("%s: binary key and value, timeouts\n", who);
+
   // Scan 300 keys, page 7: each exactly once.
   for (int i = 0; i < 300; i++) kv.put("scanned", "key-" + std::to_string(i), "v");
   std::set<Bytes> seen;
@@ -97,6 +124,20 @@ static void exercise(const Store &kv, const char *who) {
   }
   CHECK(items.size() == 110 && found == 100 && missing == 10);
   std::printf("%s: multi_put 100 OK, multi_get %d found, %d missing\n", who, found, missing);
+
+  // A per-item error: blind batches of one key until the sibling cap
+  // refuses it; then a batch of that key and a fresh one.
+  ringkv_result last = RINGKV_OK;
+  for (int i = 0; i < 150 && last == RINGKV_OK; i++) {
+    auto one = kv.multi_put("batch", {ringkv::hl::Write{b("many"), b("v"), {}}});
+    last = one.size() == 1 ? one[0].status : RINGKV_INTERNAL;
+  }
+  CHECK(last == RINGKV_SIBLINGS);
+  auto two = kv.multi_put("batch", {ringkv::hl::Write{b("many"), b("v"), {}},
+                                    ringkv::hl::Write{b("fresh"), b("v"), {}}});
+  CHECK(two.size() == 2 && two[0].status == RINGKV_SIBLINGS && !two[0].message.empty() &&
+        two[1].ok() && !two[1].context.empty());
+  std::printf("%s: per item: RINGKV_SIBLINGS beside RINGKV_OK\n", who);
 
   // Errors carry their code.
   bool thrown = false;

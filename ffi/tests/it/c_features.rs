@@ -121,8 +121,11 @@ fn the_cpp17_raii_header_wraps_objects_scans_batches_and_errors() {
             &[
                 &format!("{who}: round trip, missing = nullopt"),
                 &format!("{who}: 2 siblings, resolved = 1 value, deleted = nullopt"),
+                &format!("{who}: blind delete beside a value = 1 value, 1 nullopt"),
+                &format!("{who}: binary key and value, timeouts"),
                 &format!("{who}: scan page 7: 300 keys, each once"),
                 &format!("{who}: multi_put 100 OK, multi_get 100 found, 10 missing"),
+                &format!("{who}: per item: RINGKV_SIBLINGS beside RINGKV_OK"),
                 &format!("{who}: an empty bucket throws RINGKV_INVALID_ARGUMENT"),
             ],
         );
