@@ -192,7 +192,21 @@ int main() {
     }
     ringkv::hl::Cluster moved_cluster(std::move(mem));
     CHECK(!mem && moved_cluster);
-    std::printf("raii: moved-from handles are empty\n");
+    bool null_handle = false;
+    try {
+      mem.get("b", "k");  // NOLINT(bugprone-use-after-move): on purpose
+    } catch (const ringkv::hl::Error &e) {
+      null_handle = e.code() == RINGKV_NULL_ARGUMENT;
+    }
+    CHECK(null_handle);
+    bool big_page = false;
+    try {
+      moved_cluster.scan("scanned", RINGKV_MAX_SCAN_PAGE + 1);
+    } catch (const ringkv::hl::Error &e) {
+      big_page = e.code() == RINGKV_INVALID_ARGUMENT;
+    }
+    CHECK(big_page);
+    std::printf("raii: moved-from handles are empty, and a call on one throws RINGKV_NULL_ARGUMENT\n");
 
     // The bridge's cluster in the same program.
     rust::Box<ringkv::Cluster> bridge = ringkv::start_cluster(3, ringkv::Transport::Memory);

@@ -133,7 +133,7 @@ fn the_cpp17_raii_header_wraps_objects_scans_batches_and_errors() {
     assert_lines(
         &out,
         &[
-            "raii: moved-from handles are empty",
+            "raii: moved-from handles are empty, and a call on one throws RINGKV_NULL_ARGUMENT",
             "raii: all checks passed",
         ],
     );
