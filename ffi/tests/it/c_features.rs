@@ -108,3 +108,33 @@ fn a_cluster_reopened_on_its_data_directory_holds_its_data() {
     assert!(data.path().join("lsm/node-1").is_dir());
     assert!(data.path().join("btree/node-3").is_dir());
 }
+
+#[test]
+fn the_cpp17_raii_header_wraps_objects_scans_batches_and_errors() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let exe = dir.path().join("raii");
+    build_cpp(&crate_dir().join("tests/cpp/raii.cpp"), &exe);
+    let out = run_ok(&exe, &[]);
+    for who in ["cluster", "client"] {
+        assert_lines(
+            &out,
+            &[
+                &format!("{who}: round trip, missing = nullopt"),
+                &format!("{who}: 2 siblings, resolved = 1 value, deleted = nullopt"),
+                &format!("{who}: blind delete beside a value = 1 value, 1 nullopt"),
+                &format!("{who}: binary key and value, timeouts"),
+                &format!("{who}: scan page 7: 300 keys, each once"),
+                &format!("{who}: multi_put 100 OK, multi_get 100 found, 10 missing"),
+                &format!("{who}: per item: RINGKV_SIBLINGS beside RINGKV_OK"),
+                &format!("{who}: an empty bucket throws RINGKV_INVALID_ARGUMENT"),
+            ],
+        );
+    }
+    assert_lines(
+        &out,
+        &[
+            "raii: moved-from handles are empty, and a call on one throws RINGKV_NULL_ARGUMENT",
+            "raii: all checks passed",
+        ],
+    );
+}
