@@ -138,3 +138,15 @@ fn the_cpp17_raii_header_wraps_objects_scans_batches_and_errors() {
         ],
     );
 }
+
+#[test]
+fn each_thread_reads_its_own_writes_at_quorum() {
+    let out = run_c("ryw_threads", &[]);
+    assert_lines(
+        &out,
+        &[
+            "ryw_threads: 3200 reads, 0 stale",
+            "ryw_threads: all checks passed",
+        ],
+    );
+}
