@@ -201,3 +201,42 @@ fn batch_example_writes_and_reads_several_keys() {
         ],
     );
 }
+
+#[test]
+fn raii_example_merges_siblings_and_reopens_its_data() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let exe = dir.path().join("raii");
+    build_cpp(&crate_dir().join("examples/raii.cpp"), &exe);
+    let data = dir.path().join("data");
+    let out = run_ok(&exe, &[data.to_str().expect("a UTF-8 path")]);
+    assert_lines(
+        &out,
+        &[
+            "raii: carts/ada has 2 values",
+            "raii: merged to apple,pear",
+            "raii: scan listed 4 carts",
+            "raii: after reopening, carts/ada = apple,pear",
+            "raii: an empty bucket is RINGKV_INVALID_ARGUMENT",
+            "all checks passed",
+        ],
+    );
+}
+
+#[test]
+fn timeouts_example_bounds_each_call() {
+    let out = run_c_example("timeouts", &[]);
+    let version = format!(
+        "timeouts: ringkv {}, ABI {}",
+        env!("CARGO_PKG_VERSION"),
+        ringkv_ffi::RINGKV_ABI_VERSION
+    );
+    assert_lines(
+        &out,
+        &[
+            &version,
+            "timeouts: cfg/mode = fast within 300 ms",
+            "timeouts: a bound of RINGKV_MAX_TIMEOUT_MS + 1 is RINGKV_INVALID_ARGUMENT",
+            "all checks passed",
+        ],
+    );
+}
