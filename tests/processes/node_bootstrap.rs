@@ -641,6 +641,9 @@ async fn ready_means_the_ring_holds_the_node() {
     cluster::bounded(TEST_LIMIT, async {
         let harness = Cluster::start(0).await;
         let first = start(&harness, 1, None).await;
+        // Every node stays running until the end of the test, and is
+        // killed when these are dropped (never leaked past the test).
+        let mut running = Vec::new();
         for id in 2..=3u64 {
             let node = start(&harness, id, Some(&first.peer)).await;
             let ring = client_of(&node.client).await.ring().await.unwrap();
@@ -653,9 +656,9 @@ async fn ready_means_the_ring_holds_the_node() {
                 in_force || joining,
                 "node {id} said ready before its ring held it: {ring:?}"
             );
-            // It stays running: keep it until the end of the test.
-            std::mem::forget(node);
+            running.push(node);
         }
+        drop(running);
     })
     .await;
 }
