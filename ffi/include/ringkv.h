@@ -150,6 +150,21 @@
 // takes.
 #define RINGKV_MAX_VNODES 1024
 
+// Log level: errors.
+#define RINGKV_LOG_ERROR 1
+
+// Log level: warnings.
+#define RINGKV_LOG_WARN 2
+
+// Log level: information (membership changes, transfers done).
+#define RINGKV_LOG_INFO 3
+
+// Log level: debugging detail.
+#define RINGKV_LOG_DEBUG 4
+
+// Log level: tracing detail (much).
+#define RINGKV_LOG_TRACE 5
+
 // The most keys one scan page may hold: a `page_limit` of
 // `ringkv_*_scan_new` is 1 to this, or 0 for the default page
 // (`RINGKV_DEFAULT_SCAN_PAGE`).
@@ -282,6 +297,15 @@ typedef struct ringkv_scan ringkv_scan;
 // A set's members, in byte order, owned by the library. Read with
 // `ringkv_set_len` and `ringkv_set_member`; free with `ringkv_set_free`.
 typedef struct ringkv_set ringkv_set;
+
+// A log callback: `level` (`RINGKV_LOG_*`), `target` (the Rust module
+// that logged, e.g. `ringkv::node::failure_detector`) and `message` (the
+// text, then the event's fields as ` key=value`), both NUL-terminated
+// and valid only during the call.
+typedef void (*ringkv_log_fn)(void *user_data,
+                              uint32_t level,
+                              const char *target,
+                              const char *message);
 
 // Every code, in number order.
 #define ringkv_result_ALL { RINGKV_OK, RINGKV_NULL_ARGUMENT, RINGKV_INVALID_ARGUMENT, RINGKV_NOT_FOUND, RINGKV_SIBLINGS, RINGKV_BUFFER_TOO_SMALL, RINGKV_CLOSED, RINGKV_UNAVAILABLE, RINGKV_TIMEOUT, RINGKV_OUTCOME_UNKNOWN, RINGKV_CONNECTION, RINGKV_REMOTE, RINGKV_INTERNAL, RINGKV_PANIC, RINGKV_DENIED, RINGKV_TLS, }
@@ -1165,6 +1189,42 @@ ringkv_result ringkv_cluster_options_new(ringkv_cluster_options **out);
 // freed.
 void ringkv_cluster_options_free(ringkv_cluster_options *options);
 
+// Sets a log callback: while the cluster made with these options lives,
+// `log_fn(user_data, level, target, message)` receives the log events of
+// its nodes at `max_level` (`RINGKV_LOG_ERROR` 1 to `RINGKV_LOG_TRACE`
+// 5) and below; INFO shows membership changes ("membership: 2 is up")
+// and finished transfers. `target` (the Rust module that logged) and
+// `message` (the text, then the event's fields as ` key=value`) are
+// NUL-terminated and valid only during the call. A NULL `log_fn` removes
+// the callback.
+//
+// The library installs a process-wide `tracing` subscriber for this the
+// first time a cluster with a callback is made; if the process already
+// has one (a Rust host that set its own), `ringkv_cluster_new_with`
+// fails with `RINGKV_INVALID_ARGUMENT`. An event does not tell which
+// cluster logged it: with several clusters with callbacks in a process,
+// each callback receives the events of all of them (and of any other
+// `tracing` user in the process).
+//
+// The callback is called from the nodes' threads, concurrently: it must
+// be thread-safe, return quickly, not unwind (no C++ exception, no
+// `longjmp`) and not call into this library. It is not called after
+// `ringkv_cluster_free` of its cluster returns.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (`max_level` not 1 to 5), `RINGKV_PANIC`. On an error the options are
+// unchanged.
+//
+// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+//
+// # Safety
+// `options` NULL or live; `log_fn` NULL or a function safe to call as
+// described, with `user_data`, until the cluster is freed.
+ringkv_result ringkv_cluster_options_set_log(ringkv_cluster_options *options,
+                                             ringkv_log_fn log_fn,
+                                             void *user_data,
+                                             uint32_t max_level);
+
 // Keeps the nodes' data under `dir` (NUL-terminated UTF-8; made if
 // missing), one subdirectory per node (`node-1`, ...): a cluster made
 // again with as many nodes on the same directory, after the first was
@@ -1236,7 +1296,8 @@ ringkv_result ringkv_cluster_options_set_replicas(ringkv_cluster_options *option
 //
 // Errors: `RINGKV_NULL_ARGUMENT` (out), `RINGKV_INVALID_ARGUMENT` (nodes,
 // transport; a data directory with the memory engine, or one that
-// cannot be made; more replicas than nodes), `RINGKV_UNAVAILABLE` (the nodes did not start or form
+// cannot be made; more replicas than nodes; a log callback when the
+// process already has a tracing subscriber), `RINGKV_UNAVAILABLE` (the nodes did not start or form
 // a ring within 30 s: for example the directory is in use by another
 // cluster, or holds data an engine cannot open), `RINGKV_INTERNAL`,
 // `RINGKV_PANIC`.

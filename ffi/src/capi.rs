@@ -164,12 +164,24 @@ pub const RINGKV_TRANSPORT_TCP: u32 = 1;
 /// An embedded cluster: real ringkv nodes running in this process.
 /// Created by `ringkv_cluster_new`, freed by `ringkv_cluster_free`.
 pub struct ringkv_cluster {
+    // Dropped first: the nodes stop before the log callback is
+    // unregistered.
     inner: EmbeddedCluster,
+    _log: Option<crate::log::Registration>,
 }
 
 impl ringkv_cluster {
     pub(crate) fn from_inner(inner: EmbeddedCluster) -> ringkv_cluster {
-        ringkv_cluster { inner }
+        ringkv_cluster { inner, _log: None }
+    }
+
+    /// As [`ringkv_cluster::from_inner`], keeping a log callback
+    /// registered until the cluster is freed.
+    pub(crate) fn with_log(
+        inner: EmbeddedCluster,
+        log: Option<crate::log::Registration>,
+    ) -> ringkv_cluster {
+        ringkv_cluster { inner, _log: log }
     }
 
     /// The cluster, for Rust code holding a handle (tests).
@@ -348,7 +360,7 @@ pub unsafe extern "C" fn ringkv_cluster_new(
         let out = unsafe { out_ptr(OP, "out", out) }?;
         let kind = store::transport(OP, transport)?;
         let inner = EmbeddedCluster::start(OP, nodes, kind)?;
-        *out = Box::into_raw(Box::new(ringkv_cluster { inner }));
+        *out = Box::into_raw(Box::new(ringkv_cluster::from_inner(inner)));
         Ok(())
     })
 }

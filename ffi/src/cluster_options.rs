@@ -1,18 +1,22 @@
 //! Options for embedded clusters from C: a data directory (so that data
 //! survives closing and reopening the cluster), the storage engine, the
-//! virtual nodes per node and the default replicas and levels, set on a `ringkv_cluster_options` and
-//! used by `ringkv_cluster_new_with`.
+//! virtual nodes per node, the default replicas and levels, and a log
+//! callback, set on a `ringkv_cluster_options` and used by
+//! `ringkv_cluster_new_with`.
 //!
 //! Guarantee: as for every function of the C ABI (`capi.rs`).
 //!
 //! Not here: a default policy (set per bucket with
-//! `ringkv_cluster_set_bucket_policy`) and a log callback.
+//! `ringkv_cluster_set_bucket_policy`: the embedded cluster of the ringkv
+//! crate takes only n, r and w as default bucket properties); how log
+//! events reach the callback (`log.rs`).
 
 #![allow(non_camel_case_types)]
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 
 use crate::capi::{boundary, out_ptr, quiet, ringkv_cluster, text};
+use crate::log::{self, ringkv_log_fn, LogSink};
 use crate::result::ringkv_result;
 use crate::store::{self, EmbeddedCluster, EmbeddedOptions, Outcome};
 
@@ -39,6 +43,7 @@ const _: () = assert!(RINGKV_MAX_VNODES == store::MAX_VNODES);
 /// changed or reused right after.
 pub struct ringkv_cluster_options {
     inner: EmbeddedOptions,
+    log: Option<LogSink>,
 }
 
 /// Creates cluster options with nothing set and writes them to `*out`.
@@ -59,6 +64,7 @@ pub unsafe extern "C" fn ringkv_cluster_options_new(
         let out = unsafe { out_ptr(OP, "out", out) }?;
         *out = Box::into_raw(Box::new(ringkv_cluster_options {
             inner: EmbeddedOptions::default(),
+            log: None,
         }));
         Ok(())
     })
@@ -81,6 +87,54 @@ pub unsafe extern "C" fn ringkv_cluster_options_free(options: *mut ringkv_cluste
     // SAFETY: by the contract, options came from Box::into_raw and is
     // freed once.
     quiet((), || drop(unsafe { Box::from_raw(options) }));
+}
+
+/// Sets a log callback: while the cluster made with these options lives,
+/// `log_fn(user_data, level, target, message)` receives the log events of
+/// its nodes at `max_level` (`RINGKV_LOG_ERROR` 1 to `RINGKV_LOG_TRACE`
+/// 5) and below; INFO shows membership changes ("membership: 2 is up")
+/// and finished transfers. `target` (the Rust module that logged) and
+/// `message` (the text, then the event's fields as ` key=value`) are
+/// NUL-terminated and valid only during the call. A NULL `log_fn` removes
+/// the callback.
+///
+/// The library installs a process-wide `tracing` subscriber for this the
+/// first time a cluster with a callback is made; if the process already
+/// has one (a Rust host that set its own), `ringkv_cluster_new_with`
+/// fails with `RINGKV_INVALID_ARGUMENT`. An event does not tell which
+/// cluster logged it: with several clusters with callbacks in a process,
+/// each callback receives the events of all of them (and of any other
+/// `tracing` user in the process).
+///
+/// The callback is called from the nodes' threads, concurrently: it must
+/// be thread-safe, return quickly, not unwind (no C++ exception, no
+/// `longjmp`) and not call into this library. It is not called after
+/// `ringkv_cluster_free` of its cluster returns.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+/// (`max_level` not 1 to 5), `RINGKV_PANIC`. On an error the options are
+/// unchanged.
+///
+/// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+///
+/// # Safety
+/// `options` NULL or live; `log_fn` NULL or a function safe to call as
+/// described, with `user_data`, until the cluster is freed.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_cluster_options_set_log(
+    options: *mut ringkv_cluster_options,
+    log_fn: ringkv_log_fn,
+    user_data: *mut c_void,
+    max_level: u32,
+) -> ringkv_result {
+    const OP: &str = "ringkv_cluster_options_set_log";
+    boundary(OP, || {
+        // SAFETY: by the contract, a non-NULL options is live and not
+        // shared.
+        let o = unsafe { options.as_mut() }.ok_or_else(|| crate::capi::null(OP, "options"))?;
+        o.log = LogSink::new(OP, log_fn, user_data, max_level)?;
+        Ok(())
+    })
 }
 
 /// The options behind a handle, for a setter.
@@ -211,7 +265,8 @@ pub unsafe extern "C" fn ringkv_cluster_options_set_replicas(
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (out), `RINGKV_INVALID_ARGUMENT` (nodes,
 /// transport; a data directory with the memory engine, or one that
-/// cannot be made; more replicas than nodes), `RINGKV_UNAVAILABLE` (the nodes did not start or form
+/// cannot be made; more replicas than nodes; a log callback when the
+/// process already has a tracing subscriber), `RINGKV_UNAVAILABLE` (the nodes did not start or form
 /// a ring within 30 s: for example the directory is in use by another
 /// cluster, or holds data an engine cannot open), `RINGKV_INTERNAL`,
 /// `RINGKV_PANIC`.
@@ -236,9 +291,16 @@ pub unsafe extern "C" fn ringkv_cluster_new_with(
         let defaults = EmbeddedOptions::default();
         // SAFETY: by the contract, a non-NULL options is live and not
         // changed meanwhile.
-        let settings = unsafe { options.as_ref() }.map_or(&defaults, |o| &o.inner);
+        let given = unsafe { options.as_ref() };
+        let settings = given.map_or(&defaults, |o| &o.inner);
+        // Registered before the nodes start, so that the callback sees
+        // the cluster form.
+        let registration = match given.and_then(|o| o.log) {
+            Some(sink) => Some(log::register(OP, sink)?),
+            None => None,
+        };
         let inner = EmbeddedCluster::start_with(OP, nodes, kind, settings)?;
-        *out = Box::into_raw(Box::new(ringkv_cluster::from_inner(inner)));
+        *out = Box::into_raw(Box::new(ringkv_cluster::with_log(inner, registration)));
         Ok(())
     })
 }

@@ -17,9 +17,10 @@
 //! bucket's keys.
 //!
 //! Not here: multi-get and multi-put (waiting for the protocol's batch
-//! ops), a default policy and a log callback for embedded clusters
-//! (`cluster_options` has the data directory, engine, vnodes and default
-//! replicas and levels), fault injection on embedded clusters (the shell has it).
+//! ops), a default policy for embedded clusters (`cluster_options` has
+//! the data directory, engine, vnodes, default replicas and levels, and
+//! the log callback of `log`), fault injection on embedded clusters (the
+//! shell has it).
 
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod batch;
 pub mod capi;
 pub mod cluster_options;
 pub mod cxx_bridge;
+pub mod log;
 pub mod object;
 pub mod result;
 pub mod scan;
@@ -35,6 +37,10 @@ pub mod store;
 pub use batch::*;
 pub use capi::*;
 pub use cluster_options::*;
+pub use log::{
+    ringkv_log_fn, RINGKV_LOG_DEBUG, RINGKV_LOG_ERROR, RINGKV_LOG_INFO, RINGKV_LOG_TRACE,
+    RINGKV_LOG_WARN,
+};
 pub use object::*;
 pub use result::{ringkv_last_error, ringkv_result, ringkv_result_name};
 pub use scan::*;

@@ -309,6 +309,15 @@ fn bad_input_never_panics() {
                 results.push(ringkv_cluster_options_set_data_dir(null_mut(), null()));
                 results.push(ringkv_cluster_options_set_engine(null_mut(), n));
                 results.push(ringkv_cluster_options_set_vnodes(null_mut(), n));
+                // No function: a callback would install the process-wide
+                // subscriber (tests/c/log.c covers it).
+                results.push(ringkv_cluster_options_set_log(copts, None, null_mut(), n));
+                results.push(ringkv_cluster_options_set_log(
+                    null_mut(),
+                    None,
+                    null_mut(),
+                    n,
+                ));
                 results.push(ringkv_cluster_new_with(n, n, copts, null_mut()));
                 results.push(ringkv_cluster_new_with(0, 0, copts, &mut null_mut()));
                 ringkv_cluster_options_free(copts);

@@ -150,3 +150,15 @@ fn each_thread_reads_its_own_writes_at_quorum() {
         ],
     );
 }
+
+#[test]
+fn the_log_callback_gets_the_nodes_lines_and_nothing_after_free() {
+    let out = run_c("log", &[]);
+    assert_lines(
+        &out,
+        &[
+            "log: 0 lines after ringkv_cluster_free",
+            "log: all checks passed",
+        ],
+    );
+}
