@@ -1271,11 +1271,28 @@ ringkv_result ringkv_cluster_options_set_engine(ringkv_cluster_options *options,
 // `options` NULL or live.
 ringkv_result ringkv_cluster_options_set_vnodes(ringkv_cluster_options *options, uint32_t vnodes);
 
+// Sets the default conflict policy of every bucket of the cluster not
+// given one (`RINGKV_POLICY_*`; default `RINGKV_POLICY_SIBLINGS`): with
+// `RINGKV_POLICY_LWW`, concurrent writes leave one value, the last; a
+// CRDT policy makes every bucket a counter or set bucket. A bucket's own
+// policy (`ringkv_cluster_set_bucket_policy`) overrides it.
+//
+// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+// (another number), `RINGKV_PANIC`. On an error the options are
+// unchanged.
+//
+// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+//
+// # Safety
+// `options` NULL or live.
+ringkv_result ringkv_cluster_options_set_policy(ringkv_cluster_options *options, uint32_t policy);
+
 // Sets the default bucket properties: `n` replicas per key (1 to 5, at
 // most the cluster's nodes; default min(3, nodes)) and the read and
 // write levels `r` and `w` (`RINGKV_CONSISTENCY_ONE` to `_ALL`; default
 // QUORUM) a request with `RINGKV_CONSISTENCY_DEFAULT` uses. Every bucket
-// starts with them; the policy is set per bucket.
+// starts with them (and with the policy of
+// `ringkv_cluster_options_set_policy`).
 //
 // Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
 // (`n` out of range, `r` or `w` DEFAULT or unknown, or needing more than

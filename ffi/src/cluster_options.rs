@@ -6,10 +6,7 @@
 //!
 //! Guarantee: as for every function of the C ABI (`capi.rs`).
 //!
-//! Not here: a default policy (set per bucket with
-//! `ringkv_cluster_set_bucket_policy`: the embedded cluster of the ringkv
-//! crate takes only n, r and w as default bucket properties); how log
-//! events reach the callback (`log.rs`).
+//! Not here: how log events reach the callback (`log.rs`).
 
 #![allow(non_camel_case_types)]
 
@@ -230,11 +227,39 @@ pub unsafe extern "C" fn ringkv_cluster_options_set_vnodes(
     })
 }
 
+/// Sets the default conflict policy of every bucket of the cluster not
+/// given one (`RINGKV_POLICY_*`; default `RINGKV_POLICY_SIBLINGS`): with
+/// `RINGKV_POLICY_LWW`, concurrent writes leave one value, the last; a
+/// CRDT policy makes every bucket a counter or set bucket. A bucket's own
+/// policy (`ringkv_cluster_set_bucket_policy`) overrides it.
+///
+/// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
+/// (another number), `RINGKV_PANIC`. On an error the options are
+/// unchanged.
+///
+/// Thread safety: as `ringkv_cluster_options_set_data_dir`.
+///
+/// # Safety
+/// `options` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn ringkv_cluster_options_set_policy(
+    options: *mut ringkv_cluster_options,
+    policy: u32,
+) -> ringkv_result {
+    const OP: &str = "ringkv_cluster_options_set_policy";
+    boundary(OP, || {
+        // SAFETY: forwarded contract.
+        let o = unsafe { options_mut(OP, options) }?;
+        o.set_policy(OP, policy)
+    })
+}
+
 /// Sets the default bucket properties: `n` replicas per key (1 to 5, at
 /// most the cluster's nodes; default min(3, nodes)) and the read and
 /// write levels `r` and `w` (`RINGKV_CONSISTENCY_ONE` to `_ALL`; default
 /// QUORUM) a request with `RINGKV_CONSISTENCY_DEFAULT` uses. Every bucket
-/// starts with them; the policy is set per bucket.
+/// starts with them (and with the policy of
+/// `ringkv_cluster_options_set_policy`).
 ///
 /// Errors: `RINGKV_NULL_ARGUMENT` (options), `RINGKV_INVALID_ARGUMENT`
 /// (`n` out of range, `r` or `w` DEFAULT or unknown, or needing more than

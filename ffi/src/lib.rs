@@ -16,11 +16,11 @@
 //! context) and writes with a context; `scan` adds a cursor over a
 //! bucket's keys.
 //!
-//! Not here: multi-get and multi-put (waiting for the protocol's batch
-//! ops), a default policy for embedded clusters (`cluster_options` has
-//! the data directory, engine, vnodes, default replicas and levels, and
-//! the log callback of `log`), fault injection on embedded clusters (the
-//! shell has it).
+//! `batch` adds multi-get and multi-put; `cluster_options` the data
+//! directory, engine, vnodes, default replicas, levels and policy of an
+//! embedded cluster, and the log callback of `log`.
+//!
+//! Not here: fault injection on embedded clusters (the shell has it).
 
 #![warn(missing_docs)]
 

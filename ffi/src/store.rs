@@ -229,6 +229,8 @@ pub struct EmbeddedOptions {
     /// The default bucket properties' replicas per key and read and write
     /// levels.
     pub replicas: Option<(u32, Consistency, Consistency)>,
+    /// The default bucket properties' conflict policy.
+    pub policy: Option<ConflictPolicy>,
 }
 
 /// Waits (up to 30 s) until every node of a cluster started on a data
@@ -294,6 +296,13 @@ impl EmbeddedOptions {
             )));
         }
         self.vnodes = Some(vnodes as usize);
+        Ok(())
+    }
+
+    /// Sets the default bucket properties' conflict policy
+    /// (`RINGKV_POLICY_*`).
+    pub fn set_policy(&mut self, op: &str, number: u32) -> Outcome<()> {
+        self.policy = Some(policy(op, number)?);
         Ok(())
     }
 
@@ -435,6 +444,7 @@ impl EmbeddedCluster {
             engine,
             dir: settings.dir.clone(),
             vnodes: settings.vnodes.unwrap_or(defaults.vnodes),
+            policy: settings.policy.clone().unwrap_or(defaults.policy.clone()),
             ..defaults
         };
         let cluster = Cluster::start(Arc::new(rt), options, Resolvers::default())

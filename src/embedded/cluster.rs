@@ -111,6 +111,8 @@ pub struct ClusterOptions {
     pub r: Consistency,
     /// Default write quorum.
     pub w: Consistency,
+    /// Default conflict policy of every bucket not given one.
+    pub policy: crate::version::ConflictPolicy,
     /// Storage engine.
     pub engine: EngineKind,
     /// Virtual nodes per node.
@@ -133,6 +135,7 @@ impl Default for ClusterOptions {
             n: 3,
             r: Consistency::Quorum,
             w: Consistency::Quorum,
+            policy: crate::version::ConflictPolicy::Siblings,
             engine: EngineKind::Memory,
             vnodes: 32,
             transport: TransportKind::Memory,
@@ -320,6 +323,7 @@ impl Cluster {
         config.bucket_defaults.n = o.n;
         config.bucket_defaults.r = o.r;
         config.bucket_defaults.w = o.w;
+        config.bucket_defaults.policy = o.policy.clone();
         config.replica.handoff_interval = Duration::from_millis(100);
         config.replica.handoff_retry = Duration::from_millis(500);
         // Ring changes move many small ranges (a token range per move,

@@ -133,6 +133,36 @@ int main(int argc, char **argv) {
     printf("persist: one replica per key: TWO refused\n");
   }
 
+  /* The default policy: LWW leaves one value of two blind writes, where
+   * the default (siblings) keeps both. */
+  for (int lww = 0; lww <= 1; lww++) {
+    EXPECT(ringkv_cluster_options_new(&opts), RINGKV_OK);
+    if (lww) {
+      EXPECT(ringkv_cluster_options_set_policy(NULL, RINGKV_POLICY_LWW), RINGKV_NULL_ARGUMENT);
+      EXPECT(ringkv_cluster_options_set_policy(opts, 99), RINGKV_INVALID_ARGUMENT);
+      CHECK(strncmp(last_error(), "ringkv_cluster_options_set_policy: ", 35) == 0);
+      EXPECT(ringkv_cluster_options_set_policy(opts, RINGKV_POLICY_LWW), RINGKV_OK);
+    }
+    EXPECT(ringkv_cluster_new_with(3, RINGKV_TRANSPORT_MEMORY, opts, &cluster), RINGKV_OK);
+    ringkv_cluster_options_free(opts);
+    if (cluster == NULL) continue;
+    ringkv_object *o = NULL;
+    EXPECT(ringkv_cluster_put_ctx(cluster, S("p"), S("k"), S("one"), NULL, 0,
+                                  RINGKV_CONSISTENCY_ALL, 0, NULL),
+           RINGKV_OK);
+    EXPECT(ringkv_cluster_put_ctx(cluster, S("p"), S("k"), S("two"), NULL, 0,
+                                  RINGKV_CONSISTENCY_ALL, 0, NULL),
+           RINGKV_OK);
+    EXPECT(ringkv_cluster_get_object(cluster, S("p"), S("k"), RINGKV_CONSISTENCY_ALL, 0, &o),
+           RINGKV_OK);
+    size_t values = ringkv_object_count(o);
+    CHECK(values == (lww ? 1u : 2u));
+    printf("persist: %s: two blind writes = %zu value(s)\n", lww ? "lww" : "siblings", values);
+    ringkv_object_free(o);
+    ringkv_cluster_free(cluster);
+    cluster = NULL;
+  }
+
   /* NULL options are the defaults. */
   EXPECT(ringkv_cluster_new_with(1, RINGKV_TRANSPORT_MEMORY, NULL, &cluster), RINGKV_OK);
   EXPECT(ringkv_cluster_put(cluster, S("b"), S("k"), S("v"), 0), RINGKV_OK);

@@ -102,6 +102,8 @@ fn a_cluster_reopened_on_its_data_directory_holds_its_data() {
             "persist: lsm: 50 of 50 keys after reopening",
             "persist: btree: 50 of 50 keys after reopening",
             "persist: one replica per key: TWO refused",
+            "persist: siblings: two blind writes = 2 value(s)",
+            "persist: lww: two blind writes = 1 value(s)",
             "persist: all checks passed",
         ],
     );
