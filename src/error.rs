@@ -127,6 +127,11 @@ pub enum Error {
     #[error("shut down")]
     Shutdown,
 
+    /// The node was drained by an operator (`Op::Drain`): it refuses data
+    /// ops for good, and another node serves them.
+    #[error("{0} is draining (an operator is taking it out of the cluster): send data ops to another node")]
+    Draining(NodeId),
+
     /// A remote hybrid-logical-clock timestamp is further ahead of the local
     /// wall clock than the configured maximum skew, so it was refused rather
     /// than allowed to drag this node's clock into the future.
@@ -275,6 +280,8 @@ impl Error {
             | Error::Unavailable { .. }
             | Error::QuorumTimeout { .. }
             | Error::RingUnconfirmed
+            // Final for this node; another node serves it.
+            | Error::Draining(_)
             | Error::Replica(_) => true,
             Error::Handshake { refusal, .. } => refusal.is_retryable(),
             Error::Remote(reply) => reply.retryable,

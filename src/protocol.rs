@@ -1403,6 +1403,11 @@ impl From<&Error> for ErrorReply {
                 reply.code = ErrorCode::Unavailable;
                 reply.indefinite = Some(false);
             }
+            Error::Draining(_) => {
+                // Refused before anything was sent to a replica.
+                reply.code = ErrorCode::ShuttingDown;
+                reply.indefinite = Some(false);
+            }
             Error::Shutdown => {
                 // Final for this node, but another node can serve it.
                 reply.code = ErrorCode::ShuttingDown;

@@ -1299,15 +1299,7 @@ impl Node {
         if !self.is_draining() {
             return Ok(());
         }
-        Err(Error::Remote(crate::protocol::ErrorReply::new(
-            crate::protocol::ErrorCode::ShuttingDown,
-            format!(
-                "{} is draining (an operator is taking it out of the cluster): send data ops \
-                 to another node",
-                self.id
-            ),
-            true,
-        )))
+        Err(Error::Draining(self.id))
     }
 
     /// The engine's figures now, as `Flush` and `Compact` answer them.
