@@ -148,12 +148,12 @@ int main(int argc, char **argv) {
     if (cluster == NULL) continue;
     ringkv_object *o = NULL;
     EXPECT(ringkv_cluster_put_ctx(cluster, S("p"), S("k"), S("one"), NULL, 0,
-                                  RINGKV_CONSISTENCY_ALL, 0, NULL),
+                                  RINGKV_CONSISTENCY_QUORUM, 0, NULL),
            RINGKV_OK);
     EXPECT(ringkv_cluster_put_ctx(cluster, S("p"), S("k"), S("two"), NULL, 0,
-                                  RINGKV_CONSISTENCY_ALL, 0, NULL),
+                                  RINGKV_CONSISTENCY_QUORUM, 0, NULL),
            RINGKV_OK);
-    EXPECT(ringkv_cluster_get_object(cluster, S("p"), S("k"), RINGKV_CONSISTENCY_ALL, 0, &o),
+    EXPECT(ringkv_cluster_get_object(cluster, S("p"), S("k"), RINGKV_CONSISTENCY_QUORUM, 0, &o),
            RINGKV_OK);
     size_t values = ringkv_object_count(o);
     CHECK(values == (lww ? 1u : 2u));
