@@ -180,9 +180,14 @@ int main() {
       kv::Cluster moved(std::move(*c));
       CHECK(!*c && moved);
       long before = counts->lines.load();
-      // Move-assign over a live cluster with a callback: that cluster is
-      // freed first, then its callback.
-      kv::Cluster target(1);
+      // Move-assign over a live cluster with a callback (at Trace: it gets
+      // lines while its nodes shut down): that cluster is freed first,
+      // then its callback (the other order is a heap-use-after-free).
+      kv::ClusterOptions old_opts;
+      old_opts.log_level = kv::LogLevel::Trace;
+      old_opts.log = [tag = std::string(64, 'y')](kv::LogLevel, std::string_view,
+                                                   std::string_view) { (void)tag.size(); };
+      kv::Cluster target(3, kv::Transport::Memory, old_opts);
       target = std::move(moved);
       CHECK(target && !moved);
       target.replace("logged", "after-move", "v");
@@ -204,6 +209,23 @@ int main() {
     std::printf("log: %ld lines at Info or below, %ld say a node is up, %ld after the Cluster\n",
                 counts->lines.load(), counts->up.load(), counts->after.load());
     std::printf("log: a throwing callback is contained; the callbacks were freed with their clusters\n");
+
+    // Lifetime: a callback at Trace gets lines while the nodes shut down
+    // (the Cluster's destructor); its copy must still be alive then (a
+    // freed one is a heap-use-after-free under ASan).
+    auto traced = std::make_shared<std::atomic<long>>(0);
+    {
+      kv::ClusterOptions o;
+      o.log_level = kv::LogLevel::Trace;
+      std::string tag(64, 'x');  // heap state the callback's copy owns
+      o.log = [traced, tag](kv::LogLevel, std::string_view, std::string_view) {
+        if (tag.size() == 64) (*traced)++;
+      };
+      kv::Cluster c(3, kv::Transport::Memory, o);
+      c.replace("traced", "k", "v");
+    }
+    CHECK(*traced >= 1);
+    CHECK(traced.use_count() == 1);
 
     // The rest on a memory cluster and through a client.
     kv::Cluster mem(3);
