@@ -17,6 +17,13 @@
  *   made on.
  * - multi_get and multi_put return one BatchItem per key, in request
  *   order, with that key's status: one bad key does not hide the others.
+ * - replace, erase and get_value are the C ABI's plain put, delete and
+ *   get (read first, then write with that context); counter_add,
+ *   counter_get, set_add, set_remove and set_members are the counters
+ *   and sets.
+ * - ClusterOptions sets the default conflict policy (Policy) and a log
+ *   callback (a std::function the Cluster keeps alive, and calls from
+ *   its nodes' threads, concurrently, until it is destroyed).
  *
  * Link the static library with -lstdc++ -lpthread -ldl -lm.
  */
@@ -26,6 +33,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -48,6 +56,27 @@ enum class Consistency : uint32_t {
   Two = RINGKV_CONSISTENCY_TWO,
   Quorum = RINGKV_CONSISTENCY_QUORUM,
   All = RINGKV_CONSISTENCY_ALL,
+};
+
+/// A conflict policy (RINGKV_POLICY_*).
+enum class Policy : uint32_t {
+  Lww = RINGKV_POLICY_LWW,
+  Siblings = RINGKV_POLICY_SIBLINGS,
+  PnCounter = RINGKV_POLICY_PNCOUNTER,
+  GCounter = RINGKV_POLICY_GCOUNTER,
+  OrSet = RINGKV_POLICY_ORSET,
+  GSet = RINGKV_POLICY_GSET,
+  TwoPSet = RINGKV_POLICY_TWOPSET,
+};
+
+/// A log level (RINGKV_LOG_*); a callback set at a level gets that level
+/// and the ones below it (Error is the lowest).
+enum class LogLevel : uint32_t {
+  Error = RINGKV_LOG_ERROR,
+  Warn = RINGKV_LOG_WARN,
+  Info = RINGKV_LOG_INFO,
+  Debug = RINGKV_LOG_DEBUG,
+  Trace = RINGKV_LOG_TRACE,
 };
 
 /// What a failing call throws: the result code and the library's message.
@@ -117,6 +146,9 @@ struct ClusterOptionsFree {
 };
 struct ClientOptionsFree {
   void operator()(ringkv_client_options *o) const noexcept { ringkv_client_options_free(o); }
+};
+struct SetFree {
+  void operator()(ringkv_set *s) const noexcept { ringkv_set_free(s); }
 };
 
 inline Bytes take_buf(ringkv_buf *raw) {
@@ -264,6 +296,14 @@ struct Calls<ringkv_cluster> {
   static constexpr auto multi_get = &ringkv_cluster_multi_get;
   static constexpr auto multi_put = &ringkv_cluster_multi_put;
   static constexpr auto policy = &ringkv_cluster_set_bucket_policy;
+  static constexpr auto plain_put = &ringkv_cluster_put;
+  static constexpr auto plain_get = &ringkv_cluster_get;
+  static constexpr auto plain_del = &ringkv_cluster_delete;
+  static constexpr auto counter_add = &ringkv_cluster_counter_add;
+  static constexpr auto counter_get = &ringkv_cluster_counter_get;
+  static constexpr auto set_add = &ringkv_cluster_set_add;
+  static constexpr auto set_remove = &ringkv_cluster_set_remove;
+  static constexpr auto set_members = &ringkv_cluster_set_members;
 };
 
 template <>
@@ -275,6 +315,14 @@ struct Calls<ringkv_client> {
   static constexpr auto multi_get = &ringkv_client_multi_get;
   static constexpr auto multi_put = &ringkv_client_multi_put;
   static constexpr auto policy = &ringkv_client_set_bucket_policy;
+  static constexpr auto plain_put = &ringkv_client_put;
+  static constexpr auto plain_get = &ringkv_client_get;
+  static constexpr auto plain_del = &ringkv_client_delete;
+  static constexpr auto counter_add = &ringkv_client_counter_add;
+  static constexpr auto counter_get = &ringkv_client_counter_get;
+  static constexpr auto set_add = &ringkv_client_set_add;
+  static constexpr auto set_remove = &ringkv_client_set_remove;
+  static constexpr auto set_members = &ringkv_client_set_members;
 };
 
 /// The calls Cluster and Client share, over the handle `H` owned by
@@ -420,6 +468,104 @@ class Store {
   void set_bucket_policy(std::string_view bucket, uint32_t policy) const {
     check(C::policy(h_.get(), ptr(bucket), bucket.size(), policy));
   }
+  void set_bucket_policy(std::string_view bucket, Policy policy) const {
+    set_bucket_policy(bucket, static_cast<uint32_t>(policy));
+  }
+
+  /// Writes `value`, replacing the value the key holds: reads the key's
+  /// context first (at `w` as a read level), then writes with it, as the
+  /// C ABI's ringkv_*_put. Under every policy a key written this way
+  /// holds one value (unless another writer raced it).
+  void replace(std::string_view bucket, std::string_view key, std::string_view value,
+               Consistency w = Consistency::Default) const {
+    check(C::plain_put(h_.get(), ptr(bucket), bucket.size(), ptr(key), key.size(), ptr(value),
+                       value.size(), static_cast<uint32_t>(w)));
+  }
+  void replace(std::string_view bucket, const Bytes &key, const Bytes &value,
+               Consistency w = Consistency::Default) const {
+    replace(bucket, view(key), view(value), w);
+  }
+
+  /// Deletes the key, replacing what it holds (reads first, as
+  /// ringkv_*_delete).
+  void erase(std::string_view bucket, std::string_view key,
+             Consistency w = Consistency::Default) const {
+    check(C::plain_del(h_.get(), ptr(bucket), bucket.size(), ptr(key), key.size(),
+                       static_cast<uint32_t>(w)));
+  }
+  void erase(std::string_view bucket, const Bytes &key,
+             Consistency w = Consistency::Default) const {
+    erase(bucket, view(key), w);
+  }
+
+  /// The key's one value, or nullopt when it has none (ringkv_*_get's
+  /// RINGKV_NOT_FOUND). Siblings throw Error(RINGKV_SIBLINGS): read them
+  /// with get.
+  std::optional<Bytes> get_value(std::string_view bucket, std::string_view key,
+                                 Consistency r = Consistency::Default) const {
+    ringkv_buf *out = nullptr;
+    ringkv_result res = C::plain_get(h_.get(), ptr(bucket), bucket.size(), ptr(key), key.size(),
+                                     static_cast<uint32_t>(r), &out);
+    if (res == RINGKV_NOT_FOUND) return std::nullopt;
+    check(res);
+    return take_buf(out);
+  }
+  std::optional<Bytes> get_value(std::string_view bucket, const Bytes &key,
+                                 Consistency r = Consistency::Default) const {
+    return get_value(bucket, view(key), r);
+  }
+
+  /// Adds `by` (negative: subtracts, PNCOUNTER only) to the counter
+  /// bucket/key (a PNCOUNTER or GCOUNTER bucket); returns its value after
+  /// the add.
+  int64_t counter_add(std::string_view bucket, std::string_view key, int64_t by,
+                      Consistency w = Consistency::Default) const {
+    int64_t value = 0;
+    check(C::counter_add(h_.get(), ptr(bucket), bucket.size(), ptr(key), key.size(), by,
+                         static_cast<uint32_t>(w), &value));
+    return value;
+  }
+
+  /// The counter's value (0 if never added to).
+  int64_t counter_get(std::string_view bucket, std::string_view key,
+                      Consistency r = Consistency::Default) const {
+    int64_t value = 0;
+    check(C::counter_get(h_.get(), ptr(bucket), bucket.size(), ptr(key), key.size(),
+                         static_cast<uint32_t>(r), &value));
+    return value;
+  }
+
+  /// Adds `member` (may be empty) to the set bucket/key (an ORSET, GSET
+  /// or TWOPSET bucket).
+  void set_add(std::string_view bucket, std::string_view key, std::string_view member,
+               Consistency w = Consistency::Default) const {
+    check(C::set_add(h_.get(), ptr(bucket), bucket.size(), ptr(key), key.size(), ptr(member),
+                     member.size(), static_cast<uint32_t>(w)));
+  }
+
+  /// Removes `member` from the set (an ORSET or TWOPSET bucket).
+  void set_remove(std::string_view bucket, std::string_view key, std::string_view member,
+                  Consistency w = Consistency::Default) const {
+    check(C::set_remove(h_.get(), ptr(bucket), bucket.size(), ptr(key), key.size(),
+                        ptr(member), member.size(), static_cast<uint32_t>(w)));
+  }
+
+  /// The set's members, in byte order (none if never added to).
+  std::vector<Bytes> set_members(std::string_view bucket, std::string_view key,
+                                 Consistency r = Consistency::Default) const {
+    ringkv_set *raw = nullptr;
+    check(C::set_members(h_.get(), ptr(bucket), bucket.size(), ptr(key), key.size(),
+                         static_cast<uint32_t>(r), &raw));
+    std::unique_ptr<ringkv_set, SetFree> set(raw);
+    std::vector<Bytes> members(ringkv_set_len(set.get()));
+    for (size_t i = 0; i < members.size(); i++) {
+      const uint8_t *d = nullptr;
+      size_t len = 0;
+      check(ringkv_set_member(set.get(), i, &d, &len));
+      if (len != 0) members[i].assign(d, d + len);
+    }
+    return members;
+  }
 
  protected:
   Store() = default;
@@ -442,12 +588,35 @@ enum class Engine : uint32_t {
   Btree = RINGKV_ENGINE_BTREE,
 };
 
+/// A log callback: the level, the Rust module that logged (its target,
+/// e.g. "ringkv::node::failure_detector") and the message (the text,
+/// then the event's fields as " key=value"). The views are valid only
+/// during the call: copy what you keep.
+///
+/// Thread safety: it is called from the nodes' threads, concurrently
+/// with itself and with the program's own threads, from the Cluster's
+/// constructor until its destructor returns (never after). It must be
+/// thread-safe, return quickly and not call into this library (a
+/// Cluster destroyed from it would deadlock). An exception it throws is
+/// caught and dropped (it cannot cross into the library). The library's
+/// subscriber is process-wide: with several clusters with callbacks in
+/// one process, each callback gets the lines of all of them.
+using LogCallback =
+    std::function<void(LogLevel level, std::string_view target, std::string_view message)>;
+
 /// How to make an embedded cluster; each unset field keeps the library's
 /// default.
 struct ClusterOptions {
   std::optional<std::string> data_dir;
   std::optional<Engine> engine;
   std::optional<uint32_t> vnodes;
+  /// The default conflict policy of every bucket (default Siblings); a
+  /// bucket's own (set_bucket_policy) overrides it.
+  std::optional<Policy> policy;
+  /// The log callback (empty: none), given the lines at `log_level` and
+  /// below. The Cluster keeps its own copy alive while it lives.
+  LogCallback log;
+  LogLevel log_level = LogLevel::Info;
   /// The default bucket properties, set together: `n` replicas (1 to 5)
   /// and the levels `r` and `w` a Consistency::Default request uses
   /// (One to All; Default is refused).
@@ -459,9 +628,39 @@ struct ClusterOptions {
   std::optional<Replicas> replicas;
 };
 
-/// An embedded cluster: real nodes in this process.
+namespace detail {
+
+/// The C trampoline of a LogCallback: user_data is the callback. Never
+/// lets an exception out (the library's threads must not unwind).
+inline void log_trampoline(void *user_data, uint32_t level, const char *target,
+                           const char *message) noexcept {
+  try {
+    const auto *fn = static_cast<const LogCallback *>(user_data);
+    (*fn)(static_cast<LogLevel>(level), target ? std::string_view(target) : std::string_view(),
+          message ? std::string_view(message) : std::string_view());
+  } catch (...) {
+    // Dropped: see LogCallback.
+  }
+}
+
+}  // namespace detail
+
+/// An embedded cluster: real nodes in this process. Move-only; a log
+/// callback given in its options lives as long as the nodes do.
 class Cluster : public detail::Store<ringkv_cluster, detail::ClusterFree> {
  public:
+  Cluster(Cluster &&) noexcept = default;
+  /// Frees the cluster held before (its callback after it), then takes
+  /// `other`'s.
+  Cluster &operator=(Cluster &&other) noexcept {
+    h_ = std::move(other.h_);
+    log_ = std::move(other.log_);
+    return *this;
+  }
+  /// Shuts the nodes down, and only then frees the log callback, which
+  /// they may call until then.
+  ~Cluster() { h_.reset(); }
+
   explicit Cluster(uint32_t nodes, Transport transport = Transport::Memory) {
     ringkv_cluster *raw = nullptr;
     detail::check(ringkv_cluster_new(nodes, static_cast<uint32_t>(transport), &raw));
@@ -481,9 +680,22 @@ class Cluster : public detail::Store<ringkv_cluster, detail::ClusterFree> {
                                                         static_cast<uint32_t>(o.replicas->r),
                                                         static_cast<uint32_t>(o.replicas->w)));
     }
+    if (o.policy) {
+      detail::check(ringkv_cluster_options_set_policy(rawo, static_cast<uint32_t>(*o.policy)));
+    }
+    // The callback's copy lives on the heap, at an address that moving
+    // the Cluster does not change; `log` frees it if the cluster does not
+    // start (by then ringkv_cluster_new_with has stopped calling it).
+    std::unique_ptr<LogCallback> log;
+    if (o.log) {
+      log = std::make_unique<LogCallback>(o.log);
+      detail::check(ringkv_cluster_options_set_log(rawo, &detail::log_trampoline, log.get(),
+                                                   static_cast<uint32_t>(o.log_level)));
+    }
     ringkv_cluster *raw = nullptr;
     detail::check(ringkv_cluster_new_with(nodes, static_cast<uint32_t>(transport), rawo, &raw));
     h_.reset(raw);
+    log_ = std::move(log);
   }
 
   /// The nodes' client addresses, comma-separated (a TCP cluster's).
@@ -495,12 +707,19 @@ class Cluster : public detail::Store<ringkv_cluster, detail::ClusterFree> {
     while (!s.empty() && s.back() == '\0') s.pop_back();
     return s;
   }
+
+ private:
+  std::unique_ptr<LogCallback> log_;
 };
 
 /// How a client connects; each unset field keeps the library's default.
 struct ClientOptions {
   std::optional<std::string> user, password;
   std::optional<std::string> tls_ca_pem;
+  /// A file of CA certificates (PEM) to trust, read when the Client is
+  /// made (ringkv_client_options_set_tls_ca_file). Set one of tls_ca_pem
+  /// and tls_ca_file: with both, the file replaces the PEM.
+  std::optional<std::string> tls_ca_file;
   std::optional<std::string> server_name;
   std::chrono::milliseconds connect_timeout{0};  // 0: the default (2 s)
   std::chrono::milliseconds request_timeout{0};  // 0: the default (6 s)
@@ -520,6 +739,9 @@ class Client : public detail::Store<ringkv_client, detail::ClientFree> {
     if (o.tls_ca_pem) {
       detail::check(ringkv_client_options_set_tls_ca_pem(rawo, detail::ptr(*o.tls_ca_pem),
                                                          o.tls_ca_pem->size()));
+    }
+    if (o.tls_ca_file) {
+      detail::check(ringkv_client_options_set_tls_ca_file(rawo, o.tls_ca_file->c_str()));
     }
     if (o.server_name) {
       detail::check(ringkv_client_options_set_server_name(rawo, o.server_name->c_str()));

@@ -927,3 +927,888 @@ fn set_members_are_indexed_and_bounded() {
         ringkv_set_free(set);
     }
 }
+
+// ---- batches (ringkv_*_multi_get, ringkv_*_multi_put, ringkv_batch_*) ----
+
+/// The arrays of a batch of `keys`: pointers and lengths.
+fn arrays(items: &[&[u8]]) -> (Vec<*const u8>, Vec<usize>) {
+    (
+        items.iter().map(|k| k.as_ptr()).collect(),
+        items.iter().map(|k| k.len()).collect(),
+    )
+}
+
+/// A multi-get through the shared cluster; `*out` as the call left it.
+unsafe fn mget(
+    keys: *const *const u8,
+    lens: *const usize,
+    n: usize,
+    r: u32,
+    timeout_ms: u32,
+    out: *mut *mut ringkv_batch,
+) -> ringkv_result {
+    // SAFETY: forwarded; the bucket is a valid static.
+    unsafe {
+        ringkv_cluster_multi_get(
+            cluster(),
+            B.as_ptr(),
+            B.len(),
+            keys,
+            lens,
+            n,
+            r,
+            timeout_ms,
+            out,
+        )
+    }
+}
+
+/// A multi-put through the shared cluster.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mput(
+    keys: (*const *const u8, *const usize),
+    values: (*const *const u8, *const usize),
+    ctxs: (*const *const u8, *const usize),
+    n: usize,
+    w: u32,
+    timeout_ms: u32,
+    out: *mut *mut ringkv_batch,
+) -> ringkv_result {
+    // SAFETY: forwarded; the bucket is a valid static.
+    unsafe {
+        ringkv_cluster_multi_put(
+            cluster(),
+            B.as_ptr(),
+            B.len(),
+            keys.0,
+            keys.1,
+            values.0,
+            values.1,
+            ctxs.0,
+            ctxs.1,
+            n,
+            w,
+            timeout_ms,
+            out,
+        )
+    }
+}
+
+/// Asserts a refused batch call: `want`, a message naming `op` (and
+/// containing `hint`), and the output untouched.
+fn refused(r: ringkv_result, want: ringkv_result, op: &str, hint: &str, out: *mut ringkv_batch) {
+    let message = last_error();
+    assert_eq!(r, want, "{message}");
+    assert!(
+        message.starts_with(&format!("{op}: ")),
+        "{message:?} does not name {op}"
+    );
+    assert!(message.contains(hint), "{message:?} lacks {hint:?}");
+    assert_eq!(out, sentinel(), "no output written on failure");
+}
+
+#[test]
+fn batches_refuse_null_arrays_and_elements_with_null_argument() {
+    const GET: &str = "ringkv_cluster_multi_get";
+    const PUT: &str = "ringkv_cluster_multi_put";
+    let (kp, kl) = arrays(&[b"a", b"b", b"c"]);
+    let (vp, vl) = arrays(&[b"1", b"2", b"3"]);
+    let mut out: *mut ringkv_batch = sentinel();
+    let nul = (null(), null());
+    // SAFETY: the NULL pointers are what is under test; every non-NULL
+    // array holds 3 elements, each valid for its length.
+    unsafe {
+        // NULL handles.
+        let r = ringkv_cluster_multi_get(
+            null(),
+            B.as_ptr(),
+            B.len(),
+            kp.as_ptr(),
+            kl.as_ptr(),
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            GET,
+            "cluster is NULL",
+            out,
+        );
+        let r = ringkv_client_multi_get(
+            null(),
+            B.as_ptr(),
+            B.len(),
+            kp.as_ptr(),
+            kl.as_ptr(),
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            "ringkv_client_multi_get",
+            "client is NULL",
+            out,
+        );
+        let r = ringkv_client_multi_put(
+            null(),
+            B.as_ptr(),
+            B.len(),
+            kp.as_ptr(),
+            kl.as_ptr(),
+            vp.as_ptr(),
+            vl.as_ptr(),
+            null(),
+            null(),
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            "ringkv_client_multi_put",
+            "client is NULL",
+            out,
+        );
+        // A NULL bucket with a length.
+        let r = ringkv_cluster_multi_get(
+            cluster(),
+            null(),
+            4,
+            kp.as_ptr(),
+            kl.as_ptr(),
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            GET,
+            "bucket is NULL",
+            out,
+        );
+        // NULL arrays with n > 0.
+        let r = mget(null(), kl.as_ptr(), 3, 0, 0, &mut out);
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            GET,
+            "keys is NULL",
+            out,
+        );
+        let r = mget(kp.as_ptr(), null(), 3, 0, 0, &mut out);
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            GET,
+            "key_lens is NULL",
+            out,
+        );
+        let r = mput(
+            (null(), kl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            nul,
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            PUT,
+            "keys is NULL",
+            out,
+        );
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp.as_ptr(), null()),
+            nul,
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            PUT,
+            "value_lens is NULL",
+            out,
+        );
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (null(), vl.as_ptr()),
+            nul,
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            PUT,
+            "values is NULL",
+            out,
+        );
+        // One of ctxs and ctx_lens NULL (both NULL: all blind, allowed).
+        let (cp, cl) = arrays(&[b"", b"", b""]);
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            (null(), cl.as_ptr()),
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            PUT,
+            "ctxs is NULL",
+            out,
+        );
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            (cp.as_ptr(), null()),
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            PUT,
+            "ctx_lens is NULL",
+            out,
+        );
+        // A NULL element with a non-zero length, named by its index.
+        let kp_hole = [kp[0], null(), kp[2]];
+        let r = mget(kp_hole.as_ptr(), kl.as_ptr(), 3, 0, 0, &mut out);
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            GET,
+            "keys[1] is NULL",
+            out,
+        );
+        let vp_hole = [vp[0], vp[1], null()];
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp_hole.as_ptr(), vl.as_ptr()),
+            nul,
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            PUT,
+            "values[2] is NULL",
+            out,
+        );
+        let ctx_lens_hole = [0usize, 5, 0];
+        let ctx_hole: [*const u8; 3] = [null(), null(), null()];
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            (ctx_hole.as_ptr(), ctx_lens_hole.as_ptr()),
+            3,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            PUT,
+            "ctxs[1] is NULL",
+            out,
+        );
+        // NULL output.
+        let r = mget(kp.as_ptr(), kl.as_ptr(), 3, 0, 0, null_mut());
+        assert_eq!(r, ringkv_result::RINGKV_NULL_ARGUMENT);
+        assert_eq!(last_error(), format!("{GET}: out_batch is NULL"));
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            nul,
+            3,
+            0,
+            0,
+            null_mut(),
+        );
+        assert_eq!(r, ringkv_result::RINGKV_NULL_ARGUMENT);
+        // NULL values whose lengths are 0 are empty values: accepted.
+        let empty_vals: [*const u8; 3] = [null(), null(), null()];
+        let zero = [0usize; 3];
+        let mut ok = null_mut();
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (empty_vals.as_ptr(), zero.as_ptr()),
+            nul,
+            3,
+            RINGKV_CONSISTENCY_QUORUM,
+            0,
+            &mut ok,
+        );
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        assert_eq!(ringkv_batch_len(ok), 3);
+        ringkv_batch_free(ok);
+    }
+}
+
+#[test]
+fn batches_refuse_bad_counts_keys_levels_and_timeouts_with_invalid_argument() {
+    const GET: &str = "ringkv_cluster_multi_get";
+    const PUT: &str = "ringkv_cluster_multi_put";
+    let (kp, kl) = arrays(&[b"a", b"b"]);
+    let (vp, vl) = arrays(&[b"1", b"2"]);
+    let nul = (null(), null());
+    let mut out: *mut ringkv_batch = sentinel();
+    // SAFETY: every non-NULL array holds at least n elements, each valid
+    // for its length.
+    unsafe {
+        // Zero items, with arrays and without.
+        let r = mget(kp.as_ptr(), kl.as_ptr(), 0, 0, 0, &mut out);
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, GET, "", out);
+        let r = mget(null(), null(), 0, 0, 0, &mut out);
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, GET, "", out);
+        let r = mput(nul, nul, nul, 0, 0, 0, &mut out);
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, PUT, "", out);
+        // Over the limit: RINGKV_MAX_BATCH_KEYS + 1 distinct keys.
+        let many: Vec<Vec<u8>> = (0..=RINGKV_MAX_BATCH_KEYS)
+            .map(|i| format!("k{i}").into_bytes())
+            .collect();
+        let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        let (mp, ml) = arrays(&many);
+        let r = mget(mp.as_ptr(), ml.as_ptr(), many.len(), 0, 0, &mut out);
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, GET, "1001", out);
+        let r = mput(
+            (mp.as_ptr(), ml.as_ptr()),
+            (mp.as_ptr(), ml.as_ptr()),
+            nul,
+            many.len(),
+            0,
+            0,
+            &mut out,
+        );
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, PUT, "1001", out);
+        // n far beyond the arrays is refused before they are read (only
+        // RINGKV_MAX_BATCH_KEYS + 1 elements exist; usize::MAX never
+        // reaches a slice).
+        let r = mget(mp.as_ptr(), ml.as_ptr(), usize::MAX, 0, 0, &mut out);
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, GET, "", out);
+        // Exactly the limit is accepted.
+        let mut ok = null_mut();
+        let r = mget(
+            mp.as_ptr(),
+            ml.as_ptr(),
+            RINGKV_MAX_BATCH_KEYS,
+            0,
+            0,
+            &mut ok,
+        );
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        assert_eq!(ringkv_batch_len(ok), RINGKV_MAX_BATCH_KEYS);
+        ringkv_batch_free(ok);
+        // An empty key.
+        let (ep, el) = arrays(&[b"a", b""]);
+        let r = mget(ep.as_ptr(), el.as_ptr(), 2, 0, 0, &mut out);
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, GET, "", out);
+        let r = mput(
+            (ep.as_ptr(), el.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            nul,
+            2,
+            0,
+            0,
+            &mut out,
+        );
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, PUT, "", out);
+        // A key twice: refused in a multi-put, allowed in a multi-get.
+        let (dp, dl) = arrays(&[b"same", b"same"]);
+        let r = mput(
+            (dp.as_ptr(), dl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            nul,
+            2,
+            0,
+            0,
+            &mut out,
+        );
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, PUT, "", out);
+        let mut twice = null_mut();
+        let r = mget(dp.as_ptr(), dl.as_ptr(), 2, 0, 0, &mut twice);
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        assert_eq!(ringkv_batch_len(twice), 2);
+        ringkv_batch_free(twice);
+        // A context that does not decode.
+        let (cp, cl) = arrays(&[b"not a context", b""]);
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            (cp.as_ptr(), cl.as_ptr()),
+            2,
+            0,
+            0,
+            &mut out,
+        );
+        refused(r, ringkv_result::RINGKV_INVALID_ARGUMENT, PUT, "", out);
+        // An empty bucket, a bad level, a timeout above the largest.
+        let r = ringkv_cluster_multi_get(
+            cluster(),
+            null(),
+            0,
+            kp.as_ptr(),
+            kl.as_ptr(),
+            2,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_INVALID_ARGUMENT,
+            GET,
+            "bucket",
+            out,
+        );
+        let r = mget(kp.as_ptr(), kl.as_ptr(), 2, 9, 0, &mut out);
+        refused(
+            r,
+            ringkv_result::RINGKV_INVALID_ARGUMENT,
+            GET,
+            "consistency 9",
+            out,
+        );
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            nul,
+            2,
+            5,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_INVALID_ARGUMENT,
+            PUT,
+            "consistency 5",
+            out,
+        );
+        let r = mget(
+            kp.as_ptr(),
+            kl.as_ptr(),
+            2,
+            0,
+            RINGKV_MAX_TIMEOUT_MS + 1,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_INVALID_ARGUMENT,
+            GET,
+            "timeout_ms",
+            out,
+        );
+    }
+}
+
+#[test]
+fn batch_accessors_check_handles_indices_outputs_and_kinds() {
+    let (kp, kl) = arrays(&[b"acc-1", b"acc-2"]);
+    let (vp, vl) = arrays(&[b"one", b"two"]);
+    // SAFETY: every pointer is a valid local, a live batch, or the NULL
+    // under test.
+    unsafe {
+        let mut put = null_mut();
+        let r = mput(
+            (kp.as_ptr(), kl.as_ptr()),
+            (vp.as_ptr(), vl.as_ptr()),
+            (null(), null()),
+            2,
+            RINGKV_CONSISTENCY_QUORUM,
+            0,
+            &mut put,
+        );
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        let mut got = null_mut();
+        let r = mget(
+            kp.as_ptr(),
+            kl.as_ptr(),
+            2,
+            RINGKV_CONSISTENCY_QUORUM,
+            0,
+            &mut got,
+        );
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        assert_eq!(ringkv_batch_len(got), 2);
+
+        // NULL batches.
+        assert_eq!(ringkv_batch_len(null()), 0);
+        assert_eq!(
+            ringkv_batch_status(null(), 0),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_batch_status: batch is NULL");
+        let mut o: *const ringkv_object = sentinel();
+        assert_eq!(
+            ringkv_batch_object(null(), 0, &mut o),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        let mut data: *const u8 = sentinel();
+        let mut len = 77usize;
+        assert_eq!(
+            ringkv_batch_context(null(), 0, &mut data, &mut len),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        // Indices out of range: len, len + 1, usize::MAX; outputs untouched.
+        for i in [2, 3, usize::MAX] {
+            assert_eq!(
+                ringkv_batch_status(got, i),
+                ringkv_result::RINGKV_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                last_error(),
+                format!("ringkv_batch_status: index {i} is not below the batch's 2 items")
+            );
+            assert_eq!(
+                ringkv_batch_object(got, i, &mut o),
+                ringkv_result::RINGKV_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                ringkv_batch_context(got, i, &mut data, &mut len),
+                ringkv_result::RINGKV_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                ringkv_batch_context(put, i, &mut data, &mut len),
+                ringkv_result::RINGKV_INVALID_ARGUMENT
+            );
+        }
+        assert_eq!(o, sentinel::<ringkv_object>() as *const _);
+        assert_eq!(data, sentinel::<u8>() as *const _);
+        assert_eq!(len, 77);
+        // NULL outputs.
+        assert_eq!(
+            ringkv_batch_object(got, 0, null_mut()),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_batch_object: out_object is NULL");
+        assert_eq!(
+            ringkv_batch_context(got, 0, null_mut(), &mut len),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(
+            ringkv_batch_context(got, 0, &mut data, null_mut()),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(len, 77);
+        // A multi-put's batch holds contexts, not objects.
+        assert_eq!(
+            ringkv_batch_object(put, 0, &mut o),
+            ringkv_result::RINGKV_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("use ringkv_batch_context"));
+        assert_eq!(o, sentinel::<ringkv_object>() as *const _);
+        // Reading an item again gives the same answer: the batch is not
+        // consumed by reading (and stays valid until freed).
+        for _ in 0..2 {
+            for i in 0..2 {
+                assert_eq!(ringkv_batch_status(got, i), ringkv_result::RINGKV_OK);
+                let mut obj = null();
+                assert_eq!(
+                    ringkv_batch_object(got, i, &mut obj),
+                    ringkv_result::RINGKV_OK
+                );
+                let mut v = null();
+                let mut vlen = 0;
+                assert_eq!(
+                    ringkv_object_value(obj, 0, &mut v, &mut vlen),
+                    ringkv_result::RINGKV_OK
+                );
+                let want: &[u8] = if i == 0 { b"one" } else { b"two" };
+                assert_eq!(std::slice::from_raw_parts(v, vlen), want);
+                let mut c = null();
+                let mut clen = 0;
+                assert_eq!(
+                    ringkv_batch_context(put, i, &mut c, &mut clen),
+                    ringkv_result::RINGKV_OK
+                );
+                assert!(clen > 0, "a written item has a context");
+            }
+        }
+        ringkv_batch_free(got);
+        ringkv_batch_free(put);
+        ringkv_batch_free(null_mut());
+    }
+}
+
+// ---- scans (ringkv_*_scan_new, ringkv_scan_next) ----
+
+#[test]
+fn scan_new_checks_every_argument_before_anything_is_read() {
+    const OP: &str = "ringkv_cluster_scan_new";
+    let c = cluster();
+    let mut out: *mut ringkv_scan = sentinel();
+    // SAFETY: the NULLs are what is under test; the rest is valid.
+    unsafe {
+        let check = |r: ringkv_result, want: ringkv_result, hint: &str, out: *mut ringkv_scan| {
+            let message = last_error();
+            assert_eq!(r, want, "{message}");
+            assert!(message.starts_with("ringkv_"), "{message}");
+            assert!(message.contains(hint), "{message:?} lacks {hint:?}");
+            assert_eq!(out, sentinel(), "no output written on failure");
+        };
+        let r = ringkv_cluster_scan_new(null(), B.as_ptr(), B.len(), 0, 0, 0, &mut out);
+        check(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            "cluster is NULL",
+            out,
+        );
+        let r = ringkv_client_scan_new(null(), B.as_ptr(), B.len(), 0, 0, 0, &mut out);
+        check(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            "client is NULL",
+            out,
+        );
+        let r = ringkv_cluster_scan_new(c, null(), 3, 0, 0, 0, &mut out);
+        check(
+            r,
+            ringkv_result::RINGKV_NULL_ARGUMENT,
+            "bucket is NULL",
+            out,
+        );
+        let r = ringkv_cluster_scan_new(c, B.as_ptr(), B.len(), 0, 0, 0, null_mut());
+        assert_eq!(r, ringkv_result::RINGKV_NULL_ARGUMENT);
+        assert_eq!(last_error(), format!("{OP}: out_scan is NULL"));
+        let r = ringkv_cluster_scan_new(c, null(), 0, 0, 0, 0, &mut out);
+        check(
+            r,
+            ringkv_result::RINGKV_INVALID_ARGUMENT,
+            "the bucket is empty",
+            out,
+        );
+        for page in [RINGKV_MAX_SCAN_PAGE + 1, u32::MAX] {
+            let r = ringkv_cluster_scan_new(c, B.as_ptr(), B.len(), page, 0, 0, &mut out);
+            check(r, ringkv_result::RINGKV_INVALID_ARGUMENT, "page_limit", out);
+        }
+        for level in [5, u32::MAX] {
+            let r = ringkv_cluster_scan_new(c, B.as_ptr(), B.len(), 0, level, 0, &mut out);
+            check(
+                r,
+                ringkv_result::RINGKV_INVALID_ARGUMENT,
+                "consistency",
+                out,
+            );
+        }
+        let r = ringkv_cluster_scan_new(
+            c,
+            B.as_ptr(),
+            B.len(),
+            0,
+            0,
+            RINGKV_MAX_TIMEOUT_MS + 1,
+            &mut out,
+        );
+        check(r, ringkv_result::RINGKV_INVALID_ARGUMENT, "timeout_ms", out);
+        // The limits themselves are accepted.
+        let mut ok = null_mut();
+        let r = ringkv_cluster_scan_new(
+            c,
+            B.as_ptr(),
+            B.len(),
+            RINGKV_MAX_SCAN_PAGE,
+            RINGKV_CONSISTENCY_ALL,
+            RINGKV_MAX_TIMEOUT_MS,
+            &mut ok,
+        );
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        assert_eq!(ringkv_scan_count(ok), 0, "nothing is read yet");
+        ringkv_scan_free(ok);
+    }
+}
+
+#[test]
+fn scan_next_checks_its_outputs_and_keeps_answering_done() {
+    let c = cluster();
+    let bucket = b"misuse-scan";
+    // SAFETY: the NULLs are what is under test; the rest is valid.
+    unsafe {
+        for k in [&b"x"[..], b"y", b"z"] {
+            let r = ringkv_cluster_put_ctx(
+                c,
+                bucket.as_ptr(),
+                bucket.len(),
+                k.as_ptr(),
+                k.len(),
+                k.as_ptr(),
+                k.len(),
+                null(),
+                0,
+                RINGKV_CONSISTENCY_ALL,
+                0,
+                null_mut(),
+            );
+            assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        }
+        let mut scan = null_mut();
+        let r = ringkv_cluster_scan_new(
+            c,
+            bucket.as_ptr(),
+            bucket.len(),
+            2,
+            RINGKV_CONSISTENCY_ALL,
+            0,
+            &mut scan,
+        );
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        let mut key: *const u8 = sentinel();
+        let mut len = 77usize;
+        let mut done: std::ffi::c_int = 5;
+        // NULL scan and NULL outputs: refused, nothing consumed.
+        assert_eq!(
+            ringkv_scan_next(null_mut(), &mut key, &mut len, &mut done),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_scan_next: scan is NULL");
+        assert_eq!(
+            ringkv_scan_next(scan, null_mut(), &mut len, &mut done),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_scan_next: out_key is NULL");
+        assert_eq!(
+            ringkv_scan_next(scan, &mut key, null_mut(), &mut done),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_scan_next: out_key_len is NULL");
+        assert_eq!(
+            ringkv_scan_next(scan, &mut key, &mut len, null_mut()),
+            ringkv_result::RINGKV_NULL_ARGUMENT
+        );
+        assert_eq!(last_error(), "ringkv_scan_next: out_done is NULL");
+        assert_eq!((key, len, done), (sentinel::<u8>() as *const u8, 77, 5));
+        assert_eq!(ringkv_scan_count(scan), 0);
+        assert_eq!(ringkv_scan_count(null()), 0);
+        // All three keys, once each, across pages of 2.
+        let mut seen = Vec::new();
+        loop {
+            let r = ringkv_scan_next(scan, &mut key, &mut len, &mut done);
+            assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+            if done != 0 {
+                break;
+            }
+            seen.push(std::slice::from_raw_parts(key, len).to_vec());
+            assert!(seen.len() <= 3, "more keys than written: {seen:?}");
+        }
+        seen.sort();
+        assert_eq!(seen, vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]);
+        assert_eq!(ringkv_scan_count(scan), 3);
+        // After the end: done again and again, the count unchanged.
+        for _ in 0..3 {
+            done = 0;
+            assert_eq!(
+                ringkv_scan_next(scan, &mut key, &mut len, &mut done),
+                ringkv_result::RINGKV_OK
+            );
+            assert_eq!(done, 1);
+        }
+        assert_eq!(ringkv_scan_count(scan), 3);
+        ringkv_scan_free(scan);
+        ringkv_scan_free(null_mut());
+    }
+}
+
+#[test]
+fn a_closed_clients_batches_and_scans_give_closed() {
+    let (tcp, addrs) = tcp_cluster(1);
+    let (kp, kl) = arrays(&[b"a"]);
+    // SAFETY: every pointer is a valid local or a live handle; each handle
+    // freed once, the scan before its client, the client before its
+    // cluster.
+    unsafe {
+        let mut client = null_mut();
+        let r = ringkv_client_new(ringkv_buf_data(addrs).cast(), &mut client);
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        let mut scan = null_mut();
+        let r = ringkv_client_scan_new(client, B.as_ptr(), B.len(), 0, 0, 0, &mut scan);
+        assert_eq!(r, ringkv_result::RINGKV_OK, "{}", last_error());
+        assert_eq!(ringkv_client_close(client), ringkv_result::RINGKV_OK);
+
+        let mut out: *mut ringkv_batch = sentinel();
+        let r = ringkv_client_multi_get(
+            client,
+            B.as_ptr(),
+            B.len(),
+            kp.as_ptr(),
+            kl.as_ptr(),
+            1,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_CLOSED,
+            "ringkv_client_multi_get",
+            "",
+            out,
+        );
+        let r = ringkv_client_multi_put(
+            client,
+            B.as_ptr(),
+            B.len(),
+            kp.as_ptr(),
+            kl.as_ptr(),
+            kp.as_ptr(),
+            kl.as_ptr(),
+            null(),
+            null(),
+            1,
+            0,
+            0,
+            &mut out,
+        );
+        refused(
+            r,
+            ringkv_result::RINGKV_CLOSED,
+            "ringkv_client_multi_put",
+            "",
+            out,
+        );
+        // A scan made before the close fails on its first page, and again
+        // (nothing is lost: a retry asks for the same page).
+        let mut key: *const u8 = sentinel();
+        let mut len = 77usize;
+        let mut done: std::ffi::c_int = 5;
+        for _ in 0..2 {
+            let r = ringkv_scan_next(scan, &mut key, &mut len, &mut done);
+            assert_eq!(r, ringkv_result::RINGKV_CLOSED, "{}", last_error());
+            assert!(last_error().starts_with("ringkv_scan_next: "));
+            assert_eq!((key, len, done), (sentinel::<u8>() as *const u8, 77, 5));
+        }
+        assert_eq!(ringkv_scan_count(scan), 0);
+        ringkv_scan_free(scan);
+        ringkv_client_free(client);
+        ringkv_buf_free(addrs);
+        ringkv_cluster_free(tcp);
+    }
+}

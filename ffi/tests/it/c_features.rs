@@ -164,3 +164,38 @@ fn the_log_callback_gets_the_nodes_lines_and_nothing_after_free() {
         ],
     );
 }
+
+#[test]
+fn the_cpp17_raii_header_wraps_counters_sets_plain_calls_the_policy_and_the_log_callback() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let exe = dir.path().join("hpp_extras");
+    build_cpp(&crate_dir().join("tests/cpp/hpp_extras.cpp"), &exe);
+    let out = run_ok(&exe, &[]);
+    for who in ["cluster", "client"] {
+        assert_lines(
+            &out,
+            &[
+                &format!(
+                    "{who}: replace x150 = 1 value, erase = nullopt, siblings throw RINGKV_SIBLINGS"
+                ),
+                &format!("{who}: counter 5 - 2 = 3"),
+                &format!("{who}: set members = 3, in byte order"),
+                &format!("{who}: bad arguments throw RINGKV_INVALID_ARGUMENT"),
+            ],
+        );
+    }
+    assert_lines(
+        &out,
+        &[
+            "policy: Lww default = 1 value, bucket Siblings = 2, library default = 2",
+            "log: a throwing callback is contained; the callbacks were freed with their clusters",
+            "client: closed = RINGKV_CLOSED, an unreadable tls_ca_file = RINGKV_INVALID_ARGUMENT",
+            "hpp_extras: all checks passed",
+        ],
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("log: ") && l.ends_with(", 0 after the Cluster")),
+        "{out}"
+    );
+}

@@ -240,3 +240,54 @@ fn timeouts_example_bounds_each_call() {
         ],
     );
 }
+
+#[test]
+fn logging_example_gets_the_nodes_lines_until_the_cluster_is_freed() {
+    let out = run_c_example("logging", &[]);
+    assert_lines(
+        &out,
+        &[
+            "logging: max_level 6 is RINGKV_INVALID_ARGUMENT",
+            "logging: the nodes said a node is up",
+            "logging: no line above INFO",
+            "logging: no line after ringkv_cluster_free",
+            "all checks passed",
+        ],
+    );
+    // The count is a number above 0, and the line kept names its module.
+    let lines = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("logging: ")?
+                .strip_suffix(" lines at INFO or below while the cluster lived")
+        })
+        .unwrap_or_else(|| panic!("no line count in:\n{out}"));
+    assert!(lines.parse::<u64>().is_ok_and(|n| n > 0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("logging: e.g. ringkv::") && l.contains("is up")),
+        "{out}"
+    );
+}
+
+#[test]
+fn cpp_logging_example_sets_the_default_policy_and_a_log_callback() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let exe = dir.path().join("logging_cpp");
+    build_cpp(&crate_dir().join("examples/logging.cpp"), &exe);
+    let out = run_ok(&exe, &[]);
+    assert_lines(
+        &out,
+        &[
+            "logging: two blind writes under Policy::Lww = 1 value(s)",
+            "logging: two blind writes under Policy::Siblings = 2 value(s)",
+            "logging: the callback saw a node come up, nothing above INFO",
+            "all checks passed",
+        ],
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("logging: e.g. ringkv::") && l.contains("is up")),
+        "{out}"
+    );
+}

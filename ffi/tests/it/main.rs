@@ -14,6 +14,7 @@ mod c_features;
 mod c_misuse;
 mod examples;
 mod header;
+mod killed_node;
 mod overwrite;
 mod timeout;
 mod tls;

@@ -464,6 +464,14 @@ impl NodeCluster {
         self.root.path().join("certs").join("ca.pem")
     }
 
+    /// Kills node `id` (1-based) with SIGKILL and reaps it: it gets no
+    /// chance to close anything itself; the kernel closes its sockets.
+    pub fn kill(&mut self, id: usize) {
+        let child = &mut self.children[id - 1];
+        child.kill().expect("killing a node");
+        let _ = child.wait();
+    }
+
     /// The node logs, for a failure message.
     pub fn logs(&self) -> String {
         (1..=self.children.len())
