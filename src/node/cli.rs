@@ -199,6 +199,11 @@ pub struct Args {
     /// Virtual nodes this node claims when it joins.
     #[arg(long, value_name = "N")]
     pub vnodes: Option<usize>,
+    /// Data shards: coordinator and replica pairs, each on a thread of
+    /// its own serving a slice of the ring; 0 (the default) is one per
+    /// CPU the process may run on.
+    #[arg(long, value_name = "N")]
+    pub data_shards: Option<usize>,
     /// When the write-ahead log is fsync'd.
     #[arg(long, value_enum)]
     pub sync: Option<SyncKind>,
@@ -480,6 +485,8 @@ pub struct FileConfig {
     pub insecure_plaintext_peers: Option<bool>,
     /// As `--vnodes`.
     pub vnodes: Option<usize>,
+    /// As `--data-shards`.
+    pub data_shards: Option<usize>,
     /// As `--sync`.
     pub sync: Option<SyncKind>,
     /// As `--sync-interval-ms`.
@@ -991,8 +998,11 @@ pub fn resolve(
     }
     if let Some(bytes) = file.read_budget_bytes {
         node.replica.read_budget_bytes = bytes;
-        node.replica.validate()?;
     }
+    if let Some(n) = args.data_shards.or(file.data_shards) {
+        node.replica.data_shards = n;
+    }
+    node.replica.validate()?;
     node.transfer.validate()?;
     node.allow_fault_injection =
         args.allow_fault_injection || file.allow_fault_injection.unwrap_or(false);
@@ -1279,6 +1289,8 @@ mod tests {
             "blue",
             "--vnodes",
             "32",
+            "--data-shards",
+            "3",
             "--sync",
             "always",
             "--gossip-interval-ms",
@@ -1305,6 +1317,8 @@ mod tests {
         assert_eq!(s.tcp.cluster, "blue");
         assert_eq!(s.tcp.node, NodeId(3));
         assert_eq!(s.node.ring.vnodes_per_node, 32);
+        assert_eq!(s.node.replica.data_shards, 3);
+        assert_eq!(s.node.replica.shards(), 3);
         assert_eq!(
             s.node.membership.gossip_interval,
             Duration::from_millis(100)
@@ -1415,6 +1429,10 @@ mod tests {
             (
                 &["--id", "1", "--data-dir", "/d", "--vnodes", "0"],
                 "vnodes",
+            ),
+            (
+                &["--id", "1", "--data-dir", "/d", "--data-shards", "65"],
+                "data_shards",
             ),
             (
                 &["--id", "1", "--data-dir", "/d", "--cluster", "a b"],
@@ -1782,6 +1800,7 @@ mod tests {
             "transfer_batch_bytes",
             "transfer_pull_timeout_ms",
             "read_budget_bytes",
+            "data_shards",
             "allow_fault_injection",
             "leave_on_sigterm",
             "salvage",

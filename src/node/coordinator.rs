@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::protocol::ReplyHold;
-use crate::replication::buckets::BucketTable;
+use crate::replication::buckets::{BucketEntry, BucketTable};
 use crate::replication::coordinator::{Answer, ClientOp};
 use crate::replication::replica::ReplicaStore;
 use crate::replication::ReplicationMsg;
@@ -132,6 +132,20 @@ pub struct InFlight;
 #[rtype(result = "()")]
 pub struct StopAccepting;
 
+/// Merges bucket entries into a non-lead shard's table: the lead
+/// coordinator sends its table to the node's other shards whenever it may
+/// have changed (a client set a bucket through this node, or a peer's
+/// table arrived), so every shard routes under the same properties.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptBuckets(pub Vec<BucketEntry>);
+
+/// The node's other shards' coordinators, for the lead to keep their
+/// bucket tables (see [`AdoptBuckets`]) and to pass [`StopAccepting`] on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetSiblings(pub Vec<Addr<CoordinatorActor>>);
+
 struct Waiter {
     reply: oneshot::Sender<Outcome>,
     bucket: Vec<u8>,
@@ -150,6 +164,8 @@ pub struct CoordinatorActor {
     /// Hints delivered (acknowledged by their owner) since the last log
     /// line, per owner: logged at INFO at most every [`HINT_LOG_EVERY`].
     delivered: BTreeMap<NodeId, u64>,
+    /// The lead's: the other shards' coordinators ([`SetSiblings`]).
+    siblings: Vec<Addr<CoordinatorActor>>,
 }
 
 /// How often the hints delivered are summed up in the log.
@@ -177,6 +193,9 @@ pub struct CoordinatorParts {
     /// bucket table saved in it, on the blocking pool; the timestamps its
     /// replica is sent are observed by the clock.
     pub store: Arc<ReplicaStore>,
+    /// Which data shard of the node this coordinator is (0, the lead, for
+    /// a node of one shard), and of how many.
+    pub shard: (usize, usize),
 }
 
 fn wall_ms() -> u64 {
@@ -206,6 +225,7 @@ impl CoordinatorActor {
             Instant::now(),
         );
         role.machine_mut().set_witness(parts.store.witness());
+        role.set_shard(parts.shard.0, parts.shard.1);
         CoordinatorActor {
             node: parts.node,
             role,
@@ -214,7 +234,21 @@ impl CoordinatorActor {
             replica,
             events: Some(parts.events),
             delivered: BTreeMap::new(),
+            siblings: Vec::new(),
         }
+    }
+
+    /// The bucket table, for the node's other shards (none unless this is
+    /// the lead of several).
+    fn share_buckets(&self) -> Vec<Request<CoordinatorActor, AdoptBuckets>> {
+        if self.siblings.is_empty() {
+            return Vec::new();
+        }
+        let entries = self.role.machine().buckets().entries();
+        self.siblings
+            .iter()
+            .map(|s| s.send(AdoptBuckets(entries.clone())))
+            .collect()
     }
 
     /// Carries out the role's effects.
@@ -368,6 +402,10 @@ impl Handler<Incoming> for CoordinatorActor {
 
     fn handle(&mut self, Incoming(envelope): Incoming, ctx: &mut Context<Self>) {
         let kind = envelope.msg.kind();
+        let buckets = matches!(
+            envelope.msg,
+            WireMessage::Replication(ReplicationMsg::Buckets { .. })
+        );
         let mut out = Vec::new();
         let handled = match envelope.msg {
             WireMessage::Replication(msg) => {
@@ -378,6 +416,15 @@ impl Handler<Incoming> for CoordinatorActor {
         };
         if !handled {
             debug!(kind, "coordinator: unexpected message");
+        }
+        if buckets {
+            // Merges are idempotent: the whole table, changed or not.
+            if !self.siblings.is_empty() {
+                let entries = self.role.machine().buckets().entries();
+                for sibling in &self.siblings {
+                    sibling.do_send(AdoptBuckets(entries.clone()));
+                }
+            }
         }
         self.carry(out, ctx);
     }
@@ -422,25 +469,42 @@ impl Handler<SetBucket> for CoordinatorActor {
                 .await
                 .map_err(|_| Error::Shutdown)?
         };
-        Box::pin(save.into_actor(self).map(move |saved, act, ctx| {
-            saved?;
-            act.role.machine_mut().commit_bucket(entry.clone());
-            // Another change committed while this one was saving is not in
-            // what was saved: then save the whole table again, in the
-            // background (a crash before that ends loses nothing gossip
-            // does not bring back: every change is pushed to the peers).
-            let now = act.role.machine().buckets().entries();
-            if now != saved_table {
-                let store = Arc::clone(&act.store);
-                actix::spawn(async move {
-                    let _ = tokio::task::spawn_blocking(move || save_buckets(&store, &now)).await;
-                });
-            }
-            let mut out = Vec::new();
-            act.role.push_buckets(&mut out);
-            act.carry(out, ctx);
-            Ok(entry.props)
-        }))
+        Box::pin(
+            save.into_actor(self)
+                .map(move |saved, act, ctx| {
+                    saved?;
+                    act.role.machine_mut().commit_bucket(entry.clone());
+                    // Another change committed while this one was saving is not in
+                    // what was saved: then save the whole table again, in the
+                    // background (a crash before that ends loses nothing gossip
+                    // does not bring back: every change is pushed to the peers).
+                    let now = act.role.machine().buckets().entries();
+                    if now != saved_table {
+                        let store = Arc::clone(&act.store);
+                        actix::spawn(async move {
+                            let _ = tokio::task::spawn_blocking(move || save_buckets(&store, &now))
+                                .await;
+                        });
+                    }
+                    let mut out = Vec::new();
+                    act.role.push_buckets(&mut out);
+                    act.carry(out, ctx);
+                    Ok((entry.props, act.share_buckets()))
+                })
+                .then(|done, act, _| {
+                    // Answered once every shard of this node has the change, so
+                    // that the caller's next request here, whichever shard its key
+                    // is on, runs under it.
+                    async move {
+                        let (props, shares) = done?;
+                        for share in shares {
+                            share.await.map_err(|_| Error::Shutdown)?;
+                        }
+                        Ok(props)
+                    }
+                    .into_actor(act)
+                }),
+        )
     }
 }
 
@@ -479,10 +543,29 @@ impl Handler<InFlight> for CoordinatorActor {
     }
 }
 
+impl Handler<AdoptBuckets> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, AdoptBuckets(entries): AdoptBuckets, _: &mut Context<Self>) {
+        self.role.machine_mut().merge_buckets(entries);
+    }
+}
+
+impl Handler<SetSiblings> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, SetSiblings(siblings): SetSiblings, _: &mut Context<Self>) {
+        self.siblings = siblings;
+    }
+}
+
 impl Handler<StopAccepting> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, _: StopAccepting, _: &mut Context<Self>) {
         self.role.stop_accepting();
+        for sibling in &self.siblings {
+            sibling.do_send(StopAccepting);
+        }
     }
 }

@@ -26,7 +26,7 @@ use super::anti_entropy::{AntiEntropyActor, GetAntiEntropyStats, RepairNow, Roun
 use super::compactor::{Compactor, CompactorStats, GetCompactorStats};
 use super::coordinator::{
     CoordinatorActor, CoordinatorParts, Execute, ExecuteScan, GetBucket, GetTargets, InFlight,
-    RingEpoch, SetBucket, StopAccepting, BUCKETS_META,
+    RingEpoch, SetBucket, SetSiblings, StopAccepting, BUCKETS_META,
 };
 use super::failure_detector::{FailureDetector, GetMembers, GetPhi, Subscribe};
 use super::fan_out::{AskPeer, FanOut, NodeResult, SetNode};
@@ -100,6 +100,19 @@ pub struct Node {
     seeds: Vec<(NodeId, String)>,
     /// Client requests served, for `/metrics`.
     metrics: super::metrics::RequestMetrics,
+    /// The data shards; the first is `coordinator` and `replica`.
+    shards: Arc<[DataShard]>,
+}
+
+/// One data shard of a node: a coordinator and a replica actor on one
+/// thread, serving the keys of one slice of the token ring (see
+/// [`crate::replication::shard_of_key`]).
+#[derive(Clone)]
+struct DataShard {
+    coordinator: Addr<CoordinatorActor>,
+    replica: Addr<ReplicaActor>,
+    /// Its own arbiter; `None` for shard 0, which runs on the node's.
+    arbiter: Option<ArbiterHandle>,
 }
 
 impl std::fmt::Debug for Node {
@@ -205,13 +218,17 @@ impl Node {
     async fn await_coordinator_ring(&self) {
         let deadline = tokio::time::Instant::now() + RING_SYNC_WAIT;
         while tokio::time::Instant::now() < deadline {
-            let (Ok(ring), Ok(seen)) = (
-                self.ring_manager.send(GetRing).await,
-                self.coordinator.send(RingEpoch).await,
-            ) else {
+            let Ok(ring) = self.ring_manager.send(GetRing).await else {
                 return;
             };
-            if seen >= ring.epoch() {
+            let mut behind = false;
+            for shard in self.shards.iter() {
+                match shard.coordinator.send(RingEpoch).await {
+                    Ok(seen) => behind |= seen < ring.epoch(),
+                    Err(_) => return,
+                }
+            }
+            if !behind {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -299,34 +316,59 @@ impl Node {
             ring: _,
             leaving: _,
         } = storage;
-        let replica = ReplicaActor::new(
-            config.id,
-            Arc::clone(&store),
-            transport_actor.clone(),
-            config.replica.max_concurrent_io,
-            config.replica.read_budget_bytes,
-        )
-        .start();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        ring_manager.do_send(Subscribe(events_tx.clone()));
-        failure_detector.do_send(Subscribe(events_tx));
-        let coordinator = CoordinatorActor::new(
-            CoordinatorParts {
+        // The data shards: shard 0 on this arbiter, each other one on an
+        // arbiter of its own (see `docs/architecture.md`, "Data shards").
+        let count = config.replica.shards();
+        let shard_config = config.replica.per_shard(count);
+        let mut shards: Vec<DataShard> = Vec::with_capacity(count);
+        for shard in 0..count {
+            let (events_tx, events_rx) = mpsc::unbounded_channel();
+            ring_manager.do_send(Subscribe(events_tx.clone()));
+            failure_detector.do_send(Subscribe(events_tx));
+            let own = (shard > 0).then(|| Arbiter::new().handle());
+            let on = own.clone().unwrap_or_else(|| arbiter.clone());
+            let replica = {
+                let (id, store, transport) =
+                    (config.id, Arc::clone(&store), transport_actor.clone());
+                let (io, budget) = (
+                    shard_config.max_concurrent_io,
+                    shard_config.read_budget_bytes,
+                );
+                ReplicaActor::start_in_arbiter(&on, move |_| {
+                    ReplicaActor::new(id, store, transport, io, budget)
+                })
+            };
+            let parts = CoordinatorParts {
                 node: config.id,
                 bucket_defaults: config.bucket_defaults.clone(),
-                buckets,
-                config: config.replica.clone(),
+                buckets: buckets.clone(),
+                config: shard_config.clone(),
                 gossip_interval: config.membership.gossip_interval,
                 events: events_rx,
-                rng_seed: config.rng_seed ^ 0x4255_434b,
+                rng_seed: config.rng_seed ^ 0x4255_434b ^ shard as u64,
                 max_clock_skew: config.version.max_clock_skew,
                 store: Arc::clone(&store),
-            },
-            transport_actor.clone(),
-            replica.clone(),
-        )
-        .start();
-        replica.do_send(SetCoordinator(coordinator.clone().recipient()));
+                shard: (shard, count),
+            };
+            let coordinator = {
+                let (transport, replica) = (transport_actor.clone(), replica.clone());
+                CoordinatorActor::start_in_arbiter(&on, move |_| {
+                    CoordinatorActor::new(parts, transport, replica)
+                })
+            };
+            replica.do_send(SetCoordinator(coordinator.clone().recipient()));
+            shards.push(DataShard {
+                coordinator,
+                replica,
+                arbiter: own,
+            });
+        }
+        let (coordinator, replica) = (shards[0].coordinator.clone(), shards[0].replica.clone());
+        if count > 1 {
+            coordinator.do_send(SetSiblings(
+                shards[1..].iter().map(|s| s.coordinator.clone()).collect(),
+            ));
+        }
         ring_manager.do_send(SetCoordinatorStop(coordinator.clone().recipient()));
         let (ae_tx, ae_rx) = mpsc::unbounded_channel();
         ring_manager.do_send(Subscribe(ae_tx.clone()));
@@ -376,13 +418,22 @@ impl Node {
             allow_fault_injection: config.allow_fault_injection,
             seeds: config.seeds,
             metrics: super::metrics::RequestMetrics::default(),
+            shards: shards.into(),
         };
         fan_out.do_send(SetNode(node.clone()));
         transport_actor.do_send(Routes {
             membership: node.failure_detector.clone().recipient(),
             ring: node.ring_manager.clone().recipient(),
-            replica: node.replica.clone().recipient(),
-            coordinator: node.coordinator.clone().recipient(),
+            replicas: node
+                .shards
+                .iter()
+                .map(|s| s.replica.clone().recipient())
+                .collect(),
+            coordinators: node
+                .shards
+                .iter()
+                .map(|s| s.coordinator.clone().recipient())
+                .collect(),
             handoff: node.handoff.clone().recipient(),
             anti_entropy: node.anti_entropy.clone().recipient(),
             admin: fan_out.recipient(),
@@ -454,18 +505,21 @@ impl Node {
     /// request, a thread switch when the caller runs on another thread. A
     /// full mailbox refuses the request as a full queue would
     /// (`QueueFull`, retryable, certainly not applied).
-    fn hand_over<M>(&self, msg: M) -> Result<()>
+    fn hand_over<M>(&self, shard: usize, msg: M) -> Result<()>
     where
         M: Message<Result = ()> + Send + 'static,
         CoordinatorActor: Handler<M>,
     {
-        self.coordinator.try_send(msg).map_err(|e| match e {
-            SendError::Full(_) => Error::QueueFull {
-                peer: self.id,
-                capacity: super::coordinator::MAILBOX,
-            },
-            SendError::Closed(_) => Error::Shutdown,
-        })
+        self.shards[shard]
+            .coordinator
+            .try_send(msg)
+            .map_err(|e| match e {
+                SendError::Full(_) => Error::QueueFull {
+                    peer: self.id,
+                    capacity: super::coordinator::MAILBOX,
+                },
+                SendError::Closed(_) => Error::Shutdown,
+            })
     }
 
     /// This node's id.
@@ -627,9 +681,10 @@ impl Node {
     /// node stops either way (its WAL still holds what the flush did not
     /// write). `ringkv-node` exits non-zero on it.
     pub async fn shutdown_checked(self) -> Result<()> {
+        // The lead passes it on to the other shards.
         if self.coordinator.send(StopAccepting).await.is_ok() {
             let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-            while let Ok(n) = self.coordinator.send(InFlight).await {
+            while let Ok(n) = self.in_flight().await {
                 if n == 0 || tokio::time::Instant::now() >= deadline {
                     break;
                 }
@@ -641,15 +696,38 @@ impl Node {
             Err(_) => Err(Error::Shutdown),
         };
         self.transport.shutdown().await;
-        self.arbiter.stop();
+        self.stop_arbiters();
         flushed
+    }
+
+    /// Client requests in flight on every shard.
+    async fn in_flight(&self) -> Result<usize> {
+        let mut total = 0;
+        for shard in self.shards.iter() {
+            total += shard
+                .coordinator
+                .send(InFlight)
+                .await
+                .map_err(|_| Error::Shutdown)?;
+        }
+        Ok(total)
+    }
+
+    /// Stops the node's arbiter and its shards' own.
+    fn stop_arbiters(&self) {
+        for shard in self.shards.iter() {
+            if let Some(arbiter) = &shard.arbiter {
+                arbiter.stop();
+            }
+        }
+        self.arbiter.stop();
     }
 
     /// Crashes the node: its transport stops at once (peers see refused or
     /// lost frames) and its actors stop, without any goodbye.
     pub fn crash(self) -> BoxFuture<'static, ()> {
         let stopped = self.transport.shutdown();
-        self.arbiter.stop();
+        self.stop_arbiters();
         stopped
     }
 
@@ -657,6 +735,11 @@ impl Node {
     /// tasks all freeze, as under SIGSTOP or a stop-the-world pause. Returns
     /// at once; the stall starts when the thread next picks up work.
     pub fn stall(&self, duration: Duration) -> bool {
+        for shard in self.shards.iter() {
+            if let Some(arbiter) = &shard.arbiter {
+                arbiter.spawn_fn(move || std::thread::sleep(duration));
+            }
+        }
         self.arbiter.spawn_fn(move || std::thread::sleep(duration))
     }
 }
@@ -1009,7 +1092,8 @@ impl Node {
                     },
                 };
                 let (tx, rx) = oneshot::channel();
-                self.hand_over(ExecuteScan { op, reply: tx })?;
+                // A scan spans keys: the lead shard coordinates it.
+                self.hand_over(0, ExecuteScan { op, reply: tx })?;
                 match rx.await.map_err(|_| Error::Shutdown)?? {
                     (Answer::Scanned(page), _, _) => Ok(Reply::Keys {
                         keys: page
@@ -1133,7 +1217,8 @@ impl Node {
                     return Err(Error::InvalidInput("unsupported operation".into()));
                 };
                 let (tx, rx) = oneshot::channel();
-                self.hand_over(Execute { op, reply: tx })?;
+                let shard = crate::replication::shard_of_key(&bucket, &key, self.shards.len());
+                self.hand_over(shard, Execute { op, reply: tx })?;
                 let (answer, props, held) = rx.await.map_err(|_| Error::Shutdown)??;
                 hold.append(held);
                 if !matches!(props.policy, ConflictPolicy::Script(_)) {
@@ -1421,11 +1506,7 @@ impl Node {
         let members = self.members().await?;
         let phi = self.phi().await?;
         let stats = self.store_stats().await?;
-        let in_flight = self
-            .coordinator
-            .send(InFlight)
-            .await
-            .map_err(|_| Error::Shutdown)?;
+        let in_flight = self.in_flight().await?;
         Ok(StatusView {
             node: self.id,
             cluster: self.cluster.clone(),
@@ -1499,12 +1580,26 @@ impl Node {
     /// Counts from this node's store (objects are counted by a scan that
     /// stops at [`STATUS_COUNT_CAP`]).
     pub async fn store_stats(&self) -> Result<StoreStats> {
-        self.replica
+        let mut stats = self
+            .replica
             .send(GetStoreStats {
                 count_cap: STATUS_COUNT_CAP,
             })
             .await
-            .map_err(|_| Error::Shutdown)?
+            .map_err(|_| Error::Shutdown)??;
+        // The store is one: the other shards add only their service
+        // counters.
+        for shard in &self.shards[1..] {
+            let other = shard
+                .replica
+                .send(GetStoreStats { count_cap: 0 })
+                .await
+                .map_err(|_| Error::Shutdown)??;
+            stats.busy += other.busy;
+            stats.served_in_place += other.served_in_place;
+            stats.served_on_pool += other.served_on_pool;
+        }
+        Ok(stats)
     }
 
     /// This node's anti-entropy counters: rounds, ranges compared, leaves

@@ -21,6 +21,7 @@ use tracing::debug;
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
 use crate::net::{Inbox, Transport};
+use crate::replication::coordinator::shard_of_request_id;
 use crate::replication::ReplicationMsg;
 
 /// An envelope to send.
@@ -51,12 +52,16 @@ pub struct Routes {
     pub membership: Recipient<Incoming>,
     /// Receives `Message::Ring` (`RingMsg::Digest` and `RingMsg::State`).
     pub ring: Recipient<Incoming>,
-    /// Receives `ReplicationMsg::Replicate` (replica requests from other nodes'
-    /// coordinators), with `try_send`: a full mailbox drops the request as
-    /// lost.
-    pub replica: Recipient<Incoming>,
-    /// Receives `ReplicationMsg::Replicated` and `Buckets`, with `try_send` likewise.
-    pub coordinator: Recipient<Incoming>,
+    /// Receive `ReplicationMsg::Replicate` (replica requests from other
+    /// nodes' coordinators), one per data shard: a request goes to its
+    /// key's shard ([`crate::replication::ReplicaRequest::shard`]), with `try_send`: a full
+    /// mailbox drops the request as lost.
+    pub replicas: Vec<Recipient<Incoming>>,
+    /// Receive `ReplicationMsg::Replicated`, one per data shard: a reply
+    /// goes to the shard whose id it carries
+    /// ([`shard_of_request_id`]); `Buckets` go to shard 0 (the lead, which
+    /// shares them with the others); with `try_send` likewise.
+    pub coordinators: Vec<Recipient<Incoming>>,
     /// Receives `Message::Transfer` (`TransferMsg::Pull`, `Batch` and
     /// `Refused`; the handoff actor), with `try_send` likewise.
     pub handoff: Recipient<Incoming>,
@@ -132,15 +137,22 @@ impl StreamHandler<Envelope> for TransportActor {
         match &envelope.msg {
             WireMessage::Membership(_) => routes.membership.do_send(Incoming(envelope)),
             WireMessage::Ring(_) => routes.ring.do_send(Incoming(envelope)),
-            WireMessage::Replication(ReplicationMsg::Replicate { .. }) => {
-                if let Err(e) = routes.replica.try_send(Incoming(envelope)) {
+            WireMessage::Replication(ReplicationMsg::Replicate { request, .. }) => {
+                let shard = request.shard(routes.replicas.len());
+                if let Err(e) = routes.replicas[shard].try_send(Incoming(envelope)) {
                     debug!(error = %e, "replica mailbox full; request dropped as lost");
                 }
             }
             WireMessage::Replication(
                 ReplicationMsg::Replicated { .. } | ReplicationMsg::Buckets { .. },
             ) => {
-                if let Err(e) = routes.coordinator.try_send(Incoming(envelope)) {
+                let shard = match &envelope.msg {
+                    WireMessage::Replication(ReplicationMsg::Replicated { reply }) => {
+                        shard_of_request_id(reply.req(), routes.coordinators.len())
+                    }
+                    _ => 0,
+                };
+                if let Err(e) = routes.coordinators[shard].try_send(Incoming(envelope)) {
                     debug!(error = %e, "coordinator mailbox full; message dropped as lost");
                 }
             }

@@ -47,7 +47,18 @@ pub struct ReplicaConfig {
     /// 100 ms: a flush adds one L0 table per memtable (64 MiB), far less
     /// often than that under any load.
     pub compaction_poll: Duration,
+    /// Data shards of the node: pairs of a coordinator and a replica
+    /// actor, each on a thread of its own, each serving the keys of one
+    /// equal slice of the token ring (`docs/architecture.md`, "Data
+    /// shards"). The node's request budgets (`max_in_flight`,
+    /// `max_concurrent_io`, `read_budget_bytes`) are shared out among
+    /// them. 0, the default, is one per CPU the process may run on, at
+    /// most [`MAX_DATA_SHARDS`].
+    pub data_shards: usize,
 }
+
+/// The most data shards a node runs ([`ReplicaConfig::data_shards`]).
+pub const MAX_DATA_SHARDS: usize = 64;
 
 impl Default for ReplicaConfig {
     fn default() -> Self {
@@ -61,13 +72,43 @@ impl Default for ReplicaConfig {
             read_budget_bytes: 128 << 20,
             max_in_flight: 10_000,
             compaction_poll: Duration::from_millis(100),
+            data_shards: 0,
         }
     }
 }
 
 impl ReplicaConfig {
+    /// The data shards the node runs: `data_shards`, or for 0 one per CPU
+    /// the process may run on, at most [`MAX_DATA_SHARDS`].
+    pub fn shards(&self) -> usize {
+        match self.data_shards {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_DATA_SHARDS),
+            n => n,
+        }
+    }
+
+    /// This configuration as one of `shards` data shards sees it: the
+    /// node's budgets shared out (each rounded up, at least 1).
+    pub fn per_shard(&self, shards: usize) -> ReplicaConfig {
+        let share = |n: usize| n.div_ceil(shards.max(1)).max(1);
+        ReplicaConfig {
+            max_concurrent_io: share(self.max_concurrent_io),
+            read_budget_bytes: share(self.read_budget_bytes),
+            max_in_flight: share(self.max_in_flight),
+            ..self.clone()
+        }
+    }
+
     /// Checks that the values can work.
     pub fn validate(&self) -> Result<()> {
+        if self.data_shards > MAX_DATA_SHARDS {
+            return Err(Error::InvalidInput(format!(
+                "replica config: data_shards must be 0 (one per CPU) to {MAX_DATA_SHARDS}, not {}",
+                self.data_shards
+            )));
+        }
         if self.max_hints == 0
             || self.handoff_batch == 0
             || self.handoff_in_flight == 0

@@ -41,6 +41,18 @@ use crate::version::{CausalContext, Hlc, Payload, Timestamp};
 /// (hinted handoff, repair), so replies can be routed by id alone.
 pub const COORDINATOR_REQ_LIMIT: u64 = 1 << 62;
 
+/// Which of a node's `shards` coordinators a reply with request id `req`
+/// goes to (see [`Coordinator::share_request_ids`]): the shard its id
+/// names, whatever the round bits above [`super::put::ROUND_SHIFT`] say;
+/// ids at or above [`COORDINATOR_REQ_LIMIT`] (hinted handoff, scans) are
+/// shard 0's, the node's lead coordinator.
+pub fn shard_of_request_id(req: u64, shards: usize) -> usize {
+    if req >= COORDINATOR_REQ_LIMIT || shards <= 1 {
+        return 0;
+    }
+    ((req & ((1u64 << super::put::ROUND_SHIFT) - 1)) % shards as u64) as usize
+}
+
 /// Per-request overrides of the bucket's properties.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestOptions {
@@ -142,6 +154,10 @@ pub struct Coordinator<C> {
     /// Bugs put back on purpose (tests and the simulator).
     regressions: super::Regressions,
     next_req: u64,
+    /// This coordinator's ids are `req_shard` modulo `req_shards` (one
+    /// coordinator of several on a node: [`Coordinator::share_request_ids`]).
+    req_shard: u64,
+    req_shards: u64,
     /// Each request's caller, machine, and the fence of the ring state it
     /// was routed by (stamped on everything it sends, see [`RingFence`]).
     requests: BTreeMap<u64, (Option<C>, Machine, RingFence)>,
@@ -176,6 +192,8 @@ impl<C> Coordinator<C> {
             witness: None,
             regressions: super::Regressions::default(),
             next_req: 1,
+            req_shard: 0,
+            req_shards: 1,
             requests: BTreeMap::new(),
             retired: Vec::new(),
         }
@@ -357,7 +375,43 @@ impl<C> Coordinator<C> {
     pub fn start_requests_at(&mut self, wall_ms: u64) {
         const EPOCH_2020_MS: u64 = 1_577_836_800_000;
         let start = (wall_ms.saturating_sub(EPOCH_2020_MS) << 12) % (1 << super::put::ROUND_SHIFT);
-        self.next_req = start.max(1);
+        self.next_req = self.own_id_from(start);
+    }
+
+    /// Makes this coordinator one of `shards` on its node, the one
+    /// numbered `shard`: its request ids are then those equal to `shard`
+    /// modulo `shards`, so the node's coordinators never use the same id
+    /// (replicas recognise a duplicated coordination by node and id) and
+    /// a reply goes back to the coordinator that asked by its id alone
+    /// ([`shard_of_request_id`]). Call before any request starts.
+    ///
+    /// # Panics
+    ///
+    /// If `shard >= shards` (a caller's bug, never input).
+    pub fn share_request_ids(&mut self, shard: usize, shards: usize) {
+        assert!(shard < shards, "shard {shard} of {shards}");
+        self.req_shard = shard as u64;
+        self.req_shards = shards as u64;
+        self.next_req = self.own_id_from(self.next_req);
+    }
+
+    /// The first id at or after `from` (wrapping below
+    /// [`super::put::ROUND_SHIFT`]'s bound) that is this coordinator's:
+    /// never 0, and `req_shard` modulo `req_shards`.
+    fn own_id_from(&self, from: u64) -> u64 {
+        let limit = 1u64 << super::put::ROUND_SHIFT;
+        let (k, s) = (self.req_shards, self.req_shard);
+        let mut id = from - from % k + s;
+        if id < from {
+            id += k;
+        }
+        if id == 0 {
+            id = k;
+        }
+        if id >= limit {
+            id = if s == 0 { k } else { s };
+        }
+        id
     }
 
     /// Puts back bugs of earlier versions (see [`super::Regressions`]).
@@ -580,11 +634,7 @@ impl<C> Coordinator<C> {
         let req = self.next_req;
         // Wrapping within the coordinator's id range: a request lives for
         // seconds, 2^62 ids last for ever.
-        self.next_req = if req + 1 >= 1 << super::put::ROUND_SHIFT {
-            1
-        } else {
-            req + 1
-        };
+        self.next_req = self.own_id_from(req + self.req_shards);
         if let Err(e) = self.check(&op) {
             return Some((client, Err(e)));
         }
@@ -939,6 +989,87 @@ mod tests {
         c.set_ring_state(Arc::new(joining));
         assert_eq!(c.required(q, 3).unwrap(), 2);
         assert_eq!(c.required(all, 3).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_nodes_coordinators_use_ids_of_their_own_and_replies_find_them_by_id() {
+        let stores: Vec<ReplicaStore> = (1..=3)
+            .map(|n| ReplicaStore::open(NodeId(n), Arc::new(MemoryEngine::new()), 10, 10).unwrap())
+            .collect();
+        let shards = 3;
+        let mut coordinators: Vec<Coordinator<u32>> = (0..shards)
+            .map(|shard| {
+                let mut c = coordinator();
+                c.set_ring(ring(3));
+                // All from the same wall clock, as the shards of one node
+                // start: without the stride their ids would collide.
+                c.start_requests_at(1_700_000_000_000);
+                c.share_request_ids(shard, shards);
+                c
+            })
+            .collect();
+        let now = Instant::now();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut answered = 0;
+        for round in 0..20u32 {
+            for (shard, c) in coordinators.iter_mut().enumerate() {
+                let mut out = Outbox::new();
+                let key = format!("k{round}-{shard}").into_bytes();
+                let op = put(
+                    b"b",
+                    &key,
+                    Payload::Value(b"v".to_vec()),
+                    CausalContext::empty(),
+                );
+                assert!(c.start(now, 1_000, round, op, &mut out).is_none());
+                while let Some((to, req)) = out.pop() {
+                    assert_eq!(
+                        shard_of_request_id(req.req(), shards),
+                        shard,
+                        "request id {} of shard {shard}",
+                        req.req()
+                    );
+                    seen.insert((
+                        req.req() & ((1 << super::super::put::ROUND_SHIFT) - 1),
+                        shard,
+                    ));
+                    let reply = stores[(to.0 - 1) as usize].handle(req);
+                    for (_, a) in c.step(now, to, reply, &mut out) {
+                        assert!(matches!(a, Ok(Answer::Put(_))), "{a:?}");
+                        answered += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(answered, 60);
+        // No id was used by two shards.
+        let ids: std::collections::BTreeSet<u64> = seen.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), seen.len());
+        assert_eq!(ids.len(), 60);
+        // Hinted handoff's and scans' ids are the lead's.
+        assert_eq!(shard_of_request_id(COORDINATOR_REQ_LIMIT + 5, shards), 0);
+        assert_eq!(shard_of_request_id(7, 1), 0);
+    }
+
+    #[test]
+    fn a_shards_request_ids_wrap_within_its_own_ids() {
+        let limit = 1u64 << super::super::put::ROUND_SHIFT;
+        for (shard, shards) in [(0, 1), (0, 4), (3, 4), (1, 7)] {
+            let mut c: Coordinator<()> = coordinator();
+            c.share_request_ids(shard, shards);
+            let first = c.next_req;
+            assert_eq!(first % shards as u64, shard as u64);
+            assert_ne!(first, 0);
+            for from in [0, 1, limit - 3, limit - 1, limit, limit + 2] {
+                let id = c.own_id_from(from);
+                assert!(id > 0 && id < limit, "{id} from {from}");
+                assert_eq!(id % shards as u64, shard as u64, "{id} from {from}");
+                assert!(
+                    id >= from || from + shards as u64 > limit - 1,
+                    "{id} from {from}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -420,6 +420,34 @@ impl ReplicaRequest {
             | ReplicaRequest::Scan { req, .. } => *req,
         }
     }
+
+    /// Which of a node's `shards` data shards serves this request: the
+    /// key's ([`shard_of_key`]); a scan, which spans keys, shard 0's.
+    pub fn shard(&self, shards: usize) -> usize {
+        match self {
+            ReplicaRequest::Coordinate { bucket, key, .. }
+            | ReplicaRequest::Merge { bucket, key, .. }
+            | ReplicaRequest::Read { bucket, key, .. } => shard_of_key(bucket, key, shards),
+            ReplicaRequest::Scan { .. } => 0,
+        }
+    }
+}
+
+/// Which of a node's `shards` data shards (see `docs/architecture.md`,
+/// "Data shards") owns `bucket`/`key`: shard `s` owns the `s`-th of
+/// `shards` equal slices of the 64-bit token ring, so a key's requests,
+/// from a client or from a peer's coordinator, are all served on one
+/// thread of the node. 0 when the node has one shard.
+pub fn shard_of_key(bucket: &[u8], key: &[u8], shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    shard_of_token(crate::ring::key_token(bucket, key), shards)
+}
+
+/// The data shard of `token` among `shards`: its slice of the ring.
+pub fn shard_of_token(token: crate::ring::Token, shards: usize) -> usize {
+    ((u128::from(token.0) * shards as u128) >> 64) as usize
 }
 
 impl ReplicaReply {

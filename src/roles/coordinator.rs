@@ -203,6 +203,10 @@ pub struct CoordinatorRole<C> {
     next_gossip: Instant,
     hint_round: bool,
     accepting: bool,
+    /// Whether this is the node's lead coordinator (shard 0, or the only
+    /// one): only the lead runs hinted handoff, gossips and saves the
+    /// bucket table ([`CoordinatorRole::set_shard`]).
+    lead: bool,
     /// Scan pages in flight: caller, machine, and the fence they were
     /// routed by.
     scans: BTreeMap<u64, (C, ScanRequest, RingFence)>,
@@ -244,6 +248,7 @@ impl<C> CoordinatorRole<C> {
             rng: ChaCha8Rng::seed_from_u64(parts.rng_seed),
             hint_round: false,
             accepting: true,
+            lead: true,
             scans: BTreeMap::new(),
             next_scan: SCAN_REQ_BASE,
         }
@@ -259,6 +264,23 @@ impl<C> CoordinatorRole<C> {
     /// back on purpose).
     pub fn machine_mut(&mut self) -> &mut Coordinator<C> {
         &mut self.machine
+    }
+
+    /// Makes this role the coordinator of data shard `shard` of `shards`
+    /// on its node (see `docs/architecture.md`, "Data shards"): its
+    /// request ids are its own ([`Coordinator::share_request_ids`]), and
+    /// unless it is shard 0 (the lead) it neither runs hinted handoff nor
+    /// gossips or saves the bucket table, which the lead does for the
+    /// node. Call before any request starts.
+    pub fn set_shard(&mut self, shard: usize, shards: usize) {
+        self.machine.share_request_ids(shard, shards);
+        self.lead = shard == 0;
+    }
+
+    /// Whether this is the node's lead coordinator (see
+    /// [`CoordinatorRole::set_shard`]).
+    pub fn is_lead(&self) -> bool {
+        self.lead
     }
 
     /// Refuses every new client request from now on (shutdown).
@@ -403,7 +425,7 @@ impl<C> CoordinatorRole<C> {
         match msg {
             ReplicationMsg::Replicated { reply } => self.on_reply(now, from, reply, out),
             ReplicationMsg::Buckets { buckets } => {
-                if !self.machine.merge_buckets(buckets).is_empty() {
+                if !self.machine.merge_buckets(buckets).is_empty() && self.lead {
                     out.push(Effect::Store(StoreWork::SaveBuckets(
                         self.machine.buckets().entries(),
                     )));
@@ -479,8 +501,11 @@ impl<C> CoordinatorRole<C> {
             }
             self.collect_scan(id, out);
         }
-        if now >= self.next_handoff {
+        let handoff_due = now >= self.next_handoff;
+        if handoff_due {
             self.next_handoff = now + self.config.handoff_interval;
+        }
+        if handoff_due && self.lead {
             let machine = &self.machine;
             self.handoff.tick(now, |n| machine.is_up_peer(n));
             if !self.hint_round {
@@ -503,7 +528,7 @@ impl<C> CoordinatorRole<C> {
         }
         if now >= self.next_gossip {
             self.next_gossip = now + self.gossip_interval;
-            if !self.machine.buckets().is_empty() {
+            if self.lead && !self.machine.buckets().is_empty() {
                 let peers = self.peers();
                 if let Some(&peer) = peers.iter().choose(&mut self.rng) {
                     out.push(Effect::Send {

@@ -592,3 +592,93 @@ async fn block_outbound_is_refused_when_off_or_unsupported() {
     on.shutdown().await;
     off.shutdown().await;
 }
+
+/// Nodes of four data shards each (more than this machine's cores, so
+/// shards share threads and cross them): every key is served whichever
+/// shard owns it, and a bucket's policy set through a node holds on every
+/// shard of that node as soon as the `SetBucket` is answered (the lead
+/// shard shares it before answering). Under the default policy the two
+/// blind writes of each key below would leave two siblings.
+#[actix_rt::test]
+async fn a_node_of_four_data_shards_serves_every_key_under_the_bucket_set_through_it() {
+    let (_network, nodes) = memory_cluster(3, |c| {
+        tune(c);
+        c.replica.data_shards = 4;
+    })
+    .await;
+    let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+    let shards: std::collections::BTreeSet<usize> = keys
+        .iter()
+        .map(|k| ringkv::replication::shard_of_key(b"lww", k.as_bytes(), 4))
+        .collect();
+    assert_eq!(shards.len(), 4, "the keys span every shard");
+    let props = BucketInfo {
+        n: 3,
+        r: Consistency::Quorum,
+        w: Consistency::Quorum,
+        policy: ConflictPolicy::Lww,
+        sloppy_quorum: false,
+        timeout_ms: 5000,
+    };
+    nodes[0]
+        .execute(Op::SetBucket {
+            bucket: b("lww"),
+            props,
+        })
+        .await
+        .unwrap();
+    for k in &keys {
+        for v in ["first", "second"] {
+            nodes[0]
+                .execute(put("lww", k, v, Some(Consistency::All)))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            value_of(&nodes[0], "lww", k, Some(Consistency::All)).await,
+            Some(b"second".to_vec()),
+            "{k}"
+        );
+    }
+    // The default bucket, through every node: each key written through one
+    // node is read through the next.
+    for (i, k) in keys.iter().enumerate() {
+        let (via, from) = (&nodes[i % 3], &nodes[(i + 1) % 3]);
+        via.execute(put("d", k, k, Some(Consistency::Quorum)))
+            .await
+            .unwrap();
+        assert_eq!(
+            value_of(from, "d", k, Some(Consistency::Quorum)).await,
+            Some(k.as_bytes().to_vec()),
+            "{k}"
+        );
+    }
+    // Concurrent blind writes through two nodes of a key of each shard
+    // still leave both values as siblings.
+    for k in ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"] {
+        let (a, c) = tokio::join!(
+            nodes[1].execute(put("d", k, "a", Some(Consistency::All))),
+            nodes[2].execute(put("d", k, "c", Some(Consistency::All))),
+        );
+        a.unwrap();
+        c.unwrap();
+        let Reply::Object {
+            value, siblings, ..
+        } = nodes[0]
+            .execute(get("d", k, Some(Consistency::All)))
+            .await
+            .unwrap()
+        else {
+            panic!("not an object");
+        };
+        let mut all: Vec<Vec<u8>> = siblings
+            .into_iter()
+            .filter_map(|s| s.value.map(|v| v.into_vec()))
+            .collect();
+        all.extend(value.map(|v| v.into_vec()));
+        all.sort();
+        assert_eq!(all, vec![b"a".to_vec(), b"c".to_vec()], "{k}");
+    }
+    let status = nodes[0].status().await.unwrap();
+    assert_eq!(status.in_flight, 0);
+}
