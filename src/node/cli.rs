@@ -201,7 +201,7 @@ pub struct Args {
     pub vnodes: Option<usize>,
     /// Data shards: coordinator and replica pairs, each on a thread of
     /// its own serving a slice of the ring; 0 (the default) is one per
-    /// CPU the process may run on.
+    /// two CPUs the process may run on (at least 1).
     #[arg(long, value_name = "N")]
     pub data_shards: Option<usize>,
     /// When the write-ahead log is fsync'd.

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info};
 
 use super::replica::{LocalRequest, ReplicaActor, ReplicaAnswer};
-use super::transport::{Incoming, Outgoing, TransportActor};
+use super::transport::{Incoming, PeerSender};
 use super::NodeEvent;
 use crate::config::{BucketProps, ReplicaConfig};
 use crate::error::{Error, Result};
@@ -158,7 +158,7 @@ pub struct CoordinatorActor {
     node: NodeId,
     role: CoordinatorRole<Waiter>,
     store: Arc<ReplicaStore>,
-    transport: Addr<TransportActor>,
+    transport: PeerSender,
     replica: Addr<ReplicaActor>,
     events: Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>,
     /// Hints delivered (acknowledged by their owner) since the last log
@@ -208,7 +208,7 @@ impl CoordinatorActor {
     /// Builds the actor.
     pub fn new(
         parts: CoordinatorParts,
-        transport: Addr<TransportActor>,
+        transport: PeerSender,
         replica: Addr<ReplicaActor>,
     ) -> Self {
         let mut role = CoordinatorRole::new(
@@ -295,11 +295,8 @@ impl CoordinatorActor {
             }
             return;
         }
-        self.transport.do_send(Outgoing(Envelope::new(
-            self.node,
-            to,
-            WireMessage::Replication(msg),
-        )));
+        self.transport
+            .send(Envelope::new(self.node, to, WireMessage::Replication(msg)));
     }
 
     fn on_event(&mut self, event: NodeEvent) {

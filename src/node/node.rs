@@ -41,7 +41,7 @@ use super::ring_manager::{
     Decommission, GetRing, GetRingState, LeaveRing, RemoveNode, RingManager, SetCoordinatorStop,
     SetFailureDetector, SetHandoff, RING_META,
 };
-use super::transport::{LearnPeer, Routes, TransportActor};
+use super::transport::{LearnPeer, PeerSender, Routes, TransportActor};
 use super::NodeEvent;
 use crate::config::{StorageConfig, VersionConfig};
 use crate::error::{Error, Result};
@@ -320,6 +320,7 @@ impl Node {
         // arbiter of its own (see `docs/architecture.md`, "Data shards").
         let count = config.replica.shards();
         let shard_config = config.replica.per_shard(count);
+        tracing::info!(node = %config.id, shards = count, "the data path runs as {count} data shard(s)");
         let mut shards: Vec<DataShard> = Vec::with_capacity(count);
         for shard in 0..count {
             let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -328,8 +329,11 @@ impl Node {
             let own = (shard > 0).then(|| Arbiter::new().handle());
             let on = own.clone().unwrap_or_else(|| arbiter.clone());
             let replica = {
-                let (id, store, transport) =
-                    (config.id, Arc::clone(&store), transport_actor.clone());
+                let (id, store, transport) = (
+                    config.id,
+                    Arc::clone(&store),
+                    PeerSender::new(Arc::clone(&transport)),
+                );
                 let (io, budget) = (
                     shard_config.max_concurrent_io,
                     shard_config.read_budget_bytes,
@@ -351,7 +355,8 @@ impl Node {
                 shard: (shard, count),
             };
             let coordinator = {
-                let (transport, replica) = (transport_actor.clone(), replica.clone());
+                let (transport, replica) =
+                    (PeerSender::new(Arc::clone(&transport)), replica.clone());
                 CoordinatorActor::start_in_arbiter(&on, move |_| {
                     CoordinatorActor::new(parts, transport, replica)
                 })

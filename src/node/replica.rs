@@ -42,7 +42,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use tracing::{debug, warn};
 
-use super::transport::{Incoming, Outgoing, TransportActor};
+use super::transport::{Incoming, PeerSender};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::{Envelope, Message as WireMessage};
@@ -192,7 +192,7 @@ enum ReplyTo {
 pub struct ReplicaActor {
     node: NodeId,
     store: Arc<ReplicaStore>,
-    transport: Addr<TransportActor>,
+    transport: PeerSender,
     coordinator: Option<Recipient<ReplicaAnswer>>,
     /// The requests waiting and in service, and the read budget.
     queue: ServiceQueue<(ReplyTo, ReplicaRequest, Option<RingFence>)>,
@@ -209,7 +209,7 @@ impl ReplicaActor {
     pub fn new(
         node: NodeId,
         store: Arc<ReplicaStore>,
-        transport: Addr<TransportActor>,
+        transport: PeerSender,
         max_concurrent: usize,
         read_budget: usize,
     ) -> Self {
@@ -344,8 +344,7 @@ impl ReplicaActor {
             }
             ReplyTo::Remote(node) => {
                 let msg = WireMessage::Replication(ReplicationMsg::Replicated { reply });
-                self.transport
-                    .do_send(Outgoing(Envelope::new(self.node, node, msg)));
+                self.transport.send(Envelope::new(self.node, node, msg));
                 self.queue.handed_on(held);
             }
         }

@@ -52,8 +52,13 @@ pub struct ReplicaConfig {
     /// equal slice of the token ring (`docs/architecture.md`, "Data
     /// shards"). The node's request budgets (`max_in_flight`,
     /// `max_concurrent_io`, `read_budget_bytes`) are shared out among
-    /// them. 0, the default, is one per CPU the process may run on, at
-    /// most [`MAX_DATA_SHARDS`].
+    /// them. 0, the default, is one per two CPUs the process may run on
+    /// (at least 1, at most [`MAX_DATA_SHARDS`]): the other half is left
+    /// to what every request also needs, the kernel's network work, the
+    /// client ports and the transport's tasks on the node's thread, and
+    /// the blocking pool. On the 2-CPU machine of `docs/benchmarks.md` a
+    /// second shard cost more in thread crossings than it gave ("Data
+    /// shards" there).
     pub data_shards: usize,
 }
 
@@ -78,13 +83,13 @@ impl Default for ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    /// The data shards the node runs: `data_shards`, or for 0 one per CPU
-    /// the process may run on, at most [`MAX_DATA_SHARDS`].
+    /// The data shards the node runs: `data_shards`, or for 0 one per two
+    /// CPUs the process may run on (at least 1, at most
+    /// [`MAX_DATA_SHARDS`]).
     pub fn shards(&self) -> usize {
         match self.data_shards {
-            0 => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_DATA_SHARDS),
+            0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2)
+                .clamp(1, MAX_DATA_SHARDS),
             n => n,
         }
     }
@@ -312,5 +317,48 @@ impl AntiEntropyConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_shards_share_out_the_nodes_budgets_and_are_bounded() {
+        let c = ReplicaConfig {
+            max_concurrent_io: 64,
+            read_budget_bytes: 100,
+            max_in_flight: 10_001,
+            data_shards: 3,
+            ..ReplicaConfig::default()
+        };
+        assert_eq!(c.shards(), 3);
+        let s = c.per_shard(3);
+        assert_eq!(
+            (s.max_concurrent_io, s.read_budget_bytes, s.max_in_flight),
+            (22, 34, 3334)
+        );
+        // Never below one each, however many shards.
+        let s = c.per_shard(64);
+        assert_eq!((s.max_concurrent_io, s.read_budget_bytes), (1, 2));
+        assert_eq!(c.per_shard(1), c);
+        // 0 is one per two CPUs, at least one.
+        let auto = ReplicaConfig::default().shards();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(auto, (cpus / 2).clamp(1, MAX_DATA_SHARDS));
+        assert!(ReplicaConfig {
+            data_shards: MAX_DATA_SHARDS,
+            ..ReplicaConfig::default()
+        }
+        .validate()
+        .is_ok());
+        let e = ReplicaConfig {
+            data_shards: MAX_DATA_SHARDS + 1,
+            ..ReplicaConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("data_shards"), "{e}");
     }
 }

@@ -23,7 +23,9 @@
 //! read through a random node must return exactly the second value, or
 //! not-found after a delete. At
 //! `QUORUM`/`QUORUM` and at `ALL`/`ALL`, one test each, each on its own
-//! cluster. Four keys are written at once, each by its own task, to keep
+//! cluster; the `ALL` one's nodes run three data shards each
+//! (`--data-shards 3`), so a key's writes and reads cross from the client
+//! port's thread to its shard's. Four keys are written at once, each by its own task, to keep
 //! the run short; each key's steps are strictly sequential. A write or
 //! read that fails (none should: no faults) is counted and not checked.
 //!
@@ -59,18 +61,22 @@ const BUCKET: &[u8] = b"lww-order";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_overwrites_through_rotating_nodes_at_quorum() {
     let _one = cluster::one_cluster_at_a_time().await;
-    cluster::bounded(TEST_LIMIT, check_level(Consistency::Quorum)).await;
+    cluster::bounded(TEST_LIMIT, check_level(Consistency::Quorum, &[])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_overwrites_through_rotating_nodes_at_all() {
     let _one = cluster::one_cluster_at_a_time().await;
-    cluster::bounded(TEST_LIMIT, check_level(Consistency::All)).await;
+    cluster::bounded(
+        TEST_LIMIT,
+        check_level(Consistency::All, &["--data-shards", "3"]),
+    )
+    .await;
 }
 
-async fn check_level(level: Consistency) {
+async fn check_level(level: Consistency, node_args: &[&str]) {
     let steps = seeds::count("RINGKV_LWW_PROCESS_OPS", 20_000);
-    let cluster = Cluster::start(NODES as usize).await;
+    let cluster = Cluster::start_with(NODES as usize, node_args).await;
     let clients = partitions::clients(&cluster, NODES).await;
     assert!(
         partitions::wait_whole(&clients).await,

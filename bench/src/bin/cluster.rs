@@ -257,6 +257,10 @@ struct Args {
     /// The nodes' gossip interval (default: the node's own).
     #[arg(long)]
     gossip_interval_ms: Option<u64>,
+    /// The nodes' data shards (`ringkv-node --data-shards`; default: the
+    /// node's own, one per two CPUs).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    data_shards: Option<u64>,
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     threads: u64,
@@ -3046,6 +3050,9 @@ fn start_node(
     }
     if let Some(ms) = args.gossip_interval_ms {
         cmd.arg("--gossip-interval-ms").arg(ms.to_string());
+    }
+    if let Some(n) = args.data_shards {
+        cmd.arg("--data-shards").arg(n.to_string());
     }
     if resp {
         // On loopback, so the node allows it without users.
