@@ -126,6 +126,9 @@ pub struct ClusterOptions {
     pub seed: u64,
     /// The gossip interval in milliseconds.
     pub gossip_ms: u64,
+    /// Each node's data shards (`ReplicaConfig::data_shards`; 0, the
+    /// default, as a node chooses).
+    pub data_shards: usize,
 }
 
 impl Default for ClusterOptions {
@@ -142,6 +145,7 @@ impl Default for ClusterOptions {
             dir: None,
             seed: 1,
             gossip_ms: 50,
+            data_shards: 0,
         }
     }
 }
@@ -326,6 +330,7 @@ impl Cluster {
         config.bucket_defaults.policy = o.policy.clone();
         config.replica.handoff_interval = Duration::from_millis(100);
         config.replica.handoff_retry = Duration::from_millis(500);
+        config.replica.data_shards = o.data_shards;
         // Ring changes move many small ranges (a token range per move,
         // empty ones included while the cluster forms): more of them at
         // once, and sources that serve every puller, so that forming and

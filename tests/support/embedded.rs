@@ -28,6 +28,12 @@ pub const SETTLE: Duration = Duration::from_secs(60);
 /// `engine`, 16 virtual nodes each, everything seeded by `seed`; returns
 /// once they formed a cluster.
 pub fn start(nodes: u64, engine: EngineKind, seed: u64) -> Cluster {
+    start_sharded(nodes, engine, seed, 0)
+}
+
+/// [`start`], each node running `data_shards` data shards (0: as a node
+/// chooses).
+pub fn start_sharded(nodes: u64, engine: EngineKind, seed: u64, data_shards: usize) -> Cluster {
     let rt = Arc::new(Runtime::new().unwrap_or_else(|e| panic!("seed {seed}: runtime: {e}")));
     let options = ClusterOptions {
         nodes,
@@ -35,6 +41,7 @@ pub fn start(nodes: u64, engine: EngineKind, seed: u64) -> Cluster {
         vnodes: 16,
         transport: TransportKind::Memory,
         seed,
+        data_shards,
         ..ClusterOptions::default()
     };
     Cluster::start(rt, options, Resolvers::new())
