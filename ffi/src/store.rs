@@ -269,6 +269,9 @@ fn wait_confirmed(op: &str, cluster: &Cluster) -> Outcome<()> {
     }
 }
 
+/// The gossip interval of an embedded cluster made through the FFI.
+const FFI_GOSSIP_MS: u64 = 100;
+
 /// The most virtual nodes per node the FFI takes.
 pub const MAX_VNODES: u32 = 1024;
 
@@ -445,6 +448,12 @@ impl EmbeddedCluster {
             dir: settings.dir.clone(),
             vnodes: settings.vnodes.unwrap_or(defaults.vnodes),
             policy: settings.policy.clone().unwrap_or(defaults.policy.clone()),
+            // Twice the shell's gossip interval, so a node's thread may
+            // stall 600 ms (not 300) before its peers suspect it: an
+            // application's process is often busy, and a C++ example's
+            // first QUORUM put once failed with "0 of the 2 replicas
+            // needed answered" on a loaded machine.
+            gossip_ms: FFI_GOSSIP_MS,
             ..defaults
         };
         let cluster = Cluster::start(Arc::new(rt), options, Resolvers::default())

@@ -211,7 +211,7 @@ fn field(v: &Value, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_on_a_three_node_cluster() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(3).await;
         wait_for_ring(&cluster, &[1, 2, 3]).await;
@@ -473,7 +473,7 @@ async fn admin_commands_on_a_three_node_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_takes_the_named_node_out() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     bounded(TEST_LIMIT, async {
         let cluster = Cluster::start(3).await;
         wait_for_ring(&cluster, &[1, 2, 3]).await;
@@ -532,7 +532,7 @@ async fn drain_takes_the_named_node_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_and_tls_reach_the_client_port() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     bounded(TEST_LIMIT, async {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let certs = dir.path().display().to_string();
@@ -642,7 +642,7 @@ async fn passwords_and_tls_reach_the_client_port() {
 /// is off, so nothing but the snapshot can have put the keys there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restored_from_its_snapshot_holds_what_it_held() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start_with(3, &["--no-anti-entropy"]).await;
         wait_for_ring(&cluster, &[1, 2, 3]).await;

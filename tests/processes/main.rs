@@ -6,8 +6,10 @@
 //! The tests of one module used to be alone in their process, so their
 //! clusters never ran beside another file's. Here they share the test
 //! threads: every test that starts `ringkv-node` processes holds
-//! [`support::cluster::one_cluster_at_a_time`] while its cluster runs, so
-//! that the machine's two cores run one test's cluster at a time, as before.
+//! [`support::cluster::cluster_slot`] while its cluster runs, so that at
+//! most [`support::cluster::CLUSTER_SLOTS`] tests' clusters share the
+//! machine; a test that judges failure detectors' verdicts holds
+//! [`support::cluster::the_machine_alone`] instead.
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -57,7 +57,7 @@ async fn stored_keys(cluster: &Cluster, at: u64) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_node_converges_with_no_reads_and_the_delete_holds() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     let body = async {
         let mut cluster = Cluster::start_with(
             3,

@@ -171,7 +171,7 @@ fn joinable(views: &[TransferView]) -> Vec<(u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_three_node_cluster_has_its_ring_in_force_seconds_after_the_last_ready() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let harness = Cluster::start(0).await;
         let first = start(&harness, 1, None).await;
@@ -211,7 +211,7 @@ async fn a_fresh_three_node_cluster_has_its_ring_in_force_seconds_after_the_last
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_gets_its_data_in_as_few_transfers_as_its_ranges_need() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let harness = Cluster::start(0).await;
         let first = start(&harness, 1, None).await;
@@ -428,7 +428,7 @@ fn with(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
 /// founder of a node with seeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_cannot_join_exits_with_status_3_and_says_why() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let harness = Cluster::start(1).await;
         let seed = format!("1@{}", harness.node(1).peer);
@@ -637,7 +637,7 @@ async fn a_node_that_cannot_join_exits_with_status_3_and_says_why() {
 /// target of the change in progress) has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_means_the_ring_holds_the_node() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let harness = Cluster::start(0).await;
         let first = start(&harness, 1, None).await;

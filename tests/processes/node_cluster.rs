@@ -19,11 +19,11 @@
 //! One replica's own copy is read with `Op::LocalGet`, which answers from
 //! the node's own store with no quorum and no repair.
 //!
-//! Tests that start `ringkv-node` processes hold
-//! [`cluster::one_cluster_at_a_time`] so that only one test's cluster runs
-//! at a time, in this file and the others of the `processes` binary: the
-//! machine has two cores, and twenty-five processes gossiping at once
-//! would make every timeout a coin toss. Every
+//! Tests that start `ringkv-node` processes hold [`cluster::cluster_slot`]
+//! so that few tests' clusters run at once, in this file and the others of
+//! the `processes` binary. The CPU shares judged here are upper bounds on
+//! one node's own CPU time, which another cluster on the same cores does
+//! not raise. Every
 //! test is bounded by [`TEST_LIMIT`], every wait and request by its own
 //! timeout; there are no timing assertions.
 
@@ -239,7 +239,7 @@ fn secret_in(dir: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_prints_its_ready_line_and_exits_0_on_sigterm_and_sigint() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         let secret = secret_in(tmp.path());
@@ -562,7 +562,7 @@ async fn bad_configurations_exit_2_with_a_one_line_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_serves_one_process_and_one_node() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(1).await;
         let dir = cluster.node(1).dir.display().to_string();
@@ -627,7 +627,7 @@ async fn a_data_directory_serves_one_process_and_one_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_toml_file_starts_a_node_and_flags_override_it() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         secret_in(tmp.path());
@@ -668,7 +668,7 @@ async fn a_toml_file_starts_a_node_and_flags_override_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_users_serves_each_role_its_ops_and_no_one_else() {
     use ringkv::client::Credentials;
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let users_dir = tempfile::tempdir().unwrap();
         let users = users_dir.path().join("users.toml");
@@ -833,7 +833,7 @@ async fn recording_relay(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>
 async fn a_client_port_with_a_certificate_speaks_only_tls_and_a_relay_sees_no_secret() {
     use ringkv::client::Credentials;
     use ringkv::net::client_tls::ClientTls;
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().display().to_string();
@@ -1067,7 +1067,7 @@ async fn big_value_node(args: &[&str]) -> (Cluster, Client) {
 /// throughout; the figures are printed for the note.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_serving() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let (cluster, well_behaved) = big_value_node(&[]).await;
         let addr = cluster.node(1).client;
@@ -1126,7 +1126,7 @@ async fn clients_that_never_read_15_mib_replies_leave_the_node_bounded_and_servi
 /// bounds what the node holds; a well-behaved client keeps being served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_gets_in_flight_on_many_connections_are_held_to_the_node_budget() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         // Queued replies held to 128 MiB for the node (two connections'
         // worth), so that what is left to see is what reads hold.
@@ -1244,7 +1244,7 @@ impl AttackTarget {
 /// well-behaved client throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_holding_connections_and_half_frames_leave_the_node_bounded_and_serving() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let target = AttackTarget::start().await;
         let (cluster, app, kv) = (&target.cluster, &target.app, KV);
@@ -1366,7 +1366,7 @@ async fn hello_from(
 /// in, and a closed connection gives its place back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_users_connections_are_held_to_its_share_and_others_get_in() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users.toml");
@@ -1430,7 +1430,7 @@ async fn one_users_connections_are_held_to_its_share_and_others_get_in() {
 /// refuses the frames past it `Overloaded`, and stays bounded and serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_holding_half_frames_are_held_to_the_request_budget() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let target = AttackTarget::start().await;
         let (cluster, app, kv) = (&target.cluster, &target.app, KV);
@@ -1522,7 +1522,7 @@ fn ready_lines_parse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_put_and_get_from_any_node_and_reads_at_all_fail_while_a_replica_is_down() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
@@ -1593,7 +1593,7 @@ async fn quorum_put_and_get_from_any_node_and_reads_at_all_fail_while_a_replica_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn w2_writes_survive_a_killed_node_whose_hints_arrive_after_restart() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
@@ -1677,7 +1677,7 @@ async fn w2_writes_survive_a_killed_node_whose_hints_arrive_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_repair_brings_a_stale_replica_up_to_date() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         // No anti-entropy: it exchanges with a node as soon as it is seen
         // up again, and would repair the victim before the read does.
@@ -1796,7 +1796,7 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn siblings_are_returned_and_resolved_and_a_counter_converges() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
@@ -1918,7 +1918,7 @@ async fn closes(s: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_do_not_disturb_other_clients() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(3).await;
         wait_formed(&cluster).await;
@@ -2004,7 +2004,7 @@ async fn garbage_and_oversized_frames_do_not_disturb_other_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_write_is_lost_across_a_rolling_restart() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         wait_formed(&cluster).await;
@@ -2148,7 +2148,7 @@ fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
 /// refused at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_port_serves_metrics_that_grow_with_the_workload() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -148,7 +148,7 @@ fn is_too_many_siblings(e: &Error) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_with_a_context_is_not_refused_for_siblings_it_did_not_see() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let started = Instant::now();
         let cluster = Cluster::start_with(5, &["--allow-fault-injection"]).await;

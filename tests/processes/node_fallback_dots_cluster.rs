@@ -205,7 +205,7 @@ fn text(v: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_coordinating_in_two_partitions_keeps_every_write() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let started = Instant::now();
         let cluster = Cluster::start_with(5, &["--allow-fault-injection"]).await;

@@ -150,7 +150,7 @@ fn refusal<T: std::fmt::Debug>(r: Result<T, Error>) -> (ErrorCode, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_forgotten_through_one_survivor_is_left_everywhere_and_leaves_the_ring() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let users_dir = tempfile::tempdir().unwrap();
         let users = users_dir.path().join("users.toml");
@@ -227,7 +227,7 @@ async fn a_killed_node_forgotten_through_one_survivor_is_left_everywhere_and_lea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_leave_on_sigterm_decommissions_and_without_it_only_stops() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         // Nodes 1 to 3 plain; node 4 leaves on SIGTERM.
         let mut cluster = Cluster::start(3).await;
@@ -323,7 +323,7 @@ async fn sigterm_with_leave_on_sigterm_decommissions_and_without_it_only_stops()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_node_with_leave_on_sigterm_only_stops() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         // No one could take its ranges: a leave would give the ring away
         // to no one (an empty ring, and a restart that comes back leaving,

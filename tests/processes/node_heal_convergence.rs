@@ -108,7 +108,7 @@ fn sides(i: usize) -> (bool, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_keys_diverged_in_a_partition_are_equal_soon_after_the_heal() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     let keys_n = env_or("RINGKV_HEAL_KEYS", 2000) as usize;
     let period_ms = env_or("RINGKV_HEAL_PERIOD_MS", 1000);
     let vnodes = env_or("RINGKV_HEAL_VNODES", 16);

@@ -60,13 +60,13 @@ const BUCKET: &[u8] = b"lww-order";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_overwrites_through_rotating_nodes_at_quorum() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, check_level(Consistency::Quorum, &[])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_overwrites_through_rotating_nodes_at_all() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(
         TEST_LIMIT,
         check_level(Consistency::All, &["--data-shards", "3"]),

@@ -75,7 +75,7 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, Error>) -> (ErrorCode, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_is_refused_unless_enabled_and_checks_its_peers() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::the_machine_alone().await;
     cluster::bounded(TEST_LIMIT, async {
         // Off by default: refused, healing included, and nothing changes.
         let plain = Cluster::start(1).await;
@@ -164,7 +164,7 @@ fn values(copy: &Copy) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_of_a_partition_write_and_converge_with_no_reads() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::the_machine_alone().await;
     cluster::bounded(TEST_LIMIT, async {
         let period = PERIOD_MS.to_string();
         let cluster = Cluster::start_with(
@@ -651,7 +651,7 @@ fn is_refusal_warning(line: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_flood_on_the_peer_port_neither_keeps_a_restarted_node_out_nor_floods_the_log()
 {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::the_machine_alone().await;
     cluster::bounded(FLOOD_TEST_LIMIT, async {
         let mut cluster = Cluster::start(3).await;
         let ok = wait_until(SETTLE, || formed(&cluster)).await;
@@ -885,7 +885,7 @@ fn verdicts_against(at: u64, own: &[u64], log: &str) -> Vec<String> {
 /// verdicts about same-side peers were taken after the heals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healed_partitions_leave_no_verdict_against_a_peer_of_ones_own_side() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::the_machine_alone().await;
     cluster::bounded(Duration::from_secs(300), async {
         let cluster = Cluster::start_with(4, &["--allow-fault-injection"]).await;
         let mut clients = Vec::new();

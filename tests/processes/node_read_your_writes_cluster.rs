@@ -129,7 +129,7 @@ type Schedule = Arc<Mutex<Vec<String>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_reads_see_acknowledged_writes_with_default_options() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = Cluster::start_with(NODES as usize, &["--allow-fault-injection"]).await;
         let clients = partitions::clients(&cluster, NODES).await;

@@ -65,7 +65,7 @@ async fn put(c: &Client, key: &str, value: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixth_node_joins_under_writes_moves_its_share_and_loses_nothing() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start(5).await;
         let mut clients = Vec::new();

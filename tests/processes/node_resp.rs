@@ -253,7 +253,7 @@ async fn default_buckets(cluster: &Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strings_counters_and_sets_with_pipelining_and_resp3() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         default_buckets(&cluster).await;
@@ -438,7 +438,7 @@ async fn strings_counters_and_sets_with_pipelining_and_resp3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_on_siblings_names_them_and_set_replaces_them() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         default_buckets(&cluster).await;
@@ -464,7 +464,7 @@ async fn get_on_siblings_names_them_and_set_replaces_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_closes_that_connection_only() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         default_buckets(&cluster).await;
@@ -512,7 +512,7 @@ async fn malformed_input_closes_that_connection_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_users_auth_is_required_and_roles_hold() {
     use ringkv::client::Credentials;
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users.toml");
@@ -613,7 +613,7 @@ async fn an_open_port_refuses_to_listen_beyond_loopback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_through_one_node_is_read_through_another() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = Cluster::start_with(3, &["--redis-listen", "127.0.0.1:0"]).await;
         set_buckets(&cluster, 3, &[("db0", ConflictPolicy::Siblings)]).await;
@@ -647,7 +647,7 @@ async fn redis_cli_sets_and_gets() {
         println!("SKIPPED: redis-cli is not installed (apt-get install redis-tools)");
         return;
     }
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         default_buckets(&cluster).await;

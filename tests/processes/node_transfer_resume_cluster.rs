@@ -109,7 +109,7 @@ async fn transfer(c: &Client, id: u64) -> Option<TransferView> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_broken_midway_resumes_rather_than_restarts() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start_with(
             3,

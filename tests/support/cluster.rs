@@ -38,19 +38,30 @@ use tokio::process::{Child, Command};
 /// The binary under test.
 pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_ringkv-node");
 
-static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// How many tests' clusters may run at once (see [`cluster_slot`]).
+pub const CLUSTER_SLOTS: u32 = 3;
+
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CLUSTER_SLOTS as usize);
 
 /// Held by every test of the `processes` binary that starts `ringkv-node`
-/// processes, for as long as they run: one test's cluster at a time. The
-/// machine may have two cores; a test that measures a node's CPU, latency
-/// or detection times must not share them with another test's cluster.
-/// (When each file was a test binary, cargo ran the files one after
-/// another, and the files with several cluster tests each had a lock of
-/// their own.) Take it before the test's time limit starts, so that
-/// waiting for it does not count against the limit. A tokio mutex is not
-/// poisoned: a test that fails while holding it releases it.
-pub async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    ONE_CLUSTER.lock().await
+/// processes, for as long as they run: one of [`CLUSTER_SLOTS`] slots, so
+/// that at most that many tests' clusters share the machine. The tests
+/// spend most of their time waiting (for gossip, timeouts and restarts):
+/// one cluster at a time left two cores three quarters idle. Take it
+/// before the test's time limit starts, so that waiting for it does not
+/// count against the limit. A permit is released when a test fails too.
+pub async fn cluster_slot() -> tokio::sync::SemaphorePermit<'static> {
+    SLOTS.acquire().await.expect("the slots are never closed")
+}
+
+/// Every slot: for a test whose cluster must have the machine to itself,
+/// because it judges failure detectors' verdicts on fast gossip, which
+/// another test's cluster stalling the same cores would skew.
+pub async fn the_machine_alone() -> tokio::sync::SemaphorePermit<'static> {
+    SLOTS
+        .acquire_many(CLUSTER_SLOTS)
+        .await
+        .expect("the slots are never closed")
 }
 
 /// The cluster name every test node uses.

@@ -131,7 +131,7 @@ async fn the_python_redis_package_against_a_node() {
             )
         }
     }
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         db0_buckets_of_one_copy(&cluster).await;
@@ -159,7 +159,7 @@ async fn the_python_redis_package_against_a_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_crate_against_a_node() {
     use redis::AsyncCommands;
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         let port = cluster.node(1).redis.unwrap().port();
@@ -442,7 +442,7 @@ async fn redis_benchmark_against_one_node() {
     if !have_redis_benchmark() {
         return;
     }
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         db0_buckets_of_one_copy(&cluster).await;
@@ -462,7 +462,7 @@ async fn redis_benchmark_against_three_nodes() {
     if !have_redis_benchmark() {
         return;
     }
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = Cluster::start_with(3, &["--redis-listen", "127.0.0.1:0"]).await;
         wait_for_every_replica(&cluster).await;
@@ -699,7 +699,7 @@ async fn a_node_killed_during_a_pipelined_run() {
                 % 1_000_000
         });
     println!("seed {seed} (RINGKV_RESP_KILL_SEED={seed} replays it)");
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let mut cluster = Cluster::start_with(3, &["--redis-listen", "127.0.0.1:0"]).await;
         wait_for_every_replica(&cluster).await;

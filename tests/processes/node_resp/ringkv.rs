@@ -35,7 +35,7 @@ fn sorted_bulks(r: &R) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_database_takes_strings_counters_and_sets_with_no_setbucket() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         let addr = cluster.node(1).redis.unwrap();
@@ -125,7 +125,7 @@ fn props_n1(policy: ConflictPolicy) -> BucketInfo {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn siblings_are_read_with_their_context_and_resolved_with_it() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         set_buckets(&cluster, 1, &[("sib", ConflictPolicy::Siblings)]).await;

@@ -80,7 +80,7 @@ async fn resp_scan(conn: &mut Conn, options: &[&str]) -> (Vec<Vec<u8>>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_list_every_live_key_once_through_the_client_and_resp() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let cluster = Cluster::start_with(3, &["--redis-listen", "127.0.0.1:0"]).await;
         set_buckets(

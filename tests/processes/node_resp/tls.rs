@@ -144,7 +144,7 @@ fn redis_cli_found() -> bool {
 /// handshake is closed after `auth_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_certificate_the_resp_port_speaks_only_tls() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let certs = Certs::make().await;
         let mut args = users_and_limits(
@@ -315,7 +315,7 @@ async fn a_plaintext_port_refuses_to_listen_beyond_loopback_even_with_users() {
 /// back. The count is one over the RESP and client ports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_users_connections_are_capped_over_both_ports() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
         let args = users_and_limits(
@@ -412,7 +412,7 @@ async fn one_users_connections_are_capped_over_both_ports() {
 /// replies are served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_replies_unread_are_held_to_the_ports_reply_budget() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         // The least the configuration allows: max_frame_bytes, 16 MiB, for
         // one connection and for the port.
@@ -473,7 +473,7 @@ async fn large_replies_unread_are_held_to_the_ports_reply_budget() {
 /// one held answer would hold back every read of the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unread_large_reply_does_not_hold_back_the_nodes_reads() {
-    let _one = cluster::one_cluster_at_a_time().await;
+    let _one = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         let (_dir, cluster, big, mut reader) = big_and_small("read_budget_bytes = 1\n").await;
         let addr = cluster.node(1).redis.unwrap();
