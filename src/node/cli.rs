@@ -1204,17 +1204,17 @@ pub fn claim_data_dir(dir: &Path, owner: &DirOwner) -> Result<DataDirClaim> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
+    // Patiently: a child being forked may hold a just-released lock for a
+    // moment (see `lock_patiently`), as when an embedded node restarts.
+    match crate::storage::lock_patiently(&file) {
+        Ok(true) => {}
+        Ok(false) => {
             return Err(Error::InvalidInput(format!(
                 "data directory {} is in use by another process (its {NODE_FILE} file is locked)",
                 dir.display()
             )))
         }
-        Err(fs::TryLockError::Error(e)) => {
-            return Err(Error::io(format!("locking {}", path.display()), e))
-        }
+        Err(e) => return Err(Error::io(format!("locking {}", path.display()), e)),
     }
     let mut text = String::new();
     file.read_to_string(&mut text)

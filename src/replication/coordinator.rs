@@ -19,6 +19,14 @@
 //! ([`super::ReplicaError::refused`]), and the put machine answers that
 //! refusal at once. All are `Error::InvalidInput`, with nothing stored anywhere.
 //!
+//! A CRDT update at a level above one reads first: a [`GetRequest`] at
+//! the update's own level, whose merge goes with the update
+//! ([`Write::base`]), so the coordinating replica applies the update to
+//! every write that level acknowledged. Without it an acknowledged delete
+//! that had not yet reached the coordinating replica was undone by the
+//! next add (its result carried the deleted count and superseded the
+//! tombstone). A read that fails fails the update, with nothing written.
+//!
 //! The Coordinator actor owns one of these and only carries messages; the
 //! simulator drives the same struct.
 
@@ -126,12 +134,30 @@ struct WriteChange {
     payload: Payload,
     context: CausalContext,
     op: Option<crate::crdt::CrdtOp>,
+    /// [`Write::base`].
+    base: Option<Box<crate::version::Object>>,
     options: RequestOptions,
 }
 
 enum Machine {
     Put(PutRequest),
     Get(GetRequest),
+    /// A CRDT update's read (see the module docs); the update is sent
+    /// when it answers.
+    Read {
+        read: GetRequest,
+        update: Box<WriteChange>,
+        wall_ms: u64,
+    },
+}
+
+impl Machine {
+    fn deadline(&self) -> Instant {
+        match self {
+            Machine::Put(p) => p.deadline(),
+            Machine::Get(g) | Machine::Read { read: g, .. } => g.deadline(),
+        }
+    }
 }
 
 /// All client requests in flight on one node; `C` is the caller's token
@@ -491,13 +517,7 @@ impl<C> Coordinator<C> {
 
     /// The earliest deadline of a request in flight: when to tick next.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.requests
-            .values()
-            .map(|(_, m, _)| match m {
-                Machine::Put(p) => p.deadline(),
-                Machine::Get(g) => g.deadline(),
-            })
-            .min()
+        self.requests.values().map(|(_, m, _)| m.deadline()).min()
     }
 
     /// The targets a read of `bucket`/`key` asks now.
@@ -679,6 +699,7 @@ impl<C> Coordinator<C> {
                     payload,
                     context,
                     op: None,
+                    base: None,
                     options,
                 };
                 match self.write_machine(now, wall_ms, req, change, out) {
@@ -699,9 +720,10 @@ impl<C> Coordinator<C> {
                     payload: Payload::Value(Vec::new()),
                     context: CausalContext::empty(),
                     op: Some(op),
+                    base: None,
                     options,
                 };
-                match self.write_machine(now, wall_ms, req, change, out) {
+                match self.update_machine(now, wall_ms, req, change, out) {
                     Ok(m) => m,
                     Err(e) => return Some((client, Err(e))),
                 }
@@ -709,7 +731,8 @@ impl<C> Coordinator<C> {
         };
         let fence = self.placement.fence();
         self.requests.insert(req, (Some(client), machine, fence));
-        let mut done = self.collect(req);
+        let mut done = self.advance(now, req, out);
+        done.extend(self.collect(req));
         done.pop()
     }
 
@@ -775,6 +798,50 @@ impl<C> Coordinator<C> {
         }
     }
 
+    /// Builds the machine of a CRDT update: its read first when the
+    /// update's level needs more than one replica (see the module docs),
+    /// else the write itself (the coordinating replica's own object is
+    /// the one copy that level reads).
+    fn update_machine(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        req: u64,
+        change: WriteChange,
+        out: &mut Outbox,
+    ) -> Result<Machine> {
+        let props = self.bucket(&change.bucket).clone();
+        let r = self.required(change.options.w.unwrap_or(props.w), props.n)?;
+        if r <= 1 {
+            return self.write_machine(now, wall_ms, req, change, out);
+        }
+        let sloppy = change.options.sloppy_quorum.unwrap_or(props.sloppy_quorum);
+        let targets = self.targets(&change.bucket, &change.key, sloppy);
+        let timeout = change.options.timeout.unwrap_or(props.timeout);
+        let mut change = change;
+        change.options.timeout = Some(timeout);
+        let read = GetRequest::new(
+            now,
+            req,
+            change.bucket.clone(),
+            change.key.clone(),
+            props.policy.clone(),
+            targets,
+            GetOptions {
+                r,
+                timeout,
+                // The update's result, sent to every target, repairs.
+                repair: Repair::Off,
+            },
+            out,
+        );
+        Ok(Machine::Read {
+            read,
+            update: Box::new(change),
+            wall_ms,
+        })
+    }
+
     /// Builds the machine of a write (a put, a delete or a CRDT update).
     fn write_machine(
         &mut self,
@@ -790,6 +857,7 @@ impl<C> Coordinator<C> {
             payload,
             context,
             op,
+            base,
             options,
         } = change;
         let props = self.bucket(&bucket).clone();
@@ -828,6 +896,7 @@ impl<C> Coordinator<C> {
             payload,
             timestamp: self.stamp(wall_ms),
             op,
+            base,
         };
         Ok(Machine::Put(PutRequest::new(
             now,
@@ -860,10 +929,14 @@ impl<C> Coordinator<C> {
         let req = reply.req() & ((1 << super::put::ROUND_SHIFT) - 1);
         match self.requests.get_mut(&req) {
             Some((_, Machine::Put(p), _)) => p.step(now, from, reply, out),
-            Some((_, Machine::Get(g), _)) => g.step(now, from, reply, out),
+            Some((_, Machine::Get(g) | Machine::Read { read: g, .. }, _)) => {
+                g.step(now, from, reply, out)
+            }
             None => return Vec::new(),
         }
-        self.collect(req)
+        let mut done = self.advance(now, req, out);
+        done.extend(self.collect(req));
+        done
     }
 
     /// Checks every request's deadline. Returns the answers it completed.
@@ -872,22 +945,69 @@ impl<C> Coordinator<C> {
         let due: Vec<u64> = self
             .requests
             .iter()
-            .filter(|(_, (_, m, _))| match m {
-                Machine::Put(p) => p.deadline() <= now,
-                Machine::Get(g) => g.deadline() <= now,
-            })
+            .filter(|(_, (_, m, _))| m.deadline() <= now)
             .map(|(req, _)| *req)
             .collect();
         let mut done = Vec::new();
         for req in due {
             match self.requests.get_mut(&req) {
                 Some((_, Machine::Put(p), _)) => p.tick(now, out),
-                Some((_, Machine::Get(g), _)) => g.tick(now, out),
+                Some((_, Machine::Get(g) | Machine::Read { read: g, .. }, _)) => g.tick(now, out),
                 None => continue,
             }
+            done.extend(self.advance(now, req, out));
             done.extend(self.collect(req));
         }
         done
+    }
+
+    /// Sends a CRDT update whose read has answered, with the read's merge
+    /// as its base and what is left of its timeout. A failed read is the
+    /// update's answer, returned here: nothing was written.
+    fn advance(&mut self, now: Instant, req: u64, out: &mut Outbox) -> Vec<(C, Result<Answer>)> {
+        let Some((_, Machine::Read { read, .. }, _)) = self.requests.get_mut(&req) else {
+            return Vec::new();
+        };
+        let Some(got) = read.take_reply() else {
+            return Vec::new();
+        };
+        let deadline = read.deadline();
+        let Some((
+            client,
+            Machine::Read {
+                mut update,
+                wall_ms,
+                ..
+            },
+            fence,
+        )) = self.requests.remove(&req)
+        else {
+            return Vec::new();
+        };
+        let machine = got.and_then(|GetReply { object, .. }| {
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(Error::QuorumTimeout {
+                    needed: 1,
+                    got: 0,
+                    after: update.options.timeout.unwrap_or_default(),
+                    indefinite: false,
+                });
+            }
+            update.base = object.map(Box::new);
+            update.options.timeout = Some(left);
+            self.write_machine(now, wall_ms, req, *update, out)
+        });
+        match machine {
+            Ok(machine) => {
+                self.requests.insert(req, (client, machine, fence));
+                Vec::new()
+            }
+            Err(e) => {
+                self.retired.push((req, fence));
+                client.map(|c| (c, Err(e))).into_iter().collect()
+            }
+        }
     }
 
     /// Takes request `req`'s answer if it has one, and drops the machine if
@@ -905,6 +1025,8 @@ impl<C> Coordinator<C> {
                 let a = g.take_reply().map(|r| r.map(Answer::Got));
                 (a, g.is_finished())
             }
+            // Its reply, once there, is taken by `advance`.
+            Machine::Read { .. } => (None, false),
         };
         let mut done = Vec::new();
         if let Some(answer) = answer {
@@ -1260,6 +1382,7 @@ mod tests {
                 payload: Payload::Value(b"v".to_vec()),
                 timestamp: Timestamp::from_ms(5),
                 op: None,
+                base: None,
             },
             policy: crate::version::ConflictPolicy::Siblings,
             hint_for: None,
@@ -1632,6 +1755,109 @@ mod tests {
         let delete = put(b"c", b"k", Payload::Tombstone, p.object.context());
         assert!(run(&mut c, &stores, delete).is_ok());
         assert!(run(&mut c, &stores, add(b"c", 2)).is_ok());
+        assert_eq!(counters(&stores, b"c"), vec![2, 2, 2]);
+    }
+
+    /// A counter deleted at QUORUM on two of three replicas, then added to
+    /// through the third, which the delete had not reached yet: the add
+    /// started from the third replica's own state (the deleted 5), its
+    /// result superseded the tombstone, and the delete was undone on every
+    /// replica (seen once in the FFI suite as 7 where 2 was due). The
+    /// update now reads at its own level first.
+    #[test]
+    fn an_update_starts_from_what_its_level_acknowledged_a_delete_included() {
+        use crate::crdt::{CrdtKind, CrdtOp};
+        use crate::version::ConflictPolicy;
+        let (mut c, stores) = three();
+        counter_bucket(&mut c, b"c", CrdtKind::PnCounter);
+        let Ok(Answer::Put(p)) = run(&mut c, &stores, add(b"c", 5)) else {
+            panic!()
+        };
+        assert_eq!(counters(&stores, b"c"), vec![5, 5, 5]);
+        // The delete, coordinated by node 2 and merged by node 3 only: a
+        // QUORUM delete acknowledged while its copy to node 1 is in flight.
+        let policy = ConflictPolicy::Crdt(CrdtKind::PnCounter);
+        let deleted = match stores[1].handle(ReplicaRequest::Coordinate {
+            req: 1 << 40,
+            bucket: b"c".to_vec(),
+            key: b"k".to_vec(),
+            write: Write {
+                context: p.object.context(),
+                payload: Payload::Tombstone,
+                timestamp: Timestamp::from_ms(2_000),
+                op: None,
+                base: None,
+            },
+            policy: policy.clone(),
+            hint_for: None,
+        }) {
+            ReplicaReply::Coordinated { result: Ok(o), .. } => o,
+            other => panic!("{other:?}"),
+        };
+        let merged = stores[2].handle(ReplicaRequest::Merge {
+            req: 1 << 40,
+            bucket: b"c".to_vec(),
+            key: b"k".to_vec(),
+            object: deleted,
+            policy,
+            hint_for: None,
+        });
+        assert!(matches!(
+            merged,
+            ReplicaReply::Merged { result: Ok(()), .. }
+        ));
+        // Node 1 (this coordinator's own replica, so the add's coordinating
+        // one) still holds 5.
+        let quorum = |by: i64| ClientOp::Update {
+            bucket: b"c".to_vec(),
+            key: b"k".to_vec(),
+            op: CrdtOp::Add(by),
+            options: RequestOptions {
+                w: Some(Consistency::Quorum),
+                ..RequestOptions::default()
+            },
+        };
+        let Ok(Answer::Put(p)) = run(&mut c, &stores, quorum(2)) else {
+            panic!()
+        };
+        assert_eq!(
+            CrdtKind::PnCounter
+                .value(p.object.siblings()[0].payload.value().unwrap(), 1 << 20)
+                .unwrap(),
+            crate::crdt::CrdtValue::Counter(2)
+        );
+        assert_eq!(counters(&stores, b"c"), vec![2, 2, 2]);
+
+        // A read that cannot reach its level fails the update, and
+        // nothing is sent, so nothing is written.
+        c.set_down([NodeId(2), NodeId(3)].into_iter().collect());
+        let strict = ClientOp::Update {
+            bucket: b"c".to_vec(),
+            key: b"k".to_vec(),
+            op: CrdtOp::Add(1),
+            options: RequestOptions {
+                w: Some(Consistency::Quorum),
+                sloppy_quorum: Some(false),
+                ..RequestOptions::default()
+            },
+        };
+        let mut out = Outbox::new();
+        let res = c.start(Instant::now(), 3_000, 7, strict, &mut out);
+        assert!(
+            matches!(
+                res,
+                Some((
+                    7,
+                    Err(Error::Unavailable {
+                        indefinite: false,
+                        ..
+                    })
+                ))
+            ),
+            "{res:?}"
+        );
+        assert!(out.is_empty(), "nothing sent: {out:?}");
+        assert_eq!(c.in_flight(), 0);
         assert_eq!(counters(&stores, b"c"), vec![2, 2, 2]);
     }
 

@@ -218,6 +218,16 @@ pub struct Write {
     /// replaces every sibling it saw. Only for `Crdt` buckets.
     #[serde(default)]
     pub op: Option<crate::crdt::CrdtOp>,
+    /// With `op`: the merge of what a read of the key at the update's own
+    /// level returned before the update was sent. The coordinating replica
+    /// merges it into its stored object before it applies `op`, so an
+    /// update starts from every write that level acknowledged, a delete
+    /// included, and not only from what this one replica has seen
+    /// (without it, an acknowledged delete that had not yet reached the
+    /// coordinating replica was undone by the next add: the add's result
+    /// carried the deleted count and superseded the tombstone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Box<Object>>,
 }
 
 /// A request from a coordinator to a replica.

@@ -412,6 +412,7 @@ mod tests {
             payload: Payload::Value(v.as_bytes().to_vec()),
             timestamp: Timestamp::from_ms(1),
             op: None,
+            base: None,
         }
     }
 

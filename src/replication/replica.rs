@@ -685,6 +685,12 @@ impl ReplicaStore {
         }
         let new_hint = owner.is_some() && stored.is_none();
         let mut object = stored.unwrap_or_default();
+        // What the coordinator's read returned for a CRDT update (see
+        // `Write::base`): the update applies to it joined with what is
+        // stored here, and the result replaces both.
+        if let Some(base) = &write.base {
+            policy.merge(&mut object, base);
+        }
         // Read under the key's lock: a deletion that retires this slot's
         // epoch holds the same lock (see the module docs).
         let actor = self.actor(owner).map_err(failed)?;
@@ -1413,6 +1419,7 @@ mod tests {
                 payload: Payload::Value(value.as_bytes().to_vec()),
                 timestamp: Timestamp::from_ms(req),
                 op: None,
+                base: None,
             },
             policy: ConflictPolicy::Siblings,
             hint_for: None,
@@ -1702,6 +1709,7 @@ mod tests {
                     payload: Payload::Value(Vec::new()),
                     timestamp: Timestamp::from_ms(1),
                     op: Some(CrdtOp::Add(1)),
+                    base: None,
                 },
                 policy: policy.clone(),
                 hint_for: Some(NodeId(1)),
@@ -1769,6 +1777,7 @@ mod tests {
                 payload: Payload::Value(value.as_bytes().to_vec()),
                 timestamp: Timestamp::from_ms(ms),
                 op: None,
+                base: None,
             },
             policy: ConflictPolicy::Lww,
             hint_for: None,
@@ -1942,6 +1951,7 @@ mod tests {
                 payload: Payload::Value(Vec::new()),
                 timestamp: Timestamp::from_ms(req),
                 op: Some(CrdtOp::Add(by)),
+                base: None,
             },
             policy: policy.clone(),
             hint_for: None,

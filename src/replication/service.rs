@@ -249,6 +249,7 @@ mod tests {
                     payload: Payload::Value(vec![7; bytes]),
                     timestamp: Timestamp::from_ms(1),
                     op: None,
+                    base: None,
                 },
                 policy: ConflictPolicy::Siblings,
                 hint_for: None,

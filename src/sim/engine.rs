@@ -687,6 +687,7 @@ mod tests {
                 payload: Payload::Value(b"v".to_vec()),
                 timestamp: Timestamp::from_ms(1),
                 op: None,
+                base: None,
             },
             policy: ConflictPolicy::Siblings,
             hint_for: None,

@@ -42,6 +42,31 @@ use std::ops::Bound;
 
 use crate::error::{Error, Result};
 
+/// How long [`lock_patiently`] keeps trying a held lock before it gives up.
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Takes an exclusive lock on `file` (a data directory's `LOCK` or `NODE`
+/// file). `Ok(false)` when another holder kept it for [`LOCK_PATIENCE`].
+///
+/// Why not one `try_lock`: a lock released a moment ago may still be held
+/// for a few milliseconds, because a child this process is forking at that
+/// moment holds a copy of every descriptor until its exec closes them (a
+/// test run saw an engine's reopen refused so). A directory truly in use
+/// is held far longer than the patience, so it is still refused.
+pub fn lock_patiently(file: &std::fs::File) -> std::io::Result<bool> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
 pub mod btree;
 pub mod config;
 pub mod lsm;
@@ -458,6 +483,39 @@ pub trait Engine: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lock held a moment longer than its release (as by a child being
+    /// forked) is taken once let go; one held throughout the patience is
+    /// refused, and the refusal took the patience, not less.
+    #[test]
+    fn a_lock_is_taken_patiently_and_refused_when_held_throughout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("LOCK");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        let (holder, waiter) = (open(), open());
+        assert!(lock_patiently(&holder).unwrap());
+        let started = std::time::Instant::now();
+        assert!(!lock_patiently(&waiter).unwrap(), "held throughout");
+        assert!(started.elapsed() >= LOCK_PATIENCE);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let letting_go = std::thread::spawn(move || {
+            released.recv().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(holder);
+        });
+        release.send(()).unwrap();
+        assert!(lock_patiently(&waiter).unwrap(), "taken once let go");
+        letting_go.join().unwrap();
+        // And held now: a third open is refused.
+        assert!(!lock_patiently(&open()).unwrap());
+    }
 
     #[test]
     fn engines_say_when_they_serve_at_once() {

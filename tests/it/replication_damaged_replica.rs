@@ -108,6 +108,7 @@ fn damaged_keys_are_read_from_the_others_and_repaired() {
                     payload: Payload::Value(format!("value {i}").into_bytes()),
                     timestamp: Timestamp::from_ms(u64::from(i) + 1),
                     op: None,
+                    base: None,
                 },
                 policy: ConflictPolicy::Siblings,
                 hint_for: None,

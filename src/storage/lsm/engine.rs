@@ -307,33 +307,16 @@ fn lock_dir(dir: &Path) -> Result<fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    // A lock released a moment ago may still be held for a few
-    // milliseconds: a child this process is forking at that moment holds
-    // a copy of every descriptor until its exec closes them (a test run
-    // saw a reopen refused so). So a held lock is tried again for a
-    // while before the directory is called in use.
-    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::InvalidInput(format!(
-                    "{} is in use by another engine (its LOCK file is held)",
-                    dir.display()
-                )))
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("locking {}", path.display()), e))
-            }
-        }
+    // Patiently: see `lock_patiently`.
+    match crate::storage::lock_patiently(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(Error::InvalidInput(format!(
+            "{} is in use by another engine (its LOCK file is held)",
+            dir.display()
+        ))),
+        Err(e) => Err(Error::io(format!("locking {}", path.display()), e)),
     }
 }
-
-/// How long [`lock_dir`] keeps trying a held `LOCK` before it refuses.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The LSM-tree storage engine. See the module docs for how it works.
 ///
