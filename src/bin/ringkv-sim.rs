@@ -34,6 +34,9 @@ enum Regression {
     /// Replicas serve requests routed by a stale ring state (no ring
     /// fence).
     UnfencedRing,
+    /// CRDT updates without their read at their own level (an
+    /// acknowledged delete undone by the next add).
+    BlindUpdate,
 }
 
 #[derive(Parser, Debug)]
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Regression::BareNodeActor => regressions.bare_node_actor = true,
             Regression::UnorderedLww => regressions.unordered_lww = true,
             Regression::UnfencedRing => regressions.unfenced_ring = true,
+            Regression::BlindUpdate => regressions.blind_update = true,
         }
     }
     let (first, seeds) = match args.seed {

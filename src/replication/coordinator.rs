@@ -812,7 +812,7 @@ impl<C> Coordinator<C> {
     ) -> Result<Machine> {
         let props = self.bucket(&change.bucket).clone();
         let r = self.required(change.options.w.unwrap_or(props.w), props.n)?;
-        if r <= 1 {
+        if r <= 1 || self.regressions.blind_update {
             return self.write_machine(now, wall_ms, req, change, out);
         }
         let sloppy = change.options.sloppy_quorum.unwrap_or(props.sloppy_quorum);

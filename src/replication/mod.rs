@@ -104,6 +104,11 @@ pub struct Regressions {
     /// acknowledged by old replicas after a move's scan, and be missed by
     /// reads through the new ring.
     pub unfenced_ring: bool,
+    /// CRDT updates apply to what their coordinating replica holds, with
+    /// no read at their level first, as before 3e75f93: an add through a
+    /// replica an acknowledged delete has not yet reached brings the
+    /// deleted count back everywhere.
+    pub blind_update: bool,
 }
 
 /// How many replicas must answer, per request.

@@ -458,7 +458,8 @@ pub fn or_set(h: &History) -> Vec<Violation> {
 }
 
 /// Checks `Counter` buckets: every value is a sum of adds that may have
-/// been applied, including those that must have been.
+/// been applied, including those that must have been, and an acknowledged
+/// reset removed every add it was ordered after.
 ///
 /// Each add either is surely included in a value, may be included, or
 /// surely is not. A definitely failed add, or one invoked after a read
@@ -472,6 +473,19 @@ pub fn or_set(h: &History) -> Vec<Violation> {
 /// between the sure sum plus every possible negative add and the sure sum
 /// plus every possible positive add; these are the tightest bounds that
 /// hold for any subset of the possible adds.
+///
+/// Resets (`CounterReset`, a delete with a read's context) that may have
+/// been applied before a value was read change what counts. When the
+/// value's last such reset D is *clean*, only the adds invoked after D
+/// completed count, as above: D was acknowledged before the read was
+/// invoked, the bucket's quorums intersect (D's read saw every add
+/// acknowledged before it, and an add after D reads D at its own level,
+/// `docs/replication.md`), no power loss struck from D's invocation on,
+/// every other reset that may have been applied was acknowledged before D
+/// was invoked, and every add invoked before D completed was acknowledged
+/// before D was invoked (an indefinite or concurrent add may carry the
+/// state D removed back: `docs/data-model.md`). Otherwise every add
+/// invoked before the value was read may be included and none surely is.
 pub fn counters(h: &History) -> Vec<Violation> {
     let mut found = Found::new("counters");
     for ((bucket, key), ops) in ops_by_key(h) {
@@ -488,6 +502,11 @@ pub fn counters(h: &History) -> Vec<Violation> {
                 _ => None,
             })
             .collect();
+        let resets: Vec<&OpRecord> = ops
+            .iter()
+            .copied()
+            .filter(|op| matches!(op.op, SimOp::CounterReset { .. }) && op.maybe_applied())
+            .collect();
         let sure_when = if b.quorums_intersect() {
             "sure: adds acknowledged before the read was invoked; possible: other adds invoked \
              before it completed that did not fail definitely"
@@ -495,37 +514,112 @@ pub fn counters(h: &History) -> Vec<Violation> {
             "the bucket's quorums do not intersect, so every add invoked before the read \
              completed that did not fail definitely is possible, none sure"
         };
+        // The clean last reset among `before` (see the doc), for a value
+        // read by `read` (None: a healed replica's final value).
+        let clean = |before: &[&'_ OpRecord], read: Option<&OpRecord>| -> Option<Option<usize>> {
+            let Some(last) = before.iter().max_by_key(|r| r.completed) else {
+                return Some(None);
+            };
+            let ordered = last.acked_write() && read.is_none_or(|read| last.precedes(read));
+            let others = before
+                .iter()
+                .all(|r| r.id == last.id || (r.acked_write() && r.precedes(last)));
+            let adds_before = adds
+                .iter()
+                .filter(|(add, _)| !last.precedes(add))
+                .all(|(add, _)| add.acked_write() && add.precedes(last));
+            let power = h
+                .power_losses
+                .iter()
+                .any(|(at, _)| *at >= last.invoked && read.is_none_or(|r| *at < r.invoked));
+            (b.quorums_intersect() && ordered && others && adds_before && !power)
+                .then_some(Some(last.id))
+        };
         for read in &ops {
             let Outcome::Ok(Observed::Counter(value)) = read.outcome else {
                 continue;
             };
+            let before: Vec<&OpRecord> = resets
+                .iter()
+                .copied()
+                .filter(|r| !read.precedes(r))
+                .collect();
             let possible = adds.iter().filter(|(add, _)| !read.precedes(add));
-            let bounds = Bounds::of(possible.map(|&(add, by)| {
-                let sure = b.quorums_intersect() && add.acked_write() && add.precedes(read);
-                (add, by, sure)
-            }));
+            let (bounds, since) = match clean(&before, Some(read)) {
+                Some(since) => {
+                    let after = since.and_then(|id| h.op(id));
+                    let counted = possible.filter(|(add, _)| after.is_none_or(|d| d.precedes(add)));
+                    let bounds = Bounds::of(counted.map(|&(add, by)| {
+                        let sure = b.quorums_intersect() && add.acked_write() && add.precedes(read);
+                        (add, by, sure)
+                    }));
+                    (bounds, after)
+                }
+                None => (
+                    Bounds::of(possible.map(|&(add, by)| (add, by, false))),
+                    None,
+                ),
+            };
             if let Some((ids, why)) = bounds.judge(value) {
-                let detail = format!("read op {} returned {value}, {why} ({sure_when}).", read.id);
+                let after = since.map_or_else(String::new, |d| {
+                    format!(
+                        " counting only adds invoked after reset op {} completed;",
+                        d.id
+                    )
+                });
+                let detail = format!(
+                    "read op {} returned {value},{after} {why} ({sure_when}).",
+                    read.id
+                );
                 found.flag(
                     bucket,
                     key,
-                    std::iter::once(read.id).chain(ids).collect(),
+                    std::iter::once(read.id)
+                        .chain(since.map(|d| d.id))
+                        .chain(ids)
+                        .collect(),
                     detail,
                 );
             }
         }
-        let bounds = Bounds::of(adds.iter().map(|&(add, by)| (add, by, add.acked_write())));
+        let (bounds, since) = match clean(&resets, None) {
+            Some(since) => {
+                let after = since.and_then(|id| h.op(id));
+                let counted = adds
+                    .iter()
+                    .filter(|(add, _)| after.is_none_or(|d| d.precedes(add)));
+                (
+                    Bounds::of(counted.map(|&(add, by)| (add, by, add.acked_write()))),
+                    after,
+                )
+            }
+            None => (
+                Bounds::of(adds.iter().map(|&(add, by)| (add, by, false))),
+                None,
+            ),
+        };
         for (node, seen) in final_replicas(h, bucket, key) {
             let Observed::Counter(value) = *seen else {
                 continue;
             };
             if let Some((ids, why)) = bounds.judge(value) {
+                let after = since.map_or_else(String::new, |d| {
+                    format!(
+                        " counting only adds invoked after reset op {} completed;",
+                        d.id
+                    )
+                });
                 let detail = format!(
-                    "after the cluster healed, replica {node} holds {value}, {why} (sure: every \
-                     acknowledged add; possible: adds that failed indefinitely or were \
+                    "after the cluster healed, replica {node} holds {value},{after} {why} (sure: \
+                     every acknowledged add; possible: adds that failed indefinitely or were \
                      unanswered)."
                 );
-                found.flag(bucket, key, ids, detail);
+                found.flag(
+                    bucket,
+                    key,
+                    since.map(|d| d.id).into_iter().chain(ids).collect(),
+                    detail,
+                );
             }
         }
     }
@@ -909,16 +1003,19 @@ fn op_suits(op: &SimOp, kind: BucketKind) -> bool {
         SimOp::Put { .. } | SimOp::Get { .. } => {
             matches!(kind, BucketKind::Siblings | BucketKind::Lww)
         }
-        SimOp::CounterAdd { .. } | SimOp::CounterGet { .. } => kind == BucketKind::Counter,
+        SimOp::CounterAdd { .. } | SimOp::CounterReset { .. } | SimOp::CounterGet { .. } => {
+            kind == BucketKind::Counter
+        }
         SimOp::SetAdd { .. } | SimOp::SetMembers { .. } => kind == BucketKind::Set,
     }
 }
 
 fn observation_suits(op: &SimOp, seen: &Observed) -> bool {
     match op {
-        SimOp::Put { .. } | SimOp::CounterAdd { .. } | SimOp::SetAdd { .. } => {
-            *seen == Observed::Written
-        }
+        SimOp::Put { .. }
+        | SimOp::CounterAdd { .. }
+        | SimOp::CounterReset { .. }
+        | SimOp::SetAdd { .. } => *seen == Observed::Written,
         SimOp::Get { .. } => matches!(seen, Observed::Values(_)),
         SimOp::CounterGet { .. } => matches!(seen, Observed::Counter(_)),
         SimOp::SetMembers { .. } => matches!(seen, Observed::Members(_)),
@@ -938,6 +1035,7 @@ fn op_name(op: &SimOp) -> &'static str {
         SimOp::Put { .. } => "Put",
         SimOp::Get { .. } => "Get",
         SimOp::CounterAdd { .. } => "CounterAdd",
+        SimOp::CounterReset { .. } => "CounterReset",
         SimOp::CounterGet { .. } => "CounterGet",
         SimOp::SetAdd { .. } => "SetAdd",
         SimOp::SetMembers { .. } => "SetMembers",
@@ -1135,6 +1233,14 @@ mod tests {
                 bucket: b.into(),
                 key: k.into(),
                 by,
+            };
+            self.op(op, inv, done, out)
+        }
+
+        fn reset(&mut self, b: &str, k: &str, inv: u64, done: u64, out: Outcome) -> usize {
+            let op = SimOp::CounterReset {
+                bucket: b.into(),
+                key: k.into(),
             };
             self.op(op, inv, done, out)
         }
@@ -1418,6 +1524,64 @@ mod tests {
         b.fin3(CTR, "z", ctr(0));
         assert_clean(&b.h, &counters(&b.h));
         assert_clean(&b.h, &check_all(&b.h));
+    }
+
+    /// After a clean reset only later adds count; a reset with an add
+    /// around it (concurrent, or indefinite before it), or with quorums
+    /// that do not meet, leaves every add possible and none sure.
+    #[test]
+    fn counters_after_resets() {
+        let mut b = Hb::new();
+        b.add(CTR, "c", 5, 0, 10, ok());
+        let reset = b.reset(CTR, "c", 20, 30, ok());
+        b.cget(CTR, "c", 40, 50, 0);
+        let two = b.add(CTR, "c", 2, 60, 70, ok());
+        b.cget(CTR, "c", 80, 90, 2);
+        // The deleted count back: the bug before the update's read.
+        let back = b.cget(CTR, "c", 95, 99, 7);
+        b.fin(CTR, "c", vec![ctr(2), ctr(7), ctr(2)]);
+        // Concurrent with its reset, an add may bring the old count back.
+        b.add(CTR, "d", 5, 0, 10, ok());
+        b.add(CTR, "d", 1, 15, 35, ok());
+        b.reset(CTR, "d", 20, 30, ok());
+        b.cget(CTR, "d", 40, 50, 6);
+        b.fin3(CTR, "d", ctr(6));
+        // So may an indefinite add before it.
+        b.add(CTR, "e", 5, 0, 10, indefinite());
+        b.reset(CTR, "e", 20, 30, ok());
+        b.cget(CTR, "e", 40, 50, 5);
+        b.fin3(CTR, "e", ctr(5));
+        // An indefinite reset may not have been applied...
+        b.add(CTR, "f", 5, 0, 10, ok());
+        b.reset(CTR, "f", 20, 30, indefinite());
+        b.cget(CTR, "f", 40, 50, 5);
+        // ...and a definitely failed one was not.
+        b.add(CTR, "g", 5, 0, 10, ok());
+        b.reset(CTR, "g", 20, 30, definite());
+        let kept = b.cget(CTR, "g", 40, 50, 0);
+        // Quorums that do not meet promise nothing either.
+        b.add(CTR1, "h", 5, 0, 10, ok());
+        b.reset(CTR1, "h", 20, 30, ok());
+        b.cget(CTR1, "h", 40, 50, 5);
+        let found = counters(&b.h);
+        assert_eq!(
+            op_sets(&found),
+            vec![
+                vec![back, reset, two],
+                vec![reset, two],
+                vec![kept, kept - 2]
+            ],
+            "{}",
+            report(&b.h, &found)
+        );
+        assert!(found[0]
+            .detail
+            .contains("counting only adds invoked after reset op"));
+        assert!(
+            found[1].detail.contains("replica n2 holds 7"),
+            "{}",
+            found[1].detail
+        );
     }
 
     #[test]

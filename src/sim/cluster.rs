@@ -206,6 +206,9 @@ pub fn default_buckets() -> Vec<SimBucket> {
         bucket("sloppy", BucketKind::Siblings, true),
         bucket("lww", BucketKind::Lww, false),
         bucket("counter", BucketKind::Counter, true),
+        // Strict: its resets are checked against the adds around them
+        // (`check::counters`).
+        bucket("strict-counter", BucketKind::Counter, false),
         bucket("set", BucketKind::Set, true),
     ]
 }
@@ -373,6 +376,9 @@ pub struct ClusterSim {
     /// The whole replies of scripted clients' operations, by operation id,
     /// until [`ClusterSim::request_reply`] takes them.
     replies: BTreeMap<usize, Reply>,
+    /// `CounterReset` operations whose read has answered and whose delete
+    /// is in flight.
+    deleting: BTreeSet<usize>,
     /// When every engine is synced next (none: writes are synced at once).
     next_sync: Option<Instant>,
     /// Draws disk latencies (apart from the run's generator, so that a
@@ -491,6 +497,7 @@ impl ClusterSim {
             next_raw: RAW_TOKENS,
             hot: (0, "k0".into()),
             replies: BTreeMap::new(),
+            deleting: BTreeSet::new(),
             next_sync: options.sync_interval.map(|d| start + d),
             disk_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x4449_534b),
             operator_at: None,
@@ -1707,11 +1714,14 @@ impl ClusterSim {
             },
             (BucketKind::Siblings | BucketKind::Lww, false) => SimOp::Get { bucket: name, key },
             (BucketKind::Counter, true) => {
-                let by = [-2, -1, 1, 2, 3, 5][self.rng.random_range(0..6)];
-                SimOp::CounterAdd {
-                    bucket: name,
-                    key,
-                    by,
+                // One write in eight resets the counter.
+                match [-2, -1, 1, 2, 3, 5, 1, 0][self.rng.random_range(0..8)] {
+                    0 => SimOp::CounterReset { bucket: name, key },
+                    by => SimOp::CounterAdd {
+                        bucket: name,
+                        key,
+                        by,
+                    },
                 }
             }
             (BucketKind::Counter, false) => SimOp::CounterGet { bucket: name, key },
@@ -1745,7 +1755,15 @@ impl ClusterSim {
             completed: None,
             outcome: Outcome::Unknown,
         });
-        let wire = to_wire(&op);
+        self.send_op(id, node, to_wire(&op));
+        id
+    }
+
+    /// Sends operation `id`'s request `wire` to `node`'s coordinator (the
+    /// answer completes the operation, or, for a reset's read, sends its
+    /// delete).
+    fn send_op(&mut self, id: usize, node: NodeId, wire: Op) {
+        let now = self.now;
         let wall = self.wall_ms(self.nodes.get(&node).map_or(0, |n| n.skew_ms));
         let started = to_client_op(wire, &self.version)
             .and_then(|o| o.ok_or_else(|| Error::InvalidInput("not a data operation".into())));
@@ -1753,7 +1771,7 @@ impl ClusterSim {
             Ok(pair) => pair,
             Err(e) => {
                 self.complete_op(id, Err(e));
-                return id;
+                return;
             }
         };
         let running = self
@@ -1776,18 +1794,17 @@ impl ClusterSim {
                     indefinite: false,
                 }),
             );
-            return id;
+            return;
         };
         if !m.confirmed {
             // Restarted on a stored ring no peer has confirmed yet.
             self.complete_op(id, Err(Error::RingUnconfirmed));
-            return id;
+            return;
         }
         let mut out = Vec::new();
         m.coordinator.start(now, wall, id, client_op, &mut out);
         self.carry_coordinator(node, out);
         self.drain_local();
-        id
     }
 
     /// Coordinator answers of node `id` reach their clients.
@@ -1799,6 +1816,15 @@ impl ClusterSim {
                 }
                 continue;
             }
+            let record = &self.history.ops[op];
+            // A reset's first answer is its read's.
+            let reset_read =
+                matches!(record.op, SimOp::CounterReset { .. }) && !self.deleting.contains(&op);
+            let kind = if reset_read {
+                ReplyKind::Object
+            } else {
+                kind_of(&record.op)
+            };
             let reply = answer.and_then(|answer| {
                 let record = &self.history.ops[op];
                 let (bucket, key) = record.op.target();
@@ -1811,17 +1837,63 @@ impl ClusterSim {
                 to_reply_for(
                     bucket.as_bytes(),
                     key.as_bytes(),
-                    kind_of(&record.op),
+                    kind,
                     answer,
                     &props,
                     &Resolvers::default(),
                 )
             });
+            if reset_read {
+                self.reset_read(op, id, reply);
+                continue;
+            }
             self.complete_op(op, reply);
         }
     }
 
+    /// A reset's read answered through `node`: its delete is sent with the
+    /// read's context, to the same node. A key the read found absent is
+    /// acknowledged with nothing sent; a failed read fails the reset.
+    fn reset_read(&mut self, op: usize, node: NodeId, reply: Result<Reply>) {
+        let context = match reply {
+            Ok(Reply::Object { context, .. }) => context,
+            Ok(other) => {
+                let e = Error::InvalidInput(format!("a reset's read answered {other:?}"));
+                self.complete_op(op, Err(e));
+                return;
+            }
+            Err(e) => {
+                self.complete_op(op, Err(e));
+                return;
+            }
+        };
+        if context.is_empty() {
+            let written = Reply::Written {
+                context,
+                receipt: Default::default(),
+            };
+            self.complete_op(op, Ok(written));
+            return;
+        }
+        let waiting = self.clients.iter().any(|c| c.waiting == Some((op, node)));
+        if !waiting {
+            // The client gave up on it (its node crashed).
+            return;
+        }
+        let (bucket, key) = self.history.ops[op].op.target();
+        let b = |s: &str| ByteBuf::from(s.as_bytes().to_vec());
+        let delete = Op::Delete {
+            bucket: b(bucket),
+            key: b(key),
+            context: Some(context),
+            options: WriteOptions::default(),
+        };
+        self.deleting.insert(op);
+        self.send_op(op, node, delete);
+    }
+
     fn complete_op(&mut self, op: usize, reply: Result<Reply>) {
+        self.deleting.remove(&op);
         let now = self.now;
         let record = &mut self.history.ops[op];
         if record.completed.is_some() || !matches!(record.outcome, Outcome::Unknown) {
@@ -2623,7 +2695,10 @@ fn props_of(b: &SimBucket) -> BucketProps {
 
 fn kind_of(op: &SimOp) -> ReplyKind {
     match op {
-        SimOp::Put { .. } | SimOp::CounterAdd { .. } | SimOp::SetAdd { .. } => ReplyKind::Written,
+        SimOp::Put { .. }
+        | SimOp::CounterAdd { .. }
+        | SimOp::CounterReset { .. }
+        | SimOp::SetAdd { .. } => ReplyKind::Written,
         SimOp::Get { .. } => ReplyKind::Object,
         SimOp::CounterGet { .. } => ReplyKind::Counter,
         SimOp::SetMembers { .. } => ReplyKind::Set,
@@ -2653,6 +2728,13 @@ fn to_wire(op: &SimOp) -> Op {
             options: WriteOptions::default(),
         },
         SimOp::CounterGet { bucket, key } => Op::CounterGet {
+            bucket: b(bucket),
+            key: b(key),
+            options: ReadOptions::default(),
+        },
+        // Its read; the delete follows with the read's context
+        // (`ClusterSim::reset_read`).
+        SimOp::CounterReset { bucket, key } => Op::Get {
             bucket: b(bucket),
             key: b(key),
             options: ReadOptions::default(),

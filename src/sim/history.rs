@@ -86,6 +86,17 @@ pub enum SimOp {
         /// The amount.
         by: i64,
     },
+    /// A counter's delete, as a client resets one: a read (a `Get` at the
+    /// bucket's `r`) for the context, then a delete with that context. One
+    /// operation from the read's invocation to the delete's answer; a
+    /// failed read fails it definitely (nothing was sent), and a key the
+    /// read finds absent is acknowledged with nothing deleted.
+    CounterReset {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
     /// A counter read.
     CounterGet {
         /// The bucket.
@@ -118,6 +129,7 @@ impl SimOp {
             SimOp::Put { bucket, key, .. }
             | SimOp::Get { bucket, key }
             | SimOp::CounterAdd { bucket, key, .. }
+            | SimOp::CounterReset { bucket, key }
             | SimOp::CounterGet { bucket, key }
             | SimOp::SetAdd { bucket, key, .. }
             | SimOp::SetMembers { bucket, key } => (bucket, key),
@@ -128,7 +140,10 @@ impl SimOp {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            SimOp::Put { .. } | SimOp::CounterAdd { .. } | SimOp::SetAdd { .. }
+            SimOp::Put { .. }
+                | SimOp::CounterAdd { .. }
+                | SimOp::CounterReset { .. }
+                | SimOp::SetAdd { .. }
         )
     }
 }

@@ -274,6 +274,13 @@ mod regressions {
                     ..Regressions::default()
                 },
             ),
+            (
+                "blind update",
+                Regressions {
+                    blind_update: true,
+                    ..Regressions::default()
+                },
+            ),
         ] {
             let mut options = SearchOptions::new(0, 300);
             options.regressions = r;
@@ -312,5 +319,18 @@ mod regressions {
         );
         eprintln!("unordered lww: {found:?}");
         assert!(found.is_some());
+    }
+
+    #[test]
+    fn blind_update_is_found() {
+        let found = first_failure(
+            Regressions {
+                blind_update: true,
+                ..Regressions::default()
+            },
+            300,
+        );
+        eprintln!("blind update: {found:?}");
+        assert!(found.is_some_and(|(_, checkers)| checkers.contains(&"counters")));
     }
 }
