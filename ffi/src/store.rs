@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ringkv::client::{Client, ClientConfig, Credentials};
 use ringkv::crdt::CrdtKind;
+use ringkv::embedded::cluster::execute_retrying;
 use ringkv::embedded::{Cluster, ClusterOptions, EngineKind, Runtime, TransportKind};
 use ringkv::net::client_tls::ClientTls;
 use ringkv::protocol::{ErrorCode, Op, ReadOptions, Reply, WriteOptions};
@@ -489,26 +490,32 @@ impl Store for EmbeddedCluster {
         self.execute_within(name, op, None)
     }
 
+    /// Through the nodes in turn, retried as `ringkv::client::Client`
+    /// retries (`ringkv::embedded::cluster::execute_retrying`), and within
+    /// `timeout` when one is given.
     fn execute_within(&self, name: &str, op: Op, timeout: Option<Duration>) -> Outcome<Reply> {
-        let node = self
+        let nodes = self
             .cluster
-            .pick(None)
+            .attempt_order(None)
             .map_err(|e| Failure::new(ringkv_result::RINGKV_UNAVAILABLE, format!("{name}: {e}")))?;
         let internal =
             |e: String| Failure::new(ringkv_result::RINGKV_INTERNAL, format!("{name}: {e}"));
         let Some(limit) = timeout else {
             return self
                 .cluster
-                .execute_on(node, op)
+                .runtime()
+                .run(move || execute_retrying(nodes, op))
                 .map_err(internal)?
                 .map_err(|e| Failure::from_error(name, &e));
         };
         let is_write = op.is_write();
-        let answer = self
-            .cluster
-            .runtime()
-            .run(move || async move { tokio::time::timeout(limit, node.execute(op)).await })
-            .map_err(internal)?;
+        let answer =
+            self.cluster
+                .runtime()
+                .run(move || async move {
+                    tokio::time::timeout(limit, execute_retrying(nodes, op)).await
+                })
+                .map_err(internal)?;
         match answer {
             Ok(reply) => reply.map_err(|e| Failure::from_error(name, &e)),
             Err(_) => Err(no_answer(name, is_write, limit)),

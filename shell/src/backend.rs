@@ -190,8 +190,11 @@ impl Backend for Cluster {
         via: Option<u64>,
         op: Op,
     ) -> Result<BoxFuture<'static, ringkv::Result<Reply>>, String> {
-        let node = self.pick(via)?;
-        Ok(Box::pin(async move { node.execute(op).await }))
+        // Retried as the client retries: see `execute_retrying`.
+        let nodes = self.attempt_order(via)?;
+        Ok(Box::pin(ringkv::embedded::cluster::execute_retrying(
+            nodes, op,
+        )))
     }
 
     fn runtime(&self) -> &Arc<Runtime> {

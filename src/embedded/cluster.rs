@@ -539,6 +539,22 @@ impl Cluster {
         }
     }
 
+    /// The nodes a request tries in turn ([`execute_retrying`]): `via`
+    /// alone, or every staying node, starting from the next in turn.
+    pub fn attempt_order(&self, via: Option<u64>) -> Result<Vec<Node>, String> {
+        if via.is_some() {
+            return Ok(vec![self.pick(via)?]);
+        }
+        let live = self.staying();
+        if live.is_empty() {
+            return Err("every node is killed".into());
+        }
+        let first = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..live.len())
+            .map(|i| self.node(live[(first + i) % live.len()]))
+            .collect()
+    }
+
     /// The node a request goes through: `via`, or the running nodes in
     /// turn (those asked to leave only when no other runs: a node leaving
     /// with [`Cluster::leave`] stops soon).
@@ -951,11 +967,12 @@ impl Cluster {
         Ok(true)
     }
 
-    /// Freezes node `id`'s thread for `ms` (as SIGSTOP or a long GC pause
-    /// would); returns at once.
+    /// Freezes node `id`'s threads for `ms` (as SIGSTOP or a long GC pause
+    /// would); returns once they are frozen (or after at most a second),
+    /// so a request sent next finds the node paused.
     pub fn pause(&self, id: u64, ms: u64) -> Result<(), String> {
         let node = self.node(id)?;
-        if node.stall(Duration::from_millis(ms)) {
+        if node.stall_now(Duration::from_millis(ms), Duration::from_secs(1)) {
             Ok(())
         } else {
             Err(format!("node {id} is stopping"))
@@ -1266,6 +1283,54 @@ fn departed_message(id: u64, d: Departure) -> String {
 
 fn ids(v: &[u64]) -> Vec<NodeId> {
     v.iter().copied().map(NodeId).collect()
+}
+
+/// Attempts per request of [`execute_retrying`], the first included: six,
+/// so the backoffs (20 ms doubling) add up to 620 ms, longer than a false
+/// suspicion of a busy embedded node usually lasts before it refutes it
+/// (a few gossip rounds of 50 to 100 ms). A remote client makes four
+/// ([`crate::client::ClientConfig::max_attempts`]).
+pub const ATTEMPTS: u32 = 6;
+
+/// Backoff before [`execute_retrying`]'s first retry; it doubles.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Executes `op` on `nodes` in turn, retrying as [`crate::client::Client`]
+/// does: a retryable error of a read, or of a write that surely was not
+/// applied (`indefinite: false`), is tried again on the next node after a
+/// doubling backoff, up to [`ATTEMPTS`] attempts in all; a write that may
+/// have been applied never is. Why: an embedded cluster shares its process
+/// with the application or the shell, and on a loaded machine a node's
+/// peers may briefly suspect it; a request refused for that ("0 of the 2
+/// replicas needed answered", nothing written) succeeds a moment later.
+/// Bound it with a timeout from outside if it needs one.
+pub async fn execute_retrying(nodes: Vec<Node>, op: Op) -> crate::Result<Reply> {
+    if nodes.is_empty() {
+        return Err(crate::error::Error::Unavailable {
+            needed: 1,
+            got: 0,
+            indefinite: false,
+        });
+    }
+    let is_write = op.is_write();
+    let mut backoff = RETRY_BACKOFF;
+    let mut attempt = 0;
+    loop {
+        let node = &nodes[attempt as usize % nodes.len()];
+        let error = match node.execute(op.clone()).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) => e,
+        };
+        attempt += 1;
+        let reply = crate::protocol::ErrorReply::from(&error);
+        let retry = reply.retryable && (!is_write || reply.indefinite == Some(false));
+        if !retry || attempt >= ATTEMPTS {
+            return Err(error);
+        }
+        tracing::debug!(op = op.name(), attempt, %error, "embedded: retrying");
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
 }
 
 #[cfg(test)]

@@ -747,6 +747,39 @@ impl Node {
         }
         self.arbiter.spawn_fn(move || std::thread::sleep(duration))
     }
+
+    /// As [`Node::stall`], but returns only once every thread of the node
+    /// is asleep (or after `wait`), so that a request sent after it returns
+    /// finds the node frozen. Without the wait, a thread busy at the call
+    /// (a loaded machine makes that likely) could serve a request sent
+    /// just after before its stall began: an actor handles every message
+    /// already in its mailbox in one turn. Not from a thread of the node
+    /// itself, which would wait for its own stall to start for `wait`.
+    pub fn stall_now(&self, duration: Duration, wait: Duration) -> bool {
+        let (started, asleep) = std::sync::mpsc::channel::<()>();
+        let stall = |started: std::sync::mpsc::Sender<()>| {
+            move || {
+                let _ = started.send(());
+                std::thread::sleep(duration)
+            }
+        };
+        let mut spawned = 0;
+        for shard in self.shards.iter() {
+            if let Some(arbiter) = &shard.arbiter {
+                spawned += usize::from(arbiter.spawn_fn(stall(started.clone())));
+            }
+        }
+        let ok = self.arbiter.spawn_fn(stall(started));
+        spawned += usize::from(ok);
+        let until = std::time::Instant::now() + wait;
+        for _ in 0..spawned {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if asleep.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        ok
+    }
 }
 
 /// How long [`Node::leave`] waits for its ranges to move: 10 minutes, long
