@@ -740,12 +740,7 @@ impl Node {
     /// tasks all freeze, as under SIGSTOP or a stop-the-world pause. Returns
     /// at once; the stall starts when the thread next picks up work.
     pub fn stall(&self, duration: Duration) -> bool {
-        for shard in self.shards.iter() {
-            if let Some(arbiter) = &shard.arbiter {
-                arbiter.spawn_fn(move || std::thread::sleep(duration));
-            }
-        }
-        self.arbiter.spawn_fn(move || std::thread::sleep(duration))
+        self.stall_now(duration, Duration::ZERO)
     }
 
     /// As [`Node::stall`], but returns only once every thread of the node

@@ -731,9 +731,7 @@ impl<C> Coordinator<C> {
         };
         let fence = self.placement.fence();
         self.requests.insert(req, (Some(client), machine, fence));
-        let mut done = self.advance(now, req, out);
-        done.extend(self.collect(req));
-        done.pop()
+        self.finish(now, req, out).pop()
     }
 
     /// Checks a client operation before anything is sent: the limits of
@@ -934,9 +932,7 @@ impl<C> Coordinator<C> {
             }
             None => return Vec::new(),
         }
-        let mut done = self.advance(now, req, out);
-        done.extend(self.collect(req));
-        done
+        self.finish(now, req, out)
     }
 
     /// Checks every request's deadline. Returns the answers it completed.
@@ -955,9 +951,17 @@ impl<C> Coordinator<C> {
                 Some((_, Machine::Get(g) | Machine::Read { read: g, .. }, _)) => g.tick(now, out),
                 None => continue,
             }
-            done.extend(self.advance(now, req, out));
-            done.extend(self.collect(req));
+            done.extend(self.finish(now, req, out));
         }
+        done
+    }
+
+    /// The answers request `req` has after its machine moved: a CRDT
+    /// update's read is followed by its write ([`Self::advance`]), then
+    /// any answer is taken ([`Self::collect`]).
+    fn finish(&mut self, now: Instant, req: u64, out: &mut Outbox) -> Vec<(C, Result<Answer>)> {
+        let mut done = self.advance(now, req, out);
+        done.extend(self.collect(req));
         done
     }
 
