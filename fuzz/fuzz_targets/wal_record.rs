@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((records, report)) = decode_records(&log) {
         assert_eq!(records.len(), report.records);
         assert_eq!(
-            report.valid_bytes + report.torn_tail_bytes,
+            report.valid_bytes + report.torn_tail_bytes + report.reserved_tail_bytes,
             log.len() as u64
         );
     }

@@ -258,14 +258,18 @@ fn a_torn_wal_tail_is_cut_at_every_offset_and_earlier_records_survive() {
         std::fs::remove_file(&path).unwrap();
     }
     // Zeros where the last record should be (a file extended but never
-    // written) are a torn tail as well.
+    // written: space a log under `Always` reserves ahead of its appends)
+    // are cut off as well, counted as reserved space, not as a torn
+    // record.
     let path = dir.path().join("zeros.wal");
     let mut zeroed = full[..last_start].to_vec();
     zeroed.resize(full.len(), 0);
     std::fs::write(&path, &zeroed).unwrap();
     let (got, report) = Wal::replay(&path).unwrap();
     assert_eq!(got, records[..records.len() - 1]);
-    assert_eq!(report.torn_tail_bytes, (full.len() - last_start) as u64);
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(report.reserved_tail_bytes, (full.len() - last_start) as u64);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), last_start as u64);
 }
 
 #[test]

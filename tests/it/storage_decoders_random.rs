@@ -85,7 +85,7 @@ proptest! {
         let cut = cut.index(log.len() + 1);
         let (got, report) = decode_records(&log[..cut]).unwrap();
         prop_assert!(records.starts_with(&got));
-        prop_assert_eq!(report.valid_bytes + report.torn_tail_bytes, cut as u64);
+        prop_assert_eq!(report.valid_bytes + report.torn_tail_bytes + report.reserved_tail_bytes, cut as u64);
     }
 
     #[test]

@@ -27,6 +27,22 @@
 //! log was damaged after records were written behind it, and replay fails
 //! with [`Error::Corruption`] naming the file and `o`; nothing is skipped.
 //!
+//! # Space reserved ahead (under `SyncPolicy::Always`)
+//!
+//! An `fdatasync` after an append that grew the file must also commit the
+//! file's new size, which on ext4 is a journal commit: about twice the
+//! cost of syncing the data alone. So under [`SyncPolicy::Always`] the
+//! leader of a group that would write past the file's end first sets the
+//! file's length [`RESERVE_AHEAD_BYTES`] beyond it (`set_len`: a hole, no
+//! blocks written), and later appends write inside it: one size change
+//! per few megabytes instead of one per append. A log that is closed cuts
+//! its length back to what was written. After a crash the log ends in
+//! zeros, which replay tells from a torn record: a tail after the last
+//! whole record that is all zero bytes is the unused reservation, cut off
+//! without a warning ([`ReplayReport::reserved_tail_bytes`]). A record
+//! starts with the non-zero [`RECORD_MARKER`], so a torn record is never
+//! all zeros.
+//!
 //! # Group commit
 //!
 //! Appenders put their encoded records in a shared buffer; the first one to
@@ -94,6 +110,10 @@ pub const RECORD_MARKER: [u8; 4] = *b"RKVR";
 /// Marker, body length and crc32.
 pub const RECORD_HEADER_BYTES: usize = 12;
 
+/// How far beyond its end a log under [`SyncPolicy::Always`] sets its
+/// length before an append that would grow it (see the module docs).
+pub const RESERVE_AHEAD_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The largest record body: 64 MiB, room for a batch of three maximal
 /// values ([`MAX_VALUE_BYTES`](crate::storage::MAX_VALUE_BYTES), 16 MiB)
 /// or many small operations. A batch whose encoding is larger is refused
@@ -124,6 +144,9 @@ pub struct ReplayReport {
     pub valid_bytes: u64,
     /// Bytes of a torn last record cut off (0 if none).
     pub torn_tail_bytes: u64,
+    /// Zero bytes after the last whole record, cut off: space reserved
+    /// ahead of appends that a crash left unused (0 if none).
+    pub reserved_tail_bytes: u64,
 }
 
 /// Encodes `record` as it is stored in a log, header included.
@@ -358,6 +381,7 @@ fn decode_log(bytes: &[u8], file: &Path) -> Result<Decoded> {
                     records: 0,
                     valid_bytes: 0,
                     torn_tail_bytes: bytes.len() as u64,
+                    reserved_tail_bytes: 0,
                 },
                 torn_reason: (!bytes.is_empty()).then(|| "partial log header".to_string()),
             });
@@ -382,6 +406,18 @@ fn decode_log(bytes: &[u8], file: &Path) -> Result<Decoded> {
                 off += len;
             }
             Err(bad) => {
+                if bytes[off..].iter().all(|&b| b == 0) {
+                    return Ok(Decoded {
+                        report: ReplayReport {
+                            records: records.len(),
+                            valid_bytes: off as u64,
+                            torn_tail_bytes: 0,
+                            reserved_tail_bytes: (bytes.len() - off) as u64,
+                        },
+                        records,
+                        torn_reason: None,
+                    });
+                }
                 if let Some(p) = next_valid_record(bytes, off + 1) {
                     return Err(corruption(
                         off,
@@ -393,6 +429,7 @@ fn decode_log(bytes: &[u8], file: &Path) -> Result<Decoded> {
                         records: records.len(),
                         valid_bytes: off as u64,
                         torn_tail_bytes: (bytes.len() - off) as u64,
+                        reserved_tail_bytes: 0,
                     },
                     records,
                     torn_reason: Some(bad.reason()),
@@ -405,6 +442,7 @@ fn decode_log(bytes: &[u8], file: &Path) -> Result<Decoded> {
             records: records.len(),
             valid_bytes: off as u64,
             torn_tail_bytes: 0,
+            reserved_tail_bytes: 0,
         },
         records,
         torn_reason: None,
@@ -491,6 +529,10 @@ struct Shared {
     /// Signalled when the interval syncer should stop.
     stopping: Condvar,
     bytes_written: AtomicU64,
+    /// The file's length when it was set ahead of the writes (see the
+    /// module docs); at most `bytes_written` when nothing is reserved.
+    /// Only a leader changes it.
+    reserved: AtomicU64,
 }
 
 impl Shared {
@@ -516,8 +558,39 @@ impl Shared {
     /// after a write that failed part way.
     fn cut_back(&self, len: u64) -> std::io::Result<()> {
         self.file.set_len(len)?;
+        self.reserved.store(len, Ordering::Relaxed);
         (&self.file).seek(SeekFrom::Start(len))?;
         Ok(())
+    }
+
+    /// Under [`SyncPolicy::Always`], before a group that would write past
+    /// the file's end: sets the file's length [`RESERVE_AHEAD_BYTES`]
+    /// beyond the group's end. A failure only costs the saving: the write
+    /// then grows the file itself.
+    fn reserve(&self, start: u64, len: usize) {
+        let end = start + len as u64;
+        if self.policy != SyncPolicy::Always || end <= self.reserved.load(Ordering::Relaxed) {
+            return;
+        }
+        let to = end + RESERVE_AHEAD_BYTES;
+        match self.file.set_len(to) {
+            Ok(()) => self.reserved.store(to, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(log = %self.path.display(), error = %e, "could not reserve write-ahead log space ahead");
+            }
+        }
+    }
+
+    /// Cuts a log being closed back to what was written, if space was
+    /// reserved beyond it, so that a cleanly closed log has no zero tail.
+    fn release_reserved(&self) -> std::io::Result<()> {
+        let written = self.bytes_written.load(Ordering::Relaxed);
+        if self.reserved.load(Ordering::Relaxed) <= written {
+            return Ok(());
+        }
+        self.file.set_len(written)?;
+        self.reserved.store(written, Ordering::Relaxed);
+        self.file.sync_all()
     }
 
     /// fsyncs the log if anything was written since the last fsync.
@@ -594,6 +667,7 @@ impl Wal {
             written: Condvar::new(),
             stopping: Condvar::new(),
             bytes_written: AtomicU64::new(WAL_HEADER.len() as u64),
+            reserved: AtomicU64::new(0),
         });
         let syncer = match sync {
             SyncPolicy::Interval(every) => {
@@ -612,30 +686,43 @@ impl Wal {
     /// Reads every whole record of the log at `path`. A torn tail (a bad
     /// last record with no valid record after it) is cut off: the file is
     /// truncated to the last whole record, fsync'd, and a warning logged.
+    /// A tail of zero bytes (space reserved ahead of appends, see the
+    /// module docs) is cut off the same way, without the warning.
     /// A bad record with a valid one after it is [`Error::Corruption`]
     /// with the file and the bad record's offset.
     pub fn replay(path: &Path) -> Result<(Vec<WalRecord>, ReplayReport)> {
         let bytes = std::fs::read(path)
             .map_err(|e| Error::io(format!("reading write-ahead log {}", path.display()), e))?;
         let decoded = decode_log(&bytes, path)?;
-        if decoded.report.torn_tail_bytes > 0 {
+        let report = decoded.report;
+        if report.reserved_tail_bytes > 0 {
+            tracing::debug!(
+                log = %path.display(),
+                offset = report.valid_bytes,
+                bytes = report.reserved_tail_bytes,
+                "write-ahead log ends in space reserved ahead of appends; cutting it off"
+            );
+        }
+        if report.torn_tail_bytes > 0 {
             tracing::warn!(
                 log = %path.display(),
-                offset = decoded.report.valid_bytes,
-                bytes = decoded.report.torn_tail_bytes,
+                offset = report.valid_bytes,
+                bytes = report.torn_tail_bytes,
                 reason = decoded.torn_reason.as_deref().unwrap_or(""),
                 "write-ahead log has a torn tail (a crash during an append); cutting it off"
             );
+        }
+        if report.torn_tail_bytes > 0 || report.reserved_tail_bytes > 0 {
             let context = || format!("truncating write-ahead log {}", path.display());
             let file = OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(|e| Error::io(context(), e))?;
-            file.set_len(decoded.report.valid_bytes)
+            file.set_len(report.valid_bytes)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Error::io(context(), e))?;
         }
-        Ok((decoded.records, decoded.report))
+        Ok((decoded.records, report))
     }
 
     /// Appends `record`. Returns once it is written to the OS
@@ -706,6 +793,7 @@ impl Wal {
         drop(st);
         // Only the leader writes, so this is where the group starts.
         let start = shared.bytes_written.load(Ordering::Relaxed);
+        shared.reserve(start, group.len());
         let mut result = fault::write_all(&shared.file, &shared.path, &group);
         let mut poison = None;
         match &result {
@@ -812,6 +900,14 @@ impl Drop for Wal {
         }
         if let Err(e) = self.shared.sync() {
             tracing::warn!(log = %self.shared.path.display(), error = %e, "final write-ahead log fsync failed");
+            return;
+        }
+        // A poisoned log's length is left as it is: what it holds past its
+        // last good group is not known, and replay judges it.
+        if self.shared.lock().failure.is_none() {
+            if let Err(e) = self.shared.release_reserved() {
+                tracing::warn!(log = %self.shared.path.display(), error = %e, "cutting a closed write-ahead log's reserved space back failed (replay cuts it)");
+            }
         }
     }
 }
@@ -856,6 +952,61 @@ mod tests {
         assert_eq!(report.records, 20);
         assert_eq!(report.torn_tail_bytes, 0);
         assert_eq!(report.valid_bytes, std::fs::metadata(&path).unwrap().len());
+    }
+
+    /// Under `Always` a log sets its length ahead of its appends and cuts
+    /// it back when closed; after a crash (the file copied while open) its
+    /// zero tail replays as reserved space, not as a torn record, and is
+    /// cut off. A torn record followed by zeros is still a torn tail.
+    /// Under `None` nothing is reserved.
+    #[test]
+    fn space_reserved_ahead_is_cut_back_on_close_and_on_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let path = dir.path().join("1.wal");
+        let crashed = dir.path().join("2.wal");
+        let written: Vec<_> = (0..5).map(|i| record(i * 10, 3)).collect();
+        {
+            let wal = Wal::create(&path, SyncPolicy::Always).unwrap();
+            wal.append(&written[0]).unwrap();
+            let reserved = len(&path);
+            assert_eq!(reserved, RESERVE_AHEAD_BYTES + wal.bytes_written());
+            for r in &written[1..] {
+                wal.append(r).unwrap();
+                assert_eq!(len(&path), reserved, "set once per reservation");
+            }
+            std::fs::copy(&path, &crashed).unwrap();
+            let (read, report) = Wal::replay(&crashed).unwrap();
+            assert_eq!(read, written);
+            assert_eq!(report.torn_tail_bytes, 0);
+            assert_eq!(report.reserved_tail_bytes, reserved - wal.bytes_written());
+            assert_eq!(report.valid_bytes, wal.bytes_written());
+            assert_eq!(
+                len(&crashed),
+                wal.bytes_written(),
+                "replay cut the zeros off"
+            );
+        }
+        let (read, report) = Wal::replay(&path).unwrap();
+        assert_eq!(read, written);
+        assert_eq!(report.reserved_tail_bytes, 0, "closing cut the reservation");
+        assert_eq!(len(&path), report.valid_bytes);
+
+        // A torn record, then the reservation's zeros: torn, as before.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let whole = bytes.len();
+        bytes.extend_from_slice(&encode_record(&record(99, 2)).unwrap()[..20]);
+        bytes.resize(bytes.len() + 4096, 0);
+        std::fs::write(&crashed, &bytes).unwrap();
+        let (read, report) = Wal::replay(&crashed).unwrap();
+        assert_eq!(read, written);
+        assert_eq!(report.reserved_tail_bytes, 0);
+        assert_eq!(report.torn_tail_bytes, (bytes.len() - whole) as u64);
+
+        let unsynced = dir.path().join("3.wal");
+        let wal = Wal::create(&unsynced, SyncPolicy::None).unwrap();
+        wal.append(&written[0]).unwrap();
+        assert_eq!(len(&unsynced), wal.bytes_written());
     }
 
     #[test]
