@@ -218,6 +218,10 @@ pub struct SetResult {
     pub members: Vec<Vec<u8>>,
     /// What the request did.
     pub receipt: Receipt,
+    /// After an add or a remove: how many of the given members it changed
+    /// the membership of ([`Reply::Set`]'s `changed`). `None` after a
+    /// read, or from a node that does not count.
+    pub changed: Option<u64>,
 }
 
 /// A client of a ringkv cluster. Cheap to clone: clones share the
@@ -368,7 +372,7 @@ impl Client {
                     }
                 }
                 Err(Failure::Answered(reply)) => {
-                    let retry = reply.retryable && (!is_write || reply.indefinite == Some(false));
+                    let retry = reply.safe_to_retry(is_write);
                     (Error::Remote(reply), retry)
                 }
             };
@@ -803,6 +807,7 @@ impl Client {
             key: buf(key),
             members: members.iter().map(|m| buf(m.as_ref())).collect(),
             options: WriteOptions::default(),
+            count_only: false,
         };
         self.set("set_add", op).await
     }
@@ -819,6 +824,7 @@ impl Client {
             key: buf(key),
             members: members.iter().map(|m| buf(m.as_ref())).collect(),
             options: WriteOptions::default(),
+            count_only: false,
         };
         self.set("set_remove", op).await
     }
@@ -835,9 +841,14 @@ impl Client {
 
     async fn set(&self, what: &str, op: Op) -> Result<SetResult> {
         match self.execute(op).await? {
-            Reply::Set { members, receipt } => Ok(SetResult {
+            Reply::Set {
+                members,
+                receipt,
+                changed,
+            } => Ok(SetResult {
                 members: members.into_iter().map(ByteBuf::into_vec).collect(),
                 receipt,
+                changed,
             }),
             other => Err(unexpected(what, &other)),
         }

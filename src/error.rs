@@ -474,12 +474,33 @@ impl ErrorReply {
             got: None,
         }
     }
+
+    /// Whether a client may send the same request again, to any node: the
+    /// error is retryable and, for a write, the write surely was not
+    /// applied (`indefinite: Some(false)`). A write that may have been
+    /// applied is never resent blindly.
+    pub fn safe_to_retry(&self, is_write: bool) -> bool {
+        self.retryable && (!is_write || self.indefinite == Some(false))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    #[test]
+    fn only_reads_and_writes_surely_not_applied_are_retried() {
+        let mut r = ErrorReply::new(ErrorCode::Timeout, "t", true);
+        assert!(r.safe_to_retry(false));
+        for (indefinite, write_retried) in [(None, false), (Some(true), false), (Some(false), true)]
+        {
+            r.indefinite = indefinite;
+            assert_eq!(r.safe_to_retry(true), write_retried, "{indefinite:?}");
+        }
+        r.retryable = false;
+        assert!(!r.safe_to_retry(false) && !r.safe_to_retry(true));
+    }
 
     #[test]
     fn io_errors_keep_their_source() {

@@ -250,6 +250,12 @@ pub enum Op {
         /// Options (absent or null: the bucket's).
         #[serde(default, deserialize_with = "null_as_default")]
         options: WriteOptions,
+        /// Answer with the count of members changed only ([`Reply::Set`]
+        /// with no `members`): the set is neither decoded nor sent back,
+        /// which for a large set is most of an answer's cost. Absent:
+        /// false, every member is sent back.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        count_only: bool,
     },
     /// Removes members from a set; answered with [`Reply::Set`].
     SetRemove {
@@ -262,6 +268,12 @@ pub enum Op {
         /// Options (absent or null: the bucket's).
         #[serde(default, deserialize_with = "null_as_default")]
         options: WriteOptions,
+        /// Answer with the count of members changed only ([`Reply::Set`]
+        /// with no `members`): the set is neither decoded nor sent back,
+        /// which for a large set is most of an answer's cost. Absent:
+        /// false, every member is sent back.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        count_only: bool,
     },
     /// Reads a set; answered with [`Reply::Set`].
     SetMembers {
@@ -1032,6 +1044,15 @@ pub enum Reply {
         members: Vec<ByteBuf>,
         /// What the request did.
         receipt: Receipt,
+        /// For `SetAdd` and `SetRemove`: how many distinct members the op
+        /// changed the membership of (what Redis's `SADD` and `SREM`
+        /// answer), counted by the coordinating replica, under the key's
+        /// lock, against the set it applied the op to (its own siblings
+        /// joined with a read at the write's level). Absent for
+        /// `SetMembers`, and when the coordinating replica did not count
+        /// (a node of a version before this field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        changed: Option<u64>,
     },
     /// The answer to `GetBucket` and `SetBucket`.
     Bucket {

@@ -1070,6 +1070,7 @@ mod replication_values {
         ReplicaReply::Coordinated {
             req: 7,
             result: Ok(object()),
+            changed: None,
         }
     }
 
@@ -1080,6 +1081,7 @@ mod replication_values {
                 siblings: 9,
                 max: 8,
             }),
+            changed: None,
         }
     }
 
@@ -1361,6 +1363,38 @@ fn message_replicated_coordinated() {
                                      67 636f6e74657874 a1
                                          01 01",
     );
+    // The same with the members a set op changed: one more field, last
+    // (absent above, so a reply without it reads as before).
+    let mut counted = coordinated_ok();
+    if let ringkv::replication::ReplicaReply::Coordinated { changed, .. } = &mut counted {
+        *changed = Some(2);
+    }
+    check_replication(
+        replicated(counted),
+        "a3
+             64 66726f6d 02
+             62 746f 01
+             63 6d7367 a1
+                 6b 5265706c69636174696f6e a1 6a 5265706c696361746564 a1
+                     65 7265706c79 a1
+                         6b 436f6f7264696e61746564 a3
+                             63 726571 07
+                             66 726573756c74 a1
+                                 62 4f6b a2
+                                     68 7369626c696e6773 81
+                                         a3
+                                             63 646f74 a2
+                                                 64 6e6f6465 01
+                                                 67 636f756e746572 01
+                                             67 7061796c6f6164 a1
+                                                 65 56616c7565 41 76
+                                             69 74696d657374616d70 a2
+                                                 6b 706879736963616c5f6d73 1b 0000018bcfe56800
+                                                 67 6c6f676963616c 02
+                                     67 636f6e74657874 a1
+                                         01 01
+                             67 6368616e676564 02",
+    );
     // {"from": 2, "to": 1, "msg": {"Replication": {"Replicated": {"reply": {"Coordinated": {"req": 7, "result":
     // {"Err": {"TooManySiblings": {"siblings": 9, "max": 8}}}}}}}}}
     check_replication(
@@ -1421,6 +1455,7 @@ fn message_replicated_merged() {
         replicated(ringkv::replication::ReplicaReply::Coordinated {
             req: 7,
             result: Err(ringkv::replication::ReplicaError::Indefinite("gone".into())),
+            changed: None,
         }),
         "a3
              64 66726f6d 02

@@ -276,6 +276,7 @@ mod values {
                 key: b(b"k"),
                 members: vec![b(b"x"), b(b"y")],
                 options: WriteOptions::default(),
+                count_only: false,
             },
         )
     }
@@ -288,6 +289,7 @@ mod values {
                 key: b(b"k"),
                 members: vec![b(b"x")],
                 options: WriteOptions::default(),
+                count_only: false,
             },
         )
     }
@@ -649,6 +651,7 @@ mod values {
             Reply::Set {
                 members: vec![b(b"x"), b(b"y")],
                 receipt: Receipt::default(),
+                changed: None,
             },
         )
     }
@@ -934,6 +937,29 @@ fn request_set_add() {
                          61 77 f6
                          6d 736c6f7070795f71756f72756d f6
                          6a 74696d656f75745f6d73 f6",
+    );
+    // Asking for the count alone: one more field, last (absent above, so
+    // a request without it reads as before).
+    let mut counting = set_add();
+    if let ringkv::protocol::Op::SetAdd { count_only, .. } = &mut counting.op {
+        *count_only = true;
+    }
+    check(
+        counting,
+        "a2
+             62 6964 08
+             62 6f70 a1
+                 66 536574416464 a5
+                     66 6275636b6574 41 73
+                     63 6b6579 41 6b
+                     67 6d656d62657273 82
+                         41 78
+                         41 79
+                     67 6f7074696f6e73 a3
+                         61 77 f6
+                         6d 736c6f7070795f71756f72756d f6
+                         6a 74696d656f75745f6d73 f6
+                     6a 636f756e745f6f6e6c79 f5",
     );
 }
 
@@ -1393,6 +1419,29 @@ fn response_set() {
                              68 616e737765726564 80
                              69 66616c6c6261636b73 80
                              68 7265706169726564 80",
+    );
+    // An add's answer also says how many members it changed: one more
+    // field, last, absent from a read's answer (above).
+    let mut added = reply_set();
+    if let Ok(ringkv::protocol::Reply::Set { changed, .. }) = &mut added.result {
+        *changed = Some(1);
+    }
+    check(
+        added,
+        "a2
+             62 6964 08
+             66 726573756c74 a1
+                 62 4f6b a1
+                     63 536574 a3
+                         67 6d656d62657273 82
+                             41 78
+                             41 79
+                         67 72656365697074 a4
+                             65 61736b6564 80
+                             68 616e737765726564 80
+                             69 66616c6c6261636b73 80
+                             68 7265706169726564 80
+                         67 6368616e676564 01",
     );
 }
 

@@ -1137,6 +1137,7 @@ pub fn set_add(s: &dyn Store, bucket: &[u8], key: &[u8], member: &[u8], w: u32) 
         key: name_arg(OP, "key", key)?,
         members: vec![ByteBuf::from(member.to_vec())],
         options: write_options(OP, w)?,
+        count_only: true,
     };
     set_members_of(OP, s.execute(OP, op)?).map(|_| ())
 }
@@ -1149,6 +1150,7 @@ pub fn set_remove(s: &dyn Store, bucket: &[u8], key: &[u8], member: &[u8], w: u3
         key: name_arg(OP, "key", key)?,
         members: vec![ByteBuf::from(member.to_vec())],
         options: write_options(OP, w)?,
+        count_only: true,
     };
     set_members_of(OP, s.execute(OP, op)?).map(|_| ())
 }

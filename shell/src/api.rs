@@ -1583,6 +1583,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
                     key,
                     members,
                     options,
+                    count_only: false,
                 }
             } else {
                 Op::SetRemove {
@@ -1590,6 +1591,7 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Context>) {
                     key,
                     members,
                     options,
+                    count_only: false,
                 }
             };
             set_value(run(c, o.via, op)?)

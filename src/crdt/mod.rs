@@ -126,10 +126,175 @@ pub enum CrdtValue {
     Register(Option<Vec<u8>>),
 }
 
+/// Why [`CrdtKind::update`] refused an update.
+#[derive(Debug)]
+pub enum UpdateError {
+    /// A stored state does not decode as the bucket's kind (it was
+    /// written under another policy, or is damaged).
+    State(Error),
+    /// The op does not fit the kind, or its result is one a client could
+    /// not be answered with (a counter leaving the signed 64-bit range).
+    Op(Error),
+}
+
+impl UpdateError {
+    /// The error, whichever refusal it was.
+    pub fn into_error(self) -> Error {
+        match self {
+            UpdateError::State(e) | UpdateError::Op(e) => e,
+        }
+    }
+}
+
+/// What [`CrdtKind::update`] made of an update.
+#[derive(Debug)]
+pub struct Updated {
+    /// The encoded state to store.
+    pub state: Vec<u8>,
+    /// For a set operation, how many distinct elements it changed the
+    /// membership of: elements an add made members of, or a remove made
+    /// no longer members, judged against the join the op was applied to
+    /// (what Redis's `SADD` and `SREM` answer). `None` for other ops.
+    pub changed: Option<u64>,
+}
+
 impl CrdtKind {
-    /// Applies `op` to `state` (an encoded state of this kind; empty means
-    /// the empty state) as `actor` at `timestamp`, and encodes the result.
-    /// Fails with `InvalidInput` when the op does not fit the kind.
+    /// Joins `states` (encoded states of this kind, each as [`join`] takes
+    /// them; an empty one is the empty state), applies `op` to the join as
+    /// `actor` at `timestamp`, and encodes the result: what a coordinating
+    /// replica stores for an update.
+    ///
+    /// Each state is decoded once and the result encoded once, however
+    /// large the state: a set of thousands of elements costs one pass each
+    /// way. The result is checked before it is returned: a counter's value
+    /// must fit in the signed 64 bits the protocol carries and must have
+    /// moved by exactly the amount added (a per-node count saturates at
+    /// `u64::MAX` rather than wrap, which would otherwise apply less than
+    /// asked, silently), so an add that overflows is refused and stored
+    /// nowhere. A set op also counts the elements whose membership it
+    /// changed ([`Updated::changed`]).
+    ///
+    /// [`join`]: CrdtKind::join
+    ///
+    /// ```
+    /// use ringkv::crdt::{CrdtKind, CrdtOp, UpdateError};
+    /// use ringkv::{NodeId, Timestamp};
+    /// let (k, max, t) = (CrdtKind::PnCounter, 1 << 20, Timestamp::from_ms(1));
+    /// let top = k.update([], &CrdtOp::Add(i64::MAX), NodeId(1), t, max).unwrap().state;
+    /// let over = k.update([top.as_slice()], &CrdtOp::Add(1), NodeId(1), t, max);
+    /// assert!(matches!(over, Err(UpdateError::Op(_))));
+    /// let misfit = CrdtKind::OrSet.update([top.as_slice()], &CrdtOp::Add(1), NodeId(1), t, max);
+    /// assert!(matches!(misfit, Err(UpdateError::Op(_))));
+    /// ```
+    pub fn update<'a>(
+        self,
+        states: impl IntoIterator<Item = &'a [u8]>,
+        op: &CrdtOp,
+        actor: NodeId,
+        timestamp: Timestamp,
+        max: usize,
+    ) -> std::result::Result<Updated, UpdateError> {
+        fn load<'a, T: Crdt + Default>(
+            states: impl IntoIterator<Item = &'a [u8]>,
+            max: usize,
+        ) -> std::result::Result<T, UpdateError> {
+            joined(states, max).map_err(UpdateError::State)
+        }
+        fn store<T: Crdt>(state: &T) -> std::result::Result<Updated, UpdateError> {
+            let state = codec::encode(state).map_err(UpdateError::Op)?;
+            Ok(Updated {
+                state,
+                changed: None,
+            })
+        }
+        // Applies `one` to each element in turn, counting those whose
+        // membership it changed (a repeated element counts once: its
+        // second turn changes nothing).
+        fn each<S: Crdt>(
+            s: &mut S,
+            elems: &[ByteBuf],
+            contains: impl Fn(&S, &ByteBuf) -> bool,
+            mut one: impl FnMut(&mut S, &ByteBuf),
+        ) -> std::result::Result<Updated, UpdateError> {
+            let mut changed = 0u64;
+            for e in elems {
+                let was = contains(s, e);
+                one(s, e);
+                changed += u64::from(contains(s, e) != was);
+            }
+            let mut updated = store(s)?;
+            updated.changed = Some(changed);
+            Ok(updated)
+        }
+        fn counted(by: i64, was: i128, now: i128) -> std::result::Result<(), UpdateError> {
+            match was.checked_add(i128::from(by)) {
+                Some(expected) if now == expected && i64::try_from(now).is_ok() => Ok(()),
+                _ => Err(UpdateError::Op(Error::InvalidInput(format!(
+                    "adding {by} to {was} would leave the signed 64-bit range a counter holds"
+                )))),
+            }
+        }
+        let wide = |v: u128| i128::try_from(v).unwrap_or(i128::MAX);
+        match (self, op) {
+            (CrdtKind::GCounter, CrdtOp::Add(by)) => {
+                let step = u64::try_from(*by).map_err(|_| {
+                    UpdateError::Op(Error::InvalidInput(format!(
+                        "a GCounter only grows; cannot add {by}"
+                    )))
+                })?;
+                let mut c: GCounter = load(states, max)?;
+                let was = wide(c.value());
+                c.increment(actor, step);
+                counted(*by, was, wide(c.value()))?;
+                store(&c)
+            }
+            (CrdtKind::PnCounter, CrdtOp::Add(by)) => {
+                let mut c: PnCounter = load(states, max)?;
+                let was = c.value();
+                c.add(actor, *by);
+                counted(*by, was, c.value())?;
+                store(&c)
+            }
+            (CrdtKind::GSet, CrdtOp::SetAdd(elems)) => {
+                let mut s: GSet<ByteBuf> = load(states, max)?;
+                each(&mut s, elems, GSet::contains, |s, e| s.add(e.clone()))
+            }
+            (CrdtKind::TwoPSet, CrdtOp::SetAdd(elems)) => {
+                let mut s: TwoPSet<ByteBuf> = load(states, max)?;
+                each(&mut s, elems, TwoPSet::contains, |s, e| {
+                    s.add(e.clone());
+                })
+            }
+            (CrdtKind::TwoPSet, CrdtOp::SetRemove(elems)) => {
+                let mut s: TwoPSet<ByteBuf> = load(states, max)?;
+                each(&mut s, elems, TwoPSet::contains, |s, e| s.remove(e.clone()))
+            }
+            (CrdtKind::OrSet, CrdtOp::SetAdd(elems)) => {
+                let mut s: OrSet<ByteBuf> = load(states, max)?;
+                each(&mut s, elems, OrSet::contains, |s, e| {
+                    s.add(actor, e.clone())
+                })
+            }
+            (CrdtKind::OrSet, CrdtOp::SetRemove(elems)) => {
+                let mut s: OrSet<ByteBuf> = load(states, max)?;
+                each(&mut s, elems, OrSet::contains, |s, e| {
+                    s.remove(e);
+                })
+            }
+            (CrdtKind::LwwRegister, CrdtOp::Assign(v)) => {
+                let mut r: LwwRegister<ByteBuf> = load(states, max)?;
+                r.set(actor, timestamp, v.clone());
+                store(&r)
+            }
+            _ => Err(UpdateError::Op(Error::InvalidInput(format!(
+                "operation {} does not apply to a {self:?} bucket",
+                op.name()
+            )))),
+        }
+    }
+
+    /// [`CrdtKind::update`] of one state (empty: the empty state), with
+    /// either refusal as its error.
     pub fn apply(
         self,
         state: &[u8],
@@ -138,71 +303,13 @@ impl CrdtKind {
         timestamp: Timestamp,
         max: usize,
     ) -> Result<Vec<u8>> {
-        fn load<T: Crdt + Default>(state: &[u8], max: usize) -> Result<T> {
-            if state.is_empty() {
-                Ok(T::default())
-            } else {
-                codec::decode(state, max)
-            }
-        }
-        let misfit = || {
-            Err(Error::InvalidInput(format!(
-                "operation {} does not apply to a {self:?} bucket",
-                op.name()
-            )))
-        };
-        match (self, op) {
-            (CrdtKind::GCounter, CrdtOp::Add(by)) => {
-                let by = u64::try_from(*by).map_err(|_| {
-                    Error::InvalidInput(format!("a GCounter only grows; cannot add {by}"))
-                })?;
-                let mut c: GCounter = load(state, max)?;
-                c.increment(actor, by);
-                codec::encode(&c)
-            }
-            (CrdtKind::PnCounter, CrdtOp::Add(by)) => {
-                let mut c: PnCounter = load(state, max)?;
-                c.add(actor, *by);
-                codec::encode(&c)
-            }
-            (CrdtKind::GSet, CrdtOp::SetAdd(elems)) => {
-                let mut s: GSet<ByteBuf> = load(state, max)?;
-                elems.iter().for_each(|e| s.add(e.clone()));
-                codec::encode(&s)
-            }
-            (CrdtKind::TwoPSet, CrdtOp::SetAdd(elems)) => {
-                let mut s: TwoPSet<ByteBuf> = load(state, max)?;
-                for e in elems {
-                    s.add(e.clone());
-                }
-                codec::encode(&s)
-            }
-            (CrdtKind::TwoPSet, CrdtOp::SetRemove(elems)) => {
-                let mut s: TwoPSet<ByteBuf> = load(state, max)?;
-                elems.iter().for_each(|e| s.remove(e.clone()));
-                codec::encode(&s)
-            }
-            (CrdtKind::OrSet, CrdtOp::SetAdd(elems)) => {
-                let mut s: OrSet<ByteBuf> = load(state, max)?;
-                elems.iter().for_each(|e| s.add(actor, e.clone()));
-                codec::encode(&s)
-            }
-            (CrdtKind::OrSet, CrdtOp::SetRemove(elems)) => {
-                let mut s: OrSet<ByteBuf> = load(state, max)?;
-                for e in elems {
-                    s.remove(e);
-                }
-                codec::encode(&s)
-            }
-            (CrdtKind::LwwRegister, CrdtOp::Assign(v)) => {
-                let mut r: LwwRegister<ByteBuf> = load(state, max)?;
-                r.set(actor, timestamp, v.clone());
-                codec::encode(&r)
-            }
-            _ => misfit(),
-        }
+        self.update([state], op, actor, timestamp, max)
+            .map(|u| u.state)
+            .map_err(UpdateError::into_error)
     }
+}
 
+impl CrdtKind {
     /// What a client sees of `state` (empty: the empty state).
     pub fn value(self, state: &[u8], max: usize) -> Result<CrdtValue> {
         fn load<T: Crdt + Default>(state: &[u8], max: usize) -> Result<T> {
@@ -233,41 +340,6 @@ impl CrdtKind {
                 CrdtValue::Register(r.value.map(|v| v.into_vec()))
             }
         })
-    }
-}
-
-impl CrdtKind {
-    /// Checks that `after`, the state [`CrdtKind::apply`] made of `before`
-    /// with `op`, is one a client can be answered with: a counter's value
-    /// fits in the signed 64 bits the protocol carries, and moved by
-    /// exactly the amount added (a per-node count saturates at `u64::MAX`
-    /// rather than wrap, which would otherwise apply less than asked,
-    /// silently). The coordinating replica checks each update before
-    /// storing it, so an add that overflows is refused and stored nowhere.
-    ///
-    /// ```
-    /// use ringkv::crdt::{CrdtKind, CrdtOp};
-    /// use ringkv::{NodeId, Timestamp};
-    /// let (k, max, t) = (CrdtKind::PnCounter, 1 << 20, Timestamp::from_ms(1));
-    /// let top = CrdtOp::Add(i64::MAX);
-    /// let s = k.apply(&[], &top, NodeId(1), t, max).unwrap();
-    /// assert!(k.check_applied(&[], &top, &s, max).is_ok());
-    /// let one = CrdtOp::Add(1);
-    /// let u = k.apply(&s, &one, NodeId(1), t, max).unwrap();
-    /// assert!(k.check_applied(&s, &one, &u, max).is_err());
-    /// ```
-    pub fn check_applied(self, before: &[u8], op: &CrdtOp, after: &[u8], max: usize) -> Result<()> {
-        let (CrdtOp::Add(by), CrdtValue::Counter(was), CrdtValue::Counter(now)) =
-            (op, self.value(before, max)?, self.value(after, max)?)
-        else {
-            return Ok(());
-        };
-        match was.checked_add(*by as i128) {
-            Some(expected) if now == expected && i64::try_from(now).is_ok() => Ok(()),
-            _ => Err(Error::InvalidInput(format!(
-                "adding {by} to {was} would leave the signed 64-bit range a counter holds"
-            ))),
-        }
     }
 }
 
@@ -315,12 +387,29 @@ fn join_as<'a, T: Crdt + Default>(
     states: impl IntoIterator<Item = &'a [u8]>,
     max: usize,
 ) -> Result<Vec<u8>> {
-    let mut acc = T::default();
+    codec::encode(&joined::<T>(states, max)?)
+}
+
+/// Decodes each state (empty: the empty state) and joins them, starting
+/// from the first rather than merging it into an empty state: one state
+/// is decoded and nothing more.
+fn joined<'a, T: Crdt + Default>(
+    states: impl IntoIterator<Item = &'a [u8]>,
+    max: usize,
+) -> Result<T> {
+    let mut acc: Option<T> = None;
     for bytes in states {
-        let state: T = codec::decode(bytes, max)?;
-        acc.merge(&state);
+        let state: T = if bytes.is_empty() {
+            T::default()
+        } else {
+            codec::decode(bytes, max)?
+        };
+        match &mut acc {
+            None => acc = Some(state),
+            Some(acc) => acc.merge(&state),
+        }
     }
-    codec::encode(&acc)
+    Ok(acc.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -386,6 +475,134 @@ mod op_tests {
         assert_eq!(
             CrdtKind::GSet.value(&[], MAX).unwrap(),
             CrdtValue::Set(Vec::new())
+        );
+    }
+
+    #[test]
+    fn an_update_joins_its_states_then_applies_and_refuses_what_it_should() {
+        let t = Timestamp::from_ms(9);
+        let a = apply(CrdtKind::OrSet, &[], CrdtOp::SetAdd(bytes(&["a", "b"])), 1);
+        let b = apply(CrdtKind::OrSet, &[], CrdtOp::SetAdd(bytes(&["c"])), 2);
+        let b = apply(CrdtKind::OrSet, &b, CrdtOp::SetRemove(bytes(&["c"])), 2);
+        let b = apply(CrdtKind::OrSet, &b, CrdtOp::SetAdd(bytes(&["d"])), 2);
+        let op = CrdtOp::SetAdd(bytes(&["e"]));
+        let updated = CrdtKind::OrSet
+            .update([a.as_slice(), b.as_slice()], &op, NodeId(3), t, MAX)
+            .unwrap();
+        assert_eq!(updated.changed, Some(1));
+        let updated = updated.state;
+        let joined = CrdtKind::OrSet
+            .join([a.as_slice(), b.as_slice()], MAX)
+            .unwrap();
+        let expected = CrdtKind::OrSet
+            .apply(&joined, &op, NodeId(3), t, MAX)
+            .unwrap();
+        assert_eq!(updated, expected);
+        assert_eq!(
+            CrdtKind::OrSet.value(&updated, MAX).unwrap(),
+            CrdtValue::Set(vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"d".to_vec(),
+                b"e".to_vec()
+            ])
+        );
+        // Counters: siblings join before the add, and the add is checked.
+        let x = apply(CrdtKind::PnCounter, &[], CrdtOp::Add(5), 1);
+        let y = apply(CrdtKind::PnCounter, &[], CrdtOp::Add(-2), 2);
+        let z = CrdtKind::PnCounter
+            .update(
+                [x.as_slice(), y.as_slice(), &[]],
+                &CrdtOp::Add(10),
+                NodeId(1),
+                t,
+                MAX,
+            )
+            .unwrap();
+        assert_eq!(z.changed, None, "a counter op counts no members");
+        let z = z.state;
+        assert_eq!(
+            CrdtKind::PnCounter.value(&z, MAX).unwrap(),
+            CrdtValue::Counter(13)
+        );
+        let over =
+            CrdtKind::PnCounter.update([z.as_slice()], &CrdtOp::Add(i64::MAX), NodeId(1), t, MAX);
+        assert!(
+            matches!(over, Err(UpdateError::Op(Error::InvalidInput(_)))),
+            "{over:?}"
+        );
+        let top = apply(CrdtKind::GCounter, &[], CrdtOp::Add(i64::MAX), 1);
+        let past = CrdtKind::GCounter.update([top.as_slice()], &CrdtOp::Add(1), NodeId(2), t, MAX);
+        assert!(matches!(past, Err(UpdateError::Op(_))), "{past:?}");
+        // A state of another kind among the siblings: the state is at fault.
+        let wrong = CrdtKind::PnCounter.update(
+            [x.as_slice(), a.as_slice()],
+            &CrdtOp::Add(1),
+            NodeId(1),
+            t,
+            MAX,
+        );
+        assert!(matches!(wrong, Err(UpdateError::State(_))), "{wrong:?}");
+        // No state at all: the empty state.
+        let fresh = CrdtKind::GSet
+            .update([], &CrdtOp::SetAdd(bytes(&["x"])), NodeId(1), t, MAX)
+            .unwrap()
+            .state;
+        assert_eq!(
+            CrdtKind::GSet.value(&fresh, MAX).unwrap(),
+            CrdtValue::Set(vec![b"x".to_vec()])
+        );
+    }
+
+    /// What `SADD` and `SREM` answer: the elements whose membership the op
+    /// changed, each once, judged against the join of every state.
+    #[test]
+    fn a_set_op_counts_the_members_it_changed_once_each() {
+        let t = Timestamp::from_ms(3);
+        let count = |kind: CrdtKind, states: &[&[u8]], op: CrdtOp| {
+            kind.update(states.iter().copied(), &op, NodeId(7), t, MAX)
+                .unwrap()
+                .changed
+        };
+        for kind in [CrdtKind::GSet, CrdtKind::TwoPSet, CrdtKind::OrSet] {
+            let a = apply(kind, &[], CrdtOp::SetAdd(bytes(&["a", "b"])), 1);
+            let c = apply(kind, &[], CrdtOp::SetAdd(bytes(&["c"])), 2);
+            // "a" and "c" are members (one in each sibling); "d" twice,
+            // "e" once are new.
+            let add = CrdtOp::SetAdd(bytes(&["a", "d", "c", "d", "e"]));
+            assert_eq!(count(kind, &[&a, &c], add.clone()), Some(2), "{kind:?}");
+            assert_eq!(count(kind, &[], add), Some(4), "{kind:?}");
+            assert_eq!(
+                count(kind, &[&a], CrdtOp::SetAdd(Vec::new())),
+                Some(0),
+                "{kind:?}"
+            );
+        }
+        for kind in [CrdtKind::TwoPSet, CrdtKind::OrSet] {
+            let a = apply(kind, &[], CrdtOp::SetAdd(bytes(&["a", "b"])), 1);
+            let c = apply(kind, &[], CrdtOp::SetAdd(bytes(&["c"])), 2);
+            let rem = CrdtOp::SetRemove(bytes(&["a", "x", "c", "a"]));
+            assert_eq!(count(kind, &[&a, &c], rem), Some(2), "{kind:?}");
+        }
+        // A 2P-set's removed element stays removed: adding it back changes
+        // nothing, and removing it again neither.
+        let gone = apply(CrdtKind::TwoPSet, &[], CrdtOp::SetAdd(bytes(&["a"])), 1);
+        let gone = apply(
+            CrdtKind::TwoPSet,
+            &gone,
+            CrdtOp::SetRemove(bytes(&["a"])),
+            1,
+        );
+        let again = CrdtOp::SetAdd(bytes(&["a"]));
+        assert_eq!(count(CrdtKind::TwoPSet, &[&gone], again), Some(0));
+        let twice = CrdtOp::SetRemove(bytes(&["a"]));
+        assert_eq!(count(CrdtKind::TwoPSet, &[&gone], twice), Some(0));
+        // An OR-Set's removed element comes back with a new add.
+        let gone = apply(CrdtKind::OrSet, &[], CrdtOp::SetAdd(bytes(&["a"])), 1);
+        let gone = apply(CrdtKind::OrSet, &gone, CrdtOp::SetRemove(bytes(&["a"])), 1);
+        assert_eq!(
+            count(CrdtKind::OrSet, &[&gone], CrdtOp::SetAdd(bytes(&["a"]))),
+            Some(1)
         );
     }
 

@@ -141,7 +141,7 @@ impl<T: Ord + Clone + Serialize + DeserializeOwned> Crdt for TwoPSet<T> {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrSet<T: Ord> {
-    entries: BTreeMap<T, BTreeSet<Dot>>,
+    entries: BTreeMap<T, Dots>,
     context: VersionVector,
 }
 
@@ -164,7 +164,7 @@ impl<T: Ord + Clone> OrSet<T> {
     /// observed for it with one fresh tag.
     pub fn add(&mut self, node: NodeId, elem: T) {
         let dot = self.context.next_dot(node);
-        self.entries.insert(elem, BTreeSet::from([dot]));
+        self.entries.insert(elem, Dots(vec![dot]));
     }
 
     /// Removes `elem` as observed here. Returns whether it was present.
@@ -195,33 +195,92 @@ impl<T: Ord + Clone> OrSet<T> {
 
 impl<T: Ord + Clone + Serialize + DeserializeOwned> Crdt for OrSet<T> {
     fn merge(&mut self, other: &Self) {
-        let empty = BTreeSet::new();
-        let keys: BTreeSet<T> = self
-            .entries
-            .keys()
-            .chain(other.entries.keys())
-            .cloned()
-            .collect();
-        for elem in keys {
-            let mine = self.entries.get(&elem).unwrap_or(&empty);
-            let theirs = other.entries.get(&elem).unwrap_or(&empty);
-            let kept: BTreeSet<Dot> = mine
+        // A tag survives when both sides hold it, or when the side that
+        // lacks it has never seen it (it was added there concurrently).
+        let kept = |mine: Option<&Dots>, theirs: Option<&Dots>| -> Dots {
+            let none = Dots(Vec::new());
+            let (mine, theirs) = (mine.unwrap_or(&none), theirs.unwrap_or(&none));
+            let mut dots: Vec<Dot> = mine
                 .iter()
-                .filter(|&&d| theirs.contains(&d) || !other.context.contains(d))
+                .filter(|d| theirs.contains(d) || !other.context.contains(**d))
                 .chain(
                     theirs
                         .iter()
-                        .filter(|&&d| !mine.contains(&d) && !self.context.contains(d)),
+                        .filter(|d| !mine.contains(d) && !self.context.contains(**d)),
                 )
                 .copied()
                 .collect();
-            if kept.is_empty() {
-                self.entries.remove(&elem);
-            } else {
-                self.entries.insert(elem, kept);
+            dots.sort_unstable();
+            dots.dedup();
+            Dots(dots)
+        };
+        // Both maps are sorted: one pass over the two, cloning only the
+        // elements this side lacks.
+        let mine = std::mem::take(&mut self.entries);
+        let mut merged: Vec<(T, Dots)> = Vec::with_capacity(mine.len().max(other.entries.len()));
+        let mut a = mine.into_iter().peekable();
+        let mut b = other.entries.iter().peekable();
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((x, _)), Some((y, _))) => x.cmp(y),
+            };
+            let (elem, dots) = match order {
+                std::cmp::Ordering::Less => {
+                    let (elem, dots) = a.next().expect("peeked");
+                    let dots = kept(Some(&dots), None);
+                    (elem, dots)
+                }
+                std::cmp::Ordering::Greater => {
+                    let (elem, dots) = b.next().expect("peeked");
+                    (elem.clone(), kept(None, Some(dots)))
+                }
+                std::cmp::Ordering::Equal => {
+                    let (elem, dots) = a.next().expect("peeked");
+                    let (_, theirs) = b.next().expect("peeked");
+                    let dots = kept(Some(&dots), Some(theirs));
+                    (elem, dots)
+                }
+            };
+            if !dots.0.is_empty() {
+                merged.push((elem, dots));
             }
         }
+        // Already in order: the map is built without a search per element.
+        self.entries = merged.into_iter().collect();
         self.context.merge(&other.context);
+    }
+}
+
+/// The tags of one element of an [`OrSet`], sorted and without repeats.
+///
+/// Nearly always one tag (an add replaces the tags it observed), so a
+/// sorted vector rather than a tree: a set of n elements decodes into n
+/// one-tag vectors instead of n tree nodes. It encodes as the same CBOR
+/// array a `BTreeSet<Dot>` did, and decoding sorts and drops repeats, so
+/// sets stored before read back alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+struct Dots(Vec<Dot>);
+
+impl<'de> Deserialize<'de> for Dots {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut dots = Vec::<Dot>::deserialize(d)?;
+        dots.sort_unstable();
+        dots.dedup();
+        Ok(Dots(dots))
+    }
+}
+
+impl Dots {
+    fn contains(&self, dot: &Dot) -> bool {
+        self.0.binary_search(dot).is_ok()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Dot> {
+        self.0.iter()
     }
 }
 
@@ -316,6 +375,44 @@ mod tests {
             !a.contains(&7),
             "a remove of an observed add wins over the stale copy"
         );
+    }
+
+    /// An OR-Set encodes as it did when an element's tags were a
+    /// `BTreeSet<Dot>`, and tags out of order or repeated decode sorted
+    /// and once, so sets stored before the change read back alike.
+    #[test]
+    fn or_set_tags_keep_their_encoding_and_decode_normalised() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Before {
+            entries: BTreeMap<u8, BTreeSet<Dot>>,
+            context: VersionVector,
+        }
+        #[derive(Serialize)]
+        struct Raw {
+            entries: BTreeMap<u8, Vec<Dot>>,
+            context: VersionVector,
+        }
+        let mut a = OrSet::new();
+        a.add(NodeId(1), 7u8);
+        a.add(NodeId(2), 9u8);
+        let mut b = OrSet::new();
+        b.add(NodeId(3), 7u8);
+        a.merge(&b); // 7 holds two tags now
+        let bytes = crate::codec::encode(&a).unwrap();
+        let before: Before = crate::codec::decode(&bytes, 1 << 20).unwrap();
+        assert_eq!(before.entries[&7].len(), 2);
+        assert_eq!(crate::codec::encode(&before).unwrap(), bytes);
+        let dot = |node, counter| Dot {
+            node: NodeId(node),
+            counter,
+        };
+        let raw = Raw {
+            entries: BTreeMap::from([(7u8, vec![dot(3, 1), dot(1, 1), dot(3, 1)])]),
+            context: a.context.clone(),
+        };
+        let decoded: OrSet<u8> =
+            crate::codec::decode(&crate::codec::encode(&raw).unwrap(), 1 << 20).unwrap();
+        assert_eq!(decoded.entries[&7].0, vec![dot(1, 1), dot(3, 1)]);
     }
 
     proptest! {

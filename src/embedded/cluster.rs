@@ -1323,8 +1323,7 @@ pub async fn execute_retrying(nodes: Vec<Node>, op: Op) -> crate::Result<Reply> 
         };
         attempt += 1;
         let reply = crate::protocol::ErrorReply::from(&error);
-        let retry = reply.retryable && (!is_write || reply.indefinite == Some(false));
-        if !retry || attempt >= ATTEMPTS {
+        if !reply.safe_to_retry(is_write) || attempt >= ATTEMPTS {
             return Err(error);
         }
         tracing::debug!(op = op.name(), attempt, %error, "embedded: retrying");

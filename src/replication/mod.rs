@@ -390,6 +390,13 @@ pub enum ReplicaReply {
         req: u64,
         /// The stored object, or why nothing was stored.
         result: std::result::Result<Object, ReplicaError>,
+        /// For a set op ([`Write::op`]), how many distinct members it
+        /// changed the membership of, judged against what the op was
+        /// applied to (the stored siblings joined with [`Write::base`])
+        /// under the key's lock: `SADD`'s and `SREM`'s answer. Absent for
+        /// other writes, and from replicas that predate it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        changed: Option<u64>,
     },
     /// A merge was stored.
     Merged {

@@ -55,6 +55,9 @@ pub struct PutReply {
     pub object: Object,
     /// Who was asked and who stored it.
     pub receipt: Receipt,
+    /// [`ReplicaReply::Coordinated::changed`]: for a set op, the members
+    /// whose membership it changed.
+    pub changed: Option<u64>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -83,6 +86,8 @@ pub struct PutRequest {
     coordinator: usize,
     /// The coordinated object, once known.
     object: Option<Object>,
+    /// What the coordinating replica counted ([`PutReply::changed`]).
+    changed: Option<u64>,
     w: usize,
     /// Indices into `targets` of each group that needs `w` stores; one
     /// group of every target when no quorums were given.
@@ -140,6 +145,7 @@ impl PutRequest {
             targets,
             coordinator: 0,
             object: None,
+            changed: None,
             w: options.w,
             timeout: options.timeout,
             deadline: now + options.timeout,
@@ -203,8 +209,11 @@ impl PutRequest {
             return;
         }
         match reply {
-            ReplicaReply::Coordinated { result, .. } if i == self.coordinator => match result {
+            ReplicaReply::Coordinated {
+                result, changed, ..
+            } if i == self.coordinator => match result {
                 Ok(object) => {
+                    self.changed = changed;
                     self.states[i] = TargetState::Stored;
                     self.receipt.answer(self.targets[i]);
                     self.replicate(&object, out);
@@ -378,6 +387,7 @@ impl PutRequest {
                 self.reply = Some(Ok(PutReply {
                     object: object.clone(),
                     receipt: self.receipt.clone(),
+                    changed: self.changed,
                 }));
             }
         } else if !self.possible() {
@@ -462,6 +472,7 @@ mod tests {
         ReplicaReply::Coordinated {
             req: 7,
             result: Ok(object),
+            changed: None,
         }
     }
 
@@ -508,6 +519,7 @@ mod tests {
             ReplicaReply::Coordinated {
                 req: 7,
                 result: Ok(lww_object(1, 1)),
+                changed: None,
             },
             &mut out,
         );
@@ -545,6 +557,7 @@ mod tests {
             ReplicaReply::Coordinated {
                 req: round1,
                 result: Ok(lww_object(41, 1)),
+                changed: None,
             },
             &mut out,
         );
@@ -610,6 +623,7 @@ mod tests {
             ReplicaReply::Coordinated {
                 req: 7,
                 result: Err(ReplicaError::Failed("disk full".into())),
+                changed: None,
             },
             &mut out,
         );
@@ -655,6 +669,7 @@ mod tests {
                     siblings: 11,
                     max: 10,
                 }),
+                changed: None,
             },
             &mut out,
         );

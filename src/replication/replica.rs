@@ -76,6 +76,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::{ReplicaError, ReplicaReply, ReplicaRequest, Write};
 use crate::codec;
+use crate::crdt::UpdateError;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::ring::{key_token, RingFence, Token};
@@ -235,6 +236,14 @@ pub struct Hint {
 /// How many coordinations a replica remembers to recognise duplicates.
 pub const RECENT_COORDINATIONS: usize = 65_536;
 
+/// A coordination's outcome at its replica.
+struct Coordinated {
+    /// The object as stored.
+    object: Object,
+    /// [`ReplicaReply::Coordinated::changed`].
+    changed: Option<u64>,
+}
+
 /// The last [`RECENT_COORDINATIONS`] coordinations applied, by (coordinator,
 /// request id): a duplicate delivery of one (a resent or duplicated frame)
 /// is answered with the stored object instead of being applied again,
@@ -244,16 +253,21 @@ pub const RECENT_COORDINATIONS: usize = 65_536;
 #[derive(Debug, Default)]
 struct RecentCoordinations {
     order: std::collections::VecDeque<(NodeId, u64)>,
-    /// Each one's outcome: applied, or refused with this error.
-    seen: std::collections::HashMap<(NodeId, u64), std::result::Result<(), ReplicaError>>,
+    /// Each one's outcome: applied (with the members a set op changed),
+    /// or refused with this error.
+    seen: std::collections::HashMap<(NodeId, u64), std::result::Result<Option<u64>, ReplicaError>>,
 }
 
 impl RecentCoordinations {
-    fn get(&self, id: (NodeId, u64)) -> Option<&std::result::Result<(), ReplicaError>> {
+    fn get(&self, id: (NodeId, u64)) -> Option<&std::result::Result<Option<u64>, ReplicaError>> {
         self.seen.get(&id)
     }
 
-    fn insert(&mut self, id: (NodeId, u64), outcome: std::result::Result<(), ReplicaError>) {
+    fn insert(
+        &mut self,
+        id: (NodeId, u64),
+        outcome: std::result::Result<Option<u64>, ReplicaError>,
+    ) {
         if self.seen.insert(id, outcome).is_none() {
             self.order.push_back(id);
             if self.order.len() > RECENT_COORDINATIONS {
@@ -561,17 +575,22 @@ impl ReplicaStore {
                 write,
                 policy,
                 hint_for,
-            } => ReplicaReply::Coordinated {
-                req,
-                result: self.coordinate(
+            } => {
+                let coordinated = self.coordinate(
                     from.map(|f| (f, req)),
                     &bucket,
                     &key,
                     (write, &policy),
                     hint_for,
                     stale,
-                ),
-            },
+                );
+                let changed = coordinated.as_ref().ok().and_then(|c| c.changed);
+                ReplicaReply::Coordinated {
+                    req,
+                    result: coordinated.map(|c| c.object),
+                    changed,
+                }
+            }
             ReplicaRequest::Merge {
                 req,
                 bucket,
@@ -630,7 +649,7 @@ impl ReplicaStore {
         (write, policy): (Write, &ConflictPolicy),
         hint_for: Option<NodeId>,
         stale: Option<ReplicaError>,
-    ) -> std::result::Result<Object, ReplicaError> {
+    ) -> std::result::Result<Coordinated, ReplicaError> {
         let owner = hint_for.filter(|&o| o != self.node);
         let k = match owner {
             Some(owner) => hint_key(owner, bucket, key),
@@ -649,9 +668,9 @@ impl ReplicaStore {
             id.and_then(|id| recent.get(id).cloned())
         };
         match seen {
-            Some(Ok(())) => {
+            Some(Ok(changed)) => {
                 return match self.load(&k) {
-                    Ok(Some(object)) => Ok(object),
+                    Ok(Some(object)) => Ok(Coordinated { object, changed }),
                     _ => Err(ReplicaError::Indefinite(
                         "this coordination was applied here before, and its result can no \
                          longer be read"
@@ -665,7 +684,7 @@ impl ReplicaStore {
         let result = self.apply_coordination(&k, owner, (bucket, key), (write, policy), stale);
         if let Some(id) = id {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            recent.insert(id, result.as_ref().map(|_| ()).map_err(Clone::clone));
+            recent.insert(id, result.as_ref().map(|c| c.changed).map_err(Clone::clone));
         }
         result
     }
@@ -678,7 +697,7 @@ impl ReplicaStore {
         (bucket, key): (&[u8], &[u8]),
         (write, policy): (Write, &ConflictPolicy),
         stale: Option<ReplicaError>,
-    ) -> std::result::Result<Object, ReplicaError> {
+    ) -> std::result::Result<Coordinated, ReplicaError> {
         let stored = self.load(k).map_err(failed)?;
         if let Some(error) = stale {
             return Err(error);
@@ -702,6 +721,7 @@ impl ReplicaStore {
             }
             _ => write.timestamp,
         };
+        let mut changed = None;
         let (context, payload) = match &write.op {
             None => (write.context, write.payload),
             Some(op) => {
@@ -716,21 +736,20 @@ impl ReplicaStore {
                 // what this one holds: the client is told, and nothing is
                 // stored (an add that would overflow included).
                 let name = super::key_name(bucket, key);
-                let state = kind.join(values, max).map_err(|e| {
-                    ReplicaError::refused(format!(
-                        "{name} does not hold a {kind:?} state (was it written under another policy?): {e}"
-                    ))
-                })?;
                 let updated = kind
-                    .apply(&state, op, actor, timestamp, max)
-                    .and_then(|updated| {
-                        kind.check_applied(&state, op, &updated, max)
-                            .map(|()| updated)
-                    })
-                    .map_err(|e| ReplicaError::refused(format!("{} on {name}: {e}", op.name())))?;
+                    .update(values, op, actor, timestamp, max)
+                    .map_err(|e| match e {
+                        UpdateError::State(e) => ReplicaError::refused(format!(
+                            "{name} does not hold a {kind:?} state (was it written under another policy?): {e}"
+                        )),
+                        UpdateError::Op(e) => {
+                            ReplicaError::refused(format!("{} on {name}: {e}", op.name()))
+                        }
+                    })?;
+                changed = updated.changed;
                 // The whole stored context: the update replaces every
                 // sibling it was applied to.
-                (object.context(), Payload::Value(updated))
+                (object.context(), Payload::Value(updated.state))
             }
         };
         policy
@@ -748,7 +767,8 @@ impl ReplicaStore {
                 }
                 other => failed(other),
             })?;
-        let size = codec::encode(&object).map_err(failed)?.len();
+        let encoded = codec::encode(&object).map_err(failed)?;
+        let size = encoded.len();
         if size > crate::replication::limits::MAX_OBJECT_BYTES {
             return Err(ReplicaError::refused(format!(
                 "the write would make {} an object of {size} bytes, more than the maximum of {}; \
@@ -757,8 +777,8 @@ impl ReplicaStore {
                 crate::replication::limits::MAX_OBJECT_BYTES
             )));
         }
-        self.store_counting(k, &object, new_hint)?;
-        Ok(object)
+        self.store_counting(k, encoded, new_hint)?;
+        Ok(Coordinated { object, changed })
     }
 
     /// Stores `object` under `k`; when it is a new hint, within the hint
@@ -767,13 +787,13 @@ impl ReplicaStore {
     fn store_counting(
         &self,
         k: &[u8],
-        object: &Object,
+        encoded: Vec<u8>,
         new_hint: bool,
     ) -> std::result::Result<(), ReplicaError> {
         if new_hint {
             self.reserve_hint()?;
         }
-        let stored = self.store(k, object).map_err(failed);
+        let stored = self.store_encoded(k, encoded).map_err(failed);
         if new_hint && stored.is_err() {
             self.hints.fetch_sub(1, Ordering::AcqRel);
         }
@@ -843,7 +863,7 @@ impl ReplicaStore {
             }
             None => incoming.clone(),
         };
-        self.store_counting(&k, &merged, is_new)?;
+        self.store_counting(&k, codec::encode(&merged).map_err(failed)?, is_new)?;
         Ok(newest(&merged))
     }
 
@@ -1007,7 +1027,11 @@ impl ReplicaStore {
     }
 
     fn store(&self, k: &[u8], object: &Object) -> Result<()> {
-        let bytes = codec::encode(object)?;
+        self.store_encoded(k, codec::encode(object)?)
+    }
+
+    /// Stores an object [`codec::encode`] made.
+    fn store_encoded(&self, k: &[u8], bytes: Vec<u8>) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(k, bytes);
         self.engine.write(batch)
@@ -1605,6 +1629,58 @@ mod tests {
             ),
             "{gone:?}"
         );
+    }
+
+    /// A set op's reply counts the members it changed, against what the
+    /// replica stores joined with the base; a duplicate delivery gets the
+    /// first one's count, not a recount (which would say 0).
+    #[test]
+    fn a_set_op_reports_the_members_it_changed_and_a_duplicate_the_same() {
+        let r = store(1, 10);
+        let from = Some(NodeId(2));
+        use crate::crdt::{CrdtKind, CrdtOp};
+        use serde_bytes::ByteBuf;
+        let policy = ConflictPolicy::Crdt(CrdtKind::OrSet);
+        let add = |req: u64, members: &[&str], base: Option<Object>| ReplicaRequest::Coordinate {
+            req,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            write: Write {
+                context: CausalContext::empty(),
+                payload: Payload::Tombstone,
+                timestamp: Timestamp::from_ms(req),
+                op: Some(CrdtOp::SetAdd(
+                    members
+                        .iter()
+                        .map(|m| ByteBuf::from(m.as_bytes()))
+                        .collect(),
+                )),
+                base: base.map(Box::new),
+            },
+            policy: policy.clone(),
+            hint_for: None,
+        };
+        let changed = |reply: &ReplicaReply| match reply {
+            ReplicaReply::Coordinated {
+                result: Ok(_),
+                changed,
+                ..
+            } => *changed,
+            other => panic!("{other:?}"),
+        };
+        let first = r.handle_from(from, add(1, &["a", "b"], None));
+        assert_eq!(changed(&first), Some(2));
+        let again = r.handle_from(from, add(1, &["a", "b"], None));
+        assert_eq!(changed(&again), Some(2), "a duplicate is not recounted");
+        // "c" is in the base (another replica's write the read saw), so
+        // only "d" is new.
+        let other = ReplicaStore::open(NodeId(3), Arc::new(MemoryEngine::new()), 3, 10).unwrap();
+        let base = coordinated(other.handle(add(1, &["c"], None)));
+        let next = r.handle_from(from, add(2, &["b", "c", "d"], Some(base)));
+        assert_eq!(changed(&next), Some(1));
+        // A plain write counts nothing.
+        let plain = r.handle_from(from, coordinate(3, "v", CausalContext::empty()));
+        assert_eq!(changed(&plain), None);
     }
 
     #[test]

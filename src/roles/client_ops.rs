@@ -41,6 +41,21 @@ pub enum ReplyKind {
     Counter,
     /// `Reply::Set`.
     Set,
+    /// `Reply::Set` without its members: the count of members an add or
+    /// a remove changed only.
+    SetCount,
+}
+
+impl ReplyKind {
+    /// The reply to a set add or remove: with its members, or the count
+    /// alone.
+    fn set_op(count_only: bool) -> ReplyKind {
+        if count_only {
+            ReplyKind::SetCount
+        } else {
+            ReplyKind::Set
+        }
+    }
 }
 
 /// Translates a data operation into a coordinator operation and the reply
@@ -130,18 +145,20 @@ pub fn to_client_op(op: Op, version: &VersionConfig) -> Result<Option<(ClientOp,
             key,
             members,
             options,
+            count_only,
         } => (
             update(bucket, key, CrdtOp::SetAdd(members), options)?,
-            ReplyKind::Set,
+            ReplyKind::set_op(count_only),
         ),
         Op::SetRemove {
             bucket,
             key,
             members,
             options,
+            count_only,
         } => (
             update(bucket, key, CrdtOp::SetRemove(members), options)?,
-            ReplyKind::Set,
+            ReplyKind::set_op(count_only),
         ),
         _ => return Ok(None),
     }))
@@ -207,9 +224,9 @@ pub fn to_reply(
     props: &BucketProps,
     resolvers: &Resolvers,
 ) -> Result<Reply> {
-    let (object, receipt) = match answer {
-        Answer::Got(g) => (g.object, g.receipt),
-        Answer::Put(p) => (Some(p.object), p.receipt),
+    let (object, receipt, changed) = match answer {
+        Answer::Got(g) => (g.object, g.receipt, None),
+        Answer::Put(p) => (Some(p.object), p.receipt, p.changed),
         Answer::Scanned(_) => {
             return Err(Error::InvalidInput(
                 "a scan's answer is not an object's".into(),
@@ -225,6 +242,11 @@ pub fn to_reply(
             })
         }
         ReplyKind::Object => object_reply(object, receipt, &props.policy, resolvers),
+        ReplyKind::SetCount => Ok(Reply::Set {
+            members: Vec::new(),
+            receipt,
+            changed,
+        }),
         ReplyKind::Counter | ReplyKind::Set => {
             let ConflictPolicy::Crdt(crdt) = &props.policy else {
                 return Err(Error::InvalidInput(format!(
@@ -249,6 +271,7 @@ pub fn to_reply(
                 (ReplyKind::Set, CrdtValue::Set(members)) => Ok(Reply::Set {
                     members: members.into_iter().map(ByteBuf::from).collect(),
                     receipt,
+                    changed,
                 }),
                 (_, _) => Err(Error::InvalidInput(format!(
                     "a {crdt:?} bucket holds neither a counter nor a set as asked"
@@ -476,6 +499,75 @@ mod tests {
         assert!(matches!(r, Ok(Reply::Object { ref siblings, .. }) if siblings.len() == 2));
     }
 
+    /// A put's answer: `state` stored under `props`' policy as one value.
+    fn put_answer(props: &BucketProps, state: Vec<u8>, changed: Option<u64>) -> Answer {
+        let mut o = Object::new();
+        props
+            .policy
+            .put(
+                &mut o,
+                NodeId(1),
+                &CausalContext::empty(),
+                Payload::Value(state),
+                Timestamp::from_ms(1),
+                10,
+            )
+            .unwrap();
+        Answer::Put(PutReply {
+            object: o,
+            receipt: Receipt::default(),
+            changed,
+        })
+    }
+
+    /// A set op answers with its members, or with the count alone when
+    /// asked (`count_only`): then the set is not decoded at all, so even
+    /// a state that would not decode is not looked at.
+    #[test]
+    fn a_set_op_answers_its_members_or_its_count_alone() {
+        let kind = CrdtKind::OrSet;
+        let props = BucketProps {
+            policy: ConflictPolicy::Crdt(kind),
+            ..BucketProps::default()
+        };
+        let version = VersionConfig::default();
+        let op = |count_only: bool| Op::SetAdd {
+            bucket: ByteBuf::from(b"b".to_vec()),
+            key: ByteBuf::from(b"k".to_vec()),
+            members: vec![ByteBuf::from(b"m".to_vec())],
+            options: WriteOptions::default(),
+            count_only,
+        };
+        let kind_of = |o: Op| to_client_op(o, &version).unwrap().unwrap().1;
+        assert_eq!(kind_of(op(false)), ReplyKind::Set);
+        assert_eq!(kind_of(op(true)), ReplyKind::SetCount);
+        let stored = |state: Vec<u8>| put_answer(&props, state, Some(1));
+        let state = kind
+            .apply(
+                &[],
+                &CrdtOp::SetAdd(vec![ByteBuf::from(b"m".to_vec())]),
+                NodeId(1),
+                Timestamp::from_ms(1),
+                1 << 20,
+            )
+            .unwrap();
+        let r = to_reply(ReplyKind::Set, stored(state), &props, &Resolvers::new());
+        assert!(
+            matches!(&r, Ok(Reply::Set { members, changed: Some(1), .. }) if members.len() == 1),
+            "{r:?}"
+        );
+        let r = to_reply(
+            ReplyKind::SetCount,
+            stored(b"not a set".to_vec()),
+            &props,
+            &Resolvers::new(),
+        );
+        assert!(
+            matches!(&r, Ok(Reply::Set { members, changed: Some(1), .. }) if members.is_empty()),
+            "{r:?}"
+        );
+    }
+
     #[test]
     fn counters_read_their_value() {
         let kind = CrdtKind::PnCounter;
@@ -492,22 +584,7 @@ mod tests {
                 1 << 20,
             )
             .unwrap();
-        let mut o = Object::new();
-        props
-            .policy
-            .put(
-                &mut o,
-                NodeId(1),
-                &CausalContext::empty(),
-                Payload::Value(state),
-                Timestamp::from_ms(1),
-                10,
-            )
-            .unwrap();
-        let put = Answer::Put(PutReply {
-            object: o,
-            receipt: Receipt::default(),
-        });
+        let put = put_answer(&props, state, None);
         let r = to_reply(ReplyKind::Counter, put, &props, &Resolvers::new());
         assert!(matches!(r, Ok(Reply::Counter { value: -4, .. })), "{r:?}");
         let none = Answer::Got(GetReply {

@@ -2748,6 +2748,7 @@ fn to_wire(op: &SimOp) -> Op {
             key: b(key),
             members: vec![b(member)],
             options: WriteOptions::default(),
+            count_only: false,
         },
         SimOp::SetMembers { bucket, key } => Op::SetMembers {
             bucket: b(bucket),

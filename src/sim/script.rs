@@ -599,12 +599,14 @@ impl Runner {
                 key: b(&key),
                 members: vec![b(&operand)],
                 options,
+                count_only: false,
             },
             _ => Op::SetRemove {
                 bucket: b(&bucket),
                 key: b(&key),
                 members: vec![b(&operand)],
                 options,
+                count_only: false,
             },
         };
         Ok(match self.sim()?.execute(Some(node), op) {
@@ -986,10 +988,14 @@ fn show_reply(reply: &Reply) -> String {
         Reply::Set {
             members: m,
             receipt,
+            changed,
         } => {
             let m: Vec<String> = m.iter().map(text).collect();
+            let changed = changed
+                .map(|n| format!(", changed {n}"))
+                .unwrap_or_default();
             format!(
-                "{} ({})",
+                "{}{changed} ({})",
                 members(m.iter().map(String::as_str)),
                 show_receipt(receipt)
             )

@@ -256,6 +256,7 @@ fn run(seed: u64) -> Result<String, String> {
                     key: buf(&key),
                     members: vec![buf(&item)],
                     options,
+                    count_only: false,
                 },
                 Kind::Counter => Op::CounterAdd {
                     bucket: buf(bucket),

@@ -116,6 +116,7 @@ fn write_op(kind: Kind, bucket: &[u8], key: &[u8], item: &[u8], by: i64) -> Op {
             key: buf(key),
             members: vec![buf(item)],
             options,
+            count_only: false,
         },
         Kind::Counter => Op::CounterAdd {
             bucket: buf(bucket),

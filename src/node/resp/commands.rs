@@ -1385,12 +1385,6 @@ async fn data_in(
                 return Err(wrongtype());
             }
             let given: BTreeSet<&[u8]> = args[2..].iter().map(|a| a.as_ref()).collect();
-            let before = members(ctx, s, name, bucket, &args[1]).await?;
-            let before: BTreeSet<&[u8]> = before.iter().map(|m| m.as_slice()).collect();
-            let changed = given
-                .iter()
-                .filter(|m| before.contains(*m) == (name == "srem"))
-                .count();
             let list: Vec<ByteBuf> = given.iter().map(|m| buf(m)).collect();
             let (bucket, key) = (buf(bucket), buf(&args[1]));
             let options = WriteOptions {
@@ -1403,6 +1397,7 @@ async fn data_in(
                     key,
                     members: list,
                     options,
+                    count_only: true,
                 }
             } else {
                 Op::SetRemove {
@@ -1410,10 +1405,26 @@ async fn data_in(
                     key,
                     members: list,
                     options,
+                    count_only: true,
                 }
             };
-            exec(ctx, s, name, op).await?;
-            Ok(Value::Int(changed as i64))
+            // The coordinating replica counts the members the op changed,
+            // against the set it applied the op to, under the key's lock
+            // (no read round first: that was a quorum read of the whole
+            // set per SADD, and raced with other writers anyway).
+            match exec(ctx, s, name, op).await? {
+                Reply::Set {
+                    changed: Some(n), ..
+                } => Ok(Value::Int(i64::try_from(n).unwrap_or(i64::MAX))),
+                // A coordinating replica of a version that did not count:
+                // the write is done, but its count is unknown.
+                Reply::Set { changed: None, .. } => Err(Value::err(format!(
+                    "{} was applied, but the coordinating replica did not count the members it \
+                     changed (a node of an older version)",
+                    name.to_uppercase()
+                ))),
+                other => Err(unexpected(&other)),
+            }
         }
         "smembers" | "scard" | "sismember" => {
             if !is_set(&policy) {
@@ -1463,6 +1474,11 @@ mod tests {
         data: Mutex<Data>,
         in_flight: AtomicUsize,
         most: AtomicUsize,
+        /// What each `SetAdd` and `SetRemove` is answered with as its
+        /// `changed`, in turn (buckets named `*.sets` are OR-Sets).
+        set_counts: Mutex<std::collections::VecDeque<Option<u64>>>,
+        /// The set ops received, as (name, members, `count_only`).
+        set_ops: Mutex<Vec<(&'static str, usize, bool)>>,
     }
 
     struct Shared(Arc<Recorder>);
@@ -1478,14 +1494,39 @@ mod tests {
                 r.most.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 r.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let set_op = |name, members: &[ByteBuf], count_only| {
+                    r.set_ops
+                        .lock()
+                        .unwrap()
+                        .push((name, members.len(), count_only));
+                    Reply::Set {
+                        members: Vec::new(),
+                        receipt: Receipt::default(),
+                        changed: r.set_counts.lock().unwrap().pop_front().flatten(),
+                    }
+                };
                 let reply = match op {
-                    Op::GetBucket { .. } => Reply::Bucket {
+                    Op::GetBucket { bucket } => Reply::Bucket {
                         props: (&crate::replication::BucketProps {
-                            policy: ConflictPolicy::Lww,
+                            policy: if bucket.ends_with(b".sets") {
+                                ConflictPolicy::Crdt(crate::crdt::CrdtKind::OrSet)
+                            } else {
+                                ConflictPolicy::Lww
+                            },
                             ..Default::default()
                         })
                             .into(),
                     },
+                    Op::SetAdd {
+                        members,
+                        count_only,
+                        ..
+                    } => set_op("add", &members, count_only),
+                    Op::SetRemove {
+                        members,
+                        count_only,
+                        ..
+                    } => set_op("remove", &members, count_only),
                     Op::Put {
                         bucket, key, value, ..
                     } => {
@@ -1586,6 +1627,30 @@ mod tests {
         }
         s.role = None;
         assert_eq!(keys(&s, "GET a"), None, "unauthenticated");
+    }
+
+    /// SADD and SREM send one op asking for the count alone (no read of
+    /// the set first: the handler refuses `SetMembers`), with the given
+    /// members once each, and answer the count the node gives; a node that
+    /// did not count (an older version) gets an error saying the write was
+    /// applied, not a made-up count.
+    #[tokio::test]
+    async fn sadd_and_srem_answer_the_node_s_count_without_reading_the_set() {
+        let r = Arc::new(Recorder::default());
+        r.set_counts
+            .lock()
+            .unwrap()
+            .extend([Some(2), Some(0), None]);
+        let got = pipeline(&r, "SADD s a b a; SREM s zz; SADD s c", 1).await;
+        assert_eq!(got[..2], [Value::Int(2), Value::Int(0)]);
+        match &got[2] {
+            Value::Error(e) => assert!(e.contains("SADD was applied"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            *r.set_ops.lock().unwrap(),
+            [("add", 2, true), ("remove", 1, true), ("add", 1, true)]
+        );
     }
 
     #[tokio::test]
