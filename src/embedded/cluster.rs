@@ -321,6 +321,7 @@ impl Cluster {
         config.membership = fast_membership(o.gossip_ms);
         config.ring = RingConfig {
             vnodes_per_node: o.vnodes,
+            ..RingConfig::default()
         };
         config.rng_seed = o.seed.wrapping_mul(1_000_003).wrapping_add(id);
         config.cluster = "shell".into();

@@ -339,7 +339,10 @@ mod tests {
     /// Node `nodes + 1` joining a ring of nodes 1 to `nodes`, every one
     /// of them reachable.
     fn joining(nodes: u64) -> (RingKeeper, Ring) {
-        let cfg = RingConfig { vnodes_per_node: 8 };
+        let cfg = RingConfig {
+            vnodes_per_node: 8,
+            ..RingConfig::default()
+        };
         let mut ring = Ring::empty();
         for id in 1..=nodes {
             ring = claim_join(&ring, NodeId(id), 8).unwrap();
@@ -570,7 +573,10 @@ mod tests {
         for id in 1..=4 {
             ring = claim_join(&ring, NodeId(id), 8).unwrap();
         }
-        let cfg = RingConfig { vnodes_per_node: 8 };
+        let cfg = RingConfig {
+            vnodes_per_node: 8,
+            ..RingConfig::default()
+        };
         let mut k =
             RingKeeper::new(NodeId(1), &cfg, Duration::from_secs(1), &[NodeId(2)], 1).unwrap();
         k.restore(crate::ring::RingState::settled(ring.clone()))

@@ -70,6 +70,8 @@ pub struct RingKeeper {
     /// Replicas per key that changes move data for.
     transfer_replicas: usize,
     interval: Duration,
+    /// [`RingConfig::waive_down_after`].
+    waive_down_after: Duration,
     state: Arc<RingState>,
     digest: u64,
     /// The ring in force, shared with subscribers.
@@ -110,13 +112,8 @@ pub fn ring_digest(ring: &Ring) -> u64 {
     crate::ring::transition::ring_digest(ring)
 }
 
-/// How long a node that gains a range in a pending change must stay DOWN
-/// before the lowest live node waives its moves (marks them done without
-/// data) so that the change can finish: 60 s. A shorter outage, or a
-/// partition, waits: waiving the moves of a gainer that comes back would
-/// leave it a replica without the range's data. A node gone for good is
-/// removed (`RemoveNode`) or, once LEFT, waived at once.
-pub const WAIVE_DOWN_AFTER: Duration = Duration::from_secs(60);
+/// The default of [`RingConfig::waive_down_after`]: 60 s.
+pub const WAIVE_DOWN_AFTER: Duration = crate::ring::DEFAULT_WAIVE_DOWN_AFTER;
 
 /// The largest `n` a received pending change may name (the bucket maximum).
 const MAX_TRANSFER_REPLICAS: usize = 16;
@@ -147,6 +144,7 @@ impl RingKeeper {
             vnodes: ring.vnodes_per_node,
             transfer_replicas: DEFAULT_CLAIM_REPLICAS,
             interval: gossip_interval,
+            waive_down_after: ring.waive_down_after,
             digest: state.digest(),
             ring: Arc::new(state.ring.clone()),
             state: Arc::new(state),
@@ -627,15 +625,14 @@ impl RingKeeper {
             return;
         }
         // LEFT is gone for good; DOWN only once it has lasted
-        // WAIVE_DOWN_AFTER. A gainer that is merely cut off comes back,
+        // `waive_down_after`. A gainer that is merely cut off comes back,
         // and a move waived for it would leave it a replica without the
         // range's data: a quorum read could then miss acknowledged writes.
         let dead = |n: NodeId| match self.statuses.get(&n) {
             Some(MemberStatus::Left) => true,
-            Some(MemberStatus::Down) => self
-                .down_since
-                .get(&n)
-                .is_some_and(|&since| now.saturating_duration_since(since) >= WAIVE_DOWN_AFTER),
+            Some(MemberStatus::Down) => self.down_since.get(&n).is_some_and(|&since| {
+                now.saturating_duration_since(since) >= self.waive_down_after
+            }),
             _ => false,
         };
         let waived: Vec<u32> = pending
@@ -711,6 +708,7 @@ mod tests {
         let seeds: Vec<NodeId> = seeds.iter().map(|&s| NodeId(s)).collect();
         let cfg = RingConfig {
             vnodes_per_node: 16,
+            ..RingConfig::default()
         };
         RingKeeper::new(NodeId(id), &cfg, Duration::from_secs(1), &seeds, id).unwrap()
     }

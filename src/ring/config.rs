@@ -1,6 +1,8 @@
 //! Configuration of the hash ring and token claim, with the reasons for
 //! its defaults. Re-exported by `config.rs`.
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
 
 /// Configuration of the hash ring.
@@ -9,7 +11,20 @@ pub struct RingConfig {
     /// Virtual nodes (tokens) a physical node claims when it joins. Default
     /// [`DEFAULT_VNODES_PER_NODE`].
     pub vnodes_per_node: usize,
+    /// How long a node that gains a range in a pending change must stay
+    /// DOWN before the lowest live node waives its moves (marks them done
+    /// without data) so that the change, and every change after it, can
+    /// finish. Default [`DEFAULT_WAIVE_DOWN_AFTER`].
+    pub waive_down_after: Duration,
 }
+
+/// How long a gainer must be DOWN before its moves are waived by default:
+/// 60 s. A shorter outage, or a partition, waits: waiving the moves of a
+/// gainer that comes back would leave it a replica without the range's
+/// data (read repair and anti-entropy bring it later). A node gone for
+/// good is removed (`RemoveNode`) or, once LEFT, waived at once. Shorter
+/// suits a test cluster, whose crashed nodes stay crashed.
+pub const DEFAULT_WAIVE_DOWN_AFTER: Duration = Duration::from_secs(60);
 
 /// Virtual nodes per physical node by default: 160.
 ///
@@ -35,6 +50,7 @@ impl Default for RingConfig {
     fn default() -> Self {
         RingConfig {
             vnodes_per_node: DEFAULT_VNODES_PER_NODE,
+            waive_down_after: DEFAULT_WAIVE_DOWN_AFTER,
         }
     }
 }
@@ -48,6 +64,36 @@ impl RingConfig {
                 self.vnodes_per_node
             )));
         }
+        if self.waive_down_after.is_zero() {
+            return Err(Error::InvalidInput(
+                "waive_down_after must be above zero: a gainer briefly DOWN would lose its \
+                 ranges' data"
+                    .into(),
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_refuses_no_tokens_too_many_and_an_instant_waive() {
+        assert!(RingConfig::default().validate().is_ok());
+        for vnodes in [0, 4097] {
+            let c = RingConfig {
+                vnodes_per_node: vnodes,
+                ..RingConfig::default()
+            };
+            assert!(c.validate().is_err(), "{vnodes} vnodes");
+        }
+        let c = RingConfig {
+            waive_down_after: Duration::ZERO,
+            ..RingConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("waive_down_after"), "{err}");
     }
 }

@@ -60,7 +60,9 @@ use crate::id::NodeId;
 pub use claim::{
     claim_join, claim_join_for, claim_leave, claim_leave_for, random_join, random_leave,
 };
-pub use config::{RingConfig, DEFAULT_CLAIM_REPLICAS, DEFAULT_VNODES_PER_NODE};
+pub use config::{
+    RingConfig, DEFAULT_CLAIM_REPLICAS, DEFAULT_VNODES_PER_NODE, DEFAULT_WAIVE_DOWN_AFTER,
+};
 pub use plan::{MovePlan, RangeMove, TokenRange};
 pub use transition::{Change, Pending, Placement, RingFence, RingState};
 

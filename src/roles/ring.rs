@@ -508,6 +508,7 @@ mod tests {
         let seeds: Vec<NodeId> = seeds.iter().map(|&s| NodeId(s)).collect();
         let cfg = RingConfig {
             vnodes_per_node: 16,
+            ..RingConfig::default()
         };
         RingKeeper::new(NodeId(id), &cfg, GOSSIP, &seeds, id).unwrap()
     }

@@ -609,6 +609,7 @@ impl ClusterSim {
         // on the state it stored; a joiner on nothing, through its seeds.
         let ring_config = RingConfig {
             vnodes_per_node: self.options.vnodes,
+            ..RingConfig::default()
         };
         let mut keeper = RingKeeper::new(
             id,

@@ -34,6 +34,9 @@ async fn spawn_with_handle(id: u64, seeds: Vec<(NodeId, String)>) -> (Node, Arc<
     let mut config = NodeConfig::new(NodeId(id), String::new(), seeds);
     config.membership = fast();
     config.ring = small_ring();
+    // The crashed node stays crashed: the leave after it need not wait
+    // the default minute before the crashed node's moves are waived.
+    config.ring.waive_down_after = Duration::from_secs(2);
     let slot: Arc<std::sync::Mutex<Option<Arc<TcpTransport>>>> = Arc::default();
     let keep = slot.clone();
     let node = Node::spawn(config, move || async move {

@@ -42,6 +42,7 @@ pub fn fast() -> MembershipConfig {
 pub fn small_ring() -> RingConfig {
     RingConfig {
         vnodes_per_node: 16,
+        ..RingConfig::default()
     }
 }
 
