@@ -68,8 +68,23 @@ use crate::version::{ConflictPolicy, Resolvers};
 pub use crate::config::NodeConfig;
 
 /// A running node: its actors on their own arbiter, and its transport.
+///
+/// A handle: cloning it is one reference count (a client port's request
+/// holds one, so a clone per request must cost nothing worth measuring).
 #[derive(Clone)]
-pub struct Node {
+pub struct Node(Arc<NodeState>);
+
+impl std::ops::Deref for Node {
+    type Target = NodeState;
+
+    fn deref(&self) -> &NodeState {
+        &self.0
+    }
+}
+
+/// What a [`Node`] handle shares: the addresses of its actors and its
+/// settings.
+pub struct NodeState {
     id: NodeId,
     addr: String,
     arbiter: ArbiterHandle,
@@ -399,7 +414,7 @@ impl Node {
         .start();
         ring_manager.do_send(SetHandoff(handoff.clone()));
         let fan_out = FanOut::new(config.id, transport_actor.clone()).start();
-        let node = Node {
+        let node = Node(Arc::new(NodeState {
             id: config.id,
             addr: config.addr,
             arbiter,
@@ -424,7 +439,7 @@ impl Node {
             seeds: config.seeds,
             metrics: super::metrics::RequestMetrics::default(),
             shards: shards.into(),
-        };
+        }));
         fan_out.do_send(SetNode(node.clone()));
         transport_actor.do_send(Routes {
             membership: node.failure_detector.clone().recipient(),
@@ -957,11 +972,33 @@ impl Node {
     }
 
     /// Runs `op`; a data op's answer leaves what it holds in `hold`.
+    ///
+    /// A single data op (the bulk of a node's requests) runs in
+    /// [`Node::run_data`], whose future is small; every other op in
+    /// [`Node::run_control`], boxed: that future holds whatever its
+    /// longest branch holds across an await, and unboxed it would make
+    /// every request's future that size.
     async fn run(&self, op: Op, hold: &mut ReplyHold) -> Result<Reply> {
-        let gone = |_| Error::Shutdown;
         // Sizes first, whatever the way in: a key, bucket or value past the
         // limits is the caller's error, never a replica's.
         op.check_limits()?;
+        match op {
+            data @ (Op::Get { .. }
+            | Op::CounterGet { .. }
+            | Op::SetMembers { .. }
+            | Op::Put { .. }
+            | Op::Delete { .. }
+            | Op::CounterAdd { .. }
+            | Op::SetAdd { .. }
+            | Op::SetRemove { .. }) => self.run_data(data, hold).await,
+            other => Box::pin(self.run_control(other, hold)).await,
+        }
+    }
+
+    /// [`Node::run`] for every op but the single data ops (which it hands
+    /// to [`Node::run_data`] too, should one come this way).
+    async fn run_control(&self, op: Op, hold: &mut ReplyHold) -> Result<Reply> {
+        let gone = |_| Error::Shutdown;
         match op {
             Op::Hello { version, .. } => {
                 if version != CLIENT_PROTOCOL_VERSION {
@@ -1237,36 +1274,41 @@ impl Node {
                     .collect();
                 Ok(Reply::WrittenMany { items })
             }
-            data => {
-                self.check_not_draining()?;
-                if !self.ring_confirmed() {
-                    return Err(Error::RingUnconfirmed);
-                }
-                let (bucket, key) = match data.bucket_key() {
-                    Some((b, k)) => (b.to_vec(), k.to_vec()),
-                    None => Default::default(),
-                };
-                let Some((op, kind)) = to_client_op(data, &self.version)? else {
-                    return Err(Error::InvalidInput("unsupported operation".into()));
-                };
-                let (tx, rx) = oneshot::channel();
-                let shard = crate::replication::shard_of_key(&bucket, &key, self.shards.len());
-                self.hand_over(shard, Execute { op, reply: tx })?;
-                let (answer, props, held) = rx.await.map_err(|_| Error::Shutdown)??;
-                hold.append(held);
-                if !matches!(props.policy, ConflictPolicy::Script(_)) {
-                    return to_reply_for(&bucket, &key, kind, answer, &props, &self.resolvers);
-                }
-                // A user's resolver may take its time: not on the node's
-                // thread, where the client ports may run.
-                let resolvers = self.resolvers.clone();
-                tokio::task::spawn_blocking(move || {
-                    to_reply_for(&bucket, &key, kind, answer, &props, &resolvers)
-                })
-                .await
-                .map_err(|e| Error::Replica(format!("a conflict resolver failed: {e}")))?
-            }
+            data => self.run_data(data, hold).await,
         }
+    }
+
+    /// A single data op: through the coordinator of its key's shard, and
+    /// its answer made a reply (by the bucket's resolver, off this thread,
+    /// for a script policy).
+    async fn run_data(&self, data: Op, hold: &mut ReplyHold) -> Result<Reply> {
+        self.check_not_draining()?;
+        if !self.ring_confirmed() {
+            return Err(Error::RingUnconfirmed);
+        }
+        let (bucket, key) = match data.bucket_key() {
+            Some((b, k)) => (b.to_vec(), k.to_vec()),
+            None => Default::default(),
+        };
+        let Some((op, kind)) = to_client_op(data, &self.version)? else {
+            return Err(Error::InvalidInput("unsupported operation".into()));
+        };
+        let (tx, rx) = oneshot::channel();
+        let shard = crate::replication::shard_of_key(&bucket, &key, self.shards.len());
+        self.hand_over(shard, Execute { op, reply: tx })?;
+        let (answer, props, held) = rx.await.map_err(|_| Error::Shutdown)??;
+        hold.append(held);
+        if !matches!(props.policy, ConflictPolicy::Script(_)) {
+            return to_reply_for(&bucket, &key, kind, answer, &props, &self.resolvers);
+        }
+        // A user's resolver may take its time: not on the node's
+        // thread, where the client ports may run.
+        let resolvers = self.resolvers.clone();
+        tokio::task::spawn_blocking(move || {
+            to_reply_for(&bucket, &key, kind, answer, &props, &resolvers)
+        })
+        .await
+        .map_err(|e| Error::Replica(format!("a conflict resolver failed: {e}")))?
     }
 
     /// A batch's time: its `timeout_ms`, else its bucket's timeout, as
