@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_skiplist::SkipMap;
+use dashmap::DashMap;
 
 use super::iterators::{OwnedEntry, StorageIterator};
 use crate::error::Result;
@@ -228,11 +229,48 @@ impl PartialOrd for VersionKey {
     }
 }
 
+/// A key of the memtable's point-read index: bytes in the memtable's
+/// arena, hashed and compared as the bytes they are (so the index is
+/// searched with a plain `&[u8]`).
+#[derive(Clone, Copy, Debug)]
+struct IndexKey(ArenaBytes);
+
+impl IndexKey {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: an `IndexKey` lives only in the index of the memtable
+        // whose arena holds its bytes, and the index is dropped before
+        // the arena (see `MemTable`'s fields).
+        unsafe { self.0.as_slice() }
+    }
+}
+
+impl PartialEq for IndexKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for IndexKey {}
+
+impl std::hash::Hash for IndexKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes, which `Borrow<[u8]>` requires.
+        self.bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for IndexKey {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 /// Bytes charged per entry on top of its key and value: the skip-list node,
-/// the sequence number, the vectors' headers. An estimate, so that a
-/// memtable of many tiny entries is still sealed at about the memory it
-/// really takes.
-const ENTRY_OVERHEAD: usize = 64;
+/// the sequence number, the vectors' headers, and (for a key's first
+/// version) its slot in the point-read index, charged to every version
+/// alike. An estimate, so that a memtable of many tiny entries is still
+/// sealed at about the memory it really takes.
+const ENTRY_OVERHEAD: usize = 96;
 
 /// A sorted in-memory table of versioned entries.
 #[derive(Debug)]
@@ -244,6 +282,12 @@ pub struct MemTable {
     /// entry reads none of its bytes, but nothing should point into freed
     /// memory even for a moment).
     map: SkipMap<VersionKey, Option<ArenaBytes>>,
+    /// Each key's newest version (its sequence number and value), for
+    /// point reads: a hash probe instead of a skip-list search, which
+    /// chases a pointer per level (8.6% of a replica's CPU under the
+    /// cluster bench). SipHash with a random key, as the keys are the
+    /// users'. Also dropped before the arena.
+    latest: DashMap<IndexKey, (u64, Option<ArenaBytes>)>,
     arena: Arena,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
@@ -255,6 +299,7 @@ impl MemTable {
         MemTable {
             id,
             map: SkipMap::new(),
+            latest: DashMap::new(),
             arena: Arena::default(),
             bytes: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
@@ -271,13 +316,26 @@ impl MemTable {
     /// WAL record replayed twice changes nothing but the byte estimate).
     pub fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>) {
         let size = key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD;
+        let key_bytes = self.arena.copy(key);
         let version = VersionKey {
             prefix: key_prefix(key),
-            key: KeyBytes::InArena(self.arena.copy(key)),
+            key: KeyBytes::InArena(key_bytes),
             seq,
         };
         let value = value.map(|v| self.arena.copy(v));
         self.map.insert(version, value);
+        // After the skip list: a reader that finds the index short of a
+        // version is reading at a snapshot below it (a batch is published
+        // only once every insert of it returned), and concurrent writers
+        // of one key leave the index at the higher sequence number.
+        self.latest
+            .entry(IndexKey(key_bytes))
+            .and_modify(|newest| {
+                if seq >= newest.0 {
+                    *newest = (seq, value);
+                }
+            })
+            .or_insert((seq, value));
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.max_seq.fetch_max(seq, Ordering::Relaxed);
     }
@@ -292,6 +350,13 @@ impl MemTable {
     /// `snapshot`: `Some((seq, None))` is a tombstone, `None` means this
     /// memtable holds no such version.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Option<(u64, Option<Vec<u8>>)> {
+        // The index first: a key it lacks has no version at any published
+        // snapshot here; one whose newest version is visible at `snapshot`
+        // is answered from it. Only an older snapshot searches the list.
+        let (newest, value) = *self.latest.get(key)?;
+        if newest <= snapshot {
+            return Some((newest, self.value_bytes(value).map(<[u8]>::to_vec)));
+        }
         // The probe is a per-thread buffer: a point read allocates nothing
         // but the value it returns.
         PROBE.with(|probe| {
@@ -464,6 +529,59 @@ mod tests {
         assert_eq!(m.get(b"", 9), None);
         assert_eq!(m.max_seq(), 5);
         assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn versions_inserted_out_of_order_leave_the_index_at_the_newest() {
+        // Two writers of one key: the later sequence number lands first.
+        let m = MemTable::new(1);
+        m.insert(b"k", 7, Some(b"seven"));
+        m.insert(b"k", 6, Some(b"six"));
+        m.insert(b"k", 7, Some(b"seven"));
+        assert_eq!(m.get(b"k", 9), Some((7, Some(b"seven".to_vec()))));
+        assert_eq!(m.get(b"k", 6), Some((6, Some(b"six".to_vec()))));
+        assert_eq!(m.get(b"k", 5), None);
+        // Keys that are prefixes of one another are different keys.
+        m.insert(b"k\0", 8, None);
+        assert_eq!(m.get(b"k\0", 9), Some((8, None)));
+        assert_eq!(m.get(b"k", 9), Some((7, Some(b"seven".to_vec()))));
+        // (k, 7) twice is one entry.
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn concurrent_writers_and_readers_agree_with_the_skip_list() {
+        let m = std::sync::Arc::new(MemTable::new(1));
+        let writers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2_000u64 {
+                        let key = format!("key{}", i % 97);
+                        let seq = i * 4 + w + 1;
+                        m.insert(key.as_bytes(), seq, Some(&seq.to_be_bytes()));
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        for i in 0..97u64 {
+            let key = format!("key{i}");
+            let (seq, value) = m.get(key.as_bytes(), u64::MAX).expect("written");
+            assert_eq!(value, Some(seq.to_be_bytes().to_vec()));
+            // The newest of the versions the four writers wrote.
+            let newest = (0..2_000u64)
+                .filter(|n| n % 97 == i)
+                .map(|n| n * 4 + 4)
+                .max()
+                .unwrap();
+            assert_eq!(seq, newest, "{key}");
+            // And below it, the skip list's answer.
+            let (older, _) = m.get(key.as_bytes(), newest - 1).expect("older versions");
+            assert_eq!(older, newest - 1, "{key}");
+        }
     }
 
     #[test]
