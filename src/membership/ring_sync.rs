@@ -112,9 +112,6 @@ pub fn ring_digest(ring: &Ring) -> u64 {
     crate::ring::transition::ring_digest(ring)
 }
 
-/// The default of [`RingConfig::waive_down_after`]: 60 s.
-pub const WAIVE_DOWN_AFTER: Duration = crate::ring::DEFAULT_WAIVE_DOWN_AFTER;
-
 /// The largest `n` a received pending change may name (the bucket maximum).
 const MAX_TRANSFER_REPLICAS: usize = 16;
 
@@ -969,7 +966,7 @@ mod tests {
             pending.moves(&ring).iter().any(|m| m.to == NodeId(4)),
             "the leave gives node 4 some ranges"
         );
-        // Within WAIVE_DOWN_AFTER, node 4 may only be cut off and come
+        // Within `waive_down_after`, node 4 may only be cut off and come
         // back: its moves wait rather than leave it without the data.
         run(&mut keepers, 40);
         for k in keepers.values() {

@@ -552,6 +552,25 @@ mod tests {
     #[test]
     fn concurrent_writers_and_readers_agree_with_the_skip_list() {
         let m = std::sync::Arc::new(MemTable::new(1));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A reader beside the writers: each key's newest version never
+        // goes back, and its value is the one written with it.
+        let reader = {
+            let (m, done) = (m.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = [0u64; 97];
+                while !done.load(Ordering::Relaxed) {
+                    for (i, last) in seen.iter_mut().enumerate() {
+                        let key = format!("key{i}");
+                        if let Some((seq, value)) = m.get(key.as_bytes(), u64::MAX) {
+                            assert_eq!(value, Some(seq.to_be_bytes().to_vec()), "{key}");
+                            assert!(seq >= *last, "{key}: {seq} after {last}");
+                            *last = seq;
+                        }
+                    }
+                }
+            })
+        };
         let writers: Vec<_> = (0..4u64)
             .map(|w| {
                 let m = m.clone();
@@ -567,6 +586,8 @@ mod tests {
         for w in writers {
             w.join().unwrap();
         }
+        done.store(true, Ordering::Relaxed);
+        reader.join().expect("the reader saw a version go back");
         for i in 0..97u64 {
             let key = format!("key{i}");
             let (seq, value) = m.get(key.as_bytes(), u64::MAX).expect("written");
