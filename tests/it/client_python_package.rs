@@ -99,7 +99,7 @@ async fn the_python_package_works_against_a_node() {
     .await
     .unwrap();
 
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let script = format!("{root}/clients/python/tests/test_client.py");
     let pythonpath = format!("{root}/clients/python");
     let addr = port.local_addr().to_string();

@@ -1,9 +1,11 @@
 //! The root crate's in-process integration tests, one module per former
 //! test file (`<area>_<behaviour>`), in one test binary: every file under
 //! `tests/` used to be a binary of its own, each linking the whole crate,
-//! and building and linking them dominated `cargo test`. Run one area with
-//! `cargo test --test it storage_` or one module with
-//! `cargo test --test it storage_lsm::`.
+//! and building and linking them dominated `cargo test`. They are the
+//! package `ringkv-tests` (`tests/Cargo.toml`), whose own code builds
+//! unoptimised while the crate under test is optimised. Run one area with
+//! `cargo test -p ringkv-tests --test it storage_` or one module with
+//! `cargo test -p ringkv-tests --test it storage_lsm::`.
 //!
 //! Tests that start `ringkv-node` processes are in the `processes` binary
 //! (`tests/processes/`), so that their clusters never share the two cores
@@ -11,7 +13,7 @@
 //!
 //! `codec_golden.rs` and `protocol_golden.rs` stay in `tests/` itself:
 //! unit tests in `src/message.rs` and `src/protocol.rs` read them there
-//! (`include_str!`). The crate sets `autotests = false`, so they are
+//! (`include_str!`). The package sets `autotests = false`, so they are
 //! modules of this binary, not binaries of their own; the test
 //! `every_file_under_tests_is_in_a_binary` (`layout`) keeps a new file
 //! from being left out.

@@ -142,10 +142,7 @@ async fn a_python_client_written_from_the_doc_works() {
     )
     .await
     .unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/protocol_client.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/protocol_client.py");
     let addr = port.local_addr().to_string();
     let out = tokio::task::spawn_blocking(move || run_bounded(script, &addr))
         .await

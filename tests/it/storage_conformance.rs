@@ -752,7 +752,7 @@ fn tiny_lsm_model_flushes_and_compacts() {
 }
 
 /// A longer model run of the tiny LSM, for hunting bugs by hand:
-/// `cargo test --release --test it storage_conformance:: -- --ignored`.
+/// `cargo test --release -p ringkv-tests --test it storage_conformance:: -- --ignored`.
 #[test]
 #[ignore = "minutes long; run by hand"]
 fn tiny_lsm_model_long() {

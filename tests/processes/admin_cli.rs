@@ -45,7 +45,7 @@ use ringkv::replication::Consistency;
 use ringkv::Error;
 use serde_json::Value;
 
-const ADMIN_BIN: &str = env!("CARGO_BIN_EXE_ringkv-admin");
+const ADMIN_BIN: &str = env!("CARGO_BIN_EXE_ringkv-admin-under-test");
 
 const TEST_LIMIT: Duration = Duration::from_secs(300);
 

@@ -1,7 +1,7 @@
 //! The root crate's integration tests that run clusters of `ringkv-node`
 //! processes, one module per former test file (`<area>_<behaviour>`), in
 //! one test binary. Run one module with
-//! `cargo test --test processes node_cluster::`.
+//! `cargo test -p ringkv-tests --test processes node_cluster::`.
 //!
 //! The tests of one module used to be alone in their process, so their
 //! clusters never ran beside another file's. Here they share the test

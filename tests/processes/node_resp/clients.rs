@@ -135,7 +135,7 @@ async fn the_python_redis_package_against_a_node() {
     cluster::bounded(TEST_LIMIT, async {
         let cluster = one_node(&[]).await;
         db0_buckets_of_one_copy(&cluster).await;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/resp_client.py");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/resp_client.py");
         let port = cluster.node(1).redis.unwrap().port().to_string();
         let (status, out) = run_program("python3", &[script.into(), port]).await;
         println!("{out}");

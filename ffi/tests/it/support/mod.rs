@@ -245,16 +245,18 @@ pub fn assert_lines(output: &str, lines: &[&str]) {
 }
 
 /// The `ringkv-node` binary of this workspace, in the target directory
-/// this test was built in (whatever CARGO_TARGET_DIR said).
+/// this test was built in (whatever CARGO_TARGET_DIR said): the one the
+/// integration tests' package builds from `src/bin/ringkv-node.rs` under
+/// the name `ringkv-node-under-test` (`tests/Cargo.toml`).
 ///
-/// `cargo test --workspace` has just built it (the root crate's tests need
-/// it), with the features of the whole workspace: then it is newer than
-/// every source file of the root crate, and it is used as it is. Otherwise
-/// (`cargo test -p ringkv-ffi`, or sources changed since) it is built, once
-/// per test binary, with `cargo build --profile test -p ringkv --bin
-/// ringkv-node`. Building it again in the workspace case would not be
-/// wrong, only slow: that build resolves features without the workspace's
-/// dev-dependencies and so recompiles the library.
+/// `cargo test --workspace` has just built it, with the features of the
+/// whole workspace: then it is newer than every source file of the root
+/// crate, and it is used as it is. Otherwise (`cargo test -p ringkv-ffi`,
+/// or sources changed since) it is built, once per test binary, with
+/// `cargo build --profile test -p ringkv-tests --bin
+/// ringkv-node-under-test`. Building it again in the workspace case would
+/// not be wrong, only slow: that build resolves features without the
+/// workspace's dev-dependencies and so recompiles the library.
 pub fn node_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -262,7 +264,7 @@ pub fn node_bin() -> PathBuf {
             .parent()
             .expect("target/<profile> has a parent")
             .to_path_buf();
-        let bin = target.join("debug").join("ringkv-node");
+        let bin = target.join("debug").join("ringkv-node-under-test");
         let root = crate_dir()
             .parent()
             .expect("ffi/ is in the workspace")
@@ -277,9 +279,9 @@ pub fn node_bin() -> PathBuf {
             "--profile",
             "test",
             "-p",
-            "ringkv",
+            "ringkv-tests",
             "--bin",
-            "ringkv-node",
+            "ringkv-node-under-test",
         ])
         .current_dir(&root)
         .env("CARGO_TARGET_DIR", &target);
