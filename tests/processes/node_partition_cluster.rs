@@ -75,7 +75,10 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, Error>) -> (ErrorCode, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_is_refused_unless_enabled_and_checks_its_peers() {
-    let _one = cluster::the_machine_alone().await;
+    // One slot, not the machine: one-node clusters and refusals, nothing
+    // that timing could change (the machine alone cost the binary a drain
+    // of every other test's cluster for a 2 s test).
+    let _slot = cluster::cluster_slot().await;
     cluster::bounded(TEST_LIMIT, async {
         // Off by default: refused, healing included, and nothing changes.
         let plain = Cluster::start(1).await;

@@ -133,10 +133,27 @@ static void exercise(const Store &kv, const char *who) {
     last = one.size() == 1 ? one[0].status : RINGKV_INTERNAL;
   }
   CHECK(last == RINGKV_SIBLINGS);
-  auto two = kv.multi_put("batch", {ringkv::hl::Write{b("many"), b("v"), {}},
-                                    ringkv::hl::Write{b("fresh"), b("v"), {}}});
+  // Once failed in five runs of the suite beside a parallel build (load
+  // 7 on 2 cores), statuses unknown. The refusal is the coordinating
+  // replica's: a batch coordinated by a replica that has not yet received
+  // the last accepted write (QUORUM does not await the third) accepts one
+  // more, and a loaded machine may time an item out. So a few tries, each
+  // with a fresh key of its own, printing what each got: the refusal must
+  // come, beside the fresh key's success.
+  std::vector<ringkv::hl::BatchItem> two;
+  for (int i = 0; i < 10; i++) {
+    two = kv.multi_put("batch", {ringkv::hl::Write{b("many"), b("v"), {}},
+                                 ringkv::hl::Write{b("fresh-" + std::to_string(i)), b("v"), {}}});
+    if (two.size() != 2 || (two[0].status == RINGKV_SIBLINGS && two[1].ok())) break;
+    std::fprintf(stderr, "%s: try %d: many %s, fresh %s\n", who, i, ringkv_result_name(two[0].status),
+                 ringkv_result_name(two[1].status));
+  }
   CHECK(two.size() == 2 && two[0].status == RINGKV_SIBLINGS && !two[0].message.empty() &&
         two[1].ok() && !two[1].context.empty());
+  if (two.size() == 2 && !(two[0].status == RINGKV_SIBLINGS && two[1].ok())) {
+    std::fprintf(stderr, "%s: many %s (%s), fresh %s (%s)\n", who, ringkv_result_name(two[0].status),
+                 two[0].message.c_str(), ringkv_result_name(two[1].status), two[1].message.c_str());
+  }
   std::printf("%s: per item: RINGKV_SIBLINGS beside RINGKV_OK\n", who);
 
   // Errors carry their code.
