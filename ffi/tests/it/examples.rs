@@ -27,7 +27,7 @@ fn built() -> &'static Built {
         let examples = crate_dir().join("examples");
         let c = dir.path().join("ringkv_example_c");
         let cpp = dir.path().join("ringkv_example_cpp");
-        build_c(&examples.join("ringkv_example.c"), &c);
+        build_c_linked(&examples.join("ringkv_example.c"), &c, Link::Static);
         build_cpp(&examples.join("ringkv_example.cpp"), &cpp);
         Built { c, cpp, _dir: dir }
     })

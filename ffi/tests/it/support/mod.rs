@@ -148,16 +148,64 @@ pub fn sanitizer_flags() -> &'static [&'static str] {
 /// The libraries a program linking the static library needs besides it.
 pub const SYSTEM_LIBS: &[&str] = &["-lpthread", "-ldl", "-lm"];
 
-/// Compiles the C file `src` against `include/ringkv.h` and the static
+/// The shared library this build produced (`libringkv_ffi.so`), found as
+/// [`staticlib`] is: `deps` first.
+pub fn shared_lib() -> PathBuf {
+    let name = "libringkv_ffi.so";
+    let candidates = [
+        profile_dir().join("deps").join(name),
+        profile_dir().join(name),
+    ];
+    match candidates.iter().find(|p| p.exists()) {
+        Some(lib) => lib.clone(),
+        None => panic!(
+            "{name} is missing from {} and its deps/: cargo builds it with the tests",
+            profile_dir().display()
+        ),
+    }
+}
+
+/// How a test program links the library.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// `libringkv_ffi.a`, the way `docs/ffi.md` shows first: what the
+    /// examples' tests use. Linking the 190 MB archive of a test build
+    /// takes the linker about 2 s of CPU per program.
+    Static,
+    /// `libringkv_ffi.so`, found at run time through an rpath: 0.05 s to
+    /// link, so the C tests that are not about linking use it.
+    Shared,
+}
+
+/// The linker arguments for `link`.
+fn library_args(link: Link) -> Vec<std::ffi::OsString> {
+    match link {
+        Link::Static => vec![staticlib().into()],
+        Link::Shared => {
+            let lib = shared_lib();
+            let dir = lib.parent().expect("the library has a directory");
+            let mut rpath = std::ffi::OsString::from("-Wl,-rpath,");
+            rpath.push(dir);
+            vec!["-L".into(), dir.into(), "-l:libringkv_ffi.so".into(), rpath]
+        }
+    }
+}
+
+/// Compiles the C file `src` against `include/ringkv.h` and the shared
 /// library into `exe`, with warnings as errors and the sanitizers.
 pub fn build_c(src: &Path, exe: &Path) {
+    build_c_linked(src, exe, Link::Shared);
+}
+
+/// [`build_c`], linking the library as `link` says.
+pub fn build_c_linked(src: &Path, exe: &Path, link: Link) {
     let mut cc = Command::new("cc");
     cc.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror"])
         .args(sanitizer_flags())
         .arg("-I")
         .arg(crate_dir().join("include"))
         .arg(src)
-        .arg(staticlib())
+        .args(library_args(link))
         // The C++ bridge lives in the same library.
         .arg("-lstdc++")
         .args(SYSTEM_LIBS)
@@ -167,8 +215,8 @@ pub fn build_c(src: &Path, exe: &Path) {
 }
 
 /// Compiles the C file `src` as C++ (`-x c++`) against
-/// `include/ringkv.h`: the header must serve C++ programs that use the C
-/// ABI too.
+/// `include/ringkv.h` and the shared library: the header must serve C++
+/// programs that use the C ABI too.
 pub fn build_c_as_cpp(src: &Path, exe: &Path) {
     let mut cxx = Command::new("c++");
     cxx.args(["-std=c++17", "-g", "-Wall", "-Wextra", "-Werror"])
@@ -178,7 +226,7 @@ pub fn build_c_as_cpp(src: &Path, exe: &Path) {
         .args(["-x", "c++"])
         .arg(src)
         .args(["-x", "none"])
-        .arg(staticlib())
+        .args(library_args(Link::Shared))
         .args(SYSTEM_LIBS)
         .arg("-o")
         .arg(exe);
@@ -186,7 +234,8 @@ pub fn build_c_as_cpp(src: &Path, exe: &Path) {
 }
 
 /// Compiles the C++ file `src` against the cxx bridge's header and the
-/// static library into `exe`.
+/// static library into `exe` (the bridge's C++ side is in the archive
+/// only, not in the shared library).
 pub fn build_cpp(src: &Path, exe: &Path) {
     let mut cxx = Command::new("c++");
     cxx.args(["-std=c++17", "-g", "-Wall", "-Wextra", "-Werror"])
