@@ -306,7 +306,9 @@ impl GetRequest {
             if let Slot::Replied(Some(object)) = slot {
                 match &mut merged {
                     None => merged = Some(object.clone()),
-                    Some(m) => self.policy.merge(m, object),
+                    Some(m) => {
+                        self.policy.merge(m, object);
+                    }
                 }
             }
         }

@@ -831,9 +831,7 @@ impl ReplicaStore {
         let stored = self.load_or_replace_damaged(&k).map_err(failed)?;
         let merged = match stored {
             Some(mut object) => {
-                let before = object.clone();
-                policy.merge(&mut object, incoming);
-                if object == before {
+                if !policy.merge(&mut object, incoming) {
                     return Ok(newest(&object)); // nothing new: skip the write
                 }
                 object
@@ -1385,9 +1383,7 @@ impl ReplicaStore {
         let _guard = self.lock(&k);
         let merged = match self.load_or_replace_damaged(&k)? {
             Some(mut object) => {
-                let before = object.clone();
-                policy.merge(&mut object, incoming);
-                if object == before {
+                if !policy.merge(&mut object, incoming) {
                     return Ok(false);
                 }
                 object

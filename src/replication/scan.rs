@@ -354,7 +354,9 @@ pub fn merge_page(
                 continue;
             }
             match merged.get_mut(&(e.token, e.key.as_slice())) {
-                Some(m) => policy.merge(m, &e.object),
+                Some(m) => {
+                    policy.merge(m, &e.object);
+                }
                 None => {
                     merged.insert((e.token, e.key.as_slice()), e.object.clone());
                 }

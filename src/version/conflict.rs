@@ -199,8 +199,9 @@ impl ConflictPolicy {
         }
     }
 
-    /// Merges another replica's copy of the object into `object`.
-    pub fn merge(&self, object: &mut Object, other: &Object) {
+    /// Merges another replica's copy of the object into `object`. Returns
+    /// whether `object` changed.
+    pub fn merge(&self, object: &mut Object, other: &Object) -> bool {
         match self {
             ConflictPolicy::Lww => object.merge_lww(other),
             _ => object.merge(other),

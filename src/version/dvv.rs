@@ -84,14 +84,17 @@ impl VersionVector {
         !self.descends(other) && !other.descends(self)
     }
 
-    /// Joins `other` into this history: the pointwise maximum.
-    pub fn merge(&mut self, other: &VersionVector) {
+    /// Joins `other` into this history: the pointwise maximum. Returns
+    /// whether this history grew.
+    pub fn merge(&mut self, other: &VersionVector) -> bool {
+        let mut grew = false;
         for (&n, &c) in &other.0 {
-            self.add(Dot {
-                node: n,
-                counter: c,
-            });
+            if c > self.get(n) {
+                self.0.insert(n, c);
+                grew = true;
+            }
         }
+        grew
     }
 
     /// The `(node, counter)` entries, by node.
