@@ -700,8 +700,10 @@ impl Cluster {
             if !sees_all {
                 return Ok(false);
             }
-            // Its ring is empty until it has heard from a member.
-            Ok(state.is_ok_and(|s| !s.ring.is_empty() || s.pending.is_some()))
+            // Its ring is empty until it has heard from a member; and its
+            // coordinators must route by the ring it has (see `formed`).
+            let has_ring = state.is_ok_and(|s| !s.ring.is_empty() || s.pending.is_some());
+            Ok(has_ring && self.routed(id)?)
         })?;
         if !joined {
             return Err(format!(
@@ -1171,12 +1173,17 @@ impl Cluster {
             let Ok(node) = self.node(*id) else {
                 return Ok(false);
             };
-            let (members, ring) = self.rt.run(move || async move {
+            // And its coordinators route by that ring: one still a ring
+            // behind sends writes that a replica fenced by the newer ring
+            // refuses (a first batch of puts on a fresh cluster was once
+            // answered `Unavailable`, 0 of 2 replicas, under load).
+            let (members, ring, routed) = self.rt.run(move || async move {
                 let members = node.members().await;
                 let ring = node.ring().await;
-                (members, ring)
+                let routed = node.routes_by_current_ring().await;
+                (members, ring, routed)
             })?;
-            let (Ok(members), Ok(ring)) = (members, ring) else {
+            let (Ok(members), Ok(ring), Some(true)) = (members, ring, routed) else {
                 return Ok(false);
             };
             for other in ids {
@@ -1197,6 +1204,16 @@ impl Cluster {
             rings.push(ring);
         }
         Ok(rings.windows(2).all(|w| *w[0] == *w[1]))
+    }
+
+    /// Whether node `id`'s coordinators route by its ring manager's ring
+    /// ([`crate::node::Node::routes_by_current_ring`]).
+    fn routed(&self, id: u64) -> Result<bool, String> {
+        let node = self.node(id)?;
+        let routed = self
+            .rt
+            .run(move || async move { node.routes_by_current_ring().await })?;
+        Ok(routed == Some(true))
     }
 
     /// Hints held by all running nodes together.

@@ -233,21 +233,28 @@ impl Node {
     async fn await_coordinator_ring(&self) {
         let deadline = tokio::time::Instant::now() + RING_SYNC_WAIT;
         while tokio::time::Instant::now() < deadline {
-            let Ok(ring) = self.ring_manager.send(GetRing).await else {
-                return;
-            };
-            let mut behind = false;
-            for shard in self.shards.iter() {
-                match shard.coordinator.send(RingEpoch).await {
-                    Ok(seen) => behind |= seen < ring.epoch(),
-                    Err(_) => return,
-                }
-            }
-            if !behind {
+            if self.routes_by_current_ring().await != Some(false) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// Whether every coordinator of this node routes by the ring its ring
+    /// manager holds now (`None` once the node is shutting down). Right
+    /// after a ring change the coordinators may still route by the ring
+    /// before it for a moment, and a replica fenced by the newer ring
+    /// refuses what they send it: a write can then fail `Unavailable`.
+    /// A caller that starts requests as soon as a cluster has formed (a
+    /// test, an embedding program) waits for this on every node.
+    pub async fn routes_by_current_ring(&self) -> Option<bool> {
+        let ring = self.ring_manager.send(GetRing).await.ok()?;
+        for shard in self.shards.iter() {
+            if shard.coordinator.send(RingEpoch).await.ok()? < ring.epoch() {
+                return Some(false);
+            }
+        }
+        Some(true)
     }
 
     /// Starts the actors on the current arbiter, in order. `arbiter` must be

@@ -73,7 +73,9 @@ async fn cluster() -> (Vec<Node>, Vec<ClientPort>, Vec<String>) {
     }
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
     let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
+        all_see(&nodes, &ids, MemberStatus::Alive).await
+            && same_ring(&nodes, &ids).await
+            && routed(&nodes).await
     })
     .await;
     assert!(formed.is_some(), "the cluster did not form");

@@ -72,7 +72,9 @@ async fn three_nodes_behind_client_ports() {
     }
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
     let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
+        all_see(&nodes, &ids, MemberStatus::Alive).await
+            && same_ring(&nodes, &ids).await
+            && routed(&nodes).await
     })
     .await;
     assert!(formed.is_some(), "the cluster did not form");
@@ -226,7 +228,9 @@ async fn bad_input_is_refused_before_anything_is_stored() {
     }
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
     let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await && same_ring(&nodes, &ids).await
+        all_see(&nodes, &ids, MemberStatus::Alive).await
+            && same_ring(&nodes, &ids).await
+            && routed(&nodes).await
     })
     .await;
     assert!(formed.is_some(), "the cluster did not form");
