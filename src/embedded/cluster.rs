@@ -242,7 +242,8 @@ const SECRET: &[u8] = b"ringkv-shell embedded cluster secret";
 
 impl Cluster {
     /// Starts `options.nodes` nodes and waits until every node sees every
-    /// other ALIVE and they share one ring.
+    /// other ALIVE, they share one ring, and every node's coordinators
+    /// route by it.
     pub fn start(
         rt: Arc<Runtime>,
         options: ClusterOptions,

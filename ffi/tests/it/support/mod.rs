@@ -46,7 +46,12 @@ pub fn profile_dir() -> PathBuf {
 /// `cargo build` copies it up to `target/<profile>`, which may then be an
 /// older build, so the `deps` one comes first.
 pub fn staticlib() -> PathBuf {
-    let name = "libringkv_ffi.a";
+    built_library("libringkv_ffi.a")
+}
+
+/// The library file `name` of this build: `target/<profile>/deps` first
+/// (see [`staticlib`]).
+fn built_library(name: &str) -> PathBuf {
     let candidates = [
         profile_dir().join("deps").join(name),
         profile_dir().join(name),
@@ -151,18 +156,7 @@ pub const SYSTEM_LIBS: &[&str] = &["-lpthread", "-ldl", "-lm"];
 /// The shared library this build produced (`libringkv_ffi.so`), found as
 /// [`staticlib`] is: `deps` first.
 pub fn shared_lib() -> PathBuf {
-    let name = "libringkv_ffi.so";
-    let candidates = [
-        profile_dir().join("deps").join(name),
-        profile_dir().join(name),
-    ];
-    match candidates.iter().find(|p| p.exists()) {
-        Some(lib) => lib.clone(),
-        None => panic!(
-            "{name} is missing from {} and its deps/: cargo builds it with the tests",
-            profile_dir().display()
-        ),
-    }
+    built_library("libringkv_ffi.so")
 }
 
 /// How a test program links the library.
