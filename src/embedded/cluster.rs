@@ -1174,19 +1174,21 @@ impl Cluster {
             let Ok(node) = self.node(*id) else {
                 return Ok(false);
             };
+            let (members, ring) = self.rt.run(move || async move {
+                let members = node.members().await;
+                let ring = node.ring().await;
+                (members, ring)
+            })?;
+            let (Ok(members), Ok(ring)) = (members, ring) else {
+                return Ok(false);
+            };
             // And its coordinators route by that ring: one still a ring
             // behind sends writes that a replica fenced by the newer ring
             // refuses (a first batch of puts on a fresh cluster was once
             // answered `Unavailable`, 0 of 2 replicas, under load).
-            let (members, ring, routed) = self.rt.run(move || async move {
-                let members = node.members().await;
-                let ring = node.ring().await;
-                let routed = node.routes_by_current_ring().await;
-                (members, ring, routed)
-            })?;
-            let (Ok(members), Ok(ring), Some(true)) = (members, ring, routed) else {
+            if !self.routed(*id)? {
                 return Ok(false);
-            };
+            }
             for other in ids {
                 if other == id {
                     continue;

@@ -56,12 +56,14 @@ impl VersionVector {
         dot.counter <= self.get(dot.node)
     }
 
-    /// Adds `dot` and everything before it on its node.
-    pub fn add(&mut self, dot: Dot) {
-        if dot.counter > 0 {
-            let c = self.0.entry(dot.node).or_insert(0);
-            *c = (*c).max(dot.counter);
+    /// Adds `dot` and everything before it on its node. Returns whether
+    /// this history grew.
+    pub fn add(&mut self, dot: Dot) -> bool {
+        if dot.counter <= self.get(dot.node) {
+            return false;
         }
+        self.0.insert(dot.node, dot.counter);
+        true
     }
 
     /// The next dot for `node` after this history, recorded in it.
@@ -88,11 +90,8 @@ impl VersionVector {
     /// whether this history grew.
     pub fn merge(&mut self, other: &VersionVector) -> bool {
         let mut grew = false;
-        for (&n, &c) in &other.0 {
-            if c > self.get(n) {
-                self.0.insert(n, c);
-                grew = true;
-            }
+        for (&node, &counter) in &other.0 {
+            grew |= self.add(Dot { node, counter });
         }
         grew
     }

@@ -22,7 +22,7 @@ use ringkv::node::client_port::{ClientAuth, ClientPort, ClientPortConfig};
 use ringkv::node::{Node, NodeConfig, TransportParts};
 use ringkv::protocol::{ErrorCode, ReadOptions, WriteOptions, MAX_BATCH_KEYS};
 use ringkv::replication::Consistency;
-use ringkv::{Error, MemberStatus, MemoryNetConfig, MemoryNetwork, NodeId};
+use ringkv::{Error, MemoryNetConfig, MemoryNetwork, NodeId};
 
 fn config(id: u64) -> NodeConfig {
     let seeds = if id == 1 {
@@ -72,12 +72,7 @@ async fn cluster() -> (Vec<Node>, Vec<ClientPort>, Vec<String>) {
         nodes.push(node);
     }
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await
-            && same_ring(&nodes, &ids).await
-            && routed(&nodes).await
-    })
-    .await;
+    let formed = wait_until(Duration::from_secs(30), || formed(&nodes, &ids)).await;
     assert!(formed.is_some(), "the cluster did not form");
     let addrs = ports.iter().map(|p| p.local_addr().to_string()).collect();
     (nodes, ports, addrs)

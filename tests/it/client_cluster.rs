@@ -19,7 +19,7 @@ use ringkv::node::client_port::{ClientPort, ClientPortConfig};
 use ringkv::node::{Node, NodeConfig, TransportParts};
 use ringkv::protocol::{BucketInfo, ErrorCode, ErrorReply, Reply, Response};
 use ringkv::replication::Consistency;
-use ringkv::{ConflictPolicy, MemberStatus, MemoryNetConfig, MemoryNetwork, NodeId};
+use ringkv::{ConflictPolicy, MemoryNetConfig, MemoryNetwork, NodeId};
 
 fn config(id: u64) -> NodeConfig {
     let seeds = if id == 1 {
@@ -71,12 +71,7 @@ async fn three_nodes_behind_client_ports() {
         ports.push(port);
     }
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await
-            && same_ring(&nodes, &ids).await
-            && routed(&nodes).await
-    })
-    .await;
+    let formed = wait_until(Duration::from_secs(30), || formed(&nodes, &ids)).await;
     assert!(formed.is_some(), "the cluster did not form");
     let addrs: Vec<String> = ports.iter().map(|p| p.local_addr().to_string()).collect();
 
@@ -227,12 +222,7 @@ async fn bad_input_is_refused_before_anything_is_stored() {
         ports.push(port);
     }
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await
-            && same_ring(&nodes, &ids).await
-            && routed(&nodes).await
-    })
-    .await;
+    let formed = wait_until(Duration::from_secs(30), || formed(&nodes, &ids)).await;
     assert!(formed.is_some(), "the cluster did not form");
     let addr = ports[0].local_addr();
     let client = Client::connect(&[addr.to_string()], client_config())

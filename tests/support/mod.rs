@@ -116,6 +116,14 @@ pub async fn same_ring(nodes: &[Node], members: &[NodeId]) -> bool {
     true
 }
 
+/// Whether `nodes` form one cluster of `ids` that serves: every node sees
+/// every other ALIVE, all share one ring, and every node routes by it.
+pub async fn formed(nodes: &[Node], ids: &[NodeId]) -> bool {
+    all_see(nodes, ids, MemberStatus::Alive).await
+        && same_ring(nodes, ids).await
+        && routed(nodes).await
+}
+
 /// Whether every node's coordinators route by its ring manager's ring: a
 /// cluster whose rings agree may still have a coordinator a ring behind
 /// for a moment, whose writes a replica fenced by the newer ring refuses
@@ -209,12 +217,7 @@ pub async fn memory_cluster(
         nodes.push(spawn_memory(&network, config).await.expect("node starts"));
     }
     let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
-    let formed = wait_until(Duration::from_secs(30), || async {
-        all_see(&nodes, &ids, MemberStatus::Alive).await
-            && same_ring(&nodes, &ids).await
-            && routed(&nodes).await
-    })
-    .await;
+    let formed = wait_until(Duration::from_secs(30), || formed(&nodes, &ids)).await;
     if formed.is_none() {
         panic!(
             "the cluster did not form within 30 s:{}",
