@@ -936,14 +936,35 @@ impl ReplicaStore {
     /// an event loop may run it in place. Point reads and writes only: a
     /// scan reads a range and always goes to a blocking thread.
     pub fn serves_at_once(&self, request: &ReplicaRequest) -> bool {
-        let access = match request {
-            ReplicaRequest::Read { .. } => crate::storage::Access::Read,
-            ReplicaRequest::Coordinate { .. } | ReplicaRequest::Merge { .. } => {
-                crate::storage::Access::Write
-            }
-            ReplicaRequest::Scan { .. } => return false,
+        use crate::storage::Access;
+        // The key each request reads (and writes): its object's, or the
+        // hint's when it stands in for another node, as `serve` chooses.
+        let stored_key = |bucket: &[u8], key: &[u8], hint_for: Option<NodeId>| match hint_for
+            .filter(|&owner| owner != self.node)
+        {
+            Some(owner) => hint_key(owner, bucket, key),
+            None => object_key(bucket, key),
         };
-        self.engine.serves_at_once(access)
+        // A key that cannot be formed is refused by `serve` at once,
+        // with no read.
+        match request {
+            ReplicaRequest::Read { bucket, key, .. } => stored_key(bucket, key, None)
+                .map_or(true, |k| self.engine.serves_at_once(Access::Read(&k))),
+            ReplicaRequest::Coordinate {
+                bucket,
+                key,
+                hint_for,
+                ..
+            }
+            | ReplicaRequest::Merge {
+                bucket,
+                key,
+                hint_for,
+                ..
+            } => stored_key(bucket, key, *hint_for)
+                .map_or(true, |k| self.engine.serves_at_once(Access::Write(&k))),
+            ReplicaRequest::Scan { .. } => false,
+        }
     }
 
     /// The engine underneath.

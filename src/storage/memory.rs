@@ -55,7 +55,7 @@ impl Engine for MemoryEngine {
         Ok(self.read().get(key).cloned())
     }
 
-    fn serves_at_once(&self, _: super::Access) -> bool {
+    fn serves_at_once(&self, _: super::Access<'_>) -> bool {
         true
     }
 

@@ -94,6 +94,13 @@ impl BlockCache {
         self.bloom_skips.load(Ordering::Relaxed)
     }
 
+    /// The block at `offset` of table `table_id` if the cache holds it,
+    /// counted neither as a hit nor as a miss and leaving the eviction
+    /// policy as it was: for asking whether a read would touch a file.
+    pub(crate) fn peek(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
+        self.cache.as_ref()?.peek(&(table_id, offset))
+    }
+
     /// Counts one bloom-filter skip.
     pub(crate) fn record_bloom_skip(&self) {
         self.bloom_skips.fetch_add(1, Ordering::Relaxed);

@@ -1762,12 +1762,27 @@ impl<T, I: Iterator<Item = Result<T>>> Iterator for Pinned<I> {
 
 /// Whether the tables of `v` together fit in a block cache of `cache`
 /// bytes.
-fn tables_fit(v: &Version, cache: usize) -> bool {
-    let mut bytes = 0u64;
-    for t in v.levels.iter().flatten() {
-        bytes += t.info().file_bytes;
-        if bytes > cache as u64 {
-            return false;
+/// Whether a point read of `key` in `v` at `snapshot` would be answered
+/// without reading a file: the sources a read consults, newest first (as
+/// `Inner::get_inner` does), until one holds the key, each answered
+/// from a memtable, a table's key range and bloom filter, or a block the
+/// cache holds. A table whose block for the key is not cached means a
+/// file read. Costs a second lookup of each key served in place (the
+/// index probe of a memtable, or a seek in a cached block), against the
+/// two thread switches of the blocking pool it saves.
+fn reads_from_memory(v: &Version, snapshot: u64, key: &[u8]) -> bool {
+    if v.active.holds(key, snapshot) || v.sealed.iter().any(|s| s.memtable.holds(key, snapshot)) {
+        return true;
+    }
+    let deeper = v.levels[1..].iter().filter_map(|level| {
+        let i = level.partition_point(|t| t.info().largest.as_slice() < key);
+        level.get(i)
+    });
+    for t in v.levels[0].iter().chain(deeper) {
+        match t.table.holds_in_memory(key) {
+            Some(true) => return true,
+            Some(false) => {}
+            None => return false,
         }
     }
     true
@@ -1801,21 +1816,21 @@ impl Engine for LsmEngine {
     /// once when every table fits in the block cache, so that, once warm,
     /// no read waits on the disk. A failed or closing engine answers at
     /// once with its error.
-    fn serves_at_once(&self, access: crate::storage::Access) -> bool {
+    fn serves_at_once(&self, access: crate::storage::Access<'_>) -> bool {
         let inner = &self.inner;
         if inner.failed.load(Ordering::Acquire) || inner.shutdown.load(Ordering::Acquire) {
             return true;
         }
-        let v = inner.current();
+        let (v, snapshot) = inner.snapshot();
         match access {
-            crate::storage::Access::Write => {
+            crate::storage::Access::Write(key) => {
                 let max_sealed = inner.config.max_sealed_memtables;
                 !matches!(inner.config.sync, crate::storage::SyncPolicy::Always)
                     && v.sealed.len() * 2 < max_sealed
                     && v.levels[0].len() < inner.config.l0_slowdown_tables
-                    && tables_fit(&v, inner.config.block_cache_bytes)
+                    && reads_from_memory(&v, snapshot, key)
             }
-            crate::storage::Access::Read => tables_fit(&v, inner.config.block_cache_bytes),
+            crate::storage::Access::Read(key) => reads_from_memory(&v, snapshot, key),
         }
     }
 

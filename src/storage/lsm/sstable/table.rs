@@ -57,6 +57,36 @@ fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `len` bytes at `offset` if the OS's page cache holds all of them, read
+/// without waiting on the disk (`preadv2` with `RWF_NOWAIT`, Linux 4.14 and
+/// later); `None` when any would have to come from the disk, or when the
+/// system or file system cannot tell (then the caller reads as usual, on a
+/// thread that may wait).
+fn read_at_if_cached(file: &File, offset: u64, len: usize) -> Option<Vec<u8>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let offset = libc::off_t::try_from(offset).ok()?;
+        let mut buf = vec![0u8; len];
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        // SAFETY: `iov` describes `buf`, which is alive and writable for
+        // `len` bytes throughout the call; the descriptor is `file`'s, open
+        // while `file` is borrowed.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+        // A short read: part of the range is not cached (the index keeps
+        // every block inside the file).
+        (usize::try_from(n).ok()? == len).then_some(buf)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+        None
+    }
+}
+
 impl Table {
     /// Opens the table at `path` under the engine's id `id`. Verifies the
     /// footer (magic, checksum, version), the layout it describes, and the
@@ -179,31 +209,84 @@ impl Table {
     /// Checks the key range, then the bloom filter (a negative answer is
     /// counted in [`BlockCache::bloom_skips`]), then reads one block.
     pub fn get(&self, key: &[u8]) -> Result<Option<(u64, Option<Vec<u8>>)>> {
-        if key < self.info.smallest.as_slice() || key > self.info.largest.as_slice() {
+        let Some(i) = self.block_that_may_hold(key, true) else {
             return Ok(None);
+        };
+        let block = self.read_block(i, true)?;
+        self.find_in(i, &block, key, |seq, value| {
+            (seq, value.map(<[u8]>::to_vec))
+        })
+    }
+
+    /// Whether this table holds an entry for `key`, answered from memory
+    /// without waiting on the disk: `Some(false)` when its key range,
+    /// bloom filter or index rule the key out, else from the key's block
+    /// when the block cache holds it, or when the OS's page cache holds it
+    /// (the block is then decoded and cached, so that the read that
+    /// follows finds it); `None` when the block would have to come from
+    /// the disk (or does not decode: [`Self::get`] reports that).
+    pub fn holds_in_memory(&self, key: &[u8]) -> Option<bool> {
+        let Some(i) = self.block_that_may_hold(key, false) else {
+            return Some(false);
+        };
+        let block = self.block_in_memory(i)?;
+        self.find_in(i, &block, key, |_, _| ())
+            .ok()
+            .map(|e| e.is_some())
+    }
+
+    /// Block `i` if memory holds it: the block cache, or the OS's page
+    /// cache (read without waiting, then cached).
+    fn block_in_memory(&self, i: usize) -> Option<Arc<Block>> {
+        let entry = self.index.handles.get(i)?;
+        if let Some(block) = self.cache.peek(self.info.id, entry.offset) {
+            return Some(block);
+        }
+        let stored = read_at_if_cached(&self.file, entry.offset, entry.len as usize)?;
+        self.cache
+            .get_or_load(self.info.id, entry.offset, || self.decode_block(i, stored))
+            .ok()
+    }
+
+    /// The index of the one block that may hold `key`, or `None` when the
+    /// key range, the bloom filter or the index rule it out (a bloom
+    /// filter's negative answer counted when `count_skip` is set).
+    fn block_that_may_hold(&self, key: &[u8], count_skip: bool) -> Option<usize> {
+        if key < self.info.smallest.as_slice() || key > self.info.largest.as_slice() {
+            return None;
         }
         if !self.bloom.check(key) {
-            self.cache.record_bloom_skip();
-            return Ok(None);
+            if count_skip {
+                self.cache.record_bloom_skip();
+            }
+            return None;
         }
         let i = self.block_for(key);
-        if i == self.index.len() {
-            return Ok(None);
-        }
-        let block = self.read_block(i, true)?;
+        (i < self.index.len()).then_some(i)
+    }
+
+    /// `found(seq, value)` for the entry of exactly `key` in block `i`
+    /// (value `None` for a tombstone), or `None` when the block has none.
+    fn find_in<T>(
+        &self,
+        i: usize,
+        block: &Block,
+        key: &[u8],
+        found: impl FnOnce(u64, Option<&[u8]>) -> T,
+    ) -> Result<Option<T>> {
         // The key found is rebuilt in a per-thread buffer: a point lookup
         // then allocates only the value it returns.
         thread_local! {
             static FOUND: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        FOUND.with(|found| {
-            let mut found = found.borrow_mut();
+        FOUND.with(|buf| {
+            let mut buf = buf.borrow_mut();
             let entry = block
-                .seek(key, &mut found)
+                .seek(key, &mut buf)
                 .map_err(|r| self.block_corruption(i, r))?;
             Ok(match entry {
-                Some(e) if found.as_slice() == key => {
-                    Some((e.seq, e.value.map(|r| block.slice(r).to_vec())))
+                Some(e) if buf.as_slice() == key => {
+                    Some(found(e.seq, e.value.map(|r| block.slice(r))))
                 }
                 _ => None,
             })
@@ -264,6 +347,13 @@ impl Table {
         corruption(&self.path, offset, format!("data block {i}: {reason}"))
     }
 
+    /// Block `i` from its stored bytes: verified, decompressed.
+    fn decode_block(&self, i: usize, stored: Vec<u8>) -> Result<Arc<Block>> {
+        block::decode_stored_owned(stored)
+            .map(Arc::new)
+            .map_err(|r| self.block_corruption(i, r))
+    }
+
     /// Block `i`, from the cache or from the file (verified, decompressed);
     /// a block read from the file is cached when `fill_cache` is set.
     fn read_block(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
@@ -274,9 +364,7 @@ impl Table {
             // The index checked that every block lies inside the data region.
             let stored = read_at(&self.file, entry.offset, entry.len as usize)
                 .map_err(|e| Error::io(format!("reading table {}", self.path.display()), e))?;
-            block::decode_stored_owned(stored)
-                .map(Arc::new)
-                .map_err(|r| self.block_corruption(i, r))
+            self.decode_block(i, stored)
         };
         if fill_cache {
             self.cache.get_or_load(self.info.id, entry.offset, load)
