@@ -5,13 +5,14 @@
 //! node's, by message, or another node's, through the transport.
 //!
 //! A point read or write that is small ([`InPlace`]: at most 64 KiB of
-//! values) and that the store says it serves at once
-//! ([`ReplicaStore::serves_at_once`]: from memory and the OS's buffers,
-//! with no fsync and no backpressure) runs on the actor's own thread:
+//! values) and that the store serves at once
+//! ([`ReplicaStore::serve_in_place`]: the stored copy it reads is in
+//! memory, the OS's page cache included, and the write needs no fsync and
+//! meets no backpressure) runs on the actor's own thread:
 //! handing it to a blocking thread and back costs two thread switches,
-//! several times the work itself. Every other request (scans, reads of
-//! tables larger than the block cache, writes under backpressure or
-//! `SyncPolicy::Always`) runs on tokio's blocking thread pool, since the
+//! several times the work itself. Every other request (scans, reads that
+//! need the disk, writes under backpressure or `SyncPolicy::Always`) runs
+//! on tokio's blocking thread pool, since the
 //! engine may block on the disk, at most `max_concurrent_io` at once; the
 //! rest wait in a queue in arrival order. Replies go back the way the
 //! request came: to the local Coordinator actor, or to the transport
@@ -183,6 +184,7 @@ pub struct StoreStats {
 pub struct FlushStore;
 
 /// Where a request came from, so the reply can go back.
+#[derive(Clone, Copy)]
 enum ReplyTo {
     Local,
     Remote(NodeId),
@@ -245,11 +247,14 @@ impl ReplicaActor {
                 ReplyTo::Local => self.node,
                 ReplyTo::Remote(peer) => peer,
             };
-            if self.in_place.allows(&request, Instant::now()) && store.serves_at_once(&request) {
-                self.served.0 += 1;
-                self.serve_here(to, from, request, fence, reserved, ctx);
-                continue;
-            }
+            let request = if self.in_place.allows(&request, Instant::now()) {
+                match self.serve_here(to, from, request, fence, reserved, ctx) {
+                    None => continue,
+                    Some(request) => request,
+                }
+            } else {
+                request
+            };
             self.served.1 += 1;
             let work = tokio::task::spawn_blocking(move || {
                 store.handle_fenced(Some(from), request, fence)
@@ -261,9 +266,11 @@ impl ReplicaActor {
         }
     }
 
-    /// Serves a request on this thread (see [`Self::pump`]). A panic in
-    /// the store is caught as the blocking pool catches it: that request
-    /// is lost (its asker times out) and the node goes on.
+    /// Serves a request on this thread if memory holds what it reads
+    /// ([`ReplicaStore::serve_in_place`], see [`Self::pump`]), else hands
+    /// it back for the blocking pool. A panic in the store is caught as
+    /// the blocking pool catches it: that request is lost (its asker
+    /// times out) and the node goes on.
     fn serve_here(
         &mut self,
         to: ReplyTo,
@@ -272,13 +279,19 @@ impl ReplicaActor {
         fence: Option<RingFence>,
         reserved: usize,
         ctx: &mut Context<Self>,
-    ) {
+    ) -> Option<ReplicaRequest> {
         let store = &self.store;
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            store.handle_fenced(Some(from), request, fence)
+            store.serve_in_place(Some(from), request, fence)
         }));
-        let done = done.map_err(|_| "the store panicked".to_string());
+        let done = match done {
+            Ok(Err(request)) => return Some(*request),
+            Ok(Ok(reply)) => Ok(reply),
+            Err(_) => Err("the store panicked".to_string()),
+        };
+        self.served.0 += 1;
         self.served(to, reserved, done, ctx);
+        None
     }
 
     /// A request has run, here or on the pool: a read now counts for what

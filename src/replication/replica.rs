@@ -412,8 +412,71 @@ impl ReplicaStore {
         request: ReplicaRequest,
         fence: Option<RingFence>,
     ) -> ReplicaReply {
+        self.fenced(fence, |stale| self.serve(from, request, stale, None))
+    }
+
+    /// [`ReplicaStore::handle_fenced`] on the caller's thread, if memory
+    /// holds the stored copy the request reads ([`Engine::get_in_memory`])
+    /// and the engine takes a write at once ([`Engine::writes_at_once`]);
+    /// otherwise the request is handed back untouched, nothing read or
+    /// stored, for a thread that may wait on the disk. The copy is read
+    /// under the key's lock and the serve goes on from it, so the read is
+    /// not made twice. Point reads, coordinations and merges; a scan is
+    /// always handed back.
+    pub fn serve_in_place(
+        &self,
+        from: Option<NodeId>,
+        request: ReplicaRequest,
+        fence: Option<RingFence>,
+    ) -> std::result::Result<ReplicaReply, Box<ReplicaRequest>> {
+        let key = match &request {
+            ReplicaRequest::Read { bucket, key, .. } => object_key(bucket, key),
+            ReplicaRequest::Coordinate {
+                bucket,
+                key,
+                hint_for,
+                ..
+            }
+            | ReplicaRequest::Merge {
+                bucket,
+                key,
+                hint_for,
+                ..
+            } => {
+                if !self.engine.writes_at_once() {
+                    return Err(Box::new(request));
+                }
+                self.stored_key(*hint_for, bucket, key)
+            }
+            ReplicaRequest::Scan { .. } => return Err(Box::new(request)),
+        };
+        // A key that cannot be formed: `serve` refuses it without a read.
+        let Ok(key) = key else {
+            return Ok(self.handle_fenced(from, request, fence));
+        };
+        self.fenced(fence, |stale| {
+            let guard = self.lock(&key);
+            match self.engine.get_in_memory(&key) {
+                Some(raw) => {
+                    let read = Preread { key, guard, raw };
+                    Ok(self.serve(from, request, stale, Some(read)))
+                }
+                None => Err(Box::new(request)),
+            }
+        })
+    }
+
+    /// Runs `serve` with the refusal a request routed by `fence` gets
+    /// (none when the fence is not older than this replica's), holding the
+    /// fence's read lock throughout so that the fence cannot move under
+    /// it. Taken before any key's lock: one order for every caller.
+    fn fenced<T>(
+        &self,
+        fence: Option<RingFence>,
+        serve: impl FnOnce(Option<ReplicaError>) -> T,
+    ) -> T {
         let Some(theirs) = fence else {
-            return self.handle_from(from, request);
+            return serve(None);
         };
         let guard = self.fence.read().unwrap_or_else(|e| e.into_inner());
         let stale = match *guard {
@@ -425,9 +488,19 @@ impl ReplicaStore {
             }
             _ => None,
         };
-        let reply = self.serve(from, request, stale);
+        let out = serve(stale);
         drop(guard);
-        reply
+        out
+    }
+
+    /// The key a coordination or merge for `bucket`/`key` reads and
+    /// writes: its object's, or the hint's when it stands in for another
+    /// node.
+    fn stored_key(&self, hint_for: Option<NodeId>, bucket: &[u8], key: &[u8]) -> Result<Vec<u8>> {
+        match hint_for.filter(|&owner| owner != self.node) {
+            Some(owner) => hint_key(owner, bucket, key),
+            None => object_key(bucket, key),
+        }
     }
 
     /// Puts back bugs of earlier versions (see [`super::Regressions`]).
@@ -521,19 +594,22 @@ impl ReplicaStore {
     /// same coordinator) is answered with the object stored now and not
     /// applied again.
     pub fn handle_from(&self, from: Option<NodeId>, request: ReplicaRequest) -> ReplicaReply {
-        self.serve(from, request, None)
+        self.serve(from, request, None, None)
     }
 
     /// Serves a request, or refuses it with `stale` (a ring fence's
     /// refusal) storing nothing. A coordination already applied is
     /// answered as applied even then: refusing it would tell the
     /// coordinator that nothing was stored, and it would ask another
-    /// replica to apply the same write again.
-    fn serve(
-        &self,
+    /// replica to apply the same write again. `read`: the stored copy of
+    /// the request's key, read under its lock (see
+    /// [`Self::serve_in_place`]); without it the serve reads it itself.
+    fn serve<'a>(
+        &'a self,
         from: Option<NodeId>,
         request: ReplicaRequest,
         stale: Option<ReplicaError>,
+        read: Option<Preread<'a>>,
     ) -> ReplicaReply {
         if let Some(error) = stale.clone() {
             match request {
@@ -578,11 +654,11 @@ impl ReplicaStore {
             } => {
                 let coordinated = self.coordinate(
                     from.map(|f| (f, req)),
-                    &bucket,
-                    &key,
+                    (&bucket, &key),
                     (write, &policy),
                     hint_for,
                     stale,
+                    read,
                 );
                 let changed = coordinated.as_ref().ok().and_then(|c| c.changed);
                 ReplicaReply::Coordinated {
@@ -601,9 +677,9 @@ impl ReplicaStore {
             } => {
                 let stored = match hint_for {
                     Some(owner) if owner != self.node => {
-                        self.store_hint(owner, &bucket, &key, &object, &policy)
+                        self.store_hint(owner, (&bucket, &key), &object, &policy, read)
                     }
-                    _ => self.merge(&bucket, &key, &object, &policy),
+                    _ => self.merge(&bucket, &key, &object, &policy, read),
                 };
                 ReplicaReply::Merged {
                     req,
@@ -615,16 +691,18 @@ impl ReplicaStore {
                     }),
                 }
             }
-            ReplicaRequest::Read { req, bucket, key } => match self.read(&bucket, &key) {
-                Err(e) if is_damage(&e) => ReplicaReply::ReadCorrupt {
-                    req,
-                    reason: e.to_string(),
-                },
-                result => ReplicaReply::Read {
-                    req,
-                    result: result.map_err(failed),
-                },
-            },
+            ReplicaRequest::Read { req, bucket, key } => {
+                match self.read_with(&bucket, &key, read) {
+                    Err(e) if is_damage(&e) => ReplicaReply::ReadCorrupt {
+                        req,
+                        reason: e.to_string(),
+                    },
+                    result => ReplicaReply::Read {
+                        req,
+                        result: result.map_err(failed),
+                    },
+                }
+            }
             ReplicaRequest::Scan { req, part } => ReplicaReply::Scanned {
                 req,
                 result: self
@@ -639,24 +717,34 @@ impl ReplicaStore {
         self.load(&object_key(bucket, key)?)
     }
 
-    /// Applies a coordination, or refuses it with `stale` (see
-    /// [`ReplicaStore::serve`]).
-    fn coordinate(
+    /// [`Self::read`], from `read` when it holds this key's copy.
+    fn read_with(
         &self,
-        id: Option<(NodeId, u64)>,
         bucket: &[u8],
         key: &[u8],
+        read: Option<Preread<'_>>,
+    ) -> Result<Option<Object>> {
+        let k = object_key(bucket, key)?;
+        match read.and_then(|r| r.of(&k)) {
+            Some((_guard, raw)) => decode_read(raw),
+            None => self.load(&k),
+        }
+    }
+
+    /// Applies a coordination, or refuses it with `stale` (see
+    /// [`ReplicaStore::serve`]).
+    fn coordinate<'a>(
+        &'a self,
+        id: Option<(NodeId, u64)>,
+        (bucket, key): (&[u8], &[u8]),
         (write, policy): (Write, &ConflictPolicy),
         hint_for: Option<NodeId>,
         stale: Option<ReplicaError>,
+        read: Option<Preread<'a>>,
     ) -> std::result::Result<Coordinated, ReplicaError> {
         let owner = hint_for.filter(|&o| o != self.node);
-        let k = match owner {
-            Some(owner) => hint_key(owner, bucket, key),
-            None => object_key(bucket, key),
-        }
-        .map_err(failed)?;
-        let _guard = self.lock(&k);
+        let k = self.stored_key(hint_for, bucket, key).map_err(failed)?;
+        let (_guard, stored) = self.locked_read(&k, read);
         // Checked under the key's lock, which the first delivery held
         // until it had answered: a duplicate gets the first delivery's
         // answer. Applying a duplicate of a refused coordination would be
@@ -669,7 +757,7 @@ impl ReplicaStore {
         };
         match seen {
             Some(Ok(changed)) => {
-                return match self.load(&k) {
+                return match decode_read(stored) {
                     Ok(Some(object)) => Ok(Coordinated { object, changed }),
                     _ => Err(ReplicaError::Indefinite(
                         "this coordination was applied here before, and its result can no \
@@ -681,7 +769,9 @@ impl ReplicaStore {
             Some(Err(refused)) => return Err(refused),
             None => {}
         }
-        let result = self.apply_coordination(&k, owner, (bucket, key), (write, policy), stale);
+        let stored = decode_read(stored).map_err(failed);
+        let result =
+            self.apply_coordination(&k, owner, (bucket, key), (write, policy), (stored, stale));
         if let Some(id) = id {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             recent.insert(id, result.as_ref().map(|c| c.changed).map_err(Clone::clone));
@@ -689,16 +779,20 @@ impl ReplicaStore {
         result
     }
 
-    /// Applies a coordination not seen before, under its key's lock.
+    /// Applies a coordination not seen before to `stored`, the copy read
+    /// under its key's lock (held).
     fn apply_coordination(
         &self,
         k: &[u8],
         owner: Option<NodeId>,
         (bucket, key): (&[u8], &[u8]),
         (write, policy): (Write, &ConflictPolicy),
-        stale: Option<ReplicaError>,
+        (stored, stale): (
+            std::result::Result<Option<Object>, ReplicaError>,
+            Option<ReplicaError>,
+        ),
     ) -> std::result::Result<Coordinated, ReplicaError> {
-        let stored = self.load(k).map_err(failed)?;
+        let stored = stored?;
         if let Some(error) = stale {
             return Err(error);
         }
@@ -819,16 +913,19 @@ impl ReplicaStore {
 
     /// Merges `incoming` into the stored object; returns the stored
     /// object's newest (timestamp, dot) after the merge.
-    fn merge(
-        &self,
+    fn merge<'a>(
+        &'a self,
         bucket: &[u8],
         key: &[u8],
         incoming: &Object,
         policy: &ConflictPolicy,
+        read: Option<Preread<'a>>,
     ) -> std::result::Result<Option<(Timestamp, Dot)>, ReplicaError> {
         let k = object_key(bucket, key).map_err(failed)?;
-        let _guard = self.lock(&k);
-        let stored = self.load_or_replace_damaged(&k).map_err(failed)?;
+        let (_guard, stored) = self.locked_read(&k, read);
+        let stored = self
+            .replace_if_damaged(decode_read(stored))
+            .map_err(failed)?;
         let merged = match stored {
             Some(mut object) => {
                 if !policy.merge(&mut object, incoming) {
@@ -842,17 +939,17 @@ impl ReplicaStore {
         Ok(newest(&merged))
     }
 
-    fn store_hint(
-        &self,
+    fn store_hint<'a>(
+        &'a self,
         owner: NodeId,
-        bucket: &[u8],
-        key: &[u8],
+        (bucket, key): (&[u8], &[u8]),
         incoming: &Object,
         policy: &ConflictPolicy,
+        read: Option<Preread<'a>>,
     ) -> std::result::Result<Option<(Timestamp, Dot)>, ReplicaError> {
         let k = hint_key(owner, bucket, key).map_err(failed)?;
-        let _guard = self.lock(&k);
-        let stored = self.load(&k).map_err(failed)?;
+        let (_guard, stored) = self.locked_read(&k, read);
+        let stored = decode_read(stored).map_err(failed)?;
         let is_new = stored.is_none();
         let merged = match stored {
             Some(mut object) => {
@@ -931,42 +1028,6 @@ impl ReplicaStore {
         self.engine.put(&meta_key(name), value)
     }
 
-    /// Whether `request` would be served now without waiting on the disk,
-    /// an fsync or backpressure (see [`Engine::serves_at_once`]), so that
-    /// an event loop may run it in place. Point reads and writes only: a
-    /// scan reads a range and always goes to a blocking thread.
-    pub fn serves_at_once(&self, request: &ReplicaRequest) -> bool {
-        use crate::storage::Access;
-        // The key each request reads (and writes): its object's, or the
-        // hint's when it stands in for another node, as `serve` chooses.
-        let stored_key = |bucket: &[u8], key: &[u8], hint_for: Option<NodeId>| match hint_for
-            .filter(|&owner| owner != self.node)
-        {
-            Some(owner) => hint_key(owner, bucket, key),
-            None => object_key(bucket, key),
-        };
-        // A key that cannot be formed is refused by `serve` at once,
-        // with no read.
-        match request {
-            ReplicaRequest::Read { bucket, key, .. } => stored_key(bucket, key, None)
-                .map_or(true, |k| self.engine.serves_at_once(Access::Read(&k))),
-            ReplicaRequest::Coordinate {
-                bucket,
-                key,
-                hint_for,
-                ..
-            }
-            | ReplicaRequest::Merge {
-                bucket,
-                key,
-                hint_for,
-                ..
-            } => stored_key(bucket, key, *hint_for)
-                .map_or(true, |k| self.engine.serves_at_once(Access::Write(&k))),
-            ReplicaRequest::Scan { .. } => false,
-        }
-    }
-
     /// The engine underneath.
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
@@ -1023,16 +1084,30 @@ impl ReplicaStore {
     }
 
     fn load(&self, k: &[u8]) -> Result<Option<Object>> {
-        match self.engine.get(k)? {
-            Some(bytes) => decode_object(&bytes).map(Some),
-            None => Ok(None),
+        decode_read(self.engine.get(k))
+    }
+
+    /// Takes `k`'s lock and reads its stored bytes, or takes both from
+    /// `read` when that was read for `k`.
+    fn locked_read<'a>(&'a self, k: &[u8], read: Option<Preread<'a>>) -> LockedRead<'a> {
+        if let Some(taken) = read.and_then(|r| r.of(k)) {
+            return taken;
         }
+        let guard = self.lock(k);
+        let raw = self.engine.get(k);
+        (guard, raw)
     }
 
     /// As `load`, for a merge: a damaged stored copy counts as absent, so
     /// that the merge's object replaces it (see the module docs).
     fn load_or_replace_damaged(&self, k: &[u8]) -> Result<Option<Object>> {
-        match self.load(k) {
+        self.replace_if_damaged(self.load(k))
+    }
+
+    /// A loaded copy, or none in place of a damaged one (see
+    /// [`Self::load_or_replace_damaged`]).
+    fn replace_if_damaged(&self, loaded: Result<Option<Object>>) -> Result<Option<Object>> {
+        match loaded {
             Err(e) if is_damage(&e) => {
                 tracing::warn!(error = %e, "replacing a damaged stored object with the one merged onto it");
                 // The damaged copy may have held dots of this node's
@@ -1078,6 +1153,35 @@ fn superseded(
             timestamp: stored.0,
         }),
         _ => Ok(()),
+    }
+}
+
+/// A key's lock, held, and its stored bytes read under it.
+type LockedRead<'a> = (std::sync::MutexGuard<'a, ()>, Result<Option<Vec<u8>>>);
+
+/// The stored bytes of one key, read under the key's lock, which it
+/// holds: a serve that runs in place goes on from them (see
+/// [`ReplicaStore::serve_in_place`]).
+struct Preread<'a> {
+    key: Vec<u8>,
+    guard: std::sync::MutexGuard<'a, ()>,
+    raw: Result<Option<Vec<u8>>>,
+}
+
+impl<'a> Preread<'a> {
+    /// The lock and the bytes, if read for `k`. For another key (which a
+    /// serve never asks) they are let go, and the caller reads `k` itself.
+    fn of(self, k: &[u8]) -> Option<LockedRead<'a>> {
+        debug_assert_eq!(self.key, k, "a copy read for another key");
+        (self.key == k).then_some((self.guard, self.raw))
+    }
+}
+
+/// The object in a key's stored bytes, if any.
+fn decode_read(raw: Result<Option<Vec<u8>>>) -> Result<Option<Object>> {
+    match raw? {
+        Some(bytes) => decode_object(&bytes).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -1166,7 +1270,7 @@ impl ReplicaStore {
     ) -> Result<()> {
         for item in items {
             let policy = policy_of(&item.bucket);
-            self.merge(&item.bucket, &item.key, &item.object, &policy)
+            self.merge(&item.bucket, &item.key, &item.object, &policy, None)
                 .map_err(ReplicaError::into_error)?;
         }
         Ok(())
@@ -1227,7 +1331,7 @@ impl ReplicaStore {
             let object = decode_object(v)?;
             let policy = policy(bucket);
             let all = owners.iter().filter(|&&o| o != self.node).all(|&owner| {
-                self.store_hint(owner, bucket, key, &object, &policy)
+                self.store_hint(owner, (bucket, key), &object, &policy, None)
                     .is_ok()
             });
             kept_full += u64::from(!all);
@@ -2159,5 +2263,157 @@ mod tests {
             .count();
         assert_eq!(n, expected);
         assert!(n > 20, "a quarter of the ring holds about 50 of 200 keys");
+    }
+
+    /// A memory engine that says, as told, which keys' reads need the
+    /// disk and whether writes wait, and counts the writes it takes.
+    #[derive(Default)]
+    struct Tiered {
+        inner: MemoryEngine,
+        cold: Mutex<std::collections::HashSet<Vec<u8>>>,
+        writes_wait: std::sync::atomic::AtomicBool,
+        writes: AtomicUsize,
+    }
+
+    impl Engine for Tiered {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(key)
+        }
+        fn write(&self, batch: WriteBatch) -> Result<()> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.inner.write(batch)
+        }
+        fn scan(&self, range: KeyRange) -> Result<crate::storage::ScanIter<'_>> {
+            self.inner.scan(range)
+        }
+        fn flush(&self) -> Result<()> {
+            self.inner.flush()
+        }
+        fn stats(&self) -> crate::storage::EngineStats {
+            self.inner.stats()
+        }
+        fn writes_at_once(&self) -> bool {
+            !self.writes_wait.load(Ordering::Relaxed)
+        }
+        fn get_in_memory(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>>> {
+            let cold = self.cold.lock().unwrap().contains(key);
+            (!cold).then(|| self.inner.get(key))
+        }
+    }
+
+    /// A request served in place gets the reply the same request gets on a
+    /// blocking thread, from a store with the same history; one whose read
+    /// needs the disk (or whose write would wait) is handed back as it
+    /// came, with nothing stored or remembered, and is then served as
+    /// usual. Random requests (coordinations with and without context,
+    /// hints, merges, reads, repeated deliveries) over a few keys, some
+    /// cold.
+    #[test]
+    fn serving_in_place_is_serving_on_a_thread_or_nothing() {
+        use rand::{Rng, SeedableRng};
+        let seed = 0x5eed_u64;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let tiered = Arc::new(Tiered::default());
+        let in_place = ReplicaStore::open(NodeId(1), tiered.clone(), 10, 100).unwrap();
+        let on_thread = store(1, 100);
+        let keys = [
+            b"k0".to_vec(),
+            b"k1".to_vec(),
+            b"k2".to_vec(),
+            b"k3".to_vec(),
+        ];
+        let (mut served, mut handed_back) = (0, 0);
+        let mut sent: Vec<(NodeId, ReplicaRequest)> = Vec::new();
+        for step in 0..400u64 {
+            let key = keys[rng.random_range(0..keys.len())].clone();
+            let from = NodeId(rng.random_range(2..4));
+            let context = match on_thread.read(b"b", &key).unwrap() {
+                Some(o) if rng.random_bool(0.5) => o.context(),
+                _ => CausalContext::empty(),
+            };
+            let request = match rng.random_range(0..6) {
+                // The same delivery again: answered as the first was.
+                0 if !sent.is_empty() => sent[rng.random_range(0..sent.len())].clone().1,
+                0..=2 => {
+                    let mut r = coordinate(1000 + step, &format!("v{step}"), context);
+                    if let ReplicaRequest::Coordinate { key: k, .. } = &mut r {
+                        *k = key.clone();
+                    }
+                    if rng.random_bool(0.2) {
+                        r = with_hint_for(r, 9);
+                    }
+                    r
+                }
+                3 => {
+                    let mut object = Object::default();
+                    let policy = ConflictPolicy::Siblings;
+                    policy
+                        .put(
+                            &mut object,
+                            NodeId(7 + step % 3),
+                            &context,
+                            Payload::Value(format!("m{step}").into_bytes()),
+                            Timestamp::from_ms(step),
+                            10,
+                        )
+                        .unwrap();
+                    ReplicaRequest::Merge {
+                        req: 5000 + step,
+                        bucket: b"b".to_vec(),
+                        key: key.clone(),
+                        object,
+                        policy,
+                        hint_for: rng.random_bool(0.2).then_some(NodeId(9)),
+                    }
+                }
+                _ => ReplicaRequest::Read {
+                    req: 9000 + step,
+                    bucket: b"b".to_vec(),
+                    key: key.clone(),
+                },
+            };
+            sent.push((from, request.clone()));
+            // Some keys' copies (object and hint) need the disk this step;
+            // now and then writes wait.
+            {
+                let mut cold = tiered.cold.lock().unwrap();
+                cold.clear();
+                for k in &keys {
+                    if rng.random_bool(0.3) {
+                        cold.insert(object_key(b"b", k).unwrap());
+                        cold.insert(hint_key(NodeId(9), b"b", k).unwrap());
+                    }
+                }
+            }
+            tiered
+                .writes_wait
+                .store(rng.random_bool(0.1), Ordering::Relaxed);
+            let writes = tiered.writes.load(Ordering::Relaxed);
+            let expected = on_thread.handle_fenced(Some(from), request.clone(), None);
+            let reply = match in_place.serve_in_place(Some(from), request.clone(), None) {
+                Ok(reply) => {
+                    served += 1;
+                    reply
+                }
+                Err(back) => {
+                    handed_back += 1;
+                    assert_eq!(
+                        *back, request,
+                        "seed {seed}, step {step}: handed back changed"
+                    );
+                    assert_eq!(
+                        tiered.writes.load(Ordering::Relaxed),
+                        writes,
+                        "seed {seed}, step {step}: stored before handing back"
+                    );
+                    in_place.handle_fenced(Some(from), *back, None)
+                }
+            };
+            assert_eq!(reply, expected, "seed {seed}, step {step}: {request:?}");
+        }
+        assert!(
+            served > 100 && handed_back > 50,
+            "{served} served, {handed_back} handed back"
+        );
     }
 }

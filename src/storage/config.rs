@@ -62,9 +62,8 @@ pub struct LsmConfig {
     /// (about 20 MiB of decompressed blocks) filled 40 to 60 MiB of it
     /// (`docs/memory.md`). Blocks it drops are read again through the OS's
     /// page cache. A replica's read of a key whose blocks are in this cache
-    /// (or in a memtable) is served without the blocking pool
-    /// (`Engine::serves_at_once`); one that needs a block from a file is
-    /// handed to it.
+    /// or the OS's page cache is served without the blocking pool
+    /// (`Engine::get_in_memory`); one that needs the disk is handed to it.
     pub block_cache_bytes: usize,
     /// Level-0 tables that trigger a compaction into level 1. Default 4, as
     /// in LevelDB and RocksDB: L0 tables overlap, so every point read

@@ -55,8 +55,12 @@ impl Engine for MemoryEngine {
         Ok(self.read().get(key).cloned())
     }
 
-    fn serves_at_once(&self, _: super::Access<'_>) -> bool {
+    fn writes_at_once(&self) -> bool {
         true
+    }
+
+    fn get_in_memory(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>>> {
+        Some(self.get(key))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {

@@ -410,23 +410,12 @@ impl fmt::Display for EngineStats {
     }
 }
 
-/// What a caller is about to do with an engine, for
-/// [`Engine::serves_at_once`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access<'a> {
-    /// A point read of this key.
-    Read(&'a [u8]),
-    /// A point read of this key and a small write batch (a replica's
-    /// read-merge-write of one key).
-    Write(&'a [u8]),
-}
-
 /// A sorted key-value store on one node.
 ///
 /// All methods take `&self` and may be called from many threads at once.
 /// They may block on disk I/O: a caller on an event loop runs them there
-/// only when [`Engine::serves_at_once`] says so, and otherwise on a
-/// blocking thread.
+/// only when [`Engine::writes_at_once`] or [`Engine::get_in_memory`] say
+/// so, and otherwise on a blocking thread.
 pub trait Engine: Send + Sync {
     /// The value of `key`, or `None` when it is absent or deleted.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -454,20 +443,26 @@ pub trait Engine: Send + Sync {
         Ok(false)
     }
 
-    /// Whether `access` made now would be served from memory, without
-    /// reading a file, waiting on an fsync or meeting the engine's own
-    /// backpressure, so that an event loop may run it in place instead of
-    /// handing it to a blocking thread (two thread switches, which cost
-    /// more than the work itself on a small request). The LSM answers per
-    /// key: a read found in a memtable, or in table blocks held in memory
-    /// (its block cache, or the OS's page cache, read without waiting), is
-    /// served at once; one that needs a block from the disk is not. A
-    /// hint: it may be wrong in a race (a page evicted, a flush falling
-    /// behind a moment later), never by much. Engines that cannot tell say
-    /// `false`.
-    fn serves_at_once(&self, access: Access<'_>) -> bool {
-        let _ = access;
+    /// Whether a small write batch made now would be applied at once,
+    /// without waiting on an fsync or on the engine's own backpressure, so
+    /// that an event loop may apply it in place instead of handing it to a
+    /// blocking thread (two thread switches, which cost more than the work
+    /// itself on a small request). A hint: it may be wrong in a race (a
+    /// flush falling behind a moment later), never by much. Engines that
+    /// cannot tell say `false`.
+    fn writes_at_once(&self) -> bool {
         false
+    }
+
+    /// The value of `key`, as [`Engine::get`] gives it, when memory holds
+    /// everything the read needs; `None` when it would wait on the disk
+    /// (the caller then reads on a thread that may wait). The LSM answers
+    /// from its memtables, its block cache, and blocks the OS's page cache
+    /// holds (read without waiting, then cached). Engines that cannot tell
+    /// return `None`.
+    fn get_in_memory(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>>> {
+        let _ = key;
+        None
     }
 
     /// Sets `key` to `value`: a batch of one.
@@ -523,14 +518,18 @@ mod tests {
     }
 
     #[test]
-    fn engines_say_when_they_serve_at_once() {
+    fn engines_read_from_memory_and_say_when_they_cannot() {
         let memory = MemoryEngine::new();
-        assert!(memory.serves_at_once(Access::Read(b"k")));
-        assert!(memory.serves_at_once(Access::Write(b"k")));
+        memory.put(b"k", b"v").unwrap();
+        assert!(memory.writes_at_once());
+        assert_eq!(
+            memory.get_in_memory(b"k").unwrap().unwrap(),
+            Some(b"v".to_vec())
+        );
 
-        // An LSM that does not fsync per write, with many small tables: it
-        // answers per key. (Its block cache holds every block, so that
-        // a block the check brings in is still there for the read.)
+        // An LSM that does not fsync per write, with many small tables.
+        // (Its block cache holds every block, so that a block the read from
+        // memory brings in is still there for the check after it.)
         let dir = tempfile::tempdir().unwrap();
         let config = LsmConfig {
             sync: SyncPolicy::None,
@@ -539,10 +538,11 @@ mod tests {
             ..LsmConfig::default()
         };
         let lsm = LsmEngine::open(dir.path(), config.clone()).unwrap();
-        assert!(lsm.serves_at_once(Access::Read(b"k")));
-        assert!(lsm.serves_at_once(Access::Write(b"k")));
+        assert!(lsm.writes_at_once());
+        assert_eq!(lsm.get_in_memory(b"k").unwrap().unwrap(), None);
         // Values that do not compress; keys 0, 2, 4, ... so that odd keys
-        // fall inside the tables' ranges without being in them.
+        // fall inside the tables' ranges without being in them; one key
+        // deleted, its tombstone in a table.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             x ^= x << 13;
@@ -550,62 +550,60 @@ mod tests {
             x ^= x << 17;
             x
         };
+        let mut model = std::collections::BTreeMap::new();
         let keys: Vec<[u8; 4]> = (0..200u32).map(|i| (2 * i).to_be_bytes()).collect();
         for k in &keys {
             let value: Vec<u8> = (0..1000).map(|_| next() as u8).collect();
             lsm.put(k, &value).unwrap();
+            model.insert(*k, value);
         }
+        lsm.delete(&keys[3]).unwrap();
+        model.remove(&keys[3]);
         lsm.flush().unwrap();
         assert!(lsm.stats().tables_per_level.iter().sum::<usize>() > 3);
-        // Past every table's range: no file is consulted.
-        assert!(lsm.serves_at_once(Access::Read(&[0xff; 8])));
-        // The claim checked against what the read then does: a key served
-        // at once reads no block from a file in its read (no cache miss),
-        // so the check consulted every block the read needs. Keys read in
-        // a random order, stored and absent ones.
-        let mut at_once = 0;
-        for round in 0..2 {
-            for _ in 0..400 {
-                let k = ((next() % 400) as u32).to_be_bytes();
-                let said = lsm.serves_at_once(Access::Read(&k));
-                let misses = lsm.stats().cache_misses;
-                let got = lsm.get(&k).unwrap();
-                let missed = lsm.stats().cache_misses - misses;
-                assert_eq!(got.is_some(), u32::from_be_bytes(k) % 2 == 0);
-                assert!(
-                    !said || missed == 0,
-                    "round {round}, key {k:?}: {missed} misses"
-                );
-                at_once += usize::from(said);
-            }
+        // The tables' files were just written, so the OS's page cache holds
+        // them: every read is served from memory, with what the store
+        // holds, and leaves the block it read cached for the next read.
+        for _ in 0..400 {
+            let k = ((next() % 400) as u32).to_be_bytes();
+            let got = lsm.get_in_memory(&k).expect("in memory").unwrap();
+            assert_eq!(got.as_ref(), model.get(&k), "key {k:?}");
+            let misses = lsm.stats().cache_misses;
+            assert_eq!(lsm.get(&k).unwrap(), got);
+            assert_eq!(
+                lsm.stats().cache_misses,
+                misses,
+                "key {k:?} read again from a file"
+            );
         }
-        // The tables' files were just written: the OS's page cache holds
-        // them, so every read is served at once.
-        assert_eq!(at_once, 800);
-        // A key in the memtable is served at once whatever the tables hold.
+        assert_eq!(lsm.get_in_memory(&keys[3]).unwrap().unwrap(), None);
+        // A key in the memtable is read from it whatever the tables hold.
         lsm.put(&keys[7], b"new").unwrap();
-        assert!(lsm.serves_at_once(Access::Read(&keys[7])));
-        assert!(lsm.serves_at_once(Access::Write(&keys[7])));
+        assert_eq!(
+            lsm.get_in_memory(&keys[7]).unwrap().unwrap(),
+            Some(b"new".to_vec())
+        );
         drop(lsm);
 
         // Reopened (an empty block cache) with the tables' pages dropped
         // from the OS's page cache: a stored key needs the disk, until a
-        // read has brought its block in.
+        // read has brought its block in; a key no table can hold does not.
         #[cfg(target_os = "linux")]
         {
             let lsm = LsmEngine::open(dir.path(), config.clone()).unwrap();
             if drop_cached_pages(dir.path()) {
                 let k = keys[11];
-                assert!(!lsm.serves_at_once(Access::Read(&k)));
-                assert!(!lsm.serves_at_once(Access::Write(&k)));
-                assert!(lsm.get(&k).unwrap().is_some());
-                assert!(lsm.serves_at_once(Access::Read(&k)));
+                assert!(lsm.get_in_memory(&k).is_none());
+                assert_eq!(lsm.get_in_memory(&[0xff; 8]).unwrap().unwrap(), None);
+                let got = lsm.get(&k).unwrap();
+                assert_eq!(got.as_ref(), model.get(&k));
+                assert_eq!(lsm.get_in_memory(&k).unwrap().unwrap(), got);
             } else {
                 eprintln!("this file system keeps its pages: the cold part is not checked here");
             }
         }
 
-        // An fsync per write: writes never at once, reads still.
+        // An fsync per write: writes never at once, reads still from memory.
         let dir = tempfile::tempdir().unwrap();
         let always = LsmEngine::open(
             dir.path(),
@@ -615,8 +613,12 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(always.serves_at_once(Access::Read(b"k")));
-        assert!(!always.serves_at_once(Access::Write(b"k")));
+        always.put(b"k", b"v").unwrap();
+        assert!(!always.writes_at_once());
+        assert_eq!(
+            always.get_in_memory(b"k").unwrap().unwrap(),
+            Some(b"v".to_vec())
+        );
     }
 
     /// Drops the pages of every table file under `dir` from the OS's page

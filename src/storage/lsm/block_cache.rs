@@ -94,11 +94,14 @@ impl BlockCache {
         self.bloom_skips.load(Ordering::Relaxed)
     }
 
-    /// The block at `offset` of table `table_id` if the cache holds it,
-    /// counted neither as a hit nor as a miss and leaving the eviction
-    /// policy as it was: for asking whether a read would touch a file.
-    pub(crate) fn peek(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
-        self.cache.as_ref()?.peek(&(table_id, offset))
+    /// The block at `offset` of table `table_id` if the cache holds it
+    /// (counted as a hit); `None`, counted as nothing, when it does not:
+    /// the caller then either loads it ([`Self::get_or_load`], a miss) or
+    /// leaves the read to a thread that may wait on the disk.
+    pub(crate) fn get_cached(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
+        let block = self.cache.as_ref()?.get(&(table_id, offset))?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(block)
     }
 
     /// Counts one bloom-filter skip.

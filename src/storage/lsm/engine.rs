@@ -1082,6 +1082,38 @@ impl Inner {
     }
 
     fn get_inner(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.find(key, |t| t.get(key))
+    }
+
+    /// [`Engine::get_in_memory`]: the read of [`Self::get_inner`] with each
+    /// table's block taken from memory alone.
+    fn get_in_memory(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>>> {
+        enum Stop {
+            Disk,
+            Failed(Error),
+        }
+        let found = self.find(key, |t| match t.get_in_memory(key) {
+            None => Err(Stop::Disk),
+            Some(got) => got.map_err(Stop::Failed),
+        });
+        match found {
+            Ok(value) => Some(Ok(value)),
+            Err(Stop::Disk) => None,
+            Err(Stop::Failed(e)) => {
+                self.corruption.note(&e, "get");
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// The visible value of `key`: the newest version at the snapshot,
+    /// from the memtables, else from the tables, newest first, each read
+    /// with `table_get` (whose error stops the read).
+    fn find<E>(
+        &self,
+        key: &[u8],
+        table_get: impl Fn(&Table) -> std::result::Result<Option<(u64, Option<Vec<u8>>)>, E>,
+    ) -> std::result::Result<Option<Vec<u8>>, E> {
         let (v, snapshot) = self.snapshot();
         if let Some((_, value)) = v.active.get(key, snapshot) {
             return Ok(value);
@@ -1093,17 +1125,13 @@ impl Inner {
         }
         // Every table entry is at or below the snapshot (module docs), so
         // the first table holding the key has its visible version.
-        for t in &v.levels[0] {
-            if let Some((_, value)) = t.table.get(key)? {
-                return Ok(value);
-            }
-        }
-        for level in &v.levels[1..] {
+        let deeper = v.levels[1..].iter().filter_map(|level| {
             let i = level.partition_point(|t| t.info().largest.as_slice() < key);
-            if let Some(t) = level.get(i) {
-                if let Some((_, value)) = t.table.get(key)? {
-                    return Ok(value);
-                }
+            level.get(i)
+        });
+        for t in v.levels[0].iter().chain(deeper) {
+            if let Some((_, value)) = table_get(&t.table)? {
+                return Ok(value);
             }
         }
         Ok(None)
@@ -1762,32 +1790,6 @@ impl<T, I: Iterator<Item = Result<T>>> Iterator for Pinned<I> {
 
 /// Whether the tables of `v` together fit in a block cache of `cache`
 /// bytes.
-/// Whether a point read of `key` in `v` at `snapshot` would be answered
-/// without reading a file: the sources a read consults, newest first (as
-/// `Inner::get_inner` does), until one holds the key, each answered
-/// from a memtable, a table's key range and bloom filter, or a block the
-/// cache holds. A table whose block for the key is not cached means a
-/// file read. Costs a second lookup of each key served in place (the
-/// index probe of a memtable, or a seek in a cached block), against the
-/// two thread switches of the blocking pool it saves.
-fn reads_from_memory(v: &Version, snapshot: u64, key: &[u8]) -> bool {
-    if v.active.holds(key, snapshot) || v.sealed.iter().any(|s| s.memtable.holds(key, snapshot)) {
-        return true;
-    }
-    let deeper = v.levels[1..].iter().filter_map(|level| {
-        let i = level.partition_point(|t| t.info().largest.as_slice() < key);
-        level.get(i)
-    });
-    for t in v.levels[0].iter().chain(deeper) {
-        match t.table.holds_in_memory(key) {
-            Some(true) => return true,
-            Some(false) => {}
-            None => return false,
-        }
-    }
-    true
-}
-
 impl Engine for LsmEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.get(key)
@@ -1816,22 +1818,23 @@ impl Engine for LsmEngine {
     /// once when every table fits in the block cache, so that, once warm,
     /// no read waits on the disk. A failed or closing engine answers at
     /// once with its error.
-    fn serves_at_once(&self, access: crate::storage::Access<'_>) -> bool {
+    fn writes_at_once(&self) -> bool {
         let inner = &self.inner;
         if inner.failed.load(Ordering::Acquire) || inner.shutdown.load(Ordering::Acquire) {
             return true;
         }
-        let (v, snapshot) = inner.snapshot();
-        match access {
-            crate::storage::Access::Write(key) => {
-                let max_sealed = inner.config.max_sealed_memtables;
-                !matches!(inner.config.sync, crate::storage::SyncPolicy::Always)
-                    && v.sealed.len() * 2 < max_sealed
-                    && v.levels[0].len() < inner.config.l0_slowdown_tables
-                    && reads_from_memory(&v, snapshot, key)
-            }
-            crate::storage::Access::Read(key) => reads_from_memory(&v, snapshot, key),
+        let v = inner.current();
+        !matches!(inner.config.sync, crate::storage::SyncPolicy::Always)
+            && v.sealed.len() * 2 < inner.config.max_sealed_memtables
+            && v.levels[0].len() < inner.config.l0_slowdown_tables
+    }
+
+    fn get_in_memory(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>>> {
+        let inner = &self.inner;
+        if inner.failed.load(Ordering::Acquire) || inner.shutdown.load(Ordering::Acquire) {
+            return Some(self.get(key));
         }
+        inner.get_in_memory(key)
     }
 
     fn compact(&self) -> Result<bool> {

@@ -350,24 +350,12 @@ impl MemTable {
     /// `snapshot`: `Some((seq, None))` is a tombstone, `None` means this
     /// memtable holds no such version.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Option<(u64, Option<Vec<u8>>)> {
-        let (seq, value) = self.newest_at(key, snapshot)?;
-        Some((seq, self.value_bytes(value).map(<[u8]>::to_vec)))
-    }
-
-    /// Whether this memtable holds a version of `key` (a tombstone
-    /// included) with a sequence number at most `snapshot`: whether
-    /// [`Self::get`] would answer, without copying the value.
-    pub fn holds(&self, key: &[u8], snapshot: u64) -> bool {
-        self.newest_at(key, snapshot).is_some()
-    }
-
-    fn newest_at(&self, key: &[u8], snapshot: u64) -> Option<(u64, Option<ArenaBytes>)> {
         // The index first: a key it lacks has no version at any published
         // snapshot here; one whose newest version is visible at `snapshot`
         // is answered from it. Only an older snapshot searches the list.
-        let newest = *self.latest.get(key)?;
-        if newest.0 <= snapshot {
-            return Some(newest);
+        let (newest, value) = *self.latest.get(key)?;
+        if newest <= snapshot {
+            return Some((newest, self.value_bytes(value).map(<[u8]>::to_vec)));
         }
         // The probe is a per-thread buffer: a point read allocates nothing
         // but the value it returns.
@@ -380,7 +368,10 @@ impl MemTable {
             probe.prefix = key_prefix(key);
             probe.seq = snapshot;
             let entry = self.map.lower_bound(Bound::Included(&*probe))?;
-            (entry.key().key() == key).then(|| (entry.key().seq, *entry.value()))
+            (entry.key().key() == key).then(|| {
+                let value = self.value_bytes(*entry.value()).map(<[u8]>::to_vec);
+                (entry.key().seq, value)
+            })
         })
     }
 

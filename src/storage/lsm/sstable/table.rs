@@ -87,6 +87,10 @@ fn read_at_if_cached(file: &File, offset: u64, len: usize) -> Option<Vec<u8>> {
     }
 }
 
+/// A key's entry in a table: its sequence number and value (`None` for a
+/// tombstone).
+pub type Entry = (u64, Option<Vec<u8>>);
+
 impl Table {
     /// Opens the table at `path` under the engine's id `id`. Verifies the
     /// footer (magic, checksum, version), the layout it describes, and the
@@ -206,40 +210,32 @@ impl Table {
 
     /// The entry for `key`: `Some((seq, Some(value)))`, `Some((seq, None))`
     /// for a tombstone, `None` when the table has no entry for the key.
-    /// Checks the key range, then the bloom filter (a negative answer is
-    /// counted in [`BlockCache::bloom_skips`]), then reads one block.
-    pub fn get(&self, key: &[u8]) -> Result<Option<(u64, Option<Vec<u8>>)>> {
-        let Some(i) = self.block_that_may_hold(key, true) else {
+    /// Checks the key range, then the bloom filter, then reads one block.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        let Some(i) = self.block_that_may_hold(key) else {
             return Ok(None);
         };
         let block = self.read_block(i, true)?;
-        self.find_in(i, &block, key, |seq, value| {
-            (seq, value.map(<[u8]>::to_vec))
-        })
+        self.find_in(i, &block, key)
     }
 
-    /// Whether this table holds an entry for `key`, answered from memory
-    /// without waiting on the disk: `Some(false)` when its key range,
-    /// bloom filter or index rule the key out, else from the key's block
-    /// when the block cache holds it, or when the OS's page cache holds it
-    /// (the block is then decoded and cached, so that the read that
-    /// follows finds it); `None` when the block would have to come from
-    /// the disk (or does not decode: [`Self::get`] reports that).
-    pub fn holds_in_memory(&self, key: &[u8]) -> Option<bool> {
-        let Some(i) = self.block_that_may_hold(key, false) else {
-            return Some(false);
+    /// As [`Self::get`], when memory holds the block the read needs (the
+    /// block cache, or the OS's page cache: the block is then decoded and
+    /// cached); `None` when it would have to come from the disk, or does
+    /// not decode (a [`Self::get`] then reads it again and reports that).
+    pub fn get_in_memory(&self, key: &[u8]) -> Option<Result<Option<Entry>>> {
+        let Some(i) = self.block_that_may_hold(key) else {
+            return Some(Ok(None));
         };
         let block = self.block_in_memory(i)?;
-        self.find_in(i, &block, key, |_, _| ())
-            .ok()
-            .map(|e| e.is_some())
+        Some(self.find_in(i, &block, key))
     }
 
     /// Block `i` if memory holds it: the block cache, or the OS's page
     /// cache (read without waiting, then cached).
     fn block_in_memory(&self, i: usize) -> Option<Arc<Block>> {
         let entry = self.index.handles.get(i)?;
-        if let Some(block) = self.cache.peek(self.info.id, entry.offset) {
+        if let Some(block) = self.cache.get_cached(self.info.id, entry.offset) {
             return Some(block);
         }
         let stored = read_at_if_cached(&self.file, entry.offset, entry.len as usize)?;
@@ -249,31 +245,22 @@ impl Table {
     }
 
     /// The index of the one block that may hold `key`, or `None` when the
-    /// key range, the bloom filter or the index rule it out (a bloom
-    /// filter's negative answer counted when `count_skip` is set).
-    fn block_that_may_hold(&self, key: &[u8], count_skip: bool) -> Option<usize> {
+    /// key range, the bloom filter (its negative answer counted in
+    /// [`BlockCache::bloom_skips`]) or the index rule it out.
+    fn block_that_may_hold(&self, key: &[u8]) -> Option<usize> {
         if key < self.info.smallest.as_slice() || key > self.info.largest.as_slice() {
             return None;
         }
         if !self.bloom.check(key) {
-            if count_skip {
-                self.cache.record_bloom_skip();
-            }
+            self.cache.record_bloom_skip();
             return None;
         }
         let i = self.block_for(key);
         (i < self.index.len()).then_some(i)
     }
 
-    /// `found(seq, value)` for the entry of exactly `key` in block `i`
-    /// (value `None` for a tombstone), or `None` when the block has none.
-    fn find_in<T>(
-        &self,
-        i: usize,
-        block: &Block,
-        key: &[u8],
-        found: impl FnOnce(u64, Option<&[u8]>) -> T,
-    ) -> Result<Option<T>> {
+    /// The entry of exactly `key` in block `i`, as [`Self::get`] gives it.
+    fn find_in(&self, i: usize, block: &Block, key: &[u8]) -> Result<Option<Entry>> {
         // The key found is rebuilt in a per-thread buffer: a point lookup
         // then allocates only the value it returns.
         thread_local! {
@@ -286,7 +273,7 @@ impl Table {
                 .map_err(|r| self.block_corruption(i, r))?;
             Ok(match entry {
                 Some(e) if buf.as_slice() == key => {
-                    Some(found(e.seq, e.value.map(|r| block.slice(r))))
+                    Some((e.seq, e.value.map(|r| block.slice(r).to_vec())))
                 }
                 _ => None,
             })
