@@ -47,6 +47,7 @@ use crate::replication::coordinator::{Answer, ClientOp};
 use crate::replication::replica::ReplicaStore;
 use crate::replication::ReplicationMsg;
 use crate::replication::Target;
+use crate::ring::RingState;
 use crate::roles::coordinator::{
     execute, save_buckets, Answered, CoordinatorRole, Effect, RoleParts, ScanOp,
 };
@@ -161,6 +162,8 @@ pub struct CoordinatorActor {
     transport: PeerSender,
     replica: Addr<ReplicaActor>,
     events: Option<tokio::sync::mpsc::UnboundedReceiver<NodeEvent>>,
+    /// The ring manager's newest ring state.
+    ring: tokio::sync::watch::Receiver<Arc<RingState>>,
     /// Hints delivered (acknowledged by their owner) since the last log
     /// line, per owner: logged at INFO at most every [`HINT_LOG_EVERY`].
     delivered: BTreeMap<NodeId, u64>,
@@ -185,6 +188,10 @@ pub struct CoordinatorParts {
     pub gossip_interval: Duration,
     /// Node events: rings and membership.
     pub events: tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
+    /// The ring manager's newest ring state ([`super::RingManager::ring_watch`]),
+    /// read before routing: the ring states of `events` only say when to
+    /// look.
+    pub ring: tokio::sync::watch::Receiver<Arc<RingState>>,
     /// Seeds the choice of gossip peers.
     pub rng_seed: u64,
     /// Clock skew bound for bucket stamps.
@@ -226,6 +233,8 @@ impl CoordinatorActor {
         );
         role.machine_mut().set_witness(parts.store.witness());
         role.set_shard(parts.shard.0, parts.shard.1);
+        let mut ring = parts.ring;
+        role.set_ring_state(Arc::clone(&ring.borrow_and_update()));
         CoordinatorActor {
             node: parts.node,
             role,
@@ -233,6 +242,7 @@ impl CoordinatorActor {
             transport,
             replica,
             events: Some(parts.events),
+            ring,
             delivered: BTreeMap::new(),
             siblings: Vec::new(),
         }
@@ -303,8 +313,20 @@ impl CoordinatorActor {
         match event {
             // Every new ring comes with its state, just after.
             NodeEvent::Ring(_) => {}
-            NodeEvent::RingState(state) => self.role.set_ring_state(state),
+            // The newest, which may be newer than the event's: states only
+            // move forward here, whichever way they arrive.
+            NodeEvent::RingState(_) => self.catch_up_ring(),
             NodeEvent::Member(event) => self.role.on_member_event(&event),
+        }
+    }
+
+    /// Routes by the ring manager's newest ring state from now on, if it
+    /// has a newer one than this coordinator (see [`CoordinatorParts::ring`]).
+    /// A read of an atomic counter when it has not.
+    fn catch_up_ring(&mut self) {
+        if self.ring.has_changed().unwrap_or(false) {
+            let state = Arc::clone(&self.ring.borrow_and_update());
+            self.role.set_ring_state(state);
         }
     }
 }
@@ -361,6 +383,7 @@ impl Handler<Execute> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) {
+        self.catch_up_ring();
         let bucket = match &msg.op {
             ClientOp::Get { bucket, .. }
             | ClientOp::Put { bucket, .. }
@@ -382,6 +405,7 @@ impl Handler<ExecuteScan> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, msg: ExecuteScan, ctx: &mut Context<Self>) {
+        self.catch_up_ring();
         let waiter = Waiter {
             reply: msg.reply,
             bucket: msg.op.bucket.clone(),
@@ -517,6 +541,7 @@ impl Handler<GetTargets> for CoordinatorActor {
     type Result = MessageResult<GetTargets>;
 
     fn handle(&mut self, m: GetTargets, _: &mut Context<Self>) -> Self::Result {
+        self.catch_up_ring();
         // Where a write goes now: the primaries that are up and, for each
         // down one, the fallback that gets its hint (whether or not the
         // bucket lets fallbacks count towards w).
@@ -528,6 +553,7 @@ impl Handler<RingEpoch> for CoordinatorActor {
     type Result = u64;
 
     fn handle(&mut self, _: RingEpoch, _: &mut Context<Self>) -> u64 {
+        self.catch_up_ring();
         self.role.machine().ring().epoch()
     }
 }
@@ -564,5 +590,89 @@ impl Handler<StopAccepting> for CoordinatorActor {
         for sibling in &self.siblings {
             sibling.do_send(StopAccepting);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::memory::MemoryNetwork;
+    use crate::net::MemoryNetConfig;
+    use crate::ring::claim::claim_join;
+    use crate::ring::Ring;
+    use crate::storage::MemoryEngine;
+
+    /// A coordinator routes by the ring manager's newest ring state as
+    /// soon as the manager has it, before the state's event reaches it
+    /// (none is sent here): the race that made a put right after a cluster
+    /// formed meet only replicas fenced by a newer ring.
+    #[test]
+    fn a_coordinator_routes_by_the_newest_ring_before_its_event_arrives() {
+        actix::System::new().block_on(async {
+            let me = NodeId(1);
+            let network = MemoryNetwork::new(MemoryNetConfig::default()).unwrap();
+            let (endpoint, _inbox) = network.endpoint(me).unwrap();
+            let transport: Arc<dyn crate::net::Transport> = Arc::new(endpoint);
+            let store =
+                Arc::new(ReplicaStore::open(me, Arc::new(MemoryEngine::new()), 10, 100).unwrap());
+            let replica = ReplicaActor::new(
+                me,
+                Arc::clone(&store),
+                PeerSender::new(transport.clone()),
+                4,
+                1 << 20,
+            )
+            .start();
+            let alone = claim_join(&Ring::empty(), me, 16).unwrap();
+            let mut three = alone.clone();
+            for n in [2, 3] {
+                three = claim_join(&three, NodeId(n), 16).unwrap();
+            }
+            assert!(three.epoch() > alone.epoch());
+            let (latest, ring) =
+                tokio::sync::watch::channel(Arc::new(RingState::settled(alone.clone())));
+            // The event stream stays open and silent throughout.
+            let (_events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+            let parts = CoordinatorParts {
+                node: me,
+                bucket_defaults: BucketProps::default(),
+                buckets: BucketTable::new(),
+                config: ReplicaConfig::default(),
+                gossip_interval: Duration::from_secs(1),
+                events,
+                ring,
+                rng_seed: 7,
+                max_clock_skew: Duration::from_secs(1),
+                store,
+                shard: (0, 1),
+            };
+            let coordinator =
+                CoordinatorActor::new(parts, PeerSender::new(transport), replica).start();
+            let targets = |c: &Addr<CoordinatorActor>| {
+                c.send(GetTargets {
+                    bucket: b"b".to_vec(),
+                    key: b"k".to_vec(),
+                })
+            };
+            assert_eq!(coordinator.send(RingEpoch).await.unwrap(), alone.epoch());
+            let nodes: Vec<NodeId> = targets(&coordinator)
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| t.node)
+                .collect();
+            assert_eq!(nodes, vec![me]);
+
+            latest.send_replace(Arc::new(RingState::settled(three.clone())));
+            assert_eq!(coordinator.send(RingEpoch).await.unwrap(), three.epoch());
+            let mut nodes: Vec<NodeId> = targets(&coordinator)
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| t.node)
+                .collect();
+            nodes.sort();
+            assert_eq!(nodes, vec![NodeId(1), NodeId(2), NodeId(3)]);
+        });
     }
 }

@@ -323,6 +323,7 @@ impl Node {
             Arc::clone(&storage.store),
         );
         let ring_confirmed = ring_manager.confirmed_flag();
+        let ring_watch = ring_manager.ring_watch();
         let ring_manager = ring_manager.start();
         let failure_detector = FailureDetector::new(
             membership,
@@ -371,6 +372,7 @@ impl Node {
                 config: shard_config.clone(),
                 gossip_interval: config.membership.gossip_interval,
                 events: events_rx,
+                ring: ring_watch.clone(),
                 rng_seed: config.rng_seed ^ 0x4255_434b ^ shard as u64,
                 max_clock_skew: config.version.max_clock_skew,
                 store: Arc::clone(&store),

@@ -104,6 +104,9 @@ pub struct RingManager {
     failure_detector: Option<Recipient<Leave>>,
     coordinator: Option<Recipient<StopAccepting>>,
     subscribers: Vec<Subscriber>,
+    /// The newest ring state, for the coordinators to route by at once
+    /// (see [`RingManager::ring_watch`]).
+    latest: tokio::sync::watch::Sender<Arc<crate::ring::RingState>>,
     /// Where ring states are stored.
     store: Arc<ReplicaStore>,
     /// Whether the ring may route requests, for the node's entry point.
@@ -223,6 +226,7 @@ impl RingManager {
         // The state the node starts on (as stored, or formed) fences the
         // replica before the node serves anything.
         store.set_fence(role.state().fence());
+        let (latest, _) = tokio::sync::watch::channel(Arc::clone(role.state()));
         RingManager {
             role,
             interval,
@@ -231,6 +235,7 @@ impl RingManager {
             failure_detector: None,
             coordinator: None,
             subscribers: Vec::new(),
+            latest,
             store,
             confirmed,
             leave_waiters: Vec::new(),
@@ -245,6 +250,17 @@ impl RingManager {
     /// kept up to date by the actor.
     pub fn confirmed_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.confirmed)
+    }
+
+    /// The newest ring state, updated as soon as this manager has it,
+    /// before its event reaches any subscriber. A coordinator reads it
+    /// before routing a request: an actor hears its event stream only
+    /// after the messages already in its mailbox, so by events alone a
+    /// request could be routed by the ring before, and a replica fenced by
+    /// the new one would refuse it (a put answered `Unavailable` right
+    /// after a cluster formed, under load).
+    pub fn ring_watch(&self) -> tokio::sync::watch::Receiver<Arc<crate::ring::RingState>> {
+        self.latest.subscribe()
     }
 
     /// Carries out the role's effects, then schedules the early tick it
@@ -305,6 +321,7 @@ impl RingManager {
                 // move this node serves is scanned after every request it
                 // admitted under the old fence is stored.
                 self.store.set_fence(state.fence());
+                self.latest.send_replace(Arc::clone(&state));
                 publish(&mut self.subscribers, NodeEvent::RingState(state))
             }
             RingOutput::Handoff(command) => self.handoff(command),
