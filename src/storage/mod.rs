@@ -624,7 +624,9 @@ mod tests {
     /// Drops the pages of every table file under `dir` from the OS's page
     /// cache (clean pages: the tables were fsync'd), and says whether it
     /// worked: a file system that keeps them (tmpfs) cannot show a read
-    /// that needs the disk.
+    /// that needs the disk. Residency is asked of `mincore`, which reads
+    /// nothing (a read, even one that must not wait, would start the
+    /// kernel's readahead and bring the pages back).
     #[cfg(target_os = "linux")]
     fn drop_cached_pages(dir: &std::path::Path) -> bool {
         use std::os::fd::AsRawFd;
@@ -635,21 +637,34 @@ mod tests {
                 continue;
             }
             let file = std::fs::File::open(&path).unwrap();
-            // SAFETY: a plain system call on a descriptor `file` keeps open.
-            let advised =
-                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-            assert_eq!(advised, 0, "posix_fadvise on {}", path.display());
-            let mut probe = [0u8; 1];
-            let iov = libc::iovec {
-                iov_base: probe.as_mut_ptr().cast(),
-                iov_len: 1,
+            let len = file.metadata().unwrap().len() as usize;
+            // SAFETY: plain system calls on a descriptor `file` keeps open;
+            // the mapping is read only, unmapped before use of the answer,
+            // and `resident` has a byte for each of its pages.
+            let all_gone = unsafe {
+                let advised =
+                    libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+                assert_eq!(advised, 0, "posix_fadvise on {}", path.display());
+                let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+                let map = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                );
+                assert_ne!(map, libc::MAP_FAILED, "mmap of {}", path.display());
+                let mut resident = vec![0u8; len.div_ceil(page)];
+                let asked = libc::mincore(map, len, resident.as_mut_ptr());
+                libc::munmap(map, len);
+                assert_eq!(asked, 0, "mincore on {}", path.display());
+                resident.iter().all(|r| r & 1 == 0)
             };
-            // SAFETY: `iov` describes `probe`, alive and writable.
-            let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
-            dropped = n < 0;
-            if !dropped {
+            if !all_gone {
                 return false;
             }
+            dropped = true;
         }
         dropped
     }
