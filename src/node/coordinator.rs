@@ -18,8 +18,9 @@
 //! store before the setting is acknowledged, pushed to every node at once
 //! and gossiped to a random node every gossip interval.
 //!
-//! It follows the ring manager's ring snapshots and the failure detector's
-//! events: SUSPECT, DOWN and LEFT nodes are routed around (with hints,
+//! It routes by the ring manager's newest ring state, read from its watch
+//! before each request ([`CoordinatorParts::ring`]), and follows the
+//! failure detector's events: SUSPECT, DOWN and LEFT nodes are routed around (with hints,
 //! under sloppy quorum), an UP node gets its hints at the next round.
 //!
 //! A client request that finds `max_in_flight` requests already in flight
