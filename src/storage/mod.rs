@@ -585,23 +585,9 @@ mod tests {
         );
         drop(lsm);
 
-        // Reopened (an empty block cache) with the tables' pages dropped
-        // from the OS's page cache: a stored key needs the disk, until a
-        // read has brought its block in; a key no table can hold does not.
-        #[cfg(target_os = "linux")]
-        {
-            let lsm = LsmEngine::open(dir.path(), config.clone()).unwrap();
-            if drop_cached_pages(dir.path()) {
-                let k = keys[11];
-                assert!(lsm.get_in_memory(&k).is_none());
-                assert_eq!(lsm.get_in_memory(&[0xff; 8]).unwrap().unwrap(), None);
-                let got = lsm.get(&k).unwrap();
-                assert_eq!(got.as_ref(), model.get(&k));
-                assert_eq!(lsm.get_in_memory(&k).unwrap().unwrap(), got);
-            } else {
-                eprintln!("this file system keeps its pages: the cold part is not checked here");
-            }
-        }
+        // With the tables' pages dropped from the OS's page cache, a read
+        // needs the disk: `tests/it`'s `storage_lsm` checks it (one helper
+        // drops pages for it and for the node's tests).
 
         // An fsync per write: writes never at once, reads still from memory.
         let dir = tempfile::tempdir().unwrap();
@@ -619,54 +605,6 @@ mod tests {
             always.get_in_memory(b"k").unwrap().unwrap(),
             Some(b"v".to_vec())
         );
-    }
-
-    /// Drops the pages of every table file under `dir` from the OS's page
-    /// cache (clean pages: the tables were fsync'd), and says whether it
-    /// worked: a file system that keeps them (tmpfs) cannot show a read
-    /// that needs the disk. Residency is asked of `mincore`, which reads
-    /// nothing (a read, even one that must not wait, would start the
-    /// kernel's readahead and bring the pages back).
-    #[cfg(target_os = "linux")]
-    fn drop_cached_pages(dir: &std::path::Path) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut dropped = false;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "sst") {
-                continue;
-            }
-            let file = std::fs::File::open(&path).unwrap();
-            let len = file.metadata().unwrap().len() as usize;
-            // SAFETY: plain system calls on a descriptor `file` keeps open;
-            // the mapping is read only, unmapped before use of the answer,
-            // and `resident` has a byte for each of its pages.
-            let all_gone = unsafe {
-                let advised =
-                    libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-                assert_eq!(advised, 0, "posix_fadvise on {}", path.display());
-                let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-                let map = libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    file.as_raw_fd(),
-                    0,
-                );
-                assert_ne!(map, libc::MAP_FAILED, "mmap of {}", path.display());
-                let mut resident = vec![0u8; len.div_ceil(page)];
-                let asked = libc::mincore(map, len, resident.as_mut_ptr());
-                libc::munmap(map, len);
-                assert_eq!(asked, 0, "mincore on {}", path.display());
-                resident.iter().all(|r| r & 1 == 0)
-            };
-            if !all_gone {
-                return false;
-            }
-            dropped = true;
-        }
-        dropped
     }
 
     #[test]

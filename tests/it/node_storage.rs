@@ -322,54 +322,6 @@ async fn requests_that_would_wait_go_to_the_blocking_pool() {
     node.shutdown().await;
 }
 
-/// Drops the pages of every table file under `dir` from the OS's page
-/// cache (they are clean: tables are fsync'd), and says whether it worked
-/// (a file system such as tmpfs keeps them). Residency is asked of
-/// `mincore`, which reads nothing (a read, even one that must not wait,
-/// would start the kernel's readahead and bring the pages back).
-fn drop_cached_table_pages(dir: &std::path::Path) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut tables = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "sst") {
-                tables.push(path);
-            }
-        }
-    }
-    assert!(!tables.is_empty(), "no table under {}", dir.display());
-    tables.iter().all(|path| {
-        let file = std::fs::File::open(path).unwrap();
-        let len = file.metadata().unwrap().len() as usize;
-        // SAFETY: plain system calls on a descriptor `file` keeps open; the
-        // mapping is read only, unmapped before return, and `resident` has
-        // a byte for each of its pages.
-        unsafe {
-            let advised = libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-            assert_eq!(advised, 0, "posix_fadvise on {}", path.display());
-            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-            let map = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            );
-            assert_ne!(map, libc::MAP_FAILED, "mmap of {}", path.display());
-            let mut resident = vec![0u8; len.div_ceil(page)];
-            let asked = libc::mincore(map, len, resident.as_mut_ptr());
-            libc::munmap(map, len);
-            assert_eq!(asked, 0, "mincore on {}", path.display());
-            resident.iter().all(|r| r & 1 == 0)
-        }
-    })
-}
-
 /// A large value read keeps its bytes of the replica's read budget counted
 /// until the hold that comes with its reply is dropped (a client port drops
 /// it once it has encoded the reply), so reads made faster than clients

@@ -630,3 +630,46 @@ fn external_compaction_waits_for_its_owner() {
     );
     check_model(&e, &model);
 }
+
+/// A read from memory alone (`Engine::get_in_memory`, which a replica uses
+/// to serve on its own thread) says when it would need the disk: with the
+/// tables' pages dropped from the OS's page cache and an empty block cache
+/// (reopened), a stored key's read is refused, until a read that may wait
+/// has brought its block in; a key no table can hold is answered at once.
+#[test]
+fn a_read_from_memory_needs_the_disk_once_the_tables_pages_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LsmConfig {
+        sync: SyncPolicy::None,
+        memtable_bytes: 4 * 1024,
+        block_cache_bytes: 4 * 1024 * 1024,
+        ..LsmConfig::default()
+    };
+    let mut model = BTreeMap::new();
+    {
+        let lsm = LsmEngine::open(dir.path(), config.clone()).unwrap();
+        for i in 0..200u32 {
+            // Values that do not compress, a kilobyte each.
+            let v: Vec<u8> = (0..1000u32)
+                .map(|j| (i.wrapping_mul(2_654_435_761) ^ j.wrapping_mul(40_503)) as u8)
+                .collect();
+            lsm.put(&key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+        lsm.flush().unwrap();
+        assert!(lsm.stats().tables_per_level.iter().sum::<usize>() > 3);
+    }
+    let lsm = LsmEngine::open(dir.path(), config).unwrap();
+    if !crate::support::drop_cached_table_pages(dir.path()) {
+        eprintln!(
+            "this file system keeps its pages: reads that need the disk are not checked here"
+        );
+        return;
+    }
+    let k = key(11);
+    assert!(lsm.get_in_memory(&k).is_none());
+    assert_eq!(lsm.get_in_memory(&[0xff; 8]).unwrap().unwrap(), None);
+    let got = lsm.get(&k).unwrap();
+    assert_eq!(got.as_ref(), model.get(&k));
+    assert_eq!(lsm.get_in_memory(&k).unwrap().unwrap(), got);
+}
