@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::{wait_until, Cluster};
+use cluster::{wait_until, write_file, Cluster};
 use ringkv::client::{Client, ClientConfig, GetResult};
 use ringkv::protocol::{BucketInfo, ErrorCode, ReadOptions, WriteOptions, MAX_BLOCKED_PEERS};
 use ringkv::replication::Consistency;
@@ -377,8 +377,14 @@ async fn both_sides_of_a_partition_write_and_converge_with_no_reads() {
 const HANDSHAKE_SLOTS: usize = 64;
 /// Of which one address may hold (`max_pending_handshakes_per_ip`).
 const HANDSHAKE_SLOTS_PER_IP: usize = 8;
-/// Time a handshake may take, TLS included (`handshake_timeout`).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a handshake may take, TLS included (`handshake_timeout`): the
+/// test's nodes are given 2 s (`[peer_port] handshake_timeout_ms`, the
+/// default is 5 s), so that every bound below that follows from it, and
+/// the test, is shorter. The flood's strength does not depend on it: 300
+/// strangers redialing 250 ms after each close keep every slot they may
+/// take filled whatever the timeout.
+const HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
 /// The peer listener logs a refusal at most once per this
 /// (`Shared::refusal_log` in `src/net/tcp.rs`, shared by connections
 /// refused for want of a slot and handshakes that failed).
@@ -395,7 +401,7 @@ const REDIAL_PAUSE: Duration = Duration::from_millis(250);
 /// A stranger's connection the node has not closed after this (three
 /// handshake timeouts) is probed, and counts as kept if the probe does
 /// not end it.
-const STRANGER_PATIENCE: Duration = Duration::from_secs(15);
+const STRANGER_PATIENCE: Duration = Duration::from_millis(3 * HANDSHAKE_TIMEOUT_MS);
 /// After [`STRANGER_PATIENCE`], a stranger sends one byte and waits this
 /// long for the connection to end: a connection node 1 never saw is reset
 /// at once, or (its handshake completed by the byte) is new to node 1 and
@@ -403,13 +409,13 @@ const STRANGER_PATIENCE: Duration = Duration::from_secs(15);
 /// while node 1's accept queue stays full, its byte is never acknowledged
 /// (`TCP_INFO`'s `tcpi_unacked`). One node 1 holds past its timeout stays
 /// open with its byte acknowledged: one byte completes no TLS record.
-const PROBE_PATIENCE: Duration = Duration::from_secs(10);
-/// The attack lasts at least this long: two refusal-log intervals, so a
-/// flood of log lines would show, and long enough that a connection of
-/// its first seconds held by node 1 is counted as kept (after
-/// [`STRANGER_PATIENCE`] and [`PROBE_PATIENCE`]) before the strangers
-/// are stopped.
-const MIN_ATTACK: Duration = Duration::from_secs(32);
+const PROBE_PATIENCE: Duration = Duration::from_millis(2 * HANDSHAKE_TIMEOUT_MS);
+/// The attack lasts at least this long: longer than a refusal-log
+/// interval, so that the limit on its lines is checked over more than
+/// its first line, and long enough that a connection of its first
+/// seconds held by node 1 is counted as kept (after [`STRANGER_PATIENCE`]
+/// and [`PROBE_PATIENCE`]) before the strangers are stopped.
+const MIN_ATTACK: Duration = Duration::from_secs(13);
 /// From node 3's ready line to node 1 seeing it alive and node 3 serving
 /// quorum writes and reads. The original finding: 35 s. Without the
 /// flood this takes well under a second (gossip every 100 ms, a
@@ -725,7 +731,14 @@ async fn a_handshake_flood_on_the_peer_port_neither_keeps_a_restarted_node_out_n
 {
     let _one = cluster::the_machine_alone().await;
     cluster::bounded(FLOOD_TEST_LIMIT, async {
-        let mut cluster = Cluster::start(3).await;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = dir.path().join("node.toml");
+        write_file(
+            &config,
+            &format!("[peer_port]\nhandshake_timeout_ms = {HANDSHAKE_TIMEOUT_MS}\n"),
+        );
+        let config = config.display().to_string();
+        let mut cluster = Cluster::start_with(3, &["--config", &config]).await;
         let ok = wait_until(SETTLE, || formed(&cluster)).await;
         assert!(ok, "the cluster did not form\n{}", cluster.logs());
         let app = client_of(&cluster, 1).await;
@@ -1027,9 +1040,9 @@ async fn healed_partitions_leave_no_verdict_against_a_peer_of_ones_own_side() {
                 "{a:?} | {b:?}: every node saw every other alive {:?} after the heal",
                 healed.elapsed()
             );
-            // Several gossip rounds, in which the other side's verdicts
-            // reach every node.
-            tokio::time::sleep(Duration::from_secs(4)).await;
+            // Twenty gossip rounds, in which the other side's verdicts
+            // reach every node (in two or three: four nodes).
+            tokio::time::sleep(Duration::from_millis(20 * cluster::GOSSIP_MS)).await;
             for (side, _) in [(a, b), (b, a)] {
                 for &at in side {
                     let log = appended(&cluster.node(at).stderr_path, marks[(at - 1) as usize]);
