@@ -65,6 +65,30 @@ pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<()> {
     })
 }
 
+/// The xxh3 of `value`'s CBOR encoding (as [`encode`] gives it), encoded
+/// into a buffer this thread keeps: for digests computed often, of
+/// values encoded only to be hashed.
+pub fn digest<T: Serialize>(value: &T) -> Result<u64> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|buffer| {
+        // A digest computed while one is being computed (a value whose
+        // encoding asks for another's digest) gets a buffer of its own.
+        let mut own = Vec::new();
+        let mut held = buffer.try_borrow_mut().ok();
+        let out = held.as_deref_mut().unwrap_or(&mut own);
+        out.clear();
+        encode_into(value, out)?;
+        let digest = xxhash_rust::xxh3::xxh3_64(out);
+        if out.capacity() > 1 << 20 {
+            // A rare large value does not keep its buffer.
+            *out = Vec::new();
+        }
+        Ok(digest)
+    })
+}
+
 /// Encodes `value` as one frame body of at most `max` bytes.
 ///
 /// A value that encodes larger than `max` is refused here, at the sender,

@@ -535,6 +535,12 @@ pub struct Transfers {
     node: NodeId,
     config: TransferConfig,
     transfers: BTreeMap<u64, Transfer>,
+    /// How many of `transfers` are queued or running, counted again at
+    /// the end of every public call that may change a phase
+    /// ([`Self::recount`]): the node and the simulator ask
+    /// [`Self::is_active`] far more often than transfers change, and a
+    /// node keeps its done transfers.
+    live: usize,
     queue: VecDeque<u64>,
     throttle: TokenBucket,
     rng: StdRng,
@@ -548,6 +554,7 @@ impl Transfers {
             node,
             config,
             transfers: BTreeMap::new(),
+            live: 0,
             queue: VecDeque::new(),
             throttle,
             rng: StdRng::seed_from_u64(seed),
@@ -568,9 +575,16 @@ impl Transfers {
     /// [`Transfers::tick`] have anything to do (timeouts, backoffs, the
     /// throttle).
     pub fn is_active(&self) -> bool {
-        self.transfers
+        self.live > 0
+    }
+
+    /// Counts the queued and running transfers again (see `live`).
+    fn recount(&mut self) {
+        self.live = self
+            .transfers
             .values()
-            .any(|t| matches!(t.phase, Phase::Queued | Phase::Running))
+            .filter(|t| matches!(t.phase, Phase::Queued | Phase::Running))
+            .count();
     }
 
     /// One transfer's progress.
@@ -588,6 +602,19 @@ impl Transfers {
     /// is refused; with other sources, the cursors of the sources in both
     /// are kept and new sources start from the beginning.
     pub fn start(
+        &mut self,
+        now: Instant,
+        spec: TransferSpec,
+        record: Option<TransferRecord>,
+        out: &mut Vec<TransferEffect>,
+    ) -> Result<TransferProgress> {
+        let result = self.start_inner(now, spec, record, out);
+        self.recount();
+        result
+    }
+
+    /// [`Self::start`] but for the count of live transfers.
+    fn start_inner(
         &mut self,
         now: Instant,
         spec: TransferSpec,
@@ -687,6 +714,13 @@ impl Transfers {
     /// Stops transfer `id` and forgets it (its record is deleted). What
     /// was stored stays. Returns whether it was known.
     pub fn cancel(&mut self, now: Instant, id: u64, out: &mut Vec<TransferEffect>) -> bool {
+        let result = self.cancel_inner(now, id, out);
+        self.recount();
+        result
+    }
+
+    /// [`Self::cancel`] but for the count of live transfers.
+    fn cancel_inner(&mut self, now: Instant, id: u64, out: &mut Vec<TransferEffect>) -> bool {
         let known = self.transfers.remove(&id).is_some();
         self.queue.retain(|&q| q != id);
         out.push(TransferEffect::Store(TransferWork::Forget { id }));
@@ -699,6 +733,18 @@ impl Transfers {
     /// that does not answer a pull now out (late, duplicated, for an
     /// unknown transfer) is ignored.
     pub fn step(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: TransferMsg,
+        out: &mut Vec<TransferEffect>,
+    ) {
+        self.step_inner(now, from, msg, out);
+        self.recount();
+    }
+
+    /// [`Self::step`] but for the count of live transfers.
+    fn step_inner(
         &mut self,
         now: Instant,
         from: NodeId,
@@ -834,6 +880,19 @@ impl Transfers {
         result: std::result::Result<(), String>,
         out: &mut Vec<TransferEffect>,
     ) {
+        self.stored_inner(now, id, source, result, out);
+        self.recount();
+    }
+
+    /// [`Self::stored`] but for the count of live transfers.
+    fn stored_inner(
+        &mut self,
+        now: Instant,
+        id: u64,
+        source: NodeId,
+        result: std::result::Result<(), String>,
+        out: &mut Vec<TransferEffect>,
+    ) {
         let Some(t) = self.transfers.get_mut(&id) else {
             return;
         };
@@ -881,6 +940,12 @@ impl Transfers {
     /// Retries timed-out pulls and ended backoffs, and sends pulls the
     /// throttle now allows. Call it every few milliseconds.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<TransferEffect>) {
+        self.tick_inner(now, out);
+        self.recount();
+    }
+
+    /// [`Self::tick`] but for the count of live transfers.
+    fn tick_inner(&mut self, now: Instant, out: &mut Vec<TransferEffect>) {
         let timeout = self.config.pull_timeout;
         let mut timed_out = Vec::new();
         for (&id, t) in &mut self.transfers {
@@ -1178,6 +1243,94 @@ mod tests {
         let p = m.progress_of(7).unwrap();
         assert_eq!((p.state, p.keys, p.batches), (TransferState::Done, 3, 2));
         assert!(!m.is_active(), "a done transfer needs no tick");
+    }
+
+    /// Whether any transfer is queued or running, by looking at each.
+    fn scanned_active(m: &Transfers) -> bool {
+        m.transfers
+            .values()
+            .any(|t| matches!(t.phase, Phase::Queued | Phase::Running))
+    }
+
+    /// `is_active` answers from a count kept by the public calls: random
+    /// starts, batches, stores that succeed or fail, refusals, ticks and
+    /// cancels over a few transfers, checked against a scan after each.
+    #[test]
+    fn the_count_of_live_transfers_follows_every_call() {
+        let mut rng = StdRng::seed_from_u64(0x7a5f);
+        let t0 = Instant::now();
+        let mut seen_both = (false, false);
+        for round in 0..20 {
+            let mut m = Transfers::new(ME, config(), round);
+            let mut now = t0;
+            let mut out = Vec::new();
+            for step in 0..300 {
+                // One, two or three transfers: with one, all of them
+                // end often.
+                let id = rng.random_range(1..=1 + round % 3);
+                let from = if rng.random_bool(0.5) { A } else { B };
+                match rng.random_range(0..7) {
+                    0 => {
+                        let sources: &[NodeId] = match rng.random_range(0..3) {
+                            0 => &[A],
+                            1 => &[B],
+                            _ => &[A, B],
+                        };
+                        let _ = m.start(now, spec(id, sources), None, &mut out);
+                    }
+                    1 | 2 => {
+                        let key = format!("k{step}");
+                        let done = rng.random_bool(0.3);
+                        m.step(now, from, batch(id, None, vec![item(&key)], done), &mut out);
+                    }
+                    3 => {
+                        let result = if rng.random_bool(0.7) {
+                            Ok(())
+                        } else {
+                            Err("disk full".to_string())
+                        };
+                        m.stored(now, id, from, result, &mut out);
+                    }
+                    4 => {
+                        m.step(
+                            now,
+                            from,
+                            TransferMsg::Refused {
+                                transfer: id,
+                                after: None,
+                                reason: if rng.random_bool(0.5) {
+                                    TransferRefusal::Busy
+                                } else {
+                                    TransferRefusal::BadRequest("no".to_string())
+                                },
+                            },
+                            &mut out,
+                        );
+                    }
+                    5 => {
+                        now += Duration::from_millis(rng.random_range(0..1500));
+                        m.tick(now, &mut out);
+                    }
+                    _ => {
+                        if rng.random_bool(0.2) {
+                            m.cancel(now, id, &mut out);
+                        }
+                    }
+                }
+                out.clear();
+                let scanned = scanned_active(&m);
+                assert_eq!(m.is_active(), scanned, "round {round}, step {step}");
+                if scanned {
+                    seen_both.0 = true;
+                } else if !m.transfers.is_empty() {
+                    seen_both.1 = true;
+                }
+            }
+        }
+        assert!(
+            seen_both.0 && seen_both.1,
+            "the walk saw live transfers and only ended ones: {seen_both:?}"
+        );
     }
 
     #[test]

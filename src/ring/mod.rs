@@ -151,8 +151,8 @@ pub struct Replica {
 /// A hash ring: sorted virtual nodes and an epoch.
 ///
 /// Immutable once built; [`claim`] makes new rings from old ones.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "RingWire", try_from = "RingWire")]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RingWire")]
 pub struct Ring {
     epoch: u64,
     /// Sorted, distinct. Kept apart from `owners` so the binary search
@@ -167,29 +167,49 @@ pub struct Ring {
 }
 
 /// How a ring crosses the wire: an epoch and its virtual nodes in token
-/// order. Decoding checks the order.
-#[derive(Serialize, Deserialize)]
+/// order. Decoding checks the order. (Encoding writes the same map from
+/// the ring's own arrays, with [`WireView`].)
+#[derive(Deserialize)]
 struct RingWire {
     epoch: u64,
     vnodes: Vec<VNode>,
 }
 
-impl From<Ring> for RingWire {
-    fn from(ring: Ring) -> Self {
-        RingWire::of(&ring.epoch, &ring.tokens, &ring.owners)
+/// A ring's wire form ([`RingWire`]) borrowed from its arrays: what
+/// [`Ring`] encodes, and what its digest hashes, with no copy of the ring
+/// and no list of [`VNode`]s built first (ring states are the simulator's
+/// commonest large messages).
+struct WireView<'a> {
+    epoch: u64,
+    tokens: &'a [Token],
+    owners: &'a [NodeId],
+}
+
+impl Serialize for WireView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        /// The virtual nodes, as a sequence of [`VNode`] maps.
+        struct VNodes<'a>(&'a [Token], &'a [NodeId]);
+        impl Serialize for VNodes<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(
+                    self.0
+                        .iter()
+                        .zip(self.1)
+                        .map(|(&token, &node)| VNode { token, node }),
+                )
+            }
+        }
+        let mut wire = serializer.serialize_struct("RingWire", 2)?;
+        wire.serialize_field("epoch", &self.epoch)?;
+        wire.serialize_field("vnodes", &VNodes(self.tokens, self.owners))?;
+        wire.end()
     }
 }
 
-impl RingWire {
-    fn of(epoch: &u64, tokens: &[Token], owners: &[NodeId]) -> Self {
-        RingWire {
-            epoch: *epoch,
-            vnodes: tokens
-                .iter()
-                .zip(owners)
-                .map(|(&token, &node)| VNode { token, node })
-                .collect(),
-        }
+impl Serialize for Ring {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.wire().serialize(serializer)
     }
 }
 
@@ -225,14 +245,23 @@ impl Ring {
     /// The ring of these sorted, distinct tokens and their owners, with its
     /// digest computed.
     fn sealed(epoch: u64, tokens: Vec<Token>, owners: Vec<NodeId>) -> Self {
-        let wire = RingWire::of(&epoch, &tokens, &owners);
-        // A ring holds no maps, so its encoding cannot fail.
-        let digest = crate::codec::encode(&wire).map_or(0, |b| xxhash_rust::xxh3::xxh3_64(&b));
-        Ring {
+        let mut ring = Ring {
             epoch,
             tokens,
             owners,
-            digest,
+            digest: 0,
+        };
+        // A ring holds no maps, so its encoding cannot fail.
+        ring.digest = crate::codec::digest(&ring.wire()).unwrap_or(0);
+        ring
+    }
+
+    /// The ring's wire form, borrowed.
+    fn wire(&self) -> WireView<'_> {
+        WireView {
+            epoch: self.epoch,
+            tokens: &self.tokens,
+            owners: &self.owners,
         }
     }
 

@@ -148,7 +148,7 @@ pub struct RingState {
 /// The xxh3 of a value's CBOR encoding; 0 if it cannot be encoded (never
 /// for rings, which hold no maps).
 fn digest_of<T: Serialize>(value: &T) -> u64 {
-    codec::encode(value).map_or(0, |bytes| xxhash_rust::xxh3::xxh3_64(&bytes))
+    codec::digest(value).unwrap_or(0)
 }
 
 /// The digest that orders two rings of one epoch ([`Ring::digest`]).
