@@ -140,6 +140,37 @@ mod tests {
     use super::*;
     use crate::id::NodeId;
 
+    /// A value whose encoding asks for another value's digest, as a
+    /// digest of a digest would.
+    struct Nested(Vec<u8>);
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let inner =
+                digest(&serde_bytes::Bytes::new(&self.0)).map_err(serde::ser::Error::custom)?;
+            s.serialize_u64(inner)
+        }
+    }
+
+    #[test]
+    fn a_digest_is_the_hash_of_the_encoding_whatever_the_buffer_held() {
+        let hash = |b: &[u8]| xxhash_rust::xxh3::xxh3_64(b);
+        // Values of growing and shrinking sizes through one thread's
+        // buffer, then one past the size the buffer keeps.
+        for len in [0usize, 300, 3, 70_000, 1, (1 << 20) + 5, 2] {
+            let v = serde_bytes::ByteBuf::from(vec![len as u8; len]);
+            assert_eq!(
+                digest(&v).unwrap(),
+                hash(&encode(&v).unwrap()),
+                "{len} bytes"
+            );
+        }
+        // A digest taken while one is being taken uses a buffer of its own.
+        let outer = Nested(vec![7; 40]);
+        let inner = digest(&serde_bytes::Bytes::new(&outer.0)).unwrap();
+        assert_eq!(digest(&outer).unwrap(), hash(&encode(&inner).unwrap()));
+    }
+
     // Stand-ins of the wire's envelope and message, of the same shape (a
     // map of node ids and an externally tagged enum with a byte field), so
     // that this layer-0 module's tests need nothing above layer 0.
