@@ -10,8 +10,10 @@
 //! (their heartbeats go round through the other nodes). The transfer
 //! stalls; the link heals; the join completes.
 //!
-//! What shows it resumed: the source served the start of the range once
-//! (`served.from_start == 1` in its `Status`), and the keys it served after
+//! What shows it resumed: the source served the start of the range no
+//! more often after the break than before it (`served.from_start` in its
+//! `Status`: 1, or more when a first pull timed out on a busy machine and
+//! was asked again before any batch was stored), and the keys it served after
 //! the break are fewer than the range holds (a restart would send the
 //! whole range again). And nothing is lost: every key is afterwards on
 //! exactly `n` nodes with its value, and reads back at QUORUM.
@@ -218,7 +220,9 @@ async fn a_transfer_broken_midway_resumes_rather_than_restarts() {
         let at_break = transfer(&clients[3], id).await.expect("the transfer");
         let served_at_break = served(&clients, source, id).await.expect("served");
         assert_ne!(at_break.state, "done", "{at_break:?}");
-        assert_eq!(served_at_break.from_start, 1, "{served_at_break:?}");
+        // Once, or again for a first pull that timed out before any of
+        // its batches was stored (seen once under load).
+        assert!(served_at_break.from_start >= 1, "{served_at_break:?}");
         tokio::time::sleep(BREAK).await;
         let stalled = transfer(&clients[3], id).await.expect("the transfer");
         let served_stalled = served(&clients, source, id).await.expect("served");
@@ -268,8 +272,8 @@ async fn a_transfer_broken_midway_resumes_rather_than_restarts() {
             joining.elapsed()
         );
         assert_eq!(
-            served_end.from_start, 1,
-            "the range was served from its start again: {served_end:?}"
+            served_end.from_start, served_at_break.from_start,
+            "the range was served from its start again after the break: {served_end:?}"
         );
         assert!(
             after_break > 0 && after_break < range_keys,
