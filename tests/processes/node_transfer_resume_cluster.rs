@@ -200,15 +200,28 @@ async fn a_transfer_broken_midway_resumes_rather_than_restarts() {
         // Cut the source that has served the most of the range, short of
         // half of it: what it must still send after the heal is then
         // clearly less than the range, where a restart would send it all.
-        let mut source = seen.sources[0];
-        let mut most = 0;
+        // Sources go at their own speeds (one may be past half while
+        // another has sent nothing yet); failing one short of half, the
+        // one that has sent least, but something, and not all.
+        let mut sent = Vec::new();
         for &s in &seen.sources {
             if let Some(v) = served(&clients, s, seen.id).await {
-                if v.keys > most && v.keys * 2 < range_keys {
-                    (source, most) = (s, v.keys);
+                if v.keys > 0 && v.keys < range_keys {
+                    sent.push((s, v.keys));
                 }
             }
         }
+        let short_of_half = sent
+            .iter()
+            .filter(|(_, k)| k * 2 < range_keys)
+            .max_by_key(|(_, k)| *k);
+        let least = sent.iter().min_by_key(|(_, k)| *k);
+        let Some(&(source, _)) = short_of_half.or(least) else {
+            panic!(
+                "no source of the transfer caught midway is midway: {seen:?}\n{}",
+                cluster.logs()
+            );
+        };
         let id = seen.id;
 
         // Break the link, both ways.
