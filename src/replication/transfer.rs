@@ -939,13 +939,9 @@ impl Transfers {
 
     /// Retries timed-out pulls and ended backoffs, and sends pulls the
     /// throttle now allows. Call it every few milliseconds.
+    /// It changes no transfer's phase, so the count of live transfers
+    /// stands (the randomized test of the count ticks too).
     pub fn tick(&mut self, now: Instant, out: &mut Vec<TransferEffect>) {
-        self.tick_inner(now, out);
-        self.recount();
-    }
-
-    /// [`Self::tick`] but for the count of live transfers.
-    fn tick_inner(&mut self, now: Instant, out: &mut Vec<TransferEffect>) {
         let timeout = self.config.pull_timeout;
         let mut timed_out = Vec::new();
         for (&id, t) in &mut self.transfers {
