@@ -825,6 +825,7 @@ fn message_ring_digest() {
                 epoch: 3,
                 digest: 0x0102_0304_0506_0708,
                 pending: 0,
+                progress: None,
             }),
         ),
         "a3 64 66726f6d 01 62 746f 02 63 6d7367
@@ -879,12 +880,56 @@ fn message_ring_digest_with_a_pending_change() {
                 epoch: 3,
                 digest: 0x0102_0304_0506_0708,
                 pending: 9,
+                progress: None,
             }),
         ),
         "a3 64 66726f6d 01 62 746f 02 63 6d7367
             a1 64 52696e67 a1 66 446967657374
             a3 65 65706f6368 03 66 646967657374 1b 0102030405060708
                67 70656e64696e67 09",
+    );
+}
+
+#[test]
+fn message_ring_digest_with_progress() {
+    use ringkv::membership::Progress;
+    use ringkv::ring::transition::ChangeFence;
+    use ringkv::ring::RingFence;
+    check_with_lists_except(
+        Envelope::new(
+            NodeId(1),
+            NodeId(2),
+            Message::Ring(RingMsg::Digest {
+                epoch: 3,
+                digest: 0x0102_0304_0506_0708,
+                pending: 9,
+                progress: Some(Progress {
+                    fence: RingFence {
+                        epoch: 3,
+                        digest: 5,
+                        change: Some(ChangeFence {
+                            epoch: 4,
+                            digest: 9,
+                            n: 3,
+                        }),
+                    },
+                    change: ringkv::ring::Change::Join(NodeId(7)),
+                    done: vec![0, 2, 300],
+                }),
+            }),
+        ),
+        "a3 64 66726f6d 01 62 746f 02 63 6d7367
+            a1 64 52696e67 a1 66 446967657374
+            a4 65 65706f6368 03 66 646967657374 1b 0102030405060708
+               67 70656e64696e67 09
+               68 70726f6772657373
+                 a3 65 66656e6365
+                      a3 65 65706f6368 03 66 646967657374 05
+                         66 6368616e6765
+                           a3 65 65706f6368 04 66 646967657374 09 61 6e 03
+                    66 6368616e6765 a1 64 4a6f696e 07
+                    64 646f6e65 83 00 02 19 012c",
+        &["done"],
     );
 }
 

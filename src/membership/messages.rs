@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MemberEntry;
 use crate::id::NodeId;
-use crate::ring::{Pending, Ring};
+use crate::ring::{Change, Pending, Ring, RingFence};
 
 /// A message from one node to another, as a machine receives it and as it
 /// leaves a machine's [`super::Outbox`]: the runner turns it into a wire
@@ -151,6 +151,14 @@ pub enum RingMsg {
         /// encoding when 0.
         #[serde(default, skip_serializing_if = "is_zero")]
         pending: u64,
+        /// While a change is pending: the sender's fence and the moves it
+        /// has done. A receiver on the same ring and change takes the moves
+        /// from here, with no [`RingMsg::State`] (which carries two whole
+        /// rings). Left out of the encoding when nothing is pending, and
+        /// ignored by a receiver that predates it, which answers with its
+        /// state as before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        progress: Option<Progress>,
     },
     /// A whole ring state, for a peer whose digest differed. The receiver
     /// merges it into its own (`RingState::merge`) and answers with its
@@ -163,6 +171,21 @@ pub enum RingMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pending: Option<Pending>,
     },
+}
+
+/// How far the sender of a [`RingMsg::Digest`] is through the pending
+/// change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The sender's ring in force and pending change
+    /// ([`crate::ring::RingState::fence`]).
+    pub fence: RingFence,
+    /// What the pending change does. With the fence, it names the whole
+    /// state but the moves done.
+    pub change: Change,
+    /// Indices of the change's moves the sender has done
+    /// ([`Pending::done`]), ascending.
+    pub done: Vec<u32>,
 }
 
 impl RingMsg {

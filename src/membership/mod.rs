@@ -52,7 +52,7 @@ use std::time::Duration;
 
 pub use config::MembershipConfig;
 pub use gossip::Membership;
-pub use messages::{Addressed, MembershipMsg, RingMsg};
+pub use messages::{Addressed, MembershipMsg, Progress, RingMsg};
 pub use phi::PhiDetector;
 pub use ring_sync::RingKeeper;
 pub use table::{MemberEntry, MemberStatus, MembershipTable};

@@ -377,6 +377,7 @@ mod tests {
                 epoch: 0,
                 digest: 0,
                 pending,
+                progress: None,
             };
             let mut out = Outbox::new();
             k.step(Instant::now(), Addressed::new(from, me, digest), &mut out);
@@ -592,6 +593,7 @@ mod tests {
             epoch: ring.epoch(),
             digest: k.state().digest(),
             pending: 0,
+            progress: None,
         };
         let mut out = Outbox::new();
         k.step(now, Addressed::new(NodeId(2), NodeId(1), digest), &mut out);

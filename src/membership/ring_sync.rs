@@ -16,6 +16,17 @@
 //! state if that still differs, else with its digest. So all nodes end on
 //! the same state, whatever the order of exchanges.
 //!
+//! While a change is pending, a digest also carries the sender's progress
+//! ([`Progress`]: the fence of its ring and change, the change, and the
+//! moves done). Two nodes on the same ring and change differ only in moves
+//! done, so a receiver in that case takes the moves from the digest and
+//! answers with its own digest if it has moves the sender lacks; done sets
+//! only grow, so the exchange ends. A move done here goes the same way to
+//! the peers that have reported the change, and the whole state (two
+//! rings) only to those that have not. Before, every finished transfer
+//! sent both rings to every peer: in 40 of the simulator's seeds, ring
+//! states were 184 of the 297 MB its nodes sent; now 24 of 140.
+//!
 //! # Who changes the ring
 //!
 //! Only a node itself claims tokens for itself, with the deterministic
@@ -56,10 +67,12 @@ use rand_chacha::ChaCha8Rng;
 use tracing::warn;
 
 use super::table::MemberStatus;
-use super::{Addressed, MemberEvent, Outbox, RingEvent, RingMsg};
+use super::{Addressed, MemberEvent, Outbox, Progress, RingEvent, RingMsg};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::ring::{claim_join, claim_leave, Change, MovePlan, RangeMove, Ring, RingState};
+use crate::ring::{
+    claim_join, claim_leave, Change, MovePlan, RangeMove, Ring, RingFence, RingState,
+};
 use crate::ring::{RingConfig, DEFAULT_CLAIM_REPLICAS};
 
 /// The ring protocol of one node. See the module documentation.
@@ -373,10 +386,15 @@ impl RingKeeper {
                 epoch,
                 digest,
                 pending,
+                progress,
             } => {
                 self.confirmed.insert(from, pending);
                 if digest == self.digest {
                     self.agreed = true;
+                    return;
+                }
+                if let Some(progress) = progress.filter(|p| self.same_change(&p.fence, p.change)) {
+                    self.take_progress(from, digest, progress, out);
                     return;
                 }
                 if epoch > self.state.ring.epoch() {
@@ -406,7 +424,18 @@ impl RingKeeper {
                     self.begin_due(out);
                 }
                 if *self.state != theirs {
-                    out.send(self.me, from, self.state_message());
+                    // On the same change, only the done moves differ: the
+                    // digest carries those.
+                    let same = theirs
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| self.same_change(&theirs.fence(), p.change));
+                    let answer = if same {
+                        self.digest_message()
+                    } else {
+                        self.state_message()
+                    };
+                    out.send(self.me, from, answer);
                 } else {
                     self.agreed = true;
                     out.send(self.me, from, self.digest_message());
@@ -503,7 +532,72 @@ impl RingKeeper {
         let mut next = (*self.state).clone();
         if next.mark_all_done(indices) {
             self.install(next, out);
+            self.broadcast_progress(out);
+        }
+    }
+
+    /// Whether `fence` and `change` name this node's ring in force and its
+    /// pending change: then two states differ only in the moves done,
+    /// which [`RingMsg::Digest`]'s progress carries, and merging those
+    /// makes them equal.
+    fn same_change(&self, fence: &RingFence, change: Change) -> bool {
+        self.state
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.change == change)
+            && *fence == self.state.fence()
+    }
+
+    /// Merges the moves a peer on the same change has done (its digest's
+    /// progress), and answers with this node's digest if the peer lacks
+    /// some of this node's, or with the whole state if the merge completed
+    /// the change here (the peer then takes the new ring from it).
+    fn take_progress(
+        &mut self,
+        from: NodeId,
+        their_digest: u64,
+        progress: Progress,
+        out: &mut Outbox<RingMsg, RingEvent>,
+    ) {
+        let moves = self
+            .state
+            .pending
+            .as_ref()
+            .map_or(0, |p| p.shared_moves(&self.state.ring).len());
+        if let Some(bad) = progress.done.iter().find(|&&i| i as usize >= moves) {
+            warn!(%from, index = bad, moves, "ring digest with a move index out of range ignored");
+            return;
+        }
+        let mut merged = (*self.state).clone();
+        if merged.mark_all_done(&progress.done) {
+            self.install(merged, out);
+            // The change in force: begin what waited for it.
+            self.begin_due(out);
+        }
+        if self.digest == their_digest {
+            self.agreed = true;
+        } else if self.same_change(&progress.fence, progress.change) {
+            out.send(self.me, from, self.digest_message());
+        } else {
+            out.send(self.me, from, self.state_message());
+        }
+    }
+
+    /// After moves done here: the whole state to every reachable peer that
+    /// has not reported this change, the digest with its progress to those
+    /// that have; the whole state to all once the change is complete.
+    fn broadcast_progress(&mut self, out: &mut Outbox<RingMsg, RingEvent>) {
+        let Some(target) = self.state.pending.as_ref().map(|p| p.target.digest()) else {
             self.broadcast(out);
+            return;
+        };
+        for to in self.reachable() {
+            let msg = if self.confirmed.get(&to) == Some(&target) {
+                self.digest_message()
+            } else {
+                self.state_message()
+            };
+            out.send(self.me, to, msg);
         }
     }
 
@@ -528,6 +622,11 @@ impl RingKeeper {
             epoch: self.state.ring.epoch(),
             digest: self.digest,
             pending: self.state.pending_digest(),
+            progress: self.state.pending.as_ref().map(|p| Progress {
+                fence: self.state.fence(),
+                change: p.change,
+                done: p.done.iter().copied().collect(),
+            }),
         }
     }
 
@@ -841,6 +940,7 @@ mod tests {
                         epoch: 0,
                         digest: 0,
                         pending: want,
+                        progress: None,
                     },
                 ),
                 &mut out,
@@ -915,6 +1015,140 @@ mod tests {
         }
         assert_eq!(asked, [NodeId(1), NodeId(2)].into_iter().collect());
         assert!(three.transfers_may_start());
+    }
+
+    /// Delivers `queue` and every answer until no message is left; fails
+    /// if that takes more than 200 messages (an exchange that never ends).
+    fn pump(
+        keepers: &mut BTreeMap<NodeId, RingKeeper>,
+        now: Instant,
+        mut queue: Vec<Addressed<RingMsg>>,
+    ) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        while let Some(env) = queue.pop() {
+            kinds.push(env.msg.kind());
+            assert!(kinds.len() <= 200, "the exchange does not end: {kinds:?}");
+            let mut out = Outbox::new();
+            if let Some(k) = keepers.get_mut(&env.to) {
+                k.step(now, env, &mut out);
+            }
+            queue.extend(out.messages);
+        }
+        kinds
+    }
+
+    #[test]
+    fn moves_done_travel_in_digests_between_nodes_on_one_change() {
+        // Nodes 1 and 2 hold a ring; node 3's join is pending on all three.
+        let mut keepers = two_keepers();
+        let mut three = keeper(3, &[1]);
+        three.on_member_event(&up(1));
+        three.on_member_event(&up(2));
+        for k in keepers.values_mut() {
+            k.on_member_event(&up(3));
+        }
+        let now = Instant::now();
+        let mut out = Outbox::new();
+        let state = RingMsg::State {
+            ring: (**keepers[&NodeId(1)].ring()).clone(),
+            pending: None,
+        };
+        three.step(now, Addressed::new(NodeId(1), NodeId(3), state), &mut out);
+        three.tick(now, &mut out);
+        keepers.insert(NodeId(3), three);
+        pump(&mut keepers, now, out.messages);
+        let target = keepers[&NodeId(3)].state().pending_digest();
+        assert_ne!(target, 0, "the join is pending");
+        for k in keepers.values() {
+            assert_eq!(k.state().pending_digest(), target);
+            assert!(k.transfers_may_start(), "every node has confirmed");
+        }
+        let (i, j) = {
+            let moves = keepers[&NodeId(3)].incoming_moves();
+            assert!(moves.len() >= 3);
+            (moves[0].0, moves[1].0)
+        };
+        let done = |k: &RingKeeper| k.state().pending.as_ref().unwrap().done.clone();
+
+        // Node 1 does move i, node 2 move j, neither hearing of the other's.
+        let mut from_one = Outbox::new();
+        keepers
+            .get_mut(&NodeId(1))
+            .unwrap()
+            .mark_done(i, &mut from_one);
+        let mut from_two = Outbox::new();
+        keepers
+            .get_mut(&NodeId(2))
+            .unwrap()
+            .mark_done(j, &mut from_two);
+        // Both peers have confirmed the change: each is told by digest.
+        let sent: Vec<_> = from_one.messages.iter().map(|e| e.msg.kind()).collect();
+        assert_eq!(sent, ["ring_digest", "ring_digest"]);
+        // Node 2 takes move i from node 1's digest and answers with its
+        // own, which carries move j; node 1 takes it and is then equal.
+        let to_two: Vec<_> = from_one
+            .messages
+            .into_iter()
+            .filter(|e| e.to == NodeId(2))
+            .collect();
+        let kinds = pump(&mut keepers, now, to_two);
+        assert_eq!(kinds, ["ring_digest", "ring_digest"], "no whole state");
+        let both: BTreeSet<u32> = [i, j].into_iter().collect();
+        assert_eq!(done(&keepers[&NodeId(1)]), both);
+        assert_eq!(done(&keepers[&NodeId(2)]), both);
+        assert_eq!(keepers[&NodeId(1)].state(), keepers[&NodeId(2)].state());
+
+        // A digest naming a move the change does not have changes nothing.
+        let one = &keepers[&NodeId(1)];
+        let moves = one
+            .state()
+            .pending
+            .as_ref()
+            .unwrap()
+            .moves(&one.state().ring)
+            .len();
+        let before = one.state().clone();
+        let fence = one.state().fence();
+        let bad = RingMsg::Digest {
+            epoch: fence.epoch,
+            digest: 1,
+            pending: target,
+            progress: Some(Progress {
+                fence,
+                change: Change::Join(NodeId(3)),
+                done: vec![i, moves as u32],
+            }),
+        };
+        let mut out = Outbox::new();
+        let one = keepers.get_mut(&NodeId(1)).unwrap();
+        one.step(now, Addressed::new(NodeId(3), NodeId(1), bad), &mut out);
+        assert_eq!(**one.state(), *before);
+        assert!(out.messages.is_empty());
+
+        // A digest without progress (a node that predates it) that
+        // differs is answered with the whole state, as before.
+        let old = RingMsg::Digest {
+            epoch: fence.epoch,
+            digest: 1,
+            pending: target,
+            progress: None,
+        };
+        one.step(now, Addressed::new(NodeId(3), NodeId(1), old), &mut out);
+        let sent: Vec<_> = out.messages.iter().map(|e| e.msg.kind()).collect();
+        assert_eq!(sent, ["ring_state"]);
+
+        // The last moves done: the change completes everywhere.
+        let rest: Vec<u32> = (0..moves as u32).filter(|m| !both.contains(m)).collect();
+        let mut out = Outbox::new();
+        keepers
+            .get_mut(&NodeId(3))
+            .unwrap()
+            .mark_all_done(&rest, &mut out);
+        pump(&mut keepers, now, out.messages);
+        for k in keepers.values() {
+            assert!(k.state().pending.is_none());
+            assert!(k.ring().is_member(NodeId(3)));
+        }
     }
 
     #[test]
@@ -1021,6 +1255,7 @@ mod tests {
             epoch: ring.epoch(),
             digest: k.state().digest(),
             pending: 0,
+            progress: None,
         };
         k.step(
             start + wait,

@@ -1123,6 +1123,7 @@ mod tests {
             epoch: ring.epoch(),
             digest: role.state().digest(),
             pending: 0,
+            progress: None,
         };
         let mut out = Vec::new();
         role.step(start + wait, NodeId(2), digest.clone(), &mut out);
