@@ -108,7 +108,8 @@ async fn settled(nodes: &[Node], members: &[NodeId], limit: Duration) -> bool {
                 _ => return false,
             }
         }
-        same_ring(nodes, members).await
+        // Writes may follow at once: every coordinator routes by it.
+        same_ring(nodes, members).await && routed(nodes).await
     })
     .await
     .is_some()

@@ -132,6 +132,8 @@ async fn settled(nodes: &[Node], members: &[NodeId]) -> bool {
         }
         all_see(nodes, members, ringkv::MemberStatus::Alive).await
             && same_ring(nodes, members).await
+            // Writes may follow at once: every coordinator routes by it.
+            && routed(nodes).await
     })
     .await
     .is_some()

@@ -92,6 +92,9 @@ async fn loaded_pair(network: &MemoryNetwork, receiver: NodeConfig) -> (Node, No
         all_see(&nodes, &ids, MemberStatus::Alive).await
             && same_ring(&nodes, &ids).await
             && n2.ring_state().await.is_ok_and(|s| s.pending.is_none())
+            // The first write follows at once: every coordinator must
+            // route by the ring (seen under load: `Unavailable`, got 0).
+            && routed(&nodes).await
     })
     .await;
     assert!(formed.is_some(), "node 2 did not join");
@@ -430,6 +433,7 @@ async fn several_sources_are_each_pulled_to_the_end_and_the_listener_hears_it() 
         all_see(&nodes, &ids, MemberStatus::Alive).await
             && same_ring(&nodes, &ids).await
             && n3.ring_state().await.is_ok_and(|s| s.pending.is_none())
+            && routed(&nodes).await
     })
     .await;
     assert!(formed.is_some(), "node 3 did not join");
