@@ -1152,6 +1152,41 @@ mod tests {
     }
 
     #[test]
+    fn states_of_one_fence_and_different_changes_settle_by_merge() {
+        // A leave and a removal of node 4 towards one target ring share a
+        // fence; a digest's progress must not be taken as moves of the
+        // same change, or the two nodes trade digests without end.
+        let mut ring = Ring::empty();
+        for id in 1..=4 {
+            ring = claim_join(&ring, NodeId(id), 16).unwrap();
+        }
+        let target = claim_leave(&ring, NodeId(4)).unwrap();
+        let settled = RingState::settled(ring);
+        let mut leave = settled
+            .begin(Change::Leave(NodeId(4)), target.clone(), 3)
+            .unwrap();
+        let mut remove = settled.begin(Change::Remove(NodeId(4)), target, 3).unwrap();
+        assert_eq!(leave.fence(), remove.fence());
+        assert!(leave.pending.is_some() && remove.pending.is_some());
+        leave.mark_done(0);
+        remove.mark_done(1);
+        let mut keepers = BTreeMap::new();
+        for (id, state) in [(1, leave), (2, remove)] {
+            let mut k = keeper(id, &[1]);
+            k.form(state).unwrap();
+            k.on_member_event(&up(3 - id));
+            keepers.insert(NodeId(id), k);
+        }
+        let first = keepers[&NodeId(1)].digest_message();
+        pump(
+            &mut keepers,
+            Instant::now(),
+            vec![Addressed::new(NodeId(1), NodeId(2), first)],
+        );
+        assert_eq!(keepers[&NodeId(1)].state(), keepers[&NodeId(2)].state());
+    }
+
+    #[test]
     fn a_leave_removes_the_node_everywhere() {
         let mut keepers = four_keepers();
         run(&mut keepers, 100);
