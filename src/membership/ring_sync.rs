@@ -120,6 +120,17 @@ pub fn ring_confirm_wait(gossip_interval: Duration) -> Duration {
     (gossip_interval * 30).max(Duration::from_secs(10))
 }
 
+/// Whether every index of moves done names one of a change's `moves`
+/// moves; else the first that does not. A peer's state or digest naming
+/// another is ignored: merged, it would never be matched, and the two
+/// nodes' digests would differ until the change ended.
+fn moves_in_range<'a>(done: impl IntoIterator<Item = &'a u32>, moves: usize) -> Result<(), u32> {
+    match done.into_iter().find(|&&i| i as usize >= moves) {
+        Some(&bad) => Err(bad),
+        None => Ok(()),
+    }
+}
+
 /// The digest that breaks ties between rings of one epoch.
 pub fn ring_digest(ring: &Ring) -> u64 {
     crate::ring::transition::ring_digest(ring)
@@ -414,6 +425,12 @@ impl RingKeeper {
                     return;
                 }
                 let theirs = RingState { ring, pending };
+                if let Some(p) = &theirs.pending {
+                    if let Err(bad) = moves_in_range(&p.done, p.shared_moves(&theirs.ring).len()) {
+                        warn!(%from, index = bad, "ring state with a move index out of range ignored");
+                        return;
+                    }
+                }
                 self.confirmed.insert(from, theirs.pending_digest());
                 let mut merged = (*self.state).clone();
                 if merged.merge(&theirs) {
@@ -564,7 +581,7 @@ impl RingKeeper {
             .pending
             .as_ref()
             .map_or(0, |p| p.shared_moves(&self.state.ring).len());
-        if let Some(bad) = progress.done.iter().find(|&&i| i as usize >= moves) {
+        if let Err(bad) = moves_in_range(&progress.done, moves) {
             warn!(%from, index = bad, moves, "ring digest with a move index out of range ignored");
             return;
         }
@@ -1121,6 +1138,17 @@ mod tests {
         };
         let mut out = Outbox::new();
         let one = keepers.get_mut(&NodeId(1)).unwrap();
+        one.step(now, Addressed::new(NodeId(3), NodeId(1), bad), &mut out);
+        assert_eq!(**one.state(), *before);
+        assert!(out.messages.is_empty());
+
+        // So does a whole state naming one.
+        let mut wrong = before.as_ref().clone();
+        wrong.pending.as_mut().unwrap().done.insert(moves as u32);
+        let bad = RingMsg::State {
+            ring: wrong.ring.clone(),
+            pending: wrong.pending.clone(),
+        };
         one.step(now, Addressed::new(NodeId(3), NodeId(1), bad), &mut out);
         assert_eq!(**one.state(), *before);
         assert!(out.messages.is_empty());
